@@ -1,0 +1,30 @@
+//! Shared vocabulary of the cliproxy crates.
+//!
+//! This crate is deliberately small: it holds only what more than one layer crate needs and
+//! what must mean the same thing everywhere.
+//!
+//! - [`Secret`]: the one wrapper for every key and token in the workspace. Its `Debug` and
+//!   `Display` print `[redacted]`, it is zeroized on drop, and it does not implement
+//!   `Serialize`, so a secret cannot reach a log line or a JSON body by accident.
+//! - [`ErrorCode`]: the stable error codes, each with its HTTP status and its spelling in the
+//!   OpenAI, Anthropic and Gemini error formats.
+//! - [`glob_match`]: the `*` wildcard used for model names, in routing and in client-key
+//!   model allowlists.
+//!
+//! ```
+//! use cliproxy_core::{ErrorCode, Secret};
+//!
+//! let key = Secret::from("sk-test-0123456789".to_owned());
+//! assert_eq!(format!("{key:?}"), "[redacted]");
+//! assert_eq!(key.expose(), "sk-test-0123456789");
+//! assert_eq!(ErrorCode::PayloadTooLarge.status(), 413);
+//! ```
+
+mod error_code;
+mod glob;
+mod secret;
+
+// The public interface is:
+pub use error_code::ErrorCode;
+pub use glob::glob_match;
+pub use secret::Secret;

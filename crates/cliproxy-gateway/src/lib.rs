@@ -1,0 +1,1 @@
+//! The cliproxy request pipeline.
