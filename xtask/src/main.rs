@@ -1,1 +1,61 @@
-fn main() {}
+//! Project automation: `cargo xtask <task>`.
+//!
+//! - `ci`: everything `.ci/run` checks, in the same order: `lint`, then `test`.
+//! - `lint`: rustfmt check, clippy with warnings denied, and `cargo deny` (licences, banned
+//!   crates such as aws-lc-rs and openssl, sources).
+//! - `test`: the workspace tests (the command README.md gives).
+
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "cliproxy project automation")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Run lint then test: what CI runs.
+    Ci,
+    /// rustfmt --check, clippy -D warnings, cargo deny check.
+    Lint,
+    /// The workspace tests.
+    Test,
+}
+
+/// The test command; README.md gives the same one.
+const TEST: &[&str] = &["test", "--workspace", "--locked"];
+
+fn main() -> Result<()> {
+    match Cli::parse().task {
+        Task::Ci => {
+            lint()?;
+            cargo(TEST)
+        }
+        Task::Lint => lint(),
+        Task::Test => cargo(TEST),
+    }
+}
+
+fn lint() -> Result<()> {
+    cargo(&["fmt", "--all", "--", "--check"])?;
+    cargo(&["clippy", "--workspace", "--all-targets", "--locked", "--", "-D", "warnings"])?;
+    cargo(&["deny", "--locked", "check", "licenses", "bans", "sources"])
+}
+
+fn cargo(args: &[&str]) -> Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    eprintln!("xtask: cargo {}", args.join(" "));
+    let status = Command::new(&cargo)
+        .args(args)
+        .status()
+        .with_context(|| format!("cannot run `{cargo} {}`", args.join(" ")))?;
+    if !status.success() {
+        bail!("`cargo {}` failed ({status})", args.join(" "));
+    }
+    Ok(())
+}

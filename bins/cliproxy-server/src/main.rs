@@ -1,1 +1,21 @@
-fn main() {}
+//! `cliproxy-server`: the command line. Parsing, exit codes and dispatch only; each
+//! subcommand lives in its own module and the gateway itself in `cliproxy-gateway`.
+
+mod cli;
+mod commands;
+mod logging;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    match commands::run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            eprintln!("cliproxy-server: {:#}", failure.error);
+            ExitCode::from(failure.exit_code)
+        }
+    }
+}

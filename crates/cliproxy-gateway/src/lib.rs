@@ -1,1 +1,44 @@
-//! The cliproxy request pipeline.
+//! The cliproxy gateway: the request pipeline and the provider adapters, composing the layer
+//! crates (today the credential vault; the network guard, audit and sandbox layers plug in at
+//! the steps marked in [`Gateway::handle`]).
+//!
+//! A request goes through, in order: routing, client-key authentication, the body cap, JSON
+//! and model checks, model routing, then either the built-in mock or the upstream provider with
+//! a vault credential (round-robin, cool-down and failover), and streams back with its token
+//! usage read on the way.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use cliproxy_gateway::{Config, ConfigSource, Gateway, Server};
+//!
+//! let config = Config::load(&ConfigSource::File("config.yaml".into()))?;
+//! let log = slog::Logger::root(slog::Discard, slog::o!());
+//! let gateway = Gateway::build(&config, log.clone())?;
+//! let server = Server::bind(&config.server, gateway, log).await?;
+//! server.run(async { let _ = tokio::signal::ctrl_c().await; }).await?;
+//! # Ok(()) }
+//! ```
+
+mod api;
+mod body;
+mod config;
+mod error;
+mod gateway;
+mod mock;
+mod pool;
+mod providers;
+mod routing;
+mod server;
+mod upstream;
+mod usage;
+
+// The public interface is:
+pub use api::ApiFormat;
+pub use config::{
+    BaseUrl, Config, ConfigError, ConfigSource, ENV_PREFIX, LimitsConfig, LogFormat, LogLevel,
+    LoggingConfig, ProviderConfig, ProviderKind, ProvidersConfig, ServerConfig,
+};
+pub use error::{Error, Result};
+pub use gateway::{Gateway, MAX_ATTEMPTS, REQUEST_ID_HEADER};
+pub use server::Server;
+pub use usage::{Usage, UsageScanner};

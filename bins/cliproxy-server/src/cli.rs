@@ -1,0 +1,111 @@
+//! The command-line interface (clap). `--help` on every subcommand says what it does and
+//! which config keys matter.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// cliproxy: a security-hardened gateway between LLM clients and LLM provider APIs.
+///
+/// Clients call it with their own keys in the OpenAI, Anthropic or Gemini API format; it
+/// forwards to the providers with credentials from its vault and streams the replies back.
+///
+/// Exit codes: 0 ok, 1 runtime failure, 2 usage error, 78 configuration error.
+#[derive(Debug, Parser)]
+#[command(name = "cliproxy-server", version, propagate_version = true)]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    pub(crate) command: Option<Command>,
+    #[command(flatten)]
+    pub(crate) config: ConfigArg,
+}
+
+/// The `--config` option shared by the subcommands that read a configuration.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct ConfigArg {
+    /// Configuration file (YAML). Without it, ./config.yaml is read when present, else the
+    /// built-in defaults. CLIPROXY_<SECTION>__<KEY> environment variables override the file.
+    #[arg(long, short = 'c', value_name = "PATH", global = true)]
+    pub(crate) config: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Run the gateway (the default when no subcommand is given).
+    Serve,
+    /// Run the whole stack on loopback with the built-in mock provider: no provider account
+    /// needed. Prints a fresh client key and copy-paste examples.
+    Demo(DemoArgs),
+    /// Print fresh random keys: a client key (auth.api_keys), a management key
+    /// (management.secret_key) and an encryption key (auth.encryption.key).
+    Keygen,
+    /// Manage the provider credentials stored in auth.dir.
+    #[command(subcommand)]
+    Vault(VaultCommand),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DemoArgs {
+    /// Port to listen on (127.0.0.1 only); 0 picks a free one.
+    #[arg(long, default_value_t = 8317)]
+    pub(crate) port: u16,
+    /// Seconds the mock waits before its reply and between streamed events.
+    #[arg(long, value_name = "DURATION", default_value = "40ms")]
+    pub(crate) latency: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum VaultCommand {
+    /// Store a provider credential. The token is read from standard input (first line), never
+    /// from the command line, so it stays out of shell history and process listings.
+    Add(VaultAddArgs),
+    /// List stored credentials: ids, providers, types, creation time. Never secrets.
+    List,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct VaultAddArgs {
+    /// The provider it belongs to: a name under `providers:` in the config.
+    #[arg(long)]
+    pub(crate) provider: String,
+    /// Credential id (letters, digits, `.`, `_`, `-`); generated when omitted.
+    #[arg(long)]
+    pub(crate) id: Option<String>,
+    /// Send this credential's requests to another base URL than the provider's.
+    #[arg(long, value_name = "URL")]
+    pub(crate) base_url: Option<String>,
+    /// A note for operators, shown by `vault list`.
+    #[arg(long)]
+    pub(crate) label: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn the_cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn serve_is_the_default_and_config_is_global() {
+        let cli = Cli::try_parse_from(["cliproxy-server", "--config", "x.yaml"]).unwrap();
+        assert!(cli.command.is_none());
+        assert_eq!(cli.config.config.as_deref(), Some(std::path::Path::new("x.yaml")));
+        let cli = Cli::try_parse_from([
+            "cliproxy-server",
+            "vault",
+            "add",
+            "--provider",
+            "openai",
+            "-c",
+            "y.yaml",
+        ])
+        .unwrap();
+        assert!(matches!(cli.command, Some(Command::Vault(VaultCommand::Add(_)))));
+        assert!(Cli::try_parse_from(["cliproxy-server", "vault", "add", "--token", "x"]).is_err());
+    }
+}

@@ -1,0 +1,314 @@
+//! The subcommands. Each turns its failures into a [`Failure`] carrying the exit code, so
+//! `main` stays a dispatcher.
+
+use std::io::BufRead;
+
+use anyhow::{Context, anyhow};
+use base64::Engine;
+use cliproxy_core::Secret;
+use cliproxy_gateway::{BaseUrl, Config, ConfigError, ConfigSource, Gateway, Server};
+use cliproxy_vault::Credential;
+use ring::rand::{SecureRandom, SystemRandom};
+use slog::{Logger, info};
+
+use crate::cli::{Cli, Command, ConfigArg, DemoArgs, VaultAddArgs, VaultCommand};
+use crate::logging;
+
+/// Exit code for a runtime failure.
+const EXIT_RUNTIME: u8 = 1;
+/// Exit code for a configuration error (EX_CONFIG from sysexits.h).
+const EXIT_CONFIG: u8 = 78;
+
+/// An error and the exit code it ends the process with.
+#[derive(Debug)]
+pub(crate) struct Failure {
+    pub(crate) error: anyhow::Error,
+    pub(crate) exit_code: u8,
+}
+
+impl Failure {
+    fn config(error: impl Into<anyhow::Error>) -> Self {
+        Self { error: error.into(), exit_code: EXIT_CONFIG }
+    }
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(error: anyhow::Error) -> Self {
+        // Configuration problems found while building keep their own exit code.
+        let exit_code = match error.downcast_ref::<cliproxy_gateway::Error>() {
+            Some(cliproxy_gateway::Error::Config(_)) => EXIT_CONFIG,
+            _ if error.is::<ConfigError>() => EXIT_CONFIG,
+            _ => EXIT_RUNTIME,
+        };
+        Self { error, exit_code }
+    }
+}
+
+impl From<cliproxy_gateway::Error> for Failure {
+    fn from(error: cliproxy_gateway::Error) -> Self {
+        anyhow::Error::from(error).into()
+    }
+}
+
+/// Runs the command line.
+pub(crate) fn run(cli: Cli) -> Result<(), Failure> {
+    match cli.command {
+        None | Some(Command::Serve) => serve(&cli.config),
+        Some(Command::Demo(args)) => demo(&args),
+        Some(Command::Keygen) => keygen(),
+        Some(Command::Vault(VaultCommand::Add(args))) => vault_add(&cli.config, &args),
+        Some(Command::Vault(VaultCommand::List)) => vault_list(&cli.config),
+    }
+}
+
+fn load(config: &ConfigArg) -> Result<Config, Failure> {
+    let source = match &config.config {
+        Some(path) => ConfigSource::File(path.clone()),
+        None => ConfigSource::Default,
+    };
+    Config::load(&source).map_err(Failure::config)
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("cliproxy")
+        .build()
+        .context("cannot start the async runtime")?)
+}
+
+fn serve(config: &ConfigArg) -> Result<(), Failure> {
+    let config = load(config)?;
+    let (log, _flush) = logging::init(&config.logging);
+    info!(log, "starting"; "version" => env!("CARGO_PKG_VERSION"));
+    let result = runtime()?.block_on(async {
+        let gateway = Gateway::build(&config, log.clone())?;
+        let server = Server::bind(&config.server, gateway, log.clone()).await?;
+        server.run(shutdown_signal(log.clone())).await?;
+        Ok::<_, Failure>(())
+    });
+    if let Err(failure) = &result {
+        slog::error!(log, "stopped"; "error" => format!("{:#}", failure.error));
+    } else {
+        info!(log, "stopped");
+    }
+    result
+}
+
+/// Completes on SIGTERM or SIGINT.
+async fn shutdown_signal(log: Logger) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let name = match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(mut term), Ok(mut int)) => tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        },
+        _ => {
+            // Without signal handlers the process can still be stopped by SIGKILL; say so.
+            slog::warn!(log, "cannot install signal handlers; graceful shutdown is unavailable");
+            std::future::pending::<&str>().await
+        }
+    };
+    info!(log, "signal received"; "signal" => name);
+}
+
+fn demo(args: &DemoArgs) -> Result<(), Failure> {
+    let rng = SystemRandom::new();
+    let client_key = format!("cpk-{}", hex(&random_bytes::<24>(&rng)?));
+    let dir = std::env::temp_dir().join(format!(
+        "cliproxy-demo-{}-{}",
+        std::process::id(),
+        hex(&random_bytes::<4>(&rng)?)
+    ));
+    let auths = dir.join("auths");
+    let yaml = format!(
+        "server: {{host: 127.0.0.1, port: {port}, shutdown_timeout: 5s}}\n\
+         auth: {{api_keys: [{{name: demo, key: \"{client_key}\"}}], dir: {auths:?}}}\n\
+         providers: {{demo: {{type: mock, models: [\"mock-*\"], latency: {latency:?}}}}}\n\
+         logging: {{level: info, format: text}}\n",
+        port = args.port,
+        latency = args.latency,
+        auths = auths.display().to_string(),
+    );
+    let config = Config::from_yaml(&yaml).map_err(Failure::config)?;
+    let (log, _flush) = logging::init(&config.logging);
+    let result = runtime()?.block_on(async {
+        let gateway = Gateway::build(&config, log.clone())?;
+        let server = Server::bind(&config.server, gateway, log.clone()).await.map_err(|e| {
+            anyhow!("{e}; is another demo running? pick another port with `demo --port 0`")
+        })?;
+        let base = format!("http://{}", server.local_addr()?);
+        print_demo_banner(&base, &client_key);
+        server.run(shutdown_signal(log.clone())).await?;
+        Ok::<_, Failure>(())
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+fn print_demo_banner(base: &str, key: &str) {
+    use std::io::Write;
+    let text = format!(
+        r#"
+cliproxy demo is running: the whole gateway on loopback, with the built-in mock provider.
+The client key below is printed once and forgotten when the demo stops.
+
+  base url:   {base}
+  client key: {key}
+
+OpenAI format (streaming: add "stream": true):
+  curl -s {base}/v1/chat/completions -H "Authorization: Bearer {key}" \
+    -H 'content-type: application/json' \
+    -d '{{"model": "mock-1", "messages": [{{"role": "user", "content": "Hello"}}]}}'
+
+Anthropic format, streamed:
+  curl -sN {base}/v1/messages -H "x-api-key: {key}" -H 'anthropic-version: 2023-06-01' \
+    -H 'content-type: application/json' \
+    -d '{{"model": "mock-1", "max_tokens": 64, "stream": true, "messages": [{{"role": "user", "content": "Hello"}}]}}'
+
+Gemini format:
+  curl -s '{base}/v1beta/models/mock-1:generateContent' -H "x-goog-api-key: {key}" \
+    -H 'content-type: application/json' -d '{{"contents": [{{"parts": [{{"text": "Hello"}}]}}]}}'
+
+SDKs: OpenAI(base_url="{base}/v1", api_key=KEY), Anthropic(base_url="{base}", api_key=KEY).
+Press Ctrl-C to stop.
+"#
+    );
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout.write_all(text.as_bytes());
+    let _ = stdout.flush();
+}
+
+fn keygen() -> Result<(), Failure> {
+    let rng = SystemRandom::new();
+    let encryption = base64::engine::general_purpose::STANDARD.encode(random_bytes::<32>(&rng)?);
+    println!("client key      (auth.api_keys):          cpk-{}", hex(&random_bytes::<24>(&rng)?));
+    println!("management key  (management.secret_key):  cpm-{}", hex(&random_bytes::<24>(&rng)?));
+    println!("encryption key  (auth.encryption.key):    {encryption}");
+    println!();
+    println!("Keep them in your secret store and pass them in as environment variables, e.g.");
+    println!(
+        "auth.api_keys: [\"${{CLIPROXY_CLIENT_KEY}}\"]; never write them into the config file."
+    );
+    Ok(())
+}
+
+fn vault_add(config: &ConfigArg, args: &VaultAddArgs) -> Result<(), Failure> {
+    let config = load(config)?;
+    if !config.providers.0.contains_key(&args.provider) {
+        let known: Vec<&str> = config.providers.0.keys().map(String::as_str).collect();
+        return Err(Failure::config(anyhow!(
+            "provider `{}` is not configured under `providers` (configured: {})",
+            args.provider,
+            if known.is_empty() { "none".to_owned() } else { known.join(", ") }
+        )));
+    }
+    if let Some(url) = &args.base_url {
+        BaseUrl::parse(url).map_err(|e| anyhow!("--base-url: {e}"))?;
+    }
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .context("cannot read the token from standard input")?;
+    let token = Secret::from(line.trim().to_owned());
+    line.clear();
+    if token.is_empty() {
+        return Err(anyhow!("no token on standard input; pipe it in, e.g. `printenv OPENAI_API_KEY | cliproxy-server vault add --provider openai`").into());
+    }
+    let mut credential =
+        Credential::new_api_key(&args.provider, token).map_err(anyhow::Error::from)?;
+    if let Some(id) = &args.id {
+        credential = credential.with_id(id).map_err(anyhow::Error::from)?;
+    }
+    credential.base_url = args.base_url.clone();
+    credential.label = args.label.clone();
+    let store = config.auth.build().map_err(anyhow::Error::from)?;
+    store.put(&credential).map_err(anyhow::Error::from)?;
+    println!(
+        "stored credential `{}` for provider `{}` in {}",
+        credential.id,
+        credential.provider,
+        store.location().display()
+    );
+    Ok(())
+}
+
+fn vault_list(config: &ConfigArg) -> Result<(), Failure> {
+    let config = load(config)?;
+    let store = config.auth.build().map_err(anyhow::Error::from)?;
+    let credentials = store.list().map_err(anyhow::Error::from)?;
+    if credentials.is_empty() {
+        println!("no credentials in {}", store.location().display());
+        return Ok(());
+    }
+    println!(
+        "{:<32} {:<12} {:<8} {:<20} BASE URL / LABEL",
+        "ID", "PROVIDER", "TYPE", "CREATED (UTC)"
+    );
+    for meta in credentials {
+        let note = [meta.base_url.clone(), meta.label.clone()]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join(" / ");
+        println!(
+            "{:<32} {:<12} {:<8} {:<20} {}",
+            meta.id,
+            meta.provider,
+            meta.kind,
+            format_utc(meta.created_at),
+            note
+        );
+    }
+    Ok(())
+}
+
+/// `YYYY-MM-DD HH:MM:SS` (UTC) from unix seconds.
+fn format_utc(seconds: u64) -> String {
+    let days = seconds / 86_400;
+    let (year, month, day) = civil_from_days(i64::try_from(days).unwrap_or(0));
+    let rem = seconds % 86_400;
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Days since 1970-01-01 to a civil date (Howard Hinnant's algorithm).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = u32::try_from(doy - (153 * mp + 2) / 5 + 1).unwrap_or(1);
+    let month = u32::try_from(if mp < 10 { mp + 3 } else { mp - 9 }).unwrap_or(1);
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+fn random_bytes<const N: usize>(rng: &SystemRandom) -> Result<[u8; N], Failure> {
+    let mut bytes = [0u8; N];
+    rng.fill(&mut bytes).map_err(|_| anyhow!("the system random number generator failed"))?;
+    Ok(bytes)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn civil_dates() {
+        assert_eq!(format_utc(0), "1970-01-01 00:00:00");
+        assert_eq!(format_utc(951_782_400), "2000-02-29 00:00:00");
+        assert_eq!(format_utc(1_763_850_000), "2025-11-22 22:20:00");
+    }
+}

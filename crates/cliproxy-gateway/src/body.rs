@@ -1,0 +1,282 @@
+//! Response bodies: the boxed body type every response uses, the upstream body wrapper that
+//! enforces the idle timeout and reads token usage as frames pass, and a paced body for the
+//! mock provider.
+
+use std::collections::VecDeque;
+use std::future::Future as _;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Frame, SizeHint};
+use http_body_util::BodyExt;
+use http_body_util::combinators::UnsyncBoxBody;
+use tokio::time::{Instant, Sleep};
+
+use crate::usage::{Usage, UsageScanner};
+
+/// Boxed error carried by bodies.
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The body type of every gateway response.
+pub(crate) type Body = UnsyncBoxBody<Bytes, BoxError>;
+
+/// A complete body.
+pub(crate) fn full(bytes: impl Into<Bytes>) -> Body {
+    http_body_util::Full::new(bytes.into()).map_err(|never| match never {}).boxed_unsync()
+}
+
+/// How a proxied body ended; reported once, to the closure given to [`Tapped::new`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// The upstream finished the body and the client received all of it.
+    Complete(Option<Usage>),
+    /// The upstream failed or went idle; the message says which.
+    Failed(String, Option<Usage>),
+    /// The client went away before the end.
+    ClientGone(Option<Usage>),
+}
+
+/// The callback that receives a body's [`Outcome`].
+pub(crate) type OnDone = Box<dyn FnOnce(Outcome) + Send>;
+
+/// The upstream idle timeout fired.
+#[derive(Debug, thiserror::Error)]
+#[error("upstream sent nothing for {0:?} (server.limits.stream_idle_timeout)")]
+pub(crate) struct IdleTimeout(pub Duration);
+
+pin_project_lite::pin_project! {
+    /// Wraps an upstream body: passes every frame through as soon as it arrives, fails the
+    /// body when the upstream is silent for longer than the idle timeout, feeds data to a
+    /// [`UsageScanner`] and reports the [`Outcome`] once, at the end or on drop.
+    pub struct Tapped<B> {
+        #[pin]
+        inner: B,
+        #[pin]
+        idle: Sleep,
+        idle_timeout: Duration,
+        scanner: UsageScanner,
+        on_done: Option<OnDone>,
+    }
+
+    impl<B> PinnedDrop for Tapped<B> {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            if let Some(on_done) = this.on_done.take() {
+                on_done(Outcome::ClientGone(this.scanner.usage()));
+            }
+        }
+    }
+}
+
+impl<B> Tapped<B> {
+    /// Wraps `inner`.
+    pub(crate) fn new(
+        inner: B,
+        idle_timeout: Duration,
+        scanner: UsageScanner,
+        on_done: OnDone,
+    ) -> Self {
+        Self {
+            inner,
+            idle: tokio::time::sleep(idle_timeout),
+            idle_timeout,
+            scanner,
+            on_done: Some(on_done),
+        }
+    }
+}
+
+impl<B> http_body::Body for Tapped<B>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let mut this = self.project();
+        match this.inner.as_mut().poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    this.scanner.feed(data);
+                }
+                let deadline = Instant::now() + *this.idle_timeout;
+                this.idle.as_mut().reset(deadline);
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(error))) => {
+                let error: BoxError = error.into();
+                if let Some(on_done) = this.on_done.take() {
+                    on_done(Outcome::Failed(error.to_string(), this.scanner.usage()));
+                }
+                Poll::Ready(Some(Err(error)))
+            }
+            Poll::Ready(None) => {
+                if let Some(on_done) = this.on_done.take() {
+                    this.scanner.finish();
+                    on_done(Outcome::Complete(this.scanner.usage()));
+                }
+                Poll::Ready(None)
+            }
+            Poll::Pending => {
+                ready!(this.idle.as_mut().poll(cx));
+                let error = IdleTimeout(*this.idle_timeout);
+                if let Some(on_done) = this.on_done.take() {
+                    on_done(Outcome::Failed(error.to_string(), this.scanner.usage()));
+                }
+                Poll::Ready(Some(Err(Box::new(error))))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A body that yields prepared chunks with a pause before each one; the mock provider's
+    /// streams. The pauses run on the tokio timer, so a paused test clock controls them.
+    pub struct Paced {
+        chunks: VecDeque<Bytes>,
+        pause: Duration,
+        #[pin]
+        timer: Sleep,
+        armed: bool,
+    }
+}
+
+impl Paced {
+    /// Chunks sent `pause` apart (the first one after `pause` too).
+    pub(crate) fn new(chunks: Vec<Bytes>, pause: Duration) -> Self {
+        Self { chunks: chunks.into(), pause, timer: tokio::time::sleep(pause), armed: true }
+    }
+}
+
+impl http_body::Body for Paced {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let mut this = self.project();
+        if this.chunks.is_empty() {
+            return Poll::Ready(None);
+        }
+        if !this.pause.is_zero() {
+            if !*this.armed {
+                let deadline = Instant::now() + *this.pause;
+                this.timer.as_mut().reset(deadline);
+                *this.armed = true;
+            }
+            ready!(this.timer.as_mut().poll(cx));
+            *this.armed = false;
+        }
+        Poll::Ready(this.chunks.pop_front().map(|chunk| Ok(Frame::data(chunk))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.chunks.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use http_body_util::BodyExt;
+
+    use super::*;
+    use crate::api::ApiFormat;
+
+    fn recorder() -> (OnDone, Arc<Mutex<Vec<Outcome>>>) {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let sink = seen.clone();
+        (Box::new(move |outcome| sink.lock().unwrap().push(outcome)), seen)
+    }
+
+    /// A body that yields its chunks, then ends or (with `hang`) stays silent forever.
+    struct Script {
+        chunks: VecDeque<Bytes>,
+        hang: bool,
+    }
+
+    impl http_body::Body for Script {
+        type Data = Bytes;
+        type Error = BoxError;
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+            match self.chunks.pop_front() {
+                Some(chunk) => Poll::Ready(Some(Ok(Frame::data(chunk)))),
+                None if self.hang => Poll::Pending,
+                None => Poll::Ready(None),
+            }
+        }
+    }
+
+    fn script(chunks: &[&'static [u8]], hang: bool) -> Script {
+        Script { chunks: chunks.iter().map(|c| Bytes::from_static(c)).collect(), hang }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn passes_frames_and_reports_usage_once() {
+        let inner = script(
+            &[
+                b"data: {\"choices\":[]}\n\n",
+                b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":7,\"completion_tokens\":3}}\n\ndata: [DONE]\n\n",
+            ],
+            false,
+        );
+        let (on_done, seen) = recorder();
+        let scanner = UsageScanner::new(ApiFormat::OpenAi, true);
+        let body = Tapped::new(inner, Duration::from_secs(5), scanner, on_done);
+        let bytes = body.collect().await.unwrap().to_bytes();
+        assert!(bytes.ends_with(b"data: [DONE]\n\n"));
+        let expected = Outcome::Complete(Some(Usage { input_tokens: 7, output_tokens: 3 }));
+        assert_eq!(*seen.lock().unwrap(), [expected]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_upstream_fails_the_body() {
+        let (on_done, seen) = recorder();
+        let scanner = UsageScanner::new(ApiFormat::OpenAi, true);
+        let body =
+            Tapped::new(script(&[b"data: {}\n\n"], true), Duration::from_secs(2), scanner, on_done);
+        let error = body.collect().await.unwrap_err().to_string();
+        assert!(error.contains("stream_idle_timeout"), "{error}");
+        assert!(matches!(seen.lock().unwrap()[0], Outcome::Failed(..)));
+    }
+
+    #[tokio::test]
+    async fn dropped_body_reports_client_gone() {
+        let (on_done, seen) = recorder();
+        let scanner = UsageScanner::new(ApiFormat::Anthropic, true);
+        let body = Tapped::new(script(&[], true), Duration::from_secs(60), scanner, on_done);
+        drop(body);
+        assert_eq!(*seen.lock().unwrap(), [Outcome::ClientGone(None)]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn paced_body_waits_between_chunks() {
+        let start = Instant::now();
+        let chunks = vec![Bytes::from_static(b"a"), Bytes::from_static(b"b")];
+        let body = Paced::new(chunks, Duration::from_millis(100));
+        let bytes = body.collect().await.unwrap().to_bytes();
+        assert_eq!(&bytes[..], b"ab");
+        assert_eq!(start.elapsed(), Duration::from_millis(200));
+    }
+}

@@ -1,0 +1,800 @@
+//! The gateway's configuration: the top-level [`Config`] made of one section per crate, and
+//! [`load`], which layers built-in defaults, the YAML file and `CLIPROXY_` environment variables
+//! with figment.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr};
+use std::num::{NonZeroU32, NonZeroUsize};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use figment::providers::{Env, Format, Yaml};
+use figment::value::{Dict, Map, Value};
+use figment::{Figment, Metadata, Profile, Provider};
+use serde::Deserialize;
+
+/// The whole configuration file: one section per crate.
+///
+/// Adding a layer adds a section field here whose type the layer crate owns; the sections
+/// already here do not change shape.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
+pub struct Config {
+    /// `server:` — listener, limits and timeouts.
+    pub server: ServerConfig,
+    /// `auth:` — client keys and the credential vault (owned by `cliproxy-vault`).
+    pub auth: cliproxy_vault::Config,
+    /// `providers:` — upstream providers by name.
+    pub providers: ProvidersConfig,
+    /// `logging:` — level and format of the operational log.
+    pub logging: LoggingConfig,
+}
+
+/// The `server:` section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
+pub struct ServerConfig {
+    /// Address to listen on; loopback by default so nothing is exposed by accident.
+    pub host: IpAddr,
+    /// Port to listen on; 0 picks a free one (the bound address is logged).
+    pub port: u16,
+    /// How long in-flight requests and streams may run on after SIGTERM.
+    #[serde(with = "duration")]
+    pub shutdown_timeout: Duration,
+    /// `server.limits:` — protocol limits and upstream timeouts.
+    pub limits: LimitsConfig,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            host: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            port: 8317,
+            shutdown_timeout: Duration::from_secs(30),
+            limits: LimitsConfig::default(),
+        }
+    }
+}
+
+/// The `server.limits:` section. Defaults follow Envoy's edge-proxy guidance where it has one.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
+pub struct LimitsConfig {
+    /// Connections served at once; further connections are closed at accept.
+    pub max_connections: NonZeroUsize,
+    /// Time a client has to send the complete request head.
+    #[serde(with = "duration")]
+    pub header_read_timeout: Duration,
+    /// Most request headers accepted (HTTP/1.1).
+    pub max_headers: NonZeroUsize,
+    /// Most bytes of request headers accepted.
+    pub max_header_bytes: NonZeroUsize,
+    /// Largest request body accepted; larger ones get 413.
+    pub max_body_bytes: NonZeroUsize,
+    /// HTTP/2 streams per connection.
+    pub http2_max_streams: NonZeroU32,
+    /// Time to open a TCP (and TLS) connection to an upstream.
+    #[serde(with = "duration")]
+    pub upstream_connect_timeout: Duration,
+    /// Time from sending a request upstream to its response head. A non-streamed reply is only
+    /// sent when generation is complete, so this is generous by default.
+    #[serde(with = "duration")]
+    pub upstream_first_byte_timeout: Duration,
+    /// Longest silence allowed between two chunks of an upstream response body.
+    #[serde(with = "duration")]
+    pub stream_idle_timeout: Duration,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_connections: NonZeroUsize::new(10_000).unwrap_or(NonZeroUsize::MIN),
+            header_read_timeout: Duration::from_secs(10),
+            max_headers: NonZeroUsize::new(100).unwrap_or(NonZeroUsize::MIN),
+            max_header_bytes: NonZeroUsize::new(64 * 1024).unwrap_or(NonZeroUsize::MIN),
+            max_body_bytes: NonZeroUsize::new(10 * 1024 * 1024).unwrap_or(NonZeroUsize::MIN),
+            http2_max_streams: NonZeroU32::new(100).unwrap_or(NonZeroU32::MIN),
+            upstream_connect_timeout: Duration::from_secs(10),
+            upstream_first_byte_timeout: Duration::from_secs(300),
+            stream_idle_timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+/// The `providers:` section: provider name → provider.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(transparent)]
+pub struct ProvidersConfig(pub BTreeMap<String, ProviderConfig>);
+
+/// One provider under `providers.<name>`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct ProviderConfig {
+    /// Which API the provider speaks.
+    #[serde(rename = "type")]
+    pub kind: ProviderKind,
+    /// Origin with an optional path prefix; the endpoint path the client called is appended.
+    /// Defaults to the provider's public API.
+    #[serde(default)]
+    pub base_url: Option<BaseUrl>,
+    /// Model names this provider serves: exact names or `*` globs.
+    #[serde(default)]
+    pub models: Vec<String>,
+    /// Extra PEM CA certificates trusted for this provider, beside the bundled web PKI roots.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Mock only: time before the reply starts, and between streamed events.
+    #[serde(default, with = "duration")]
+    pub latency: Duration,
+}
+
+/// The API a provider speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum ProviderKind {
+    /// OpenAI and OpenAI-compatible servers.
+    Openai,
+    /// Anthropic.
+    Claude,
+    /// Google Gemini (Generative Language API).
+    Gemini,
+    /// The built-in deterministic provider; answers in whichever format the client called.
+    Mock,
+}
+
+impl ProviderKind {
+    /// The lowercase name used in config and logs.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Openai => "openai",
+            Self::Claude => "claude",
+            Self::Gemini => "gemini",
+            Self::Mock => "mock",
+        }
+    }
+}
+
+/// An upstream base URL: `http` or `https`, a host, an optional port and path prefix; no
+/// query, no fragment, no user info.
+#[derive(Clone, PartialEq, Eq)]
+pub struct BaseUrl {
+    scheme: http::uri::Scheme,
+    authority: http::uri::Authority,
+    /// Path prefix without a trailing slash; empty for none.
+    prefix: String,
+}
+
+impl BaseUrl {
+    /// Parses and checks a base URL.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let uri: http::Uri =
+            text.parse().map_err(|e| format!("`{text}` is not a valid URL ({e})"))?;
+        let scheme = uri.scheme().cloned().ok_or_else(|| {
+            format!("`{text}` has no scheme; write it as https://host[:port][/prefix]")
+        })?;
+        if scheme != http::uri::Scheme::HTTP && scheme != http::uri::Scheme::HTTPS {
+            return Err(format!("`{text}`: only http:// and https:// are supported"));
+        }
+        let authority = uri.authority().cloned().ok_or_else(|| format!("`{text}` has no host"))?;
+        if authority.as_str().contains('@') {
+            return Err(format!(
+                "base URL must not carry user info; put credentials in the vault ({})",
+                scheme
+            ));
+        }
+        if uri.query().is_some() || text.contains('#') {
+            return Err(format!("`{text}`: a base URL takes no query or fragment"));
+        }
+        let prefix = uri.path().trim_end_matches('/').to_owned();
+        Ok(Self { scheme, authority, prefix })
+    }
+
+    /// The upstream URI for `path_and_query` (which starts with `/`).
+    pub fn join(&self, path_and_query: &str) -> Result<http::Uri, http::Error> {
+        http::Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(format!("{}{}", self.prefix, path_and_query))
+            .build()
+    }
+
+    /// Whether the scheme is https.
+    pub fn is_https(&self) -> bool {
+        self.scheme == http::uri::Scheme::HTTPS
+    }
+}
+
+impl fmt::Display for BaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}://{}{}", self.scheme, self.authority, self.prefix)
+    }
+}
+
+impl fmt::Debug for BaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl<'de> Deserialize<'de> for BaseUrl {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        BaseUrl::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// The `logging:` section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
+pub struct LoggingConfig {
+    /// Least severe level written.
+    pub level: LogLevel,
+    /// `json` (one object per line, for collectors) or `text` (for people).
+    pub format: LogFormat,
+}
+
+impl Default for LoggingConfig {
+    fn default() -> Self {
+        Self { level: LogLevel::Info, format: LogFormat::Json }
+    }
+}
+
+/// Log levels, most severe first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[allow(missing_docs, reason = "the level names say it all")]
+pub enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+/// Log line formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One JSON object per line.
+    Json,
+    /// Human-readable lines.
+    Text,
+}
+
+/// A configuration that could not be loaded: every problem found, each naming its key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    problems: Vec<String>,
+}
+
+impl ConfigError {
+    /// One problem, already phrased with its key.
+    pub fn new(problem: impl Into<String>) -> Self {
+        Self { problems: vec![problem.into()] }
+    }
+
+    /// The problems, one sentence each.
+    pub fn problems(&self) -> &[String] {
+        &self.problems
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.problems.as_slice() {
+            [one] => write!(f, "invalid configuration: {one}"),
+            many => {
+                write!(f, "invalid configuration ({} problems):", many.len())?;
+                for problem in many {
+                    write!(f, "\n  - {problem}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Where the configuration comes from.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum ConfigSource {
+    /// `--config PATH` given explicitly: the file must exist.
+    File(PathBuf),
+    /// No `--config`: `./config.yaml` if it exists, else the built-in defaults.
+    Default,
+}
+
+/// The environment variable prefix; `CLIPROXY_SERVER__PORT=9000` sets `server.port`.
+pub const ENV_PREFIX: &str = "CLIPROXY_";
+
+impl Config {
+    /// The figment behind [`Config::load`]: defaults, then the YAML file with `${VAR}`
+    /// interpolation, then `CLIPROXY_<SECTION>__<KEY>` variables.
+    pub fn figment(source: &ConfigSource) -> Figment {
+        let file = match source {
+            ConfigSource::File(path) => Yaml::file_exact(path),
+            ConfigSource::Default => Yaml::file("config.yaml"),
+        };
+        // Only double-underscore variables are config keys: `CLIPROXY_CLIENT_KEY` and friends
+        // are values meant for `${VAR}` interpolation and must not be read as unknown keys.
+        let env = Env::prefixed(ENV_PREFIX).filter(|key| key.as_str().contains("__")).split("__");
+        Figment::new().merge(Interpolated(file)).merge(env)
+    }
+
+    /// Loads and checks the configuration. Every error names the key it is about.
+    pub fn load(source: &ConfigSource) -> Result<Self, ConfigError> {
+        if let ConfigSource::File(path) = source
+            && !path.is_file()
+        {
+            return Err(ConfigError::new(format!(
+                "config file {} does not exist or is not a file (given with --config)",
+                path.display()
+            )));
+        }
+        Self::from_figment(&Self::figment(source))
+    }
+
+    /// Loads a configuration from YAML text alone (no file, no environment), as `demo` does.
+    pub fn from_yaml(text: &str) -> Result<Self, ConfigError> {
+        Self::from_figment(&Figment::from(Yaml::string(text)))
+    }
+
+    /// Extracts and checks a configuration from any figment (tests build their own).
+    pub fn from_figment(figment: &Figment) -> Result<Self, ConfigError> {
+        let config: Config = figment.extract().map_err(describe_figment_error)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what types alone cannot express.
+    fn validate(&self) -> Result<(), ConfigError> {
+        let mut problems = Vec::new();
+        for (name, provider) in &self.providers.0 {
+            let key = format!("providers.{name}");
+            if !valid_name(name) {
+                problems.push(format!(
+                    "`{key}`: provider names use letters, digits, `.`, `_` and `-` (at most 64)"
+                ));
+            }
+            if provider.kind != ProviderKind::Mock && provider.models.is_empty() {
+                problems.push(format!(
+                    "`{key}.models` is empty: list the model names (or `*` globs) this provider serves"
+                ));
+            }
+            if provider.models.iter().any(|m| m.is_empty()) {
+                problems.push(format!("`{key}.models` contains an empty model name"));
+            }
+            if provider.kind == ProviderKind::Mock {
+                if provider.base_url.is_some() || provider.ca_file.is_some() {
+                    problems.push(format!(
+                        "`{key}`: type mock is built in and takes no base_url or ca_file"
+                    ));
+                }
+            } else if !provider.latency.is_zero() {
+                problems.push(format!("`{key}.latency` applies only to providers of type mock"));
+            }
+        }
+        if problems.is_empty() { Ok(()) } else { Err(ConfigError { problems }) }
+    }
+}
+
+impl ProviderConfig {
+    /// The models a provider of this kind serves when its `models` list is empty.
+    pub fn effective_models(&self) -> Vec<String> {
+        if self.models.is_empty() && self.kind == ProviderKind::Mock {
+            vec!["mock-*".to_owned()]
+        } else {
+            self.models.clone()
+        }
+    }
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// Turns figment's errors into sentences that name the full key and where the value came from.
+fn describe_figment_error(error: figment::Error) -> ConfigError {
+    let problems = error.into_iter().map(|e| describe_one(&e)).collect();
+    ConfigError { problems }
+}
+
+fn describe_one(error: &figment::Error) -> String {
+    use figment::error::Kind;
+    let mut path = error.path.clone();
+    let detail = match &error.kind {
+        Kind::UnknownField(field, expected) => {
+            if path.last() != Some(field) {
+                path.push(field.clone());
+            }
+            format!("unknown key; expected one of: {}", expected.join(", "))
+        }
+        Kind::MissingField(field) => {
+            if path.last().map(String::as_str) != Some(field.as_ref()) {
+                path.push(field.to_string());
+            }
+            "missing required key".to_owned()
+        }
+        Kind::UnknownVariant(found, expected) => {
+            format!("unknown value `{found}`; expected one of: {}", expected.join(", "))
+        }
+        Kind::InvalidType(actual, expected) => {
+            format!("expected {expected}, found {}", redact_actual(actual, &path))
+        }
+        Kind::InvalidValue(actual, expected) => {
+            format!("invalid value {}: expected {expected}", redact_actual(actual, &path))
+        }
+        Kind::Message(message) => message.clone(),
+        other => other.to_string(),
+    };
+    let key = render_key(&path);
+    let source = match &error.metadata {
+        Some(metadata) if metadata.name.contains("environment") => {
+            let name = path.iter().map(|p| p.to_uppercase()).collect::<Vec<_>>().join("__");
+            format!(" (from environment variable {ENV_PREFIX}{name})")
+        }
+        Some(metadata) => match &metadata.source {
+            Some(source) => format!(" (from {source})"),
+            None => format!(" (from {})", metadata.name),
+        },
+        None => String::new(),
+    };
+    if key.is_empty() { format!("{detail}{source}") } else { format!("`{key}`: {detail}{source}") }
+}
+
+/// Renders `["auth", "api_keys", "0"]` as `auth.api_keys[0]`.
+fn render_key(path: &[String]) -> String {
+    let mut key = String::new();
+    for part in path {
+        if part.parse::<usize>().is_ok() {
+            key.push_str(&format!("[{part}]"));
+        } else {
+            if !key.is_empty() {
+                key.push('.');
+            }
+            key.push_str(part);
+        }
+    }
+    key
+}
+
+/// Echoes a rejected value unless it may be a secret: values under a key that names a key,
+/// token or secret are never printed, and long strings are cut.
+fn redact_actual(actual: &figment::error::Actual, path: &[String]) -> String {
+    use figment::error::Actual;
+    let sensitive =
+        path.iter().any(|p| p.contains("key") || p.contains("token") || p.contains("secret"));
+    match actual {
+        Actual::Str(_) if sensitive => "a string (value not shown)".to_owned(),
+        Actual::Str(s) if s.chars().count() > 40 => {
+            format!("a string of {} characters (value not shown)", s.chars().count())
+        }
+        other => other.to_string(),
+    }
+}
+
+/// A provider whose string values have `${VAR}` replaced by the environment variable `VAR`.
+/// `$${` writes a literal `${`.
+struct Interpolated<P>(P);
+
+impl<P: Provider> Provider for Interpolated<P> {
+    fn metadata(&self) -> Metadata {
+        self.0.metadata()
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        let mut data = self.0.data()?;
+        for dict in data.values_mut() {
+            for (key, value) in dict.iter_mut() {
+                interpolate_value(value, &mut vec![key.clone()], &|name| std::env::var(name).ok())?;
+            }
+        }
+        Ok(data)
+    }
+}
+
+#[allow(clippy::result_large_err, reason = "figment's Provider trait fixes the error type")]
+fn interpolate_value(
+    value: &mut Value,
+    path: &mut Vec<String>,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<(), figment::Error> {
+    match value {
+        Value::String(tag, text) if text.contains('$') => {
+            let replaced = interpolate_str(text, lookup).map_err(|message| {
+                let mut error = figment::Error::from(message);
+                error.path = path.clone();
+                error
+            })?;
+            *value = Value::String(*tag, replaced);
+        }
+        Value::Dict(_, dict) => {
+            for (key, inner) in dict.iter_mut() {
+                path.push(key.clone());
+                interpolate_value(inner, path, lookup)?;
+                path.pop();
+            }
+        }
+        Value::Array(_, items) => {
+            for (index, inner) in items.iter_mut().enumerate() {
+                path.push(index.to_string());
+                interpolate_value(inner, path, lookup)?;
+                path.pop();
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Replaces `${NAME}` in `text`. Errors say which variable is missing or malformed, never the
+/// text around it (which may be a secret written literally).
+fn interpolate_str(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 1..];
+        if let Some(escaped) = after.strip_prefix("${") {
+            out.push_str("${");
+            rest = escaped;
+        } else if let Some(body) = after.strip_prefix('{') {
+            let end = body
+                .find('}')
+                .ok_or_else(|| "unterminated `${` (write `$${` for a literal `${`)".to_owned())?;
+            let name = &body[..end];
+            if name.is_empty()
+                || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                || name.as_bytes()[0].is_ascii_digit()
+            {
+                return Err(format!(
+                    "`${{{}}}` is not a variable reference: names use letters, digits and `_`",
+                    name.chars().take(40).collect::<String>()
+                ));
+            }
+            let value =
+                lookup(name).ok_or_else(|| format!("environment variable `{name}` is not set"))?;
+            out.push_str(&value);
+            rest = &body[end + 1..];
+        } else {
+            out.push('$');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// Serde for durations written as `30s`, `5m`, `1h`, `30d`, `250ms`.
+pub(crate) mod duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Text(String),
+            Number(u64),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Text(text) => humantime::parse_duration(text.trim()).map_err(|e| {
+                serde::de::Error::custom(format!(
+                    "`{text}` is not a duration ({e}); write it like 30s, 5m, 1h or 30d"
+                ))
+            }),
+            Raw::Number(0) => Ok(Duration::ZERO),
+            Raw::Number(n) => Err(serde::de::Error::custom(format!(
+                "`{n}` has no unit; write it like {n}s or {n}ms"
+            ))),
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::result_large_err, reason = "figment::Jail closures return figment's error")]
+mod tests {
+    use figment::Jail;
+
+    use super::*;
+
+    fn load_in_jail(jail: &mut Jail, yaml: &str) -> Result<Config, ConfigError> {
+        jail.create_file("config.yaml", yaml).map_err(|e| ConfigError::new(e.to_string()))?;
+        Config::load(&ConfigSource::File("config.yaml".into()))
+    }
+
+    #[test]
+    fn defaults_are_secure_and_complete() {
+        let config = Config::from_figment(&Figment::new()).unwrap();
+        assert_eq!(config.server.host, IpAddr::V4(Ipv4Addr::LOCALHOST));
+        assert_eq!(config.server.port, 8317);
+        assert_eq!(config.server.limits.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(config.server.limits.max_headers.get(), 100);
+        assert_eq!(config.server.limits.http2_max_streams.get(), 100);
+        assert!(config.providers.0.is_empty());
+        assert_eq!(config.logging.format, LogFormat::Json);
+    }
+
+    #[test]
+    fn file_then_env_with_typed_fields() {
+        Jail::expect_with(|jail| {
+            jail.set_env("CLIPROXY_SERVER__PORT", "9001");
+            jail.set_env("CLIPROXY_SERVER__LIMITS__STREAM_IDLE_TIMEOUT", "45s");
+            // A plain CLIPROXY_ variable is a value for interpolation, not a key.
+            jail.set_env("CLIPROXY_CLIENT_KEY", "client-key-0123456789abcdef");
+            let config = load_in_jail(
+                jail,
+                r#"
+server:
+  host: "::1"
+  port: 8000
+  shutdown_timeout: 5m
+  limits: {upstream_first_byte_timeout: 1h, max_body_bytes: 1024}
+auth:
+  api_keys: ["${CLIPROXY_CLIENT_KEY}"]
+providers:
+  claude: {type: claude, base_url: "https://api.anthropic.com/", models: ["claude-*"]}
+  local: {type: openai, base_url: "http://127.0.0.1:11434/v1", models: [llama3]}
+  demo: {type: mock, latency: 20ms}
+logging: {level: debug, format: text}
+"#,
+            )
+            .unwrap();
+            assert_eq!(config.server.port, 9001, "env overrides the file");
+            assert_eq!(config.server.host, "::1".parse::<IpAddr>().unwrap());
+            assert_eq!(config.server.shutdown_timeout, Duration::from_secs(300));
+            assert_eq!(config.server.limits.stream_idle_timeout, Duration::from_secs(45));
+            assert_eq!(config.server.limits.upstream_first_byte_timeout, Duration::from_secs(3600));
+            assert_eq!(config.server.limits.max_body_bytes.get(), 1024);
+            let local = &config.providers.0["local"];
+            assert_eq!(local.base_url.as_ref().unwrap().to_string(), "http://127.0.0.1:11434/v1");
+            let claude = &config.providers.0["claude"];
+            assert_eq!(claude.base_url.as_ref().unwrap().to_string(), "https://api.anthropic.com");
+            assert_eq!(config.providers.0["demo"].latency, Duration::from_millis(20));
+            assert_eq!(config.providers.0["demo"].effective_models(), ["mock-*"]);
+            assert_eq!(config.logging.level, LogLevel::Debug);
+            let keys = config.auth.client_keys().unwrap();
+            assert!(keys.authenticate(b"client-key-0123456789abcdef").is_some());
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_keys_name_the_full_path() {
+        Jail::expect_with(|jail| {
+            let error =
+                load_in_jail(jail, "server:\n  limits:\n    bogus: 1\n").unwrap_err().to_string();
+            assert!(error.contains("`server.limits.bogus`"), "{error}");
+            assert!(error.contains("unknown key"), "{error}");
+            let error = load_in_jail(jail, "nope: 1\n").unwrap_err().to_string();
+            assert!(error.contains("`nope`"), "{error}");
+            let error =
+                load_in_jail(jail, "providers:\n  x: {type: openai, models: [a], foo: 1}\n")
+                    .unwrap_err()
+                    .to_string();
+            assert!(error.contains("`providers.x.foo`"), "{error}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn env_errors_name_the_variable() {
+        Jail::expect_with(|jail| {
+            jail.set_env("CLIPROXY_SERVER__PORT", "eighty");
+            let error = Config::load(&ConfigSource::Default).unwrap_err().to_string();
+            assert!(error.contains("`server.port`"), "{error}");
+            assert!(error.contains("CLIPROXY_SERVER__PORT"), "{error}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        Jail::expect_with(|jail| {
+            for (yaml, key, hint) in [
+                ("server: {port: 70000}\n", "`server.port`", "u16"),
+                ("server: {shutdown_timeout: 30x}\n", "`server.shutdown_timeout`", "30s"),
+                ("server: {shutdown_timeout: 30}\n", "`server.shutdown_timeout`", "30s"),
+                ("server: {limits: {max_body_bytes: 0}}\n", "`server.limits.max_body_bytes`", ""),
+                ("server: {host: example.com}\n", "`server.host`", "IP"),
+                ("providers: {x: {type: azure, models: [a]}}\n", "`providers.x.type`", "openai"),
+                (
+                    "providers: {x: {type: openai, base_url: 'ftp://h', models: [a]}}\n",
+                    "`providers.x.base_url`",
+                    "http",
+                ),
+                (
+                    "providers: {x: {type: openai, base_url: 'https://h/?a=b', models: [a]}}\n",
+                    "`providers.x.base_url`",
+                    "query",
+                ),
+                ("providers: {x: {type: openai}}\n", "`providers.x.models`", "model"),
+                (
+                    "providers: {x: {type: openai, models: [a], latency: 1s}}\n",
+                    "`providers.x.latency`",
+                    "mock",
+                ),
+                ("providers: {'a/b': {type: mock}}\n", "`providers.a/b`", "letters"),
+                ("logging: {format: xml}\n", "`logging.format`", "json"),
+            ] {
+                let error = load_in_jail(jail, yaml).unwrap_err().to_string();
+                assert!(error.contains(key), "{yaml} → {error}");
+                assert!(error.contains(hint), "{yaml} → {error}");
+            }
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unset_variable_names_key_and_variable() {
+        Jail::expect_with(|jail| {
+            let error = load_in_jail(jail, "auth:\n  api_keys: [\"${CLIPROXY_UNSET_FOR_TEST}\"]\n")
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains("`auth.api_keys[0]`"), "{error}");
+            assert!(error.contains("CLIPROXY_UNSET_FOR_TEST"), "{error}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn missing_explicit_file_is_an_error() {
+        let error = Config::load(&ConfigSource::File("/nonexistent/cliproxy.yaml".into()))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("/nonexistent/cliproxy.yaml"), "{error}");
+    }
+
+    #[test]
+    fn rejected_secret_values_are_not_echoed() {
+        Jail::expect_with(|jail| {
+            // A secret pasted into the wrong key is not echoed back into logs.
+            let planted = "sk-planted-0123456789abcdef0123456789abcdef";
+            let error = load_in_jail(jail, &format!("server: {{port: \"{planted}\"}}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(!error.contains(planted), "{error}");
+            assert!(error.contains("`server.port`"), "{error}");
+            let short = "sk-short-secret";
+            let yaml = format!("auth:\n  api_keys: [{{name: x, key: {{token: \"{short}\"}}}}]\n");
+            let error = load_in_jail(jail, &yaml).unwrap_err().to_string();
+            assert!(!error.contains(short), "{error}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn interpolation_rules() {
+        let lookup = |name: &str| (name == "A").then(|| "alpha".to_owned());
+        assert_eq!(interpolate_str("x${A}y", &lookup).unwrap(), "xalphay");
+        assert_eq!(interpolate_str("$${A} $5 $", &lookup).unwrap(), "${A} $5 $");
+        assert!(interpolate_str("${B}", &lookup).unwrap_err().contains("`B` is not set"));
+        assert!(interpolate_str("${A", &lookup).unwrap_err().contains("unterminated"));
+        assert!(interpolate_str("${a-b}", &lookup).unwrap_err().contains("not a variable"));
+        assert!(interpolate_str("${}", &lookup).is_err());
+    }
+
+    #[test]
+    fn base_url_joins_paths() {
+        let url = BaseUrl::parse("http://127.0.0.1:9/prefix/").unwrap();
+        assert_eq!(
+            url.join("/v1/chat/completions?x=1").unwrap().to_string(),
+            "http://127.0.0.1:9/prefix/v1/chat/completions?x=1"
+        );
+        assert!(!url.is_https());
+        assert!(BaseUrl::parse("https://user:pw@host").unwrap_err().contains("user info"));
+        assert!(BaseUrl::parse("host:80").is_err());
+    }
+}

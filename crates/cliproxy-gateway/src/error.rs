@@ -1,0 +1,142 @@
+//! Errors of the gateway crate, and how an error reaches a client: in the API format of the
+//! endpoint it called, with a stable code, and never with a secret in it.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use cliproxy_core::ErrorCode;
+use http::{HeaderValue, Response, StatusCode, header};
+use serde_json::json;
+
+use crate::api::ApiFormat;
+use crate::body::{Body, full};
+
+/// Errors from building or running the gateway.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// The credential vault failed.
+    #[error("credential vault: {0}")]
+    Vault(#[from] cliproxy_vault::Error),
+    /// Binding or serving failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// TLS set-up for upstream connections failed.
+    #[error("upstream TLS for provider `{provider}`: {message}")]
+    UpstreamTls {
+        /// The provider the CA file belongs to.
+        provider: String,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+/// The crate's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// An error answered to a client.
+#[derive(Debug, Clone)]
+pub(crate) struct ApiError {
+    /// Stable code; decides the status.
+    pub code: ErrorCode,
+    /// A sentence for the person reading the client's output. Never holds a secret.
+    pub message: String,
+    /// Sent as `Retry-After` (whole seconds, rounded up).
+    pub retry_after: Option<Duration>,
+    /// Sent as `Allow` on 405.
+    pub allow: Option<&'static str>,
+}
+
+impl ApiError {
+    /// An error with a code and a message.
+    pub(crate) fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self { code, message: message.into(), retry_after: None, allow: None }
+    }
+
+    /// Adds a `Retry-After`.
+    pub(crate) fn retry_after(mut self, after: Duration) -> Self {
+        self.retry_after = Some(after);
+        self
+    }
+
+    /// The response in `format`'s error shape.
+    pub(crate) fn into_response(self, format: ApiFormat) -> Response<Body> {
+        let status =
+            StatusCode::from_u16(self.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = match format {
+            ApiFormat::OpenAi => json!({"error": {
+                "message": self.message,
+                "type": self.code.openai_type(),
+                "param": null,
+                "code": self.code.as_str(),
+            }}),
+            ApiFormat::Anthropic => json!({"type": "error", "error": {
+                "type": self.code.anthropic_type(),
+                "message": self.message,
+            }}),
+            ApiFormat::Gemini => json!({"error": {
+                "code": self.code.status(),
+                "message": self.message,
+                "status": self.code.gemini_status(),
+            }}),
+        };
+        let mut response = Response::new(full(Bytes::from(body.to_string())));
+        *response.status_mut() = status;
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if let Some(after) = self.retry_after {
+            let seconds = after.as_secs() + u64::from(after.subsec_nanos() > 0);
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+        }
+        if let Some(allow) = self.allow {
+            headers.insert(header::ALLOW, HeaderValue::from_static(allow));
+        }
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http_body_util::BodyExt;
+
+    use super::*;
+
+    async fn json_of(response: Response<Body>) -> serde_json::Value {
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    #[tokio::test]
+    async fn each_format_has_its_own_shape() {
+        let error = ApiError::new(ErrorCode::NotFound, "unknown model `x`");
+        let openai = json_of(error.clone().into_response(ApiFormat::OpenAi)).await;
+        assert_eq!(openai["error"]["type"], "invalid_request_error");
+        assert_eq!(openai["error"]["code"], "not_found");
+        assert_eq!(openai["error"]["message"], "unknown model `x`");
+        let anthropic = json_of(error.clone().into_response(ApiFormat::Anthropic)).await;
+        assert_eq!(anthropic["type"], "error");
+        assert_eq!(anthropic["error"]["type"], "not_found_error");
+        let gemini = json_of(error.into_response(ApiFormat::Gemini)).await;
+        assert_eq!(gemini["error"]["code"], 404);
+        assert_eq!(gemini["error"]["status"], "NOT_FOUND");
+    }
+
+    #[test]
+    fn retry_after_rounds_up_and_allow_is_set() {
+        let mut error = ApiError::new(ErrorCode::RateLimited, "slow down")
+            .retry_after(Duration::from_millis(1500));
+        error.allow = Some("POST");
+        let response = error.into_response(ApiFormat::OpenAi);
+        assert_eq!(response.status(), 429);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "2");
+        assert_eq!(response.headers()[header::ALLOW], "POST");
+    }
+}

@@ -1,0 +1,808 @@
+//! The request pipeline: one function, [`Gateway::handle`], that takes a request through every
+//! step in order. Each step says why it sits where it does.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use cliproxy_core::ErrorCode;
+use cliproxy_vault::{ClientIdentity, ClientKeys, CredentialSecret, CredentialStore};
+use http::header::{self, HeaderValue};
+use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use slog::{Logger, info, o, warn};
+use tokio::time::Instant;
+
+use crate::api::{self, ApiFormat, Endpoint, RouteError};
+use crate::body::{Body, OnDone, Outcome, Tapped, full};
+use crate::config::{BaseUrl, Config, LimitsConfig, ProviderKind};
+use crate::error::{ApiError, Result};
+use crate::mock::{self, MockRequest};
+use crate::pool::{CredentialPool, Slot};
+use crate::providers;
+use crate::routing::ModelRouter;
+use crate::upstream::{self, HttpClient};
+use crate::usage::{Usage, UsageScanner};
+
+/// Most upstream attempts for one request (the first try plus failovers).
+pub const MAX_ATTEMPTS: usize = 3;
+
+/// The header carrying the gateway's request id on every response.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// How long a credential rests after each kind of upstream failure.
+const COOLDOWN_REJECTED: Duration = Duration::from_secs(300);
+const COOLDOWN_RATE_LIMITED: Duration = Duration::from_secs(30);
+const COOLDOWN_SERVER_ERROR: Duration = Duration::from_secs(5);
+const COOLDOWN_CONNECT: Duration = Duration::from_secs(5);
+
+/// The gateway: cheap to clone, shared by every connection.
+#[derive(Clone)]
+pub struct Gateway {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    log: Logger,
+    limits: LimitsConfig,
+    client_keys: ClientKeys,
+    store: Arc<dyn CredentialStore>,
+    router: ModelRouter,
+    providers: Vec<Provider>,
+    request_ids: RequestIds,
+}
+
+/// A provider as the request path uses it.
+struct Provider {
+    name: String,
+    kind: ProviderKind,
+    base_url: BaseUrl,
+    latency: Duration,
+    client: Option<HttpClient>,
+    pool: CredentialPool,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway")
+            .field("providers", &self.inner.providers.iter().map(|p| &p.name).collect::<Vec<_>>())
+            .field("client_keys", &self.inner.client_keys.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Gateway {
+    /// Builds the gateway from a loaded configuration: opens the vault, loads the credentials
+    /// of every configured provider and builds one upstream client per provider.
+    pub fn build(config: &Config, log: Logger) -> Result<Self> {
+        // Bad client keys are a configuration problem (exit 78), not a vault failure.
+        let client_keys = config
+            .auth
+            .client_keys()
+            .map_err(|e| crate::config::ConfigError::new(e.to_string()))?;
+        let store = config.auth.build()?;
+        let router = ModelRouter::new(&config.providers)?;
+        let credentials = store.load_all()?;
+        let mut providers = Vec::with_capacity(config.providers.0.len());
+        for (name, provider) in &config.providers.0 {
+            let base_url = match &provider.base_url {
+                Some(url) => url.clone(),
+                None => BaseUrl::parse(providers::default_base_url(provider.kind))
+                    .map_err(crate::config::ConfigError::new)?,
+            };
+            let client = match provider.kind {
+                ProviderKind::Mock => None,
+                _ => Some(upstream::build_client(
+                    name,
+                    config.server.limits.upstream_connect_timeout,
+                    provider.ca_file.as_deref(),
+                )?),
+            };
+            let mut slots = Vec::new();
+            for credential in credentials.iter().filter(|c| &c.provider == name) {
+                let base_url = match &credential.base_url {
+                    Some(text) => Some(BaseUrl::parse(text).map_err(|e| {
+                        crate::config::ConfigError::new(format!(
+                            "credential `{}` in {}: base_url {e}",
+                            credential.id,
+                            store.location().display()
+                        ))
+                    })?),
+                    None => None,
+                };
+                #[allow(unreachable_patterns, reason = "later issues add credential kinds")]
+                let token = match &credential.secret {
+                    CredentialSecret::ApiKey(token) => token.clone(),
+                    _ => continue,
+                };
+                slots.push(Slot::new(credential.id.clone(), token, base_url));
+            }
+            if provider.kind != ProviderKind::Mock && slots.is_empty() {
+                warn!(log, "provider has no credentials; its models will answer 503 until one is added";
+                    "provider" => name, "fix" => format!("cliproxy-server vault add --provider {name}"));
+            }
+            providers.push(Provider {
+                name: name.clone(),
+                kind: provider.kind,
+                base_url,
+                latency: provider.latency,
+                client,
+                pool: CredentialPool::new(slots),
+            });
+        }
+        for credential in &credentials {
+            if !config.providers.0.contains_key(&credential.provider) {
+                warn!(log, "credential belongs to no configured provider and is not used";
+                    "credential" => &credential.id, "provider" => &credential.provider);
+            }
+        }
+        if client_keys.is_empty() {
+            warn!(log, "no client keys configured: every proxy request will be refused with 401";
+                "fix" => "add a key under auth.api_keys (cliproxy-server keygen prints one)");
+        }
+        Ok(Self {
+            inner: Arc::new(Inner {
+                log,
+                limits: config.server.limits.clone(),
+                client_keys,
+                store,
+                router,
+                providers,
+                request_ids: RequestIds::new(),
+            }),
+        })
+    }
+
+    /// Answers one request. Never fails: every error becomes a response in the API format of
+    /// the endpoint that was called.
+    pub async fn handle<B>(&self, request: Request<B>, peer: SocketAddr) -> Response<Body>
+    where
+        B: http_body::Body<Data = Bytes> + Send,
+        B::Error: std::error::Error + Send + Sync + 'static,
+    {
+        let started = Instant::now();
+        let inner = &self.inner;
+        // The request id comes first so that every answer, errors included, carries one.
+        let request_id = inner.request_ids.next();
+        let mut record =
+            Record::new(&inner.log, &request_id, request.method(), request.uri().path(), peer);
+        let mut response = match self.pipeline(request, &request_id, &mut record).await {
+            Ok(response) => response,
+            Err((format, error)) => {
+                record.error = Some(error.message.clone());
+                error.into_response(format)
+            }
+        };
+        if let Ok(value) = HeaderValue::try_from(request_id.as_str()) {
+            response.headers_mut().insert(REQUEST_ID_HEADER, value);
+        }
+        record.status = response.status().as_u16();
+        if record.proxied {
+            // Replies are logged when their body ends, with the usage read from it on the way,
+            // and a silent upstream is cut off after the idle timeout.
+            let scanner = UsageScanner::new(record.format, record.sse);
+            let (parts, body) = response.into_parts();
+            let on_done: OnDone = Box::new(move |outcome| record.finish(started, outcome));
+            let body = Tapped::new(body, inner.limits.stream_idle_timeout, scanner, on_done);
+            Response::from_parts(parts, body.boxed_unsync())
+        } else {
+            record.finish(started, Outcome::Complete(None));
+            response
+        }
+    }
+
+    async fn pipeline<B>(
+        &self,
+        request: Request<B>,
+        request_id: &str,
+        record: &mut Record,
+    ) -> Result<Response<Body>, (ApiFormat, ApiError)>
+    where
+        B: http_body::Body<Data = Bytes> + Send,
+        B::Error: std::error::Error + Send + Sync + 'static,
+    {
+        let inner = &self.inner;
+        let (parts, body) = request.into_parts();
+        // Routing before authentication: an unknown path is 404 for everyone and tells nothing
+        // about keys; a known one tells us which API format to answer errors in.
+        let path = parts.uri.path();
+        let endpoint = api::route(&parts.method, path).map_err(|e| match e {
+            RouteError::NotFound(format) => (
+                format,
+                ApiError::new(ErrorCode::NotFound, format!("no route for {} {path}", parts.method)),
+            ),
+            RouteError::MethodNotAllowed(format, allow) => {
+                let mut error = ApiError::new(
+                    ErrorCode::MethodNotAllowed,
+                    format!("{path} does not accept {}; use {allow}", parts.method),
+                );
+                error.allow = Some(allow);
+                (format, error)
+            }
+        })?;
+        let format = endpoint.format();
+        let fail = |code, message: String| (format, ApiError::new(code, message));
+
+        // Health answers need no key: orchestrators probe them without one.
+        match endpoint {
+            Endpoint::Healthz => {
+                return Ok(json_response(StatusCode::OK, &json!({"status": "ok"})));
+            }
+            Endpoint::Readyz => return Ok(self.readiness()),
+            _ => {}
+        }
+
+        // Client authentication before reading the body, so that an unauthenticated client
+        // cannot make the gateway buffer megabytes.
+        let client =
+            self.authenticate(&parts.headers, parts.uri.query()).map_err(|e| (format, e))?;
+        record.client = Some(client.name.clone());
+
+        if endpoint == Endpoint::Models {
+            return Ok(self.models(&client, parts.headers.contains_key("anthropic-version")));
+        }
+
+        // The body cap holds before any guard layer: checked on Content-Length first, then
+        // while reading, so an oversized body is never held in memory.
+        let limit = inner.limits.max_body_bytes.get();
+        let too_large = || {
+            fail(
+                ErrorCode::PayloadTooLarge,
+                format!("request body is larger than {limit} bytes (server.limits.max_body_bytes)"),
+            )
+        };
+        let declared = parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|len| len > limit as u64) {
+            return Err(too_large());
+        }
+        let body = match Limited::new(body, limit).collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(error) if error.is::<http_body_util::LengthLimitError>() => return Err(too_large()),
+            Err(_) => {
+                return Err(fail(
+                    ErrorCode::BadRequest,
+                    "the request body could not be read".to_owned(),
+                ));
+            }
+        };
+
+        // Parse once: the model and stream flag route the request; the rest goes upstream
+        // byte for byte.
+        let parsed: Value = serde_json::from_slice(&body).map_err(|e| {
+            fail(
+                ErrorCode::BadRequest,
+                format!("request body is not valid JSON ({})", json_error_position(&e)),
+            )
+        })?;
+        if !parsed.is_object() {
+            return Err(fail(
+                ErrorCode::BadRequest,
+                "request body must be a JSON object".to_owned(),
+            ));
+        }
+        let peek = Peek::deserialize(&parsed).map_err(|_| {
+            fail(
+                ErrorCode::BadRequest,
+                "`model` must be a string and `stream` a boolean".to_owned(),
+            )
+        })?;
+        let (model, stream) = match endpoint {
+            Endpoint::GeminiGenerate { model, stream } => (model.to_owned(), stream),
+            _ => match peek.model {
+                Some(model) if !model.is_empty() => (model, peek.stream.unwrap_or(false)),
+                _ => {
+                    return Err(fail(
+                        ErrorCode::BadRequest,
+                        "the request has no `model`".to_owned(),
+                    ));
+                }
+            },
+        };
+        record.model = Some(model.clone());
+
+        // Model routing, then the client key's own model list.
+        let Some(index) = inner.router.route(&model) else {
+            return Err(fail(
+                ErrorCode::NotFound,
+                format!("model `{model}` is not served by this gateway (see GET /v1/models)"),
+            ));
+        };
+        let provider = &inner.providers[index];
+        record.provider = Some(provider.name.clone());
+        if !client.allows_model(&model) {
+            return Err(fail(
+                ErrorCode::Forbidden,
+                format!(
+                    "client key `{}` may not use model `{model}` (auth.api_keys models)",
+                    client.name
+                ),
+            ));
+        }
+        if !providers::speaks(provider.kind, format) {
+            let native = providers::native_format(provider.kind);
+            return Err(fail(
+                ErrorCode::BadRequest,
+                format!(
+                    "model `{model}` is served by provider `{}`, which speaks the {} API; call {} instead",
+                    provider.name,
+                    native.as_str(),
+                    native.example_path()
+                ),
+            ));
+        }
+        let sse_query = query_pairs(parts.uri.query()).any(|(k, v)| k == "alt" && v == "sse");
+
+        // The mock answers in-process; everything else goes upstream.
+        if provider.kind == ProviderKind::Mock {
+            let (response, _) = mock::reply(
+                &MockRequest {
+                    endpoint,
+                    model: &model,
+                    stream,
+                    sse: sse_query,
+                    body: &parsed,
+                    body_len: body.len(),
+                    request_id,
+                },
+                provider.latency,
+            );
+            record.proxied = true;
+            record.sse = response
+                .headers()
+                .get(header::CONTENT_TYPE)
+                .is_some_and(|v| v == "text/event-stream");
+            record.format = format;
+            return Ok(response);
+        }
+        let response = self.forward(provider, &parts, body, format, record).await?;
+        Ok(response)
+    }
+
+    /// Sends the request upstream with a credential from the pool, failing over to the next
+    /// credential on 401/403/429/5xx and on connection failures, at most [`MAX_ATTEMPTS`]
+    /// times.
+    async fn forward(
+        &self,
+        provider: &Provider,
+        parts: &http::request::Parts,
+        body: Bytes,
+        format: ApiFormat,
+        record: &mut Record,
+    ) -> Result<Response<Body>, (ApiFormat, ApiError)> {
+        let inner = &self.inner;
+        let fail = |code, message: String| (format, ApiError::new(code, message));
+        let Some(client) = &provider.client else {
+            return Err(fail(ErrorCode::Internal, "provider has no upstream client".to_owned()));
+        };
+        let path_and_query = upstream_path(parts.uri.path(), parts.uri.query());
+        let mut headers = upstream::forwardable_request_headers(&parts.headers);
+        let mut tried: Vec<usize> = Vec::with_capacity(MAX_ATTEMPTS);
+        let mut last: Option<ApiError> = None;
+        while tried.len() < MAX_ATTEMPTS {
+            let index = match provider.pool.pick(&tried) {
+                Ok(index) => index,
+                Err(wait) => {
+                    if let Some(error) = last {
+                        return Err((format, error));
+                    }
+                    let error = match wait {
+                        None => ApiError::new(
+                            ErrorCode::Unavailable,
+                            format!(
+                                "provider `{}` has no credentials; an operator adds one with `cliproxy-server vault add --provider {}`",
+                                provider.name, provider.name
+                            ),
+                        ),
+                        Some(wait) => ApiError::new(
+                            ErrorCode::Unavailable,
+                            format!("every credential of provider `{}` is cooling down after upstream errors", provider.name),
+                        )
+                        .retry_after(wait),
+                    };
+                    return Err((format, error));
+                }
+            };
+            tried.push(index);
+            let slot = provider.pool.slot(index);
+            record.credential = Some(slot.id.clone());
+            record.attempts = tried.len();
+            let base = slot.base_url.as_ref().unwrap_or(&provider.base_url);
+            let uri = base.join(&path_and_query).map_err(|_| {
+                fail(ErrorCode::BadRequest, "the request path cannot be forwarded".to_owned())
+            })?;
+            if providers::apply_credential(provider.kind, &mut headers, &slot.token).is_err() {
+                warn!(inner.log, "credential holds characters not allowed in a header; skipping it";
+                    "credential" => &slot.id, "provider" => &provider.name);
+                provider.pool.cool_down(index, COOLDOWN_REJECTED);
+                continue;
+            }
+            let mut request = Request::new(Full::new(body.clone()));
+            *request.method_mut() = Method::POST;
+            *request.uri_mut() = uri;
+            *request.headers_mut() = headers.clone();
+
+            let sent = tokio::time::timeout(
+                inner.limits.upstream_first_byte_timeout,
+                client.request(request),
+            )
+            .await;
+            let response = match sent {
+                Err(_) => {
+                    // Not failed over: the upstream may still be generating, and a retry
+                    // would pay for the same work twice.
+                    return Err(fail(
+                        ErrorCode::UpstreamTimeout,
+                        format!(
+                            "provider `{}` sent no response within {:?} (server.limits.upstream_first_byte_timeout)",
+                            provider.name, inner.limits.upstream_first_byte_timeout
+                        ),
+                    ));
+                }
+                Ok(Err(error)) if error.is_connect() => {
+                    warn!(inner.log, "upstream connection failed; trying the next credential";
+                        "provider" => &provider.name, "credential" => &slot.id, "error" => error_chain(&error));
+                    provider.pool.cool_down(index, COOLDOWN_CONNECT);
+                    last = Some(ApiError::new(
+                        ErrorCode::UpstreamFailure,
+                        format!("could not connect to provider `{}`", provider.name),
+                    ));
+                    continue;
+                }
+                Ok(Err(error)) => {
+                    // The request may have reached the upstream: retrying is not safe.
+                    warn!(inner.log, "upstream request failed"; "provider" => &provider.name,
+                        "credential" => &slot.id, "error" => error_chain(&error));
+                    return Err(fail(
+                        ErrorCode::UpstreamFailure,
+                        format!(
+                            "the request to provider `{}` failed before a response arrived",
+                            provider.name
+                        ),
+                    ));
+                }
+                Ok(Ok(response)) => response,
+            };
+            let status = response.status();
+            let failover = match status.as_u16() {
+                401 | 403 => Some((
+                    COOLDOWN_REJECTED,
+                    ApiError::new(
+                        ErrorCode::UpstreamFailure,
+                        format!(
+                            "provider `{}` rejected the gateway's credential (upstream status {status}); an operator must check the vault",
+                            provider.name
+                        ),
+                    ),
+                )),
+                429 => {
+                    let wait =
+                        upstream::retry_after(response.headers()).unwrap_or(COOLDOWN_RATE_LIMITED);
+                    Some((
+                        wait,
+                        ApiError::new(
+                            ErrorCode::RateLimited,
+                            format!(
+                                "provider `{}` is rate limiting the gateway's credentials",
+                                provider.name
+                            ),
+                        )
+                        .retry_after(wait),
+                    ))
+                }
+                500..=599 => Some((
+                    COOLDOWN_SERVER_ERROR,
+                    ApiError::new(
+                        ErrorCode::UpstreamFailure,
+                        format!("provider `{}` failed (upstream status {status})", provider.name),
+                    ),
+                )),
+                _ => None,
+            };
+            if let Some((cooldown, error)) = failover {
+                info!(inner.log, "upstream refused the request; cooling the credential down";
+                    "provider" => &provider.name, "credential" => &slot.id,
+                    "status" => status.as_u16(), "cooldown_ms" => cooldown.as_millis() as u64);
+                provider.pool.cool_down(index, cooldown);
+                last = Some(error);
+                continue;
+            }
+
+            // Success (or a client error the client should see as is): stream it back.
+            let (upstream_parts, upstream_body) = response.into_parts();
+            let sse = upstream_parts
+                .headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.starts_with("text/event-stream"));
+            record.proxied = true;
+            record.sse = sse;
+            record.format = format;
+            let mut response = Response::new(upstream_body.map_err(Into::into).boxed_unsync());
+            *response.status_mut() = upstream_parts.status;
+            *response.headers_mut() =
+                upstream::forwardable_response_headers(&upstream_parts.headers);
+            return Ok(response);
+        }
+        Err((
+            format,
+            last.unwrap_or_else(|| {
+                ApiError::new(ErrorCode::UpstreamFailure, "no upstream attempt succeeded")
+            }),
+        ))
+    }
+
+    /// Checks the client key. A key in the query string is refused outright: query strings end
+    /// up in access logs and browser histories.
+    fn authenticate(
+        &self,
+        headers: &HeaderMap,
+        query: Option<&str>,
+    ) -> Result<Arc<ClientIdentity>, ApiError> {
+        if query_pairs(query).any(|(k, _)| k == "key" || k == "api_key" || k == "api-key") {
+            return Err(ApiError::new(
+                ErrorCode::Unauthorized,
+                "API keys in the query string are refused; send the key in the Authorization, x-api-key or x-goog-api-key header",
+            ));
+        }
+        if self.inner.client_keys.is_empty() {
+            return Err(ApiError::new(
+                ErrorCode::Unauthorized,
+                "this gateway has no client keys configured, so it refuses every request; an operator adds one under auth.api_keys in the config (cliproxy-server keygen prints a fresh key)",
+            ));
+        }
+        let presented = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
+            .or_else(|| headers.get("x-api-key").map(HeaderValue::as_bytes))
+            .or_else(|| headers.get("x-goog-api-key").map(HeaderValue::as_bytes));
+        let Some(presented) = presented else {
+            return Err(ApiError::new(
+                ErrorCode::Unauthorized,
+                "no client key: send it as `Authorization: Bearer <key>`, `x-api-key: <key>` or `x-goog-api-key: <key>`",
+            ));
+        };
+        self.inner
+            .client_keys
+            .authenticate(presented.trim_ascii())
+            .ok_or_else(|| ApiError::new(ErrorCode::Unauthorized, "invalid client key"))
+    }
+
+    fn readiness(&self) -> Response<Body> {
+        match self.inner.store.check() {
+            Ok(()) => json_response(
+                StatusCode::OK,
+                &json!({"status": "ready", "checks": {"vault": "ok"}}),
+            ),
+            Err(error) => {
+                warn!(self.inner.log, "readiness check failed"; "check" => "vault", "error" => error.to_string());
+                json_response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &json!({"status": "not ready", "failing": "vault", "checks": {"vault": error.to_string()}}),
+                )
+            }
+        }
+    }
+
+    fn models(&self, client: &ClientIdentity, anthropic: bool) -> Response<Body> {
+        let models: Vec<(&str, &str)> = self
+            .inner
+            .router
+            .models()
+            .into_iter()
+            .filter(|(model, _)| client.allows_model(model))
+            .map(|(model, index)| (model, self.inner.providers[index].name.as_str()))
+            .collect();
+        let body = if anthropic {
+            let data: Vec<Value> = models
+                .iter()
+                .map(|(id, _)| json!({"type": "model", "id": id, "display_name": id, "created_at": "1970-01-01T00:00:00Z"}))
+                .collect();
+            json!({"data": data, "has_more": false,
+                   "first_id": models.first().map(|m| m.0), "last_id": models.last().map(|m| m.0)})
+        } else {
+            let data: Vec<Value> = models
+                .iter()
+                .map(|(id, owner)| json!({"id": id, "object": "model", "created": 0, "owned_by": owner}))
+                .collect();
+            json!({"object": "list", "data": data})
+        };
+        json_response(StatusCode::OK, &body)
+    }
+}
+
+/// The fields routing needs; everything else in the body is forwarded untouched.
+#[derive(Deserialize)]
+struct Peek {
+    #[serde(default)]
+    model: Option<String>,
+    #[serde(default)]
+    stream: Option<bool>,
+}
+
+/// What the access log line says about a request; written once, when the response ends.
+struct Record {
+    log: Logger,
+    status: u16,
+    proxied: bool,
+    sse: bool,
+    format: ApiFormat,
+    client: Option<String>,
+    model: Option<String>,
+    provider: Option<String>,
+    credential: Option<String>,
+    attempts: usize,
+    error: Option<String>,
+}
+
+impl Record {
+    fn new(log: &Logger, request_id: &str, method: &Method, path: &str, peer: SocketAddr) -> Self {
+        // The path only: the query string may hold a key the client should not have sent.
+        let log = log
+            .new(o!("request_id" => request_id.to_owned(), "method" => method.to_string(),
+            "path" => truncate(path, 200), "peer" => peer.to_string()));
+        Self {
+            log,
+            status: 0,
+            proxied: false,
+            sse: false,
+            format: ApiFormat::OpenAi,
+            client: None,
+            model: None,
+            provider: None,
+            credential: None,
+            attempts: 0,
+            error: None,
+        }
+    }
+
+    fn finish(self, started: Instant, outcome: Outcome) {
+        let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let (result, usage, failure) = match outcome {
+            Outcome::Complete(usage) => ("complete", usage, None),
+            Outcome::Failed(reason, usage) => ("failed", usage, Some(reason)),
+            Outcome::ClientGone(usage) => ("client_gone", usage, None),
+        };
+        let usage = usage.unwrap_or(Usage::default());
+        let kv = o!(
+            "status" => self.status,
+            "result" => result,
+            "client" => self.client.clone(),
+            "model" => self.model.clone(),
+            "provider" => self.provider.clone(),
+            "credential" => self.credential.clone(),
+            "attempts" => self.attempts,
+            "input_tokens" => usage.input_tokens,
+            "output_tokens" => usage.output_tokens,
+            "duration_ms" => format!("{elapsed_ms:.2}"),
+            "error" => self.error.clone().or(failure),
+        );
+        let log = self.log.new(kv);
+        if self.status >= 500 || result == "failed" {
+            warn!(log, "request");
+        } else {
+            info!(log, "request");
+        }
+    }
+}
+
+/// Request ids: a random per-process prefix and a counter; unique, cheap, and not guessable
+/// across restarts.
+struct RequestIds {
+    prefix: u32,
+    counter: AtomicU64,
+}
+
+impl RequestIds {
+    fn new() -> Self {
+        let mut bytes = [0u8; 4];
+        let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes);
+        Self { prefix: u32::from_le_bytes(bytes), counter: AtomicU64::new(0) }
+    }
+
+    fn next(&self) -> String {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        format!("req_{:08x}{n:012x}", self.prefix)
+    }
+}
+
+fn json_response(status: StatusCode, value: &Value) -> Response<Body> {
+    let mut response = Response::new(full(Bytes::from(value.to_string())));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+/// Splits a query string into pairs (no percent-decoding: only exact key names matter here).
+fn query_pairs(query: Option<&str>) -> impl Iterator<Item = (&str, &str)> {
+    query
+        .unwrap_or("")
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| pair.split_once('=').unwrap_or((pair, "")))
+}
+
+/// The path and query sent upstream: the client's path, and its query minus any key.
+fn upstream_path(path: &str, query: Option<&str>) -> String {
+    let kept: Vec<String> = query_pairs(query)
+        .filter(|(k, _)| !matches!(*k, "key" | "api_key" | "api-key"))
+        .map(|(k, v)| if v.is_empty() { k.to_owned() } else { format!("{k}={v}") })
+        .collect();
+    if kept.is_empty() { path.to_owned() } else { format!("{path}?{}", kept.join("&")) }
+}
+
+/// Where a JSON error is, without echoing any of the input (it may hold a secret).
+fn json_error_position(error: &serde_json::Error) -> String {
+    use serde_json::error::Category;
+    let what = match error.classify() {
+        Category::Syntax => "syntax error",
+        Category::Eof => "unexpected end of input",
+        Category::Data => "invalid data",
+        Category::Io => "read error",
+    };
+    format!("{what} at line {} column {}", error.line(), error.column())
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+fn truncate(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_keys_are_never_forwarded() {
+        assert_eq!(
+            upstream_path("/v1beta/models/m:streamGenerateContent", Some("alt=sse&key=secret")),
+            "/v1beta/models/m:streamGenerateContent?alt=sse"
+        );
+        assert_eq!(upstream_path("/p", None), "/p");
+        assert_eq!(upstream_path("/p", Some("key=a&api_key=b")), "/p");
+    }
+
+    #[test]
+    fn request_ids_are_unique() {
+        let ids = RequestIds::new();
+        let a = ids.next();
+        let b = ids.next();
+        assert_ne!(a, b);
+        assert!(a.starts_with("req_") && a.len() == 24, "{a}");
+    }
+
+    #[test]
+    fn json_errors_do_not_echo_input() {
+        let planted = "sk-planted-secret-value";
+        let error =
+            serde_json::from_str::<Value>(&format!("{{\"a\": \"{planted}\" oops}}")).unwrap_err();
+        let text = json_error_position(&error);
+        assert!(!text.contains(planted) && text.contains("line 1"), "{text}");
+    }
+}

@@ -1,0 +1,119 @@
+//! The listener: accepts connections, serves HTTP/1.1 and HTTP/2 on each in its own task with
+//! hyper's limits, and shuts down gracefully.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use slog::{Logger, debug, info, warn};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+use crate::config::ServerConfig;
+use crate::error::{Error, Result};
+use crate::gateway::Gateway;
+
+/// A bound listener with the gateway behind it.
+#[derive(Debug)]
+pub struct Server {
+    listener: TcpListener,
+    gateway: Gateway,
+    config: ServerConfig,
+    log: Logger,
+}
+
+impl Server {
+    /// Binds `server.host:server.port`.
+    pub async fn bind(config: &ServerConfig, gateway: Gateway, log: Logger) -> Result<Self> {
+        let addr = SocketAddr::new(config.host, config.port);
+        let listener = TcpListener::bind(addr).await.map_err(|source| Error::Io {
+            context: format!("cannot listen on {addr} (server.host, server.port)"),
+            source,
+        })?;
+        Ok(Self { listener, gateway, config: config.clone(), log })
+    }
+
+    /// The bound address (the real port when `server.port` is 0).
+    pub fn local_addr(&self) -> Result<SocketAddr> {
+        self.listener
+            .local_addr()
+            .map_err(|source| Error::Io { context: "listener address".to_owned(), source })
+    }
+
+    /// Serves until `shutdown` completes, then stops accepting and lets in-flight requests
+    /// and streams finish for up to `server.shutdown_timeout`.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<()> {
+        let Self { listener, gateway, config, log } = self;
+        let limits = &config.limits;
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.header_read_timeout)
+            .max_headers(limits.max_headers.get())
+            // hyper needs at least 8 KiB of read buffer; the header limit is enforced by it.
+            .max_buf_size(limits.max_header_bytes.get().max(8192));
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(limits.http2_max_streams.get())
+            .max_header_list_size(u32::try_from(limits.max_header_bytes.get()).unwrap_or(u32::MAX));
+        let graceful = GracefulShutdown::new();
+        let connections = Arc::new(Semaphore::new(limits.max_connections.get()));
+        info!(log, "listening"; "addr" => listener.local_addr().map(|a| a.to_string()).unwrap_or_default());
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => {
+                    let (stream, peer) = match accepted {
+                        Ok(accepted) => accepted,
+                        Err(error) => {
+                            // Usually EMFILE: back off briefly instead of spinning on it.
+                            warn!(log, "accept failed"; "error" => error.to_string());
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    };
+                    // Beyond the connection limit the connection is closed at once: refusing
+                    // costs less than queueing, and memory stays bounded.
+                    let Ok(permit) = connections.clone().try_acquire_owned() else {
+                        debug!(log, "connection refused: server.limits.max_connections reached"; "peer" => peer.to_string());
+                        continue;
+                    };
+                    let _ = stream.set_nodelay(true);
+                    let gateway = gateway.clone();
+                    let service = service_fn(move |request| {
+                        let gateway = gateway.clone();
+                        async move { Ok::<_, Infallible>(gateway.handle(request, peer).await) }
+                    });
+                    let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+                    let connection = graceful.watch(connection);
+                    let log = log.clone();
+                    tokio::spawn(async move {
+                        if let Err(error) = connection.await {
+                            debug!(log, "connection ended with an error"; "peer" => peer.to_string(), "error" => error.to_string());
+                        }
+                        drop(permit);
+                    });
+                }
+                () = &mut shutdown => break,
+            }
+        }
+        drop(listener);
+        info!(log, "shutting down: no new connections; waiting for in-flight requests";
+            "timeout" => format!("{:?}", config.shutdown_timeout));
+        tokio::select! {
+            () = graceful.shutdown() => info!(log, "all connections finished"),
+            () = tokio::time::sleep(config.shutdown_timeout) => {
+                warn!(log, "shutdown timeout reached; closing the remaining connections (server.shutdown_timeout)");
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,293 @@
+//! Token usage, read from upstream replies as they pass through: the final `usage` of OpenAI
+//! replies and streams, `message_start` / `message_delta` of Anthropic streams, and
+//! `usageMetadata` of Gemini replies.
+//!
+//! The scanner never changes the bytes it sees and never buffers more than a bounded amount:
+//! SSE is split into events as it arrives and only events that can carry usage are parsed;
+//! plain JSON bodies are kept up to [`MAX_JSON_BODY`] and parsed at the end.
+
+use serde_json::Value;
+
+use crate::api::ApiFormat;
+
+/// Tokens consumed by one request.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Prompt (input) tokens.
+    pub input_tokens: u64,
+    /// Generated (output) tokens.
+    pub output_tokens: u64,
+}
+
+/// Largest non-streamed body kept for usage extraction; beyond it usage is unknown.
+pub(crate) const MAX_JSON_BODY: usize = 8 * 1024 * 1024;
+
+/// Largest single SSE event kept; a longer one is skipped.
+pub(crate) const MAX_SSE_EVENT: usize = 1024 * 1024;
+
+/// Reads usage from a body fed to it chunk by chunk.
+#[derive(Debug)]
+pub struct UsageScanner {
+    format: ApiFormat,
+    sse: bool,
+    /// SSE: the unfinished line. JSON: the body so far.
+    buffer: Vec<u8>,
+    /// SSE: the `data:` payload of the event being read.
+    event: Vec<u8>,
+    /// Set when a line or body exceeded its cap: skip until the next line (SSE) or for good.
+    overflow: bool,
+    input: Option<u64>,
+    output: Option<u64>,
+}
+
+impl UsageScanner {
+    /// A scanner for a body in `format`; `sse` when the body is `text/event-stream`.
+    pub fn new(format: ApiFormat, sse: bool) -> Self {
+        Self {
+            format,
+            sse,
+            buffer: Vec::new(),
+            event: Vec::new(),
+            overflow: false,
+            input: None,
+            output: None,
+        }
+    }
+
+    /// Feeds the next chunk of the body.
+    pub fn feed(&mut self, chunk: &[u8]) {
+        if self.sse {
+            self.feed_sse(chunk);
+        } else if !self.overflow {
+            if self.buffer.len() + chunk.len() > MAX_JSON_BODY {
+                self.overflow = true;
+                self.buffer = Vec::new();
+            } else {
+                self.buffer.extend_from_slice(chunk);
+            }
+        }
+    }
+
+    /// Marks the end of the body: a JSON body is parsed, a last unterminated SSE event is read.
+    pub fn finish(&mut self) {
+        if self.sse {
+            if !self.buffer.is_empty() {
+                let line = std::mem::take(&mut self.buffer);
+                self.line(&line);
+            }
+            self.dispatch();
+        } else if !self.overflow && !self.buffer.is_empty() {
+            let body = std::mem::take(&mut self.buffer);
+            match serde_json::from_slice::<Value>(&body) {
+                // Gemini's non-SSE stream is one JSON array of responses.
+                Ok(Value::Array(items)) => items.iter().for_each(|item| self.extract(item)),
+                Ok(value) => self.extract(&value),
+                Err(_) => {}
+            }
+        }
+    }
+
+    /// The usage seen so far, if any was reported.
+    pub fn usage(&self) -> Option<Usage> {
+        if self.input.is_none() && self.output.is_none() {
+            return None;
+        }
+        Some(Usage {
+            input_tokens: self.input.unwrap_or(0),
+            output_tokens: self.output.unwrap_or(0),
+        })
+    }
+
+    fn feed_sse(&mut self, mut chunk: &[u8]) {
+        while let Some(at) = chunk.iter().position(|&b| b == b'\n') {
+            let (head, rest) = chunk.split_at(at);
+            chunk = &rest[1..];
+            if self.overflow {
+                self.overflow = false;
+                self.buffer.clear();
+                continue;
+            }
+            if self.buffer.is_empty() {
+                self.line(head);
+            } else {
+                let mut line = std::mem::take(&mut self.buffer);
+                line.extend_from_slice(head);
+                self.line(&line);
+            }
+        }
+        if !self.overflow {
+            if self.buffer.len() + chunk.len() > MAX_SSE_EVENT {
+                self.overflow = true;
+                self.buffer.clear();
+            } else {
+                self.buffer.extend_from_slice(chunk);
+            }
+        }
+    }
+
+    fn line(&mut self, line: &[u8]) {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() {
+            self.dispatch();
+        } else if let Some(data) = line.strip_prefix(b"data:") {
+            let data = data.strip_prefix(b" ").unwrap_or(data);
+            if self.event.len() + data.len() > MAX_SSE_EVENT {
+                self.event.clear();
+                return;
+            }
+            if !self.event.is_empty() {
+                self.event.push(b'\n');
+            }
+            self.event.extend_from_slice(data);
+        }
+    }
+
+    fn dispatch(&mut self) {
+        if self.event.is_empty() {
+            return;
+        }
+        let event = std::mem::take(&mut self.event);
+        // Only a few events carry usage; skip the JSON parse of all the others.
+        let key: &[u8] = match self.format {
+            ApiFormat::Gemini => b"usageMetadata",
+            _ => b"usage",
+        };
+        if contains(&event, key)
+            && let Ok(value) = serde_json::from_slice::<Value>(&event)
+        {
+            self.extract(&value);
+        }
+    }
+
+    fn extract(&mut self, value: &Value) {
+        match self.format {
+            ApiFormat::OpenAi => {
+                // Chat completions and embeddings: `usage`; the Responses API: `usage`, or
+                // `response.usage` in its `response.completed` stream event.
+                let usage = value.get("usage").or_else(|| value.pointer("/response/usage"));
+                if let Some(usage) = usage.filter(|u| u.is_object()) {
+                    self.set(
+                        number(usage, "prompt_tokens").or_else(|| number(usage, "input_tokens")),
+                        number(usage, "completion_tokens")
+                            .or_else(|| number(usage, "output_tokens")),
+                    );
+                }
+            }
+            ApiFormat::Anthropic => {
+                // `message_start` carries the whole message; `message_delta` and plain replies
+                // carry `usage` at the top. Output counts are cumulative, so the last one wins.
+                let usage = value.pointer("/message/usage").or_else(|| value.get("usage"));
+                if let Some(usage) = usage {
+                    self.set(number(usage, "input_tokens"), number(usage, "output_tokens"));
+                }
+            }
+            ApiFormat::Gemini => {
+                if let Some(usage) = value.get("usageMetadata") {
+                    let output = match (
+                        number(usage, "candidatesTokenCount"),
+                        number(usage, "thoughtsTokenCount"),
+                    ) {
+                        (None, None) => None,
+                        (c, t) => Some(c.unwrap_or(0) + t.unwrap_or(0)),
+                    };
+                    self.set(number(usage, "promptTokenCount"), output);
+                }
+            }
+        }
+    }
+
+    fn set(&mut self, input: Option<u64>, output: Option<u64>) {
+        if input.is_some() {
+            self.input = input;
+        }
+        if output.is_some() {
+            self.output = output;
+        }
+    }
+}
+
+fn number(value: &Value, key: &str) -> Option<u64> {
+    value.get(key).and_then(Value::as_u64)
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|window| window == needle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scan(format: ApiFormat, sse: bool, chunks: &[&[u8]]) -> Option<Usage> {
+        let mut scanner = UsageScanner::new(format, sse);
+        for chunk in chunks {
+            scanner.feed(chunk);
+        }
+        scanner.finish();
+        scanner.usage()
+    }
+
+    fn usage(input_tokens: u64, output_tokens: u64) -> Option<Usage> {
+        Some(Usage { input_tokens, output_tokens })
+    }
+
+    #[test]
+    fn openai_reply_and_stream() {
+        let body = br#"{"id":"x","choices":[],"usage":{"prompt_tokens":12,"completion_tokens":5,"total_tokens":17}}"#;
+        assert_eq!(scan(ApiFormat::OpenAi, false, &[&body[..9], &body[9..]]), usage(12, 5));
+        let stream: &[&[u8]] = &[
+            b"data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}],\"usage\":null}\n\n",
+            b"data: {\"choices\":[],\"usa",
+            b"ge\":{\"prompt_tokens\":3,\"completion_tokens\":9}}\r\n\r\n",
+            b"data: [DONE]\n\n",
+        ];
+        assert_eq!(scan(ApiFormat::OpenAi, true, stream), usage(3, 9));
+        let responses = b"event: response.completed\ndata: {\"type\":\"response.completed\",\"response\":{\"usage\":{\"input_tokens\":4,\"output_tokens\":6}}}\n\n";
+        assert_eq!(scan(ApiFormat::OpenAi, true, &[responses]), usage(4, 6));
+    }
+
+    #[test]
+    fn anthropic_stream_merges_start_and_delta() {
+        let stream: &[&[u8]] = &[
+            b"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":25,\"output_tokens\":1}}}\n\n",
+            b"event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"delta\":{\"text\":\"usage\"}}\n\n",
+            b"event: message_delta\ndata: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":15}}\n\n",
+        ];
+        assert_eq!(scan(ApiFormat::Anthropic, true, stream), usage(25, 15));
+        let reply = br#"{"type":"message","usage":{"input_tokens":10,"output_tokens":2}}"#;
+        assert_eq!(scan(ApiFormat::Anthropic, false, &[reply]), usage(10, 2));
+    }
+
+    #[test]
+    fn gemini_reply_array_and_sse() {
+        let reply = br#"{"candidates":[],"usageMetadata":{"promptTokenCount":8,"candidatesTokenCount":4,"totalTokenCount":12}}"#;
+        assert_eq!(scan(ApiFormat::Gemini, false, &[reply]), usage(8, 4));
+        let array = br#"[{"usageMetadata":{"promptTokenCount":8}},{"usageMetadata":{"promptTokenCount":8,"candidatesTokenCount":6,"thoughtsTokenCount":2}}]"#;
+        assert_eq!(scan(ApiFormat::Gemini, false, &[array]), usage(8, 8));
+        let sse = b"data: {\"usageMetadata\":{\"promptTokenCount\":1,\"candidatesTokenCount\":2}}";
+        assert_eq!(scan(ApiFormat::Gemini, true, &[sse]), usage(1, 2), "unterminated last event");
+    }
+
+    #[test]
+    fn hostile_and_garbage_input_yields_no_usage_and_bounded_memory() {
+        assert_eq!(scan(ApiFormat::OpenAi, false, &[b"{not json"]), None);
+        assert_eq!(scan(ApiFormat::OpenAi, true, &[b"data: {\"usage\": [1,2]}\n\n"]), None);
+        assert_eq!(scan(ApiFormat::Anthropic, true, &[b"\xff\xfe\x00data:\n\n\n"]), None);
+        let mut scanner = UsageScanner::new(ApiFormat::OpenAi, true);
+        let junk = vec![b'x'; 64 * 1024];
+        for _ in 0..40 {
+            scanner.feed(&junk);
+        }
+        assert!(scanner.buffer.len() <= MAX_SSE_EVENT);
+        // After the oversized line ends, later events are read again.
+        scanner.feed(b"\ndata: {\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":1}}\n\n");
+        assert_eq!(scanner.usage(), usage(1, 1));
+        let mut scanner = UsageScanner::new(ApiFormat::OpenAi, false);
+        for _ in 0..200 {
+            scanner.feed(&junk);
+        }
+        scanner.finish();
+        assert_eq!(scanner.usage(), None);
+        assert!(scanner.buffer.capacity() <= MAX_JSON_BODY);
+    }
+}

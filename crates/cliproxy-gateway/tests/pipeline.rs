@@ -1,0 +1,351 @@
+//! The pipeline's answers for everything that needs no upstream: routing, authentication,
+//! body limits, model checks and the mock provider in all three formats; and one real TCP
+//! connection speaking HTTP/2.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "a failed expectation fails the test")]
+
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use cliproxy_gateway::{Config, Gateway, REQUEST_ID_HEADER, Server};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use serde_json::{Value, json};
+
+const KEY: &str = "client-key-0123456789abcdef";
+const LIMITED_KEY: &str = "client-key-limited-0123456789";
+
+fn gateway(extra: &str) -> (Gateway, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "auth:\n  api_keys: [\"{KEY}\", {{name: limited, key: \"{LIMITED_KEY}\", models: [\"mock-a*\"]}}]\n  dir: {:?}\n\
+         server: {{limits: {{max_body_bytes: 2048}}}}\n\
+         providers:\n  demo: {{type: mock}}\n  openai: {{type: openai, base_url: \"http://127.0.0.1:9\", models: [\"gpt-*\"]}}\n{extra}",
+        dir.path().join("auths").display().to_string()
+    );
+    let config = Config::from_yaml(&yaml).unwrap();
+    let log = slog::Logger::root(slog::Discard, slog::o!());
+    (Gateway::build(&config, log).unwrap(), dir)
+}
+
+fn peer() -> SocketAddr {
+    "127.0.0.1:40000".parse().unwrap()
+}
+
+async fn call(
+    gateway: &Gateway,
+    method: Method,
+    uri: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (StatusCode, http::HeaderMap, String) {
+    let mut request = Request::builder().method(method).uri(uri);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let request = request.body(Full::new(Bytes::from(body.to_owned()))).unwrap();
+    let response: Response<_> = gateway.handle(request, peer()).await;
+    let (parts, body) = response.into_parts();
+    let bytes = body.collect().await.unwrap().to_bytes();
+    (parts.status, parts.headers, String::from_utf8_lossy(&bytes).into_owned())
+}
+
+fn bearer() -> (&'static str, String) {
+    ("authorization", format!("Bearer {KEY}"))
+}
+
+#[tokio::test]
+async fn health_needs_no_key_and_every_answer_has_a_request_id() {
+    let (gateway, _dir) = gateway("");
+    let (status, headers, body) = call(&gateway, Method::GET, "/healthz", &[], "").await;
+    assert_eq!(status, 200);
+    assert!(headers[REQUEST_ID_HEADER].to_str().unwrap().starts_with("req_"));
+    assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["status"], "ok");
+    let (status, _, body) = call(&gateway, Method::GET, "/readyz", &[], "").await;
+    assert_eq!(status, 200, "{body}");
+    let (status, headers, _) = call(&gateway, Method::POST, "/nope", &[], "").await;
+    assert_eq!(status, 404);
+    assert!(headers.contains_key(REQUEST_ID_HEADER));
+}
+
+#[tokio::test]
+async fn readiness_fails_naming_the_vault_when_its_directory_goes() {
+    let (gateway, dir) = gateway("");
+    std::fs::remove_dir_all(dir.path().join("auths")).unwrap();
+    let (status, _, body) = call(&gateway, Method::GET, "/readyz", &[], "").await;
+    assert_eq!(status, 503);
+    assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["failing"], "vault");
+}
+
+#[tokio::test]
+async fn authentication_in_each_header_and_never_the_query() {
+    let (gateway, _dir) = gateway("");
+    let body = r#"{"model":"mock-1","messages":[]}"#;
+    let auth = format!("Bearer {KEY}");
+    for header in [("authorization", auth.as_str()), ("x-api-key", KEY), ("x-goog-api-key", KEY)] {
+        let (status, _, text) =
+            call(&gateway, Method::POST, "/v1/chat/completions", &[header], body).await;
+        assert_eq!(status, 200, "{header:?}: {text}");
+    }
+    let (status, _, text) = call(&gateway, Method::POST, "/v1/chat/completions", &[], body).await;
+    assert_eq!(status, 401);
+    assert!(text.contains("Authorization: Bearer"), "{text}");
+    let (status, _, _) = call(
+        &gateway,
+        Method::POST,
+        "/v1/chat/completions",
+        &[("authorization", "Bearer wrong-key-0123456789abc")],
+        body,
+    )
+    .await;
+    assert_eq!(status, 401);
+    let (status, _, _) = call(
+        &gateway,
+        Method::POST,
+        "/v1/chat/completions",
+        &[("authorization", &format!("Bearer {}", &KEY[..10]))],
+        body,
+    )
+    .await;
+    assert_eq!(status, 401, "a prefix of a key is not the key");
+    let uri = format!("/v1beta/models/mock-1:generateContent?key={KEY}");
+    let (status, _, text) =
+        call(&gateway, Method::POST, &uri, &[("x-goog-api-key", KEY)], "{}").await;
+    assert_eq!(status, 401, "a key in the query string is refused even with a header key");
+    assert!(!text.contains(KEY));
+    assert_eq!(serde_json::from_str::<Value>(&text).unwrap()["error"]["status"], "UNAUTHENTICATED");
+}
+
+#[tokio::test]
+async fn no_client_keys_means_closed_with_a_helpful_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "auth: {{dir: {:?}}}\nproviders: {{demo: {{type: mock}}}}\n",
+        dir.path().display().to_string()
+    );
+    let gateway = Gateway::build(
+        &Config::from_yaml(&yaml).unwrap(),
+        slog::Logger::root(slog::Discard, slog::o!()),
+    )
+    .unwrap();
+    let (status, _, text) = call(
+        &gateway,
+        Method::POST,
+        "/v1/messages",
+        &[("x-api-key", "anything-at-all-here")],
+        r#"{"model":"mock-1"}"#,
+    )
+    .await;
+    assert_eq!(status, 401);
+    let value: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(value["type"], "error");
+    assert!(value["error"]["message"].as_str().unwrap().contains("auth.api_keys"), "{text}");
+}
+
+#[tokio::test]
+async fn request_errors_in_the_endpoint_format() {
+    let (gateway, _dir) = gateway("");
+    let (name, value) = bearer();
+    let headers = [(name, value.as_str())];
+    for (uri, body, status, pointer, expected) in [
+        ("/v1/chat/completions", "{not json", 400, "/error/type", "invalid_request_error"),
+        ("/v1/chat/completions", "[1]", 400, "/error/code", "bad_request"),
+        ("/v1/chat/completions", r#"{"messages":[]}"#, 400, "/error/code", "bad_request"),
+        (
+            "/v1/chat/completions",
+            r#"{"model":"x","stream":"yes"}"#,
+            400,
+            "/error/code",
+            "bad_request",
+        ),
+        ("/v1/chat/completions", r#"{"model":"unknown-model"}"#, 404, "/error/code", "not_found"),
+        ("/v1/messages", r#"{"model":"unknown-model"}"#, 404, "/error/type", "not_found_error"),
+        ("/v1/messages", r#"{"model":"gpt-4o"}"#, 400, "/error/type", "invalid_request_error"),
+        ("/v1beta/models/unknown:generateContent", "{}", 404, "/error/status", "NOT_FOUND"),
+    ] {
+        let (got, _, text) = call(&gateway, Method::POST, uri, &headers, body).await;
+        assert_eq!(got.as_u16(), status, "{uri} {body}: {text}");
+        let value: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(value.pointer(pointer).unwrap(), expected, "{uri} {body}: {text}");
+    }
+    let (status, response_headers, _) =
+        call(&gateway, Method::GET, "/v1/chat/completions", &headers, "").await;
+    assert_eq!(status, 405);
+    assert_eq!(response_headers["allow"], "POST");
+    let (_, _, text) =
+        call(&gateway, Method::POST, "/v1/messages", &headers, r#"{"model":"gpt-4o"}"#).await;
+    assert!(text.contains("/v1/chat/completions"), "says which endpoint to call: {text}");
+}
+
+#[tokio::test]
+async fn oversized_bodies_get_413_by_header_and_by_content() {
+    let (gateway, _dir) = gateway("");
+    let (name, value) = bearer();
+    let big = format!(r#"{{"model":"mock-1","pad":"{}"}}"#, "x".repeat(4096));
+    let (status, _, text) =
+        call(&gateway, Method::POST, "/v1/messages", &[(name, &value)], &big).await;
+    assert_eq!(status, 413);
+    assert!(text.contains("server.limits.max_body_bytes"), "{text}");
+    let (status, _, _) = call(
+        &gateway,
+        Method::POST,
+        "/v1/messages",
+        &[(name, &value), ("content-length", "999999999")],
+        "{}",
+    )
+    .await;
+    assert_eq!(status, 413);
+}
+
+#[tokio::test]
+async fn client_key_model_lists_are_enforced_and_listed() {
+    let (gateway, _dir) = gateway("");
+    let limited = [("x-api-key", LIMITED_KEY)];
+    let (status, _, _) =
+        call(&gateway, Method::POST, "/v1/messages", &limited, r#"{"model":"mock-abc"}"#).await;
+    assert_eq!(status, 200);
+    let (status, _, text) =
+        call(&gateway, Method::POST, "/v1/messages", &limited, r#"{"model":"mock-b"}"#).await;
+    assert_eq!(status, 403, "{text}");
+    let (status, _, text) = call(&gateway, Method::GET, "/v1/models", &limited, "").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        serde_json::from_str::<Value>(&text).unwrap()["data"].as_array().unwrap().len(),
+        0,
+        "{text}"
+    );
+    let (name, value) = bearer();
+    let (_, _, text) = call(&gateway, Method::GET, "/v1/models", &[(name, &value)], "").await;
+    let ids: Vec<String> = serde_json::from_str::<Value>(&text).unwrap()["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids, ["gpt-*", "mock-*"]);
+    let (_, _, text) = call(
+        &gateway,
+        Method::GET,
+        "/v1/models",
+        &[(name, &value), ("anthropic-version", "2023-06-01")],
+        "",
+    )
+    .await;
+    let value: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(value["data"][0]["type"], "model");
+    assert_eq!(value["has_more"], false);
+}
+
+#[tokio::test]
+async fn a_provider_without_credentials_answers_503_saying_how_to_add_one() {
+    let (gateway, _dir) = gateway("");
+    let (name, value) = bearer();
+    let (status, _, text) = call(
+        &gateway,
+        Method::POST,
+        "/v1/chat/completions",
+        &[(name, &value)],
+        r#"{"model":"gpt-4o"}"#,
+    )
+    .await;
+    assert_eq!(status, 503, "{text}");
+    assert!(text.contains("vault add --provider openai"), "{text}");
+}
+
+#[tokio::test]
+async fn the_mock_answers_every_format_streamed_and_not() {
+    let (gateway, _dir) = gateway("");
+    let (name, value) = bearer();
+    let headers = [(name, value.as_str())];
+    let (status, response_headers, text) = call(
+        &gateway,
+        Method::POST,
+        "/v1/chat/completions",
+        &headers,
+        r#"{"model":"mock-1","messages":[{"role":"user","content":"hi"}]}"#,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(response_headers["content-type"], "application/json");
+    let value: Value = serde_json::from_str(&text).unwrap();
+    assert!(value["usage"]["prompt_tokens"].as_u64().unwrap() > 0);
+    assert!(value["choices"][0]["message"]["content"].as_str().unwrap().contains("mock-1"));
+
+    let (_, response_headers, text) = call(
+        &gateway,
+        Method::POST,
+        "/v1/messages",
+        &headers,
+        r#"{"model":"mock-1","stream":true}"#,
+    )
+    .await;
+    assert_eq!(response_headers["content-type"], "text/event-stream");
+    assert!(text.starts_with("event: message_start"), "{text}");
+
+    let (_, response_headers, text) = call(
+        &gateway,
+        Method::POST,
+        "/v1beta/models/mock-2:streamGenerateContent?alt=sse",
+        &headers,
+        r#"{"contents":[]}"#,
+    )
+    .await;
+    assert_eq!(response_headers["content-type"], "text/event-stream");
+    assert!(text.contains("usageMetadata"), "{text}");
+
+    let (status, _, text) = call(
+        &gateway,
+        Method::POST,
+        "/v1/embeddings",
+        &headers,
+        r#"{"model":"mock-e","input":["a","b"]}"#,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(serde_json::from_str::<Value>(&text).unwrap()["data"].as_array().unwrap().len(), 2);
+
+    let (status, _, text) = call(
+        &gateway,
+        Method::POST,
+        "/v1/messages/count_tokens",
+        &headers,
+        r#"{"model":"mock-1","messages":[]}"#,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(serde_json::from_str::<Value>(&text).unwrap()["input_tokens"].as_u64().unwrap() > 0);
+}
+
+#[tokio::test]
+async fn http2_over_a_real_connection() {
+    let (gateway, _dir) = gateway("");
+    let dir = tempfile::tempdir().unwrap();
+    let yaml =
+        format!("server: {{port: 0}}\nauth: {{dir: {:?}}}\n", dir.path().display().to_string());
+    let config = Config::from_yaml(&yaml).unwrap();
+    let log = slog::Logger::root(slog::Discard, slog::o!());
+    let server = Server::bind(&config.server, gateway, log).await.unwrap();
+    let addr = server.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(server.run(async move {
+        let _ = stopped.await;
+    }));
+
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<Full<Bytes>>();
+    let body = json!({"model": "mock-1", "stream": true}).to_string();
+    let request = Request::post(format!("http://{addr}/v1/chat/completions"))
+        .header("authorization", format!("Bearer {KEY}"))
+        .body(Full::new(Bytes::from(body)))
+        .unwrap();
+    let response = client.request(request).await.unwrap();
+    assert_eq!(response.version(), http::Version::HTTP_2);
+    assert_eq!(response.status(), 200);
+    let text = String::from_utf8(response.into_body().collect().await.unwrap().to_bytes().to_vec())
+        .unwrap();
+    assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
+
+    stop.send(()).unwrap();
+    serving.await.unwrap().unwrap();
+}
