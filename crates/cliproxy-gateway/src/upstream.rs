@@ -69,7 +69,8 @@ pub(crate) fn build_client(
 }
 
 /// Request headers never forwarded upstream: hop-by-hop headers (RFC 9110 §7.6.1), the
-/// client's own credentials (only the vault credential is sent), cookies, headers that would
+/// client's own credentials and the account selectors that belong with a credential (only the
+/// vault credential is sent, and it picks its own organisation), cookies, headers that would
 /// leak the client's address, and `accept-encoding`, so replies arrive uncompressed and their
 /// token usage can be read.
 const DROPPED_REQUEST_HEADERS: &[&str] = &[
@@ -87,6 +88,9 @@ const DROPPED_REQUEST_HEADERS: &[&str] = &[
     "authorization",
     "x-api-key",
     "x-goog-api-key",
+    "api-key",
+    "openai-organization",
+    "openai-project",
     "cookie",
     "forwarded",
     "x-forwarded-for",
@@ -165,6 +169,8 @@ mod tests {
             ("authorization", "Bearer client-key"),
             ("x-api-key", "client-key"),
             ("x-goog-api-key", "client-key"),
+            ("api-key", "client-key"),
+            ("openai-organization", "org-of-the-client"),
             ("connection", "keep-alive, x-secret-hop"),
             ("x-secret-hop", "1"),
             ("transfer-encoding", "chunked"),
