@@ -7,7 +7,7 @@ use anyhow::{Context, anyhow};
 use base64::Engine;
 use cliproxy_core::Secret;
 use cliproxy_gateway::{BaseUrl, Config, ConfigError, ConfigSource, Gateway, Server};
-use cliproxy_vault::Credential;
+use cliproxy_vault::{Credential, CredentialStore};
 use ring::rand::{SecureRandom, SystemRandom};
 use slog::{Logger, info};
 
@@ -225,6 +225,7 @@ fn vault_add(config: &ConfigArg, args: &VaultAddArgs) -> Result<(), Failure> {
     credential.label = args.label.clone();
     let store = config.auth.build().map_err(anyhow::Error::from)?;
     store.put(&credential).map_err(anyhow::Error::from)?;
+    report_notices(store.as_ref());
     println!(
         "stored credential `{}` for provider `{}` in {}",
         credential.id,
@@ -238,6 +239,7 @@ fn vault_list(config: &ConfigArg) -> Result<(), Failure> {
     let config = load(config)?;
     let store = config.auth.build().map_err(anyhow::Error::from)?;
     let credentials = store.list().map_err(anyhow::Error::from)?;
+    report_notices(store.as_ref());
     if credentials.is_empty() {
         println!("no credentials in {}", store.location().display());
         return Ok(());
@@ -262,6 +264,13 @@ fn vault_list(config: &ConfigArg) -> Result<(), Failure> {
         );
     }
     Ok(())
+}
+
+/// Tells the operator on stderr what the vault fixed on its own (loose permissions).
+fn report_notices(store: &dyn CredentialStore) {
+    for notice in store.take_notices() {
+        eprintln!("notice: {notice}");
+    }
 }
 
 /// `YYYY-MM-DD HH:MM:SS` (UTC) from unix seconds.

@@ -1,1 +1,45 @@
 //! Layer 3 of cliproxy: the credential vault.
+//!
+//! It holds what the gateway must keep secret and must not lose:
+//!
+//! - **Provider credentials** in a [`CredentialStore`]. The [`FileStore`] keeps one JSON file
+//!   per credential in `auth.dir` (directory 0700, files 0600, owned by the gateway's user),
+//!   written atomically (temporary file, fsync, rename, fsync of the directory). Each file
+//!   carries a format marker and a version, so encrypted versions can be added without
+//!   breaking old files; see [`parse_credential_file`] for the format.
+//! - **Client keys** ([`ClientKeys`]): the keys clients present, kept as SHA-256 digests and
+//!   compared in constant time; each maps to a named [`ClientIdentity`].
+//!
+//! Every token is a [`cliproxy_core::Secret`]: it never reaches a `Debug` line, and no error
+//! of this crate quotes a file's contents.
+//!
+//! ```
+//! use cliproxy_core::Secret;
+//! use cliproxy_vault::{Config, Credential, CredentialSecret};
+//!
+//! # let dir = tempfile::tempdir().unwrap();
+//! let config = Config { dir: dir.path().join("auths"), ..Config::default() };
+//! let store = config.build().unwrap();
+//! let credential = Credential::new_api_key("openai", Secret::from("sk-test-0123".to_owned()))
+//!     .unwrap()
+//!     .with_id("openai-main")
+//!     .unwrap();
+//! store.put(&credential).unwrap();
+//! let back = store.get("openai-main").unwrap().unwrap();
+//! let CredentialSecret::ApiKey(token) = &back.secret else { unreachable!() };
+//! assert_eq!(token.expose(), "sk-test-0123");
+//! assert_eq!(format!("{back:?}").contains("sk-test-0123"), false);
+//! ```
+
+mod client_keys;
+mod config;
+mod credential;
+mod error;
+mod store;
+
+// The public interface is:
+pub use client_keys::{ClientIdentity, ClientKeyConfig, ClientKeys};
+pub use config::Config;
+pub use credential::{Credential, CredentialMeta, CredentialSecret, parse_credential_file};
+pub use error::{Error, Result};
+pub use store::{CredentialStore, FileStore};

@@ -1,0 +1,247 @@
+use std::fmt;
+use std::sync::Arc;
+
+use cliproxy_core::{Secret, glob_match};
+use ring::digest::{SHA256, digest};
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::{Deserialize, de::value::MapAccessDeserializer};
+use subtle::ConstantTimeEq;
+
+use crate::{Error, Result};
+
+/// Shortest client key accepted, in bytes. `cliproxy-server keygen` prints 36-byte keys.
+const MIN_KEY_LEN: usize = 16;
+
+/// One entry of `auth.api_keys`: either a bare key (`- "${CLIPROXY_CLIENT_KEY}"`) or an object
+/// with a name, the key and an optional model allowlist.
+#[derive(Clone, Debug)]
+pub struct ClientKeyConfig {
+    /// The name used in logs and audit lines instead of the key; `key-N` when not given.
+    pub name: Option<String>,
+    /// The key the client presents.
+    pub key: Secret,
+    /// Model name patterns (`*` globs) this key may use; empty means every model.
+    pub models: Vec<String>,
+}
+
+impl<'de> Deserialize<'de> for ClientKeyConfig {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Full {
+            name: Option<String>,
+            key: Secret,
+            #[serde(default)]
+            models: Vec<String>,
+        }
+
+        struct KeyVisitor;
+
+        impl<'de> Visitor<'de> for KeyVisitor {
+            type Value = ClientKeyConfig;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a key string or an object with `key` and optional `name` and `models`")
+            }
+
+            fn visit_str<E: de::Error>(self, value: &str) -> Result<Self::Value, E> {
+                Ok(ClientKeyConfig {
+                    name: None,
+                    key: Secret::from(value.to_owned()),
+                    models: Vec::new(),
+                })
+            }
+
+            fn visit_string<E: de::Error>(self, value: String) -> Result<Self::Value, E> {
+                Ok(ClientKeyConfig { name: None, key: Secret::from(value), models: Vec::new() })
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                let full = Full::deserialize(MapAccessDeserializer::new(map))?;
+                Ok(ClientKeyConfig { name: full.name, key: full.key, models: full.models })
+            }
+        }
+
+        deserializer.deserialize_any(KeyVisitor)
+    }
+}
+
+/// Who a client key belongs to: the name that appears in logs, and what it may use.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ClientIdentity {
+    /// The key's name (never the key).
+    pub name: String,
+    /// Model patterns the key may use; empty means every model.
+    pub models: Vec<String>,
+}
+
+impl ClientIdentity {
+    /// Whether this client may call `model`.
+    pub fn allows_model(&self, model: &str) -> bool {
+        self.models.is_empty() || self.models.iter().any(|pattern| glob_match(pattern, model))
+    }
+}
+
+/// The configured client keys, held only as SHA-256 digests.
+///
+/// A presented key is hashed and compared with every digest in constant time, so neither the
+/// position of the first differing byte nor which entry matched shows in the timing.
+pub struct ClientKeys {
+    entries: Vec<([u8; 32], Arc<ClientIdentity>)>,
+}
+
+impl fmt::Debug for ClientKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<&str> = self.entries.iter().map(|(_, id)| id.name.as_str()).collect();
+        f.debug_struct("ClientKeys").field("names", &names).finish()
+    }
+}
+
+fn sha256(bytes: &[u8]) -> [u8; 32] {
+    let mut out = [0; 32];
+    out.copy_from_slice(digest(&SHA256, bytes).as_ref());
+    out
+}
+
+impl ClientKeys {
+    /// Validates `auth.api_keys`: every key at least 16 bytes, no key or name twice.
+    pub fn from_config(keys: &[ClientKeyConfig]) -> Result<Self> {
+        let mut entries: Vec<([u8; 32], Arc<ClientIdentity>)> = Vec::with_capacity(keys.len());
+        for (index, entry) in keys.iter().enumerate() {
+            let fail = |reason: String| Error::ClientKey { index, reason };
+            if entry.key.is_empty() {
+                return Err(fail(
+                    "the key is empty (is the environment variable it names set?)".to_owned(),
+                ));
+            }
+            if entry.key.len() < MIN_KEY_LEN {
+                return Err(fail(format!(
+                    "the key is {} bytes; client keys must be at least {MIN_KEY_LEN} bytes (`cliproxy-server keygen` prints a good one)",
+                    entry.key.len()
+                )));
+            }
+            let name = match &entry.name {
+                Some(name) if name.trim().is_empty() => {
+                    return Err(fail("`name` is empty".to_owned()));
+                }
+                Some(name) => name.clone(),
+                None => format!("key-{}", index + 1),
+            };
+            if let Some(pattern) = entry.models.iter().find(|p| p.trim().is_empty()) {
+                return Err(fail(format!("`models` contains an empty pattern `{pattern}`")));
+            }
+            let hash = sha256(entry.key.expose().as_bytes());
+            if let Some(position) = entries.iter().position(|(h, _)| bool::from(h.ct_eq(&hash))) {
+                return Err(fail(format!("the same key is already listed at auth.api_keys[{position}]")));
+            }
+            if let Some(position) = entries.iter().position(|(_, id)| id.name == name) {
+                return Err(fail(format!(
+                    "the name `{name}` is already used by auth.api_keys[{position}]"
+                )));
+            }
+            entries.push((hash, Arc::new(ClientIdentity { name, models: entry.models.clone() })));
+        }
+        Ok(Self { entries })
+    }
+
+    /// The identity owning `presented`, if any. Compares against every configured key.
+    pub fn authenticate(&self, presented: &[u8]) -> Option<Arc<ClientIdentity>> {
+        let hash = sha256(presented);
+        let mut found = None;
+        for (candidate, identity) in &self.entries {
+            if bool::from(candidate.ct_eq(&hash)) {
+                found = Some(Arc::clone(identity));
+            }
+        }
+        found
+    }
+
+    /// How many keys are configured.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether no key is configured (every proxy request is then refused).
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PLANTED: &str = "cpk-planted-client-key-9d2e7b";
+
+    fn key(name: Option<&str>, key: &str, models: &[&str]) -> ClientKeyConfig {
+        ClientKeyConfig {
+            name: name.map(str::to_owned),
+            key: Secret::from(key.to_owned()),
+            models: models.iter().map(|m| (*m).to_owned()).collect(),
+        }
+    }
+
+    #[test]
+    fn authenticates_the_right_identity_and_nothing_else() {
+        let keys = ClientKeys::from_config(&[
+            key(None, "cpk-aaaaaaaaaaaaaaaaaaaa", &[]),
+            key(Some("ci"), PLANTED, &["gpt-4o*"]),
+        ])
+        .unwrap();
+        assert_eq!(keys.len(), 2);
+        assert_eq!(keys.authenticate(b"cpk-aaaaaaaaaaaaaaaaaaaa").unwrap().name, "key-1");
+        let ci = keys.authenticate(PLANTED.as_bytes()).unwrap();
+        assert_eq!(ci.name, "ci");
+        assert!(ci.allows_model("gpt-4o-mini"));
+        assert!(!ci.allows_model("claude-sonnet-4"));
+        assert!(keys.authenticate(b"cpk-aaaaaaaaaaaaaaaaaaab").is_none());
+        assert!(keys.authenticate(b"").is_none());
+        assert!(keys.authenticate(&PLANTED.as_bytes()[..PLANTED.len() - 1]).is_none());
+    }
+
+    #[test]
+    fn rejects_short_empty_and_duplicate_keys_without_echoing_them() {
+        let cases = [
+            (vec![key(None, "", &[])], "auth.api_keys[0]: the key is empty"),
+            (vec![key(None, "cpk-short", &[])], "auth.api_keys[0]: the key is 9 bytes"),
+            (vec![key(None, PLANTED, &[]), key(None, PLANTED, &[])], "auth.api_keys[1]: the same key"),
+            (
+                vec![key(Some("a"), PLANTED, &[]), key(Some("a"), "cpk-bbbbbbbbbbbbbbbbbbbb", &[])],
+                "auth.api_keys[1]: the name `a` is already used by auth.api_keys[0]",
+            ),
+            (vec![key(Some(" "), PLANTED, &[])], "auth.api_keys[0]: `name` is empty"),
+            (vec![key(None, PLANTED, &[""])], "auth.api_keys[0]: `models` contains an empty"),
+        ];
+        for (config, expected) in cases {
+            let error = ClientKeys::from_config(&config).unwrap_err().to_string();
+            assert!(error.starts_with(expected), "{error}");
+            assert!(!error.contains(PLANTED), "{error}");
+        }
+    }
+
+    #[test]
+    fn debug_shows_names_not_keys() {
+        let keys = ClientKeys::from_config(&[key(Some("ci"), PLANTED, &[])]).unwrap();
+        let printed = format!("{keys:?} {:?}", key(Some("ci"), PLANTED, &[]));
+        assert!(printed.contains("ci"), "{printed}");
+        assert!(!printed.contains(PLANTED), "{printed}");
+    }
+
+    #[test]
+    fn deserializes_bare_strings_and_objects_and_rejects_unknown_fields() {
+        let parsed: Vec<ClientKeyConfig> = serde_json::from_str(&format!(
+            r#"["{PLANTED}", {{"name": "ci", "key": "{PLANTED}x", "models": ["claude-*"]}}]"#
+        ))
+        .unwrap();
+        assert_eq!(parsed[0].name, None);
+        assert_eq!(parsed[0].key.expose(), PLANTED);
+        assert_eq!(parsed[1].name.as_deref(), Some("ci"));
+        assert_eq!(parsed[1].models, ["claude-*"]);
+        let error = serde_json::from_str::<Vec<ClientKeyConfig>>(r#"[{"key": "x", "modles": []}]"#)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("modles"), "{error}");
+        let error = serde_json::from_str::<Vec<ClientKeyConfig>>("[42]").unwrap_err().to_string();
+        assert!(error.contains("a key string or an object"), "{error}");
+    }
+}

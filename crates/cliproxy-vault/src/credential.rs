@@ -1,0 +1,399 @@
+//! Credentials and their on-disk format.
+//!
+//! A credential file is one JSON object. Every version starts with the same two fields, so a
+//! reader can dispatch before it parses the rest:
+//!
+//! ```json
+//! {"format": "cliproxy-credential", "version": 1, "id": "openai-3f9a…", "provider": "openai",
+//!  "type": "api_key", "token": "sk-…", "base_url": null, "label": null, "created_at": 1763769600}
+//! ```
+//!
+//! Version 1 is plaintext (protected by the 0600 file mode only). Encryption at rest adds a
+//! version whose body is `{"key_id", "nonce", "ciphertext"}`; version 1 files stay readable.
+
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use cliproxy_core::Secret;
+use ring::rand::{SecureRandom, SystemRandom};
+use serde::de::IgnoredAny;
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use crate::{Error, Result};
+
+/// The `format` marker every credential file carries.
+pub(crate) const FORMAT: &str = "cliproxy-credential";
+/// Largest credential file read; anything bigger is not a credential.
+pub(crate) const MAX_FILE_BYTES: u64 = 1024 * 1024;
+/// Longest credential id or provider name.
+const MAX_NAME_LEN: usize = 128;
+
+/// The secret part of a credential. Later issues add OAuth tokens.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum CredentialSecret {
+    /// A static API key, sent as the provider expects (`Authorization: Bearer`, `x-api-key`,
+    /// `x-goog-api-key`).
+    ApiKey(Secret),
+}
+
+impl CredentialSecret {
+    /// The `type` written to the file and shown by `vault list`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::ApiKey(_) => "api_key",
+        }
+    }
+}
+
+/// One provider credential.
+#[derive(Clone, Debug)]
+pub struct Credential {
+    /// Unique id; also the file name (`<id>.json`). Safe to log.
+    pub id: String,
+    /// The `providers:` entry this credential belongs to.
+    pub provider: String,
+    /// The token itself.
+    pub secret: CredentialSecret,
+    /// Overrides the provider's `base_url` for requests made with this credential.
+    pub base_url: Option<String>,
+    /// Free text for operators.
+    pub label: Option<String>,
+    /// Unix seconds when it was added.
+    pub created_at: u64,
+}
+
+/// What `vault list` shows: everything but the secret.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CredentialMeta {
+    /// Credential id.
+    pub id: String,
+    /// Provider name.
+    pub provider: String,
+    /// `api_key`, ...
+    pub kind: &'static str,
+    /// Operator's label.
+    pub label: Option<String>,
+    /// Base URL override.
+    pub base_url: Option<String>,
+    /// Unix seconds when it was added.
+    pub created_at: u64,
+    /// The file it lives in.
+    pub path: PathBuf,
+}
+
+/// Checks an id or provider name: 1–128 ASCII letters, digits, `-`, `_`, `.`, not starting
+/// with `.` (so it is always a plain file name and never a hidden or temporary one).
+pub(crate) fn validate_name(what: &'static str, value: &str) -> Result<()> {
+    let reason = if value.is_empty() || value.len() > MAX_NAME_LEN {
+        Some("must be 1 to 128 characters")
+    } else if value.starts_with('.') {
+        Some("must not start with `.`")
+    } else if !value.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')) {
+        Some("may contain only ASCII letters, digits, `-`, `_` and `.`")
+    } else {
+        None
+    };
+    match reason {
+        Some(reason) => Err(Error::InvalidName {
+            what,
+            value: value.chars().take(MAX_NAME_LEN).collect(),
+            reason,
+        }),
+        None => Ok(()),
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+impl Credential {
+    /// A new API-key credential for `provider` with a fresh random id `<provider>-<16 hex>`.
+    pub fn new_api_key(provider: &str, token: Secret) -> Result<Self> {
+        validate_name("provider name", provider)?;
+        if token.is_empty() {
+            return Err(Error::InvalidName {
+                what: "token",
+                value: String::new(),
+                reason: "the token is empty",
+            });
+        }
+        let mut random = [0u8; 8];
+        SystemRandom::new().fill(&mut random).map_err(|_| Error::Random)?;
+        let suffix: String = random.iter().map(|b| format!("{b:02x}")).collect();
+        Ok(Self {
+            id: format!("{provider}-{suffix}"),
+            provider: provider.to_owned(),
+            secret: CredentialSecret::ApiKey(token),
+            base_url: None,
+            label: None,
+            created_at: unix_now(),
+        })
+    }
+
+    /// The same credential under an operator-chosen id.
+    pub fn with_id(mut self, id: &str) -> Result<Self> {
+        validate_name("credential id", id)?;
+        self.id = id.to_owned();
+        Ok(self)
+    }
+
+    /// `api_key`, ...
+    pub fn kind(&self) -> &'static str {
+        self.secret.kind()
+    }
+
+    /// Everything but the secret.
+    pub fn meta(&self, path: PathBuf) -> CredentialMeta {
+        CredentialMeta {
+            id: self.id.clone(),
+            provider: self.provider.clone(),
+            kind: self.kind(),
+            label: self.label.clone(),
+            base_url: self.base_url.clone(),
+            created_at: self.created_at,
+            path,
+        }
+    }
+
+    /// The file contents for this credential (current format). The buffer is zeroized when
+    /// dropped because it holds the token.
+    pub(crate) fn encode(&self) -> Result<Zeroizing<Vec<u8>>> {
+        #[derive(Serialize)]
+        struct V1<'a> {
+            format: &'static str,
+            version: u64,
+            id: &'a str,
+            provider: &'a str,
+            #[serde(rename = "type")]
+            kind: &'static str,
+            token: &'a str,
+            base_url: Option<&'a str>,
+            label: Option<&'a str>,
+            created_at: u64,
+        }
+        let token = match &self.secret {
+            CredentialSecret::ApiKey(token) => token.expose(),
+        };
+        let file = V1 {
+            format: FORMAT,
+            version: 1,
+            id: &self.id,
+            provider: &self.provider,
+            kind: self.kind(),
+            token,
+            base_url: self.base_url.as_deref(),
+            label: self.label.as_deref(),
+            created_at: self.created_at,
+        };
+        let mut out = Zeroizing::new(Vec::with_capacity(256));
+        serde_json::to_writer_pretty(&mut *out, &file).map_err(|_| Error::Invalid {
+            path: PathBuf::from(format!("{}.json", self.id)),
+            reason: "cannot encode the credential".to_owned(),
+        })?;
+        out.push(b'\n');
+        Ok(out)
+    }
+}
+
+fn malformed(path: &Path, error: &serde_json::Error) -> Error {
+    use serde_json::error::Category;
+    let category = match error.classify() {
+        Category::Io => "read error",
+        Category::Syntax => "syntax error",
+        Category::Data => "wrong type, missing or unknown field",
+        Category::Eof => "unexpected end of file",
+    };
+    Error::Malformed { path: path.to_owned(), category, line: error.line(), column: error.column() }
+}
+
+/// Parses the contents of a credential file. `expected_id` is the file's stem: a file whose
+/// `id` differs was renamed or copied by hand and is refused. `path` is only used in errors.
+///
+/// Hostile input is safe here: the size is capped, unknown fields and versions are errors, and
+/// no error repeats the file's contents.
+pub fn parse_credential_file(path: &Path, expected_id: &str, bytes: &[u8]) -> Result<Credential> {
+    #[derive(Deserialize)]
+    struct Header {
+        format: Option<String>,
+        version: Option<serde_json::Value>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct V1 {
+        #[allow(dead_code, reason = "checked by the header pass")]
+        format: IgnoredAny,
+        #[allow(dead_code, reason = "checked by the header pass")]
+        version: IgnoredAny,
+        id: String,
+        provider: String,
+        #[serde(rename = "type")]
+        kind: String,
+        token: Secret,
+        #[serde(default)]
+        base_url: Option<String>,
+        #[serde(default)]
+        label: Option<String>,
+        created_at: u64,
+    }
+
+    let size = bytes.len() as u64;
+    if size > MAX_FILE_BYTES {
+        return Err(Error::TooLarge { path: path.to_owned(), size, limit: MAX_FILE_BYTES });
+    }
+    let invalid = |reason: String| Error::Invalid { path: path.to_owned(), reason };
+    let header: Header = serde_json::from_slice(bytes).map_err(|e| malformed(path, &e))?;
+    if header.format.as_deref() != Some(FORMAT) {
+        return Err(invalid(format!(
+            "not a cliproxy credential file (the `format` field must be \"{FORMAT}\")"
+        )));
+    }
+    let version = match header.version {
+        Some(serde_json::Value::Number(n)) => n.as_u64(),
+        _ => None,
+    }
+    .ok_or_else(|| invalid("the `version` field is missing or not a positive integer".to_owned()))?;
+    let file: V1 = match version {
+        1 => serde_json::from_slice(bytes).map_err(|e| malformed(path, &e))?,
+        other => return Err(Error::UnsupportedVersion { path: path.to_owned(), version: other }),
+    };
+    if file.id != expected_id {
+        return Err(invalid(format!(
+            "the file says its id is `{}` but is named `{expected_id}.json`; ids and file names must match",
+            file.id.chars().take(MAX_NAME_LEN).collect::<String>()
+        )));
+    }
+    validate_name("provider name", &file.provider).map_err(|e| invalid(e.to_string()))?;
+    let secret = match file.kind.as_str() {
+        "api_key" => CredentialSecret::ApiKey(file.token),
+        _ => return Err(invalid("unknown credential `type` (supported: api_key)".to_owned())),
+    };
+    if let CredentialSecret::ApiKey(token) = &secret
+        && token.is_empty()
+    {
+        return Err(invalid("the `token` is empty".to_owned()));
+    }
+    Ok(Credential {
+        id: file.id,
+        provider: file.provider,
+        secret,
+        base_url: file.base_url,
+        label: file.label,
+        created_at: file.created_at,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PLANTED: &str = "sk-planted-provider-token-77aa31";
+
+    fn sample() -> Credential {
+        Credential::new_api_key("openai", Secret::from(PLANTED.to_owned()))
+            .unwrap()
+            .with_id("openai-main")
+            .unwrap()
+    }
+
+    fn parse(bytes: &[u8]) -> Result<Credential> {
+        parse_credential_file(Path::new("/vault/openai-main.json"), "openai-main", bytes)
+    }
+
+    #[test]
+    fn new_ids_are_random_and_well_formed() {
+        let a = Credential::new_api_key("openai", Secret::from(PLANTED.to_owned())).unwrap();
+        let b = Credential::new_api_key("openai", Secret::from(PLANTED.to_owned())).unwrap();
+        assert_ne!(a.id, b.id);
+        assert!(a.id.starts_with("openai-") && a.id.len() == "openai-".len() + 16, "{}", a.id);
+        assert!(a.created_at > 1_700_000_000);
+        assert_eq!(a.kind(), "api_key");
+    }
+
+    #[test]
+    fn encode_then_parse_round_trips() {
+        let mut credential = sample();
+        credential.base_url = Some("http://127.0.0.1:8000/v1".to_owned());
+        credential.label = Some("team a".to_owned());
+        let bytes = credential.encode().unwrap();
+        let back = parse(&bytes).unwrap();
+        assert_eq!(back.id, "openai-main");
+        assert_eq!(back.provider, "openai");
+        assert_eq!(back.base_url, credential.base_url);
+        assert_eq!(back.label, credential.label);
+        assert_eq!(back.created_at, credential.created_at);
+        let CredentialSecret::ApiKey(token) = &back.secret;
+        assert_eq!(token.expose(), PLANTED);
+    }
+
+    #[test]
+    fn debug_of_a_credential_hides_the_token() {
+        let printed = format!("{:?} {:#?}", sample(), sample().meta(PathBuf::from("/x")));
+        assert!(!printed.contains(PLANTED), "{printed}");
+        assert!(printed.contains("openai-main"));
+    }
+
+    #[test]
+    fn names_are_validated() {
+        for bad in ["", ".hidden", "a/b", "../x", "a b", "é", &"x".repeat(129)] {
+            assert!(validate_name("credential id", bad).is_err(), "{bad:?}");
+            assert!(sample().with_id(bad).is_err());
+        }
+        for good in ["a", "openai-01", "claude_team.b", &"x".repeat(128)] {
+            validate_name("credential id", good).unwrap();
+        }
+        assert!(Credential::new_api_key("open/ai", Secret::from(PLANTED.to_owned())).is_err());
+        assert!(Credential::new_api_key("openai", Secret::from(String::new())).is_err());
+    }
+
+    /// Malformed and hostile files: each is an error that names the file and never repeats
+    /// the token, even when the token sits right where the problem is.
+    #[test]
+    fn hostile_files_are_rejected_without_echoing_contents() {
+        let good = String::from_utf8(sample().encode().unwrap().to_vec()).unwrap();
+        let cases: Vec<(String, &str)> = vec![
+            (String::new(), "unexpected end of file"),
+            ("{".to_owned(), "unexpected end of file"),
+            ("not json".to_owned(), "syntax error"),
+            (good.replace("\"version\": 1", "\"version\": 2"), "format version 2 is not supported"),
+            (good.replace("\"version\": 1", "\"version\": -1"), "`version` field"),
+            (good.replace("\"version\": 1", "\"version\": \"1\""), "`version` field"),
+            (good.replace("cliproxy-credential", "something-else"), "not a cliproxy credential"),
+            (good.replace("\"openai-main\"", "\"other\""), "ids and file names must match"),
+            (good.replace("\"api_key\"", "\"oauth\""), "unknown credential `type`"),
+            (good.replace(PLANTED, ""), "the `token` is empty"),
+            (
+                good.replace("\"label\"", &format!("\"{PLANTED}\": 1, \"label\"")),
+                "wrong type, missing or unknown field",
+            ),
+            (
+                good.replace(&format!("\"{PLANTED}\""), &format!("[\"{PLANTED}\"]")),
+                "wrong type, missing or unknown field",
+            ),
+            (good.replace("\"created_at\"", "\"created\""), "wrong type, missing or unknown field"),
+            (good.replace("\"openai\"", "\"../etc\""), "provider name"),
+            (format!("{}{}", "[".repeat(10_000), "]".repeat(10_000)), "wrong type"),
+            ("\u{0}\u{0}\u{0}".to_owned(), "syntax error"),
+            (format!("{{\"token\": \"{PLANTED}\"}}"), "not a cliproxy credential"),
+        ];
+        for (contents, expected) in cases {
+            let error = parse(contents.as_bytes()).unwrap_err().to_string();
+            assert!(error.contains(expected), "expected {expected:?}, got {error}");
+            assert!(error.contains("/vault/openai-main.json"), "{error}");
+            assert!(!error.contains(PLANTED), "{error}");
+        }
+        let invalid_utf8 = [b"{\"format\": \"".as_slice(), &[0xff, 0xfe], b"\"}"].concat();
+        let error = parse(&invalid_utf8).unwrap_err().to_string();
+        assert!(error.contains("syntax error") || error.contains("not a cliproxy"), "{error}");
+    }
+
+    #[test]
+    fn oversized_files_are_refused_before_parsing() {
+        let huge = vec![b' '; usize::try_from(MAX_FILE_BYTES).unwrap() + 1];
+        let error = parse(&huge).unwrap_err().to_string();
+        assert!(error.contains("larger than the 1048576-byte limit"), "{error}");
+    }
+}

@@ -1,0 +1,110 @@
+use std::io;
+use std::path::PathBuf;
+
+/// What went wrong in the vault. Every variant names the file or the config key it is about;
+/// none of them carries a secret (file contents are never quoted, only line and column).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A file-system operation failed.
+    #[error("{path}: cannot {op}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// What was being done ("read", "create", "rename into place", ...).
+        op: &'static str,
+        /// The operating system's error.
+        source: io::Error,
+    },
+    /// A file or directory belongs to another user; we refuse to trust or change it.
+    #[error(
+        "{path} is owned by uid {owner}, not by the uid the gateway runs as ({ours}); refusing to use it (fix: chown it to uid {ours} or remove it)"
+    )]
+    ForeignOwner {
+        /// The file or directory.
+        path: PathBuf,
+        /// Its owner.
+        owner: u32,
+        /// Our effective uid.
+        ours: u32,
+    },
+    /// `auth.dir` (or a credential path) is not what it should be.
+    #[error("{path}: {reason}")]
+    Unusable {
+        /// The file or directory.
+        path: PathBuf,
+        /// Why it cannot be used.
+        reason: &'static str,
+    },
+    /// A credential file is not valid JSON or does not match the credential schema. Only the
+    /// position and the kind of problem are reported: serde messages may quote the token.
+    #[error("{path}: not a valid credential file ({category} at line {line}, column {column})")]
+    Malformed {
+        /// The credential file.
+        path: PathBuf,
+        /// `syntax error`, `unexpected end of file`, `wrong type or unknown field`, ...
+        category: &'static str,
+        /// 1-based line of the problem.
+        line: usize,
+        /// 1-based column of the problem.
+        column: usize,
+    },
+    /// A credential file carries a format version this build cannot read.
+    #[error(
+        "{path}: credential file format version {version} is not supported by this build (supported: 1); it was written by a newer cliproxy"
+    )]
+    UnsupportedVersion {
+        /// The credential file.
+        path: PathBuf,
+        /// The version found.
+        version: u64,
+    },
+    /// A credential file is larger than any credential can be.
+    #[error("{path}: {size} bytes is larger than the {limit}-byte limit for a credential file")]
+    TooLarge {
+        /// The credential file.
+        path: PathBuf,
+        /// Its size.
+        size: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// A credential's contents are inconsistent with its file (id, provider, token).
+    #[error("{path}: {reason}")]
+    Invalid {
+        /// The credential file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A credential id or provider name supplied by the caller is not acceptable.
+    #[error("invalid {what} `{value}`: {reason}")]
+    InvalidName {
+        /// `credential id` or `provider name`.
+        what: &'static str,
+        /// The rejected value (ids and provider names are not secret).
+        value: String,
+        /// What is allowed.
+        reason: &'static str,
+    },
+    /// A client key in `auth.api_keys` is unusable. The key itself is never printed.
+    #[error("auth.api_keys[{index}]: {reason}")]
+    ClientKey {
+        /// Position in the list.
+        index: usize,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The system random number generator failed.
+    #[error("the system random number generator failed")]
+    Random,
+}
+
+/// Result with the vault's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub(crate) fn io(path: impl Into<PathBuf>, op: &'static str, source: io::Error) -> Self {
+        Self::Io { path: path.into(), op, source }
+    }
+}

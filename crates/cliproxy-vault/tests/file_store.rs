@@ -1,0 +1,174 @@
+//! The file store against a real directory: modes, atomic writes, hostile files.
+
+use std::fs;
+use std::os::unix::fs::{PermissionsExt, symlink};
+use std::path::Path;
+
+use cliproxy_core::Secret;
+use cliproxy_vault::{Config, Credential, CredentialSecret, CredentialStore, FileStore};
+
+const PLANTED: &str = "sk-planted-vault-token-5e0c11d4";
+
+fn mode(path: &Path) -> u32 {
+    fs::metadata(path).unwrap().permissions().mode() & 0o7777
+}
+
+fn credential(id: &str) -> Credential {
+    Credential::new_api_key("openai", Secret::from(PLANTED.to_owned())).unwrap().with_id(id).unwrap()
+}
+
+fn token(credential: &Credential) -> &str {
+    let CredentialSecret::ApiKey(token) = &credential.secret else { unreachable!() };
+    token.expose()
+}
+
+#[test]
+fn creates_the_directory_0700_and_files_0600() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("nested/auths");
+    let store = Config { dir: dir.clone(), ..Config::default() }.build().unwrap();
+    assert_eq!(mode(&dir), 0o700);
+    store.put(&credential("openai-a")).unwrap();
+    assert_eq!(mode(&dir.join("openai-a.json")), 0o600);
+    assert!(store.take_notices().is_empty());
+    let names: Vec<_> = fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(names, ["openai-a.json"], "no temporary file left behind");
+}
+
+#[test]
+fn put_get_list_delete_round_trip() {
+    let root = tempfile::tempdir().unwrap();
+    let store = FileStore::open(root.path()).unwrap();
+    assert!(store.list().unwrap().is_empty());
+    let mut b = credential("openai-b");
+    b.label = Some("second".to_owned());
+    store.put(&b).unwrap();
+    store.put(&credential("openai-a")).unwrap();
+
+    let listed = store.list().unwrap();
+    let ids: Vec<&str> = listed.iter().map(|m| m.id.as_str()).collect();
+    assert_eq!(ids, ["openai-a", "openai-b"]);
+    assert_eq!(listed[1].label.as_deref(), Some("second"));
+    assert_eq!(listed[1].kind, "api_key");
+    assert_eq!(listed[1].path, root.path().join("openai-b.json"));
+    assert!(!format!("{listed:?}").contains(PLANTED));
+
+    let loaded = store.get("openai-b").unwrap().unwrap();
+    assert_eq!(token(&loaded), PLANTED);
+    assert_eq!(store.load_all().unwrap().len(), 2);
+
+    // Replacing keeps one file; deleting removes it; deleting again says there was none.
+    let mut replaced = credential("openai-b");
+    replaced.secret = CredentialSecret::ApiKey(Secret::from("sk-rotated-000000".to_owned()));
+    store.put(&replaced).unwrap();
+    assert_eq!(token(&store.get("openai-b").unwrap().unwrap()), "sk-rotated-000000");
+    assert!(store.delete("openai-b").unwrap());
+    assert!(!store.delete("openai-b").unwrap());
+    assert!(store.get("openai-b").unwrap().is_none());
+    assert!(store.get("../etc/passwd").is_err());
+    store.check().unwrap();
+}
+
+#[test]
+fn loose_permissions_are_tightened_and_reported() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("auths");
+    let store = FileStore::open(&dir).unwrap();
+    store.put(&credential("openai-a")).unwrap();
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+    fs::set_permissions(dir.join("openai-a.json"), fs::Permissions::from_mode(0o644)).unwrap();
+
+    let store = FileStore::open(&dir).unwrap();
+    assert_eq!(store.load_all().unwrap().len(), 1);
+    let notices = store.take_notices();
+    assert_eq!(notices.len(), 2, "{notices:?}");
+    assert!(notices[0].contains("had mode 0755; changed to 0700"), "{notices:?}");
+    assert!(notices[1].contains("openai-a.json: credential file had mode 0644"), "{notices:?}");
+    assert_eq!(mode(&dir), 0o700);
+    assert_eq!(mode(&dir.join("openai-a.json")), 0o600);
+    assert!(store.take_notices().is_empty());
+}
+
+#[test]
+fn hostile_directory_contents_are_refused_by_name() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("auths");
+    let store = FileStore::open(&dir).unwrap();
+    store.put(&credential("openai-a")).unwrap();
+
+    // Hidden and non-JSON files (temporaries, editor backups) are not credentials.
+    fs::write(dir.join(".openai-a.json.tmp-1234"), "garbage").unwrap();
+    fs::write(dir.join("README"), "notes").unwrap();
+    assert_eq!(store.load_all().unwrap().len(), 1);
+
+    // A symlink pointing at a credential elsewhere is refused.
+    let outside = root.path().join("outside.json");
+    fs::write(&outside, fs::read(dir.join("openai-a.json")).unwrap()).unwrap();
+    symlink(&outside, dir.join("linked.json")).unwrap();
+    let error = store.load_all().unwrap_err().to_string();
+    assert!(error.contains("linked.json") && error.contains("symbolic link"), "{error}");
+    fs::remove_file(dir.join("linked.json")).unwrap();
+
+    // A directory named like a credential.
+    fs::create_dir(dir.join("sub.json")).unwrap();
+    let error = store.load_all().unwrap_err().to_string();
+    assert!(error.contains("sub.json") && error.contains("not a regular file"), "{error}");
+    fs::remove_dir(dir.join("sub.json")).unwrap();
+
+    // A truncated file is an error naming it; the token is not quoted; nothing is overwritten.
+    let full = fs::read(dir.join("openai-a.json")).unwrap();
+    fs::write(dir.join("openai-a.json"), &full[..full.len() / 2]).unwrap();
+    let error = store.load_all().unwrap_err().to_string();
+    assert!(error.contains("openai-a.json") && error.contains("unexpected end"), "{error}");
+    assert!(!error.contains(PLANTED), "{error}");
+    assert_eq!(fs::read(dir.join("openai-a.json")).unwrap(), &full[..full.len() / 2]);
+
+    // A file that is too large is refused before it is read.
+    fs::write(dir.join("openai-a.json"), vec![b' '; 1024 * 1024 + 1]).unwrap();
+    let error = store.load_all().unwrap_err().to_string();
+    assert!(error.contains("larger than"), "{error}");
+
+    // A file whose name is not a valid id.
+    fs::remove_file(dir.join("openai-a.json")).unwrap();
+    fs::write(dir.join("bad name.json"), "{}").unwrap();
+    let error = store.load_all().unwrap_err().to_string();
+    assert!(error.contains("bad name.json") && error.contains("not a valid credential id"), "{error}");
+}
+
+#[test]
+fn auth_dir_that_is_a_file_is_refused() {
+    let root = tempfile::tempdir().unwrap();
+    let file = root.path().join("auths");
+    fs::write(&file, "").unwrap();
+    let error = FileStore::open(&file).unwrap_err().to_string();
+    assert!(error.contains("not a directory") && error.contains("auths"), "{error}");
+}
+
+#[test]
+fn a_failed_write_leaves_the_old_credential_and_no_temporary_file() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("auths");
+    let store = FileStore::open(&dir).unwrap();
+    store.put(&credential("openai-a")).unwrap();
+    // A directory in the way of the rename makes the write fail after the temporary file
+    // was written.
+    fs::create_dir(dir.join("openai-b.json")).unwrap();
+    let error = store.put(&credential("openai-b")).unwrap_err().to_string();
+    assert!(error.contains("openai-b.json") && error.contains("rename into place"), "{error}");
+    let mut names: Vec<_> =
+        fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    names.sort();
+    assert_eq!(names, ["openai-a.json", "openai-b.json"]);
+    assert_eq!(token(&store.get("openai-a").unwrap().unwrap()), PLANTED);
+}
+
+#[test]
+fn check_fails_when_the_directory_disappears() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("auths");
+    let store = FileStore::open(&dir).unwrap();
+    store.check().unwrap();
+    fs::remove_dir(&dir).unwrap();
+    let error = store.check().unwrap_err().to_string();
+    assert!(error.contains("auths"), "{error}");
+}
