@@ -1,1 +1,15 @@
-fn main() {}
+//! End-to-end tests: the real `cliproxy-server` binary, started with a temporary config and
+//! vault, in front of mock provider APIs on loopback.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
+
+mod errors;
+mod failover;
+mod formats;
+mod lifecycle;
+
+/// Asserts that none of `secrets` appears in `text`.
+fn assert_no_secrets(text: &str, secrets: &[&str]) {
+    for secret in secrets {
+        assert!(!text.contains(secret), "a secret leaked into:\n{text}");
+    }
+}

@@ -1,1 +1,632 @@
-//! End-to-end test support.
+//! The end-to-end harness: a programmable mock upstream (hyper on `127.0.0.1:0`) and the real
+//! `cliproxy-server` binary started with a temporary config.
+//!
+//! The binary is the one `cargo test --workspace` builds next to this test
+//! (`target/<profile>/cliproxy-server`); `CLIPROXY_SERVER_BIN` overrides the path.
+
+#![allow(
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a test harness fails loudly, with the reason, and that fails the test"
+)]
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::process::{ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body::{Body, Frame};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::net::TcpListener;
+use tokio::process::{Child, Command};
+use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+/// How long any single wait in a test may take before the test fails. Waits end on events
+/// (a log line, a byte on a socket); this bound only turns a hang into a failure.
+pub const WAIT: Duration = Duration::from_secs(20);
+
+/// A client key used by the tests; long enough for the gateway's minimum.
+pub const CLIENT_KEY: &str = "cpk-e2e-client-key-3b9f2d7c51a04e88";
+
+/// One request the mock upstream received.
+#[derive(Clone, Debug)]
+pub struct Recorded {
+    /// `POST`, ...
+    pub method: String,
+    /// Path and query as received.
+    pub path_and_query: String,
+    /// Every header.
+    pub headers: HeaderMap,
+    /// The whole body.
+    pub body: Bytes,
+}
+
+impl Recorded {
+    /// A header as text, or `""`.
+    pub fn header(&self, name: &str) -> &str {
+        self.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
+    }
+
+    /// Whether `needle` appears in any header value, the path or the body.
+    pub fn contains(&self, needle: &str) -> bool {
+        self.path_and_query.contains(needle)
+            || self.headers.values().any(|v| String::from_utf8_lossy(v.as_bytes()).contains(needle))
+            || String::from_utf8_lossy(&self.body).contains(needle)
+    }
+}
+
+/// What the mock upstream answers.
+pub enum Reply {
+    /// A complete body at once.
+    Json {
+        /// Status code.
+        status: u16,
+        /// Extra headers.
+        headers: Vec<(&'static str, String)>,
+        /// The body.
+        body: String,
+    },
+    /// A `text/event-stream` body, one chunk per event. When `gate` is set, the stream stops
+    /// after the first `hold_after` events until the gate is opened.
+    Sse {
+        /// Complete events, each ending in a blank line.
+        events: Vec<String>,
+        /// How many events go out before the gate.
+        hold_after: usize,
+        /// Opened by the test with [`Notify::notify_one`].
+        gate: Option<Arc<Notify>>,
+    },
+    /// Never answers.
+    Stall,
+}
+
+impl Reply {
+    /// A 200 JSON reply.
+    pub fn ok(body: Value) -> Self {
+        Self::Json { status: 200, headers: Vec::new(), body: body.to_string() }
+    }
+
+    /// An SSE reply sent without pause.
+    pub fn sse(events: Vec<String>) -> Self {
+        Self::Sse { events, hold_after: 0, gate: None }
+    }
+}
+
+type Handler = Arc<dyn Fn(&Recorded) -> Reply + Send + Sync>;
+
+/// A mock provider API on `127.0.0.1:0` that records what it receives.
+pub struct MockUpstream {
+    addr: SocketAddr,
+    requests: Arc<Mutex<Vec<Recorded>>>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for MockUpstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A streaming body fed from a channel.
+struct ChannelBody(mpsc::Receiver<Bytes>);
+
+impl Body for ChannelBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        self.0.poll_recv(cx).map(|chunk| chunk.map(|bytes| Ok(Frame::data(bytes))))
+    }
+}
+
+type MockBody = http_body_util::combinators::UnsyncBoxBody<Bytes, Infallible>;
+
+fn respond(reply: Reply) -> Option<Response<MockBody>> {
+    match reply {
+        Reply::Json { status, headers, body } => {
+            let mut builder = Response::builder()
+                .status(StatusCode::from_u16(status).ok()?)
+                .header("content-type", "application/json");
+            for (name, value) in headers {
+                builder = builder.header(name, value);
+            }
+            builder.body(http_body_util::Full::new(Bytes::from(body)).boxed_unsync()).ok()
+        }
+        Reply::Sse { events, hold_after, gate } => {
+            let (tx, rx) = mpsc::channel(16);
+            tokio::spawn(async move {
+                for (index, event) in events.into_iter().enumerate() {
+                    if index == hold_after
+                        && let Some(gate) = &gate
+                    {
+                        gate.notified().await;
+                    }
+                    if tx.send(Bytes::from(event)).await.is_err() {
+                        return;
+                    }
+                }
+            });
+            Response::builder()
+                .status(200)
+                .header("content-type", "text/event-stream")
+                .header("cache-control", "no-cache")
+                .body(ChannelBody(rx).boxed_unsync())
+                .ok()
+        }
+        Reply::Stall => None,
+    }
+}
+
+impl MockUpstream {
+    /// Starts a mock answering every request with `handler`'s reply.
+    pub async fn start(handler: impl Fn(&Recorded) -> Reply + Send + Sync + 'static) -> Self {
+        let handler: Handler = Arc::new(handler);
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind the mock upstream");
+        let addr = listener.local_addr().expect("mock upstream address");
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let recorded = Arc::clone(&requests);
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { continue };
+                let handler = Arc::clone(&handler);
+                let recorded = Arc::clone(&recorded);
+                tokio::spawn(async move {
+                    let service = service_fn(move |request: Request<Incoming>| {
+                        let handler = Arc::clone(&handler);
+                        let recorded = Arc::clone(&recorded);
+                        async move {
+                            let (parts, body) = request.into_parts();
+                            let body =
+                                body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                            let request = Recorded {
+                                method: parts.method.to_string(),
+                                path_and_query: parts
+                                    .uri
+                                    .path_and_query()
+                                    .map(ToString::to_string)
+                                    .unwrap_or_default(),
+                                headers: parts.headers,
+                                body,
+                            };
+                            let reply = handler(&request);
+                            recorded.lock().expect("mock log").push(request);
+                            match respond(reply) {
+                                Some(response) => Ok::<_, Infallible>(response),
+                                None => std::future::pending().await,
+                            }
+                        }
+                    });
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Self { addr, requests, task }
+    }
+
+    /// `http://127.0.0.1:PORT`
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Everything received so far.
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.requests.lock().expect("mock log").clone()
+    }
+}
+
+/// An address on which nothing listens (bound, then released).
+pub async fn refused_url() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("address");
+    drop(listener);
+    format!("http://{addr}")
+}
+
+/// The path of the `cliproxy-server` binary under test.
+pub fn server_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("CLIPROXY_SERVER_BIN") {
+        return PathBuf::from(path);
+    }
+    // target/<profile>/deps/e2e-<hash> -> target/<profile>/cliproxy-server
+    let exe = std::env::current_exe().expect("test executable path");
+    let path = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|dir| dir.join("cliproxy-server"))
+        .expect("target directory");
+    assert!(
+        path.exists(),
+        "{} does not exist: run the suite with `cargo test --workspace` (which builds the server) or set CLIPROXY_SERVER_BIN",
+        path.display()
+    );
+    path
+}
+
+/// A temporary directory with a config file and a vault, from which gateways are started.
+pub struct Harness {
+    dir: tempfile::TempDir,
+}
+
+impl Default for Harness {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Harness {
+    /// A fresh directory.
+    pub fn new() -> Self {
+        Self { dir: tempfile::tempdir().expect("temporary directory") }
+    }
+
+    /// The vault directory used by [`Harness::config`].
+    pub fn auth_dir(&self) -> PathBuf {
+        self.dir.path().join("auths")
+    }
+
+    /// The config file path.
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("config.yaml")
+    }
+
+    /// Writes a config: JSON logs at debug level, the test client key, the vault in this
+    /// directory, then `rest` (the `providers:` section and anything else, as YAML).
+    pub fn config(&self, server_limits: &str, rest: &str) -> &Self {
+        let yaml = format!(
+            "server:\n  host: 127.0.0.1\n  port: 0\n  shutdown_timeout: 10s\n  limits: {{{server_limits}}}\n\
+             auth:\n  api_keys:\n    - {{name: e2e, key: \"{CLIENT_KEY}\"}}\n  dir: {dir:?}\n\
+             logging: {{level: debug, format: json}}\n{rest}",
+            dir = self.auth_dir().display().to_string(),
+        );
+        self.write_config(&yaml)
+    }
+
+    /// Writes `yaml` as the config file verbatim.
+    pub fn write_config(&self, yaml: &str) -> &Self {
+        std::fs::write(self.config_path(), yaml).expect("write the config");
+        self
+    }
+
+    /// `cliproxy-server vault add` with the token on standard input.
+    pub fn vault_add(&self, provider: &str, id: &str, token: &str, base_url: Option<&str>) {
+        use std::io::Write;
+        let mut command = std::process::Command::new(server_binary());
+        command.arg("--config").arg(self.config_path()).args([
+            "vault",
+            "add",
+            "--provider",
+            provider,
+            "--id",
+            id,
+        ]);
+        if let Some(url) = base_url {
+            command.args(["--base-url", url]);
+        }
+        let mut child = command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start vault add");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(format!("{token}\n").as_bytes())
+            .expect("write the token");
+        let output = child.wait_with_output().expect("vault add");
+        assert!(
+            output.status.success(),
+            "vault add failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    /// Runs the binary with `args` (after `--config FILE`) to completion.
+    pub async fn run(&self, args: &[&str]) -> std::process::Output {
+        let child = Command::new(server_binary())
+            .arg("--config")
+            .arg(self.config_path())
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start cliproxy-server");
+        tokio::time::timeout(WAIT, child.wait_with_output())
+            .await
+            .expect("cliproxy-server did not exit")
+            .expect("cliproxy-server output")
+    }
+
+    /// Starts `cliproxy-server serve` and waits for its `listening` log line.
+    pub async fn start(&self) -> Gateway {
+        let mut child = Command::new(server_binary())
+            .arg("--config")
+            .arg(self.config_path())
+            .arg("serve")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start cliproxy-server");
+        let logs = Arc::new(Mutex::new(String::new()));
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let log_lines = Arc::new(Notify::new());
+        collect(
+            child.stderr.take().expect("stderr"),
+            Arc::clone(&logs),
+            Some(ready_tx),
+            Arc::clone(&log_lines),
+        );
+        collect(
+            child.stdout.take().expect("stdout"),
+            Arc::clone(&logs),
+            None,
+            Arc::clone(&log_lines),
+        );
+        let addr = match tokio::time::timeout(WAIT, ready_rx).await {
+            Ok(Ok(addr)) => addr,
+            _ => {
+                let status = child.try_wait().ok().flatten();
+                panic!(
+                    "the gateway did not start (exit status {status:?}); its output:\n{}",
+                    logs.lock().expect("logs")
+                );
+            }
+        };
+        Gateway { child, addr, logs, log_lines }
+    }
+}
+
+/// Copies a child's output into `logs`, line by line; reports the `listening` address.
+fn collect(
+    stream: impl AsyncRead + Unpin + Send + 'static,
+    logs: Arc<Mutex<String>>,
+    mut ready: Option<oneshot::Sender<SocketAddr>>,
+    log_lines: Arc<Notify>,
+) {
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(stream).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            if let Ok(entry) = serde_json::from_str::<Value>(&line)
+                && entry["msg"] == "listening"
+                && let Some(addr) = entry["addr"].as_str().and_then(|a| a.parse().ok())
+                && let Some(ready) = ready.take()
+            {
+                let _ = ready.send(addr);
+            }
+            {
+                let mut logs = logs.lock().expect("logs");
+                logs.push_str(&line);
+                logs.push('\n');
+            }
+            log_lines.notify_waiters();
+        }
+    });
+}
+
+/// A running gateway process.
+pub struct Gateway {
+    child: Child,
+    addr: SocketAddr,
+    logs: Arc<Mutex<String>>,
+    log_lines: Arc<Notify>,
+}
+
+impl Gateway {
+    /// `http://127.0.0.1:PORT`
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The listening address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Everything the process wrote so far (stderr and stdout).
+    pub fn logs(&self) -> String {
+        self.logs.lock().expect("logs").clone()
+    }
+
+    /// The parsed JSON log lines with `"msg": msg`.
+    pub fn log_entries(&self, msg: &str) -> Vec<Value> {
+        self.logs()
+            .lines()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .filter(|entry| entry["msg"] == msg)
+            .collect()
+    }
+
+    /// Waits until a log line satisfies `predicate`; panics with the logs after [`WAIT`].
+    pub async fn wait_for_log(&self, predicate: impl Fn(&Value) -> bool) -> Value {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let notified = self.log_lines.notified();
+            let found = self
+                .logs()
+                .lines()
+                .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+                .find(|entry| predicate(entry));
+            if let Some(entry) = found {
+                return entry;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                panic!("the expected log line did not appear; logs:\n{}", self.logs());
+            }
+        }
+    }
+
+    /// Sends SIGTERM.
+    pub fn terminate(&self) {
+        let pid = self.child.id().expect("the gateway is running");
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(pid).expect("pid"));
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("send SIGTERM");
+    }
+
+    /// Waits for the process to exit.
+    pub async fn wait(&mut self) -> ExitStatus {
+        tokio::time::timeout(WAIT, self.child.wait())
+            .await
+            .expect("the gateway did not exit")
+            .expect("wait for the gateway")
+    }
+}
+
+/// A plain HTTP/1.1 client that ignores proxy settings.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder().no_proxy().build().expect("HTTP client")
+}
+
+/// Reads a streamed response until its text contains `needle`; returns everything read.
+pub async fn read_until(response: &mut reqwest::Response, seen: &mut String, needle: &str) {
+    let read = async {
+        while !seen.contains(needle) {
+            match response.chunk().await.expect("read the stream") {
+                Some(chunk) => seen.push_str(&String::from_utf8_lossy(&chunk)),
+                None => panic!("the stream ended before {needle:?}; got:\n{seen}"),
+            }
+        }
+    };
+    if tokio::time::timeout(WAIT, read).await.is_err() {
+        panic!("{needle:?} did not arrive; got so far:\n{seen}");
+    }
+}
+
+/// Reads a streamed response to its end.
+pub async fn read_to_end(response: &mut reqwest::Response, seen: &mut String) {
+    let read = async {
+        while let Some(chunk) = response.chunk().await.expect("read the stream") {
+            seen.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    };
+    tokio::time::timeout(WAIT, read).await.expect("the stream did not end");
+}
+
+/// Canned provider replies with real-looking usage numbers.
+pub mod canned {
+    use super::*;
+
+    /// Formats one SSE event.
+    pub fn event(name: Option<&str>, data: &Value) -> String {
+        match name {
+            Some(name) => format!("event: {name}\ndata: {data}\n\n"),
+            None => format!("data: {data}\n\n"),
+        }
+    }
+
+    /// An OpenAI chat completion.
+    pub fn openai_chat(model: &str, text: &str) -> Value {
+        json!({
+            "id": "chatcmpl-e2e", "object": "chat.completion", "created": 1_763_769_600, "model": model,
+            "choices": [{"index": 0, "finish_reason": "stop",
+                         "message": {"role": "assistant", "content": text}}],
+            "usage": {"prompt_tokens": 17, "completion_tokens": 9, "total_tokens": 26}
+        })
+    }
+
+    /// An OpenAI chat completion stream: one event per word, a usage chunk, `[DONE]`.
+    pub fn openai_stream(model: &str, words: &[&str]) -> Vec<String> {
+        let mut events: Vec<String> = words
+            .iter()
+            .map(|word| {
+                event(
+                    None,
+                    &json!({"id": "chatcmpl-e2e", "object": "chat.completion.chunk", "model": model,
+                    "choices": [{"index": 0, "delta": {"content": word}, "finish_reason": null}]}),
+                )
+            })
+            .collect();
+        events.push(event(None, &json!({"id": "chatcmpl-e2e", "object": "chat.completion.chunk", "model": model,
+            "choices": [], "usage": {"prompt_tokens": 17, "completion_tokens": 9, "total_tokens": 26}})));
+        events.push("data: [DONE]\n\n".to_owned());
+        events
+    }
+
+    /// An Anthropic message.
+    pub fn anthropic_message(model: &str, text: &str) -> Value {
+        json!({
+            "id": "msg_e2e", "type": "message", "role": "assistant", "model": model,
+            "content": [{"type": "text", "text": text}],
+            "stop_reason": "end_turn", "stop_sequence": null,
+            "usage": {"input_tokens": 21, "output_tokens": 11}
+        })
+    }
+
+    /// An Anthropic message stream.
+    pub fn anthropic_stream(model: &str, words: &[&str]) -> Vec<String> {
+        let mut events = vec![
+            event(
+                Some("message_start"),
+                &json!({"type": "message_start", "message": {"id": "msg_e2e",
+                "type": "message", "role": "assistant", "model": model, "content": [],
+                "usage": {"input_tokens": 21, "output_tokens": 1}}}),
+            ),
+            event(
+                Some("content_block_start"),
+                &json!({"type": "content_block_start", "index": 0,
+                "content_block": {"type": "text", "text": ""}}),
+            ),
+        ];
+        for word in words {
+            events.push(event(
+                Some("content_block_delta"),
+                &json!({"type": "content_block_delta",
+                "index": 0, "delta": {"type": "text_delta", "text": word}}),
+            ));
+        }
+        events.push(event(
+            Some("content_block_stop"),
+            &json!({"type": "content_block_stop", "index": 0}),
+        ));
+        events.push(event(Some("message_delta"), &json!({"type": "message_delta",
+            "delta": {"stop_reason": "end_turn", "stop_sequence": null}, "usage": {"output_tokens": 11}})));
+        events.push(event(Some("message_stop"), &json!({"type": "message_stop"})));
+        events
+    }
+
+    /// A Gemini `generateContent` reply.
+    pub fn gemini_generate(text: &str) -> Value {
+        json!({
+            "candidates": [{"content": {"role": "model", "parts": [{"text": text}]}, "finishReason": "STOP", "index": 0}],
+            "usageMetadata": {"promptTokenCount": 13, "candidatesTokenCount": 7, "totalTokenCount": 20}
+        })
+    }
+
+    /// A Gemini `streamGenerateContent?alt=sse` stream.
+    pub fn gemini_stream(words: &[&str]) -> Vec<String> {
+        let last = words.len().saturating_sub(1);
+        words
+            .iter()
+            .enumerate()
+            .map(|(index, word)| {
+                let mut chunk = json!({"candidates": [{"content": {"role": "model", "parts": [{"text": word}]}, "index": 0}]});
+                if index == last {
+                    chunk["candidates"][0]["finishReason"] = json!("STOP");
+                    chunk["usageMetadata"] = json!({"promptTokenCount": 13, "candidatesTokenCount": 7, "totalTokenCount": 20});
+                }
+                event(None, &chunk)
+            })
+            .collect()
+    }
+}

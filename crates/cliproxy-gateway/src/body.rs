@@ -108,6 +108,14 @@ where
                 }
                 let deadline = Instant::now() + *this.idle_timeout;
                 this.idle.as_mut().reset(deadline);
+                // A server that knows the length stops polling after the last byte, so the
+                // end is reported with the last frame rather than at a `None` never polled.
+                if this.inner.is_end_stream()
+                    && let Some(on_done) = this.on_done.take()
+                {
+                    this.scanner.finish();
+                    on_done(Outcome::Complete(this.scanner.usage()));
+                }
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(error))) => {
@@ -268,6 +276,23 @@ mod tests {
         let body = Tapped::new(script(&[], true), Duration::from_secs(60), scanner, on_done);
         drop(body);
         assert_eq!(*seen.lock().unwrap(), [Outcome::ClientGone(None)]);
+    }
+
+    /// hyper stops polling a body of known length after its last byte; the body is complete
+    /// then, with its usage, even though nobody saw the final `None`.
+    #[tokio::test]
+    async fn known_length_body_is_complete_after_its_last_frame() {
+        let (on_done, seen) = recorder();
+        let scanner = UsageScanner::new(ApiFormat::OpenAi, false);
+        let json = br#"{"usage":{"prompt_tokens":17,"completion_tokens":9}}"#;
+        let inner = http_body_util::Full::new(Bytes::from_static(json));
+        let mut body = Box::pin(Tapped::new(inner, Duration::from_secs(60), scanner, on_done));
+        let frame = body.frame().await.unwrap().unwrap();
+        assert_eq!(frame.data_ref().map(|d| &d[..]), Some(&json[..]));
+        assert!(http_body::Body::is_end_stream(&*body));
+        drop(body);
+        let expected = Outcome::Complete(Some(Usage { input_tokens: 17, output_tokens: 9 }));
+        assert_eq!(*seen.lock().unwrap(), [expected]);
     }
 
     #[tokio::test(start_paused = true)]

@@ -132,7 +132,9 @@ impl ClientKeys {
             }
             let hash = sha256(entry.key.expose().as_bytes());
             if let Some(position) = entries.iter().position(|(h, _)| bool::from(h.ct_eq(&hash))) {
-                return Err(fail(format!("the same key is already listed at auth.api_keys[{position}]")));
+                return Err(fail(format!(
+                    "the same key is already listed at auth.api_keys[{position}]"
+                )));
             }
             if let Some(position) = entries.iter().position(|(_, id)| id.name == name) {
                 return Err(fail(format!(
@@ -204,7 +206,10 @@ mod tests {
         let cases = [
             (vec![key(None, "", &[])], "auth.api_keys[0]: the key is empty"),
             (vec![key(None, "cpk-short", &[])], "auth.api_keys[0]: the key is 9 bytes"),
-            (vec![key(None, PLANTED, &[]), key(None, PLANTED, &[])], "auth.api_keys[1]: the same key"),
+            (
+                vec![key(None, PLANTED, &[]), key(None, PLANTED, &[])],
+                "auth.api_keys[1]: the same key",
+            ),
             (
                 vec![key(Some("a"), PLANTED, &[]), key(Some("a"), "cpk-bbbbbbbbbbbbbbbbbbbb", &[])],
                 "auth.api_keys[1]: the name `a` is already used by auth.api_keys[0]",

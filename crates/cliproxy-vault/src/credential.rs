@@ -255,7 +255,9 @@ pub fn parse_credential_file(path: &Path, expected_id: &str, bytes: &[u8]) -> Re
         Some(serde_json::Value::Number(n)) => n.as_u64(),
         _ => None,
     }
-    .ok_or_else(|| invalid("the `version` field is missing or not a positive integer".to_owned()))?;
+    .ok_or_else(|| {
+        invalid("the `version` field is missing or not a positive integer".to_owned())
+    })?;
     let file: V1 = match version {
         1 => serde_json::from_slice(bytes).map_err(|e| malformed(path, &e))?,
         other => return Err(Error::UnsupportedVersion { path: path.to_owned(), version: other }),

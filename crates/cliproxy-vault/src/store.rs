@@ -92,7 +92,11 @@ impl FileStore {
             });
         }
         if meta.uid() != self.uid {
-            return Err(Error::ForeignOwner { path: dir.clone(), owner: meta.uid(), ours: self.uid });
+            return Err(Error::ForeignOwner {
+                path: dir.clone(),
+                owner: meta.uid(),
+                ours: self.uid,
+            });
         }
         let mode = meta.mode() & 0o7777;
         if mode != DIR_MODE {
@@ -179,7 +183,8 @@ impl FileStore {
         if meta.len() > MAX_FILE_BYTES {
             return Err(Error::TooLarge { path, size: meta.len(), limit: MAX_FILE_BYTES });
         }
-        let mut bytes = Zeroizing::new(Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0)));
+        let mut bytes =
+            Zeroizing::new(Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0)));
         file.take(MAX_FILE_BYTES + 1)
             .read_to_end(&mut bytes)
             .map_err(|e| Error::io(&path, "read", e))?;

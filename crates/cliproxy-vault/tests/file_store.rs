@@ -1,4 +1,5 @@
 //! The file store against a real directory: modes, atomic writes, hostile files.
+#![allow(clippy::unwrap_used, reason = "tests")]
 
 use std::fs;
 use std::os::unix::fs::{PermissionsExt, symlink};
@@ -14,7 +15,10 @@ fn mode(path: &Path) -> u32 {
 }
 
 fn credential(id: &str) -> Credential {
-    Credential::new_api_key("openai", Secret::from(PLANTED.to_owned())).unwrap().with_id(id).unwrap()
+    Credential::new_api_key("openai", Secret::from(PLANTED.to_owned()))
+        .unwrap()
+        .with_id(id)
+        .unwrap()
 }
 
 fn token(credential: &Credential) -> &str {
@@ -132,7 +136,10 @@ fn hostile_directory_contents_are_refused_by_name() {
     fs::remove_file(dir.join("openai-a.json")).unwrap();
     fs::write(dir.join("bad name.json"), "{}").unwrap();
     let error = store.load_all().unwrap_err().to_string();
-    assert!(error.contains("bad name.json") && error.contains("not a valid credential id"), "{error}");
+    assert!(
+        error.contains("bad name.json") && error.contains("not a valid credential id"),
+        "{error}"
+    );
 }
 
 #[test]
@@ -155,8 +162,10 @@ fn a_failed_write_leaves_the_old_credential_and_no_temporary_file() {
     fs::create_dir(dir.join("openai-b.json")).unwrap();
     let error = store.put(&credential("openai-b")).unwrap_err().to_string();
     assert!(error.contains("openai-b.json") && error.contains("rename into place"), "{error}");
-    let mut names: Vec<_> =
-        fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    let mut names: Vec<_> = fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
     names.sort();
     assert_eq!(names, ["openai-a.json", "openai-b.json"]);
     assert_eq!(token(&store.get("openai-a").unwrap().unwrap()), PLANTED);
