@@ -118,10 +118,12 @@ async fn errors_are_answered_in_the_format_of_the_endpoint() {
             .await
             .unwrap();
         assert_eq!(response.status(), 401, "{}", format.name);
+        let text = response.text().await.unwrap();
+        assert_no_secrets(&text, &["cpk-wrong-key"]);
         check_error(
             format.name,
             401,
-            &response.json().await.unwrap(),
+            &serde_json::from_str(&text).unwrap(),
             "invalid_api_key",
             "authentication_error",
             "UNAUTHENTICATED",
@@ -191,7 +193,7 @@ async fn errors_are_answered_in_the_format_of_the_endpoint() {
         );
         assert!(!message.is_empty());
     }
-    assert_no_secrets(&gateway.logs(), &[CLIENT_KEY, "sk-vault-stall-"]);
+    assert_no_secrets(&gateway.logs(), &[CLIENT_KEY, "cpk-wrong-key", "sk-vault-stall-"]);
 }
 
 #[tokio::test]

@@ -1,8 +1,9 @@
 //! Project automation: `cargo xtask <task>`.
 //!
 //! - `ci`: everything `.ci/run` checks, in the same order: `lint`, then `test`.
-//! - `lint`: rustfmt check, clippy with warnings denied, and `cargo deny` (licences, banned
-//!   crates such as aws-lc-rs and openssl, sources).
+//! - `lint`: rustfmt check, clippy with warnings denied (the workspace and the `fuzz/` crate,
+//!   so fuzz targets do not rot), and `cargo deny` (licences, banned crates such as aws-lc-rs
+//!   and openssl, sources).
 //! - `test`: the workspace tests (the command README.md gives).
 
 use std::process::Command;
@@ -44,6 +45,8 @@ fn main() -> Result<()> {
 fn lint() -> Result<()> {
     cargo(&["fmt", "--all", "--", "--check"])?;
     cargo(&["clippy", "--workspace", "--all-targets", "--locked", "--", "-D", "warnings"])?;
+    cargo(&["fmt", "--manifest-path", "fuzz/Cargo.toml", "--all", "--", "--check"])?;
+    cargo(&["clippy", "--manifest-path", "fuzz/Cargo.toml", "--locked", "--", "-D", "warnings"])?;
     cargo(&["deny", "--locked", "check", "licenses", "bans", "sources"])
 }
 
