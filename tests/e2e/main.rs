@@ -6,6 +6,7 @@ mod errors;
 mod failover;
 mod formats;
 mod lifecycle;
+mod vault;
 
 /// Asserts that none of `secrets` appears in `text`.
 fn assert_no_secrets(text: &str, secrets: &[&str]) {

@@ -289,9 +289,14 @@ impl Harness {
     /// Writes a config: JSON logs at debug level, the test client key, the vault in this
     /// directory, then `rest` (the `providers:` section and anything else, as YAML).
     pub fn config(&self, server_limits: &str, rest: &str) -> &Self {
+        self.config_with_auth(server_limits, "", rest)
+    }
+
+    /// [`Harness::config`] with more `auth:` keys (`auth_extra`, YAML lines indented by two).
+    pub fn config_with_auth(&self, server_limits: &str, auth_extra: &str, rest: &str) -> &Self {
         let yaml = format!(
             "server:\n  host: 127.0.0.1\n  port: 0\n  shutdown_timeout: 10s\n  limits: {{{server_limits}}}\n\
-             auth:\n  api_keys:\n    - {{name: e2e, key: \"{CLIENT_KEY}\"}}\n  dir: {dir:?}\n\
+             auth:\n  api_keys:\n    - {{name: e2e, key: \"{CLIENT_KEY}\"}}\n  dir: {dir:?}\n{auth_extra}\
              logging: {{level: debug, format: json}}\n{rest}",
             dir = self.auth_dir().display().to_string(),
         );

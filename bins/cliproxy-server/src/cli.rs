@@ -59,8 +59,17 @@ pub(crate) enum VaultCommand {
     /// Store a provider credential. The token is read from standard input (first line), never
     /// from the command line, so it stays out of shell history and process listings.
     Add(VaultAddArgs),
-    /// List stored credentials: ids, providers, types, creation time. Never secrets.
+    /// List stored credentials: ids, providers, types, creation time, how each is stored
+    /// (the encryption key id or `plaintext`). Never secrets.
     List,
+    /// Encrypt every plaintext credential in place under `auth.encryption.key` (files written
+    /// before encryption was enabled). Each file is rewritten atomically; nothing is rewritten
+    /// if any file cannot be read.
+    Migrate,
+    /// Re-encrypt every credential under the current `auth.encryption.key`. Rotate by setting
+    /// the new key as `key` and moving the old one to `previous_keys`, then run this; once it
+    /// succeeds the old key can be dropped from `previous_keys`.
+    RotateKey,
 }
 
 #[derive(Debug, Args)]

@@ -7,7 +7,7 @@ use anyhow::{Context, anyhow};
 use base64::Engine;
 use cliproxy_core::Secret;
 use cliproxy_gateway::{BaseUrl, Config, ConfigError, ConfigSource, Gateway, Server};
-use cliproxy_vault::{Credential, CredentialStore};
+use cliproxy_vault::{Credential, CredentialStore, Protection};
 use ring::rand::{SecureRandom, SystemRandom};
 use slog::{Logger, info};
 
@@ -37,7 +37,11 @@ impl From<anyhow::Error> for Failure {
         // Configuration problems found while building keep their own exit code.
         let exit_code = match error.downcast_ref::<cliproxy_gateway::Error>() {
             Some(cliproxy_gateway::Error::Config(_)) => EXIT_CONFIG,
+            Some(cliproxy_gateway::Error::Vault(e)) if e.is_config() => EXIT_CONFIG,
             _ if error.is::<ConfigError>() => EXIT_CONFIG,
+            _ if error.downcast_ref::<cliproxy_vault::Error>().is_some_and(|e| e.is_config()) => {
+                EXIT_CONFIG
+            }
             _ => EXIT_RUNTIME,
         };
         Self { error, exit_code }
@@ -58,6 +62,8 @@ pub(crate) fn run(cli: Cli) -> Result<(), Failure> {
         Some(Command::Keygen) => keygen(),
         Some(Command::Vault(VaultCommand::Add(args))) => vault_add(&cli.config, &args),
         Some(Command::Vault(VaultCommand::List)) => vault_list(&cli.config),
+        Some(Command::Vault(VaultCommand::Migrate)) => vault_reencrypt(&cli.config, false),
+        Some(Command::Vault(VaultCommand::RotateKey)) => vault_reencrypt(&cli.config, true),
     }
 }
 
@@ -115,6 +121,7 @@ async fn shutdown_signal(log: Logger) {
 fn demo(args: &DemoArgs) -> Result<(), Failure> {
     let rng = SystemRandom::new();
     let client_key = format!("cpk-{}", hex(&random_bytes::<24>(&rng)?));
+    let encryption_key = hex(&random_bytes::<32>(&rng)?);
     let dir = std::env::temp_dir().join(format!(
         "cliproxy-demo-{}-{}",
         std::process::id(),
@@ -123,7 +130,8 @@ fn demo(args: &DemoArgs) -> Result<(), Failure> {
     let auths = dir.join("auths");
     let yaml = format!(
         "server: {{host: 127.0.0.1, port: {port}, shutdown_timeout: 5s}}\n\
-         auth: {{api_keys: [{{name: demo, key: \"{client_key}\"}}], dir: {auths:?}}}\n\
+         auth: {{api_keys: [{{name: demo, key: \"{client_key}\"}}], dir: {auths:?}, \
+         encryption: {{enabled: true, key: \"{encryption_key}\"}}}}\n\
          providers: {{demo: {{type: mock, models: [\"mock-*\"], latency: {latency:?}}}}}\n\
          logging: {{level: info, format: text}}\n",
         port = args.port,
@@ -237,31 +245,61 @@ fn vault_add(config: &ConfigArg, args: &VaultAddArgs) -> Result<(), Failure> {
 
 fn vault_list(config: &ConfigArg) -> Result<(), Failure> {
     let config = load(config)?;
-    let store = config.auth.build().map_err(anyhow::Error::from)?;
-    let credentials = store.list().map_err(anyhow::Error::from)?;
-    report_notices(store.as_ref());
+    let store = config.auth.build_file_store().map_err(anyhow::Error::from)?;
+    let credentials = store.list_with_protection().map_err(anyhow::Error::from)?;
+    report_notices(&store);
     if credentials.is_empty() {
         println!("no credentials in {}", store.location().display());
         return Ok(());
     }
     println!(
-        "{:<32} {:<12} {:<8} {:<20} BASE URL / LABEL",
-        "ID", "PROVIDER", "TYPE", "CREATED (UTC)"
+        "{:<32} {:<12} {:<8} {:<20} {:<17} BASE URL / LABEL",
+        "ID", "PROVIDER", "TYPE", "CREATED (UTC)", "STORED"
     );
-    for meta in credentials {
+    for (meta, protection) in credentials {
         let note = [meta.base_url.clone(), meta.label.clone()]
             .into_iter()
             .flatten()
             .collect::<Vec<_>>()
             .join(" / ");
+        let stored = match protection {
+            Protection::Plaintext => "plaintext".to_owned(),
+            Protection::Encrypted(key_id) => format!("key {key_id}"),
+        };
         println!(
-            "{:<32} {:<12} {:<8} {:<20} {}",
+            "{:<32} {:<12} {:<8} {:<20} {:<17} {}",
             meta.id,
             meta.provider,
             meta.kind,
             format_utc(meta.created_at),
+            stored,
             note
         );
+    }
+    Ok(())
+}
+
+fn vault_reencrypt(config: &ConfigArg, rotate: bool) -> Result<(), Failure> {
+    let config = load(config)?;
+    let store = config.auth.build().map_err(anyhow::Error::from)?;
+    let report = store.reencrypt().map_err(anyhow::Error::from)?;
+    report_notices(store.as_ref());
+    let (done, what) = if rotate {
+        (&report.from_previous_key, "re-encrypted under the current key")
+    } else {
+        (&report.from_plaintext, "encrypted")
+    };
+    // Either command also finishes the other's work: a rotation encrypts plaintext files too.
+    let other = if rotate { &report.from_plaintext } else { &report.from_previous_key };
+    println!(
+        "{} credential(s) {what}, {} also rewritten, {} already under the current key ({})",
+        done.len(),
+        other.len(),
+        report.unchanged,
+        store.location().display()
+    );
+    for id in done.iter().chain(other) {
+        println!("  {id}");
     }
     Ok(())
 }

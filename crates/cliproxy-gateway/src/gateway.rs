@@ -84,7 +84,12 @@ impl Gateway {
             .auth
             .client_keys()
             .map_err(|e| crate::config::ConfigError::new(e.to_string()))?;
-        let store = config.auth.build()?;
+        let store = config.auth.build().map_err(|e| match e {
+            e if e.is_config() => {
+                crate::Error::Config(crate::config::ConfigError::new(e.to_string()))
+            }
+            e => crate::Error::Vault(e),
+        })?;
         let router = ModelRouter::new(&config.providers)?;
         let credentials = store.load_all()?;
         for notice in store.take_notices() {

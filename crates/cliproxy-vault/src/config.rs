@@ -1,9 +1,53 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use cliproxy_core::Secret;
 use serde::Deserialize;
 
-use crate::{ClientKeyConfig, ClientKeys, CredentialStore, FileStore, Result};
+use crate::crypto::{DataKey, Keyring};
+use crate::{ClientKeyConfig, ClientKeys, CredentialStore, Error, FileStore, Result};
+
+/// `auth.encryption`: encryption at rest of credential files.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EncryptionConfig {
+    /// Encrypt new and re-written credential files.
+    pub enabled: bool,
+    /// The current key: base64 of 32 bytes, 64 hex digits or 32 raw bytes; usually
+    /// `${CLIPROXY_ENCRYPTION_KEY}`.
+    pub key: Option<Secret>,
+    /// Earlier keys, still used to decrypt files written before a rotation.
+    pub previous_keys: Vec<Secret>,
+}
+
+impl EncryptionConfig {
+    pub(crate) fn keyring(&self) -> Result<Keyring> {
+        let current = match &self.key {
+            Some(key) if !key.is_empty() => Some(DataKey::parse("auth.encryption.key", key)?),
+            _ if self.enabled => {
+                return Err(Error::Config {
+                    key: "auth.encryption.key".to_owned(),
+                    reason: "encryption is enabled but no key is set (set CLIPROXY_ENCRYPTION_KEY; `cliproxy-server keygen` prints one)".to_owned(),
+                });
+            }
+            _ => None,
+        };
+        let previous = self
+            .previous_keys
+            .iter()
+            .enumerate()
+            .map(|(index, key)| {
+                DataKey::parse(&format!("auth.encryption.previous_keys[{index}]"), key)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        // Without `enabled` the key only decrypts: new files stay plaintext.
+        let (current, previous) = match current {
+            Some(key) if !self.enabled => (None, std::iter::once(key).chain(previous).collect()),
+            current => (current, previous),
+        };
+        Ok(Keyring::new(current, previous))
+    }
+}
 
 /// The `auth:` section: who may call the gateway, and where provider credentials live.
 #[derive(Clone, Debug, Deserialize)]
@@ -14,19 +58,31 @@ pub struct Config {
     pub api_keys: Vec<ClientKeyConfig>,
     /// The credential directory (`auth.dir`); created 0700 when missing.
     pub dir: PathBuf,
+    /// Encryption at rest (`auth.encryption`).
+    pub encryption: EncryptionConfig,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Self { api_keys: Vec::new(), dir: PathBuf::from("./auths") }
+        Self {
+            api_keys: Vec::new(),
+            dir: PathBuf::from("./auths"),
+            encryption: EncryptionConfig::default(),
+        }
     }
 }
 
 impl Config {
-    /// Opens the credential store in `dir`, creating it 0700 when missing and tightening loose
-    /// permissions on a directory we own. A directory owned by another user is refused.
+    /// Opens the credential store in `dir` with the configured encryption keys, creating the
+    /// directory 0700 when missing and tightening loose permissions on a directory we own. A
+    /// directory owned by another user is refused; a malformed key is an [`Error::Config`].
     pub fn build(&self) -> Result<Arc<dyn CredentialStore>> {
-        Ok(Arc::new(FileStore::open(&self.dir)?))
+        Ok(Arc::new(self.build_file_store()?))
+    }
+
+    /// [`Config::build`], with the concrete type (for `vault list`).
+    pub fn build_file_store(&self) -> Result<FileStore> {
+        FileStore::with_keys(&self.dir, self.encryption.keyring()?)
     }
 
     /// Validates `api_keys` into the constant-time lookup table the gateway uses.

@@ -8,8 +8,17 @@
 //!  "type": "api_key", "token": "sk-…", "base_url": null, "label": null, "created_at": 1763769600}
 //! ```
 //!
-//! Version 1 is plaintext (protected by the 0600 file mode only). Encryption at rest adds a
-//! version whose body is `{"key_id", "nonce", "ciphertext"}`; version 1 files stay readable.
+//! Version 1 is plaintext (protected by the 0600 file mode only). Version 2 is encrypted:
+//!
+//! ```json
+//! {"format": "cliproxy-credential", "version": 2, "id": "openai-3f9a…",
+//!  "key_id": "9c1e…", "nonce": "<base64, 12 bytes>", "ciphertext": "<base64>"}
+//! ```
+//!
+//! where the ciphertext is AES-256-GCM over the whole version 1 document, with the id as
+//! associated data: everything that decides where the token is sent (provider, base URL) is
+//! authenticated, and a file renamed to another id does not decrypt. Version 1 files written
+//! before encryption was enabled stay readable.
 
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -20,6 +29,7 @@ use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
+use crate::crypto::{DataKey, from_base64, to_base64};
 use crate::{Error, Result};
 
 /// The `format` marker every credential file carries.
@@ -158,9 +168,30 @@ impl Credential {
         }
     }
 
-    /// The file contents for this credential (current format). The buffer is zeroized when
-    /// dropped because it holds the token.
-    pub(crate) fn encode(&self) -> Result<Zeroizing<Vec<u8>>> {
+    /// The file contents for this credential: encrypted (version 2) under `key`, or plaintext
+    /// (version 1) without one. Plaintext buffers are zeroized when dropped.
+    pub(crate) fn encode(&self, key: Option<&DataKey>) -> Result<Zeroizing<Vec<u8>>> {
+        let plain = self.encode_plain()?;
+        let Some(key) = key else { return Ok(plain) };
+        let (nonce, ciphertext) = key.seal(&self.id, &plain)?;
+        let file = serde_json::json!({
+            "format": FORMAT,
+            "version": 2,
+            "id": self.id,
+            "key_id": key.id(),
+            "nonce": to_base64(&nonce),
+            "ciphertext": to_base64(&ciphertext),
+        });
+        let mut out = Zeroizing::new(Vec::with_capacity(ciphertext.len() * 4 / 3 + 200));
+        serde_json::to_writer_pretty(&mut *out, &file).map_err(|_| Error::Invalid {
+            path: PathBuf::from(format!("{}.json", self.id)),
+            reason: "cannot encode the credential".to_owned(),
+        })?;
+        out.push(b'\n');
+        Ok(out)
+    }
+
+    fn encode_plain(&self) -> Result<Zeroizing<Vec<u8>>> {
         #[derive(Serialize)]
         struct V1<'a> {
             format: &'static str,
@@ -209,12 +240,53 @@ fn malformed(path: &Path, error: &serde_json::Error) -> Error {
     Error::Malformed { path: path.to_owned(), category, line: error.line(), column: error.column() }
 }
 
+/// A decoded credential file: a plaintext credential, or an encrypted one still to be opened
+/// with the key it names.
+#[derive(Debug)]
+pub enum CredentialFile {
+    /// Version 1: plaintext.
+    Plain(Credential),
+    /// Version 2: encrypted.
+    Sealed(SealedCredential),
+}
+
+/// An encrypted credential as read from its file.
+#[derive(Debug)]
+pub struct SealedCredential {
+    /// Credential id (the associated data).
+    pub id: String,
+    /// The id of the key it was encrypted with.
+    pub key_id: String,
+    nonce: [u8; 12],
+    ciphertext: Vec<u8>,
+}
+
+impl SealedCredential {
+    /// Decrypts with `key` and parses the plaintext document inside.
+    pub(crate) fn open(&self, path: &Path, key: &DataKey) -> Result<Credential> {
+        let plain = key
+            .open(&self.id, self.nonce, &self.ciphertext)
+            .ok_or_else(|| Error::Decrypt { path: path.to_owned(), key_id: self.key_id.clone() })?;
+        match parse_credential_file(path, &self.id, &plain)? {
+            CredentialFile::Plain(credential) => Ok(credential),
+            CredentialFile::Sealed(_) => Err(Error::Invalid {
+                path: path.to_owned(),
+                reason: "an encrypted credential must contain a version 1 document".to_owned(),
+            }),
+        }
+    }
+}
+
 /// Parses the contents of a credential file. `expected_id` is the file's stem: a file whose
 /// `id` differs was renamed or copied by hand and is refused. `path` is only used in errors.
 ///
 /// Hostile input is safe here: the size is capped, unknown fields and versions are errors, and
 /// no error repeats the file's contents.
-pub fn parse_credential_file(path: &Path, expected_id: &str, bytes: &[u8]) -> Result<Credential> {
+pub fn parse_credential_file(
+    path: &Path,
+    expected_id: &str,
+    bytes: &[u8],
+) -> Result<CredentialFile> {
     #[derive(Deserialize)]
     struct Header {
         format: Option<String>,
@@ -258,15 +330,52 @@ pub fn parse_credential_file(path: &Path, expected_id: &str, bytes: &[u8]) -> Re
     .ok_or_else(|| {
         invalid("the `version` field is missing or not a positive integer".to_owned())
     })?;
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct V2 {
+        #[allow(dead_code, reason = "checked by the header pass")]
+        format: IgnoredAny,
+        #[allow(dead_code, reason = "checked by the header pass")]
+        version: IgnoredAny,
+        id: String,
+        key_id: String,
+        nonce: String,
+        ciphertext: String,
+    }
+
+    let id_mismatch = |id: &str| {
+        invalid(format!(
+            "the file says its id is `{}` but is named `{expected_id}.json`; ids and file names must match",
+            id.chars().take(MAX_NAME_LEN).collect::<String>()
+        ))
+    };
     let file: V1 = match version {
         1 => serde_json::from_slice(bytes).map_err(|e| malformed(path, &e))?,
+        2 => {
+            let file: V2 = serde_json::from_slice(bytes).map_err(|e| malformed(path, &e))?;
+            if file.id != expected_id {
+                return Err(id_mismatch(&file.id));
+            }
+            if file.key_id.len() != 16 || !file.key_id.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(invalid("`key_id` must be 16 hex digits".to_owned()));
+            }
+            let nonce = from_base64(&file.nonce)
+                .and_then(|n| <[u8; 12]>::try_from(n).ok())
+                .ok_or_else(|| invalid("`nonce` must be 12 bytes in base64".to_owned()))?;
+            let ciphertext = from_base64(&file.ciphertext)
+                .filter(|c| c.len() >= 16)
+                .ok_or_else(|| invalid("`ciphertext` is not base64 or is too short".to_owned()))?;
+            return Ok(CredentialFile::Sealed(SealedCredential {
+                id: file.id,
+                key_id: file.key_id,
+                nonce,
+                ciphertext,
+            }));
+        }
         other => return Err(Error::UnsupportedVersion { path: path.to_owned(), version: other }),
     };
     if file.id != expected_id {
-        return Err(invalid(format!(
-            "the file says its id is `{}` but is named `{expected_id}.json`; ids and file names must match",
-            file.id.chars().take(MAX_NAME_LEN).collect::<String>()
-        )));
+        return Err(id_mismatch(&file.id));
     }
     validate_name("provider name", &file.provider).map_err(|e| invalid(e.to_string()))?;
     let secret = match file.kind.as_str() {
@@ -278,14 +387,14 @@ pub fn parse_credential_file(path: &Path, expected_id: &str, bytes: &[u8]) -> Re
     {
         return Err(invalid("the `token` is empty".to_owned()));
     }
-    Ok(Credential {
+    Ok(CredentialFile::Plain(Credential {
         id: file.id,
         provider: file.provider,
         secret,
         base_url: file.base_url,
         label: file.label,
         created_at: file.created_at,
-    })
+    }))
 }
 
 #[cfg(test)]
@@ -302,7 +411,20 @@ mod tests {
     }
 
     fn parse(bytes: &[u8]) -> Result<Credential> {
-        parse_credential_file(Path::new("/vault/openai-main.json"), "openai-main", bytes)
+        match parse_credential_file(Path::new("/vault/openai-main.json"), "openai-main", bytes)? {
+            CredentialFile::Plain(credential) => Ok(credential),
+            CredentialFile::Sealed(sealed) => {
+                sealed.open(Path::new("/vault/openai-main.json"), &key())
+            }
+        }
+    }
+
+    fn key() -> DataKey {
+        DataKey::parse(
+            "k",
+            &Secret::from("q83vEjRWeJCrze8SNFZ4kKvN7xI0VniQq83vEjRWeJA=".to_owned()),
+        )
+        .unwrap()
     }
 
     #[test]
@@ -320,7 +442,7 @@ mod tests {
         let mut credential = sample();
         credential.base_url = Some("http://127.0.0.1:8000/v1".to_owned());
         credential.label = Some("team a".to_owned());
-        let bytes = credential.encode().unwrap();
+        let bytes = credential.encode(None).unwrap();
         let back = parse(&bytes).unwrap();
         assert_eq!(back.id, "openai-main");
         assert_eq!(back.provider, "openai");
@@ -355,12 +477,12 @@ mod tests {
     /// the token, even when the token sits right where the problem is.
     #[test]
     fn hostile_files_are_rejected_without_echoing_contents() {
-        let good = String::from_utf8(sample().encode().unwrap().to_vec()).unwrap();
+        let good = String::from_utf8(sample().encode(None).unwrap().to_vec()).unwrap();
         let cases: Vec<(String, &str)> = vec![
             (String::new(), "unexpected end of file"),
             ("{".to_owned(), "unexpected end of file"),
             ("not json".to_owned(), "syntax error"),
-            (good.replace("\"version\": 1", "\"version\": 2"), "format version 2 is not supported"),
+            (good.replace("\"version\": 1", "\"version\": 3"), "format version 3 is not supported"),
             (good.replace("\"version\": 1", "\"version\": -1"), "`version` field"),
             (good.replace("\"version\": 1", "\"version\": \"1\""), "`version` field"),
             (good.replace("cliproxy-credential", "something-else"), "not a cliproxy credential"),
@@ -390,6 +512,48 @@ mod tests {
         let invalid_utf8 = [b"{\"format\": \"".as_slice(), &[0xff, 0xfe], b"\"}"].concat();
         let error = parse(&invalid_utf8).unwrap_err().to_string();
         assert!(error.contains("syntax error") || error.contains("not a cliproxy"), "{error}");
+    }
+
+    #[test]
+    fn encrypted_files_round_trip_and_hide_the_token() {
+        let mut credential = sample();
+        credential.base_url = Some("https://api.example/v1".to_owned());
+        let bytes = credential.encode(Some(&key())).unwrap();
+        let text = String::from_utf8(bytes.to_vec()).unwrap();
+        assert!(text.contains("\"version\": 2") && text.contains(key().id()), "{text}");
+        for hidden in [PLANTED, "api.example", "api_key", "openai\""] {
+            assert!(!text.contains(hidden), "{hidden} in {text}");
+        }
+        let back = parse(&bytes).unwrap();
+        assert_eq!(back.base_url, credential.base_url);
+        let CredentialSecret::ApiKey(token) = &back.secret;
+        assert_eq!(token.expose(), PLANTED);
+    }
+
+    #[test]
+    fn tampered_encrypted_files_are_errors_naming_the_file() {
+        let good = String::from_utf8(sample().encode(Some(&key())).unwrap().to_vec()).unwrap();
+        let value: serde_json::Value = serde_json::from_str(&good).unwrap();
+        let ciphertext = value["ciphertext"].as_str().unwrap();
+        let nonce = value["nonce"].as_str().unwrap();
+        let mut flipped = from_base64(ciphertext).unwrap();
+        flipped[3] ^= 0x40;
+        let cases: Vec<(String, &str)> = vec![
+            (good.replace(ciphertext, &to_base64(&flipped)), "cannot decrypt with key"),
+            (good.replace(ciphertext, &ciphertext[..ciphertext.len() - 8]), "cannot decrypt"),
+            (good.replace(nonce, "AAAAAAAAAAAAAAAA"), "cannot decrypt"),
+            (good.replace(nonce, "AAAA"), "`nonce` must be 12 bytes"),
+            (good.replace(ciphertext, "!!"), "`ciphertext` is not base64"),
+            (good.replace("\"key_id\": \"", "\"key_id\": \"zz"), "`key_id` must be 16 hex"),
+            (good.replace("\"openai-main\"", "\"openai-other\""), "ids and file names must match"),
+            (good.replace("\"ciphertext\"", "\"extra\": 1, \"ciphertext\""), "unknown field"),
+            (good[..good.len() / 2].to_owned(), "unexpected end of file"),
+        ];
+        for (contents, expected) in cases {
+            let error = parse(contents.as_bytes()).unwrap_err().to_string();
+            assert!(error.contains(expected), "expected {expected:?}, got {error}");
+            assert!(error.contains("/vault/openai-main.json"), "{error}");
+        }
     }
 
     #[test]

@@ -95,6 +95,46 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// A configuration value of the vault (`auth.*`) is unusable.
+    #[error("{key}: {reason}")]
+    Config {
+        /// The full config key, e.g. `auth.encryption.key`.
+        key: String,
+        /// What is wrong and how to fix it. Never contains the value of a secret.
+        reason: String,
+    },
+    /// An encrypted credential file does not decrypt: the key is wrong or the file changed.
+    #[error(
+        "{path}: cannot decrypt with key {key_id}: the key is wrong or the file was changed or truncated (it is left as it is)"
+    )]
+    Decrypt {
+        /// The credential file.
+        path: PathBuf,
+        /// The key id the file names.
+        key_id: String,
+    },
+    /// An encrypted credential file names a key that is not configured.
+    #[error(
+        "{path}: encrypted with key {key_id}, which is neither auth.encryption.key nor one of auth.encryption.previous_keys (configured: {known}); add the old key to previous_keys"
+    )]
+    UnknownKey {
+        /// The credential file.
+        path: PathBuf,
+        /// The key id the file names.
+        key_id: String,
+        /// The ids of the configured keys.
+        known: String,
+    },
+    /// The current key has encrypted as many files as random 96-bit nonces safely allow.
+    #[error(
+        "encryption key {key_id} has been used for {writes} writes, the safe limit for random nonces; rotate it (new auth.encryption.key, old one in previous_keys, then `cliproxy-server vault rotate-key`)"
+    )]
+    KeyExhausted {
+        /// The key id.
+        key_id: String,
+        /// Writes counted.
+        writes: u64,
+    },
     /// The system random number generator failed.
     #[error("the system random number generator failed")]
     Random,
@@ -104,6 +144,11 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
+    /// Whether this is a configuration problem (the process should exit with code 78).
+    pub fn is_config(&self) -> bool {
+        matches!(self, Self::Config { .. } | Self::ClientKey { .. })
+    }
+
     pub(crate) fn io(path: impl Into<PathBuf>, op: &'static str, source: io::Error) -> Self {
         Self::Io { path: path.into(), op, source }
     }

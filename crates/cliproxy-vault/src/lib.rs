@@ -34,12 +34,16 @@
 mod client_keys;
 mod config;
 mod credential;
+mod crypto;
 mod error;
 mod store;
 
 // The public interface is:
 pub use client_keys::{ClientIdentity, ClientKeyConfig, ClientKeys};
-pub use config::Config;
-pub use credential::{Credential, CredentialMeta, CredentialSecret, parse_credential_file};
+pub use config::{Config, EncryptionConfig};
+pub use credential::{
+    Credential, CredentialFile, CredentialMeta, CredentialSecret, SealedCredential,
+    parse_credential_file,
+};
 pub use error::{Error, Result};
-pub use store::{CredentialStore, FileStore};
+pub use store::{CredentialStore, FileStore, Protection, Reencrypted};

@@ -10,7 +10,36 @@ use ring::rand::{SecureRandom, SystemRandom};
 use zeroize::Zeroizing;
 
 use crate::credential::{MAX_FILE_BYTES, validate_name};
-use crate::{Credential, CredentialMeta, Error, Result, parse_credential_file};
+use crate::crypto::Keyring;
+use crate::{Credential, CredentialFile, CredentialMeta, Error, Result, parse_credential_file};
+
+/// Writes under one key after which a warning asks for a rotation (random 96-bit nonces are
+/// safe for 2^32 encryptions under one key; we warn at a quarter of that).
+const KEY_WRITES_WARN: u64 = 1 << 30;
+/// Writes under one key after which the vault refuses to encrypt more.
+const KEY_WRITES_MAX: u64 = 1 << 32;
+/// The per-key write counters, in `auth.dir` (hidden, so never taken for a credential).
+const KEY_USAGE_FILE: &str = ".key-usage.json";
+
+/// How a credential is stored on disk.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Protection {
+    /// A version 1 plaintext file.
+    Plaintext,
+    /// Encrypted under the key with this id.
+    Encrypted(String),
+}
+
+/// What [`CredentialStore::reencrypt`] did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Reencrypted {
+    /// Ids that were plaintext and are now encrypted.
+    pub from_plaintext: Vec<String>,
+    /// Ids that were under a previous key and are now under the current one.
+    pub from_previous_key: Vec<String>,
+    /// How many were already under the current key.
+    pub unchanged: usize,
+}
 
 /// Where credentials live. The gateway reads them at start-up; the CLI and (later) the
 /// management API write them.
@@ -33,11 +62,16 @@ pub trait CredentialStore: Send + Sync + fmt::Debug {
     fn check(&self) -> Result<()>;
     /// Where the store keeps its data, for messages.
     fn location(&self) -> &Path;
-    /// Things the store fixed on its own (loose permissions tightened) since the last call,
-    /// for the caller to log. None of them contains a secret.
+    /// Things the store fixed or noticed on its own (loose permissions tightened, plaintext
+    /// files while encryption is on, a key nearing its write limit) since the last call, for
+    /// the caller to log. None of them contains a secret.
     fn take_notices(&self) -> Vec<String> {
         Vec::new()
     }
+    /// Re-writes every credential that is not under the current encryption key (plaintext
+    /// ones and those under previous keys), each atomically: `vault migrate` and
+    /// `vault rotate-key`. An error when encryption is not enabled.
+    fn reencrypt(&self) -> Result<Reencrypted>;
 }
 
 /// One JSON file per credential (`<id>.json`) in a directory: the directory 0700, each file
@@ -45,7 +79,10 @@ pub trait CredentialStore: Send + Sync + fmt::Debug {
 pub struct FileStore {
     dir: PathBuf,
     uid: u32,
+    keys: Keyring,
     notices: Mutex<Vec<String>>,
+    /// Serialises the key-usage counter updates of this process.
+    writes: Mutex<()>,
 }
 
 impl fmt::Debug for FileStore {
@@ -58,12 +95,20 @@ const DIR_MODE: u32 = 0o700;
 const FILE_MODE: u32 = 0o600;
 
 impl FileStore {
-    /// Opens (creating 0700 when missing) the credential directory `dir`.
+    /// Opens (creating 0700 when missing) the credential directory `dir`, without encryption
+    /// keys: new files are plaintext and encrypted ones cannot be read. Use
+    /// [`crate::Config::build`] for a store with the configured keys.
     pub fn open(dir: &Path) -> Result<Self> {
+        Self::with_keys(dir, Keyring::default())
+    }
+
+    pub(crate) fn with_keys(dir: &Path, keys: Keyring) -> Result<Self> {
         let store = Self {
             dir: dir.to_owned(),
             uid: nix::unistd::geteuid().as_raw(),
+            keys,
             notices: Mutex::new(Vec::new()),
+            writes: Mutex::new(()),
         };
         match fs::metadata(dir) {
             Ok(_) => {}
@@ -143,7 +188,7 @@ impl FileStore {
 
     /// Reads and parses one credential file: no symlinks, regular files only, owned by us,
     /// at most 1 MiB; a loose mode is tightened and reported.
-    fn read(&self, id: &str) -> Result<Option<Credential>> {
+    fn read(&self, id: &str) -> Result<Option<(Credential, Protection)>> {
         let path = self.path_of(id);
         validate_name("credential id", id).map_err(|e| Error::Invalid {
             path: path.clone(),
@@ -188,46 +233,79 @@ impl FileStore {
         file.take(MAX_FILE_BYTES + 1)
             .read_to_end(&mut bytes)
             .map_err(|e| Error::io(&path, "read", e))?;
-        parse_credential_file(&path, id, &bytes).map(Some)
+        match parse_credential_file(&path, id, &bytes)? {
+            CredentialFile::Plain(credential) => {
+                if self.keys.current().is_some() {
+                    self.notice(format!(
+                        "{}: plaintext credential while encryption is enabled; `cliproxy-server vault migrate` encrypts it",
+                        path.display()
+                    ));
+                }
+                Ok(Some((credential, Protection::Plaintext)))
+            }
+            CredentialFile::Sealed(sealed) => {
+                let key = self.keys.find(&sealed.key_id).ok_or_else(|| Error::UnknownKey {
+                    path: path.clone(),
+                    key_id: sealed.key_id.clone(),
+                    known: match self.keys.ids() {
+                        ids if ids.is_empty() => "none: auth.encryption is not set".to_owned(),
+                        ids => ids.join(", "),
+                    },
+                })?;
+                let credential = sealed.open(&path, key)?;
+                Ok(Some((credential, Protection::Encrypted(sealed.key_id))))
+            }
+        }
     }
 
-    fn sync_dir(&self) -> Result<()> {
-        File::open(&self.dir)
-            .and_then(|dir| dir.sync_all())
-            .map_err(|e| Error::io(&self.dir, "sync the credential directory", e))
-    }
-}
-
-impl CredentialStore for FileStore {
-    fn list(&self) -> Result<Vec<CredentialMeta>> {
-        Ok(self.load_all()?.iter().map(|c| c.meta(self.path_of(&c.id))).collect())
-    }
-
-    fn load_all(&self) -> Result<Vec<Credential>> {
+    fn read_all(&self) -> Result<Vec<(Credential, Protection)>> {
         let mut credentials = Vec::new();
         for id in self.ids()? {
             // A file that vanished between listing and reading was deleted concurrently.
-            if let Some(credential) = self.read(&id)? {
-                credentials.push(credential);
+            if let Some(entry) = self.read(&id)? {
+                credentials.push(entry);
             }
         }
         Ok(credentials)
     }
 
-    fn get(&self, id: &str) -> Result<Option<Credential>> {
-        validate_name("credential id", id)?;
-        self.read(id)
+    /// Counts one more write under the current key, persistently; refuses past the limit.
+    fn count_key_write(&self, key_id: &str) -> Result<()> {
+        let path = self.dir.join(KEY_USAGE_FILE);
+        let mut usage: std::collections::BTreeMap<String, u64> = match fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|_| Error::Invalid {
+                path: path.clone(),
+                reason: "the key-usage counters are unreadable; restore the file or delete it (the counts restart at zero)".to_owned(),
+            })?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Default::default(),
+            Err(e) => return Err(Error::io(path, "read", e)),
+        };
+        let writes = usage.entry(key_id.to_owned()).or_insert(0);
+        if *writes >= KEY_WRITES_MAX {
+            return Err(Error::KeyExhausted { key_id: key_id.to_owned(), writes: *writes });
+        }
+        *writes += 1;
+        if *writes >= KEY_WRITES_WARN
+            && (*writes == KEY_WRITES_WARN || writes.is_multiple_of(1_000_000))
+        {
+            self.notice(format!(
+                "encryption key {key_id} has encrypted {writes} files; rotate it before {KEY_WRITES_MAX} (new auth.encryption.key, the old one in previous_keys, then `cliproxy-server vault rotate-key`)"
+            ));
+        }
+        let bytes = serde_json::to_vec(&usage).map_err(|_| Error::Invalid {
+            path: path.clone(),
+            reason: "cannot encode the key-usage counters".to_owned(),
+        })?;
+        self.write_atomically(KEY_USAGE_FILE, &bytes)
     }
 
-    fn put(&self, credential: &Credential) -> Result<()> {
-        validate_name("credential id", &credential.id)?;
-        validate_name("provider name", &credential.provider)?;
-        let bytes = credential.encode()?;
+    /// Writes `name` in the directory: temporary file 0600, fsync, rename, fsync directory.
+    fn write_atomically(&self, name: &str, bytes: &[u8]) -> Result<()> {
         let mut random = [0u8; 6];
         SystemRandom::new().fill(&mut random).map_err(|_| Error::Random)?;
         let suffix: String = random.iter().map(|b| format!("{b:02x}")).collect();
-        let temp = self.dir.join(format!(".{}.json.tmp-{suffix}", credential.id));
-        let target = self.path_of(&credential.id);
+        let temp = self.dir.join(format!(".{}.tmp-{suffix}", name.trim_start_matches('.')));
+        let target = self.dir.join(name);
         let write = || -> Result<()> {
             let mut file = OpenOptions::new()
                 .write(true)
@@ -239,7 +317,7 @@ impl CredentialStore for FileStore {
             // The umask cannot widen 0600, but it could have narrowed it; make it exact.
             file.set_permissions(Permissions::from_mode(FILE_MODE))
                 .map_err(|e| Error::io(&temp, "set mode 0600 on", e))?;
-            file.write_all(&bytes).map_err(|e| Error::io(&temp, "write", e))?;
+            file.write_all(bytes).map_err(|e| Error::io(&temp, "write", e))?;
             file.sync_all().map_err(|e| Error::io(&temp, "sync", e))?;
             fs::rename(&temp, &target).map_err(|e| Error::io(&target, "rename into place", e))
         };
@@ -248,6 +326,44 @@ impl CredentialStore for FileStore {
             return Err(error);
         }
         self.sync_dir()
+    }
+
+    /// Every credential with how it is stored: for `vault list`.
+    pub fn list_with_protection(&self) -> Result<Vec<(CredentialMeta, Protection)>> {
+        Ok(self.read_all()?.into_iter().map(|(c, p)| (c.meta(self.path_of(&c.id)), p)).collect())
+    }
+
+    fn sync_dir(&self) -> Result<()> {
+        File::open(&self.dir)
+            .and_then(|dir| dir.sync_all())
+            .map_err(|e| Error::io(&self.dir, "sync the credential directory", e))
+    }
+}
+
+impl CredentialStore for FileStore {
+    fn list(&self) -> Result<Vec<CredentialMeta>> {
+        Ok(self.list_with_protection()?.into_iter().map(|(meta, _)| meta).collect())
+    }
+
+    fn load_all(&self) -> Result<Vec<Credential>> {
+        Ok(self.read_all()?.into_iter().map(|(credential, _)| credential).collect())
+    }
+
+    fn get(&self, id: &str) -> Result<Option<Credential>> {
+        validate_name("credential id", id)?;
+        Ok(self.read(id)?.map(|(credential, _)| credential))
+    }
+
+    fn put(&self, credential: &Credential) -> Result<()> {
+        validate_name("credential id", &credential.id)?;
+        validate_name("provider name", &credential.provider)?;
+        let key = self.keys.current();
+        if let Some(key) = key {
+            let _guard = self.writes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            self.count_key_write(key.id())?;
+        }
+        let bytes = credential.encode(key)?;
+        self.write_atomically(&format!("{}.json", credential.id), &bytes)
     }
 
     fn delete(&self, id: &str) -> Result<bool> {
@@ -276,5 +392,36 @@ impl CredentialStore for FileStore {
 
     fn take_notices(&self) -> Vec<String> {
         self.notices.lock().map(|mut n| std::mem::take(&mut *n)).unwrap_or_default()
+    }
+
+    fn reencrypt(&self) -> Result<Reencrypted> {
+        let Some(current) = self.keys.current() else {
+            return Err(Error::Config {
+                key: "auth.encryption".to_owned(),
+                reason: "encryption is not enabled; set `enabled: true` and `key` (`cliproxy-server keygen` prints one)".to_owned(),
+            });
+        };
+        // Read everything first: a file that does not decrypt stops the run before any
+        // file is rewritten.
+        let all = self.read_all()?;
+        // "plaintext credential; run vault migrate" is what this run fixes.
+        if let Ok(mut notices) = self.notices.lock() {
+            notices.retain(|n| !n.contains("plaintext credential while encryption is enabled"));
+        }
+        let mut report = Reencrypted::default();
+        for (credential, protection) in all {
+            match protection {
+                Protection::Encrypted(id) if id == current.id() => report.unchanged += 1,
+                Protection::Encrypted(_) => {
+                    self.put(&credential)?;
+                    report.from_previous_key.push(credential.id);
+                }
+                Protection::Plaintext => {
+                    self.put(&credential)?;
+                    report.from_plaintext.push(credential.id);
+                }
+            }
+        }
+        Ok(report)
     }
 }

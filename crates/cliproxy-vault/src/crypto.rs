@@ -1,0 +1,240 @@
+//! Encryption at rest: AES-256-GCM (ring), a fresh random 96-bit nonce per write, the
+//! credential id as associated data, and a key id in every file so that old keys can still
+//! decrypt after a rotation.
+
+use std::fmt;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use cliproxy_core::Secret;
+use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+use ring::digest::{SHA256, digest};
+use ring::rand::{SecureRandom, SystemRandom};
+use zeroize::Zeroizing;
+
+use crate::{Error, Result};
+
+/// Length of an encryption key in bytes.
+pub(crate) const KEY_LEN: usize = 32;
+
+/// One AES-256-GCM key and its id (16 hex digits of a SHA-256 over the key: it names the key
+/// in files and messages without revealing it).
+pub(crate) struct DataKey {
+    id: String,
+    key: LessSafeKey,
+}
+
+impl fmt::Debug for DataKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DataKey").field("id", &self.id).finish_non_exhaustive()
+    }
+}
+
+impl DataKey {
+    /// Parses a key given as base64 (`openssl rand -base64 32`), 64 hex digits, or 32 raw
+    /// bytes. `name` is the config key, for the error.
+    pub(crate) fn parse(name: &str, text: &Secret) -> Result<Self> {
+        let bytes = decode_key(text.expose()).ok_or_else(|| Error::Config {
+            key: name.to_owned(),
+            reason: format!(
+                "not a 32-byte key (the value is {} characters); accepted forms: base64 of 32 bytes (what `openssl rand -base64 32` or `cliproxy-server keygen` prints), 64 hex digits, or exactly 32 raw bytes",
+                text.expose().chars().count()
+            ),
+        })?;
+        Ok(Self::from_bytes(&bytes))
+    }
+
+    fn from_bytes(bytes: &[u8; KEY_LEN]) -> Self {
+        let hash = digest(&SHA256, &[b"cliproxy-key-id\0".as_slice(), bytes].concat());
+        let id = hash.as_ref()[..8].iter().map(|b| format!("{b:02x}")).collect();
+        // 32 bytes is always a valid AES-256 key.
+        let key = match UnboundKey::new(&AES_256_GCM, bytes) {
+            Ok(key) => LessSafeKey::new(key),
+            Err(_) => unreachable_key(),
+        };
+        Self { id, key }
+    }
+
+    /// The key id written into files.
+    pub(crate) fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Encrypts `plaintext` for the credential `id`: returns the nonce and ciphertext+tag.
+    pub(crate) fn seal(&self, id: &str, plaintext: &[u8]) -> Result<([u8; NONCE_LEN], Vec<u8>)> {
+        let mut nonce = [0u8; NONCE_LEN];
+        SystemRandom::new().fill(&mut nonce).map_err(|_| Error::Random)?;
+        let mut buffer = plaintext.to_vec();
+        self.key
+            .seal_in_place_append_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(id.as_bytes()),
+                &mut buffer,
+            )
+            .map_err(|_| Error::Random)?;
+        Ok((nonce, buffer))
+    }
+
+    /// Decrypts and authenticates; `None` when the key is wrong or the bytes were changed.
+    pub(crate) fn open(
+        &self,
+        id: &str,
+        nonce: [u8; NONCE_LEN],
+        ciphertext: &[u8],
+    ) -> Option<Zeroizing<Vec<u8>>> {
+        let mut buffer = Zeroizing::new(ciphertext.to_vec());
+        let len = self
+            .key
+            .open_in_place(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(id.as_bytes()),
+                &mut buffer,
+            )
+            .ok()?
+            .len();
+        buffer.truncate(len);
+        Some(buffer)
+    }
+}
+
+#[allow(clippy::panic, reason = "AES-256 accepts every 32-byte key; this cannot happen")]
+fn unreachable_key() -> LessSafeKey {
+    panic!("ring rejected a 32-byte AES-256 key")
+}
+
+fn decode_key(text: &str) -> Option<Zeroizing<[u8; KEY_LEN]>> {
+    let trimmed = text.trim();
+    let mut out = Zeroizing::new([0u8; KEY_LEN]);
+    if trimmed.len() == 2 * KEY_LEN && trimmed.bytes().all(|b| b.is_ascii_hexdigit()) {
+        for (index, pair) in trimmed.as_bytes().chunks(2).enumerate() {
+            let hex = std::str::from_utf8(pair).ok()?;
+            out[index] = u8::from_str_radix(hex, 16).ok()?;
+        }
+        return Some(out);
+    }
+    if let Ok(decoded) = STANDARD.decode(trimmed) {
+        let decoded = Zeroizing::new(decoded);
+        if decoded.len() == KEY_LEN {
+            out.copy_from_slice(&decoded);
+            return Some(out);
+        }
+    }
+    if text.len() == KEY_LEN {
+        out.copy_from_slice(text.as_bytes());
+        return Some(out);
+    }
+    None
+}
+
+/// The keys of `auth.encryption`: the current one (new writes) and previous ones (read only).
+#[derive(Debug, Default)]
+pub(crate) struct Keyring {
+    current: Option<DataKey>,
+    previous: Vec<DataKey>,
+}
+
+impl Keyring {
+    pub(crate) fn new(current: Option<DataKey>, previous: Vec<DataKey>) -> Self {
+        Self { current, previous }
+    }
+
+    /// The key new files are encrypted with, when encryption is on.
+    pub(crate) fn current(&self) -> Option<&DataKey> {
+        self.current.as_ref()
+    }
+
+    /// The key with this id, current or previous.
+    pub(crate) fn find(&self, id: &str) -> Option<&DataKey> {
+        self.current.iter().chain(&self.previous).find(|key| key.id == id)
+    }
+
+    /// The ids of every configured key, for messages.
+    pub(crate) fn ids(&self) -> Vec<&str> {
+        self.current.iter().chain(&self.previous).map(|key| key.id.as_str()).collect()
+    }
+}
+
+/// Encodes bytes for a file.
+pub(crate) fn to_base64(bytes: &[u8]) -> String {
+    STANDARD.encode(bytes)
+}
+
+/// Decodes bytes from a file.
+pub(crate) fn from_base64(text: &str) -> Option<Vec<u8>> {
+    STANDARD.decode(text).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const B64: &str = "q83vEjRWeJCrze8SNFZ4kKvN7xI0VniQq83vEjRWeJA=";
+
+    fn secret(text: &str) -> Secret {
+        Secret::from(text.to_owned())
+    }
+
+    #[test]
+    fn accepts_base64_hex_and_raw_forms_of_the_same_kind() {
+        let b64 = DataKey::parse("auth.encryption.key", &secret(B64)).unwrap();
+        let hex = DataKey::parse(
+            "auth.encryption.key",
+            &secret("abcdef1234567890abcdef1234567890abcdef1234567890abcdef1234567890"),
+        )
+        .unwrap();
+        assert_eq!(b64.id(), hex.id(), "the base64 and hex spell the same key");
+        let raw =
+            DataKey::parse("auth.encryption.key", &secret("0123456789abcdef0123456789ABCDEF"))
+                .unwrap();
+        assert_ne!(raw.id(), b64.id());
+        assert_eq!(b64.id().len(), 16);
+    }
+
+    #[test]
+    fn rejects_other_forms_naming_the_key_and_the_forms_without_the_value() {
+        for bad in ["", "short", "q83vEjRWeJCrze8SNFZ4kA==", &"a".repeat(33), &"g".repeat(64)] {
+            let error = DataKey::parse("auth.encryption.previous_keys[1]", &secret(bad))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                error.starts_with("auth.encryption.previous_keys[1]: not a 32-byte key"),
+                "{error}"
+            );
+            assert!(
+                error.contains("openssl rand -base64 32") && error.contains("64 hex digits"),
+                "{error}"
+            );
+            if !bad.is_empty() {
+                assert!(!error.contains(bad), "{error}");
+            }
+        }
+    }
+
+    #[test]
+    fn seal_open_round_trip_and_tamper_detection() {
+        let key = DataKey::parse("k", &secret(B64)).unwrap();
+        let (nonce, sealed) = key.seal("openai-a", b"secret payload").unwrap();
+        assert_eq!(&key.open("openai-a", nonce, &sealed).unwrap()[..], b"secret payload");
+        assert!(!sealed.windows(6).any(|w| w == b"secret"));
+        // Another id (associated data), another key, a flipped bit, a truncation: all refused.
+        assert!(key.open("openai-b", nonce, &sealed).is_none());
+        let other = DataKey::parse("k", &secret(&"7".repeat(64))).unwrap();
+        assert!(other.open("openai-a", nonce, &sealed).is_none());
+        let mut flipped = sealed.clone();
+        flipped[0] ^= 1;
+        assert!(key.open("openai-a", nonce, &flipped).is_none());
+        assert!(key.open("openai-a", nonce, &sealed[..sealed.len() - 1]).is_none());
+        // Fresh nonce per write.
+        let (second, _) = key.seal("openai-a", b"secret payload").unwrap();
+        assert_ne!(nonce, second);
+    }
+
+    #[test]
+    fn debug_shows_only_the_key_id() {
+        let key = DataKey::parse("k", &secret(B64)).unwrap();
+        let id = key.id().to_owned();
+        let single = format!("{key:?}");
+        let printed = format!("{single} {:?}", Keyring::new(Some(key), Vec::new()));
+        assert!(printed.contains(&id) && !printed.contains(B64), "{printed}");
+    }
+}

@@ -1,0 +1,114 @@
+//! Encryption at rest through the real binary: credentials added before encryption stay
+//! usable, `vault migrate` encrypts them, `vault rotate-key` moves them to a new key, and
+//! the gateway serves with the decrypted token at every step.
+
+use cliproxy_e2e::canned::*;
+use cliproxy_e2e::*;
+use serde_json::json;
+
+use crate::assert_no_secrets;
+
+const KEY_A: &str = "q83vEjRWeJCrze8SNFZ4kKvN7xI0VniQq83vEjRWeJA=";
+const KEY_B: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+const TOKEN_1: &str = "sk-vault-migrated-token-one-51f0";
+const TOKEN_2: &str = "sk-vault-migrated-token-two-52f0";
+
+fn encryption(key: &str, previous: &[&str]) -> String {
+    let previous: Vec<String> = previous.iter().map(|k| format!("\"{k}\"")).collect();
+    format!(
+        "  encryption: {{enabled: true, key: \"{key}\", previous_keys: [{}]}}\n",
+        previous.join(", ")
+    )
+}
+
+fn files_hold_no_token(harness: &Harness) {
+    for entry in std::fs::read_dir(harness.auth_dir()).unwrap() {
+        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        assert_no_secrets(&text, &[TOKEN_1, TOKEN_2]);
+    }
+}
+
+async fn served_with(harness: &Harness, mock: &MockUpstream, expected: &[&str]) {
+    let gateway = harness.start().await;
+    let before = mock.requests().len();
+    for _ in expected {
+        let response = client()
+            .post(format!("{}/v1/chat/completions", gateway.url()))
+            .bearer_auth(CLIENT_KEY)
+            .json(&json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "Hi"}]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{}", gateway.logs());
+    }
+    let seen: Vec<String> =
+        mock.requests()[before..].iter().map(|r| r.header("authorization").to_owned()).collect();
+    let expected: Vec<String> = expected.iter().map(|t| format!("Bearer {t}")).collect();
+    assert_eq!(seen, expected);
+    assert_no_secrets(&gateway.logs(), &[TOKEN_1, TOKEN_2, KEY_A, KEY_B]);
+}
+
+#[tokio::test]
+async fn migrate_and_rotate_keep_every_credential_usable() {
+    let mock = MockUpstream::start(|_| Reply::ok(openai_chat("gpt-4o", "ok"))).await;
+    let providers = format!(
+        "providers:\n  oa: {{type: openai, base_url: \"{}\", models: [\"gpt-*\"]}}\n",
+        mock.url()
+    );
+    let harness = Harness::new();
+
+    // Added before encryption was enabled: plaintext.
+    harness.config("", &providers);
+    harness.vault_add("oa", "oa-1", TOKEN_1, None);
+    harness.vault_add("oa", "oa-2", TOKEN_2, None);
+
+    // Encryption on: plaintext files still serve, `vault list` says how each is stored.
+    harness.config_with_auth("", &encryption(KEY_A, &[]), &providers);
+    served_with(&harness, &mock, &[TOKEN_1, TOKEN_2]).await;
+    let list = harness.run(&["vault", "list"]).await;
+    let stdout = String::from_utf8_lossy(&list.stdout);
+    assert_eq!(stdout.matches("plaintext").count(), 2, "{stdout}");
+
+    let migrate = harness.run(&["vault", "migrate"]).await;
+    let stdout = String::from_utf8_lossy(&migrate.stdout);
+    assert!(migrate.status.success(), "{stdout} {}", String::from_utf8_lossy(&migrate.stderr));
+    assert!(stdout.starts_with("2 credential(s) encrypted"), "{stdout}");
+    files_hold_no_token(&harness);
+    served_with(&harness, &mock, &[TOKEN_1, TOKEN_2]).await;
+
+    // Rotation: new key current, old key previous; then the old key is dropped.
+    harness.config_with_auth("", &encryption(KEY_B, &[KEY_A]), &providers);
+    let rotate = harness.run(&["vault", "rotate-key"]).await;
+    let stdout = String::from_utf8_lossy(&rotate.stdout);
+    assert!(stdout.starts_with("2 credential(s) re-encrypted"), "{stdout}");
+    harness.config_with_auth("", &encryption(KEY_B, &[]), &providers);
+    files_hold_no_token(&harness);
+    served_with(&harness, &mock, &[TOKEN_1, TOKEN_2]).await;
+
+    // The wrong key: the gateway refuses to start and names the file; nothing is rewritten.
+    let before: Vec<Vec<u8>> = ["oa-1.json", "oa-2.json"]
+        .iter()
+        .map(|f| std::fs::read(harness.auth_dir().join(f)).unwrap())
+        .collect();
+    harness.config_with_auth("", &encryption(KEY_A, &[]), &providers);
+    let output = harness.run(&["serve"]).await;
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("oa-1.json") && stderr.contains("previous_keys"), "{stderr}");
+    let after: Vec<Vec<u8>> = ["oa-1.json", "oa-2.json"]
+        .iter()
+        .map(|f| std::fs::read(harness.auth_dir().join(f)).unwrap())
+        .collect();
+    assert_eq!(before, after);
+
+    // A key in no accepted form is a configuration error.
+    harness.config_with_auth("", &encryption("not-a-key", &[]), &providers);
+    let output = harness.run(&["serve"]).await;
+    assert_eq!(output.status.code(), Some(78));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("auth.encryption.key") && stderr.contains("openssl rand -base64 32"),
+        "{stderr}"
+    );
+    assert_no_secrets(&stderr, &["not-a-key"]);
+}
