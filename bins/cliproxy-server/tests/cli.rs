@@ -30,6 +30,8 @@ fn every_subcommand_has_help() {
         &["vault", "--help"],
         &["vault", "add", "--help"],
         &["vault", "list", "--help"],
+        &["vault", "migrate", "--help"],
+        &["vault", "rotate-key", "--help"],
     ] {
         let output = run(args, dir.path());
         assert!(output.status.success(), "{args:?}: {}", text(&output.stderr));
