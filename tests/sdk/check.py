@@ -7,6 +7,7 @@ check and exits non-zero at the first failure.
 """
 
 import sys
+import traceback
 
 import anthropic
 import openai
@@ -25,7 +26,7 @@ def check(condition: bool, message: str) -> None:
 
 
 def positive(value) -> bool:
-    return isinstance(value, int) and value > 0
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
 def check_openai(base: str, key: str) -> None:
@@ -36,7 +37,8 @@ def check_openai(base: str, key: str) -> None:
     text = reply.choices[0].message.content or ""
     check(text != "", f"openai non-streamed reply has no text: {reply!r}")
     check(reply.usage is not None and positive(reply.usage.prompt_tokens)
-          and positive(reply.usage.completion_tokens), f"openai usage missing: {reply.usage!r}")
+          and positive(reply.usage.completion_tokens) and positive(reply.usage.total_tokens),
+          f"openai usage missing: {reply.usage!r}")
     ok("openai non-streamed", f"{text[:40]!r}, usage {reply.usage.prompt_tokens}/{reply.usage.completion_tokens}")
 
     deltas, usage = [], None
@@ -49,7 +51,8 @@ def check_openai(base: str, key: str) -> None:
             usage = chunk.usage
     check(len(deltas) >= 2, f"openai stream sent {len(deltas)} text deltas")
     check("".join(deltas) != "", "openai stream text is empty")
-    check(usage is not None and positive(usage.completion_tokens), f"openai stream usage: {usage!r}")
+    check(usage is not None and positive(usage.prompt_tokens) and positive(usage.completion_tokens),
+          f"openai stream usage (stream_options.include_usage): {usage!r}")
     ok("openai streamed", f"{len(deltas)} deltas, {''.join(deltas)[:40]!r}")
 
     models = [model.id for model in client.models.list()]
@@ -104,8 +107,12 @@ def main() -> None:
         raise SystemExit("usage: check.py BASE_URL CLIENT_KEY")
     base, key = sys.argv[1].rstrip("/"), sys.argv[2]
     print(f"openai {openai.__version__}, anthropic {anthropic.__version__} against {base}", flush=True)
-    check_openai(base, key)
-    check_anthropic(base, key)
+    try:
+        check_openai(base, key)
+        check_anthropic(base, key)
+    except (openai.OpenAIError, anthropic.AnthropicError) as error:
+        traceback.print_exc()
+        raise SystemExit(f"FAILED: unexpected {type(error).__module__}.{type(error).__name__}: {error}")
 
 
 if __name__ == "__main__":

@@ -10,6 +10,10 @@ if [[ $# -ne 1 ]]; then
     echo "usage: $0 PATH/TO/cliproxy-server" >&2
     exit 2
 fi
+if [[ ! -x "$1" ]]; then
+    echo "not an executable file: $1" >&2
+    exit 2
+fi
 bin=$(realpath "$1")
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -37,7 +41,13 @@ demo_pid=""
 cleanup() {
     local status=$?
     if [[ -n "$demo_pid" ]] && kill -0 "$demo_pid" 2>/dev/null; then
+        kill -TERM "$demo_pid" 2>/dev/null || true
+        for _ in $(seq 50); do
+            kill -0 "$demo_pid" 2>/dev/null || break
+            sleep 0.1
+        done
         kill -KILL "$demo_pid" 2>/dev/null || true
+        wait "$demo_pid" 2>/dev/null || true
     fi
     if [[ $status -ne 0 && -f "$work/demo.err" ]]; then
         echo "--- demo log" >&2
@@ -47,6 +57,8 @@ cleanup() {
     exit "$status"
 }
 trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 "$bin" demo --port 0 >"$work/demo.out" 2>"$work/demo.err" &
 demo_pid=$!
