@@ -75,6 +75,28 @@ struct Case {
     usage: (u64, u64),
 }
 
+impl Case {
+    async fn send(&self, client: &reqwest::Client, gateway: &Gateway) -> reqwest::Response {
+        client
+            .post(format!("{}{}", gateway.url(), self.path))
+            .header(self.auth.0, &self.auth.1)
+            .json(&self.body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// The access log line carries the usage the upstream reported.
+    fn assert_usage(&self, log: &Value) {
+        assert_eq!(
+            (log["input_tokens"].as_u64(), log["output_tokens"].as_u64()),
+            (Some(self.usage.0), Some(self.usage.1)),
+            "{}: {log}",
+            self.name
+        );
+    }
+}
+
 fn cases(stream: bool) -> Vec<Case> {
     vec![
         Case {
@@ -149,13 +171,7 @@ async fn non_streamed_replies_in_all_three_formats() {
         gemini_generate("Hello from the mock upstream"),
     ];
     for (index, (case, expected)) in cases(false).iter().zip(expected).enumerate() {
-        let response = client
-            .post(format!("{}{}", gateway.url(), case.path))
-            .header(case.auth.0, &case.auth.1)
-            .json(&case.body)
-            .send()
-            .await
-            .unwrap();
+        let response = case.send(&client, &gateway).await;
         assert_eq!(response.status(), 200, "{}", case.name);
         let request_id = response.headers()["x-request-id"].to_str().unwrap().to_owned();
         assert!(request_id.starts_with("req_"), "{request_id}");
@@ -164,12 +180,7 @@ async fn non_streamed_replies_in_all_three_formats() {
         let log = access_log(&gateway, &request_id).await;
         assert_eq!(log["status"], 200);
         assert_eq!(log["client"], "e2e");
-        assert_eq!(
-            (log["input_tokens"].as_u64(), log["output_tokens"].as_u64()),
-            (Some(case.usage.0), Some(case.usage.1)),
-            "{}: {log}",
-            case.name
-        );
+        case.assert_usage(&log);
     }
     assert_no_secrets(&gateway.logs(), &[CLIENT_KEY, OPENAI_TOKEN, CLAUDE_TOKEN, GEMINI_TOKEN]);
 }
@@ -185,13 +196,7 @@ async fn streamed_replies_arrive_event_by_event_in_all_three_formats() {
     let client = client();
     let last_event = ["data: [DONE]", "event: message_stop", "\"finishReason\":\"STOP\""];
     for (index, (case, last)) in cases(true).iter().zip(last_event).enumerate() {
-        let mut response = client
-            .post(format!("{}{}", gateway.url(), case.path))
-            .header(case.auth.0, &case.auth.1)
-            .json(&case.body)
-            .send()
-            .await
-            .unwrap();
+        let mut response = case.send(&client, &gateway).await;
         assert_eq!(response.status(), 200, "{}", case.name);
         assert_eq!(response.headers()["content-type"], "text/event-stream", "{}", case.name);
         let request_id = response.headers()["x-request-id"].to_str().unwrap().to_owned();
@@ -216,12 +221,7 @@ async fn streamed_replies_arrive_event_by_event_in_all_three_formats() {
         check_upstream_request(&mock, case, index);
         let log = access_log(&gateway, &request_id).await;
         assert_eq!(log["result"], "complete", "{log}");
-        assert_eq!(
-            (log["input_tokens"].as_u64(), log["output_tokens"].as_u64()),
-            (Some(case.usage.0), Some(case.usage.1)),
-            "{}: {log}",
-            case.name
-        );
+        case.assert_usage(&log);
     }
     assert_no_secrets(&gateway.logs(), &[CLIENT_KEY, OPENAI_TOKEN, CLAUDE_TOKEN, GEMINI_TOKEN]);
 }
@@ -234,13 +234,7 @@ async fn http2_clients_are_served() {
     let gateway = gateway(&mock, &harness).await;
     let client = reqwest::Client::builder().no_proxy().http2_prior_knowledge().build().unwrap();
     let case = &cases(false)[0];
-    let response = client
-        .post(format!("{}{}", gateway.url(), case.path))
-        .header(case.auth.0, &case.auth.1)
-        .json(&case.body)
-        .send()
-        .await
-        .unwrap();
+    let response = case.send(&client, &gateway).await;
     assert_eq!(response.version(), reqwest::Version::HTTP_2);
     assert_eq!(response.status(), 200);
     let body: Value = response.json().await.unwrap();

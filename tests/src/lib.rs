@@ -344,9 +344,9 @@ impl Harness {
         );
     }
 
-    /// Runs the binary with `args` (after `--config FILE`) to completion.
-    pub async fn run(&self, args: &[&str]) -> std::process::Output {
-        let child = Command::new(server_binary())
+    /// Starts the binary with `--config FILE` and `args`, output piped, killed on drop.
+    fn spawn(&self, args: &[&str]) -> Child {
+        Command::new(server_binary())
             .arg("--config")
             .arg(self.config_path())
             .args(args)
@@ -355,7 +355,12 @@ impl Harness {
             .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
-            .expect("start cliproxy-server");
+            .expect("start cliproxy-server")
+    }
+
+    /// Runs the binary with `args` (after `--config FILE`) to completion.
+    pub async fn run(&self, args: &[&str]) -> std::process::Output {
+        let child = self.spawn(args);
         tokio::time::timeout(WAIT, child.wait_with_output())
             .await
             .expect("cliproxy-server did not exit")
@@ -364,16 +369,7 @@ impl Harness {
 
     /// Starts `cliproxy-server serve` and waits for its `listening` log line.
     pub async fn start(&self) -> Gateway {
-        let mut child = Command::new(server_binary())
-            .arg("--config")
-            .arg(self.config_path())
-            .arg("serve")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start cliproxy-server");
+        let mut child = self.spawn(&["serve"]);
         let logs = Arc::new(Mutex::new(String::new()));
         let (ready_tx, ready_rx) = oneshot::channel();
         let log_lines = Arc::new(Notify::new());

@@ -37,7 +37,6 @@ impl From<anyhow::Error> for Failure {
         // Configuration problems found while building keep their own exit code.
         let exit_code = match error.downcast_ref::<cliproxy_gateway::Error>() {
             Some(cliproxy_gateway::Error::Config(_)) => EXIT_CONFIG,
-            Some(cliproxy_gateway::Error::Vault(e)) if e.is_config() => EXIT_CONFIG,
             _ if error.is::<ConfigError>() => EXIT_CONFIG,
             _ if error.downcast_ref::<cliproxy_vault::Error>().is_some_and(|e| e.is_config()) => {
                 EXIT_CONFIG
@@ -245,9 +244,9 @@ fn vault_add(config: &ConfigArg, args: &VaultAddArgs) -> Result<(), Failure> {
 
 fn vault_list(config: &ConfigArg) -> Result<(), Failure> {
     let config = load(config)?;
-    let store = config.auth.build_file_store().map_err(anyhow::Error::from)?;
-    let credentials = store.list_with_protection().map_err(anyhow::Error::from)?;
-    report_notices(&store);
+    let store = config.auth.build().map_err(anyhow::Error::from)?;
+    let credentials = store.list().map_err(anyhow::Error::from)?;
+    report_notices(store.as_ref());
     if credentials.is_empty() {
         println!("no credentials in {}", store.location().display());
         return Ok(());
@@ -256,13 +255,13 @@ fn vault_list(config: &ConfigArg) -> Result<(), Failure> {
         "{:<32} {:<12} {:<8} {:<20} {:<17} BASE URL / LABEL",
         "ID", "PROVIDER", "TYPE", "CREATED (UTC)", "STORED"
     );
-    for (meta, protection) in credentials {
+    for meta in credentials {
         let note = [meta.base_url.clone(), meta.label.clone()]
             .into_iter()
             .flatten()
             .collect::<Vec<_>>()
             .join(" / ");
-        let stored = match protection {
+        let stored = match &meta.stored {
             Protection::Plaintext => "plaintext".to_owned(),
             Protection::Encrypted(key_id) => format!("key {key_id}"),
         };

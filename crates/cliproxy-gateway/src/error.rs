@@ -18,9 +18,9 @@ pub enum Error {
     /// The configuration is invalid.
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
-    /// The credential vault failed.
+    /// The credential vault failed (its configuration errors become [`Error::Config`]).
     #[error("credential vault: {0}")]
-    Vault(#[from] cliproxy_vault::Error),
+    Vault(cliproxy_vault::Error),
     /// Binding or serving failed.
     #[error("{context}: {source}")]
     Io {
@@ -37,6 +37,16 @@ pub enum Error {
         /// What went wrong.
         message: String,
     },
+}
+
+impl From<cliproxy_vault::Error> for Error {
+    fn from(error: cliproxy_vault::Error) -> Self {
+        if error.is_config() {
+            Self::Config(crate::config::ConfigError::new(error.to_string()))
+        } else {
+            Self::Vault(error)
+        }
+    }
 }
 
 /// The crate's result type.

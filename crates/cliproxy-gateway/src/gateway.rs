@@ -79,17 +79,10 @@ impl Gateway {
     /// Builds the gateway from a loaded configuration: opens the vault, loads the credentials
     /// of every configured provider and builds one upstream client per provider.
     pub fn build(config: &Config, log: Logger) -> Result<Self> {
-        // Bad client keys are a configuration problem (exit 78), not a vault failure.
-        let client_keys = config
-            .auth
-            .client_keys()
-            .map_err(|e| crate::config::ConfigError::new(e.to_string()))?;
-        let store = config.auth.build().map_err(|e| match e {
-            e if e.is_config() => {
-                crate::Error::Config(crate::config::ConfigError::new(e.to_string()))
-            }
-            e => crate::Error::Vault(e),
-        })?;
+        // Bad client keys and encryption keys are configuration errors (exit 78): see the
+        // `From<cliproxy_vault::Error>` for `Error`.
+        let client_keys = config.auth.client_keys()?;
+        let store = config.auth.build()?;
         let router = ModelRouter::new(&config.providers)?;
         let credentials = store.load_all()?;
         for notice in store.take_notices() {

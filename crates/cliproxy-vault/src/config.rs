@@ -77,12 +77,7 @@ impl Config {
     /// directory 0700 when missing and tightening loose permissions on a directory we own. A
     /// directory owned by another user is refused; a malformed key is an [`Error::Config`].
     pub fn build(&self) -> Result<Arc<dyn CredentialStore>> {
-        Ok(Arc::new(self.build_file_store()?))
-    }
-
-    /// [`Config::build`], with the concrete type (for `vault list`).
-    pub fn build_file_store(&self) -> Result<FileStore> {
-        FileStore::with_keys(&self.dir, self.encryption.keyring()?)
+        Ok(Arc::new(FileStore::with_keys(&self.dir, self.encryption.keyring()?)?))
     }
 
     /// Validates `api_keys` into the constant-time lookup table the gateway uses.

@@ -91,6 +91,17 @@ pub struct CredentialMeta {
     pub created_at: u64,
     /// The file it lives in.
     pub path: PathBuf,
+    /// How the file is stored: plaintext or encrypted under which key.
+    pub stored: Protection,
+}
+
+/// How a credential is stored on disk.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Protection {
+    /// A version 1 plaintext file.
+    Plaintext,
+    /// Encrypted under the key with this id.
+    Encrypted(String),
 }
 
 /// Checks an id or provider name: 1–128 ASCII letters, digits, `-`, `_`, `.`, not starting
@@ -156,7 +167,7 @@ impl Credential {
     }
 
     /// Everything but the secret.
-    pub fn meta(&self, path: PathBuf) -> CredentialMeta {
+    pub fn meta(&self, path: PathBuf, stored: Protection) -> CredentialMeta {
         CredentialMeta {
             id: self.id.clone(),
             provider: self.provider.clone(),
@@ -165,6 +176,7 @@ impl Credential {
             base_url: self.base_url.clone(),
             created_at: self.created_at,
             path,
+            stored,
         }
     }
 
@@ -182,13 +194,7 @@ impl Credential {
             "nonce": to_base64(&nonce),
             "ciphertext": to_base64(&ciphertext),
         });
-        let mut out = Zeroizing::new(Vec::with_capacity(ciphertext.len() * 4 / 3 + 200));
-        serde_json::to_writer_pretty(&mut *out, &file).map_err(|_| Error::Invalid {
-            path: PathBuf::from(format!("{}.json", self.id)),
-            reason: "cannot encode the credential".to_owned(),
-        })?;
-        out.push(b'\n');
-        Ok(out)
+        self.to_file(&file)
     }
 
     fn encode_plain(&self) -> Result<Zeroizing<Vec<u8>>> {
@@ -219,8 +225,13 @@ impl Credential {
             label: self.label.as_deref(),
             created_at: self.created_at,
         };
-        let mut out = Zeroizing::new(Vec::with_capacity(256));
-        serde_json::to_writer_pretty(&mut *out, &file).map_err(|_| Error::Invalid {
+        self.to_file(&file)
+    }
+
+    /// One pretty-printed JSON document and a newline, in a buffer zeroized on drop.
+    fn to_file(&self, document: &impl Serialize) -> Result<Zeroizing<Vec<u8>>> {
+        let mut out = Zeroizing::new(Vec::with_capacity(512));
+        serde_json::to_writer_pretty(&mut *out, document).map_err(|_| Error::Invalid {
             path: PathBuf::from(format!("{}.json", self.id)),
             reason: "cannot encode the credential".to_owned(),
         })?;
@@ -455,7 +466,11 @@ mod tests {
 
     #[test]
     fn debug_of_a_credential_hides_the_token() {
-        let printed = format!("{:?} {:#?}", sample(), sample().meta(PathBuf::from("/x")));
+        let printed = format!(
+            "{:?} {:#?}",
+            sample(),
+            sample().meta(PathBuf::from("/x"), Protection::Plaintext)
+        );
         assert!(!printed.contains(PLANTED), "{printed}");
         assert!(printed.contains("openai-main"));
     }

@@ -42,8 +42,8 @@ mod store;
 pub use client_keys::{ClientIdentity, ClientKeyConfig, ClientKeys};
 pub use config::{Config, EncryptionConfig};
 pub use credential::{
-    Credential, CredentialFile, CredentialMeta, CredentialSecret, SealedCredential,
+    Credential, CredentialFile, CredentialMeta, CredentialSecret, Protection, SealedCredential,
     parse_credential_file,
 };
 pub use error::{Error, Result};
-pub use store::{CredentialStore, FileStore, Protection, Reencrypted};
+pub use store::{CredentialStore, FileStore, Reencrypted};

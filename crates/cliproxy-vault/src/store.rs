@@ -11,7 +11,9 @@ use zeroize::Zeroizing;
 
 use crate::credential::{MAX_FILE_BYTES, validate_name};
 use crate::crypto::Keyring;
-use crate::{Credential, CredentialFile, CredentialMeta, Error, Result, parse_credential_file};
+use crate::{
+    Credential, CredentialFile, CredentialMeta, Error, Protection, Result, parse_credential_file,
+};
 
 /// Writes under one key after which a warning asks for a rotation (random 96-bit nonces are
 /// safe for 2^32 encryptions under one key; we warn at a quarter of that).
@@ -20,15 +22,6 @@ const KEY_WRITES_WARN: u64 = 1 << 30;
 const KEY_WRITES_MAX: u64 = 1 << 32;
 /// The per-key write counters, in `auth.dir` (hidden, so never taken for a credential).
 const KEY_USAGE_FILE: &str = ".key-usage.json";
-
-/// How a credential is stored on disk.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Protection {
-    /// A version 1 plaintext file.
-    Plaintext,
-    /// Encrypted under the key with this id.
-    Encrypted(String),
-}
 
 /// What [`CredentialStore::reencrypt`] did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -328,11 +321,6 @@ impl FileStore {
         self.sync_dir()
     }
 
-    /// Every credential with how it is stored: for `vault list`.
-    pub fn list_with_protection(&self) -> Result<Vec<(CredentialMeta, Protection)>> {
-        Ok(self.read_all()?.into_iter().map(|(c, p)| (c.meta(self.path_of(&c.id)), p)).collect())
-    }
-
     fn sync_dir(&self) -> Result<()> {
         File::open(&self.dir)
             .and_then(|dir| dir.sync_all())
@@ -342,7 +330,7 @@ impl FileStore {
 
 impl CredentialStore for FileStore {
     fn list(&self) -> Result<Vec<CredentialMeta>> {
-        Ok(self.list_with_protection()?.into_iter().map(|(meta, _)| meta).collect())
+        Ok(self.read_all()?.into_iter().map(|(c, p)| c.meta(self.path_of(&c.id), p)).collect())
     }
 
     fn load_all(&self) -> Result<Vec<Credential>> {

@@ -57,11 +57,10 @@ fn encrypted_files_hold_no_plaintext_and_read_back() {
     store.put(&credential("openai-b")).unwrap();
     assert_no_plaintext(root.path());
     assert_eq!(token(store.as_ref(), "openai-a"), format!("{TOKEN}-openai-a"));
-    let listed = config(root.path(), Some(KEY_A), &[]).build_file_store().unwrap();
-    let listed = listed.list_with_protection().unwrap();
+    let listed = store.list().unwrap();
     assert_eq!(listed.len(), 2);
-    assert!(matches!(&listed[0].1, Protection::Encrypted(id) if id.len() == 16));
-    assert_eq!(listed[0].0.base_url.as_deref(), Some("https://api.openai.example"));
+    assert!(matches!(&listed[0].stored, Protection::Encrypted(id) if id.len() == 16));
+    assert_eq!(listed[0].base_url.as_deref(), Some("https://api.openai.example"));
     // Counted writes per key, in a hidden file that is not a credential.
     let usage = fs::read_to_string(root.path().join(".key-usage.json")).unwrap();
     assert!(usage.ends_with(":2}"), "{usage}");
@@ -140,7 +139,7 @@ fn migrate_encrypts_plaintext_files_and_rotation_keeps_everything() {
 #[test]
 fn the_write_counter_warns_before_the_nonce_limit_and_stops_at_it() {
     let root = tempfile::tempdir().unwrap();
-    let store = config(root.path(), Some(KEY_A), &[]).build_file_store().unwrap();
+    let store = config(root.path(), Some(KEY_A), &[]).build().unwrap();
     store.put(&credential("openai-a")).unwrap();
     let usage = root.path().join(".key-usage.json");
     let key_id = fs::read_to_string(&usage).unwrap().split('"').nth(1).unwrap().to_owned();
