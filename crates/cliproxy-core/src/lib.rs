@@ -8,6 +8,7 @@
 //!   `Serialize`, so a secret cannot reach a log line or a JSON body by accident.
 //! - [`ErrorCode`]: the stable error codes, each with its HTTP status and its spelling in the
 //!   OpenAI, Anthropic and Gemini error formats.
+//! - [`duration`]: serde for config durations (`30s`, `5m`, `1h`, `30d`).
 //! - [`glob_match`]: the `*` wildcard used for model names, in routing and in client-key
 //!   model allowlists.
 //!
@@ -20,6 +21,7 @@
 //! assert_eq!(ErrorCode::PayloadTooLarge.status(), 413);
 //! ```
 
+pub mod duration;
 mod error_code;
 mod glob;
 mod secret;

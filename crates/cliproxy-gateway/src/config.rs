@@ -42,7 +42,7 @@ pub struct ServerConfig {
     /// Port to listen on; 0 picks a free one (the bound address is logged).
     pub port: u16,
     /// How long in-flight requests and streams may run on after SIGTERM.
-    #[serde(with = "duration")]
+    #[serde(with = "cliproxy_core::duration")]
     pub shutdown_timeout: Duration,
     /// `server.limits:` — protocol limits and upstream timeouts.
     pub limits: LimitsConfig,
@@ -67,7 +67,7 @@ pub struct LimitsConfig {
     /// Connections served at once; further connections are closed at accept.
     pub max_connections: NonZeroUsize,
     /// Time a client has to send the complete request head.
-    #[serde(with = "duration")]
+    #[serde(with = "cliproxy_core::duration")]
     pub header_read_timeout: Duration,
     /// Most request headers accepted (HTTP/1.1).
     pub max_headers: NonZeroUsize,
@@ -78,14 +78,14 @@ pub struct LimitsConfig {
     /// HTTP/2 streams per connection.
     pub http2_max_streams: NonZeroU32,
     /// Time to open a TCP (and TLS) connection to an upstream.
-    #[serde(with = "duration")]
+    #[serde(with = "cliproxy_core::duration")]
     pub upstream_connect_timeout: Duration,
     /// Time from sending a request upstream to its response head. A non-streamed reply is only
     /// sent when generation is complete, so this is generous by default.
-    #[serde(with = "duration")]
+    #[serde(with = "cliproxy_core::duration")]
     pub upstream_first_byte_timeout: Duration,
     /// Longest silence allowed between two chunks of an upstream response body.
-    #[serde(with = "duration")]
+    #[serde(with = "cliproxy_core::duration")]
     pub stream_idle_timeout: Duration,
 }
 
@@ -129,7 +129,7 @@ pub struct ProviderConfig {
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
     /// Mock only: time before the reply starts, and between streamed events.
-    #[serde(default, with = "duration")]
+    #[serde(default, with = "cliproxy_core::duration")]
     pub latency: Duration,
 }
 
@@ -574,33 +574,6 @@ fn interpolate_str(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Resul
     }
     out.push_str(rest);
     Ok(out)
-}
-
-/// Serde for durations written as `30s`, `5m`, `1h`, `30d`, `250ms`.
-pub(crate) mod duration {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer};
-
-    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Text(String),
-            Number(u64),
-        }
-        match Raw::deserialize(d)? {
-            Raw::Text(text) => humantime::parse_duration(text.trim()).map_err(|e| {
-                serde::de::Error::custom(format!(
-                    "`{text}` is not a duration ({e}); write it like 30s, 5m, 1h or 30d"
-                ))
-            }),
-            Raw::Number(0) => Ok(Duration::ZERO),
-            Raw::Number(n) => Err(serde::de::Error::custom(format!(
-                "`{n}` has no unit; write it like {n}s or {n}ms"
-            ))),
-        }
-    }
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use cliproxy_core::Secret;
 use serde::Deserialize;
@@ -49,6 +50,40 @@ impl EncryptionConfig {
     }
 }
 
+/// `auth.refresh`: when and how OAuth access tokens are refreshed.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RefreshConfig {
+    /// The longest a refresh may take before it counts as failed.
+    #[serde(with = "cliproxy_core::duration")]
+    pub timeout: Duration,
+    /// How long before expiry an access token is refreshed.
+    #[serde(with = "cliproxy_core::duration")]
+    pub ahead: Duration,
+}
+
+impl Default for RefreshConfig {
+    fn default() -> Self {
+        Self { timeout: Duration::from_secs(30), ahead: Duration::from_secs(300) }
+    }
+}
+
+/// `auth.device_fingerprint`: a stable id of this machine sent upstream in a header.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FingerprintConfig {
+    /// Send the fingerprint upstream.
+    pub enabled: bool,
+    /// The header it is sent in.
+    pub header: String,
+}
+
+impl Default for FingerprintConfig {
+    fn default() -> Self {
+        Self { enabled: false, header: "X-Device-Fingerprint".to_owned() }
+    }
+}
+
 /// The `auth:` section: who may call the gateway, and where provider credentials live.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -60,6 +95,10 @@ pub struct Config {
     pub dir: PathBuf,
     /// Encryption at rest (`auth.encryption`).
     pub encryption: EncryptionConfig,
+    /// OAuth refresh (`auth.refresh`).
+    pub refresh: RefreshConfig,
+    /// The device fingerprint header (`auth.device_fingerprint`).
+    pub device_fingerprint: FingerprintConfig,
 }
 
 impl Default for Config {
@@ -68,6 +107,8 @@ impl Default for Config {
             api_keys: Vec::new(),
             dir: PathBuf::from("./auths"),
             encryption: EncryptionConfig::default(),
+            refresh: RefreshConfig::default(),
+            device_fingerprint: FingerprintConfig::default(),
         }
     }
 }

@@ -8,6 +8,9 @@
 //!  "type": "api_key", "token": "sk-…", "base_url": null, "label": null, "created_at": 1763769600}
 //! ```
 //!
+//! An `oauth` credential has `"type": "oauth"`, its access token in `token`, and also
+//! `refresh_token`, `expires_at` (unix seconds), `token_url` and `client_id`.
+//!
 //! Version 1 is plaintext (protected by the 0600 file mode only). Version 2 is encrypted:
 //!
 //! ```json
@@ -30,6 +33,7 @@ use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use crate::crypto::{DataKey, from_base64, to_base64};
+use crate::oauth::{OAuthTokens, validate_token_url};
 use crate::{Error, Result};
 
 /// The `format` marker every credential file carries.
@@ -39,13 +43,15 @@ pub(crate) const MAX_FILE_BYTES: u64 = 1024 * 1024;
 /// Longest credential id or provider name.
 const MAX_NAME_LEN: usize = 128;
 
-/// The secret part of a credential. Later issues add OAuth tokens.
+/// The secret part of a credential.
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub enum CredentialSecret {
     /// A static API key, sent as the provider expects (`Authorization: Bearer`, `x-api-key`,
     /// `x-goog-api-key`).
     ApiKey(Secret),
+    /// OAuth tokens: the access token is sent like an API key and refreshed before it expires.
+    OAuth(OAuthTokens),
 }
 
 impl CredentialSecret {
@@ -53,6 +59,15 @@ impl CredentialSecret {
     pub fn kind(&self) -> &'static str {
         match self {
             Self::ApiKey(_) => "api_key",
+            Self::OAuth(_) => "oauth",
+        }
+    }
+
+    /// The token sent upstream: the API key, or the current access token.
+    pub fn bearer(&self) -> &Secret {
+        match self {
+            Self::ApiKey(token) => token,
+            Self::OAuth(tokens) => &tokens.access_token,
         }
     }
 }
@@ -89,6 +104,10 @@ pub struct CredentialMeta {
     pub base_url: Option<String>,
     /// Unix seconds when it was added.
     pub created_at: u64,
+    /// Unix seconds when the gateway last sent it upstream (recorded in batches), if ever.
+    pub last_used: Option<u64>,
+    /// For OAuth credentials: unix seconds when the access token expires.
+    pub expires_at: Option<u64>,
     /// The file it lives in.
     pub path: PathBuf,
     /// How the file is stored: plaintext or encrypted under which key.
@@ -154,6 +173,19 @@ impl Credential {
         })
     }
 
+    /// A new OAuth credential for `provider` with a fresh random id. The token URL must be
+    /// `https://` (or `http://` to a loopback address).
+    pub fn new_oauth(provider: &str, tokens: OAuthTokens) -> Result<Self> {
+        check_oauth(&tokens).map_err(|reason| Error::InvalidName {
+            what: "oauth credential",
+            value: String::new(),
+            reason,
+        })?;
+        let mut credential = Self::new_api_key(provider, tokens.access_token.clone())?;
+        credential.secret = CredentialSecret::OAuth(tokens);
+        Ok(credential)
+    }
+
     /// The same credential under an operator-chosen id.
     pub fn with_id(mut self, id: &str) -> Result<Self> {
         validate_name("credential id", id)?;
@@ -175,6 +207,11 @@ impl Credential {
             label: self.label.clone(),
             base_url: self.base_url.clone(),
             created_at: self.created_at,
+            last_used: None,
+            expires_at: match &self.secret {
+                CredentialSecret::OAuth(tokens) => Some(tokens.expires_at),
+                CredentialSecret::ApiKey(_) => None,
+            },
             path,
             stored,
         }
@@ -207,12 +244,21 @@ impl Credential {
             #[serde(rename = "type")]
             kind: &'static str,
             token: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            refresh_token: Option<&'a str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            expires_at: Option<u64>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            token_url: Option<&'a str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            client_id: Option<&'a str>,
             base_url: Option<&'a str>,
             label: Option<&'a str>,
             created_at: u64,
         }
-        let token = match &self.secret {
-            CredentialSecret::ApiKey(token) => token.expose(),
+        let oauth = match &self.secret {
+            CredentialSecret::OAuth(tokens) => Some(tokens),
+            CredentialSecret::ApiKey(_) => None,
         };
         let file = V1 {
             format: FORMAT,
@@ -220,7 +266,11 @@ impl Credential {
             id: &self.id,
             provider: &self.provider,
             kind: self.kind(),
-            token,
+            token: self.secret.bearer().expose(),
+            refresh_token: oauth.map(|t| t.refresh_token.expose()),
+            expires_at: oauth.map(|t| t.expires_at),
+            token_url: oauth.map(|t| t.token_url.as_str()),
+            client_id: oauth.map(|t| t.client_id.as_str()),
             base_url: self.base_url.as_deref(),
             label: self.label.as_deref(),
             created_at: self.created_at,
@@ -238,6 +288,21 @@ impl Credential {
         out.push(b'\n');
         Ok(out)
     }
+}
+
+/// The checks an OAuth credential must pass, from a file or from a caller.
+fn check_oauth(tokens: &OAuthTokens) -> std::result::Result<(), &'static str> {
+    validate_token_url(&tokens.token_url)?;
+    if tokens.refresh_token.is_empty() || tokens.access_token.is_empty() {
+        return Err("the access and refresh tokens must not be empty");
+    }
+    if tokens.client_id.is_empty()
+        || tokens.client_id.len() > 256
+        || tokens.client_id.chars().any(char::is_control)
+    {
+        return Err("`client_id` must be 1 to 256 characters without control characters");
+    }
+    Ok(())
 }
 
 fn malformed(path: &Path, error: &serde_json::Error) -> Error {
@@ -317,6 +382,14 @@ pub fn parse_credential_file(
         kind: String,
         token: Secret,
         #[serde(default)]
+        refresh_token: Option<Secret>,
+        #[serde(default)]
+        expires_at: Option<u64>,
+        #[serde(default)]
+        token_url: Option<String>,
+        #[serde(default)]
+        client_id: Option<String>,
+        #[serde(default)]
         base_url: Option<String>,
         #[serde(default)]
         label: Option<String>,
@@ -389,15 +462,46 @@ pub fn parse_credential_file(
         return Err(id_mismatch(&file.id));
     }
     validate_name("provider name", &file.provider).map_err(|e| invalid(e.to_string()))?;
-    let secret = match file.kind.as_str() {
-        "api_key" => CredentialSecret::ApiKey(file.token),
-        _ => return Err(invalid("unknown credential `type` (supported: api_key)".to_owned())),
-    };
-    if let CredentialSecret::ApiKey(token) = &secret
-        && token.is_empty()
-    {
+    if file.token.is_empty() {
         return Err(invalid("the `token` is empty".to_owned()));
     }
+    let secret = match (
+        file.kind.as_str(),
+        file.refresh_token,
+        file.expires_at,
+        file.token_url,
+        file.client_id,
+    ) {
+        ("api_key", None, None, None, None) => CredentialSecret::ApiKey(file.token),
+        ("api_key", ..) => {
+            return Err(invalid(
+                "an api_key credential has no refresh_token, expires_at, token_url or client_id"
+                    .to_owned(),
+            ));
+        }
+        ("oauth", Some(refresh_token), Some(expires_at), Some(token_url), Some(client_id)) => {
+            let tokens = OAuthTokens {
+                access_token: file.token,
+                refresh_token,
+                expires_at,
+                token_url,
+                client_id,
+            };
+            check_oauth(&tokens).map_err(|reason| invalid(reason.to_owned()))?;
+            CredentialSecret::OAuth(tokens)
+        }
+        ("oauth", ..) => {
+            return Err(invalid(
+                "an oauth credential needs refresh_token, expires_at, token_url and client_id"
+                    .to_owned(),
+            ));
+        }
+        _ => {
+            return Err(invalid(
+                "unknown credential `type` (supported: api_key, oauth)".to_owned(),
+            ));
+        }
+    };
     Ok(CredentialFile::Plain(Credential {
         id: file.id,
         provider: file.provider,
@@ -460,8 +564,8 @@ mod tests {
         assert_eq!(back.base_url, credential.base_url);
         assert_eq!(back.label, credential.label);
         assert_eq!(back.created_at, credential.created_at);
-        let CredentialSecret::ApiKey(token) = &back.secret;
-        assert_eq!(token.expose(), PLANTED);
+        assert_eq!(back.secret.bearer().expose(), PLANTED);
+        assert_eq!(back.kind(), "api_key");
     }
 
     #[test]
@@ -502,7 +606,12 @@ mod tests {
             (good.replace("\"version\": 1", "\"version\": \"1\""), "`version` field"),
             (good.replace("cliproxy-credential", "something-else"), "not a cliproxy credential"),
             (good.replace("\"openai-main\"", "\"other\""), "ids and file names must match"),
-            (good.replace("\"api_key\"", "\"oauth\""), "unknown credential `type`"),
+            (good.replace("\"api_key\"", "\"jwt\""), "unknown credential `type`"),
+            (good.replace("\"api_key\"", "\"oauth\""), "an oauth credential needs refresh_token"),
+            (
+                good.replace("\"label\"", "\"expires_at\": 5, \"label\""),
+                "an api_key credential has no refresh_token",
+            ),
             (good.replace(PLANTED, ""), "the `token` is empty"),
             (
                 good.replace("\"label\"", &format!("\"{PLANTED}\": 1, \"label\"")),
@@ -541,8 +650,8 @@ mod tests {
         }
         let back = parse(&bytes).unwrap();
         assert_eq!(back.base_url, credential.base_url);
-        let CredentialSecret::ApiKey(token) = &back.secret;
-        assert_eq!(token.expose(), PLANTED);
+        assert_eq!(back.secret.bearer().expose(), PLANTED);
+        assert_eq!(back.kind(), "api_key");
     }
 
     #[test]
@@ -569,6 +678,72 @@ mod tests {
             assert!(error.contains(expected), "expected {expected:?}, got {error}");
             assert!(error.contains("/vault/openai-main.json"), "{error}");
         }
+    }
+
+    fn oauth_sample(token_url: &str) -> Credential {
+        Credential::new_oauth(
+            "claude",
+            crate::OAuthTokens {
+                access_token: Secret::from("at-planted-access-0001".to_owned()),
+                refresh_token: Secret::from(PLANTED.to_owned()),
+                expires_at: 1_900_000_000,
+                token_url: token_url.to_owned(),
+                client_id: "client-1".to_owned(),
+            },
+        )
+        .unwrap()
+        .with_id("openai-main")
+        .unwrap()
+    }
+
+    #[test]
+    fn oauth_credentials_round_trip_plain_and_encrypted() {
+        let credential = oauth_sample("https://auth.example/oauth/token");
+        for key in [None, Some(key())] {
+            let bytes = credential.encode(key.as_ref()).unwrap();
+            if key.is_some() {
+                let text = String::from_utf8(bytes.to_vec()).unwrap();
+                assert!(!text.contains(PLANTED) && !text.contains("at-planted"), "{text}");
+            }
+            let back = parse(&bytes).unwrap();
+            assert_eq!(back.kind(), "oauth");
+            let CredentialSecret::OAuth(tokens) = &back.secret else { unreachable!() };
+            assert_eq!(tokens.access_token.expose(), "at-planted-access-0001");
+            assert_eq!(tokens.refresh_token.expose(), PLANTED);
+            assert_eq!(tokens.expires_at, 1_900_000_000);
+            assert_eq!(tokens.token_url, "https://auth.example/oauth/token");
+            assert_eq!(tokens.client_id, "client-1");
+            let meta = back.meta(PathBuf::from("/x"), Protection::Plaintext);
+            assert_eq!(meta.expires_at, Some(1_900_000_000));
+            assert!(!format!("{back:?} {meta:?}").contains(PLANTED));
+        }
+    }
+
+    #[test]
+    fn oauth_files_with_bad_fields_are_refused() {
+        let good = String::from_utf8(
+            oauth_sample("https://auth.example/t").encode(None).unwrap().to_vec(),
+        )
+        .unwrap();
+        let cases = [
+            (good.replace("https://auth.example/t", "http://evil.example/t"), "token_url"),
+            (good.replace("\"client-1\"", "\"\""), "client_id"),
+            (good.replace(PLANTED, ""), "must not be empty"),
+            (good.replace("1900000000", "\"soon\""), "wrong type"),
+        ];
+        for (contents, expected) in cases {
+            let error = parse(contents.as_bytes()).unwrap_err().to_string();
+            assert!(error.contains(expected), "expected {expected:?}, got {error}");
+            assert!(!error.contains(PLANTED), "{error}");
+        }
+        let bad = crate::OAuthTokens {
+            access_token: Secret::from("a".to_owned()),
+            refresh_token: Secret::from("r".to_owned()),
+            expires_at: 0,
+            token_url: "http://10.1.1.1/t".to_owned(),
+            client_id: "c".to_owned(),
+        };
+        assert!(Credential::new_oauth("claude", bad).is_err());
     }
 
     #[test]

@@ -36,14 +36,19 @@ mod config;
 mod credential;
 mod crypto;
 mod error;
+mod fingerprint;
+mod oauth;
 mod store;
 
 // The public interface is:
 pub use client_keys::{ClientIdentity, ClientKeyConfig, ClientKeys};
-pub use config::{Config, EncryptionConfig};
+pub use config::{Config, EncryptionConfig, FingerprintConfig, RefreshConfig};
 pub use credential::{
     Credential, CredentialFile, CredentialMeta, CredentialSecret, Protection, SealedCredential,
     parse_credential_file,
 };
 pub use error::{Error, Result};
+pub use oauth::{
+    MAX_TOKEN_RESPONSE_BYTES, OAuthTokens, RefreshError, Refreshed, parse_token_response,
+};
 pub use store::{CredentialStore, FileStore, Reencrypted};

@@ -1,3 +1,4 @@
+use std::collections::BTreeMap;
 use std::fmt;
 use std::fs::{self, DirBuilder, File, OpenOptions, Permissions};
 use std::io::{self, Read, Write};
@@ -11,6 +12,7 @@ use zeroize::Zeroizing;
 
 use crate::credential::{MAX_FILE_BYTES, validate_name};
 use crate::crypto::Keyring;
+use crate::fingerprint::{self, FINGERPRINT_FILE};
 use crate::{
     Credential, CredentialFile, CredentialMeta, Error, Protection, Result, parse_credential_file,
 };
@@ -22,6 +24,10 @@ const KEY_WRITES_WARN: u64 = 1 << 30;
 const KEY_WRITES_MAX: u64 = 1 << 32;
 /// The per-key write counters, in `auth.dir` (hidden, so never taken for a credential).
 const KEY_USAGE_FILE: &str = ".key-usage.json";
+/// When each credential was last used: `{"<id>": <unix seconds>}`. Not secret.
+const LAST_USED_FILE: &str = ".last-used.json";
+/// The largest bookkeeping file read (key usage, last use, fingerprint).
+const MAX_BOOKKEEPING_BYTES: u64 = 4 * 1024 * 1024;
 
 /// What [`CredentialStore::reencrypt`] did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -61,6 +67,12 @@ pub trait CredentialStore: Send + Sync + fmt::Debug {
     fn take_notices(&self) -> Vec<String> {
         Vec::new()
     }
+    /// Records when credentials were last used (`(id, unix seconds)`), for `vault list`. The
+    /// gateway calls it in batches, off the request path.
+    fn record_use(&self, used: &[(String, u64)]) -> Result<()>;
+    /// This machine's device fingerprint, computed once and then kept with the credentials
+    /// so it stays the same across restarts.
+    fn device_fingerprint(&self) -> Result<String>;
     /// Re-writes every credential that is not under the current encryption key (plaintext
     /// ones and those under previous keys), each atomically: `vault migrate` and
     /// `vault rotate-key`. An error when encryption is not enabled.
@@ -265,13 +277,12 @@ impl FileStore {
     /// Counts one more write under the current key, persistently; refuses past the limit.
     fn count_key_write(&self, key_id: &str) -> Result<()> {
         let path = self.dir.join(KEY_USAGE_FILE);
-        let mut usage: std::collections::BTreeMap<String, u64> = match fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|_| Error::Invalid {
+        let mut usage: BTreeMap<String, u64> = match self.read_bookkeeping(KEY_USAGE_FILE)? {
+            Some(bytes) => serde_json::from_slice(&bytes).map_err(|_| Error::Invalid {
                 path: path.clone(),
                 reason: "the key-usage counters are unreadable; restore the file or delete it (the counts restart at zero)".to_owned(),
             })?,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Default::default(),
-            Err(e) => return Err(Error::io(path, "read", e)),
+            None => BTreeMap::new(),
         };
         let writes = usage.entry(key_id.to_owned()).or_insert(0);
         if *writes >= KEY_WRITES_MAX {
@@ -290,6 +301,59 @@ impl FileStore {
             reason: "cannot encode the key-usage counters".to_owned(),
         })?;
         self.write_atomically(KEY_USAGE_FILE, &bytes)
+    }
+
+    /// Reads one of the hidden bookkeeping files with the same care as a credential file (no
+    /// symlinks, regular files we own, size cap); `None` when it does not exist.
+    fn read_bookkeeping(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        let path = self.dir.join(name);
+        let file = match OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+            .open(&path)
+        {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+                return Err(Error::Unusable {
+                    path,
+                    reason: "is a symbolic link; refusing to follow it",
+                });
+            }
+            Err(e) => return Err(Error::io(path, "open", e)),
+        };
+        let meta = file.metadata().map_err(|e| Error::io(&path, "inspect", e))?;
+        if !meta.is_file() {
+            return Err(Error::Unusable { path, reason: "is not a regular file" });
+        }
+        if meta.uid() != self.uid {
+            return Err(Error::ForeignOwner { path, owner: meta.uid(), ours: self.uid });
+        }
+        if meta.len() > MAX_BOOKKEEPING_BYTES {
+            return Err(Error::TooLarge { path, size: meta.len(), limit: MAX_BOOKKEEPING_BYTES });
+        }
+        let mut bytes = Vec::new();
+        file.take(MAX_BOOKKEEPING_BYTES)
+            .read_to_end(&mut bytes)
+            .map_err(|e| Error::io(&path, "read", e))?;
+        Ok(Some(bytes))
+    }
+
+    /// The last-use times; an unreadable file is reported and treated as empty (it only
+    /// feeds `vault list`, and the next flush rewrites it).
+    fn last_used(&self) -> BTreeMap<String, u64> {
+        let parsed = self.read_bookkeeping(LAST_USED_FILE).and_then(|bytes| {
+            bytes.map_or(Ok(BTreeMap::new()), |bytes| {
+                serde_json::from_slice(&bytes).map_err(|_| Error::Invalid {
+                    path: self.dir.join(LAST_USED_FILE),
+                    reason: "not a map of credential ids to times".to_owned(),
+                })
+            })
+        });
+        parsed.unwrap_or_else(|error| {
+            self.notice(format!("{error}; last-use times start afresh"));
+            BTreeMap::new()
+        })
     }
 
     /// Writes `name` in the directory: temporary file 0600, fsync, rename, fsync directory.
@@ -330,7 +394,16 @@ impl FileStore {
 
 impl CredentialStore for FileStore {
     fn list(&self) -> Result<Vec<CredentialMeta>> {
-        Ok(self.read_all()?.into_iter().map(|(c, p)| c.meta(self.path_of(&c.id), p)).collect())
+        let last_used = self.last_used();
+        Ok(self
+            .read_all()?
+            .into_iter()
+            .map(|(c, p)| {
+                let mut meta = c.meta(self.path_of(&c.id), p);
+                meta.last_used = last_used.get(&c.id).copied();
+                meta
+            })
+            .collect())
     }
 
     fn load_all(&self) -> Result<Vec<Credential>> {
@@ -380,6 +453,50 @@ impl CredentialStore for FileStore {
 
     fn take_notices(&self) -> Vec<String> {
         self.notices.lock().map(|mut n| std::mem::take(&mut *n)).unwrap_or_default()
+    }
+
+    fn record_use(&self, used: &[(String, u64)]) -> Result<()> {
+        if used.is_empty() {
+            return Ok(());
+        }
+        let _guard = self.writes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut last_used = self.last_used();
+        for (id, at) in used {
+            let entry = last_used.entry(id.clone()).or_insert(0);
+            *entry = (*entry).max(*at);
+        }
+        // Forget credentials that no longer exist, so the file stays small.
+        let ids = self.ids()?;
+        last_used.retain(|id, _| ids.binary_search(id).is_ok());
+        let bytes = serde_json::to_vec(&last_used).map_err(|_| Error::Invalid {
+            path: self.dir.join(LAST_USED_FILE),
+            reason: "cannot encode the last-use times".to_owned(),
+        })?;
+        self.write_atomically(LAST_USED_FILE, &bytes)
+    }
+
+    fn device_fingerprint(&self) -> Result<String> {
+        let path = self.dir.join(FINGERPRINT_FILE);
+        let _guard = self.writes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(bytes) = self.read_bookkeeping(FINGERPRINT_FILE)? {
+            let text = String::from_utf8_lossy(&bytes).trim().to_owned();
+            if !fingerprint::is_valid(&text) {
+                return Err(Error::Invalid {
+                    path,
+                    reason: "not a device fingerprint (64 hex digits); delete it to compute a new one (upstreams will see a new device)".to_owned(),
+                });
+            }
+            return Ok(text);
+        }
+        let (computed, source) = fingerprint::compute()?;
+        if source == fingerprint::Source::Random {
+            self.notice(format!(
+                "{}: no network interface with a MAC address; the device fingerprint is a random id, kept in this file",
+                path.display()
+            ));
+        }
+        self.write_atomically(FINGERPRINT_FILE, format!("{computed}\n").as_bytes())?;
+        Ok(computed)
     }
 
     fn reencrypt(&self) -> Result<Reencrypted> {

@@ -181,3 +181,54 @@ fn check_fails_when_the_directory_disappears() {
     let error = store.check().unwrap_err().to_string();
     assert!(error.contains("auths"), "{error}");
 }
+
+#[test]
+fn last_use_is_recorded_in_batches_and_shown_by_list() {
+    let root = tempfile::tempdir().unwrap();
+    let store = FileStore::open(root.path()).unwrap();
+    store.put(&credential("openai-a")).unwrap();
+    store.put(&credential("openai-b")).unwrap();
+    assert!(store.list().unwrap().iter().all(|m| m.last_used.is_none()));
+
+    store.record_use(&[("openai-a".to_owned(), 1_800_000_000)]).unwrap();
+    // An older time never moves it back; a deleted credential is forgotten.
+    store.record_use(&[("openai-a".to_owned(), 1_700_000_000), ("gone".to_owned(), 5)]).unwrap();
+    let list = store.list().unwrap();
+    assert_eq!(list[0].last_used, Some(1_800_000_000));
+    assert_eq!(list[1].last_used, None);
+    let text = fs::read_to_string(root.path().join(".last-used.json")).unwrap();
+    assert!(!text.contains("gone") && !text.contains(PLANTED), "{text}");
+    assert_eq!(mode(&root.path().join(".last-used.json")), 0o600);
+
+    // A damaged file is reported and does not break the listing.
+    fs::write(root.path().join(".last-used.json"), "garbage").unwrap();
+    assert!(store.list().unwrap().iter().all(|m| m.last_used.is_none()));
+    let notices = store.take_notices().join("\n");
+    assert!(notices.contains(".last-used.json"), "{notices}");
+}
+
+#[test]
+fn the_device_fingerprint_is_persisted_and_checked() {
+    let root = tempfile::tempdir().unwrap();
+    let store = FileStore::open(root.path()).unwrap();
+    let first = store.device_fingerprint().unwrap();
+    assert_eq!(first.len(), 64);
+    assert!(first.bytes().all(|b| b.is_ascii_hexdigit()));
+    let file = root.path().join(".device-fingerprint");
+    assert_eq!(mode(&file), 0o600);
+    // Stable across restarts, even when the machine would now compute another one.
+    fs::write(&file, format!("{}\n", "ab".repeat(32))).unwrap();
+    let reopened = FileStore::open(root.path()).unwrap();
+    assert_eq!(reopened.device_fingerprint().unwrap(), "ab".repeat(32));
+    // Not a credential.
+    assert!(reopened.list().unwrap().is_empty());
+    // A damaged file is an error naming it, never silently replaced.
+    fs::write(&file, "not a fingerprint").unwrap();
+    let error = reopened.device_fingerprint().unwrap_err().to_string();
+    assert!(error.contains(".device-fingerprint") && error.contains("delete it"), "{error}");
+    assert_eq!(fs::read_to_string(&file).unwrap(), "not a fingerprint");
+    fs::remove_file(&file).unwrap();
+    symlink("/etc/hostname", &file).unwrap();
+    let error = reopened.device_fingerprint().unwrap_err().to_string();
+    assert!(error.contains("symbolic link"), "{error}");
+}
