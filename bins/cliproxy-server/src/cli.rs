@@ -39,6 +39,11 @@ pub(crate) enum Command {
     /// Print fresh random keys: a client key (auth.api_keys), a management key
     /// (management.secret_key) and an encryption key (auth.encryption.key).
     Keygen,
+    /// Print this machine's device fingerprint: SHA-256 over the first up, non-loopback
+    /// interface's MAC address, the hostname and a fixed salt (a random id when there is no
+    /// MAC), computed once and kept in auth.dir. Sent upstream in the
+    /// auth.device_fingerprint.header when auth.device_fingerprint.enabled is true.
+    Fingerprint,
     /// Manage the provider credentials stored in auth.dir.
     #[command(subcommand)]
     Vault(VaultCommand),
@@ -59,8 +64,9 @@ pub(crate) enum VaultCommand {
     /// Store a provider credential. The token is read from standard input (first line), never
     /// from the command line, so it stays out of shell history and process listings.
     Add(VaultAddArgs),
-    /// List stored credentials: ids, providers, types, creation time, how each is stored
-    /// (the encryption key id or `plaintext`). Never secrets.
+    /// List stored credentials: ids, providers, types, creation and last-use time (recorded
+    /// by the running gateway every 30 s and at shutdown), how each is stored (the
+    /// encryption key id or `plaintext`). Never secrets.
     List,
     /// Encrypt every plaintext credential in place under `auth.encryption.key` (files written
     /// before encryption was enabled). Each file is rewritten atomically; nothing is rewritten

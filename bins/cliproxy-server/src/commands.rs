@@ -59,6 +59,7 @@ pub(crate) fn run(cli: Cli) -> Result<(), Failure> {
         None | Some(Command::Serve) => serve(&cli.config),
         Some(Command::Demo(args)) => demo(&args),
         Some(Command::Keygen) => keygen(),
+        Some(Command::Fingerprint) => fingerprint(&cli.config),
         Some(Command::Vault(VaultCommand::Add(args))) => vault_add(&cli.config, &args),
         Some(Command::Vault(VaultCommand::List)) => vault_list(&cli.config),
         Some(Command::Vault(VaultCommand::Migrate)) => vault_reencrypt(&cli.config, false),
@@ -120,6 +121,7 @@ async fn shutdown_signal(log: Logger) {
 fn demo(args: &DemoArgs) -> Result<(), Failure> {
     let rng = SystemRandom::new();
     let client_key = format!("cpk-{}", hex(&random_bytes::<24>(&rng)?));
+    let management_key = format!("cpm-{}", hex(&random_bytes::<24>(&rng)?));
     let encryption_key = hex(&random_bytes::<32>(&rng)?);
     let dir = std::env::temp_dir().join(format!(
         "cliproxy-demo-{}-{}",
@@ -131,6 +133,7 @@ fn demo(args: &DemoArgs) -> Result<(), Failure> {
         "server: {{host: 127.0.0.1, port: {port}, shutdown_timeout: 5s}}\n\
          auth: {{api_keys: [{{name: demo, key: \"{client_key}\"}}], dir: {auths:?}, \
          encryption: {{enabled: true, key: \"{encryption_key}\"}}}}\n\
+         management: {{secret_key: \"{management_key}\"}}\n\
          providers: {{demo: {{type: mock, models: [\"mock-*\"], latency: {latency:?}}}}}\n\
          logging: {{level: info, format: text}}\n",
         port = args.port,
@@ -145,7 +148,7 @@ fn demo(args: &DemoArgs) -> Result<(), Failure> {
             anyhow!("{e}; is another demo running? pick another port with `demo --port 0`")
         })?;
         let base = format!("http://{}", server.local_addr()?);
-        print_demo_banner(&base, &client_key);
+        print_demo_banner(&base, &client_key, &management_key);
         server.run(shutdown_signal(log.clone())).await?;
         Ok::<_, Failure>(())
     });
@@ -153,15 +156,16 @@ fn demo(args: &DemoArgs) -> Result<(), Failure> {
     result
 }
 
-fn print_demo_banner(base: &str, key: &str) {
+fn print_demo_banner(base: &str, key: &str, management_key: &str) {
     use std::io::Write;
     let text = format!(
         r#"
 cliproxy demo is running: the whole gateway on loopback, with the built-in mock provider.
 The client key below is printed once and forgotten when the demo stops.
 
-  base url:   {base}
-  client key: {key}
+  base url:       {base}
+  client key:     {key}
+  management key: {management_key}
 
 OpenAI format (streaming: add "stream": true):
   curl -s {base}/v1/chat/completions -H "Authorization: Bearer {key}" \
@@ -178,6 +182,9 @@ Gemini format:
     -H 'content-type: application/json' -d '{{"contents": [{{"parts": [{{"text": "Hello"}}]}}]}}'
 
 SDKs: OpenAI(base_url="{base}/v1", api_key=KEY), Anthropic(base_url="{base}", api_key=KEY).
+
+Management API (stored credentials, never their secrets):
+  curl -s {base}/v0/management/auths -H "X-Management-Key: {management_key}"
 Press Ctrl-C to stop.
 "#
     );
@@ -252,8 +259,8 @@ fn vault_list(config: &ConfigArg) -> Result<(), Failure> {
         return Ok(());
     }
     println!(
-        "{:<32} {:<12} {:<8} {:<20} {:<17} BASE URL / LABEL",
-        "ID", "PROVIDER", "TYPE", "CREATED (UTC)", "STORED"
+        "{:<32} {:<12} {:<8} {:<20} {:<20} {:<17} BASE URL / LABEL",
+        "ID", "PROVIDER", "TYPE", "CREATED (UTC)", "LAST USED (UTC)", "STORED"
     );
     for meta in credentials {
         let note = [meta.base_url.clone(), meta.label.clone()]
@@ -266,15 +273,25 @@ fn vault_list(config: &ConfigArg) -> Result<(), Failure> {
             Protection::Encrypted(key_id) => format!("key {key_id}"),
         };
         println!(
-            "{:<32} {:<12} {:<8} {:<20} {:<17} {}",
+            "{:<32} {:<12} {:<8} {:<20} {:<20} {:<17} {}",
             meta.id,
             meta.provider,
             meta.kind,
             format_utc(meta.created_at),
+            meta.last_used.map_or_else(|| "never".to_owned(), format_utc),
             stored,
             note
         );
     }
+    Ok(())
+}
+
+fn fingerprint(config: &ConfigArg) -> Result<(), Failure> {
+    let config = load(config)?;
+    let store = config.auth.build().map_err(anyhow::Error::from)?;
+    let fingerprint = store.device_fingerprint().map_err(anyhow::Error::from)?;
+    report_notices(store.as_ref());
+    println!("{fingerprint}");
     Ok(())
 }
 

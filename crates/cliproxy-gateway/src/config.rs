@@ -26,6 +26,8 @@ pub struct Config {
     pub server: ServerConfig,
     /// `auth:` — client keys and the credential vault (owned by `cliproxy-vault`).
     pub auth: cliproxy_vault::Config,
+    /// `management:` — the management API under `/v0/management`.
+    pub management: ManagementConfig,
     /// `providers:` — upstream providers by name.
     pub providers: ProvidersConfig,
     /// `logging:` — level and format of the operational log.
@@ -229,6 +231,42 @@ impl<'de> Deserialize<'de> for BaseUrl {
     }
 }
 
+/// The `management:` section. Without `secret_key` the management API does not exist (every
+/// route answers 404).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
+pub struct ManagementConfig {
+    /// The management key, usually `${CLIPROXY_MANAGEMENT_KEY}`; at least 16 characters.
+    /// Empty or absent turns the management API off.
+    pub secret_key: Option<cliproxy_core::Secret>,
+    /// Accept management calls from non-loopback peers.
+    pub allow_remote: bool,
+    /// Failed authentications from one peer address before it is banned.
+    pub max_failures: NonZeroU32,
+    /// How long a banned peer stays banned.
+    #[serde(with = "cliproxy_core::duration")]
+    pub ban: Duration,
+}
+
+impl Default for ManagementConfig {
+    fn default() -> Self {
+        Self {
+            secret_key: None,
+            allow_remote: false,
+            max_failures: NonZeroU32::new(5).unwrap_or(NonZeroU32::MIN),
+            ban: Duration::from_secs(30 * 60),
+        }
+    }
+}
+
+impl ManagementConfig {
+    /// The management key when the API is on.
+    pub fn key(&self) -> Option<&cliproxy_core::Secret> {
+        self.secret_key.as_ref().filter(|key| !key.is_empty())
+    }
+}
+
 /// The `logging:` section.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -382,6 +420,20 @@ impl Config {
             } else if !provider.latency.is_zero() {
                 problems.push(format!("`{key}.latency` applies only to providers of type mock"));
             }
+        }
+        if let Some(key) = self.management.key()
+            && key.expose().trim().len() < 16
+        {
+            problems.push(
+                "`management.secret_key` is shorter than 16 characters; use a random key (`cliproxy-server keygen` prints one)"
+                    .to_owned(),
+            );
+        }
+        if http::HeaderName::try_from(self.auth.device_fingerprint.header.as_str()).is_err() {
+            problems.push(format!(
+                "`auth.device_fingerprint.header` `{}` is not a valid HTTP header name",
+                self.auth.device_fingerprint.header
+            ));
         }
         if problems.is_empty() { Ok(()) } else { Err(ConfigError { problems }) }
     }

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use cliproxy_core::ErrorCode;
-use cliproxy_vault::{ClientIdentity, ClientKeys, CredentialSecret, CredentialStore};
-use http::header::{self, HeaderValue};
+use cliproxy_vault::{ClientIdentity, ClientKeys, Credential};
+use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use serde::Deserialize;
@@ -21,9 +21,11 @@ use crate::api::{self, ApiFormat, Endpoint, RouteError};
 use crate::body::{Body, OnDone, Outcome, Tapped, full};
 use crate::config::{BaseUrl, Config, LimitsConfig, ProviderKind};
 use crate::error::{ApiError, Result};
+use crate::management::{self, Management};
 use crate::mock::{self, MockRequest};
-use crate::pool::{CredentialPool, Slot};
+use crate::pool::{PoolCell, Slot};
 use crate::providers;
+use crate::refresh::{self, Vault};
 use crate::routing::ModelRouter;
 use crate::upstream::{self, HttpClient};
 use crate::usage::{Usage, UsageScanner};
@@ -50,7 +52,10 @@ struct Inner {
     log: Logger,
     limits: LimitsConfig,
     client_keys: ClientKeys,
-    store: Arc<dyn CredentialStore>,
+    vault: Arc<Vault>,
+    management: Management,
+    /// `auth.device_fingerprint`: the header sent upstream, when enabled.
+    fingerprint: Option<(HeaderName, HeaderValue)>,
     router: ModelRouter,
     providers: Vec<Provider>,
     request_ids: RequestIds,
@@ -63,7 +68,7 @@ struct Provider {
     base_url: BaseUrl,
     latency: Duration,
     client: Option<HttpClient>,
-    pool: CredentialPool,
+    pool: PoolCell,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -103,24 +108,16 @@ impl Gateway {
                     provider.ca_file.as_deref(),
                 )?),
             };
+            let epoch = crate::pool::Epoch::now();
             let mut slots = Vec::new();
             for credential in credentials.iter().filter(|c| &c.provider == name) {
-                let base_url = match &credential.base_url {
-                    Some(text) => Some(BaseUrl::parse(text).map_err(|e| {
-                        crate::config::ConfigError::new(format!(
-                            "credential `{}` in {}: base_url {e}",
-                            credential.id,
-                            store.location().display()
-                        ))
-                    })?),
-                    None => None,
-                };
-                #[allow(unreachable_patterns, reason = "later issues add credential kinds")]
-                let token = match &credential.secret {
-                    CredentialSecret::ApiKey(token) => token.clone(),
-                    _ => continue,
-                };
-                slots.push(Slot::new(credential.id.clone(), token, base_url));
+                let base_url = credential_base_url(credential).map_err(|e| {
+                    crate::config::ConfigError::new(format!(
+                        "{e} (in {})",
+                        store.location().display()
+                    ))
+                })?;
+                slots.push(Arc::new(Slot::new(credential.clone(), base_url, epoch)));
             }
             if provider.kind != ProviderKind::Mock && slots.is_empty() {
                 warn!(log, "provider has no credentials; its models will answer 503 until one is added";
@@ -132,7 +129,7 @@ impl Gateway {
                 base_url,
                 latency: provider.latency,
                 client,
-                pool: CredentialPool::new(slots),
+                pool: PoolCell::new(slots, epoch),
             });
         }
         for credential in &credentials {
@@ -145,12 +142,43 @@ impl Gateway {
             warn!(log, "no client keys configured: every proxy request will be refused with 401";
                 "fix" => "add a key under auth.api_keys (cliproxy-server keygen prints one)");
         }
+        let fingerprint = if config.auth.device_fingerprint.enabled {
+            let name = HeaderName::try_from(config.auth.device_fingerprint.header.as_str())
+                .map_err(|_| {
+                    crate::config::ConfigError::new(
+                        "`auth.device_fingerprint.header` is not a valid HTTP header name",
+                    )
+                })?;
+            let value = HeaderValue::try_from(store.device_fingerprint()?)
+                .map_err(|_| crate::config::ConfigError::new("device fingerprint is not ASCII"))?;
+            Some((name, value))
+        } else {
+            None
+        };
+        for notice in store.take_notices() {
+            warn!(log, "credential vault notice"; "detail" => notice);
+        }
+        let management = Management::new(&config.management);
+        if !management.enabled() {
+            info!(
+                log,
+                "management API off: no management.secret_key (every /v0/management route answers 404)"
+            );
+        }
+        let vault = Arc::new(Vault {
+            store,
+            writes: tokio::sync::Mutex::new(()),
+            refresh: config.auth.refresh.clone(),
+            log: log.clone(),
+        });
         Ok(Self {
             inner: Arc::new(Inner {
                 log,
                 limits: config.server.limits.clone(),
                 client_keys,
-                store,
+                vault,
+                management,
+                fingerprint,
                 router,
                 providers,
                 request_ids: RequestIds::new(),
@@ -171,7 +199,7 @@ impl Gateway {
         let request_id = inner.request_ids.next();
         let mut record =
             Record::new(&inner.log, &request_id, request.method(), request.uri().path(), peer);
-        let mut response = match self.pipeline(request, &request_id, &mut record).await {
+        let mut response = match self.pipeline(request, &request_id, peer, &mut record).await {
             Ok(response) => response,
             Err((format, error)) => {
                 record.error = Some(error.message.clone());
@@ -200,6 +228,7 @@ impl Gateway {
         &self,
         request: Request<B>,
         request_id: &str,
+        peer: SocketAddr,
         record: &mut Record,
     ) -> Result<Response<Body>, (ApiFormat, ApiError)>
     where
@@ -208,6 +237,14 @@ impl Gateway {
     {
         let inner = &self.inner;
         let (parts, body) = request.into_parts();
+        // The management API has its own gate (its own key, loopback, bans) and errors.
+        let path = parts.uri.path();
+        if path == management::PREFIX
+            || path.strip_prefix(management::PREFIX).is_some_and(|rest| rest.starts_with('/'))
+        {
+            record.client = Some("management".to_owned());
+            return Ok(management::handle(self, &parts, body, peer, &record.log).await);
+        }
         // Routing before authentication: an unknown path is 404 for everyone and tells nothing
         // about keys; a known one tells us which API format to answer errors in.
         let path = parts.uri.path();
@@ -385,10 +422,15 @@ impl Gateway {
         };
         let path_and_query = upstream_path(parts.uri.path(), parts.uri.query());
         let mut headers = upstream::forwardable_request_headers(&parts.headers);
+        if let Some((name, value)) = &inner.fingerprint {
+            headers.insert(name.clone(), value.clone());
+        }
+        // One pool for all attempts, even when credentials change meanwhile.
+        let pool = provider.pool.load();
         let mut tried: Vec<usize> = Vec::with_capacity(MAX_ATTEMPTS);
         let mut last: Option<ApiError> = None;
         while tried.len() < MAX_ATTEMPTS {
-            let index = match provider.pool.pick(&tried) {
+            let index = match pool.pick(&tried) {
                 Ok(index) => index,
                 Err(wait) => {
                     if let Some(error) = last {
@@ -412,19 +454,36 @@ impl Gateway {
                 }
             };
             tried.push(index);
-            let slot = provider.pool.slot(index);
+            let slot = pool.slot(index);
             record.credential = Some(slot.id.clone());
             record.attempts = tried.len();
             let base = slot.base_url.as_ref().unwrap_or(&provider.base_url);
             let uri = base.join(&path_and_query).map_err(|_| {
                 fail(ErrorCode::BadRequest, "the request path cannot be forwarded".to_owned())
             })?;
-            if providers::apply_credential(provider.kind, &mut headers, &slot.token).is_err() {
+            // OAuth tokens due for refresh are refreshed here (single-flight, own task); a
+            // failed refresh has already cooled the credential down.
+            let token = match refresh::bearer(slot, &provider.name, client, &inner.vault).await {
+                Ok(token) => token,
+                Err(failure) => {
+                    last = Some(ApiError::new(
+                        ErrorCode::UpstreamFailure,
+                        format!(
+                            "a credential of provider `{}` needs a token refresh, which failed: {}",
+                            provider.name, failure.reason
+                        ),
+                    ));
+                    continue;
+                }
+            };
+            let oauth = matches!(slot.auth, crate::pool::SlotAuth::OAuth(_));
+            if providers::apply_credential(provider.kind, &mut headers, &token, oauth).is_err() {
                 warn!(inner.log, "credential holds characters not allowed in a header; skipping it";
                     "credential" => &slot.id, "provider" => &provider.name);
-                provider.pool.cool_down(index, COOLDOWN_REJECTED);
+                pool.cool_down(index, COOLDOWN_REJECTED);
                 continue;
             }
+            slot.touch();
             let mut request = Request::new(Full::new(body.clone()));
             *request.method_mut() = Method::POST;
             *request.uri_mut() = uri;
@@ -450,7 +509,7 @@ impl Gateway {
                 Ok(Err(error)) if error.is_connect() => {
                     warn!(inner.log, "upstream connection failed; trying the next credential";
                         "provider" => &provider.name, "credential" => &slot.id, "error" => error_chain(&error));
-                    provider.pool.cool_down(index, COOLDOWN_CONNECT);
+                    pool.cool_down(index, COOLDOWN_CONNECT);
                     last = Some(ApiError::new(
                         ErrorCode::UpstreamFailure,
                         format!("could not connect to provider `{}`", provider.name),
@@ -511,7 +570,7 @@ impl Gateway {
                 info!(inner.log, "upstream refused the request; cooling the credential down";
                     "provider" => &provider.name, "credential" => &slot.id,
                     "status" => status.as_u16(), "cooldown_ms" => cooldown.as_millis() as u64);
-                provider.pool.cool_down(index, cooldown);
+                pool.cool_down(index, cooldown);
                 last = Some(error);
                 continue;
             }
@@ -538,6 +597,121 @@ impl Gateway {
                 ApiError::new(ErrorCode::UpstreamFailure, "no upstream attempt succeeded")
             }),
         ))
+    }
+
+    /// The management gate.
+    pub(crate) fn management(&self) -> &Management {
+        &self.inner.management
+    }
+
+    /// The vault and its write lock.
+    pub(crate) fn vault(&self) -> &Arc<Vault> {
+        &self.inner.vault
+    }
+
+    /// Whether `name` is a configured provider.
+    pub(crate) fn knows_provider(&self, name: &str) -> bool {
+        self.inner.providers.iter().any(|p| p.name == name)
+    }
+
+    /// Whether `name` is a configured provider that uses vault credentials (not the mock).
+    pub(crate) fn accepts_credentials_for(&self, name: &str) -> bool {
+        self.inner.providers.iter().any(|p| p.name == name && p.kind != ProviderKind::Mock)
+    }
+
+    /// The providers that take credentials, for messages.
+    pub(crate) fn upstream_provider_names(&self) -> Vec<&str> {
+        self.inner
+            .providers
+            .iter()
+            .filter(|p| p.kind != ProviderKind::Mock)
+            .map(|p| p.name.as_str())
+            .collect()
+    }
+
+    /// Writes `credential` to the vault, then puts it into its provider's pool (replacing a
+    /// credential with the same id wherever it was): the next request can use it.
+    pub(crate) async fn store_credential(&self, credential: Credential) -> Result<(), ApiError> {
+        let base_url = credential_base_url(&credential)
+            .map_err(|e| ApiError::new(ErrorCode::BadRequest, e))?;
+        let vault = self.inner.vault.clone();
+        let _order = vault.writes.lock().await;
+        let store = vault.store.clone();
+        let stored = credential.clone();
+        management::blocking(move || store.put(&stored)).await?;
+        for provider in &self.inner.providers {
+            let is_target = provider.name == credential.provider;
+            let slot = is_target.then(|| {
+                Arc::new(Slot::new(credential.clone(), base_url.clone(), provider.pool.epoch()))
+            });
+            provider.pool.update(|slots| {
+                let mut next: Vec<Arc<Slot>> = Vec::with_capacity(slots.len() + 1);
+                for existing in slots {
+                    if existing.id == credential.id {
+                        existing.remove();
+                    } else {
+                        next.push(existing.clone());
+                    }
+                }
+                next.extend(slot);
+                next
+            });
+        }
+        Ok(())
+    }
+
+    /// Deletes credentials from the vault and from the pools; returns the ids deleted.
+    pub(crate) async fn delete_credentials(&self, ids: &[String]) -> Result<Vec<String>, ApiError> {
+        let vault = self.inner.vault.clone();
+        let _order = vault.writes.lock().await;
+        // Out of the pools first: no new request picks them while the files go.
+        for provider in &self.inner.providers {
+            provider.pool.update(|slots| {
+                slots
+                    .iter()
+                    .filter(|slot| {
+                        let gone = ids.contains(&slot.id);
+                        if gone {
+                            slot.remove();
+                        }
+                        !gone
+                    })
+                    .cloned()
+                    .collect()
+            });
+        }
+        let store = vault.store.clone();
+        let ids = ids.to_vec();
+        management::blocking(move || {
+            let mut deleted = Vec::with_capacity(ids.len());
+            for id in ids {
+                if store.delete(&id)? {
+                    deleted.push(id);
+                }
+            }
+            Ok(deleted)
+        })
+        .await
+    }
+
+    /// Writes the last-use times gathered since the previous flush to the vault (for
+    /// `vault list`). Called periodically by the server and at shutdown.
+    pub async fn flush_last_used(&self) {
+        let used: Vec<(String, u64)> = self
+            .inner
+            .providers
+            .iter()
+            .flat_map(|p| p.pool.load().slots().to_vec())
+            .filter_map(|slot| slot.take_last_used().map(|at| (slot.id.clone(), at)))
+            .collect();
+        if used.is_empty() {
+            return;
+        }
+        let store = self.inner.vault.store.clone();
+        let result = tokio::task::spawn_blocking(move || store.record_use(&used)).await;
+        if let Ok(Err(error)) = result {
+            warn!(self.inner.log, "could not record when credentials were last used"; "error" => error.to_string());
+        }
     }
 
     /// Checks the client key. A key in the query string is refused outright: query strings end
@@ -577,7 +751,7 @@ impl Gateway {
     }
 
     fn readiness(&self) -> Response<Body> {
-        match self.inner.store.check() {
+        match self.inner.vault.store.check() {
             Ok(()) => json_response(
                 StatusCode::OK,
                 &json!({"status": "ready", "checks": {"vault": "ok"}}),
@@ -616,6 +790,16 @@ impl Gateway {
             json!({"object": "list", "data": data})
         };
         json_response(StatusCode::OK, &body)
+    }
+}
+
+/// A credential's own base URL, checked.
+fn credential_base_url(credential: &Credential) -> Result<Option<BaseUrl>, String> {
+    match &credential.base_url {
+        Some(text) => BaseUrl::parse(text)
+            .map(Some)
+            .map_err(|e| format!("credential `{}`: base_url {e}", credential.id)),
+        None => Ok(None),
     }
 }
 
@@ -714,7 +898,7 @@ impl RequestIds {
     }
 }
 
-fn json_response(status: StatusCode, value: &Value) -> Response<Body> {
+pub(crate) fn json_response(status: StatusCode, value: &Value) -> Response<Body> {
     let mut response = Response::new(full(Bytes::from(value.to_string())));
     *response.status_mut() = status;
     response
@@ -764,7 +948,7 @@ fn error_chain(error: &dyn std::error::Error) -> String {
     text
 }
 
-fn truncate(text: &str, max: usize) -> String {
+pub(crate) fn truncate(text: &str, max: usize) -> String {
     if text.len() <= max {
         return text.to_owned();
     }

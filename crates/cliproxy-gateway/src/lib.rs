@@ -24,9 +24,11 @@ mod body;
 mod config;
 mod error;
 mod gateway;
+mod management;
 mod mock;
 mod pool;
 mod providers;
+mod refresh;
 mod routing;
 mod server;
 mod upstream;
@@ -36,7 +38,7 @@ mod usage;
 pub use api::ApiFormat;
 pub use config::{
     BaseUrl, Config, ConfigError, ConfigSource, ENV_PREFIX, LimitsConfig, LogFormat, LogLevel,
-    LoggingConfig, ProviderConfig, ProviderKind, ProvidersConfig, ServerConfig,
+    LoggingConfig, ManagementConfig, ProviderConfig, ProviderKind, ProvidersConfig, ServerConfig,
 };
 pub use error::{Error, Result};
 pub use gateway::{Gateway, MAX_ATTEMPTS, REQUEST_ID_HEADER};

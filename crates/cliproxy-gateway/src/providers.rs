@@ -48,8 +48,23 @@ pub(crate) fn apply_credential(
     kind: ProviderKind,
     headers: &mut HeaderMap,
     token: &Secret,
+    oauth: bool,
 ) -> Result<(), http::header::InvalidHeaderValue> {
+    // A failover attempt reuses the headers: nothing of the previous credential may stay.
+    for name in [AUTHORIZATION.as_str(), "x-api-key", "x-goog-api-key"] {
+        headers.remove(name);
+    }
     let (name, value) = match kind {
+        // OAuth access tokens are bearer tokens whatever the provider.
+        _ if oauth => {
+            if kind == ProviderKind::Claude && !headers.contains_key("anthropic-version") {
+                headers.insert(
+                    HeaderName::from_static("anthropic-version"),
+                    HeaderValue::from_static(DEFAULT_ANTHROPIC_VERSION),
+                );
+            }
+            (AUTHORIZATION, HeaderValue::try_from(format!("Bearer {}", token.expose()))?)
+        }
         ProviderKind::Openai | ProviderKind::Mock => {
             (AUTHORIZATION, HeaderValue::try_from(format!("Bearer {}", token.expose()))?)
         }
@@ -81,30 +96,49 @@ mod tests {
     fn each_kind_authenticates_its_own_way() {
         let token = Secret::from("vault-token-1234567890".to_owned());
         let mut headers = HeaderMap::new();
-        apply_credential(ProviderKind::Openai, &mut headers, &token).unwrap();
+        apply_credential(ProviderKind::Openai, &mut headers, &token, false).unwrap();
         assert_eq!(headers[AUTHORIZATION], "Bearer vault-token-1234567890");
         assert!(headers[AUTHORIZATION].is_sensitive());
 
         let mut headers = HeaderMap::new();
-        apply_credential(ProviderKind::Claude, &mut headers, &token).unwrap();
+        apply_credential(ProviderKind::Claude, &mut headers, &token, false).unwrap();
         assert_eq!(headers["x-api-key"], "vault-token-1234567890");
         assert_eq!(headers["anthropic-version"], DEFAULT_ANTHROPIC_VERSION);
 
         let mut headers = HeaderMap::new();
         headers.insert("anthropic-version", HeaderValue::from_static("2024-01-01"));
-        apply_credential(ProviderKind::Claude, &mut headers, &token).unwrap();
+        apply_credential(ProviderKind::Claude, &mut headers, &token, false).unwrap();
         assert_eq!(headers["anthropic-version"], "2024-01-01", "the client's choice is kept");
 
         let mut headers = HeaderMap::new();
-        apply_credential(ProviderKind::Gemini, &mut headers, &token).unwrap();
+        apply_credential(ProviderKind::Gemini, &mut headers, &token, false).unwrap();
         assert_eq!(headers["x-goog-api-key"], "vault-token-1234567890");
         assert!(!headers.contains_key(AUTHORIZATION));
     }
 
     #[test]
+    fn oauth_tokens_are_bearer_tokens_and_failover_leaves_nothing_behind() {
+        let access = Secret::from("oauth-access-0001".to_owned());
+        let key = Secret::from("api-key-0002".to_owned());
+        let mut headers = HeaderMap::new();
+        apply_credential(ProviderKind::Claude, &mut headers, &access, true).unwrap();
+        assert_eq!(headers[AUTHORIZATION], "Bearer oauth-access-0001");
+        assert!(!headers.contains_key("x-api-key"));
+        assert_eq!(headers["anthropic-version"], DEFAULT_ANTHROPIC_VERSION);
+        // The next attempt uses an API key: the OAuth token must not go with it.
+        apply_credential(ProviderKind::Claude, &mut headers, &key, false).unwrap();
+        assert_eq!(headers["x-api-key"], "api-key-0002");
+        assert!(!headers.contains_key(AUTHORIZATION));
+        apply_credential(ProviderKind::Gemini, &mut headers, &access, true).unwrap();
+        assert!(!headers.contains_key("x-api-key") && !headers.contains_key("x-goog-api-key"));
+    }
+
+    #[test]
     fn a_token_with_a_newline_is_refused_not_sent() {
         let token = Secret::from("bad\ntoken".to_owned());
-        assert!(apply_credential(ProviderKind::Openai, &mut HeaderMap::new(), &token).is_err());
+        assert!(
+            apply_credential(ProviderKind::Openai, &mut HeaderMap::new(), &token, false).is_err()
+        );
     }
 
     #[test]

@@ -19,6 +19,9 @@ use crate::config::ServerConfig;
 use crate::error::{Error, Result};
 use crate::gateway::Gateway;
 
+/// How often last-use times are written to the vault.
+const LAST_USED_FLUSH: Duration = Duration::from_secs(30);
+
 /// A bound listener with the gateway behind it.
 #[derive(Debug)]
 pub struct Server {
@@ -65,6 +68,18 @@ impl Server {
             .max_concurrent_streams(limits.http2_max_streams.get())
             .max_header_list_size(u32::try_from(limits.max_header_bytes.get()).unwrap_or(u32::MAX));
         let graceful = GracefulShutdown::new();
+        // Last-use times go to the vault in batches, off the request path.
+        let flusher = {
+            let gateway = gateway.clone();
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(LAST_USED_FLUSH);
+                every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    every.tick().await;
+                    gateway.flush_last_used().await;
+                }
+            })
+        };
         let connections = Arc::new(Semaphore::new(limits.max_connections.get()));
         info!(log, "listening"; "addr" => listener.local_addr().map(|a| a.to_string()).unwrap_or_default());
         tokio::pin!(shutdown);
@@ -114,6 +129,8 @@ impl Server {
                 warn!(log, "shutdown timeout reached; closing the remaining connections (server.shutdown_timeout)");
             }
         }
+        flusher.abort();
+        gateway.flush_last_used().await;
         Ok(())
     }
 }

@@ -1,0 +1,568 @@
+//! The management API under `/v0/management` (SPEC §3).
+//!
+//! Every call goes through the same gate, in this order:
+//! 1. no `management.secret_key` configured → 404 for every route (the API does not exist);
+//! 2. a non-loopback peer without `management.allow_remote` → 403;
+//! 3. a banned peer → 403 with `Retry-After`;
+//! 4. the key, from `Authorization: Bearer` or `X-Management-Key`, compared in constant time
+//!    (SHA-256 digests, so the length leaks nothing either); a wrong or missing key is 401 and
+//!    counts a failure against the peer's address — the TCP peer, never a forwarded header —
+//!    and `management.max_failures` failures ban it for `management.ban`.
+//!
+//! Credential changes are written to the vault first and then swapped into the provider's
+//! pool, so the next request uses them; no restart. Ids and provider names are checked by the
+//! vault (letters, digits, `.`, `_`, `-`, not starting with `.`), so no path leaves `auth.dir`.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use bytes::Bytes;
+use cliproxy_core::{ErrorCode, Secret};
+use cliproxy_vault::{Credential, CredentialMeta, CredentialSecret, OAuthTokens, Protection};
+use http::header::{self, HeaderValue};
+use http::{HeaderMap, Method, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use ring::digest::{SHA256, digest};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use slog::{Logger, info, warn};
+use subtle::ConstantTimeEq;
+use tokio::time::Instant;
+
+use crate::api::ApiFormat;
+use crate::body::Body;
+use crate::config::ManagementConfig;
+use crate::error::ApiError;
+use crate::gateway::{Gateway, json_response};
+
+/// The path prefix of the management API.
+pub(crate) const PREFIX: &str = "/v0/management";
+/// The largest management request body.
+const MAX_BODY_BYTES: usize = 64 * 1024;
+/// Peers tracked for failures and bans; beyond it, peers that are not banned are forgotten.
+const MAX_TRACKED_PEERS: usize = 10_000;
+
+/// The management gate: the key digest and the failure/ban book per peer address.
+#[derive(Debug)]
+pub(crate) struct Management {
+    key_digest: Option<[u8; 32]>,
+    allow_remote: bool,
+    max_failures: u32,
+    ban: Duration,
+    peers: Mutex<HashMap<IpAddr, Peer>>,
+}
+
+#[derive(Debug, Default)]
+struct Peer {
+    failures: u32,
+    banned_until: Option<Instant>,
+}
+
+impl Management {
+    pub(crate) fn new(config: &ManagementConfig) -> Self {
+        Self {
+            key_digest: config.key().map(|key| sha256(key.expose().trim().as_bytes())),
+            allow_remote: config.allow_remote,
+            max_failures: config.max_failures.get(),
+            ban: config.ban,
+            peers: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Whether the management API exists at all.
+    pub(crate) fn enabled(&self) -> bool {
+        self.key_digest.is_some()
+    }
+
+    /// Steps 1–4 of the gate; `Ok` when the call may proceed.
+    fn gate(&self, headers: &HeaderMap, peer: IpAddr, log: &Logger) -> Result<(), ApiError> {
+        let Some(expected) = &self.key_digest else {
+            return Err(ApiError::new(ErrorCode::NotFound, "no such route"));
+        };
+        if !peer.is_loopback() && !self.allow_remote {
+            return Err(ApiError::new(
+                ErrorCode::Forbidden,
+                "the management API only answers loopback peers (management.allow_remote)",
+            ));
+        }
+        let now = Instant::now();
+        let mut peers = self.peers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(until) = peers.get(&peer).and_then(|p| p.banned_until)
+            && until > now
+        {
+            return Err(ApiError::new(
+                ErrorCode::Forbidden,
+                "this address is banned from the management API after repeated authentication failures",
+            )
+            .retry_after(until - now));
+        }
+        let presented = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
+            .or_else(|| headers.get("x-management-key").map(HeaderValue::as_bytes))
+            .map(<[u8]>::trim_ascii);
+        let good = presented.is_some_and(|key| bool::from(sha256(key).ct_eq(expected)));
+        if good {
+            peers.remove(&peer);
+            return Ok(());
+        }
+        if peers.len() >= MAX_TRACKED_PEERS && !peers.contains_key(&peer) {
+            peers.retain(|_, p| p.banned_until.is_some_and(|until| until > now));
+        }
+        let record = peers.entry(peer).or_default();
+        if record.banned_until.is_some_and(|until| until <= now) {
+            *record = Peer::default();
+        }
+        record.failures += 1;
+        let failures = record.failures;
+        if failures >= self.max_failures {
+            record.banned_until = Some(now + self.ban);
+            warn!(log, "management API: peer banned after repeated authentication failures";
+                "event_type" => "security_violation", "peer" => peer.to_string(),
+                "failures" => failures, "ban_s" => self.ban.as_secs());
+        }
+        Err(ApiError::new(
+            ErrorCode::Unauthorized,
+            match presented {
+                None => {
+                    "no management key: send `Authorization: Bearer <key>` or `X-Management-Key: <key>`"
+                }
+                Some(_) => "invalid management key",
+            },
+        ))
+    }
+}
+
+/// Answers one management call.
+pub(crate) async fn handle<B>(
+    gateway: &Gateway,
+    parts: &http::request::Parts,
+    body: B,
+    peer: SocketAddr,
+    log: &Logger,
+) -> Response<Body>
+where
+    B: http_body::Body<Data = Bytes> + Send,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    let peer_ip = peer.ip().to_canonical();
+    let path = parts.uri.path();
+    let outcome = match gateway.management().gate(&parts.headers, peer_ip, log) {
+        Err(error) => Err(error),
+        Ok(()) => route(gateway, &parts.method, path, body, log).await,
+    };
+    let (event, response) = match outcome {
+        Ok((event, response)) => (event, response),
+        Err(error) => ("auth_failure", error.into_response(ApiFormat::OpenAi)),
+    };
+    if gateway.management().enabled() {
+        info!(log, "management call"; "event_type" => event, "method" => parts.method.as_str(),
+            "path" => crate::gateway::truncate(path, 200), "peer" => peer.to_string(),
+            "status" => response.status().as_u16());
+    }
+    response
+}
+
+type Answer = Result<(&'static str, Response<Body>), ApiError>;
+
+async fn route<B>(gateway: &Gateway, method: &Method, path: &str, body: B, log: &Logger) -> Answer
+where
+    B: http_body::Body<Data = Bytes> + Send,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    let rest = path.strip_prefix(PREFIX).unwrap_or("");
+    let segments: Vec<&str> = rest.strip_prefix('/').unwrap_or(rest).split('/').collect();
+    let not_allowed = |allow: &'static str| {
+        let mut error = ApiError::new(
+            ErrorCode::MethodNotAllowed,
+            format!("{path} does not accept {method}; use {allow}"),
+        );
+        error.allow = Some(allow);
+        Err(error)
+    };
+    match (segments.as_slice(), method) {
+        (["auths"], &Method::GET) => list(gateway).await,
+        (["auths"], &Method::POST) => add(gateway, body, log).await,
+        (["auths"], _) => not_allowed("GET, POST"),
+        (["auths", "export"], &Method::GET) => export(gateway, log).await,
+        (["auths", provider], &Method::DELETE) => delete(gateway, provider, None).await,
+        (["auths", "export"], _) => not_allowed("GET, DELETE"),
+        (["auths", provider, id], &Method::DELETE) => delete(gateway, provider, Some(id)).await,
+        (["auths", _] | ["auths", _, _], _) => not_allowed("DELETE"),
+        _ => {
+            Err(ApiError::new(ErrorCode::NotFound, format!("no management route {method} {path}")))
+        }
+    }
+}
+
+/// `GET /auths`: every credential, without secrets.
+async fn list(gateway: &Gateway) -> Answer {
+    let store = gateway.vault().store.clone();
+    gateway.flush_last_used().await;
+    let metas = blocking(move || store.list()).await?;
+    let auths: Vec<Value> = metas.iter().map(meta_json).collect();
+    Ok(("credential_access", json_response(StatusCode::OK, &json!({ "auths": auths }))))
+}
+
+/// What `POST /auths` accepts; also the shape of each entry of `GET /auths/export`, so an
+/// export can be posted back one entry at a time.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewCredential {
+    provider: String,
+    #[serde(rename = "type", default = "api_key")]
+    kind: String,
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    token: Option<Secret>,
+    #[serde(default)]
+    access_token: Option<Secret>,
+    #[serde(default)]
+    refresh_token: Option<Secret>,
+    #[serde(default)]
+    expires_at: Option<u64>,
+    #[serde(default)]
+    expires_in: Option<u64>,
+    #[serde(default)]
+    token_url: Option<String>,
+    #[serde(default)]
+    client_id: Option<String>,
+    #[serde(default)]
+    base_url: Option<String>,
+    #[serde(default)]
+    label: Option<String>,
+    #[serde(default)]
+    created_at: Option<u64>,
+}
+
+fn api_key() -> String {
+    "api_key".to_owned()
+}
+
+const ACCEPTED_FIELDS: &str = "provider, type (api_key | oauth), id, token, base_url, label; for oauth also refresh_token, expires_at or expires_in, token_url, client_id";
+
+/// `POST /auths`: stores a credential (encrypted when encryption is on) and puts it in its
+/// provider's pool at once.
+async fn add<B>(gateway: &Gateway, body: B, log: &Logger) -> Answer
+where
+    B: http_body::Body<Data = Bytes> + Send,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    let bad = |message: String| ApiError::new(ErrorCode::BadRequest, message);
+    let body = match Limited::new(body, MAX_BODY_BYTES).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(error) if error.is::<http_body_util::LengthLimitError>() => {
+            return Err(ApiError::new(
+                ErrorCode::PayloadTooLarge,
+                format!("a management request body is at most {MAX_BODY_BYTES} bytes"),
+            ));
+        }
+        Err(_) => return Err(bad("the request body could not be read".to_owned())),
+    };
+    // serde's messages may quote the input (a token): only the position is reported.
+    let input: NewCredential = serde_json::from_slice(&body).map_err(|e| {
+        bad(format!(
+            "the body is not a credential object ({} at line {} column {}); accepted fields: {ACCEPTED_FIELDS}",
+            match e.classify() {
+                serde_json::error::Category::Data => "wrong type, missing or unknown field",
+                serde_json::error::Category::Eof => "unexpected end of input",
+                _ => "syntax error",
+            },
+            e.line(),
+            e.column()
+        ))
+    })?;
+    let credential = build_credential(gateway, input).map_err(bad)?;
+    let meta = credential.meta(
+        gateway.vault().store.location().join(format!("{}.json", credential.id)),
+        Protection::Plaintext,
+    );
+    gateway.store_credential(credential).await?;
+    let store = gateway.vault().store.clone();
+    let id = meta.id.clone();
+    // Report what is really on disk (encrypted or not).
+    let stored =
+        blocking(move || store.list()).await?.into_iter().find(|m| m.id == id).unwrap_or(meta);
+    info!(log, "credential added"; "event_type" => "config_change", "provider" => &stored.provider,
+        "credential" => &stored.id, "type" => stored.kind);
+    Ok(("config_change", json_response(StatusCode::CREATED, &meta_json(&stored))))
+}
+
+fn build_credential(gateway: &Gateway, input: NewCredential) -> Result<Credential, String> {
+    let provider = input.provider.as_str();
+    if !gateway.accepts_credentials_for(provider) {
+        return Err(format!(
+            "`{provider}` is not a configured upstream provider (configured: {})",
+            gateway.upstream_provider_names().join(", ")
+        ));
+    }
+    let oauth_only = input.refresh_token.is_some()
+        || input.expires_at.is_some()
+        || input.expires_in.is_some()
+        || input.token_url.is_some()
+        || input.client_id.is_some()
+        || input.access_token.is_some();
+    let mut credential = match input.kind.as_str() {
+        "api_key" => {
+            if oauth_only {
+                return Err("an api_key credential takes only `token` (the OAuth fields are for type oauth)".to_owned());
+            }
+            let token = input.token.ok_or("`token` is required")?;
+            Credential::new_api_key(provider, token).map_err(|e| e.to_string())?
+        }
+        "oauth" => {
+            let access_token = input
+                .access_token
+                .or(input.token)
+                .ok_or("`access_token` (or `token`) is required for type oauth")?;
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            let expires_at = match (input.expires_at, input.expires_in) {
+                (Some(at), None) => at,
+                (None, Some(seconds)) => now.saturating_add(seconds),
+                _ => return Err(
+                    "give exactly one of `expires_at` (unix seconds) and `expires_in` (seconds)"
+                        .to_owned(),
+                ),
+            };
+            let tokens = OAuthTokens {
+                access_token,
+                refresh_token: input
+                    .refresh_token
+                    .ok_or("`refresh_token` is required for type oauth")?,
+                expires_at,
+                token_url: input.token_url.ok_or("`token_url` is required for type oauth")?,
+                client_id: input.client_id.ok_or("`client_id` is required for type oauth")?,
+            };
+            Credential::new_oauth(provider, tokens).map_err(|e| e.to_string())?
+        }
+        other => {
+            return Err(format!(
+                "unknown credential type `{}` (api_key or oauth)",
+                crate::gateway::truncate(other, 32)
+            ));
+        }
+    };
+    if let Some(id) = &input.id {
+        credential = credential.with_id(id).map_err(|e| e.to_string())?;
+    }
+    if let Some(label) = input.label {
+        if label.len() > 256 || label.chars().any(char::is_control) {
+            return Err("`label` is at most 256 characters without control characters".to_owned());
+        }
+        credential.label = Some(label);
+    }
+    if let Some(base_url) = input.base_url {
+        crate::config::BaseUrl::parse(&base_url).map_err(|e| format!("`base_url` {e}"))?;
+        credential.base_url = Some(base_url);
+    }
+    if let Some(created_at) = input.created_at {
+        credential.created_at = created_at;
+    }
+    Ok(credential)
+}
+
+/// `DELETE /auths/{provider}` and `DELETE /auths/{provider}/{id}`.
+async fn delete(gateway: &Gateway, provider: &str, id: Option<&str>) -> Answer {
+    let store = gateway.vault().store.clone();
+    let metas = blocking(move || store.list()).await?;
+    let ids: Vec<String> = metas
+        .into_iter()
+        .filter(|m| m.provider == provider && id.is_none_or(|id| m.id == id))
+        .map(|m| m.id)
+        .collect();
+    if ids.is_empty() && (id.is_some() || !gateway.knows_provider(provider)) {
+        return Err(ApiError::new(
+            ErrorCode::NotFound,
+            match id {
+                Some(id) => format!(
+                    "no credential `{}` of provider `{}`",
+                    crate::gateway::truncate(id, 128),
+                    crate::gateway::truncate(provider, 64)
+                ),
+                None => format!(
+                    "no provider `{}` and no credentials for it",
+                    crate::gateway::truncate(provider, 64)
+                ),
+            },
+        ));
+    }
+    let deleted = gateway.delete_credentials(&ids).await?;
+    Ok(("config_change", json_response(StatusCode::OK, &json!({ "deleted": deleted }))))
+}
+
+/// `GET /auths/export`: every credential with its secrets, for moving them to another
+/// gateway. Never cached; logged as a credential access with the count.
+async fn export(gateway: &Gateway, log: &Logger) -> Answer {
+    let store = gateway.vault().store.clone();
+    let credentials = blocking(move || store.load_all()).await?;
+    let entries: Vec<Value> = credentials.iter().map(export_json).collect();
+    warn!(log, "credentials exported with their secrets"; "event_type" => "credential_access",
+        "count" => entries.len());
+    let mut response = json_response(
+        StatusCode::OK,
+        &json!({"format": "cliproxy-export", "version": 1, "credentials": entries}),
+    );
+    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(("credential_access", response))
+}
+
+/// One exported credential, in the shape `POST /auths` accepts. This is the one place a
+/// token is deliberately put into a response.
+fn export_json(credential: &Credential) -> Value {
+    let mut entry = json!({
+        "id": credential.id,
+        "provider": credential.provider,
+        "type": credential.kind(),
+        "base_url": credential.base_url,
+        "label": credential.label,
+        "created_at": credential.created_at,
+    });
+    match &credential.secret {
+        CredentialSecret::OAuth(tokens) => {
+            entry["access_token"] = json!(tokens.access_token.expose());
+            entry["refresh_token"] = json!(tokens.refresh_token.expose());
+            entry["expires_at"] = json!(tokens.expires_at);
+            entry["token_url"] = json!(tokens.token_url);
+            entry["client_id"] = json!(tokens.client_id);
+        }
+        secret => entry["token"] = json!(secret.bearer().expose()),
+    }
+    entry
+}
+
+/// A credential as listed: everything but the secret.
+pub(crate) fn meta_json(meta: &CredentialMeta) -> Value {
+    let (stored, key_id) = match &meta.stored {
+        Protection::Plaintext => ("plaintext", None),
+        Protection::Encrypted(key_id) => ("encrypted", Some(key_id.as_str())),
+    };
+    json!({
+        "id": meta.id,
+        "provider": meta.provider,
+        "type": meta.kind,
+        "label": meta.label,
+        "base_url": meta.base_url,
+        "created_at": meta.created_at,
+        "last_used": meta.last_used,
+        "expires_at": meta.expires_at,
+        "stored": stored,
+        "key_id": key_id,
+    })
+}
+
+/// Runs a vault call off the async threads; its error becomes a 500 that names the file
+/// (vault errors never hold a secret).
+pub(crate) async fn blocking<T: Send + 'static>(
+    call: impl FnOnce() -> cliproxy_vault::Result<T> + Send + 'static,
+) -> Result<T, ApiError> {
+    match tokio::task::spawn_blocking(call).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(error @ cliproxy_vault::Error::InvalidName { .. })) => {
+            Err(ApiError::new(ErrorCode::BadRequest, error.to_string()))
+        }
+        Ok(Err(error)) => {
+            Err(ApiError::new(ErrorCode::Internal, format!("credential vault: {error}")))
+        }
+        Err(_) => Err(ApiError::new(ErrorCode::Internal, "the vault operation was interrupted")),
+    }
+}
+
+fn sha256(bytes: &[u8]) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    out.copy_from_slice(digest(&SHA256, bytes).as_ref());
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::num::NonZeroU32;
+
+    use super::*;
+
+    fn management(key: Option<&str>) -> Management {
+        Management::new(&ManagementConfig {
+            secret_key: key.map(|k| Secret::from(k.to_owned())),
+            max_failures: NonZeroU32::new(3).unwrap(),
+            ban: Duration::from_secs(60),
+            ..ManagementConfig::default()
+        })
+    }
+
+    fn headers(key: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-management-key", HeaderValue::from_str(key).unwrap());
+        headers
+    }
+
+    fn code(result: Result<(), ApiError>) -> Option<ErrorCode> {
+        result.err().map(|e| e.code)
+    }
+
+    const KEY: &str = "mgmt-0123456789abcdef";
+
+    #[tokio::test(start_paused = true)]
+    async fn the_gate_bans_after_max_failures_per_peer_and_lifts_the_ban() {
+        let log = Logger::root(slog::Discard, slog::o!());
+        let m = management(Some(KEY));
+        let local: IpAddr = "127.0.0.1".parse().unwrap();
+        let other: IpAddr = "127.0.0.2".parse().unwrap();
+        assert_eq!(code(m.gate(&headers(KEY), local, &log)), None);
+        let mut bearer = HeaderMap::new();
+        bearer.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_str(&format!("Bearer {KEY}")).unwrap(),
+        );
+        assert_eq!(code(m.gate(&bearer, local, &log)), None);
+        for _ in 0..2 {
+            assert_eq!(code(m.gate(&headers("wrong"), local, &log)), Some(ErrorCode::Unauthorized));
+        }
+        assert_eq!(code(m.gate(&HeaderMap::new(), local, &log)), Some(ErrorCode::Unauthorized));
+        // Banned now: even the right key is refused, and it says for how long.
+        let banned = m.gate(&headers(KEY), local, &log).unwrap_err();
+        assert_eq!(banned.code, ErrorCode::Forbidden);
+        assert_eq!(banned.retry_after, Some(Duration::from_secs(60)));
+        // Another address is not affected.
+        assert_eq!(code(m.gate(&headers(KEY), other, &log)), None);
+        tokio::time::advance(Duration::from_secs(61)).await;
+        assert_eq!(code(m.gate(&headers(KEY), local, &log)), None);
+    }
+
+    #[test]
+    fn no_key_means_no_api_and_remote_peers_are_refused() {
+        let log = Logger::root(slog::Discard, slog::o!());
+        let off = management(None);
+        assert!(!off.enabled());
+        assert_eq!(
+            code(off.gate(&headers(KEY), "127.0.0.1".parse().unwrap(), &log)),
+            Some(ErrorCode::NotFound)
+        );
+        let m = management(Some(KEY));
+        for remote in ["10.0.0.1", "192.168.1.5", "2001:db8::1"] {
+            assert_eq!(
+                code(m.gate(&headers(KEY), remote.parse().unwrap(), &log)),
+                Some(ErrorCode::Forbidden)
+            );
+        }
+        assert_eq!(code(m.gate(&headers(KEY), "::1".parse().unwrap(), &log)), None);
+    }
+
+    #[test]
+    fn the_tracking_table_is_bounded() {
+        let log = Logger::root(slog::Discard, slog::o!());
+        let m = Management::new(&ManagementConfig {
+            secret_key: Some(Secret::from(KEY.to_owned())),
+            allow_remote: true,
+            ..ManagementConfig::default()
+        });
+        for i in 0..(MAX_TRACKED_PEERS as u32 + 500) {
+            let ip = IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 | i));
+            let _ = m.gate(&headers("x"), ip, &log);
+        }
+        assert!(m.peers.lock().unwrap().len() <= MAX_TRACKED_PEERS);
+    }
+}

@@ -1,0 +1,252 @@
+//! OAuth access tokens, refreshed before they expire: isolated, single-flight, persisted.
+//!
+//! When a request picks an OAuth credential whose access token expires within
+//! `auth.refresh.ahead`, it takes the credential's refresh lock. The first to get it spawns the
+//! refresh as a task of its own (so a client that hangs up does not cancel it half-way) with
+//! `auth.refresh.timeout`; everyone else waiting on the lock then uses that refresh's outcome
+//! instead of starting another. The new tokens are written to the vault (encrypted when
+//! encryption is on) before they are used, and the old ones are zeroized when the last
+//! request holding them ends. A failed refresh cools the credential down — for long when the
+//! endpoint refused the refresh token, briefly when it was unreachable — and is logged.
+
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use cliproxy_core::Secret;
+use cliproxy_vault::{
+    Credential, CredentialSecret, CredentialStore, MAX_TOKEN_RESPONSE_BYTES, OAuthTokens,
+    RefreshConfig, RefreshError, parse_token_response,
+};
+use http::header::{ACCEPT, CONTENT_TYPE, HeaderValue};
+use http::{Method, Request};
+use http_body_util::{BodyExt, Full, Limited};
+use slog::{Logger, error, info, warn};
+
+use crate::pool::{Slot, SlotAuth};
+use crate::upstream::HttpClient;
+
+/// How long a credential rests after its refresh token was refused (an operator must act).
+const COOLDOWN_REFUSED: Duration = Duration::from_secs(300);
+/// How long a credential rests after the token endpoint failed or did not answer.
+const COOLDOWN_UNAVAILABLE: Duration = Duration::from_secs(30);
+
+/// Why a request could not get a fresh access token. Holds no secret.
+#[derive(Debug, Clone)]
+pub(crate) struct RefreshFailure {
+    /// A sentence for logs and (shortened) for clients.
+    pub reason: String,
+}
+
+/// The vault as the running gateway writes to it: the store, one lock that orders every
+/// write (refreshes and management changes), and the refresh settings.
+#[derive(Debug)]
+pub(crate) struct Vault {
+    pub store: Arc<dyn CredentialStore>,
+    pub writes: tokio::sync::Mutex<()>,
+    pub refresh: RefreshConfig,
+    pub log: Logger,
+}
+
+impl Vault {
+    /// Stores `credential` unless `slot` was deleted or replaced meanwhile.
+    async fn persist(&self, slot: &Slot, credential: Credential) -> Result<bool, String> {
+        let _order = self.writes.lock().await;
+        if slot.is_removed() {
+            return Ok(false);
+        }
+        let store = self.store.clone();
+        match tokio::task::spawn_blocking(move || store.put(&credential)).await {
+            Ok(Ok(())) => Ok(true),
+            Ok(Err(error)) => Err(error.to_string()),
+            Err(_) => Err("the vault write was interrupted".to_owned()),
+        }
+    }
+}
+
+/// The OAuth state of one slot.
+#[derive(Debug)]
+pub(crate) struct OAuthSlot {
+    state: RwLock<Arc<OAuthState>>,
+    /// Held by the one refresh in flight.
+    lock: Arc<tokio::sync::Mutex<()>>,
+}
+
+#[derive(Debug)]
+struct OAuthState {
+    /// The whole credential, to write back with new tokens.
+    credential: Credential,
+    /// Refreshes finished (successful or not); tells waiters one happened while they waited.
+    attempts: u64,
+    /// How the last refresh failed, when it did.
+    failure: Option<RefreshFailure>,
+}
+
+impl OAuthState {
+    fn tokens(&self) -> Option<&OAuthTokens> {
+        match &self.credential.secret {
+            CredentialSecret::OAuth(tokens) => Some(tokens),
+            _ => None,
+        }
+    }
+}
+
+impl OAuthSlot {
+    pub(crate) fn new(credential: Credential) -> Self {
+        Self {
+            state: RwLock::new(Arc::new(OAuthState { credential, attempts: 0, failure: None })),
+            lock: Arc::new(tokio::sync::Mutex::new(())),
+        }
+    }
+
+    fn snapshot(&self) -> Arc<OAuthState> {
+        self.state.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    fn set(&self, state: OAuthState) {
+        *self.state.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(state);
+    }
+}
+
+/// The token to send upstream with `slot`: its API key, or its access token, refreshed first
+/// when it is due.
+pub(crate) async fn bearer(
+    slot: &Arc<Slot>,
+    provider: &str,
+    client: &HttpClient,
+    vault: &Arc<Vault>,
+) -> Result<Secret, RefreshFailure> {
+    let oauth = match &slot.auth {
+        SlotAuth::Static(token) => return Ok(token.clone()),
+        SlotAuth::OAuth(oauth) => oauth,
+    };
+    let ahead = vault.refresh.ahead.as_secs();
+    let seen = oauth.snapshot();
+    let tokens = seen.tokens().ok_or_else(not_oauth)?;
+    if !tokens.needs_refresh(unix_now(), ahead) {
+        return Ok(tokens.access_token.clone());
+    }
+    let guard = oauth.lock.clone().lock_owned().await;
+    let latest = oauth.snapshot();
+    if latest.attempts != seen.attempts {
+        // A refresh finished while this request waited: use its outcome.
+        drop(guard);
+        return match &latest.failure {
+            Some(failure) => Err(failure.clone()),
+            None => Ok(latest.tokens().ok_or_else(not_oauth)?.access_token.clone()),
+        };
+    }
+    let task = {
+        let (slot, provider, client, vault) =
+            (slot.clone(), provider.to_owned(), client.clone(), vault.clone());
+        tokio::spawn(async move {
+            let outcome = refresh(&slot, &provider, &client, &vault).await;
+            drop(guard);
+            outcome
+        })
+    };
+    task.await.unwrap_or_else(|_| {
+        Err(RefreshFailure { reason: "the token refresh task ended abnormally".to_owned() })
+    })
+}
+
+/// One refresh, start to end: the call with its timeout, the vault write, the new state.
+async fn refresh(
+    slot: &Slot,
+    provider: &str,
+    client: &HttpClient,
+    vault: &Vault,
+) -> Result<Secret, RefreshFailure> {
+    let SlotAuth::OAuth(oauth) = &slot.auth else { return Err(not_oauth()) };
+    let current = oauth.snapshot();
+    let tokens = current.tokens().ok_or_else(not_oauth)?;
+    let timeout = vault.refresh.timeout;
+    let outcome = match tokio::time::timeout(timeout, call(client, tokens)).await {
+        Ok(outcome) => outcome,
+        Err(_) => Err((
+            false,
+            format!("the token endpoint did not answer within {timeout:?} (auth.refresh.timeout)"),
+        )),
+    };
+    let log = vault.log.clone();
+    match outcome {
+        Ok(refreshed) => {
+            let next = tokens.refreshed(refreshed);
+            let access = next.access_token.clone();
+            let expires_in = next.expires_at.saturating_sub(unix_now());
+            let mut credential = current.credential.clone();
+            credential.secret = CredentialSecret::OAuth(next);
+            match vault.persist(slot, credential.clone()).await {
+                Ok(_) => {}
+                Err(reason) => {
+                    error!(log, "refreshed OAuth tokens could not be saved; they are used from memory and are lost on restart";
+                    "event_type" => "token_refresh", "provider" => provider, "credential" => &slot.id, "error" => reason)
+                }
+            }
+            oauth.set(OAuthState { credential, attempts: current.attempts + 1, failure: None });
+            info!(log, "OAuth token refreshed"; "event_type" => "token_refresh", "result" => "success",
+                "provider" => provider, "credential" => &slot.id, "expires_in_s" => expires_in);
+            Ok(access)
+        }
+        Err((permanent, reason)) => {
+            let cooldown = if permanent { COOLDOWN_REFUSED } else { COOLDOWN_UNAVAILABLE };
+            slot.cool_down(cooldown);
+            let fix = if permanent {
+                "store new tokens for this credential (POST /v0/management/auths)"
+            } else {
+                "retried after the cool-down"
+            };
+            warn!(log, "OAuth token refresh failed; cooling the credential down";
+                "event_type" => "token_refresh", "result" => "failure", "provider" => provider,
+                "credential" => &slot.id, "error" => &reason, "cooldown_s" => cooldown.as_secs(), "next" => fix);
+            let failure = RefreshFailure { reason };
+            oauth.set(OAuthState {
+                credential: current.credential.clone(),
+                attempts: current.attempts + 1,
+                failure: Some(failure.clone()),
+            });
+            Err(failure)
+        }
+    }
+}
+
+/// POSTs the refresh to the token endpoint and reads the reply. `Err((permanent, reason))`.
+async fn call(
+    client: &HttpClient,
+    tokens: &OAuthTokens,
+) -> Result<cliproxy_vault::Refreshed, (bool, String)> {
+    let uri: http::Uri = tokens
+        .token_url
+        .parse()
+        .map_err(|_| (true, "the credential's token_url is not a valid URL".to_owned()))?;
+    let form = tokens.refresh_form();
+    let mut request = Request::new(Full::new(Bytes::copy_from_slice(form.as_bytes())));
+    *request.method_mut() = Method::POST;
+    *request.uri_mut() = uri;
+    request
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/x-www-form-urlencoded"));
+    request.headers_mut().insert(ACCEPT, HeaderValue::from_static("application/json"));
+    let response = client
+        .request(request)
+        .await
+        .map_err(|e| (false, format!("cannot reach the token endpoint ({e})")))?;
+    let status = response.status().as_u16();
+    let body = Limited::new(response.into_body(), MAX_TOKEN_RESPONSE_BYTES)
+        .collect()
+        .await
+        .map_err(|_| {
+            (false, "the token endpoint's reply could not be read or is too large".to_owned())
+        })?
+        .to_bytes();
+    parse_token_response(status, &body, unix_now())
+        .map_err(|e: RefreshError| (e.is_permanent(), e.to_string()))
+}
+
+fn not_oauth() -> RefreshFailure {
+    RefreshFailure { reason: "the credential holds no OAuth tokens".to_owned() }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
