@@ -368,6 +368,11 @@ fn build_credential(gateway: &Gateway, input: NewCredential) -> Result<Credentia
 
 /// `DELETE /auths/{provider}` and `DELETE /auths/{provider}/{id}`.
 async fn delete(gateway: &Gateway, provider: &str, id: Option<&str>) -> Answer {
+    let invalid = |e: cliproxy_vault::Error| ApiError::new(ErrorCode::BadRequest, e.to_string());
+    cliproxy_vault::validate_name("provider name", provider).map_err(invalid)?;
+    if let Some(id) = id {
+        cliproxy_vault::validate_name("credential id", id).map_err(invalid)?;
+    }
     let store = gateway.vault().store.clone();
     let metas = blocking(move || store.list()).await?;
     let ids: Vec<String> = metas

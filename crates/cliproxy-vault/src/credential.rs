@@ -125,7 +125,7 @@ pub enum Protection {
 
 /// Checks an id or provider name: 1–128 ASCII letters, digits, `-`, `_`, `.`, not starting
 /// with `.` (so it is always a plain file name and never a hidden or temporary one).
-pub(crate) fn validate_name(what: &'static str, value: &str) -> Result<()> {
+pub fn validate_name(what: &'static str, value: &str) -> Result<()> {
     let reason = if value.is_empty() || value.len() > MAX_NAME_LEN {
         Some("must be 1 to 128 characters")
     } else if value.starts_with('.') {

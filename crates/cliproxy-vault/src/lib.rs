@@ -45,7 +45,7 @@ pub use client_keys::{ClientIdentity, ClientKeyConfig, ClientKeys};
 pub use config::{Config, EncryptionConfig, FingerprintConfig, RefreshConfig};
 pub use credential::{
     Credential, CredentialFile, CredentialMeta, CredentialSecret, Protection, SealedCredential,
-    parse_credential_file,
+    parse_credential_file, validate_name,
 };
 pub use error::{Error, Result};
 pub use oauth::{
