@@ -3,7 +3,7 @@
 //! refresh times out and the credential cools down), `400 invalid_grant` (refused, nothing
 //! overwritten), and 100 concurrent requests that share one refresh.
 
-#![allow(clippy::unwrap_used, reason = "a failed expectation fails the test")]
+#![allow(clippy::unwrap_used, clippy::panic, reason = "a failed expectation fails the test")]
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
