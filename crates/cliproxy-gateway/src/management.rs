@@ -149,23 +149,24 @@ where
 {
     let peer_ip = peer.ip().to_canonical();
     let path = parts.uri.path();
-    let outcome = match gateway.management().gate(&parts.headers, peer_ip, log) {
-        Err(error) => Err(error),
-        Ok(()) => route(gateway, &parts.method, path, body, log).await,
+    let (event, outcome) = match gateway.management().gate(&parts.headers, peer_ip, log) {
+        Err(error) => ("auth_failure", Err(error)),
+        Ok(()) => {
+            // Reads are credential accesses; everything else changes the configuration.
+            let event =
+                if parts.method == Method::GET { "credential_access" } else { "config_change" };
+            (event, route(gateway, &parts.method, path, body, log).await)
+        }
     };
-    let (event, response) = match outcome {
-        Ok((event, response)) => (event, response),
-        Err(error) => ("auth_failure", error.into_response(ApiFormat::OpenAi)),
-    };
+    let response = outcome.unwrap_or_else(|error| error.into_response(ApiFormat::OpenAi));
     if gateway.management().enabled() {
-        info!(log, "management call"; "event_type" => event, "method" => parts.method.as_str(),
-            "path" => crate::gateway::truncate(path, 200), "peer" => peer.to_string(),
-            "status" => response.status().as_u16());
+        // The request's logger already carries the method, path and peer.
+        info!(log, "management call"; "event_type" => event, "status" => response.status().as_u16());
     }
     response
 }
 
-type Answer = Result<(&'static str, Response<Body>), ApiError>;
+type Answer = Result<Response<Body>, ApiError>;
 
 async fn route<B>(gateway: &Gateway, method: &Method, path: &str, body: B, log: &Logger) -> Answer
 where
@@ -203,7 +204,7 @@ async fn list(gateway: &Gateway) -> Answer {
     gateway.flush_last_used().await;
     let metas = blocking(move || store.list()).await?;
     let auths: Vec<Value> = metas.iter().map(meta_json).collect();
-    Ok(("credential_access", json_response(StatusCode::OK, &json!({ "auths": auths }))))
+    Ok(json_response(StatusCode::OK, &json!({ "auths": auths })))
 }
 
 /// What `POST /auths` accepts; also the shape of each entry of `GET /auths/export`, so an
@@ -288,15 +289,21 @@ where
         blocking(move || store.list()).await?.into_iter().find(|m| m.id == id).unwrap_or(meta);
     info!(log, "credential added"; "event_type" => "config_change", "provider" => &stored.provider,
         "credential" => &stored.id, "type" => stored.kind);
-    Ok(("config_change", json_response(StatusCode::CREATED, &meta_json(&stored))))
+    Ok(json_response(StatusCode::CREATED, &meta_json(&stored)))
 }
 
 fn build_credential(gateway: &Gateway, input: NewCredential) -> Result<Credential, String> {
     let provider = input.provider.as_str();
     if !gateway.accepts_credentials_for(provider) {
+        let names = gateway.upstream_provider_names();
         return Err(format!(
-            "`{provider}` is not a configured upstream provider (configured: {})",
-            gateway.upstream_provider_names().join(", ")
+            "`{}` is not a configured upstream provider (configured: {})",
+            crate::gateway::truncate(provider, 64),
+            if names.is_empty() {
+                "none; the built-in mock takes no credentials".to_owned()
+            } else {
+                names.join(", ")
+            }
         ));
     }
     let oauth_only = input.refresh_token.is_some()
@@ -397,7 +404,7 @@ async fn delete(gateway: &Gateway, provider: &str, id: Option<&str>) -> Answer {
         ));
     }
     let deleted = gateway.delete_credentials(&ids).await?;
-    Ok(("config_change", json_response(StatusCode::OK, &json!({ "deleted": deleted }))))
+    Ok(json_response(StatusCode::OK, &json!({ "deleted": deleted })))
 }
 
 /// `GET /auths/export`: every credential with its secrets, for moving them to another
@@ -413,7 +420,7 @@ async fn export(gateway: &Gateway, log: &Logger) -> Answer {
         &json!({"format": "cliproxy-export", "version": 1, "credentials": entries}),
     );
     response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    Ok(("credential_access", response))
+    Ok(response)
 }
 
 /// One exported credential, in the shape `POST /auths` accepts. This is the one place a
