@@ -116,12 +116,59 @@ async fn mock(reply: TokenReply) -> Mock {
     mock
 }
 
+/// A logger that keeps every line as text (message and all key-values), to search for
+/// planted tokens and for the refresh report.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<String>>>);
+
+impl slog::Drain for Captured {
+    type Ok = ();
+    type Err = slog::Never;
+    fn log(
+        &self,
+        record: &slog::Record<'_>,
+        values: &slog::OwnedKVList,
+    ) -> Result<(), slog::Never> {
+        struct Text(String);
+        impl slog::Serializer for Text {
+            fn emit_arguments(
+                &mut self,
+                key: slog::Key,
+                value: &std::fmt::Arguments<'_>,
+            ) -> slog::Result {
+                self.0.push_str(&format!(" {key}={value}"));
+                Ok(())
+            }
+        }
+        let mut text = Text(format!("{}", record.msg()));
+        let _ = slog::KV::serialize(&record.kv(), record, &mut text);
+        let _ = slog::KV::serialize(values, record, &mut text);
+        self.0.lock().unwrap().push(text.0);
+        Ok(())
+    }
+}
+
+impl Captured {
+    fn text(&self) -> String {
+        self.0.lock().unwrap().join("\n")
+    }
+}
+
 fn now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
 }
 
 /// A gateway with one OAuth credential expiring in `expires_in` seconds, encrypted at rest.
 fn gateway(mock: &Mock, expires_in: u64, timeout: &str) -> (Gateway, Config, tempfile::TempDir) {
+    gateway_logging(mock, expires_in, timeout, &Captured::default())
+}
+
+fn gateway_logging(
+    mock: &Mock,
+    expires_in: u64,
+    timeout: &str,
+    logs: &Captured,
+) -> (Gateway, Config, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let yaml = format!(
         "auth:\n  api_keys: [\"{CLIENT_KEY}\"]\n  dir: {:?}\n  encryption: {{enabled: true, key: \"{ENCRYPTION_KEY}\"}}\n  refresh: {{timeout: {timeout}, ahead: 5m}}\n\
@@ -139,7 +186,7 @@ fn gateway(mock: &Mock, expires_in: u64, timeout: &str) -> (Gateway, Config, tem
     };
     let credential = Credential::new_oauth("openai", tokens).unwrap().with_id("oauth-1").unwrap();
     config.auth.build().unwrap().put(&credential).unwrap();
-    let log = slog::Logger::root(slog::Discard, slog::o!());
+    let log = slog::Logger::root(slog::Fuse(logs.clone()), slog::o!());
     (Gateway::build(&config, log).unwrap(), config, dir)
 }
 
@@ -166,7 +213,8 @@ fn stored_tokens(config: &Config) -> OAuthTokens {
 #[tokio::test]
 async fn a_token_near_expiry_is_refreshed_used_and_persisted_encrypted() {
     let mock = mock(TokenReply::Fresh(Duration::ZERO)).await;
-    let (gateway, config, dir) = gateway(&mock, 60, "30s");
+    let logs = Captured::default();
+    let (gateway, config, dir) = gateway_logging(&mock, 60, "30s", &logs);
     let (status, body) = chat(&gateway).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(mock.token_calls.load(Ordering::SeqCst), 1);
@@ -191,6 +239,16 @@ async fn a_token_near_expiry_is_refreshed_used_and_persisted_encrypted() {
     let (status, _) = chat(&gateway).await;
     assert_eq!(status, 200);
     assert_eq!(mock.token_calls.load(Ordering::SeqCst), 1);
+
+    // Reported, and no token in any log line.
+    let text = logs.text();
+    assert!(
+        text.contains("OAuth token refreshed") && text.contains("event_type=token_refresh"),
+        "{text}"
+    );
+    for token in [OLD_ACCESS, OLD_REFRESH, NEW_ACCESS, NEW_REFRESH] {
+        assert!(!text.contains(token), "{token} leaked into the log:\n{text}");
+    }
 }
 
 #[tokio::test]
@@ -222,7 +280,8 @@ async fn a_silent_token_endpoint_times_out_and_cools_the_credential_down() {
 #[tokio::test]
 async fn invalid_grant_is_reported_and_overwrites_nothing() {
     let mock = mock(TokenReply::InvalidGrant).await;
-    let (gateway, config, _dir) = gateway(&mock, 10, "30s");
+    let logs = Captured::default();
+    let (gateway, config, _dir) = gateway_logging(&mock, 10, "30s", &logs);
     let (status, body) = chat(&gateway).await;
     assert_eq!(status, 502, "{body}");
     let message = body["error"]["message"].as_str().unwrap();
@@ -234,6 +293,16 @@ async fn invalid_grant_is_reported_and_overwrites_nothing() {
     let tokens = stored_tokens(&config);
     assert_eq!(tokens.access_token.expose(), OLD_ACCESS);
     assert_eq!(tokens.refresh_token.expose(), OLD_REFRESH);
+    let text = logs.text();
+    assert!(
+        text.contains("OAuth token refresh failed") && text.contains("result=failure"),
+        "{text}"
+    );
+    assert!(text.contains("POST /v0/management/auths"), "the log says how to fix it: {text}");
+    assert!(
+        !text.contains(OLD_REFRESH) && !text.contains(OLD_ACCESS) && !text.contains("revoked"),
+        "{text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
