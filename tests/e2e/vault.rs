@@ -180,3 +180,83 @@ async fn sigkill_during_credential_writes_leaves_old_or_new() {
     assert!(killed > 0, "no write was interrupted; the kill points are too late");
     eprintln!("{killed} of 200 writes were killed");
 }
+
+/// `vault add --type oauth` reads both tokens from standard input; the running gateway
+/// refreshes the access token at the token endpoint before using it and stores the new tokens
+/// encrypted.
+#[tokio::test]
+async fn an_oauth_credential_added_on_the_command_line_is_refreshed_before_use() {
+    use std::io::Write;
+    const ACCESS: &str = "at-e2e-old-access-token-61c2";
+    const REFRESH: &str = "rt-e2e-old-refresh-token-61c3";
+    const NEW_ACCESS: &str = "at-e2e-new-access-token-72d4";
+    let mock = MockUpstream::start(|request| {
+        if request.path_and_query == "/oauth/token" {
+            Reply::ok(
+                json!({"access_token": NEW_ACCESS, "expires_in": 3600, "token_type": "Bearer"}),
+            )
+        } else {
+            Reply::ok(openai_chat("gpt-4o", "ok"))
+        }
+    })
+    .await;
+    let harness = Harness::new();
+    harness.config_with_auth(
+        "",
+        &encryption(KEY_A, &[]),
+        &format!(
+            "providers:\n  oa: {{type: openai, base_url: \"{}\", models: [\"gpt-*\"]}}\n",
+            mock.url()
+        ),
+    );
+    let add = |extra: &[&str], stdin: &str| {
+        let mut child = std::process::Command::new(server_binary())
+            .arg("--config")
+            .arg(harness.config_path())
+            .args(["vault", "add", "--provider", "oa", "--id", "oa-oauth", "--type", "oauth"])
+            .args(extra)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+        child.wait_with_output().unwrap()
+    };
+    // Missing OAuth options are a usage error (exit 2) that names them.
+    let output = add(&[], &format!("{ACCESS}\n{REFRESH}\n"));
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--token-url"));
+    let token_url = format!("{}/oauth/token", mock.url());
+    let options = ["--token-url", &token_url, "--client-id", "e2e-client", "--expires-in", "1m"];
+    // Only one line: the refresh token is missing.
+    let output = add(&options, &format!("{ACCESS}\n"));
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("no refresh token"));
+    let output = add(&options, &format!("{ACCESS}\n{REFRESH}\n"));
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let list = harness.run(&["vault", "list"]).await;
+    let list = String::from_utf8_lossy(&list.stdout).into_owned();
+    assert!(list.contains("oa-oauth") && list.contains("oauth"), "{list}");
+    assert_no_secrets(&list, &[ACCESS, REFRESH]);
+
+    let gateway = harness.start().await;
+    let response = client()
+        .post(format!("{}/v1/chat/completions", gateway.url()))
+        .bearer_auth(CLIENT_KEY)
+        .json(&json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "Hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "{}", gateway.logs());
+    let requests = mock.requests();
+    assert_eq!(requests.len(), 2, "one refresh, then the request");
+    assert_eq!(requests[0].path_and_query, "/oauth/token");
+    assert!(requests[0].contains(REFRESH) && requests[0].contains("e2e-client"));
+    assert_eq!(requests[1].header("authorization"), format!("Bearer {NEW_ACCESS}"));
+    let refreshed = gateway.wait_for_log(|line| line["msg"] == "OAuth token refreshed").await;
+    assert_eq!(refreshed["credential"], "oa-oauth");
+    assert_no_secrets(&gateway.logs(), &[ACCESS, REFRESH, NEW_ACCESS]);
+    let file = std::fs::read_to_string(harness.auth_dir().join("oa-oauth.json")).unwrap();
+    assert_no_secrets(&file, &[ACCESS, REFRESH, NEW_ACCESS]);
+}

@@ -61,8 +61,10 @@ pub(crate) struct DemoArgs {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum VaultCommand {
-    /// Store a provider credential. The token is read from standard input (first line), never
-    /// from the command line, so it stays out of shell history and process listings.
+    /// Store a provider credential. Secrets are read from standard input, never from the
+    /// command line, so they stay out of shell history and process listings: the API key on
+    /// the first line, or for `--type oauth` the access token on the first line and the
+    /// refresh token on the second.
     Add(VaultAddArgs),
     /// List stored credentials: ids, providers, types, creation and last-use time (recorded
     /// by the running gateway every 30 s and at shutdown), how each is stored (the
@@ -92,6 +94,19 @@ pub(crate) struct VaultAddArgs {
     /// A note for operators, shown by `vault list`.
     #[arg(long)]
     pub(crate) label: Option<String>,
+    /// `api_key` (a static key) or `oauth` (access + refresh token, refreshed before expiry).
+    #[arg(long = "type", value_name = "TYPE", default_value = "api_key", value_parser = ["api_key", "oauth"])]
+    pub(crate) kind: String,
+    /// OAuth: the token endpoint (https://, or http:// to loopback).
+    #[arg(long, value_name = "URL", required_if_eq("kind", "oauth"))]
+    pub(crate) token_url: Option<String>,
+    /// OAuth: the client id sent with each refresh.
+    #[arg(long, value_name = "ID", required_if_eq("kind", "oauth"))]
+    pub(crate) client_id: Option<String>,
+    /// OAuth: how long the access token is still valid (e.g. `55m`); refreshed
+    /// `auth.refresh.ahead` before that.
+    #[arg(long, value_name = "DURATION", required_if_eq("kind", "oauth"))]
+    pub(crate) expires_in: Option<String>,
 }
 
 #[cfg(test)]

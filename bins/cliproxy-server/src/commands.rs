@@ -220,18 +220,59 @@ fn vault_add(config: &ConfigArg, args: &VaultAddArgs) -> Result<(), Failure> {
     if let Some(url) = &args.base_url {
         BaseUrl::parse(url).map_err(|e| anyhow!("--base-url: {e}"))?;
     }
-    let mut line = String::new();
-    std::io::stdin()
-        .lock()
-        .read_line(&mut line)
-        .context("cannot read the token from standard input")?;
-    let token = Secret::from(line.trim().to_owned());
-    line.clear();
-    if token.is_empty() {
-        return Err(anyhow!("no token on standard input; pipe it in, e.g. `printenv OPENAI_API_KEY | cliproxy-server vault add --provider openai`").into());
-    }
-    let mut credential =
-        Credential::new_api_key(&args.provider, token).map_err(anyhow::Error::from)?;
+    let oauth = args.kind == "oauth";
+    let (token_url, client_id, expires_in) =
+        match (&args.token_url, &args.client_id, &args.expires_in) {
+            (Some(url), Some(id), Some(expires)) if oauth => {
+                let expires = humantime::parse_duration(expires)
+                    .map_err(|e| anyhow!("--expires-in `{expires}`: {e}; write it like 55m"))?;
+                (url.clone(), id.clone(), expires)
+            }
+            (None, None, None) if !oauth => Default::default(),
+            _ if oauth => {
+                return Err(anyhow!(
+                    "--type oauth needs --token-url, --client-id and --expires-in"
+                )
+                .into());
+            }
+            _ => {
+                return Err(anyhow!(
+                    "--token-url, --client-id and --expires-in are for --type oauth"
+                )
+                .into());
+            }
+        };
+    let mut stdin = std::io::stdin().lock();
+    let mut read_secret = |what: &str| -> Result<Secret, Failure> {
+        let mut line = String::new();
+        stdin
+            .read_line(&mut line)
+            .with_context(|| format!("cannot read the {what} from standard input"))?;
+        let secret = Secret::from(line.trim().to_owned());
+        zeroize::Zeroize::zeroize(&mut line);
+        if secret.is_empty() {
+            return Err(anyhow!("no {what} on standard input; pipe it in, e.g. `printenv OPENAI_API_KEY | cliproxy-server vault add --provider openai` (for --type oauth: the access token, then the refresh token on the next line)").into());
+        }
+        Ok(secret)
+    };
+    let mut credential = if oauth {
+        let access_token = read_secret("access token")?;
+        let refresh_token = read_secret("refresh token")?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let tokens = cliproxy_vault::OAuthTokens {
+            access_token,
+            refresh_token,
+            expires_at: now.saturating_add(expires_in.as_secs()),
+            token_url,
+            client_id,
+        };
+        Credential::new_oauth(&args.provider, tokens).map_err(anyhow::Error::from)?
+    } else {
+        Credential::new_api_key(&args.provider, read_secret("token")?)
+            .map_err(anyhow::Error::from)?
+    };
     if let Some(id) = &args.id {
         credential = credential.with_id(id).map_err(anyhow::Error::from)?;
     }
