@@ -5,8 +5,14 @@
 //!   so fuzz targets do not rot), and `cargo deny` (licences, banned crates such as aws-lc-rs
 //!   and openssl, sources).
 //! - `test`: the workspace tests (the command README.md gives).
+//! - `guard`, `secrets`, `hooks`, `release`: the code-integrity checks of
+//!   `cliproxy-integrity` (path guard, secret scanning, signed releases).
 
-use std::process::Command;
+mod guard;
+mod release;
+mod secrets;
+
+use std::process::{Command, ExitCode};
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
@@ -26,20 +32,33 @@ enum Task {
     Lint,
     /// The workspace tests.
     Test,
+    /// Path guard: check the commits in a range against the protected-path policy.
+    Guard(guard::Args),
+    /// Secret scanning of the staged changes, the tree or the history.
+    Secrets(secrets::Args),
+    /// Git hooks (`hooks install`: a pre-commit hook running the staged secret scan).
+    Hooks(secrets::HooksArgs),
+    /// Release artefacts: build, sign (SHA256SUMS + minisign signature), verify.
+    Release(release::Args),
 }
 
 /// The test command; README.md gives the same one.
 const TEST: &[&str] = &["test", "--workspace", "--locked"];
 
-fn main() -> Result<()> {
+fn main() -> Result<ExitCode> {
     match Cli::parse().task {
         Task::Ci => {
             lint()?;
-            cargo(TEST)
+            cargo(TEST)?;
         }
-        Task::Lint => lint(),
-        Task::Test => cargo(TEST),
+        Task::Lint => lint()?,
+        Task::Test => cargo(TEST)?,
+        Task::Guard(args) => return guard::run(args),
+        Task::Secrets(args) => return secrets::run(args),
+        Task::Hooks(args) => return secrets::hooks(args),
+        Task::Release(args) => return release::run(args),
     }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn lint() -> Result<()> {
