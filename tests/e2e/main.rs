@@ -6,6 +6,7 @@ mod errors;
 mod failover;
 mod formats;
 mod lifecycle;
+mod management;
 mod vault;
 
 /// Asserts that none of `secrets` appears in `text`.

@@ -631,3 +631,11 @@ pub mod canned {
             .collect()
     }
 }
+
+impl Gateway {
+    /// Sends SIGKILL (no graceful shutdown: a crash) and waits for the process to exit.
+    pub async fn kill(&mut self) -> ExitStatus {
+        self.child.start_kill().expect("send SIGKILL");
+        self.wait().await
+    }
+}

@@ -277,16 +277,10 @@ where
         ))
     })?;
     let credential = build_credential(gateway, input).map_err(bad)?;
-    let meta = credential.meta(
-        gateway.vault().store.location().join(format!("{}.json", credential.id)),
-        Protection::Plaintext,
-    );
+    let store = &gateway.vault().store;
+    let stored = credential
+        .meta(store.location().join(format!("{}.json", credential.id)), store.write_protection());
     gateway.store_credential(credential).await?;
-    let store = gateway.vault().store.clone();
-    let id = meta.id.clone();
-    // Report what is really on disk (encrypted or not).
-    let stored =
-        blocking(move || store.list()).await?.into_iter().find(|m| m.id == id).unwrap_or(meta);
     info!(log, "credential added"; "event_type" => "config_change", "provider" => &stored.provider,
         "credential" => &stored.id, "type" => stored.kind);
     Ok(json_response(StatusCode::CREATED, &meta_json(&stored)))

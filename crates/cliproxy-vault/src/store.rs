@@ -55,6 +55,9 @@ pub trait CredentialStore: Send + Sync + fmt::Debug {
     fn get(&self, id: &str) -> Result<Option<Credential>>;
     /// Stores (or replaces) a credential atomically.
     fn put(&self, credential: &Credential) -> Result<()>;
+    /// How [`CredentialStore::put`] stores a credential now: encrypted under which key, or
+    /// plaintext.
+    fn write_protection(&self) -> Protection;
     /// Removes a credential; `false` when there was none.
     fn delete(&self, id: &str) -> Result<bool>;
     /// Whether the store is usable right now (for `/readyz`).
@@ -425,6 +428,12 @@ impl CredentialStore for FileStore {
         }
         let bytes = credential.encode(key)?;
         self.write_atomically(&format!("{}.json", credential.id), &bytes)
+    }
+
+    fn write_protection(&self) -> Protection {
+        self.keys
+            .current()
+            .map_or(Protection::Plaintext, |key| Protection::Encrypted(key.id().to_owned()))
     }
 
     fn delete(&self, id: &str) -> Result<bool> {
