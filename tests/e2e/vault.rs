@@ -220,7 +220,8 @@ async fn an_oauth_credential_added_on_the_command_line_is_refreshed_before_use()
             .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap();
-        child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+        // A usage error exits before reading: a broken pipe is expected then.
+        let _ = child.stdin.take().unwrap().write_all(stdin.as_bytes());
         child.wait_with_output().unwrap()
     };
     // Missing OAuth options are a usage error (exit 2) that names them.
