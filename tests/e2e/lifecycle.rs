@@ -112,3 +112,22 @@ async fn models_lists_what_the_providers_serve() {
     ids.sort_unstable();
     assert_eq!(ids, ["mock-large", "mock-small"]);
 }
+
+/// `healthcheck` (for container HEALTHCHECKs) exits 0 against a live gateway and 1, naming
+/// the address, when nothing healthy answers.
+#[tokio::test]
+async fn healthcheck_probes_the_liveness_endpoint() {
+    let harness = Harness::new();
+    harness.config("", "");
+    let mut gateway = harness.start().await;
+    let addr = gateway.addr().to_string();
+    let output = harness.run(&["healthcheck", "--addr", &addr]).await;
+    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(String::from_utf8_lossy(&output.stdout).contains(&addr));
+    gateway.terminate();
+    gateway.wait().await;
+    let output = harness.run(&["healthcheck", "--addr", &addr]).await;
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("unhealthy") && stderr.contains(&addr), "{stderr}");
+}

@@ -44,6 +44,10 @@ pub(crate) enum Command {
     /// MAC), computed once and kept in auth.dir. Sent upstream in the
     /// auth.device_fingerprint.header when auth.device_fingerprint.enabled is true.
     Fingerprint,
+    /// Probe the running gateway's liveness endpoint (GET /healthz on server.host:server.port,
+    /// or --addr); exit 0 when it answers 200 within 3 s, 1 otherwise. For container
+    /// HEALTHCHECKs: no shell or curl needed.
+    Healthcheck(HealthcheckArgs),
     /// Manage the provider credentials stored in auth.dir.
     #[command(subcommand)]
     Vault(VaultCommand),
@@ -57,6 +61,14 @@ pub(crate) struct DemoArgs {
     /// Seconds the mock waits before its reply and between streamed events.
     #[arg(long, value_name = "DURATION", default_value = "40ms")]
     pub(crate) latency: String,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct HealthcheckArgs {
+    /// Address to probe instead of server.host:server.port (an unspecified host such as
+    /// 0.0.0.0 is probed on loopback).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub(crate) addr: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Subcommand)]

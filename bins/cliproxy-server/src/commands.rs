@@ -11,7 +11,7 @@ use cliproxy_vault::{Credential, CredentialStore, Protection};
 use ring::rand::{SecureRandom, SystemRandom};
 use slog::{Logger, info};
 
-use crate::cli::{Cli, Command, ConfigArg, DemoArgs, VaultAddArgs, VaultCommand};
+use crate::cli::{Cli, Command, ConfigArg, DemoArgs, HealthcheckArgs, VaultAddArgs, VaultCommand};
 use crate::logging;
 
 /// Exit code for a runtime failure.
@@ -60,6 +60,7 @@ pub(crate) fn run(cli: Cli) -> Result<(), Failure> {
         Some(Command::Demo(args)) => demo(&args),
         Some(Command::Keygen) => keygen(),
         Some(Command::Fingerprint) => fingerprint(&cli.config),
+        Some(Command::Healthcheck(args)) => healthcheck(&cli.config, &args),
         Some(Command::Vault(VaultCommand::Add(args))) => vault_add(&cli.config, &args),
         Some(Command::Vault(VaultCommand::List)) => vault_list(&cli.config),
         Some(Command::Vault(VaultCommand::Migrate)) => vault_reencrypt(&cli.config, false),
@@ -333,6 +334,31 @@ fn fingerprint(config: &ConfigArg) -> Result<(), Failure> {
     let fingerprint = store.device_fingerprint().map_err(anyhow::Error::from)?;
     report_notices(store.as_ref());
     println!("{fingerprint}");
+    Ok(())
+}
+
+fn healthcheck(config: &ConfigArg, args: &HealthcheckArgs) -> Result<(), Failure> {
+    let addr = match args.addr {
+        Some(addr) => addr,
+        None => {
+            let config = load(config)?;
+            std::net::SocketAddr::new(config.server.host, config.server.port)
+        }
+    };
+    // A listener on every address is probed on loopback.
+    let addr = match addr.ip() {
+        ip if ip.is_unspecified() && ip.is_ipv4() => {
+            std::net::SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), addr.port())
+        }
+        ip if ip.is_unspecified() => {
+            std::net::SocketAddr::new(std::net::Ipv6Addr::LOCALHOST.into(), addr.port())
+        }
+        _ => addr,
+    };
+    runtime()?
+        .block_on(cliproxy_gateway::probe_health(addr, std::time::Duration::from_secs(3)))
+        .map_err(|e| anyhow!("unhealthy: {e}"))?;
+    println!("healthy: {addr}");
     Ok(())
 }
 

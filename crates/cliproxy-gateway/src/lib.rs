@@ -42,5 +42,5 @@ pub use config::{
 };
 pub use error::{Error, Result};
 pub use gateway::{Gateway, MAX_ATTEMPTS, REQUEST_ID_HEADER};
-pub use server::Server;
+pub use server::{Server, probe_health};
 pub use usage::{Usage, UsageScanner};

@@ -134,3 +134,23 @@ impl Server {
         Ok(())
     }
 }
+
+/// The liveness probe behind `cliproxy-server healthcheck` (a container `HEALTHCHECK` needs no
+/// shell or curl): `GET /healthz` on `addr`, healthy on a 200 within `timeout`.
+pub async fn probe_health(addr: SocketAddr, timeout: Duration) -> Result<(), String> {
+    use http_body_util::Empty;
+    use hyper_util::client::legacy::Client;
+    use hyper_util::client::legacy::connect::HttpConnector;
+
+    let client: Client<HttpConnector, Empty<bytes::Bytes>> =
+        Client::builder(TokioExecutor::new()).build(HttpConnector::new());
+    let uri: http::Uri = format!("http://{addr}/healthz")
+        .parse()
+        .map_err(|e| format!("cannot build the probe URL for {addr}: {e}"))?;
+    match tokio::time::timeout(timeout, client.get(uri)).await {
+        Err(_) => Err(format!("{addr}: no answer to GET /healthz within {timeout:?}")),
+        Ok(Err(error)) => Err(format!("{addr}: GET /healthz failed: {error}")),
+        Ok(Ok(response)) if response.status() == http::StatusCode::OK => Ok(()),
+        Ok(Ok(response)) => Err(format!("{addr}: GET /healthz answered {}", response.status())),
+    }
+}
