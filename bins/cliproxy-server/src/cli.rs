@@ -48,6 +48,9 @@ pub(crate) enum Command {
     /// or --addr); exit 0 when it answers 200 within 3 s, 1 otherwise. For container
     /// HEALTHCHECKs: no shell or curl needed.
     Healthcheck(HealthcheckArgs),
+    /// The process sandbox (sandbox: config section).
+    #[command(subcommand)]
+    Sandbox(SandboxCommand),
     /// Manage the provider credentials stored in auth.dir.
     #[command(subcommand)]
     Vault(VaultCommand),
@@ -69,6 +72,21 @@ pub(crate) struct HealthcheckArgs {
     /// 0.0.0.0 is probed on loopback).
     #[arg(long, value_name = "HOST:PORT")]
     pub(crate) addr: Option<std::net::SocketAddr>,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum SandboxCommand {
+    /// Print the seccomp profile derived from the gateway's syscall allowlist (the same list
+    /// the in-process filter enforces). `--format docker` is the Docker / OCI JSON profile
+    /// shipped as deploy/seccomp-profile.json.
+    Profile {
+        /// Output format.
+        #[arg(long, value_parser = ["docker"], default_value = "docker")]
+        format: String,
+    },
+    /// Print this process's security posture: uid/gid, capabilities, no_new_privs, seccomp,
+    /// whether the root file system is read-only.
+    Posture,
 }
 
 #[derive(Debug, Subcommand)]

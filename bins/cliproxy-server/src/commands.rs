@@ -11,7 +11,9 @@ use cliproxy_vault::{Credential, CredentialStore, Protection};
 use ring::rand::{SecureRandom, SystemRandom};
 use slog::{Logger, info};
 
-use crate::cli::{Cli, Command, ConfigArg, DemoArgs, HealthcheckArgs, VaultAddArgs, VaultCommand};
+use crate::cli::{
+    Cli, Command, ConfigArg, DemoArgs, HealthcheckArgs, SandboxCommand, VaultAddArgs, VaultCommand,
+};
 use crate::logging;
 
 /// Exit code for a runtime failure.
@@ -61,6 +63,16 @@ pub(crate) fn run(cli: Cli) -> Result<(), Failure> {
         Some(Command::Keygen) => keygen(),
         Some(Command::Fingerprint) => fingerprint(&cli.config),
         Some(Command::Healthcheck(args)) => healthcheck(&cli.config, &args),
+        Some(Command::Sandbox(SandboxCommand::Profile { format: _ })) => {
+            print!("{}", cliproxy_container::profile::docker());
+            Ok(())
+        }
+        Some(Command::Sandbox(SandboxCommand::Posture)) => {
+            let posture = cliproxy_container::posture::Posture::read()
+                .context("cannot read /proc/self/status")?;
+            println!("{posture}");
+            Ok(())
+        }
         Some(Command::Vault(VaultCommand::Add(args))) => vault_add(&cli.config, &args),
         Some(Command::Vault(VaultCommand::List)) => vault_list(&cli.config),
         Some(Command::Vault(VaultCommand::Migrate)) => vault_reencrypt(&cli.config, false),

@@ -1,0 +1,183 @@
+//! Applies the sandbox to the running process, in this order: the root check, the seccomp
+//! filters (which set `no_new_privs` first), then landlock.
+//!
+//! Call it before the async runtime starts its worker threads: the seccomp filters are
+//! installed with `SECCOMP_FILTER_FLAG_TSYNC` and so cover threads that already exist, but
+//! landlock only restricts the calling thread and the threads it creates afterwards.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+
+use landlock::{
+    ABI, Access, AccessFs, PathBeneath, PathFd, Ruleset, RulesetAttr, RulesetCreatedAttr,
+    RulesetStatus,
+};
+use seccompiler::{BpfProgram, SeccompAction, SeccompFilter, TargetArch};
+
+use crate::syscalls;
+use crate::{Config, Error, Result};
+
+/// The file system the process may use once landlock is on.
+#[derive(Clone, Debug, Default)]
+pub struct Paths {
+    /// Read-only: the config file, TLS files, resolver files.
+    pub read_only: Vec<PathBuf>,
+    /// Read-write: `auth.dir`, the audit log directory, the state directory.
+    pub read_write: Vec<PathBuf>,
+}
+
+impl Paths {
+    /// What every process needs to read once sandboxed, where it exists: `/proc/self` (the
+    /// posture report, std's CPU count), the cgroup tree (CPU quota), and the resolver and
+    /// host files (DNS for upstream hosts).
+    pub fn system() -> Vec<PathBuf> {
+        [
+            "/proc/self",
+            "/sys/fs/cgroup",
+            "/etc/resolv.conf",
+            "/etc/hosts",
+            "/etc/nsswitch.conf",
+            "/etc/host.conf",
+            "/etc/gai.conf",
+            "/etc/services",
+        ]
+        .into_iter()
+        .map(PathBuf::from)
+        .filter(|path| path.exists())
+        .collect()
+    }
+}
+
+/// What landlock did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Landlock {
+    /// `sandbox.landlock` is off.
+    Off,
+    /// Every requested restriction is enforced.
+    Enforced,
+    /// Enforced with what this kernel's landlock version supports.
+    Partial,
+    /// The kernel has no landlock (or it is disabled): nothing is enforced.
+    Unsupported,
+}
+
+impl fmt::Display for Landlock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Off => "off",
+            Self::Enforced => "enforced",
+            Self::Partial => "partially enforced (older landlock ABI)",
+            Self::Unsupported => "unsupported by this kernel: not enforced",
+        })
+    }
+}
+
+/// What [`apply`] put in place.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Applied {
+    /// `no_new_privs` is set.
+    pub no_new_privs: bool,
+    /// The seccomp filters are installed.
+    pub seccomp: bool,
+    /// The landlock outcome.
+    pub landlock: Landlock,
+}
+
+/// Applies `config` to this process. An error means the process must not go on: the sandbox
+/// was asked for and could not be put in place (an unsupported landlock is not an error; it
+/// is reported in [`Applied::landlock`]).
+pub fn apply(config: &Config, paths: &Paths) -> Result<Applied> {
+    if config.require_non_root && is_root() {
+        return Err(Error::Root);
+    }
+    let mut applied = Applied { no_new_privs: false, seccomp: false, landlock: Landlock::Off };
+    if config.no_new_privs || config.seccomp {
+        set_no_new_privs()?;
+        applied.no_new_privs = true;
+    }
+    if config.seccomp {
+        for program in filters()? {
+            seccompiler::apply_filter_all_threads(&program)
+                .map_err(|e| Error::Seccomp(format!("cannot install the filter: {e}")))?;
+        }
+        applied.seccomp = true;
+    }
+    if config.landlock {
+        applied.landlock = restrict_paths(paths)?;
+    }
+    Ok(applied)
+}
+
+/// Whether the effective uid is 0.
+pub fn is_root() -> bool {
+    crate::posture::Posture::read().is_ok_and(|p| p.euid == 0)
+}
+
+fn set_no_new_privs() -> Result<()> {
+    nix::sys::prctl::set_no_new_privs().map_err(|e| Error::NoNewPrivs(e.into()))
+}
+
+/// The two filters, most specific first: hostile calls kill the process; anything not on
+/// the allowlist fails with `EPERM` (the kernel applies the most restrictive result).
+pub fn filters() -> Result<Vec<BpfProgram>> {
+    let arch = target_arch()?;
+    let hostile: BTreeMap<i64, Vec<seccompiler::SeccompRule>> =
+        syscalls::hostile_numbers().into_iter().map(|n| (n, Vec::new())).collect();
+    let kill = SeccompFilter::new(hostile, SeccompAction::Allow, SeccompAction::KillProcess, arch)
+        .map_err(|e| Error::Seccomp(e.to_string()))?;
+    let allowed: BTreeMap<i64, Vec<seccompiler::SeccompRule>> =
+        syscalls::allowed_numbers().into_iter().map(|(_, n)| (n, Vec::new())).collect();
+    let allow = SeccompFilter::new(
+        allowed,
+        SeccompAction::Errno(u32::try_from(libc::EPERM).unwrap_or(1)),
+        SeccompAction::Allow,
+        arch,
+    )
+    .map_err(|e| Error::Seccomp(e.to_string()))?;
+    [kill, allow]
+        .into_iter()
+        .map(|filter| BpfProgram::try_from(filter).map_err(|e| Error::Seccomp(e.to_string())))
+        .collect()
+}
+
+fn target_arch() -> Result<TargetArch> {
+    if cfg!(target_arch = "x86_64") {
+        Ok(TargetArch::x86_64)
+    } else if cfg!(target_arch = "aarch64") {
+        Ok(TargetArch::aarch64)
+    } else {
+        Err(Error::UnsupportedArch)
+    }
+}
+
+fn restrict_paths(paths: &Paths) -> Result<Landlock> {
+    let abi = ABI::V5;
+    let landlock = |e: landlock::RulesetError| Error::Landlock(e.to_string());
+    let mut ruleset = Ruleset::default()
+        .handle_access(AccessFs::from_all(abi))
+        .map_err(landlock)?
+        .create()
+        .map_err(landlock)?;
+    let read_only: Vec<PathBuf> =
+        Paths::system().into_iter().chain(paths.read_only.clone()).collect();
+    for (list, access) in
+        [(&read_only, AccessFs::from_read(abi)), (&paths.read_write, AccessFs::from_all(abi))]
+    {
+        for path in list {
+            let fd = PathFd::new(path).map_err(|e| Error::LandlockPath {
+                path: path.clone(),
+                source: std::io::Error::other(e.to_string()),
+            })?;
+            // A file (not a directory) only takes file rights.
+            let access = if path.is_dir() { access } else { access & AccessFs::from_file(abi) };
+            ruleset = ruleset.add_rule(PathBeneath::new(fd, access)).map_err(landlock)?;
+        }
+    }
+    let status = ruleset.restrict_self().map_err(landlock)?;
+    Ok(match status.ruleset {
+        RulesetStatus::FullyEnforced => Landlock::Enforced,
+        RulesetStatus::PartiallyEnforced => Landlock::Partial,
+        RulesetStatus::NotEnforced => Landlock::Unsupported,
+    })
+}
