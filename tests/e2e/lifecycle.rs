@@ -131,3 +131,71 @@ async fn healthcheck_probes_the_liveness_endpoint() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("unhealthy") && stderr.contains(&addr), "{stderr}");
 }
+
+/// The suite's gateway runs under the full sandbox: the start-up log shows the seccomp filter,
+/// no_new_privs and landlock in force, and the posture read back from /proc agrees.
+#[tokio::test]
+async fn the_gateway_runs_sandboxed() {
+    let harness = Harness::new();
+    harness.config("", "");
+    let gateway = harness.start().await;
+    let line = gateway.wait_for_log(|line| line["msg"] == "sandbox").await;
+    assert_eq!(line["seccomp"], true, "{line}");
+    assert_eq!(line["no_new_privs"], true, "{line}");
+    let posture = line["posture"].as_str().unwrap();
+    assert!(
+        posture.contains("no_new_privs on") && posture.contains("seccomp filter (2 filters)"),
+        "{posture}"
+    );
+    let landlock = line["landlock"].as_str().unwrap();
+    if landlock.starts_with("unsupported") {
+        // Never silent: a warning says the file system is not restricted.
+        assert!(gateway.logs().contains("landlock is not supported by this kernel"));
+    } else {
+        assert_eq!(landlock, "enforced", "{line}");
+    }
+    // And it serves.
+    let response = client().get(format!("{}/healthz", gateway.url())).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+}
+
+/// As root, the gateway refuses to start unless `sandbox.require_non_root` is false.
+#[tokio::test]
+async fn running_as_root_is_refused_by_default() {
+    let harness = Harness::new();
+    harness.config("", "");
+    let output = tokio::process::Command::new(server_binary())
+        .arg("--config")
+        .arg(harness.config_path())
+        .arg("serve")
+        .env_remove("CLIPROXY_SANDBOX__REQUIRE_NON_ROOT")
+        .kill_on_drop(true)
+        .output();
+    let root = cliproxy_container_is_root();
+    if root {
+        let output = tokio::time::timeout(std::time::Duration::from_secs(20), output)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(78));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains("refusing to run as root")
+                && stderr.contains("sandbox.require_non_root"),
+            "{stderr}"
+        );
+    } else {
+        // Not root: the same configuration starts (and is stopped by dropping it).
+        let gateway = harness.start().await;
+        assert!(!gateway.log_entries("listening").is_empty());
+    }
+}
+
+fn cliproxy_container_is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|ids| ids.split_whitespace().nth(1).map(|euid| euid == "0"))
+        .unwrap()
+}

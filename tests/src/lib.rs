@@ -350,6 +350,9 @@ impl Harness {
             .arg("--config")
             .arg(self.config_path())
             .args(args)
+            // The suite runs under the full sandbox (seccomp, landlock, no_new_privs); CI
+            // runs as root, which the sandbox refuses by default.
+            .env("CLIPROXY_SANDBOX__REQUIRE_NON_ROOT", "false")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

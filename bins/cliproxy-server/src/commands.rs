@@ -2,6 +2,7 @@
 //! `main` stays a dispatcher.
 
 use std::io::BufRead;
+use std::path::PathBuf;
 
 use anyhow::{Context, anyhow};
 use base64::Engine;
@@ -96,22 +97,67 @@ fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
         .context("cannot start the async runtime")?)
 }
 
-fn serve(config: &ConfigArg) -> Result<(), Failure> {
-    let config = load(config)?;
+fn serve(config_arg: &ConfigArg) -> Result<(), Failure> {
+    let config = load(config_arg)?;
     let (log, _flush) = logging::init(&config.logging);
     info!(log, "starting"; "version" => env!("CARGO_PKG_VERSION"));
-    let result = runtime()?.block_on(async {
+    let result = (|| {
+        // Built before the sandbox (it creates auth.dir and reads CA files) and before the
+        // runtime: landlock covers only threads created after it, so every runtime thread
+        // must start inside it.
         let gateway = Gateway::build(&config, log.clone())?;
-        let server = Server::bind(&config.server, gateway, log.clone()).await?;
-        server.run(shutdown_signal(log.clone())).await?;
-        Ok::<_, Failure>(())
-    });
+        let config_file = config_arg.config.clone();
+        sandbox(&config, config_file.into_iter().collect(), Vec::new(), &log)?;
+        runtime()?.block_on(async {
+            let server = Server::bind(&config.server, gateway, log.clone()).await?;
+            server.run(shutdown_signal(log.clone())).await?;
+            Ok::<_, Failure>(())
+        })
+    })();
     if let Err(failure) = &result {
         slog::error!(log, "stopped"; "error" => format!("{:#}", failure.error));
     } else {
         info!(log, "stopped");
     }
     result
+}
+
+/// Applies `sandbox:` to this process (see `cliproxy-container`) and logs the posture. Read
+/// access: the given files plus what any process needs (resolver files, /proc/self);
+/// read-write: `auth.dir` plus `read_write`.
+fn sandbox(
+    config: &Config,
+    read_only: Vec<PathBuf>,
+    read_write: Vec<PathBuf>,
+    log: &Logger,
+) -> Result<(), Failure> {
+    use cliproxy_container::sandbox::{self, Landlock, Paths};
+    let paths = Paths {
+        read_only,
+        read_write: std::iter::once(config.auth.dir.clone()).chain(read_write).collect(),
+    };
+    let applied = sandbox::apply(&config.sandbox, &paths).map_err(|e| {
+        if matches!(e, cliproxy_container::Error::Root) {
+            Failure::config(e)
+        } else {
+            anyhow::Error::from(e).into()
+        }
+    })?;
+    let posture = cliproxy_container::posture::Posture::read()
+        .map(|p| p.to_string())
+        .unwrap_or_else(|e| format!("unreadable: {e}"));
+    info!(log, "sandbox"; "seccomp" => applied.seccomp, "no_new_privs" => applied.no_new_privs,
+        "landlock" => applied.landlock.to_string(), "posture" => posture);
+    if config.sandbox.landlock && applied.landlock == Landlock::Unsupported {
+        slog::warn!(
+            log,
+            "landlock is not supported by this kernel: file system access is not restricted (sandbox.landlock)"
+        );
+    }
+    if !applied.seccomp {
+        slog::warn!(log, "the seccomp filter is off (sandbox.seccomp): every syscall is allowed");
+    }
+    Ok(())
 }
 
 /// Completes on SIGTERM or SIGINT.
@@ -148,23 +194,28 @@ fn demo(args: &DemoArgs) -> Result<(), Failure> {
          encryption: {{enabled: true, key: \"{encryption_key}\"}}}}\n\
          management: {{secret_key: \"{management_key}\"}}\n\
          providers: {{demo: {{type: mock, models: [\"mock-*\"], latency: {latency:?}}}}}\n\
-         logging: {{level: info, format: text}}\n",
+         logging: {{level: info, format: text}}\n\
+         sandbox: {{require_non_root: false}}\n",
         port = args.port,
         latency = args.latency,
         auths = auths.display().to_string(),
     );
     let config = Config::from_yaml(&yaml).map_err(Failure::config)?;
     let (log, _flush) = logging::init(&config.logging);
-    let result = runtime()?.block_on(async {
+    let result = (|| {
         let gateway = Gateway::build(&config, log.clone())?;
-        let server = Server::bind(&config.server, gateway, log.clone()).await.map_err(|e| {
-            anyhow!("{e}; is another demo running? pick another port with `demo --port 0`")
-        })?;
-        let base = format!("http://{}", server.local_addr()?);
-        print_demo_banner(&base, &client_key, &management_key);
-        server.run(shutdown_signal(log.clone())).await?;
-        Ok::<_, Failure>(())
-    });
+        // The demo dir is removed at the end, so it is writable as a whole.
+        sandbox(&config, Vec::new(), vec![dir.clone()], &log)?;
+        runtime()?.block_on(async {
+            let server = Server::bind(&config.server, gateway, log.clone()).await.map_err(|e| {
+                anyhow!("{e}; is another demo running? pick another port with `demo --port 0`")
+            })?;
+            let base = format!("http://{}", server.local_addr()?);
+            print_demo_banner(&base, &client_key, &management_key);
+            server.run(shutdown_signal(log.clone())).await?;
+            Ok::<_, Failure>(())
+        })
+    })();
     let _ = std::fs::remove_dir_all(&dir);
     result
 }

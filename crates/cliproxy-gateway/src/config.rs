@@ -32,6 +32,9 @@ pub struct Config {
     pub providers: ProvidersConfig,
     /// `logging:` — level and format of the operational log.
     pub logging: LoggingConfig,
+    /// `sandbox:` — the process sandbox (owned by `cliproxy-container`; the binary applies
+    /// it).
+    pub sandbox: cliproxy_container::Config,
 }
 
 /// The `server:` section.
