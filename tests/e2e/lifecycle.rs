@@ -136,8 +136,9 @@ async fn healthcheck_probes_the_liveness_endpoint() {
 /// no_new_privs and landlock in force, and the posture read back from /proc agrees.
 #[tokio::test]
 async fn the_gateway_runs_sandboxed() {
+    const MANAGEMENT_KEY: &str = "mgmt-e2e-status-key-0123456789";
     let harness = Harness::new();
-    harness.config("", "");
+    harness.config("", &format!("management: {{secret_key: \"{MANAGEMENT_KEY}\"}}\n"));
     let gateway = harness.start().await;
     let line = gateway.wait_for_log(|line| line["msg"] == "sandbox").await;
     assert_eq!(line["seccomp"], true, "{line}");
@@ -154,9 +155,26 @@ async fn the_gateway_runs_sandboxed() {
     } else {
         assert_eq!(landlock, "enforced", "{line}");
     }
-    // And it serves.
+    // And it serves; the management status shows the same posture.
     let response = client().get(format!("{}/healthz", gateway.url())).send().await.unwrap();
     assert_eq!(response.status(), 200);
+    let status: Value = client()
+        .get(format!("{}/v0/management/status", gateway.url()))
+        .header("x-management-key", MANAGEMENT_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["version"], env!("CARGO_PKG_VERSION"), "{status}");
+    let sandbox = &status["layers"]["sandbox"];
+    assert_eq!(sandbox["applied"]["seccomp"], true, "{status}");
+    assert_eq!(sandbox["applied"]["landlock"], landlock, "{status}");
+    assert_eq!(sandbox["posture"]["seccomp"], "filter", "{status}");
+    assert_eq!(sandbox["posture"]["no_new_privs"], true, "{status}");
+    assert_eq!(sandbox["posture"]["seccomp_filters"], 2, "{status}");
+    assert_eq!(status["layers"]["vault"]["encryption"]["enabled"], false, "{status}");
 }
 
 /// As root, the gateway refuses to start unless `sandbox.require_non_root` is false.

@@ -107,7 +107,7 @@ fn serve(config_arg: &ConfigArg) -> Result<(), Failure> {
         // must start inside it.
         let gateway = Gateway::build(&config, log.clone())?;
         let config_file = config_arg.config.clone();
-        sandbox(&config, config_file.into_iter().collect(), Vec::new(), &log)?;
+        sandbox(&config, &gateway, config_file.into_iter().collect(), Vec::new(), &log)?;
         runtime()?.block_on(async {
             let server = Server::bind(&config.server, gateway, log.clone()).await?;
             server.run(shutdown_signal(log.clone())).await?;
@@ -127,6 +127,7 @@ fn serve(config_arg: &ConfigArg) -> Result<(), Failure> {
 /// read-write: `auth.dir` plus `read_write`.
 fn sandbox(
     config: &Config,
+    gateway: &Gateway,
     read_only: Vec<PathBuf>,
     read_write: Vec<PathBuf>,
     log: &Logger,
@@ -146,6 +147,12 @@ fn sandbox(
     let posture = cliproxy_container::posture::Posture::read()
         .map(|p| p.to_string())
         .unwrap_or_else(|e| format!("unreadable: {e}"));
+    gateway.set_sandbox_report(serde_json::json!({
+        "seccomp": applied.seccomp,
+        "no_new_privs": applied.no_new_privs,
+        "landlock": applied.landlock.to_string(),
+        "require_non_root": config.sandbox.require_non_root,
+    }));
     info!(log, "sandbox"; "seccomp" => applied.seccomp, "no_new_privs" => applied.no_new_privs,
         "landlock" => applied.landlock.to_string(), "posture" => posture);
     if config.sandbox.landlock && applied.landlock == Landlock::Unsupported {
@@ -205,7 +212,7 @@ fn demo(args: &DemoArgs) -> Result<(), Failure> {
     let result = (|| {
         let gateway = Gateway::build(&config, log.clone())?;
         // The demo dir is removed at the end, so it is writable as a whole.
-        sandbox(&config, Vec::new(), vec![dir.clone()], &log)?;
+        sandbox(&config, &gateway, Vec::new(), vec![dir.clone()], &log)?;
         runtime()?.block_on(async {
             let server = Server::bind(&config.server, gateway, log.clone()).await.map_err(|e| {
                 anyhow!("{e}; is another demo running? pick another port with `demo --port 0`")

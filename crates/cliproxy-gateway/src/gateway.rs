@@ -59,6 +59,9 @@ struct Inner {
     router: ModelRouter,
     providers: Vec<Provider>,
     request_ids: RequestIds,
+    started: Instant,
+    /// What the binary's sandbox put in place, for `/v0/management/status`.
+    sandbox: std::sync::OnceLock<Value>,
 }
 
 /// A provider as the request path uses it.
@@ -182,6 +185,8 @@ impl Gateway {
                 router,
                 providers,
                 request_ids: RequestIds::new(),
+                started: Instant::now(),
+                sandbox: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -597,6 +602,22 @@ impl Gateway {
                 ApiError::new(ErrorCode::UpstreamFailure, "no upstream attempt succeeded")
             }),
         ))
+    }
+
+    /// Records what the sandbox put in place (shown by `GET /v0/management/status`). The
+    /// first report wins.
+    pub fn set_sandbox_report(&self, report: Value) {
+        let _ = self.inner.sandbox.set(report);
+    }
+
+    /// The sandbox report, or `null` when the process was not sandboxed by the binary.
+    pub(crate) fn sandbox_report(&self) -> Value {
+        self.inner.sandbox.get().cloned().unwrap_or(Value::Null)
+    }
+
+    /// Time since the gateway was built.
+    pub(crate) fn uptime(&self) -> Duration {
+        self.inner.started.elapsed()
     }
 
     /// The management gate.

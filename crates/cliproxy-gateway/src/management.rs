@@ -192,10 +192,38 @@ where
         (["auths", "export"], _) => not_allowed("GET, DELETE"),
         (["auths", provider, id], &Method::DELETE) => delete(gateway, provider, Some(id)).await,
         (["auths", _] | ["auths", _, _], _) => not_allowed("DELETE"),
+        (["status"], &Method::GET) => Ok(status(gateway)),
+        (["status"], _) => not_allowed("GET"),
         _ => {
             Err(ApiError::new(ErrorCode::NotFound, format!("no management route {method} {path}")))
         }
     }
+}
+
+/// `GET /status`: version, uptime, the state of each layer and the sandbox posture read
+/// from `/proc/self` now.
+fn status(gateway: &Gateway) -> Response<Body> {
+    let posture = cliproxy_container::posture::Posture::read()
+        .ok()
+        .and_then(|p| serde_json::to_value(p).ok())
+        .unwrap_or(Value::Null);
+    let store = &gateway.vault().store;
+    let encryption = match store.write_protection() {
+        Protection::Plaintext => json!({"enabled": false}),
+        Protection::Encrypted(key_id) => json!({"enabled": true, "key_id": key_id}),
+    };
+    json_response(
+        StatusCode::OK,
+        &json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "uptime_s": gateway.uptime().as_secs(),
+            "layers": {
+                "vault": {"dir": store.location().display().to_string(), "encryption": encryption},
+                "management": {"enabled": true},
+                "sandbox": {"applied": gateway.sandbox_report(), "posture": posture},
+            },
+        }),
+    )
 }
 
 /// `GET /auths`: every credential, without secrets.
