@@ -7,10 +7,13 @@
 //! - `test`: the workspace tests (the command README.md gives).
 //! - `guard`, `secrets`, `hooks`, `release`: the code-integrity checks of
 //!   `cliproxy-integrity` (path guard, secret scanning, signed releases).
+//! - `syscalls`: traces the server under the end-to-end suite and checks the sandbox's
+//!   syscall allowlist against what it really calls.
 
 mod guard;
 mod release;
 mod secrets;
+mod syscalls;
 
 use std::process::{Command, ExitCode};
 
@@ -40,6 +43,9 @@ enum Task {
     Hooks(secrets::HooksArgs),
     /// Release artefacts: build, sign (SHA256SUMS + minisign signature), verify.
     Release(release::Args),
+    /// Trace the server under the end-to-end suite with strace and compare its syscalls with
+    /// the sandbox allowlist.
+    Syscalls(syscalls::Args),
 }
 
 /// The test command; README.md gives the same one.
@@ -57,6 +63,7 @@ fn main() -> Result<ExitCode> {
         Task::Secrets(args) => return secrets::run(args),
         Task::Hooks(args) => return secrets::hooks(args),
         Task::Release(args) => return release::run(args),
+        Task::Syscalls(args) => return syscalls::run(args),
     }
     Ok(ExitCode::SUCCESS)
 }
