@@ -217,3 +217,63 @@ fn cliproxy_container_is_root() -> bool {
         .and_then(|ids| ids.split_whitespace().nth(1).map(|euid| euid == "0"))
         .unwrap()
 }
+
+/// `check` passes a sound deployment and fails, naming the key, a literal secret in the file,
+/// a loose credential file and a plaintext credential — without changing any of them.
+#[tokio::test]
+async fn check_reports_each_problem_and_changes_nothing() {
+    use std::os::unix::fs::PermissionsExt;
+    const ENCRYPTION_KEY: &str = "q83vEjRWeJCrze8SNFZ4kKvN7xI0VniQq83vEjRWeJA=";
+    let harness = Harness::new();
+    // The keys come from the environment, as a deployment should do it; no sandbox override:
+    // check itself judges whether running as root is allowed.
+    let command = |args: &[&str]| {
+        let mut command = std::process::Command::new(server_binary());
+        command
+            .arg("--config")
+            .arg(harness.config_path())
+            .args(args)
+            .env("CLIPROXY_E2E_ENCRYPTION_KEY", ENCRYPTION_KEY)
+            .env("CLIPROXY_E2E_CLIENT_KEY", CLIENT_KEY)
+            .env_remove("CLIPROXY_SANDBOX__REQUIRE_NON_ROOT");
+        command
+    };
+    // Sound: placeholders only, encryption on, one encrypted credential.
+    harness.write_config(&format!(
+        "auth:\n  api_keys: [{{name: e2e, key: \"${{CLIPROXY_E2E_CLIENT_KEY}}\"}}]\n  dir: {:?}\n  encryption: {{enabled: true, key: \"${{CLIPROXY_E2E_ENCRYPTION_KEY}}\"}}\n\
+         providers: {{oa: {{type: openai, base_url: \"http://127.0.0.1:9\", models: [\"gpt-*\"]}}}}\n",
+        harness.auth_dir().display().to_string()
+    ));
+    let mut child = command(&["vault", "add", "--provider", "oa", "--id", "oa-1"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(b"sk-e2e-check-token-000000\n").unwrap();
+    }
+    assert!(child.wait().unwrap().success());
+    let run = |_: &Harness| command(&["check"]).output().unwrap();
+    let output = run(&harness);
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert_eq!(output.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("ready: no check failed") && !stdout.contains("FAIL"), "{stdout}");
+    assert!(stdout.contains("1 credential(s) decrypt"), "{stdout}");
+
+    // A literal key in the file and a loose credential file: both named, nothing fixed.
+    let config = std::fs::read_to_string(harness.config_path()).unwrap();
+    harness.write_config(&config.replace("${CLIPROXY_E2E_CLIENT_KEY}", CLIENT_KEY));
+    let file = harness.auth_dir().join("oa-1.json");
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let output = run(&harness);
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("written literally: auth.api_keys[0].key"), "{stdout}");
+    assert!(stdout.contains("has mode 0644, not 0600"), "{stdout}");
+    assert!(!stdout.contains(CLIENT_KEY), "check printed the key:\n{stdout}");
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o644,
+        "check changed a mode"
+    );
+}

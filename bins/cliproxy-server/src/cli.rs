@@ -36,6 +36,11 @@ pub(crate) enum Command {
     /// Run the whole stack on loopback with the built-in mock provider: no provider account
     /// needed. Prints a fresh client key and copy-paste examples.
     Demo(DemoArgs),
+    /// The pre-deployment checklist: auth.dir permissions, credentials readable and
+    /// encrypted, client keys present, management not remote without TLS, not root, no secret
+    /// written literally in the config file, sandbox settings, this process's posture. Prints
+    /// a table; exits 1 when a check fails. Reads only: nothing is fixed or rewritten.
+    Check,
     /// Print fresh random keys: a client key (auth.api_keys), a management key
     /// (management.secret_key) and an encryption key (auth.encryption.key).
     Keygen,

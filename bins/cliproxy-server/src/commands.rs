@@ -62,6 +62,19 @@ pub(crate) fn run(cli: Cli) -> Result<(), Failure> {
         None | Some(Command::Serve) => serve(&cli.config),
         Some(Command::Demo(args)) => demo(&args),
         Some(Command::Keygen) => keygen(),
+        Some(Command::Check) => {
+            let config = load(&cli.config)?;
+            let file = cli
+                .config
+                .config
+                .clone()
+                .or_else(|| Some(PathBuf::from("config.yaml")).filter(|p| p.is_file()));
+            if crate::check::run(&config, file.as_deref()) {
+                Ok(())
+            } else {
+                Err(anyhow!("the pre-deployment check failed (see the FAIL rows)").into())
+            }
+        }
         Some(Command::Fingerprint) => fingerprint(&cli.config),
         Some(Command::Healthcheck(args)) => healthcheck(&cli.config, &args),
         Some(Command::Sandbox(SandboxCommand::Profile { format: _ })) => {
