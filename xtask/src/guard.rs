@@ -1,13 +1,82 @@
-//! `cargo xtask guard` (being written).
+//! `cargo xtask guard`: the path guard of `cliproxy-integrity` over a range of commits.
+//!
+//! Exit codes: 0 when no commit breaks the policy (warnings allowed), 1 on a violation, 2
+//! when no verdict could be given (unreadable policy, bad revision, git failing).
 
-use std::process::ExitCode;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
 
-use anyhow::Result;
+use anyhow::{Context, Result, bail};
+use cliproxy_integrity::guard::{self, Policy};
+
+/// The policy file, relative to the repository top level.
+const DEFAULT_POLICY: &str = "integrity/path-guard.toml";
 
 /// Options of `cargo xtask guard`.
 #[derive(Debug, clap::Args)]
-pub(crate) struct Args {}
+pub(crate) struct Args {
+    /// Check the commits reachable from --head but not from this revision (a pull request's
+    /// base branch, `origin/main`, `HEAD~5`).
+    #[arg(long, value_name = "REV")]
+    base: String,
+    /// The last commit to check.
+    #[arg(long, value_name = "REV", default_value = "HEAD")]
+    head: String,
+    /// The policy file [default: integrity/path-guard.toml in the repository].
+    #[arg(long, value_name = "PATH")]
+    policy: Option<PathBuf>,
+}
 
-pub(crate) fn run(_args: Args) -> Result<ExitCode> {
-    anyhow::bail!("not built yet")
+pub(crate) fn run(args: Args) -> Result<ExitCode> {
+    match check(&args) {
+        Ok(true) => Ok(ExitCode::SUCCESS),
+        Ok(false) => Ok(ExitCode::from(1)),
+        Err(e) => {
+            eprintln!("xtask guard: error: {e:#}");
+            Ok(ExitCode::from(2))
+        }
+    }
+}
+
+fn check(args: &Args) -> Result<bool> {
+    let root = repo_root()?;
+    let policy_path = args.policy.clone().unwrap_or_else(|| root.join(DEFAULT_POLICY));
+    let policy = Policy::load(&policy_path)?;
+    println!(
+        "path guard: commits in {}..{} against {} (maintainers: {}; Reviewed-by required from maintainers other than the author: {})",
+        args.base,
+        args.head,
+        policy_path.strip_prefix(&root).unwrap_or(&policy_path).display(),
+        policy.maintainers().len(),
+        policy.required_reviews(),
+    );
+    let others = policy.maintainers().len().saturating_sub(1);
+    if usize::try_from(policy.required_reviews()).unwrap_or(usize::MAX) > others {
+        println!(
+            "note: the policy lists {} maintainer(s), so a commit can collect at most {others} review(s) from maintainers other than its author: every commit touching a protected path will fail until more maintainers are added",
+            policy.maintainers().len()
+        );
+    }
+    let report = guard::check_range(&root, &args.base, &args.head, &policy)?;
+    println!("{report}");
+    if !report.passed() {
+        println!(
+            "each commit that touches a protected path needs its author among the maintainers and {} `Reviewed-by: Name <email>` trailer(s) from other maintainers in its last paragraph; see docs/security/path-guard.md",
+            policy.required_reviews()
+        );
+    }
+    Ok(report.passed())
+}
+
+/// The top level of the git work tree the command runs in.
+pub(crate) fn repo_root() -> Result<PathBuf> {
+    let out = Command::new("git")
+        .args(["rev-parse", "--show-toplevel"])
+        .output()
+        .context("cannot run git")?;
+    if !out.status.success() {
+        bail!("not inside a git work tree: {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    let root = String::from_utf8(out.stdout).context("the repository path is not UTF-8")?;
+    Ok(Path::new(root.trim_end_matches(['\n', '\r'])).to_owned())
 }
