@@ -93,9 +93,6 @@ impl Gateway {
         let store = config.auth.build()?;
         let router = ModelRouter::new(&config.providers)?;
         let credentials = store.load_all()?;
-        for notice in store.take_notices() {
-            warn!(log, "credential vault permissions fixed"; "detail" => notice);
-        }
         let mut providers = Vec::with_capacity(config.providers.0.len());
         for (name, provider) in &config.providers.0 {
             let base_url = match &provider.base_url {

@@ -347,9 +347,7 @@ fn build_credential(gateway: &Gateway, input: NewCredential) -> Result<Credentia
                 .access_token
                 .or(input.token)
                 .ok_or("`access_token` (or `token`) is required for type oauth")?;
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
+            let now = crate::refresh::unix_now();
             let expires_at = match (input.expires_at, input.expires_in) {
                 (Some(at), None) => at,
                 (None, Some(seconds)) => now.saturating_add(seconds),

@@ -7,7 +7,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use cliproxy_core::Secret;
 use cliproxy_vault::{Credential, CredentialSecret};
@@ -75,8 +75,7 @@ impl Slot {
 
     /// Notes that the slot is being used now.
     pub(crate) fn touch(&self) {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        self.last_used.store(now, Ordering::Relaxed);
+        self.last_used.store(crate::refresh::unix_now(), Ordering::Relaxed);
     }
 
     /// The last use since the previous call, if any.

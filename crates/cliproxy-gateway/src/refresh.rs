@@ -247,6 +247,7 @@ fn not_oauth() -> RefreshFailure {
     RefreshFailure { reason: "the credential holds no OAuth tokens".to_owned() }
 }
 
-fn unix_now() -> u64 {
+/// Unix seconds now.
+pub(crate) fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }

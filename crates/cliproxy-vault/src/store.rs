@@ -202,28 +202,7 @@ impl FileStore {
             path: path.clone(),
             reason: format!("file name is not a valid credential id ({e})"),
         })?;
-        let file = match OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
-            .open(&path)
-        {
-            Ok(file) => file,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
-                return Err(Error::Unusable {
-                    path,
-                    reason: "is a symbolic link; credential files must be regular files",
-                });
-            }
-            Err(e) => return Err(Error::io(path, "open", e)),
-        };
-        let meta = file.metadata().map_err(|e| Error::io(&path, "inspect", e))?;
-        if !meta.is_file() {
-            return Err(Error::Unusable { path, reason: "is not a regular file" });
-        }
-        if meta.uid() != self.uid {
-            return Err(Error::ForeignOwner { path, owner: meta.uid(), ours: self.uid });
-        }
+        let Some((file, meta)) = self.open_owned(&path)? else { return Ok(None) };
         let mode = meta.mode() & 0o7777;
         if mode != FILE_MODE {
             file.set_permissions(Permissions::from_mode(FILE_MODE))
@@ -306,32 +285,43 @@ impl FileStore {
         self.write_atomically(KEY_USAGE_FILE, &bytes)
     }
 
-    /// Reads one of the hidden bookkeeping files with the same care as a credential file (no
-    /// symlinks, regular files we own, size cap); `None` when it does not exist.
-    fn read_bookkeeping(&self, name: &str) -> Result<Option<Vec<u8>>> {
-        let path = self.dir.join(name);
+    /// Opens a file in the directory for reading: never through a symbolic link, only a
+    /// regular file, only one we own. `None` when it does not exist.
+    fn open_owned(&self, path: &Path) -> Result<Option<(File, fs::Metadata)>> {
         let file = match OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
-            .open(&path)
+            .open(path)
         {
             Ok(file) => file,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
                 return Err(Error::Unusable {
-                    path,
-                    reason: "is a symbolic link; refusing to follow it",
+                    path: path.to_owned(),
+                    reason: "is a symbolic link; only regular files are read here",
                 });
             }
             Err(e) => return Err(Error::io(path, "open", e)),
         };
-        let meta = file.metadata().map_err(|e| Error::io(&path, "inspect", e))?;
+        let meta = file.metadata().map_err(|e| Error::io(path, "inspect", e))?;
         if !meta.is_file() {
-            return Err(Error::Unusable { path, reason: "is not a regular file" });
+            return Err(Error::Unusable { path: path.to_owned(), reason: "is not a regular file" });
         }
         if meta.uid() != self.uid {
-            return Err(Error::ForeignOwner { path, owner: meta.uid(), ours: self.uid });
+            return Err(Error::ForeignOwner {
+                path: path.to_owned(),
+                owner: meta.uid(),
+                ours: self.uid,
+            });
         }
+        Ok(Some((file, meta)))
+    }
+
+    /// Reads one of the hidden bookkeeping files with the same care as a credential file (no
+    /// symlinks, regular files we own, size cap); `None` when it does not exist.
+    fn read_bookkeeping(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        let path = self.dir.join(name);
+        let Some((file, meta)) = self.open_owned(&path)? else { return Ok(None) };
         if meta.len() > MAX_BOOKKEEPING_BYTES {
             return Err(Error::TooLarge { path, size: meta.len(), limit: MAX_BOOKKEEPING_BYTES });
         }
