@@ -9,6 +9,8 @@
 //! - [`ErrorCode`]: the stable error codes, each with its HTTP status and its spelling in the
 //!   OpenAI, Anthropic and Gemini error formats.
 //! - [`duration`]: serde for config durations (`30s`, `5m`, `1h`, `30d`).
+//! - [`RateLimit`], [`Quota`]: the per-provider and per-client-key limits, written under both
+//!   `providers.<name>` and `auth.api_keys[N]` and enforced by the network guard.
 //! - [`glob_match`]: the `*` wildcard used for model names, in routing and in client-key
 //!   model allowlists.
 //!
@@ -24,9 +26,11 @@
 pub mod duration;
 mod error_code;
 mod glob;
+pub mod limits;
 mod secret;
 
 // The public interface is:
 pub use error_code::ErrorCode;
 pub use glob::glob_match;
+pub use limits::{Quota, QuotaPeriod, RateLimit};
 pub use secret::Secret;

@@ -1,0 +1,272 @@
+//! The configuration types this layer owns. The gateway places them in its `server:` section
+//! (`server.tls`, `server.security`, `server.rate_limit`, `server.trusted_proxies`,
+//! `server.maintenance_mode`, `server.message`) and at the top level (`state:`); every type
+//! here rejects unknown keys, so a typo is an error naming its full path.
+
+use std::num::{NonZeroU32, NonZeroUsize};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ipnetwork::IpNetwork;
+use serde::Deserialize;
+
+/// The network guard's part of the `server:` section, gathered in one place so that
+/// [`crate::NetGuard::build`] takes one argument. The gateway fills it from its own
+/// `server:` fields.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct Config {
+    /// `server.tls`.
+    pub tls: TlsConfig,
+    /// `server.security`.
+    pub security: SecurityConfig,
+    /// `server.rate_limit`: the global token bucket.
+    pub rate_limit: GlobalRateLimitConfig,
+    /// `server.trusted_proxies`: peers whose `X-Forwarded-For` / `Forwarded` is believed.
+    pub trusted_proxies: Vec<IpNetwork>,
+    /// `server.maintenance_mode` at start-up (the management API changes it at run time).
+    pub maintenance_mode: bool,
+    /// `server.message`: the text of maintenance answers.
+    pub message: String,
+    /// `state:`.
+    pub state: StateConfig,
+}
+
+impl Config {
+    /// Gathers the guard's settings from the sections the gateway owns.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "one argument per config key, named at the call site"
+    )]
+    pub fn new(
+        tls: TlsConfig,
+        security: SecurityConfig,
+        rate_limit: GlobalRateLimitConfig,
+        trusted_proxies: Vec<IpNetwork>,
+        maintenance_mode: bool,
+        message: String,
+        state: StateConfig,
+    ) -> Self {
+        Self { tls, security, rate_limit, trusted_proxies, maintenance_mode, message, state }
+    }
+}
+
+/// The default maintenance message (`server.message`).
+pub const DEFAULT_MAINTENANCE_MESSAGE: &str = "Scheduled maintenance in progress";
+
+/// TLS protocol versions accepted as `server.tls.min_version`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub enum TlsVersion {
+    /// TLS 1.2 and 1.3.
+    #[default]
+    #[serde(rename = "1.2")]
+    Tls12,
+    /// TLS 1.3 only.
+    #[serde(rename = "1.3")]
+    Tls13,
+}
+
+/// `server.tls`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
+pub struct TlsConfig {
+    /// Serve HTTPS instead of plain HTTP.
+    pub enabled: bool,
+    /// PEM certificate chain, leaf first.
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: Option<PathBuf>,
+    /// Oldest protocol version accepted: `"1.2"` or `"1.3"`.
+    pub min_version: TlsVersion,
+    /// IANA cipher suite names; empty means rustls's defaults (all AEAD with forward secrecy).
+    pub cipher_suites: Vec<String>,
+    /// Time a client has to complete the handshake.
+    #[serde(with = "cliproxy_core::duration")]
+    pub handshake_timeout: Duration,
+    /// How often the certificate and key files are checked for changes (they are also
+    /// reloaded on SIGHUP).
+    #[serde(with = "cliproxy_core::duration")]
+    pub reload_interval: Duration,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            cert_file: None,
+            key_file: None,
+            min_version: TlsVersion::Tls12,
+            cipher_suites: Vec::new(),
+            handshake_timeout: Duration::from_secs(10),
+            reload_interval: Duration::from_secs(10),
+        }
+    }
+}
+
+/// `server.security`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
+pub struct SecurityConfig {
+    /// `server.security.ip_allowlist`.
+    pub ip_allowlist: IpAllowlistConfig,
+    /// `server.security.ip_denylist`.
+    pub ip_denylist: IpDenylistConfig,
+    /// `server.security.rate_limiting`: the per-IP token buckets.
+    pub rate_limiting: PerIpRateLimitConfig,
+    /// `server.security.headers`.
+    pub headers: HeadersConfig,
+    /// `server.security.request_validation`.
+    pub request_validation: ValidationConfig,
+}
+
+/// `server.security.ip_allowlist`. Enabled with an empty list admits nobody unless
+/// `deny_all` is false.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
+pub struct IpAllowlistConfig {
+    /// Apply the allowlist.
+    pub enabled: bool,
+    /// Addresses and CIDR ranges admitted.
+    pub allowed_ips: Vec<IpNetwork>,
+    /// Refuse every address not in `allowed_ips`. When false, an enabled allowlist with no
+    /// entries admits everyone (the seed's behaviour); with entries it always restricts.
+    pub deny_all: bool,
+}
+
+/// `server.security.ip_denylist`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
+pub struct IpDenylistConfig {
+    /// Apply the denylist (runtime entries from the management API apply regardless).
+    pub enabled: bool,
+    /// Addresses and CIDR ranges refused.
+    pub denied_ips: Vec<IpNetwork>,
+}
+
+/// `server.security.rate_limiting`: one token bucket per client address.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
+pub struct PerIpRateLimitConfig {
+    /// Apply per-IP limits.
+    pub enabled: bool,
+    /// Sustained requests per second per address.
+    pub requests_per_second: NonZeroU32,
+    /// Requests an address may send at once after being idle.
+    pub burst: NonZeroU32,
+    /// Kept for the seed's key; per-IP limiting is what this section does, so `false` turns
+    /// it off like `enabled: false`.
+    pub per_ip: bool,
+    /// Most addresses tracked at once; beyond it, new addresses share one overflow bucket
+    /// (memory stays bounded under an address spray). IPv6 addresses count per /64.
+    pub max_tracked: NonZeroUsize,
+}
+
+impl Default for PerIpRateLimitConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            requests_per_second: NonZeroU32::new(10).unwrap_or(NonZeroU32::MIN),
+            burst: NonZeroU32::new(20).unwrap_or(NonZeroU32::MIN),
+            per_ip: true,
+            max_tracked: NonZeroUsize::new(100_000).unwrap_or(NonZeroUsize::MIN),
+        }
+    }
+}
+
+/// `server.rate_limit`: one token bucket for the whole gateway.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
+pub struct GlobalRateLimitConfig {
+    /// Apply the global limit.
+    pub enabled: bool,
+    /// Sustained requests per second.
+    pub requests_per_second: NonZeroU32,
+    /// Requests admitted at once after an idle period.
+    pub burst: NonZeroU32,
+}
+
+impl Default for GlobalRateLimitConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            requests_per_second: NonZeroU32::new(100).unwrap_or(NonZeroU32::MIN),
+            burst: NonZeroU32::new(200).unwrap_or(NonZeroU32::MIN),
+        }
+    }
+}
+
+/// `server.security.headers`: added to every response, errors included. An empty value
+/// leaves that header out.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
+pub struct HeadersConfig {
+    /// Add the headers.
+    pub enabled: bool,
+    /// `Strict-Transport-Security` (sent on TLS listeners only, as RFC 6797 requires).
+    pub strict_transport_security: String,
+    /// `X-Content-Type-Options`.
+    pub content_type_options: String,
+    /// `X-Frame-Options`.
+    pub frame_options: String,
+    /// `X-XSS-Protection`.
+    pub xss_protection: String,
+    /// `Content-Security-Policy`.
+    pub content_security_policy: String,
+}
+
+impl Default for HeadersConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            strict_transport_security: "max-age=31536000; includeSubDomains".to_owned(),
+            content_type_options: "nosniff".to_owned(),
+            frame_options: "DENY".to_owned(),
+            xss_protection: "0".to_owned(),
+            content_security_policy: "default-src 'none'; frame-ancestors 'none'".to_owned(),
+        }
+    }
+}
+
+/// `server.security.request_validation`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
+pub struct ValidationConfig {
+    /// Check request bodies (required fields per API format, `max_tokens`).
+    pub enabled: bool,
+    /// Largest `max_tokens` (or `max_output_tokens`, `maxOutputTokens`) a request may ask
+    /// for; a provider's `max_tokens` overrides it for that provider.
+    pub max_tokens: NonZeroU32,
+}
+
+impl Default for ValidationConfig {
+    fn default() -> Self {
+        Self { enabled: true, max_tokens: NonZeroU32::new(4096).unwrap_or(NonZeroU32::MIN) }
+    }
+}
+
+/// `state:` — the embedded SQLite database for quota usage, the runtime denylist and
+/// management bans.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
+pub struct StateConfig {
+    /// The database file; its directory is created 0700 and the file is 0600.
+    pub path: PathBuf,
+    /// How often changes are written (at most this much is lost on `kill -9`; ≤ 1 s).
+    #[serde(with = "cliproxy_core::duration")]
+    pub flush_interval: Duration,
+}
+
+impl Default for StateConfig {
+    fn default() -> Self {
+        Self { path: PathBuf::from("./data/state.db"), flush_interval: Duration::from_millis(500) }
+    }
+}

@@ -1,0 +1,39 @@
+//! Layer 4 of cliproxy, the network guard: everything that decides whether a connection or a
+//! request may proceed before it costs anything upstream.
+//!
+//! - [`tls`]: the rustls server configuration (ring only) from `server.tls`, cipher suites by
+//!   IANA name, and a certificate resolver that reloads changed files without dropping
+//!   connections.
+//! - [`IpFilter`]: static deny and allow lists, the runtime denylist with expiry, and the
+//!   client address behind trusted proxies (`X-Forwarded-For`, `Forwarded`).
+//! - Rate limits: per-IP and global token buckets, per-provider and per-client-key requests and
+//!   tokens per minute, and token quotas per day, week or month.
+//! - [`StateStore`]: where quota usage, the runtime denylist and management bans survive a
+//!   restart (SQLite, written in batches off the request path).
+//! - Security headers, request validation and maintenance mode.
+//!
+//! The crate has no HTTP server and no async runtime: the gateway calls it at the steps of
+//! its pipeline, in the order `SPEC.md` §2 gives, and answers with the [`Rejection`] it returns.
+//!
+//! ```
+//! use cliproxy_netguard::canonical_ip;
+//!
+//! // IPv4 rules match IPv4-mapped IPv6 peers.
+//! assert_eq!(canonical_ip("::ffff:10.0.0.1".parse()?), "10.0.0.1".parse::<std::net::IpAddr>()?);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod clock;
+mod config;
+mod error;
+mod types;
+
+// The public interface is:
+pub use clock::{Clock, FakeClock, SystemClock};
+pub use config::{
+    Config, DEFAULT_MAINTENANCE_MESSAGE, GlobalRateLimitConfig, HeadersConfig, IpAllowlistConfig,
+    IpDenylistConfig, PerIpRateLimitConfig, SecurityConfig, StateConfig, TlsConfig, TlsVersion,
+    ValidationConfig,
+};
+pub use error::{Error, Result};
+pub use types::{Ban, DenyEntry, QuotaScope, QuotaUsage, canonical_ip, canonical_network};

@@ -1,0 +1,132 @@
+//! The records the guard keeps across restarts, shared by the limiters, the IP filter and the
+//! [`crate::StateStore`].
+
+use std::net::IpAddr;
+
+use cliproxy_core::QuotaPeriod;
+use ipnetwork::IpNetwork;
+use serde::Serialize;
+
+/// Whose quota a usage figure belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QuotaScope {
+    /// `providers.<name>.quota`.
+    Provider,
+    /// `auth.api_keys[N].quota`, by the key's name.
+    Client,
+}
+
+impl QuotaScope {
+    /// The name stored in the database and shown in messages.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Provider => "provider",
+            Self::Client => "client",
+        }
+    }
+
+    /// Parses [`QuotaScope::as_str`].
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "provider" => Some(Self::Provider),
+            "client" => Some(Self::Client),
+            _ => None,
+        }
+    }
+}
+
+/// Tokens used by one provider or client key in one quota period.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct QuotaUsage {
+    /// Provider or client key.
+    pub scope: QuotaScope,
+    /// The provider's or the client key's name.
+    pub name: String,
+    /// The period kind the count is for.
+    pub period: QuotaPeriod,
+    /// Unix seconds at which the period started (UTC).
+    pub period_start: u64,
+    /// Tokens used so far in the period (an absolute count, so writing it twice is harmless).
+    pub tokens: u64,
+}
+
+/// A runtime denylist entry (added through the management API or by an alert rule).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DenyEntry {
+    /// The address or range refused. A single address is a /32 or /128.
+    pub network: IpNetwork,
+    /// Why, as given by whoever added it.
+    pub reason: String,
+    /// Unix seconds when it was added.
+    pub created_at: u64,
+    /// Unix seconds after which it no longer applies; `None` for never.
+    pub expires_at: Option<u64>,
+}
+
+impl DenyEntry {
+    /// Whether the entry still applies at `now` (Unix seconds).
+    pub fn is_active(&self, now: u64) -> bool {
+        self.expires_at.is_none_or(|at| now < at)
+    }
+}
+
+/// A management-API ban of one peer address after too many failed keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Ban {
+    /// The banned peer (the TCP peer address; forwarded headers never count).
+    pub ip: IpAddr,
+    /// Unix seconds when the ban ends.
+    pub until: u64,
+}
+
+/// Normalises an address for matching and keying: an IPv4-mapped IPv6 address
+/// (`::ffff:10.0.0.1`) becomes the IPv4 address it carries, so IPv4 rules match it.
+pub fn canonical_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// Normalises a network the same way: `::ffff:10.0.0.0/104` becomes `10.0.0.0/8`.
+pub fn canonical_network(network: IpNetwork) -> IpNetwork {
+    match network {
+        IpNetwork::V6(v6) if v6.prefix() >= 96 => match v6.network().to_ipv4_mapped() {
+            Some(v4) => ipnetwork::Ipv4Network::new(v4, v6.prefix() - 96)
+                .map(IpNetwork::V4)
+                .unwrap_or(network),
+            None => network,
+        },
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mapped_addresses_and_networks_become_ipv4() {
+        let ip: IpAddr = "::ffff:10.1.2.3".parse().unwrap();
+        assert_eq!(canonical_ip(ip), "10.1.2.3".parse::<IpAddr>().unwrap());
+        let v6: IpAddr = "2001:db8::1".parse().unwrap();
+        assert_eq!(canonical_ip(v6), v6);
+        let net: IpNetwork = "::ffff:10.0.0.0/104".parse().unwrap();
+        assert_eq!(canonical_network(net), "10.0.0.0/8".parse::<IpNetwork>().unwrap());
+        let net: IpNetwork = "2001:db8::/32".parse().unwrap();
+        assert_eq!(canonical_network(net), net);
+    }
+
+    #[test]
+    fn deny_entries_expire() {
+        let entry = DenyEntry {
+            network: "10.0.0.1/32".parse().unwrap(),
+            reason: "test".to_owned(),
+            created_at: 100,
+            expires_at: Some(200),
+        };
+        assert!(entry.is_active(199));
+        assert!(!entry.is_active(200));
+    }
+}
