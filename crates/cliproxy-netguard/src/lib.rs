@@ -26,7 +26,11 @@
 mod clock;
 mod config;
 mod error;
+mod headers;
+mod ipfilter;
+mod maintenance;
 mod types;
+mod validate;
 
 // The public interface is:
 pub use clock::{Clock, FakeClock, SystemClock};
@@ -36,4 +40,8 @@ pub use config::{
     ValidationConfig,
 };
 pub use error::{Error, Result};
+pub use headers::SecurityHeaders;
+pub use ipfilter::{DenyReason, IpFilter, Verdict, parse_network};
+pub use maintenance::{Maintenance, MaintenanceState};
 pub use types::{Ban, DenyEntry, QuotaScope, QuotaUsage, canonical_ip, canonical_network};
+pub use validate::{Invalid, RequestKind, TokenCap, Validator};
