@@ -71,6 +71,20 @@ impl Endpoint<'_> {
             _ => ApiFormat::OpenAi,
         }
     }
+
+    /// What request validation checks the body as; `None` for endpoints without a body.
+    pub(crate) fn request_kind(&self) -> Option<cliproxy_netguard::RequestKind> {
+        use cliproxy_netguard::RequestKind;
+        Some(match self {
+            Self::ChatCompletions => RequestKind::ChatCompletions,
+            Self::Responses => RequestKind::Responses,
+            Self::Embeddings => RequestKind::Embeddings,
+            Self::Messages => RequestKind::Messages,
+            Self::CountTokens => RequestKind::CountTokens,
+            Self::GeminiGenerate { .. } => RequestKind::GeminiGenerate,
+            Self::Models | Self::Healthz | Self::Readyz => return None,
+        })
+    }
 }
 
 /// Why a path did not resolve to an endpoint.

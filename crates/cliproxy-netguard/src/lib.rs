@@ -26,6 +26,7 @@
 mod clock;
 mod config;
 mod error;
+mod events;
 mod headers;
 mod ipfilter;
 mod maintenance;
@@ -40,6 +41,7 @@ pub use config::{
     ValidationConfig,
 };
 pub use error::{Error, Result};
+pub use events::{Counters, RejectionKind};
 pub use headers::SecurityHeaders;
 pub use ipfilter::{DenyReason, IpFilter, Verdict, parse_network};
 pub use maintenance::{Maintenance, MaintenanceState};

@@ -1,7 +1,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use cliproxy_core::{Secret, glob_match};
+use cliproxy_core::{Quota, RateLimit, Secret, glob_match};
 use ring::digest::{SHA256, digest};
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, de::value::MapAccessDeserializer};
@@ -22,6 +22,10 @@ pub struct ClientKeyConfig {
     pub key: Secret,
     /// Model name patterns (`*` globs) this key may use; empty means every model.
     pub models: Vec<String>,
+    /// Requests and tokens per minute for this key (enforced by the network guard).
+    pub rate_limit: Option<RateLimit>,
+    /// Tokens per day, week or month for this key (enforced by the network guard).
+    pub quota: Option<Quota>,
 }
 
 impl<'de> Deserialize<'de> for ClientKeyConfig {
@@ -33,6 +37,10 @@ impl<'de> Deserialize<'de> for ClientKeyConfig {
             key: Secret,
             #[serde(default)]
             models: Vec<String>,
+            #[serde(default)]
+            rate_limit: Option<RateLimit>,
+            #[serde(default)]
+            quota: Option<Quota>,
         }
 
         struct KeyVisitor;
@@ -49,16 +57,30 @@ impl<'de> Deserialize<'de> for ClientKeyConfig {
                     name: None,
                     key: Secret::from(value.to_owned()),
                     models: Vec::new(),
+                    rate_limit: None,
+                    quota: None,
                 })
             }
 
             fn visit_string<E: de::Error>(self, value: String) -> Result<Self::Value, E> {
-                Ok(ClientKeyConfig { name: None, key: Secret::from(value), models: Vec::new() })
+                Ok(ClientKeyConfig {
+                    name: None,
+                    key: Secret::from(value),
+                    models: Vec::new(),
+                    rate_limit: None,
+                    quota: None,
+                })
             }
 
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
                 let full = Full::deserialize(MapAccessDeserializer::new(map))?;
-                Ok(ClientKeyConfig { name: full.name, key: full.key, models: full.models })
+                Ok(ClientKeyConfig {
+                    name: full.name,
+                    key: full.key,
+                    models: full.models,
+                    rate_limit: full.rate_limit,
+                    quota: full.quota,
+                })
             }
         }
 
@@ -73,6 +95,10 @@ pub struct ClientIdentity {
     pub name: String,
     /// Model patterns the key may use; empty means every model.
     pub models: Vec<String>,
+    /// The key's requests and tokens per minute, when limited.
+    pub rate_limit: Option<RateLimit>,
+    /// The key's token quota, when it has one.
+    pub quota: Option<Quota>,
 }
 
 impl ClientIdentity {
@@ -141,7 +167,15 @@ impl ClientKeys {
                     "the name `{name}` is already used by auth.api_keys[{position}]"
                 )));
             }
-            entries.push((hash, Arc::new(ClientIdentity { name, models: entry.models.clone() })));
+            entries.push((
+                hash,
+                Arc::new(ClientIdentity {
+                    name,
+                    models: entry.models.clone(),
+                    rate_limit: entry.rate_limit,
+                    quota: entry.quota,
+                }),
+            ));
         }
         Ok(Self { entries })
     }
@@ -156,6 +190,12 @@ impl ClientKeys {
             }
         }
         found
+    }
+
+    /// Every configured identity, in config order (for the limits the network guard keeps
+    /// per key).
+    pub fn identities(&self) -> impl Iterator<Item = &Arc<ClientIdentity>> {
+        self.entries.iter().map(|(_, identity)| identity)
     }
 
     /// How many keys are configured.
@@ -180,6 +220,8 @@ mod tests {
             name: name.map(str::to_owned),
             key: Secret::from(key.to_owned()),
             models: models.iter().map(|m| (*m).to_owned()).collect(),
+            rate_limit: None,
+            quota: None,
         }
     }
 
