@@ -26,6 +26,8 @@
 mod clock;
 mod config;
 mod error;
+mod quota;
+mod ratelimit;
 mod types;
 
 // The public interface is:
@@ -36,4 +38,9 @@ pub use config::{
     ValidationConfig,
 };
 pub use error::{Error, Result};
+pub use quota::{QuotaStatus, Quotas, format_utc, next_reset, period_start};
+pub use ratelimit::{
+    Admitted, DEFAULT_TOKEN_ESTIMATE, GlobalRateLimiter, IpRateLimiter, LimitKind, Limited,
+    MinuteLimiter, Reservation,
+};
 pub use types::{Ban, DenyEntry, QuotaScope, QuotaUsage, canonical_ip, canonical_network};
