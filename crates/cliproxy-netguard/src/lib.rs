@@ -30,6 +30,8 @@ mod events;
 mod headers;
 mod ipfilter;
 mod maintenance;
+mod quota;
+mod ratelimit;
 mod types;
 mod validate;
 
@@ -45,5 +47,10 @@ pub use events::{Counters, RejectionKind};
 pub use headers::SecurityHeaders;
 pub use ipfilter::{DenyReason, IpFilter, Verdict, parse_network};
 pub use maintenance::{Maintenance, MaintenanceState};
+pub use quota::{QuotaStatus, Quotas, format_utc, next_reset, period_start};
+pub use ratelimit::{
+    Admitted, DEFAULT_TOKEN_ESTIMATE, GlobalRateLimiter, IpRateLimiter, LimitKind, Limited,
+    MinuteLimiter, Reservation,
+};
 pub use types::{Ban, DenyEntry, QuotaScope, QuotaUsage, canonical_ip, canonical_network};
 pub use validate::{Invalid, RequestKind, TokenCap, Validator};

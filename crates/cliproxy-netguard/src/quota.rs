@@ -1,0 +1,332 @@
+//! Token quotas per period (`providers.<name>.quota`, `auth.api_keys[<name>].quota`): a
+//! calendar day, an ISO week from Monday or a calendar month, all in UTC. The counts survive
+//! restarts through the state store: [`Quotas::seed`] takes what was stored, and
+//! [`Quotas::take_dirty`] hands back what changed, for the gateway to write in batches.
+//!
+//! The calendar arithmetic is Howard Hinnant's `days_from_civil` / `civil_from_days`
+//! (proleptic Gregorian, exact for every month length and leap year), which is all a quota
+//! needs and avoids a date library.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use cliproxy_core::{Quota, QuotaPeriod};
+
+use crate::clock::Clock;
+use crate::ratelimit::{LimitKind, Limited};
+use crate::types::{QuotaScope, QuotaUsage};
+
+const SECONDS_PER_DAY: u64 = 86_400;
+
+/// Unix seconds at which the period holding `unix_seconds` started: 00:00 UTC of the day,
+/// of the Monday of the ISO week, or of the 1st of the month. (The week of 1970-01-01 began
+/// before the epoch; its start is given as 0.)
+pub fn period_start(period: QuotaPeriod, unix_seconds: u64) -> u64 {
+    let day = day_number(unix_seconds);
+    let start = match period {
+        QuotaPeriod::Daily => day,
+        // 1970-01-01 was a Thursday, three days after a Monday.
+        QuotaPeriod::Weekly => day - (day + 3).rem_euclid(7),
+        QuotaPeriod::Monthly => {
+            let (year, month, _) = civil_from_days(day);
+            days_from_civil(year, month, 1)
+        }
+    };
+    unix_of_day(start)
+}
+
+/// Unix seconds at which the period holding `unix_seconds` ends and the next one starts.
+pub fn next_reset(period: QuotaPeriod, unix_seconds: u64) -> u64 {
+    let day = day_number(unix_seconds);
+    let next = match period {
+        QuotaPeriod::Daily => day + 1,
+        QuotaPeriod::Weekly => day - (day + 3).rem_euclid(7) + 7,
+        QuotaPeriod::Monthly => {
+            let (year, month, _) = civil_from_days(day);
+            if month == 12 {
+                days_from_civil(year + 1, 1, 1)
+            } else {
+                days_from_civil(year, month + 1, 1)
+            }
+        }
+    };
+    unix_of_day(next)
+}
+
+/// `2025-02-01T00:00:00Z`: the form quota messages give a reset time in.
+pub fn format_utc(unix_seconds: u64) -> String {
+    let (year, month, day) = civil_from_days(day_number(unix_seconds));
+    let in_day = unix_seconds % SECONDS_PER_DAY;
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        in_day / 3600,
+        in_day % 3600 / 60,
+        in_day % 60
+    )
+}
+
+/// Where one quota stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct QuotaStatus {
+    /// Tokens per period.
+    pub limit: u64,
+    /// Tokens used in the current period.
+    pub used: u64,
+    /// Tokens left (0 once the quota is used up, even if the last request went over).
+    pub remaining: u64,
+    /// Unix seconds at which the current period started.
+    pub period_start: u64,
+    /// Unix seconds at which the quota resets.
+    pub resets_at: u64,
+}
+
+/// The token quotas of the providers and client keys, built at start-up from the config.
+///
+/// A quota is checked before a request ([`Quotas::check`]: refused once the period's count
+/// has reached the limit) and charged after the reply with the real usage
+/// ([`Quotas::record`]). The request that crosses the limit is therefore completed and
+/// counted in full; the ones after it are refused until the period resets. Usage recorded
+/// after a period boundary counts towards the new period.
+#[derive(Debug)]
+pub struct Quotas {
+    clock: Arc<dyn Clock>,
+    providers: HashMap<String, Mutex<Entry>>,
+    clients: HashMap<String, Mutex<Entry>>,
+}
+
+impl Quotas {
+    /// The quotas of the providers and of the client keys, by name, each starting at zero in
+    /// the current period (see [`Quotas::seed`] for the stored counts).
+    pub fn new(
+        providers: impl IntoIterator<Item = (String, Quota)>,
+        clients: impl IntoIterator<Item = (String, Quota)>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        let now = clock.unix_seconds();
+        let build = |entries: &mut dyn Iterator<Item = (String, Quota)>| {
+            entries.map(|(name, quota)| (name, Mutex::new(Entry::new(quota, now)))).collect()
+        };
+        let providers = build(&mut providers.into_iter());
+        let clients = build(&mut clients.into_iter());
+        Self { clock, providers, clients }
+    }
+
+    /// Takes the counts loaded from the state store. A count for the current period of a
+    /// configured quota with the same period kind is applied; counts for an older period,
+    /// another period kind or a name no longer configured are ignored. Returns how many were
+    /// applied. Seeded counts are not dirty: they are already stored.
+    pub fn seed(&self, stored: impl IntoIterator<Item = QuotaUsage>) -> usize {
+        let now = self.clock.unix_seconds();
+        let mut applied = 0;
+        for usage in stored {
+            let Some(entry) = self.entry(usage.scope, &usage.name) else { continue };
+            let mut entry = lock(entry);
+            entry.roll(now);
+            if usage.period == entry.quota.reset && usage.period_start == entry.period_start {
+                entry.used = entry.used.max(usage.tokens);
+                applied += 1;
+            }
+        }
+        applied
+    }
+
+    /// Whether `name` may send a request: `Ok(None)` when it has no quota, `Ok(Some(_))`
+    /// with what is left, or the refusal with the time the quota resets.
+    pub fn check(&self, scope: QuotaScope, name: &str) -> Result<Option<QuotaStatus>, Limited> {
+        let Some(entry) = self.entry(scope, name) else { return Ok(None) };
+        let now = self.clock.unix_seconds();
+        let mut entry = lock(entry);
+        entry.roll(now);
+        let status = entry.status(now);
+        if status.remaining > 0 {
+            return Ok(Some(status));
+        }
+        let wait = Duration::from_secs(status.resets_at.saturating_sub(now).max(1));
+        Err(Limited {
+            kind: match scope {
+                QuotaScope::Provider => LimitKind::ProviderQuota,
+                QuotaScope::Client => LimitKind::ClientQuota,
+            },
+            name: Some(name.to_owned()),
+            limit: status.limit,
+            remaining: 0,
+            reset_after: wait,
+            retry_after: wait,
+            resets_at: Some(status.resets_at),
+        })
+    }
+
+    /// Where `name`'s quota stands (for metrics), or `None` without a quota.
+    pub fn status(&self, scope: QuotaScope, name: &str) -> Option<QuotaStatus> {
+        let entry = self.entry(scope, name)?;
+        let now = self.clock.unix_seconds();
+        let mut entry = lock(entry);
+        entry.roll(now);
+        Some(entry.status(now))
+    }
+
+    /// Adds the tokens a request really used to `name`'s count in the current period.
+    pub fn record(&self, scope: QuotaScope, name: &str, tokens: u64) {
+        let Some(entry) = self.entry(scope, name) else { return };
+        let mut entry = lock(entry);
+        entry.roll(self.clock.unix_seconds());
+        entry.used = entry.used.saturating_add(tokens);
+        entry.dirty = true;
+    }
+
+    /// The absolute counts changed since the last call, sorted by scope and name, for the
+    /// state store. Writing a count twice is harmless, so a failed write can be retried with
+    /// the next batch by calling [`Quotas::mark_dirty`].
+    pub fn take_dirty(&self) -> Vec<QuotaUsage> {
+        let mut changed = Vec::new();
+        for (scope, entries) in
+            [(QuotaScope::Provider, &self.providers), (QuotaScope::Client, &self.clients)]
+        {
+            for (name, entry) in entries {
+                let mut entry = lock(entry);
+                if entry.dirty {
+                    entry.dirty = false;
+                    changed.push(QuotaUsage {
+                        scope,
+                        name: name.clone(),
+                        period: entry.quota.reset,
+                        period_start: entry.period_start,
+                        tokens: entry.used,
+                    });
+                }
+            }
+        }
+        changed.sort_by(|a, b| (a.scope, &a.name).cmp(&(b.scope, &b.name)));
+        changed
+    }
+
+    /// Marks these counts as changed again (after a failed write), so the next
+    /// [`Quotas::take_dirty`] returns their current values.
+    pub fn mark_dirty(&self, usages: &[QuotaUsage]) {
+        for usage in usages {
+            if let Some(entry) = self.entry(usage.scope, &usage.name) {
+                lock(entry).dirty = true;
+            }
+        }
+    }
+
+    fn entry(&self, scope: QuotaScope, name: &str) -> Option<&Mutex<Entry>> {
+        match scope {
+            QuotaScope::Provider => self.providers.get(name),
+            QuotaScope::Client => self.clients.get(name),
+        }
+    }
+}
+
+/// One quota's count in its current period.
+#[derive(Debug)]
+struct Entry {
+    quota: Quota,
+    period_start: u64,
+    used: u64,
+    dirty: bool,
+}
+
+impl Entry {
+    fn new(quota: Quota, now: u64) -> Self {
+        Self { quota, period_start: period_start(quota.reset, now), used: 0, dirty: false }
+    }
+
+    /// Starts a new period from zero once the wall clock has passed into it. A wall clock
+    /// set back never reopens an older period.
+    fn roll(&mut self, now: u64) {
+        let current = period_start(self.quota.reset, now);
+        if current > self.period_start {
+            self.period_start = current;
+            self.used = 0;
+        }
+    }
+
+    fn status(&self, now: u64) -> QuotaStatus {
+        let limit = self.quota.limit.get();
+        QuotaStatus {
+            limit,
+            used: self.used,
+            remaining: limit.saturating_sub(self.used),
+            period_start: self.period_start,
+            // The period that holds `now`, or the stored one if the clock went back.
+            resets_at: next_reset(self.quota.reset, now.max(self.period_start)),
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Each critical section leaves the entry consistent, so a poisoned lock is still usable.
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The day number (days since 1970-01-01) holding `unix_seconds`.
+fn day_number(unix_seconds: u64) -> i64 {
+    // u64 seconds divided by a day always fits in an i64.
+    i64::try_from(unix_seconds / SECONDS_PER_DAY).unwrap_or(i64::MAX)
+}
+
+/// Unix seconds at 00:00 UTC of day number `day`, clamped to the representable range.
+fn unix_of_day(day: i64) -> u64 {
+    u64::try_from(day).unwrap_or(0).saturating_mul(SECONDS_PER_DAY)
+}
+
+/// Days since 1970-01-01 of the proleptic Gregorian date `year-month-day`.
+fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
+    let (month, day) = (i64::from(month), i64::from(day));
+    // Years start in March here, so the leap day is the last day of the year.
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let year_of_era = year - era * 400;
+    let march_month = if month > 2 { month - 3 } else { month + 9 };
+    let day_of_year = (153 * march_month + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    era * 146_097 + day_of_era - 719_468
+}
+
+/// The proleptic Gregorian date (year, month 1–12, day 1–31) of day number `days`.
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let days = days + 719_468;
+    let era = days.div_euclid(146_097);
+    let day_of_era = days - era * 146_097;
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let march_month = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * march_month + 2) / 5 + 1;
+    let month = if march_month < 10 { march_month + 3 } else { march_month - 9 };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    // Both are small by construction (1–12 and 1–31).
+    (year, u32::try_from(month).unwrap_or(1), u32::try_from(day).unwrap_or(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn civil_conversions_round_trip_and_match_known_dates() {
+        assert_eq!(days_from_civil(1970, 1, 1), 0);
+        assert_eq!(days_from_civil(2000, 3, 1), 11_017);
+        assert_eq!(civil_from_days(19_782), (2024, 2, 29));
+        for day in -800_000..800_000 {
+            let (y, m, d) = civil_from_days(day);
+            assert_eq!(days_from_civil(y, m, d), day);
+        }
+    }
+
+    #[test]
+    fn utc_formatting() {
+        assert_eq!(format_utc(0), "1970-01-01T00:00:00Z");
+        assert_eq!(format_utc(1_709_251_199), "2024-02-29T23:59:59Z");
+    }
+
+    #[test]
+    fn the_first_week_clamps_to_the_epoch() {
+        assert_eq!(period_start(QuotaPeriod::Weekly, 100), 0);
+        // Monday 1970-01-05.
+        assert_eq!(next_reset(QuotaPeriod::Weekly, 100), 4 * SECONDS_PER_DAY);
+    }
+}
