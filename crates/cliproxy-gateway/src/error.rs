@@ -63,12 +63,14 @@ pub(crate) struct ApiError {
     pub retry_after: Option<Duration>,
     /// Sent as `Allow` on 405.
     pub allow: Option<&'static str>,
+    /// `X-RateLimit-Limit`, `-Remaining` and `-Reset` (seconds) of a refusing limit.
+    pub rate: Option<(u64, u64, u64)>,
 }
 
 impl ApiError {
     /// An error with a code and a message.
     pub(crate) fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self { code, message: message.into(), retry_after: None, allow: None }
+        Self { code, message: message.into(), retry_after: None, allow: None, rate: None }
     }
 
     /// Adds a `Retry-After`.
@@ -78,6 +80,15 @@ impl ApiError {
     }
 
     /// The response in `format`'s error shape.
+    /// The 429 of a refusing limit, with `Retry-After` and the `X-RateLimit-*` figures; the
+    /// message names the limit's config key (and, for a quota, when it resets).
+    pub(crate) fn limited(limited: &cliproxy_netguard::Limited) -> Self {
+        let mut error = Self::new(ErrorCode::RateLimited, limited.to_string());
+        error.retry_after = Some(Duration::from_secs(limited.retry_after_secs()));
+        error.rate = Some((limited.limit, limited.remaining, limited.reset_after_secs()));
+        error
+    }
+
     pub(crate) fn into_response(self, format: ApiFormat) -> Response<Body> {
         let status =
             StatusCode::from_u16(self.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -105,6 +116,11 @@ impl ApiError {
         if let Some(after) = self.retry_after {
             let seconds = after.as_secs() + u64::from(after.subsec_nanos() > 0);
             headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+        }
+        if let Some((limit, remaining, reset)) = self.rate {
+            headers.insert("x-ratelimit-limit", HeaderValue::from(limit));
+            headers.insert("x-ratelimit-remaining", HeaderValue::from(remaining));
+            headers.insert("x-ratelimit-reset", HeaderValue::from(reset));
         }
         if let Some(allow) = self.allow {
             headers.insert(header::ALLOW, HeaderValue::from_static(allow));

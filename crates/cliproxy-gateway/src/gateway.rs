@@ -222,7 +222,7 @@ impl Gateway {
         // The request id comes first so that every answer, errors included, carries one.
         let request_id = inner.request_ids.next();
         let mut record =
-            Record::new(&inner.log, &request_id, request.method(), request.uri().path(), peer);
+            Record::new(&inner.log, &request_id, request.method(), request.uri().path(), peer, inner.guard.clone());
         let mut response = match self.pipeline(request, &request_id, peer, &mut record).await {
             Ok(response) => response,
             Err((format, error)) => {
@@ -237,6 +237,14 @@ impl Gateway {
         // included.
         inner.guard.headers.apply(response.headers_mut());
         record.status = response.status().as_u16();
+        if let Some(admitted) = record.rate
+            && response.status().is_success()
+        {
+            let headers = response.headers_mut();
+            headers.insert("x-ratelimit-limit", HeaderValue::from(admitted.limit));
+            headers.insert("x-ratelimit-remaining", HeaderValue::from(admitted.remaining));
+            headers.insert("x-ratelimit-reset", HeaderValue::from(admitted.reset_after_secs()));
+        }
         if record.proxied {
             // Replies are logged when their body ends, with the usage read from it on the way,
             // and a silent upstream is cut off after the idle timeout.
@@ -333,7 +341,7 @@ impl Gateway {
 
         // Rate limits by address come before authentication: a flood of bad keys costs a
         // bucket check, not a key hash each.
-        self.admit(client_ip).map_err(|e| (format, e))?;
+        record.rate = guard.admit(client_ip).map_err(|limited| (format, ApiError::limited(&limited)))?;
 
         // Client authentication before reading the body, so that an unauthenticated client
         // cannot make the gateway buffer megabytes.
@@ -449,7 +457,15 @@ impl Gateway {
             })?,
             None => None,
         };
-        let _ = requested_tokens;
+        // The minute limits and quotas come last: only a request that will really be sent
+        // spends them.
+        let admission = guard
+            .admit_request(client_ip, &provider.name, &client.name, requested_tokens)
+            .map_err(|limited| (format, ApiError::limited(&limited)))?;
+        if record.rate.is_none() {
+            record.rate = admission.headline();
+        }
+        record.admission = Some(admission);
         let sse_query = query_pairs(parts.uri.query()).any(|(k, v)| k == "alt" && v == "sse");
 
         // The mock answers in-process; everything else goes upstream.
@@ -804,11 +820,6 @@ impl Gateway {
         }
     }
 
-    /// The per-IP, then the global rate limit.
-    fn admit(&self, client_ip: std::net::IpAddr) -> Result<(), ApiError> {
-        let _ = client_ip;
-        Ok(())
-    }
 
     /// The network guard, for the listener.
     pub(crate) fn guard(&self) -> &Arc<Guard> {
@@ -928,10 +939,22 @@ struct Record {
     error: Option<String>,
     /// The client's address (behind a trusted proxy, the one it names).
     client_ip: Option<std::net::IpAddr>,
+    /// The limiter standing sent as `X-RateLimit-*` on a successful answer.
+    rate: Option<cliproxy_netguard::Admitted>,
+    /// The minute-limit reservations and quota accounting of a proxied request.
+    admission: Option<crate::guard::Admission>,
+    guard: Arc<Guard>,
 }
 
 impl Record {
-    fn new(log: &Logger, request_id: &str, method: &Method, path: &str, peer: SocketAddr) -> Self {
+    fn new(
+        log: &Logger,
+        request_id: &str,
+        method: &Method,
+        path: &str,
+        peer: SocketAddr,
+        guard: Arc<Guard>,
+    ) -> Self {
         // The path only: the query string may hold a key the client should not have sent.
         let log = log
             .new(o!("request_id" => request_id.to_owned(), "method" => method.to_string(),
@@ -949,6 +972,9 @@ impl Record {
             attempts: 0,
             error: None,
             client_ip: None,
+            rate: None,
+            admission: None,
+            guard,
         }
     }
 
@@ -959,6 +985,10 @@ impl Record {
             Outcome::Failed(reason, usage) => ("failed", usage, Some(reason)),
             Outcome::ClientGone(usage) => ("client_gone", usage, None),
         };
+        if let Some(admission) = self.admission {
+            let used = usage.map(|u| u.input_tokens.saturating_add(u.output_tokens));
+            admission.settle(&self.guard, used);
+        }
         let usage = usage.unwrap_or(Usage::default());
         let kv = o!(
             "status" => self.status,

@@ -5,9 +5,10 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use cliproxy_netguard::DenyEntry;
 use cliproxy_netguard::{
-    Clock, Counters, IpFilter, Maintenance, RejectionKind, SecurityHeaders, SystemClock, Validator,
+    Admitted, Clock, Counters, DenyEntry, GlobalRateLimiter, IpFilter, IpRateLimiter, LimitKind,
+    Limited, Maintenance, MinuteLimiter, QuotaScope, Quotas, RejectionKind, Reservation,
+    SecurityHeaders, SystemClock, Validator,
 };
 use ipnetwork::IpNetwork;
 use slog::{Logger, info, warn};
@@ -24,7 +25,51 @@ pub(crate) struct Guard {
     pub(crate) maintenance: Maintenance,
     pub(crate) counters: Counters,
     pub(crate) clock: Arc<dyn Clock>,
+    /// `server.security.rate_limiting`, when on.
+    per_ip: Option<IpRateLimiter>,
+    /// `server.rate_limit`, when on.
+    global: Option<GlobalRateLimiter>,
+    /// `providers.<name>.rate_limit`.
+    provider_minutes: MinuteLimiter,
+    /// `auth.api_keys[N].rate_limit`.
+    client_minutes: MinuteLimiter,
+    /// `providers.<name>.quota` and `auth.api_keys[N].quota`.
+    pub(crate) quotas: Quotas,
     log: Logger,
+}
+
+/// What a proxied request holds from the minute limits until its reply ends: the reserved
+/// tokens are settled with the real usage, which is also added to the quotas.
+#[derive(Debug)]
+pub(crate) struct Admission {
+    provider: String,
+    client: String,
+    provider_minute: Reservation,
+    client_minute: Reservation,
+}
+
+impl Admission {
+    /// Settles the reservations and counts the usage against the quotas. A reply without a
+    /// usage figure counts as the reservation (see [`Reservation`]).
+    pub(crate) fn settle(self, guard: &Guard, used_tokens: Option<u64>) {
+        match used_tokens {
+            Some(used) => {
+                self.provider_minute.settle(used);
+                self.client_minute.settle(used);
+                guard.quotas.record(QuotaScope::Provider, &self.provider, used);
+                guard.quotas.record(QuotaScope::Client, &self.client, used);
+            }
+            None => {
+                drop(self.provider_minute);
+                drop(self.client_minute);
+            }
+        }
+    }
+
+    /// The client key's requests-per-minute standing, for the `X-RateLimit-*` headers.
+    pub(crate) fn headline(&self) -> Option<Admitted> {
+        self.client_minute.requests().or(self.provider_minute.requests())
+    }
 }
 
 impl Guard {
@@ -38,7 +83,32 @@ impl Guard {
         let clock = clock.unwrap_or_else(SystemClock::shared);
         let headers = SecurityHeaders::new(&server.security.headers, server.tls.enabled)
             .map_err(|e| crate::config::ConfigError::new(e.to_string()))?;
+        let estimate = u64::from(server.security.request_validation.max_tokens.get());
+        let provider_limits: Vec<(String, cliproxy_core::RateLimit)> = config
+            .providers
+            .0
+            .iter()
+            .filter_map(|(name, p)| p.rate_limit.map(|limit| (name.clone(), limit)))
+            .collect();
+        let provider_quotas: Vec<(String, cliproxy_core::Quota)> = config
+            .providers
+            .0
+            .iter()
+            .filter_map(|(name, p)| p.quota.map(|quota| (name.clone(), quota)))
+            .collect();
+        let keys = config.auth.client_keys()?;
+        let client_limits: Vec<(String, cliproxy_core::RateLimit)> = keys
+            .identities()
+            .filter_map(|id| id.rate_limit.map(|limit| (id.name.clone(), limit)))
+            .collect();
+        let client_quotas: Vec<(String, cliproxy_core::Quota)> =
+            keys.identities().filter_map(|id| id.quota.map(|quota| (id.name.clone(), quota))).collect();
         Ok(Self {
+            per_ip: IpRateLimiter::from_config(&server.security.rate_limiting, clock.clone()),
+            global: GlobalRateLimiter::from_config(&server.rate_limit, clock.clone()),
+            provider_minutes: MinuteLimiter::new(QuotaScope::Provider, provider_limits, estimate, clock.clone()),
+            client_minutes: MinuteLimiter::new(QuotaScope::Client, client_limits, estimate, clock.clone()),
+            quotas: Quotas::new(provider_quotas, client_quotas, clock.clone()),
             ip: IpFilter::new(&server.security, &server.trusted_proxies, clock.clone()),
             headers,
             validator: Validator::new(&server.security.request_validation),
@@ -47,6 +117,74 @@ impl Guard {
             clock,
             log: log.new(slog::o!("layer" => "netguard")),
         })
+    }
+
+    /// Step 7: the per-IP, then the global token bucket. On success, the per-IP bucket's
+    /// standing for the `X-RateLimit-*` headers.
+    pub(crate) fn admit(&self, ip: IpAddr) -> Result<Option<Admitted>, Limited> {
+        let admitted = match &self.per_ip {
+            Some(limiter) => Some(limiter.check(ip).inspect_err(|limited| {
+                self.reject(RejectionKind::PerIpRateLimit, ip, &limited.to_string());
+            })?),
+            None => None,
+        };
+        if let Some(global) = &self.global {
+            global.check().inspect_err(|limited| {
+                self.reject(RejectionKind::GlobalRateLimit, ip, &limited.to_string());
+            })?;
+        }
+        Ok(admitted)
+    }
+
+    /// Step 10: the provider's and the client key's requests and tokens per minute, then
+    /// their quotas. Nothing is held when any of them refuses.
+    pub(crate) fn admit_request(
+        &self,
+        ip: IpAddr,
+        provider: &str,
+        client: &str,
+        max_tokens: Option<u64>,
+    ) -> Result<Admission, Limited> {
+        let refuse = |limited: Limited| {
+            let kind = match limited.kind {
+                LimitKind::ProviderQuota | LimitKind::ClientQuota => RejectionKind::Quota,
+                _ => RejectionKind::MinuteLimit,
+            };
+            self.reject(kind, ip, &limited.to_string());
+            limited
+        };
+        let provider_minute = self.provider_minutes.reserve(provider, max_tokens).map_err(refuse)?;
+        let client_minute = match self.client_minutes.reserve(client, max_tokens) {
+            Ok(reservation) => reservation,
+            Err(limited) => {
+                provider_minute.cancel();
+                return Err(refuse(limited));
+            }
+        };
+        let quotas = self
+            .quotas
+            .check(QuotaScope::Provider, provider)
+            .and_then(|_| self.quotas.check(QuotaScope::Client, client));
+        if let Err(limited) = quotas {
+            provider_minute.cancel();
+            client_minute.cancel();
+            return Err(refuse(limited));
+        }
+        Ok(Admission {
+            provider: provider.to_owned(),
+            client: client.to_owned(),
+            provider_minute,
+            client_minute,
+        })
+    }
+
+    /// Housekeeping the server runs every `state.flush_interval`: drops idle per-IP buckets
+    /// and expired denylist entries.
+    pub(crate) fn tick(&self) {
+        if let Some(limiter) = &self.per_ip {
+            limiter.evict_idle();
+        }
+        self.ip.purge_expired();
     }
 
     /// Makes a runtime denylist entry durable before it is answered.
