@@ -28,6 +28,9 @@ mod config;
 mod error;
 mod types;
 
+/// TLS: the rustls server configuration, cipher suites by IANA name and certificate reloading.
+pub mod tls;
+
 // The public interface is:
 pub use clock::{Clock, FakeClock, SystemClock};
 pub use config::{
