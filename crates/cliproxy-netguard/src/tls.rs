@@ -194,11 +194,27 @@ pub fn server_config(cfg: &TlsConfig) -> Result<(Arc<ServerConfig>, Arc<CertRelo
         versions.push(&rustls::version::TLS12);
     }
 
+    let tls12_suites: Vec<SupportedCipherSuite> =
+        suites.iter().filter(|suite| suite.tls13().is_none()).copied().collect();
+
     // The provider is always given explicitly, never taken from the process default, so the
     // suites above are exactly the ones offered whatever else in the process installed.
     let provider = CryptoProvider { cipher_suites: suites, ..ring::default_provider() };
     let key_provider = provider.key_provider;
     let reloader = Arc::new(CertReloader::load(cert_file, key_file, key_provider)?);
+    // A TLS 1.2 suite names the certificate type it signs with; a list whose TLS 1.2 suites
+    // all need the other type would fail every TLS 1.2 handshake, so it is refused here.
+    let algorithm = reloader.current().key.algorithm();
+    if versions.contains(&&rustls::version::TLS12)
+        && !tls12_suites.iter().any(|suite| suite.usable_for_signature_algorithm(algorithm))
+    {
+        return Err(suite_error(&format!(
+            "no TLS 1.2 suite listed can be used with the {algorithm:?} key in {}, so every \
+             TLS 1.2 handshake would fail; list TLS_ECDHE_ECDSA_* suites for an ECDSA or \
+             Ed25519 key and TLS_ECDHE_RSA_* suites for an RSA key",
+            key_file.display()
+        )));
+    }
     let mut config = ServerConfig::builder_with_provider(Arc::new(provider))
         .with_protocol_versions(&versions)
         .map_err(|err| suite_error(&format!("rustls refused the suites and versions: {err}")))?

@@ -244,6 +244,18 @@ fn unknown_cbc_and_rsa_kx_names_are_rejected_with_the_supported_list() {
         }
     }
 
+    // rcgen's keys are ECDSA P-256: TLS 1.2 suites for RSA certificates could never be used.
+    let mut cfg = pki.config();
+    cfg.cipher_suites = vec![
+        "TLS_AES_128_GCM_SHA256".to_owned(),
+        "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256".to_owned(),
+    ];
+    let text = TlsSettings::build(&cfg).unwrap_err().to_string();
+    assert!(text.contains("server.tls.cipher_suites") && text.contains("ECDSA"), "{text}");
+    assert!(text.contains(&pki.key_path().display().to_string()), "{text}");
+    cfg.cipher_suites.push("TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256".to_owned());
+    assert!(TlsSettings::build(&cfg).is_ok());
+
     let mut cfg = pki.config();
     cfg.min_version = TlsVersion::Tls13;
     cfg.cipher_suites = vec!["TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256".to_owned()];
