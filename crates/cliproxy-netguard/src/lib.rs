@@ -35,6 +35,9 @@ mod ratelimit;
 mod types;
 mod validate;
 
+/// TLS: the rustls server configuration, cipher suites by IANA name and certificate reloading.
+pub mod tls;
+
 // The public interface is:
 pub use clock::{Clock, FakeClock, SystemClock};
 pub use config::{
