@@ -26,6 +26,7 @@
 mod clock;
 mod config;
 mod error;
+mod state;
 mod types;
 
 // The public interface is:
@@ -36,4 +37,5 @@ pub use config::{
     ValidationConfig,
 };
 pub use error::{Error, Result};
+pub use state::{SqliteStore, StateChange, StateStore};
 pub use types::{Ban, DenyEntry, QuotaScope, QuotaUsage, canonical_ip, canonical_network};
