@@ -32,6 +32,7 @@ mod ipfilter;
 mod maintenance;
 mod quota;
 mod ratelimit;
+mod state;
 mod types;
 mod validate;
 
@@ -55,5 +56,6 @@ pub use ratelimit::{
     Admitted, DEFAULT_TOKEN_ESTIMATE, GlobalRateLimiter, IpRateLimiter, LimitKind, Limited,
     MinuteLimiter, Reservation,
 };
+pub use state::{SqliteStore, StateChange, StateStore};
 pub use types::{Ban, DenyEntry, QuotaScope, QuotaUsage, canonical_ip, canonical_network};
 pub use validate::{Invalid, RequestKind, TokenCap, Validator};

@@ -1,0 +1,366 @@
+//! The SQLite state store against real files: round trips, coalescing, durability across a
+//! `kill -9`, and the checks on the file itself.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::IpAddr;
+use std::os::unix::fs::{PermissionsExt, symlink};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use std::{env, fs};
+
+use cliproxy_core::QuotaPeriod;
+use cliproxy_netguard::{
+    Ban, DenyEntry, QuotaScope, QuotaUsage, SqliteStore, StateChange, StateConfig, StateStore,
+};
+use rusqlite::{Connection, OpenFlags};
+
+/// Set in the environment of the child process of the crash test; holds the database path.
+const CRASH_CHILD: &str = "CLIPROXY_NETGUARD_STATE_CRASH_CHILD";
+
+fn config(path: &Path, interval: Duration) -> StateConfig {
+    #[allow(clippy::field_reassign_with_default, reason = "StateConfig is non_exhaustive")]
+    {
+        let mut config = StateConfig::default();
+        config.path = path.to_owned();
+        config.flush_interval = interval;
+        config
+    }
+}
+
+fn open(path: &Path) -> SqliteStore {
+    SqliteStore::open(&config(path, Duration::from_millis(100))).unwrap()
+}
+
+fn usage(name: &str, tokens: u64) -> QuotaUsage {
+    QuotaUsage {
+        scope: QuotaScope::Provider,
+        name: name.to_owned(),
+        period: QuotaPeriod::Monthly,
+        period_start: 1_700_000_000,
+        tokens,
+    }
+}
+
+fn deny(network: &str, expires_at: Option<u64>) -> DenyEntry {
+    DenyEntry {
+        network: network.parse().unwrap(),
+        reason: format!("test {network}"),
+        created_at: 1_000,
+        expires_at,
+    }
+}
+
+fn ip(text: &str) -> IpAddr {
+    text.parse().unwrap()
+}
+
+/// A second, independent connection, as another process would have.
+fn raw(path: &Path) -> Connection {
+    Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap()
+}
+
+fn stored_tokens(conn: &Connection, name: &str) -> Option<i64> {
+    conn.query_row("SELECT tokens FROM quota_usage WHERE name = ?1", [name], |row| row.get(0)).ok()
+}
+
+fn mode(path: &Path) -> u32 {
+    fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+#[test]
+fn every_record_kind_survives_close_and_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let store = open(&path);
+    let mut client = usage("alice", 1234);
+    client.scope = QuotaScope::Client;
+    client.period = QuotaPeriod::Weekly;
+    store.submit(StateChange::Quota(usage("openai", 99)));
+    store.submit(StateChange::Quota(client.clone()));
+    store.submit(StateChange::DenyAdd(deny("10.0.0.0/8", None)));
+    store.submit(StateChange::DenyAdd(deny("2001:db8::/32", Some(5_000))));
+    store.submit(StateChange::DenyAdd(deny("192.0.2.1/32", None)));
+    store.submit(StateChange::DenyRemove("192.0.2.1/32".parse().unwrap()));
+    store.submit(StateChange::Ban(Ban { ip: ip("198.51.100.7"), until: 9_000 }));
+    store.submit(StateChange::Ban(Ban { ip: ip("2001:db8::7"), until: 9_001 }));
+    store.submit(StateChange::Unban(ip("2001:db8::7")));
+    store.close().unwrap();
+    drop(store);
+
+    let store = open(&path);
+    let mut quota = store.load_quota_usage().unwrap();
+    quota.sort_by(|a, b| a.name.cmp(&b.name));
+    assert_eq!(quota, [client, usage("openai", 99)]);
+    let mut denylist = store.load_denylist().unwrap();
+    denylist.sort_by_key(|entry| entry.network);
+    assert_eq!(denylist, [deny("10.0.0.0/8", None), deny("2001:db8::/32", Some(5_000))]);
+    assert_eq!(store.load_bans().unwrap(), [Ban { ip: ip("198.51.100.7"), until: 9_000 }]);
+    assert_eq!(store.take_notices(), Vec::<String>::new());
+}
+
+#[test]
+fn a_thousand_updates_to_one_key_store_the_last() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let store = open(&path);
+    for tokens in 1..=1000 {
+        store.submit(StateChange::Quota(usage("openai", tokens)));
+    }
+    store.flush().unwrap();
+    let conn = raw(&path);
+    assert_eq!(stored_tokens(&conn, "openai"), Some(1000));
+    let rows: i64 = conn.query_row("SELECT COUNT(*) FROM quota_usage", [], |r| r.get(0)).unwrap();
+    assert_eq!(rows, 1);
+}
+
+#[test]
+fn flush_makes_changes_visible_to_another_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    // A long interval, so only the flush can have written the change.
+    let store = SqliteStore::open(&config(&path, Duration::from_secs(1))).unwrap();
+    let conn = raw(&path);
+    store.submit(StateChange::Quota(usage("openai", 7)));
+    store.submit(StateChange::Ban(Ban { ip: ip("203.0.113.9"), until: 10 }));
+    store.flush().unwrap();
+    assert_eq!(stored_tokens(&conn, "openai"), Some(7));
+    let until: i64 = conn
+        .query_row("SELECT until FROM bans WHERE ip = '203.0.113.9'", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(until, 10);
+    store.check().unwrap();
+}
+
+#[test]
+fn unflushed_changes_are_written_within_one_interval() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let interval = Duration::from_millis(300);
+    let store = SqliteStore::open(&config(&path, interval)).unwrap();
+    let conn = raw(&path);
+    let submitted = Instant::now();
+    store.submit(StateChange::Quota(usage("openai", 5)));
+    // Poll for the row with a deadline; the bound asserted is two intervals.
+    let deadline = submitted + Duration::from_secs(5);
+    while stored_tokens(&conn, "openai").is_none() {
+        assert!(Instant::now() < deadline, "the change was never written");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let took = submitted.elapsed();
+    assert!(
+        took <= interval * 2,
+        "written after {took:?}, more than two intervals of {interval:?}"
+    );
+}
+
+#[test]
+fn new_files_are_private() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("data").join("nested").join("state.db");
+    let store = open(&path);
+    store.submit(StateChange::Quota(usage("openai", 1)));
+    store.flush().unwrap();
+    assert_eq!(mode(&path), 0o600);
+    assert_eq!(mode(path.parent().unwrap()), 0o700);
+    assert_eq!(mode(&dir.path().join("data")), 0o700);
+    // SQLite gives the write-ahead log the database's mode.
+    assert_eq!(mode(&PathBuf::from(format!("{}-wal", path.display()))), 0o600);
+}
+
+#[test]
+fn a_loose_existing_file_is_tightened_with_a_notice() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    open(&path).close().unwrap();
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+    let store = open(&path);
+    assert_eq!(mode(&path), 0o600);
+    let notices = store.take_notices();
+    assert_eq!(notices.len(), 1, "{notices:?}");
+    assert!(notices[0].contains("from 0644 to 0600"), "{notices:?}");
+}
+
+#[test]
+fn a_symlink_or_a_directory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let real = dir.path().join("real.db");
+    open(&real).close().unwrap();
+    let link = dir.path().join("state.db");
+    symlink(&real, &link).unwrap();
+    let error = SqliteStore::open(&config(&link, Duration::from_millis(100))).unwrap_err();
+    let message = error.to_string();
+    assert!(message.contains(&link.display().to_string()), "{message}");
+    assert!(message.contains("symbolic link"), "{message}");
+
+    let not_a_file = dir.path().join("dir.db");
+    fs::create_dir(&not_a_file).unwrap();
+    let message = SqliteStore::open(&config(&not_a_file, Duration::from_millis(100)))
+        .unwrap_err()
+        .to_string();
+    assert!(message.contains("dir.db") && message.contains("not a regular file"), "{message}");
+}
+
+#[test]
+fn a_file_that_is_not_a_database_is_an_error_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    fs::write(&path, vec![b'x'; 8192]).unwrap();
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+    let message =
+        SqliteStore::open(&config(&path, Duration::from_millis(100))).unwrap_err().to_string();
+    assert!(message.contains(&path.display().to_string()), "{message}");
+    assert!(message.contains("not a SQLite database"), "{message}");
+    assert!(message.contains("move the file"), "{message}");
+    // The file is left alone for the operator to inspect.
+    assert_eq!(fs::read(&path).unwrap(), vec![b'x'; 8192]);
+}
+
+#[test]
+fn a_database_from_a_newer_version_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    open(&path).close().unwrap();
+    Connection::open(&path).unwrap().pragma_update(None, "user_version", 2).unwrap();
+    let message =
+        SqliteStore::open(&config(&path, Duration::from_millis(100))).unwrap_err().to_string();
+    assert!(message.contains("schema version 2"), "{message}");
+    assert!(message.contains("newer cliproxy"), "{message}");
+}
+
+#[test]
+fn a_database_of_something_else_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    Connection::open(&path).unwrap().execute_batch("CREATE TABLE photos (id INTEGER)").unwrap();
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+    let message =
+        SqliteStore::open(&config(&path, Duration::from_millis(100))).unwrap_err().to_string();
+    assert!(message.contains("\"photos\""), "{message}");
+}
+
+#[test]
+fn purge_removes_ended_entries_and_bans_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let store = open(&path);
+    store.submit(StateChange::DenyAdd(deny("10.0.0.1/32", Some(100))));
+    store.submit(StateChange::DenyAdd(deny("10.0.0.2/32", Some(101))));
+    store.submit(StateChange::DenyAdd(deny("10.0.0.3/32", None)));
+    store.submit(StateChange::Ban(Ban { ip: ip("10.0.1.1"), until: 100 }));
+    store.submit(StateChange::Ban(Ban { ip: ip("10.0.1.2"), until: 101 }));
+    store.flush().unwrap();
+    store.submit(StateChange::PurgeExpired { now: 100 });
+    store.flush().unwrap();
+    let networks: Vec<String> =
+        store.load_denylist().unwrap().iter().map(|entry| entry.network.to_string()).collect();
+    assert_eq!(networks, ["10.0.0.2/32", "10.0.0.3/32"]);
+    assert_eq!(store.load_bans().unwrap(), [Ban { ip: ip("10.0.1.2"), until: 101 }]);
+}
+
+#[test]
+fn rows_that_do_not_parse_are_skipped_with_a_notice() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let store = open(&path);
+    store.submit(StateChange::DenyAdd(deny("10.0.0.1/32", None)));
+    store.flush().unwrap();
+    let writer = Connection::open(&path).unwrap();
+    writer
+        .execute_batch(
+            "INSERT INTO denylist VALUES ('not-a-network', 'hand edit', 1, NULL);
+             INSERT INTO bans VALUES ('10.0.0.999', 5);
+             INSERT INTO quota_usage VALUES ('provider', 'x', 'hourly', 0, 1);",
+        )
+        .unwrap();
+    assert_eq!(store.load_denylist().unwrap(), [deny("10.0.0.1/32", None)]);
+    assert_eq!(store.load_bans().unwrap(), []);
+    assert_eq!(store.load_quota_usage().unwrap(), []);
+    let notices = store.take_notices().join("\n");
+    assert!(notices.contains("\"not-a-network\" is not an address"), "{notices}");
+    assert!(notices.contains("\"10.0.0.999\" is not an IP address"), "{notices}");
+    assert!(notices.contains("provider/x/hourly: unknown period"), "{notices}");
+}
+
+#[test]
+fn check_reports_a_deleted_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let store = open(&path);
+    store.check().unwrap();
+    fs::remove_file(&path).unwrap();
+    let message = store.check().unwrap_err().to_string();
+    assert!(message.contains(&path.display().to_string()), "{message}");
+    assert!(message.contains("gone"), "{message}");
+    assert!(store.describe().contains("state.db"));
+    assert_eq!(store.path(), Some(path.as_path()));
+}
+
+/// The child of the crash test: counts up one quota record, printing each value once
+/// `flush` has returned, until the parent kills it (or a minute passes, so that an orphan
+/// cannot run forever).
+fn crash_child(path: &Path) {
+    let store = SqliteStore::open(&config(path, Duration::from_millis(50))).unwrap();
+    let started = Instant::now();
+    let mut stdout = std::io::stdout();
+    let mut tokens = 0;
+    while started.elapsed() < Duration::from_secs(60) {
+        tokens += 1;
+        store.submit(StateChange::Quota(usage("openai", tokens)));
+        if tokens % 25 == 0 {
+            store.flush().unwrap();
+            writeln!(stdout, "ACK {tokens}").unwrap();
+            stdout.flush().unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_killed_process_keeps_every_flushed_change_and_an_intact_file() {
+    if let Some(path) = env::var_os(CRASH_CHILD) {
+        crash_child(Path::new(&path));
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    // The child is this test binary running only this test, in child mode.
+    let mut child = Command::new(env::current_exe().unwrap())
+        .args([
+            "a_killed_process_keeps_every_flushed_change_and_an_intact_file",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CRASH_CHILD, &path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut acknowledged = Vec::new();
+    while acknowledged.len() < 8 {
+        let line = lines.next().expect("the child stopped before acknowledging").unwrap();
+        if let Some(value) = line.strip_prefix("ACK ") {
+            acknowledged.push(value.parse::<i64>().unwrap());
+        }
+    }
+    // `Child::kill` sends SIGKILL: no destructor, no final flush.
+    child.kill().unwrap();
+    let status = child.wait().unwrap();
+    assert!(!status.success(), "the child was killed, not finished: {status}");
+    let last = *acknowledged.last().unwrap();
+
+    let conn = Connection::open(&path).unwrap();
+    let check: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
+    assert_eq!(check, "ok");
+    let stored = stored_tokens(&conn, "openai").unwrap();
+    assert!(stored >= last, "stored {stored}, but {last} had been flushed");
+    drop(conn);
+
+    let store = open(&path);
+    let loaded = store.load_quota_usage().unwrap();
+    assert_eq!(loaded.len(), 1);
+    assert!(i64::try_from(loaded[0].tokens).unwrap() >= last);
+}
