@@ -221,8 +221,14 @@ impl Gateway {
         let inner = &self.inner;
         // The request id comes first so that every answer, errors included, carries one.
         let request_id = inner.request_ids.next();
-        let mut record =
-            Record::new(&inner.log, &request_id, request.method(), request.uri().path(), peer, inner.guard.clone());
+        let mut record = Record::new(
+            &inner.log,
+            &request_id,
+            request.method(),
+            request.uri().path(),
+            peer,
+            inner.guard.clone(),
+        );
         let mut response = match self.pipeline(request, &request_id, peer, &mut record).await {
             Ok(response) => response,
             Err((format, error)) => {
@@ -341,7 +347,8 @@ impl Gateway {
 
         // Rate limits by address come before authentication: a flood of bad keys costs a
         // bucket check, not a key hash each.
-        record.rate = guard.admit(client_ip).map_err(|limited| (format, ApiError::limited(&limited)))?;
+        record.rate =
+            guard.admit(client_ip).map_err(|limited| (format, ApiError::limited(&limited)))?;
 
         // Client authentication before reading the body, so that an unauthenticated client
         // cannot make the gateway buffer megabytes.
@@ -819,7 +826,6 @@ impl Gateway {
             warn!(self.inner.log, "could not record when credentials were last used"; "error" => error.to_string());
         }
     }
-
 
     /// The network guard, for the listener.
     pub(crate) fn guard(&self) -> &Arc<Guard> {

@@ -101,13 +101,25 @@ impl Guard {
             .identities()
             .filter_map(|id| id.rate_limit.map(|limit| (id.name.clone(), limit)))
             .collect();
-        let client_quotas: Vec<(String, cliproxy_core::Quota)> =
-            keys.identities().filter_map(|id| id.quota.map(|quota| (id.name.clone(), quota))).collect();
+        let client_quotas: Vec<(String, cliproxy_core::Quota)> = keys
+            .identities()
+            .filter_map(|id| id.quota.map(|quota| (id.name.clone(), quota)))
+            .collect();
         Ok(Self {
             per_ip: IpRateLimiter::from_config(&server.security.rate_limiting, clock.clone()),
             global: GlobalRateLimiter::from_config(&server.rate_limit, clock.clone()),
-            provider_minutes: MinuteLimiter::new(QuotaScope::Provider, provider_limits, estimate, clock.clone()),
-            client_minutes: MinuteLimiter::new(QuotaScope::Client, client_limits, estimate, clock.clone()),
+            provider_minutes: MinuteLimiter::new(
+                QuotaScope::Provider,
+                provider_limits,
+                estimate,
+                clock.clone(),
+            ),
+            client_minutes: MinuteLimiter::new(
+                QuotaScope::Client,
+                client_limits,
+                estimate,
+                clock.clone(),
+            ),
             quotas: Quotas::new(provider_quotas, client_quotas, clock.clone()),
             ip: IpFilter::new(&server.security, &server.trusted_proxies, clock.clone()),
             headers,
@@ -153,7 +165,8 @@ impl Guard {
             self.reject(kind, ip, &limited.to_string());
             limited
         };
-        let provider_minute = self.provider_minutes.reserve(provider, max_tokens).map_err(refuse)?;
+        let provider_minute =
+            self.provider_minutes.reserve(provider, max_tokens).map_err(refuse)?;
         let client_minute = match self.client_minutes.reserve(client, max_tokens) {
             Ok(reservation) => reservation,
             Err(limited) => {

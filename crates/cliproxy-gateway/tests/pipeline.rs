@@ -181,7 +181,10 @@ async fn request_errors_in_the_endpoint_format() {
 async fn oversized_bodies_get_413_by_header_and_by_content() {
     let (gateway, _dir) = gateway("");
     let (name, value) = bearer();
-    let big = format!(r#"{{"model":"mock-1","messages":[{{"role":"user"}}],"pad":"{}"}}"#, "x".repeat(4096));
+    let big = format!(
+        r#"{{"model":"mock-1","messages":[{{"role":"user"}}],"pad":"{}"}}"#,
+        "x".repeat(4096)
+    );
     let (status, _, text) =
         call(&gateway, Method::POST, "/v1/messages", &[(name, &value)], &big).await;
     assert_eq!(status, 413);
@@ -201,11 +204,23 @@ async fn oversized_bodies_get_413_by_header_and_by_content() {
 async fn client_key_model_lists_are_enforced_and_listed() {
     let (gateway, _dir) = gateway("");
     let limited = [("x-api-key", LIMITED_KEY)];
-    let (status, _, _) =
-        call(&gateway, Method::POST, "/v1/messages", &limited, r#"{"model":"mock-abc","max_tokens":8,"messages":[{"role":"user","content":"hi"}]}"#).await;
+    let (status, _, _) = call(
+        &gateway,
+        Method::POST,
+        "/v1/messages",
+        &limited,
+        r#"{"model":"mock-abc","max_tokens":8,"messages":[{"role":"user","content":"hi"}]}"#,
+    )
+    .await;
     assert_eq!(status, 200);
-    let (status, _, text) =
-        call(&gateway, Method::POST, "/v1/messages", &limited, r#"{"model":"mock-b","max_tokens":8,"messages":[{"role":"user","content":"hi"}]}"#).await;
+    let (status, _, text) = call(
+        &gateway,
+        Method::POST,
+        "/v1/messages",
+        &limited,
+        r#"{"model":"mock-b","max_tokens":8,"messages":[{"role":"user","content":"hi"}]}"#,
+    )
+    .await;
     assert_eq!(status, 403, "{text}");
     let (status, _, text) = call(&gateway, Method::GET, "/v1/models", &limited, "").await;
     assert_eq!(status, 200);
@@ -334,7 +349,9 @@ async fn http2_over_a_real_connection() {
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .http2_only(true)
         .build_http::<Full<Bytes>>();
-    let body = json!({"model": "mock-1", "stream": true, "messages": [{"role": "user", "content": "hi"}]}).to_string();
+    let body =
+        json!({"model": "mock-1", "stream": true, "messages": [{"role": "user", "content": "hi"}]})
+            .to_string();
     let request = Request::post(format!("http://{addr}/v1/chat/completions"))
         .header("authorization", format!("Bearer {KEY}"))
         .body(Full::new(Bytes::from(body)))

@@ -258,8 +258,9 @@ impl Default for ValidationConfig {
 #[serde(deny_unknown_fields, default)]
 #[non_exhaustive]
 pub struct StateConfig {
-    /// The database file; its directory is created 0700 and the file is 0600.
-    pub path: PathBuf,
+    /// The database file; its directory is created 0700 and the file is 0600. Without one,
+    /// the gateway keeps it beside the credentials, as `.state.db` in `auth.dir`.
+    pub path: Option<PathBuf>,
     /// How often changes are written (at most this much is lost on `kill -9`; ≤ 1 s).
     #[serde(with = "cliproxy_core::duration")]
     pub flush_interval: Duration,
@@ -267,6 +268,6 @@ pub struct StateConfig {
 
 impl Default for StateConfig {
     fn default() -> Self {
-        Self { path: PathBuf::from("./data/state.db"), flush_interval: Duration::from_millis(500) }
+        Self { path: None, flush_interval: Duration::from_millis(500) }
     }
 }

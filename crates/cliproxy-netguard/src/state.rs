@@ -154,7 +154,9 @@ impl SqliteStore {
     /// [`SqliteStore::open`] with a chosen lock wait, so that tests can make a held lock fail
     /// a write quickly.
     pub(crate) fn open_with(config: &StateConfig, busy_timeout: Duration) -> Result<Self> {
-        let path = config.path.clone();
+        let path = config.path.clone().ok_or_else(|| {
+            Error::Config("state.path is not set: name the state database file".to_owned())
+        })?;
         let interval = config.flush_interval;
         if interval.is_zero() || interval > MAX_FLUSH_INTERVAL {
             return Err(Error::Config(format!(
@@ -938,7 +940,7 @@ mod tests {
     }
 
     fn config(dir: &Path) -> StateConfig {
-        StateConfig { path: dir.join("state.db"), flush_interval: Duration::from_millis(50) }
+        StateConfig { path: Some(dir.join("state.db")), flush_interval: Duration::from_millis(50) }
     }
 
     #[test]
@@ -978,7 +980,7 @@ mod tests {
         let config = config(dir.path());
         let store = SqliteStore::open_with(&config, Duration::from_millis(20)).unwrap();
         // Another connection holding the write lock makes the writer's transaction fail.
-        let blocker = Connection::open(&config.path).unwrap();
+        let blocker = Connection::open(config.path.as_ref().unwrap()).unwrap();
         blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
         store.submit(StateChange::Quota(usage("a", 42)));
         let error = store.flush().unwrap_err().to_string();

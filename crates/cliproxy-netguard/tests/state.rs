@@ -24,7 +24,7 @@ fn config(path: &Path, interval: Duration) -> StateConfig {
     #[allow(clippy::field_reassign_with_default, reason = "StateConfig is non_exhaustive")]
     {
         let mut config = StateConfig::default();
-        config.path = path.to_owned();
+        config.path = Some(path.to_owned());
         config.flush_interval = interval;
         config
     }
