@@ -30,6 +30,9 @@ pub enum Error {
         source: std::io::Error,
     },
     /// TLS set-up for upstream connections failed.
+    /// The network guard's state store could not be opened or read.
+    #[error("{0}")]
+    State(String),
     #[error("upstream TLS for provider `{provider}`: {message}")]
     UpstreamTls {
         /// The provider the CA file belongs to.

@@ -14,6 +14,9 @@ use ipnetwork::IpNetwork;
 use slog::{Logger, info, warn};
 
 use crate::config::Config;
+use cliproxy_core::ErrorCode;
+use cliproxy_netguard::tls::TlsSettings;
+use cliproxy_netguard::{SqliteStore, StateChange, StateStore};
 use crate::error::{ApiError, Result};
 
 /// The guard's parts, shared by the listener and the request pipeline.
@@ -35,6 +38,10 @@ pub(crate) struct Guard {
     client_minutes: MinuteLimiter,
     /// `providers.<name>.quota` and `auth.api_keys[N].quota`.
     pub(crate) quotas: Quotas,
+    /// Where quota usage, the runtime denylist and management bans survive restarts.
+    pub(crate) state: Arc<dyn StateStore>,
+    /// `server.tls`, when on.
+    pub(crate) tls: Option<TlsSettings>,
     log: Logger,
 }
 
@@ -81,6 +88,10 @@ impl Guard {
     ) -> Result<Self> {
         let server = &config.server;
         let clock = clock.unwrap_or_else(SystemClock::shared);
+        let config_error = |e: cliproxy_netguard::Error| crate::config::ConfigError::new(e.to_string());
+        let tls = TlsSettings::build(&server.tls).map_err(config_error)?;
+        let state = Arc::new(SqliteStore::open(&state_config(config)).map_err(state_error)?);
+        let state: Arc<dyn StateStore> = state;
         let headers = SecurityHeaders::new(&server.security.headers, server.tls.enabled)
             .map_err(|e| crate::config::ConfigError::new(e.to_string()))?;
         let estimate = u64::from(server.security.request_validation.max_tokens.get());
@@ -105,7 +116,28 @@ impl Guard {
             .identities()
             .filter_map(|id| id.quota.map(|quota| (id.name.clone(), quota)))
             .collect();
+        let quotas = Quotas::new(provider_quotas, client_quotas, clock.clone());
+        quotas.seed(state.load_quota_usage().map_err(state_error)?);
+        let ip = IpFilter::new(&server.security, &server.trusted_proxies, clock.clone());
+        let now = clock.unix_seconds();
+        let mut restored = 0;
+        for entry in state.load_denylist().map_err(state_error)? {
+            if entry.is_active(now) {
+                ip.deny(entry);
+                restored += 1;
+            }
+        }
+        for notice in state.take_notices() {
+            warn!(log, "state store notice"; "detail" => notice);
+        }
+        info!(log, "network guard ready"; "state" => state.describe(), "denylist_entries" => restored,
+            "tls" => tls.is_some(), "per_ip_rate_limit" => server.security.rate_limiting.enabled,
+            "global_rate_limit" => server.rate_limit.enabled,
+            "request_validation" => server.security.request_validation.enabled,
+            "maintenance" => server.maintenance_mode);
         Ok(Self {
+            state,
+            tls,
             per_ip: IpRateLimiter::from_config(&server.security.rate_limiting, clock.clone()),
             global: GlobalRateLimiter::from_config(&server.rate_limit, clock.clone()),
             provider_minutes: MinuteLimiter::new(
@@ -120,8 +152,8 @@ impl Guard {
                 estimate,
                 clock.clone(),
             ),
-            quotas: Quotas::new(provider_quotas, client_quotas, clock.clone()),
-            ip: IpFilter::new(&server.security, &server.trusted_proxies, clock.clone()),
+            quotas,
+            ip,
             headers,
             validator: Validator::new(&server.security.request_validation),
             maintenance: Maintenance::new(server.maintenance_mode, server.message.clone()),
@@ -197,19 +229,53 @@ impl Guard {
         if let Some(limiter) = &self.per_ip {
             limiter.evict_idle();
         }
-        self.ip.purge_expired();
+        if !self.ip.purge_expired().is_empty() {
+            self.state.submit(StateChange::PurgeExpired { now: self.clock.unix_seconds() });
+        }
+        self.save_quotas();
     }
 
     /// Makes a runtime denylist entry durable before it is answered.
     pub(crate) async fn persist_deny(&self, entry: &DenyEntry) -> Result<(), ApiError> {
-        let _ = entry;
-        Ok(())
+        self.persist(StateChange::DenyAdd(entry.clone())).await
     }
 
     /// Makes the removal of a runtime denylist entry durable before it is answered.
     pub(crate) async fn persist_undeny(&self, network: IpNetwork) -> Result<(), ApiError> {
-        let _ = network;
-        Ok(())
+        self.persist(StateChange::DenyRemove(network)).await
+    }
+
+    /// Queues a change and waits until it is on disk.
+    pub(crate) async fn persist(&self, change: StateChange) -> Result<(), ApiError> {
+        self.state.submit(change);
+        let state = self.state.clone();
+        match tokio::task::spawn_blocking(move || state.flush()).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) => {
+                warn!(self.log, "state store write failed"; "error" => error.to_string());
+                Err(ApiError::new(
+                    ErrorCode::Unavailable,
+                    format!("the change could not be stored ({}); nothing was changed", self.state.describe()),
+                ))
+            }
+            Err(_) => Err(ApiError::new(ErrorCode::Internal, "the state store writer failed")),
+        }
+    }
+
+    /// Hands changed quota counts to the state store (which writes them in its next batch).
+    pub(crate) fn save_quotas(&self) {
+        for usage in self.quotas.take_dirty() {
+            self.state.submit(StateChange::Quota(usage));
+        }
+    }
+
+    /// Writes everything pending; called at shutdown.
+    pub(crate) async fn shutdown(&self) {
+        self.save_quotas();
+        let state = self.state.clone();
+        if let Ok(Err(error)) = tokio::task::spawn_blocking(move || state.flush()).await {
+            warn!(self.log, "could not write the last state changes at shutdown"; "error" => error.to_string());
+        }
     }
 
     /// Counts a refusal and reports it: security violations as warnings with
@@ -223,5 +289,23 @@ impl Guard {
             info!(self.log, "request refused"; "rejection" => kind.as_str(),
                 "ip" => ip.to_string(), "detail" => detail);
         }
+    }
+}
+
+/// `state:` with its path settled: `state.path`, or `.state.db` in `auth.dir`.
+pub(crate) fn state_config(config: &Config) -> cliproxy_netguard::StateConfig {
+    let mut state = config.state.clone();
+    if state.path.is_none() {
+        state.path = Some(config.auth.dir.join(".state.db"));
+    }
+    state
+}
+
+/// A state store that cannot be opened stops the start: running without it would forget
+/// quotas and denylist entries silently.
+fn state_error(error: cliproxy_netguard::Error) -> crate::error::Error {
+    match error {
+        cliproxy_netguard::Error::Config(message) => crate::config::ConfigError::new(message).into(),
+        other => crate::error::Error::State(other.to_string()),
     }
 }
