@@ -120,7 +120,11 @@ fn serve(config_arg: &ConfigArg) -> Result<(), Failure> {
         // must start inside it.
         let gateway = Gateway::build(&config, log.clone())?;
         let config_file = config_arg.config.clone();
-        sandbox(&config, &gateway, config_file.into_iter().collect(), Vec::new(), &log)?;
+        let mut read_only: Vec<PathBuf> = config_file.into_iter().collect();
+        read_only.extend(
+            config.server.tls.cert_file.iter().chain(config.server.tls.key_file.iter()).cloned(),
+        );
+        sandbox(&config, &gateway, read_only, gateway.writable_dirs(), &log)?;
         runtime()?.block_on(async {
             let server = Server::bind(&config.server, gateway, log.clone()).await?;
             server.run(shutdown_signal(log.clone())).await?;
@@ -225,7 +229,13 @@ fn demo(args: &DemoArgs) -> Result<(), Failure> {
     let result = (|| {
         let gateway = Gateway::build(&config, log.clone())?;
         // The demo dir is removed at the end, so it is writable as a whole.
-        sandbox(&config, &gateway, Vec::new(), vec![dir.clone()], &log)?;
+        sandbox(
+            &config,
+            &gateway,
+            Vec::new(),
+            std::iter::once(dir.clone()).chain(gateway.writable_dirs()).collect(),
+            &log,
+        )?;
         runtime()?.block_on(async {
             let server = Server::bind(&config.server, gateway, log.clone()).await.map_err(|e| {
                 anyhow!("{e}; is another demo running? pick another port with `demo --port 0`")

@@ -47,6 +47,8 @@ syscalls! {
     getdents64 = SYS_getdents64: "list auth.dir",
     fsync = SYS_fsync: "atomic writes: sync the temp file and the directory",
     fdatasync = SYS_fdatasync: "sync file data",
+    ftruncate = SYS_ftruncate: "state database: truncate the SQLite WAL and shared-memory files",
+    fallocate = SYS_fallocate: "state database: SQLite grows its files in chunks",
     renameat = SYS_renameat: "atomic writes: rename into place",
     renameat2 = SYS_renameat2: "atomic writes: rename into place (newer libc)",
     unlinkat = SYS_unlinkat: "remove credential and temporary files",

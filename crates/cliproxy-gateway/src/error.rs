@@ -29,10 +29,10 @@ pub enum Error {
         /// The cause.
         source: std::io::Error,
     },
-    /// TLS set-up for upstream connections failed.
     /// The network guard's state store could not be opened or read.
     #[error("{0}")]
     State(String),
+    /// TLS set-up for upstream connections failed.
     #[error("upstream TLS for provider `{provider}`: {message}")]
     UpstreamTls {
         /// The provider the CA file belongs to.

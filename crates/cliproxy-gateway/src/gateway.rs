@@ -827,6 +827,30 @@ impl Gateway {
         }
     }
 
+    /// `state.flush_interval`: the beat of the guard's housekeeping.
+    pub(crate) fn state_flush_interval(&self) -> Duration {
+        self.inner.guard.flush_interval
+    }
+
+    /// Directories the gateway writes besides `auth.dir` (the state database's), for the
+    /// sandbox's landlock rules.
+    pub fn writable_dirs(&self) -> Vec<std::path::PathBuf> {
+        self.inner
+            .guard
+            .state
+            .path()
+            .and_then(std::path::Path::parent)
+            .map(|dir| {
+                if dir.as_os_str().is_empty() {
+                    std::path::PathBuf::from(".")
+                } else {
+                    dir.to_owned()
+                }
+            })
+            .into_iter()
+            .collect()
+    }
+
     /// The network guard, for the listener.
     pub(crate) fn guard(&self) -> &Arc<Guard> {
         &self.inner.guard
@@ -869,6 +893,13 @@ impl Gateway {
     }
 
     fn readiness(&self) -> Response<Body> {
+        if let Err(error) = self.inner.guard.state.check() {
+            warn!(self.inner.log, "readiness check failed"; "check" => "state", "error" => error.to_string());
+            return json_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &json!({"status": "not ready", "failing": "state", "checks": {"state": error.to_string()}}),
+            );
+        }
         match self.inner.vault.store.check() {
             Ok(()) => json_response(
                 StatusCode::OK,

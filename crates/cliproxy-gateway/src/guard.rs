@@ -14,10 +14,10 @@ use ipnetwork::IpNetwork;
 use slog::{Logger, info, warn};
 
 use crate::config::Config;
+use crate::error::{ApiError, Result};
 use cliproxy_core::ErrorCode;
 use cliproxy_netguard::tls::TlsSettings;
 use cliproxy_netguard::{SqliteStore, StateChange, StateStore};
-use crate::error::{ApiError, Result};
 
 /// The guard's parts, shared by the listener and the request pipeline.
 #[derive(Debug)]
@@ -42,6 +42,8 @@ pub(crate) struct Guard {
     pub(crate) state: Arc<dyn StateStore>,
     /// `server.tls`, when on.
     pub(crate) tls: Option<TlsSettings>,
+    /// `state.flush_interval`.
+    pub(crate) flush_interval: std::time::Duration,
     log: Logger,
 }
 
@@ -88,7 +90,8 @@ impl Guard {
     ) -> Result<Self> {
         let server = &config.server;
         let clock = clock.unwrap_or_else(SystemClock::shared);
-        let config_error = |e: cliproxy_netguard::Error| crate::config::ConfigError::new(e.to_string());
+        let config_error =
+            |e: cliproxy_netguard::Error| crate::config::ConfigError::new(e.to_string());
         let tls = TlsSettings::build(&server.tls).map_err(config_error)?;
         let state = Arc::new(SqliteStore::open(&state_config(config)).map_err(state_error)?);
         let state: Arc<dyn StateStore> = state;
@@ -138,6 +141,7 @@ impl Guard {
         Ok(Self {
             state,
             tls,
+            flush_interval: config.state.flush_interval,
             per_ip: IpRateLimiter::from_config(&server.security.rate_limiting, clock.clone()),
             global: GlobalRateLimiter::from_config(&server.rate_limit, clock.clone()),
             provider_minutes: MinuteLimiter::new(
@@ -255,7 +259,10 @@ impl Guard {
                 warn!(self.log, "state store write failed"; "error" => error.to_string());
                 Err(ApiError::new(
                     ErrorCode::Unavailable,
-                    format!("the change could not be stored ({}); nothing was changed", self.state.describe()),
+                    format!(
+                        "the change could not be stored ({}); nothing was changed",
+                        self.state.describe()
+                    ),
                 ))
             }
             Err(_) => Err(ApiError::new(ErrorCode::Internal, "the state store writer failed")),
@@ -305,7 +312,9 @@ pub(crate) fn state_config(config: &Config) -> cliproxy_netguard::StateConfig {
 /// quotas and denylist entries silently.
 fn state_error(error: cliproxy_netguard::Error) -> crate::error::Error {
     match error {
-        cliproxy_netguard::Error::Config(message) => crate::config::ConfigError::new(message).into(),
+        cliproxy_netguard::Error::Config(message) => {
+            crate::config::ConfigError::new(message).into()
+        }
         other => crate::error::Error::State(other.to_string()),
     }
 }

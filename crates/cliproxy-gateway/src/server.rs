@@ -81,6 +81,51 @@ impl Server {
                 }
             })
         };
+        let guard = gateway.guard().clone();
+        // Quota counts and expired denylist entries go to the state store in batches, off the
+        // request path; idle per-IP buckets are dropped on the same beat.
+        let housekeeping = {
+            let guard = guard.clone();
+            let interval = config_flush_interval(&gateway);
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(interval);
+                every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    every.tick().await;
+                    guard.tick();
+                }
+            })
+        };
+        let tls = guard.tls.clone();
+        let acceptor = tls.as_ref().map(|tls| tokio_rustls::TlsAcceptor::from(tls.server_config()));
+        // Certificates are reloaded when their files change and on SIGHUP; connections keep
+        // the session they have, new handshakes get the new certificate, and a bad new pair
+        // keeps the old one in service.
+        let reloader = tls.as_ref().map(|tls| {
+            let reloader = tls.reloader();
+            let interval = tls.reload_interval();
+            let log = log.clone();
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(interval);
+                every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+                loop {
+                    let forced = tokio::select! {
+                        _ = every.tick() => false,
+                        Some(()) = async { match hangup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => true,
+                    };
+                    let result = if forced { reloader.reload().map(|()| true) } else { reloader.reload_if_changed() };
+                    match result {
+                        Ok(true) => info!(log, "TLS certificate reloaded"; "cert_file" => reloader.cert_file().display().to_string(),
+                            "trigger" => if forced { "SIGHUP" } else { "file change" }),
+                        Ok(false) => {}
+                        Err(error) => warn!(log, "TLS certificate not reloaded; the previous one stays in service";
+                            "error" => error.to_string(), "fix" => "correct server.tls.cert_file / key_file, then send SIGHUP"),
+                    }
+                }
+            })
+        });
+        let handshake_timeout = tls.as_ref().map(|t| t.handshake_timeout()).unwrap_or_default();
         let connections = Arc::new(Semaphore::new(limits.max_connections.get()));
         info!(log, "listening"; "addr" => listener.local_addr().map(|a| a.to_string()).unwrap_or_default());
         tokio::pin!(shutdown);
@@ -117,15 +162,47 @@ impl Server {
                         let gateway = gateway.clone();
                         async move { Ok::<_, Infallible>(gateway.handle(request, peer).await) }
                     });
-                    let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
-                    let connection = graceful.watch(connection);
                     let log = log.clone();
-                    tokio::spawn(async move {
-                        if let Err(error) = connection.await {
-                            debug!(log, "connection ended with an error"; "peer" => peer.to_string(), "error" => error.to_string());
+                    match &acceptor {
+                        None => {
+                            let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+                            let connection = graceful.watch(connection);
+                            tokio::spawn(async move {
+                                if let Err(error) = connection.await {
+                                    debug!(log, "connection ended with an error"; "peer" => peer.to_string(), "error" => error.to_string());
+                                }
+                                drop(permit);
+                            });
                         }
-                        drop(permit);
-                    });
+                        Some(acceptor) => {
+                            // The handshake runs in the connection's own task with its own
+                            // timeout: a silent client never delays the accept loop.
+                            let handshake = acceptor.accept(stream);
+                            let builder = builder.clone();
+                            let watcher = graceful.watcher();
+                            let guard = guard.clone();
+                            tokio::spawn(async move {
+                                let stream = match tokio::time::timeout(handshake_timeout, handshake).await {
+                                    Ok(Ok(stream)) => stream,
+                                    Ok(Err(error)) => {
+                                        guard.counters.record(RejectionKind::TlsHandshake);
+                                        debug!(log, "TLS handshake failed"; "peer" => peer.to_string(), "error" => error.to_string());
+                                        return;
+                                    }
+                                    Err(_) => {
+                                        guard.counters.record(RejectionKind::TlsHandshake);
+                                        debug!(log, "TLS handshake timed out (server.tls.handshake_timeout)"; "peer" => peer.to_string());
+                                        return;
+                                    }
+                                };
+                                let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+                                if let Err(error) = watcher.watch(connection).await {
+                                    debug!(log, "connection ended with an error"; "peer" => peer.to_string(), "error" => error.to_string());
+                                }
+                                drop(permit);
+                            });
+                        }
+                    }
                 }
                 () = &mut shutdown => break,
             }
@@ -140,9 +217,18 @@ impl Server {
             }
         }
         flusher.abort();
+        housekeeping.abort();
+        if let Some(reloader) = reloader {
+            reloader.abort();
+        }
         gateway.flush_last_used().await;
+        guard.shutdown().await;
         Ok(())
     }
+}
+
+fn config_flush_interval(gateway: &Gateway) -> Duration {
+    gateway.state_flush_interval()
 }
 
 /// The liveness probe behind `cliproxy-server healthcheck` (a container `HEALTHCHECK` needs no
