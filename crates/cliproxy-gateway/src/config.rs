@@ -688,6 +688,37 @@ mod tests {
     }
 
     #[test]
+    fn the_hardened_deploy_config_loads_with_every_guard_on() {
+        Jail::expect_with(|jail| {
+            jail.set_env("CLIPROXY_CLIENT_KEY", "client-key-0123456789abcdef");
+            jail.set_env("CLIPROXY_ENCRYPTION_KEY", "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=");
+            jail.set_env("CLIPROXY_MANAGEMENT_KEY", "management-key-0123456789");
+            let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/config.hardened.yaml");
+            let config = Config::load(&ConfigSource::File(path.into())).unwrap();
+            let server = &config.server;
+            assert!(server.tls.enabled && server.tls.cipher_suites.len() == 9);
+            assert!(server.security.ip_allowlist.enabled && server.security.ip_allowlist.deny_all);
+            assert!(server.security.ip_denylist.enabled);
+            assert!(server.security.rate_limiting.enabled && server.rate_limit.enabled);
+            assert!(server.security.headers.enabled && server.security.request_validation.enabled);
+            assert_eq!(server.trusted_proxies.len(), 1);
+            assert!(
+                config.auth.api_keys[0].quota.is_some()
+                    && config.auth.api_keys[0].rate_limit.is_some()
+            );
+            assert!(config.providers.0["claude"].quota.is_some());
+            assert!(config.state.path.is_some());
+            // The suite list is valid for rustls with ring.
+            cliproxy_netguard::tls::select_cipher_suites(
+                &server.tls.cipher_suites,
+                server.tls.min_version,
+            )
+            .unwrap();
+            Ok(())
+        });
+    }
+
+    #[test]
     fn file_then_env_with_typed_fields() {
         Jail::expect_with(|jail| {
             jail.set_env("CLIPROXY_SERVER__PORT", "9001");

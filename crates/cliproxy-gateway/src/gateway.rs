@@ -179,7 +179,13 @@ impl Gateway {
         for notice in store.take_notices() {
             warn!(log, "credential vault notice"; "detail" => notice);
         }
-        let management = Management::new(&config.management);
+        let mut management = Management::new(&config.management);
+        let bans =
+            guard.state.load_bans().map_err(|e| crate::error::Error::State(e.to_string()))?;
+        let restored = management.persist_bans(guard.state.clone(), bans);
+        if restored > 0 {
+            info!(log, "management bans restored from the state store"; "bans" => restored);
+        }
         if !management.enabled() {
             info!(
                 log,

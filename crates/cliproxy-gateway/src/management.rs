@@ -53,6 +53,8 @@ pub(crate) struct Management {
     max_failures: u32,
     ban: Duration,
     peers: Mutex<HashMap<IpAddr, Peer>>,
+    /// Where bans are kept across restarts (the network guard's state store).
+    state: Option<std::sync::Arc<dyn cliproxy_netguard::StateStore>>,
 }
 
 #[derive(Debug, Default)]
@@ -69,7 +71,33 @@ impl Management {
             max_failures: config.max_failures.get(),
             ban: config.ban,
             peers: Mutex::new(HashMap::new()),
+            state: None,
         }
+    }
+
+    /// Keeps bans in `state` from now on, and takes back the bans stored there that have not
+    /// ended: a restart does not lift a ban.
+    pub(crate) fn persist_bans(
+        &mut self,
+        state: std::sync::Arc<dyn cliproxy_netguard::StateStore>,
+        stored: Vec<cliproxy_netguard::Ban>,
+    ) -> usize {
+        let now_unix = crate::refresh::unix_now();
+        let now = Instant::now();
+        let mut restored = 0;
+        let peers = self.peers.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for ban in stored {
+            if ban.until > now_unix {
+                let left = Duration::from_secs(ban.until - now_unix);
+                peers.insert(
+                    ban.ip,
+                    Peer { failures: self.max_failures, banned_until: Some(now + left) },
+                );
+                restored += 1;
+            }
+        }
+        self.state = Some(state);
+        restored
     }
 
     /// Whether the management API exists at all.
@@ -120,6 +148,13 @@ impl Management {
         let failures = record.failures;
         if failures >= self.max_failures {
             record.banned_until = Some(now + self.ban);
+            if let Some(state) = &self.state {
+                // Written in the store's next batch; the ban is in force in memory already.
+                state.submit(cliproxy_netguard::StateChange::Ban(cliproxy_netguard::Ban {
+                    ip: peer,
+                    until: crate::refresh::unix_now().saturating_add(self.ban.as_secs()),
+                }));
+            }
             warn!(log, "management API: peer banned after repeated authentication failures";
                 "event_type" => "security_violation", "peer" => peer.to_string(),
                 "failures" => failures, "ban_s" => self.ban.as_secs());
