@@ -4,14 +4,13 @@
 #
 #   openssl   makes a CA (basicConstraints critical CA:TRUE, keyUsage keyCertSign,cRLSign) and
 #             an ECDSA P-256 server certificate for localhost / 127.0.0.1 (serverAuth, CA:FALSE)
-#   server    start_server below runs the binary given as $1 with that certificate on a free
-#             loopback port
+#   server    start_server below runs `cliproxy-server serve` (the binary given as $1) with
+#             that certificate on a free loopback port
 #   sslyze    PyPI, pinned, in target/tls-scan-venv: `--mozilla_config=intermediate` with the CA
 #             given as the trust store, so the certificate checks run as well
 #
 # Usage: .ci/tls-scan.sh SERVER_BINARY
-#   e.g. cargo build -p cliproxy-netguard --example tls_listener &&
-#        .ci/tls-scan.sh "${CARGO_TARGET_DIR:-target}/debug/examples/tls_listener"
+#   e.g. .ci/tls-scan.sh target/debug/cliproxy-server
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,25 +27,32 @@ fail() {
     exit 1
 }
 
-# Starts the server under test with $1 (certificate chain) and $2 (key), waits until it
-# accepts connections, and sets server_pid and server_port. This is the one place to change
-# when the scan moves to the real gateway: write a config with
-# `server: {tls: {enabled: true, cert_file: $1, key_file: $2}}`, run
-# `"$server_bin" serve --config FILE` with CLIPROXY_SERVER__PORT set to a free port, and wait
-# for that port instead of the `listening` line.
+# Starts the real gateway (`cliproxy-server serve`, binary $server_bin) with TLS from $1
+# (certificate chain) and $2 (key) on a free loopback port, sandboxed as in production, waits
+# for its `listening` log line, and sets server_pid and server_port.
 start_server() {
-    local cert=$1 key=$2 log=$work/server.log
-    "$server_bin" --cert "$cert" --key "$key" --port 0 >"$log" 2>&1 &
+    local cert=$1 key=$2 log=$work/server.log config=$work/config.yaml
+    cat >"$config" <<YAML
+server:
+  host: 127.0.0.1
+  port: 0
+  tls: {enabled: true, cert_file: "$cert", key_file: "$key"}
+auth: {dir: "$work/auths"}
+logging: {format: json}
+sandbox: {require_non_root: false}
+YAML
+    "$server_bin" serve --config "$config" >"$log" 2>&1 &
     server_pid=$!
     local line=""
     for _ in $(seq 100); do
-        line=$(grep -m1 '^listening ' "$log" || true)
+        line=$(grep -m1 '"msg":"listening"' "$log" || true)
         [[ -n $line ]] && break
         kill -0 "$server_pid" 2>/dev/null || { cat "$log" >&2; fail "the server exited"; }
         sleep 0.1
     done
-    [[ -n $line ]] || { cat "$log" >&2; fail "the server did not print 'listening' in 10 s"; }
-    server_port=${line##*:}
+    [[ -n $line ]] || { cat "$log" >&2; fail "the server did not log 'listening' in 10 s"; }
+    server_port=$(printf '%s' "$line" | sed -E 's/.*"addr":"[^"]*:([0-9]+)".*/\1/')
+    [[ $server_port =~ ^[0-9]+$ ]] || fail "cannot read the port from: $line"
 }
 
 stop_server() {

@@ -213,11 +213,19 @@ fn demo(args: &DemoArgs) -> Result<(), Failure> {
     ));
     let auths = dir.join("auths");
     let yaml = format!(
-        "server: {{host: 127.0.0.1, port: {port}, shutdown_timeout: 5s}}\n\
-         auth: {{api_keys: [{{name: demo, key: \"{client_key}\"}}], dir: {auths:?}, \
+        "server: {{host: 127.0.0.1, port: {port}, shutdown_timeout: 5s,\n  \
+           security: {{ip_allowlist: {{enabled: true, allowed_ips: [127.0.0.0/8, \"::1\"], deny_all: true}},\n    \
+             ip_denylist: {{enabled: true, denied_ips: [192.0.2.0/24]}},\n    \
+             rate_limiting: {{enabled: true, requests_per_second: 50, burst: 100}},\n    \
+             request_validation: {{enabled: true, max_tokens: 4096}}}},\n  \
+           rate_limit: {{enabled: true, requests_per_second: 500, burst: 1000}}}}\n\
+         auth: {{api_keys: [{{name: demo, key: \"{client_key}\", \
+           rate_limit: {{requests_per_minute: 600, tokens_per_minute: 1000000}}, \
+           quota: {{limit: 100000000, reset: daily}}}}], dir: {auths:?}, \
          encryption: {{enabled: true, key: \"{encryption_key}\"}}}}\n\
          management: {{secret_key: \"{management_key}\"}}\n\
-         providers: {{demo: {{type: mock, models: [\"mock-*\"], latency: {latency:?}}}}}\n\
+         providers: {{demo: {{type: mock, models: [\"mock-*\"], latency: {latency:?}, \
+           rate_limit: {{requests_per_minute: 6000}}, quota: {{limit: 1000000000, reset: monthly}}}}}}\n\
          logging: {{level: info, format: text}}\n\
          sandbox: {{require_non_root: false}}\n",
         port = args.port,
@@ -279,6 +287,15 @@ SDKs: OpenAI(base_url="{base}/v1", api_key=KEY), Anthropic(base_url="{base}", ap
 
 Management API (stored credentials, never their secrets):
   curl -s {base}/v0/management/auths -H "X-Management-Key: {management_key}"
+
+Network guard: loopback-only allowlist, per-IP (50/s, burst 100) and global (500/s) rate limits,
+per-key and per-provider requests/tokens per minute and quotas, request validation (max_tokens
+4096), security headers; 429 answers carry Retry-After and X-RateLimit-*. TLS is off in the
+demo (set server.tls in a config file). Maintenance mode and the runtime denylist:
+  curl -s -X PUT {base}/v0/management/maintenance -H "X-Management-Key: {management_key}" \
+    -H 'content-type: application/json' -d '{{"enabled": true, "message": "back soon"}}'
+  curl -s {base}/v0/management/security/ip-denylist -H "X-Management-Key: {management_key}" \
+    -H 'content-type: application/json' -d '{{"ip": "203.0.113.0/24", "reason": "abuse", "ttl": "1h"}}'
 Press Ctrl-C to stop.
 "#
     );

@@ -899,26 +899,24 @@ impl Gateway {
     }
 
     fn readiness(&self) -> Response<Body> {
-        if let Err(error) = self.inner.guard.state.check() {
-            warn!(self.inner.log, "readiness check failed"; "check" => "state", "error" => error.to_string());
-            return json_response(
-                StatusCode::SERVICE_UNAVAILABLE,
-                &json!({"status": "not ready", "failing": "state", "checks": {"state": error.to_string()}}),
-            );
-        }
-        match self.inner.vault.store.check() {
-            Ok(()) => json_response(
-                StatusCode::OK,
-                &json!({"status": "ready", "checks": {"vault": "ok"}}),
-            ),
-            Err(error) => {
-                warn!(self.inner.log, "readiness check failed"; "check" => "vault", "error" => error.to_string());
-                json_response(
+        // The vault first: without credentials nothing can be served at all.
+        let checks = [
+            ("vault", self.inner.vault.store.check().map_err(|e| e.to_string())),
+            ("state", self.inner.guard.state.check().map_err(|e| e.to_string())),
+        ];
+        for (name, result) in &checks {
+            if let Err(error) = result {
+                warn!(self.inner.log, "readiness check failed"; "check" => *name, "error" => error);
+                return json_response(
                     StatusCode::SERVICE_UNAVAILABLE,
-                    &json!({"status": "not ready", "failing": "vault", "checks": {"vault": error.to_string()}}),
-                )
+                    &json!({"status": "not ready", "failing": name, "checks": {*name: error}}),
+                );
             }
         }
+        json_response(
+            StatusCode::OK,
+            &json!({"status": "ready", "checks": {"vault": "ok", "state": "ok"}}),
+        )
     }
 
     fn models(&self, client: &ClientIdentity, anthropic: bool) -> Response<Body> {

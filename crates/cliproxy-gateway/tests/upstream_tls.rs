@@ -110,7 +110,9 @@ async fn gateway_for(upstream: &Upstream, with_ca: bool, dir: &std::path::Path) 
 async fn chat(gateway: &Gateway) -> (StatusCode, Value) {
     let request = Request::post("/v1/chat/completions")
         .header("authorization", format!("Bearer {CLIENT_KEY}"))
-        .body(Full::new(Bytes::from_static(br#"{"model":"gpt-4o","messages":[]}"#)))
+        .body(Full::new(Bytes::from_static(
+            br#"{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}]}"#,
+        )))
         .unwrap();
     let response = gateway.handle(request, "127.0.0.1:1".parse().unwrap()).await;
     let status = response.status();
