@@ -7,6 +7,7 @@ mod failover;
 mod formats;
 mod lifecycle;
 mod management;
+mod netguard;
 mod vault;
 
 /// Asserts that none of `secrets` appears in `text`.
