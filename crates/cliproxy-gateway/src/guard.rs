@@ -227,6 +227,26 @@ impl Guard {
         })
     }
 
+    /// What `GET /v0/management/status` shows of the guard: what is on, and the refusals
+    /// counted since the start.
+    pub(crate) fn status(&self) -> serde_json::Value {
+        let rejections: serde_json::Map<String, serde_json::Value> = self
+            .counters
+            .snapshot()
+            .into_iter()
+            .map(|(name, count)| (name.to_owned(), count.into()))
+            .collect();
+        serde_json::json!({
+            "tls": self.tls.is_some(),
+            "maintenance": self.maintenance.get(),
+            "per_ip_rate_limit": self.per_ip.as_ref().map(|l| serde_json::json!({"tracked": l.len(), "capacity": l.capacity()})),
+            "global_rate_limit": self.global.is_some(),
+            "runtime_denylist_entries": self.ip.runtime_denylist().len(),
+            "state": self.state.describe(),
+            "rejections": rejections,
+        })
+    }
+
     /// Housekeeping the server runs every `state.flush_interval`: drops idle per-IP buckets
     /// and expired denylist entries.
     pub(crate) fn tick(&self) {

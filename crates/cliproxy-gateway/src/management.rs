@@ -270,6 +270,7 @@ fn status(gateway: &Gateway) -> Response<Body> {
             "layers": {
                 "vault": {"dir": store.location().display().to_string(), "encryption": encryption},
                 "management": {"enabled": true},
+                "netguard": gateway.guard().status(),
                 "sandbox": {"applied": gateway.sandbox_report(), "posture": posture},
             },
         }),
