@@ -121,8 +121,20 @@ fn serve(config_arg: &ConfigArg) -> Result<(), Failure> {
         let gateway = Gateway::build(&config, log.clone())?;
         let config_file = config_arg.config.clone();
         let mut read_only: Vec<PathBuf> = config_file.into_iter().collect();
+        // The directories of the TLS files, not the files: landlock grants inodes, and a
+        // renewed certificate is usually renamed into place (certbot, Kubernetes secrets), so
+        // a grant on the old file would not cover the new one.
         read_only.extend(
-            config.server.tls.cert_file.iter().chain(config.server.tls.key_file.iter()).cloned(),
+            config
+                .server
+                .tls
+                .cert_file
+                .iter()
+                .chain(config.server.tls.key_file.iter())
+                .map(|file| match file.parent() {
+                    Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
+                    _ => PathBuf::from("."),
+                }),
         );
         sandbox(&config, &gateway, read_only, gateway.writable_dirs(), &log)?;
         runtime()?.block_on(async {
