@@ -734,10 +734,15 @@ async fn the_runtime_denylist_applies_at_once_expires_and_survives_a_restart() {
         &gateway,
         Method::POST,
         "/security/ip-denylist",
-        Some(json!({"ip": "10.0.0.0/8", "reason": "range"})),
+        Some(json!({"ip": "10.0.0.0/8", "reason": "range", "ttl": 3600})),
     )
     .await;
     assert_eq!(status, 201, "{entry}");
+    assert_eq!(
+        entry["expires_at"].as_u64().unwrap() - entry["created_at"].as_u64().unwrap(),
+        3600,
+        "a ttl in seconds: {entry}"
+    );
     let (status, entry) = manage(
         &gateway,
         Method::POST,
