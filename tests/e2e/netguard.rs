@@ -622,6 +622,47 @@ async fn client_key_requests_per_minute_refuse_that_key_only() {
 }
 
 #[tokio::test]
+async fn client_key_tokens_per_minute_count_the_real_usage() {
+    let harness = Harness::new();
+    write_config(
+        &harness,
+        "127.0.0.1",
+        "",
+        &format!(
+            "    - {{name: alice, key: \"{ALICE_KEY}\", rate_limit: {{requests_per_minute: 100, tokens_per_minute: 200}}}}\n"
+        ),
+        "",
+        "",
+    );
+    let gateway = harness.start().await;
+    let url = gateway.url();
+    // About 130 tokens each (the mock counts a token per four bytes of request), far more
+    // than the 50 reserved: the real usage is what the minute is charged.
+    let long = json!({"model": "mock-1", "max_tokens": 50,
+        "messages": [{"role": "user", "content": "lorem ipsum ".repeat(40)}]});
+    let mut served = 0;
+    let refusal = loop {
+        let (status, headers, body) =
+            chat_with(&client(), &url, ALICE_KEY, &[], &long).await.unwrap();
+        if status != 200 {
+            break (status, headers, body);
+        }
+        served += 1;
+        assert!(served < 6, "200 tokens per minute never refused: {body}");
+    };
+    let (status, headers, body) = refusal;
+    assert!(served >= 1, "{body}");
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(assert_rate_headers(&headers, "client tpm 429"), 200);
+    assert!(
+        error_message(&body).contains("auth.api_keys[alice].rate_limit.tokens_per_minute"),
+        "{body}"
+    );
+    let (status, _, body) = chat(&gateway).await;
+    assert_eq!(status, 200, "the other key has no token limit: {body}");
+}
+
+#[tokio::test]
 async fn provider_requests_per_minute_refuse_every_key() {
     let harness = Harness::new();
     write_config(
