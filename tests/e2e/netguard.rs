@@ -736,6 +736,57 @@ async fn an_exhausted_quota_stays_exhausted_after_a_restart() {
     assert!(error_message(&body).contains("resets at"), "{body}");
 }
 
+/// Alice's stored quota count in the state database, read the way an operator would: a
+/// read-only connection beside the running gateway.
+fn stored_quota(harness: &Harness) -> Option<i64> {
+    let path = harness.auth_dir().join(".state.db");
+    let db =
+        rusqlite::Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .ok()?;
+    db.query_row(
+        "SELECT tokens FROM quota_usage WHERE scope = 'client' AND name = 'alice'",
+        [],
+        |row| row.get(0),
+    )
+    .ok()
+}
+
+#[tokio::test]
+async fn quota_usage_reaches_the_state_database_within_a_flush_and_survives_sigkill() {
+    let harness = Harness::new();
+    write_config(
+        &harness,
+        "127.0.0.1",
+        "",
+        &format!(
+            "    - {{name: alice, key: \"{ALICE_KEY}\", quota: {{limit: 100, reset: daily}}}}\n"
+        ),
+        "",
+        "state: {flush_interval: 200ms}\n",
+    );
+    let mut gateway = harness.start().await;
+    let url = gateway.url();
+    let long = json!({"model": "mock-1", "messages": [{"role": "user", "content": "lorem ipsum ".repeat(40)}]});
+    let (status, _, body) = chat_with(&client(), &url, ALICE_KEY, &[], &long).await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    let used = i64::try_from(body["usage"]["total_tokens"].as_u64().unwrap()).unwrap();
+    assert!(used >= 100, "{body}");
+    // Written in the background by the state store's writer, with no shutdown to help.
+    let written = poll_until(|| async { stored_quota(&harness) == Some(used) }).await;
+    assert!(
+        written,
+        "quota usage {used} never reached the database: {:?}\n{}",
+        stored_quota(&harness),
+        gateway.logs()
+    );
+    // A crash now loses nothing already flushed.
+    assert!(!gateway.kill().await.success());
+    let gateway = harness.start().await;
+    let (status, _, body) =
+        chat_with(&client(), &gateway.url(), ALICE_KEY, &[], &chat_body()).await.unwrap();
+    assert_eq!(status, 429, "the quota was forgotten after SIGKILL: {body}\n{}", gateway.logs());
+}
+
 // ------------------------------------------------------------------------ (4) runtime denylist
 
 #[tokio::test]
