@@ -125,16 +125,12 @@ fn serve(config_arg: &ConfigArg) -> Result<(), Failure> {
         // renewed certificate is usually renamed into place (certbot, Kubernetes secrets), so
         // a grant on the old file would not cover the new one.
         read_only.extend(
-            config
-                .server
-                .tls
-                .cert_file
-                .iter()
-                .chain(config.server.tls.key_file.iter())
-                .map(|file| match file.parent() {
+            config.server.tls.cert_file.iter().chain(config.server.tls.key_file.iter()).map(
+                |file| match file.parent() {
                     Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
                     _ => PathBuf::from("."),
-                }),
+                },
+            ),
         );
         sandbox(&config, &gateway, read_only, gateway.writable_dirs(), &log)?;
         runtime()?.block_on(async {
