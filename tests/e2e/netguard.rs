@@ -986,6 +986,14 @@ fn make_cert(dir: &Path, cn: &str, cert: &Path, key: &Path, how: Replace) {
 /// A gateway serving TLS from `cert`/`key` in `dir` (first certificate: CN `e2e-first`),
 /// reloading every second.
 async fn tls_gateway(harness: &Harness, dir: &Path) -> (Gateway, std::path::PathBuf) {
+    tls_gateway_with(harness, dir, "5s").await
+}
+
+async fn tls_gateway_with(
+    harness: &Harness,
+    dir: &Path,
+    handshake_timeout: &str,
+) -> (Gateway, std::path::PathBuf) {
     let cert = dir.join("server.crt");
     let key = dir.join("server.key");
     make_cert(dir, "e2e-first", &cert, &key, Replace::InPlace);
@@ -994,7 +1002,7 @@ async fn tls_gateway(harness: &Harness, dir: &Path) -> (Gateway, std::path::Path
         "127.0.0.1",
         &format!(
             "  tls: {{enabled: true, cert_file: {:?}, key_file: {:?}, min_version: \"1.2\", \
-             handshake_timeout: 5s, reload_interval: 1s}}\n",
+             handshake_timeout: {handshake_timeout}, reload_interval: 1s}}\n",
             cert.display().to_string(),
             key.display().to_string()
         ),
@@ -1158,4 +1166,27 @@ async fn tls_reload_picks_up_a_certificate_renamed_into_place() {
         "{}",
         gateway.logs()
     );
+}
+
+#[tokio::test]
+async fn a_silent_tls_client_is_cut_off_at_the_handshake_timeout_while_others_handshake() {
+    let harness = Harness::new();
+    let dir = tempfile::tempdir().unwrap();
+    let (gateway, _) = tls_gateway_with(&harness, dir.path(), "1s").await;
+    // Connects and says nothing: no ClientHello.
+    let mut silent = tokio::net::TcpStream::connect(gateway.addr()).await.unwrap();
+    let started = Instant::now();
+    let reader = tokio::spawn(async move {
+        let mut answer = Vec::new();
+        let _ = silent.read_to_end(&mut answer).await;
+        (started.elapsed(), answer)
+    });
+    // The accept loop is not held up: a full handshake and request go through meanwhile.
+    let (ok, text) = s_client(gateway.addr(), &["-tls1_3", "-ign_eof"], HEALTHZ).await;
+    assert!(ok && text.contains("200 OK"), "{text}");
+    assert!(!reader.is_finished(), "the silent client was cut off before the timeout");
+    let (elapsed, answer) = tokio::time::timeout(WAIT, reader).await.unwrap().unwrap();
+    assert!(elapsed >= Duration::from_millis(900), "cut off after {elapsed:?}");
+    assert!(elapsed < Duration::from_secs(5), "cut off only after {elapsed:?}");
+    assert!(answer.is_empty(), "{answer:?}");
 }
