@@ -91,6 +91,11 @@ pub(crate) fn run(args: Args) -> Result<ExitCode> {
         allowed.len()
     );
     println!("allowed but not traced (other paths, libcs or architectures; review): {untraced:?}");
+    for denied in cliproxy_container::syscalls::DENIED_ON_PURPOSE {
+        if traced.contains(denied.name) {
+            println!("traced and denied on purpose: {} ({})", denied.name, denied.reason);
+        }
+    }
     if missing.is_empty() {
         println!("every traced syscall is allowed");
         return Ok(ExitCode::SUCCESS);
@@ -103,8 +108,10 @@ pub(crate) fn run(args: Args) -> Result<ExitCode> {
 
 /// Calls made only before the sandbox is applied or by the wrapper itself.
 fn ignored(name: &str) -> bool {
-    // execve starts the server (before the filter); seccomp installs the filter.
+    // execve starts the server (before the filter); seccomp installs the filter; the others
+    // are denied on purpose (see `DENIED_ON_PURPOSE`).
     matches!(name, "execve" | "seccomp")
+        || cliproxy_container::syscalls::DENIED_ON_PURPOSE.iter().any(|s| s.name == name)
 }
 
 fn allowed_here() -> BTreeSet<&'static str> {

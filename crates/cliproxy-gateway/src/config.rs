@@ -56,6 +56,9 @@ pub struct ServerConfig {
     /// `server.trusted_proxies:` — peers (CIDRs) whose `X-Forwarded-For` / `Forwarded` names
     /// the client; from anyone else those headers are ignored.
     pub trusted_proxies: Vec<ipnetwork::IpNetwork>,
+    /// `server.forwarded_header:` — `x-forwarded-for` (default) or `forwarded`: the one
+    /// header trusted proxies name the client in; the other is never read.
+    pub forwarded_header: cliproxy_netguard::ForwardedHeader,
     /// `server.maintenance_mode:` — start in maintenance (503 for proxied requests).
     pub maintenance_mode: bool,
     /// `server.message:` — the text of maintenance answers.
@@ -77,6 +80,7 @@ impl Default for ServerConfig {
             shutdown_timeout: Duration::from_secs(30),
             limits: LimitsConfig::default(),
             trusted_proxies: Vec::new(),
+            forwarded_header: cliproxy_netguard::ForwardedHeader::default(),
             maintenance_mode: false,
             message: cliproxy_netguard::DEFAULT_MAINTENANCE_MESSAGE.to_owned(),
             tls: cliproxy_netguard::TlsConfig::default(),

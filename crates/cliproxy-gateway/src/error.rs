@@ -82,7 +82,6 @@ impl ApiError {
         self
     }
 
-    /// The response in `format`'s error shape.
     /// The 429 of a refusing limit, with `Retry-After` and the `X-RateLimit-*` figures; the
     /// message names the limit's config key (and, for a quota, when it resets).
     pub(crate) fn limited(limited: &cliproxy_netguard::Limited) -> Self {
@@ -92,6 +91,7 @@ impl ApiError {
         error
     }
 
+    /// The response in `format`'s error shape.
     pub(crate) fn into_response(self, format: ApiFormat) -> Response<Body> {
         let status =
             StatusCode::from_u16(self.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);

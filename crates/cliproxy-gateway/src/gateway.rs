@@ -289,9 +289,9 @@ impl Gateway {
         // itself passed the IP filter at accept, the client it names must pass it too.
         let client_ip = guard.ip.client_ip(peer.ip(), &parts.headers);
         record.client_ip = Some(client_ip);
-        if client_ip != peer.ip().to_canonical()
-            && let cliproxy_netguard::Verdict::Deny(reason) = guard.ip.check(client_ip)
-        {
+        // Checked on every request, not only when a proxy names the client: a runtime
+        // denylist entry must also stop a connection that was open before it was added.
+        if let cliproxy_netguard::Verdict::Deny(reason) = guard.ip.check(client_ip) {
             guard.reject(RejectionKind::IpDeniedRequest, client_ip, &reason.to_string());
             let format = api::route(&parts.method, parts.uri.path())
                 .map(|e| e.format())
@@ -496,6 +496,7 @@ impl Gateway {
                 provider.latency,
             );
             record.proxied = true;
+            record.sent = true;
             record.sse = response
                 .headers()
                 .get(header::CONTENT_TYPE)
@@ -592,6 +593,7 @@ impl Gateway {
             *request.uri_mut() = uri;
             *request.headers_mut() = headers.clone();
 
+            record.sent = true;
             let sent = tokio::time::timeout(
                 inner.limits.upstream_first_byte_timeout,
                 client.request(request),
@@ -984,6 +986,9 @@ struct Record {
     rate: Option<cliproxy_netguard::Admitted>,
     /// The minute-limit reservations and quota accounting of a proxied request.
     admission: Option<crate::guard::Admission>,
+    /// Whether the request went to a provider (upstream or the mock): only then do its
+    /// reservations count.
+    sent: bool,
     guard: Arc<Guard>,
 }
 
@@ -1015,6 +1020,7 @@ impl Record {
             client_ip: None,
             rate: None,
             admission: None,
+            sent: false,
             guard,
         }
     }
@@ -1027,8 +1033,12 @@ impl Record {
             Outcome::ClientGone(usage) => ("client_gone", usage, None),
         };
         if let Some(admission) = self.admission {
-            let used = usage.map(|u| u.input_tokens.saturating_add(u.output_tokens));
-            admission.settle(&self.guard, used);
+            if self.sent {
+                let used = usage.map(|u| u.input_tokens.saturating_add(u.output_tokens));
+                admission.settle(&self.guard, used);
+            } else {
+                admission.cancel(&self.guard);
+            }
         }
         let usage = usage.unwrap_or(Usage::default());
         let kv = o!(

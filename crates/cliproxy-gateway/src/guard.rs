@@ -38,6 +38,13 @@ pub(crate) struct Guard {
     client_minutes: MinuteLimiter,
     /// `providers.<name>.quota` and `auth.api_keys[N].quota`.
     pub(crate) quotas: Quotas,
+    /// Tokens assumed for a request without `max_tokens` (the validation cap).
+    estimate: u64,
+    /// Per refusal kind: the second of the last log line, and the lines left out since.
+    last_logged: [std::sync::atomic::AtomicU64; RejectionKind::ALL.len()],
+    suppressed: [std::sync::atomic::AtomicU64; RejectionKind::ALL.len()],
+    /// When ended entries were last purged from the state store (Unix seconds).
+    last_purge: std::sync::atomic::AtomicU64,
     /// Where quota usage, the runtime denylist and management bans survive restarts.
     pub(crate) state: Arc<dyn StateStore>,
     /// `server.tls`, when on.
@@ -55,24 +62,33 @@ pub(crate) struct Admission {
     client: String,
     provider_minute: Reservation,
     client_minute: Reservation,
+    /// The tokens the request may use (its `max_tokens`, or the validation cap): held
+    /// against the quotas while it runs, and charged when its reply reports no usage.
+    estimate: u64,
+    provider_quota: u64,
+    client_quota: u64,
 }
 
 impl Admission {
-    /// Settles the reservations and counts the usage against the quotas. A reply without a
-    /// usage figure counts as the reservation (see [`Reservation`]).
+    /// Settles the reservations with the real usage and counts it against the quotas. A
+    /// reply without a usage figure (an OpenAI stream without `stream_options.include_usage`,
+    /// a client that hung up) is charged the estimate: unknown usage must not be free.
     pub(crate) fn settle(self, guard: &Guard, used_tokens: Option<u64>) {
-        match used_tokens {
-            Some(used) => {
-                self.provider_minute.settle(used);
-                self.client_minute.settle(used);
-                guard.quotas.record(QuotaScope::Provider, &self.provider, used);
-                guard.quotas.record(QuotaScope::Client, &self.client, used);
-            }
-            None => {
-                drop(self.provider_minute);
-                drop(self.client_minute);
-            }
-        }
+        let used = used_tokens.unwrap_or(self.estimate);
+        self.provider_minute.settle(used);
+        self.client_minute.settle(used);
+        guard.quotas.settle(QuotaScope::Provider, &self.provider, self.provider_quota, used);
+        guard.quotas.settle(QuotaScope::Client, &self.client, self.client_quota, used);
+        // Straight to the state store's queue: its writer commits within one flush interval.
+        guard.save_quotas();
+    }
+
+    /// Gives everything back for a request that was never sent upstream.
+    pub(crate) fn cancel(self, guard: &Guard) {
+        self.provider_minute.cancel();
+        self.client_minute.cancel();
+        guard.quotas.release(QuotaScope::Provider, &self.provider, self.provider_quota);
+        guard.quotas.release(QuotaScope::Client, &self.client, self.client_quota);
     }
 
     /// The client key's requests-per-minute standing, for the `X-RateLimit-*` headers.
@@ -121,7 +137,8 @@ impl Guard {
             .collect();
         let quotas = Quotas::new(provider_quotas, client_quotas, clock.clone());
         quotas.seed(state.load_quota_usage().map_err(state_error)?);
-        let ip = IpFilter::new(&server.security, &server.trusted_proxies, clock.clone());
+        let ip = IpFilter::new(&server.security, &server.trusted_proxies, clock.clone())
+            .with_forwarded_header(server.forwarded_header);
         let now = clock.unix_seconds();
         let mut restored = 0;
         for entry in state.load_denylist().map_err(state_error)? {
@@ -139,6 +156,10 @@ impl Guard {
             "request_validation" => server.security.request_validation.enabled,
             "maintenance" => server.maintenance_mode);
         Ok(Self {
+            estimate,
+            last_logged: Default::default(),
+            suppressed: Default::default(),
+            last_purge: Default::default(),
             state,
             tls,
             flush_interval: config.state.flush_interval,
@@ -210,20 +231,32 @@ impl Guard {
                 return Err(refuse(limited));
             }
         };
-        let quotas = self
-            .quotas
-            .check(QuotaScope::Provider, provider)
-            .and_then(|_| self.quotas.check(QuotaScope::Client, client));
-        if let Err(limited) = quotas {
-            provider_minute.cancel();
-            client_minute.cancel();
-            return Err(refuse(limited));
-        }
+        let estimate = max_tokens.unwrap_or(self.estimate);
+        let provider_quota = match self.quotas.reserve(QuotaScope::Provider, provider, estimate) {
+            Ok(held) => held,
+            Err(limited) => {
+                provider_minute.cancel();
+                client_minute.cancel();
+                return Err(refuse(limited));
+            }
+        };
+        let client_quota = match self.quotas.reserve(QuotaScope::Client, client, estimate) {
+            Ok(held) => held,
+            Err(limited) => {
+                provider_minute.cancel();
+                client_minute.cancel();
+                self.quotas.release(QuotaScope::Provider, provider, provider_quota);
+                return Err(refuse(limited));
+            }
+        };
         Ok(Admission {
             provider: provider.to_owned(),
             client: client.to_owned(),
             provider_minute,
             client_minute,
+            estimate,
+            provider_quota,
+            client_quota,
         })
     }
 
@@ -253,8 +286,13 @@ impl Guard {
         if let Some(limiter) = &self.per_ip {
             limiter.evict_idle();
         }
-        if !self.ip.purge_expired().is_empty() {
-            self.state.submit(StateChange::PurgeExpired { now: self.clock.unix_seconds() });
+        // Expired denylist entries leave the store at once; ended management bans (which
+        // only the store keeps) once a minute.
+        let now = self.clock.unix_seconds();
+        let last = self.last_purge.load(std::sync::atomic::Ordering::Relaxed);
+        if !self.ip.purge_expired().is_empty() || now.saturating_sub(last) >= 60 {
+            self.last_purge.store(now, std::sync::atomic::Ordering::Relaxed);
+            self.state.submit(StateChange::PurgeExpired { now });
         }
         self.save_quotas();
     }
@@ -280,7 +318,7 @@ impl Guard {
                 Err(ApiError::new(
                     ErrorCode::Unavailable,
                     format!(
-                        "the change could not be stored ({}); nothing was changed",
+                        "the change is in force but could not be stored yet ({}); it is written when the store recovers (see the gateway log)",
                         self.state.describe()
                     ),
                 ))
@@ -307,14 +345,28 @@ impl Guard {
 
     /// Counts a refusal and reports it: security violations as warnings with
     /// `event_type: security_violation` (the audit layer will file them), the rest at info.
+    /// At most one line per kind per second is written, with the number left out since the
+    /// last one: a flood of refusals must stay cheap, and the counters keep every one.
     pub(crate) fn reject(&self, kind: RejectionKind, ip: IpAddr, detail: &str) {
+        use std::sync::atomic::Ordering;
         self.counters.record(kind);
+        let now = self.clock.unix_seconds();
+        let last = &self.last_logged[kind.index()];
+        let previous = last.load(Ordering::Relaxed);
+        if previous == now
+            || last.compare_exchange(previous, now, Ordering::Relaxed, Ordering::Relaxed).is_err()
+        {
+            self.suppressed[kind.index()].fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let suppressed = self.suppressed[kind.index()].swap(0, Ordering::Relaxed);
         if kind.is_violation() {
             warn!(self.log, "request refused"; "event_type" => "security_violation",
-                "rejection" => kind.as_str(), "ip" => ip.to_string(), "detail" => detail);
+                "rejection" => kind.as_str(), "ip" => ip.to_string(), "detail" => detail,
+                "suppressed" => suppressed);
         } else {
             info!(self.log, "request refused"; "rejection" => kind.as_str(),
-                "ip" => ip.to_string(), "detail" => detail);
+                "ip" => ip.to_string(), "detail" => detail, "suppressed" => suppressed);
         }
     }
 }

@@ -82,8 +82,10 @@ pub(crate) async fn deny(gateway: &Gateway, body: Bytes, log: &Logger) -> Answer
         created_at: now,
         expires_at: ttl.map(|ttl| now.saturating_add(ttl.as_secs().max(1))),
     };
-    guard.persist_deny(&entry).await?;
+    // In force at once; then stored. When the store fails, its writer keeps the change and
+    // retries, so memory and disk agree again once it recovers; the answer says so.
     let replaced = guard.ip.deny(entry.clone());
+    guard.persist_deny(&entry).await?;
     info!(log, "IP denylist entry added"; "event_type" => "config_change",
         "network" => network.to_string(), "reason" => &entry.reason,
         "expires_at" => entry.expires_at, "replaced" => replaced);
@@ -113,8 +115,8 @@ pub(crate) async fn undeny(gateway: &Gateway, text: &str, log: &Logger) -> Answe
             format!("{network} is not in the runtime denylist"),
         ));
     }
-    guard.persist_undeny(network).await?;
     guard.ip.undeny(network);
+    guard.persist_undeny(network).await?;
     info!(log, "IP denylist entry removed"; "event_type" => "config_change", "network" => network.to_string());
     Ok(json_response(StatusCode::OK, &json!({"removed": network.to_string()})))
 }

@@ -86,6 +86,10 @@ impl Management {
         let now = Instant::now();
         let mut restored = 0;
         let peers = self.peers.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner);
+        // As many as the live table holds; the latest-ending ones are kept.
+        let mut stored = stored;
+        stored.sort_by_key(|ban| std::cmp::Reverse(ban.until));
+        stored.truncate(MAX_TRACKED_PEERS);
         for ban in stored {
             if ban.until > now_unix {
                 let left = Duration::from_secs(ban.until - now_unix);
@@ -529,8 +533,6 @@ pub(crate) fn meta_json(meta: &CredentialMeta) -> Value {
     })
 }
 
-/// Runs a vault call off the async threads; its error becomes a 500 that names the file
-/// (vault errors never hold a secret).
 /// Reads a management request body, at most [`MAX_BODY_BYTES`].
 pub(crate) async fn read_body<B>(body: B) -> Result<Bytes, ApiError>
 where
@@ -547,6 +549,8 @@ where
     }
 }
 
+/// Runs a vault call off the async threads; its error becomes a 500 that names the file
+/// (vault errors never hold a secret).
 pub(crate) async fn blocking<T: Send + 'static>(
     call: impl FnOnce() -> cliproxy_vault::Result<T> + Send + 'static,
 ) -> Result<T, ApiError> {

@@ -19,6 +19,7 @@ use crate::config::ServerConfig;
 use crate::error::{Error, Result};
 use crate::gateway::Gateway;
 use cliproxy_netguard::RejectionKind;
+use cliproxy_netguard::tls::TlsSettings;
 
 /// How often last-use times are written to the vault.
 const LAST_USED_FLUSH: Duration = Duration::from_secs(30);
@@ -86,7 +87,7 @@ impl Server {
         // request path; idle per-IP buckets are dropped on the same beat.
         let housekeeping = {
             let guard = guard.clone();
-            let interval = config_flush_interval(&gateway);
+            let interval = gateway.state_flush_interval();
             tokio::spawn(async move {
                 let mut every = tokio::time::interval(interval);
                 every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -101,30 +102,7 @@ impl Server {
         // Certificates are reloaded when their files change and on SIGHUP; connections keep
         // the session they have, new handshakes get the new certificate, and a bad new pair
         // keeps the old one in service.
-        let reloader = tls.as_ref().map(|tls| {
-            let reloader = tls.reloader();
-            let interval = tls.reload_interval();
-            let log = log.clone();
-            tokio::spawn(async move {
-                let mut every = tokio::time::interval(interval);
-                every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
-                loop {
-                    let forced = tokio::select! {
-                        _ = every.tick() => false,
-                        Some(()) = async { match hangup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => true,
-                    };
-                    let result = if forced { reloader.reload().map(|()| true) } else { reloader.reload_if_changed() };
-                    match result {
-                        Ok(true) => info!(log, "TLS certificate reloaded"; "cert_file" => reloader.cert_file().display().to_string(),
-                            "trigger" => if forced { "SIGHUP" } else { "file change" }),
-                        Ok(false) => {}
-                        Err(error) => warn!(log, "TLS certificate not reloaded; the previous one stays in service";
-                            "error" => error.to_string(), "fix" => "correct server.tls.cert_file / key_file, then send SIGHUP"),
-                    }
-                }
-            })
-        });
+        let reloader = tls.as_ref().map(|tls| spawn_cert_reloader(tls, log.clone()));
         let handshake_timeout = tls.as_ref().map(|t| t.handshake_timeout()).unwrap_or_default();
         let connections = Arc::new(Semaphore::new(limits.max_connections.get()));
         info!(log, "listening"; "addr" => listener.local_addr().map(|a| a.to_string()).unwrap_or_default());
@@ -165,11 +143,13 @@ impl Server {
                     let log = log.clone();
                     match &acceptor {
                         None => {
-                            let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+                            let connection =
+                                builder.serve_connection(TokioIo::new(stream), service).into_owned();
                             let connection = graceful.watch(connection);
                             tokio::spawn(async move {
                                 if let Err(error) = connection.await {
-                                    debug!(log, "connection ended with an error"; "peer" => peer.to_string(), "error" => error.to_string());
+                                    debug!(log, "connection ended with an error";
+                                        "peer" => peer.to_string(), "error" => error.to_string());
                                 }
                                 drop(permit);
                             });
@@ -182,22 +162,27 @@ impl Server {
                             let watcher = graceful.watcher();
                             let guard = guard.clone();
                             tokio::spawn(async move {
-                                let stream = match tokio::time::timeout(handshake_timeout, handshake).await {
+                                let handshake = tokio::time::timeout(handshake_timeout, handshake);
+                                let stream = match handshake.await {
                                     Ok(Ok(stream)) => stream,
                                     Ok(Err(error)) => {
                                         guard.counters.record(RejectionKind::TlsHandshake);
-                                        debug!(log, "TLS handshake failed"; "peer" => peer.to_string(), "error" => error.to_string());
+                                        debug!(log, "TLS handshake failed";
+                                            "peer" => peer.to_string(), "error" => error.to_string());
                                         return;
                                     }
                                     Err(_) => {
                                         guard.counters.record(RejectionKind::TlsHandshake);
-                                        debug!(log, "TLS handshake timed out (server.tls.handshake_timeout)"; "peer" => peer.to_string());
+                                        debug!(log, "TLS handshake timed out (server.tls.handshake_timeout)";
+                                            "peer" => peer.to_string());
                                         return;
                                     }
                                 };
-                                let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+                                let connection =
+                                    builder.serve_connection(TokioIo::new(stream), service).into_owned();
                                 if let Err(error) = watcher.watch(connection).await {
-                                    debug!(log, "connection ended with an error"; "peer" => peer.to_string(), "error" => error.to_string());
+                                    debug!(log, "connection ended with an error";
+                                        "peer" => peer.to_string(), "error" => error.to_string());
                                 }
                                 drop(permit);
                             });
@@ -227,8 +212,53 @@ impl Server {
     }
 }
 
-fn config_flush_interval(gateway: &Gateway) -> Duration {
-    gateway.state_flush_interval()
+/// Reloads the certificate pair when its files change (checked every
+/// `server.tls.reload_interval`) and on SIGHUP. Connections keep the session they have, new
+/// handshakes get the new certificate, and a bad new pair keeps the old one in service.
+fn spawn_cert_reloader(tls: &TlsSettings, log: Logger) -> tokio::task::JoinHandle<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let reloader = tls.reloader();
+    let interval = tls.reload_interval();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(interval);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut hangup = match signal(SignalKind::hangup()) {
+            Ok(hangup) => Some(hangup),
+            Err(error) => {
+                warn!(log, "cannot listen for SIGHUP; certificates reload on file change only";
+                    "error" => error.to_string());
+                None
+            }
+        };
+        loop {
+            let on_signal = async {
+                match hangup.as_mut() {
+                    Some(hangup) => hangup.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            let forced = tokio::select! {
+                _ = every.tick() => false,
+                Some(()) = on_signal => true,
+            };
+            let result = if forced {
+                reloader.reload().map(|()| true)
+            } else {
+                reloader.reload_if_changed()
+            };
+            match result {
+                Ok(true) => info!(log, "TLS certificate reloaded";
+                    "cert_file" => reloader.cert_file().display().to_string(),
+                    "trigger" => if forced { "SIGHUP" } else { "file change" }),
+                Ok(false) => {}
+                Err(error) => {
+                    warn!(log, "TLS certificate not reloaded; the previous one stays in service";
+                    "error" => error.to_string(),
+                    "fix" => "correct server.tls.cert_file / key_file, then send SIGHUP")
+                }
+            }
+        }
+    })
 }
 
 /// The liveness probe behind `cliproxy-server healthcheck` (a container `HEALTHCHECK` needs no

@@ -10,45 +10,16 @@ use std::time::Duration;
 use ipnetwork::IpNetwork;
 use serde::Deserialize;
 
-/// The network guard's part of the `server:` section, gathered in one place so that
-/// [`crate::NetGuard::build`] takes one argument. The gateway fills it from its own
-/// `server:` fields.
-#[derive(Debug, Clone, Default)]
-#[non_exhaustive]
-pub struct Config {
-    /// `server.tls`.
-    pub tls: TlsConfig,
-    /// `server.security`.
-    pub security: SecurityConfig,
-    /// `server.rate_limit`: the global token bucket.
-    pub rate_limit: GlobalRateLimitConfig,
-    /// `server.trusted_proxies`: peers whose `X-Forwarded-For` / `Forwarded` is believed.
-    pub trusted_proxies: Vec<IpNetwork>,
-    /// `server.maintenance_mode` at start-up (the management API changes it at run time).
-    pub maintenance_mode: bool,
-    /// `server.message`: the text of maintenance answers.
-    pub message: String,
-    /// `state:`.
-    pub state: StateConfig,
-}
-
-impl Config {
-    /// Gathers the guard's settings from the sections the gateway owns.
-    #[allow(
-        clippy::too_many_arguments,
-        reason = "one argument per config key, named at the call site"
-    )]
-    pub fn new(
-        tls: TlsConfig,
-        security: SecurityConfig,
-        rate_limit: GlobalRateLimitConfig,
-        trusted_proxies: Vec<IpNetwork>,
-        maintenance_mode: bool,
-        message: String,
-        state: StateConfig,
-    ) -> Self {
-        Self { tls, security, rate_limit, trusted_proxies, maintenance_mode, message, state }
-    }
+/// Which header a trusted proxy names the client in (`server.forwarded_header`). Only that
+/// one is read: a proxy passes the other through untouched, so a client could write it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ForwardedHeader {
+    /// `X-Forwarded-For` (nginx, HAProxy, most cloud load balancers).
+    #[default]
+    XForwardedFor,
+    /// `Forwarded` (RFC 7239; Envoy and HAProxy can be set to it).
+    Forwarded,
 }
 
 /// The default maintenance message (`server.message`).

@@ -78,7 +78,8 @@ impl RejectionKind {
         )
     }
 
-    const fn index(self) -> usize {
+    /// The kind's position in [`RejectionKind::ALL`], for per-kind tables.
+    pub const fn index(self) -> usize {
         self as usize
     }
 }

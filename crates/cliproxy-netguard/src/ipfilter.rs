@@ -13,7 +13,7 @@ use http::HeaderMap;
 use ipnetwork::IpNetwork;
 
 use crate::clock::Clock;
-use crate::config::SecurityConfig;
+use crate::config::{ForwardedHeader, SecurityConfig};
 use crate::types::{DenyEntry, canonical_ip, canonical_network};
 
 /// The answer of the IP filter.
@@ -71,6 +71,7 @@ pub struct IpFilter {
     denied: Vec<IpNetwork>,
     allow: Option<Vec<IpNetwork>>,
     trusted: Vec<IpNetwork>,
+    header: ForwardedHeader,
     runtime: RwLock<Arc<RuntimeList>>,
     clock: Arc<dyn Clock>,
 }
@@ -139,9 +140,16 @@ impl IpFilter {
             denied,
             allow,
             trusted: trusted.iter().copied().map(canonical_network).collect(),
+            header: ForwardedHeader::default(),
             runtime: RwLock::new(Arc::new(RuntimeList::default())),
             clock,
         }
+    }
+
+    /// Reads the client from `header` instead of `X-Forwarded-For` (`server.forwarded_header`).
+    pub fn with_forwarded_header(mut self, header: ForwardedHeader) -> Self {
+        self.header = header;
+        self
     }
 
     /// Checks one address: denylists first, then the allowlist.
@@ -172,8 +180,8 @@ impl IpFilter {
     }
 
     /// The client's address: the TCP peer, or — only when the peer is a trusted proxy — the
-    /// right-most address in `X-Forwarded-For` (or, without one, `Forwarded`) that is not
-    /// itself a trusted proxy. Headers from untrusted peers are ignored: anyone can write one.
+    /// right-most address in the configured header (`X-Forwarded-For` by default, or
+    /// `Forwarded`) that is not itself a trusted proxy; the other header is never read. Headers from untrusted peers are ignored: anyone can write one.
     ///
     /// When every listed hop is trusted, the left-most is the client. An entry that is not an
     /// address (garbage, `unknown`, an obfuscated identifier) ends the walk: the hop that
@@ -184,7 +192,7 @@ impl IpFilter {
         if !self.is_trusted_proxy(peer) {
             return peer;
         }
-        let hops = forwarded_hops(headers);
+        let hops = forwarded_hops(headers, self.header);
         let mut client = peer;
         for hop in hops.iter().rev() {
             match hop {
@@ -282,35 +290,37 @@ pub fn parse_network(text: &str) -> Option<IpNetwork> {
     (network.network() == network.ip()).then_some(network)
 }
 
-/// The hops listed by `X-Forwarded-For` (every instance, in order), or by `Forwarded` when no
-/// `X-Forwarded-For` is present. `None` marks an entry that is not an address.
-fn forwarded_hops(headers: &HeaderMap) -> Vec<Option<IpAddr>> {
+/// The hops listed by the configured header, every instance in order. `None` marks an entry
+/// that is not an address.
+fn forwarded_hops(headers: &HeaderMap, header: ForwardedHeader) -> Vec<Option<IpAddr>> {
     /// More hops than any real chain of proxies has; beyond it the header is hostile.
     const MAX_HOPS: usize = 64;
-    let xff: Vec<&http::HeaderValue> = headers.get_all("x-forwarded-for").iter().collect();
     let mut hops = Vec::new();
-    if !xff.is_empty() {
-        for value in xff {
-            let Ok(text) = value.to_str() else {
-                hops.push(None);
-                continue;
-            };
-            hops.extend(text.split(',').map(|part| parse_hop(part.trim())));
+    match header {
+        ForwardedHeader::XForwardedFor => {
+            for value in headers.get_all("x-forwarded-for") {
+                let Ok(text) = value.to_str() else {
+                    hops.push(None);
+                    continue;
+                };
+                hops.extend(text.split(',').map(|part| parse_hop(part.trim())));
+            }
         }
-    } else {
-        for value in headers.get_all(http::header::FORWARDED) {
-            let Ok(text) = value.to_str() else {
-                hops.push(None);
-                continue;
-            };
-            for element in text.split(',') {
-                let node = element.split(';').find_map(|pair| {
-                    let (key, value) = pair.trim().split_once('=')?;
-                    key.trim().eq_ignore_ascii_case("for").then_some(value.trim())
-                });
-                // An element without `for=` says nothing about the client: it still counts as
-                // a hop we cannot read.
-                hops.push(node.and_then(|n| parse_hop(n.trim_matches('"'))));
+        ForwardedHeader::Forwarded => {
+            for value in headers.get_all(http::header::FORWARDED) {
+                let Ok(text) = value.to_str() else {
+                    hops.push(None);
+                    continue;
+                };
+                for element in text.split(',') {
+                    let node = element.split(';').find_map(|pair| {
+                        let (key, value) = pair.trim().split_once('=')?;
+                        key.trim().eq_ignore_ascii_case("for").then_some(value.trim())
+                    });
+                    // An element without `for=` says nothing about the client: it still
+                    // counts as a hop we cannot read.
+                    hops.push(node.and_then(|n| parse_hop(n.trim_matches('"'))));
+                }
             }
         }
     }
@@ -455,6 +465,20 @@ mod tests {
     }
 
     #[test]
+    fn only_the_configured_header_is_read() {
+        // Behind an X-Forwarded-For proxy, a client-written Forwarded is ignored, and the
+        // other way round.
+        let h = headers(&[("x-forwarded-for", "203.0.113.5"), ("forwarded", "for=6.6.6.6")]);
+        let xff = filter(&[], false, &[], &["10.0.0.0/8"]);
+        assert_eq!(xff.client_ip(ip("10.0.0.1"), &h), ip("203.0.113.5"));
+        let fwd = filter(&[], false, &[], &["10.0.0.0/8"])
+            .with_forwarded_header(ForwardedHeader::Forwarded);
+        assert_eq!(fwd.client_ip(ip("10.0.0.1"), &h), ip("6.6.6.6"));
+        let only_xff = headers(&[("x-forwarded-for", "6.6.6.6")]);
+        assert_eq!(fwd.client_ip(ip("10.0.0.1"), &only_xff), ip("10.0.0.1"));
+    }
+
+    #[test]
     fn garbage_hops_stop_the_walk_at_the_hop_that_reported_them() {
         let f = filter(&[], false, &[], &["10.0.0.0/8"]);
         let h = headers(&[("x-forwarded-for", "6.6.6.6, not-an-ip, 10.0.0.2")]);
@@ -468,7 +492,8 @@ mod tests {
 
     #[test]
     fn forwarded_header_forms_are_understood() {
-        let f = filter(&[], false, &[], &["10.0.0.0/8"]);
+        let f = filter(&[], false, &[], &["10.0.0.0/8"])
+            .with_forwarded_header(ForwardedHeader::Forwarded);
         let h = headers(&[(
             "forwarded",
             "for=6.6.6.6, for=\"[2001:db8:cafe::17]:4711\";proto=https, for=10.0.0.3",

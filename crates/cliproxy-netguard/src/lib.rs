@@ -42,9 +42,9 @@ pub mod tls;
 // The public interface is:
 pub use clock::{Clock, FakeClock, SystemClock};
 pub use config::{
-    Config, DEFAULT_MAINTENANCE_MESSAGE, GlobalRateLimitConfig, HeadersConfig, IpAllowlistConfig,
-    IpDenylistConfig, PerIpRateLimitConfig, SecurityConfig, StateConfig, TlsConfig, TlsVersion,
-    ValidationConfig,
+    DEFAULT_MAINTENANCE_MESSAGE, ForwardedHeader, GlobalRateLimitConfig, HeadersConfig,
+    IpAllowlistConfig, IpDenylistConfig, PerIpRateLimitConfig, SecurityConfig, StateConfig,
+    TlsConfig, TlsVersion, ValidationConfig,
 };
 pub use error::{Error, Result};
 pub use events::{Counters, RejectionKind};

@@ -143,19 +143,42 @@ impl Quotas {
         if status.remaining > 0 {
             return Ok(Some(status));
         }
-        let wait = Duration::from_secs(status.resets_at.saturating_sub(now).max(1));
-        Err(Limited {
-            kind: match scope {
-                QuotaScope::Provider => LimitKind::ProviderQuota,
-                QuotaScope::Client => LimitKind::ClientQuota,
-            },
-            name: Some(name.to_owned()),
-            limit: status.limit,
-            remaining: 0,
-            reset_after: wait,
-            retry_after: wait,
-            resets_at: Some(status.resets_at),
-        })
+        Err(entry.refusal(scope, name, now))
+    }
+
+    /// Like [`Quotas::check`], and holds `estimate` tokens for the request until
+    /// [`Quotas::settle`] or [`Quotas::release`]: requests in flight count against the quota,
+    /// so a burst of parallel requests cannot all pass on the same remainder. Returns the
+    /// tokens held (0 without a quota).
+    pub fn reserve(&self, scope: QuotaScope, name: &str, estimate: u64) -> Result<u64, Limited> {
+        let Some(entry) = self.entry(scope, name) else { return Ok(0) };
+        let now = self.clock.unix_seconds();
+        let mut entry = lock(entry);
+        entry.roll(now);
+        let status = entry.status(now);
+        let available = status.remaining.saturating_sub(entry.in_flight);
+        if available > 0 {
+            entry.in_flight = entry.in_flight.saturating_add(estimate);
+            return Ok(estimate);
+        }
+        Err(entry.refusal(scope, name, now))
+    }
+
+    /// Ends a reservation with the tokens the request really used.
+    pub fn settle(&self, scope: QuotaScope, name: &str, reserved: u64, used_tokens: u64) {
+        let Some(entry) = self.entry(scope, name) else { return };
+        let mut entry = lock(entry);
+        entry.in_flight = entry.in_flight.saturating_sub(reserved);
+        entry.roll(self.clock.unix_seconds());
+        entry.used = entry.used.saturating_add(used_tokens);
+        entry.dirty = true;
+    }
+
+    /// Ends a reservation for a request that was never sent.
+    pub fn release(&self, scope: QuotaScope, name: &str, reserved: u64) {
+        let Some(entry) = self.entry(scope, name) else { return };
+        let mut entry = lock(entry);
+        entry.in_flight = entry.in_flight.saturating_sub(reserved);
     }
 
     /// Where `name`'s quota stands (for metrics), or `None` without a quota.
@@ -226,12 +249,21 @@ struct Entry {
     quota: Quota,
     period_start: u64,
     used: u64,
+    /// Tokens held by requests admitted but not yet settled (memory only: a restart ends
+    /// them).
+    in_flight: u64,
     dirty: bool,
 }
 
 impl Entry {
     fn new(quota: Quota, now: u64) -> Self {
-        Self { quota, period_start: period_start(quota.reset, now), used: 0, dirty: false }
+        Self {
+            quota,
+            period_start: period_start(quota.reset, now),
+            used: 0,
+            in_flight: 0,
+            dirty: false,
+        }
     }
 
     /// Starts a new period from zero once the wall clock has passed into it. A wall clock
@@ -241,6 +273,24 @@ impl Entry {
         if current > self.period_start {
             self.period_start = current;
             self.used = 0;
+        }
+    }
+
+    /// The refusal of an exhausted quota, with the time it resets.
+    fn refusal(&self, scope: QuotaScope, name: &str, now: u64) -> Limited {
+        let status = self.status(now);
+        let wait = Duration::from_secs(status.resets_at.saturating_sub(now).max(1));
+        Limited {
+            kind: match scope {
+                QuotaScope::Provider => LimitKind::ProviderQuota,
+                QuotaScope::Client => LimitKind::ClientQuota,
+            },
+            name: Some(name.to_owned()),
+            limit: status.limit,
+            remaining: status.remaining.saturating_sub(self.in_flight),
+            reset_after: wait,
+            retry_after: wait,
+            resets_at: Some(status.resets_at),
         }
     }
 
@@ -328,5 +378,25 @@ mod tests {
         assert_eq!(period_start(QuotaPeriod::Weekly, 100), 0);
         // Monday 1970-01-05.
         assert_eq!(next_reset(QuotaPeriod::Weekly, 100), 4 * SECONDS_PER_DAY);
+    }
+
+    #[test]
+    fn parallel_requests_cannot_all_pass_on_the_same_remainder() {
+        let clock = crate::clock::FakeClock::at_unix(1_700_000_000);
+        let quota = Quota::new(std::num::NonZeroU64::new(100).unwrap(), QuotaPeriod::Daily);
+        let quotas = Quotas::new(Vec::new(), vec![("a".to_owned(), quota)], clock);
+        let first = quotas.reserve(QuotaScope::Client, "a", 60).unwrap();
+        let second = quotas.reserve(QuotaScope::Client, "a", 60).unwrap();
+        // 120 tokens are held against 100: the third request waits for the replies.
+        let refused = quotas.reserve(QuotaScope::Client, "a", 60).unwrap_err();
+        assert_eq!(refused.remaining, 0);
+        quotas.release(QuotaScope::Client, "a", second);
+        quotas.settle(QuotaScope::Client, "a", first, 10);
+        assert_eq!(quotas.status(QuotaScope::Client, "a").unwrap().used, 10);
+        let third = quotas.reserve(QuotaScope::Client, "a", 60).unwrap();
+        quotas.settle(QuotaScope::Client, "a", third, 95);
+        assert!(quotas.reserve(QuotaScope::Client, "a", 1).is_err());
+        assert_eq!(quotas.take_dirty()[0].tokens, 105);
+        assert_eq!(quotas.reserve(QuotaScope::Client, "unknown", 5), Ok(0));
     }
 }

@@ -133,6 +133,15 @@ impl TlsSettings {
             select_cipher_suites(&cfg.cipher_suites, cfg.min_version)?;
             return Ok(None);
         }
+        // A zero handshake timeout refuses every client; a zero interval cannot be a timer.
+        for (value, key) in [
+            (cfg.handshake_timeout, "server.tls.handshake_timeout"),
+            (cfg.reload_interval, "server.tls.reload_interval"),
+        ] {
+            if value.is_zero() {
+                return Err(Error::Config(format!("`{key}` must be longer than 0 (e.g. 10s)")));
+            }
+        }
         let (server_config, reloader) = server_config(cfg)?;
         Ok(Some(Self {
             server_config,
@@ -614,6 +623,20 @@ mod tests {
             assert_eq!(rustls_name.replacen("TLS13_", "TLS_", 1), name);
         }
         assert_eq!(supported_cipher_suites().len(), ring::ALL_CIPHER_SUITES.len());
+    }
+
+    #[test]
+    fn zero_durations_are_refused_naming_the_key() {
+        for key in ["handshake_timeout", "reload_interval"] {
+            let mut cfg = TlsConfig { enabled: true, ..TlsConfig::default() };
+            if key == "handshake_timeout" {
+                cfg.handshake_timeout = Duration::ZERO;
+            } else {
+                cfg.reload_interval = Duration::ZERO;
+            }
+            let error = TlsSettings::build(&cfg).unwrap_err().to_string();
+            assert!(error.contains(&format!("server.tls.{key}")), "{error}");
+        }
     }
 
     #[test]
