@@ -1239,3 +1239,111 @@ async fn a_silent_tls_client_is_cut_off_at_the_handshake_timeout_while_others_ha
     assert!(elapsed < Duration::from_secs(5), "cut off only after {elapsed:?}");
     assert!(answer.is_empty(), "{answer:?}");
 }
+
+#[tokio::test]
+async fn a_runtime_deny_stops_a_connection_that_was_already_open() {
+    let harness = Harness::new();
+    write_config(&harness, "127.0.0.1", "", "", "", "");
+    let gateway = harness.start().await;
+    // One keep-alive connection from 127.0.0.2, served before the entry exists.
+    let pooled = client_from("127.0.0.2");
+    let (status, _, body) =
+        chat_with(&pooled, &gateway.url(), CLIENT_KEY, &[], &chat_body()).await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    let (status, entry) = manage(
+        &gateway,
+        Method::POST,
+        "/security/ip-denylist",
+        Some(json!({"ip": "127.0.0.2", "reason": "abuse"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{entry}");
+    // The next request on the same connection is refused, not only new connections.
+    let (status, _, body) =
+        chat_with(&pooled, &gateway.url(), CLIENT_KEY, &[], &chat_body()).await.unwrap();
+    assert_eq!(status, 403, "{body}");
+}
+
+#[tokio::test]
+async fn streams_that_report_no_usage_are_charged_their_max_tokens() {
+    // An OpenAI stream without a usage chunk (the client did not ask for include_usage).
+    let mut events = canned::openai_stream("gpt-x", &["a", "b"]);
+    events.remove(events.len() - 2);
+    let mock = MockUpstream::start(move |_| Reply::sse(events.clone())).await;
+    let harness = Harness::new();
+    harness.config(
+        "",
+        &format!(
+            "providers:\n  oa: {{type: openai, base_url: \"{}\", models: [\"gpt-*\"], \
+             quota: {{limit: 100, reset: daily}}}}\n",
+            mock.url()
+        ),
+    );
+    harness.vault_add("oa", "oa-1", "sk-upstream-token-0123456789", None);
+    let gateway = harness.start().await;
+    let body = json!({"model": "gpt-x", "stream": true, "max_tokens": 60,
+        "messages": [{"role": "user", "content": "Hi"}]});
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        let mut response = client()
+            .post(format!("{}/v1/chat/completions", gateway.url()))
+            .bearer_auth(CLIENT_KEY)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        statuses.push(response.status().as_u16());
+        let mut seen = String::new();
+        read_to_end(&mut response, &mut seen).await;
+    }
+    // 60 + 60 tokens charged: the third request finds the quota of 100 spent.
+    assert_eq!(statuses, [200, 200, 429, 429], "{}", gateway.logs());
+}
+
+#[tokio::test]
+async fn parallel_requests_cannot_all_pass_on_one_quota_remainder() {
+    // Every reply sends its first event, then waits at a gate: no usage is known while the
+    // test sends its requests.
+    let gate = Arc::new(tokio::sync::Notify::new());
+    let events = canned::openai_stream("gpt-x", &["a", "b"]);
+    let mock = {
+        let gate = gate.clone();
+        MockUpstream::start(move |_| Reply::Sse {
+            events: events.clone(),
+            hold_after: 1,
+            gate: Some(gate.clone()),
+        })
+        .await
+    };
+    let harness = Harness::new();
+    harness.config(
+        "",
+        &format!(
+            "providers:\n  oa: {{type: openai, base_url: \"{}\", models: [\"gpt-*\"], \
+             quota: {{limit: 100, reset: daily}}}}\n",
+            mock.url()
+        ),
+    );
+    harness.vault_add("oa", "oa-1", "sk-upstream-token-0123456789", None);
+    let gateway = harness.start().await;
+    let body = json!({"model": "gpt-x", "stream": true, "max_tokens": 60,
+        "messages": [{"role": "user", "content": "Hi"}]});
+    let mut held = Vec::new();
+    let mut statuses = Vec::new();
+    // One after another, each admitted stream still open: the in-flight estimates (60 each)
+    // count against the quota of 100, so the third finds nothing left.
+    for _ in 0..5 {
+        let response = client()
+            .post(format!("{}/v1/chat/completions", gateway.url()))
+            .bearer_auth(CLIENT_KEY)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        statuses.push(response.status().as_u16());
+        held.push(response);
+    }
+    assert_eq!(statuses, [200, 200, 429, 429, 429], "{}", gateway.logs());
+    gate.notify_waiters();
+    drop(held);
+}
