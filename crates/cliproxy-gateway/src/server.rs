@@ -21,6 +21,10 @@ use crate::gateway::Gateway;
 use cliproxy_netguard::RejectionKind;
 use cliproxy_netguard::tls::TlsSettings;
 
+/// How often an idle HTTP/2 connection is pinged, and how long the answer may take.
+const HTTP2_KEEP_ALIVE: Duration = Duration::from_secs(60);
+const HTTP2_KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+
 /// How often last-use times are written to the vault.
 const LAST_USED_FLUSH: Duration = Duration::from_secs(30);
 
@@ -68,7 +72,11 @@ impl Server {
             .http2()
             .timer(TokioTimer::new())
             .max_concurrent_streams(limits.http2_max_streams.get())
-            .max_header_list_size(u32::try_from(limits.max_header_bytes.get()).unwrap_or(u32::MAX));
+            .max_header_list_size(u32::try_from(limits.max_header_bytes.get()).unwrap_or(u32::MAX))
+            // A dead HTTP/2 peer is found by pings and its connection slot freed; hyper's
+            // reset-stream limits (on by default) bound rapid-reset floods.
+            .keep_alive_interval(Some(HTTP2_KEEP_ALIVE))
+            .keep_alive_timeout(HTTP2_KEEP_ALIVE_TIMEOUT);
         let graceful = GracefulShutdown::new();
         // Last-use times go to the vault in batches, off the request path.
         let flusher = {
