@@ -1347,3 +1347,57 @@ async fn parallel_requests_cannot_all_pass_on_one_quota_remainder() {
     gate.notify_waiters();
     drop(held);
 }
+
+#[tokio::test]
+async fn demo_tls_serves_https_with_a_throwaway_ca_and_every_guard_on() {
+    use tokio::io::AsyncBufReadExt;
+    let mut demo = tokio::process::Command::new(server_binary())
+        .args(["demo", "--port", "0", "--tls"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the demo");
+    let mut lines = tokio::io::BufReader::new(demo.stdout.take().unwrap()).lines();
+    let (mut base, mut ca, mut key) = (None, None, None);
+    while base.is_none() || ca.is_none() || key.is_none() {
+        let line = tokio::time::timeout(WAIT, lines.next_line())
+            .await
+            .expect("the demo printed its banner")
+            .unwrap()
+            .expect("the demo ended before its banner");
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            ["base", "url:", url] => base = Some((*url).to_owned()),
+            ["client", "key:", k] => key = Some((*k).to_owned()),
+            [_, "--cacert", file, ..] if ca.is_none() => ca = Some((*file).to_owned()),
+            _ => {}
+        }
+    }
+    let base = base.unwrap();
+    let addr: SocketAddr =
+        base.strip_prefix("https://").expect("an https base url").parse().unwrap();
+    let ca = ca.unwrap();
+    let key = key.unwrap();
+    let body = r#"{"model":"mock-1","messages":[{"role":"user","content":"Hi"}]}"#;
+    let request = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {key}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let (ok, out) =
+        s_client(addr, &["-CAfile", &ca, "-verify_return_error", "-ign_eof"], &request).await;
+    assert!(ok, "{out}");
+    assert!(out.contains("HTTP/1.1 200"), "{out}");
+    let lower = out.to_ascii_lowercase();
+    for header in ["strict-transport-security", "x-content-type-options", "x-ratelimit-limit"] {
+        assert!(lower.contains(header), "no {header}: {out}");
+    }
+    assert!(!out.contains(&key), "the client key came back: {out}");
+    // SIGTERM: the demo stops cleanly and removes its directory, certificates included.
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(demo.id().unwrap()).unwrap());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let status = tokio::time::timeout(WAIT, demo.wait()).await.unwrap().unwrap();
+    assert!(status.success(), "{status:?}");
+    assert!(!Path::new(&ca).exists(), "{ca} is left behind");
+}

@@ -69,6 +69,10 @@ pub(crate) struct DemoArgs {
     /// Seconds the mock waits before its reply and between streamed events.
     #[arg(long, value_name = "DURATION", default_value = "40ms")]
     pub(crate) latency: String,
+    /// Serve HTTPS with a throwaway CA and certificate made for this run (the banner prints
+    /// the CA file to pass to `curl --cacert`).
+    #[arg(long)]
+    pub(crate) tls: bool,
 }
 
 #[derive(Debug, Args)]

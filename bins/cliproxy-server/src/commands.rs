@@ -220,8 +220,18 @@ fn demo(args: &DemoArgs) -> Result<(), Failure> {
         hex(&random_bytes::<4>(&rng)?)
     ));
     let auths = dir.join("auths");
+    let certificate =
+        if args.tls { Some(crate::demo_tls::create(&dir.join("tls"))?) } else { None };
+    let tls = match &certificate {
+        Some(c) => format!(
+            "  tls: {{enabled: true, cert_file: {:?}, key_file: {:?}}},\n",
+            c.cert_file.display().to_string(),
+            c.key_file.display().to_string()
+        ),
+        None => String::new(),
+    };
     let yaml = format!(
-        "server: {{host: 127.0.0.1, port: {port}, shutdown_timeout: 5s,\n  \
+        "server: {{host: 127.0.0.1, port: {port}, shutdown_timeout: 5s,\n{tls}  \
            security: {{ip_allowlist: {{enabled: true, allowed_ips: [127.0.0.0/8, \"::1\"], deny_all: true}},\n    \
              ip_denylist: {{enabled: true, denied_ips: [192.0.2.0/24]}},\n    \
              rate_limiting: {{enabled: true, requests_per_second: 50, burst: 100}},\n    \
@@ -256,8 +266,14 @@ fn demo(args: &DemoArgs) -> Result<(), Failure> {
             let server = Server::bind(&config.server, gateway, log.clone()).await.map_err(|e| {
                 anyhow!("{e}; is another demo running? pick another port with `demo --port 0`")
             })?;
-            let base = format!("http://{}", server.local_addr()?);
-            print_demo_banner(&base, &client_key, &management_key);
+            let (base, curl) = match &certificate {
+                Some(c) => (
+                    format!("https://{}", server.local_addr()?),
+                    format!("curl --cacert {}", c.ca_file.display()),
+                ),
+                None => (format!("http://{}", server.local_addr()?), "curl".to_owned()),
+            };
+            print_demo_banner(&base, &curl, &client_key, &management_key);
             server.run(shutdown_signal(log.clone())).await?;
             Ok::<_, Failure>(())
         })
@@ -266,7 +282,7 @@ fn demo(args: &DemoArgs) -> Result<(), Failure> {
     result
 }
 
-fn print_demo_banner(base: &str, key: &str, management_key: &str) {
+fn print_demo_banner(base: &str, curl: &str, key: &str, management_key: &str) {
     use std::io::Write;
     let text = format!(
         r#"
@@ -278,31 +294,31 @@ The client key below is printed once and forgotten when the demo stops.
   management key: {management_key}
 
 OpenAI format (streaming: add "stream": true):
-  curl -s {base}/v1/chat/completions -H "Authorization: Bearer {key}" \
+  {curl} -s {base}/v1/chat/completions -H "Authorization: Bearer {key}" \
     -H 'content-type: application/json' \
     -d '{{"model": "mock-1", "messages": [{{"role": "user", "content": "Hello"}}]}}'
 
 Anthropic format, streamed:
-  curl -sN {base}/v1/messages -H "x-api-key: {key}" -H 'anthropic-version: 2023-06-01' \
+  {curl} -sN {base}/v1/messages -H "x-api-key: {key}" -H 'anthropic-version: 2023-06-01' \
     -H 'content-type: application/json' \
     -d '{{"model": "mock-1", "max_tokens": 64, "stream": true, "messages": [{{"role": "user", "content": "Hello"}}]}}'
 
 Gemini format:
-  curl -s '{base}/v1beta/models/mock-1:generateContent' -H "x-goog-api-key: {key}" \
+  {curl} -s '{base}/v1beta/models/mock-1:generateContent' -H "x-goog-api-key: {key}" \
     -H 'content-type: application/json' -d '{{"contents": [{{"parts": [{{"text": "Hello"}}]}}]}}'
 
 SDKs: OpenAI(base_url="{base}/v1", api_key=KEY), Anthropic(base_url="{base}", api_key=KEY).
 
 Management API (stored credentials, never their secrets):
-  curl -s {base}/v0/management/auths -H "X-Management-Key: {management_key}"
+  {curl} -s {base}/v0/management/auths -H "X-Management-Key: {management_key}"
 
 Network guard: loopback-only allowlist, per-IP (50/s, burst 100) and global (500/s) rate limits,
 per-key and per-provider requests/tokens per minute and quotas, request validation (max_tokens
-4096), security headers; 429 answers carry Retry-After and X-RateLimit-*. TLS is off in the
-demo (set server.tls in a config file). Maintenance mode and the runtime denylist:
-  curl -s -X PUT {base}/v0/management/maintenance -H "X-Management-Key: {management_key}" \
+4096), security headers; 429 answers carry Retry-After and X-RateLimit-*. `demo --tls` serves
+HTTPS with a throwaway CA (its file is in the curl commands). Maintenance mode and the runtime denylist:
+  {curl} -s -X PUT {base}/v0/management/maintenance -H "X-Management-Key: {management_key}" \
     -H 'content-type: application/json' -d '{{"enabled": true, "message": "back soon"}}'
-  curl -s {base}/v0/management/security/ip-denylist -H "X-Management-Key: {management_key}" \
+  {curl} -s {base}/v0/management/security/ip-denylist -H "X-Management-Key: {management_key}" \
     -H 'content-type: application/json' -d '{{"ip": "203.0.113.0/24", "reason": "abuse", "ttl": "1h"}}'
 Press Ctrl-C to stop.
 "#

@@ -4,6 +4,7 @@
 mod check;
 mod cli;
 mod commands;
+mod demo_tls;
 mod logging;
 
 use std::process::ExitCode;
