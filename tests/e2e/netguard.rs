@@ -1035,13 +1035,14 @@ fn make_cert(dir: &Path, cn: &str, cert: &Path, key: &Path, how: Replace) {
 /// A gateway serving TLS from `cert`/`key` in `dir` (first certificate: CN `e2e-first`),
 /// reloading every second.
 async fn tls_gateway(harness: &Harness, dir: &Path) -> (Gateway, std::path::PathBuf) {
-    tls_gateway_with(harness, dir, "5s").await
+    tls_gateway_with(harness, dir, "5s", "1s").await
 }
 
 async fn tls_gateway_with(
     harness: &Harness,
     dir: &Path,
     handshake_timeout: &str,
+    reload_interval: &str,
 ) -> (Gateway, std::path::PathBuf) {
     let cert = dir.join("server.crt");
     let key = dir.join("server.key");
@@ -1051,7 +1052,7 @@ async fn tls_gateway_with(
         "127.0.0.1",
         &format!(
             "  tls: {{enabled: true, cert_file: {:?}, key_file: {:?}, min_version: \"1.2\", \
-             handshake_timeout: {handshake_timeout}, reload_interval: 1s}}\n",
+             handshake_timeout: {handshake_timeout}, reload_interval: {reload_interval}}}\n",
             cert.display().to_string(),
             key.display().to_string()
         ),
@@ -1221,7 +1222,7 @@ async fn tls_reload_picks_up_a_certificate_renamed_into_place() {
 async fn a_silent_tls_client_is_cut_off_at_the_handshake_timeout_while_others_handshake() {
     let harness = Harness::new();
     let dir = tempfile::tempdir().unwrap();
-    let (gateway, _) = tls_gateway_with(&harness, dir.path(), "1s").await;
+    let (gateway, _) = tls_gateway_with(&harness, dir.path(), "1s", "1s").await;
     // Connects and says nothing: no ClientHello.
     let mut silent = tokio::net::TcpStream::connect(gateway.addr()).await.unwrap();
     let started = Instant::now();
@@ -1400,4 +1401,53 @@ async fn demo_tls_serves_https_with_a_throwaway_ca_and_every_guard_on() {
     let status = tokio::time::timeout(WAIT, demo.wait()).await.unwrap().unwrap();
     assert!(status.success(), "{status:?}");
     assert!(!Path::new(&ca).exists(), "{ca} is left behind");
+}
+
+#[tokio::test]
+async fn sighup_reloads_the_certificate_at_once() {
+    let harness = Harness::new();
+    let dir = tempfile::tempdir().unwrap();
+    // The files are checked only hourly: the new certificate can only come from SIGHUP.
+    let (gateway, cert) = tls_gateway_with(&harness, dir.path(), "5s", "1h").await;
+    let addr = gateway.addr();
+    let (ok, out) = s_client(addr, &[], "").await;
+    assert!(ok && out.contains("e2e-first"), "{out}");
+    make_cert(dir.path(), "e2e-hangup", &cert, &dir.path().join("server.key"), Replace::Rename);
+    let (_, out) = s_client(addr, &[], "").await;
+    assert!(out.contains("e2e-first"), "reloaded before SIGHUP: {out}");
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(gateway.pid()).unwrap());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
+    gateway
+        .wait_for_log(|e| e["msg"] == "TLS certificate reloaded" && e["trigger"] == "SIGHUP")
+        .await;
+    let (ok, out) = s_client(addr, &[], "").await;
+    assert!(ok && out.contains("e2e-hangup"), "{out}");
+}
+
+#[tokio::test]
+async fn a_management_ban_survives_a_restart() {
+    let harness = Harness::new();
+    write_config(&harness, "127.0.0.1", "", "", "", "");
+    let mut gateway = harness.start().await;
+    let wrong = |url: String| async move {
+        client()
+            .get(format!("{url}/v0/management/auths"))
+            .header("x-management-key", "not-the-management-key-000")
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    for _ in 0..5 {
+        assert_eq!(wrong(gateway.url()).await, 401);
+    }
+    assert_eq!(manage(&gateway, Method::GET, "/auths", None).await.0, 403, "banned");
+    // Written by the state store's writer within a flush interval; a graceful stop flushes.
+    gateway.terminate();
+    assert!(gateway.wait().await.success(), "{}", gateway.logs());
+    let gateway = harness.start().await;
+    let (status, body) = manage(&gateway, Method::GET, "/auths", None).await;
+    assert_eq!(status, 403, "the ban was lifted by the restart: {body}\n{}", gateway.logs());
+    gateway.wait_for_log(|e| e["msg"] == "management bans restored from the state store").await;
 }
