@@ -888,7 +888,7 @@ async fn the_runtime_denylist_applies_at_once_expires_and_survives_a_restart() {
         &gateway,
         Method::POST,
         "/security/ip-denylist",
-        Some(json!({"ip": "127.0.0.4", "reason": "short", "ttl": "1s"})),
+        Some(json!({"ip": "127.0.0.4", "reason": "short", "ttl": "2s"})),
     )
     .await;
     assert_eq!(status, 201, "{entry}");

@@ -1033,11 +1033,17 @@ impl Record {
             Outcome::ClientGone(usage) => ("client_gone", usage, None),
         };
         if let Some(admission) = self.admission {
-            if self.sent {
+            if !self.sent {
+                // Refused before it left the gateway: everything it held goes back.
+                admission.cancel(&self.guard);
+            } else if !self.proxied || (self.status >= 400 && usage.is_none()) {
+                // Sent, but answered with an error (the gateway's after upstream refusals or
+                // a timeout, or the provider's own 4xx): the request counts, no tokens were
+                // delivered.
+                admission.settle(&self.guard, Some(0));
+            } else {
                 let used = usage.map(|u| u.input_tokens.saturating_add(u.output_tokens));
                 admission.settle(&self.guard, used);
-            } else {
-                admission.cancel(&self.guard);
             }
         }
         let usage = usage.unwrap_or(Usage::default());
