@@ -1451,3 +1451,46 @@ async fn a_management_ban_survives_a_restart() {
     assert_eq!(status, 403, "the ban was lifted by the restart: {body}\n{}", gateway.logs());
     gateway.wait_for_log(|e| e["msg"] == "management bans restored from the state store").await;
 }
+
+#[tokio::test]
+async fn the_running_server_cannot_read_outside_its_landlock_paths_and_keeps_serving() {
+    // The certificate file is a link into a directory the sandbox does not grant. At start
+    // (before the sandbox) it is read; a reload after the sandbox is refused by landlock, the
+    // old certificate stays in service, and the gateway goes on answering.
+    let harness = Harness::new();
+    let granted = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    let real_cert = outside.path().join("real.crt");
+    let key = granted.path().join("server.key");
+    make_cert(outside.path(), "e2e-outside", &real_cert, &key, Replace::Rename);
+    let cert = granted.path().join("server.crt");
+    std::os::unix::fs::symlink(&real_cert, &cert).unwrap();
+    write_config(
+        &harness,
+        "127.0.0.1",
+        &format!(
+            "  tls: {{enabled: true, cert_file: {:?}, key_file: {:?}, reload_interval: 1h}}\n",
+            cert.display().to_string(),
+            key.display().to_string()
+        ),
+        "",
+        "",
+        "",
+    );
+    let gateway = harness.start().await;
+    let addr = gateway.addr();
+    let (ok, out) = s_client(addr, &[], "").await;
+    assert!(ok && out.contains("e2e-outside"), "{out}");
+
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(gateway.pid()).unwrap());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
+    let refused = gateway
+        .wait_for_log(|e| {
+            e["msg"] == "TLS certificate not reloaded; the previous one stays in service"
+        })
+        .await;
+    let error = refused["error"].as_str().unwrap_or_default();
+    assert!(error.contains("Permission denied"), "{refused}");
+    let (ok, out) = s_client(addr, &["-ign_eof"], HEALTHZ).await;
+    assert!(ok && out.contains("HTTP/1.1 200") && out.contains("e2e-outside"), "{out}");
+}
