@@ -5,19 +5,18 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use cliproxy_core::ErrorCode;
+use cliproxy_netguard::tls::TlsSettings;
 use cliproxy_netguard::{
     Admitted, Clock, Counters, DenyEntry, GlobalRateLimiter, IpFilter, IpRateLimiter, LimitKind,
     Limited, Maintenance, MinuteLimiter, QuotaScope, Quotas, RejectionKind, Reservation,
-    SecurityHeaders, SystemClock, Validator,
+    SecurityHeaders, SqliteStore, StateChange, StateStore, SystemClock, Validator,
 };
 use ipnetwork::IpNetwork;
 use slog::{Logger, info, warn};
 
 use crate::config::Config;
 use crate::error::{ApiError, Result};
-use cliproxy_core::ErrorCode;
-use cliproxy_netguard::tls::TlsSettings;
-use cliproxy_netguard::{SqliteStore, StateChange, StateStore};
 
 /// The guard's parts, shared by the listener and the request pipeline.
 #[derive(Debug)]
