@@ -13,7 +13,10 @@
 //! - Security headers, request validation and maintenance mode.
 //!
 //! The crate has no HTTP server and no async runtime: the gateway calls it at the steps of
-//! its pipeline, in the order `SPEC.md` §2 gives, and answers with the [`Rejection`] it returns.
+//! its pipeline, in the order `SPEC.md` §2 gives, and answers with what it returns — a
+//! [`Verdict`], a [`Limited`] (429 with its headers) or an [`Invalid`] (400) — counting each
+//! refusal under its [`RejectionKind`]. Everything that depends on time takes a [`Clock`], so
+//! tests drive it with [`FakeClock`] instead of sleeping.
 //!
 //! ```
 //! use cliproxy_netguard::canonical_ip;
@@ -36,7 +39,6 @@ mod state;
 mod types;
 mod validate;
 
-/// TLS: the rustls server configuration, cipher suites by IANA name and certificate reloading.
 pub mod tls;
 
 // The public interface is:
