@@ -736,8 +736,8 @@ async fn provider_requests_per_minute_refuse_every_key() {
     assert_eq!(status, 429, "the provider limit is for every key: {body}");
 }
 
-#[tokio::test]
-async fn an_exhausted_quota_stays_exhausted_after_a_restart() {
+/// A gateway config where the key `alice` has a daily quota of 100 tokens.
+fn alice_with_a_daily_quota_of_100(flush_interval: &str) -> Harness {
     let harness = Harness::new();
     write_config(
         &harness,
@@ -747,17 +747,29 @@ async fn an_exhausted_quota_stays_exhausted_after_a_restart() {
             "    - {{name: alice, key: \"{ALICE_KEY}\", quota: {{limit: 100, reset: daily}}}}\n"
         ),
         "",
-        "state: {flush_interval: 500ms}\n",
+        &format!("state: {{flush_interval: {flush_interval}}}\n"),
     );
-    let mut gateway = harness.start().await;
-    let url = gateway.url();
+    harness
+}
 
+/// One request from `alice` long enough to spend her quota of 100; the tokens it used.
+async fn spend_alices_quota(url: &str) -> u64 {
     // The mock counts about a token per four bytes of request: a long prompt spends the quota.
     let long = json!({"model": "mock-1", "messages": [{"role": "user", "content": "lorem ipsum ".repeat(40)}]});
-    let (status, _, body) = chat_with(&client(), &url, ALICE_KEY, &[], &long).await.unwrap();
+    let (status, _, body) = chat_with(&client(), url, ALICE_KEY, &[], &long).await.unwrap();
     assert_eq!(status, 200, "{body}");
     let used = body["usage"]["total_tokens"].as_u64().unwrap();
     assert!(used >= 100, "the first request should spend the quota of 100, used {used}");
+    used
+}
+
+#[tokio::test]
+async fn an_exhausted_quota_stays_exhausted_after_a_restart() {
+    let harness = alice_with_a_daily_quota_of_100("500ms");
+    let mut gateway = harness.start().await;
+    let url = gateway.url();
+
+    spend_alices_quota(&url).await;
 
     let (status, headers, body) =
         chat_with(&client(), &url, ALICE_KEY, &[], &chat_body()).await.unwrap();
@@ -802,24 +814,10 @@ fn stored_quota(harness: &Harness) -> Option<i64> {
 
 #[tokio::test]
 async fn quota_usage_reaches_the_state_database_within_a_flush_and_survives_sigkill() {
-    let harness = Harness::new();
-    write_config(
-        &harness,
-        "127.0.0.1",
-        "",
-        &format!(
-            "    - {{name: alice, key: \"{ALICE_KEY}\", quota: {{limit: 100, reset: daily}}}}\n"
-        ),
-        "",
-        "state: {flush_interval: 200ms}\n",
-    );
+    let harness = alice_with_a_daily_quota_of_100("200ms");
     let mut gateway = harness.start().await;
     let url = gateway.url();
-    let long = json!({"model": "mock-1", "messages": [{"role": "user", "content": "lorem ipsum ".repeat(40)}]});
-    let (status, _, body) = chat_with(&client(), &url, ALICE_KEY, &[], &long).await.unwrap();
-    assert_eq!(status, 200, "{body}");
-    let used = i64::try_from(body["usage"]["total_tokens"].as_u64().unwrap()).unwrap();
-    assert!(used >= 100, "{body}");
+    let used = i64::try_from(spend_alices_quota(&url).await).unwrap();
     // Written in the background by the state store's writer, with no shutdown to help.
     let written = poll_until(|| async { stored_quota(&harness) == Some(used) }).await;
     assert!(
@@ -1265,12 +1263,9 @@ async fn a_runtime_deny_stops_a_connection_that_was_already_open() {
     assert_eq!(status, 403, "{body}");
 }
 
-#[tokio::test]
-async fn streams_that_report_no_usage_are_charged_their_max_tokens() {
-    // An OpenAI stream without a usage chunk (the client did not ask for include_usage).
-    let mut events = canned::openai_stream("gpt-x", &["a", "b"]);
-    events.remove(events.len() - 2);
-    let mock = MockUpstream::start(move |_| Reply::sse(events.clone())).await;
+/// A gateway whose provider `oa` (OpenAI type, at `mock`, one credential) has a daily quota
+/// of 100 tokens.
+fn openai_provider_with_a_daily_quota_of_100(mock: &MockUpstream) -> Harness {
     let harness = Harness::new();
     harness.config(
         "",
@@ -1281,6 +1276,16 @@ async fn streams_that_report_no_usage_are_charged_their_max_tokens() {
         ),
     );
     harness.vault_add("oa", "oa-1", "sk-upstream-token-0123456789", None);
+    harness
+}
+
+#[tokio::test]
+async fn streams_that_report_no_usage_are_charged_their_max_tokens() {
+    // An OpenAI stream without a usage chunk (the client did not ask for include_usage).
+    let mut events = canned::openai_stream("gpt-x", &["a", "b"]);
+    events.remove(events.len() - 2);
+    let mock = MockUpstream::start(move |_| Reply::sse(events.clone())).await;
+    let harness = openai_provider_with_a_daily_quota_of_100(&mock);
     let gateway = harness.start().await;
     let body = json!({"model": "gpt-x", "stream": true, "max_tokens": 60,
         "messages": [{"role": "user", "content": "Hi"}]});
@@ -1316,16 +1321,7 @@ async fn parallel_requests_cannot_all_pass_on_one_quota_remainder() {
         })
         .await
     };
-    let harness = Harness::new();
-    harness.config(
-        "",
-        &format!(
-            "providers:\n  oa: {{type: openai, base_url: \"{}\", models: [\"gpt-*\"], \
-             quota: {{limit: 100, reset: daily}}}}\n",
-            mock.url()
-        ),
-    );
-    harness.vault_add("oa", "oa-1", "sk-upstream-token-0123456789", None);
+    let harness = openai_provider_with_a_daily_quota_of_100(&mock);
     let gateway = harness.start().await;
     let body = json!({"model": "gpt-x", "stream": true, "max_tokens": 60,
         "messages": [{"role": "user", "content": "Hi"}]});
