@@ -637,17 +637,25 @@ async fn the_global_limiter_refuses_every_address_once_spent() {
     assert!(error_message(&body).contains("server.rate_limit"), "{body}");
 }
 
+/// The usual config plus a second client key, `alice`, with `settings` (YAML flow entries such
+/// as `quota: {...}`), and `rest` at the top level.
+fn write_alice_config(harness: &Harness, settings: &str, rest: &str) {
+    write_config(
+        harness,
+        "127.0.0.1",
+        "",
+        &format!("    - {{name: alice, key: \"{ALICE_KEY}\", {settings}}}\n"),
+        "",
+        rest,
+    );
+}
+
 #[tokio::test]
 async fn client_key_requests_per_minute_refuse_that_key_only() {
     let harness = Harness::new();
-    write_config(
+    write_alice_config(
         &harness,
-        "127.0.0.1",
-        "",
-        &format!(
-            "    - {{name: alice, key: \"{ALICE_KEY}\", rate_limit: {{requests_per_minute: 2, tokens_per_minute: 100000}}}}\n"
-        ),
-        "",
+        "rate_limit: {requests_per_minute: 2, tokens_per_minute: 100000}",
         "",
     );
     let gateway = harness.start().await;
@@ -673,14 +681,9 @@ async fn client_key_requests_per_minute_refuse_that_key_only() {
 #[tokio::test]
 async fn client_key_tokens_per_minute_count_the_real_usage() {
     let harness = Harness::new();
-    write_config(
+    write_alice_config(
         &harness,
-        "127.0.0.1",
-        "",
-        &format!(
-            "    - {{name: alice, key: \"{ALICE_KEY}\", rate_limit: {{requests_per_minute: 100, tokens_per_minute: 200}}}}\n"
-        ),
-        "",
+        "rate_limit: {requests_per_minute: 100, tokens_per_minute: 200}",
         "",
     );
     let gateway = harness.start().await;
@@ -739,14 +742,9 @@ async fn provider_requests_per_minute_refuse_every_key() {
 /// A gateway config where the key `alice` has a daily quota of 100 tokens.
 fn alice_with_a_daily_quota_of_100(flush_interval: &str) -> Harness {
     let harness = Harness::new();
-    write_config(
+    write_alice_config(
         &harness,
-        "127.0.0.1",
-        "",
-        &format!(
-            "    - {{name: alice, key: \"{ALICE_KEY}\", quota: {{limit: 100, reset: daily}}}}\n"
-        ),
-        "",
+        "quota: {limit: 100, reset: daily}",
         &format!("state: {{flush_interval: {flush_interval}}}\n"),
     );
     harness
