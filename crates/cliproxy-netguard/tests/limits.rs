@@ -132,7 +132,9 @@ fn the_cap_holds_under_a_spray_and_new_addresses_share_one_strict_overflow_bucke
 #[test]
 fn idle_buckets_are_evicted_by_the_sweep_and_when_room_is_needed() {
     let clock = FakeClock::at_unix(0);
-    let limiter = per_ip(10, 2, 1_000, &clock);
+    // Addresses are spread over 64 shards by a randomly seeded hash: room for all 500 in
+    // any one shard, so none of them lands in the overflow bucket whatever the seed.
+    let limiter = per_ip(10, 2, 64 * 500, &clock);
     for n in 0..500_u32 {
         limiter.check(IpAddr::from((0xc000_0000 + n).to_be_bytes())).unwrap();
     }
@@ -145,15 +147,16 @@ fn idle_buckets_are_evicted_by_the_sweep_and_when_room_is_needed() {
     assert!(limiter.is_empty());
 
     // With the table full and every bucket refilled, new addresses take the old ones' place
-    // instead of the overflow bucket.
+    // instead of the overflow bucket. 2,000 addresses leave a shard empty with odds below
+    // 1 in 10^12, whatever the hash seed.
     let small = per_ip(10, 1, 64, &clock);
-    for n in 0..1_000_u32 {
+    for n in 0..2_000_u32 {
         let _ = small.check(IpAddr::from((0x0b00_0000 + n).to_be_bytes()));
     }
     assert_eq!(small.len(), 64);
     clock.advance(Duration::from_secs(1));
     let mut admitted = 0;
-    for n in 0..1_000_u32 {
+    for n in 0..2_000_u32 {
         admitted += usize::from(small.check(IpAddr::from((0x0c00_0000 + n).to_be_bytes())).is_ok());
     }
     assert_eq!(admitted, 64 + 1);
