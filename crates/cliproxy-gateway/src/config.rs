@@ -37,6 +37,10 @@ pub struct Config {
     pub sandbox: cliproxy_container::Config,
     /// `state:` — the state database of the network guard (owned by `cliproxy-netguard`).
     pub state: cliproxy_netguard::StateConfig,
+    /// `metrics:` — the Prometheus listener (owned by `cliproxy-audit`).
+    pub metrics: cliproxy_audit::MetricsConfig,
+    /// `alerts:` — alert rules over the security metrics (owned by `cliproxy-audit`).
+    pub alerts: Vec<cliproxy_audit::AlertRule>,
 }
 
 /// The `server:` section.
@@ -315,11 +319,17 @@ pub struct LoggingConfig {
     pub level: LogLevel,
     /// `json` (one object per line, for collectors) or `text` (for people).
     pub format: LogFormat,
+    /// `logging.audit:` — the hash-chained audit log (owned by `cliproxy-audit`).
+    pub audit: cliproxy_audit::AuditConfig,
 }
 
 impl Default for LoggingConfig {
     fn default() -> Self {
-        Self { level: LogLevel::Info, format: LogFormat::Json }
+        Self {
+            level: LogLevel::Info,
+            format: LogFormat::Json,
+            audit: cliproxy_audit::AuditConfig::default(),
+        }
     }
 }
 

@@ -1,0 +1,360 @@
+//! The audit vocabulary: seven event types and one typed [`Event`] per occurrence.
+//!
+//! The gateway builds an [`Event`] where something happens and hands it to
+//! [`crate::Audit::emit`], which bumps the matching metrics, feeds the alert rules and, when
+//! the type is in `logging.audit.events`, writes one line. An event never holds a secret:
+//! `user_id` is a client key's *name*, credentials are named by id.
+
+use std::net::IpAddr;
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+
+/// The kinds of audit events (the seed's `logging.audit.events` names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventType {
+    /// A client key was accepted.
+    AuthSuccess,
+    /// A client key or the management key was refused.
+    AuthFailure,
+    /// An OAuth credential was refreshed (or the refresh failed).
+    TokenRefresh,
+    /// The configuration or the runtime state an operator controls changed (config reload,
+    /// maintenance, denylist entries).
+    ConfigChange,
+    /// A request was proxied to a provider (or answered by the built-in mock).
+    ProviderRequest,
+    /// A connection or request was refused by the network guard, or an alert fired.
+    SecurityViolation,
+    /// A credential was listed, added, deleted or exported through the management API.
+    CredentialAccess,
+}
+
+impl EventType {
+    /// Every type, in a fixed order.
+    pub const ALL: [Self; 7] = [
+        Self::AuthSuccess,
+        Self::AuthFailure,
+        Self::TokenRefresh,
+        Self::ConfigChange,
+        Self::ProviderRequest,
+        Self::SecurityViolation,
+        Self::CredentialAccess,
+    ];
+
+    /// The name written in the `event_type` field and used in `logging.audit.events`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::AuthSuccess => "auth_success",
+            Self::AuthFailure => "auth_failure",
+            Self::TokenRefresh => "token_refresh",
+            Self::ConfigChange => "config_change",
+            Self::ProviderRequest => "provider_request",
+            Self::SecurityViolation => "security_violation",
+            Self::CredentialAccess => "credential_access",
+        }
+    }
+
+    /// The position in [`EventType::ALL`] (a bit in the event filter).
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl std::fmt::Display for EventType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Which plane an authentication attempt was made on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Plane {
+    /// The client API (`/v1/...`), with a client key.
+    Client,
+    /// The management API (`/v0/management/...`), with the management key.
+    Management,
+}
+
+impl Plane {
+    /// `client` or `management`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Client => "client",
+            Self::Management => "management",
+        }
+    }
+}
+
+/// What happened, with the facts that belong to that kind of event.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum What {
+    /// A client key was accepted; the event's `user_id` is the key's name.
+    AuthSuccess,
+    /// A key was refused. `reason` is short and fixed (`missing_key`, `invalid_key`,
+    /// `banned`); never the presented key.
+    AuthFailure {
+        /// Client or management plane.
+        plane: Plane,
+        /// Why, as a fixed token.
+        reason: &'static str,
+    },
+    /// An OAuth credential refresh ran.
+    TokenRefresh {
+        /// The credential's id.
+        credential: String,
+        /// `Ok` or why it failed (no token in it).
+        outcome: Result<(), String>,
+    },
+    /// Something an operator controls changed.
+    ConfigChange {
+        /// What was done: `reload`, `maintenance`, `ip_deny`, `ip_undeny`, `alert_block_ip`, …
+        action: &'static str,
+        /// The key paths that changed (values of secret keys are never included).
+        changed: Vec<String>,
+        /// Extra facts (non-secret), as a JSON object.
+        details: Map<String, Value>,
+        /// `Ok`, or why the change was refused.
+        outcome: Result<(), String>,
+    },
+    /// One proxied request, written when its reply has ended.
+    ProviderRequest {
+        /// The model asked for.
+        model: String,
+        /// The status sent to the client.
+        status: u16,
+        /// From the request's arrival to the end of its reply.
+        duration: Duration,
+        /// Time spent waiting for and streaming from the provider, when one was called.
+        upstream: Option<Duration>,
+        /// Tokens in the prompt, when the reply reported usage.
+        input_tokens: Option<u64>,
+        /// Tokens generated, when the reply reported usage.
+        output_tokens: Option<u64>,
+        /// The vault credential used (its id), when one was.
+        credential: Option<String>,
+    },
+    /// The network guard refused something, or an alert rule fired.
+    SecurityViolation {
+        /// The rule that refused (a netguard rejection kind such as `ip_denied`, `per_ip_rate`,
+        /// or `alert`).
+        rule: &'static str,
+        /// Whether it counts as a rate-limit violation (`cliproxy_rate_limit_violations_total`
+        /// and the `rate_limit_violations` alert metric).
+        rate_limit: bool,
+        /// A short description (no secret).
+        detail: String,
+    },
+    /// A credential was read or changed through the management API or the CLI.
+    CredentialAccess {
+        /// `list`, `add`, `delete`, `export`.
+        action: &'static str,
+        /// The credential id or provider concerned, when there is one.
+        credential: Option<String>,
+        /// `Ok`, or why it failed.
+        outcome: Result<(), String>,
+    },
+}
+
+/// One audit event: who and where (the fields every line carries), and what.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    /// When it happened (taken when the event is built, not when it is written).
+    pub at: SystemTime,
+    /// The client address (after trusted-proxy resolution).
+    pub ip: Option<IpAddr>,
+    /// The gateway's request id (`x-request-id`), when there is a request.
+    pub request_id: Option<String>,
+    /// The client key's name (never the key), or `management` for the management plane.
+    pub user_id: Option<String>,
+    /// The provider concerned.
+    pub provider: Option<String>,
+    /// What happened.
+    pub what: What,
+}
+
+impl Event {
+    /// An event of the given kind, now, with no context yet.
+    pub fn new(what: What) -> Self {
+        Self { at: SystemTime::now(), ip: None, request_id: None, user_id: None, provider: None, what }
+    }
+
+    /// Sets the client address.
+    #[must_use]
+    pub fn ip(mut self, ip: IpAddr) -> Self {
+        self.ip = Some(ip);
+        self
+    }
+
+    /// Sets the request id.
+    #[must_use]
+    pub fn request_id(mut self, id: impl Into<String>) -> Self {
+        self.request_id = Some(id.into());
+        self
+    }
+
+    /// Sets the user (a client key's name).
+    #[must_use]
+    pub fn user(mut self, user: impl Into<String>) -> Self {
+        self.user_id = Some(user.into());
+        self
+    }
+
+    /// Sets the provider.
+    #[must_use]
+    pub fn provider(mut self, provider: impl Into<String>) -> Self {
+        self.provider = Some(provider.into());
+        self
+    }
+
+    /// The event's type.
+    pub fn event_type(&self) -> EventType {
+        match &self.what {
+            What::AuthSuccess => EventType::AuthSuccess,
+            What::AuthFailure { .. } => EventType::AuthFailure,
+            What::TokenRefresh { .. } => EventType::TokenRefresh,
+            What::ConfigChange { .. } => EventType::ConfigChange,
+            What::ProviderRequest { .. } => EventType::ProviderRequest,
+            What::SecurityViolation { .. } => EventType::SecurityViolation,
+            What::CredentialAccess { .. } => EventType::CredentialAccess,
+        }
+    }
+
+    /// The `result` field: a short token (`success`, `failure`, the refusal reason or rule,
+    /// the HTTP status).
+    pub fn result(&self) -> String {
+        let outcome = |o: &Result<(), String>| if o.is_ok() { "success" } else { "failure" };
+        match &self.what {
+            What::AuthSuccess => "success".to_owned(),
+            What::AuthFailure { reason, .. } => (*reason).to_owned(),
+            What::TokenRefresh { outcome: o, .. }
+            | What::ConfigChange { outcome: o, .. }
+            | What::CredentialAccess { outcome: o, .. } => outcome(o).to_owned(),
+            What::ProviderRequest { status, .. } => status.to_string(),
+            What::SecurityViolation { rule, .. } => (*rule).to_owned(),
+        }
+    }
+
+    /// The `details` object.
+    pub fn details(&self) -> Value {
+        let error = |o: &Result<(), String>| o.as_ref().err().cloned();
+        match &self.what {
+            What::AuthSuccess => json!({}),
+            What::AuthFailure { plane, .. } => json!({ "plane": plane.as_str() }),
+            What::TokenRefresh { credential, outcome } => {
+                let mut d = json!({ "credential": credential });
+                if let Some(e) = error(outcome) {
+                    d["error"] = Value::String(e);
+                }
+                d
+            }
+            What::ConfigChange { action, changed, details, outcome } => {
+                let mut d = details.clone();
+                d.insert("action".to_owned(), Value::String((*action).to_owned()));
+                d.insert("changed".to_owned(), json!(changed));
+                if let Some(e) = error(outcome) {
+                    d.insert("error".to_owned(), Value::String(e));
+                }
+                Value::Object(d)
+            }
+            What::ProviderRequest {
+                model,
+                status,
+                duration,
+                upstream,
+                input_tokens,
+                output_tokens,
+                credential,
+            } => {
+                let mut d = json!({
+                    "model": model,
+                    "status": status,
+                    "duration_ms": millis(*duration),
+                });
+                if let Some(upstream) = upstream {
+                    d["upstream_ms"] = json!(millis(*upstream));
+                }
+                if let Some(n) = input_tokens {
+                    d["input_tokens"] = json!(n);
+                }
+                if let Some(n) = output_tokens {
+                    d["output_tokens"] = json!(n);
+                }
+                if let Some(c) = credential {
+                    d["credential"] = json!(c);
+                }
+                d
+            }
+            What::SecurityViolation { detail, .. } => json!({ "detail": detail }),
+            What::CredentialAccess { action, credential, outcome } => {
+                let mut d = json!({ "action": action });
+                if let Some(c) = credential {
+                    d["credential"] = json!(c);
+                }
+                if let Some(e) = error(outcome) {
+                    d["error"] = Value::String(e);
+                }
+                d
+            }
+        }
+    }
+}
+
+/// Milliseconds with microsecond precision, as a JSON number.
+fn millis(d: Duration) -> f64 {
+    (d.as_micros() as f64) / 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_type_has_its_seed_name_and_a_distinct_bit() {
+        let names: Vec<_> = EventType::ALL.iter().map(|t| t.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "auth_success",
+                "auth_failure",
+                "token_refresh",
+                "config_change",
+                "provider_request",
+                "security_violation",
+                "credential_access"
+            ]
+        );
+        for (i, t) in EventType::ALL.iter().enumerate() {
+            assert_eq!(t.index(), i);
+            let parsed: EventType =
+                serde_json::from_value(Value::String(t.as_str().to_owned())).unwrap_or(*t);
+            assert_eq!(parsed, *t);
+        }
+    }
+
+    #[test]
+    fn result_and_details_follow_the_kind() {
+        let e = Event::new(What::ProviderRequest {
+            model: "gpt-4o".to_owned(),
+            status: 200,
+            duration: Duration::from_micros(1500),
+            upstream: None,
+            input_tokens: Some(3),
+            output_tokens: None,
+            credential: Some("openai-1".to_owned()),
+        })
+        .provider("openai");
+        assert_eq!(e.event_type(), EventType::ProviderRequest);
+        assert_eq!(e.result(), "200");
+        assert_eq!(
+            e.details(),
+            json!({"model": "gpt-4o", "status": 200, "duration_ms": 1.5, "input_tokens": 3,
+                   "credential": "openai-1"})
+        );
+        let refused = Event::new(What::AuthFailure { plane: Plane::Management, reason: "invalid_key" });
+        assert_eq!((refused.result(), refused.details()), ("invalid_key".to_owned(), json!({"plane": "management"})));
+    }
+}

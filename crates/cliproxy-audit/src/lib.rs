@@ -1,0 +1,42 @@
+//! Layer 5 of cliproxy, ops and audit: what lets an operator see what the gateway did and
+//! prove that the record was not changed afterwards.
+//!
+//! - [`Audit`]: the handle the gateway holds. Every [`Event`] (one of seven
+//!   [`EventType`]s) bumps its metrics, feeds the [`Alerts`] and, when selected by
+//!   `logging.audit.events`, is written by the [`AuditSink`].
+//! - [`FileSink`]: JSON lines through a slog async drain, each with `seq`, `prev_hash` and
+//!   `hash` (SHA-256 over the previous hash and the line), so that a changed, removed or
+//!   reordered line is found by [`verify_files`]. Reopened on SIGHUP with the chain going on.
+//! - [`Metrics`]: every metric of SPEC §6 on a Prometheus recorder of its own, with help texts,
+//!   histogram buckets from 100 µs to 5 minutes and bounded label sets.
+//! - [`Alerts`]: `METRIC > N` over a sliding window, `notify_admin` or `block_ip`.
+//!
+//! The crate has no HTTP server and no async runtime; the gateway serves the metrics text and
+//! carries out what a fired alert asks for.
+//!
+//! ```
+//! use cliproxy_audit::{Condition, AlertMetric};
+//!
+//! let c: Condition = "rate_limit_violations > 50".parse()?;
+//! assert_eq!((c.metric, c.threshold), (AlertMetric::RateLimitViolations, 50));
+//! # Ok::<(), String>(())
+//! ```
+
+mod alerts;
+mod audit;
+mod config;
+mod error;
+mod event;
+mod metrics;
+mod sink;
+mod verify;
+
+pub use crate::alerts::{Alerts, Fired};
+pub use crate::audit::{ALERT_RULE, Audit, MillisClock};
+pub use crate::config::{
+    AlertAction, AlertMetric, AlertRule, AuditConfig, AuditFormat, Condition, MetricsConfig,
+};
+pub use crate::error::{Error, Result};
+pub use crate::event::{Event, EventType, Plane, What};
+pub use crate::metrics::Metrics;
+pub use crate::sink::{AuditSink, FileSink, SinkHealth};

@@ -1,0 +1,3 @@
+//! `audit verify`: checks the hash chain of one or more audit files.
+//!
+//! STUB: being written (helper A).
