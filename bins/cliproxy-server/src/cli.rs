@@ -73,6 +73,10 @@ pub(crate) struct DemoArgs {
     /// the CA file to pass to `curl --cacert`).
     #[arg(long)]
     pub(crate) tls: bool,
+    /// Port of the Prometheus metrics listener (127.0.0.1 only); 0, the default, picks a free
+    /// one (the banner prints it).
+    #[arg(long, default_value_t = 0)]
+    pub(crate) metrics_port: u16,
 }
 
 #[derive(Debug, Args)]

@@ -95,11 +95,14 @@ pub(crate) fn run(cli: Cli) -> Result<(), Failure> {
 }
 
 fn load(config: &ConfigArg) -> Result<Config, Failure> {
-    let source = match &config.config {
+    Config::load(&source(config)).map_err(Failure::config)
+}
+
+fn source(config: &ConfigArg) -> ConfigSource {
+    match &config.config {
         Some(path) => ConfigSource::File(path.clone()),
         None => ConfigSource::Default,
-    };
-    Config::load(&source).map_err(Failure::config)
+    }
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
@@ -119,6 +122,8 @@ fn serve(config_arg: &ConfigArg) -> Result<(), Failure> {
         // runtime: landlock covers only threads created after it, so every runtime thread
         // must start inside it.
         let gateway = Gateway::build(&config, log.clone())?;
+        // SIGHUP and POST /v0/management/config/reload read the same source again.
+        gateway.set_config_source(source(config_arg));
         let config_file = config_arg.config.clone();
         let mut read_only: Vec<PathBuf> = config_file.into_iter().collect();
         // The directories of the TLS files, not the files: landlock grants inodes, and a
@@ -220,6 +225,7 @@ fn demo(args: &DemoArgs) -> Result<(), Failure> {
         hex(&random_bytes::<4>(&rng)?)
     ));
     let auths = dir.join("auths");
+    let audit_file = dir.join("audit").join("audit.log");
     let certificate =
         if args.tls { Some(crate::demo_tls::create(&dir.join("tls"))?) } else { None };
     let tls = match &certificate {
@@ -244,11 +250,16 @@ fn demo(args: &DemoArgs) -> Result<(), Failure> {
          management: {{secret_key: \"{management_key}\"}}\n\
          providers: {{demo: {{type: mock, models: [\"mock-*\"], latency: {latency:?}, \
            rate_limit: {{requests_per_minute: 6000}}, quota: {{limit: 1000000000, reset: monthly}}}}}}\n\
-         logging: {{level: info, format: text}}\n\
+         logging: {{level: info, format: text, audit: {{enabled: true, file: {audit:?}}}}}\n\
+         metrics: {{enabled: true, host: 127.0.0.1, port: {metrics_port}}}\n\
+         alerts: [{{name: \"Rate limit violations\", condition: \"rate_limit_violations > 50\", duration: 1m, action: block_ip, block_for: 10m}},\n  \
+           {{name: \"High auth failure rate\", condition: \"auth_failures > 100\", duration: 5m, action: notify_admin}}]\n\
          sandbox: {{require_non_root: false}}\n",
         port = args.port,
         latency = args.latency,
         auths = auths.display().to_string(),
+        audit = audit_file.display().to_string(),
+        metrics_port = args.metrics_port,
     );
     let config = Config::from_yaml(&yaml).map_err(Failure::config)?;
     let (log, _flush) = logging::init(&config.logging);
@@ -273,7 +284,14 @@ fn demo(args: &DemoArgs) -> Result<(), Failure> {
                 ),
                 None => (format!("http://{}", server.local_addr()?), "curl".to_owned()),
             };
-            print_demo_banner(&base, &curl, &client_key, &management_key);
+            let ops = Ops {
+                audit_file: &audit_file,
+                metrics: server
+                    .metrics_addr()
+                    .map(|addr| format!("http://{addr}/metrics"))
+                    .unwrap_or_default(),
+            };
+            print_demo_banner(&base, &curl, &client_key, &management_key, &ops);
             server.run(shutdown_signal(log.clone())).await?;
             Ok::<_, Failure>(())
         })
@@ -282,8 +300,16 @@ fn demo(args: &DemoArgs) -> Result<(), Failure> {
     result
 }
 
-fn print_demo_banner(base: &str, curl: &str, key: &str, management_key: &str) {
+/// Where the demo's audit log and metrics are.
+struct Ops<'a> {
+    audit_file: &'a std::path::Path,
+    metrics: String,
+}
+
+fn print_demo_banner(base: &str, curl: &str, key: &str, management_key: &str, ops: &Ops<'_>) {
     use std::io::Write;
+    let audit = ops.audit_file.display();
+    let metrics = &ops.metrics;
     let text = format!(
         r#"
 cliproxy demo is running: the whole gateway on loopback, with the built-in mock provider.
@@ -320,6 +346,14 @@ HTTPS with a throwaway CA (its file is in the curl commands). Maintenance mode a
     -H 'content-type: application/json' -d '{{"enabled": true, "message": "back soon"}}'
   {curl} -s {base}/v0/management/security/ip-denylist -H "X-Management-Key: {management_key}" \
     -H 'content-type: application/json' -d '{{"ip": "203.0.113.0/24", "reason": "abuse", "ttl": "1h"}}'
+
+Audit log (hash-chained JSON lines; removed with the demo's directory when it stops):
+  tail -f {audit}
+  cliproxy-server audit verify {audit}
+Prometheus metrics:
+  curl -s {metrics}
+Alert rules: 51 rate-limit refusals within a minute from one address put it on the runtime
+denylist for 10 minutes; more than 100 failed key checks within 5 minutes notify the admin.
 Press Ctrl-C to stop.
 "#
     );

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
+use cliproxy_audit::{Event, Plane, What};
 use cliproxy_core::ErrorCode;
 use cliproxy_netguard::RejectionKind;
 use cliproxy_vault::{ClientIdentity, ClientKeys, Credential};
@@ -56,7 +57,8 @@ pub struct Gateway {
 struct Inner {
     log: Logger,
     limits: LimitsConfig,
-    client_keys: ClientKeys,
+    /// Swapped whole by a config reload (`auth.api_keys`).
+    client_keys: std::sync::RwLock<Arc<ClientKeys>>,
     vault: Arc<Vault>,
     management: Management,
     /// `auth.device_fingerprint`: the header sent upstream, when enabled.
@@ -69,6 +71,13 @@ struct Inner {
     sandbox: std::sync::OnceLock<Value>,
     /// The network guard (layer 4).
     guard: Arc<Guard>,
+    /// Where the configuration came from, for reloads.
+    loaded: std::sync::Mutex<Option<crate::reload::Loaded>>,
+    /// `metrics:`, for the listener.
+    metrics: cliproxy_audit::MetricsConfig,
+    /// The audit file's directory, when the audit log is on (written, and reopened on
+    /// SIGHUP: the sandbox must let it create files there).
+    audit_dir: Option<std::path::PathBuf>,
 }
 
 /// A provider as the request path uses it.
@@ -87,7 +96,7 @@ impl std::fmt::Debug for Gateway {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Gateway")
             .field("providers", &self.inner.providers.iter().map(|p| &p.name).collect::<Vec<_>>())
-            .field("client_keys", &self.inner.client_keys.len())
+            .field("client_keys", &self.client_keys().len())
             .finish_non_exhaustive()
     }
 }
@@ -197,12 +206,13 @@ impl Gateway {
             writes: tokio::sync::Mutex::new(()),
             refresh: config.auth.refresh.clone(),
             log: log.clone(),
+            audit: guard.audit.clone(),
         });
         Ok(Self {
             inner: Arc::new(Inner {
                 log,
                 limits: config.server.limits.clone(),
-                client_keys,
+                client_keys: std::sync::RwLock::new(Arc::new(client_keys)),
                 vault,
                 management,
                 fingerprint,
@@ -212,6 +222,14 @@ impl Gateway {
                 started: Instant::now(),
                 sandbox: std::sync::OnceLock::new(),
                 guard,
+                loaded: std::sync::Mutex::new(None),
+                metrics: config.metrics.clone(),
+                audit_dir: config.logging.audit.enabled.then(|| {
+                    match config.logging.audit.file.parent() {
+                        Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
+                        _ => std::path::PathBuf::from("."),
+                    }
+                }),
             }),
         })
     }
@@ -358,8 +376,25 @@ impl Gateway {
 
         // Client authentication before reading the body, so that an unauthenticated client
         // cannot make the gateway buffer megabytes.
-        let client =
-            self.authenticate(&parts.headers, parts.uri.query()).map_err(|e| (format, e))?;
+        let client = match self.authenticate(&parts.headers, parts.uri.query()) {
+            Ok(client) => {
+                guard.emit(
+                    Event::new(What::AuthSuccess)
+                        .ip(client_ip)
+                        .request_id(request_id)
+                        .user(client.name.as_str()),
+                );
+                client
+            }
+            Err((reason, error)) => {
+                guard.emit(
+                    Event::new(What::AuthFailure { plane: Plane::Client, reason })
+                        .ip(client_ip)
+                        .request_id(request_id),
+                );
+                return Err((format, error));
+            }
+        };
         record.client = Some(client.name.clone());
 
         if endpoint == Endpoint::Models {
@@ -497,6 +532,7 @@ impl Gateway {
             );
             record.proxied = true;
             record.sent = true;
+            record.sent_at = Some(Instant::now());
             record.sse = response
                 .headers()
                 .get(header::CONTENT_TYPE)
@@ -594,6 +630,7 @@ impl Gateway {
             *request.headers_mut() = headers.clone();
 
             record.sent = true;
+            record.sent_at.get_or_insert_with(Instant::now);
             let sent = tokio::time::timeout(
                 inner.limits.upstream_first_byte_timeout,
                 client.request(request),
@@ -840,8 +877,8 @@ impl Gateway {
         self.inner.guard.flush_interval
     }
 
-    /// Directories the gateway writes besides `auth.dir` (the state database's), for the
-    /// sandbox's landlock rules.
+    /// Directories the gateway writes besides `auth.dir` (the state database's and the audit
+    /// log's), for the sandbox's landlock rules.
     pub fn writable_dirs(&self) -> Vec<std::path::PathBuf> {
         self.inner
             .guard
@@ -856,6 +893,7 @@ impl Gateway {
                 }
             })
             .into_iter()
+            .chain(self.inner.audit_dir.clone())
             .collect()
     }
 
@@ -870,17 +908,24 @@ impl Gateway {
         &self,
         headers: &HeaderMap,
         query: Option<&str>,
-    ) -> Result<Arc<ClientIdentity>, ApiError> {
+    ) -> Result<Arc<ClientIdentity>, (&'static str, ApiError)> {
         if query_pairs(query).any(|(k, _)| k == "key" || k == "api_key" || k == "api-key") {
-            return Err(ApiError::new(
-                ErrorCode::Unauthorized,
-                "API keys in the query string are refused; send the key in the Authorization, x-api-key or x-goog-api-key header",
+            return Err((
+                "key_in_query",
+                ApiError::new(
+                    ErrorCode::Unauthorized,
+                    "API keys in the query string are refused; send the key in the Authorization, x-api-key or x-goog-api-key header",
+                ),
             ));
         }
-        if self.inner.client_keys.is_empty() {
-            return Err(ApiError::new(
-                ErrorCode::Unauthorized,
-                "this gateway has no client keys configured, so it refuses every request; an operator adds one under auth.api_keys in the config (cliproxy-server keygen prints a fresh key)",
+        let client_keys = self.client_keys();
+        if client_keys.is_empty() {
+            return Err((
+                "no_client_keys",
+                ApiError::new(
+                    ErrorCode::Unauthorized,
+                    "this gateway has no client keys configured, so it refuses every request; an operator adds one under auth.api_keys in the config (cliproxy-server keygen prints a fresh key)",
+                ),
             ));
         }
         let presented = headers
@@ -889,22 +934,56 @@ impl Gateway {
             .or_else(|| headers.get("x-api-key").map(HeaderValue::as_bytes))
             .or_else(|| headers.get("x-goog-api-key").map(HeaderValue::as_bytes));
         let Some(presented) = presented else {
-            return Err(ApiError::new(
-                ErrorCode::Unauthorized,
-                "no client key: send it as `Authorization: Bearer <key>`, `x-api-key: <key>` or `x-goog-api-key: <key>`",
+            return Err((
+                "missing_key",
+                ApiError::new(
+                    ErrorCode::Unauthorized,
+                    "no client key: send it as `Authorization: Bearer <key>`, `x-api-key: <key>` or `x-goog-api-key: <key>`",
+                ),
             ));
         };
+        client_keys.authenticate(presented.trim_ascii()).ok_or_else(|| {
+            ("invalid_key", ApiError::new(ErrorCode::Unauthorized, "invalid client key"))
+        })
+    }
+
+    /// Puts reloaded client keys in force: the next request is checked against them.
+    pub(crate) fn set_client_keys(&self, keys: ClientKeys) {
+        *self.inner.client_keys.write().unwrap_or_else(std::sync::PoisonError::into_inner) =
+            Arc::new(keys);
+    }
+
+    /// The configuration source and its last values.
+    pub(crate) fn loaded(&self) -> &std::sync::Mutex<Option<crate::reload::Loaded>> {
+        &self.inner.loaded
+    }
+
+    /// `metrics:`.
+    pub(crate) fn metrics_config(&self) -> &cliproxy_audit::MetricsConfig {
+        &self.inner.metrics
+    }
+
+    /// The gateway's logger.
+    pub(crate) fn log(&self) -> &Logger {
+        &self.inner.log
+    }
+
+    /// The client keys in force (swapped whole by a config reload).
+    fn client_keys(&self) -> Arc<ClientKeys> {
         self.inner
             .client_keys
-            .authenticate(presented.trim_ascii())
-            .ok_or_else(|| ApiError::new(ErrorCode::Unauthorized, "invalid client key"))
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     fn readiness(&self) -> Response<Body> {
-        // The vault first: without credentials nothing can be served at all.
+        // The vault first: without credentials nothing can be served at all. The audit log
+        // last: the gateway keeps serving while it fails, but an orchestrator should know.
         let checks = [
             ("vault", self.inner.vault.store.check().map_err(|e| e.to_string())),
             ("state", self.inner.guard.state.check().map_err(|e| e.to_string())),
+            ("audit", self.inner.guard.audit.failing().map_or(Ok(()), Err)),
         ];
         for (name, result) in &checks {
             if let Err(error) = result {
@@ -915,9 +994,10 @@ impl Gateway {
                 );
             }
         }
+        let audit = if self.inner.guard.audit.enabled() { "ok" } else { "off" };
         json_response(
             StatusCode::OK,
-            &json!({"status": "ready", "checks": {"vault": "ok", "state": "ok"}}),
+            &json!({"status": "ready", "checks": {"vault": "ok", "state": "ok", "audit": audit}}),
         )
     }
 
@@ -989,6 +1069,9 @@ struct Record {
     /// Whether the request went to a provider (upstream or the mock): only then do its
     /// reservations count.
     sent: bool,
+    /// When the request first went to the provider.
+    sent_at: Option<Instant>,
+    request_id: String,
     guard: Arc<Guard>,
 }
 
@@ -1021,6 +1104,8 @@ impl Record {
             rate: None,
             admission: None,
             sent: false,
+            sent_at: None,
+            request_id: request_id.to_owned(),
             guard,
         }
     }
@@ -1045,6 +1130,28 @@ impl Record {
                 let used = usage.map(|u| u.input_tokens.saturating_add(u.output_tokens));
                 admission.settle(&self.guard, used);
             }
+        }
+        // The audit event (and its metrics) of a request that reached a provider; any
+        // other answer is only counted.
+        let elapsed = started.elapsed();
+        match (&self.provider, self.sent) {
+            (Some(provider), true) => {
+                let mut event = Event::new(What::ProviderRequest {
+                    model: self.model.clone().unwrap_or_default(),
+                    status: self.status,
+                    duration: elapsed,
+                    upstream: self.sent_at.map(|at| at.elapsed()),
+                    input_tokens: usage.map(|u| u.input_tokens),
+                    output_tokens: usage.map(|u| u.output_tokens),
+                    credential: self.credential.clone(),
+                })
+                .provider(provider.as_str())
+                .request_id(self.request_id.as_str());
+                event.ip = self.client_ip;
+                event.user_id = self.client.clone();
+                self.guard.emit(event);
+            }
+            _ => self.guard.audit.metrics().request("none", self.status, elapsed),
         }
         let usage = usage.unwrap_or(Usage::default());
         let kv = o!(

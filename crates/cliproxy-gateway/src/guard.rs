@@ -12,7 +12,9 @@ use cliproxy_netguard::{
     Limited, Maintenance, MinuteLimiter, QuotaScope, Quotas, RejectionKind, Reservation,
     SecurityHeaders, SqliteStore, StateChange, StateStore, SystemClock, Validator,
 };
+use cliproxy_audit::{ALERT_RULE, AlertAction, Audit, Event, Fired, What};
 use ipnetwork::IpNetwork;
+use serde_json::json;
 use slog::{Logger, info, warn};
 
 use crate::config::Config;
@@ -50,6 +52,11 @@ pub(crate) struct Guard {
     pub(crate) tls: Option<TlsSettings>,
     /// `state.flush_interval`.
     pub(crate) flush_interval: std::time::Duration,
+    /// The audit layer (layer 5): every refusal that is a security violation goes to it, and
+    /// the guard carries out what its alert rules ask for.
+    pub(crate) audit: Arc<Audit>,
+    /// Sends `notify_admin` alerts to their webhooks.
+    webhooks: crate::webhook::Webhooks,
     log: Logger,
 }
 
@@ -78,6 +85,9 @@ impl Admission {
         self.client_minute.settle(used);
         guard.quotas.settle(QuotaScope::Provider, &self.provider, self.provider_quota, used);
         guard.quotas.settle(QuotaScope::Client, &self.client, self.client_quota, used);
+        if let Some(status) = guard.quotas.status(QuotaScope::Provider, &self.provider) {
+            guard.audit.metrics().set_quota_remaining(&self.provider, status.remaining);
+        }
         // Straight to the state store's queue: its writer commits within one flush interval.
         guard.save_quotas();
     }
@@ -108,6 +118,23 @@ impl Guard {
         let config_error =
             |e: cliproxy_netguard::Error| crate::config::ConfigError::new(e.to_string());
         let tls = TlsSettings::build(&server.tls).map_err(config_error)?;
+        let audit = Audit::build(
+            &config.logging.audit,
+            &config.metrics,
+            &config.alerts,
+            config.providers.0.keys().cloned(),
+            log,
+        )
+        .map_err(|e| crate::config::ConfigError::new(e.to_string()))?;
+        // Alert windows run on the guard's clock, so that tests drive them with a fake one.
+        let alert_clock = clock.clone();
+        let audit = Arc::new(audit.with_clock(Arc::new(move || {
+            alert_clock.monotonic_nanos() / 1_000_000
+        })));
+        if !config.logging.audit.enabled {
+            warn!(log, "the audit log is off: security events are counted in metrics but not recorded";
+                "fix" => "set logging.audit.enabled: true and logging.audit.file");
+        }
         let state = Arc::new(SqliteStore::open(&state_config(config)).map_err(state_error)?);
         let state: Arc<dyn StateStore> = state;
         let headers = SecurityHeaders::new(&server.security.headers, server.tls.enabled)
@@ -162,6 +189,8 @@ impl Guard {
             state,
             tls,
             flush_interval: config.state.flush_interval,
+            audit,
+            webhooks: crate::webhook::Webhooks::new(&config.alerts, log)?,
             per_ip: IpRateLimiter::from_config(&server.security.rate_limiting, clock.clone()),
             global: GlobalRateLimiter::from_config(&server.rate_limit, clock.clone()),
             provider_minutes: MinuteLimiter::new(
@@ -279,6 +308,15 @@ impl Guard {
         })
     }
 
+    /// What `GET /v0/management/status` shows of the audit layer.
+    pub(crate) fn audit_status(&self) -> serde_json::Value {
+        serde_json::json!({
+            "enabled": self.audit.enabled(),
+            "healthy": self.audit.failing().is_none(),
+            "error": self.audit.failing(),
+        })
+    }
+
     /// Housekeeping the server runs every `state.flush_interval`: drops idle per-IP buckets
     /// and expired denylist entries.
     pub(crate) fn tick(&self) {
@@ -289,7 +327,9 @@ impl Guard {
         // only the store keeps) once a minute.
         let now = self.clock.unix_seconds();
         let last = self.last_purge.load(std::sync::atomic::Ordering::Relaxed);
-        if !self.ip.purge_expired().is_empty() || now.saturating_sub(last) >= 60 {
+        let purged = !self.ip.purge_expired().is_empty();
+        self.audit.metrics().set_blocked_ips(self.ip.runtime_denylist().len());
+        if purged || now.saturating_sub(last) >= 60 {
             self.last_purge.store(now, std::sync::atomic::Ordering::Relaxed);
             self.state.submit(StateChange::PurgeExpired { now });
         }
@@ -349,6 +389,25 @@ impl Guard {
     pub(crate) fn reject(&self, kind: RejectionKind, ip: IpAddr, detail: &str) {
         use std::sync::atomic::Ordering;
         self.counters.record(kind);
+        // Every violation is an audit event (and counted by its metrics, and seen by the
+        // alert rules); only the log line below is rate-limited.
+        if kind.is_violation() {
+            let rate_limit = matches!(
+                kind,
+                RejectionKind::PerIpRateLimit
+                    | RejectionKind::GlobalRateLimit
+                    | RejectionKind::MinuteLimit
+                    | RejectionKind::Quota
+            );
+            self.emit(
+                Event::new(What::SecurityViolation {
+                    rule: kind.as_str(),
+                    rate_limit,
+                    detail: detail.to_owned(),
+                })
+                .ip(ip),
+            );
+        }
         let now = self.clock.unix_seconds();
         let last = &self.last_logged[kind.index()];
         let previous = last.load(Ordering::Relaxed);
@@ -367,6 +426,83 @@ impl Guard {
             info!(self.log, "request refused"; "rejection" => kind.as_str(),
                 "ip" => ip.to_string(), "detail" => detail, "suppressed" => suppressed);
         }
+    }
+}
+
+impl Guard {
+    /// Records an audit event and carries out the alerts it fires.
+    pub(crate) fn emit(&self, event: Event) {
+        for fired in self.audit.emit(event) {
+            self.on_alert(fired);
+        }
+    }
+
+    /// Carries out a fired alert: `block_ip` puts the address on the runtime denylist (in
+    /// force at once, stored in the state store's next batch); `notify_admin` writes a
+    /// warning and calls the webhook. Both leave a `security_violation` audit event naming
+    /// the rule.
+    fn on_alert(&self, fired: Fired) {
+        let window = humantime::format_duration(fired.window).to_string();
+        let who = fired.ip.map(|ip| ip.to_string()).unwrap_or_else(|| "all addresses".to_owned());
+        let mut detail = format!(
+            "alert `{}`: {} events within {window} from {who}",
+            fired.rule, fired.count
+        );
+        match fired.action {
+            AlertAction::BlockIp => {
+                let Some(ip) = fired.ip else { return };
+                let now = self.clock.unix_seconds();
+                let entry = DenyEntry {
+                    network: IpNetwork::from(ip),
+                    reason: format!("alert: {}", fired.rule),
+                    created_at: now,
+                    expires_at: Some(now.saturating_add(fired.block_for.as_secs().max(1))),
+                };
+                self.ip.deny(entry.clone());
+                self.state.submit(StateChange::DenyAdd(entry));
+                let block_for = humantime::format_duration(fired.block_for).to_string();
+                detail.push_str(&format!("; blocked for {block_for}"));
+                warn!(self.log, "alert fired: address blocked"; "event_type" => "security_violation",
+                    "rule" => &fired.rule, "ip" => ip.to_string(), "count" => fired.count,
+                    "window" => &window, "block_for" => &block_for);
+                let mut details = serde_json::Map::new();
+                details.insert("ip".to_owned(), json!(ip.to_string()));
+                details.insert("rule".to_owned(), json!(fired.rule));
+                details.insert("expires_in_s".to_owned(), json!(fired.block_for.as_secs()));
+                self.emit(
+                    Event::new(What::ConfigChange {
+                        action: "alert_block_ip",
+                        changed: vec!["security.ip_denylist".to_owned()],
+                        details,
+                        outcome: Ok(()),
+                    })
+                    .ip(ip),
+                );
+            }
+            AlertAction::NotifyAdmin => {
+                warn!(self.log, "alert fired"; "event_type" => "security_violation",
+                    "rule" => &fired.rule, "ip" => &who, "count" => fired.count, "window" => &window);
+                if let Some((url, timeout)) = &fired.webhook {
+                    self.webhooks.send(
+                        url,
+                        *timeout,
+                        json!({
+                            "alert": fired.rule,
+                            "action": "notify_admin",
+                            "count": fired.count,
+                            "window_s": fired.window.as_secs(),
+                            "ip": fired.ip.map(|ip| ip.to_string()),
+                            "at": humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+                        }),
+                    );
+                }
+            }
+            _ => {}
+        }
+        let mut event =
+            Event::new(What::SecurityViolation { rule: ALERT_RULE, rate_limit: false, detail });
+        event.ip = fired.ip;
+        self.emit(event);
     }
 }
 

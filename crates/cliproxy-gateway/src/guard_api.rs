@@ -14,6 +14,7 @@ use slog::{Logger, info};
 use crate::body::Body;
 use crate::error::ApiError;
 use crate::gateway::{Gateway, json_response};
+use crate::management::Note;
 
 type Answer = Result<Response<Body>, ApiError>;
 
@@ -41,7 +42,7 @@ struct NewEntry {
 
 /// `POST /security/ip-denylist`: refuses an address or range from the next connection on,
 /// and keeps it across restarts (written to the state store before the answer).
-pub(crate) async fn deny(gateway: &Gateway, body: Bytes, log: &Logger) -> Answer {
+pub(crate) async fn deny(gateway: &Gateway, body: Bytes, log: &Logger, note: &mut Note) -> Answer {
     let bad = |message: String| ApiError::new(ErrorCode::BadRequest, message);
     let input: NewEntry = serde_json::from_slice(&body).map_err(|e| {
         bad(format!(
@@ -84,6 +85,9 @@ pub(crate) async fn deny(gateway: &Gateway, body: Bytes, log: &Logger) -> Answer
     };
     // In force at once; then stored. When the store fails, its writer keeps the change and
     // retries, so memory and disk agree again once it recovers; the answer says so.
+    note.changed.push("security.ip_denylist".to_owned());
+    note.details.insert("network".to_owned(), json!(network.to_string()));
+    note.details.insert("expires_at".to_owned(), json!(entry.expires_at));
     let replaced = guard.ip.deny(entry.clone());
     guard.persist_deny(&entry).await?;
     info!(log, "IP denylist entry added"; "event_type" => "config_change",
@@ -94,7 +98,12 @@ pub(crate) async fn deny(gateway: &Gateway, body: Bytes, log: &Logger) -> Answer
 }
 
 /// `DELETE /security/ip-denylist/{ip}` (a range as `203.0.113.0/24` or `203.0.113.0%2F24`).
-pub(crate) async fn undeny(gateway: &Gateway, text: &str, log: &Logger) -> Answer {
+pub(crate) async fn undeny(
+    gateway: &Gateway,
+    text: &str,
+    log: &Logger,
+    note: &mut Note,
+) -> Answer {
     let decoded =
         text.replace("%2F", "/").replace("%2f", "/").replace("%3A", ":").replace("%3a", ":");
     let network = parse_network(&decoded).ok_or_else(|| {
@@ -115,6 +124,8 @@ pub(crate) async fn undeny(gateway: &Gateway, text: &str, log: &Logger) -> Answe
             format!("{network} is not in the runtime denylist"),
         ));
     }
+    note.changed.push("security.ip_denylist".to_owned());
+    note.details.insert("network".to_owned(), json!(network.to_string()));
     guard.ip.undeny(network);
     guard.persist_undeny(network).await?;
     info!(log, "IP denylist entry removed"; "event_type" => "config_change", "network" => network.to_string());
@@ -136,7 +147,12 @@ struct SetMaintenance {
 }
 
 /// `PUT /maintenance`: on or off at once, no restart.
-pub(crate) fn set_maintenance(gateway: &Gateway, body: Bytes, log: &Logger) -> Answer {
+pub(crate) fn set_maintenance(
+    gateway: &Gateway,
+    body: Bytes,
+    log: &Logger,
+    note: &mut Note,
+) -> Answer {
     let input: SetMaintenance = serde_json::from_slice(&body).map_err(|e| {
         ApiError::new(
             ErrorCode::BadRequest,
@@ -155,6 +171,11 @@ pub(crate) fn set_maintenance(gateway: &Gateway, body: Bytes, log: &Logger) -> A
             "`message` must be at most 1024 characters with no control characters",
         ));
     }
+    note.changed.push("server.maintenance_mode".to_owned());
+    if input.message.is_some() {
+        note.changed.push("server.message".to_owned());
+    }
+    note.details.insert("enabled".to_owned(), json!(input.enabled));
     let state = gateway.guard().maintenance.set(input.enabled, input.message);
     info!(log, "maintenance mode changed"; "event_type" => "config_change", "enabled" => state.enabled);
     Ok(json_response(StatusCode::OK, &json!(state)))

@@ -31,10 +31,12 @@ mod mock;
 mod pool;
 mod providers;
 mod refresh;
+mod reload;
 mod routing;
 mod server;
 mod upstream;
 mod usage;
+mod webhook;
 
 // The public interface is:
 pub use api::ApiFormat;
@@ -44,5 +46,6 @@ pub use config::{
 };
 pub use error::{Error, Result};
 pub use gateway::{Gateway, MAX_ATTEMPTS, REQUEST_ID_HEADER};
+pub use reload::ReloadReport;
 pub use server::{Server, probe_health};
 pub use usage::{Usage, UsageScanner};

@@ -31,6 +31,8 @@ use slog::{Logger, info, warn};
 use subtle::ConstantTimeEq;
 use tokio::time::Instant;
 
+use cliproxy_audit::{Event, Plane, What};
+
 use crate::api::ApiFormat;
 use crate::body::Body;
 use crate::config::ManagementConfig;
@@ -110,14 +112,23 @@ impl Management {
     }
 
     /// Steps 1–4 of the gate; `Ok` when the call may proceed.
-    fn gate(&self, headers: &HeaderMap, peer: IpAddr, log: &Logger) -> Result<(), ApiError> {
+    /// On refusal, the audit reason (`None` when the API does not exist) and the answer.
+    fn gate(
+        &self,
+        headers: &HeaderMap,
+        peer: IpAddr,
+        log: &Logger,
+    ) -> Result<(), (Option<&'static str>, ApiError)> {
         let Some(expected) = &self.key_digest else {
-            return Err(ApiError::new(ErrorCode::NotFound, "no such route"));
+            return Err((None, ApiError::new(ErrorCode::NotFound, "no such route")));
         };
         if !peer.is_loopback() && !self.allow_remote {
-            return Err(ApiError::new(
-                ErrorCode::Forbidden,
-                "the management API only answers loopback peers (management.allow_remote)",
+            return Err((
+                Some("remote_peer"),
+                ApiError::new(
+                    ErrorCode::Forbidden,
+                    "the management API only answers loopback peers (management.allow_remote)",
+                ),
             ));
         }
         let now = Instant::now();
@@ -125,11 +136,14 @@ impl Management {
         if let Some(until) = peers.get(&peer).and_then(|p| p.banned_until)
             && until > now
         {
-            return Err(ApiError::new(
-                ErrorCode::Forbidden,
-                "this address is banned from the management API after repeated authentication failures",
-            )
-            .retry_after(until - now));
+            return Err((
+                Some("banned"),
+                ApiError::new(
+                    ErrorCode::Forbidden,
+                    "this address is banned from the management API after repeated authentication failures",
+                )
+                .retry_after(until - now),
+            ));
         }
         let presented = headers
             .get(header::AUTHORIZATION)
@@ -163,15 +177,14 @@ impl Management {
                 "event_type" => "security_violation", "peer" => peer.to_string(),
                 "failures" => failures, "ban_s" => self.ban.as_secs());
         }
-        Err(ApiError::new(
-            ErrorCode::Unauthorized,
-            match presented {
-                None => {
-                    "no management key: send `Authorization: Bearer <key>` or `X-Management-Key: <key>`"
-                }
-                Some(_) => "invalid management key",
-            },
-        ))
+        let (reason, message) = match presented {
+            None => (
+                "missing_key",
+                "no management key: send `Authorization: Bearer <key>` or `X-Management-Key: <key>`",
+            ),
+            Some(_) => ("invalid_key", "invalid management key"),
+        };
+        Err((Some(reason), ApiError::new(ErrorCode::Unauthorized, message)))
     }
 }
 
@@ -189,13 +202,29 @@ where
 {
     let peer_ip = peer.ip().to_canonical();
     let path = parts.uri.path();
+    let guard = gateway.guard();
     let (event, outcome) = match gateway.management().gate(&parts.headers, peer_ip, log) {
-        Err(error) => ("auth_failure", Err(error)),
+        Err((reason, error)) => {
+            if let Some(reason) = reason {
+                guard.emit(
+                    Event::new(What::AuthFailure { plane: Plane::Management, reason })
+                        .ip(peer_ip)
+                        .provider("management"),
+                );
+            }
+            ("auth_failure", Err(error))
+        }
         Ok(()) => {
-            // Reads are credential accesses; everything else changes the configuration.
-            let event =
-                if parts.method == Method::GET { "credential_access" } else { "config_change" };
-            (event, route(gateway, &parts.method, path, body, log).await)
+            let mut note = Note::default();
+            let outcome = route(gateway, &parts.method, path, body, log, &mut note).await;
+            let result = match &outcome {
+                Ok(response) if response.status().is_success() => Ok(()),
+                Ok(response) => Err(format!("status {}", response.status().as_u16())),
+                Err(error) => Err(error.message.clone()),
+            };
+            let (event_type, what) = describe(&parts.method, path, note, result);
+            guard.emit(Event::new(what).ip(peer_ip).user("management"));
+            (event_type, outcome)
         }
     };
     let response = outcome.unwrap_or_else(|error| error.into_response(ApiFormat::OpenAi));
@@ -206,9 +235,71 @@ where
     response
 }
 
+/// What a route tells the audit event about its call.
+#[derive(Debug, Default)]
+pub(crate) struct Note {
+    /// The credential concerned (its id), when the body named it.
+    pub(crate) credential: Option<String>,
+    /// The config key paths changed.
+    pub(crate) changed: Vec<String>,
+    /// Other facts (no secrets).
+    pub(crate) details: serde_json::Map<String, Value>,
+}
+
+/// Every call is audited: calls on credentials as `credential_access`, the rest as
+/// `config_change` (reads included: who looked at the gateway's state is worth knowing).
+fn describe(
+    method: &Method,
+    path: &str,
+    note: Note,
+    outcome: Result<(), String>,
+) -> (&'static str, What) {
+    let rest = path.strip_prefix(PREFIX).unwrap_or("").trim_start_matches('/');
+    let segments: Vec<&str> = rest.split('/').collect();
+    if segments.first() == Some(&"auths") {
+        let action = match (method, segments.as_slice()) {
+            (&Method::GET, ["auths", "export"]) => "export",
+            (&Method::GET, _) => "list",
+            (&Method::POST, _) => "add",
+            (&Method::DELETE, _) => "delete",
+            _ => "other",
+        };
+        let credential = note.credential.or_else(|| match segments.as_slice() {
+            ["auths", provider, id] => Some(format!("{provider}/{id}")),
+            ["auths", provider] if action == "delete" => Some(format!("{provider}/*")),
+            _ => None,
+        });
+        let credential = credential.map(|c| crate::gateway::truncate(&c, 200));
+        return ("credential_access", What::CredentialAccess { action, credential, outcome });
+    }
+    let action = match (method, segments.as_slice()) {
+        (&Method::GET, ["status"]) => "status_read",
+        (&Method::GET, ["maintenance"]) => "maintenance_read",
+        (&Method::PUT, ["maintenance"]) => "maintenance",
+        (&Method::GET, ["security", "ip-denylist"]) => "ip_denylist_read",
+        (&Method::POST, ["security", "ip-denylist"]) => "ip_deny",
+        (&Method::DELETE, ["security", "ip-denylist", ..]) => "ip_undeny",
+        (&Method::POST, ["config", "reload"]) => "reload",
+        _ => "other",
+    };
+    let mut details = note.details;
+    details.insert("path".to_owned(), Value::String(crate::gateway::truncate(path, 200)));
+    (
+        "config_change",
+        What::ConfigChange { action, changed: note.changed, details, outcome },
+    )
+}
+
 type Answer = Result<Response<Body>, ApiError>;
 
-async fn route<B>(gateway: &Gateway, method: &Method, path: &str, body: B, log: &Logger) -> Answer
+async fn route<B>(
+    gateway: &Gateway,
+    method: &Method,
+    path: &str,
+    body: B,
+    log: &Logger,
+    note: &mut Note,
+) -> Answer
 where
     B: http_body::Body<Data = Bytes> + Send,
     B::Error: std::error::Error + Send + Sync + 'static,
@@ -225,7 +316,7 @@ where
     };
     match (segments.as_slice(), method) {
         (["auths"], &Method::GET) => list(gateway).await,
-        (["auths"], &Method::POST) => add(gateway, body, log).await,
+        (["auths"], &Method::POST) => add(gateway, body, log, note).await,
         (["auths"], _) => not_allowed("GET, POST"),
         (["auths", "export"], &Method::GET) => export(gateway, log).await,
         (["auths", provider], &Method::DELETE) => delete(gateway, provider, None).await,
@@ -234,18 +325,20 @@ where
         (["auths", _] | ["auths", _, _], _) => not_allowed("DELETE"),
         (["security", "ip-denylist"], &Method::GET) => Ok(guard_api::denylist(gateway)),
         (["security", "ip-denylist"], &Method::POST) => {
-            guard_api::deny(gateway, read_body(body).await?, log).await
+            guard_api::deny(gateway, read_body(body).await?, log, note).await
         }
         (["security", "ip-denylist"], _) => not_allowed("GET, POST"),
         (["security", "ip-denylist", network @ ..], &Method::DELETE) if !network.is_empty() => {
-            guard_api::undeny(gateway, &network.join("/"), log).await
+            guard_api::undeny(gateway, &network.join("/"), log, note).await
         }
         (["security", "ip-denylist", ..], _) => not_allowed("DELETE"),
         (["maintenance"], &Method::GET) => Ok(guard_api::maintenance(gateway)),
         (["maintenance"], &Method::PUT) => {
-            guard_api::set_maintenance(gateway, read_body(body).await?, log)
+            guard_api::set_maintenance(gateway, read_body(body).await?, log, note)
         }
         (["maintenance"], _) => not_allowed("GET, PUT"),
+        (["config", "reload"], &Method::POST) => gateway.reload_config("management API", note),
+        (["config", "reload"], _) => not_allowed("POST"),
         (["status"], &Method::GET) => Ok(status(gateway)),
         (["status"], _) => not_allowed("GET"),
         _ => {
@@ -275,6 +368,11 @@ fn status(gateway: &Gateway) -> Response<Body> {
                 "vault": {"dir": store.location().display().to_string(), "encryption": encryption},
                 "management": {"enabled": true},
                 "netguard": gateway.guard().status(),
+                "audit": gateway.guard().audit_status(),
+                "metrics": {
+                    "listener": gateway.metrics_config().enabled,
+                    "path": gateway.metrics_config().path,
+                },
                 "sandbox": {"applied": gateway.sandbox_report(), "posture": posture},
             },
         }),
@@ -330,7 +428,7 @@ const ACCEPTED_FIELDS: &str = "provider, type (api_key | oauth), id, token, base
 
 /// `POST /auths`: stores a credential (encrypted when encryption is on) and puts it in its
 /// provider's pool at once.
-async fn add<B>(gateway: &Gateway, body: B, log: &Logger) -> Answer
+async fn add<B>(gateway: &Gateway, body: B, log: &Logger, note: &mut Note) -> Answer
 where
     B: http_body::Body<Data = Bytes> + Send,
     B::Error: std::error::Error + Send + Sync + 'static,
@@ -354,6 +452,7 @@ where
     let store = &gateway.vault().store;
     let stored = credential
         .meta(store.location().join(format!("{}.json", credential.id)), store.write_protection());
+    note.credential = Some(format!("{}/{}", stored.provider, stored.id));
     gateway.store_credential(credential).await?;
     info!(log, "credential added"; "event_type" => "config_change", "provider" => &stored.provider,
         "credential" => &stored.id, "type" => stored.kind);
@@ -593,8 +692,8 @@ mod tests {
         headers
     }
 
-    fn code(result: Result<(), ApiError>) -> Option<ErrorCode> {
-        result.err().map(|e| e.code)
+    fn code(result: Result<(), (Option<&'static str>, ApiError)>) -> Option<ErrorCode> {
+        result.err().map(|(_, e)| e.code)
     }
 
     const KEY: &str = "mgmt-0123456789abcdef";
@@ -617,7 +716,8 @@ mod tests {
         }
         assert_eq!(code(m.gate(&HeaderMap::new(), local, &log)), Some(ErrorCode::Unauthorized));
         // Banned now: even the right key is refused, and it says for how long.
-        let banned = m.gate(&headers(KEY), local, &log).unwrap_err();
+        let (reason, banned) = m.gate(&headers(KEY), local, &log).unwrap_err();
+        assert_eq!(reason, Some("banned"));
         assert_eq!(banned.code, ErrorCode::Forbidden);
         assert_eq!(banned.retry_after, Some(Duration::from_secs(60)));
         // Another address is not affected.

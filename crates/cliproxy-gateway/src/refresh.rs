@@ -46,6 +46,16 @@ pub(crate) struct Vault {
     pub writes: tokio::sync::Mutex<()>,
     pub refresh: RefreshConfig,
     pub log: Logger,
+    /// Where each refresh is recorded (`token_refresh`).
+    pub audit: Arc<cliproxy_audit::Audit>,
+}
+
+impl Vault {
+    fn audit_refresh(&self, provider: &str, credential: &str, outcome: Result<(), String>) {
+        let what = cliproxy_audit::What::TokenRefresh { credential: credential.to_owned(), outcome };
+        // A refresh fires no alert rule.
+        let _ = self.audit.emit(cliproxy_audit::Event::new(what).provider(provider));
+    }
 }
 
 impl Vault {
@@ -186,6 +196,7 @@ async fn refresh(
             oauth.set(OAuthState { credential, attempts: current.attempts + 1, failure: None });
             info!(log, "OAuth token refreshed"; "event_type" => "token_refresh", "result" => "success",
                 "provider" => provider, "credential" => &slot.id, "expires_in_s" => expires_in);
+            vault.audit_refresh(provider, &slot.id, Ok(()));
             Ok(access)
         }
         Err((permanent, reason)) => {
@@ -199,6 +210,7 @@ async fn refresh(
             warn!(log, "OAuth token refresh failed; cooling the credential down";
                 "event_type" => "token_refresh", "result" => "failure", "provider" => provider,
                 "credential" => &slot.id, "error" => &reason, "cooldown_s" => cooldown.as_secs(), "next" => fix);
+            vault.audit_refresh(provider, &slot.id, Err(reason.clone()));
             let failure = RefreshFailure { reason };
             oauth.set(OAuthState {
                 credential: current.credential.clone(),

@@ -28,10 +28,15 @@ const HTTP2_KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 /// How often last-use times are written to the vault.
 const LAST_USED_FLUSH: Duration = Duration::from_secs(30);
 
-/// A bound listener with the gateway behind it.
+/// Connections the metrics listener serves at once.
+const METRICS_MAX_CONNECTIONS: usize = 16;
+
+/// A bound listener with the gateway behind it, and the metrics listener when `metrics` is
+/// on.
 #[derive(Debug)]
 pub struct Server {
     listener: TcpListener,
+    metrics: Option<TcpListener>,
     gateway: Gateway,
     config: ServerConfig,
     log: Logger,
@@ -45,7 +50,22 @@ impl Server {
             context: format!("cannot listen on {addr} (server.host, server.port)"),
             source,
         })?;
-        Ok(Self { listener, gateway, config: config.clone(), log })
+        let metrics_config = gateway.metrics_config();
+        let metrics = if metrics_config.enabled {
+            let addr = SocketAddr::new(metrics_config.host, metrics_config.port);
+            Some(TcpListener::bind(addr).await.map_err(|source| Error::Io {
+                context: format!("cannot listen on {addr} (metrics.host, metrics.port)"),
+                source,
+            })?)
+        } else {
+            None
+        };
+        Ok(Self { listener, metrics, gateway, config: config.clone(), log })
+    }
+
+    /// The bound address of the metrics listener, when it is on.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     /// The bound address (the real port when `server.port` is 0).
@@ -58,7 +78,14 @@ impl Server {
     /// Serves until `shutdown` completes, then stops accepting and lets in-flight requests
     /// and streams finish for up to `server.shutdown_timeout`.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<()> {
-        let Self { listener, gateway, config, log } = self;
+        let Self { listener, metrics, gateway, config, log } = self;
+        let metrics_task = metrics.map(|listener| {
+            let path = gateway.metrics_config().path.clone();
+            let audit = gateway.guard().audit.clone();
+            let limits = config.limits.clone();
+            info!(log, "metrics listening"; "addr" => listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "path" => &path);
+            tokio::spawn(serve_metrics(listener, path, audit, limits, log.clone()))
+        });
         let limits = &config.limits;
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
@@ -111,6 +138,8 @@ impl Server {
         // the session they have, new handshakes get the new certificate, and a bad new pair
         // keeps the old one in service.
         let reloader = tls.as_ref().map(|tls| spawn_cert_reloader(tls, log.clone()));
+        // SIGHUP: reopen the audit file (logrotate), reload the certificates and the config.
+        let hangup = spawn_hangup(gateway.clone(), tls.as_ref().map(TlsSettings::reloader), log.clone());
         let handshake_timeout = tls.as_ref().map(|t| t.handshake_timeout()).unwrap_or_default();
         let connections = Arc::new(Semaphore::new(limits.max_connections.get()));
         info!(log, "listening"; "addr" => listener.local_addr().map(|a| a.to_string()).unwrap_or_default());
@@ -142,6 +171,7 @@ impl Server {
                         debug!(log, "connection refused: server.limits.max_connections reached"; "peer" => peer.to_string());
                         continue;
                     };
+                    let permit = Admitted::new(permit, guard.audit.metrics().clone());
                     let _ = stream.set_nodelay(true);
                     let gateway = gateway.clone();
                     let service = service_fn(move |request| {
@@ -214,59 +244,163 @@ impl Server {
         if let Some(reloader) = reloader {
             reloader.abort();
         }
+        hangup.abort();
+        if let Some(task) = metrics_task {
+            task.abort();
+        }
         gateway.flush_last_used().await;
         guard.shutdown().await;
+        let audit = guard.audit.clone();
+        // The last events (shutdown included) reach the disk before the process ends.
+        let _ = tokio::task::spawn_blocking(move || audit.flush()).await;
         Ok(())
     }
 }
 
+/// A connection's slot: its permit, and its place in `cliproxy_active_connections`.
+struct Admitted {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    metrics: Arc<cliproxy_audit::Metrics>,
+}
+
+impl Admitted {
+    fn new(permit: tokio::sync::OwnedSemaphorePermit, metrics: Arc<cliproxy_audit::Metrics>) -> Self {
+        metrics.connection_opened();
+        Self { _permit: permit, metrics }
+    }
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        self.metrics.connection_closed();
+    }
+}
+
 /// Reloads the certificate pair when its files change (checked every
-/// `server.tls.reload_interval`) and on SIGHUP. Connections keep the session they have, new
-/// handshakes get the new certificate, and a bad new pair keeps the old one in service.
+/// `server.tls.reload_interval`). Connections keep the session they have, new handshakes get
+/// the new certificate, and a bad new pair keeps the old one in service.
 fn spawn_cert_reloader(tls: &TlsSettings, log: Logger) -> tokio::task::JoinHandle<()> {
-    use tokio::signal::unix::{SignalKind, signal};
     let reloader = tls.reloader();
     let interval = tls.reload_interval();
     tokio::spawn(async move {
         let mut every = tokio::time::interval(interval);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut hangup = match signal(SignalKind::hangup()) {
-            Ok(hangup) => Some(hangup),
-            Err(error) => {
-                warn!(log, "cannot listen for SIGHUP; certificates reload on file change only";
-                    "error" => error.to_string());
-                None
-            }
-        };
         loop {
-            let on_signal = async {
-                match hangup.as_mut() {
-                    Some(hangup) => hangup.recv().await,
-                    None => std::future::pending().await,
-                }
-            };
-            let forced = tokio::select! {
-                _ = every.tick() => false,
-                Some(()) = on_signal => true,
-            };
-            let result = if forced {
-                reloader.reload().map(|()| true)
-            } else {
-                reloader.reload_if_changed()
-            };
-            match result {
+            every.tick().await;
+            match reloader.reload_if_changed() {
                 Ok(true) => info!(log, "TLS certificate reloaded";
                     "cert_file" => reloader.cert_file().display().to_string(),
-                    "trigger" => if forced { "SIGHUP" } else { "file change" }),
+                    "trigger" => "file change"),
                 Ok(false) => {}
-                Err(error) => {
-                    warn!(log, "TLS certificate not reloaded; the previous one stays in service";
-                    "error" => error.to_string(),
-                    "fix" => "correct server.tls.cert_file / key_file, then send SIGHUP")
-                }
+                Err(error) => cert_not_reloaded(&log, &error.to_string()),
             }
         }
     })
+}
+
+fn cert_not_reloaded(log: &Logger, error: &str) {
+    warn!(log, "TLS certificate not reloaded; the previous one stays in service";
+        "error" => error, "fix" => "correct server.tls.cert_file / key_file, then send SIGHUP");
+}
+
+/// On SIGHUP, in this order: the audit file is reopened (logrotate moved it; the chain goes
+/// on in the new file), the certificate pair is reloaded, and the configuration is reloaded
+/// (checked first; an invalid file keeps the running configuration).
+fn spawn_hangup(
+    gateway: Gateway,
+    certificates: Option<Arc<cliproxy_netguard::tls::CertReloader>>,
+    log: Logger,
+) -> tokio::task::JoinHandle<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    tokio::spawn(async move {
+        let mut hangup = match signal(SignalKind::hangup()) {
+            Ok(hangup) => hangup,
+            Err(error) => {
+                warn!(log, "cannot listen for SIGHUP; use POST /v0/management/config/reload";
+                    "error" => error.to_string());
+                return;
+            }
+        };
+        while hangup.recv().await.is_some() {
+            info!(log, "SIGHUP received: reopening the audit log, reloading certificates and configuration");
+            let audit = gateway.guard().audit.clone();
+            let _ = tokio::task::spawn_blocking(move || audit.reopen()).await;
+            if let Some(reloader) = &certificates {
+                match reloader.reload() {
+                    Ok(()) => info!(log, "TLS certificate reloaded";
+                        "cert_file" => reloader.cert_file().display().to_string(), "trigger" => "SIGHUP"),
+                    Err(error) => cert_not_reloaded(&log, &error.to_string()),
+                }
+            }
+            let reloader = gateway.clone();
+            let _ = tokio::task::spawn_blocking(move || reloader.reload("SIGHUP")).await;
+        }
+    })
+}
+
+/// The metrics listener: `GET <metrics.path>` answers the Prometheus text format; anything
+/// else is 404 or 405. HTTP/1.1 only, a few connections at a time, with the main listener's
+/// header timeout.
+async fn serve_metrics(
+    listener: TcpListener,
+    path: String,
+    audit: Arc<cliproxy_audit::Audit>,
+    limits: crate::config::LimitsConfig,
+    log: Logger,
+) {
+    use http::{Method, Response, StatusCode, header};
+    let slots = Arc::new(Semaphore::new(METRICS_MAX_CONNECTIONS));
+    let path: Arc<str> = Arc::from(path);
+    loop {
+        let Ok((stream, peer)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else { continue };
+        let audit = audit.clone();
+        let path = path.clone();
+        let log = log.clone();
+        let timeout = limits.header_read_timeout;
+        tokio::spawn(async move {
+            let service = service_fn(move |request: http::Request<hyper::body::Incoming>| {
+                let audit = audit.clone();
+                let path = path.clone();
+                async move {
+                    let (status, body) = if request.uri().path() != &*path {
+                        (StatusCode::NOT_FOUND, format!("metrics are at {path}\n"))
+                    } else if request.method() != Method::GET && request.method() != Method::HEAD {
+                        (StatusCode::METHOD_NOT_ALLOWED, "use GET\n".to_owned())
+                    } else {
+                        // Rendering walks every series: off the async workers.
+                        let text = tokio::task::spawn_blocking(move || audit.metrics().render())
+                            .await
+                            .unwrap_or_default();
+                        (StatusCode::OK, text)
+                    };
+                    let mut response = Response::new(http_body_util::Full::new(bytes::Bytes::from(body)));
+                    *response.status_mut() = status;
+                    let content_type = if status == StatusCode::OK {
+                        "text/plain; version=0.0.4; charset=utf-8"
+                    } else {
+                        "text/plain; charset=utf-8"
+                    };
+                    response
+                        .headers_mut()
+                        .insert(header::CONTENT_TYPE, http::HeaderValue::from_static(content_type));
+                    Ok::<_, Infallible>(response)
+                }
+            });
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(timeout)
+                .serve_connection(TokioIo::new(stream), service);
+            if let Err(error) = connection.await {
+                debug!(log, "metrics connection ended with an error";
+                    "peer" => peer.to_string(), "error" => error.to_string());
+            }
+            drop(permit);
+        });
+    }
 }
 
 /// The liveness probe behind `cliproxy-server healthcheck` (a container `HEALTHCHECK` needs no

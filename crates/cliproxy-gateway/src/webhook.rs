@@ -1,0 +1,78 @@
+//! The webhooks of `notify_admin` alerts: one JSON POST per fired alert, in its own task,
+//! with the rule's `webhook_timeout`. A webhook that is down never holds up a request.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request, Uri, header};
+use http_body_util::Full;
+use slog::{Logger, warn};
+
+use crate::config::ConfigError;
+use crate::error::Result;
+use crate::upstream::{self, HttpClient};
+
+/// The client the alerts' webhooks are called with.
+#[derive(Debug)]
+pub(crate) struct Webhooks {
+    client: HttpClient,
+    log: Logger,
+}
+
+impl Webhooks {
+    /// Checks every rule's `webhook` URL and builds a client when there is one.
+    pub(crate) fn new(rules: &[cliproxy_audit::AlertRule], log: &Logger) -> Result<Self> {
+        check(rules)?;
+        // Built even without a webhook today: a reload may add one.
+        let client = upstream::build_client("alerts.webhook", Duration::from_secs(5), None)?;
+        Ok(Self { client, log: log.clone() })
+    }
+
+    /// POSTs `body` to `url` in its own task; failures are logged, never retried (the alert
+    /// is in the audit log and the metrics either way).
+    pub(crate) fn send(&self, url: &str, timeout: Duration, body: serde_json::Value) {
+        let Ok(uri) = parse(url) else { return };
+        let client = self.client.clone();
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        let log = self.log.clone();
+        let target = uri.host().unwrap_or_default().to_owned();
+        runtime.spawn(async move {
+            let mut request = Request::new(Full::new(Bytes::from(body.to_string())));
+            *request.method_mut() = Method::POST;
+            *request.uri_mut() = uri;
+            request
+                .headers_mut()
+                .insert(header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+            match tokio::time::timeout(timeout, client.request(request)).await {
+                Ok(Ok(response)) if response.status().is_success() => {}
+                Ok(Ok(response)) => warn!(log, "alert webhook refused the alert";
+                    "host" => target, "status" => response.status().as_u16()),
+                Ok(Err(error)) => warn!(log, "alert webhook could not be reached";
+                    "host" => target, "error" => error.to_string()),
+                Err(_) => warn!(log, "alert webhook timed out";
+                    "host" => target, "timeout_ms" => timeout.as_millis() as u64),
+            }
+        });
+    }
+}
+
+/// Checks every rule's `webhook` URL.
+pub(crate) fn check(rules: &[cliproxy_audit::AlertRule]) -> Result<(), ConfigError> {
+    for (index, rule) in rules.iter().enumerate() {
+        if let Some(url) = &rule.webhook {
+            parse(url).map_err(|reason| {
+                ConfigError::new(format!("`alerts[{index}].webhook`: {reason}"))
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// An `http://` or `https://` URL with a host.
+fn parse(url: &str) -> std::result::Result<Uri, String> {
+    let uri: Uri = url.parse().map_err(|_| "not a valid URL".to_owned())?;
+    match uri.scheme_str() {
+        Some("http" | "https") if uri.host().is_some() => Ok(uri),
+        _ => Err("must be an http:// or https:// URL with a host".to_owned()),
+    }
+}
