@@ -151,10 +151,12 @@ CLIPROXY_AUTH__DIR="$scratch/auths" "$debug_bin" vault list --config deploy/conf
 as_user=()
 if ((EUID == 0)); then
     as_user=(setpriv --reuid=65534 --regid=65534 --clear-groups)
-    install -d -m 0700 -o 65534 -g 65534 "$scratch/serve-auths"
+    install -d -m 0700 -o 65534 -g 65534 "$scratch/serve-auths" "$scratch/serve-audit"
 fi
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+metrics_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 CLIPROXY_SERVER__PORT=$port CLIPROXY_AUTH__DIR="$scratch/serve-auths" \
+    CLIPROXY_LOGGING__AUDIT__FILE="$scratch/serve-audit/audit.log" CLIPROXY_METRICS__PORT=$metrics_port \
     "${as_user[@]}" "$debug_bin" serve --config deploy/config.example.yaml >"$scratch/serve.log" 2>&1 &
 server=$!
 healthy=false

@@ -2,6 +2,7 @@
 //! vault, in front of mock provider APIs on loopback.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
 
+mod audit;
 mod errors;
 mod failover;
 mod formats;

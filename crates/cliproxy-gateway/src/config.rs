@@ -722,6 +722,9 @@ mod tests {
             );
             assert!(config.providers.0["claude"].quota.is_some());
             assert!(config.state.path.is_some());
+            assert!(config.logging.audit.enabled && config.logging.audit.events.len() == 7);
+            assert!(config.metrics.enabled && config.metrics.host.is_loopback());
+            assert_eq!(config.alerts.len(), 2);
             // The suite list is valid for rustls with ring.
             cliproxy_netguard::tls::select_cipher_suites(
                 &server.tls.cipher_suites,
