@@ -122,13 +122,11 @@ impl Audit {
                 output_tokens,
                 ..
             } => {
-                let provider = event.provider.as_deref().unwrap_or("none");
-                self.metrics.request(provider, *status, *duration);
-                if let Some(upstream) = upstream {
-                    self.metrics.upstream(provider, *upstream);
-                }
-                self.metrics.tokens(
-                    provider,
+                self.metrics.provider_request(
+                    event.provider.as_deref().unwrap_or(crate::metrics::NONE),
+                    *status,
+                    *duration,
+                    *upstream,
                     input_tokens.unwrap_or(0),
                     output_tokens.unwrap_or(0),
                 );
