@@ -46,9 +46,16 @@ pub struct Fired {
 
 /// The alert rules and their windows. Thread-safe: one short critical section per
 /// [`Alerts::observe`].
-#[derive(Debug)]
 pub struct Alerts {
     rules: Mutex<Vec<RuleState>>,
+}
+
+impl std::fmt::Debug for Alerts {
+    // The rules and how many windows each holds, not the windows (up to 10,000 addresses).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let rules = self.rules.lock().unwrap_or_else(PoisonError::into_inner);
+        f.debug_map().entries(rules.iter().map(|r| (&r.rule.name, r.windows.len()))).finish()
+    }
 }
 
 impl Alerts {

@@ -470,6 +470,24 @@ fn many_histogram_samples_without_a_scrape_are_all_counted() {
     assert_eq!(le, 10_001.0);
 }
 
+#[test]
+fn rule_names_are_bounded_to_64_and_the_rest_count_under_other() {
+    let m = Metrics::new(&config(10), providers());
+    let names: Vec<String> = (0..70).map(|i| format!("rule {i}")).collect();
+    m.alert_rules(names.iter().map(String::as_str));
+    for name in &names {
+        m.alert_fired(name);
+    }
+    m.alert_fired("rule 0");
+    let s = Scrape::parse(&m.render());
+    let fired = "cliproxy_alerts_fired_total";
+    assert_eq!(s.label_values(fired, "rule").len(), 65);
+    assert_eq!(s.value(fired, &[("rule", "rule 0")]), 2.0);
+    assert_eq!(s.value(fired, &[("rule", "rule 63")]), 1.0);
+    assert_eq!(s.get(fired, &[("rule", "rule 64")]), None);
+    assert_eq!(s.value(fired, &[("rule", "other")]), 6.0);
+}
+
 fn rule(json: serde_json::Value) -> AlertRule {
     serde_json::from_value(json).unwrap()
 }
