@@ -10,7 +10,7 @@ use slog::Logger;
 use crate::alerts::{Alerts, Fired};
 use crate::config::{AlertMetric, AlertRule, AuditConfig, MetricsConfig};
 use crate::error::Result;
-use crate::event::{Event, EventType, What};
+use crate::event::{Event, EventType, Plane, What};
 use crate::metrics::Metrics;
 use crate::sink::{AuditSink, FileSink, SinkHealth};
 
@@ -67,6 +67,7 @@ impl Audit {
         let now: MillisClock =
             Arc::new(move || u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX));
         metrics.set_audit_healthy(true);
+        metrics.alert_rules(alerts.iter().map(|r| r.name.as_str()));
         Self {
             sink,
             filter: AtomicU8::new(mask(&audit.events)),
@@ -91,8 +92,13 @@ impl Audit {
         self.metrics.security_event(event_type);
         let mut fired = Vec::new();
         match &event.what {
-            What::AuthFailure { .. } => {
-                self.metrics.auth_failure(event.provider.as_deref());
+            What::AuthFailure { plane, .. } => {
+                // A refused management key is labelled `management`, whatever the event says.
+                let provider = match plane {
+                    Plane::Management => Some(crate::metrics::MANAGEMENT),
+                    Plane::Client => event.provider.as_deref(),
+                };
+                self.metrics.auth_failure(provider);
                 fired = self.alerts.observe(AlertMetric::AuthFailures, event.ip, (self.now)());
             }
             What::SecurityViolation { rate_limit, rule, .. } => {
@@ -116,13 +122,11 @@ impl Audit {
                 output_tokens,
                 ..
             } => {
-                let provider = event.provider.as_deref().unwrap_or("none");
-                self.metrics.request(provider, *status, *duration);
-                if let Some(upstream) = upstream {
-                    self.metrics.upstream(provider, *upstream);
-                }
-                self.metrics.tokens(
-                    provider,
+                self.metrics.provider_request(
+                    event.provider.as_deref().unwrap_or(crate::metrics::NONE),
+                    *status,
+                    *duration,
+                    *upstream,
                     input_tokens.unwrap_or(0),
                     output_tokens.unwrap_or(0),
                 );
@@ -183,6 +187,7 @@ impl Audit {
     pub fn reload(&self, audit: &AuditConfig, alerts: &[AlertRule]) {
         self.filter.store(mask(&audit.events), Ordering::Relaxed);
         self.alerts.replace(alerts.to_vec());
+        self.metrics.alert_rules(alerts.iter().map(|r| r.name.as_str()));
     }
 }
 

@@ -86,8 +86,8 @@ pub struct AlertRule {
     pub name: String,
     /// `METRIC > N`: fires when more than N events of the metric happen within `duration`.
     pub condition: Condition,
-    /// The sliding window the condition is counted over.
-    #[serde(with = "cliproxy_core::duration")]
+    /// The sliding window the condition is counted over (at least 1ms).
+    #[serde(deserialize_with = "window")]
     pub duration: Duration,
     /// What to do when it fires.
     pub action: AlertAction,
@@ -100,6 +100,17 @@ pub struct AlertRule {
     /// How long the webhook POST may take.
     #[serde(default = "default_webhook_timeout", with = "cliproxy_core::duration")]
     pub webhook_timeout: Duration,
+}
+
+/// An alert window: a duration of at least a millisecond (a shorter one would count nothing).
+fn window<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+    let d = cliproxy_core::duration::deserialize(deserializer)?;
+    if d < Duration::from_millis(1) {
+        return Err(serde::de::Error::custom(
+            "an alert window of 0 counts nothing; write how long events are counted, like 1m",
+        ));
+    }
+    Ok(d)
 }
 
 fn default_block_for() -> Duration {
@@ -139,7 +150,8 @@ pub enum AlertMetric {
 impl AlertMetric {
     /// The names accepted in a condition, with and without the `cliproxy_` prefix and
     /// `_total` suffix.
-    pub const NAMES: [&'static str; 3] = ["auth_failures", "rate_limit_violations", "security_events"];
+    pub const NAMES: [&'static str; 3] =
+        ["auth_failures", "rate_limit_violations", "security_events"];
 
     /// The short name.
     pub const fn as_str(self) -> &'static str {
@@ -171,6 +183,11 @@ pub struct Condition {
     pub threshold: u64,
 }
 
+impl Condition {
+    /// The highest threshold accepted: a window keeps up to threshold + 1 event times.
+    pub const MAX_THRESHOLD: u64 = 1_000_000;
+}
+
 impl std::str::FromStr for Condition {
     type Err = String;
 
@@ -190,6 +207,12 @@ impl std::str::FromStr for Condition {
             )
         })?;
         let threshold = threshold.trim().parse::<u64>().map_err(|_| shape())?;
+        if threshold > Self::MAX_THRESHOLD {
+            return Err(format!(
+                "condition {s:?}: the threshold is at most {} (each window keeps that many event times)",
+                Self::MAX_THRESHOLD
+            ));
+        }
         Ok(Self { metric, threshold })
     }
 }
@@ -208,10 +231,9 @@ mod tests {
     #[test]
     fn conditions_parse_with_or_without_prefix_and_suffix() {
         for text in ["rate_limit_violations > 50", "cliproxy_rate_limit_violations_total>50"] {
-            let c: Condition = text.parse().unwrap_or(Condition {
-                metric: AlertMetric::AuthFailures,
-                threshold: 0,
-            });
+            let c: Condition = text
+                .parse()
+                .unwrap_or(Condition { metric: AlertMetric::AuthFailures, threshold: 0 });
             assert_eq!(c, Condition { metric: AlertMetric::RateLimitViolations, threshold: 50 });
         }
         let unknown = "cpu > 5".parse::<Condition>().err().unwrap_or_default();
@@ -220,6 +242,25 @@ mod tests {
         assert!(shape.contains("not `METRIC > N`"), "{shape}");
         assert!("auth_failures < 5".parse::<Condition>().is_err());
         assert!("auth_failures > -1".parse::<Condition>().is_err());
+        assert!("auth_failures > 1000000".parse::<Condition>().is_ok());
+        let high = "auth_failures > 1000001".parse::<Condition>().err().unwrap_or_default();
+        assert!(high.contains("threshold is at most 1000000"), "{high}");
+    }
+
+    #[test]
+    fn a_zero_window_is_refused() {
+        for zero in [serde_json::json!("0s"), serde_json::json!(0), serde_json::json!("500us")] {
+            let err = serde_json::from_value::<AlertRule>(serde_json::json!({
+                "name": "n",
+                "condition": "auth_failures > 1",
+                "duration": zero,
+                "action": "notify_admin",
+            }))
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+            assert!(err.contains("an alert window of 0 counts nothing"), "{zero}: {err}");
+        }
     }
 
     #[test]
