@@ -68,7 +68,12 @@ async fn chat(client: &reqwest::Client, gateway: &Gateway, key: &str) -> (u16, S
     (status, response.text().await.unwrap())
 }
 
-async fn manage(gateway: &Gateway, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
+async fn manage(
+    gateway: &Gateway,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
     let mut request = client()
         .request(method, format!("{}/v0/management{path}", gateway.url()))
         .header("x-management-key", MGMT_KEY);
@@ -135,7 +140,10 @@ async fn scrape(addr: SocketAddr) -> String {
     let response = client().get(format!("http://{addr}/metrics")).send().await.unwrap();
     assert_eq!(response.status(), 200);
     assert!(
-        response.headers()["content-type"].to_str().unwrap().starts_with("text/plain; version=0.0.4")
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain; version=0.0.4")
     );
     response.text().await.unwrap()
 }
@@ -234,7 +242,9 @@ async fn mixed_traffic_leaves_the_expected_chain_metrics_and_no_secret() {
     wait_for_lines(&audit, expected.len()).await;
 
     // A denied address: closed at accept, before a byte is read.
-    assert!(client_from("127.0.0.3").get(format!("{}/healthz", gateway.url())).send().await.is_err());
+    assert!(
+        client_from("127.0.0.3").get(format!("{}/healthz", gateway.url())).send().await.is_err()
+    );
     expected.push(expect("security_violation", "ip_denied_connection", "127.0.0.3", "-"));
     wait_for_lines(&audit, expected.len()).await;
 
@@ -291,7 +301,10 @@ async fn mixed_traffic_leaves_the_expected_chain_metrics_and_no_secret() {
     assert!(lines[1]["request_id"].as_str().unwrap().starts_with("req_"));
     let reload = lines.iter().find(|l| l["event_type"] == "config_change").unwrap();
     assert_eq!(reload["details"]["action"], "reload");
-    assert_eq!(reload["details"]["changed"], json!(["auth.api_keys[1].key", "auth.api_keys[1].name"]));
+    assert_eq!(
+        reload["details"]["changed"],
+        json!(["auth.api_keys[1].key", "auth.api_keys[1].name"])
+    );
     let credential_events: Vec<&Value> =
         lines.iter().filter(|l| l["event_type"] == "credential_access").collect();
     assert_eq!(credential_events[0]["details"]["action"], "add");
@@ -415,7 +428,8 @@ async fn fifty_one_rate_limit_refusals_in_a_minute_block_the_address() {
     // 3 admitted by the burst, then refusals until the sixth one trips the rule (the clock
     // may refill a token meanwhile: count refusals, not requests).
     while refused < 6 {
-        let response = flood.get(format!("{}/v1/models", gateway.url())).bearer_auth(CLIENT_KEY).send().await;
+        let response =
+            flood.get(format!("{}/v1/models", gateway.url())).bearer_auth(CLIENT_KEY).send().await;
         match response.map(|r| r.status().as_u16()) {
             Ok(429) => refused += 1,
             Ok(200) => {}

@@ -179,7 +179,14 @@ pub struct Event {
 impl Event {
     /// An event of the given kind, now, with no context yet.
     pub fn new(what: What) -> Self {
-        Self { at: SystemTime::now(), ip: None, request_id: None, user_id: None, provider: None, what }
+        Self {
+            at: SystemTime::now(),
+            ip: None,
+            request_id: None,
+            user_id: None,
+            provider: None,
+            what,
+        }
     }
 
     /// Sets the client address.
@@ -354,7 +361,11 @@ mod tests {
             json!({"model": "gpt-4o", "status": 200, "duration_ms": 1.5, "input_tokens": 3,
                    "credential": "openai-1"})
         );
-        let refused = Event::new(What::AuthFailure { plane: Plane::Management, reason: "invalid_key" });
-        assert_eq!((refused.result(), refused.details()), ("invalid_key".to_owned(), json!({"plane": "management"})));
+        let refused =
+            Event::new(What::AuthFailure { plane: Plane::Management, reason: "invalid_key" });
+        assert_eq!(
+            (refused.result(), refused.details()),
+            ("invalid_key".to_owned(), json!({"plane": "management"}))
+        );
     }
 }

@@ -970,11 +970,7 @@ impl Gateway {
 
     /// The client keys in force (swapped whole by a config reload).
     fn client_keys(&self) -> Arc<ClientKeys> {
-        self.inner
-            .client_keys
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
+        self.inner.client_keys.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
     fn readiness(&self) -> Response<Body> {

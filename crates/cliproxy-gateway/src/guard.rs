@@ -5,6 +5,7 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use cliproxy_audit::{ALERT_RULE, AlertAction, Audit, Event, Fired, What};
 use cliproxy_core::ErrorCode;
 use cliproxy_netguard::tls::TlsSettings;
 use cliproxy_netguard::{
@@ -12,7 +13,6 @@ use cliproxy_netguard::{
     Limited, Maintenance, MinuteLimiter, QuotaScope, Quotas, RejectionKind, Reservation,
     SecurityHeaders, SqliteStore, StateChange, StateStore, SystemClock, Validator,
 };
-use cliproxy_audit::{ALERT_RULE, AlertAction, Audit, Event, Fired, What};
 use ipnetwork::IpNetwork;
 use serde_json::json;
 use slog::{Logger, info, warn};
@@ -128,9 +128,8 @@ impl Guard {
         .map_err(|e| crate::config::ConfigError::new(e.to_string()))?;
         // Alert windows run on the guard's clock, so that tests drive them with a fake one.
         let alert_clock = clock.clone();
-        let audit = Arc::new(audit.with_clock(Arc::new(move || {
-            alert_clock.monotonic_nanos() / 1_000_000
-        })));
+        let audit =
+            Arc::new(audit.with_clock(Arc::new(move || alert_clock.monotonic_nanos() / 1_000_000)));
         if !config.logging.audit.enabled {
             warn!(log, "the audit log is off: security events are counted in metrics but not recorded";
                 "fix" => "set logging.audit.enabled: true and logging.audit.file");
@@ -161,8 +160,16 @@ impl Guard {
             .identities()
             .filter_map(|id| id.quota.map(|quota| (id.name.clone(), quota)))
             .collect();
+        let quota_providers: Vec<String> =
+            provider_quotas.iter().map(|(name, _)| name.clone()).collect();
         let quotas = Quotas::new(provider_quotas, client_quotas, clock.clone());
         quotas.seed(state.load_quota_usage().map_err(state_error)?);
+        // `cliproxy_quota_remaining` from the first scrape, then after every request.
+        for name in &quota_providers {
+            if let Some(status) = quotas.status(QuotaScope::Provider, name) {
+                audit.metrics().set_quota_remaining(name, status.remaining);
+            }
+        }
         let ip = IpFilter::new(&server.security, &server.trusted_proxies, clock.clone())
             .with_forwarded_header(server.forwarded_header);
         let now = clock.unix_seconds();
@@ -444,10 +451,8 @@ impl Guard {
     fn on_alert(&self, fired: Fired) {
         let window = humantime::format_duration(fired.window).to_string();
         let who = fired.ip.map(|ip| ip.to_string()).unwrap_or_else(|| "all addresses".to_owned());
-        let mut detail = format!(
-            "alert `{}`: {} events within {window} from {who}",
-            fired.rule, fired.count
-        );
+        let mut detail =
+            format!("alert `{}`: {} events within {window} from {who}", fired.rule, fired.count);
         match fired.action {
             AlertAction::BlockIp => {
                 let Some(ip) = fired.ip else { return };

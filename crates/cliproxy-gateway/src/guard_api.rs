@@ -98,12 +98,7 @@ pub(crate) async fn deny(gateway: &Gateway, body: Bytes, log: &Logger, note: &mu
 }
 
 /// `DELETE /security/ip-denylist/{ip}` (a range as `203.0.113.0/24` or `203.0.113.0%2F24`).
-pub(crate) async fn undeny(
-    gateway: &Gateway,
-    text: &str,
-    log: &Logger,
-    note: &mut Note,
-) -> Answer {
+pub(crate) async fn undeny(gateway: &Gateway, text: &str, log: &Logger, note: &mut Note) -> Answer {
     let decoded =
         text.replace("%2F", "/").replace("%2f", "/").replace("%3A", ":").replace("%3a", ":");
     let network = parse_network(&decoded).ok_or_else(|| {

@@ -284,10 +284,7 @@ fn describe(
     };
     let mut details = note.details;
     details.insert("path".to_owned(), Value::String(crate::gateway::truncate(path, 200)));
-    (
-        "config_change",
-        What::ConfigChange { action, changed: note.changed, details, outcome },
-    )
+    ("config_change", What::ConfigChange { action, changed: note.changed, details, outcome })
 }
 
 type Answer = Result<Response<Body>, ApiError>;

@@ -52,7 +52,8 @@ pub(crate) struct Vault {
 
 impl Vault {
     fn audit_refresh(&self, provider: &str, credential: &str, outcome: Result<(), String>) {
-        let what = cliproxy_audit::What::TokenRefresh { credential: credential.to_owned(), outcome };
+        let what =
+            cliproxy_audit::What::TokenRefresh { credential: credential.to_owned(), outcome };
         // A refresh fires no alert rule.
         let _ = self.audit.emit(cliproxy_audit::Event::new(what).provider(provider));
     }

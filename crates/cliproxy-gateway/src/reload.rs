@@ -22,8 +22,13 @@ use crate::management::Note;
 /// keys can be revoked, maintenance turned on, and the audit filter and alert rules changed
 /// in the middle of an incident; everything else (listener, TLS, limits, vault, providers,
 /// sandbox) is read once at start.
-const LIVE: [&str; 5] =
-    ["auth.api_keys", "server.maintenance_mode", "server.message", "logging.audit.events", "alerts"];
+const LIVE: [&str; 5] = [
+    "auth.api_keys",
+    "server.maintenance_mode",
+    "server.message",
+    "logging.audit.events",
+    "alerts",
+];
 
 /// Inside `auth.api_keys`, the per-key limits are built into the limiters at start.
 const RESTART_INSIDE_LIVE: [&str; 2] = [".rate_limit", ".quota"];
@@ -82,7 +87,9 @@ impl Gateway {
             )),
             Err(reason) => Err(ApiError::new(
                 ErrorCode::BadRequest,
-                format!("the configuration was not reloaded; the running one stays in force: {reason}"),
+                format!(
+                    "the configuration was not reloaded; the running one stays in force: {reason}"
+                ),
             )),
         }
     }
@@ -128,7 +135,10 @@ impl Gateway {
         if report.applied.iter().any(|p| under(p, "auth.api_keys")) {
             self.set_client_keys(client_keys);
         }
-        if report.applied.iter().any(|p| under(p, "server.maintenance_mode") || under(p, "server.message"))
+        if report
+            .applied
+            .iter()
+            .any(|p| under(p, "server.maintenance_mode") || under(p, "server.message"))
         {
             self.guard()
                 .maintenance
@@ -170,7 +180,8 @@ fn flatten(value: &Value) -> BTreeMap<String, Value> {
         match value {
             Value::Object(map) if !map.is_empty() => {
                 for (key, value) in map {
-                    let path = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
+                    let path =
+                        if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
                     walk(path, value, out);
                 }
             }
@@ -226,7 +237,8 @@ mod tests {
 
     #[test]
     fn diff_names_changed_added_and_removed_leaves() {
-        let old = flat(json!({"server": {"port": 1, "message": "a"}, "auth": {"api_keys": ["k1"]}}));
+        let old =
+            flat(json!({"server": {"port": 1, "message": "a"}, "auth": {"api_keys": ["k1"]}}));
         let new = flat(json!({"server": {"port": 2, "message": "a", "host": "::1"},
                               "auth": {"api_keys": ["k1", "k2"]}}));
         assert_eq!(diff(&old, &new), ["auth.api_keys[1]", "server.host", "server.port"]);
@@ -235,8 +247,13 @@ mod tests {
 
     #[test]
     fn secret_paths_are_recognised() {
-        for path in ["auth.api_keys[0]", "auth.api_keys[1].key", "auth.encryption.key",
-                     "management.secret_key", "providers.x.token"] {
+        for path in [
+            "auth.api_keys[0]",
+            "auth.api_keys[1].key",
+            "auth.encryption.key",
+            "management.secret_key",
+            "providers.x.token",
+        ] {
             assert!(secret(path), "{path}");
         }
         for path in ["server.port", "server.message", "alerts[0].duration"] {

@@ -139,7 +139,8 @@ impl Server {
         // keeps the old one in service.
         let reloader = tls.as_ref().map(|tls| spawn_cert_reloader(tls, log.clone()));
         // SIGHUP: reopen the audit file (logrotate), reload the certificates and the config.
-        let hangup = spawn_hangup(gateway.clone(), tls.as_ref().map(TlsSettings::reloader), log.clone());
+        let hangup =
+            spawn_hangup(gateway.clone(), tls.as_ref().map(TlsSettings::reloader), log.clone());
         let handshake_timeout = tls.as_ref().map(|t| t.handshake_timeout()).unwrap_or_default();
         let connections = Arc::new(Semaphore::new(limits.max_connections.get()));
         info!(log, "listening"; "addr" => listener.local_addr().map(|a| a.to_string()).unwrap_or_default());
@@ -264,7 +265,10 @@ struct Admitted {
 }
 
 impl Admitted {
-    fn new(permit: tokio::sync::OwnedSemaphorePermit, metrics: Arc<cliproxy_audit::Metrics>) -> Self {
+    fn new(
+        permit: tokio::sync::OwnedSemaphorePermit,
+        metrics: Arc<cliproxy_audit::Metrics>,
+    ) -> Self {
         metrics.connection_opened();
         Self { _permit: permit, metrics }
     }
@@ -322,7 +326,10 @@ fn spawn_hangup(
             }
         };
         while hangup.recv().await.is_some() {
-            info!(log, "SIGHUP received: reopening the audit log, reloading certificates and configuration");
+            info!(
+                log,
+                "SIGHUP received: reopening the audit log, reloading certificates and configuration"
+            );
             let audit = gateway.guard().audit.clone();
             let _ = tokio::task::spawn_blocking(move || audit.reopen()).await;
             if let Some(reloader) = &certificates {
@@ -377,7 +384,8 @@ async fn serve_metrics(
                             .unwrap_or_default();
                         (StatusCode::OK, text)
                     };
-                    let mut response = Response::new(http_body_util::Full::new(bytes::Bytes::from(body)));
+                    let mut response =
+                        Response::new(http_body_util::Full::new(bytes::Bytes::from(body)));
                     *response.status_mut() = status;
                     let content_type = if status == StatusCode::OK {
                         "text/plain; version=0.0.4; charset=utf-8"
