@@ -14,8 +14,9 @@
 //! - **credentials readable** / **encryption at rest**: every stored credential decrypts;
 //!   encryption off or a plaintext credential left over fails.
 //! - **TLS certificate** / **TLS key**: when `server.tls.enabled`, the certificate must parse and
-//!   have ≥ 24 h left (< 14 days warns), and the key must match it. With TLS off, a non-loopback
-//!   `server.host` warns: clients' keys would cross the network in clear.
+//!   have ≥ 24 h left (< 14 days warns), and the key must match it (a key file every user can
+//!   read warns). With TLS off, a non-loopback `server.host` warns: clients' keys would cross
+//!   the network in clear; TLS may be terminated in front, so this is not a failure.
 //! - **management API**: `management.allow_remote` without TLS on the listener fails.
 //! - **rate limits**: per-IP and global limits on pass. One off fails when `server.host` is not
 //!   loopback — anyone who can reach the port could then flood the gateway and its providers

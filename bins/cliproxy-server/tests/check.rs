@@ -511,3 +511,16 @@ fn a_state_directory_that_cannot_be_created_fails() {
     report.failed();
     report.expect("state store", "FAIL", "does not exist and cannot be created", "mkdir -p -m 700");
 }
+
+#[test]
+fn the_help_lists_the_rows_and_exit_codes() {
+    let output = Command::new(env!("CARGO_BIN_EXE_cliproxy-server"))
+        .args(["check", "--help"])
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let help = String::from_utf8_lossy(&output.stdout);
+    for part in ["pass / warn / FAIL", "server.tls.enabled", "logging.audit", "Exit codes: 0"] {
+        assert!(help.contains(part), "{part:?} missing from:\n{help}");
+    }
+}
