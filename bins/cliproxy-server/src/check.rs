@@ -686,7 +686,7 @@ fn secrets_in_file(list: &mut Checklist, file: Option<&Path>) {
         Ok(found) if found.is_empty() => list.pass(CHECK, "keys come from ${VAR} placeholders"),
         Ok(found) => list.fail(
             CHECK,
-            format!("written literally in {}: {}", path.display(), found.join(", ")),
+            format!("written literally: {} (in {})", found.join(", "), path.display()),
             "replace each with a \"${CLIPROXY_...}\" placeholder set in the environment, and rotate those keys: the file has exposed them (`cliproxy-server keygen`)",
         ),
         Err(e) => list.fail(
