@@ -157,6 +157,21 @@ fn certificate(not_before: u64, not_after: u64) -> (String, String) {
     (cert.pem(), key.serialize_pem())
 }
 
+/// Every path under `dir` with its mode, size and modification time.
+fn tree(dir: &std::path::Path) -> Vec<(PathBuf, u32, u64, std::time::SystemTime)> {
+    let mut found = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(path) = pending.pop() {
+        let meta = fs::symlink_metadata(&path).unwrap();
+        if meta.is_dir() {
+            pending.extend(fs::read_dir(&path).unwrap().map(|entry| entry.unwrap().path()));
+        }
+        found.push((path, meta.permissions().mode(), meta.len(), meta.modified().unwrap()));
+    }
+    found.sort();
+    found
+}
+
 /// The output of one `check` run, split into rows.
 struct Report {
     code: Option<i32>,
@@ -242,9 +257,11 @@ impl Report {
 #[test]
 fn a_sound_deployment_passes_every_row() {
     let fixture = Fixture::good();
+    let before = tree(fixture.dir.path());
     let report = fixture.check();
     assert_eq!(report.code, Some(0), "{}\n{}", report.stdout, report.stderr);
     assert!(report.stdout.contains("ready: no check failed"), "{}", report.stdout);
+    assert_eq!(tree(fixture.dir.path()), before, "check created, removed or changed a file");
     for row in &report.rows {
         // Running as root (as CI may) is the one warning a sound deployment can show here.
         let allowed: &[&str] =
