@@ -1,26 +1,87 @@
 //! `cliproxy-server check`: the pre-deployment checklist. It only reads: nothing is fixed,
 //! created or rewritten (unlike `serve`, which tightens loose modes on files it owns).
 //!
-//! Each row is `ok`, `warn` or `FAIL`; any `FAIL` makes the exit code 1. Later layers (TLS,
-//! rate limits, audit) add their rows here.
+//! Each row is `pass`, `warn` or `FAIL`, and every row that is not a pass carries a one-line
+//! fix naming the config key or the command to run. Any `FAIL` makes the exit code 1; warnings
+//! do not. The verdict rules, row by row:
+//!
+//! - **not running as root**: uid 0 with `sandbox.require_non_root: false` fails (serve would
+//!   run as root); uid 0 otherwise warns (serve refuses root, so only check itself runs as
+//!   root — run it as the service user for the ownership rows to mean something).
+//! - **client keys**: none, or an invalid one, fails (every request would be refused).
+//! - **auth.dir permissions**: the directory must be ours and 0700, credential files ours and
+//!   0600; a missing directory warns (serve creates it).
+//! - **credentials readable** / **encryption at rest**: every stored credential decrypts;
+//!   encryption off or a plaintext credential left over fails.
+//! - **TLS certificate** / **TLS key**: when `server.tls.enabled`, the certificate must parse and
+//!   have ≥ 24 h left (< 14 days warns), and the key must match it (a key file every user can
+//!   read warns). With TLS off, a non-loopback `server.host` warns: clients' keys would cross
+//!   the network in clear; TLS may be terminated in front, so this is not a failure.
+//! - **management API**: `management.allow_remote` without TLS on the listener fails.
+//! - **rate limits**: per-IP and global limits on pass. One off fails when `server.host` is not
+//!   loopback — anyone who can reach the port could then flood the gateway and its providers
+//!   at no cost — and warns on loopback, where only local processes can.
+//! - **audit log**: off fails; on, its directory must be writable (or creatable), the file ours
+//!   and 0600; leaving `auth_failure` or `security_violation` out of the events warns.
+//! - **metrics**: a listener on a non-loopback host warns (the `ip` label reveals clients).
+//! - **alerts**: no rule warns.
+//! - **state store**: the directory of `state.path` must be writable (or creatable), the file
+//!   ours and 0600.
+//! - **no secrets in the config file**: a key written literally (not a `${VAR}` placeholder)
+//!   fails; only the key's name is printed, never its value.
+//! - **sandbox** / **posture of this process**: a sandbox feature off warns.
 
 use std::fs;
+use std::io::ErrorKind;
+use std::net::IpAddr;
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
 
+use cliproxy_audit::EventType;
 use cliproxy_gateway::Config;
 use cliproxy_vault::Protection;
+use nix::unistd::AccessFlags;
+
+/// Runs every check against `config` (loaded from `file`, when there is one); prints the
+/// table and returns whether everything passed (no `FAIL`).
+pub(crate) fn run(config: &Config, file: Option<&Path>) -> bool {
+    let euid = euid();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    let mut list = Checklist::default();
+
+    root(&mut list, config, euid);
+    client_keys(&mut list, config);
+    let dir = check_auth_dir(&mut list, &config.auth.dir, euid);
+    credentials(&mut list, config, dir);
+    tls(&mut list, config, now);
+    management(&mut list, config);
+    rate_limits(&mut list, config);
+    audit_log(&mut list, config, euid);
+    metrics(&mut list, config);
+    alerts(&mut list, config);
+    state_store(&mut list, config, euid);
+    secrets_in_file(&mut list, file);
+    sandbox(&mut list, config);
+
+    list.print();
+    list.passed()
+}
 
 /// One row of the checklist.
 struct Row {
     check: &'static str,
     verdict: Verdict,
     detail: String,
+    /// What to do about it; every row that is not a pass has one.
+    fix: Option<String>,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Verdict {
-    Ok,
+    Pass,
     Warn,
     Fail,
 }
@@ -28,134 +89,615 @@ enum Verdict {
 impl Verdict {
     fn label(self) -> &'static str {
         match self {
-            Self::Ok => "ok",
+            Self::Pass => "pass",
             Self::Warn => "warn",
             Self::Fail => "FAIL",
         }
     }
 }
 
-/// Runs every check against `config` (loaded from `file`, when there is one); prints the
-/// table and returns whether everything passed (no `FAIL`).
-pub(crate) fn run(config: &Config, file: Option<&Path>) -> bool {
-    let mut rows = Vec::new();
-    let mut add = |check, verdict, detail: String| rows.push(Row { check, verdict, detail });
+/// The rows found so far, in the order they are printed.
+#[derive(Default)]
+struct Checklist {
+    rows: Vec<Row>,
+}
 
-    let euid = nix_euid();
-    match (euid == 0, config.sandbox.require_non_root) {
-        (true, false) => add(
-            "not running as root",
-            Verdict::Fail,
-            "sandbox.require_non_root is false and this runs as uid 0".to_owned(),
-        ),
-        (true, true) => add(
-            "not running as root",
-            Verdict::Warn,
-            "check runs as uid 0; serve refuses root (sandbox.require_non_root): run check as the service user".to_owned(),
-        ),
-        (false, _) => add("not running as root", Verdict::Ok, format!("uid {euid}")),
+impl Checklist {
+    fn pass(&mut self, check: &'static str, detail: impl Into<String>) {
+        self.rows.push(Row { check, verdict: Verdict::Pass, detail: detail.into(), fix: None });
     }
 
-    let keys = config.auth.client_keys().map(|k| k.len());
-    match keys {
-        Ok(0) => add(
-            "client keys",
-            Verdict::Fail,
-            "auth.api_keys is empty: every request would be refused".to_owned(),
-        ),
-        Ok(n) => add("client keys", Verdict::Ok, format!("{n} configured")),
-        Err(e) => add("client keys", Verdict::Fail, e.to_string()),
+    fn warn(&mut self, check: &'static str, detail: impl Into<String>, fix: impl Into<String>) {
+        self.add(check, Verdict::Warn, detail, fix);
     }
 
-    // The store is opened only when auth.dir is already right: opening tightens loose modes,
-    // and check must not change anything.
-    let dir_ok = check_auth_dir(&config.auth.dir, euid, &mut add);
-
-    let encryption = &config.auth.encryption;
-    if !encryption.enabled {
-        add(
-            "encryption at rest",
-            Verdict::Fail,
-            "auth.encryption.enabled is false: tokens are stored in plaintext".to_owned(),
-        );
+    fn fail(&mut self, check: &'static str, detail: impl Into<String>, fix: impl Into<String>) {
+        self.add(check, Verdict::Fail, detail, fix);
     }
-    match dir_ok.then(|| config.auth.build()) {
-        None => {
-            add("credentials readable", Verdict::Warn, "not checked: fix auth.dir first".to_owned())
+
+    fn add(
+        &mut self,
+        check: &'static str,
+        verdict: Verdict,
+        detail: impl Into<String>,
+        fix: impl Into<String>,
+    ) {
+        let fix = Some(fix.into()).filter(|_| verdict != Verdict::Pass);
+        self.rows.push(Row { check, verdict, detail: detail.into(), fix });
+    }
+
+    /// Prints the table: the fix of a row goes on its own line under the row's detail.
+    fn print(&self) {
+        let width = self.rows.iter().map(|r| r.check.len()).max().unwrap_or(0).max(5);
+        println!("{:<width$}  {:<6}  DETAIL / FIX", "CHECK", "RESULT");
+        for row in &self.rows {
+            println!("{:<width$}  {:<6}  {}", row.check, row.verdict.label(), row.detail);
+            if let Some(fix) = &row.fix {
+                println!("{:<width$}  {:<6}  fix: {fix}", "", "");
+            }
         }
-        Some(Err(e)) => add("credentials readable", Verdict::Fail, e.to_string()),
-        Some(Ok(store)) => match store.list() {
-            Err(e) => add("credentials readable", Verdict::Fail, e.to_string()),
-            Ok(metas) => {
-                let plaintext: Vec<&str> = metas
-                    .iter()
-                    .filter(|m| m.stored == Protection::Plaintext)
-                    .map(|m| m.id.as_str())
-                    .collect();
-                add(
-                    "credentials readable",
-                    Verdict::Ok,
-                    format!("{} credential(s) decrypt", metas.len()),
-                );
-                if encryption.enabled {
-                    if plaintext.is_empty() {
-                        add(
-                            "encryption at rest",
-                            Verdict::Ok,
-                            "on; every credential is encrypted".to_owned(),
-                        );
-                    } else {
-                        add(
-                            "encryption at rest",
-                            Verdict::Fail,
-                            format!(
-                                "plaintext credential(s) {}: run `cliproxy-server vault migrate`",
-                                plaintext.join(", ")
-                            ),
-                        );
-                    }
+        let failed = self.count(Verdict::Fail);
+        let warned = self.count(Verdict::Warn);
+        println!();
+        if failed == 0 {
+            println!("ready: no check failed ({warned} warning(s))");
+        } else {
+            println!("not ready: {failed} check(s) failed, {warned} warning(s)");
+        }
+    }
+
+    fn count(&self, verdict: Verdict) -> usize {
+        self.rows.iter().filter(|r| r.verdict == verdict).count()
+    }
+
+    fn passed(&self) -> bool {
+        self.count(Verdict::Fail) == 0
+    }
+}
+
+/// Several findings about one thing, printed as one row with the worst verdict.
+#[derive(Default)]
+struct Findings {
+    items: Vec<(Verdict, String, String)>,
+}
+
+impl Findings {
+    fn push(&mut self, verdict: Verdict, detail: impl Into<String>, fix: impl Into<String>) {
+        self.items.push((verdict, detail.into(), fix.into()));
+    }
+
+    /// Adds the row: `pass_detail` when nothing was found, else every finding and its fix.
+    fn report(self, list: &mut Checklist, check: &'static str, pass_detail: String) {
+        let Some(worst) = self.items.iter().map(|(v, _, _)| *v).max() else {
+            list.pass(check, pass_detail);
+            return;
+        };
+        let detail = self.items.iter().map(|(_, d, _)| d.as_str()).collect::<Vec<_>>().join("; ");
+        let mut fixes: Vec<&str> = Vec::new();
+        for (_, _, fix) in &self.items {
+            if !fixes.contains(&fix.as_str()) {
+                fixes.push(fix);
+            }
+        }
+        list.add(check, worst, detail, fixes.join("; "));
+    }
+}
+
+fn root(list: &mut Checklist, config: &Config, euid: u32) {
+    const CHECK: &str = "not running as root";
+    match (euid == 0, config.sandbox.require_non_root) {
+        (true, false) => list.fail(
+            CHECK,
+            "sandbox.require_non_root is false and this runs as uid 0: serve would run as root",
+            "set sandbox.require_non_root: true and run as an unprivileged user (USER 65534:65534 in the image, User= in the unit)",
+        ),
+        (true, true) => list.warn(
+            CHECK,
+            "check runs as uid 0 (serve refuses root: sandbox.require_non_root is on), so the ownership rows compare against root",
+            "run check as the service user, e.g. `setpriv --reuid=65534 --regid=65534 --clear-groups cliproxy-server check`",
+        ),
+        (false, _) => list.pass(CHECK, format!("uid {euid}")),
+    }
+}
+
+fn client_keys(list: &mut Checklist, config: &Config) {
+    const CHECK: &str = "client keys";
+    match config.auth.client_keys().map(|k| k.len()) {
+        Ok(0) => list.fail(
+            CHECK,
+            "auth.api_keys is empty: every proxied request would be refused",
+            "add auth.api_keys: [\"${CLIPROXY_CLIENT_KEY}\"] and set CLIPROXY_CLIENT_KEY (`cliproxy-server keygen` prints one)",
+        ),
+        Ok(n) => list.pass(CHECK, format!("{n} configured")),
+        Err(e) => list.fail(
+            CHECK,
+            e.to_string(),
+            "correct auth.api_keys as the detail says (`cliproxy-server keygen` prints a key)",
+        ),
+    }
+}
+
+/// What the `auth.dir` row found, for the rows that need to read inside it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum AuthDir {
+    /// It does not exist yet: nothing is stored.
+    Missing,
+    /// Its permissions are wrong (or it cannot be read): opening it would change modes.
+    Bad,
+    /// Ours, 0700, files 0600: safe to open without changing anything.
+    Good,
+}
+
+/// `auth.dir` must be ours and 0700, each credential file ours and 0600; read-only here.
+fn check_auth_dir(list: &mut Checklist, dir: &Path, euid: u32) -> AuthDir {
+    const CHECK: &str = "auth.dir permissions";
+    let shown = dir.display();
+    let meta = match fs::symlink_metadata(dir) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == ErrorKind::NotFound => {
+            list.warn(
+                CHECK,
+                format!("{shown} (auth.dir) does not exist yet: no credential is stored"),
+                format!(
+                    "`mkdir -m 700 {shown}`, or `cliproxy-server vault add --provider NAME` (creates it 0700)"
+                ),
+            );
+            return AuthDir::Missing;
+        }
+        Err(e) => {
+            list.fail(
+                CHECK,
+                format!("{shown}: {e}"),
+                format!("make {shown} readable by uid {euid}, or point auth.dir elsewhere"),
+            );
+            return AuthDir::Bad;
+        }
+    };
+    let mut findings = Findings::default();
+    if !meta.is_dir() {
+        findings.push(
+            Verdict::Fail,
+            format!("{shown} is not a directory"),
+            "point auth.dir at a directory (0700, owned by the service user)",
+        );
+    } else {
+        if meta.uid() != euid {
+            findings.push(
+                Verdict::Fail,
+                format!("{shown} is owned by uid {}, not {euid}", meta.uid()),
+                format!("chown {euid} {shown}"),
+            );
+        }
+        if meta.mode() & 0o777 != 0o700 {
+            findings.push(
+                Verdict::Fail,
+                format!("{shown} has mode {:04o}, not 0700", meta.mode() & 0o7777),
+                format!("chmod 700 {shown}"),
+            );
+        }
+        let (mut loose, mut foreign) = (Vec::new(), Vec::new());
+        if let Ok(entries) = fs::read_dir(dir) {
+            for entry in entries.flatten() {
+                let path = entry.path();
+                let Ok(meta) = fs::symlink_metadata(&path) else { continue };
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if !(name.ends_with(".json") || name.starts_with('.')) {
+                    continue;
+                }
+                if !meta.is_file() {
+                    findings.push(
+                        Verdict::Fail,
+                        format!("{} is not a regular file", path.display()),
+                        format!("remove {} (credential files are plain files)", path.display()),
+                    );
+                } else if meta.mode() & 0o777 != 0o600 {
+                    loose.push((path.display().to_string(), meta.mode() & 0o7777));
+                } else if meta.uid() != euid {
+                    foreign.push((path.display().to_string(), meta.uid()));
                 }
             }
+        }
+        // One command for all the loose files, rather than one fix per file.
+        if !loose.is_empty() {
+            let detail: Vec<String> = loose
+                .iter()
+                .map(|(p, mode)| format!("{p} has mode {mode:04o}, not 0600"))
+                .collect();
+            let paths: Vec<&str> = loose.iter().map(|(p, _)| p.as_str()).collect();
+            findings.push(
+                Verdict::Fail,
+                detail.join("; "),
+                format!("chmod 600 {}", paths.join(" ")),
+            );
+        }
+        if !foreign.is_empty() {
+            let detail: Vec<String> = foreign
+                .iter()
+                .map(|(p, uid)| format!("{p} is owned by uid {uid}, not {euid}"))
+                .collect();
+            let paths: Vec<&str> = foreign.iter().map(|(p, _)| p.as_str()).collect();
+            findings.push(
+                Verdict::Fail,
+                detail.join("; "),
+                format!("chown {euid} {}", paths.join(" ")),
+            );
+        }
+    }
+    let good = findings.items.is_empty();
+    findings.report(list, CHECK, format!("{shown}: 0700, files 0600, owned by uid {euid}"));
+    if good { AuthDir::Good } else { AuthDir::Bad }
+}
+
+/// The credentials readable and encryption at rest rows. The store is opened only when
+/// auth.dir is already right: opening tightens loose modes, and check must not change
+/// anything.
+fn credentials(list: &mut Checklist, config: &Config, dir: AuthDir) {
+    const READABLE: &str = "credentials readable";
+    const ENCRYPTION: &str = "encryption at rest";
+    let encryption = config.auth.encryption.enabled;
+    if !encryption {
+        list.fail(
+            ENCRYPTION,
+            "auth.encryption.enabled is false: provider tokens are stored in plaintext",
+            "set auth.encryption.enabled: true and auth.encryption.key: \"${CLIPROXY_ENCRYPTION_KEY}\" (`cliproxy-server keygen` prints a key), then `cliproxy-server vault migrate`",
+        );
+    }
+    let store = match dir {
+        AuthDir::Missing => {
+            list.pass(READABLE, "none stored yet");
+            None
+        }
+        AuthDir::Bad => {
+            list.warn(
+                READABLE,
+                "not checked: auth.dir permissions are wrong",
+                "fix the auth.dir permissions row first",
+            );
+            None
+        }
+        AuthDir::Good => match config.auth.build() {
+            Err(e) => {
+                list.fail(READABLE, e.to_string(), key_fix());
+                None
+            }
+            Ok(store) => Some(store),
         },
-    }
-
-    let management = &config.management;
-    match (management.key().is_some(), management.allow_remote) {
-        (false, _) => add("management API", Verdict::Ok, "off (no management.secret_key)".to_owned()),
-        (true, false) => add("management API", Verdict::Ok, "loopback only".to_owned()),
-        (true, true) => add(
-            "management API",
-            Verdict::Fail,
-            "management.allow_remote is on without TLS on the listener: the management key would cross the network in clear".to_owned(),
-        ),
-    }
-
-    match file {
-        Some(path) => match literal_secrets(path) {
-            Ok(found) if found.is_empty() => {
-                add(
-                    "no secrets in the config file",
-                    Verdict::Ok,
-                    "keys come from ${VAR} placeholders".to_owned(),
+    };
+    let Some(store) = store else {
+        if encryption {
+            list.pass(ENCRYPTION, "on (stored files not checked: see credentials readable)");
+        }
+        return;
+    };
+    match store.list() {
+        Err(e) => {
+            list.fail(READABLE, e.to_string(), key_fix());
+            if encryption {
+                list.pass(ENCRYPTION, "on (stored files not checked: see credentials readable)");
+            }
+        }
+        Ok(metas) => {
+            list.pass(READABLE, format!("{} credential(s) decrypt", metas.len()));
+            let plaintext: Vec<&str> = metas
+                .iter()
+                .filter(|m| m.stored == Protection::Plaintext)
+                .map(|m| m.id.as_str())
+                .collect();
+            // With encryption off, its failing row was added above.
+            if !encryption {
+                return;
+            }
+            if plaintext.is_empty() {
+                list.pass(ENCRYPTION, "on; every credential is encrypted");
+            } else {
+                list.fail(
+                    ENCRYPTION,
+                    format!(
+                        "plaintext credential(s) left from before encryption: {}",
+                        plaintext.join(", ")
+                    ),
+                    "`cliproxy-server vault migrate` (encrypts them in place)",
                 );
             }
-            Ok(found) => add(
-                "no secrets in the config file",
-                Verdict::Fail,
-                format!(
-                    "written literally: {} (use \"${{CLIPROXY_...}}\" placeholders)",
-                    found.join(", ")
-                ),
-            ),
-            Err(e) => add(
-                "no secrets in the config file",
-                Verdict::Fail,
-                format!("{}: {e}", path.display()),
-            ),
-        },
-        None => add("no secrets in the config file", Verdict::Ok, "no config file".to_owned()),
+        }
+    }
+}
+
+fn key_fix() -> &'static str {
+    "give auth.encryption.key (or previous_keys) the key the files were written with, or remove the file named"
+}
+
+/// When TLS is on: the certificate row (readable, parseable, time left) and the key row
+/// (`TlsSettings::build`, exactly what serve does). When it is off: one row on the exposure.
+fn tls(list: &mut Checklist, config: &Config, now: i64) {
+    let tls = &config.server.tls;
+    let host = config.server.host;
+    if !tls.enabled {
+        if is_loopback(host) {
+            list.pass(
+                "TLS",
+                format!("off; server.host {host} is loopback, reachable from this machine only"),
+            );
+        } else {
+            list.warn(
+                "TLS",
+                format!("off while listening on {host}: clients' keys cross the network in clear"),
+                "set server.tls.enabled: true with server.tls.cert_file and server.tls.key_file, or terminate TLS in front and set server.host: 127.0.0.1",
+            );
+        }
+        return;
     }
 
+    const CERT: &str = "TLS certificate";
+    match &tls.cert_file {
+        None => list.fail(
+            CERT,
+            "server.tls.enabled is true but server.tls.cert_file is not set",
+            "set server.tls.cert_file to the PEM certificate chain (leaf first)",
+        ),
+        Some(cert_file) => match cliproxy_netguard::tls::certificate_not_after(cert_file) {
+            Err(e) => list.fail(
+                CERT,
+                e.to_string(),
+                "point server.tls.cert_file at a readable PEM certificate chain, leaf first",
+            ),
+            Ok(not_after) => {
+                let (verdict, detail) = expiry(not_after, now);
+                let fix = format!(
+                    "renew the certificate and replace {} (serve reloads it without a restart)",
+                    cert_file.display()
+                );
+                list.add(CERT, verdict, format!("{}: {detail}", cert_file.display()), fix);
+            }
+        },
+    }
+
+    const KEY: &str = "TLS key";
+    match cliproxy_netguard::tls::TlsSettings::build(tls) {
+        Err(e) => {
+            let detail = e.to_string();
+            let fix = if detail.contains("does not match") {
+                "give server.tls.key_file the private key the certificate was issued for"
+            } else if detail.contains("cipher_suites") {
+                "correct server.tls.cipher_suites as the detail says"
+            } else {
+                "correct server.tls as the detail says (key_file: a PEM RSA, ECDSA or Ed25519 key)"
+            };
+            list.fail(KEY, detail, fix);
+        }
+        Ok(_) => {
+            let key_file = tls.key_file.as_deref().unwrap_or(Path::new(""));
+            let others = fs::metadata(key_file).map(|m| m.mode() & 0o007).unwrap_or(0);
+            if others != 0 {
+                list.warn(
+                    KEY,
+                    format!(
+                        "{} matches the certificate but every user of this machine can read it",
+                        key_file.display()
+                    ),
+                    format!(
+                        "chmod 600 {} (or 640 with the service user's group)",
+                        key_file.display()
+                    ),
+                );
+            } else {
+                list.pass(KEY, format!("{} matches the certificate", key_file.display()));
+            }
+        }
+    }
+}
+
+/// The verdict on a certificate that expires at `not_after` (Unix seconds): expired or less
+/// than a day left fails (a renewal cannot be counted on in time), less than 14 days warns.
+fn expiry(not_after: i64, now: i64) -> (Verdict, String) {
+    const DAY: i64 = 86_400;
+    let date = cliproxy_netguard::format_utc(u64::try_from(not_after).unwrap_or(0));
+    let left = not_after - now;
+    if left <= 0 {
+        (Verdict::Fail, format!("expired on {date}"))
+    } else if left < DAY {
+        (
+            Verdict::Fail,
+            format!(
+                "expires in {}h{:02}m ({date}), less than 24 hours",
+                left / 3600,
+                left % 3600 / 60
+            ),
+        )
+    } else if left < 14 * DAY {
+        (Verdict::Warn, format!("expires in {} day(s) ({date}), less than 14 days", left / DAY))
+    } else {
+        (Verdict::Pass, format!("valid until {date} ({} days)", left / DAY))
+    }
+}
+
+fn management(list: &mut Checklist, config: &Config) {
+    const CHECK: &str = "management API";
+    let management = &config.management;
+    match (management.key().is_some(), management.allow_remote, config.server.tls.enabled) {
+        (false, _, _) => list.pass(CHECK, "off (no management.secret_key)"),
+        (true, false, _) => list.pass(CHECK, "loopback peers only"),
+        (true, true, true) => list.pass(CHECK, "remote peers allowed, over TLS"),
+        (true, true, false) => list.fail(
+            CHECK,
+            "management.allow_remote is on without TLS on the listener: the management key would cross the network in clear",
+            "set server.tls.enabled: true, or management.allow_remote: false and reach it through a loopback tunnel (ssh -L)",
+        ),
+    }
+}
+
+fn rate_limits(list: &mut Checklist, config: &Config) {
+    const CHECK: &str = "rate limits";
+    let security = &config.server.security.rate_limiting;
+    let global = &config.server.rate_limit;
+    let per_ip = security.enabled && security.per_ip;
+    let mut off = Vec::new();
+    if !per_ip {
+        off.push("per-IP (server.security.rate_limiting)");
+    }
+    if !global.enabled {
+        off.push("global (server.rate_limit)");
+    }
+    if off.is_empty() {
+        list.pass(
+            CHECK,
+            format!(
+                "per-IP {}/s burst {}; global {}/s burst {}",
+                security.requests_per_second,
+                security.burst,
+                global.requests_per_second,
+                global.burst
+            ),
+        );
+        return;
+    }
+    let mut fix = Vec::new();
+    if !per_ip {
+        fix.push("server.security.rate_limiting.enabled: true");
+    }
+    if !global.enabled {
+        fix.push("server.rate_limit.enabled: true");
+    }
+    let fix = format!("set {}", fix.join(" and "));
+    let host = config.server.host;
+    if is_loopback(host) {
+        list.warn(
+            CHECK,
+            format!("{} off (listening on loopback {host} only)", off.join(" and ")),
+            fix,
+        );
+    } else {
+        list.fail(
+            CHECK,
+            format!(
+                "{} off while listening on {host}: anyone who reaches the port can flood it",
+                off.join(" and ")
+            ),
+            fix,
+        );
+    }
+}
+
+fn audit_log(list: &mut Checklist, config: &Config, euid: u32) {
+    const CHECK: &str = "audit log";
+    let audit = &config.logging.audit;
+    if !audit.enabled {
+        list.fail(
+            CHECK,
+            "logging.audit.enabled is false: no record of authentications, refusals or credential access",
+            "set logging.audit.enabled: true and logging.audit.file (e.g. /var/log/cliproxy/audit.log)",
+        );
+        return;
+    }
+    let file = &audit.file;
+    let mut findings = Findings::default();
+    let dir = writable_dir(parent_dir(file), "logging.audit.file", euid);
+    if let Err((detail, fix)) = &dir {
+        findings.push(Verdict::Fail, detail, fix);
+    }
+    let file_state = private_file(file, euid, &mut findings);
+    let missing: Vec<&str> = [EventType::AuthFailure, EventType::SecurityViolation]
+        .into_iter()
+        .filter(|event| !audit.events.contains(event))
+        .map(EventType::as_str)
+        .collect();
+    if !missing.is_empty() {
+        findings.push(
+            Verdict::Warn,
+            format!("logging.audit.events leaves out {}", missing.join(" and ")),
+            format!(
+                "add {} to logging.audit.events (or remove the key to write every event)",
+                missing.join(", ")
+            ),
+        );
+    }
+    let pass = format!(
+        "{}: {}, {}",
+        file.display(),
+        dir.unwrap_or_default(),
+        file_state.unwrap_or("created 0600 at start")
+    );
+    findings.report(list, CHECK, pass);
+}
+
+fn metrics(list: &mut Checklist, config: &Config) {
+    const CHECK: &str = "metrics";
+    let metrics = &config.metrics;
+    let at = format!("{}:{}{}", metrics.host, metrics.port, metrics.path);
+    if !metrics.enabled {
+        list.pass(CHECK, "listener off (metrics.enabled: false)");
+    } else if is_loopback(metrics.host) {
+        list.pass(CHECK, format!("on {at}, loopback only"));
+    } else {
+        list.warn(
+            CHECK,
+            format!("listening on {at}: anyone who reaches it sees client IP addresses (the ip label) and traffic"),
+            format!(
+                "set metrics.host: 127.0.0.1 and scrape through a sidecar or tunnel, or firewall port {} to the Prometheus server",
+                metrics.port
+            ),
+        );
+    }
+}
+
+fn alerts(list: &mut Checklist, config: &Config) {
+    const CHECK: &str = "alerts";
+    if config.alerts.is_empty() {
+        list.warn(
+            CHECK,
+            "no alert rules: auth failure and rate limit spikes go unnoticed",
+            "add rules under alerts:, e.g. {name: auth failures, condition: \"auth_failures > 100\", duration: 5m, action: notify_admin}",
+        );
+    } else {
+        list.pass(CHECK, format!("{} rule(s)", config.alerts.len()));
+    }
+}
+
+fn state_store(list: &mut Checklist, config: &Config, euid: u32) {
+    const CHECK: &str = "state store";
+    let (path, key) = match &config.state.path {
+        Some(path) => (path.clone(), "state.path"),
+        // The gateway keeps it in auth.dir then, whose row already covers the file's mode.
+        None => (config.auth.dir.join(".state.db"), "auth.dir"),
+    };
+    let mut findings = Findings::default();
+    let dir = writable_dir(parent_dir(&path), key, euid);
+    if let Err((detail, fix)) = &dir {
+        findings.push(Verdict::Fail, detail, fix);
+    }
+    let file_state =
+        if config.state.path.is_some() { private_file(&path, euid, &mut findings) } else { None };
+    let pass = format!(
+        "{}: {}{}",
+        path.display(),
+        dir.unwrap_or_default(),
+        file_state.map(|s| format!(", {s}")).unwrap_or_default()
+    );
+    findings.report(list, CHECK, pass);
+}
+
+fn secrets_in_file(list: &mut Checklist, file: Option<&Path>) {
+    const CHECK: &str = "no secrets in the config file";
+    let Some(path) = file else {
+        list.pass(CHECK, "no config file");
+        return;
+    };
+    match literal_secrets(path) {
+        Ok(found) if found.is_empty() => list.pass(CHECK, "keys come from ${VAR} placeholders"),
+        Ok(found) => list.fail(
+            CHECK,
+            format!("written literally: {} (in {})", found.join(", "), path.display()),
+            "replace each with a \"${CLIPROXY_...}\" placeholder set in the environment, and rotate those keys: the file has exposed them (`cliproxy-server keygen`)",
+        ),
+        Err(e) => list.fail(
+            CHECK,
+            format!("{}: {e}", path.display()),
+            "make the config file readable YAML",
+        ),
+    }
+}
+
+fn sandbox(list: &mut Checklist, config: &Config) {
     let sandbox = &config.sandbox;
     for (on, key) in [
         (sandbox.seccomp, "sandbox.seccomp"),
@@ -163,100 +705,111 @@ pub(crate) fn run(config: &Config, file: Option<&Path>) -> bool {
         (sandbox.no_new_privs || sandbox.seccomp, "sandbox.no_new_privs"),
     ] {
         if !on {
-            add("sandbox", Verdict::Warn, format!("{key} is off"));
+            list.warn("sandbox", format!("{key} is off"), format!("set {key}: true"));
         }
     }
     if sandbox.seccomp && sandbox.landlock {
-        add("sandbox", Verdict::Ok, "seccomp allowlist, no_new_privs and landlock on".to_owned());
+        list.pass("sandbox", "seccomp allowlist, no_new_privs and landlock on");
     }
     match cliproxy_container::posture::Posture::read() {
-        Ok(posture) => add("posture of this process", Verdict::Ok, posture.to_string()),
-        Err(e) => add("posture of this process", Verdict::Warn, format!("/proc/self/status: {e}")),
+        Ok(posture) => list.pass("posture of this process", posture.to_string()),
+        Err(e) => list.warn(
+            "posture of this process",
+            format!("/proc/self/status: {e}"),
+            "run on Linux with /proc mounted (`cliproxy-server sandbox posture` shows it)",
+        ),
     }
-
-    let width = rows.iter().map(|r| r.check.len()).max().unwrap_or(0);
-    println!("{:<width$}  {:<6} DETAIL", "CHECK", "RESULT");
-    for row in &rows {
-        println!("{:<width$}  {:<6} {}", row.check, row.verdict.label(), row.detail);
-    }
-    let failed = rows.iter().filter(|r| r.verdict == Verdict::Fail).count();
-    println!();
-    if failed == 0 {
-        println!("ready: no check failed");
-    } else {
-        println!("not ready: {failed} check(s) failed");
-    }
-    failed == 0
 }
 
-/// `auth.dir` must be ours and 0700, each credential file ours and 0600; read-only here.
-fn check_auth_dir(
-    dir: &Path,
-    euid: u32,
-    add: &mut impl FnMut(&'static str, Verdict, String),
-) -> bool {
-    const CHECK: &str = "auth.dir permissions";
-    let meta = match fs::symlink_metadata(dir) {
-        Ok(meta) => meta,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            add(
-                CHECK,
-                Verdict::Warn,
-                format!("{} does not exist yet (serve creates it 0700)", dir.display()),
-            );
-            return false;
+/// The directory a file is in (`.` for a bare file name).
+fn parent_dir(file: &Path) -> PathBuf {
+    match file.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// Whether this user may create files in `dir` (`eaccess`: the effective ids, groups and
+/// read-only mounts all count), or, when it does not exist yet, may create it in its parent.
+/// `Ok` is a sentence for a passing row; `Err` is (detail, fix). `key` is the config key that
+/// names the directory.
+fn writable_dir(dir: PathBuf, key: &str, euid: u32) -> Result<String, (String, String)> {
+    let shown = dir.display();
+    let can_write = |path: &Path| nix::unistd::eaccess(path, AccessFlags::W_OK | AccessFlags::X_OK);
+    match fs::metadata(&dir) {
+        Ok(meta) if !meta.is_dir() => {
+            Err((format!("{shown} is not a directory"), format!("point {key} into a directory")))
         }
-        Err(e) => {
-            add(CHECK, Verdict::Fail, format!("{}: {e}", dir.display()));
-            return false;
-        }
-    };
-    let mut problems = Vec::new();
-    if !meta.is_dir() {
-        problems.push(format!("{} is not a directory", dir.display()));
-    } else {
-        if meta.uid() != euid {
-            problems.push(format!("{} is owned by uid {}, not {euid}", dir.display(), meta.uid()));
-        }
-        if meta.mode() & 0o777 != 0o700 {
-            problems.push(format!(
-                "{} has mode {:04o}, not 0700",
-                dir.display(),
-                meta.mode() & 0o7777
-            ));
-        }
-        if let Ok(entries) = fs::read_dir(dir) {
-            for entry in entries.flatten() {
-                let path = entry.path();
-                let Ok(meta) = fs::symlink_metadata(&path) else { continue };
-                let name = entry.file_name().to_string_lossy().into_owned();
-                if name.ends_with(".json") || name.starts_with('.') {
-                    if !meta.is_file() {
-                        problems.push(format!("{} is not a regular file", path.display()));
-                    } else if meta.mode() & 0o777 != 0o600 {
-                        problems.push(format!(
-                            "{} has mode {:04o}, not 0600",
-                            path.display(),
-                            meta.mode() & 0o7777
-                        ));
-                    } else if meta.uid() != euid {
-                        problems.push(format!("{} is owned by uid {}", path.display(), meta.uid()));
-                    }
-                }
+        Ok(_) => match can_write(&dir) {
+            Ok(()) => Ok(format!("{shown} is writable")),
+            Err(errno) => Err((
+                format!("{shown} is not writable by uid {euid} ({})", errno.desc()),
+                format!("chown {euid} {shown} && chmod 700 {shown} (or point {key} elsewhere)"),
+            )),
+        },
+        Err(e) if e.kind() == ErrorKind::NotFound => {
+            let parent = parent_dir(&dir);
+            let parent_ok = fs::metadata(&parent).is_ok_and(|m| m.is_dir());
+            if parent_ok && can_write(&parent).is_ok() {
+                Ok(format!("{shown} will be created 0700 at start"))
+            } else {
+                Err((
+                    format!(
+                        "{shown} does not exist and cannot be created: {} is missing or not writable by uid {euid}",
+                        parent.display()
+                    ),
+                    format!("mkdir -p -m 700 {shown} && chown {euid} {shown}"),
+                ))
             }
         }
+        Err(e) => Err((format!("{shown}: {e}"), format!("make {shown} reachable by uid {euid}"))),
     }
-    if problems.is_empty() {
-        add(
-            CHECK,
-            Verdict::Ok,
-            format!("{}: 0700, files 0600, owned by uid {euid}", dir.display()),
+}
+
+/// A file only we may read: ours and 0600 when it exists. Adds a failing finding per problem
+/// and returns a sentence for a passing row, or `None` when the file does not exist yet.
+fn private_file(file: &Path, euid: u32, findings: &mut Findings) -> Option<&'static str> {
+    let shown = file.display();
+    let meta = match fs::symlink_metadata(file) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == ErrorKind::NotFound => return None,
+        Err(e) => {
+            findings.push(
+                Verdict::Fail,
+                format!("{shown}: {e}"),
+                format!("make {shown} readable by uid {euid}"),
+            );
+            return Some("unreadable");
+        }
+    };
+    if !meta.is_file() {
+        findings.push(
+            Verdict::Fail,
+            format!("{shown} is not a regular file"),
+            format!("replace {shown} with a regular file"),
         );
-        true
-    } else {
-        add(CHECK, Verdict::Fail, problems.join("; "));
-        false
+        return Some("not a file");
     }
+    if meta.mode() & 0o777 != 0o600 {
+        findings.push(
+            Verdict::Fail,
+            format!("{shown} has mode {:04o}, not 0600: others can read it", meta.mode() & 0o7777),
+            format!("chmod 600 {shown}"),
+        );
+    }
+    if meta.uid() != euid {
+        findings.push(
+            Verdict::Fail,
+            format!("{shown} is owned by uid {}, not {euid}", meta.uid()),
+            format!("chown {euid} {shown}"),
+        );
+    }
+    Some("file 0600, owned by us")
+}
+
+/// Loopback, IPv4-mapped IPv6 loopback included.
+fn is_loopback(host: IpAddr) -> bool {
+    host.to_canonical().is_loopback()
 }
 
 /// The secret-holding keys whose value in the file is not a `${VAR}` placeholder. Reads the
@@ -301,7 +854,7 @@ fn literal_secrets(path: &Path) -> Result<Vec<String>, String> {
     Ok(found)
 }
 
-fn nix_euid() -> u32 {
+fn euid() -> u32 {
     cliproxy_container::posture::Posture::read().map_or(u32::MAX, |p| p.euid)
 }
 
@@ -322,5 +875,45 @@ mod tests {
         assert_eq!(found, ["auth.api_keys[1]", "auth.api_keys[3].key", "auth.encryption.key"]);
         fs::write(&path, "management: {secret_key: \"pre-${X}\"}\n").unwrap();
         assert_eq!(literal_secrets(&path).unwrap(), ["management.secret_key"]);
+    }
+
+    #[test]
+    fn certificate_expiry_thresholds() {
+        let now = 1_800_000_000;
+        assert_eq!(expiry(now - 1, now).0, Verdict::Fail);
+        assert_eq!(expiry(now, now).0, Verdict::Fail);
+        assert_eq!(expiry(now + 86_399, now).0, Verdict::Fail);
+        assert_eq!(expiry(now + 86_400, now).0, Verdict::Warn);
+        assert_eq!(expiry(now + 14 * 86_400 - 1, now).0, Verdict::Warn);
+        assert_eq!(expiry(now + 14 * 86_400, now).0, Verdict::Pass);
+        assert!(
+            expiry(now + 3600, now).1.starts_with("expires in 1h00m ("),
+            "{:?}",
+            expiry(now + 3600, now)
+        );
+        assert!(expiry(1_925_078_400, now).1.starts_with("valid until 2031-01-02T00:00:00Z"));
+        assert!(expiry(0, now).1.contains("expired on 1970-01-01"));
+    }
+
+    #[test]
+    fn findings_report_the_worst_verdict_and_each_fix_once() {
+        let mut list = Checklist::default();
+        let mut findings = Findings::default();
+        findings.push(Verdict::Warn, "a", "fix a");
+        findings.push(Verdict::Fail, "b", "fix a");
+        findings.report(&mut list, "x", "fine".to_owned());
+        Findings::default().report(&mut list, "y", "fine".to_owned());
+        assert_eq!(list.rows[0].verdict, Verdict::Fail);
+        assert_eq!(list.rows[0].detail, "a; b");
+        assert_eq!(list.rows[0].fix.as_deref(), Some("fix a"));
+        assert_eq!((list.rows[1].verdict, list.rows[1].fix.as_deref()), (Verdict::Pass, None));
+        assert!(!list.passed());
+    }
+
+    #[test]
+    fn mapped_loopback_is_loopback() {
+        assert!(is_loopback("::ffff:127.0.0.1".parse().unwrap()));
+        assert!(is_loopback("::1".parse().unwrap()));
+        assert!(!is_loopback("0.0.0.0".parse().unwrap()));
     }
 }

@@ -36,10 +36,25 @@ pub(crate) enum Command {
     /// Run the whole stack on loopback with the built-in mock provider: no provider account
     /// needed. Prints a fresh client key and copy-paste examples.
     Demo(DemoArgs),
-    /// The pre-deployment checklist: auth.dir permissions, credentials readable and
-    /// encrypted, client keys present, management not remote without TLS, not root, no secret
-    /// written literally in the config file, sandbox settings, this process's posture. Prints
-    /// a table; exits 1 when a check fails. Reads only: nothing is fixed or rewritten.
+    /// The pre-deployment checklist: a table of pass / warn / FAIL rows, each non-pass row
+    /// with a one-line fix. Exits 1 when a row fails, 0 otherwise (warnings do not fail).
+    ///
+    /// Rows: not running as root (sandbox.require_non_root); client keys present
+    /// (auth.api_keys); auth.dir 0700 and its files 0600, owned by this user; credentials
+    /// readable; encryption at rest (auth.encryption, no plaintext file left); TLS: with
+    /// server.tls.enabled, the certificate parses and has 24 h left (FAIL below, warn below 14
+    /// days) and the key matches it, with TLS off a non-loopback server.host warns;
+    /// management API not remote without TLS; rate limits (server.security.rate_limiting and
+    /// server.rate_limit: off fails on a non-loopback server.host, warns on loopback); audit
+    /// log (logging.audit: on, directory writable, file 0600 and ours, auth_failure and
+    /// security_violation among the events); metrics not on a non-loopback host; at least one
+    /// alert rule; state store directory writable (state.path); no secret written literally
+    /// in the config file (only key names are printed, never values); sandbox settings and
+    /// this process's posture.
+    ///
+    /// Run it as the service user: ownership is checked against the user running it. It
+    /// reads only: nothing is fixed, created or rewritten. Exit codes: 0 no FAIL row, 1 a row
+    /// failed, 78 the configuration does not load.
     Check,
     /// Print fresh random keys: a client key (auth.api_keys), a management key
     /// (management.secret_key) and an encryption key (auth.encryption.key).

@@ -172,6 +172,29 @@ impl TlsSettings {
     }
 }
 
+/// When the leaf (first) certificate of a PEM file expires, in seconds since the Unix epoch.
+/// Reads only the certificate, so `cliproxy-server check` can report an expired or unreadable
+/// certificate on its own, apart from whether the key matches it.
+pub fn certificate_not_after(cert_file: &Path) -> Result<i64> {
+    let leaf = CertificateDer::pem_file_iter(cert_file)
+        .map_err(|err| pem_error(cert_file, &err, "certificate"))?
+        .next()
+        .ok_or_else(|| {
+            Error::Tls(format!(
+                "{}: no certificate found; server.tls.cert_file must hold a PEM chain (BEGIN \
+                 CERTIFICATE), leaf first",
+                cert_file.display()
+            ))
+        })?
+        .map_err(|err| pem_error(cert_file, &err, "certificate"))?;
+    der::not_after(&leaf).ok_or_else(|| {
+        Error::Tls(format!(
+            "{}: the leaf certificate cannot be parsed (no readable validity period)",
+            cert_file.display()
+        ))
+    })
+}
+
 /// Builds the rustls server configuration for `server.tls` (whether or not `enabled` is set:
 /// the caller has decided to serve TLS) on the ring provider, with only the selected cipher
 /// suites, the protocol versions from `min_version`, ALPN `h2` then `http/1.1`, and the
@@ -707,6 +730,25 @@ mod tests {
         };
         let err = TlsSettings::build(&cfg).unwrap_err().to_string();
         assert!(err.contains("server.tls.key_file"), "{err}");
+    }
+
+    #[test]
+    fn the_expiry_of_a_certificate_file_is_read_without_its_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+        params.not_after = rcgen::date_time_ymd(2031, 1, 2);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        let (cert_file, key_file) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+        fs::write(&cert_file, cert.pem()).unwrap();
+        fs::write(&key_file, key.serialize_pem()).unwrap();
+        // 2031-01-02T00:00:00Z.
+        assert_eq!(certificate_not_after(&cert_file).unwrap(), 1_925_078_400);
+        // A key file holds no certificate; the error names the file and the key, not its lines.
+        let err = certificate_not_after(&key_file).unwrap_err().to_string();
+        assert!(err.contains("key.pem") && err.contains("server.tls.cert_file"), "{err}");
+        assert!(!err.contains("PRIVATE"), "{err}");
+        assert!(certificate_not_after(&dir.path().join("missing.pem")).is_err());
     }
 
     #[test]
