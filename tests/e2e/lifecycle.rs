@@ -241,8 +241,10 @@ async fn check_reports_each_problem_and_changes_nothing() {
     // Sound: placeholders only, encryption on, one encrypted credential.
     harness.write_config(&format!(
         "auth:\n  api_keys: [{{name: e2e, key: \"${{CLIPROXY_E2E_CLIENT_KEY}}\"}}]\n  dir: {:?}\n  encryption: {{enabled: true, key: \"${{CLIPROXY_E2E_ENCRYPTION_KEY}}\"}}\n\
-         providers: {{oa: {{type: openai, base_url: \"http://127.0.0.1:9\", models: [\"gpt-*\"]}}}}\n",
-        harness.auth_dir().display().to_string()
+         providers: {{oa: {{type: openai, base_url: \"http://127.0.0.1:9\", models: [\"gpt-*\"]}}}}\n\
+         logging: {{audit: {{enabled: true, file: {:?}}}}}\n",
+        harness.auth_dir().display().to_string(),
+        harness.auth_dir().with_file_name("audit.log").display().to_string()
     ));
     let mut child = command(&["vault", "add", "--provider", "oa", "--id", "oa-1"])
         .stdin(std::process::Stdio::piped())
