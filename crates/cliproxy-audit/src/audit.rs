@@ -132,10 +132,10 @@ impl Audit {
         for alert in &fired {
             self.metrics.alert_fired(&alert.rule);
         }
-        if self.selected(event_type) {
-            if let Some(sink) = &self.sink {
-                sink.write(&event);
-            }
+        if self.selected(event_type)
+            && let Some(sink) = &self.sink
+        {
+            sink.write(&event);
         }
         fired
     }
