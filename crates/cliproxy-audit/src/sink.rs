@@ -247,6 +247,7 @@ impl FileSink {
             write_error: None,
             reopen_error: None,
             last_attempt: now,
+            last_sync: now,
             error_log: RateLimit::default(),
         };
         let core = AsyncCore::custom(ChainDrain(Mutex::new(worker)))
@@ -627,6 +628,7 @@ struct Worker {
     write_error: Option<String>,
     reopen_error: Option<String>,
     last_attempt: Instant,
+    last_sync: Instant,
     error_log: RateLimit,
 }
 
@@ -814,9 +816,10 @@ impl Worker {
         if !self.unsynced || self.write_error.is_some() {
             return;
         }
-        if !force && self.last_attempt.elapsed() < self.options.sync_interval {
+        if !force && self.last_sync.elapsed() < self.options.sync_interval {
             return;
         }
+        self.last_sync = Instant::now();
         match self.writer.sync() {
             Ok(()) => self.unsynced = false,
             Err(e) => self.failed(&e),
