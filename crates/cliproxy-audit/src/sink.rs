@@ -17,7 +17,7 @@
 //! The event is dropped and counted on the caller's side; the count travels through the
 //! channel as soon as there is room, and the writer records it in the chain itself as a
 //! `security_violation` line with `result: "audit_events_lost"` and `details.lost`, and in
-//! `cliproxy_audit_events_dropped_total`. (This is slog-async's `DropAndReport` strategy, done
+//! the metrics (`Metrics::audit_events_dropped`). (This is slog-async's `DropAndReport` strategy, done
 //! around `AsyncCore` rather than with `Async`: `Async` counts a failed report as one more
 //! lost record, and it silently drops control records, while `flush` and `reopen` must never be
 //! lost. Those are retried until the channel takes them.)
@@ -81,7 +81,7 @@ pub trait AuditSink: Send + Sync + std::fmt::Debug {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum SinkReport {
-    /// A write (or fdatasync) failed (`cliproxy_audit_write_failures_total`).
+    /// A write (or fdatasync) failed (`Metrics::audit_write_failed`).
     WriteFailed,
     /// Events were dropped: channel full, or backlog full while the disk fails.
     EventsDropped(u64),
