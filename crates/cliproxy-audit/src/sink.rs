@@ -392,6 +392,10 @@ impl Front {
 
     /// Sends the count of dropped events when there is one and there is room.
     fn push_lost(&self) {
+        // A plain load first: the common case (nothing dropped) does not write the shared line.
+        if self.dropped.load(Ordering::Relaxed) == 0 {
+            return;
+        }
         let count = self.dropped.swap(0, Ordering::SeqCst);
         if count > 0 {
             let sent = self.send(
@@ -872,13 +876,16 @@ impl Worker {
             Some(error) => SinkHealth::Failing { error: error.clone() },
             None => SinkHealth::Ok,
         };
-        let mut shared = lock(&self.shared.health);
-        if *shared != health {
-            let healthy = health == SinkHealth::Ok;
-            if (*shared == SinkHealth::Ok) != healthy {
-                (self.report)(SinkReport::Healthy(healthy));
-            }
+        let healthy = health == SinkHealth::Ok;
+        let was_healthy = {
+            let mut shared = lock(&self.shared.health);
+            let was_healthy = *shared == SinkHealth::Ok;
             *shared = health;
+            was_healthy
+        };
+        // Reported outside the lock: the reporter may well ask for the health.
+        if was_healthy != healthy {
+            (self.report)(SinkReport::Healthy(healthy));
         }
     }
 }
