@@ -672,3 +672,36 @@ fn a_full_channel_drops_events_and_the_chain_records_how_many() {
         (Some("audit_events_lost"), Some(96))
     );
 }
+
+#[test]
+fn long_lines_are_continued_across_a_restart_and_oversized_details_are_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    let big = |bytes: usize| {
+        let mut details = serde_json::Map::new();
+        details.insert("note".to_owned(), Value::String("x".repeat(bytes)));
+        Event::new(What::ConfigChange {
+            action: "reload",
+            changed: vec!["server.port".to_owned()],
+            details,
+            outcome: Ok(()),
+        })
+    };
+    {
+        let opened = open(&path);
+        // 200 KiB: longer than the first window the tail reader tries (64 KiB).
+        opened.sink.write(&big(200 * 1024));
+        opened.sink.write(&big(300 * 1024));
+    }
+    // A torn line longer than the first window too.
+    OpenOptions::new().append(true).open(&path).unwrap().write_all(&[b'{'; 100_000]).unwrap();
+    let opened = open(&path);
+    assert!(opened.log.find("incomplete last line")[0].contains("bytes=100000"));
+    opened.sink.write(&big(10));
+    opened.sink.flush();
+    let verified = verify_files(&[&path]).unwrap();
+    assert_eq!((verified.lines, verified.last_seq), (3, Some(3)));
+    let all = lines(&path);
+    assert!(all[0].len() > 200 * 1024);
+    assert_eq!(json(&all[1])["details"]["truncated"], true);
+}
