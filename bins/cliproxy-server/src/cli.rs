@@ -74,6 +74,9 @@ pub(crate) enum Command {
     /// Manage the provider credentials stored in auth.dir.
     #[command(subcommand)]
     Vault(VaultCommand),
+    /// The audit log: verify its hash chain.
+    #[command(subcommand)]
+    Audit(crate::audit_cmd::AuditCommand),
 }
 
 #[derive(Debug, Args)]

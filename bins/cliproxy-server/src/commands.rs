@@ -91,6 +91,7 @@ pub(crate) fn run(cli: Cli) -> Result<(), Failure> {
         Some(Command::Vault(VaultCommand::List)) => vault_list(&cli.config),
         Some(Command::Vault(VaultCommand::Migrate)) => vault_reencrypt(&cli.config, false),
         Some(Command::Vault(VaultCommand::RotateKey)) => vault_reencrypt(&cli.config, true),
+        Some(Command::Audit(command)) => crate::audit_cmd::run(&command),
     }
 }
 

@@ -1,6 +1,7 @@
 //! `cliproxy-server`: the command line. Parsing, exit codes and dispatch only; each
 //! subcommand lives in its own module and the gateway itself in `cliproxy-gateway`.
 
+mod audit_cmd;
 mod check;
 mod cli;
 mod commands;

@@ -6,6 +6,8 @@
 
 use std::process::{Command, Output};
 
+mod audit;
+
 fn run(args: &[&str], dir: &std::path::Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_cliproxy-server"))
         .args(args)

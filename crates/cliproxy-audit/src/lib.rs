@@ -39,4 +39,7 @@ pub use crate::config::{
 pub use crate::error::{Error, Result};
 pub use crate::event::{Event, EventType, Plane, What};
 pub use crate::metrics::Metrics;
-pub use crate::sink::{AuditSink, FileSink, SinkHealth};
+pub use crate::sink::{
+    AuditSink, AuditWriter, FileSink, OpenWriter, Reporter, SinkHealth, SinkOptions, SinkReport,
+};
+pub use crate::verify::{Broken, MAX_LINE, Problem, Verified, verify_files, verify_reader};

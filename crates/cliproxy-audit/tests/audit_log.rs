@@ -1,0 +1,707 @@
+//! The audit log as an operator and an auditor meet it: lines written through the file sink,
+//! the chain continued across restarts and rotations, damage found by the verifier, and a
+//! failing disk that neither blocks requests nor breaks the chain.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a failed expectation fails the test"
+)]
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::net::{IpAddr, Ipv4Addr};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+use cliproxy_audit::{
+    Audit, AuditConfig, AuditSink, AuditWriter, Broken, Error, Event, EventType, FileSink, Metrics,
+    MetricsConfig, OpenWriter, Plane, Problem, SinkHealth, SinkOptions, SinkReport, What,
+    verify_files,
+};
+use serde_json::Value;
+use slog::{Drain, Logger, OwnedKVList, Record};
+
+// ---------------------------------------------------------------------------------------------
+// Helpers.
+
+/// The operational log, captured: one string per record, `LEVEL message key=value...`.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<String>>>);
+
+impl Captured {
+    fn logger(&self) -> Logger {
+        Logger::root(self.clone().fuse(), slog::o!())
+    }
+
+    fn lines(&self) -> Vec<String> {
+        self.0.lock().unwrap().clone()
+    }
+
+    fn find(&self, needle: &str) -> Vec<String> {
+        self.lines().into_iter().filter(|l| l.contains(needle)).collect()
+    }
+}
+
+struct KvText(String);
+
+impl slog::Serializer for KvText {
+    fn emit_arguments(&mut self, key: slog::Key, val: &std::fmt::Arguments<'_>) -> slog::Result {
+        self.0.push_str(&format!(" {key}={val}"));
+        Ok(())
+    }
+}
+
+impl Drain for Captured {
+    type Ok = ();
+    type Err = slog::Never;
+
+    fn log(&self, record: &Record<'_>, _: &OwnedKVList) -> Result<(), slog::Never> {
+        let mut text = KvText(format!("{} {}", record.level().as_short_str(), record.msg()));
+        slog::KV::serialize(&record.kv(), record, &mut text).unwrap();
+        self.0.lock().unwrap().push(text.0);
+        Ok(())
+    }
+}
+
+/// The sink's reports, captured.
+#[derive(Clone, Default)]
+struct Reports(Arc<Mutex<Vec<SinkReport>>>);
+
+impl Reports {
+    fn reporter(&self) -> cliproxy_audit::Reporter {
+        let reports = self.0.clone();
+        Arc::new(move |r| reports.lock().unwrap().push(r))
+    }
+
+    fn dropped(&self) -> u64 {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|r| if let SinkReport::EventsDropped(n) = r { *n } else { 0 })
+            .sum()
+    }
+
+    fn count(&self, report: SinkReport) -> usize {
+        self.0.lock().unwrap().iter().filter(|r| **r == report).count()
+    }
+
+    fn healthy_changes(&self) -> Vec<bool> {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|r| if let SinkReport::Healthy(h) = r { Some(*h) } else { None })
+            .collect()
+    }
+}
+
+fn config(path: &Path) -> AuditConfig {
+    let mut config = AuditConfig::default();
+    config.enabled = true;
+    config.file = path.to_owned();
+    config
+}
+
+struct Opened {
+    sink: FileSink,
+    log: Captured,
+    reports: Reports,
+}
+
+fn open_with(path: &Path, options: SinkOptions) -> Result<Opened, Error> {
+    let log = Captured::default();
+    let reports = Reports::default();
+    let sink = FileSink::open_with(&config(path), reports.reporter(), log.logger(), options)?;
+    Ok(Opened { sink, log, reports })
+}
+
+fn open(path: &Path) -> Opened {
+    open_with(path, SinkOptions::default()).unwrap()
+}
+
+/// A varied event: each kind in turn, with or without the optional fields.
+fn event(i: u64) -> Event {
+    let what = match i % 4 {
+        0 => What::ProviderRequest {
+            model: "gpt-4o".to_owned(),
+            status: 200,
+            duration: Duration::from_millis(i),
+            upstream: Some(Duration::from_millis(1)),
+            input_tokens: Some(i),
+            output_tokens: None,
+            credential: Some("openai-1".to_owned()),
+        },
+        1 => What::AuthFailure { plane: Plane::Client, reason: "invalid_key" },
+        2 => What::SecurityViolation {
+            rule: "per_ip_rate",
+            rate_limit: true,
+            detail: format!("quote \" backslash \\ newline \n #{i}"),
+        },
+        _ => What::AuthSuccess,
+    };
+    let event = Event::new(what).ip(IpAddr::V4(Ipv4Addr::new(10, 0, 0, (i % 250) as u8)));
+    if i.is_multiple_of(2) {
+        event.user("alice").provider("openai").request_id(format!("req-{i}"))
+    } else {
+        event
+    }
+}
+
+fn write_events(sink: &FileSink, range: std::ops::RangeInclusive<u64>) {
+    for i in range {
+        sink.write(&event(i));
+    }
+}
+
+fn lines(path: &Path) -> Vec<String> {
+    fs::read_to_string(path).unwrap().lines().map(str::to_owned).collect()
+}
+
+fn write_lines(path: &Path, lines: &[String]) {
+    fs::write(path, lines.iter().map(|l| format!("{l}\n")).collect::<String>()).unwrap();
+}
+
+fn json(line: &str) -> Value {
+    serde_json::from_str(line).unwrap()
+}
+
+fn broken(paths: &[&Path]) -> Broken {
+    match verify_files(paths) {
+        Ok(v) => panic!("verified: {v}"),
+        Err(b) => b,
+    }
+}
+
+/// A file of `n` chained lines written by the sink.
+fn chain_of(dir: &Path, n: u64) -> PathBuf {
+    let path = dir.join("audit.log");
+    let opened = open(&path);
+    write_events(&opened.sink, 1..=n);
+    opened.sink.flush();
+    path
+}
+
+// ---------------------------------------------------------------------------------------------
+// Writing and continuing the chain.
+
+#[test]
+fn lines_are_chained_in_the_fixed_shape_and_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    let opened = open(&path);
+    write_events(&opened.sink, 1..=200);
+    opened.sink.flush();
+    assert_eq!(opened.sink.health(), SinkHealth::Ok);
+
+    let verified = verify_files(&[&path]).unwrap();
+    assert_eq!(
+        (verified.files, verified.lines, verified.first_seq, verified.last_seq),
+        (1, 200, Some(1), Some(200))
+    );
+    assert!(verified.notes.is_empty(), "{:?}", verified.notes);
+
+    let all = lines(&path);
+    let first = json(&all[0]);
+    let keys: Vec<&str> = first.as_object().unwrap().keys().map(String::as_str).collect();
+    let mut expected = [
+        "seq",
+        "timestamp",
+        "event_type",
+        "provider",
+        "user_id",
+        "ip",
+        "result",
+        "request_id",
+        "details",
+        "prev_hash",
+        "hash",
+    ];
+    // serde_json sorts keys; the order on disk is checked on the raw text below.
+    expected.sort_unstable();
+    assert_eq!(keys, expected);
+    let mut at = 0;
+    for key in [
+        "\"seq\":1,",
+        "\"timestamp\":",
+        "\"event_type\":\"auth_failure\"",
+        "\"provider\":null",
+        "\"user_id\":null",
+        "\"ip\":\"10.0.0.1\"",
+        "\"result\":\"invalid_key\"",
+        "\"request_id\":null",
+        "\"details\":{\"plane\":\"client\"}",
+        "\"prev_hash\":\"0000",
+        "\"hash\":",
+    ] {
+        let found =
+            all[0][at..].find(key).unwrap_or_else(|| panic!("{key} after {at}: {}", all[0]));
+        at += found + key.len();
+    }
+    let stamp = first["timestamp"].as_str().unwrap();
+    assert!(stamp.len() == 24 && stamp.ends_with('Z') && stamp.as_bytes()[19] == b'.', "{stamp}");
+    let second = json(&all[1]);
+    assert_eq!(second["prev_hash"], first["hash"]);
+    assert_eq!(second["user_id"], "alice");
+    assert_eq!(second["request_id"], "req-2");
+    assert_eq!(second["details"]["detail"], "quote \" backslash \\ newline \n #2");
+
+    // The head is anchored in the operational log at open and at shutdown.
+    assert_eq!(opened.log.find("audit log opened").len(), 1);
+    let Opened { sink, log, .. } = opened;
+    drop(sink);
+    let closed = log.find("audit log closed");
+    assert_eq!(closed.len(), 1, "{:?}", log.lines());
+    assert!(closed[0].contains("seq=200"), "{}", closed[0]);
+    assert!(closed[0].contains(verified.head_hash.as_deref().unwrap()), "{}", closed[0]);
+}
+
+#[test]
+fn a_restart_continues_the_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    for round in 0..3 {
+        let opened = open(&path);
+        write_events(&opened.sink, round * 10 + 1..=round * 10 + 10);
+        if round == 1 {
+            let head = opened.log.find("audit log opened");
+            assert!(head[0].contains("seq=10"), "{head:?}");
+        }
+    }
+    let verified = verify_files(&[&path]).unwrap();
+    assert_eq!((verified.lines, verified.first_seq, verified.last_seq), (30, Some(1), Some(30)));
+}
+
+#[test]
+fn a_torn_last_line_is_cut_off_with_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = chain_of(dir.path(), 5);
+    let before = fs::metadata(&path).unwrap().len();
+    OpenOptions::new().append(true).open(&path).unwrap().write_all(b"{\"seq\":6,\"tim").unwrap();
+    // The verifier calls it a crash, not tampering.
+    let verified = verify_files(&[&path]).unwrap();
+    assert_eq!(verified.lines, 5);
+    assert!(verified.notes[0].contains("incomplete"), "{:?}", verified.notes);
+
+    let opened = open(&path);
+    let warning = opened.log.find("incomplete last line");
+    assert_eq!(warning.len(), 1, "{:?}", opened.log.lines());
+    assert!(warning[0].contains("bytes=13"), "{}", warning[0]);
+    assert!(warning[0].contains(&path.display().to_string()), "{}", warning[0]);
+    assert_eq!(fs::metadata(&path).unwrap().len(), before);
+    write_events(&opened.sink, 6..=6);
+    opened.sink.flush();
+    let verified = verify_files(&[&path]).unwrap();
+    assert_eq!((verified.lines, verified.last_seq, verified.notes.len()), (6, Some(6), 0));
+}
+
+#[test]
+fn a_damaged_last_line_refuses_to_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = chain_of(dir.path(), 3);
+    let good = lines(&path);
+
+    let mut changed = good.clone();
+    changed[2] = changed[2].replacen("\"seq\":3", "\"seq\":4", 1);
+    write_lines(&path, &changed);
+    let error = open_with(&path, SinkOptions::default()).err().unwrap();
+    assert!(matches!(error, Error::Chain { .. }), "{error}");
+    let message = error.to_string();
+    assert!(message.contains(&path.display().to_string()), "{message}");
+    assert!(message.contains("logging.audit.file"), "{message}");
+    assert!(message.contains("changed"), "{message}");
+
+    let mut junk = good.clone();
+    junk.push("this is not an audit line".to_owned());
+    write_lines(&path, &junk);
+    let error = open_with(&path, SinkOptions::default()).err().unwrap();
+    assert!(matches!(error, Error::Chain { .. }), "{error}");
+    assert!(error.to_string().contains("not an audit line"), "{error}");
+    // Nothing was written on top of it.
+    assert_eq!(lines(&path), junk);
+}
+
+#[test]
+fn reopen_after_logrotate_continues_the_chain_across_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    let rotated = dir.path().join("audit.log.1");
+    let opened = open(&path);
+    write_events(&opened.sink, 1..=5);
+    opened.sink.flush();
+    fs::rename(&path, &rotated).unwrap();
+    // Queued before the reopen: still goes to the renamed file.
+    write_events(&opened.sink, 6..=7);
+    opened.sink.reopen();
+    write_events(&opened.sink, 8..=12);
+    opened.sink.flush();
+    assert!(opened.log.find("audit log reopened")[0].contains("seq=7"), "{:?}", opened.log.lines());
+
+    assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+    let both = verify_files(&[&rotated, &path]).unwrap();
+    assert_eq!((both.files, both.lines, both.first_seq, both.last_seq), (2, 12, Some(1), Some(12)));
+
+    let old = verify_files(&[&rotated]).unwrap();
+    assert_eq!((old.lines, old.last_seq), (7, Some(7)));
+    assert_eq!(old.notes.len(), 0);
+    let current = verify_files(&[&path]).unwrap();
+    assert_eq!((current.lines, current.first_seq), (5, Some(8)));
+    assert!(current.notes[0].contains("starts at seq 8"), "{:?}", current.notes);
+
+    let wrong_order = broken(&[&path, &rotated]);
+    assert_eq!((wrong_order.file.as_path(), wrong_order.line), (rotated.as_path(), 1));
+    assert!(matches!(wrong_order.problem, Problem::Backwards { at_file_start: true, .. }));
+    assert!(wrong_order.to_string().contains("files out of order"), "{wrong_order}");
+}
+
+#[test]
+fn the_file_is_0600_in_a_0700_directory_and_a_looser_mode_is_tightened() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("var/logs");
+    let path = logs.join("audit.log");
+    let opened = open(&path);
+    write_events(&opened.sink, 1..=1);
+    opened.sink.flush();
+    assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(fs::metadata(&logs).unwrap().permissions().mode() & 0o777, 0o700);
+    drop(opened);
+
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+    let opened = open(&path);
+    assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+    let warning = opened.log.find("mode tightened");
+    assert!(warning.len() == 1 && warning[0].contains("mode=644"), "{:?}", opened.log.lines());
+}
+
+#[test]
+fn the_events_filter_is_honoured() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    let opened = open(&path);
+    let sink: Arc<dyn AuditSink> = Arc::new(opened.sink);
+    let mut audit_config = config(&path);
+    audit_config.events = vec![EventType::AuthFailure, EventType::ProviderRequest];
+    let metrics = Arc::new(Metrics::new(&MetricsConfig::default(), Vec::<String>::new()));
+    let audit = Audit::with_sink(Some(sink), &audit_config, metrics, &[]);
+    for i in 0..8 {
+        audit.emit(event(i));
+    }
+    audit.flush();
+    let types: Vec<String> =
+        lines(&path).iter().map(|l| json(l)["event_type"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(types, ["provider_request", "auth_failure", "provider_request", "auth_failure"]);
+    assert_eq!(verify_files(&[&path]).unwrap().lines, 4);
+}
+
+#[test]
+fn no_secret_reaches_the_file() {
+    let planted = "sk-planted-7f3a9c2e4b1d8f6a0c5e";
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    let opened = open(&path);
+    write_events(&opened.sink, 1..=40);
+    opened.sink.write(&Event::new(What::CredentialAccess {
+        action: "export",
+        credential: Some("openai-1".to_owned()),
+        outcome: Err("denied".to_owned()),
+    }));
+    opened.sink.flush();
+    let text = fs::read_to_string(&path).unwrap();
+    assert_eq!(text.lines().count(), 41);
+    assert!(!text.contains(planted));
+    assert!(!opened.log.lines().concat().contains(planted));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tampering: each named at the right line.
+
+#[test]
+fn a_flipped_byte_names_the_changed_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = chain_of(dir.path(), 10);
+    let mut all = lines(&path);
+    all[3] = all[3].replacen("10.0.0.4", "10.0.0.5", 1);
+    write_lines(&path, &all);
+    let b = broken(&[&path]);
+    assert_eq!((b.line, b.seq, b.problem.clone()), (4, Some(4), Problem::Changed));
+    assert!(
+        b.to_string().ends_with("audit.log:4: seq 4: changed (hash does not match the line)"),
+        "{b}"
+    );
+}
+
+#[test]
+fn a_deleted_line_is_named_as_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = chain_of(dir.path(), 10);
+    let mut all = lines(&path);
+    all.remove(4);
+    write_lines(&path, &all);
+    let b = broken(&[&path]);
+    assert_eq!((b.line, b.seq), (5, Some(6)));
+    assert!(b.to_string().ends_with("seq 5 missing: line removed"), "{b}");
+}
+
+#[test]
+fn swapped_lines_are_named_as_reordered() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = chain_of(dir.path(), 10);
+    let mut all = lines(&path);
+    all.swap(2, 6);
+    write_lines(&path, &all);
+    let b = broken(&[&path]);
+    assert_eq!((b.line, b.seq), (3, Some(7)));
+    assert!(matches!(b.problem, Problem::Reordered { expected: 3, .. }), "{b}");
+    assert!(b.to_string().contains("lines reordered"), "{b}");
+}
+
+#[test]
+fn a_changed_and_rehashed_line_breaks_the_next_link() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = chain_of(dir.path(), 10);
+    let mut all = lines(&path);
+    let line = all[3].replacen("10.0.0.4", "10.0.0.9", 1);
+    let cut = line.rfind(",\"hash\":\"").unwrap();
+    let digest = ring::digest::digest(&ring::digest::SHA256, &line.as_bytes()[..cut]);
+    let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    all[3] = format!("{},\"hash\":\"{hex}\"}}", &line[..cut]);
+    write_lines(&path, &all);
+    let b = broken(&[&path]);
+    assert_eq!((b.line, b.seq), (5, Some(5)));
+    assert!(matches!(b.problem, Problem::PrevHash { .. }), "{b}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// A failing disk.
+
+#[test]
+fn a_full_disk_never_blocks_writes_and_keeps_the_backlog_bounded() {
+    let dev_full = Path::new("/dev/full");
+    let mut options = SinkOptions::default();
+    options.backlog_lines = 1000;
+    let opened = open_with(dev_full, options).unwrap();
+    let started = Instant::now();
+    let mut slowest = Duration::ZERO;
+    for i in 0..100_000 {
+        let one = Instant::now();
+        opened.sink.write(&event(i));
+        slowest = slowest.max(one.elapsed());
+    }
+    let elapsed = started.elapsed();
+    eprintln!("100k writes on /dev/full: {elapsed:?} in all, slowest {slowest:?}");
+    assert!(elapsed < Duration::from_secs(20), "{elapsed:?}");
+    opened.sink.flush();
+
+    let SinkHealth::Failing { error } = opened.sink.health() else {
+        panic!("healthy on /dev/full")
+    };
+    assert!(error.contains("/dev/full") && error.contains("logging.audit.file"), "{error}");
+    assert!(error.contains("No space left on device"), "{error}");
+    // Every event is either held (at most 1000 lines) or counted as dropped.
+    let dropped = opened.reports.dropped();
+    assert!((99_000..100_000).contains(&dropped), "{dropped}");
+    assert_eq!(opened.reports.healthy_changes(), [false]);
+    assert!(opened.reports.count(SinkReport::WriteFailed) >= 1);
+    // The error log is rate-limited.
+    let errors = opened.log.find("cannot write the audit log");
+    assert!((1..=3).contains(&errors.len()), "{errors:?}");
+    assert!(errors[0].contains("/dev/full"), "{errors:?}");
+}
+
+/// A file whose writes fail (after writing a few bytes, like ENOSPC mid-line) while `fail`
+/// is set.
+struct Flaky {
+    file: File,
+    fail: Arc<AtomicBool>,
+    wrote_part: bool,
+}
+
+impl Write for Flaky {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if !self.fail.load(Ordering::SeqCst) {
+            return self.file.write(buf);
+        }
+        if !self.wrote_part && buf.len() > 10 {
+            self.wrote_part = true;
+            return self.file.write(&buf[..10]);
+        }
+        self.wrote_part = false;
+        Err(io::Error::from_raw_os_error(28))
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl AuditWriter for Flaky {
+    fn file_len(&mut self) -> io::Result<u64> {
+        Ok(self.file.metadata()?.len())
+    }
+
+    fn truncate(&mut self, len: u64) -> io::Result<()> {
+        self.file.set_len(len)
+    }
+
+    fn sync(&mut self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+}
+
+#[test]
+fn after_a_failing_disk_the_backlog_is_written_in_order_and_the_loss_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    let fail = Arc::new(AtomicBool::new(false));
+    let opener: OpenWriter = {
+        let fail = fail.clone();
+        Arc::new(move |path: &Path| {
+            let file = OpenOptions::new().append(true).create(true).mode(0o600).open(path)?;
+            Ok(Box::new(Flaky { file, fail: fail.clone(), wrote_part: false })
+                as Box<dyn AuditWriter>)
+        })
+    };
+    let mut options = SinkOptions::default();
+    options.backlog_lines = 50;
+    options.open = Some(opener);
+    let opened = open_with(&path, options).unwrap();
+
+    write_events(&opened.sink, 1..=5);
+    opened.sink.flush();
+    fail.store(true, Ordering::SeqCst);
+    write_events(&opened.sink, 6..=85);
+    opened.sink.flush();
+    let SinkHealth::Failing { error } = opened.sink.health() else { panic!("healthy") };
+    assert!(error.contains(&path.display().to_string()), "{error}");
+    // The partial line was cut off: the file still verifies.
+    assert_eq!(verify_files(&[&path]).unwrap().lines, 5);
+
+    fail.store(false, Ordering::SeqCst);
+    opened.sink.flush();
+    assert_eq!(opened.sink.health(), SinkHealth::Ok);
+    assert_eq!(opened.reports.healthy_changes(), [false, true]);
+    assert_eq!(opened.reports.dropped(), 30);
+    assert!(opened.log.find("writable again").len() == 1, "{:?}", opened.log.lines());
+
+    // 5 written, 50 held and written once the disk worked, then the loss of 30.
+    let verified = verify_files(&[&path]).unwrap();
+    assert_eq!((verified.lines, verified.last_seq), (56, Some(56)));
+    let all = lines(&path);
+    let held_last = json(&all[54]);
+    assert_eq!(held_last["ip"], "10.0.0.55");
+    let lost = json(&all[55]);
+    assert_eq!(lost["event_type"], "security_violation");
+    assert_eq!(lost["result"], "audit_events_lost");
+    assert_eq!(lost["details"]["lost"], 30);
+
+    // Back to normal: later events follow the loss line.
+    write_events(&opened.sink, 86..=86);
+    opened.sink.flush();
+    assert_eq!(verify_files(&[&path]).unwrap().lines, 57);
+}
+
+/// A writer that blocks in its first write until told to go on.
+struct Gate {
+    file: File,
+    entered: Option<mpsc::Sender<()>>,
+    go: mpsc::Receiver<()>,
+}
+
+impl Write for Gate {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if let Some(entered) = self.entered.take() {
+            entered.send(()).unwrap();
+            self.go.recv().unwrap();
+        }
+        self.file.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl AuditWriter for Gate {
+    fn file_len(&mut self) -> io::Result<u64> {
+        Ok(self.file.metadata()?.len())
+    }
+
+    fn truncate(&mut self, len: u64) -> io::Result<()> {
+        self.file.set_len(len)
+    }
+
+    fn sync(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_full_channel_drops_events_and_the_chain_records_how_many() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    let (entered_tx, entered) = mpsc::channel();
+    let (go, go_rx) = mpsc::channel();
+    let gate = Mutex::new(Some((entered_tx, go_rx)));
+    let mut options = SinkOptions::default();
+    options.channel_size = 4;
+    options.open = Some(Arc::new(move |path: &Path| {
+        let (entered, go) = gate.lock().unwrap().take().expect("opened once");
+        let file = OpenOptions::new().append(true).create(true).open(path)?;
+        Ok(Box::new(Gate { file, entered: Some(entered), go }) as Box<dyn AuditWriter>)
+    }));
+    let opened = open_with(&path, options).unwrap();
+
+    write_events(&opened.sink, 1..=1);
+    entered.recv().unwrap();
+    // The writer is stuck in its first write: 4 events fit in the channel, 96 are dropped.
+    write_events(&opened.sink, 2..=101);
+    go.send(()).unwrap();
+    opened.sink.flush();
+
+    assert_eq!(opened.reports.dropped(), 96);
+    let verified = verify_files(&[&path]).unwrap();
+    assert_eq!(verified.lines, 6);
+    let lost = json(&lines(&path)[5]);
+    assert_eq!(
+        (lost["result"].as_str(), lost["details"]["lost"].as_u64()),
+        (Some("audit_events_lost"), Some(96))
+    );
+}
+
+#[test]
+fn long_lines_are_continued_across_a_restart_and_oversized_details_are_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    let big = |bytes: usize| {
+        let mut details = serde_json::Map::new();
+        details.insert("note".to_owned(), Value::String("x".repeat(bytes)));
+        Event::new(What::ConfigChange {
+            action: "reload",
+            changed: vec!["server.port".to_owned()],
+            details,
+            outcome: Ok(()),
+        })
+    };
+    {
+        let opened = open(&path);
+        // 200 KiB: longer than the first window the tail reader tries (64 KiB).
+        opened.sink.write(&big(200 * 1024));
+        opened.sink.write(&big(300 * 1024));
+    }
+    // A torn line longer than the first window too.
+    OpenOptions::new().append(true).open(&path).unwrap().write_all(&[b'{'; 100_000]).unwrap();
+    let opened = open(&path);
+    assert!(opened.log.find("incomplete last line")[0].contains("bytes=100000"));
+    opened.sink.write(&big(10));
+    opened.sink.flush();
+    let verified = verify_files(&[&path]).unwrap();
+    assert_eq!((verified.lines, verified.last_seq), (3, Some(3)));
+    let all = lines(&path);
+    assert!(all[0].len() > 200 * 1024);
+    assert_eq!(json(&all[1])["details"]["truncated"], true);
+}
