@@ -741,6 +741,17 @@ impl Gateway {
         ))
     }
 
+    /// Waits until every audit event recorded so far is written (or has failed). The server
+    /// calls it at shutdown; embedders and tests when they need the file complete.
+    pub fn flush_audit(&self) {
+        self.inner.guard.audit.flush();
+    }
+
+    /// The metrics in the Prometheus text format (what the metrics listener serves).
+    pub fn render_metrics(&self) -> String {
+        self.inner.guard.audit.metrics().render()
+    }
+
     /// Records what the sandbox put in place (shown by `GET /v0/management/status`). The
     /// first report wins.
     pub fn set_sandbox_report(&self, report: Value) {

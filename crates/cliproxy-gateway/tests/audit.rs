@@ -1,0 +1,192 @@
+//! The audit layer as the gateway composes it: a full disk under the audit log never stops
+//! requests but turns `/readyz` to 503 naming it (with the metric and the error log saying
+//! so), and the alert rules run on the network guard's clock — 51 rate-limit refusals within
+//! a minute from one address put it on the runtime denylist, 50 do not, and refusals spread
+//! over more than a minute never add up.
+
+#![allow(clippy::unwrap_used, reason = "a failed expectation fails the test")]
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use cliproxy_gateway::{Config, Gateway};
+use cliproxy_netguard::FakeClock;
+use http::{Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use serde_json::{Value, json};
+
+const CLIENT_KEY: &str = "client-key-0123456789abcdef";
+const MGMT_KEY: &str = "mgmt-key-0123456789abcdef";
+
+/// A logger that keeps every message and its key-values as text, to search.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<String>>);
+
+impl slog::Drain for Captured {
+    type Ok = ();
+    type Err = slog::Never;
+
+    fn log(
+        &self,
+        record: &slog::Record<'_>,
+        values: &slog::OwnedKVList,
+    ) -> Result<(), slog::Never> {
+        struct Text<'a>(&'a mut String);
+        impl slog::Serializer for Text<'_> {
+            fn emit_arguments(
+                &mut self,
+                key: slog::Key,
+                value: &std::fmt::Arguments<'_>,
+            ) -> slog::Result {
+                self.0.push_str(&format!(" {key}={value}"));
+                Ok(())
+            }
+        }
+        let mut line = format!("{} {}", record.level().as_short_str(), record.msg());
+        let _ = slog::KV::serialize(&record.kv(), record, &mut Text(&mut line));
+        let _ = slog::KV::serialize(values, record, &mut Text(&mut line));
+        let mut all = self.0.lock().unwrap();
+        all.push_str(&line);
+        all.push('\n');
+        Ok(())
+    }
+}
+
+fn build(extra: &str, clock: Option<Arc<FakeClock>>) -> (Gateway, Captured, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "auth:\n  api_keys: [\"{CLIENT_KEY}\"]\n  dir: {:?}\n\
+         management: {{secret_key: \"{MGMT_KEY}\"}}\n\
+         providers:\n  demo: {{type: mock}}\n{extra}",
+        dir.path().join("auths").display().to_string()
+    );
+    let config = Config::from_yaml(&yaml).unwrap();
+    let captured = Captured::default();
+    let log = slog::Logger::root(slog::Fuse(captured.clone()), slog::o!());
+    let clock = clock.map(|c| c as Arc<dyn cliproxy_netguard::Clock>);
+    (Gateway::build_with_clock(&config, log, clock).unwrap(), captured, dir)
+}
+
+async fn call(
+    gateway: &Gateway,
+    peer: &str,
+    method: Method,
+    path: &str,
+    body: &str,
+) -> (StatusCode, String) {
+    // The management API reads `Authorization` first: it gets its own key there.
+    let key = if path.starts_with("/v0/management") { MGMT_KEY } else { CLIENT_KEY };
+    let request = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("authorization", format!("Bearer {key}"))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body.to_owned())))
+        .unwrap();
+    let peer: SocketAddr = peer.parse().unwrap();
+    let response = gateway.handle(request, peer).await;
+    let status = response.status();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&bytes).into_owned())
+}
+
+async fn chat(gateway: &Gateway, peer: &str) -> StatusCode {
+    let body = json!({"model": "mock-1", "messages": [{"role": "user", "content": "Hi"}]});
+    let (status, text) =
+        call(gateway, peer, Method::POST, "/v1/chat/completions", &body.to_string()).await;
+    assert_ne!(status, StatusCode::UNAUTHORIZED, "{text}");
+    status
+}
+
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
+        .and_then(|value| value.trim().parse().ok())
+}
+
+#[tokio::test]
+async fn a_full_disk_under_the_audit_log_keeps_serving_and_readyz_names_it() {
+    // Every write to /dev/full fails with ENOSPC.
+    let (gateway, log, _dir) = build("logging: {audit: {enabled: true, file: /dev/full}}\n", None);
+    let (status, body) = call(&gateway, "127.0.0.1:1", Method::GET, "/readyz", "").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["checks"]["audit"], "ok");
+    for _ in 0..20 {
+        assert_eq!(chat(&gateway, "127.0.0.1:2").await, StatusCode::OK);
+    }
+    gateway.flush_audit();
+    let (status, body) = call(&gateway, "127.0.0.1:1", Method::GET, "/readyz", "").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    let body: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["failing"], "audit");
+    assert!(body["checks"]["audit"].as_str().unwrap().contains("/dev/full"), "{body}");
+    // Still serving, the metric and the error log say so.
+    assert_eq!(chat(&gateway, "127.0.0.1:2").await, StatusCode::OK);
+    let metrics = gateway.render_metrics();
+    assert_eq!(sample(&metrics, "cliproxy_audit_healthy"), Some(0.0), "{metrics}");
+    assert!(sample(&metrics, "cliproxy_audit_write_errors_total").unwrap() >= 1.0);
+    let text = log.0.lock().unwrap().clone();
+    assert!(text.lines().any(|l| l.starts_with("ERRO") && l.contains("/dev/full")), "{text}");
+    // The status page shows it too.
+    let (_, status) = call(&gateway, "127.0.0.1:1", Method::GET, "/v0/management/status", "").await;
+    let status: Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(status["layers"]["audit"]["healthy"], false, "{status}");
+}
+
+/// One address refused by the per-IP bucket `count` times (the bucket holds one request and
+/// the fake clock does not move, so every request after the first is refused).
+async fn refusals(gateway: &Gateway, peer: &str, count: usize) {
+    for _ in 0..count {
+        assert_eq!(chat(gateway, peer).await, StatusCode::TOO_MANY_REQUESTS);
+    }
+}
+
+async fn denylist(gateway: &Gateway) -> Vec<Value> {
+    let (status, body) =
+        call(gateway, "127.0.0.1:1", Method::GET, "/v0/management/security/ip-denylist", "").await;
+    assert_eq!(status, StatusCode::OK);
+    serde_json::from_str::<Value>(&body).unwrap()["entries"].as_array().unwrap().clone()
+}
+
+#[tokio::test]
+async fn fifty_one_rate_limit_refusals_within_a_minute_block_the_address_fifty_do_not() {
+    let clock = FakeClock::at_unix(1_800_000_000);
+    let (gateway, log, _dir) = build(
+        "server: {security: {rate_limiting: {enabled: true, requests_per_second: 1, burst: 1}}}\n\
+         alerts: [{name: flood, condition: \"rate_limit_violations > 50\", duration: 1m, action: block_ip, block_for: 10m}]\n",
+        Some(clock.clone()),
+    );
+    // 127.0.0.10: one admitted, then 50 refusals: not blocked.
+    assert_eq!(chat(&gateway, "127.0.0.10:1").await, StatusCode::OK);
+    refusals(&gateway, "127.0.0.10:1", 50).await;
+    assert!(denylist(&gateway).await.is_empty());
+    // The 51st within the minute blocks it: the next request is refused as a denied address.
+    clock.advance(Duration::from_secs(30));
+    assert_eq!(chat(&gateway, "127.0.0.10:1").await, StatusCode::OK);
+    refusals(&gateway, "127.0.0.10:1", 1).await;
+    let entries = denylist(&gateway).await;
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert_eq!(entries[0]["ip"], "127.0.0.10/32");
+    assert_eq!(entries[0]["reason"], "alert: flood");
+    assert_eq!(entries[0]["expires_at"], json!(1_800_000_000 + 30 + 600));
+    assert_eq!(chat(&gateway, "127.0.0.10:1").await, StatusCode::FORBIDDEN);
+    // Another address is not affected.
+    assert_eq!(chat(&gateway, "127.0.0.11:1").await, StatusCode::OK);
+    assert!(log.0.lock().unwrap().contains("alert fired: address blocked"));
+
+    // 127.0.0.12: 50 refusals, a minute and a second later 50 more: never 51 within a minute.
+    assert_eq!(chat(&gateway, "127.0.0.12:1").await, StatusCode::OK);
+    refusals(&gateway, "127.0.0.12:1", 50).await;
+    clock.advance(Duration::from_secs(61));
+    assert_eq!(chat(&gateway, "127.0.0.12:1").await, StatusCode::OK);
+    refusals(&gateway, "127.0.0.12:1", 50).await;
+    assert_eq!(denylist(&gateway).await.len(), 1);
+    let metrics = gateway.render_metrics();
+    assert_eq!(
+        sample(&metrics, "cliproxy_alerts_fired_total{rule=\"flood\"}"),
+        Some(1.0),
+        "{metrics}"
+    );
+}
