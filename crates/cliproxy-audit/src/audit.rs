@@ -88,6 +88,24 @@ impl Audit {
     /// its type is selected). Returns the alerts that fired, for the caller to act on (block
     /// an address, call a webhook). Never blocks on the disk.
     pub fn emit(&self, event: Event) -> Vec<Fired> {
+        let fired = self.count(&event);
+        self.write(&event);
+        fired
+    }
+
+    /// Writes the event's line (when its type is selected) without counting it: for a
+    /// summary of events already counted one by one with [`Audit::count`].
+    pub fn write(&self, event: &Event) {
+        if self.selected(event.event_type())
+            && let Some(sink) = &self.sink
+        {
+            sink.write(event);
+        }
+    }
+
+    /// Counts the event (metrics, alert rules) without writing a line; returns the alerts
+    /// that fired. [`Audit::emit`] is `count` then `write`.
+    pub fn count(&self, event: &Event) -> Vec<Fired> {
         let event_type = event.event_type();
         self.metrics.security_event(event_type);
         let mut fired = Vec::new();
@@ -135,11 +153,6 @@ impl Audit {
         }
         for alert in &fired {
             self.metrics.alert_fired(&alert.rule);
-        }
-        if self.selected(event_type)
-            && let Some(sink) = &self.sink
-        {
-            sink.write(&event);
         }
         fired
     }

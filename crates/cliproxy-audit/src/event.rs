@@ -136,6 +136,11 @@ pub enum What {
         output_tokens: Option<u64>,
         /// The vault credential used (its id), when one was.
         credential: Option<String>,
+        /// How the reply ended: `complete`, `failed` (upstream error or idle timeout
+        /// mid-stream) or `client_gone`.
+        outcome: &'static str,
+        /// Why it failed, when it did (no secret: the gateway's own wording).
+        error: Option<String>,
     },
     /// The network guard refused something, or an alert rule fired.
     SecurityViolation {
@@ -147,6 +152,10 @@ pub enum What {
         rate_limit: bool,
         /// A short description (no secret).
         detail: String,
+        /// Earlier refusals by the same rule of the same address that were counted (metrics,
+        /// alert rules) but not written one by one: the gateway writes at most one line per
+        /// rule and address per second, so that a flood cannot fill the disk.
+        repeats: u64,
     },
     /// A credential was read or changed through the management API or the CLI.
     CredentialAccess {
@@ -275,12 +284,18 @@ impl Event {
                 input_tokens,
                 output_tokens,
                 credential,
+                outcome,
+                error,
             } => {
                 let mut d = json!({
                     "model": model,
                     "status": status,
+                    "outcome": outcome,
                     "duration_ms": millis(*duration),
                 });
+                if let Some(e) = error {
+                    d["error"] = json!(e);
+                }
                 if let Some(upstream) = upstream {
                     d["upstream_ms"] = json!(millis(*upstream));
                 }
@@ -295,7 +310,13 @@ impl Event {
                 }
                 d
             }
-            What::SecurityViolation { detail, .. } => json!({ "detail": detail }),
+            What::SecurityViolation { detail, repeats, .. } => {
+                let mut d = json!({ "detail": detail });
+                if *repeats > 0 {
+                    d["repeats"] = json!(repeats);
+                }
+                d
+            }
             What::CredentialAccess { action, credential, outcome } => {
                 let mut d = json!({ "action": action });
                 if let Some(c) = credential {
@@ -352,14 +373,16 @@ mod tests {
             input_tokens: Some(3),
             output_tokens: None,
             credential: Some("openai-1".to_owned()),
+            outcome: "complete",
+            error: None,
         })
         .provider("openai");
         assert_eq!(e.event_type(), EventType::ProviderRequest);
         assert_eq!(e.result(), "200");
         assert_eq!(
             e.details(),
-            json!({"model": "gpt-4o", "status": 200, "duration_ms": 1.5, "input_tokens": 3,
-                   "credential": "openai-1"})
+            json!({"model": "gpt-4o", "status": 200, "outcome": "complete", "duration_ms": 1.5,
+                   "input_tokens": 3, "credential": "openai-1"})
         );
         let refused =
             Event::new(What::AuthFailure { plane: Plane::Management, reason: "invalid_key" });

@@ -136,12 +136,15 @@ fn event(i: u64) -> Event {
             input_tokens: Some(i),
             output_tokens: None,
             credential: Some("openai-1".to_owned()),
+            outcome: "complete",
+            error: None,
         },
         1 => What::AuthFailure { plane: Plane::Client, reason: "invalid_key" },
         2 => What::SecurityViolation {
             rule: "per_ip_rate",
             rate_limit: true,
             detail: format!("quote \" backslash \\ newline \n #{i}"),
+            repeats: 0,
         },
         _ => What::AuthSuccess,
     };

@@ -518,6 +518,7 @@ fn audit_events_bump_their_metrics_and_fire_alerts() {
             rule: "per_ip_rate",
             rate_limit: true,
             detail: "per-address rate limit".to_owned(),
+            repeats: 0,
         };
         fired.extend(audit.emit(Event::new(violation).ip(ip(5))));
     }

@@ -218,23 +218,30 @@ pub struct BaseUrl {
 impl BaseUrl {
     /// Parses and checks a base URL.
     pub fn parse(text: &str) -> Result<Self, String> {
-        let uri: http::Uri =
-            text.parse().map_err(|e| format!("`{text}` is not a valid URL ({e})"))?;
-        let scheme = uri.scheme().cloned().ok_or_else(|| {
-            format!("`{text}` has no scheme; write it as https://host[:port][/prefix]")
+        // The messages never repeat the text: a URL may carry a key in its query or user
+        // info, and these errors reach logs, audit lines and API answers.
+        let uri: http::Uri = text.parse().map_err(|_| {
+            "is not a valid URL; write it as https://host[:port][/prefix]".to_owned()
         })?;
+        let scheme = uri
+            .scheme()
+            .cloned()
+            .ok_or_else(|| "has no scheme; write it as https://host[:port][/prefix]".to_owned())?;
         if scheme != http::uri::Scheme::HTTP && scheme != http::uri::Scheme::HTTPS {
-            return Err(format!("`{text}`: only http:// and https:// are supported"));
+            return Err("uses a scheme other than http:// or https://".to_owned());
         }
-        let authority = uri.authority().cloned().ok_or_else(|| format!("`{text}` has no host"))?;
+        let authority = uri.authority().cloned().ok_or_else(|| "has no host".to_owned())?;
         if authority.as_str().contains('@') {
-            return Err(format!(
-                "base URL must not carry user info; put credentials in the vault ({})",
-                scheme
-            ));
+            return Err(
+                "carries user info; a base URL holds no credentials (put them in the vault)"
+                    .to_owned(),
+            );
         }
         if uri.query().is_some() || text.contains('#') {
-            return Err(format!("`{text}`: a base URL takes no query or fragment"));
+            return Err(
+                "has a query or fragment; a base URL takes neither (keys belong in the vault)"
+                    .to_owned(),
+            );
         }
         let prefix = uri.path().trim_end_matches('/').to_owned();
         Ok(Self { scheme, authority, prefix })

@@ -310,7 +310,14 @@ impl Gateway {
         // Checked on every request, not only when a proxy names the client: a runtime
         // denylist entry must also stop a connection that was open before it was added.
         if let cliproxy_netguard::Verdict::Deny(reason) = guard.ip.check(client_ip) {
-            guard.reject(RejectionKind::IpDeniedRequest, client_ip, &reason.to_string());
+            let context =
+                crate::guard::Context { request_id: Some(request_id), ..Default::default() };
+            guard.reject_in(
+                RejectionKind::IpDeniedRequest,
+                client_ip,
+                &reason.to_string(),
+                &context,
+            );
             let format = api::route(&parts.method, parts.uri.path())
                 .map(|e| e.format())
                 .unwrap_or_else(|(RouteError::NotFound(f) | RouteError::MethodNotAllowed(f, _))| f);
@@ -329,7 +336,7 @@ impl Gateway {
             || path.strip_prefix(management::PREFIX).is_some_and(|rest| rest.starts_with('/'))
         {
             record.client = Some("management".to_owned());
-            return Ok(management::handle(self, &parts, body, peer, &record.log).await);
+            return Ok(management::handle(self, &parts, body, peer, request_id, &record.log).await);
         }
         // Routing before authentication: an unknown path is 404 for everyone and tells nothing
         // about keys; a known one tells us which API format to answer errors in.
@@ -371,8 +378,9 @@ impl Gateway {
 
         // Rate limits by address come before authentication: a flood of bad keys costs a
         // bucket check, not a key hash each.
-        record.rate =
-            guard.admit(client_ip).map_err(|limited| (format, ApiError::limited(&limited)))?;
+        record.rate = guard
+            .admit(client_ip, request_id)
+            .map_err(|limited| (format, ApiError::limited(&limited)))?;
 
         // Client authentication before reading the body, so that an unauthenticated client
         // cannot make the gateway buffer megabytes.
@@ -508,7 +516,7 @@ impl Gateway {
         // The minute limits and quotas come last: only a request that will really be sent
         // spends them.
         let admission = guard
-            .admit_request(client_ip, &provider.name, &client.name, requested_tokens)
+            .admit_request(client_ip, &provider.name, &client.name, requested_tokens, request_id)
             .map_err(|limited| (format, ApiError::limited(&limited)))?;
         if record.rate.is_none() {
             record.rate = admission.headline();
@@ -1151,6 +1159,8 @@ impl Record {
                     input_tokens: usage.map(|u| u.input_tokens),
                     output_tokens: usage.map(|u| u.output_tokens),
                     credential: self.credential.clone(),
+                    outcome: result,
+                    error: failure.clone(),
                 })
                 .provider(provider.as_str())
                 .request_id(self.request_id.as_str());

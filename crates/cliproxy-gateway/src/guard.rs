@@ -57,6 +57,10 @@ pub(crate) struct Guard {
     pub(crate) audit: Arc<Audit>,
     /// Sends `notify_admin` alerts to their webhooks.
     webhooks: crate::webhook::Webhooks,
+    /// The limits of each client key name the minute limiters and quotas were built with.
+    client_limit_table: ClientLimitTable,
+    /// When each rule last wrote a violation line for each address.
+    violations: ViolationBook,
     log: Logger,
 }
 
@@ -160,6 +164,7 @@ impl Guard {
             .identities()
             .filter_map(|id| id.quota.map(|quota| (id.name.clone(), quota)))
             .collect();
+        let client_limit_table = limit_table(&keys);
         let quota_providers: Vec<String> =
             provider_quotas.iter().map(|(name, _)| name.clone()).collect();
         let quotas = Quotas::new(provider_quotas, client_quotas, clock.clone());
@@ -198,6 +203,8 @@ impl Guard {
             flush_interval: config.state.flush_interval,
             audit,
             webhooks: crate::webhook::Webhooks::new(&config.alerts, log)?,
+            client_limit_table,
+            violations: ViolationBook::default(),
             per_ip: IpRateLimiter::from_config(&server.security.rate_limiting, clock.clone()),
             global: GlobalRateLimiter::from_config(&server.rate_limit, clock.clone()),
             provider_minutes: MinuteLimiter::new(
@@ -225,16 +232,17 @@ impl Guard {
 
     /// Step 7: the per-IP, then the global token bucket. On success, the per-IP bucket's
     /// standing for the `X-RateLimit-*` headers.
-    pub(crate) fn admit(&self, ip: IpAddr) -> Result<Option<Admitted>, Limited> {
+    pub(crate) fn admit(&self, ip: IpAddr, request_id: &str) -> Result<Option<Admitted>, Limited> {
+        let context = Context { request_id: Some(request_id), ..Context::default() };
         let admitted = match &self.per_ip {
             Some(limiter) => Some(limiter.check(ip).inspect_err(|limited| {
-                self.reject(RejectionKind::PerIpRateLimit, ip, &limited.to_string());
+                self.reject_in(RejectionKind::PerIpRateLimit, ip, &limited.to_string(), &context);
             })?),
             None => None,
         };
         if let Some(global) = &self.global {
             global.check().inspect_err(|limited| {
-                self.reject(RejectionKind::GlobalRateLimit, ip, &limited.to_string());
+                self.reject_in(RejectionKind::GlobalRateLimit, ip, &limited.to_string(), &context);
             })?;
         }
         Ok(admitted)
@@ -248,13 +256,16 @@ impl Guard {
         provider: &str,
         client: &str,
         max_tokens: Option<u64>,
+        request_id: &str,
     ) -> Result<Admission, Limited> {
+        let context =
+            Context { request_id: Some(request_id), user: Some(client), provider: Some(provider) };
         let refuse = |limited: Limited| {
             let kind = match limited.kind {
                 LimitKind::ProviderQuota | LimitKind::ClientQuota => RejectionKind::Quota,
                 _ => RejectionKind::MinuteLimit,
             };
-            self.reject(kind, ip, &limited.to_string());
+            self.reject_in(kind, ip, &limited.to_string(), &context);
             limited
         };
         let provider_minute =
@@ -334,6 +345,17 @@ impl Guard {
         // only the store keeps) once a minute.
         let now = self.clock.unix_seconds();
         let last = self.last_purge.load(std::sync::atomic::Ordering::Relaxed);
+        for (kind, ip, repeats) in self.violations.take_pending(now) {
+            let event = Event::new(What::SecurityViolation {
+                rule: kind.as_str(),
+                rate_limit: kind == RejectionKind::PerIpRateLimit,
+                detail: "refusals counted but not written one by one".to_owned(),
+                repeats,
+            })
+            .ip(ip);
+            // Counted already, one by one: only the line.
+            self.audit.write(&event);
+        }
         let purged = !self.ip.purge_expired().is_empty();
         self.audit.metrics().set_blocked_ips(self.ip.runtime_denylist().len());
         if purged || now.saturating_sub(last) >= 60 {
@@ -394,26 +416,47 @@ impl Guard {
     /// At most one line per kind per second is written, with the number left out since the
     /// last one: a flood of refusals must stay cheap, and the counters keep every one.
     pub(crate) fn reject(&self, kind: RejectionKind, ip: IpAddr, detail: &str) {
+        self.reject_in(kind, ip, detail, &Context::default());
+    }
+
+    /// [`Guard::reject`] with what is known of the request (its id, the client key's name,
+    /// the provider), for the audit line.
+    pub(crate) fn reject_in(
+        &self,
+        kind: RejectionKind,
+        ip: IpAddr,
+        detail: &str,
+        context: &Context<'_>,
+    ) {
         use std::sync::atomic::Ordering;
         self.counters.record(kind);
-        // Every violation is an audit event (and counted by its metrics, and seen by the
-        // alert rules); only the log line below is rate-limited.
+        // Every violation is counted (metrics) and seen by the alert rules; its audit line is
+        // written at most once per rule and address per second, the next line carrying how
+        // many were left out (the housekeeping beat writes what is still pending), so that a
+        // flood of refusals cannot fill the disk under the audit log.
         if kind.is_violation() {
-            let rate_limit = matches!(
-                kind,
-                RejectionKind::PerIpRateLimit
-                    | RejectionKind::GlobalRateLimit
-                    | RejectionKind::MinuteLimit
-                    | RejectionKind::Quota
-            );
-            self.emit(
-                Event::new(What::SecurityViolation {
-                    rule: kind.as_str(),
-                    rate_limit,
-                    detail: detail.to_owned(),
-                })
-                .ip(ip),
-            );
+            // Only the per-IP bucket says something about the address itself: a global,
+            // per-minute or quota refusal can hit any client when others used the budget,
+            // and must not feed `rate_limit_violations{ip}` and the `block_ip` rules.
+            let rate_limit = kind == RejectionKind::PerIpRateLimit;
+            let write = self.violations.admit(kind, ip, self.clock.unix_seconds());
+            let mut event = Event::new(What::SecurityViolation {
+                rule: kind.as_str(),
+                rate_limit,
+                detail: detail.to_owned(),
+                repeats: write.unwrap_or(0),
+            })
+            .ip(ip);
+            event.request_id = context.request_id.map(str::to_owned);
+            event.user_id = context.user.map(str::to_owned);
+            event.provider = context.provider.map(str::to_owned);
+            let fired = self.audit.count(&event);
+            if write.is_some() {
+                self.audit.write(&event);
+            }
+            for alert in fired {
+                self.on_alert(alert);
+            }
         }
         let now = self.clock.unix_seconds();
         let last = &self.last_logged[kind.index()];
@@ -456,6 +499,27 @@ impl Guard {
         match fired.action {
             AlertAction::BlockIp => {
                 let Some(ip) = fired.ip else { return };
+                // Loopback and the trusted proxies are never blocked by a rule: behind a
+                // local reverse proxy every client has their address, and blocking it would
+                // lock out everyone, the operator's management calls included, across
+                // restarts. The refusals still count; the skipped block is said.
+                let ip = cliproxy_netguard::canonical_ip(ip);
+                if ip.is_loopback() || self.ip.is_trusted_proxy(ip) {
+                    let why = if ip.is_loopback() { "loopback" } else { "a trusted proxy" };
+                    warn!(self.log, "alert fired but the address is not blocked"; "event_type" => "security_violation",
+                        "rule" => &fired.rule, "ip" => ip.to_string(), "reason" => why,
+                        "fix" => "set server.trusted_proxies so that the client behind the proxy is blocked instead");
+                    detail.push_str(&format!("; not blocked: {ip} is {why}"));
+                    let mut event = Event::new(What::SecurityViolation {
+                        rule: ALERT_RULE,
+                        rate_limit: false,
+                        detail,
+                        repeats: 0,
+                    });
+                    event.ip = Some(ip);
+                    self.emit(event);
+                    return;
+                }
                 let now = self.clock.unix_seconds();
                 let entry = DenyEntry {
                     network: IpNetwork::from(ip),
@@ -504,10 +568,119 @@ impl Guard {
             }
             _ => {}
         }
-        let mut event =
-            Event::new(What::SecurityViolation { rule: ALERT_RULE, rate_limit: false, detail });
+        let mut event = Event::new(What::SecurityViolation {
+            rule: ALERT_RULE,
+            rate_limit: false,
+            detail,
+            repeats: 0,
+        });
         event.ip = fired.ip;
         self.emit(event);
+    }
+}
+
+/// The checks [`Guard::build`] makes on the configuration that do not open anything (TLS
+/// files are read, nothing is written): what a reload must pass to be accepted, so that a
+/// file that would not start is never reported as reloaded.
+pub(crate) fn check_config(config: &Config) -> std::result::Result<(), String> {
+    TlsSettings::build(&config.server.tls).map_err(|e| e.to_string())?;
+    SecurityHeaders::new(&config.server.security.headers, config.server.tls.enabled)
+        .map_err(|e| e.to_string())?;
+    crate::webhook::check(&config.alerts).map_err(|e| e.to_string())?;
+    config.auth.client_keys().map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// What is known of the request a refusal is about.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Context<'a> {
+    pub(crate) request_id: Option<&'a str>,
+    pub(crate) user: Option<&'a str>,
+    pub(crate) provider: Option<&'a str>,
+}
+
+/// Addresses tracked for the one-line-per-second rule of violation lines; beyond it, lines
+/// are written without the rule.
+const MAX_VIOLATION_KEYS: usize = 10_000;
+
+/// Per refusal rule and address: the second of the last line written, and the refusals
+/// counted since without a line of their own.
+#[derive(Debug, Default)]
+struct ViolationBook {
+    seen: std::sync::Mutex<std::collections::HashMap<(usize, IpAddr), (u64, u64)>>,
+}
+
+impl ViolationBook {
+    /// `Some(left_out)` when this refusal's line is to be written now (with the number of
+    /// refusals left out before it); `None` when a line for the same rule and address was
+    /// written this second already.
+    fn admit(&self, kind: RejectionKind, ip: IpAddr, now: u64) -> Option<u64> {
+        let mut seen = self.seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((second, left_out)) = seen.get_mut(&(kind.index(), ip)) {
+            if *second == now {
+                *left_out += 1;
+                return None;
+            }
+            *second = now;
+            return Some(std::mem::take(left_out));
+        }
+        if seen.len() >= MAX_VIOLATION_KEYS {
+            seen.retain(|_, (second, left_out)| *second >= now || *left_out > 0);
+            if seen.len() >= MAX_VIOLATION_KEYS {
+                return Some(0);
+            }
+        }
+        seen.insert((kind.index(), ip), (now, 0));
+        Some(0)
+    }
+
+    /// The refusals left out in seconds that have ended, to be written as one line each;
+    /// forgets addresses quiet for a minute.
+    fn take_pending(&self, now: u64) -> Vec<(RejectionKind, IpAddr, u64)> {
+        let mut seen = self.seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut pending = Vec::new();
+        seen.retain(|(kind, ip), (second, left_out)| {
+            if *second < now && *left_out > 0 {
+                if let Some(kind) = RejectionKind::ALL.get(*kind) {
+                    pending.push((*kind, *ip, std::mem::take(left_out)));
+                }
+            }
+            *left_out > 0 || now.saturating_sub(*second) < 60
+        });
+        pending
+    }
+}
+
+/// Per client key name: its requests/tokens per minute and its quota.
+type ClientLimitTable = std::collections::BTreeMap<
+    String,
+    (Option<cliproxy_core::RateLimit>, Option<cliproxy_core::Quota>),
+>;
+
+fn limit_table(keys: &cliproxy_vault::ClientKeys) -> ClientLimitTable {
+    keys.identities().map(|id| (id.name.clone(), (id.rate_limit, id.quota))).collect()
+}
+
+impl Guard {
+    /// Why `keys` cannot replace the running client keys without a restart: a key whose
+    /// name has no limits here, or other limits, than in the config the limiters and quotas
+    /// were built from (a new or renamed key with limits, changed limits). Swapping such a
+    /// set in would leave that key unlimited.
+    pub(crate) fn client_limits_differ(&self, keys: &cliproxy_vault::ClientKeys) -> Option<String> {
+        let differing: Vec<String> = limit_table(keys)
+            .into_iter()
+            .filter(|(name, limits)| {
+                let running = self.client_limit_table.get(name).copied().unwrap_or((None, None));
+                limits != &running
+            })
+            .map(|(name, _)| name)
+            .collect();
+        (!differing.is_empty()).then(|| {
+            format!(
+                "client key(s) {} have rate_limit or quota settings the running limiters were not built with (a new or renamed key with limits, or changed limits); restart to apply the new auth.api_keys",
+                differing.join(", ")
+            )
+        })
     }
 }
 

@@ -106,13 +106,24 @@ impl Management {
         restored
     }
 
+    /// `management.ban`.
+    pub(crate) fn ban_duration(&self) -> Duration {
+        self.ban
+    }
+
+    /// `management.max_failures`.
+    pub(crate) fn max_failures(&self) -> u32 {
+        self.max_failures
+    }
+
     /// Whether the management API exists at all.
     pub(crate) fn enabled(&self) -> bool {
         self.key_digest.is_some()
     }
 
     /// Steps 1–4 of the gate; `Ok` when the call may proceed.
-    /// On refusal, the audit reason (`None` when the API does not exist) and the answer.
+    /// On refusal, the audit reason (`None` when the API does not exist) and the answer;
+    /// the reason is `ban_started` for the failure that bans the peer.
     fn gate(
         &self,
         headers: &HeaderMap,
@@ -178,6 +189,7 @@ impl Management {
                 "failures" => failures, "ban_s" => self.ban.as_secs());
         }
         let (reason, message) = match presented {
+            _ if failures >= self.max_failures => ("ban_started", "invalid management key"),
             None => (
                 "missing_key",
                 "no management key: send `Authorization: Bearer <key>` or `X-Management-Key: <key>`",
@@ -194,6 +206,7 @@ pub(crate) async fn handle<B>(
     parts: &http::request::Parts,
     body: B,
     peer: SocketAddr,
+    request_id: &str,
     log: &Logger,
 ) -> Response<Body>
 where
@@ -209,7 +222,25 @@ where
                 guard.emit(
                     Event::new(What::AuthFailure { plane: Plane::Management, reason })
                         .ip(peer_ip)
+                        .request_id(request_id)
                         .provider("management"),
+                );
+            }
+            if reason == Some("ban_started") {
+                let config = gateway.management();
+                guard.emit(
+                    Event::new(What::SecurityViolation {
+                        rule: "management_ban",
+                        rate_limit: false,
+                        detail: format!(
+                            "banned from the management API for {} after {} failed keys (management.max_failures, management.ban)",
+                            humantime::format_duration(config.ban_duration()),
+                            config.max_failures()
+                        ),
+                        repeats: 0,
+                    })
+                    .ip(peer_ip)
+                    .request_id(request_id),
                 );
             }
             ("auth_failure", Err(error))
@@ -223,7 +254,7 @@ where
                 Err(error) => Err(error.message.clone()),
             };
             let (event_type, what) = describe(&parts.method, path, note, result);
-            guard.emit(Event::new(what).ip(peer_ip).user("management"));
+            guard.emit(Event::new(what).ip(peer_ip).user("management").request_id(request_id));
             (event_type, outcome)
         }
     };
@@ -334,7 +365,9 @@ where
             guard_api::set_maintenance(gateway, read_body(body).await?, log, note)
         }
         (["maintenance"], _) => not_allowed("GET, PUT"),
-        (["config", "reload"], &Method::POST) => gateway.reload_config("management API", note),
+        (["config", "reload"], &Method::POST) => {
+            gateway.reload_config("management API", note).await
+        }
         (["config", "reload"], _) => not_allowed("POST"),
         (["status"], &Method::GET) => Ok(status(gateway)),
         (["status"], _) => not_allowed("GET"),

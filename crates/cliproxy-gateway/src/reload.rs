@@ -30,9 +30,6 @@ const LIVE: [&str; 5] = [
     "alerts",
 ];
 
-/// Inside `auth.api_keys`, the per-key limits are built into the limiters at start.
-const RESTART_INSIDE_LIVE: [&str; 2] = [".rate_limit", ".quota"];
-
 /// The outcome of a reload.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReloadReport {
@@ -42,6 +39,8 @@ pub struct ReloadReport {
     pub restart_required: Vec<String>,
     /// Each changed path with its old and new value (`[redacted]` for secret keys).
     pub changes: Vec<Value>,
+    /// Why changed keys that are normally applied at once were not.
+    pub notes: Vec<String>,
 }
 
 /// Where the configuration was loaded from and what it said, for the next reload's diff.
@@ -70,12 +69,22 @@ impl Gateway {
     }
 
     /// `POST /v0/management/config/reload` (the management layer audits the call).
-    pub(crate) fn reload_config(
+    pub(crate) async fn reload_config(
         &self,
-        trigger: &str,
+        trigger: &'static str,
         note: &mut Note,
     ) -> Result<Response<Body>, ApiError> {
-        match self.reload_inner(trigger, note) {
+        // Reading and checking the file is blocking work: off the async workers.
+        let gateway = self.clone();
+        let (outcome, filled) = tokio::task::spawn_blocking(move || {
+            let mut note = Note::default();
+            let outcome = gateway.reload_inner(trigger, &mut note);
+            (outcome, note)
+        })
+        .await
+        .map_err(|_| ApiError::new(ErrorCode::Internal, "the config reload task failed"))?;
+        *note = filled;
+        match outcome {
             Ok(report) => Ok(json_response(
                 StatusCode::OK,
                 &json!({
@@ -83,6 +92,7 @@ impl Gateway {
                     "applied": report.applied,
                     "restart_required": report.restart_required,
                     "changes": report.changes,
+                    "notes": report.notes,
                 }),
             )),
             Err(reason) => Err(ApiError::new(
@@ -107,16 +117,30 @@ impl Gateway {
             reason
         };
         let config = Config::load(&current.source).map_err(|e| fail(e.to_string()))?;
-        crate::webhook::check(&config.alerts).map_err(|e| fail(e.to_string()))?;
+        crate::guard::check_config(&config).map_err(fail)?;
         let client_keys = config.auth.client_keys().map_err(|e| fail(e.to_string()))?;
         let flat = raw(&current.source).map(|v| flatten(&v)).map_err(fail)?;
 
         let changed = diff(&current.flat, &flat);
-        let mut report =
-            ReloadReport { applied: Vec::new(), restart_required: Vec::new(), changes: Vec::new() };
+        let mut report = ReloadReport {
+            applied: Vec::new(),
+            restart_required: Vec::new(),
+            changes: Vec::new(),
+            notes: Vec::new(),
+        };
+        // A client key whose limits the running limiters do not know would be unlimited:
+        // then the whole key list waits for a restart (a removal alone always applies).
+        let keys_held = if changed.iter().any(|p| under(p, "auth.api_keys")) {
+            self.guard().client_limits_differ(&client_keys)
+        } else {
+            None
+        };
+        if let Some(note) = &keys_held {
+            report.notes.push(note.clone());
+        }
         for path in &changed {
             let live = LIVE.iter().any(|prefix| under(path, prefix))
-                && !RESTART_INSIDE_LIVE.iter().any(|part| path.contains(part));
+                && !(keys_held.is_some() && under(path, "auth.api_keys"));
             if live {
                 report.applied.push(path.clone());
             } else {
@@ -124,7 +148,7 @@ impl Gateway {
             }
             let show = |v: Option<&Value>| match v {
                 None => Value::Null,
-                Some(_) if secret(path) => json!("[redacted]"),
+                Some(v) if v.get("redacted_sha256").is_some() => json!("[redacted]"),
                 Some(v) => v.clone(),
             };
             report.changes.push(
@@ -135,14 +159,16 @@ impl Gateway {
         if report.applied.iter().any(|p| under(p, "auth.api_keys")) {
             self.set_client_keys(client_keys);
         }
-        if report
-            .applied
-            .iter()
-            .any(|p| under(p, "server.maintenance_mode") || under(p, "server.message"))
-        {
-            self.guard()
+        // Maintenance follows the file only where the file changed: a new message alone
+        // keeps the on/off state an operator set through the API.
+        let guard = self.guard();
+        if report.applied.iter().any(|p| under(p, "server.maintenance_mode")) {
+            guard
                 .maintenance
                 .set(config.server.maintenance_mode, Some(config.server.message.clone()));
+        } else if report.applied.iter().any(|p| under(p, "server.message")) {
+            let enabled = guard.maintenance.get().enabled;
+            guard.maintenance.set(enabled, Some(config.server.message.clone()));
         }
         if report.applied.iter().any(|p| under(p, "logging.audit.events") || under(p, "alerts")) {
             self.guard().audit.reload(&config.logging.audit, &config.alerts);
@@ -151,6 +177,9 @@ impl Gateway {
         note.changed = changed;
         if !report.restart_required.is_empty() {
             note.details.insert("restart_required".to_owned(), json!(report.restart_required));
+        }
+        if !report.notes.is_empty() {
+            note.details.insert("notes".to_owned(), json!(report.notes));
         }
         info!(log, "configuration reloaded"; "trigger" => trigger,
             "applied" => report.applied.join(", "),
@@ -191,7 +220,8 @@ fn flatten(value: &Value) -> BTreeMap<String, Value> {
                 }
             }
             leaf => {
-                out.insert(prefix, leaf.clone());
+                let kept = keep(&prefix, leaf);
+                out.insert(prefix, kept);
             }
         }
     }
@@ -218,11 +248,59 @@ fn under(path: &str, prefix: &str) -> bool {
     path.strip_prefix(prefix).is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
 }
 
-/// Whether a path holds a secret: its value is never shown.
-fn secret(path: &str) -> bool {
-    let lower = path.to_ascii_lowercase();
-    lower.starts_with("auth.api_keys")
-        || ["key", "secret", "token", "password"].iter().any(|word| lower.contains(word))
+/// String settings whose values are shown in a reload's `changes` (by the last path segment,
+/// list indexes left out). Every other string — keys, tokens, URLs (a webhook URL or a
+/// query string is a bearer secret), file paths — is shown as `[redacted]`: an allow-list,
+/// so that a secret under an unexpected name is never shown.
+const SHOWN_STRINGS: [&str; 17] = [
+    "host",
+    "message",
+    "level",
+    "format",
+    "name",
+    "condition",
+    "action",
+    "duration",
+    "min_version",
+    "reset",
+    "type",
+    "forwarded_header",
+    "events",
+    "models",
+    "cipher_suites",
+    "allowed_ips",
+    "denied_ips",
+];
+
+/// Whether a leaf's value may be shown: numbers, booleans and null always (no secret is
+/// one); strings only for [`SHOWN_STRINGS`], and nothing under `auth.api_keys` or
+/// `management`.
+fn shown(path: &str, value: &Value) -> bool {
+    if under(path, "auth.api_keys") || under(path, "management") {
+        return false;
+    }
+    match value {
+        Value::String(_) => {
+            let last = path.rsplit('.').next().unwrap_or(path);
+            let last = last.split('[').next().unwrap_or(last);
+            SHOWN_STRINGS.contains(&last)
+        }
+        Value::Array(_) | Value::Object(_) => false,
+        _ => true,
+    }
+}
+
+/// What is kept of a leaf between reloads: its value when it may be shown, else only a
+/// digest (so that the configuration's secrets are not kept in memory outside their
+/// `Secret` wrappers).
+fn keep(path: &str, value: &Value) -> Value {
+    if shown(path, value) {
+        value.clone()
+    } else {
+        let digest = ring::digest::digest(&ring::digest::SHA256, value.to_string().as_bytes());
+        let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+        json!({ "redacted_sha256": hex })
+    }
 }
 
 /// Map helper for tests.
@@ -246,19 +324,32 @@ mod tests {
     }
 
     #[test]
-    fn secret_paths_are_recognised() {
-        for path in [
-            "auth.api_keys[0]",
-            "auth.api_keys[1].key",
-            "auth.encryption.key",
-            "management.secret_key",
-            "providers.x.token",
+    fn only_allow_listed_strings_are_kept_and_shown() {
+        let kept = flat(json!({
+            "auth": {"api_keys": ["cpk-1", {"name": "bob", "key": "cpk-2"}],
+                     "encryption": {"key": "k"}},
+            "management": {"secret_key": "m"},
+            "alerts": [{"name": "flood", "webhook": "https://hooks.example.com/T0/B0/SECRET"}],
+            "providers": {"x": {"base_url": "https://h/v1?key=AIzaSECRET", "models": ["gpt-*"]}},
+            "server": {"port": 8080, "message": "back soon", "host": "::1"},
+        }));
+        let text = serde_json::to_string(&kept).unwrap();
+        for secret in ["cpk-1", "cpk-2", "\"k\"", "\"m\"", "SECRET", "bob"] {
+            assert!(!text.contains(secret), "{secret} kept in {text}");
+        }
+        for (path, value) in [
+            ("server.port", json!(8080)),
+            ("server.message", json!("back soon")),
+            ("server.host", json!("::1")),
+            ("alerts[0].name", json!("flood")),
+            ("providers.x.models[0]", json!("gpt-*")),
         ] {
-            assert!(secret(path), "{path}");
+            assert_eq!(kept[path], value, "{path}");
         }
-        for path in ["server.port", "server.message", "alerts[0].duration"] {
-            assert!(!secret(path), "{path}");
-        }
+        // Changed secrets still show up as changed paths.
+        let other = flat(json!({"auth": {"encryption": {"key": "k2"}}}));
+        let before = flat(json!({"auth": {"encryption": {"key": "k"}}}));
+        assert_eq!(diff(&before, &other), ["auth.encryption.key"]);
     }
 
     #[test]

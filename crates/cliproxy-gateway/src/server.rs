@@ -30,6 +30,8 @@ const LAST_USED_FLUSH: Duration = Duration::from_secs(30);
 
 /// Connections the metrics listener serves at once.
 const METRICS_MAX_CONNECTIONS: usize = 16;
+/// How long a scraper may take to send its request (and wait for a free slot).
+const METRICS_HEADER_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A bound listener with the gateway behind it, and the metrics listener when `metrics` is
 /// on.
@@ -346,8 +348,8 @@ fn spawn_hangup(
 }
 
 /// The metrics listener: `GET <metrics.path>` answers the Prometheus text format; anything
-/// else is 404 or 405. HTTP/1.1 only, a few connections at a time, with the main listener's
-/// header timeout.
+/// else is 404 or 405. HTTP/1.1 only, one request per connection, a few connections at a
+/// time, 2 s to send the request.
 async fn serve_metrics(
     listener: TcpListener,
     path: String,
@@ -363,12 +365,20 @@ async fn serve_metrics(
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
-        let Ok(permit) = slots.clone().try_acquire_owned() else { continue };
+        let slots = slots.clone();
         let audit = audit.clone();
         let path = path.clone();
         let log = log.clone();
-        let timeout = limits.header_read_timeout;
+        // A scrape is one request: a short header timeout, and the connection is closed
+        // after the answer, so idle connections cannot hold the slots.
+        let timeout = limits.header_read_timeout.min(METRICS_HEADER_TIMEOUT);
         tokio::spawn(async move {
+            // All slots busy: wait a moment for one rather than dropping the scrape.
+            let Ok(Ok(permit)) =
+                tokio::time::timeout(METRICS_HEADER_TIMEOUT, slots.acquire_owned()).await
+            else {
+                return;
+            };
             let service = service_fn(move |request: http::Request<hyper::body::Incoming>| {
                 let audit = audit.clone();
                 let path = path.clone();
@@ -400,6 +410,7 @@ async fn serve_metrics(
             });
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
+                .keep_alive(false)
                 .header_read_timeout(timeout)
                 .serve_connection(TokioIo::new(stream), service);
             if let Err(error) = connection.await {

@@ -1,21 +1,30 @@
 //! The webhooks of `notify_admin` alerts: one JSON POST per fired alert, in its own task,
 //! with the rule's `webhook_timeout`. A webhook that is down never holds up a request.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Method, Request, Uri, header};
 use http_body_util::Full;
 use slog::{Logger, warn};
+use tokio::sync::Semaphore;
 
 use crate::config::ConfigError;
 use crate::error::Result;
 use crate::upstream::{self, HttpClient};
 
+/// Webhook calls in flight at once; an alert that finds them all busy is not sent (it is
+/// in the audit log and the metrics either way) and the drop is counted in the log.
+const MAX_IN_FLIGHT: usize = 4;
+
 /// The client the alerts' webhooks are called with.
 #[derive(Debug)]
 pub(crate) struct Webhooks {
     client: HttpClient,
+    in_flight: Arc<Semaphore>,
+    dropped: AtomicU64,
     log: Logger,
 }
 
@@ -25,7 +34,12 @@ impl Webhooks {
         check(rules)?;
         // Built even without a webhook today: a reload may add one.
         let client = upstream::build_client("alerts.webhook", Duration::from_secs(5), None)?;
-        Ok(Self { client, log: log.clone() })
+        Ok(Self {
+            client,
+            in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
+            dropped: AtomicU64::new(0),
+            log: log.clone(),
+        })
     }
 
     /// POSTs `body` to `url` in its own task; failures are logged, never retried (the alert
@@ -34,6 +48,12 @@ impl Webhooks {
         let Ok(uri) = parse(url) else { return };
         let client = self.client.clone();
         let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        let Ok(permit) = self.in_flight.clone().try_acquire_owned() else {
+            let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            warn!(self.log, "alert webhook not called: earlier calls are still in flight";
+                "in_flight" => MAX_IN_FLIGHT, "dropped_total" => dropped);
+            return;
+        };
         let log = self.log.clone();
         let target = uri.host().unwrap_or_default().to_owned();
         runtime.spawn(async move {
@@ -52,6 +72,7 @@ impl Webhooks {
                 Err(_) => warn!(log, "alert webhook timed out";
                     "host" => target, "timeout_ms" => timeout.as_millis() as u64),
             }
+            drop(permit);
         });
     }
 }

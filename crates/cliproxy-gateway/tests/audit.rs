@@ -56,10 +56,12 @@ impl slog::Drain for Captured {
 
 fn build(extra: &str, clock: Option<Arc<FakeClock>>) -> (Gateway, Captured, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
+    // `extra` may bring its own `providers:`; else the mock `demo`.
+    let providers =
+        if extra.contains("providers:") { "" } else { "providers:\n  demo: {type: mock}\n" };
     let yaml = format!(
         "auth:\n  api_keys: [\"{CLIENT_KEY}\"]\n  dir: {:?}\n\
-         management: {{secret_key: \"{MGMT_KEY}\"}}\n\
-         providers:\n  demo: {{type: mock}}\n{extra}",
+         management: {{secret_key: \"{MGMT_KEY}\"}}\n{providers}{extra}",
         dir.path().join("auths").display().to_string()
     );
     let config = Config::from_yaml(&yaml).unwrap();
@@ -158,35 +160,85 @@ async fn fifty_one_rate_limit_refusals_within_a_minute_block_the_address_fifty_d
          alerts: [{name: flood, condition: \"rate_limit_violations > 50\", duration: 1m, action: block_ip, block_for: 10m}]\n",
         Some(clock.clone()),
     );
-    // 127.0.0.10: one admitted, then 50 refusals: not blocked.
-    assert_eq!(chat(&gateway, "127.0.0.10:1").await, StatusCode::OK);
-    refusals(&gateway, "127.0.0.10:1", 50).await;
+    // 198.51.100.10: one admitted, then 50 refusals: not blocked.
+    assert_eq!(chat(&gateway, "198.51.100.10:1").await, StatusCode::OK);
+    refusals(&gateway, "198.51.100.10:1", 50).await;
     assert!(denylist(&gateway).await.is_empty());
     // The 51st within the minute blocks it: the next request is refused as a denied address.
     clock.advance(Duration::from_secs(30));
-    assert_eq!(chat(&gateway, "127.0.0.10:1").await, StatusCode::OK);
-    refusals(&gateway, "127.0.0.10:1", 1).await;
+    assert_eq!(chat(&gateway, "198.51.100.10:1").await, StatusCode::OK);
+    refusals(&gateway, "198.51.100.10:1", 1).await;
     let entries = denylist(&gateway).await;
     assert_eq!(entries.len(), 1, "{entries:?}");
-    assert_eq!(entries[0]["ip"], "127.0.0.10/32");
+    assert_eq!(entries[0]["ip"], "198.51.100.10/32");
     assert_eq!(entries[0]["reason"], "alert: flood");
     assert_eq!(entries[0]["expires_at"], json!(1_800_000_000 + 30 + 600));
-    assert_eq!(chat(&gateway, "127.0.0.10:1").await, StatusCode::FORBIDDEN);
+    assert_eq!(chat(&gateway, "198.51.100.10:1").await, StatusCode::FORBIDDEN);
     // Another address is not affected.
-    assert_eq!(chat(&gateway, "127.0.0.11:1").await, StatusCode::OK);
+    assert_eq!(chat(&gateway, "198.51.100.11:1").await, StatusCode::OK);
     assert!(log.0.lock().unwrap().contains("alert fired: address blocked"));
 
-    // 127.0.0.12: 50 refusals, a minute and a second later 50 more: never 51 within a minute.
-    assert_eq!(chat(&gateway, "127.0.0.12:1").await, StatusCode::OK);
-    refusals(&gateway, "127.0.0.12:1", 50).await;
+    // 198.51.100.12: 50 refusals, a minute and a second later 50 more: never 51 within a minute.
+    assert_eq!(chat(&gateway, "198.51.100.12:1").await, StatusCode::OK);
+    refusals(&gateway, "198.51.100.12:1", 50).await;
     clock.advance(Duration::from_secs(61));
-    assert_eq!(chat(&gateway, "127.0.0.12:1").await, StatusCode::OK);
-    refusals(&gateway, "127.0.0.12:1", 50).await;
+    assert_eq!(chat(&gateway, "198.51.100.12:1").await, StatusCode::OK);
+    refusals(&gateway, "198.51.100.12:1", 50).await;
     assert_eq!(denylist(&gateway).await.len(), 1);
     let metrics = gateway.render_metrics();
     assert_eq!(
         sample(&metrics, "cliproxy_alerts_fired_total{rule=\"flood\"}"),
         Some(1.0),
         "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn loopback_is_never_blocked_by_a_rule() {
+    let clock = FakeClock::at_unix(1_800_000_000);
+    let (gateway, log, _dir) = build(
+        "server: {security: {rate_limiting: {enabled: true, requests_per_second: 1, burst: 1}}}\n\
+         alerts: [{name: flood, condition: \"rate_limit_violations > 2\", duration: 1m, action: block_ip}]\n",
+        Some(clock.clone()),
+    );
+    // Loopback: refused by its bucket, the rule fires, but the address is not blocked (a
+    // local reverse proxy or the operator would be locked out).
+    assert_eq!(chat(&gateway, "127.0.0.1:1").await, StatusCode::OK);
+    refusals(&gateway, "127.0.0.1:1", 3).await;
+    assert!(denylist(&gateway).await.is_empty());
+    assert!(log.0.lock().unwrap().contains("alert fired but the address is not blocked"));
+    clock.advance(Duration::from_secs(1));
+    assert_eq!(chat(&gateway, "127.0.0.1:1").await, StatusCode::OK);
+    let metrics = gateway.render_metrics();
+    assert_eq!(
+        sample(&metrics, "cliproxy_rate_limit_violations_total{ip=\"127.0.0.1\"}"),
+        Some(3.0)
+    );
+}
+
+#[tokio::test]
+async fn an_exhausted_quota_is_not_held_against_the_address() {
+    let clock = FakeClock::at_unix(1_800_000_000);
+    // A provider quota of one token: the first request uses it up, the rest are refused
+    // with 429 — a budget exhausted, not an abusive address.
+    let (gateway, _log, _dir) = build(
+        "alerts: [{name: flood, condition: \"rate_limit_violations > 2\", duration: 1m, action: block_ip}]\n\
+         providers:\n  demo: {type: mock, quota: {limit: 1, reset: daily}}\n",
+        Some(clock.clone()),
+    );
+    let _ = chat(&gateway, "198.51.100.20:1").await;
+    for _ in 0..6 {
+        assert_eq!(chat(&gateway, "198.51.100.20:1").await, StatusCode::TOO_MANY_REQUESTS);
+    }
+    assert!(denylist(&gateway).await.is_empty());
+    let metrics = gateway.render_metrics();
+    assert_eq!(
+        sample(&metrics, "cliproxy_rate_limit_violations_total{ip=\"198.51.100.20\"}"),
+        None
+    );
+    assert!(
+        sample(&metrics, "cliproxy_security_events_total{event_type=\"security_violation\"}")
+            .unwrap()
+            >= 6.0
     );
 }

@@ -27,6 +27,8 @@ fn audit_file(dir: &Path, n: u64) -> PathBuf {
                 input_tokens: Some(i),
                 output_tokens: Some(2 * i),
                 credential: None,
+                outcome: "complete",
+                error: None,
             })
             .user("alice")
             .provider("openai"),
