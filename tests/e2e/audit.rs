@@ -18,14 +18,17 @@ const BOB_KEY: &str = "cpk-e2e-audit-bob-key-8e2d4a61c0b79f35";
 const ENCRYPTION_KEY: &str = "0f1e2d3c4b5a69788796a5b4c3d2e1f00112233445566778899aabbccddeeff0";
 const CREDENTIAL: &str = "sk-e2e-audit-planted-credential-6a1c93e7d5b2";
 const WRONG_KEY: &str = "cpk-e2e-audit-wrong-key-presented-2b8c";
+const WEBHOOK_SECRET: &str = "SLACKSECRETe2e4f1a9c07b";
+const URL_SECRET: &str = "AIzaURLSECRETe2e93c1d5f7";
 
 /// The config of these tests: the client key `e2e` (plus `extra_keys`), encryption on, the
 /// management key, the mock provider `demo` and an upstream provider `openai` at `upstream`,
-/// per-IP rate limit 1/s burst 3, 127.0.0.3 on the static denylist, the audit log at
+/// per-IP rate limit 1/s burst 3, 127.0.0.3 on the static denylist, 127.0.0.4 a trusted
+/// proxy (its `X-Forwarded-For` names the client), the audit log at
 /// `audit`, metrics on a free port, and `alerts`.
 fn write_config(harness: &Harness, upstream: &str, audit: &Path, extra_keys: &str, alerts: &str) {
     let yaml = format!(
-        "server:\n  host: 127.0.0.1\n  port: 0\n  shutdown_timeout: 10s\n\
+        "server:\n  host: 127.0.0.1\n  port: 0\n  shutdown_timeout: 10s\n  trusted_proxies: [127.0.0.4/32]\n\
          \x20 security:\n\
          \x20   rate_limiting: {{enabled: true, requests_per_second: 1, burst: 3}}\n\
          \x20   ip_denylist: {{enabled: true, denied_ips: [\"127.0.0.3\"]}}\n\
@@ -43,8 +46,17 @@ fn write_config(harness: &Harness, upstream: &str, audit: &Path, extra_keys: &st
     harness.write_config(&yaml);
 }
 
-fn secrets() -> [&'static str; 6] {
-    [CLIENT_KEY, MGMT_KEY, BOB_KEY, ENCRYPTION_KEY, CREDENTIAL, WRONG_KEY]
+fn secrets() -> [&'static str; 8] {
+    [
+        CLIENT_KEY,
+        MGMT_KEY,
+        BOB_KEY,
+        ENCRYPTION_KEY,
+        CREDENTIAL,
+        WRONG_KEY,
+        WEBHOOK_SECRET,
+        URL_SECRET,
+    ]
 }
 
 fn client_from(local: &str) -> reqwest::Client {
@@ -291,6 +303,40 @@ async fn mixed_traffic_leaves_the_expected_chain_metrics_and_no_secret() {
     assert_eq!(chat(&bob, &gateway, BOB_KEY).await.0, 200);
     expected.push(expect("auth_success", "success", "127.0.0.5", "bob"));
     expected.push(expect("provider_request", "200", "127.0.0.5", "bob"));
+    wait_for_lines(&audit, expected.len()).await;
+    let mut answers = report.to_string();
+
+    // A webhook URL is a bearer secret: a reload shows that it changed, never its value.
+    let bob_key = format!("    - {{name: bob, key: \"{BOB_KEY}\"}}\n");
+    let webhook = format!(
+        "[{{name: watch, condition: \"auth_failures > 100\", duration: 5m, action: notify_admin, \
+           webhook: \"https://hooks.example.com/services/T0/B0/{WEBHOOK_SECRET}\"}}]"
+    );
+    write_config(&harness, &upstream.url(), &audit, &bob_key, &webhook);
+    let (status, report) = manage(&gateway, Method::POST, "/config/reload", None).await;
+    assert_eq!(status, 200, "{report}");
+    assert!(
+        report["applied"].as_array().unwrap().contains(&json!("alerts[0].webhook")),
+        "{report}"
+    );
+    let change = report["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["path"] == "alerts[0].webhook")
+        .unwrap();
+    assert_eq!(change["to"], "[redacted]");
+    answers.push_str(&report.to_string());
+    expected.push(expect("config_change", "success", "127.0.0.1", "management"));
+    wait_for_lines(&audit, expected.len()).await;
+    // A base URL with a key in its query is refused without repeating it.
+    let bad_url = format!("https://api.example.com/v1?key={URL_SECRET}");
+    write_config(&harness, &bad_url, &audit, &bob_key, &webhook);
+    let (status, report) = manage(&gateway, Method::POST, "/config/reload", None).await;
+    assert_eq!(status, 400, "{report}");
+    assert!(report.to_string().contains("providers.openai.base_url"), "{report}");
+    answers.push_str(&report.to_string());
+    expected.push(expect("config_change", "failure", "127.0.0.1", "management"));
 
     // Exactly these events, in this order.
     let lines = wait_for_lines(&audit, expected.len()).await;
@@ -343,8 +389,8 @@ async fn mixed_traffic_leaves_the_expected_chain_metrics_and_no_secret() {
     promtool_check(&text);
 
     // The file verifies; tampering is named by line.
-    let (ok, report) = verify(&[&audit]);
-    assert!(ok, "{report}");
+    let (ok, verified) = verify(&[&audit]);
+    assert!(ok, "{verified}");
     let raw = std::fs::read_to_string(&audit).unwrap();
     let raw_lines: Vec<&str> = raw.lines().collect();
     let tampered = audit.with_file_name("tampered.log");
@@ -353,27 +399,28 @@ async fn mixed_traffic_leaves_the_expected_chain_metrics_and_no_secret() {
     let mut flipped: Vec<String> = raw_lines.iter().map(|l| (*l).to_owned()).collect();
     flipped[2] = flipped[2].replacen("invalid_key", "invalid_kez", 1);
     write(&flipped);
-    let (ok, report) = verify(&[&tampered]);
-    assert!(!ok && report.contains(":3:"), "{report}");
+    let (ok, verified) = verify(&[&tampered]);
+    assert!(!ok && verified.contains(":3:"), "{verified}");
     // Line 4 deleted.
     let mut deleted: Vec<String> = raw_lines.iter().map(|l| (*l).to_owned()).collect();
     deleted.remove(3);
     write(&deleted);
-    let (ok, report) = verify(&[&tampered]);
-    assert!(!ok && report.contains(":4:"), "{report}");
+    let (ok, verified) = verify(&[&tampered]);
+    assert!(!ok && verified.contains(":4:"), "{verified}");
     // Lines 5 and 6 swapped.
     let mut swapped: Vec<String> = raw_lines.iter().map(|l| (*l).to_owned()).collect();
     swapped.swap(4, 5);
     write(&swapped);
-    let (ok, report) = verify(&[&tampered]);
-    assert!(!ok && report.contains(":5:"), "{report}");
+    let (ok, verified) = verify(&[&tampered]);
+    assert!(!ok && verified.contains(":5:"), "{verified}");
 
     // No planted secret anywhere.
     let mut everything = raw.clone();
     everything.push_str(&gateway.logs());
     everything.push_str(&text);
     everything.push_str(&bodies);
-    everything.push_str(&report.to_string());
+    everything.push_str(&answers);
+    everything.push_str(&verified);
     for secret in secrets() {
         assert!(!everything.contains(secret), "a planted secret leaked");
     }
@@ -421,7 +468,7 @@ async fn sighup_reopens_a_rotated_file_and_the_chain_goes_on_across_files() {
 }
 
 #[tokio::test]
-async fn fifty_one_rate_limit_refusals_in_a_minute_block_the_address() {
+async fn an_alert_rule_blocks_the_client_behind_a_trusted_proxy() {
     let upstream = MockUpstream::start(|_| Reply::ok(canned::openai_chat("gpt-4o", "hi"))).await;
     let harness = Harness::new();
     let audit = harness.auth_dir().with_file_name("audit").join("audit.log");
@@ -429,45 +476,137 @@ async fn fifty_one_rate_limit_refusals_in_a_minute_block_the_address() {
                   duration: 1m, action: block_ip, block_for: 10m}]";
     write_config(&harness, &upstream.url(), &audit, "", alerts);
     let gateway = harness.start().await;
-    let flood = client_from("127.0.0.4");
+    // The trusted proxy 127.0.0.4 forwards the client 203.0.113.9.
+    let proxy = client_from("127.0.0.4");
+    let models = || {
+        proxy
+            .get(format!("{}/v1/models", gateway.url()))
+            .bearer_auth(CLIENT_KEY)
+            .header("x-forwarded-for", "203.0.113.9")
+            .send()
+    };
     let mut refused = 0;
     // 3 admitted by the burst, then refusals until the sixth one trips the rule (the clock
     // may refill a token meanwhile: count refusals, not requests).
     while refused < 6 {
-        let response =
-            flood.get(format!("{}/v1/models", gateway.url())).bearer_auth(CLIENT_KEY).send().await;
-        match response.map(|r| r.status().as_u16()) {
-            Ok(429) => refused += 1,
-            Ok(200) => {}
-            other => panic!("unexpected answer {other:?}"),
+        match models().await.unwrap().status().as_u16() {
+            429 => refused += 1,
+            200 => {}
+            other => panic!("unexpected answer {other}"),
         }
     }
-    // Blocked: a new connection from it is closed at accept.
-    let fresh = client_from("127.0.0.4");
-    assert!(fresh.get(format!("{}/healthz", gateway.url())).send().await.is_err());
+    // Blocked: the client is refused by address; the proxy itself and others are not.
+    assert_eq!(models().await.unwrap().status(), 403);
     let (status, list) = manage(&gateway, Method::GET, "/security/ip-denylist", None).await;
     assert_eq!(status, 200);
     let entry = &list["entries"][0];
-    assert_eq!(entry["ip"], "127.0.0.4/32");
+    assert_eq!(entry["ip"], "203.0.113.9/32");
     assert_eq!(entry["reason"], "alert: Rate limit violations");
-    // Others are not affected.
     assert_eq!(chat(&client(), &gateway, CLIENT_KEY).await.0, 200);
+    assert_eq!(proxy.get(format!("{}/healthz", gateway.url())).send().await.unwrap().status(), 200);
+    // The audit log has the block, the alert and all six refusals (one line per second
+    // and address, the later lines counting the ones left out).
     let deadline = Instant::now() + WAIT;
     let lines = loop {
         let lines = audit_lines(&audit);
-        if lines.iter().any(|l| l["result"] == "alert") || Instant::now() > deadline {
+        let refusals: u64 = lines
+            .iter()
+            .filter(|l| l["result"] == "per_ip_rate_limit")
+            .map(|l| {
+                // A summary line carries only the refusals left out; any other is one more.
+                let summary = l["details"]["detail"].as_str().unwrap_or("").starts_with("summary:");
+                u64::from(!summary) + l["details"]["repeats"].as_u64().unwrap_or(0)
+            })
+            .sum();
+        if (refusals >= 6 && lines.iter().any(|l| l["result"] == "alert"))
+            || Instant::now() > deadline
+        {
+            assert_eq!(refusals, 6, "{lines:#?}");
             break lines;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     let block = lines.iter().find(|l| l["details"]["action"] == "alert_block_ip").unwrap();
-    assert_eq!(block["ip"], "127.0.0.4");
+    assert_eq!(block["ip"], "203.0.113.9");
     let alert = lines.iter().find(|l| l["result"] == "alert").unwrap();
     assert_eq!(alert["event_type"], "security_violation");
     assert!(alert["details"]["detail"].as_str().unwrap().contains("blocked for 10m"), "{alert}");
-    // Exactly six refusals were audited before the block.
-    let refusals = lines.iter().filter(|l| l["result"] == "per_ip_rate_limit").count();
-    assert_eq!(refusals, 6);
+    // The block survives a restart (state store), and loopback is still served.
+    let mut gateway = gateway;
+    gateway.terminate();
+    assert!(gateway.wait().await.success());
+    let gateway = harness.start().await;
+    let proxy = client_from("127.0.0.4");
+    let response = proxy
+        .get(format!("{}/v1/models", gateway.url()))
+        .bearer_auth(CLIENT_KEY)
+        .header("x-forwarded-for", "203.0.113.9")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 403);
+    assert_eq!(chat(&client(), &gateway, CLIENT_KEY).await.0, 200);
+}
+
+#[tokio::test]
+async fn the_demo_turns_audit_and_metrics_on_and_says_where_they_are() {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = tokio::process::Command::new(server_binary())
+        .args(["demo", "--port", "0"])
+        .env("CLIPROXY_SANDBOX__REQUIRE_NON_ROOT", "false")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut banner = String::new();
+    tokio::time::timeout(WAIT, async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            banner.push_str(&line);
+            banner.push('\n');
+            if line.contains("Press Ctrl-C") {
+                break;
+            }
+        }
+    })
+    .await
+    .unwrap();
+    let field = |prefix: &str| {
+        banner
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(prefix))
+            .map(|rest| rest.split_whitespace().next().unwrap().to_owned())
+            .unwrap_or_else(|| panic!("no `{prefix}` in the banner:\n{banner}"))
+    };
+    let base = field("base url:");
+    let key = field("client key:");
+    let audit = std::path::PathBuf::from(field("cliproxy-server audit verify"));
+    let metrics = banner
+        .lines()
+        .find_map(|l| {
+            l.trim().strip_prefix("curl -s http://").filter(|rest| rest.ends_with("/metrics"))
+        })
+        .unwrap_or_else(|| panic!("no metrics URL in the banner:\n{banner}"))
+        .to_owned();
+    let response = client()
+        .post(format!("{base}/v1/chat/completions"))
+        .bearer_auth(&key)
+        .json(&json!({"model": "mock-1", "messages": [{"role": "user", "content": "Hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let lines = wait_for_lines(&audit, 2).await;
+    assert_eq!(lines[1]["event_type"], "provider_request");
+    let text =
+        client().get(format!("http://{metrics}")).send().await.unwrap().text().await.unwrap();
+    assert_eq!(
+        sample(&text, "cliproxy_requests_total{provider=\"demo\",status=\"200\"}"),
+        Some(1.0),
+        "{text}"
+    );
+    assert!(!std::fs::read_to_string(&audit).unwrap().contains(&key));
 }
 
 fn signal(gateway: &Gateway, signal: nix::sys::signal::Signal) {

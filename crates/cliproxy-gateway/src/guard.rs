@@ -349,7 +349,7 @@ impl Guard {
             let event = Event::new(What::SecurityViolation {
                 rule: kind.as_str(),
                 rate_limit: kind == RejectionKind::PerIpRateLimit,
-                detail: "refusals counted but not written one by one".to_owned(),
+                detail: SUMMARY_DETAIL.to_owned(),
                 repeats,
             })
             .ip(ip);
@@ -590,6 +590,11 @@ pub(crate) fn check_config(config: &Config) -> std::result::Result<(), String> {
     config.auth.client_keys().map_err(|e| e.to_string())?;
     Ok(())
 }
+
+/// The detail of a line that only carries the refusals left out of the second before (it
+/// is not a refusal itself).
+pub(crate) const SUMMARY_DETAIL: &str =
+    "summary: refusals of this rule and address counted but not written one by one";
 
 /// What is known of the request a refusal is about.
 #[derive(Debug, Default, Clone, Copy)]

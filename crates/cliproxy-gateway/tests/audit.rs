@@ -242,3 +242,75 @@ async fn an_exhausted_quota_is_not_held_against_the_address() {
             >= 6.0
     );
 }
+
+#[tokio::test]
+async fn a_flood_from_one_address_writes_one_line_per_second_with_the_repeats() {
+    let clock = FakeClock::at_unix(1_800_000_000);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("audit.log");
+    let (gateway, _log, _dir) = build(
+        &format!(
+            "server: {{security: {{rate_limiting: {{enabled: true, requests_per_second: 1, burst: 1}}}}}}\n\
+             logging: {{audit: {{enabled: true, file: {:?}, events: [security_violation]}}}}\n",
+            file.display().to_string()
+        ),
+        Some(clock.clone()),
+    );
+    assert_eq!(chat(&gateway, "198.51.100.30:1").await, StatusCode::OK);
+    refusals(&gateway, "198.51.100.30:1", 10).await;
+    // A second later the bucket holds one request again; the refusal after it is written
+    // with the nine left out before.
+    clock.advance(Duration::from_secs(1));
+    assert_eq!(chat(&gateway, "198.51.100.30:1").await, StatusCode::OK);
+    refusals(&gateway, "198.51.100.30:1", 1).await;
+    gateway.flush_audit();
+    let lines: Vec<Value> = std::fs::read_to_string(&file)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let refusals: Vec<&Value> =
+        lines.iter().filter(|l| l["result"] == "per_ip_rate_limit").collect();
+    assert_eq!(refusals.len(), 2, "{lines:#?}");
+    assert_eq!(refusals[0]["details"].get("repeats"), None);
+    assert_eq!(refusals[1]["details"]["repeats"], 9);
+    // Every refusal is counted all the same.
+    let metrics = gateway.render_metrics();
+    assert_eq!(
+        sample(&metrics, "cliproxy_rate_limit_violations_total{ip=\"198.51.100.30\"}"),
+        Some(11.0)
+    );
+}
+
+#[tokio::test]
+async fn a_reload_that_would_leave_a_key_unlimited_waits_for_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let config_file = dir.path().join("config.yaml");
+    let write = |name: &str| {
+        let yaml = format!(
+            "auth:\n  api_keys: [{{name: {name}, key: \"{CLIENT_KEY}\", rate_limit: {{requests_per_minute: 2}}}}]\n  dir: {:?}\n\
+             management: {{secret_key: \"{MGMT_KEY}\"}}\nproviders:\n  demo: {{type: mock}}\n",
+            dir.path().join("auths").display().to_string()
+        );
+        std::fs::write(&config_file, yaml).unwrap();
+    };
+    write("limited");
+    let source = cliproxy_gateway::ConfigSource::File(config_file.clone());
+    let config = Config::load(&source).unwrap();
+    let gateway = Gateway::build(&config, slog::Logger::root(slog::Discard, slog::o!())).unwrap();
+    gateway.set_config_source(source);
+    // Renaming the key: its limits are keyed by name, so the new name would be unlimited.
+    write("limited-renamed");
+    let (status, body) =
+        call(&gateway, "127.0.0.1:1", Method::POST, "/v0/management/config/reload", "").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let report: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(report["applied"], json!([]), "{report}");
+    assert_eq!(report["restart_required"], json!(["auth.api_keys[0].name"]));
+    assert!(report["notes"][0].as_str().unwrap().contains("limited-renamed"), "{report}");
+    // Still the old key set, with its limit.
+    for _ in 0..2 {
+        assert_eq!(chat(&gateway, "127.0.0.1:2").await, StatusCode::OK);
+    }
+    assert_eq!(chat(&gateway, "127.0.0.1:2").await, StatusCode::TOO_MANY_REQUESTS);
+}
