@@ -1,17 +1,24 @@
-//! Alert rules: sliding-window counts of a metric, per address for `block_ip`.
+//! Alert rules: sliding-window counts of a metric, per client for `block_ip`.
 //!
 //! A rule fires when more than `threshold` events of its metric fall within the last
-//! `duration`. `block_ip` rules keep one window per client address (events without an address
-//! are not theirs to count); `notify_admin` rules keep one window for all addresses. A window
-//! holds the times of its events, at most `threshold + 1` of them, and is cleared when its rule
-//! fires, so that a flood fires once per `threshold + 1` events rather than on every event.
+//! `duration`. `block_ip` rules keep one window per client (events without an address are not
+//! theirs to count); `notify_admin` rules keep one window for all addresses. A client is an
+//! IPv4 address (IPv4-mapped IPv6 included) or an IPv6 /64, as for the rate limiter, so that
+//! rotating through the addresses of one /64 does not escape the rule. A window holds the times
+//! of its events, at most `threshold + 1` of them.
+//!
+//! Cooldown: once a rule fired for a key, it does not fire again for that key until `duration`
+//! has passed since the firing; the key's events in the meantime are counted as suppressed and
+//! reported with its next firing ([`Fired::suppressed`]). A flood therefore fires once per
+//! `duration`, not once per `threshold + 1` events. When a key's window is dropped (its last
+//! event left the window, or it was evicted), a suppressed count not yet reported goes with it.
 //!
 //! Memory is bounded: a rule keeps at most [`MAX_KEYS`] windows (fewer for very high
 //! thresholds, see [`TIMESTAMP_BUDGET`]); when full, the window seen least recently is dropped,
 //! and windows whose last event has left the window are dropped on the way.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
@@ -31,11 +38,20 @@ pub struct Fired {
     pub rule: String,
     /// What to do.
     pub action: AlertAction,
-    /// The offending address (always set for `block_ip`; for `notify_admin`, the address of
-    /// the event that tipped the count over, when it had one).
+    /// The offending client, as a network address with [`Fired::prefix_len`]: an IPv4
+    /// address (IPv4-mapped IPv6 addresses are given as IPv4), or for IPv6 the /64 network
+    /// address (the address with its last 64 bits zeroed; the window counted every address of
+    /// that /64). Always set for `block_ip`, which should block `ip/prefix_len`; for
+    /// `notify_admin`, the client of the event that tipped the count over, when it had an
+    /// address.
     pub ip: Option<IpAddr>,
-    /// Events counted within the window when it fired.
+    /// The prefix length of `ip`: 32 for IPv4, 64 for IPv6; 0 when `ip` is `None`.
+    pub prefix_len: u8,
+    /// Events counted within the window when it fired (at most `threshold + 1`).
     pub count: u64,
+    /// Events of this key that came during the cooldown after the rule's previous firing for
+    /// it (`duration` from that firing) and so did not fire it again.
+    pub suppressed: u64,
     /// The rule's window.
     pub window: Duration,
     /// `block_ip`: how long to block.
@@ -96,22 +112,24 @@ impl Alerts {
     /// Counts one event of `metric` from `ip` at `now_millis` (a monotonic clock) and returns
     /// the rules that fired on it.
     pub fn observe(&self, metric: AlertMetric, ip: Option<IpAddr>, now_millis: u64) -> Vec<Fired> {
-        let ip = ip.map(|ip| ip.to_canonical());
+        let client = ip.map(client_network);
         let mut fired = Vec::new();
         let mut rules = self.rules.lock().unwrap_or_else(PoisonError::into_inner);
         for state in rules.iter_mut().filter(|s| s.rule.condition.metric == metric) {
-            let key = match (state.rule.action, ip) {
+            let key = match (state.rule.action, client) {
                 (AlertAction::BlockIp, None) => continue,
-                (AlertAction::BlockIp, Some(ip)) => Some(ip),
+                (AlertAction::BlockIp, Some((network, _))) => Some(network),
                 _ => None,
             };
-            if let Some(count) = state.record(key, now_millis) {
+            if let Some((count, suppressed)) = state.record(key, now_millis) {
                 let rule = &state.rule;
                 fired.push(Fired {
                     rule: rule.name.clone(),
                     action: rule.action,
-                    ip,
+                    ip: client.map(|(network, _)| network),
+                    prefix_len: client.map_or(0, |(_, len)| len),
                     count,
+                    suppressed,
                     window: rule.duration,
                     block_for: rule.block_for,
                     webhook: rule.webhook.clone().map(|url| (url, rule.webhook_timeout)),
@@ -122,8 +140,18 @@ impl Alerts {
     }
 }
 
-/// One rule and its windows, keyed by address (`None`: the one window of a `notify_admin`
-/// rule).
+/// The client an address counts as: an IPv4 address (IPv4-mapped IPv6 included) with prefix
+/// length 32, or an IPv6 address's /64 network address with prefix length 64 (the block a
+/// host is normally given; the rate limiter keys IPv6 clients the same way).
+pub(crate) fn client_network(ip: IpAddr) -> (IpAddr, u8) {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => (IpAddr::V4(v4), 32),
+        IpAddr::V6(v6) => (IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !(u128::MAX >> 64))), 64),
+    }
+}
+
+/// One rule and its windows, keyed by client (see [`client_network`]; `None`: the one window
+/// of a `notify_admin` rule).
 #[derive(Debug)]
 struct RuleState {
     rule: AlertRule,
@@ -141,6 +169,10 @@ struct Window {
     times: VecDeque<u64>,
     /// The key's entry in `recency`.
     seq: u64,
+    /// When the rule last fired for this key.
+    fired_at: Option<u64>,
+    /// Events since then that came within the cooldown.
+    suppressed: u64,
 }
 
 impl RuleState {
@@ -162,9 +194,9 @@ impl RuleState {
         }
     }
 
-    /// Records an event for `key`; returns the count when it tips the rule over (and clears
-    /// the key's window).
-    fn record(&mut self, key: Option<IpAddr>, now: u64) -> Option<u64> {
+    /// Records an event for `key`; returns the count and the suppressed events when it fires
+    /// the rule.
+    fn record(&mut self, key: Option<IpAddr>, now: u64) -> Option<(u64, u64)> {
         self.drop_expired(now);
         let seq = self.next_seq;
         self.next_seq += 1;
@@ -177,7 +209,8 @@ impl RuleState {
             {
                 self.windows.remove(&oldest);
             }
-            self.windows.insert(key, Window { times: VecDeque::new(), seq });
+            self.windows
+                .insert(key, Window { times: VecDeque::new(), seq, fired_at: None, suppressed: 0 });
         }
         self.recency.insert(seq, key);
 
@@ -188,11 +221,19 @@ impl RuleState {
             w.times.pop_front();
         }
         w.times.push_back(now);
+        // Past the threshold only the newest threshold + 1 matter (the count is over either
+        // way); the window is not cleared when the rule fires, the cooldown holds it back.
+        if w.times.len() as u64 > threshold.saturating_add(1) {
+            w.times.pop_front();
+        }
+        if w.fired_at.is_some_and(|at| now.saturating_sub(at) < window_ms) {
+            w.suppressed = w.suppressed.saturating_add(1);
+            return None;
+        }
         let count = w.times.len() as u64;
         if count > threshold {
-            self.recency.remove(&seq);
-            self.windows.remove(&key);
-            return Some(count);
+            w.fired_at = Some(now);
+            return Some((count, std::mem::take(&mut w.suppressed)));
         }
         None
     }
@@ -286,7 +327,9 @@ mod tests {
                 rule: "Rate limit violations".to_owned(),
                 action: AlertAction::BlockIp,
                 ip: Some(ip(1)),
+                prefix_len: 32,
                 count: 51,
+                suppressed: 0,
                 window: Duration::from_secs(60),
                 block_for: Duration::from_secs(3600),
                 webhook: None,
@@ -321,7 +364,7 @@ mod tests {
         let mapped = IpAddr::V6(Ipv4Addr::from(0x0a00_0001).to_ipv6_mapped());
         let fired = feed(&a, m, Some(mapped), 25, 500, 1);
         assert_eq!(fired.len(), 1);
-        assert_eq!(fired[0].ip, Some(ip(1)));
+        assert_eq!((fired[0].ip, fired[0].prefix_len), (Some(ip(1)), 32));
     }
 
     #[test]
@@ -340,10 +383,12 @@ mod tests {
             let from = if i % 2 == 0 { Some(ip(i)) } else { None };
             assert!(a.observe(m, from, u64::from(i) * 100).is_empty());
         }
-        let v6 = IpAddr::V6(Ipv6Addr::LOCALHOST);
+        let v6 = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 5, 1, 2, 3, 4));
         let fired = a.observe(m, Some(v6), 10_001);
         assert_eq!(fired.len(), 1);
-        assert_eq!((fired[0].ip, fired[0].count), (Some(v6), 101));
+        // An IPv6 client is reported as its /64.
+        let net = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 5, 0, 0, 0, 0));
+        assert_eq!((fired[0].ip, fired[0].prefix_len, fired[0].count), (Some(net), 64, 101));
         assert_eq!(fired[0].action, AlertAction::NotifyAdmin);
         assert_eq!(
             fired[0].webhook,
@@ -352,17 +397,63 @@ mod tests {
     }
 
     #[test]
-    fn after_firing_the_window_starts_again() {
+    fn a_flood_fires_once_per_duration_and_reports_the_suppressed_events() {
         let a = Alerts::new(vec![block50()]);
         let m = AlertMetric::RateLimitViolations;
-        assert_eq!(feed(&a, m, Some(ip(1)), 51, 0, 1).len(), 1);
-        assert!(a.observe(m, Some(ip(1)), 52).is_empty(), "the next event must not fire again");
-        assert!(feed(&a, m, Some(ip(1)), 49, 53, 1).is_empty());
-        assert_eq!(a.observe(m, Some(ip(1)), 200).len(), 1, "51 more fire again");
+        // 600 violations 10 ms apart: the 51st (at 500 ms) fires; the 549 after it are within
+        // a minute of that and fire nothing (before the cooldown: 11 firings).
+        let fired = feed(&a, m, Some(ip(1)), 600, 0, 10);
+        assert_eq!(fired.len(), 1, "{fired:?}");
+        assert_eq!((fired[0].count, fired[0].suppressed), (51, 0));
+        {
+            let rules = a.rules.lock().unwrap();
+            assert!(rules[0].windows.values().all(|w| w.times.len() <= 51), "bounded");
+        }
+        // Another address is not held back by the first one's cooldown.
+        assert_eq!(feed(&a, m, Some(ip(2)), 51, 1000, 1).len(), 1);
+        // Up to a minute after the firing: still suppressed.
+        assert!(a.observe(m, Some(ip(1)), 60_499).is_empty());
+        // A minute after it: fires again (more than 50 within the last minute), reporting the
+        // 550 events of the cooldown.
+        let fired = a.observe(m, Some(ip(1)), 60_500);
+        assert_eq!(fired.len(), 1);
+        assert_eq!((fired[0].ip, fired[0].count, fired[0].suppressed), (Some(ip(1)), 51, 550));
+        // And the next cooldown starts from there.
+        assert!(feed(&a, m, Some(ip(1)), 100, 60_501, 1).is_empty());
+        let fired = a.observe(m, Some(ip(1)), 120_500);
+        assert_eq!((fired.len(), fired[0].suppressed), (1, 100));
     }
 
     #[test]
-    fn a_threshold_of_zero_fires_on_every_event() {
+    fn after_the_cooldown_a_quiet_key_needs_more_than_the_threshold_again() {
+        let a = Alerts::new(vec![block50()]);
+        let m = AlertMetric::RateLimitViolations;
+        assert_eq!(feed(&a, m, Some(ip(1)), 51, 0, 1).len(), 1);
+        assert!(feed(&a, m, Some(ip(1)), 3, 100, 1).is_empty(), "cooldown");
+        // Two minutes later the old events have left the window: 50 do not fire, 51 do, and
+        // the three suppressed events went with the expired window.
+        assert!(feed(&a, m, Some(ip(1)), 50, 120_000, 1).is_empty());
+        let fired = a.observe(m, Some(ip(1)), 120_050);
+        assert_eq!((fired.len(), fired[0].count, fired[0].suppressed), (1, 51, 0));
+    }
+
+    #[test]
+    fn six_hundred_bad_keys_notify_once_per_window_not_two_hundred_times() {
+        let mut r = rule("auth", AlertMetric::AuthFailures, 2, 60, AlertAction::NotifyAdmin);
+        r.webhook = Some("https://hooks.example/alert".to_owned());
+        let a = Alerts::new(vec![r]);
+        let fired = feed(&a, AlertMetric::AuthFailures, Some(ip(7)), 600, 0, 50);
+        assert_eq!(fired.len(), 1, "one webhook call for the first minute, not 200");
+        assert_eq!((fired[0].count, fired[0].suppressed), (3, 0));
+        // 30 s of flood after the firing at 100 ms: 597 events, then the next one a minute
+        // after the firing fires with all of them.
+        let fired = a.observe(AlertMetric::AuthFailures, None, 60_100);
+        assert_eq!((fired.len(), fired[0].suppressed, fired[0].ip), (1, 597, None));
+        assert_eq!(fired[0].prefix_len, 0);
+    }
+
+    #[test]
+    fn a_threshold_of_zero_fires_on_the_first_event_then_once_per_duration() {
         let a = Alerts::new(vec![rule(
             "any",
             AlertMetric::SecurityEvents,
@@ -370,7 +461,32 @@ mod tests {
             60,
             AlertAction::NotifyAdmin,
         )]);
-        assert_eq!(feed(&a, AlertMetric::SecurityEvents, None, 3, 0, 1).len(), 3);
+        assert_eq!(feed(&a, AlertMetric::SecurityEvents, None, 3, 0, 1).len(), 1);
+        let fired = a.observe(AlertMetric::SecurityEvents, None, 60_000);
+        assert_eq!((fired.len(), fired[0].count, fired[0].suppressed), (1, 1, 2));
+    }
+
+    #[test]
+    fn ipv6_clients_count_per_64_and_are_reported_as_the_64() {
+        let a = Alerts::new(vec![block50()]);
+        let m = AlertMetric::RateLimitViolations;
+        let v6 = |net: u16, host: u16| {
+            IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 7, net, 0x1234, 0, host, 1))
+        };
+        // 51 addresses of one /64, one event each: the /64 is one client.
+        let fired: Vec<Fired> = (0..51).flat_map(|i| a.observe(m, Some(v6(9, i)), 10)).collect();
+        assert_eq!(fired.len(), 1, "rotating inside one /64 must not escape block_ip");
+        let net: IpAddr = "2001:db8:7:9::".parse().unwrap();
+        assert_eq!((fired[0].ip, fired[0].prefix_len), (Some(net), 64));
+        // 51 addresses in 51 different /64s: 51 clients, none over the threshold.
+        let fired: Vec<Fired> = (100..151).flat_map(|i| a.observe(m, Some(v6(i, 1)), 20)).collect();
+        assert!(fired.is_empty(), "{fired:?}");
+        assert_eq!(keys(&a), vec![52]);
+        // IPv4 and IPv4-mapped IPv6 are keyed by the address.
+        assert_eq!(client_network(ip(3)), (ip(3), 32));
+        let mapped = IpAddr::V6(Ipv4Addr::from(0x0a00_0003).to_ipv6_mapped());
+        assert_eq!(client_network(mapped), (ip(3), 32));
+        assert_eq!(client_network(v6(1, 2)), ("2001:db8:7:1::".parse().unwrap(), 64));
     }
 
     #[test]
@@ -386,8 +502,9 @@ mod tests {
             fired += a.observe(m, Some(ip(n)), u64::from(n / 20)).len();
         }
         assert_eq!(keys(&a), vec![MAX_KEYS, 1]);
-        // The notify_admin rule fired once per 1001 events; no address reached 51.
-        assert_eq!(fired, 1_000_000 / 1001);
+        // The notify_admin rule fired once (the spray lasts 50 s, within its cooldown); no
+        // address reached 51.
+        assert_eq!(fired, 1);
         {
             let rules = a.rules.lock().unwrap();
             assert_eq!(rules[0].recency.len(), MAX_KEYS);

@@ -21,6 +21,7 @@ use metrics::{SharedString, Unit};
 use metrics_exporter_prometheus::PrometheusRecorder;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
+use crate::alerts::client_network;
 use crate::config::MetricsConfig;
 use crate::event::EventType;
 
@@ -86,8 +87,9 @@ static METADATA: Metadata<'static> =
 ///
 /// Label values are bounded: `provider` is one of the names given to [`Metrics::new`] or
 /// `none`, `management`, `other`; `status` is a code from 100 to 599 or `other`; `ip` keeps
-/// the first `max_ip_labels` addresses seen (IPv4-mapped IPv6 shown as IPv4) and counts the
-/// rest under `other`; `rule` keeps at most 64 names.
+/// the first `max_ip_labels` clients seen (an IPv4 address, IPv4-mapped IPv6 shown as IPv4,
+/// or an IPv6 /64 shown as `2001:db8:1:2::/64`) and counts the rest under `other`; `rule`
+/// keeps at most 64 names.
 pub struct Metrics {
     recorder: PrometheusRecorder,
     handle: PrometheusHandle,
@@ -122,7 +124,10 @@ impl std::fmt::Debug for Metrics {
 impl Metrics {
     /// Registers every metric with its help text. `providers` are the configured provider
     /// names: only they (and `none`, `management`, `other`) appear as `provider` values.
-    /// Counters and gauges start at zero and are in the first scrape.
+    /// Counters and gauges start at zero and are in the first scrape, except
+    /// `cliproxy_quota_remaining`, whose series for a provider appears with its first
+    /// [`Metrics::set_quota_remaining`] (a provider without a quota has none, rather than a
+    /// 0 that reads as an exhausted quota).
     pub fn new(config: &MetricsConfig, providers: impl IntoIterator<Item = String>) -> Self {
         // The bucket list is a non-empty constant, so the error (empty buckets) cannot happen;
         // should it ever, the histograms are rendered as summaries rather than lost.
@@ -201,11 +206,17 @@ impl Metrics {
         self.provider(provider.unwrap_or(NONE)).auth_failures.increment(1);
     }
 
-    /// A request refused by a rate limit, from `ip`.
+    /// A request refused by a rate limit, from `ip`: counted per client, an IPv4 address or an
+    /// IPv6 /64 (as the rate limiter and the alert rules key them), so that one /64 takes one
+    /// label slot however many of its addresses it uses.
     pub fn rate_limit_violation(&self, ip: IpAddr) {
-        let ip = ip.to_canonical();
-        self.ips.increment(ip, || {
-            counter(&self.recorder, RATE_LIMIT_VIOLATIONS, vec![Label::new("ip", ip.to_string())])
+        let (network, prefix_len) = client_network(ip);
+        self.ips.increment(network, || {
+            let label = match network {
+                IpAddr::V4(v4) => v4.to_string(),
+                IpAddr::V6(v6) => format!("{v6}/{prefix_len}"),
+            };
+            counter(&self.recorder, RATE_LIMIT_VIOLATIONS, vec![Label::new("ip", label)])
         });
     }
 
@@ -236,8 +247,9 @@ impl Metrics {
         self.tokens_of(p, input_tokens, output_tokens);
     }
 
-    /// One proxied request: its status and how long it took from arrival to the end of the
-    /// reply.
+    /// One request answered: the provider it was routed to (`none` when it was refused or
+    /// answered before routing), its status and how long it took from arrival to the end of
+    /// the reply.
     pub fn request(&self, provider: &str, status: u16, duration: Duration) {
         self.request_of(self.provider(provider), status, duration);
     }
@@ -292,10 +304,15 @@ impl Metrics {
     }
 
     /// Tokens left in a configured provider's quota period (ignored for other names: a
-    /// quota only exists for configured providers).
+    /// quota only exists for configured providers). The provider's series is registered by
+    /// its first call: only providers with a quota have one.
     pub fn set_quota_remaining(&self, provider: &str, remaining: u64) {
-        if let Some(g) = &self.provider(provider).quota {
-            g.set(remaining as f64);
+        let p = self.provider(provider);
+        if let Some(cell) = &p.quota {
+            cell.get_or_init(|| {
+                gauge(&self.recorder, QUOTA_REMAINING, vec![Label::new("provider", p.name.clone())])
+            })
+            .set(remaining as f64);
         }
     }
 
@@ -395,12 +412,13 @@ struct ProviderMetrics {
     upstream_duration: OnceLock<Histogram>,
     input_tokens: OnceLock<Counter>,
     output_tokens: OnceLock<Counter>,
-    /// Only for configured providers.
-    quota: Option<Gauge>,
+    /// Only for configured providers; registered by the first `set_quota_remaining`.
+    quota: Option<OnceLock<Gauge>>,
 }
 
 impl ProviderMetrics {
-    /// `configured`: a provider of the config (it has a quota gauge). `requests`: one that
+    /// `configured`: a provider of the config (it may have a quota gauge, registered when
+    /// first set). `requests`: one that
     /// serves requests (configured, or `none`), whose request metrics are registered now so
     /// that they are in the first scrape; `management` and `other` get them on first use.
     fn new(recorder: &PrometheusRecorder, name: &str, configured: bool, requests: bool) -> Self {
@@ -414,7 +432,7 @@ impl ProviderMetrics {
             upstream_duration: OnceLock::new(),
             input_tokens: OnceLock::new(),
             output_tokens: OnceLock::new(),
-            quota: configured.then(|| gauge(recorder, QUOTA_REMAINING, label())),
+            quota: configured.then(OnceLock::new),
         };
         if requests {
             if let Some(ok) = p.requests.get(200 - 100) {
@@ -550,7 +568,8 @@ fn tokens_counter(recorder: &PrometheusRecorder, provider: &str, kind: &'static 
 }
 
 /// The help texts (SPEC §6). A `# HELP` line is only rendered for a metric that has a series,
-/// which is why every metric is registered at construction.
+/// which is why every metric is registered at construction (but `cliproxy_quota_remaining`,
+/// which has no series until a provider has a quota).
 fn describe(recorder: &PrometheusRecorder) {
     let counters: [(&'static str, &'static str); 8] = [
         (
@@ -559,7 +578,7 @@ fn describe(recorder: &PrometheusRecorder) {
         ),
         (
             RATE_LIMIT_VIOLATIONS,
-            "Requests refused by a rate limit, by client address (the first max_ip_labels addresses; the rest under ip=\"other\").",
+            "Requests refused by a rate limit, by client: an IPv4 address or an IPv6 /64 (the first max_ip_labels clients; the rest under ip=\"other\").",
         ),
         (
             SECURITY_EVENTS,
@@ -567,7 +586,7 @@ fn describe(recorder: &PrometheusRecorder) {
         ),
         (
             REQUESTS,
-            "Proxied requests, by provider and the HTTP status sent to the client (other: a status outside 100-599).",
+            "Requests answered, by the provider they were routed to (none when refused or answered before routing) and the HTTP status sent to the client (other: a status outside 100-599).",
         ),
         (
             TOKENS,
@@ -589,7 +608,10 @@ fn describe(recorder: &PrometheusRecorder) {
     }
     let gauges: [(&'static str, &'static str); 4] = [
         (BLOCKED_IPS, "Entries on the runtime IP denylist."),
-        (QUOTA_REMAINING, "Tokens left in the provider's current quota period."),
+        (
+            QUOTA_REMAINING,
+            "Tokens left in the provider's current quota period; only providers with a quota have a series.",
+        ),
         (ACTIVE_CONNECTIONS, "Client connections open now."),
         (AUDIT_HEALTHY, "1 while the audit log is being written, 0 while writing fails."),
     ];

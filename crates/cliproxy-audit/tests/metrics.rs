@@ -13,7 +13,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::num::NonZeroUsize;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -392,8 +392,11 @@ fn a_scrape_has_every_metric_with_help_type_buckets_bounded_labels_and_exact_cou
 
     assert_eq!(s.value("cliproxy_blocked_ips", &[]), 7.0);
     assert_eq!(s.value("cliproxy_quota_remaining", &[("provider", "openai")]), 1234.0);
-    assert_eq!(s.value("cliproxy_quota_remaining", &[("provider", "claude")]), 0.0);
-    assert_eq!(s.series("cliproxy_quota_remaining").count(), 2, "only configured providers");
+    assert_eq!(
+        s.series("cliproxy_quota_remaining").count(),
+        1,
+        "only configured providers that were given a quota"
+    );
     assert_eq!(s.value("cliproxy_active_connections", &[]), 2.0);
     let fired = "cliproxy_alerts_fired_total";
     assert_eq!(s.value(fired, &[("rule", "Rate limit violations")]), 2.0);
@@ -411,7 +414,9 @@ fn the_first_scrape_shows_every_metric_at_zero() {
     m.alert_rules(["Rate limit violations"]);
     let text = m.render();
     let s = Scrape::parse(&text);
-    for (name, t) in EXPECTED {
+    // All but the quota gauge, which only has series for providers with a quota.
+    assert!(!s.types.contains_key("cliproxy_quota_remaining"), "{text}");
+    for (name, t) in EXPECTED.into_iter().filter(|(n, _)| *n != "cliproxy_quota_remaining") {
         assert_eq!(s.types.get(name).map(String::as_str), Some(t), "{name} missing:\n{text}");
         assert!(s.help.contains_key(name), "{name}");
     }
@@ -486,6 +491,69 @@ fn rule_names_are_bounded_to_64_and_the_rest_count_under_other() {
     assert_eq!(s.value(fired, &[("rule", "rule 63")]), 1.0);
     assert_eq!(s.get(fired, &[("rule", "rule 64")]), None);
     assert_eq!(s.value(fired, &[("rule", "other")]), 6.0);
+}
+
+#[test]
+fn a_provider_without_a_quota_has_no_quota_series_rather_than_zero() {
+    // A 0 would read as an exhausted quota (and fire an `== 0` alert) for a provider that
+    // has no quota at all.
+    let m = Metrics::new(&config(10), providers());
+    let s = Scrape::parse(&m.render());
+    assert_eq!(s.series("cliproxy_quota_remaining").count(), 0);
+    m.set_quota_remaining("claude", 0);
+    m.set_quota_remaining("bogus", 5);
+    let text = m.render();
+    let s = Scrape::parse(&text);
+    assert_eq!(s.value("cliproxy_quota_remaining", &[("provider", "claude")]), 0.0);
+    assert_eq!(s.get("cliproxy_quota_remaining", &[("provider", "openai")]), None);
+    assert_eq!(s.series("cliproxy_quota_remaining").count(), 1, "{text}");
+    assert!(s.help["cliproxy_quota_remaining"].contains("only providers with a quota"));
+    m.set_quota_remaining("claude", 77);
+    let s = Scrape::parse(&m.render());
+    assert_eq!(s.value("cliproxy_quota_remaining", &[("provider", "claude")]), 77.0);
+    promtool_check(&text);
+}
+
+#[test]
+fn the_requests_help_text_counts_answers_that_never_reached_a_provider() {
+    let m = Metrics::new(&config(10), providers());
+    m.request("none", 401, Duration::from_micros(80));
+    let s = Scrape::parse(&m.render());
+    let help = &s.help["cliproxy_requests_total"];
+    assert!(help.starts_with("Requests answered, by the provider they were routed to"), "{help}");
+    assert!(help.contains("none when refused or answered before routing"), "{help}");
+    assert!(!help.contains("Proxied"), "{help}");
+    assert_eq!(s.value("cliproxy_requests_total", &[("provider", "none"), ("status", "401")]), 1.0);
+}
+
+#[test]
+fn ipv6_rate_limit_violations_are_labelled_by_their_64() {
+    // One /64 rotating through 1,000 of its addresses takes one label slot, not all ten.
+    let m = Metrics::new(&config(10), providers());
+    let v6 = |net: u16, host: u16| IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 1, net, 0, 0, 0, host));
+    for host in 0..1000 {
+        m.rate_limit_violation(v6(2, host));
+    }
+    for net in 100..108 {
+        m.rate_limit_violation(v6(net, 1));
+    }
+    m.rate_limit_violation(ip(1));
+    // An eleventh client: no slot left.
+    m.rate_limit_violation(v6(200, 1));
+    // Known clients keep counting under their own label.
+    m.rate_limit_violation(v6(2, 0xffff));
+    let IpAddr::V4(v4) = ip(1) else { unreachable!() };
+    m.rate_limit_violation(IpAddr::V6(v4.to_ipv6_mapped()));
+    let text = m.render();
+    let s = Scrape::parse(&text);
+    let rl = "cliproxy_rate_limit_violations_total";
+    assert_eq!(s.label_values(rl, "ip").len(), 11, "{text}");
+    assert_eq!(s.value(rl, &[("ip", "2001:db8:1:2::/64")]), 1001.0);
+    assert_eq!(s.value(rl, &[("ip", "2001:db8:1:64::/64")]), 1.0);
+    assert_eq!(s.value(rl, &[("ip", "198.51.100.1")]), 2.0, "IPv4 (and mapped) by address");
+    assert_eq!(s.value(rl, &[("ip", "other")]), 1.0);
+    assert!(s.help[rl].contains("IPv6 /64"), "{}", s.help[rl]);
+    promtool_check(&text);
 }
 
 fn rule(json: serde_json::Value) -> AlertRule {
