@@ -493,9 +493,21 @@ impl Guard {
     /// the rule.
     fn on_alert(&self, fired: Fired) {
         let window = humantime::format_duration(fired.window).to_string();
-        let who = fired.ip.map(|ip| ip.to_string()).unwrap_or_else(|| "all addresses".to_owned());
+        // IPv6 clients are counted (and blocked) per /64, like the per-IP bucket keys them.
+        let network = fired.ip.and_then(|ip| IpNetwork::new(ip, fired.prefix_len).ok());
+        let who = match network {
+            Some(IpNetwork::V6(net)) => net.to_string(),
+            Some(net) => net.ip().to_string(),
+            None => "all addresses".to_owned(),
+        };
         let mut detail =
             format!("alert `{}`: {} events within {window} from {who}", fired.rule, fired.count);
+        if fired.suppressed > 0 {
+            detail.push_str(&format!(
+                " ({} more since it last fired, while it was quiet)",
+                fired.suppressed
+            ));
+        }
         match fired.action {
             AlertAction::BlockIp => {
                 let Some(ip) = fired.ip else { return };
@@ -504,8 +516,13 @@ impl Guard {
                 // lock out everyone, the operator's management calls included, across
                 // restarts. The refusals still count; the skipped block is said.
                 let ip = cliproxy_netguard::canonical_ip(ip);
-                if ip.is_loopback() || self.ip.is_trusted_proxy(ip) {
-                    let why = if ip.is_loopback() { "loopback" } else { "a trusted proxy" };
+                // For IPv6 `ip` is the /64's first address: ::1 is in ::/64.
+                let loopback = ip.is_loopback()
+                    || network.is_some_and(|n| {
+                        n.contains(std::net::IpAddr::V6(std::net::Ipv6Addr::LOCALHOST))
+                    });
+                if loopback || self.ip.is_trusted_proxy(ip) {
+                    let why = if loopback { "loopback" } else { "a trusted proxy" };
                     warn!(self.log, "alert fired but the address is not blocked"; "event_type" => "security_violation",
                         "rule" => &fired.rule, "ip" => ip.to_string(), "reason" => why,
                         "fix" => "set server.trusted_proxies so that the client behind the proxy is blocked instead");
@@ -522,7 +539,7 @@ impl Guard {
                 }
                 let now = self.clock.unix_seconds();
                 let entry = DenyEntry {
-                    network: IpNetwork::from(ip),
+                    network: network.unwrap_or_else(|| IpNetwork::from(ip)),
                     reason: format!("alert: {}", fired.rule),
                     created_at: now,
                     expires_at: Some(now.saturating_add(fired.block_for.as_secs().max(1))),
@@ -532,10 +549,10 @@ impl Guard {
                 let block_for = humantime::format_duration(fired.block_for).to_string();
                 detail.push_str(&format!("; blocked for {block_for}"));
                 warn!(self.log, "alert fired: address blocked"; "event_type" => "security_violation",
-                    "rule" => &fired.rule, "ip" => ip.to_string(), "count" => fired.count,
+                    "rule" => &fired.rule, "ip" => &who, "count" => fired.count,
                     "window" => &window, "block_for" => &block_for);
                 let mut details = serde_json::Map::new();
-                details.insert("ip".to_owned(), json!(ip.to_string()));
+                details.insert("network".to_owned(), json!(who));
                 details.insert("rule".to_owned(), json!(fired.rule));
                 details.insert("expires_in_s".to_owned(), json!(fired.block_for.as_secs()));
                 self.emit(
@@ -560,7 +577,8 @@ impl Guard {
                             "action": "notify_admin",
                             "count": fired.count,
                             "window_s": fired.window.as_secs(),
-                            "ip": fired.ip.map(|ip| ip.to_string()),
+                            "suppressed": fired.suppressed,
+                            "ip": network.map(|_| who.clone()),
                             "at": humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
                         }),
                     );

@@ -314,3 +314,28 @@ async fn a_reload_that_would_leave_a_key_unlimited_waits_for_a_restart() {
     }
     assert_eq!(chat(&gateway, "127.0.0.1:2").await, StatusCode::TOO_MANY_REQUESTS);
 }
+
+#[tokio::test]
+async fn an_ipv6_client_is_blocked_by_its_64_and_ipv6_loopback_never() {
+    let clock = FakeClock::at_unix(1_800_000_000);
+    let (gateway, _log, _dir) = build(
+        "server: {security: {rate_limiting: {enabled: true, requests_per_second: 1, burst: 1}}}\n\
+         alerts: [{name: flood, condition: \"rate_limit_violations > 2\", duration: 1m, action: block_ip}]\n",
+        Some(clock.clone()),
+    );
+    // Rotating addresses inside one /64 shares one bucket and one alert window.
+    assert_eq!(chat(&gateway, "[2001:db8:1:2::5]:1").await, StatusCode::OK);
+    for host in ["6", "7", "8"] {
+        let peer = format!("[2001:db8:1:2::{host}]:1");
+        assert_eq!(chat(&gateway, &peer).await, StatusCode::TOO_MANY_REQUESTS);
+    }
+    let entries = denylist(&gateway).await;
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert_eq!(entries[0]["ip"], "2001:db8:1:2::/64");
+    assert_eq!(chat(&gateway, "[2001:db8:1:2::99]:1").await, StatusCode::FORBIDDEN);
+    assert_eq!(chat(&gateway, "[2001:db8:1:3::5]:1").await, StatusCode::OK);
+    // ::1 is in ::/64: never blocked.
+    assert_eq!(chat(&gateway, "[::1]:1").await, StatusCode::OK);
+    refusals(&gateway, "[::1]:1", 3).await;
+    assert_eq!(denylist(&gateway).await.len(), 1);
+}
