@@ -14,6 +14,16 @@ pub enum Error {
         /// Why.
         source: std::io::Error,
     },
+    /// Another process (or another sink) holds the exclusive lock on the audit file: two
+    /// writers would interleave their chains and cut each other's lines.
+    #[error(
+        "cannot open the audit log {path} (logging.audit.file): another process holds it (an \
+         exclusive lock on the file: is another cliproxy writing the same audit log?)"
+    )]
+    Locked {
+        /// The file.
+        path: PathBuf,
+    },
     /// The existing audit file's last line could not be read to continue its chain.
     #[error("cannot continue the hash chain of {path} (logging.audit.file): {reason}")]
     Chain {

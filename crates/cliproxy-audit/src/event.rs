@@ -357,9 +357,9 @@ mod tests {
         );
         for (i, t) in EventType::ALL.iter().enumerate() {
             assert_eq!(t.index(), i);
-            let parsed: EventType =
-                serde_json::from_value(Value::String(t.as_str().to_owned())).unwrap_or(*t);
-            assert_eq!(parsed, *t);
+            let name = Value::String(t.as_str().to_owned());
+            assert_eq!(serde_json::to_value(t).ok(), Some(name.clone()), "{t:?} serialises");
+            assert_eq!(serde_json::from_value::<EventType>(name).ok(), Some(*t), "{t:?} parses");
         }
     }
 

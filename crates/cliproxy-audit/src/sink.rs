@@ -33,9 +33,9 @@
 //! chain. When the backlog is full, further events are dropped and counted, and once writing
 //! works again an `audit_events_lost` line records how many.
 
-use std::fs::{File, OpenOptions, Permissions};
+use std::fs::{File, OpenOptions, Permissions, TryLockError};
 use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
@@ -50,7 +50,7 @@ use crate::config::AuditConfig;
 use crate::error::{Error, Result};
 use crate::event::Event;
 use crate::metrics::Metrics;
-use crate::verify::{MAX_LINE, ZERO_HASH, parse_line, sha256_hex};
+use crate::verify::{Line, MAX_LINE, ZERO_HASH, parse_line, sha256_hex};
 
 /// Whether the sink can write.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -136,7 +136,10 @@ pub struct SinkOptions {
     pub sync_interval: Duration,
     /// How often a failing write is retried as events come in (default 100 ms).
     pub retry_interval: Duration,
-    /// How the file is opened; `None`: append-only, created 0600, a looser mode tightened.
+    /// How the file is opened for writing; `None`: append-only, created 0600, a looser mode
+    /// tightened. Whichever opener, the sink itself first opens the path without following a
+    /// symlink (`O_NOFOLLOW`) and takes an exclusive lock on it (a regular file), held until
+    /// the next successful reopen.
     pub open: Option<OpenWriter>,
 }
 
@@ -211,7 +214,13 @@ impl FileSink {
         options: SinkOptions,
     ) -> Result<Self> {
         let path = config.file.clone();
-        let open_error = |source| Error::Open { path: path.clone(), source };
+        let open_error = |source: io::Error| {
+            if source.kind() == io::ErrorKind::WouldBlock {
+                Error::Locked { path: path.clone() }
+            } else {
+                Error::Open { path: path.clone(), source }
+            }
+        };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
             std::fs::DirBuilder::new()
                 .recursive(true)
@@ -219,9 +228,11 @@ impl FileSink {
                 .create(dir)
                 .map_err(open_error)?;
         }
-        let head = continue_chain(&path, &log)?;
-        let open = options.open.clone().unwrap_or_else(|| default_opener(log.clone()));
-        let mut writer = open(&path).map_err(open_error)?;
+        // Locked before the tail is read (and perhaps cut): nobody else appends meanwhile.
+        let mut locked = open_locked(&path, &log, None).map_err(open_error)?;
+        let head = continue_chain(&mut locked, &path, &log)?;
+        let open = options.open.clone();
+        let mut writer = writer_for(&locked, &path, open.as_ref()).map_err(open_error)?;
         let good_len = writer.file_len().map_err(open_error)?;
         info!(log, "audit log opened"; "file" => %path.display(), "seq" => head.seq,
               "hash" => &head.hash);
@@ -231,6 +242,7 @@ impl FileSink {
         let worker = Worker {
             path: path.clone(),
             open,
+            locked,
             writer,
             log,
             report,
@@ -271,11 +283,19 @@ impl FileSink {
     }
 
     /// Sends a command and waits until the writer has carried it out.
+    ///
+    /// The ticket is taken and the command sent under one lock, so commands reach the writer in
+    /// ticket order and "done up to ticket N" means exactly that this command was carried out.
     fn command(&self, command: &'static str) {
-        let ticket = self.shared.next_ticket.fetch_add(1, Ordering::SeqCst) + 1;
-        if !self.front.command(command, ticket) {
-            return;
-        }
+        let ticket = {
+            let mut last = lock(&self.shared.last_ticket);
+            let ticket = *last + 1;
+            if !self.front.command(command, ticket) {
+                return;
+            }
+            *last = ticket;
+            ticket
+        };
         let mut done = lock(&self.shared.done);
         while *done < ticket && !self.shared.writer_gone.load(Ordering::SeqCst) {
             done = self.shared.done_changed.wait(done).unwrap_or_else(PoisonError::into_inner);
@@ -294,7 +314,12 @@ impl AuditSink for FileSink {
     }
 
     fn health(&self) -> SinkHealth {
-        lock(&self.shared.health).clone()
+        let health = lock(&self.shared.health).clone();
+        if health == SinkHealth::Ok && self.shared.writer_gone.load(Ordering::SeqCst) {
+            // The writer thread reports its own death; this only covers a report that failed.
+            return SinkHealth::Failing { error: writer_died(&self.path) };
+        }
+        health
     }
 
     fn reopen(&self) {
@@ -343,7 +368,8 @@ struct Shared {
     queued: AtomicUsize,
     /// Data written but not synced, or a failing write to retry: the ticker has work.
     dirty: AtomicBool,
-    next_ticket: AtomicU64,
+    /// The last command ticket sent; held while a command is sent.
+    last_ticket: Mutex<u64>,
     /// The last command ticket carried out.
     done: Mutex<u64>,
     done_changed: Condvar,
@@ -356,7 +382,7 @@ impl Shared {
             health: Mutex::new(SinkHealth::Ok),
             queued: AtomicUsize::new(0),
             dirty: AtomicBool::new(false),
-            next_ticket: AtomicU64::new(0),
+            last_ticket: Mutex::new(0),
             done: Mutex::new(0),
             done_changed: Condvar::new(),
             writer_gone: AtomicBool::new(false),
@@ -440,6 +466,10 @@ impl Front {
         loop {
             match self.send(record, &self.empty) {
                 Ok(()) => return true,
+                // slog-async says `Full` for a channel whose writer thread is gone, too.
+                Err(AsyncError::Full) if self.shared.writer_gone.load(Ordering::SeqCst) => {
+                    return false;
+                }
                 // The writer drains the channel at disk speed; waiting a little is what a
                 // command (never on the request path) can afford.
                 Err(AsyncError::Full) => std::thread::sleep(Duration::from_millis(1)),
@@ -607,10 +637,32 @@ impl Drain for ChainDrain {
     }
 }
 
+impl Drop for ChainDrain {
+    /// slog-async catches a panic of the drain and ends its thread; the mutex, poisoned by the
+    /// panic, tells. The sink then reports itself failing for good.
+    fn drop(&mut self) {
+        if self.0.is_poisoned() {
+            self.0.get_mut().unwrap_or_else(PoisonError::into_inner).died();
+        }
+    }
+}
+
+/// The health error once the writer thread is gone.
+fn writer_died(path: &Path) -> String {
+    format!(
+        "the audit writer thread for {} (logging.audit.file) stopped after a panic: events are \
+         no longer written; restart the gateway",
+        path.display()
+    )
+}
+
 /// The chain writer's state.
 struct Worker {
     path: PathBuf,
-    open: OpenWriter,
+    /// A custom opener for the writer (`None`: the locked file itself).
+    open: Option<OpenWriter>,
+    /// The file opened without following a symlink, exclusively locked (when a regular file).
+    locked: File,
     writer: Box<dyn AuditWriter>,
     log: Logger,
     report: Reporter,
@@ -690,6 +742,7 @@ impl Worker {
         }
         if ticket > 0 {
             let mut done = lock(&self.shared.done);
+            // Commands arrive in ticket order (see `FileSink::command`).
             *done = (*done).max(ticket);
             self.shared.done_changed.notify_all();
         }
@@ -833,9 +886,16 @@ impl Worker {
     fn reopen(&mut self) {
         self.write_out(true);
         self.sync(true);
-        match (self.open)(&self.path).and_then(|mut w| w.file_len().map(|len| (w, len))) {
-            Ok((writer, len)) => {
+        let opened = open_locked(&self.path, &self.log, Some(&self.locked)).and_then(|locked| {
+            let mut writer = writer_for(&locked, &self.path, self.open.as_ref())?;
+            let len = writer.file_len()?;
+            Ok((locked, writer, len))
+        });
+        match opened {
+            Ok((locked, writer, len)) => {
+                // The old file and its lock go only now, once the new one is in hand.
                 self.writer = writer;
+                self.locked = locked;
                 self.good_len = len;
                 self.needs_cut = false;
                 self.unsynced = false;
@@ -851,11 +911,22 @@ impl Worker {
                      the file open before",
                     self.path.display()
                 );
-                error!(self.log, "{}", message);
+                // Retried every tick: logged like write errors, at most every 10 s.
+                if let Some(suppressed) = self.error_log.allow() {
+                    error!(self.log, "{}", message; "suppressed" => suppressed);
+                }
                 self.reopen_error = Some(message);
                 self.publish_health();
             }
         }
+    }
+
+    /// The writer thread panicked: nothing more is written.
+    fn died(&mut self) {
+        let message = writer_died(&self.path);
+        error!(self.log, "{}", message; "unwritten" => self.pending_lines, "lost" => self.lost);
+        self.write_error = Some(message);
+        self.publish_health();
     }
 
     fn failed(&mut self, e: &io::Error) {
@@ -928,20 +999,74 @@ impl RateLimit {
     }
 }
 
-/// The opener used unless the options give one: append-only, created 0600, a looser mode on
-/// an existing file tightened (with a warning).
-fn default_opener(log: Logger) -> OpenWriter {
-    Arc::new(move |path: &Path| {
-        let file = OpenOptions::new().append(true).create(true).mode(0o600).open(path)?;
-        let meta = file.metadata()?;
-        if meta.is_file() && meta.permissions().mode() & 0o077 != 0 {
-            warn!(log, "the audit log was readable by others: mode tightened to 0600";
-                  "file" => %path.display(),
-                  "mode" => format!("{:o}", meta.permissions().mode() & 0o777));
-            file.set_permissions(Permissions::from_mode(0o600))?;
+/// What the I/O error says when another process holds the lock.
+const LOCKED: &str = "another process holds it (an exclusive lock on the file: is another \
+                      cliproxy writing the same audit log?)";
+
+/// Opens the audit file (creating it 0600) without following a symlink, takes an exclusive
+/// lock on it when it is a regular file, and tightens a looser mode (with a warning). Read and
+/// append: the tail is read from it at start, and it is the writer unless the options give an
+/// opener. A lock held elsewhere is an error of kind `WouldBlock`.
+///
+/// `held`: the file the sink holds now (at reopen). When the path is still that file (a reopen
+/// without a rotation), its lock is kept rather than fought over.
+fn open_locked(path: &Path, log: &Logger, held: Option<&File>) -> io::Result<File> {
+    let file = OpenOptions::new()
+        .read(true)
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(|e| {
+            let symlink = e.raw_os_error() == Some(libc::ELOOP)
+                && std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
+            if symlink {
+                io::Error::new(
+                    e.kind(),
+                    "is a symbolic link (refused: the audit log must be the file itself)",
+                )
+            } else {
+                e
+            }
+        })?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        // A device such as /dev/full: nothing to lock, cut or tighten.
+        return Ok(file);
+    }
+    if let Some(held) = held {
+        let same = held.metadata().is_ok_and(|h| (h.dev(), h.ino()) == (meta.dev(), meta.ino()));
+        if same {
+            return held.try_clone();
         }
-        Ok(Box::new(file) as Box<dyn AuditWriter>)
-    })
+    }
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(TryLockError::WouldBlock) => {
+            return Err(io::Error::new(io::ErrorKind::WouldBlock, LOCKED));
+        }
+        Err(TryLockError::Error(e)) => return Err(e),
+    }
+    if meta.permissions().mode() & 0o077 != 0 {
+        warn!(log, "the audit log was readable by others: mode tightened to 0600";
+              "file" => %path.display(),
+              "mode" => format!("{:o}", meta.permissions().mode() & 0o777));
+        file.set_permissions(Permissions::from_mode(0o600))?;
+    }
+    Ok(file)
+}
+
+/// The writer: the options' opener, or else the locked file itself (append-only).
+fn writer_for(
+    locked: &File,
+    path: &Path,
+    open: Option<&OpenWriter>,
+) -> io::Result<Box<dyn AuditWriter>> {
+    match open {
+        Some(open) => open(path),
+        None => Ok(Box::new(locked.try_clone()?)),
+    }
 }
 
 /// Where an existing chain ends.
@@ -950,18 +1075,18 @@ struct Head {
     hash: String,
 }
 
-/// Reads the tail of an existing audit file to continue its chain, cutting off a torn last
-/// line. Reads at most 2 MiB from the end (a torn line and a complete line, each at most
+/// Reads the tail of an existing audit file (the locked file) to continue its chain. Reads at
+/// most 2 MiB from the end (a last line without its newline and a complete line, each at most
 /// [`MAX_LINE`]).
-fn continue_chain(path: &Path, log: &Logger) -> Result<Head> {
+///
+/// A last line without its newline is checked like any other when it is a complete audit line
+/// (its hash, and its link to the line before), then completed with its newline: an edited
+/// line is not cut off as if a crash had torn it. Only a tail that is not a complete line (a
+/// crash while writing) is cut off, with a warning.
+fn continue_chain(file: &mut File, path: &Path, log: &Logger) -> Result<Head> {
     let fresh = Head { seq: 0, hash: ZERO_HASH.to_owned() };
     let open_error = |source| Error::Open { path: path.to_owned(), source };
     let chain_error = |reason: String| Error::Chain { path: path.to_owned(), reason };
-    let mut file = match OpenOptions::new().read(true).write(true).open(path) {
-        Ok(file) => file,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(fresh),
-        Err(e) => return Err(open_error(e)),
-    };
     let meta = file.metadata().map_err(open_error)?;
     if !meta.is_file() || meta.len() == 0 {
         return Ok(fresh);
@@ -986,45 +1111,84 @@ fn continue_chain(path: &Path, log: &Logger) -> Result<Head> {
                 Ok((window * 4).min(most))
             }
         };
-        let Some(end) = tail.iter().rposition(|&b| b == b'\n') else {
-            if whole {
-                // One torn line and nothing else: a crash while writing the first line.
-                cut(&file, path, 0, len, log)?;
-                return Ok(fresh);
-            }
-            window = grow(window)?;
-            continue;
-        };
-        let line_start = match tail[..end].iter().rposition(|&b| b == b'\n') {
-            Some(i) => i + 1,
-            None if whole => 0,
+        // The last complete line: where it starts and where its newline is.
+        let last = match tail.iter().rposition(|&b| b == b'\n') {
+            // No newline at all: the whole file is one unterminated line.
+            None if whole => None,
             None => {
                 window = grow(window)?;
                 continue;
             }
+            Some(end) => match tail[..end].iter().rposition(|&b| b == b'\n') {
+                Some(i) => Some((i + 1, end)),
+                None if whole => Some((0, end)),
+                None => {
+                    window = grow(window)?;
+                    continue;
+                }
+            },
         };
-        let line = &tail[line_start..end];
-        let parsed = parse_line(line).map_err(|why| {
-            chain_error(format!(
-                "its last complete line is not an audit line ({why}); refusing to start a new \
-                 chain on top of it: check the file with `cliproxy-server audit verify`, then \
-                 move it away"
-            ))
-        })?;
-        if !parsed.hash_ok {
+        let previous = match last {
+            Some((line_start, end)) => Some(last_line(&tail[line_start..end], &chain_error)?),
+            None => None,
+        };
+        let tail_start = last.map_or(0, |(_, end)| end + 1);
+        let unterminated = &tail[tail_start..];
+        if unterminated.is_empty() {
+            return Ok(previous.map_or(fresh, |line| Head { seq: line.seq, hash: line.hash }));
+        }
+        let Ok(line) = parse_line(unterminated) else {
+            // Not a whole line: torn by a crash while writing.
+            cut(file, path, start + tail_start as u64, len, log)?;
+            return Ok(previous.map_or(fresh, |line| Head { seq: line.seq, hash: line.hash }));
+        };
+        if !line.hash_ok {
             return Err(chain_error(
-                "its last complete line was changed (its hash does not match it); refusing to \
-                 continue the chain: check the file with `cliproxy-server audit verify`, then \
-                 move it away"
+                "its last line (without its newline) was changed (its hash does not match it); \
+                 refusing to continue the chain: check the file with `cliproxy-server audit \
+                 verify`, then move it away"
                     .to_owned(),
             ));
         }
-        let good = start + end as u64 + 1;
-        if good < len {
-            cut(&file, path, good, len, log)?;
+        let links = match &previous {
+            Some(previous) => {
+                previous.seq.checked_add(1) == Some(line.seq) && line.prev_hash == previous.hash
+            }
+            None => line.seq != 1 || line.prev_hash == ZERO_HASH,
+        };
+        if !links {
+            return Err(chain_error(
+                "its last line (without its newline) does not follow the line before it (seq or \
+                 prev_hash); refusing to continue the chain: check the file with \
+                 `cliproxy-server audit verify`, then move it away"
+                    .to_owned(),
+            ));
         }
-        return Ok(Head { seq: parsed.seq, hash: parsed.hash });
+        // Appended (the file is opened for appending).
+        file.write_all(b"\n").map_err(open_error)?;
+        warn!(log, "the audit log's last line lacked its newline: completed";
+              "file" => %path.display(), "seq" => line.seq);
+        return Ok(Head { seq: line.seq, hash: line.hash });
     }
+}
+
+/// Parses the last complete line of an existing file; it must be a sound audit line.
+fn last_line(bytes: &[u8], chain_error: &impl Fn(String) -> Error) -> Result<Line> {
+    let line = parse_line(bytes).map_err(|why| {
+        chain_error(format!(
+            "its last complete line is not an audit line ({why}); refusing to start a new chain \
+             on top of it: check the file with `cliproxy-server audit verify`, then move it away"
+        ))
+    })?;
+    if !line.hash_ok {
+        return Err(chain_error(
+            "its last complete line was changed (its hash does not match it); refusing to \
+             continue the chain: check the file with `cliproxy-server audit verify`, then move \
+             it away"
+                .to_owned(),
+        ));
+    }
+    Ok(line)
 }
 
 /// Cuts a torn last line off.

@@ -388,16 +388,31 @@ impl Chain {
                     return Err(broken(Problem::TooLong));
                 }
                 Ok(Read::Line { complete: false }) => {
+                    if !last_file {
+                        if self.gap.is_some() {
+                            return Ok(());
+                        }
+                        return Err(broken(Problem::Torn));
+                    }
+                    // A newline is easy to drop: a tail that is a whole audit line is checked
+                    // like any other (an edited last line must not pass for a crash).
+                    if parse_line(&buf).is_ok() {
+                        self.line(path, line_no, &buf)?;
+                        self.notes.push(format!(
+                            "{}:{line_no}: the last line has no newline; it is a complete audit \
+                             line and was checked (the gateway adds the newline when it next \
+                             starts)",
+                            path.display()
+                        ));
+                        return Ok(());
+                    }
                     if self.gap.is_some() {
                         return Ok(());
                     }
-                    if !last_file {
-                        return Err(broken(Problem::Torn));
-                    }
                     self.notes.push(format!(
-                        "{}:{line_no}: the last line is incomplete ({} bytes, no newline), as \
-                         after a crash while writing; it is not checked (the gateway cuts it \
-                         off when it next starts)",
+                        "{}:{line_no}: the last line is incomplete ({} bytes, no newline, not a \
+                         whole audit line), as after a crash while writing; it is not checked \
+                         (the gateway cuts it off when it next starts)",
                         path.display(),
                         buf.len()
                     ));

@@ -708,3 +708,297 @@ fn long_lines_are_continued_across_a_restart_and_oversized_details_are_cut() {
     assert!(all[0].len() > 200 * 1024);
     assert_eq!(json(&all[1])["details"]["truncated"], true);
 }
+
+// ---------------------------------------------------------------------------------------------
+// One writer per file, no symlinks.
+
+#[test]
+fn a_second_writer_on_the_same_file_is_refused_while_the_first_holds_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    let first = open(&path);
+    write_events(&first.sink, 1..=3);
+    first.sink.flush();
+
+    // Another sink on the same file (flock: another open file, as in another process).
+    let error = open_with(&path, SinkOptions::default()).err().expect("opened a held file");
+    assert!(matches!(error, Error::Locked { .. }), "{error}");
+    let message = error.to_string();
+    assert!(message.contains(&path.display().to_string()), "{message}");
+    assert!(message.contains("logging.audit.file"), "{message}");
+    assert!(message.contains("another process holds it"), "{message}");
+
+    // The first goes on with a sound chain, nothing cut or interleaved.
+    write_events(&first.sink, 4..=6);
+    first.sink.flush();
+    assert_eq!(verify_files(&[&path]).unwrap().lines, 6);
+    drop(first);
+
+    // A real second process holding the file (util-linux `flock`), when there is one.
+    // It waits for the lock, then holds it (`-o`: itself, not `cat`) until its stdin closes:
+    // the sinks opened meanwhile soon find it held.
+    match std::process::Command::new("flock")
+        .arg("-o")
+        .arg(&path)
+        .arg("cat")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+    {
+        Ok(mut child) => {
+            let started = Instant::now();
+            let mut refused = None;
+            while started.elapsed() < Duration::from_secs(10) {
+                match open_with(&path, SinkOptions::default()) {
+                    // Not locked yet by the child: let go and try again.
+                    Ok(opened) => drop(opened),
+                    Err(e) => {
+                        refused = Some(e);
+                        break;
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            drop(child.stdin.take());
+            assert!(child.wait().unwrap().success());
+            let error = refused.expect("never refused while `flock` held the file");
+            assert!(matches!(error, Error::Locked { .. }), "{error}");
+        }
+        Err(e) => eprintln!("no `flock` command ({e}): the two-process check is skipped"),
+    }
+
+    // Once the holder is gone, the file opens and the chain continues.
+    let second = open(&path);
+    write_events(&second.sink, 7..=7);
+    second.sink.flush();
+    assert_eq!(verify_files(&[&path]).unwrap().lines, 7);
+}
+
+#[test]
+fn reopen_onto_a_file_another_writer_holds_keeps_the_old_file_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    let rotated = dir.path().join("audit.log.1");
+    let first = open(&path);
+    write_events(&first.sink, 1..=3);
+    first.sink.flush();
+    fs::rename(&path, &rotated).unwrap();
+    let other = open(&path);
+
+    first.sink.reopen();
+    let SinkHealth::Failing { error } = first.sink.health() else {
+        panic!("reopened onto a file another writer holds")
+    };
+    assert!(error.contains(&path.display().to_string()), "{error}");
+    assert!(error.contains("another process holds it"), "{error}");
+    assert!(error.contains("still writing to the file open before"), "{error}");
+    assert_eq!(first.log.find("cannot reopen the audit log").len(), 1);
+    assert_eq!(first.reports.healthy_changes(), [false]);
+
+    // Nothing is lost meanwhile: the events go on to the old file.
+    write_events(&first.sink, 4..=5);
+    first.sink.flush();
+    assert_eq!(verify_files(&[&rotated]).unwrap().lines, 5);
+    assert_eq!(fs::metadata(&path).unwrap().len(), 0);
+
+    drop(other);
+    first.sink.reopen();
+    assert_eq!(first.sink.health(), SinkHealth::Ok);
+    write_events(&first.sink, 6..=6);
+    first.sink.flush();
+    let both = verify_files(&[&rotated, &path]).unwrap();
+    assert_eq!((both.lines, both.last_seq), (6, Some(6)));
+}
+
+#[test]
+fn a_symlink_at_the_audit_path_is_refused_at_open_and_at_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    let rotated = dir.path().join("audit.log.1");
+    let target = dir.path().join("elsewhere");
+    fs::write(&target, "keep me\n").unwrap();
+    std::os::unix::fs::symlink(&target, &path).unwrap();
+
+    let error = open_with(&path, SinkOptions::default()).err().expect("opened through a symlink");
+    assert!(matches!(error, Error::Open { .. }), "{error}");
+    let message = error.to_string();
+    assert!(message.contains(&path.display().to_string()), "{message}");
+    assert!(message.contains("is a symbolic link"), "{message}");
+    assert_eq!(fs::read_to_string(&target).unwrap(), "keep me\n");
+
+    // At reopen: the old file stays in use and the health says why.
+    fs::remove_file(&path).unwrap();
+    let opened = open(&path);
+    write_events(&opened.sink, 1..=2);
+    opened.sink.flush();
+    fs::rename(&path, &rotated).unwrap();
+    std::os::unix::fs::symlink(&target, &path).unwrap();
+    opened.sink.reopen();
+    let SinkHealth::Failing { error } = opened.sink.health() else {
+        panic!("reopened through a symlink")
+    };
+    assert!(error.contains("is a symbolic link"), "{error}");
+    write_events(&opened.sink, 3..=3);
+    opened.sink.flush();
+    assert_eq!(verify_files(&[&rotated]).unwrap().lines, 3);
+    assert_eq!(fs::read_to_string(&target).unwrap(), "keep me\n");
+}
+
+// ---------------------------------------------------------------------------------------------
+// A last line without its newline.
+
+#[test]
+fn a_last_line_without_its_newline_is_checked_when_it_is_complete() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = chain_of(dir.path(), 5);
+    let good = lines(&path);
+    let unterminated = |all: &[String]| fs::write(&path, all.join("\n")).unwrap();
+
+    // Edited, and its newline dropped to pass for a crash: still a changed line.
+    let mut edited = good.clone();
+    edited[4] = edited[4].replacen("10.0.0.5", "10.0.0.6", 1);
+    unterminated(&edited);
+    let b = broken(&[&path]);
+    assert_eq!((b.line, b.seq, b.problem.clone()), (5, Some(5), Problem::Changed));
+    // Nor does the sink cut it off as a torn line and carry on.
+    let error = open_with(&path, SinkOptions::default()).err().expect("opened on a changed line");
+    assert!(matches!(error, Error::Chain { .. }), "{error}");
+    assert!(error.to_string().contains("changed"), "{error}");
+
+    // Edited and re-hashed: the link to the line before is checked too.
+    let line = good[4].replacen("10.0.0.5", "10.0.0.6", 1);
+    let cut = line.rfind(",\"hash\":\"").unwrap();
+    let prefix =
+        line[..cut].replacen(&json(&good[3])["hash"].as_str().unwrap()[..8], "00000000", 1);
+    let digest = ring::digest::digest(&ring::digest::SHA256, prefix.as_bytes());
+    let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    let mut rehashed = good.clone();
+    rehashed[4] = format!("{prefix},\"hash\":\"{hex}\"}}");
+    unterminated(&rehashed);
+    let b = broken(&[&path]);
+    assert_eq!((b.line, b.seq), (5, Some(5)));
+    assert!(matches!(b.problem, Problem::PrevHash { .. }), "{b}");
+    assert!(open_with(&path, SinkOptions::default()).is_err());
+
+    // A sound line that only lacks its newline verifies, and the sink completes it.
+    unterminated(&good);
+    let verified = verify_files(&[&path]).unwrap();
+    assert_eq!((verified.lines, verified.last_seq), (5, Some(5)));
+    assert!(verified.notes.iter().any(|n| n.contains("no newline")), "{:?}", verified.notes);
+    let opened = open(&path);
+    write_events(&opened.sink, 6..=6);
+    opened.sink.flush();
+    let verified = verify_files(&[&path]).unwrap();
+    assert_eq!((verified.lines, verified.last_seq, verified.notes.len()), (6, Some(6), 0));
+    assert_eq!(lines(&path)[..5], good[..]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Commands from several threads; a writer thread that dies.
+
+#[test]
+fn concurrent_commands_each_wait_for_their_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    let old = dir.path().join("audit.log.old");
+    let opened = open(&path);
+    let stop = AtomicBool::new(false);
+    let mut early = Vec::new();
+    std::thread::scope(|s| {
+        for _ in 0..3 {
+            s.spawn(|| {
+                while !stop.load(Ordering::SeqCst) {
+                    opened.sink.flush();
+                }
+            });
+        }
+        for round in 0..500 {
+            fs::rename(&path, &old).unwrap();
+            opened.sink.reopen();
+            // The reopen happened before reopen() returned: the new file is there and logged.
+            let reopened = opened.log.find("audit log reopened").len();
+            if !path.exists() || reopened != round + 1 {
+                early.push((round, path.exists(), reopened));
+            }
+            // Otherwise the next rename moves the old file again and the reopen is missed.
+            while !path.exists() {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        stop.store(true, Ordering::SeqCst);
+    });
+    assert!(early.is_empty(), "reopen() returned before the reopen: {early:?}");
+    assert_eq!(opened.sink.health(), SinkHealth::Ok);
+}
+
+/// A writer that panics on write once armed.
+struct Bomb {
+    file: File,
+    armed: Arc<AtomicBool>,
+}
+
+impl Write for Bomb {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.armed.load(Ordering::SeqCst) {
+            panic!("the writer blew up (on purpose, in a test)");
+        }
+        self.file.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl AuditWriter for Bomb {
+    fn file_len(&mut self) -> io::Result<u64> {
+        Ok(self.file.metadata()?.len())
+    }
+
+    fn truncate(&mut self, len: u64) -> io::Result<()> {
+        self.file.set_len(len)
+    }
+
+    fn sync(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_writer_thread_that_dies_turns_the_health_failing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    let armed = Arc::new(AtomicBool::new(false));
+    let mut options = SinkOptions::default();
+    options.open = Some({
+        let armed = armed.clone();
+        Arc::new(move |path: &Path| {
+            let file = OpenOptions::new().append(true).create(true).open(path)?;
+            Ok(Box::new(Bomb { file, armed: armed.clone() }) as Box<dyn AuditWriter>)
+        })
+    });
+    let opened = open_with(&path, options).unwrap();
+    write_events(&opened.sink, 1..=2);
+    opened.sink.flush();
+    assert_eq!(opened.sink.health(), SinkHealth::Ok);
+
+    armed.store(true, Ordering::SeqCst);
+    write_events(&opened.sink, 3..=3);
+    // Returns although the writer is gone.
+    opened.sink.flush();
+    let SinkHealth::Failing { error } = opened.sink.health() else {
+        panic!("healthy with the writer thread dead")
+    };
+    assert!(error.contains("writer thread"), "{error}");
+    assert!(error.contains(&path.display().to_string()), "{error}");
+    assert_eq!(opened.reports.healthy_changes(), [false]);
+    assert_eq!(opened.log.find("writer thread").len(), 1, "{:?}", opened.log.lines());
+
+    // Later calls neither block nor panic.
+    write_events(&opened.sink, 4..=5);
+    opened.sink.reopen();
+    opened.sink.flush();
+    assert!(matches!(opened.sink.health(), SinkHealth::Failing { .. }));
+    drop(opened);
+    assert_eq!(verify_files(&[&path]).unwrap().lines, 2);
+}
