@@ -47,6 +47,7 @@ syscalls! {
     getdents64 = SYS_getdents64: "list auth.dir",
     fsync = SYS_fsync: "atomic writes: sync the temp file and the directory",
     fdatasync = SYS_fdatasync: "sync file data",
+    flock = SYS_flock: "audit log: one writer per file (an exclusive lock at open and at reopen on SIGHUP)",
     ftruncate = SYS_ftruncate: "state database: truncate the SQLite WAL and shared-memory files",
     fallocate = SYS_fallocate: "state database: SQLite grows its files in chunks",
     renameat = SYS_renameat: "atomic writes: rename into place",

@@ -663,10 +663,11 @@ impl ViolationBook {
         let mut seen = self.seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut pending = Vec::new();
         seen.retain(|(kind, ip), (second, left_out)| {
-            if *second < now && *left_out > 0 {
-                if let Some(kind) = RejectionKind::ALL.get(*kind) {
-                    pending.push((*kind, *ip, std::mem::take(left_out)));
-                }
+            if *second < now
+                && *left_out > 0
+                && let Some(kind) = RejectionKind::ALL.get(*kind)
+            {
+                pending.push((*kind, *ip, std::mem::take(left_out)));
             }
             *left_out > 0 || now.saturating_sub(*second) < 60
         });
