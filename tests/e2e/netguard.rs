@@ -87,16 +87,7 @@ async fn manage(
     path: &str,
     body: Option<Value>,
 ) -> (u16, Value) {
-    let mut request = client()
-        .request(method, format!("{}/v0/management{path}", gateway.url()))
-        .header("x-management-key", MGMT_KEY);
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = request.send().await.unwrap();
-    let status = response.status().as_u16();
-    let text = response.text().await.unwrap();
-    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    manage_with(gateway, MGMT_KEY, method, path, body).await
 }
 
 /// How a raw TCP connection from `local` to `addr` ends after sending an HTTP request.

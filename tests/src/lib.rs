@@ -507,6 +507,27 @@ pub fn client() -> reqwest::Client {
     reqwest::Client::builder().no_proxy().build().expect("HTTP client")
 }
 
+/// A management API call from loopback with `key`: the status and the body (JSON, or the
+/// text as a JSON string).
+pub async fn manage_with(
+    gateway: &Gateway,
+    key: &str,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut request = client()
+        .request(method, format!("{}/v0/management{path}", gateway.url()))
+        .header("x-management-key", key);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.expect("management call");
+    let status = response.status().as_u16();
+    let text = response.text().await.expect("management answer");
+    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+}
+
 /// Reads a streamed response until its text contains `needle`; returns everything read.
 pub async fn read_until(response: &mut reqwest::Response, seen: &mut String, needle: &str) {
     let read = async {
