@@ -7,8 +7,10 @@
 #![allow(clippy::unwrap_used, reason = "a failed expectation fails the test")]
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
+
+mod common;
 
 use bytes::Bytes;
 use cliproxy_gateway::{Config, Gateway};
@@ -17,42 +19,10 @@ use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use serde_json::{Value, json};
 
+use crate::common::Captured;
+
 const CLIENT_KEY: &str = "client-key-0123456789abcdef";
 const MGMT_KEY: &str = "mgmt-key-0123456789abcdef";
-
-/// A logger that keeps every message and its key-values as text, to search.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<String>>);
-
-impl slog::Drain for Captured {
-    type Ok = ();
-    type Err = slog::Never;
-
-    fn log(
-        &self,
-        record: &slog::Record<'_>,
-        values: &slog::OwnedKVList,
-    ) -> Result<(), slog::Never> {
-        struct Text<'a>(&'a mut String);
-        impl slog::Serializer for Text<'_> {
-            fn emit_arguments(
-                &mut self,
-                key: slog::Key,
-                value: &std::fmt::Arguments<'_>,
-            ) -> slog::Result {
-                self.0.push_str(&format!(" {key}={value}"));
-                Ok(())
-            }
-        }
-        let mut line = format!("{} {}", record.level().as_short_str(), record.msg());
-        let _ = slog::KV::serialize(&record.kv(), record, &mut Text(&mut line));
-        let _ = slog::KV::serialize(values, record, &mut Text(&mut line));
-        let mut all = self.0.lock().unwrap();
-        all.push_str(&line);
-        all.push('\n');
-        Ok(())
-    }
-}
 
 fn build(extra: &str, clock: Option<Arc<FakeClock>>) -> (Gateway, Captured, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
@@ -66,7 +36,7 @@ fn build(extra: &str, clock: Option<Arc<FakeClock>>) -> (Gateway, Captured, temp
     );
     let config = Config::from_yaml(&yaml).unwrap();
     let captured = Captured::default();
-    let log = slog::Logger::root(slog::Fuse(captured.clone()), slog::o!());
+    let log = captured.logger();
     let clock = clock.map(|c| c as Arc<dyn cliproxy_netguard::Clock>);
     (Gateway::build_with_clock(&config, log, clock).unwrap(), captured, dir)
 }
@@ -129,7 +99,7 @@ async fn a_full_disk_under_the_audit_log_keeps_serving_and_readyz_names_it() {
     let metrics = gateway.render_metrics();
     assert_eq!(sample(&metrics, "cliproxy_audit_healthy"), Some(0.0), "{metrics}");
     assert!(sample(&metrics, "cliproxy_audit_write_errors_total").unwrap() >= 1.0);
-    let text = log.0.lock().unwrap().clone();
+    let text = log.text();
     assert!(text.lines().any(|l| l.starts_with("ERRO") && l.contains("/dev/full")), "{text}");
     // The status page shows it too.
     let (_, status) = call(&gateway, "127.0.0.1:1", Method::GET, "/v0/management/status", "").await;
@@ -176,7 +146,7 @@ async fn fifty_one_rate_limit_refusals_within_a_minute_block_the_address_fifty_d
     assert_eq!(chat(&gateway, "198.51.100.10:1").await, StatusCode::FORBIDDEN);
     // Another address is not affected.
     assert_eq!(chat(&gateway, "198.51.100.11:1").await, StatusCode::OK);
-    assert!(log.0.lock().unwrap().contains("alert fired: address blocked"));
+    assert!(log.text().contains("alert fired: address blocked"));
 
     // 198.51.100.12: 50 refusals, a minute and a second later 50 more: never 51 within a minute.
     assert_eq!(chat(&gateway, "198.51.100.12:1").await, StatusCode::OK);
@@ -206,7 +176,7 @@ async fn loopback_is_never_blocked_by_a_rule() {
     assert_eq!(chat(&gateway, "127.0.0.1:1").await, StatusCode::OK);
     refusals(&gateway, "127.0.0.1:1", 3).await;
     assert!(denylist(&gateway).await.is_empty());
-    assert!(log.0.lock().unwrap().contains("alert fired but the address is not blocked"));
+    assert!(log.text().contains("alert fired but the address is not blocked"));
     clock.advance(Duration::from_secs(1));
     assert_eq!(chat(&gateway, "127.0.0.1:1").await, StatusCode::OK);
     let metrics = gateway.render_metrics();

@@ -9,6 +9,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+mod common;
+
 use bytes::Bytes;
 use cliproxy_core::Secret;
 use cliproxy_gateway::{Config, Gateway};
@@ -18,6 +20,8 @@ use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::{Value, json};
+
+use crate::common::Captured;
 use tokio::net::TcpListener;
 
 const CLIENT_KEY: &str = "client-key-oauth-0123456789abcdef";
@@ -116,44 +120,6 @@ async fn mock(reply: TokenReply) -> Mock {
     mock
 }
 
-/// A logger that keeps every line as text (message and all key-values), to search for
-/// planted tokens and for the refresh report.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<String>>>);
-
-impl slog::Drain for Captured {
-    type Ok = ();
-    type Err = slog::Never;
-    fn log(
-        &self,
-        record: &slog::Record<'_>,
-        values: &slog::OwnedKVList,
-    ) -> Result<(), slog::Never> {
-        struct Text(String);
-        impl slog::Serializer for Text {
-            fn emit_arguments(
-                &mut self,
-                key: slog::Key,
-                value: &std::fmt::Arguments<'_>,
-            ) -> slog::Result {
-                self.0.push_str(&format!(" {key}={value}"));
-                Ok(())
-            }
-        }
-        let mut text = Text(format!("{}", record.msg()));
-        let _ = slog::KV::serialize(&record.kv(), record, &mut text);
-        let _ = slog::KV::serialize(values, record, &mut text);
-        self.0.lock().unwrap().push(text.0);
-        Ok(())
-    }
-}
-
-impl Captured {
-    fn text(&self) -> String {
-        self.0.lock().unwrap().join("\n")
-    }
-}
-
 fn now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
 }
@@ -186,7 +152,7 @@ fn gateway_logging(
     };
     let credential = Credential::new_oauth("openai", tokens).unwrap().with_id("oauth-1").unwrap();
     config.auth.build().unwrap().put(&credential).unwrap();
-    let log = slog::Logger::root(slog::Fuse(logs.clone()), slog::o!());
+    let log = logs.logger();
     (Gateway::build(&config, log).unwrap(), config, dir)
 }
 
