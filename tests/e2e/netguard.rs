@@ -1439,17 +1439,19 @@ async fn a_management_ban_survives_a_restart() {
 
 #[tokio::test]
 async fn the_running_server_cannot_read_outside_its_landlock_paths_and_keeps_serving() {
-    // The certificate file is a link into a directory the sandbox does not grant. At start
-    // (before the sandbox) it is read; a reload after the sandbox is refused by landlock, the
-    // old certificate stays in service, and the gateway goes on answering.
+    // The certificate file is a symbolic link. At start it points into a directory the sandbox
+    // grants (the link's target directory is granted with it, as certbot's live/ → archive/
+    // needs). Re-pointed into a directory the sandbox never granted, a reload is refused by
+    // landlock: the old certificate stays in service and the gateway goes on answering.
     let harness = Harness::new();
     let granted = tempfile::tempdir().unwrap();
+    let archive = tempfile::tempdir().unwrap();
     let outside = tempfile::tempdir().unwrap();
-    let real_cert = outside.path().join("real.crt");
+    let first_cert = archive.path().join("cert1.crt");
     let key = granted.path().join("server.key");
-    make_cert(outside.path(), "e2e-outside", &real_cert, &key, Replace::Rename);
+    make_cert(archive.path(), "e2e-archive", &first_cert, &key, Replace::Rename);
     let cert = granted.path().join("server.crt");
-    std::os::unix::fs::symlink(&real_cert, &cert).unwrap();
+    std::os::unix::fs::symlink(&first_cert, &cert).unwrap();
     write_config(
         &harness,
         "127.0.0.1",
@@ -1465,8 +1467,16 @@ async fn the_running_server_cannot_read_outside_its_landlock_paths_and_keeps_ser
     let gateway = harness.start().await;
     let addr = gateway.addr();
     let (ok, out) = s_client(addr, &[], "").await;
-    assert!(ok && out.contains("e2e-outside"), "{out}");
+    assert!(ok && out.contains("e2e-archive"), "{out}");
 
+    // The same key, a new certificate, outside every granted directory.
+    let outside_cert = outside.path().join("cert2.crt");
+    let spare_key = outside.path().join("spare.key");
+    make_cert(outside.path(), "e2e-outside", &outside_cert, &spare_key, Replace::Rename);
+    std::fs::copy(&spare_key, &key).unwrap();
+    let relink = granted.path().join("server.crt.new");
+    std::os::unix::fs::symlink(&outside_cert, &relink).unwrap();
+    std::fs::rename(&relink, &cert).unwrap();
     let pid = nix::unistd::Pid::from_raw(i32::try_from(gateway.pid()).unwrap());
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
     let refused = gateway
@@ -1477,5 +1487,5 @@ async fn the_running_server_cannot_read_outside_its_landlock_paths_and_keeps_ser
     let error = refused["error"].as_str().unwrap_or_default();
     assert!(error.contains("Permission denied"), "{refused}");
     let (ok, out) = s_client(addr, &["-ign_eof"], HEALTHZ).await;
-    assert!(ok && out.contains("HTTP/1.1 200") && out.contains("e2e-outside"), "{out}");
+    assert!(ok && out.contains("HTTP/1.1 200") && out.contains("e2e-archive"), "{out}");
 }

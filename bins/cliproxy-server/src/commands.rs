@@ -116,29 +116,20 @@ fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
 
 fn serve(config_arg: &ConfigArg) -> Result<(), Failure> {
     let config = load(config_arg)?;
+    // The sandbox goes on first, while this is the process's only thread: landlock restricts
+    // only the calling thread and the threads it starts, so the logger's thread, the gateway's
+    // writer threads and the runtime's workers all start inside it.
+    let paths = Gateway::sandbox_paths(&config, config_arg.config.as_deref())
+        .map_err(anyhow::Error::from)?;
+    let applied = sandbox(&config, &paths)?;
     let (log, _flush) = logging::init(&config.logging);
     info!(log, "starting"; "version" => env!("CARGO_PKG_VERSION"));
+    report_sandbox(&config, applied, &log);
     let result = (|| {
-        // Built before the sandbox (it creates auth.dir and reads CA files) and before the
-        // runtime: landlock covers only threads created after it, so every runtime thread
-        // must start inside it.
         let gateway = Gateway::build(&config, log.clone())?;
+        gateway.set_sandbox_report(sandbox_report(&config, applied));
         // SIGHUP and POST /v0/management/config/reload read the same source again.
         gateway.set_config_source(source(config_arg));
-        let config_file = config_arg.config.clone();
-        let mut read_only: Vec<PathBuf> = config_file.into_iter().collect();
-        // The directories of the TLS files, not the files: landlock grants inodes, and a
-        // renewed certificate is usually renamed into place (certbot, Kubernetes secrets), so
-        // a grant on the old file would not cover the new one.
-        read_only.extend(
-            config.server.tls.cert_file.iter().chain(config.server.tls.key_file.iter()).map(
-                |file| match file.parent() {
-                    Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
-                    _ => PathBuf::from("."),
-                },
-            ),
-        );
-        sandbox(&config, &gateway, read_only, gateway.writable_dirs(), &log)?;
         runtime()?.block_on(async {
             let server = Server::bind(&config.server, gateway, log.clone()).await?;
             server.run(shutdown_signal(log.clone())).await?;
@@ -153,37 +144,42 @@ fn serve(config_arg: &ConfigArg) -> Result<(), Failure> {
     result
 }
 
-/// Applies `sandbox:` to this process (see `cliproxy-container`) and logs the posture. Read
-/// access: the given files plus what any process needs (resolver files, /proc/self);
-/// read-write: `auth.dir` plus `read_write`.
+/// Applies `sandbox:` to this process (see `cliproxy-container`): read access to `paths`
+/// plus what any process needs (resolver files, /proc/self), read-write to its writable
+/// directories. Call it before any thread starts.
 fn sandbox(
     config: &Config,
-    gateway: &Gateway,
-    read_only: Vec<PathBuf>,
-    read_write: Vec<PathBuf>,
-    log: &Logger,
-) -> Result<(), Failure> {
-    use cliproxy_container::sandbox::{self, Landlock, Paths};
-    let paths = Paths {
-        read_only,
-        read_write: std::iter::once(config.auth.dir.clone()).chain(read_write).collect(),
-    };
-    let applied = sandbox::apply(&config.sandbox, &paths).map_err(|e| {
+    paths: &cliproxy_container::sandbox::Paths,
+) -> Result<cliproxy_container::sandbox::Applied, Failure> {
+    cliproxy_container::sandbox::apply(&config.sandbox, paths).map_err(|e| {
         if matches!(e, cliproxy_container::Error::Root) {
             Failure::config(e)
         } else {
             anyhow::Error::from(e).into()
         }
-    })?;
-    let posture = cliproxy_container::posture::Posture::read()
-        .map(|p| p.to_string())
-        .unwrap_or_else(|e| format!("unreadable: {e}"));
-    gateway.set_sandbox_report(serde_json::json!({
+    })
+}
+
+/// The sandbox as `/v0/management/status` shows it.
+fn sandbox_report(
+    config: &Config,
+    applied: cliproxy_container::sandbox::Applied,
+) -> serde_json::Value {
+    serde_json::json!({
         "seccomp": applied.seccomp,
         "no_new_privs": applied.no_new_privs,
         "landlock": applied.landlock.to_string(),
         "require_non_root": config.sandbox.require_non_root,
-    }));
+    })
+}
+
+/// Logs what the sandbox put in place and the posture read back, with a warning for each
+/// layer that is not enforced.
+fn report_sandbox(config: &Config, applied: cliproxy_container::sandbox::Applied, log: &Logger) {
+    use cliproxy_container::sandbox::Landlock;
+    let posture = cliproxy_container::posture::Posture::read()
+        .map(|p| p.to_string())
+        .unwrap_or_else(|e| format!("unreadable: {e}"));
     info!(log, "sandbox"; "seccomp" => applied.seccomp, "no_new_privs" => applied.no_new_privs,
         "landlock" => applied.landlock.to_string(), "posture" => posture);
     if config.sandbox.landlock && applied.landlock == Landlock::Unsupported {
@@ -195,7 +191,6 @@ fn sandbox(
     if !applied.seccomp {
         slog::warn!(log, "the seccomp filter is off (sandbox.seccomp): every syscall is allowed");
     }
-    Ok(())
 }
 
 /// Completes on SIGTERM or SIGINT.
@@ -263,17 +258,16 @@ fn demo(args: &DemoArgs) -> Result<(), Failure> {
         metrics_port = args.metrics_port,
     );
     let config = Config::from_yaml(&yaml).map_err(Failure::config)?;
+    // As in `serve`: the sandbox first, on the only thread. The demo dir is removed at the
+    // end, so it is writable as a whole.
+    let mut paths = Gateway::sandbox_paths(&config, None).map_err(anyhow::Error::from)?;
+    paths.read_write.push(dir.clone());
+    let applied = sandbox(&config, &paths)?;
     let (log, _flush) = logging::init(&config.logging);
+    report_sandbox(&config, applied, &log);
     let result = (|| {
         let gateway = Gateway::build(&config, log.clone())?;
-        // The demo dir is removed at the end, so it is writable as a whole.
-        sandbox(
-            &config,
-            &gateway,
-            Vec::new(),
-            std::iter::once(dir.clone()).chain(gateway.writable_dirs()).collect(),
-            &log,
-        )?;
+        gateway.set_sandbox_report(sandbox_report(&config, applied));
         runtime()?.block_on(async {
             let server = Server::bind(&config.server, gateway, log.clone()).await.map_err(|e| {
                 anyhow!("{e}; is another demo running? pick another port with `demo --port 0`")

@@ -26,6 +26,12 @@ pub enum Error {
         /// Why.
         source: std::io::Error,
     },
+    /// Landlock was asked for while other threads run: it would restrict only the calling
+    /// thread and the threads it starts, leaving the others unrestricted.
+    #[error(
+        "sandbox.landlock: {0} threads are already running; landlock restricts only the calling thread and the threads it starts, so apply the sandbox before starting any thread (before the logger, the async runtime and the gateway)"
+    )]
+    ThreadsRunning(u32),
     /// This architecture has no allowlist.
     #[error(
         "sandbox.seccomp: no syscall allowlist for this architecture (x86_64 and aarch64 have one)"

@@ -27,6 +27,15 @@ pub struct Posture {
     pub read_only_root: Option<bool>,
 }
 
+/// How many threads this process has (`Threads:` in `/proc/self/status`).
+pub fn thread_count() -> std::io::Result<u32> {
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("Threads:").and_then(|n| n.trim().parse().ok()))
+        .ok_or_else(|| std::io::Error::other("/proc/self/status has no Threads: line"))
+}
+
 impl Posture {
     /// Reads the posture of this process.
     pub fn read() -> std::io::Result<Self> {

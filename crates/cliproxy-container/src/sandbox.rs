@@ -1,9 +1,12 @@
 //! Applies the sandbox to the running process, in this order: the root check, the seccomp
 //! filters (which set `no_new_privs` first), then landlock.
 //!
-//! Call it before the async runtime starts its worker threads: the seccomp filters are
-//! installed with `SECCOMP_FILTER_FLAG_TSYNC` and so cover threads that already exist, but
-//! landlock only restricts the calling thread and the threads it creates afterwards.
+//! Call it while the process has one thread, before the logger, the async runtime or anything
+//! else starts threads: the seccomp filters are installed with `SECCOMP_FILTER_FLAG_TSYNC` and
+//! so cover threads that already exist, but landlock only restricts the calling thread and the
+//! threads it creates afterwards. With `sandbox.landlock` on, [`apply`] refuses to run in a
+//! process that already has other threads ([`Error::ThreadsRunning`]), so a thread left
+//! outside the file system rules cannot go unnoticed.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -90,6 +93,13 @@ pub struct Applied {
 pub fn apply(config: &Config, paths: &Paths) -> Result<Applied> {
     if config.require_non_root && is_root() {
         return Err(Error::Root);
+    }
+    if config.landlock {
+        let threads = crate::posture::thread_count()
+            .map_err(|e| Error::Landlock(format!("cannot count this process's threads: {e}")))?;
+        if threads > 1 {
+            return Err(Error::ThreadsRunning(threads));
+        }
     }
     let mut applied = Applied { no_new_privs: false, seccomp: false, landlock: Landlock::Off };
     if config.no_new_privs || config.seccomp {
