@@ -11,7 +11,8 @@
 #                       unprivileged user) and answers its own `healthcheck`
 #   cargo               the static x86_64-unknown-linux-musl release binary (checked to have
 #                       no dynamic section) and the aarch64-unknown-linux-gnu one, run with
-#                       `--version` under qemu-aarch64-static
+#                       `--version` under qemu-aarch64-static; cliproxy-container's unit
+#                       tests (the aarch64 seccomp programs, interpreted) under the same
 #
 # Usage: .ci/deploy-tools.sh [DEBUG_BINARY]   (default target/debug/cliproxy-server)
 set -euo pipefail
@@ -195,5 +196,13 @@ arm_bin=target/$arm_target/release/cliproxy-server
 file "$arm_bin"
 qemu-aarch64-static -L /usr/aarch64-linux-gnu "$arm_bin" --version
 echo "size $(stat -c %s "$arm_bin") bytes ($(du -h --apparent-size "$arm_bin" | cut -f1))"
+
+step "aarch64 seccomp filter: cliproxy-container's unit tests under qemu-aarch64-static"
+# qemu-user cannot install a seccomp filter for its guest, so the aarch64 programs are
+# checked by the crate's BPF interpreter test, built for aarch64 and run under emulation.
+CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc \
+    CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64-static -L /usr/aarch64-linux-gnu" \
+    CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc \
+    cargo test --locked --target "$arm_target" -p cliproxy-container --lib
 
 step "deploy: ok"

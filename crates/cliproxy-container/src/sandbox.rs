@@ -191,3 +191,93 @@ fn restrict_paths(paths: &Paths) -> Result<Landlock> {
         RulesetStatus::NotEnforced => Landlock::Unsupported,
     })
 }
+
+/// The filters checked instruction by instruction, without the kernel: a small interpreter
+/// of the classic BPF that seccompiler emits runs each syscall number through both programs
+/// and combines the answers as the kernel does. This is what checks the aarch64 filter,
+/// which qemu-user cannot enforce: `cargo test --target aarch64-unknown-linux-gnu -p
+/// cliproxy-container --lib` runs it under qemu-aarch64-static (`.ci/deploy-tools.sh`).
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::panic, reason = "tests")]
+
+    use super::*;
+
+    const ALLOW: u32 = 0x7fff_0000;
+    const ERRNO: u32 = 0x0005_0000;
+    const KILL_PROCESS: u32 = 0x8000_0000;
+    const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
+    const AUDIT_ARCH_AARCH64: u32 = 0xc000_00b7;
+
+    fn this_arch() -> u32 {
+        if cfg!(target_arch = "x86_64") { AUDIT_ARCH_X86_64 } else { AUDIT_ARCH_AARCH64 }
+    }
+
+    /// Runs one program on `struct seccomp_data { nr, arch, ip, args[6] }`.
+    fn run(program: &BpfProgram, nr: u32, arch: u32) -> u32 {
+        let mut data = [0u8; 64];
+        data[0..4].copy_from_slice(&nr.to_ne_bytes());
+        data[4..8].copy_from_slice(&arch.to_ne_bytes());
+        let (mut a, mut pc) = (0u32, 0usize);
+        for _ in 0..=program.len() {
+            let ins = &program[pc];
+            pc += 1;
+            let k = ins.k as usize;
+            let jump = |taken: bool| usize::from(if taken { ins.jt } else { ins.jf });
+            match ins.code {
+                0x20 => a = u32::from_ne_bytes(data[k..k + 4].try_into().unwrap()), // ld [k]
+                0x54 => a &= ins.k,                                                 // and #k
+                0x05 => pc += k,                                                    // ja
+                0x15 => pc += jump(a == ins.k),                                     // jeq
+                0x25 => pc += jump(a > ins.k),                                      // jgt
+                0x35 => pc += jump(a >= ins.k),                                     // jge
+                0x45 => pc += jump(a & ins.k != 0),                                 // jset
+                0x06 => return ins.k,                                               // ret
+                other => panic!("instruction {other:#06x} is not interpreted here"),
+            }
+        }
+        panic!("the program did not return");
+    }
+
+    /// What the kernel does with `nr`: every filter runs, the most restrictive answer wins
+    /// (compared as signed 32-bit actions: kill-process is the lowest).
+    fn verdict(nr: i64, arch: u32) -> u32 {
+        let filters = filters().unwrap();
+        let nr = u32::try_from(nr).unwrap();
+        filters
+            .iter()
+            .map(|p| run(p, nr, arch))
+            .min_by_key(|ret| (ret & 0xffff_0000) as i32)
+            .unwrap()
+    }
+
+    #[test]
+    fn every_allowed_call_is_allowed() {
+        let allowed = syscalls::allowed_numbers();
+        assert!(allowed.len() > 60, "{}", allowed.len());
+        for (name, nr) in allowed {
+            assert_eq!(verdict(nr, this_arch()), ALLOW, "{name} ({nr})");
+        }
+    }
+
+    #[test]
+    fn hostile_calls_kill_and_the_rest_fail_with_eperm() {
+        for nr in syscalls::hostile_numbers() {
+            assert_eq!(verdict(nr, this_arch()), KILL_PROCESS, "syscall {nr}");
+        }
+        let eperm = ERRNO | u32::try_from(libc::EPERM).unwrap();
+        for nr in [libc::SYS_execve, libc::SYS_execveat, libc::SYS_fchown, libc::SYS_setuid] {
+            assert_eq!(verdict(nr, this_arch()), eperm, "syscall {nr}");
+        }
+        assert_eq!(verdict(libc::SYS_ptrace, this_arch()), KILL_PROCESS);
+    }
+
+    #[test]
+    fn a_call_made_for_another_architecture_never_passes() {
+        let other =
+            if this_arch() == AUDIT_ARCH_X86_64 { AUDIT_ARCH_AARCH64 } else { AUDIT_ARCH_X86_64 };
+        for (name, nr) in syscalls::allowed_numbers() {
+            assert_ne!(verdict(nr, other), ALLOW, "{name} ({nr})");
+        }
+    }
+}
