@@ -6,6 +6,7 @@ mod audit;
 mod errors;
 mod failover;
 mod formats;
+mod hostile;
 mod lifecycle;
 mod management;
 mod netguard;

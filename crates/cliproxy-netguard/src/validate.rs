@@ -102,7 +102,7 @@ fn token_field(kind: RequestKind) -> &'static str {
     }
 }
 
-/// The output tokens a request asks for, checked to be a non-negative integer.
+/// The output tokens a request asks for, checked to be a whole number of at least 1.
 fn requested_tokens(kind: RequestKind, body: &Value) -> Result<Option<u64>, Invalid> {
     let fields: &[(&str, Option<&Value>)] = match kind {
         RequestKind::ChatCompletions => &[
@@ -123,10 +123,12 @@ fn requested_tokens(kind: RequestKind, body: &Value) -> Result<Option<u64>, Inva
     for (name, value) in fields {
         match value {
             None | Some(Value::Null) => {}
-            Some(Value::Number(n)) => match n.as_u64() {
+            // Zero is refused too: it would reserve nothing before the reply, and a reply
+            // without usage is charged what was asked for.
+            Some(Value::Number(n)) => match n.as_u64().filter(|&tokens| tokens > 0) {
                 Some(tokens) => most = Some(most.map_or(tokens, |m| m.max(tokens))),
                 None => {
-                    return Err(Invalid(format!("`{name}` must be a non-negative whole number")));
+                    return Err(Invalid(format!("`{name}` must be a whole number of at least 1")));
                 }
             },
             Some(_) => return Err(Invalid(format!("`{name}` must be a number"))),
@@ -223,8 +225,15 @@ mod tests {
     #[test]
     fn hostile_token_values_are_refused_even_with_validation_off() {
         let off = Validator::new(&ValidationConfig { enabled: false, max_tokens: NonZeroU32::MIN });
-        for bad in [json!(-1), json!(1.5), json!("100"), json!(true), json!({"a": 1}), json!(1e300)]
-        {
+        for bad in [
+            json!(-1),
+            json!(0),
+            json!(1.5),
+            json!("100"),
+            json!(true),
+            json!({"a": 1}),
+            json!(1e300),
+        ] {
             let body = json!({"messages": [{"role": "user"}], "max_tokens": bad});
             assert!(off.check(RequestKind::ChatCompletions, &body, CAP).is_err(), "{body}");
         }

@@ -1,0 +1,486 @@
+//! The hostile-input catalogue: malformed, oversized, smuggled and spoofed requests against
+//! the real binary (sandboxed, every guard on), each on a fresh TCP connection with the
+//! expected answer, and after each one the gateway must still serve a real request.
+//!
+//! A case's expectation is one of: the status codes of every answer read on the connection
+//! (in order — so a smuggled second request shows up as an extra answer), or a connection
+//! closed without an answer.
+
+use std::net::{IpAddr, SocketAddr};
+
+use cliproxy_e2e::{CLIENT_KEY, Harness, WAIT};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+
+const MGMT_KEY: &str = "cpm-e2e-management-key-hostile-51d0a7";
+const CHAT: &str = "/v1/chat/completions";
+
+/// What a case must get back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Expect {
+    /// The statuses of the answers on the connection, in order.
+    Answers(Vec<u16>),
+    /// One answer with any of these statuses.
+    OneOf(Vec<u16>),
+    /// The connection closed without an answer.
+    Closed,
+}
+
+use Expect::{Answers, Closed, OneOf};
+
+fn one(status: u16) -> Expect {
+    Answers(vec![status])
+}
+
+struct Case {
+    name: String,
+    /// The local address the connection comes from (127.0.0.2 is a trusted proxy).
+    from: &'static str,
+    raw: Vec<u8>,
+    expect: Expect,
+}
+
+fn case(name: &str, raw: impl Into<Vec<u8>>, expect: Expect) -> Case {
+    Case { name: name.to_owned(), from: "127.0.0.1", raw: raw.into(), expect }
+}
+
+fn case_from(name: &str, from: &'static str, raw: impl Into<Vec<u8>>, expect: Expect) -> Case {
+    Case { name: name.to_owned(), from, raw: raw.into(), expect }
+}
+
+/// A well-formed HTTP/1.1 request with `Connection: close`, `headers` (each without CRLF)
+/// and a `Content-Length` body.
+fn request(method: &str, path: &str, headers: &[&str], body: &[u8]) -> Vec<u8> {
+    let mut raw = format!("{method} {path} HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n");
+    for header in headers {
+        raw.push_str(header);
+        raw.push_str("\r\n");
+    }
+    if !body.is_empty() || method == "POST" || method == "PUT" {
+        raw.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    raw.push_str("\r\n");
+    let mut raw = raw.into_bytes();
+    raw.extend_from_slice(body);
+    raw
+}
+
+fn bearer() -> String {
+    format!("Authorization: Bearer {CLIENT_KEY}")
+}
+
+fn mgmt() -> String {
+    format!("Authorization: Bearer {MGMT_KEY}")
+}
+
+/// A chat completion with the client key and `body` as is.
+fn chat(body: &[u8]) -> Vec<u8> {
+    request("POST", CHAT, &[&bearer(), "Content-Type: application/json"], body)
+}
+
+/// A chat completion whose `max_tokens` is the JSON text `value`.
+fn chat_max_tokens(value: &str) -> Vec<u8> {
+    chat(
+        format!(
+            r#"{{"model":"mock-1","max_tokens":{value},"messages":[{{"role":"user","content":"hi"}}]}}"#
+        )
+        .as_bytes(),
+    )
+}
+
+fn raw(text: &str) -> Vec<u8> {
+    text.as_bytes().to_vec()
+}
+
+/// A healthz request from a trusted proxy naming `client` in `X-Forwarded-For`.
+fn forwarded_for(client: &str) -> Vec<u8> {
+    request("GET", "/v1/models", &[&bearer(), &format!("X-Forwarded-For: {client}")], b"")
+}
+
+fn catalogue() -> Vec<Case> {
+    let smuggled = "GET /v0/management/auths HTTP/1.1\r\nHost: gw\r\n\r\n";
+    let mut cases = vec![
+        // --- Request smuggling: framing the gateway and a back end could read differently.
+        case(
+            "Content-Length and Transfer-Encoding together",
+            format!(
+                "POST {CHAT} HTTP/1.1\r\nHost: gw\r\n{}\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n{smuggled}",
+                bearer()
+            ),
+            one(400),
+        ),
+        case(
+            "two different Content-Length headers",
+            format!("POST {CHAT} HTTP/1.1\r\nHost: gw\r\nContent-Length: 2\r\nContent-Length: 40\r\n\r\n{{}}{smuggled}"),
+            one(400),
+        ),
+        case(
+            "one Content-Length with two values",
+            format!("POST {CHAT} HTTP/1.1\r\nHost: gw\r\nContent-Length: 2, 40\r\n\r\n{{}}{smuggled}"),
+            one(400),
+        ),
+        case(
+            "Content-Length with a plus sign",
+            format!("POST {CHAT} HTTP/1.1\r\nHost: gw\r\nContent-Length: +2\r\n\r\n{{}}"),
+            one(400),
+        ),
+        case(
+            "negative Content-Length",
+            format!("POST {CHAT} HTTP/1.1\r\nHost: gw\r\nContent-Length: -1\r\n\r\n"),
+            one(400),
+        ),
+        case(
+            "Content-Length beyond 64 bits",
+            format!("POST {CHAT} HTTP/1.1\r\nHost: gw\r\nContent-Length: 99999999999999999999999\r\n\r\n"),
+            one(400),
+        ),
+        case(
+            "Transfer-Encoding not ending in chunked",
+            format!("POST {CHAT} HTTP/1.1\r\nHost: gw\r\nTransfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n"),
+            one(400),
+        ),
+        case(
+            "Transfer-Encoding xchunked",
+            format!("POST {CHAT} HTTP/1.1\r\nHost: gw\r\nTransfer-Encoding: xchunked\r\n\r\n0\r\n\r\n"),
+            one(400),
+        ),
+        case(
+            "space before the colon of Transfer-Encoding",
+            format!("POST {CHAT} HTTP/1.1\r\nHost: gw\r\nTransfer-Encoding : chunked\r\n\r\n0\r\n\r\n"),
+            one(400),
+        ),
+        case(
+            "obs-fold continuation line",
+            raw("GET /healthz HTTP/1.1\r\nHost: gw\r\nX-A: a\r\n b\r\n\r\n"),
+            one(400),
+        ),
+        case(
+            "chunked in an HTTP/1.0 request",
+            format!("POST {CHAT} HTTP/1.0\r\nHost: gw\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n{smuggled}"),
+            one(400),
+        ),
+        case(
+            "chunk size that is not hex",
+            format!("POST {CHAT} HTTP/1.1\r\nHost: gw\r\n{}\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n{{}}\r\n0\r\n\r\n", bearer()),
+            one(400),
+        ),
+        case(
+            "chunk size beyond 64 bits",
+            format!("POST {CHAT} HTTP/1.1\r\nHost: gw\r\n{}\r\nTransfer-Encoding: chunked\r\n\r\nfffffffffffffffffff\r\n{{}}\r\n0\r\n\r\n", bearer()),
+            one(400),
+        ),
+        // --- Sizes and counts.
+        case(
+            "101 headers",
+            {
+                let mut r = String::from("GET /healthz HTTP/1.1\r\nHost: gw\r\n");
+                for i in 0..100 {
+                    r.push_str(&format!("X-H{i}: v\r\n"));
+                }
+                r + "\r\n"
+            },
+            one(431),
+        ),
+        case(
+            "one 70 KiB header",
+            format!("GET /healthz HTTP/1.1\r\nHost: gw\r\nX-Big: {}\r\n\r\n", "a".repeat(70 * 1024)),
+            one(431),
+        ),
+        case(
+            "a 70 KiB request target",
+            format!("GET /healthz?{} HTTP/1.1\r\nHost: gw\r\n\r\n", "a".repeat(70 * 1024)),
+            OneOf(vec![414, 431]),
+        ),
+        case(
+            "Content-Length above server.limits.max_body_bytes",
+            format!("POST {CHAT} HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n{}\r\nContent-Length: 10000000\r\n\r\n{{", bearer()),
+            one(413),
+        ),
+        case(
+            "chunked body above server.limits.max_body_bytes",
+            {
+                let chunk = "a".repeat(32 * 1024);
+                let mut r = format!("POST {CHAT} HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n{}\r\nTransfer-Encoding: chunked\r\n\r\n", bearer());
+                for _ in 0..4 {
+                    r.push_str(&format!("{:x}\r\n{chunk}\r\n", chunk.len()));
+                }
+                r + "0\r\n\r\n"
+            },
+            one(413),
+        ),
+        case(
+            "Expect: 100-continue above the body cap",
+            format!("POST {CHAT} HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n{}\r\nExpect: 100-continue\r\nContent-Length: 10000000\r\n\r\n", bearer()),
+            one(413),
+        ),
+        // Slowloris: a header block that never ends is cut at server.limits.header_read_timeout.
+        case("a header block that never ends", raw("GET /healthz HTTP/1.1\r\nHost: gw\r\nX-Slow: "), Closed),
+        // --- Bytes that are not HTTP.
+        case("NUL byte in a header value", raw("GET /healthz HTTP/1.1\r\nHost: gw\r\nX-A: a\0b\r\n\r\n"), one(400)),
+        case("NUL byte in the path", raw("GET /heal\0thz HTTP/1.1\r\nHost: gw\r\n\r\n"), one(400)),
+        case("space in a header name", raw("GET /healthz HTTP/1.1\r\nHost: gw\r\nX Bad: a\r\n\r\n"), one(400)),
+        case("invalid method token", raw("G@T /healthz HTTP/1.1\r\nHost: gw\r\n\r\n"), one(400)),
+        case("HTTP/0.9 request line", raw("GET /healthz\r\n\r\n"), OneOf(vec![400, 505])),
+        case("HTTP/2.0 in an HTTP/1 request line", raw("GET /healthz HTTP/2.0\r\nHost: gw\r\n\r\n"), OneOf(vec![400, 505])),
+        case("every byte value, high to low", (0u8..=255).rev().collect::<Vec<u8>>(), one(400)),
+        // Not the HTTP/2 preface, so read as HTTP/1.1, where `PRI *` is no request of ours.
+        case("invalid HTTP/2 preface", raw("PRI * HTTP/2.0\r\n\r\nXX\r\n\r\n"), one(400)),
+        case("a TLS ClientHello on the plain listener", vec![0x16, 0x03, 0x01, 0x00, 0x05, 0x01, 0x00, 0x00, 0x01, 0x00], one(400)),
+        case(
+            "two pipelined requests are two answers",
+            {
+                let mut r = raw("GET /healthz HTTP/1.1\r\nHost: gw\r\n\r\n");
+                r.extend(raw("GET /healthz HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n"));
+                r
+            },
+            Answers(vec![200, 200]),
+        ),
+        case(
+            "a body longer than its Content-Length is the next request",
+            format!("POST {CHAT} HTTP/1.1\r\nHost: gw\r\n{}\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{{}}{smuggled}", bearer()),
+            // The first is refused by validation, the second lacks the management key: the
+            // extra bytes are never taken as part of the first request's body.
+            Answers(vec![400, 401]),
+        ),
+        // --- JSON bodies.
+        // 40,000 bytes: under the body cap, far over the JSON parser's depth limit of 128.
+        case("deeply nested JSON", chat(format!("{}{}", "[".repeat(20_000), "]".repeat(20_000)).as_bytes()), one(400)),
+        case("deeply nested JSON over the body cap", chat(format!("{}{}", "[".repeat(50_000), "]".repeat(50_000)).as_bytes()), one(413)),
+        case("invalid UTF-8 in the body", chat(b"{\"model\":\"mock-1\",\"messages\":[{\"role\":\"user\",\"content\":\"\xff\xfe\"}]}"), one(400)),
+        case("raw NUL inside a JSON string", chat(b"{\"model\":\"mock-1\",\"messages\":[{\"role\":\"user\",\"content\":\"a\0b\"}]}"), one(400)),
+        case("lone surrogate escape", chat(br#"{"model":"mock-1","messages":[{"role":"user","content":"\ud800"}]}"#), one(400)),
+        case("body that is not JSON", chat(b"model=mock-1"), one(400)),
+        case("JSON array body", chat(b"[1,2,3]"), one(400)),
+        case("empty body", chat(b""), one(400)),
+        case("model missing", chat(br#"{"messages":[{"role":"user","content":"hi"}]}"#), one(400)),
+        case("messages missing", chat(br#"{"model":"mock-1"}"#), one(400)),
+        case("model not a string", chat(br#"{"model":7,"messages":[{"role":"user","content":"hi"}]}"#), one(400)),
+        case("stream not a boolean", chat(br#"{"model":"mock-1","stream":"yes","messages":[{"role":"user","content":"hi"}]}"#), one(400)),
+        case("max_tokens negative", chat_max_tokens("-1"), one(400)),
+        case("max_tokens zero", chat_max_tokens("0"), one(400)),
+        case("max_tokens huge", chat_max_tokens("1000000000000"), one(400)),
+        case("max_tokens beyond any number", chat_max_tokens("1e400"), one(400)),
+        case("max_tokens a string", chat_max_tokens("\"100\""), one(400)),
+        case("max_tokens fractional", chat_max_tokens("1.5"), one(400)),
+        case("max_tokens one above the cap", chat_max_tokens("4097"), one(400)),
+        case("unknown model", chat(br#"{"model":"gpt-nonexistent","messages":[{"role":"user","content":"hi"}]}"#), one(404)),
+        case(
+            "Anthropic message without max_tokens",
+            request("POST", "/v1/messages", &[&format!("x-api-key: {CLIENT_KEY}"), "Content-Type: application/json"], br#"{"model":"mock-1","messages":[{"role":"user","content":"hi"}]}"#),
+            one(400),
+        ),
+        // --- Paths into the management plane.
+        case("dot segments into management", request("GET", "/v0/management/../management/auths", &[&mgmt()], b""), one(404)),
+        case("encoded dot segments into management", request("GET", "/v0/management/%2e%2e/%2e%2e/etc/passwd", &[&mgmt()], b""), one(404)),
+        case("encoded traversal as a credential id", request("DELETE", "/v0/management/auths/..%2F..%2Fetc%2Fpasswd", &[&mgmt()], b""), OneOf(vec![400, 404])),
+        case("dot-dot as a credential id", request("DELETE", "/v0/management/auths/%2e%2e", &[&mgmt()], b""), OneOf(vec![400, 404])),
+        case("from the client API into management", request("GET", "/v1/../v0/management/auths", &[&bearer()], b""), one(404)),
+        case("double slash before management", request("GET", "//v0/management/auths", &[], b""), one(404)),
+        case("management path in upper case", request("GET", "/V0/MANAGEMENT/AUTHS", &[&mgmt()], b""), one(404)),
+        case("management with the client key", request("GET", "/v0/management/auths", &[&bearer()], b""), one(401)),
+        // --- Methods.
+        case("PUT on chat completions", request("PUT", CHAT, &[&bearer()], b"{}"), one(405)),
+        case("DELETE on models", request("DELETE", "/v1/models", &[&bearer()], b""), one(405)),
+        case("TRACE", request("TRACE", "/healthz", &[], b""), one(405)),
+        // No tunnels: an authority-form target is no route of ours.
+        case("CONNECT", raw("CONNECT gw:443 HTTP/1.1\r\nHost: gw:443\r\n\r\n"), one(404)),
+        case("PATCH on maintenance", request("PATCH", "/v0/management/maintenance", &[&mgmt()], b"{}"), one(405)),
+        // --- Client addresses: only a trusted proxy (127.0.0.2) may name one; 192.0.2.0/24 is denied.
+        case("X-Forwarded-For from an untrusted peer is ignored", forwarded_for("192.0.2.7"), one(200)),
+        case(
+            "Forwarded from an untrusted peer is ignored",
+            request("GET", "/v1/models", &[&bearer(), "Forwarded: for=192.0.2.7"], b""),
+            one(200),
+        ),
+        case(
+            "X-Real-IP is never read",
+            request("GET", "/v1/models", &[&bearer(), "X-Real-IP: 192.0.2.7"], b""),
+            one(200),
+        ),
+        case_from("a trusted proxy naming a denied client", "127.0.0.2", forwarded_for("192.0.2.7"), one(403)),
+        case_from("a trusted proxy naming a denied client as IPv4-mapped IPv6", "127.0.0.2", forwarded_for("::ffff:192.0.2.7"), one(403)),
+        case_from("a denied client spoofing an allowed hop before it", "127.0.0.2", forwarded_for("198.51.100.1, 192.0.2.7"), one(403)),
+        case_from("a denied client behind a second trusted proxy", "127.0.0.2", forwarded_for("192.0.2.7, 127.0.0.2"), one(403)),
+        // The client wrote the left entry itself; the proxy appended the address it saw.
+        case_from("a zone-id address written by the client does not hide it", "127.0.0.2", forwarded_for("fe80::1%eth0, 192.0.2.7"), one(403)),
+        case_from("a mapped loopback written by the client does not hide it", "127.0.0.2", forwarded_for("::ffff:127.0.0.1, 192.0.2.7"), one(403)),
+        // --- Client keys.
+        case("client key in the query string", request("GET", &format!("/v1/models?key={CLIENT_KEY}"), &[], b""), one(401)),
+        case("client key as api_key in the query", request("GET", &format!("/v1/models?api_key={CLIENT_KEY}"), &[], b""), one(401)),
+        case("client key in the query and the header", request("GET", &format!("/v1/models?key={CLIENT_KEY}"), &[&bearer()], b""), one(401)),
+        case(
+            "Gemini client key in the query",
+            request("POST", &format!("/v1beta/models/mock-1:generateContent?key={CLIENT_KEY}"), &["Content-Type: application/json"], br#"{"contents":[{"parts":[{"text":"hi"}]}]}"#),
+            one(401),
+        ),
+        case("wrong key of the right length", request("GET", "/v1/models", &[&format!("Authorization: Bearer {}x", &CLIENT_KEY[..CLIENT_KEY.len() - 1])], b""), one(401)),
+        case("key as a prefix of the real one", request("GET", "/v1/models", &[&format!("Authorization: Bearer {}", &CLIENT_KEY[..20])], b""), one(401)),
+        case("Basic authorization", request("GET", "/v1/models", &["Authorization: Basic ZTJlOmtleQ=="], b""), one(401)),
+        case("empty Bearer", request("GET", "/v1/models", &["Authorization: Bearer "], b""), one(401)),
+        case("a 10 KiB key", request("GET", "/v1/models", &[&format!("Authorization: Bearer {}", "k".repeat(10 * 1024))], b""), one(401)),
+        case("two Authorization headers", request("GET", "/v1/models", &["Authorization: Bearer wrong-key-wrong-key-1234", &bearer()], b""), one(401)),
+    ];
+    cases.retain(|c| !c.raw.is_empty());
+    cases
+}
+
+/// Reads every answer on `stream` until the gateway closes it.
+async fn answers(stream: &mut TcpStream) -> Vec<u16> {
+    let mut bytes = Vec::new();
+    let read = tokio::time::timeout(WAIT, stream.read_to_end(&mut bytes)).await;
+    assert!(read.is_ok(), "the gateway kept the connection open for {WAIT:?}");
+    // A reset after the answer is fine: the answer was read before it.
+    parse_answers(&bytes)
+}
+
+/// The statuses of the HTTP/1.1 answers in `bytes` (Content-Length or chunked bodies).
+fn parse_answers(mut bytes: &[u8]) -> Vec<u16> {
+    let mut statuses = Vec::new();
+    while let Some(end) = bytes.windows(4).position(|w| w == b"\r\n\r\n") {
+        let head = String::from_utf8_lossy(&bytes[..end]).to_string();
+        bytes = &bytes[end + 4..];
+        let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let lower = head.to_ascii_lowercase();
+        if status == 100 {
+            continue;
+        }
+        statuses.push(status);
+        if let Some(length) = lower
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse::<usize>().ok())
+        {
+            bytes = &bytes[length.min(bytes.len())..];
+        } else if lower.contains("transfer-encoding: chunked") {
+            match bytes.windows(5).position(|w| w == b"0\r\n\r\n") {
+                Some(at) => bytes = &bytes[at + 5..],
+                None => break,
+            }
+        }
+    }
+    statuses
+}
+
+async fn connect(from: &str, to: SocketAddr) -> TcpStream {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.bind(SocketAddr::new(from.parse::<IpAddr>().unwrap(), 0)).unwrap();
+    socket.connect(to).await.unwrap()
+}
+
+/// A real chat completion answered 200: the gateway still serves.
+async fn still_serves(addr: SocketAddr, after: &str) {
+    let mut stream = connect("127.0.0.1", addr).await;
+    let body = br#"{"model":"mock-1","messages":[{"role":"user","content":"hi"}]}"#;
+    stream.write_all(&chat(body)).await.unwrap();
+    assert_eq!(answers(&mut stream).await, vec![200], "the gateway stopped serving after: {after}");
+}
+
+fn yaml(harness: &Harness) -> String {
+    format!(
+        "server:\n  host: 127.0.0.1\n  port: 0\n  shutdown_timeout: 10s\n  \
+           limits: {{max_body_bytes: 65536, header_read_timeout: 2s}}\n  \
+           trusted_proxies: [127.0.0.2/32]\n  \
+           security:\n    ip_denylist: {{enabled: true, denied_ips: [192.0.2.0/24]}}\n    \
+             rate_limiting: {{enabled: true, requests_per_second: 1000, burst: 1000}}\n    \
+             request_validation: {{enabled: true, max_tokens: 4096}}\n\
+         auth:\n  api_keys: [{{name: e2e, key: \"{CLIENT_KEY}\"}}]\n  dir: {dir:?}\n\
+         logging: {{level: info, format: json}}\n\
+         management: {{secret_key: \"{MGMT_KEY}\"}}\n\
+         providers:\n  demo: {{type: mock, models: [\"mock-*\"]}}\n",
+        dir = harness.auth_dir().display().to_string(),
+    )
+}
+
+#[tokio::test]
+async fn every_hostile_input_gets_its_answer_and_the_gateway_keeps_serving() {
+    let harness = Harness::new();
+    harness.write_config(&yaml(&harness));
+    let gateway = harness.start().await;
+    let addr = gateway.addr();
+    let cases = catalogue();
+    assert!(cases.len() >= 60, "the catalogue has {} cases", cases.len());
+    let mut failures = Vec::new();
+    for case in &cases {
+        let mut stream = connect(case.from, addr).await;
+        // The gateway may close before reading everything (a refused header block, say).
+        let _ = stream.write_all(&case.raw).await;
+        let got = answers(&mut stream).await;
+        let ok = match &case.expect {
+            Answers(statuses) => &got == statuses,
+            OneOf(statuses) => got.len() == 1 && statuses.contains(&got[0]),
+            Closed => got.is_empty(),
+        };
+        if !ok {
+            failures.push(format!("{}: expected {:?}, got {got:?}", case.name, case.expect));
+        }
+        still_serves(addr, &case.name).await;
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases failed:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
+    let logs = gateway.logs();
+    assert!(!logs.contains("panicked"), "{logs}");
+    for secret in [CLIENT_KEY, MGMT_KEY] {
+        assert!(!logs.contains(secret), "a key reached the log");
+    }
+}
+
+/// One HTTP/2 frame: 9-byte header, then `payload`.
+fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = u32::try_from(payload.len()).unwrap().to_be_bytes();
+    let mut frame = vec![len[1], len[2], len[3], kind, flags];
+    frame.extend_from_slice(&stream.to_be_bytes());
+    frame.extend_from_slice(payload);
+    frame
+}
+
+/// HTTP/2 rapid reset (CVE-2023-44487): a thousand streams, each opened and cancelled at
+/// once. The gateway ends that connection with GOAWAY and keeps serving everyone else.
+#[tokio::test]
+async fn http2_rapid_reset_ends_the_connection_and_the_gateway_keeps_serving() {
+    let harness = Harness::new();
+    harness.write_config(&yaml(&harness));
+    let gateway = harness.start().await;
+    let addr = gateway.addr();
+    let mut bytes = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    bytes.extend(h2_frame(0x4, 0, 0, &[])); // SETTINGS
+    // :method GET, :scheme http, :path /healthz, :authority gw (HPACK, no indexing).
+    let mut block = vec![0x82, 0x86, 0x04, 8];
+    block.extend_from_slice(b"/healthz");
+    block.extend_from_slice(&[0x01, 2]);
+    block.extend_from_slice(b"gw");
+    for i in 0..1000u32 {
+        let stream = 2 * i + 1;
+        bytes.extend(h2_frame(0x1, 0x4 | 0x1, stream, &block)); // HEADERS, END_HEADERS|END_STREAM
+        bytes.extend(h2_frame(0x3, 0, stream, &8u32.to_be_bytes())); // RST_STREAM CANCEL
+    }
+    let mut stream = connect("127.0.0.1", addr).await;
+    let _ = stream.write_all(&bytes).await;
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(WAIT, stream.read_to_end(&mut answer)).await;
+    assert!(read.is_ok(), "the gateway kept a rapid-reset connection open");
+    let mut frames = &answer[..];
+    let mut goaway = None;
+    let mut answered = 0;
+    while frames.len() >= 9 {
+        let len =
+            usize::from(frames[0]) << 16 | usize::from(frames[1]) << 8 | usize::from(frames[2]);
+        let kind = frames[3];
+        let payload = &frames[9..(9 + len).min(frames.len())];
+        if kind == 0x7 && payload.len() >= 8 {
+            goaway = Some(u32::from_be_bytes(payload[4..8].try_into().unwrap()));
+        }
+        if kind == 0x1 {
+            answered += 1;
+        }
+        frames = &frames[(9 + len).min(frames.len())..];
+    }
+    // ENHANCE_YOUR_CALM (0xb): hyper's h2 stops a peer that resets too many streams.
+    assert_eq!(goaway, Some(0xb), "no GOAWAY(ENHANCE_YOUR_CALM); {answered} streams answered");
+    assert!(answered < 1000, "every reset stream was served");
+    still_serves(addr, "HTTP/2 rapid reset").await;
+}
