@@ -65,7 +65,7 @@ pub(crate) struct ApiError {
     /// Sent as `Retry-After` (whole seconds, rounded up).
     pub retry_after: Option<Duration>,
     /// Sent as `Allow` on 405.
-    pub allow: Option<&'static str>,
+    pub allow: Option<std::borrow::Cow<'static, str>>,
     /// `X-RateLimit-Limit`, `-Remaining` and `-Reset` (seconds) of a refusing limit.
     pub rate: Option<(u64, u64, u64)>,
 }
@@ -125,8 +125,10 @@ impl ApiError {
             headers.insert("x-ratelimit-remaining", HeaderValue::from(remaining));
             headers.insert("x-ratelimit-reset", HeaderValue::from(reset));
         }
-        if let Some(allow) = self.allow {
-            headers.insert(header::ALLOW, HeaderValue::from_static(allow));
+        if let Some(allow) = self.allow
+            && let Ok(value) = HeaderValue::from_str(&allow)
+        {
+            headers.insert(header::ALLOW, value);
         }
         response
     }
@@ -162,7 +164,7 @@ mod tests {
     fn retry_after_rounds_up_and_allow_is_set() {
         let mut error = ApiError::new(ErrorCode::RateLimited, "slow down")
             .retry_after(Duration::from_millis(1500));
-        error.allow = Some("POST");
+        error.allow = Some("POST".into());
         let response = error.into_response(ApiFormat::OpenAi);
         assert_eq!(response.status(), 429);
         assert_eq!(response.headers()[header::RETRY_AFTER], "2");

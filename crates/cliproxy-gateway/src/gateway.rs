@@ -342,7 +342,7 @@ impl Gateway {
                     ErrorCode::MethodNotAllowed,
                     format!("{path} does not accept {}; use {allow}", parts.method),
                 );
-                error.allow = Some(allow);
+                error.allow = Some(allow.into());
                 (format, error)
             }
         })?;

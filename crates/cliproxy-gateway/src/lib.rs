@@ -46,6 +46,7 @@ pub use config::{
 };
 pub use error::{Error, Result};
 pub use gateway::{Gateway, MAX_ATTEMPTS, REQUEST_ID_HEADER};
+pub use management::{ROUTES as MANAGEMENT_ROUTES, Route as ManagementRoute};
 pub use reload::ReloadReport;
 pub use server::{Server, probe_health};
 pub use usage::{Usage, UsageScanner};

@@ -320,6 +320,74 @@ fn describe(
 
 type Answer = Result<Response<Body>, ApiError>;
 
+/// What a management route does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Action {
+    ListAuths,
+    AddAuth,
+    ExportAuths,
+    DeleteProvider,
+    DeleteCredential,
+    ReadDenylist,
+    Deny,
+    Undeny,
+    ReadMaintenance,
+    SetMaintenance,
+    Reload,
+    Status,
+}
+
+/// One management route: a method and a path under `/v0/management`, in which `{name}`
+/// matches one segment and `{name..}` one or more.
+#[derive(Debug, Clone, Copy)]
+pub struct Route {
+    /// `GET`, `POST`, ...
+    pub method: &'static str,
+    /// The path after `/v0/management`.
+    pub path: &'static str,
+    action: Action,
+}
+
+/// Every management route. The router dispatches from this table, so a route exists only
+/// here; the authorisation tests walk it, so a new route cannot go untested.
+pub const ROUTES: &[Route] = &[
+    Route { method: "GET", path: "/auths", action: Action::ListAuths },
+    Route { method: "POST", path: "/auths", action: Action::AddAuth },
+    Route { method: "GET", path: "/auths/export", action: Action::ExportAuths },
+    Route { method: "DELETE", path: "/auths/{provider}", action: Action::DeleteProvider },
+    Route { method: "DELETE", path: "/auths/{provider}/{id}", action: Action::DeleteCredential },
+    Route { method: "GET", path: "/security/ip-denylist", action: Action::ReadDenylist },
+    Route { method: "POST", path: "/security/ip-denylist", action: Action::Deny },
+    Route { method: "DELETE", path: "/security/ip-denylist/{network..}", action: Action::Undeny },
+    Route { method: "GET", path: "/maintenance", action: Action::ReadMaintenance },
+    Route { method: "PUT", path: "/maintenance", action: Action::SetMaintenance },
+    Route { method: "POST", path: "/config/reload", action: Action::Reload },
+    Route { method: "GET", path: "/status", action: Action::Status },
+];
+
+impl Route {
+    /// The captured segments when `segments` match this route's path (a `{name..}` capture
+    /// is its segments joined by `/`).
+    fn captures(&self, segments: &[&str]) -> Option<Vec<String>> {
+        let pattern: Vec<&str> = self.path.trim_start_matches('/').split('/').collect();
+        let mut captures = Vec::new();
+        for (i, part) in pattern.iter().enumerate() {
+            if part.starts_with('{') && part.ends_with("..}") {
+                let rest = segments.get(i..).filter(|rest| !rest.is_empty())?;
+                captures.push(rest.join("/"));
+                return Some(captures);
+            }
+            let segment = segments.get(i)?;
+            if part.starts_with('{') {
+                captures.push((*segment).to_owned());
+            } else if part != segment {
+                return None;
+            }
+        }
+        (segments.len() == pattern.len()).then_some(captures)
+    }
+}
+
 async fn route<B>(
     gateway: &Gateway,
     method: &Method,
@@ -334,46 +402,45 @@ where
 {
     let rest = path.strip_prefix(PREFIX).unwrap_or("");
     let segments: Vec<&str> = rest.strip_prefix('/').unwrap_or(rest).split('/').collect();
-    let not_allowed = |allow: &'static str| {
+    let matching: Vec<(&Route, Vec<String>)> = ROUTES
+        .iter()
+        .filter_map(|route| route.captures(&segments).map(|captures| (route, captures)))
+        .collect();
+    let Some((route, captures)) =
+        matching.iter().find(|(route, _)| route.method == method.as_str())
+    else {
+        if matching.is_empty() {
+            return Err(ApiError::new(
+                ErrorCode::NotFound,
+                format!("no management route {method} {path}"),
+            ));
+        }
+        let mut allow: Vec<&str> = matching.iter().map(|(route, _)| route.method).collect();
+        allow.dedup();
+        let allow = allow.join(", ");
         let mut error = ApiError::new(
             ErrorCode::MethodNotAllowed,
             format!("{path} does not accept {method}; use {allow}"),
         );
-        error.allow = Some(allow);
-        Err(error)
+        error.allow = Some(allow.into());
+        return Err(error);
     };
-    match (segments.as_slice(), method) {
-        (["auths"], &Method::GET) => list(gateway).await,
-        (["auths"], &Method::POST) => add(gateway, body, log, note).await,
-        (["auths"], _) => not_allowed("GET, POST"),
-        (["auths", "export"], &Method::GET) => export(gateway, log).await,
-        (["auths", provider], &Method::DELETE) => delete(gateway, provider, None).await,
-        (["auths", "export"], _) => not_allowed("GET, DELETE"),
-        (["auths", provider, id], &Method::DELETE) => delete(gateway, provider, Some(id)).await,
-        (["auths", _] | ["auths", _, _], _) => not_allowed("DELETE"),
-        (["security", "ip-denylist"], &Method::GET) => Ok(guard_api::denylist(gateway)),
-        (["security", "ip-denylist"], &Method::POST) => {
-            guard_api::deny(gateway, read_body(body).await?, log, note).await
-        }
-        (["security", "ip-denylist"], _) => not_allowed("GET, POST"),
-        (["security", "ip-denylist", network @ ..], &Method::DELETE) if !network.is_empty() => {
-            guard_api::undeny(gateway, &network.join("/"), log, note).await
-        }
-        (["security", "ip-denylist", ..], _) => not_allowed("DELETE"),
-        (["maintenance"], &Method::GET) => Ok(guard_api::maintenance(gateway)),
-        (["maintenance"], &Method::PUT) => {
+    let capture = |i: usize| captures.get(i).map(String::as_str).unwrap_or_default();
+    match route.action {
+        Action::ListAuths => list(gateway).await,
+        Action::AddAuth => add(gateway, body, log, note).await,
+        Action::ExportAuths => export(gateway, log).await,
+        Action::DeleteProvider => delete(gateway, capture(0), None).await,
+        Action::DeleteCredential => delete(gateway, capture(0), Some(capture(1))).await,
+        Action::ReadDenylist => Ok(guard_api::denylist(gateway)),
+        Action::Deny => guard_api::deny(gateway, read_body(body).await?, log, note).await,
+        Action::Undeny => guard_api::undeny(gateway, capture(0), log, note).await,
+        Action::ReadMaintenance => Ok(guard_api::maintenance(gateway)),
+        Action::SetMaintenance => {
             guard_api::set_maintenance(gateway, read_body(body).await?, log, note)
         }
-        (["maintenance"], _) => not_allowed("GET, PUT"),
-        (["config", "reload"], &Method::POST) => {
-            gateway.reload_config("management API", note).await
-        }
-        (["config", "reload"], _) => not_allowed("POST"),
-        (["status"], &Method::GET) => Ok(status(gateway)),
-        (["status"], _) => not_allowed("GET"),
-        _ => {
-            Err(ApiError::new(ErrorCode::NotFound, format!("no management route {method} {path}")))
-        }
+        Action::Reload => gateway.reload_config("management API", note).await,
+        Action::Status => Ok(status(gateway)),
     }
 }
 

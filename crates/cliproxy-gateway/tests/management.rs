@@ -211,3 +211,73 @@ async fn credentials_are_listed_without_secrets_and_replaced_by_id() {
     let export: Value = serde_json::from_str(&text).unwrap();
     assert_eq!(export["credentials"][0]["token"], "sk-second-token-000000");
 }
+
+/// Who calls (for the message), the gateway, the TCP peer, the headers, the expected status.
+type Caller<'a> = (&'a str, &'a Gateway, &'a str, Vec<(&'a str, &'a str)>, u16);
+
+/// The authorisation matrix, generated from the router's table: every route × {management
+/// off, no key, wrong key, right key from a remote peer, banned peer, right key} gets its
+/// expected status. A route added to the table without an expectation here fails the test.
+#[tokio::test]
+async fn every_route_answers_each_kind_of_caller_as_expected() {
+    let (gateway, _dir) = build(&enabled(", max_failures: 1000"));
+    let (off, _off_dir) = build("");
+    // A gateway where one failure bans; 127.0.0.9 is banned before the walk.
+    let (strict, _strict_dir) = build(&enabled(", max_failures: 1"));
+    let banned = "127.0.0.9:4000";
+    let wrong = ("x-management-key", "wrong-key-000000000");
+    let (status, _, _) =
+        call(&strict, banned, Method::GET, "/v0/management/status", &[wrong], "").await;
+    assert_eq!(status, 401);
+    // (method, path) → (example path, body, status with the right key from loopback)
+    let expected = |route: &cliproxy_gateway::ManagementRoute| -> (&str, &str, u16) {
+        match (route.method, route.path) {
+            ("GET", "/auths") => ("/auths", "", 200),
+            ("POST", "/auths") => ("/auths", r#"{"provider":"nope","id":"x","api_key":"k"}"#, 400),
+            ("GET", "/auths/export") => ("/auths/export", "", 200),
+            // Deleting every credential of a provider that has none deletes nothing.
+            ("DELETE", "/auths/{provider}") => ("/auths/demo", "", 200),
+            ("DELETE", "/auths/{provider}/{id}") => ("/auths/demo/missing-id", "", 404),
+            ("GET", "/security/ip-denylist") => ("/security/ip-denylist", "", 200),
+            ("POST", "/security/ip-denylist") => {
+                ("/security/ip-denylist", r#"{"ip":"203.0.113.9","reason":"matrix"}"#, 201)
+            }
+            ("DELETE", "/security/ip-denylist/{network..}") => {
+                ("/security/ip-denylist/198.51.100.0/24", "", 404)
+            }
+            ("GET", "/maintenance") => ("/maintenance", "", 200),
+            ("PUT", "/maintenance") => ("/maintenance", r#"{"enabled":false}"#, 200),
+            // Built from a YAML string, this gateway has no config file to read again.
+            ("POST", "/config/reload") => ("/config/reload", "", 400),
+            ("GET", "/status") => ("/status", "", 200),
+            (method, path) => {
+                panic!("no expectation for the management route {method} {path}: add one here")
+            }
+        }
+    };
+    let mut failures = Vec::new();
+    for route in cliproxy_gateway::MANAGEMENT_ROUTES {
+        let (path, body, right) = expected(route);
+        let path = format!("/v0/management{path}");
+        let method: Method = route.method.parse().unwrap();
+        let callers: [Caller<'_>; 6] = [
+            ("management off", &off, LOCAL, vec![KEY], 404),
+            ("no key", &gateway, LOCAL, vec![], 401),
+            ("wrong key", &gateway, "127.0.0.8:4000", vec![wrong], 401),
+            ("remote peer", &gateway, "10.1.2.3:4000", vec![KEY], 403),
+            ("banned peer", &strict, banned, vec![KEY], 403),
+            ("right key", &gateway, LOCAL, vec![KEY], right),
+        ];
+        for (who, target, peer, headers, want) in callers {
+            let (status, _, answer) =
+                call(target, peer, method.clone(), &path, &headers, body).await;
+            if status != want {
+                failures.push(format!(
+                    "{} {path} by {who}: expected {want}, got {status}: {answer}",
+                    route.method
+                ));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
