@@ -8,6 +8,7 @@ mod failover;
 mod formats;
 mod hostile;
 mod lifecycle;
+mod load;
 mod management;
 mod netguard;
 mod vault;
