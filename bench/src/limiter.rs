@@ -92,7 +92,11 @@ RSS growth during the sprays                    24576 kB
 
     #[test]
     fn a_missing_line_is_an_error_naming_it() {
-        let cut: String = OUTPUT.lines().filter(|l| !l.starts_with("RSS after eviction")).collect::<Vec<_>>().join("\n");
+        let cut: String = OUTPUT
+            .lines()
+            .filter(|l| !l.starts_with("RSS after eviction"))
+            .collect::<Vec<_>>()
+            .join("\n");
         let error = parse(&cut).unwrap_err().to_string();
         assert!(error.contains("RSS after eviction"), "{error}");
     }

@@ -12,7 +12,10 @@ use clap::{Parser, Subcommand};
 use cliproxy_bench::{LoadReport, MockOptions, MockStats, Mode, RunOptions, Target};
 
 #[derive(Parser)]
-#[command(name = "cliproxy-bench", about = "cliproxy benchmark harness (driven by `cargo xtask bench`)")]
+#[command(
+    name = "cliproxy-bench",
+    about = "cliproxy benchmark harness (driven by `cargo xtask bench`)"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Role,
@@ -31,6 +34,9 @@ enum Role {
         /// Latency of `bench-json` replies, in milliseconds.
         #[arg(long, default_value_t = 0)]
         latency_ms: u64,
+        /// Answer 500 to every chat request after this many successes.
+        #[arg(long)]
+        fail_after: Option<u64>,
     },
     /// The load generator: prints `READY` (with --ready) and `REPORT {json}`; exits 1 on any
     /// failed request.
@@ -89,7 +95,7 @@ fn main() -> ExitCode {
 
 fn real_main() -> Result<ExitCode> {
     match Cli::parse().command {
-        Role::Mock { listen, token, latency_ms } => {
+        Role::Mock { listen, token, latency_ms, fail_after } => {
             let runtime = runtime()?;
             runtime.block_on(async {
                 let listener = tokio::net::TcpListener::bind(&listen)
@@ -98,8 +104,10 @@ fn real_main() -> Result<ExitCode> {
                 let addr = listener.local_addr().context("no local address")?;
                 let mut stdout = std::io::stdout();
                 writeln!(stdout, "listening {addr}").and_then(|()| stdout.flush())?;
-                let options = MockOptions { token, latency: Duration::from_millis(latency_ms) };
-                cliproxy_bench::mock::serve(listener, options, Arc::new(MockStats::default())).await;
+                let options =
+                    MockOptions { token, latency: Duration::from_millis(latency_ms), fail_after };
+                cliproxy_bench::mock::serve(listener, options, Arc::new(MockStats::default()))
+                    .await;
                 Ok::<_, anyhow::Error>(())
             })?;
         }

@@ -8,7 +8,8 @@
 //! - `bench-json-<ms>ms`: the same after a fixed latency of `<ms>` milliseconds;
 //! - `bench-sse-<events>-<ms>` with `"stream": true`: `<events>` SSE events `<ms>` ms apart
 //!   (the first at once, the last carrying `usage`), then `data: [DONE]`;
-//! - `bench-fail`: a 500 in the OpenAI error format (the harness's tests use it).
+//! - `bench-fail`: a 500 in the OpenAI error format (as does every request once
+//!   `--fail-after N` answers were served).
 //!
 //! Every request must carry `Authorization: Bearer <token>` with the mock's token (the vault
 //! credential), so a reply proves the gateway sent the credential it holds and not the client's
@@ -42,6 +43,9 @@ pub struct MockOptions {
     pub token: String,
     /// Latency of `bench-json` replies.
     pub latency: Duration,
+    /// After this many 2xx answers, answer every chat request with a 500 (to check that
+    /// the harness fails on errors in the middle of a run).
+    pub fail_after: Option<u64>,
 }
 
 /// What the mock has answered.
@@ -111,7 +115,11 @@ impl Behaviour {
     }
 }
 
-async fn answer(request: Request<Incoming>, options: &MockOptions, stats: &MockStats) -> Response<MockBody> {
+async fn answer(
+    request: Request<Incoming>,
+    options: &MockOptions,
+    stats: &MockStats,
+) -> Response<MockBody> {
     if request.uri().path() == "/stats" {
         return json_response(StatusCode::OK, &json!({"served": stats.served()}));
     }
@@ -126,6 +134,12 @@ async fn answer(request: Request<Incoming>, options: &MockOptions, stats: &MockS
     };
     if !authorized {
         return error(StatusCode::UNAUTHORIZED, "the mock's bearer token is missing or wrong");
+    }
+    if options.fail_after.is_some_and(|limit| stats.served() >= limit) {
+        return error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the mock's --fail-after limit is reached",
+        );
     }
     let Ok(body) = serde_json::from_slice::<Value>(&body) else {
         return error(StatusCode::BAD_REQUEST, "the body is not JSON");
@@ -206,7 +220,14 @@ pub(crate) struct SseBody {
 impl SseBody {
     fn new(model: String, events: u32, interval: Duration) -> Self {
         let start = Instant::now();
-        Self { model, events, sent: 0, interval, start, sleep: Box::pin(tokio::time::sleep_until(start)) }
+        Self {
+            model,
+            events,
+            sent: 0,
+            interval,
+            start,
+            sleep: Box::pin(tokio::time::sleep_until(start)),
+        }
     }
 
     fn event(&self, index: u32) -> Bytes {
@@ -223,8 +244,7 @@ impl SseBody {
             }]
         });
         if last {
-            chunk["usage"] =
-                json!({"prompt_tokens": 8, "completion_tokens": self.events, "total_tokens": self.events + 8});
+            chunk["usage"] = json!({"prompt_tokens": 8, "completion_tokens": self.events, "total_tokens": self.events + 8});
         }
         Bytes::from(format!("data: {chunk}\n\n"))
     }

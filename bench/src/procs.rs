@@ -23,7 +23,8 @@ impl Proc {
     /// Starts `command` (stdout and stderr piped to `log`, stdin closed).
     pub fn spawn(name: &str, mut command: Command, log: &Path) -> Result<Self> {
         command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
-        let mut child = command.spawn().with_context(|| format!("cannot start the {name}: {command:?}"))?;
+        let mut child =
+            command.spawn().with_context(|| format!("cannot start the {name}: {command:?}"))?;
         let file = std::fs::File::create(log)
             .with_context(|| format!("cannot create {}", log.display()))?;
         let (tx, lines) = mpsc::channel();
@@ -62,11 +63,19 @@ impl Proc {
                     }
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => {
-                    bail!("the {} printed no expected line within {timeout:?}; {}", self.name, self.tail())
+                    bail!(
+                        "the {} printed no expected line within {timeout:?}; {}",
+                        self.name,
+                        self.tail()
+                    )
                 }
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
                     let status = self.child.wait().map(|s| s.to_string()).unwrap_or_default();
-                    bail!("the {} exited ({status}) before it was ready; {}", self.name, self.tail())
+                    bail!(
+                        "the {} exited ({status}) before it was ready; {}",
+                        self.name,
+                        self.tail()
+                    )
                 }
             }
         }

@@ -329,7 +329,13 @@ mod tests {
         );
         assert_eq!(row.ratio, None);
         assert_eq!(row.verdict, Verdict::Miss);
-        let row = Row::single(7, "cold start", Unit::Millis, f64::NAN, Some(Budget::at_most(Judged::Value, 100.0)));
+        let row = Row::single(
+            7,
+            "cold start",
+            Unit::Millis,
+            f64::NAN,
+            Some(Budget::at_most(Judged::Value, 100.0)),
+        );
         assert_eq!(row.verdict, Verdict::Miss);
     }
 
@@ -355,7 +361,13 @@ mod tests {
                     190.0,
                     Some(Budget::at_most(Judged::Difference, 150.0)),
                 ),
-                Row::single(7, "idle RSS", Unit::Mb, 25.5, Some(Budget::at_most(Judged::Value, 20.0))),
+                Row::single(
+                    7,
+                    "idle RSS",
+                    Unit::Mb,
+                    25.5,
+                    Some(Budget::at_most(Judged::Value, 20.0)),
+                ),
                 Row::single(6, "check cost", Unit::Nanos, 35.25, None),
             ],
             notes: vec!["scenario 6 not run".into()],
@@ -363,7 +375,9 @@ mod tests {
         };
         let text = report.markdown();
         assert!(
-            text.contains("| 1 | latency p50 | 80 µs | 190 µs | +110 µs | 2.38× | ≤ +150 µs | PASS |"),
+            text.contains(
+                "| 1 | latency p50 | 80 µs | 190 µs | +110 µs | 2.38× | ≤ +150 µs | PASS |"
+            ),
             "{text}"
         );
         assert!(

@@ -154,7 +154,8 @@ pub(crate) struct Layers {
 
 impl Layers {
     const ALL: Self = Self { name: "all", audit_metrics: true, tls: false };
-    const NO_AUDIT_METRICS: Self = Self { name: "no-audit-metrics", audit_metrics: false, tls: false };
+    const NO_AUDIT_METRICS: Self =
+        Self { name: "no-audit-metrics", audit_metrics: false, tls: false };
     const TLS: Self = Self { name: "tls", audit_metrics: true, tls: true };
 }
 
@@ -276,7 +277,10 @@ impl<'a> Bench<'a> {
     fn new(options: &'a RunOptions) -> Result<Self> {
         let exe = std::env::current_exe().context("cannot find the cliproxy-bench binary")?;
         if !options.server.is_file() {
-            bail!("the gateway binary {} does not exist (build it with `cargo build --release -p cliproxy-server`)", options.server.display());
+            bail!(
+                "the gateway binary {} does not exist (build it with `cargo build --release -p cliproxy-server`)",
+                options.server.display()
+            );
         }
         let work = options.out.join("work");
         if work.exists() {
@@ -328,9 +332,13 @@ impl<'a> Bench<'a> {
     fn scenario(&mut self, number: u8, body: impl FnOnce(&mut Self) -> Result<()>) -> Result<()> {
         eprintln!("cliproxy-bench: scenario {number}: {}", scenario_name(number));
         let started = Instant::now();
-        body(self).with_context(|| format!("scenario {number} ({}) failed", scenario_name(number)))?;
+        body(self)
+            .with_context(|| format!("scenario {number} ({}) failed", scenario_name(number)))?;
         self.mock.check_alive().with_context(|| format!("after scenario {number}"))?;
-        eprintln!("cliproxy-bench: scenario {number} done in {:.1} s", started.elapsed().as_secs_f64());
+        eprintln!(
+            "cliproxy-bench: scenario {number} done in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
         Ok(())
     }
 
@@ -422,14 +430,20 @@ impl<'a> Bench<'a> {
     }
 
     /// Runs the load generator (its own process, on the client CPU) against `target`.
-    fn load(&self, target: &Target, mode: Mode, mut on_ready: Option<&mut dyn FnMut() -> Result<()>>) -> Result<LoadReport> {
+    fn load(
+        &self,
+        target: &Target,
+        mode: Mode,
+        mut on_ready: Option<&mut dyn FnMut() -> Result<()>>,
+    ) -> Result<LoadReport> {
         let mut command = pinned(self.pin.is_some(), CLIENT_CPU, &self.exe);
         command.args(["load", "--url", &target.base_url, "--token", &target.token]);
         command.arg("--mode").arg(serde_json::to_string(&mode).context("mode")?);
         if let Some(pem) = &target.ca_pem {
             let ca = self.work.join("tls").join("ca.pem");
             if !ca.exists() {
-                std::fs::write(&ca, pem).with_context(|| format!("cannot write {}", ca.display()))?;
+                std::fs::write(&ca, pem)
+                    .with_context(|| format!("cannot write {}", ca.display()))?;
             }
             command.arg("--ca").arg(ca);
         }
@@ -444,7 +458,7 @@ impl<'a> Bench<'a> {
             on_ready()?;
         }
         let report = proc.wait_for_line(budget, |line| {
-            line.strip_prefix("REPORT ").map(|json| serde_json::from_str::<LoadReport>(json))
+            line.strip_prefix("REPORT ").map(serde_json::from_str::<LoadReport>)
         })?;
         let report = report.context("the load generator's report is not valid JSON")?;
         let status = proc.wait_exit(Duration::from_secs(30))?;
@@ -462,7 +476,12 @@ impl<'a> Bench<'a> {
 
     /// Runs `mode` against `target` and checks that the mock answered at least as many
     /// requests as the load generator counted (so a gateway answering on its own fails).
-    fn checked_load(&self, target: &Target, mode: Mode, ready: Option<&mut dyn FnMut() -> Result<()>>) -> Result<LoadReport> {
+    fn checked_load(
+        &self,
+        target: &Target,
+        mode: Mode,
+        ready: Option<&mut dyn FnMut() -> Result<()>>,
+    ) -> Result<LoadReport> {
         let before = self.mock_served()?;
         let report = self.load(target, mode, ready)?;
         let reached = self.mock_served()?.saturating_sub(before);
@@ -477,7 +496,12 @@ impl<'a> Bench<'a> {
     }
 
     /// The same load direct to the mock, then through `gateway`.
-    fn pair(&mut self, name: &str, gateway: &mut Gateway, mode: Mode) -> Result<(LoadReport, LoadReport)> {
+    fn pair(
+        &mut self,
+        name: &str,
+        gateway: &mut Gateway,
+        mode: Mode,
+    ) -> Result<(LoadReport, LoadReport)> {
         let direct_target = self.direct.clone();
         let direct = self.checked_load(&direct_target, mode, None).context("direct to the mock")?;
         let via = self.checked_load(&gateway.target, mode, None).context("through the gateway")?;
@@ -499,9 +523,30 @@ impl<'a> Bench<'a> {
         let (d, g) = (latency(&direct)?, latency(&via)?);
         let rate = self.plan.rate;
         let us = Unit::Micros;
-        self.rows.push(Row::compare(1, format!("latency p50 at {rate} req/s"), us, d.p50_us, g.p50_us, Some(Budget::at_most(Judged::Difference, 150.0))));
-        self.rows.push(Row::compare(1, format!("latency p99 at {rate} req/s"), us, d.p99_us, g.p99_us, Some(Budget::at_most(Judged::Difference, 1_000.0))));
-        self.rows.push(Row::compare(1, format!("latency p99.9 at {rate} req/s"), us, d.p999_us, g.p999_us, None));
+        self.rows.push(Row::compare(
+            1,
+            format!("latency p50 at {rate} req/s"),
+            us,
+            d.p50_us,
+            g.p50_us,
+            Some(Budget::at_most(Judged::Difference, 150.0)),
+        ));
+        self.rows.push(Row::compare(
+            1,
+            format!("latency p99 at {rate} req/s"),
+            us,
+            d.p99_us,
+            g.p99_us,
+            Some(Budget::at_most(Judged::Difference, 1_000.0)),
+        ));
+        self.rows.push(Row::compare(
+            1,
+            format!("latency p99.9 at {rate} req/s"),
+            us,
+            d.p999_us,
+            g.p999_us,
+            None,
+        ));
         Ok(())
     }
 
@@ -510,9 +555,23 @@ impl<'a> Bench<'a> {
         let connections = self.plan.closed_connections;
         let mode = Mode::Closed { connections, duration: self.plan.closed_for, max_requests: None };
         let (direct, via) = self.pair("closed_loop", gateway, mode)?;
-        self.rows.push(Row::compare(2, format!("throughput, closed loop, {connections} connections"), Unit::Rps, direct.rps, via.rps, Some(Budget::at_least(Judged::Ratio, 0.45))));
+        self.rows.push(Row::compare(
+            2,
+            format!("throughput, closed loop, {connections} connections"),
+            Unit::Rps,
+            direct.rps,
+            via.rps,
+            Some(Budget::at_least(Judged::Ratio, 0.45)),
+        ));
         let (d, g) = (latency(&direct)?, latency(&via)?);
-        self.rows.push(Row::compare(2, "latency p50 at saturation", Unit::Micros, d.p50_us, g.p50_us, None));
+        self.rows.push(Row::compare(
+            2,
+            "latency p50 at saturation",
+            Unit::Micros,
+            d.p50_us,
+            g.p50_us,
+            None,
+        ));
         Ok(())
     }
 
@@ -526,7 +585,8 @@ impl<'a> Bench<'a> {
             interval: plan.stream_interval,
         };
         let (direct, via) = self.pair("streaming", gateway, mode)?;
-        let expected = (plan.streams as u64) * u64::from(plan.stream_rounds) * u64::from(plan.stream_events);
+        let expected =
+            (plan.streams as u64) * u64::from(plan.stream_rounds) * u64::from(plan.stream_events);
         for (name, report) in [("direct", &direct), ("gateway", &via)] {
             if report.events != expected {
                 bail!("{name}: {} events received, {expected} expected", report.events);
@@ -535,12 +595,31 @@ impl<'a> Bench<'a> {
         let ttfe = |r: &LoadReport| r.ttfe.context("no time-to-first-event figures");
         let gap = |r: &LoadReport| r.gap.context("no inter-event figures");
         let (dt, gt, dg, gg) = (ttfe(&direct)?, ttfe(&via)?, gap(&direct)?, gap(&via)?);
-        let label = format!("{} streams × {} events {} ms apart", plan.streams, plan.stream_events, plan.stream_interval.as_millis());
+        let label = format!(
+            "{} streams × {} events {} ms apart",
+            plan.streams,
+            plan.stream_events,
+            plan.stream_interval.as_millis()
+        );
         let us = Unit::Micros;
-        self.rows.push(Row::compare(3, format!("time to first event p50 ({label})"), us, dt.p50_us, gt.p50_us, Some(Budget::at_most(Judged::Difference, 1_000.0))));
+        self.rows.push(Row::compare(
+            3,
+            format!("time to first event p50 ({label})"),
+            us,
+            dt.p50_us,
+            gt.p50_us,
+            Some(Budget::at_most(Judged::Difference, 1_000.0)),
+        ));
         self.rows.push(Row::compare(3, "time to first event p99", us, dt.p99_us, gt.p99_us, None));
         self.rows.push(Row::compare(3, "time between events p50", us, dg.p50_us, gg.p50_us, None));
-        self.rows.push(Row::compare(3, "time between events p99", us, dg.p99_us, gg.p99_us, Some(Budget::at_most(Judged::Difference, 1_000.0))));
+        self.rows.push(Row::compare(
+            3,
+            "time between events p99",
+            us,
+            dg.p99_us,
+            gg.p99_us,
+            Some(Budget::at_most(Judged::Difference, 1_000.0)),
+        ));
         Ok(())
     }
 
@@ -572,9 +651,27 @@ impl<'a> Bench<'a> {
         let during = during.context("the load generator never reported all streams open")?;
         let after = gateway.proc.rss_kb()?;
         let n = plan.open_streams;
-        self.rows.push(Row::single(4, "gateway RSS before the streams", Unit::Mb, mb(before), None));
-        self.rows.push(Row::single(4, format!("gateway RSS with {n} open streams"), Unit::Mb, mb(during), Some(Budget::at_most(Judged::Value, 80.0))));
-        self.rows.push(Row::single(4, "gateway RSS after the streams ended", Unit::Mb, mb(after), None));
+        self.rows.push(Row::single(
+            4,
+            "gateway RSS before the streams",
+            Unit::Mb,
+            mb(before),
+            None,
+        ));
+        self.rows.push(Row::single(
+            4,
+            format!("gateway RSS with {n} open streams"),
+            Unit::Mb,
+            mb(during),
+            Some(Budget::at_most(Judged::Value, 80.0)),
+        ));
+        self.rows.push(Row::single(
+            4,
+            "gateway RSS after the streams ended",
+            Unit::Mb,
+            mb(after),
+            None,
+        ));
         Ok(())
     }
 
@@ -602,8 +699,20 @@ impl<'a> Bench<'a> {
             rps.push(report.rps);
         }
         let [all, bare, tls] = rps[..] else { bail!("three gateway runs expected") };
-        self.rows.push(Row::single(5, "audit + metrics cost (1 − on/off)", Unit::Fraction, 1.0 - all / bare, Some(Budget::at_most(Judged::Value, 0.10))));
-        self.rows.push(Row::single(5, "TLS cost (1 − TLS/plain)", Unit::Fraction, 1.0 - tls / all, Some(Budget::at_most(Judged::Value, 0.30))));
+        self.rows.push(Row::single(
+            5,
+            "audit + metrics cost (1 − on/off)",
+            Unit::Fraction,
+            1.0 - all / bare,
+            Some(Budget::at_most(Judged::Value, 0.10)),
+        ));
+        self.rows.push(Row::single(
+            5,
+            "TLS cost (1 − TLS/plain)",
+            Unit::Fraction,
+            1.0 - tls / all,
+            Some(Budget::at_most(Judged::Value, 0.30)),
+        ));
         Ok(())
     }
 
@@ -613,17 +722,45 @@ impl<'a> Bench<'a> {
             self.notes.push("Scenario 6 not run: no --limiter-output (`cargo xtask bench` runs `cargo bench -p cliproxy-netguard --bench limiter` and passes it).".into());
             return Ok(());
         };
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read the limiter benchmark output {}", path.display()))?;
+        let text = std::fs::read_to_string(path).with_context(|| {
+            format!("cannot read the limiter benchmark output {}", path.display())
+        })?;
         let figures: LimiterFigures = limiter::parse(&text)?;
         self.keep("limiter", &figures)?;
         let kb = |kb: f64| kb / 1024.0;
-        self.rows.push(Row::single(6, "per-IP check, known address", Unit::Nanos, figures.check_ns, None));
-        self.rows.push(Row::single(6, "per-IP check, new address (spray)", Unit::Nanos, figures.spray_check_ns, None));
-        self.rows.push(Row::single(6, "RSS after a 1,000,000-address spray", Unit::Mb, kb(figures.rss_after_spray_kb), Some(Budget::at_most(Judged::Value, 64.0))));
-        self.rows.push(Row::single(6, "RSS after eviction (near idle: ≤ idle budget)", Unit::Mb, kb(figures.rss_after_eviction_kb), Some(Budget::at_most(Judged::Value, 20.0))));
+        self.rows.push(Row::single(
+            6,
+            "per-IP check, known address",
+            Unit::Nanos,
+            figures.check_ns,
+            None,
+        ));
+        self.rows.push(Row::single(
+            6,
+            "per-IP check, new address (spray)",
+            Unit::Nanos,
+            figures.spray_check_ns,
+            None,
+        ));
+        self.rows.push(Row::single(
+            6,
+            "RSS after a 1,000,000-address spray",
+            Unit::Mb,
+            kb(figures.rss_after_spray_kb),
+            Some(Budget::at_most(Judged::Value, 64.0)),
+        ));
+        self.rows.push(Row::single(
+            6,
+            "RSS after eviction (near idle: ≤ idle budget)",
+            Unit::Mb,
+            kb(figures.rss_after_eviction_kb),
+            Some(Budget::at_most(Judged::Value, 20.0)),
+        ));
         if figures.tracked_after_eviction > 0.0 {
-            bail!("the limiter still tracks {} addresses after eviction", figures.tracked_after_eviction);
+            bail!(
+                "the limiter still tracks {} addresses after eviction",
+                figures.tracked_after_eviction
+            );
         }
         self.notes.push(format!(
             "Scenario 6 figures are the limiter benchmark's own process (RSS before the sprays: {:.1} MB), from {}.",
@@ -662,9 +799,21 @@ impl<'a> Bench<'a> {
         self.keep("cold_start_ms", &starts.iter().map(ms).collect::<Vec<_>>())?;
         self.keep("idle_rss_kb", &idle)?;
         let n = self.plan.cold_starts;
-        self.rows.push(Row::single(7, format!("cold start to first served request (median of {n})"), Unit::Millis, cold, Some(Budget::at_most(Judged::Value, 100.0))));
+        self.rows.push(Row::single(
+            7,
+            format!("cold start to first served request (median of {n})"),
+            Unit::Millis,
+            cold,
+            Some(Budget::at_most(Judged::Value, 100.0)),
+        ));
         self.rows.push(Row::single(7, "spawn to listening", Unit::Millis, listen, None));
-        self.rows.push(Row::single(7, "idle RSS (after the first request)", Unit::Mb, idle_kb / 1024.0, Some(Budget::at_most(Judged::Value, 20.0))));
+        self.rows.push(Row::single(
+            7,
+            "idle RSS (after the first request)",
+            Unit::Mb,
+            idle_kb / 1024.0,
+            Some(Budget::at_most(Judged::Value, 20.0)),
+        ));
         Ok(())
     }
 }
@@ -739,7 +888,10 @@ fn expected_duration(mode: Mode) -> Duration {
 
 /// A throwaway CA and a certificate for 127.0.0.1 signed by it, written to `dir`.
 fn make_tls(dir: &Path) -> Result<TlsFiles> {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+        KeyPair, KeyUsagePurpose,
+    };
     let mut ca = CertificateParams::new(Vec::<String>::new()).context("bench CA")?;
     ca.distinguished_name.push(DnType::CommonName, "cliproxy bench CA (throwaway)");
     ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
@@ -785,7 +937,9 @@ mod tests {
         let dir = tempfile_dir("config");
         let keys = keys();
         let tls = make_tls(&dir).unwrap();
-        for (layers, tls) in [(Layers::ALL, None), (Layers::NO_AUDIT_METRICS, None), (Layers::TLS, Some(&tls))] {
+        for (layers, tls) in
+            [(Layers::ALL, None), (Layers::NO_AUDIT_METRICS, None), (Layers::TLS, Some(&tls))]
+        {
             let yaml = gateway_config(&dir, &layers, "http://127.0.0.1:9", &keys, tls);
             let config = cliproxy_gateway::Config::from_yaml(&yaml)
                 .unwrap_or_else(|e| panic!("{e}\n{yaml}"));
@@ -811,7 +965,8 @@ mod tests {
         assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
         assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), 2.5);
         assert!(median(Vec::new()).is_nan());
-        let stream = Mode::Stream { streams: 3, rounds: 2, events: 5, interval: Duration::from_millis(10) };
+        let stream =
+            Mode::Stream { streams: 3, rounds: 2, events: 5, interval: Duration::from_millis(10) };
         assert_eq!(expected_duration(stream), Duration::from_millis(100));
     }
 
@@ -831,7 +986,8 @@ mod tests {
     }
 
     fn tempfile_dir(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("cliproxy-bench-{name}-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("cliproxy-bench-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         dir

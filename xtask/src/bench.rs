@@ -33,7 +33,10 @@ pub(crate) fn run(args: Args) -> Result<ExitCode> {
     let out = target.join("bench");
     std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
 
-    cargo(&root, &["build", "--release", "--locked", "-p", "cliproxy-server", "-p", "cliproxy-bench"])?;
+    cargo(
+        &root,
+        &["build", "--release", "--locked", "-p", "cliproxy-server", "-p", "cliproxy-bench"],
+    )?;
     let wanted = |n: u8| args.scenarios.is_empty() || args.scenarios.contains(&n);
     let pin = !args.no_pin && which("taskset");
 
@@ -79,7 +82,10 @@ pub(crate) fn run(args: Args) -> Result<ExitCode> {
         .status()
         .context("cannot start cliproxy-bench")?;
     if !status.success() {
-        bail!("the benchmark failed ({status}); see the error above and {}/work/logs", out.display());
+        bail!(
+            "the benchmark failed ({status}); see the error above and {}/work/logs",
+            out.display()
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -98,8 +104,13 @@ fn limiter_bench(root: &Path, output: &Path, pin: bool) -> Result<()> {
         Command::new(&cargo_bin)
     };
     eprintln!("xtask: cargo {}", args.join(" "));
-    let run = command.args(args).current_dir(root).output().context("cannot run the limiter benchmark")?;
-    std::fs::write(output, &run.stdout).with_context(|| format!("cannot write {}", output.display()))?;
+    let run = command
+        .args(args)
+        .current_dir(root)
+        .output()
+        .context("cannot run the limiter benchmark")?;
+    std::fs::write(output, &run.stdout)
+        .with_context(|| format!("cannot write {}", output.display()))?;
     if !run.status.success() {
         // The benchmark exits 1 when the spray outgrew its memory cap; its table is still
         // written and the report shows the miss. Anything without a table is an error there.
