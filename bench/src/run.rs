@@ -843,7 +843,11 @@ fn pinned(pin: bool, cpu: u8, program: &Path) -> Command {
 
 /// A description of the pinning, or `None` when it is off or impossible.
 fn pinning(wanted: bool) -> Option<String> {
-    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    // Not `available_parallelism`: it honours this process's own affinity, and the runner
+    // itself runs pinned to the client CPU.
+    let cpus = std::fs::read_to_string("/proc/cpuinfo")
+        .map(|info| info.lines().filter(|l| l.starts_with("processor")).count())
+        .unwrap_or(1);
     let taskset = Command::new("taskset")
         .arg("-V")
         .stdout(Stdio::null())
