@@ -9,7 +9,10 @@
 //!   `cliproxy-integrity` (path guard, secret scanning, signed releases).
 //! - `syscalls`: traces the server under the end-to-end suite and checks the sandbox's
 //!   syscall allowlist against what it really calls.
+//! - `bench`: the performance harness (`bench/`, crate `cliproxy-bench`): release build, the
+//!   scenarios of docs/performance.md, `target/bench/report.md` and `report.json`.
 
+mod bench;
 mod guard;
 mod release;
 mod secrets;
@@ -46,6 +49,9 @@ enum Task {
     /// Trace the server under the end-to-end suite with strace and compare its syscalls with
     /// the sandbox allowlist.
     Syscalls(syscalls::Args),
+    /// Benchmark the release gateway against a mock upstream, direct vs through the gateway;
+    /// writes target/bench/report.md and report.json.
+    Bench(bench::Args),
 }
 
 /// The test command; README.md gives the same one.
@@ -64,6 +70,7 @@ fn main() -> Result<ExitCode> {
         Task::Hooks(args) => return secrets::hooks(args),
         Task::Release(args) => return release::run(args),
         Task::Syscalls(args) => return syscalls::run(args),
+        Task::Bench(args) => return bench::run(args),
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,0 +1,999 @@
+//! The scenario runner behind `cargo xtask bench`: starts the mock, the gateway and the load
+//! generator as separate processes (pinned with `taskset`: the gateway on CPU 0, the mock and
+//! the load generator on CPU 1), runs each scenario direct to the mock and through the
+//! gateway, and writes `report.md` and `report.json`.
+
+use std::io::Write as _;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use ring::rand::{SecureRandom, SystemRandom};
+use serde_json::Value;
+
+use crate::limiter::{self, LimiterFigures};
+use crate::load::{self, LoadReport, Mode, Target};
+use crate::procs::Proc;
+use crate::report::{Budget, Judged, Report, Row, Unit};
+
+/// The CPU of the gateway.
+const GATEWAY_CPU: u8 = 0;
+/// The CPU of the mock and the load generator.
+const CLIENT_CPU: u8 = 1;
+/// How long a process may take to print its `listening` line.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What `cliproxy-bench run` is asked to do.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// The release `cliproxy-server` binary.
+    pub server: PathBuf,
+    /// Where `report.md`, `report.json` and the work directory go (`target/bench`).
+    pub out: PathBuf,
+    /// Short durations (a smoke run: figures indicative only).
+    pub quick: bool,
+    /// The scenarios to run (1..=7); empty: all.
+    pub scenarios: Vec<u8>,
+    /// The output of `cargo bench -p cliproxy-netguard --bench limiter` (scenario 6).
+    pub limiter_output: Option<PathBuf>,
+    /// Pin with `taskset` (when it exists and there are two CPUs or more).
+    pub pin: bool,
+    /// The command line that reproduces the run, printed in the report.
+    pub command: String,
+}
+
+/// Durations and sizes of the scenarios.
+#[derive(Debug, Clone, Copy)]
+struct Plan {
+    rate: u32,
+    rate_for: Duration,
+    closed_connections: usize,
+    closed_for: Duration,
+    streams: usize,
+    stream_rounds: u32,
+    stream_events: u32,
+    stream_interval: Duration,
+    open_streams: usize,
+    open_events: u32,
+    open_interval: Duration,
+    cold_starts: usize,
+}
+
+impl Plan {
+    fn new(quick: bool) -> Self {
+        if quick {
+            Self {
+                rate: 500,
+                rate_for: Duration::from_secs(1),
+                closed_connections: 64,
+                closed_for: Duration::from_secs(1),
+                streams: 20,
+                stream_rounds: 1,
+                stream_events: 10,
+                stream_interval: Duration::from_millis(20),
+                open_streams: 100,
+                open_events: 3,
+                open_interval: Duration::from_millis(500),
+                cold_starts: 1,
+            }
+        } else {
+            Self {
+                rate: 1_000,
+                rate_for: Duration::from_secs(20),
+                closed_connections: 64,
+                closed_for: Duration::from_secs(10),
+                streams: 100,
+                stream_rounds: 5,
+                stream_events: 50,
+                stream_interval: Duration::from_millis(20),
+                open_streams: 1_000,
+                open_events: 6,
+                open_interval: Duration::from_secs(1),
+                cold_starts: 5,
+            }
+        }
+    }
+}
+
+/// Runs the scenarios; writes and returns the report. Any broken scenario is an error.
+pub fn run(options: &RunOptions) -> Result<Report> {
+    for scenario in &options.scenarios {
+        if !(1..=7).contains(scenario) {
+            bail!("there is no scenario {scenario} (1..=7)");
+        }
+    }
+    let wanted = |n: u8| options.scenarios.is_empty() || options.scenarios.contains(&n);
+    std::fs::create_dir_all(&options.out)
+        .with_context(|| format!("cannot create {}", options.out.display()))?;
+    let mut bench = Bench::new(options)?;
+    if wanted(7) {
+        bench.scenario(7, Bench::cold_start)?;
+    }
+    if wanted(1) || wanted(2) || wanted(3) {
+        let mut gateway = bench.start_gateway(&Layers::ALL)?;
+        if wanted(1) {
+            bench.scenario(1, |b| b.fixed_rate(&mut gateway))?;
+        }
+        if wanted(2) {
+            bench.scenario(2, |b| b.closed_loop(&mut gateway))?;
+        }
+        if wanted(3) {
+            bench.scenario(3, |b| b.streaming(&mut gateway))?;
+        }
+    }
+    if wanted(4) {
+        bench.scenario(4, Bench::open_streams)?;
+    }
+    if wanted(5) {
+        bench.scenario(5, Bench::layer_costs)?;
+    }
+    if wanted(6) {
+        bench.scenario(6, Bench::limiter)?;
+    }
+    let report = bench.finish()?;
+    let markdown = report.markdown();
+    let md_path = options.out.join("report.md");
+    std::fs::write(&md_path, &markdown)
+        .with_context(|| format!("cannot write {}", md_path.display()))?;
+    let json_path = options.out.join("report.json");
+    let json = serde_json::to_string_pretty(&report).context("cannot serialize the report")?;
+    std::fs::write(&json_path, json + "\n")
+        .with_context(|| format!("cannot write {}", json_path.display()))?;
+    Ok(report)
+}
+
+/// Which optional layers a gateway runs with (everything else is always on).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Layers {
+    name: &'static str,
+    audit_metrics: bool,
+    tls: bool,
+}
+
+impl Layers {
+    const ALL: Self = Self { name: "all", audit_metrics: true, tls: false };
+    const NO_AUDIT_METRICS: Self =
+        Self { name: "no-audit-metrics", audit_metrics: false, tls: false };
+    const TLS: Self = Self { name: "tls", audit_metrics: true, tls: true };
+}
+
+/// The secrets of one run, made fresh each time (nothing to leak, nothing in the source).
+#[derive(Debug, Clone)]
+pub(crate) struct Keys {
+    client: String,
+    upstream_token: String,
+    encryption: String,
+}
+
+impl Keys {
+    fn generate() -> Result<Self> {
+        let rng = SystemRandom::new();
+        let hex = |len: usize| -> Result<String> {
+            let mut bytes = vec![0_u8; len];
+            rng.fill(&mut bytes).map_err(|_| anyhow::anyhow!("the system RNG failed"))?;
+            Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+        };
+        Ok(Self {
+            client: format!("cpk-bench-{}", hex(16)?),
+            upstream_token: format!("sk-bench-{}", hex(16)?),
+            encryption: hex(32)?,
+        })
+    }
+}
+
+/// The TLS files of the gateway and the CA the load generator trusts.
+#[derive(Debug, Clone)]
+pub(crate) struct TlsFiles {
+    ca_pem: Vec<u8>,
+    cert_file: PathBuf,
+    key_file: PathBuf,
+}
+
+/// The gateway config: every layer on (client keys, per-IP and global limits far above the
+/// load, IP allowlist 127.0.0.0/8, request validation, the encrypted vault, security headers),
+/// audit and metrics as `layers` says, TLS when `tls` is given; one `openai` provider at the
+/// mock for the `bench-*` models.
+pub(crate) fn gateway_config(
+    work: &Path,
+    layers: &Layers,
+    mock_url: &str,
+    keys: &Keys,
+    tls: Option<&TlsFiles>,
+) -> String {
+    let q = |text: &str| serde_json::Value::from(text).to_string();
+    let path = |p: PathBuf| q(&p.display().to_string());
+    let tls = match tls {
+        Some(files) => format!(
+            "  tls: {{enabled: true, cert_file: {}, key_file: {}}}\n",
+            path(files.cert_file.clone()),
+            path(files.key_file.clone())
+        ),
+        None => String::new(),
+    };
+    let on = layers.audit_metrics;
+    format!(
+        "server:\n\
+         \x20 host: 127.0.0.1\n\
+         \x20 port: 0\n\
+         \x20 shutdown_timeout: 1s\n\
+         {tls}\
+         \x20 limits: {{max_connections: 10000}}\n\
+         \x20 security:\n\
+         \x20   ip_allowlist: {{enabled: true, allowed_ips: [\"127.0.0.0/8\"], deny_all: true}}\n\
+         \x20   ip_denylist: {{enabled: true, denied_ips: [\"192.0.2.0/24\"]}}\n\
+         \x20   rate_limiting: {{enabled: true, requests_per_second: 1000000, burst: 1000000, per_ip: true}}\n\
+         \x20   headers: {{enabled: true}}\n\
+         \x20   request_validation: {{enabled: true, max_tokens: 4096}}\n\
+         \x20 rate_limit: {{enabled: true, requests_per_second: 1000000, burst: 1000000}}\n\
+         auth:\n\
+         \x20 api_keys:\n\
+         \x20   - {{name: bench, key: {client}}}\n\
+         \x20 dir: {auths}\n\
+         \x20 encryption: {{enabled: true, key: {encryption}}}\n\
+         providers:\n\
+         \x20 openai: {{type: openai, base_url: {mock}, models: [\"bench-*\"]}}\n\
+         logging:\n\
+         \x20 level: info\n\
+         \x20 format: json\n\
+         \x20 audit: {{enabled: {on}, file: {audit}}}\n\
+         metrics: {{enabled: {on}, host: 127.0.0.1, port: 0}}\n\
+         state: {{path: {state}}}\n\
+         sandbox: {{require_non_root: false}}\n",
+        client = q(&keys.client),
+        auths = path(work.join("auths")),
+        encryption = q(&keys.encryption),
+        mock = q(mock_url),
+        audit = path(work.join("audit").join(format!("{}.log", layers.name))),
+        state = path(work.join("state").join(format!("{}.db", layers.name))),
+    )
+}
+
+/// A running gateway.
+struct Gateway {
+    proc: Proc,
+    target: Target,
+}
+
+struct Bench<'a> {
+    options: &'a RunOptions,
+    plan: Plan,
+    exe: PathBuf,
+    work: PathBuf,
+    keys: Keys,
+    tls: TlsFiles,
+    pin: Option<String>,
+    runtime: tokio::runtime::Runtime,
+    mock: Proc,
+    direct: Target,
+    rows: Vec<Row>,
+    notes: Vec<String>,
+    raw: serde_json::Map<String, Value>,
+    started_gateways: usize,
+}
+
+impl<'a> Bench<'a> {
+    fn new(options: &'a RunOptions) -> Result<Self> {
+        let exe = std::env::current_exe().context("cannot find the cliproxy-bench binary")?;
+        if !options.server.is_file() {
+            bail!(
+                "the gateway binary {} does not exist (build it with `cargo build --release -p cliproxy-server`)",
+                options.server.display()
+            );
+        }
+        let work = options.out.join("work");
+        if work.exists() {
+            std::fs::remove_dir_all(&work)
+                .with_context(|| format!("cannot clear {}", work.display()))?;
+        }
+        for dir in ["audit", "state", "tls", "logs"] {
+            std::fs::create_dir_all(work.join(dir))
+                .with_context(|| format!("cannot create {}", work.join(dir).display()))?;
+        }
+        let pin = pinning(options.pin);
+        let keys = Keys::generate()?;
+        let tls = make_tls(&work.join("tls"))?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("cannot start a tokio runtime")?;
+
+        let mut command = pinned(pin.is_some(), CLIENT_CPU, &exe);
+        command.args(["mock", "--listen", "127.0.0.1:0", "--token", &keys.upstream_token]);
+        let mut mock = Proc::spawn("mock upstream", command, &work.join("logs").join("mock.log"))?;
+        let addr = mock.wait_for_line(START_TIMEOUT, |line| {
+            line.strip_prefix("listening ").map(str::to_owned)
+        })?;
+        let mock_url = format!("http://{addr}");
+        let direct =
+            Target { base_url: mock_url, token: keys.upstream_token.clone(), ca_pem: None };
+        let bench = Self {
+            options,
+            plan: Plan::new(options.quick),
+            exe,
+            work,
+            keys,
+            tls,
+            pin,
+            runtime,
+            mock,
+            direct,
+            rows: Vec::new(),
+            notes: Vec::new(),
+            raw: serde_json::Map::new(),
+            started_gateways: 0,
+        };
+        bench.add_credential()?;
+        Ok(bench)
+    }
+
+    /// Runs one scenario, naming it in any error.
+    fn scenario(&mut self, number: u8, body: impl FnOnce(&mut Self) -> Result<()>) -> Result<()> {
+        eprintln!("cliproxy-bench: scenario {number}: {}", scenario_name(number));
+        let started = Instant::now();
+        body(self)
+            .with_context(|| format!("scenario {number} ({}) failed", scenario_name(number)))?;
+        self.mock.check_alive().with_context(|| format!("after scenario {number}"))?;
+        eprintln!(
+            "cliproxy-bench: scenario {number} done in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+        Ok(())
+    }
+
+    fn finish(self) -> Result<Report> {
+        let finished_unix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or_default();
+        Ok(Report {
+            command: self.options.command.clone(),
+            pinning: self.pin.clone().unwrap_or_else(|| {
+                "none (taskset missing, fewer than 2 CPUs or --no-pin): figures are noisier".into()
+            }),
+            quick: self.options.quick,
+            finished_unix,
+            rows: self.rows,
+            notes: self.notes,
+            raw: self.raw,
+        })
+    }
+
+    fn config_path(&self, layers: &Layers) -> Result<PathBuf> {
+        let yaml = gateway_config(
+            &self.work,
+            layers,
+            &self.direct.base_url,
+            &self.keys,
+            layers.tls.then_some(&self.tls),
+        );
+        let path = self.work.join(format!("config-{}.yaml", layers.name));
+        std::fs::write(&path, yaml).with_context(|| format!("cannot write {}", path.display()))?;
+        Ok(path)
+    }
+
+    /// `cliproxy-server vault add`: the mock's token, encrypted in the vault.
+    fn add_credential(&self) -> Result<()> {
+        let config = self.config_path(&Layers::ALL)?;
+        let mut child = Command::new(&self.options.server)
+            .arg("--config")
+            .arg(&config)
+            .args(["vault", "add", "--provider", "openai", "--id", "bench-1"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("cannot run `cliproxy-server vault add`")?;
+        child
+            .stdin
+            .take()
+            .context("no stdin pipe")?
+            .write_all(format!("{}\n", self.keys.upstream_token).as_bytes())
+            .context("cannot write the credential to `vault add`")?;
+        let output = child.wait_with_output().context("`vault add` did not finish")?;
+        if !output.status.success() {
+            bail!(
+                "`cliproxy-server vault add` failed ({}): {}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        Ok(())
+    }
+
+    /// Starts a gateway with `layers` and waits for its `listening` line.
+    fn start_gateway(&mut self, layers: &Layers) -> Result<Gateway> {
+        Ok(self.spawn_gateway(layers)?.0)
+    }
+
+    /// Starts a gateway; also returns when it was spawned.
+    fn spawn_gateway(&mut self, layers: &Layers) -> Result<(Gateway, Instant)> {
+        let config = self.config_path(layers)?;
+        self.started_gateways += 1;
+        let log = self
+            .work
+            .join("logs")
+            .join(format!("gateway-{}-{}.log", self.started_gateways, layers.name));
+        let mut command = pinned(self.pin.is_some(), GATEWAY_CPU, &self.options.server);
+        command.arg("--config").arg(&config).arg("serve");
+        let spawned = Instant::now();
+        let mut proc = Proc::spawn("gateway", command, &log)?;
+        let addr = proc.wait_for_line(START_TIMEOUT, listening_addr)?;
+        let scheme = if layers.tls { "https" } else { "http" };
+        let target = Target {
+            base_url: format!("{scheme}://{addr}"),
+            token: self.keys.client.clone(),
+            ca_pem: layers.tls.then(|| self.tls.ca_pem.clone()),
+        };
+        Ok((Gateway { proc, target }, spawned))
+    }
+
+    /// Runs the load generator (its own process, on the client CPU) against `target`.
+    fn load(
+        &self,
+        target: &Target,
+        mode: Mode,
+        mut on_ready: Option<&mut dyn FnMut() -> Result<()>>,
+    ) -> Result<LoadReport> {
+        let mut command = pinned(self.pin.is_some(), CLIENT_CPU, &self.exe);
+        command.args(["load", "--url", &target.base_url, "--token", &target.token]);
+        command.arg("--mode").arg(serde_json::to_string(&mode).context("mode")?);
+        if let Some(pem) = &target.ca_pem {
+            let ca = self.work.join("tls").join("ca.pem");
+            if !ca.exists() {
+                std::fs::write(&ca, pem)
+                    .with_context(|| format!("cannot write {}", ca.display()))?;
+            }
+            command.arg("--ca").arg(ca);
+        }
+        if on_ready.is_some() {
+            command.arg("--ready");
+        }
+        let log = self.work.join("logs").join("load.log");
+        let mut proc = Proc::spawn("load generator", command, &log)?;
+        let budget = expected_duration(mode) + Duration::from_secs(120);
+        if let Some(on_ready) = on_ready.as_mut() {
+            proc.wait_for_line(budget, |line| (line == "READY").then_some(()))?;
+            on_ready()?;
+        }
+        let report = proc.wait_for_line(budget, |line| {
+            line.strip_prefix("REPORT ").map(serde_json::from_str::<LoadReport>)
+        })?;
+        let report = report.context("the load generator's report is not valid JSON")?;
+        let status = proc.wait_exit(Duration::from_secs(30))?;
+        if !status.success() {
+            bail!("the load generator exited with {status} after its report");
+        }
+        Ok(report)
+    }
+
+    /// The mock's count of 2xx chat answers.
+    fn mock_served(&self) -> Result<u64> {
+        let stats = self.runtime.block_on(load::get_json(&self.direct, "/stats"))?;
+        stats["served"].as_u64().context("the mock's /stats has no `served` count")
+    }
+
+    /// Runs `mode` against `target` and checks that the mock answered at least as many
+    /// requests as the load generator counted (so a gateway answering on its own fails).
+    fn checked_load(
+        &self,
+        target: &Target,
+        mode: Mode,
+        ready: Option<&mut dyn FnMut() -> Result<()>>,
+    ) -> Result<LoadReport> {
+        let before = self.mock_served()?;
+        let report = self.load(target, mode, ready)?;
+        let reached = self.mock_served()?.saturating_sub(before);
+        if reached < report.ok {
+            bail!(
+                "the load generator counted {} successes at {} but the mock answered only {reached}: the gateway did not reach the mock",
+                report.ok,
+                target.base_url
+            );
+        }
+        Ok(report)
+    }
+
+    /// The same load direct to the mock, then through `gateway`.
+    fn pair(
+        &mut self,
+        name: &str,
+        gateway: &mut Gateway,
+        mode: Mode,
+    ) -> Result<(LoadReport, LoadReport)> {
+        let direct_target = self.direct.clone();
+        let direct = self.checked_load(&direct_target, mode, None).context("direct to the mock")?;
+        let via = self.checked_load(&gateway.target, mode, None).context("through the gateway")?;
+        gateway.proc.check_alive()?;
+        self.keep(&format!("{name}.direct"), &direct)?;
+        self.keep(&format!("{name}.gateway"), &via)?;
+        Ok((direct, via))
+    }
+
+    fn keep(&mut self, name: &str, value: &impl serde::Serialize) -> Result<()> {
+        self.raw.insert(name.to_owned(), serde_json::to_value(value).context("raw figures")?);
+        Ok(())
+    }
+
+    // Scenario 1.
+    fn fixed_rate(&mut self, gateway: &mut Gateway) -> Result<()> {
+        let mode = Mode::Rate { rate: self.plan.rate, duration: self.plan.rate_for };
+        let (direct, via) = self.pair("fixed_rate", gateway, mode)?;
+        let (d, g) = (latency(&direct)?, latency(&via)?);
+        let rate = self.plan.rate;
+        let us = Unit::Micros;
+        self.rows.push(Row::compare(
+            1,
+            format!("latency p50 at {rate} req/s"),
+            us,
+            d.p50_us,
+            g.p50_us,
+            Some(Budget::at_most(Judged::Difference, 150.0)),
+        ));
+        self.rows.push(Row::compare(
+            1,
+            format!("latency p99 at {rate} req/s"),
+            us,
+            d.p99_us,
+            g.p99_us,
+            Some(Budget::at_most(Judged::Difference, 1_000.0)),
+        ));
+        self.rows.push(Row::compare(
+            1,
+            format!("latency p99.9 at {rate} req/s"),
+            us,
+            d.p999_us,
+            g.p999_us,
+            None,
+        ));
+        Ok(())
+    }
+
+    // Scenario 2.
+    fn closed_loop(&mut self, gateway: &mut Gateway) -> Result<()> {
+        let connections = self.plan.closed_connections;
+        let mode = Mode::Closed { connections, duration: self.plan.closed_for, max_requests: None };
+        let (direct, via) = self.pair("closed_loop", gateway, mode)?;
+        self.rows.push(Row::compare(
+            2,
+            format!("throughput, closed loop, {connections} connections"),
+            Unit::Rps,
+            direct.rps,
+            via.rps,
+            Some(Budget::at_least(Judged::Ratio, 0.45)),
+        ));
+        let (d, g) = (latency(&direct)?, latency(&via)?);
+        self.rows.push(Row::compare(
+            2,
+            "latency p50 at saturation",
+            Unit::Micros,
+            d.p50_us,
+            g.p50_us,
+            None,
+        ));
+        Ok(())
+    }
+
+    // Scenario 3.
+    fn streaming(&mut self, gateway: &mut Gateway) -> Result<()> {
+        let plan = self.plan;
+        let mode = Mode::Stream {
+            streams: plan.streams,
+            rounds: plan.stream_rounds,
+            events: plan.stream_events,
+            interval: plan.stream_interval,
+        };
+        let (direct, via) = self.pair("streaming", gateway, mode)?;
+        let expected =
+            (plan.streams as u64) * u64::from(plan.stream_rounds) * u64::from(plan.stream_events);
+        for (name, report) in [("direct", &direct), ("gateway", &via)] {
+            if report.events != expected {
+                bail!("{name}: {} events received, {expected} expected", report.events);
+            }
+        }
+        let ttfe = |r: &LoadReport| r.ttfe.context("no time-to-first-event figures");
+        let gap = |r: &LoadReport| r.gap.context("no inter-event figures");
+        let (dt, gt, dg, gg) = (ttfe(&direct)?, ttfe(&via)?, gap(&direct)?, gap(&via)?);
+        let label = format!(
+            "{} streams × {} events {} ms apart",
+            plan.streams,
+            plan.stream_events,
+            plan.stream_interval.as_millis()
+        );
+        let us = Unit::Micros;
+        self.rows.push(Row::compare(
+            3,
+            format!("time to first event p50 ({label})"),
+            us,
+            dt.p50_us,
+            gt.p50_us,
+            Some(Budget::at_most(Judged::Difference, 1_000.0)),
+        ));
+        self.rows.push(Row::compare(3, "time to first event p99", us, dt.p99_us, gt.p99_us, None));
+        self.rows.push(Row::compare(3, "time between events p50", us, dg.p50_us, gg.p50_us, None));
+        self.rows.push(Row::compare(
+            3,
+            "time between events p99",
+            us,
+            dg.p99_us,
+            gg.p99_us,
+            Some(Budget::at_most(Judged::Difference, 1_000.0)),
+        ));
+        Ok(())
+    }
+
+    // Scenario 4.
+    fn open_streams(&mut self) -> Result<()> {
+        let plan = self.plan;
+        let mut gateway = self.start_gateway(&Layers::ALL)?;
+        // Warm the gateway's connection and the allocator a little, as a running one would be.
+        self.runtime.block_on(load::once(&gateway.target)).context("first request")?;
+        let before = gateway.proc.rss_kb()?;
+        let mode = Mode::Stream {
+            streams: plan.open_streams,
+            rounds: 1,
+            events: plan.open_events,
+            interval: plan.open_interval,
+        };
+        let mut during = None;
+        {
+            let proc = &gateway.proc;
+            let mut read = || -> Result<()> {
+                during = Some(proc.rss_kb()?);
+                Ok(())
+            };
+            let target = gateway.target.clone();
+            let report = self.checked_load(&target, mode, Some(&mut read))?;
+            self.keep("open_streams.gateway", &report)?;
+        }
+        gateway.proc.check_alive()?;
+        let during = during.context("the load generator never reported all streams open")?;
+        let after = gateway.proc.rss_kb()?;
+        let n = plan.open_streams;
+        self.rows.push(Row::single(
+            4,
+            "gateway RSS before the streams",
+            Unit::Mb,
+            mb(before),
+            None,
+        ));
+        self.rows.push(Row::single(
+            4,
+            format!("gateway RSS with {n} open streams"),
+            Unit::Mb,
+            mb(during),
+            Some(Budget::at_most(Judged::Value, 80.0)),
+        ));
+        self.rows.push(Row::single(
+            4,
+            "gateway RSS after the streams ended",
+            Unit::Mb,
+            mb(after),
+            None,
+        ));
+        Ok(())
+    }
+
+    // Scenario 5.
+    fn layer_costs(&mut self) -> Result<()> {
+        let connections = self.plan.closed_connections;
+        let mode = Mode::Closed { connections, duration: self.plan.closed_for, max_requests: None };
+        let direct_target = self.direct.clone();
+        let direct = self.checked_load(&direct_target, mode, None).context("direct to the mock")?;
+        self.keep("layers.direct", &direct)?;
+        let mut rps = Vec::new();
+        for layers in [Layers::ALL, Layers::NO_AUDIT_METRICS, Layers::TLS] {
+            let mut gateway = self.start_gateway(&layers)?;
+            let report = self
+                .checked_load(&gateway.target, mode, None)
+                .with_context(|| format!("through the gateway ({})", layers.name))?;
+            gateway.proc.check_alive()?;
+            self.keep(&format!("layers.{}", layers.name), &report)?;
+            let label = match layers.name {
+                "all" => "throughput, all layers, TLS off",
+                "no-audit-metrics" => "throughput, audit and metrics off, TLS off",
+                _ => "throughput, all layers, TLS on",
+            };
+            self.rows.push(Row::compare(5, label, Unit::Rps, direct.rps, report.rps, None));
+            rps.push(report.rps);
+        }
+        let [all, bare, tls] = rps[..] else { bail!("three gateway runs expected") };
+        self.rows.push(Row::single(
+            5,
+            "audit + metrics cost (1 − on/off)",
+            Unit::Fraction,
+            1.0 - all / bare,
+            Some(Budget::at_most(Judged::Value, 0.10)),
+        ));
+        self.rows.push(Row::single(
+            5,
+            "TLS cost (1 − TLS/plain)",
+            Unit::Fraction,
+            1.0 - tls / all,
+            Some(Budget::at_most(Judged::Value, 0.30)),
+        ));
+        Ok(())
+    }
+
+    // Scenario 6.
+    fn limiter(&mut self) -> Result<()> {
+        let Some(path) = &self.options.limiter_output else {
+            self.notes.push("Scenario 6 not run: no --limiter-output (`cargo xtask bench` runs `cargo bench -p cliproxy-netguard --bench limiter` and passes it).".into());
+            return Ok(());
+        };
+        let text = std::fs::read_to_string(path).with_context(|| {
+            format!("cannot read the limiter benchmark output {}", path.display())
+        })?;
+        let figures: LimiterFigures = limiter::parse(&text)?;
+        self.keep("limiter", &figures)?;
+        let kb = |kb: f64| kb / 1024.0;
+        self.rows.push(Row::single(
+            6,
+            "per-IP check, known address",
+            Unit::Nanos,
+            figures.check_ns,
+            None,
+        ));
+        self.rows.push(Row::single(
+            6,
+            "per-IP check, new address (spray)",
+            Unit::Nanos,
+            figures.spray_check_ns,
+            None,
+        ));
+        self.rows.push(Row::single(
+            6,
+            "RSS after a 1,000,000-address spray",
+            Unit::Mb,
+            kb(figures.rss_after_spray_kb),
+            Some(Budget::at_most(Judged::Value, 64.0)),
+        ));
+        self.rows.push(Row::single(
+            6,
+            "RSS after eviction (near idle: ≤ idle budget)",
+            Unit::Mb,
+            kb(figures.rss_after_eviction_kb),
+            Some(Budget::at_most(Judged::Value, 20.0)),
+        ));
+        if figures.tracked_after_eviction > 0.0 {
+            bail!(
+                "the limiter still tracks {} addresses after eviction",
+                figures.tracked_after_eviction
+            );
+        }
+        self.notes.push(format!(
+            "Scenario 6 figures are the limiter benchmark's own process (RSS before the sprays: {:.1} MB), from {}.",
+            kb(figures.rss_before_kb),
+            path.display()
+        ));
+        Ok(())
+    }
+
+    // Scenario 7.
+    fn cold_start(&mut self) -> Result<()> {
+        let mut starts = Vec::new();
+        let mut listening = Vec::new();
+        let mut idle = Vec::new();
+        for _ in 0..self.plan.cold_starts {
+            let (mut gateway, spawned) = self.spawn_gateway(&Layers::ALL)?;
+            listening.push(spawned.elapsed());
+            let deadline = spawned + START_TIMEOUT;
+            // Poll: the first request that succeeds ends the cold start.
+            loop {
+                match self.runtime.block_on(load::once(&gateway.target)) {
+                    Ok(()) => break,
+                    Err(e) if Instant::now() >= deadline => {
+                        return Err(e.context("no request succeeded through the fresh gateway"));
+                    }
+                    Err(_) => gateway.proc.check_alive()?,
+                }
+            }
+            starts.push(spawned.elapsed());
+            idle.push(gateway.proc.rss_kb()?);
+        }
+        let ms = |d: &Duration| d.as_secs_f64() * 1_000.0;
+        let cold = median(starts.iter().map(ms).collect());
+        let listen = median(listening.iter().map(ms).collect());
+        let idle_kb = median(idle.iter().map(|&kb| kb as f64).collect());
+        self.keep("cold_start_ms", &starts.iter().map(ms).collect::<Vec<_>>())?;
+        self.keep("idle_rss_kb", &idle)?;
+        let n = self.plan.cold_starts;
+        self.rows.push(Row::single(
+            7,
+            format!("cold start to first served request (median of {n})"),
+            Unit::Millis,
+            cold,
+            Some(Budget::at_most(Judged::Value, 100.0)),
+        ));
+        self.rows.push(Row::single(7, "spawn to listening", Unit::Millis, listen, None));
+        self.rows.push(Row::single(
+            7,
+            "idle RSS (after the first request)",
+            Unit::Mb,
+            idle_kb / 1024.0,
+            Some(Budget::at_most(Judged::Value, 20.0)),
+        ));
+        Ok(())
+    }
+}
+
+fn scenario_name(number: u8) -> &'static str {
+    match number {
+        1 => "fixed rate, added latency",
+        2 => "closed loop throughput",
+        3 => "streaming",
+        4 => "open streams memory",
+        5 => "layer costs",
+        6 => "per-IP limiter",
+        _ => "cold start and idle memory",
+    }
+}
+
+/// `taskset -c CPU program`, or `program` when not pinning.
+fn pinned(pin: bool, cpu: u8, program: &Path) -> Command {
+    if pin {
+        let mut command = Command::new("taskset");
+        command.arg("-c").arg(cpu.to_string()).arg(program);
+        command
+    } else {
+        Command::new(program)
+    }
+}
+
+/// A description of the pinning, or `None` when it is off or impossible.
+fn pinning(wanted: bool) -> Option<String> {
+    // Not `available_parallelism`: it honours this process's own affinity, and the runner
+    // itself runs pinned to the client CPU.
+    let cpus = std::fs::read_to_string("/proc/cpuinfo")
+        .map(|info| info.lines().filter(|l| l.starts_with("processor")).count())
+        .unwrap_or(1);
+    let taskset = Command::new("taskset")
+        .arg("-V")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    (wanted && taskset && cpus >= 2).then(|| {
+        format!("taskset: gateway on CPU {GATEWAY_CPU}; mock and load generator on CPU {CLIENT_CPU} ({cpus} CPUs)")
+    })
+}
+
+/// The `addr` of the gateway's `listening` log line.
+fn listening_addr(line: &str) -> Option<String> {
+    let entry: Value = serde_json::from_str(line).ok()?;
+    (entry["msg"] == "listening").then(|| entry["addr"].as_str().map(str::to_owned))?
+}
+
+fn latency(report: &LoadReport) -> Result<crate::summary::Summary> {
+    report.latency.context("no latency figures")
+}
+
+fn mb(kb: u64) -> f64 {
+    kb as f64 / 1024.0
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    match values.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => values[n / 2],
+        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    }
+}
+
+/// How long a load run should take, to bound the wait for it.
+fn expected_duration(mode: Mode) -> Duration {
+    match mode {
+        Mode::Rate { duration, .. } | Mode::Closed { duration, .. } => duration,
+        Mode::Stream { rounds, events, interval, .. } => interval * events * rounds,
+    }
+}
+
+/// A throwaway CA and a certificate for 127.0.0.1 signed by it, written to `dir`.
+fn make_tls(dir: &Path) -> Result<TlsFiles> {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+        KeyPair, KeyUsagePurpose,
+    };
+    let mut ca = CertificateParams::new(Vec::<String>::new()).context("bench CA")?;
+    ca.distinguished_name.push(DnType::CommonName, "cliproxy bench CA (throwaway)");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let ca_key = KeyPair::generate().context("bench CA key")?;
+    let ca_cert = ca.self_signed(&ca_key).context("bench CA certificate")?;
+    let issuer = Issuer::new(ca, ca_key);
+    let mut leaf = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+        .context("bench server certificate")?;
+    leaf.distinguished_name.push(DnType::CommonName, "cliproxy bench");
+    leaf.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let leaf_key = KeyPair::generate().context("bench server key")?;
+    let leaf_cert = leaf.signed_by(&leaf_key, &issuer).context("signing the bench certificate")?;
+    let files = TlsFiles {
+        ca_pem: ca_cert.pem().into_bytes(),
+        cert_file: dir.join("cert.pem"),
+        key_file: dir.join("key.pem"),
+    };
+    std::fs::write(&files.cert_file, format!("{}{}", leaf_cert.pem(), ca_cert.pem()))
+        .with_context(|| format!("cannot write {}", files.cert_file.display()))?;
+    let mut key = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&files.key_file)
+        .with_context(|| format!("cannot create {}", files.key_file.display()))?;
+    key.write_all(leaf_key.serialize_pem().as_bytes())
+        .with_context(|| format!("cannot write {}", files.key_file.display()))?;
+    Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys() -> Keys {
+        Keys::generate().unwrap()
+    }
+
+    #[test]
+    fn the_gateway_config_loads_with_every_layer_on() {
+        let dir = tempfile_dir("config");
+        let keys = keys();
+        let tls = make_tls(&dir).unwrap();
+        for (layers, tls) in
+            [(Layers::ALL, None), (Layers::NO_AUDIT_METRICS, None), (Layers::TLS, Some(&tls))]
+        {
+            let yaml = gateway_config(&dir, &layers, "http://127.0.0.1:9", &keys, tls);
+            let config = cliproxy_gateway::Config::from_yaml(&yaml)
+                .unwrap_or_else(|e| panic!("{e}\n{yaml}"));
+            let text = format!("{config:?}");
+            assert!(!text.contains(&keys.client), "the client key is redacted in Debug");
+            assert!(yaml.contains("127.0.0.0/8") && yaml.contains("encryption: {enabled: true"));
+            assert_eq!(yaml.contains("audit: {enabled: true"), layers.audit_metrics, "{yaml}");
+            assert_eq!(yaml.contains("tls: {enabled: true"), layers.tls, "{yaml}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_listening_line_is_recognised() {
+        let line = r#"{"msg":"listening","level":"INFO","addr":"127.0.0.1:40123"}"#;
+        assert_eq!(listening_addr(line).as_deref(), Some("127.0.0.1:40123"));
+        assert_eq!(listening_addr(r#"{"msg":"metrics listening","addr":"127.0.0.1:9"}"#), None);
+        assert_eq!(listening_addr("listening 127.0.0.1:1"), None);
+    }
+
+    #[test]
+    fn median_and_expected_durations() {
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), 2.5);
+        assert!(median(Vec::new()).is_nan());
+        let stream =
+            Mode::Stream { streams: 3, rounds: 2, events: 5, interval: Duration::from_millis(10) };
+        assert_eq!(expected_duration(stream), Duration::from_millis(100));
+    }
+
+    #[test]
+    fn an_unknown_scenario_is_refused() {
+        let options = RunOptions {
+            server: PathBuf::from("/nonexistent"),
+            out: PathBuf::from("/nonexistent"),
+            quick: true,
+            scenarios: vec![8],
+            limiter_output: None,
+            pin: false,
+            command: String::new(),
+        };
+        let error = run(&options).unwrap_err().to_string();
+        assert!(error.contains("no scenario 8"), "{error}");
+    }
+
+    fn tempfile_dir(name: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("cliproxy-bench-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+}
