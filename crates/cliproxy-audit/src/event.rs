@@ -529,7 +529,12 @@ mod tests {
                 detail: "d".to_owned(),
                 repeats: 0,
             },
-            What::SecurityViolation { rule: "alert", rate_limit: false, detail: "d".to_owned(), repeats: 7 },
+            What::SecurityViolation {
+                rule: "alert",
+                rate_limit: false,
+                detail: "d".to_owned(),
+                repeats: 7,
+            },
             What::CredentialAccess { action: "list", credential: None, outcome: Ok(()) },
             What::CredentialAccess {
                 action: "delete",

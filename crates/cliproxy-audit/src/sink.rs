@@ -8,9 +8,10 @@
 //! the chain writer numbers the line (`seq`), formats it straight from the typed event in a
 //! fixed field order into the batch buffer, hashes it with the previous line's hash, and keeps
 //! it in that in-memory batch. The batch is written with one `write` when the channel is
-//! momentarily empty (or the batch reaches 64 KiB), and `fdatasync` runs at most once per
-//! second (a ticker thread asks for it when data is unsynced) and on [`AuditSink::flush`],
-//! [`AuditSink::reopen`] and drop. A crash loses at most the last second of lines, and a line
+//! momentarily empty (or the batch reaches 64 KiB); then the writer sleeps 2 ms, so that under
+//! load events gather in the channel rather than each waking the thread. `fdatasync` runs at
+//! most once per second (a ticker thread asks for it when data is unsynced) and on
+//! [`AuditSink::flush`], [`AuditSink::reopen`] and drop. A crash loses at most the last second of lines, and a line
 //! torn by it is cut off at the next start.
 //!
 //! # When the channel is full
@@ -375,6 +376,9 @@ enum Command {
 
 /// A batch is written once it reaches this size even when more records are queued.
 const BATCH_BYTES: usize = 64 * 1024;
+/// How long the writer lets events gather after writing a batch. The channel (16384 events)
+/// holds far more than arrive meanwhile; an event or command waits at most this much longer.
+const GATHER: Duration = Duration::from_millis(2);
 /// Longest `details` JSON written as is; longer ones are replaced by a note of their size.
 const MAX_DETAILS: usize = 256 * 1024;
 /// Longest other string field written (cut at a character boundary).
@@ -500,6 +504,10 @@ fn run_writer(mut worker: Worker, rx: &Receiver<Message>) {
             let dirty =
                 worker.unsynced || worker.write_error.is_some() || worker.reopen_error.is_some();
             worker.shared.dirty.store(dirty, Ordering::SeqCst);
+            // Under load, let the next events gather instead of waking this thread (a futex
+            // call on the request path) for each one: the next batch is at most this late.
+            // An idle writer blocks in `recv` again at once after it.
+            std::thread::sleep(GATHER);
         }
     }));
     if ran.is_err() {

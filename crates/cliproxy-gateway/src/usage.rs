@@ -182,11 +182,8 @@ impl UsageScanner {
             ApiFormat::Anthropic => {
                 // `message_start` carries the whole message; `message_delta` and plain replies
                 // carry `usage` at the top. Output counts are cumulative, so the last one wins.
-                let usage = value
-                    .message
-                    .as_ref()
-                    .and_then(|m| m.get("usage"))
-                    .or(value.usage.as_ref());
+                let usage =
+                    value.message.as_ref().and_then(|m| m.get("usage")).or(value.usage.as_ref());
                 if let Some(usage) = usage {
                     self.set(number(usage, "input_tokens"), number(usage, "output_tokens"));
                 }
