@@ -89,7 +89,11 @@ impl Audit {
     /// an address, call a webhook). Never blocks on the disk.
     pub fn emit(&self, event: Event) -> Vec<Fired> {
         let fired = self.count(&event);
-        self.write(&event);
+        if self.selected(event.event_type())
+            && let Some(sink) = &self.sink
+        {
+            sink.write_owned(event);
+        }
         fired
     }
 

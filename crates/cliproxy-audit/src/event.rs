@@ -5,6 +5,7 @@
 //! the type is in `logging.audit.events`, writes one line. An event never holds a secret:
 //! `user_id` is a client key's *name*, credentials are named by id.
 
+use std::io::Write as _;
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
 
@@ -331,6 +332,126 @@ impl Event {
     }
 }
 
+impl Event {
+    /// Writes the `result` field as a JSON string: what [`Event::result`] returns, without
+    /// building a `String` (the sink calls it for every line).
+    pub(crate) fn write_result(&self, out: &mut Vec<u8>) {
+        let token = match &self.what {
+            What::ProviderRequest { status, .. } => {
+                // A status is digits: nothing to escape.
+                let _ = write!(out, "\"{status}\"");
+                return;
+            }
+            What::AuthSuccess => "success",
+            What::AuthFailure { reason, .. } => reason,
+            What::TokenRefresh { outcome: o, .. }
+            | What::ConfigChange { outcome: o, .. }
+            | What::CredentialAccess { outcome: o, .. } => {
+                if o.is_ok() {
+                    "success"
+                } else {
+                    "failure"
+                }
+            }
+            What::SecurityViolation { rule, .. } => rule,
+        };
+        json_value(out, token);
+    }
+
+    /// Writes the `details` object: byte for byte what serialising [`Event::details`] gives
+    /// (keys in sorted order, as `serde_json::Map` keeps them), without building the `Value`
+    /// (the sink calls it for every line; a test holds the two equal).
+    pub(crate) fn write_details(&self, out: &mut Vec<u8>) {
+        if let What::ConfigChange { .. } = &self.what {
+            // Rare (operator actions), and its extra facts are a free-form map.
+            json_value(out, &self.details());
+            return;
+        }
+        let mut object = Object::new(out);
+        match &self.what {
+            What::AuthSuccess => {}
+            What::AuthFailure { plane, .. } => object.field("plane", plane.as_str()),
+            What::TokenRefresh { credential, outcome } => {
+                object.field("credential", credential);
+                object.opt("error", outcome.as_ref().err());
+            }
+            What::ConfigChange { .. } => {}
+            What::ProviderRequest {
+                model,
+                status,
+                duration,
+                upstream,
+                input_tokens,
+                output_tokens,
+                credential,
+                outcome,
+                error,
+            } => {
+                object.opt("credential", credential.as_ref());
+                object.field("duration_ms", &millis(*duration));
+                object.opt("error", error.as_ref());
+                object.opt("input_tokens", input_tokens.as_ref());
+                object.field("model", model);
+                object.field("outcome", outcome);
+                object.opt("output_tokens", output_tokens.as_ref());
+                object.field("status", status);
+                object.opt("upstream_ms", upstream.map(millis).as_ref());
+            }
+            What::SecurityViolation { detail, repeats, .. } => {
+                object.field("detail", detail);
+                object.opt("repeats", (*repeats > 0).then_some(repeats));
+            }
+            What::CredentialAccess { action, credential, outcome } => {
+                object.field("action", action);
+                object.opt("credential", credential.as_ref());
+                object.opt("error", outcome.as_ref().err());
+            }
+        }
+        object.end();
+    }
+}
+
+/// Writes a JSON object field by field, straight into a buffer.
+struct Object<'a> {
+    out: &'a mut Vec<u8>,
+    first: bool,
+}
+
+impl<'a> Object<'a> {
+    fn new(out: &'a mut Vec<u8>) -> Self {
+        out.push(b'{');
+        Self { out, first: true }
+    }
+
+    /// `key` is a plain ASCII name (nothing to escape).
+    fn field<T: Serialize + ?Sized>(&mut self, key: &str, value: &T) {
+        if !self.first {
+            self.out.push(b',');
+        }
+        self.first = false;
+        self.out.push(b'"');
+        self.out.extend_from_slice(key.as_bytes());
+        self.out.extend_from_slice(b"\":");
+        json_value(self.out, value);
+    }
+
+    fn opt<T: Serialize + ?Sized>(&mut self, key: &str, value: Option<&T>) {
+        if let Some(value) = value {
+            self.field(key, value);
+        }
+    }
+
+    fn end(&mut self) {
+        self.out.push(b'}');
+    }
+}
+
+/// Serialises a value into the buffer. Strings, numbers and the like cannot fail to
+/// serialise, and a `Vec` cannot fail to take the bytes.
+fn json_value<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
+    let _ = serde_json::to_writer(out, value);
+}
+
 /// Milliseconds with microsecond precision, as a JSON number.
 fn millis(d: Duration) -> f64 {
     (d.as_micros() as f64) / 1000.0
@@ -360,6 +481,79 @@ mod tests {
             let name = Value::String(t.as_str().to_owned());
             assert_eq!(serde_json::to_value(t).ok(), Some(name.clone()), "{t:?} serialises");
             assert_eq!(serde_json::from_value::<EventType>(name).ok(), Some(*t), "{t:?} parses");
+        }
+    }
+
+    #[test]
+    fn the_written_result_and_details_are_byte_for_byte_the_values() {
+        let mut config = Map::new();
+        config.insert("z".to_owned(), json!(1));
+        config.insert("a".to_owned(), json!("\"quoted\" \u{1}"));
+        let failed = || Err("it \"failed\"\n".to_owned());
+        let events = [
+            What::AuthSuccess,
+            What::AuthFailure { plane: Plane::Client, reason: "missing_key" },
+            What::TokenRefresh { credential: "c-1".to_owned(), outcome: Ok(()) },
+            What::TokenRefresh { credential: "c-1".to_owned(), outcome: failed() },
+            What::ConfigChange {
+                action: "reload",
+                changed: vec!["server.port".to_owned()],
+                details: config,
+                outcome: failed(),
+            },
+            What::ProviderRequest {
+                model: "gpt-4o\u{e9}".to_owned(),
+                status: 200,
+                duration: Duration::from_micros(1500),
+                upstream: None,
+                input_tokens: None,
+                output_tokens: None,
+                credential: None,
+                outcome: "complete",
+                error: None,
+            },
+            What::ProviderRequest {
+                model: "m".to_owned(),
+                status: 502,
+                duration: Duration::from_secs(2),
+                upstream: Some(Duration::from_nanos(1_234_567)),
+                input_tokens: Some(3),
+                output_tokens: Some(u64::MAX),
+                credential: Some("openai-1".to_owned()),
+                outcome: "failed",
+                error: Some("idle \\ timeout".to_owned()),
+            },
+            What::SecurityViolation {
+                rule: "per_ip_rate",
+                rate_limit: true,
+                detail: "d".to_owned(),
+                repeats: 0,
+            },
+            What::SecurityViolation {
+                rule: "alert",
+                rate_limit: false,
+                detail: "d".to_owned(),
+                repeats: 7,
+            },
+            What::CredentialAccess { action: "list", credential: None, outcome: Ok(()) },
+            What::CredentialAccess {
+                action: "delete",
+                credential: Some("c".to_owned()),
+                outcome: failed(),
+            },
+        ];
+        for what in events {
+            let event = Event::new(what);
+            let mut details = Vec::new();
+            event.write_details(&mut details);
+            assert_eq!(
+                String::from_utf8(details).ok(),
+                serde_json::to_string(&event.details()).ok(),
+                "{event:?}"
+            );
+            let mut result = Vec::new();
+            event.write_result(&mut result);
+            assert_eq!(serde_json::from_slice::<String>(&result).ok(), Some(event.result()));
         }
     }
 

@@ -4,7 +4,7 @@
 //! - [`Audit`]: the handle the gateway holds. Every [`Event`] (one of seven
 //!   [`EventType`]s) bumps its metrics, feeds the [`Alerts`] and, when selected by
 //!   `logging.audit.events`, is written by the [`AuditSink`].
-//! - [`FileSink`]: JSON lines through a slog async drain, each with `seq`, `prev_hash` and
+//! - [`FileSink`]: JSON lines written by a thread of its own, each with `seq`, `prev_hash` and
 //!   `hash` (SHA-256 over the previous hash and the line), so that a changed, removed or
 //!   reordered line is found by [`verify_files`]. Reopened on SIGHUP with the chain going on.
 //! - [`Metrics`]: every metric of SPEC §6 on a Prometheus recorder of its own, with help texts,

@@ -1,26 +1,27 @@
-//! The audit sink: hash-chained JSON lines written by a slog async drain.
+//! The audit sink: hash-chained JSON lines written by a writer thread of its own.
 //!
 //! # How a line gets to the disk
 //!
-//! [`FileSink::write`] runs on the request path. It only turns the [`Event`] into slog
-//! key-values and hands the record to a bounded channel (`slog_async`, 16384 records); it never
-//! touches the disk and never blocks. On slog-async's worker thread the chain writer (a custom
-//! `slog::Drain`) numbers the line (`seq`), formats it in a fixed field order, hashes it with
-//! the previous line's hash, and appends it to an in-memory batch. The batch is written with
-//! one `write` when the channel is momentarily empty (or the batch reaches 64 KiB), and
-//! `fdatasync` runs at most once per second (a ticker thread asks for it when data is
-//! unsynced) and on [`AuditSink::flush`], [`AuditSink::reopen`] and drop. A crash loses at
-//! most the last second of lines, and a line torn by it is cut off at the next start.
+//! [`FileSink::write_owned`] runs on the request path. It only moves the [`Event`] (boxed)
+//! into a bounded channel (`std::sync::mpsc::sync_channel`, 16384 messages); it never touches
+//! the disk, never formats anything and never blocks. On the writer thread (`cliproxy-audit`)
+//! the chain writer numbers the line (`seq`), formats it straight from the typed event in a
+//! fixed field order into the batch buffer, hashes it with the previous line's hash, and keeps
+//! it in that in-memory batch. The batch is written with one `write` when the channel is
+//! momentarily empty (or the batch reaches 64 KiB); then the writer sleeps 2 ms, so that under
+//! load events gather in the channel rather than each waking the thread. `fdatasync` runs at
+//! most once per second (a ticker thread asks for it when data is unsynced) and on
+//! [`AuditSink::flush`], [`AuditSink::reopen`] and drop. A crash loses at most the last second of lines, and a line
+//! torn by it is cut off at the next start.
 //!
 //! # When the channel is full
 //!
 //! The event is dropped and counted on the caller's side; the count travels through the
 //! channel as soon as there is room, and the writer records it in the chain itself as a
 //! `security_violation` line with `result: "audit_events_lost"` and `details.lost`, and in
-//! the metrics (`Metrics::audit_events_dropped`). (This is slog-async's `DropAndReport` strategy, done
-//! around `AsyncCore` rather than with `Async`: `Async` counts a failed report as one more
-//! lost record, and it silently drops control records, while `flush` and `reopen` must never be
-//! lost. Those are retried until the channel takes them.)
+//! the metrics (`Metrics::audit_events_dropped`). Commands (`flush`, `reopen`, close) travel
+//! through the same channel, so they are ordered with the events; they are never dropped: the
+//! caller waits for room.
 //!
 //! # When the disk is full or the file is unwritable
 //!
@@ -37,14 +38,13 @@ use std::fs::{File, OpenOptions, Permissions, TryLockError};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{self, RecvTimeoutError};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use slog::{Drain, KV, Key, Level, Logger, OwnedKVList, Record, Serializer, error, info, warn};
-use slog_async::{AsyncCore, AsyncError};
+use slog::{Logger, error, info, warn};
 
 use crate::config::AuditConfig;
 use crate::error::{Error, Result};
@@ -68,6 +68,11 @@ pub enum SinkHealth {
 pub trait AuditSink: Send + Sync + std::fmt::Debug {
     /// Queues one event for writing; never blocks on the disk.
     fn write(&self, event: &Event);
+    /// [`AuditSink::write`] for an event the caller is done with: a sink that keeps events
+    /// (the file sink queues them) takes it without a copy.
+    fn write_owned(&self, event: Event) {
+        self.write(&event);
+    }
     /// Whether writes currently succeed.
     fn health(&self) -> SinkHealth;
     /// Reopens the file at its configured path (after logrotate moved it), continuing the
@@ -169,15 +174,16 @@ impl std::fmt::Debug for SinkOptions {
     }
 }
 
-/// The file sink: hash-chained JSON lines appended by a slog async drain (see the module docs
-/// for the write, fsync and failure policies).
+/// The file sink: hash-chained JSON lines appended by a writer thread of its own (see the
+/// module docs for the write, fsync and failure policies).
 pub struct FileSink {
     path: PathBuf,
-    /// The slog logger whose drain is [`Front`]: events go through it.
-    logger: Logger,
-    front: Arc<Front>,
+    /// The caller side of the channel; `None` only while the sink is dropped.
+    front: Option<Front>,
     shared: Arc<Shared>,
     ticker: Option<(mpsc::Sender<()>, JoinHandle<()>)>,
+    /// The writer thread, joined at drop (so that the file and its lock are released then).
+    writer: Option<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for FileSink {
@@ -262,19 +268,14 @@ impl FileSink {
             last_sync: now,
             error_log: RateLimit::default(),
         };
-        let core = AsyncCore::custom(ChainDrain(Mutex::new(worker)))
-            .chan_size(options.channel_size.max(1))
-            .thread_name("cliproxy-audit".to_owned())
-            .build();
-        let front = Arc::new(Front {
-            core,
-            dropped: AtomicU64::new(0),
-            shared: shared.clone(),
-            empty: OwnedKVList::from(slog::o!()),
-        });
-        let logger = Logger::root(front.clone(), slog::o!());
-        let ticker = spawn_ticker(Arc::downgrade(&front), options.sync_interval);
-        Ok(Self { path, logger, front, shared, ticker })
+        let (tx, rx) = mpsc::sync_channel(options.channel_size.max(1));
+        let writer = std::thread::Builder::new()
+            .name("cliproxy-audit".to_owned())
+            .spawn(move || run_writer(worker, &rx))
+            .map_err(open_error)?;
+        let front = Front { tx, shared: shared.clone() };
+        let ticker = spawn_ticker(front.clone(), options.sync_interval);
+        Ok(Self { path, front: Some(front), shared, ticker, writer: Some(writer) })
     }
 
     /// The file written.
@@ -286,11 +287,12 @@ impl FileSink {
     ///
     /// The ticket is taken and the command sent under one lock, so commands reach the writer in
     /// ticket order and "done up to ticket N" means exactly that this command was carried out.
-    fn command(&self, command: &'static str) {
+    fn command(&self, command: Command) {
+        let Some(front) = &self.front else { return };
         let ticket = {
             let mut last = lock(&self.shared.last_ticket);
             let ticket = *last + 1;
-            if !self.front.command(command, ticket) {
+            if !front.command(command, ticket) {
                 return;
             }
             *last = ticket;
@@ -305,12 +307,13 @@ impl FileSink {
 
 impl AuditSink for FileSink {
     fn write(&self, event: &Event) {
-        self.logger.log(&slog::record!(
-            Level::Info,
-            TAG_EVENT,
-            &format_args!("audit"),
-            slog::BorrowedKV(&EventKv(event))
-        ));
+        self.write_owned(event.clone());
+    }
+
+    fn write_owned(&self, event: Event) {
+        if let Some(front) = &self.front {
+            front.event(event);
+        }
     }
 
     fn health(&self) -> SinkHealth {
@@ -323,11 +326,11 @@ impl AuditSink for FileSink {
     }
 
     fn reopen(&self) {
-        self.command(CMD_REOPEN);
+        self.command(Command::Reopen);
     }
 
     fn flush(&self) {
-        self.command(CMD_FLUSH);
+        self.command(Command::Flush);
     }
 }
 
@@ -337,23 +340,45 @@ impl Drop for FileSink {
             drop(stop);
             let _ = ticker.join();
         }
-        // Writes what is queued, syncs and logs the chain head; the writer thread itself is
-        // joined when the last reference to the `AsyncCore` goes.
-        self.command(CMD_CLOSE);
+        // Writes what is queued, syncs and logs the chain head.
+        self.command(Command::Close);
+        // The last sender goes (the ticker's went with its thread): the writer thread ends,
+        // and with it the file and its lock.
+        drop(self.front.take());
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
     }
 }
 
-/// Record tags: what a record on the channel is.
-const TAG_EVENT: &str = "audit-event";
-const TAG_LOST: &str = "audit-lost";
-const TAG_COMMAND: &str = "audit-command";
-const CMD_FLUSH: &str = "flush";
-const CMD_REOPEN: &str = "reopen";
-const CMD_CLOSE: &str = "close";
-const CMD_TICK: &str = "tick";
+/// What travels to the writer thread, in order.
+enum Message {
+    /// An event to chain. Boxed: the channel's slots stay small (it is allocated whole).
+    Event(Box<Event>),
+    /// Events dropped on the callers' side (channel full).
+    Lost(u64),
+    /// A command, and its ticket (0: nobody waits for it).
+    Command(Command, u64),
+}
+
+/// What the writer is asked to do besides chaining events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Command {
+    /// Write and sync everything queued before it.
+    Flush,
+    /// Reopen the file at its path (after logrotate), continuing the chain.
+    Reopen,
+    /// Write, sync and log the chain head: the sink is going.
+    Close,
+    /// The ticker's beat: sync unsynced data, retry a failing write or reopen.
+    Tick,
+}
 
 /// A batch is written once it reaches this size even when more records are queued.
 const BATCH_BYTES: usize = 64 * 1024;
+/// How long the writer lets events gather after writing a batch. The channel (16384 events)
+/// holds far more than arrive meanwhile; an event or command waits at most this much longer.
+const GATHER: Duration = Duration::from_millis(2);
 /// Longest `details` JSON written as is; longer ones are replaced by a note of their size.
 const MAX_DETAILS: usize = 256 * 1024;
 /// Longest other string field written (cut at a character boundary).
@@ -364,8 +389,8 @@ const ERROR_LOG_INTERVAL: Duration = Duration::from_secs(10);
 /// State shared by the callers, the ticker and the writer thread.
 struct Shared {
     health: Mutex<SinkHealth>,
-    /// Records sent and not yet taken by the writer: 0 means the channel is empty for now.
-    queued: AtomicUsize,
+    /// Events dropped on the callers' side and not yet sent to the writer.
+    dropped: AtomicU64,
     /// Data written but not synced, or a failing write to retry: the ticker has work.
     dirty: AtomicBool,
     /// The last command ticket sent; held while a command is sent.
@@ -380,7 +405,7 @@ impl Shared {
     fn new() -> Self {
         Self {
             health: Mutex::new(SinkHealth::Ok),
-            queued: AtomicUsize::new(0),
+            dropped: AtomicU64::new(0),
             dirty: AtomicBool::new(false),
             last_ticket: Mutex::new(0),
             done: Mutex::new(0),
@@ -394,132 +419,59 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// The caller side: sends records to the writer thread, counting what a full channel drops.
+/// The caller side: sends messages to the writer thread, counting what a full channel drops.
+#[derive(Clone)]
 struct Front {
-    core: AsyncCore,
-    dropped: AtomicU64,
+    tx: SyncSender<Message>,
     shared: Arc<Shared>,
-    empty: OwnedKVList,
 }
 
 impl Front {
-    fn send(
-        &self,
-        record: &Record<'_>,
-        values: &OwnedKVList,
-    ) -> std::result::Result<(), AsyncError> {
-        self.shared.queued.fetch_add(1, Ordering::SeqCst);
-        let sent = self.core.log(record, values);
-        if sent.is_err() {
-            self.shared.queued.fetch_sub(1, Ordering::SeqCst);
+    /// Queues an event; never blocks. A full channel (or a dead writer) drops it, counted.
+    fn event(&self, event: Event) {
+        self.push_lost();
+        if self.tx.try_send(Message::Event(Box::new(event))).is_err() {
+            self.shared.dropped.fetch_add(1, Ordering::SeqCst);
         }
-        sent
     }
 
     /// Sends the count of dropped events when there is one and there is room.
     fn push_lost(&self) {
         // A plain load first: the common case (nothing dropped) does not write the shared line.
-        if self.dropped.load(Ordering::Relaxed) == 0 {
+        if self.shared.dropped.load(Ordering::Relaxed) == 0 {
             return;
         }
-        let count = self.dropped.swap(0, Ordering::SeqCst);
-        if count > 0 {
-            let sent = self.send(
-                &slog::record!(
-                    Level::Info,
-                    TAG_LOST,
-                    &format_args!("lost"),
-                    slog::b!("count" => count)
-                ),
-                &self.empty,
-            );
-            if sent.is_err() {
-                self.dropped.fetch_add(count, Ordering::SeqCst);
-            }
+        let count = self.shared.dropped.swap(0, Ordering::SeqCst);
+        if count > 0 && self.tx.try_send(Message::Lost(count)).is_err() {
+            self.shared.dropped.fetch_add(count, Ordering::SeqCst);
         }
     }
 
     /// Sends a command (after the count of dropped events), waiting for room: a command is
     /// never dropped. False when the writer thread is gone.
-    fn command(&self, command: &'static str, ticket: u64) -> bool {
-        let count = self.dropped.swap(0, Ordering::SeqCst);
-        if count > 0 {
-            let sent = self.send_waiting(&slog::record!(
-                Level::Info,
-                TAG_LOST,
-                &format_args!("lost"),
-                slog::b!("count" => count)
-            ));
-            if !sent {
-                return false;
-            }
+    fn command(&self, command: Command, ticket: u64) -> bool {
+        let count = self.shared.dropped.swap(0, Ordering::SeqCst);
+        // The writer drains the channel at disk speed; waiting for room is what a command
+        // (never on the request path) can afford. A send fails only once the writer is gone.
+        if count > 0 && self.tx.send(Message::Lost(count)).is_err() {
+            return false;
         }
-        self.send_waiting(&slog::record!(
-            Level::Info,
-            TAG_COMMAND,
-            &format_args!("command"),
-            slog::b!("command" => command, "ticket" => ticket)
-        ))
-    }
-
-    fn send_waiting(&self, record: &Record<'_>) -> bool {
-        loop {
-            match self.send(record, &self.empty) {
-                Ok(()) => return true,
-                // slog-async says `Full` for a channel whose writer thread is gone, too.
-                Err(AsyncError::Full) if self.shared.writer_gone.load(Ordering::SeqCst) => {
-                    return false;
-                }
-                // The writer drains the channel at disk speed; waiting a little is what a
-                // command (never on the request path) can afford.
-                Err(AsyncError::Full) => std::thread::sleep(Duration::from_millis(1)),
-                Err(_) => return false,
-            }
-        }
-    }
-}
-
-impl Drain for Front {
-    type Ok = ();
-    type Err = slog::Never;
-
-    fn log(
-        &self,
-        record: &Record<'_>,
-        values: &OwnedKVList,
-    ) -> std::result::Result<(), slog::Never> {
-        self.push_lost();
-        if self.send(record, values).is_err() {
-            self.dropped.fetch_add(1, Ordering::SeqCst);
-        }
-        Ok(())
+        self.tx.send(Message::Command(command, ticket)).is_ok()
     }
 }
 
 /// Every `interval`, reports dropped events and asks the writer to sync (or retry) when it
 /// has work; ends when the sink drops the sender.
-fn spawn_ticker(
-    front: Weak<Front>,
-    interval: Duration,
-) -> Option<(mpsc::Sender<()>, JoinHandle<()>)> {
+fn spawn_ticker(front: Front, interval: Duration) -> Option<(mpsc::Sender<()>, JoinHandle<()>)> {
     let (stop, stopped) = mpsc::channel::<()>();
     let handle = std::thread::Builder::new()
         .name("cliproxy-audit-tick".to_owned())
         .spawn(move || {
             while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(interval) {
-                let Some(front) = front.upgrade() else { return };
                 front.push_lost();
                 if front.shared.dirty.load(Ordering::SeqCst) {
                     // A full channel means the writer is busy and will get there anyway.
-                    let _ = front.send(
-                        &slog::record!(
-                            Level::Info,
-                            TAG_COMMAND,
-                            &format_args!("command"),
-                            slog::b!("command" => CMD_TICK, "ticket" => 0u64)
-                        ),
-                        &front.empty,
-                    );
+                    let _ = front.tx.try_send(Message::Command(Command::Tick, 0));
                 }
             }
         })
@@ -527,124 +479,41 @@ fn spawn_ticker(
     Some((stop, handle))
 }
 
-/// An event as slog key-values: cheap to build on the caller's thread.
-struct EventKv<'a>(&'a Event);
-
-impl slog::KV for EventKv<'_> {
-    fn serialize(&self, _: &Record<'_>, s: &mut dyn Serializer) -> slog::Result {
-        let event = self.0;
-        let at = event.at.duration_since(UNIX_EPOCH).unwrap_or_default();
-        s.emit_u64("at", u64::try_from(at.as_nanos()).unwrap_or(u64::MAX))?;
-        s.emit_str("event_type", event.event_type().as_str())?;
-        emit_opt(s, "provider", event.provider.as_deref())?;
-        emit_opt(s, "user_id", event.user_id.as_deref())?;
-        match event.ip {
-            Some(ip) => s.emit_arguments("ip", &format_args!("{ip}"))?,
-            None => s.emit_none("ip")?,
-        }
-        s.emit_str("result", &event.result())?;
-        emit_opt(s, "request_id", event.request_id.as_deref())?;
-        let details = serde_json::to_string(&event.details()).unwrap_or_else(|_| "{}".to_owned());
-        s.emit_str("details", &details)
-    }
-}
-
-fn emit_opt(s: &mut dyn Serializer, key: Key, value: Option<&str>) -> slog::Result {
-    match value {
-        Some(value) => s.emit_str(key, value),
-        None => s.emit_none(key),
-    }
-}
-
-/// The fields of an event record, collected back on the writer thread.
-#[derive(Default)]
-struct Fields {
-    at: u64,
-    event_type: String,
-    provider: Option<String>,
-    user_id: Option<String>,
-    ip: Option<String>,
-    result: String,
-    request_id: Option<String>,
-    details: Option<String>,
-    command: String,
-    ticket: u64,
-    count: u64,
-}
-
-impl Serializer for Fields {
-    fn emit_arguments(&mut self, key: Key, value: &std::fmt::Arguments<'_>) -> slog::Result {
-        self.emit_str(key, &value.to_string())
-    }
-
-    fn emit_str(&mut self, key: Key, value: &str) -> slog::Result {
-        let value = value.to_owned();
-        match key {
-            "event_type" => self.event_type = value,
-            "provider" => self.provider = Some(value),
-            "user_id" => self.user_id = Some(value),
-            "ip" => self.ip = Some(value),
-            "result" => self.result = value,
-            "request_id" => self.request_id = Some(value),
-            "details" => self.details = Some(value),
-            "command" => self.command = value,
-            _ => {}
-        }
-        Ok(())
-    }
-
-    fn emit_u64(&mut self, key: Key, value: u64) -> slog::Result {
-        match key {
-            "at" => self.at = value,
-            "ticket" => self.ticket = value,
-            "count" => self.count = value,
-            _ => {}
-        }
-        Ok(())
-    }
-
-    fn emit_none(&mut self, _: Key) -> slog::Result {
-        Ok(())
-    }
-}
-
-/// The drain on slog-async's worker thread. The mutex is never contended (one thread).
-struct ChainDrain(Mutex<Worker>);
-
-impl Drain for ChainDrain {
-    type Ok = ();
-    type Err = slog::Never;
-
-    fn log(&self, record: &Record<'_>, _: &OwnedKVList) -> std::result::Result<(), slog::Never> {
-        let mut worker = lock(&self.0);
-        let last_queued = worker.shared.queued.fetch_sub(1, Ordering::SeqCst) <= 1;
-        let mut fields = Fields::default();
-        let _ = record.kv().serialize(record, &mut fields);
-        match record.tag() {
-            TAG_EVENT => worker.event(&fields),
-            TAG_LOST => worker.lost(fields.count),
-            TAG_COMMAND => worker.command(&fields.command, fields.ticket),
-            _ => {}
-        }
-        if last_queued || worker.pending.len() >= BATCH_BYTES {
+/// The writer thread: takes messages until every sender is gone. Lines are batched while
+/// messages keep coming; the batch is written when the channel is momentarily empty (or the
+/// batch is big), so a burst costs one `write` rather than one per line.
+///
+/// A panic (a bug, or a custom writer's) ends the thread; the sink then reports itself failing
+/// for good, and callers stop waiting for it.
+fn run_writer(mut worker: Worker, rx: &Receiver<Message>) {
+    let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        while let Ok(message) = rx.recv() {
+            worker.take(message);
+            loop {
+                if worker.pending.len() >= BATCH_BYTES {
+                    worker.write_out(false);
+                    worker.sync(false);
+                }
+                match rx.try_recv() {
+                    Ok(message) => worker.take(message),
+                    Err(_) => break,
+                }
+            }
             worker.write_out(false);
             worker.sync(false);
+            let dirty =
+                worker.unsynced || worker.write_error.is_some() || worker.reopen_error.is_some();
+            worker.shared.dirty.store(dirty, Ordering::SeqCst);
+            // Under load, let the next events gather instead of waking this thread (a futex
+            // call on the request path) for each one: the next batch is at most this late.
+            // An idle writer blocks in `recv` again at once after it.
+            std::thread::sleep(GATHER);
         }
-        let dirty =
-            worker.unsynced || worker.write_error.is_some() || worker.reopen_error.is_some();
-        worker.shared.dirty.store(dirty, Ordering::SeqCst);
-        Ok(())
+    }));
+    if ran.is_err() {
+        worker.died();
     }
-}
-
-impl Drop for ChainDrain {
-    /// slog-async catches a panic of the drain and ends its thread; the mutex, poisoned by the
-    /// panic, tells. The sink then reports itself failing for good.
-    fn drop(&mut self) {
-        if self.0.is_poisoned() {
-            self.0.get_mut().unwrap_or_else(PoisonError::into_inner).died();
-        }
-    }
+    // Dropping the worker tells waiting callers that the writer is gone.
 }
 
 /// The health error once the writer thread is gone.
@@ -697,13 +566,22 @@ impl Drop for Worker {
 }
 
 impl Worker {
-    fn event(&mut self, fields: &Fields) {
+    fn take(&mut self, message: Message) {
+        match message {
+            Message::Event(event) => self.event(&event),
+            Message::Lost(count) => self.lost(count),
+            Message::Command(command, ticket) => self.command(command, ticket),
+        }
+    }
+
+    fn event(&mut self, event: &Event) {
         self.record_lost();
         if self.backlog_full() {
             self.lost += 1;
             (self.report)(SinkReport::EventsDropped(1));
         } else {
-            self.chain(fields);
+            let at = event.at;
+            self.chain(at, |buf| event_fields(buf, event));
         }
     }
 
@@ -713,14 +591,14 @@ impl Worker {
         self.record_lost();
     }
 
-    fn command(&mut self, command: &str, ticket: u64) {
+    fn command(&mut self, command: Command, ticket: u64) {
         match command {
-            CMD_FLUSH => {
+            Command::Flush => {
                 self.write_out(true);
                 self.sync(true);
             }
-            CMD_REOPEN => self.reopen(),
-            CMD_CLOSE => {
+            Command::Reopen => self.reopen(),
+            Command::Close => {
                 self.write_out(true);
                 self.sync(true);
                 if self.pending_lines > 0 || self.lost > 0 {
@@ -731,14 +609,13 @@ impl Worker {
                 info!(self.log, "audit log closed"; "file" => %self.path.display(),
                       "seq" => self.seq, "hash" => &self.hash);
             }
-            CMD_TICK => {
+            Command::Tick => {
                 if self.reopen_error.is_some() {
                     self.reopen();
                 }
                 self.write_out(true);
                 self.sync(true);
             }
-            _ => {}
         }
         if ticket > 0 {
             let mut done = lock(&self.shared.done);
@@ -758,51 +635,32 @@ impl Worker {
         if self.lost == 0 || self.backlog_full() {
             return;
         }
-        let fields = Fields {
-            at: u64::try_from(
-                SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos(),
-            )
-            .unwrap_or(u64::MAX),
-            event_type: "security_violation".to_owned(),
-            result: "audit_events_lost".to_owned(),
-            details: Some(format!("{{\"lost\":{}}}", self.lost)),
-            ..Fields::default()
-        };
-        self.lost = 0;
-        self.chain(&fields);
+        let lost = std::mem::take(&mut self.lost);
+        self.chain(SystemTime::now(), |buf| {
+            buf.extend_from_slice(
+                b",\"event_type\":\"security_violation\",\"provider\":null,\"user_id\":null,\
+                  \"ip\":null,\"result\":\"audit_events_lost\",\"request_id\":null,\"details\":",
+            );
+            let _ = write!(buf, "{{\"lost\":{lost}}}");
+        });
     }
 
-    /// Formats, numbers and hashes one line and appends it to the batch.
-    fn chain(&mut self, f: &Fields) {
+    /// Numbers, formats and hashes one line and appends it to the batch: `seq` and
+    /// `timestamp` here, the fields from `event_type` to `details` by `fields`, then
+    /// `prev_hash` and `hash`. Formatted straight into the batch, with no allocation.
+    fn chain(&mut self, at: SystemTime, fields: impl FnOnce(&mut Vec<u8>)) {
         let seq = self.seq + 1;
         let start = self.pending.len();
-        let at = UNIX_EPOCH + Duration::from_nanos(f.at);
+        // Before 1970 (a broken clock) is written as 1970, as the formatter cannot go there.
+        let at = UNIX_EPOCH + at.duration_since(UNIX_EPOCH).unwrap_or_default();
         let buf = &mut self.pending;
-        buf.extend_from_slice(format!("{{\"seq\":{seq},\"timestamp\":\"").as_bytes());
-        buf.extend_from_slice(humantime::format_rfc3339_millis(at).to_string().as_bytes());
-        buf.extend_from_slice(b"\",\"event_type\":");
-        json_str(buf, Some(&f.event_type));
-        buf.extend_from_slice(b",\"provider\":");
-        json_str(buf, f.provider.as_deref());
-        buf.extend_from_slice(b",\"user_id\":");
-        json_str(buf, f.user_id.as_deref());
-        buf.extend_from_slice(b",\"ip\":");
-        json_str(buf, f.ip.as_deref());
-        buf.extend_from_slice(b",\"result\":");
-        json_str(buf, Some(&f.result));
-        buf.extend_from_slice(b",\"request_id\":");
-        json_str(buf, f.request_id.as_deref());
-        buf.extend_from_slice(b",\"details\":");
-        match f.details.as_deref() {
-            // Produced by serde_json on the caller's side from a `Value` object.
-            Some(details) if details.len() <= MAX_DETAILS && details.starts_with('{') => {
-                buf.extend_from_slice(details.as_bytes());
-            }
-            Some(details) => buf.extend_from_slice(
-                format!("{{\"truncated\":true,\"bytes\":{}}}", details.len()).as_bytes(),
-            ),
-            None => buf.extend_from_slice(b"{}"),
-        }
+        // Writing to a `Vec` cannot fail.
+        let _ = write!(
+            buf,
+            "{{\"seq\":{seq},\"timestamp\":\"{}\"",
+            humantime::format_rfc3339_millis(at)
+        );
+        fields(buf);
         buf.extend_from_slice(b",\"prev_hash\":\"");
         buf.extend_from_slice(self.hash.as_bytes());
         buf.extend_from_slice(b"\"");
@@ -958,6 +816,36 @@ impl Worker {
         if was_healthy != healthy {
             (self.report)(SinkReport::Healthy(healthy));
         }
+    }
+}
+
+/// Writes an event's fields from `event_type` to `details`, in the fixed order.
+fn event_fields(buf: &mut Vec<u8>, event: &Event) {
+    buf.extend_from_slice(b",\"event_type\":");
+    json_str(buf, Some(event.event_type().as_str()));
+    buf.extend_from_slice(b",\"provider\":");
+    json_str(buf, event.provider.as_deref());
+    buf.extend_from_slice(b",\"user_id\":");
+    json_str(buf, event.user_id.as_deref());
+    buf.extend_from_slice(b",\"ip\":");
+    match event.ip {
+        // An address is digits, dots and colons: nothing to escape.
+        Some(ip) => {
+            let _ = write!(buf, "\"{ip}\"");
+        }
+        None => buf.extend_from_slice(b"null"),
+    }
+    buf.extend_from_slice(b",\"result\":");
+    event.write_result(buf);
+    buf.extend_from_slice(b",\"request_id\":");
+    json_str(buf, event.request_id.as_deref());
+    buf.extend_from_slice(b",\"details\":");
+    let details = buf.len();
+    event.write_details(buf);
+    let bytes = buf.len() - details;
+    if bytes > MAX_DETAILS {
+        buf.truncate(details);
+        let _ = write!(buf, "{{\"truncated\":true,\"bytes\":{bytes}}}");
     }
 }
 

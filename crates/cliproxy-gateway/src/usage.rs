@@ -6,6 +6,7 @@
 //! SSE is split into events as it arrives and only events that can carry usage are parsed;
 //! plain JSON bodies are kept up to [`MAX_JSON_BODY`] and parsed at the end.
 
+use serde::Deserialize;
 use serde_json::Value;
 
 use crate::api::ApiFormat;
@@ -78,11 +79,13 @@ impl UsageScanner {
             self.dispatch();
         } else if !self.overflow && !self.buffer.is_empty() {
             let body = std::mem::take(&mut self.buffer);
-            match serde_json::from_slice::<Value>(&body) {
-                // Gemini's non-SSE stream is one JSON array of responses.
-                Ok(Value::Array(items)) => items.iter().for_each(|item| self.extract(item)),
-                Ok(value) => self.extract(&value),
-                Err(_) => {}
+            // Gemini's non-SSE stream is one JSON array of responses.
+            if body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+                if let Ok(items) = serde_json::from_slice::<Vec<Carrier>>(&body) {
+                    items.iter().for_each(|item| self.extract(item));
+                }
+            } else if let Ok(reply) = serde_json::from_slice::<Carrier>(&body) {
+                self.extract(&reply);
             }
         }
     }
@@ -153,18 +156,21 @@ impl UsageScanner {
             _ => b"usage",
         };
         if contains(&event, key)
-            && let Ok(value) = serde_json::from_slice::<Value>(&event)
+            && let Ok(event) = serde_json::from_slice::<Carrier>(&event)
         {
-            self.extract(&value);
+            self.extract(&event);
         }
     }
 
-    fn extract(&mut self, value: &Value) {
+    fn extract(&mut self, value: &Carrier) {
         match self.format {
             ApiFormat::OpenAi => {
                 // Chat completions and embeddings: `usage`; the Responses API: `usage`, or
                 // `response.usage` in its `response.completed` stream event.
-                let usage = value.get("usage").or_else(|| value.pointer("/response/usage"));
+                let usage = value
+                    .usage
+                    .as_ref()
+                    .or_else(|| value.response.as_ref().and_then(|r| r.get("usage")));
                 if let Some(usage) = usage.filter(|u| u.is_object()) {
                     self.set(
                         number(usage, "prompt_tokens").or_else(|| number(usage, "input_tokens")),
@@ -176,13 +182,14 @@ impl UsageScanner {
             ApiFormat::Anthropic => {
                 // `message_start` carries the whole message; `message_delta` and plain replies
                 // carry `usage` at the top. Output counts are cumulative, so the last one wins.
-                let usage = value.pointer("/message/usage").or_else(|| value.get("usage"));
+                let usage =
+                    value.message.as_ref().and_then(|m| m.get("usage")).or(value.usage.as_ref());
                 if let Some(usage) = usage {
                     self.set(number(usage, "input_tokens"), number(usage, "output_tokens"));
                 }
             }
             ApiFormat::Gemini => {
-                if let Some(usage) = value.get("usageMetadata") {
+                if let Some(usage) = &value.usage_metadata {
                     let output = match (
                         number(usage, "candidatesTokenCount"),
                         number(usage, "thoughtsTokenCount"),
@@ -204,6 +211,25 @@ impl UsageScanner {
             self.output = output;
         }
     }
+}
+
+/// The members of a reply (or of a stream event) that can carry usage. Only these are parsed;
+/// the rest (the generated content, often most of the body) is skipped without being
+/// allocated.
+#[derive(Deserialize)]
+struct Carrier {
+    /// OpenAI and Anthropic replies, OpenAI and Anthropic `message_delta` events.
+    #[serde(default)]
+    usage: Option<Value>,
+    /// The OpenAI Responses API's `response.completed` event: `response.usage`.
+    #[serde(default)]
+    response: Option<Value>,
+    /// Anthropic's `message_start` event: `message.usage`.
+    #[serde(default)]
+    message: Option<Value>,
+    /// Gemini.
+    #[serde(default, rename = "usageMetadata")]
+    usage_metadata: Option<Value>,
 }
 
 fn number(value: &Value, key: &str) -> Option<u64> {
