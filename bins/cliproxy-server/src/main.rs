@@ -12,12 +12,6 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-/// mimalloc rather than the system allocator: the gateway allocates and frees many small
-/// objects per request, often on another thread than the one that allocated them (the audit
-/// and log threads), where glibc's malloc spent a sixth of the request path's time.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     match commands::run(cli) {
