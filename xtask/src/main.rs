@@ -9,10 +9,13 @@
 //!   `cliproxy-integrity` (path guard, secret scanning, signed releases).
 //! - `syscalls`: traces the server under the end-to-end suite and checks the sandbox's
 //!   syscall allowlist against what it really calls.
+//! - `fuzz`: every `fuzz/` target for a bounded time with `cargo +nightly fuzz`, after
+//!   replaying the crash inputs kept in `fuzz/regressions/`.
 //! - `bench`: the performance harness (`bench/`, crate `cliproxy-bench`): release build, the
 //!   scenarios of docs/performance.md, `target/bench/report.md` and `report.json`.
 
 mod bench;
+mod fuzz;
 mod guard;
 mod release;
 mod secrets;
@@ -52,6 +55,9 @@ enum Task {
     /// Benchmark the release gateway against a mock upstream, direct vs through the gateway;
     /// writes target/bench/report.md and report.json.
     Bench(bench::Args),
+    /// Run each fuzz target for a bounded time (cargo +nightly fuzz), after replaying the
+    /// kept crash inputs in fuzz/regressions.
+    Fuzz(fuzz::Args),
 }
 
 /// The test command; README.md gives the same one.
@@ -71,6 +77,7 @@ fn main() -> Result<ExitCode> {
         Task::Release(args) => return release::run(args),
         Task::Syscalls(args) => return syscalls::run(args),
         Task::Bench(args) => return bench::run(args),
+        Task::Fuzz(args) => return fuzz::run(args),
     }
     Ok(ExitCode::SUCCESS)
 }
