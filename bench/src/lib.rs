@@ -8,6 +8,8 @@
 //! - `cliproxy-bench load`: the load generator: open-loop fixed rate measured from the
 //!   scheduled send time (no coordinated omission), closed-loop maximum over N connections,
 //!   concurrent streams; latencies in HDR histograms ([`load`]);
+//! - `cliproxy-bench relay`: a bare TCP relay, the network hop alone, as a floor for the
+//!   gateway's added latency ([`relay`]);
 //! - `cliproxy-bench run`: the scenarios of issue 8, each direct to the mock and through the
 //!   real `cliproxy-server`, reported as difference and ratio against the budgets
 //!   ([`run`], [`Report`]).
@@ -32,13 +34,14 @@ pub mod limiter;
 pub mod load;
 pub mod mock;
 mod procs;
+pub mod relay;
 mod report;
 mod run;
 mod summary;
 
 pub use load::{LoadReport, Mode, Target};
 pub use mock::{MockOptions, MockStats};
-pub use procs::{Proc, vm_rss_kb};
+pub use procs::{Proc, cpu_ns, vm_rss_kb};
 pub use report::{Budget, Judged, Report, Row, Unit, Verdict};
 pub use run::{RunOptions, run};
 pub use summary::{Recorder, Summary};

@@ -38,6 +38,15 @@ enum Role {
         #[arg(long)]
         fail_after: Option<u64>,
     },
+    /// A bare TCP relay to `--upstream`: prints `listening ADDR`, then relays until killed.
+    Relay {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: String,
+        /// Where to relay to (`HOST:PORT`).
+        #[arg(long)]
+        upstream: std::net::SocketAddr,
+    },
     /// The load generator: prints `READY` (with --ready) and `REPORT {json}`; exits 1 on any
     /// failed request.
     Load {
@@ -108,6 +117,18 @@ fn real_main() -> Result<ExitCode> {
                     MockOptions { token, latency: Duration::from_millis(latency_ms), fail_after };
                 cliproxy_bench::mock::serve(listener, options, Arc::new(MockStats::default()))
                     .await;
+                Ok::<_, anyhow::Error>(())
+            })?;
+        }
+        Role::Relay { listen, upstream } => {
+            runtime()?.block_on(async {
+                let listener = tokio::net::TcpListener::bind(&listen)
+                    .await
+                    .with_context(|| format!("cannot listen on {listen}"))?;
+                let addr = listener.local_addr().context("no local address")?;
+                let mut stdout = std::io::stdout();
+                writeln!(stdout, "listening {addr}").and_then(|()| stdout.flush())?;
+                cliproxy_bench::relay::serve(listener, upstream).await;
                 Ok::<_, anyhow::Error>(())
             })?;
         }

@@ -117,6 +117,11 @@ impl Proc {
         vm_rss_kb(&status).with_context(|| format!("no VmRSS line in {path}"))
     }
 
+    /// CPU time used so far by the process's threads, in nanoseconds ([`cpu_ns`]).
+    pub fn cpu_ns(&self) -> Result<u64> {
+        cpu_ns(self.pid())
+    }
+
     fn tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
@@ -145,6 +150,25 @@ fn forward(stream: impl Read + Send + 'static, mut file: std::fs::File, tx: mpsc
     });
 }
 
+/// The CPU time of every live thread of process `pid`, in nanoseconds: the sum of the first
+/// field of `/proc/PID/task/*/schedstat` (nanosecond precision, where `/proc/PID/stat` counts
+/// clock ticks of 10 ms).
+pub fn cpu_ns(pid: u32) -> Result<u64> {
+    let dir = format!("/proc/{pid}/task");
+    let mut total = 0u64;
+    for task in std::fs::read_dir(&dir).with_context(|| format!("cannot read {dir}"))? {
+        let path = task.with_context(|| format!("cannot read {dir}"))?.path().join("schedstat");
+        // A thread may end between the listing and the read.
+        let Ok(stat) = std::fs::read_to_string(&path) else { continue };
+        total += stat
+            .split_whitespace()
+            .next()
+            .and_then(|ns| ns.parse::<u64>().ok())
+            .with_context(|| format!("unexpected contents of {}: {stat:?}", path.display()))?;
+    }
+    Ok(total)
+}
+
 /// The `VmRSS` figure (kB) of a `/proc/PID/status` text.
 pub fn vm_rss_kb(status: &str) -> Option<u64> {
     status.lines().find_map(|line| {
@@ -156,6 +180,17 @@ pub fn vm_rss_kb(status: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cpu_time_grows_while_this_process_works() {
+        let before = cpu_ns(std::process::id()).unwrap();
+        let mut x = 0u64;
+        for i in 0..20_000_000u64 {
+            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(i));
+        }
+        let after = cpu_ns(std::process::id()).unwrap();
+        assert!(after > before, "{before} -> {after} ({x})");
+    }
 
     #[test]
     fn vm_rss_is_read_from_proc_status() {

@@ -519,8 +519,22 @@ impl<'a> Bench<'a> {
     // Scenario 1.
     fn fixed_rate(&mut self, gateway: &mut Gateway) -> Result<()> {
         let mode = Mode::Rate { rate: self.plan.rate, duration: self.plan.rate_for };
-        let (direct, via) = self.pair("fixed_rate", gateway, mode)?;
-        let (d, g) = (latency(&direct)?, latency(&via)?);
+        let direct_target = self.direct.clone();
+        let direct = self.checked_load(&direct_target, mode, None).context("direct to the mock")?;
+        // The same load through a bare TCP relay on the gateway's CPU: what the extra hop
+        // alone adds on this machine.
+        let (relay, relay_target) = self.start_relay()?;
+        let relayed =
+            self.checked_load(&relay_target, mode, None).context("through the bare TCP relay")?;
+        drop(relay);
+        let cpu_before = gateway.proc.cpu_ns()?;
+        let via = self.checked_load(&gateway.target, mode, None).context("through the gateway")?;
+        let cpu_ns = gateway.proc.cpu_ns()?.saturating_sub(cpu_before);
+        gateway.proc.check_alive()?;
+        self.keep("fixed_rate.direct", &direct)?;
+        self.keep("fixed_rate.relay", &relayed)?;
+        self.keep("fixed_rate.gateway", &via)?;
+        let (d, r, g) = (latency(&direct)?, latency(&relayed)?, latency(&via)?);
         let rate = self.plan.rate;
         let us = Unit::Micros;
         self.rows.push(Row::compare(
@@ -547,7 +561,55 @@ impl<'a> Bench<'a> {
             g.p999_us,
             None,
         ));
+        for (name, direct, relayed) in [("p50", d.p50_us, r.p50_us), ("p99", d.p99_us, r.p99_us)] {
+            self.rows.push(Row::compare(
+                1,
+                format!("latency {name} at {rate} req/s through a bare TCP relay (the hop alone; \"gateway\" column = relay)"),
+                us,
+                direct,
+                relayed,
+                None,
+            ));
+        }
+        self.rows.push(Row::compare(
+            1,
+            format!("latency p50 at {rate} req/s, gateway against the bare relay (\"direct\" column = relay)"),
+            us,
+            r.p50_us,
+            g.p50_us,
+            None,
+        ));
+        let requests = via.ok.max(1);
+        self.rows.push(Row::single(
+            1,
+            format!("gateway CPU time per request at {rate} req/s (all its threads)"),
+            us,
+            cpu_ns as f64 / 1_000.0 / requests as f64,
+            None,
+        ));
         Ok(())
+    }
+
+    /// Starts a bare TCP relay to the mock, pinned to the gateway's CPU.
+    fn start_relay(&self) -> Result<(Proc, Target)> {
+        let upstream = self
+            .direct
+            .base_url
+            .strip_prefix("http://")
+            .context("the mock's URL is not http://HOST:PORT")?;
+        let mut command = pinned(self.pin.is_some(), GATEWAY_CPU, &self.exe);
+        command.args(["relay", "--listen", "127.0.0.1:0", "--upstream", upstream]);
+        let mut relay =
+            Proc::spawn("bare TCP relay", command, &self.work.join("logs").join("relay.log"))?;
+        let addr = relay.wait_for_line(START_TIMEOUT, |line| {
+            line.strip_prefix("listening ").map(str::to_owned)
+        })?;
+        let target = Target {
+            base_url: format!("http://{addr}"),
+            token: self.direct.token.clone(),
+            ca_pem: None,
+        };
+        Ok((relay, target))
     }
 
     // Scenario 2.

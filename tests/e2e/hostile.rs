@@ -8,7 +8,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use cliproxy_e2e::{CLIENT_KEY, Harness, WAIT};
+use cliproxy_e2e::{CLIENT_KEY, Harness, WAIT, report};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
@@ -427,6 +427,11 @@ async fn every_hostile_input_gets_its_answer_and_the_gateway_keeps_serving() {
     for secret in [CLIENT_KEY, MGMT_KEY] {
         assert!(!logs.contains(secret), "a key reached the log");
     }
+    report::cases(
+        "hostile-input",
+        "every_hostile_input_gets_its_answer_and_the_gateway_keeps_serving",
+        cases.len(),
+    );
 }
 
 /// One HTTP/2 frame: 9-byte header, then `payload`.

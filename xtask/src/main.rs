@@ -13,6 +13,8 @@
 //!   replaying the crash inputs kept in `fuzz/regressions/`.
 //! - `bench`: the performance harness (`bench/`, crate `cliproxy-bench`): release build, the
 //!   scenarios of docs/performance.md, `target/bench/report.md` and `report.json`.
+//! - `test-report`: the reliability and security proof (workspace tests with the figures
+//!   they record, every fuzz target) rendered into `docs/security/test-report.md`.
 
 mod bench;
 mod fuzz;
@@ -20,6 +22,7 @@ mod guard;
 mod release;
 mod secrets;
 mod syscalls;
+mod test_report;
 
 use std::process::{Command, ExitCode};
 
@@ -58,6 +61,9 @@ enum Task {
     /// Run each fuzz target for a bounded time (cargo +nightly fuzz), after replaying the
     /// kept crash inputs in fuzz/regressions.
     Fuzz(fuzz::Args),
+    /// Runs the reliability and security proof (workspace tests and fuzzing) and writes
+    /// docs/security/test-report.md from the figures the tests record.
+    TestReport(test_report::Args),
 }
 
 /// The test command; README.md gives the same one.
@@ -78,6 +84,7 @@ fn main() -> Result<ExitCode> {
         Task::Syscalls(args) => return syscalls::run(args),
         Task::Bench(args) => return bench::run(args),
         Task::Fuzz(args) => return fuzz::run(args),
+        Task::TestReport(args) => return test_report::run(args),
     }
     Ok(ExitCode::SUCCESS)
 }

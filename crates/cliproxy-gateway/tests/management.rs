@@ -256,6 +256,7 @@ async fn every_route_answers_each_kind_of_caller_as_expected() {
         }
     };
     let mut failures = Vec::new();
+    let mut checked = 0;
     for route in cliproxy_gateway::MANAGEMENT_ROUTES {
         let (path, body, right) = expected(route);
         let path = format!("/v0/management{path}");
@@ -269,6 +270,7 @@ async fn every_route_answers_each_kind_of_caller_as_expected() {
             ("right key", &gateway, LOCAL, vec![KEY], right),
         ];
         for (who, target, peer, headers, want) in callers {
+            checked += 1;
             let (status, _, answer) =
                 call(target, peer, method.clone(), &path, &headers, body).await;
             if status != want {
@@ -280,4 +282,15 @@ async fn every_route_answers_each_kind_of_caller_as_expected() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+    cliproxy_e2e::report::cases(
+        "management-matrix",
+        "every_route_answers_each_kind_of_caller_as_expected",
+        checked,
+    );
+    cliproxy_e2e::report::figure(
+        "management-matrix",
+        "management routes in the router's table",
+        cliproxy_gateway::MANAGEMENT_ROUTES.len(),
+        "routes",
+    );
 }
