@@ -116,10 +116,14 @@ struct Counts {
 }
 
 impl Counts {
+    /// Whether every figure is back to `baseline`. Threads get one of slack: tokio's blocking
+    /// pool (metrics rendering, vault and state writes run there) grows by a thread when two
+    /// such calls overlap and keeps an idle one for 10 s, and the probe's own scrapes keep
+    /// it in use; a thread leaked per request would still show, case after case.
     fn within(&self, baseline: &Counts) -> bool {
         self.connections <= baseline.connections
             && self.fds <= baseline.fds
-            && self.threads <= baseline.threads
+            && self.threads <= baseline.threads + 1
             && self.tasks <= baseline.tasks
     }
 }
@@ -193,7 +197,8 @@ impl Probe {
         }
     }
 
-    /// The baseline: the lowest of each figure over a few reads after a warm-up.
+    /// The baseline: the lowest of each figure over a few reads after a warm-up (the highest
+    /// for threads, whose blocking pool breathes).
     async fn baseline(&self) -> Counts {
         let mut low = self.counts().await;
         for _ in 0..4 {
@@ -201,7 +206,7 @@ impl Probe {
             low = Counts {
                 connections: low.connections.min(now.connections),
                 fds: low.fds.min(now.fds),
-                threads: low.threads.min(now.threads),
+                threads: low.threads.max(now.threads),
                 tasks: low.tasks.min(now.tasks),
             };
         }
@@ -605,6 +610,8 @@ async fn upstream_faults_are_clear_errors_and_leak_nothing() {
         ("a_refused", Format::Anthropic, false),
     ];
     for (name, format, cooldown) in connect_cases {
+        let message =
+            if name == "connect_stall" { "within 1s (server.limits.upstream_connect_timeout)" } else { "could not connect" };
         let started = Instant::now();
         let response = send(&gateway, format, name).await;
         let case = Case {
@@ -612,7 +619,7 @@ async fn upstream_faults_are_clear_errors_and_leak_nothing() {
             format,
             steps: Vec::new(),
             prefix: String::new(),
-            expect: Expect::Error(502, if format == Format::OpenAi { "upstream_error" } else { "" }, "could not connect"),
+            expect: Expect::Error(502, if format == Format::OpenAi { "upstream_error" } else { "" }, message),
             cooldown,
             upstream: None,
         };
@@ -622,7 +629,7 @@ async fn upstream_faults_are_clear_errors_and_leak_nothing() {
             let log = gateway
                 .wait_for_log(|e| e["msg"] == "upstream connection failed; trying the next credential" && e["credential"] == "connect_stall-key")
                 .await;
-            assert!(log["error"].as_str().unwrap_or("").contains("timed out"), "{log}");
+            assert!(log["error"].as_str().unwrap_or("").contains("deadline has elapsed"), "{log}");
         }
         assert_eq!(cooling_down(&gateway, name).await, cooldown, "{name}");
         probe.settle(&baseline, name).await;

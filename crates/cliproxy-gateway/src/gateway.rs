@@ -665,7 +665,14 @@ impl Gateway {
                     }
                     last = Some(ApiError::new(
                         ErrorCode::UpstreamFailure,
-                        format!("could not connect to provider `{}`", provider.name),
+                        if timed_out(&error) {
+                            format!(
+                                "could not connect to provider `{}` within {:?} (server.limits.upstream_connect_timeout)",
+                                provider.name, inner.limits.upstream_connect_timeout
+                            )
+                        } else {
+                            format!("could not connect to provider `{}`", provider.name)
+                        },
                     ));
                     continue;
                 }
@@ -1326,6 +1333,18 @@ fn json_error_position(error: &serde_json::Error) -> String {
         Category::Io => "read error",
     };
     format!("{what} at line {} column {}", error.line(), error.column())
+}
+
+/// Whether an I/O timeout is among the causes of `error` (the connector's connect timeout).
+fn timed_out(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(error);
+    while let Some(cause) = source {
+        if cause.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::TimedOut) {
+            return true;
+        }
+        source = cause.source();
+    }
+    false
 }
 
 fn error_chain(error: &dyn std::error::Error) -> String {
