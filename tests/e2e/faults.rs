@@ -216,8 +216,7 @@ impl Probe {
 
 /// Whether the credential `NAME-key` is resting, per `GET /v0/management/auths`.
 async fn cooling_down(gateway: &Gateway, name: &str) -> bool {
-    let (status, body) =
-        manage_with(gateway, MGMT_KEY, reqwest::Method::GET, "/auths", None).await;
+    let (status, body) = manage_with(gateway, MGMT_KEY, reqwest::Method::GET, "/auths", None).await;
     assert_eq!(status, 200, "{body}");
     let id = format!("{name}-key");
     let entry = body["auths"]
@@ -308,8 +307,24 @@ fn cases() -> Vec<Case> {
             true,
             Some(End::Closed),
         ),
-        case("reset_early", OpenAi, vec![Step::Reset], "", Error(502, "upstream_error", "failed before a response arrived"), false, Some(End::Reset)),
-        case("close_early", OpenAi, vec![], "", Error(502, "upstream_error", "failed before a response arrived"), false, Some(End::Closed)),
+        case(
+            "reset_early",
+            OpenAi,
+            vec![Step::Reset],
+            "",
+            Error(502, "upstream_error", "failed before a response arrived"),
+            false,
+            Some(End::Reset),
+        ),
+        case(
+            "close_early",
+            OpenAi,
+            vec![],
+            "",
+            Error(502, "upstream_error", "failed before a response arrived"),
+            false,
+            Some(End::Closed),
+        ),
         case(
             "garbage",
             OpenAi,
@@ -319,7 +334,15 @@ fn cases() -> Vec<Case> {
             false,
             Some(End::Closed),
         ),
-        case("stall_headers", OpenAi, vec![Step::Stall], "", Error(504, "upstream_timeout", "upstream_first_byte_timeout"), false, Some(End::PeerGone)),
+        case(
+            "stall_headers",
+            OpenAi,
+            vec![Step::Stall],
+            "",
+            Error(504, "upstream_timeout", "upstream_first_byte_timeout"),
+            false,
+            Some(End::PeerGone),
+        ),
         case(
             "drip_headers",
             OpenAi,
@@ -329,7 +352,15 @@ fn cases() -> Vec<Case> {
             false,
             Some(End::PeerGone),
         ),
-        case("drip", OpenAi, vec![Step::Drip(dripped, Duration::from_millis(2))], "", Served("dripped"), false, Some(End::Closed)),
+        case(
+            "drip",
+            OpenAi,
+            vec![Step::Drip(dripped, Duration::from_millis(2))],
+            "",
+            Served("dripped"),
+            false,
+            Some(End::Closed),
+        ),
         case(
             "reset_mid_body",
             OpenAi,
@@ -389,7 +420,10 @@ fn cases() -> Vec<Case> {
         case(
             "sse_garbage",
             OpenAi,
-            vec![sse_head(), Step::Send(b"\x00\x01\x02<html>not an event stream \xff\xfe".to_vec())],
+            vec![
+                sse_head(),
+                Step::Send(b"\x00\x01\x02<html>not an event stream \xff\xfe".to_vec()),
+            ],
             "",
             Cut(200),
             false,
@@ -414,8 +448,24 @@ fn cases() -> Vec<Case> {
             Some(End::Closed),
         ),
         // The Anthropic format: the same faults answered in its own shapes.
-        case("a_stall_headers", Anthropic, vec![Step::Stall], "", Error(504, "", "upstream_first_byte_timeout"), false, Some(End::PeerGone)),
-        case("a_reset_early", Anthropic, vec![Step::Reset], "", Error(502, "", "failed before a response arrived"), false, Some(End::Reset)),
+        case(
+            "a_stall_headers",
+            Anthropic,
+            vec![Step::Stall],
+            "",
+            Error(504, "", "upstream_first_byte_timeout"),
+            false,
+            Some(End::PeerGone),
+        ),
+        case(
+            "a_reset_early",
+            Anthropic,
+            vec![Step::Reset],
+            "",
+            Error(502, "", "failed before a response arrived"),
+            false,
+            Some(End::Reset),
+        ),
         case(
             "a_html_200",
             Anthropic,
@@ -486,24 +536,24 @@ async fn check_answer(case: &Case, response: reqwest::Response) {
             assert_eq!(status, expected, "{name}");
             let (text, error) = read_body(response).await;
             assert_eq!(error, None, "{name}: the error body was cut");
-            let body: Value = serde_json::from_str(&text)
-                .unwrap_or_else(|_| panic!("{name}: not JSON: {text}"));
+            let body: Value =
+                serde_json::from_str(&text).unwrap_or_else(|_| panic!("{name}: not JSON: {text}"));
             check_error(name, case.format, &body, code, message);
         }
         Expect::ErrorEvent(code, message) => {
             assert_eq!(status, 200, "{name}");
             let (text, error) = read_body(response).await;
             assert_eq!(error, None, "{name}: the stream was not ended cleanly: {text}");
-            let rest = text
-                .strip_prefix(&case.prefix)
-                .unwrap_or_else(|| panic!("{name}: the events before the fault are missing: {text}"));
+            let rest = text.strip_prefix(&case.prefix).unwrap_or_else(|| {
+                panic!("{name}: the events before the fault are missing: {text}")
+            });
             let data = match case.format {
                 Format::OpenAi => rest.strip_prefix("data: "),
                 Format::Anthropic => rest.strip_prefix("event: error\ndata: "),
             };
-            let data = data
-                .and_then(|d| d.strip_suffix("\n\n"))
-                .unwrap_or_else(|| panic!("{name}: no single error event after the prefix: {rest:?}"));
+            let data = data.and_then(|d| d.strip_suffix("\n\n")).unwrap_or_else(|| {
+                panic!("{name}: no single error event after the prefix: {rest:?}")
+            });
             let body: Value = serde_json::from_str(data).unwrap();
             check_error(name, case.format, &body, code, message);
         }
@@ -595,7 +645,12 @@ async fn upstream_faults_are_clear_errors_and_leak_nothing() {
         assert_eq!(cooling_down(&gateway, case.name).await, case.cooldown, "{}", case.name);
         if let Some(end) = &case.upstream {
             let connections = upstream.wait_ended(&format!("\"model\":\"{}-1\"", case.name)).await;
-            assert_eq!(connections.len(), 1, "{}: no retry of a request that may have arrived", case.name);
+            assert_eq!(
+                connections.len(),
+                1,
+                "{}: no retry of a request that may have arrived",
+                case.name
+            );
             assert_eq!(connections[0].end.as_ref(), Some(end), "{}", case.name);
         }
         probe.settle(&baseline, case.name).await;
@@ -610,8 +665,11 @@ async fn upstream_faults_are_clear_errors_and_leak_nothing() {
         ("a_refused", Format::Anthropic, false),
     ];
     for (name, format, cooldown) in connect_cases {
-        let message =
-            if name == "connect_stall" { "within 1s (server.limits.upstream_connect_timeout)" } else { "could not connect" };
+        let message = if name == "connect_stall" {
+            "within 1s (server.limits.upstream_connect_timeout)"
+        } else {
+            "could not connect"
+        };
         let started = Instant::now();
         let response = send(&gateway, format, name).await;
         let case = Case {
@@ -619,15 +677,25 @@ async fn upstream_faults_are_clear_errors_and_leak_nothing() {
             format,
             steps: Vec::new(),
             prefix: String::new(),
-            expect: Expect::Error(502, if format == Format::OpenAi { "upstream_error" } else { "" }, message),
+            expect: Expect::Error(
+                502,
+                if format == Format::OpenAi { "upstream_error" } else { "" },
+                message,
+            ),
             cooldown,
             upstream: None,
         };
         check_answer(&case, response).await;
         if name == "connect_stall" {
-            assert!(started.elapsed() >= Duration::from_secs(1), "answered before the connect timeout");
+            assert!(
+                started.elapsed() >= Duration::from_secs(1),
+                "answered before the connect timeout"
+            );
             let log = gateway
-                .wait_for_log(|e| e["msg"] == "upstream connection failed; trying the next credential" && e["credential"] == "connect_stall-key")
+                .wait_for_log(|e| {
+                    e["msg"] == "upstream connection failed; trying the next credential"
+                        && e["credential"] == "connect_stall-key"
+                })
                 .await;
             assert!(log["error"].as_str().unwrap_or("").contains("deadline has elapsed"), "{log}");
         }
@@ -730,7 +798,9 @@ async fn a_gigabyte_streams_through_with_bounded_memory() {
             received += chunk.len() as u64;
         }
     };
-    tokio::time::timeout(Duration::from_secs(120), read).await.expect("the gigabyte took over 120 s");
+    tokio::time::timeout(Duration::from_secs(120), read)
+        .await
+        .expect("the gigabyte took over 120 s");
     let elapsed = started.elapsed();
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let peak = sampler.await.unwrap();
@@ -739,13 +809,26 @@ async fn a_gigabyte_streams_through_with_bounded_memory() {
     assert_eq!(ended[0].end, Some(End::Closed));
     assert_eq!(ended[0].written, SIZE + head(200, "application/json", Some(SIZE)).len() as u64);
     let growth_kb = peak.saturating_sub(rss_baseline);
-    assert!(growth_kb < 100 * 1024, "RSS grew by {growth_kb} kB (baseline {rss_baseline} kB, peak {peak} kB)");
+    assert!(
+        growth_kb < 100 * 1024,
+        "RSS grew by {growth_kb} kB (baseline {rss_baseline} kB, peak {peak} kB)"
+    );
     probe.settle(&baseline, "gigabyte").await;
 
-    report::figure(CATEGORY, "RSS baseline before the 1 GiB response", rss_baseline as f64 / 1024.0, "MB");
+    report::figure(
+        CATEGORY,
+        "RSS baseline before the 1 GiB response",
+        rss_baseline as f64 / 1024.0,
+        "MB",
+    );
     report::figure(CATEGORY, "RSS peak during the 1 GiB response", peak as f64 / 1024.0, "MB");
     report::figure(CATEGORY, "bytes streamed through the gateway", received, "bytes");
-    report::figure(CATEGORY, "time for the 1 GiB response (debug build)", elapsed.as_secs_f64(), "s");
+    report::figure(
+        CATEGORY,
+        "time for the 1 GiB response (debug build)",
+        elapsed.as_secs_f64(),
+        "s",
+    );
     report::figure(
         CATEGORY,
         "throughput of the 1 GiB response (debug build)",

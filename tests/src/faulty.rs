@@ -296,8 +296,7 @@ impl FullBacklog {
         let mut fillers = Vec::new();
         for _ in 0..16 {
             // A connect that does not complete within the bound shows the queue is full.
-            match tokio::time::timeout(Duration::from_millis(500), TcpStream::connect(addr)).await
-            {
+            match tokio::time::timeout(Duration::from_millis(500), TcpStream::connect(addr)).await {
                 Ok(Ok(stream)) => fillers.push(stream),
                 Ok(Err(error)) => panic!("connect to the backlog listener: {error}"),
                 Err(_) => return Self { addr, _listener: listener, _fillers: fillers },

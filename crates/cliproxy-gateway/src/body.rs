@@ -369,8 +369,13 @@ mod tests {
     async fn idle_upstream_fails_the_body() {
         let (on_done, seen) = recorder();
         let scanner = UsageScanner::new(ApiFormat::OpenAi, true);
-        let body =
-            Tapped::new(script(&[b"data: {}\n\n"], true), Duration::from_secs(2), scanner, on_done, None);
+        let body = Tapped::new(
+            script(&[b"data: {}\n\n"], true),
+            Duration::from_secs(2),
+            scanner,
+            on_done,
+            None,
+        );
         let error = body.collect().await.unwrap_err().to_string();
         assert!(error.contains("stream_idle_timeout"), "{error}");
         assert!(matches!(seen.lock().unwrap()[0], Outcome::Failed(..)));
@@ -383,11 +388,17 @@ mod tests {
         let (on_done, seen) = recorder();
         let scanner = UsageScanner::new(ApiFormat::Anthropic, true);
         let inner = script(&[b"event: ping\r\n", b"data: {}\r\n\r\n"], true);
-        let body =
-            Tapped::new(inner, Duration::from_secs(2), scanner, on_done, Some(ApiFormat::Anthropic));
+        let body = Tapped::new(
+            inner,
+            Duration::from_secs(2),
+            scanner,
+            on_done,
+            Some(ApiFormat::Anthropic),
+        );
         let bytes = body.collect().await.unwrap().to_bytes();
         let text = String::from_utf8(bytes.to_vec()).unwrap();
-        let event = text.strip_prefix("event: ping\r\ndata: {}\r\n\r\nevent: error\ndata: ").unwrap();
+        let event =
+            text.strip_prefix("event: ping\r\ndata: {}\r\n\r\nevent: error\ndata: ").unwrap();
         let error: serde_json::Value = serde_json::from_str(event.trim_end()).unwrap();
         assert_eq!(error["type"], "error");
         assert_eq!(error["error"]["type"], "api_error");
@@ -403,8 +414,13 @@ mod tests {
             let (on_done, seen) = recorder();
             let scanner = UsageScanner::new(ApiFormat::OpenAi, true);
             let inner = script(&[b"data: {}\n\n", b"data: {\"cho"], hang);
-            let body =
-                Tapped::new(inner, Duration::from_secs(2), scanner, on_done, Some(ApiFormat::OpenAi));
+            let body = Tapped::new(
+                inner,
+                Duration::from_secs(2),
+                scanner,
+                on_done,
+                Some(ApiFormat::OpenAi),
+            );
             assert!(body.collect().await.is_err(), "hang: {hang}");
             assert!(matches!(seen.lock().unwrap()[0], Outcome::Failed(..)), "hang: {hang}");
         }
@@ -427,7 +443,8 @@ mod tests {
         let scanner = UsageScanner::new(ApiFormat::OpenAi, false);
         let json = br#"{"usage":{"prompt_tokens":17,"completion_tokens":9}}"#;
         let inner = http_body_util::Full::new(Bytes::from_static(json));
-        let mut body = Box::pin(Tapped::new(inner, Duration::from_secs(60), scanner, on_done, None));
+        let mut body =
+            Box::pin(Tapped::new(inner, Duration::from_secs(60), scanner, on_done, None));
         let frame = body.frame().await.unwrap().unwrap();
         assert_eq!(frame.data_ref().map(|d| &d[..]), Some(&json[..]));
         assert!(http_body::Body::is_end_stream(&*body));

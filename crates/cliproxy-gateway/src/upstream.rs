@@ -247,8 +247,14 @@ mod tests {
             unexpected_content_type(&headers)
         };
         assert_eq!(unexpected_content_type(&HeaderMap::new()), None);
-        for fine in ["application/json", "application/json; charset=utf-8", "text/event-stream",
-            "application/problem+json", "application/x-ndjson", "TEXT/EVENT-STREAM"] {
+        for fine in [
+            "application/json",
+            "application/json; charset=utf-8",
+            "text/event-stream",
+            "application/problem+json",
+            "application/x-ndjson",
+            "TEXT/EVENT-STREAM",
+        ] {
             assert_eq!(with(fine), None, "{fine}");
         }
         assert_eq!(with("text/html; charset=utf-8").as_deref(), Some("text/html"));
