@@ -737,6 +737,12 @@ async fn a_client_gone_mid_stream_closes_the_upstream_connection() {
         let request_id = response.headers()["x-request-id"].to_str().unwrap().to_owned();
         let mut seen = String::new();
         read_until(&mut response, &mut seen, "more \"}").await;
+        // While the stream flows, the figures show it (so their return means something).
+        let during = probe.counts().await;
+        assert!(
+            during.connections > baseline.connections && during.tasks > baseline.tasks,
+            "an open stream does not show: {during:?} (baseline {baseline:?})"
+        );
         // The client goes away while the upstream is still sending.
         drop(response);
         let ended = upstream.wait_ended("\"model\":\"endless-1\"").await;
