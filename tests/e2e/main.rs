@@ -5,6 +5,7 @@
 mod audit;
 mod errors;
 mod failover;
+mod faults;
 mod formats;
 mod hostile;
 mod lifecycle;

@@ -9,11 +9,14 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::Bytes;
+use cliproxy_core::ErrorCode;
 use http_body::{Frame, SizeHint};
 use http_body_util::BodyExt;
 use http_body_util::combinators::UnsyncBoxBody;
 use tokio::time::{Instant, Sleep};
 
+use crate::api::ApiFormat;
+use crate::error::ApiError;
 use crate::usage::{Usage, UsageScanner};
 
 /// Boxed error carried by bodies.
@@ -46,10 +49,57 @@ pub(crate) type OnDone = Box<dyn FnOnce(Outcome) + Send>;
 #[error("upstream sent nothing for {0:?} (server.limits.stream_idle_timeout)")]
 pub(crate) struct IdleTimeout(pub Duration);
 
+/// The upstream ended an event stream in the middle of an event.
+#[derive(Debug, thiserror::Error)]
+#[error("upstream ended the event stream in the middle of an event")]
+pub(crate) struct TruncatedEvent;
+
+/// Where an event stream stands: at an event boundary (nothing sent yet, or the last bytes
+/// were a blank line) or inside an event.
+#[derive(Debug, Default)]
+struct SseBoundary {
+    /// Whether any byte was passed on.
+    started: bool,
+    /// Line feeds at the end of what was passed on (carriage returns do not count).
+    trailing_newlines: u8,
+}
+
+impl SseBoundary {
+    fn feed(&mut self, data: &[u8]) {
+        if data.is_empty() {
+            return;
+        }
+        self.started = true;
+        let mut count = 0_u8;
+        for &byte in data.iter().rev() {
+            match byte {
+                b'\n' => count = count.saturating_add(1),
+                b'\r' => {}
+                _ => {
+                    self.trailing_newlines = count;
+                    return;
+                }
+            }
+        }
+        self.trailing_newlines = self.trailing_newlines.saturating_add(count);
+    }
+
+    /// Whether an event may start here: an error event sent now is read on its own.
+    fn at_boundary(&self) -> bool {
+        !self.started || self.trailing_newlines >= 2
+    }
+}
+
 pin_project_lite::pin_project! {
     /// Wraps an upstream body: passes every frame through as soon as it arrives, fails the
     /// body when the upstream is silent for longer than the idle timeout, feeds data to a
     /// [`UsageScanner`] and reports the [`Outcome`] once, at the end or on drop.
+    ///
+    /// An event stream (`sse` set to the client's format) that fails at an event boundary
+    /// (upstream error or idle timeout) ends with an error event in the client's format and
+    /// a clean end of body, which the SDKs raise as an API error; one that fails or ends in
+    /// the middle of an event is aborted (no final chunk), because no byte can take back the
+    /// half event already sent, and an SDK that sees the body cut discards it.
     pub struct Tapped<B> {
         #[pin]
         inner: B,
@@ -58,6 +108,9 @@ pin_project_lite::pin_project! {
         idle_timeout: Duration,
         scanner: UsageScanner,
         on_done: Option<OnDone>,
+        sse: Option<ApiFormat>,
+        boundary: SseBoundary,
+        finished: bool,
     }
 
     impl<B> PinnedDrop for Tapped<B> {
@@ -72,11 +125,13 @@ pin_project_lite::pin_project! {
 
 impl<B> Tapped<B> {
     /// Wraps `inner`.
+    /// Wraps `inner`; `sse` is the client's format when the body is an event stream.
     pub(crate) fn new(
         inner: B,
         idle_timeout: Duration,
         scanner: UsageScanner,
         on_done: OnDone,
+        sse: Option<ApiFormat>,
     ) -> Self {
         Self {
             inner,
@@ -84,7 +139,29 @@ impl<B> Tapped<B> {
             idle_timeout,
             scanner,
             on_done: Some(on_done),
+            sse,
+            boundary: SseBoundary::default(),
+            finished: false,
         }
+    }
+}
+
+/// How a failed body ends: with an error event and a clean end when it is an event stream
+/// standing at an event boundary, with the error otherwise.
+fn fail_frame(
+    sse: Option<ApiFormat>,
+    boundary: &SseBoundary,
+    finished: &mut bool,
+    code: ErrorCode,
+    error: BoxError,
+) -> Option<Result<Frame<Bytes>, BoxError>> {
+    match sse {
+        Some(format) if boundary.at_boundary() => {
+            *finished = true;
+            let message = format!("the upstream stream failed: {error}");
+            Some(Ok(Frame::data(ApiError::new(code, message).sse_event(format))))
+        }
+        _ => Some(Err(error)),
     }
 }
 
@@ -101,16 +178,22 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let mut this = self.project();
+        if *this.finished {
+            return Poll::Ready(None);
+        }
         match this.inner.as_mut().poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     this.scanner.feed(data);
+                    this.boundary.feed(data);
                 }
                 let deadline = Instant::now() + *this.idle_timeout;
                 this.idle.as_mut().reset(deadline);
                 // A server that knows the length stops polling after the last byte, so the
                 // end is reported with the last frame rather than at a `None` never polled.
+                let truncated = this.sse.is_some() && !this.boundary.at_boundary();
                 if this.inner.is_end_stream()
+                    && !truncated
                     && let Some(on_done) = this.on_done.take()
                 {
                     this.scanner.finish();
@@ -123,7 +206,23 @@ where
                 if let Some(on_done) = this.on_done.take() {
                     on_done(Outcome::Failed(error.to_string(), this.scanner.usage()));
                 }
-                Poll::Ready(Some(Err(error)))
+                Poll::Ready(fail_frame(
+                    *this.sse,
+                    this.boundary,
+                    this.finished,
+                    ErrorCode::UpstreamFailure,
+                    error,
+                ))
+            }
+            Poll::Ready(None) if this.sse.is_some() && !this.boundary.at_boundary() => {
+                // A clean end of body in the middle of an event is a truncated stream: passed
+                // on as a clean end, the client would take a cut answer for a whole one.
+                let error = TruncatedEvent;
+                if let Some(on_done) = this.on_done.take() {
+                    this.scanner.finish();
+                    on_done(Outcome::Failed(error.to_string(), this.scanner.usage()));
+                }
+                Poll::Ready(Some(Err(Box::new(error))))
             }
             Poll::Ready(None) => {
                 if let Some(on_done) = this.on_done.take() {
@@ -138,13 +237,21 @@ where
                 if let Some(on_done) = this.on_done.take() {
                     on_done(Outcome::Failed(error.to_string(), this.scanner.usage()));
                 }
-                Poll::Ready(Some(Err(Box::new(error))))
+                Poll::Ready(fail_frame(
+                    *this.sse,
+                    this.boundary,
+                    this.finished,
+                    ErrorCode::UpstreamTimeout,
+                    Box::new(error),
+                ))
             }
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        // A stream that stops mid-event is not at its end yet: the next poll reports it.
+        let truncated = self.sse.is_some() && !self.boundary.at_boundary();
+        self.finished || (self.inner.is_end_stream() && !truncated)
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -251,7 +358,7 @@ mod tests {
         );
         let (on_done, seen) = recorder();
         let scanner = UsageScanner::new(ApiFormat::OpenAi, true);
-        let body = Tapped::new(inner, Duration::from_secs(5), scanner, on_done);
+        let body = Tapped::new(inner, Duration::from_secs(5), scanner, on_done, None);
         let bytes = body.collect().await.unwrap().to_bytes();
         assert!(bytes.ends_with(b"data: [DONE]\n\n"));
         let expected = Outcome::Complete(Some(Usage { input_tokens: 7, output_tokens: 3 }));
@@ -262,18 +369,68 @@ mod tests {
     async fn idle_upstream_fails_the_body() {
         let (on_done, seen) = recorder();
         let scanner = UsageScanner::new(ApiFormat::OpenAi, true);
-        let body =
-            Tapped::new(script(&[b"data: {}\n\n"], true), Duration::from_secs(2), scanner, on_done);
+        let body = Tapped::new(
+            script(&[b"data: {}\n\n"], true),
+            Duration::from_secs(2),
+            scanner,
+            on_done,
+            None,
+        );
         let error = body.collect().await.unwrap_err().to_string();
         assert!(error.contains("stream_idle_timeout"), "{error}");
         assert!(matches!(seen.lock().unwrap()[0], Outcome::Failed(..)));
+    }
+
+    /// An event stream that goes idle after a whole event ends with an error event in the
+    /// client's format and a clean end.
+    #[tokio::test(start_paused = true)]
+    async fn idle_event_stream_ends_with_an_error_event() {
+        let (on_done, seen) = recorder();
+        let scanner = UsageScanner::new(ApiFormat::Anthropic, true);
+        let inner = script(&[b"event: ping\r\n", b"data: {}\r\n\r\n"], true);
+        let body = Tapped::new(
+            inner,
+            Duration::from_secs(2),
+            scanner,
+            on_done,
+            Some(ApiFormat::Anthropic),
+        );
+        let bytes = body.collect().await.unwrap().to_bytes();
+        let text = String::from_utf8(bytes.to_vec()).unwrap();
+        let event =
+            text.strip_prefix("event: ping\r\ndata: {}\r\n\r\nevent: error\ndata: ").unwrap();
+        let error: serde_json::Value = serde_json::from_str(event.trim_end()).unwrap();
+        assert_eq!(error["type"], "error");
+        assert_eq!(error["error"]["type"], "api_error");
+        assert!(error["error"]["message"].as_str().unwrap().contains("stream_idle_timeout"));
+        assert!(matches!(seen.lock().unwrap()[0], Outcome::Failed(..)));
+    }
+
+    /// An event stream that ends (or fails) in the middle of an event is cut, not ended: a
+    /// clean end would pass a truncated answer off as a whole one.
+    #[tokio::test(start_paused = true)]
+    async fn event_stream_ending_mid_event_is_cut() {
+        for hang in [false, true] {
+            let (on_done, seen) = recorder();
+            let scanner = UsageScanner::new(ApiFormat::OpenAi, true);
+            let inner = script(&[b"data: {}\n\n", b"data: {\"cho"], hang);
+            let body = Tapped::new(
+                inner,
+                Duration::from_secs(2),
+                scanner,
+                on_done,
+                Some(ApiFormat::OpenAi),
+            );
+            assert!(body.collect().await.is_err(), "hang: {hang}");
+            assert!(matches!(seen.lock().unwrap()[0], Outcome::Failed(..)), "hang: {hang}");
+        }
     }
 
     #[tokio::test]
     async fn dropped_body_reports_client_gone() {
         let (on_done, seen) = recorder();
         let scanner = UsageScanner::new(ApiFormat::Anthropic, true);
-        let body = Tapped::new(script(&[], true), Duration::from_secs(60), scanner, on_done);
+        let body = Tapped::new(script(&[], true), Duration::from_secs(60), scanner, on_done, None);
         drop(body);
         assert_eq!(*seen.lock().unwrap(), [Outcome::ClientGone(None)]);
     }
@@ -286,7 +443,8 @@ mod tests {
         let scanner = UsageScanner::new(ApiFormat::OpenAi, false);
         let json = br#"{"usage":{"prompt_tokens":17,"completion_tokens":9}}"#;
         let inner = http_body_util::Full::new(Bytes::from_static(json));
-        let mut body = Box::pin(Tapped::new(inner, Duration::from_secs(60), scanner, on_done));
+        let mut body =
+            Box::pin(Tapped::new(inner, Duration::from_secs(60), scanner, on_done, None));
         let frame = body.frame().await.unwrap().unwrap();
         assert_eq!(frame.data_ref().map(|d| &d[..]), Some(&json[..]));
         assert!(http_body::Body::is_end_stream(&*body));

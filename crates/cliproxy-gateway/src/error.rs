@@ -91,11 +91,20 @@ impl ApiError {
         error
     }
 
-    /// The response in `format`'s error shape.
-    pub(crate) fn into_response(self, format: ApiFormat) -> Response<Body> {
-        let status =
-            StatusCode::from_u16(self.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let body = match format {
+    /// The error as one server-sent event in `format`'s shape, for a stream that fails after
+    /// its status was sent: Anthropic's `event: error` (what its API sends mid-stream), and
+    /// for OpenAI and Gemini a `data:` event holding the error object, which their SDKs raise.
+    pub(crate) fn sse_event(&self, format: ApiFormat) -> Bytes {
+        let body = self.body(format);
+        Bytes::from(match format {
+            ApiFormat::Anthropic => format!("event: error\ndata: {body}\n\n"),
+            ApiFormat::OpenAi | ApiFormat::Gemini => format!("data: {body}\n\n"),
+        })
+    }
+
+    /// The error object in `format`'s shape.
+    fn body(&self, format: ApiFormat) -> serde_json::Value {
+        match format {
             ApiFormat::OpenAi => json!({"error": {
                 "message": self.message,
                 "type": self.code.openai_type(),
@@ -111,7 +120,14 @@ impl ApiError {
                 "message": self.message,
                 "status": self.code.gemini_status(),
             }}),
-        };
+        }
+    }
+
+    /// The response in `format`'s error shape.
+    pub(crate) fn into_response(self, format: ApiFormat) -> Response<Body> {
+        let status =
+            StatusCode::from_u16(self.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = self.body(format);
         let mut response = Response::new(full(Bytes::from(body.to_string())));
         *response.status_mut() = status;
         let headers = response.headers_mut();

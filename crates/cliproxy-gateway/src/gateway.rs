@@ -42,10 +42,14 @@ pub const REQUEST_ID_HEADER: &str = "x-request-id";
 /// `Retry-After` of maintenance answers: clients come back in a minute.
 const MAINTENANCE_RETRY: Duration = Duration::from_secs(60);
 
-/// How long a credential rests after each kind of upstream failure.
+/// How long a credential rests after each kind of upstream failure that is the credential's
+/// own: rejected (401/403), rate limited (429 without `Retry-After`), or its own base URL
+/// unreachable. An upstream 5xx or an unreachable provider-wide base URL is the provider's
+/// or the network's fault: the request fails over, but no credential rests for it (resting
+/// them would answer 503 "every credential is cooling down" for an outage they did not cause,
+/// and keep them out after the upstream is back). See `docs/security/faults.md`.
 const COOLDOWN_REJECTED: Duration = Duration::from_secs(300);
 const COOLDOWN_RATE_LIMITED: Duration = Duration::from_secs(30);
-const COOLDOWN_SERVER_ERROR: Duration = Duration::from_secs(5);
 const COOLDOWN_CONNECT: Duration = Duration::from_secs(5);
 
 /// The gateway: cheap to clone, shared by every connection.
@@ -270,9 +274,10 @@ impl Gateway {
             // Replies are logged when their body ends, with the usage read from it on the way,
             // and a silent upstream is cut off after the idle timeout.
             let scanner = UsageScanner::new(record.format, record.sse);
+            let sse = record.sse.then_some(record.format);
             let (parts, body) = response.into_parts();
             let on_done: OnDone = Box::new(move |outcome| record.finish(started, outcome));
-            let body = Tapped::new(body, inner.limits.stream_idle_timeout, scanner, on_done);
+            let body = Tapped::new(body, inner.limits.stream_idle_timeout, scanner, on_done, sse);
             Response::from_parts(parts, body.boxed_unsync())
         } else {
             record.finish(started, Outcome::Complete(None));
@@ -648,12 +653,26 @@ impl Gateway {
                     ));
                 }
                 Ok(Err(error)) if error.is_connect() => {
+                    // Only an endpoint that belongs to this credential makes it rest (it
+                    // spares the next requests the connect timeout); the provider's own
+                    // endpoint being down is no credential's fault.
+                    let own_endpoint = slot.base_url.is_some();
                     warn!(inner.log, "upstream connection failed; trying the next credential";
-                        "provider" => &provider.name, "credential" => &slot.id, "error" => error_chain(&error));
-                    pool.cool_down(index, COOLDOWN_CONNECT);
+                        "provider" => &provider.name, "credential" => &slot.id,
+                        "cooldown" => own_endpoint, "error" => error_chain(&error));
+                    if own_endpoint {
+                        pool.cool_down(index, COOLDOWN_CONNECT);
+                    }
                     last = Some(ApiError::new(
                         ErrorCode::UpstreamFailure,
-                        format!("could not connect to provider `{}`", provider.name),
+                        if timed_out(&error) {
+                            format!(
+                                "could not connect to provider `{}` within {:?} (server.limits.upstream_connect_timeout)",
+                                provider.name, inner.limits.upstream_connect_timeout
+                            )
+                        } else {
+                            format!("could not connect to provider `{}`", provider.name)
+                        },
                     ));
                     continue;
                 }
@@ -674,7 +693,7 @@ impl Gateway {
             let status = response.status();
             let failover = match status.as_u16() {
                 401 | 403 => Some((
-                    COOLDOWN_REJECTED,
+                    Some(COOLDOWN_REJECTED),
                     ApiError::new(
                         ErrorCode::UpstreamFailure,
                         format!(
@@ -687,7 +706,7 @@ impl Gateway {
                     let wait =
                         upstream::retry_after(response.headers()).unwrap_or(COOLDOWN_RATE_LIMITED);
                     Some((
-                        wait,
+                        Some(wait),
                         ApiError::new(
                             ErrorCode::RateLimited,
                             format!(
@@ -699,19 +718,43 @@ impl Gateway {
                     ))
                 }
                 500..=599 => Some((
-                    COOLDOWN_SERVER_ERROR,
+                    None,
                     ApiError::new(
                         ErrorCode::UpstreamFailure,
                         format!("provider `{}` failed (upstream status {status})", provider.name),
                     ),
                 )),
+                // A success that is not an API answer (an HTML page from a captive portal or
+                // a misconfigured proxy in front of the provider) would reach the client as
+                // a 200 its SDK cannot parse: it is an upstream failure, not the credential's.
+                200..=299 => upstream::unexpected_content_type(response.headers()).map(|found| {
+                    (
+                        None,
+                        ApiError::new(
+                            ErrorCode::UpstreamFailure,
+                            format!(
+                                "provider `{}` answered with content type `{found}` instead of JSON or an event stream",
+                                provider.name
+                            ),
+                        ),
+                    )
+                }),
                 _ => None,
             };
             if let Some((cooldown, error)) = failover {
-                info!(inner.log, "upstream refused the request; cooling the credential down";
-                    "provider" => &provider.name, "credential" => &slot.id,
-                    "status" => status.as_u16(), "cooldown_ms" => cooldown.as_millis() as u64);
-                pool.cool_down(index, cooldown);
+                match cooldown {
+                    Some(cooldown) => {
+                        info!(inner.log, "upstream refused the request; cooling the credential down";
+                            "provider" => &provider.name, "credential" => &slot.id,
+                            "status" => status.as_u16(), "cooldown_ms" => cooldown.as_millis() as u64);
+                        pool.cool_down(index, cooldown);
+                    }
+                    None => {
+                        info!(inner.log, "upstream failed; trying the next credential";
+                            "provider" => &provider.name, "credential" => &slot.id,
+                            "status" => status.as_u16());
+                    }
+                }
                 last = Some(error);
                 continue;
             }
@@ -860,6 +903,14 @@ impl Gateway {
             Ok(deleted)
         })
         .await
+    }
+
+    /// How long the credential `id` of `provider` still rests after an upstream failure
+    /// that was its fault; `None` when it is healthy or unknown.
+    pub(crate) fn cooldown_left(&self, provider: &str, id: &str) -> Option<Duration> {
+        let provider = self.inner.providers.iter().find(|p| p.name == provider)?;
+        let pool = provider.pool.load();
+        pool.slots().iter().find(|slot| slot.id == id)?.cooldown_left()
     }
 
     /// Writes the last-use times gathered since the previous flush to the vault (for
@@ -1282,6 +1333,21 @@ fn json_error_position(error: &serde_json::Error) -> String {
         Category::Io => "read error",
     };
     format!("{what} at line {} column {}", error.line(), error.column())
+}
+
+/// Whether an I/O timeout is among the causes of `error` (the connector's connect timeout).
+fn timed_out(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(error);
+    while let Some(cause) = source {
+        if cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::TimedOut)
+        {
+            return true;
+        }
+        source = cause.source();
+    }
+    false
 }
 
 fn error_chain(error: &dyn std::error::Error) -> String {

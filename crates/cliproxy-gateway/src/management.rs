@@ -461,6 +461,13 @@ fn status(gateway: &Gateway) -> Response<Body> {
         &json!({
             "version": env!("CARGO_PKG_VERSION"),
             "uptime_s": gateway.uptime().as_secs(),
+            // Tasks alive on the runtime (connections, bodies in flight, background work):
+            // a figure that returns to its idle value when nothing leaks.
+            "runtime": {
+                "tasks": tokio::runtime::Handle::try_current()
+                    .map(|handle| handle.metrics().num_alive_tasks())
+                    .ok(),
+            },
             "layers": {
                 "vault": {"dir": store.location().display().to_string(), "encryption": encryption},
                 "management": {"enabled": true},
@@ -481,7 +488,20 @@ async fn list(gateway: &Gateway) -> Answer {
     let store = gateway.vault().store.clone();
     gateway.flush_last_used().await;
     let metas = blocking(move || store.list()).await?;
-    let auths: Vec<Value> = metas.iter().map(meta_json).collect();
+    // Beside what the vault stores, each entry says whether the request path is resting
+    // the credential after an upstream failure that was its fault (401/403/429, or its own
+    // base URL unreachable), and for how much longer.
+    let auths: Vec<Value> = metas
+        .iter()
+        .map(|meta| {
+            let mut entry = meta_json(meta);
+            let left = gateway.cooldown_left(&meta.provider, &meta.id);
+            entry["cooling_down"] = json!(left.is_some());
+            entry["cooldown_remaining_ms"] =
+                json!(left.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)));
+            entry
+        })
+        .collect();
     Ok(json_response(StatusCode::OK, &json!({ "auths": auths })))
 }
 

@@ -73,6 +73,13 @@ impl Slot {
         self.cooldown_until_ms.fetch_max(until, Ordering::Relaxed);
     }
 
+    /// How long the credential still rests, if it does.
+    pub(crate) fn cooldown_left(&self) -> Option<Duration> {
+        let until = self.cooldown_until_ms.load(Ordering::Relaxed);
+        let now = self.epoch.now_ms();
+        (until > now).then(|| Duration::from_millis(until - now))
+    }
+
     /// Notes that the slot is being used now.
     pub(crate) fn touch(&self) {
         self.last_used.store(crate::refresh::unix_now(), Ordering::Relaxed);

@@ -68,6 +68,18 @@ pub(crate) fn build_client(
         .build(connector))
 }
 
+/// The media type of a successful reply when it is neither JSON (`application/json`,
+/// `*+json`, `application/x-ndjson`) nor an event stream; `None` for those and for a reply
+/// without `Content-Type`. Only the type is returned (at most 64 characters, parameters
+/// dropped), so an error message never carries more of the upstream's header than that.
+pub(crate) fn unexpected_content_type(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(header::CONTENT_TYPE)?;
+    let text = String::from_utf8_lossy(value.as_bytes());
+    let media = text.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let expected = media.is_empty() || media.contains("json") || media == "text/event-stream";
+    (!expected).then(|| media.chars().filter(|c| c.is_ascii_graphic()).take(64).collect())
+}
+
 /// Request headers never forwarded upstream: hop-by-hop headers (RFC 9110 §7.6.1), the
 /// client's own credentials and the account selectors that belong with a credential (only the
 /// vault credential is sent, and it picks its own organisation), cookies, headers that would
@@ -225,5 +237,27 @@ mod tests {
         let error =
             build_client("local", Duration::from_secs(1), Some(&path)).unwrap_err().to_string();
         assert!(error.contains("`local`") && error.contains("ca.pem"), "{error}");
+    }
+
+    #[test]
+    fn only_json_and_event_streams_are_api_answers() {
+        let with = |value: &'static str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(value));
+            unexpected_content_type(&headers)
+        };
+        assert_eq!(unexpected_content_type(&HeaderMap::new()), None);
+        for fine in [
+            "application/json",
+            "application/json; charset=utf-8",
+            "text/event-stream",
+            "application/problem+json",
+            "application/x-ndjson",
+            "TEXT/EVENT-STREAM",
+        ] {
+            assert_eq!(with(fine), None, "{fine}");
+        }
+        assert_eq!(with("text/html; charset=utf-8").as_deref(), Some("text/html"));
+        assert_eq!(with("text/plain").as_deref(), Some("text/plain"));
     }
 }
