@@ -15,6 +15,7 @@
 //!   scenarios of docs/performance.md, `target/bench/report.md` and `report.json`.
 
 mod bench;
+mod crash;
 mod fuzz;
 mod guard;
 mod release;
@@ -58,6 +59,9 @@ enum Task {
     /// Run each fuzz target for a bounded time (cargo +nightly fuzz), after replaying the
     /// kept crash inputs in fuzz/regressions.
     Fuzz(fuzz::Args),
+    /// Kill the gateway with SIGKILL at random moments during credential writes, quota
+    /// updates and audit writes, and check what it left (the crash-consistency e2e test).
+    Crash(crash::Args),
 }
 
 /// The test command; README.md gives the same one.
@@ -78,6 +82,7 @@ fn main() -> Result<ExitCode> {
         Task::Syscalls(args) => return syscalls::run(args),
         Task::Bench(args) => return bench::run(args),
         Task::Fuzz(args) => return fuzz::run(args),
+        Task::Crash(args) => return crash::run(args),
     }
     Ok(ExitCode::SUCCESS)
 }
