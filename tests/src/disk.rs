@@ -157,7 +157,7 @@ fn collect_until_eof(
 }
 
 /// The encryption key of [`faults_config`] (hex).
-pub const ENCRYPTION_KEY: &str = "5a1e2d3c4b5a69788796a5b4c3d2e1f00112233445566778899aabbccddeeff";
+pub const ENCRYPTION_KEY: &str = "5a1e2d3c4b5a69788796a5b4c3d2e1f00112233445566778899aabbccddeeff0";
 
 /// The management key of [`faults_config`].
 pub const MANAGEMENT_KEY: &str = "cpm-e2e-disk-management-key-7d41c2a9";
