@@ -27,6 +27,8 @@ const CATEGORY: &str = "crash-consistency";
 const FLUSH: Duration = Duration::from_millis(100);
 /// Gateways killed and restarted side by side (each on its own directories).
 const LANES: u64 = 4;
+/// Concurrent drivers per gateway, each a random mix of the three kinds of work.
+const DRIVERS: u64 = 3;
 /// The longest random run before a kill.
 const MAX_RUN_MS: u64 = 250;
 
@@ -62,6 +64,8 @@ struct Tally {
     bound_at_max_drift: u64,
     /// Largest excess of stored usage above the acknowledged usage (tokens).
     max_drift_above: u64,
+    /// The oldest answered usage lost by a kill: milliseconds between its answer and the kill.
+    max_lost_age_ms: u64,
     acked_requests: u64,
     acked_credential_writes: u64,
 }
@@ -79,8 +83,9 @@ struct Driven {
     stop: AtomicBool,
     /// id → token of every credential whose last acknowledged operation was a write.
     present: Mutex<BTreeMap<String, String>>,
-    /// The credential operation in flight (its answer not yet read), if any.
-    cred_in_flight: Mutex<Option<CredOp>>,
+    /// Per driver, the credential operation in flight (its answer not yet read). Each driver
+    /// owns its credential ids, so that the operations on one id are never concurrent.
+    cred_in_flight: Mutex<BTreeMap<u64, CredOp>>,
     acked_cred_ops: AtomicU64,
     /// Proxied requests sent and not yet answered.
     chats_in_flight: AtomicU64,
@@ -134,6 +139,7 @@ async fn sigkill_at_random_moments_loses_nothing_acknowledged() {
             total.bound_at_max_drift = tally.bound_at_max_drift;
         }
         total.max_drift_above = total.max_drift_above.max(tally.max_drift_above);
+        total.max_lost_age_ms = total.max_lost_age_ms.max(tally.max_lost_age_ms);
     }
     let seconds = started.elapsed().as_secs_f64();
     eprintln!("crash consistency: {total:?} in {seconds:.1} s (seed {seed})");
@@ -148,15 +154,17 @@ async fn sigkill_at_random_moments_loses_nothing_acknowledged() {
     report::cases(CATEGORY, test, usize::try_from(iterations).unwrap_or(usize::MAX));
     report::figure(CATEGORY, "iterations (SIGKILLs)", iterations, "kills");
     report::figure(CATEGORY, "seed", seed, "");
-    report::figure(CATEGORY, "kills during a credential write", total.kills_credential, "kills");
-    report::figure(CATEGORY, "kills during a quota update (request in flight)", total.kills_quota, "kills");
-    report::figure(CATEGORY, "kills during audit writes only", total.kills_audit, "kills");
+    report::figure(CATEGORY, "kills with a credential write in flight", total.kills_credential, "kills");
+    report::figure(CATEGORY, "kills with a proxied request (quota update) but no credential write in flight", total.kills_quota, "kills");
+    report::figure(CATEGORY, "kills with only audit-writing requests in flight", total.kills_audit, "kills");
     report::figure(CATEGORY, "credentials checked after kills", total.credentials_checked, "credentials");
     report::figure(CATEGORY, "acknowledged credential writes", total.acked_credential_writes, "writes");
     report::figure(CATEGORY, "acknowledged proxied requests", total.acked_requests, "requests");
     report::figure(CATEGORY, "max quota usage lost (below acknowledged)", total.max_drift_below, "tokens");
     report::figure(CATEGORY, "bound at that kill (one flush interval of usage)", total.bound_at_max_drift, "tokens");
     report::figure(CATEGORY, "max quota usage above acknowledged (in flight)", total.max_drift_above, "tokens");
+    report::figure(CATEGORY, "oldest answered usage lost (answered this long before the kill)", total.max_lost_age_ms, "ms");
+    report::figure(CATEGORY, "state.flush_interval", FLUSH.as_millis() as u64, "ms");
     report::figure(CATEGORY, "torn audit lines seen", total.torn_audit_lines, "lines");
     report::figure(CATEGORY, "total duration", (seconds * 10.0).round() / 10.0, "s");
 }
@@ -173,6 +181,9 @@ async fn run_lane(lane: u64, count: u64, seed: u64) -> Tally {
     let mut present: BTreeMap<String, String> = BTreeMap::new();
     // The acknowledged usage and the bounds for the next read.
     let mut expected: Option<(u64, u64, u64)> = None;
+    // The answered requests of the last run: (milliseconds before the kill, tokens), newest
+    // first.
+    let mut last_acks: Vec<(u64, u64)> = Vec::new();
     for iteration in 0..count {
         let context = format!("lane {lane}, iteration {iteration} (seed {seed})");
         // Restart on the same directories: it must come up, and read back the usage.
@@ -188,6 +199,16 @@ async fn run_lane(lane: u64, count: u64, seed: u64) -> Tally {
                 "{context}: the quota usage read back is {now_stored}, expected {lower}..={upper} \
                  (acknowledged {acked})"
             );
+            // How old the oldest answered usage that was lost was at the kill.
+            let lost = acked.saturating_sub(now_stored);
+            let mut covered = 0;
+            for (age, tokens) in &last_acks {
+                if covered >= lost {
+                    break;
+                }
+                covered += tokens;
+                tally.max_lost_age_ms = tally.max_lost_age_ms.max(*age);
+            }
             if acked > now_stored && acked - now_stored >= tally.max_drift_below {
                 tally.max_drift_below = acked - now_stored;
                 tally.bound_at_max_drift = acked - lower;
@@ -197,17 +218,17 @@ async fn run_lane(lane: u64, count: u64, seed: u64) -> Tally {
 
         let driven = Arc::new(Driven::default());
         *driven.present.lock().unwrap() = present.clone();
-        let workers = vec![
-            tokio::spawn(drive_credentials(gateway.url(), driven.clone(), lane, iteration, rng.next())),
-            tokio::spawn(drive_chats(gateway.url(), driven.clone())),
-            tokio::spawn(drive_chats(gateway.url(), driven.clone())),
-            tokio::spawn(drive_audit(gateway.url(), driven.clone())),
-        ];
+        let workers: Vec<_> = (0..DRIVERS)
+            .map(|driver| {
+                let ids = format!("c{lane}-{iteration}-d{driver}");
+                tokio::spawn(drive(gateway.url(), driven.clone(), driver, ids, rng.next()))
+            })
+            .collect();
         // The experiment: run for a random time, then crash.
         tokio::time::sleep(Duration::from_millis(rng.below(MAX_RUN_MS + 1))).await;
         // What was in flight at the kill, to classify it (a snapshot: an operation may start
         // between it and the kill).
-        let cred_at_kill = driven.cred_in_flight.lock().unwrap().is_some();
+        let cred_at_kill = !driven.cred_in_flight.lock().unwrap().is_empty();
         let chats_at_kill = driven.chats_in_flight.load(Ordering::SeqCst);
         let audit_in_flight = driven.audit_in_flight.load(Ordering::SeqCst);
         let killed_at = Instant::now();
@@ -243,25 +264,26 @@ async fn run_lane(lane: u64, count: u64, seed: u64) -> Tally {
             })
             .collect();
         let mut acknowledged = driven.present.lock().unwrap().clone();
-        match &cred_in_flight {
-            Some(CredOp::Put(id, token)) => {
-                let old = acknowledged.get(id).cloned();
-                let now = on_disk.get(id).cloned();
-                assert!(
-                    now == old || now.as_deref() == Some(token.as_str()),
-                    "{context}: credential {id} in flight is {now:?}, neither the old {old:?} nor the new"
-                );
-                match now {
-                    Some(now) => acknowledged.insert(id.clone(), now),
-                    None => acknowledged.remove(id),
-                };
-            }
-            Some(CredOp::Delete(id)) => {
-                if !on_disk.contains_key(id) {
-                    acknowledged.remove(id);
+        for op in cred_in_flight.values() {
+            match op {
+                CredOp::Put(id, token) => {
+                    let old = acknowledged.get(id).cloned();
+                    let now = on_disk.get(id).cloned();
+                    assert!(
+                        now == old || now.as_deref() == Some(token.as_str()),
+                        "{context}: credential {id} in flight is {now:?}, neither the old {old:?} nor the new"
+                    );
+                    match now {
+                        Some(now) => acknowledged.insert(id.clone(), now),
+                        None => acknowledged.remove(id),
+                    };
+                }
+                CredOp::Delete(id) => {
+                    if !on_disk.contains_key(id) {
+                        acknowledged.remove(id);
+                    }
                 }
             }
-            None => {}
         }
         assert_eq!(on_disk, acknowledged, "{context}: the stored credentials differ from the acknowledged ones");
         tally.credentials_checked += on_disk.len() as u64;
@@ -295,6 +317,11 @@ async fn run_lane(lane: u64, count: u64, seed: u64) -> Tally {
             .map(|(_, t)| t)
             .sum();
         let per_request = driven.per_request.load(Ordering::SeqCst).max(1);
+        last_acks = acked_list
+            .iter()
+            .rev()
+            .map(|(at, tokens)| (killed_at.duration_since(*at).as_millis() as u64, *tokens))
+            .collect();
         let acked_total = now_stored + acked_now;
         tally.acked_requests += acked_list.len() as u64;
         tally.acked_credential_writes += driven.acked_cred_ops.load(Ordering::SeqCst);
@@ -323,94 +350,119 @@ async fn run_lane(lane: u64, count: u64, seed: u64) -> Tally {
     tally
 }
 
-/// Adds (and now and then deletes) credentials through the management API until stopped.
-async fn drive_credentials(url: String, driven: Arc<Driven>, lane: u64, iteration: u64, seed: u64) {
+/// One driver: until stopped, a random mix of credential writes through the management API
+/// (adds, overwrites and deletions of its own ids), proxied requests (each updates the quota
+/// usage and writes audit lines) and requests that only write audit lines (a refused client
+/// key, a credential listing).
+async fn drive(url: String, driven: Arc<Driven>, driver: u64, ids: String, seed: u64) {
     let http = client();
     let mut rng = Rng(seed);
     let mut n = 0u64;
     while !driven.stop.load(Ordering::SeqCst) {
         n += 1;
-        let ids: Vec<String> = driven.present.lock().unwrap().keys().cloned().collect();
-        let op = if !ids.is_empty() && rng.below(3) == 0 {
-            CredOp::Delete(ids[rng.below(ids.len() as u64) as usize].clone())
-        } else if !ids.is_empty() && rng.below(3) == 0 {
-            // Overwrite an existing one: old or new after a kill, never neither.
-            let id = ids[rng.below(ids.len() as u64) as usize].clone();
-            CredOp::Put(id, format!("sk-crash-{lane}-{iteration}-{n}-overwrite"))
-        } else {
-            CredOp::Put(format!("c{lane}-{iteration}-{n}"), format!("sk-crash-{lane}-{iteration}-{n}-token"))
+        // Credential writes take longest (two fsyncs); drawn less often, so that kills also
+        // land while only requests are in flight.
+        let done = match rng.below(6) {
+            0 => credential_op(&http, &url, &driven, driver, &ids, n, &mut rng).await,
+            1..=3 => chat_op(&http, &url, &driven).await,
+            _ => audit_op(&http, &url, &driven, n).await,
         };
-        *driven.cred_in_flight.lock().unwrap() = Some(op.clone());
-        let request = match &op {
-            CredOp::Put(id, token) => http
-                .post(format!("{url}/v0/management/auths"))
-                .json(&json!({"provider": "oa", "type": "api_key", "token": token, "id": id})),
-            CredOp::Delete(id) => http.request(Method::DELETE, format!("{url}/v0/management/auths/oa/{id}")),
-        };
-        let Ok(response) = request.header("x-management-key", MANAGEMENT_KEY).send().await else {
-            return;
-        };
-        let status = response.status();
-        if response.bytes().await.is_err() {
+        if !done {
             return;
         }
-        if status.is_success() {
-            let mut present = driven.present.lock().unwrap();
-            match &op {
-                CredOp::Put(id, token) => present.insert(id.clone(), token.clone()),
-                CredOp::Delete(id) => present.remove(id),
-            };
-            driven.acked_cred_ops.fetch_add(1, Ordering::SeqCst);
-        } else {
-            assert!(status.is_server_error(), "{op:?} answered {status}");
-        }
-        *driven.cred_in_flight.lock().unwrap() = None;
     }
 }
 
-/// Proxied requests (each updates the quota usage and writes audit lines) until stopped.
-async fn drive_chats(url: String, driven: Arc<Driven>) {
-    let http = client();
-    while !driven.stop.load(Ordering::SeqCst) {
-        driven.chats_in_flight.fetch_add(1, Ordering::SeqCst);
-        let sent = http
-            .post(format!("{url}/v1/chat/completions"))
-            .bearer_auth(CLIENT_KEY)
-            .json(&json!({"model": "mock-1", "max_tokens": 64,
-                          "messages": [{"role": "user", "content": "Hello there"}]}))
-            .send()
-            .await;
-        let Ok(response) = sent else { return };
-        let status = response.status();
-        let Ok(body) = response.json::<serde_json::Value>().await else { return };
-        assert_eq!(status, 200, "{body}");
-        let tokens = body["usage"]["total_tokens"].as_u64().expect("usage in the reply");
-        driven.per_request.store(tokens, Ordering::SeqCst);
-        driven.acked.lock().unwrap().push((Instant::now(), tokens));
-        driven.chats_in_flight.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
-/// Requests that only write audit lines (a refused client key, a credential listing).
-async fn drive_audit(url: String, driven: Arc<Driven>) {
-    let http = client();
-    let mut n = 0u64;
-    while !driven.stop.load(Ordering::SeqCst) {
-        n += 1;
-        driven.audit_in_flight.fetch_add(1, Ordering::SeqCst);
-        let request = if n % 2 == 0 {
-            http.get(format!("{url}/v1/models")).bearer_auth("cpk-crash-wrong-key-0123456789abcdef")
-        } else {
-            http.get(format!("{url}/v0/management/auths")).header("x-management-key", MANAGEMENT_KEY)
-        };
-        let Ok(response) = request.send().await else { return };
-        if response.bytes().await.is_err() {
-            return;
+/// One credential write or deletion; `false` when the gateway is gone.
+async fn credential_op(
+    http: &reqwest::Client,
+    url: &str,
+    driven: &Driven,
+    driver: u64,
+    ids: &str,
+    n: u64,
+    rng: &mut Rng,
+) -> bool {
+    let mine: Vec<String> = driven
+        .present
+        .lock()
+        .unwrap()
+        .keys()
+        .filter(|id| id.starts_with(&format!("{ids}-")))
+        .cloned()
+        .collect();
+    let op = match rng.below(4) {
+        0 if !mine.is_empty() => CredOp::Delete(mine[rng.below(mine.len() as u64) as usize].clone()),
+        // Overwrite one: old or new after a kill, never neither.
+        1 if !mine.is_empty() => {
+            let id = mine[rng.below(mine.len() as u64) as usize].clone();
+            CredOp::Put(id, format!("sk-crash-{ids}-{n}-overwrite"))
         }
-        driven.audit_in_flight.fetch_sub(1, Ordering::SeqCst);
+        _ => CredOp::Put(format!("{ids}-{n}"), format!("sk-crash-{ids}-{n}-token")),
+    };
+    driven.cred_in_flight.lock().unwrap().insert(driver, op.clone());
+    let request = match &op {
+        CredOp::Put(id, token) => http
+            .post(format!("{url}/v0/management/auths"))
+            .json(&json!({"provider": "oa", "type": "api_key", "token": token, "id": id})),
+        CredOp::Delete(id) => http.request(Method::DELETE, format!("{url}/v0/management/auths/oa/{id}")),
+    };
+    let Ok(response) = request.header("x-management-key", MANAGEMENT_KEY).send().await else {
+        return false;
+    };
+    let status = response.status();
+    if response.bytes().await.is_err() {
+        return false;
     }
+    assert!(status.is_success(), "{op:?} answered {status}");
+    {
+        let mut present = driven.present.lock().unwrap();
+        match &op {
+            CredOp::Put(id, token) => present.insert(id.clone(), token.clone()),
+            CredOp::Delete(id) => present.remove(id),
+        };
+    }
+    driven.acked_cred_ops.fetch_add(1, Ordering::SeqCst);
+    driven.cred_in_flight.lock().unwrap().remove(&driver);
+    true
 }
 
+/// One proxied request; `false` when the gateway is gone.
+async fn chat_op(http: &reqwest::Client, url: &str, driven: &Driven) -> bool {
+    driven.chats_in_flight.fetch_add(1, Ordering::SeqCst);
+    let sent = http
+        .post(format!("{url}/v1/chat/completions"))
+        .bearer_auth(CLIENT_KEY)
+        .json(&json!({"model": "mock-1", "max_tokens": 64,
+                      "messages": [{"role": "user", "content": "Hello there"}]}))
+        .send()
+        .await;
+    let Ok(response) = sent else { return false };
+    let status = response.status();
+    let Ok(body) = response.json::<serde_json::Value>().await else { return false };
+    assert_eq!(status, 200, "{body}");
+    let tokens = body["usage"]["total_tokens"].as_u64().expect("usage in the reply");
+    driven.per_request.store(tokens, Ordering::SeqCst);
+    driven.acked.lock().unwrap().push((Instant::now(), tokens));
+    driven.chats_in_flight.fetch_sub(1, Ordering::SeqCst);
+    true
+}
+
+/// One request that only writes audit lines; `false` when the gateway is gone.
+async fn audit_op(http: &reqwest::Client, url: &str, driven: &Driven, n: u64) -> bool {
+    driven.audit_in_flight.fetch_add(1, Ordering::SeqCst);
+    let request = if n % 2 == 0 {
+        http.get(format!("{url}/v1/models")).bearer_auth("cpk-crash-wrong-key-0123456789abcdef")
+    } else {
+        http.get(format!("{url}/v0/management/auths")).header("x-management-key", MANAGEMENT_KEY)
+    };
+    let Ok(response) = request.send().await else { return false };
+    if response.bytes().await.is_err() {
+        return false;
+    }
+    driven.audit_in_flight.fetch_sub(1, Ordering::SeqCst);
+    true
+}
 /// Quota usage is on disk within one `state.flush_interval` of the request (SPEC §5: a kill
 /// loses at most one interval). Regression: the counts waited one interval in the guard and
 /// then another in the store's writer, so up to two intervals were lost.
