@@ -43,7 +43,13 @@ impl Setup {
     }
 
     fn write_config(&self, flush: &str) {
-        faults_config(&self.harness, "http://127.0.0.1:9", &self.audit_file(), &self.state_db(), flush);
+        faults_config(
+            &self.harness,
+            "http://127.0.0.1:9",
+            &self.audit_file(),
+            &self.state_db(),
+            flush,
+        );
     }
 
     fn audit_file(&self) -> PathBuf {
@@ -66,7 +72,10 @@ impl Setup {
             .unwrap()
             .map(|entry| {
                 let entry = entry.unwrap();
-                (entry.file_name().to_string_lossy().into_owned(), std::fs::read(entry.path()).unwrap())
+                (
+                    entry.file_name().to_string_lossy().into_owned(),
+                    std::fs::read(entry.path()).unwrap(),
+                )
             })
             .collect();
         files.sort();
@@ -87,7 +96,11 @@ async fn wait_for_lines(path: &Path, lines: usize) {
         if text.matches('\n').count() >= lines {
             return;
         }
-        assert!(std::time::Instant::now() < deadline, "{} never held {lines} lines", path.display());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} never held {lines} lines",
+            path.display()
+        );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
@@ -117,11 +130,8 @@ async fn wait_for_readiness(gateway: &Gateway, status: u16) -> Value {
 #[tokio::test]
 async fn a_full_audit_disk_keeps_serving_says_so_and_recovers() {
     let setup = Setup::new();
-    let mut gateway = setup
-        .harness
-        .start_in_namespace(&mount_tmpfs(&setup.audit_dir, "64k"))
-        .await
-        .running();
+    let mut gateway =
+        setup.harness.start_in_namespace(&mount_tmpfs(&setup.audit_dir, "64k")).await.running();
     let metrics = metrics_addr(&gateway).await;
     let http = client();
     let pid = gateway.pid();
@@ -162,9 +172,7 @@ async fn a_full_audit_disk_keeps_serving_says_so_and_recovers() {
     // Space comes back: the backlog is written and the sink is healthy again.
     std::fs::remove_file(&filler).unwrap();
     assert_eq!(chat(&http, &gateway).await.0, 200);
-    gateway
-        .wait_for_log(|e| e["msg"] == "the audit log is writable again")
-        .await;
+    gateway.wait_for_log(|e| e["msg"] == "the audit log is writable again").await;
     wait_for_readiness(&gateway, 200).await;
     assert_eq!(metric(metrics, "cliproxy_audit_healthy").await, Some(1.0));
 
@@ -176,14 +184,21 @@ async fn a_full_audit_disk_keeps_serving_says_so_and_recovers() {
         if text.matches("\"provider_request\"").count() >= 22 {
             break text;
         }
-        assert!(std::time::Instant::now() < deadline, "requests missing from the audit log:\n{text}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "requests missing from the audit log:\n{text}"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     };
     let copy = setup.audit_dir.join("copy.log");
     std::fs::write(&copy, &text).unwrap();
     let (ok, report) = audit_verify(&copy);
     assert!(ok, "{report}");
-    assert_eq!(text.matches("\"provider_request\"").count(), 22, "every served request once:\n{text}");
+    assert_eq!(
+        text.matches("\"provider_request\"").count(),
+        22,
+        "every served request once:\n{text}"
+    );
     assert!(!text.contains("audit_events_lost"), "{text}");
     gateway.terminate();
     assert!(gateway.wait().await.success(), "{}", gateway.logs());
@@ -243,7 +258,11 @@ async fn an_unwritable_state_store_stops_the_start_naming_the_file_and_key() {
     // Writable again: the gateway starts on the same files.
     let gateway = setup.harness.start().await;
     assert_eq!(readiness(&gateway).await.0, 200);
-    report::cases(CATEGORY, "an_unwritable_state_store_stops_the_start_naming_the_file_and_key", cases);
+    report::cases(
+        CATEGORY,
+        "an_unwritable_state_store_stops_the_start_naming_the_file_and_key",
+        cases,
+    );
 }
 
 /// The state database turns unwritable while the gateway runs (its write-ahead log made
@@ -275,8 +294,7 @@ async fn a_state_store_failing_while_running_keeps_serving_and_catches_up() {
         }
         let error = gateway
             .wait_for_log(|e| {
-                e["level"] == "ERRO"
-                    && e["msg"].as_str().is_some_and(|m| m.contains("state store"))
+                e["level"] == "ERRO" && e["msg"].as_str().is_some_and(|m| m.contains("state store"))
             })
             .await;
         let text = error.to_string();
@@ -365,7 +383,10 @@ async fn a_damaged_credential_file_stops_the_start_naming_it_and_is_kept() {
     let foreign = std::fs::read(other.auth_dir().join("oa-b.json")).unwrap();
     let damages: [(&str, Vec<u8>); 5] = [
         ("truncated", sealed[..sealed.len() / 2].to_vec()),
-        ("random bytes", (0..400u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect()),
+        (
+            "random bytes",
+            (0..400u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect(),
+        ),
         ("empty", Vec::new()),
         ("JSON of the wrong shape", br#"{"version": 2, "hello": ["world"]}"#.to_vec()),
         ("sealed with another key", foreign),
@@ -375,7 +396,10 @@ async fn a_damaged_credential_file_stops_the_start_naming_it_and_is_kept() {
         std::fs::write(&bad, bytes).unwrap();
         let (status, logs) = setup.harness.try_start().await.exited();
         assert_ne!(status.code(), Some(0), "{what}: {logs}");
-        assert!(logs.contains(&bad.display().to_string()), "{what}: the file is not named:\n{logs}");
+        assert!(
+            logs.contains(&bad.display().to_string()),
+            "{what}: the file is not named:\n{logs}"
+        );
         assert_no_secrets(&logs, &secrets());
         assert_eq!(&std::fs::read(&bad).unwrap(), bytes, "{what}: the bad file was changed");
         assert_eq!(token_of(&setup.harness, "oa-a"), TOKEN_A, "{what}");
@@ -395,7 +419,11 @@ async fn a_damaged_credential_file_stops_the_start_naming_it_and_is_kept() {
         .unwrap();
     assert_eq!(response.status(), 200, "{}", gateway.logs());
     assert_eq!(mock.requests()[0].header("authorization"), format!("Bearer {TOKEN_A}"));
-    report::cases(CATEGORY, "a_damaged_credential_file_stops_the_start_naming_it_and_is_kept", damages.len());
+    report::cases(
+        CATEGORY,
+        "a_damaged_credential_file_stops_the_start_naming_it_and_is_kept",
+        damages.len(),
+    );
 }
 
 /// The state database damaged three ways (garbage over the header, cut to half a page, a
@@ -460,5 +488,9 @@ async fn a_damaged_state_database_stops_the_start_naming_it_and_the_way_out() {
     std::fs::rename(setup.state_db(), setup.state_dir.join("state.db.damaged")).unwrap();
     let gateway = setup.harness.start().await;
     assert_eq!(readiness(&gateway).await.0, 200);
-    report::cases(CATEGORY, "a_damaged_state_database_stops_the_start_naming_it_and_the_way_out", damages.len());
+    report::cases(
+        CATEGORY,
+        "a_damaged_state_database_stops_the_start_naming_it_and_the_way_out",
+        damages.len(),
+    );
 }

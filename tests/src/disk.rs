@@ -4,8 +4,8 @@
 //! process: the test sees the directories as they were, and reaches the gateway's view of them
 //! through `/proc/<pid>/root`.
 
-use std::path::{Path, PathBuf};
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 
@@ -38,7 +38,10 @@ impl Started {
         match self {
             Self::Exited(status, logs) => (status, logs),
             Self::Running(gateway) => {
-                panic!("the gateway started but should have refused to; its logs:\n{}", gateway.logs())
+                panic!(
+                    "the gateway started but should have refused to; its logs:\n{}",
+                    gateway.logs()
+                )
             }
         }
     }
@@ -103,7 +106,8 @@ async fn launch(mut command: Command) -> Started {
     let logs = Arc::new(Mutex::new(String::new()));
     let log_lines = Arc::new(Notify::new());
     let (ready_tx, ready_rx) = oneshot::channel();
-    let err_done = collect_until_eof(child.stderr.take().expect("stderr"), &logs, &log_lines, Some(ready_tx));
+    let err_done =
+        collect_until_eof(child.stderr.take().expect("stderr"), &logs, &log_lines, Some(ready_tx));
     let out_done = collect_until_eof(child.stdout.take().expect("stdout"), &logs, &log_lines, None);
     // The sender is dropped when standard error closes without `listening`: an exit.
     if let Ok(Ok(addr)) = tokio::time::timeout(WAIT, ready_rx).await {
@@ -112,7 +116,10 @@ async fn launch(mut command: Command) -> Started {
     let status = tokio::time::timeout(WAIT, child.wait())
         .await
         .unwrap_or_else(|_| {
-            panic!("the gateway neither started nor exited; its output:\n{}", logs.lock().expect("logs"))
+            panic!(
+                "the gateway neither started nor exited; its output:\n{}",
+                logs.lock().expect("logs")
+            )
         })
         .expect("wait for the gateway");
     // Both pipes reach their end once the process is gone.
@@ -299,10 +306,7 @@ impl Drop for Immutable {
 }
 
 fn chattr(flag: &str, path: &Path) {
-    let status = std::process::Command::new("chattr")
-        .arg(flag)
-        .arg(path)
-        .status()
-        .expect("run chattr");
+    let status =
+        std::process::Command::new("chattr").arg(flag).arg(path).status().expect("run chattr");
     assert!(status.success(), "chattr {flag} {} failed", path.display());
 }

@@ -38,7 +38,12 @@ pub(crate) fn run(args: Args) -> Result<ExitCode> {
     let mut test = Command::new(&cargo);
     test.args(["test", "--locked", "-p", "cliproxy-e2e", "--test", "e2e"])
         .args(profile)
-        .args(["--", "--exact", "crash::sigkill_at_random_moments_loses_nothing_acknowledged", "--nocapture"])
+        .args([
+            "--",
+            "--exact",
+            "crash::sigkill_at_random_moments_loses_nothing_acknowledged",
+            "--nocapture",
+        ])
         .env("CLIPROXY_CRASH_ITERATIONS", args.iterations.to_string());
     if let Some(seed) = args.seed {
         test.env("CLIPROXY_CRASH_SEED", seed.to_string());

@@ -423,15 +423,8 @@ impl Guard {
 
     /// Hands changed quota counts to the state store (which writes them in its next batch).
     pub(crate) fn save_quotas(&self) {
-        let mut any = false;
         for usage in self.quotas.take_dirty() {
             self.state.submit(StateChange::Quota(usage));
-            any = true;
-        }
-        // The counts gathered for one interval (this runs on the `state.flush_interval`
-        // beat): written now, so that a crash loses at most one interval of usage, not two.
-        if any {
-            self.state.write_soon();
         }
     }
 

@@ -51,10 +51,6 @@ pub trait StateStore: Send + Sync + fmt::Debug {
     /// Blocks until every change submitted before the call is durable (it survives the
     /// process being killed), or returns the error that prevented it.
     fn flush(&self) -> Result<()>;
-    /// Asks the writer to write what is queued now rather than one interval after the oldest
-    /// change, without waiting for it. For a caller that has already gathered changes for an
-    /// interval (the quota counts): waiting another interval would double what a crash loses.
-    fn write_soon(&self) {}
     /// Whether the store is usable right now, for `/readyz`: the writer is alive, its last
     /// write succeeded and the database file is still the one opened. The error names the file.
     fn check(&self) -> Result<()>;
@@ -172,7 +168,10 @@ impl SqliteStore {
         let mut conn = connect(&path, OpenFlags::SQLITE_OPEN_READ_WRITE, busy_timeout)?;
         // SQLite quietly opens read-only a file it may not write (a read-only mount, an
         // immutable file): the gateway would start, then fail every write.
-        if conn.is_readonly(rusqlite::MAIN_DB).map_err(|e| sqlite_error(&path, "open the database", &e))? {
+        if conn
+            .is_readonly(rusqlite::MAIN_DB)
+            .map_err(|e| sqlite_error(&path, "open the database", &e))?
+        {
             return Err(state_error(
                 &path,
                 "cannot be opened for writing (a read-only file system, an immutable file or a \
@@ -315,14 +314,6 @@ impl StateStore for SqliteStore {
         // one interval; an idle writer sleeps until then instead of polling.
         if queue.first_pending_at.is_none() {
             queue.first_pending_at = Some(Instant::now());
-            self.shared.wake_writer.notify_all();
-        }
-    }
-
-    fn write_soon(&self) {
-        let mut queue = self.shared.lock();
-        if queue.durable < queue.submitted {
-            queue.flush_wanted = true;
             self.shared.wake_writer.notify_all();
         }
     }

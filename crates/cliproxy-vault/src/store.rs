@@ -404,7 +404,11 @@ impl FileStore {
             // Held until the file is renamed or gone: a store opening meanwhile (see
             // `remove_stale_temporaries`) leaves a locked temporary file alone.
             file.try_lock().map_err(|e| {
-                Error::io(&temp, "lock", io::Error::other(format!("{e}: removed by another process?")))
+                Error::io(
+                    &temp,
+                    "lock",
+                    io::Error::other(format!("{e}: removed by another process?")),
+                )
             })?;
             // The umask cannot widen 0600, but it could have narrowed it; make it exact.
             file.set_permissions(Permissions::from_mode(FILE_MODE))
