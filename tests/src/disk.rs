@@ -19,7 +19,7 @@ use crate::{Gateway, Harness, WAIT, server_binary};
 /// How a start attempt ended.
 pub enum Started {
     /// The gateway logged `listening`.
-    Running(Gateway),
+    Running(Box<Gateway>),
     /// The process exited first: its status and everything it wrote.
     Exited(ExitStatus, String),
 }
@@ -28,7 +28,7 @@ impl Started {
     /// The running gateway; panics with the output when it exited.
     pub fn running(self) -> Gateway {
         match self {
-            Self::Running(gateway) => gateway,
+            Self::Running(gateway) => *gateway,
             Self::Exited(status, logs) => panic!("the gateway exited ({status}):\n{logs}"),
         }
     }
@@ -111,7 +111,7 @@ async fn launch(mut command: Command) -> Started {
     let out_done = collect_until_eof(child.stdout.take().expect("stdout"), &logs, &log_lines, None);
     // The sender is dropped when standard error closes without `listening`: an exit.
     if let Ok(Ok(addr)) = tokio::time::timeout(WAIT, ready_rx).await {
-        return Started::Running(Gateway { child, addr, logs, log_lines });
+        return Started::Running(Box::new(Gateway { child, addr, logs, log_lines }));
     }
     let status = tokio::time::timeout(WAIT, child.wait())
         .await
@@ -132,7 +132,8 @@ async fn launch(mut command: Command) -> Started {
     Started::Exited(status, text)
 }
 
-/// [`collect`] that also says when the stream ended and every line was kept.
+/// The harness's `collect` (in `lib.rs`), which also says when the stream ended and every
+/// line was kept.
 fn collect_until_eof(
     stream: impl AsyncRead + Unpin + Send + 'static,
     logs: &Arc<Mutex<String>>,
