@@ -3,6 +3,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
 
 mod audit;
+mod crash;
+mod disk;
 mod errors;
 mod failover;
 mod faults;

@@ -555,6 +555,8 @@ pub async fn read_to_end(response: &mut reqwest::Response, seen: &mut String) {
     tokio::time::timeout(WAIT, read).await.expect("the stream did not end");
 }
 
+pub mod disk;
+
 /// Canned provider replies with real-looking usage numbers.
 pub mod canned {
     use super::*;

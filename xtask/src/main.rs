@@ -13,10 +13,13 @@
 //!   replaying the crash inputs kept in `fuzz/regressions/`.
 //! - `bench`: the performance harness (`bench/`, crate `cliproxy-bench`): release build, the
 //!   scenarios of docs/performance.md, `target/bench/report.md` and `report.json`.
+//! - `crash`: the crash-consistency end-to-end test with more SIGKILL rounds
+//!   (`--iterations`, `--seed`).
 //! - `test-report`: the reliability and security proof (workspace tests with the figures
 //!   they record, every fuzz target) rendered into `docs/security/test-report.md`.
 
 mod bench;
+mod crash;
 mod fuzz;
 mod guard;
 mod release;
@@ -64,6 +67,9 @@ enum Task {
     /// Runs the reliability and security proof (workspace tests and fuzzing) and writes
     /// docs/security/test-report.md from the figures the tests record.
     TestReport(test_report::Args),
+    /// Kill the gateway with SIGKILL at random moments during credential writes, quota
+    /// updates and audit writes, and check what it left (the crash-consistency e2e test).
+    Crash(crash::Args),
 }
 
 /// The test command; README.md gives the same one.
@@ -85,6 +91,7 @@ fn main() -> Result<ExitCode> {
         Task::Bench(args) => return bench::run(args),
         Task::Fuzz(args) => return fuzz::run(args),
         Task::TestReport(args) => return test_report::run(args),
+        Task::Crash(args) => return crash::run(args),
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -15,7 +15,7 @@ use cliproxy_netguard::{
 };
 use ipnetwork::IpNetwork;
 use serde_json::json;
-use slog::{Logger, info, warn};
+use slog::{Logger, error, info, warn};
 
 use crate::config::Config;
 use crate::error::{ApiError, Result};
@@ -46,6 +46,8 @@ pub(crate) struct Guard {
     suppressed: [std::sync::atomic::AtomicU64; RejectionKind::ALL.len()],
     /// When ended entries were last purged from the state store (Unix seconds).
     last_purge: std::sync::atomic::AtomicU64,
+    /// Whether the state store's failure has been logged (and its recovery not yet).
+    state_failing: std::sync::atomic::AtomicBool,
     /// Where quota usage, the runtime denylist and management bans survive restarts.
     pub(crate) state: Arc<dyn StateStore>,
     /// `server.tls`, when on.
@@ -198,6 +200,7 @@ impl Guard {
             last_logged: Default::default(),
             suppressed: Default::default(),
             last_purge: Default::default(),
+            state_failing: Default::default(),
             state,
             tls,
             flush_interval: config.state.flush_interval,
@@ -363,6 +366,29 @@ impl Guard {
             self.state.submit(StateChange::PurgeExpired { now });
         }
         self.save_quotas();
+        self.watch_state();
+    }
+
+    /// Logs the state store turning unwritable (once, with the cause naming the file and
+    /// `state.path`) and writable again. Its writer keeps the changes and retries them, the
+    /// limits go on counting in memory and `/readyz` names the check meanwhile; this line is
+    /// what tells the operator why.
+    fn watch_state(&self) {
+        use std::sync::atomic::Ordering;
+        match self.state.check() {
+            Ok(()) => {
+                if self.state_failing.swap(false, Ordering::Relaxed) {
+                    info!(self.log, "the state store is writable again";
+                          "state" => self.state.describe());
+                }
+            }
+            Err(e) => {
+                if !self.state_failing.swap(true, Ordering::Relaxed) {
+                    error!(self.log, "the state store cannot be written: {e}";
+                           "fix" => "free space or make state.path writable; changes are kept in memory and retried");
+                }
+            }
+        }
     }
 
     /// Makes a runtime denylist entry durable before it is answered.

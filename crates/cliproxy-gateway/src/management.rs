@@ -775,6 +775,12 @@ pub(crate) async fn blocking<T: Send + 'static>(
         Ok(Err(error @ cliproxy_vault::Error::InvalidName { .. })) => {
             Err(ApiError::new(ErrorCode::BadRequest, error.to_string()))
         }
+        // The directory cannot be written or read (a read-only mount, a full disk): nothing
+        // is wrong with the request, and it may work once the operator has fixed the disk.
+        Ok(Err(error @ cliproxy_vault::Error::Io { .. })) => Err(ApiError::new(
+            ErrorCode::Unavailable,
+            format!("credential vault (auth.dir): {error}"),
+        )),
         Ok(Err(error)) => {
             Err(ApiError::new(ErrorCode::Internal, format!("credential vault: {error}")))
         }

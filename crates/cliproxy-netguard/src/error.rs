@@ -13,7 +13,7 @@ pub enum Error {
     #[error("{0}")]
     Tls(String),
     /// The state database could not be opened, read or written.
-    #[error("state store {}: {message}", path.display())]
+    #[error("state store {} (state.path): {message}", path.display())]
     State {
         /// The database file (`state.path`).
         path: PathBuf,

@@ -166,6 +166,20 @@ impl SqliteStore {
         let mut notices = Vec::new();
         let identity = prepare_file(&path, &mut notices)?;
         let mut conn = connect(&path, OpenFlags::SQLITE_OPEN_READ_WRITE, busy_timeout)?;
+        // SQLite quietly opens read-only a file it may not write (a read-only mount, an
+        // immutable file): the gateway would start, then fail every write.
+        if conn
+            .is_readonly(rusqlite::MAIN_DB)
+            .map_err(|e| sqlite_error(&path, "open the database", &e))?
+        {
+            return Err(state_error(
+                &path,
+                "cannot be opened for writing (a read-only file system, an immutable file or a \
+                 read-only directory); quota usage, the runtime denylist and management bans \
+                 must be written there: make it writable or point state.path elsewhere"
+                    .to_owned(),
+            ));
+        }
         configure(&conn, &path)?;
         migrate(&mut conn, &path)?;
 

@@ -130,7 +130,44 @@ impl FileStore {
             Err(e) => return Err(Error::io(dir, "inspect the credential directory (auth.dir)", e)),
         }
         store.verify_dir()?;
+        store.remove_stale_temporaries();
         Ok(store)
+    }
+
+    /// Removes the temporary files of writes that were killed half-way (`.<name>.tmp-<hex>`).
+    /// They are never read as credentials, but one may hold a sealed copy of a credential
+    /// deleted since, and they would pile up. A temporary file being written right now is
+    /// locked by its writer and left alone. Failures only leave the file (reported).
+    fn remove_stale_temporaries(&self) {
+        let Ok(entries) = fs::read_dir(&self.dir) else { return };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if !(name.starts_with('.') && name.contains(".tmp-")) {
+                continue;
+            }
+            let path = entry.path();
+            let Ok(file) = OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+                .open(&path)
+            else {
+                continue;
+            };
+            if !file.metadata().is_ok_and(|m| m.is_file()) || file.try_lock().is_err() {
+                continue;
+            }
+            match fs::remove_file(&path) {
+                Ok(()) => self.notice(format!(
+                    "{}: removed the temporary file of an interrupted write",
+                    path.display()
+                )),
+                Err(e) => self.notice(format!(
+                    "{}: cannot remove the temporary file of an interrupted write: {e}",
+                    path.display()
+                )),
+            }
+        }
     }
 
     /// The directory must be a directory we own, 0700; looser modes are tightened and reported.
@@ -364,6 +401,15 @@ impl FileStore {
                 .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
                 .open(&temp)
                 .map_err(|e| Error::io(&temp, "create", e))?;
+            // Held until the file is renamed or gone: a store opening meanwhile (see
+            // `remove_stale_temporaries`) leaves a locked temporary file alone.
+            file.try_lock().map_err(|e| {
+                Error::io(
+                    &temp,
+                    "lock",
+                    io::Error::other(format!("{e}: removed by another process?")),
+                )
+            })?;
             // The umask cannot widen 0600, but it could have narrowed it; make it exact.
             file.set_permissions(Permissions::from_mode(FILE_MODE))
                 .map_err(|e| Error::io(&temp, "set mode 0600 on", e))?;

@@ -232,3 +232,32 @@ fn the_device_fingerprint_is_persisted_and_checked() {
     let error = reopened.device_fingerprint().unwrap_err().to_string();
     assert!(error.contains("symbolic link"), "{error}");
 }
+
+/// A write killed half-way leaves `.<name>.tmp-<hex>`, possibly holding a sealed copy of a
+/// credential deleted since: opening the store removes it (and reports it), but leaves a
+/// temporary file whose writer still holds its lock, and anything else hidden.
+#[test]
+fn temporary_files_of_interrupted_writes_are_removed_at_open() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("auths");
+    let store = Config { dir: dir.clone(), ..Config::default() }.build().unwrap();
+    store.put(&credential("openai-a")).unwrap();
+    drop(store);
+    let stale = dir.join(".openai-b.json.tmp-0123456789ab");
+    fs::write(&stale, b"{\"half\": ").unwrap();
+    let busy = dir.join(".openai-c.json.tmp-ba9876543210");
+    let held = fs::File::create(&busy).unwrap();
+    held.try_lock().unwrap();
+    let other = dir.join(".something-else");
+    fs::write(&other, b"kept").unwrap();
+
+    let store = Config { dir: dir.clone(), ..Config::default() }.build().unwrap();
+    assert!(!stale.exists(), "the stale temporary file is still there");
+    assert!(busy.exists(), "a temporary file being written was removed");
+    assert!(other.exists());
+    let notices = store.take_notices();
+    assert_eq!(notices.len(), 1, "{notices:?}");
+    assert!(notices[0].contains(".openai-b.json.tmp-0123456789ab"), "{notices:?}");
+    assert_eq!(token(&store.get("openai-a").unwrap().unwrap()), PLANTED);
+    drop(held);
+}
