@@ -20,9 +20,12 @@ use crate::assert_no_secrets;
 const CATEGORY: &str = "upstream-faults";
 const MGMT_KEY: &str = "mgmt-e2e-faults-key-6f1c2a9d83b54e07";
 
-/// Timeouts short enough for the stalls to pass them quickly.
+/// Timeouts short enough for the stalls to pass them quickly. The first-byte timeout counts
+/// from the start of the upstream call, connect included: it is longer than the connect
+/// timeout so that a connect that never completes is always reported as the connect's fault
+/// (with both at 1 s, which one fired first depended on scheduling).
 const LIMITS: &str =
-    "upstream_connect_timeout: 1s, upstream_first_byte_timeout: 1s, stream_idle_timeout: 1s";
+    "upstream_connect_timeout: 1s, upstream_first_byte_timeout: 2s, stream_idle_timeout: 1s";
 
 /// A client without a connection pool: every connection to the gateway closes after its
 /// answer, so the gateway's connection count can return to its baseline.
