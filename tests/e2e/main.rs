@@ -11,6 +11,7 @@ mod lifecycle;
 mod load;
 mod management;
 mod netguard;
+mod tls;
 mod vault;
 
 /// Asserts that none of `secrets` appears in `text`.

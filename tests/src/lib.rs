@@ -33,6 +33,8 @@ use tokio::process::{Child, Command};
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+pub mod sweep;
+
 /// How long any single wait in a test may take before the test fails. Waits end on events
 /// (a log line, a byte on a socket); this bound only turns a hang into a failure.
 pub const WAIT: Duration = Duration::from_secs(20);

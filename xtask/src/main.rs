@@ -11,12 +11,15 @@
 //!   syscall allowlist against what it really calls.
 //! - `fuzz`: every `fuzz/` target for a bounded time with `cargo +nightly fuzz`, after
 //!   replaying the crash inputs kept in `fuzz/regressions/`.
+//! - `limiter-load`: the per-IP limiter under 1,000,000 distinct client addresses named by a
+//!   trusted proxy (release build; the e2e test `a_spray_of_client_addresses_...`).
 //! - `bench`: the performance harness (`bench/`, crate `cliproxy-bench`): release build, the
 //!   scenarios of docs/performance.md, `target/bench/report.md` and `report.json`.
 
 mod bench;
 mod fuzz;
 mod guard;
+mod limiter_load;
 mod release;
 mod secrets;
 mod syscalls;
@@ -58,6 +61,9 @@ enum Task {
     /// Run each fuzz target for a bounded time (cargo +nightly fuzz), after replaying the
     /// kept crash inputs in fuzz/regressions.
     Fuzz(fuzz::Args),
+    /// Spray the release gateway's per-IP limiter with 1,000,000 distinct client addresses
+    /// through a trusted proxy header and check its memory stays bounded.
+    LimiterLoad(limiter_load::Args),
 }
 
 /// The test command; README.md gives the same one.
@@ -78,6 +84,7 @@ fn main() -> Result<ExitCode> {
         Task::Syscalls(args) => return syscalls::run(args),
         Task::Bench(args) => return bench::run(args),
         Task::Fuzz(args) => return fuzz::run(args),
+        Task::LimiterLoad(args) => return limiter_load::run(args),
     }
     Ok(ExitCode::SUCCESS)
 }
