@@ -352,5 +352,8 @@ async fn a_spray_of_client_addresses_through_a_trusted_proxy() {
         "RSS grew by {} KiB, bound {bound_kib} KiB",
         peak_rss - baseline_rss
     );
+    // After eviction the buckets are gone; the allocator may keep the pages it had, so RSS
+    // is only required not to grow further and to stay within the same bound.
     assert!(after_rss <= peak_rss + 1024, "RSS kept growing after the spray: {after_rss} KiB");
+    assert!(after_rss.saturating_sub(baseline_rss) <= bound_kib, "RSS after eviction: {after_rss} KiB");
 }

@@ -7,6 +7,7 @@ mod errors;
 mod failover;
 mod formats;
 mod hostile;
+mod leaks;
 mod lifecycle;
 mod load;
 mod management;

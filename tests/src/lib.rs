@@ -314,6 +314,7 @@ impl Harness {
     /// `cliproxy-server vault add` with the token on standard input.
     pub fn vault_add(&self, provider: &str, id: &str, token: &str, base_url: Option<&str>) {
         use std::io::Write;
+        sweep::plant(token);
         let mut command = std::process::Command::new(server_binary());
         command.arg("--config").arg(self.config_path()).args([
             "vault",
@@ -400,7 +401,8 @@ impl Harness {
                 );
             }
         };
-        Gateway { child, addr, logs, log_lines }
+        let outputs = sweep::Outputs::new(self.dir.path(), &self.config_path());
+        Gateway { child, addr, logs, log_lines, outputs }
     }
 }
 
@@ -437,6 +439,7 @@ pub struct Gateway {
     addr: SocketAddr,
     logs: Arc<Mutex<String>>,
     log_lines: Arc<Notify>,
+    outputs: sweep::Outputs,
 }
 
 impl Gateway {
@@ -522,6 +525,7 @@ pub async fn manage_with(
         .request(method, format!("{}/v0/management{path}", gateway.url()))
         .header("x-management-key", key);
     if let Some(body) = body {
+        sweep::plant_from_json(&body);
         request = request.json(&body);
     }
     let response = request.send().await.expect("management call");
