@@ -5,7 +5,7 @@
 
 use std::net::SocketAddr;
 
-use cliproxy_e2e::{CLIENT_KEY, Harness, WAIT};
+use cliproxy_e2e::{CLIENT_KEY, Harness, WAIT, report};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -333,7 +333,6 @@ async fn a_spray_of_client_addresses_through_a_trusted_proxy() {
          ok={ok} limited={limited} rss_baseline_kib={baseline_rss} rss_peak_kib={peak_rss} \
          rss_after_eviction_kib={after_rss} requests_per_s={rate:.0}"
     );
-    use cliproxy_e2e::report;
     report::cases("load", "a_spray_of_client_addresses_through_a_trusted_proxy", addresses);
     report::figure("load", "client addresses sprayed", addresses as u64, "addresses");
     report::figure("load", "per-IP limiter max_tracked", max_tracked as u64, "addresses");
@@ -356,4 +355,39 @@ async fn a_spray_of_client_addresses_through_a_trusted_proxy() {
     // is only required not to grow further and to stay within the same bound.
     assert!(after_rss <= peak_rss + 1024, "RSS kept growing after the spray: {after_rss} KiB");
     assert!(after_rss.saturating_sub(baseline_rss) <= bound_kib, "RSS after eviction: {after_rss} KiB");
+}
+
+/// Connections that never send a byte are closed at `server.limits.header_read_timeout`
+/// and give their slot back, so that `max_connections` silent clients cannot lock everyone
+/// out. (Regression: hyper's protocol detection read had no timeout, and such connections
+/// were held for ever.)
+#[tokio::test]
+async fn silent_connections_are_closed_at_the_header_read_timeout_and_free_their_slots() {
+    const SLOTS: usize = 8;
+    let harness = Harness::new();
+    harness.config(
+        &format!("max_connections: {SLOTS}, header_read_timeout: 1s"),
+        "providers:\n  demo: {type: mock, models: [\"mock-*\"]}\n",
+    );
+    let gateway = harness.start().await;
+    let addr = gateway.addr();
+    let mut silent = open(addr, SLOTS).await;
+    // Every slot is taken: one more connection is closed without an answer.
+    let mut extra = TcpStream::connect(addr).await.unwrap();
+    assert_eq!(chat_on(&mut extra, true).await, None, "a connection beyond the limit was served");
+    // Each silent connection is closed by the gateway (end of stream or reset), well within
+    // WAIT; the read returns then, and no byte was ever sent.
+    for (i, stream) in silent.iter_mut().enumerate() {
+        let mut buf = [0u8; 64];
+        let read = tokio::time::timeout(WAIT, stream.read(&mut buf)).await;
+        match read {
+            Ok(Ok(0) | Err(_)) => {}
+            Ok(Ok(n)) => panic!("silent connection {i} got {n} bytes"),
+            Err(_) => panic!("silent connection {i} still open after {WAIT:?}"),
+        }
+    }
+    // The slots are free again.
+    let mut after = TcpStream::connect(addr).await.unwrap();
+    assert_eq!(chat_on(&mut after, true).await, Some(200));
+    report::cases("load", "silent_connections_are_closed_at_the_header_read_timeout_and_free_their_slots", SLOTS);
 }
