@@ -108,7 +108,7 @@ async fn no_error_answer_carries_a_planted_secret() {
            dir: {dir:?}\n  encryption: {{enabled: true, key: \"{ENCRYPTION_KEY}\"}}\n\
          logging: {{level: debug, format: json, audit: {{enabled: true, file: {audit:?}}}}}\n\
          metrics: {{enabled: true, host: 127.0.0.1, port: 0}}\n\
-         management: {{secret_key: \"{MGMT_KEY}\"}}\n\
+         management: {{secret_key: \"{MGMT_KEY}\", max_failures: 50}}\n\
          providers:\n  \
            oa: {{type: openai, base_url: \"{url}/oa\", models: [\"gpt-*\"]}}\n  \
            an: {{type: claude, base_url: \"{url}/an\", models: [\"claude-*\"]}}\n  \
@@ -279,6 +279,7 @@ async fn no_error_answer_carries_a_planted_secret() {
         ("alice over her minute limit", 429),
         ("maintenance", 503),
         ("management with a prefix of its key", 401),
+        ("the management status", 200),
         ("a bad denylist entry", 400),
     ] {
         assert_eq!(status_of(what), Some(expected), "{what}");
