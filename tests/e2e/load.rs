@@ -10,6 +10,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 const IDLE: usize = 10_000;
+
+/// The two heavy tests of this file (10,000 connections, the address spray) take turns: run
+/// together, on a small CI machine, each starves the other's gateway past [`WAIT`].
+static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 const MAX_CONNECTIONS: usize = 10_500;
 const FLOOD: usize = 1_000;
 
@@ -88,6 +92,7 @@ async fn chat_on(stream: &mut TcpStream, close: bool) -> Option<u16> {
 
 #[tokio::test]
 async fn ten_thousand_idle_connections_and_a_flood_beyond_the_limit() {
+    let _turn = HEAVY.lock().await;
     let harness = Harness::new();
     harness.config(
         &format!("max_connections: {MAX_CONNECTIONS}, header_read_timeout: 60s"),
@@ -221,6 +226,7 @@ const SPRAY_MGMT_KEY: &str = "cpm-e2e-spray-management-key-5f20b7";
 /// release build.
 #[tokio::test]
 async fn a_spray_of_client_addresses_through_a_trusted_proxy() {
+    let _turn = HEAVY.lock().await;
     const CONNECTIONS: usize = 8;
     const PIPELINE: usize = 64;
     let addresses = limiter_addresses();
