@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use cliproxy_e2e::sweep::{Hit, planted, plant, scan};
+use cliproxy_e2e::sweep::{Hit, plant, planted, scan};
 use cliproxy_e2e::*;
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -65,9 +65,15 @@ fn chat_body(model: &str) -> Value {
 
 #[tokio::test]
 async fn no_error_answer_carries_a_planted_secret() {
-    for secret in
-        [MGMT_KEY, ALICE_KEY, ENCRYPTION_KEY, PROVIDER_TOKEN, ACCESS_TOKEN, REFRESH_TOKEN, CLIENT_KEY]
-    {
+    for secret in [
+        MGMT_KEY,
+        ALICE_KEY,
+        ENCRYPTION_KEY,
+        PROVIDER_TOKEN,
+        ACCESS_TOKEN,
+        REFRESH_TOKEN,
+        CLIENT_KEY,
+    ] {
         plant(secret);
     }
     // `/oa` answers 401, `/an` 500, `/rl` 429, each echoing the credential; the token
@@ -181,10 +187,10 @@ async fn no_error_answer_carries_a_planted_secret() {
         ("an unknown model", chat(Some(CLIENT_KEY), "no-such-model")),
         (
             "max_tokens above the cap",
-            http.post(format!("{base}/v1/chat/completions")).bearer_auth(CLIENT_KEY).json(
-                &json!({"model": "mock-1", "max_tokens": 100000,
-                         "messages": [{"role": "user", "content": "Hi"}]}),
-            ),
+            http.post(format!("{base}/v1/chat/completions"))
+                .bearer_auth(CLIENT_KEY)
+                .json(&json!({"model": "mock-1", "max_tokens": 100000,
+                         "messages": [{"role": "user", "content": "Hi"}]})),
         ),
         (
             "a body that is not JSON",

@@ -343,7 +343,12 @@ async fn a_spray_of_client_addresses_through_a_trusted_proxy() {
     report::figure("load", "client addresses sprayed", addresses as u64, "addresses");
     report::figure("load", "per-IP limiter max_tracked", max_tracked as u64, "addresses");
     report::figure("load", "per-IP limiter peak tracked", peak_tracked, "addresses");
-    report::figure("load", "sprayed requests refused by the overflow bucket", limited as u64, "requests");
+    report::figure(
+        "load",
+        "sprayed requests refused by the overflow bucket",
+        limited as u64,
+        "requests",
+    );
     report::figure("load", "RSS before the spray", baseline_rss, "KiB");
     report::figure("load", "RSS at the spray's peak", peak_rss, "KiB");
     report::figure("load", "RSS after idle eviction", after_rss, "KiB");
@@ -360,7 +365,10 @@ async fn a_spray_of_client_addresses_through_a_trusted_proxy() {
     // After eviction the buckets are gone; the allocator may keep the pages it had, so RSS
     // is only required not to grow further and to stay within the same bound.
     assert!(after_rss <= peak_rss + 1024, "RSS kept growing after the spray: {after_rss} KiB");
-    assert!(after_rss.saturating_sub(baseline_rss) <= bound_kib, "RSS after eviction: {after_rss} KiB");
+    assert!(
+        after_rss.saturating_sub(baseline_rss) <= bound_kib,
+        "RSS after eviction: {after_rss} KiB"
+    );
 }
 
 /// Connections that never send a byte are closed at `server.limits.header_read_timeout`
@@ -395,5 +403,9 @@ async fn silent_connections_are_closed_at_the_header_read_timeout_and_free_their
     // The slots are free again.
     let mut after = TcpStream::connect(addr).await.unwrap();
     assert_eq!(chat_on(&mut after, true).await, Some(200));
-    report::cases("load", "silent_connections_are_closed_at_the_header_read_timeout_and_free_their_slots", SLOTS);
+    report::cases(
+        "load",
+        "silent_connections_are_closed_at_the_header_read_timeout_and_free_their_slots",
+        SLOTS,
+    );
 }

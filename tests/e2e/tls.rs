@@ -147,7 +147,11 @@ fn catalogue() -> Vec<Case> {
         case("TLS 1.2 RSA kx AES-128-CBC-SHA", &["-tls1_2", "-cipher", "AES128-SHA"], Refused),
         case("TLS 1.2 RSA kx AES-128-GCM", &["-tls1_2", "-cipher", "AES128-GCM-SHA256"], Refused),
         case("TLS 1.2 RSA kx AES-256-GCM", &["-tls1_2", "-cipher", "AES256-GCM-SHA384"], Refused),
-        case("TLS 1.2 RSA kx AES-256-CBC-SHA256", &["-tls1_2", "-cipher", "AES256-SHA256"], Refused),
+        case(
+            "TLS 1.2 RSA kx AES-256-CBC-SHA256",
+            &["-tls1_2", "-cipher", "AES256-SHA256"],
+            Refused,
+        ),
         case(
             "TLS 1.2 ECDHE-RSA AES-128-CBC-SHA",
             &["-tls1_2", "-cipher", "ECDHE-RSA-AES128-SHA"],
@@ -237,7 +241,12 @@ async fn tls_catalogue_accepts_modern_suites_and_refuses_old_protocols_cbc_rsa_k
         }
         still_serves(addr, &ca, name).await;
     }
-    assert!(failures.is_empty(), "{} of the TLS cases failed:\n{}", failures.len(), failures.join("\n\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of the TLS cases failed:\n{}",
+        failures.len(),
+        failures.join("\n\n")
+    );
     report::cases(
         "tls",
         "tls_catalogue_accepts_modern_suites_and_refuses_old_protocols_cbc_rsa_kx_dhe",
@@ -292,5 +301,9 @@ async fn client_initiated_renegotiation_is_refused_and_the_gateway_keeps_serving
     still_serves(addr, &ca, "the renegotiation attempt").await;
     let logs = gateway.logs();
     assert!(!logs.contains("panicked"), "{logs}");
-    report::cases("tls", "client_initiated_renegotiation_is_refused_and_the_gateway_keeps_serving", 1);
+    report::cases(
+        "tls",
+        "client_initiated_renegotiation_is_refused_and_the_gateway_keeps_serving",
+        1,
+    );
 }

@@ -105,8 +105,16 @@ fn secret_name(name: &str) -> bool {
     let name = name.trim().trim_matches('"').to_ascii_lowercase();
     matches!(
         name.as_str(),
-        "key" | "secret_key" | "token" | "api_key" | "access_token" | "refresh_token"
-            | "client_secret" | "passphrase" | "password" | "secret"
+        "key"
+            | "secret_key"
+            | "token"
+            | "api_key"
+            | "access_token"
+            | "refresh_token"
+            | "client_secret"
+            | "passphrase"
+            | "password"
+            | "secret"
     ) || name.ends_with("_token")
         || name.ends_with("_secret")
 }
@@ -134,10 +142,7 @@ pub fn plant_from_config(yaml: &str) {
             rest[1..end].split(',').map(str::trim).collect::<Vec<_>>()
         } else if rest.starts_with('\n') && listed {
             // A block list: the `- item` lines that follow.
-            rest.lines()
-                .skip(1)
-                .map_while(|l| l.trim_start().strip_prefix("- "))
-                .collect()
+            rest.lines().skip(1).map_while(|l| l.trim_start().strip_prefix("- ")).collect()
         } else {
             let end = rest.find(['\n', ',', '}']).unwrap_or(rest.len());
             vec![rest[..end].trim()]
@@ -292,11 +297,8 @@ impl Gateway {
             }
             let yaml = std::fs::read_to_string(&self.outputs.config).unwrap_or_default();
             if let Some(key) = management_key(&yaml)
-                && let Some(answer) = http_get(
-                    self.addr,
-                    "/v0/management/status",
-                    Some(("x-management-key", &key)),
-                )
+                && let Some(answer) =
+                    http_get(self.addr, "/v0/management/status", Some(("x-management-key", &key)))
             {
                 bytes += answer.len();
                 hits.extend(scan("/v0/management/status", &answer, &secrets));

@@ -131,8 +131,9 @@ fn report(target: &str, runs: u64) -> Result<()> {
     if !target.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
         bail!("fuzz target name {target:?} is not a plain identifier");
     }
-    let line =
-        format!("{{\"kind\":\"figure\",\"name\":\"{target} runs\",\"value\":{runs},\"unit\":\"runs\"}}\n");
+    let line = format!(
+        "{{\"kind\":\"figure\",\"name\":\"{target} runs\",\"value\":{runs},\"unit\":\"runs\"}}\n"
+    );
     std::fs::OpenOptions::new()
         .create(true)
         .append(true)

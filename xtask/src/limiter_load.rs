@@ -22,8 +22,7 @@ pub(crate) fn run(args: Args) -> Result<ExitCode> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let build = ["build", "--release", "--locked", "-p", "cliproxy-server"];
     eprintln!("xtask: cargo {}", build.join(" "));
-    let status =
-        Command::new(&cargo).args(build).status().context("cannot run cargo build")?;
+    let status = Command::new(&cargo).args(build).status().context("cannot run cargo build")?;
     if !status.success() {
         return Ok(ExitCode::FAILURE);
     }

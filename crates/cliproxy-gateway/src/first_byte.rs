@@ -45,7 +45,8 @@ impl<S: AsyncRead + Unpin> AsyncRead for FirstByte<S> {
                 Poll::Ready(result)
             }
             Poll::Pending => {
-                let expired = this.deadline.as_mut().is_some_and(|d| d.as_mut().poll(cx).is_ready());
+                let expired =
+                    this.deadline.as_mut().is_some_and(|d| d.as_mut().poll(cx).is_ready());
                 if expired {
                     Poll::Ready(Err(io::Error::new(
                         io::ErrorKind::TimedOut,
