@@ -169,7 +169,7 @@ fn limiter_addresses() -> usize {
 /// own (the limiter keys IPv6 by /64, so every one of them is a new key).
 fn spray_address(n: usize) -> String {
     let m = n / 2;
-    if n % 2 == 0 {
+    if n.is_multiple_of(2) {
         format!("10.{}.{}.{}", (m >> 16) & 0xff, (m >> 8) & 0xff, m & 0xff)
     } else {
         format!("2001:db8:{:x}:{:x}::1", (m >> 16) & 0xffff, m & 0xffff)
@@ -296,7 +296,7 @@ async fn a_spray_of_client_addresses_through_a_trusted_proxy() {
     let mut done = 0usize;
     while batches.recv().await.is_some() {
         done += 1;
-        if done % 16 == 0 {
+        if done.is_multiple_of(16) {
             let (count, _) = tracked(&gateway).await;
             peak_tracked = peak_tracked.max(count);
             peak_rss = peak_rss.max(rss_kib(pid));
