@@ -401,8 +401,8 @@ impl Harness {
                 );
             }
         };
-        let outputs = sweep::Outputs::new(self.dir.path(), &self.config_path());
-        Gateway { child, addr, logs, log_lines, outputs }
+        sweep::register(addr, self.dir.path(), &self.config_path());
+        Gateway { child, addr, logs, log_lines }
     }
 }
 
@@ -439,7 +439,6 @@ pub struct Gateway {
     addr: SocketAddr,
     logs: Arc<Mutex<String>>,
     log_lines: Arc<Notify>,
-    outputs: sweep::Outputs,
 }
 
 impl Gateway {

@@ -170,12 +170,14 @@ fn plant_pem_body(path: &Path) {
 }
 
 /// What a gateway's sweep needs besides its logs: where its files and config are, and what
-/// it found in logs a test took out already.
-#[derive(Debug)]
-pub(crate) struct Outputs {
-    dir: PathBuf,
-    config: PathBuf,
-    drained: Mutex<Drained>,
+/// it found in logs a test took out already. Kept in a registry by the gateway's address
+/// rather than in [`Gateway`], so that code building a `Gateway` itself (tests/src/disk.rs)
+/// needs no change; such a gateway is swept without files and management status.
+#[derive(Debug, Default)]
+struct Outputs {
+    dir: Option<PathBuf>,
+    config: Option<PathBuf>,
+    drained: Drained,
 }
 
 #[derive(Debug, Default)]
@@ -185,14 +187,32 @@ struct Drained {
     metrics: Option<(SocketAddr, String)>,
 }
 
-impl Outputs {
-    /// Plants what the config holds now; the sweep reads it again at the end.
-    pub(crate) fn new(dir: &Path, config: &Path) -> Self {
-        if let Ok(yaml) = std::fs::read_to_string(config) {
-            plant_from_config(&yaml);
-        }
-        Self { dir: dir.to_owned(), config: config.to_owned(), drained: Mutex::default() }
+static OUTPUTS: Mutex<Vec<(SocketAddr, Outputs)>> = Mutex::new(Vec::new());
+
+/// Runs `f` on the registry entry of the gateway at `addr` (created empty when missing).
+fn with_outputs<T>(addr: SocketAddr, f: impl FnOnce(&mut Outputs) -> T) -> T {
+    let mut all = OUTPUTS.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, outputs)) = all.iter_mut().find(|(a, _)| *a == addr) {
+        return f(outputs);
     }
+    all.push((addr, Outputs::default()));
+    let last = all.len() - 1;
+    f(&mut all[last].1)
+}
+
+/// Registers the gateway at `addr`, started from `config` in the harness directory `dir`,
+/// and plants what the config holds now (the sweep reads it again at the end).
+pub(crate) fn register(addr: SocketAddr, dir: &Path, config: &Path) {
+    if let Ok(yaml) = std::fs::read_to_string(config) {
+        plant_from_config(&yaml);
+    }
+    with_outputs(addr, |outputs| {
+        *outputs = Outputs {
+            dir: Some(dir.to_owned()),
+            config: Some(config.to_owned()),
+            drained: Drained::default(),
+        };
+    });
 }
 
 /// The metrics listener's address and path, from its `metrics listening` log line.
@@ -256,12 +276,14 @@ impl Gateway {
     pub fn drain_logs(&self) -> String {
         let logs = std::mem::take(&mut *self.logs.lock().expect("logs"));
         let hits = scan("logs (drained)", logs.as_bytes(), &planted());
-        let mut drained = self.outputs.drained.lock().expect("sweep state");
-        drained.bytes += logs.len();
-        drained.hits.extend(hits);
-        if drained.metrics.is_none() {
-            drained.metrics = metrics_listener(&logs);
-        }
+        with_outputs(self.addr, |outputs| {
+            let drained = &mut outputs.drained;
+            drained.bytes += logs.len();
+            drained.hits.extend(hits);
+            if drained.metrics.is_none() {
+                drained.metrics = metrics_listener(&logs);
+            }
+        });
         logs
     }
 
@@ -269,19 +291,27 @@ impl Gateway {
     /// log and bookkeeping files and, while it runs, `/metrics` and the management status.
     /// Returns the bytes scanned and the hits.
     pub fn sweep(&mut self) -> (usize, Vec<Hit>) {
-        if let Ok(yaml) = std::fs::read_to_string(&self.outputs.config) {
-            plant_from_config(&yaml);
-        }
+        let (dir, config, mut bytes, mut hits, metrics) = with_outputs(self.addr, |o| {
+            let drained = &o.drained;
+            (
+                o.dir.clone(),
+                o.config.clone(),
+                drained.bytes,
+                drained.hits.clone(),
+                drained.metrics.clone(),
+            )
+        });
+        let yaml =
+            config.as_ref().and_then(|c| std::fs::read_to_string(c).ok()).unwrap_or_default();
+        plant_from_config(&yaml);
         let secrets = planted();
         let logs = self.logs();
-        let (mut bytes, mut hits, metrics) = {
-            let drained = self.outputs.drained.lock().expect("sweep state");
-            (drained.bytes, drained.hits.clone(), drained.metrics.clone())
-        };
         bytes += logs.len();
         hits.extend(scan("logs", logs.as_bytes(), &secrets));
         let mut files = Vec::new();
-        output_files(&self.outputs.dir, &self.outputs.config, &mut files);
+        if let (Some(dir), Some(config)) = (&dir, &config) {
+            output_files(dir, config, &mut files);
+        }
         for file in files {
             if let Ok(content) = std::fs::read(&file) {
                 bytes += content.len();
@@ -295,7 +325,6 @@ impl Gateway {
                 bytes += answer.len();
                 hits.extend(scan(&path, &answer, &secrets));
             }
-            let yaml = std::fs::read_to_string(&self.outputs.config).unwrap_or_default();
             if let Some(key) = management_key(&yaml)
                 && let Some(answer) =
                     http_get(self.addr, "/v0/management/status", Some(("x-management-key", &key)))
@@ -315,6 +344,8 @@ impl Drop for Gateway {
             return;
         }
         let (bytes, hits) = self.sweep();
+        let addr = self.addr;
+        OUTPUTS.lock().unwrap_or_else(|e| e.into_inner()).retain(|(a, _)| *a != addr);
         report::figure(CATEGORY, "gateways swept", 1, "gateways");
         report::figure(CATEGORY, "bytes scanned", bytes as u64, "bytes");
         report::figure(CATEGORY, "secrets planted", planted().len() as u64, "secrets");
