@@ -10,10 +10,12 @@ mod failover;
 mod faults;
 mod formats;
 mod hostile;
+mod leaks;
 mod lifecycle;
 mod load;
 mod management;
 mod netguard;
+mod tls;
 mod vault;
 
 /// Asserts that none of `secrets` appears in `text`.

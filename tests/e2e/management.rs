@@ -72,6 +72,8 @@ async fn send(
         request = request.header(*name, *value);
     }
     if let Some(body) = body {
+        // Tokens posted here are planted for the leak sweep (tests/src/sweep.rs).
+        cliproxy_e2e::sweep::plant_from_json(&body);
         request = request.json(&body);
     }
     let response = request.send().await.unwrap();

@@ -34,6 +34,7 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 pub mod faulty;
+pub mod sweep;
 
 /// How long any single wait in a test may take before the test fails. Waits end on events
 /// (a log line, a byte on a socket); this bound only turns a hang into a failure.
@@ -314,6 +315,7 @@ impl Harness {
     /// `cliproxy-server vault add` with the token on standard input.
     pub fn vault_add(&self, provider: &str, id: &str, token: &str, base_url: Option<&str>) {
         use std::io::Write;
+        sweep::plant(token);
         let mut command = std::process::Command::new(server_binary());
         command.arg("--config").arg(self.config_path()).args([
             "vault",
@@ -400,6 +402,7 @@ impl Harness {
                 );
             }
         };
+        sweep::register(addr, self.dir.path(), &self.config_path());
         Gateway { child, addr, logs, log_lines }
     }
 }
@@ -522,6 +525,7 @@ pub async fn manage_with(
         .request(method, format!("{}/v0/management{path}", gateway.url()))
         .header("x-management-key", key);
     if let Some(body) = body {
+        sweep::plant_from_json(&body);
         request = request.json(&body);
     }
     let response = request.send().await.expect("management call");

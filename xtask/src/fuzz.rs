@@ -3,6 +3,10 @@
 //! `fuzz/regressions/<target>/` are replayed first, so a fixed crash stays fixed; a new crash
 //! fails the run and names the artefact libFuzzer wrote (`fuzz/artifacts/<target>/`), which is
 //! to be copied into `fuzz/regressions/<target>/` with the fix.
+//!
+//! When `CLIPROXY_TEST_REPORT` names a directory, each target that ran clean appends one line
+//! to `<dir>/fuzzing.jsonl`, in the format of the e2e harness's `report` module:
+//! `{"kind":"figure","name":"<target> runs","value":N,"unit":"runs"}`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -93,16 +97,59 @@ pub(crate) fn run(args: Args) -> Result<ExitCode> {
             );
             return Ok(ExitCode::FAILURE);
         }
-        let runs = log
-            .lines()
-            .rev()
-            .find_map(|l| l.strip_prefix("Done ").and_then(|r| r.split(' ').next()))
-            .unwrap_or("?")
-            .to_owned();
+        let runs = runs_done(&log);
+        if let Some(runs) = runs {
+            report(target, runs)?;
+        }
+        let runs = runs.map_or_else(|| "?".to_owned(), |n| n.to_string());
         summary.push(format!("{target}: {runs} runs in {} s, no crash", args.seconds));
     }
     for line in &summary {
         eprintln!("xtask: fuzz {line}");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The run count of libFuzzer's final `Done N runs in S second(s)` line.
+fn runs_done(log: &str) -> Option<u64> {
+    log.lines()
+        .rev()
+        .find_map(|l| l.strip_prefix("Done ").and_then(|r| r.split(' ').next()))
+        .and_then(|n| n.parse().ok())
+}
+
+/// Appends the target's run count to `$CLIPROXY_TEST_REPORT/fuzzing.jsonl`, when set. The
+/// line is written in one `write` on a file opened for appending, like the e2e harness does.
+fn report(target: &str, runs: u64) -> Result<()> {
+    use std::io::Write as _;
+    let Some(dir) = std::env::var_os("CLIPROXY_TEST_REPORT") else { return Ok(()) };
+    let dir = PathBuf::from(dir);
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let path = dir.join("fuzzing.jsonl");
+    // Target names are file stems of Rust sources: nothing in them needs JSON escaping, but
+    // they are checked rather than trusted.
+    if !target.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+        bail!("fuzz target name {target:?} is not a plain identifier");
+    }
+    let line = format!(
+        "{{\"kind\":\"figure\",\"name\":\"{target} runs\",\"value\":{runs},\"unit\":\"runs\"}}\n"
+    );
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .and_then(|mut file| file.write_all(line.as_bytes()))
+        .with_context(|| format!("cannot append to {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_run_count_is_read_from_libfuzzers_last_line() {
+        let log = "#1024\tpulse  cov: 10\nDone 123456 runs in 31 second(s)\n";
+        assert_eq!(runs_done(log), Some(123_456));
+        assert_eq!(runs_done("INFO: no Done line\n"), None);
+    }
 }

@@ -11,6 +11,8 @@
 //!   syscall allowlist against what it really calls.
 //! - `fuzz`: every `fuzz/` target for a bounded time with `cargo +nightly fuzz`, after
 //!   replaying the crash inputs kept in `fuzz/regressions/`.
+//! - `limiter-load`: the per-IP limiter under 1,000,000 distinct client addresses named by a
+//!   trusted proxy (release build; the e2e test `a_spray_of_client_addresses_...`).
 //! - `bench`: the performance harness (`bench/`, crate `cliproxy-bench`): release build, the
 //!   scenarios of docs/performance.md, `target/bench/report.md` and `report.json`.
 //! - `crash`: the crash-consistency end-to-end test with more SIGKILL rounds
@@ -22,6 +24,7 @@ mod bench;
 mod crash;
 mod fuzz;
 mod guard;
+mod limiter_load;
 mod release;
 mod secrets;
 mod syscalls;
@@ -70,6 +73,9 @@ enum Task {
     /// Kill the gateway with SIGKILL at random moments during credential writes, quota
     /// updates and audit writes, and check what it left (the crash-consistency e2e test).
     Crash(crash::Args),
+    /// Spray the release gateway's per-IP limiter with 1,000,000 distinct client addresses
+    /// through a trusted proxy header and check its memory stays bounded.
+    LimiterLoad(limiter_load::Args),
 }
 
 /// The test command; README.md gives the same one.
@@ -92,6 +98,7 @@ fn main() -> Result<ExitCode> {
         Task::Fuzz(args) => return fuzz::run(args),
         Task::TestReport(args) => return test_report::run(args),
         Task::Crash(args) => return crash::run(args),
+        Task::LimiterLoad(args) => return limiter_load::run(args),
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -23,6 +23,7 @@ mod api;
 mod body;
 mod config;
 mod error;
+mod first_byte;
 mod gateway;
 mod guard;
 mod guard_api;

@@ -17,6 +17,7 @@ use tokio::sync::Semaphore;
 
 use crate::config::ServerConfig;
 use crate::error::{Error, Result};
+use crate::first_byte::FirstByte;
 use crate::gateway::Gateway;
 use cliproxy_netguard::RejectionKind;
 use cliproxy_netguard::tls::TlsSettings;
@@ -144,6 +145,7 @@ impl Server {
         let hangup =
             spawn_hangup(gateway.clone(), tls.as_ref().map(TlsSettings::reloader), log.clone());
         let handshake_timeout = tls.as_ref().map(|t| t.handshake_timeout()).unwrap_or_default();
+        let header_read_timeout = limits.header_read_timeout;
         let connections = Arc::new(Semaphore::new(limits.max_connections.get()));
         info!(log, "listening"; "addr" => listener.local_addr().map(|a| a.to_string()).unwrap_or_default());
         tokio::pin!(shutdown);
@@ -184,6 +186,8 @@ impl Server {
                     let log = log.clone();
                     match &acceptor {
                         None => {
+                            // The first byte has the header read timeout too (first_byte.rs).
+                            let stream = FirstByte::new(stream, header_read_timeout);
                             let connection =
                                 builder.serve_connection(TokioIo::new(stream), service).into_owned();
                             let connection = graceful.watch(connection);
@@ -219,6 +223,8 @@ impl Server {
                                         return;
                                     }
                                 };
+                                // Counted from the end of the handshake (first_byte.rs).
+                                let stream = FirstByte::new(stream, header_read_timeout);
                                 let connection =
                                     builder.serve_connection(TokioIo::new(stream), service).into_owned();
                                 if let Err(error) = watcher.watch(connection).await {
