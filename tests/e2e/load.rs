@@ -153,6 +153,16 @@ async fn ten_thousand_idle_connections_and_a_flood_beyond_the_limit() {
     let per_connection = (held_rss.saturating_sub(idle_rss)) / IDLE as u64;
     assert!(per_connection <= 32, "{per_connection} KiB per idle connection");
     assert!(flood_rss <= held_rss + 32 * FLOOD as u64, "flood grew RSS to {flood_rss} KiB");
+    let test = "ten_thousand_idle_connections_and_a_flood_beyond_the_limit";
+    report::cases("load", test, IDLE + FLOOD);
+    report::figure("load", "idle connections held (debug build)", IDLE as u64, "connections");
+    report::figure("load", "RSS idle, one request served", idle_rss, "KiB");
+    report::figure("load", "RSS with the connections held", held_rss, "KiB");
+    report::figure("load", "RSS per held connection", per_connection, "KiB");
+    report::figure("load", "flood connections past max_connections", FLOOD as u64, "connections");
+    report::figure("load", "flood connections served (free slots)", served as u64, "connections");
+    report::figure("load", "flood connections refused at accept", refused as u64, "connections");
+    report::figure("load", "RSS after the flood", flood_rss, "KiB");
 }
 
 /// The addresses sent by [`a_spray_of_client_addresses_through_a_trusted_proxy`]:
