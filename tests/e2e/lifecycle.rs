@@ -14,6 +14,21 @@ const TOKEN: &str = "sk-vault-lifecycle-token-5150";
 
 #[tokio::test]
 async fn sigterm_finishes_the_stream_in_flight_then_exits_0() {
+    // The scheduler follows the CPUs this process (and so the gateway) may run on.
+    let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    let scheduler = if cpus == 1 { "current-thread" } else { "multi-thread" };
+    serve_a_stream_then_stop_on_sigterm(&[], scheduler).await;
+}
+
+/// On one CPU the gateway runs tokio's current-thread scheduler; everything else is the same.
+#[tokio::test]
+async fn on_one_cpu_the_current_thread_scheduler_serves_and_stops_the_same_way() {
+    serve_a_stream_then_stop_on_sigterm(&["taskset", "-c", "0"], "current-thread").await;
+}
+
+/// Health, a stream held open across SIGTERM that still completes, no new connections after
+/// it, exit 0; the gateway started through `wrapper` and logging `scheduler`.
+async fn serve_a_stream_then_stop_on_sigterm(wrapper: &[&str], scheduler: &str) {
     let gate = Arc::new(Notify::new());
     let upstream_gate = Arc::clone(&gate);
     let words = ["one", " two", " three"];
@@ -32,8 +47,10 @@ async fn sigterm_finishes_the_stream_in_flight_then_exits_0() {
         ),
     );
     harness.vault_add("oa", "oa-1", TOKEN, None);
-    let mut gateway = harness.start().await;
+    let mut gateway = harness.start_via(wrapper).await;
     let client = client();
+    let runtime = gateway.wait_for_log(|e| e["msg"] == "async runtime").await;
+    assert_eq!(runtime["scheduler"], scheduler, "{runtime}");
 
     let health = client.get(format!("{}/healthz", gateway.url())).send().await.unwrap();
     assert_eq!(health.status(), 200);

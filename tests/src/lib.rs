@@ -350,7 +350,21 @@ impl Harness {
 
     /// Starts the binary with `--config FILE` and `args`, output piped, killed on drop.
     fn spawn(&self, args: &[&str]) -> Child {
-        Command::new(server_binary())
+        self.spawn_via(&[], args)
+    }
+
+    /// [`Harness::spawn`] through `wrapper` (a program and its arguments, such as
+    /// `taskset -c 0`), when not empty.
+    fn spawn_via(&self, wrapper: &[&str], args: &[&str]) -> Child {
+        let mut command = match wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut command = Command::new(program);
+                command.args(rest).arg(server_binary());
+                command
+            }
+            None => Command::new(server_binary()),
+        };
+        command
             .arg("--config")
             .arg(self.config_path())
             .args(args)
@@ -376,7 +390,13 @@ impl Harness {
 
     /// Starts `cliproxy-server serve` and waits for its `listening` log line.
     pub async fn start(&self) -> Gateway {
-        let mut child = self.spawn(&["serve"]);
+        self.start_via(&[]).await
+    }
+
+    /// [`Harness::start`] through `wrapper`, e.g. `["taskset", "-c", "0"]` to run the gateway
+    /// on one CPU.
+    pub async fn start_via(&self, wrapper: &[&str]) -> Gateway {
+        let mut child = self.spawn_via(wrapper, &["serve"]);
         let logs = Arc::new(Mutex::new(String::new()));
         let (ready_tx, ready_rx) = oneshot::channel();
         let log_lines = Arc::new(Notify::new());
