@@ -155,7 +155,7 @@ async fn sigkill_at_random_moments_loses_nothing_acknowledged() {
     let test = "sigkill_at_random_moments_loses_nothing_acknowledged";
     report::cases(CATEGORY, test, usize::try_from(iterations).unwrap_or(usize::MAX));
     report::figure(CATEGORY, "iterations (SIGKILLs)", iterations, "kills");
-    report::figure(CATEGORY, "seed", seed, "");
+    report::figure(CATEGORY, "seed (CLIPROXY_CRASH_SEED)", seed.to_string(), "");
     report::figure(
         CATEGORY,
         "kills with a credential write in flight",

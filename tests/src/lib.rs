@@ -715,6 +715,12 @@ pub mod report {
         append(category, &json!({"kind": "cases", "test": test, "count": count}));
     }
 
+    /// A count added up over every call with the same `name` (one call per gateway swept,
+    /// say): the report shows the total.
+    pub fn total(category: &str, name: &str, value: u64, unit: &str) {
+        append(category, &json!({"kind": "total", "name": name, "value": value, "unit": unit}));
+    }
+
     /// A measured figure, e.g. `figure("load", "RSS with 10,000 idle connections", 257.3, "MB")`.
     pub fn figure(category: &str, name: &str, value: impl Into<Value>, unit: &str) {
         append(

@@ -346,10 +346,20 @@ impl Drop for Gateway {
         let (bytes, hits) = self.sweep();
         let addr = self.addr;
         OUTPUTS.lock().unwrap_or_else(|e| e.into_inner()).retain(|(a, _)| *a != addr);
-        report::figure(CATEGORY, "gateways swept", 1, "gateways");
-        report::figure(CATEGORY, "bytes scanned", bytes as u64, "bytes");
-        report::figure(CATEGORY, "secrets planted", planted().len() as u64, "secrets");
-        report::figure(CATEGORY, "hits", hits.len() as u64, "hits");
+        report::total(CATEGORY, "gateways swept after their tests", 1, "gateways");
+        report::total(
+            CATEGORY,
+            "bytes of their output, files, metrics and status scanned",
+            bytes as u64,
+            "bytes",
+        );
+        report::total(
+            CATEGORY,
+            "searches (planted secrets × gateways)",
+            planted().len() as u64,
+            "searches",
+        );
+        report::total(CATEGORY, "hits in swept gateways", hits.len() as u64, "hits");
         assert!(hits.is_empty(), "planted secrets found in the gateway's outputs: {hits:#?}");
     }
 }

@@ -5,8 +5,8 @@
 //! to be copied into `fuzz/regressions/<target>/` with the fix.
 //!
 //! When `CLIPROXY_TEST_REPORT` names a directory, each target that ran clean appends one line
-//! to `<dir>/fuzzing.jsonl`, in the format of the e2e harness's `report` module:
-//! `{"kind":"figure","name":"<target> runs","value":N,"unit":"runs"}`.
+//! to `<dir>/fuzzing.jsonl`, in the format of the e2e harness's `report` module: a case (the
+//! target ran clean) and `{"kind":"figure","name":"<target> runs","value":N,"unit":"runs"}`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -138,7 +138,8 @@ fn report(target: &str, runs: u64) -> Result<()> {
         bail!("fuzz target name {target:?} is not a plain identifier");
     }
     let line = format!(
-        "{{\"kind\":\"figure\",\"name\":\"{target} runs\",\"value\":{runs},\"unit\":\"runs\"}}\n"
+        "{{\"kind\":\"cases\",\"test\":\"{target}\",\"count\":1}}\n\
+         {{\"kind\":\"figure\",\"name\":\"{target} runs\",\"value\":{runs},\"unit\":\"runs\"}}\n"
     );
     std::fs::OpenOptions::new()
         .create(true)

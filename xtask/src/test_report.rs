@@ -84,7 +84,7 @@ const CATEGORIES: &[Category] = &[
         name: "tls",
         title: "TLS",
         what: "The real listener probed with `openssl s_client`: TLS 1.0/1.1, CBC, RSA key exchange, (EC)DHE-less and DHE suites and renegotiation refused, modern suites accepted; `.ci/tls-scan.sh` adds sslyze's Mozilla intermediate check.",
-        tests: "tests/e2e/netguard.rs, .ci/tls-scan.sh",
+        tests: "tests/e2e/tls.rs, .ci/tls-scan.sh",
     },
     Category {
         name: "fuzzing",
@@ -203,7 +203,14 @@ fn parse_lines(text: &str) -> Result<Vec<Value>> {
                 Some("figure") if value["name"].is_string() && value["unit"].is_string() => {
                     Ok(value)
                 }
-                _ => bail!("line {} is neither a `cases` nor a `figure` entry: {line}", n + 1),
+                Some("total")
+                    if value["name"].is_string()
+                        && value["unit"].is_string()
+                        && value["value"].is_u64() =>
+                {
+                    Ok(value)
+                }
+                _ => bail!("line {} is not a `cases`, `figure` or `total` entry: {line}", n + 1),
             }
         })
         .collect()
@@ -269,13 +276,31 @@ fn render(entries: &Entries, context: &RunContext) -> Result<String> {
         if !by_test.is_empty() {
             let _ = writeln!(sections, "| test | cases |\n|---|---:|");
             for (test, count) in &by_test {
-                let _ = writeln!(sections, "| `{test}` | {count} |");
+                let _ =
+                    writeln!(sections, "| `{test}` | {} |", group_thousands(&count.to_string()));
             }
             sections.push('\n');
         }
+        // Totals first, one row per name with the sum of its calls, in order of first call.
+        let mut totals: Vec<(&str, &str, u64)> = Vec::new();
+        for line in lines.iter().filter(|l| l["kind"] == "total") {
+            let name = line["name"].as_str().unwrap_or("?");
+            let value = line["value"].as_u64().unwrap_or(0);
+            match totals.iter_mut().find(|(n, _, _)| *n == name) {
+                Some(total) => total.2 += value,
+                None => totals.push((name, line["unit"].as_str().unwrap_or(""), value)),
+            }
+        }
         let figures: Vec<&Value> = lines.iter().filter(|l| l["kind"] == "figure").collect();
-        if !figures.is_empty() {
+        if !figures.is_empty() || !totals.is_empty() {
             let _ = writeln!(sections, "| figure | value |\n|---|---:|");
+            for (name, unit, value) in totals {
+                let _ = writeln!(
+                    sections,
+                    "| {name} | {} {unit} |",
+                    group_thousands(&value.to_string())
+                );
+            }
             for figure in figures {
                 let _ = writeln!(
                     sections,
@@ -395,6 +420,29 @@ mod tests {
         let total = CATEGORIES.len() * 6;
         assert!(report.contains(&format!("| **total** | **{total}** |")), "{report}");
         assert!(report.contains("| `cargo test --workspace --locked` | 600 s |"), "{report}");
+    }
+
+    #[test]
+    fn totals_are_added_up_by_name() {
+        let mut entries = every_category();
+        let lines = parse_lines(
+            "{\"kind\":\"total\",\"name\":\"gateways swept\",\"value\":1,\"unit\":\"gateways\"}\n\
+             {\"kind\":\"total\",\"name\":\"bytes\",\"value\":600,\"unit\":\"bytes\"}\n\
+             {\"kind\":\"total\",\"name\":\"gateways swept\",\"value\":1,\"unit\":\"gateways\"}\n\
+             {\"kind\":\"total\",\"name\":\"bytes\",\"value\":700,\"unit\":\"bytes\"}\n",
+        )
+        .unwrap();
+        entries.insert("secret-leaks".into(), lines);
+        let report = render(&entries, &context()).unwrap();
+        assert!(
+            report.contains("| gateways swept | 2 gateways |\n| bytes | 1,300 bytes |"),
+            "{report}"
+        );
+        assert_eq!(report.matches("gateways swept").count(), 1, "{report}");
+        let error = parse_lines("{\"kind\":\"total\",\"name\":\"x\",\"value\":1.5,\"unit\":\"\"}")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("line 1"), "{error}");
     }
 
     #[test]
