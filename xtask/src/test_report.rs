@@ -126,6 +126,25 @@ pub(crate) fn run(args: Args) -> Result<ExitCode> {
             timed(|| cargo_with_env(&["xtask", "fuzz", "--seconds", &seconds], &env))?,
         ));
     }
+    let steps = dir.join("steps.txt");
+    if args.render_only {
+        // `<seconds> <command>` per line, as the run wrote them.
+        let text = std::fs::read_to_string(&steps).unwrap_or_default();
+        for line in text.lines() {
+            if let Some((seconds, step)) = line.split_once(' ')
+                && let Ok(seconds) = seconds.parse::<f64>()
+            {
+                durations.push((step.to_owned(), Duration::from_secs_f64(seconds)));
+            }
+        }
+    } else {
+        let text: String = durations
+            .iter()
+            .map(|(step, duration)| format!("{} {step}\n", duration.as_secs_f64()))
+            .collect();
+        std::fs::write(&steps, text)
+            .with_context(|| format!("cannot write {}", steps.display()))?;
+    }
     let entries = read_entries(&dir)?;
     let command = if args.fuzz_seconds == 10 && args.crash_iterations == 200 {
         "cargo xtask test-report".to_owned()
@@ -267,9 +286,10 @@ fn render(entries: &Entries, context: &RunContext) -> Result<String> {
         total_cases += cases;
         let _ = writeln!(
             summary,
-            "| [{}](#{}) | {cases} | {} |",
+            "| [{}](#{}) | {} | {} |",
             category.title,
             anchor(category.title),
+            group_thousands(&cases.to_string()),
             category.tests
         );
         let _ = writeln!(sections, "## {}\n\n{}\n", category.title, category.what);
@@ -313,7 +333,11 @@ fn render(entries: &Entries, context: &RunContext) -> Result<String> {
             sections.push('\n');
         }
     }
-    let _ = writeln!(out, "{summary}| **total** | **{total_cases}** | |\n");
+    let _ = writeln!(
+        out,
+        "{summary}| **total** | **{}** | |\n",
+        group_thousands(&total_cases.to_string())
+    );
     if !context.durations.is_empty() {
         let _ = writeln!(out, "| step | duration |\n|---|---:|");
         for (step, duration) in &context.durations {
@@ -419,6 +443,14 @@ mod tests {
         assert!(report.contains("| `t1` | 5 |\n| `t2` | 1 |"), "{report}");
         let total = CATEGORIES.len() * 6;
         assert!(report.contains(&format!("| **total** | **{total}** |")), "{report}");
+        let mut big = every_category();
+        big.insert(
+            "load".into(),
+            parse_lines("{\"kind\":\"cases\",\"test\":\"spray\",\"count\":40000}\n").unwrap(),
+        );
+        let report = render(&big, &context()).unwrap();
+        assert!(report.contains("| [Load](#load) | 40,000 |"), "{report}");
+        assert!(report.contains("| `spray` | 40,000 |"), "{report}");
         assert!(report.contains("| `cargo test --workspace --locked` | 600 s |"), "{report}");
     }
 
