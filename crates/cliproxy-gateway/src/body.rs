@@ -124,7 +124,6 @@ pin_project_lite::pin_project! {
 }
 
 impl<B> Tapped<B> {
-    /// Wraps `inner`.
     /// Wraps `inner`; `sse` is the client's format when the body is an event stream.
     pub(crate) fn new(
         inner: B,
