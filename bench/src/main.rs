@@ -107,12 +107,7 @@ fn real_main() -> Result<ExitCode> {
         Role::Mock { listen, token, latency_ms, fail_after } => {
             let runtime = runtime()?;
             runtime.block_on(async {
-                let listener = tokio::net::TcpListener::bind(&listen)
-                    .await
-                    .with_context(|| format!("cannot listen on {listen}"))?;
-                let addr = listener.local_addr().context("no local address")?;
-                let mut stdout = std::io::stdout();
-                writeln!(stdout, "listening {addr}").and_then(|()| stdout.flush())?;
+                let listener = listen_and_announce(&listen).await?;
                 let options =
                     MockOptions { token, latency: Duration::from_millis(latency_ms), fail_after };
                 cliproxy_bench::mock::serve(listener, options, Arc::new(MockStats::default()))
@@ -122,12 +117,7 @@ fn real_main() -> Result<ExitCode> {
         }
         Role::Relay { listen, upstream } => {
             runtime()?.block_on(async {
-                let listener = tokio::net::TcpListener::bind(&listen)
-                    .await
-                    .with_context(|| format!("cannot listen on {listen}"))?;
-                let addr = listener.local_addr().context("no local address")?;
-                let mut stdout = std::io::stdout();
-                writeln!(stdout, "listening {addr}").and_then(|()| stdout.flush())?;
+                let listener = listen_and_announce(&listen).await?;
                 cliproxy_bench::relay::serve(listener, upstream).await;
                 Ok::<_, anyhow::Error>(())
             })?;
@@ -175,6 +165,17 @@ fn real_main() -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Binds `listen` and prints `listening ADDR`, the line the runner waits for.
+async fn listen_and_announce(listen: &str) -> Result<tokio::net::TcpListener> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let addr = listener.local_addr().context("no local address")?;
+    let mut stdout = std::io::stdout();
+    writeln!(stdout, "listening {addr}").and_then(|()| stdout.flush())?;
+    Ok(listener)
 }
 
 /// One thread: each role runs pinned to one CPU, where more threads would only contend.
