@@ -332,7 +332,8 @@ impl Gateway {
             || path.strip_prefix(management::PREFIX).is_some_and(|rest| rest.starts_with('/'))
         {
             record.client = Some("management".to_owned());
-            return Ok(management::handle(self, &parts, body, peer, request_id, &record.log).await);
+            let log = record.request_log();
+            return Ok(management::handle(self, &parts, body, peer, request_id, &log).await);
         }
         // Routing before authentication: an unknown path is 404 for everyone and tells nothing
         // about keys; a known one tells us which API format to answer errors in.
@@ -1146,7 +1147,12 @@ struct Peek {
 
 /// What the access log line says about a request; written once, when the response ends.
 struct Record {
+    /// The gateway's logger: the request's own fields are written with the line, not held
+    /// in a child logger (two fewer allocations and four fewer strings per request).
     log: Logger,
+    method: Method,
+    path: String,
+    peer: SocketAddr,
     status: u16,
     proxied: bool,
     sse: bool,
@@ -1181,12 +1187,12 @@ impl Record {
         peer: SocketAddr,
         guard: Arc<Guard>,
     ) -> Self {
-        // The path only: the query string may hold a key the client should not have sent.
-        let log = log
-            .new(o!("request_id" => request_id.to_owned(), "method" => method.to_string(),
-            "path" => truncate(path, 200), "peer" => peer.to_string()));
         Self {
-            log,
+            log: log.clone(),
+            method: method.clone(),
+            // The path only: the query string may hold a key the client should not have sent.
+            path: truncate(path, 200),
+            peer,
             status: 0,
             proxied: false,
             sse: false,
@@ -1253,26 +1259,55 @@ impl Record {
             _ => self.guard.audit.metrics().request("none", self.status, elapsed),
         }
         let usage = usage.unwrap_or(Usage::default());
-        let kv = o!(
-            "status" => self.status,
-            "result" => result,
-            "client" => self.client.clone(),
-            "model" => self.model.clone(),
-            "provider" => self.provider.clone(),
-            "credential" => self.credential.clone(),
-            "attempts" => self.attempts,
-            "client_ip" => self.client_ip.map(|ip| ip.to_string()),
-            "input_tokens" => usage.input_tokens,
-            "output_tokens" => usage.output_tokens,
-            "duration_ms" => format!("{elapsed_ms:.2}"),
-            "error" => self.error.clone().or(failure),
-        );
-        let log = self.log.new(kv);
-        if self.status >= 500 || result == "failed" {
-            warn!(log, "request");
-        } else {
-            info!(log, "request");
+        let error = self.error.as_deref().or(failure.as_deref());
+        // One macro call per level, the fields borrowed: nothing is cloned for the line.
+        macro_rules! access_line {
+            ($level:ident) => {
+                $level!(self.log, "request";
+                    "request_id" => &self.request_id,
+                    "method" => self.method.as_str(),
+                    "path" => &self.path,
+                    "peer" => self.peer,
+                    "status" => self.status,
+                    "result" => result,
+                    "client" => self.client.as_deref(),
+                    "model" => self.model.as_deref(),
+                    "provider" => self.provider.as_deref(),
+                    "credential" => self.credential.as_deref(),
+                    "attempts" => self.attempts,
+                    "client_ip" => self.client_ip.map(Shown),
+                    "input_tokens" => usage.input_tokens,
+                    "output_tokens" => usage.output_tokens,
+                    "duration_ms" => %format_args!("{elapsed_ms:.2}"),
+                    "error" => error
+                )
+            };
         }
+        if self.status >= 500 || result == "failed" {
+            access_line!(warn);
+        } else {
+            access_line!(info);
+        }
+    }
+
+    /// A logger carrying the request's fields, for handlers that log on their own.
+    fn request_log(&self) -> Logger {
+        self.log.new(o!("request_id" => self.request_id.clone(),
+            "method" => self.method.to_string(), "path" => self.path.clone(), "peer" => self.peer))
+    }
+}
+
+/// A `Display` value logged as text, formatted into the line rather than into a `String`.
+struct Shown<T>(T);
+
+impl<T: std::fmt::Display> slog::Value for Shown<T> {
+    fn serialize(
+        &self,
+        _: &slog::Record<'_>,
+        key: slog::Key,
+        serializer: &mut dyn slog::Serializer,
+    ) -> slog::Result {
+        serializer.emit_arguments(key, &format_args!("{}", self.0))
     }
 }
 
