@@ -145,6 +145,31 @@ impl<B> Tapped<B> {
     }
 }
 
+/// Reports a complete body once the task that polled it has yielded: hyper writes the last
+/// bytes to the client first, and the usage parse, the audit event and the access log line
+/// (tens of microseconds) leave the client's critical path. Nothing is lost: a runtime that
+/// shuts down before running the task drops it, and dropping reports.
+fn report_complete_after_yield(on_done: OnDone, scanner: &mut UsageScanner) {
+    let scanner = std::mem::replace(scanner, UsageScanner::new(ApiFormat::OpenAi, false));
+    let report = CompleteReport(Some((on_done, scanner)));
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => drop(runtime.spawn(async move { drop(report) })),
+        Err(_) => drop(report),
+    }
+}
+
+/// A complete body's report, made when dropped.
+struct CompleteReport(Option<(OnDone, UsageScanner)>);
+
+impl Drop for CompleteReport {
+    fn drop(&mut self) {
+        if let Some((on_done, mut scanner)) = self.0.take() {
+            scanner.finish();
+            on_done(Outcome::Complete(scanner.usage()));
+        }
+    }
+}
+
 /// How a failed body ends: with an error event and a clean end when it is an event stream
 /// standing at an event boundary, with the error otherwise.
 fn fail_frame(
@@ -195,8 +220,7 @@ where
                     && !truncated
                     && let Some(on_done) = this.on_done.take()
                 {
-                    this.scanner.finish();
-                    on_done(Outcome::Complete(this.scanner.usage()));
+                    report_complete_after_yield(on_done, this.scanner);
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
@@ -225,8 +249,7 @@ where
             }
             Poll::Ready(None) => {
                 if let Some(on_done) = this.on_done.take() {
-                    this.scanner.finish();
-                    on_done(Outcome::Complete(this.scanner.usage()));
+                    report_complete_after_yield(on_done, this.scanner);
                 }
                 Poll::Ready(None)
             }
@@ -321,6 +344,12 @@ mod tests {
         (Box::new(move |outcome| sink.lock().unwrap().push(outcome)), seen)
     }
 
+    /// A recorder that also signals each report, for the reports made after a yield.
+    fn awaited_recorder() -> (OnDone, tokio::sync::mpsc::UnboundedReceiver<Outcome>) {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        (Box::new(move |outcome| drop(tx.send(outcome))), rx)
+    }
+
     /// A body that yields its chunks, then ends or (with `hang`) stays silent forever.
     struct Script {
         chunks: VecDeque<Bytes>,
@@ -355,13 +384,14 @@ mod tests {
             ],
             false,
         );
-        let (on_done, seen) = recorder();
+        let (on_done, mut seen) = awaited_recorder();
         let scanner = UsageScanner::new(ApiFormat::OpenAi, true);
         let body = Tapped::new(inner, Duration::from_secs(5), scanner, on_done, None);
         let bytes = body.collect().await.unwrap().to_bytes();
         assert!(bytes.ends_with(b"data: [DONE]\n\n"));
         let expected = Outcome::Complete(Some(Usage { input_tokens: 7, output_tokens: 3 }));
-        assert_eq!(*seen.lock().unwrap(), [expected]);
+        assert_eq!(seen.recv().await, Some(expected));
+        assert_eq!(seen.recv().await, None, "reported once");
     }
 
     #[tokio::test(start_paused = true)]
@@ -435,10 +465,11 @@ mod tests {
     }
 
     /// hyper stops polling a body of known length after its last byte; the body is complete
-    /// then, with its usage, even though nobody saw the final `None`.
+    /// then, with its usage, even though nobody saw the final `None`. The report comes after the last frame was handed over (off the client's critical
+    /// path), on the current-thread runtime the gateway uses on one CPU too.
     #[tokio::test]
     async fn known_length_body_is_complete_after_its_last_frame() {
-        let (on_done, seen) = recorder();
+        let (on_done, mut seen) = awaited_recorder();
         let scanner = UsageScanner::new(ApiFormat::OpenAi, false);
         let json = br#"{"usage":{"prompt_tokens":17,"completion_tokens":9}}"#;
         let inner = http_body_util::Full::new(Bytes::from_static(json));
@@ -447,8 +478,29 @@ mod tests {
         let frame = body.frame().await.unwrap().unwrap();
         assert_eq!(frame.data_ref().map(|d| &d[..]), Some(&json[..]));
         assert!(http_body::Body::is_end_stream(&*body));
+        assert!(seen.try_recv().is_err(), "reported before the frame reached the client");
         drop(body);
         let expected = Outcome::Complete(Some(Usage { input_tokens: 17, output_tokens: 9 }));
+        assert_eq!(seen.recv().await, Some(expected));
+        assert_eq!(seen.recv().await, None, "reported once");
+    }
+
+    /// A runtime that stops before the report ran still makes it: the dropped task reports.
+    #[test]
+    fn a_report_pending_at_shutdown_is_made_when_the_runtime_drops() {
+        let (on_done, seen) = recorder();
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+        runtime.block_on(async {
+            let scanner = UsageScanner::new(ApiFormat::OpenAi, false);
+            let json = br#"{"usage":{"prompt_tokens":2,"completion_tokens":1}}"#;
+            let inner = http_body_util::Full::new(Bytes::from_static(json));
+            let mut body =
+                Box::pin(Tapped::new(inner, Duration::from_secs(60), scanner, on_done, None));
+            assert!(body.frame().await.is_some());
+        });
+        assert!(seen.lock().unwrap().is_empty(), "the report waits for a yield");
+        drop(runtime);
+        let expected = Outcome::Complete(Some(Usage { input_tokens: 2, output_tokens: 1 }));
         assert_eq!(*seen.lock().unwrap(), [expected]);
     }
 
