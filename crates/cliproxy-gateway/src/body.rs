@@ -150,6 +150,7 @@ impl<B> Tapped<B> {
 /// (tens of microseconds) leave the client's critical path. Nothing is lost: a runtime that
 /// shuts down before running the task drops it, and dropping reports.
 fn report_complete_after_yield(on_done: OnDone, scanner: &mut UsageScanner) {
+    // The body is done with its scanner; an empty one (no allocation) takes its place.
     let scanner = std::mem::replace(scanner, UsageScanner::new(ApiFormat::OpenAi, false));
     let report = CompleteReport(Some((on_done, scanner)));
     match tokio::runtime::Handle::try_current() {
@@ -465,8 +466,9 @@ mod tests {
     }
 
     /// hyper stops polling a body of known length after its last byte; the body is complete
-    /// then, with its usage, even though nobody saw the final `None`. The report comes after the last frame was handed over (off the client's critical
-    /// path), on the current-thread runtime the gateway uses on one CPU too.
+    /// then, with its usage, even though nobody saw the final `None`. The report comes only
+    /// after the last frame was handed over (off the client's critical path), on the
+    /// current-thread runtime the gateway uses on one CPU too.
     #[tokio::test]
     async fn known_length_body_is_complete_after_its_last_frame() {
         let (on_done, mut seen) = awaited_recorder();
