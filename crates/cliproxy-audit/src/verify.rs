@@ -293,14 +293,20 @@ pub(crate) fn parse_line(bytes: &[u8]) -> Result<Line, String> {
 
 /// Lowercase hex SHA-256.
 pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(64);
+    sha256_hex_into(bytes, &mut out);
+    out
+}
+
+/// [`sha256_hex`] into `out`, replacing what it held (no allocation once it has room).
+pub(crate) fn sha256_hex_into(bytes: &[u8], out: &mut String) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let digest = digest::digest(&digest::SHA256, bytes);
-    let mut out = String::with_capacity(64);
+    out.clear();
     for b in digest.as_ref() {
         out.push(char::from(HEX[usize::from(b >> 4)]));
         out.push(char::from(HEX[usize::from(b & 0xf)]));
     }
-    out
 }
 
 fn is_hex64(s: &[u8]) -> bool {

@@ -51,7 +51,12 @@ pub(crate) fn apply_credential(
     oauth: bool,
 ) -> Result<(), http::header::InvalidHeaderValue> {
     // A failover attempt reuses the headers: nothing of the previous credential may stay.
-    for name in [AUTHORIZATION.as_str(), "x-api-key", "x-goog-api-key"] {
+    // Typed names: a `&str` name would be parsed again for each removal.
+    for name in [
+        AUTHORIZATION,
+        HeaderName::from_static("x-api-key"),
+        HeaderName::from_static("x-goog-api-key"),
+    ] {
         headers.remove(name);
     }
     let (name, value) = match kind {

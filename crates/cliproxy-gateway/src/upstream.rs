@@ -74,6 +74,14 @@ pub(crate) fn build_client(
 /// dropped), so an error message never carries more of the upstream's header than that.
 pub(crate) fn unexpected_content_type(headers: &HeaderMap) -> Option<String> {
     let value = headers.get(header::CONTENT_TYPE)?;
+    // The usual answer is checked on the bytes, without building the lower-case text.
+    let media = value.as_bytes().split(|&b| b == b';').next().unwrap_or_default().trim_ascii();
+    if media.is_empty()
+        || media.windows(4).any(|w| w.eq_ignore_ascii_case(b"json"))
+        || media.eq_ignore_ascii_case(b"text/event-stream")
+    {
+        return None;
+    }
     let text = String::from_utf8_lossy(value.as_bytes());
     let media = text.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
     let expected = media.is_empty() || media.contains("json") || media == "text/event-stream";
@@ -85,58 +93,66 @@ pub(crate) fn unexpected_content_type(headers: &HeaderMap) -> Option<String> {
 /// vault credential is sent, and it picks its own organisation), cookies, headers that would
 /// leak the client's address, and `accept-encoding`, so replies arrive uncompressed and their
 /// token usage can be read.
-const DROPPED_REQUEST_HEADERS: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "host",
-    "content-length",
-    "authorization",
-    "x-api-key",
-    "x-goog-api-key",
-    "api-key",
-    "openai-organization",
-    "openai-project",
-    "cookie",
-    "forwarded",
-    "x-forwarded-for",
-    "x-forwarded-host",
-    "x-forwarded-proto",
-    "x-real-ip",
-    "accept-encoding",
-];
+fn dropped_request_header(name: &str) -> bool {
+    // A `match`: compared with constants by the compiled code, not looked up in a table.
+    matches!(
+        name,
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+            | "host"
+            | "content-length"
+            | "authorization"
+            | "x-api-key"
+            | "x-goog-api-key"
+            | "api-key"
+            | "openai-organization"
+            | "openai-project"
+            | "cookie"
+            | "forwarded"
+            | "x-forwarded-for"
+            | "x-forwarded-host"
+            | "x-forwarded-proto"
+            | "x-real-ip"
+            | "accept-encoding"
+    )
+}
 
 /// Response headers never passed back: hop-by-hop headers and the upstream's cookies.
-const DROPPED_RESPONSE_HEADERS: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "set-cookie",
-    "alt-svc",
-];
+fn dropped_response_header(name: &str) -> bool {
+    // A `match`: compared with constants by the compiled code, not looked up in a table.
+    matches!(
+        name,
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authenticate"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+            | "set-cookie"
+            | "alt-svc"
+    )
+}
 
 /// The client's request headers that may go upstream.
 pub(crate) fn forwardable_request_headers(client: &HeaderMap) -> HeaderMap {
-    filtered(client, DROPPED_REQUEST_HEADERS)
+    filtered(client, dropped_request_header)
 }
 
 /// The upstream's response headers that may go back to the client.
 pub(crate) fn forwardable_response_headers(upstream: &HeaderMap) -> HeaderMap {
-    filtered(upstream, DROPPED_RESPONSE_HEADERS)
+    filtered(upstream, dropped_response_header)
 }
 
-fn filtered(headers: &HeaderMap, dropped: &[&str]) -> HeaderMap {
+fn filtered(headers: &HeaderMap, dropped: fn(&str) -> bool) -> HeaderMap {
     // Headers named in `Connection` are hop-by-hop too.
     let listed: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
@@ -147,7 +163,7 @@ fn filtered(headers: &HeaderMap, dropped: &[&str]) -> HeaderMap {
         .collect();
     let mut out = HeaderMap::with_capacity(headers.len());
     for (name, value) in headers {
-        if dropped.contains(&name.as_str()) || listed.contains(name) {
+        if dropped(name.as_str()) || listed.contains(name) {
             continue;
         }
         out.append(name.clone(), value.clone());
