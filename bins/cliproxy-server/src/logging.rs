@@ -7,6 +7,8 @@
 //! lines are dropped and counted rather than blocking a request, and the writer reports the
 //! count in its next batch.
 
+mod json;
+
 use std::io::Write;
 use std::panic::{RefUnwindSafe, UnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -53,10 +55,7 @@ fn init_to(config: &LoggingConfig, out: Box<dyn Write + Send>) -> (Logger, Flush
     let drain: Box<
         dyn Drain<Ok = (), Err = slog::Never> + Send + Sync + UnwindSafe + RefUnwindSafe,
     > = match format {
-        LogFormat::Json => Box::new(
-            Mutex::new(slog_json::Json::new(lines).set_flush(true).add_default_keys().build())
-                .ignore_res(),
-        ),
+        LogFormat::Json => Box::new(json::Json::new(lines)),
         LogFormat::Text => Box::new(
             Mutex::new(slog_term::FullFormat::new(slog_term::PlainDecorator::new(lines)).build())
                 .ignore_res(),
