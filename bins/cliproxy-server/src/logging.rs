@@ -23,8 +23,12 @@ use slog::{Drain, Level, Logger, o};
 /// Lines the channel holds before new ones are dropped.
 const CHANNEL_LINES: usize = 8192;
 /// How long the writer lets lines gather after writing a batch (the most a line is delayed
-/// under load; an idle writer waits for the next line instead).
-const GATHER: Duration = Duration::from_millis(2);
+/// under load; an idle writer waits for the next line instead). 10 ms rather than 2: five
+/// times fewer `write` calls and wake-ups under load, as for the audit writer.
+const GATHER: Duration = Duration::from_millis(10);
+/// Room a new line starts with: an access log line is about 400 bytes, so most lines never
+/// grow their buffer.
+const LINE_BYTES: usize = 512;
 /// A batch is written out once it is this large, even while more lines are waiting.
 const BATCH_BYTES: usize = 64 * 1024;
 
@@ -102,7 +106,7 @@ impl Write for LineSender {
         if self.line.is_empty() {
             return Ok(());
         }
-        let line = std::mem::replace(&mut self.line, Vec::with_capacity(256));
+        let line = std::mem::replace(&mut self.line, Vec::with_capacity(LINE_BYTES));
         match self.tx.try_send(line) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
