@@ -9,12 +9,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use cliproxy_audit::{Event, Plane, What};
 use cliproxy_core::ErrorCode;
-use cliproxy_netguard::RejectionKind;
+use cliproxy_netguard::{RejectionKind, RequestFields};
 use cliproxy_vault::{ClientIdentity, ClientKeys, Credential};
 use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
-use serde::Deserialize;
 use serde_json::{Value, json};
 use slog::{Logger, info, o, warn};
 use tokio::time::Instant;
@@ -434,30 +433,33 @@ impl Gateway {
             }
         };
 
-        // Parse once: the model and stream flag route the request; the rest goes upstream
-        // byte for byte.
-        let parsed: Value = serde_json::from_slice(&body).map_err(|e| {
+        // Read once, in one pass and without building a tree: the model and stream flag route
+        // the request, the token fields and message shapes feed validation; the body itself
+        // goes upstream byte for byte.
+        let fields = RequestFields::from_slice(&body).map_err(|e| {
             fail(
                 ErrorCode::BadRequest,
                 format!("request body is not valid JSON ({})", json_error_position(&e)),
             )
         })?;
-        if !parsed.is_object() {
+        if !fields.is_object() {
             return Err(fail(
                 ErrorCode::BadRequest,
                 "request body must be a JSON object".to_owned(),
             ));
         }
-        let peek = Peek::deserialize(&parsed).map_err(|_| {
-            fail(
+        let (Ok(body_model), Ok(body_stream)) = (fields.model(), fields.stream()) else {
+            return Err(fail(
                 ErrorCode::BadRequest,
                 "`model` must be a string and `stream` a boolean".to_owned(),
-            )
-        })?;
+            ));
+        };
         let (model, stream) = match endpoint {
             Endpoint::GeminiGenerate { model, stream } => (model.to_owned(), stream),
-            _ => match peek.model {
-                Some(model) if !model.is_empty() => (model, peek.stream.unwrap_or(false)),
+            _ => match body_model {
+                Some(model) if !model.is_empty() => {
+                    (model.to_owned(), body_stream.unwrap_or(false))
+                }
                 _ => {
                     return Err(fail(
                         ErrorCode::BadRequest,
@@ -504,7 +506,7 @@ impl Gateway {
             provider: &provider.name,
         };
         let requested_tokens = match endpoint.request_kind() {
-            Some(kind) => guard.validator.check(kind, &parsed, cap).map_err(|invalid| {
+            Some(kind) => guard.validator.check(kind, &fields, cap).map_err(|invalid| {
                 guard.reject(RejectionKind::InvalidRequest, client_ip, &invalid.0);
                 fail(ErrorCode::BadRequest, invalid.0)
             })?,
@@ -523,6 +525,10 @@ impl Gateway {
 
         // The mock answers in-process; everything else goes upstream.
         if provider.kind == ProviderKind::Mock {
+            // The mock reads fields the guard has no use for (`stream_options`, the inputs to
+            // embed), so it gets the body as a tree; only its requests pay for that parse, and
+            // the body was already read as valid JSON.
+            let parsed: Value = serde_json::from_slice(&body).unwrap_or_default();
             let (response, _) = mock::reply(
                 &MockRequest {
                     endpoint,
@@ -1134,15 +1140,6 @@ fn credential_base_url(credential: &Credential) -> Result<Option<BaseUrl>, Strin
             .map_err(|e| format!("credential `{}`: base_url {e}", credential.id)),
         None => Ok(None),
     }
-}
-
-/// The fields routing needs; everything else in the body is forwarded untouched.
-#[derive(Deserialize)]
-struct Peek {
-    #[serde(default)]
-    model: Option<String>,
-    #[serde(default)]
-    stream: Option<bool>,
 }
 
 /// What the access log line says about a request; written once, when the response ends.

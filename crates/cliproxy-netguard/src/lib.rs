@@ -10,6 +10,8 @@
 //!   tokens per minute, and token quotas per day, week or month.
 //! - [`StateStore`]: where quota usage, the runtime denylist and management bans survive a
 //!   restart (SQLite, written in batches off the request path).
+//! - [`RequestFields`]: the few fields of a request body that routing and validation read,
+//!   found in one borrowed pass over its bytes; [`Validator`] checks them.
 //! - Security headers, request validation and maintenance mode.
 //!
 //! The crate has no HTTP server and no async runtime: the gateway calls it at the steps of
@@ -30,6 +32,7 @@ mod clock;
 mod config;
 mod error;
 mod events;
+mod fields;
 mod headers;
 mod ipfilter;
 mod maintenance;
@@ -50,6 +53,7 @@ pub use config::{
 };
 pub use error::{Error, Result};
 pub use events::{Counters, RejectionKind};
+pub use fields::{RequestFields, WrongType};
 pub use headers::SecurityHeaders;
 pub use ipfilter::{DenyReason, IpFilter, Verdict, parse_network};
 pub use maintenance::{Maintenance, MaintenanceState};
