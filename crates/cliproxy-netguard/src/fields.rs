@@ -12,8 +12,8 @@
 //! escapes and number ranges in every string and number, and holds nesting to serde_json's
 //! recursion limit (128). `serde::de::IgnoredAny` is not used for the skipped values on
 //! purpose: serde_json skips those with a scanner that checks none of that and has no depth
-//! limit, so a body it lets through would reach the provider although a `Value` parse, and
-//! this gateway until now, refuses it.
+//! limit, so it would pass on to the provider bodies that a `Value` parse (what this gateway
+//! did before) refuses.
 
 use std::borrow::Cow;
 use std::fmt;
