@@ -586,8 +586,9 @@ fn format_utc(seconds: u64) -> String {
     )
 }
 
-/// Days since 1970-01-01 to a civil date (Howard Hinnant's algorithm).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
+/// Days since 1970-01-01 to a civil date (Howard Hinnant's algorithm), proleptic Gregorian:
+/// exact for any day a `SystemTime` can hold, before 1970 too.
+pub(crate) fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);

@@ -286,7 +286,7 @@ fn write_ts(out: &mut Vec<u8>, now: SystemTime) {
             }
         }
     };
-    let (year, month, day) = civil_from_days(secs.div_euclid(86_400));
+    let (year, month, day) = crate::commands::civil_from_days(secs.div_euclid(86_400));
     if !(0..=9999).contains(&year) {
         out.extend_from_slice(b"null");
         return;
@@ -297,9 +297,9 @@ fn write_ts(out: &mut Vec<u8>, now: SystemTime) {
     out.push(b'"');
     push_digits(out, small(year), 4);
     out.push(b'-');
-    push_digits(out, small(month), 2);
+    push_digits(out, month, 2);
     out.push(b'-');
-    push_digits(out, small(day), 2);
+    push_digits(out, day, 2);
     out.push(b'T');
     push_digits(out, of_day / 3600, 2);
     out.push(b':');
@@ -329,21 +329,6 @@ fn push_digits(out: &mut Vec<u8>, mut value: u32, width: usize) {
         value /= 10;
     }
     out.extend_from_slice(digits);
-}
-
-/// The proleptic Gregorian (year, month, day) of a day counted from 1970-01-01 (Howard
-/// Hinnant's `civil_from_days`). Exact for any `days` a `SystemTime` can hold.
-fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    let days = days + 719_468;
-    let era = days.div_euclid(146_097);
-    let of_era = days.rem_euclid(146_097);
-    let year_of_era = (of_era - of_era / 1460 + of_era / 36_524 - of_era / 146_096) / 365;
-    let of_year = of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let month_from_march = (5 * of_year + 2) / 153;
-    let day = of_year - (153 * month_from_march + 2) / 5 + 1;
-    let month = if month_from_march < 10 { month_from_march + 3 } else { month_from_march - 9 };
-    let year = year_of_era + era * 400 + i64::from(month <= 2);
-    (year, month, day)
 }
 
 #[cfg(test)]
