@@ -710,9 +710,17 @@ pub mod report {
     /// The environment variable naming the report directory.
     pub const DIR: &str = "CLIPROXY_TEST_REPORT";
 
-    /// `count` cases of `category` checked by the test `test` (e.g. 84 hostile inputs).
+    /// `count` distinct cases (scenarios) of `category` checked by the test `test` (e.g. 84
+    /// hostile inputs, each with its own expected answer).
     pub fn cases(category: &str, test: &str, count: usize) {
         append(category, &json!({"kind": "cases", "test": test, "count": count}));
+    }
+
+    /// `count` iterations of one repeated scenario checked by the test `test` (e.g. 200
+    /// SIGKILL rounds of one crash scenario, 50,000 addresses sprayed into one limiter). The
+    /// report counts these apart from [`cases`]: a loop is not a distinct case.
+    pub fn iterations(category: &str, test: &str, count: usize) {
+        append(category, &json!({"kind": "iterations", "test": test, "count": count}));
     }
 
     /// A count added up over every call with the same `name` (one call per gateway swept,
