@@ -1,16 +1,31 @@
 //! The management API through the pipeline: the gate (no key → 404, remote peers → 403 unless
 //! allowed, bans per TCP peer), the routes, hostile input (path traversal, bad bodies, wrong
 //! methods), and that no answer repeats a planted token.
+//!
+//! The authorisation matrix and the peer rules run against gateways served on real listeners
+//! and called over TCP from real source addresses, loopback and not, in a private network
+//! namespace (`common/netns.rs`; it needs root, as CI has). Each matrix cell starts from seeded
+//! state and checks what the call changed, on disk and in what the gateway does next.
 
-#![allow(clippy::unwrap_used, reason = "a failed expectation fails the test")]
+#![allow(clippy::unwrap_used, clippy::panic, reason = "a failed expectation fails the test")]
 
-use std::net::SocketAddr;
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
 
 use bytes::Bytes;
-use cliproxy_gateway::{Config, Gateway};
+use cliproxy_core::Secret;
+use cliproxy_gateway::{Config, ConfigSource, Gateway, Server};
+use cliproxy_netguard::{StateChange, StateStore};
+use cliproxy_vault::{Credential, CredentialStore, FileStore};
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
+
+#[path = "common/netns.rs"]
+mod netns;
 
 const MGMT_KEY: &str = "mgmt-key-0123456789abcdef";
 const PLANTED: &str = "sk-planted-management-token-40c1";
@@ -72,52 +87,6 @@ async fn without_a_key_every_route_is_404() {
     let (status, _, _) =
         call(&gateway, LOCAL, Method::GET, "/v0/management/auths", &[KEY], "").await;
     assert_eq!(status, 404);
-}
-
-#[tokio::test]
-async fn remote_peers_are_refused_unless_allowed_and_bans_follow_the_tcp_peer() {
-    let (gateway, _dir) = build(&enabled(", max_failures: 2"));
-    let (status, _, body) =
-        call(&gateway, "10.1.2.3:4000", Method::GET, "/v0/management/auths", &[KEY], "").await;
-    assert_eq!(status, 403, "{body}");
-    assert!(body.contains("management.allow_remote"), "{body}");
-    // IPv4-mapped loopback is loopback.
-    let (status, _, _) =
-        call(&gateway, "[::ffff:127.0.0.1]:4000", Method::GET, "/v0/management/auths", &[KEY], "")
-            .await;
-    assert_eq!(status, 200);
-
-    let (gateway, _dir) = build(&enabled(", allow_remote: true, max_failures: 2"));
-    let remote = "10.1.2.3:4000";
-    let (status, _, _) =
-        call(&gateway, remote, Method::GET, "/v0/management/auths", &[KEY], "").await;
-    assert_eq!(status, 200);
-    for _ in 0..2 {
-        let forged = [("x-management-key", "wrong-key-000000000"), ("x-forwarded-for", "10.9.9.9")];
-        let (status, _, body) =
-            call(&gateway, remote, Method::GET, "/v0/management/auths", &forged, "").await;
-        assert_eq!(status, 401, "{body}");
-        assert!(!body.contains("wrong-key"), "{body}");
-    }
-    let (status, headers, body) =
-        call(&gateway, remote, Method::GET, "/v0/management/auths", &[KEY], "").await;
-    assert_eq!(status, 403, "{body}");
-    assert!(headers.contains_key("retry-after"));
-    // Forwarded headers name another client but the TCP peer is the banned one.
-    let (status, _, _) = call(
-        &gateway,
-        remote,
-        Method::GET,
-        "/v0/management/auths",
-        &[KEY, ("x-forwarded-for", "10.7.7.7"), ("forwarded", "for=10.7.7.7")],
-        "",
-    )
-    .await;
-    assert_eq!(status, 403);
-    // Another peer is unaffected.
-    let (status, _, _) =
-        call(&gateway, "10.1.2.4:4000", Method::GET, "/v0/management/auths", &[KEY], "").await;
-    assert_eq!(status, 200);
 }
 
 #[tokio::test]
@@ -212,85 +181,645 @@ async fn credentials_are_listed_without_secrets_and_replaced_by_id() {
     assert_eq!(export["credentials"][0]["token"], "sk-second-token-000000");
 }
 
-/// Who calls (for the message), the gateway, the TCP peer, the headers, the expected status.
-type Caller<'a> = (&'a str, &'a Gateway, &'a str, Vec<(&'a str, &'a str)>, u16);
+// The authorisation matrix and the peer rules, over real sockets.
+//
+// Each gateway below is served on a real listener inside a private network namespace
+// (`common/netns.rs`), and each call is a new TCP connection from a chosen source address, so
+// the peer the gate judges is the one the kernel reports. 198.18.0.0/15 is the range reserved
+// for network tests (RFC 2544): its addresses are non-loopback and exist only in the namespace.
 
-/// The authorisation matrix, generated from the router's table: every route × {management
-/// off, no key, wrong key, right key from a remote peer, banned peer, right key} gets its
-/// expected status. A route added to the table without an expectation here fails the test.
-#[tokio::test]
-async fn every_route_answers_each_kind_of_caller_as_expected() {
-    let (gateway, _dir) = build(&enabled(", max_failures: 1000"));
-    let (off, _off_dir) = build("");
-    // A gateway where one failure bans; 127.0.0.9 is banned before the walk.
-    let (strict, _strict_dir) = build(&enabled(", max_failures: 1"));
-    let banned = "127.0.0.9:4000";
-    let wrong = ("x-management-key", "wrong-key-000000000");
-    let (status, _, _) =
-        call(&strict, banned, Method::GET, "/v0/management/status", &[wrong], "").await;
-    assert_eq!(status, 401);
-    // (method, path) → (example path, body, status with the right key from loopback)
-    let expected = |route: &cliproxy_gateway::ManagementRoute| -> (&str, &str, u16) {
+/// The client key in the configuration the gateway starts with.
+const CLIENT_KEY: &str = "client-key-0123456789abcdef";
+/// A client key the configuration file gains after the start: only a reload puts it in force.
+const RELOADED_KEY: &str = "client-key-reloaded-0123456789";
+/// The credentials in the vault directory before each cell: (provider, id, token).
+const SEEDED: [(&str, &str, &str); 3] = [
+    ("openai", "oa-1", "sk-seeded-openai-one-000000000"),
+    ("openai", "oa-2", "sk-seeded-openai-two-000000000"),
+    ("claude", "cl-1", "sk-ant-seeded-claude-000000000"),
+];
+/// The token of the credential the allowed `POST /auths` adds.
+const ADDED_TOKEN: &str = "sk-added-by-the-matrix-0000000";
+/// `server.message` of the seeded configuration (maintenance is off).
+const SEEDED_MESSAGE: &str = "seeded maintenance message";
+/// The runtime denylist entry in the state database before each cell.
+const SEEDED_NETWORK: &str = "198.18.1.0/24";
+const WRONG_KEY: &str = "wrong-key-000000000";
+
+/// Loopback callers connect from here.
+const LOOPBACK: Ipv4Addr = Ipv4Addr::LOCALHOST;
+/// A loopback peer that is banned before its cell: only the ban refuses it.
+const BANNED: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 9);
+/// A non-loopback peer.
+const REMOTE: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
+/// Another non-loopback peer, for "a ban is per peer".
+const OTHER_REMOTE: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 4);
+/// The address the allowed `POST /security/ip-denylist` denies.
+const TO_DENY: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 3);
+/// An address inside [`SEEDED_NETWORK`], denied until the allowed DELETE removes the entry.
+const SEEDED_DENIED: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 1);
+/// Every non-loopback address the tests connect from.
+const NAMESPACE_ADDRESSES: [Ipv4Addr; 4] = [REMOTE, OTHER_REMOTE, TO_DENY, SEEDED_DENIED];
+
+/// How long one request may take before the test fails: a bound for a hung gateway, far
+/// above what a loaded machine needs for a loopback call.
+const ANSWER_WITHIN: Duration = Duration::from_secs(20);
+
+/// Runs `test` on a current-thread runtime inside a private network namespace.
+fn in_private_network<F: Future<Output = ()> + 'static>(test: impl FnOnce() -> F + Send + 'static) {
+    netns::run_in_private_network(&NAMESPACE_ADDRESSES, move || {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(test());
+    });
+}
+
+/// One gateway served on a real listener (every address of the namespace, port 0), with
+/// seeded state: [`SEEDED`] in its vault directory, [`SEEDED_NETWORK`] in its state database,
+/// maintenance off with [`SEEDED_MESSAGE`], and a config file that has gained
+/// [`RELOADED_KEY`] since the start.
+struct Served {
+    dir: tempfile::TempDir,
+    port: u16,
+    stop: tokio::sync::oneshot::Sender<()>,
+    serving: tokio::task::JoinHandle<cliproxy_gateway::Result<()>>,
+}
+
+impl Served {
+    async fn start(management: &str) -> Self {
+        Self::start_on("0.0.0.0", management).await
+    }
+
+    async fn start_on(host: &str, management: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let auths = dir.path().join("auths");
+        let store = FileStore::open(&auths).unwrap();
+        for (provider, id, token) in SEEDED {
+            let credential = Credential::new_api_key(provider, Secret::from(token.to_owned()))
+                .unwrap()
+                .with_id(id)
+                .unwrap();
+            store.put(&credential).unwrap();
+        }
+        let state_path = dir.path().join("state.db");
+        let mut state_config = cliproxy_netguard::StateConfig::default();
+        state_config.path = Some(state_path.clone());
+        let state = cliproxy_netguard::SqliteStore::open(&state_config).unwrap();
+        state.submit(StateChange::DenyAdd(cliproxy_netguard::DenyEntry {
+            network: cliproxy_netguard::parse_network(SEEDED_NETWORK).unwrap(),
+            reason: "seeded".to_owned(),
+            created_at: 1,
+            expires_at: None,
+        }));
+        state.close().unwrap();
+        let config_file = dir.path().join("config.yaml");
+        let write = |keys: &[&str]| {
+            let yaml = format!(
+                "server: {{host: \"{host}\", port: 0, message: \"{SEEDED_MESSAGE}\"}}\n\
+                 auth:\n  api_keys: {keys:?}\n  dir: {:?}\nstate: {{path: {:?}}}\n{management}\
+                 providers:\n  demo: {{type: mock}}\n\
+                 \x20 openai: {{type: openai, base_url: \"http://127.0.0.1:9\", models: [\"gpt-*\"]}}\n\
+                 \x20 claude: {{type: claude, base_url: \"http://127.0.0.1:9\", models: [\"claude-*\"]}}\n",
+                auths.display().to_string(),
+                state_path.display().to_string(),
+            );
+            std::fs::write(&config_file, yaml).unwrap();
+        };
+        write(&[CLIENT_KEY]);
+        let source = ConfigSource::File(config_file.clone());
+        let config = Config::load(&source).unwrap();
+        let log = slog::Logger::root(slog::Discard, slog::o!());
+        let gateway = Gateway::build(&config, log.clone()).unwrap();
+        gateway.set_config_source(source);
+        write(&[CLIENT_KEY, RELOADED_KEY]);
+        let server = Server::bind(&config.server, gateway, log).await.unwrap();
+        let port = server.local_addr().unwrap().port();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let serving = tokio::spawn(server.run(async move {
+            let _ = stopped.await;
+        }));
+        Self { dir, port, stop, serving }
+    }
+
+    /// One request on a new connection from `from`; `None` when the gateway closed the
+    /// connection without an answer (it drops a denied address at accept).
+    async fn send(
+        &self,
+        from: Ipv4Addr,
+        method: &Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> Option<Answer> {
+        let exchange = async {
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket.bind(SocketAddr::from((from, 0))).unwrap();
+            // Loopback callers call 127.0.0.1; the others call their own address, on which the
+            // listener answers too, so that the source address is theirs whatever the routing.
+            let to = if from.is_loopback() { LOOPBACK } else { from };
+            let stream = socket.connect(SocketAddr::from((to, self.port))).await.unwrap();
+            let (mut sender, connection) =
+                hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+            tokio::spawn(connection);
+            let mut request = Request::builder()
+                .method(method.clone())
+                .uri(path)
+                .header("host", "gateway.test")
+                .header("connection", "close");
+            for (name, value) in headers {
+                request = request.header(*name, *value);
+            }
+            let request = request.body(Full::new(Bytes::from(body.to_owned()))).unwrap();
+            let response = sender.send_request(request).await.ok()?;
+            let (parts, body) = response.into_parts();
+            let bytes = body.collect().await.unwrap().to_bytes();
+            Some(Answer {
+                status: parts.status.as_u16(),
+                headers: parts.headers,
+                text: String::from_utf8_lossy(&bytes).into_owned(),
+            })
+        };
+        tokio::time::timeout(ANSWER_WITHIN, exchange).await.unwrap_or_else(|_| {
+            panic!("{method} {path} from {from}: no answer in {ANSWER_WITHIN:?}")
+        })
+    }
+
+    /// A call that must be answered.
+    async fn call(
+        &self,
+        from: Ipv4Addr,
+        method: &Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> Answer {
+        self.send(from, method, path, headers, body)
+            .await
+            .unwrap_or_else(|| panic!("{method} {path} from {from}: connection closed unanswered"))
+    }
+
+    /// What the gateway's state looks like from outside the management API, so that a gateway
+    /// whose management API is off is observed the same way.
+    async fn seen(&self) -> Seen {
+        let credentials = FileStore::open(&self.dir.path().join("auths"))
+            .unwrap()
+            .load_all()
+            .unwrap()
+            .into_iter()
+            .map(|c| (c.id.clone(), (c.provider.clone(), c.secret.bearer().expose().to_owned())))
+            .collect();
+        let chat = |key: &str| {
+            let bearer = format!("Bearer {key}");
+            async move {
+                let body = r#"{"model":"mock-1","messages":[{"role":"user","content":"hi"}]}"#;
+                let headers = [("authorization", bearer.as_str())];
+                self.call(LOOPBACK, &Method::POST, "/v1/chat/completions", &headers, body)
+                    .await
+                    .status
+            }
+        };
+        let served = |from| async move {
+            self.send(from, &Method::GET, "/healthz", &[], "").await.is_some()
+        };
+        Seen {
+            credentials,
+            to_deny_served: served(TO_DENY).await,
+            seeded_denied_served: served(SEEDED_DENIED).await,
+            chat: chat(CLIENT_KEY).await,
+            reloaded_key_chat: chat(RELOADED_KEY).await,
+        }
+    }
+
+    async fn stop(self) {
+        self.stop.send(()).unwrap();
+        self.serving.await.unwrap().unwrap();
+    }
+}
+
+/// An answer as the client received it.
+#[derive(Debug)]
+struct Answer {
+    status: u16,
+    headers: http::HeaderMap,
+    text: String,
+}
+
+impl Answer {
+    fn json(&self) -> Result<Value, String> {
+        serde_json::from_str(&self.text).map_err(|e| format!("not JSON ({e}): {}", self.text))
+    }
+}
+
+/// The state a management call may change, as seen without the management API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Seen {
+    /// The credentials on disk in `auth.dir`: id → (provider, token).
+    credentials: BTreeMap<String, (String, String)>,
+    /// Whether a connection from [`TO_DENY`] is served (not dropped by the denylist).
+    to_deny_served: bool,
+    /// Whether a connection from [`SEEDED_DENIED`] is served.
+    seeded_denied_served: bool,
+    /// The status of a chat completion with [`CLIENT_KEY`] (503 in maintenance).
+    chat: u16,
+    /// The status of a chat completion with [`RELOADED_KEY`].
+    reloaded_key_chat: u16,
+}
+
+impl Seen {
+    /// What [`Served::start`] seeded.
+    fn seeded() -> Self {
+        Self {
+            credentials: SEEDED
+                .iter()
+                .map(|(provider, id, token)| {
+                    ((*id).to_owned(), ((*provider).to_owned(), (*token).to_owned()))
+                })
+                .collect(),
+            to_deny_served: true,
+            seeded_denied_served: false,
+            chat: 200,
+            reloaded_key_chat: 401,
+        }
+    }
+}
+
+/// What a route's allowed call is and does: the example path and body, the success status,
+/// the change it makes to [`Seen`], and what its answer must say.
+struct Allowed {
+    path: &'static str,
+    body: String,
+    status: u16,
+    effect: fn(&mut Seen),
+    answer: AnswerCheck,
+}
+
+type AnswerCheck = fn(&Answer) -> Result<(), String>;
+
+fn unchanged(_: &mut Seen) {}
+
+/// Fails unless `got == want`, naming what was compared.
+fn same<T: PartialEq + std::fmt::Debug>(what: &str, got: T, want: T) -> Result<(), String> {
+    if got == want { Ok(()) } else { Err(format!("{what}: expected {want:?}, got {got:?}")) }
+}
+
+/// The ids in a JSON array of objects, sorted.
+fn ids(entries: &Value, field: &str) -> Vec<String> {
+    let mut ids: Vec<String> = entries
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| e[field].as_str().unwrap_or_default().to_owned())
+        .collect();
+    ids.sort();
+    ids
+}
+
+fn seeded_ids() -> Vec<String> {
+    let mut ids: Vec<String> = SEEDED.iter().map(|(_, id, _)| (*id).to_owned()).collect();
+    ids.sort();
+    ids
+}
+
+/// Each route's allowed call, from the router's table: a route added to the table without an
+/// expectation here fails the test.
+fn allowed(route: &cliproxy_gateway::ManagementRoute) -> Allowed {
+    let (path, body, status, effect, answer): (_, String, _, fn(&mut Seen), AnswerCheck) =
         match (route.method, route.path) {
-            ("GET", "/auths") => ("/auths", "", 200),
-            ("POST", "/auths") => ("/auths", r#"{"provider":"nope","id":"x","api_key":"k"}"#, 400),
-            ("GET", "/auths/export") => ("/auths/export", "", 200),
-            // Deleting every credential of a provider that has none deletes nothing.
-            ("DELETE", "/auths/{provider}") => ("/auths/demo", "", 200),
-            ("DELETE", "/auths/{provider}/{id}") => ("/auths/demo/missing-id", "", 404),
-            ("GET", "/security/ip-denylist") => ("/security/ip-denylist", "", 200),
-            ("POST", "/security/ip-denylist") => {
-                ("/security/ip-denylist", r#"{"ip":"203.0.113.9","reason":"matrix"}"#, 201)
+            ("GET", "/auths") => ("/auths", String::new(), 200, unchanged, |a: &Answer| {
+                let list = a.json()?;
+                same("listed ids", ids(&list["auths"], "id"), seeded_ids())?;
+                match SEEDED.iter().find(|(_, _, token)| a.text.contains(token)) {
+                    Some(_) => Err(format!("the list shows a token: {}", a.text)),
+                    None => Ok(()),
+                }
+            }),
+            ("POST", "/auths") => (
+                "/auths",
+                json!({"provider": "openai", "id": "oa-new", "token": ADDED_TOKEN}).to_string(),
+                201,
+                |seen| {
+                    seen.credentials
+                        .insert("oa-new".to_owned(), ("openai".to_owned(), ADDED_TOKEN.to_owned()));
+                },
+                |a| {
+                    let created = a.json()?;
+                    same("created id", &created["id"], &json!("oa-new"))?;
+                    same("created provider", &created["provider"], &json!("openai"))
+                },
+            ),
+            ("GET", "/auths/export") => ("/auths/export", String::new(), 200, unchanged, |a| {
+                same(
+                    "cache-control",
+                    a.headers.get("cache-control").and_then(|v| v.to_str().ok()),
+                    Some("no-store"),
+                )?;
+                let export = a.json()?;
+                let mut exported: Vec<(String, String)> = export["credentials"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|c| {
+                        let field = |name: &str| c[name].as_str().unwrap_or_default().to_owned();
+                        (field("id"), field("token"))
+                    })
+                    .collect();
+                exported.sort();
+                let mut seeded: Vec<(String, String)> = SEEDED
+                    .iter()
+                    .map(|(_, id, token)| ((*id).to_owned(), (*token).to_owned()))
+                    .collect();
+                seeded.sort();
+                same("exported (id, token)", exported, seeded)
+            }),
+            ("DELETE", "/auths/{provider}") => (
+                "/auths/openai",
+                String::new(),
+                200,
+                |seen| seen.credentials.retain(|_, (provider, _)| provider != "openai"),
+                |a| {
+                    let mut deleted: Vec<String> =
+                        serde_json::from_value(a.json()?["deleted"].clone()).map_err(|e| {
+                            format!("`deleted` is not a list of ids ({e}): {}", a.text)
+                        })?;
+                    deleted.sort();
+                    same("deleted", deleted, vec!["oa-1".to_owned(), "oa-2".to_owned()])
+                },
+            ),
+            ("DELETE", "/auths/{provider}/{id}") => (
+                "/auths/openai/oa-1",
+                String::new(),
+                200,
+                |seen| {
+                    seen.credentials.remove("oa-1");
+                },
+                |a| same("deleted", &a.json()?["deleted"], &json!(["oa-1"])),
+            ),
+            ("GET", "/security/ip-denylist") => {
+                ("/security/ip-denylist", String::new(), 200, unchanged, |a| {
+                    let list = a.json()?;
+                    same("denylist", ids(&list["entries"], "ip"), vec![SEEDED_NETWORK.to_owned()])?;
+                    same("reason", &list["entries"][0]["reason"], &json!("seeded"))
+                })
             }
-            ("DELETE", "/security/ip-denylist/{network..}") => {
-                ("/security/ip-denylist/198.51.100.0/24", "", 404)
-            }
-            ("GET", "/maintenance") => ("/maintenance", "", 200),
-            ("PUT", "/maintenance") => ("/maintenance", r#"{"enabled":false}"#, 200),
-            // Built from a YAML string, this gateway has no config file to read again.
-            ("POST", "/config/reload") => ("/config/reload", "", 400),
-            ("GET", "/status") => ("/status", "", 200),
+            ("POST", "/security/ip-denylist") => (
+                "/security/ip-denylist",
+                json!({"ip": TO_DENY.to_string(), "reason": "matrix"}).to_string(),
+                201,
+                |seen| seen.to_deny_served = false,
+                |a| {
+                    let entry = a.json()?;
+                    same("denied", &entry["ip"], &json!(format!("{TO_DENY}/32")))?;
+                    same("reason", &entry["reason"], &json!("matrix"))
+                },
+            ),
+            ("DELETE", "/security/ip-denylist/{network..}") => (
+                "/security/ip-denylist/198.18.1.0/24",
+                String::new(),
+                200,
+                |seen| seen.seeded_denied_served = true,
+                |a| same("removed", &a.json()?["removed"], &json!(SEEDED_NETWORK)),
+            ),
+            ("GET", "/maintenance") => ("/maintenance", String::new(), 200, unchanged, |a| {
+                same("maintenance", a.json()?, json!({"enabled": false, "message": SEEDED_MESSAGE}))
+            }),
+            ("PUT", "/maintenance") => (
+                "/maintenance",
+                json!({"enabled": true, "message": "matrix maintenance"}).to_string(),
+                200,
+                // Maintenance refuses before client keys are checked: every key gets 503.
+                |seen| (seen.chat, seen.reloaded_key_chat) = (503, 503),
+                |a| {
+                    same(
+                        "maintenance",
+                        a.json()?,
+                        json!({"enabled": true, "message": "matrix maintenance"}),
+                    )
+                },
+            ),
+            ("POST", "/config/reload") => (
+                "/config/reload",
+                String::new(),
+                200,
+                |seen| seen.reloaded_key_chat = 200,
+                |a| {
+                    let report = a.json()?;
+                    same("reloaded", &report["reloaded"], &json!(true))?;
+                    same("applied", &report["applied"], &json!(["auth.api_keys[1]"]))
+                },
+            ),
+            ("GET", "/status") => ("/status", String::new(), 200, unchanged, |a| {
+                let status = a.json()?;
+                same("version", &status["version"], &json!(env!("CARGO_PKG_VERSION")))?;
+                same("management", &status["layers"]["management"], &json!({"enabled": true}))
+            }),
             (method, path) => {
                 panic!("no expectation for the management route {method} {path}: add one here")
             }
-        }
-    };
-    let mut failures = Vec::new();
-    let mut checked = 0;
-    for route in cliproxy_gateway::MANAGEMENT_ROUTES {
-        let (path, body, right) = expected(route);
-        let path = format!("/v0/management{path}");
-        let method: Method = route.method.parse().unwrap();
-        let callers: [Caller<'_>; 6] = [
-            ("management off", &off, LOCAL, vec![KEY], 404),
-            ("no key", &gateway, LOCAL, vec![], 401),
-            ("wrong key", &gateway, "127.0.0.8:4000", vec![wrong], 401),
-            ("remote peer", &gateway, "10.1.2.3:4000", vec![KEY], 403),
-            ("banned peer", &strict, banned, vec![KEY], 403),
-            ("right key", &gateway, LOCAL, vec![KEY], right),
-        ];
-        for (who, target, peer, headers, want) in callers {
-            checked += 1;
-            let (status, _, answer) =
-                call(target, peer, method.clone(), &path, &headers, body).await;
-            if status != want {
-                failures.push(format!(
-                    "{} {path} by {who}: expected {want}, got {status}: {answer}",
-                    route.method
-                ));
-            }
+        };
+    Allowed { path, body, status, effect, answer }
+}
+
+/// The kinds of caller of the matrix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Caller {
+    ManagementOff,
+    NoKey,
+    WrongKey,
+    RemotePeer,
+    BannedPeer,
+    RightKey,
+}
+
+impl Caller {
+    const ALL: [Self; 6] = [
+        Self::ManagementOff,
+        Self::NoKey,
+        Self::WrongKey,
+        Self::RemotePeer,
+        Self::BannedPeer,
+        Self::RightKey,
+    ];
+
+    /// The gateway's `management:` section.
+    fn management(self) -> String {
+        match self {
+            Self::ManagementOff => String::new(),
+            // Two failures ban, so that the ban can be set up with two calls.
+            Self::BannedPeer => enabled(", max_failures: 2"),
+            _ => enabled(""),
         }
     }
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
-    cliproxy_e2e::report::cases(
-        "management-matrix",
-        "every_route_answers_each_kind_of_caller_as_expected",
-        checked,
-    );
-    cliproxy_e2e::report::figure(
-        "management-matrix",
-        "management routes in the router's table",
-        cliproxy_gateway::MANAGEMENT_ROUTES.len(),
-        "routes",
-    );
+
+    /// Where the call comes from and the key it presents.
+    fn peer_and_headers(self) -> (Ipv4Addr, Vec<(&'static str, &'static str)>) {
+        match self {
+            Self::ManagementOff | Self::RightKey => (LOOPBACK, vec![KEY]),
+            Self::NoKey => (LOOPBACK, vec![]),
+            Self::WrongKey => (LOOPBACK, vec![("x-management-key", WRONG_KEY)]),
+            Self::RemotePeer => (REMOTE, vec![KEY]),
+            Self::BannedPeer => (BANNED, vec![KEY]),
+        }
+    }
+
+    /// The refusal's status and a fragment of its answer that says why.
+    fn refusal(self) -> Option<(u16, &'static str)> {
+        match self {
+            Self::ManagementOff => Some((404, "no such route")),
+            Self::NoKey => Some((401, "no management key")),
+            Self::WrongKey => Some((401, "invalid management key")),
+            Self::RemotePeer => Some((403, "management.allow_remote")),
+            Self::BannedPeer => Some((403, "banned")),
+            Self::RightKey => None,
+        }
+    }
+}
+
+/// Checks one cell: a fresh gateway with the seeded state, the call, and what changed.
+async fn check_cell(
+    route: &cliproxy_gateway::ManagementRoute,
+    caller: Caller,
+) -> Result<(), String> {
+    let cell = allowed(route);
+    let path = format!("/v0/management{}", cell.path);
+    let method: Method = route.method.parse().unwrap();
+    let served = Served::start(&caller.management()).await;
+    if caller == Caller::BannedPeer {
+        let wrong = [("x-management-key", WRONG_KEY)];
+        for _ in 0..2 {
+            let answer =
+                served.call(BANNED, &Method::GET, "/v0/management/status", &wrong, "").await;
+            assert_eq!(answer.status, 401, "setting up the ban: {}", answer.text);
+        }
+    }
+    let before = served.seen().await;
+    assert_eq!(before, Seen::seeded(), "the seeded state is not in force before the call");
+    let (peer, headers) = caller.peer_and_headers();
+    let answer = served.call(peer, &method, &path, &headers, &cell.body).await;
+    let after = served.seen().await;
+    let result = match caller.refusal() {
+        Some((status, why)) => {
+            let mut problems = Vec::new();
+            if answer.status != status {
+                problems.push(format!("expected {status}, got {}", answer.status));
+            }
+            if !answer.text.contains(why) {
+                problems.push(format!("the answer does not say {why:?}"));
+            }
+            if caller == Caller::BannedPeer && !answer.headers.contains_key("retry-after") {
+                problems.push("no Retry-After".to_owned());
+            }
+            // A refusal shows nothing of the state: no token, id, entry or message.
+            let shown: Vec<&str> = SEEDED
+                .iter()
+                .flat_map(|(_, id, token)| [*id, *token])
+                .chain([SEEDED_NETWORK, SEEDED_MESSAGE, "uptime_s"])
+                .filter(|seed| answer.text.contains(seed))
+                .collect();
+            if !shown.is_empty() {
+                problems.push(format!("the refusal shows {shown:?}"));
+            }
+            if after != before {
+                problems.push(format!("the state changed: {before:?} became {after:?}"));
+            }
+            if problems.is_empty() { Ok(()) } else { Err(problems.join("; ")) }
+        }
+        None => {
+            let mut expected = before.clone();
+            (cell.effect)(&mut expected);
+            let mut problems = Vec::new();
+            if answer.status != cell.status {
+                problems.push(format!("expected {}, got {}", cell.status, answer.status));
+            }
+            if let Err(problem) = (cell.answer)(&answer) {
+                problems.push(problem);
+            }
+            if after != expected {
+                problems.push(format!("expected the state {expected:?}, got {after:?}"));
+            }
+            // The management API's own list agrees with the disk.
+            let listed =
+                served.call(LOOPBACK, &Method::GET, "/v0/management/auths", &[KEY], "").await;
+            let listed = ids(&listed.json()?["auths"], "id");
+            let on_disk: Vec<String> = after.credentials.keys().cloned().collect();
+            if listed != on_disk {
+                problems.push(format!("GET /auths lists {listed:?}, the disk holds {on_disk:?}"));
+            }
+            if problems.is_empty() { Ok(()) } else { Err(problems.join("; ")) }
+        }
+    };
+    served.stop().await;
+    result.map_err(|problem| {
+        format!("{} {path} by {caller:?}: {problem}: {}", route.method, answer.text)
+    })
+}
+
+/// The authorisation matrix, generated from the router's table: every route × {management
+/// off, no key, wrong key, remote peer, banned peer, right key}, each cell on a fresh gateway
+/// with seeded state, called over TCP from the caller's own address. A refused call gets its
+/// status and reason, shows none of the state, and changes nothing; an allowed call gets a
+/// success status (which no refusal shares), a correct answer, and exactly its change.
+#[test]
+fn every_route_answers_each_kind_of_caller_as_expected() {
+    in_private_network(|| async {
+        let mut failures = Vec::new();
+        let mut checked = 0;
+        for route in cliproxy_gateway::MANAGEMENT_ROUTES {
+            for caller in Caller::ALL {
+                checked += 1;
+                if let Err(failure) = check_cell(route, caller).await {
+                    failures.push(failure);
+                }
+            }
+        }
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
+        cliproxy_e2e::report::cases(
+            "management-matrix",
+            "every_route_answers_each_kind_of_caller_as_expected",
+            checked,
+        );
+        cliproxy_e2e::report::figure(
+            "management-matrix",
+            "management routes in the router's table",
+            cliproxy_gateway::MANAGEMENT_ROUTES.len(),
+            "routes",
+        );
+    });
+}
+
+#[test]
+fn remote_peers_are_refused_unless_allowed_and_bans_follow_the_tcp_peer() {
+    in_private_network(|| async {
+        let status = "/v0/management/status";
+        // Without `allow_remote`, the right key from a non-loopback peer is refused. The
+        // listener is IPv6 here, so IPv4 peers arrive as IPv4-mapped addresses: mapped
+        // loopback is loopback, a mapped remote address is remote.
+        let served = Served::start_on("::", &enabled("")).await;
+        let answer = served.call(REMOTE, &Method::GET, status, &[KEY], "").await;
+        assert_eq!(answer.status, 403, "{}", answer.text);
+        assert!(answer.text.contains("management.allow_remote"), "{}", answer.text);
+        let answer = served.call(LOOPBACK, &Method::GET, status, &[KEY], "").await;
+        assert_eq!(answer.status, 200, "{}", answer.text);
+        served.stop().await;
+
+        let served = Served::start(&enabled(", allow_remote: true, max_failures: 2")).await;
+        let answer = served.call(REMOTE, &Method::GET, status, &[KEY], "").await;
+        assert_eq!(answer.status, 200, "{}", answer.text);
+        // Wrong keys with forwarded headers naming another client count against the TCP peer.
+        for _ in 0..2 {
+            let forged = [("x-management-key", WRONG_KEY), ("x-forwarded-for", "10.9.9.9")];
+            let answer = served.call(REMOTE, &Method::GET, status, &forged, "").await;
+            assert_eq!(answer.status, 401, "{}", answer.text);
+            assert!(!answer.text.contains(WRONG_KEY), "{}", answer.text);
+        }
+        let answer = served.call(REMOTE, &Method::GET, status, &[KEY], "").await;
+        assert_eq!(answer.status, 403, "{}", answer.text);
+        assert!(answer.headers.contains_key("retry-after"));
+        // Forwarded headers name another client, but the TCP peer is the banned one.
+        let forwarded = [KEY, ("x-forwarded-for", "10.7.7.7"), ("forwarded", "for=10.7.7.7")];
+        let answer = served.call(REMOTE, &Method::GET, status, &forwarded, "").await;
+        assert_eq!(answer.status, 403, "{}", answer.text);
+        // Another peer is unaffected.
+        let answer = served.call(OTHER_REMOTE, &Method::GET, status, &[KEY], "").await;
+        assert_eq!(answer.status, 200, "{}", answer.text);
+        served.stop().await;
+    });
 }
