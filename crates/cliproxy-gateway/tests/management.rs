@@ -313,8 +313,9 @@ impl Served {
         let exchange = async {
             let socket = tokio::net::TcpSocket::new_v4().unwrap();
             socket.bind(SocketAddr::from((from, 0))).unwrap();
-            // Loopback callers call 127.0.0.1; the others call their own address, on which the
-            // listener answers too, so that the source address is theirs whatever the routing.
+            // Loopback callers call 127.0.0.1; the others call their own address (the wildcard
+            // listener answers there too), which keeps every connection on the namespace's `lo`
+            // with no route to set up.
             let to = if from.is_loopback() { LOOPBACK } else { from };
             let stream = socket.connect(SocketAddr::from((to, self.port))).await.unwrap();
             let (mut sender, connection) =
@@ -425,6 +426,37 @@ struct Seen {
 }
 
 impl Seen {
+    /// The fields in which `self` differs from `other`, as `field: self → other`.
+    fn differences(&self, other: &Self) -> String {
+        let mut out = Vec::new();
+        if self.credentials != other.credentials {
+            // Ids only: the tokens are test values, but a message listing them is noise.
+            let ids = |seen: &Self| seen.credentials.keys().cloned().collect::<Vec<_>>();
+            out.push(format!("credentials on disk: {:?} → {:?}", ids(self), ids(other)));
+            for (id, (provider, token)) in &other.credentials {
+                if self.credentials.get(id).is_some_and(|(p, t)| p != provider || t != token) {
+                    out.push(format!("credential {id} rewritten"));
+                }
+            }
+        }
+        if self.to_deny_served != other.to_deny_served {
+            let (a, b) = (self.to_deny_served, other.to_deny_served);
+            out.push(format!("{TO_DENY} served: {a} → {b}"));
+        }
+        if self.seeded_denied_served != other.seeded_denied_served {
+            let (a, b) = (self.seeded_denied_served, other.seeded_denied_served);
+            out.push(format!("{SEEDED_DENIED} served: {a} → {b}"));
+        }
+        if self.chat != other.chat {
+            out.push(format!("chat status: {} → {}", self.chat, other.chat));
+        }
+        if self.reloaded_key_chat != other.reloaded_key_chat {
+            let (a, b) = (self.reloaded_key_chat, other.reloaded_key_chat);
+            out.push(format!("chat status with the reloaded key: {a} → {b}"));
+        }
+        out.join(", ")
+    }
+
     /// What [`Served::start`] seeded.
     fn seeded() -> Self {
         Self {
@@ -691,7 +723,11 @@ async fn check_cell(
         }
     }
     let before = served.seen().await;
-    assert_eq!(before, Seen::seeded(), "the seeded state is not in force before the call");
+    assert!(
+        before == Seen::seeded(),
+        "the seeded state is not in force before the call ({}, from the seeded state to the one seen)",
+        Seen::seeded().differences(&before)
+    );
     let (peer, headers) = caller.peer_and_headers();
     let answer = served.call(peer, &method, &path, &headers, &cell.body).await;
     let after = served.seen().await;
@@ -718,7 +754,7 @@ async fn check_cell(
                 problems.push(format!("the refusal shows {shown:?}"));
             }
             if after != before {
-                problems.push(format!("the state changed: {before:?} became {after:?}"));
+                problems.push(format!("the state changed ({})", before.differences(&after)));
             }
             if problems.is_empty() { Ok(()) } else { Err(problems.join("; ")) }
         }
@@ -726,6 +762,11 @@ async fn check_cell(
             let mut expected = before.clone();
             (cell.effect)(&mut expected);
             let mut problems = Vec::new();
+            // A refusal is never a success: an allowed call expected to fail could not be told
+            // from a refused one.
+            if !(200..300).contains(&cell.status) {
+                problems.push(format!("the expectation {} is not a success", cell.status));
+            }
             if answer.status != cell.status {
                 problems.push(format!("expected {}, got {}", cell.status, answer.status));
             }
@@ -733,7 +774,8 @@ async fn check_cell(
                 problems.push(problem);
             }
             if after != expected {
-                problems.push(format!("expected the state {expected:?}, got {after:?}"));
+                let wrong = expected.differences(&after);
+                problems.push(format!("the state is not what the call should make it ({wrong}, from the expected state to the one seen)"));
             }
             // The management API's own list agrees with the disk.
             let listed =

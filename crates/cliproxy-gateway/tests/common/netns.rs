@@ -9,9 +9,9 @@
 //! thread that created it (and the threads and processes it starts), so it disappears with the
 //! thread: there is nothing to clean up, even after a panic.
 //!
-//! Creating a namespace needs root (`CAP_SYS_ADMIN`). Tests run as root here and in CI, like the
-//! disk-fault tests that need `unshare --mount`; without it the test fails and says why rather
-//! than skipping, since a skipped test proves nothing.
+//! Creating a namespace needs root (`CAP_SYS_ADMIN`), and `.ci/run` runs the tests as root, as the
+//! disk-fault tests (`unshare --mount`, `chattr +i`) also need. Without it the test fails and
+//! says why rather than skipping, since a skipped test proves nothing.
 
 use std::net::Ipv4Addr;
 use std::process::Command;
@@ -42,7 +42,7 @@ fn enter(addresses: &[Ipv4Addr]) {
         panic!(
             "this test needs its own network namespace so that a real TCP peer can have a \
              non-loopback address, and creating one needs root (CAP_SYS_ADMIN): run the tests \
-             as root, as .ci/run and CI do (unshare(CLONE_NEWNET) failed: {errno})"
+             as root, as .ci/run does (unshare(CLONE_NEWNET) failed: {errno})"
         );
     }
     // `ip` runs as a child of this thread, so it configures this thread's new namespace.
@@ -60,8 +60,16 @@ fn enter(addresses: &[Ipv4Addr]) {
 
 /// Runs `ip ARGS` (iproute2) and fails the test with its output when it fails.
 fn ip(args: &[&str]) {
-    let output = Command::new("ip").args(args).output().unwrap_or_else(|e| {
-        panic!("cannot run `ip` (iproute2) to set up the private network namespace: {e}")
+    // Root's PATH usually has the sbin directories, but a PATH without them should not fail
+    // the test where iproute2 is installed.
+    let program = ["/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip"]
+        .into_iter()
+        .find(|path| std::path::Path::new(path).exists())
+        .unwrap_or("ip");
+    let output = Command::new(program).args(args).output().unwrap_or_else(|e| {
+        panic!(
+            "cannot run `{program}` (iproute2, needed to set up the private network namespace): {e}"
+        )
     });
     assert!(
         output.status.success(),
