@@ -14,6 +14,8 @@ const OPENAI_TOKEN: &str = "sk-vault-openai-endpoints-5e2a";
 const CLAUDE_TOKEN: &str = "sk-ant-vault-claude-endpoints-7b31";
 
 const WORDS: &[&str] = &["Routed", " through", " the", " gateway"];
+/// Each provider's monthly token quota: the usage read from each reply is charged to it.
+const QUOTA: u64 = 1_000_000;
 const VECTORS: &[&[f64]] = &[&[0.125, -0.5, 0.75], &[-0.25, 0.0625, 1.0]];
 
 /// What the upstream answers on each path. The gateway must pass these through unchanged.
@@ -37,6 +39,8 @@ struct Case {
     /// re-serializing the JSON would change.
     body: String,
     upstream_path: &'static str,
+    /// The provider the case goes to, whose quota it is charged to.
+    provider: &'static str,
     upstream_auth: (&'static str, String),
     /// The exact bytes the upstream answers, and so the client must receive.
     answer: String,
@@ -53,6 +57,7 @@ fn cases() -> Vec<Case> {
             auth: bearer.clone(),
             body: r#"{"model":"gpt-4.1-mini", "input": "Grüß dich",  "max_output_tokens": 64}"#
                 .to_owned(),
+            provider: "oa",
             upstream_path: "/oa/v1/responses",
             upstream_auth: ("authorization", format!("Bearer {OPENAI_TOKEN}")),
             answer: openai_responses("gpt-4.1-mini", &WORDS.concat()).to_string(),
@@ -65,6 +70,7 @@ fn cases() -> Vec<Case> {
             auth: bearer.clone(),
             body: r#"{"stream": true, "model":"gpt-4.1-mini", "input": [{"role": "user", "content": "Grüß dich"}]}"#
                 .to_owned(),
+            provider: "oa",
             upstream_path: "/oa/v1/responses",
             upstream_auth: ("authorization", format!("Bearer {OPENAI_TOKEN}")),
             answer: openai_responses_stream("gpt-4.1-mini", WORDS).concat(),
@@ -77,6 +83,7 @@ fn cases() -> Vec<Case> {
             auth: bearer,
             body: r#"{"input": ["Grüß dich", "hello"],  "model": "text-embedding-3-small", "encoding_format": "float"}"#
                 .to_owned(),
+            provider: "oa",
             upstream_path: "/oa/v1/embeddings",
             upstream_auth: ("authorization", format!("Bearer {OPENAI_TOKEN}")),
             answer: openai_embeddings("text-embedding-3-small", VECTORS).to_string(),
@@ -90,6 +97,7 @@ fn cases() -> Vec<Case> {
             auth: ("x-api-key", CLIENT_KEY.to_owned()),
             body: r#"{"model": "claude-sonnet-4",  "messages": [{"role": "user", "content": "Grüß dich"}]}"#
                 .to_owned(),
+            provider: "an",
             upstream_path: "/an/v1/messages/count_tokens",
             upstream_auth: ("x-api-key", CLAUDE_TOKEN.to_owned()),
             answer: anthropic_count_tokens(14).to_string(),
@@ -113,14 +121,19 @@ async fn responses_embeddings_and_count_tokens_are_proxied_intact_with_usage() {
     harness.config(
         "",
         &format!(
-            "providers:\n  oa: {{type: openai, base_url: \"{url}/oa\", models: [\"gpt-*\", \"text-embedding-*\"]}}\n  \
-             an: {{type: claude, base_url: \"{url}/an\", models: [\"claude-*\"]}}\n"
+            "metrics: {{enabled: true, host: 127.0.0.1, port: 0}}\n\
+             providers:\n  oa: {{type: openai, base_url: \"{url}/oa\", models: [\"gpt-*\", \"text-embedding-*\"], \
+             quota: {{limit: {QUOTA}, reset: monthly}}}}\n  \
+             an: {{type: claude, base_url: \"{url}/an\", models: [\"claude-*\"], \
+             quota: {{limit: {QUOTA}, reset: monthly}}}}\n"
         ),
     );
     harness.vault_add("oa", "oa-1", OPENAI_TOKEN, None);
     harness.vault_add("an", "an-1", CLAUDE_TOKEN, None);
     let gateway = harness.start().await;
+    let metrics = cliproxy_e2e::disk::metrics_addr(&gateway).await;
     let client = client();
+    let mut charged = std::collections::HashMap::from([("oa", 0), ("an", 0)]);
 
     for (index, case) in cases().iter().enumerate() {
         let mut response = client
@@ -185,6 +198,17 @@ async fn responses_embeddings_and_count_tokens_are_proxied_intact_with_usage() {
             (log["input_tokens"].as_u64(), log["output_tokens"].as_u64()),
             (Some(case.usage.0), Some(case.usage.1)),
             "{}: {log}",
+            case.name
+        );
+        // The same usage is what the provider's quota is charged (settled before the access
+        // line is written).
+        *charged.get_mut(case.provider).unwrap() += case.usage.0 + case.usage.1;
+        let series = format!("cliproxy_quota_remaining{{provider=\"{}\"}}", case.provider);
+        let remaining = cliproxy_e2e::disk::metric(metrics, &series).await;
+        assert_eq!(
+            remaining,
+            Some((QUOTA - charged[case.provider]) as f64),
+            "{}: the quota charged is not the usage reported",
             case.name
         );
     }
