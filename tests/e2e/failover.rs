@@ -118,8 +118,8 @@ struct Fault {
     status: u16,
     content_type: &'static str,
     body: &'static str,
-    /// Whether `docs/security/faults.md` says the first credential rests afterwards, and for
-    /// about how long (401/403: 5 minutes).
+    /// How long `docs/security/faults.md` says the first credential rests afterwards, in
+    /// milliseconds (401/403: 5 minutes); `None` where it must not rest at all.
     cooldown: Option<u64>,
 }
 
