@@ -5,6 +5,7 @@
 mod audit;
 mod crash;
 mod disk;
+mod endpoints;
 mod errors;
 mod failover;
 mod faults;
@@ -15,8 +16,10 @@ mod lifecycle;
 mod load;
 mod management;
 mod netguard;
+mod revocation;
 mod tls;
 mod vault;
+mod webhook;
 
 /// Asserts that none of `secrets` appears in `text`.
 fn assert_no_secrets(text: &str, secrets: &[&str]) {

@@ -687,6 +687,113 @@ pub mod canned {
             })
             .collect()
     }
+
+    /// The usage block of the Responses API fixtures (`input_tokens`/`output_tokens`, with
+    /// the detail objects the API always includes).
+    fn responses_usage() -> Value {
+        json!({"input_tokens": 19, "input_tokens_details": {"cached_tokens": 0},
+               "output_tokens": 8, "output_tokens_details": {"reasoning_tokens": 0},
+               "total_tokens": 27})
+    }
+
+    /// A Responses API `response` object with `status`, `output` and `usage` (null while
+    /// the response is in progress, as the API sends it in `response.created`).
+    fn responses_object(model: &str, status: &str, output: Value, usage: Value) -> Value {
+        json!({
+            "id": "resp_e2e", "object": "response", "created_at": 1_763_769_600,
+            "status": status, "error": null, "incomplete_details": null,
+            "instructions": null, "max_output_tokens": null, "model": model,
+            "output": output, "parallel_tool_calls": true, "previous_response_id": null,
+            "reasoning": {"effort": null, "summary": null}, "store": true,
+            "temperature": 1.0, "text": {"format": {"type": "text"}}, "tool_choice": "auto",
+            "tools": [], "top_p": 1.0, "truncation": "disabled", "usage": usage,
+            "user": null, "metadata": {}
+        })
+    }
+
+    /// The assistant message output item of a Responses API reply.
+    fn responses_message(status: &str, content: Value) -> Value {
+        json!({"id": "msg_e2e", "type": "message", "status": status, "role": "assistant",
+               "content": content})
+    }
+
+    /// An `output_text` content part.
+    fn responses_text_part(text: &str) -> Value {
+        json!({"type": "output_text", "text": text, "annotations": [], "logprobs": []})
+    }
+
+    /// An OpenAI Responses API reply (`POST /v1/responses`, not streamed): one completed
+    /// assistant message holding `text`, usage 19 in / 8 out.
+    pub fn openai_responses(model: &str, text: &str) -> Value {
+        responses_object(
+            model,
+            "completed",
+            json!([responses_message("completed", json!([responses_text_part(text)]))]),
+            responses_usage(),
+        )
+    }
+
+    /// An OpenAI Responses API stream, in the API's event order: `response.created`,
+    /// `response.in_progress`, `response.output_item.added`, `response.content_part.added`,
+    /// one `response.output_text.delta` per word, `response.output_text.done`,
+    /// `response.content_part.done`, `response.output_item.done`, and `response.completed`
+    /// carrying the usage. Each event is named (`event:`) and numbered (`sequence_number`
+    /// from 0); the stream ends after `response.completed` (no `[DONE]`).
+    pub fn openai_responses_stream(model: &str, words: &[&str]) -> Vec<String> {
+        let text: String = words.concat();
+        let mut payloads = vec![
+            json!({"type": "response.created",
+                   "response": responses_object(model, "in_progress", json!([]), Value::Null)}),
+            json!({"type": "response.in_progress",
+                   "response": responses_object(model, "in_progress", json!([]), Value::Null)}),
+            json!({"type": "response.output_item.added", "output_index": 0,
+                   "item": responses_message("in_progress", json!([]))}),
+            json!({"type": "response.content_part.added", "item_id": "msg_e2e",
+                   "output_index": 0, "content_index": 0, "part": responses_text_part("")}),
+        ];
+        for word in words {
+            payloads.push(json!({"type": "response.output_text.delta", "item_id": "msg_e2e",
+                "output_index": 0, "content_index": 0, "delta": word, "logprobs": []}));
+        }
+        let part = responses_text_part(&text);
+        let item = responses_message("completed", json!([part]));
+        payloads.extend([
+            json!({"type": "response.output_text.done", "item_id": "msg_e2e",
+                   "output_index": 0, "content_index": 0, "text": text, "logprobs": []}),
+            json!({"type": "response.content_part.done", "item_id": "msg_e2e",
+                   "output_index": 0, "content_index": 0, "part": part}),
+            json!({"type": "response.output_item.done", "output_index": 0, "item": item}),
+            json!({"type": "response.completed",
+                   "response": responses_object(model, "completed", json!([item]), responses_usage())}),
+        ]);
+        payloads
+            .into_iter()
+            .enumerate()
+            .map(|(sequence, mut payload)| {
+                payload["sequence_number"] = json!(sequence);
+                let name = payload["type"].as_str().unwrap_or_default().to_owned();
+                event(Some(&name), &payload)
+            })
+            .collect()
+    }
+
+    /// An OpenAI embeddings reply (`POST /v1/embeddings`): one `embedding` object per vector,
+    /// in input order, usage 8 prompt tokens (embeddings have no output tokens).
+    pub fn openai_embeddings(model: &str, vectors: &[&[f64]]) -> Value {
+        let data: Vec<Value> = vectors
+            .iter()
+            .enumerate()
+            .map(|(index, vector)| json!({"object": "embedding", "index": index, "embedding": vector}))
+            .collect();
+        json!({"object": "list", "data": data, "model": model,
+               "usage": {"prompt_tokens": 8, "total_tokens": 8}})
+    }
+
+    /// An Anthropic `POST /v1/messages/count_tokens` reply: only `input_tokens`, at the top
+    /// level (a count, not a consumption: the call generates nothing and is not billed).
+    pub fn anthropic_count_tokens(input_tokens: u64) -> Value {
+        json!({"input_tokens": input_tokens})
+    }
 }
 
 impl Gateway {

@@ -521,6 +521,7 @@ impl Gateway {
             record.rate = admission.headline();
         }
         record.admission = Some(admission);
+        record.free = endpoint == Endpoint::CountTokens;
         let sse_query = query_pairs(parts.uri.query()).any(|(k, v)| k == "alt" && v == "sse");
 
         // The mock answers in-process; everything else goes upstream.
@@ -1171,6 +1172,10 @@ struct Record {
     sent: bool,
     /// When the request first went to the provider.
     sent_at: Option<Instant>,
+    /// A call that generates nothing (`/v1/messages/count_tokens`: its `input_tokens` is the
+    /// answer, not usage, and the provider does not bill it): settled as zero tokens rather
+    /// than charged the estimate that stands in for an unreported usage.
+    free: bool,
     request_id: String,
     guard: Arc<Guard>,
 }
@@ -1205,6 +1210,7 @@ impl Record {
             admission: None,
             sent: false,
             sent_at: None,
+            free: false,
             request_id: request_id.to_owned(),
             guard,
         }
@@ -1227,7 +1233,11 @@ impl Record {
                 // delivered.
                 admission.settle(&self.guard, Some(0));
             } else {
-                let used = usage.map(|u| u.input_tokens.saturating_add(u.output_tokens));
+                let used = if self.free {
+                    Some(0)
+                } else {
+                    usage.map(|u| u.input_tokens.saturating_add(u.output_tokens))
+                };
                 admission.settle(&self.guard, used);
             }
         }
