@@ -115,7 +115,7 @@ logging: {level: debug, format: text}
 
 
 def credential_file():
-    v1 = {"format": "cliproxy-credential", "version": 1, "id": "x", "provider": "openai", "type": "api_key", "token": "sk-test-0123456789abcdefghijklmn", "base_url": None, "label": None, "created_at": 1763769600}
+    v1 = {"format": "cliproxy-credential", "version": 1, "id": "x", "provider": "openai", "type": "api_key", "token": "sk-fuzz-seed", "base_url": None, "label": None, "created_at": 1763769600}
     oauth = {"format": "cliproxy-credential", "version": 1, "id": "x", "provider": "claude", "type": "oauth", "token": "at-0123456789abcdef", "refresh_token": "rt-0123456789abcdef", "expires_at": 1763773200, "token_url": "https://auth.example.com/token", "client_id": "cliproxy", "label": "work", "created_at": 1763769600}
     v2 = {"format": "cliproxy-credential", "version": 2, "id": "x", "key_id": "0123456789abcdef", "nonce": base64.b64encode(bytes(range(12))).decode(), "ciphertext": base64.b64encode(bytes(range(48))).decode()}
     return {
