@@ -274,7 +274,7 @@ pub(crate) fn run(args: Args) -> Result<ExitCode> {
             )
         }
     });
-    let (commit, changed) = git_commit();
+    let (commit, changed) = git_commit(&args.out);
     let context = RunContext { command, commit, changed, machine: machine(), durations };
     let markdown = render(&entries, &context)?;
     std::fs::write(&args.out, markdown)
@@ -605,9 +605,9 @@ fn anchor(title: &str) -> String {
     title.to_lowercase().replace(' ', "-")
 }
 
-/// The commit the report describes, and the tracked files that differ from it (empty when
-/// none do).
-fn git_commit() -> (String, String) {
+/// The commit the report describes, and the tracked files other than the report `out` that
+/// differ from it (empty when none do).
+fn git_commit(out: &Path) -> (String, String) {
     let git = |args: &[&str]| {
         Command::new("git")
             .args(args)
@@ -617,8 +617,12 @@ fn git_commit() -> (String, String) {
             .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
     };
     let commit = git(&["rev-parse", "--short", "HEAD"]).unwrap_or_else(|| "unknown".to_owned());
-    let changed = git(&["diff", "HEAD", "--name-only"]).unwrap_or_default();
-    (commit, changed.lines().collect::<Vec<_>>().join(", "))
+    // The report being rewritten is not a change to the code it describes.
+    let changed = match git(&["diff", "HEAD", "--name-only"]) {
+        Some(files) => files.lines().filter(|f| Path::new(f) != out).collect::<Vec<_>>().join(", "),
+        None => "unknown files (`git diff HEAD` failed)".to_owned(),
+    };
+    (commit, changed)
 }
 
 fn machine() -> String {
