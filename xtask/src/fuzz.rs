@@ -1,12 +1,23 @@
 //! `cargo xtask fuzz [--seconds N] [TARGET...]`: runs the `fuzz/` targets with
-//! `cargo +nightly fuzz`, each for a bounded time. Crash inputs kept under
-//! `fuzz/regressions/<target>/` are replayed first, so a fixed crash stays fixed; a new crash
-//! fails the run and names the artefact libFuzzer wrote (`fuzz/artifacts/<target>/`), which is
-//! to be copied into `fuzz/regressions/<target>/` with the fix.
+//! `cargo +nightly fuzz`, each for a bounded time.
 //!
-//! When `CLIPROXY_TEST_REPORT` names a directory, each target that ran clean appends one line
-//! to `<dir>/fuzzing.jsonl`, in the format of the e2e harness's `report` module: a case (the
-//! target ran clean) and `{"kind":"figure","name":"<target> runs","value":N,"unit":"runs"}`.
+//! Each target has committed inputs in two places, and both are replayed first, one run each:
+//! - `fuzz/seeds/<target>/`: small, meaningful inputs in the real formats (made by
+//!   `fuzz/seeds/generate.py`), from which every run starts, so that even a 10 s run reaches
+//!   deep into the parser;
+//! - `fuzz/regressions/<target>/`: inputs that once crashed, so a fixed crash stays fixed.
+//!
+//! Then libFuzzer runs from the seeds. What it finds goes to a working corpus,
+//! `fuzz/corpus/<target>/` (ignored by git, kept between local runs); the seeds directory is
+//! passed after it, and libFuzzer only ever writes to the first directory it is given, so the
+//! committed seeds are never modified. A new crash fails the run and names the artefact
+//! libFuzzer wrote (`fuzz/artifacts/<target>/`), which is to be copied into
+//! `fuzz/regressions/<target>/` with the fix.
+//!
+//! When `CLIPROXY_TEST_REPORT` names a directory, each target that ran clean appends two lines
+//! to `<dir>/fuzzing.jsonl`, in the format of the e2e harness's `report` module: the committed
+//! inputs replayed as its cases (`{"kind":"cases","test":"<target>","count":N}`) and libFuzzer's
+//! executions as its iterations (`{"kind":"iterations","test":"<target>","count":N}`).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -63,30 +74,56 @@ pub(crate) fn run(args: Args) -> Result<ExitCode> {
     }
     let mut summary = Vec::new();
     for target in &targets {
-        let regressions = files_in(&fuzz.join("regressions").join(target));
-        if !regressions.is_empty() {
-            eprintln!("xtask: fuzz {target}: replaying {} kept crash input(s)", regressions.len());
-            let status = Command::new("cargo")
-                .current_dir(fuzz)
-                .args(["+nightly", "fuzz", "run", target])
-                .args(args.dev.then_some("--dev"))
-                .args(regressions.iter().map(|f| Path::new("..").join(f)))
-                .status()
-                .context("cannot run cargo fuzz")?;
-            if !status.success() {
-                eprintln!("xtask: fuzz {target}: a kept crash input crashes again");
-                return Ok(ExitCode::FAILURE);
-            }
+        let seeds_dir = fuzz.join("seeds").join(target);
+        let seeds = files_in(&seeds_dir);
+        if seeds.is_empty() {
+            bail!(
+                "no seeds in {} for the fuzz target {target}: add some to fuzz/seeds/generate.py and run it",
+                seeds_dir.display()
+            );
+        }
+        let regressions_dir = fuzz.join("regressions").join(target);
+        if !regressions_dir.is_dir() {
+            bail!(
+                "no {} for the fuzz target {target}: create it (with a README.md) so its crash inputs have a place",
+                regressions_dir.display()
+            );
+        }
+        // The README says what the directory is for; it is not an input.
+        let regressions: Vec<PathBuf> = files_in(&regressions_dir)
+            .into_iter()
+            .filter(|f| f.file_name().is_none_or(|n| n != "README.md"))
+            .collect();
+        let replayed = regressions.len() + seeds.len();
+        eprintln!(
+            "xtask: fuzz {target}: replaying {} kept crash input(s) and {} seed(s)",
+            regressions.len(),
+            seeds.len()
+        );
+        let status = Command::new("cargo")
+            .current_dir(fuzz)
+            .args(["+nightly", "fuzz", "run", target])
+            .args(args.dev.then_some("--dev"))
+            .args(regressions.iter().chain(&seeds).map(|f| Path::new("..").join(f)))
+            .status()
+            .context("cannot run cargo fuzz")?;
+        if !status.success() {
+            eprintln!(
+                "xtask: fuzz {target}: a kept crash input or a seed fails (the input is named above)"
+            );
+            return Ok(ExitCode::FAILURE);
         }
         let corpus = fuzz.join("corpus").join(target);
         std::fs::create_dir_all(&corpus)
             .with_context(|| format!("cannot create {}", corpus.display()))?;
-        eprintln!("xtask: fuzz {target}: {} s", args.seconds);
+        eprintln!("xtask: fuzz {target}: {} s from the seeds", args.seconds);
         let output = Command::new("cargo")
             .current_dir(fuzz)
             .args(["+nightly", "fuzz", "run", target])
             .args(args.dev.then_some("--dev"))
+            // The working corpus first: libFuzzer writes new inputs to its first directory only.
             .arg(Path::new("corpus").join(target))
+            .arg(Path::new("seeds").join(target))
             .arg("--")
             .arg(format!("-max_total_time={}", args.seconds))
             .output()
@@ -103,12 +140,15 @@ pub(crate) fn run(args: Args) -> Result<ExitCode> {
             );
             return Ok(ExitCode::FAILURE);
         }
-        let runs = runs_done(&log);
-        if let Some(runs) = runs {
-            report(target, runs)?;
-        }
-        let runs = runs.map_or_else(|| "?".to_owned(), |n| n.to_string());
-        summary.push(format!("{target}: {runs} runs in {} s, no crash", args.seconds));
+        let Some(runs) = runs_done(&log) else {
+            eprintln!("{log}");
+            bail!("fuzz {target}: libFuzzer's output has no `Done N runs` line");
+        };
+        report(target, replayed, runs)?;
+        summary.push(format!(
+            "{target}: {replayed} committed input(s) replayed, then {runs} runs in {} s, no crash",
+            args.seconds
+        ));
     }
     for line in &summary {
         eprintln!("xtask: fuzz {line}");
@@ -124,9 +164,10 @@ fn runs_done(log: &str) -> Option<u64> {
         .and_then(|n| n.parse().ok())
 }
 
-/// Appends the target's run count to `$CLIPROXY_TEST_REPORT/fuzzing.jsonl`, when set. The
-/// line is written in one `write` on a file opened for appending, like the e2e harness does.
-fn report(target: &str, runs: u64) -> Result<()> {
+/// Appends the target's replayed inputs and run count to `$CLIPROXY_TEST_REPORT/fuzzing.jsonl`,
+/// when set. The lines are written in one `write` on a file opened for appending, like the e2e
+/// harness does.
+fn report(target: &str, replayed: usize, runs: u64) -> Result<()> {
     use std::io::Write as _;
     let Some(dir) = std::env::var_os("CLIPROXY_TEST_REPORT") else { return Ok(()) };
     let dir = PathBuf::from(dir);
@@ -138,8 +179,8 @@ fn report(target: &str, runs: u64) -> Result<()> {
         bail!("fuzz target name {target:?} is not a plain identifier");
     }
     let line = format!(
-        "{{\"kind\":\"cases\",\"test\":\"{target}\",\"count\":1}}\n\
-         {{\"kind\":\"figure\",\"name\":\"{target} runs\",\"value\":{runs},\"unit\":\"runs\"}}\n"
+        "{{\"kind\":\"cases\",\"test\":\"{target}\",\"count\":{replayed}}}\n\
+         {{\"kind\":\"iterations\",\"test\":\"{target}\",\"count\":{runs}}}\n"
     );
     std::fs::OpenOptions::new()
         .create(true)

@@ -9,8 +9,9 @@
 //!   `cliproxy-integrity` (path guard, secret scanning, signed releases).
 //! - `syscalls`: traces the server under the end-to-end suite and checks the sandbox's
 //!   syscall allowlist against what it really calls.
-//! - `fuzz`: every `fuzz/` target for a bounded time with `cargo +nightly fuzz`, after
-//!   replaying the crash inputs kept in `fuzz/regressions/`.
+//! - `fuzz`: every `fuzz/` target for a bounded time with `cargo +nightly fuzz`, starting
+//!   from its seeds in `fuzz/seeds/`, after replaying those seeds and the crash inputs kept in
+//!   `fuzz/regressions/`.
 //! - `limiter-load`: the per-IP limiter under 1,000,000 distinct client addresses named by a
 //!   trusted proxy (release build; the e2e test `a_spray_of_client_addresses_...`).
 //! - `bench`: the performance harness (`bench/`, crate `cliproxy-bench`): release build, the
@@ -18,7 +19,8 @@
 //! - `crash`: the crash-consistency end-to-end test with more SIGKILL rounds
 //!   (`--iterations`, `--seed`).
 //! - `test-report`: the reliability and security proof (workspace tests with the figures
-//!   they record, every fuzz target) rendered into `docs/security/test-report.md`.
+//!   they record, every fuzz target) rendered into `docs/security/test-report.md`; with
+//!   `--render-only --dir`, rendered from a run made elsewhere (`.ci/run`'s own steps).
 
 mod bench;
 mod crash;
@@ -64,8 +66,8 @@ enum Task {
     /// Benchmark the release gateway against a mock upstream, direct vs through the gateway;
     /// writes target/bench/report.md and report.json.
     Bench(bench::Args),
-    /// Run each fuzz target for a bounded time (cargo +nightly fuzz), after replaying the
-    /// kept crash inputs in fuzz/regressions.
+    /// Run each fuzz target for a bounded time (cargo +nightly fuzz) from its seeds in
+    /// fuzz/seeds, after replaying those seeds and the kept crash inputs in fuzz/regressions.
     Fuzz(fuzz::Args),
     /// Runs the reliability and security proof (workspace tests and fuzzing) and writes
     /// docs/security/test-report.md from the figures the tests record.

@@ -4,8 +4,18 @@
 //! (`cliproxy_e2e::report`: one JSON line per call in `<dir>/<category>.jsonl`) and writes
 //! `docs/security/test-report.md`.
 //!
-//! A category that records nothing fails the command: a suite that silently stopped running
-//! must not leave an old figure standing.
+//! Tests record two kinds of counts, shown apart: scenarios (`{"kind":"cases"}`: distinct
+//! cases, each with its own expected answer) and iterations (`{"kind":"iterations"}`: one
+//! scenario repeated, such as SIGKILL rounds, addresses sprayed or fuzzer executions).
+//!
+//! Each category lists the tests that must record a count and the figures that must be
+//! recorded ([`CATEGORIES`]); a run that misses any of them, or records one the list does not
+//! name, fails the command naming it: a test that silently stopped running (or renamed its
+//! figure) must not leave an old figure standing or a gap nobody sees.
+//!
+//! `.ci/run` runs the same two steps itself with `CLIPROXY_TEST_REPORT` set to a scratch
+//! directory, writes their durations to `<dir>/steps.txt`, and renders the report from there
+//! with `--render-only --dir <dir> --generated-by .ci/run`.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -28,18 +38,33 @@ pub(crate) struct Args {
     /// Where the report goes.
     #[arg(long, default_value = "docs/security/test-report.md")]
     out: PathBuf,
-    /// Render the report from the figures already in `target/test-report/` without running
-    /// anything (after a run that failed half-way, say).
+    /// Render the report from the figures already in `--dir` without running anything
+    /// (after a run that failed half-way, say, or after `.ci/run`'s own test steps). The step
+    /// durations are read from `<dir>/steps.txt`: `<seconds> <command>` per line.
     #[arg(long)]
     render_only: bool,
+    /// The directory the tests record their figures in (`CLIPROXY_TEST_REPORT`).
+    #[arg(long, default_value = "target/test-report")]
+    dir: PathBuf,
+    /// What the report's header says generated it (default: this command with its options).
+    #[arg(long)]
+    generated_by: Option<String>,
 }
 
-/// One category of the report: its file name, title, what it proves and where it is tested.
+/// One category of the report: its file name, title, what it proves, where it is tested, and
+/// what every run must record in it.
 struct Category {
     name: &'static str,
     title: &'static str,
     what: &'static str,
-    tests: &'static str,
+    /// Where it is tested, as the summary table shows it.
+    source: &'static str,
+    /// The tests that must record scenarios or iterations (`report::cases`,
+    /// `report::iterations`), by the name they record.
+    tests: &'static [&'static str],
+    /// The figures (`report::figure`) and totals (`report::total`) that must be recorded, by
+    /// name.
+    figures: &'static [&'static str],
 }
 
 /// The categories, in the order of the issue that asked for them.
@@ -48,60 +73,160 @@ const CATEGORIES: &[Category] = &[
         name: "upstream-faults",
         title: "Upstream faults",
         what: "A mock upstream misbehaving on purpose (refused, reset before headers and mid-stream, stalls past each timeout, garbage and truncated SSE, a huge response, wrong content-type, slow drip): the client gets an error in its API format or a cleanly ended stream, the credential is cooled down only for its own faults, connections and tasks return to their baseline. Behaviours: docs/security/faults.md.",
-        tests: "tests/e2e/faults.rs",
+        source: "tests/e2e/faults.rs",
+        tests: &[
+            "upstream_faults_are_clear_errors_and_leak_nothing",
+            "a_client_gone_mid_stream_closes_the_upstream_connection",
+            "a_gigabyte_streams_through_with_bounded_memory",
+        ],
+        figures: &[
+            "baseline active connections",
+            "baseline runtime tasks",
+            "baseline open file descriptors",
+            "baseline threads",
+            "RSS baseline before the 1 GiB response",
+            "RSS peak during the 1 GiB response",
+            "bytes streamed through the gateway",
+            "time for the 1 GiB response (debug build)",
+            "throughput of the 1 GiB response (debug build)",
+        ],
     },
     Category {
         name: "disk-faults",
         title: "Disk faults",
         what: "Full filesystem under the audit log, unwritable state directory, read-only `auth.dir`, truncated or garbage credential files, a corrupted state database: each has a decided behaviour, an error naming the file, and no stored credential is lost. Behaviours: docs/security/disk-faults.md.",
-        tests: "tests/e2e/disk.rs",
+        source: "tests/e2e/disk.rs",
+        tests: &[
+            "a_full_audit_disk_keeps_serving_says_so_and_recovers",
+            "an_unwritable_state_store_stops_the_start_naming_the_file_and_key",
+            "a_state_store_failing_while_running_keeps_serving_and_catches_up",
+            "a_read_only_auth_dir_serves_and_refuses_writes_naming_it",
+            "a_damaged_credential_file_stops_the_start_naming_it_and_is_kept",
+            "a_damaged_state_database_stops_the_start_naming_it_and_the_way_out",
+        ],
+        figures: &[],
     },
     Category {
         name: "crash-consistency",
         title: "Crash consistency",
         what: "SIGKILL at random moments during credential writes, quota updates and audit writes; afterwards every credential decrypts, quota usage is within one flush interval, and the audit chain verifies up to its last complete line.",
-        tests: "tests/e2e/crash.rs (`cargo xtask crash --iterations N` for longer runs)",
+        source: "tests/e2e/crash.rs (`cargo xtask crash --iterations N` for longer runs)",
+        tests: &[
+            "sigkill_at_random_moments_loses_nothing_acknowledged",
+            "quota_usage_is_durable_within_one_flush_interval",
+        ],
+        figures: &[
+            "iterations (SIGKILLs)",
+            "seed (CLIPROXY_CRASH_SEED)",
+            "kills with a credential write in flight",
+            "kills with a proxied request (quota update) but no credential write in flight",
+            "kills with only audit-writing requests in flight",
+            "credentials checked after kills",
+            "acknowledged credential writes",
+            "acknowledged proxied requests",
+            "max quota usage lost (below acknowledged)",
+            "bound at that kill (one flush interval of usage)",
+            "max quota usage above acknowledged (in flight)",
+            "oldest answered usage lost (answered this long before the kill)",
+            "state.flush_interval",
+            "torn audit lines seen",
+            "total duration",
+            "worst time from answer to durable usage (flush_interval 1 s)",
+        ],
     },
     Category {
         name: "hostile-input",
         title: "Hostile input",
         what: "Raw requests against the sandboxed binary with every guard on: request smuggling, malformed framing, oversized and too many headers, slowloris, huge and deeply nested bodies, invalid UTF-8 and NUL, bad `max_tokens`, path traversal into management, methods, spoofed forwarding headers, IPv6 tricks, keys in the query string, HTTP/2 rapid reset; each with its expected answer, and a real request served after each.",
-        tests: "tests/e2e/hostile.rs",
+        source: "tests/e2e/hostile.rs",
+        tests: &["every_hostile_input_gets_its_answer_and_the_gateway_keeps_serving"],
+        figures: &[],
     },
     Category {
         name: "load",
         title: "Load",
         what: "Many idle connections and a flood past `server.limits.max_connections` (refused cleanly, admitted clients still served, memory bounded), and distinct client addresses through a trusted proxy's header into the per-IP limiter (tracked addresses capped, memory bounded and released after eviction).",
-        tests: "tests/e2e/load.rs (`cargo xtask limiter-load` for 1,000,000 addresses)",
+        source: "tests/e2e/load.rs (`cargo xtask limiter-load` for 1,000,000 addresses)",
+        tests: &[
+            "ten_thousand_idle_connections_and_a_flood_beyond_the_limit",
+            "a_spray_of_client_addresses_through_a_trusted_proxy",
+            "silent_connections_are_closed_at_the_header_read_timeout_and_free_their_slots",
+        ],
+        figures: &[
+            "idle connections held (debug build)",
+            "RSS idle, one request served",
+            "RSS with the connections held",
+            "RSS per held connection",
+            "flood connections past max_connections",
+            "flood connections served (free slots)",
+            "flood connections refused at accept",
+            "RSS after the flood",
+            "client addresses sprayed",
+            "per-IP limiter max_tracked",
+            "per-IP limiter peak tracked",
+            "sprayed requests refused by the overflow bucket",
+            "RSS before the spray",
+            "RSS at the spray's peak",
+            "RSS after idle eviction",
+            "spray requests per second",
+        ],
     },
     Category {
         name: "secret-leaks",
         title: "Secret leaks",
         what: "Every kind of secret planted (provider keys, OAuth tokens, client and management keys, the vault key); every gateway the end-to-end suite starts is swept at the end (logs and panics, audit files, `/metrics`, `/v0/management/status`), and every error path's body and headers are searched.",
-        tests: "tests/e2e/leaks.rs and the sweep in tests/src",
+        source: "tests/e2e/leaks.rs and the sweep in tests/src",
+        tests: &["no_error_answer_carries_a_planted_secret"],
+        figures: &[
+            "gateways swept after their tests",
+            "bytes of their output, files, metrics and status scanned",
+            "searches (planted secrets × gateways)",
+            "hits in swept gateways",
+            "error answers scanned",
+            "error answer bytes scanned",
+            "hits in error answers",
+        ],
     },
     Category {
         name: "tls",
         title: "TLS",
         what: "The real listener probed with `openssl s_client`: TLS 1.0/1.1, CBC, RSA key exchange, (EC)DHE-less and DHE suites and renegotiation refused, modern suites accepted; `.ci/tls-scan.sh` adds sslyze's Mozilla intermediate check.",
-        tests: "tests/e2e/tls.rs, .ci/tls-scan.sh",
+        source: "tests/e2e/tls.rs, .ci/tls-scan.sh",
+        tests: &[
+            "tls_catalogue_accepts_modern_suites_and_refuses_old_protocols_cbc_rsa_kx_dhe",
+            "client_initiated_renegotiation_is_refused_and_the_gateway_keeps_serving",
+        ],
+        figures: &[],
     },
     Category {
         name: "fuzzing",
         title: "Fuzzing",
-        what: "Every `fuzz/` target (config, request validation, SSE/usage scanning, credential files, OAuth token responses, IP/CIDR and forwarding headers, audit verification) for a bounded time after replaying the crash inputs kept in `fuzz/regressions/`.",
-        tests: "fuzz/fuzz_targets, `cargo xtask fuzz`",
+        what: "Every `fuzz/` target (config, request validation, SSE/usage scanning, credential files, OAuth token responses, IP/CIDR and forwarding headers, audit verification) for a bounded time, starting from the seed inputs committed in `fuzz/seeds/`, after replaying those seeds and the crash inputs kept in `fuzz/regressions/` (the scenarios: committed inputs replayed; the iterations: libFuzzer's executions).",
+        source: "fuzz/fuzz_targets, `cargo xtask fuzz`",
+        tests: &[
+            "audit_verify",
+            "config_yaml",
+            "credential_file",
+            "forwarded_headers",
+            "ip_cidr",
+            "oauth_token_response",
+            "request_validation",
+            "usage_scanner",
+        ],
+        figures: &[],
     },
     Category {
         name: "management-matrix",
         title: "Management authorisation matrix",
         what: "Every management route (from the router's own table, so a new route without an expectation fails) × {management off, no key, wrong key, right key, remote peer, banned peer}.",
-        tests: "crates/cliproxy-gateway/tests/management.rs",
+        source: "crates/cliproxy-gateway/tests/management.rs",
+        tests: &["every_route_answers_each_kind_of_caller_as_expected"],
+        figures: &["management routes in the router's table"],
     },
 ];
 
 pub(crate) fn run(args: Args) -> Result<ExitCode> {
-    let dir = PathBuf::from("target/test-report");
+    let dir = args.dir.clone();
     let mut durations = Vec::new();
     if !args.render_only {
         if dir.exists() {
@@ -128,15 +253,8 @@ pub(crate) fn run(args: Args) -> Result<ExitCode> {
     }
     let steps = dir.join("steps.txt");
     if args.render_only {
-        // `<seconds> <command>` per line, as the run wrote them.
         let text = std::fs::read_to_string(&steps).unwrap_or_default();
-        for line in text.lines() {
-            if let Some((seconds, step)) = line.split_once(' ')
-                && let Ok(seconds) = seconds.parse::<f64>()
-            {
-                durations.push((step.to_owned(), Duration::from_secs_f64(seconds)));
-            }
-        }
+        durations = parse_steps(&text).with_context(|| format!("in {}", steps.display()))?;
     } else {
         let text: String = durations
             .iter()
@@ -146,20 +264,41 @@ pub(crate) fn run(args: Args) -> Result<ExitCode> {
             .with_context(|| format!("cannot write {}", steps.display()))?;
     }
     let entries = read_entries(&dir)?;
-    let command = if args.fuzz_seconds == 10 && args.crash_iterations == 200 {
-        "cargo xtask test-report".to_owned()
-    } else {
-        format!(
-            "cargo xtask test-report --fuzz-seconds {} --crash-iterations {}",
-            args.fuzz_seconds, args.crash_iterations
-        )
-    };
-    let context = RunContext { command, commit: git_commit(), machine: machine(), durations };
+    let command = args.generated_by.clone().unwrap_or_else(|| {
+        if args.fuzz_seconds == 10 && args.crash_iterations == 200 {
+            "cargo xtask test-report".to_owned()
+        } else {
+            format!(
+                "cargo xtask test-report --fuzz-seconds {} --crash-iterations {}",
+                args.fuzz_seconds, args.crash_iterations
+            )
+        }
+    });
+    let (commit, changed) = git_commit(&args.out);
+    let context = RunContext { command, commit, changed, machine: machine(), durations };
     let markdown = render(&entries, &context)?;
     std::fs::write(&args.out, markdown)
         .with_context(|| format!("cannot write {}", args.out.display()))?;
     eprintln!("xtask: wrote {}", args.out.display());
     Ok(ExitCode::SUCCESS)
+}
+
+/// The steps and their durations: `<seconds> <command>` per line, as a run wrote them.
+fn parse_steps(text: &str) -> Result<Vec<(String, Duration)>> {
+    text.lines()
+        .filter(|line| !line.trim().is_empty())
+        .map(|line| {
+            let (seconds, step) = line
+                .split_once(' ')
+                .with_context(|| format!("not `<seconds> <command>`: {line}"))?;
+            let seconds: f64 = seconds
+                .parse()
+                .ok()
+                .filter(|s: &f64| s.is_finite() && *s >= 0.0)
+                .with_context(|| format!("not a number of seconds: {line}"))?;
+            Ok((step.to_owned(), Duration::from_secs_f64(seconds)))
+        })
+        .collect()
 }
 
 fn timed(step: impl FnOnce() -> Result<()>) -> Result<Duration> {
@@ -218,7 +357,11 @@ fn parse_lines(text: &str) -> Result<Vec<Value>> {
             let value: Value = serde_json::from_str(line)
                 .with_context(|| format!("line {} is not JSON: {line}", n + 1))?;
             match value["kind"].as_str() {
-                Some("cases") if value["count"].is_u64() && value["test"].is_string() => Ok(value),
+                Some("cases" | "iterations")
+                    if value["count"].is_u64() && value["test"].is_string() =>
+                {
+                    Ok(value)
+                }
                 Some("figure") if value["name"].is_string() && value["unit"].is_string() => {
                     Ok(value)
                 }
@@ -229,7 +372,10 @@ fn parse_lines(text: &str) -> Result<Vec<Value>> {
                 {
                     Ok(value)
                 }
-                _ => bail!("line {} is not a `cases`, `figure` or `total` entry: {line}", n + 1),
+                _ => bail!(
+                    "line {} is not a `cases`, `iterations`, `figure` or `total` entry: {line}",
+                    n + 1
+                ),
             }
         })
         .collect()
@@ -238,66 +384,140 @@ fn parse_lines(text: &str) -> Result<Vec<Value>> {
 struct RunContext {
     command: String,
     commit: String,
+    /// Tracked files that differed from `commit` (comma-separated; empty when none did).
+    changed: String,
     machine: String,
     durations: Vec<(String, Duration)>,
 }
 
-/// The Markdown report; fails when a category recorded nothing.
+/// Checks the run against [`CATEGORIES`]: every listed test recorded a count, every listed
+/// figure was recorded, and nothing was recorded that the list does not name. The error names
+/// each problem, one per line.
+fn check_recorded(entries: &Entries) -> Result<()> {
+    let mut problems = Vec::new();
+    for name in entries.keys().filter(|name| !CATEGORIES.iter().any(|c| c.name == *name)) {
+        problems.push(format!("{name}: a category CATEGORIES does not list"));
+    }
+    for category in CATEGORIES {
+        let lines = entries.get(category.name).map(Vec::as_slice).unwrap_or_default();
+        let recorded = |kinds: &[&str], key: &str| -> Vec<&str> {
+            let mut names: Vec<&str> = lines
+                .iter()
+                .filter(|l| l["kind"].as_str().is_some_and(|k| kinds.contains(&k)))
+                .filter_map(|l| l[key].as_str())
+                .collect();
+            names.sort_unstable();
+            names.dedup();
+            names
+        };
+        let tests = recorded(&["cases", "iterations"], "test");
+        let figures = recorded(&["figure", "total"], "name");
+        let name = category.name;
+        for test in category.tests.iter().filter(|t| !tests.contains(t)) {
+            problems.push(format!("{name}: test `{test}` recorded no scenarios or iterations"));
+        }
+        for figure in category.figures.iter().filter(|f| !figures.contains(f)) {
+            problems.push(format!("{name}: figure `{figure}` was not recorded"));
+        }
+        for test in tests.iter().filter(|t| !category.tests.contains(t)) {
+            problems
+                .push(format!("{name}: test `{test}` recorded, but CATEGORIES does not list it"));
+        }
+        for figure in figures.iter().filter(|f| !category.figures.contains(f)) {
+            problems.push(format!(
+                "{name}: figure `{figure}` recorded, but CATEGORIES does not list it"
+            ));
+        }
+    }
+    if !problems.is_empty() {
+        bail!(
+            "the run did not record what CATEGORIES in xtask/src/test_report.rs expects (a test \
+             that did not run, or a figure renamed); the report is not written:\n  {}",
+            problems.join("\n  ")
+        );
+    }
+    Ok(())
+}
+
+/// Scenarios and iterations recorded per test, in the order of [`Category::tests`].
+fn counts_by_test<'a>(category: &Category, lines: &'a [Value]) -> Vec<(&'a str, u64, u64)> {
+    let mut by_test: Vec<(&str, u64, u64)> = Vec::new();
+    for line in lines {
+        let (scenarios, iterations) = match (line["kind"].as_str(), line["count"].as_u64()) {
+            (Some("cases"), Some(count)) => (count, 0),
+            (Some("iterations"), Some(count)) => (0, count),
+            _ => continue,
+        };
+        let test = line["test"].as_str().unwrap_or("?");
+        match by_test.iter_mut().find(|(t, _, _)| *t == test) {
+            Some(entry) => {
+                entry.1 += scenarios;
+                entry.2 += iterations;
+            }
+            None => by_test.push((test, scenarios, iterations)),
+        }
+    }
+    let position = |test: &str| category.tests.iter().position(|t| *t == test);
+    by_test.sort_by_key(|(test, _, _)| position(test));
+    by_test
+}
+
+/// The Markdown report; fails when the run did not record what [`CATEGORIES`] expects.
 fn render(entries: &Entries, context: &RunContext) -> Result<String> {
-    let empty: Vec<&str> = CATEGORIES
-        .iter()
-        .filter(|c| entries.get(c.name).is_none_or(Vec::is_empty))
-        .map(|c| c.name)
-        .collect();
-    if !empty.is_empty() {
-        bail!(
-            "no figures were recorded for {}: those suites did not run (or no longer call \
-             cliproxy_e2e::report); the report is not written",
-            empty.join(", ")
-        );
-    }
-    let unknown: Vec<&String> =
-        entries.keys().filter(|name| !CATEGORIES.iter().any(|c| c.name == *name)).collect();
-    if !unknown.is_empty() {
-        bail!(
-            "unknown report categories {unknown:?}: add them to CATEGORIES in xtask/src/test_report.rs"
-        );
-    }
+    check_recorded(entries)?;
     let mut out = String::new();
     let _ = writeln!(out, "# Reliability and security test report\n");
     let _ = writeln!(
         out,
-        "Generated by `{}` at commit `{}` on {}. Every figure below was recorded by the test \
+        "Generated by `{}` at commit `{}`{} on {}. Every figure below was recorded by the test \
          that checked it, in that run; nothing here is typed by hand. Regenerate it with the \
          same command (it runs the whole workspace test suite and every fuzz target).\n",
-        context.command, context.commit, context.machine
+        context.command,
+        context.commit,
+        if context.changed.is_empty() {
+            String::new()
+        } else {
+            format!(" (with uncommitted changes to {})", context.changed)
+        },
+        context.machine
     );
-    let mut total_cases = 0u64;
-    let mut summary = String::from("| category | cases | tests |\n|---|---:|---|\n");
+    let _ = writeln!(
+        out,
+        "A **scenario** is a distinct case with its own expected answer (a hostile request, a \
+         damaged file, a committed fuzz input replayed); an **iteration** is one more run of a \
+         scenario already counted (a SIGKILL round, an address sprayed into the limiter, a \
+         fuzzer execution). The two are counted apart and never added together.\n"
+    );
+    let (mut total_scenarios, mut total_iterations) = (0u64, 0u64);
+    let mut summary =
+        String::from("| category | scenarios | iterations | tests |\n|---|---:|---:|---|\n");
     let mut sections = String::new();
     for category in CATEGORIES {
         let lines = entries.get(category.name).map(Vec::as_slice).unwrap_or_default();
-        let mut by_test: BTreeMap<&str, u64> = BTreeMap::new();
-        for line in lines.iter().filter(|l| l["kind"] == "cases") {
-            *by_test.entry(line["test"].as_str().unwrap_or("?")).or_default() +=
-                line["count"].as_u64().unwrap_or(0);
-        }
-        let cases: u64 = by_test.values().sum();
-        total_cases += cases;
+        let by_test = counts_by_test(category, lines);
+        let scenarios: u64 = by_test.iter().map(|(_, s, _)| s).sum();
+        let iterations: u64 = by_test.iter().map(|(_, _, i)| i).sum();
+        total_scenarios += scenarios;
+        total_iterations += iterations;
         let _ = writeln!(
             summary,
-            "| [{}](#{}) | {} | {} |",
+            "| [{}](#{}) | {} | {} | {} |",
             category.title,
             anchor(category.title),
-            group_thousands(&cases.to_string()),
-            category.tests
+            group_thousands(&scenarios.to_string()),
+            group_thousands(&iterations.to_string()),
+            category.source
         );
         let _ = writeln!(sections, "## {}\n\n{}\n", category.title, category.what);
         if !by_test.is_empty() {
-            let _ = writeln!(sections, "| test | cases |\n|---|---:|");
-            for (test, count) in &by_test {
-                let _ =
-                    writeln!(sections, "| `{test}` | {} |", group_thousands(&count.to_string()));
+            let _ = writeln!(sections, "| test | scenarios | iterations |\n|---|---:|---:|");
+            for (test, scenarios, iterations) in &by_test {
+                let _ = writeln!(
+                    sections,
+                    "| `{test}` | {} | {} |",
+                    group_thousands(&scenarios.to_string()),
+                    group_thousands(&iterations.to_string())
+                );
             }
             sections.push('\n');
         }
@@ -335,8 +555,9 @@ fn render(entries: &Entries, context: &RunContext) -> Result<String> {
     }
     let _ = writeln!(
         out,
-        "{summary}| **total** | **{}** | |\n",
-        group_thousands(&total_cases.to_string())
+        "{summary}| **total** | **{}** | **{}** | |\n",
+        group_thousands(&total_scenarios.to_string()),
+        group_thousands(&total_iterations.to_string())
     );
     if !context.durations.is_empty() {
         let _ = writeln!(out, "| step | duration |\n|---|---:|");
@@ -384,14 +605,24 @@ fn anchor(title: &str) -> String {
     title.to_lowercase().replace(' ', "-")
 }
 
-fn git_commit() -> String {
-    Command::new("git")
-        .args(["rev-parse", "--short", "HEAD"])
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-        .unwrap_or_else(|| "unknown".to_owned())
+/// The commit the report describes, and the tracked files other than the report `out` that
+/// differ from it (empty when none do).
+fn git_commit(out: &Path) -> (String, String) {
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+    };
+    let commit = git(&["rev-parse", "--short", "HEAD"]).unwrap_or_else(|| "unknown".to_owned());
+    // The report being rewritten is not a change to the code it describes.
+    let changed = match git(&["diff", "HEAD", "--name-only"]) {
+        Some(files) => files.lines().filter(|f| Path::new(f) != out).collect::<Vec<_>>().join(", "),
+        None => "unknown files (`git diff HEAD` failed)".to_owned(),
+    };
+    (commit, changed)
 }
 
 fn machine() -> String {
@@ -410,67 +641,166 @@ mod tests {
         RunContext {
             command: "cargo xtask test-report".into(),
             commit: "abc1234".into(),
+            changed: String::new(),
             machine: "2 CPUs, Linux 6.1".into(),
             durations: vec![("cargo test --workspace --locked".into(), Duration::from_secs(600))],
         }
     }
 
+    fn line(entry: &Value) -> String {
+        entry.to_string() + "\n"
+    }
+
+    /// A run that recorded everything: 2 scenarios for each listed test, and each listed
+    /// figure as 7 (a total for the secret sweep's names, as the sweep records them).
     fn every_category() -> Entries {
         CATEGORIES
             .iter()
             .map(|c| {
-                let lines = parse_lines(&format!(
-                    "{{\"kind\":\"cases\",\"test\":\"t1\",\"count\":3}}\n\
-                     {{\"kind\":\"cases\",\"test\":\"t1\",\"count\":2}}\n\
-                     {{\"kind\":\"cases\",\"test\":\"t2\",\"count\":1}}\n\
-                     {{\"kind\":\"figure\",\"name\":\"{} peak RSS\",\"value\":1234567,\"unit\":\"kB\"}}\n",
-                    c.name
-                ))
-                .unwrap();
-                (c.name.to_owned(), lines)
+                let mut text = String::new();
+                for test in c.tests {
+                    let cases = serde_json::json!({"kind": "cases", "test": test, "count": 1});
+                    text += &line(&cases);
+                    text += &line(&cases);
+                }
+                for name in c.figures {
+                    let kind = if name.contains("swept") || name.contains("searches") {
+                        "total"
+                    } else {
+                        "figure"
+                    };
+                    text += &line(
+                        &serde_json::json!({"kind": kind, "name": name, "value": 7, "unit": "u"}),
+                    );
+                }
+                (c.name.to_owned(), parse_lines(&text).unwrap())
             })
             .collect()
     }
 
+    fn listed_tests() -> usize {
+        CATEGORIES.iter().map(|c| c.tests.len()).sum()
+    }
+
     #[test]
-    fn the_report_sums_cases_per_test_and_lists_every_figure() {
+    fn a_complete_run_renders_every_category_test_and_figure() {
         let report = render(&every_category(), &context()).unwrap();
-        assert!(report.contains("at commit `abc1234`"), "{report}");
+        assert!(report.contains("at commit `abc1234` on 2 CPUs"), "{report}");
         for category in CATEGORIES {
             assert!(report.contains(&format!("## {}", category.title)), "{report}");
-            assert!(report.contains(&format!("| {} peak RSS | 1,234,567 kB |", category.name)));
+            for test in category.tests {
+                assert!(report.contains(&format!("| `{test}` | 2 | 0 |")), "{test}: {report}");
+            }
+            for figure in category.figures {
+                assert!(report.contains(&format!("| {figure} | 7 u |")), "{figure}: {report}");
+            }
         }
-        assert!(report.contains("| `t1` | 5 |\n| `t2` | 1 |"), "{report}");
-        let total = CATEGORIES.len() * 6;
-        assert!(report.contains(&format!("| **total** | **{total}** |")), "{report}");
-        let mut big = every_category();
-        big.insert(
-            "load".into(),
-            parse_lines("{\"kind\":\"cases\",\"test\":\"spray\",\"count\":40000}\n").unwrap(),
-        );
-        let report = render(&big, &context()).unwrap();
-        assert!(report.contains("| [Load](#load) | 40,000 |"), "{report}");
-        assert!(report.contains("| `spray` | 40,000 |"), "{report}");
+        let scenarios = listed_tests() * 2;
+        assert!(report.contains(&format!("| **total** | **{scenarios}** | **0** |")), "{report}");
         assert!(report.contains("| `cargo test --workspace --locked` | 600 s |"), "{report}");
+        let mut dirty = context();
+        dirty.changed = "src/lib.rs".into();
+        let report = render(&every_category(), &dirty).unwrap();
+        assert!(
+            report.contains("at commit `abc1234` (with uncommitted changes to src/lib.rs) on"),
+            "{report}"
+        );
+    }
+
+    #[test]
+    fn scenarios_and_iterations_are_counted_apart() {
+        let mut entries = every_category();
+        let spray = "a_spray_of_client_addresses_through_a_trusted_proxy";
+        let load = entries.get_mut("load").unwrap();
+        load.retain(|l| l["test"] != spray);
+        load.extend(
+            parse_lines(&format!(
+                "{{\"kind\":\"cases\",\"test\":\"{spray}\",\"count\":3}}\n\
+                 {{\"kind\":\"iterations\",\"test\":\"{spray}\",\"count\":40000}}\n\
+                 {{\"kind\":\"iterations\",\"test\":\"{spray}\",\"count\":2000}}\n"
+            ))
+            .unwrap(),
+        );
+        let report = render(&entries, &context()).unwrap();
+        assert!(report.contains(&format!("| `{spray}` | 3 | 42,000 |")), "{report}");
+        let load_scenarios = 2 * (CATEGORIES[4].tests.len() - 1) + 3;
+        assert_eq!(CATEGORIES[4].name, "load");
+        assert!(
+            report.contains(&format!("| [Load](#load) | {load_scenarios} | 42,000 |")),
+            "{report}"
+        );
+        let scenarios = listed_tests() * 2 - 2 + 3;
+        assert!(
+            report.contains(&format!("| **total** | **{scenarios}** | **42,000** |")),
+            "{report}"
+        );
+    }
+
+    #[test]
+    fn a_missing_figure_fails_the_report_naming_it() {
+        let mut entries = every_category();
+        entries.get_mut("load").unwrap().retain(|l| l["name"] != "RSS after the flood");
+        let error = render(&entries, &context()).unwrap_err().to_string();
+        assert!(error.contains("load: figure `RSS after the flood` was not recorded"), "{error}");
+        assert_eq!(error.matches("\n  ").count(), 1, "only that one: {error}");
+    }
+
+    #[test]
+    fn a_missing_test_fails_the_report_naming_it() {
+        let mut entries = every_category();
+        let test = "quota_usage_is_durable_within_one_flush_interval";
+        entries.get_mut("crash-consistency").unwrap().retain(|l| l["test"] != test);
+        let error = render(&entries, &context()).unwrap_err().to_string();
+        assert!(
+            error.contains(&format!("crash-consistency: test `{test}` recorded no scenarios")),
+            "{error}"
+        );
+        // A whole category missing names each of its tests and figures.
+        let mut entries = every_category();
+        entries.remove("tls");
+        let error = render(&entries, &context()).unwrap_err().to_string();
+        for test in CATEGORIES.iter().find(|c| c.name == "tls").unwrap().tests {
+            assert!(error.contains(&format!("tls: test `{test}`")), "{error}");
+        }
+    }
+
+    #[test]
+    fn anything_recorded_that_the_list_does_not_name_fails_the_report() {
+        let mut entries = every_category();
+        entries.get_mut("load").unwrap().extend(
+            parse_lines(
+                "{\"kind\":\"figure\",\"name\":\"RSS after teh flood\",\"value\":1,\"unit\":\"KiB\"}\n\
+                 {\"kind\":\"iterations\",\"test\":\"a_new_loop\",\"count\":5}\n",
+            )
+            .unwrap(),
+        );
+        entries.insert("typo-category".into(), entries["tls"].clone());
+        let error = render(&entries, &context()).unwrap_err().to_string();
+        assert!(error.contains("load: figure `RSS after teh flood` recorded, but"), "{error}");
+        assert!(error.contains("load: test `a_new_loop` recorded, but"), "{error}");
+        assert!(error.contains("typo-category: a category CATEGORIES does not list"), "{error}");
     }
 
     #[test]
     fn totals_are_added_up_by_name() {
         let mut entries = every_category();
         let lines = parse_lines(
-            "{\"kind\":\"total\",\"name\":\"gateways swept\",\"value\":1,\"unit\":\"gateways\"}\n\
-             {\"kind\":\"total\",\"name\":\"bytes\",\"value\":600,\"unit\":\"bytes\"}\n\
-             {\"kind\":\"total\",\"name\":\"gateways swept\",\"value\":1,\"unit\":\"gateways\"}\n\
-             {\"kind\":\"total\",\"name\":\"bytes\",\"value\":700,\"unit\":\"bytes\"}\n",
+            "{\"kind\":\"cases\",\"test\":\"no_error_answer_carries_a_planted_secret\",\"count\":1}\n\
+             {\"kind\":\"total\",\"name\":\"gateways swept after their tests\",\"value\":1,\"unit\":\"gateways\"}\n\
+             {\"kind\":\"total\",\"name\":\"hits in swept gateways\",\"value\":600,\"unit\":\"hits\"}\n\
+             {\"kind\":\"total\",\"name\":\"gateways swept after their tests\",\"value\":1,\"unit\":\"gateways\"}\n\
+             {\"kind\":\"total\",\"name\":\"hits in swept gateways\",\"value\":700,\"unit\":\"hits\"}\n",
         )
         .unwrap();
-        entries.insert("secret-leaks".into(), lines);
+        let leaks = entries.get_mut("secret-leaks").unwrap();
+        leaks.retain(|l| {
+            l["name"] != "gateways swept after their tests" && l["name"] != "hits in swept gateways"
+        });
+        leaks.extend(lines);
         let report = render(&entries, &context()).unwrap();
-        assert!(
-            report.contains("| gateways swept | 2 gateways |\n| bytes | 1,300 bytes |"),
-            "{report}"
-        );
-        assert_eq!(report.matches("gateways swept").count(), 1, "{report}");
+        assert!(report.contains("| gateways swept after their tests | 2 gateways |"), "{report}");
+        assert!(report.contains("| hits in swept gateways | 1,300 hits |"), "{report}");
+        assert_eq!(report.matches("gateways swept after their tests").count(), 1, "{report}");
         let error = parse_lines("{\"kind\":\"total\",\"name\":\"x\",\"value\":1.5,\"unit\":\"\"}")
             .unwrap_err()
             .to_string();
@@ -478,15 +808,17 @@ mod tests {
     }
 
     #[test]
-    fn a_category_that_recorded_nothing_fails_the_report() {
-        let mut entries = every_category();
-        entries.remove("crash-consistency");
-        let error = render(&entries, &context()).unwrap_err().to_string();
-        assert!(error.contains("crash-consistency"), "{error}");
-        entries = every_category();
-        entries.insert("typo-category".into(), entries["tls"].clone());
-        let error = render(&entries, &context()).unwrap_err().to_string();
-        assert!(error.contains("typo-category"), "{error}");
+    fn step_durations_are_read_back_and_garbage_is_refused() {
+        let steps =
+            parse_steps("612.5 cargo test --workspace --locked\n98 cargo xtask fuzz --dev\n")
+                .unwrap();
+        assert_eq!(
+            steps[0],
+            ("cargo test --workspace --locked".into(), Duration::from_millis(612_500))
+        );
+        assert_eq!(steps[1].0, "cargo xtask fuzz --dev");
+        let error = parse_steps("soon cargo test\n").unwrap_err().to_string();
+        assert!(error.contains("soon cargo test"), "{error}");
     }
 
     #[test]

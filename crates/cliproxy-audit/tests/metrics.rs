@@ -204,8 +204,20 @@ fn parse_sample(line: &str) -> Result<(String, BTreeMap<String, String>, f64), S
 }
 
 /// Checks the text with `promtool check metrics` when promtool is on PATH; without it, fails
-/// when `CLIPROXY_REQUIRE_PROMTOOL=1` (CI) and says so otherwise.
+/// when `CLIPROXY_REQUIRE_PROMTOOL=1` (CI) and says so otherwise (`0` or unset); any other
+/// value of the variable fails the test.
 fn promtool_check(text: &str) {
+    // One rule for CLIPROXY_REQUIRE_PROMTOOL (tests/e2e/audit.rs has the same): "1" requires
+    // promtool, "0" or unset does not, and any other value is a mistake that fails the test.
+    let required = match std::env::var_os("CLIPROXY_REQUIRE_PROMTOOL") {
+        Some(value) if value == "1" => true,
+        Some(value) if value == "0" => false,
+        None => false,
+        Some(other) => panic!(
+            "CLIPROXY_REQUIRE_PROMTOOL is {other:?}: it must be 1 (promtool required) or 0 or \
+             unset (not required)"
+        ),
+    };
     let child = Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(Stdio::piped())
@@ -216,7 +228,7 @@ fn promtool_check(text: &str) {
         Ok(child) => child,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             assert!(
-                std::env::var("CLIPROXY_REQUIRE_PROMTOOL").as_deref() != Ok("1"),
+                !required,
                 "CLIPROXY_REQUIRE_PROMTOOL=1 but promtool is not on PATH: run .ci/metrics-tools.sh \
                  (it installs it and prints the directory to add to PATH)"
             );

@@ -37,6 +37,10 @@ pub struct UsageScanner {
     event: Vec<u8>,
     /// Set when a line or body exceeded its cap: skip until the next line (SSE) or for good.
     overflow: bool,
+    /// The caps: [`MAX_JSON_BODY`] and [`MAX_SSE_EVENT`] except under the fuzzer, which needs
+    /// caps small enough for its inputs to reach.
+    max_json_body: usize,
+    max_sse_event: usize,
     input: Option<u64>,
     output: Option<u64>,
 }
@@ -44,15 +48,36 @@ pub struct UsageScanner {
 impl UsageScanner {
     /// A scanner for a body in `format`; `sse` when the body is `text/event-stream`.
     pub fn new(format: ApiFormat, sse: bool) -> Self {
+        Self::with_caps(format, sse, MAX_JSON_BODY, MAX_SSE_EVENT)
+    }
+
+    /// A scanner with its own caps on the JSON body and on an SSE line or event: for the
+    /// `usage_scanner` fuzz target, whose inputs are too short to reach the real caps.
+    #[doc(hidden)]
+    pub fn with_caps(
+        format: ApiFormat,
+        sse: bool,
+        max_json_body: usize,
+        max_sse_event: usize,
+    ) -> Self {
         Self {
             format,
             sse,
             buffer: Vec::new(),
             event: Vec::new(),
             overflow: false,
+            max_json_body,
+            max_sse_event,
             input: None,
             output: None,
         }
+    }
+
+    /// The bytes held now: the unfinished line or the JSON body so far, and the SSE event
+    /// being read. For the fuzz target, which asserts that neither passes its cap.
+    #[doc(hidden)]
+    pub fn buffered(&self) -> (usize, usize) {
+        (self.buffer.len(), self.event.len())
     }
 
     /// Feeds the next chunk of the body.
@@ -60,7 +85,7 @@ impl UsageScanner {
         if self.sse {
             self.feed_sse(chunk);
         } else if !self.overflow {
-            if self.buffer.len() + chunk.len() > MAX_JSON_BODY {
+            if self.buffer.len() + chunk.len() > self.max_json_body {
                 self.overflow = true;
                 self.buffer = Vec::new();
             } else {
@@ -105,7 +130,9 @@ impl UsageScanner {
         while let Some(at) = chunk.iter().position(|&b| b == b'\n') {
             let (head, rest) = chunk.split_at(at);
             chunk = &rest[1..];
-            if self.overflow {
+            // A line past the cap is skipped whole, whether it came in one chunk or overflowed
+            // the buffer over several: where the body was split must not change what is read.
+            if self.overflow || self.buffer.len() + head.len() > self.max_sse_event {
                 self.overflow = false;
                 self.buffer.clear();
                 continue;
@@ -119,7 +146,7 @@ impl UsageScanner {
             }
         }
         if !self.overflow {
-            if self.buffer.len() + chunk.len() > MAX_SSE_EVENT {
+            if self.buffer.len() + chunk.len() > self.max_sse_event {
                 self.overflow = true;
                 self.buffer.clear();
             } else {
@@ -134,11 +161,13 @@ impl UsageScanner {
             self.dispatch();
         } else if let Some(data) = line.strip_prefix(b"data:") {
             let data = data.strip_prefix(b" ").unwrap_or(data);
-            if self.event.len() + data.len() > MAX_SSE_EVENT {
+            // The newline joining two data lines counts too: the event never passes the cap.
+            let separator = usize::from(!self.event.is_empty());
+            if self.event.len() + separator + data.len() > self.max_sse_event {
                 self.event.clear();
                 return;
             }
-            if !self.event.is_empty() {
+            if separator == 1 {
                 self.event.push(b'\n');
             }
             self.event.extend_from_slice(data);
@@ -292,6 +321,29 @@ mod tests {
         assert_eq!(scan(ApiFormat::Gemini, false, &[array]), usage(8, 8));
         let sse = b"data: {\"usageMetadata\":{\"promptTokenCount\":1,\"candidatesTokenCount\":2}}";
         assert_eq!(scan(ApiFormat::Gemini, true, &[sse]), usage(1, 2), "unterminated last event");
+    }
+
+    #[test]
+    fn a_line_past_the_cap_is_skipped_however_the_body_is_split() {
+        // The fuzz target's first two finds (fuzz/regressions/usage_scanner/): a data line past
+        // the cap used to clear the event when it came in one chunk but was skipped when it
+        // overflowed the buffer, and two data lines could join into an event one byte past it.
+        let body = [
+            &b"data: {\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":2}}\n"[..],
+            &[b"data: ".as_slice(), &[b'x'; 70], b"\n\n"].concat(),
+        ]
+        .concat();
+        let read = |chunk: usize| {
+            let mut scanner = UsageScanner::with_caps(ApiFormat::OpenAi, true, 0, 64);
+            body.chunks(chunk).for_each(|piece| scanner.feed(piece));
+            scanner.finish();
+            scanner.usage()
+        };
+        assert_eq!(read(body.len()), usage(1, 2));
+        assert_eq!(read(5), usage(1, 2));
+        let mut scanner = UsageScanner::with_caps(ApiFormat::OpenAi, true, 0, 16);
+        scanner.feed(b"data:12345678\ndata:1234567\ndata:\n");
+        assert!(scanner.buffered().1 <= 16, "{:?}", scanner.buffered());
     }
 
     #[test]

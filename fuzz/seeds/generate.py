@@ -1,0 +1,241 @@
+#!/usr/bin/env python3
+"""Writes the seed corpora of the fuzz targets: fuzz/seeds/<target>/<name>, a handful of small,
+meaningful inputs per target in the real formats (and in the input layout each target's header
+describes), so that even a 10 s run starts from inputs that reach deep into each parser.
+
+The seeds are committed; this script is how they were made. Run it from anywhere after changing
+a target's input layout or a format, and commit the result: `python3 fuzz/seeds/generate.py`.
+`cargo xtask fuzz` replays every seed before fuzzing and starts libFuzzer from them, writing
+what it finds to a scratch corpus under fuzz/target/ (never here).
+"""
+
+import base64
+import hashlib
+import json
+import pathlib
+import shutil
+
+HERE = pathlib.Path(__file__).resolve().parent
+ROOT = HERE.parent.parent
+
+
+def sse(*events):
+    """An SSE stream: each event is (event name or None, JSON data or a raw string)."""
+    out = []
+    for name, data in events:
+        if name:
+            out.append(f"event: {name}\n")
+        text = data if isinstance(data, str) else json.dumps(data, separators=(",", ":"))
+        out.append(f"data: {text}\n\n")
+    return "".join(out).encode()
+
+
+def usage_scanner():
+    # Byte 0: format (0 OpenAI, 1 Anthropic, 2 Gemini) | 0x80 for SSE; byte 1: SSE cap / 8;
+    # byte 2: JSON cap / 16; byte 3: number of chunk lengths - 1; then the lengths; the body.
+    def seed(fmt, is_sse, body, sse_cap=255, json_cap=255, lengths=(7, 1, 64)):
+        control = fmt | (0x80 if is_sse else 0)
+        header = bytes([control, sse_cap, json_cap, len(lengths) - 1, *lengths])
+        return header + body
+
+    openai_stream = sse(
+        (None, {"id": "c1", "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}], "usage": None}),
+        (None, {"id": "c1", "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"content": "Hello"}, "finish_reason": None}], "usage": None}),
+        (None, {"id": "c1", "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}], "usage": None}),
+        (None, {"id": "c1", "object": "chat.completion.chunk", "choices": [], "usage": {"prompt_tokens": 12, "completion_tokens": 5, "total_tokens": 17}}),
+        (None, "[DONE]"),
+    )
+    responses_stream = sse(
+        ("response.created", {"type": "response.created", "sequence_number": 0, "response": {"id": "r1", "status": "in_progress", "usage": None}}),
+        ("response.output_text.delta", {"type": "response.output_text.delta", "sequence_number": 1, "item_id": "m1", "output_index": 0, "content_index": 0, "delta": "Hi"}),
+        ("response.completed", {"type": "response.completed", "sequence_number": 2, "response": {"id": "r1", "status": "completed", "usage": {"input_tokens": 4, "output_tokens": 6, "total_tokens": 10}}}),
+    )
+    anthropic_stream = sse(
+        ("message_start", {"type": "message_start", "message": {"id": "msg_1", "type": "message", "role": "assistant", "content": [], "model": "claude", "usage": {"input_tokens": 25, "output_tokens": 1}}}),
+        ("content_block_start", {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+        ("ping", {"type": "ping"}),
+        ("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "usage"}}),
+        ("content_block_stop", {"type": "content_block_stop", "index": 0}),
+        ("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 15}}),
+        ("message_stop", {"type": "message_stop"}),
+    )
+    gemini_stream = sse(
+        (None, {"candidates": [{"content": {"parts": [{"text": "Hel"}], "role": "model"}}], "usageMetadata": {"promptTokenCount": 8, "totalTokenCount": 8}}),
+        (None, {"candidates": [{"content": {"parts": [{"text": "lo"}], "role": "model"}, "finishReason": "STOP"}], "usageMetadata": {"promptTokenCount": 8, "candidatesTokenCount": 4, "thoughtsTokenCount": 2, "totalTokenCount": 14}}),
+    )
+    openai_reply = json.dumps({"id": "c1", "object": "chat.completion", "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hi"}, "finish_reason": "stop"}], "usage": {"prompt_tokens": 12, "completion_tokens": 5, "total_tokens": 17}}).encode()
+    anthropic_reply = json.dumps({"id": "msg_1", "type": "message", "role": "assistant", "content": [{"type": "text", "text": "Hi"}], "usage": {"input_tokens": 10, "output_tokens": 2}}).encode()
+    gemini_array = json.dumps([{"usageMetadata": {"promptTokenCount": 8}}, {"usageMetadata": {"promptTokenCount": 8, "candidatesTokenCount": 6, "thoughtsTokenCount": 2}}]).encode()
+    # CRLF line ends, an event split over two data lines, and a line longer than a small cap.
+    crlf = b'data: {"choices":[],\r\ndata: "usage":{"prompt_tokens":3,"completion_tokens":9}}\r\n\r\n'
+    long_line = b"data: " + b"x" * 200 + b'\n\ndata: {"usage":{"prompt_tokens":1,"completion_tokens":1}}\n\n'
+    return {
+        "openai-chat-stream": seed(0, True, openai_stream),
+        "openai-responses-stream": seed(0, True, responses_stream, lengths=(13,)),
+        "anthropic-stream": seed(1, True, anthropic_stream, lengths=(100, 3)),
+        "gemini-stream": seed(2, True, gemini_stream, lengths=(0, 5)),
+        "openai-reply": seed(0, False, openai_reply),
+        "anthropic-reply": seed(1, False, anthropic_reply, lengths=(2,)),
+        "gemini-array": seed(2, False, gemini_array),
+        "openai-crlf-multiline": seed(0, True, crlf, lengths=(1,)),
+        "openai-line-past-small-cap": seed(0, True, long_line, sse_cap=16, lengths=(50, 9)),
+        "openai-body-past-small-cap": seed(0, False, openai_reply, json_cap=4),
+    }
+
+
+def config_yaml():
+    minimal = """server:
+  host: "127.0.0.1"
+  port: 8000
+auth:
+  api_keys: ["client-key-0123456789abcdef"]
+providers:
+  demo: {type: mock, latency: 20ms}
+"""
+    several = """server:
+  host: "::1"
+  port: 8000
+  shutdown_timeout: 5m
+  limits: {upstream_first_byte_timeout: 1h, max_body_bytes: 1024}
+auth:
+  api_keys: ["${CLIPROXY_CLIENT_KEY}"]
+providers:
+  claude: {type: claude, base_url: "https://api.anthropic.com/", models: ["claude-*"]}
+  local: {type: openai, base_url: "http://127.0.0.1:11434/v1", models: [llama3]}
+  demo: {type: mock, latency: 20ms}
+logging: {level: debug, format: text}
+"""
+    return {
+        "example": (ROOT / "deploy/config.example.yaml").read_bytes(),
+        "hardened": (ROOT / "deploy/config.hardened.yaml").read_bytes(),
+        "minimal": minimal.encode(),
+        "providers-and-limits": several.encode(),
+        "unknown-key": b"server:\n  limits:\n    bogus: 1\n",
+    }
+
+
+def credential_file():
+    v1 = {"format": "cliproxy-credential", "version": 1, "id": "x", "provider": "openai", "type": "api_key", "token": "sk-fuzz-seed", "base_url": None, "label": None, "created_at": 1763769600}
+    oauth = {"format": "cliproxy-credential", "version": 1, "id": "x", "provider": "claude", "type": "oauth", "token": "at-0123456789abcdef", "refresh_token": "rt-0123456789abcdef", "expires_at": 1763773200, "token_url": "https://auth.example.com/token", "client_id": "cliproxy", "label": "work", "created_at": 1763769600}
+    v2 = {"format": "cliproxy-credential", "version": 2, "id": "x", "key_id": "0123456789abcdef", "nonce": base64.b64encode(bytes(range(12))).decode(), "ciphertext": base64.b64encode(bytes(range(48))).decode()}
+    return {
+        "v1-api-key": json.dumps(v1, indent=2).encode(),
+        "v1-oauth": json.dumps(oauth).encode(),
+        "v2-sealed": json.dumps(v2).encode(),
+        "wrong-id": json.dumps({**v1, "id": "y"}).encode(),
+        "version-3": json.dumps({**v1, "version": 3}).encode(),
+    }
+
+
+def oauth_token_response():
+    # Byte 0: the status is 100 + 2 * byte (50 is 200, 150 is 400, 200 is 500).
+    ok = {"access_token": "at-0123456789abcdef", "refresh_token": "rt-0123456789abcdef", "expires_in": 3600, "token_type": "Bearer"}
+    return {
+        "200-full": bytes([50]) + json.dumps(ok).encode(),
+        "200-access-only": bytes([50]) + b'{"access_token":"at-0123456789abcdef"}',
+        "200-expires-as-string": bytes([50]) + json.dumps({**ok, "expires_in": "3600"}).encode(),
+        "200-not-bearer": bytes([50]) + json.dumps({**ok, "token_type": "mac"}).encode(),
+        "400-invalid-grant": bytes([150]) + b'{"error":"invalid_grant","error_description":"expired"}',
+        "500-html": bytes([200]) + b"<html><body>Internal Server Error</body></html>",
+    }
+
+
+def forwarded_headers():
+    # Byte 0: bit 0 picks Forwarded over X-Forwarded-For, bit 1 an IPv4-mapped peer; then one
+    # header value per line.
+    return {
+        "xff-chain": b"\x00" + b"203.0.113.7, 10.0.0.2, 127.0.0.1",
+        "xff-two-headers": b"\x02" + b"198.51.100.1\n10.1.1.1, 10.0.0.9",
+        "xff-ipv6-and-mapped": b"\x00" + b"2001:db8::1, ::ffff:10.0.0.3",
+        "forwarded-quoted-ipv6": b"\x01" + b'for="[2001:db8::17]:4711";proto=https, for=10.0.0.2',
+        "forwarded-obfuscated": b"\x03" + b"for=_hidden;by=10.0.0.1, for=unknown",
+        "deny-entry-cidr": b"\x00" + b"192.0.2.0/24",
+    }
+
+
+def ip_cidr():
+    return {
+        "ipv4": b"192.0.2.1\n10.0.0.0/8\n0.0.0.0/0\n",
+        "ipv6": b"2001:db8::/32\n::1\nfe80::1\n::/0\n",
+        "mapped": b"::ffff:10.0.0.0/104\n::ffff:192.0.2.1\n",
+        "host-bits-set": b"10.1.2.3/8\n2001:db8::1/64\n",
+        "garbage": b"10.0.0.0/33\nfe80::1%eth0\n256.1.1.1\n 10.0.0.1\n",
+    }
+
+
+def request_validation():
+    # Byte 0: bit 7 turns validation off, bits 0-6 give max_tokens (x16 + 1) and pick the kind
+    # (byte % 6: chat, responses, embeddings, messages, count_tokens, gemini).
+    def seed(kind, body, max_tokens_step=64):
+        control = max_tokens_step & 0x7F
+        control -= control % 6
+        control += kind
+        return bytes([control]) + json.dumps(body).encode()
+
+    return {
+        "chat": seed(0, {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 100, "stream": True, "stream_options": {"include_usage": True}}),
+        "responses": seed(1, {"model": "gpt-4o", "input": [{"role": "user", "content": "hi"}], "max_output_tokens": 64}),
+        "embeddings": seed(2, {"model": "text-embedding-3-small", "input": ["a", "b"]}),
+        "messages": seed(3, {"model": "claude-sonnet", "max_tokens": 1024, "messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}], "stream": True}),
+        "count-tokens": seed(4, {"model": "claude-sonnet", "messages": [{"role": "user", "content": "hi"}]}),
+        "gemini": seed(5, {"contents": [{"role": "user", "parts": [{"text": "hi"}]}], "generationConfig": {"maxOutputTokens": 200}}),
+        "over-the-cap": seed(0, {"model": "m", "messages": [{"role": "user", "content": "x"}], "max_tokens": 999999}, max_tokens_step=1),
+    }
+
+
+def audit_verify():
+    # Mode 0 (first byte not 1): any file. Mode 1: [1, hi, lo, byte]: one byte of a valid
+    # three-line chain changed.
+    def chain(lines):
+        prev = "0" * 64
+        out = b""
+        for seq, (event, ip, result) in enumerate(lines, start=1):
+            prefix = (
+                f'{{"seq":{seq},"timestamp":"2026-01-01T00:00:00.000Z","event_type":"{event}",'
+                f'"provider":null,"user_id":"alice","ip":"{ip}","result":"{result}",'
+                f'"request_id":null,"details":{{}},"prev_hash":"{prev}"'
+            )
+            digest = hashlib.sha256(prefix.encode()).hexdigest()
+            out += f'{prefix},"hash":"{digest}"}}\n'.encode()
+            prev = digest
+        return out
+
+    valid = chain([("auth_success", "10.0.0.1", "success"), ("auth_failure", "10.0.0.2", "failure"), ("auth_success", "10.0.0.1", "success")])
+    return {
+        "valid-chain": valid,
+        "torn-last-line": valid[:-40],
+        "empty": b"",
+        "one-byte-changed": bytes([1, 0, 40, ord("X")]),
+        "final-newline-changed": bytes([1, 0xFF, 0xFF, ord(" ")]),
+    }
+
+
+TARGETS = {
+    "usage_scanner": usage_scanner,
+    "config_yaml": config_yaml,
+    "credential_file": credential_file,
+    "oauth_token_response": oauth_token_response,
+    "forwarded_headers": forwarded_headers,
+    "ip_cidr": ip_cidr,
+    "request_validation": request_validation,
+    "audit_verify": audit_verify,
+}
+
+
+def main():
+    targets = sorted(p.stem for p in (HERE.parent / "fuzz_targets").glob("*.rs"))
+    missing = sorted(set(targets) - set(TARGETS))
+    if missing:
+        raise SystemExit(f"no seeds for the fuzz targets {missing}: add them to generate.py")
+    for target, make in TARGETS.items():
+        out = HERE / target
+        if out.exists():
+            shutil.rmtree(out)
+        out.mkdir()
+        for name, data in make().items():
+            (out / name).write_bytes(data)
+        print(f"fuzz/seeds/{target}: {len(list(out.iterdir()))} seeds")
+
+
+if __name__ == "__main__":
+    main()
