@@ -10,7 +10,8 @@
 //! acknowledged usage plus what was in flight, and the oldest usage lost was answered no more
 //! than that long before the kill; the audit chain verifies up to its last complete line (a
 //! torn last line is tolerated and counted), and every request answered before that cut-off
-//! has its audit line, found by request id, in the log the restarted gateway continues.
+//! has its audit line, found by request id, in the log the restarted gateway continues. Each
+//! lane restarts its gateway on the same directories for ten kills, then moves to fresh ones.
 //!
 //! The random delay before each kill is the experiment, not synchronisation: it draws the
 //! moment of the crash from a seeded generator, so that a failure reproduces with its seed.
@@ -38,6 +39,10 @@ const LANES: u64 = 4;
 /// gateway that never flushes, or flushes at ten times the interval, loses usage answered
 /// longer ago than this in most runs, since runs last at least `MIN_RUN`.
 const MARGIN: Duration = Duration::from_millis(160);
+/// Kills on the same directories before a lane moves to fresh ones: the audit log, which
+/// every kill verifies from its first line, then stays short instead of growing (and taking
+/// longer to verify) with every kill of the lane.
+const KILLS_PER_DIRECTORY: u64 = 10;
 /// Concurrent drivers per gateway, each a random mix of the three kinds of work.
 const DRIVERS: u64 = 2;
 /// Credentials a driver keeps at most (it adds until it has these many).
@@ -298,9 +303,22 @@ async fn sigkill_at_random_moments_loses_nothing_acknowledged() {
     report::figure(CATEGORY, "total duration", (seconds * 10.0).round() / 10.0, "s");
 }
 
-/// One gateway's directories, killed `count` times.
+/// One lane: `count` kills, on fresh directories every `KILLS_PER_DIRECTORY` kills.
 async fn run_lane(lane: u64, count: u64, seed: u64) -> Tally {
     let mut rng = Rng(seed);
+    let mut tally = Tally::default();
+    let mut first = 0;
+    while first < count {
+        let kills = KILLS_PER_DIRECTORY.min(count - first);
+        tally.add(&run_directories(lane, first, kills, seed, &mut rng).await);
+        first += kills;
+    }
+    tally
+}
+
+/// One gateway's directories, killed `count` times (iterations `first..first + count` of the
+/// lane), then started a last time.
+async fn run_directories(lane: u64, first: u64, count: u64, seed: u64, rng: &mut Rng) -> Tally {
     let harness = Harness::new();
     let base = harness.config_path().parent().unwrap().to_owned();
     let audit = base.join("audit").join("audit.log");
@@ -317,7 +335,7 @@ async fn run_lane(lane: u64, count: u64, seed: u64) -> Tally {
     // What the last kill left to check once the gateway is back.
     let mut after_kill: Option<AfterKill> = None;
     let mut audit_index = AuditIndex::default();
-    for iteration in 0..count {
+    for iteration in first..first + count {
         let context = format!("lane {lane}, iteration {iteration} (seed {seed})");
         // Restart on the same directories: it must come up, read back the usage and continue
         // the audit log.
@@ -453,7 +471,7 @@ async fn run_lane(lane: u64, count: u64, seed: u64) -> Tally {
     // A last start: the gateway comes up cleanly on what the last kill left.
     let gateway = harness.start().await;
     assert_eq!(readiness(&gateway).await.0, 200, "{}", gateway.logs());
-    let context = format!("lane {lane}, final start (seed {seed})");
+    let context = format!("lane {lane}, start after iteration {} (seed {seed})", first + count - 1);
     let now_stored = stored_usage(&gateway, &context).await;
     if let Some(last) = after_kill.take() {
         last.check(&context, now_stored, &audit, &mut audit_index, &mut tally);
