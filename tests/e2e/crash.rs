@@ -28,8 +28,8 @@ use reqwest::Method;
 use serde_json::json;
 
 const CATEGORY: &str = "crash-consistency";
-/// `state.flush_interval` of the runs: short, so that each run spans several intervals and the
-/// whole test stays about as quick as when the runs were shorter than one interval of 100 ms.
+/// `state.flush_interval` of the runs: short, so that runs of several intervals keep the whole
+/// test about as quick as it was with runs of at most 250 ms and an interval of 100 ms.
 const FLUSH: Duration = Duration::from_millis(40);
 /// Gateways killed and restarted side by side (each on its own directories).
 const LANES: u64 = 4;
@@ -49,8 +49,9 @@ const DRIVERS: u64 = 2;
 const MAX_CREDENTIALS_PER_DRIVER: usize = 4;
 /// The shortest and longest random run before a kill: five to seven flush intervals, all of
 /// them at least one interval plus the margin.
-const MIN_RUN: Duration = Duration::from_millis(5 * 40);
-const MAX_RUN: Duration = Duration::from_millis(7 * 40);
+const MIN_RUN: Duration = FLUSH.saturating_mul(5);
+const MAX_RUN: Duration = FLUSH.saturating_mul(7);
+const _: () = assert!(MIN_RUN.as_millis() >= FLUSH.as_millis() + MARGIN.as_millis());
 
 /// A small seeded generator (SplitMix64): reproducible kill points without a dependency.
 struct Rng(u64);
