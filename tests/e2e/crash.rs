@@ -1,17 +1,22 @@
-//! Crash consistency (issue 9, item 3): the real binary is killed with SIGKILL at random
-//! moments while credential writes, quota updates and audit writes are in flight, many times
-//! over (`CLIPROXY_CRASH_ITERATIONS`, default 200; `CLIPROXY_CRASH_SEED` replays a run; `cargo
-//! xtask crash` sets both). After every kill: every credential file decrypts and no temporary
-//! file is left, every acknowledged credential write is there, the quota usage the restarted
-//! gateway reads back lies between the acknowledged usage less what one flush interval holds
-//! and the acknowledged usage plus what was in flight, the audit chain verifies up to its last
-//! complete line (a torn last line is tolerated and counted), and the gateway restarts on the
-//! same directories.
+//! Crash consistency (issue 9, item 3; issue 17): the real binary is killed with SIGKILL at
+//! random moments while credential writes, quota updates and audit writes are in flight, many
+//! times over (`CLIPROXY_CRASH_ITERATIONS`, default 200; `CLIPROXY_CRASH_SEED` replays a run;
+//! `cargo xtask crash` sets both). Each run before a kill lasts several flush intervals, so that
+//! a gateway which never flushes (or flushes late) loses usage older than one interval and
+//! fails. After every kill: every credential file decrypts and no temporary file is left, every
+//! acknowledged credential write is there, the quota usage the restarted gateway reports (the
+//! `cliproxy_quota_remaining` metric, which must be there) lies between the acknowledged usage
+//! less what was answered within one flush interval (plus a stated margin) of the kill and the
+//! acknowledged usage plus what was in flight, and the oldest usage lost was answered no more
+//! than that long before the kill; the audit chain verifies up to its last complete line (a
+//! torn last line is tolerated and counted), and every request answered before that cut-off
+//! has its audit line, found by request id, in the log the restarted gateway continues. Each
+//! lane restarts its gateway on the same directories for ten kills, then moves to fresh ones.
 //!
 //! The random delay before each kill is the experiment, not synchronisation: it draws the
 //! moment of the crash from a seeded generator, so that a failure reproduces with its seed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -23,16 +28,30 @@ use reqwest::Method;
 use serde_json::json;
 
 const CATEGORY: &str = "crash-consistency";
-/// `state.flush_interval` of the runs.
-const FLUSH: Duration = Duration::from_millis(100);
+/// `state.flush_interval` of the runs: short, so that runs of several intervals keep the whole
+/// test about as quick as it was with runs of at most 250 ms and an interval of 100 ms.
+const FLUSH: Duration = Duration::from_millis(40);
 /// Gateways killed and restarted side by side (each on its own directories).
 const LANES: u64 = 4;
-/// Commit and scheduling time allowed on top of one flush interval in the quota bound.
-const SLACK: Duration = Duration::from_millis(300);
+/// What a kill may lose on top of one flush interval: the writer thread's wake-up and commit
+/// (SQLite WAL, no fsync at commit), the audit writer's batching (it writes within about
+/// 10 ms), and the scheduling of four gateways and their drivers on two shared cores. A
+/// gateway that never flushes, or flushes at ten times the interval, loses usage answered
+/// longer ago than this in most runs, since runs last at least `MIN_RUN`.
+const MARGIN: Duration = Duration::from_millis(160);
+/// Kills on the same directories before a lane moves to fresh ones: the audit log, which
+/// every kill verifies from its first line, then stays short instead of growing (and taking
+/// longer to verify) with every kill of the lane.
+const KILLS_PER_DIRECTORY: u64 = 10;
 /// Concurrent drivers per gateway, each a random mix of the three kinds of work.
-const DRIVERS: u64 = 3;
-/// The longest random run before a kill.
-const MAX_RUN_MS: u64 = 250;
+const DRIVERS: u64 = 2;
+/// Credentials a driver keeps at most (it adds until it has these many).
+const MAX_CREDENTIALS_PER_DRIVER: usize = 4;
+/// The shortest and longest random run before a kill: five to seven flush intervals, all of
+/// them at least one interval plus the margin.
+const MIN_RUN: Duration = FLUSH.saturating_mul(5);
+const MAX_RUN: Duration = FLUSH.saturating_mul(7);
+const _: () = assert!(MIN_RUN.as_millis() >= FLUSH.as_millis() + MARGIN.as_millis());
 
 /// A small seeded generator (SplitMix64): reproducible kill points without a dependency.
 struct Rng(u64);
@@ -68,8 +87,34 @@ struct Tally {
     max_drift_above: u64,
     /// The oldest answered usage lost by a kill: milliseconds between its answer and the kill.
     max_lost_age_ms: u64,
+    /// Kills that lost some acknowledged usage (the age above is measured on these).
+    kills_losing_usage: u64,
     acked_requests: u64,
     acked_credential_writes: u64,
+    /// Answered requests whose audit line was looked up (by request id) and found after a
+    /// restart: those answered before the cut-off of one flush interval plus the margin.
+    audit_lines_checked: u64,
+}
+
+impl Tally {
+    fn add(&mut self, other: &Self) {
+        self.iterations += other.iterations;
+        self.kills_credential += other.kills_credential;
+        self.kills_quota += other.kills_quota;
+        self.kills_audit += other.kills_audit;
+        self.credentials_checked += other.credentials_checked;
+        self.torn_audit_lines += other.torn_audit_lines;
+        self.acked_requests += other.acked_requests;
+        self.acked_credential_writes += other.acked_credential_writes;
+        self.audit_lines_checked += other.audit_lines_checked;
+        self.kills_losing_usage += other.kills_losing_usage;
+        if other.max_drift_below >= self.max_drift_below {
+            self.max_drift_below = other.max_drift_below;
+            self.bound_at_max_drift = other.bound_at_max_drift;
+        }
+        self.max_drift_above = self.max_drift_above.max(other.max_drift_above);
+        self.max_lost_age_ms = self.max_lost_age_ms.max(other.max_lost_age_ms);
+    }
 }
 
 /// A credential operation: a write of a token, or a deletion.
@@ -97,6 +142,34 @@ struct Driven {
     per_request: AtomicU64,
     /// Audit-only requests (a refused key, a credential listing) in flight.
     audit_in_flight: AtomicU64,
+    /// Every answered request: when its answer was read, its `x-request-id`, and the
+    /// `event_type` of the audit line it must have written.
+    answered: Mutex<Vec<Answered>>,
+}
+
+/// One answered request, to be found in the audit log.
+#[derive(Clone, Debug)]
+struct Answered {
+    at: Instant,
+    request_id: String,
+    event_type: &'static str,
+}
+
+impl Driven {
+    /// Notes a request whose answer was read completely just now, with the audit line it owes.
+    fn answered(&self, request_id: String, event_type: &'static str) {
+        self.answered.lock().unwrap().push(Answered { at: Instant::now(), request_id, event_type });
+    }
+}
+
+/// The `x-request-id` of an answer (every answer carries one).
+fn request_id(response: &reqwest::Response) -> String {
+    response
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .expect("every answer carries x-request-id")
+        .to_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -128,32 +201,23 @@ async fn sigkill_at_random_moments_loses_nothing_acknowledged() {
         let tally = handle.await.unwrap_or_else(|e| {
             std::panic::resume_unwind(e.into_panic());
         });
-        total.iterations += tally.iterations;
-        total.kills_credential += tally.kills_credential;
-        total.kills_quota += tally.kills_quota;
-        total.kills_audit += tally.kills_audit;
-        total.credentials_checked += tally.credentials_checked;
-        total.torn_audit_lines += tally.torn_audit_lines;
-        total.acked_requests += tally.acked_requests;
-        total.acked_credential_writes += tally.acked_credential_writes;
-        if tally.max_drift_below >= total.max_drift_below {
-            total.max_drift_below = tally.max_drift_below;
-            total.bound_at_max_drift = tally.bound_at_max_drift;
-        }
-        total.max_drift_above = total.max_drift_above.max(tally.max_drift_above);
-        total.max_lost_age_ms = total.max_lost_age_ms.max(tally.max_lost_age_ms);
+        total.add(&tally);
     }
     let seconds = started.elapsed().as_secs_f64();
     eprintln!("crash consistency: {total:?} in {seconds:.1} s (seed {seed})");
     assert_eq!(total.iterations, iterations);
     if iterations >= 50 {
-        // The kill points must actually land in the middle of the work.
+        // The kill points must actually land in the middle of the work, and the checks must
+        // have had something to check.
         assert!(total.kills_credential > 0, "no kill during a credential write: {total:?}");
         assert!(total.kills_quota > 0, "no kill during a quota update: {total:?}");
         assert!(total.acked_requests > 0 && total.acked_credential_writes > 0, "{total:?}");
+        assert!(total.audit_lines_checked > 0, "no audit line was looked up: {total:?}");
     }
     let test = "sigkill_at_random_moments_loses_nothing_acknowledged";
-    report::cases(CATEGORY, test, usize::try_from(iterations).unwrap_or(usize::MAX));
+    // One scenario, repeated: the kills are iterations, not distinct cases.
+    report::cases(CATEGORY, test, 1);
+    report::iterations(CATEGORY, test, usize::try_from(iterations).unwrap_or(usize::MAX));
     report::figure(CATEGORY, "iterations (SIGKILLs)", iterations, "kills");
     report::figure(CATEGORY, "seed (CLIPROXY_CRASH_SEED)", seed.to_string(), "");
     report::figure(
@@ -211,14 +275,51 @@ async fn sigkill_at_random_moments_loses_nothing_acknowledged() {
         total.max_lost_age_ms,
         "ms",
     );
+    report::figure(
+        CATEGORY,
+        "kills that lost some acknowledged usage",
+        total.kills_losing_usage,
+        "kills",
+    );
+    report::figure(
+        CATEGORY,
+        "allowed age of lost usage and audit lines (one flush interval + margin)",
+        (FLUSH + MARGIN).as_millis() as u64,
+        "ms",
+    );
+    report::figure(
+        CATEGORY,
+        "acknowledged requests found in the audit log by request id",
+        total.audit_lines_checked,
+        "requests",
+    );
+    report::figure(
+        CATEGORY,
+        "run before each kill",
+        format!("{}-{} ms", MIN_RUN.as_millis(), MAX_RUN.as_millis()),
+        "",
+    );
     report::figure(CATEGORY, "state.flush_interval", FLUSH.as_millis() as u64, "ms");
     report::figure(CATEGORY, "torn audit lines seen", total.torn_audit_lines, "lines");
     report::figure(CATEGORY, "total duration", (seconds * 10.0).round() / 10.0, "s");
 }
 
-/// One gateway's directories, killed `count` times.
+/// One lane: `count` kills, on fresh directories every `KILLS_PER_DIRECTORY` kills.
 async fn run_lane(lane: u64, count: u64, seed: u64) -> Tally {
     let mut rng = Rng(seed);
+    let mut tally = Tally::default();
+    let mut first = 0;
+    while first < count {
+        let kills = KILLS_PER_DIRECTORY.min(count - first);
+        tally.add(&run_directories(lane, first, kills, seed, &mut rng).await);
+        first += kills;
+    }
+    tally
+}
+
+/// One gateway's directories, killed `count` times (iterations `first..first + count` of the
+/// lane), then started a last time.
+async fn run_directories(lane: u64, first: u64, count: u64, seed: u64, rng: &mut Rng) -> Tally {
     let harness = Harness::new();
     let base = harness.config_path().parent().unwrap().to_owned();
     let audit = base.join("audit").join("audit.log");
@@ -232,53 +333,30 @@ async fn run_lane(lane: u64, count: u64, seed: u64) -> Tally {
     );
     let mut tally = Tally::default();
     let mut present: BTreeMap<String, String> = BTreeMap::new();
-    // The acknowledged usage and the bounds for the next read.
-    let mut expected: Option<(u64, u64, u64)> = None;
-    // The answered requests of the last run: (milliseconds before the kill, tokens), newest
-    // first.
-    let mut last_acks: Vec<(u64, u64)> = Vec::new();
-    for iteration in 0..count {
+    // What the last kill left to check once the gateway is back.
+    let mut after_kill: Option<AfterKill> = None;
+    let mut audit_index = AuditIndex::default();
+    for iteration in first..first + count {
         let context = format!("lane {lane}, iteration {iteration} (seed {seed})");
-        // Restart on the same directories: it must come up, and read back the usage.
+        // Restart on the same directories: it must come up, read back the usage and continue
+        // the audit log.
         let mut gateway = harness.start().await;
-        let metrics = metrics_addr(&gateway).await;
-        let remaining = metric(metrics, "cliproxy_quota_remaining{provider=\"demo\"}")
-            .await
-            .unwrap_or(QUOTA as f64);
-        let now_stored = QUOTA - remaining as u64;
-        if let Some((acked, lower, upper)) = expected {
-            assert!(
-                (lower..=upper).contains(&now_stored),
-                "{context}: the quota usage read back is {now_stored}, expected {lower}..={upper} \
-                 (acknowledged {acked})"
-            );
-            // How old the oldest answered usage that was lost was at the kill.
-            let lost = acked.saturating_sub(now_stored);
-            let mut covered = 0;
-            for (age, tokens) in &last_acks {
-                if covered >= lost {
-                    break;
-                }
-                covered += tokens;
-                tally.max_lost_age_ms = tally.max_lost_age_ms.max(*age);
-            }
-            if acked > now_stored && acked - now_stored >= tally.max_drift_below {
-                tally.max_drift_below = acked - now_stored;
-                tally.bound_at_max_drift = acked - lower;
-            }
-            tally.max_drift_above = tally.max_drift_above.max(now_stored.saturating_sub(acked));
+        let now_stored = stored_usage(&gateway, &context).await;
+        if let Some(last) = after_kill.take() {
+            last.check(&context, now_stored, &audit, &mut audit_index, &mut tally);
         }
 
         let driven = Arc::new(Driven::default());
         *driven.present.lock().unwrap() = present.clone();
         let workers: Vec<_> = (0..DRIVERS)
             .map(|driver| {
-                let ids = format!("c{lane}-{iteration}-d{driver}");
+                let ids = format!("c{lane}-d{driver}-i{iteration}");
                 tokio::spawn(drive(gateway.url(), driven.clone(), driver, ids, rng.next()))
             })
             .collect();
-        // The experiment: run for a random time, then crash.
-        tokio::time::sleep(Duration::from_millis(rng.below(MAX_RUN_MS + 1))).await;
+        // The experiment: run for a random time of several flush intervals, then crash.
+        let spread = (MAX_RUN - MIN_RUN).as_millis() as u64;
+        tokio::time::sleep(MIN_RUN + Duration::from_millis(rng.below(spread + 1))).await;
         // What was in flight at the kill, to classify it (a snapshot: an operation may start
         // between it and the kill).
         let cred_at_kill = !driven.cred_in_flight.lock().unwrap().is_empty();
@@ -360,47 +438,44 @@ async fn run_lane(lane: u64, count: u64, seed: u64) -> Tally {
             tally.torn_audit_lines += 1;
         }
 
-        // Quota: what the next start must read back.
+        // Quota and audit lines: what the next start must find. The cut-off is one flush
+        // interval plus the margin before the kill: usage answered earlier must be stored,
+        // requests answered earlier must have their audit line.
+        let cutoff = FLUSH + MARGIN;
         let acked_list = driven.acked.lock().unwrap().clone();
         let acked_now: u64 = acked_list.iter().map(|(_, t)| t).sum();
-        // What one flush interval can hold: the tokens acknowledged in the last interval
-        // before the kill, plus the writer thread's commit and scheduling time on a machine
-        // whose cores are shared by several gateways (the figure `oldest answered usage lost`
-        // reports how close to one interval the real losses stay).
-        let window = FLUSH + SLACK;
         let recent: u64 = acked_list
             .iter()
-            .filter(|(at, _)| killed_at.duration_since(*at) <= window)
+            .filter(|(at, _)| killed_at.duration_since(*at) <= cutoff)
             .map(|(_, t)| t)
             .sum();
         let per_request = driven.per_request.load(Ordering::SeqCst).max(1);
-        last_acks = acked_list
-            .iter()
-            .rev()
-            .map(|(at, tokens)| (killed_at.duration_since(*at).as_millis() as u64, *tokens))
-            .collect();
         let acked_total = now_stored + acked_now;
+        let answered = driven.answered.lock().unwrap().clone();
         tally.acked_requests += acked_list.len() as u64;
         tally.acked_credential_writes += driven.acked_cred_ops.load(Ordering::SeqCst);
-        expected = Some((
-            acked_total,
-            acked_total - recent,
-            acked_total + chats_in_flight * (per_request + 64),
-        ));
+        after_kill = Some(AfterKill {
+            acked: acked_total,
+            lower: acked_total - recent,
+            upper: acked_total + chats_in_flight * (per_request + 64),
+            acks_newest_first: acked_list
+                .iter()
+                .rev()
+                .map(|(at, tokens)| (killed_at.duration_since(*at).as_millis() as u64, *tokens))
+                .collect(),
+            owed: answered
+                .into_iter()
+                .filter(|answer| killed_at.duration_since(answer.at) > cutoff)
+                .collect(),
+        });
     }
     // A last start: the gateway comes up cleanly on what the last kill left.
     let gateway = harness.start().await;
     assert_eq!(readiness(&gateway).await.0, 200, "{}", gateway.logs());
-    if let Some((acked, lower, upper)) = expected {
-        let metrics = metrics_addr(&gateway).await;
-        let remaining = metric(metrics, "cliproxy_quota_remaining{provider=\"demo\"}")
-            .await
-            .unwrap_or(QUOTA as f64);
-        let now_stored = QUOTA - remaining as u64;
-        assert!(
-            (lower..=upper).contains(&now_stored),
-            "lane {lane}: final usage {now_stored}, expected {lower}..={upper} (acknowledged {acked})"
-        );
+    let context = format!("lane {lane}, start after iteration {} (seed {seed})", first + count - 1);
+    let now_stored = stored_usage(&gateway, &context).await;
+    if let Some(last) = after_kill.take() {
+        last.check(&context, now_stored, &audit, &mut audit_index, &mut tally);
     }
     let temps = std::fs::read_dir(harness.auth_dir())
         .unwrap()
@@ -410,8 +485,134 @@ async fn run_lane(lane: u64, count: u64, seed: u64) -> Tally {
     tally
 }
 
+/// What a kill left for the restarted gateway to show.
+struct AfterKill {
+    /// The acknowledged usage (tokens).
+    acked: u64,
+    /// The least usage that may be read back: the acknowledged usage less what was answered
+    /// within one flush interval plus the margin of the kill.
+    lower: u64,
+    /// The most: the acknowledged usage plus the requests in flight.
+    upper: u64,
+    /// The answered usage of the last run: (milliseconds before the kill, tokens), newest
+    /// first.
+    acks_newest_first: Vec<(u64, u64)>,
+    /// The requests answered before the cut-off, whose audit lines must be in the log.
+    owed: Vec<Answered>,
+}
+
+impl AfterKill {
+    /// Checks the usage the restarted gateway reports (`stored`) and the audit log.
+    fn check(
+        &self,
+        context: &str,
+        stored: u64,
+        audit: &std::path::Path,
+        index: &mut AuditIndex,
+        tally: &mut Tally,
+    ) {
+        // The age of the oldest lost usage: the lost tokens are the newest answers (the
+        // writer commits in order), so they are covered from the newest answer backwards.
+        let lost = self.acked.saturating_sub(stored);
+        let mut covered = 0;
+        let mut oldest_lost_ms = None;
+        for (age, tokens) in &self.acks_newest_first {
+            if covered >= lost {
+                break;
+            }
+            covered += tokens;
+            oldest_lost_ms = Some(*age);
+        }
+        if let Some(age) = oldest_lost_ms {
+            tally.kills_losing_usage += 1;
+            tally.max_lost_age_ms = tally.max_lost_age_ms.max(age);
+            let allowed = (FLUSH + MARGIN).as_millis() as u64;
+            assert!(
+                age <= allowed,
+                "{context}: usage answered {age} ms before the kill was lost ({lost} of {} \
+                 acknowledged tokens); at most one flush interval ({FLUSH:?}) plus the margin \
+                 ({MARGIN:?}) may be lost",
+                self.acked
+            );
+        }
+        assert!(
+            (self.lower..=self.upper).contains(&stored),
+            "{context}: the quota usage read back is {stored}, expected {}..={} (acknowledged {})",
+            self.lower,
+            self.upper,
+            self.acked
+        );
+        if self.acked > stored && self.acked - stored >= tally.max_drift_below {
+            tally.max_drift_below = self.acked - stored;
+            tally.bound_at_max_drift = self.acked - self.lower;
+        }
+        tally.max_drift_above = tally.max_drift_above.max(stored.saturating_sub(self.acked));
+
+        // Every request answered before the cut-off has its audit line, found by request id
+        // and event type.
+        let logged = index.update(audit);
+        let missing: Vec<String> = self
+            .owed
+            .iter()
+            .filter(|a| !logged.contains(&(a.request_id.clone(), a.event_type.to_owned())))
+            .map(|a| format!("{} ({})", a.request_id, a.event_type))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "{context}: {} of {} requests answered more than {:?} before the kill have no \
+             audit line, first: {:?}",
+            missing.len(),
+            self.owed.len(),
+            FLUSH + MARGIN,
+            &missing[..missing.len().min(5)]
+        );
+        tally.audit_lines_checked += self.owed.len() as u64;
+    }
+}
+
+/// The usage the gateway reports (`cliproxy_quota_remaining` of `demo` below the quota); the
+/// metric is required, since a missing one would read as no usage at all.
+async fn stored_usage(gateway: &Gateway, context: &str) -> u64 {
+    let metrics = metrics_addr(gateway).await;
+    let remaining =
+        metric(metrics, "cliproxy_quota_remaining{provider=\"demo\"}").await.unwrap_or_else(|| {
+            panic!("{context}: cliproxy_quota_remaining{{provider=\"demo\"}} is not in /metrics")
+        });
+    QUOTA - remaining as u64
+}
+
+/// (request id, event type) of every complete line of the audit log, read on from where the
+/// last read stopped (the log only grows; a torn last line is left for the next read, and the
+/// next start cuts it off, so it is never counted).
+#[derive(Default)]
+struct AuditIndex {
+    offset: usize,
+    events: HashSet<(String, String)>,
+}
+
+impl AuditIndex {
+    fn update(&mut self, file: &std::path::Path) -> &HashSet<(String, String)> {
+        let bytes = std::fs::read(file).unwrap_or_default();
+        let complete = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |at| at + 1);
+        if complete > self.offset {
+            let text = String::from_utf8_lossy(&bytes[self.offset..complete]);
+            for line in text.lines() {
+                if let Ok(entry) = serde_json::from_str::<serde_json::Value>(line)
+                    && let (Some(id), Some(kind)) =
+                        (entry["request_id"].as_str(), entry["event_type"].as_str())
+                {
+                    self.events.insert((id.to_owned(), kind.to_owned()));
+                }
+            }
+            self.offset = complete;
+        }
+        &self.events
+    }
+}
+
 /// One driver: until stopped, a random mix of credential writes through the management API
-/// (adds, overwrites and deletions of its own ids), proxied requests (each updates the quota
+/// (adds, overwrites and deletions of its own ids, `ids` a prefix unique to the driver and the
+/// run), proxied requests (each updates the quota
 /// usage and writes audit lines) and requests that only write audit lines (a refused client
 /// key, a credential listing).
 async fn drive(url: String, driven: Arc<Driven>, driver: u64, ids: String, seed: u64) {
@@ -443,15 +644,21 @@ async fn credential_op(
     n: u64,
     rng: &mut Rng,
 ) -> bool {
+    // The ids this driver wrote in this run and the runs before (the driver's part of the
+    // prefix, up to the run): its own, so that no other driver touches them concurrently.
+    let owner = ids.rsplit_once("-i").map_or(ids, |(owner, _)| owner);
     let mine: Vec<String> = driven
         .present
         .lock()
         .unwrap()
         .keys()
-        .filter(|id| id.starts_with(&format!("{ids}-")))
+        .filter(|id| id.starts_with(&format!("{owner}-")))
         .cloned()
         .collect();
-    let op = match rng.below(4) {
+    // Past a few credentials per driver, writes overwrite or delete rather than add: the set
+    // every check and every start decrypts stays small, instead of growing with each kill.
+    let draw = if mine.len() >= MAX_CREDENTIALS_PER_DRIVER { rng.below(2) } else { rng.below(4) };
+    let op = match draw {
         0 if !mine.is_empty() => {
             CredOp::Delete(mine[rng.below(mine.len() as u64) as usize].clone())
         }
@@ -475,10 +682,12 @@ async fn credential_op(
         return false;
     };
     let status = response.status();
+    let id = request_id(&response);
     if response.bytes().await.is_err() {
         return false;
     }
     assert!(status.is_success(), "{op:?} answered {status}");
+    driven.answered(id, "credential_access");
     {
         let mut present = driven.present.lock().unwrap();
         match &op {
@@ -503,11 +712,13 @@ async fn chat_op(http: &reqwest::Client, url: &str, driven: &Driven) -> bool {
         .await;
     let Ok(response) = sent else { return false };
     let status = response.status();
+    let id = request_id(&response);
     let Ok(body) = response.json::<serde_json::Value>().await else { return false };
     assert_eq!(status, 200, "{body}");
     let tokens = body["usage"]["total_tokens"].as_u64().expect("usage in the reply");
     driven.per_request.store(tokens, Ordering::SeqCst);
     driven.acked.lock().unwrap().push((Instant::now(), tokens));
+    driven.answered(id, "provider_request");
     driven.chats_in_flight.fetch_sub(1, Ordering::SeqCst);
     true
 }
@@ -515,40 +726,59 @@ async fn chat_op(http: &reqwest::Client, url: &str, driven: &Driven) -> bool {
 /// One request that only writes audit lines; `false` when the gateway is gone.
 async fn audit_op(http: &reqwest::Client, url: &str, driven: &Driven, n: u64) -> bool {
     driven.audit_in_flight.fetch_add(1, Ordering::SeqCst);
-    let request = if n.is_multiple_of(2) {
-        http.get(format!("{url}/v1/models")).bearer_auth("cpk-crash-wrong-key-0123456789abcdef")
+    let (request, event_type) = if n.is_multiple_of(2) {
+        let refused = http
+            .get(format!("{url}/v1/models"))
+            .bearer_auth("cpk-crash-wrong-key-0123456789abcdef");
+        (refused, "auth_failure")
     } else {
-        http.get(format!("{url}/v0/management/auths")).header("x-management-key", MANAGEMENT_KEY)
+        let listing = http
+            .get(format!("{url}/v0/management/auths"))
+            .header("x-management-key", MANAGEMENT_KEY);
+        (listing, "credential_access")
     };
     let Ok(response) = request.send().await else { return false };
+    let id = request_id(&response);
     if response.bytes().await.is_err() {
         return false;
     }
+    driven.answered(id, event_type);
     driven.audit_in_flight.fetch_sub(1, Ordering::SeqCst);
     true
 }
 /// Quota usage is on disk within one `state.flush_interval` of the answer (SPEC §5: a kill
 /// loses at most one interval), measured with a long interval so that the bound is clear of
 /// scheduling noise.
+///
+/// The moment of the commit is not when this test happens to look: it is the modification
+/// time the kernel stamped on the SQLite write-ahead log when the writer thread wrote the
+/// commit (nothing else writes to the database here). So the test's own polling delay, which
+/// a loaded machine can stretch at will, is not part of the measurement; only the gateway's
+/// own delay is, against one interval plus a stated margin.
 #[tokio::test]
 async fn quota_usage_is_durable_within_one_flush_interval() {
     let harness = Harness::new();
     let base = harness.config_path().parent().unwrap().to_owned();
     let state = base.join("state").join("state.db");
+    let wal = base.join("state").join("state.db-wal");
     faults_config(&harness, "http://127.0.0.1:9", &base.join("audit.log"), &state, "1s");
     let gateway = harness.start().await;
     let http = client();
     let interval = Duration::from_secs(1);
-    // Commit and scheduling slack on a loaded machine.
-    let slack = Duration::from_millis(300);
+    // The writer thread's wake-up after its timed wait and the commit (WAL, no fsync), on a
+    // machine whose two cores are shared: half an interval.
+    let margin = Duration::from_millis(500);
     let mut used = 0;
     let mut rounds = Vec::new();
     for round in 0..4 {
+        let before = std::fs::metadata(&wal).and_then(|m| m.modified()).ok();
         let (status, tokens) = chat(&http, &gateway).await;
         assert_eq!(status, 200);
+        let answered = std::time::SystemTime::now();
         used += tokens;
-        let acked = Instant::now();
-        // A bounded poll of the database (the writer thread gives no event to wait on).
+        // A bounded poll of the database: the writer thread gives no event to wait on. The
+        // deadline only ends a test whose usage never arrives; it is not the bound checked.
+        let deadline = Instant::now() + 10 * interval;
         loop {
             let conn = rusqlite::Connection::open_with_flags(
                 &state,
@@ -565,19 +795,28 @@ async fn quota_usage_is_durable_within_one_flush_interval() {
             if stored as u64 >= used {
                 break;
             }
-            assert!(acked.elapsed() < 3 * interval, "round {round}: usage never reached the disk");
+            assert!(Instant::now() < deadline, "round {round}: usage never reached the disk");
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        let took = acked.elapsed();
+        let committed = std::fs::metadata(&wal).and_then(|m| m.modified()).unwrap();
+        assert!(
+            before.is_none_or(|before| committed > before),
+            "round {round}: the usage is stored but the write-ahead log was not written"
+        );
+        // The commit may be stamped a clock tick before the test read the time of the answer
+        // (the answer and the usage are settled together); that counts as no delay.
+        let took = committed.duration_since(answered).unwrap_or_default();
         rounds.push(took);
         assert!(
-            took <= interval + slack,
-            "round {round}: usage reached the disk {took:?} after the answer; at most one flush \
-             interval ({interval:?}) may be lost on a crash"
+            took <= interval + margin,
+            "round {round}: usage was committed {took:?} after the answer; at most one flush \
+             interval ({interval:?}, plus {margin:?} for the commit) may be lost on a crash"
         );
     }
     let worst = rounds.iter().max().copied().unwrap_or_default();
-    report::cases(CATEGORY, "quota_usage_is_durable_within_one_flush_interval", rounds.len());
+    let test = "quota_usage_is_durable_within_one_flush_interval";
+    report::cases(CATEGORY, test, 1);
+    report::iterations(CATEGORY, test, rounds.len());
     report::figure(
         CATEGORY,
         "worst time from answer to durable usage (flush_interval 1 s)",

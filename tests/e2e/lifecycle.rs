@@ -6,6 +6,7 @@ use std::sync::Arc;
 use cliproxy_e2e::canned::*;
 use cliproxy_e2e::*;
 use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::Notify;
 
 use crate::assert_no_secrets;
@@ -194,44 +195,83 @@ async fn the_gateway_runs_sandboxed() {
     assert_eq!(status["layers"]["vault"]["encryption"]["enabled"], false, "{status}");
 }
 
-/// As root, the gateway refuses to start unless `sandbox.require_non_root` is false.
+/// The root check with its real default (`sandbox.require_non_root` true; unlike
+/// [`Harness::start`], nothing overrides it): started as root the gateway refuses, exit 78
+/// naming the key; started as an unprivileged user (uid and gid 65534, `nobody`, dropped to by
+/// the child before it runs) the same configuration starts and serves.
+///
+/// The suite runs as root (here and in CI); as any other user, the root half runs in a user
+/// namespace where that user is uid 0 (`unshare --user --map-root-user`) and the other half as
+/// that user.
 #[tokio::test]
-async fn running_as_root_is_refused_by_default() {
+async fn running_as_root_is_refused_by_default_and_a_non_root_user_is_served() {
     let harness = Harness::new();
     harness.config("", "");
-    let output = tokio::process::Command::new(server_binary())
+    let root = euid_of("self") == 0;
+    let mut command = if root {
+        tokio::process::Command::new(server_binary())
+    } else {
+        let mut command = tokio::process::Command::new("unshare");
+        command.args(["--user", "--map-root-user"]).arg(server_binary());
+        command
+    };
+    let mut child = command
         .arg("--config")
         .arg(harness.config_path())
         .arg("serve")
         .env_remove("CLIPROXY_SANDBOX__REQUIRE_NON_ROOT")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)
-        .output();
-    let root = cliproxy_container_is_root();
-    if root {
-        let output = tokio::time::timeout(std::time::Duration::from_secs(20), output)
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(output.status.code(), Some(78));
-        let stderr = String::from_utf8_lossy(&output.stderr);
+        .spawn()
+        .unwrap();
+    // Its standard error to the end (it exits), or up to a `listening` line (it started).
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut stderr = String::new();
+    while let Some(line) = tokio::time::timeout(WAIT, lines.next_line()).await.unwrap().unwrap() {
         assert!(
-            stderr.contains("refusing to run as root")
-                && stderr.contains("sandbox.require_non_root"),
-            "{stderr}"
+            !line.contains("\"msg\":\"listening\""),
+            "started as root with sandbox.require_non_root at its default, the gateway serves:\n\
+             {stderr}{line}"
         );
-    } else {
-        // Not root: the same configuration starts (and is stopped by dropping it).
-        let gateway = harness.start().await;
-        assert!(!gateway.log_entries("listening").is_empty());
+        stderr.push_str(&line);
+        stderr.push('\n');
     }
+    let status = tokio::time::timeout(WAIT, child.wait()).await.unwrap().unwrap();
+    assert_eq!(status.code(), Some(78), "{stderr}");
+    assert!(
+        stderr.contains("refusing to run as root") && stderr.contains("sandbox.require_non_root"),
+        "{stderr}"
+    );
+
+    // Not root: the same configuration starts and serves, and the process really runs as
+    // that user.
+    let (uid, gid) = if root {
+        (65534, 65534)
+    } else {
+        (nix::unistd::geteuid().as_raw(), nix::unistd::getegid().as_raw())
+    };
+    let gateway = harness.start_as_user(uid, gid).await;
+    assert_eq!(euid_of(&gateway.pid().to_string()), uid, "{}", gateway.logs());
+    let health = client().get(format!("{}/healthz", gateway.url())).send().await.unwrap();
+    assert_eq!(health.status(), 200, "{}", gateway.logs());
+    let models = client()
+        .get(format!("{}/v1/models", gateway.url()))
+        .bearer_auth(CLIENT_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(models.status(), 200, "{}", gateway.logs());
+    assert!(!gateway.logs().contains("refusing to run as root"), "{}", gateway.logs());
 }
 
-fn cliproxy_container_is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
+/// The effective uid of the process `pid` (`self` for this one), from `/proc`.
+fn euid_of(pid: &str) -> u32 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap()
         .lines()
         .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|ids| ids.split_whitespace().nth(1).map(|euid| euid == "0"))
+        .and_then(|ids| ids.split_whitespace().nth(1).and_then(|euid| euid.parse().ok()))
         .unwrap()
 }
 

@@ -116,13 +116,33 @@ async fn migrate_and_rotate_keep_every_credential_usable() {
 
 /// `vault add` killed with SIGKILL at random moments during 200 overwrites of one encrypted
 /// credential: afterwards the file always decrypts and holds the old or the new token.
+///
+/// A kill counts as interrupting the write only when it lands inside it: the test watches the
+/// vault directory (inotify), kills after the credential's temporary file is created (the
+/// write has begun) and counts the round as interrupted only when the rename into place had
+/// not happened when the process died. An interrupted write must leave exactly the old token
+/// (and its temporary file, for the next start to remove); a completed one the new token. A
+/// minimum number of interrupted writes is asserted, so the test cannot pass by killing too
+/// early or too late.
 #[tokio::test]
 async fn sigkill_during_credential_writes_leaves_old_or_new() {
     use std::io::Write;
     use std::process::{Command, Stdio};
+    use std::time::Duration;
 
     use cliproxy_core::Secret;
     use cliproxy_vault::{Config, CredentialSecret, EncryptionConfig};
+    use std::os::fd::AsFd;
+
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+
+    const ROUNDS: usize = 200;
+    /// Fewest rounds whose kill must land inside the write. The delays below put roughly a
+    /// third to nine tenths of the kills inside it, depending on how long the disk takes to
+    /// `fsync`; a tenth is the floor.
+    const MIN_INTERRUPTED: usize = ROUNDS / 10;
+    const TEMP_PREFIX: &str = ".oa-1.json.tmp-";
 
     let harness = Harness::new();
     harness.config_with_auth(
@@ -142,11 +162,38 @@ async fn sigkill_during_credential_writes_leaves_old_or_new() {
     }
     .build()
     .unwrap();
+    let token_now = |round: usize| {
+        let credential = vault
+            .get("oa-1")
+            .unwrap_or_else(|e| panic!("round {round}: oa-1 does not load: {e}"))
+            .unwrap_or_else(|| panic!("round {round}: oa-1 is gone"));
+        let CredentialSecret::ApiKey(token) = &credential.secret else {
+            panic!("round {round}: oa-1 is not an API key")
+        };
+        token.expose().to_owned()
+    };
+    let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC).unwrap();
+    inotify
+        .add_watch(&harness.auth_dir(), AddWatchFlags::IN_CREATE | AddWatchFlags::IN_MOVED_TO)
+        .unwrap();
+    // The names created (true) and moved into place (false) since the last call, in order.
+    let drain = |inotify: &Inotify| -> Vec<(bool, String)> {
+        let mut seen = Vec::new();
+        while let Ok(events) = inotify.read_events() {
+            for event in events {
+                let name = event.name.map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                seen.push((event.mask.contains(AddWatchFlags::IN_CREATE), name));
+            }
+        }
+        seen
+    };
+    let _ = drain(&inotify);
+
     let mut current = "sk-crash-token-initial-000".to_owned();
     // A fixed-seed generator: the kill points vary across the run and are reproducible.
     let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut killed = 0;
-    for round in 0..200 {
+    let mut interrupted = 0;
+    for round in 0..ROUNDS {
         seed ^= seed << 13;
         seed ^= seed >> 7;
         seed ^= seed << 17;
@@ -160,26 +207,52 @@ async fn sigkill_during_credential_writes_leaves_old_or_new() {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let _ = child.stdin.take().unwrap().write_all(format!("{next}\n").as_bytes());
-        // Fault injection, not synchronisation: kill somewhere in the first ~8 ms.
-        std::thread::sleep(std::time::Duration::from_micros(seed % 8000));
+        child.stdin.take().unwrap().write_all(format!("{next}\n").as_bytes()).unwrap();
+        // Wait for the event that the write of the credential has begun: its temporary file
+        // is created (the key-usage counter's own temporary file comes first and is skipped).
+        let mut events = Vec::new();
+        while !events
+            .iter()
+            .any(|(created, name): &(bool, String)| *created && name.starts_with(TEMP_PREFIX))
+        {
+            let mut fds = [PollFd::new(inotify.as_fd(), PollFlags::POLLIN)];
+            let ready = poll(&mut fds, PollTimeout::try_from(WAIT).unwrap()).unwrap();
+            assert!(ready > 0, "round {round}: vault add never began the write");
+            events.extend(drain(&inotify));
+        }
+        // Fault injection, not synchronisation: kill 10 µs to 20 ms into the write, drawn
+        // log-uniformly so that short writes (a fast fsync) and long ones are both cut.
+        let delay = 10.0 * 2000f64.powf((seed % 10_000) as f64 / 10_000.0);
+        std::thread::sleep(Duration::from_micros(delay as u64));
         let _ = child.kill();
         let status = child.wait().unwrap();
-        if status.success() {
+        // The process is gone: every event it caused is queued. The rename into place either
+        // happened (the new file is complete) or never will.
+        events.extend(drain(&inotify));
+        let renamed = events.iter().any(|(created, name)| !*created && name == "oa-1.json");
+        let token = token_now(round);
+        if renamed {
+            assert_eq!(token, next, "round {round}: renamed into place, but not the new token");
             current = next;
         } else {
-            killed += 1;
-            let credential = vault.get("oa-1").unwrap().expect("the credential survives");
-            let CredentialSecret::ApiKey(token) = &credential.secret else { unreachable!() };
-            assert!(token.expose() == current || token.expose() == next, "round {round}");
-            current = token.expose().to_owned();
+            assert!(!status.success(), "round {round}: vault add succeeded without the rename");
+            interrupted += 1;
+            assert_eq!(token, current, "round {round}: an interrupted write changed the file");
+            let temporaries = std::fs::read_dir(harness.auth_dir())
+                .unwrap()
+                .filter(|e| {
+                    e.as_ref().unwrap().file_name().to_string_lossy().starts_with(TEMP_PREFIX)
+                })
+                .count();
+            assert!(temporaries >= 1, "round {round}: no temporary file of the interrupted write");
         }
-        let credential = vault.get("oa-1").unwrap().expect("the credential survives");
-        let CredentialSecret::ApiKey(token) = &credential.secret else { unreachable!() };
-        assert_eq!(token.expose(), current, "round {round}");
     }
-    assert!(killed > 0, "no write was interrupted; the kill points are too late");
-    eprintln!("{killed} of 200 writes were killed");
+    assert!(
+        interrupted >= MIN_INTERRUPTED,
+        "only {interrupted} of {ROUNDS} kills landed inside a write (at least {MIN_INTERRUPTED} \
+         must)"
+    );
+    eprintln!("{interrupted} of {ROUNDS} writes were interrupted inside the write");
 }
 
 /// `vault add --type oauth` reads both tokens from standard input; the running gateway

@@ -804,6 +804,67 @@ impl Gateway {
     }
 }
 
+impl Harness {
+    /// Starts `cliproxy-server serve` as the user `uid`:`gid` (the child drops to them before
+    /// it runs: the caller must be root, or be that user) and waits for its `listening` line.
+    /// Unlike [`Harness::start`], `sandbox.require_non_root` keeps its real default (nothing
+    /// overrides it), so this is how the root check is seen to let a non-root user through.
+    /// The harness's directory is handed to that user first, so that it can read its config
+    /// and keep its vault and state there (it is also the child's working directory).
+    pub async fn start_as_user(&self, uid: u32, gid: u32) -> Gateway {
+        chown_tree(self.dir.path(), uid, gid);
+        let mut child = Command::new(server_binary())
+            .arg("--config")
+            .arg(self.config_path())
+            .arg("serve")
+            .env_remove("CLIPROXY_SANDBOX__REQUIRE_NON_ROOT")
+            .current_dir(self.dir.path())
+            .uid(uid)
+            .gid(gid)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start cliproxy-server as another user");
+        let logs = Arc::new(Mutex::new(String::new()));
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let log_lines = Arc::new(Notify::new());
+        collect(
+            child.stderr.take().expect("stderr"),
+            Arc::clone(&logs),
+            Some(ready_tx),
+            Arc::clone(&log_lines),
+        );
+        collect(
+            child.stdout.take().expect("stdout"),
+            Arc::clone(&logs),
+            None,
+            Arc::clone(&log_lines),
+        );
+        let Ok(Ok(addr)) = tokio::time::timeout(WAIT, ready_rx).await else {
+            let status = child.try_wait().ok().flatten();
+            panic!(
+                "the gateway did not start as uid {uid} (exit status {status:?}); its output:\n{}",
+                logs.lock().expect("logs")
+            );
+        };
+        sweep::register(addr, self.dir.path(), &self.config_path());
+        Gateway { child, addr, logs, log_lines }
+    }
+}
+
+/// `chown -R uid:gid path` (symbolic links are not followed).
+fn chown_tree(path: &Path, uid: u32, gid: u32) {
+    std::os::unix::fs::lchown(path, Some(uid), Some(gid))
+        .unwrap_or_else(|e| panic!("chown {}: {e}", path.display()));
+    if path.symlink_metadata().is_ok_and(|m| m.is_dir()) {
+        for entry in std::fs::read_dir(path).expect("read the directory") {
+            chown_tree(&entry.expect("directory entry").path(), uid, gid);
+        }
+    }
+}
+
 /// Figures for `docs/security/test-report.md`. A test calls these as it runs; when the
 /// environment variable [`report::DIR`] names a directory (as `cargo xtask test-report` sets
 /// it), each call appends one JSON line to `<dir>/<category>.jsonl`; otherwise nothing is

@@ -229,6 +229,56 @@ mod tests {
         assert_ne!(nonce, second);
     }
 
+    /// A fixed vector, computed once with ring from the key `B64` (hex `abcdef12…`), the nonce
+    /// 00 01 … 0b, the associated data `openai-a` and the plaintext `secret payload`:
+    /// ciphertext then the 16-byte tag.
+    const VECTOR_NONCE: [u8; NONCE_LEN] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11];
+    const VECTOR_SEALED: &str = "9079a33a9305b19ffe53bd5c28384ce70297cabcab8760ebe21ef2625e46";
+    /// The key id of `B64`: 16 hex digits of SHA-256("cliproxy-key-id\0" ‖ key), written into
+    /// every file.
+    const B64_KEY_ID: &str = "d539272df7015924";
+
+    fn unhex(text: &str) -> Vec<u8> {
+        (0..text.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn a_fixed_vector_opens_to_its_plaintext_and_no_changed_byte_does() {
+        let key = DataKey::parse("k", &secret(B64)).unwrap();
+        assert_eq!(key.id(), B64_KEY_ID);
+        let sealed = unhex(VECTOR_SEALED);
+        assert_eq!(sealed.len(), b"secret payload".len() + 16);
+        let plain = key.open("openai-a", VECTOR_NONCE, &sealed).expect("the vector opens");
+        assert_eq!(&plain[..], b"secret payload");
+        // Every byte of the ciphertext and of the tag is authenticated.
+        for index in 0..sealed.len() {
+            let mut changed = sealed.clone();
+            changed[index] ^= 0x01;
+            assert!(key.open("openai-a", VECTOR_NONCE, &changed).is_none(), "byte {index}");
+        }
+        let mut nonce = VECTOR_NONCE;
+        nonce[11] ^= 0x01;
+        assert!(key.open("openai-a", nonce, &sealed).is_none());
+        assert!(key.open("openai-b", VECTOR_NONCE, &sealed).is_none());
+    }
+
+    #[test]
+    fn seal_is_aes_256_gcm_with_the_id_as_associated_data() {
+        // Opened with ring directly from the raw key bytes, not with `DataKey::open`: a change
+        // made to both halves of this module alike cannot pass.
+        let key = DataKey::parse("k", &secret(B64)).unwrap();
+        let (nonce, mut sealed) = key.seal("openai-a", b"secret payload").unwrap();
+        let raw = unhex("abcdef1234567890abcdef1234567890abcdef1234567890abcdef1234567890");
+        let reference = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &raw).unwrap());
+        let plain = reference
+            .open_in_place(Nonce::assume_unique_for_key(nonce), Aad::from(b"openai-a"), &mut sealed)
+            .expect("ring opens what seal wrote");
+        assert_eq!(plain, b"secret payload");
+    }
+
     #[test]
     fn debug_shows_only_the_key_id() {
         let key = DataKey::parse("k", &secret(B64)).unwrap();

@@ -185,3 +185,165 @@ fn key_configuration_errors_name_the_key_and_are_config_errors() {
         "{error}"
     );
 }
+
+/// A credential file written once by this code (version 2, under `KEY_A`) and committed: the
+/// on-disk format pinned byte for byte. If the format, the key derivation, the cipher, the
+/// nonce or the associated data change, this file stops decrypting (or decrypts to other
+/// bytes) and the tests below fail, instead of a round trip through the changed code passing.
+const VECTOR_FILE: &str = r#"{
+  "ciphertext": "sFFIbe/ykrPr6YqPvxiuH+Rkwisw1E/mUjjAQifUl09lywur0JhDKRU7vmSs2HonNVjPRQHiRyNnXx4JpJTmLC0jvvYKOAs54IV9omwwDbAS5D9qe3wwISTK5iYj9pECrMkmgU/qDq/nmxV4RdVMk3+vqaGtRaoGGSiqampaJ0YUKLM8FIH8DiuH4uLcIVQX6eNzg081wRgo8zR1/VJCpQEHMIFeDH/xNpS4VXX18WfzNsLfCfMnPF+SfAr6P1iXitrGEDxWV7cBPihmUYFpa8ovIksSS+fYFC1TGGTV2iwl3f92AkgKDRiUZsBCqaT60Q1iaQ0kyc88BrrAd2MIEm0eXx33mJaUkZi3xi9PzBBd8BAssWQ2uMmu0A==",
+  "format": "cliproxy-credential",
+  "id": "openai-vector",
+  "key_id": "d539272df7015924",
+  "nonce": "It4i0RPvXPp/LEtw",
+  "version": 2
+}
+"#;
+/// The id of `VECTOR_FILE` (its file name, and the associated data).
+const VECTOR_ID: &str = "openai-vector";
+/// The key id of `KEY_A`: 16 hex digits of SHA-256("cliproxy-key-id\0" ‖ key).
+const KEY_A_ID: &str = "d539272df7015924";
+/// What `VECTOR_FILE` decrypts to: the version 1 document, exactly.
+const VECTOR_PLAINTEXT: &str = r#"{
+  "format": "cliproxy-credential",
+  "version": 1,
+  "id": "openai-vector",
+  "provider": "openai",
+  "type": "api_key",
+  "token": "sk-fixed-vector-token-5f1e",
+  "base_url": "https://api.openai.example/v1",
+  "label": "fixed vector",
+  "created_at": 1764547200
+}
+"#;
+
+/// The credential of `VECTOR_FILE`.
+fn vector_credential() -> Credential {
+    let mut credential =
+        Credential::new_api_key("openai", Secret::from("sk-fixed-vector-token-5f1e".to_owned()))
+            .unwrap()
+            .with_id(VECTOR_ID)
+            .unwrap();
+    credential.base_url = Some("https://api.openai.example/v1".to_owned());
+    credential.label = Some("fixed vector".to_owned());
+    credential.created_at = 1_764_547_200;
+    credential
+}
+
+/// Decrypts a version 2 file with ring directly (AES-256-GCM, the raw bytes of `KEY_A`, the
+/// nonce field, the id as associated data), not with this crate's code: the reference the
+/// crate's files are held to.
+fn reference_open(file: &str) -> Option<Vec<u8>> {
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD;
+    use ring::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
+    let value: serde_json::Value = serde_json::from_str(file).unwrap();
+    let key = STANDARD.decode(KEY_A).unwrap();
+    let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &key).unwrap());
+    let nonce: [u8; 12] =
+        STANDARD.decode(value["nonce"].as_str().unwrap()).unwrap().try_into().unwrap();
+    let mut buffer = STANDARD.decode(value["ciphertext"].as_str().unwrap()).unwrap();
+    let id = value["id"].as_str().unwrap().to_owned();
+    let plain = key
+        .open_in_place(Nonce::assume_unique_for_key(nonce), Aad::from(id.as_bytes()), &mut buffer)
+        .ok()?;
+    Some(plain.to_vec())
+}
+
+fn write_vector(dir: &Path, contents: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join(format!("{VECTOR_ID}.json"));
+    fs::write(&path, contents).unwrap();
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+}
+
+#[test]
+fn the_committed_vector_decrypts_to_the_known_credential() {
+    // The reference decryption gives the known document, byte for byte.
+    let plain = reference_open(VECTOR_FILE).expect("the vector decrypts with ring directly");
+    assert_eq!(String::from_utf8(plain).unwrap(), VECTOR_PLAINTEXT);
+
+    // And the store reads it as the known credential.
+    let root = tempfile::tempdir().unwrap();
+    write_vector(root.path(), VECTOR_FILE);
+    let store = config(root.path(), Some(KEY_A), &[]).build().unwrap();
+    let loaded = store.get(VECTOR_ID).unwrap().unwrap();
+    let expected = vector_credential();
+    let CredentialSecret::ApiKey(token) = &loaded.secret else { unreachable!() };
+    assert_eq!(token.expose(), "sk-fixed-vector-token-5f1e");
+    assert_eq!(
+        (&loaded.id, &loaded.provider, &loaded.base_url, &loaded.label, loaded.created_at),
+        (
+            &expected.id,
+            &expected.provider,
+            &expected.base_url,
+            &expected.label,
+            expected.created_at
+        )
+    );
+    let listed = store.list().unwrap();
+    assert!(matches!(&listed[0].stored, Protection::Encrypted(id) if id == KEY_A_ID));
+}
+
+#[test]
+fn the_committed_vector_with_one_byte_changed_fails_authentication() {
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD;
+    let value: serde_json::Value = serde_json::from_str(VECTOR_FILE).unwrap();
+    let ciphertext = STANDARD.decode(value["ciphertext"].as_str().unwrap()).unwrap();
+    let nonce = STANDARD.decode(value["nonce"].as_str().unwrap()).unwrap();
+    // A flipped bit in the first byte of the ciphertext, in the last byte (the tag) and in the
+    // nonce: each must be refused, by the reference and by the store.
+    let mut first = ciphertext.clone();
+    first[0] ^= 0x01;
+    let mut tag = ciphertext.clone();
+    *tag.last_mut().unwrap() ^= 0x80;
+    let mut flipped_nonce = nonce.clone();
+    flipped_nonce[5] ^= 0x10;
+    let variants = [
+        VECTOR_FILE.replace(value["ciphertext"].as_str().unwrap(), &STANDARD.encode(&first)),
+        VECTOR_FILE.replace(value["ciphertext"].as_str().unwrap(), &STANDARD.encode(&tag)),
+        VECTOR_FILE.replace(value["nonce"].as_str().unwrap(), &STANDARD.encode(&flipped_nonce)),
+    ];
+    for (index, variant) in variants.iter().enumerate() {
+        assert_ne!(variant, VECTOR_FILE);
+        assert!(reference_open(variant).is_none(), "variant {index} decrypts with ring");
+        let root = tempfile::tempdir().unwrap();
+        write_vector(root.path(), variant);
+        let store = config(root.path(), Some(KEY_A), &[]).build().unwrap();
+        let error = store.load_all().unwrap_err().to_string();
+        assert!(
+            error.contains("openai-vector.json") && error.contains("cannot decrypt"),
+            "variant {index}: {error}"
+        );
+        assert!(!error.contains("sk-fixed-vector-token"), "{error}");
+    }
+}
+
+#[test]
+fn a_file_written_now_has_the_committed_layout_and_decrypts_with_the_reference() {
+    // The nonce is fresh per write (no hook fixes it), so the new file is compared with the
+    // vector everywhere but the nonce and the ciphertext, and its ciphertext is opened with
+    // the reference: the same key id, fields, order, cipher and associated data.
+    let root = tempfile::tempdir().unwrap();
+    let store = config(root.path(), Some(KEY_A), &[]).build().unwrap();
+    store.put(&vector_credential()).unwrap();
+    let written = fs::read_to_string(root.path().join(format!("{VECTOR_ID}.json"))).unwrap();
+    let blank = |file: &str| {
+        let value: serde_json::Value = serde_json::from_str(file).unwrap();
+        file.replace(value["nonce"].as_str().unwrap(), "NONCE")
+            .replace(value["ciphertext"].as_str().unwrap(), "CIPHERTEXT")
+    };
+    assert_eq!(blank(&written), blank(VECTOR_FILE));
+    let value: serde_json::Value = serde_json::from_str(&written).unwrap();
+    let fresh: serde_json::Value = serde_json::from_str(VECTOR_FILE).unwrap();
+    assert_ne!(value["nonce"], fresh["nonce"], "a fresh nonce per write");
+    let plain = reference_open(&written).expect("the new file decrypts with ring directly");
+    assert_eq!(String::from_utf8(plain).unwrap(), VECTOR_PLAINTEXT);
+    // Ciphertext = plaintext + a 16-byte tag.
+    use base64::Engine;
+    let sealed = base64::engine::general_purpose::STANDARD
+        .decode(value["ciphertext"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(sealed.len(), VECTOR_PLAINTEXT.len() + 16);
+}
