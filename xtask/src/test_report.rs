@@ -71,7 +71,7 @@ const CATEGORIES: &[Category] = &[
     Category {
         name: "load",
         title: "Load",
-        what: "Many idle connections and a flood past `server.limits.max_connections` (refused cleanly, admitted clients still served, memory bounded), and distinct client addresses through a trusted proxy's header into the per-IP limiter (tracked addresses capped, memory bounded and released after eviction).",
+        what: "Many idle connections and a flood past `server.limits.max_connections` (refused cleanly, admitted clients still served, memory bounded), and distinct client addresses through a trusted proxy's header into the per-IP limiter (tracked addresses capped at the configured `max_tracked`, 200 and 429 counts within what the limiter allows, idle addresses evicted, RSS growth bounded by what a full table of entries may cost).",
         tests: "tests/e2e/load.rs (`cargo xtask limiter-load` for 1,000,000 addresses)",
     },
     Category {
