@@ -155,7 +155,10 @@ async fn ten_thousand_idle_connections_and_a_flood_beyond_the_limit() {
     assert!(per_connection <= 32, "{per_connection} KiB per idle connection");
     assert!(flood_rss <= held_rss + 32 * FLOOD as u64, "flood grew RSS to {flood_rss} KiB");
     let test = "ten_thousand_idle_connections_and_a_flood_beyond_the_limit";
-    report::cases("load", test, IDLE + FLOOD);
+    // Two scenarios (connections held idle, a flood past the limit), each repeated over
+    // thousands of connections.
+    report::cases("load", test, 2);
+    report::iterations("load", test, IDLE + FLOOD);
     report::figure("load", "idle connections held (debug build)", IDLE as u64, "connections");
     report::figure("load", "RSS idle, one request served", idle_rss, "KiB");
     report::figure("load", "RSS with the connections held", held_rss, "KiB");
@@ -422,6 +425,7 @@ async fn a_spray_of_client_addresses_through_a_trusted_proxy() {
          rss_peak_kib={peak_rss} rss_after_eviction_kib={after_rss} requests_per_s={rate:.0}"
     );
     let test = "a_spray_of_client_addresses_through_a_trusted_proxy";
+    report::cases("load", test, 1);
     report::iterations("load", test, addresses);
     report::figure("load", "client addresses sprayed", addresses as u64, "addresses");
     report::figure("load", "per-IP limiter max_tracked", max_tracked as u64, "addresses");
@@ -490,7 +494,8 @@ async fn the_per_ip_limiters_memory_is_what_its_tracked_addresses_cost() {
     let bound_kib = (MAX_TRACKED as u64 * 80).div_ceil(1024) + 1536;
     assert!(growth <= bound_kib, "RSS grew by {growth} KiB, bound {bound_kib} KiB");
     let test = "the_per_ip_limiters_memory_is_what_its_tracked_addresses_cost";
-    report::iterations("load", test, ADDRESSES);
+    report::cases("load", test, 1);
+    report::iterations("load", test, WARM_UP + ADDRESSES);
     report::figure(
         "load",
         "memory spray: per-IP limiter max_tracked",
@@ -534,9 +539,7 @@ async fn silent_connections_are_closed_at_the_header_read_timeout_and_free_their
     // The slots are free again.
     let mut after = TcpStream::connect(addr).await.unwrap();
     assert_eq!(chat_on(&mut after, true).await, Some(200));
-    report::cases(
-        "load",
-        "silent_connections_are_closed_at_the_header_read_timeout_and_free_their_slots",
-        SLOTS,
-    );
+    let test = "silent_connections_are_closed_at_the_header_read_timeout_and_free_their_slots";
+    report::cases("load", test, 1);
+    report::iterations("load", test, SLOTS);
 }
