@@ -234,12 +234,42 @@ impl MockUpstream {
     }
 }
 
-/// An address on which nothing listens (bound, then released).
+/// An address on which nothing listens: connections to it are refused, and no other socket
+/// can take its port, for the life of the test process. A port that was bound and released
+/// could be taken by the next test's `127.0.0.1:0` (a mock upstream, a gateway) and answer.
+/// The socket is bound but never listens (connects get `ECONNREFUSED`), and is bound without
+/// `SO_REUSEADDR`, so that no other socket can bind the port, with or without it.
 pub async fn refused_url() -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("address");
-    drop(listener);
+    static REFUSING: std::sync::OnceLock<(tokio::net::TcpSocket, SocketAddr)> =
+        std::sync::OnceLock::new();
+    let (_, addr) = REFUSING.get_or_init(|| {
+        let socket = tokio::net::TcpSocket::new_v4().expect("a TCP socket");
+        socket.bind(SocketAddr::from(([127, 0, 0, 1], 0))).expect("bind 127.0.0.1:0");
+        let addr = socket.local_addr().expect("address");
+        (socket, addr)
+    });
     format!("http://{addr}")
+}
+
+#[cfg(test)]
+mod refused_url_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_refused_address_refuses_and_its_port_stays_taken() {
+        let url = refused_url().await;
+        let addr: SocketAddr = url.strip_prefix("http://").expect("a URL").parse().expect("addr");
+        let connect = tokio::net::TcpStream::connect(addr).await;
+        let error = connect.expect_err("a connection to the refused address was accepted");
+        assert_eq!(error.kind(), std::io::ErrorKind::ConnectionRefused, "{error}");
+        // Neither a plain bind nor tokio's (which sets SO_REUSEADDR) can take the port.
+        let plain = std::net::TcpListener::bind(addr);
+        assert_eq!(plain.map(|_| ()).map_err(|e| e.kind()), Err(std::io::ErrorKind::AddrInUse));
+        let reusing = TcpListener::bind(addr).await;
+        assert_eq!(reusing.map(|_| ()).map_err(|e| e.kind()), Err(std::io::ErrorKind::AddrInUse));
+        // Every caller gets the same held address.
+        assert_eq!(refused_url().await, url);
+    }
 }
 
 /// The path of the `cliproxy-server` binary under test.

@@ -17,9 +17,11 @@
 //! - when it still runs, `/metrics` (when the metrics listener is on) and
 //!   `/v0/management/status` (with the management key, over plain HTTP).
 //!
-//! A hit fails the test that started the gateway, naming where the secret was found (the
-//! secret itself is shown by its first characters only). [`crate::Gateway::sweep`] runs the
-//! same search at any point. Each sweep appends figures to the test report (category
+//! A secret is searched whole and cut to its first [`MIN_PREFIX_CHARS`] characters, as it is
+//! and in base64 (standard and URL-safe, at each alignment), percent-encoded and JSON-escaped
+//! (see [`forms`]). A hit fails the test that started the gateway, naming where the secret
+//! was found and in which form (the secret itself is shown by its first characters only).
+//! [`crate::Gateway::sweep`] runs the same search at any point. Each sweep appends figures to the test report (category
 //! `secret-leaks`): one gateway swept, the bytes scanned, the hits (zero, or the test fails)
 //! and the secrets planted so far — a report sums the first three and takes the largest of
 //! the last.
@@ -57,6 +59,11 @@ pub fn planted() -> Vec<String> {
     PLANTED.lock().unwrap_or_else(|e| e.into_inner()).iter().cloned().collect()
 }
 
+/// A secret counts as shown when its first 12 characters are: a log line that cuts a key
+/// short still gives away most of it, and 12 characters of a random key do not turn up by
+/// chance (planted secrets are at least this long, see [`plant`]).
+pub const MIN_PREFIX_CHARS: usize = 12;
+
 /// One secret found where it must not be.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Hit {
@@ -64,23 +71,189 @@ pub struct Hit {
     pub place: String,
     /// The secret's first four characters and its length (never the whole secret).
     pub secret: String,
+    /// The form it was found in: `plain`, `base64`, `percent-encoded`, `JSON-escaped`, ...
+    pub form: &'static str,
     /// Byte offset of the first occurrence.
     pub offset: usize,
 }
 
-/// Searches `haystack` (any bytes; secrets are text) for each of `secrets`.
+/// Searches `haystack` (any bytes) for each of `secrets`, in every form [`forms`] lists;
+/// one hit per secret found (its first occurrence in any form).
 pub fn scan(place: &str, haystack: &[u8], secrets: &[String]) -> Vec<Hit> {
-    let text = String::from_utf8_lossy(haystack);
-    secrets
+    let needles: Vec<(usize, &'static str, Vec<u8>)> = secrets
         .iter()
-        .filter_map(|secret| {
-            text.find(secret.as_str()).map(|offset| Hit {
+        .enumerate()
+        .flat_map(|(i, secret)| forms(secret).into_iter().map(move |(form, n)| (i, form, n)))
+        .collect();
+    let mut first: Vec<Option<(usize, &'static str)>> = vec![None; secrets.len()];
+    for (offset, needle) in Finder::new(&needles).find_all(haystack) {
+        let (i, form, _) = &needles[needle];
+        if first[*i].is_none_or(|(seen, _)| offset < seen) {
+            first[*i] = Some((offset, form));
+        }
+    }
+    first
+        .into_iter()
+        .zip(secrets)
+        .filter_map(|(found, secret)| {
+            let (offset, form) = found?;
+            Some(Hit {
                 place: place.to_owned(),
                 secret: format!("{}… ({} bytes)", secret.get(..4).unwrap_or(""), secret.len()),
+                form,
                 offset,
             })
         })
         .collect()
+}
+
+/// The byte strings whose presence shows `secret`, each named by its form. Each is built
+/// from the secret's first [`MIN_PREFIX_CHARS`] characters, so that it is found in the
+/// whole secret and in any cut of it at least that long:
+///
+/// - `plain`: the characters themselves;
+/// - `base64` and `base64url`: the prefix encoded at each of the three alignments it can have
+///   in a longer encoded text (a `Basic` header, a JSON blob), keeping only the characters
+///   that depend on the prefix alone (15 or 16 of them);
+/// - `percent-encoded`: every byte but RFC 3986's unreserved ones as `%XX`, upper- and
+///   lower-case hex;
+/// - `JSON-escaped`: as serde_json writes it, with `/` also escaped as `\/`, and with every
+///   character but letters and digits as `\u00XX` (as encoders that escape HTML do).
+///
+/// Forms that come out identical to an earlier one (a key of letters, digits and dashes
+/// percent-encodes to itself) are listed once.
+pub fn forms(secret: &str) -> Vec<(&'static str, Vec<u8>)> {
+    let cut = secret.char_indices().nth(MIN_PREFIX_CHARS).map_or(secret.len(), |(at, _)| at);
+    let prefix = &secret[..cut];
+    let mut forms: Vec<(&'static str, Vec<u8>)> = vec![("plain", prefix.as_bytes().to_vec())];
+    for offset in 0..3 {
+        let standard = base64_core(prefix.as_bytes(), offset);
+        let url_safe = standard.replace('+', "-").replace('/', "_");
+        forms.push(("base64", standard.into_bytes()));
+        forms.push(("base64url", url_safe.into_bytes()));
+    }
+    for hex in [upper_hex as fn(u8) -> String, lower_hex] {
+        let encoded: String = prefix
+            .bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                    char::from(b).to_string()
+                } else {
+                    format!("%{}", hex(b))
+                }
+            })
+            .collect();
+        forms.push(("percent-encoded", encoded.into_bytes()));
+    }
+    let json = serde_json::to_string(prefix).unwrap_or_default();
+    let json = json.get(1..json.len().saturating_sub(1)).unwrap_or_default().to_owned();
+    forms.push(("JSON-escaped", json.replace('/', "\\/").into_bytes()));
+    forms.push(("JSON-escaped", json.into_bytes()));
+    let escaped: String = prefix
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_string()
+            } else {
+                let mut units = [0u16; 2];
+                c.encode_utf16(&mut units).iter().map(|u| format!("\\u{u:04x}")).collect()
+            }
+        })
+        .collect();
+    forms.push(("JSON-escaped", escaped.into_bytes()));
+    let mut seen = BTreeSet::new();
+    forms.retain(|(_, needle)| !needle.is_empty() && seen.insert(needle.clone()));
+    forms
+}
+
+fn upper_hex(b: u8) -> String {
+    format!("{b:02X}")
+}
+
+fn lower_hex(b: u8) -> String {
+    format!("{b:02x}")
+}
+
+/// The base64 characters (standard alphabet) that `bytes` fixes when it starts `offset`
+/// bytes (0, 1 or 2) into the encoded text: the 6-bit groups that lie wholly within it.
+fn base64_core(bytes: &[u8], offset: usize) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut padded = vec![0u8; offset];
+    padded.extend_from_slice(bytes);
+    let bits = padded.len() * 8;
+    let first = (offset * 8).div_ceil(6);
+    let last = bits / 6;
+    (first..last)
+        .map(|group| {
+            let bit = group * 6;
+            let (byte, shift) = (bit / 8, bit % 8);
+            let pair = (u16::from(padded[byte]) << 8)
+                | u16::from(padded.get(byte + 1).copied().unwrap_or(0));
+            char::from(ALPHABET[usize::from((pair >> (10 - shift)) & 0x3f)])
+        })
+        .collect()
+}
+
+/// Finds many needles (each at least 8 bytes long) in one pass over a haystack of any size:
+/// a bit set keyed by a hash of each needle's first 8 bytes lets almost every position be
+/// passed over with one multiplication and one load, and the few that pass are checked
+/// against the needles with those first 8 bytes. Searching each needle with `find` would
+/// take one pass per needle, and a gateway's drained logs are megabytes, with hundreds of
+/// needles.
+struct Finder<'a> {
+    filter: Vec<u64>,
+    /// (first 8 bytes, needle index), sorted.
+    anchors: Vec<(u64, usize)>,
+    needles: Vec<&'a [u8]>,
+}
+
+const FILTER_BITS: u32 = 20;
+
+impl<'a> Finder<'a> {
+    fn new(needles: &'a [(usize, &'static str, Vec<u8>)]) -> Self {
+        let needles: Vec<&[u8]> = needles.iter().map(|(_, _, n)| n.as_slice()).collect();
+        let mut filter = vec![0u64; 1 << (FILTER_BITS - 6)];
+        let mut anchors = Vec::with_capacity(needles.len());
+        for (i, needle) in needles.iter().enumerate() {
+            assert!(needle.len() >= 8, "a needle shorter than 8 bytes");
+            let anchor = anchor(needle);
+            let slot = filter_slot(anchor);
+            filter[slot / 64] |= 1 << (slot % 64);
+            anchors.push((anchor, i));
+        }
+        anchors.sort_unstable();
+        Self { filter, anchors, needles }
+    }
+
+    /// Every (offset, needle index) where a needle occurs.
+    fn find_all(&self, haystack: &[u8]) -> Vec<(usize, usize)> {
+        let mut found = Vec::new();
+        for (offset, window) in haystack.windows(8).enumerate() {
+            let anchor = anchor(window);
+            let slot = filter_slot(anchor);
+            if self.filter[slot / 64] & (1 << (slot % 64)) == 0 {
+                continue;
+            }
+            let start = self.anchors.partition_point(|(a, _)| *a < anchor);
+            for (_, i) in self.anchors[start..].iter().take_while(|(a, _)| *a == anchor) {
+                if haystack[offset..].starts_with(self.needles[*i]) {
+                    found.push((offset, *i));
+                }
+            }
+        }
+        found
+    }
+}
+
+fn anchor(bytes: &[u8]) -> u64 {
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&bytes[..8]);
+    u64::from_le_bytes(first)
+}
+
+fn filter_slot(anchor: u64) -> usize {
+    // Fibonacci hashing: the top bits of the product depend on every byte of the anchor.
+    (anchor.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - FILTER_BITS)) as usize
 }
 
 /// Plants the string values of JSON fields whose name says they hold a secret (a body a
@@ -386,6 +559,58 @@ mod tests {
         let mut binary = vec![0xff, 0x00, 0xfe];
         binary.extend_from_slice(SECRET.as_bytes());
         assert_eq!(scan("db", &binary, &secrets).len(), 1);
+    }
+
+    /// Every form a secret may leak in is found, from its encodings computed elsewhere
+    /// (Python's `base64` and `urllib.parse.quote`), and what is not a form of it is not.
+    #[test]
+    fn truncated_and_encoded_forms_of_a_secret_are_found() {
+        let found = |haystack: &str, secret: &str| {
+            let hits = scan("logs", haystack.as_bytes(), &[secret.to_owned()]);
+            assert!(hits.len() <= 1, "{hits:?}");
+            hits.first().map(|h| h.form)
+        };
+        // Cut short: 12 characters count, 11 do not.
+        assert_eq!(found(&format!("key={}…", &SECRET[..16]), SECRET), Some("plain"));
+        assert_eq!(found(&format!("key={}…", &SECRET[..12]), SECRET), Some("plain"));
+        assert_eq!(found(&format!("key={}…", &SECRET[..11]), SECRET), None);
+        // base64 of the secret after 0, 1 and 2 other bytes, and of its first 12 bytes alone.
+        for encoded in [
+            "c2stc3dlZXAtdW5pdC10ZXN0LTAxMjM0NTY3ODlhYmNkZWY=",
+            "YXNrLXN3ZWVwLXVuaXQtdGVzdC0wMTIzNDU2Nzg5YWJjZGVm",
+            "YWJzay1zd2VlcC11bml0LXRlc3QtMDEyMzQ1Njc4OWFiY2RlZg==",
+            "c2stc3dlZXAtdW5p",
+        ] {
+            assert_eq!(found(&format!("Basic {encoded}"), SECRET), Some("base64"), "{encoded}");
+        }
+        // A secret whose base64 has `+` and `/`, which the URL-safe alphabet writes `-` and
+        // `_`, and which percent-encoding changes (`?`).
+        let odd = "~~~~~~sweep?~~~unit-test-0123456789";
+        for (encoded, form) in [
+            ("fn5+fn5+c3dlZXA/fn5+dW5pdC10ZXN0LTAxMjM0NTY3ODk=", "base64"),
+            ("YX5+fn5+fnN3ZWVwP35+fnVuaXQtdGVzdC0wMTIzNDU2Nzg5", "base64"),
+            ("YWJ+fn5+fn5zd2VlcD9+fn51bml0LXRlc3QtMDEyMzQ1Njc4OQ==", "base64"),
+            ("fn5-fn5-c3dlZXA_fn5-dW5pdC10ZXN0LTAxMjM0NTY3ODk=", "base64url"),
+            ("YX5-fn5-fnN3ZWVwP35-fnVuaXQtdGVzdC0wMTIzNDU2Nzg5", "base64url"),
+            ("YWJ-fn5-fn5zd2VlcD9-fn51bml0LXRlc3QtMDEyMzQ1Njc4OQ==", "base64url"),
+            ("~~~~~~sweep%3F~~~unit-test-0123456789", "percent-encoded"),
+            ("~~~~~~sweep%3f~~~unit-test-0123456789", "percent-encoded"),
+        ] {
+            assert_eq!(found(&format!("x={encoded}&y=1"), odd), Some(form), "{encoded}");
+        }
+        // JSON-escaped: as serde_json writes it, with `\/`, and with `\u00XX` escapes.
+        let quoted = "sk/sweep\"unit\\test-0123456789";
+        let json = serde_json::json!({"message": format!("bad key {quoted}")}).to_string();
+        assert!(!json.contains(quoted), "{json}");
+        assert_eq!(found(&json, quoted), Some("JSON-escaped"));
+        let slashed = r#"{"message":"bad key sk\/sweep\"unit\\test-01"}"#;
+        assert_eq!(found(slashed, quoted), Some("JSON-escaped"));
+        let unicode = r#"{"message":"sk\u002fsweep\u0022unit\u005ctest"}"#;
+        assert_eq!(found(unicode, quoted), Some("JSON-escaped"));
+        // The same shapes around a secret that differs within its first 12 characters (the
+        // text holds its first 9, its base64 encodes another secret) are not a hit.
+        let other = "c2stc3dlZXAtdW5pdC10ZXN0LTAxMjM0NTY3ODlhYmNkZWY=";
+        assert_eq!(found(&format!("{other} sk-sweep-unit-tes"), "sk-sweep-Unit-test-0123"), None);
     }
 
     #[test]

@@ -17,28 +17,161 @@ use cliproxy_container::{Config, Error, posture::Posture};
 const SCENARIO: &str = "CLIPROXY_SANDBOX_SCENARIO";
 const DIR: &str = "CLIPROXY_SANDBOX_DIR";
 
-fn main() {
+type Test = (&'static str, fn());
+
+const TESTS: [Test; 6] = [
+    ("execve_is_denied_after_start", execve_is_denied_after_start),
+    ("ptrace_kills_the_process", ptrace_kills_the_process),
+    (
+        "files_outside_the_allowed_paths_are_refused_where_landlock_exists",
+        files_outside_the_allowed_paths_are_refused_where_landlock_exists,
+    ),
+    ("landlock_is_refused_once_other_threads_run", landlock_is_refused_once_other_threads_run),
+    ("seccomp_covers_threads_started_before_it", seccomp_covers_threads_started_before_it),
+    (
+        "this_binary_lists_every_test_and_refuses_unknown_options",
+        this_binary_lists_every_test_and_refuses_unknown_options,
+    ),
+];
+
+fn main() -> std::process::ExitCode {
     if let Ok(scenario) = std::env::var(SCENARIO) {
         child(&scenario);
-        return;
+        return std::process::ExitCode::SUCCESS;
     }
-    let tests: [(&str, fn()); 5] = [
-        ("execve_is_denied_after_start", execve_is_denied_after_start),
-        ("ptrace_kills_the_process", ptrace_kills_the_process),
-        (
-            "files_outside_the_allowed_paths_are_refused_where_landlock_exists",
-            files_outside_the_allowed_paths_are_refused_where_landlock_exists,
-        ),
-        ("landlock_is_refused_once_other_threads_run", landlock_is_refused_once_other_threads_run),
-        ("seccomp_covers_threads_started_before_it", seccomp_covers_threads_started_before_it),
-    ];
-    let filter: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
-    for (name, test) in tests {
-        if filter.iter().all(|f| name.contains(f.as_str())) {
-            println!("test {name} ...");
-            test();
-            println!("test {name} ... ok");
+    // Checked before the command line is read, on every run: a parser that took an option's
+    // value for a filter would otherwise select no test, this check included, and pass.
+    the_harness_reads_its_arguments_like_libtest();
+    let args = match Args::parse(std::env::args().skip(1)) {
+        Ok(args) => args,
+        Err(error) => {
+            // libtest also refuses what it does not know, with status 101; an argument
+            // taken for a filter would run nothing and pass.
+            eprintln!("error: {error}");
+            return std::process::ExitCode::from(101);
         }
+    };
+    let selected: Vec<&Test> = TESTS.iter().filter(|(name, _)| args.selects(name)).collect();
+    if args.list {
+        for (name, _) in &selected {
+            println!("{name}: test");
+        }
+        if !args.terse {
+            println!("\n{} tests, 0 benchmarks", selected.len());
+        }
+        return std::process::ExitCode::SUCCESS;
+    }
+    // One test at a time whatever `--test-threads` says: each runs its scenarios in child
+    // processes, and this process stays single-threaded as the sandbox needs in the child.
+    println!("\nrunning {} tests", selected.len());
+    for (name, test) in &selected {
+        println!("test {name} ...");
+        test();
+        println!("test {name} ... ok");
+    }
+    println!(
+        "\ntest result: ok. {} passed; 0 failed; 0 ignored; 0 measured; {} filtered out\n",
+        selected.len(),
+        TESTS.len() - selected.len()
+    );
+    std::process::ExitCode::SUCCESS
+}
+
+/// The command line as libtest reads it (`cargo test -- <args>` hands it to this binary
+/// too): filters (a test runs when its name contains any of them, or equals one with
+/// `--exact`), `--skip` filters, and libtest's other options, those that take a value
+/// consuming it. Options that change nothing here (`--test-threads`, `--nocapture`, output
+/// format and colour) are accepted; unknown ones are refused, as libtest refuses them.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Args {
+    filters: Vec<String>,
+    skip: Vec<String>,
+    exact: bool,
+    list: bool,
+    terse: bool,
+    /// `--ignored` or `--bench`: only ignored tests or benchmarks, of which there are none.
+    none: bool,
+}
+
+impl Args {
+    fn parse(args: impl IntoIterator<Item = String>) -> Result<Self, String> {
+        // libtest's options that take a value (`--name value` or `--name=value`).
+        const WITH_VALUE: [&str; 7] = [
+            "--test-threads",
+            "--skip",
+            "--color",
+            "--format",
+            "--logfile",
+            "--shuffle-seed",
+            "-Z",
+        ];
+        const FLAGS: [&str; 17] = [
+            "--exact",
+            "--list",
+            "--ignored",
+            "--include-ignored",
+            "--bench",
+            "--test",
+            "--nocapture",
+            "--no-capture",
+            "--show-output",
+            "--quiet",
+            "-q",
+            "--force-run-in-process",
+            "--exclude-should-panic",
+            "--ensure-time",
+            "--shuffle",
+            "--fail-fast",
+            "--report-time",
+        ];
+        let mut parsed = Self::default();
+        let mut args = args.into_iter();
+        while let Some(arg) = args.next() {
+            if !arg.starts_with('-') {
+                parsed.filters.push(arg);
+                continue;
+            }
+            let (name, inline) = match arg.split_once('=') {
+                Some((name, value)) => (name.to_owned(), Some(value.to_owned())),
+                None => (arg.clone(), None),
+            };
+            if WITH_VALUE.contains(&name.as_str()) {
+                let value = match inline {
+                    Some(value) => value,
+                    None => args.next().ok_or_else(|| format!("{name} needs a value"))?,
+                };
+                match name.as_str() {
+                    "--skip" => parsed.skip.push(value),
+                    "--test-threads" if value.parse::<std::num::NonZeroUsize>().is_err() => {
+                        return Err(format!("--test-threads: {value:?} is not a positive number"));
+                    }
+                    "--format" => parsed.terse = value == "terse",
+                    _ => {}
+                }
+            } else if FLAGS.contains(&name.as_str()) {
+                if inline.is_some() {
+                    return Err(format!("{name} takes no value"));
+                }
+                match name.as_str() {
+                    "--exact" => parsed.exact = true,
+                    "--list" => parsed.list = true,
+                    "--ignored" | "--bench" => parsed.none = true,
+                    _ => {}
+                }
+            } else {
+                return Err(format!("unrecognised option {arg:?}"));
+            }
+        }
+        Ok(parsed)
+    }
+
+    fn selects(&self, name: &str) -> bool {
+        let matches = |filter: &String| {
+            if self.exact { name == filter } else { name.contains(filter.as_str()) }
+        };
+        !self.none
+            && (self.filters.is_empty() || self.filters.iter().any(matches))
+            && !self.skip.iter().any(matches)
     }
 }
 
@@ -189,4 +322,60 @@ fn seccomp_covers_threads_started_before_it() {
         "seccomp=true other thread: seccomp=filter filters=2",
         "{output:?}"
     );
+}
+
+/// `cargo test -- --test-threads 2` once ran none of these tests and passed: every argument
+/// without a dash was taken for a name filter. Checks the parser on libtest's own command
+/// lines; `main` runs it first on every run, whatever the filters.
+fn the_harness_reads_its_arguments_like_libtest() {
+    let selected = |args: &[&str]| -> Result<Vec<&str>, String> {
+        let args = Args::parse(args.iter().map(|a| (*a).to_owned()))?;
+        Ok(TESTS.iter().map(|(name, _)| *name).filter(|name| args.selects(name)).collect())
+    };
+    let all: Vec<&str> = TESTS.iter().map(|(name, _)| *name).collect();
+    for args in [
+        &[][..],
+        &["--test-threads", "2"],
+        &["--test-threads=2"],
+        &["--nocapture", "--test-threads", "1", "--color", "never", "-q"],
+        &["--format", "pretty", "--show-output"],
+    ] {
+        assert_eq!(selected(args), Ok(all.clone()), "{args:?}");
+    }
+    assert_eq!(selected(&["ptrace", "--test-threads", "2"]), Ok(vec!["ptrace_kills_the_process"]));
+    // Filters are alternatives, as in libtest.
+    assert_eq!(
+        selected(&["ptrace", "execve"]),
+        Ok(vec!["execve_is_denied_after_start", "ptrace_kills_the_process"])
+    );
+    assert_eq!(selected(&["--exact", "ptrace"]), Ok(vec![]));
+    assert_eq!(
+        selected(&["--exact", "ptrace_kills_the_process"]),
+        Ok(vec!["ptrace_kills_the_process"])
+    );
+    assert_eq!(selected(&["--skip", "seccomp"]).map(|s| s.len()), Ok(all.len() - 1));
+    assert_eq!(
+        selected(&["--skip=landlock", "--skip", "seccomp"]).map(|s| s.len()),
+        Ok(all.len() - 3)
+    );
+    assert_eq!(selected(&["--ignored"]), Ok(vec![]));
+    assert!(selected(&["--test-threads"]).is_err());
+    assert!(selected(&["--test-threads", "two"]).is_err());
+    assert!(selected(&["--no-such-option"]).is_err());
+}
+
+/// This binary end to end: `--test-threads 2 --list` lists every test, and an unknown option
+/// fails with libtest's status.
+fn this_binary_lists_every_test_and_refuses_unknown_options() {
+    let all: Vec<&str> = TESTS.iter().map(|(name, _)| *name).collect();
+    let exe = std::env::current_exe().unwrap();
+    let listed = Command::new(&exe).args(["--test-threads", "2", "--list"]).output().unwrap();
+    assert!(listed.status.success(), "{listed:?}");
+    let stdout = String::from_utf8_lossy(&listed.stdout);
+    for name in &all {
+        assert!(stdout.contains(&format!("{name}: test")), "{name} not listed: {stdout}");
+    }
+    assert!(stdout.contains(&format!("{} tests, 0 benchmarks", all.len())), "{stdout}");
+    let refused = Command::new(&exe).arg("--no-such-option").output().unwrap();
+    assert_eq!(refused.status.code(), Some(101), "{refused:?}");
 }

@@ -138,21 +138,37 @@ fn flush_makes_changes_visible_to_another_connection() {
 fn unflushed_changes_are_written_within_one_interval() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("state.db");
-    let interval = Duration::from_millis(300);
+    // The longest interval allowed: a store that used the default (500 ms) instead of the
+    // configured interval would write before the lower bound below.
+    let interval = Duration::from_secs(1);
+    // Once the interval is over, the write waits only for the writer thread to wake and for
+    // SQLite to append one small transaction to the WAL (no fsync under synchronous=NORMAL):
+    // a few milliseconds on an idle machine. 900 ms is over a hundred times that, for a
+    // loaded two-core runner, and stays under a second interval, so a writer that waited
+    // two intervals would fail.
+    let margin = Duration::from_millis(900);
     let store = SqliteStore::open(&config(&path, interval)).unwrap();
     let conn = raw(&path);
     let submitted = Instant::now();
-    store.submit(StateChange::Quota(usage("openai", 5)));
-    // Poll for the row with a deadline; the bound asserted is two intervals.
-    let deadline = submitted + Duration::from_secs(5);
+    store.submit(StateChange::Quota(usage("openai", 1)));
+    // Changes keep coming while the test waits: the interval runs from the first change of a
+    // batch, so a steady stream must not put the write off. Another connection sees a commit
+    // only by reading, so the row is polled every 5 ms, with a deadline far past the bound.
+    let deadline = submitted + Duration::from_secs(10);
+    let mut tokens = 1;
     while stored_tokens(&conn, "openai").is_none() {
         assert!(Instant::now() < deadline, "the change was never written");
         std::thread::sleep(Duration::from_millis(5));
+        tokens += 1;
+        store.submit(StateChange::Quota(usage("openai", tokens)));
     }
     let took = submitted.elapsed();
+    // The first change waits one whole interval (the test's clock started before it was
+    // submitted), so the changes of that interval go in one transaction.
+    assert!(took >= interval, "written after {took:?}, before one interval of {interval:?}");
     assert!(
-        took <= interval * 2,
-        "written after {took:?}, more than two intervals of {interval:?}"
+        took <= interval + margin,
+        "written after {took:?}, more than {margin:?} past one interval of {interval:?}"
     );
 }
 
