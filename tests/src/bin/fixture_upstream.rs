@@ -19,38 +19,35 @@ use tokio::signal::unix::{SignalKind, signal};
 const WORDS: &[&str] = &["Hello", " from", " the", " fixture", " upstream"];
 
 /// The models the routes answer for; `check.py` asks for these.
-const OPENAI_MODEL: &str = "gpt-4o-mini";
-const CLAUDE_MODEL: &str = "claude-sonnet-4";
+const GPT: &str = "gpt-4o-mini";
+const CLAUDE: &str = "claude-sonnet-4";
 
 /// One route: the request path (without the query) and the reply to a request on it.
 type Route = (&'static str, fn(&Recorded) -> Reply);
 
-/// Every route, one line each: the request's `stream` field (or the Gemini method) chooses the
-/// streamed fixture, and the OpenAI stream carries usage only if the request asked for it.
+/// Every route, one line each. [`by_stream`] picks the streamed fixture when the request's body
+/// says `"stream": true`; the OpenAI stream carries usage only if the request asked for it.
 const ROUTES: &[Route] = &[
     ("/v1/chat/completions", |r| {
-        if streamed(r) {
-            Reply::sse(openai_stream_for(r, OPENAI_MODEL, WORDS))
-        } else {
-            Reply::ok(openai_chat(OPENAI_MODEL, &WORDS.concat()))
-        }
+        by_stream(r, openai_stream_for(r, GPT, WORDS), openai_chat(GPT, &text()))
     }),
     ("/v1/messages", |r| {
-        if streamed(r) {
-            Reply::sse(anthropic_stream(CLAUDE_MODEL, WORDS))
-        } else {
-            Reply::ok(anthropic_message(CLAUDE_MODEL, &WORDS.concat()))
-        }
+        by_stream(r, anthropic_stream(CLAUDE, WORDS), anthropic_message(CLAUDE, &text()))
     }),
-    ("/v1beta/models/gemini-2.0-flash:generateContent", |_| {
-        Reply::ok(gemini_generate(&WORDS.concat()))
-    }),
+    ("/v1beta/models/gemini-2.0-flash:generateContent", |_| Reply::ok(gemini_generate(&text()))),
     ("/v1beta/models/gemini-2.0-flash:streamGenerateContent", |_| Reply::sse(gemini_stream(WORDS))),
 ];
 
-/// Whether the request body asks for a stream (`"stream": true`).
-fn streamed(request: &Recorded) -> bool {
-    serde_json::from_slice::<Value>(&request.body).is_ok_and(|body| body["stream"] == true)
+/// The whole text of [`WORDS`].
+fn text() -> String {
+    WORDS.concat()
+}
+
+/// The streamed fixture if the request body says `"stream": true`, else the JSON one.
+fn by_stream(request: &Recorded, events: Vec<String>, body: Value) -> Reply {
+    let streamed =
+        serde_json::from_slice::<Value>(&request.body).is_ok_and(|b| b["stream"] == true);
+    if streamed { Reply::sse(events) } else { Reply::ok(body) }
 }
 
 fn answer(request: &Recorded) -> Reply {
