@@ -25,7 +25,8 @@ async fn upstream(gate: Option<Arc<Notify>>) -> MockUpstream {
         let path = request.path_and_query.as_str();
         let (events, reply) = if path.starts_with("/oa/v1/chat/completions") {
             (
-                openai_stream("gpt-4o-mini", WORDS),
+                // Usage comes only if the request asked for it, as from the real API.
+                openai_stream_for(request, "gpt-4o-mini", WORDS),
                 openai_chat("gpt-4o-mini", "Hello from the mock upstream"),
             )
         } else if path.starts_with("/an/v1/messages") {
@@ -103,8 +104,15 @@ fn cases(stream: bool) -> Vec<Case> {
             name: "openai",
             path: "/v1/chat/completions",
             auth: ("authorization", format!("Bearer {CLIENT_KEY}")),
-            body: json!({"model": "gpt-4o-mini", "stream": stream,
-                         "messages": [{"role": "user", "content": "Hi"}]}),
+            // A streamed chat completion reports usage only when asked to (and the upstream
+            // answers as the real API does), so the streamed case asks.
+            body: if stream {
+                json!({"model": "gpt-4o-mini", "stream": true, "stream_options": {"include_usage": true},
+                       "messages": [{"role": "user", "content": "Hi"}]})
+            } else {
+                json!({"model": "gpt-4o-mini", "stream": false,
+                       "messages": [{"role": "user", "content": "Hi"}]})
+            },
             upstream_path: "/oa/v1/chat/completions",
             upstream_auth: ("authorization", format!("Bearer {OPENAI_TOKEN}")),
             usage: (17, 9),

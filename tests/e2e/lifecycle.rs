@@ -35,7 +35,8 @@ async fn serve_a_stream_then_stop_on_sigterm(wrapper: &[&str], scheduler: &str) 
     let words = ["one", " two", " three"];
     let mock = MockUpstream::start(move |_| Reply::Sse {
         events: openai_stream("gpt-4o", &words),
-        hold_after: 1,
+        // The role chunk and the first word go out before the gate.
+        hold_after: 2,
         gate: Some(Arc::clone(&upstream_gate)),
     })
     .await;

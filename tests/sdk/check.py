@@ -1,9 +1,17 @@
-"""Drives a running cliproxy demo with the official OpenAI and Anthropic SDKs.
+"""Drives cliproxy's mocks with the official OpenAI, Anthropic and Google GenAI SDKs.
 
-Usage: check.py BASE_URL CLIENT_KEY   (the demo prints both)
+Usage: check.py DEMO_BASE_URL DEMO_CLIENT_KEY FIXTURE_URL
 
-Only base_url and api_key differ from talking to the real providers. Prints one line per
-check and exits non-zero at the first failure.
+- DEMO_BASE_URL, DEMO_CLIENT_KEY: a running `cliproxy-server demo` (it prints both). Its
+  built-in `mock` provider answers in-process, so it is reached through the gateway.
+- FIXTURE_URL: the e2e suite's canned upstream replies (`tests/src/bin/fixture_upstream.rs`),
+  reached directly: the SDKs read the fixtures the e2e tests feed the gateway.
+
+Only base_url and api_key differ from talking to the real providers. Each check rebuilds the
+text, finish reason and usage with the SDK's own stream helper and compares them with what the
+mock is known to send; the event sequences are compared with the real APIs' (the SDK helpers
+accept some departures silently, so the order is checked here). Prints one line per check and
+exits non-zero at the first failure.
 """
 
 import sys
@@ -11,9 +19,28 @@ import traceback
 
 import anthropic
 import openai
+from google import genai
+from google.genai import errors as genai_errors
+from google.genai import types as genai_types
 
-MODEL = "mock-1"
 TIMEOUT = 20.0
+PROMPT = "Say hello"
+
+# The built-in mock's fixed reply (`reply_text` in crates/cliproxy-gateway/src/mock.rs), streamed
+# one word at a time, with one output token per streamed piece.
+MOCK_MODEL = "mock-1"
+MOCK_TEXT = ("Hello from the cliproxy mock provider. This deterministic reply for model {model} "
+             "travelled through the gateway's whole request path.")
+
+# The e2e fixtures (`canned` in tests/src/lib.rs) as `fixture_upstream` serves them: the text
+# of its WORDS and each format's fixed usage (input, output).
+FIXTURE_TEXT = "Hello from the fixture upstream"
+FIXTURE_USAGE = {"openai": (17, 9), "anthropic": (21, 11), "gemini": (13, 7)}
+
+RESPONSES_EVENTS_BEFORE = ["response.created", "response.in_progress",
+                           "response.output_item.added", "response.content_part.added"]
+RESPONSES_EVENTS_AFTER = ["response.output_text.done", "response.content_part.done",
+                          "response.output_item.done", "response.completed"]
 
 
 def ok(what: str, detail: str) -> None:
@@ -25,92 +52,206 @@ def check(condition: bool, message: str) -> None:
         raise SystemExit(f"FAILED: {message}")
 
 
-def positive(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+def check_usage(what: str, got: tuple, want: tuple) -> None:
+    """`want` is (input, output); an input of None means "any positive count" (the mock derives
+    it from the size of the request body the SDK wrote)."""
+    good = all(isinstance(g, int) and not isinstance(g, bool) and g > 0 for g in got)
+    good = good and (want[0] is None or got[0] == want[0]) and got[1] == want[1]
+    check(good, f"{what}: usage {got}, expected {want}")
 
 
-def check_openai(base: str, key: str) -> None:
-    client = openai.OpenAI(base_url=f"{base}/v1", api_key=key, timeout=TIMEOUT, max_retries=0)
-    messages = [{"role": "user", "content": "Say hello"}]
+def check_chat(what: str, client: openai.OpenAI, model: str, text: str, usage: tuple) -> None:
+    messages = [{"role": "user", "content": PROMPT}]
+    reply = client.chat.completions.create(model=model, messages=messages)
+    check(reply.choices[0].message.content == text, f"{what} chat: {reply.choices[0].message.content!r}")
+    check(reply.choices[0].finish_reason == "stop", f"{what} chat finish: {reply.choices[0].finish_reason!r}")
+    check_usage(f"{what} chat", (reply.usage.prompt_tokens, reply.usage.completion_tokens), usage)
+    ok(f"{what} chat.completions.create", f"{text[:32]!r}..., usage {reply.usage.prompt_tokens}/{reply.usage.completion_tokens}")
 
-    reply = client.chat.completions.create(model=MODEL, messages=messages)
-    text = reply.choices[0].message.content or ""
-    check(text != "", f"openai non-streamed reply has no text: {reply!r}")
-    check(reply.usage is not None and positive(reply.usage.prompt_tokens)
-          and positive(reply.usage.completion_tokens) and positive(reply.usage.total_tokens),
-          f"openai usage missing: {reply.usage!r}")
-    ok("openai non-streamed", f"{text[:40]!r}, usage {reply.usage.prompt_tokens}/{reply.usage.completion_tokens}")
+    for include_usage in (True, False):
+        chunks, deltas, done = [], [], None
+        with client.chat.completions.stream(model=model, messages=messages,
+                                            stream_options={"include_usage": include_usage}) as stream:
+            for event in stream:
+                if event.type == "chunk":
+                    chunks.append(event.chunk)
+                elif event.type == "content.delta":
+                    deltas.append(event.delta)
+                elif event.type == "content.done":
+                    done = event.content
+            final = stream.get_final_completion()
+        label = f"{what} chat.completions.stream include_usage={include_usage}"
+        check(len(deltas) >= 2, f"{label}: {len(deltas)} text deltas")
+        check("".join(deltas) == text, f"{label}: deltas add up to {''.join(deltas)!r}")
+        # `content.done` fires only when a chunk carries the finish reason.
+        check(done == text, f"{label}: content.done {done!r}")
+        choice = final.choices[0]
+        check(choice.message.role == "assistant", f"{label}: role {choice.message.role!r} (no role chunk?)")
+        check(choice.message.content == text and choice.finish_reason == "stop",
+              f"{label}: final {choice.message.content!r} / {choice.finish_reason!r}")
+        check(chunks[0].choices and chunks[0].choices[0].delta.role == "assistant",
+              f"{label}: the first chunk does not carry the role: {chunks[0]!r}")
+        finishing = [c for c in chunks if c.choices and c.choices[0].finish_reason is not None]
+        check(len(finishing) == 1, f"{label}: {len(finishing)} chunks carry a finish reason")
+        with_usage = [c for c in chunks if c.usage is not None]
+        if include_usage:
+            check(len(with_usage) == 1 and with_usage[0] is chunks[-1] and chunks[-1].choices == [],
+                  f"{label}: the usage must come once, last, in a chunk with no choices")
+            check_usage(label, (final.usage.prompt_tokens, final.usage.completion_tokens), usage)
+        else:
+            check(with_usage == [] and final.usage is None, f"{label}: usage sent unasked: {final.usage!r}")
+        ok(label, f"{len(deltas)} deltas, {len(chunks)} chunks, usage {final.usage and final.usage.completion_tokens}")
 
-    deltas, usage = [], None
-    stream = client.chat.completions.create(model=MODEL, messages=messages, stream=True,
-                                            stream_options={"include_usage": True})
-    for chunk in stream:
-        if chunk.choices and chunk.choices[0].delta.content:
-            deltas.append(chunk.choices[0].delta.content)
-        if chunk.usage is not None:
-            usage = chunk.usage
-    check(len(deltas) >= 2, f"openai stream sent {len(deltas)} text deltas")
-    check("".join(deltas) != "", "openai stream text is empty")
-    check(usage is not None and positive(usage.prompt_tokens) and positive(usage.completion_tokens),
-          f"openai stream usage (stream_options.include_usage): {usage!r}")
-    ok("openai streamed", f"{len(deltas)} deltas, {''.join(deltas)[:40]!r}")
 
-    models = [model.id for model in client.models.list()]
+def check_responses(what: str, client: openai.OpenAI, model: str, text: str, usage: tuple) -> None:
+    reply = client.responses.create(model=model, input=PROMPT)
+    check(reply.output_text == text and reply.status == "completed",
+          f"{what} responses.create: {reply.output_text!r} / {reply.status!r}")
+    check_usage(f"{what} responses.create", (reply.usage.input_tokens, reply.usage.output_tokens), usage)
+    ok(f"{what} responses.create", f"{text[:32]!r}..., usage {reply.usage.input_tokens}/{reply.usage.output_tokens}")
+
+    kinds, numbers, deltas, done = [], [], [], None
+    with client.responses.stream(model=model, input=PROMPT) as stream:
+        for event in stream:
+            kinds.append(event.type)
+            numbers.append(event.sequence_number)
+            if event.type == "response.output_text.delta":
+                deltas.append(event.delta)
+            elif event.type == "response.output_text.done":
+                done = event.text
+        final = stream.get_final_response()
+    label = f"{what} responses.stream"
+    expected = RESPONSES_EVENTS_BEFORE + ["response.output_text.delta"] * len(deltas) + RESPONSES_EVENTS_AFTER
+    check(kinds == expected, f"{label}: events {kinds}, expected {expected}")
+    check(numbers == list(range(len(kinds))), f"{label}: sequence numbers {numbers}")
+    check(len(deltas) >= 2 and "".join(deltas) == text, f"{label}: deltas add up to {''.join(deltas)!r}")
+    check(done == text and final.output_text == text, f"{label}: done {done!r}, final {final.output_text!r}")
+    check(final.status == "completed", f"{label}: status {final.status!r}")
+    check_usage(label, (final.usage.input_tokens, final.usage.output_tokens), usage)
+    ok(label, f"{len(kinds)} events, {len(deltas)} deltas, usage {final.usage.input_tokens}/{final.usage.output_tokens}")
+
+
+def check_messages(what: str, client: anthropic.Anthropic, model: str, text: str, usage: tuple) -> None:
+    messages = [{"role": "user", "content": PROMPT}]
+    reply = client.messages.create(model=model, max_tokens=64, messages=messages)
+    got = "".join(block.text for block in reply.content if block.type == "text")
+    check(got == text and reply.stop_reason == "end_turn", f"{what} messages.create: {got!r} / {reply.stop_reason!r}")
+    check_usage(f"{what} messages.create", (reply.usage.input_tokens, reply.usage.output_tokens), usage)
+    ok(f"{what} messages.create", f"{text[:32]!r}..., usage {reply.usage.input_tokens}/{reply.usage.output_tokens}")
+
+    kinds, deltas = [], []
+    with client.messages.stream(model=model, max_tokens=64, messages=messages) as stream:
+        for event in stream:
+            if event.type == "text":
+                deltas.append(event.text)
+            else:
+                kinds.append(event.type)
+        final = stream.get_final_message()
+    label = f"{what} messages.stream"
+    # The SDK drops `ping` before it reaches here; the Rust tests check it is sent.
+    expected = (["message_start", "content_block_start"] + ["content_block_delta"] * len(deltas)
+                + ["content_block_stop", "message_delta", "message_stop"])
+    check(kinds == expected, f"{label}: events {kinds}, expected {expected}")
+    check(len(deltas) >= 2 and "".join(deltas) == text, f"{label}: deltas add up to {''.join(deltas)!r}")
+    final_text = "".join(block.text for block in final.content if block.type == "text")
+    check(final_text == text and final.stop_reason == "end_turn", f"{label}: final {final_text!r} / {final.stop_reason!r}")
+    check_usage(label, (final.usage.input_tokens, final.usage.output_tokens), usage)
+    ok(label, f"{len(deltas)} deltas, usage {final.usage.input_tokens}/{final.usage.output_tokens}")
+
+
+def check_gemini(what: str, client: genai.Client, model: str, text: str, usage: tuple) -> None:
+    reply = client.models.generate_content(model=model, contents=PROMPT)
+    check(reply.text == text, f"{what} generate_content: {reply.text!r}")
+    check(reply.candidates[0].finish_reason == genai_types.FinishReason.STOP,
+          f"{what} generate_content finish: {reply.candidates[0].finish_reason!r}")
+    meta = reply.usage_metadata
+    check_usage(f"{what} generate_content", (meta.prompt_token_count, meta.candidates_token_count), usage)
+    ok(f"{what} generate_content", f"{text[:32]!r}..., usage {meta.prompt_token_count}/{meta.candidates_token_count}")
+
+    chunks = list(client.models.generate_content_stream(model=model, contents=PROMPT))
+    label = f"{what} generate_content_stream"
+    pieces = [chunk.text for chunk in chunks]
+    check(len(pieces) >= 2 and "".join(pieces) == text, f"{label}: chunks add up to {''.join(pieces)!r}")
+    finishes = [chunk.candidates[0].finish_reason for chunk in chunks]
+    check(finishes[-1] == genai_types.FinishReason.STOP and all(f is None for f in finishes[:-1]),
+          f"{label}: finish reasons {finishes}")
+    meta = chunks[-1].usage_metadata
+    check(meta is not None, f"{label}: no usageMetadata on the last chunk")
+    check_usage(label, (meta.prompt_token_count, meta.candidates_token_count), usage)
+    ok(label, f"{len(chunks)} chunks, usage {meta.prompt_token_count}/{meta.candidates_token_count}")
+
+
+def gemini_client(base: str, key: str) -> genai.Client:
+    return genai.Client(api_key=key, http_options=genai_types.HttpOptions(
+        base_url=base, api_version="v1beta", timeout=int(TIMEOUT * 1000)))
+
+
+def check_demo(base: str, key: str) -> None:
+    """The built-in mock, through the demo gateway (the only way to reach it)."""
+    text = MOCK_TEXT.format(model=MOCK_MODEL)
+    usage = (None, len(text.split(" ")))
+    oa = openai.OpenAI(base_url=f"{base}/v1", api_key=key, timeout=TIMEOUT, max_retries=0)
+    check_chat("demo", oa, MOCK_MODEL, text, usage)
+    check_responses("demo", oa, MOCK_MODEL, text, usage)
+    models = [model.id for model in oa.models.list()]
     check(any(m.startswith("mock-") for m in models), f"openai models.list: {models}")
-    ok("openai models.list", ", ".join(models))
+    ok("demo openai models.list", ", ".join(models))
+    an = anthropic.Anthropic(base_url=base, api_key=key, timeout=TIMEOUT, max_retries=0)
+    check_messages("demo", an, MOCK_MODEL, text, usage)
+    # A GenAI client closes its connection pool when it is garbage-collected: keep a name on it.
+    gm = gemini_client(base, key)
+    check_gemini("demo", gm, MOCK_MODEL, text, usage)
 
-    wrong = openai.OpenAI(base_url=f"{base}/v1", api_key="cpk-not-a-valid-key-000000",
-                          timeout=TIMEOUT, max_retries=0)
+    wrong_key = "cpk-not-a-valid-key-000000"
+    wrong = openai.OpenAI(base_url=f"{base}/v1", api_key=wrong_key, timeout=TIMEOUT, max_retries=0)
     try:
-        wrong.chat.completions.create(model=MODEL, messages=messages)
+        wrong.chat.completions.create(model=MOCK_MODEL, messages=[{"role": "user", "content": PROMPT}])
     except openai.AuthenticationError as error:
         check(error.status_code == 401, f"openai wrong key: status {error.status_code}")
-        ok("openai wrong key", f"AuthenticationError {error.status_code}")
+        ok("demo openai wrong key", f"AuthenticationError {error.status_code}")
     else:
         raise SystemExit("FAILED: openai request with a wrong key succeeded")
-
-
-def check_anthropic(base: str, key: str) -> None:
-    client = anthropic.Anthropic(base_url=base, api_key=key, timeout=TIMEOUT, max_retries=0)
-    messages = [{"role": "user", "content": "Say hello"}]
-
-    reply = client.messages.create(model=MODEL, max_tokens=64, messages=messages)
-    text = "".join(block.text for block in reply.content if block.type == "text")
-    check(text != "", f"anthropic non-streamed reply has no text: {reply!r}")
-    check(positive(reply.usage.input_tokens) and positive(reply.usage.output_tokens),
-          f"anthropic usage: {reply.usage!r}")
-    ok("anthropic non-streamed", f"{text[:40]!r}, usage {reply.usage.input_tokens}/{reply.usage.output_tokens}")
-
-    deltas = []
-    with client.messages.stream(model=MODEL, max_tokens=64, messages=messages) as stream:
-        for delta in stream.text_stream:
-            deltas.append(delta)
-        final = stream.get_final_message()
-    check(len(deltas) >= 2, f"anthropic stream sent {len(deltas)} text deltas")
-    check("".join(deltas) != "", "anthropic stream text is empty")
-    check(positive(final.usage.output_tokens), f"anthropic stream usage: {final.usage!r}")
-    ok("anthropic streamed", f"{len(deltas)} deltas, {''.join(deltas)[:40]!r}")
-
-    wrong = anthropic.Anthropic(base_url=base, api_key="cpk-not-a-valid-key-000000",
-                                timeout=TIMEOUT, max_retries=0)
+    wrong = anthropic.Anthropic(base_url=base, api_key=wrong_key, timeout=TIMEOUT, max_retries=0)
     try:
-        wrong.messages.create(model=MODEL, max_tokens=16, messages=messages)
+        wrong.messages.create(model=MOCK_MODEL, max_tokens=16, messages=[{"role": "user", "content": PROMPT}])
     except anthropic.AuthenticationError as error:
         check(error.status_code == 401, f"anthropic wrong key: status {error.status_code}")
-        ok("anthropic wrong key", f"AuthenticationError {error.status_code}")
+        ok("demo anthropic wrong key", f"AuthenticationError {error.status_code}")
     else:
         raise SystemExit("FAILED: anthropic request with a wrong key succeeded")
+    try:
+        gm_wrong = gemini_client(base, wrong_key)
+        gm_wrong.models.generate_content(model=MOCK_MODEL, contents=PROMPT)
+    except genai_errors.ClientError as error:
+        check(error.code == 401, f"gemini wrong key: status {error.code}")
+        ok("demo gemini wrong key", f"ClientError {error.code}")
+    else:
+        raise SystemExit("FAILED: gemini request with a wrong key succeeded")
+
+
+def check_fixtures(url: str) -> None:
+    """The e2e suite's fixtures, straight from `fixture_upstream` (no gateway between)."""
+    key = "sk-fixture-check"
+    oa = openai.OpenAI(base_url=f"{url}/v1", api_key=key, timeout=TIMEOUT, max_retries=0)
+    check_chat("fixtures", oa, "gpt-4o-mini", FIXTURE_TEXT, FIXTURE_USAGE["openai"])
+    an = anthropic.Anthropic(base_url=url, api_key=key, timeout=TIMEOUT, max_retries=0)
+    check_messages("fixtures", an, "claude-sonnet-4", FIXTURE_TEXT, FIXTURE_USAGE["anthropic"])
+    gm = gemini_client(url, key)
+    check_gemini("fixtures", gm, "gemini-2.0-flash", FIXTURE_TEXT, FIXTURE_USAGE["gemini"])
 
 
 def main() -> None:
-    if len(sys.argv) != 3:
-        raise SystemExit("usage: check.py BASE_URL CLIENT_KEY")
-    base, key = sys.argv[1].rstrip("/"), sys.argv[2]
-    print(f"openai {openai.__version__}, anthropic {anthropic.__version__} against {base}", flush=True)
+    if len(sys.argv) != 4:
+        raise SystemExit("usage: check.py DEMO_BASE_URL DEMO_CLIENT_KEY FIXTURE_URL")
+    base, key, fixtures = sys.argv[1].rstrip("/"), sys.argv[2], sys.argv[3].rstrip("/")
+    print(f"openai {openai.__version__}, anthropic {anthropic.__version__}, google-genai {genai.__version__}",
+          flush=True)
     try:
-        check_openai(base, key)
-        check_anthropic(base, key)
-    except (openai.OpenAIError, anthropic.AnthropicError) as error:
+        print(f"-- the built-in mock through the demo gateway at {base}", flush=True)
+        check_demo(base, key)
+        print(f"-- the e2e fixtures, directly at {fixtures}", flush=True)
+        check_fixtures(fixtures)
+    except (openai.OpenAIError, anthropic.AnthropicError, genai_errors.APIError, RuntimeError) as error:
         traceback.print_exc()
         raise SystemExit(f"FAILED: unexpected {type(error).__module__}.{type(error).__name__}: {error}")
 

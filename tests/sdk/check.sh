@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# Starts `cliproxy-server demo --port 0` and drives it with the official OpenAI and Anthropic
-# Python SDKs (tests/sdk/check.py), changing only their base URL and key.
+# Drives cliproxy's mocks with the official OpenAI, Anthropic and Google GenAI Python SDKs
+# (tests/sdk/check.py), changing only their base URL and key: the built-in `mock` provider
+# through `cliproxy-server demo --port 0` (it answers in-process, so only through a gateway),
+# and the e2e suite's upstream fixtures straight from `fixture_upstream` (tests/src/bin/),
+# which this script builds. A mock an SDK cannot parse fails the check.
 #
 # Usage: tests/sdk/check.sh PATH/TO/cliproxy-server
 # The SDKs (pinned in requirements.txt) are installed into target/sdk-venv, once.
@@ -36,10 +39,18 @@ if [[ ! -x "$venv/bin/python" || "$(cat "$stamp" 2>/dev/null)" != "$want" ]]; th
     echo "$want" >"$stamp"
 fi
 
+cargo build --quiet --locked --manifest-path "$root/Cargo.toml" -p cliproxy-e2e --bin fixture_upstream
+fixture_bin="${CARGO_TARGET_DIR:-$root/target}/debug/fixture_upstream"
+
 work=$(mktemp -d)
 demo_pid=""
+fixture_pid=""
 cleanup() {
     local status=$?
+    if [[ -n "$fixture_pid" ]] && kill -0 "$fixture_pid" 2>/dev/null; then
+        kill -TERM "$fixture_pid" 2>/dev/null || true
+        wait "$fixture_pid" 2>/dev/null || true
+    fi
     if [[ -n "$demo_pid" ]] && kill -0 "$demo_pid" 2>/dev/null; then
         kill -TERM "$demo_pid" 2>/dev/null || true
         for _ in $(seq 50); do
@@ -52,6 +63,10 @@ cleanup() {
     if [[ $status -ne 0 && -f "$work/demo.err" ]]; then
         echo "--- demo log" >&2
         cat "$work/demo.err" >&2
+    fi
+    if [[ $status -ne 0 && -s "$work/fixture.err" ]]; then
+        echo "--- fixture_upstream stderr" >&2
+        cat "$work/fixture.err" >&2
     fi
     rm -rf "$work"
     exit "$status"
@@ -76,7 +91,29 @@ if [[ -z "$base" || -z "$key" ]]; then
     exit 1
 fi
 
-"$venv/bin/python" "$here/check.py" "$base" "$key"
+# The fixture server prints its URL once it listens, and exits when its stdin (the coprocess
+# pipe this script holds) closes or on SIGTERM.
+coproc FIXTURE { exec "$fixture_bin" 2>"$work/fixture.err"; }
+fixture_pid=$FIXTURE_PID
+fixture_url=""
+read -r -t 30 fixture_url <&"${FIXTURE[0]}" || true
+if [[ "$fixture_url" != http://127.0.0.1:* ]]; then
+    echo "fixture_upstream did not print its URL within 30 s (got: ${fixture_url:-nothing})" >&2
+    exit 1
+fi
+
+"$venv/bin/python" "$here/check.py" "$base" "$key" "$fixture_url"
+
+# Closing its stdin must end the fixture server, with status 0.
+exec {FIXTURE[1]}>&-
+status=0
+wait "$fixture_pid" || status=$?
+fixture_pid=""
+if [[ $status -ne 0 ]]; then
+    echo "fixture_upstream exited with status $status when its stdin closed (expected 0)" >&2
+    exit 1
+fi
+echo "ok fixture_upstream stopped cleanly when its stdin closed"
 
 kill -TERM "$demo_pid"
 status=0

@@ -633,20 +633,52 @@ pub mod canned {
         })
     }
 
-    /// An OpenAI chat completion stream: one event per word, a usage chunk, `[DONE]`.
+    /// An OpenAI chat completion stream as the real API sends it when the request did not ask
+    /// for usage: a chunk with the role, one chunk per word, a chunk with the finish reason,
+    /// `[DONE]`. Such a stream reports no usage at all.
     pub fn openai_stream(model: &str, words: &[&str]) -> Vec<String> {
-        let mut events: Vec<String> = words
-            .iter()
-            .map(|word| {
-                event(
-                    None,
-                    &json!({"id": "chatcmpl-e2e", "object": "chat.completion.chunk", "model": model,
-                    "choices": [{"index": 0, "delta": {"content": word}, "finish_reason": null}]}),
-                )
-            })
-            .collect();
-        events.push(event(None, &json!({"id": "chatcmpl-e2e", "object": "chat.completion.chunk", "model": model,
-            "choices": [], "usage": {"prompt_tokens": 17, "completion_tokens": 9, "total_tokens": 26}})));
+        openai_chunks(model, words, false)
+    }
+
+    /// The same stream for a request with `stream_options: {include_usage: true}`: every
+    /// chunk carries `"usage": null` and a last chunk with no choices carries the usage, before
+    /// `[DONE]`.
+    pub fn openai_stream_with_usage(model: &str, words: &[&str]) -> Vec<String> {
+        openai_chunks(model, words, true)
+    }
+
+    /// [`openai_stream`] or [`openai_stream_with_usage`], as the request's
+    /// `stream_options.include_usage` asks: what a real upstream would answer to `request`.
+    pub fn openai_stream_for(request: &Recorded, model: &str, words: &[&str]) -> Vec<String> {
+        let body: Value = serde_json::from_slice(&request.body).unwrap_or(Value::Null);
+        openai_chunks(
+            model,
+            words,
+            body.pointer("/stream_options/include_usage") == Some(&json!(true)),
+        )
+    }
+
+    fn openai_chunks(model: &str, words: &[&str], include_usage: bool) -> Vec<String> {
+        let chunk = |delta: Value, finish: Value| {
+            let mut chunk = json!({"id": "chatcmpl-e2e", "object": "chat.completion.chunk",
+                "created": 1_763_769_600, "model": model,
+                "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]});
+            if include_usage {
+                chunk["usage"] = Value::Null;
+            }
+            event(None, &chunk)
+        };
+        let mut events = vec![chunk(json!({"role": "assistant", "content": ""}), Value::Null)];
+        events.extend(words.iter().map(|word| chunk(json!({"content": word}), Value::Null)));
+        events.push(chunk(json!({}), json!("stop")));
+        if include_usage {
+            events.push(event(
+                None,
+                &json!({"id": "chatcmpl-e2e", "object": "chat.completion.chunk",
+                "created": 1_763_769_600, "model": model, "choices": [],
+                "usage": {"prompt_tokens": 17, "completion_tokens": 9, "total_tokens": 26}}),
+            ));
+        }
         events.push("data: [DONE]\n\n".to_owned());
         events
     }
@@ -661,13 +693,16 @@ pub mod canned {
         })
     }
 
-    /// An Anthropic message stream.
+    /// An Anthropic message stream, in the real API's order: `message_start`,
+    /// `content_block_start`, `ping`, one `content_block_delta` per word, `content_block_stop`,
+    /// `message_delta` (stop reason and output tokens), `message_stop`.
     pub fn anthropic_stream(model: &str, words: &[&str]) -> Vec<String> {
         let mut events = vec![
             event(
                 Some("message_start"),
                 &json!({"type": "message_start", "message": {"id": "msg_e2e",
                 "type": "message", "role": "assistant", "model": model, "content": [],
+                "stop_reason": null, "stop_sequence": null,
                 "usage": {"input_tokens": 21, "output_tokens": 1}}}),
             ),
             event(
@@ -675,6 +710,8 @@ pub mod canned {
                 &json!({"type": "content_block_start", "index": 0,
                 "content_block": {"type": "text", "text": ""}}),
             ),
+            // The real API sends a ping early in every stream; clients must skip it.
+            event(Some("ping"), &json!({"type": "ping"})),
         ];
         for word in words {
             events.push(event(

@@ -48,9 +48,16 @@ pub(crate) fn reply(request: &MockRequest<'_>, latency: Duration) -> (Response<B
         Endpoint::ChatCompletions if request.stream => {
             let include_usage =
                 request.body.pointer("/stream_options/include_usage") == Some(&Value::Bool(true));
+            // As the real API does: a role chunk, one chunk per piece of text, a chunk with the
+            // finish reason, and a usage chunk with no choices only when the client asked for
+            // it; with `include_usage` every other chunk carries `"usage": null`.
             let chunk = |delta: Value, finish: Value| {
-                json!({"id": format!("chatcmpl-{id}"), "object": "chat.completion.chunk", "created": created,
-                       "model": model, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+                let mut chunk = json!({"id": format!("chatcmpl-{id}"), "object": "chat.completion.chunk", "created": created,
+                       "model": model, "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]});
+                if include_usage {
+                    chunk["usage"] = Value::Null;
+                }
+                chunk
             };
             let mut events =
                 vec![sse(None, &chunk(json!({"role": "assistant", "content": ""}), Value::Null))];
@@ -74,29 +81,61 @@ pub(crate) fn reply(request: &MockRequest<'_>, latency: Duration) -> (Response<B
             }))],
         ),
         Endpoint::Responses => {
-            let response = |status: &str, with_output: bool| {
+            let message_id = format!("msg_{id}");
+            let usage_json = json!({"input_tokens": usage.input_tokens, "input_tokens_details": {"cached_tokens": 0},
+                "output_tokens": usage.output_tokens, "output_tokens_details": {"reasoning_tokens": 0},
+                "total_tokens": usage.input_tokens + usage.output_tokens});
+            let part = |text: &str| json!({"type": "output_text", "text": text, "annotations": [], "logprobs": []});
+            let message = |status: &str, content: Value| json!({"type": "message", "id": message_id, "status": status, "role": "assistant", "content": content});
+            let done_message = message("completed", json!([part(&text)]));
+            // The fields every real Response object carries, so SDKs that read them find them.
+            let response = |status: &str, output: Value, usage: Value| {
                 json!({
-                    "id": format!("resp_{id}"), "object": "response", "created_at": created, "status": status, "model": model,
-                    "output": if with_output { json!([{"type": "message", "id": format!("msg_{id}"), "status": "completed", "role": "assistant",
-                        "content": [{"type": "output_text", "text": text, "annotations": []}]}]) } else { json!([]) },
-                    "usage": if with_output { json!({"input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens,
-                        "total_tokens": usage.input_tokens + usage.output_tokens}) } else { Value::Null },
+                    "id": format!("resp_{id}"), "object": "response", "created_at": created, "status": status,
+                    "error": null, "incomplete_details": null, "instructions": null, "max_output_tokens": null,
+                    "model": model, "output": output, "parallel_tool_calls": true, "previous_response_id": null,
+                    "reasoning": {"effort": null, "summary": null}, "store": false, "temperature": 1.0,
+                    "text": {"format": {"type": "text"}}, "tool_choice": "auto", "tools": [], "top_p": 1.0,
+                    "truncation": "disabled", "usage": usage, "metadata": {},
                 })
             };
             if request.stream {
-                let mut events = vec![sse(
-                    Some("response.created"),
-                    &json!({"type": "response.created", "response": response("in_progress", false)}),
-                )];
-                events.extend(words.iter().map(|w| sse(Some("response.output_text.delta"), &json!({
-                    "type": "response.output_text.delta", "item_id": format!("msg_{id}"), "output_index": 0, "content_index": 0, "delta": w}))));
-                events.push(sse(
-                    Some("response.completed"),
-                    &json!({"type": "response.completed", "response": response("completed", true)}),
-                ));
+                // The real API's event order for one text message; every event carries its
+                // position in `sequence_number`, from 0.
+                let mut payloads = vec![
+                    json!({"type": "response.created", "response": response("in_progress", json!([]), Value::Null)}),
+                    json!({"type": "response.in_progress", "response": response("in_progress", json!([]), Value::Null)}),
+                    json!({"type": "response.output_item.added", "output_index": 0,
+                           "item": message("in_progress", json!([]))}),
+                    json!({"type": "response.content_part.added", "item_id": message_id, "output_index": 0,
+                           "content_index": 0, "part": part("")}),
+                ];
+                payloads.extend(words.iter().map(|w| json!({"type": "response.output_text.delta",
+                    "item_id": message_id, "output_index": 0, "content_index": 0, "delta": w, "logprobs": []})));
+                payloads.extend([
+                    json!({"type": "response.output_text.done", "item_id": message_id, "output_index": 0,
+                           "content_index": 0, "text": text, "logprobs": []}),
+                    json!({"type": "response.content_part.done", "item_id": message_id, "output_index": 0,
+                           "content_index": 0, "part": part(&text)}),
+                    json!({"type": "response.output_item.done", "output_index": 0, "item": done_message}),
+                    json!({"type": "response.completed",
+                           "response": response("completed", json!([done_message]), usage_json)}),
+                ]);
+                let events = payloads
+                    .into_iter()
+                    .enumerate()
+                    .map(|(sequence, mut payload)| {
+                        payload["sequence_number"] = json!(sequence);
+                        let kind = payload["type"].as_str().unwrap_or_default().to_owned();
+                        sse(Some(&kind), &payload)
+                    })
+                    .collect();
                 ("text/event-stream", events)
             } else {
-                ("application/json", vec![json_bytes(&response("completed", true))])
+                (
+                    "application/json",
+                    vec![json_bytes(&response("completed", json!([done_message]), usage_json))],
+                )
             }
         }
         Endpoint::Embeddings => {
@@ -259,13 +298,23 @@ mod tests {
     use crate::api::ApiFormat;
     use crate::usage::UsageScanner;
 
+    /// One mock reply: its content type, its body as text, the usage the mock claims and the
+    /// usage the gateway's scanner reads from the body.
+    struct Reply {
+        content_type: String,
+        body: String,
+        claimed: Usage,
+        scanned: Option<Usage>,
+    }
+
     async fn run(
         endpoint: Endpoint<'_>,
         stream: bool,
         sse_mode: bool,
-    ) -> (String, String, Usage, Option<Usage>) {
+        include_usage: bool,
+    ) -> Reply {
         let body = json!({"model": "mock-1", "messages": [{"role": "user", "content": "hi"}],
-                          "stream_options": {"include_usage": true}});
+                          "stream_options": {"include_usage": include_usage}});
         let request = MockRequest {
             endpoint,
             model: "mock-1",
@@ -275,64 +324,320 @@ mod tests {
             body_len: 80,
             request_id: "r1",
         };
-        let (response, usage) = reply(&request, Duration::ZERO);
+        let (response, claimed) = reply(&request, Duration::ZERO);
         let content_type = response.headers()[header::CONTENT_TYPE].to_str().unwrap().to_owned();
         let bytes = response.into_body().collect().await.unwrap().to_bytes();
         let mut scanner = UsageScanner::new(endpoint.format(), content_type == "text/event-stream");
         scanner.feed(&bytes);
         scanner.finish();
-        (content_type, String::from_utf8(bytes.to_vec()).unwrap(), usage, scanner.usage())
+        Reply {
+            content_type,
+            body: String::from_utf8(bytes.to_vec()).unwrap(),
+            claimed,
+            scanned: scanner.usage(),
+        }
     }
 
-    #[tokio::test]
-    async fn every_format_reports_the_usage_it_claims() {
-        let gemini = Endpoint::GeminiGenerate { model: "mock-1", stream: false };
-        let gemini_stream = Endpoint::GeminiGenerate { model: "mock-1", stream: true };
-        for (endpoint, stream, sse_mode) in [
-            (Endpoint::ChatCompletions, false, false),
-            (Endpoint::ChatCompletions, true, false),
-            (Endpoint::Responses, false, false),
-            (Endpoint::Responses, true, false),
-            (Endpoint::Messages, false, false),
-            (Endpoint::Messages, true, false),
-            (gemini, false, false),
-            (gemini_stream, true, true),
-            (gemini_stream, true, false),
-        ] {
-            let (content_type, body, claimed, scanned) = run(endpoint, stream, sse_mode).await;
-            assert_eq!(
-                content_type == "text/event-stream",
-                stream && (sse_mode || endpoint.format() != ApiFormat::Gemini),
-                "{endpoint:?}"
-            );
-            assert_eq!(Some(claimed), scanned, "{endpoint:?} stream={stream}: {body}");
-            assert_eq!(claimed.input_tokens, 20);
-            assert!(claimed.output_tokens > 10);
-            let text: String = if stream { String::new() } else { reply_text("mock-1") };
-            assert!(body.contains(&text));
+    /// What a client rebuilds from a reply: the text, the finish reason (or final status) and
+    /// the usage `(input, output)`.
+    #[derive(Debug, PartialEq)]
+    struct Reassembled {
+        text: String,
+        finish: String,
+        usage: Option<(u64, u64)>,
+    }
+
+    /// Splits an SSE body into `(event name, data)` pairs, checking the framing on the way.
+    fn sse_events(body: &str) -> Vec<(Option<String>, String)> {
+        assert!(body.ends_with("\n\n"), "the stream does not end with a blank line: {body}");
+        body.split_terminator("\n\n")
+            .map(|event| {
+                let mut name = None;
+                let mut data = None;
+                for line in event.lines() {
+                    if let Some(value) = line.strip_prefix("event: ") {
+                        name = Some(value.to_owned());
+                    } else if let Some(value) = line.strip_prefix("data: ") {
+                        assert!(data.is_none(), "two data lines in one event: {event}");
+                        data = Some(value.to_owned());
+                    } else {
+                        panic!("unexpected line {line:?} in {event:?}");
+                    }
+                }
+                (name, data.unwrap_or_else(|| panic!("an event without data: {event:?}")))
+            })
+            .collect()
+    }
+
+    fn parse(data: &str) -> Value {
+        serde_json::from_str(data).unwrap_or_else(|e| panic!("{e}: {data}"))
+    }
+
+    fn str_at<'v>(value: &'v Value, pointer: &str) -> &'v str {
+        value
+            .pointer(pointer)
+            .and_then(Value::as_str)
+            .unwrap_or_else(|| panic!("no {pointer} in {value}"))
+    }
+
+    fn u64_at(value: &Value, pointer: &str) -> u64 {
+        value
+            .pointer(pointer)
+            .and_then(Value::as_u64)
+            .unwrap_or_else(|| panic!("no {pointer} in {value}"))
+    }
+
+    /// An OpenAI chat stream as the real API sends it: a role chunk, content chunks, one chunk
+    /// with the finish reason, the usage chunk (no choices) only if asked for, `[DONE]`.
+    fn chat_stream(body: &str, include_usage: bool) -> Reassembled {
+        let mut events = sse_events(body);
+        assert!(events.iter().all(|(name, _)| name.is_none()), "{body}");
+        assert_eq!(events.pop().map(|(_, data)| data).as_deref(), Some("[DONE]"), "{body}");
+        let chunks: Vec<Value> = events.iter().map(|(_, data)| parse(data)).collect();
+        let usage_chunk = if include_usage { chunks.last() } else { None };
+        let choice_chunks = &chunks[..chunks.len() - usize::from(include_usage)];
+        for chunk in &chunks {
+            assert_eq!(chunk["object"], "chat.completion.chunk");
+            // With `include_usage` every chunk has the key; without it, none has.
+            assert_eq!(chunk.get("usage").is_some(), include_usage, "{chunk}");
+        }
+        let (first, rest) = choice_chunks.split_first().expect("no chunk");
+        assert_eq!(
+            first["choices"][0]["delta"]["role"], "assistant",
+            "the role chunk is not first: {first}"
+        );
+        let (last, content) = rest.split_last().expect("no finish chunk");
+        let mut text = String::new();
+        for chunk in content {
+            assert_eq!(chunk["choices"][0]["finish_reason"], Value::Null, "{chunk}");
+            assert_eq!(chunk["usage"], Value::Null, "{chunk}");
+            text.push_str(str_at(chunk, "/choices/0/delta/content"));
+        }
+        assert_eq!(last["choices"][0]["delta"], json!({}), "{last}");
+        let usage = usage_chunk.map(|chunk| {
+            assert_eq!(chunk["choices"], json!([]), "{chunk}");
+            (u64_at(chunk, "/usage/prompt_tokens"), u64_at(chunk, "/usage/completion_tokens"))
+        });
+        Reassembled { text, finish: str_at(last, "/choices/0/finish_reason").to_owned(), usage }
+    }
+
+    /// The Responses API's event sequence: lifecycle, item and part opened, deltas, each
+    /// closed with the whole text, `response.completed`; `sequence_number` counts from 0.
+    fn responses_stream(body: &str) -> Reassembled {
+        let events: Vec<(String, Value)> = sse_events(body)
+            .into_iter()
+            .map(|(name, data)| (name.expect("every Responses event is named"), parse(&data)))
+            .collect();
+        for (index, (name, event)) in events.iter().enumerate() {
+            assert_eq!(event["type"], name.as_str(), "{event}");
+            assert_eq!(event["sequence_number"], index, "{event}");
+        }
+        let names: Vec<&str> = events.iter().map(|(name, _)| name.as_str()).collect();
+        let deltas = events.len().saturating_sub(8);
+        let mut expected = vec![
+            "response.created",
+            "response.in_progress",
+            "response.output_item.added",
+            "response.content_part.added",
+        ];
+        expected.extend(std::iter::repeat_n("response.output_text.delta", deltas));
+        expected.extend([
+            "response.output_text.done",
+            "response.content_part.done",
+            "response.output_item.done",
+            "response.completed",
+        ]);
+        assert_eq!(names, expected);
+        let event = |name: &str| &events.iter().find(|(n, _)| n == name).unwrap().1;
+        let item_id = str_at(event("response.output_item.added"), "/item/id");
+        let mut text = String::new();
+        for (_, delta) in events.iter().filter(|(n, _)| n == "response.output_text.delta") {
+            assert_eq!(delta["item_id"], item_id, "{delta}");
+            assert_eq!((&delta["output_index"], &delta["content_index"]), (&json!(0), &json!(0)));
+            text.push_str(str_at(delta, "/delta"));
+        }
+        assert_eq!(event("response.content_part.added")["part"]["text"], "");
+        assert_eq!(event("response.content_part.added")["item_id"], item_id);
+        assert_eq!(str_at(event("response.output_text.done"), "/text"), text);
+        assert_eq!(str_at(event("response.content_part.done"), "/part/text"), text);
+        assert_eq!(str_at(event("response.output_item.done"), "/item/content/0/text"), text);
+        assert_eq!(str_at(event("response.output_item.done"), "/item/id"), item_id);
+        let completed = &event("response.completed")["response"];
+        assert_eq!(str_at(completed, "/output/0/content/0/text"), text);
+        assert_eq!(completed["id"], event("response.created")["response"]["id"]);
+        Reassembled {
+            text,
+            finish: str_at(completed, "/status").to_owned(),
+            usage: Some((
+                u64_at(completed, "/usage/input_tokens"),
+                u64_at(completed, "/usage/output_tokens"),
+            )),
+        }
+    }
+
+    /// The Messages API's event sequence, with the `ping` the real API sends.
+    fn messages_stream(body: &str) -> Reassembled {
+        let events: Vec<(String, Value)> = sse_events(body)
+            .into_iter()
+            .map(|(name, data)| (name.expect("every Messages event is named"), parse(&data)))
+            .collect();
+        let names: Vec<&str> = events.iter().map(|(name, _)| name.as_str()).collect();
+        let mut expected = vec!["message_start", "content_block_start", "ping"];
+        expected.extend(std::iter::repeat_n("content_block_delta", events.len().saturating_sub(6)));
+        expected.extend(["content_block_stop", "message_delta", "message_stop"]);
+        assert_eq!(names, expected);
+        let mut text = String::new();
+        for (name, event) in &events {
+            assert_eq!(event["type"], name.as_str(), "{event}");
+            if name == "content_block_delta" {
+                assert_eq!(
+                    (&event["index"], &event["delta"]["type"]),
+                    (&json!(0), &json!("text_delta"))
+                );
+                text.push_str(str_at(event, "/delta/text"));
+            }
+        }
+        let delta = &events[events.len() - 2].1;
+        Reassembled {
+            text,
+            finish: str_at(delta, "/delta/stop_reason").to_owned(),
+            usage: Some((
+                u64_at(&events[0].1, "/message/usage/input_tokens"),
+                u64_at(delta, "/usage/output_tokens"),
+            )),
+        }
+    }
+
+    /// Gemini chunks: text in every chunk's first candidate, `finishReason` and
+    /// `usageMetadata` on the last only.
+    fn gemini_chunks(chunks: &[Value]) -> Reassembled {
+        let (last, rest) = chunks.split_last().expect("no chunk");
+        for chunk in rest {
+            assert!(chunk["candidates"][0].get("finishReason").is_none(), "{chunk}");
+            assert!(chunk.get("usageMetadata").is_none(), "{chunk}");
+        }
+        let text = chunks
+            .iter()
+            .map(|chunk| str_at(chunk, "/candidates/0/content/parts/0/text"))
+            .collect();
+        Reassembled {
+            text,
+            finish: str_at(last, "/candidates/0/finishReason").to_owned(),
+            usage: Some((
+                u64_at(last, "/usageMetadata/promptTokenCount"),
+                u64_at(last, "/usageMetadata/candidatesTokenCount"),
+            )),
+        }
+    }
+
+    fn reassemble(
+        endpoint: Endpoint<'_>,
+        stream: bool,
+        sse_mode: bool,
+        include_usage: bool,
+        body: &str,
+    ) -> Reassembled {
+        match (endpoint, stream) {
+            (Endpoint::ChatCompletions, true) => chat_stream(body, include_usage),
+            (Endpoint::Responses, true) => responses_stream(body),
+            (Endpoint::Messages, true) => messages_stream(body),
+            (Endpoint::GeminiGenerate { .. }, true) if sse_mode => {
+                let chunks: Vec<Value> = sse_events(body)
+                    .into_iter()
+                    .map(|(name, data)| {
+                        assert_eq!(name, None);
+                        parse(&data)
+                    })
+                    .collect();
+                gemini_chunks(&chunks)
+            }
+            (Endpoint::GeminiGenerate { .. }, true) => {
+                gemini_chunks(parse(body).as_array().expect("a JSON array stream"))
+            }
+            (Endpoint::GeminiGenerate { .. }, false) => gemini_chunks(&[parse(body)]),
+            (Endpoint::ChatCompletions, false) => {
+                let value = parse(body);
+                assert_eq!(value["choices"][0]["message"]["role"], "assistant");
+                Reassembled {
+                    text: str_at(&value, "/choices/0/message/content").to_owned(),
+                    finish: str_at(&value, "/choices/0/finish_reason").to_owned(),
+                    usage: Some((
+                        u64_at(&value, "/usage/prompt_tokens"),
+                        u64_at(&value, "/usage/completion_tokens"),
+                    )),
+                }
+            }
+            (Endpoint::Responses, false) => {
+                let value = parse(body);
+                assert_eq!(value["object"], "response");
+                Reassembled {
+                    text: str_at(&value, "/output/0/content/0/text").to_owned(),
+                    finish: str_at(&value, "/status").to_owned(),
+                    usage: Some((
+                        u64_at(&value, "/usage/input_tokens"),
+                        u64_at(&value, "/usage/output_tokens"),
+                    )),
+                }
+            }
+            (Endpoint::Messages, false) => {
+                let value = parse(body);
+                Reassembled {
+                    text: str_at(&value, "/content/0/text").to_owned(),
+                    finish: str_at(&value, "/stop_reason").to_owned(),
+                    usage: Some((
+                        u64_at(&value, "/usage/input_tokens"),
+                        u64_at(&value, "/usage/output_tokens"),
+                    )),
+                }
+            }
+            (other, _) => panic!("no reassembly for {other:?}"),
         }
     }
 
     #[tokio::test]
-    async fn gemini_json_array_stream_parses() {
-        let (_, body, ..) =
-            run(Endpoint::GeminiGenerate { model: "mock-1", stream: true }, true, false).await;
-        let parsed: Value = serde_json::from_str(&body).unwrap();
-        assert!(parsed.as_array().unwrap().len() > 5);
-    }
-
-    #[tokio::test]
-    async fn streamed_text_reassembles_to_the_reply() {
-        let (_, body, ..) = run(Endpoint::Messages, true, false).await;
-        let text: String = body
-            .lines()
-            .filter_map(|l| l.strip_prefix("data: "))
-            .filter_map(|d| serde_json::from_str::<Value>(d).ok())
-            .filter_map(|v| v.pointer("/delta/text").and_then(Value::as_str).map(str::to_owned))
-            .collect();
-        assert_eq!(text, reply_text("mock-1"));
-        assert!(body.starts_with("event: message_start\n"));
-        assert!(body.ends_with("event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n"));
+    async fn every_format_reassembles_to_the_reply_with_the_usage_it_claims() {
+        let gemini = Endpoint::GeminiGenerate { model: "mock-1", stream: false };
+        let gemini_stream = Endpoint::GeminiGenerate { model: "mock-1", stream: true };
+        for (endpoint, stream, sse_mode, include_usage, finish) in [
+            (Endpoint::ChatCompletions, false, false, false, "stop"),
+            (Endpoint::ChatCompletions, true, false, true, "stop"),
+            (Endpoint::ChatCompletions, true, false, false, "stop"),
+            (Endpoint::Responses, false, false, false, "completed"),
+            (Endpoint::Responses, true, false, false, "completed"),
+            (Endpoint::Messages, false, false, false, "end_turn"),
+            (Endpoint::Messages, true, false, false, "end_turn"),
+            (gemini, false, false, false, "STOP"),
+            (gemini_stream, true, true, false, "STOP"),
+            (gemini_stream, true, false, false, "STOP"),
+        ] {
+            let case = format!(
+                "{endpoint:?} stream={stream} sse={sse_mode} include_usage={include_usage}"
+            );
+            let reply = run(endpoint, stream, sse_mode, include_usage).await;
+            assert_eq!(
+                reply.content_type == "text/event-stream",
+                stream && (sse_mode || endpoint.format() != ApiFormat::Gemini),
+                "{case}"
+            );
+            assert_eq!(reply.claimed.input_tokens, 20, "{case}");
+            assert!(reply.claimed.output_tokens > 10, "{case}");
+            let claimed = (reply.claimed.input_tokens, reply.claimed.output_tokens);
+            // A chat stream the client did not ask usage of carries none, as the real API's.
+            let reported = (!stream || endpoint != Endpoint::ChatCompletions || include_usage)
+                .then_some(claimed);
+            assert_eq!(
+                reply.scanned.map(|u| (u.input_tokens, u.output_tokens)),
+                reported,
+                "{case}"
+            );
+            let expected = Reassembled {
+                text: reply_text("mock-1"),
+                finish: finish.to_owned(),
+                usage: reported,
+            };
+            let reassembled = reassemble(endpoint, stream, sse_mode, include_usage, &reply.body);
+            assert_eq!(reassembled, expected, "{case}: {}", reply.body);
+        }
     }
 
     #[test]

@@ -286,6 +286,49 @@ async fn the_mock_answers_every_format_streamed_and_not() {
     assert!(value["usage"]["prompt_tokens"].as_u64().unwrap() > 0);
     assert!(value["choices"][0]["message"]["content"].as_str().unwrap().contains("mock-1"));
 
+    let (status, response_headers, text) = call(
+        &gateway,
+        Method::POST,
+        "/v1/responses",
+        &headers,
+        r#"{"model":"mock-1","input":"hi"}"#,
+    )
+    .await;
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(response_headers["content-type"], "application/json");
+    let value: Value = serde_json::from_str(&text).unwrap();
+    let reply = value["output"][0]["content"][0]["text"].as_str().unwrap().to_owned();
+    assert!(reply.contains("mock-1"), "{text}");
+    assert!(value["usage"]["input_tokens"].as_u64().unwrap() > 0);
+
+    // The streamed Responses reply: the deltas add up to the same text, which the closing
+    // `response.completed` event repeats, and the first event is `response.created`.
+    let (status, response_headers, text) = call(
+        &gateway,
+        Method::POST,
+        "/v1/responses",
+        &headers,
+        r#"{"model":"mock-1","input":"hi","stream":true}"#,
+    )
+    .await;
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(response_headers["content-type"], "text/event-stream");
+    assert!(text.starts_with("event: response.created\n"), "{text}");
+    let events: Vec<Value> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    let streamed: String = events
+        .iter()
+        .filter(|e| e["type"] == "response.output_text.delta")
+        .map(|e| e["delta"].as_str().unwrap())
+        .collect();
+    assert_eq!(streamed, reply);
+    let completed = events.last().unwrap();
+    assert_eq!(completed["type"], "response.completed", "{text}");
+    assert_eq!(completed["response"]["output"][0]["content"][0]["text"], reply.as_str());
+
     let (_, response_headers, text) = call(
         &gateway,
         Method::POST,

@@ -1,0 +1,88 @@
+//! Serves the e2e suite's canned provider replies ([`cliproxy_e2e::canned`]) with the suite's
+//! own [`MockUpstream`] on `127.0.0.1:0`, so `tests/sdk/check.sh` can point the official SDKs
+//! straight at them: a fixture an SDK cannot parse fails that check.
+//!
+//! Prints `http://127.0.0.1:PORT` and a newline on stdout once it listens; exits 0 when stdin
+//! closes or on SIGTERM. A path it has no route for answers 404.
+//!
+//! Adding a fixture is one line in [`ROUTES`].
+
+use cliproxy_e2e::canned::*;
+use cliproxy_e2e::{MockUpstream, Recorded, Reply};
+use serde_json::Value;
+use std::io::Read as _;
+
+use tokio::io::AsyncWriteExt;
+use tokio::signal::unix::{SignalKind, signal};
+
+/// The text every fixture sends, one word per stream event.
+const WORDS: &[&str] = &["Hello", " from", " the", " fixture", " upstream"];
+
+/// The models the routes answer for; `check.py` asks for these.
+const GPT: &str = "gpt-4o-mini";
+const CLAUDE: &str = "claude-sonnet-4";
+
+/// One route: the request path (without the query) and the reply to a request on it.
+type Route = (&'static str, fn(&Recorded) -> Reply);
+
+/// Every route, one line each. [`by_stream`] picks the streamed fixture when the request's body
+/// says `"stream": true`; the OpenAI stream carries usage only if the request asked for it.
+const ROUTES: &[Route] = &[
+    ("/v1/chat/completions", |r| {
+        by_stream(r, openai_stream_for(r, GPT, WORDS), openai_chat(GPT, &text()))
+    }),
+    ("/v1/messages", |r| {
+        by_stream(r, anthropic_stream(CLAUDE, WORDS), anthropic_message(CLAUDE, &text()))
+    }),
+    ("/v1beta/models/gemini-2.0-flash:generateContent", |_| Reply::ok(gemini_generate(&text()))),
+    ("/v1beta/models/gemini-2.0-flash:streamGenerateContent", |_| Reply::sse(gemini_stream(WORDS))),
+];
+
+/// The whole text of [`WORDS`].
+fn text() -> String {
+    WORDS.concat()
+}
+
+/// The streamed fixture if the request body says `"stream": true`, else the JSON one.
+fn by_stream(request: &Recorded, events: Vec<String>, body: Value) -> Reply {
+    let streamed =
+        serde_json::from_slice::<Value>(&request.body).is_ok_and(|b| b["stream"] == true);
+    if streamed { Reply::sse(events) } else { Reply::ok(body) }
+}
+
+fn answer(request: &Recorded) -> Reply {
+    let path = request.path_and_query.split('?').next().unwrap_or_default();
+    match ROUTES.iter().find(|(route, _)| *route == path) {
+        Some((_, reply)) => reply(request),
+        None => Reply::Json {
+            status: 404,
+            headers: Vec::new(),
+            body: format!(r#"{{"error":{{"message":"no fixture for {path}"}}}}"#),
+        },
+    }
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> std::io::Result<()> {
+    let mut terminate = signal(SignalKind::terminate())?;
+    let upstream = MockUpstream::start(answer).await;
+    let mut stdout = tokio::io::stdout();
+    stdout.write_all(format!("{}\n", upstream.url()).as_bytes()).await?;
+    stdout.flush().await?;
+    // The parent holds stdin open for as long as it needs the fixtures; its end closing (the
+    // parent exiting, however it exits) ends this process too. The read blocks, so it runs on
+    // a plain thread: a read on tokio's stdin cannot be cancelled and would hold up the
+    // runtime's shutdown after SIGTERM.
+    let (closed, stdin_closed) = tokio::sync::oneshot::channel::<()>();
+    std::thread::spawn(move || {
+        let mut sink = [0u8; 256];
+        let mut stdin = std::io::stdin().lock();
+        while stdin.read(&mut sink).is_ok_and(|n| n > 0) {}
+        let _ = closed.send(());
+    });
+    tokio::select! {
+        _ = stdin_closed => {}
+        _ = terminate.recv() => {}
+    }
+    Ok(())
+}
