@@ -35,7 +35,8 @@ MOCK_TEXT = ("Hello from the cliproxy mock provider. This deterministic reply fo
 # The e2e fixtures (`canned` in tests/src/lib.rs) as `fixture_upstream` serves them: the text
 # of its WORDS and each format's fixed usage (input, output).
 FIXTURE_TEXT = "Hello from the fixture upstream"
-FIXTURE_USAGE = {"openai": (17, 9), "anthropic": (21, 11), "gemini": (13, 7)}
+FIXTURE_USAGE = {"openai": (17, 9), "responses": (19, 8), "anthropic": (21, 11), "gemini": (13, 7)}
+FIXTURE_EMBEDDING = [0.25, -0.5, 0.125]
 
 RESPONSES_EVENTS_BEFORE = ["response.created", "response.in_progress",
                            "response.output_item.added", "response.content_part.added"]
@@ -234,8 +235,17 @@ def check_fixtures(url: str) -> None:
     key = "sk-fixture-check"
     oa = openai.OpenAI(base_url=f"{url}/v1", api_key=key, timeout=TIMEOUT, max_retries=0)
     check_chat("fixtures", oa, "gpt-4o-mini", FIXTURE_TEXT, FIXTURE_USAGE["openai"])
+    check_responses("fixtures", oa, "gpt-4o-mini", FIXTURE_TEXT, FIXTURE_USAGE["responses"])
+    embedded = oa.embeddings.create(model="text-embedding-3-small", input=PROMPT, encoding_format="float")
+    check([e.embedding for e in embedded.data] == [FIXTURE_EMBEDDING]
+          and embedded.usage.prompt_tokens == 8 and embedded.usage.total_tokens == 8,
+          f"fixtures embeddings.create: {embedded!r}")
+    ok("fixtures embeddings.create", f"{len(embedded.data)} vector, usage {embedded.usage.prompt_tokens}")
     an = anthropic.Anthropic(base_url=url, api_key=key, timeout=TIMEOUT, max_retries=0)
     check_messages("fixtures", an, "claude-sonnet-4", FIXTURE_TEXT, FIXTURE_USAGE["anthropic"])
+    counted = an.messages.count_tokens(model="claude-sonnet-4", messages=[{"role": "user", "content": PROMPT}])
+    check(counted.input_tokens == 21, f"fixtures messages.count_tokens: {counted!r}")
+    ok("fixtures messages.count_tokens", f"input_tokens {counted.input_tokens}")
     gm = gemini_client(url, key)
     check_gemini("fixtures", gm, "gemini-2.0-flash", FIXTURE_TEXT, FIXTURE_USAGE["gemini"])
 

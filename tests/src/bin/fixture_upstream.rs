@@ -21,6 +21,12 @@ const WORDS: &[&str] = &["Hello", " from", " the", " fixture", " upstream"];
 /// The models the routes answer for; `check.py` asks for these.
 const GPT: &str = "gpt-4o-mini";
 const CLAUDE: &str = "claude-sonnet-4";
+const EMBEDDING: &str = "text-embedding-3-small";
+
+/// The one vector the embeddings route answers with (exact in binary, so `check.py` can
+/// compare it with `==`), and the count the token-counting route answers with.
+const EMBEDDING_VECTOR: [f64; 3] = [0.25, -0.5, 0.125];
+const COUNTED_TOKENS: u64 = 21;
 
 /// One route: the request path (without the query) and the reply to a request on it.
 type Route = (&'static str, fn(&Recorded) -> Reply);
@@ -34,6 +40,11 @@ const ROUTES: &[Route] = &[
     ("/v1/messages", |r| {
         by_stream(r, anthropic_stream(CLAUDE, WORDS), anthropic_message(CLAUDE, &text()))
     }),
+    ("/v1/responses", |r| {
+        by_stream(r, openai_responses_stream(GPT, WORDS), openai_responses(GPT, &text()))
+    }),
+    ("/v1/embeddings", |r| float_only(r, openai_embeddings(EMBEDDING, &[&EMBEDDING_VECTOR]))),
+    ("/v1/messages/count_tokens", |_| Reply::ok(anthropic_count_tokens(COUNTED_TOKENS))),
     ("/v1beta/models/gemini-2.0-flash:generateContent", |_| Reply::ok(gemini_generate(&text()))),
     ("/v1beta/models/gemini-2.0-flash:streamGenerateContent", |_| Reply::sse(gemini_stream(WORDS))),
 ];
@@ -48,6 +59,26 @@ fn by_stream(request: &Recorded, events: Vec<String>, body: Value) -> Reply {
     let streamed =
         serde_json::from_slice::<Value>(&request.body).is_ok_and(|b| b["stream"] == true);
     if streamed { Reply::sse(events) } else { Reply::ok(body) }
+}
+
+/// The embeddings fixture holds floats; the real API answers base64 when asked for it (the
+/// OpenAI SDK's default), so a request for anything but `"float"` is refused rather than
+/// answered in a form the real API would not send.
+fn float_only(request: &Recorded, body: Value) -> Reply {
+    let format = serde_json::from_slice::<Value>(&request.body)
+        .ok()
+        .and_then(|b| b["encoding_format"].as_str().map(str::to_owned));
+    if format.as_deref() == Some("float") {
+        Reply::ok(body)
+    } else {
+        Reply::Json {
+            status: 400,
+            headers: Vec::new(),
+            body: format!(
+                r#"{{"error":{{"message":"the embeddings fixture answers encoding_format \"float\" only, not {format:?}","type":"invalid_request_error"}}}}"#
+            ),
+        }
+    }
 }
 
 fn answer(request: &Recorded) -> Reply {
