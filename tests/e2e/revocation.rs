@@ -67,9 +67,11 @@ async fn call_both(gateway: &Gateway, key: &str) -> [(u16, Value); 2] {
 async fn config_changes(audit: &Path, count: usize) -> Vec<Value> {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
+        // Only complete lines: the writer may be half-way through the last one.
         let lines: Vec<Value> = std::fs::read_to_string(audit)
             .unwrap_or_default()
-            .lines()
+            .split_inclusive('\n')
+            .filter(|line| line.ends_with('\n'))
             .map(|line| serde_json::from_str(line).unwrap())
             .filter(|line: &Value| line["event_type"] == "config_change")
             .collect();
