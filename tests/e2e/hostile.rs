@@ -313,6 +313,15 @@ fn catalogue() -> Vec<Case> {
             request("POST", &format!("/v1beta/models/mock-1:generateContent?key={CLIENT_KEY}"), &["Content-Type: application/json"], br#"{"contents":[{"parts":[{"text":"hi"}]}]}"#),
             one(401),
         ),
+        // A query parameter's name is judged decoded, as Google reads it: these are `key`.
+        case("client key as a percent-encoded key in the query", request("GET", &format!("/v1/models?%6Bey={CLIENT_KEY}"), &[&bearer()], b""), one(401)),
+        case("client key as KEY in the query", request("GET", &format!("/v1/models?KEY={CLIENT_KEY}"), &[&bearer()], b""), one(401)),
+        case(
+            "Gemini client key as k%65y in the query",
+            request("POST", &format!("/v1beta/models/mock-1:generateContent?alt=sse&k%65y={CLIENT_KEY}"), &[&format!("x-goog-api-key: {CLIENT_KEY}"), "Content-Type: application/json"], br#"{"contents":[{"parts":[{"text":"hi"}]}]}"#),
+            one(401),
+        ),
+        case("a bearer token as access_token in the query", request("GET", "/v1/models?access%5Ftoken=ya29.token-of-the-client", &[&bearer()], b""), one(401)),
         case("wrong key of the right length", request("GET", "/v1/models", &[&format!("Authorization: Bearer {}x", &CLIENT_KEY[..CLIENT_KEY.len() - 1])], b""), one(401)),
         case("key as a prefix of the real one", request("GET", "/v1/models", &[&format!("Authorization: Bearer {}", &CLIENT_KEY[..20])], b""), one(401)),
         case("Basic authorization", request("GET", "/v1/models", &["Authorization: Basic ZTJlOmtleQ=="], b""), one(401)),

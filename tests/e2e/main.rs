@@ -10,6 +10,7 @@ mod errors;
 mod failover;
 mod faults;
 mod formats;
+mod headers;
 mod hostile;
 mod leaks;
 mod lifecycle;

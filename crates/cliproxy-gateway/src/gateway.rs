@@ -572,8 +572,8 @@ impl Gateway {
         let Some(client) = &provider.client else {
             return Err(fail(ErrorCode::Internal, "provider has no upstream client".to_owned()));
         };
-        let path_and_query = upstream_path(parts.uri.path(), parts.uri.query());
-        let mut headers = upstream::forwardable_request_headers(&parts.headers);
+        let path_and_query = upstream::upstream_path(parts.uri.path(), parts.uri.query());
+        let mut headers = upstream::forwardable_request_headers(provider.kind, &parts.headers);
         if let Some((name, value)) = &inner.fingerprint {
             headers.insert(name.clone(), value.clone());
         }
@@ -1018,7 +1018,7 @@ impl Gateway {
         headers: &HeaderMap,
         query: Option<&str>,
     ) -> Result<Arc<ClientIdentity>, (&'static str, ApiError)> {
-        if query_pairs(query).any(|(k, _)| k == "key" || k == "api_key" || k == "api-key") {
+        if upstream::query_holds_credential(query) {
             return Err((
                 "key_in_query",
                 ApiError::new(
@@ -1347,22 +1347,14 @@ pub(crate) fn json_response(status: StatusCode, value: &Value) -> Response<Body>
     response
 }
 
-/// Splits a query string into pairs (no percent-decoding: only exact key names matter here).
+/// Splits a query string into pairs, not decoded: only the mock's `alt=sse` is read from them
+/// (credentials in the query are judged, decoded, by `upstream::query_holds_credential`).
 fn query_pairs(query: Option<&str>) -> impl Iterator<Item = (&str, &str)> {
     query
         .unwrap_or("")
         .split('&')
         .filter(|pair| !pair.is_empty())
         .map(|pair| pair.split_once('=').unwrap_or((pair, "")))
-}
-
-/// The path and query sent upstream: the client's path, and its query minus any key.
-fn upstream_path(path: &str, query: Option<&str>) -> String {
-    let kept: Vec<String> = query_pairs(query)
-        .filter(|(k, _)| !matches!(*k, "key" | "api_key" | "api-key"))
-        .map(|(k, v)| if v.is_empty() { k.to_owned() } else { format!("{k}={v}") })
-        .collect();
-    if kept.is_empty() { path.to_owned() } else { format!("{path}?{}", kept.join("&")) }
 }
 
 /// Where a JSON error is, without echoing any of the input (it may hold a secret).
@@ -1417,16 +1409,6 @@ pub(crate) fn truncate(text: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn query_keys_are_never_forwarded() {
-        assert_eq!(
-            upstream_path("/v1beta/models/m:streamGenerateContent", Some("alt=sse&key=secret")),
-            "/v1beta/models/m:streamGenerateContent?alt=sse"
-        );
-        assert_eq!(upstream_path("/p", None), "/p");
-        assert_eq!(upstream_path("/p", Some("key=a&api_key=b")), "/p");
-    }
 
     #[test]
     fn request_ids_are_unique() {

@@ -1,11 +1,12 @@
 //! The upstream HTTP client and the request/response header rules of a forwarding proxy.
 
+use std::borrow::Cow;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderName};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http_body_util::Full;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
@@ -14,7 +15,9 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 
+use crate::config::ProviderKind;
 use crate::error::{Error, Result};
+use crate::providers;
 
 /// The pooled HTTP/1.1 + HTTP/2 client used for one provider.
 pub(crate) type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
@@ -88,87 +91,160 @@ pub(crate) fn unexpected_content_type(headers: &HeaderMap) -> Option<String> {
     (!expected).then(|| media.chars().filter(|c| c.is_ascii_graphic()).take(64).collect())
 }
 
-/// Request headers never forwarded upstream: hop-by-hop headers (RFC 9110 §7.6.1), the
-/// client's own credentials and the account selectors that belong with a credential (only the
-/// vault credential is sent, and it picks its own organisation), cookies, headers that would
-/// leak the client's address, and `accept-encoding`, so replies arrive uncompressed and their
-/// token usage can be read.
-fn dropped_request_header(name: &str) -> bool {
+/// The header that carries the provider's own request id back to the client (OpenAI's
+/// `x-request-id`, Anthropic's `request-id`), so that a support case with the provider can
+/// name the call; `x-request-id` is the gateway's own id.
+pub(crate) const UPSTREAM_REQUEST_ID_HEADER: &str = "x-upstream-request-id";
+
+/// Request headers every provider takes from the client: the body's media type, the answer
+/// the client accepts and the client's name. Everything else is refused unless the
+/// provider's API defines it ([`providers::api_request_header`]): an allow-list, because the
+/// headers that do harm upstream are open-ended (addresses the client chose, such as
+/// `true-client-ip` or `via`; account selectors that belong with the operator's credential,
+/// such as `openai-organization` or `x-goog-user-project`; body framing the gateway does not
+/// apply, such as `content-encoding` or `expect`). Hop-by-hop headers, `host` and
+/// `content-length` are not here either: the client library sets them for the upstream
+/// connection. `accept-encoding` is not, so replies arrive uncompressed and their token
+/// usage can be read.
+fn common_request_header(name: &str) -> bool {
     // A `match`: compared with constants by the compiled code, not looked up in a table.
-    matches!(
-        name,
-        "connection"
-            | "keep-alive"
-            | "proxy-connection"
-            | "proxy-authenticate"
-            | "proxy-authorization"
-            | "te"
-            | "trailer"
-            | "transfer-encoding"
-            | "upgrade"
-            | "host"
-            | "content-length"
-            | "authorization"
-            | "x-api-key"
-            | "x-goog-api-key"
-            | "api-key"
-            | "openai-organization"
-            | "openai-project"
-            | "cookie"
-            | "forwarded"
-            | "x-forwarded-for"
-            | "x-forwarded-host"
-            | "x-forwarded-proto"
-            | "x-real-ip"
-            | "accept-encoding"
-    )
+    matches!(name, "content-type" | "accept" | "user-agent")
 }
 
-/// Response headers never passed back: hop-by-hop headers and the upstream's cookies.
-fn dropped_response_header(name: &str) -> bool {
-    // A `match`: compared with constants by the compiled code, not looked up in a table.
-    matches!(
-        name,
-        "connection"
-            | "keep-alive"
-            | "proxy-connection"
-            | "proxy-authenticate"
-            | "te"
-            | "trailer"
-            | "transfer-encoding"
-            | "upgrade"
-            | "set-cookie"
-            | "alt-svc"
-    )
-}
-
-/// The client's request headers that may go upstream.
-pub(crate) fn forwardable_request_headers(client: &HeaderMap) -> HeaderMap {
-    filtered(client, dropped_request_header)
-}
-
-/// The upstream's response headers that may go back to the client.
-pub(crate) fn forwardable_response_headers(upstream: &HeaderMap) -> HeaderMap {
-    filtered(upstream, dropped_response_header)
-}
-
-fn filtered(headers: &HeaderMap, dropped: fn(&str) -> bool) -> HeaderMap {
-    // Headers named in `Connection` are hop-by-hop too.
-    let listed: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::try_from(name.trim()).ok())
-        .collect();
-    let mut out = HeaderMap::with_capacity(headers.len());
-    for (name, value) in headers {
-        if dropped(name.as_str()) || listed.contains(name) {
-            continue;
+/// The client's request headers that may go to a provider of `kind`. The credential and the
+/// gateway's own headers (the Anthropic version, the device fingerprint) are added by the
+/// caller after this.
+pub(crate) fn forwardable_request_headers(kind: ProviderKind, client: &HeaderMap) -> HeaderMap {
+    let mut out = HeaderMap::with_capacity(client.len().min(16));
+    for (name, value) in client {
+        let text = name.as_str();
+        if (common_request_header(text) || providers::api_request_header(kind, text))
+            && !named_by_connection(client, text)
+        {
+            out.append(name.clone(), value.clone());
         }
-        out.append(name.clone(), value.clone());
     }
     out
+}
+
+/// The upstream's response headers that may go back to the client: the body's media type
+/// and content coding (the body is passed as it came), `Retry-After`, and the provider's
+/// request id under [`UPSTREAM_REQUEST_ID_HEADER`]. The rest describes the operator's account
+/// (`openai-organization`, `anthropic-organization-id`, the provider's `x-ratelimit-*` and
+/// `anthropic-ratelimit-*`), the provider's servers (`server`, `via`, `cf-ray`) or sets a
+/// browser policy the gateway does not make (`access-control-allow-origin`, `set-cookie`).
+/// An event stream gets `Cache-Control: no-cache`, so no cache in between holds it back.
+/// The gateway's own headers (its request id, the security headers, its `X-RateLimit-*`)
+/// are set on the response after this.
+pub(crate) fn forwardable_response_headers(upstream: &HeaderMap) -> HeaderMap {
+    let mut out = HeaderMap::with_capacity(4);
+    for (name, value) in upstream {
+        // A `match`: compared with constants by the compiled code, not looked up in a table.
+        let kept = match name.as_str() {
+            "content-type" | "content-encoding" | "retry-after" => name.clone(),
+            "x-request-id" | "request-id" => HeaderName::from_static(UPSTREAM_REQUEST_ID_HEADER),
+            _ => continue,
+        };
+        if !named_by_connection(upstream, name.as_str()) {
+            out.append(kept, value.clone());
+        }
+    }
+    let event_stream = out.get(header::CONTENT_TYPE).is_some_and(|v| {
+        v.as_bytes().get(..17).is_some_and(|t| t.eq_ignore_ascii_case(b"text/event-stream"))
+    });
+    if event_stream {
+        out.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    }
+    out
+}
+
+/// Whether `Connection` names `name`, which makes it hop-by-hop (RFC 9110 §7.6.1). Read in
+/// place: no list is built for the usual request, which has no such header.
+fn named_by_connection(headers: &HeaderMap, name: &str) -> bool {
+    headers.get_all(header::CONNECTION).iter().any(|value| {
+        value
+            .as_bytes()
+            .split(|&b| b == b',')
+            .any(|token| token.trim_ascii().eq_ignore_ascii_case(name.as_bytes()))
+    })
+}
+
+/// Query parameter names that carry a credential, compared after percent-decoding and
+/// without regard to case: Google reads `key` from the query once decoded, so `%6Bey` is
+/// `key` to it.
+fn credential_param(name: &str) -> bool {
+    ["key", "api_key", "api-key", "access_token"].iter().any(|c| name.eq_ignore_ascii_case(c))
+}
+
+/// Whether the query string holds a credential under any spelling of its name.
+pub(crate) fn query_holds_credential(query: Option<&str>) -> bool {
+    query_pairs(query).any(|(name, _)| param_name(name).is_some_and(|name| credential_param(&name)))
+}
+
+/// The path and query sent upstream: the client's path, and its query minus any credential
+/// and minus any parameter whose name cannot be decoded (an upstream that decodes it
+/// differently, or twice, could read a credential in it). Kept pairs go as the client wrote
+/// them.
+pub(crate) fn upstream_path(path: &str, query: Option<&str>) -> String {
+    let mut out = String::with_capacity(path.len() + query.map_or(0, str::len) + 1);
+    out.push_str(path);
+    let mut separator = '?';
+    for (name, value) in query_pairs(query) {
+        if param_name(name).is_none_or(|name| credential_param(&name)) {
+            continue;
+        }
+        out.push(separator);
+        separator = '&';
+        out.push_str(name);
+        if !value.is_empty() {
+            out.push('=');
+            out.push_str(value);
+        }
+    }
+    out
+}
+
+/// Splits a query string into raw (still encoded) name and value pairs.
+fn query_pairs(query: Option<&str>) -> impl Iterator<Item = (&str, &str)> {
+    query
+        .unwrap_or("")
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| pair.split_once('=').unwrap_or((pair, "")))
+}
+
+/// A parameter name percent-decoded (`+` is a space, as in a form), or `None` when it cannot
+/// be: a `%` not followed by two hex digits, bytes that are not UTF-8, or a `%` left after
+/// decoding (a second decoding would read another name). The usual name has no escape and is
+/// borrowed as it is.
+fn param_name(raw: &str) -> Option<Cow<'_, str>> {
+    if !raw.contains(['%', '+']) {
+        return Some(Cow::Borrowed(raw));
+    }
+    let bytes = raw.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut at = 0;
+    while at < bytes.len() {
+        match bytes[at] {
+            b'%' => {
+                // Two hex digits exactly (`from_str_radix` would take a sign too).
+                let digit = |i: usize| bytes.get(i).and_then(|&b| char::from(b).to_digit(16));
+                let byte = digit(at + 1)? * 16 + digit(at + 2)?;
+                decoded.push(u8::try_from(byte).ok()?);
+                at += 3;
+            }
+            b'+' => {
+                decoded.push(b' ');
+                at += 1;
+            }
+            byte => {
+                decoded.push(byte);
+                at += 1;
+            }
+        }
+    }
+    let decoded = String::from_utf8(decoded).ok()?;
+    (!decoded.contains('%')).then_some(Cow::Owned(decoded))
 }
 
 /// The wait a `Retry-After` header asks for: delay-seconds or an HTTP date; capped at an hour
@@ -190,43 +266,111 @@ mod tests {
 
     use super::*;
 
-    #[test]
-    fn client_credentials_and_hop_by_hop_headers_stay_behind() {
+    fn map(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
         let mut headers = HeaderMap::new();
-        for (name, value) in [
+        for (name, value) in pairs {
+            headers.append(*name, HeaderValue::from_static(value));
+        }
+        headers
+    }
+
+    fn names(headers: &HeaderMap) -> Vec<&str> {
+        let mut names: Vec<&str> = headers.keys().map(HeaderName::as_str).collect();
+        names.sort_unstable();
+        names
+    }
+
+    #[test]
+    fn only_the_headers_of_the_providers_api_go_upstream() {
+        let headers = map(&[
             ("authorization", "Bearer client-key"),
             ("x-api-key", "client-key"),
             ("x-goog-api-key", "client-key"),
             ("api-key", "client-key"),
             ("openai-organization", "org-of-the-client"),
-            ("connection", "keep-alive, x-secret-hop"),
+            ("x-goog-user-project", "project-of-the-client"),
+            ("connection", "keep-alive, x-secret-hop, anthropic-beta"),
             ("x-secret-hop", "1"),
             ("transfer-encoding", "chunked"),
+            ("content-encoding", "gzip"),
+            ("expect", "100-continue"),
+            ("true-client-ip", "192.0.2.1"),
+            ("via", "1.1 proxy"),
             ("content-type", "application/json"),
             ("anthropic-version", "2023-06-01"),
             ("anthropic-beta", "tools"),
+            ("openai-beta", "assistants=v2"),
+            ("x-goog-api-client", "google-genai-sdk/1.0"),
+            ("x-stainless-os", "Linux"),
             ("x-forwarded-for", "10.0.0.1"),
             ("cookie", "a=b"),
             ("user-agent", "sdk/1.0"),
-        ] {
-            headers.append(name, HeaderValue::from_static(value));
-        }
-        let kept = forwardable_request_headers(&headers);
-        let mut names: Vec<&str> = kept.keys().map(HeaderName::as_str).collect();
-        names.sort_unstable();
-        assert_eq!(names, ["anthropic-beta", "anthropic-version", "content-type", "user-agent"]);
+        ]);
+        // `anthropic-beta` is named by `Connection`: hop-by-hop, so it stays even for Claude.
+        assert_eq!(
+            names(&forwardable_request_headers(ProviderKind::Claude, &headers)),
+            ["anthropic-version", "content-type", "user-agent", "x-stainless-os"]
+        );
+        assert_eq!(
+            names(&forwardable_request_headers(ProviderKind::Openai, &headers)),
+            ["content-type", "openai-beta", "user-agent", "x-stainless-os"]
+        );
+        assert_eq!(
+            names(&forwardable_request_headers(ProviderKind::Gemini, &headers)),
+            ["content-type", "user-agent", "x-goog-api-client"]
+        );
     }
 
     #[test]
-    fn response_cookies_and_hop_by_hop_are_dropped() {
-        let mut headers = HeaderMap::new();
-        headers.insert("set-cookie", HeaderValue::from_static("__cf=1"));
-        headers.insert("transfer-encoding", HeaderValue::from_static("chunked"));
-        headers.insert("x-request-id", HeaderValue::from_static("up-1"));
-        headers.insert("content-type", HeaderValue::from_static("text/event-stream"));
-        let kept = forwardable_response_headers(&headers);
-        assert_eq!(kept.len(), 2);
-        assert!(kept.contains_key("x-request-id"));
+    fn only_the_allowed_response_headers_come_back_with_the_request_id_renamed() {
+        let upstream = map(&[
+            ("set-cookie", "__cf=1"),
+            ("transfer-encoding", "chunked"),
+            ("content-length", "12"),
+            ("x-request-id", "up-1"),
+            ("openai-organization", "org-operator"),
+            ("x-ratelimit-limit-requests", "10000"),
+            ("anthropic-ratelimit-tokens-remaining", "1"),
+            ("access-control-allow-origin", "*"),
+            ("server", "cloudflare"),
+            ("retry-after", "3"),
+            ("content-type", "application/json"),
+        ]);
+        let kept = forwardable_response_headers(&upstream);
+        assert_eq!(names(&kept), ["content-type", "retry-after", UPSTREAM_REQUEST_ID_HEADER]);
+        assert_eq!(kept[UPSTREAM_REQUEST_ID_HEADER], "up-1");
+
+        let stream =
+            map(&[("content-type", "text/event-stream; charset=utf-8"), ("request-id", "a-1")]);
+        let kept = forwardable_response_headers(&stream);
+        assert_eq!(kept[header::CACHE_CONTROL], "no-cache", "{kept:?}");
+        assert_eq!(kept[UPSTREAM_REQUEST_ID_HEADER], "a-1");
+        assert!(!forwardable_response_headers(&upstream).contains_key(header::CACHE_CONTROL));
+    }
+
+    #[test]
+    fn query_credentials_are_judged_decoded_and_never_forwarded() {
+        let path = "/v1beta/models/m:streamGenerateContent";
+        assert_eq!(upstream_path(path, Some("alt=sse&key=secret")), format!("{path}?alt=sse"));
+        assert_eq!(upstream_path("/p", None), "/p");
+        assert_eq!(upstream_path("/p", Some("key=a&api_key=b")), "/p");
+        assert_eq!(upstream_path("/p", Some("beta=true&flag")), "/p?beta=true&flag");
+        // Encoded spellings of a credential name, and names that cannot be decoded once and
+        // for all, stay behind; kept pairs go as written.
+        for query in ["%6Bey=s", "k%65y=s", "KEY=s", "api%5fkey=s", "access_token=s", "%256Bey=s"] {
+            assert_eq!(upstream_path("/p", Some(&format!("{query}&%61lt=sse"))), "/p?%61lt=sse");
+        }
+        for undecodable in ["k%zzey=s", "key%=s", "key%6=s", "%E9=s", "%+1ey=s"] {
+            assert_eq!(upstream_path("/p", Some(undecodable)), "/p", "{undecodable}");
+        }
+        for query in ["%6Bey=s", "k%65y=1", "a=1&KEY=2", "api-key", "access%5Ftoken=t"] {
+            assert!(query_holds_credential(Some(query)), "{query}");
+        }
+        for query in ["alt=sse", "keys=1", "k+ey=1", "%256Bey=1", "monkey=1"] {
+            assert!(!query_holds_credential(Some(query)), "{query}");
+        }
+        assert!(!query_holds_credential(None));
+        assert_eq!(param_name("a+b%2Fc").as_deref(), Some("a b/c"));
     }
 
     #[test]
