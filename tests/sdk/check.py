@@ -1,11 +1,14 @@
 """Drives cliproxy's mocks with the official OpenAI, Anthropic and Google GenAI SDKs.
 
-Usage: check.py DEMO_BASE_URL DEMO_CLIENT_KEY FIXTURE_URL
+Usage: check.py DEMO_BASE_URL DEMO_CLIENT_KEY FIXTURE_URL [GATEWAY_URL GATEWAY_CLIENT_KEY]
 
 - DEMO_BASE_URL, DEMO_CLIENT_KEY: a running `cliproxy-server demo` (it prints both). Its
   built-in `mock` provider answers in-process, so it is reached through the gateway.
 - FIXTURE_URL: the e2e suite's canned upstream replies (`tests/src/bin/fixture_upstream.rs`),
   reached directly: the SDKs read the fixtures the e2e tests feed the gateway.
+- GATEWAY_URL, GATEWAY_CLIENT_KEY: a `cliproxy-server serve` whose OpenAI, Anthropic and
+  Gemini providers are FIXTURE_URL: the same checks through the gateway's upstream path, its
+  header and query allow-lists included.
 
 Only base_url and api_key differ from talking to the real providers. Each check rebuilds the
 text, finish reason and usage with the SDK's own stream helper and compares them with what the
@@ -230,30 +233,30 @@ def check_demo(base: str, key: str) -> None:
         raise SystemExit("FAILED: gemini request with a wrong key succeeded")
 
 
-def check_fixtures(url: str) -> None:
-    """The e2e suite's fixtures, straight from `fixture_upstream` (no gateway between)."""
-    key = "sk-fixture-check"
+def check_fixtures(url: str, key: str = "sk-fixture-check", what: str = "fixtures") -> None:
+    """The e2e suite's fixtures, straight from `fixture_upstream` or through a gateway."""
     oa = openai.OpenAI(base_url=f"{url}/v1", api_key=key, timeout=TIMEOUT, max_retries=0)
-    check_chat("fixtures", oa, "gpt-4o-mini", FIXTURE_TEXT, FIXTURE_USAGE["openai"])
-    check_responses("fixtures", oa, "gpt-4o-mini", FIXTURE_TEXT, FIXTURE_USAGE["responses"])
+    check_chat(what, oa, "gpt-4o-mini", FIXTURE_TEXT, FIXTURE_USAGE["openai"])
+    check_responses(what, oa, "gpt-4o-mini", FIXTURE_TEXT, FIXTURE_USAGE["responses"])
     embedded = oa.embeddings.create(model="text-embedding-3-small", input=PROMPT, encoding_format="float")
     check([e.embedding for e in embedded.data] == [FIXTURE_EMBEDDING]
           and embedded.usage.prompt_tokens == 8 and embedded.usage.total_tokens == 8,
-          f"fixtures embeddings.create: {embedded!r}")
-    ok("fixtures embeddings.create", f"{len(embedded.data)} vector, usage {embedded.usage.prompt_tokens}")
+          f"{what} embeddings.create: {embedded!r}")
+    ok(f"{what} embeddings.create", f"{len(embedded.data)} vector, usage {embedded.usage.prompt_tokens}")
     an = anthropic.Anthropic(base_url=url, api_key=key, timeout=TIMEOUT, max_retries=0)
-    check_messages("fixtures", an, "claude-sonnet-4", FIXTURE_TEXT, FIXTURE_USAGE["anthropic"])
+    check_messages(what, an, "claude-sonnet-4", FIXTURE_TEXT, FIXTURE_USAGE["anthropic"])
     counted = an.messages.count_tokens(model="claude-sonnet-4", messages=[{"role": "user", "content": PROMPT}])
-    check(counted.input_tokens == 21, f"fixtures messages.count_tokens: {counted!r}")
-    ok("fixtures messages.count_tokens", f"input_tokens {counted.input_tokens}")
+    check(counted.input_tokens == 21, f"{what} messages.count_tokens: {counted!r}")
+    ok(f"{what} messages.count_tokens", f"input_tokens {counted.input_tokens}")
     gm = gemini_client(url, key)
-    check_gemini("fixtures", gm, "gemini-2.0-flash", FIXTURE_TEXT, FIXTURE_USAGE["gemini"])
+    check_gemini(what, gm, "gemini-2.0-flash", FIXTURE_TEXT, FIXTURE_USAGE["gemini"])
 
 
 def main() -> None:
-    if len(sys.argv) != 4:
-        raise SystemExit("usage: check.py DEMO_BASE_URL DEMO_CLIENT_KEY FIXTURE_URL")
+    if len(sys.argv) not in (4, 6):
+        raise SystemExit("usage: check.py DEMO_BASE_URL DEMO_CLIENT_KEY FIXTURE_URL [GATEWAY_URL GATEWAY_CLIENT_KEY]")
     base, key, fixtures = sys.argv[1].rstrip("/"), sys.argv[2], sys.argv[3].rstrip("/")
+    gateway = (sys.argv[4].rstrip("/"), sys.argv[5]) if len(sys.argv) == 6 else None
     print(f"openai {openai.__version__}, anthropic {anthropic.__version__}, google-genai {genai.__version__}",
           flush=True)
     try:
@@ -261,6 +264,9 @@ def main() -> None:
         check_demo(base, key)
         print(f"-- the e2e fixtures, directly at {fixtures}", flush=True)
         check_fixtures(fixtures)
+        if gateway:
+            print(f"-- the e2e fixtures through a gateway at {gateway[0]}", flush=True)
+            check_fixtures(gateway[0], gateway[1], "gateway")
     except (openai.OpenAIError, anthropic.AnthropicError, genai_errors.APIError, RuntimeError) as error:
         traceback.print_exc()
         raise SystemExit(f"FAILED: unexpected {type(error).__module__}.{type(error).__name__}: {error}")

@@ -2,8 +2,10 @@
 # Drives cliproxy's mocks with the official OpenAI, Anthropic and Google GenAI Python SDKs
 # (tests/sdk/check.py), changing only their base URL and key: the built-in `mock` provider
 # through `cliproxy-server demo --port 0` (it answers in-process, so only through a gateway),
-# and the e2e suite's upstream fixtures straight from `fixture_upstream` (tests/src/bin/),
-# which this script builds. A mock an SDK cannot parse fails the check.
+# the e2e suite's upstream fixtures straight from `fixture_upstream` (tests/src/bin/), which
+# this script builds, and the same fixtures through `cliproxy-server serve` with an OpenAI,
+# an Anthropic and a Gemini provider in front of them (the header and query rules on the real
+# request path). A mock an SDK cannot parse, or a gateway that breaks an SDK, fails the check.
 #
 # Usage: tests/sdk/check.sh PATH/TO/cliproxy-server
 # The SDKs (pinned in requirements.txt) are installed into target/sdk-venv, once.
@@ -45,8 +47,13 @@ fixture_bin="${CARGO_TARGET_DIR:-$root/target}/debug/fixture_upstream"
 work=$(mktemp -d)
 demo_pid=""
 fixture_pid=""
+gateway_pid=""
 cleanup() {
     local status=$?
+    if [[ -n "$gateway_pid" ]] && kill -0 "$gateway_pid" 2>/dev/null; then
+        kill -KILL "$gateway_pid" 2>/dev/null || true
+        wait "$gateway_pid" 2>/dev/null || true
+    fi
     if [[ -n "$fixture_pid" ]] && kill -0 "$fixture_pid" 2>/dev/null; then
         kill -TERM "$fixture_pid" 2>/dev/null || true
         wait "$fixture_pid" 2>/dev/null || true
@@ -63,6 +70,10 @@ cleanup() {
     if [[ $status -ne 0 && -f "$work/demo.err" ]]; then
         echo "--- demo log" >&2
         cat "$work/demo.err" >&2
+    fi
+    if [[ $status -ne 0 && -s "$work/gateway.err" ]]; then
+        echo "--- gateway log" >&2
+        cat "$work/gateway.err" "$work/gateway.out" >&2
     fi
     if [[ $status -ne 0 && -s "$work/fixture.err" ]]; then
         echo "--- fixture_upstream stderr" >&2
@@ -102,7 +113,54 @@ if [[ "$fixture_url" != http://127.0.0.1:* ]]; then
     exit 1
 fi
 
-"$venv/bin/python" "$here/check.py" "$base" "$key" "$fixture_url"
+# A gateway in front of the fixtures, with one provider of each type: the SDKs' requests go
+# upstream through the header and query allow-lists, and the replies come back through the
+# response allow-list, as with the real providers.
+gateway_key="cpk-sdk-check-client-key-5a1e0c93b7d2"
+cat >"$work/gateway.yaml" <<YAML
+server: {host: 127.0.0.1, port: 0, shutdown_timeout: 10s}
+auth:
+  api_keys: [{name: sdk-check, key: "$gateway_key"}]
+  dir: "$work/auths"
+logging: {level: info, format: json}
+providers:
+  oa: {type: openai, base_url: "$fixture_url", models: ["gpt-*", "text-embedding-*"]}
+  an: {type: claude, base_url: "$fixture_url", models: ["claude-*"]}
+  ge: {type: gemini, base_url: "$fixture_url", models: ["gemini-*"]}
+YAML
+for provider in oa an ge; do
+    echo "sk-sdk-check-vault-$provider-token" |
+        "$bin" --config "$work/gateway.yaml" vault add --provider "$provider" --id "$provider-1" >/dev/null
+done
+# The suite runs the gateway under its full sandbox; as root (CI), that needs saying.
+CLIPROXY_SANDBOX__REQUIRE_NON_ROOT=false "$bin" --config "$work/gateway.yaml" serve \
+    >"$work/gateway.out" 2>"$work/gateway.err" &
+gateway_pid=$!
+# The `listening` log line names the bound address; poll for it (up to 30 s).
+gateway_addr=""
+for _ in $(seq 300); do
+    gateway_addr=$(sed -n 's/.*"msg":"listening".*"addr":"\([0-9.:]*\)".*/\1/p' \
+        "$work/gateway.err" "$work/gateway.out" 2>/dev/null | head -n 1)
+    [[ -n "$gateway_addr" ]] && break
+    kill -0 "$gateway_pid" 2>/dev/null || { echo "the gateway exited before it was ready" >&2; exit 1; }
+    sleep 0.1
+done
+if [[ -z "$gateway_addr" ]]; then
+    echo "the gateway did not log its listening address within 30 s" >&2
+    exit 1
+fi
+
+"$venv/bin/python" "$here/check.py" "$base" "$key" "$fixture_url" "http://$gateway_addr" "$gateway_key"
+
+kill -TERM "$gateway_pid"
+status=0
+wait "$gateway_pid" || status=$?
+gateway_pid=""
+if [[ $status -ne 0 ]]; then
+    echo "the gateway exited with status $status after SIGTERM (expected 0)" >&2
+    exit 1
+fi
+echo "ok gateway in front of the fixtures stopped cleanly on SIGTERM"
 
 # Closing its stdin must end the fixture server, with status 0.
 exec {FIXTURE[1]}>&-
