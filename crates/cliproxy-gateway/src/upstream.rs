@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, GetAll, HeaderMap, HeaderName, HeaderValue};
 use http_body_util::Full;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
@@ -115,11 +115,12 @@ fn common_request_header(name: &str) -> bool {
 /// gateway's own headers (the Anthropic version, the device fingerprint) are added by the
 /// caller after this.
 pub(crate) fn forwardable_request_headers(kind: ProviderKind, client: &HeaderMap) -> HeaderMap {
+    let connection = client.get_all(header::CONNECTION);
     let mut out = HeaderMap::with_capacity(client.len().min(16));
     for (name, value) in client {
         let text = name.as_str();
         if (common_request_header(text) || providers::api_request_header(kind, text))
-            && !named_by_connection(client, text)
+            && !named_by_connection(&connection, text)
         {
             out.append(name.clone(), value.clone());
         }
@@ -137,6 +138,7 @@ pub(crate) fn forwardable_request_headers(kind: ProviderKind, client: &HeaderMap
 /// The gateway's own headers (its request id, the security headers, its `X-RateLimit-*`)
 /// are set on the response after this.
 pub(crate) fn forwardable_response_headers(upstream: &HeaderMap) -> HeaderMap {
+    let connection = upstream.get_all(header::CONNECTION);
     let mut out = HeaderMap::with_capacity(4);
     for (name, value) in upstream {
         // A `match`: compared with constants by the compiled code, not looked up in a table.
@@ -145,7 +147,7 @@ pub(crate) fn forwardable_response_headers(upstream: &HeaderMap) -> HeaderMap {
             "x-request-id" | "request-id" => HeaderName::from_static(UPSTREAM_REQUEST_ID_HEADER),
             _ => continue,
         };
-        if !named_by_connection(upstream, name.as_str()) {
+        if !named_by_connection(&connection, name.as_str()) {
             out.append(kept, value.clone());
         }
     }
@@ -158,10 +160,10 @@ pub(crate) fn forwardable_response_headers(upstream: &HeaderMap) -> HeaderMap {
     out
 }
 
-/// Whether `Connection` names `name`, which makes it hop-by-hop (RFC 9110 §7.6.1). Read in
-/// place: no list is built for the usual request, which has no such header.
-fn named_by_connection(headers: &HeaderMap, name: &str) -> bool {
-    headers.get_all(header::CONNECTION).iter().any(|value| {
+/// Whether the `Connection` values name `name`, which makes it hop-by-hop (RFC 9110
+/// §7.6.1). Read in place: no list is built, and an HTTP/2 request has no such header.
+fn named_by_connection(connection: &GetAll<'_, HeaderValue>, name: &str) -> bool {
+    connection.iter().any(|value| {
         value
             .as_bytes()
             .split(|&b| b == b',')
