@@ -87,10 +87,11 @@ async fn a_control_character_in_a_logged_value_cannot_forge_a_text_log_line() {
     // Served (the mock takes `mock-*`): the model is on the access line. Not served: the
     // model is on it twice, as `model` and inside `error`. Each name carries every kind of
     // line break a log reader might split on.
-    for (model, status) in [
+    let cases = [
         (format!("mock-1\n{FORGED}"), 200),
         (format!("gpt-x\r\n{FORGED}\u{2028}\u{85}\t\u{7f}"), 404),
-    ] {
+    ];
+    for (sent, (model, status)) in (1..).zip(cases) {
         let response = client()
             .post(&url)
             .bearer_auth(CLIENT_KEY)
@@ -110,9 +111,15 @@ async fn a_control_character_in_a_logged_value_cannot_forge_a_text_log_line() {
             line.contains(&format!(r"\n{FORGED}")),
             "the forged text is not escaped in: {line}"
         );
-        // Nothing outside that line holds the forged text: no line of the client's making.
+        // Nothing outside the access lines holds the forged text: each line that does is one
+        // of the requests sent so far, escaped; none is of the client's making.
+        let forged: Vec<&String> =
+            lines.iter().filter(|l| l.contains("request_id: FORGED")).collect();
+        assert_eq!(forged.len(), sent, "a forged line was written:\n{all}");
         assert!(
-            !lines.iter().any(|l| l.contains("request_id: FORGED") && !l.contains(&request_id)),
+            forged
+                .iter()
+                .all(|l| l.contains(r"\n2026-12-07T10:00:00") && l.contains("request_id: req_")),
             "a forged line was written:\n{all}"
         );
         assert!(!lines.iter().any(|l| l.starts_with(FORGED)), "a forged line was written:\n{all}");
