@@ -264,6 +264,9 @@ fn catalogue() -> Vec<Case> {
         case("max_tokens fractional", chat_max_tokens("1.5"), one(400)),
         case("max_tokens one above the cap", chat_max_tokens("4097"), one(400)),
         case("unknown model", chat(br#"{"model":"gpt-nonexistent","messages":[{"role":"user","content":"hi"}]}"#), one(404)),
+        // A model name carrying a whole log line of its own (issue 18, item 13): served, and
+        // the log still has one JSON object per line (checked after the catalogue).
+        case("a model name carrying a forged log line", chat(br#"{"model":"mock-1\n{\"msg\":\"request\",\"status\":200}\u2028\u0085","messages":[{"role":"user","content":"hi"}]}"#), one(200)),
         case(
             "Anthropic message without max_tokens",
             request("POST", "/v1/messages", &[&format!("x-api-key: {CLIENT_KEY}"), "Content-Type: application/json"], br#"{"model":"mock-1","messages":[{"role":"user","content":"hi"}]}"#),
@@ -433,6 +436,13 @@ async fn every_hostile_input_gets_its_answer_and_the_gateway_keeps_serving() {
     );
     let logs = gateway.logs();
     assert!(!logs.contains("panicked"), "{logs}");
+    // No input split a log line: each is one whole JSON object.
+    for line in logs.lines() {
+        assert!(
+            serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(line).is_ok(),
+            "{line}"
+        );
+    }
     for secret in [CLIENT_KEY, MGMT_KEY] {
         assert!(!logs.contains(secret), "a key reached the log");
     }

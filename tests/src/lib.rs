@@ -879,12 +879,24 @@ impl Harness {
     /// The harness's directory is handed to that user first, so that it can read its config
     /// and keep its vault and state there (it is also the child's working directory).
     pub async fn start_as_user(&self, uid: u32, gid: u32) -> Gateway {
+        self.start_as_user_with_env(uid, gid, &[]).await
+    }
+
+    /// [`Harness::start_as_user`] with `env` (name, value) added to the child's environment,
+    /// as a deployment passes its keys in (`CLIPROXY_MANAGEMENT__SECRET_KEY`, ...).
+    pub async fn start_as_user_with_env(
+        &self,
+        uid: u32,
+        gid: u32,
+        env: &[(&str, &str)],
+    ) -> Gateway {
         chown_tree(self.dir.path(), uid, gid);
         let mut child = Command::new(server_binary())
             .arg("--config")
             .arg(self.config_path())
             .arg("serve")
             .env_remove("CLIPROXY_SANDBOX__REQUIRE_NON_ROOT")
+            .envs(env.iter().copied())
             .current_dir(self.dir.path())
             .uid(uid)
             .gid(gid)

@@ -703,13 +703,14 @@ fn sandbox(list: &mut Checklist, config: &Config) {
         (sandbox.seccomp, "sandbox.seccomp"),
         (sandbox.landlock, "sandbox.landlock"),
         (sandbox.no_new_privs || sandbox.seccomp, "sandbox.no_new_privs"),
+        (sandbox.protect_memory, "sandbox.protect_memory"),
     ] {
         if !on {
             list.warn("sandbox", format!("{key} is off"), format!("set {key}: true"));
         }
     }
-    if sandbox.seccomp && sandbox.landlock {
-        list.pass("sandbox", "seccomp allowlist, no_new_privs and landlock on");
+    if sandbox.seccomp && sandbox.landlock && sandbox.protect_memory {
+        list.pass("sandbox", "seccomp allowlist, no_new_privs, landlock and memory protection on");
     }
     match cliproxy_container::posture::Posture::read() {
         Ok(posture) => list.pass("posture of this process", posture.to_string()),

@@ -58,9 +58,15 @@ impl From<cliproxy_gateway::Error> for Failure {
 
 /// Runs the command line.
 pub(crate) fn run(cli: Cli) -> Result<(), Failure> {
+    // Before anything is read: the keys come from `CLIPROXY_*` variables and the vault, and
+    // once they are in this process no other process of its user may read them through
+    // /proc/PID/environ or /proc/PID/mem, nor find them in a core file. Every subcommand may
+    // hold one (`vault add` reads a token, `keygen` makes keys); `serve` and `demo` undo it
+    // if `sandbox.protect_memory` is off.
+    let early = cliproxy_container::sandbox::protect_memory().map_err(anyhow::Error::from)?;
     match cli.command {
-        None | Some(Command::Serve) => serve(&cli.config),
-        Some(Command::Demo(args)) => demo(&args),
+        None | Some(Command::Serve) => serve(&cli.config, early),
+        Some(Command::Demo(args)) => demo(&args, early),
         Some(Command::Keygen) => keygen(),
         Some(Command::Check) => {
             let config = load(&cli.config)?;
@@ -126,14 +132,17 @@ fn runtime(log: &Logger) -> Result<tokio::runtime::Runtime, Failure> {
     Ok(runtime)
 }
 
-fn serve(config_arg: &ConfigArg) -> Result<(), Failure> {
+fn serve(
+    config_arg: &ConfigArg,
+    early: cliproxy_container::sandbox::EarlyProtection,
+) -> Result<(), Failure> {
     let config = load(config_arg)?;
     // The sandbox goes on first, while this is the process's only thread: landlock restricts
     // only the calling thread and the threads it starts, so the logger's thread, the gateway's
     // writer threads and the runtime's workers all start inside it.
     let paths = Gateway::sandbox_paths(&config, config_arg.config.as_deref())
         .map_err(anyhow::Error::from)?;
-    let applied = sandbox(&config, &paths)?;
+    let applied = sandbox(&config, &paths, early)?;
     let (log, _flush) = logging::init(&config.logging);
     info!(log, "starting"; "version" => env!("CARGO_PKG_VERSION"));
     report_sandbox(&config, applied, &log);
@@ -158,18 +167,24 @@ fn serve(config_arg: &ConfigArg) -> Result<(), Failure> {
 
 /// Applies `sandbox:` to this process (see `cliproxy-container`): read access to `paths`
 /// plus what any process needs (resolver files, /proc/self), read-write to its writable
-/// directories. Call it before any thread starts.
+/// directories. Call it before any thread starts. `early` is undone if
+/// `sandbox.protect_memory` is off.
 fn sandbox(
     config: &Config,
     paths: &cliproxy_container::sandbox::Paths,
+    early: cliproxy_container::sandbox::EarlyProtection,
 ) -> Result<cliproxy_container::sandbox::Applied, Failure> {
-    cliproxy_container::sandbox::apply(&config.sandbox, paths).map_err(|e| {
+    let applied = cliproxy_container::sandbox::apply(&config.sandbox, paths).map_err(|e| {
         if matches!(e, cliproxy_container::Error::Root) {
             Failure::config(e)
         } else {
             anyhow::Error::from(e).into()
         }
-    })
+    })?;
+    if !config.sandbox.protect_memory {
+        early.undo().map_err(anyhow::Error::from)?;
+    }
+    Ok(applied)
 }
 
 /// The sandbox as `/v0/management/status` shows it.
@@ -181,6 +196,7 @@ fn sandbox_report(
         "seccomp": applied.seccomp,
         "no_new_privs": applied.no_new_privs,
         "landlock": applied.landlock.to_string(),
+        "protect_memory": applied.protect_memory,
         "require_non_root": config.sandbox.require_non_root,
     })
 }
@@ -193,7 +209,8 @@ fn report_sandbox(config: &Config, applied: cliproxy_container::sandbox::Applied
         .map(|p| p.to_string())
         .unwrap_or_else(|e| format!("unreadable: {e}"));
     info!(log, "sandbox"; "seccomp" => applied.seccomp, "no_new_privs" => applied.no_new_privs,
-        "landlock" => applied.landlock.to_string(), "posture" => posture);
+        "landlock" => applied.landlock.to_string(), "protect_memory" => applied.protect_memory,
+        "posture" => posture);
     if config.sandbox.landlock && applied.landlock == Landlock::Unsupported {
         slog::warn!(
             log,
@@ -202,6 +219,12 @@ fn report_sandbox(config: &Config, applied: cliproxy_container::sandbox::Applied
     }
     if !applied.seccomp {
         slog::warn!(log, "the seccomp filter is off (sandbox.seccomp): every syscall is allowed");
+    }
+    if !applied.protect_memory {
+        slog::warn!(
+            log,
+            "memory protection is off (sandbox.protect_memory): other processes of this user can read this process's environment and memory, keys included, and a crash may write a core file"
+        );
     }
 }
 
@@ -222,7 +245,10 @@ async fn shutdown_signal(log: Logger) {
     info!(log, "signal received"; "signal" => name);
 }
 
-fn demo(args: &DemoArgs) -> Result<(), Failure> {
+fn demo(
+    args: &DemoArgs,
+    early: cliproxy_container::sandbox::EarlyProtection,
+) -> Result<(), Failure> {
     let rng = SystemRandom::new();
     let client_key = format!("cpk-{}", hex(&random_bytes::<24>(&rng)?));
     let management_key = format!("cpm-{}", hex(&random_bytes::<24>(&rng)?));
@@ -274,7 +300,7 @@ fn demo(args: &DemoArgs) -> Result<(), Failure> {
     // end, so it is writable as a whole.
     let mut paths = Gateway::sandbox_paths(&config, None).map_err(anyhow::Error::from)?;
     paths.read_write.push(dir.clone());
-    let applied = sandbox(&config, &paths)?;
+    let applied = sandbox(&config, &paths, early)?;
     let (log, _flush) = logging::init(&config.logging);
     report_sandbox(&config, applied, &log);
     let result = (|| {

@@ -8,12 +8,13 @@
 //! count in its next batch.
 
 mod json;
+mod text;
 
 use std::io::Write;
 use std::panic::{RefUnwindSafe, UnwindSafe};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -60,10 +61,7 @@ fn init_to(config: &LoggingConfig, out: Box<dyn Write + Send>) -> (Logger, Flush
         dyn Drain<Ok = (), Err = slog::Never> + Send + Sync + UnwindSafe + RefUnwindSafe,
     > = match format {
         LogFormat::Json => Box::new(json::Json::new(lines)),
-        LogFormat::Text => Box::new(
-            Mutex::new(slog_term::FullFormat::new(slog_term::PlainDecorator::new(lines)).build())
-                .ignore_res(),
-        ),
+        LogFormat::Text => Box::new(text::Text::new(lines)),
     };
     // Filtered before the formatter's lock: a debug line at info level costs a comparison.
     let drain = drain.filter_level(level).ignore_res();

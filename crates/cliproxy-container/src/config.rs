@@ -13,10 +13,21 @@ pub struct Config {
     /// Restrict the file system with landlock where the kernel supports it (best effort:
     /// an older kernel is reported, never silently ignored).
     pub landlock: bool,
+    /// Keep the process's memory from other processes of its user and off the disk: it is
+    /// made non-dumpable (`PR_SET_DUMPABLE` 0, so its `/proc/PID/environ`, `mem`, `maps`, ...
+    /// belong to root and same-uid ptrace is refused) and its core file size limit is 0.
+    /// Turn it off only to attach a debugger or collect a core file.
+    pub protect_memory: bool,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Self { require_non_root: true, no_new_privs: true, seccomp: true, landlock: true }
+        Self {
+            require_non_root: true,
+            no_new_privs: true,
+            seccomp: true,
+            landlock: true,
+            protect_memory: true,
+        }
     }
 }

@@ -12,6 +12,14 @@ pub enum Error {
     /// `no_new_privs` could not be set.
     #[error("sandbox.no_new_privs: cannot set no_new_privs: {0}")]
     NoNewPrivs(std::io::Error),
+    /// The process could not be made non-dumpable, or its core file limit could not be set.
+    #[error("sandbox.protect_memory: {what}: {source}")]
+    ProtectMemory {
+        /// What was being set.
+        what: &'static str,
+        /// Why it failed.
+        source: std::io::Error,
+    },
     /// The seccomp filter could not be built or installed.
     #[error("sandbox.seccomp: {0}")]
     Seccomp(String),

@@ -1,5 +1,10 @@
-//! Applies the sandbox to the running process, in this order: the root check, the seccomp
-//! filters (which set `no_new_privs` first), then landlock.
+//! Applies the sandbox to the running process, in this order: the root check, the memory
+//! protection (non-dumpable, no core file), the seccomp filters (which set `no_new_privs`
+//! first), then landlock.
+//!
+//! The memory protection also has an early half, [`protect_memory`], which the binary takes
+//! before it reads its configuration: the keys come from `CLIPROXY_*` environment variables
+//! and land in the heap as soon as the configuration is loaded.
 //!
 //! Call it while the process has one thread, before the logger, the async runtime or anything
 //! else starts threads: the seccomp filters are installed with `SECCOMP_FILTER_FLAG_TSYNC` and
@@ -16,6 +21,7 @@ use landlock::{
     ABI, Access, AccessFs, PathBeneath, PathFd, Ruleset, RulesetAttr, RulesetCreatedAttr,
     RulesetStatus,
 };
+use nix::sys::resource::{Resource, getrlimit, rlim_t, setrlimit};
 use seccompiler::{BpfProgram, SeccompAction, SeccompFilter, TargetArch};
 
 use crate::syscalls;
@@ -85,6 +91,43 @@ pub struct Applied {
     pub seccomp: bool,
     /// The landlock outcome.
     pub landlock: Landlock,
+    /// The process is non-dumpable and its core file limits (soft and hard) are 0.
+    pub protect_memory: bool,
+}
+
+/// What [`protect_memory`] changed, so that `sandbox.protect_memory: false` can put it back
+/// once the configuration says so ([`EarlyProtection::undo`]).
+#[derive(Debug)]
+#[must_use = "undo it when sandbox.protect_memory is off"]
+pub struct EarlyProtection {
+    /// The core file soft limit before it was set to 0.
+    core_soft: rlim_t,
+}
+
+/// The early half of `sandbox.protect_memory`, to take before the configuration is read: the
+/// process becomes non-dumpable, so that from here on no other process of its user can read
+/// its `/proc/PID/environ` or `/proc/PID/mem` or attach to it, and its core file soft limit
+/// becomes 0. The hard limit stays where it was, so that [`EarlyProtection::undo`] can give
+/// back the soft one; [`apply`] lowers the hard limit too when the key is on.
+///
+/// The environment itself cannot be cleared: `std::env::remove_var` is `unsafe` in edition
+/// 2024 (another thread may read the environment) and the workspace forbids unsafe code.
+/// Non-dumpable, the environment is as out of reach as the heap.
+pub fn protect_memory() -> Result<EarlyProtection> {
+    set_dumpable(false)?;
+    let (soft, hard) = core_limits()?;
+    set_core_limits(0, hard)?;
+    Ok(EarlyProtection { core_soft: soft })
+}
+
+impl EarlyProtection {
+    /// Gives back what [`protect_memory`] took, for `sandbox.protect_memory: false` (a
+    /// debugger or a core file is wanted): dumpable again, the core file soft limit as it was.
+    pub fn undo(self) -> Result<()> {
+        set_dumpable(true)?;
+        let (_, hard) = core_limits()?;
+        set_core_limits(self.core_soft.min(hard), hard)
+    }
 }
 
 /// Applies `config` to this process. An error means the process must not go on: the sandbox
@@ -101,7 +144,19 @@ pub fn apply(config: &Config, paths: &Paths) -> Result<Applied> {
             return Err(Error::ThreadsRunning(threads));
         }
     }
-    let mut applied = Applied { no_new_privs: false, seccomp: false, landlock: Landlock::Off };
+    let mut applied = Applied {
+        no_new_privs: false,
+        seccomp: false,
+        landlock: Landlock::Off,
+        protect_memory: false,
+    };
+    if config.protect_memory {
+        // Again, in case the early half was not taken, and this time the hard limit too:
+        // nothing in this process can raise it back.
+        set_dumpable(false)?;
+        set_core_limits(0, 0)?;
+        applied.protect_memory = true;
+    }
     if config.no_new_privs || config.seccomp {
         set_no_new_privs()?;
         applied.no_new_privs = true;
@@ -122,6 +177,28 @@ pub fn apply(config: &Config, paths: &Paths) -> Result<Applied> {
 /// Whether the effective uid is 0.
 pub fn is_root() -> bool {
     crate::posture::Posture::read().is_ok_and(|p| p.euid == 0)
+}
+
+/// Whether this process may be dumped (and so read through `/proc` and traced by its user).
+pub fn is_dumpable() -> Result<bool> {
+    nix::sys::prctl::get_dumpable()
+        .map_err(|e| Error::ProtectMemory { what: "cannot read PR_GET_DUMPABLE", source: e.into() })
+}
+
+fn set_dumpable(dumpable: bool) -> Result<()> {
+    nix::sys::prctl::set_dumpable(dumpable)
+        .map_err(|e| Error::ProtectMemory { what: "cannot set PR_SET_DUMPABLE", source: e.into() })
+}
+
+/// The `RLIMIT_CORE` soft and hard limits.
+pub fn core_limits() -> Result<(rlim_t, rlim_t)> {
+    getrlimit(Resource::RLIMIT_CORE)
+        .map_err(|e| Error::ProtectMemory { what: "cannot read RLIMIT_CORE", source: e.into() })
+}
+
+fn set_core_limits(soft: rlim_t, hard: rlim_t) -> Result<()> {
+    setrlimit(Resource::RLIMIT_CORE, soft, hard)
+        .map_err(|e| Error::ProtectMemory { what: "cannot set RLIMIT_CORE", source: e.into() })
 }
 
 fn set_no_new_privs() -> Result<()> {

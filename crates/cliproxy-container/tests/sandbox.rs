@@ -19,7 +19,7 @@ const DIR: &str = "CLIPROXY_SANDBOX_DIR";
 
 type Test = (&'static str, fn());
 
-const TESTS: [Test; 6] = [
+const TESTS: [Test; 7] = [
     ("execve_is_denied_after_start", execve_is_denied_after_start),
     ("ptrace_kills_the_process", ptrace_kills_the_process),
     (
@@ -28,6 +28,10 @@ const TESTS: [Test; 6] = [
     ),
     ("landlock_is_refused_once_other_threads_run", landlock_is_refused_once_other_threads_run),
     ("seccomp_covers_threads_started_before_it", seccomp_covers_threads_started_before_it),
+    (
+        "memory_is_protected_early_released_on_request_and_sealed_by_apply",
+        memory_is_protected_early_released_on_request_and_sealed_by_apply,
+    ),
     (
         "this_binary_lists_every_test_and_refuses_unknown_options",
         this_binary_lists_every_test_and_refuses_unknown_options,
@@ -229,6 +233,26 @@ fn child(scenario: &str) {
             let _ = thread.join();
             return;
         }
+        "memory" => {
+            let state = || {
+                let (soft, hard) = sandbox::core_limits().unwrap();
+                format!("dumpable={} core={soft}/{hard}", sandbox::is_dumpable().unwrap())
+            };
+            let before = state();
+            let early = sandbox::protect_memory().unwrap();
+            let protected = state();
+            early.undo().unwrap();
+            let released = state();
+            let _early = sandbox::protect_memory().unwrap();
+            let config = Config { landlock: false, seccomp: false, ..config() };
+            let applied = sandbox::apply(&config, &paths).unwrap();
+            println!(
+                "RESULT before: {before}; early: {protected}; undone: {released}; applied ({}): {}",
+                applied.protect_memory,
+                state()
+            );
+            return;
+        }
         _ => {}
     }
     let applied = sandbox::apply(&config(), &paths).unwrap();
@@ -320,6 +344,29 @@ fn seccomp_covers_threads_started_before_it() {
     assert_eq!(
         result(&output),
         "seccomp=true other thread: seccomp=filter filters=2",
+        "{output:?}"
+    );
+}
+
+/// `sandbox.protect_memory`: the early half makes the process non-dumpable with a core file
+/// soft limit of 0 and keeps the hard limit, so that undoing it gives back exactly what was
+/// there; `apply` then seals it, the hard limit included.
+fn memory_is_protected_early_released_on_request_and_sealed_by_apply() {
+    let dir = tempfile::tempdir().unwrap();
+    // A known starting point that differs from every protected state: soft 4096, hard 8192,
+    // set by util-linux's `prlimit` before it runs the child.
+    let output = Command::new("prlimit")
+        .arg("--core=4096:8192")
+        .arg(std::env::current_exe().unwrap())
+        .env(SCENARIO, "memory")
+        .env(DIR, dir.path())
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(
+        result(&output),
+        "before: dumpable=true core=4096/8192; early: dumpable=false core=0/8192; \
+         undone: dumpable=true core=4096/8192; applied (true): dumpable=false core=0/0",
         "{output:?}"
     );
 }

@@ -274,6 +274,18 @@ fn has_special(word: u64) -> bool {
 /// of a second with its trailing zeros cut (none at all on a whole second), or `null` for a
 /// year outside 0000–9999.
 fn write_ts(out: &mut Vec<u8>, now: SystemTime) {
+    out.push(b'"');
+    if write_time(out, now) {
+        out.push(b'"');
+    } else {
+        out.pop();
+        out.extend_from_slice(b"null");
+    }
+}
+
+/// Appends `now` in RFC 3339 in UTC as [`write_ts`] describes it, without the quotes; writes
+/// nothing and returns false for a year outside 0000–9999. The text format uses it too.
+pub(super) fn write_time(out: &mut Vec<u8>, now: SystemTime) -> bool {
     // Seconds since the epoch, rounded down, and the nanoseconds after them.
     let (secs, nanos) = match now.duration_since(UNIX_EPOCH) {
         Ok(after) => (i64::try_from(after.as_secs()).unwrap_or(i64::MAX), after.subsec_nanos()),
@@ -288,13 +300,11 @@ fn write_ts(out: &mut Vec<u8>, now: SystemTime) {
     };
     let (year, month, day) = crate::commands::civil_from_days(secs.div_euclid(86_400));
     if !(0..=9999).contains(&year) {
-        out.extend_from_slice(b"null");
-        return;
+        return false;
     }
     // In range: the year is at most 9999, and the rest is smaller still.
     let small = |value: i64| u32::try_from(value).unwrap_or(0);
     let of_day = small(secs.rem_euclid(86_400));
-    out.push(b'"');
     push_digits(out, small(year), 4);
     out.push(b'-');
     push_digits(out, month, 2);
@@ -316,7 +326,8 @@ fn write_ts(out: &mut Vec<u8>, now: SystemTime) {
         out.push(b'.');
         push_digits(out, fraction, width);
     }
-    out.extend_from_slice(b"Z\"");
+    out.push(b'Z');
+    true
 }
 
 /// Appends the last `width` (at most nine) decimal digits of `value`, zero-padded.
