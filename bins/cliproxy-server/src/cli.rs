@@ -77,6 +77,24 @@ pub(crate) enum Command {
     /// The audit log: verify its hash chain.
     #[command(subcommand)]
     Audit(crate::audit_cmd::AuditCommand),
+    /// Management API bans (an address that sent management.max_failures wrong management
+    /// keys), read and lifted in the state store (state.path, default auth.dir/.state.db).
+    /// For a stopped gateway, such as after the operator's own address was banned: a running
+    /// one keeps the bans it has in memory (lift those with DELETE
+    /// /v0/management/security/bans/IP), and reads the store again when it starts.
+    #[command(subcommand)]
+    Bans(BansCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum BansCommand {
+    /// List the bans in force: the address and when the ban ends.
+    List,
+    /// Lift the ban of one address (the gateway must be restarted to see it).
+    Lift {
+        /// The banned address, as `bans list` shows it.
+        ip: std::net::IpAddr,
+    },
 }
 
 #[derive(Debug, Args)]
