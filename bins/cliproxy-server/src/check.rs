@@ -17,7 +17,9 @@
 //!   have ≥ 24 h left (< 14 days warns), and the key must match it (a key file every user can
 //!   read warns). With TLS off, a non-loopback `server.host` warns: clients' keys would cross
 //!   the network in clear; TLS may be terminated in front, so this is not a failure.
-//! - **management API**: `management.allow_remote` without TLS on the listener fails.
+//! - **management API**: `management.allow_remote` without TLS on the listener fails; so does
+//!   the API on for loopback callers only while `server.trusted_proxies` holds a loopback
+//!   address (behind a local proxy every remote caller is loopback).
 //! - **rate limits**: per-IP and global limits on pass. One off fails when `server.host` is not
 //!   loopback — anyone who can reach the port could then flood the gateway and its providers
 //!   at no cost — and warns on loopback, where only local processes can.

@@ -44,7 +44,8 @@ pub(crate) enum Command {
     /// readable; encryption at rest (auth.encryption, no plaintext file left); TLS: with
     /// server.tls.enabled, the certificate parses and has 24 h left (FAIL below, warn below 14
     /// days) and the key matches it, with TLS off a non-loopback server.host warns;
-    /// management API not remote without TLS; rate limits (server.security.rate_limiting and
+    /// management API not remote without TLS, and not loopback-only behind a trusted proxy
+    /// on loopback (server.trusted_proxies); rate limits (server.security.rate_limiting and
     /// server.rate_limit: off fails on a non-loopback server.host, warns on loopback); audit
     /// log (logging.audit: on, directory writable, file 0600 and ours, auth_failure and
     /// security_violation among the events); metrics not on a non-loopback host; at least one
