@@ -711,6 +711,8 @@ fn client_from(local: &str) -> reqwest::Client {
         .unwrap()
 }
 
+/// The log line of a management ban (the test that bans checks that it is written).
+const BANNED_LOG: &str = "management API: address banned after repeated authentication failures";
 const GOOD_KEY: (&str, &str) = ("x-management-key", MGMT_KEY);
 const BAD_KEY: (&str, &str) = ("x-management-key", "cpm-not-the-key-0000000000000");
 
@@ -747,11 +749,7 @@ async fn forwarded_management_calls_are_refused_and_never_ban_the_proxy() {
     let (status, _, body) =
         send(&client, &gateway, Method::GET, "/status", &[GOOD_KEY], None).await;
     assert_eq!(status, 200, "the proxy's address was banned: {body}");
-    assert!(
-        gateway
-            .log_entries("management API: peer banned after repeated authentication failures")
-            .is_empty()
-    );
+    assert!(gateway.log_entries(BANNED_LOG).is_empty(), "{}", gateway.logs());
     assert_no_secrets(&gateway.logs(), &[MGMT_KEY]);
 }
 
@@ -837,6 +835,8 @@ async fn header_less_gets_do_not_ban_and_browser_requests_are_refused() {
     }
     let (status, _, body) = call(&gateway, Method::GET, "/status", None).await;
     assert_eq!(status, 403, "{body}");
+    let banned = gateway.wait_for_log(|entry| entry["msg"] == BANNED_LOG).await;
+    assert_eq!(banned["client"], "127.0.0.1", "{banned}");
 }
 
 /// `cliproxy-server bans ARGS` with the harness's config; exit code and standard output.
