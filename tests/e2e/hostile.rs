@@ -281,6 +281,11 @@ fn catalogue() -> Vec<Case> {
         case("double slash before management", request("GET", "//v0/management/auths", &[], b""), one(404)),
         case("management path in upper case", request("GET", "/V0/MANAGEMENT/AUTHS", &[&mgmt()], b""), one(404)),
         case("management with the client key", request("GET", "/v0/management/auths", &[&bearer()], b""), one(401)),
+        // A web page, or a proxy on this machine, cannot use the management key's gate: refused
+        // before the key is read (so they count toward no ban), whatever the key.
+        case("management with an Origin header", request("GET", "/v0/management/auths", &[&mgmt(), "Origin: https://evil.example"], b""), one(403)),
+        case("management through a proxy naming loopback", request("GET", "/v0/management/auths", &[&mgmt(), "X-Forwarded-For: 127.0.0.1"], b""), one(403)),
+        case("management with an empty bearer", request("GET", "/v0/management/auths", &["Authorization: Bearer "], b""), one(401)),
         // --- Methods.
         case("PUT on chat completions", request("PUT", CHAT, &[&bearer()], b"{}"), one(405)),
         case("DELETE on models", request("DELETE", "/v1/models", &[&bearer()], b""), one(405)),

@@ -684,3 +684,264 @@ async fn crash_during_management_writes_leaves_old_or_new_credential() {
     assert_eq!(chat(&gateway).await, 200, "{}", gateway.logs());
     assert_eq!(authorizations(&mock), [format!("Bearer {current}")]);
 }
+
+// The management plane behind a reverse proxy and in reach of web pages (issue 18, items 4
+// and 6). The proxy is 127.0.0.1 in `server.trusted_proxies`: what it does to a request that
+// matters here is the header it appends, so the tests send that header from 127.0.0.1.
+
+/// A gateway config with 127.0.0.1 as a trusted proxy, the management key (`extra` added to
+/// its section) and the mock provider.
+fn behind_local_proxy(harness: &Harness, extra: &str) {
+    harness.write_config(&format!(
+        "server:\n  host: 127.0.0.1\n  port: 0\n  shutdown_timeout: 10s\n  trusted_proxies: [\"127.0.0.1/32\"]\n\
+         auth:\n  api_keys:\n    - {{name: e2e, key: \"{CLIENT_KEY}\"}}\n  dir: {dir:?}\n\
+         logging: {{level: debug, format: json}}\n{management}\
+         providers:\n  demo: {{type: mock, models: [\"mock-*\"]}}\n",
+        dir = harness.auth_dir().display().to_string(),
+        management = management(extra),
+    ));
+}
+
+/// A reqwest client whose connections come from `local` (a loopback address).
+fn client_from(local: &str) -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .local_address(local.parse::<std::net::IpAddr>().unwrap())
+        .build()
+        .unwrap()
+}
+
+/// The log line of a management ban (the test that bans checks that it is written).
+const BANNED_LOG: &str = "management API: address banned after repeated authentication failures";
+const GOOD_KEY: (&str, &str) = ("x-management-key", MGMT_KEY);
+const BAD_KEY: (&str, &str) = ("x-management-key", "cpm-not-the-key-0000000000000");
+
+#[tokio::test]
+async fn forwarded_management_calls_are_refused_and_never_ban_the_proxy() {
+    let harness = Harness::new();
+    behind_local_proxy(&harness, "");
+    let gateway = harness.start().await;
+    let client = client();
+    let forwarded = ("x-forwarded-for", "203.0.113.9");
+
+    // A remote caller through the proxy, even with the right key: refused, and the answer
+    // names the key that would allow it.
+    let (status, _, body) =
+        send(&client, &gateway, Method::GET, "/status", &[GOOD_KEY, forwarded], None).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.to_string().contains("management.allow_remote"), "{body}");
+    for header in [("forwarded", "for=203.0.113.9"), ("x-real-ip", "203.0.113.9")] {
+        let (status, _, body) =
+            send(&client, &gateway, Method::GET, "/status", &[GOOD_KEY, header], None).await;
+        assert_eq!(status, 403, "{header:?}: {body}");
+    }
+
+    // Five keyless and five wrong-key calls through the proxy (more than
+    // management.max_failures, 5): each refused, none counted against 127.0.0.1.
+    for headers in [&[forwarded][..], &[BAD_KEY, forwarded][..]] {
+        for _ in 0..5 {
+            let (status, _, body) =
+                send(&client, &gateway, Method::GET, "/auths", headers, None).await;
+            assert_eq!(status, 403, "{body}");
+        }
+    }
+    // The operator on the machine, not through the proxy, still gets in.
+    let (status, _, body) =
+        send(&client, &gateway, Method::GET, "/status", &[GOOD_KEY], None).await;
+    assert_eq!(status, 200, "the proxy's address was banned: {body}");
+    assert!(gateway.log_entries(BANNED_LOG).is_empty(), "{}", gateway.logs());
+    assert_no_secrets(&gateway.logs(), &[MGMT_KEY]);
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_with_allow_remote_bans_follow_the_forwarded_client() {
+    let harness = Harness::new();
+    behind_local_proxy(&harness, ", allow_remote: true, max_failures: 2");
+    let gateway = harness.start().await;
+    let client = client();
+    let from = |ip: &'static str| ("x-forwarded-for", ip);
+
+    // The remote client 203.0.113.9 is let in with the key and banned after two wrong keys.
+    let (status, _, body) =
+        send(&client, &gateway, Method::GET, "/status", &[GOOD_KEY, from("203.0.113.9")], None)
+            .await;
+    assert_eq!(status, 200, "{body}");
+    for _ in 0..2 {
+        let (status, _, body) =
+            send(&client, &gateway, Method::GET, "/status", &[BAD_KEY, from("203.0.113.9")], None)
+                .await;
+        assert_eq!(status, 401, "{body}");
+    }
+    let (status, _, body) =
+        send(&client, &gateway, Method::GET, "/status", &[GOOD_KEY, from("203.0.113.9")], None)
+            .await;
+    assert_eq!(status, 403, "{body}");
+    // The ban is the client's: another client behind the proxy and the proxy's own address
+    // are not banned.
+    let (status, _, body) =
+        send(&client, &gateway, Method::GET, "/status", &[GOOD_KEY, from("203.0.113.10")], None)
+            .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, _, body) =
+        send(&client, &gateway, Method::GET, "/status", &[GOOD_KEY], None).await;
+    assert_eq!(status, 200, "the proxy's own address was banned: {body}");
+    let (status, _, body) = call(&gateway, Method::GET, "/security/bans", None).await;
+    assert_eq!(status, 200, "{body}");
+    let banned: Vec<&str> =
+        body["bans"].as_array().unwrap().iter().map(|b| b["ip"].as_str().unwrap()).collect();
+    assert_eq!(banned, ["203.0.113.9"], "{body}");
+}
+
+#[tokio::test]
+async fn header_less_gets_do_not_ban_and_browser_requests_are_refused() {
+    let harness = Harness::new();
+    harness.config(
+        "",
+        &format!("{}providers:\n  demo: {{type: mock, models: [\"mock-*\"]}}\n", management("")),
+    );
+    let gateway = harness.start().await;
+    // What an `<img src>` or a no-cors `fetch` sends: a GET with no key at all, ten times
+    // (twice management.max_failures).
+    let bare = reqwest::Client::builder().no_proxy().build().unwrap();
+    for _ in 0..10 {
+        let response =
+            bare.get(format!("{}/v0/management/auths", gateway.url())).send().await.unwrap();
+        assert_eq!(response.status(), 401);
+    }
+    let (status, _, body) = call(&gateway, Method::GET, "/status", None).await;
+    assert_eq!(status, 200, "header-less GETs banned loopback: {body}");
+
+    // A request with an Origin header is refused, with the right key too, and wrong keys sent
+    // with one do not count toward a ban either.
+    let origin = ("origin", "http://evil.example");
+    let (status, _, body) =
+        send(&client(), &gateway, Method::GET, "/status", &[GOOD_KEY, origin], None).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.to_string().contains("Origin"), "{body}");
+    for _ in 0..6 {
+        let (status, _, body) =
+            send(&client(), &gateway, Method::DELETE, "/auths/demo", &[BAD_KEY, origin], None)
+                .await;
+        assert_eq!(status, 403, "{body}");
+    }
+    let (status, _, body) = call(&gateway, Method::GET, "/status", None).await;
+    assert_eq!(status, 200, "{body}");
+
+    // A wrong key still counts: five ban the address.
+    for _ in 0..5 {
+        let (status, _, body) =
+            send(&client(), &gateway, Method::GET, "/status", &[BAD_KEY], None).await;
+        assert_eq!(status, 401, "{body}");
+    }
+    let (status, _, body) = call(&gateway, Method::GET, "/status", None).await;
+    assert_eq!(status, 403, "{body}");
+    let banned = gateway.wait_for_log(|entry| entry["msg"] == BANNED_LOG).await;
+    assert_eq!(banned["client"], "127.0.0.1", "{banned}");
+}
+
+/// `cliproxy-server bans ARGS` with the harness's config; exit code and standard output.
+async fn bans_cli(harness: &Harness, args: &[&str]) -> (Option<i32>, String) {
+    let mut all = vec!["bans"];
+    all.extend_from_slice(args);
+    let output = harness.run(&all).await;
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    (output.status.code(), format!("{stdout}{stderr}"))
+}
+
+#[tokio::test]
+async fn bans_are_listed_and_lifted_through_the_api_and_offline() {
+    let harness = Harness::new();
+    harness.config(
+        "",
+        &format!(
+            "{}providers:\n  demo: {{type: mock, models: [\"mock-*\"]}}\n",
+            management(", max_failures: 2, ban: 30m")
+        ),
+    );
+    let mut gateway = harness.start().await;
+    let other = client_from("127.0.0.2");
+
+    // 127.0.0.2 banned by two wrong keys; listed; lifted through the API; let in again.
+    for _ in 0..2 {
+        let (status, _, body) =
+            send(&other, &gateway, Method::GET, "/status", &[BAD_KEY], None).await;
+        assert_eq!(status, 401, "{body}");
+    }
+    let (status, _, body) = send(&other, &gateway, Method::GET, "/status", &[GOOD_KEY], None).await;
+    assert_eq!(status, 403, "{body}");
+    let (status, _, body) = call(&gateway, Method::GET, "/security/bans", None).await;
+    assert_eq!(status, 200, "{body}");
+    let bans = body["bans"].as_array().unwrap();
+    assert_eq!(bans.len(), 1, "{body}");
+    assert_eq!(bans[0]["ip"], "127.0.0.2", "{body}");
+    let until = bans[0]["until"].as_u64().unwrap();
+    assert!((now() + 1700..=now() + 1800).contains(&until), "{body}");
+    let (status, _, body) = call(&gateway, Method::DELETE, "/security/bans/127.0.0.2", None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["lifted"], "127.0.0.2", "{body}");
+    let (status, _, body) = call(&gateway, Method::DELETE, "/security/bans/127.0.0.2", None).await;
+    assert_eq!(status, 404, "{body}");
+    let (status, _, body) = send(&other, &gateway, Method::GET, "/status", &[GOOD_KEY], None).await;
+    assert_eq!(status, 200, "{body}");
+
+    // The operator locks themselves out: 127.0.0.1 banned, so the API cannot lift it.
+    for _ in 0..2 {
+        let (status, _, body) =
+            send(&client(), &gateway, Method::GET, "/status", &[BAD_KEY], None).await;
+        assert_eq!(status, 401, "{body}");
+    }
+    let (status, _, body) = call(&gateway, Method::GET, "/security/bans", None).await;
+    assert_eq!(status, 403, "{body}");
+    // Stopped, the ban is in the state store: listed and lifted offline.
+    gateway.terminate();
+    assert_eq!(gateway.wait().await.code(), Some(0), "{}", gateway.logs());
+    let (code, out) = bans_cli(&harness, &["list"]).await;
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("127.0.0.1"), "{out}");
+    assert!(!out.contains("127.0.0.2"), "a lifted ban is still stored: {out}");
+    let (code, out) = bans_cli(&harness, &["lift", "10.1.2.3"]).await;
+    assert_eq!(code, Some(1), "lifting a ban that does not exist: {out}");
+    let (code, out) = bans_cli(&harness, &["lift", "not-an-ip"]).await;
+    assert_eq!(code, Some(2), "{out}");
+    let (code, out) = bans_cli(&harness, &["lift", "127.0.0.1"]).await;
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("lifted"), "{out}");
+    let (code, out) = bans_cli(&harness, &["list"]).await;
+    assert_eq!(code, Some(0), "{out}");
+    assert!(!out.contains("127.0.0.1"), "{out}");
+
+    // Restarted, the operator gets in.
+    let gateway = harness.start().await;
+    let (status, _, body) = call(&gateway, Method::GET, "/status", None).await;
+    assert_eq!(status, 200, "{body}\n{}", gateway.logs());
+    assert_no_secrets(&gateway.logs(), &[MGMT_KEY]);
+}
+
+#[tokio::test]
+async fn check_fails_a_loopback_trusted_proxy_with_a_loopback_only_management_api() {
+    let harness = Harness::new();
+    let run = || async {
+        let output = harness.run(&["check"]).await;
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        let row = stdout
+            .lines()
+            .skip_while(|line| !line.starts_with("management API"))
+            .take(2)
+            .collect::<Vec<_>>()
+            .join("\n");
+        (output.status.code(), row, stdout)
+    };
+    behind_local_proxy(&harness, "");
+    let (code, row, stdout) = run().await;
+    assert_eq!(code, Some(1), "{stdout}");
+    assert!(row.contains("FAIL"), "{stdout}");
+    for key in ["server.trusted_proxies", "management.allow_remote", "management.secret_key"] {
+        assert!(row.contains(key), "the row does not name {key}: {row}");
+    }
+    // The same gateway without the loopback proxy: the row passes.
+    let config = std::fs::read_to_string(harness.config_path()).unwrap();
+    harness.write_config(&config.replace("\"127.0.0.1/32\"", "\"10.0.0.5/32\""));
+    let (_, row, stdout) = run().await;
+    assert!(row.contains("pass"), "{stdout}");
+}

@@ -17,7 +17,9 @@
 //!   have ≥ 24 h left (< 14 days warns), and the key must match it (a key file every user can
 //!   read warns). With TLS off, a non-loopback `server.host` warns: clients' keys would cross
 //!   the network in clear; TLS may be terminated in front, so this is not a failure.
-//! - **management API**: `management.allow_remote` without TLS on the listener fails.
+//! - **management API**: `management.allow_remote` without TLS on the listener fails; so does
+//!   the API on for loopback callers only while `server.trusted_proxies` holds a loopback
+//!   address (behind a local proxy every remote caller is loopback).
 //! - **rate limits**: per-IP and global limits on pass. One off fails when `server.host` is not
 //!   loopback — anyone who can reach the port could then flood the gateway and its providers
 //!   at no cost — and warns on loopback, where only local processes can.
@@ -514,8 +516,23 @@ fn expiry(not_after: i64, now: i64) -> (Verdict, String) {
 fn management(list: &mut Checklist, config: &Config) {
     const CHECK: &str = "management API";
     let management = &config.management;
+    let loopback_proxies: Vec<String> = config
+        .server
+        .trusted_proxies
+        .iter()
+        .filter(|network| covers_loopback(**network))
+        .map(ToString::to_string)
+        .collect();
     match (management.key().is_some(), management.allow_remote, config.server.tls.enabled) {
         (false, _, _) => list.pass(CHECK, "off (no management.secret_key)"),
+        (true, false, _) if !loopback_proxies.is_empty() => list.fail(
+            CHECK,
+            format!(
+                "server.trusted_proxies holds loopback ({}) while the management API is on (management.secret_key) for loopback callers only (management.allow_remote: false): behind a proxy on this machine every remote caller arrives from loopback; calls with a forwarding header are refused, but a proxy or route that adds none makes any caller an operator",
+                loopback_proxies.join(", ")
+            ),
+            "run the proxy on an address of its own and list that in server.trusted_proxies, or turn the management API off here (remove management.secret_key), or set management.allow_remote: true (with TLS) and keep /v0/management off the proxy's routes",
+        ),
         (true, false, _) => list.pass(CHECK, "loopback peers only"),
         (true, true, true) => list.pass(CHECK, "remote peers allowed, over TLS"),
         (true, true, false) => list.fail(
@@ -813,6 +830,15 @@ fn is_loopback(host: IpAddr) -> bool {
     host.to_canonical().is_loopback()
 }
 
+/// Whether `network` holds a loopback address: it lies in 127.0.0.0/8 (or is ::1), or it
+/// contains 127.0.0.1 or ::1 (`0.0.0.0/0`, `::/0`, an IPv4-mapped range).
+fn covers_loopback(network: ipnetwork::IpNetwork) -> bool {
+    let network = cliproxy_netguard::canonical_network(network);
+    is_loopback(network.ip())
+        || network.contains(IpAddr::from([127, 0, 0, 1]))
+        || network.contains(std::net::Ipv6Addr::LOCALHOST.into())
+}
+
 /// The secret-holding keys whose value in the file is not a `${VAR}` placeholder. Reads the
 /// file as written (before interpolation) and never prints a value.
 fn literal_secrets(path: &Path) -> Result<Vec<String>, String> {
@@ -909,6 +935,24 @@ mod tests {
         assert_eq!(list.rows[0].fix.as_deref(), Some("fix a"));
         assert_eq!((list.rows[1].verdict, list.rows[1].fix.as_deref()), (Verdict::Pass, None));
         assert!(!list.passed());
+    }
+
+    #[test]
+    fn trusted_proxy_ranges_that_hold_loopback() {
+        for yes in [
+            "127.0.0.1/32",
+            "127.0.0.0/8",
+            "127.0.0.2/32",
+            "0.0.0.0/0",
+            "::1/128",
+            "::/0",
+            "::ffff:127.0.0.0/104",
+        ] {
+            assert!(covers_loopback(yes.parse().unwrap()), "{yes}");
+        }
+        for no in ["10.0.0.0/24", "128.0.0.0/1", "2001:db8::/32", "::2/128"] {
+            assert!(!covers_loopback(no.parse().unwrap()), "{no}");
+        }
     }
 
     #[test]

@@ -44,7 +44,8 @@ pub(crate) enum Command {
     /// readable; encryption at rest (auth.encryption, no plaintext file left); TLS: with
     /// server.tls.enabled, the certificate parses and has 24 h left (FAIL below, warn below 14
     /// days) and the key matches it, with TLS off a non-loopback server.host warns;
-    /// management API not remote without TLS; rate limits (server.security.rate_limiting and
+    /// management API not remote without TLS, and not loopback-only behind a trusted proxy
+    /// on loopback (server.trusted_proxies); rate limits (server.security.rate_limiting and
     /// server.rate_limit: off fails on a non-loopback server.host, warns on loopback); audit
     /// log (logging.audit: on, directory writable, file 0600 and ours, auth_failure and
     /// security_violation among the events); metrics not on a non-loopback host; at least one
@@ -77,6 +78,24 @@ pub(crate) enum Command {
     /// The audit log: verify its hash chain.
     #[command(subcommand)]
     Audit(crate::audit_cmd::AuditCommand),
+    /// Management API bans (an address that sent management.max_failures wrong management
+    /// keys), read and lifted in the state store (state.path, default auth.dir/.state.db).
+    /// For a stopped gateway, such as after the operator's own address was banned: a running
+    /// one keeps the bans it has in memory (lift those with DELETE
+    /// /v0/management/security/bans/IP), and reads the store again when it starts.
+    #[command(subcommand)]
+    Bans(BansCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum BansCommand {
+    /// List the bans in force: the address and when the ban ends.
+    List,
+    /// Lift the ban of one address (the gateway must be restarted to see it).
+    Lift {
+        /// The banned address, as `bans list` shows it.
+        ip: std::net::IpAddr,
+    },
 }
 
 #[derive(Debug, Args)]

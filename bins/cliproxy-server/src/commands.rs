@@ -8,12 +8,14 @@ use anyhow::{Context, anyhow};
 use base64::Engine;
 use cliproxy_core::Secret;
 use cliproxy_gateway::{BaseUrl, Config, ConfigError, ConfigSource, Gateway, Server};
+use cliproxy_netguard::{SqliteStore, StateChange, StateStore};
 use cliproxy_vault::{Credential, CredentialStore, Protection};
 use ring::rand::{SecureRandom, SystemRandom};
 use slog::{Logger, info};
 
 use crate::cli::{
-    Cli, Command, ConfigArg, DemoArgs, HealthcheckArgs, SandboxCommand, VaultAddArgs, VaultCommand,
+    BansCommand, Cli, Command, ConfigArg, DemoArgs, HealthcheckArgs, SandboxCommand, VaultAddArgs,
+    VaultCommand,
 };
 use crate::logging;
 
@@ -98,6 +100,8 @@ pub(crate) fn run(cli: Cli) -> Result<(), Failure> {
         Some(Command::Vault(VaultCommand::Migrate)) => vault_reencrypt(&cli.config, false),
         Some(Command::Vault(VaultCommand::RotateKey)) => vault_reencrypt(&cli.config, true),
         Some(Command::Audit(command)) => crate::audit_cmd::run(&command),
+        Some(Command::Bans(BansCommand::List)) => bans_list(&cli.config),
+        Some(Command::Bans(BansCommand::Lift { ip })) => bans_lift(&cli.config, ip),
     }
 }
 
@@ -590,6 +594,80 @@ fn vault_reencrypt(config: &ConfigArg, rotate: bool) -> Result<(), Failure> {
         println!("  {id}");
     }
     Ok(())
+}
+
+/// The state store the gateway uses (`state.path`, or `.state.db` in `auth.dir`), opened as
+/// `serve` opens it; `None` when the file does not exist (nothing was ever stored), so that a
+/// read does not create it.
+fn open_state(config: &ConfigArg) -> Result<Option<SqliteStore>, Failure> {
+    let config = load(config)?;
+    let mut state = config.state.clone();
+    let path = state.path.get_or_insert_with(|| config.auth.dir.join(".state.db")).clone();
+    if !path.exists() {
+        return Ok(None);
+    }
+    let store = SqliteStore::open(&state).map_err(|e| match e {
+        cliproxy_netguard::Error::Config(message) => Failure::config(anyhow!(message)),
+        other => anyhow!("{other}").into(),
+    })?;
+    for notice in store.take_notices() {
+        eprintln!("notice: {notice}");
+    }
+    Ok(Some(store))
+}
+
+/// The bans in `store` that have not ended.
+fn bans_in_force(store: &SqliteStore) -> Result<Vec<cliproxy_netguard::Ban>, Failure> {
+    let now = unix_now();
+    let mut bans = store.load_bans().map_err(|e| anyhow!("{e}"))?;
+    bans.retain(|ban| ban.until > now);
+    Ok(bans)
+}
+
+fn bans_list(config: &ConfigArg) -> Result<(), Failure> {
+    let Some(store) = open_state(config)? else {
+        println!("no management bans: no state store yet");
+        return Ok(());
+    };
+    let bans = bans_in_force(&store)?;
+    if bans.is_empty() {
+        println!("no management bans in force ({})", store.describe());
+    } else {
+        let now = unix_now();
+        println!("{:<40} {:<20} LEFT", "IP", "UNTIL (UTC)");
+        for ban in &bans {
+            let left = std::time::Duration::from_secs(ban.until.saturating_sub(now));
+            println!(
+                "{:<40} {:<20} {}",
+                ban.ip,
+                format_utc(ban.until),
+                humantime::format_duration(left)
+            );
+        }
+    }
+    store.close().map_err(|e| anyhow!("{e}"))?;
+    Ok(())
+}
+
+fn bans_lift(config: &ConfigArg, ip: std::net::IpAddr) -> Result<(), Failure> {
+    let ip = cliproxy_netguard::canonical_ip(ip);
+    let not_banned = || Failure::from(anyhow!("{ip} is not banned from the management API"));
+    let store = open_state(config)?.ok_or_else(not_banned)?;
+    if !bans_in_force(&store)?.iter().any(|ban| ban.ip == ip) {
+        return Err(not_banned());
+    }
+    store.submit(StateChange::Unban(ip));
+    // Closing writes the change and says whether it reached the disk.
+    store.close().map_err(|e| anyhow!("{e}"))?;
+    println!(
+        "lifted the management API ban of {ip} ({}); a gateway that is running keeps it until it restarts",
+        store.describe()
+    );
+    Ok(())
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 /// Tells the operator on stderr what the vault fixed on its own (loose permissions).

@@ -1,13 +1,26 @@
 //! The management API under `/v0/management` (SPEC §3).
 //!
-//! Every call goes through the same gate, in this order:
+//! Every call is judged by its client address: the TCP peer, or behind a peer in
+//! `server.trusted_proxies` the client its forwarding header names (the same address the
+//! network guard uses). Every call goes through the same gate, in this order:
 //! 1. no `management.secret_key` configured → 404 for every route (the API does not exist);
-//! 2. a non-loopback peer without `management.allow_remote` → 403;
-//! 3. a banned peer → 403 with `Retry-After`;
-//! 4. the key, from `Authorization: Bearer` or `X-Management-Key`, compared in constant time
-//!    (SHA-256 digests, so the length leaks nothing either); a wrong or missing key is 401 and
-//!    counts a failure against the peer's address — the TCP peer, never a forwarded header —
-//!    and `management.max_failures` failures ban it for `management.ban`.
+//! 2. without `management.allow_remote`, a forwarded call — one that carries a header a proxy
+//!    adds (`X-Forwarded-For`, `Forwarded`, `X-Real-IP`, `X-Forwarded-Host`,
+//!    `X-Forwarded-Proto`, `Via`), whoever the peer — → 403: behind a reverse proxy on the
+//!    same machine every remote caller arrives from loopback, so "loopback only" would mean
+//!    nothing;
+//! 3. a non-loopback client without `management.allow_remote` → 403;
+//! 4. a request with an `Origin` header (a browser: a web page's `fetch` or form) → 403;
+//! 5. a banned client → 403 with `Retry-After`;
+//! 6. the key, from `Authorization: Bearer` or `X-Management-Key`, compared in constant time
+//!    (SHA-256 digests, so the length leaks nothing either). A missing key is 401 and counts
+//!    nothing: a web page can make a browser send a header-less GET (`<img>`, a no-cors
+//!    `fetch`), and it must not be able to ban loopback. A wrong key is 401 and counts a
+//!    failure against the client's address; `management.max_failures` failures ban it for
+//!    `management.ban`. Bans are listed and lifted with `GET|DELETE /security/bans`, and
+//!    offline with `cliproxy-server bans list|lift`.
+//!
+//! Refusals 2–4 come before the ban book, so none of them can ban anyone.
 //!
 //! Credential changes are written to the vault first and then swapped into the provider's
 //! pool, so the next request uses them; no restart. Ids and provider names are checked by the
@@ -121,19 +134,58 @@ impl Management {
         self.key_digest.is_some()
     }
 
-    /// Steps 1–4 of the gate; `Ok` when the call may proceed.
-    /// On refusal, the audit reason (`None` when the API does not exist) and the answer;
-    /// the reason is `ban_started` for the failure that bans the peer.
+    /// The bans in force, by address: each with when it ends (Unix seconds, rounded up).
+    pub(crate) fn bans(&self) -> Vec<(IpAddr, u64)> {
+        let now = Instant::now();
+        let now_unix = crate::refresh::unix_now();
+        let peers = self.peers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut bans: Vec<(IpAddr, u64)> = peers
+            .iter()
+            .filter_map(|(ip, p)| {
+                let left = p.banned_until.filter(|until| *until > now)? - now;
+                let left = left.as_secs() + u64::from(left.subsec_nanos() > 0);
+                Some((*ip, now_unix.saturating_add(left)))
+            })
+            .collect();
+        bans.sort_unstable();
+        bans
+    }
+
+    /// Lifts the ban of `ip` (and forgets its failures); whether one was in force. The caller
+    /// removes it from the state store.
+    pub(crate) fn lift(&self, ip: IpAddr) -> bool {
+        let now = Instant::now();
+        let mut peers = self.peers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let banned = peers.get(&ip).and_then(|p| p.banned_until).is_some_and(|until| until > now);
+        if banned {
+            peers.remove(&ip);
+        }
+        banned
+    }
+
+    /// Steps 1–6 of the gate for a call from `client` (the resolved client address);
+    /// `Ok` when the call may proceed. On refusal, the audit reason (`None` when the API does
+    /// not exist) and the answer; the reason is `ban_started` for the failure that bans the
+    /// client.
     fn gate(
         &self,
         headers: &HeaderMap,
-        peer: IpAddr,
+        client: IpAddr,
         log: &Logger,
     ) -> Result<(), (Option<&'static str>, ApiError)> {
         let Some(expected) = &self.key_digest else {
             return Err((None, ApiError::new(ErrorCode::NotFound, "no such route")));
         };
-        if !peer.is_loopback() && !self.allow_remote {
+        if !self.allow_remote && is_forwarded(headers) {
+            return Err((
+                Some("forwarded"),
+                ApiError::new(
+                    ErrorCode::Forbidden,
+                    "the management API does not answer calls forwarded by a proxy (X-Forwarded-For, Forwarded, X-Real-IP, Via) unless management.allow_remote is on; call it on the gateway's own machine",
+                ),
+            ));
+        }
+        if !client.is_loopback() && !self.allow_remote {
             return Err((
                 Some("remote_peer"),
                 ApiError::new(
@@ -142,9 +194,18 @@ impl Management {
                 ),
             ));
         }
+        if headers.contains_key(header::ORIGIN) {
+            return Err((
+                Some("browser_origin"),
+                ApiError::new(
+                    ErrorCode::Forbidden,
+                    "the management API does not answer requests with an Origin header (a browser or a web page); use curl or the command line",
+                ),
+            ));
+        }
         let now = Instant::now();
         let mut peers = self.peers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(until) = peers.get(&peer).and_then(|p| p.banned_until)
+        if let Some(until) = peers.get(&client).and_then(|p| p.banned_until)
             && until > now
         {
             return Err((
@@ -161,15 +222,28 @@ impl Management {
             .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
             .or_else(|| headers.get("x-management-key").map(HeaderValue::as_bytes))
             .map(<[u8]>::trim_ascii);
-        let good = presented.is_some_and(|key| bool::from(sha256(key).ct_eq(expected)));
-        if good {
-            peers.remove(&peer);
+        // An empty value is no key: `Authorization: Bearer ` is what a client with an unset
+        // variable sends.
+        let presented = presented.filter(|key| !key.is_empty());
+        let Some(presented) = presented else {
+            // No key at all: refused, but not counted. A web page can make a browser send
+            // such a request to loopback, and must not be able to ban the operator with it.
+            return Err((
+                Some("missing_key"),
+                ApiError::new(
+                    ErrorCode::Unauthorized,
+                    "no management key: send `Authorization: Bearer <key>` or `X-Management-Key: <key>`",
+                ),
+            ));
+        };
+        if bool::from(sha256(presented).ct_eq(expected)) {
+            peers.remove(&client);
             return Ok(());
         }
-        if peers.len() >= MAX_TRACKED_PEERS && !peers.contains_key(&peer) {
+        if peers.len() >= MAX_TRACKED_PEERS && !peers.contains_key(&client) {
             peers.retain(|_, p| p.banned_until.is_some_and(|until| until > now));
         }
-        let record = peers.entry(peer).or_default();
+        let record = peers.entry(client).or_default();
         if record.banned_until.is_some_and(|until| until <= now) {
             *record = Peer::default();
         }
@@ -180,24 +254,28 @@ impl Management {
             if let Some(state) = &self.state {
                 // Written in the store's next batch; the ban is in force in memory already.
                 state.submit(cliproxy_netguard::StateChange::Ban(cliproxy_netguard::Ban {
-                    ip: peer,
+                    ip: client,
                     until: crate::refresh::unix_now().saturating_add(self.ban.as_secs()),
                 }));
             }
-            warn!(log, "management API: peer banned after repeated authentication failures";
-                "event_type" => "security_violation", "peer" => peer.to_string(),
+            warn!(log, "management API: address banned after repeated authentication failures";
+                "event_type" => "security_violation", "client" => client.to_string(),
                 "failures" => failures, "ban_s" => self.ban.as_secs());
         }
-        let (reason, message) = match presented {
-            _ if failures >= self.max_failures => ("ban_started", "invalid management key"),
-            None => (
-                "missing_key",
-                "no management key: send `Authorization: Bearer <key>` or `X-Management-Key: <key>`",
-            ),
-            Some(_) => ("invalid_key", "invalid management key"),
-        };
-        Err((Some(reason), ApiError::new(ErrorCode::Unauthorized, message)))
+        let reason = if failures >= self.max_failures { "ban_started" } else { "invalid_key" };
+        Err((Some(reason), ApiError::new(ErrorCode::Unauthorized, "invalid management key")))
     }
+}
+
+/// The headers a proxy adds to what it forwards. A client calling the gateway directly has
+/// no reason to send any of them.
+const FORWARDING_HEADERS: [&str; 6] =
+    ["forwarded", "x-forwarded-for", "x-real-ip", "x-forwarded-host", "x-forwarded-proto", "via"];
+
+/// Whether a call came through a proxy. Every peer is asked, not only trusted proxies: a local
+/// proxy that is missing from `server.trusted_proxies` also makes remote callers loopback.
+fn is_forwarded(headers: &HeaderMap) -> bool {
+    FORWARDING_HEADERS.iter().any(|name| headers.contains_key(*name))
 }
 
 /// Answers one management call.
@@ -213,15 +291,17 @@ where
     B: http_body::Body<Data = Bytes> + Send,
     B::Error: std::error::Error + Send + Sync + 'static,
 {
-    let peer_ip = peer.ip().to_canonical();
     let path = parts.uri.path();
     let guard = gateway.guard();
-    let (event, outcome) = match gateway.management().gate(&parts.headers, peer_ip, log) {
+    // The client the network guard sees: behind a trusted proxy, the address its header
+    // names, so that a ban falls on the caller and not on the proxy every caller shares.
+    let client = guard.ip.client_ip(peer.ip(), &parts.headers).to_canonical();
+    let (event, outcome) = match gateway.management().gate(&parts.headers, client, log) {
         Err((reason, error)) => {
             if let Some(reason) = reason {
                 guard.emit(
                     Event::new(What::AuthFailure { plane: Plane::Management, reason })
-                        .ip(peer_ip)
+                        .ip(client)
                         .request_id(request_id)
                         .provider("management"),
                 );
@@ -239,7 +319,7 @@ where
                         ),
                         repeats: 0,
                     })
-                    .ip(peer_ip)
+                    .ip(client)
                     .request_id(request_id),
                 );
             }
@@ -254,7 +334,7 @@ where
                 Err(error) => Err(error.message.clone()),
             };
             let (event_type, what) = describe(&parts.method, path, note, result);
-            guard.emit(Event::new(what).ip(peer_ip).user("management").request_id(request_id));
+            guard.emit(Event::new(what).ip(client).user("management").request_id(request_id));
             (event_type, outcome)
         }
     };
@@ -310,6 +390,8 @@ fn describe(
         (&Method::GET, ["security", "ip-denylist"]) => "ip_denylist_read",
         (&Method::POST, ["security", "ip-denylist"]) => "ip_deny",
         (&Method::DELETE, ["security", "ip-denylist", ..]) => "ip_undeny",
+        (&Method::GET, ["security", "bans"]) => "bans_read",
+        (&Method::DELETE, ["security", "bans", ..]) => "ban_lift",
         (&Method::POST, ["config", "reload"]) => "reload",
         _ => "other",
     };
@@ -331,6 +413,8 @@ enum Action {
     ReadDenylist,
     Deny,
     Undeny,
+    ReadBans,
+    LiftBan,
     ReadMaintenance,
     SetMaintenance,
     Reload,
@@ -359,6 +443,8 @@ pub const ROUTES: &[Route] = &[
     Route { method: "GET", path: "/security/ip-denylist", action: Action::ReadDenylist },
     Route { method: "POST", path: "/security/ip-denylist", action: Action::Deny },
     Route { method: "DELETE", path: "/security/ip-denylist/{network..}", action: Action::Undeny },
+    Route { method: "GET", path: "/security/bans", action: Action::ReadBans },
+    Route { method: "DELETE", path: "/security/bans/{ip}", action: Action::LiftBan },
     Route { method: "GET", path: "/maintenance", action: Action::ReadMaintenance },
     Route { method: "PUT", path: "/maintenance", action: Action::SetMaintenance },
     Route { method: "POST", path: "/config/reload", action: Action::Reload },
@@ -435,6 +521,8 @@ where
         Action::ReadDenylist => Ok(guard_api::denylist(gateway)),
         Action::Deny => guard_api::deny(gateway, read_body(body).await?, log, note).await,
         Action::Undeny => guard_api::undeny(gateway, capture(0), log, note).await,
+        Action::ReadBans => Ok(bans(gateway)),
+        Action::LiftBan => lift(gateway, capture(0), log, note).await,
         Action::ReadMaintenance => Ok(guard_api::maintenance(gateway)),
         Action::SetMaintenance => {
             guard_api::set_maintenance(gateway, read_body(body).await?, log, note)
@@ -442,6 +530,46 @@ where
         Action::Reload => gateway.reload_config("management API", note).await,
         Action::Status => Ok(status(gateway)),
     }
+}
+
+/// `GET /security/bans`: the addresses banned from the management API after failed keys,
+/// with when each ban ends.
+fn bans(gateway: &Gateway) -> Response<Body> {
+    let now = crate::refresh::unix_now();
+    let bans: Vec<Value> = gateway
+        .management()
+        .bans()
+        .into_iter()
+        .map(|(ip, until)| {
+            json!({"ip": ip.to_string(), "until": until, "remaining_s": until.saturating_sub(now)})
+        })
+        .collect();
+    json_response(StatusCode::OK, &json!({ "bans": bans }))
+}
+
+/// `DELETE /security/bans/{ip}`: lifts a ban at once and removes it from the state store
+/// before answering, so that a restart does not bring it back.
+async fn lift(gateway: &Gateway, text: &str, log: &Logger, note: &mut Note) -> Answer {
+    // An IPv6 address may arrive with its colons percent-encoded.
+    let decoded = text.replace("%3A", ":").replace("%3a", ":");
+    let ip = decoded.parse::<IpAddr>().map_err(|_| {
+        ApiError::new(
+            ErrorCode::BadRequest,
+            "the path must end with an IP address (e.g. /security/bans/127.0.0.1)",
+        )
+    })?;
+    let ip = cliproxy_netguard::canonical_ip(ip);
+    note.changed.push("management.bans".to_owned());
+    note.details.insert("ip".to_owned(), json!(ip.to_string()));
+    if !gateway.management().lift(ip) {
+        return Err(ApiError::new(
+            ErrorCode::NotFound,
+            format!("{ip} is not banned from the management API"),
+        ));
+    }
+    gateway.guard().persist(cliproxy_netguard::StateChange::Unban(ip)).await?;
+    info!(log, "management API ban lifted"; "event_type" => "config_change", "ip" => ip.to_string());
+    Ok(json_response(StatusCode::OK, &json!({ "lifted": ip.to_string() })))
 }
 
 /// `GET /status`: version, uptime, the state of each layer and the sandbox posture read
@@ -834,10 +962,16 @@ mod tests {
             HeaderValue::from_str(&format!("Bearer {KEY}")).unwrap(),
         );
         assert_eq!(code(m.gate(&bearer, local, &log)), None);
-        for _ in 0..2 {
+        // No key at all (what a web page can make a browser send) is refused and not counted,
+        // however often.
+        for _ in 0..10 {
+            assert_eq!(code(m.gate(&HeaderMap::new(), local, &log)), Some(ErrorCode::Unauthorized));
+            assert_eq!(code(m.gate(&headers(""), local, &log)), Some(ErrorCode::Unauthorized));
+        }
+        assert!(m.bans().is_empty());
+        for _ in 0..3 {
             assert_eq!(code(m.gate(&headers("wrong"), local, &log)), Some(ErrorCode::Unauthorized));
         }
-        assert_eq!(code(m.gate(&HeaderMap::new(), local, &log)), Some(ErrorCode::Unauthorized));
         // Banned now: even the right key is refused, and it says for how long.
         let (reason, banned) = m.gate(&headers(KEY), local, &log).unwrap_err();
         assert_eq!(reason, Some("banned"));
@@ -847,6 +981,60 @@ mod tests {
         assert_eq!(code(m.gate(&headers(KEY), other, &log)), None);
         tokio::time::advance(Duration::from_secs(61)).await;
         assert_eq!(code(m.gate(&headers(KEY), local, &log)), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn bans_are_listed_and_lifted() {
+        let log = Logger::root(slog::Discard, slog::o!());
+        let m = management(Some(KEY));
+        let local: IpAddr = "127.0.0.1".parse().unwrap();
+        for _ in 0..3 {
+            let _ = m.gate(&headers("wrong"), local, &log);
+        }
+        let bans = m.bans();
+        assert_eq!(bans.len(), 1);
+        assert_eq!(bans[0].0, local);
+        let now = crate::refresh::unix_now();
+        assert!((now + 59..=now + 61).contains(&bans[0].1), "{bans:?}");
+        assert!(!m.lift("127.0.0.2".parse().unwrap()));
+        assert!(m.lift(local));
+        assert!(m.bans().is_empty());
+        assert_eq!(code(m.gate(&headers(KEY), local, &log)), None);
+        assert!(!m.lift(local));
+    }
+
+    #[test]
+    fn forwarded_and_browser_calls_are_refused_before_they_can_count() {
+        let log = Logger::root(slog::Discard, slog::o!());
+        let m = management(Some(KEY));
+        let local: IpAddr = "127.0.0.1".parse().unwrap();
+        for name in FORWARDING_HEADERS {
+            let mut forwarded = headers(KEY);
+            forwarded.insert(name, HeaderValue::from_static("203.0.113.9"));
+            let (reason, error) = m.gate(&forwarded, local, &log).unwrap_err();
+            assert_eq!((reason, error.code), (Some("forwarded"), ErrorCode::Forbidden), "{name}");
+            forwarded.insert("x-management-key", HeaderValue::from_static("wrong"));
+            for _ in 0..5 {
+                assert_eq!(code(m.gate(&forwarded, local, &log)), Some(ErrorCode::Forbidden));
+            }
+        }
+        let mut browser = headers("wrong");
+        browser.insert(header::ORIGIN, HeaderValue::from_static("https://evil.example"));
+        for _ in 0..5 {
+            let (reason, error) = m.gate(&browser, local, &log).unwrap_err();
+            assert_eq!((reason, error.code), (Some("browser_origin"), ErrorCode::Forbidden));
+        }
+        assert!(m.bans().is_empty());
+        assert_eq!(code(m.gate(&headers(KEY), local, &log)), None);
+        // With allow_remote, a forwarded call is judged by its (resolved) client like any other.
+        let remote = Management::new(&ManagementConfig {
+            secret_key: Some(Secret::from(KEY.to_owned())),
+            allow_remote: true,
+            ..ManagementConfig::default()
+        });
+        let mut forwarded = headers(KEY);
+        forwarded.insert("x-forwarded-for", HeaderValue::from_static("203.0.113.9"));
+        assert_eq!(code(remote.gate(&forwarded, "203.0.113.9".parse().unwrap(), &log)), None);
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! The management API through the pipeline: the gate (no key → 404, remote peers → 403 unless
-//! allowed, bans per TCP peer), the routes, hostile input (path traversal, bad bodies, wrong
+//! The management API through the pipeline: the gate (no key → 404, remote peers, forwarded
+//! calls and browsers → 403 unless allowed, bans per client address), the routes, hostile input (path traversal, bad bodies, wrong
 //! methods), and that no answer repeats a planted token.
 //!
 //! The authorisation matrix and the peer rules run against gateways served on real listeners
@@ -210,6 +210,13 @@ const WRONG_KEY: &str = "wrong-key-000000000";
 const LOOPBACK: Ipv4Addr = Ipv4Addr::LOCALHOST;
 /// A loopback peer that is banned before its cell: only the ban refuses it.
 const BANNED: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 9);
+/// A loopback peer whose management ban is in the state database before each cell, until
+/// the allowed `DELETE /security/bans/{ip}` lifts it.
+const SEEDED_BAN: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 7);
+/// The client a proxy names in `X-Forwarded-For` for the forwarded caller.
+const FORWARDED_CLIENT: &str = "198.51.100.7";
+/// [`SEEDED_BAN`] as the API writes it, which no refusal may show.
+const SEEDED_BAN_TEXT: &str = "127.0.0.7";
 /// A non-loopback peer.
 const REMOTE: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
 /// Another non-loopback peer, for "a ban is per peer".
@@ -246,10 +253,11 @@ struct Served {
 
 impl Served {
     async fn start(management: &str) -> Self {
-        Self::start_on("0.0.0.0", management).await
+        Self::start_on("0.0.0.0", "", management).await
     }
 
-    async fn start_on(host: &str, management: &str) -> Self {
+    /// `server_extra` is added to the `server:` mapping (`, trusted_proxies: [...]`).
+    async fn start_on(host: &str, server_extra: &str, management: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let auths = dir.path().join("auths");
         let store = FileStore::open(&auths).unwrap();
@@ -270,11 +278,15 @@ impl Served {
             created_at: 1,
             expires_at: None,
         }));
+        state.submit(StateChange::Ban(cliproxy_netguard::Ban {
+            ip: SEEDED_BAN.into(),
+            until: unix_now() + 3600,
+        }));
         state.close().unwrap();
         let config_file = dir.path().join("config.yaml");
         let write = |keys: &[&str]| {
             let yaml = format!(
-                "server: {{host: \"{host}\", port: 0, message: \"{SEEDED_MESSAGE}\"}}\n\
+                "server: {{host: \"{host}\", port: 0, message: \"{SEEDED_MESSAGE}\"{server_extra}}}\n\
                  auth:\n  api_keys: {keys:?}\n  dir: {:?}\nstate: {{path: {:?}}}\n{management}\
                  providers:\n  demo: {{type: mock}}\n\
                  \x20 openai: {{type: openai, base_url: \"http://127.0.0.1:9\", models: [\"gpt-*\"]}}\n\
@@ -381,7 +393,26 @@ impl Served {
         let served = |from| async move {
             self.send(from, &Method::GET, "/healthz", &[], "").await.is_some()
         };
+        let seeded_ban_in_force =
+            match self.call(SEEDED_BAN, &Method::GET, "/v0/management/status", &[KEY], "").await {
+                Answer { status: 403, .. } => Some(true),
+                Answer { status: 200, .. } => Some(false),
+                Answer { status: 404, .. } => None,
+                other => panic!("the call from the seeded ban's address: {other:?}"),
+            };
+        // The state database is read through a second connection, as a restart would read it.
+        let mut state_config = cliproxy_netguard::StateConfig::default();
+        state_config.path = Some(self.dir.path().join("state.db"));
+        let state = cliproxy_netguard::SqliteStore::open(&state_config).unwrap();
+        let seeded_ban_stored = state
+            .load_bans()
+            .unwrap()
+            .iter()
+            .any(|ban| ban.ip == std::net::IpAddr::from(SEEDED_BAN));
+        state.close().unwrap();
         Seen {
+            seeded_ban_in_force,
+            seeded_ban_stored,
             credentials,
             to_deny_served: served(TO_DENY).await,
             seeded_denied_served: served(SEEDED_DENIED).await,
@@ -413,6 +444,11 @@ impl Answer {
 /// The state a management call may change, as seen without the management API.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Seen {
+    /// Whether [`SEEDED_BAN`] is refused by the management API with the right key (`None`
+    /// when the API is off: no call tells).
+    seeded_ban_in_force: Option<bool>,
+    /// Whether the state database holds [`SEEDED_BAN`]'s ban.
+    seeded_ban_stored: bool,
     /// The credentials on disk in `auth.dir`: id → (provider, token).
     credentials: BTreeMap<String, (String, String)>,
     /// Whether a connection from [`TO_DENY`] is served (not dropped by the denylist).
@@ -439,6 +475,14 @@ impl Seen {
                 }
             }
         }
+        if self.seeded_ban_in_force != other.seeded_ban_in_force {
+            let (a, b) = (self.seeded_ban_in_force, other.seeded_ban_in_force);
+            out.push(format!("{SEEDED_BAN} banned: {a:?} → {b:?}"));
+        }
+        if self.seeded_ban_stored != other.seeded_ban_stored {
+            let (a, b) = (self.seeded_ban_stored, other.seeded_ban_stored);
+            out.push(format!("{SEEDED_BAN}'s ban stored: {a} → {b}"));
+        }
         if self.to_deny_served != other.to_deny_served {
             let (a, b) = (self.to_deny_served, other.to_deny_served);
             out.push(format!("{TO_DENY} served: {a} → {b}"));
@@ -457,9 +501,11 @@ impl Seen {
         out.join(", ")
     }
 
-    /// What [`Served::start`] seeded.
-    fn seeded() -> Self {
+    /// What [`Served::start`] seeded, seen with the management API on or off.
+    fn seeded(management_on: bool) -> Self {
         Self {
+            seeded_ban_in_force: management_on.then_some(true),
+            seeded_ban_stored: true,
             credentials: SEEDED
                 .iter()
                 .map(|(provider, id, token)| {
@@ -610,6 +656,23 @@ fn allowed(route: &cliproxy_gateway::ManagementRoute) -> Allowed {
                 |seen| seen.seeded_denied_served = true,
                 |a| same("removed", &a.json()?["removed"], &json!(SEEDED_NETWORK)),
             ),
+            ("GET", "/security/bans") => ("/security/bans", String::new(), 200, unchanged, |a| {
+                let list = a.json()?;
+                same("bans", ids(&list["bans"], "ip"), vec![SEEDED_BAN.to_string()])?;
+                let left = list["bans"][0]["remaining_s"].as_u64().unwrap_or_default();
+                if (3500..=3600).contains(&left) {
+                    Ok(())
+                } else {
+                    Err(format!("remaining_s {left} is not the seeded hour"))
+                }
+            }),
+            ("DELETE", "/security/bans/{ip}") => (
+                "/security/bans/127.0.0.7",
+                String::new(),
+                200,
+                |seen| (seen.seeded_ban_in_force, seen.seeded_ban_stored) = (Some(false), false),
+                |a| same("lifted", &a.json()?["lifted"], &json!(SEEDED_BAN.to_string())),
+            ),
             ("GET", "/maintenance") => ("/maintenance", String::new(), 200, unchanged, |a| {
                 same("maintenance", a.json()?, json!({"enabled": false, "message": SEEDED_MESSAGE}))
             }),
@@ -657,19 +720,33 @@ enum Caller {
     NoKey,
     WrongKey,
     RemotePeer,
+    /// The right key through a trusted proxy on loopback, naming a remote client.
+    Forwarded,
+    /// The right key from loopback, with an `Origin` header (a web page).
+    BrowserOrigin,
     BannedPeer,
     RightKey,
 }
 
 impl Caller {
-    const ALL: [Self; 6] = [
+    const ALL: [Self; 8] = [
         Self::ManagementOff,
         Self::NoKey,
         Self::WrongKey,
         Self::RemotePeer,
+        Self::Forwarded,
+        Self::BrowserOrigin,
         Self::BannedPeer,
         Self::RightKey,
     ];
+
+    /// What the gateway's `server:` mapping gains.
+    fn server(self) -> &'static str {
+        match self {
+            Self::Forwarded => ", trusted_proxies: [\"127.0.0.1/32\"]",
+            _ => "",
+        }
+    }
 
     /// The gateway's `management:` section.
     fn management(self) -> String {
@@ -688,6 +765,8 @@ impl Caller {
             Self::NoKey => (LOOPBACK, vec![]),
             Self::WrongKey => (LOOPBACK, vec![("x-management-key", WRONG_KEY)]),
             Self::RemotePeer => (REMOTE, vec![KEY]),
+            Self::Forwarded => (LOOPBACK, vec![KEY, ("x-forwarded-for", FORWARDED_CLIENT)]),
+            Self::BrowserOrigin => (LOOPBACK, vec![KEY, ("origin", "https://evil.example")]),
             Self::BannedPeer => (BANNED, vec![KEY]),
         }
     }
@@ -699,6 +778,8 @@ impl Caller {
             Self::NoKey => Some((401, "no management key")),
             Self::WrongKey => Some((401, "invalid management key")),
             Self::RemotePeer => Some((403, "management.allow_remote")),
+            Self::Forwarded => Some((403, "forwarded by a proxy")),
+            Self::BrowserOrigin => Some((403, "Origin header")),
             Self::BannedPeer => Some((403, "banned")),
             Self::RightKey => None,
         }
@@ -713,7 +794,7 @@ async fn check_cell(
     let cell = allowed(route);
     let path = format!("/v0/management{}", cell.path);
     let method: Method = route.method.parse().unwrap();
-    let served = Served::start(&caller.management()).await;
+    let served = Served::start_on("0.0.0.0", caller.server(), &caller.management()).await;
     if caller == Caller::BannedPeer {
         let wrong = [("x-management-key", WRONG_KEY)];
         for _ in 0..2 {
@@ -724,9 +805,9 @@ async fn check_cell(
     }
     let before = served.seen().await;
     assert!(
-        before == Seen::seeded(),
+        before == Seen::seeded(caller != Caller::ManagementOff),
         "the seeded state is not in force before the call ({}, from the seeded state to the one seen)",
-        Seen::seeded().differences(&before)
+        Seen::seeded(caller != Caller::ManagementOff).differences(&before)
     );
     let (peer, headers) = caller.peer_and_headers();
     let answer = served.call(peer, &method, &path, &headers, &cell.body).await;
@@ -747,7 +828,7 @@ async fn check_cell(
             let shown: Vec<&str> = SEEDED
                 .iter()
                 .flat_map(|(_, id, token)| [*id, *token])
-                .chain([SEEDED_NETWORK, SEEDED_MESSAGE, "uptime_s"])
+                .chain([SEEDED_NETWORK, SEEDED_MESSAGE, SEEDED_BAN_TEXT, "uptime_s"])
                 .filter(|seed| answer.text.contains(seed))
                 .collect();
             if !shown.is_empty() {
@@ -795,7 +876,8 @@ async fn check_cell(
 }
 
 /// The authorisation matrix, generated from the router's table: every route × {management
-/// off, no key, wrong key, remote peer, banned peer, right key}, each cell on a fresh gateway
+/// off, no key, wrong key, remote peer, forwarded through a trusted proxy, browser (`Origin`),
+/// banned peer, right key}, each cell on a fresh gateway
 /// with seeded state, called over TCP from the caller's own address. A refused call gets its
 /// status and reason, shows none of the state, and changes nothing; an allowed call gets a
 /// success status (which no refusal shares), a correct answer, and exactly its change.
@@ -828,13 +910,13 @@ fn every_route_answers_each_kind_of_caller_as_expected() {
 }
 
 #[test]
-fn remote_peers_are_refused_unless_allowed_and_bans_follow_the_tcp_peer() {
+fn remote_peers_are_refused_unless_allowed_and_bans_follow_the_client_address() {
     in_private_network(|| async {
         let status = "/v0/management/status";
         // Without `allow_remote`, the right key from a non-loopback peer is refused. The
         // listener is IPv6 here, so IPv4 peers arrive as IPv4-mapped addresses: mapped
         // loopback is loopback, a mapped remote address is remote.
-        let served = Served::start_on("::", &enabled("")).await;
+        let served = Served::start_on("::", "", &enabled("")).await;
         let answer = served.call(REMOTE, &Method::GET, status, &[KEY], "").await;
         assert_eq!(answer.status, 403, "{}", answer.text);
         assert!(answer.text.contains("management.allow_remote"), "{}", answer.text);
@@ -863,5 +945,31 @@ fn remote_peers_are_refused_unless_allowed_and_bans_follow_the_tcp_peer() {
         let answer = served.call(OTHER_REMOTE, &Method::GET, status, &[KEY], "").await;
         assert_eq!(answer.status, 200, "{}", answer.text);
         served.stop().await;
+
+        // Behind a trusted proxy (REMOTE here), the client its header names is judged and
+        // banned, not the proxy that every client shares.
+        let served = Served::start_on(
+            "0.0.0.0",
+            &format!(", trusted_proxies: [\"{REMOTE}/32\"]"),
+            &enabled(", allow_remote: true, max_failures: 2"),
+        )
+        .await;
+        for _ in 0..2 {
+            let wrong = [("x-management-key", WRONG_KEY), ("x-forwarded-for", "10.9.9.9")];
+            let answer = served.call(REMOTE, &Method::GET, status, &wrong, "").await;
+            assert_eq!(answer.status, 401, "{}", answer.text);
+        }
+        let from = |client| [KEY, ("x-forwarded-for", client)];
+        let answer = served.call(REMOTE, &Method::GET, status, &from("10.9.9.9"), "").await;
+        assert_eq!(answer.status, 403, "{}", answer.text);
+        let answer = served.call(REMOTE, &Method::GET, status, &from("10.9.9.8"), "").await;
+        assert_eq!(answer.status, 200, "{}", answer.text);
+        let answer = served.call(REMOTE, &Method::GET, status, &[KEY], "").await;
+        assert_eq!(answer.status, 200, "the proxy itself was banned: {}", answer.text);
+        served.stop().await;
     });
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
 }

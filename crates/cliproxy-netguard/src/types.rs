@@ -74,7 +74,7 @@ impl DenyEntry {
 /// A management-API ban of one peer address after too many failed keys.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Ban {
-    /// The banned peer (the TCP peer address; forwarded headers never count).
+    /// The banned client: the TCP peer, or behind a trusted proxy the client it names.
     pub ip: IpAddr,
     /// Unix seconds when the ban ends.
     pub until: u64,
