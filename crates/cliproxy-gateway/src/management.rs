@@ -746,7 +746,8 @@ async fn delete(gateway: &Gateway, provider: &str, id: Option<&str>) -> Answer {
     }
     let deleted = gateway.delete_credentials(&ids).await?;
     let mut answer = json!({ "deleted": deleted });
-    if id.is_none() {
+    // Only when there is something to report, so the usual answer keeps its shape.
+    if !left.is_empty() {
         answer["unreadable_left"] = json!(left);
     }
     Ok(json_response(StatusCode::OK, &answer))
