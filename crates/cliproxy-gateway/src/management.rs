@@ -487,9 +487,9 @@ fn status(gateway: &Gateway) -> Response<Body> {
 }
 
 /// `GET /auths`: every credential, without secrets. A file that cannot be read (damaged,
-/// sealed under a key not configured, planted in plaintext) is listed as such, by the id in
-/// its name and the class of the problem, never its content: one bad file must not hide the
-/// others or turn the listing into a 500.
+/// sealed under a key not configured) is listed as such, by the id in its name and the class
+/// of the problem, never its content: one bad file must not hide the others or turn the
+/// listing into a 500. (A plaintext file is listed with `"stored": "plaintext"`.)
 async fn list(gateway: &Gateway) -> Answer {
     let store = gateway.vault().store.clone();
     gateway.flush_last_used().await;
@@ -721,7 +721,9 @@ async fn delete(gateway: &Gateway, provider: &str, id: Option<&str>) -> Answer {
                         ids.push(file.id.clone());
                     }
                     // Unreadable and of no known provider: left as it is, and reported.
-                    ListEntry::Unreadable(file) => left.push(unreadable_json(file)),
+                    ListEntry::Unreadable(file) if gateway.pool_owner(&file.id).is_none() => {
+                        left.push(unreadable_json(file));
+                    }
                     _ => {}
                 }
             }
