@@ -600,7 +600,7 @@ async fn crash_during_management_writes_leaves_old_or_new_credential() {
         encryption: EncryptionConfig {
             enabled: true,
             key: Some(Secret::from(ENCRYPTION_KEY.to_owned())),
-            previous_keys: Vec::new(),
+            ..Default::default()
         },
         ..Config::default()
     }

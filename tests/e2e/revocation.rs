@@ -175,3 +175,130 @@ async fn a_leaked_key_is_revoked_by_a_management_reload() {
 async fn a_leaked_key_is_revoked_by_sighup() {
     revoke_a_leaked_key(Trigger::Sighup).await;
 }
+
+const ENCRYPTION_KEY: &str = "mXb0cT3k1c9yQ6e2v1Z4nJ8rW5aH7uL0pS3dF6gK9jE=";
+/// A key the gateway is not configured with: a file sealed under it is "foreign".
+const FOREIGN_KEY: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+const LEAKED_TOKEN: &str = "sk-e2e-revoked-provider-token-5a1f";
+const GOOD_TOKEN: &str = "sk-e2e-kept-provider-token-6b2e";
+const FOREIGN_TOKEN: &str = "sk-e2e-foreign-provider-token-7c3d";
+
+/// The second incident step of `docs/security/operations.md`, "a provider credential
+/// leaked: `DELETE /v0/management/auths/{provider}/{id}`", while another credential file is
+/// damaged (its bytes overwritten after the gateway loaded it) and a third is sealed under a
+/// key the gateway does not have. Revocation must not depend on the other files being
+/// readable: the listing answers 200 with the unreadable files marked as such (never their
+/// content), the leaked credential is deleted and leaves the pool at once, and a provider-wide
+/// delete removes what is known to be the provider's and reports what it left.
+#[tokio::test]
+async fn a_leaked_provider_credential_is_revoked_while_another_file_is_unreadable() {
+    let mock = MockUpstream::start(|_| Reply::ok(canned::openai_chat("gpt-4o", "ok"))).await;
+    let harness = Harness::new();
+    harness.config_with_auth(
+        "",
+        &format!("  encryption: {{enabled: true, key: \"{ENCRYPTION_KEY}\"}}\n"),
+        &format!(
+            "management: {{secret_key: \"{MGMT_KEY}\"}}\n\
+             providers:\n  oa: {{type: openai, base_url: \"{}\", models: [\"gpt-*\"]}}\n",
+            mock.url()
+        ),
+    );
+    harness.vault_add("oa", "oa-leaked", LEAKED_TOKEN, None);
+    harness.vault_add("oa", "oa-good", GOOD_TOKEN, None);
+    let gateway = harness.start().await;
+
+    // At run time: `oa-good.json` is damaged (the gateway still holds the credential in its
+    // pool), and `oa-foreign.json` is sealed under a key the gateway was never given.
+    std::fs::write(harness.auth_dir().join("oa-good.json"), b"{\"format\": \"cliproxy-cred")
+        .unwrap();
+    let foreign_dir = harness.auth_dir().with_file_name("foreign");
+    let foreign = cliproxy_vault::Config {
+        dir: foreign_dir.clone(),
+        encryption: cliproxy_vault::EncryptionConfig {
+            enabled: true,
+            key: Some(cliproxy_core::Secret::from(FOREIGN_KEY.to_owned())),
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+    .build()
+    .unwrap();
+    let credential = cliproxy_vault::Credential::new_api_key(
+        "oa",
+        cliproxy_core::Secret::from(FOREIGN_TOKEN.to_owned()),
+    )
+    .unwrap()
+    .with_id("oa-foreign")
+    .unwrap();
+    foreign.put(&credential).unwrap();
+    std::fs::copy(foreign_dir.join("oa-foreign.json"), harness.auth_dir().join("oa-foreign.json"))
+        .unwrap();
+
+    // The listing: 200, every file, the unreadable ones as such.
+    let (status, listed) =
+        manage_with(&gateway, MGMT_KEY, reqwest::Method::GET, "/auths", None).await;
+    assert_eq!(status, 200, "{listed}");
+    let entries = listed["auths"].as_array().unwrap();
+    let ids: Vec<&str> = entries.iter().map(|e| e["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["oa-foreign", "oa-good", "oa-leaked"], "{listed}");
+    assert_eq!(entries[0]["readable"], false, "{listed}");
+    assert_eq!(entries[0]["reason"], "unknown_key", "{listed}");
+    assert_eq!(entries[1]["readable"], false, "{listed}");
+    assert_eq!(entries[1]["reason"], "malformed", "{listed}");
+    assert_eq!(entries[2]["readable"], true, "{listed}");
+    assert_eq!(entries[2]["provider"], "oa", "{listed}");
+
+    // Revocation of the leaked credential: deleted, and no request uses it any more.
+    let (status, deleted) =
+        manage_with(&gateway, MGMT_KEY, reqwest::Method::DELETE, "/auths/oa/oa-leaked", None).await;
+    assert_eq!(status, 200, "{deleted}");
+    assert_eq!(deleted["deleted"], json!(["oa-leaked"]), "{deleted}");
+    assert!(!harness.auth_dir().join("oa-leaked.json").exists());
+    let before = mock.requests().len();
+    for _ in 0..4 {
+        let response = client()
+            .post(format!("{}/v1/chat/completions", gateway.url()))
+            .bearer_auth(CLIENT_KEY)
+            .json(&json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "Hi"}]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    let used: Vec<String> =
+        mock.requests()[before..].iter().map(|r| r.header("authorization").to_owned()).collect();
+    assert_eq!(used, vec![format!("Bearer {GOOD_TOKEN}"); 4]);
+
+    // Provider-wide: `oa-good` is unreadable but the gateway's pool knows it is `oa`'s, so it
+    // goes (file and pool); `oa-foreign` names no provider anyone can read and is left, and
+    // reported.
+    let (status, deleted) =
+        manage_with(&gateway, MGMT_KEY, reqwest::Method::DELETE, "/auths/oa", None).await;
+    assert_eq!(status, 200, "{deleted}");
+    assert_eq!(deleted["deleted"], json!(["oa-good"]), "{deleted}");
+    assert_eq!(deleted["unreadable_left"][0]["id"], "oa-foreign", "{deleted}");
+    assert_eq!(deleted["unreadable_left"][0]["reason"], "unknown_key", "{deleted}");
+    assert!(!harness.auth_dir().join("oa-good.json").exists());
+    assert!(harness.auth_dir().join("oa-foreign.json").exists());
+    let response = client()
+        .post(format!("{}/v1/chat/completions", gateway.url()))
+        .bearer_auth(CLIENT_KEY)
+        .json(&json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "Hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 503);
+
+    // The unreadable one is also deleted by its id, the way to clean it up.
+    let (status, deleted) =
+        manage_with(&gateway, MGMT_KEY, reqwest::Method::DELETE, "/auths/oa/oa-foreign", None)
+            .await;
+    assert_eq!(status, 200, "{deleted}");
+    assert_eq!(deleted["deleted"], json!(["oa-foreign"]), "{deleted}");
+    assert!(!harness.auth_dir().join("oa-foreign.json").exists());
+
+    assert_no_secrets(
+        &format!("{}{listed}", gateway.logs()),
+        &[LEAKED_TOKEN, GOOD_TOKEN, FOREIGN_TOKEN, ENCRYPTION_KEY, FOREIGN_KEY, MGMT_KEY],
+    );
+}

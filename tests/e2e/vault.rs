@@ -1,6 +1,7 @@
-//! Encryption at rest through the real binary: credentials added before encryption stay
-//! usable, `vault migrate` encrypts them, `vault rotate-key` moves them to a new key, and
-//! the gateway serves with the decrypted token at every step.
+//! Encryption at rest through the real binary: credentials added before encryption are
+//! refused at start until `vault migrate` encrypts them (a planted plaintext file too),
+//! `vault rotate-key` moves them to a new key, and the gateway serves with the decrypted
+//! token at every step.
 
 use cliproxy_e2e::canned::*;
 use cliproxy_e2e::*;
@@ -63,9 +64,19 @@ async fn migrate_and_rotate_keep_every_credential_usable() {
     harness.vault_add("oa", "oa-1", TOKEN_1, None);
     harness.vault_add("oa", "oa-2", TOKEN_2, None);
 
-    // Encryption on: plaintext files still serve, `vault list` says how each is stored.
-    harness.config_with_auth("", &encryption(KEY_A, &[]), &providers);
+    // Encryption on with `require_encrypted: false`: plaintext files still serve.
+    let lenient =
+        encryption(KEY_A, &[]).replace("previous_keys", "require_encrypted: false, previous_keys");
+    harness.config_with_auth("", &lenient, &providers);
     served_with(&harness, &mock, &[TOKEN_1, TOKEN_2]).await;
+
+    // Encryption on as by default: the plaintext files are refused at start until `vault
+    // migrate` takes them in; `vault list` says how each is stored.
+    harness.config_with_auth("", &encryption(KEY_A, &[]), &providers);
+    let output = harness.run(&["serve"]).await;
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("oa-1.json") && stderr.contains("require_encrypted"), "{stderr}");
     let list = harness.run(&["vault", "list"]).await;
     let stdout = String::from_utf8_lossy(&list.stdout);
     assert_eq!(stdout.matches("plaintext").count(), 2, "{stdout}");
@@ -114,6 +125,84 @@ async fn migrate_and_rotate_keep_every_credential_usable() {
     assert_no_secrets(&stderr, &["not-a-key"]);
 }
 
+/// Someone who can write `auth.dir` but has no key plants a plaintext credential file with a
+/// token and a `base_url` of their choosing. With encryption on, `serve` refuses to start
+/// and names the file and `auth.encryption.require_encrypted` (as for a damaged file: a
+/// start without it would be silent, a start with it would send traffic where the planter
+/// chose); nothing is sent to the planted URL. `vault list` shows the file as plaintext
+/// with its base URL so the operator can judge it, and `vault migrate` is the explicit way
+/// in: it encrypts the file, says so naming the base URL, and the gateway then uses it.
+#[tokio::test]
+async fn a_planted_plaintext_credential_is_refused_until_migrate_takes_it_in() {
+    const PLANTED: &str = "sk-vault-planted-plaintext-token-83e1";
+    let mock = MockUpstream::start(|_| Reply::ok(openai_chat("gpt-4o", "ok"))).await;
+    let planted_upstream = MockUpstream::start(|_| Reply::ok(openai_chat("gpt-4o", "ok"))).await;
+    let harness = Harness::new();
+    harness.config_with_auth(
+        "",
+        &encryption(KEY_A, &[]),
+        &format!(
+            "providers:\n  oa: {{type: openai, base_url: \"{}\", models: [\"gpt-*\"]}}\n",
+            mock.url()
+        ),
+    );
+    harness.vault_add("oa", "oa-1", TOKEN_1, None);
+    let planted = json!({
+        "format": "cliproxy-credential", "version": 1, "id": "oa-planted", "provider": "oa",
+        "type": "api_key", "token": PLANTED, "base_url": planted_upstream.url(),
+        "label": null, "created_at": 1_700_000_000u64,
+    });
+    let path = harness.auth_dir().join("oa-planted.json");
+    std::fs::write(&path, planted.to_string()).unwrap();
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+
+    let output = harness.run(&["serve"]).await;
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("oa-planted.json")
+            && stderr.contains("auth.encryption.require_encrypted")
+            && stderr.contains("vault migrate"),
+        "{stderr}"
+    );
+    assert_no_secrets(&stderr, &[PLANTED, TOKEN_1, KEY_A]);
+    assert!(planted_upstream.requests().is_empty());
+
+    let list = harness.run(&["vault", "list"]).await;
+    let stdout = String::from_utf8_lossy(&list.stdout);
+    let row = stdout.lines().find(|l| l.starts_with("oa-planted")).unwrap_or_default();
+    assert!(row.contains("plaintext") && row.contains(&planted_upstream.url()), "{stdout}");
+
+    let migrate = harness.run(&["vault", "migrate"]).await;
+    let stdout = String::from_utf8_lossy(&migrate.stdout);
+    let stderr = String::from_utf8_lossy(&migrate.stderr);
+    assert!(migrate.status.success(), "{stdout} {stderr}");
+    assert!(stdout.starts_with("1 credential(s) encrypted") && stdout.contains("oa-planted"));
+    assert!(
+        stderr.contains("oa-planted.json") && stderr.contains(&planted_upstream.url()),
+        "{stderr}"
+    );
+    assert_no_secrets(&format!("{stdout}{stderr}"), &[PLANTED]);
+    let file = std::fs::read_to_string(&path).unwrap();
+    assert_no_secrets(&file, &[PLANTED]);
+
+    // Taken in: the gateway starts and the credential is in its pool (round robin over both).
+    let gateway = harness.start().await;
+    for _ in 0..2 {
+        let response = client()
+            .post(format!("{}/v1/chat/completions", gateway.url()))
+            .bearer_auth(CLIENT_KEY)
+            .json(&json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "Hi"}]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{}", gateway.logs());
+    }
+    let seen = planted_upstream.requests();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].header("authorization"), format!("Bearer {PLANTED}"));
+}
+
 /// `vault add` killed with SIGKILL at random moments during 200 overwrites of one encrypted
 /// credential: afterwards the file always decrypts and holds the old or the new token.
 ///
@@ -159,7 +248,7 @@ async fn sigkill_during_credential_writes_leaves_old_or_new() {
         encryption: EncryptionConfig {
             enabled: true,
             key: Some(Secret::from(KEY_A.to_owned())),
-            previous_keys: Vec::new(),
+            ..Default::default()
         },
         ..Config::default()
     }

@@ -204,7 +204,7 @@ pub fn vault(harness: &Harness) -> std::sync::Arc<dyn cliproxy_vault::Credential
         encryption: cliproxy_vault::EncryptionConfig {
             enabled: true,
             key: Some(cliproxy_core::Secret::from(ENCRYPTION_KEY.to_owned())),
-            previous_keys: Vec::new(),
+            ..Default::default()
         },
         ..cliproxy_vault::Config::default()
     }

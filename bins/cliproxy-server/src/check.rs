@@ -395,8 +395,14 @@ fn credentials(list: &mut Checklist, config: &Config, dir: AuthDir) {
                 list.fail(
                     ENCRYPTION,
                     format!(
-                        "plaintext credential(s) left from before encryption: {}",
-                        plaintext.join(", ")
+                        "plaintext credential(s) left from before encryption: {}{}",
+                        plaintext.join(", "),
+                        // The default: `serve` will not start with them.
+                        if config.auth.encryption.require_encrypted.unwrap_or(true) {
+                            "; serve refuses to load them (auth.encryption.require_encrypted)"
+                        } else {
+                            ""
+                        }
                     ),
                     "`cliproxy-server vault migrate` (encrypts them in place)",
                 );

@@ -151,8 +151,11 @@ pub(crate) enum VaultCommand {
     /// encryption key id or `plaintext`). Never secrets.
     List,
     /// Encrypt every plaintext credential in place under `auth.encryption.key` (files written
-    /// before encryption was enabled). Each file is rewritten atomically; nothing is rewritten
-    /// if any file cannot be read.
+    /// before encryption was enabled, which `serve` refuses while
+    /// `auth.encryption.require_encrypted` is on: this is the explicit way to take them in).
+    /// Each file taken in is named with its provider and base URL, for you to check that you
+    /// wrote it. Each file is rewritten atomically; nothing is rewritten if any file cannot
+    /// be read.
     Migrate,
     /// Re-encrypt every credential under the current `auth.encryption.key`. Rotate by setting
     /// the new key as `key` and moving the old one to `previous_keys`, then run this; once it

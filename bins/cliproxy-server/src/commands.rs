@@ -574,7 +574,10 @@ fn healthcheck(config: &ConfigArg, args: &HealthcheckArgs) -> Result<(), Failure
 fn vault_reencrypt(config: &ConfigArg, rotate: bool) -> Result<(), Failure> {
     let config = load(config)?;
     let store = config.auth.build().map_err(anyhow::Error::from)?;
-    let report = store.reencrypt().map_err(anyhow::Error::from)?;
+    // Only `migrate` takes in plaintext files that `auth.encryption.require_encrypted`
+    // refuses: it is the explicit way in, and it names each file it took in.
+    let report =
+        if rotate { store.reencrypt() } else { store.migrate() }.map_err(anyhow::Error::from)?;
     report_notices(store.as_ref());
     let (done, what) = if rotate {
         (&report.from_previous_key, "re-encrypted under the current key")

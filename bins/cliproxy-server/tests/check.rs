@@ -397,6 +397,31 @@ fn encryption_off_fails() {
     );
 }
 
+/// A plaintext credential file beside the encrypted one (planted, or left from before
+/// encryption): check fails, names it, says that `serve` refuses it and that `vault migrate`
+/// takes it in, and leaves it as it is.
+#[test]
+fn a_plaintext_credential_with_encryption_on_fails() {
+    let fixture = Fixture::good();
+    let planted = fixture.path("auths").join("oa-planted.json");
+    let contents = r#"{"format": "cliproxy-credential", "version": 1, "id": "oa-planted",
+        "provider": "oa", "type": "api_key", "token": "sk-check-planted-token-0000",
+        "base_url": "http://127.0.0.1:9", "label": null, "created_at": 1700000000}"#;
+    fs::write(&planted, contents).unwrap();
+    fs::set_permissions(&planted, fs::Permissions::from_mode(0o600)).unwrap();
+    let report = fixture.check();
+    report.failed();
+    let row = report.expect(
+        "encryption at rest",
+        "FAIL",
+        "plaintext credential(s) left from before encryption: oa-planted",
+        "vault migrate",
+    );
+    assert!(row.detail.contains("auth.encryption.require_encrypted"), "{row:?}");
+    report.never_shows("sk-check-planted-token-0000");
+    assert_eq!(fs::read_to_string(&planted).unwrap(), contents);
+}
+
 #[test]
 fn secrets_written_literally_fail_by_key_and_are_never_printed() {
     let fixture = Fixture::good();

@@ -913,6 +913,17 @@ impl Gateway {
         .await
     }
 
+    /// The provider whose pool holds the credential `id`: how a delete knows whose a
+    /// credential is when its file can no longer be read.
+    pub(crate) fn pool_owner(&self, id: &str) -> Option<&str> {
+        let provider = self
+            .inner
+            .providers
+            .iter()
+            .find(|p| p.pool.load().slots().iter().any(|slot| slot.id == id))?;
+        Some(provider.name.as_str())
+    }
+
     /// How long the credential `id` of `provider` still rests after an upstream failure
     /// that was its fault; `None` when it is healthy or unknown.
     pub(crate) fn cooldown_left(&self, provider: &str, id: &str) -> Option<Duration> {

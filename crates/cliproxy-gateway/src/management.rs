@@ -33,7 +33,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use cliproxy_core::{ErrorCode, Secret};
-use cliproxy_vault::{Credential, CredentialMeta, CredentialSecret, OAuthTokens, Protection};
+use cliproxy_vault::{
+    Credential, CredentialMeta, CredentialSecret, ListEntry, OAuthTokens, Protection,
+    UnreadableFile,
+};
 use http::header::{self, HeaderValue};
 use http::{HeaderMap, Method, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
@@ -611,26 +614,47 @@ fn status(gateway: &Gateway) -> Response<Body> {
     )
 }
 
-/// `GET /auths`: every credential, without secrets.
+/// `GET /auths`: every credential, without secrets. A file that cannot be read (damaged,
+/// sealed under a key not configured) is listed as such, by the id in its name and the class
+/// of the problem, never its content: one bad file must not hide the others or turn the
+/// listing into a 500. (A plaintext file is listed with `"stored": "plaintext"`.)
 async fn list(gateway: &Gateway) -> Answer {
     let store = gateway.vault().store.clone();
     gateway.flush_last_used().await;
-    let metas = blocking(move || store.list()).await?;
+    let entries = blocking(move || store.list_entries()).await?;
     // Beside what the vault stores, each entry says whether the request path is resting
     // the credential after an upstream failure that was its fault (401/403/429, or its own
     // base URL unreachable), and for how much longer.
-    let auths: Vec<Value> = metas
+    let auths: Vec<Value> = entries
         .iter()
-        .map(|meta| {
-            let mut entry = meta_json(meta);
-            let left = gateway.cooldown_left(&meta.provider, &meta.id);
-            entry["cooling_down"] = json!(left.is_some());
-            entry["cooldown_remaining_ms"] =
-                json!(left.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)));
-            entry
+        .map(|entry| match entry {
+            ListEntry::Unreadable(file) => unreadable_json(file),
+            ListEntry::Readable(meta) => {
+                let mut entry = meta_json(meta);
+                entry["readable"] = json!(true);
+                let left = gateway.cooldown_left(&meta.provider, &meta.id);
+                entry["cooling_down"] = json!(left.is_some());
+                entry["cooldown_remaining_ms"] =
+                    json!(left.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)));
+                entry
+            }
+            // `ListEntry` may grow; an entry of an unknown kind is listed by id only.
+            other => json!({"id": other.id(), "readable": false}),
         })
         .collect();
     Ok(json_response(StatusCode::OK, &json!({ "auths": auths })))
+}
+
+/// An unreadable credential file as listed: the id from its name, the class of the problem
+/// and a fixed sentence for it. The vault's error is not used: it may quote a field of the
+/// damaged file.
+fn unreadable_json(file: &UnreadableFile) -> Value {
+    json!({
+        "id": file.id,
+        "readable": false,
+        "reason": file.reason.as_str(),
+        "detail": file.reason.describe(),
+    })
 }
 
 /// What `POST /auths` accepts; also the shape of each entry of `GET /auths/export`, so an
@@ -790,13 +814,50 @@ async fn delete(gateway: &Gateway, provider: &str, id: Option<&str>) -> Answer {
     if let Some(id) = id {
         cliproxy_vault::validate_name("credential id", id).map_err(invalid)?;
     }
+    // Revocation must not depend on the other files being readable: a delete by id reads
+    // only that file, and a provider-wide delete skips what it cannot attribute.
     let store = gateway.vault().store.clone();
-    let metas = blocking(move || store.list()).await?;
-    let ids: Vec<String> = metas
-        .into_iter()
-        .filter(|m| m.provider == provider && id.is_none_or(|id| m.id == id))
-        .map(|m| m.id)
-        .collect();
+    let (ids, left) = match id {
+        Some(id) => {
+            let wanted = id.to_owned();
+            let ids = match blocking(move || store.entry(&wanted)).await? {
+                Some(ListEntry::Readable(meta)) if meta.provider == provider => vec![meta.id],
+                // Unreadable: the file names no provider we can read. The id names the file
+                // exactly, so it goes, unless the pool says it is another provider's.
+                Some(ListEntry::Unreadable(_))
+                    if gateway.pool_owner(id).is_none_or(|owner| owner == provider) =>
+                {
+                    vec![id.to_owned()]
+                }
+                _ => Vec::new(),
+            };
+            (ids, Vec::new())
+        }
+        None => {
+            let entries = blocking(move || store.list_entries()).await?;
+            let mut ids = Vec::new();
+            let mut left = Vec::new();
+            for entry in &entries {
+                match entry {
+                    ListEntry::Readable(meta) if meta.provider == provider => {
+                        ids.push(meta.id.clone());
+                    }
+                    // Unreadable, but loaded before it was damaged: the pool knows whose it is.
+                    ListEntry::Unreadable(file)
+                        if gateway.pool_owner(&file.id) == Some(provider) =>
+                    {
+                        ids.push(file.id.clone());
+                    }
+                    // Unreadable and of no known provider: left as it is, and reported.
+                    ListEntry::Unreadable(file) if gateway.pool_owner(&file.id).is_none() => {
+                        left.push(unreadable_json(file));
+                    }
+                    _ => {}
+                }
+            }
+            (ids, left)
+        }
+    };
     if ids.is_empty() && (id.is_some() || !gateway.knows_provider(provider)) {
         return Err(ApiError::new(
             ErrorCode::NotFound,
@@ -814,7 +875,12 @@ async fn delete(gateway: &Gateway, provider: &str, id: Option<&str>) -> Answer {
         ));
     }
     let deleted = gateway.delete_credentials(&ids).await?;
-    Ok(json_response(StatusCode::OK, &json!({ "deleted": deleted })))
+    let mut answer = json!({ "deleted": deleted });
+    // Only when there is something to report, so the usual answer keeps its shape.
+    if !left.is_empty() {
+        answer["unreadable_left"] = json!(left);
+    }
+    Ok(json_response(StatusCode::OK, &answer))
 }
 
 /// `GET /auths/export`: every credential with its secrets, for moving them to another

@@ -19,6 +19,12 @@ pub struct EncryptionConfig {
     pub key: Option<Secret>,
     /// Earlier keys, still used to decrypt files written before a rotation.
     pub previous_keys: Vec<Secret>,
+    /// Refuse plaintext credential files when loading (`auth.encryption.require_encrypted`).
+    /// Unset means "on when `enabled` is on": whoever can write `auth.dir` without holding the
+    /// key could otherwise plant a token and a `base_url` of their choosing. `vault migrate`
+    /// is the explicit way to take a plaintext file in. Listing still shows such files (as
+    /// plaintext), so that the operator can judge them before migrating.
+    pub require_encrypted: Option<bool>,
 }
 
 impl EncryptionConfig {
@@ -47,6 +53,18 @@ impl EncryptionConfig {
             current => (current, previous),
         };
         Ok(Keyring::new(current, previous))
+    }
+
+    /// Whether plaintext files are refused at load: `require_encrypted`, by default `enabled`.
+    pub(crate) fn require_encrypted(&self) -> Result<bool> {
+        match self.require_encrypted {
+            Some(true) if !self.enabled => Err(Error::Config {
+                key: "auth.encryption.require_encrypted".to_owned(),
+                reason: "is true while auth.encryption.enabled is false: new credentials would be written in plaintext and then refused; enable encryption or drop the setting".to_owned(),
+            }),
+            Some(require) => Ok(require),
+            None => Ok(self.enabled),
+        }
     }
 }
 
@@ -118,7 +136,11 @@ impl Config {
     /// directory 0700 when missing and tightening loose permissions on a directory we own. A
     /// directory owned by another user is refused; a malformed key is an [`Error::Config`].
     pub fn build(&self) -> Result<Arc<dyn CredentialStore>> {
-        Ok(Arc::new(FileStore::with_keys(&self.dir, self.encryption.keyring()?)?))
+        Ok(Arc::new(FileStore::with_keys(
+            &self.dir,
+            self.encryption.keyring()?,
+            self.encryption.require_encrypted()?,
+        )?))
     }
 
     /// Validates `api_keys` into the constant-time lookup table the gateway uses.
@@ -149,5 +171,18 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(error.contains("encryption_kee"), "{error}");
+    }
+
+    #[test]
+    fn require_encrypted_follows_enabled_unless_set() {
+        let parse = |yaml: &str| -> EncryptionConfig {
+            Figment::new().merge(Yaml::string(yaml)).extract().unwrap()
+        };
+        assert!(!parse("enabled: false\n").require_encrypted().unwrap());
+        assert!(parse("enabled: true\n").require_encrypted().unwrap());
+        assert!(!parse("enabled: true\nrequire_encrypted: false\n").require_encrypted().unwrap());
+        let error = parse("require_encrypted: true\n").require_encrypted().unwrap_err();
+        assert!(error.is_config());
+        assert!(error.to_string().starts_with("auth.encryption.require_encrypted:"), "{error}");
     }
 }

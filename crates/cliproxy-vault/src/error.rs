@@ -125,6 +125,14 @@ pub enum Error {
         /// The ids of the configured keys.
         known: String,
     },
+    /// A plaintext credential file while `auth.encryption.require_encrypted` is on.
+    #[error(
+        "{path}: plaintext credential file refused: auth.encryption.require_encrypted is on (the default when encryption is enabled), and anyone who can write auth.dir can plant such a file; if you wrote it, `cliproxy-server vault migrate` encrypts it, otherwise delete it"
+    )]
+    PlaintextRefused {
+        /// The credential file.
+        path: PathBuf,
+    },
     /// The current key has encrypted as many files as random 96-bit nonces safely allow.
     #[error(
         "encryption key {key_id} has been used for {writes} writes, the safe limit for random nonces; rotate it (new auth.encryption.key, old one in previous_keys, then `cliproxy-server vault rotate-key`)"

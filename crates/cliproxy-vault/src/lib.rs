@@ -51,4 +51,4 @@ pub use error::{Error, Result};
 pub use oauth::{
     MAX_TOKEN_RESPONSE_BYTES, OAuthTokens, RefreshError, Refreshed, parse_token_response,
 };
-pub use store::{CredentialStore, FileStore, Reencrypted};
+pub use store::{CredentialStore, FileStore, ListEntry, Reencrypted, Unreadable, UnreadableFile};

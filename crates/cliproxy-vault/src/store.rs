@@ -40,25 +40,167 @@ pub struct Reencrypted {
     pub unchanged: usize,
 }
 
+/// One file of `auth.dir` as listed: a credential's metadata, or why the file cannot be read.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ListEntry {
+    /// A file that reads as a credential (plaintext ones included: listing uses no token).
+    Readable(CredentialMeta),
+    /// A file that does not read as a credential.
+    Unreadable(UnreadableFile),
+}
+
+impl ListEntry {
+    /// The credential id: from the file's contents when readable, else from its name.
+    pub fn id(&self) -> &str {
+        match self {
+            Self::Readable(meta) => &meta.id,
+            Self::Unreadable(file) => &file.id,
+        }
+    }
+}
+
+/// A credential file that cannot be read. Only its name, its path and the class of the
+/// problem are given to callers that answer remote requests; `error` names the file and the
+/// problem and never quotes a token, but may quote a short field of a damaged file (an id),
+/// so it is for the operator's own tools and logs.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct UnreadableFile {
+    /// The id taken from the file name (`<id>.json`).
+    pub id: String,
+    /// The file.
+    pub path: PathBuf,
+    /// The class of the problem.
+    pub reason: Unreadable,
+    /// The full error.
+    pub error: Error,
+}
+
+/// Why a credential file cannot be read, as a stable name for APIs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Unreadable {
+    /// Not JSON, or not a credential's shape (truncated, emptied, random bytes, id mismatch).
+    Malformed,
+    /// A format version this build cannot read.
+    UnsupportedVersion,
+    /// Larger than any credential.
+    TooLarge,
+    /// Sealed under a configured key but does not decrypt: the file was changed.
+    DecryptFailed,
+    /// Sealed under a key that is not configured.
+    UnknownKey,
+    /// Plaintext while `auth.encryption.require_encrypted` is on.
+    PlaintextRefused,
+    /// A symbolic link, a directory or another non-regular file.
+    NotARegularFile,
+    /// Owned by another user.
+    ForeignOwner,
+    /// The file name is not a valid credential id.
+    InvalidName,
+    /// The operating system could not open or read it.
+    Io,
+}
+
+impl Unreadable {
+    /// The class of a read error.
+    pub fn of(error: &Error) -> Self {
+        match error {
+            Error::UnsupportedVersion { .. } => Self::UnsupportedVersion,
+            Error::TooLarge { .. } => Self::TooLarge,
+            Error::Decrypt { .. } => Self::DecryptFailed,
+            Error::UnknownKey { .. } => Self::UnknownKey,
+            Error::PlaintextRefused { .. } => Self::PlaintextRefused,
+            Error::Unusable { .. } => Self::NotARegularFile,
+            Error::ForeignOwner { .. } => Self::ForeignOwner,
+            Error::InvalidName { .. } => Self::InvalidName,
+            Error::Io { .. } | Error::Random => Self::Io,
+            // What remains (`Malformed`, `Invalid`, and errors a read never returns) is a file
+            // that is not what a credential file must be.
+            _ => Self::Malformed,
+        }
+    }
+
+    /// `snake_case`, stable: `malformed`, `decrypt_failed`, `unknown_key`, ...
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Malformed => "malformed",
+            Self::UnsupportedVersion => "unsupported_version",
+            Self::TooLarge => "too_large",
+            Self::DecryptFailed => "decrypt_failed",
+            Self::UnknownKey => "unknown_key",
+            Self::PlaintextRefused => "plaintext_refused",
+            Self::NotARegularFile => "not_a_regular_file",
+            Self::ForeignOwner => "foreign_owner",
+            Self::InvalidName => "invalid_name",
+            Self::Io => "io_error",
+        }
+    }
+
+    /// One fixed sentence for the class, with the fix; it never depends on the file.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::Malformed => {
+                "not a valid credential file (damaged or not written by cliproxy); restore it from a backup or delete it"
+            }
+            Self::UnsupportedVersion => {
+                "written by a newer cliproxy in a format this build cannot read"
+            }
+            Self::TooLarge => "larger than any credential file can be; delete it",
+            Self::DecryptFailed => {
+                "does not decrypt with the key it names: the file was changed; restore it from a backup or delete it"
+            }
+            Self::UnknownKey => {
+                "sealed with a key that is neither auth.encryption.key nor in previous_keys; add that key or delete the file"
+            }
+            Self::PlaintextRefused => {
+                "plaintext while auth.encryption.require_encrypted is on; `cliproxy-server vault migrate` if you wrote it, otherwise delete it"
+            }
+            Self::NotARegularFile => {
+                "a symbolic link or not a regular file; only regular files are read"
+            }
+            Self::ForeignOwner => {
+                "owned by another user; chown it to the gateway's user or delete it"
+            }
+            Self::InvalidName => "the file name is not a valid credential id",
+            Self::Io => "the file could not be opened or read (see the gateway's host)",
+        }
+    }
+}
+
 /// Where credentials live. The gateway reads them at start-up; the CLI and (later) the
 /// management API write them.
 ///
 /// Implementations must never put a secret into an error, and must make `put` atomic: after a
 /// crash the old or the new credential is there, never half of one.
 pub trait CredentialStore: Send + Sync + fmt::Debug {
-    /// Every credential, without secrets, sorted by id.
+    /// Every credential, without secrets, sorted by id. One unreadable file is an error naming
+    /// it. Plaintext files are listed (as [`Protection::Plaintext`]) even when
+    /// `auth.encryption.require_encrypted` refuses to load them: listing uses no token, and
+    /// the operator needs to see them to decide whether to `vault migrate` them.
     fn list(&self) -> Result<Vec<CredentialMeta>>;
+    /// Every credential file, sorted by id, each as its metadata or as unreadable with the
+    /// reason: one damaged or foreign-key file does not hide the others. An error only when
+    /// the directory itself cannot be listed.
+    fn list_entries(&self) -> Result<Vec<ListEntry>>;
+    /// The file of one credential as [`CredentialStore::list_entries`] shows it, reading no
+    /// other file; `None` when there is none with this id.
+    fn entry(&self, id: &str) -> Result<Option<ListEntry>>;
     /// Every credential with its secret, sorted by id. One unreadable credential is an error
-    /// naming it, never a silent skip.
+    /// naming it, never a silent skip; so is a plaintext file while
+    /// `auth.encryption.require_encrypted` is on.
     fn load_all(&self) -> Result<Vec<Credential>>;
-    /// One credential, or `None` when there is none with this id.
+    /// One credential, or `None` when there is none with this id. Reads only its file, and
+    /// refuses it as [`CredentialStore::load_all`] would.
     fn get(&self, id: &str) -> Result<Option<Credential>>;
     /// Stores (or replaces) a credential atomically.
     fn put(&self, credential: &Credential) -> Result<()>;
     /// How [`CredentialStore::put`] stores a credential now: encrypted under which key, or
     /// plaintext.
     fn write_protection(&self) -> Protection;
-    /// Removes a credential; `false` when there was none.
+    /// Removes a credential's file without reading it (a damaged file can be removed too);
+    /// `false` when there was none.
     fn delete(&self, id: &str) -> Result<bool>;
     /// Whether the store is usable right now (for `/readyz`).
     fn check(&self) -> Result<()>;
@@ -76,10 +218,15 @@ pub trait CredentialStore: Send + Sync + fmt::Debug {
     /// This machine's device fingerprint, computed once and then kept with the credentials
     /// so it stays the same across restarts.
     fn device_fingerprint(&self) -> Result<String>;
-    /// Re-writes every credential that is not under the current encryption key (plaintext
-    /// ones and those under previous keys), each atomically: `vault migrate` and
-    /// `vault rotate-key`. An error when encryption is not enabled.
+    /// Re-writes every credential that is not under the current encryption key, each
+    /// atomically: `vault rotate-key`. Plaintext files are encrypted too, unless
+    /// `auth.encryption.require_encrypted` refuses them (then nothing is rewritten: only
+    /// [`CredentialStore::migrate`] takes them in). An error when encryption is not enabled.
     fn reencrypt(&self) -> Result<Reencrypted>;
+    /// [`CredentialStore::reencrypt`] that also takes in plaintext files whatever
+    /// `require_encrypted` says: `vault migrate`, the explicit way in. Each file taken in is
+    /// reported as a notice naming its provider and base URL, for the operator to check.
+    fn migrate(&self) -> Result<Reencrypted>;
 }
 
 /// One JSON file per credential (`<id>.json`) in a directory: the directory 0700, each file
@@ -88,6 +235,8 @@ pub struct FileStore {
     dir: PathBuf,
     uid: u32,
     keys: Keyring,
+    /// Refuse plaintext files when loading (`auth.encryption.require_encrypted`).
+    require_encrypted: bool,
     notices: Mutex<Vec<String>>,
     /// Serialises the key-usage counter updates of this process.
     writes: Mutex<()>,
@@ -99,6 +248,15 @@ impl fmt::Debug for FileStore {
     }
 }
 
+/// Whether a read takes a plaintext file while `require_encrypted` is on.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Plaintext {
+    /// Refuse it (loading: the token would be used).
+    Refuse,
+    /// Take it (listing, which uses no token; `vault migrate`, the explicit way in).
+    Admit,
+}
+
 const DIR_MODE: u32 = 0o700;
 const FILE_MODE: u32 = 0o600;
 
@@ -107,14 +265,15 @@ impl FileStore {
     /// keys: new files are plaintext and encrypted ones cannot be read. Use
     /// [`crate::Config::build`] for a store with the configured keys.
     pub fn open(dir: &Path) -> Result<Self> {
-        Self::with_keys(dir, Keyring::default())
+        Self::with_keys(dir, Keyring::default(), false)
     }
 
-    pub(crate) fn with_keys(dir: &Path, keys: Keyring) -> Result<Self> {
+    pub(crate) fn with_keys(dir: &Path, keys: Keyring, require_encrypted: bool) -> Result<Self> {
         let store = Self {
             dir: dir.to_owned(),
             uid: nix::unistd::geteuid().as_raw(),
             keys,
+            require_encrypted,
             notices: Mutex::new(Vec::new()),
             writes: Mutex::new(()),
         };
@@ -232,8 +391,9 @@ impl FileStore {
     }
 
     /// Reads and parses one credential file: no symlinks, regular files only, owned by us,
-    /// at most 1 MiB; a loose mode is tightened and reported.
-    fn read(&self, id: &str) -> Result<Option<(Credential, Protection)>> {
+    /// at most 1 MiB; a loose mode is tightened and reported. A plaintext file is refused
+    /// when `require_encrypted` is on, unless `plaintext` admits it (listing, migration).
+    fn read(&self, id: &str, plaintext: Plaintext) -> Result<Option<(Credential, Protection)>> {
         let path = self.path_of(id);
         validate_name("credential id", id).map_err(|e| Error::Invalid {
             path: path.clone(),
@@ -258,6 +418,11 @@ impl FileStore {
             .read_to_end(&mut bytes)
             .map_err(|e| Error::io(&path, "read", e))?;
         match parse_credential_file(&path, id, &bytes)? {
+            CredentialFile::Plain(_)
+                if self.require_encrypted && plaintext == Plaintext::Refuse =>
+            {
+                Err(Error::PlaintextRefused { path })
+            }
             CredentialFile::Plain(credential) => {
                 if self.keys.current().is_some() {
                     self.notice(format!(
@@ -282,15 +447,79 @@ impl FileStore {
         }
     }
 
-    fn read_all(&self) -> Result<Vec<(Credential, Protection)>> {
+    fn read_all(&self, plaintext: Plaintext) -> Result<Vec<(Credential, Protection)>> {
         let mut credentials = Vec::new();
         for id in self.ids()? {
             // A file that vanished between listing and reading was deleted concurrently.
-            if let Some(entry) = self.read(&id)? {
+            if let Some(entry) = self.read(&id, plaintext)? {
                 credentials.push(entry);
             }
         }
         Ok(credentials)
+    }
+
+    /// One file as listed; `None` when it vanished (deleted concurrently).
+    fn list_entry(&self, id: &str, last_used: &BTreeMap<String, u64>) -> Option<ListEntry> {
+        let path = self.path_of(id);
+        let read = match validate_name("credential id", id) {
+            // `read` says the same, but as `Invalid`: keep the class precise.
+            Err(error) => Err(error),
+            Ok(()) => self.read(id, Plaintext::Admit),
+        };
+        match read {
+            Ok(None) => None,
+            Ok(Some((credential, protection))) => {
+                let mut meta = credential.meta(path, protection);
+                meta.last_used = last_used.get(&credential.id).copied();
+                Some(ListEntry::Readable(meta))
+            }
+            Err(error) => Some(ListEntry::Unreadable(UnreadableFile {
+                id: id.to_owned(),
+                path,
+                reason: Unreadable::of(&error),
+                error,
+            })),
+        }
+    }
+
+    /// Re-writes every credential not under the current key; see `reencrypt` and `migrate`.
+    fn rewrite(&self, plaintext: Plaintext) -> Result<Reencrypted> {
+        let Some(current) = self.keys.current() else {
+            return Err(Error::Config {
+                key: "auth.encryption".to_owned(),
+                reason: "encryption is not enabled; set `enabled: true` and `key` (`cliproxy-server keygen` prints one)".to_owned(),
+            });
+        };
+        // Read everything first: a file that does not decrypt (or a plaintext file refused)
+        // stops the run before any file is rewritten.
+        let all = self.read_all(plaintext)?;
+        // "plaintext credential; run vault migrate" is what this run fixes.
+        if let Ok(mut notices) = self.notices.lock() {
+            notices.retain(|n| !n.contains("plaintext credential while encryption is enabled"));
+        }
+        let mut report = Reencrypted::default();
+        for (credential, protection) in all {
+            match protection {
+                Protection::Encrypted(id) if id == current.id() => report.unchanged += 1,
+                Protection::Encrypted(_) => {
+                    self.put(&credential)?;
+                    report.from_previous_key.push(credential.id);
+                }
+                Protection::Plaintext => {
+                    self.put(&credential)?;
+                    // The operator's last chance to notice a file they did not write: where
+                    // its token will be sent.
+                    self.notice(format!(
+                        "{}: plaintext credential taken in and encrypted (provider {}, base_url {}); make sure you wrote it",
+                        self.path_of(&credential.id).display(),
+                        credential.provider,
+                        credential.base_url.as_deref().unwrap_or("the provider's"),
+                    ));
+                    report.from_plaintext.push(credential.id);
+                }
+            }
+        }
+        Ok(report)
     }
 
     /// Counts one more write under the current key, persistently; refuses past the limit.
@@ -435,7 +664,7 @@ impl CredentialStore for FileStore {
     fn list(&self) -> Result<Vec<CredentialMeta>> {
         let last_used = self.last_used();
         Ok(self
-            .read_all()?
+            .read_all(Plaintext::Admit)?
             .into_iter()
             .map(|(c, p)| {
                 let mut meta = c.meta(self.path_of(&c.id), p);
@@ -445,13 +674,27 @@ impl CredentialStore for FileStore {
             .collect())
     }
 
+    fn list_entries(&self) -> Result<Vec<ListEntry>> {
+        let last_used = self.last_used();
+        Ok(self.ids()?.iter().filter_map(|id| self.list_entry(id, &last_used)).collect())
+    }
+
+    fn entry(&self, id: &str) -> Result<Option<ListEntry>> {
+        validate_name("credential id", id)?;
+        Ok(self.list_entry(id, &self.last_used()))
+    }
+
     fn load_all(&self) -> Result<Vec<Credential>> {
-        Ok(self.read_all()?.into_iter().map(|(credential, _)| credential).collect())
+        Ok(self
+            .read_all(Plaintext::Refuse)?
+            .into_iter()
+            .map(|(credential, _)| credential)
+            .collect())
     }
 
     fn get(&self, id: &str) -> Result<Option<Credential>> {
         validate_name("credential id", id)?;
-        Ok(self.read(id)?.map(|(credential, _)| credential))
+        Ok(self.read(id, Plaintext::Refuse)?.map(|(credential, _)| credential))
     }
 
     fn put(&self, credential: &Credential) -> Result<()> {
@@ -545,33 +788,10 @@ impl CredentialStore for FileStore {
     }
 
     fn reencrypt(&self) -> Result<Reencrypted> {
-        let Some(current) = self.keys.current() else {
-            return Err(Error::Config {
-                key: "auth.encryption".to_owned(),
-                reason: "encryption is not enabled; set `enabled: true` and `key` (`cliproxy-server keygen` prints one)".to_owned(),
-            });
-        };
-        // Read everything first: a file that does not decrypt stops the run before any
-        // file is rewritten.
-        let all = self.read_all()?;
-        // "plaintext credential; run vault migrate" is what this run fixes.
-        if let Ok(mut notices) = self.notices.lock() {
-            notices.retain(|n| !n.contains("plaintext credential while encryption is enabled"));
-        }
-        let mut report = Reencrypted::default();
-        for (credential, protection) in all {
-            match protection {
-                Protection::Encrypted(id) if id == current.id() => report.unchanged += 1,
-                Protection::Encrypted(_) => {
-                    self.put(&credential)?;
-                    report.from_previous_key.push(credential.id);
-                }
-                Protection::Plaintext => {
-                    self.put(&credential)?;
-                    report.from_plaintext.push(credential.id);
-                }
-            }
-        }
-        Ok(report)
+        self.rewrite(Plaintext::Refuse)
+    }
+
+    fn migrate(&self) -> Result<Reencrypted> {
+        self.rewrite(Plaintext::Admit)
     }
 }

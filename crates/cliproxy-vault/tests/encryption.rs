@@ -7,7 +7,8 @@ use std::path::Path;
 
 use cliproxy_core::Secret;
 use cliproxy_vault::{
-    Config, Credential, CredentialSecret, CredentialStore, EncryptionConfig, Protection,
+    Config, Credential, CredentialSecret, CredentialStore, EncryptionConfig, ListEntry, Protection,
+    Unreadable,
 };
 
 const KEY_A: &str = "q83vEjRWeJCrze8SNFZ4kKvN7xI0VniQq83vEjRWeJA=";
@@ -21,9 +22,17 @@ fn config(dir: &Path, key: Option<&str>, previous: &[&str]) -> Config {
             enabled: key.is_some(),
             key: key.map(|k| Secret::from(k.to_owned())),
             previous_keys: previous.iter().map(|k| Secret::from((*k).to_owned())).collect(),
+            require_encrypted: None,
         },
         ..Config::default()
     }
+}
+
+/// [`config`] with `auth.encryption.require_encrypted: false`: plaintext files load.
+fn lenient(dir: &Path, key: &str) -> Config {
+    let mut config = config(dir, Some(key), &[]);
+    config.encryption.require_encrypted = Some(false);
+    config
 }
 
 fn credential(id: &str) -> Credential {
@@ -109,18 +118,28 @@ fn migrate_encrypts_plaintext_files_and_rotation_keeps_everything() {
     }
     assert!(fs::read_to_string(root.path().join("openai-a.json")).unwrap().contains(TOKEN));
 
-    // Enabled: plaintext still readable and reported; re-adding one encrypts it.
-    let store = config(root.path(), Some(KEY_A), &[]).build().unwrap();
+    // Enabled with `require_encrypted: false`: plaintext still loads and is reported.
+    let store = lenient(root.path(), KEY_A).build().unwrap();
     assert_eq!(store.load_all().unwrap().len(), 3);
     let notices = store.take_notices();
     assert_eq!(notices.len(), 3, "{notices:?}");
     assert!(notices[0].contains("vault migrate"), "{notices:?}");
-    store.put(&credential("openai-c")).unwrap();
 
-    let report = store.reencrypt().unwrap();
+    // Enabled as by default: re-adding one encrypts it; `migrate` takes in the others and
+    // names each (where its token will go), so that a planted one can be noticed.
+    let store = config(root.path(), Some(KEY_A), &[]).build().unwrap();
+    store.put(&credential("openai-c")).unwrap();
+    let report = store.migrate().unwrap();
     assert_eq!(report.from_plaintext, ["openai-a", "openai-b"]);
     assert_eq!(report.unchanged, 1);
-    assert!(store.take_notices().is_empty());
+    let notices = store.take_notices();
+    assert_eq!(notices.len(), 2, "{notices:?}");
+    assert!(
+        notices[0].contains("openai-a.json")
+            && notices[0].contains("taken in")
+            && notices[0].contains("https://api.openai.example"),
+        "{notices:?}"
+    );
     assert_no_plaintext(root.path());
 
     // Rotation: the new key current, the old one in previous_keys.
@@ -346,4 +365,124 @@ fn a_file_written_now_has_the_committed_layout_and_decrypts_with_the_reference()
         .decode(value["ciphertext"].as_str().unwrap())
         .unwrap();
     assert_eq!(sealed.len(), VECTOR_PLAINTEXT.len() + 16);
+}
+
+/// A plaintext file planted in `auth.dir` by someone without the key, while encryption is on:
+/// loading refuses it, naming the file and `auth.encryption.require_encrypted`; so does a
+/// key rotation, which rewrites nothing. Listing shows it as plaintext (the operator must
+/// see it to judge it), and only `migrate` takes it in.
+#[test]
+fn a_planted_plaintext_file_is_refused_at_load_while_encryption_is_on() {
+    let root = tempfile::tempdir().unwrap();
+    let store = config(root.path(), Some(KEY_A), &[]).build().unwrap();
+    store.put(&credential("openai-a")).unwrap();
+    let genuine = fs::read(root.path().join("openai-a.json")).unwrap();
+    config(root.path(), None, &[]).build().unwrap().put(&credential("openai-planted")).unwrap();
+    let planted = fs::read(root.path().join("openai-planted.json")).unwrap();
+
+    for error in [
+        store.load_all().unwrap_err(),
+        store.get("openai-planted").unwrap_err(),
+        store.reencrypt().unwrap_err(),
+    ] {
+        let message = error.to_string();
+        assert!(
+            message.contains("openai-planted.json")
+                && message.contains("auth.encryption.require_encrypted")
+                && message.contains("vault migrate"),
+            "{message}"
+        );
+        assert!(!message.contains(TOKEN), "{message}");
+    }
+    // The genuine credential still reads on its own; nothing was rewritten.
+    assert_eq!(token(store.as_ref(), "openai-a"), format!("{TOKEN}-openai-a"));
+    assert_eq!(fs::read(root.path().join("openai-a.json")).unwrap(), genuine);
+    assert_eq!(fs::read(root.path().join("openai-planted.json")).unwrap(), planted);
+
+    let listed = store.list().unwrap();
+    assert_eq!(listed[1].id, "openai-planted");
+    assert_eq!(listed[1].stored, Protection::Plaintext);
+    assert_eq!(listed[1].base_url.as_deref(), Some("https://api.openai.example"));
+
+    let report = store.migrate().unwrap();
+    assert_eq!(report.from_plaintext, ["openai-planted"]);
+    assert_eq!(store.load_all().unwrap().len(), 2);
+    assert_no_plaintext(root.path());
+
+    // With `require_encrypted: false` the same file loads, as before the setting existed.
+    let root = tempfile::tempdir().unwrap();
+    config(root.path(), None, &[]).build().unwrap().put(&credential("openai-planted")).unwrap();
+    assert_eq!(lenient(root.path(), KEY_A).build().unwrap().load_all().unwrap().len(), 1);
+    // Without encryption there is nothing to require.
+    assert_eq!(config(root.path(), None, &[]).build().unwrap().load_all().unwrap().len(), 1);
+}
+
+/// A damaged file and a file sealed under a key not configured: `load_all` still refuses
+/// (the start must not silently lose a credential), but `list_entries` lists every file,
+/// the unreadable ones by name and class only, and each file reads and deletes on its own.
+#[test]
+fn unreadable_files_are_listed_as_such_and_do_not_block_the_others() {
+    let root = tempfile::tempdir().unwrap();
+    let store = config(root.path(), Some(KEY_A), &[]).build().unwrap();
+    for id in ["openai-a", "openai-damaged", "openai-leaked"] {
+        store.put(&credential(id)).unwrap();
+    }
+    config(root.path(), Some(KEY_B), &[])
+        .build()
+        .unwrap()
+        .put(&credential("openai-foreign"))
+        .unwrap();
+    let mut damaged = fs::read(root.path().join("openai-damaged.json")).unwrap();
+    damaged.truncate(damaged.len() / 2);
+    fs::write(root.path().join("openai-damaged.json"), &damaged).unwrap();
+
+    assert!(store.load_all().is_err());
+    assert!(store.list().is_err());
+    let entries = store.list_entries().unwrap();
+    let ids: Vec<&str> = entries.iter().map(ListEntry::id).collect();
+    assert_eq!(ids, ["openai-a", "openai-damaged", "openai-foreign", "openai-leaked"]);
+    let classes: Vec<Option<Unreadable>> = entries
+        .iter()
+        .map(|entry| match entry {
+            ListEntry::Unreadable(file) => Some(file.reason),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(classes, [None, Some(Unreadable::Malformed), Some(Unreadable::UnknownKey), None]);
+    let ListEntry::Unreadable(foreign) = &entries[2] else { unreachable!() };
+    assert_eq!(foreign.path, root.path().join("openai-foreign.json"));
+    assert!(foreign.error.to_string().contains("openai-foreign.json"), "{:?}", foreign.error);
+    assert_eq!(foreign.reason.as_str(), "unknown_key");
+    assert!(!format!("{entries:?}").contains(TOKEN));
+
+    // One file at a time: the leaked credential reads and goes; the unreadable ones are
+    // reported as such; an absent id is `None`.
+    assert!(
+        matches!(store.entry("openai-leaked").unwrap(), Some(ListEntry::Readable(m)) if m.provider == "openai")
+    );
+    assert!(matches!(
+        store.entry("openai-damaged").unwrap(),
+        Some(ListEntry::Unreadable(file)) if file.reason == Unreadable::Malformed
+    ));
+    assert!(store.entry("openai-none").unwrap().is_none());
+    assert!(store.entry("../x").is_err());
+    assert!(store.delete("openai-leaked").unwrap());
+    assert!(store.delete("openai-damaged").unwrap());
+    // A file changed after it was written does not decrypt: its own class.
+    let mut value: serde_json::Value =
+        serde_json::from_slice(&fs::read(root.path().join("openai-a.json")).unwrap()).unwrap();
+    let ciphertext = value["ciphertext"].as_str().unwrap().to_owned();
+    let changed = if ciphertext.starts_with("AAAA") { "BBBB" } else { "AAAA" };
+    value["ciphertext"] = format!("{changed}{}", &ciphertext[4..]).into();
+    fs::write(root.path().join("openai-a.json"), value.to_string()).unwrap();
+    let classes: Vec<String> = store
+        .list_entries()
+        .unwrap()
+        .iter()
+        .map(|entry| match entry {
+            ListEntry::Unreadable(file) => format!("{} {}", file.id, file.reason.as_str()),
+            other => other.id().to_owned(),
+        })
+        .collect();
+    assert_eq!(classes, ["openai-a decrypt_failed", "openai-foreign unknown_key"]);
 }

@@ -6,7 +6,9 @@ use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::Path;
 
 use cliproxy_core::Secret;
-use cliproxy_vault::{Config, Credential, CredentialSecret, CredentialStore, FileStore};
+use cliproxy_vault::{
+    Config, Credential, CredentialSecret, CredentialStore, FileStore, ListEntry, Unreadable,
+};
 
 const PLANTED: &str = "sk-planted-vault-token-5e0c11d4";
 
@@ -140,6 +142,56 @@ fn hostile_directory_contents_are_refused_by_name() {
         error.contains("bad name.json") && error.contains("not a valid credential id"),
         "{error}"
     );
+}
+
+/// The same hostile contents do not stop `list_entries`: each is listed by the id in its
+/// name with the class of its problem, the good credential beside them, and each can be
+/// deleted by id without reading the others.
+#[test]
+fn hostile_directory_contents_are_listed_as_unreadable_and_can_be_deleted() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("auths");
+    let store = FileStore::open(&dir).unwrap();
+    store.put(&credential("openai-a")).unwrap();
+    store.put(&credential("openai-b")).unwrap();
+    let outside = root.path().join("outside.json");
+    fs::write(&outside, fs::read(dir.join("openai-a.json")).unwrap()).unwrap();
+    symlink(&outside, dir.join("linked.json")).unwrap();
+    fs::create_dir(dir.join("sub.json")).unwrap();
+    fs::write(dir.join("huge.json"), vec![b' '; 1024 * 1024 + 1]).unwrap();
+    fs::write(dir.join("bad name.json"), "{}").unwrap();
+    let full = fs::read(dir.join("openai-b.json")).unwrap();
+    fs::write(dir.join("openai-b.json"), &full[..full.len() / 2]).unwrap();
+
+    let listed: Vec<String> = store
+        .list_entries()
+        .unwrap()
+        .iter()
+        .map(|entry| match entry {
+            ListEntry::Readable(meta) => format!("{} readable {}", meta.id, meta.provider),
+            ListEntry::Unreadable(file) => format!("{} {}", file.id, file.reason.as_str()),
+            _ => unreachable!(),
+        })
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            "bad name invalid_name",
+            "huge too_large",
+            "linked not_a_regular_file",
+            "openai-a readable openai",
+            "openai-b malformed",
+            "sub not_a_regular_file",
+        ]
+    );
+    // The reason sentences are fixed per class: none repeats anything of a file.
+    for reason in [Unreadable::Malformed, Unreadable::TooLarge, Unreadable::ForeignOwner] {
+        assert!(!reason.describe().contains(PLANTED) && !reason.describe().is_empty());
+    }
+    assert!(store.delete("openai-b").unwrap());
+    assert!(store.delete("linked").unwrap());
+    assert!(outside.exists(), "deleting the link leaves what it points at");
+    assert_eq!(token(&store.get("openai-a").unwrap().unwrap()), PLANTED);
 }
 
 #[test]
