@@ -19,10 +19,10 @@
 //! The same pass notes whether any object, at any depth, has a key twice (compared unescaped,
 //! as a provider's parser compares them): this reader keeps the last value, a provider may
 //! keep the first, so validation refuses such a body. The keys of the objects still open sit
-//! on one stack, borrowed from the body (an escaped key is the only copy); when an object
-//! ends, its keys are compared pairwise, or sorted when there are many, then dropped. The
-//! stack holds at most the keys of one path from the top, and a body with a million keys in
-//! one object costs one sort, not a million scans.
+//! on one stack of 16-byte entries, slices of the body (an escaped key is the only copy);
+//! when an object ends, its keys are compared pairwise, or sorted when there are many, then
+//! dropped. The stack holds the keys of the objects on one path from the top, and a body with
+//! a million keys in one object costs one sort, not a million scans.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -164,19 +164,33 @@ impl<'de> Deserialize<'de> for RequestFields<'de> {
 struct Keys<'de> {
     /// Outermost object first: an object's keys are the tail that starts where the stack
     /// ended when the object began.
-    stack: Vec<Cow<'de, str>>,
+    stack: Vec<KeyText<'de>>,
+    /// The escaped keys, unescaped: serde_json unescapes into a scratch buffer that the next
+    /// string overwrites, so these are the only keys copied. They stay until the body is read
+    /// (they are rare, and bounded by the body).
+    escaped: Vec<Box<str>>,
     /// Set at the first repeated key; from then on nothing more is kept, the answer is known.
     repeated: bool,
 }
 
+/// One key on the stack. `Copy`, so dropping an object's keys is a length change.
+#[derive(Debug, Clone, Copy)]
+enum KeyText<'de> {
+    /// The body's own bytes (a key without escapes).
+    Borrowed(&'de str),
+    /// An index into [`Keys::escaped`].
+    Escaped(usize),
+}
+
 /// Up to this many keys, an object's keys are compared pairwise (cheaper than a sort for the
-/// few keys of the objects real requests carry); above it, they are sorted.
+/// few keys of the objects real requests carry); above it, they are sorted, so that a body
+/// of many keys costs `n log n` comparisons, not `n²`.
 const PAIRWISE_KEYS: usize = 8;
 
 impl<'de> Keys<'de> {
     fn new() -> Self {
         // Enough for the top level and a message or two without growing.
-        Self { stack: Vec::with_capacity(16), repeated: false }
+        Self { stack: Vec::with_capacity(16), escaped: Vec::new(), repeated: false }
     }
 
     /// Where the keys of an object that begins now will start.
@@ -184,26 +198,61 @@ impl<'de> Keys<'de> {
         self.stack.len()
     }
 
-    /// Notes the key just read. `key` is called only while the answer is still open, so an
-    /// escaped key (the only kind that is copied) is not copied once it is known.
-    fn push(&mut self, key: impl FnOnce() -> Cow<'de, str>) {
+    /// Notes a key of the body's own bytes.
+    fn push_borrowed(&mut self, key: &'de str) {
         if !self.repeated {
-            self.stack.push(key());
+            self.stack.push(KeyText::Borrowed(key));
+        }
+    }
+
+    /// Notes an escaped key, unescaped; it is copied only while the answer is still open.
+    fn push_escaped(&mut self, key: &str) {
+        if !self.repeated {
+            self.escaped.push(key.into());
+            self.stack.push(KeyText::Escaped(self.escaped.len() - 1));
+        }
+    }
+
+    fn text(&self, key: KeyText<'de>) -> &str {
+        match key {
+            KeyText::Borrowed(key) => key,
+            KeyText::Escaped(index) => self.escaped.get(index).map_or("", |key| key),
         }
     }
 
     /// Ends the object whose keys start at `start`: compares them, then drops them.
+    #[inline]
     fn close(&mut self, start: usize) {
         if !self.repeated && self.stack.len() > start + 1 {
-            let keys = &mut self.stack[start..];
-            self.repeated = if keys.len() <= PAIRWISE_KEYS {
-                keys.iter().enumerate().any(|(i, key)| keys[..i].contains(key))
+            self.repeated = if self.stack.len() - start <= PAIRWISE_KEYS {
+                self.repeated_pairwise(start)
             } else {
-                keys.sort_unstable();
-                keys.windows(2).any(|pair| pair[0] == pair[1])
+                self.repeated_sorted(start)
             };
         }
         self.stack.truncate(start);
+    }
+
+    fn repeated_pairwise(&self, start: usize) -> bool {
+        let object = &self.stack[start..];
+        (1..object.len()).any(|i| {
+            let key = self.text(object[i]);
+            object[..i].iter().any(|&earlier| self.text(earlier) == key)
+        })
+    }
+
+    /// Sorts the object's keys in place. Out of line: only an object of many keys gets here,
+    /// and the common path stays small.
+    #[cold]
+    #[inline(never)]
+    fn repeated_sorted(&mut self, start: usize) -> bool {
+        // The stack is taken out for the sort so that `text` can still read the escaped keys.
+        let mut stack = std::mem::take(&mut self.stack);
+        let object = &mut stack[start..];
+        object.sort_unstable_by(|&a, &b| self.text(a).cmp(self.text(b)));
+        let repeated = object.windows(2).any(|pair| self.text(pair[0]) == self.text(pair[1]));
+        self.stack = stack;
+        repeated
     }
 }
 
@@ -360,14 +409,13 @@ impl<'de> Visitor<'de> for KeySeed<'_, 'de> {
     }
 
     fn visit_borrowed_str<E: de::Error>(self, key: &'de str) -> Result<Key, E> {
-        self.0.push(|| Cow::Borrowed(key));
+        self.0.push_borrowed(key);
         Ok(Key::of(key))
     }
 
-    // An escaped key is unescaped into serde_json's scratch buffer, which the next string
-    // overwrites: only such a key is copied.
+    // An escaped key, unescaped into serde_json's scratch buffer.
     fn visit_str<E: de::Error>(self, key: &str) -> Result<Key, E> {
-        self.0.push(|| Cow::Owned(key.to_owned()));
+        self.0.push_escaped(key);
         Ok(Key::of(key))
     }
 }
@@ -457,6 +505,35 @@ impl<'de> Visitor<'de> for ShapeSeed<'_, 'de> {
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Shape, A::Error> {
         skip_map(map, self.keys)?;
         Ok(Shape::Object)
+    }
+}
+
+/// Reads the key of an object that is skipped: notes it, without matching it to a [`Key`].
+struct SkipKey<'k, 'de>(&'k mut Keys<'de>);
+
+impl<'de> DeserializeSeed<'de> for SkipKey<'_, 'de> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for SkipKey<'_, 'de> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an object key")
+    }
+
+    fn visit_borrowed_str<E: de::Error>(self, key: &'de str) -> Result<(), E> {
+        self.0.push_borrowed(key);
+        Ok(())
+    }
+
+    fn visit_str<E: de::Error>(self, key: &str) -> Result<(), E> {
+        self.0.push_escaped(key);
+        Ok(())
     }
 }
 
@@ -732,7 +809,7 @@ fn skip_seq<'de, A: SeqAccess<'de>>(mut seq: A, keys: &mut Keys<'de>) -> Result<
 /// the repeated-key check.
 fn skip_map<'de, A: MapAccess<'de>>(mut map: A, keys: &mut Keys<'de>) -> Result<(), A::Error> {
     let start = keys.open();
-    while map.next_key_seed(KeySeed(keys))?.is_some() {
+    while map.next_key_seed(SkipKey(keys))?.is_some() {
         map.next_value_seed(Skip(keys))?;
     }
     keys.close(start);
@@ -793,16 +870,37 @@ mod tests {
     }
 
     #[test]
+    fn an_escaped_key_equals_the_same_key_unescaped_in_a_small_and_a_large_object() {
+        for count in [2, PAIRWISE_KEYS + 4] {
+            let names: Vec<String> = (0..count).map(|i| format!("k{i}")).collect();
+            let mut keys = Keys::new();
+            for name in &names {
+                keys.push_borrowed(name);
+            }
+            keys.close(0);
+            assert!(!keys.repeated, "{count} keys");
+            for name in &names {
+                keys.push_borrowed(name);
+            }
+            keys.push_escaped("k1");
+            keys.close(0);
+            assert!(keys.repeated, "{count} keys");
+        }
+    }
+
+    #[test]
     fn once_a_key_repeats_no_more_keys_are_kept() {
         // A repeated key early in a large body: the rest is parsed (it must still be JSON)
         // but nothing more is pushed, escaped keys included.
         let mut keys = Keys::new();
         let start = keys.open();
-        keys.push(|| Cow::Borrowed("a"));
-        keys.push(|| Cow::Borrowed("a"));
+        keys.push_borrowed("a");
+        keys.push_escaped("a");
         keys.close(start);
         assert!(keys.repeated);
-        keys.push(|| unreachable!("a key copied after the answer was known"));
+        keys.push_escaped("b");
+        keys.push_borrowed("c");
         assert!(keys.stack.is_empty());
+        assert_eq!(keys.escaped.len(), 1);
     }
 }
