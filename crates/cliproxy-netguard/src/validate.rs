@@ -1,5 +1,7 @@
 //! Request validation (`server.security.request_validation`): the fields each API requires,
-//! and the `max_tokens` cap, before a request costs anything upstream.
+//! and the `max_tokens` cap under every name the provider reads, before a request costs
+//! anything upstream. A body with a key given twice is refused first, with validation on or
+//! off: the gateway and the provider must read the same request.
 //!
 //! The checks read a [`RequestFields`], the few fields the gateway found in the body in its one
 //! pass over it (with serde_json's recursion limit, so deep nesting is refused there). Messages
