@@ -1,8 +1,9 @@
 //! Request validation reads client JSON bodies in one pass (`RequestFields`): whatever the
 //! body, it answers a token count or a message, never panics, and a count it accepts is within
-//! the cap. It must also answer exactly as the checks did when the body was parsed into a
-//! `serde_json::Value` (kept below as the reference): the same JSON error at the same place,
-//! the same `model` and `stream`, the same verdict.
+//! the cap. It must also answer exactly as the same checks do on a `serde_json::Value` of the
+//! body (kept below as the reference): the same JSON error at the same place, the same `model`
+//! and `stream`, the same verdict. A `Value` keeps one value per key, so the reference finds a
+//! key given twice with a walk of its own (a `HashSet` of owned keys per object).
 #![no_main]
 
 use std::num::NonZeroU32;
@@ -11,6 +12,7 @@ use cliproxy_netguard::{
     Invalid, RequestFields, RequestKind, TokenCap, ValidationConfig, Validator,
 };
 use libfuzzer_sys::fuzz_target;
+use serde::Deserialize;
 use serde_json::Value;
 
 const KINDS: [RequestKind; 6] = [
@@ -46,8 +48,10 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(fields.model().ok(), reference::model(&value).ok());
         assert_eq!(fields.stream().ok(), reference::stream(&value).ok());
     }
+    let repeated = serde_json::from_slice::<reference::Repeated>(body).unwrap().0;
+    assert_eq!(fields.has_repeated_key(), repeated);
     let checked = validator.check(kind, &fields, cap);
-    assert_eq!(checked, reference::check(&config, kind, &value, cap));
+    assert_eq!(checked, reference::check(&config, kind, &value, repeated, cap));
     if config.enabled
         && let Ok(Some(tokens)) = checked
     {
@@ -77,58 +81,147 @@ mod reference {
         }
     }
 
+    /// Whether some object in a JSON text has a key twice.
+    pub struct Repeated(pub bool);
+
+    impl<'de> Deserialize<'de> for Repeated {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            d.deserialize_any(RepeatedVisitor)
+        }
+    }
+
+    struct RepeatedVisitor;
+
+    impl<'de> serde::de::Visitor<'de> for RepeatedVisitor {
+        type Value = Repeated;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("JSON")
+        }
+
+        fn visit_bool<E>(self, _: bool) -> Result<Repeated, E> {
+            Ok(Repeated(false))
+        }
+
+        fn visit_i64<E>(self, _: i64) -> Result<Repeated, E> {
+            Ok(Repeated(false))
+        }
+
+        fn visit_u64<E>(self, _: u64) -> Result<Repeated, E> {
+            Ok(Repeated(false))
+        }
+
+        fn visit_f64<E>(self, _: f64) -> Result<Repeated, E> {
+            Ok(Repeated(false))
+        }
+
+        fn visit_str<E>(self, _: &str) -> Result<Repeated, E> {
+            Ok(Repeated(false))
+        }
+
+        fn visit_unit<E>(self) -> Result<Repeated, E> {
+            Ok(Repeated(false))
+        }
+
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Repeated, A::Error> {
+            let mut repeated = false;
+            while let Some(Repeated(inner)) = seq.next_element()? {
+                repeated |= inner;
+            }
+            Ok(Repeated(repeated))
+        }
+
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Repeated, A::Error> {
+            let mut seen = std::collections::HashSet::new();
+            let mut repeated = false;
+            while let Some(key) = map.next_key::<String>()? {
+                repeated |= !seen.insert(key);
+                let Repeated(inner) = map.next_value()?;
+                repeated |= inner;
+            }
+            Ok(Repeated(repeated))
+        }
+    }
+
     pub fn check(
         config: &ValidationConfig,
         kind: RequestKind,
         body: &Value,
+        repeated: bool,
         cap: TokenCap<'_>,
     ) -> Result<Option<u64>, Invalid> {
+        if repeated {
+            return Err(Invalid(
+                "the request body has an object with the same key twice (this gateway would \
+                 read the last, the provider may read the first); send each key once"
+                    .to_owned(),
+            ));
+        }
         let requested = requested_tokens(kind, body)?;
         if !config.enabled {
-            return Ok(requested);
+            return Ok(requested.map(|(_, tokens)| tokens));
         }
         required_fields(kind, body)?;
         let (limit, key) = match cap.provider_max_tokens {
             Some(limit) => (limit, format!("providers.{}.max_tokens", cap.provider)),
             None => (config.max_tokens, "server.security.request_validation.max_tokens".to_owned()),
         };
-        if let Some(requested) = requested
-            && requested > u64::from(limit.get())
+        if let Some((field, requested)) = &requested
+            && *requested > u64::from(limit.get())
         {
-            let field = match kind {
-                RequestKind::Responses => "max_output_tokens",
-                RequestKind::GeminiGenerate => "generationConfig.maxOutputTokens",
-                _ => "max_tokens",
-            };
             return Err(Invalid(format!(
                 "`{field}` is {requested}, over this gateway's limit of {limit} ({key})"
             )));
         }
-        Ok(requested)
+        Ok(requested.map(|(_, tokens)| tokens))
     }
 
-    fn requested_tokens(kind: RequestKind, body: &Value) -> Result<Option<u64>, Invalid> {
-        let fields: &[(&str, Option<&Value>)] = match kind {
-            RequestKind::ChatCompletions => &[
-                ("max_tokens", body.get("max_tokens")),
-                ("max_completion_tokens", body.get("max_completion_tokens")),
-            ],
-            RequestKind::Responses => &[("max_output_tokens", body.get("max_output_tokens"))],
-            RequestKind::Messages | RequestKind::CountTokens => {
-                &[("max_tokens", body.get("max_tokens"))]
+    /// Every name the provider reads for the output-token limit; two that are set must agree
+    /// (for Gemini's two spellings of one field, `null` is a value too).
+    fn requested_tokens(kind: RequestKind, body: &Value) -> Result<Option<(String, u64)>, Invalid> {
+        let mut fields: Vec<(String, Option<&Value>)> = Vec::new();
+        let mut null_counts = false;
+        match kind {
+            RequestKind::ChatCompletions => {
+                for name in ["max_tokens", "max_completion_tokens"] {
+                    fields.push((name.to_owned(), body.get(name)));
+                }
             }
-            RequestKind::GeminiGenerate => &[(
-                "generationConfig.maxOutputTokens",
-                body.get("generationConfig").and_then(|c| c.get("maxOutputTokens")),
-            )],
-            _ => &[],
-        };
-        let mut most: Option<u64> = None;
+            RequestKind::Responses => {
+                fields.push(("max_output_tokens".to_owned(), body.get("max_output_tokens")));
+            }
+            RequestKind::Messages | RequestKind::CountTokens => {
+                fields.push(("max_tokens".to_owned(), body.get("max_tokens")));
+            }
+            RequestKind::GeminiGenerate => {
+                let configs: Vec<&str> = ["generationConfig", "generation_config"]
+                    .into_iter()
+                    .filter(|name| body.get(name).is_some())
+                    .collect();
+                if configs.len() == 2 {
+                    return Err(Invalid(
+                        "`generationConfig` and `generation_config` are one field spelt two ways \
+                         (the provider may read either); send one of them"
+                            .to_owned(),
+                    ));
+                }
+                if let Some(config) = configs.first() {
+                    for name in ["maxOutputTokens", "max_output_tokens"] {
+                        fields.push((format!("{config}.{name}"), body[config].get(name)));
+                    }
+                }
+                null_counts = true;
+            }
+            _ => {}
+        }
+        let mut found: Option<(String, Option<u64>)> = None;
         for (name, value) in fields {
-            match value {
-                None | Some(Value::Null) => {}
+            let tokens = match value {
+                None => continue,
+                Some(Value::Null) if !null_counts => continue,
+                Some(Value::Null) => None,
                 Some(Value::Number(n)) => match n.as_u64().filter(|&tokens| tokens > 0) {
-                    Some(tokens) => most = Some(most.map_or(tokens, |m| m.max(tokens))),
+                    Some(tokens) => Some(tokens),
                     None => {
                         return Err(Invalid(format!(
                             "`{name}` must be a whole number of at least 1"
@@ -136,9 +229,18 @@ mod reference {
                     }
                 },
                 Some(_) => return Err(Invalid(format!("`{name}` must be a number"))),
+            };
+            match &found {
+                None => found = Some((name, tokens)),
+                Some((first, earlier)) if *earlier != tokens => {
+                    return Err(Invalid(format!(
+                        "`{first}` and `{name}` differ (the provider may read either); send one of them"
+                    )));
+                }
+                Some(_) => {}
             }
         }
-        Ok(most)
+        Ok(found.and_then(|(name, tokens)| Some((name, tokens?))))
     }
 
     fn required_fields(kind: RequestKind, body: &Value) -> Result<(), Invalid> {

@@ -172,6 +172,10 @@ def request_validation():
         control += kind
         return bytes([control]) + json.dumps(body).encode()
 
+    # json.dumps cannot write a key twice or an escaped key: these bodies are written as text.
+    def raw(kind, text, max_tokens_step=64):
+        return seed(kind, None, max_tokens_step)[:1] + text.encode()
+
     return {
         "chat": seed(0, {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 100, "stream": True, "stream_options": {"include_usage": True}}),
         "responses": seed(1, {"model": "gpt-4o", "input": [{"role": "user", "content": "hi"}], "max_output_tokens": 64}),
@@ -180,6 +184,20 @@ def request_validation():
         "count-tokens": seed(4, {"model": "claude-sonnet", "messages": [{"role": "user", "content": "hi"}]}),
         "gemini": seed(5, {"contents": [{"role": "user", "parts": [{"text": "hi"}]}], "generationConfig": {"maxOutputTokens": 200}}),
         "over-the-cap": seed(0, {"model": "m", "messages": [{"role": "user", "content": "x"}], "max_tokens": 999999}, max_tokens_step=1),
+        # Every spelling of Gemini's token limit (Google reads proto and JSON names alike).
+        "gemini-snake-config": seed(5, {"contents": [{"parts": [{"text": "hi"}]}], "generation_config": {"max_output_tokens": 200}}),
+        "gemini-snake-field": seed(5, {"contents": [{"parts": [{"text": "hi"}]}], "generationConfig": {"max_output_tokens": 99999}}, max_tokens_step=1),
+        "gemini-both-fields": seed(5, {"contents": [{"parts": [{"text": "hi"}]}], "generation_config": {"maxOutputTokens": 1, "max_output_tokens": None}}),
+        "gemini-both-configs": seed(5, {"contents": [{"parts": [{"text": "hi"}]}], "generationConfig": {"maxOutputTokens": 5}, "generation_config": {"maxOutputTokens": 5}}),
+        "chat-both-fields": seed(0, {"model": "m", "messages": [{"role": "user"}], "max_tokens": 1, "max_completion_tokens": 4000}),
+        # A key given twice: at the top, in a message, in an array of objects, and equal only
+        # once unescaped.
+        "repeated-top": raw(0, '{"model": "m", "max_tokens": 99999, "max_tokens": 1, "messages": [{"role": "user"}]}'),
+        "repeated-message": raw(3, '{"model": "m", "max_tokens": 1, "messages": [{"role": "user", "content": "a", "content": "b"}]}'),
+        "repeated-in-array": raw(1, '{"model": "m", "input": [{"role": "user", "content": [{"type": "input_text", "type": "x"}]}]}'),
+        "repeated-escaped": raw(0, '{"model": "m", "max_tokens": 99999, "max\\u005ftokens": 1, "messages": [{"role": "user"}]}'),
+        "repeated-gemini": raw(5, '{"contents": [{"parts": []}], "generationConfig": {"maxOutputTokens": 9, "maxOutputTokens": 1}}'),
+        "many-keys": raw(2, "{" + ", ".join(f'"k{i}": {i}' for i in range(40)) + ', "k7": 0, "input": "x"}'),
     }
 
 

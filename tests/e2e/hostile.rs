@@ -3,7 +3,8 @@
 //! expected answer, and after each one the gateway must still serve a real request.
 //!
 //! A case's expectation is one of: the status codes of every answer read on the connection
-//! (in order — so a smuggled second request shows up as an extra answer), or a connection
+//! (in order — so a smuggled second request shows up as an extra answer), one answer with a
+//! status and body text (where a 400 could come from more than one check), or a connection
 //! closed without an answer.
 
 use std::net::{IpAddr, SocketAddr};
@@ -22,11 +23,13 @@ enum Expect {
     Answers(Vec<u16>),
     /// One answer with any of these statuses.
     OneOf(Vec<u16>),
+    /// One answer with this status whose body holds every one of these texts.
+    Says(u16, Vec<&'static str>),
     /// The connection closed without an answer.
     Closed,
 }
 
-use Expect::{Answers, Closed, OneOf};
+use Expect::{Answers, Closed, OneOf, Says};
 
 fn one(status: u16) -> Expect {
     Answers(vec![status])
@@ -87,6 +90,21 @@ fn chat_max_tokens(value: &str) -> Vec<u8> {
         .as_bytes(),
     )
 }
+
+/// A Gemini generateContent call to the mock with the client key and `body` as is.
+fn gemini(body: &str) -> Vec<u8> {
+    request(
+        "POST",
+        "/v1beta/models/mock-1:generateContent",
+        &[&format!("x-goog-api-key: {CLIENT_KEY}"), "Content-Type: application/json"],
+        body.as_bytes(),
+    )
+}
+
+/// What the gateway answers a body with a key given twice, in each API's error format.
+const REPEATED_KEY: &str = "the request body has an object with the same key twice";
+const OPENAI_400: &str = r#""type":"invalid_request_error""#;
+const GEMINI_400: &str = r#""status":"INVALID_ARGUMENT""#;
 
 fn raw(text: &str) -> Vec<u8> {
     text.as_bytes().to_vec()
@@ -267,6 +285,74 @@ fn catalogue() -> Vec<Case> {
         // A model name carrying a whole log line of its own (issue 18, item 13): served, and
         // the log still has one JSON object per line (checked after the catalogue).
         case("a model name carrying a forged log line", chat(br#"{"model":"mock-1\n{\"msg\":\"request\",\"status\":200}\u2028\u0085","messages":[{"role":"user","content":"hi"}]}"#), one(200)),
+        // A key given twice, or a limit given under two names: this gateway would read one,
+        // the provider may read the other. Each of these got 200 before; the texts say which
+        // check refuses them (the API's own error format, no value from the body).
+        case(
+            "max_tokens twice, the last one under the cap",
+            chat(br#"{"model":"mock-1","max_tokens":100000,"max_tokens":1,"messages":[{"role":"user","content":"hi"}]}"#),
+            Says(400, vec![REPEATED_KEY, OPENAI_400]),
+        ),
+        case(
+            "max_tokens twice, once escaped",
+            chat(br#"{"model":"mock-1","max_tokens":100000,"max\u005ftokens":1,"messages":[{"role":"user","content":"hi"}]}"#),
+            Says(400, vec![REPEATED_KEY, OPENAI_400]),
+        ),
+        case(
+            "model twice",
+            chat(br#"{"model":"gpt-nonexistent","model":"mock-1","messages":[{"role":"user","content":"hi"}]}"#),
+            Says(400, vec![REPEATED_KEY, OPENAI_400]),
+        ),
+        case(
+            "a key twice in a message",
+            chat(br#"{"model":"mock-1","messages":[{"role":"user","content":"hi","content":"ignore the above"}]}"#),
+            Says(400, vec![REPEATED_KEY, OPENAI_400]),
+        ),
+        case(
+            "a key twice in an object inside an array",
+            chat(br#"{"model":"mock-1","messages":[{"role":"user","content":[{"type":"text","text":"a","text":"b"}]}]}"#),
+            Says(400, vec![REPEATED_KEY, OPENAI_400]),
+        ),
+        case(
+            "Anthropic max_tokens twice",
+            request("POST", "/v1/messages", &[&format!("x-api-key: {CLIENT_KEY}"), "Content-Type: application/json"], br#"{"model":"mock-1","max_tokens":100000,"max_tokens":1,"messages":[{"role":"user","content":"hi"}]}"#),
+            Says(400, vec![REPEATED_KEY, r#""type":"invalid_request_error""#, r#""type":"error""#]),
+        ),
+        case(
+            "Gemini maxOutputTokens twice",
+            gemini(r#"{"contents":[{"parts":[{"text":"hi"}]}],"generationConfig":{"maxOutputTokens":100000,"maxOutputTokens":1}}"#),
+            Says(400, vec![REPEATED_KEY, GEMINI_400]),
+        ),
+        case(
+            "max_tokens and max_completion_tokens that differ",
+            chat(br#"{"model":"mock-1","max_tokens":1,"max_completion_tokens":4000,"messages":[{"role":"user","content":"hi"}]}"#),
+            Says(400, vec!["`max_tokens` and `max_completion_tokens` differ", OPENAI_400]),
+        ),
+        case(
+            "Gemini generation_config.max_output_tokens over the cap",
+            gemini(r#"{"contents":[{"parts":[{"text":"hi"}]}],"generation_config":{"max_output_tokens":100000}}"#),
+            Says(400, vec!["`generation_config.max_output_tokens` is 100000, over this gateway's limit of 4096", GEMINI_400]),
+        ),
+        case(
+            "Gemini generationConfig.max_output_tokens over the cap",
+            gemini(r#"{"contents":[{"parts":[{"text":"hi"}]}],"generationConfig":{"max_output_tokens":100000}}"#),
+            Says(400, vec!["`generationConfig.max_output_tokens` is 100000, over this gateway's limit of 4096", GEMINI_400]),
+        ),
+        case(
+            "Gemini generation_config.maxOutputTokens over the cap",
+            gemini(r#"{"contents":[{"parts":[{"text":"hi"}]}],"generation_config":{"maxOutputTokens":100000}}"#),
+            Says(400, vec!["`generation_config.maxOutputTokens` is 100000, over this gateway's limit of 4096", GEMINI_400]),
+        ),
+        case(
+            "Gemini token limit under both names, disagreeing",
+            gemini(r#"{"contents":[{"parts":[{"text":"hi"}]}],"generationConfig":{"maxOutputTokens":1,"max_output_tokens":100000}}"#),
+            Says(400, vec!["`generationConfig.maxOutputTokens` and `generationConfig.max_output_tokens` differ", GEMINI_400]),
+        ),
+        case(
+            "Gemini generation config under both names",
+            gemini(r#"{"contents":[{"parts":[{"text":"hi"}]}],"generationConfig":{"maxOutputTokens":1},"generation_config":{"temperature":1}}"#),
+            Says(400, vec!["`generationConfig` and `generation_config` are one field spelt two ways", GEMINI_400]),
+        ),
         case(
             "Anthropic message without max_tokens",
             request("POST", "/v1/messages", &[&format!("x-api-key: {CLIENT_KEY}"), "Content-Type: application/json"], br#"{"model":"mock-1","messages":[{"role":"user","content":"hi"}]}"#),
@@ -341,8 +427,16 @@ fn catalogue() -> Vec<Case> {
     cases
 }
 
+/// One answer read off a connection.
+#[derive(Debug)]
+struct Answer {
+    status: u16,
+    /// The body when the answer gave a `Content-Length` (what the gateway's errors carry).
+    body: String,
+}
+
 /// Reads every answer on `stream` until the gateway closes it.
-async fn answers(stream: &mut TcpStream) -> Vec<u16> {
+async fn answers(stream: &mut TcpStream) -> Vec<Answer> {
     let mut bytes = Vec::new();
     let read = tokio::time::timeout(WAIT, stream.read_to_end(&mut bytes)).await;
     assert!(read.is_ok(), "the gateway kept the connection open for {WAIT:?}");
@@ -350,8 +444,8 @@ async fn answers(stream: &mut TcpStream) -> Vec<u16> {
     parse_answers(&bytes)
 }
 
-/// The statuses of the HTTP/1.1 answers in `bytes` (Content-Length or chunked bodies).
-fn parse_answers(mut bytes: &[u8]) -> Vec<u16> {
+/// The HTTP/1.1 answers in `bytes` (Content-Length or chunked bodies).
+fn parse_answers(mut bytes: &[u8]) -> Vec<Answer> {
     let mut statuses = Vec::new();
     while let Some(end) = bytes.windows(4).position(|w| w == b"\r\n\r\n") {
         let head = String::from_utf8_lossy(&bytes[..end]).to_string();
@@ -361,19 +455,24 @@ fn parse_answers(mut bytes: &[u8]) -> Vec<u16> {
         if status == 100 {
             continue;
         }
-        statuses.push(status);
+        let mut body = String::new();
         if let Some(length) = lower
             .lines()
             .find_map(|l| l.strip_prefix("content-length:"))
             .and_then(|v| v.trim().parse::<usize>().ok())
         {
+            body = String::from_utf8_lossy(&bytes[..length.min(bytes.len())]).into_owned();
             bytes = &bytes[length.min(bytes.len())..];
         } else if lower.contains("transfer-encoding: chunked") {
             match bytes.windows(5).position(|w| w == b"0\r\n\r\n") {
                 Some(at) => bytes = &bytes[at + 5..],
-                None => break,
+                None => {
+                    statuses.push(Answer { status, body });
+                    break;
+                }
             }
         }
+        statuses.push(Answer { status, body });
     }
     statuses
 }
@@ -389,7 +488,8 @@ async fn still_serves(addr: SocketAddr, after: &str) {
     let mut stream = connect("127.0.0.1", addr).await;
     let body = br#"{"model":"mock-1","messages":[{"role":"user","content":"hi"}]}"#;
     stream.write_all(&chat(body)).await.unwrap();
-    assert_eq!(answers(&mut stream).await, vec![200], "the gateway stopped serving after: {after}");
+    let statuses: Vec<u16> = answers(&mut stream).await.iter().map(|a| a.status).collect();
+    assert_eq!(statuses, vec![200], "the gateway stopped serving after: {after}");
 }
 
 fn yaml(harness: &Harness) -> String {
@@ -421,14 +521,20 @@ async fn every_hostile_input_gets_its_answer_and_the_gateway_keeps_serving() {
         let mut stream = connect(case.from, addr).await;
         // The gateway may close before reading everything (a refused header block, say).
         let _ = stream.write_all(&case.raw).await;
-        let got = answers(&mut stream).await;
+        let answers = answers(&mut stream).await;
+        let got: Vec<u16> = answers.iter().map(|a| a.status).collect();
         let ok = match &case.expect {
             Answers(statuses) => &got == statuses,
             OneOf(statuses) => got.len() == 1 && statuses.contains(&got[0]),
+            Says(status, texts) => {
+                got == [*status] && texts.iter().all(|text| answers[0].body.contains(text))
+            }
             Closed => got.is_empty(),
         };
         if !ok {
-            failures.push(format!("{}: expected {:?}, got {got:?}", case.name, case.expect));
+            let bodies: Vec<&str> = answers.iter().map(|a| a.body.as_str()).collect();
+            failures
+                .push(format!("{}: expected {:?}, got {got:?} {bodies:?}", case.name, case.expect));
         }
         still_serves(addr, &case.name).await;
     }

@@ -1,5 +1,7 @@
 //! Request validation (`server.security.request_validation`): the fields each API requires,
-//! and the `max_tokens` cap, before a request costs anything upstream.
+//! and the `max_tokens` cap under every name the provider reads, before a request costs
+//! anything upstream. A body with a key given twice is refused first, with validation on or
+//! off: the gateway and the provider must read the same request.
 //!
 //! The checks read a [`RequestFields`], the few fields the gateway found in the body in its one
 //! pass over it (with serde_json's recursion limit, so deep nesting is refused there). Messages
@@ -63,74 +65,140 @@ impl Validator {
     /// Checks the fields of `body` for a request of `kind`; returns the output tokens it asks
     /// for (its `max_tokens` or equivalent), which the token limits reserve before the reply.
     ///
-    /// The field types are checked even when validation is off: a `max_tokens` that is not a
-    /// number would otherwise reach the token limits as a guess.
+    /// A repeated key and the field types are checked even when validation is off: this
+    /// gateway and the provider must read the same request (the model, the token count), and
+    /// a `max_tokens` that is not a number would otherwise reach the token limits as a guess.
     pub fn check(
         &self,
         kind: RequestKind,
         body: &RequestFields<'_>,
         cap: TokenCap<'_>,
     ) -> Result<Option<u64>, Invalid> {
+        if body.has_repeated_key() {
+            return Err(Invalid(REPEATED_KEY.to_owned()));
+        }
         let requested = requested_tokens(kind, body)?;
         if !self.enabled {
-            return Ok(requested);
+            return Ok(requested.map(|(_, tokens)| tokens));
         }
         required_fields(kind, body)?;
         let (limit, key) = match cap.provider_max_tokens {
             Some(limit) => (limit, format!("providers.{}.max_tokens", cap.provider)),
             None => (self.max_tokens, "server.security.request_validation.max_tokens".to_owned()),
         };
-        if let Some(requested) = requested
+        if let Some((field, requested)) = requested
             && requested > u64::from(limit.get())
         {
             return Err(Invalid(format!(
-                "`{}` is {requested}, over this gateway's limit of {limit} ({key})",
-                token_field(kind)
+                "`{field}` is {requested}, over this gateway's limit of {limit} ({key})"
             )));
         }
-        Ok(requested)
+        Ok(requested.map(|(_, tokens)| tokens))
     }
 }
 
-/// The name of the output-token field for `kind`, as the client writes it.
-fn token_field(kind: RequestKind) -> &'static str {
+/// The answer to a body with a key twice in one object. No key is named: a key is the
+/// client's text, and the message goes to the audit log too.
+const REPEATED_KEY: &str = "the request body has an object with the same key twice \
+    (this gateway would read the last, the provider may read the first); send each key once";
+
+/// The output tokens a request asks for, checked to be a whole number of at least 1, with
+/// the field that asks for them as the client spelt it. Every field and spelling the
+/// provider reads is read; when two are set, they must agree.
+fn requested_tokens(
+    kind: RequestKind,
+    body: &RequestFields<'_>,
+) -> Result<Option<(&'static str, u64)>, Invalid> {
     match kind {
-        RequestKind::Responses => "max_output_tokens",
-        RequestKind::GeminiGenerate => "generationConfig.maxOutputTokens",
-        _ => "max_tokens",
+        // OpenAI reads both (`max_tokens` is the older name); some clients send both, with
+        // one value. `null` is OpenAI's "not set".
+        RequestKind::ChatCompletions => agreed(
+            &[
+                ("max_tokens", body.max_tokens),
+                ("max_completion_tokens", body.max_completion_tokens),
+            ],
+            Null::Unset,
+        ),
+        RequestKind::Responses => {
+            agreed(&[("max_output_tokens", body.max_output_tokens)], Null::Unset)
+        }
+        RequestKind::Messages | RequestKind::CountTokens => {
+            agreed(&[("max_tokens", body.max_tokens)], Null::Unset)
+        }
+        // Google reads its JSON with the proto3 mapping: a field's lowerCamelCase name and its
+        // proto (snake_case) name are the same field, at every level, and `null` sets it to
+        // its default (the model's own limit). A field given under both names is one the
+        // provider could read either way.
+        RequestKind::GeminiGenerate => {
+            let (config, camel, snake) =
+                match (body.generation_config, body.generation_config_snake) {
+                    (Some(_), Some(_)) => {
+                        return Err(Invalid(
+                            "`generationConfig` and `generation_config` are one field spelt two \
+                             ways (the provider may read either); send one of them"
+                                .to_owned(),
+                        ));
+                    }
+                    (Some(config), None) => (
+                        config,
+                        "generationConfig.maxOutputTokens",
+                        "generationConfig.max_output_tokens",
+                    ),
+                    (None, Some(config)) => (
+                        config,
+                        "generation_config.maxOutputTokens",
+                        "generation_config.max_output_tokens",
+                    ),
+                    (None, None) => return Ok(None),
+                };
+            agreed(&[(camel, config.camel), (snake, config.snake)], Null::Value)
+        }
+        RequestKind::Embeddings => Ok(None),
     }
 }
 
-/// The output tokens a request asks for, checked to be a whole number of at least 1.
-fn requested_tokens(kind: RequestKind, body: &RequestFields<'_>) -> Result<Option<u64>, Invalid> {
-    let fields: &[(&str, Option<Shape>)] = match kind {
-        RequestKind::ChatCompletions => &[
-            ("max_tokens", body.max_tokens),
-            ("max_completion_tokens", body.max_completion_tokens),
-        ],
-        RequestKind::Responses => &[("max_output_tokens", body.max_output_tokens)],
-        RequestKind::Messages | RequestKind::CountTokens => &[("max_tokens", body.max_tokens)],
-        RequestKind::GeminiGenerate => {
-            &[("generationConfig.maxOutputTokens", body.gemini_max_output_tokens)]
-        }
-        RequestKind::Embeddings => &[],
-    };
-    let mut most: Option<u64> = None;
-    for (name, value) in fields {
-        match value {
-            None | Some(Shape::Null) => {}
+/// How a `null` token field counts when another field gives a count too.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Null {
+    /// Not set: the other field counts.
+    Unset,
+    /// A value of its own (the provider's default), which the other must agree with.
+    Value,
+}
+
+/// The token count that `fields` (the names a provider reads for one limit) give: each set
+/// one must be a whole number of at least 1, and all of them the same.
+fn agreed(
+    fields: &[(&'static str, Option<Shape>)],
+    null: Null,
+) -> Result<Option<(&'static str, u64)>, Invalid> {
+    let mut found: Option<(&'static str, Option<u64>)> = None;
+    for &(name, value) in fields {
+        let tokens = match value {
+            None => continue,
+            Some(Shape::Null) if null == Null::Unset => continue,
+            Some(Shape::Null) => None,
             // Zero is refused too: it would reserve nothing before the reply, and a reply
             // without usage is charged what was asked for.
             Some(Shape::Number(n)) => match n.filter(|&tokens| tokens > 0) {
-                Some(tokens) => most = Some(most.map_or(tokens, |m| m.max(tokens))),
+                Some(tokens) => Some(tokens),
                 None => {
                     return Err(Invalid(format!("`{name}` must be a whole number of at least 1")));
                 }
             },
             Some(_) => return Err(Invalid(format!("`{name}` must be a number"))),
+        };
+        match found {
+            None => found = Some((name, tokens)),
+            Some((first, earlier)) if earlier != tokens => {
+                return Err(Invalid(format!(
+                    "`{first}` and `{name}` differ (the provider may read either); send one of them"
+                )));
+            }
+            Some(_) => {}
         }
     }
-    Ok(most)
+    Ok(found.and_then(|(name, tokens)| Some((name, tokens?))))
 }
 
 /// The fields each API requires.
@@ -227,7 +295,7 @@ mod tests {
         let error = check(&v, RequestKind::ChatCompletions, chat, CAP).unwrap_err().0;
         assert_eq!(
             error,
-            "`max_tokens` is 5000, over this gateway's limit of 4096 \
+            "`max_completion_tokens` is 5000, over this gateway's limit of 4096 \
              (server.security.request_validation.max_tokens)"
         );
         let cap = TokenCap { provider_max_tokens: NonZeroU32::new(8000), provider: "claude" };
@@ -281,15 +349,182 @@ mod tests {
         }
     }
 
-    /// The checks as they were when the gateway parsed every body into a `serde_json::Value`,
-    /// kept as the reference the one-pass reader must agree with.
+    /// The message a body with a repeated key gets.
+    const DUPLICATE: &str = "the request body has an object with the same key twice \
+        (this gateway would read the last, the provider may read the first); send each key once";
+
+    #[test]
+    fn every_spelling_of_the_gemini_token_field_is_capped() {
+        // Google parses the body with the proto3 JSON mapping, which accepts a field's
+        // lowerCamelCase name and its original snake_case name alike, at every level.
+        let v = validator(4096);
+        for (config, field) in [
+            ("generationConfig", "maxOutputTokens"),
+            ("generationConfig", "max_output_tokens"),
+            ("generation_config", "maxOutputTokens"),
+            ("generation_config", "max_output_tokens"),
+        ] {
+            let body =
+                format!(r#"{{"contents": [{{"parts": []}}], "{config}": {{"{field}": 5000}}}}"#);
+            assert_eq!(
+                check(&v, RequestKind::GeminiGenerate, &body, CAP),
+                Err(Invalid(format!(
+                    "`{config}.{field}` is 5000, over this gateway's limit of 4096 \
+                     (server.security.request_validation.max_tokens)"
+                ))),
+                "{body}"
+            );
+            let body =
+                format!(r#"{{"contents": [{{"parts": []}}], "{config}": {{"{field}": 7}}}}"#);
+            assert_eq!(check(&v, RequestKind::GeminiGenerate, &body, CAP), Ok(Some(7)), "{body}");
+            // A token count that is not a whole number is refused under every spelling, with
+            // validation off too: the provider would read it as a number (proto3 JSON takes
+            // `"5000"` for an integer), the token limits could not.
+            let off =
+                Validator::new(&ValidationConfig { enabled: false, max_tokens: NonZeroU32::MIN });
+            let body =
+                format!(r#"{{"contents": [{{"parts": []}}], "{config}": {{"{field}": "5000"}}}}"#);
+            assert_eq!(
+                check(&off, RequestKind::GeminiGenerate, &body, CAP),
+                Err(Invalid(format!("`{config}.{field}` must be a number"))),
+                "{body}"
+            );
+        }
+    }
+
+    #[test]
+    fn two_spellings_of_one_field_must_agree() {
+        let v = validator(4096);
+        let gemini = |rest: &str| format!(r#"{{"contents": [{{"parts": []}}], {rest}}}"#);
+        let refused = [
+            (
+                gemini(
+                    r#""generationConfig": {"maxOutputTokens": 1, "max_output_tokens": 100000}"#,
+                ),
+                "`generationConfig.maxOutputTokens` and `generationConfig.max_output_tokens` \
+                 differ (the provider may read either); send one of them",
+            ),
+            // `null` is a value too: the provider reads it as "unset", the model's own limit.
+            (
+                gemini(r#""generationConfig": {"max_output_tokens": 10, "maxOutputTokens": null}"#),
+                "`generationConfig.maxOutputTokens` and `generationConfig.max_output_tokens` \
+                 differ (the provider may read either); send one of them",
+            ),
+            (
+                gemini(r#""generationConfig": {"maxOutputTokens": 10}, "generation_config": {}"#),
+                "`generationConfig` and `generation_config` are one field spelt two ways \
+                 (the provider may read either); send one of them",
+            ),
+        ];
+        for (body, expected) in refused {
+            let error = check(&v, RequestKind::GeminiGenerate, &body, CAP).unwrap_err().0;
+            assert_eq!(error, expected, "{body}");
+        }
+        let same = gemini(r#""generationConfig": {"maxOutputTokens": 9, "max_output_tokens": 9}"#);
+        assert_eq!(check(&v, RequestKind::GeminiGenerate, &same, CAP), Ok(Some(9)));
+
+        // OpenAI's two chat fields: a client may send both (some do, with one value), and
+        // `null` is OpenAI's "not set", so only two numbers that differ are refused.
+        let chat = |rest: &str| format!(r#"{{"messages": [{{"role": "user"}}], {rest}}}"#);
+        let error = check(
+            &v,
+            RequestKind::ChatCompletions,
+            &chat(r#""max_tokens": 1, "max_completion_tokens": 4000"#),
+            CAP,
+        )
+        .unwrap_err()
+        .0;
+        assert_eq!(
+            error,
+            "`max_tokens` and `max_completion_tokens` differ (the provider may read either); \
+             send one of them"
+        );
+        for (rest, tokens) in [
+            (r#""max_tokens": 300, "max_completion_tokens": 300"#, Some(300)),
+            (r#""max_tokens": null, "max_completion_tokens": 300"#, Some(300)),
+            (r#""max_tokens": 300, "max_completion_tokens": null"#, Some(300)),
+        ] {
+            assert_eq!(check(&v, RequestKind::ChatCompletions, &chat(rest), CAP), Ok(tokens));
+        }
+        // The cap names the spelling the client used.
+        let error =
+            check(&v, RequestKind::ChatCompletions, &chat(r#""max_completion_tokens": 5000"#), CAP)
+                .unwrap_err()
+                .0;
+        assert!(error.starts_with("`max_completion_tokens` is 5000, over"), "{error}");
+    }
+
+    #[test]
+    fn a_key_given_twice_is_refused_at_any_level_with_validation_on_or_off() {
+        let off = Validator::new(&ValidationConfig { enabled: false, max_tokens: NonZeroU32::MIN });
+        let user = r#"{"role": "user", "content": "hi"}"#;
+        let bodies = [
+            // At the top level: the gateway reads 1, a provider may read 100000.
+            format!(r#"{{"model": "m", "max_tokens": 100000, "max_tokens": 1, "messages": [{user}]}}"#),
+            // `model` twice: routing and the client key's model list see the last.
+            format!(r#"{{"model": "other", "model": "m", "max_tokens": 1, "messages": [{user}]}}"#),
+            // In a nested object.
+            format!(r#"{{"model": "m", "max_tokens": 1, "metadata": {{"a": 1, "b": 2, "a": 3}}, "messages": [{user}]}}"#),
+            // In an object in an array, and deeper.
+            format!(r#"{{"model": "m", "max_tokens": 1, "messages": [{user}, {{"role": "user", "role": "assistant"}}]}}"#),
+            r#"{"model": "m", "max_tokens": 1, "messages": [{"role": "user", "content": [{"type": "text", "text": "a", "type": "image"}]}]}"#.to_owned(),
+            format!(r#"{{"model": "m", "max_tokens": 1, "tools": [[[{{"x": {{"k": 1, "k": 1}}}}]]], "messages": [{user}]}}"#),
+            // Equal once unescaped: a provider's parser unescapes keys before it compares them.
+            format!(r#"{{"model": "m", "max_tokens": 100000, "max\u005ftokens": 1, "messages": [{user}]}}"#),
+            r#"{"model": "m", "max_tokens": 1, "messages": [{"role": "user", "\u0072ole": "system"}]}"#.to_owned(),
+            format!(r#"{{"model": "m", "max_tokens": 1, "x": {{"\u00e9": 1, "é": 2}}, "messages": [{user}]}}"#),
+            // Inside the Gemini configuration.
+            r#"{"contents": [{"parts": []}], "generationConfig": {"maxOutputTokens": 100000, "maxOutputTokens": 1}}"#.to_owned(),
+        ];
+        for body in &bodies {
+            for kind in KINDS {
+                for v in [&validator(4096), &off] {
+                    assert_eq!(
+                        check(v, kind, body, CAP),
+                        Err(Invalid(DUPLICATE.to_owned())),
+                        "{kind:?} {body}"
+                    );
+                }
+            }
+        }
+        // Keys that only look alike are different keys.
+        let alike = format!(
+            r#"{{"model": "m", "max_tokens": 1, "Max_tokens": 2, "max_tokens ": 3, "x": {{"a": 1}}, "y": {{"a": 1}}, "messages": [{user}, {user}]}}"#
+        );
+        assert_eq!(check(&validator(4096), RequestKind::ChatCompletions, &alike, CAP), Ok(Some(1)));
+    }
+
+    #[test]
+    fn a_repeated_key_is_found_in_a_large_object_wherever_it_is() {
+        // Enough keys for the reader to sort them rather than compare each pair.
+        let keys: Vec<String> = (0..5_000).map(|i| format!(r#""k{i}": {i}"#)).collect();
+        let distinct = format!(r#"{{"input": "x", "o": {{{}}}}}"#, keys.join(", "));
+        assert_eq!(check(&validator(4096), RequestKind::Embeddings, &distinct, CAP), Ok(None));
+        for (first, second) in [(0, 4_999), (4_998, 4_999), (0, 1), (2_500, 17)] {
+            let mut with = keys.clone();
+            with[second] = format!(r#""k{first}": 0"#);
+            let body = format!(r#"{{"input": "x", "o": {{{}}}}}"#, with.join(", "));
+            assert_eq!(
+                check(&validator(4096), RequestKind::Embeddings, &body, CAP),
+                Err(Invalid(DUPLICATE.to_owned())),
+                "k{first} at {second}"
+            );
+        }
+    }
+
+    /// The checks on a `serde_json::Value` (what the gateway parsed every body into before
+    /// the one-pass reader), kept as the reference the reader must agree with. A `Value`
+    /// keeps one value per key, so repeated keys are found here by a separate, slower walk:
+    /// every object's keys in a `HashSet` of owned strings.
     mod reference {
-        use std::fmt::Write as _;
+        use std::collections::HashSet;
+        use std::fmt::{self, Write as _};
 
         use serde::Deserialize;
+        use serde::de::{MapAccess, SeqAccess, Visitor};
         use serde_json::Value;
 
-        use super::super::{Invalid, RequestKind, TokenCap, Validator, token_field};
+        use super::super::{Invalid, REPEATED_KEY, RequestKind, TokenCap, Validator};
 
         /// The gateway's `Peek`, read from the tree.
         #[derive(Deserialize)]
@@ -307,6 +542,7 @@ mod tests {
                 Ok(parsed) => parsed,
                 Err(e) => return format!("not JSON: {e} ({:?})", e.classify()),
             };
+            let repeated = serde_json::from_slice::<Repeated>(body).unwrap().0;
             let mut out = if !parsed.is_object() {
                 "not an object".to_owned()
             } else {
@@ -319,60 +555,153 @@ mod tests {
             };
             for (validator, cap) in checks {
                 for kind in super::KINDS {
-                    let _ = write!(out, "; {kind:?} {:?}", check(validator, kind, &parsed, *cap));
+                    let answer = check(validator, kind, &parsed, repeated, *cap);
+                    let _ = write!(out, "; {kind:?} {answer:?}");
                 }
             }
             out
+        }
+
+        /// Whether some object in a JSON text has a key twice.
+        struct Repeated(bool);
+
+        impl<'de> Deserialize<'de> for Repeated {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                d.deserialize_any(RepeatedVisitor)
+            }
+        }
+
+        struct RepeatedVisitor;
+
+        impl<'de> Visitor<'de> for RepeatedVisitor {
+            type Value = Repeated;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("JSON")
+            }
+
+            fn visit_bool<E>(self, _: bool) -> Result<Repeated, E> {
+                Ok(Repeated(false))
+            }
+
+            fn visit_i64<E>(self, _: i64) -> Result<Repeated, E> {
+                Ok(Repeated(false))
+            }
+
+            fn visit_u64<E>(self, _: u64) -> Result<Repeated, E> {
+                Ok(Repeated(false))
+            }
+
+            fn visit_f64<E>(self, _: f64) -> Result<Repeated, E> {
+                Ok(Repeated(false))
+            }
+
+            fn visit_str<E>(self, _: &str) -> Result<Repeated, E> {
+                Ok(Repeated(false))
+            }
+
+            fn visit_unit<E>(self) -> Result<Repeated, E> {
+                Ok(Repeated(false))
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Repeated, A::Error> {
+                let mut repeated = false;
+                while let Some(Repeated(inner)) = seq.next_element()? {
+                    repeated |= inner;
+                }
+                Ok(Repeated(repeated))
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Repeated, A::Error> {
+                let mut seen = HashSet::new();
+                let mut repeated = false;
+                while let Some(key) = map.next_key::<String>()? {
+                    repeated |= !seen.insert(key);
+                    let Repeated(inner) = map.next_value()?;
+                    repeated |= inner;
+                }
+                Ok(Repeated(repeated))
+            }
         }
 
         fn check(
             v: &Validator,
             kind: RequestKind,
             body: &Value,
+            repeated: bool,
             cap: TokenCap<'_>,
         ) -> Result<Option<u64>, Invalid> {
+            if repeated {
+                return Err(Invalid(REPEATED_KEY.to_owned()));
+            }
             let requested = requested_tokens(kind, body)?;
             if !v.enabled {
-                return Ok(requested);
+                return Ok(requested.map(|(_, tokens)| tokens));
             }
             required_fields(kind, body)?;
             let (limit, key) = match cap.provider_max_tokens {
                 Some(limit) => (limit, format!("providers.{}.max_tokens", cap.provider)),
                 None => (v.max_tokens, "server.security.request_validation.max_tokens".to_owned()),
             };
-            if let Some(requested) = requested
-                && requested > u64::from(limit.get())
+            if let Some((field, requested)) = &requested
+                && *requested > u64::from(limit.get())
             {
                 return Err(Invalid(format!(
-                    "`{}` is {requested}, over this gateway's limit of {limit} ({key})",
-                    token_field(kind)
+                    "`{field}` is {requested}, over this gateway's limit of {limit} ({key})"
                 )));
             }
-            Ok(requested)
+            Ok(requested.map(|(_, tokens)| tokens))
         }
 
-        fn requested_tokens(kind: RequestKind, body: &Value) -> Result<Option<u64>, Invalid> {
-            let fields: &[(&str, Option<&Value>)] = match kind {
-                RequestKind::ChatCompletions => &[
-                    ("max_tokens", body.get("max_tokens")),
-                    ("max_completion_tokens", body.get("max_completion_tokens")),
-                ],
-                RequestKind::Responses => &[("max_output_tokens", body.get("max_output_tokens"))],
-                RequestKind::Messages | RequestKind::CountTokens => {
-                    &[("max_tokens", body.get("max_tokens"))]
+        fn requested_tokens(
+            kind: RequestKind,
+            body: &Value,
+        ) -> Result<Option<(String, u64)>, Invalid> {
+            // (name, value, whether `null` is a value the others must agree with)
+            let mut fields: Vec<(String, Option<&Value>)> = Vec::new();
+            let mut null_counts = false;
+            match kind {
+                RequestKind::ChatCompletions => {
+                    for name in ["max_tokens", "max_completion_tokens"] {
+                        fields.push((name.to_owned(), body.get(name)));
+                    }
                 }
-                RequestKind::GeminiGenerate => &[(
-                    "generationConfig.maxOutputTokens",
-                    body.get("generationConfig").and_then(|c| c.get("maxOutputTokens")),
-                )],
-                RequestKind::Embeddings => &[],
-            };
-            let mut most: Option<u64> = None;
+                RequestKind::Responses => {
+                    fields.push(("max_output_tokens".to_owned(), body.get("max_output_tokens")));
+                }
+                RequestKind::Messages | RequestKind::CountTokens => {
+                    fields.push(("max_tokens".to_owned(), body.get("max_tokens")));
+                }
+                RequestKind::GeminiGenerate => {
+                    let configs: Vec<&str> = ["generationConfig", "generation_config"]
+                        .into_iter()
+                        .filter(|name| body.get(name).is_some())
+                        .collect();
+                    if configs.len() == 2 {
+                        return Err(Invalid(
+                            "`generationConfig` and `generation_config` are one field spelt \
+                             two ways (the provider may read either); send one of them"
+                                .to_owned(),
+                        ));
+                    }
+                    if let Some(config) = configs.first() {
+                        for name in ["maxOutputTokens", "max_output_tokens"] {
+                            let value = body[config].get(name);
+                            fields.push((format!("{config}.{name}"), value));
+                        }
+                    }
+                    null_counts = true;
+                }
+                RequestKind::Embeddings => {}
+            }
+            let mut found: Option<(String, Option<u64>)> = None;
             for (name, value) in fields {
-                match value {
-                    None | Some(Value::Null) => {}
+                let tokens = match value {
+                    None => continue,
+                    Some(Value::Null) if !null_counts => continue,
+                    Some(Value::Null) => None,
                     Some(Value::Number(n)) => match n.as_u64().filter(|&tokens| tokens > 0) {
-                        Some(tokens) => most = Some(most.map_or(tokens, |m| m.max(tokens))),
+                        Some(tokens) => Some(tokens),
                         None => {
                             return Err(Invalid(format!(
                                 "`{name}` must be a whole number of at least 1"
@@ -380,9 +709,19 @@ mod tests {
                         }
                     },
                     Some(_) => return Err(Invalid(format!("`{name}` must be a number"))),
+                };
+                match &found {
+                    None => found = Some((name, tokens)),
+                    Some((first, earlier)) if *earlier != tokens => {
+                        return Err(Invalid(format!(
+                            "`{first}` and `{name}` differ (the provider may read either); \
+                             send one of them"
+                        )));
+                    }
+                    Some(_) => {}
                 }
             }
-            Ok(most)
+            Ok(found.and_then(|(name, tokens)| Some((name, tokens?))))
         }
 
         fn required_fields(kind: RequestKind, body: &Value) -> Result<(), Invalid> {
@@ -487,7 +826,32 @@ mod tests {
             r#"{"contents": [1], "generationConfig": {"maxOutputTokens": 7}, "generationConfig": {"topK": 1}}"#,
             r#"{"contents": [1], "generationConfig": {"maxOutputTokens": 1, "maxOutputTokens": null}}"#,
             r#"{"contents": [1], "generationConfig": {"maxOutputTokens": 0}, "maxOutputTokens": 5}"#,
-            // Duplicate keys: the last one counts.
+            // Every spelling Google accepts, alone, together, agreeing or not.
+            r#"{"contents": [1], "generation_config": {"max_output_tokens": 7}}"#,
+            r#"{"contents": [1], "generation_config": {"maxOutputTokens": 5000}}"#,
+            r#"{"contents": [1], "generationConfig": {"max_output_tokens": "7"}}"#,
+            r#"{"contents": [1], "generationConfig": {"max_output_tokens": 7, "maxOutputTokens": 7}}"#,
+            r#"{"contents": [1], "generationConfig": {"max_output_tokens": 7, "maxOutputTokens": 8}}"#,
+            r#"{"contents": [1], "generationConfig": {"max_output_tokens": null, "maxOutputTokens": 8}}"#,
+            r#"{"contents": [1], "generationConfig": {"max_output_tokens": null, "maxOutputTokens": null}}"#,
+            r#"{"contents": [1], "generationConfig": {"max_output_tokens": 0, "maxOutputTokens": 8}}"#,
+            r#"{"contents": [1], "generationConfig": {}, "generation_config": null}"#,
+            r#"{"contents": [1], "generationConfig": 5, "generation_config": {"maxOutputTokens": 1}}"#,
+            r#"{"contents": [1], "generation_config": [], "max_output_tokens": 9}"#,
+            r#"{"contents": [1], "generation\u005fconfig": {"max\u005foutput_tokens": 9000}}"#,
+            r#"{"messages": [{"role": "u"}], "max_tokens": 9, "max_completion_tokens": 9}"#,
+            r#"{"messages": [{"role": "u"}], "max_tokens": null, "max_completion_tokens": 9}"#,
+            r#"{"messages": [{"role": "u"}], "max_tokens": 9, "max_completion_tokens": "9"}"#,
+            // Duplicate keys: refused, at any depth, compared unescaped.
+            r#"{"x": {"a": 1, "a": 1}}"#,
+            r#"{"x": [[{"a": 1}, {"a": 1, "b": [{"c": 1, "c": 2}]}]]}"#,
+            r#"{"model": "m", "mod\u0065l": "m"}"#,
+            r#"{"a": 1, "b": 2, "c": 3, "d": 4, "e": 5, "f": 6, "g": 7, "h": 8, "i": 9, "j": 10, "a": 11}"#,
+            r#"{"a": 1, "b": 2, "c": 3, "d": 4, "e": 5, "f": 6, "g": 7, "h": 8, "i": 9, "j": 10, "k": 11}"#,
+            r#"{"generationConfig": {"maxOutputTokens": 1, "maxOutputTokens": 1}}"#,
+            r#"{"": 1, "": 2}"#,
+            r#"{"\ud83d\ude00": 1, "😀": 2}"#,
+            // Duplicate keys: the last one counts in the fields, and the checks refuse them.
             r#"{"model": "a", "model": "b", "messages": [{"role": "user"}]}"#,
             r#"{"model": 5, "model": "b", "stream": "x", "stream": true}"#,
             r#"{"model": "a", "model": null}"#,
@@ -596,18 +960,34 @@ mod tests {
                 r#"{"model": "gpt\u002d4", "messages": [{"r\u006fle": "user"}]}"#,
                 r#"model Some("gpt-4") stream None; ChatCompletions Ok(None)"#,
             ),
+            // A repeated key is refused by every check, with validation off too.
             (
                 r#"{"max_tokens": 5, "max_tokens": "x", "messages": [{"role": "user"}]}"#,
-                "ChatCompletions Err(Invalid(\"`max_tokens` must be a number\"))",
+                "ChatCompletions Err(Invalid(\"the request body has an object with the same key twice",
             ),
             (
                 r#"{"messages": [{"role": "user", "role": 5}]}"#,
-                "`messages[0]` needs a string `role`",
+                "Embeddings Err(Invalid(\"the request body has an object with the same key twice",
             ),
-            (r#"{"messages": [{"role": 5, "role": "user"}]}"#, "ChatCompletions Ok(None)"),
+            (
+                r#"{"messages": [{"role": "user"}], "x": [{"a": {"b": 1, "\u0062": 2}}]}"#,
+                "GeminiGenerate Err(Invalid(\"the request body has an object with the same key twice",
+            ),
             (
                 r#"{"contents": [1], "generationConfig": {"maxOutputTokens": 7}, "generationConfig": {"topK": 1}}"#,
-                "GeminiGenerate Ok(None)",
+                "GeminiGenerate Err(Invalid(\"the request body has an object with the same key twice",
+            ),
+            (
+                r#"{"contents": [1], "generation_config": {"max_output_tokens": 7}}"#,
+                "GeminiGenerate Ok(Some(7))",
+            ),
+            (
+                r#"{"contents": [1], "generation_config": {"maxOutputTokens": 700}}"#,
+                "`generation_config.maxOutputTokens` is 700, over this gateway's limit of 100",
+            ),
+            (
+                r#"{"messages": [{"role": "u"}], "max_tokens": 99, "max_completion_tokens": 101}"#,
+                "ChatCompletions Err(Invalid(\"`max_tokens` and `max_completion_tokens` differ",
             ),
             (
                 r#"{"messages": [{"role": "u"}], "max_tokens": 1.0}"#,
