@@ -141,7 +141,7 @@ const CATEGORIES: &[Category] = &[
     Category {
         name: "hostile-input",
         title: "Hostile input",
-        what: "Raw requests against the sandboxed binary with every guard on: request smuggling, malformed framing, oversized and too many headers, slowloris, huge and deeply nested bodies, invalid UTF-8 and NUL, bad `max_tokens`, path traversal into management, methods, spoofed forwarding headers, IPv6 tricks, keys in the query string, HTTP/2 rapid reset; each with its expected answer, and a real request served after each.",
+        what: "Raw requests against the sandboxed binary with every guard on: request smuggling, malformed framing, oversized and too many headers, slowloris, huge and deeply nested bodies, invalid UTF-8 and NUL, bad `max_tokens` under every spelling the providers accept, keys given twice at any depth, a model name carrying a forged log line, path traversal into management, forwarded and browser (`Origin`) management calls, methods, spoofed forwarding headers, IPv6 tricks, keys in the query string (percent-encoded too), HTTP/2 rapid reset; each with its expected answer, and a real request served after each.",
         source: "tests/e2e/hostile.rs",
         tests: &["every_hostile_input_gets_its_answer_and_the_gateway_keeps_serving"],
         figures: &[],
