@@ -238,5 +238,8 @@ async fn a_reset_http2_stream_is_charged_once_and_reported() {
         })
         .await;
     assert_eq!(served["status"], 200, "{served}");
+    // Same client address and port: the same connection, so only the stream was reset.
+    let gone = gateway.log_entries("request").into_iter().find(|e| e["result"] == "client_gone");
+    assert_eq!(gone.map(|e| e["peer"].clone()), Some(served["peer"].clone()), "{served}");
     assert_eq!(quota_remaining(metrics).await, QUOTA - ABANDONED_MAX_TOKENS - 26);
 }

@@ -1186,7 +1186,7 @@ struct Record {
     guard: Arc<Guard>,
     /// When the request arrived.
     started: Instant,
-    /// Whether [`Record::finish`] ran: the report is made once.
+    /// Whether the report was made (by [`Record::finish`], or by the drop): it is made once.
     reported: bool,
 }
 
@@ -1339,9 +1339,9 @@ impl Record {
 /// held stayed held until a restart. House style wants the finishing phase explicit, not
 /// hidden in a `Drop` (STYLE.md #21): every request that gets an answer is finished
 /// explicitly, in [`Gateway::handle`] or by its body, and this only covers the drop that
-/// skips them, through the same [`Record::finish`] path and [`Outcome::ClientGone`] that
-/// the body reports when it is dropped (`Tapped` in body.rs). It costs a flag test per
-/// request.
+/// skips them, with the same finishing code as [`Record::finish`] and the same
+/// [`Outcome::ClientGone`] that the body reports when it is dropped (`Tapped` and
+/// `CompleteReport` in body.rs): no second reporting path. It costs a flag test per request.
 impl Drop for Record {
     fn drop(&mut self) {
         if !self.reported {
