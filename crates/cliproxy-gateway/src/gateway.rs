@@ -246,6 +246,7 @@ impl Gateway {
             request.uri().path(),
             peer,
             inner.guard.clone(),
+            started,
         );
         let mut response = match self.pipeline(request, &request_id, peer, &mut record).await {
             Ok(response) => response,
@@ -275,11 +276,11 @@ impl Gateway {
             let scanner = UsageScanner::new(record.format, record.sse);
             let sse = record.sse.then_some(record.format);
             let (parts, body) = response.into_parts();
-            let on_done: OnDone = Box::new(move |outcome| record.finish(started, outcome));
+            let on_done: OnDone = Box::new(move |outcome| record.finish(outcome));
             let body = Tapped::new(body, inner.limits.stream_idle_timeout, scanner, on_done, sse);
             Response::from_parts(parts, body.boxed_unsync())
         } else {
-            record.finish(started, Outcome::Complete(None));
+            record.finish(Outcome::Complete(None));
             response
         }
     }
@@ -1154,7 +1155,12 @@ fn credential_base_url(credential: &Credential) -> Result<Option<BaseUrl>, Strin
     }
 }
 
-/// What the access log line says about a request; written once, when the response ends.
+/// The status logged for a request whose client went away before it was answered (nginx's
+/// "client closed request"): no status was sent, and this one cannot be mistaken for one.
+const CLIENT_CLOSED_REQUEST: u16 = 499;
+
+/// What the access log line says about a request; written once, when the response ends, or
+/// when the request is dropped before it has an answer (see the `Drop` below).
 struct Record {
     /// The gateway's logger: the request's own fields are written with the line, not held
     /// in a child logger (two fewer allocations and four fewer strings per request).
@@ -1189,6 +1195,10 @@ struct Record {
     free: bool,
     request_id: String,
     guard: Arc<Guard>,
+    /// When the request arrived.
+    started: Instant,
+    /// Whether the report was made (by [`Record::finish`], or by the drop): it is made once.
+    reported: bool,
 }
 
 impl Record {
@@ -1199,6 +1209,7 @@ impl Record {
         path: &str,
         peer: SocketAddr,
         guard: Arc<Guard>,
+        started: Instant,
     ) -> Self {
         Self {
             log: log.clone(),
@@ -1224,20 +1235,37 @@ impl Record {
             free: false,
             request_id: request_id.to_owned(),
             guard,
+            started,
+            reported: false,
         }
     }
 
-    fn finish(self, started: Instant, outcome: Outcome) {
+    /// The request's finishing phase: settles its reservations, writes its audit event and
+    /// its access log line.
+    fn finish(mut self, outcome: Outcome) {
+        self.report(outcome);
+    }
+
+    fn report(&mut self, outcome: Outcome) {
+        self.reported = true;
+        let started = self.started;
         let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+        // Gone before the provider's answer arrived (or before the mock's was built).
+        let gone_unanswered = matches!(outcome, Outcome::ClientGone(_)) && !self.proxied;
         let (result, usage, failure) = match outcome {
             Outcome::Complete(usage) => ("complete", usage, None),
             Outcome::Failed(reason, usage) => ("failed", usage, Some(reason)),
             Outcome::ClientGone(usage) => ("client_gone", usage, None),
         };
-        if let Some(admission) = self.admission {
+        if let Some(admission) = self.admission.take() {
             if !self.sent {
-                // Refused before it left the gateway: everything it held goes back.
+                // Refused before it left the gateway, or its client went away first:
+                // everything it held goes back.
                 admission.cancel(&self.guard);
+            } else if gone_unanswered {
+                // The provider has the request and may well be generating (and billing) the
+                // answer nobody will read: with no usage to go by, it is charged the estimate.
+                admission.settle(&self.guard, None);
             } else if !self.proxied || (self.status >= 400 && usage.is_none()) {
                 // Sent, but answered with an error (the gateway's after upstream refusals or
                 // a timeout, or the provider's own 4xx): the request counts, no tokens were
@@ -1312,6 +1340,25 @@ impl Record {
     fn request_log(&self) -> Logger {
         self.log.new(o!("request_id" => self.request_id.clone(),
             "method" => self.method.to_string(), "path" => self.path.clone(), "peer" => self.peer))
+    }
+}
+
+/// The finishing phase of a request whose future is dropped before it has an answer: hyper
+/// drops it when the client hangs up, times out or resets its HTTP/2 stream, and when the
+/// server shuts down with the request in flight. Nothing else runs then, so this is the one
+/// place that can give back (or charge) what the request reserved; without it the quota it
+/// held stayed held until a restart. House style wants the finishing phase explicit, not
+/// hidden in a `Drop` (STYLE.md #21): every request that gets an answer is finished
+/// explicitly, in [`Gateway::handle`] or by its body, and this only covers the drop that
+/// skips them, with the same finishing code as [`Record::finish`] and the same
+/// [`Outcome::ClientGone`] that the body reports when it is dropped (`Tapped` and
+/// `CompleteReport` in body.rs): no second reporting path. It costs a flag test per request.
+impl Drop for Record {
+    fn drop(&mut self) {
+        if !self.reported {
+            self.status = CLIENT_CLOSED_REQUEST;
+            self.report(Outcome::ClientGone(None));
+        }
     }
 }
 

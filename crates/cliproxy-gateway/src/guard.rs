@@ -74,9 +74,9 @@ pub(crate) struct Admission {
     client: String,
     provider_minute: Reservation,
     client_minute: Reservation,
-    /// The tokens the request may use (its `max_tokens`, or the validation cap): held
-    /// against the quotas while it runs, and charged when its reply reports no usage.
-    estimate: u64,
+    /// The tokens held against each quota while the request runs (its `max_tokens`, or the
+    /// validation cap, capped at the quota's limit; 0 without a quota), charged when its
+    /// reply reports no usage.
     provider_quota: u64,
     client_quota: u64,
 }
@@ -84,13 +84,19 @@ pub(crate) struct Admission {
 impl Admission {
     /// Settles the reservations with the real usage and counts it against the quotas. A
     /// reply without a usage figure (an OpenAI stream without `stream_options.include_usage`,
-    /// a client that hung up) is charged the estimate: unknown usage must not be free.
+    /// a client that hung up) is charged the estimate: unknown usage must not be free. Each
+    /// limit is charged the estimate as it held it, capped at that limit (see
+    /// `Quotas::reserve` and `MinuteLimiter::reserve`), so that a `max_tokens` of 2^64-1
+    /// accepted with validation off costs at most a whole quota or minute, never more.
     pub(crate) fn settle(self, guard: &Guard, used_tokens: Option<u64>) {
-        let used = used_tokens.unwrap_or(self.estimate);
-        self.provider_minute.settle(used);
-        self.client_minute.settle(used);
-        guard.quotas.settle(QuotaScope::Provider, &self.provider, self.provider_quota, used);
-        guard.quotas.settle(QuotaScope::Client, &self.client, self.client_quota, used);
+        let charge = |held: u64| used_tokens.unwrap_or(held);
+        let provider_minute = charge(self.provider_minute.reserved_tokens());
+        self.provider_minute.settle(provider_minute);
+        let client_minute = charge(self.client_minute.reserved_tokens());
+        self.client_minute.settle(client_minute);
+        let (provider, client) = (charge(self.provider_quota), charge(self.client_quota));
+        guard.quotas.settle(QuotaScope::Provider, &self.provider, self.provider_quota, provider);
+        guard.quotas.settle(QuotaScope::Client, &self.client, self.client_quota, client);
         if let Some(status) = guard.quotas.status(QuotaScope::Provider, &self.provider) {
             guard.audit.metrics().set_quota_remaining(&self.provider, status.remaining);
         }
@@ -303,7 +309,6 @@ impl Guard {
             client: client.to_owned(),
             provider_minute,
             client_minute,
-            estimate,
             provider_quota,
             client_quota,
         })

@@ -309,3 +309,98 @@ async fn an_ipv6_client_is_blocked_by_its_64_and_ipv6_loopback_never() {
     refusals(&gateway, "[::1]:1", 3).await;
     assert_eq!(denylist(&gateway).await.len(), 1);
 }
+
+/// A chat completion for `model` asking for `max_tokens` (written as given, so that it can be
+/// 2^64-1), as its own task: the test aborts it to play a client that goes away.
+fn spawn_chat(gateway: &Gateway, model: &str, max_tokens: &str) -> tokio::task::JoinHandle<u16> {
+    let body = format!(
+        r#"{{"model": "{model}", "max_tokens": {max_tokens}, "messages": [{{"role": "user", "content": "Hi"}}]}}"#
+    );
+    let gateway = gateway.clone();
+    tokio::spawn(async move {
+        let (status, _) =
+            call(&gateway, "198.51.100.40:1", Method::POST, "/v1/chat/completions", &body).await;
+        status.as_u16()
+    })
+}
+
+/// The issue's scenario (issue 18, item 15) on the guard's clock: a provider quota of 8,000
+/// tokens a day, and two requests of `max_tokens` 4,000 whose clients go away while the
+/// upstream is still thinking (hyper then drops the request's future). Each is charged its
+/// estimate, in its own period: the quota is spent today and whole again tomorrow. Before
+/// the fix nothing was settled and the 8,000 tokens stayed held, past midnight, until a
+/// restart. Then, with validation off, a request for 2^64-1 tokens: it holds and costs at
+/// most the whole quota (and one minute of `tokens_per_minute`), not 2^64-1.
+#[tokio::test]
+async fn abandoned_requests_are_charged_in_their_period_and_hold_nothing_after_it() {
+    use cliproxy_e2e::faulty::{FaultyUpstream, Step, head};
+    let clock = FakeClock::at_unix(1_800_000_000);
+    let (arrived, mut arrivals) = tokio::sync::mpsc::unbounded_channel();
+    let upstream = FaultyUpstream::start(move |request| {
+        if request.contains("gpt-stall") {
+            let _ = arrived.send(());
+            return vec![Step::Stall];
+        }
+        let body = json!({"id": "c1", "object": "chat.completion", "model": "gpt-ok",
+            "choices": [{"index": 0, "finish_reason": "stop",
+                         "message": {"role": "assistant", "content": "ok"}}],
+            "usage": {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10}})
+        .to_string();
+        let mut reply = head(200, "application/json", Some(body.len() as u64));
+        reply.extend_from_slice(body.as_bytes());
+        vec![Step::Send(reply)]
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "auth:\n  api_keys: [\"{CLIENT_KEY}\"]\n  dir: {:?}\n\
+         server: {{security: {{request_validation: {{enabled: false}}}}}}\n\
+         providers:\n  openai: {{type: openai, base_url: \"{}\", models: [\"gpt-*\"], \
+         quota: {{limit: 8000, reset: daily}}, rate_limit: {{tokens_per_minute: 100000}}}}\n",
+        dir.path().join("auths").display().to_string(),
+        upstream.url()
+    );
+    let config = Config::from_yaml(&yaml).unwrap();
+    let credential = cliproxy_vault::Credential::new_api_key(
+        "openai",
+        cliproxy_core::Secret::from("sk-test-upstream-0123456789".to_owned()),
+    )
+    .unwrap();
+    config.auth.build().unwrap().put(&credential).unwrap();
+    let clock_dyn: Arc<dyn cliproxy_netguard::Clock> = clock.clone();
+    let gateway =
+        Gateway::build_with_clock(&config, Captured::default().logger(), Some(clock_dyn)).unwrap();
+    let remaining = |gateway: &Gateway| {
+        sample(&gateway.render_metrics(), "cliproxy_quota_remaining{provider=\"openai\"}")
+    };
+
+    // Abandons a request once the upstream has it; the aborted task's future is dropped
+    // before its handle returns. A request answered instead (refused) fails the test.
+    let mut abandon = async |max_tokens: &str| {
+        let mut task = spawn_chat(&gateway, "gpt-stall", max_tokens);
+        tokio::select! {
+            arrived = arrivals.recv() => arrived.unwrap(),
+            answered = &mut task => panic!("answered before the upstream had it: {answered:?}"),
+        }
+        task.abort();
+        assert!(task.await.unwrap_err().is_cancelled());
+    };
+    abandon("4000").await;
+    abandon("4000").await;
+    // Charged 4,000 each (no usage came back), which spends today's quota.
+    assert_eq!(remaining(&gateway), Some(0.0));
+    assert_eq!(spawn_chat(&gateway, "gpt-ok", "10").await.unwrap(), 429);
+    // Tomorrow the quota is whole again: nothing is still held.
+    clock.advance(Duration::from_secs(86_400));
+    assert_eq!(spawn_chat(&gateway, "gpt-ok", "10").await.unwrap(), 200);
+    assert_eq!(remaining(&gateway), Some(7990.0));
+
+    // 2^64-1 tokens, accepted with validation off, hold the whole quota and no more (and a
+    // whole minute of tokens, admitted once the minute's bucket is full again).
+    clock.advance(Duration::from_secs(60));
+    abandon("18446744073709551615").await;
+    assert_eq!(remaining(&gateway), Some(0.0));
+    clock.advance(Duration::from_secs(86_400));
+    assert_eq!(spawn_chat(&gateway, "gpt-ok", "10").await.unwrap(), 200);
+    assert_eq!(remaining(&gateway), Some(7990.0));
+}

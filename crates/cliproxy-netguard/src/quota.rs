@@ -150,6 +150,10 @@ impl Quotas {
     /// [`Quotas::settle`] or [`Quotas::release`]: requests in flight count against the quota,
     /// so a burst of parallel requests cannot all pass on the same remainder. Returns the
     /// tokens held (0 without a quota).
+    ///
+    /// No request holds more than the quota's limit: with validation off a client may ask for
+    /// `max_tokens` 2^64-1, and that estimate must not stand for more than the whole quota
+    /// (it is also what such a request is charged when its reply reports no usage).
     pub fn reserve(&self, scope: QuotaScope, name: &str, estimate: u64) -> Result<u64, Limited> {
         let Some(entry) = self.entry(scope, name) else { return Ok(0) };
         let now = self.clock.unix_seconds();
@@ -158,8 +162,9 @@ impl Quotas {
         let status = entry.status(now);
         let available = status.remaining.saturating_sub(entry.in_flight);
         if available > 0 {
-            entry.in_flight = entry.in_flight.saturating_add(estimate);
-            return Ok(estimate);
+            let held = estimate.min(status.limit);
+            entry.in_flight = entry.in_flight.saturating_add(held);
+            return Ok(held);
         }
         Err(entry.refusal(scope, name, now))
     }
@@ -398,5 +403,26 @@ mod tests {
         assert!(quotas.reserve(QuotaScope::Client, "a", 1).is_err());
         assert_eq!(quotas.take_dirty()[0].tokens, 105);
         assert_eq!(quotas.reserve(QuotaScope::Client, "unknown", 5), Ok(0));
+    }
+
+    #[test]
+    fn an_estimate_never_holds_or_costs_more_than_the_limit() {
+        let clock = crate::clock::FakeClock::at_unix(1_700_000_000);
+        let quota = Quota::new(std::num::NonZeroU64::new(8_000).unwrap(), QuotaPeriod::Daily);
+        let quotas = Quotas::new(vec![("p".to_owned(), quota)], Vec::new(), clock.clone());
+        // `max_tokens` 2^64-1 (validation off) holds the whole quota, not 2^64-1 tokens.
+        let held = quotas.reserve(QuotaScope::Provider, "p", u64::MAX).unwrap();
+        assert_eq!(held, 8_000);
+        assert!(quotas.reserve(QuotaScope::Provider, "p", 1).is_err());
+        // Given back, it leaves nothing held: the next request has the whole quota again.
+        quotas.release(QuotaScope::Provider, "p", held);
+        let held = quotas.reserve(QuotaScope::Provider, "p", u64::MAX).unwrap();
+        assert_eq!(held, 8_000);
+        // Charged what it held (its reply reported no usage), it uses the quota up for this
+        // period only: the next day starts from zero with nothing held.
+        quotas.settle(QuotaScope::Provider, "p", held, held);
+        assert_eq!(quotas.status(QuotaScope::Provider, "p").unwrap().used, 8_000);
+        clock.advance(std::time::Duration::from_secs(SECONDS_PER_DAY));
+        assert_eq!(quotas.reserve(QuotaScope::Provider, "p", 100), Ok(100));
     }
 }
