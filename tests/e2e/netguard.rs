@@ -628,6 +628,72 @@ async fn the_global_limiter_refuses_every_address_once_spent() {
     assert!(error_message(&body).contains("server.rate_limit"), "{body}");
 }
 
+/// Issue 18, item 3: keyless and wrong-key requests from many addresses, each under its
+/// per-IP limit, used to empty the global bucket (charged before authentication), and then
+/// every keyed request was refused. Strangers now draw on a budget of their own.
+#[tokio::test]
+async fn a_keyless_flood_from_many_addresses_cannot_starve_keyed_clients() {
+    let harness = Harness::new();
+    // A small global bucket that refills slowly, generous per-IP buckets, and the loopback
+    // peer trusted as a proxy so that `X-Forwarded-For` names 80 distinct clients.
+    write_config(
+        &harness,
+        "127.0.0.1",
+        "  trusted_proxies: [127.0.0.0/8]\n  forwarded_header: x-forwarded-for\n  \
+         rate_limit: {enabled: true, requests_per_second: 1, burst: 20}\n  \
+         security:\n    rate_limiting: {enabled: true, requests_per_second: 1, burst: 3, per_ip: true}\n",
+        "",
+        "",
+        "",
+    );
+    let gateway = harness.start().await;
+    let url = gateway.url();
+    let client = client();
+
+    // 80 addresses, two requests each (under the per-IP burst of 3): one without a key, one
+    // with a wrong key. 160 requests are eight times the global burst.
+    let (mut unauthorized, mut limited) = (0, 0);
+    for n in 1..=80 {
+        let from = format!("198.51.100.{n}");
+        for key in [None, Some("cpk-not-a-key-of-this-gateway")] {
+            let mut request = client
+                .post(format!("{url}/v1/chat/completions"))
+                .header("x-forwarded-for", &from)
+                .json(&chat_body());
+            if let Some(key) = key {
+                request = request.bearer_auth(key);
+            }
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            let body: Value = response.json().await.unwrap();
+            match status {
+                401 => unauthorized += 1,
+                429 => {
+                    // The strangers' budget has the size of `server.rate_limit` and says so.
+                    assert!(error_message(&body).contains("server.rate_limit"), "{from}: {body}");
+                    limited += 1;
+                }
+                other => panic!("{from}: a request without a valid key got {other}: {body}"),
+            }
+        }
+    }
+    // The flood is still limited as a whole: at most the burst (plus the tokens refilled while
+    // it ran) got as far as a 401, the rest were refused by the strangers' bucket.
+    assert!(limited > 0, "160 keyless requests against a burst of 20 were never limited");
+    assert!(unauthorized >= 20, "the strangers' burst of 20 was not available: {unauthorized}");
+
+    // Straight after the flood, keyed clients are served: their bucket was never touched.
+    for n in 1..=5 {
+        let from = format!("203.0.113.{n}");
+        let (status, _, body) =
+            chat_with(&client, &url, CLIENT_KEY, &[("x-forwarded-for", &from)], &chat_body())
+                .await
+                .unwrap();
+        assert_eq!(status, 200, "a keyed request from {from} after the keyless flood: {body}");
+    }
+    gateway.wait_for_log(|e| e["rejection"] == "global_rate_limit").await;
+}
+
 /// The usual config plus a second client key, `alice`, with `settings` (YAML flow entries such
 /// as `quota: {...}`), and `rest` at the top level.
 fn write_alice_config(harness: &Harness, settings: &str, rest: &str) {

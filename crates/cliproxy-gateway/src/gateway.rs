@@ -373,16 +373,20 @@ impl Gateway {
             ));
         }
 
-        // Rate limits by address come before authentication: a flood of bad keys costs a
-        // bucket check, not a key hash each.
+        // The per-IP rate limit comes before authentication: a flood of bad keys from one
+        // address costs a bucket check, not a key hash each.
         record.rate = guard
             .admit(client_ip, request_id)
             .map_err(|limited| (format, ApiError::limited(&limited)))?;
 
         // Client authentication before reading the body, so that an unauthenticated client
-        // cannot make the gateway buffer megabytes.
+        // cannot make the gateway buffer megabytes. The global bucket is charged after it, in
+        // two halves: keyed requests draw on `server.rate_limit`, the rest on a bucket of
+        // their own, so that strangers spread over many addresses cannot starve the clients.
+        let limited = |limited: cliproxy_netguard::Limited| (format, ApiError::limited(&limited));
         let client = match self.authenticate(&parts.headers, parts.uri.query()) {
             Ok(client) => {
+                guard.admit_global(client_ip, request_id, true).map_err(limited)?;
                 guard.emit(
                     Event::new(What::AuthSuccess)
                         .ip(client_ip)
@@ -392,11 +396,17 @@ impl Gateway {
                 client
             }
             Err((reason, error)) => {
-                guard.emit(
-                    Event::new(What::AuthFailure { plane: Plane::Client, reason })
-                        .ip(client_ip)
-                        .request_id(request_id),
-                );
+                let event = Event::new(What::AuthFailure { plane: Plane::Client, reason })
+                    .ip(client_ip)
+                    .request_id(request_id);
+                // Past the strangers' budget the failure still counts towards the alert
+                // rules, but its line is the limiter's summarised one: a keyless flood from
+                // many addresses cannot write an audit line per request.
+                if let Err(refused) = guard.admit_global(client_ip, request_id, false) {
+                    guard.count(&event);
+                    return Err(limited(refused));
+                }
+                guard.emit(event);
                 return Err((format, error));
             }
         };

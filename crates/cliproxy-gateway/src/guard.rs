@@ -31,8 +31,11 @@ pub(crate) struct Guard {
     pub(crate) clock: Arc<dyn Clock>,
     /// `server.security.rate_limiting`, when on.
     per_ip: Option<IpRateLimiter>,
-    /// `server.rate_limit`, when on.
+    /// `server.rate_limit`, when on: the bucket of requests with a valid client key.
     global: Option<GlobalRateLimiter>,
+    /// A bucket of the same size for requests without a valid client key, so that strangers
+    /// cannot empty the one keyed clients draw on, while their flood stays bounded as a whole.
+    strangers: Option<GlobalRateLimiter>,
     /// `providers.<name>.rate_limit`.
     provider_minutes: MinuteLimiter,
     /// `auth.api_keys[N].rate_limit`.
@@ -216,6 +219,7 @@ impl Guard {
             violations: ViolationBook::default(),
             per_ip: IpRateLimiter::from_config(&server.security.rate_limiting, clock.clone()),
             global: GlobalRateLimiter::from_config(&server.rate_limit, clock.clone()),
+            strangers: GlobalRateLimiter::from_config(&server.rate_limit, clock.clone()),
             provider_minutes: MinuteLimiter::new(
                 QuotaScope::Provider,
                 provider_limits,
@@ -239,22 +243,35 @@ impl Guard {
         })
     }
 
-    /// Step 7: the per-IP, then the global token bucket. On success, the per-IP bucket's
-    /// standing for the `X-RateLimit-*` headers.
+    /// Step 7: the per-IP token bucket, before authentication. On success, its standing for
+    /// the `X-RateLimit-*` headers.
     pub(crate) fn admit(&self, ip: IpAddr, request_id: &str) -> Result<Option<Admitted>, Limited> {
         let context = Context { request_id: Some(request_id), ..Context::default() };
-        let admitted = match &self.per_ip {
-            Some(limiter) => Some(limiter.check(ip).inspect_err(|limited| {
+        match &self.per_ip {
+            Some(limiter) => Ok(Some(limiter.check(ip).inspect_err(|limited| {
                 self.reject_in(RejectionKind::PerIpRateLimit, ip, &limited.to_string(), &context);
-            })?),
-            None => None,
-        };
-        if let Some(global) = &self.global {
-            global.check().inspect_err(|limited| {
-                self.reject_in(RejectionKind::GlobalRateLimit, ip, &limited.to_string(), &context);
-            })?;
+            })?)),
+            None => Ok(None),
         }
-        Ok(admitted)
+    }
+
+    /// Once the client key is judged (between steps 7 and 10): the global token bucket of the keyed requests
+    /// when `authenticated`, else the strangers' bucket of the same size. Charged after
+    /// authentication so that requests without a valid key, from however many addresses,
+    /// cannot spend the budget of the clients that have one (issue 18); it is still one
+    /// atomic operation on the request path.
+    pub(crate) fn admit_global(
+        &self,
+        ip: IpAddr,
+        request_id: &str,
+        authenticated: bool,
+    ) -> Result<(), Limited> {
+        let bucket = if authenticated { &self.global } else { &self.strangers };
+        let Some(bucket) = bucket else { return Ok(()) };
+        let context = Context { request_id: Some(request_id), ..Context::default() };
+        bucket.check().map(drop).inspect_err(|limited| {
+            self.reject_in(RejectionKind::GlobalRateLimit, ip, &limited.to_string(), &context);
+        })
     }
 
     /// Step 10: the provider's and the client key's requests and tokens per minute, then
@@ -518,6 +535,15 @@ impl Guard {
         }
     }
 
+    /// Counts an audit event (metrics, alert rules) without writing its line, and carries out
+    /// the alerts it fires: for an event whose request was refused by a limiter that writes
+    /// its own, summarised, line.
+    pub(crate) fn count(&self, event: &Event) {
+        for fired in self.audit.count(event) {
+            self.on_alert(fired);
+        }
+    }
+
     /// Carries out a fired alert: `block_ip` puts the address on the runtime denylist (in
     /// force at once, stored in the state store's next batch); `notify_admin` writes a
     /// warning and calls the webhook. Both leave a `security_violation` audit event naming
@@ -756,5 +782,49 @@ fn state_error(error: cliproxy_netguard::Error) -> crate::error::Error {
             crate::config::ConfigError::new(message).into()
         }
         other => crate::error::Error::State(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use cliproxy_netguard::FakeClock;
+
+    use super::*;
+
+    /// A guard with a global bucket of 2 requests refilled at one a second, on a fake clock.
+    fn guard_with_a_global_burst_of_two(dir: &std::path::Path) -> (Guard, Arc<FakeClock>) {
+        let yaml = format!(
+            "server:\n  rate_limit: {{enabled: true, requests_per_second: 1, burst: 2}}\n\
+             auth:\n  dir: {dir:?}\n  api_keys: [{{name: alice, key: \"cpk-guard-unit-test-key-5e1f\"}}]\n",
+            dir = dir.display().to_string(),
+        );
+        let config = Config::from_yaml(&yaml).unwrap();
+        let clock = FakeClock::at_unix(1_800_000_000);
+        let log = Logger::root(slog::Discard, slog::o!());
+        (Guard::build(&config, Some(clock.clone()), &log).unwrap(), clock)
+    }
+
+    #[test]
+    fn strangers_spend_their_own_bucket_not_the_keyed_clients_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let (guard, clock) = guard_with_a_global_burst_of_two(dir.path());
+        // Each stranger comes from another address: the per-IP bucket (off here) plays no part.
+        let stranger = |n: u8| IpAddr::V4(Ipv4Addr::new(198, 51, 100, n));
+        assert!(guard.admit_global(stranger(1), "s1", false).is_ok());
+        assert!(guard.admit_global(stranger(2), "s2", false).is_ok());
+        let refused = guard.admit_global(stranger(3), "s3", false).unwrap_err();
+        assert_eq!(refused.kind, LimitKind::Global);
+        // The keyed clients' bucket is whole: both requests of its burst are admitted.
+        let client = IpAddr::V4(Ipv4Addr::new(203, 0, 113, 1));
+        assert!(guard.admit_global(client, "c1", true).is_ok());
+        assert!(guard.admit_global(client, "c2", true).is_ok());
+        assert_eq!(guard.admit_global(client, "c3", true).unwrap_err().kind, LimitKind::Global);
+        // Both buckets refill on their own.
+        clock.advance(std::time::Duration::from_secs(1));
+        assert!(guard.admit_global(stranger(4), "s4", false).is_ok());
+        assert!(guard.admit_global(client, "c4", true).is_ok());
+        assert_eq!(guard.counters.get(RejectionKind::GlobalRateLimit), 2);
     }
 }

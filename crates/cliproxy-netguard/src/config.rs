@@ -149,7 +149,8 @@ impl Default for PerIpRateLimitConfig {
     }
 }
 
-/// `server.rate_limit`: one token bucket for the whole gateway.
+/// `server.rate_limit`: the size of the gateway's global token buckets (one for requests with a
+/// valid client key, one of the same size for the rest; see `docs/security/netguard.md`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 #[non_exhaustive]
