@@ -644,7 +644,7 @@ async fn a_keyless_flood_from_many_addresses_cannot_starve_keyed_clients() {
          security:\n    rate_limiting: {enabled: true, requests_per_second: 1, burst: 3, per_ip: true}\n",
         "",
         "",
-        "",
+        "metrics: {enabled: true, host: 127.0.0.1, port: 0}\n",
     );
     let gateway = harness.start().await;
     let url = gateway.url();
@@ -692,6 +692,16 @@ async fn a_keyless_flood_from_many_addresses_cannot_starve_keyed_clients() {
         assert_eq!(status, 200, "a keyed request from {from} after the keyless flood: {body}");
     }
     gateway.wait_for_log(|e| e["rejection"] == "global_rate_limit").await;
+
+    // Every failed authentication is still counted for the metrics and the alert rules,
+    // those refused by the strangers' bucket included (they have no audit line of their own).
+    let listening = gateway.wait_for_log(|e| e["msg"] == "metrics listening").await;
+    let metrics = listening["addr"].as_str().unwrap();
+    let text = client.get(format!("http://{metrics}/metrics")).send().await.unwrap();
+    let text = text.text().await.unwrap();
+    let series = "cliproxy_auth_failures_total{provider=\"none\"} ";
+    let failures = text.lines().find_map(|line| line.strip_prefix(series));
+    assert_eq!(failures.map(str::trim), Some("160"), "{text}");
 }
 
 /// The usual config plus a second client key, `alice`, with `settings` (YAML flow entries such
