@@ -255,11 +255,11 @@ impl Guard {
         }
     }
 
-    /// Once the client key is judged (between steps 7 and 10): the global token bucket of the keyed requests
-    /// when `authenticated`, else the strangers' bucket of the same size. Charged after
-    /// authentication so that requests without a valid key, from however many addresses,
-    /// cannot spend the budget of the clients that have one (issue 18); it is still one
-    /// atomic operation on the request path.
+    /// Once the client key is judged (between steps 7 and 10): the global token bucket of the
+    /// keyed requests when `authenticated`, else the strangers' bucket of the same size.
+    /// Charged after authentication so that requests without a valid key, from however many
+    /// addresses, cannot spend the budget of the clients that have one (issue 18); it is
+    /// still one atomic operation on the request path.
     pub(crate) fn admit_global(
         &self,
         ip: IpAddr,
