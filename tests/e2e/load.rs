@@ -656,6 +656,11 @@ async fn a_body_that_never_comes_gets_408_at_the_body_read_timeout() {
         assert!(answer.starts_with("HTTP/1.1 408 "), "{path}: {answer}");
         assert!(answer.contains(expect), "{path}: not in the endpoint's format: {answer}");
         assert!(answer.contains("server.limits.body_read_timeout"), "{path}: {answer}");
+        // The client is told the connection ends (RFC 9110, 408), and then it does.
+        assert!(
+            answer.to_ascii_lowercase().contains("\r\nconnection: close\r\n"),
+            "{path}: {answer}"
+        );
         assert!(elapsed >= TIMEOUT, "{path}: cut after {elapsed:?}, before {TIMEOUT:?}");
         assert!(elapsed <= TIMEOUT + MARGIN, "{path}: cut after {elapsed:?}");
         report::figure(
@@ -669,4 +674,34 @@ async fn a_body_that_never_comes_gets_408_at_the_body_read_timeout() {
     let mut after = TcpStream::connect(addr).await.unwrap();
     assert_eq!(chat_on(&mut after, true).await, Some(200));
     report::cases("load", "a_body_that_never_comes_gets_408_at_the_body_read_timeout", 2);
+}
+
+/// A trusted proxy carries every client behind it on one address: it is exempt from
+/// `server.limits.max_connections_per_ip` (the global cap still holds), while any other
+/// address is capped.
+#[tokio::test]
+async fn a_trusted_proxy_is_exempt_from_the_per_ip_cap() {
+    let harness = Harness::new();
+    harness.write_config(&format!(
+        "server:\n  host: 127.0.0.1\n  port: 0\n  shutdown_timeout: 10s\n  \
+           limits: {{max_connections: 16, max_connections_per_ip: 1, header_read_timeout: 60s}}\n  \
+           trusted_proxies: [127.0.0.2/32]\n  forwarded_header: x-forwarded-for\n\
+         auth:\n  api_keys: [{{name: e2e, key: \"{CLIENT_KEY}\"}}]\n  dir: {dir:?}\n\
+         logging: {{level: debug, format: json}}\n\
+         providers:\n  demo: {{type: mock, models: [\"mock-*\"]}}\n",
+        dir = harness.auth_dir().display().to_string(),
+    ));
+    let gateway = harness.start().await;
+    let addr = gateway.addr();
+    let mut proxied = Vec::new();
+    for _ in 0..4 {
+        let mut stream = connect_from("127.0.0.2", addr).await;
+        assert_eq!(chat_on(&mut stream, false).await, Some(200), "the trusted proxy was capped");
+        proxied.push(stream);
+    }
+    let mut direct = connect_from("127.0.0.1", addr).await;
+    assert_eq!(chat_on(&mut direct, false).await, Some(200));
+    let mut second = connect_from("127.0.0.1", addr).await;
+    assert_eq!(chat_on(&mut second, true).await, None, "an untrusted address was not capped");
+    report::cases("load", "a_trusted_proxy_is_exempt_from_the_per_ip_cap", 1);
 }
