@@ -96,7 +96,10 @@ async fn ten_thousand_idle_connections_and_a_flood_beyond_the_limit() {
     let _turn = HEAVY.lock().await;
     let harness = Harness::new();
     harness.config(
-        &format!("max_connections: {MAX_CONNECTIONS}, header_read_timeout: 60s"),
+        // One address opens them all: the per-IP cap is off for this test.
+        &format!(
+            "max_connections: {MAX_CONNECTIONS}, max_connections_per_ip: 0, header_read_timeout: 60s"
+        ),
         "providers:\n  demo: {type: mock, models: [\"mock-*\"]}\n",
     );
     let gateway = harness.start().await;
@@ -542,4 +545,163 @@ async fn silent_connections_are_closed_at_the_header_read_timeout_and_free_their
     let test = "silent_connections_are_closed_at_the_header_read_timeout_and_free_their_slots";
     report::cases("load", test, 1);
     report::iterations("load", test, SLOTS);
+}
+
+/// Connects to `addr` from the loopback address `local` (127.0.0.2 is a second client).
+async fn connect_from(local: &str, addr: SocketAddr) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(SocketAddr::new(local.parse().unwrap(), 0)).unwrap();
+    socket.connect(addr).await.unwrap()
+}
+
+/// Reads until the gateway closes `stream` and returns what came, or panics after [`WAIT`].
+async fn read_until_closed(stream: &mut TcpStream) -> String {
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout(WAIT, stream.read(&mut buf)).await {
+            Ok(Ok(0) | Err(_)) => break,
+            Ok(Ok(n)) => answer.extend_from_slice(&buf[..n]),
+            Err(_) => panic!("the connection is still open after {WAIT:?}"),
+        }
+    }
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// One address cannot hold every connection: beyond `server.limits.max_connections_per_ip`
+/// its next connection is closed at accept, while another address is still served; a slot
+/// is given back when one of its connections ends.
+#[tokio::test]
+async fn one_address_cannot_hold_every_connection() {
+    const PER_IP: usize = 3;
+    let harness = Harness::new();
+    harness.config(
+        &format!("max_connections: 16, max_connections_per_ip: {PER_IP}, header_read_timeout: 60s"),
+        "providers:\n  demo: {type: mock, models: [\"mock-*\"]}\n",
+    );
+    let gateway = harness.start().await;
+    let addr = gateway.addr();
+    // Each held connection is served once, so each was admitted, and stays open.
+    let mut held = Vec::with_capacity(PER_IP);
+    for _ in 0..PER_IP {
+        let mut stream = connect_from("127.0.0.1", addr).await;
+        assert_eq!(chat_on(&mut stream, false).await, Some(200));
+        held.push(stream);
+    }
+    let mut extra = connect_from("127.0.0.1", addr).await;
+    assert_eq!(
+        chat_on(&mut extra, true).await,
+        None,
+        "a connection beyond the per-IP cap was served"
+    );
+    let mut other = connect_from("127.0.0.2", addr).await;
+    assert_eq!(chat_on(&mut other, true).await, Some(200), "another address was refused");
+
+    // The gateway ends one held connection (`Connection: close`); its slot comes back.
+    let mut closing = held.remove(0);
+    assert_eq!(chat_on(&mut closing, true).await, Some(200));
+    read_until_closed(&mut closing).await;
+    // The slot is given back when the connection's task ends, a moment after the socket is
+    // closed; no event outside the process marks that moment, so this polls (bounded by
+    // WAIT). Each refused attempt is closed at accept.
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let mut again = connect_from("127.0.0.1", addr).await;
+        if chat_on(&mut again, true).await == Some(200) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the slot was not given back within {WAIT:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // The connections still held are served as before.
+    for stream in &mut held {
+        assert_eq!(chat_on(stream, false).await, Some(200));
+    }
+    report::cases("load", "one_address_cannot_hold_every_connection", 1);
+}
+
+/// A client that sends a request head announcing a body and then holds the body back gets
+/// 408 in the endpoint's error format at `server.limits.body_read_timeout`, and the
+/// connection is closed (today it held its slot for 40 s and more).
+#[tokio::test]
+async fn a_body_that_never_comes_gets_408_at_the_body_read_timeout() {
+    const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+    // A loaded test machine may answer late; it may never answer early.
+    const MARGIN: std::time::Duration = std::time::Duration::from_secs(5);
+    let harness = Harness::new();
+    harness.config(
+        "body_read_timeout: 1s, header_read_timeout: 60s",
+        "providers:\n  demo: {type: mock, models: [\"mock-*\"]}\n",
+    );
+    let gateway = harness.start().await;
+    let addr = gateway.addr();
+    for (path, extra, expect) in [
+        ("/v1/chat/completions", "", "\"code\":\"request_timeout\""),
+        ("/v1/messages", "anthropic-version: 2023-06-01\r\n", "\"type\":\"error\""),
+    ] {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer {CLIENT_KEY}\r\n\
+             x-api-key: {CLIENT_KEY}\r\n{extra}Content-Type: application/json\r\n\
+             Content-Length: 100\r\n\r\n"
+        );
+        // The clock starts before the head is sent, so the answer cannot come before TIMEOUT.
+        let started = std::time::Instant::now();
+        stream.write_all(head.as_bytes()).await.unwrap();
+        let answer = read_until_closed(&mut stream).await;
+        let elapsed = started.elapsed();
+        assert!(answer.starts_with("HTTP/1.1 408 "), "{path}: {answer}");
+        assert!(answer.contains(expect), "{path}: not in the endpoint's format: {answer}");
+        assert!(answer.contains("server.limits.body_read_timeout"), "{path}: {answer}");
+        // The client is told the connection ends (RFC 9110, 408), and then it does.
+        assert!(
+            answer.to_ascii_lowercase().contains("\r\nconnection: close\r\n"),
+            "{path}: {answer}"
+        );
+        assert!(elapsed >= TIMEOUT, "{path}: cut after {elapsed:?}, before {TIMEOUT:?}");
+        assert!(elapsed <= TIMEOUT + MARGIN, "{path}: cut after {elapsed:?}");
+        report::figure(
+            "load",
+            &format!("body read timeout 1s: cut after ({path})"),
+            elapsed.as_millis() as u64,
+            "ms",
+        );
+    }
+    // The slot is usable again at once by a client that sends its body.
+    let mut after = TcpStream::connect(addr).await.unwrap();
+    assert_eq!(chat_on(&mut after, true).await, Some(200));
+    report::cases("load", "a_body_that_never_comes_gets_408_at_the_body_read_timeout", 2);
+}
+
+/// A trusted proxy carries every client behind it on one address: it is exempt from
+/// `server.limits.max_connections_per_ip` (the global cap still holds), while any other
+/// address is capped.
+#[tokio::test]
+async fn a_trusted_proxy_is_exempt_from_the_per_ip_cap() {
+    let harness = Harness::new();
+    harness.write_config(&format!(
+        "server:\n  host: 127.0.0.1\n  port: 0\n  shutdown_timeout: 10s\n  \
+           limits: {{max_connections: 16, max_connections_per_ip: 1, header_read_timeout: 60s}}\n  \
+           trusted_proxies: [127.0.0.2/32]\n  forwarded_header: x-forwarded-for\n\
+         auth:\n  api_keys: [{{name: e2e, key: \"{CLIENT_KEY}\"}}]\n  dir: {dir:?}\n\
+         logging: {{level: debug, format: json}}\n\
+         providers:\n  demo: {{type: mock, models: [\"mock-*\"]}}\n",
+        dir = harness.auth_dir().display().to_string(),
+    ));
+    let gateway = harness.start().await;
+    let addr = gateway.addr();
+    let mut proxied = Vec::new();
+    for _ in 0..4 {
+        let mut stream = connect_from("127.0.0.2", addr).await;
+        assert_eq!(chat_on(&mut stream, false).await, Some(200), "the trusted proxy was capped");
+        proxied.push(stream);
+    }
+    let mut direct = connect_from("127.0.0.1", addr).await;
+    assert_eq!(chat_on(&mut direct, false).await, Some(200));
+    let mut second = connect_from("127.0.0.1", addr).await;
+    assert_eq!(chat_on(&mut second, true).await, None, "an untrusted address was not capped");
+    report::cases("load", "a_trusted_proxy_is_exempt_from_the_per_ip_cap", 1);
 }

@@ -17,6 +17,8 @@ pub enum ErrorCode {
     MethodNotAllowed,
     /// The request body is larger than `server.limits.max_body_bytes`.
     PayloadTooLarge,
+    /// The request body did not arrive within `server.limits.body_read_timeout`.
+    RequestTimeout,
     /// A rate limit or quota was hit.
     RateLimited,
     /// The request headers are larger than the configured limit.
@@ -40,6 +42,7 @@ impl ErrorCode {
             Self::Forbidden => 403,
             Self::NotFound => 404,
             Self::MethodNotAllowed => 405,
+            Self::RequestTimeout => 408,
             Self::PayloadTooLarge => 413,
             Self::RateLimited => 429,
             Self::HeadersTooLarge => 431,
@@ -59,6 +62,7 @@ impl ErrorCode {
             Self::NotFound => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::PayloadTooLarge => "payload_too_large",
+            Self::RequestTimeout => "request_timeout",
             Self::RateLimited => "rate_limit_exceeded",
             Self::HeadersTooLarge => "headers_too_large",
             Self::UpstreamFailure => "upstream_error",
@@ -75,6 +79,7 @@ impl ErrorCode {
             | Self::NotFound
             | Self::MethodNotAllowed
             | Self::PayloadTooLarge
+            | Self::RequestTimeout
             | Self::HeadersTooLarge => "invalid_request_error",
             Self::Unauthorized => "authentication_error",
             Self::Forbidden => "permission_error",
@@ -88,9 +93,10 @@ impl ErrorCode {
     /// Anthropic's `error.type`.
     pub const fn anthropic_type(self) -> &'static str {
         match self {
-            Self::BadRequest | Self::MethodNotAllowed | Self::HeadersTooLarge => {
-                "invalid_request_error"
-            }
+            Self::BadRequest
+            | Self::MethodNotAllowed
+            | Self::HeadersTooLarge
+            | Self::RequestTimeout => "invalid_request_error",
             Self::Unauthorized => "authentication_error",
             Self::Forbidden => "permission_error",
             Self::NotFound => "not_found_error",
@@ -111,7 +117,7 @@ impl ErrorCode {
             Self::MethodNotAllowed => "UNIMPLEMENTED",
             Self::RateLimited => "RESOURCE_EXHAUSTED",
             Self::Unavailable => "UNAVAILABLE",
-            Self::UpstreamTimeout => "DEADLINE_EXCEEDED",
+            Self::UpstreamTimeout | Self::RequestTimeout => "DEADLINE_EXCEEDED",
             Self::UpstreamFailure | Self::Internal => "INTERNAL",
         }
     }
@@ -121,13 +127,14 @@ impl ErrorCode {
 mod tests {
     use super::*;
 
-    const ALL: [ErrorCode; 12] = [
+    const ALL: [ErrorCode; 13] = [
         ErrorCode::BadRequest,
         ErrorCode::Unauthorized,
         ErrorCode::Forbidden,
         ErrorCode::NotFound,
         ErrorCode::MethodNotAllowed,
         ErrorCode::PayloadTooLarge,
+        ErrorCode::RequestTimeout,
         ErrorCode::RateLimited,
         ErrorCode::HeadersTooLarge,
         ErrorCode::UpstreamFailure,
@@ -139,7 +146,7 @@ mod tests {
     #[test]
     fn statuses_match_the_spec() {
         let statuses: Vec<u16> = ALL.iter().map(|c| c.status()).collect();
-        assert_eq!(statuses, [400, 401, 403, 404, 405, 413, 429, 431, 502, 503, 504, 500]);
+        assert_eq!(statuses, [400, 401, 403, 404, 405, 413, 408, 429, 431, 502, 503, 504, 500]);
     }
 
     #[test]

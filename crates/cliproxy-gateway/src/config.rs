@@ -101,6 +101,10 @@ impl Default for ServerConfig {
 pub struct LimitsConfig {
     /// Connections served at once; further connections are closed at accept.
     pub max_connections: NonZeroUsize,
+    /// Connections one client address holds at once (IPv6: one /64); further connections from
+    /// it are closed at accept. `0` turns the cap off. Peers in `server.trusted_proxies` are
+    /// exempt: every client behind a proxy shares its address, so they get the global cap only.
+    pub max_connections_per_ip: usize,
     /// Time a client has to send the complete request head.
     #[serde(with = "cliproxy_core::duration")]
     pub header_read_timeout: Duration,
@@ -110,6 +114,10 @@ pub struct LimitsConfig {
     pub max_header_bytes: NonZeroUsize,
     /// Largest request body accepted; larger ones get 413.
     pub max_body_bytes: NonZeroUsize,
+    /// Time a client has to send the whole request body, counted from the end of the request
+    /// head; beyond it the request gets 408 and the connection is closed.
+    #[serde(with = "cliproxy_core::duration")]
+    pub body_read_timeout: Duration,
     /// HTTP/2 streams per connection.
     pub http2_max_streams: NonZeroU32,
     /// Time to open a TCP (and TLS) connection to an upstream.
@@ -128,10 +136,15 @@ impl Default for LimitsConfig {
     fn default() -> Self {
         Self {
             max_connections: NonZeroUsize::new(10_000).unwrap_or(NonZeroUsize::MIN),
+            // A coding CLI opens a handful of HTTP/1.1 connections; 64 leaves room for several
+            // clients behind one NAT while one address cannot take every slot.
+            max_connections_per_ip: 64,
             header_read_timeout: Duration::from_secs(10),
             max_headers: NonZeroUsize::new(100).unwrap_or(NonZeroUsize::MIN),
             max_header_bytes: NonZeroUsize::new(64 * 1024).unwrap_or(NonZeroUsize::MIN),
             max_body_bytes: NonZeroUsize::new(10 * 1024 * 1024).unwrap_or(NonZeroUsize::MIN),
+            // Real clients send an LLM request's body at once, right after its head.
+            body_read_timeout: Duration::from_secs(15),
             http2_max_streams: NonZeroU32::new(100).unwrap_or(NonZeroU32::MIN),
             upstream_connect_timeout: Duration::from_secs(10),
             upstream_first_byte_timeout: Duration::from_secs(300),

@@ -258,6 +258,12 @@ impl Gateway {
         if let Ok(value) = HeaderValue::try_from(request_id.as_str()) {
             response.headers_mut().insert(REQUEST_ID_HEADER, value);
         }
+        // A request whose body did not arrive in time ends its connection (HTTP/1.1; HTTP/2
+        // drops the header and ends only the stream): the rest of that body must not hold
+        // the slot while hyper drains it.
+        if response.status() == StatusCode::REQUEST_TIMEOUT {
+            response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         // Security headers go on every answer the pipeline gives, errors and upstream replies
         // included.
         inner.guard.headers.apply(response.headers_mut());
@@ -433,10 +439,26 @@ impl Gateway {
         if declared.is_some_and(|len| len > limit as u64) {
             return Err(too_large());
         }
-        let body = match Limited::new(body, limit).collect().await {
-            Ok(collected) => collected.to_bytes(),
-            Err(error) if error.is::<http_body_util::LengthLimitError>() => return Err(too_large()),
+        // The whole body has a deadline, counted from here (the head is read and the key
+        // checked): a client that sends the head and holds the body back would otherwise keep
+        // its connection slot for as long as it likes. A deadline between chunks would not
+        // do: one byte every few seconds would pass it.
+        let body_timeout = inner.limits.body_read_timeout;
+        let read = tokio::time::timeout(body_timeout, Limited::new(body, limit).collect());
+        let body = match read.await {
             Err(_) => {
+                return Err(fail(
+                    ErrorCode::RequestTimeout,
+                    format!(
+                        "the request body did not arrive within {body_timeout:?} (server.limits.body_read_timeout)"
+                    ),
+                ));
+            }
+            Ok(Ok(collected)) => collected.to_bytes(),
+            Ok(Err(error)) if error.is::<http_body_util::LengthLimitError>() => {
+                return Err(too_large());
+            }
+            Ok(Err(_)) => {
                 return Err(fail(
                     ErrorCode::BadRequest,
                     "the request body could not be read".to_owned(),

@@ -1,10 +1,11 @@
 //! The listener: accepts connections, serves HTTP/1.1 and HTTP/2 on each in its own task with
 //! hyper's limits, and shuts down gracefully.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use hyper::service::service_fn;
@@ -147,6 +148,7 @@ impl Server {
         let handshake_timeout = tls.as_ref().map(|t| t.handshake_timeout()).unwrap_or_default();
         let header_read_timeout = limits.header_read_timeout;
         let connections = Arc::new(Semaphore::new(limits.max_connections.get()));
+        let per_ip = PerIpConnections::new(limits.max_connections_per_ip);
         info!(log, "listening"; "addr" => listener.local_addr().map(|a| a.to_string()).unwrap_or_default());
         tokio::pin!(shutdown);
         loop {
@@ -176,7 +178,21 @@ impl Server {
                         debug!(log, "connection refused: server.limits.max_connections reached"; "peer" => peer.to_string());
                         continue;
                     };
-                    let permit = Admitted::new(permit, guard.audit.metrics().clone());
+                    // One address (IPv6: one /64) cannot take every slot. A trusted proxy
+                    // carries many clients on its address, so it gets the global cap only.
+                    let ip_slot = if guard.ip.is_trusted_proxy(peer.ip()) {
+                        None
+                    } else {
+                        match per_ip.try_acquire(peer.ip()) {
+                            Ok(slot) => slot,
+                            Err(()) => {
+                                guard.counters.record(RejectionKind::ConnectionLimit);
+                                debug!(log, "connection refused: server.limits.max_connections_per_ip reached"; "peer" => peer.to_string());
+                                continue;
+                            }
+                        }
+                    };
+                    let permit = Admitted::new(permit, ip_slot, guard.audit.metrics().clone());
                     let _ = stream.set_nodelay(true);
                     let gateway = gateway.clone();
                     let service = service_fn(move |request| {
@@ -266,19 +282,109 @@ impl Server {
     }
 }
 
-/// A connection's slot: its permit, and its place in `cliproxy_active_connections`.
+/// A connection's slot: its permit, its address's slot, and its place in
+/// `cliproxy_active_connections`. It lives in the connection's task, so it is dropped (and
+/// every count given back) however the task ends: normally, on a panic, or when aborted.
 struct Admitted {
     _permit: tokio::sync::OwnedSemaphorePermit,
+    _ip_slot: Option<IpSlot>,
     metrics: Arc<cliproxy_audit::Metrics>,
 }
 
 impl Admitted {
     fn new(
         permit: tokio::sync::OwnedSemaphorePermit,
+        ip_slot: Option<IpSlot>,
         metrics: Arc<cliproxy_audit::Metrics>,
     ) -> Self {
         metrics.connection_opened();
-        Self { _permit: permit, metrics }
+        Self { _permit: permit, _ip_slot: ip_slot, metrics }
+    }
+}
+
+/// Open connections per client address, for `server.limits.max_connections_per_ip`.
+///
+/// An address has an entry only while it holds a connection, and a slot is taken only after
+/// the global permit, so the map never holds more than `server.limits.max_connections`
+/// entries. The lock is held for one map operation, never across an await.
+#[derive(Debug, Clone)]
+struct PerIpConnections {
+    max: usize,
+    open: Arc<Mutex<HashMap<ConnKey, usize>>>,
+}
+
+/// The address a connection counts against: an IPv4 address (IPv4-mapped IPv6 included), or
+/// the /64 prefix of an IPv6 address (the smallest block a host is normally given, so one
+/// host cannot rotate through its /64 to escape the cap; the per-IP rate limiter keys alike).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum ConnKey {
+    V4(u32),
+    V6(u64),
+}
+
+impl ConnKey {
+    fn of(ip: IpAddr) -> Self {
+        match ip.to_canonical() {
+            IpAddr::V4(v4) => Self::V4(u32::from(v4)),
+            IpAddr::V6(v6) => {
+                let prefix = u128::from(v6) >> 64;
+                // The shift leaves at most 64 bits.
+                Self::V6(u64::try_from(prefix).unwrap_or(u64::MAX))
+            }
+        }
+    }
+}
+
+impl PerIpConnections {
+    /// `max` connections per address; 0 turns the cap off.
+    fn new(max: usize) -> Self {
+        Self { max, open: Arc::default() }
+    }
+
+    /// Takes a slot for `ip`: `Ok(None)` when the cap is off, `Err(())` when the address
+    /// already holds `max` connections.
+    fn try_acquire(&self, ip: IpAddr) -> Result<Option<IpSlot>, ()> {
+        if self.max == 0 {
+            return Ok(None);
+        }
+        let key = ConnKey::of(ip);
+        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        let count = open.entry(key).or_insert(0);
+        if *count >= self.max {
+            return Err(());
+        }
+        *count += 1;
+        Ok(Some(IpSlot { key, open: self.open.clone() }))
+    }
+
+    #[cfg(test)]
+    fn held(&self, ip: IpAddr) -> usize {
+        let open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        open.get(&ConnKey::of(ip)).copied().unwrap_or(0)
+    }
+
+    #[cfg(test)]
+    fn tracked(&self) -> usize {
+        self.open.lock().unwrap_or_else(PoisonError::into_inner).len()
+    }
+}
+
+/// One connection's place in its address's count, given back on drop.
+#[derive(Debug)]
+struct IpSlot {
+    key: ConnKey,
+    open: Arc<Mutex<HashMap<ConnKey, usize>>>,
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(count) = open.get_mut(&self.key) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                open.remove(&self.key);
+            }
+        }
     }
 }
 
@@ -445,5 +551,78 @@ pub async fn probe_health(addr: SocketAddr, timeout: Duration) -> Result<(), Str
         Ok(Err(error)) => Err(format!("{addr}: GET /healthz failed: {error}")),
         Ok(Ok(response)) if response.status() == http::StatusCode::OK => Ok(()),
         Ok(Ok(response)) => Err(format!("{addr}: GET /healthz answered {}", response.status())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn an_address_holds_at_most_max_connections_and_gets_them_back_on_drop() {
+        let per_ip = PerIpConnections::new(2);
+        let first = per_ip.try_acquire(ip("192.0.2.1")).unwrap();
+        let second = per_ip.try_acquire(ip("192.0.2.1")).unwrap();
+        assert!(per_ip.try_acquire(ip("192.0.2.1")).is_err(), "a third connection was admitted");
+        // Another address is counted on its own.
+        let other = per_ip.try_acquire(ip("192.0.2.2")).unwrap();
+        assert!(other.is_some());
+        drop(first);
+        assert_eq!(per_ip.held(ip("192.0.2.1")), 1);
+        let third = per_ip.try_acquire(ip("192.0.2.1")).unwrap();
+        drop((second, third, other));
+        // An address without connections has no entry: the map stays bounded.
+        assert_eq!(per_ip.tracked(), 0);
+    }
+
+    #[test]
+    fn ipv6_addresses_count_per_64_and_mapped_ipv4_counts_as_ipv4() {
+        let per_ip = PerIpConnections::new(1);
+        let _a = per_ip.try_acquire(ip("2001:db8:1:2::1")).unwrap();
+        // The same /64, another interface identifier: the same count.
+        assert!(per_ip.try_acquire(ip("2001:db8:1:2:ffff:ffff:ffff:ffff")).is_err());
+        // The next /64 is another client.
+        let _b = per_ip.try_acquire(ip("2001:db8:1:3::1")).unwrap();
+        let _c = per_ip.try_acquire(ip("198.51.100.7")).unwrap();
+        assert!(per_ip.try_acquire(ip("::ffff:198.51.100.7")).is_err(), "mapped IPv4 escaped");
+        // The all-zero /64 and the IPv4 address 0.0.0.0 are different keys.
+        let _d = per_ip.try_acquire(ip("0.0.0.0")).unwrap();
+        let zero_64 = per_ip.try_acquire(ip("::1")).unwrap();
+        assert!(zero_64.is_some());
+        assert_eq!(per_ip.tracked(), 5);
+    }
+
+    #[test]
+    fn zero_turns_the_cap_off() {
+        let per_ip = PerIpConnections::new(0);
+        let slots: Vec<_> =
+            (0..1000).map(|_| per_ip.try_acquire(ip("192.0.2.1")).unwrap()).collect();
+        assert!(slots.iter().all(Option::is_none));
+        assert_eq!(per_ip.tracked(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_panicking_connection_task_gives_its_slot_back() {
+        let per_ip = PerIpConnections::new(1);
+        let slot = per_ip.try_acquire(ip("192.0.2.1")).unwrap();
+        let task = tokio::spawn(async move {
+            let _slot = slot;
+            panic!("connection task failed");
+        });
+        assert!(task.await.unwrap_err().is_panic());
+        assert_eq!(per_ip.held(ip("192.0.2.1")), 0);
+        // An aborted task gives it back too.
+        let slot = per_ip.try_acquire(ip("192.0.2.1")).unwrap();
+        let task = tokio::spawn(async move {
+            let _slot = slot;
+            std::future::pending::<()>().await;
+        });
+        task.abort();
+        assert!(task.await.unwrap_err().is_cancelled());
+        assert_eq!(per_ip.tracked(), 0);
     }
 }
