@@ -215,8 +215,8 @@ pub trait CredentialStore: Send + Sync + fmt::Debug {
     /// Records when credentials were last used (`(id, unix seconds)`), for `vault list`. The
     /// gateway calls it in batches, off the request path.
     fn record_use(&self, used: &[(String, u64)]) -> Result<()>;
-    /// This machine's device fingerprint, computed once and then kept with the credentials
-    /// so it stays the same across restarts.
+    /// This install's device fingerprint: a random id generated once and then kept with the
+    /// credentials (0600), so it stays the same across restarts and differs between installs.
     fn device_fingerprint(&self) -> Result<String>;
     /// Re-writes every credential that is not under the current encryption key, each
     /// atomically: `vault rotate-key`. Plaintext files are encrypted too, unless
@@ -774,15 +774,17 @@ impl CredentialStore for FileStore {
                     reason: "not a device fingerprint (64 hex digits); delete it to compute a new one (upstreams will see a new device)".to_owned(),
                 });
             }
-            return Ok(text);
-        }
-        let (computed, source) = fingerprint::compute()?;
-        if source == fingerprint::Source::Random {
+            if fingerprint::legacy_of_this_machine().as_deref() != Some(text.as_str()) {
+                return Ok(text);
+            }
+            // The old unkeyed hash of this machine's MAC address and hostname: it can be
+            // reversed by enumeration, so it is replaced once (upstreams see a new device).
             self.notice(format!(
-                "{}: no network interface with a MAC address; the device fingerprint is a random id, kept in this file",
+                "{}: the device fingerprint was derived from this machine's MAC address and hostname; replaced by a random id (upstreams see a new device once)",
                 path.display()
             ));
         }
+        let computed = fingerprint::generate()?;
         self.write_atomically(FINGERPRINT_FILE, format!("{computed}\n").as_bytes())?;
         Ok(computed)
     }
@@ -793,5 +795,28 @@ impl CredentialStore for FileStore {
 
     fn migrate(&self) -> Result<Reencrypted> {
         self.rewrite(Plaintext::Admit)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "a failed expectation fails the test")]
+
+    use super::*;
+
+    /// Issue 18 item 19: an install that kept the old, reversible fingerprint gets a random
+    /// one in its place, once; a machine without a MAC address never had that hash.
+    #[test]
+    fn the_old_unkeyed_fingerprint_is_replaced_once() {
+        let Some(legacy) = fingerprint::legacy_of_this_machine() else { return };
+        let root = tempfile::tempdir().unwrap();
+        let store = FileStore::open(root.path()).unwrap();
+        let file = root.path().join(FINGERPRINT_FILE);
+        fs::write(&file, format!("{legacy}\n")).unwrap();
+        let replaced = store.device_fingerprint().unwrap();
+        assert_ne!(replaced, legacy);
+        assert_eq!(fs::read_to_string(&file).unwrap(), format!("{replaced}\n"));
+        assert!(store.take_notices().join("\n").contains("replaced by a random id"));
+        assert_eq!(store.device_fingerprint().unwrap(), replaced);
     }
 }
