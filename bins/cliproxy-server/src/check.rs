@@ -475,24 +475,29 @@ fn tls(list: &mut Checklist, config: &Config, now: i64) {
         }
         Ok(_) => {
             let key_file = tls.key_file.as_deref().unwrap_or(Path::new(""));
-            let others = fs::metadata(key_file).map(|m| m.mode() & 0o007).unwrap_or(0);
-            if others != 0 {
+            if let Some(fix) = tls_key_readable_by_all(key_file) {
                 list.warn(
                     KEY,
                     format!(
                         "{} matches the certificate but every user of this machine can read it",
                         key_file.display()
                     ),
-                    format!(
-                        "chmod 600 {} (or 640 with the service user's group)",
-                        key_file.display()
-                    ),
+                    fix,
                 );
             } else {
                 list.pass(KEY, format!("{} matches the certificate", key_file.display()));
             }
         }
     }
+}
+
+/// The fix when every user of this machine can read the TLS private key `key_file`, `None`
+/// when they cannot (or it cannot be looked at: loading it reports that). `check` warns with
+/// it and `serve` logs it at start, so both judge the key the same way.
+pub(crate) fn tls_key_readable_by_all(key_file: &Path) -> Option<String> {
+    let others = fs::metadata(key_file).map(|m| m.mode() & 0o007).unwrap_or(0);
+    (others != 0)
+        .then(|| format!("chmod 600 {} (or 640 with the service user's group)", key_file.display()))
 }
 
 /// The verdict on a certificate that expires at `not_after` (Unix seconds): expired or less
