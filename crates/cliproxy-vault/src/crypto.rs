@@ -110,6 +110,19 @@ fn unreachable_key() -> LessSafeKey {
     panic!("ring rejected a 32-byte AES-256 key")
 }
 
+/// Whether `text` would be taken in the "32 raw bytes" form: not 64 hex digits, not base64 of
+/// 32 bytes, but 32 bytes long. Such a value is used as the key with no key derivation, so
+/// a 32-character passphrase passes for a key with a fraction of a random key's strength.
+pub(crate) fn is_raw_form(text: &str) -> bool {
+    let trimmed = text.trim();
+    let hex = trimmed.len() == 2 * KEY_LEN && trimmed.bytes().all(|b| b.is_ascii_hexdigit());
+    let base64 = STANDARD.decode(trimmed).is_ok_and(|decoded| {
+        let decoded = Zeroizing::new(decoded);
+        decoded.len() == KEY_LEN
+    });
+    !hex && !base64 && text.len() == KEY_LEN
+}
+
 fn decode_key(text: &str) -> Option<Zeroizing<[u8; KEY_LEN]>> {
     let trimmed = text.trim();
     let mut out = Zeroizing::new([0u8; KEY_LEN]);
@@ -198,6 +211,14 @@ mod tests {
             assert_eq!(*opened, plaintext);
             assert_eq!(opened.capacity(), sealed.len(), "{size}-byte plaintext");
         }
+    }
+
+    #[test]
+    fn the_raw_form_is_told_apart() {
+        assert!(is_raw_form("correct horse battery staple 32c"));
+        assert!(!is_raw_form(B64));
+        assert!(!is_raw_form(&"ab".repeat(32)));
+        assert!(!is_raw_form("too short"));
     }
 
     #[test]
