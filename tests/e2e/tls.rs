@@ -307,3 +307,35 @@ async fn client_initiated_renegotiation_is_refused_and_the_gateway_keeps_serving
         1,
     );
 }
+
+/// Issue 18 item 19: `serve` looks at the private key's mode as `check` does, and says at
+/// start when every user of the machine can read it (and how to fix it); a 0600 key is quiet.
+#[tokio::test]
+async fn serve_warns_when_every_user_can_read_the_tls_key() {
+    use std::os::unix::fs::PermissionsExt;
+    const WARNING: &str = "the TLS private key is readable by every user of this machine";
+    let dir = tempfile::tempdir().unwrap();
+    let harness = Harness::new();
+    let (cert, key) = rsa_cert(dir.path());
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    harness.config("", "providers:\n  demo: {type: mock, models: [\"mock-*\"]}\n");
+    let config = std::fs::read_to_string(harness.config_path()).unwrap().replacen(
+        "  limits: {}\n",
+        &format!(
+            "  limits: {{}}\n  tls: {{enabled: true, cert_file: {cert:?}, key_file: {key:?}}}\n"
+        ),
+        1,
+    );
+    harness.write_config(&config);
+    let gateway = harness.start().await;
+    // The warning is written before the `listening` line `start` waits for.
+    let warned = gateway.log_entries(WARNING);
+    assert_eq!(warned.len(), 1, "{}", gateway.logs());
+    let fix = warned[0]["fix"].as_str().unwrap_or_default();
+    assert!(fix.contains("chmod 600") && fix.contains("rsa.key"), "{}", warned[0]);
+    drop(gateway);
+
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let gateway = harness.start().await;
+    assert!(gateway.log_entries(WARNING).is_empty(), "{}", gateway.logs());
+}

@@ -13,6 +13,8 @@
 //!   0600; a missing directory warns (serve creates it).
 //! - **credentials readable** / **encryption at rest**: every stored credential decrypts;
 //!   encryption off or a plaintext credential left over fails.
+//! - **encryption key**: a key (current or previous) given as 32 characters, taken as raw key
+//!   bytes with no key derivation, warns: a passphrase of that length passes for a key.
 //! - **TLS certificate** / **TLS key**: when `server.tls.enabled`, the certificate must parse and
 //!   have ≥ 24 h left (< 14 days warns), and the key must match it (a key file every user can
 //!   read warns). With TLS off, a non-loopback `server.host` warns: clients' keys would cross
@@ -344,6 +346,7 @@ fn credentials(list: &mut Checklist, config: &Config, dir: AuthDir) {
             "set auth.encryption.enabled: true and auth.encryption.key: \"${CLIPROXY_ENCRYPTION_KEY}\" (`cliproxy-server keygen` prints a key), then `cliproxy-server vault migrate`",
         );
     }
+    encryption_key(list, config);
     let store = match dir {
         AuthDir::Missing => {
             list.pass(READABLE, "none stored yet");
@@ -411,6 +414,30 @@ fn credentials(list: &mut Checklist, config: &Config, dir: AuthDir) {
     }
 }
 
+/// The form of the configured keys: a 32-character value is used as 32 raw key bytes with no
+/// key derivation, so a passphrase of that length passes for a key. Warned, not failed: files
+/// written under it must still decrypt until it is rotated away.
+fn encryption_key(list: &mut Checklist, config: &Config) {
+    const KEY: &str = "encryption key";
+    let encryption = &config.auth.encryption;
+    if encryption.key.is_none() && encryption.previous_keys.is_empty() {
+        return;
+    }
+    let raw = encryption.raw_form_keys();
+    if raw.is_empty() {
+        list.pass(KEY, "base64 or hex of 32 bytes");
+    } else {
+        list.warn(
+            KEY,
+            format!(
+                "{} is 32 characters taken as raw key bytes with no key derivation: a passphrase of that length is far weaker than a random key",
+                raw.join(", ")
+            ),
+            "generate a random key with `cliproxy-server keygen` (or `openssl rand -base64 32`), make it auth.encryption.key, move the old value to auth.encryption.previous_keys, run `cliproxy-server vault rotate-key`, then drop the old value",
+        );
+    }
+}
+
 fn key_fix() -> &'static str {
     "give auth.encryption.key (or previous_keys) the key the files were written with, or remove the file named"
 }
@@ -475,24 +502,29 @@ fn tls(list: &mut Checklist, config: &Config, now: i64) {
         }
         Ok(_) => {
             let key_file = tls.key_file.as_deref().unwrap_or(Path::new(""));
-            let others = fs::metadata(key_file).map(|m| m.mode() & 0o007).unwrap_or(0);
-            if others != 0 {
+            if let Some(fix) = tls_key_readable_by_all(key_file) {
                 list.warn(
                     KEY,
                     format!(
                         "{} matches the certificate but every user of this machine can read it",
                         key_file.display()
                     ),
-                    format!(
-                        "chmod 600 {} (or 640 with the service user's group)",
-                        key_file.display()
-                    ),
+                    fix,
                 );
             } else {
                 list.pass(KEY, format!("{} matches the certificate", key_file.display()));
             }
         }
     }
+}
+
+/// The fix when every user of this machine can read the TLS private key `key_file`, `None`
+/// when they cannot (or it cannot be looked at: loading it reports that). `check` warns with
+/// it and `serve` logs it at start, so both judge the key the same way.
+pub(crate) fn tls_key_readable_by_all(key_file: &Path) -> Option<String> {
+    let others = fs::metadata(key_file).map(|m| m.mode() & 0o007).unwrap_or(0);
+    (others != 0)
+        .then(|| format!("chmod 600 {} (or 640 with the service user's group)", key_file.display()))
 }
 
 /// The verdict on a certificate that expires at `not_after` (Unix seconds): expired or less
@@ -908,6 +940,44 @@ mod tests {
         assert_eq!(found, ["auth.api_keys[1]", "auth.api_keys[3].key", "auth.encryption.key"]);
         fs::write(&path, "management: {secret_key: \"pre-${X}\"}\n").unwrap();
         assert_eq!(literal_secrets(&path).unwrap(), ["management.secret_key"]);
+    }
+
+    /// Issue 18 item 19: a 32-character key is taken as 32 raw bytes, with no key derivation:
+    /// a passphrase of that length passes for a key. `check` warns, naming each such key and
+    /// how to make a real one; base64 and hex keys do not warn.
+    #[test]
+    fn a_passphrase_taken_as_raw_key_bytes_warns() {
+        let config = |key: &str, previous: &str| {
+            Config::from_yaml(&format!(
+                "auth:\n  api_keys: [\"client-key-0123456789abcdef\"]\n  encryption: {{enabled: true, key: \"{key}\", previous_keys: [{previous}]}}\n"
+            ))
+            .unwrap()
+        };
+        let rows = |config: &Config| {
+            let mut list = Checklist::default();
+            credentials(&mut list, config, AuthDir::Missing);
+            list.rows
+                .into_iter()
+                .filter(|row| row.check == "encryption key")
+                .map(|row| (row.verdict, row.detail, row.fix.unwrap_or_default()))
+                .collect::<Vec<_>>()
+        };
+        const PASSPHRASE: &str = "correct horse battery staple 32c";
+        let found = rows(&config(PASSPHRASE, "\"q83vEjRWeJCrze8SNFZ4kKvN7xI0VniQq83vEjRWeJA=\""));
+        assert_eq!(found.len(), 1, "{found:?}");
+        let (verdict, detail, fix) = &found[0];
+        assert_eq!(*verdict, Verdict::Warn);
+        assert!(detail.contains("auth.encryption.key") && !detail.contains("previous"), "{detail}");
+        assert!(!detail.contains(PASSPHRASE) && !fix.contains(PASSPHRASE), "{detail} {fix}");
+        assert!(fix.contains("cliproxy-server keygen") && fix.contains("rotate-key"), "{fix}");
+        let found = rows(&config(
+            "q83vEjRWeJCrze8SNFZ4kKvN7xI0VniQq83vEjRWeJA=",
+            &format!("\"{PASSPHRASE}\""),
+        ));
+        assert!(found[0].1.contains("auth.encryption.previous_keys[0]"), "{found:?}");
+        let hex = "ab".repeat(32);
+        let found = rows(&config(&hex, ""));
+        assert_eq!(found.iter().map(|r| r.0).collect::<Vec<_>>(), [Verdict::Pass], "{found:?}");
     }
 
     #[test]

@@ -60,9 +60,9 @@ pub(crate) enum Command {
     /// Print fresh random keys: a client key (auth.api_keys), a management key
     /// (management.secret_key) and an encryption key (auth.encryption.key).
     Keygen,
-    /// Print this machine's device fingerprint: SHA-256 over the first up, non-loopback
-    /// interface's MAC address, the hostname and a fixed salt (a random id when there is no
-    /// MAC), computed once and kept in auth.dir. Sent upstream in the
+    /// Print this install's device fingerprint: a random id generated on first use and kept
+    /// in auth.dir (0600), so it is stable across restarts, differs between installs and says
+    /// nothing about the machine. Sent upstream in the
     /// auth.device_fingerprint.header when auth.device_fingerprint.enabled is true.
     Fingerprint,
     /// Probe the running gateway's liveness endpoint (GET /healthz on server.host:server.port,

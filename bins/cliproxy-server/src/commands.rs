@@ -150,6 +150,15 @@ fn serve(
     let (log, _flush) = logging::init(&config.logging);
     info!(log, "starting"; "version" => env!("CARGO_PKG_VERSION"));
     report_sandbox(&config, applied, &log);
+    // `check` warns about a private key every local user can read; a gateway started without
+    // running `check` says the same in its log, once, before it listens.
+    if config.server.tls.enabled
+        && let Some(key_file) = &config.server.tls.key_file
+        && let Some(fix) = crate::check::tls_key_readable_by_all(key_file)
+    {
+        slog::warn!(log, "the TLS private key is readable by every user of this machine";
+            "key_file" => key_file.display().to_string(), "fix" => fix);
+    }
     let result = (|| {
         let gateway = Gateway::build(&config, log.clone())?;
         gateway.set_sandbox_report(sandbox_report(&config, applied));

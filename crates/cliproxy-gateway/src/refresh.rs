@@ -1,7 +1,8 @@
 //! OAuth access tokens, refreshed before they expire: isolated, single-flight, persisted.
 //!
 //! When a request picks an OAuth credential whose access token expires within
-//! `auth.refresh.ahead`, it takes the credential's refresh lock. The first to get it spawns the
+//! `auth.refresh.ahead` (or within half its lifetime, when that is shorter and known: a token
+//! this process obtained itself), it takes the credential's refresh lock. The first to get it spawns the
 //! refresh as a task of its own (so a client that hangs up does not cancel it half-way) with
 //! `auth.refresh.timeout`; everyone else waiting on the lock then uses that refresh's outcome
 //! instead of starting another. The new tokens are written to the vault (encrypted when
@@ -91,6 +92,10 @@ struct OAuthState {
     attempts: u64,
     /// How the last refresh failed, when it did.
     failure: Option<RefreshFailure>,
+    /// Unix seconds when this process obtained the access token, when it did: its lifetime
+    /// then decides how early it is refreshed (`OAuthTokens::refresh_due`). `None` for a
+    /// token read from the vault, which does not store when a token was issued.
+    obtained: Option<u64>,
 }
 
 impl OAuthState {
@@ -105,7 +110,12 @@ impl OAuthState {
 impl OAuthSlot {
     pub(crate) fn new(credential: Credential) -> Self {
         Self {
-            state: RwLock::new(Arc::new(OAuthState { credential, attempts: 0, failure: None })),
+            state: RwLock::new(Arc::new(OAuthState {
+                credential,
+                attempts: 0,
+                failure: None,
+                obtained: None,
+            })),
             lock: Arc::new(tokio::sync::Mutex::new(())),
         }
     }
@@ -134,7 +144,7 @@ pub(crate) async fn bearer(
     let ahead = vault.refresh.ahead.as_secs();
     let seen = oauth.snapshot();
     let tokens = seen.tokens().ok_or_else(not_oauth)?;
-    if !tokens.needs_refresh(unix_now(), ahead) {
+    if !tokens.refresh_due(unix_now(), ahead, seen.obtained) {
         return Ok(tokens.access_token.clone());
     }
     let guard = oauth.lock.clone().lock_owned().await;
@@ -194,7 +204,12 @@ async fn refresh(
                     "event_type" => "token_refresh", "provider" => provider, "credential" => &slot.id, "error" => reason)
                 }
             }
-            oauth.set(OAuthState { credential, attempts: current.attempts + 1, failure: None });
+            oauth.set(OAuthState {
+                credential,
+                attempts: current.attempts + 1,
+                failure: None,
+                obtained: Some(unix_now()),
+            });
             info!(log, "OAuth token refreshed"; "event_type" => "token_refresh", "result" => "success",
                 "provider" => provider, "credential" => &slot.id, "expires_in_s" => expires_in);
             vault.audit_refresh(provider, &slot.id, Ok(()));
@@ -217,6 +232,7 @@ async fn refresh(
                 credential: current.credential.clone(),
                 attempts: current.attempts + 1,
                 failure: Some(failure.clone()),
+                obtained: current.obtained,
             });
             Err(failure)
         }

@@ -36,6 +36,8 @@ const NEW_REFRESH: &str = "rt-new-planted-refresh-8a42";
 enum TokenReply {
     /// New tokens, after a pause that lets concurrent requests pile up.
     Fresh(Duration),
+    /// New tokens that live this many seconds.
+    ShortLived(u64),
     /// Never answers.
     Stall,
     /// `400 {"error": "invalid_grant"}`.
@@ -87,6 +89,10 @@ async fn mock(reply: TokenReply) -> Mock {
                                         json!({"access_token": NEW_ACCESS, "refresh_token": NEW_REFRESH, "expires_in": 3600, "token_type": "Bearer"}),
                                     )
                                 }
+                                TokenReply::ShortLived(lifetime) => (
+                                    200,
+                                    json!({"access_token": NEW_ACCESS, "refresh_token": NEW_REFRESH, "expires_in": lifetime, "token_type": "Bearer"}),
+                                ),
                                 TokenReply::Stall => std::future::pending().await,
                                 TokenReply::InvalidGrant => (
                                     400,
@@ -289,5 +295,23 @@ async fn a_hundred_concurrent_requests_share_one_refresh() {
     let seen = mock.upstream_auth.lock().unwrap().clone();
     assert_eq!(seen.len(), 100);
     assert!(seen.iter().all(|a| a == &format!("Bearer {NEW_ACCESS}")), "{seen:?}");
+    assert_eq!(stored_tokens(&config).access_token.expose(), NEW_ACCESS);
+}
+
+/// Issue 18 item 19: a token that lives less than `auth.refresh.ahead` (here 60 s against
+/// 5 min) was due again as soon as it was obtained, so every request refreshed it. It is now
+/// refreshed half-way through its life; when it falls due over time is covered by
+/// `refresh_is_due_at_half_a_short_life` in the vault's unit tests, which drive the clock.
+#[tokio::test]
+async fn a_token_shorter_lived_than_ahead_is_not_refreshed_on_every_request() {
+    let mock = mock(TokenReply::ShortLived(60)).await;
+    let (gateway, config, _dir) = gateway(&mock, 60, "30s");
+    for _ in 0..3 {
+        assert_eq!(chat(&gateway).await.0, 200);
+    }
+    // The stored token (issue time unknown) is refreshed once; the new 60 s one is due only
+    // 30 s before it expires, so the next two requests use it.
+    assert_eq!(mock.token_calls.load(Ordering::SeqCst), 1, "a 60 s token refreshed per request");
+    assert_eq!(*mock.upstream_auth.lock().unwrap(), vec![format!("Bearer {NEW_ACCESS}"); 3]);
     assert_eq!(stored_tokens(&config).access_token.expose(), NEW_ACCESS);
 }

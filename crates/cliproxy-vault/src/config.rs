@@ -14,7 +14,8 @@ use crate::{ClientKeyConfig, ClientKeys, CredentialStore, Error, FileStore, Resu
 pub struct EncryptionConfig {
     /// Encrypt new and re-written credential files.
     pub enabled: bool,
-    /// The current key: base64 of 32 bytes, 64 hex digits or 32 raw bytes; usually
+    /// The current key: base64 of 32 bytes, 64 hex digits or 32 raw bytes (no key
+    /// derivation: `check` warns, as a 32-character passphrase would pass); usually
     /// `${CLIPROXY_ENCRYPTION_KEY}`.
     pub key: Option<Secret>,
     /// Earlier keys, still used to decrypt files written before a rotation.
@@ -53,6 +54,24 @@ impl EncryptionConfig {
             current => (current, previous),
         };
         Ok(Keyring::new(current, previous))
+    }
+
+    /// The config keys (`auth.encryption.key`, `auth.encryption.previous_keys[i]`) whose value
+    /// is taken in the "32 raw bytes" form: used as the key as it is, with no key derivation,
+    /// so a 32-character passphrase passes for a key. `check` warns about them; the form is
+    /// kept so that files written under such a key still decrypt. Names only, never values.
+    pub fn raw_form_keys(&self) -> Vec<String> {
+        let current = self.key.iter().map(|key| ("auth.encryption.key".to_owned(), key));
+        let previous = self
+            .previous_keys
+            .iter()
+            .enumerate()
+            .map(|(index, key)| (format!("auth.encryption.previous_keys[{index}]"), key));
+        current
+            .chain(previous)
+            .filter(|(_, key)| crate::crypto::is_raw_form(key.expose()))
+            .map(|(name, _)| name)
+            .collect()
     }
 
     /// Whether plaintext files are refused at load: `require_encrypted`, by default `enabled`.

@@ -279,13 +279,36 @@ impl Credential {
     }
 
     /// One pretty-printed JSON document and a newline, in a buffer zeroized on drop.
+    ///
+    /// The document is serialized twice: once only to count its bytes, then into a buffer of
+    /// exactly that size. A buffer that grew while being written would be copied by the
+    /// allocator, and the old block — with the token in it — freed without being zeroized.
     fn to_file(&self, document: &impl Serialize) -> Result<Zeroizing<Vec<u8>>> {
-        let mut out = Zeroizing::new(Vec::with_capacity(512));
-        serde_json::to_writer_pretty(&mut *out, document).map_err(|_| Error::Invalid {
+        /// Counts what is written and keeps nothing.
+        struct Count(usize);
+        impl std::io::Write for Count {
+            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+                self.0 += bytes.len();
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let failed = || Error::Invalid {
             path: PathBuf::from(format!("{}.json", self.id)),
             reason: "cannot encode the credential".to_owned(),
-        })?;
+        };
+        let mut count = Count(0);
+        serde_json::to_writer_pretty(&mut count, document).map_err(|_| failed())?;
+        let mut out = Zeroizing::new(Vec::with_capacity(count.0 + 1));
+        serde_json::to_writer_pretty(&mut *out, document).map_err(|_| failed())?;
         out.push(b'\n');
+        if out.len() != count.0 + 1 {
+            // The two passes must agree; a document that serializes differently twice (it
+            // cannot: it is borrowed, unchanged) is refused rather than written.
+            return Err(failed());
+        }
         Ok(out)
     }
 }
@@ -540,6 +563,26 @@ mod tests {
             &Secret::from("q83vEjRWeJCrze8SNFZ4kKvN7xI0VniQq83vEjRWeJA=".to_owned()),
         )
         .unwrap()
+    }
+
+    /// Issue 18 item 19: the file contents (plaintext JSON, with the token in it) are written
+    /// into a buffer allocated once at its final size, so no grown-out-of block holding a
+    /// copy of the token is freed without being zeroized. A 3000-byte token outgrows any
+    /// fixed first guess.
+    #[test]
+    fn encoding_never_grows_a_buffer_that_holds_the_token() {
+        let long = "t".repeat(3000);
+        for token in [PLANTED, long.as_str()] {
+            let credential = Credential::new_api_key("openai", Secret::from(token.to_owned()))
+                .unwrap()
+                .with_id("openai-main")
+                .unwrap();
+            for key in [None, Some(key())] {
+                let bytes = credential.encode(key.as_ref()).unwrap();
+                assert_eq!(bytes.capacity(), bytes.len(), "token of {}", token.len());
+                assert_eq!(parse(&bytes).unwrap().secret.bearer().expose(), token);
+            }
+        }
     }
 
     #[test]

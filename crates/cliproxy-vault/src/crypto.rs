@@ -64,15 +64,20 @@ impl DataKey {
     pub(crate) fn seal(&self, id: &str, plaintext: &[u8]) -> Result<([u8; NONCE_LEN], Vec<u8>)> {
         let mut nonce = [0u8; NONCE_LEN];
         SystemRandom::new().fill(&mut nonce).map_err(|_| Error::Random)?;
-        let mut buffer = plaintext.to_vec();
+        // Sized for the tag up front: growing it would leave a copy of the plaintext in the
+        // freed block. Zeroized should sealing fail with the plaintext still in it.
+        let mut buffer =
+            Zeroizing::new(Vec::with_capacity(plaintext.len() + AES_256_GCM.tag_len()));
+        buffer.extend_from_slice(plaintext);
         self.key
             .seal_in_place_append_tag(
                 Nonce::assume_unique_for_key(nonce),
                 Aad::from(id.as_bytes()),
-                &mut buffer,
+                &mut *buffer,
             )
             .map_err(|_| Error::Random)?;
-        Ok((nonce, buffer))
+        // Ciphertext now: it is moved out, not copied, and needs no zeroizing.
+        Ok((nonce, std::mem::take(&mut *buffer)))
     }
 
     /// Decrypts and authenticates; `None` when the key is wrong or the bytes were changed.
@@ -82,6 +87,9 @@ impl DataKey {
         nonce: [u8; NONCE_LEN],
         ciphertext: &[u8],
     ) -> Option<Zeroizing<Vec<u8>>> {
+        // Exactly the ciphertext's size, and only ever shrunk (`truncate` keeps the block):
+        // the plaintext is never copied into a new block by a growth, leaving the old one
+        // unzeroized.
         let mut buffer = Zeroizing::new(ciphertext.to_vec());
         let len = self
             .key
@@ -100,6 +108,19 @@ impl DataKey {
 #[allow(clippy::panic, reason = "AES-256 accepts every 32-byte key; this cannot happen")]
 fn unreachable_key() -> LessSafeKey {
     panic!("ring rejected a 32-byte AES-256 key")
+}
+
+/// Whether `text` would be taken in the "32 raw bytes" form: not 64 hex digits, not base64 of
+/// 32 bytes, but 32 bytes long. Such a value is used as the key with no key derivation, so
+/// a 32-character passphrase passes for a key with a fraction of a random key's strength.
+pub(crate) fn is_raw_form(text: &str) -> bool {
+    let trimmed = text.trim();
+    let hex = trimmed.len() == 2 * KEY_LEN && trimmed.bytes().all(|b| b.is_ascii_hexdigit());
+    let base64 = STANDARD.decode(trimmed).is_ok_and(|decoded| {
+        let decoded = Zeroizing::new(decoded);
+        decoded.len() == KEY_LEN
+    });
+    !hex && !base64 && text.len() == KEY_LEN
 }
 
 fn decode_key(text: &str) -> Option<Zeroizing<[u8; KEY_LEN]>> {
@@ -172,6 +193,32 @@ mod tests {
 
     fn secret(text: &str) -> Secret {
         Secret::from(text.to_owned())
+    }
+
+    /// Issue 18 item 19: the buffer that holds the plaintext while it is sealed is allocated
+    /// once at its final size. Were it grown for the tag, the allocator would copy it and
+    /// free the old block with the plaintext still in it; an exact capacity shows it never
+    /// was. Opening works in a copy of the ciphertext, which does not grow either.
+    #[test]
+    fn sealing_and_opening_never_grow_the_plaintext_buffer() {
+        let key = DataKey::parse("k", &secret(B64)).unwrap();
+        for size in [0, 1, 15, 16, 17, 100, 3000] {
+            let plaintext = vec![b'p'; size];
+            let (nonce, sealed) = key.seal("id", &plaintext).unwrap();
+            assert_eq!(sealed.len(), size + AES_256_GCM.tag_len());
+            assert_eq!(sealed.capacity(), sealed.len(), "{size}-byte plaintext");
+            let opened = key.open("id", nonce, &sealed).unwrap();
+            assert_eq!(*opened, plaintext);
+            assert_eq!(opened.capacity(), sealed.len(), "{size}-byte plaintext");
+        }
+    }
+
+    #[test]
+    fn the_raw_form_is_told_apart() {
+        assert!(is_raw_form("correct horse battery staple 32c"));
+        assert!(!is_raw_form(B64));
+        assert!(!is_raw_form(&"ab".repeat(32)));
+        assert!(!is_raw_form("too short"));
     }
 
     #[test]

@@ -36,6 +36,19 @@ pub enum Error {
         /// Why it cannot be used.
         reason: &'static str,
     },
+    /// A mode was set and did not stick: the filesystem ignores permissions. Refused rather
+    /// than reported as "changed" again on every read.
+    #[error(
+        "{path}: mode is still {got:04o} after setting it to {wanted:04o}: this filesystem ignores permissions (vfat, some network or FUSE mounts), so the credentials would be readable by others; put auth.dir on a filesystem that keeps modes"
+    )]
+    ModeNotKept {
+        /// The file or directory.
+        path: PathBuf,
+        /// The mode set.
+        wanted: u32,
+        /// The mode read back.
+        got: u32,
+    },
     /// A credential file is not valid JSON or does not match the credential schema. Only the
     /// position and the kind of problem are reported: serde messages may quote the token.
     #[error("{path}: not a valid credential file ({category} at line {line}, column {column})")]

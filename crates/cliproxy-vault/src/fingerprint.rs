@@ -1,10 +1,14 @@
-//! The device fingerprint: a stable, non-reversible id of this machine that the gateway can
+//! The device fingerprint: a stable, non-reversible id of this install that the gateway can
 //! send upstream (`auth.device_fingerprint`).
 //!
-//! It is SHA-256 over a fixed salt, the MAC address of the first interface that is up and not
-//! loopback (in name order), and the hostname, in hex. It is computed once and persisted in
-//! `auth.dir`, so it stays the same across restarts even when interfaces or the hostname
-//! change later; a machine without a MAC (some containers) gets a persisted random id.
+//! It is 32 random bytes in hex, generated on first use and kept in `auth.dir` (0600), so it
+//! stays the same across restarts and says nothing about the machine. Before issue 18 it was
+//! an unkeyed SHA-256 of a public salt, the first MAC address and the hostname: anyone who
+//! saw it upstream could confirm a guessed MAC and hostname offline, and every install on a
+//! machine sent the same id. A persisted random id was chosen over an HMAC of the same
+//! inputs keyed with a per-install secret: that secret would have to be kept in `auth.dir`
+//! too, and then the hardware adds nothing but a dependency on netlink. A stored value that
+//! is the old hash of this machine is replaced (see `FileStore::device_fingerprint`).
 
 use ring::digest::{Context, SHA256};
 use ring::rand::{SecureRandom, SystemRandom};
@@ -13,35 +17,28 @@ use crate::{Error, Result};
 
 /// The file in `auth.dir` the fingerprint is kept in (hidden: never taken for a credential).
 pub(crate) const FINGERPRINT_FILE: &str = ".device-fingerprint";
-const SALT: &[u8] = b"cliproxy-device-fingerprint-v1";
+/// The public salt of the old, hardware-derived fingerprint; kept only to recognise it.
+const LEGACY_SALT: &[u8] = b"cliproxy-device-fingerprint-v1";
 
-/// Where a fingerprint came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Source {
-    /// MAC address and hostname.
-    Hardware,
-    /// No usable MAC address: random.
-    Random,
+/// A new fingerprint: 32 random bytes in hex.
+pub(crate) fn generate() -> Result<String> {
+    let mut random = [0u8; 32];
+    SystemRandom::new().fill(&mut random).map_err(|_| Error::Random)?;
+    Ok(hex(&random))
 }
 
-/// Computes a fresh fingerprint for this machine.
-pub(crate) fn compute() -> Result<(String, Source)> {
+/// The fingerprint the code before issue 18 computed on this machine, when it had a MAC
+/// address (without one it was random already, and is kept).
+pub(crate) fn legacy_of_this_machine() -> Option<String> {
     let hostname =
         nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default();
-    match first_mac() {
-        Some(mac) => Ok((from_parts(&mac, &hostname), Source::Hardware)),
-        None => {
-            let mut random = [0u8; 32];
-            SystemRandom::new().fill(&mut random).map_err(|_| Error::Random)?;
-            Ok((hex(&random), Source::Random))
-        }
-    }
+    first_mac().map(|mac| legacy_from_parts(&mac, &hostname))
 }
 
-/// The fingerprint of a MAC address and a hostname.
-pub(crate) fn from_parts(mac: &[u8; 6], hostname: &str) -> String {
+/// The old, unkeyed fingerprint of a MAC address and a hostname.
+fn legacy_from_parts(mac: &[u8; 6], hostname: &str) -> String {
     let mut context = Context::new(&SHA256);
-    context.update(SALT);
+    context.update(LEGACY_SALT);
     context.update(&[0]);
     context.update(mac);
     context.update(&[0]);
@@ -49,7 +46,7 @@ pub(crate) fn from_parts(mac: &[u8; 6], hostname: &str) -> String {
     hex(context.finish().as_ref())
 }
 
-/// Whether `text` is what [`compute`] produces: 64 lowercase hex digits.
+/// Whether `text` is what [`generate`] produces: 64 lowercase hex digits.
 pub(crate) fn is_valid(text: &str) -> bool {
     text.len() == 64 && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
@@ -81,24 +78,20 @@ fn hex(bytes: &[u8]) -> String {
 mod tests {
     use super::*;
 
+    /// Issue 18 item 19: the value is random, not derived from the machine, and not the old
+    /// unkeyed hash (which this machine, having a MAC address, can be checked against).
     #[test]
-    fn fingerprints_depend_on_mac_and_hostname_only() {
-        let a = from_parts(&[0x02, 0, 0, 0, 0, 1], "host-a");
-        assert!(is_valid(&a), "{a}");
-        assert_eq!(a, from_parts(&[0x02, 0, 0, 0, 0, 1], "host-a"));
-        assert_ne!(a, from_parts(&[0x02, 0, 0, 0, 0, 2], "host-a"));
-        assert_ne!(a, from_parts(&[0x02, 0, 0, 0, 0, 1], "host-b"));
-    }
-
-    #[test]
-    fn computing_twice_on_one_machine_agrees_unless_random() {
-        let (first, source) = compute().unwrap();
-        assert!(is_valid(&first));
-        let (second, _) = compute().unwrap();
-        match source {
-            Source::Hardware => assert_eq!(first, second),
-            Source::Random => assert_ne!(first, second),
+    fn fingerprints_are_random_and_not_the_old_hash() {
+        let first = generate().unwrap();
+        assert!(is_valid(&first), "{first}");
+        assert_ne!(first, generate().unwrap());
+        if let Some(legacy) = legacy_of_this_machine() {
+            assert_ne!(first, legacy);
         }
+        // The old hash is still recognised exactly.
+        let old = legacy_from_parts(&[0x02, 0, 0, 0, 0, 1], "host-a");
+        assert_eq!(old, legacy_from_parts(&[0x02, 0, 0, 0, 0, 1], "host-a"));
+        assert_ne!(old, legacy_from_parts(&[0x02, 0, 0, 0, 0, 1], "host-b"));
     }
 
     #[test]

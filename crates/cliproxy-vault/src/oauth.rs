@@ -78,6 +78,20 @@ impl OAuthTokens {
         now.saturating_add(ahead) >= self.expires_at
     }
 
+    /// Whether the access token must be refreshed at `now` (unix seconds), knowing it was
+    /// obtained at `obtained` (unix seconds), when that is known: `min(ahead, lifetime / 2)`
+    /// before it expires. A token living less than `ahead` would otherwise be due the moment
+    /// it arrives and be refreshed on every request. The issue time is not stored with the
+    /// credential, so a token read from the vault (`obtained` is `None`) falls due `ahead`
+    /// before expiry, and its refresh then gives a token whose lifetime is known.
+    pub fn refresh_due(&self, now: u64, ahead: u64, obtained: Option<u64>) -> bool {
+        let lead = match obtained {
+            Some(obtained) => ahead.min(self.expires_at.saturating_sub(obtained) / 2),
+            None => ahead,
+        };
+        now.saturating_add(lead) >= self.expires_at
+    }
+
     /// The `application/x-www-form-urlencoded` body of the refresh request, in a buffer
     /// zeroized on drop.
     pub fn refresh_form(&self) -> Zeroizing<String> {
@@ -249,6 +263,38 @@ mod tests {
         assert!(t.needs_refresh(700, 300));
         assert!(t.needs_refresh(2_000, 0));
         assert!(t.needs_refresh(u64::MAX, u64::MAX));
+    }
+
+    /// Issue 18 item 19, driven by a clock of plain numbers: a 60 s token with `ahead` 5 min
+    /// is refreshed every 30 s, not on every request (one a second here).
+    #[test]
+    fn refresh_is_due_at_half_a_short_life() {
+        let mut t = tokens();
+        t.expires_at = 1_060;
+        assert!(!t.refresh_due(1_000, 300, Some(1_000)));
+        assert!(!t.refresh_due(1_029, 300, Some(1_000)));
+        assert!(t.refresh_due(1_030, 300, Some(1_000)));
+        // A long-lived token keeps `ahead`; an unknown issue time keeps `ahead` too.
+        t.expires_at = 4_600;
+        assert!(!t.refresh_due(4_299, 300, Some(1_000)));
+        assert!(t.refresh_due(4_300, 300, Some(1_000)));
+        assert!(t.refresh_due(4_300, 300, None));
+        // An issue time after the expiry (a skewed clock) means "due now", never a panic.
+        assert!(t.refresh_due(4_600, 300, Some(9_000)));
+
+        // Ten minutes of one request a second: each refresh yields a new 60 s token.
+        let mut t = tokens();
+        let mut obtained = None;
+        t.expires_at = 1_060;
+        let mut refreshes = 0;
+        for now in 1_000..1_600 {
+            if t.refresh_due(now, 300, obtained) {
+                refreshes += 1;
+                t.expires_at = now + 60;
+                obtained = Some(now);
+            }
+        }
+        assert_eq!(refreshes, 20, "one refresh per 30 s over 600 s");
     }
 
     #[test]

@@ -215,8 +215,8 @@ pub trait CredentialStore: Send + Sync + fmt::Debug {
     /// Records when credentials were last used (`(id, unix seconds)`), for `vault list`. The
     /// gateway calls it in batches, off the request path.
     fn record_use(&self, used: &[(String, u64)]) -> Result<()>;
-    /// This machine's device fingerprint, computed once and then kept with the credentials
-    /// so it stays the same across restarts.
+    /// This install's device fingerprint: a random id generated once and then kept with the
+    /// credentials (0600), so it stays the same across restarts and differs between installs.
     fn device_fingerprint(&self) -> Result<String>;
     /// Re-writes every credential that is not under the current encryption key, each
     /// atomically: `vault rotate-key`. Plaintext files are encrypted too, unless
@@ -349,8 +349,9 @@ impl FileStore {
         }
         let mode = meta.mode() & 0o7777;
         if mode != DIR_MODE {
-            fs::set_permissions(dir, Permissions::from_mode(DIR_MODE))
+            let file = File::open(dir)
                 .map_err(|e| Error::io(dir, "restrict the credential directory to 0700", e))?;
+            set_mode(&file, dir, DIR_MODE, "restrict the credential directory to 0700")?;
             self.notice(format!(
                 "{}: credential directory had mode {mode:04o}; changed to 0700",
                 dir.display()
@@ -402,8 +403,7 @@ impl FileStore {
         let Some((file, meta)) = self.open_owned(&path)? else { return Ok(None) };
         let mode = meta.mode() & 0o7777;
         if mode != FILE_MODE {
-            file.set_permissions(Permissions::from_mode(FILE_MODE))
-                .map_err(|e| Error::io(&path, "restrict the credential file to 0600", e))?;
+            set_mode(&file, &path, FILE_MODE, "restrict the credential file to 0600")?;
             self.notice(format!(
                 "{}: credential file had mode {mode:04o}; changed to 0600",
                 path.display()
@@ -640,8 +640,7 @@ impl FileStore {
                 )
             })?;
             // The umask cannot widen 0600, but it could have narrowed it; make it exact.
-            file.set_permissions(Permissions::from_mode(FILE_MODE))
-                .map_err(|e| Error::io(&temp, "set mode 0600 on", e))?;
+            set_mode(&file, &temp, FILE_MODE, "set mode 0600 on")?;
             file.write_all(bytes).map_err(|e| Error::io(&temp, "write", e))?;
             file.sync_all().map_err(|e| Error::io(&temp, "sync", e))?;
             fs::rename(&temp, &target).map_err(|e| Error::io(&target, "rename into place", e))
@@ -774,15 +773,17 @@ impl CredentialStore for FileStore {
                     reason: "not a device fingerprint (64 hex digits); delete it to compute a new one (upstreams will see a new device)".to_owned(),
                 });
             }
-            return Ok(text);
-        }
-        let (computed, source) = fingerprint::compute()?;
-        if source == fingerprint::Source::Random {
+            if fingerprint::legacy_of_this_machine().as_deref() != Some(text.as_str()) {
+                return Ok(text);
+            }
+            // The old unkeyed hash of this machine's MAC address and hostname: it can be
+            // reversed by enumeration, so it is replaced once (upstreams see a new device).
             self.notice(format!(
-                "{}: no network interface with a MAC address; the device fingerprint is a random id, kept in this file",
+                "{}: the device fingerprint was derived from this machine's MAC address and hostname; replaced by a random id (upstreams see a new device once)",
                 path.display()
             ));
         }
+        let computed = fingerprint::generate()?;
         self.write_atomically(FINGERPRINT_FILE, format!("{computed}\n").as_bytes())?;
         Ok(computed)
     }
@@ -793,5 +794,88 @@ impl CredentialStore for FileStore {
 
     fn migrate(&self) -> Result<Reencrypted> {
         self.rewrite(Plaintext::Admit)
+    }
+}
+
+/// Sets `mode` on the open `file` (at `path`) and reads it back: a filesystem that ignores
+/// permissions (vfat, some network or FUSE mounts) accepts the call and keeps the old mode,
+/// and the credentials must then be refused, not announced as "tightened" on every read.
+fn set_mode(file: &File, path: &Path, mode: u32, op: &'static str) -> Result<()> {
+    #[cfg(test)]
+    let ignored = tests::IGNORE_CHMOD.with(std::cell::Cell::get);
+    #[cfg(not(test))]
+    let ignored = false;
+    if !ignored {
+        file.set_permissions(Permissions::from_mode(mode)).map_err(|e| Error::io(path, op, e))?;
+    }
+    let got = file.metadata().map_err(|e| Error::io(path, op, e))?.mode() & 0o7777;
+    if got != mode {
+        return Err(Error::ModeNotKept { path: path.to_owned(), wanted: mode, got });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "a failed expectation fails the test")]
+
+    use super::*;
+
+    thread_local! {
+        /// Makes `set_mode` skip the chmod on this thread, as a filesystem that ignores
+        /// permissions does (none is mountable in a test without privileges).
+        pub(super) static IGNORE_CHMOD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
+
+    /// Issue 18 item 19: a loose mode that cannot be tightened is refused, every time, and
+    /// never reported as changed.
+    #[test]
+    fn a_filesystem_that_ignores_chmod_is_refused() {
+        let root = tempfile::tempdir().unwrap();
+        let store = FileStore::open(root.path()).unwrap();
+        let credential = crate::Credential::new_api_key(
+            "openai",
+            cliproxy_core::Secret::from("sk-planted-1".to_owned()),
+        )
+        .unwrap()
+        .with_id("one")
+        .unwrap();
+        store.put(&credential).unwrap();
+        let file = root.path().join("one.json");
+        fs::set_permissions(&file, Permissions::from_mode(0o644)).unwrap();
+        IGNORE_CHMOD.with(|ignore| ignore.set(true));
+        for _ in 0..2 {
+            let error = store.get("one").unwrap_err().to_string();
+            assert!(
+                error.contains("still 0644") && error.contains("ignores permissions"),
+                "{error}"
+            );
+        }
+        let notices = store.take_notices().join("\n");
+        assert!(!notices.contains("changed to 0600"), "{notices}");
+        // The directory is checked the same way when the store opens.
+        fs::set_permissions(root.path(), Permissions::from_mode(0o755)).unwrap();
+        let error = FileStore::open(root.path()).map(|_| ()).unwrap_err().to_string();
+        assert!(error.contains("still 0755"), "{error}");
+        // Where modes are kept, the same file is tightened and read.
+        IGNORE_CHMOD.with(|ignore| ignore.set(false));
+        assert!(FileStore::open(root.path()).unwrap().get("one").unwrap().is_some());
+        assert_eq!(fs::metadata(&file).unwrap().mode() & 0o7777, 0o600);
+    }
+
+    /// Issue 18 item 19: an install that kept the old, reversible fingerprint gets a random
+    /// one in its place, once; a machine without a MAC address never had that hash.
+    #[test]
+    fn the_old_unkeyed_fingerprint_is_replaced_once() {
+        let Some(legacy) = fingerprint::legacy_of_this_machine() else { return };
+        let root = tempfile::tempdir().unwrap();
+        let store = FileStore::open(root.path()).unwrap();
+        let file = root.path().join(FINGERPRINT_FILE);
+        fs::write(&file, format!("{legacy}\n")).unwrap();
+        let replaced = store.device_fingerprint().unwrap();
+        assert_ne!(replaced, legacy);
+        assert_eq!(fs::read_to_string(&file).unwrap(), format!("{replaced}\n"));
+        assert!(store.take_notices().join("\n").contains("replaced by a random id"));
+        assert_eq!(store.device_fingerprint().unwrap(), replaced);
     }
 }

@@ -285,6 +285,19 @@ fn the_device_fingerprint_is_persisted_and_checked() {
     assert!(error.contains("symbolic link"), "{error}");
 }
 
+/// Issue 18 item 19: the fingerprint is a per-install random id, so two installs on one
+/// machine differ (an unkeyed hash of MAC + hostname was the same for both, and could be
+/// reversed by enumerating MACs and hostnames), and one install keeps its own across restarts.
+#[test]
+fn two_installs_on_one_machine_have_different_fingerprints() {
+    let (one, two) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let first = FileStore::open(one.path()).unwrap().device_fingerprint().unwrap();
+    let second = FileStore::open(two.path()).unwrap().device_fingerprint().unwrap();
+    assert_ne!(first, second, "two auth dirs on one machine share a fingerprint");
+    assert_eq!(FileStore::open(one.path()).unwrap().device_fingerprint().unwrap(), first);
+    assert_eq!(FileStore::open(two.path()).unwrap().device_fingerprint().unwrap(), second);
+}
+
 /// A write killed half-way leaves `.<name>.tmp-<hex>`, possibly holding a sealed copy of a
 /// credential deleted since: opening the store removes it (and reports it), but leaves a
 /// temporary file whose writer still holds its lock, and anything else hidden.
