@@ -176,6 +176,10 @@ pub struct ProviderConfig {
     /// Tokens per day, week or month sent to this provider, all clients together.
     #[serde(default)]
     pub quota: Option<cliproxy_core::Quota>,
+    /// Lets `base_url` (and the `base_url` of this provider's credentials) be `http://` to a
+    /// host that is not loopback. Off: the key or token would cross the network in clear.
+    #[serde(default)]
+    pub allow_insecure: bool,
 }
 
 /// The API a provider speaks.
@@ -259,6 +263,25 @@ impl BaseUrl {
     /// Whether the scheme is https.
     pub fn is_https(&self) -> bool {
         self.scheme == http::uri::Scheme::HTTPS
+    }
+
+    /// Whether the host is loopback: `localhost`, 127.0.0.0/8 or `::1`.
+    pub fn is_loopback(&self) -> bool {
+        let host = self.authority.host();
+        let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+        host.eq_ignore_ascii_case("localhost")
+            || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    }
+
+    /// Refuses `http://` to a host that is not loopback unless `allow_insecure`: every request
+    /// carries a provider key or token, which would cross the network in clear. The error
+    /// completes a sentence that starts with the key or the credential it is about.
+    pub fn check_transport(&self, allow_insecure: bool) -> Result<(), String> {
+        if self.is_https() || self.is_loopback() || allow_insecure {
+            Ok(())
+        } else {
+            Err("is http:// to a host that is not loopback: the provider key would travel in clear; use https://".to_owned())
+        }
     }
 }
 
@@ -475,6 +498,11 @@ impl Config {
                 }
             } else if !provider.latency.is_zero() {
                 problems.push(format!("`{key}.latency` applies only to providers of type mock"));
+            }
+            if let Some(url) = &provider.base_url
+                && let Err(e) = url.check_transport(provider.allow_insecure)
+            {
+                problems.push(format!("`{key}.base_url` {e}; or set `{key}.allow_insecure: true`"));
             }
         }
         if let Some(key) = self.management.key()
@@ -899,6 +927,40 @@ logging: {level: debug, format: text}
         assert!(interpolate_str("${A", &lookup).unwrap_err().contains("unterminated"));
         assert!(interpolate_str("${a-b}", &lookup).unwrap_err().contains("not a variable"));
         assert!(interpolate_str("${}", &lookup).is_err());
+    }
+
+    #[test]
+    fn plain_http_base_url_is_refused_off_loopback_unless_allowed() {
+        Jail::expect_with(|jail| {
+            for host in ["api.example.com", "10.0.0.7", "[2001:db8::1]:8080", "127.0.0.1.nip.io"] {
+                let yaml = format!(
+                    "providers: {{x: {{type: openai, base_url: 'http://{host}/v1', models: [a]}}}}\n"
+                );
+                let error = load_in_jail(jail, &yaml).unwrap_err().to_string();
+                assert!(error.contains("`providers.x.base_url`"), "{host}: {error}");
+                assert!(error.contains("`providers.x.allow_insecure: true`"), "{host}: {error}");
+                assert!(!error.contains(host), "the URL is never repeated: {error}");
+            }
+            for host in ["127.0.0.1:11434", "127.8.9.10", "localhost:8080", "LOCALHOST", "[::1]:9"]
+            {
+                let yaml = format!(
+                    "providers: {{x: {{type: openai, base_url: 'http://{host}/v1', models: [a]}}}}\n"
+                );
+                load_in_jail(jail, &yaml).map_err(|e| format!("{host}: {e}")).unwrap();
+            }
+            let config = load_in_jail(
+                jail,
+                "providers: {x: {type: openai, base_url: 'http://10.0.0.7/v1', models: [a], allow_insecure: true}}\n",
+            )
+            .unwrap();
+            assert!(config.providers.0["x"].allow_insecure);
+            load_in_jail(
+                jail,
+                "providers: {x: {type: openai, base_url: 'https://10.0.0.7', models: [a]}}\n",
+            )
+            .unwrap();
+            Ok(())
+        });
     }
 
     #[test]

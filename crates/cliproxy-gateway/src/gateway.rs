@@ -90,6 +90,9 @@ struct Provider {
     pool: PoolCell,
     /// `providers.<name>.max_tokens`.
     max_tokens: Option<std::num::NonZeroU32>,
+    /// `providers.<name>.allow_insecure`: whether a credential's own `base_url` may be
+    /// `http://` to a host that is not loopback.
+    allow_insecure: bool,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -140,12 +143,13 @@ impl Gateway {
             let epoch = crate::pool::Epoch::now();
             let mut slots = Vec::new();
             for credential in credentials.iter().filter(|c| &c.provider == name) {
-                let base_url = credential_base_url(credential).map_err(|e| {
-                    crate::config::ConfigError::new(format!(
-                        "{e} (in {})",
-                        store.location().display()
-                    ))
-                })?;
+                let base_url =
+                    credential_base_url(credential, provider.allow_insecure).map_err(|e| {
+                        crate::config::ConfigError::new(format!(
+                            "{e} (in {})",
+                            store.location().display()
+                        ))
+                    })?;
                 slots.push(Arc::new(Slot::new(credential.clone(), base_url, epoch)));
             }
             if provider.kind != ProviderKind::Mock && slots.is_empty() {
@@ -160,6 +164,7 @@ impl Gateway {
                 client,
                 pool: PoolCell::new(slots, epoch),
                 max_tokens: provider.max_tokens,
+                allow_insecure: provider.allow_insecure,
             });
         }
         for credential in &credentials {
@@ -852,7 +857,9 @@ impl Gateway {
     /// Writes `credential` to the vault, then puts it into its provider's pool (replacing a
     /// credential with the same id wherever it was): the next request can use it.
     pub(crate) async fn store_credential(&self, credential: Credential) -> Result<(), ApiError> {
-        let base_url = credential_base_url(&credential)
+        let allow_insecure =
+            self.inner.providers.iter().any(|p| p.name == credential.provider && p.allow_insecure);
+        let base_url = credential_base_url(&credential, allow_insecure)
             .map_err(|e| ApiError::new(ErrorCode::BadRequest, e))?;
         let vault = self.inner.vault.clone();
         let _order = vault.writes.lock().await;
@@ -1145,12 +1152,23 @@ impl Gateway {
     }
 }
 
-/// A credential's own base URL, checked.
-fn credential_base_url(credential: &Credential) -> Result<Option<BaseUrl>, String> {
+/// A credential's own base URL, checked: parsed, and refused when it is `http://` to a host
+/// that is not loopback unless its provider sets `allow_insecure` (the credential's token
+/// would cross the network in clear). The error names the credential, never the URL.
+fn credential_base_url(
+    credential: &Credential,
+    allow_insecure: bool,
+) -> Result<Option<BaseUrl>, String> {
     match &credential.base_url {
         Some(text) => BaseUrl::parse(text)
+            .and_then(|url| url.check_transport(allow_insecure).map(|()| url))
             .map(Some)
-            .map_err(|e| format!("credential `{}`: base_url {e}", credential.id)),
+            .map_err(|e| {
+                format!(
+                    "credential `{}`: base_url {e} (or set `providers.{}.allow_insecure: true`)",
+                    credential.id, credential.provider
+                )
+            }),
         None => Ok(None),
     }
 }

@@ -68,6 +68,41 @@ async fn health_needs_no_key_and_every_answer_has_a_request_id() {
     assert!(headers.contains_key(REQUEST_ID_HEADER));
 }
 
+/// A credential file whose own `base_url` is `http://` to a host that is not loopback: the
+/// gateway refuses to start, naming the credential (not the URL), unless its provider sets
+/// `allow_insecure`.
+#[test]
+fn a_credential_with_a_plain_http_base_url_off_loopback_is_refused_at_load() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let auths = dir.path().join("auths");
+    std::fs::create_dir(&auths).unwrap();
+    std::fs::set_permissions(&auths, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let file = auths.join("openai-far.json");
+    std::fs::write(
+        &file,
+        r#"{"format": "cliproxy-credential", "version": 1, "id": "openai-far",
+        "provider": "openai", "type": "api_key", "token": "sk-far-away-token-000000",
+        "base_url": "http://10.0.0.7/v1", "label": null, "created_at": 1700000000}"#,
+    )
+    .unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let build = |extra: &str| {
+        let yaml = format!(
+            "auth:\n  api_keys: [\"{KEY}\"]\n  dir: {:?}\n\
+             providers:\n  openai: {{type: openai, base_url: \"https://127.0.0.1:9\", models: [\"gpt-*\"]{extra}}}\n",
+            auths.display().to_string()
+        );
+        let config = Config::from_yaml(&yaml).unwrap();
+        Gateway::build(&config, slog::Logger::root(slog::Discard, slog::o!()))
+    };
+    let error = build("").unwrap_err().to_string();
+    assert!(error.contains("credential `openai-far`"), "{error}");
+    assert!(error.contains("`providers.openai.allow_insecure: true`"), "{error}");
+    assert!(!error.contains("10.0.0.7") && !error.contains("sk-far"), "{error}");
+    build(", allow_insecure: true").unwrap();
+}
+
 #[tokio::test]
 async fn readiness_fails_naming_the_vault_when_its_directory_goes() {
     let (gateway, dir) = gateway("");
