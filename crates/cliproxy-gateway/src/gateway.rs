@@ -1101,20 +1101,39 @@ impl Gateway {
         self.inner.client_keys.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
-    fn readiness(&self) -> Response<Body> {
+    /// The readiness checks in order, each with its error (which names files and keys).
+    fn readiness_checks(&self) -> [(&'static str, Result<(), String>); 3] {
         // The vault first: without credentials nothing can be served at all. The audit log
         // last: the gateway keeps serving while it fails, but an orchestrator should know.
-        let checks = [
+        [
             ("vault", self.inner.vault.store.check().map_err(|e| e.to_string())),
             ("state", self.inner.guard.state.check().map_err(|e| e.to_string())),
             ("audit", self.inner.guard.audit.failing().map_or(Ok(()), Err)),
-        ];
-        for (name, result) in &checks {
+        ]
+    }
+
+    /// Each readiness check with its full error, for the authenticated management status.
+    pub(crate) fn readiness_detail(&self) -> Value {
+        let checks: serde_json::Map<String, Value> = self
+            .readiness_checks()
+            .into_iter()
+            .map(|(name, result)| {
+                (name.to_owned(), json!(result.err().unwrap_or_else(|| "ok".to_owned())))
+            })
+            .collect();
+        Value::Object(checks)
+    }
+
+    fn readiness(&self) -> Response<Body> {
+        for (name, result) in &self.readiness_checks() {
             if let Err(error) = result {
                 warn!(self.inner.log, "readiness check failed"; "check" => *name, "error" => error);
+                // `/readyz` needs no key, so it names the failing check and nothing more: the
+                // error names files and directories, which are for the operator (this log
+                // line and `GET /v0/management/status`), not for whoever can reach the port.
                 return json_response(
                     StatusCode::SERVICE_UNAVAILABLE,
-                    &json!({"status": "not ready", "failing": name, "checks": {*name: error}}),
+                    &json!({"status": "not ready", "failing": name, "checks": {*name: "failing"}}),
                 );
             }
         }

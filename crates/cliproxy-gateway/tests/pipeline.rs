@@ -105,11 +105,24 @@ fn a_credential_with_a_plain_http_base_url_off_loopback_is_refused_at_load() {
 
 #[tokio::test]
 async fn readiness_fails_naming_the_vault_when_its_directory_goes() {
-    let (gateway, dir) = gateway("");
+    const MGMT: &str = "mgmt-key-0123456789abcdef";
+    let (gateway, dir) = gateway(&format!("management: {{secret_key: \"{MGMT}\"}}\n"));
+    let auths = dir.path().join("auths").display().to_string();
     std::fs::remove_dir_all(dir.path().join("auths")).unwrap();
     let (status, _, body) = call(&gateway, Method::GET, "/readyz", &[], "").await;
     assert_eq!(status, 503);
     assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["failing"], "vault");
+    // Without a key, the check's name only: no path of the host's file system.
+    assert!(!body.contains(&auths) && !body.contains("auth.dir"), "{body}");
+    // With the management key, the status has the detail.
+    let (status, _, body) =
+        call(&gateway, Method::GET, "/v0/management/status", &[("x-management-key", MGMT)], "")
+            .await;
+    assert_eq!(status, 200, "{body}");
+    let status: Value = serde_json::from_str(&body).unwrap();
+    let vault = status["readiness"]["vault"].as_str().unwrap();
+    assert!(vault.contains(&auths), "{body}");
+    assert_eq!(status["readiness"]["audit"], "ok", "{body}");
 }
 
 #[tokio::test]
