@@ -41,6 +41,66 @@ pub struct Config {
     pub metrics: cliproxy_audit::MetricsConfig,
     /// `alerts:` — alert rules over the security metrics (owned by `cliproxy-audit`).
     pub alerts: Vec<cliproxy_audit::AlertRule>,
+    /// `egress:` — the upstream hosts the gateway may send requests to.
+    pub egress: EgressConfig,
+}
+
+/// The `egress:` section: an optional allow-list of upstream hosts. Every base URL (a
+/// provider's, configured or the public default, and a credential's own) and every OAuth
+/// `token_url` must name a listed host; empty (the default) lists no restriction.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
+pub struct EgressConfig {
+    /// Host names (`api.openai.com`), `*.` suffixes (`*.openai.azure.com`: its subdomains,
+    /// not itself) and IP addresses (`10.0.0.7`, `::1`), without scheme or port.
+    pub allowed_hosts: Vec<String>,
+}
+
+impl EgressConfig {
+    /// Whether the gateway may connect to `host` (as a URI carries it: IPv6 in brackets).
+    pub fn allows(&self, host: &str) -> bool {
+        if self.allowed_hosts.is_empty() {
+            return true;
+        }
+        let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+        let host = host.trim_end_matches('.').to_ascii_lowercase();
+        self.allowed_hosts.iter().any(|pattern| {
+            let pattern = pattern.to_ascii_lowercase();
+            match pattern.strip_prefix("*.") {
+                Some(suffix) => {
+                    host.strip_suffix(suffix).is_some_and(|sub| sub.ends_with('.') && sub.len() > 1)
+                }
+                None => {
+                    match (pattern.parse::<std::net::IpAddr>(), host.parse::<std::net::IpAddr>()) {
+                        (Ok(a), Ok(b)) => a.to_canonical() == b.to_canonical(),
+                        _ => pattern == host,
+                    }
+                }
+            }
+        })
+    }
+
+    /// The problems with the patterns themselves, each naming its key.
+    fn problems(&self) -> Vec<String> {
+        self.allowed_hosts
+            .iter()
+            .enumerate()
+            .filter(|(_, pattern)| {
+                let name = pattern.strip_prefix("*.").unwrap_or(pattern);
+                pattern.parse::<std::net::IpAddr>().is_err()
+                    && (name.is_empty()
+                        || name.len() > 253
+                        || !name.split('.').all(|label| {
+                            !label.is_empty()
+                                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                        }))
+            })
+            .map(|(i, _)| {
+                format!("`egress.allowed_hosts[{i}]` is not a host name, `*.` suffix or IP address (no scheme, port or path)")
+            })
+            .collect()
+    }
 }
 
 /// The `server:` section.
@@ -263,6 +323,11 @@ impl BaseUrl {
     /// Whether the scheme is https.
     pub fn is_https(&self) -> bool {
         self.scheme == http::uri::Scheme::HTTPS
+    }
+
+    /// The host, as the URL spells it (IPv6 in brackets).
+    pub fn host(&self) -> &str {
+        self.authority.host()
     }
 
     /// Whether the host is loopback: `localhost`, 127.0.0.0/8 or `::1`.
@@ -504,7 +569,27 @@ impl Config {
             {
                 problems.push(format!("`{key}.base_url` {e}; or set `{key}.allow_insecure: true`"));
             }
+            if provider.kind != ProviderKind::Mock && !self.egress.allowed_hosts.is_empty() {
+                let default = crate::providers::default_base_url(provider.kind);
+                let host = match &provider.base_url {
+                    Some(url) => url.host().to_owned(),
+                    None => {
+                        BaseUrl::parse(default).map(|url| url.host().to_owned()).unwrap_or_default()
+                    }
+                };
+                if !self.egress.allows(&host) {
+                    let which = if provider.base_url.is_some() {
+                        "base_url"
+                    } else {
+                        "base_url (the default)"
+                    };
+                    problems.push(format!(
+                        "`{key}.{which}`: host {host} is not in `egress.allowed_hosts`"
+                    ));
+                }
+            }
         }
+        problems.extend(self.egress.problems());
         if let Some(key) = self.management.key()
             && key.expose().trim().len() < 16
         {
@@ -957,6 +1042,72 @@ logging: {level: debug, format: text}
             load_in_jail(
                 jail,
                 "providers: {x: {type: openai, base_url: 'https://10.0.0.7', models: [a]}}\n",
+            )
+            .unwrap();
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn egress_allow_list_matches_hosts_suffixes_and_addresses() {
+        let egress = EgressConfig {
+            allowed_hosts: vec![
+                "API.openai.com".into(),
+                "*.example.com".into(),
+                "::1".into(),
+                "10.0.0.7".into(),
+            ],
+        };
+        for yes in [
+            "api.openai.com",
+            "api.openai.com.",
+            "a.example.com",
+            "b.a.EXAMPLE.com",
+            "[::1]",
+            "10.0.0.7",
+        ] {
+            assert!(egress.allows(yes), "{yes}");
+        }
+        for no in [
+            "openai.com",
+            "api.openai.com.evil",
+            "example.com",
+            "evilexample.com",
+            ".example.com",
+            "[::2]",
+            "10.0.0.70",
+        ] {
+            assert!(!egress.allows(no), "{no}");
+        }
+        assert!(EgressConfig::default().allows("anything.example"), "empty: no restriction");
+    }
+
+    #[test]
+    fn egress_allow_list_covers_every_provider_base_url_at_load() {
+        Jail::expect_with(|jail| {
+            let error = load_in_jail(
+                jail,
+                "egress: {allowed_hosts: [api.anthropic.com]}\n\
+                 providers:\n  claude: {type: claude, models: [c]}\n  oa: {type: openai, models: [g]}\n  \
+                 local: {type: openai, base_url: 'http://127.0.0.1:9', models: [l]}\n  demo: {type: mock}\n",
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(error.contains("`providers.oa.base_url (the default)`: host api.openai.com is not in `egress.allowed_hosts`"), "{error}");
+            assert!(error.contains("`providers.local.base_url`: host 127.0.0.1"), "{error}");
+            assert!(
+                !error.contains("providers.claude") && !error.contains("providers.demo"),
+                "{error}"
+            );
+            let error = load_in_jail(jail, "egress: {allowed_hosts: ['https://api.openai.com']}\n")
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains("`egress.allowed_hosts[0]`"), "{error}");
+            load_in_jail(
+                jail,
+                "egress: {allowed_hosts: [api.anthropic.com, api.openai.com, 127.0.0.1]}\n\
+                 providers:\n  claude: {type: claude, models: [c]}\n  oa: {type: openai, models: [g]}\n  \
+                 local: {type: openai, base_url: 'http://127.0.0.1:9', models: [l]}\n",
             )
             .unwrap();
             Ok(())

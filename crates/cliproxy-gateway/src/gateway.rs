@@ -93,6 +93,8 @@ struct Provider {
     /// `providers.<name>.allow_insecure`: whether a credential's own `base_url` may be
     /// `http://` to a host that is not loopback.
     allow_insecure: bool,
+    /// `egress:`, which a credential's own `base_url` and `token_url` must satisfy.
+    egress: crate::config::EgressConfig,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -144,12 +146,13 @@ impl Gateway {
             let mut slots = Vec::new();
             for credential in credentials.iter().filter(|c| &c.provider == name) {
                 let base_url =
-                    credential_base_url(credential, provider.allow_insecure).map_err(|e| {
-                        crate::config::ConfigError::new(format!(
-                            "{e} (in {})",
-                            store.location().display()
-                        ))
-                    })?;
+                    credential_base_url(credential, provider.allow_insecure, &config.egress)
+                        .map_err(|e| {
+                            crate::config::ConfigError::new(format!(
+                                "{e} (in {})",
+                                store.location().display()
+                            ))
+                        })?;
                 slots.push(Arc::new(Slot::new(credential.clone(), base_url, epoch)));
             }
             if provider.kind != ProviderKind::Mock && slots.is_empty() {
@@ -165,6 +168,7 @@ impl Gateway {
                 pool: PoolCell::new(slots, epoch),
                 max_tokens: provider.max_tokens,
                 allow_insecure: provider.allow_insecure,
+                egress: config.egress.clone(),
             });
         }
         for credential in &credentials {
@@ -857,9 +861,10 @@ impl Gateway {
     /// Writes `credential` to the vault, then puts it into its provider's pool (replacing a
     /// credential with the same id wherever it was): the next request can use it.
     pub(crate) async fn store_credential(&self, credential: Credential) -> Result<(), ApiError> {
-        let allow_insecure =
-            self.inner.providers.iter().any(|p| p.name == credential.provider && p.allow_insecure);
-        let base_url = credential_base_url(&credential, allow_insecure)
+        let target = self.inner.providers.iter().find(|p| p.name == credential.provider);
+        let allow_insecure = target.is_some_and(|p| p.allow_insecure);
+        let egress = target.map(|p| p.egress.clone()).unwrap_or_default();
+        let base_url = credential_base_url(&credential, allow_insecure, &egress)
             .map_err(|e| ApiError::new(ErrorCode::BadRequest, e))?;
         let vault = self.inner.vault.clone();
         let _order = vault.writes.lock().await;
@@ -1173,21 +1178,46 @@ impl Gateway {
 
 /// A credential's own base URL, checked: parsed, and refused when it is `http://` to a host
 /// that is not loopback unless its provider sets `allow_insecure` (the credential's token
-/// would cross the network in clear). The error names the credential, never the URL.
+/// would cross the network in clear), or when it or the credential's OAuth `token_url` names
+/// a host outside `egress.allowed_hosts`. The error names the credential, never the URL.
 fn credential_base_url(
     credential: &Credential,
     allow_insecure: bool,
+    egress: &crate::config::EgressConfig,
 ) -> Result<Option<BaseUrl>, String> {
+    if !egress.allowed_hosts.is_empty()
+        && let cliproxy_vault::CredentialSecret::OAuth(tokens) = &credential.secret
+    {
+        let host = tokens
+            .token_url
+            .parse::<http::Uri>()
+            .ok()
+            .and_then(|uri| uri.host().map(str::to_owned));
+        if !host.is_some_and(|host| egress.allows(&host)) {
+            return Err(format!(
+                "credential `{}`: token_url names a host that is not in `egress.allowed_hosts`",
+                credential.id
+            ));
+        }
+    }
     match &credential.base_url {
-        Some(text) => BaseUrl::parse(text)
-            .and_then(|url| url.check_transport(allow_insecure).map(|()| url))
-            .map(Some)
-            .map_err(|e| {
-                format!(
-                    "credential `{}`: base_url {e} (or set `providers.{}.allow_insecure: true`)",
-                    credential.id, credential.provider
-                )
-            }),
+        Some(text) => {
+            let url = BaseUrl::parse(text)
+                .and_then(|url| url.check_transport(allow_insecure).map(|()| url))
+                .map_err(|e| {
+                    format!(
+                        "credential `{}`: base_url {e} (or set `providers.{}.allow_insecure: true`)",
+                        credential.id, credential.provider
+                    )
+                })?;
+            if !egress.allows(url.host()) {
+                return Err(format!(
+                    "credential `{}`: base_url names a host that is not in `egress.allowed_hosts`",
+                    credential.id
+                ));
+            }
+            Ok(Some(url))
+        }
         None => Ok(None),
     }
 }

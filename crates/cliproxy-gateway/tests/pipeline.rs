@@ -103,6 +103,58 @@ fn a_credential_with_a_plain_http_base_url_off_loopback_is_refused_at_load() {
     build(", allow_insecure: true").unwrap();
 }
 
+/// With `egress.allowed_hosts`, a credential whose own `base_url` or OAuth `token_url` names
+/// another host stops the start naming the credential; listed, it loads.
+#[test]
+fn a_credential_outside_the_egress_allow_list_is_refused_at_load() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let auths = dir.path().join("auths");
+    std::fs::create_dir(&auths).unwrap();
+    std::fs::set_permissions(&auths, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let plant = |name: &str, contents: &str| {
+        let file = auths.join(name);
+        std::fs::write(&file, contents).unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        file
+    };
+    let build = |allowed: &str| {
+        let yaml = format!(
+            "auth:\n  api_keys: [\"{KEY}\"]\n  dir: {:?}\negress: {{allowed_hosts: [{allowed}]}}\n\
+             providers:\n  openai: {{type: openai, base_url: \"https://api.openai.com\", models: [\"gpt-*\"]}}\n",
+            auths.display().to_string()
+        );
+        let config = Config::from_yaml(&yaml).unwrap();
+        Gateway::build(&config, slog::Logger::root(slog::Discard, slog::o!())).map(|_| ())
+    };
+    let key = plant(
+        "openai-other.json",
+        r#"{"format": "cliproxy-credential", "version": 1, "id": "openai-other",
+        "provider": "openai", "type": "api_key", "token": "sk-egress-token-000000",
+        "base_url": "https://other.example", "label": null, "created_at": 1700000000}"#,
+    );
+    let error = build("api.openai.com").unwrap_err().to_string();
+    assert!(
+        error.contains(
+            "credential `openai-other`: base_url names a host that is not in `egress.allowed_hosts`"
+        ),
+        "{error}"
+    );
+    build("api.openai.com, other.example").unwrap();
+    std::fs::remove_file(key).unwrap();
+    plant(
+        "openai-oauth.json",
+        r#"{"format": "cliproxy-credential", "version": 1, "id": "openai-oauth",
+        "provider": "openai", "type": "oauth", "token": "at-egress-000000", "refresh_token": "rt-egress-000000",
+        "expires_at": 4000000000, "token_url": "https://auth.other.example/token", "client_id": "c",
+        "base_url": null, "label": null, "created_at": 1700000000}"#,
+    );
+    let error = build("api.openai.com").unwrap_err().to_string();
+    assert!(error.contains("credential `openai-oauth`: token_url names a host that is not in `egress.allowed_hosts`"), "{error}");
+    assert!(!error.contains("rt-egress") && !error.contains("auth.other.example"), "{error}");
+    build("api.openai.com, '*.other.example'").unwrap();
+}
+
 #[tokio::test]
 async fn readiness_fails_naming_the_vault_when_its_directory_goes() {
     const MGMT: &str = "mgmt-key-0123456789abcdef";
