@@ -103,6 +103,39 @@ fn a_credential_with_a_plain_http_base_url_off_loopback_is_refused_at_load() {
     build(", allow_insecure: true").unwrap();
 }
 
+/// A credential added through the management API is held to the same rules as one loaded at
+/// start: its own `base_url` off the egress list, or plain http off loopback, is a 400 naming
+/// the key, and nothing is stored.
+#[tokio::test]
+async fn an_added_credential_outside_the_egress_allow_list_is_refused() {
+    const MGMT: &str = "mgmt-key-0123456789abcdef";
+    let (gateway, dir) = gateway(&format!(
+        "management: {{secret_key: \"{MGMT}\"}}\negress: {{allowed_hosts: [127.0.0.1]}}\n"
+    ));
+    let add = |base_url: &str| {
+        let body =
+            json!({"provider": "openai", "token": "sk-egress-added-000000", "base_url": base_url});
+        let gateway = gateway.clone();
+        async move {
+            let headers = [("x-management-key", MGMT), ("content-type", "application/json")];
+            call(&gateway, Method::POST, "/v0/management/auths", &headers, &body.to_string()).await
+        }
+    };
+    let (status, _, body) = add("https://elsewhere.example/v1").await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("base_url names a host that is not in `egress.allowed_hosts`"), "{body}");
+    let stored = |dir: &tempfile::TempDir| {
+        std::fs::read_dir(dir.path().join("auths"))
+            .unwrap()
+            .filter(|e| !e.as_ref().unwrap().file_name().to_string_lossy().starts_with('.'))
+            .count()
+    };
+    assert_eq!(stored(&dir), 0);
+    let (status, _, body) = add("http://127.0.0.1:9/v1").await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(stored(&dir), 1);
+}
+
 /// With `egress.allowed_hosts`, a credential whose own `base_url` or OAuth `token_url` names
 /// another host stops the start naming the credential; listed, it loads.
 #[test]
