@@ -132,6 +132,35 @@ async fn models_lists_what_the_providers_serve() {
     assert_eq!(ids, ["mock-large", "mock-small"]);
 }
 
+/// `/readyz` answers anyone who can reach the port, so when a check fails it names the check
+/// and no path of the host's file system; the path is in the log line and in the
+/// authenticated management status.
+#[tokio::test]
+async fn readyz_names_the_failing_check_but_no_file_path() {
+    const MGMT_KEY: &str = "cpm-readyz-management-key-62f0a1";
+    let harness = Harness::new();
+    harness.config(
+        "",
+        &format!(
+            "management: {{secret_key: \"{MGMT_KEY}\"}}\nproviders:\n  demo: {{type: mock}}\n"
+        ),
+    );
+    let gateway = harness.start().await;
+    let auth_dir = harness.auth_dir().display().to_string();
+    std::fs::remove_dir_all(harness.auth_dir()).unwrap();
+    let response = client().get(format!("{}/readyz", gateway.url())).send().await.unwrap();
+    assert_eq!(response.status(), 503);
+    let body = response.text().await.unwrap();
+    assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["failing"], "vault", "{body}");
+    assert!(!body.contains(&auth_dir) && !body.contains('/'), "{body}");
+    let logged = gateway.wait_for_log(|e| e["msg"] == "readiness check failed").await;
+    assert!(logged["error"].as_str().unwrap().contains(&auth_dir), "{logged}");
+    let (status, body) =
+        manage_with(&gateway, MGMT_KEY, reqwest::Method::GET, "/status", None).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["readiness"]["vault"].as_str().unwrap().contains(&auth_dir), "{body}");
+}
+
 /// `healthcheck` (for container HEALTHCHECKs) exits 0 against a live gateway and 1, naming
 /// the address, when nothing healthy answers.
 #[tokio::test]

@@ -338,4 +338,47 @@ async fn serve_warns_when_every_user_can_read_the_tls_key() {
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
     let gateway = harness.start().await;
     assert!(gateway.log_entries(WARNING).is_empty(), "{}", gateway.logs());
+
+/// `demo --tls` keeps its throwaway CA, certificate and key in its own directory: that
+/// directory and the demo's directory above it (which also holds the vault and the audit log)
+/// are 0700, so another user of the host cannot list or read them.
+#[tokio::test]
+async fn the_demo_tls_directory_is_private() {
+    use std::os::unix::fs::PermissionsExt;
+    use tokio::io::AsyncBufReadExt;
+    let mut child = tokio::process::Command::new(server_binary())
+        .args(["demo", "--tls", "--port", "0"])
+        .env("CLIPROXY_SANDBOX__REQUIRE_NON_ROOT", "false")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut banner = String::new();
+    tokio::time::timeout(WAIT, async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            banner.push_str(&line);
+            banner.push('\n');
+            if line.contains("Press Ctrl-C") {
+                break;
+            }
+        }
+    })
+    .await
+    .unwrap();
+    let ca = banner
+        .split_whitespace()
+        .skip_while(|word| *word != "--cacert")
+        .nth(1)
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| panic!("no `--cacert` in the banner:\n{banner}"));
+    let tls_dir = ca.parent().unwrap().to_owned();
+    let demo_dir = tls_dir.parent().unwrap().to_owned();
+    let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    let (tls_mode, demo_mode) = (mode(&tls_dir), mode(&demo_dir));
+    child.kill().await.unwrap();
+    std::fs::remove_dir_all(&demo_dir).unwrap();
+    assert_eq!(format!("{tls_mode:o}"), "700", "{}", tls_dir.display());
+    assert_eq!(format!("{demo_mode:o}"), "700", "{}", demo_dir.display());
 }

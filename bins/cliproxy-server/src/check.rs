@@ -17,8 +17,9 @@
 //!   bytes with no key derivation, warns: a passphrase of that length passes for a key.
 //! - **TLS certificate** / **TLS key**: when `server.tls.enabled`, the certificate must parse and
 //!   have ≥ 24 h left (< 14 days warns), and the key must match it (a key file every user can
-//!   read warns). With TLS off, a non-loopback `server.host` warns: clients' keys would cross
-//!   the network in clear; TLS may be terminated in front, so this is not a failure.
+//!   read warns). With TLS off, a non-loopback `server.host` fails: clients' keys would cross
+//!   the network in clear. It only warns when `server.trusted_proxies` lists a proxy that is
+//!   not loopback (the declared TLS-terminating proxy in front; the hop from it is plaintext).
 //! - **management API**: `management.allow_remote` without TLS on the listener fails; so does
 //!   the API on for loopback callers only while `server.trusted_proxies` holds a loopback
 //!   address (behind a local proxy every remote caller is loopback).
@@ -454,11 +455,32 @@ fn tls(list: &mut Checklist, config: &Config, now: i64) {
                 format!("off; server.host {host} is loopback, reachable from this machine only"),
             );
         } else {
-            list.warn(
-                "TLS",
-                format!("off while listening on {host}: clients' keys cross the network in clear"),
-                "set server.tls.enabled: true with server.tls.cert_file and server.tls.key_file, or terminate TLS in front and set server.host: 127.0.0.1",
-            );
+            // A TLS-terminating proxy in front is the one reason to listen in plaintext off
+            // loopback; the operator declares it by trusting it. A proxy on this machine does
+            // not count: it needs no listener off loopback, and anyone else could use that one.
+            let remote_proxies: Vec<String> = config
+                .server
+                .trusted_proxies
+                .iter()
+                .filter(|network| !covers_loopback(**network))
+                .map(ToString::to_string)
+                .collect();
+            if remote_proxies.is_empty() {
+                list.fail(
+                    "TLS",
+                    format!("off while listening on {host}: clients' keys cross the network in clear"),
+                    "set server.tls.enabled: true with server.tls.cert_file and server.tls.key_file; or terminate TLS in a proxy and set server.host: 127.0.0.1, or list that proxy in server.trusted_proxies",
+                );
+            } else {
+                list.warn(
+                    "TLS",
+                    format!(
+                        "off while listening on {host}, behind the trusted proxies in server.trusted_proxies ({}): the hop from the proxy is plaintext",
+                        remote_proxies.join(", ")
+                    ),
+                    "make sure the proxies terminate TLS and only the proxies can reach the port (firewall, or server.security.ip_allowlist), or set server.tls.enabled: true",
+                );
+            }
         }
         return;
     }

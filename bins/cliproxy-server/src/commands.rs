@@ -271,6 +271,16 @@ fn demo(
         std::process::id(),
         hex(&random_bytes::<4>(&rng)?)
     ));
+    // The demo's directory holds its vault, audit log and (with --tls) its key: 0700 from
+    // the start, created here and nowhere else (a name that exists already is refused, so a
+    // directory planted under the predictable prefix is never used).
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+    }
     let auths = dir.join("auths");
     let audit_file = dir.join("audit").join("audit.log");
     let certificate =

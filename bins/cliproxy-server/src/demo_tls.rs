@@ -3,7 +3,7 @@
 //! CA's key is never written; the files live in the demo's directory and go with it.
 
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -21,7 +21,12 @@ pub(crate) struct DemoCertificate {
 
 /// Makes the CA and the server certificate in `dir` (created 0700).
 pub(crate) fn create(dir: &Path) -> Result<DemoCertificate> {
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    // 0700 whatever the umask: the directory holds the server's private key, and the demo
+    // prints its path.
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("cannot create {}", dir.display()))?;
     let mut ca = CertificateParams::new(Vec::<String>::new()).context("demo CA")?;
     ca.distinguished_name.push(DnType::CommonName, "cliproxy demo CA (throwaway)");
     ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));

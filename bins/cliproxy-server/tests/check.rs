@@ -461,9 +461,49 @@ fn remote_management_without_tls_fails() {
     );
     report.expect(
         "TLS",
-        "warn",
+        "FAIL",
         "clients' keys cross the network in clear",
         "server.tls.enabled: true",
+    );
+}
+
+/// Plaintext on a non-loopback address fails: clients' keys would cross the network in
+/// clear. The one exception is a TLS-terminating proxy in front, which the operator declares
+/// by listing it (an address that is not loopback) in `server.trusted_proxies`: then the row
+/// warns that the hop from the proxy is plaintext and that only the proxy may reach the port.
+#[test]
+fn plaintext_off_loopback_fails_unless_a_remote_proxy_is_trusted() {
+    let fixture = Fixture::good();
+    let plaintext = |proxies: &str| {
+        let yaml =
+            fixture.good_yaml().replace("tls: {enabled: true", "tls: {enabled: false").replace(
+                "  host: 0.0.0.0\n",
+                &format!("  host: 0.0.0.0\n  trusted_proxies: [{proxies}]\n"),
+            );
+        fixture.write_config(&yaml);
+        fixture.check()
+    };
+    let report = plaintext("");
+    report.failed();
+    report.expect(
+        "TLS",
+        "FAIL",
+        "off while listening on 0.0.0.0: clients' keys cross the network in clear",
+        "server.trusted_proxies",
+    );
+    // A proxy on this machine does not count: the port is reachable from elsewhere anyway.
+    plaintext("127.0.0.1").expect(
+        "TLS",
+        "FAIL",
+        "cross the network in clear",
+        "server.tls.enabled",
+    );
+    let report = plaintext("10.0.0.5");
+    report.expect(
+        "TLS",
+        "warn",
+        "behind the trusted proxies in server.trusted_proxies (10.0.0.5/32)",
+        "only the proxies",
     );
 }
 

@@ -41,6 +41,66 @@ pub struct Config {
     pub metrics: cliproxy_audit::MetricsConfig,
     /// `alerts:` — alert rules over the security metrics (owned by `cliproxy-audit`).
     pub alerts: Vec<cliproxy_audit::AlertRule>,
+    /// `egress:` — the upstream hosts the gateway may send requests to.
+    pub egress: EgressConfig,
+}
+
+/// The `egress:` section: an optional allow-list of upstream hosts. Every base URL (a
+/// provider's, configured or the public default, and a credential's own) and every OAuth
+/// `token_url` must name a listed host; empty (the default) lists no restriction.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
+pub struct EgressConfig {
+    /// Host names (`api.openai.com`), `*.` suffixes (`*.openai.azure.com`: its subdomains,
+    /// not itself) and IP addresses (`10.0.0.7`, `::1`), without scheme or port.
+    pub allowed_hosts: Vec<String>,
+}
+
+impl EgressConfig {
+    /// Whether the gateway may connect to `host` (as a URI carries it: IPv6 in brackets).
+    pub fn allows(&self, host: &str) -> bool {
+        if self.allowed_hosts.is_empty() {
+            return true;
+        }
+        let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+        let host = host.trim_end_matches('.').to_ascii_lowercase();
+        self.allowed_hosts.iter().any(|pattern| {
+            let pattern = pattern.to_ascii_lowercase();
+            match pattern.strip_prefix("*.") {
+                Some(suffix) => {
+                    host.strip_suffix(suffix).is_some_and(|sub| sub.ends_with('.') && sub.len() > 1)
+                }
+                None => {
+                    match (pattern.parse::<std::net::IpAddr>(), host.parse::<std::net::IpAddr>()) {
+                        (Ok(a), Ok(b)) => a.to_canonical() == b.to_canonical(),
+                        _ => pattern == host,
+                    }
+                }
+            }
+        })
+    }
+
+    /// The problems with the patterns themselves, each naming its key.
+    fn problems(&self) -> Vec<String> {
+        self.allowed_hosts
+            .iter()
+            .enumerate()
+            .filter(|(_, pattern)| {
+                let name = pattern.strip_prefix("*.").unwrap_or(pattern);
+                pattern.parse::<std::net::IpAddr>().is_err()
+                    && (name.is_empty()
+                        || name.len() > 253
+                        || !name.split('.').all(|label| {
+                            !label.is_empty()
+                                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                        }))
+            })
+            .map(|(i, _)| {
+                format!("`egress.allowed_hosts[{i}]` is not a host name, `*.` suffix or IP address (no scheme, port or path)")
+            })
+            .collect()
+    }
 }
 
 /// The `server:` section.
@@ -189,6 +249,10 @@ pub struct ProviderConfig {
     /// Tokens per day, week or month sent to this provider, all clients together.
     #[serde(default)]
     pub quota: Option<cliproxy_core::Quota>,
+    /// Lets `base_url` (and the `base_url` of this provider's credentials) be `http://` to a
+    /// host that is not loopback. Off: the key or token would cross the network in clear.
+    #[serde(default)]
+    pub allow_insecure: bool,
 }
 
 /// The API a provider speaks.
@@ -272,6 +336,30 @@ impl BaseUrl {
     /// Whether the scheme is https.
     pub fn is_https(&self) -> bool {
         self.scheme == http::uri::Scheme::HTTPS
+    }
+
+    /// The host, as the URL spells it (IPv6 in brackets).
+    pub fn host(&self) -> &str {
+        self.authority.host()
+    }
+
+    /// Whether the host is loopback: `localhost`, 127.0.0.0/8 or `::1`.
+    pub fn is_loopback(&self) -> bool {
+        let host = self.authority.host();
+        let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+        host.eq_ignore_ascii_case("localhost")
+            || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    }
+
+    /// Refuses `http://` to a host that is not loopback unless `allow_insecure`: every request
+    /// carries a provider key or token, which would cross the network in clear. The error
+    /// completes a sentence that starts with the key or the credential it is about.
+    pub fn check_transport(&self, allow_insecure: bool) -> Result<(), String> {
+        if self.is_https() || self.is_loopback() || allow_insecure {
+            Ok(())
+        } else {
+            Err("is http:// to a host that is not loopback: the provider key would travel in clear; use https://".to_owned())
+        }
     }
 }
 
@@ -489,7 +577,32 @@ impl Config {
             } else if !provider.latency.is_zero() {
                 problems.push(format!("`{key}.latency` applies only to providers of type mock"));
             }
+            if let Some(url) = &provider.base_url
+                && let Err(e) = url.check_transport(provider.allow_insecure)
+            {
+                problems.push(format!("`{key}.base_url` {e}; or set `{key}.allow_insecure: true`"));
+            }
+            if provider.kind != ProviderKind::Mock && !self.egress.allowed_hosts.is_empty() {
+                let default = crate::providers::default_base_url(provider.kind);
+                let host = match &provider.base_url {
+                    Some(url) => url.host().to_owned(),
+                    None => {
+                        BaseUrl::parse(default).map(|url| url.host().to_owned()).unwrap_or_default()
+                    }
+                };
+                if !self.egress.allows(&host) {
+                    let which = if provider.base_url.is_some() {
+                        "base_url"
+                    } else {
+                        "base_url (the default)"
+                    };
+                    problems.push(format!(
+                        "`{key}.{which}`: host {host} is not in `egress.allowed_hosts`"
+                    ));
+                }
+            }
         }
+        problems.extend(self.egress.problems());
         if let Some(key) = self.management.key()
             && key.expose().trim().len() < 16
         {
@@ -912,6 +1025,106 @@ logging: {level: debug, format: text}
         assert!(interpolate_str("${A", &lookup).unwrap_err().contains("unterminated"));
         assert!(interpolate_str("${a-b}", &lookup).unwrap_err().contains("not a variable"));
         assert!(interpolate_str("${}", &lookup).is_err());
+    }
+
+    #[test]
+    fn plain_http_base_url_is_refused_off_loopback_unless_allowed() {
+        Jail::expect_with(|jail| {
+            for host in ["api.example.com", "10.0.0.7", "[2001:db8::1]:8080", "127.0.0.1.nip.io"] {
+                let yaml = format!(
+                    "providers: {{x: {{type: openai, base_url: 'http://{host}/v1', models: [a]}}}}\n"
+                );
+                let error = load_in_jail(jail, &yaml).unwrap_err().to_string();
+                assert!(error.contains("`providers.x.base_url`"), "{host}: {error}");
+                assert!(error.contains("`providers.x.allow_insecure: true`"), "{host}: {error}");
+                assert!(!error.contains(host), "the URL is never repeated: {error}");
+            }
+            for host in ["127.0.0.1:11434", "127.8.9.10", "localhost:8080", "LOCALHOST", "[::1]:9"]
+            {
+                let yaml = format!(
+                    "providers: {{x: {{type: openai, base_url: 'http://{host}/v1', models: [a]}}}}\n"
+                );
+                load_in_jail(jail, &yaml).map_err(|e| format!("{host}: {e}")).unwrap();
+            }
+            let config = load_in_jail(
+                jail,
+                "providers: {x: {type: openai, base_url: 'http://10.0.0.7/v1', models: [a], allow_insecure: true}}\n",
+            )
+            .unwrap();
+            assert!(config.providers.0["x"].allow_insecure);
+            load_in_jail(
+                jail,
+                "providers: {x: {type: openai, base_url: 'https://10.0.0.7', models: [a]}}\n",
+            )
+            .unwrap();
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn egress_allow_list_matches_hosts_suffixes_and_addresses() {
+        let egress = EgressConfig {
+            allowed_hosts: vec![
+                "API.openai.com".into(),
+                "*.example.com".into(),
+                "::1".into(),
+                "10.0.0.7".into(),
+            ],
+        };
+        for yes in [
+            "api.openai.com",
+            "api.openai.com.",
+            "a.example.com",
+            "b.a.EXAMPLE.com",
+            "[::1]",
+            "10.0.0.7",
+        ] {
+            assert!(egress.allows(yes), "{yes}");
+        }
+        for no in [
+            "openai.com",
+            "api.openai.com.evil",
+            "example.com",
+            "evilexample.com",
+            ".example.com",
+            "[::2]",
+            "10.0.0.70",
+        ] {
+            assert!(!egress.allows(no), "{no}");
+        }
+        assert!(EgressConfig::default().allows("anything.example"), "empty: no restriction");
+    }
+
+    #[test]
+    fn egress_allow_list_covers_every_provider_base_url_at_load() {
+        Jail::expect_with(|jail| {
+            let error = load_in_jail(
+                jail,
+                "egress: {allowed_hosts: [api.anthropic.com]}\n\
+                 providers:\n  claude: {type: claude, models: [c]}\n  oa: {type: openai, models: [g]}\n  \
+                 local: {type: openai, base_url: 'http://127.0.0.1:9', models: [l]}\n  demo: {type: mock}\n",
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(error.contains("`providers.oa.base_url (the default)`: host api.openai.com is not in `egress.allowed_hosts`"), "{error}");
+            assert!(error.contains("`providers.local.base_url`: host 127.0.0.1"), "{error}");
+            assert!(
+                !error.contains("providers.claude") && !error.contains("providers.demo"),
+                "{error}"
+            );
+            let error = load_in_jail(jail, "egress: {allowed_hosts: ['https://api.openai.com']}\n")
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains("`egress.allowed_hosts[0]`"), "{error}");
+            load_in_jail(
+                jail,
+                "egress: {allowed_hosts: [api.anthropic.com, api.openai.com, 127.0.0.1]}\n\
+                 providers:\n  claude: {type: claude, models: [c]}\n  oa: {type: openai, models: [g]}\n  \
+                 local: {type: openai, base_url: 'http://127.0.0.1:9', models: [l]}\n",
+            )
+            .unwrap();
+            Ok(())
+        });
     }
 
     #[test]

@@ -90,6 +90,11 @@ struct Provider {
     pool: PoolCell,
     /// `providers.<name>.max_tokens`.
     max_tokens: Option<std::num::NonZeroU32>,
+    /// `providers.<name>.allow_insecure`: whether a credential's own `base_url` may be
+    /// `http://` to a host that is not loopback.
+    allow_insecure: bool,
+    /// `egress:`, which a credential's own `base_url` and `token_url` must satisfy.
+    egress: crate::config::EgressConfig,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -140,12 +145,14 @@ impl Gateway {
             let epoch = crate::pool::Epoch::now();
             let mut slots = Vec::new();
             for credential in credentials.iter().filter(|c| &c.provider == name) {
-                let base_url = credential_base_url(credential).map_err(|e| {
-                    crate::config::ConfigError::new(format!(
-                        "{e} (in {})",
-                        store.location().display()
-                    ))
-                })?;
+                let base_url =
+                    credential_base_url(credential, provider.allow_insecure, &config.egress)
+                        .map_err(|e| {
+                            crate::config::ConfigError::new(format!(
+                                "{e} (in {})",
+                                store.location().display()
+                            ))
+                        })?;
                 slots.push(Arc::new(Slot::new(credential.clone(), base_url, epoch)));
             }
             if provider.kind != ProviderKind::Mock && slots.is_empty() {
@@ -160,6 +167,8 @@ impl Gateway {
                 client,
                 pool: PoolCell::new(slots, epoch),
                 max_tokens: provider.max_tokens,
+                allow_insecure: provider.allow_insecure,
+                egress: config.egress.clone(),
             });
         }
         for credential in &credentials {
@@ -884,7 +893,10 @@ impl Gateway {
     /// Writes `credential` to the vault, then puts it into its provider's pool (replacing a
     /// credential with the same id wherever it was): the next request can use it.
     pub(crate) async fn store_credential(&self, credential: Credential) -> Result<(), ApiError> {
-        let base_url = credential_base_url(&credential)
+        let target = self.inner.providers.iter().find(|p| p.name == credential.provider);
+        let allow_insecure = target.is_some_and(|p| p.allow_insecure);
+        let egress = target.map(|p| p.egress.clone()).unwrap_or_default();
+        let base_url = credential_base_url(&credential, allow_insecure, &egress)
             .map_err(|e| ApiError::new(ErrorCode::BadRequest, e))?;
         let vault = self.inner.vault.clone();
         let _order = vault.writes.lock().await;
@@ -1126,20 +1138,39 @@ impl Gateway {
         self.inner.client_keys.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
-    fn readiness(&self) -> Response<Body> {
+    /// The readiness checks in order, each with its error (which names files and keys).
+    fn readiness_checks(&self) -> [(&'static str, Result<(), String>); 3] {
         // The vault first: without credentials nothing can be served at all. The audit log
         // last: the gateway keeps serving while it fails, but an orchestrator should know.
-        let checks = [
+        [
             ("vault", self.inner.vault.store.check().map_err(|e| e.to_string())),
             ("state", self.inner.guard.state.check().map_err(|e| e.to_string())),
             ("audit", self.inner.guard.audit.failing().map_or(Ok(()), Err)),
-        ];
-        for (name, result) in &checks {
+        ]
+    }
+
+    /// Each readiness check with its full error, for the authenticated management status.
+    pub(crate) fn readiness_detail(&self) -> Value {
+        let checks: serde_json::Map<String, Value> = self
+            .readiness_checks()
+            .into_iter()
+            .map(|(name, result)| {
+                (name.to_owned(), json!(result.err().unwrap_or_else(|| "ok".to_owned())))
+            })
+            .collect();
+        Value::Object(checks)
+    }
+
+    fn readiness(&self) -> Response<Body> {
+        for (name, result) in &self.readiness_checks() {
             if let Err(error) = result {
                 warn!(self.inner.log, "readiness check failed"; "check" => *name, "error" => error);
+                // `/readyz` needs no key, so it names the failing check and nothing more: the
+                // error names files and directories, which are for the operator (this log
+                // line and `GET /v0/management/status`), not for whoever can reach the port.
                 return json_response(
                     StatusCode::SERVICE_UNAVAILABLE,
-                    &json!({"status": "not ready", "failing": name, "checks": {*name: error}}),
+                    &json!({"status": "not ready", "failing": name, "checks": {*name: "failing"}}),
                 );
             }
         }
@@ -1177,12 +1208,48 @@ impl Gateway {
     }
 }
 
-/// A credential's own base URL, checked.
-fn credential_base_url(credential: &Credential) -> Result<Option<BaseUrl>, String> {
+/// A credential's own base URL, checked: parsed, and refused when it is `http://` to a host
+/// that is not loopback unless its provider sets `allow_insecure` (the credential's token
+/// would cross the network in clear), or when it or the credential's OAuth `token_url` names
+/// a host outside `egress.allowed_hosts`. The error names the credential, never the URL.
+fn credential_base_url(
+    credential: &Credential,
+    allow_insecure: bool,
+    egress: &crate::config::EgressConfig,
+) -> Result<Option<BaseUrl>, String> {
+    if !egress.allowed_hosts.is_empty()
+        && let cliproxy_vault::CredentialSecret::OAuth(tokens) = &credential.secret
+    {
+        let host = tokens
+            .token_url
+            .parse::<http::Uri>()
+            .ok()
+            .and_then(|uri| uri.host().map(str::to_owned));
+        if !host.is_some_and(|host| egress.allows(&host)) {
+            return Err(format!(
+                "credential `{}`: token_url names a host that is not in `egress.allowed_hosts`",
+                credential.id
+            ));
+        }
+    }
     match &credential.base_url {
-        Some(text) => BaseUrl::parse(text)
-            .map(Some)
-            .map_err(|e| format!("credential `{}`: base_url {e}", credential.id)),
+        Some(text) => {
+            let url = BaseUrl::parse(text)
+                .and_then(|url| url.check_transport(allow_insecure).map(|()| url))
+                .map_err(|e| {
+                    format!(
+                        "credential `{}`: base_url {e} (or set `providers.{}.allow_insecure: true`)",
+                        credential.id, credential.provider
+                    )
+                })?;
+            if !egress.allows(url.host()) {
+                return Err(format!(
+                    "credential `{}`: base_url names a host that is not in `egress.allowed_hosts`",
+                    credential.id
+                ));
+            }
+            Ok(Some(url))
+        }
         None => Ok(None),
     }
 }

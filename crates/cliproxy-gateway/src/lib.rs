@@ -42,8 +42,9 @@ mod webhook;
 // The public interface is:
 pub use api::ApiFormat;
 pub use config::{
-    BaseUrl, Config, ConfigError, ConfigSource, ENV_PREFIX, LimitsConfig, LogFormat, LogLevel,
-    LoggingConfig, ManagementConfig, ProviderConfig, ProviderKind, ProvidersConfig, ServerConfig,
+    BaseUrl, Config, ConfigError, ConfigSource, ENV_PREFIX, EgressConfig, LimitsConfig, LogFormat,
+    LogLevel, LoggingConfig, ManagementConfig, ProviderConfig, ProviderKind, ProvidersConfig,
+    ServerConfig,
 };
 pub use error::{Error, Result};
 pub use gateway::{Gateway, MAX_ATTEMPTS, REQUEST_ID_HEADER};

@@ -592,6 +592,8 @@ fn status(gateway: &Gateway) -> Response<Body> {
         &json!({
             "version": env!("CARGO_PKG_VERSION"),
             "uptime_s": gateway.uptime().as_secs(),
+            // What `/readyz` says without a key, with the errors (files, keys) it leaves out.
+            "readiness": gateway.readiness_detail(),
             // Tasks alive on the runtime (connections, bodies in flight, background work):
             // a figure that returns to its idle value when nothing leaks.
             "runtime": {

@@ -110,6 +110,7 @@ async fn hostile_paths_bodies_and_methods_get_clear_errors_and_no_echo() {
         (json!({"provider": "openai", "token": PLANTED, "refresh_token": PLANTED}).to_string(), 400, "only `token`"),
         (json!({"provider": "openai", "type": "oauth", "token": PLANTED, "refresh_token": "r", "expires_in": 60, "token_url": "http://evil.example/t", "client_id": "c"}).to_string(), 400, "token_url"),
         (json!({"provider": "openai", "token": PLANTED, "base_url": "ftp://x"}).to_string(), 400, "base_url"),
+        (json!({"provider": "openai", "token": PLANTED, "base_url": "http://10.0.0.7/v1"}).to_string(), 400, "providers.openai.allow_insecure"),
         (json!({"provider": "openai", "token": PLANTED, "label": "a\u{0}b"}).to_string(), 400, "label"),
         (format!("{{\"provider\": \"openai\", \"token\": \"{}\"}}", "x".repeat(70_000)), 413, "at most"),
         (format!("{}{}", "[".repeat(5000), "]".repeat(5000)), 400, "not a credential"),

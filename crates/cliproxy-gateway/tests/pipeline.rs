@@ -68,13 +68,146 @@ async fn health_needs_no_key_and_every_answer_has_a_request_id() {
     assert!(headers.contains_key(REQUEST_ID_HEADER));
 }
 
+/// A credential file whose own `base_url` is `http://` to a host that is not loopback: the
+/// gateway refuses to start, naming the credential (not the URL), unless its provider sets
+/// `allow_insecure`.
+#[test]
+fn a_credential_with_a_plain_http_base_url_off_loopback_is_refused_at_load() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let auths = dir.path().join("auths");
+    std::fs::create_dir(&auths).unwrap();
+    std::fs::set_permissions(&auths, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let file = auths.join("openai-far.json");
+    std::fs::write(
+        &file,
+        r#"{"format": "cliproxy-credential", "version": 1, "id": "openai-far",
+        "provider": "openai", "type": "api_key", "token": "sk-far-away-token-000000",
+        "base_url": "http://10.0.0.7/v1", "label": null, "created_at": 1700000000}"#,
+    )
+    .unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let build = |extra: &str| {
+        let yaml = format!(
+            "auth:\n  api_keys: [\"{KEY}\"]\n  dir: {:?}\n\
+             providers:\n  openai: {{type: openai, base_url: \"https://127.0.0.1:9\", models: [\"gpt-*\"]{extra}}}\n",
+            auths.display().to_string()
+        );
+        let config = Config::from_yaml(&yaml).unwrap();
+        Gateway::build(&config, slog::Logger::root(slog::Discard, slog::o!()))
+    };
+    let error = build("").unwrap_err().to_string();
+    assert!(error.contains("credential `openai-far`"), "{error}");
+    assert!(error.contains("`providers.openai.allow_insecure: true`"), "{error}");
+    assert!(!error.contains("10.0.0.7") && !error.contains("sk-far"), "{error}");
+    build(", allow_insecure: true").unwrap();
+}
+
+/// A credential added through the management API is held to the same rules as one loaded at
+/// start: its own `base_url` off the egress list, or plain http off loopback, is a 400 naming
+/// the key, and nothing is stored.
+#[tokio::test]
+async fn an_added_credential_outside_the_egress_allow_list_is_refused() {
+    const MGMT: &str = "mgmt-key-0123456789abcdef";
+    let (gateway, dir) = gateway(&format!(
+        "management: {{secret_key: \"{MGMT}\"}}\negress: {{allowed_hosts: [127.0.0.1]}}\n"
+    ));
+    let add = |base_url: &str| {
+        let body =
+            json!({"provider": "openai", "token": "sk-egress-added-000000", "base_url": base_url});
+        let gateway = gateway.clone();
+        async move {
+            let headers = [("x-management-key", MGMT), ("content-type", "application/json")];
+            call(&gateway, Method::POST, "/v0/management/auths", &headers, &body.to_string()).await
+        }
+    };
+    let (status, _, body) = add("https://elsewhere.example/v1").await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("base_url names a host that is not in `egress.allowed_hosts`"), "{body}");
+    let stored = |dir: &tempfile::TempDir| {
+        std::fs::read_dir(dir.path().join("auths"))
+            .unwrap()
+            .filter(|e| !e.as_ref().unwrap().file_name().to_string_lossy().starts_with('.'))
+            .count()
+    };
+    assert_eq!(stored(&dir), 0);
+    let (status, _, body) = add("http://127.0.0.1:9/v1").await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(stored(&dir), 1);
+}
+
+/// With `egress.allowed_hosts`, a credential whose own `base_url` or OAuth `token_url` names
+/// another host stops the start naming the credential; listed, it loads.
+#[test]
+fn a_credential_outside_the_egress_allow_list_is_refused_at_load() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let auths = dir.path().join("auths");
+    std::fs::create_dir(&auths).unwrap();
+    std::fs::set_permissions(&auths, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let plant = |name: &str, contents: &str| {
+        let file = auths.join(name);
+        std::fs::write(&file, contents).unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        file
+    };
+    let build = |allowed: &str| {
+        let yaml = format!(
+            "auth:\n  api_keys: [\"{KEY}\"]\n  dir: {:?}\negress: {{allowed_hosts: [{allowed}]}}\n\
+             providers:\n  openai: {{type: openai, base_url: \"https://api.openai.com\", models: [\"gpt-*\"]}}\n",
+            auths.display().to_string()
+        );
+        let config = Config::from_yaml(&yaml).unwrap();
+        Gateway::build(&config, slog::Logger::root(slog::Discard, slog::o!())).map(|_| ())
+    };
+    let key = plant(
+        "openai-other.json",
+        r#"{"format": "cliproxy-credential", "version": 1, "id": "openai-other",
+        "provider": "openai", "type": "api_key", "token": "sk-egress-token-000000",
+        "base_url": "https://other.example", "label": null, "created_at": 1700000000}"#,
+    );
+    let error = build("api.openai.com").unwrap_err().to_string();
+    assert!(
+        error.contains(
+            "credential `openai-other`: base_url names a host that is not in `egress.allowed_hosts`"
+        ),
+        "{error}"
+    );
+    build("api.openai.com, other.example").unwrap();
+    std::fs::remove_file(key).unwrap();
+    plant(
+        "openai-oauth.json",
+        r#"{"format": "cliproxy-credential", "version": 1, "id": "openai-oauth",
+        "provider": "openai", "type": "oauth", "token": "at-egress-000000", "refresh_token": "rt-egress-000000",
+        "expires_at": 4000000000, "token_url": "https://auth.other.example/token", "client_id": "c",
+        "base_url": null, "label": null, "created_at": 1700000000}"#,
+    );
+    let error = build("api.openai.com").unwrap_err().to_string();
+    assert!(error.contains("credential `openai-oauth`: token_url names a host that is not in `egress.allowed_hosts`"), "{error}");
+    assert!(!error.contains("rt-egress") && !error.contains("auth.other.example"), "{error}");
+    build("api.openai.com, '*.other.example'").unwrap();
+}
+
 #[tokio::test]
 async fn readiness_fails_naming_the_vault_when_its_directory_goes() {
-    let (gateway, dir) = gateway("");
+    const MGMT: &str = "mgmt-key-0123456789abcdef";
+    let (gateway, dir) = gateway(&format!("management: {{secret_key: \"{MGMT}\"}}\n"));
+    let auths = dir.path().join("auths").display().to_string();
     std::fs::remove_dir_all(dir.path().join("auths")).unwrap();
     let (status, _, body) = call(&gateway, Method::GET, "/readyz", &[], "").await;
     assert_eq!(status, 503);
     assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["failing"], "vault");
+    // Without a key, the check's name only: no path of the host's file system.
+    assert!(!body.contains(&auths) && !body.contains("auth.dir"), "{body}");
+    // With the management key, the status has the detail.
+    let (status, _, body) =
+        call(&gateway, Method::GET, "/v0/management/status", &[("x-management-key", MGMT)], "")
+            .await;
+    assert_eq!(status, 200, "{body}");
+    let status: Value = serde_json::from_str(&body).unwrap();
+    let vault = status["readiness"]["vault"].as_str().unwrap();
+    assert!(vault.contains(&auths), "{body}");
+    assert_eq!(status["readiness"]["audit"], "ok", "{body}");
 }
 
 #[tokio::test]
