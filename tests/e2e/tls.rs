@@ -338,6 +338,7 @@ async fn serve_warns_when_every_user_can_read_the_tls_key() {
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
     let gateway = harness.start().await;
     assert!(gateway.log_entries(WARNING).is_empty(), "{}", gateway.logs());
+}
 
 /// `demo --tls` keeps its throwaway CA, certificate and key in its own directory: that
 /// directory and the demo's directory above it (which also holds the vault and the audit log)
