@@ -945,3 +945,92 @@ async fn check_fails_a_loopback_trusted_proxy_with_a_loopback_only_management_ap
     let (_, row, stdout) = run().await;
     assert!(row.contains("pass"), "{stdout}");
 }
+
+/// The config of the flood tests: the management key, the audit log at `audit`, and the
+/// per-IP bucket `rate_limiting` (`enabled: false` or its settings).
+fn flood_config(harness: &Harness, audit: &std::path::Path, rate_limiting: &str) {
+    let yaml = format!(
+        "server:\n  host: 127.0.0.1\n  port: 0\n  shutdown_timeout: 10s\n\
+         \x20 security:\n    rate_limiting: {{{rate_limiting}}}\n\
+         auth:\n  api_keys:\n    - {{name: e2e, key: \"{CLIENT_KEY}\"}}\n  dir: {dir:?}\n\
+         logging: {{level: debug, format: json, audit: {{enabled: true, file: {audit:?}}}}}\n\
+         {mgmt}providers:\n  demo: {{type: mock, models: [\"mock-*\"]}}\n",
+        dir = harness.auth_dir().display().to_string(),
+        audit = audit.display().to_string(),
+        mgmt = management(""),
+    );
+    harness.write_config(&yaml);
+}
+
+#[tokio::test]
+async fn three_thousand_refused_calls_on_one_connection_write_a_bounded_audit_log() {
+    const CALLS: u64 = 3_000;
+    let harness = Harness::new();
+    let audit = harness.auth_dir().with_file_name("audit.log");
+    // Per-IP limiting off (the default): the audit log must stay bounded by itself.
+    flood_config(&harness, &audit, "enabled: false");
+    let mut gateway = harness.start().await;
+    let client = client();
+    let started = std::time::Instant::now();
+    for _ in 0..CALLS {
+        let (status, _, body) =
+            send(&client, &gateway, Method::GET, "/status", &[BAD_KEY], None).await;
+        // 401 until the ban starts (management.max_failures), 403 after.
+        assert!(status == 401 || status == 403, "{status}: {body}");
+    }
+    let seconds = started.elapsed().as_secs();
+    // A graceful stop writes every pending line (the summaries of the last second too).
+    gateway.terminate();
+    assert!(gateway.wait().await.success(), "{}", gateway.logs());
+    let text = std::fs::read_to_string(&audit).unwrap();
+    let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let failures: Vec<&Value> =
+        lines.iter().filter(|l| l["event_type"] == "auth_failure").collect();
+    // The bound: one `auth_failure` line per address and second of the flood, plus the one
+    // that carries the last second's summary; every refusal is still accounted for in them.
+    assert!(
+        failures.len() as u64 <= seconds + 2,
+        "{} auth_failure lines for {CALLS} refusals in {seconds} s",
+        failures.len()
+    );
+    // A line is one refusal plus the ones left out before it; a `repeated` line (written
+    // when a second ended with refusals left out) only carries those.
+    let accounted: u64 = failures
+        .iter()
+        .map(|l| {
+            u64::from(l["result"] != "repeated") + l["details"]["repeats"].as_u64().unwrap_or(0)
+        })
+        .sum();
+    assert_eq!(accounted, CALLS, "{text}");
+    // Everything else: the start, the one ban, the shutdown (a handful of lines).
+    assert!(lines.len() as u64 <= seconds + 2 + 10, "{} audit lines", lines.len());
+}
+
+#[tokio::test]
+async fn management_calls_past_the_per_ip_limit_are_answered_429() {
+    let harness = Harness::new();
+    let audit = harness.auth_dir().with_file_name("audit.log");
+    flood_config(&harness, &audit, "enabled: true, requests_per_second: 1, burst: 3");
+    let gateway = harness.start().await;
+    let client = client();
+    // The right key: the bucket, not the key gate, refuses. Three pass (the burst), then
+    // within the same second at most one more token has come back.
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        let (status, headers, _) =
+            send(&client, &gateway, Method::GET, "/status", &[GOOD_KEY], None).await;
+        if status == 429 {
+            assert!(headers.contains_key("retry-after"), "{headers:?}");
+        }
+        statuses.push(status);
+    }
+    assert_eq!(&statuses[..3], &[200, 200, 200], "{statuses:?}");
+    assert!(statuses.contains(&429), "{statuses:?}");
+    // Wrong keys past the limit are refused by the bucket before the key is looked at (at
+    // most one token comes back per second, so three calls in a row meet an empty bucket).
+    let mut bad = Vec::new();
+    for _ in 0..3 {
+        bad.push(send(&client, &gateway, Method::GET, "/status", &[BAD_KEY], None).await.0);
+    }
+    assert!(bad.contains(&429), "{bad:?}");
+}

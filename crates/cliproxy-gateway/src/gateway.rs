@@ -393,7 +393,7 @@ impl Gateway {
             }
             Err((reason, error)) => {
                 guard.emit(
-                    Event::new(What::AuthFailure { plane: Plane::Client, reason })
+                    Event::new(What::AuthFailure { plane: Plane::Client, reason, repeats: 0 })
                         .ip(client_ip)
                         .request_id(request_id),
                 );

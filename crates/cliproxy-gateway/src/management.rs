@@ -299,11 +299,22 @@ where
     // The client the network guard sees: behind a trusted proxy, the address its header
     // names, so that a ban falls on the caller and not on the proxy every caller shares.
     let client = guard.ip.client_ip(peer.ip(), &parts.headers).to_canonical();
+    // The per-IP and then the global bucket, before the gate: a flood of calls, with or
+    // without a key, costs a bucket check, and past the limit it is answered 429 with one
+    // summarised `security_violation` line per second instead of a line per call.
+    if gateway.management().enabled()
+        && let Err(limited) = guard.admit(client, request_id)
+    {
+        let response = ApiError::limited(&limited).into_response(ApiFormat::OpenAi);
+        info!(log, "management call"; "event_type" => "security_violation", "status" => response.status().as_u16());
+        return response;
+    }
     let (event, outcome) = match gateway.management().gate(&parts.headers, client, log) {
         Err((reason, error)) => {
             if let Some(reason) = reason {
-                guard.emit(
-                    Event::new(What::AuthFailure { plane: Plane::Management, reason })
+                // At most one line per address and second; the rest are counted.
+                guard.auth_failure(
+                    Event::new(What::AuthFailure { plane: Plane::Management, reason, repeats: 0 })
                         .ip(client)
                         .request_id(request_id)
                         .provider("management"),
