@@ -348,16 +348,6 @@ where
     // The client the network guard sees: behind a trusted proxy, the address its header
     // names, so that a ban falls on the caller and not on the proxy every caller shares.
     let client = guard.ip.client_ip(peer.ip(), &parts.headers).to_canonical();
-    // The per-IP and then the global bucket, before the gate: a flood of calls, with or
-    // without a key, costs a bucket check, and past the limit it is answered 429 with one
-    // summarised `security_violation` line per second instead of a line per call.
-    if gateway.management().enabled()
-        && let Err(limited) = guard.admit(client, request_id)
-    {
-        let response = ApiError::limited(&limited).into_response(ApiFormat::OpenAi);
-        info!(log, "management call"; "event_type" => "security_violation", "status" => response.status().as_u16());
-        return response;
-    }
     let (event, outcome) = match gateway.management().gate(&parts.headers, client, log) {
         Err((reason, error)) => {
             if let Some(reason) = reason {
@@ -386,6 +376,18 @@ where
                     .request_id(request_id),
                 );
             }
+            // A refused call is charged to the per-IP and then the global bucket, like a
+            // client request: a flood of them trips the per-IP limit (429, its summarised
+            // violation line, the `rate_limit_violations` alert rules) and spends the
+            // address's budget for the client API too. A call with the right key is not
+            // charged: the operator, and a monitor polling `/status`, must get in while a
+            // local client uses up the address's bucket. The key is compared before the
+            // bucket is asked (one SHA-256), so a refused guess is counted toward a ban
+            // whatever the bucket answers.
+            let error = match reason.map(|_| guard.admit(client, request_id)) {
+                Some(Err(limited)) => ApiError::limited(&limited),
+                _ => error,
+            };
             ("auth_failure", Err(error))
         }
         Ok(()) => {
