@@ -20,7 +20,12 @@
 //!    `management.ban`. Bans are listed and lifted with `GET|DELETE /security/bans`, and
 //!    offline with `cliproxy-server bans list|lift`.
 //!
-//! Refusals 2–4 come before the ban book, so none of them can ban anyone.
+//! Refusals 2–4 come before the ban book, so none of them can ban anyone. Every refusal but
+//! 1 is then charged to the per-IP and global buckets (429 past the limit); a call with the
+//! right key is not, so that the operator is never locked out by a local client's traffic.
+//! Refusals are audited at most once per address and second (`Guard::auth_failure`).
+//! Failures and bans fall on an IPv6 client's /64, and the book holds at most
+//! `MAX_TRACKED_PEERS` addresses, bans included (the ban that ends first is dropped).
 //!
 //! Credential changes are written to the vault first and then swapped into the provider's
 //! pool, so the next request uses them; no restart. Ids and provider names are checked by the
