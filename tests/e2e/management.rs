@@ -945,3 +945,101 @@ async fn check_fails_a_loopback_trusted_proxy_with_a_loopback_only_management_ap
     let (_, row, stdout) = run().await;
     assert!(row.contains("pass"), "{stdout}");
 }
+
+/// The config of the flood tests: the management key, the audit log at `audit`, and the
+/// per-IP bucket `rate_limiting` (`enabled: false` or its settings).
+fn flood_config(harness: &Harness, audit: &std::path::Path, rate_limiting: &str) {
+    let yaml = format!(
+        "server:\n  host: 127.0.0.1\n  port: 0\n  shutdown_timeout: 10s\n\
+         \x20 security:\n    rate_limiting: {{{rate_limiting}}}\n\
+         auth:\n  api_keys:\n    - {{name: e2e, key: \"{CLIENT_KEY}\"}}\n  dir: {dir:?}\n\
+         logging: {{level: debug, format: json, audit: {{enabled: true, file: {audit:?}}}}}\n\
+         {mgmt}providers:\n  demo: {{type: mock, models: [\"mock-*\"]}}\n",
+        dir = harness.auth_dir().display().to_string(),
+        audit = audit.display().to_string(),
+        mgmt = management(""),
+    );
+    harness.write_config(&yaml);
+}
+
+#[tokio::test]
+async fn three_thousand_refused_calls_on_one_connection_write_a_bounded_audit_log() {
+    const CALLS: u64 = 3_000;
+    let harness = Harness::new();
+    let audit = harness.auth_dir().with_file_name("audit.log");
+    // Per-IP limiting off (the default): the audit log must stay bounded by itself.
+    flood_config(&harness, &audit, "enabled: false");
+    let mut gateway = harness.start().await;
+    let client = client();
+    let started = std::time::Instant::now();
+    for _ in 0..CALLS {
+        let (status, _, body) =
+            send(&client, &gateway, Method::GET, "/status", &[BAD_KEY], None).await;
+        // 401 until the ban starts (management.max_failures), 403 after.
+        assert!(status == 401 || status == 403, "{status}: {body}");
+    }
+    let seconds = started.elapsed().as_secs();
+    // A graceful stop writes every pending line (the summaries of the last second too).
+    gateway.terminate();
+    assert!(gateway.wait().await.success(), "{}", gateway.logs());
+    let text = std::fs::read_to_string(&audit).unwrap();
+    let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let failures: Vec<&Value> =
+        lines.iter().filter(|l| l["event_type"] == "auth_failure").collect();
+    // The bound: per address and wall-clock second the flood touched (at most `seconds` + 2
+    // of them), one line written as it happens and one summary of the refusals left out;
+    // every refusal is still accounted for in them.
+    assert!(
+        failures.len() as u64 <= 2 * (seconds + 2),
+        "{} auth_failure lines for {CALLS} refusals in {seconds} s",
+        failures.len()
+    );
+    // A line is one refusal plus the ones left out before it; a `repeated` line (written
+    // when a second ended with refusals left out) only carries those.
+    let accounted: u64 = failures
+        .iter()
+        .map(|l| {
+            u64::from(l["result"] != "repeated") + l["details"]["repeats"].as_u64().unwrap_or(0)
+        })
+        .sum();
+    assert_eq!(accounted, CALLS, "{text}");
+    // Everything else: the start, the one ban, the shutdown (a handful of lines).
+    assert!(lines.len() as u64 <= 2 * (seconds + 2) + 10, "{} audit lines", lines.len());
+}
+
+#[tokio::test]
+async fn refused_management_calls_past_the_per_ip_limit_are_answered_429() {
+    let harness = Harness::new();
+    let audit = harness.auth_dir().with_file_name("audit.log");
+    flood_config(&harness, &audit, "enabled: true, requests_per_second: 1, burst: 3");
+    let gateway = harness.start().await;
+    let client = client();
+    // Calls with the right key are not charged: the operator, and a monitor polling
+    // `/status`, get in however often they call.
+    for _ in 0..6 {
+        let (status, _, body) =
+            send(&client, &gateway, Method::GET, "/status", &[GOOD_KEY], None).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    // Refused calls are: the burst (3) is answered 401, then the bucket refuses (at most one
+    // token comes back per second, so of ten calls in a row at most a few more pass).
+    let mut statuses = Vec::new();
+    for _ in 0..10 {
+        let (status, headers, _) = send(&client, &gateway, Method::GET, "/status", &[], None).await;
+        if status == 429 {
+            assert!(headers.contains_key("retry-after"), "{headers:?}");
+        }
+        statuses.push(status);
+    }
+    assert_eq!(&statuses[..3], &[401, 401, 401], "{statuses:?}");
+    assert!(statuses.iter().filter(|s| **s == 429).count() >= 5, "{statuses:?}");
+    // The address's client API budget is spent too: the refusals came from it.
+    let (status, _, _) = send(&client, &gateway, Method::GET, "/status", &[GOOD_KEY], None).await;
+    assert_eq!(status, 200, "the operator is locked out by a flood of refused calls");
+    let refused = gateway
+        .wait_for_log(|entry| {
+            entry["msg"] == "request refused" && entry["rejection"] == "per_ip_rate_limit"
+        })
+        .await;
+    assert_eq!(refused["ip"], "127.0.0.1", "{refused}");
+}

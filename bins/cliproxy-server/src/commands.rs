@@ -675,9 +675,9 @@ fn bans_lift(config: &ConfigArg, ip: std::net::IpAddr) -> Result<(), Failure> {
     let ip = cliproxy_netguard::canonical_ip(ip);
     let not_banned = || Failure::from(anyhow!("{ip} is not banned from the management API"));
     let store = open_state(config)?.ok_or_else(not_banned)?;
-    if !bans_in_force(&store)?.iter().any(|ban| ban.ip == ip) {
+    let Some(ip) = covering_ban(&bans_in_force(&store)?, ip) else {
         return Err(not_banned());
-    }
+    };
     store.submit(StateChange::Unban(ip));
     // Closing writes the change and says whether it reached the disk.
     store.close().map_err(|e| anyhow!("{e}"))?;
@@ -686,6 +686,20 @@ fn bans_lift(config: &ConfigArg, ip: std::net::IpAddr) -> Result<(), Failure> {
         store.describe()
     );
     Ok(())
+}
+
+/// The stored ban that covers `ip`: its own, or for IPv6 its /64's (the gateway bans an IPv6
+/// client per /64 and stores the network's first address), so that the address the operator
+/// knows lifts it.
+fn covering_ban(bans: &[cliproxy_netguard::Ban], ip: std::net::IpAddr) -> Option<std::net::IpAddr> {
+    let network = match ip {
+        std::net::IpAddr::V6(v6) => {
+            let s = v6.segments();
+            std::net::IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+        }
+        v4 => v4,
+    };
+    bans.iter().map(|ban| ban.ip).find(|stored| *stored == ip || *stored == network)
 }
 
 fn unix_now() -> u64 {
@@ -740,6 +754,18 @@ fn hex(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_ipv6_ban_is_lifted_by_any_address_of_its_64() {
+        let ban = |ip: &str| cliproxy_netguard::Ban { ip: ip.parse().unwrap(), until: 1 };
+        let bans = [ban("10.0.0.1"), ban("2001:db8::")];
+        let lift = |ip: &str| covering_ban(&bans, ip.parse().unwrap()).map(|ip| ip.to_string());
+        assert_eq!(lift("2001:db8::1234").as_deref(), Some("2001:db8::"));
+        assert_eq!(lift("2001:db8::").as_deref(), Some("2001:db8::"));
+        assert_eq!(lift("2001:db8:0:1::1"), None);
+        assert_eq!(lift("10.0.0.1").as_deref(), Some("10.0.0.1"));
+        assert_eq!(lift("10.0.0.2"), None);
+    }
 
     #[test]
     fn civil_dates() {

@@ -102,6 +102,11 @@ pub enum What {
         plane: Plane,
         /// Why, as a fixed token.
         reason: &'static str,
+        /// Earlier refusals on the same plane from the same address that were counted
+        /// (metrics, alert rules) but not written one by one: the gateway writes at most one
+        /// line per plane and address per second, so that a flood of wrong keys cannot fill
+        /// the disk.
+        repeats: u64,
     },
     /// An OAuth credential refresh ran.
     TokenRefresh {
@@ -260,7 +265,13 @@ impl Event {
         let error = |o: &Result<(), String>| o.as_ref().err().cloned();
         match &self.what {
             What::AuthSuccess => json!({}),
-            What::AuthFailure { plane, .. } => json!({ "plane": plane.as_str() }),
+            What::AuthFailure { plane, repeats, .. } => {
+                let mut d = json!({ "plane": plane.as_str() });
+                if *repeats > 0 {
+                    d["repeats"] = json!(repeats);
+                }
+                d
+            }
             What::TokenRefresh { credential, outcome } => {
                 let mut d = json!({ "credential": credential });
                 if let Some(e) = error(outcome) {
@@ -370,7 +381,10 @@ impl Event {
         let mut object = Object::new(out);
         match &self.what {
             What::AuthSuccess => {}
-            What::AuthFailure { plane, .. } => object.field("plane", plane.as_str()),
+            What::AuthFailure { plane, repeats, .. } => {
+                object.field("plane", plane.as_str());
+                object.opt("repeats", (*repeats > 0).then_some(repeats));
+            }
             What::TokenRefresh { credential, outcome } => {
                 object.field("credential", credential);
                 object.opt("error", outcome.as_ref().err());
@@ -492,7 +506,7 @@ mod tests {
         let failed = || Err("it \"failed\"\n".to_owned());
         let events = [
             What::AuthSuccess,
-            What::AuthFailure { plane: Plane::Client, reason: "missing_key" },
+            What::AuthFailure { plane: Plane::Client, reason: "missing_key", repeats: 3 },
             What::TokenRefresh { credential: "c-1".to_owned(), outcome: Ok(()) },
             What::TokenRefresh { credential: "c-1".to_owned(), outcome: failed() },
             What::ConfigChange {
@@ -578,8 +592,11 @@ mod tests {
             json!({"model": "gpt-4o", "status": 200, "outcome": "complete", "duration_ms": 1.5,
                    "input_tokens": 3, "credential": "openai-1"})
         );
-        let refused =
-            Event::new(What::AuthFailure { plane: Plane::Management, reason: "invalid_key" });
+        let refused = Event::new(What::AuthFailure {
+            plane: Plane::Management,
+            reason: "invalid_key",
+            repeats: 0,
+        });
         assert_eq!(
             (refused.result(), refused.details()),
             ("invalid_key".to_owned(), json!({"plane": "management"}))

@@ -139,7 +139,7 @@ fn event(i: u64) -> Event {
             outcome: "complete",
             error: None,
         },
-        1 => What::AuthFailure { plane: Plane::Client, reason: "invalid_key" },
+        1 => What::AuthFailure { plane: Plane::Client, reason: "invalid_key", repeats: 0 },
         2 => What::SecurityViolation {
             rule: "per_ip_rate",
             rate_limit: true,

@@ -586,9 +586,13 @@ fn audit_events_bump_their_metrics_and_fire_alerts() {
     let audit = Audit::with_sink(None, &AuditConfig::default(), metrics.clone(), &rules)
         .with_clock(Arc::new(move || clock.load(std::sync::atomic::Ordering::Relaxed)));
 
-    audit.emit(Event::new(What::AuthFailure { plane: Plane::Management, reason: "invalid_key" }));
+    audit.emit(Event::new(What::AuthFailure {
+        plane: Plane::Management,
+        reason: "invalid_key",
+        repeats: 0,
+    }));
     audit.emit(
-        Event::new(What::AuthFailure { plane: Plane::Client, reason: "invalid_key" })
+        Event::new(What::AuthFailure { plane: Plane::Client, reason: "invalid_key", repeats: 0 })
             .provider("claude"),
     );
     let mut fired = Vec::new();

@@ -411,9 +411,10 @@ impl Gateway {
                 client
             }
             Err((reason, error)) => {
-                let event = Event::new(What::AuthFailure { plane: Plane::Client, reason })
-                    .ip(client_ip)
-                    .request_id(request_id);
+                let event =
+                    Event::new(What::AuthFailure { plane: Plane::Client, reason, repeats: 0 })
+                        .ip(client_ip)
+                        .request_id(request_id);
                 // Past the strangers' budget the failure still counts towards the alert
                 // rules, but its line is the limiter's summarised one: a keyless flood from
                 // many addresses cannot write an audit line per request.

@@ -5,7 +5,7 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use cliproxy_audit::{ALERT_RULE, AlertAction, Audit, Event, Fired, What};
+use cliproxy_audit::{ALERT_RULE, AlertAction, Audit, Event, Fired, Plane, What};
 use cliproxy_core::ErrorCode;
 use cliproxy_netguard::tls::TlsSettings;
 use cliproxy_netguard::{
@@ -66,6 +66,8 @@ pub(crate) struct Guard {
     client_limit_table: ClientLimitTable,
     /// When each rule last wrote a violation line for each address.
     violations: ViolationBook,
+    /// The same book for refused keys, per plane and address (see [`Guard::auth_failure`]).
+    auth_failures: ViolationBook,
     log: Logger,
 }
 
@@ -217,6 +219,7 @@ impl Guard {
             webhooks: crate::webhook::Webhooks::new(&config.alerts, log)?,
             client_limit_table,
             violations: ViolationBook::default(),
+            auth_failures: ViolationBook::default(),
             per_ip: IpRateLimiter::from_config(&server.security.rate_limiting, clock.clone()),
             global: GlobalRateLimiter::from_config(&server.rate_limit, clock.clone()),
             strangers: GlobalRateLimiter::from_config(&server.rate_limit, clock.clone()),
@@ -381,6 +384,7 @@ impl Guard {
             // Counted already, one by one: only the line.
             self.audit.write(&event);
         }
+        self.write_auth_summaries(now);
         let purged = !self.ip.purge_expired().is_empty();
         self.audit.metrics().set_blocked_ips(self.ip.runtime_denylist().len());
         if purged || now.saturating_sub(last) >= 60 {
@@ -452,6 +456,8 @@ impl Guard {
 
     /// Writes everything pending; called at shutdown.
     pub(crate) async fn shutdown(&self) {
+        // Every second has ended for the refused keys still only counted.
+        self.write_auth_summaries(u64::MAX);
         self.save_quotas();
         let state = self.state.clone();
         if let Ok(Err(error)) = tokio::task::spawn_blocking(move || state.flush()).await {
@@ -528,6 +534,46 @@ impl Guard {
 }
 
 impl Guard {
+    /// Records a refused key (an `auth_failure` event with its address): counted in the
+    /// metrics and seen by the alert rules every time, its line written at most once per
+    /// plane, address and second, the next line carrying in `repeats` how many were left
+    /// out (the housekeeping beat and the shutdown write what is still pending). The same
+    /// rule as for violation lines: a flood of wrong keys, even on one connection, must not
+    /// fill the disk under the audit log.
+    pub(crate) fn auth_failure(&self, mut event: Event) {
+        let (What::AuthFailure { plane, repeats, .. }, Some(ip)) = (&mut event.what, event.ip)
+        else {
+            self.emit(event);
+            return;
+        };
+        match self.auth_failures.admit_key(plane_index(*plane), ip, self.clock.unix_seconds()) {
+            Some(left_out) => {
+                *repeats = left_out;
+                self.emit(event);
+            }
+            None => {
+                for fired in self.audit.count(&event) {
+                    self.on_alert(fired);
+                }
+            }
+        }
+    }
+
+    /// Writes one `auth_failure` line per plane and address for the refusals counted but
+    /// not written in the seconds before `now` (reason `repeated`).
+    fn write_auth_summaries(&self, now: u64) {
+        for (plane, ip, repeats) in self.auth_failures.take_pending_keys(now) {
+            let plane = if plane == plane_index(Plane::Management) {
+                Plane::Management
+            } else {
+                Plane::Client
+            };
+            let event = Event::new(What::AuthFailure { plane, reason: "repeated", repeats });
+            // Counted already, one by one: only the line.
+            self.audit.write(&event.ip(ip));
+        }
+    }
+
     /// Records an audit event and carries out the alerts it fires.
     pub(crate) fn emit(&self, event: Event) {
         for fired in self.audit.emit(event) {
@@ -695,8 +741,13 @@ impl ViolationBook {
     /// refusals left out before it); `None` when a line for the same rule and address was
     /// written this second already.
     fn admit(&self, kind: RejectionKind, ip: IpAddr, now: u64) -> Option<u64> {
+        self.admit_key(kind.index(), ip, now)
+    }
+
+    /// [`ViolationBook::admit`] under any key (a rule's index, a plane's).
+    fn admit_key(&self, key: usize, ip: IpAddr, now: u64) -> Option<u64> {
         let mut seen = self.seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some((second, left_out)) = seen.get_mut(&(kind.index(), ip)) {
+        if let Some((second, left_out)) = seen.get_mut(&(key, ip)) {
             if *second == now {
                 *left_out += 1;
                 return None;
@@ -710,25 +761,38 @@ impl ViolationBook {
                 return Some(0);
             }
         }
-        seen.insert((kind.index(), ip), (now, 0));
+        seen.insert((key, ip), (now, 0));
         Some(0)
     }
 
     /// The refusals left out in seconds that have ended, to be written as one line each;
     /// forgets addresses quiet for a minute.
     fn take_pending(&self, now: u64) -> Vec<(RejectionKind, IpAddr, u64)> {
+        self.take_pending_keys(now)
+            .into_iter()
+            .filter_map(|(kind, ip, n)| Some((*RejectionKind::ALL.get(kind)?, ip, n)))
+            .collect()
+    }
+
+    /// [`ViolationBook::take_pending`] by key.
+    fn take_pending_keys(&self, now: u64) -> Vec<(usize, IpAddr, u64)> {
         let mut seen = self.seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut pending = Vec::new();
-        seen.retain(|(kind, ip), (second, left_out)| {
-            if *second < now
-                && *left_out > 0
-                && let Some(kind) = RejectionKind::ALL.get(*kind)
-            {
-                pending.push((*kind, *ip, std::mem::take(left_out)));
+        seen.retain(|(key, ip), (second, left_out)| {
+            if *second < now && *left_out > 0 {
+                pending.push((*key, *ip, std::mem::take(left_out)));
             }
             *left_out > 0 || now.saturating_sub(*second) < 60
         });
         pending
+    }
+}
+
+/// The key of a plane in the refused-key book.
+fn plane_index(plane: Plane) -> usize {
+    match plane {
+        Plane::Client => 0,
+        _ => 1,
     }
 }
 

@@ -20,7 +20,12 @@
 //!    `management.ban`. Bans are listed and lifted with `GET|DELETE /security/bans`, and
 //!    offline with `cliproxy-server bans list|lift`.
 //!
-//! Refusals 2–4 come before the ban book, so none of them can ban anyone.
+//! Refusals 2–4 come before the ban book, so none of them can ban anyone. Every refusal but
+//! 1 is then charged to the per-IP and global buckets (429 past the limit); a call with the
+//! right key is not, so that the operator is never locked out by a local client's traffic.
+//! Refusals are audited at most once per address and second (`Guard::auth_failure`).
+//! Failures and bans fall on an IPv6 client's /64, and the book holds at most
+//! `MAX_TRACKED_PEERS` addresses, bans included (the ban that ends first is dropped).
 //!
 //! Credential changes are written to the vault first and then swapped into the provider's
 //! pool, so the next request uses them; no restart. Ids and provider names are checked by the
@@ -71,6 +76,10 @@ pub(crate) struct Management {
     max_failures: u32,
     ban: Duration,
     peers: Mutex<HashMap<IpAddr, Peer>>,
+    /// The most peers `peers` holds, bans included (`MAX_TRACKED_PEERS`; smaller in tests).
+    max_peers: usize,
+    /// Bans dropped to keep the table within `max_peers`.
+    evicted: std::sync::atomic::AtomicU64,
     /// Where bans are kept across restarts (the network guard's state store).
     state: Option<std::sync::Arc<dyn cliproxy_netguard::StateStore>>,
 }
@@ -89,6 +98,8 @@ impl Management {
             max_failures: config.max_failures.get(),
             ban: config.ban,
             peers: Mutex::new(HashMap::new()),
+            max_peers: MAX_TRACKED_PEERS,
+            evicted: std::sync::atomic::AtomicU64::new(0),
             state: None,
         }
     }
@@ -104,10 +115,13 @@ impl Management {
         let now = Instant::now();
         let mut restored = 0;
         let peers = self.peers.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner);
-        // As many as the live table holds; the latest-ending ones are kept.
+        // As many as the live table holds; the latest-ending ones are kept, and the others
+        // leave the store too (an older version did not bound it).
         let mut stored = stored;
         stored.sort_by_key(|ban| std::cmp::Reverse(ban.until));
-        stored.truncate(MAX_TRACKED_PEERS);
+        for dropped in stored.split_off(self.max_peers.min(stored.len())) {
+            state.submit(cliproxy_netguard::StateChange::Unban(dropped.ip));
+        }
         for ban in stored {
             if ban.until > now_unix {
                 let left = Duration::from_secs(ban.until - now_unix);
@@ -120,6 +134,11 @@ impl Management {
         }
         self.state = Some(state);
         restored
+    }
+
+    /// How many bans were dropped since the start to keep the ban table bounded.
+    pub(crate) fn evicted(&self) -> u64 {
+        self.evicted.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// `management.ban`.
@@ -157,6 +176,7 @@ impl Management {
     /// Lifts the ban of `ip` (and forgets its failures); whether one was in force. The caller
     /// removes it from the state store.
     pub(crate) fn lift(&self, ip: IpAddr) -> bool {
+        let ip = ban_key(ip);
         let now = Instant::now();
         let mut peers = self.peers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let banned = peers.get(&ip).and_then(|p| p.banned_until).is_some_and(|until| until > now);
@@ -207,6 +227,8 @@ impl Management {
             ));
         }
         let now = Instant::now();
+        // Failures and bans fall on the client's network: an IPv6 client holds its /64.
+        let client = ban_key(client);
         let mut peers = self.peers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(until) = peers.get(&client).and_then(|p| p.banned_until)
             && until > now
@@ -243,8 +265,27 @@ impl Management {
             peers.remove(&client);
             return Ok(());
         }
-        if peers.len() >= MAX_TRACKED_PEERS && !peers.contains_key(&client) {
+        if peers.len() >= self.max_peers && !peers.contains_key(&client) {
             peers.retain(|_, p| p.banned_until.is_some_and(|until| until > now));
+            // Still full: bans only. The one that ends first goes, in memory and in the
+            // store, so that neither grows with the number of addresses an attacker rotates
+            // through; that address regains `max_failures` guesses, as a new one would have.
+            if peers.len() >= self.max_peers
+                && let Some(first) =
+                    peers.iter().min_by_key(|(_, p)| p.banned_until).map(|(ip, _)| *ip)
+            {
+                peers.remove(&first);
+                if let Some(state) = &self.state {
+                    state.submit(cliproxy_netguard::StateChange::Unban(first));
+                }
+                let evicted = self.evicted.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                // The first eviction and every thousandth: a flood must not flood the log.
+                if evicted % 1000 == 1 {
+                    warn!(log, "management API: ban table full, the ban ending first was dropped";
+                        "event_type" => "security_violation", "dropped" => first.to_string(),
+                        "evicted_total" => evicted, "max_bans" => self.max_peers);
+                }
+            }
         }
         let record = peers.entry(client).or_default();
         if record.banned_until.is_some_and(|until| until <= now) {
@@ -267,6 +308,19 @@ impl Management {
         }
         let reason = if failures >= self.max_failures { "ban_started" } else { "invalid_key" };
         Err((Some(reason), ApiError::new(ErrorCode::Unauthorized, "invalid management key")))
+    }
+}
+
+/// The key of the failure and ban book for a client: the address, or for IPv6 its /64 (the
+/// network's first address), which one host commonly holds whole; as the per-IP bucket and
+/// the alert rules count IPv6.
+pub(crate) fn ban_key(ip: IpAddr) -> IpAddr {
+    match cliproxy_netguard::canonical_ip(ip) {
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+        }
+        v4 => v4,
     }
 }
 
@@ -302,8 +356,9 @@ where
     let (event, outcome) = match gateway.management().gate(&parts.headers, client, log) {
         Err((reason, error)) => {
             if let Some(reason) = reason {
-                guard.emit(
-                    Event::new(What::AuthFailure { plane: Plane::Management, reason })
+                // At most one line per address and second; the rest are counted.
+                guard.auth_failure(
+                    Event::new(What::AuthFailure { plane: Plane::Management, reason, repeats: 0 })
                         .ip(client)
                         .request_id(request_id)
                         .provider("management"),
@@ -326,6 +381,23 @@ where
                     .request_id(request_id),
                 );
             }
+            // A refused call is charged to the per-IP bucket and then the strangers' global
+            // bucket, like a client request without a valid key: a flood of them trips the per-IP
+            // limit (429, its summarised violation line, the `rate_limit_violations` alert rules)
+            // and spends the address's budget for the client API too. A call with the right key is
+            // not charged: the operator, and a monitor polling `/status`, must get in while a
+            // local client uses up the address's bucket. The key is compared before the bucket is
+            // asked (one SHA-256), so a refused guess is counted toward a ban whatever the bucket
+            // answers.
+            let charged = reason.map(|_| {
+                guard
+                    .admit(client, request_id)
+                    .and_then(|_| guard.admit_global(client, request_id, false))
+            });
+            let error = match charged {
+                Some(Err(limited)) => ApiError::limited(&limited),
+                _ => error,
+            };
             ("auth_failure", Err(error))
         }
         Ok(()) => {
@@ -536,7 +608,8 @@ where
 }
 
 /// `GET /security/bans`: the addresses banned from the management API after failed keys,
-/// with when each ban ends.
+/// with when each ban ends (an IPv6 ban covers the address's /64, named in `network`), and
+/// how many bans were dropped since the start to keep the table within its bound.
 fn bans(gateway: &Gateway) -> Response<Body> {
     let now = crate::refresh::unix_now();
     let bans: Vec<Value> = gateway
@@ -544,10 +617,15 @@ fn bans(gateway: &Gateway) -> Response<Body> {
         .bans()
         .into_iter()
         .map(|(ip, until)| {
-            json!({"ip": ip.to_string(), "until": until, "remaining_s": until.saturating_sub(now)})
+            let mut ban = json!({"ip": ip.to_string(), "until": until, "remaining_s": until.saturating_sub(now)});
+            if ip.is_ipv6() {
+                ban["network"] = json!(format!("{ip}/64"));
+            }
+            ban
         })
         .collect();
-    json_response(StatusCode::OK, &json!({ "bans": bans }))
+    let evicted = gateway.management().evicted();
+    json_response(StatusCode::OK, &json!({ "bans": bans, "evicted": evicted }))
 }
 
 /// `DELETE /security/bans/{ip}`: lifts a ban at once and removes it from the state store
@@ -561,7 +639,8 @@ async fn lift(gateway: &Gateway, text: &str, log: &Logger, note: &mut Note) -> A
             "the path must end with an IP address (e.g. /security/bans/127.0.0.1)",
         )
     })?;
-    let ip = cliproxy_netguard::canonical_ip(ip);
+    // A ban on IPv6 covers its /64: any address of it names the ban.
+    let ip = ban_key(ip);
     note.changed.push("management.bans".to_owned());
     note.details.insert("ip".to_owned(), json!(ip.to_string()));
     if !gateway.management().lift(ip) {
@@ -1137,5 +1216,87 @@ mod tests {
             let _ = m.gate(&headers("x"), ip, &log);
         }
         assert!(m.peers.lock().unwrap().len() <= MAX_TRACKED_PEERS);
+    }
+
+    /// A gate that answers remote peers (so that bans on any address can be tested), bans
+    /// after `max_failures` wrong keys for a minute, and tracks at most `max_peers` peers.
+    fn remote(max_failures: u32, max_peers: usize) -> Management {
+        let mut m = Management::new(&ManagementConfig {
+            secret_key: Some(Secret::from(KEY.to_owned())),
+            allow_remote: true,
+            max_failures: NonZeroU32::new(max_failures).unwrap(),
+            ban: Duration::from_secs(60),
+            ..ManagementConfig::default()
+        });
+        m.max_peers = max_peers;
+        m
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ipv6_failures_and_bans_count_per_64() {
+        let log = Logger::root(slog::Discard, slog::o!());
+        let m = remote(3, MAX_TRACKED_PEERS);
+        // One wrong key from each of three addresses of the same /64: an IPv6 client holds
+        // the whole /64, and rotating within it must not buy more guesses.
+        for ip in ["2001:db8::1", "2001:db8::2", "2001:db8::ffff:3"] {
+            let ip: IpAddr = ip.parse().unwrap();
+            assert_eq!(code(m.gate(&headers("wrong"), ip, &log)), Some(ErrorCode::Unauthorized));
+        }
+        let same: IpAddr = "2001:db8::abcd".parse().unwrap();
+        assert_eq!(code(m.gate(&headers(KEY), same, &log)), Some(ErrorCode::Forbidden));
+        assert_eq!(m.bans().len(), 1, "{:?}", m.bans());
+        assert_eq!(m.bans()[0].0, "2001:db8::".parse::<IpAddr>().unwrap());
+        // The next /64 is someone else.
+        let next: IpAddr = "2001:db8:0:1::1".parse().unwrap();
+        assert_eq!(code(m.gate(&headers(KEY), next, &log)), None);
+        // Lifting any address of the /64 lifts the ban.
+        assert!(m.lift("2001:db8::7".parse().unwrap()));
+        assert_eq!(code(m.gate(&headers(KEY), same, &log)), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_ban_table_is_bounded_and_evicts_the_ban_that_ends_first_in_memory_and_on_disk() {
+        let log = Logger::root(slog::Discard, slog::o!());
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = cliproxy_netguard::StateConfig::default();
+        config.path = Some(dir.path().join("state.db"));
+        let store: std::sync::Arc<dyn cliproxy_netguard::StateStore> =
+            std::sync::Arc::new(cliproxy_netguard::SqliteStore::open(&config).unwrap());
+        let mut m = remote(1, 4);
+        m.persist_bans(store.clone(), Vec::new());
+        // Ten addresses banned one second apart: the first ones end first.
+        for n in 1..=10u8 {
+            let ip = IpAddr::from([10, 0, 0, n]);
+            assert_eq!(code(m.gate(&headers("wrong"), ip, &log)), Some(ErrorCode::Unauthorized));
+            tokio::time::advance(Duration::from_secs(1)).await;
+        }
+        let kept: Vec<IpAddr> = m.bans().into_iter().map(|(ip, _)| ip).collect();
+        let latest: Vec<IpAddr> = (7..=10u8).map(|n| IpAddr::from([10, 0, 0, n])).collect();
+        assert_eq!(kept, latest);
+        assert_eq!(m.evicted(), 6);
+        // The store holds no more than the table: an evicted ban is removed from it too.
+        store.flush().unwrap();
+        let mut stored: Vec<IpAddr> =
+            store.load_bans().unwrap().into_iter().map(|b| b.ip).collect();
+        stored.sort_unstable();
+        assert_eq!(stored, latest);
+        // A store holding more (written by an older version) is cut to the table's size at
+        // start, the latest-ending kept.
+        let now = crate::refresh::unix_now();
+        for (n, ip) in latest.iter().enumerate() {
+            let until = now + 100 * (n as u64 + 1);
+            store.submit(cliproxy_netguard::StateChange::Ban(cliproxy_netguard::Ban {
+                ip: *ip,
+                until,
+            }));
+        }
+        store.flush().unwrap();
+        let mut m = remote(1, 2);
+        assert_eq!(m.persist_bans(store.clone(), store.load_bans().unwrap()), 2);
+        store.flush().unwrap();
+        let mut stored: Vec<IpAddr> =
+            store.load_bans().unwrap().into_iter().map(|b| b.ip).collect();
+        stored.sort_unstable();
+        assert_eq!(stored, latest[2..]);
     }
 }

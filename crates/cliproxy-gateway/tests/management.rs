@@ -974,3 +974,64 @@ fn remote_peers_are_refused_unless_allowed_and_bans_follow_the_client_address() 
 fn unix_now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
 }
+
+/// A gateway whose management API answers remote callers and bans after three wrong keys,
+/// with `server.security.rate_limiting` set to `rate_limiting`.
+fn build_limited(rate_limiting: &str) -> (Gateway, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "server:\n  security:\n    rate_limiting: {{{rate_limiting}}}\n\
+         auth:\n  api_keys: [\"client-key-0123456789abcdef\"]\n  dir: {:?}\n{}\
+         providers:\n  demo: {{type: mock}}\n",
+        dir.path().join("auths").display().to_string(),
+        enabled(", allow_remote: true, max_failures: 3"),
+    );
+    let config = Config::from_yaml(&yaml).unwrap();
+    (Gateway::build(&config, slog::Logger::root(slog::Discard, slog::o!())).unwrap(), dir)
+}
+
+#[tokio::test]
+async fn refused_calls_are_charged_to_the_per_ip_bucket_and_ipv6_bans_cover_the_64() {
+    let status = "/v0/management/status";
+    let wrong = [("x-management-key", "mgmt-key-wrong-000000000000")];
+
+    // Per-IP bucket of burst 2: two refused calls are answered 401, the third 429 with
+    // `Retry-After`; the right key still gets in, and another address is unaffected.
+    let (gateway, _dir) = build_limited("enabled: true, requests_per_second: 1, burst: 2");
+    for expected in [401, 401, 429] {
+        let (code, headers, text) =
+            call(&gateway, "10.0.0.1:4000", Method::GET, status, &[], "").await;
+        assert_eq!(code.as_u16(), expected, "{text}");
+        assert_eq!(headers.contains_key("retry-after"), expected == 429, "{headers:?}");
+    }
+    let (code, _, text) = call(&gateway, "10.0.0.1:4000", Method::GET, status, &[KEY], "").await;
+    assert_eq!(code, StatusCode::OK, "{text}");
+    let (code, _, text) = call(&gateway, "10.0.0.2:4000", Method::GET, status, &wrong, "").await;
+    assert_eq!(code, StatusCode::UNAUTHORIZED, "{text}");
+
+    // Bucket off: three wrong keys from three addresses of one IPv6 /64 ban the /64.
+    let (gateway, _dir) = build_limited("enabled: false");
+    for peer in ["[2001:db8::1]:4000", "[2001:db8::2]:4000", "[2001:db8::3:3]:4000"] {
+        let (code, _, text) = call(&gateway, peer, Method::GET, status, &wrong, "").await;
+        assert_eq!(code, StatusCode::UNAUTHORIZED, "{text}");
+    }
+    let (code, _, text) =
+        call(&gateway, "[2001:db8::ffff]:4000", Method::GET, status, &[KEY], "").await;
+    assert_eq!(code, StatusCode::FORBIDDEN, "{text}");
+    let (code, _, text) =
+        call(&gateway, "[2001:db8:0:1::1]:4000", Method::GET, status, &[KEY], "").await;
+    assert_eq!(code, StatusCode::OK, "another /64 is another client: {text}");
+    let (code, _, bans) = call(
+        &gateway,
+        "[2001:db8:0:1::1]:4000",
+        Method::GET,
+        "/v0/management/security/bans",
+        &[KEY],
+        "",
+    )
+    .await;
+    assert_eq!(code, StatusCode::OK, "{bans}");
+    let bans: Value = serde_json::from_str(&bans).unwrap();
+    assert_eq!(bans["bans"][0]["network"], "2001:db8::/64", "{bans}");
+    assert_eq!(bans["evicted"], 0, "{bans}");
+}
