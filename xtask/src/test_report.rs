@@ -149,13 +149,16 @@ const CATEGORIES: &[Category] = &[
     Category {
         name: "load",
         title: "Load",
-        what: "Many idle connections and a flood past `server.limits.max_connections` (refused cleanly, admitted clients still served, memory bounded), and distinct client addresses through a trusted proxy's header into the per-IP limiter (tracked addresses capped at the configured `max_tracked`, 200 and 429 counts within what the limiter allows, idle addresses evicted, RSS growth bounded by what a full table of entries may cost).",
+        what: "Many idle connections and a flood past `server.limits.max_connections` (refused cleanly, admitted clients still served, memory bounded), and distinct client addresses through a trusted proxy's header into the per-IP limiter (tracked addresses capped at the configured `max_tracked`, 200 and 429 counts within what the limiter allows, idle addresses evicted, RSS growth bounded by what a full table of entries may cost). One address cannot hold more than `server.limits.max_connections_per_ip` connections (a trusted proxy is exempt), and a body that never comes is cut at `server.limits.body_read_timeout` with 408.",
         source: "tests/e2e/load.rs (`cargo xtask limiter-load` for 1,000,000 addresses)",
         tests: &[
             "ten_thousand_idle_connections_and_a_flood_beyond_the_limit",
             "a_spray_of_client_addresses_through_a_trusted_proxy",
             "silent_connections_are_closed_at_the_header_read_timeout_and_free_their_slots",
             "the_per_ip_limiters_memory_is_what_its_tracked_addresses_cost",
+            "one_address_cannot_hold_every_connection",
+            "a_trusted_proxy_is_exempt_from_the_per_ip_cap",
+            "a_body_that_never_comes_gets_408_at_the_body_read_timeout",
         ],
         figures: &[
             "idle connections held (debug build)",
@@ -180,6 +183,8 @@ const CATEGORIES: &[Category] = &[
             "memory spray: peak tracked",
             "memory spray: RSS growth over the warmed-up baseline",
             "memory spray: RSS growth allowed",
+            "body read timeout 1s: cut after (/v1/chat/completions)",
+            "body read timeout 1s: cut after (/v1/messages)",
         ],
     },
     Category {
