@@ -203,7 +203,7 @@ pub(crate) struct TlsFiles {
 }
 
 /// The gateway config: every layer on (client keys, per-IP and global limits far above the
-/// load, IP allowlist 127.0.0.0/8, request validation, the encrypted vault, security headers),
+/// load — the per-IP connection cap too, since every connection comes from 127.0.0.1 — IP allowlist 127.0.0.0/8, request validation, the encrypted vault, security headers),
 /// audit and metrics as `layers` says, TLS when `tls` is given; one `openai` provider at the
 /// mock for the `bench-*` models.
 pub(crate) fn gateway_config(
@@ -230,7 +230,7 @@ pub(crate) fn gateway_config(
          \x20 port: 0\n\
          \x20 shutdown_timeout: 1s\n\
          {tls}\
-         \x20 limits: {{max_connections: 10000}}\n\
+         \x20 limits: {{max_connections: 10000, max_connections_per_ip: 10000}}\n\
          \x20 security:\n\
          \x20   ip_allowlist: {{enabled: true, allowed_ips: [\"127.0.0.0/8\"], deny_all: true}}\n\
          \x20   ip_denylist: {{enabled: true, denied_ips: [\"192.0.2.0/24\"]}}\n\
