@@ -716,7 +716,7 @@ fn report_notices(store: &dyn CredentialStore) {
 /// `YYYY-MM-DD HH:MM:SS` (UTC) from unix seconds.
 fn format_utc(seconds: u64) -> String {
     let days = seconds / 86_400;
-    let (year, month, day) = civil_from_days(i64::try_from(days).unwrap_or(0));
+    let (year, month, day) = logging::civil_from_days(i64::try_from(days).unwrap_or(0));
     let rem = seconds % 86_400;
     format!(
         "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
@@ -724,21 +724,6 @@ fn format_utc(seconds: u64) -> String {
         rem % 3600 / 60,
         rem % 60
     )
-}
-
-/// Days since 1970-01-01 to a civil date (Howard Hinnant's algorithm), proleptic Gregorian:
-/// exact for any day a `SystemTime` can hold, before 1970 too.
-pub(crate) fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = u32::try_from(doy - (153 * mp + 2) / 5 + 1).unwrap_or(1);
-    let month = u32::try_from(if mp < 10 { mp + 3 } else { mp - 9 }).unwrap_or(1);
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
 }
 
 fn random_bytes<const N: usize>(rng: &SystemRandom) -> Result<[u8; N], Failure> {

@@ -10,13 +10,16 @@
 mod json;
 mod text;
 
+/// The civil date of a day count, for the binary's other dates (`vault list`, bans).
+pub(crate) use json::civil_from_days;
+
 use std::io::Write;
 use std::panic::{RefUnwindSafe, UnwindSafe};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use cliproxy_gateway::{LogFormat, LogLevel, LoggingConfig};
 use slog::{Drain, Level, Logger, o};
@@ -60,8 +63,8 @@ fn init_to(config: &LoggingConfig, out: Box<dyn Write + Send>) -> (Logger, Flush
     let drain: Box<
         dyn Drain<Ok = (), Err = slog::Never> + Send + Sync + UnwindSafe + RefUnwindSafe,
     > = match format {
-        LogFormat::Json => Box::new(json::Json::new(lines)),
-        LogFormat::Text => Box::new(text::Text::new(lines)),
+        LogFormat::Json => Box::new(LineDrain::new(lines, json::write_record)),
+        LogFormat::Text => Box::new(LineDrain::new(lines, text::write_record)),
     };
     // Filtered before the formatter's lock: a debug line at info level costs a comparison.
     let drain = drain.filter_level(level).ignore_res();
@@ -84,6 +87,42 @@ impl Drop for Flush {
         {
             let _ = writer.join();
         }
+    }
+}
+
+/// Formats a record into a line and appends it to the buffer, with the time it is logged at.
+type WriteRecord = fn(&mut Vec<u8>, &slog::Record<'_>, &slog::OwnedKVList, SystemTime);
+
+/// The drain of both formats: `write` formats each record into the one line buffer (the lock
+/// serialises records into it), and the line is sent.
+struct LineDrain {
+    out: Mutex<LineSender>,
+    write: WriteRecord,
+}
+
+impl LineDrain {
+    fn new(out: LineSender, write: WriteRecord) -> Self {
+        Self { out: Mutex::new(out), write }
+    }
+}
+
+impl Drain for LineDrain {
+    type Ok = ();
+    type Err = slog::Never;
+
+    fn log(
+        &self,
+        record: &slog::Record<'_>,
+        values: &slog::OwnedKVList,
+    ) -> Result<(), slog::Never> {
+        // A value's `Display` that panicked mid-record left the lock poisoned and a part line
+        // in the buffer; the buffer is cleared, so the log goes on rather than falling silent.
+        let mut out = self.out.lock().unwrap_or_else(PoisonError::into_inner);
+        out.line.clear();
+        (self.write)(&mut out.line, record, values, SystemTime::now());
+        // Sends the line; `LineSender` counts it if the channel is full.
+        let _ = out.flush();
+        Ok(())
     }
 }
 

@@ -13,43 +13,17 @@
 //! a key-value that returns an error ends the fields early, and the object is closed either way.
 
 use std::fmt::{self, Write as _};
-use std::io::Write as _;
-use std::sync::{Mutex, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use slog::{Drain, KV, Key, OwnedKVList, Record};
-
-use super::LineSender;
-
-/// The JSON drain; the lock serialises records into the one line buffer.
-pub(super) struct Json {
-    out: Mutex<LineSender>,
-}
-
-impl Json {
-    pub(super) fn new(out: LineSender) -> Self {
-        Self { out: Mutex::new(out) }
-    }
-}
-
-impl Drain for Json {
-    type Ok = ();
-    type Err = slog::Never;
-
-    fn log(&self, record: &Record<'_>, values: &OwnedKVList) -> Result<(), slog::Never> {
-        // A value's `Display` that panicked mid-record left the lock poisoned and a part line
-        // in the buffer; the buffer is cleared, so the log goes on rather than falling silent.
-        let mut out = self.out.lock().unwrap_or_else(PoisonError::into_inner);
-        out.line.clear();
-        write_record(&mut out.line, record, values, SystemTime::now());
-        // Sends the line; `LineSender` counts it if the channel is full.
-        let _ = out.flush();
-        Ok(())
-    }
-}
+use slog::{KV, Key, OwnedKVList, Record};
 
 /// Appends `record` as one JSON object and a newline.
-fn write_record(line: &mut Vec<u8>, record: &Record<'_>, values: &OwnedKVList, now: SystemTime) {
+pub(super) fn write_record(
+    line: &mut Vec<u8>,
+    record: &Record<'_>,
+    values: &OwnedKVList,
+    now: SystemTime,
+) {
     line.extend_from_slice(b"{\"msg\":\"");
     write_args(line, record.msg());
     line.extend_from_slice(b"\",\"level\":\"");
@@ -283,6 +257,21 @@ fn write_ts(out: &mut Vec<u8>, now: SystemTime) {
     }
 }
 
+/// Days since 1970-01-01 to a civil date (Howard Hinnant's algorithm), proleptic Gregorian:
+/// exact for any day a `SystemTime` can hold, before 1970 too.
+pub(crate) fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = u32::try_from(doy - (153 * mp + 2) / 5 + 1).unwrap_or(1);
+    let month = u32::try_from(if mp < 10 { mp + 3 } else { mp - 9 }).unwrap_or(1);
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
 /// Appends `now` in RFC 3339 in UTC as [`write_ts`] describes it, without the quotes; writes
 /// nothing and returns false for a year outside 0000–9999. The text format uses it too.
 pub(super) fn write_time(out: &mut Vec<u8>, now: SystemTime) -> bool {
@@ -298,7 +287,7 @@ pub(super) fn write_time(out: &mut Vec<u8>, now: SystemTime) -> bool {
             }
         }
     };
-    let (year, month, day) = crate::commands::civil_from_days(secs.div_euclid(86_400));
+    let (year, month, day) = civil_from_days(secs.div_euclid(86_400));
     if !(0..=9999).contains(&year) {
         return false;
     }
@@ -359,8 +348,12 @@ mod tests {
         values: slog::OwnedKV<T>,
     ) -> (Logger, Receiver<Vec<u8>>) {
         let (tx, rx) = std::sync::mpsc::sync_channel(16);
-        let sender = LineSender { line: Vec::new(), tx, dropped: Arc::new(AtomicU64::new(0)) };
-        (Logger::root(Json::new(sender), values), rx)
+        let sender = crate::logging::LineSender {
+            line: Vec::new(),
+            tx,
+            dropped: Arc::new(AtomicU64::new(0)),
+        };
+        (Logger::root(crate::logging::LineDrain::new(sender, write_record), values), rx)
     }
 
     /// The next line sent, which must be one JSON object ending in a newline.

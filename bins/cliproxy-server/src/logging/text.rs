@@ -19,42 +19,17 @@
 
 use std::fmt::{self, Write as _};
 use std::io::Write as _;
-use std::sync::{Mutex, PoisonError};
 use std::time::SystemTime;
 
-use slog::{Drain, KV, Key, OwnedKVList, Record};
-
-use super::LineSender;
-
-/// The text drain; the lock serialises records into the one line buffer.
-pub(super) struct Text {
-    out: Mutex<LineSender>,
-}
-
-impl Text {
-    pub(super) fn new(out: LineSender) -> Self {
-        Self { out: Mutex::new(out) }
-    }
-}
-
-impl Drain for Text {
-    type Ok = ();
-    type Err = slog::Never;
-
-    fn log(&self, record: &Record<'_>, values: &OwnedKVList) -> Result<(), slog::Never> {
-        // As in the JSON drain: a `Display` that panicked mid-record poisoned the lock and left
-        // a part line; the buffer is cleared and the log goes on.
-        let mut out = self.out.lock().unwrap_or_else(PoisonError::into_inner);
-        out.line.clear();
-        write_record(&mut out.line, record, values, SystemTime::now());
-        // Sends the line; `LineSender` counts it if the channel is full.
-        let _ = out.flush();
-        Ok(())
-    }
-}
+use slog::{KV, Key, OwnedKVList, Record};
 
 /// Appends `record` as one line and a newline.
-fn write_record(line: &mut Vec<u8>, record: &Record<'_>, values: &OwnedKVList, now: SystemTime) {
+pub(super) fn write_record(
+    line: &mut Vec<u8>,
+    record: &Record<'_>,
+    values: &OwnedKVList,
+    now: SystemTime,
+) {
     if !super::json::write_time(line, now) {
         line.push(b'-');
     }
@@ -273,12 +248,18 @@ mod tests {
 
     fn capture() -> (Logger, Receiver<Vec<u8>>) {
         let (tx, rx) = std::sync::mpsc::sync_channel(16);
-        let sender = LineSender {
+        let sender = crate::logging::LineSender {
             line: Vec::new(),
             tx,
             dropped: std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0)),
         };
-        (Logger::root(Text::new(sender).fuse(), o!("version" => "1.0")), rx)
+        (
+            Logger::root(
+                crate::logging::LineDrain::new(sender, write_record),
+                o!("version" => "1.0"),
+            ),
+            rx,
+        )
     }
 
     /// The line after its time stamp.
