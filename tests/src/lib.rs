@@ -426,7 +426,13 @@ impl Harness {
     /// [`Harness::start`] through `wrapper`, e.g. `["taskset", "-c", "0"]` to run the gateway
     /// on one CPU.
     pub async fn start_via(&self, wrapper: &[&str]) -> Gateway {
-        let mut child = self.spawn_via(wrapper, &["serve"]);
+        let child = self.spawn_via(wrapper, &["serve"]);
+        self.attach(child, "").await
+    }
+
+    /// Follows a started `serve`: collects its output and waits for its `listening` line;
+    /// `as_who` completes "the gateway did not start…" when it fails.
+    async fn attach(&self, mut child: Child, as_who: &str) -> Gateway {
         let logs = Arc::new(Mutex::new(String::new()));
         let (ready_tx, ready_rx) = oneshot::channel();
         let log_lines = Arc::new(Notify::new());
@@ -442,15 +448,12 @@ impl Harness {
             None,
             Arc::clone(&log_lines),
         );
-        let addr = match tokio::time::timeout(WAIT, ready_rx).await {
-            Ok(Ok(addr)) => addr,
-            _ => {
-                let status = child.try_wait().ok().flatten();
-                panic!(
-                    "the gateway did not start (exit status {status:?}); its output:\n{}",
-                    logs.lock().expect("logs")
-                );
-            }
+        let Ok(Ok(addr)) = tokio::time::timeout(WAIT, ready_rx).await else {
+            let status = child.try_wait().ok().flatten();
+            panic!(
+                "the gateway did not start{as_who} (exit status {status:?}); its output:\n{}",
+                logs.lock().expect("logs")
+            );
         };
         sweep::register(addr, self.dir.path(), &self.config_path());
         Gateway { child, addr, logs, log_lines }
@@ -891,7 +894,7 @@ impl Harness {
         env: &[(&str, &str)],
     ) -> Gateway {
         chown_tree(self.dir.path(), uid, gid);
-        let mut child = Command::new(server_binary())
+        let child = Command::new(server_binary())
             .arg("--config")
             .arg(self.config_path())
             .arg("serve")
@@ -906,30 +909,7 @@ impl Harness {
             .kill_on_drop(true)
             .spawn()
             .expect("start cliproxy-server as another user");
-        let logs = Arc::new(Mutex::new(String::new()));
-        let (ready_tx, ready_rx) = oneshot::channel();
-        let log_lines = Arc::new(Notify::new());
-        collect(
-            child.stderr.take().expect("stderr"),
-            Arc::clone(&logs),
-            Some(ready_tx),
-            Arc::clone(&log_lines),
-        );
-        collect(
-            child.stdout.take().expect("stdout"),
-            Arc::clone(&logs),
-            None,
-            Arc::clone(&log_lines),
-        );
-        let Ok(Ok(addr)) = tokio::time::timeout(WAIT, ready_rx).await else {
-            let status = child.try_wait().ok().flatten();
-            panic!(
-                "the gateway did not start as uid {uid} (exit status {status:?}); its output:\n{}",
-                logs.lock().expect("logs")
-            );
-        };
-        sweep::register(addr, self.dir.path(), &self.config_path());
-        Gateway { child, addr, logs, log_lines }
+        self.attach(child, &format!(" as uid {uid}")).await
     }
 }
 
