@@ -550,28 +550,7 @@ async fn an_alert_rule_blocks_the_client_behind_a_trusted_proxy() {
 
 #[tokio::test]
 async fn the_demo_turns_audit_and_metrics_on_and_says_where_they_are() {
-    use tokio::io::AsyncBufReadExt;
-    let mut child = tokio::process::Command::new(server_binary())
-        .args(["demo", "--port", "0"])
-        .env("CLIPROXY_SANDBOX__REQUIRE_NON_ROOT", "false")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut banner = String::new();
-    tokio::time::timeout(WAIT, async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            banner.push_str(&line);
-            banner.push('\n');
-            if line.contains("Press Ctrl-C") {
-                break;
-            }
-        }
-    })
-    .await
-    .unwrap();
+    let (_demo, banner) = demo(&["--port", "0"]).await;
     let field = |prefix: &str| {
         banner
             .lines()

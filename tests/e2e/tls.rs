@@ -346,28 +346,7 @@ async fn serve_warns_when_every_user_can_read_the_tls_key() {
 #[tokio::test]
 async fn the_demo_tls_directory_is_private() {
     use std::os::unix::fs::PermissionsExt;
-    use tokio::io::AsyncBufReadExt;
-    let mut child = tokio::process::Command::new(server_binary())
-        .args(["demo", "--tls", "--port", "0"])
-        .env("CLIPROXY_SANDBOX__REQUIRE_NON_ROOT", "false")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut banner = String::new();
-    tokio::time::timeout(WAIT, async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            banner.push_str(&line);
-            banner.push('\n');
-            if line.contains("Press Ctrl-C") {
-                break;
-            }
-        }
-    })
-    .await
-    .unwrap();
+    let (mut child, banner) = demo(&["--tls", "--port", "0"]).await;
     let ca = banner
         .split_whitespace()
         .skip_while(|word| *word != "--cacert")

@@ -292,6 +292,34 @@ pub fn server_binary() -> PathBuf {
     path
 }
 
+/// Starts `cliproxy-server demo` with `args` and returns it with its banner (stdout up to
+/// and including the `Press Ctrl-C` line, which the demo prints once it serves).
+pub async fn demo(args: &[&str]) -> (Child, String) {
+    let mut child = Command::new(server_binary())
+        .arg("demo")
+        .args(args)
+        .env("CLIPROXY_SANDBOX__REQUIRE_NON_ROOT", "false")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start cliproxy-server demo");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let mut banner = String::new();
+    tokio::time::timeout(WAIT, async {
+        while let Some(line) = lines.next_line().await.expect("read the demo's stdout") {
+            banner.push_str(&line);
+            banner.push('\n');
+            if line.contains("Press Ctrl-C") {
+                break;
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("the demo printed no `Press Ctrl-C` line; so far:\n{banner}"));
+    (child, banner)
+}
+
 /// A temporary directory with a config file and a vault, from which gateways are started.
 pub struct Harness {
     dir: tempfile::TempDir,
