@@ -23,6 +23,7 @@ mod procfs;
 mod revocation;
 mod tls;
 mod vault;
+mod vault_lock;
 mod webhook;
 
 /// Asserts that none of `secrets` appears in `text`.

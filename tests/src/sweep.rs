@@ -514,9 +514,11 @@ impl Drop for Gateway {
     fn drop(&mut self) {
         // A failing test has said what failed; a second panic here would only abort.
         if std::thread::panicking() {
+            self.reap();
             return;
         }
         let (bytes, hits) = self.sweep();
+        self.reap();
         let addr = self.addr;
         OUTPUTS.lock().unwrap_or_else(|e| e.into_inner()).retain(|(a, _)| *a != addr);
         report::total(CATEGORY, "gateways swept after their tests", 1, "gateways");
@@ -534,6 +536,22 @@ impl Drop for Gateway {
         );
         report::total(CATEGORY, "hits in swept gateways", hits.len() as u64, "hits");
         assert!(hits.is_empty(), "planted secrets found in the gateway's outputs: {hits:#?}");
+    }
+}
+
+impl Gateway {
+    /// Kills the process and waits until it has exited. `kill_on_drop` alone only sends
+    /// SIGKILL, and the next gateway or vault command a test starts on the same `auth.dir`
+    /// must find the lock of the directory released, which the kernel does when the process
+    /// exits. `WNOWAIT` leaves the exit status for tokio's reaper to collect.
+    fn reap(&mut self) {
+        let Some(pid) = self.child.id() else { return };
+        if self.child.start_kill().is_err() {
+            return;
+        }
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap_or(i32::MAX));
+        let flags = nix::sys::wait::WaitPidFlag::WEXITED | nix::sys::wait::WaitPidFlag::WNOWAIT;
+        let _ = nix::sys::wait::waitid(nix::sys::wait::Id::Pid(pid), flags);
     }
 }
 

@@ -361,6 +361,8 @@ fn credentials(list: &mut Checklist, config: &Config, dir: AuthDir) {
             );
             None
         }
+        // Opened without the lock of auth.dir: `check` only reads, and must pass beside a
+        // running gateway, which holds that lock.
         AuthDir::Good => match config.auth.build() {
             Err(e) => {
                 list.fail(READABLE, e.to_string(), key_fix());

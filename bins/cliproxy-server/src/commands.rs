@@ -467,6 +467,10 @@ fn vault_add(config: &ConfigArg, args: &VaultAddArgs) -> Result<(), Failure> {
                 .into());
             }
         };
+    // The vault is locked before the token is asked for: while a gateway runs on the same
+    // `auth.dir` the command is refused at once, before the operator pipes a secret into it.
+    // The lock is held until the credential is written.
+    let store = config.auth.build_exclusive().map_err(anyhow::Error::from)?;
     let mut stdin = std::io::stdin().lock();
     let mut read_secret = |what: &str| -> Result<Secret, Failure> {
         let mut line = String::new();
@@ -503,7 +507,6 @@ fn vault_add(config: &ConfigArg, args: &VaultAddArgs) -> Result<(), Failure> {
     }
     credential.base_url = args.base_url.clone();
     credential.label = args.label.clone();
-    let store = config.auth.build().map_err(anyhow::Error::from)?;
     store.put(&credential).map_err(anyhow::Error::from)?;
     report_notices(store.as_ref());
     println!(
@@ -517,6 +520,8 @@ fn vault_add(config: &ConfigArg, args: &VaultAddArgs) -> Result<(), Failure> {
 
 fn vault_list(config: &ConfigArg) -> Result<(), Failure> {
     let config = load(config)?;
+    // A reader: no lock, so that it works beside a running gateway (every write is an atomic
+    // rename, so each file is read whole, old or new).
     let store = config.auth.build().map_err(anyhow::Error::from)?;
     let credentials = store.list().map_err(anyhow::Error::from)?;
     report_notices(store.as_ref());
@@ -554,6 +559,8 @@ fn vault_list(config: &ConfigArg) -> Result<(), Failure> {
 
 fn fingerprint(config: &ConfigArg) -> Result<(), Failure> {
     let config = load(config)?;
+    // No lock unless the fingerprint must be written (the first time): the store takes it
+    // for that write only, so this works beside a running gateway.
     let store = config.auth.build().map_err(anyhow::Error::from)?;
     let fingerprint = store.device_fingerprint().map_err(anyhow::Error::from)?;
     report_notices(store.as_ref());
@@ -592,7 +599,10 @@ fn healthcheck(config: &ConfigArg, args: &HealthcheckArgs) -> Result<(), Failure
 
 fn vault_reencrypt(config: &ConfigArg, rotate: bool) -> Result<(), Failure> {
     let config = load(config)?;
-    let store = config.auth.build().map_err(anyhow::Error::from)?;
+    // Exclusive from before the first read to after the last write: a gateway running on the
+    // old key would write new files under it and answer 500 for the rewritten ones, and any
+    // other writer's change would be lost or undone.
+    let store = config.auth.build_exclusive().map_err(anyhow::Error::from)?;
     // Only `migrate` takes in plaintext files that `auth.encryption.require_encrypted`
     // refuses: it is the explicit way in, and it names each file it took in.
     let report =

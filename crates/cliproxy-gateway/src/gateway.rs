@@ -124,7 +124,9 @@ impl Gateway {
         // Bad client keys and encryption keys are configuration errors (exit 78): see the
         // `From<cliproxy_vault::Error>` for `Error`.
         let client_keys = config.auth.client_keys()?;
-        let store = config.auth.build()?;
+        // Held for the gateway's life: it keeps the credentials in memory and writes them
+        // back, so a vault command writing the same files meanwhile is refused.
+        let store = config.auth.build_exclusive()?;
         let router = ModelRouter::new(&config.providers)?;
         let credentials = store.load_all()?;
         let mut providers = Vec::with_capacity(config.providers.0.len());

@@ -154,11 +154,29 @@ impl Config {
     /// Opens the credential store in `dir` with the configured encryption keys, creating the
     /// directory 0700 when missing and tightening loose permissions on a directory we own. A
     /// directory owned by another user is refused; a malformed key is an [`Error::Config`].
+    ///
+    /// The store holds no lock on the directory: it is for reading beside a running gateway
+    /// (`vault list`, `check`), and each write it makes takes the lock of `auth.dir` for its
+    /// own duration, refused with [`Error::Locked`] while a gateway runs. See
+    /// [`Config::build_exclusive`].
     pub fn build(&self) -> Result<Arc<dyn CredentialStore>> {
+        self.open(false)
+    }
+
+    /// [`Config::build`] that takes the lock of `auth.dir` and holds it until the store is
+    /// dropped: for the gateway, which keeps the credentials in memory and writes them back,
+    /// and for a command whose reads and writes must not be interleaved with another's.
+    /// [`Error::Locked`] at once while another process holds it.
+    pub fn build_exclusive(&self) -> Result<Arc<dyn CredentialStore>> {
+        self.open(true)
+    }
+
+    fn open(&self, exclusive: bool) -> Result<Arc<dyn CredentialStore>> {
         Ok(Arc::new(FileStore::with_keys(
             &self.dir,
             self.encryption.keyring()?,
             self.encryption.require_encrypted()?,
+            exclusive,
         )?))
     }
 

@@ -156,6 +156,16 @@ pub enum Error {
         /// Writes counted.
         writes: u64,
     },
+    /// Another process holds the lock of `auth.dir`: a running gateway, or a vault command
+    /// that writes. Refused at once rather than waited for: the holder may be a gateway that
+    /// runs for months.
+    #[error(
+        "{dir}: auth.dir is in use by another process (a running gateway, `cliproxy-server serve`, or a vault command holds {dir}/.lock); nothing was changed. Stop the gateway first, or change credentials through the running gateway's management API (POST /v0/management/auths, DELETE /v0/management/auths/PROVIDER/ID)"
+    )]
+    Locked {
+        /// The credential directory (`auth.dir`).
+        dir: PathBuf,
+    },
     /// The system random number generator failed.
     #[error("the system random number generator failed")]
     Random,

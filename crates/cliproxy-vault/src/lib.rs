@@ -37,6 +37,7 @@ mod credential;
 mod crypto;
 mod error;
 mod fingerprint;
+mod lock;
 mod oauth;
 mod store;
 

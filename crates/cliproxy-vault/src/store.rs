@@ -13,6 +13,7 @@ use zeroize::Zeroizing;
 use crate::credential::{MAX_FILE_BYTES, validate_name};
 use crate::crypto::Keyring;
 use crate::fingerprint::{self, FINGERPRINT_FILE};
+use crate::lock::DirLock;
 use crate::{
     Credential, CredentialFile, CredentialMeta, Error, Protection, Result, parse_credential_file,
 };
@@ -240,6 +241,10 @@ pub struct FileStore {
     notices: Mutex<Vec<String>>,
     /// Serialises the key-usage counter updates of this process.
     writes: Mutex<()>,
+    /// The lock of `auth.dir`, held for the store's whole life by a store opened with
+    /// [`FileStore::open_exclusive`] (the gateway's). A store without it takes the lock for
+    /// each write instead (see [`FileStore::write_lock`]).
+    held: Option<DirLock>,
 }
 
 impl fmt::Debug for FileStore {
@@ -264,18 +269,36 @@ impl FileStore {
     /// Opens (creating 0700 when missing) the credential directory `dir`, without encryption
     /// keys: new files are plaintext and encrypted ones cannot be read. Use
     /// [`crate::Config::build`] for a store with the configured keys.
+    ///
+    /// The store holds no lock: it reads while a gateway runs (every write is an atomic
+    /// rename, so a read sees the old file or the new one), and each of its writes takes the
+    /// lock of `auth.dir` for its own duration, refused with [`Error::Locked`] while another
+    /// process (a running gateway) holds it.
     pub fn open(dir: &Path) -> Result<Self> {
-        Self::with_keys(dir, Keyring::default(), false)
+        Self::with_keys(dir, Keyring::default(), false, false)
     }
 
-    pub(crate) fn with_keys(dir: &Path, keys: Keyring, require_encrypted: bool) -> Result<Self> {
-        let store = Self {
+    /// [`FileStore::open`] that takes the lock of `auth.dir` and holds it until the store is
+    /// dropped: what a gateway does, since it keeps credentials in memory and writes them
+    /// back. [`Error::Locked`] at once when another process holds it.
+    pub fn open_exclusive(dir: &Path) -> Result<Self> {
+        Self::with_keys(dir, Keyring::default(), false, true)
+    }
+
+    pub(crate) fn with_keys(
+        dir: &Path,
+        keys: Keyring,
+        require_encrypted: bool,
+        exclusive: bool,
+    ) -> Result<Self> {
+        let mut store = Self {
             dir: dir.to_owned(),
             uid: nix::unistd::geteuid().as_raw(),
             keys,
             require_encrypted,
             notices: Mutex::new(Vec::new()),
             writes: Mutex::new(()),
+            held: None,
         };
         match fs::metadata(dir) {
             Ok(_) => {}
@@ -289,8 +312,31 @@ impl FileStore {
             Err(e) => return Err(Error::io(dir, "inspect the credential directory (auth.dir)", e)),
         }
         store.verify_dir()?;
+        if exclusive {
+            store.held = store.lock_dir()?;
+        }
         store.remove_stale_temporaries();
         Ok(store)
+    }
+
+    /// Takes the lock of `auth.dir` (see the `lock` module); `None` on a read-only
+    /// filesystem without a lock file, which is reported.
+    fn lock_dir(&self) -> Result<Option<DirLock>> {
+        let lock = DirLock::acquire(&self.dir, self.uid, FILE_MODE)?;
+        if lock.is_none() {
+            self.notice(format!(
+                "{}: auth.dir is on a read-only filesystem and has no lock file, so it is not locked against a vault command run where it is writable",
+                self.dir.display()
+            ));
+        }
+        Ok(lock)
+    }
+
+    /// The lock for one write: nothing when the store holds the lock for its life, else the
+    /// lock taken now and released when the returned guard is dropped. Every write of the
+    /// store goes through this first, so no two processes write `auth.dir` at once.
+    fn write_lock(&self) -> Result<Option<DirLock>> {
+        if self.held.is_some() { Ok(None) } else { self.lock_dir() }
     }
 
     /// Removes the temporary files of writes that were killed half-way (`.<name>.tmp-<hex>`).
@@ -490,23 +536,29 @@ impl FileStore {
                 reason: "encryption is not enabled; set `enabled: true` and `key` (`cliproxy-server keygen` prints one)".to_owned(),
             });
         };
+        // The whole run holds the lock: a gateway started meanwhile is refused until it ends,
+        // and a running one refuses the run before anything is read.
+        let _lock = self.write_lock()?;
         // Read everything first: a file that does not decrypt (or a plaintext file refused)
-        // stops the run before any file is rewritten.
-        let all = self.read_all(plaintext)?;
-        // "plaintext credential; run vault migrate" is what this run fixes.
-        if let Ok(mut notices) = self.notices.lock() {
-            notices.retain(|n| !n.contains("plaintext credential while encryption is enabled"));
-        }
+        // stops the run before any file is rewritten. Only the ids are kept.
+        let ids: Vec<String> =
+            self.read_all(plaintext)?.into_iter().map(|(credential, _)| credential.id).collect();
+        #[cfg(test)]
+        tests::between_passes(&self.dir);
         let mut report = Reencrypted::default();
-        for (credential, protection) in all {
+        for id in ids {
+            // Each credential is read again right before it is rewritten, never taken from the
+            // first pass: whatever changed it since (a writer that does not take the lock, an
+            // operator's `rm`) is kept, not undone. One that is gone stays gone.
+            let Some((credential, protection)) = self.read(&id, plaintext)? else { continue };
             match protection {
-                Protection::Encrypted(id) if id == current.id() => report.unchanged += 1,
+                Protection::Encrypted(key_id) if key_id == current.id() => report.unchanged += 1,
                 Protection::Encrypted(_) => {
-                    self.put(&credential)?;
+                    self.put_locked(&credential)?;
                     report.from_previous_key.push(credential.id);
                 }
                 Protection::Plaintext => {
-                    self.put(&credential)?;
+                    self.put_locked(&credential)?;
                     // The operator's last chance to notice a file they did not write: where
                     // its token will be sent.
                     self.notice(format!(
@@ -519,7 +571,23 @@ impl FileStore {
                 }
             }
         }
+        // "plaintext credential; run vault migrate", said by both reads, is what this run
+        // fixed.
+        if let Ok(mut notices) = self.notices.lock() {
+            notices.retain(|n| !n.contains("plaintext credential while encryption is enabled"));
+        }
         Ok(report)
+    }
+
+    /// [`CredentialStore::put`] for a caller that holds the lock of `auth.dir`.
+    fn put_locked(&self, credential: &Credential) -> Result<()> {
+        let key = self.keys.current();
+        if let Some(key) = key {
+            let _guard = self.writes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            self.count_key_write(key.id())?;
+        }
+        let bytes = credential.encode(key)?;
+        self.write_atomically(&format!("{}.json", credential.id), &bytes)
     }
 
     /// Counts one more write under the current key, persistently; refuses past the limit.
@@ -699,13 +767,8 @@ impl CredentialStore for FileStore {
     fn put(&self, credential: &Credential) -> Result<()> {
         validate_name("credential id", &credential.id)?;
         validate_name("provider name", &credential.provider)?;
-        let key = self.keys.current();
-        if let Some(key) = key {
-            let _guard = self.writes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            self.count_key_write(key.id())?;
-        }
-        let bytes = credential.encode(key)?;
-        self.write_atomically(&format!("{}.json", credential.id), &bytes)
+        let _lock = self.write_lock()?;
+        self.put_locked(credential)
     }
 
     fn write_protection(&self) -> Protection {
@@ -716,6 +779,7 @@ impl CredentialStore for FileStore {
 
     fn delete(&self, id: &str) -> Result<bool> {
         validate_name("credential id", id)?;
+        let _lock = self.write_lock()?;
         let path = self.path_of(id);
         match fs::remove_file(&path) {
             Ok(()) => {
@@ -746,6 +810,7 @@ impl CredentialStore for FileStore {
         if used.is_empty() {
             return Ok(());
         }
+        let _lock = self.write_lock()?;
         let _guard = self.writes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut last_used = self.last_used();
         for (id, at) in used {
@@ -784,6 +849,7 @@ impl CredentialStore for FileStore {
             ));
         }
         let computed = fingerprint::generate()?;
+        let _lock = self.write_lock()?;
         self.write_atomically(FINGERPRINT_FILE, format!("{computed}\n").as_bytes())?;
         Ok(computed)
     }
@@ -800,7 +866,7 @@ impl CredentialStore for FileStore {
 /// Sets `mode` on the open `file` (at `path`) and reads it back: a filesystem that ignores
 /// permissions (vfat, some network or FUSE mounts) accepts the call and keeps the old mode,
 /// and the credentials must then be refused, not announced as "tightened" on every read.
-fn set_mode(file: &File, path: &Path, mode: u32, op: &'static str) -> Result<()> {
+pub(crate) fn set_mode(file: &File, path: &Path, mode: u32, op: &'static str) -> Result<()> {
     #[cfg(test)]
     let ignored = tests::IGNORE_CHMOD.with(std::cell::Cell::get);
     #[cfg(not(test))]
@@ -821,10 +887,159 @@ mod tests {
 
     use super::*;
 
+    /// What a test runs between the two passes of `rewrite`.
+    type Hook = Box<dyn FnOnce(&Path)>;
+
     thread_local! {
         /// Makes `set_mode` skip the chmod on this thread, as a filesystem that ignores
         /// permissions does (none is mountable in a test without privileges).
         pub(super) static IGNORE_CHMOD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+        /// Run by `rewrite` on this thread between its check of every file and its rewrites,
+        /// to change the directory at the moment a snapshot would go stale.
+        static BETWEEN_PASSES: std::cell::RefCell<Option<Hook>> = const { std::cell::RefCell::new(None) };
+    }
+
+    pub(super) fn between_passes(dir: &Path) {
+        if let Some(hook) = BETWEEN_PASSES.with(|hook| hook.borrow_mut().take()) {
+            hook(dir);
+        }
+    }
+
+    const KEY_OLD: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+    const KEY_NEW: &str = "ffeeddccbbaa99887766554433221100ffeeddccbbaa99887766554433221100";
+
+    fn api_key(id: &str, token: &str) -> Credential {
+        Credential::new_api_key("openai", cliproxy_core::Secret::from(token.to_owned()))
+            .unwrap()
+            .with_id(id)
+            .unwrap()
+    }
+
+    /// A vault config for `dir` under `key`, with `previous` keys.
+    fn encrypted(dir: &Path, key: &str, previous: &[&str]) -> crate::Config {
+        crate::Config {
+            dir: dir.to_owned(),
+            encryption: crate::EncryptionConfig {
+                enabled: true,
+                key: Some(cliproxy_core::Secret::from(key.to_owned())),
+                previous_keys: previous
+                    .iter()
+                    .map(|k| cliproxy_core::Secret::from((*k).to_owned()))
+                    .collect(),
+                ..Default::default()
+            },
+            ..crate::Config::default()
+        }
+    }
+
+    fn token_of(store: &dyn CredentialStore, id: &str) -> Option<String> {
+        let credential = store.get(id).unwrap()?;
+        let crate::CredentialSecret::ApiKey(token) = &credential.secret else { panic!("{id}") };
+        Some(token.expose().to_owned())
+    }
+
+    /// Issue 18 item 16: while one store holds `auth.dir` (a running gateway), a second one
+    /// cannot take it, and a store without the lock can read but not write; the refusal names
+    /// the directory, `auth.dir` and both ways out. Dropping the holder releases it.
+    #[test]
+    fn a_second_writer_is_refused_until_the_holder_is_dropped() {
+        let root = tempfile::tempdir().unwrap();
+        let holder = FileStore::open_exclusive(root.path()).unwrap();
+        holder.put(&api_key("one", "sk-lock-unit-one")).unwrap();
+
+        let refused = FileStore::open_exclusive(root.path()).map(|_| ()).unwrap_err();
+        assert!(matches!(refused, Error::Locked { .. }), "{refused:?}");
+        let message = refused.to_string();
+        let dir = root.path().display().to_string();
+        for needle in
+            [dir.as_str(), "auth.dir is in use", "Stop the gateway", "POST /v0/management/auths"]
+        {
+            assert!(message.contains(needle), "{needle:?} not in {message}");
+        }
+        let reader = FileStore::open(root.path()).unwrap();
+        assert_eq!(token_of(&reader, "one").as_deref(), Some("sk-lock-unit-one"));
+        assert_eq!(reader.list().unwrap().len(), 1);
+        let error = reader.put(&api_key("two", "sk-lock-unit-two")).unwrap_err();
+        assert!(matches!(error, Error::Locked { .. }), "{error:?}");
+        let error = reader.delete("one").unwrap_err();
+        assert!(matches!(error, Error::Locked { .. }), "{error:?}");
+        let error = reader.record_use(&[("one".to_owned(), 1)]).unwrap_err();
+        assert!(matches!(error, Error::Locked { .. }), "{error:?}");
+        assert!(!root.path().join("two.json").exists());
+        assert!(root.path().join("one.json").exists());
+        // The holder itself writes as before.
+        holder.put(&api_key("two", "sk-lock-unit-two")).unwrap();
+        assert!(holder.delete("two").unwrap());
+
+        drop(holder);
+        reader.put(&api_key("two", "sk-lock-unit-two")).unwrap();
+        let next = FileStore::open_exclusive(root.path()).unwrap();
+        assert_eq!(token_of(&next, "two").as_deref(), Some("sk-lock-unit-two"));
+    }
+
+    /// The lock file is bookkeeping: 0600 like every file of `auth.dir`, never listed as a
+    /// credential, never removed as the temporary file of an interrupted write (a store
+    /// opening beside the holder leaves it, and the lock, in place).
+    #[test]
+    fn the_lock_file_is_0600_and_never_taken_for_a_credential() {
+        let root = tempfile::tempdir().unwrap();
+        let holder = FileStore::open_exclusive(root.path()).unwrap();
+        holder.put(&api_key("one", "sk-lock-unit-one")).unwrap();
+        let lock = root.path().join(crate::lock::LOCK_FILE);
+        assert_eq!(fs::metadata(&lock).unwrap().mode() & 0o7777, FILE_MODE);
+        let reader = FileStore::open(root.path()).unwrap();
+        let listed: Vec<String> =
+            reader.list_entries().unwrap().iter().map(|e| e.id().to_owned()).collect();
+        assert_eq!(listed, ["one"]);
+        assert_eq!(reader.load_all().unwrap().len(), 1);
+        assert!(lock.exists());
+        assert!(matches!(FileStore::open_exclusive(root.path()), Err(Error::Locked { .. })));
+        // A loose lock file left by something else is tightened by the next holder.
+        drop(holder);
+        fs::set_permissions(&lock, Permissions::from_mode(0o644)).unwrap();
+        drop(FileStore::open_exclusive(root.path()).unwrap());
+        assert_eq!(fs::metadata(&lock).unwrap().mode() & 0o7777, FILE_MODE);
+    }
+
+    /// `vault rotate-key` rewrites each credential from the file as it is when its turn
+    /// comes, never from the pass that checked them all: a credential deleted meanwhile stays
+    /// deleted, and one whose tokens changed meanwhile (an OAuth refresh) keeps the new ones.
+    /// Before issue 18 every file was rewritten from a snapshot taken before the first write.
+    #[test]
+    fn reencrypt_neither_resurrects_nor_rolls_back_what_changed_meanwhile() {
+        let root = tempfile::tempdir().unwrap();
+        let old = encrypted(root.path(), KEY_OLD, &[]).build().unwrap();
+        for id in ["one", "two", "three"] {
+            old.put(&api_key(id, &format!("sk-lock-unit-{id}-old"))).unwrap();
+        }
+        drop(old);
+        // What a writer under the old key makes of `three` meanwhile, made elsewhere.
+        let elsewhere = tempfile::tempdir().unwrap();
+        encrypted(elsewhere.path(), KEY_OLD, &[])
+            .build()
+            .unwrap()
+            .put(&api_key("three", "sk-lock-unit-three-refreshed"))
+            .unwrap();
+        let refreshed = fs::read(elsewhere.path().join("three.json")).unwrap();
+
+        let rotating = encrypted(root.path(), KEY_NEW, &[KEY_OLD]).build_exclusive().unwrap();
+        BETWEEN_PASSES.with(|hook| {
+            *hook.borrow_mut() = Some(Box::new(move |dir: &Path| {
+                fs::remove_file(dir.join("two.json")).unwrap();
+                fs::write(dir.join("three.json"), &refreshed).unwrap();
+            }));
+        });
+        let report = rotating.reencrypt().unwrap();
+        assert_eq!(report.from_previous_key, ["one", "three"]);
+        assert!(!root.path().join("two.json").exists(), "a deleted credential came back");
+        drop(rotating);
+        let new = encrypted(root.path(), KEY_NEW, &[]).build().unwrap();
+        assert_eq!(
+            token_of(new.as_ref(), "three").as_deref(),
+            Some("sk-lock-unit-three-refreshed")
+        );
+        assert_eq!(token_of(new.as_ref(), "one").as_deref(), Some("sk-lock-unit-one-old"));
+        assert_eq!(token_of(new.as_ref(), "two"), None);
     }
 
     /// Issue 18 item 19: a loose mode that cannot be tightened is refused, every time, and

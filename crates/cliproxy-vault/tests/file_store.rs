@@ -37,8 +37,11 @@ fn creates_the_directory_0700_and_files_0600() {
     store.put(&credential("openai-a")).unwrap();
     assert_eq!(mode(&dir.join("openai-a.json")), 0o600);
     assert!(store.take_notices().is_empty());
-    let names: Vec<_> = fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
-    assert_eq!(names, ["openai-a.json"], "no temporary file left behind");
+    let mut names: Vec<_> = fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+    names.sort();
+    // The write took the lock of `auth.dir`; its (empty) file stays, 0600 like the rest.
+    assert_eq!(names, [".lock", "openai-a.json"], "no temporary file left behind");
+    assert_eq!(mode(&dir.join(".lock")), 0o600);
 }
 
 #[test]
@@ -219,7 +222,7 @@ fn a_failed_write_leaves_the_old_credential_and_no_temporary_file() {
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
     names.sort();
-    assert_eq!(names, ["openai-a.json", "openai-b.json"]);
+    assert_eq!(names, [".lock", "openai-a.json", "openai-b.json"]);
     assert_eq!(token(&store.get("openai-a").unwrap().unwrap()), PLANTED);
 }
 
