@@ -6,7 +6,10 @@
 //!   per credential in `auth.dir` (directory 0700, files 0600, owned by the gateway's user),
 //!   written atomically (temporary file, fsync, rename, fsync of the directory). Each file
 //!   carries a format marker and a version, so encrypted versions can be added without
-//!   breaking old files; see [`parse_credential_file`] for the format.
+//!   breaking old files; see [`parse_credential_file`] for the format. One process writes
+//!   `auth.dir` at a time: [`Config::build_exclusive`] (a gateway) holds an exclusive lock on
+//!   `auth.dir/.lock` for the store's life, and a store from [`Config::build`] takes it for
+//!   each write; a second holder gets [`Error::Locked`] at once.
 //! - **Client keys** ([`ClientKeys`]): the keys clients present, kept as SHA-256 digests and
 //!   compared in constant time; each maps to a named [`ClientIdentity`].
 //!
