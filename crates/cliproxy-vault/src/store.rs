@@ -999,6 +999,15 @@ mod tests {
         fs::set_permissions(&lock, Permissions::from_mode(0o644)).unwrap();
         drop(FileStore::open_exclusive(root.path()).unwrap());
         assert_eq!(fs::metadata(&lock).unwrap().mode() & 0o7777, FILE_MODE);
+        // A symbolic link in its place is refused, and what it points to is left alone.
+        let elsewhere = root.path().join("elsewhere");
+        fs::create_dir(&elsewhere).unwrap();
+        let target = elsewhere.join("target");
+        fs::remove_file(&lock).unwrap();
+        std::os::unix::fs::symlink(&target, &lock).unwrap();
+        let error = FileStore::open_exclusive(root.path()).map(|_| ()).unwrap_err().to_string();
+        assert!(error.contains(".lock") && error.contains("symbolic link"), "{error}");
+        assert!(!target.exists());
     }
 
     /// `vault rotate-key` rewrites each credential from the file as it is when its turn
