@@ -422,7 +422,7 @@ impl Gateway {
                     guard.count(&event);
                     return Err(limited(refused));
                 }
-                guard.emit(event);
+                guard.auth_failure(event);
                 return Err((format, error));
             }
         };

@@ -366,9 +366,11 @@ where
             }
             if reason == Some("ban_started") {
                 let config = gateway.management();
-                guard.emit(
+                // Under the violations' line budget: one ban per rotated address must not
+                // write a line each.
+                guard.violation(
                     Event::new(What::SecurityViolation {
-                        rule: "management_ban",
+                        rule: crate::guard::MANAGEMENT_BAN_RULE,
                         rate_limit: false,
                         detail: format!(
                             "banned from the management API for {} after {} failed keys (management.max_failures, management.ban)",
