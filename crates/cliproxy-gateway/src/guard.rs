@@ -556,15 +556,19 @@ impl Guard {
     /// A violation that is not a refusal of the network guard (`management_ban`): counted
     /// and seen by the alert rules, its line written under the same budget as the guard's,
     /// so that addresses rotated through one by one cannot write a line each.
-    pub(crate) fn violation(&self, mut event: Event) {
+    pub(crate) fn violation(&self, event: Event) {
+        self.violation_under(MANAGEMENT_BAN_KEY, event);
+    }
+
+    /// [`Guard::violation`] under the book key `key` (`management_ban`, `alert`).
+    fn violation_under(&self, key: usize, mut event: Event) {
         let (What::SecurityViolation { repeats, .. }, Some(ip)) = (&mut event.what, event.ip)
         else {
             self.emit(event);
             return;
         };
         let now = self.clock.unix_seconds();
-        let write = self.violations.admit(MANAGEMENT_BAN_KEY, ip, now, event.request_id.as_deref());
-        match write {
+        match self.violations.admit(key, ip, now, event.request_id.as_deref()) {
             Some(left_out) => {
                 *repeats = left_out;
                 self.emit(event);
@@ -598,6 +602,7 @@ impl Guard {
         for pending in self.violations.take_pending(now) {
             let (rule, rate_limit) = match RejectionKind::ALL.get(pending.key) {
                 Some(kind) => (kind.as_str(), *kind == RejectionKind::PerIpRateLimit),
+                None if pending.key == ALERT_KEY => (ALERT_RULE, false),
                 None => (MANAGEMENT_BAN_RULE, false),
             };
             let event = match pending.ip {
@@ -682,7 +687,8 @@ impl Guard {
                         repeats: 0,
                     });
                     event.ip = Some(ip);
-                    self.emit(event);
+                    // Under the budget: addresses rotated through fire a rule each.
+                    self.violation_under(ALERT_KEY, event);
                     return;
                 }
                 let now = self.clock.unix_seconds();
@@ -741,7 +747,9 @@ impl Guard {
             repeats: 0,
         });
         event.ip = fired.ip;
-        self.emit(event);
+        // Under the budget (when it names an address): addresses rotated through fire a
+        // `block_ip` rule each.
+        self.violation_under(ALERT_KEY, event);
     }
 }
 
@@ -793,6 +801,9 @@ pub(crate) const MANAGEMENT_BAN_RULE: &str = "management_ban";
 
 /// The book key of the `management_ban` violation (after the refusal kinds').
 const MANAGEMENT_BAN_KEY: usize = RejectionKind::ALL.len();
+
+/// The book key of the violation an alert rule writes when it fires for an address.
+const ALERT_KEY: usize = RejectionKind::ALL.len() + 1;
 
 /// The detail of a flood summary of violations.
 pub(crate) const FLOOD_DETAIL: &str = "summary: refusals of this rule from addresses past the audit budget (20 lines a second), counted but not written one by one";
@@ -1268,5 +1279,53 @@ mod tests {
             assert_eq!(flood["details"]["request_ids"].as_array().unwrap().len(), 1_000);
             assert_eq!(flood["details"]["request_ids_left_out"], 2_480 - 1_000);
         }
+    }
+
+    #[test]
+    fn alerts_fired_by_rotating_addresses_write_a_bounded_number_of_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let audit = dir.path().join("audit.log");
+        let yaml = format!(
+            "auth:\n  dir: {dir:?}\n  api_keys: [{{name: alice, key: \"cpk-guard-unit-test-key-5e1f\"}}]\n\
+             logging: {{audit: {{enabled: true, file: {audit:?}, events: [security_violation]}}}}\n\
+             alerts: [{{name: guessing, condition: \"auth_failures > 1\", duration: 1m, action: block_ip}}]\n",
+            dir = dir.path().join("auths").display().to_string(),
+            audit = audit.display().to_string(),
+        );
+        let config = Config::from_yaml(&yaml).unwrap();
+        let clock = FakeClock::at_unix(1_800_000_000);
+        let log = Logger::root(slog::Discard, slog::o!());
+        let guard = Guard::build(&config, Some(clock), &log).unwrap();
+        // Two wrong keys from each of 1,000 loopback addresses in one second: the rule fires
+        // for each (loopback is not blocked, but the alert is audited).
+        for n in 0..1_000 {
+            for _ in 0..2 {
+                let event = Event::new(What::AuthFailure {
+                    plane: Plane::Client,
+                    reason: "invalid_key",
+                    repeats: 0,
+                })
+                .ip(rotating(n));
+                guard.auth_failure(event);
+            }
+        }
+        guard.tick();
+        guard.audit.flush();
+        let text = std::fs::read_to_string(&audit).unwrap();
+        let alerts: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|l| l["result"] == ALERT_RULE)
+            .collect();
+        // The budget, then one flood summary that counts the rest.
+        assert_eq!(alerts.len(), LINES_PER_SECOND as usize + 1, "{} alert lines", alerts.len());
+        let fired: u64 = alerts
+            .iter()
+            .map(|l| match l["details"]["detail"].as_str() {
+                Some(d) if d.starts_with("summary:") => l["details"]["repeats"].as_u64().unwrap(),
+                _ => 1,
+            })
+            .sum();
+        assert_eq!(fired, 1_000);
     }
 }
