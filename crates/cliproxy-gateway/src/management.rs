@@ -23,7 +23,8 @@
 //! Refusals 2–4 come before the ban book, so none of them can ban anyone. Every refusal but
 //! 1 is then charged to the per-IP and global buckets (429 past the limit); a call with the
 //! right key is not, so that the operator is never locked out by a local client's traffic.
-//! Refusals are audited at most once per address and second (`Guard::auth_failure`).
+//! Refusals are audited at most once per address and second, and at most 20 a second across
+//! addresses; the rest in summary lines (`Guard::auth_failure`).
 //! Failures and bans fall on an IPv6 client's /64, and the book holds at most
 //! `MAX_TRACKED_PEERS` addresses, bans included (the ban that ends first is dropped).
 //!
