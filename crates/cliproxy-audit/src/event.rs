@@ -103,9 +103,9 @@ pub enum What {
         /// Why, as a fixed token.
         reason: &'static str,
         /// Earlier refusals on the same plane from the same address that were counted
-        /// (metrics, alert rules) but not written one by one: the gateway writes at most one
-        /// line per plane and address per second, so that a flood of wrong keys cannot fill
-        /// the disk.
+        /// (metrics, alert rules) but not written one by one. The gateway writes 0 here: it
+        /// writes the refusals it leaves out in [`What::Summary`] lines of their own, which
+        /// list their request ids.
         repeats: u64,
     },
     /// An OAuth credential refresh ran.

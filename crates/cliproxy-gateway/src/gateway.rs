@@ -422,6 +422,7 @@ impl Gateway {
                     guard.count(&event);
                     return Err(limited(refused));
                 }
+                // Summarised under a flood, its request id listed in the summary line.
                 guard.auth_failure(event);
                 return Err((format, error));
             }
