@@ -932,13 +932,18 @@ impl ViolationBook {
             budget.second = now;
             budget.written = 0;
         }
-        if seen.len() >= MAX_VIOLATION_KEYS && !seen.contains_key(&(key, ip)) {
-            seen.retain(|_, entry| entry.second >= now || entry.left_out > 0);
-        }
-        let room = seen.len() < MAX_VIOLATION_KEYS || seen.contains_key(&(key, ip));
-        if budget.written >= LINES_PER_SECOND || !room {
+        if budget.written >= LINES_PER_SECOND {
             budget.flood.add(ip, request_id);
             return None;
+        }
+        // A full table is swept only for a line the budget allows (at most `LINES_PER_SECOND`
+        // sweeps a second per key), so that a flood of new addresses costs no sweep each.
+        if seen.len() >= MAX_VIOLATION_KEYS && !seen.contains_key(&(key, ip)) {
+            seen.retain(|_, entry| entry.second >= now || entry.left_out > 0);
+            if seen.len() >= MAX_VIOLATION_KEYS {
+                budget.flood.add(ip, request_id);
+                return None;
+            }
         }
         budget.written += 1;
         let entry = seen.entry((key, ip)).or_default();
