@@ -619,3 +619,245 @@ async fn http2_rapid_reset_ends_the_connection_and_the_gateway_keeps_serving() {
     assert!(answered < 1000, "every reset stream was served");
     still_serves(addr, "HTTP/2 rapid reset").await;
 }
+
+/// The config of the audit flood cases: the audit log at `audit`, no per-IP or global bucket
+/// (the audit log must stay bounded by itself), and management bans at `max_failures`.
+fn flood_yaml(harness: &Harness, audit: &std::path::Path, max_failures: u32) -> String {
+    format!(
+        "server:\n  host: 127.0.0.1\n  port: 0\n  shutdown_timeout: 10s\n\
+         auth:\n  api_keys: [{{name: e2e, key: \"{CLIENT_KEY}\"}}]\n  dir: {dir:?}\n\
+         logging: {{level: info, format: json, audit: {{enabled: true, file: {audit:?}}}}}\n\
+         management: {{secret_key: \"{MGMT_KEY}\", max_failures: {max_failures}}}\n\
+         providers:\n  demo: {{type: mock, models: [\"mock-*\"]}}\n",
+        dir = harness.auth_dir().display().to_string(),
+        audit = audit.display().to_string(),
+    )
+}
+
+/// A refused key on either plane: a wrong client key on `/v1/models`, or a wrong management
+/// key on `/v0/management/status`.
+fn wrong_key(management: bool) -> Vec<u8> {
+    if management {
+        request(
+            "GET",
+            "/v0/management/status",
+            &["X-Management-Key: cpm-wrong-guess-0123456789"],
+            b"",
+        )
+    } else {
+        request(
+            "GET",
+            "/v1/models",
+            &["Authorization: Bearer cpk-wrong-guess-0123456789abcdef"],
+            b"",
+        )
+    }
+}
+
+/// The audit lines of `event_type` and the refusals they account for: a `repeated` line (or
+/// a `summary:` violation line) carries only `details.repeats`, any other line is one
+/// refusal plus the ones it says were left out before it. Also every request id the lines
+/// name, on their own or in a summary's `request_ids`.
+fn accounted(
+    lines: &[serde_json::Value],
+    event_type: &str,
+) -> (usize, u64, std::collections::HashSet<String>) {
+    let mut ids = std::collections::HashSet::new();
+    let mut refusals = 0;
+    let mut count = 0;
+    for line in lines.iter().filter(|l| l["event_type"] == event_type) {
+        count += 1;
+        let summary = line["result"] == "repeated"
+            || line["details"]["detail"].as_str().is_some_and(|d| d.starts_with("summary:"));
+        refusals += u64::from(!summary) + line["details"]["repeats"].as_u64().unwrap_or(0);
+        if let Some(id) = line["request_id"].as_str() {
+            ids.insert(id.to_owned());
+        }
+        for id in line["details"]["request_ids"].as_array().into_iter().flatten() {
+            ids.insert(id.as_str().unwrap().to_owned());
+        }
+    }
+    (count, refusals, ids)
+}
+
+/// Stops the gateway gracefully (which writes every pending summary) and reads its audit log.
+async fn audit_after_stop(
+    mut gateway: cliproxy_e2e::Gateway,
+    audit: &std::path::Path,
+) -> (Vec<serde_json::Value>, u64) {
+    gateway.terminate();
+    assert!(gateway.wait().await.success(), "{}", gateway.logs());
+    let text = std::fs::read_to_string(audit).unwrap();
+    let lines = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    (lines, text.len() as u64)
+}
+
+/// Lines written one by one per plane (or violation rule) and second across all addresses
+/// (`LINES_PER_SECOND` in crates/cliproxy-gateway/src/guard.rs).
+const LINES_PER_SECOND: u64 = 20;
+/// Housekeeping beats a second at the default `state.flush_interval` (500 ms): each may write
+/// one summary per address with refusals left out and one flood summary per plane or rule.
+const BEATS_PER_SECOND: u64 = 2;
+
+/// 3,000 refused keys on one keep-alive connection, both planes alternately: before issue
+/// 18 every refused client key wrote its own line (1,500 of them here). Now one line per
+/// plane, address and second, and one summary per beat listing the ids it covers.
+#[tokio::test]
+async fn three_thousand_refused_keys_on_one_connection_write_a_bounded_audit_log() {
+    const CALLS: u64 = 3_000;
+    let harness = Harness::new();
+    let audit = harness.auth_dir().with_file_name("audit.log");
+    harness.write_config(&flood_yaml(&harness, &audit, 5));
+    let gateway = harness.start().await;
+    let addr = gateway.addr();
+    let mut stream = connect("127.0.0.1", addr).await;
+    let mut ids = Vec::new();
+    let started = std::time::Instant::now();
+    for n in 0..CALLS {
+        // Keep-alive: the same connection for every call.
+        let mut raw = wrong_key(n % 2 == 1);
+        let at = raw.windows(19).position(|w| w == b"Connection: close\r\n").unwrap();
+        raw.drain(at..at + 19);
+        stream.write_all(&raw).await.unwrap();
+        let (status, id) = read_one_answer(&mut stream).await;
+        // 401, and 403 once the management ban starts (management.max_failures).
+        assert!(status == 401 || status == 403, "call {n}: {status}");
+        ids.push(id);
+    }
+    let elapsed = started.elapsed();
+    let (lines, bytes) = audit_after_stop(gateway, &audit).await;
+    let (count, refusals, logged) = accounted(&lines, "auth_failure");
+    // Per plane: one line per second the flood touched (at most its whole seconds + 2), and
+    // one summary per beat (and at shutdown) listing the ids of the rest.
+    let beats = elapsed.as_millis() as u64 / (1000 / BEATS_PER_SECOND) + 2;
+    let bound = 2 * (elapsed.as_secs() + 2 + beats);
+    assert!(
+        count as u64 <= bound,
+        "{count} auth_failure lines for {CALLS} refusals in {elapsed:?} (bound {bound})"
+    );
+    assert_eq!(refusals, CALLS, "every refusal is accounted for");
+    // And every refused request is found by its id, in its own line or a summary's list,
+    // or counted in a summary's `request_ids_left_out` (past 1,000 ids a line).
+    let missing = ids.iter().filter(|id| !logged.contains(*id)).count() as u64;
+    let left_out: u64 =
+        lines.iter().filter_map(|l| l["details"]["request_ids_left_out"].as_u64()).sum();
+    assert_eq!(missing, left_out, "refused requests in no line and not counted as left out");
+    // Everything else: the start, the one ban and its violation, the shutdown.
+    assert!(lines.len() as u64 <= bound + 10, "{} audit lines", lines.len());
+    let test = "three_thousand_refused_keys_on_one_connection_write_a_bounded_audit_log";
+    report::cases("hostile-input", test, 1);
+    report::figure(
+        "hostile-input",
+        "audit lines for 3,000 refused keys on one connection",
+        lines.len(),
+        "lines",
+    );
+    report::figure(
+        "hostile-input",
+        "audit bytes for 3,000 refused keys on one connection",
+        bytes,
+        "bytes",
+    );
+}
+
+/// Reads one HTTP/1.1 answer with a `Content-Length` body from a keep-alive connection: its
+/// status and `x-request-id`.
+async fn read_one_answer(stream: &mut TcpStream) -> (u16, String) {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        let n = tokio::time::timeout(WAIT, stream.read(&mut byte)).await.unwrap().unwrap();
+        assert_eq!(n, 1, "the connection closed mid-answer");
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8(head).unwrap();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    let header = |name: &str| {
+        head.lines()
+            .find_map(|l| l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case(name)))
+            .map(|(_, v)| v.trim().to_owned())
+    };
+    let length: usize = header("content-length").unwrap().parse().unwrap();
+    let mut body = vec![0u8; length];
+    tokio::time::timeout(WAIT, stream.read_exact(&mut body)).await.unwrap().unwrap();
+    (status, header("x-request-id").unwrap())
+}
+
+/// 5,000 key guesses, each from its own loopback address (127.0.x.y; every 127/8 address can
+/// be a client socket's source), half of them on the management plane where each one bans
+/// its address (`max_failures: 1`). Before issue 18 each wrote its `auth_failure` line and
+/// each ban its `management_ban` line (7,500 lines); now each plane and rule writes at most
+/// `LINES_PER_SECOND` lines a second, the rest in one flood summary per beat that counts
+/// them, names how many addresses and a few of them, and lists request ids.
+#[tokio::test]
+async fn a_key_guessing_flood_from_rotating_addresses_writes_a_bounded_audit_log() {
+    const ADDRESSES: u32 = 5_000;
+    let harness = Harness::new();
+    let audit = harness.auth_dir().with_file_name("audit.log");
+    harness.write_config(&flood_yaml(&harness, &audit, 1));
+    let gateway = harness.start().await;
+    let addr = gateway.addr();
+    let started = std::time::Instant::now();
+    // Eight connections at a time: the flood's speed, not the test's, is what is bounded.
+    let mut tasks = tokio::task::JoinSet::new();
+    for worker in 0..8u32 {
+        tasks.spawn(async move {
+            for n in (worker..ADDRESSES).step_by(8) {
+                let from = std::net::Ipv4Addr::from(0x7f00_0000 | (n + 2)).to_string();
+                let mut stream = connect(&from, addr).await;
+                stream.write_all(&wrong_key(n % 2 == 1)).await.unwrap();
+                let got: Vec<u16> = answers(&mut stream).await.iter().map(|a| a.status).collect();
+                assert_eq!(got, [401], "guess {n} from {from}");
+            }
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.unwrap();
+    }
+    let elapsed = started.elapsed();
+    let (lines, bytes) = audit_after_stop(gateway, &audit).await;
+    let (failures, refusals, _) = accounted(&lines, "auth_failure");
+    // Per second the flood touched, per plane and for the ban rule: the budget of lines;
+    // per beat (and at shutdown), one flood summary each.
+    let seconds_touched = elapsed.as_secs() + 2;
+    let beats = elapsed.as_millis() as u64 / (1000 / BEATS_PER_SECOND) + 2;
+    let bound = 3 * (LINES_PER_SECOND * seconds_touched + beats);
+    assert!(
+        lines.len() as u64 <= bound + 10,
+        "{} audit lines ({failures} auth_failure, {bytes} bytes) for {ADDRESSES} guesses from as many addresses in {elapsed:?} (bound {bound})",
+        lines.len()
+    );
+    assert_eq!(refusals, u64::from(ADDRESSES), "every refusal is accounted for");
+    let bans: Vec<serde_json::Value> =
+        lines.iter().filter(|l| l["result"] == "management_ban").cloned().collect();
+    let (_, banned, _) = accounted(&bans, "security_violation");
+    assert_eq!(banned, u64::from(ADDRESSES / 2), "every ban is accounted for");
+    // The flood summaries say how many addresses they cover and name a few.
+    let flood = lines
+        .iter()
+        .find(|l| l["event_type"] == "auth_failure" && l["ip"].is_null())
+        .expect("no flood summary");
+    assert!(flood["details"]["addresses"].as_u64().unwrap() > 0, "{flood}");
+    assert!(!flood["details"]["sample_ips"].as_array().unwrap().is_empty(), "{flood}");
+    let test = "a_key_guessing_flood_from_rotating_addresses_writes_a_bounded_audit_log";
+    report::cases("hostile-input", test, 1);
+    report::iterations("hostile-input", test, ADDRESSES as usize);
+    report::figure(
+        "hostile-input",
+        "audit lines for 5,000 guesses from rotating addresses",
+        lines.len(),
+        "lines",
+    );
+    report::figure(
+        "hostile-input",
+        "audit bytes for 5,000 guesses from rotating addresses",
+        bytes,
+        "bytes",
+    );
+    report::figure(
+        "hostile-input",
+        "time the rotating-address flood took",
+        elapsed.as_millis() as u64,
+        "ms",
+    );
+}

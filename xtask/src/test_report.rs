@@ -131,6 +131,7 @@ const CATEGORIES: &[Category] = &[
             "kills that lost some acknowledged usage",
             "allowed age of lost usage and audit lines (one flush interval + margin)",
             "acknowledged requests found in the audit log by request id",
+            "refused requests found by id in a summary line",
             "run before each kill",
             "state.flush_interval",
             "torn audit lines seen",
@@ -141,10 +142,20 @@ const CATEGORIES: &[Category] = &[
     Category {
         name: "hostile-input",
         title: "Hostile input",
-        what: "Raw requests against the sandboxed binary with every guard on: request smuggling, malformed framing, oversized and too many headers, slowloris, huge and deeply nested bodies, invalid UTF-8 and NUL, bad `max_tokens` under every spelling the providers accept, keys given twice at any depth, a model name carrying a forged log line, path traversal into management, forwarded and browser (`Origin`) management calls, methods, spoofed forwarding headers, IPv6 tricks, keys in the query string (percent-encoded too), HTTP/2 rapid reset; each with its expected answer, and a real request served after each.",
+        what: "Raw requests against the sandboxed binary with every guard on: request smuggling, malformed framing, oversized and too many headers, slowloris, huge and deeply nested bodies, invalid UTF-8 and NUL, bad `max_tokens` under every spelling the providers accept, keys given twice at any depth, a model name carrying a forged log line, path traversal into management, forwarded and browser (`Origin`) management calls, methods, spoofed forwarding headers, IPv6 tricks, keys in the query string (percent-encoded too), HTTP/2 rapid reset; each with its expected answer, and a real request served after each. Key-guessing floods (3,000 refused keys on one connection, 5,000 guesses from as many rotating loopback addresses, each management guess a ban) write an audit log bounded by their duration, not by the number of guesses or addresses, with every refusal counted and every refused request found by id.",
         source: "tests/e2e/hostile.rs",
-        tests: &["every_hostile_input_gets_its_answer_and_the_gateway_keeps_serving"],
-        figures: &[],
+        tests: &[
+            "every_hostile_input_gets_its_answer_and_the_gateway_keeps_serving",
+            "three_thousand_refused_keys_on_one_connection_write_a_bounded_audit_log",
+            "a_key_guessing_flood_from_rotating_addresses_writes_a_bounded_audit_log",
+        ],
+        figures: &[
+            "audit lines for 3,000 refused keys on one connection",
+            "audit bytes for 3,000 refused keys on one connection",
+            "audit lines for 5,000 guesses from rotating addresses",
+            "audit bytes for 5,000 guesses from rotating addresses",
+            "time the rotating-address flood took",
+        ],
     },
     Category {
         name: "load",

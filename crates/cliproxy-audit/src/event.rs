@@ -103,9 +103,9 @@ pub enum What {
         /// Why, as a fixed token.
         reason: &'static str,
         /// Earlier refusals on the same plane from the same address that were counted
-        /// (metrics, alert rules) but not written one by one: the gateway writes at most one
-        /// line per plane and address per second, so that a flood of wrong keys cannot fill
-        /// the disk.
+        /// (metrics, alert rules) but not written one by one. The gateway writes 0 here: it
+        /// writes the refusals it leaves out in [`What::Summary`] lines of their own, which
+        /// list their request ids.
         repeats: u64,
     },
     /// An OAuth credential refresh ran.
@@ -172,6 +172,60 @@ pub enum What {
         /// `Ok`, or why it failed.
         outcome: Result<(), String>,
     },
+    /// Refusals that were counted (metrics, alert rules) but not written one by one, written
+    /// as one line of their own type (`auth_failure` or `security_violation`) by the
+    /// gateway's housekeeping beat: the flood of one address, or the refusals past the
+    /// audit budget of all addresses together.
+    Summary(Box<Summary>),
+}
+
+/// The facts of a [`What::Summary`] line. Its `details` carry `repeats` (the refusals it
+/// covers) and, when known, the request ids of those refusals, so that every refused
+/// request is accounted for by id even when its own line was never written.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct Summary {
+    /// The type of the refusals covered: `auth_failure` or `security_violation`.
+    pub event_type: EventType,
+    /// The `result` field: `repeated` for refused keys, the rule for violations.
+    pub result: &'static str,
+    /// For refused keys: the plane.
+    pub plane: Option<Plane>,
+    /// For violations: the `detail` (it starts with `summary:`).
+    pub detail: Option<String>,
+    /// The refusals covered.
+    pub repeats: u64,
+    /// For a summary of many addresses: how many distinct addresses (IPv6: /64 networks)
+    /// the refusals came from.
+    pub addresses: Option<u64>,
+    /// For a summary of many addresses: the first few of them.
+    pub sample_ips: Vec<String>,
+    /// The request ids of the refusals covered, at most [`Summary::MAX_REQUEST_IDS`].
+    pub request_ids: Vec<String>,
+    /// Refusals covered whose request id did not fit in `request_ids`.
+    pub request_ids_left_out: u64,
+}
+
+impl Summary {
+    /// The most request ids one summary line lists (about 27 KB of them): every refusal of a
+    /// housekeeping beat (500 ms by default) up to 2,000 a second, and a line of bounded size
+    /// beyond (the rest are counted in `request_ids_left_out`).
+    pub const MAX_REQUEST_IDS: usize = 1_000;
+
+    /// A summary of `repeats` refusals of `event_type`, written with `result`.
+    pub fn new(event_type: EventType, result: &'static str, repeats: u64) -> Self {
+        Self {
+            event_type,
+            result,
+            plane: None,
+            detail: None,
+            repeats,
+            addresses: None,
+            sample_ips: Vec::new(),
+            request_ids: Vec::new(),
+            request_ids_left_out: 0,
+        }
+    }
 }
 
 /// One audit event: who and where (the fields every line carries), and what.
@@ -242,6 +296,7 @@ impl Event {
             What::ProviderRequest { .. } => EventType::ProviderRequest,
             What::SecurityViolation { .. } => EventType::SecurityViolation,
             What::CredentialAccess { .. } => EventType::CredentialAccess,
+            What::Summary(summary) => summary.event_type,
         }
     }
 
@@ -257,6 +312,7 @@ impl Event {
             | What::CredentialAccess { outcome: o, .. } => outcome(o).to_owned(),
             What::ProviderRequest { status, .. } => status.to_string(),
             What::SecurityViolation { rule, .. } => (*rule).to_owned(),
+            What::Summary(summary) => summary.result.to_owned(),
         }
     }
 
@@ -339,6 +395,28 @@ impl Event {
                 }
                 d
             }
+            What::Summary(summary) => {
+                let mut d = json!({ "repeats": summary.repeats });
+                if let Some(n) = summary.addresses {
+                    d["addresses"] = json!(n);
+                }
+                if let Some(detail) = &summary.detail {
+                    d["detail"] = json!(detail);
+                }
+                if let Some(plane) = summary.plane {
+                    d["plane"] = json!(plane.as_str());
+                }
+                if !summary.request_ids.is_empty() {
+                    d["request_ids"] = json!(summary.request_ids);
+                }
+                if summary.request_ids_left_out > 0 {
+                    d["request_ids_left_out"] = json!(summary.request_ids_left_out);
+                }
+                if !summary.sample_ips.is_empty() {
+                    d["sample_ips"] = json!(summary.sample_ips);
+                }
+                d
+            }
         }
     }
 }
@@ -365,6 +443,7 @@ impl Event {
                 }
             }
             What::SecurityViolation { rule, .. } => rule,
+            What::Summary(summary) => summary.result,
         };
         json_value(out, token);
     }
@@ -419,6 +498,19 @@ impl Event {
                 object.field("action", action);
                 object.opt("credential", credential.as_ref());
                 object.opt("error", outcome.as_ref().err());
+            }
+            // Keys in sorted order, as `details` has them.
+            What::Summary(summary) => {
+                object.opt("addresses", summary.addresses.as_ref());
+                object.opt("detail", summary.detail.as_ref());
+                object.opt("plane", summary.plane.map(Plane::as_str));
+                object.field("repeats", &summary.repeats);
+                let ids = &summary.request_ids;
+                object.opt("request_ids", (!ids.is_empty()).then_some(ids));
+                let left_out = &summary.request_ids_left_out;
+                object.opt("request_ids_left_out", (*left_out > 0).then_some(left_out));
+                let samples = &summary.sample_ips;
+                object.opt("sample_ips", (!samples.is_empty()).then_some(samples));
             }
         }
         object.end();
@@ -555,6 +647,16 @@ mod tests {
                 credential: Some("c".to_owned()),
                 outcome: failed(),
             },
+            What::Summary(Box::new(Summary::new(EventType::AuthFailure, "repeated", 2))),
+            What::Summary(Box::new(Summary {
+                plane: Some(Plane::Management),
+                detail: Some("summary: \"d\"".to_owned()),
+                addresses: Some(5_000),
+                sample_ips: vec!["127.0.0.2".to_owned(), "2001:db8::/64".to_owned()],
+                request_ids: vec!["req_1".to_owned(), "req_\u{2}".to_owned()],
+                request_ids_left_out: 4_998,
+                ..Summary::new(EventType::SecurityViolation, "per_ip_rate_limit", 5_000)
+            })),
         ];
         for what in events {
             let event = Event::new(what);

@@ -37,7 +37,7 @@ pub use crate::config::{
     AlertAction, AlertMetric, AlertRule, AuditConfig, AuditFormat, Condition, MetricsConfig,
 };
 pub use crate::error::{Error, Result};
-pub use crate::event::{Event, EventType, Plane, What};
+pub use crate::event::{Event, EventType, Plane, Summary, What};
 pub use crate::metrics::Metrics;
 pub use crate::sink::{
     AuditSink, AuditWriter, FileSink, OpenWriter, Reporter, SinkHealth, SinkOptions, SinkReport,

@@ -424,7 +424,8 @@ impl Gateway {
                     guard.count(&event);
                     return Err(limited(refused));
                 }
-                guard.emit(event);
+                // Summarised under a flood, its request id listed in the summary line.
+                guard.auth_failure(event);
                 return Err((format, error));
             }
         };

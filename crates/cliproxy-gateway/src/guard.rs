@@ -5,7 +5,7 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use cliproxy_audit::{ALERT_RULE, AlertAction, Audit, Event, Fired, Plane, What};
+use cliproxy_audit::{ALERT_RULE, AlertAction, Audit, Event, EventType, Fired, Plane, What};
 use cliproxy_core::ErrorCode;
 use cliproxy_netguard::tls::TlsSettings;
 use cliproxy_netguard::{
@@ -218,8 +218,8 @@ impl Guard {
             audit,
             webhooks: crate::webhook::Webhooks::new(&config.alerts, log)?,
             client_limit_table,
-            violations: ViolationBook::default(),
-            auth_failures: ViolationBook::default(),
+            violations: ViolationBook::folding(),
+            auth_failures: ViolationBook::by_id(),
             per_ip: IpRateLimiter::from_config(&server.security.rate_limiting, clock.clone()),
             global: GlobalRateLimiter::from_config(&server.rate_limit, clock.clone()),
             strangers: GlobalRateLimiter::from_config(&server.rate_limit, clock.clone()),
@@ -373,17 +373,7 @@ impl Guard {
         // only the store keeps) once a minute.
         let now = self.clock.unix_seconds();
         let last = self.last_purge.load(std::sync::atomic::Ordering::Relaxed);
-        for (kind, ip, repeats) in self.violations.take_pending(now) {
-            let event = Event::new(What::SecurityViolation {
-                rule: kind.as_str(),
-                rate_limit: kind == RejectionKind::PerIpRateLimit,
-                detail: SUMMARY_DETAIL.to_owned(),
-                repeats,
-            })
-            .ip(ip);
-            // Counted already, one by one: only the line.
-            self.audit.write(&event);
-        }
+        self.write_violation_summaries(now);
         self.write_auth_summaries(now);
         let purged = !self.ip.purge_expired().is_empty();
         self.audit.metrics().set_blocked_ips(self.ip.runtime_denylist().len());
@@ -456,7 +446,8 @@ impl Guard {
 
     /// Writes everything pending; called at shutdown.
     pub(crate) async fn shutdown(&self) {
-        // Every second has ended for the refused keys still only counted.
+        // Every second has ended for the refusals still only counted.
+        self.write_violation_summaries(u64::MAX);
         self.write_auth_summaries(u64::MAX);
         self.save_quotas();
         let state = self.state.clone();
@@ -493,7 +484,8 @@ impl Guard {
             // per-minute or quota refusal can hit any client when others used the budget,
             // and must not feed `rate_limit_violations{ip}` and the `block_ip` rules.
             let rate_limit = kind == RejectionKind::PerIpRateLimit;
-            let write = self.violations.admit(kind, ip, self.clock.unix_seconds());
+            let now = self.clock.unix_seconds();
+            let write = self.violations.admit(kind.index(), ip, now, context.request_id);
             let mut event = Event::new(What::SecurityViolation {
                 rule: kind.as_str(),
                 rate_limit,
@@ -534,43 +526,101 @@ impl Guard {
 }
 
 impl Guard {
-    /// Records a refused key (an `auth_failure` event with its address): counted in the
-    /// metrics and seen by the alert rules every time, its line written at most once per
-    /// plane, address and second, the next line carrying in `repeats` how many were left
-    /// out (the housekeeping beat and the shutdown write what is still pending). The same
-    /// rule as for violation lines: a flood of wrong keys, even on one connection, must not
-    /// fill the disk under the audit log.
+    /// Records a refused key (an `auth_failure` event with its address), on either plane:
+    /// counted in the metrics and seen by the alert rules every time, its line written at
+    /// most once per plane, address and second, and at most `LINES_PER_SECOND` a second per
+    /// plane across all addresses. The rest are written by the housekeeping beat (every
+    /// `state.flush_interval`, and at shutdown) as `repeated` summary lines, one per address
+    /// and one for the flood past the budget, that list the refused requests' ids: a flood
+    /// of wrong keys, on one connection or from rotating addresses, must not fill the disk
+    /// under the audit log, and every refused request is still found by its id within one
+    /// beat (what a crash may lose, as for quota usage).
     pub(crate) fn auth_failure(&self, mut event: Event) {
-        let (What::AuthFailure { plane, repeats, .. }, Some(ip)) = (&mut event.what, event.ip)
+        let (What::AuthFailure { plane, .. }, Some(ip)) = (&event.what, event.ip) else {
+            self.emit(event);
+            return;
+        };
+        let (key, now) = (plane_index(*plane), self.clock.unix_seconds());
+        match self.auth_failures.admit(key, ip, now, event.request_id.as_deref()) {
+            Some(_) => {
+                // Refusals left out are written by the beat with their ids, never folded here.
+                if let What::AuthFailure { repeats, .. } = &mut event.what {
+                    *repeats = 0;
+                }
+                self.emit(event);
+            }
+            None => self.count(&event),
+        }
+    }
+
+    /// A violation that is not a refusal of the network guard (`management_ban`): counted
+    /// and seen by the alert rules, its line written under the same budget as the guard's,
+    /// so that addresses rotated through one by one cannot write a line each.
+    pub(crate) fn violation(&self, event: Event) {
+        self.violation_under(MANAGEMENT_BAN_KEY, event);
+    }
+
+    /// [`Guard::violation`] under the book key `key` (`management_ban`, `alert`).
+    fn violation_under(&self, key: usize, mut event: Event) {
+        let (What::SecurityViolation { repeats, .. }, Some(ip)) = (&mut event.what, event.ip)
         else {
             self.emit(event);
             return;
         };
-        match self.auth_failures.admit_key(plane_index(*plane), ip, self.clock.unix_seconds()) {
+        let now = self.clock.unix_seconds();
+        match self.violations.admit(key, ip, now, event.request_id.as_deref()) {
             Some(left_out) => {
                 *repeats = left_out;
                 self.emit(event);
             }
-            None => {
-                for fired in self.audit.count(&event) {
-                    self.on_alert(fired);
-                }
-            }
+            None => self.count(&event),
         }
     }
 
-    /// Writes one `auth_failure` line per plane and address for the refusals counted but
-    /// not written in the seconds before `now` (reason `repeated`).
+    /// Writes the summary lines of refused keys due at `now`: per plane and address the
+    /// refusals counted but not written (reason `repeated`, with their request ids), and per
+    /// plane the flood of the refusals past the budget (`ip` null, with how many addresses).
     fn write_auth_summaries(&self, now: u64) {
-        for (plane, ip, repeats) in self.auth_failures.take_pending_keys(now) {
-            let plane = if plane == plane_index(Plane::Management) {
-                Plane::Management
-            } else {
-                Plane::Client
-            };
-            let event = Event::new(What::AuthFailure { plane, reason: "repeated", repeats });
+        for pending in self.auth_failures.take_pending(now) {
+            let plane = plane_of(pending.key);
+            let ip = pending.ip;
+            let mut summary = pending.summary(EventType::AuthFailure, "repeated");
+            summary.plane = Some(plane);
+            let mut event = Event::new(What::Summary(Box::new(summary)));
+            event.ip = ip;
+            if plane == Plane::Management {
+                event.provider = Some("management".to_owned());
+            }
             // Counted already, one by one: only the line.
-            self.audit.write(&event.ip(ip));
+            self.audit.write(&event);
+        }
+    }
+
+    /// Writes the summary lines of violations due at `now`: per rule and address the
+    /// refusals left out of seconds that have ended, and per rule the flood past the budget.
+    fn write_violation_summaries(&self, now: u64) {
+        for pending in self.violations.take_pending(now) {
+            let (rule, rate_limit) = match RejectionKind::ALL.get(pending.key) {
+                Some(kind) => (kind.as_str(), *kind == RejectionKind::PerIpRateLimit),
+                None if pending.key == ALERT_KEY => (ALERT_RULE, false),
+                None => (MANAGEMENT_BAN_RULE, false),
+            };
+            let event = match pending.ip {
+                Some(ip) => Event::new(What::SecurityViolation {
+                    rule,
+                    rate_limit,
+                    detail: SUMMARY_DETAIL.to_owned(),
+                    repeats: pending.repeats,
+                })
+                .ip(ip),
+                None => {
+                    let mut summary = pending.summary(EventType::SecurityViolation, rule);
+                    summary.detail = Some(FLOOD_DETAIL.to_owned());
+                    Event::new(What::Summary(Box::new(summary)))
+                }
+            };
+            // Counted already, one by one: only the line.
+            self.audit.write(&event);
         }
     }
 
@@ -637,7 +687,8 @@ impl Guard {
                         repeats: 0,
                     });
                     event.ip = Some(ip);
-                    self.emit(event);
+                    // Under the budget: addresses rotated through fire a rule each.
+                    self.violation_under(ALERT_KEY, event);
                     return;
                 }
                 let now = self.clock.unix_seconds();
@@ -696,7 +747,9 @@ impl Guard {
             repeats: 0,
         });
         event.ip = fired.ip;
-        self.emit(event);
+        // Under the budget (when it names an address): addresses rotated through fire a
+        // `block_ip` rule each.
+        self.violation_under(ALERT_KEY, event);
     }
 }
 
@@ -725,66 +778,240 @@ pub(crate) struct Context<'a> {
     pub(crate) provider: Option<&'a str>,
 }
 
-/// Addresses tracked for the one-line-per-second rule of violation lines; beyond it, lines
-/// are written without the rule.
+/// Addresses tracked for the one-line-per-second rule of violation lines; beyond it, a
+/// refusal from an address not tracked goes to its key's flood summary (counted, not written
+/// on its own).
 const MAX_VIOLATION_KEYS: usize = 10_000;
 
-/// Per refusal rule and address: the second of the last line written, and the refusals
-/// counted since without a line of their own.
+/// Lines written one by one per key (a plane's refused keys, a rule's violations) and second,
+/// across all addresses. Past it, refusals from addresses without a line this second are
+/// counted in one flood summary per key, written by the housekeeping beat: a flood from N
+/// rotating addresses then writes lines in proportion to its duration, not to N.
+const LINES_PER_SECOND: u32 = 20;
+
+/// Distinct addresses (IPv6: /64 networks) a flood summary counts; more are still counted
+/// as refusals, and the summary says at least this many.
+const MAX_FLOOD_ADDRESSES: usize = 10_000;
+
+/// Addresses a flood summary names as examples.
+const FLOOD_SAMPLES: usize = 5;
+
+/// The rule of the violation written when an address is banned from the management API.
+pub(crate) const MANAGEMENT_BAN_RULE: &str = "management_ban";
+
+/// The book key of the `management_ban` violation (after the refusal kinds').
+const MANAGEMENT_BAN_KEY: usize = RejectionKind::ALL.len();
+
+/// The book key of the violation an alert rule writes when it fires for an address.
+const ALERT_KEY: usize = RejectionKind::ALL.len() + 1;
+
+/// The detail of a flood summary of violations.
+pub(crate) const FLOOD_DETAIL: &str = "summary: refusals of this rule from addresses past the audit budget (20 lines a second), counted but not written one by one";
+
+/// Per key (a refusal rule's index, a plane's) and address: the second of the last line
+/// written and the refusals counted since without a line of their own; per key, the lines
+/// written this second and the flood summary of the refusals past that budget.
 #[derive(Debug, Default)]
 struct ViolationBook {
-    seen: std::sync::Mutex<std::collections::HashMap<(usize, IpAddr), (u64, u64)>>,
+    book: std::sync::Mutex<Book>,
+    /// Whether the refusals left out are written in the address's next line (`repeats`)
+    /// when its second has ended (violation lines), or always in a summary line of their own
+    /// that lists their request ids (refused keys: every refused request is then found by
+    /// its id within one housekeeping beat).
+    by_id: bool,
+}
+
+#[derive(Debug, Default)]
+struct Book {
+    seen: std::collections::HashMap<(usize, IpAddr), Seen>,
+    budgets: std::collections::HashMap<usize, Budget>,
+}
+
+/// One address under one key.
+#[derive(Debug, Default)]
+struct Seen {
+    second: u64,
+    left_out: u64,
+    ids: RequestIds,
+}
+
+/// One key's budget of lines for the current second, and its flood summary.
+#[derive(Debug, Default)]
+struct Budget {
+    second: u64,
+    written: u32,
+    flood: Flood,
+}
+
+/// Refusals past a key's budget since the last summary.
+#[derive(Debug, Default)]
+struct Flood {
+    count: u64,
+    /// Distinct addresses (IPv6: /64), at most `MAX_FLOOD_ADDRESSES`.
+    networks: std::collections::HashSet<IpAddr>,
+    samples: Vec<IpAddr>,
+    ids: RequestIds,
+}
+
+/// The request ids of refusals not written one by one, at most `Summary::MAX_REQUEST_IDS`.
+#[derive(Debug, Default)]
+struct RequestIds {
+    listed: Vec<String>,
+    left_out: u64,
+}
+
+impl RequestIds {
+    fn push(&mut self, id: Option<&str>) {
+        let Some(id) = id else { return };
+        if self.listed.len() < cliproxy_audit::Summary::MAX_REQUEST_IDS {
+            self.listed.push(id.to_owned());
+        } else {
+            self.left_out += 1;
+        }
+    }
+}
+
+/// A summary line the housekeeping beat writes: for one address (`ip`), or for the flood
+/// of every address past the budget (`ip` is `None`).
+#[derive(Debug)]
+struct Pending {
+    key: usize,
+    ip: Option<IpAddr>,
+    repeats: u64,
+    /// For a flood: the distinct addresses, and the first few.
+    addresses: Option<u64>,
+    samples: Vec<String>,
+    ids: RequestIds,
+}
+
+impl Pending {
+    /// The summary line's facts, of `event_type` with `result`.
+    fn summary(
+        self,
+        event_type: cliproxy_audit::EventType,
+        result: &'static str,
+    ) -> cliproxy_audit::Summary {
+        let mut summary = cliproxy_audit::Summary::new(event_type, result, self.repeats);
+        summary.addresses = self.addresses;
+        summary.sample_ips = self.samples;
+        summary.request_ids = self.ids.listed;
+        summary.request_ids_left_out = self.ids.left_out;
+        summary
+    }
 }
 
 impl ViolationBook {
-    /// `Some(left_out)` when this refusal's line is to be written now (with the number of
-    /// refusals left out before it); `None` when a line for the same rule and address was
-    /// written this second already.
-    fn admit(&self, kind: RejectionKind, ip: IpAddr, now: u64) -> Option<u64> {
-        self.admit_key(kind.index(), ip, now)
+    /// The book of violation lines: refusals left out are carried by the address's next line.
+    fn folding() -> Self {
+        Self::default()
     }
 
-    /// [`ViolationBook::admit`] under any key (a rule's index, a plane's).
-    fn admit_key(&self, key: usize, ip: IpAddr, now: u64) -> Option<u64> {
-        let mut seen = self.seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some((second, left_out)) = seen.get_mut(&(key, ip)) {
-            if *second == now {
-                *left_out += 1;
+    /// The book of refused keys: refusals left out are written at the next beat with their ids.
+    fn by_id() -> Self {
+        Self { by_id: true, ..Self::default() }
+    }
+
+    /// `Some(left_out)` when this refusal's line is to be written now (with the number of
+    /// refusals left out before it that it carries); `None` when it is only counted: a line
+    /// for the same key and address was written this second already, or the key's budget
+    /// of lines for this second is spent (the refusal joins the key's flood summary).
+    fn admit(&self, key: usize, ip: IpAddr, now: u64, request_id: Option<&str>) -> Option<u64> {
+        let mut book = self.book.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Book { seen, budgets } = &mut *book;
+        if let Some(entry) = seen.get_mut(&(key, ip))
+            && entry.second == now
+        {
+            entry.left_out += 1;
+            if self.by_id {
+                entry.ids.push(request_id);
+            }
+            return None;
+        }
+        let budget = budgets.entry(key).or_default();
+        if budget.second != now {
+            budget.second = now;
+            budget.written = 0;
+        }
+        if budget.written >= LINES_PER_SECOND {
+            budget.flood.add(ip, request_id);
+            return None;
+        }
+        // A full table is swept only for a line the budget allows (at most `LINES_PER_SECOND`
+        // sweeps a second per key), so that a flood of new addresses costs no sweep each.
+        if seen.len() >= MAX_VIOLATION_KEYS && !seen.contains_key(&(key, ip)) {
+            seen.retain(|_, entry| entry.second >= now || entry.left_out > 0);
+            if seen.len() >= MAX_VIOLATION_KEYS {
+                budget.flood.add(ip, request_id);
                 return None;
             }
-            *second = now;
-            return Some(std::mem::take(left_out));
         }
-        if seen.len() >= MAX_VIOLATION_KEYS {
-            seen.retain(|_, (second, left_out)| *second >= now || *left_out > 0);
-            if seen.len() >= MAX_VIOLATION_KEYS {
-                return Some(0);
-            }
+        budget.written += 1;
+        let entry = seen.entry((key, ip)).or_default();
+        entry.second = now;
+        if self.by_id {
+            // What was left out stays for its own summary line, which lists the ids.
+            return Some(0);
         }
-        seen.insert((key, ip), (now, 0));
-        Some(0)
+        entry.ids = RequestIds::default();
+        Some(std::mem::take(&mut entry.left_out))
     }
 
-    /// The refusals left out in seconds that have ended, to be written as one line each;
-    /// forgets addresses quiet for a minute.
-    fn take_pending(&self, now: u64) -> Vec<(RejectionKind, IpAddr, u64)> {
-        self.take_pending_keys(now)
-            .into_iter()
-            .filter_map(|(kind, ip, n)| Some((*RejectionKind::ALL.get(kind)?, ip, n)))
-            .collect()
-    }
-
-    /// [`ViolationBook::take_pending`] by key.
-    fn take_pending_keys(&self, now: u64) -> Vec<(usize, IpAddr, u64)> {
-        let mut seen = self.seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    /// The summary lines due at `now`: per address, the refusals left out (for a folding
+    /// book only those of seconds that have ended, the others wait for the address's next
+    /// line); per key, its flood. Forgets addresses quiet for a minute.
+    fn take_pending(&self, now: u64) -> Vec<Pending> {
+        let mut book = self.book.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Book { seen, budgets } = &mut *book;
         let mut pending = Vec::new();
-        seen.retain(|(key, ip), (second, left_out)| {
-            if *second < now && *left_out > 0 {
-                pending.push((*key, *ip, std::mem::take(left_out)));
+        seen.retain(|(key, ip), entry| {
+            if (self.by_id || entry.second < now) && entry.left_out > 0 {
+                pending.push(Pending {
+                    key: *key,
+                    ip: Some(*ip),
+                    repeats: std::mem::take(&mut entry.left_out),
+                    addresses: None,
+                    samples: Vec::new(),
+                    ids: std::mem::take(&mut entry.ids),
+                });
             }
-            *left_out > 0 || now.saturating_sub(*second) < 60
+            entry.left_out > 0 || now.saturating_sub(entry.second) < 60
         });
+        for (key, budget) in budgets.iter_mut() {
+            if budget.flood.count > 0 {
+                let flood = std::mem::take(&mut budget.flood);
+                pending.push(Pending {
+                    key: *key,
+                    ip: None,
+                    repeats: flood.count,
+                    addresses: Some(flood.networks.len() as u64),
+                    samples: flood.samples.iter().map(|ip| network_name(*ip)).collect(),
+                    ids: flood.ids,
+                });
+            }
+        }
         pending
+    }
+}
+
+impl Flood {
+    fn add(&mut self, ip: IpAddr, request_id: Option<&str>) {
+        self.count += 1;
+        let network = crate::management::ban_key(ip);
+        if self.networks.len() < MAX_FLOOD_ADDRESSES
+            && self.networks.insert(network)
+            && self.samples.len() < FLOOD_SAMPLES
+        {
+            self.samples.push(network);
+        }
+        self.ids.push(request_id);
+    }
+}
+
+/// An address as a flood summary names it: IPv4 as is, IPv6 as its /64.
+fn network_name(network: IpAddr) -> String {
+    match network {
+        IpAddr::V6(v6) => format!("{v6}/64"),
+        v4 => v4.to_string(),
     }
 }
 
@@ -794,6 +1021,11 @@ fn plane_index(plane: Plane) -> usize {
         Plane::Client => 0,
         _ => 1,
     }
+}
+
+/// The plane of a key of the refused-key book.
+fn plane_of(key: usize) -> Plane {
+    if key == plane_index(Plane::Management) { Plane::Management } else { Plane::Client }
 }
 
 /// Per client key name: its requests/tokens per minute and its quota.
@@ -890,5 +1122,215 @@ mod tests {
         assert!(guard.admit_global(stranger(4), "s4", false).is_ok());
         assert!(guard.admit_global(client, "c4", true).is_ok());
         assert_eq!(guard.counters.get(RejectionKind::GlobalRateLimit), 2);
+    }
+
+    /// The address `127.x.y.z` of `n`: loopback addresses an attacker on the machine can
+    /// rotate through.
+    fn rotating(n: u32) -> IpAddr {
+        IpAddr::V4(Ipv4Addr::from(0x7f00_0000 | (n + 2)))
+    }
+
+    #[test]
+    fn refusals_from_rotating_addresses_write_a_bounded_number_of_lines() {
+        let book = ViolationBook::by_id();
+        let now = 1_800_000_000;
+        let written = (0..5_000)
+            .filter(|n| book.admit(0, rotating(*n), now, Some(&format!("req_{n}"))).is_some())
+            .count();
+        assert_eq!(written, LINES_PER_SECOND as usize, "lines written one by one");
+        // The rest is one flood summary: every refusal counted, the addresses too.
+        let pending = book.take_pending(now);
+        assert_eq!(pending.len(), 1, "{pending:?}");
+        let flood = &pending[0];
+        assert_eq!((flood.ip, flood.repeats), (None, 4_980));
+        assert_eq!(flood.addresses, Some(4_980));
+        assert_eq!(
+            flood.samples,
+            ["127.0.0.22", "127.0.0.23", "127.0.0.24", "127.0.0.25", "127.0.0.26"]
+        );
+        assert_eq!(flood.ids.listed.len(), cliproxy_audit::Summary::MAX_REQUEST_IDS);
+        assert_eq!(flood.ids.listed[0], "req_20");
+        assert_eq!(flood.ids.left_out, 4_980 - 1_000);
+        // The next second has its own budget, and nothing is pending twice.
+        assert!(book.take_pending(now).is_empty());
+        assert!(book.admit(0, rotating(9_999), now + 1, None).is_some());
+    }
+
+    #[test]
+    fn a_full_address_table_sends_new_addresses_to_the_flood_summary_not_to_the_log() {
+        let book = ViolationBook::folding();
+        // Filled a second at a time, within the budget, by addresses that keep refusing
+        // (so that none can be forgotten).
+        let mut n = 0;
+        for second in 0.. {
+            for _ in 0..LINES_PER_SECOND {
+                assert!(book.admit(1, rotating(n), second, None).is_some());
+                assert!(book.admit(1, rotating(n), second, None).is_none());
+                n += 1;
+            }
+            if n as usize >= MAX_VIOLATION_KEYS {
+                break;
+            }
+        }
+        // Before, an address beyond the table was written without the rule.
+        let later = u64::from(n);
+        assert_eq!(book.admit(1, rotating(n + 1), later, None), None);
+        let pending = book.take_pending(later + 1);
+        assert!(pending.iter().any(|p| p.ip.is_none() && p.repeats == 1), "no flood summary");
+    }
+
+    #[test]
+    fn refused_keys_of_one_address_are_summarised_with_their_ids_at_every_beat() {
+        let book = ViolationBook::by_id();
+        let now = 1_800_000_000;
+        let ip = rotating(0);
+        assert_eq!(book.admit(0, ip, now, Some("req_0")), Some(0));
+        for n in 1..10 {
+            assert_eq!(book.admit(0, ip, now, Some(&format!("req_{n}"))), None);
+        }
+        // The beat writes them within the second already: a refused request's line must not
+        // wait for the second to end (a crash would lose up to a second of them).
+        let pending = book.take_pending(now);
+        assert_eq!(pending.len(), 1);
+        assert_eq!((pending[0].ip, pending[0].repeats), (Some(ip), 9));
+        let ids: Vec<String> = (1..10).map(|n| format!("req_{n}")).collect();
+        assert_eq!(pending[0].ids.listed, ids);
+        // The next line of the address is its own: nothing is folded into it.
+        assert_eq!(book.admit(0, ip, now, Some("req_10")), None);
+        assert_eq!(book.admit(0, ip, now + 1, Some("req_11")), Some(0));
+        let pending = book.take_pending(now + 1);
+        assert_eq!(pending[0].ids.listed, ["req_10"]);
+    }
+
+    #[test]
+    fn violation_lines_still_carry_the_refusals_left_out_before_them() {
+        let book = ViolationBook::folding();
+        let ip = rotating(0);
+        assert_eq!(book.admit(3, ip, 10, None), Some(0));
+        assert_eq!(book.admit(3, ip, 10, None), None);
+        assert_eq!(book.admit(3, ip, 10, None), None);
+        // Within the second nothing is due; the next second's line carries the two.
+        assert!(book.take_pending(10).is_empty());
+        assert_eq!(book.admit(3, ip, 11, None), Some(2));
+    }
+
+    #[test]
+    fn the_guard_writes_a_bounded_audit_log_for_a_rotating_flood_and_accounts_for_every_refusal() {
+        let dir = tempfile::tempdir().unwrap();
+        let audit = dir.path().join("audit.log");
+        let yaml = format!(
+            "auth:\n  dir: {dir:?}\n  api_keys: [{{name: alice, key: \"cpk-guard-unit-test-key-5e1f\"}}]\n\
+             logging: {{audit: {{enabled: true, file: {audit:?}}}}}\n",
+            dir = dir.path().join("auths").display().to_string(),
+            audit = audit.display().to_string(),
+        );
+        let config = Config::from_yaml(&yaml).unwrap();
+        let clock = FakeClock::at_unix(1_800_000_000);
+        let log = Logger::root(slog::Discard, slog::o!());
+        let guard = Guard::build(&config, Some(clock.clone()), &log).unwrap();
+        const REFUSALS: u32 = 5_000;
+        for n in 0..REFUSALS {
+            let plane = if n % 2 == 0 { Plane::Client } else { Plane::Management };
+            // Ten refusals a (fake) second, each from a new address.
+            if n % 10 == 0 {
+                clock.advance(std::time::Duration::from_secs(1));
+            }
+            let event = Event::new(What::AuthFailure { plane, reason: "invalid_key", repeats: 0 })
+                .ip(rotating(n))
+                .request_id(format!("req_{n}"));
+            guard.auth_failure(event);
+        }
+        guard.tick();
+        guard.audit.flush();
+        let text = std::fs::read_to_string(&audit).unwrap();
+        let lines: Vec<serde_json::Value> =
+            text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let failures: Vec<&serde_json::Value> =
+            lines.iter().filter(|l| l["event_type"] == "auth_failure").collect();
+        let accounted: u64 = failures
+            .iter()
+            .map(|l| {
+                u64::from(l["result"] != "repeated") + l["details"]["repeats"].as_u64().unwrap_or(0)
+            })
+            .sum();
+        assert_eq!(accounted, u64::from(REFUSALS));
+        // 500 fake seconds of ten addresses each stay within the budget: one line each.
+        assert_eq!(failures.len(), REFUSALS as usize);
+        // Now the same in one (new) second: the budget, then one flood summary per plane.
+        clock.advance(std::time::Duration::from_secs(1));
+        let before = failures.len();
+        for n in 0..REFUSALS {
+            let plane = if n % 2 == 0 { Plane::Client } else { Plane::Management };
+            let event = Event::new(What::AuthFailure { plane, reason: "invalid_key", repeats: 0 })
+                .ip(rotating(REFUSALS + n))
+                .request_id(format!("req_x{n}"));
+            guard.auth_failure(event);
+        }
+        guard.tick();
+        guard.audit.flush();
+        let text = std::fs::read_to_string(&audit).unwrap();
+        let lines: Vec<serde_json::Value> =
+            text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let new: Vec<&serde_json::Value> =
+            lines.iter().filter(|l| l["event_type"] == "auth_failure").skip(before).collect();
+        assert_eq!(new.len(), 2 * LINES_PER_SECOND as usize + 2, "{new:#?}");
+        let floods: Vec<&&serde_json::Value> = new.iter().filter(|l| l["ip"].is_null()).collect();
+        assert_eq!(floods.len(), 2);
+        for flood in floods {
+            assert_eq!(flood["result"], "repeated");
+            assert_eq!(flood["details"]["repeats"], 2_500 - u64::from(LINES_PER_SECOND));
+            assert_eq!(flood["details"]["addresses"], 2_500 - u64::from(LINES_PER_SECOND));
+            assert_eq!(flood["details"]["sample_ips"].as_array().unwrap().len(), FLOOD_SAMPLES);
+            assert_eq!(flood["details"]["request_ids"].as_array().unwrap().len(), 1_000);
+            assert_eq!(flood["details"]["request_ids_left_out"], 2_480 - 1_000);
+        }
+    }
+
+    #[test]
+    fn alerts_fired_by_rotating_addresses_write_a_bounded_number_of_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let audit = dir.path().join("audit.log");
+        let yaml = format!(
+            "auth:\n  dir: {dir:?}\n  api_keys: [{{name: alice, key: \"cpk-guard-unit-test-key-5e1f\"}}]\n\
+             logging: {{audit: {{enabled: true, file: {audit:?}, events: [security_violation]}}}}\n\
+             alerts: [{{name: guessing, condition: \"auth_failures > 1\", duration: 1m, action: block_ip}}]\n",
+            dir = dir.path().join("auths").display().to_string(),
+            audit = audit.display().to_string(),
+        );
+        let config = Config::from_yaml(&yaml).unwrap();
+        let clock = FakeClock::at_unix(1_800_000_000);
+        let log = Logger::root(slog::Discard, slog::o!());
+        let guard = Guard::build(&config, Some(clock), &log).unwrap();
+        // Two wrong keys from each of 1,000 loopback addresses in one second: the rule fires
+        // for each (loopback is not blocked, but the alert is audited).
+        for n in 0..1_000 {
+            for _ in 0..2 {
+                let event = Event::new(What::AuthFailure {
+                    plane: Plane::Client,
+                    reason: "invalid_key",
+                    repeats: 0,
+                })
+                .ip(rotating(n));
+                guard.auth_failure(event);
+            }
+        }
+        guard.tick();
+        guard.audit.flush();
+        let text = std::fs::read_to_string(&audit).unwrap();
+        let alerts: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|l| l["result"] == ALERT_RULE)
+            .collect();
+        // The budget, then one flood summary that counts the rest.
+        assert_eq!(alerts.len(), LINES_PER_SECOND as usize + 1, "{} alert lines", alerts.len());
+        let fired: u64 = alerts
+            .iter()
+            .map(|l| match l["details"]["detail"].as_str() {
+                Some(d) if d.starts_with("summary:") => l["details"]["repeats"].as_u64().unwrap(),
+                _ => 1,
+            })
+            .sum();
+        assert_eq!(fired, 1_000);
     }
 }

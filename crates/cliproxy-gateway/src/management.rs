@@ -23,7 +23,8 @@
 //! Refusals 2–4 come before the ban book, so none of them can ban anyone. Every refusal but
 //! 1 is then charged to the per-IP and global buckets (429 past the limit); a call with the
 //! right key is not, so that the operator is never locked out by a local client's traffic.
-//! Refusals are audited at most once per address and second (`Guard::auth_failure`).
+//! Refusals are audited at most once per address and second, and at most 20 a second across
+//! addresses; the rest in summary lines (`Guard::auth_failure`).
 //! Failures and bans fall on an IPv6 client's /64, and the book holds at most
 //! `MAX_TRACKED_PEERS` addresses, bans included (the ban that ends first is dropped).
 //!
@@ -366,9 +367,11 @@ where
             }
             if reason == Some("ban_started") {
                 let config = gateway.management();
-                guard.emit(
+                // Under the violations' line budget: one ban per rotated address must not
+                // write a line each.
+                guard.violation(
                     Event::new(What::SecurityViolation {
-                        rule: "management_ban",
+                        rule: crate::guard::MANAGEMENT_BAN_RULE,
                         rate_limit: false,
                         detail: format!(
                             "banned from the management API for {} after {} failed keys (management.max_failures, management.ban)",
@@ -1298,5 +1301,37 @@ mod tests {
             store.load_bans().unwrap().into_iter().map(|b| b.ip).collect();
         stored.sort_unstable();
         assert_eq!(stored, latest[2..]);
+    }
+
+    /// An attacker who rotates through addresses until its first bans are evicted from a full
+    /// table gets back `max_failures` guesses for each evicted address: what a fresh address
+    /// would give it, never more, so filling the table cannot unban it for good. The bans
+    /// that stay are those that end last; the operator's own denylist is another table.
+    #[tokio::test(start_paused = true)]
+    async fn an_evicted_ban_gives_back_only_max_failures_guesses() {
+        let log = Logger::root(slog::Discard, slog::o!());
+        let m = remote(3, 2);
+        let ip = |n: u8| IpAddr::from([127, 0, 0, n]);
+        let guess = |n: u8| code(m.gate(&headers("wrong"), ip(n), &log));
+        for n in [2, 3] {
+            for _ in 0..3 {
+                assert_eq!(guess(n), Some(ErrorCode::Unauthorized));
+            }
+            tokio::time::advance(Duration::from_secs(1)).await;
+        }
+        assert_eq!(m.bans().len(), 2);
+        // A third address's first guess finds the table full of bans: the one ending first
+        // (127.0.0.2's) goes.
+        assert_eq!(guess(4), Some(ErrorCode::Unauthorized));
+        assert_eq!(m.evicted(), 1);
+        assert_eq!(m.bans().iter().map(|(ip, _)| *ip).collect::<Vec<_>>(), [ip(3)]);
+        // 127.0.0.2 has three guesses again, and is banned at the third: the fourth call is
+        // refused before its key is looked at, the right key included.
+        for _ in 0..3 {
+            assert_eq!(guess(2), Some(ErrorCode::Unauthorized));
+        }
+        assert_eq!(code(m.gate(&headers(KEY), ip(2), &log)), Some(ErrorCode::Forbidden));
+        // The table never holds more than its bound.
+        assert!(m.peers.lock().unwrap().len() <= 2);
     }
 }

@@ -1035,3 +1035,53 @@ async fn refused_calls_are_charged_to_the_per_ip_bucket_and_ipv6_bans_cover_the_
     assert_eq!(bans["bans"][0]["network"], "2001:db8::/64", "{bans}");
     assert_eq!(bans["evicted"], 0, "{bans}");
 }
+
+/// Wrong management keys from 5,000 rotating loopback peers within one (fake) second, each
+/// banning its peer at its first guess (`max_failures: 1`): every guess and every ban is
+/// counted in the metrics, but the audit log gets at most 20 `auth_failure` and 20
+/// `management_ban` lines a second across peers (the rest go to the flood summaries that the
+/// housekeeping beat writes; `tests/e2e/hostile.rs` checks them). Before issue 18: a line
+/// per guess and per ban.
+#[tokio::test]
+async fn key_guesses_from_rotating_peers_write_a_bounded_audit_log() {
+    const PEERS: u32 = 5_000;
+    let dir = tempfile::tempdir().unwrap();
+    let audit = dir.path().join("audit.log");
+    let yaml = format!(
+        "auth:\n  api_keys: [\"client-key-0123456789abcdef\"]\n  dir: {:?}\n{}\
+         logging: {{audit: {{enabled: true, file: {:?}}}}}\n\
+         providers:\n  demo: {{type: mock}}\n",
+        dir.path().join("auths").display().to_string(),
+        enabled(", max_failures: 1"),
+        audit.display().to_string(),
+    );
+    let config = Config::from_yaml(&yaml).unwrap();
+    let clock = cliproxy_netguard::FakeClock::at_unix(1_800_000_000);
+    let log = slog::Logger::root(slog::Discard, slog::o!());
+    let gateway = Gateway::build_with_clock(&config, log, Some(clock)).unwrap();
+    for n in 0..PEERS {
+        let peer = SocketAddr::from((Ipv4Addr::from(0x7f00_0000 | (n + 2)), 40_000));
+        let request = Request::builder()
+            .uri("/v0/management/status")
+            .header("x-management-key", "wrong-guess-0123456789")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        assert_eq!(gateway.handle(request, peer).await.status(), StatusCode::UNAUTHORIZED);
+    }
+    gateway.flush_audit();
+    let lines: Vec<Value> = std::fs::read_to_string(&audit)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let failures = lines.iter().filter(|l| l["event_type"] == "auth_failure").count();
+    let bans = lines.iter().filter(|l| l["result"] == "management_ban").count();
+    assert!(failures <= 20 && bans <= 20, "{failures} auth_failure and {bans} ban lines");
+    let metrics = gateway.render_metrics();
+    let counted = metrics
+        .lines()
+        .find(|l| l.starts_with("cliproxy_auth_failures_total{provider=\"management\"}"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok());
+    assert_eq!(counted, Some(f64::from(PEERS)), "every guess is counted");
+}
