@@ -141,9 +141,12 @@ const CATEGORIES: &[Category] = &[
     Category {
         name: "hostile-input",
         title: "Hostile input",
-        what: "Raw requests against the sandboxed binary with every guard on: request smuggling, malformed framing, oversized and too many headers, slowloris, huge and deeply nested bodies, invalid UTF-8 and NUL, bad `max_tokens` under every spelling the providers accept, keys given twice at any depth, a model name carrying a forged log line, path traversal into management, forwarded and browser (`Origin`) management calls, methods, spoofed forwarding headers, IPv6 tricks, keys in the query string (percent-encoded too), HTTP/2 rapid reset; each with its expected answer, and a real request served after each.",
+        what: "Raw requests against the sandboxed binary with every guard on: request smuggling, malformed framing, oversized and too many headers, slowloris, huge and deeply nested bodies, invalid UTF-8 and NUL, bad `max_tokens` under every spelling the providers accept, keys given twice at any depth, a model name carrying a forged log line, path traversal into management, forwarded and browser (`Origin`) management calls, methods, spoofed forwarding headers, IPv6 tricks, keys in the query string (percent-encoded too), HTTP/2 rapid reset; each with its expected answer, and a real request served after each. A client cannot bench the credentials: upstream refusals that are not the key's (a model the account may not use, missing scopes, a firewall page, key words past the body cap or the parser's depth) come back as they are with no failover and no rest, and a key that keeps causing real cool-downs is throttled and audited (`server.security.cooldown_abuse`).",
         source: "tests/e2e/hostile.rs",
-        tests: &["every_hostile_input_gets_its_answer_and_the_gateway_keeps_serving"],
+        tests: &[
+            "every_hostile_input_gets_its_answer_and_the_gateway_keeps_serving",
+            "a_client_cannot_bench_the_credentials",
+        ],
         figures: &[],
     },
     Category {

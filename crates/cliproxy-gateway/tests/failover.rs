@@ -37,6 +37,18 @@ fn gateway(
     extra: &str,
     clock: Arc<FakeClock>,
 ) -> (Gateway, tempfile::TempDir) {
+    let credentials: Vec<(&str, &str, &str, Option<String>)> =
+        credentials.iter().map(|&(p, i, t)| (p, i, t, None)).collect();
+    gateway_with(providers, &credentials, extra, clock)
+}
+
+/// [`gateway`] with a base URL of its own for some credentials.
+fn gateway_with(
+    providers: &str,
+    credentials: &[(&str, &str, &str, Option<String>)],
+    extra: &str,
+    clock: Arc<FakeClock>,
+) -> (Gateway, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let yaml = format!(
         "auth:\n  api_keys: [{{name: attacker, key: \"{ATTACKER}\"}}, {{name: bystander, key: \"{BYSTANDER}\"}}]\n  dir: {:?}\n\
@@ -45,11 +57,12 @@ fn gateway(
     );
     let config = Config::from_yaml(&yaml).unwrap();
     let store = config.auth.build().unwrap();
-    for (provider, id, token) in credentials {
-        let credential = Credential::new_api_key(provider, Secret::from((*token).to_owned()))
+    for (provider, id, token, base_url) in credentials {
+        let mut credential = Credential::new_api_key(provider, Secret::from((*token).to_owned()))
             .unwrap()
             .with_id(id)
             .unwrap();
+        credential.base_url = base_url.clone();
         store.put(&credential).unwrap();
     }
     let log = slog::Logger::root(slog::Discard, slog::o!());
@@ -322,5 +335,53 @@ async fn a_key_that_keeps_causing_cooldowns_is_throttled_and_audited() {
     let text = throttled[0].to_string();
     for secret in [ATTACKER, BYSTANDER, TOKEN_A] {
         assert!(!text.contains(secret), "{text}");
+    }
+}
+
+#[tokio::test]
+async fn a_5xx_rests_a_credential_only_from_its_own_base_url() {
+    // `/own` is the first credential's own endpoint, `/shared` the provider's; both fail
+    // for the first credential's token only.
+    let mock = MockUpstream::start(|request| {
+        if request.contains(TOKEN_A) {
+            Reply::Json {
+                status: 503,
+                headers: Vec::new(),
+                body: r#"{"error":{"message":"overloaded","type":"server_error"}}"#.to_owned(),
+            }
+        } else {
+            served(&model_of(request))
+        }
+    })
+    .await;
+    let url = mock.url();
+    let (gateway, _dir) = gateway_with(
+        &format!(
+            "  own: {{type: openai, base_url: \"{url}/shared\", models: [\"own-*\"]}}\n  \
+               shared: {{type: openai, base_url: \"{url}/shared\", models: [\"shared-*\"]}}\n"
+        ),
+        &[
+            ("own", "own-a", TOKEN_A, Some(format!("{url}/own"))),
+            ("own", "own-b", TOKEN_B, None),
+            ("shared", "shared-a", TOKEN_A, None),
+            ("shared", "shared-b", TOKEN_B, None),
+        ],
+        "",
+        FakeClock::at_unix(1_800_000_000),
+    );
+    for (model, expected) in [
+        // The own endpoint's 5xx rests its credential: the next requests skip it.
+        ("own-1", &["a", "b", "b", "b"][..]),
+        // The shared endpoint's 5xx rests nobody: each request meets it again and fails
+        // over.
+        ("shared-1", &["a", "b", "a", "b", "a", "b"][..]),
+    ] {
+        let before = mock.requests().len();
+        for _ in 0..3 {
+            let (status, _, body) =
+                send(&gateway, BYSTANDER, "/v1/chat/completions", &chat(model)).await;
+            assert_eq!(status, 200, "{model}: {body}");
+        }
+        assert_eq!(&tokens_seen(&mock)[before..], expected, "{model}");
     }
 }
