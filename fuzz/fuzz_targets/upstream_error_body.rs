@@ -30,9 +30,10 @@ fuzz_target!(|data: &[u8]| {
     }
     // Bytes that are not JSON, or longer than the cap, are never the credential's fault.
     let unreadable = body.len() > MAX_ERROR_BODY
-        || serde_json::from_slice::<serde_json::de::IgnoredAny>(body).is_err();
+        || serde_json::from_slice::<serde::de::IgnoredAny>(body).is_err();
     if unreadable && status != 402 {
-        let expected = if status == 429 { UpstreamFault::RateLimited } else { UpstreamFault::Client };
+        let expected =
+            if status == 429 { UpstreamFault::RateLimited } else { UpstreamFault::Client };
         assert_eq!(fault, expected, "an unreadable body judged {fault:?}");
     }
 });
