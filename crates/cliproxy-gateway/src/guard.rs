@@ -715,6 +715,7 @@ pub(crate) fn check_config(config: &Config) -> std::result::Result<(), String> {
         .map_err(|e| e.to_string())?;
     crate::webhook::check(&config.alerts).map_err(|e| e.to_string())?;
     config.auth.client_keys().map_err(|e| e.to_string())?;
+    crate::abuse::CooldownAbuse::new(&config.server.security.cooldown_abuse)?;
     Ok(())
 }
 

@@ -2,8 +2,10 @@
 //! upstream over real TCP: a 4xx the client caused goes back to it as it came and cools
 //! nothing; a key the provider calls invalid (OpenAI's 401 `invalid_api_key`, Gemini's 400
 //! `API_KEY_INVALID`) cools that credential and fails over; a 429 on one model leaves the
-//! provider's other models usable through the same credential; and a client key whose
-//! requests keep causing cool-downs is throttled and audited.
+//! provider's other models usable through the same credential; a 5xx rests a credential only
+//! when it came from the credential's own base URL; and a client key whose requests keep
+//! causing cool-downs is throttled and audited (`server.security.cooldown_abuse`, whose
+//! durations must be longer than 0).
 
 #![allow(clippy::unwrap_used, clippy::panic, reason = "a failed expectation fails the test")]
 
@@ -384,4 +386,18 @@ async fn a_5xx_rests_a_credential_only_from_its_own_base_url() {
         }
         assert_eq!(&tokens_seen(&mock)[before..], expected, "{model}");
     }
+}
+
+#[test]
+fn a_zero_cooldown_abuse_window_is_refused_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "auth:\n  api_keys: [\"{ATTACKER}\"]\n  dir: {:?}\nproviders:\n  demo: {{type: mock}}\n\
+         server: {{security: {{cooldown_abuse: {{window: 0s}}}}}}\n",
+        dir.path().join("auths").display().to_string()
+    );
+    let config = Config::from_yaml(&yaml).unwrap();
+    let log = slog::Logger::root(slog::Discard, slog::o!());
+    let error = Gateway::build(&config, log).unwrap_err().to_string();
+    assert!(error.contains("server.security.cooldown_abuse.window"), "{error}");
 }
