@@ -603,7 +603,7 @@ impl Gateway {
             record.format = format;
             return Ok(response);
         }
-        let response = self.forward(provider, &parts, body, format, record).await?;
+        let response = self.forward(provider, &parts, body, format, &model, record).await?;
         Ok(response)
     }
 
@@ -617,6 +617,8 @@ impl Gateway {
         parts: &http::request::Parts,
         body: Bytes,
         format: ApiFormat,
+        // Rests after a 429 are per model where the provider limits per model.
+        model: &str,
         record: &mut Record,
     ) -> Result<Response<Body>, (ApiFormat, ApiError)> {
         let inner = &self.inner;
@@ -631,12 +633,10 @@ impl Gateway {
         }
         // One pool for all attempts, even when credentials change meanwhile.
         let pool = provider.pool.load();
-        // Rests after a 429 are per model where the provider limits per model.
-        let model = record.model.clone().unwrap_or_default();
         let mut tried: Vec<usize> = Vec::with_capacity(MAX_ATTEMPTS);
         let mut last: Option<ApiError> = None;
         while tried.len() < MAX_ATTEMPTS {
-            let index = match pool.pick(&tried, &model) {
+            let index = match pool.pick(&tried, model) {
                 Ok(index) => index,
                 Err(wait) => {
                     if let Some(error) = last {
@@ -856,7 +856,7 @@ impl Gateway {
                             "provider" => &provider.name, "credential" => &slot.id,
                             "status" => status.as_u16(), "cooldown_ms" => rest.duration().as_millis() as u64,
                             "model_only" => matches!(rest, Rest::Model(_)));
-                        pool.rest(index, &model, rest);
+                        pool.rest(index, model, rest);
                         // Counted against the client key whose request it was: one that keeps
                         // causing cool-downs is throttled (`server.security.cooldown_abuse`).
                         if let (Some(client), Some(ip)) = (&record.client, record.client_ip) {
