@@ -127,6 +127,28 @@ def credential_file():
     }
 
 
+def upstream_error_body():
+    # Byte 0: provider type (0 OpenAI, 1 Claude, 2 Gemini, 3 mock); byte 1: status index
+    # (0: 400, 1: 401, 2: 402, 3: 403, 4: 429); then the body.
+    def seed(kind, status, body):
+        data = body if isinstance(body, bytes) else json.dumps(body, separators=(",", ":")).encode()
+        return bytes([kind, status]) + data
+
+    return {
+        "openai-invalid-api-key": seed(0, 1, {"error": {"message": "Incorrect API key provided: sk-****", "type": "invalid_request_error", "param": None, "code": "invalid_api_key"}}),
+        "openai-insufficient-quota": seed(0, 4, {"error": {"message": "You exceeded your current quota", "type": "insufficient_quota", "param": None, "code": "insufficient_quota"}}),
+        "openai-missing-scopes": seed(0, 1, {"error": {"message": "You have insufficient permissions for this operation. Missing scopes: model.request.", "type": "invalid_request_error", "param": None, "code": None}}),
+        "anthropic-authentication": seed(1, 1, {"type": "error", "error": {"type": "authentication_error", "message": "invalid x-api-key"}}),
+        "anthropic-credit": seed(1, 0, {"type": "error", "error": {"type": "invalid_request_error", "message": "Your credit balance is too low to access the Anthropic API."}}),
+        "anthropic-permission": seed(1, 3, {"type": "error", "error": {"type": "permission_error", "message": "Your API key does not have permission to use the specified resource."}}),
+        "gemini-key-invalid": seed(2, 0, {"error": {"code": 400, "message": "API key not valid. Please pass a valid API key.", "status": "INVALID_ARGUMENT", "details": [{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_INVALID", "domain": "googleapis.com"}]}}),
+        "gemini-array-permission": seed(2, 3, [{"error": {"code": 403, "message": "The caller does not have permission", "status": "PERMISSION_DENIED"}}]),
+        "mock-rate-limited": seed(3, 4, {"error": {"message": "Rate limit reached", "type": "requests", "code": "rate_limit_exceeded"}}),
+        "html-page": seed(0, 3, b"<html><body><h1>403 Forbidden</h1></body></html>"),
+        "nested": seed(3, 0, b'{"a":' * 150 + b'{"error":{"code":"invalid_api_key"}}' + b"}" * 150),
+    }
+
+
 def oauth_token_response():
     # Byte 0: the status is 100 + 2 * byte (50 is 200, 150 is 400, 200 is 500).
     ok = {"access_token": "at-0123456789abcdef", "refresh_token": "rt-0123456789abcdef", "expires_in": 3600, "token_type": "Bearer"}
@@ -237,6 +259,7 @@ TARGETS = {
     "ip_cidr": ip_cidr,
     "request_validation": request_validation,
     "audit_verify": audit_verify,
+    "upstream_error_body": upstream_error_body,
 }
 
 

@@ -1,6 +1,7 @@
 //! Failover to the next credential: on an upstream 429 (the first credential is cooled down
-//! for its `Retry-After`), a refused connection, 401, 403, 5xx and a success that is not an
-//! API answer; and what each API format's client gets when every credential is cooling down.
+//! for its `Retry-After`, for that model), a refused connection, a key the provider calls
+//! invalid or out of credit, 5xx and a success that is not an API answer; and what each API
+//! format's client gets when every credential is cooling down.
 
 use cliproxy_e2e::canned::*;
 use cliproxy_e2e::faulty::{FaultyUpstream, Step, head};
@@ -80,10 +81,10 @@ async fn fails_over_on_429_and_on_a_refused_connection() {
         "{log}"
     );
 
-    // The first credential is cooling down for its Retry-After: the next requests go
-    // straight to the second one.
+    // The first credential is cooling down for its Retry-After, for that model (the
+    // provider's limits are per model): the next requests for it go straight to the second.
     for _ in 0..2 {
-        assert_eq!(send("limited-2").await.unwrap().status(), 200);
+        assert_eq!(send("limited-1").await.unwrap().status(), 200);
     }
     let tokens: Vec<String> =
         mock.requests().iter().skip(2).map(|r| r.header("authorization").to_owned()).collect();
@@ -119,7 +120,8 @@ struct Fault {
     content_type: &'static str,
     body: &'static str,
     /// How long `docs/security/faults.md` says the first credential rests afterwards, in
-    /// milliseconds (401/403: 5 minutes); `None` where it must not rest at all.
+    /// milliseconds (a key the provider calls invalid or out of credit: 5 minutes); `None`
+    /// where it must not rest at all.
     cooldown: Option<u64>,
 }
 
@@ -132,10 +134,11 @@ const FAULTS: [Fault; 5] = [
         cooldown: Some(300_000),
     },
     Fault {
-        name: "forbidden",
-        status: 403,
+        // The account is out of credit: the credential's fault although it is a 429.
+        name: "exhausted",
+        status: 429,
         content_type: "application/json",
-        body: r#"{"error": {"message": "Project does not have access", "type": "invalid_request_error"}}"#,
+        body: r#"{"error": {"message": "You exceeded your current quota, please check your plan and billing details.", "type": "insufficient_quota", "param": null, "code": "insufficient_quota"}}"#,
         cooldown: Some(300_000),
     },
     Fault {
@@ -187,10 +190,13 @@ async fn cooldown_of(gateway: &Gateway, id: &str) -> (bool, Option<u64>) {
     )
 }
 
-/// 401, 403, 5xx (JSON and HTML) and a 200 that is not an API answer on the first credential:
-/// the request fails over to the second, whose answer the client gets; the upstream saw both
-/// tokens in that order; and only the credential's own faults (401/403) make it rest, as
-/// `docs/security/faults.md` decides (a 5xx or a non-API reply is the provider's fault).
+/// 401 `invalid_api_key`, 429 `insufficient_quota`, 5xx (JSON and HTML) and a 200 that is not
+/// an API answer on the first credential: the request fails over to the second, whose answer
+/// the client gets; the upstream saw both tokens in that order; and only the credential's own
+/// faults (the provider says the key is invalid or out of credit) make it rest, as
+/// `docs/security/faults.md` decides (a 5xx from the provider's base URL or a non-API reply is
+/// the provider's fault). A 4xx the client caused is not failed over at all: see
+/// `crates/cliproxy-gateway/tests/failover.rs` and the hostile catalogue.
 /// The upstream is the raw scripted one, which can answer any status with any content type.
 #[tokio::test]
 async fn fails_over_on_401_403_5xx_and_a_non_api_success() {

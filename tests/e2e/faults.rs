@@ -309,7 +309,7 @@ fn cases() -> Vec<Case> {
             vec![Step::Send(with_length(
                 401,
                 "application/json",
-                &json!({"error": {"message": "bad key", "type": "invalid_request_error"}})
+                &json!({"error": {"message": "bad key", "type": "invalid_request_error", "code": "invalid_api_key"}})
                     .to_string(),
             ))],
             "",

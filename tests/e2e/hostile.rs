@@ -861,3 +861,164 @@ async fn a_key_guessing_flood_from_rotating_addresses_writes_a_bounded_audit_log
         "ms",
     );
 }
+
+/// The client's half of "a client cannot bench the credentials" (issue 18): what a hostile
+/// client makes the upstream answer.
+struct BenchCase {
+    name: &'static str,
+    /// The model the client asks for; the mock upstream answers it with `status` and `body`.
+    model: &'static str,
+    status: u16,
+    body: String,
+}
+
+/// A client key that makes the upstream refuse its requests for reasons that are not the
+/// credential's (a model the account may not use, missing scopes, a firewall's HTML page,
+/// bodies that carry a key's error words where they are not the provider's error, past the
+/// size cap or the parser's depth) gets each answer as the upstream gave it, with one upstream
+/// call and no failover, and every credential keeps serving the other clients. A key that
+/// keeps causing real cool-downs (a 429 per model it names) is throttled with 429 naming
+/// `server.security.cooldown_abuse`, and audited, while the others are served.
+#[tokio::test]
+async fn a_client_cannot_bench_the_credentials() {
+    const BYSTANDER: &str = "cpk-e2e-bystander-key-77a0c4e1f2b3d596";
+    const TOKEN_A: &str = "sk-vault-hostile-bench-aaaa-0001";
+    const TOKEN_B: &str = "sk-vault-hostile-bench-bbbb-0002";
+    let key_words = r#"{"error":{"code":"invalid_api_key","type":"authentication_error","details":[{"reason":"API_KEY_INVALID"}]}}"#;
+    let cases = vec![
+        BenchCase {
+            name: "a 403 about the model (OpenAI's words)",
+            model: "gpt-forbidden",
+            status: 403,
+            body: r#"{"error":{"message":"You are not allowed to sample from this model","type":"invalid_request_error","param":null,"code":null}}"#.to_owned(),
+        },
+        BenchCase {
+            name: "a 401 about scopes the endpoint needs",
+            model: "gpt-scopes",
+            status: 401,
+            body: r#"{"error":{"message":"You have insufficient permissions for this operation. Missing scopes: api.responses.write.","type":"invalid_request_error","param":null,"code":null}}"#.to_owned(),
+        },
+        BenchCase {
+            name: "a 403 page from a web application firewall",
+            model: "gpt-waf",
+            status: 403,
+            body: "<html><body><h1>403 Forbidden</h1>invalid_api_key</body></html>".to_owned(),
+        },
+        BenchCase {
+            name: "a 403 with a key's error words past the error-body cap",
+            model: "gpt-long",
+            status: 403,
+            body: format!(r#"{{"pad":"{}","error":{{"code":"invalid_api_key"}}}}"#, "x".repeat(64 * 1024)),
+        },
+        BenchCase {
+            name: "a 400 with a key's error words nested past the parser's depth",
+            model: "gpt-deep",
+            status: 400,
+            body: format!("{}{key_words}{}", r#"{"a":"#.repeat(200), "}".repeat(200)),
+        },
+        BenchCase {
+            name: "a 401 whose error is a string, not the provider's shape",
+            model: "gpt-shape",
+            status: 401,
+            body: r#"{"error":"invalid_api_key API_KEY_INVALID authentication_error"}"#.to_owned(),
+        },
+    ];
+    let replies: Vec<(&'static str, u16, String)> =
+        cases.iter().map(|c| (c.model, c.status, c.body.clone())).collect();
+    let mock = cliproxy_e2e::MockUpstream::start(move |request| {
+        let body: serde_json::Value = serde_json::from_slice(&request.body).unwrap_or_default();
+        let model = body["model"].as_str().unwrap_or("").to_owned();
+        if let Some((_, status, body)) = replies.iter().find(|(m, _, _)| *m == model) {
+            return cliproxy_e2e::Reply::Json { status: *status, headers: Vec::new(), body: body.clone() };
+        }
+        if model.starts_with("gpt-hot") {
+            return cliproxy_e2e::Reply::Json {
+                status: 429,
+                headers: Vec::new(),
+                body: r#"{"error":{"message":"Rate limit reached","type":"requests","param":null,"code":"rate_limit_exceeded"}}"#.to_owned(),
+            };
+        }
+        cliproxy_e2e::Reply::ok(cliproxy_e2e::canned::openai_chat(&model, "served"))
+    })
+    .await;
+    let harness = Harness::new();
+    let audit = harness.auth_dir().with_file_name("audit.log");
+    harness.write_config(&format!(
+        "server:\n  host: 127.0.0.1\n  port: 0\n  shutdown_timeout: 10s\n  \
+           security:\n    cooldown_abuse: {{max_per_window: 3, window: 1m, throttle_for: 5m}}\n\
+         auth:\n  api_keys: [{{name: e2e, key: \"{CLIENT_KEY}\"}}, {{name: bystander, key: \"{BYSTANDER}\"}}]\n  dir: {dir:?}\n\
+         logging: {{level: info, format: json, audit: {{enabled: true, file: {audit:?}}}}}\n\
+         providers:\n  openai: {{type: openai, base_url: \"{url}\", models: [\"gpt-*\"]}}\n",
+        dir = harness.auth_dir().display().to_string(),
+        audit = audit.display().to_string(),
+        url = mock.url(),
+    ));
+    harness.vault_add("openai", "bench-a", TOKEN_A, None);
+    harness.vault_add("openai", "bench-b", TOKEN_B, None);
+    let mut gateway = harness.start().await;
+    let client = cliproxy_e2e::client();
+    let chat = |key: &str, model: &str| {
+        client
+            .post(format!("{}{CHAT}", gateway.url()))
+            .bearer_auth(key)
+            .json(&serde_json::json!({"model": model, "messages": [{"role": "user", "content": "hi"}]}))
+            .send()
+    };
+    let mut failures = Vec::new();
+    for case in &cases {
+        // Twice: a failover (or a rest) would show on the second round at the latest.
+        for round in 0..2 {
+            let before = mock.requests().len();
+            let response = chat(CLIENT_KEY, case.model).await.unwrap();
+            let status = response.status().as_u16();
+            let body = response.text().await.unwrap();
+            let calls = mock.requests().len() - before;
+            if status != case.status || body != case.body || calls != 1 {
+                failures.push(format!(
+                    "{} (round {round}): got {status} after {calls} upstream calls, body {}",
+                    case.name,
+                    &body[..body.len().min(160)]
+                ));
+            }
+        }
+        // Both credentials still serve another client.
+        for _ in 0..2 {
+            let status = chat(BYSTANDER, "gpt-4o").await.unwrap().status();
+            if status != 200 {
+                failures.push(format!("{}: the bystander got {status}", case.name));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
+
+    // Real cool-downs, one per model the client names: the fourth within the minute is one
+    // too many, and the key is refused without reaching the upstream.
+    for n in 0..4 {
+        let status = chat(CLIENT_KEY, &format!("gpt-hot-{n}")).await.unwrap().status();
+        assert_eq!(status, 429, "gpt-hot-{n}");
+    }
+    let before = mock.requests().len();
+    let response = chat(CLIENT_KEY, "gpt-4o").await.unwrap();
+    assert_eq!(response.status(), 429);
+    assert!(response.headers().contains_key("retry-after"));
+    let text = response.text().await.unwrap();
+    assert!(text.contains("server.security.cooldown_abuse"), "{text}");
+    assert_eq!(mock.requests().len(), before, "a throttled key reached the upstream");
+    assert_eq!(chat(BYSTANDER, "gpt-4o").await.unwrap().status(), 200);
+    // The audit file is complete once the gateway has shut down (it flushes the audit log
+    // on its way out): that exit is the event waited for.
+    gateway.terminate();
+    let exit = gateway.wait().await;
+    assert!(exit.success(), "{exit:?}");
+    let text = std::fs::read_to_string(&audit).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.contains("\"cooldown_abuse\"") && l.contains("\"e2e\""))
+        .unwrap_or_else(|| panic!("no cooldown_abuse audit line naming the key: {text}"));
+    assert!(line.contains("security_violation"), "{line}");
+    let logs = gateway.logs();
+    for secret in [CLIENT_KEY, BYSTANDER, TOKEN_A, TOKEN_B] {
+        assert!(!logs.contains(secret) && !line.contains(secret), "a secret reached the log");
+    }
+    report::cases("hostile-input", "a_client_cannot_bench_the_credentials", cases.len() + 1);
+}

@@ -142,12 +142,13 @@ const CATEGORIES: &[Category] = &[
     Category {
         name: "hostile-input",
         title: "Hostile input",
-        what: "Raw requests against the sandboxed binary with every guard on: request smuggling, malformed framing, oversized and too many headers, slowloris, huge and deeply nested bodies, invalid UTF-8 and NUL, bad `max_tokens` under every spelling the providers accept, keys given twice at any depth, a model name carrying a forged log line, path traversal into management, forwarded and browser (`Origin`) management calls, methods, spoofed forwarding headers, IPv6 tricks, keys in the query string (percent-encoded too), HTTP/2 rapid reset; each with its expected answer, and a real request served after each. Key-guessing floods (3,000 refused keys on one connection, 5,000 guesses from as many rotating loopback addresses, each management guess a ban) write an audit log bounded by their duration, not by the number of guesses or addresses, with every refusal counted and every refused request found by id.",
+        what: "Raw requests against the sandboxed binary with every guard on: request smuggling, malformed framing, oversized and too many headers, slowloris, huge and deeply nested bodies, invalid UTF-8 and NUL, bad `max_tokens` under every spelling the providers accept, keys given twice at any depth, a model name carrying a forged log line, path traversal into management, forwarded and browser (`Origin`) management calls, methods, spoofed forwarding headers, IPv6 tricks, keys in the query string (percent-encoded too), HTTP/2 rapid reset; each with its expected answer, and a real request served after each. Key-guessing floods (3,000 refused keys on one connection, 5,000 guesses from as many rotating loopback addresses, each management guess a ban) write an audit log bounded by their duration, not by the number of guesses or addresses, with every refusal counted and every refused request found by id. A client cannot bench the credentials: upstream refusals that are not the key's (a model the account may not use, missing scopes, a firewall page, key words past the body cap or the parser's depth) come back as they are with no failover and no rest, and a key that keeps causing real cool-downs is throttled and audited (`server.security.cooldown_abuse`).",
         source: "tests/e2e/hostile.rs",
         tests: &[
             "every_hostile_input_gets_its_answer_and_the_gateway_keeps_serving",
             "three_thousand_refused_keys_on_one_connection_write_a_bounded_audit_log",
             "a_key_guessing_flood_from_rotating_addresses_writes_a_bounded_audit_log",
+            "a_client_cannot_bench_the_credentials",
         ],
         figures: &[
             "audit lines for 3,000 refused keys on one connection",
@@ -230,7 +231,7 @@ const CATEGORIES: &[Category] = &[
     Category {
         name: "fuzzing",
         title: "Fuzzing",
-        what: "Every `fuzz/` target (config, request validation, SSE/usage scanning, credential files, OAuth token responses, IP/CIDR and forwarding headers, audit verification) for a bounded time, starting from the seed inputs committed in `fuzz/seeds/`, after replaying those seeds and the crash inputs kept in `fuzz/regressions/` (the scenarios: committed inputs replayed; the iterations: libFuzzer's executions).",
+        what: "Every `fuzz/` target (config, request validation, SSE/usage scanning, credential files, OAuth token responses, IP/CIDR and forwarding headers, audit verification, upstream error bodies) for a bounded time, starting from the seed inputs committed in `fuzz/seeds/`, after replaying those seeds and the crash inputs kept in `fuzz/regressions/` (the scenarios: committed inputs replayed; the iterations: libFuzzer's executions).",
         source: "fuzz/fuzz_targets, `cargo xtask fuzz`",
         tests: &[
             "audit_verify",
@@ -240,6 +241,7 @@ const CATEGORIES: &[Category] = &[
             "ip_cidr",
             "oauth_token_response",
             "request_validation",
+            "upstream_error_body",
             "usage_scanner",
         ],
         figures: &[],

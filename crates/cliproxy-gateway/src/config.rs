@@ -848,6 +848,9 @@ mod tests {
             assert!(server.security.ip_denylist.enabled);
             assert!(server.security.rate_limiting.enabled && server.rate_limit.enabled);
             assert!(server.security.headers.enabled && server.security.request_validation.enabled);
+            let abuse = &server.security.cooldown_abuse;
+            assert!(abuse.enabled && abuse.max_per_window.get() == 20);
+            assert_eq!((abuse.window.as_secs(), abuse.throttle_for.as_secs()), (60, 300));
             assert_eq!(server.trusted_proxies.len(), 1);
             assert!(
                 config.auth.api_keys[0].quota.is_some()

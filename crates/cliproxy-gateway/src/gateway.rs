@@ -25,7 +25,7 @@ use crate::error::{ApiError, Result};
 use crate::guard::Guard;
 use crate::management::{self, Management};
 use crate::mock::{self, MockRequest};
-use crate::pool::{PoolCell, Slot};
+use crate::pool::{PoolCell, Rest, Slot};
 use crate::providers;
 use crate::refresh::{self, Vault};
 use crate::routing::ModelRouter;
@@ -42,11 +42,14 @@ pub const REQUEST_ID_HEADER: &str = "x-request-id";
 const MAINTENANCE_RETRY: Duration = Duration::from_secs(60);
 
 /// How long a credential rests after each kind of upstream failure that is the credential's
-/// own: rejected (401/403), rate limited (429 without `Retry-After`), or its own base URL
-/// unreachable. An upstream 5xx or an unreachable provider-wide base URL is the provider's
-/// or the network's fault: the request fails over, but no credential rests for it (resting
-/// them would answer 503 "every credential is cooling down" for an outage they did not cause,
-/// and keep them out after the upstream is back). See `docs/security/faults.md`.
+/// own: rejected (the provider's error body says the key is invalid, revoked or out of
+/// credit: `providers::classify_error`), rate limited (429 without `Retry-After`; for the
+/// model asked only where the provider limits per model), or its own base URL unreachable or
+/// answering 5xx. A 5xx or an unreachable provider-wide base URL is the provider's or the
+/// network's fault: the request fails over, but no credential rests for it (resting them
+/// would answer 503 "every credential is cooling down" for an outage they did not cause, and
+/// keep them out after the upstream is back). Any other 4xx is the client's: it gets the
+/// answer as it came, with no failover and no rest. See `docs/security/faults.md`.
 const COOLDOWN_REJECTED: Duration = Duration::from_secs(300);
 const COOLDOWN_RATE_LIMITED: Duration = Duration::from_secs(30);
 const COOLDOWN_CONNECT: Duration = Duration::from_secs(5);
@@ -430,6 +433,11 @@ impl Gateway {
             }
         };
         record.client = Some(client.name.clone());
+        // A key whose requests keep making credentials rest is refused for a while
+        // (`server.security.cooldown_abuse`), before its body is read.
+        guard
+            .cooldown_throttle(&client.name, client_ip, request_id)
+            .map_err(|error| (format, error))?;
 
         if endpoint == Endpoint::Models {
             return Ok(self.models(&client, parts.headers.contains_key("anthropic-version")));
@@ -598,12 +606,13 @@ impl Gateway {
             record.format = format;
             return Ok(response);
         }
-        let response = self.forward(provider, &parts, body, format, record).await?;
+        let response = self.forward(provider, &parts, body, format, &model, record).await?;
         Ok(response)
     }
 
     /// Sends the request upstream with a credential from the pool, failing over to the next
-    /// credential on 401/403/429/5xx and on connection failures, at most [`MAX_ATTEMPTS`]
+    /// credential on the credential's own faults (see [`COOLDOWN_REJECTED`]), 5xx and
+    /// connection failures, at most [`MAX_ATTEMPTS`]
     /// times.
     async fn forward(
         &self,
@@ -611,6 +620,8 @@ impl Gateway {
         parts: &http::request::Parts,
         body: Bytes,
         format: ApiFormat,
+        // Rests after a 429 are per model where the provider limits per model.
+        model: &str,
         record: &mut Record,
     ) -> Result<Response<Body>, (ApiFormat, ApiError)> {
         let inner = &self.inner;
@@ -628,7 +639,7 @@ impl Gateway {
         let mut tried: Vec<usize> = Vec::with_capacity(MAX_ATTEMPTS);
         let mut last: Option<ApiError> = None;
         while tried.len() < MAX_ATTEMPTS {
-            let index = match pool.pick(&tried) {
+            let index = match pool.pick(&tried, model) {
                 Ok(index) => index,
                 Err(wait) => {
                     if let Some(error) = last {
@@ -745,22 +756,66 @@ impl Gateway {
                 Ok(Ok(response)) => response,
             };
             let status = response.status();
-            let failover = match status.as_u16() {
-                401 | 403 => Some((
-                    Some(COOLDOWN_REJECTED),
+            let (upstream_parts, upstream_body) = response.into_parts();
+            // A 4xx with which a provider may say that the key is bad is read (capped, within
+            // the first-byte timeout) to judge whose fault it is: only the credential's own
+            // faults make it rest and fail over, so that no client can bench the credentials
+            // by asking for something the provider refuses (`providers::classify_error`).
+            let (upstream_body, fault): (Body, _) = if providers::judged_by_body(status.as_u16()) {
+                let read = tokio::time::timeout(
+                    inner.limits.upstream_first_byte_timeout,
+                    upstream::read_error_body(upstream_body, providers::MAX_ERROR_BODY),
+                )
+                .await;
+                match read {
+                    Ok(Ok(upstream::ErrorBody::Whole(bytes))) => {
+                        let fault =
+                            providers::classify_error(provider.kind, status.as_u16(), &bytes);
+                        (full(bytes), Some(fault))
+                    }
+                    Ok(Ok(upstream::ErrorBody::TooLong(body))) => (
+                        body.map_err(Into::into).boxed_unsync(),
+                        Some(providers::UpstreamFault::Client),
+                    ),
+                    Ok(Err(_)) | Err(_) => {
+                        // Not failed over, as for any reply that stops half-way: the
+                        // upstream has answered this request.
+                        return Err(fail(
+                            ErrorCode::UpstreamFailure,
+                            format!(
+                                "provider `{}` answered {status} but its error body did not arrive whole within {:?} (server.limits.upstream_first_byte_timeout)",
+                                provider.name, inner.limits.upstream_first_byte_timeout
+                            ),
+                        ));
+                    }
+                }
+            } else {
+                (upstream_body.map_err(Into::into).boxed_unsync(), None)
+            };
+            // A 5xx from the credential's own base URL is that endpoint's fault, and rests it
+            // (as a refused connection does); from the provider's shared one it is nobody's.
+            let own_endpoint = slot.base_url.is_some();
+            let failover = match (status.as_u16(), fault) {
+                (_, Some(providers::UpstreamFault::Credential)) => Some((
+                    Some(Rest::Credential(COOLDOWN_REJECTED)),
                     ApiError::new(
                         ErrorCode::UpstreamFailure,
                         format!(
-                            "provider `{}` rejected the gateway's credential (upstream status {status}); an operator must check the vault",
+                            "provider `{}` rejected the gateway's credential (upstream status {status}); an operator must check the vault and the provider account",
                             provider.name
                         ),
                     ),
                 )),
-                429 => {
-                    let wait =
-                        upstream::retry_after(response.headers()).unwrap_or(COOLDOWN_RATE_LIMITED);
+                (_, Some(providers::UpstreamFault::RateLimited)) => {
+                    let wait = upstream::retry_after(&upstream_parts.headers)
+                        .unwrap_or(COOLDOWN_RATE_LIMITED);
+                    let rest = if providers::limits_per_model(provider.kind) {
+                        Rest::Model(wait)
+                    } else {
+                        Rest::Credential(wait)
+                    };
                     Some((
-                        Some(wait),
+                        Some(rest),
                         ApiError::new(
                             ErrorCode::RateLimited,
                             format!(
@@ -771,8 +826,8 @@ impl Gateway {
                         .retry_after(wait),
                     ))
                 }
-                500..=599 => Some((
-                    None,
+                (500..=599, _) => Some((
+                    own_endpoint.then_some(Rest::Credential(COOLDOWN_CONNECT)),
                     ApiError::new(
                         ErrorCode::UpstreamFailure,
                         format!("provider `{}` failed (upstream status {status})", provider.name),
@@ -781,27 +836,35 @@ impl Gateway {
                 // A success that is not an API answer (an HTML page from a captive portal or
                 // a misconfigured proxy in front of the provider) would reach the client as
                 // a 200 its SDK cannot parse: it is an upstream failure, not the credential's.
-                200..=299 => upstream::unexpected_content_type(response.headers()).map(|found| {
-                    (
-                        None,
-                        ApiError::new(
-                            ErrorCode::UpstreamFailure,
-                            format!(
-                                "provider `{}` answered with content type `{found}` instead of JSON or an event stream",
-                                provider.name
+                (200..=299, _) => upstream::unexpected_content_type(&upstream_parts.headers).map(
+                    |found| {
+                        (
+                            None,
+                            ApiError::new(
+                                ErrorCode::UpstreamFailure,
+                                format!(
+                                    "provider `{}` answered with content type `{found}` instead of JSON or an event stream",
+                                    provider.name
+                                ),
                             ),
-                        ),
-                    )
-                }),
+                        )
+                    },
+                ),
                 _ => None,
             };
-            if let Some((cooldown, error)) = failover {
-                match cooldown {
-                    Some(cooldown) => {
+            if let Some((rest, error)) = failover {
+                match rest {
+                    Some(rest) => {
                         info!(inner.log, "upstream refused the request; cooling the credential down";
                             "provider" => &provider.name, "credential" => &slot.id,
-                            "status" => status.as_u16(), "cooldown_ms" => cooldown.as_millis() as u64);
-                        pool.cool_down(index, cooldown);
+                            "status" => status.as_u16(), "cooldown_ms" => rest.duration().as_millis() as u64,
+                            "model_only" => matches!(rest, Rest::Model(_)));
+                        pool.rest(index, model, rest);
+                        // Counted against the client key whose request it was: one that keeps
+                        // causing cool-downs is throttled (`server.security.cooldown_abuse`).
+                        if let (Some(client), Some(ip)) = (&record.client, record.client_ip) {
+                            inner.guard.cooldown_caused(client, ip, &record.request_id);
+                        }
                     }
                     None => {
                         info!(inner.log, "upstream failed; trying the next credential";
@@ -814,7 +877,6 @@ impl Gateway {
             }
 
             // Success (or a client error the client should see as is): stream it back.
-            let (upstream_parts, upstream_body) = response.into_parts();
             let sse = upstream_parts
                 .headers
                 .get(header::CONTENT_TYPE)
@@ -823,7 +885,7 @@ impl Gateway {
             record.proxied = true;
             record.sse = sse;
             record.format = format;
-            let mut response = Response::new(upstream_body.map_err(Into::into).boxed_unsync());
+            let mut response = Response::new(upstream_body);
             *response.status_mut() = upstream_parts.status;
             *response.headers_mut() =
                 upstream::forwardable_response_headers(&upstream_parts.headers);

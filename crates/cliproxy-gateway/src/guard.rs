@@ -68,7 +68,9 @@ pub(crate) struct Guard {
     violations: ViolationBook,
     /// The same book for refused keys, per plane and address (see [`Guard::auth_failure`]).
     auth_failures: ViolationBook,
-    log: Logger,
+    /// `server.security.cooldown_abuse` (see `abuse.rs`).
+    pub(crate) cooldown_abuse: crate::abuse::CooldownAbuse,
+    pub(crate) log: Logger,
 }
 
 /// What a proxied request holds from the minute limits until its reply ends: the reserved
@@ -220,6 +222,8 @@ impl Guard {
             client_limit_table,
             violations: ViolationBook::folding(),
             auth_failures: ViolationBook::by_id(),
+            cooldown_abuse: crate::abuse::CooldownAbuse::new(&server.security.cooldown_abuse)
+                .map_err(crate::config::ConfigError::new)?,
             per_ip: IpRateLimiter::from_config(&server.security.rate_limiting, clock.clone()),
             global: GlobalRateLimiter::from_config(&server.rate_limit, clock.clone()),
             strangers: GlobalRateLimiter::from_config(&server.rate_limit, clock.clone()),
@@ -375,6 +379,7 @@ impl Guard {
         let last = self.last_purge.load(std::sync::atomic::Ordering::Relaxed);
         self.write_violation_summaries(now);
         self.write_auth_summaries(now);
+        self.write_cooldown_abuse_summaries(now);
         let purged = !self.ip.purge_expired().is_empty();
         self.audit.metrics().set_blocked_ips(self.ip.runtime_denylist().len());
         if purged || now.saturating_sub(last) >= 60 {
@@ -449,6 +454,7 @@ impl Guard {
         // Every second has ended for the refusals still only counted.
         self.write_violation_summaries(u64::MAX);
         self.write_auth_summaries(u64::MAX);
+        self.write_cooldown_abuse_summaries(u64::MAX);
         self.save_quotas();
         let state = self.state.clone();
         if let Ok(Err(error)) = tokio::task::spawn_blocking(move || state.flush()).await {
@@ -762,6 +768,7 @@ pub(crate) fn check_config(config: &Config) -> std::result::Result<(), String> {
         .map_err(|e| e.to_string())?;
     crate::webhook::check(&config.alerts).map_err(|e| e.to_string())?;
     config.auth.client_keys().map_err(|e| e.to_string())?;
+    crate::abuse::CooldownAbuse::new(&config.server.security.cooldown_abuse)?;
     Ok(())
 }
 

@@ -19,6 +19,7 @@
 //! # Ok(()) }
 //! ```
 
+mod abuse;
 mod api;
 mod body;
 mod config;
@@ -49,6 +50,7 @@ pub use config::{
 pub use error::{Error, Result};
 pub use gateway::{Gateway, MAX_ATTEMPTS, REQUEST_ID_HEADER};
 pub use management::{ROUTES as MANAGEMENT_ROUTES, Route as ManagementRoute};
+pub use providers::{MAX_ERROR_BODY, UpstreamFault, classify_error};
 pub use reload::ReloadReport;
 pub use server::{Server, probe_health};
 pub use usage::{Usage, UsageScanner};

@@ -5,8 +5,9 @@
 //! is shared between the old and the new pool, so its cool-down, last use and OAuth state
 //! carry over.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use cliproxy_core::Secret;
@@ -32,6 +33,9 @@ pub(crate) struct Slot {
     /// Set when the credential is deleted or replaced, so a refresh in flight does not write
     /// it back.
     removed: AtomicBool,
+    /// Rests of this credential for one model only (a 429 where the provider limits per
+    /// model), beside the rest of the whole credential.
+    model_cooldowns: ModelCooldowns,
     /// The clock of `cooldown_until_ms`.
     epoch: Epoch,
 }
@@ -62,6 +66,7 @@ impl Slot {
             cooldown_until_ms: AtomicU64::new(0),
             last_used: AtomicU64::new(0),
             removed: AtomicBool::new(false),
+            model_cooldowns: ModelCooldowns::default(),
             epoch,
         }
     }
@@ -71,6 +76,21 @@ impl Slot {
         let until =
             self.epoch.now_ms().saturating_add(duration.as_millis().try_into().unwrap_or(u64::MAX));
         self.cooldown_until_ms.fetch_max(until, Ordering::Relaxed);
+    }
+
+    /// Rests the credential for `model` only, for `duration` (never shortening a longer
+    /// rest): the provider's other models stay usable through it.
+    pub(crate) fn cool_down_model(&self, model: &str, duration: Duration) {
+        let now = self.epoch.now_ms();
+        let until = now.saturating_add(duration.as_millis().try_into().unwrap_or(u64::MAX));
+        self.model_cooldowns.rest(model, until, now);
+    }
+
+    /// Until when (on the epoch's clock) the credential rests for `model`: the later of its
+    /// own rest and the model's; 0 or less than `now` when usable.
+    fn resting_until(&self, model: &str, now: u64) -> u64 {
+        let own = self.cooldown_until_ms.load(Ordering::Relaxed);
+        own.max(self.model_cooldowns.until(model, now))
     }
 
     /// How long the credential still rests, if it does.
@@ -101,6 +121,52 @@ impl Slot {
     /// Whether the slot was deleted from the vault.
     pub(crate) fn is_removed(&self) -> bool {
         self.removed.load(Ordering::SeqCst)
+    }
+}
+
+/// Models tracked per credential for per-model rests; past it, the rest that ends soonest
+/// makes room (its model is tried again early, and meets its 429 again at worst). Model names
+/// are the client's choice within the provider's patterns: the table must stay bounded, and
+/// a full table must never rest the whole credential (which would let a client bench it by
+/// naming many models).
+const MAX_MODEL_COOLDOWNS: usize = 256;
+
+/// The per-model rests of one credential. The request path reads one atomic while none is
+/// running; the map behind the lock is only read when one may be.
+#[derive(Debug, Default)]
+struct ModelCooldowns {
+    /// The latest end of any per-model rest (epoch milliseconds); 0 when there never was one.
+    latest_until: AtomicU64,
+    rests: Mutex<HashMap<Box<str>, u64>>,
+}
+
+impl ModelCooldowns {
+    /// Until when `model` rests; 0 when it does not.
+    fn until(&self, model: &str, now: u64) -> u64 {
+        if self.latest_until.load(Ordering::Relaxed) <= now {
+            return 0;
+        }
+        let rests = self.rests.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        rests.get(model).copied().unwrap_or(0)
+    }
+
+    fn rest(&self, model: &str, until: u64, now: u64) {
+        let mut rests = self.rests.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(current) = rests.get_mut(model) {
+            *current = (*current).max(until);
+        } else {
+            if rests.len() >= MAX_MODEL_COOLDOWNS {
+                rests.retain(|_, end| *end > now);
+            }
+            if rests.len() >= MAX_MODEL_COOLDOWNS
+                && let Some(soonest) =
+                    rests.iter().min_by_key(|(_, end)| **end).map(|(name, _)| name.clone())
+            {
+                rests.remove(&soonest);
+            }
+            rests.insert(model.into(), until);
+        }
+        self.latest_until.fetch_max(until, Ordering::Relaxed);
     }
 }
 
@@ -143,9 +209,9 @@ impl CredentialPool {
         &self.slots[index % self.slots.len().max(1)]
     }
 
-    /// The next healthy credential not in `tried`, or, when none is left, how long until the
-    /// first one recovers (`None` when all have been tried).
-    pub(crate) fn pick(&self, tried: &[usize]) -> Result<usize, Option<Duration>> {
+    /// The next credential not in `tried` that is healthy for `model`, or, when none is left,
+    /// how long until the first one recovers (`None` when all have been tried).
+    pub(crate) fn pick(&self, tried: &[usize], model: &str) -> Result<usize, Option<Duration>> {
         let count = self.slots.len();
         if count == 0 {
             return Err(None);
@@ -158,7 +224,7 @@ impl CredentialPool {
             if tried.contains(&index) {
                 continue;
             }
-            let until = self.slots[index].cooldown_until_ms.load(Ordering::Relaxed);
+            let until = self.slots[index].resting_until(model, now);
             if until <= now {
                 return Ok(index);
             }
@@ -171,6 +237,33 @@ impl CredentialPool {
     pub(crate) fn cool_down(&self, index: usize, duration: Duration) {
         if let Some(slot) = self.slots.get(index) {
             slot.cool_down(duration);
+        }
+    }
+
+    /// Rests the credential at `index` as `rest` says, `model` being the one asked for.
+    pub(crate) fn rest(&self, index: usize, model: &str, rest: Rest) {
+        let Some(slot) = self.slots.get(index) else { return };
+        match rest {
+            Rest::Credential(duration) => slot.cool_down(duration),
+            Rest::Model(duration) => slot.cool_down_model(model, duration),
+        }
+    }
+}
+
+/// How a credential rests after an upstream failure that was its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Rest {
+    /// For every model.
+    Credential(Duration),
+    /// For the model of the request only (a 429 where the provider limits per model).
+    Model(Duration),
+}
+
+impl Rest {
+    /// How long.
+    pub(crate) fn duration(self) -> Duration {
+        match self {
+            Self::Credential(d) | Self::Model(d) => d,
         }
     }
 }
@@ -225,27 +318,27 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn round_robin_over_healthy_credentials() {
         let pool = pool(3);
-        let picks: Vec<usize> = (0..6).map(|_| pool.pick(&[]).unwrap()).collect();
+        let picks: Vec<usize> = (0..6).map(|_| pool.pick(&[], "m").unwrap()).collect();
         assert_eq!(picks, [0, 1, 2, 0, 1, 2]);
         pool.cool_down(1, Duration::from_secs(10));
-        let picks: Vec<usize> = (0..4).map(|_| pool.pick(&[]).unwrap()).collect();
+        let picks: Vec<usize> = (0..4).map(|_| pool.pick(&[], "m").unwrap()).collect();
         assert!(!picks.contains(&1), "{picks:?}");
-        assert_eq!(pool.pick(&[0, 2]), Err(Some(Duration::from_secs(10))));
+        assert_eq!(pool.pick(&[0, 2], "m"), Err(Some(Duration::from_secs(10))));
         tokio::time::advance(Duration::from_secs(10)).await;
-        assert!((0..3).map(|_| pool.pick(&[]).unwrap()).any(|i| i == 1), "recovered");
+        assert!((0..3).map(|_| pool.pick(&[], "m").unwrap()).any(|i| i == 1), "recovered");
     }
 
     #[tokio::test(start_paused = true)]
     async fn exhausted_and_empty_pools() {
-        assert_eq!(pool(0).pick(&[]), Err(None));
+        assert_eq!(pool(0).pick(&[], "m"), Err(None));
         let pool = pool(2);
-        assert_eq!(pool.pick(&[0, 1]), Err(None));
+        assert_eq!(pool.pick(&[0, 1], "m"), Err(None));
         pool.cool_down(0, Duration::from_secs(5));
         pool.cool_down(1, Duration::from_secs(3));
-        assert_eq!(pool.pick(&[]), Err(Some(Duration::from_secs(3))));
+        assert_eq!(pool.pick(&[], "m"), Err(Some(Duration::from_secs(3))));
         // A shorter cool-down never shortens a longer one already running.
         pool.cool_down(0, Duration::from_secs(1));
-        assert_eq!(pool.pick(&[1]), Err(Some(Duration::from_secs(5))));
+        assert_eq!(pool.pick(&[1], "m"), Err(Some(Duration::from_secs(5))));
     }
 
     #[tokio::test(start_paused = true)]
@@ -260,8 +353,41 @@ mod tests {
         assert_eq!(after.slots().iter().map(|s| s.id.as_str()).collect::<Vec<_>>(), ["c1", "c0"]);
         // c1 is the same slot (its last use carried over); the new c0 is healthy.
         assert!(after.slot(0).take_last_used().is_some());
-        assert_eq!(after.pick(&[0]), Ok(1));
+        assert_eq!(after.pick(&[0], "m"), Ok(1));
         // The old pool still works for requests that started on it.
-        assert_eq!(before.pick(&[1]), Err(Some(Duration::from_secs(60))));
+        assert_eq!(before.pick(&[1], "m"), Err(Some(Duration::from_secs(60))));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_rest_for_one_model_leaves_the_others_usable() {
+        let pool = pool(2);
+        pool.slot(0).cool_down_model("gpt-busy", Duration::from_secs(60));
+        // The other models still go round both credentials.
+        let picks: Vec<usize> = (0..4).map(|_| pool.pick(&[], "gpt-4o").unwrap()).collect();
+        assert_eq!(picks, [0, 1, 0, 1]);
+        // The busy model skips the resting credential, and waits for it once the other is tried.
+        assert!((0..4).all(|_| pool.pick(&[], "gpt-busy") == Ok(1)));
+        assert_eq!(pool.pick(&[1], "gpt-busy"), Err(Some(Duration::from_secs(60))));
+        // A longer rest of the whole credential wins over a shorter one of the model.
+        pool.cool_down(1, Duration::from_secs(90));
+        assert_eq!(pool.pick(&[0], "gpt-busy"), Err(Some(Duration::from_secs(90))));
+        tokio::time::advance(Duration::from_secs(60)).await;
+        assert_eq!(pool.pick(&[1], "gpt-busy"), Ok(0), "the model's rest is over");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_per_model_table_is_bounded_and_never_rests_the_credential() {
+        let pool = pool(1);
+        let slot = pool.slot(0);
+        for i in 0..(MAX_MODEL_COOLDOWNS * 4) {
+            slot.cool_down_model(&format!("model-{i}"), Duration::from_secs(60 + i as u64));
+        }
+        let held = slot.model_cooldowns.rests.lock().unwrap().len();
+        assert_eq!(held, MAX_MODEL_COOLDOWNS);
+        // The latest rests are kept; other models, and the credential itself, are usable.
+        assert!(pool.pick(&[], &format!("model-{}", MAX_MODEL_COOLDOWNS * 4 - 1)).is_err());
+        assert_eq!(pool.pick(&[], "model-0"), Ok(0));
+        assert_eq!(pool.pick(&[], "another"), Ok(0));
+        assert!(slot.cooldown_left().is_none());
     }
 }

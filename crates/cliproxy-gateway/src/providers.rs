@@ -139,6 +139,205 @@ pub(crate) fn apply_credential(
     Ok(())
 }
 
+/// Whose fault an upstream 4xx answer is, read from the provider's error body
+/// ([`classify_error`]). It decides what the gateway does with the credential: a client must
+/// not be able to bench the operator's credentials by asking for something the provider
+/// refuses (issue 18).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum UpstreamFault {
+    /// The credential's own: invalid, revoked, expired, disabled or out of credit. It rests
+    /// and the request fails over to the next one.
+    Credential,
+    /// The credential is rate limited: it rests (for the model asked, where the provider
+    /// limits per model) and the request fails over.
+    RateLimited,
+    /// Anything else (a model the account may not use, a malformed request, a body that is
+    /// not the provider's error format): the answer goes back to the client as it came, with
+    /// no failover and no rest.
+    Client,
+}
+
+/// The most bytes of an upstream error body read to judge it. Providers' error bodies are a
+/// few hundred bytes; a longer one is not judged (it is the client's answer, passed on).
+pub const MAX_ERROR_BODY: usize = 16 * 1024;
+
+/// Whether the gateway reads the body of an upstream answer with `status` before deciding
+/// whose fault it is: the statuses with which the providers signal a problem of the key
+/// (Gemini says `API_KEY_INVALID` with 400, Anthropic "credit balance is too low" with 400,
+/// OpenAI `insufficient_quota` with 429). Other statuses are never the credential's.
+pub(crate) fn judged_by_body(status: u16) -> bool {
+    matches!(status, 400 | 401 | 402 | 403 | 429)
+}
+
+/// Whether a provider of `kind` limits rates per model, so that a 429 rests the credential
+/// for the model asked only and the provider's other models stay usable through it. OpenAI,
+/// Anthropic and Gemini all do (their limits are per model or model class).
+pub(crate) fn limits_per_model(kind: ProviderKind) -> bool {
+    match kind {
+        ProviderKind::Openai | ProviderKind::Claude | ProviderKind::Gemini | ProviderKind::Mock => {
+            true
+        }
+    }
+}
+
+/// Whose fault an upstream answer with 4xx `status` and `body` is, for a provider of `kind`.
+/// The table (documented in `docs/security/faults.md`):
+///
+/// - every provider: 402 (payment required) is the credential's; 429 is a rate limit unless
+///   the body says the account is out of credit (then the credential's);
+/// - OpenAI (`error.code`, `error.type`): `invalid_api_key`, `account_deactivated`,
+///   `insufficient_quota` are the credential's. Not a 401 naming missing scopes (`code`
+///   null): it depends on the endpoint the client called;
+/// - Anthropic (`error.type`): `authentication_error` and `billing_error` are the
+///   credential's, as are an `invalid_request_error` or `permission_error` whose message says
+///   the organisation is disabled or out of credit. Not any other `permission_error`: "does
+///   not have permission to use the specified resource" is about the model or feature the
+///   client named;
+/// - Gemini (`error.status`, `error.details[].reason`): `UNAUTHENTICATED` (an OAuth token
+///   refused) and the reasons `API_KEY_INVALID`, `API_KEY_EXPIRED`, `API_KEY_SERVICE_BLOCKED`,
+///   `API_KEY_*_BLOCKED`, `SERVICE_DISABLED`, `BILLING_DISABLED`, `CONSUMER_SUSPENDED`,
+///   `CONSUMER_INVALID`, `ACCESS_TOKEN_SCOPE_INSUFFICIENT`, `ACCESS_TOKEN_EXPIRED`, and a key
+///   reported as leaked, are the credential's. Not a bare `PERMISSION_DENIED` (a tuned model
+///   the project does not own, say);
+/// - the mock answers in every format: the union of the three.
+///
+/// Everything else, a body that is not JSON, not the provider's error shape, nested past the
+/// parser's depth limit or longer than [`MAX_ERROR_BODY`] included, is the client's: when in
+/// doubt no credential rests, so that no request can bench them.
+pub fn classify_error(kind: ProviderKind, status: u16, body: &[u8]) -> UpstreamFault {
+    if status == 402 {
+        return UpstreamFault::Credential;
+    }
+    let error = ErrorBody::parse(body);
+    let credential = match kind {
+        ProviderKind::Openai => openai_credential_fault(&error),
+        ProviderKind::Claude => anthropic_credential_fault(&error),
+        ProviderKind::Gemini => gemini_credential_fault(status, &error),
+        ProviderKind::Mock => {
+            openai_credential_fault(&error)
+                || anthropic_credential_fault(&error)
+                || gemini_credential_fault(status, &error)
+        }
+    };
+    match (credential, status) {
+        (true, _) => UpstreamFault::Credential,
+        (false, 429) => UpstreamFault::RateLimited,
+        _ => UpstreamFault::Client,
+    }
+}
+
+/// The fields of the three providers' error shapes that say whose fault it is; every one is
+/// optional, and a value of the wrong JSON type reads as absent.
+#[derive(Debug, Default)]
+struct ErrorBody {
+    /// OpenAI's and Anthropic's `error.type`.
+    kind: Option<String>,
+    /// OpenAI's `error.code` (a string; Gemini's numeric `code` is ignored).
+    code: Option<String>,
+    /// Gemini's `error.status`.
+    status: Option<String>,
+    /// Gemini's `error.details[].reason`.
+    reasons: Vec<String>,
+    /// `error.message`, lower-cased, for the few faults that are only said in words.
+    message: String,
+}
+
+impl ErrorBody {
+    /// Reads what it can: a body that is not JSON (or nests past serde_json's recursion
+    /// limit of 128) reads as empty. Gemini's streaming endpoints may wrap the error in an
+    /// array: the first element is read.
+    fn parse(body: &[u8]) -> Self {
+        if body.len() > MAX_ERROR_BODY {
+            return Self::default();
+        }
+        let error = match serde_json::from_slice::<serde_json::Value>(body) {
+            Ok(serde_json::Value::Object(mut top)) => top.remove("error"),
+            Ok(serde_json::Value::Array(mut items)) if !items.is_empty() => {
+                match items.swap_remove(0) {
+                    serde_json::Value::Object(mut first) => first.remove("error"),
+                    _ => None,
+                }
+            }
+            _ => None,
+        };
+        let Some(serde_json::Value::Object(error)) = error else { return Self::default() };
+        let text = |key: &str| error.get(key).and_then(|v| v.as_str()).map(str::to_owned);
+        let reasons = match error.get("details") {
+            Some(serde_json::Value::Array(details)) => details
+                .iter()
+                .take(16)
+                .filter_map(|d| d.get("reason")?.as_str().map(str::to_owned))
+                .collect(),
+            _ => Vec::new(),
+        };
+        Self {
+            kind: text("type"),
+            code: text("code"),
+            status: text("status"),
+            reasons,
+            message: text("message").unwrap_or_default().to_ascii_lowercase(),
+        }
+    }
+
+    fn kind_is(&self, value: &str) -> bool {
+        self.kind.as_deref() == Some(value)
+    }
+
+    fn code_is(&self, value: &str) -> bool {
+        self.code.as_deref() == Some(value)
+    }
+
+    fn says(&self, words: &[&str]) -> bool {
+        words.iter().any(|w| self.message.contains(w))
+    }
+}
+
+/// What Anthropic says in words (with `invalid_request_error` or `permission_error`) when
+/// the organisation behind the key cannot be used at all.
+const ANTHROPIC_ACCOUNT_WORDS: &[&str] =
+    &["credit balance is too low", "organization has been disabled", "organization is disabled"];
+
+/// The `error.details[].reason`s of Google's `ErrorInfo` that are about the key, the OAuth
+/// token or the project behind them, never about the request.
+const GEMINI_CREDENTIAL_REASONS: &[&str] = &[
+    "API_KEY_INVALID",
+    "API_KEY_EXPIRED",
+    "API_KEY_SERVICE_BLOCKED",
+    "API_KEY_HTTP_REFERRER_BLOCKED",
+    "API_KEY_IP_ADDRESS_BLOCKED",
+    "API_KEY_ANDROID_APP_BLOCKED",
+    "API_KEY_IOS_APP_BLOCKED",
+    "SERVICE_DISABLED",
+    "BILLING_DISABLED",
+    "CONSUMER_SUSPENDED",
+    "CONSUMER_INVALID",
+    "ACCESS_TOKEN_SCOPE_INSUFFICIENT",
+    "ACCESS_TOKEN_EXPIRED",
+    "ACCESS_TOKEN_TYPE_UNSUPPORTED",
+];
+
+fn openai_credential_fault(error: &ErrorBody) -> bool {
+    ["invalid_api_key", "account_deactivated", "insufficient_quota"]
+        .iter()
+        .any(|c| error.code_is(c))
+        || error.kind_is("insufficient_quota")
+}
+
+fn anthropic_credential_fault(error: &ErrorBody) -> bool {
+    error.kind_is("authentication_error")
+        || error.kind_is("billing_error")
+        || ((error.kind_is("invalid_request_error") || error.kind_is("permission_error"))
+            && error.says(ANTHROPIC_ACCOUNT_WORDS))
+}
+
+fn gemini_credential_fault(status: u16, error: &ErrorBody) -> bool {
+    (status == 401 && error.status.as_deref() == Some("UNAUTHENTICATED"))
+        || error.reasons.iter().any(|r| GEMINI_CREDENTIAL_REASONS.contains(&r.as_str()))
+        || (error.status.as_deref() == Some("PERMISSION_DENIED")
+            && error.says(&["api key was reported as leaked"]))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -219,6 +418,263 @@ mod tests {
                 assert!(!api_request_header(kind, name), "{kind:?} {name}");
             }
         }
+    }
+
+    /// Real error bodies of each provider (from their documentation and reported answers),
+    /// with the fault each must be judged.
+    #[test]
+    fn the_classification_table_per_provider() {
+        use ProviderKind::{Claude, Gemini, Mock, Openai};
+        use UpstreamFault::{Client, Credential, RateLimited};
+        let cases: &[(ProviderKind, u16, &str, UpstreamFault)] = &[
+            // OpenAI.
+            (
+                Openai,
+                401,
+                r#"{"error":{"message":"Incorrect API key provided: sk-abc****wxyz.","type":"invalid_request_error","param":null,"code":"invalid_api_key"}}"#,
+                Credential,
+            ),
+            (
+                Openai,
+                401,
+                r#"{"error":{"message":"The OpenAI account associated with this API key has been deactivated.","type":"invalid_request_error","param":null,"code":"account_deactivated"}}"#,
+                Credential,
+            ),
+            (
+                Openai,
+                429,
+                r#"{"error":{"message":"You exceeded your current quota, please check your plan and billing details.","type":"insufficient_quota","param":null,"code":"insufficient_quota"}}"#,
+                Credential,
+            ),
+            (
+                Openai,
+                429,
+                r#"{"error":{"message":"You exceeded your current quota.","type":"insufficient_quota","param":null,"code":null}}"#,
+                Credential,
+            ),
+            (
+                Openai,
+                429,
+                r#"{"error":{"message":"Rate limit reached for gpt-4o in organization org-x on tokens per min (TPM)","type":"tokens","param":null,"code":"rate_limit_exceeded"}}"#,
+                RateLimited,
+            ),
+            (
+                Openai,
+                401,
+                r#"{"error":{"message":"You have insufficient permissions for this operation. Missing scopes: api.responses.write.","type":"invalid_request_error","param":null,"code":null}}"#,
+                Client,
+            ),
+            (
+                Openai,
+                403,
+                r#"{"error":{"message":"You are not allowed to sample from this model","type":"invalid_request_error","param":null,"code":null}}"#,
+                Client,
+            ),
+            (
+                Openai,
+                400,
+                r#"{"error":{"message":"Invalid 'messages': empty array.","type":"invalid_request_error","param":"messages","code":"empty_array"}}"#,
+                Client,
+            ),
+            (
+                Openai,
+                403,
+                r#"{"error":{"code":"unsupported_country_region_territory","message":"Country, region, or territory not supported","param":null,"type":"request_forbidden"}}"#,
+                Client,
+            ),
+            // Another provider's words mean nothing to OpenAI.
+            (
+                Openai,
+                400,
+                r#"{"error":{"code":400,"status":"INVALID_ARGUMENT","details":[{"reason":"API_KEY_INVALID"}]}}"#,
+                Client,
+            ),
+            // Anthropic.
+            (
+                Claude,
+                401,
+                r#"{"type":"error","error":{"type":"authentication_error","message":"invalid x-api-key"},"request_id":"req_1"}"#,
+                Credential,
+            ),
+            (
+                Claude,
+                400,
+                r#"{"type":"error","error":{"type":"invalid_request_error","message":"Your credit balance is too low to access the Anthropic API. Please go to Plans & Billing to upgrade or purchase credits."}}"#,
+                Credential,
+            ),
+            (
+                Claude,
+                400,
+                r#"{"type":"error","error":{"type":"invalid_request_error","message":"This organization has been disabled."}}"#,
+                Credential,
+            ),
+            (
+                Claude,
+                402,
+                r#"{"type":"error","error":{"type":"billing_error","message":"billing issue"}}"#,
+                Credential,
+            ),
+            (
+                Claude,
+                400,
+                r#"{"type":"error","error":{"type":"billing_error","message":"billing issue"}}"#,
+                Credential,
+            ),
+            (
+                Claude,
+                403,
+                r#"{"type":"error","error":{"type":"permission_error","message":"Your API key does not have permission to use the specified resource."}}"#,
+                Client,
+            ),
+            (
+                Claude,
+                400,
+                r#"{"type":"error","error":{"type":"invalid_request_error","message":"max_tokens: 100000 > 64000, which is the maximum allowed"}}"#,
+                Client,
+            ),
+            (
+                Claude,
+                429,
+                r#"{"type":"error","error":{"type":"rate_limit_error","message":"Number of request tokens has exceeded your per-minute rate limit"}}"#,
+                RateLimited,
+            ),
+            (
+                Claude,
+                401,
+                r#"{"error":{"message":"Incorrect API key provided","code":"invalid_api_key"}}"#,
+                Client,
+            ),
+            // Gemini.
+            (
+                Gemini,
+                400,
+                r#"{"error":{"code":400,"message":"API key not valid. Please pass a valid API key.","status":"INVALID_ARGUMENT","details":[{"@type":"type.googleapis.com/google.rpc.ErrorInfo","reason":"API_KEY_INVALID","domain":"googleapis.com","metadata":{"service":"generativelanguage.googleapis.com"}}]}}"#,
+                Credential,
+            ),
+            (
+                Gemini,
+                400,
+                r#"[{"error":{"code":400,"message":"API key expired. Please renew the API key.","status":"INVALID_ARGUMENT","details":[{"@type":"type.googleapis.com/google.rpc.ErrorInfo","reason":"API_KEY_EXPIRED"}]}}]"#,
+                Credential,
+            ),
+            (
+                Gemini,
+                403,
+                r#"{"error":{"code":403,"message":"Generative Language API has not been used in project 1 before or it is disabled.","status":"PERMISSION_DENIED","details":[{"@type":"type.googleapis.com/google.rpc.ErrorInfo","reason":"SERVICE_DISABLED"}]}}"#,
+                Credential,
+            ),
+            (
+                Gemini,
+                403,
+                r#"{"error":{"code":403,"message":"Your API key was reported as leaked. Please use another API key.","status":"PERMISSION_DENIED"}}"#,
+                Credential,
+            ),
+            (
+                Gemini,
+                401,
+                r#"{"error":{"code":401,"message":"Request had invalid authentication credentials. Expected OAuth 2 access token.","status":"UNAUTHENTICATED"}}"#,
+                Credential,
+            ),
+            (
+                Gemini,
+                403,
+                r#"{"error":{"code":403,"message":"You do not have permission to access tuned model tunedModels/x","status":"PERMISSION_DENIED"}}"#,
+                Client,
+            ),
+            (
+                Gemini,
+                400,
+                r#"{"error":{"code":400,"message":"* GenerateContentRequest.contents: contents is not specified","status":"INVALID_ARGUMENT"}}"#,
+                Client,
+            ),
+            (
+                Gemini,
+                400,
+                r#"{"error":{"code":400,"message":"User location is not supported for the API use.","status":"FAILED_PRECONDITION"}}"#,
+                Client,
+            ),
+            (
+                Gemini,
+                429,
+                r#"{"error":{"code":429,"message":"You exceeded your current quota","status":"RESOURCE_EXHAUSTED","details":[{"@type":"type.googleapis.com/google.rpc.QuotaFailure"}]}}"#,
+                RateLimited,
+            ),
+            (Gemini, 400, r#"{"error":{"type":"authentication_error","message":"x"}}"#, Client),
+            // The mock answers every format: each provider's credential faults are its own.
+            (Mock, 401, r#"{"error":{"code":"invalid_api_key"}}"#, Credential),
+            (
+                Mock,
+                401,
+                r#"{"type":"error","error":{"type":"authentication_error","message":"x"}}"#,
+                Credential,
+            ),
+            (Mock, 400, r#"{"error":{"details":[{"reason":"API_KEY_INVALID"}]}}"#, Credential),
+            (
+                Mock,
+                403,
+                r#"{"error":{"type":"permission_error","message":"no access to this model"}}"#,
+                Client,
+            ),
+            (Mock, 429, "", RateLimited),
+        ];
+        for (kind, status, body, expected) in cases {
+            assert_eq!(
+                classify_error(*kind, *status, body.as_bytes()),
+                *expected,
+                "{kind:?} {status} {body}"
+            );
+        }
+    }
+
+    /// Bodies that are not a provider's error: never the credential's fault, and never a
+    /// panic (the parser sees network bytes).
+    #[test]
+    fn hostile_and_malformed_error_bodies_bench_nothing() {
+        let key_words = r#"{"error":{"code":"invalid_api_key","type":"authentication_error","details":[{"reason":"API_KEY_INVALID"}]}}"#;
+        let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        let deep_object = format!("{}{key_words}{}", r#"{"a":"#.repeat(200), "}".repeat(200));
+        let oversized = format!(
+            r#"{{"pad":"{}","error":{{"code":"invalid_api_key"}}}}"#,
+            "x".repeat(MAX_ERROR_BODY)
+        );
+        let bodies: Vec<Vec<u8>> = vec![
+            b"".to_vec(),
+            b"<html><body><h1>403 Forbidden</h1></body></html>".to_vec(),
+            b"invalid_api_key API_KEY_INVALID authentication_error".to_vec(),
+            b"\xff\xfe\x00{\"error\"".to_vec(),
+            b"null".to_vec(),
+            b"[]".to_vec(),
+            b"[1,2,3]".to_vec(),
+            br#"{"error":"invalid_api_key"}"#.to_vec(),
+            br#"{"error":{"code":["invalid_api_key"],"type":{"x":1},"details":"API_KEY_INVALID"}}"#
+                .to_vec(),
+            br#"{"error":{"details":[{"reason":7},null,"API_KEY_INVALID"]}}"#.to_vec(),
+            deep.into_bytes(),
+            deep_object.into_bytes(),
+            oversized.into_bytes(),
+            key_words.as_bytes()[..key_words.len() - 2].to_vec(),
+        ];
+        for kind in
+            [ProviderKind::Openai, ProviderKind::Claude, ProviderKind::Gemini, ProviderKind::Mock]
+        {
+            for status in [400, 401, 403] {
+                for body in &bodies {
+                    assert_eq!(
+                        classify_error(kind, status, body),
+                        UpstreamFault::Client,
+                        "{kind:?} {status} {}",
+                        String::from_utf8_lossy(&body[..body.len().min(80)])
+                    );
+                }
+            }
+            // A 429 stays a rate limit whatever its body.
+            for body in &bodies {
+                assert_eq!(classify_error(kind, 429, body), UpstreamFault::RateLimited);
+            }
+        }
+        // Which statuses are read at all.
+        assert!([400, 401, 402, 403, 429].iter().all(|s| judged_by_body(*s)));
+        assert!(![404, 413, 422, 500, 200].iter().any(|s| judged_by_body(*s)));
     }
 
     #[test]

@@ -262,6 +262,61 @@ pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     Some(wait.min(Duration::from_secs(3600)))
 }
 
+/// An upstream error body as read to judge it (see [`providers::classify_error`]).
+pub(crate) enum ErrorBody<B> {
+    /// The whole body, within the cap.
+    Whole(Bytes),
+    /// The body is longer than the cap: what was read, and the rest still to come. It is not
+    /// judged; the client gets all of it.
+    TooLong(Prefixed<B>),
+}
+
+/// Reads an upstream error body up to `cap` bytes. The caller bounds the time it takes (the
+/// upstream's first-byte timeout): a body that never ends must not hold the request.
+pub(crate) async fn read_error_body<B>(mut body: B, cap: usize) -> Result<ErrorBody<B>, B::Error>
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+{
+    use http_body_util::BodyExt;
+    let mut read = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame?.into_data() else { continue };
+        read.extend_from_slice(&data);
+        if read.len() > cap {
+            return Ok(ErrorBody::TooLong(Prefixed { prefix: Some(read.freeze()), rest: body }));
+        }
+    }
+    Ok(ErrorBody::Whole(read.freeze()))
+}
+
+/// A body whose first bytes were already read: those, then the rest as it comes.
+pub(crate) struct Prefixed<B> {
+    prefix: Option<Bytes>,
+    rest: B,
+}
+
+impl<B> http_body::Body for Prefixed<B>
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, B::Error>>> {
+        if let Some(prefix) = self.prefix.take() {
+            return std::task::Poll::Ready(Some(Ok(http_body::Frame::data(prefix))));
+        }
+        std::pin::Pin::new(&mut self.rest).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.prefix.is_none() && self.rest.is_end_stream()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use http::HeaderValue;
@@ -373,6 +428,37 @@ mod tests {
         }
         assert!(!query_holds_credential(None));
         assert_eq!(param_name("a+b%2Fc").as_deref(), Some("a b/c"));
+    }
+
+    #[tokio::test]
+    async fn error_bodies_are_read_up_to_the_cap_and_passed_on_whole() {
+        use http_body_util::BodyExt;
+        let small = Full::new(Bytes::from_static(b"{\"error\":{}}"));
+        let Ok(ErrorBody::Whole(read)) = read_error_body(small, 64).await else {
+            panic!("a small body is read whole")
+        };
+        assert_eq!(&read[..], b"{\"error\":{}}");
+        // A long body is not held beyond the cap, and the client still gets every byte.
+        struct Chunks(std::collections::VecDeque<Bytes>);
+        impl http_body::Body for Chunks {
+            type Data = Bytes;
+            type Error = std::convert::Infallible;
+            fn poll_frame(
+                mut self: std::pin::Pin<&mut Self>,
+                _: &mut std::task::Context<'_>,
+            ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+                std::task::Poll::Ready(self.0.pop_front().map(|c| Ok(http_body::Frame::data(c))))
+            }
+        }
+        let long = Chunks((0..10).map(|i| Bytes::from(vec![b'a' + i; 40])).collect());
+        let Ok(ErrorBody::TooLong(prefixed)) = read_error_body(long, 64).await else {
+            panic!("a long body is not read whole")
+        };
+        assert!(prefixed.prefix.as_ref().is_some_and(|p| p.len() <= 64 + 40));
+        let all = prefixed.collect().await.unwrap().to_bytes();
+        assert_eq!(all.len(), 400);
+        assert_eq!(&all[..40], &[b'a'; 40][..]);
+        assert_eq!(&all[360..], &[b'j'; 40][..]);
     }
 
     #[test]

@@ -90,6 +90,41 @@ pub struct SecurityConfig {
     pub headers: HeadersConfig,
     /// `server.security.request_validation`.
     pub request_validation: ValidationConfig,
+    /// `server.security.cooldown_abuse`: the throttle of client keys whose requests keep
+    /// making the provider's credentials rest.
+    pub cooldown_abuse: CooldownAbuseConfig,
+}
+
+/// `server.security.cooldown_abuse`. A client key whose requests cause more than
+/// `max_per_window` credential cool-downs (the upstream said the credential is invalid, out
+/// of credit or rate limited, or its own endpoint failed) within `window` gets 429 for
+/// `throttle_for`, and a `security_violation` audit event says so. On by default: a client
+/// that keeps tripping the operator's credentials is either broken or probing them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
+pub struct CooldownAbuseConfig {
+    /// Apply the throttle.
+    pub enabled: bool,
+    /// Cool-downs one client key may cause within `window`.
+    pub max_per_window: NonZeroU32,
+    /// The window they are counted in (from the first one).
+    #[serde(with = "cliproxy_core::duration")]
+    pub window: Duration,
+    /// How long a key past the limit is refused.
+    #[serde(with = "cliproxy_core::duration")]
+    pub throttle_for: Duration,
+}
+
+impl Default for CooldownAbuseConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_per_window: NonZeroU32::new(20).unwrap_or(NonZeroU32::MIN),
+            window: Duration::from_secs(60),
+            throttle_for: Duration::from_secs(300),
+        }
+    }
 }
 
 /// `server.security.ip_allowlist`. Enabled with an empty list admits nobody unless

@@ -47,9 +47,9 @@ pub mod tls;
 // The public interface is:
 pub use clock::{Clock, FakeClock, SystemClock};
 pub use config::{
-    DEFAULT_MAINTENANCE_MESSAGE, ForwardedHeader, GlobalRateLimitConfig, HeadersConfig,
-    IpAllowlistConfig, IpDenylistConfig, PerIpRateLimitConfig, SecurityConfig, StateConfig,
-    TlsConfig, TlsVersion, ValidationConfig,
+    CooldownAbuseConfig, DEFAULT_MAINTENANCE_MESSAGE, ForwardedHeader, GlobalRateLimitConfig,
+    HeadersConfig, IpAllowlistConfig, IpDenylistConfig, PerIpRateLimitConfig, SecurityConfig,
+    StateConfig, TlsConfig, TlsVersion, ValidationConfig,
 };
 pub use error::{Error, Result};
 pub use events::{Counters, RejectionKind};

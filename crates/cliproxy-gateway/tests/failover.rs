@@ -1,0 +1,403 @@
+//! Which upstream errors bench a credential (issue 18, item 1), against a recording mock
+//! upstream over real TCP: a 4xx the client caused goes back to it as it came and cools
+//! nothing; a key the provider calls invalid (OpenAI's 401 `invalid_api_key`, Gemini's 400
+//! `API_KEY_INVALID`) cools that credential and fails over; a 429 on one model leaves the
+//! provider's other models usable through the same credential; a 5xx rests a credential only
+//! when it came from the credential's own base URL; and a client key whose requests keep
+//! causing cool-downs is throttled and audited (`server.security.cooldown_abuse`, whose
+//! durations must be longer than 0).
+
+#![allow(clippy::unwrap_used, clippy::panic, reason = "a failed expectation fails the test")]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use cliproxy_core::Secret;
+use cliproxy_e2e::{MockUpstream, Recorded, Reply};
+use cliproxy_gateway::{Config, Gateway};
+use cliproxy_netguard::FakeClock;
+use cliproxy_vault::Credential;
+use http::{HeaderMap, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use serde_json::{Value, json};
+
+const ATTACKER: &str = "client-key-attacker-0123456789abcdef";
+const BYSTANDER: &str = "client-key-bystander-0123456789abcdef";
+const TOKEN_A: &str = "sk-vault-first-credential-aaaa1111";
+const TOKEN_B: &str = "sk-vault-second-credential-bbbb2222";
+
+/// What a provider says when the request names a model the account may not use: the
+/// client's doing, not the key's (the message is OpenAI's own).
+const NOT_ALLOWED: &str = r#"{"error":{"message":"You are not allowed to sample from this model","type":"invalid_request_error","param":null,"code":null}}"#;
+
+/// A gateway with two client keys (`attacker`, `bystander`), the providers of `providers`
+/// and the credentials `(provider, id, token)`, on `clock`, with `extra` config.
+fn gateway(
+    providers: &str,
+    credentials: &[(&str, &str, &str)],
+    extra: &str,
+    clock: Arc<FakeClock>,
+) -> (Gateway, tempfile::TempDir) {
+    let credentials: Vec<(&str, &str, &str, Option<String>)> =
+        credentials.iter().map(|&(p, i, t)| (p, i, t, None)).collect();
+    gateway_with(providers, &credentials, extra, clock)
+}
+
+/// [`gateway`] with a base URL of its own for some credentials.
+fn gateway_with(
+    providers: &str,
+    credentials: &[(&str, &str, &str, Option<String>)],
+    extra: &str,
+    clock: Arc<FakeClock>,
+) -> (Gateway, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "auth:\n  api_keys: [{{name: attacker, key: \"{ATTACKER}\"}}, {{name: bystander, key: \"{BYSTANDER}\"}}]\n  dir: {:?}\n\
+         providers:\n{providers}{extra}",
+        dir.path().join("auths").display().to_string()
+    );
+    let config = Config::from_yaml(&yaml).unwrap();
+    let store = config.auth.build().unwrap();
+    for (provider, id, token, base_url) in credentials {
+        let mut credential = Credential::new_api_key(provider, Secret::from((*token).to_owned()))
+            .unwrap()
+            .with_id(id)
+            .unwrap();
+        credential.base_url = base_url.clone();
+        store.put(&credential).unwrap();
+    }
+    let log = slog::Logger::root(slog::Discard, slog::o!());
+    let clock = clock as Arc<dyn cliproxy_netguard::Clock>;
+    (Gateway::build_with_clock(&config, log, Some(clock)).unwrap(), dir)
+}
+
+/// Sends `body` to `path` with `key` in the header the path's API uses.
+async fn send(
+    gateway: &Gateway,
+    key: &str,
+    path: &str,
+    body: &Value,
+) -> (StatusCode, HeaderMap, String) {
+    let mut request = Request::post(path).header("content-type", "application/json");
+    request = if path.starts_with("/v1beta") {
+        request.header("x-goog-api-key", key)
+    } else {
+        request.header("authorization", format!("Bearer {key}"))
+    };
+    let request = request.body(Full::new(Bytes::from(body.to_string()))).unwrap();
+    let response = gateway.handle(request, "127.0.0.1:40000".parse().unwrap()).await;
+    let (parts, body) = response.into_parts();
+    let bytes = body.collect().await.unwrap().to_bytes();
+    (parts.status, parts.headers, String::from_utf8_lossy(&bytes).into_owned())
+}
+
+fn chat(model: &str) -> Value {
+    json!({"model": model, "messages": [{"role": "user", "content": "Hi"}]})
+}
+
+fn served(model: &str) -> Reply {
+    Reply::ok(json!({"id": "c1", "object": "chat.completion", "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "served"}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}))
+}
+
+fn model_of(request: &Recorded) -> String {
+    serde_json::from_slice::<Value>(&request.body).unwrap_or_default()["model"]
+        .as_str()
+        .unwrap_or("")
+        .to_owned()
+}
+
+/// Which credential each upstream request carried (`a`, `b`), in order.
+fn tokens_seen(mock: &MockUpstream) -> Vec<&'static str> {
+    mock.requests()
+        .iter()
+        .map(|r| {
+            if r.contains(TOKEN_A) {
+                "a"
+            } else if r.contains(TOKEN_B) {
+                "b"
+            } else {
+                "?"
+            }
+        })
+        .collect()
+}
+
+fn openai_provider(url: &str) -> String {
+    format!("  openai: {{type: openai, base_url: \"{url}\", models: [\"gpt-*\"]}}\n")
+}
+
+#[tokio::test]
+async fn a_client_caused_403_cools_nothing_and_goes_back_as_it_came() {
+    let mock = MockUpstream::start(|request| {
+        if model_of(request) == "gpt-forbidden" {
+            Reply::Json {
+                status: 403,
+                headers: vec![("x-request-id", "req_upstream_1".to_owned())],
+                body: NOT_ALLOWED.to_owned(),
+            }
+        } else {
+            served(&model_of(request))
+        }
+    })
+    .await;
+    let (gateway, _dir) = gateway(
+        &openai_provider(&mock.url()),
+        &[("openai", "c-a", TOKEN_A), ("openai", "c-b", TOKEN_B)],
+        "",
+        FakeClock::at_unix(1_800_000_000),
+    );
+    for _ in 0..4 {
+        let (status, headers, body) =
+            send(&gateway, ATTACKER, "/v1/chat/completions", &chat("gpt-forbidden")).await;
+        assert_eq!(status, 403, "{body}");
+        assert_eq!(body, NOT_ALLOWED, "the upstream's answer, unchanged");
+        assert_eq!(headers["x-upstream-request-id"], "req_upstream_1");
+    }
+    // One upstream call per request: no failover for a fault that is not the credential's.
+    assert_eq!(tokens_seen(&mock), ["a", "b", "a", "b"]);
+    // Both credentials still serve another client.
+    for _ in 0..2 {
+        let (status, _, body) =
+            send(&gateway, BYSTANDER, "/v1/chat/completions", &chat("gpt-4o")).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    assert_eq!(tokens_seen(&mock)[4..], ["a", "b"]);
+}
+
+#[tokio::test]
+async fn a_key_the_provider_calls_invalid_cools_and_fails_over() {
+    // The first credential is revoked: OpenAI says so with 401, Gemini with 400.
+    let mock = MockUpstream::start(|request| {
+        if !request.contains(TOKEN_A) {
+            return served(&model_of(request));
+        }
+        if request.path_and_query.starts_with("/gm/") {
+            Reply::Json {
+                status: 400,
+                headers: Vec::new(),
+                body: json!({"error": {"code": 400, "message": "API key not valid. Please pass a valid API key.",
+                    "status": "INVALID_ARGUMENT", "details": [{"@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                    "reason": "API_KEY_INVALID", "domain": "googleapis.com",
+                    "metadata": {"service": "generativelanguage.googleapis.com"}}]}})
+                .to_string(),
+            }
+        } else {
+            Reply::Json {
+                status: 401,
+                headers: Vec::new(),
+                body: json!({"error": {"message": "Incorrect API key provided: sk-vault-****aaaa1111.",
+                    "type": "invalid_request_error", "param": null, "code": "invalid_api_key"}})
+                .to_string(),
+            }
+        }
+    })
+    .await;
+    let url = mock.url();
+    let (gateway, _dir) = gateway(
+        &format!(
+            "  oa: {{type: openai, base_url: \"{url}/oa\", models: [\"gpt-*\"]}}\n  \
+               gm: {{type: gemini, base_url: \"{url}/gm\", models: [\"gemini-*\"]}}\n"
+        ),
+        &[
+            ("oa", "oa-a", TOKEN_A),
+            ("oa", "oa-b", TOKEN_B),
+            ("gm", "gm-a", TOKEN_A),
+            ("gm", "gm-b", TOKEN_B),
+        ],
+        "",
+        FakeClock::at_unix(1_800_000_000),
+    );
+    let gemini = json!({"contents": [{"role": "user", "parts": [{"text": "Hi"}]}]});
+    for (path, body) in [
+        ("/v1/chat/completions", chat("gpt-4o")),
+        ("/v1beta/models/gemini-2.0-flash:generateContent", gemini),
+    ] {
+        let before = mock.requests().len();
+        // The revoked key fails over to the second; the next requests skip it.
+        for _ in 0..3 {
+            let (status, _, text) = send(&gateway, BYSTANDER, path, &body).await;
+            assert_eq!(status, 200, "{path}: {text}");
+        }
+        assert_eq!(tokens_seen(&mock)[before..], ["a", "b", "b", "b"], "{path}");
+    }
+}
+
+#[tokio::test]
+async fn a_429_on_one_model_leaves_the_others_usable_through_the_same_credential() {
+    let mock = MockUpstream::start(|request| {
+        if model_of(request) == "gpt-busy" {
+            Reply::Json {
+                status: 429,
+                headers: vec![("retry-after", "60".to_owned())],
+                body: json!({"error": {"message": "Rate limit reached for gpt-busy in organization org-x on requests per min (RPM)",
+                    "type": "requests", "param": null, "code": "rate_limit_exceeded"}})
+                .to_string(),
+            }
+        } else {
+            served(&model_of(request))
+        }
+    })
+    .await;
+    let (gateway, _dir) = gateway(
+        &openai_provider(&mock.url()),
+        &[("openai", "only", TOKEN_A)],
+        "",
+        FakeClock::at_unix(1_800_000_000),
+    );
+    let (status, headers, body) =
+        send(&gateway, ATTACKER, "/v1/chat/completions", &chat("gpt-busy")).await;
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(headers["retry-after"], "60");
+    // The same credential still serves the provider's other models.
+    for model in ["gpt-4o", "gpt-4o-mini"] {
+        let (status, _, body) =
+            send(&gateway, BYSTANDER, "/v1/chat/completions", &chat(model)).await;
+        assert_eq!(status, 200, "{model}: {body}");
+    }
+    // The limited model rests, without another call upstream.
+    let (status, _, body) =
+        send(&gateway, BYSTANDER, "/v1/chat/completions", &chat("gpt-busy")).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(mock.requests().len(), 3);
+}
+
+#[tokio::test]
+async fn a_key_that_keeps_causing_cooldowns_is_throttled_and_audited() {
+    // Every model the attacker names is rate limited upstream: each request cools one
+    // (credential, model) pair.
+    let mock = MockUpstream::start(|request| {
+        if model_of(request).starts_with("gpt-hot") {
+            Reply::Json {
+                status: 429,
+                headers: Vec::new(),
+                body: json!({"error": {"message": "Rate limit reached", "type": "tokens",
+                    "param": null, "code": "rate_limit_exceeded"}})
+                .to_string(),
+            }
+        } else {
+            served(&model_of(request))
+        }
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("audit.log");
+    let clock = FakeClock::at_unix(1_800_000_000);
+    let (gateway, _dir) = gateway(
+        &openai_provider(&mock.url()),
+        &[("openai", "only", TOKEN_A)],
+        &format!(
+            "server: {{security: {{cooldown_abuse: {{max_per_window: 3, window: 1m, throttle_for: 5m}}}}}}\n\
+             logging: {{audit: {{enabled: true, file: {:?}, events: [security_violation]}}}}\n",
+            file.display().to_string()
+        ),
+        clock.clone(),
+    );
+    for n in 0..3 {
+        let (status, _, body) =
+            send(&gateway, ATTACKER, "/v1/chat/completions", &chat(&format!("gpt-hot-{n}"))).await;
+        assert_eq!(status, 429, "{body}");
+    }
+    // The fourth cool-down within the minute is one too many: that request still got its
+    // upstream answer, the next ones are refused by the gateway itself.
+    let (status, _, body) =
+        send(&gateway, ATTACKER, "/v1/chat/completions", &chat("gpt-hot-3")).await;
+    assert_eq!(status, 429, "{body}");
+    let sent = mock.requests().len();
+    assert_eq!(sent, 4);
+    let (status, headers, body) =
+        send(&gateway, ATTACKER, "/v1/chat/completions", &chat("gpt-4o")).await;
+    assert_eq!(status, 429, "{body}");
+    assert!(body.contains("server.security.cooldown_abuse"), "{body}");
+    assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["error"]["type"], "rate_limit_error");
+    let wait: u64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((299..=300).contains(&wait), "Retry-After {wait}");
+    assert_eq!(mock.requests().len(), sent, "a throttled key reached the upstream");
+    // Another key is served meanwhile.
+    let (status, _, body) =
+        send(&gateway, BYSTANDER, "/v1/chat/completions", &chat("gpt-4o")).await;
+    assert_eq!(status, 200, "{body}");
+    // The throttle ends after `throttle_for`.
+    clock.advance(Duration::from_secs(301));
+    let (status, _, body) = send(&gateway, ATTACKER, "/v1/chat/completions", &chat("gpt-4o")).await;
+    assert_eq!(status, 200, "{body}");
+
+    gateway.flush_audit();
+    let lines: Vec<Value> = std::fs::read_to_string(&file)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let throttled: Vec<&Value> = lines.iter().filter(|l| l["result"] == "cooldown_abuse").collect();
+    assert!(!throttled.is_empty(), "no cooldown_abuse line: {lines:?}");
+    assert_eq!(throttled[0]["event_type"], "security_violation", "{}", throttled[0]);
+    assert_eq!(throttled[0]["user_id"], "attacker", "{}", throttled[0]);
+    let text = throttled[0].to_string();
+    for secret in [ATTACKER, BYSTANDER, TOKEN_A] {
+        assert!(!text.contains(secret), "{text}");
+    }
+}
+
+#[tokio::test]
+async fn a_5xx_rests_a_credential_only_from_its_own_base_url() {
+    // `/own` is the first credential's own endpoint, `/shared` the provider's; both fail
+    // for the first credential's token only.
+    let mock = MockUpstream::start(|request| {
+        if request.contains(TOKEN_A) {
+            Reply::Json {
+                status: 503,
+                headers: Vec::new(),
+                body: r#"{"error":{"message":"overloaded","type":"server_error"}}"#.to_owned(),
+            }
+        } else {
+            served(&model_of(request))
+        }
+    })
+    .await;
+    let url = mock.url();
+    let (gateway, _dir) = gateway_with(
+        &format!(
+            "  own: {{type: openai, base_url: \"{url}/shared\", models: [\"own-*\"]}}\n  \
+               shared: {{type: openai, base_url: \"{url}/shared\", models: [\"shared-*\"]}}\n"
+        ),
+        &[
+            ("own", "own-a", TOKEN_A, Some(format!("{url}/own"))),
+            ("own", "own-b", TOKEN_B, None),
+            ("shared", "shared-a", TOKEN_A, None),
+            ("shared", "shared-b", TOKEN_B, None),
+        ],
+        "",
+        FakeClock::at_unix(1_800_000_000),
+    );
+    for (model, expected) in [
+        // The own endpoint's 5xx rests its credential: the next requests skip it.
+        ("own-1", &["a", "b", "b", "b"][..]),
+        // The shared endpoint's 5xx rests nobody: each request meets it again and fails
+        // over.
+        ("shared-1", &["a", "b", "a", "b", "a", "b"][..]),
+    ] {
+        let before = mock.requests().len();
+        for _ in 0..3 {
+            let (status, _, body) =
+                send(&gateway, BYSTANDER, "/v1/chat/completions", &chat(model)).await;
+            assert_eq!(status, 200, "{model}: {body}");
+        }
+        assert_eq!(&tokens_seen(&mock)[before..], expected, "{model}");
+    }
+}
+
+#[test]
+fn a_zero_cooldown_abuse_window_is_refused_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "auth:\n  api_keys: [\"{ATTACKER}\"]\n  dir: {:?}\nproviders:\n  demo: {{type: mock}}\n\
+         server: {{security: {{cooldown_abuse: {{window: 0s}}}}}}\n",
+        dir.path().join("auths").display().to_string()
+    );
+    let config = Config::from_yaml(&yaml).unwrap();
+    let log = slog::Logger::root(slog::Discard, slog::o!());
+    let error = Gateway::build(&config, log).unwrap_err().to_string();
+    assert!(error.contains("server.security.cooldown_abuse.window"), "{error}");
+}
