@@ -23,7 +23,9 @@
 //! ```
 
 mod alerts;
+mod anchor;
 mod audit;
+mod checkpoint;
 mod config;
 mod error;
 mod event;
@@ -32,9 +34,14 @@ mod sink;
 mod verify;
 
 pub use crate::alerts::{Alerts, Fired};
+pub use crate::anchor::{ChainHead, HeadAnchor, compare as compare_with_anchor};
 pub use crate::audit::{ALERT_RULE, Audit, MillisClock};
+pub use crate::checkpoint::{
+    CHECKPOINT_EVENT, CheckpointKind, PUBLIC_KEY_LEN, parse_public_key, public_key_hex,
+};
 pub use crate::config::{
-    AlertAction, AlertMetric, AlertRule, AuditConfig, AuditFormat, Condition, MetricsConfig,
+    AlertAction, AlertMetric, AlertRule, AuditConfig, AuditFormat, CheckpointConfig, Condition,
+    MetricsConfig, OnGap,
 };
 pub use crate::error::{Error, Result};
 pub use crate::event::{Event, EventType, Plane, What};
@@ -42,4 +49,7 @@ pub use crate::metrics::Metrics;
 pub use crate::sink::{
     AuditSink, AuditWriter, FileSink, OpenWriter, Reporter, SinkHealth, SinkOptions, SinkReport,
 };
-pub use crate::verify::{Broken, MAX_LINE, Problem, Verified, verify_files, verify_reader};
+pub use crate::verify::{
+    Broken, CHECKPOINT_GRACE, MAX_LINE, Problem, SignedCheck, Verified, verify_files,
+    verify_files_signed, verify_reader, verify_reader_signed,
+};
