@@ -99,13 +99,13 @@ pub(crate) fn run(cli: Cli) -> Result<(), Failure> {
         Some(Command::Vault(VaultCommand::List)) => vault_list(&cli.config),
         Some(Command::Vault(VaultCommand::Migrate)) => vault_reencrypt(&cli.config, false),
         Some(Command::Vault(VaultCommand::RotateKey)) => vault_reencrypt(&cli.config, true),
-        Some(Command::Audit(command)) => crate::audit_cmd::run(&command),
+        Some(Command::Audit(command)) => crate::audit_cmd::run(&command, &cli.config),
         Some(Command::Bans(BansCommand::List)) => bans_list(&cli.config),
         Some(Command::Bans(BansCommand::Lift { ip })) => bans_lift(&cli.config, ip),
     }
 }
 
-fn load(config: &ConfigArg) -> Result<Config, Failure> {
+pub(crate) fn load(config: &ConfigArg) -> Result<Config, Failure> {
     Config::load(&source(config)).map_err(Failure::config)
 }
 

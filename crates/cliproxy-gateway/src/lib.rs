@@ -20,6 +20,7 @@
 //! ```
 
 mod api;
+mod audit_anchor;
 mod body;
 mod config;
 mod error;

@@ -38,6 +38,7 @@ mod crypto;
 mod error;
 mod fingerprint;
 mod oauth;
+mod signing;
 mod store;
 
 // The public interface is:
@@ -51,4 +52,5 @@ pub use error::{Error, Result};
 pub use oauth::{
     MAX_TOKEN_RESPONSE_BYTES, OAuthTokens, RefreshError, Refreshed, parse_token_response,
 };
+pub use signing::{AUDIT_SIGNING_KEY_FILE, AuditSigningKey};
 pub use store::{CredentialStore, FileStore, ListEntry, Reencrypted, Unreadable, UnreadableFile};
