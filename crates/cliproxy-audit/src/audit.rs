@@ -67,7 +67,9 @@ impl Audit {
         let started = Instant::now();
         let now: MillisClock =
             Arc::new(move || u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX));
-        metrics.set_audit_healthy(true);
+        // The sink may already have failed a write (its start checkpoint, at open).
+        let healthy = sink.as_ref().is_none_or(|sink| sink.health() == SinkHealth::Ok);
+        metrics.set_audit_healthy(healthy);
         metrics.alert_rules(alerts.iter().map(|r| r.name.as_str()));
         Self {
             sink,
