@@ -7,7 +7,7 @@ use std::sync::Arc;
 use cliproxy_audit::{ChainHead, HeadAnchor, SinkOptions};
 use cliproxy_netguard::{StateChange, StateStore};
 use ring::signature::Ed25519KeyPair;
-use slog::{Logger, info};
+use slog::{Logger, error, info};
 
 use crate::config::Config;
 use crate::error::Result;
@@ -43,13 +43,22 @@ pub(crate) fn sink_options(
         return Ok(options);
     }
     options.anchor = Some(Arc::new(StateAnchor(state.clone())));
-    let key = config.auth.audit_signing_key(true)?;
-    let pair = Ed25519KeyPair::from_pkcs8(&key.pkcs8).map_err(|_| {
-        crate::config::ConfigError::new(format!(
-            "{}: does not hold an Ed25519 key; move it away to make a new one",
-            key.path.display()
-        ))
-    })?;
+    // Without its key the gateway still starts (a read-only auth.dir is a supported setup)
+    // and writes no checkpoints: said loudly here, and `audit verify --pubkey` then reports
+    // the missing checkpoints rather than passing the log.
+    let key = match config.auth.audit_signing_key(true) {
+        Ok(key) => key,
+        Err(e) => {
+            error!(log, "no audit checkpoint signing key: the audit log gets no signed checkpoints, so a cut tail cannot be shown offline";
+                   "error" => e.to_string(), "fix" => "make auth.dir writable, or check auth.encryption keys");
+            return Ok(options);
+        }
+    };
+    let Ok(pair) = Ed25519KeyPair::from_pkcs8(&key.pkcs8) else {
+        error!(log, "the audit checkpoint signing key file does not hold an Ed25519 key: no signed checkpoints";
+               "file" => %key.path.display(), "fix" => "move it away to make a new key");
+        return Ok(options);
+    };
     let public = cliproxy_audit::public_key_hex(&pair);
     if key.created {
         info!(log, "made the audit checkpoint signing key (keep the public key to verify the log offline: `cliproxy-server audit pubkey`)";
