@@ -181,3 +181,113 @@ impl<'a> BackLines<'a> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write as _;
+
+    use super::*;
+    use crate::verify::{ZERO_HASH, sha256_hex};
+
+    /// `n` chained lines from `first` (linked to `prev`), with `pad` bytes of details each;
+    /// returns the text and each line's hash.
+    fn chain(first: u64, n: u64, prev: &str, pad: usize) -> (String, Vec<String>) {
+        let mut prev = prev.to_owned();
+        let mut text = String::new();
+        let mut hashes = Vec::new();
+        for seq in first..first + n {
+            let prefix = format!(
+                "{{\"seq\":{seq},\"timestamp\":\"2026-01-01T00:00:00.000Z\",\"event_type\":\"auth_success\",\
+                 \"provider\":null,\"user_id\":null,\"ip\":null,\"result\":\"success\",\
+                 \"request_id\":null,\"details\":{{\"pad\":\"{}\"}},\"prev_hash\":\"{prev}\"",
+                "x".repeat(pad)
+            );
+            let hash = sha256_hex(prefix.as_bytes());
+            text.push_str(&format!("{prefix},\"hash\":\"{hash}\"}}\n"));
+            hashes.push(hash.clone());
+            prev = hash;
+        }
+        (text, hashes)
+    }
+
+    fn file_with(text: &str) -> tempfile::NamedTempFile {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        file.write_all(text.as_bytes()).unwrap();
+        file
+    }
+
+    fn head(seq: u64, hash: &str) -> ChainHead {
+        ChainHead { seq, hash: hash.to_owned() }
+    }
+
+    #[test]
+    fn a_file_at_or_past_its_anchor_passes_across_many_blocks() {
+        // About 600 KiB: the anchored line is found ten blocks back from the end.
+        let (text, hashes) = chain(1, 300, ZERO_HASH, 2000);
+        let file = file_with(&text);
+        for seq in [1u64, 17, 150, 299, 300] {
+            let anchored = head(seq, &hashes[usize::try_from(seq).unwrap() - 1]);
+            assert_eq!(compare(file.path(), &anchored).unwrap(), None, "seq {seq}");
+        }
+        // A torn last piece (a crash while writing) is not a line, and not a gap.
+        let torn = file_with(&format!("{text}{{\"seq\":301,\"ti"));
+        assert_eq!(compare(torn.path(), &head(300, &hashes[299])).unwrap(), None);
+    }
+
+    #[test]
+    fn a_file_behind_its_anchor_says_what_it_holds() {
+        let (text, hashes) = chain(1, 10, ZERO_HASH, 10);
+        let cut: String = text.lines().take(7).map(|l| format!("{l}\n")).collect();
+        let found = compare(file_with(&cut).path(), &head(10, &hashes[9])).unwrap();
+        assert_eq!(
+            found.as_deref(),
+            Some(&*format!("the file ends at seq 7 (hash {})", hashes[6]))
+        );
+
+        let found = compare(file_with(&text).path(), &head(10, &"a".repeat(64))).unwrap();
+        assert_eq!(found.as_deref(), Some(&*format!("the line at seq 10 has hash {}", hashes[9])));
+
+        let found = compare(file_with("").path(), &head(3, &hashes[2])).unwrap();
+        assert_eq!(found.as_deref(), Some("the file holds no complete line"));
+        let dir = tempfile::tempdir().unwrap();
+        let found = compare(&dir.path().join("gone.log"), &head(3, &hashes[2])).unwrap();
+        assert_eq!(found.as_deref(), Some("the file does not exist"));
+
+        // Seq 5 removed from the middle: the anchored seq is skipped.
+        let holed: String = text
+            .lines()
+            .enumerate()
+            .filter(|(i, _)| *i != 4)
+            .map(|(_, l)| format!("{l}\n"))
+            .collect();
+        let found = compare(file_with(&holed).path(), &head(5, &hashes[4])).unwrap();
+        assert!(found.is_some_and(|f| f.contains("no line with seq 5")));
+    }
+
+    #[test]
+    fn a_rotated_file_must_link_to_the_anchored_line() {
+        let (_, old) = chain(1, 5, ZERO_HASH, 10);
+        let (next, _) = chain(6, 3, &old[4], 10);
+        assert_eq!(compare(file_with(&next).path(), &head(5, &old[4])).unwrap(), None);
+        // Starting later than the line after the anchor: lines are missing in between.
+        let (later, _) = chain(7, 3, &old[4], 10);
+        let found = compare(file_with(&later).path(), &head(5, &old[4])).unwrap();
+        assert!(found.is_some_and(|f| f.contains("starts at seq 7")));
+        // The right seq but linked to another line.
+        let (forged, _) = chain(6, 3, &"b".repeat(64), 10);
+        assert!(compare(file_with(&forged).path(), &head(5, &old[4])).unwrap().is_some());
+    }
+
+    #[test]
+    fn hostile_content_gives_a_verdict_without_unbounded_reads() {
+        let (_, hashes) = chain(1, 3, ZERO_HASH, 10);
+        for junk in ["not json\n", "\n\n\n", "{\"seq\":99}\n"] {
+            let found = compare(file_with(junk).path(), &head(3, &hashes[2])).unwrap();
+            assert!(found.is_some(), "{junk:?}");
+        }
+        // A "line" longer than any audit line is refused as an error, not read whole.
+        let long = format!("{}\n", "y".repeat(MAX_LINE + 200_000));
+        let err = compare(file_with(&long).path(), &head(3, &hashes[2])).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+    }
+}

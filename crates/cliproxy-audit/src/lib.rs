@@ -7,6 +7,10 @@
 //! - [`FileSink`]: JSON lines written by a thread of its own, each with `seq`, `prev_hash` and
 //!   `hash` (SHA-256 over the previous hash and the line), so that a changed, removed or
 //!   reordered line is found by [`verify_files`]. Reopened on SIGHUP with the chain going on.
+//! - [`HeadAnchor`]: where the sink keeps the head it has durably written (the gateway's state
+//!   store), so that a file cut back or deleted while the gateway was stopped is found at the
+//!   next start (`logging.audit.on_gap`); signed checkpoint lines (Ed25519, ring) let
+//!   [`verify_files_signed`] find a cut tail offline with only the public key.
 //! - [`Metrics`]: every metric of SPEC §6 on a Prometheus recorder of its own, with help texts,
 //!   histogram buckets from 100 µs to 5 minutes and bounded label sets.
 //! - [`Alerts`]: `METRIC > N` over a sliding window, `notify_admin` or `block_ip`.

@@ -1,5 +1,5 @@
-//! The state store: quota usage, the runtime denylist and management bans, kept across
-//! restarts.
+//! The state store: quota usage, the runtime denylist, management bans and the audit log's
+//! head anchor, kept across restarts.
 //!
 //! The request path never waits for the disk. It hands each change to
 //! [`StateStore::submit`], which only puts it in an in-memory batch; a writer thread (named
@@ -971,7 +971,7 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<()> {
 }
 
 /// How to get going again after a damaged database.
-const RECOVER: &str = "move the file (and any -wal and -shm files beside it) aside and restart: it holds only quota usage, the runtime denylist and management bans, which then start empty (quota counts restart from zero)";
+const RECOVER: &str = "move the file (and any -wal and -shm files beside it) aside and restart: it holds only quota usage, the runtime denylist, management bans and the audit log's head anchor, which then start empty (quota counts restart from zero; a cut audit log is no longer found at start)";
 
 fn state_error(path: &Path, message: String) -> Error {
     Error::State { path: path.to_owned(), message }
