@@ -1304,3 +1304,39 @@ fn rehash(line: &Value) -> String {
     let hash: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
     format!("{text},\"hash\":\"{hash}\"}}")
 }
+
+/// Any one byte of a signed log changed (to a few values) never verifies as the whole log with
+/// the key: only a changed final newline passes, as a torn last line (what the fuzz target's
+/// signed mode checks at random, here over every position).
+#[test]
+fn no_single_byte_change_of_a_signed_log_verifies_as_the_whole_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    let key = signing_key();
+    let opened = open_signed(&path, &key, 1000);
+    write_events(&opened.sink, 1..=2);
+    drop(opened);
+    let original = fs::read(&path).unwrap();
+    let whole = cliproxy_audit::verify_files_signed(&[&path], Some(signed_check(&key))).unwrap();
+    assert_eq!((whole.lines, whole.checkpoints), (4, Some(2)));
+    let tampered = dir.path().join("tampered.log");
+    let mut passed = 0;
+    for at in 0..original.len() {
+        for value in [b'0', b'x', b'\n', b'"'] {
+            if original[at] == value {
+                continue;
+            }
+            let mut bytes = original.clone();
+            bytes[at] = value;
+            fs::write(&tampered, &bytes).unwrap();
+            if let Ok(v) =
+                cliproxy_audit::verify_files_signed(&[&tampered], Some(signed_check(&key)))
+            {
+                assert!(v.lines < 4 && !v.notes.is_empty(), "byte {at} = {value}: {v}");
+                assert_eq!(at, original.len() - 1, "only the final newline: {v}");
+                passed += 1;
+            }
+        }
+    }
+    assert!(passed <= 4);
+}
