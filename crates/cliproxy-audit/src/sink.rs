@@ -683,6 +683,11 @@ impl Worker {
             Message::Lost(count) => self.lost(count),
             Message::Command(command, ticket) => self.command(command, ticket),
         }
+        // Whatever chained the lines (events, an `audit_events_lost` line): never more than
+        // `every_lines` lines after a checkpoint, the bound `audit verify --pubkey` checks.
+        if self.since_checkpoint >= self.checkpoint.every_lines.get() {
+            self.checkpoint(CheckpointKind::Periodic);
+        }
     }
 
     fn event(&mut self, event: &Event) {
@@ -693,9 +698,6 @@ impl Worker {
         } else {
             let at = event.at;
             self.chain(at, |buf| event_fields(buf, event));
-            if self.since_checkpoint >= self.checkpoint.every_lines.get() {
-                self.checkpoint(CheckpointKind::Periodic);
-            }
         }
     }
 
