@@ -14,6 +14,15 @@
 //! [`AuditSink::flush`], [`AuditSink::reopen`] and drop. A crash loses at most the last second of lines, and a line
 //! torn by it is cut off at the next start.
 //!
+//! # The head anchor and signed checkpoints
+//!
+//! With a [`HeadAnchor`] in the options, the head of what is written is handed to it after
+//! each `fdatasync` that made new lines durable (never before), so it lags the file by at most
+//! about a sync interval and is never ahead of it; at open the file is compared with it (see
+//! [`crate::anchor`]). With a signer, a checkpoint line (see [`crate::checkpoint`]) is chained
+//! at open, after every `every_lines` lines, at least every `every` (the ticker beats while
+//! idle), at a reopen (so a new file is never empty) and at shutdown.
+//!
 //! # When the channel is full
 //!
 //! The event is dropped and counted on the caller's side; the count travels through the
@@ -243,7 +252,7 @@ impl FileSink {
     /// is [`Error::Chain`]: a new chain is never started on top of a damaged one.
     ///
     /// With an anchor in the options, the file is then compared with the anchored head (see
-    /// [`crate::anchor`]): a file behind it is [`Error::Gap`] under `logging.audit.on_gap:
+    /// [`crate::compare_with_anchor`]): a file behind it is [`Error::Gap`] under `logging.audit.on_gap:
     /// refuse`, and under `continue` a `security_violation` line (`audit_log_gap`) is the
     /// first line written. With a signer, a start checkpoint follows.
     pub fn open_with(
