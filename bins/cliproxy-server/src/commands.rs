@@ -615,6 +615,10 @@ fn vault_reencrypt(config: &ConfigArg, rotate: bool) -> Result<(), Failure> {
     for id in done.iter().chain(other) {
         println!("  {id}");
     }
+    // The audit checkpoint signing key is a bookkeeping file sealed like the credentials.
+    if config.auth.reseal_audit_signing_key().map_err(anyhow::Error::from)? {
+        println!("  {} (the audit checkpoint signing key)", cliproxy_vault::AUDIT_SIGNING_KEY_FILE);
+    }
     Ok(())
 }
 

@@ -100,6 +100,27 @@ impl Config {
     }
 }
 
+impl Config {
+    /// Re-seals the signing key under the current `auth.encryption.key` when it is sealed with
+    /// a previous key or is plaintext (what `vault rotate-key` and `vault migrate` do for it,
+    /// as for credentials; plaintext is taken in here even under `require_encrypted`, this
+    /// being the explicit way in). `Ok(false)`: no key file, or already under the current key.
+    pub fn reseal_audit_signing_key(&self) -> Result<bool> {
+        let keys = self.encryption.keyring()?;
+        let path = self.dir.join(AUDIT_SIGNING_KEY_FILE);
+        let bytes = match read_limited(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(Error::io(&path, "read", e)),
+        };
+        let (pkcs8, reseal) = open(&path, &bytes, &keys, false)?;
+        if reseal {
+            write(&self.dir, &path, &pkcs8, &keys)?;
+        }
+        Ok(reseal)
+    }
+}
+
 fn read_limited(path: &Path) -> io::Result<Vec<u8>> {
     let file = OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(path)?;
     let mut bytes = Vec::new();
@@ -250,6 +271,11 @@ mod tests {
         assert!(fs::read_to_string(&made.path).unwrap().contains("\"key_id\":null"));
         let err = config(dir.path(), Some(KEY), &[]).audit_signing_key(true).unwrap_err();
         assert!(matches!(err, Error::PlaintextRefused { .. }), "{err}");
+        // `vault migrate` takes it in: sealed afterwards, and loaded under require_encrypted.
+        let encrypted = config(dir.path(), Some(KEY), &[]);
+        assert!(encrypted.reseal_audit_signing_key().unwrap());
+        assert!(!encrypted.reseal_audit_signing_key().unwrap(), "already sealed");
+        assert_eq!(*encrypted.audit_signing_key(false).unwrap().pkcs8, *made.pkcs8);
         fs::write(&made.path, "{\"format\":1}").unwrap();
         assert!(plain.audit_signing_key(true).is_err());
     }
