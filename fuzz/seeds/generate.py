@@ -224,8 +224,8 @@ def request_validation():
 
 
 def audit_verify():
-    # Mode 0 (first byte not 1): any file. Mode 1: [1, hi, lo, byte]: one byte of a valid
-    # three-line chain changed.
+    # Mode 0 (first byte not 1, 2 or 3): any file. Mode 1: [1, hi, lo, byte]: one byte of a
+    # valid three-line chain changed. Modes 2 and 3: the same with the target's public key.
     def chain(lines):
         prev = "0" * 64
         out = b""
@@ -240,6 +240,18 @@ def audit_verify():
             prev = digest
         return out
 
+    def checkpointed(signature):
+        # A start checkpoint (signed or not, as given) and one event, chained.
+        prev = "0" * 64
+        prefix = (
+            '{"seq":1,"timestamp":"2026-01-01T00:00:00.000Z","event_type":"audit_checkpoint",'
+            '"provider":null,"user_id":null,"ip":null,"result":"start","request_id":null,'
+            f'"details":{{"head_seq":0,"head_hash":"{prev}","every_lines":1000,"every_secs":300,'
+            f'"signature":"{signature}"}},"prev_hash":"{prev}"'
+        )
+        digest = hashlib.sha256(prefix.encode()).hexdigest()
+        return f'{prefix},"hash":"{digest}"}}\n'.encode()
+
     valid = chain([("auth_success", "10.0.0.1", "success"), ("auth_failure", "10.0.0.2", "failure"), ("auth_success", "10.0.0.1", "success")])
     return {
         "valid-chain": valid,
@@ -247,6 +259,14 @@ def audit_verify():
         "empty": b"",
         "one-byte-changed": bytes([1, 0, 40, ord("X")]),
         "final-newline-changed": bytes([1, 0xFF, 0xFF, ord(" ")]),
+        # Mode 2: [2, file...] verified with the target's fixed public key: checkpoint lines
+        # with a bad signature, an oversized signature, a wrong head.
+        "signed-bad-signature": bytes([2]) + checkpointed("ab" * 64),
+        "signed-oversized-signature": bytes([2]) + checkpointed("ab" * 5000),
+        "signed-no-checkpoint": bytes([2]) + valid,
+        # Mode 3: [3, hi, lo, byte]: one byte of the target's valid signed chain changed.
+        "signed-one-byte-changed": bytes([3, 0, 200, ord("X")]),
+        "signed-final-newline-changed": bytes([3, 0xFF, 0xFF, ord(" ")]),
     }
 
 

@@ -89,8 +89,17 @@ async fn manage(
     manage_with(gateway, MGMT_KEY, method, path, body).await
 }
 
-/// The audit file's complete lines, parsed (a line being written as it is read is left out).
+/// The audit file's event lines, parsed: [`all_audit_lines`] without the signed checkpoint
+/// lines the sink adds at start, at a reopen, periodically and at shutdown.
 fn audit_lines(path: &Path) -> Vec<Value> {
+    all_audit_lines(path)
+        .into_iter()
+        .filter(|line| line["event_type"] != "audit_checkpoint")
+        .collect()
+}
+
+/// The audit file's complete lines, parsed (a line being written as it is read is left out).
+fn all_audit_lines(path: &Path) -> Vec<Value> {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let complete = match text.rfind('\n') {
         Some(end) => &text[..end],
@@ -341,12 +350,15 @@ async fn mixed_traffic_leaves_the_expected_chain_metrics_and_no_secret() {
     // Exactly these events, in this order.
     let lines = wait_for_lines(&audit, expected.len()).await;
     assert_eq!(summary(&lines), expected, "{lines:#?}");
-    // The chain fields, and the details that matter.
-    for (index, line) in lines.iter().enumerate() {
+    // The chain fields (over every line, the start checkpoint included), and the details
+    // that matter.
+    let chained = all_audit_lines(&audit);
+    assert_eq!(chained[0]["event_type"], "audit_checkpoint");
+    for (index, line) in chained.iter().enumerate() {
         assert_eq!(line["seq"], json!(index + 1));
         assert_eq!(line["hash"].as_str().unwrap().len(), 64);
         if index > 0 {
-            assert_eq!(line["prev_hash"], lines[index - 1]["hash"]);
+            assert_eq!(line["prev_hash"], chained[index - 1]["hash"]);
         }
     }
     assert_eq!(lines[1]["provider"], "demo");
@@ -395,12 +407,14 @@ async fn mixed_traffic_leaves_the_expected_chain_metrics_and_no_secret() {
     let raw_lines: Vec<&str> = raw.lines().collect();
     let tampered = audit.with_file_name("tampered.log");
     let write = |lines: &[String]| std::fs::write(&tampered, lines.join("\n") + "\n").unwrap();
-    // One byte flipped inside line 3 (its result `invalid_key` becomes `invalid_kez`).
+    // One byte flipped inside line 4 (its result `invalid_key` becomes `invalid_kez`; line 1
+    // is the start checkpoint).
+    assert!(raw_lines[3].contains("invalid_key"), "{}", raw_lines[3]);
     let mut flipped: Vec<String> = raw_lines.iter().map(|l| (*l).to_owned()).collect();
-    flipped[2] = flipped[2].replacen("invalid_key", "invalid_kez", 1);
+    flipped[3] = flipped[3].replacen("invalid_key", "invalid_kez", 1);
     write(&flipped);
     let (ok, verified) = verify(&[&tampered]);
-    assert!(!ok && verified.contains(":3:"), "{verified}");
+    assert!(!ok && verified.contains(":4:"), "{verified}");
     // Line 4 deleted.
     let mut deleted: Vec<String> = raw_lines.iter().map(|l| (*l).to_owned()).collect();
     deleted.remove(3);
@@ -446,7 +460,10 @@ async fn sighup_reopens_a_rotated_file_and_the_chain_goes_on_across_files() {
     let reopened = wait_for_lines(&audit, 1).await;
     assert_eq!(reopened[0]["event_type"], "config_change");
     assert_eq!(reopened[0]["details"]["trigger"], "SIGHUP");
-    assert_eq!(reopened[0]["seq"], 3);
+    // After the rotated file's start checkpoint and two events, and the new file's reopen
+    // checkpoint.
+    assert_eq!(reopened[0]["seq"], 5);
+    assert_eq!(all_audit_lines(&audit)[0]["result"], "reopen");
     assert_eq!(chat(&client(), &gateway, CLIENT_KEY).await.0, 200);
     wait_for_lines(&audit, 3).await;
     assert_eq!(audit_lines(&rotated).len(), 2);

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
 
 mod audit;
+mod audit_anchor;
 mod cancelled;
 mod crash;
 mod disk;

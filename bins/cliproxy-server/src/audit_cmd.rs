@@ -1,6 +1,9 @@
-//! `cliproxy-server audit verify FILE...`: checks the hash chain of audit files.
+//! `cliproxy-server audit verify [--pubkey KEY] FILE...`: checks the hash chain of audit
+//! files (and with a public key, the signed checkpoints and the tail); `audit pubkey` prints
+//! the public key of the checkpoint signing key kept in the vault.
 
 use std::path::PathBuf;
+use std::time::SystemTime;
 
 use anyhow::anyhow;
 use clap::Subcommand;
@@ -9,6 +12,8 @@ use crate::commands::Failure;
 
 /// Exit code when the chain is broken or a file cannot be read.
 const EXIT_BROKEN: u8 = 1;
+/// Exit code for a bad argument.
+const EXIT_USAGE: u8 = 2;
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum AuditCommand {
@@ -23,11 +28,14 @@ pub(crate) enum AuditCommand {
     /// starting later (older files not given) is accepted and noted. An incomplete last line
     /// of the last file (a crash while writing) is noted, not a failure.
     ///
-    /// What a hash chain cannot catch: lines cut off the end of the newest file, or whole
-    /// newest files removed, leave a shorter chain that is still valid. Compare the printed
-    /// head (the last line's seq and hash) with the head the gateway logs at shutdown, at
-    /// start and on every reopen ("audit log closed" / "audit log opened" in the operational
-    /// log, kept somewhere else).
+    /// What a hash chain alone cannot catch: lines cut off the end of the newest file, or
+    /// whole newest files removed, leave a shorter chain that is still valid. With --pubkey
+    /// (the key `audit pubkey` prints, kept apart from the log) every signed checkpoint line
+    /// is verified and so is the tail: the files must end with a shutdown checkpoint, or have
+    /// fewer lines after their last checkpoint than its interval (every_lines) and a last
+    /// checkpoint younger than its interval (every, plus 30 s); otherwise "the tail after seq X
+    /// may have been cut" (exit 1). A gateway that crashed leaves such a tail too: the lines
+    /// after the last checkpoint are then not vouched for.
     ///
     /// Exit codes: 0 the chain verifies, 1 a line is bad or a file cannot be read, 2 usage
     /// error.
@@ -35,18 +43,55 @@ pub(crate) enum AuditCommand {
         /// Audit files, oldest first (e.g. audit.log.2 audit.log.1 audit.log).
         #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
+        /// The checkpoint public key (64 hex digits or base64), from `audit pubkey`.
+        #[arg(long, value_name = "KEY")]
+        pubkey: Option<String>,
     },
+    /// Print the public key of the checkpoint signing key (64 hex digits), to keep apart from
+    /// the log for `audit verify --pubkey`. The key is made at the gateway's first start with
+    /// the audit log on, in auth.dir (.audit-signing-key.json, encrypted like credentials).
+    Pubkey,
 }
 
 /// Runs an `audit` subcommand.
-pub(crate) fn run(command: &AuditCommand) -> Result<(), Failure> {
+pub(crate) fn run(command: &AuditCommand, config: &crate::cli::ConfigArg) -> Result<(), Failure> {
     match command {
-        AuditCommand::Verify { files } => match cliproxy_audit::verify_files(files) {
+        AuditCommand::Pubkey => {
+            let config = crate::commands::load(config)?;
+            let key = config.auth.audit_signing_key(false).map_err(|e| {
+                anyhow!(
+                    "{e} (the key is made at the gateway's first start with logging.audit.enabled)"
+                )
+            })?;
+            let pair = ring::signature::Ed25519KeyPair::from_pkcs8(&key.pkcs8)
+                .map_err(|_| anyhow!("{}: does not hold an Ed25519 key", key.path.display()))?;
+            println!("{}", cliproxy_audit::public_key_hex(&pair));
+            Ok(())
+        }
+        AuditCommand::Verify { files, pubkey } => {
+            let signed = match pubkey {
+                Some(text) => Some(cliproxy_audit::SignedCheck {
+                    public_key: cliproxy_audit::parse_public_key(text).map_err(|e| Failure {
+                        error: anyhow!("--pubkey: {e}"),
+                        exit_code: EXIT_USAGE,
+                    })?,
+                    now: SystemTime::now(),
+                }),
+                None => None,
+            };
+            verify(files, signed)
+        }
+    }
+}
+
+fn verify(files: &[PathBuf], signed: Option<cliproxy_audit::SignedCheck>) -> Result<(), Failure> {
+    {
+        match cliproxy_audit::verify_files_signed(files, signed) {
             Ok(verified) => {
                 println!("{verified}");
                 Ok(())
             }
             Err(broken) => Err(Failure { error: anyhow!("{broken}"), exit_code: EXIT_BROKEN }),
-        },
+        }
     }
 }

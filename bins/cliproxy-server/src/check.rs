@@ -26,7 +26,8 @@
 //! - **rate limits**: per-IP and global limits on pass. One off fails when `server.host` is not
 //!   loopback — anyone who can reach the port could then flood the gateway and its providers
 //!   at no cost — and warns on loopback, where only local processes can.
-//! - **audit log**: off fails; on, its directory must be writable (or creatable), the file ours
+//! - **audit log**: off fails; behind the head anchored in the state store (cut or deleted)
+//!   fails; on, its directory must be writable (or creatable), the file ours
 //!   and 0600; leaving `auth_failure` or `security_violation` out of the events warns.
 //! - **metrics**: a listener on a non-loopback host warns (the `ip` label reveals clients).
 //! - **alerts**: no rule warns.
@@ -675,6 +676,15 @@ fn audit_log(list: &mut Checklist, config: &Config, euid: u32) {
         findings.push(Verdict::Fail, detail, fix);
     }
     let file_state = private_file(file, euid, &mut findings);
+    if let Some(found) = behind_anchor(config) {
+        findings.push(
+            Verdict::Fail,
+            found,
+            "find out who cut or removed the audit log and put the missing lines back (from a \
+             backup or the log shipper); the gateway refuses to start until then unless \
+             logging.audit.on_gap: continue",
+        );
+    }
     let missing: Vec<&str> = [EventType::AuthFailure, EventType::SecurityViolation]
         .into_iter()
         .filter(|event| !audit.events.contains(event))
@@ -697,6 +707,37 @@ fn audit_log(list: &mut Checklist, config: &Config, euid: u32) {
         file_state.unwrap_or("created 0600 at start")
     );
     findings.report(list, CHECK, pass);
+}
+
+/// Whether the audit file is behind the head anchored in the state store (lines cut off its
+/// end, or the file deleted): what the gateway would refuse to start on. `None` when it is
+/// not, or when there is no state store or anchor yet (the state store check reports a store
+/// that cannot be opened).
+fn behind_anchor(config: &Config) -> Option<String> {
+    let mut state = config.state.clone();
+    let path = state.path.get_or_insert_with(|| config.auth.dir.join(".state.db")).clone();
+    if !path.is_file() {
+        return None;
+    }
+    let store = cliproxy_netguard::SqliteStore::open(&state).ok()?;
+    let head = cliproxy_netguard::StateStore::load_audit_head(&store).ok().flatten();
+    let _ = store.close();
+    let (seq, hash) = head?;
+    let file = &config.logging.audit.file;
+    let anchored = cliproxy_audit::ChainHead { seq, hash };
+    let found = match cliproxy_audit::compare_with_anchor(file, &anchored) {
+        Ok(found) => found?,
+        Err(e) => format!("it cannot be read ({e})"),
+    };
+    Some(format!(
+        "{} is behind its anchor in the state store {}: the anchor holds seq {} with hash {}, but \
+         {found}; lines were cut off or the file was deleted (the gateway refuses to start: \
+         logging.audit.on_gap)",
+        file.display(),
+        path.display(),
+        anchored.seq,
+        anchored.hash
+    ))
 }
 
 fn metrics(list: &mut Checklist, config: &Config) {

@@ -75,7 +75,8 @@ pub(crate) enum Command {
     /// Manage the provider credentials stored in auth.dir.
     #[command(subcommand)]
     Vault(VaultCommand),
-    /// The audit log: verify its hash chain.
+    /// The audit log: verify its hash chain and signed checkpoints, print the checkpoint
+    /// public key.
     #[command(subcommand)]
     Audit(crate::audit_cmd::AuditCommand),
     /// Management API bans (an address that sent management.max_failures wrong management

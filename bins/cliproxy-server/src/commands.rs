@@ -99,13 +99,13 @@ pub(crate) fn run(cli: Cli) -> Result<(), Failure> {
         Some(Command::Vault(VaultCommand::List)) => vault_list(&cli.config),
         Some(Command::Vault(VaultCommand::Migrate)) => vault_reencrypt(&cli.config, false),
         Some(Command::Vault(VaultCommand::RotateKey)) => vault_reencrypt(&cli.config, true),
-        Some(Command::Audit(command)) => crate::audit_cmd::run(&command),
+        Some(Command::Audit(command)) => crate::audit_cmd::run(&command, &cli.config),
         Some(Command::Bans(BansCommand::List)) => bans_list(&cli.config),
         Some(Command::Bans(BansCommand::Lift { ip })) => bans_lift(&cli.config, ip),
     }
 }
 
-fn load(config: &ConfigArg) -> Result<Config, Failure> {
+pub(crate) fn load(config: &ConfigArg) -> Result<Config, Failure> {
     Config::load(&source(config)).map_err(Failure::config)
 }
 
@@ -624,6 +624,10 @@ fn vault_reencrypt(config: &ConfigArg, rotate: bool) -> Result<(), Failure> {
     );
     for id in done.iter().chain(other) {
         println!("  {id}");
+    }
+    // The audit checkpoint signing key is a bookkeeping file sealed like the credentials.
+    if config.auth.reseal_audit_signing_key().map_err(anyhow::Error::from)? {
+        println!("  {} (the audit checkpoint signing key)", cliproxy_vault::AUDIT_SIGNING_KEY_FILE);
     }
     Ok(())
 }

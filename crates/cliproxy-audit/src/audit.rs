@@ -12,7 +12,7 @@ use crate::config::{AlertMetric, AlertRule, AuditConfig, MetricsConfig};
 use crate::error::Result;
 use crate::event::{Event, EventType, Plane, What};
 use crate::metrics::Metrics;
-use crate::sink::{AuditSink, FileSink, SinkHealth};
+use crate::sink::{AuditSink, FileSink, SinkHealth, SinkOptions};
 
 /// A source of milliseconds for the alert windows (monotonic; tests pass a fake one).
 pub type MillisClock = Arc<dyn Fn() -> u64 + Send + Sync>;
@@ -39,17 +39,18 @@ impl std::fmt::Debug for Audit {
 impl Audit {
     /// Builds the metrics, the alert rules and, when `logging.audit.enabled`, the file sink
     /// (which reports its own write failures to `log`). `providers` bounds the `provider`
-    /// label.
+    /// label; `options` carries the sink's head anchor and checkpoint signer.
     pub fn build(
         audit: &AuditConfig,
         metrics: &MetricsConfig,
         alerts: &[AlertRule],
         providers: impl IntoIterator<Item = String>,
         log: &Logger,
+        options: SinkOptions,
     ) -> Result<Self> {
         let metrics = Arc::new(Metrics::new(metrics, providers));
         let sink: Option<Arc<dyn AuditSink>> = if audit.enabled {
-            Some(Arc::new(FileSink::open(audit, metrics.clone(), log.clone())?))
+            Some(Arc::new(FileSink::open(audit, metrics.clone(), log.clone(), options)?))
         } else {
             None
         };
@@ -66,7 +67,9 @@ impl Audit {
         let started = Instant::now();
         let now: MillisClock =
             Arc::new(move || u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX));
-        metrics.set_audit_healthy(true);
+        // The sink may already have failed a write (its start checkpoint, at open).
+        let healthy = sink.as_ref().is_none_or(|sink| sink.health() == SinkHealth::Ok);
+        metrics.set_audit_healthy(healthy);
         metrics.alert_rules(alerts.iter().map(|r| r.name.as_str()));
         Self {
             sink,
@@ -196,6 +199,14 @@ impl Audit {
     pub fn flush(&self) {
         if let Some(sink) = &self.sink {
             sink.flush();
+        }
+    }
+
+    /// The gateway is stopping: writes what is queued and the shutdown checkpoint, syncs and
+    /// anchors the head (the caller then flushes the state store the anchor goes to).
+    pub fn shutdown(&self) {
+        if let Some(sink) = &self.sink {
+            sink.shutdown();
         }
     }
 

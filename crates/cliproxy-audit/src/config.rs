@@ -1,7 +1,7 @@
 //! The configuration sections this crate owns: `logging.audit`, `metrics` and `alerts`.
 
 use std::net::{IpAddr, Ipv4Addr};
-use std::num::NonZeroUsize;
+use std::num::{NonZeroU64, NonZeroUsize};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -24,6 +24,13 @@ pub struct AuditConfig {
     /// The event types that are written (all of them by default). Metrics count every event
     /// whatever this says.
     pub events: Vec<EventType>,
+    /// What to do when the file is behind the head anchored in the state store at start (its
+    /// last lines cut off, or the whole file deleted): refuse to start (the default), or write
+    /// a `security_violation` line and go on.
+    pub on_gap: OnGap,
+    /// Signed checkpoints: how often the sink writes one (and it always writes one at start,
+    /// at a reopen and at a clean shutdown).
+    pub checkpoint: CheckpointConfig,
 }
 
 impl Default for AuditConfig {
@@ -33,8 +40,57 @@ impl Default for AuditConfig {
             file: PathBuf::from("./logs/audit.log"),
             format: AuditFormat::Json,
             events: EventType::ALL.to_vec(),
+            on_gap: OnGap::Refuse,
+            checkpoint: CheckpointConfig::default(),
         }
     }
+}
+
+/// `logging.audit.on_gap`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum OnGap {
+    /// Refuse to start, naming what the anchor holds and what the file holds.
+    #[default]
+    Refuse,
+    /// Start, continuing the chain the file holds (or a new one), with a `security_violation`
+    /// line (`result: "audit_log_gap"`) as its first new line and `cliproxy_audit_gaps_total`
+    /// counted.
+    Continue,
+}
+
+/// `logging.audit.checkpoint:` — how often a signed checkpoint line is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
+pub struct CheckpointConfig {
+    /// A checkpoint after this many lines since the last one.
+    pub every_lines: NonZeroU64,
+    /// A checkpoint at least this often while the gateway runs (even when idle, so that an
+    /// offline check can tell a quiet log from a cut one). At least 1s.
+    #[serde(deserialize_with = "checkpoint_every")]
+    pub every: Duration,
+}
+
+impl Default for CheckpointConfig {
+    fn default() -> Self {
+        Self {
+            every_lines: NonZeroU64::new(1000).unwrap_or(NonZeroU64::MIN),
+            every: Duration::from_secs(300),
+        }
+    }
+}
+
+/// A checkpoint interval: at least a second.
+fn checkpoint_every<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+    let d = cliproxy_core::duration::deserialize(deserializer)?;
+    if d < Duration::from_secs(1) {
+        return Err(serde::de::Error::custom(
+            "logging.audit.checkpoint.every must be at least 1s (a checkpoint line each time)",
+        ));
+    }
+    Ok(d)
 }
 
 /// `logging.audit.format`.

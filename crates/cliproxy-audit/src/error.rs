@@ -32,6 +32,28 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+    /// The audit file is behind the head anchored in the state store: lines were cut off its
+    /// end, or it was deleted, since they were written.
+    #[error(
+        "the audit log {path} (logging.audit.file) is behind its anchor in the state store: the \
+         anchor holds seq {anchored_seq} with hash {anchored_hash}, but {found}; lines were cut \
+         off or the file was deleted or replaced. Refusing to start (logging.audit.on_gap: \
+         refuse): put the missing lines back, or set logging.audit.on_gap: continue to start \
+         anyway (the gap is then recorded as a security_violation line)"
+    )]
+    Gap {
+        /// The file.
+        path: PathBuf,
+        /// The anchored seq.
+        anchored_seq: u64,
+        /// The anchored hash.
+        anchored_hash: String,
+        /// What the file holds instead.
+        found: String,
+    },
+    /// The head anchor could not be read.
+    #[error("cannot read the audit log's head anchor: {0}")]
+    Anchor(String),
     /// A configuration value is unusable.
     #[error("{key}: {reason}")]
     Config {

@@ -51,6 +51,8 @@ const ALERTS_FIRED: &str = "cliproxy_alerts_fired_total";
 const AUDIT_WRITE_ERRORS: &str = "cliproxy_audit_write_errors_total";
 /// `cliproxy_audit_events_dropped_total`.
 const AUDIT_EVENTS_DROPPED: &str = "cliproxy_audit_events_dropped_total";
+/// `cliproxy_audit_gaps_total`.
+const AUDIT_GAPS: &str = "cliproxy_audit_gaps_total";
 /// `cliproxy_audit_healthy`.
 const AUDIT_HEALTHY: &str = "cliproxy_audit_healthy";
 
@@ -108,6 +110,7 @@ pub struct Metrics {
     audit_healthy: Gauge,
     audit_write_errors: Counter,
     audit_events_dropped: Counter,
+    audit_gaps: Counter,
     /// Histogram samples recorded since start (for the periodic upkeep).
     samples: AtomicU64,
 }
@@ -195,6 +198,7 @@ impl Metrics {
             audit_healthy: gauge(&recorder, AUDIT_HEALTHY, Vec::new()),
             audit_write_errors: counter(&recorder, AUDIT_WRITE_ERRORS, Vec::new()),
             audit_events_dropped: counter(&recorder, AUDIT_EVENTS_DROPPED, Vec::new()),
+            audit_gaps: counter(&recorder, AUDIT_GAPS, Vec::new()),
             samples: AtomicU64::new(0),
             recorder,
         }
@@ -362,6 +366,13 @@ impl Metrics {
     /// Events lost (the audit queue was full, or the file failed).
     pub fn audit_events_dropped(&self, count: u64) {
         self.audit_events_dropped.increment(count);
+    }
+
+    /// The audit file was found behind the head anchored in the state store at start (lines
+    /// cut off its end, or the file deleted), and the gateway went on (`logging.audit.on_gap:
+    /// continue`).
+    pub fn audit_gap(&self) {
+        self.audit_gaps.increment(1);
     }
 
     /// Whether the audit log is being written (1) or failing (0).
@@ -571,7 +582,7 @@ fn tokens_counter(recorder: &PrometheusRecorder, provider: &str, kind: &'static 
 /// which is why every metric is registered at construction (but `cliproxy_quota_remaining`,
 /// which has no series until a provider has a quota).
 fn describe(recorder: &PrometheusRecorder) {
-    let counters: [(&'static str, &'static str); 8] = [
+    let counters: [(&'static str, &'static str); 9] = [
         (
             AUTH_FAILURES,
             "Client or management keys refused, by provider the request was for (none: not known yet; management: the management API).",
@@ -597,6 +608,10 @@ fn describe(recorder: &PrometheusRecorder) {
         (
             AUDIT_EVENTS_DROPPED,
             "Audit events lost before they were written (queue full or file failing).",
+        ),
+        (
+            AUDIT_GAPS,
+            "Starts at which the audit log was behind the head anchored in the state store (a cut or deleted log).",
         ),
     ];
     for (name, help) in counters {

@@ -14,6 +14,15 @@
 //! [`AuditSink::flush`], [`AuditSink::reopen`] and drop. A crash loses at most the last second of lines, and a line
 //! torn by it is cut off at the next start.
 //!
+//! # The head anchor and signed checkpoints
+//!
+//! With a [`HeadAnchor`] in the options, the head of what is written is handed to it after
+//! each `fdatasync` that made new lines durable (never before), so it lags the file by at most
+//! about a sync interval and is never ahead of it; at open the file is compared with it (see
+//! [`crate::anchor`]). With a signer, a checkpoint line (see [`crate::checkpoint`]) is chained
+//! at open, after every `every_lines` lines, at least every `every` (the ticker beats while
+//! idle), at a reopen (so a new file is never empty) and at shutdown.
+//!
 //! # When the channel is full
 //!
 //! The event is dropped and counted on the caller's side; the count travels through the
@@ -47,7 +56,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use slog::{Logger, error, info, warn};
 
-use crate::config::AuditConfig;
+use ring::signature::Ed25519KeyPair;
+
+use crate::anchor::{ChainHead, HeadAnchor};
+use crate::checkpoint::CheckpointKind;
+use crate::config::{AuditConfig, CheckpointConfig, OnGap};
 use crate::error::{Error, Result};
 use crate::event::Event;
 use crate::metrics::Metrics;
@@ -81,6 +94,11 @@ pub trait AuditSink: Send + Sync + std::fmt::Debug {
     fn reopen(&self);
     /// Waits until every queued event has been written (or failed).
     fn flush(&self);
+    /// The gateway is stopping: writes what is queued and a shutdown checkpoint (when the sink
+    /// signs checkpoints), syncs and anchors the head. Events after it are still written.
+    fn shutdown(&self) {
+        self.flush();
+    }
 }
 
 /// What the sink reports about itself (to the metrics, in the gateway).
@@ -89,6 +107,9 @@ pub trait AuditSink: Send + Sync + std::fmt::Debug {
 pub enum SinkReport {
     /// A write (or fdatasync) failed (`Metrics::audit_write_failed`).
     WriteFailed,
+    /// The file was found behind its anchored head at start and the sink went on
+    /// (`Metrics::audit_gap`).
+    Gap,
     /// Events were dropped: channel full, or backlog full while the disk fails.
     EventsDropped(u64),
     /// The sink became healthy (`true`) or failing (`false`).
@@ -147,6 +168,11 @@ pub struct SinkOptions {
     /// symlink (`O_NOFOLLOW`) and takes an exclusive lock on it (a regular file), held until
     /// the next successful reopen.
     pub open: Option<OpenWriter>,
+    /// Where the head of what is durably written is anchored (the gateway's state store);
+    /// `None`: no anchor, a cut or deleted file goes unnoticed at start.
+    pub anchor: Option<Arc<dyn HeadAnchor>>,
+    /// The key signed checkpoints are made with; `None`: no checkpoint lines.
+    pub signer: Option<Arc<Ed25519KeyPair>>,
 }
 
 impl Default for SinkOptions {
@@ -158,6 +184,8 @@ impl Default for SinkOptions {
             sync_interval: Duration::from_secs(1),
             retry_interval: Duration::from_millis(100),
             open: None,
+            anchor: None,
+            signer: None,
         }
     }
 }
@@ -171,6 +199,8 @@ impl std::fmt::Debug for SinkOptions {
             .field("sync_interval", &self.sync_interval)
             .field("retry_interval", &self.retry_interval)
             .field("open", &self.open.as_ref().map(|_| "custom"))
+            .field("anchor", &self.anchor)
+            .field("signer", &self.signer.as_ref().map(|_| "[redacted]"))
             .finish()
     }
 }
@@ -199,13 +229,19 @@ impl std::fmt::Debug for FileSink {
 impl FileSink {
     /// Opens (or creates, 0600) the audit file and continues its chain; write failures and
     /// dropped events are reported to `metrics`, and to `log` (the operational log).
-    pub fn open(config: &AuditConfig, metrics: Arc<Metrics>, log: Logger) -> Result<Self> {
+    pub fn open(
+        config: &AuditConfig,
+        metrics: Arc<Metrics>,
+        log: Logger,
+        options: SinkOptions,
+    ) -> Result<Self> {
         let report: Reporter = Arc::new(move |report| match report {
             SinkReport::WriteFailed => metrics.audit_write_failed(),
+            SinkReport::Gap => metrics.audit_gap(),
             SinkReport::EventsDropped(count) => metrics.audit_events_dropped(count),
             SinkReport::Healthy(healthy) => metrics.set_audit_healthy(healthy),
         });
-        Self::open_with(config, report, log, SinkOptions::default())
+        Self::open_with(config, report, log, options)
     }
 
     /// [`FileSink::open`] with the reports going to `report` and the given options.
@@ -214,6 +250,11 @@ impl FileSink {
     /// continues from its `seq` and `hash`; a torn last line (no newline: a crash while
     /// writing) is cut off with a warning. A last complete line that is not a valid audit line
     /// is [`Error::Chain`]: a new chain is never started on top of a damaged one.
+    ///
+    /// With an anchor in the options, the file is then compared with the anchored head (see
+    /// [`crate::compare_with_anchor`]): a file behind it is [`Error::Gap`] under `logging.audit.on_gap:
+    /// refuse`, and under `continue` a `security_violation` line (`audit_log_gap`) is the
+    /// first line written. With a signer, a start checkpoint follows.
     pub fn open_with(
         config: &AuditConfig,
         report: Reporter,
@@ -235,9 +276,38 @@ impl FileSink {
                 .create(dir)
                 .map_err(open_error)?;
         }
+        let anchored = match &options.anchor {
+            Some(anchor) => anchor.load().map_err(Error::Anchor)?,
+            None => None,
+        };
+        // Whether the file exists is known only before it is opened (the open creates it).
+        let existed = std::fs::symlink_metadata(&path).is_ok();
         // Locked before the tail is read (and perhaps cut): nobody else appends meanwhile.
         let mut locked = open_locked(&path, &log, None).map_err(open_error)?;
         let head = continue_chain(&mut locked, &path, &log)?;
+        let gap = match &anchored {
+            Some(anchored) if !existed => Some((anchored, "the file does not exist".to_owned())),
+            Some(anchored) if locked.metadata().is_ok_and(|m| m.is_file()) => {
+                crate::anchor::compare_file(&mut locked, anchored)
+                    .map_err(open_error)?
+                    .map(|found| (anchored, found))
+            }
+            _ => None,
+        };
+        if let Some((anchored, found)) = &gap {
+            if config.on_gap == OnGap::Refuse {
+                return Err(Error::Gap {
+                    path,
+                    anchored_seq: anchored.seq,
+                    anchored_hash: anchored.hash.clone(),
+                    found: found.clone(),
+                });
+            }
+            error!(log, "the audit log is behind its anchor in the state store: lines were cut \
+                         off or the file was deleted; going on (logging.audit.on_gap: continue)";
+                   "file" => %path.display(), "anchored_seq" => anchored.seq,
+                   "anchored_hash" => &anchored.hash, "found" => found);
+        }
         let open = options.open.clone();
         let mut writer = writer_for(&locked, &path, open.as_ref()).map_err(open_error)?;
         let good_len = writer.file_len().map_err(open_error)?;
@@ -245,8 +315,10 @@ impl FileSink {
               "hash" => &head.hash);
 
         let shared = Arc::new(Shared::new());
+        // The ticker must beat while idle too when periodic checkpoints are due.
+        shared.dirty.store(options.signer.is_some(), Ordering::SeqCst);
         let now = Instant::now();
-        let worker = Worker {
+        let mut worker = Worker {
             path: path.clone(),
             open,
             locked,
@@ -255,8 +327,16 @@ impl FileSink {
             report,
             shared: shared.clone(),
             options: options.clone(),
+            written: ChainHead { seq: head.seq, hash: head.hash.clone() },
+            anchored_seq: anchored.as_ref().map(|a| a.seq),
             seq: head.seq,
             hash: head.hash,
+            anchor: options.anchor.clone(),
+            signer: options.signer.clone(),
+            checkpoint: config.checkpoint,
+            since_checkpoint: 0,
+            last_checkpoint: now,
+            ends_with_shutdown: false,
             clock: Stamp::default(),
             pending: Vec::new(),
             pending_lines: 0,
@@ -270,6 +350,12 @@ impl FileSink {
             last_sync: now,
             error_log: RateLimit::default(),
         };
+        if let Some((anchored, found)) = &gap {
+            (worker.report)(SinkReport::Gap);
+            worker.record_gap(anchored, found);
+        }
+        worker.checkpoint(CheckpointKind::Start);
+        let first_lines = worker.pending_lines > 0;
         let (tx, rx) = mpsc::sync_channel(options.channel_size.max(1));
         let writer = std::thread::Builder::new()
             .name("cliproxy-audit".to_owned())
@@ -277,7 +363,13 @@ impl FileSink {
             .map_err(open_error)?;
         let front = Front { tx, shared: shared.clone() };
         let ticker = spawn_ticker(front.clone(), options.sync_interval);
-        Ok(Self { path, front: Some(front), shared, ticker, writer: Some(writer) })
+        let sink = Self { path, front: Some(front), shared, ticker, writer: Some(writer) };
+        if first_lines {
+            // The gap line and the start checkpoint reach the disk (and the anchor) now, not
+            // with the first event.
+            sink.flush();
+        }
+        Ok(sink)
     }
 
     /// The file written.
@@ -334,6 +426,10 @@ impl AuditSink for FileSink {
     fn flush(&self) {
         self.command(Command::Flush);
     }
+
+    fn shutdown(&self) {
+        self.command(Command::Shutdown);
+    }
 }
 
 impl Drop for FileSink {
@@ -372,6 +468,8 @@ enum Command {
     Reopen,
     /// Write, sync and log the chain head: the sink is going.
     Close,
+    /// Write a shutdown checkpoint, write and sync: the gateway is stopping.
+    Shutdown,
     /// The ticker's beat: sync unsynced data, retry a failing write or reopen.
     Tick,
 }
@@ -506,8 +604,11 @@ fn run_writer(mut worker: Worker, rx: &Receiver<Message>) {
             }
             worker.write_out(false);
             worker.sync(false);
-            let dirty =
-                worker.unsynced || worker.write_error.is_some() || worker.reopen_error.is_some();
+            // A signing sink keeps the ticker beating: periodic checkpoints fall due while idle.
+            let dirty = worker.unsynced
+                || worker.write_error.is_some()
+                || worker.reopen_error.is_some()
+                || worker.signer.is_some();
             worker.shared.dirty.store(dirty, Ordering::SeqCst);
             // Under load, let the next events gather instead of waking this thread (a futex
             // call on the request path) for each one: the next batch is at most this late.
@@ -545,6 +646,18 @@ struct Worker {
     /// The last chained line's seq and hash (0 and zeros for a fresh chain).
     seq: u64,
     hash: String,
+    /// The last line written to the file (not necessarily synced yet).
+    written: ChainHead,
+    /// The seq last given to the anchor (or loaded from it).
+    anchored_seq: Option<u64>,
+    anchor: Option<Arc<dyn HeadAnchor>>,
+    signer: Option<Arc<Ed25519KeyPair>>,
+    checkpoint: CheckpointConfig,
+    /// Lines chained since the last checkpoint.
+    since_checkpoint: u64,
+    last_checkpoint: Instant,
+    /// The last chained line is a shutdown checkpoint (a second one would say nothing new).
+    ends_with_shutdown: bool,
     /// Formats the lines' timestamps.
     clock: Stamp,
     /// Chained lines not yet written, in order.
@@ -579,6 +692,11 @@ impl Worker {
             Message::Lost(count) => self.lost(count),
             Message::Command(command, ticket) => self.command(command, ticket),
         }
+        // Whatever chained the lines (events, an `audit_events_lost` line): never more than
+        // `every_lines` lines after a checkpoint, the bound `audit verify --pubkey` checks.
+        if self.since_checkpoint >= self.checkpoint.every_lines.get() {
+            self.checkpoint(CheckpointKind::Periodic);
+        }
     }
 
     fn event(&mut self, event: &Event) {
@@ -590,6 +708,42 @@ impl Worker {
             let at = event.at;
             self.chain(at, |buf| event_fields(buf, event));
         }
+    }
+
+    /// Chains the `security_violation` line that records a gap found at start.
+    fn record_gap(&mut self, anchored: &ChainHead, found: &str) {
+        self.chain(SystemTime::now(), |buf| {
+            buf.extend_from_slice(
+                b",\"event_type\":\"security_violation\",\"provider\":null,\"user_id\":null,\
+                  \"ip\":null,\"result\":\"audit_log_gap\",\"request_id\":null,\"details\":",
+            );
+            let details = serde_json::json!({
+                "anchored_seq": anchored.seq,
+                "anchored_hash": anchored.hash,
+                "found": found,
+            });
+            let _ = serde_json::to_writer(&mut *buf, &details);
+        });
+    }
+
+    /// Chains a signed checkpoint line over the current head, when the sink has a key.
+    fn checkpoint(&mut self, kind: CheckpointKind) {
+        let Some(signer) = self.signer.clone() else { return };
+        if kind == CheckpointKind::Shutdown && self.ends_with_shutdown {
+            return;
+        }
+        let head = ChainHead { seq: self.seq, hash: self.hash.clone() };
+        let every = self.checkpoint;
+        let mut stamp = Vec::new();
+        let at = SystemTime::now();
+        self.clock.push(&mut stamp, at);
+        let stamp = String::from_utf8(stamp).unwrap_or_default();
+        self.chain(at, |buf| {
+            crate::checkpoint::write_fields(buf, &signer, kind, &head, &stamp, &every);
+        });
+        self.since_checkpoint = 0;
+        self.last_checkpoint = Instant::now();
+        self.ends_with_shutdown = kind == CheckpointKind::Shutdown;
     }
 
     fn lost(&mut self, count: u64) {
@@ -605,7 +759,13 @@ impl Worker {
                 self.sync(true);
             }
             Command::Reopen => self.reopen(),
+            Command::Shutdown => {
+                self.checkpoint(CheckpointKind::Shutdown);
+                self.write_out(true);
+                self.sync(true);
+            }
             Command::Close => {
+                self.checkpoint(CheckpointKind::Shutdown);
                 self.write_out(true);
                 self.sync(true);
                 if self.pending_lines > 0 || self.lost > 0 {
@@ -619,6 +779,9 @@ impl Worker {
             Command::Tick => {
                 if self.reopen_error.is_some() {
                     self.reopen();
+                }
+                if self.last_checkpoint.elapsed() >= self.checkpoint.every {
+                    self.checkpoint(CheckpointKind::Periodic);
                 }
                 self.write_out(true);
                 self.sync(true);
@@ -676,6 +839,8 @@ impl Worker {
         debug_assert!(buf.len() - start <= MAX_LINE);
         self.seq = seq;
         self.pending_lines += 1;
+        self.since_checkpoint += 1;
+        self.ends_with_shutdown = false;
     }
 
     /// Writes the batch (or retries the backlog). `force`: retry now even if the last attempt
@@ -713,6 +878,9 @@ impl Worker {
                 return;
             }
             self.good_len += self.pending.len() as u64;
+            // Everything chained is in the file now.
+            self.written.seq = self.seq;
+            self.written.hash.clone_from(&self.hash);
             let lines = self.pending_lines;
             self.pending.clear();
             self.pending_lines = 0;
@@ -740,9 +908,24 @@ impl Worker {
         }
         self.last_sync = Instant::now();
         match self.writer.sync() {
-            Ok(()) => self.unsynced = false,
+            Ok(()) => {
+                self.unsynced = false;
+                self.store_anchor();
+            }
             Err(e) => self.failed(&e),
         }
+    }
+
+    /// Anchors the head of what is now durable: only after the `fdatasync` that made it so,
+    /// so the anchor is never ahead of the file (a crash leaves it behind, which start-up
+    /// accepts).
+    fn store_anchor(&mut self) {
+        let Some(anchor) = &self.anchor else { return };
+        if self.anchored_seq == Some(self.written.seq) || self.written.seq == 0 {
+            return;
+        }
+        anchor.store(&self.written);
+        self.anchored_seq = Some(self.written.seq);
     }
 
     fn reopen(&mut self) {
@@ -764,7 +947,11 @@ impl Worker {
                 self.reopen_error = None;
                 info!(self.log, "audit log reopened"; "file" => %self.path.display(),
                       "seq" => self.seq, "hash" => &self.hash);
+                // A new file after a rotation is never left empty: a file that is empty while
+                // the anchor names a line would read as deleted at the next start.
+                self.checkpoint(CheckpointKind::Reopen);
                 self.write_out(true);
+                self.sync(true);
                 self.publish_health();
             }
             Err(e) => {

@@ -10,9 +10,12 @@ use std::fmt;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 use ring::digest;
 use serde_json::Value;
+
+use crate::checkpoint::{CHECKPOINT_EVENT, Checkpoint, CheckpointKind, PUBLIC_KEY_LEN};
 
 /// The longest line accepted (without its newline). The sink never writes a longer one.
 pub const MAX_LINE: usize = 1 << 20;
@@ -24,6 +27,10 @@ pub(crate) const ZERO_HASH: &str =
 /// How many lines after a seq gap are searched for the missing seq, to tell a removed line
 /// from reordered ones.
 const LOOKAHEAD: usize = 10_000;
+
+/// How late a periodic checkpoint may be before the tail after the last one counts as cut: the
+/// writer checks once per sync interval and may be busy with a batch.
+pub const CHECKPOINT_GRACE: Duration = Duration::from_secs(30);
 
 /// `,"hash":"` + 64 hex digits + `"}`: how every line ends.
 const HASH_MARK: &[u8] = b",\"hash\":\"";
@@ -48,6 +55,8 @@ pub struct Verified {
     /// Things worth knowing that are not failures (a chain starting after seq 1, a torn last
     /// line).
     pub notes: Vec<String>,
+    /// Checkpoint signatures verified (`None`: no public key was given, none were checked).
+    pub checkpoints: Option<u64>,
 }
 
 impl fmt::Display for Verified {
@@ -59,6 +68,14 @@ impl fmt::Display for Verified {
             (self.first_seq, self.last_seq, self.head_hash.as_deref())
         {
             write!(f, ", seq {first}..{last}, head {head}")?;
+        }
+        match self.checkpoints {
+            Some(count) => write!(f, "\ncheckpoints: {count} signatures verified")?,
+            None => write!(
+                f,
+                "\nnote: checkpoints were not checked (give --pubkey KEY, from `cliproxy-server \
+                 audit pubkey`, to check their signatures and find a cut tail)"
+            )?,
         }
         for note in &self.notes {
             write!(f, "\nnote: {note}")?;
@@ -142,6 +159,16 @@ pub enum Problem {
         /// This is the first line of a file.
         at_file_start: bool,
     },
+    /// A checkpoint line is malformed, does not name the line before it, or its signature
+    /// does not verify with the public key given.
+    BadCheckpoint(String),
+    /// The chain is sound but its end is not where the checkpoints say it must be.
+    TailCut {
+        /// The last line known to be covered (the last checkpoint's seq, or 0).
+        after_seq: u64,
+        /// Why.
+        reason: String,
+    },
 }
 
 impl fmt::Display for Problem {
@@ -181,6 +208,10 @@ impl fmt::Display for Problem {
                 write!(f, "lines reordered: the seq goes back after seq {previous}")
             }
             Self::Duplicated => f.write_str("duplicated line (the same as the line before)"),
+            Self::BadCheckpoint(why) => write!(f, "bad checkpoint: {why}"),
+            Self::TailCut { after_seq, reason } => {
+                write!(f, "the tail after seq {after_seq} may have been cut: {reason}")
+            }
             Self::PrevHash { at_file_start } => {
                 f.write_str("prev_hash does not match the previous line's hash (a line changed and re-hashed")?;
                 if *at_file_start {
@@ -195,7 +226,28 @@ impl fmt::Display for Problem {
 /// Verifies the chain across `paths`, taken in the order given (rotated files first, oldest
 /// first, the current file last).
 pub fn verify_files<P: AsRef<Path>>(paths: &[P]) -> Result<Verified, Broken> {
-    let mut chain = Chain::default();
+    verify_files_signed(paths, None)
+}
+
+/// What a signed verification checks against: the public key, and the time "now" (the age of
+/// the last checkpoint is measured against it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SignedCheck {
+    /// The Ed25519 public key (`cliproxy-server audit pubkey`).
+    pub public_key: [u8; PUBLIC_KEY_LEN],
+    /// The time to judge the last checkpoint's age by.
+    pub now: SystemTime,
+}
+
+/// [`verify_files`], and with `signed`, every checkpoint's signature and the tail: the files
+/// must end with a shutdown checkpoint, or with fewer than `every_lines` lines after the last
+/// checkpoint, which must be less than `every` (plus [`CHECKPOINT_GRACE`]) old. Otherwise
+/// [`Problem::TailCut`].
+pub fn verify_files_signed<P: AsRef<Path>>(
+    paths: &[P],
+    signed: Option<SignedCheck>,
+) -> Result<Verified, Broken> {
+    let mut chain = Chain { signed, ..Chain::default() };
     for (i, path) in paths.iter().enumerate() {
         let path = path.as_ref();
         let last = i + 1 == paths.len();
@@ -223,6 +275,18 @@ pub fn verify_reader(name: impl AsRef<Path>, reader: impl BufRead) -> Result<Ver
     chain.finish()
 }
 
+/// [`verify_reader`] with checkpoint signatures and the tail checked (see
+/// [`verify_files_signed`]).
+pub fn verify_reader_signed(
+    name: impl AsRef<Path>,
+    reader: impl BufRead,
+    signed: SignedCheck,
+) -> Result<Verified, Broken> {
+    let mut chain = Chain { signed: Some(signed), ..Chain::default() };
+    chain.file(name.as_ref(), reader, true)?;
+    chain.finish()
+}
+
 /// A parsed audit line.
 #[derive(Debug)]
 pub(crate) struct Line {
@@ -231,6 +295,8 @@ pub(crate) struct Line {
     pub(crate) hash: String,
     /// Whether `hash` is the SHA-256 of the line before `,"hash":`.
     pub(crate) hash_ok: bool,
+    /// For a checkpoint line, its fields (or why they cannot be read).
+    pub(crate) checkpoint: Option<Result<Checkpoint, String>>,
 }
 
 /// Parses one line (without its newline) and checks its own hash.
@@ -288,7 +354,9 @@ pub(crate) fn parse_line(bytes: &[u8]) -> Result<Line, String> {
         return Err("`prev_hash` is not the field just before `hash`".to_owned());
     }
     let hash_ok = sha256_hex(prefix) == hash;
-    Ok(Line { seq, prev_hash, hash, hash_ok })
+    let checkpoint = (map.get("event_type").and_then(Value::as_str) == Some(CHECKPOINT_EVENT))
+        .then(|| Checkpoint::parse(&map));
+    Ok(Line { seq, prev_hash, hash, hash_ok, checkpoint })
 }
 
 /// Lowercase hex SHA-256.
@@ -367,6 +435,16 @@ struct Chain {
     last: Option<(u64, String)>,
     notes: Vec<String>,
     gap: Option<Gap>,
+    /// The key and time to check checkpoints with (`None`: they are not checked).
+    signed: Option<SignedCheck>,
+    /// Checkpoints verified.
+    checkpoints: u64,
+    /// The last verified checkpoint: its seq and fields.
+    last_checkpoint: Option<(u64, Checkpoint)>,
+    /// Lines after the last checkpoint (all lines while there is none).
+    since_checkpoint: u64,
+    /// The file read last (a cut tail is reported against it).
+    last_file: Option<PathBuf>,
 }
 
 impl Chain {
@@ -377,6 +455,7 @@ impl Chain {
         last_file: bool,
     ) -> Result<(), Broken> {
         self.files += 1;
+        self.last_file = Some(path.to_owned());
         let mut buf = Vec::new();
         let mut line_no = 0u64;
         loop {
@@ -495,8 +574,86 @@ impl Chain {
                 }
             }
         }
+        match (line.checkpoint, self.signed) {
+            (Some(checkpoint), Some(signed)) => {
+                let checkpoint =
+                    checkpoint.map_err(|why| broken(Some(seq), Problem::BadCheckpoint(why)))?;
+                if seq.checked_sub(1) != Some(checkpoint.head_seq)
+                    || checkpoint.head_hash != line.prev_hash
+                {
+                    return Err(broken(
+                        Some(seq),
+                        Problem::BadCheckpoint(
+                            "its head_seq/head_hash do not name the line before it".to_owned(),
+                        ),
+                    ));
+                }
+                if !checkpoint.signed_by(&signed.public_key) {
+                    return Err(broken(
+                        Some(seq),
+                        Problem::BadCheckpoint(
+                            "the signature does not verify with the public key given (a forged \
+                             or altered checkpoint, or the log of another installation)"
+                                .to_owned(),
+                        ),
+                    ));
+                }
+                self.checkpoints += 1;
+                self.since_checkpoint = 0;
+                self.last_checkpoint = Some((seq, checkpoint));
+            }
+            _ => self.since_checkpoint += 1,
+        }
         self.lines += 1;
         self.last = Some((seq, line.hash));
+        Ok(())
+    }
+
+    /// With a key: whether the end of the chain is where the last checkpoint says it must be.
+    fn check_tail(&self, file: &Path, signed: &SignedCheck) -> Result<(), Broken> {
+        let cut = |after_seq, reason| Broken {
+            file: file.to_owned(),
+            line: 0,
+            seq: None,
+            problem: Problem::TailCut { after_seq, reason },
+        };
+        let Some((seq, checkpoint)) = &self.last_checkpoint else {
+            return Err(cut(
+                0,
+                "no signed checkpoint in the files given (the gateway writes one at every start)"
+                    .to_owned(),
+            ));
+        };
+        if checkpoint.kind == CheckpointKind::Shutdown && self.since_checkpoint == 0 {
+            return Ok(());
+        }
+        if self.since_checkpoint >= checkpoint.every_lines {
+            return Err(cut(
+                *seq,
+                format!(
+                    "{} lines follow the last checkpoint, but one is written every {} lines",
+                    self.since_checkpoint, checkpoint.every_lines
+                ),
+            ));
+        }
+        let at = humantime::parse_rfc3339(&checkpoint.timestamp)
+            .map_err(|e| cut(*seq, format!("the last checkpoint's timestamp: {e}")))?;
+        let age = signed.now.duration_since(at).unwrap_or_default();
+        let due = Duration::from_secs(checkpoint.every_secs).saturating_add(CHECKPOINT_GRACE);
+        if age > due {
+            return Err(cut(
+                *seq,
+                format!(
+                    "the log does not end with a shutdown checkpoint, and its last checkpoint \
+                     ({}, {} kind) is {}s old although one is written every {}s: the gateway \
+                     stopped without a clean shutdown, or the lines after it were removed",
+                    checkpoint.timestamp,
+                    checkpoint.kind.as_str(),
+                    age.as_secs(),
+                    checkpoint.every_secs
+                ),
+            ));
+        }
         Ok(())
     }
 
@@ -510,6 +667,10 @@ impl Chain {
 
     fn finish(mut self) -> Result<Verified, Broken> {
         self.give_up()?;
+        if let Some(signed) = &self.signed {
+            let file = self.last_file.clone().unwrap_or_default();
+            self.check_tail(&file, signed)?;
+        }
         let (last_seq, head_hash) = match self.last {
             Some((seq, hash)) => (Some(seq), Some(hash)),
             None => (None, None),
@@ -521,6 +682,7 @@ impl Chain {
             last_seq,
             head_hash,
             notes: self.notes,
+            checkpoints: self.signed.map(|_| self.checkpoints),
         })
     }
 }

@@ -1002,3 +1002,341 @@ fn a_writer_thread_that_dies_turns_the_health_failing() {
     drop(opened);
     assert_eq!(verify_files(&[&path]).unwrap().lines, 2);
 }
+
+// ---------------------------------------------------------------------------------------------
+// The head anchor and signed checkpoints (issue 18, item 10).
+
+/// A head anchor in memory, standing in for the gateway's state store.
+#[derive(Debug, Default, Clone)]
+struct MemAnchor(Arc<Mutex<Option<cliproxy_audit::ChainHead>>>);
+
+impl cliproxy_audit::HeadAnchor for MemAnchor {
+    fn load(&self) -> Result<Option<cliproxy_audit::ChainHead>, String> {
+        Ok(self.0.lock().unwrap().clone())
+    }
+
+    fn store(&self, head: &cliproxy_audit::ChainHead) {
+        *self.0.lock().unwrap() = Some(head.clone());
+    }
+}
+
+impl MemAnchor {
+    fn seq(&self) -> Option<u64> {
+        self.0.lock().unwrap().as_ref().map(|h| h.seq)
+    }
+}
+
+fn signing_key() -> Arc<ring::signature::Ed25519KeyPair> {
+    let pkcs8 =
+        ring::signature::Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new()).unwrap();
+    Arc::new(ring::signature::Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap())
+}
+
+fn anchored_options(
+    anchor: &MemAnchor,
+    signer: Option<&Arc<ring::signature::Ed25519KeyPair>>,
+) -> SinkOptions {
+    let mut options = SinkOptions::default();
+    options.anchor = Some(Arc::new(anchor.clone()));
+    options.signer = signer.cloned();
+    options
+}
+
+fn open_anchored(
+    path: &Path,
+    anchor: &MemAnchor,
+    on_gap: cliproxy_audit::OnGap,
+) -> Result<Opened, Error> {
+    let log = Captured::default();
+    let reports = Reports::default();
+    let mut config = config(path);
+    config.on_gap = on_gap;
+    let sink = FileSink::open_with(
+        &config,
+        reports.reporter(),
+        log.logger(),
+        anchored_options(anchor, None),
+    )?;
+    Ok(Opened { sink, log, reports })
+}
+
+#[test]
+fn the_anchor_follows_what_is_synced_and_a_restart_on_the_same_file_is_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    let anchor = MemAnchor::default();
+    let opened = open_anchored(&path, &anchor, cliproxy_audit::OnGap::Refuse).unwrap();
+    write_events(&opened.sink, 1..=10);
+    opened.sink.flush();
+    assert_eq!(anchor.seq(), Some(10), "a flush syncs and anchors the head");
+    drop(opened);
+    // An anchor behind the file (a crash between the fsync and the store's commit) is fine.
+    *anchor.0.lock().unwrap() = Some(cliproxy_audit::ChainHead {
+        seq: 4,
+        hash: json(&lines(&path)[3])["hash"].as_str().unwrap().to_owned(),
+    });
+    let opened = open_anchored(&path, &anchor, cliproxy_audit::OnGap::Refuse).unwrap();
+    write_events(&opened.sink, 11..=12);
+    opened.sink.flush();
+    assert_eq!(anchor.seq(), Some(12));
+    assert!(verify_files(&[&path]).is_ok());
+}
+
+#[test]
+fn a_cut_tail_or_a_deleted_file_is_refused_naming_the_anchor_and_on_gap() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    let anchor = MemAnchor::default();
+    let opened = open_anchored(&path, &anchor, cliproxy_audit::OnGap::Refuse).unwrap();
+    write_events(&opened.sink, 1..=10);
+    drop(opened);
+    let all = lines(&path);
+    let head_hash = json(&all[9])["hash"].as_str().unwrap().to_owned();
+
+    write_lines(&path, &all[..7]);
+    let err = open_anchored(&path, &anchor, cliproxy_audit::OnGap::Refuse).err().unwrap();
+    let text = err.to_string();
+    assert!(matches!(err, Error::Gap { anchored_seq: 10, .. }), "{text}");
+    assert!(text.contains("logging.audit.on_gap"), "{text}");
+    assert!(text.contains(&head_hash), "the anchored hash is named: {text}");
+    assert!(text.contains("the file ends at seq 7"), "{text}");
+
+    // Cut by one line only.
+    write_lines(&path, &all[..9]);
+    let text =
+        open_anchored(&path, &anchor, cliproxy_audit::OnGap::Refuse).err().unwrap().to_string();
+    assert!(text.contains("the file ends at seq 9"), "{text}");
+
+    // The right number of lines, but the last one is not the anchored one (replaced).
+    let mut replaced = all[..9].to_vec();
+    replaced.push(all[9].replace(&head_hash, &"0".repeat(64)));
+    write_lines(&path, &replaced);
+    let text =
+        open_anchored(&path, &anchor, cliproxy_audit::OnGap::Refuse).err().unwrap().to_string();
+    assert!(text.contains("not an audit line") || text.contains("changed"), "{text}");
+
+    fs::remove_file(&path).unwrap();
+    let text =
+        open_anchored(&path, &anchor, cliproxy_audit::OnGap::Refuse).err().unwrap().to_string();
+    assert!(text.contains("the file does not exist"), "{text}");
+}
+
+#[test]
+fn with_on_gap_continue_the_gap_is_the_first_new_line_and_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    let anchor = MemAnchor::default();
+    let opened = open_anchored(&path, &anchor, cliproxy_audit::OnGap::Refuse).unwrap();
+    write_events(&opened.sink, 1..=10);
+    drop(opened);
+    let all = lines(&path);
+    write_lines(&path, &all[..6]);
+
+    let opened = open_anchored(&path, &anchor, cliproxy_audit::OnGap::Continue).unwrap();
+    assert_eq!(opened.reports.count(SinkReport::Gap), 1);
+    assert_eq!(opened.log.find("behind its anchor").len(), 1, "{:?}", opened.log.lines());
+    // Written at open, before any event.
+    let now = lines(&path);
+    assert_eq!(now.len(), 7);
+    let gap = json(&now[6]);
+    assert_eq!(gap["seq"], 7, "the chain the file holds goes on");
+    assert_eq!(gap["event_type"], "security_violation");
+    assert_eq!(gap["result"], "audit_log_gap");
+    assert_eq!(gap["details"]["anchored_seq"], 10);
+    assert!(gap["details"]["found"].as_str().unwrap().contains("ends at seq 6"), "{gap}");
+    assert!(verify_files(&[&path]).is_ok());
+    drop(opened);
+    // The anchor now names the continued chain: the next start is clean.
+    assert!(open_anchored(&path, &anchor, cliproxy_audit::OnGap::Refuse).is_ok());
+
+    fs::remove_file(&path).unwrap();
+    let opened = open_anchored(&path, &anchor, cliproxy_audit::OnGap::Continue).unwrap();
+    let first = json(&lines(&path)[0]);
+    assert_eq!((first["seq"].as_u64(), first["result"].as_str()), (Some(1), Some("audit_log_gap")));
+    assert!(first["details"]["found"].as_str().unwrap().contains("does not exist"));
+    assert_eq!(opened.reports.count(SinkReport::Gap), 1);
+}
+
+#[test]
+fn a_rotated_file_that_continues_the_anchored_line_is_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    let anchor = MemAnchor::default();
+    let opened = open_anchored(&path, &anchor, cliproxy_audit::OnGap::Refuse).unwrap();
+    write_events(&opened.sink, 1..=5);
+    opened.sink.flush();
+    fs::rename(&path, dir.path().join("audit.log.1")).unwrap();
+    opened.sink.reopen();
+    write_events(&opened.sink, 6..=8);
+    drop(opened);
+    assert_eq!(anchor.seq(), Some(8));
+    assert!(open_anchored(&path, &anchor, cliproxy_audit::OnGap::Refuse).is_ok());
+    // The anchor at the rotated file's last line and a new file starting right after it.
+    let rotated = lines(&dir.path().join("audit.log.1"));
+    *anchor.0.lock().unwrap() = Some(cliproxy_audit::ChainHead {
+        seq: 5,
+        hash: json(&rotated[4])["hash"].as_str().unwrap().to_owned(),
+    });
+    assert!(open_anchored(&path, &anchor, cliproxy_audit::OnGap::Refuse).is_ok());
+    // A file that starts later than the line after the anchor has lost lines at its start.
+    let current = lines(&path);
+    write_lines(&path, &current[1..]);
+    let text =
+        open_anchored(&path, &anchor, cliproxy_audit::OnGap::Refuse).err().unwrap().to_string();
+    assert!(text.contains("the file starts at seq 7"), "{text}");
+}
+
+fn signed_check(key: &ring::signature::Ed25519KeyPair) -> cliproxy_audit::SignedCheck {
+    use ring::signature::KeyPair;
+    cliproxy_audit::SignedCheck {
+        public_key: key.public_key().as_ref().try_into().unwrap(),
+        now: std::time::SystemTime::now(),
+    }
+}
+
+fn open_signed(
+    path: &Path,
+    key: &Arc<ring::signature::Ed25519KeyPair>,
+    every_lines: u64,
+) -> Opened {
+    let log = Captured::default();
+    let reports = Reports::default();
+    let mut config = config(path);
+    config.checkpoint.every_lines = std::num::NonZeroU64::new(every_lines).unwrap();
+    let mut options = SinkOptions::default();
+    options.signer = Some(key.clone());
+    let sink = FileSink::open_with(&config, reports.reporter(), log.logger(), options).unwrap();
+    Opened { sink, log, reports }
+}
+
+#[test]
+fn signed_checkpoints_verify_and_a_cut_tail_is_found_offline() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    let key = signing_key();
+    let opened = open_signed(&path, &key, 5);
+    write_events(&opened.sink, 1..=12);
+    drop(opened);
+    let all = lines(&path);
+    let kinds: Vec<String> = all
+        .iter()
+        .map(|l| json(l))
+        .filter(|l| l["event_type"] == "audit_checkpoint")
+        .map(|l| format!("{}@{}", l["result"].as_str().unwrap(), l["seq"]))
+        .collect();
+    // Start, one after every 5 lines (the checkpoint itself is not counted), shutdown.
+    assert_eq!(kinds, ["start@1", "periodic@7", "periodic@13", "shutdown@16"], "{all:?}");
+    let verified = cliproxy_audit::verify_files_signed(&[&path], Some(signed_check(&key))).unwrap();
+    assert_eq!(verified.checkpoints, Some(4));
+    assert!(verified.to_string().contains("4 signatures verified"), "{verified}");
+
+    // Without a key: the chain verifies, and the output says checkpoints were not checked.
+    let plain = verify_files(&[&path]).unwrap().to_string();
+    assert!(plain.contains("checkpoints were not checked"), "{plain}");
+
+    // Cut back past a periodic checkpoint: five lines follow the last one left (seq 7),
+    // where one comes every five.
+    write_lines(&path, &all[..12]);
+    assert!(verify_files(&[&path]).is_ok(), "a hash chain alone cannot see a cut tail");
+    let cut = cliproxy_audit::verify_files_signed(&[&path], Some(signed_check(&key))).unwrap_err();
+    assert!(matches!(cut.problem, Problem::TailCut { after_seq: 7, .. }), "{cut}");
+    assert!(cut.to_string().contains("the tail after seq 7 may have been cut"), "{cut}");
+
+    // Cut to fewer lines than an interval after a checkpoint: caught by the checkpoint's age
+    // once a periodic one would have been due.
+    write_lines(&path, &all[..14]);
+    let mut later = signed_check(&key);
+    later.now += Duration::from_secs(301) + cliproxy_audit::CHECKPOINT_GRACE;
+    let cut = cliproxy_audit::verify_files_signed(&[&path], Some(later)).unwrap_err();
+    assert!(cut.to_string().contains("does not end with a shutdown checkpoint"), "{cut}");
+    // A gateway still running (its last checkpoint recent) is not flagged.
+    assert!(cliproxy_audit::verify_files_signed(&[&path], Some(signed_check(&key))).is_ok());
+}
+
+#[test]
+fn a_forged_checkpoint_or_another_key_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    let key = signing_key();
+    drop(open_signed(&path, &key, 1000));
+    let other = signing_key();
+    let wrong =
+        cliproxy_audit::verify_files_signed(&[&path], Some(signed_check(&other))).unwrap_err();
+    assert!(matches!(wrong.problem, Problem::BadCheckpoint(_)), "{wrong}");
+    assert!(wrong.to_string().contains("signature does not verify"), "{wrong}");
+
+    // A checkpoint re-written by someone without the key: its line hash is made right again,
+    // but the signature no longer covers what it says.
+    let all = lines(&path);
+    let mut line = json(&all[1]);
+    line["details"]["every_secs"] = Value::from(86_400);
+    let mut rehashed = rehash(&line);
+    let mut forged = all.clone();
+    forged[1] = std::mem::take(&mut rehashed);
+    write_lines(&path, &forged);
+    assert!(verify_files(&[&path]).is_ok(), "the chain itself is sound");
+    let err = cliproxy_audit::verify_files_signed(&[&path], Some(signed_check(&key))).unwrap_err();
+    assert!(err.to_string().contains("seq 2: bad checkpoint"), "{err}");
+}
+
+/// Serialises a line in the sink's field order with its hash made right again (what someone
+/// who edits the last line and re-hashes it does).
+fn rehash(line: &Value) -> String {
+    let mut text = String::from("{");
+    for key in [
+        "seq",
+        "timestamp",
+        "event_type",
+        "provider",
+        "user_id",
+        "ip",
+        "result",
+        "request_id",
+        "details",
+        "prev_hash",
+    ] {
+        if text.len() > 1 {
+            text.push(',');
+        }
+        text.push_str(&format!("\"{key}\":{}", serde_json::to_string(&line[key]).unwrap()));
+    }
+    let digest = ring::digest::digest(&ring::digest::SHA256, text.as_bytes());
+    let hash: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    format!("{text},\"hash\":\"{hash}\"}}")
+}
+
+/// Any one byte of a signed log changed (to a few values) never verifies as the whole log with
+/// the key: only a changed final newline passes, as a torn last line (what the fuzz target's
+/// signed mode checks at random, here over every position).
+#[test]
+fn no_single_byte_change_of_a_signed_log_verifies_as_the_whole_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    let key = signing_key();
+    let opened = open_signed(&path, &key, 1000);
+    write_events(&opened.sink, 1..=2);
+    drop(opened);
+    let original = fs::read(&path).unwrap();
+    let whole = cliproxy_audit::verify_files_signed(&[&path], Some(signed_check(&key))).unwrap();
+    assert_eq!((whole.lines, whole.checkpoints), (4, Some(2)));
+    let tampered = dir.path().join("tampered.log");
+    let mut passed = 0;
+    for at in 0..original.len() {
+        for value in [b'0', b'x', b'\n', b'"'] {
+            if original[at] == value {
+                continue;
+            }
+            let mut bytes = original.clone();
+            bytes[at] = value;
+            fs::write(&tampered, &bytes).unwrap();
+            if let Ok(v) =
+                cliproxy_audit::verify_files_signed(&[&tampered], Some(signed_check(&key)))
+            {
+                assert!(v.lines < 4 && !v.notes.is_empty(), "byte {at} = {value}: {v}");
+                assert_eq!(at, original.len() - 1, "only the final newline: {v}");
+                passed += 1;
+            }
+        }
+    }
+    assert!(passed <= 4);
+}

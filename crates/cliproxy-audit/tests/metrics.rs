@@ -25,7 +25,7 @@ use cliproxy_audit::{
 };
 
 /// The metrics SPEC §6 asks for (and the ones this crate adds), with their types.
-const EXPECTED: [(&str, &str); 14] = [
+const EXPECTED: [(&str, &str); 15] = [
     ("cliproxy_auth_failures_total", "counter"),
     ("cliproxy_rate_limit_violations_total", "counter"),
     ("cliproxy_security_events_total", "counter"),
@@ -39,6 +39,7 @@ const EXPECTED: [(&str, &str); 14] = [
     ("cliproxy_alerts_fired_total", "counter"),
     ("cliproxy_audit_write_errors_total", "counter"),
     ("cliproxy_audit_events_dropped_total", "counter"),
+    ("cliproxy_audit_gaps_total", "counter"),
     ("cliproxy_audit_healthy", "gauge"),
 ];
 
@@ -310,6 +311,7 @@ fn record_everything(m: &Metrics) {
     m.audit_write_failed();
     m.audit_events_dropped(5);
     m.audit_events_dropped(2);
+    m.audit_gap();
     m.set_audit_healthy(true);
 }
 
@@ -415,6 +417,7 @@ fn a_scrape_has_every_metric_with_help_type_buckets_bounded_labels_and_exact_cou
     assert_eq!(s.value(fired, &[("rule", "High auth failure rate")]), 0.0);
     assert_eq!(s.value("cliproxy_audit_write_errors_total", &[]), 1.0);
     assert_eq!(s.value("cliproxy_audit_events_dropped_total", &[]), 7.0);
+    assert_eq!(s.value("cliproxy_audit_gaps_total", &[]), 1.0);
     assert_eq!(s.value("cliproxy_audit_healthy", &[]), 1.0);
 
     promtool_check(&text);

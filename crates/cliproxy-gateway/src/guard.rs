@@ -137,12 +137,16 @@ impl Guard {
         let config_error =
             |e: cliproxy_netguard::Error| crate::config::ConfigError::new(e.to_string());
         let tls = TlsSettings::build(&server.tls).map_err(config_error)?;
+        // Opened before the audit log: it holds the log's head anchor.
+        let state = Arc::new(SqliteStore::open(&state_config(config)).map_err(state_error)?);
+        let state: Arc<dyn StateStore> = state;
         let audit = Audit::build(
             &config.logging.audit,
             &config.metrics,
             &config.alerts,
             config.providers.0.keys().cloned(),
             log,
+            crate::audit_anchor::sink_options(config, &state, log)?,
         )
         .map_err(|e| crate::config::ConfigError::new(e.to_string()))?;
         // Alert windows run on the guard's clock, so that tests drive them with a fake one.
@@ -153,8 +157,6 @@ impl Guard {
             warn!(log, "the audit log is off: security events are counted in metrics but not recorded";
                 "fix" => "set logging.audit.enabled: true and logging.audit.file");
         }
-        let state = Arc::new(SqliteStore::open(&state_config(config)).map_err(state_error)?);
-        let state: Arc<dyn StateStore> = state;
         let headers = SecurityHeaders::new(&server.security.headers, server.tls.enabled)
             .map_err(|e| crate::config::ConfigError::new(e.to_string()))?;
         let estimate = u64::from(server.security.request_validation.max_tokens.get());

@@ -21,6 +21,7 @@
 
 mod abuse;
 mod api;
+mod audit_anchor;
 mod body;
 mod config;
 mod error;

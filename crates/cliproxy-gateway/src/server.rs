@@ -276,8 +276,15 @@ impl Server {
         gateway.flush_last_used().await;
         guard.shutdown().await;
         let audit = guard.audit.clone();
-        // The last events (shutdown included) reach the disk before the process ends.
-        let _ = tokio::task::spawn_blocking(move || audit.flush()).await;
+        let state = guard.state.clone();
+        // The last events (shutdown included) and the shutdown checkpoint reach the disk
+        // before the process ends; then the state store commits the head anchor the audit
+        // sink handed it after its last sync.
+        let _ = tokio::task::spawn_blocking(move || {
+            audit.shutdown();
+            state.flush()
+        })
+        .await;
         Ok(())
     }
 }

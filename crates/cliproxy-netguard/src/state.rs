@@ -1,5 +1,5 @@
-//! The state store: quota usage, the runtime denylist and management bans, kept across
-//! restarts.
+//! The state store: quota usage, the runtime denylist, management bans and the audit log's
+//! head anchor, kept across restarts.
 //!
 //! The request path never waits for the disk. It hands each change to
 //! [`StateStore::submit`], which only puts it in an in-memory batch; a writer thread (named
@@ -45,6 +45,9 @@ pub trait StateStore: Send + Sync + fmt::Debug {
     /// Every stored ban, ended ones included; unparsable rows are skipped and reported as
     /// notices.
     fn load_bans(&self) -> Result<Vec<Ban>>;
+    /// The audit log's anchored head (`seq`, `hash`): the last line the audit sink had
+    /// durably written when it last reported. `None` when none was stored.
+    fn load_audit_head(&self) -> Result<Option<(u64, String)>>;
     /// Queues a change for the writer. Never waits for the disk and never fails: when the
     /// writer has stopped, the change is counted as lost and [`StateStore::check`] reports it.
     fn submit(&self, change: StateChange);
@@ -81,6 +84,14 @@ pub enum StateChange {
     Ban(Ban),
     /// Removes the ban of this address, if there is one.
     Unban(IpAddr),
+    /// The audit log's head, stored after the audit sink synced the lines up to it. The last
+    /// one submitted wins.
+    AuditHead {
+        /// The line's seq.
+        seq: u64,
+        /// The line's hash.
+        hash: String,
+    },
     /// Removes denylist entries and bans that have ended at `now` (Unix seconds).
     PurgeExpired {
         /// Unix seconds; entries whose expiry is at or before it are removed.
@@ -106,7 +117,7 @@ impl fmt::Debug for SqliteStore {
 }
 
 /// The schema version this build writes (`PRAGMA user_version`).
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 const DIR_MODE: u32 = 0o700;
 const FILE_MODE: u32 = 0o600;
 /// How long a statement waits for a lock held by another connection (a reader, or a second
@@ -138,7 +149,16 @@ CREATE TABLE IF NOT EXISTS bans (
 ) STRICT;
 PRAGMA user_version = 1;
 ";
-const TABLES: [&str; 3] = ["quota_usage", "denylist", "bans"];
+/// Version 2 adds the audit log's head anchor: one row, replaced as the audit sink syncs.
+const SCHEMA_V2: &str = "
+CREATE TABLE IF NOT EXISTS audit_head (
+    id INTEGER NOT NULL PRIMARY KEY CHECK (id = 1),
+    seq INTEGER NOT NULL,
+    hash TEXT NOT NULL
+) STRICT;
+PRAGMA user_version = 2;
+";
+const TABLES: [&str; 4] = ["quota_usage", "denylist", "bans", "audit_head"];
 
 impl SqliteStore {
     /// Opens (creating when missing) the database at `state.path` and starts its writer.
@@ -296,6 +316,17 @@ impl StateStore for SqliteStore {
         self.load("bans", "SELECT ip, until FROM bans ORDER BY ip", |row| {
             Ok(parse_ban(row.get(0)?, row.get(1)?))
         })
+    }
+
+    fn load_audit_head(&self) -> Result<Option<(u64, String)>> {
+        let rows =
+            self.load("audit_head", "SELECT seq, hash FROM audit_head WHERE id = 1", |row| {
+                let (seq, hash): (i64, String) = (row.get(0)?, row.get(1)?);
+                Ok(to_u64(seq)
+                    .map(|seq| (seq, hash))
+                    .ok_or_else(|| format!("seq {seq} is negative")))
+            })?;
+        Ok(rows.into_iter().next())
     }
 
     fn submit(&self, change: StateChange) {
@@ -480,6 +511,8 @@ struct Pending {
     bans: HashMap<IpAddr, Option<Ban>>,
     /// The latest purge time asked for.
     purge: Option<u64>,
+    /// The latest audit head submitted.
+    audit_head: Option<(u64, String)>,
 }
 
 impl Pending {
@@ -504,6 +537,7 @@ impl Pending {
             StateChange::Unban(ip) => {
                 self.bans.insert(canonical_ip(ip), None);
             }
+            StateChange::AuditHead { seq, hash } => self.audit_head = Some((seq, hash)),
             StateChange::PurgeExpired { now } => {
                 self.purge = Some(self.purge.map_or(now, |before| before.max(now)));
             }
@@ -515,7 +549,11 @@ impl Pending {
     }
 
     fn len(&self) -> usize {
-        self.quota.len() + self.deny.len() + self.bans.len() + usize::from(self.purge.is_some())
+        self.quota.len()
+            + self.deny.len()
+            + self.bans.len()
+            + usize::from(self.purge.is_some())
+            + usize::from(self.audit_head.is_some())
     }
 
     /// Puts back a batch whose write failed. Changes submitted since are newer and win.
@@ -530,6 +568,9 @@ impl Pending {
             self.bans.entry(key).or_insert(ban);
         }
         self.purge = self.purge.max(older.purge);
+        if self.audit_head.is_none() {
+            self.audit_head = older.audit_head;
+        }
     }
 }
 
@@ -673,6 +714,13 @@ fn write_batch(conn: &mut Connection, batch: &Pending) -> Result<(), String> {
                     None => delete.execute(params![ip.to_string()])?,
                 };
             }
+        }
+        if let Some((seq, hash)) = &batch.audit_head {
+            tx.execute(
+                "INSERT INTO audit_head (id, seq, hash) VALUES (1, ?1, ?2)
+                 ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
+                params![to_i64(*seq), hash],
+            )?;
         }
         if let Some(now) = batch.purge {
             let now = to_i64(now);
@@ -872,6 +920,15 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<()> {
     if version == SCHEMA_VERSION {
         return Ok(());
     }
+    if version == 1 {
+        // Version 1 lacks only the audit head table.
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| sqlite_error(path, "upgrade the schema to version 2", &e))?;
+        tx.execute_batch(SCHEMA_V2)
+            .map_err(|e| sqlite_error(path, "upgrade the schema to version 2", &e))?;
+        return tx.commit().map_err(|e| sqlite_error(path, "upgrade the schema to version 2", &e));
+    }
     if version != 0 {
         return Err(state_error(
             path,
@@ -909,11 +966,12 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<()> {
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(|e| sqlite_error(path, "create the schema", &e))?;
     tx.execute_batch(SCHEMA_V1).map_err(|e| sqlite_error(path, "create the schema", &e))?;
+    tx.execute_batch(SCHEMA_V2).map_err(|e| sqlite_error(path, "create the schema", &e))?;
     tx.commit().map_err(|e| sqlite_error(path, "create the schema", &e))
 }
 
 /// How to get going again after a damaged database.
-const RECOVER: &str = "move the file (and any -wal and -shm files beside it) aside and restart: it holds only quota usage, the runtime denylist and management bans, which then start empty (quota counts restart from zero)";
+const RECOVER: &str = "move the file (and any -wal and -shm files beside it) aside and restart: it holds only quota usage, the runtime denylist, management bans and the audit log's head anchor, which then start empty (quota counts restart from zero; a cut audit log is no longer found at start)";
 
 fn state_error(path: &Path, message: String) -> Error {
     Error::State { path: path.to_owned(), message }

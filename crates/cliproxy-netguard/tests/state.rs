@@ -239,11 +239,39 @@ fn a_database_from_a_newer_version_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("state.db");
     open(&path).close().unwrap();
-    Connection::open(&path).unwrap().pragma_update(None, "user_version", 2).unwrap();
+    Connection::open(&path).unwrap().pragma_update(None, "user_version", 3).unwrap();
     let message =
         SqliteStore::open(&config(&path, Duration::from_millis(100))).unwrap_err().to_string();
-    assert!(message.contains("schema version 2"), "{message}");
+    assert!(message.contains("schema version 3"), "{message}");
     assert!(message.contains("newer cliproxy"), "{message}");
+}
+
+/// Issue 18 item 10: the audit log's head anchor is stored (the last one submitted wins) and
+/// a version 1 database is upgraded to version 2 in place, keeping its rows.
+#[test]
+fn the_audit_head_is_stored_and_a_version_1_database_is_upgraded() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let store = open(&path);
+    assert_eq!(store.load_audit_head().unwrap(), None);
+    store.submit(StateChange::AuditHead { seq: 5, hash: "a".repeat(64) });
+    store.submit(StateChange::AuditHead { seq: 9, hash: "b".repeat(64) });
+    store.submit(StateChange::Quota(usage("openai", 7)));
+    store.close().unwrap();
+    let store = open(&path);
+    assert_eq!(store.load_audit_head().unwrap(), Some((9, "b".repeat(64))));
+    store.close().unwrap();
+
+    // What a version 1 cliproxy left: no audit_head table.
+    let conn = Connection::open(&path).unwrap();
+    conn.execute_batch("DROP TABLE audit_head; PRAGMA user_version = 1;").unwrap();
+    drop(conn);
+    let store = open(&path);
+    assert_eq!(store.load_audit_head().unwrap(), None);
+    assert_eq!(store.load_quota_usage().unwrap().len(), 1, "the rows of version 1 are kept");
+    store.close().unwrap();
+    let version: i64 = raw(&path).query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+    assert_eq!(version, 2);
 }
 
 #[test]

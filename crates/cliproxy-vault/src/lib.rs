@@ -42,6 +42,7 @@ mod error;
 mod fingerprint;
 mod lock;
 mod oauth;
+mod signing;
 mod store;
 
 // The public interface is:
@@ -55,4 +56,5 @@ pub use error::{Error, Result};
 pub use oauth::{
     MAX_TOKEN_RESPONSE_BYTES, OAuthTokens, RefreshError, Refreshed, parse_token_response,
 };
+pub use signing::{AUDIT_SIGNING_KEY_FILE, AuditSigningKey};
 pub use store::{CredentialStore, FileStore, ListEntry, Reencrypted, Unreadable, UnreadableFile};

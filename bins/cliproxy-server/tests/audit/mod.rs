@@ -89,8 +89,13 @@ fn audit_verify_passes_a_good_chain_and_names_the_first_bad_line() {
 fn audit_verify_explains_itself_and_its_exit_codes() {
     let dir = tempfile::tempdir().unwrap();
     let help = text(&run(&["audit", "verify", "--help"], dir.path()).stdout);
-    assert!(help.contains("cannot catch") && help.contains("head"), "{help}");
+    assert!(help.contains("cannot catch") && help.contains("--pubkey"), "{help}");
+    assert!(help.contains("may have been cut"), "{help}");
     assert_eq!(run(&["audit", "verify"], dir.path()).status.code(), Some(2));
+    // A public key that is not one is a usage error naming the option.
+    let bad = run(&["audit", "verify", "--pubkey", "abcd", "nope.log"], dir.path());
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(text(&bad.stderr).contains("--pubkey"), "{}", text(&bad.stderr));
     let missing = run(&["audit", "verify", "nope.log"], dir.path());
     assert_eq!(missing.status.code(), Some(1));
     assert!(text(&missing.stderr).contains("nope.log: cannot read"), "{}", text(&missing.stderr));
