@@ -22,6 +22,7 @@ mod netguard;
 mod procfs;
 mod revocation;
 mod tls;
+mod usage;
 mod vault;
 mod webhook;
 

@@ -17,6 +17,7 @@ use tokio::time::{Instant, Sleep};
 
 use crate::api::ApiFormat;
 use crate::error::ApiError;
+use crate::stream_usage::UsageStripper;
 use crate::usage::{Usage, UsageScanner};
 
 /// Boxed error carried by bodies.
@@ -107,6 +108,9 @@ pin_project_lite::pin_project! {
         idle: Sleep,
         idle_timeout: Duration,
         scanner: UsageScanner,
+        // Set when the gateway asked the upstream for usage the client did not ask for: it
+        // takes that usage out of what the client gets, after the scanner has read it.
+        stripper: Option<UsageStripper>,
         on_done: Option<OnDone>,
         sse: Option<ApiFormat>,
         boundary: SseBoundary,
@@ -137,11 +141,18 @@ impl<B> Tapped<B> {
             idle: tokio::time::sleep(idle_timeout),
             idle_timeout,
             scanner,
+            stripper: None,
             on_done: Some(on_done),
             sse,
             boundary: SseBoundary::default(),
             finished: false,
         }
+    }
+
+    /// Passes the event stream through `stripper` on its way to the client.
+    pub(crate) fn strip_usage(mut self, stripper: UsageStripper) -> Self {
+        self.stripper = Some(stripper);
+        self
     }
 }
 
@@ -206,68 +217,94 @@ where
         if *this.finished {
             return Poll::Ready(None);
         }
-        match this.inner.as_mut().poll_frame(cx) {
-            Poll::Ready(Some(Ok(frame))) => {
-                if let Some(data) = frame.data_ref() {
-                    this.scanner.feed(data);
-                    this.boundary.feed(data);
+        // Loops only when the stripper holds back a whole frame (part of an event): an empty
+        // frame is not passed on.
+        loop {
+            return match this.inner.as_mut().poll_frame(cx) {
+                Poll::Ready(Some(Ok(mut frame))) => {
+                    if let Some(data) = frame.data_ref() {
+                        this.scanner.feed(data);
+                        if let Some(stripper) = this.stripper.as_mut() {
+                            let mut data = stripper.feed(data);
+                            if this.inner.is_end_stream() {
+                                let held = stripper.finish();
+                                if !held.is_empty() {
+                                    data = [&data[..], &held[..]].concat().into();
+                                }
+                            }
+                            if data.is_empty() && !this.inner.is_end_stream() {
+                                let deadline = Instant::now() + *this.idle_timeout;
+                                this.idle.as_mut().reset(deadline);
+                                continue;
+                            }
+                            frame = Frame::data(data);
+                        }
+                    }
+                    if let Some(data) = frame.data_ref() {
+                        this.boundary.feed(data);
+                    }
+                    let deadline = Instant::now() + *this.idle_timeout;
+                    this.idle.as_mut().reset(deadline);
+                    // A server that knows the length stops polling after the last byte, so the
+                    // end is reported with the last frame rather than at a `None` never polled.
+                    let truncated = this.sse.is_some() && !this.boundary.at_boundary();
+                    if this.inner.is_end_stream()
+                        && !truncated
+                        && let Some(on_done) = this.on_done.take()
+                    {
+                        report_complete_after_yield(on_done, this.scanner);
+                    }
+                    Poll::Ready(Some(Ok(frame)))
                 }
-                let deadline = Instant::now() + *this.idle_timeout;
-                this.idle.as_mut().reset(deadline);
-                // A server that knows the length stops polling after the last byte, so the
-                // end is reported with the last frame rather than at a `None` never polled.
-                let truncated = this.sse.is_some() && !this.boundary.at_boundary();
-                if this.inner.is_end_stream()
-                    && !truncated
-                    && let Some(on_done) = this.on_done.take()
-                {
-                    report_complete_after_yield(on_done, this.scanner);
-                }
-                Poll::Ready(Some(Ok(frame)))
-            }
-            Poll::Ready(Some(Err(error))) => {
-                let error: BoxError = error.into();
-                if let Some(on_done) = this.on_done.take() {
-                    on_done(Outcome::Failed(error.to_string(), this.scanner.usage()));
-                }
-                Poll::Ready(fail_frame(
-                    *this.sse,
-                    this.boundary,
-                    this.finished,
-                    ErrorCode::UpstreamFailure,
-                    error,
-                ))
-            }
-            Poll::Ready(None) if this.sse.is_some() && !this.boundary.at_boundary() => {
-                // A clean end of body in the middle of an event is a truncated stream: passed
-                // on as a clean end, the client would take a cut answer for a whole one.
-                let error = TruncatedEvent;
-                if let Some(on_done) = this.on_done.take() {
-                    this.scanner.finish();
-                    on_done(Outcome::Failed(error.to_string(), this.scanner.usage()));
-                }
-                Poll::Ready(Some(Err(Box::new(error))))
-            }
-            Poll::Ready(None) => {
-                if let Some(on_done) = this.on_done.take() {
-                    report_complete_after_yield(on_done, this.scanner);
+                Poll::Ready(Some(Err(error))) => {
+                    let error: BoxError = error.into();
+                    if let Some(on_done) = this.on_done.take() {
+                        on_done(Outcome::Failed(error.to_string(), this.scanner.usage()));
+                    }
+                    Poll::Ready(fail_frame(
+                        *this.sse,
+                        this.boundary,
+                        this.finished,
+                        ErrorCode::UpstreamFailure,
+                        error,
+                    ))
                 }
                 Poll::Ready(None)
-            }
-            Poll::Pending => {
-                ready!(this.idle.as_mut().poll(cx));
-                let error = IdleTimeout(*this.idle_timeout);
-                if let Some(on_done) = this.on_done.take() {
-                    on_done(Outcome::Failed(error.to_string(), this.scanner.usage()));
+                    if this.sse.is_some()
+                        && (!this.boundary.at_boundary()
+                            || this.stripper.as_ref().is_some_and(|s| s.held() > 0)) =>
+                {
+                    // A clean end of body in the middle of an event is a truncated stream: passed
+                    // on as a clean end, the client would take a cut answer for a whole one. (What
+                    // the stripper still holds is always part of an event.)
+                    let error = TruncatedEvent;
+                    if let Some(on_done) = this.on_done.take() {
+                        this.scanner.finish();
+                        on_done(Outcome::Failed(error.to_string(), this.scanner.usage()));
+                    }
+                    Poll::Ready(Some(Err(Box::new(error))))
                 }
-                Poll::Ready(fail_frame(
-                    *this.sse,
-                    this.boundary,
-                    this.finished,
-                    ErrorCode::UpstreamTimeout,
-                    Box::new(error),
-                ))
-            }
+                Poll::Ready(None) => {
+                    if let Some(on_done) = this.on_done.take() {
+                        report_complete_after_yield(on_done, this.scanner);
+                    }
+                    Poll::Ready(None)
+                }
+                Poll::Pending => {
+                    ready!(this.idle.as_mut().poll(cx));
+                    let error = IdleTimeout(*this.idle_timeout);
+                    if let Some(on_done) = this.on_done.take() {
+                        on_done(Outcome::Failed(error.to_string(), this.scanner.usage()));
+                    }
+                    Poll::Ready(fail_frame(
+                        *this.sse,
+                        this.boundary,
+                        this.finished,
+                        ErrorCode::UpstreamTimeout,
+                        Box::new(error),
+                    ))
+                }
+            };
         }
     }
 
