@@ -83,6 +83,35 @@ def usage_scanner():
     }
 
 
+def usage_stripper():
+    # Byte 0: the event cap / 8; byte 1: number of chunk lengths - 1; then the lengths; the
+    # stream.
+    def seed(stream, cap=255, lengths=(7, 1, 64)):
+        return bytes([cap, len(lengths) - 1, *lengths]) + stream
+
+    chunk = {"id": "c1", "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"content": "Hi"}, "finish_reason": None}]}
+    asked = sse(
+        (None, {**chunk, "usage": None}),
+        (None, {**chunk, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}], "usage": None}),
+        (None, {"id": "c1", "object": "chat.completion.chunk", "choices": [], "usage": {"prompt_tokens": 12, "completion_tokens": 5, "total_tokens": 17}}),
+        (None, "[DONE]"),
+    )
+    unasked = sse((None, chunk), (None, "[DONE]"))
+    # Azure's first chunk: no choices, `"usage": null` only.
+    azure = sse((None, {"choices": [], "prompt_filter_results": [], "usage": None}), (None, chunk))
+    crlf = b'data: {"usage":null, "choices":[]}\r\n\r\nid: 1\r\ndata: {"choices":[ ],"usage":{"prompt_tokens":1}}\r\n\r\n'
+    long_event = b'data: {"usage":null,"pad":"' + b"x" * 200 + b'"}\n\n' + asked
+    odd = b'data: {"a":"\\"usage\\"","usage":null}\n\ndata: {"usage":null,"usage":null}\n\ndata: {"x":1,\ndata: "usage":null}\n\n: usage\n\ndata: {"usage":null'
+    return {
+        "asked-stream": seed(asked),
+        "unasked-stream": seed(unasked, lengths=(13,)),
+        "azure-first-chunk": seed(azure, lengths=(0, 5)),
+        "crlf-and-fields": seed(crlf, lengths=(1,)),
+        "event-past-small-cap": seed(long_event, cap=16, lengths=(100, 3)),
+        "escapes-duplicates-multiline-cut": seed(odd, lengths=(2,)),
+    }
+
+
 def config_yaml():
     minimal = """server:
   host: "127.0.0.1"
@@ -230,6 +259,7 @@ def audit_verify():
 
 TARGETS = {
     "usage_scanner": usage_scanner,
+    "usage_stripper": usage_stripper,
     "config_yaml": config_yaml,
     "credential_file": credential_file,
     "oauth_token_response": oauth_token_response,

@@ -432,6 +432,59 @@ mod tests {
         assert_eq!(seen.recv().await, None, "reported once");
     }
 
+    /// With a stripper, the scanner reads the usage the client does not get; a frame that
+    /// is all held back (part of an event) is not passed on as an empty frame.
+    #[tokio::test(start_paused = true)]
+    async fn a_stripped_stream_is_counted_before_it_is_stripped() {
+        let inner = script(
+            &[
+                b"data: {\"choices\":[{\"index\":0}],\"usage\":null}\n\ndata: {\"cho",
+                b"ices\":[],\"usage\":{\"prompt_tokens\":7,",
+                b"\"completion_tokens\":3}}\n\ndata: [DONE]\n\n",
+            ],
+            false,
+        );
+        let (on_done, mut seen) = awaited_recorder();
+        let scanner = UsageScanner::new(ApiFormat::OpenAi, true);
+        let body =
+            Tapped::new(inner, Duration::from_secs(5), scanner, on_done, Some(ApiFormat::OpenAi))
+                .strip_usage(UsageStripper::new());
+        let mut body = Box::pin(body);
+        let mut frames = Vec::new();
+        while let Some(frame) = body.frame().await {
+            frames.push(frame.unwrap().into_data().unwrap());
+        }
+        assert!(frames.iter().all(|f| !f.is_empty()), "{frames:?}");
+        assert_eq!(frames.concat(), b"data: {\"choices\":[{\"index\":0}]}\n\ndata: [DONE]\n\n");
+        let expected = Outcome::Complete(Some(Usage { input_tokens: 7, output_tokens: 3 }));
+        assert_eq!(seen.recv().await, Some(expected));
+    }
+
+    /// A stripped stream that ends in the middle of an event is still cut, not ended cleanly,
+    /// and what the stripper held is not lost silently.
+    #[tokio::test(start_paused = true)]
+    async fn a_stripped_stream_ending_mid_event_is_cut() {
+        for last in [&b"data: {\"usage\":null,\"cho"[..], b"data: [DONE]\n"] {
+            let (on_done, seen) = recorder();
+            let scanner = UsageScanner::new(ApiFormat::OpenAi, true);
+            let chunks: Vec<Bytes> = vec![
+                Bytes::from_static(b"data: {\"usage\":null}\n\n"),
+                Bytes::copy_from_slice(last),
+            ];
+            let inner = Script { chunks: chunks.into(), hang: false };
+            let body = Tapped::new(
+                inner,
+                Duration::from_secs(2),
+                scanner,
+                on_done,
+                Some(ApiFormat::OpenAi),
+            )
+            .strip_usage(UsageStripper::new());
+            assert!(body.collect().await.is_err(), "{last:?}");
+            assert!(matches!(seen.lock().unwrap()[0], Outcome::Failed(..)), "{last:?}");
+        }
+    }
+
     #[tokio::test(start_paused = true)]
     async fn idle_upstream_fails_the_body() {
         let (on_done, seen) = recorder();

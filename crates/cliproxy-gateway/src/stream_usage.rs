@@ -228,7 +228,12 @@ impl UsageStripper {
                 let data_lines = self.data_lines;
                 self.line_start = 0;
                 self.data_lines = 0;
-                if data_lines == 1 && contains(&event, b"\"usage\"") {
+                // An event past the cap is passed on as it is, whether it came whole or not:
+                // where the stream was split must not change what the client gets.
+                if data_lines == 1
+                    && event.len() <= self.max_event
+                    && contains(&event, b"\"usage\"")
+                {
                     edit_event(event, out);
                 } else {
                     out.push(event);
@@ -483,5 +488,241 @@ impl Out {
             (Some(first), None) => first,
             (None, None) => Bytes::new(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn ask(body: &str, option: UsageOption) -> Option<String> {
+        ask_upstream(body.as_bytes(), option).map(|b| String::from_utf8(b.to_vec()).unwrap())
+    }
+
+    fn option(body: &str) -> UsageOption {
+        cliproxy_netguard::RequestFields::from_slice(body.as_bytes()).unwrap().usage_option()
+    }
+
+    #[test]
+    fn a_body_without_stream_options_gets_the_member_before_its_closing_brace() {
+        let body = "{\"model\": \"gpt-4o\", \"stream\": true}\n";
+        assert_eq!(
+            ask(body, option(body)).as_deref(),
+            Some(
+                "{\"model\": \"gpt-4o\", \"stream\": true,\"stream_options\":{\"include_usage\":true}}\n"
+            )
+        );
+        assert_eq!(
+            ask(" { } ", UsageOption::Missing).as_deref(),
+            Some(" { \"stream_options\":{\"include_usage\":true}} ")
+        );
+        // Not an object (the pipeline refuses those before; the edit does not rely on it).
+        assert_eq!(ask("[1]", UsageOption::Missing), None);
+        assert_eq!(ask("", UsageOption::Missing), None);
+    }
+
+    #[test]
+    fn stream_options_that_do_not_ask_are_edited_in_place_and_keep_their_other_options() {
+        for (body, expected) in [
+            (
+                r#"{"stream_options": {"include_usage": false}, "stream": true}"#,
+                json!({"stream_options": {"include_usage": true}, "stream": true}),
+            ),
+            (
+                r#"{"stream": true, "stream_options": null}"#,
+                json!({"stream_options": {"include_usage": true}, "stream": true}),
+            ),
+            (r#"{"stream_options": {}}"#, json!({"stream_options": {"include_usage": true}})),
+            (
+                r#"{"stream_options": {"include_obfuscation": false, "x": [1, {"y": "}"}]}}"#,
+                json!({"stream_options": {"include_usage": true, "include_obfuscation": false, "x": [1, {"y": "}"}]}}),
+            ),
+            (
+                r#"{"a": "\"stream_options\"", "stream_options": { "include_usage" : null } }"#,
+                json!({"a": "\"stream_options\"", "stream_options": {"include_usage": true}}),
+            ),
+        ] {
+            assert_eq!(option(body), UsageOption::NotAsked, "{body}");
+            let edited = ask(body, option(body)).unwrap_or_else(|| panic!("{body}"));
+            let edited: Value = serde_json::from_str(&edited).unwrap();
+            assert_eq!(edited, expected, "{body}");
+        }
+    }
+
+    #[test]
+    fn bodies_that_cannot_be_edited_safely_are_left_alone() {
+        for body in [
+            // The client asked itself.
+            r#"{"stream_options": {"include_usage": true}}"#,
+            // A key written with escapes could be the one to edit.
+            r#"{"stream_options": {"include\u005fusage": false}}"#,
+            r#"{"stream\u005foptions": {"include_usage": false}}"#,
+            // Keys given twice (validation refuses them when it is on).
+            r#"{"stream_options": {"include_usage": false, "include_usage": false}}"#,
+            r#"{"stream_options": {}, "stream_options": {}}"#,
+            // Another type: the upstream refuses it, the gateway does not change its meaning.
+            r#"{"stream_options": "include_usage"}"#,
+            r#"{"stream_options": [true]}"#,
+        ] {
+            assert_eq!(ask(body, option(body)), None, "{body}");
+        }
+    }
+
+    #[test]
+    fn the_mock_is_asked_in_its_tree() {
+        for (mut body, asked, expected) in [
+            (
+                json!({"stream": true}),
+                true,
+                json!({"stream": true, "stream_options": {"include_usage": true}}),
+            ),
+            (
+                json!({"stream_options": null}),
+                true,
+                json!({"stream_options": {"include_usage": true}}),
+            ),
+            (
+                json!({"stream_options": {"include_usage": false, "x": 1}}),
+                true,
+                json!({"stream_options": {"include_usage": true, "x": 1}}),
+            ),
+            (json!({"stream_options": "x"}), false, json!({"stream_options": "x"})),
+        ] {
+            let option = option(&body.to_string());
+            assert_eq!(ask_mock(&mut body, option), asked);
+            assert_eq!(body, expected);
+        }
+        let mut body = json!({"stream_options": {"include_usage": true}});
+        assert!(!ask_mock(&mut body, UsageOption::Asked));
+    }
+
+    /// A chat stream as OpenAI sends it with `include_usage`, and the same without.
+    fn streams(line_end: &str) -> (String, String) {
+        let chunk = |delta: &str, usage: bool| {
+            let usage = if usage { r#","usage":null"# } else { "" };
+            format!(
+                r#"data: {{"id":"c","object":"chat.completion.chunk","choices":[{{"index":0,"delta":{delta}}}]{usage}}}{line_end}{line_end}"#
+            )
+        };
+        let deltas = [r#"{"role":"assistant","content":""}"#, r#"{"content":"usage"}"#, "{}"];
+        let done = format!("data: [DONE]{line_end}{line_end}");
+        let without: String =
+            deltas.iter().map(|d| chunk(d, false)).chain([done.clone()]).collect();
+        let last = format!(
+            r#"data: {{"id":"c","object":"chat.completion.chunk","choices":[],"usage":{{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}}}}{line_end}{line_end}"#
+        );
+        let with: String = deltas.iter().map(|d| chunk(d, true)).chain([last, done]).collect();
+        (with, without)
+    }
+
+    fn strip(stream: &[u8], split: usize, cap: usize) -> Vec<u8> {
+        let mut stripper = UsageStripper::with_cap(cap);
+        let mut out = Vec::new();
+        for piece in stream.chunks(split.max(1)) {
+            out.extend_from_slice(&stripper.feed(&Bytes::copy_from_slice(piece)));
+            assert!(stripper.held() <= cap);
+        }
+        out.extend_from_slice(&stripper.finish());
+        out
+    }
+
+    #[test]
+    fn the_stream_is_what_it_would_be_without_the_option_however_it_is_split() {
+        for line_end in ["\n", "\r\n"] {
+            let (with, without) = streams(line_end);
+            for split in 1..=with.len() {
+                assert_eq!(
+                    String::from_utf8(strip(with.as_bytes(), split, MAX_SSE_EVENT)).unwrap(),
+                    without,
+                    "split every {split} bytes, lines ending {line_end:?}"
+                );
+            }
+            // A stream without the option passes unchanged.
+            assert_eq!(strip(without.as_bytes(), 7, MAX_SSE_EVENT), without.as_bytes());
+        }
+    }
+
+    #[test]
+    fn chunks_the_option_did_not_add_to_pass_unchanged() {
+        for event in [
+            // Not JSON, or not an object.
+            "data: [DONE]\n\n",
+            "data: {\"usage\":null\n\n",
+            "data: [{\"usage\":null}]\n\n",
+            "data: \"usage\"\n\n",
+            // Usage with choices (what some compatible servers send unasked), and a usage
+            // inside another member.
+            "data: {\"choices\":[{\"index\":0}],\"usage\":{\"prompt_tokens\":1}}\n\n",
+            "data: {\"choices\":[],\"x\":{\"usage\":{\"prompt_tokens\":1}}}\n\n",
+            // Keys given twice, or written with escapes.
+            "data: {\"usage\":null,\"usage\":null}\n\n",
+            "data: {\"usag\\u0065\":null,\"a\":1}\n\n",
+            // Two data lines make one event: left whole.
+            "data: {\"a\":1,\ndata: \"usage\":null}\n\n",
+            // Comments and other fields.
+            ": usage\n\nevent: usage\nid: \"usage\"\n\n",
+        ] {
+            for split in [1, 3, event.len()] {
+                assert_eq!(
+                    strip(event.as_bytes(), split, MAX_SSE_EVENT),
+                    event.as_bytes(),
+                    "{event:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_usage_member_goes_with_one_comma_wherever_it_stands() {
+        for (event, expected) in [
+            ("data: {\"usage\":null,\"a\":1}\n\n", "data: {\"a\":1}\n\n"),
+            ("data:{ \"usage\" : null , \"a\" : [1] }\n\n", "data:{ \"a\" : [1] }\n\n"),
+            ("data: {\"a\":\"x\\\"\",\"usage\":null}\n\n", "data: {\"a\":\"x\\\"\"}\n\n"),
+            ("data: {\"a\":1, \"usage\":null, \"b\":2}\n\n", "data: {\"a\":1, \"b\":2}\n\n"),
+            ("data: {\"usage\":null}\n\n", "data: {}\n\n"),
+            // Azure's first chunk has no choices and `"usage": null`: only the member goes.
+            (
+                "data: {\"choices\":[],\"prompt_filter_results\":[],\"usage\":null}\n\n",
+                "data: {\"choices\":[],\"prompt_filter_results\":[]}\n\n",
+            ),
+            // The usage chunk goes whole, with its event's other fields.
+            ("id: 7\ndata: {\"choices\":[ ],\"usage\":{\"prompt_tokens\":1}}\r\n\r\n", ""),
+        ] {
+            let out = strip(event.as_bytes(), event.len(), MAX_SSE_EVENT);
+            assert_eq!(String::from_utf8(out).unwrap(), expected, "{event:?}");
+        }
+    }
+
+    #[test]
+    fn an_event_past_the_cap_passes_unchanged_and_the_next_ones_are_stripped_again() {
+        let (with, without) = streams("\n");
+        let huge = format!("data: {{\"usage\":null,\"pad\":\"{}\"}}\n\n", "x".repeat(300));
+        let stream = format!("{huge}{with}");
+        for split in [1, 2, 5, 64, stream.len()] {
+            let out = String::from_utf8(strip(stream.as_bytes(), split, 200)).unwrap();
+            let expected = format!("{huge}{without}");
+            let at = out.bytes().zip(expected.bytes()).position(|(a, b)| a != b);
+            assert_eq!(out, expected, "split {split}, first difference at {at:?}");
+        }
+        // A line that never ends is passed on as it grows, not held.
+        let mut stripper = UsageStripper::with_cap(64);
+        let mut passed = 0;
+        for _ in 0..100 {
+            passed += stripper.feed(&Bytes::from(vec![b'x'; 50])).len();
+            assert!(stripper.held() <= 64);
+        }
+        assert_eq!(passed, 5000);
+    }
+
+    #[test]
+    fn a_stream_cut_mid_event_ends_with_the_held_bytes_unchanged() {
+        let mut stripper = UsageStripper::new();
+        let first =
+            stripper.feed(&Bytes::from_static(b"data: {\"usage\":null,\"a\":1}\n\ndata: {\"usa"));
+        assert_eq!(&first[..], b"data: {\"a\":1}\n\n");
+        assert_eq!(&stripper.finish()[..], b"data: {\"usa");
+        assert_eq!(stripper.held(), 0);
     }
 }
