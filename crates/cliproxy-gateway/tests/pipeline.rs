@@ -548,18 +548,21 @@ async fn http2_over_a_real_connection() {
 /// yield lets it run, and a bounded number of them turns a settlement that never comes into a
 /// failure.
 async fn demo_quota_after(gateway: &Gateway, before: u64) -> u64 {
+    let mut now = None;
     for _ in 0..100 {
         let text = gateway.render_metrics();
-        let now = text
+        now = text
             .lines()
             .find_map(|line| line.strip_prefix("cliproxy_quota_remaining{provider=\"demo\"} "))
             .map(|value| value.trim().parse::<f64>().unwrap() as u64);
-        if let Some(now) = now.filter(|&now| now != before) {
-            return now;
+        if now.is_some_and(|now| now != before) {
+            break;
         }
         tokio::task::yield_now().await;
     }
-    panic!("the quota was not settled: {:?}", gateway.render_metrics());
+    let now = now.expect("no quota figure for `demo`");
+    assert_ne!(now, before, "the quota was not settled");
+    now
 }
 
 /// Issue 18, item 2, through the mock provider: a streamed chat request that does not ask for
