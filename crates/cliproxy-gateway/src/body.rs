@@ -315,6 +315,13 @@ where
     }
 
     fn size_hint(&self) -> SizeHint {
+        // A stripped body is shorter than the upstream's by an amount known only at its end:
+        // the upstream's exact length would be a wrong `content-length` for the client.
+        if self.stripper.is_some() {
+            let mut hint = SizeHint::new();
+            hint.set_upper(self.inner.size_hint().upper().unwrap_or(u64::MAX));
+            return hint;
+        }
         self.inner.size_hint()
     }
 }
@@ -456,6 +463,15 @@ mod tests {
         }
         assert!(frames.iter().all(|f| !f.is_empty()), "{frames:?}");
         assert_eq!(frames.concat(), b"data: {\"choices\":[{\"index\":0}]}\n\ndata: [DONE]\n\n");
+        // An upstream length is not the client's: the stripped body is shorter.
+        let inner = http_body_util::Full::new(Bytes::from_static(b"data: {\"usage\":null}\n\n"));
+        let (on_done, _) = recorder();
+        let scanner = UsageScanner::new(ApiFormat::OpenAi, true);
+        let body =
+            Tapped::new(inner, Duration::from_secs(5), scanner, on_done, Some(ApiFormat::OpenAi))
+                .strip_usage(UsageStripper::new());
+        assert_eq!(http_body::Body::size_hint(&body).exact(), None);
+        assert_eq!(body.collect().await.unwrap().to_bytes(), &b"data: {}\n\n"[..]);
         let expected = Outcome::Complete(Some(Usage { input_tokens: 7, output_tokens: 3 }));
         assert_eq!(seen.recv().await, Some(expected));
     }
