@@ -17,7 +17,6 @@ use tokio::time::{Instant, Sleep};
 
 use crate::api::ApiFormat;
 use crate::error::ApiError;
-use crate::stream_usage::UsageStripper;
 use crate::usage::{Usage, UsageScanner};
 
 /// Boxed error carried by bodies.
@@ -108,9 +107,6 @@ pin_project_lite::pin_project! {
         idle: Sleep,
         idle_timeout: Duration,
         scanner: UsageScanner,
-        // Set when the gateway asked the upstream for usage the client did not ask for: it
-        // takes that usage out of what the client gets, after the scanner has read it.
-        stripper: Option<UsageStripper>,
         on_done: Option<OnDone>,
         sse: Option<ApiFormat>,
         boundary: SseBoundary,
@@ -141,18 +137,11 @@ impl<B> Tapped<B> {
             idle: tokio::time::sleep(idle_timeout),
             idle_timeout,
             scanner,
-            stripper: None,
             on_done: Some(on_done),
             sse,
             boundary: SseBoundary::default(),
             finished: false,
         }
-    }
-
-    /// Passes the event stream through `stripper` on its way to the client.
-    pub(crate) fn strip_usage(mut self, stripper: UsageStripper) -> Self {
-        self.stripper = Some(stripper);
-        self
     }
 }
 
@@ -217,94 +206,68 @@ where
         if *this.finished {
             return Poll::Ready(None);
         }
-        // Loops only when the stripper holds back a whole frame (part of an event): an empty
-        // frame is not passed on.
-        loop {
-            return match this.inner.as_mut().poll_frame(cx) {
-                Poll::Ready(Some(Ok(mut frame))) => {
-                    if let Some(data) = frame.data_ref() {
-                        this.scanner.feed(data);
-                        if let Some(stripper) = this.stripper.as_mut() {
-                            let mut data = stripper.feed(data);
-                            if this.inner.is_end_stream() {
-                                let held = stripper.finish();
-                                if !held.is_empty() {
-                                    data = [&data[..], &held[..]].concat().into();
-                                }
-                            }
-                            if data.is_empty() && !this.inner.is_end_stream() {
-                                let deadline = Instant::now() + *this.idle_timeout;
-                                this.idle.as_mut().reset(deadline);
-                                continue;
-                            }
-                            frame = Frame::data(data);
-                        }
-                    }
-                    if let Some(data) = frame.data_ref() {
-                        this.boundary.feed(data);
-                    }
-                    let deadline = Instant::now() + *this.idle_timeout;
-                    this.idle.as_mut().reset(deadline);
-                    // A server that knows the length stops polling after the last byte, so the
-                    // end is reported with the last frame rather than at a `None` never polled.
-                    let truncated = this.sse.is_some() && !this.boundary.at_boundary();
-                    if this.inner.is_end_stream()
-                        && !truncated
-                        && let Some(on_done) = this.on_done.take()
-                    {
-                        report_complete_after_yield(on_done, this.scanner);
-                    }
-                    Poll::Ready(Some(Ok(frame)))
+        match this.inner.as_mut().poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    this.scanner.feed(data);
+                    this.boundary.feed(data);
                 }
-                Poll::Ready(Some(Err(error))) => {
-                    let error: BoxError = error.into();
-                    if let Some(on_done) = this.on_done.take() {
-                        on_done(Outcome::Failed(error.to_string(), this.scanner.usage()));
-                    }
-                    Poll::Ready(fail_frame(
-                        *this.sse,
-                        this.boundary,
-                        this.finished,
-                        ErrorCode::UpstreamFailure,
-                        error,
-                    ))
+                let deadline = Instant::now() + *this.idle_timeout;
+                this.idle.as_mut().reset(deadline);
+                // A server that knows the length stops polling after the last byte, so the
+                // end is reported with the last frame rather than at a `None` never polled.
+                let truncated = this.sse.is_some() && !this.boundary.at_boundary();
+                if this.inner.is_end_stream()
+                    && !truncated
+                    && let Some(on_done) = this.on_done.take()
+                {
+                    report_complete_after_yield(on_done, this.scanner);
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(error))) => {
+                let error: BoxError = error.into();
+                if let Some(on_done) = this.on_done.take() {
+                    on_done(Outcome::Failed(error.to_string(), this.scanner.usage()));
+                }
+                Poll::Ready(fail_frame(
+                    *this.sse,
+                    this.boundary,
+                    this.finished,
+                    ErrorCode::UpstreamFailure,
+                    error,
+                ))
+            }
+            Poll::Ready(None) if this.sse.is_some() && !this.boundary.at_boundary() => {
+                // A clean end of body in the middle of an event is a truncated stream: passed
+                // on as a clean end, the client would take a cut answer for a whole one.
+                let error = TruncatedEvent;
+                if let Some(on_done) = this.on_done.take() {
+                    this.scanner.finish();
+                    on_done(Outcome::Failed(error.to_string(), this.scanner.usage()));
+                }
+                Poll::Ready(Some(Err(Box::new(error))))
+            }
+            Poll::Ready(None) => {
+                if let Some(on_done) = this.on_done.take() {
+                    report_complete_after_yield(on_done, this.scanner);
                 }
                 Poll::Ready(None)
-                    if this.sse.is_some()
-                        && (!this.boundary.at_boundary()
-                            || this.stripper.as_ref().is_some_and(|s| s.held() > 0)) =>
-                {
-                    // A clean end of body in the middle of an event is a truncated stream: passed
-                    // on as a clean end, the client would take a cut answer for a whole one. (What
-                    // the stripper still holds is always part of an event.)
-                    let error = TruncatedEvent;
-                    if let Some(on_done) = this.on_done.take() {
-                        this.scanner.finish();
-                        on_done(Outcome::Failed(error.to_string(), this.scanner.usage()));
-                    }
-                    Poll::Ready(Some(Err(Box::new(error))))
+            }
+            Poll::Pending => {
+                ready!(this.idle.as_mut().poll(cx));
+                let error = IdleTimeout(*this.idle_timeout);
+                if let Some(on_done) = this.on_done.take() {
+                    on_done(Outcome::Failed(error.to_string(), this.scanner.usage()));
                 }
-                Poll::Ready(None) => {
-                    if let Some(on_done) = this.on_done.take() {
-                        report_complete_after_yield(on_done, this.scanner);
-                    }
-                    Poll::Ready(None)
-                }
-                Poll::Pending => {
-                    ready!(this.idle.as_mut().poll(cx));
-                    let error = IdleTimeout(*this.idle_timeout);
-                    if let Some(on_done) = this.on_done.take() {
-                        on_done(Outcome::Failed(error.to_string(), this.scanner.usage()));
-                    }
-                    Poll::Ready(fail_frame(
-                        *this.sse,
-                        this.boundary,
-                        this.finished,
-                        ErrorCode::UpstreamTimeout,
-                        Box::new(error),
-                    ))
-                }
-            };
+                Poll::Ready(fail_frame(
+                    *this.sse,
+                    this.boundary,
+                    this.finished,
+                    ErrorCode::UpstreamTimeout,
+                    Box::new(error),
+                ))
+            }
         }
     }
 
@@ -315,13 +278,6 @@ where
     }
 
     fn size_hint(&self) -> SizeHint {
-        // A stripped body is shorter than the upstream's by an amount known only at its end:
-        // the upstream's exact length would be a wrong `content-length` for the client.
-        if self.stripper.is_some() {
-            let mut hint = SizeHint::new();
-            hint.set_upper(self.inner.size_hint().upper().unwrap_or(u64::MAX));
-            return hint;
-        }
         self.inner.size_hint()
     }
 }
@@ -382,6 +338,7 @@ mod tests {
 
     use super::*;
     use crate::api::ApiFormat;
+    use crate::stream_usage::Stripped;
 
     fn recorder() -> (OnDone, Arc<Mutex<Vec<Outcome>>>) {
         let seen = Arc::new(Mutex::new(Vec::new()));
@@ -439,8 +396,8 @@ mod tests {
         assert_eq!(seen.recv().await, None, "reported once");
     }
 
-    /// With a stripper, the scanner reads the usage the client does not get; a frame that
-    /// is all held back (part of an event) is not passed on as an empty frame.
+    /// Stripped after the tap, the scanner reads the usage the client does not get; a frame
+    /// that is all held back (part of an event) is not passed on as an empty frame.
     #[tokio::test(start_paused = true)]
     async fn a_stripped_stream_is_counted_before_it_is_stripped() {
         let inner = script(
@@ -453,9 +410,13 @@ mod tests {
         );
         let (on_done, mut seen) = awaited_recorder();
         let scanner = UsageScanner::new(ApiFormat::OpenAi, true);
-        let body =
-            Tapped::new(inner, Duration::from_secs(5), scanner, on_done, Some(ApiFormat::OpenAi))
-                .strip_usage(UsageStripper::new());
+        let body = Stripped::new(Tapped::new(
+            inner,
+            Duration::from_secs(5),
+            scanner,
+            on_done,
+            Some(ApiFormat::OpenAi),
+        ));
         let mut body = Box::pin(body);
         let mut frames = Vec::new();
         while let Some(frame) = body.frame().await {
@@ -467,17 +428,20 @@ mod tests {
         let inner = http_body_util::Full::new(Bytes::from_static(b"data: {\"usage\":null}\n\n"));
         let (on_done, _) = recorder();
         let scanner = UsageScanner::new(ApiFormat::OpenAi, true);
-        let body =
-            Tapped::new(inner, Duration::from_secs(5), scanner, on_done, Some(ApiFormat::OpenAi))
-                .strip_usage(UsageStripper::new());
+        let body = Stripped::new(Tapped::new(
+            inner,
+            Duration::from_secs(5),
+            scanner,
+            on_done,
+            Some(ApiFormat::OpenAi),
+        ));
         assert_eq!(http_body::Body::size_hint(&body).exact(), None);
         assert_eq!(body.collect().await.unwrap().to_bytes(), &b"data: {}\n\n"[..]);
         let expected = Outcome::Complete(Some(Usage { input_tokens: 7, output_tokens: 3 }));
         assert_eq!(seen.recv().await, Some(expected));
     }
 
-    /// A stripped stream that ends in the middle of an event is still cut, not ended cleanly,
-    /// and what the stripper held is not lost silently.
+    /// A stripped stream that ends in the middle of an event is still cut, not ended cleanly.
     #[tokio::test(start_paused = true)]
     async fn a_stripped_stream_ending_mid_event_is_cut() {
         for last in [&b"data: {\"usage\":null,\"cho"[..], b"data: [DONE]\n"] {
@@ -488,14 +452,13 @@ mod tests {
                 Bytes::copy_from_slice(last),
             ];
             let inner = Script { chunks: chunks.into(), hang: false };
-            let body = Tapped::new(
+            let body = Stripped::new(Tapped::new(
                 inner,
                 Duration::from_secs(2),
                 scanner,
                 on_done,
                 Some(ApiFormat::OpenAi),
-            )
-            .strip_usage(UsageStripper::new());
+            ));
             assert!(body.collect().await.is_err(), "{last:?}");
             assert!(matches!(seen.lock().unwrap()[0], Outcome::Failed(..)), "{last:?}");
         }

@@ -29,7 +29,7 @@ use crate::pool::{PoolCell, Slot};
 use crate::providers;
 use crate::refresh::{self, Vault};
 use crate::routing::ModelRouter;
-use crate::stream_usage::{self, UsageStripper};
+use crate::stream_usage::{self, Stripped};
 use crate::upstream::{self, HttpClient};
 use crate::usage::{Usage, UsageScanner};
 
@@ -294,12 +294,11 @@ impl Gateway {
             let strip = record.strip_usage && record.sse;
             let (parts, body) = response.into_parts();
             let on_done: OnDone = Box::new(move |outcome| record.finish(outcome));
-            let mut body =
-                Tapped::new(body, inner.limits.stream_idle_timeout, scanner, on_done, sse);
-            if strip {
-                body = body.strip_usage(UsageStripper::new());
-            }
-            Response::from_parts(parts, body.boxed_unsync())
+            let body = Tapped::new(body, inner.limits.stream_idle_timeout, scanner, on_done, sse);
+            // The usage the gateway asked for on the client's behalf is taken out after the
+            // tap has read it.
+            let body = if strip { Stripped::new(body).boxed_unsync() } else { body.boxed_unsync() };
+            Response::from_parts(parts, body)
         } else {
             record.finish(Outcome::Complete(None));
             response

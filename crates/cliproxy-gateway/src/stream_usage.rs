@@ -18,8 +18,12 @@
 //! as it is. A request left unedited is charged its estimate when no usage comes back; a chunk
 //! left unedited reaches the client as the upstream sent it.
 
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
 use bytes::{Bytes, BytesMut};
 use cliproxy_netguard::UsageOption;
+use http_body::{Frame, SizeHint};
 use serde_json::Value;
 
 use crate::usage::MAX_SSE_EVENT;
@@ -245,6 +249,88 @@ impl UsageStripper {
                 self.line_start = line_end;
             }
         }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response body passed through a [`UsageStripper`] on its way to the client. It wraps
+    /// the tapped body (`body::Tapped`), whose scanner has read the usage from the upstream's
+    /// bytes first, and whose idle timeout, error events and truncation checks work on the
+    /// upstream's events as without it: a stream cut mid-event is still cut (the stripper then
+    /// holds at most that event's beginning, which goes nowhere).
+    pub(crate) struct Stripped<B> {
+        #[pin]
+        inner: B,
+        stripper: UsageStripper,
+        done: bool,
+    }
+}
+
+impl<B> Stripped<B> {
+    pub(crate) fn new(inner: B) -> Self {
+        Self { inner, stripper: UsageStripper::new(), done: false }
+    }
+}
+
+impl<B: http_body::Body<Data = Bytes>> http_body::Body for Stripped<B> {
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let mut this = self.project();
+        if *this.done {
+            return Poll::Ready(None);
+        }
+        // Loops only while the stripper holds back whole frames (parts of one event): an
+        // empty frame is not passed on.
+        loop {
+            let frame = match ready!(this.inner.as_mut().poll_frame(cx)) {
+                Some(Ok(frame)) => frame,
+                Some(Err(error)) => return Poll::Ready(Some(Err(error))),
+                None => {
+                    *this.done = true;
+                    let held = this.stripper.finish();
+                    return Poll::Ready((!held.is_empty()).then(|| Ok(Frame::data(held))));
+                }
+            };
+            let data = match frame.into_data() {
+                Ok(data) => data,
+                Err(frame) => return Poll::Ready(Some(Ok(frame))),
+            };
+            let mut data = this.stripper.feed(&data);
+            let end = this.inner.is_end_stream();
+            if end {
+                // A body that knows its end is not polled past it: nothing may stay held.
+                let held = this.stripper.finish();
+                if !held.is_empty() {
+                    data = [&data[..], &held[..]].concat().into();
+                }
+            }
+            if !data.is_empty() {
+                return Poll::Ready(Some(Ok(Frame::data(data))));
+            }
+            if end {
+                *this.done = true;
+                return Poll::Ready(None);
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done || (self.inner.is_end_stream() && self.stripper.held() == 0)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        // Shorter than the upstream's by an amount known only at its end: the upstream's
+        // exact length would be a wrong `content-length` for the client.
+        let mut hint = SizeHint::new();
+        if let Some(upper) = self.inner.size_hint().upper() {
+            hint.set_upper(upper);
+        }
+        hint
     }
 }
 
