@@ -219,6 +219,9 @@ def request_validation():
         "gemini-both-fields": seed(5, {"contents": [{"parts": [{"text": "hi"}]}], "generation_config": {"maxOutputTokens": 1, "max_output_tokens": None}}),
         "gemini-both-configs": seed(5, {"contents": [{"parts": [{"text": "hi"}]}], "generationConfig": {"maxOutputTokens": 5}, "generation_config": {"maxOutputTokens": 5}}),
         "chat-both-fields": seed(0, {"model": "m", "messages": [{"role": "user"}], "max_tokens": 1, "max_completion_tokens": 4000}),
+        # `stream_options` that does not ask for usage, and one whose key is escaped.
+        "chat-usage-not-asked": seed(0, {"model": "m", "messages": [{"role": "user"}], "stream": True, "stream_options": {"include_usage": False, "x": [None]}}),
+        "chat-usage-escaped": raw(0, '{"model": "m", "messages": [{"role": "user"}], "stream_options": {"include\\u005fusage": true}}'),
         # A key given twice: at the top, in a message, in an array of objects, and equal only
         # once unescaped.
         "repeated-top": raw(0, '{"model": "m", "max_tokens": 99999, "max_tokens": 1, "messages": [{"role": "user"}]}'),
