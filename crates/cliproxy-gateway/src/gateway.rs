@@ -616,6 +616,8 @@ impl Gateway {
             record.format = format;
             return Ok(response);
         }
+        // An OpenAI upstream is asked for the usage here, once for every attempt of the
+        // failover; the other provider types report usage in their streams unasked.
         let body = match usage_option.filter(|_| provider.kind == ProviderKind::Openai) {
             Some(option) => match stream_usage::ask_upstream(&body, option) {
                 Some(edited) => {
