@@ -1,15 +1,15 @@
 //! Request validation reads client JSON bodies in one pass (`RequestFields`): whatever the
 //! body, it answers a token count or a message, never panics, and a count it accepts is within
 //! the cap. It must also answer exactly as the same checks do on a `serde_json::Value` of the
-//! body (kept below as the reference): the same JSON error at the same place, the same `model`
-//! and `stream`, the same verdict. A `Value` keeps one value per key, so the reference finds a
+//! body (kept below as the reference): the same JSON error at the same place, the same `model`,
+//! `stream` and `stream_options.include_usage`, the same verdict. A `Value` keeps one value per key, so the reference finds a
 //! key given twice with a walk of its own (a `HashSet` of owned keys per object).
 #![no_main]
 
 use std::num::NonZeroU32;
 
 use cliproxy_netguard::{
-    Invalid, RequestFields, RequestKind, TokenCap, ValidationConfig, Validator,
+    Invalid, RequestFields, RequestKind, TokenCap, UsageOption, ValidationConfig, Validator,
 };
 use libfuzzer_sys::fuzz_target;
 use serde::Deserialize;
@@ -48,6 +48,7 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(fields.model().ok(), reference::model(&value).ok());
         assert_eq!(fields.stream().ok(), reference::stream(&value).ok());
     }
+    assert_eq!(fields.usage_option(), reference::usage_option(&value));
     let repeated = serde_json::from_slice::<reference::Repeated>(body).unwrap().0;
     assert_eq!(fields.has_repeated_key(), repeated);
     let checked = validator.check(kind, &fields, cap);
@@ -78,6 +79,17 @@ mod reference {
             None | Some(Value::Null) => Ok(None),
             Some(Value::Bool(stream)) => Ok(Some(*stream)),
             Some(_) => Err(()),
+        }
+    }
+
+    /// Whether `stream_options.include_usage` asks for a stream's usage, read from the tree.
+    pub fn usage_option(body: &Value) -> UsageOption {
+        match body.get("stream_options") {
+            None => UsageOption::Missing,
+            Some(options) if options.get("include_usage") == Some(&Value::Bool(true)) => {
+                UsageOption::Asked
+            }
+            Some(_) => UsageOption::NotAsked,
         }
     }
 

@@ -83,6 +83,35 @@ def usage_scanner():
     }
 
 
+def usage_stripper():
+    # Byte 0: the event cap / 8; byte 1: number of chunk lengths - 1; then the lengths; the
+    # stream.
+    def seed(stream, cap=255, lengths=(7, 1, 64)):
+        return bytes([cap, len(lengths) - 1, *lengths]) + stream
+
+    chunk = {"id": "c1", "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"content": "Hi"}, "finish_reason": None}]}
+    asked = sse(
+        (None, {**chunk, "usage": None}),
+        (None, {**chunk, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}], "usage": None}),
+        (None, {"id": "c1", "object": "chat.completion.chunk", "choices": [], "usage": {"prompt_tokens": 12, "completion_tokens": 5, "total_tokens": 17}}),
+        (None, "[DONE]"),
+    )
+    unasked = sse((None, chunk), (None, "[DONE]"))
+    # Azure's first chunk: no choices, `"usage": null` only.
+    azure = sse((None, {"choices": [], "prompt_filter_results": [], "usage": None}), (None, chunk))
+    crlf = b'data: {"usage":null, "choices":[]}\r\n\r\nid: 1\r\ndata: {"choices":[ ],"usage":{"prompt_tokens":1}}\r\n\r\n'
+    long_event = b'data: {"usage":null,"pad":"' + b"x" * 200 + b'"}\n\n' + asked
+    odd = b'data: {"a":"\\"usage\\"","usage":null}\n\ndata: {"usage":null,"usage":null}\n\ndata: {"x":1,\ndata: "usage":null}\n\n: usage\n\ndata: {"usage":null'
+    return {
+        "asked-stream": seed(asked),
+        "unasked-stream": seed(unasked, lengths=(13,)),
+        "azure-first-chunk": seed(azure, lengths=(0, 5)),
+        "crlf-and-fields": seed(crlf, lengths=(1,)),
+        "event-past-small-cap": seed(long_event, cap=16, lengths=(100, 3)),
+        "escapes-duplicates-multiline-cut": seed(odd, lengths=(2,)),
+    }
+
+
 def config_yaml():
     minimal = """server:
   host: "127.0.0.1"
@@ -212,6 +241,9 @@ def request_validation():
         "gemini-both-fields": seed(5, {"contents": [{"parts": [{"text": "hi"}]}], "generation_config": {"maxOutputTokens": 1, "max_output_tokens": None}}),
         "gemini-both-configs": seed(5, {"contents": [{"parts": [{"text": "hi"}]}], "generationConfig": {"maxOutputTokens": 5}, "generation_config": {"maxOutputTokens": 5}}),
         "chat-both-fields": seed(0, {"model": "m", "messages": [{"role": "user"}], "max_tokens": 1, "max_completion_tokens": 4000}),
+        # `stream_options` that does not ask for usage, and one whose key is escaped.
+        "chat-usage-not-asked": seed(0, {"model": "m", "messages": [{"role": "user"}], "stream": True, "stream_options": {"include_usage": False, "x": [None]}}),
+        "chat-usage-escaped": raw(0, '{"model": "m", "messages": [{"role": "user"}], "stream_options": {"include\\u005fusage": true}}'),
         # A key given twice: at the top, in a message, in an array of objects, and equal only
         # once unescaped.
         "repeated-top": raw(0, '{"model": "m", "max_tokens": 99999, "max_tokens": 1, "messages": [{"role": "user"}]}'),
@@ -272,6 +304,7 @@ def audit_verify():
 
 TARGETS = {
     "usage_scanner": usage_scanner,
+    "usage_stripper": usage_stripper,
     "config_yaml": config_yaml,
     "credential_file": credential_file,
     "oauth_token_response": oauth_token_response,

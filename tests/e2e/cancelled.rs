@@ -20,9 +20,16 @@ const ALICE_KEY: &str = "cpk-e2e-cancel-alice-key-5d0b8e2f9a61c374";
 /// The provider's daily quota.
 const QUOTA: u64 = 8_000;
 
-/// What each abandoned request reserves (its `max_tokens`): two of them hold 6,000 of the
-/// 8,000 tokens, so a leak shows in the quota left while the other key can still be served.
+/// Each abandoned request's `max_tokens`: two of them hold over 6,000 of the 8,000 tokens,
+/// so a leak shows in the quota left while the other key can still be served.
 const ABANDONED_MAX_TOKENS: u64 = 3_000;
+
+/// What an abandoned request reserves, and is charged: its `max_tokens` and the estimate of
+/// its prompt, a token per four bytes of its body (issue 18, item 2).
+fn abandoned_estimate() -> u64 {
+    let body = serde_json::to_vec(&chat_body("metered-stall", ABANDONED_MAX_TOKENS)).unwrap();
+    ABANDONED_MAX_TOKENS + (body.len() as u64).div_ceil(4)
+}
 
 /// A scripted upstream: a request for `metered-stall` is reported on the channel and never
 /// answered (the upstream reads until the gateway closes); any other is answered at once with
@@ -73,8 +80,12 @@ fn chat(
     client
         .post(format!("{}/v1/chat/completions", gateway.url()))
         .bearer_auth(key)
-        .json(&json!({"model": model, "max_tokens": max_tokens,
-            "messages": [{"role": "user", "content": "Hi"}]}))
+        .json(&chat_body(model, max_tokens))
+}
+
+fn chat_body(model: &str, max_tokens: u64) -> Value {
+    json!({"model": model, "max_tokens": max_tokens,
+        "messages": [{"role": "user", "content": "Hi"}]})
 }
 
 /// The metrics listener's address, from its log line.
@@ -186,7 +197,7 @@ async fn a_client_that_hangs_up_before_the_answer_is_charged_once_and_reported()
     assert_reported_gone(&gateway, &audit, 2).await;
 
     // Each was charged its estimate, once: the quota shows it, and nothing more is held.
-    let left = QUOTA - 2 * ABANDONED_MAX_TOKENS;
+    let left = QUOTA - 2 * abandoned_estimate();
     assert_eq!(quota_remaining(metrics).await, left);
     // The other key is served on what is left, and charged its real usage (26 tokens).
     let response = chat(&client(), &gateway, ALICE_KEY, "metered-ok", ABANDONED_MAX_TOKENS)
@@ -224,7 +235,7 @@ async fn a_reset_http2_stream_is_charged_once_and_reported() {
     assert_eq!(ended.len(), 1);
     assert_eq!(ended[0].end, Some(End::PeerGone), "{ended:?}");
     assert_reported_gone(&gateway, &audit, 1).await;
-    assert_eq!(quota_remaining(metrics).await, QUOTA - ABANDONED_MAX_TOKENS);
+    assert_eq!(quota_remaining(metrics).await, QUOTA - abandoned_estimate());
 
     // The connection is still there, and the other key is served on it.
     let response =
@@ -241,5 +252,5 @@ async fn a_reset_http2_stream_is_charged_once_and_reported() {
     // Same client address and port: the same connection, so only the stream was reset.
     let gone = gateway.log_entries("request").into_iter().find(|e| e["result"] == "client_gone");
     assert_eq!(gone.map(|e| e["peer"].clone()), Some(served["peer"].clone()), "{served}");
-    assert_eq!(quota_remaining(metrics).await, QUOTA - ABANDONED_MAX_TOKENS - 26);
+    assert_eq!(quota_remaining(metrics).await, QUOTA - abandoned_estimate() - 26);
 }

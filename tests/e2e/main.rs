@@ -23,6 +23,7 @@ mod netguard;
 mod procfs;
 mod revocation;
 mod tls;
+mod usage;
 mod vault;
 mod vault_lock;
 mod webhook;

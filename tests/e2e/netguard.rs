@@ -1342,8 +1342,9 @@ fn openai_provider_with_a_daily_quota_of_100(mock: &MockUpstream) -> Harness {
 }
 
 #[tokio::test]
-async fn streams_that_report_no_usage_are_charged_their_max_tokens() {
-    // An OpenAI stream without a usage chunk (the client did not ask for include_usage).
+async fn streams_that_report_no_usage_are_charged_their_estimate() {
+    // An OpenAI stream without a usage chunk (an upstream that ignores the include_usage the
+    // gateway asks for).
     let events = canned::openai_stream("gpt-x", &["a", "b"]);
     let mock = MockUpstream::start(move |_| Reply::sse(events.clone())).await;
     let harness = openai_provider_with_a_daily_quota_of_100(&mock);
@@ -1363,7 +1364,8 @@ async fn streams_that_report_no_usage_are_charged_their_max_tokens() {
         let mut seen = String::new();
         read_to_end(&mut response, &mut seen).await;
     }
-    // 60 + 60 tokens charged: the third request finds the quota of 100 spent.
+    // Twice 60 tokens of output and about 23 of prompt charged: the third request finds the
+    // quota of 100 spent.
     assert_eq!(statuses, [200, 200, 429, 429], "{}", gateway.logs());
 }
 
@@ -1388,8 +1390,8 @@ async fn parallel_requests_cannot_all_pass_on_one_quota_remainder() {
         "messages": [{"role": "user", "content": "Hi"}]});
     let mut held = Vec::new();
     let mut statuses = Vec::new();
-    // One after another, each admitted stream still open: the in-flight estimates (60 each)
-    // count against the quota of 100, so the third finds nothing left.
+    // One after another, each admitted stream still open: the in-flight estimates (60 each
+    // and the prompt's) count against the quota of 100, so the third finds nothing left.
     for _ in 0..5 {
         let response = client()
             .post(format!("{}/v1/chat/completions", gateway.url()))

@@ -338,6 +338,7 @@ mod tests {
 
     use super::*;
     use crate::api::ApiFormat;
+    use crate::stream_usage::Stripped;
 
     fn recorder() -> (OnDone, Arc<Mutex<Vec<Outcome>>>) {
         let seen = Arc::new(Mutex::new(Vec::new()));
@@ -393,6 +394,74 @@ mod tests {
         let expected = Outcome::Complete(Some(Usage { input_tokens: 7, output_tokens: 3 }));
         assert_eq!(seen.recv().await, Some(expected));
         assert_eq!(seen.recv().await, None, "reported once");
+    }
+
+    /// Stripped after the tap, the scanner reads the usage the client does not get; a frame
+    /// that is all held back (part of an event) is not passed on as an empty frame.
+    #[tokio::test(start_paused = true)]
+    async fn a_stripped_stream_is_counted_before_it_is_stripped() {
+        let inner = script(
+            &[
+                b"data: {\"choices\":[{\"index\":0}],\"usage\":null}\n\ndata: {\"cho",
+                b"ices\":[],\"usage\":{\"prompt_tokens\":7,",
+                b"\"completion_tokens\":3}}\n\ndata: [DONE]\n\n",
+            ],
+            false,
+        );
+        let (on_done, mut seen) = awaited_recorder();
+        let scanner = UsageScanner::new(ApiFormat::OpenAi, true);
+        let body = Stripped::new(Tapped::new(
+            inner,
+            Duration::from_secs(5),
+            scanner,
+            on_done,
+            Some(ApiFormat::OpenAi),
+        ));
+        let mut body = Box::pin(body);
+        let mut frames = Vec::new();
+        while let Some(frame) = body.frame().await {
+            frames.push(frame.unwrap().into_data().unwrap());
+        }
+        assert!(frames.iter().all(|f| !f.is_empty()), "{frames:?}");
+        assert_eq!(frames.concat(), b"data: {\"choices\":[{\"index\":0}]}\n\ndata: [DONE]\n\n");
+        // An upstream length is not the client's: the stripped body is shorter.
+        let inner = http_body_util::Full::new(Bytes::from_static(b"data: {\"usage\":null}\n\n"));
+        let (on_done, _) = recorder();
+        let scanner = UsageScanner::new(ApiFormat::OpenAi, true);
+        let body = Stripped::new(Tapped::new(
+            inner,
+            Duration::from_secs(5),
+            scanner,
+            on_done,
+            Some(ApiFormat::OpenAi),
+        ));
+        assert_eq!(http_body::Body::size_hint(&body).exact(), None);
+        assert_eq!(body.collect().await.unwrap().to_bytes(), &b"data: {}\n\n"[..]);
+        let expected = Outcome::Complete(Some(Usage { input_tokens: 7, output_tokens: 3 }));
+        assert_eq!(seen.recv().await, Some(expected));
+    }
+
+    /// A stripped stream that ends in the middle of an event is still cut, not ended cleanly.
+    #[tokio::test(start_paused = true)]
+    async fn a_stripped_stream_ending_mid_event_is_cut() {
+        for last in [&b"data: {\"usage\":null,\"cho"[..], b"data: [DONE]\n"] {
+            let (on_done, seen) = recorder();
+            let scanner = UsageScanner::new(ApiFormat::OpenAi, true);
+            let chunks: Vec<Bytes> = vec![
+                Bytes::from_static(b"data: {\"usage\":null}\n\n"),
+                Bytes::copy_from_slice(last),
+            ];
+            let inner = Script { chunks: chunks.into(), hang: false };
+            let body = Stripped::new(Tapped::new(
+                inner,
+                Duration::from_secs(2),
+                scanner,
+                on_done,
+                Some(ApiFormat::OpenAi),
+            ));
+            assert!(body.collect().await.is_err(), "{last:?}");
+            assert!(matches!(seen.lock().unwrap()[0], Outcome::Failed(..)), "{last:?}");
+        }
     }
 
     #[tokio::test(start_paused = true)]

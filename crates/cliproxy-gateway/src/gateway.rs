@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use cliproxy_audit::{Event, Plane, What};
 use cliproxy_core::ErrorCode;
-use cliproxy_netguard::{RejectionKind, RequestFields};
+use cliproxy_netguard::{RejectionKind, RequestFields, UsageOption};
 use cliproxy_vault::{ClientIdentity, ClientKeys, Credential};
 use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, Method, Request, Response, StatusCode};
@@ -29,6 +29,7 @@ use crate::pool::{PoolCell, Rest, Slot};
 use crate::providers;
 use crate::refresh::{self, Vault};
 use crate::routing::ModelRouter;
+use crate::stream_usage::{self, Stripped};
 use crate::upstream::{self, HttpClient};
 use crate::usage::{Usage, UsageScanner};
 
@@ -295,10 +296,14 @@ impl Gateway {
             // and a silent upstream is cut off after the idle timeout.
             let scanner = UsageScanner::new(record.format, record.sse);
             let sse = record.sse.then_some(record.format);
+            let strip = record.strip_usage && record.sse;
             let (parts, body) = response.into_parts();
             let on_done: OnDone = Box::new(move |outcome| record.finish(outcome));
             let body = Tapped::new(body, inner.limits.stream_idle_timeout, scanner, on_done, sse);
-            Response::from_parts(parts, body.boxed_unsync())
+            // The usage the gateway asked for on the client's behalf is taken out after the
+            // tap has read it.
+            let body = if strip { Stripped::new(body).boxed_unsync() } else { body.boxed_unsync() };
+            Response::from_parts(parts, body)
         } else {
             record.finish(Outcome::Complete(None));
             response
@@ -566,10 +571,23 @@ impl Gateway {
             })?,
             None => None,
         };
+        // Whether a streamed chat request asked for its usage: if not, the gateway asks the
+        // upstream for it (below) and keeps it from the client (`stream_usage`).
+        let usage_option = (endpoint == Endpoint::ChatCompletions && stream)
+            .then(|| fields.usage_option())
+            .filter(|option| *option != UsageOption::Asked);
         // The minute limits and quotas come last: only a request that will really be sent
-        // spends them.
+        // spends them. They hold the prompt's estimate too, not only the output's cap.
+        let prompt_tokens = crate::usage::prompt_estimate(body.len());
         let admission = guard
-            .admit_request(client_ip, &provider.name, &client.name, requested_tokens, request_id)
+            .admit_request(
+                client_ip,
+                &provider.name,
+                &client.name,
+                prompt_tokens,
+                requested_tokens,
+                request_id,
+            )
             .map_err(|limited| (format, ApiError::limited(&limited)))?;
         if record.rate.is_none() {
             record.rate = admission.headline();
@@ -583,7 +601,10 @@ impl Gateway {
             // The mock reads fields the guard has no use for (`stream_options`, the inputs to
             // embed), so it gets the body as a tree; only its requests pay for that parse, and
             // the body was already read as valid JSON.
-            let parsed: Value = serde_json::from_slice(&body).unwrap_or_default();
+            let mut parsed: Value = serde_json::from_slice(&body).unwrap_or_default();
+            if let Some(option) = usage_option {
+                record.strip_usage = stream_usage::ask_mock(&mut parsed, option);
+            }
             let (response, _) = mock::reply(
                 &MockRequest {
                     endpoint,
@@ -606,6 +627,18 @@ impl Gateway {
             record.format = format;
             return Ok(response);
         }
+        // An OpenAI upstream is asked for the usage here, once for every attempt of the
+        // failover; the other provider types report usage in their streams unasked.
+        let body = match usage_option.filter(|_| provider.kind == ProviderKind::Openai) {
+            Some(option) => match stream_usage::ask_upstream(&body, option) {
+                Some(edited) => {
+                    record.strip_usage = true;
+                    edited
+                }
+                None => body,
+            },
+            None => body,
+        };
         let response = self.forward(provider, &parts, body, format, &model, record).await?;
         Ok(response)
     }
@@ -1354,6 +1387,9 @@ struct Record {
     sent: bool,
     /// When the request first went to the provider.
     sent_at: Option<Instant>,
+    /// Whether the gateway asked the provider for the usage of a stream whose client did not
+    /// ask for it: the stream's usage chunk is then taken out on the way.
+    strip_usage: bool,
     /// A call that generates nothing (`/v1/messages/count_tokens`: its `input_tokens` is the
     /// answer, not usage, and the provider does not bill it): settled as zero tokens rather
     /// than charged the estimate that stands in for an unreported usage.
@@ -1397,6 +1433,7 @@ impl Record {
             admission: None,
             sent: false,
             sent_at: None,
+            strip_usage: false,
             free: false,
             request_id: request_id.to_owned(),
             guard,

@@ -81,20 +81,21 @@ pub(crate) struct Admission {
     client: String,
     provider_minute: Reservation,
     client_minute: Reservation,
-    /// The tokens held against each quota while the request runs (its `max_tokens`, or the
-    /// validation cap, capped at the quota's limit; 0 without a quota), charged when its
-    /// reply reports no usage.
+    /// The tokens held against each quota while the request runs (its prompt estimate plus
+    /// its `max_tokens` or the validation cap, capped at the quota's limit; 0 without a
+    /// quota), charged when its reply reports no usage.
     provider_quota: u64,
     client_quota: u64,
 }
 
 impl Admission {
     /// Settles the reservations with the real usage and counts it against the quotas. A
-    /// reply without a usage figure (an OpenAI stream without `stream_options.include_usage`,
-    /// a client that hung up) is charged the estimate: unknown usage must not be free. Each
-    /// limit is charged the estimate as it held it, capped at that limit (see
-    /// `Quotas::reserve` and `MinuteLimiter::reserve`), so that a `max_tokens` of 2^64-1
-    /// accepted with validation off costs at most a whole quota or minute, never more.
+    /// reply without a usage figure (a stream from an OpenAI-compatible upstream that ignores
+    /// `stream_options.include_usage`, a client that hung up) is charged the estimate, prompt
+    /// included: unknown usage must not be free. Each limit is charged the estimate as it
+    /// held it, capped at that limit (see `Quotas::reserve` and `MinuteLimiter::reserve`), so
+    /// that a `max_tokens` of 2^64-1 accepted with validation off costs at most a whole quota
+    /// or minute, never more.
     pub(crate) fn settle(self, guard: &Guard, used_tokens: Option<u64>) {
         let charge = |held: u64| used_tokens.unwrap_or(held);
         let provider_minute = charge(self.provider_minute.reserved_tokens());
@@ -284,12 +285,16 @@ impl Guard {
     }
 
     /// Step 10: the provider's and the client key's requests and tokens per minute, then
-    /// their quotas. Nothing is held when any of them refuses.
+    /// their quotas. Nothing is held when any of them refuses. Each holds the request's
+    /// estimate: its prompt (`prompt_tokens`, estimated from the body) and its output cap
+    /// (`max_tokens`, or the validation cap), so that a large prompt with a tiny output cap
+    /// holds, and is charged when no usage comes back, what it will really cost.
     pub(crate) fn admit_request(
         &self,
         ip: IpAddr,
         provider: &str,
         client: &str,
+        prompt_tokens: u64,
         max_tokens: Option<u64>,
         request_id: &str,
     ) -> Result<Admission, Limited> {
@@ -303,16 +308,16 @@ impl Guard {
             self.reject_in(kind, ip, &limited.to_string(), &context);
             limited
         };
+        let estimate = prompt_tokens.saturating_add(max_tokens.unwrap_or(self.estimate));
         let provider_minute =
-            self.provider_minutes.reserve(provider, max_tokens).map_err(refuse)?;
-        let client_minute = match self.client_minutes.reserve(client, max_tokens) {
+            self.provider_minutes.reserve(provider, Some(estimate)).map_err(refuse)?;
+        let client_minute = match self.client_minutes.reserve(client, Some(estimate)) {
             Ok(reservation) => reservation,
             Err(limited) => {
                 provider_minute.cancel();
                 return Err(refuse(limited));
             }
         };
-        let estimate = max_tokens.unwrap_or(self.estimate);
         let provider_quota = match self.quotas.reserve(QuotaScope::Provider, provider, estimate) {
             Ok(held) => held,
             Err(limited) => {

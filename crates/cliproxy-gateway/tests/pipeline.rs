@@ -542,3 +542,74 @@ async fn http2_over_a_real_connection() {
     stop.send(()).unwrap();
     serving.await.unwrap().unwrap();
 }
+
+/// `cliproxy_quota_remaining{provider="demo"}`, once it is no longer `before`. A body's usage
+/// is settled by a task spawned after its last frame, on this test's one-thread runtime: each
+/// yield lets it run, and a bounded number of them turns a settlement that never comes into a
+/// failure.
+async fn demo_quota_after(gateway: &Gateway, before: u64) -> u64 {
+    let mut now = None;
+    for _ in 0..100 {
+        let text = gateway.render_metrics();
+        now = text
+            .lines()
+            .find_map(|line| line.strip_prefix("cliproxy_quota_remaining{provider=\"demo\"} "))
+            .map(|value| value.trim().parse::<f64>().unwrap() as u64);
+        if now.is_some_and(|now| now != before) {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    let now = now.expect("no quota figure for `demo`");
+    assert_ne!(now, before, "the quota was not settled");
+    now
+}
+
+/// Issue 18, item 2, through the mock provider: a streamed chat request that does not ask for
+/// usage gets no usage chunk and no `"usage"` member, and the quota is charged the usage the
+/// mock reports (the gateway asked it), not the request's `max_tokens`. The other streamed
+/// formats carry their usage anyway, and each is charged prompt and output.
+#[tokio::test]
+async fn streams_are_charged_their_real_usage_whatever_the_client_asks() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "auth:\n  api_keys: [\"{KEY}\"]\n  dir: {:?}\n\
+         providers:\n  demo: {{type: mock, quota: {{limit: 1000000, reset: daily}}}}\n",
+        dir.path().join("auths").display().to_string()
+    );
+    let config = Config::from_yaml(&yaml).unwrap();
+    let gateway = Gateway::build(&config, slog::Logger::root(slog::Discard, slog::o!())).unwrap();
+    let (name, value) = bearer();
+    let headers = [(name, value.as_str()), ("content-type", "application/json")];
+    let chat =
+        r#"{"model":"mock-1","max_tokens":1000,"messages":[{"role":"user","content":"hi"}]}"#;
+    let (_, _, text) = call(&gateway, Method::POST, "/v1/chat/completions", &headers, chat).await;
+    let output = serde_json::from_str::<Value>(&text).unwrap()["usage"]["completion_tokens"]
+        .as_u64()
+        .unwrap();
+    let mut left = demo_quota_after(&gateway, 1_000_000).await;
+
+    let streamed = r#"{"model":"mock-1","stream":true,"max_tokens":1000,"messages":[{"role":"user","content":"hi"}]}"#;
+    let asked = r#"{"model":"mock-1","stream":true,"stream_options":{"include_usage":true},"max_tokens":1000,"messages":[{"role":"user","content":"hi"}]}"#;
+    let responses = r#"{"model":"mock-1","input":"hi","stream":true,"max_output_tokens":1000}"#;
+    let messages = r#"{"model":"mock-1","stream":true,"max_tokens":1000,"messages":[{"role":"user","content":"hi"}]}"#;
+    let gemini =
+        r#"{"contents":[{"parts":[{"text":"hi"}]}],"generationConfig":{"maxOutputTokens":1000}}"#;
+    for (path, body, usage_seen) in [
+        ("/v1/chat/completions", streamed, false),
+        ("/v1/chat/completions", asked, true),
+        ("/v1/responses", responses, true),
+        ("/v1/messages", messages, true),
+        ("/v1beta/models/mock-1:streamGenerateContent?alt=sse", gemini, true),
+    ] {
+        let (status, _, text) = call(&gateway, Method::POST, path, &headers, body).await;
+        assert_eq!(status, 200, "{path}: {text}");
+        let seen = text.contains("usage");
+        assert_eq!(seen, usage_seen, "{path} {body}: {text}");
+        // The mock counts a prompt token per four bytes of the body the client sent.
+        let charged = (body.len() as u64 / 4).max(1) + output;
+        let now = demo_quota_after(&gateway, left).await;
+        assert_eq!(left - now, charged, "{path} {body}");
+        left = now;
+    }
+}

@@ -63,6 +63,21 @@ pub struct RequestFields<'a> {
     pub(crate) messages: Option<Shape>,
     pub(crate) input: Option<Shape>,
     pub(crate) contents: Option<Shape>,
+    /// `stream_options`: `include_usage` when it is an object that has one.
+    stream_options: Option<Option<Shape>>,
+}
+
+/// What an OpenAI chat request's `stream_options` says about usage in a stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum UsageOption {
+    /// The body has no `stream_options`.
+    Missing,
+    /// `stream_options.include_usage` is `true`: the client asked for the usage chunk.
+    Asked,
+    /// `stream_options` is there (`null`, or an object whose `include_usage` is missing or
+    /// not `true`, or another type) and does not ask for usage.
+    NotAsked,
 }
 
 /// What is read of a Gemini generation config: its output-token field under both of the
@@ -121,6 +136,15 @@ impl<'a> RequestFields<'a> {
             None | Some(Shape::Null) => Ok(None),
             Some(Shape::Bool(stream)) => Ok(Some(stream)),
             Some(_) => Err(WrongType),
+        }
+    }
+
+    /// Whether `stream_options.include_usage` asks for the usage of a stream.
+    pub fn usage_option(&self) -> UsageOption {
+        match self.stream_options {
+            None => UsageOption::Missing,
+            Some(Some(Shape::Bool(true))) => UsageOption::Asked,
+            Some(_) => UsageOption::NotAsked,
         }
     }
 }
@@ -305,7 +329,10 @@ impl<'de> Visitor<'de> for BodyVisitor<'_, 'de> {
                 Key::Contents => {
                     fields.contents = Some(map.next_value_seed(ShapeSeed::plain(keys))?)
                 }
-                Key::Role | Key::GeminiMaxOutputTokens | Key::Other => {
+                Key::StreamOptions => {
+                    fields.stream_options = Some(map.next_value_seed(StreamOptionsSeed(keys))?);
+                }
+                Key::Role | Key::GeminiMaxOutputTokens | Key::IncludeUsage | Key::Other => {
                     map.next_value_seed(Skip(keys))?;
                 }
             }
@@ -367,6 +394,9 @@ enum Key {
     Role,
     /// `maxOutputTokens`, in a Gemini generation config.
     GeminiMaxOutputTokens,
+    StreamOptions,
+    /// `include_usage`, in `stream_options`.
+    IncludeUsage,
     Other,
 }
 
@@ -385,6 +415,8 @@ impl Key {
             "contents" => Self::Contents,
             "role" => Self::Role,
             "maxOutputTokens" => Self::GeminiMaxOutputTokens,
+            "stream_options" => Self::StreamOptions,
+            "include_usage" => Self::IncludeUsage,
             _ => Self::Other,
         }
     }
@@ -742,6 +774,75 @@ impl<'de> Visitor<'de> for GenerationConfigSeed<'_, 'de> {
     }
 }
 
+/// Reads `stream_options`: the shape of its `include_usage` when it is an object that has one,
+/// `None` otherwise.
+struct StreamOptionsSeed<'k, 'de>(&'k mut Keys<'de>);
+
+impl<'de> DeserializeSeed<'de> for StreamOptionsSeed<'_, 'de> {
+    type Value = Option<Shape>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Option<Shape>, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for StreamOptionsSeed<'_, 'de> {
+    type Value = Option<Shape>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Option<Shape>, A::Error> {
+        let keys = self.0;
+        let start = keys.open();
+        let mut include_usage = None;
+        while let Some(key) = map.next_key_seed(KeySeed(keys))? {
+            match key {
+                Key::IncludeUsage => {
+                    include_usage = Some(map.next_value_seed(ShapeSeed::plain(keys))?);
+                }
+                _ => map.next_value_seed(Skip(keys))?,
+            }
+        }
+        keys.close(start);
+        Ok(include_usage)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Option<Shape>, A::Error> {
+        skip_seq(seq, self.0)?;
+        Ok(None)
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Option<Shape>, E> {
+        Ok(None)
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Option<Shape>, E> {
+        Ok(None)
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Option<Shape>, E> {
+        Ok(None)
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Option<Shape>, E> {
+        Ok(None)
+    }
+
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Option<Shape>, E> {
+        Ok(None)
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Option<Shape>, E> {
+        Ok(None)
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<Option<Shape>, E> {
+        Ok(None)
+    }
+}
+
 /// A value parsed and dropped: checked as a `Value` parse would check it (see the module
 /// documentation for why this is not `IgnoredAny`), but nothing kept and nothing allocated
 /// beyond its objects' keys, for the repeated-key check.
@@ -867,6 +968,34 @@ mod tests {
         let fields = RequestFields::from_slice(br#"{"generation_config": "x"}"#).unwrap();
         assert_eq!(fields.generation_config_snake, config(None, None));
         assert_eq!(fields.generation_config, None);
+    }
+
+    #[test]
+    fn stream_options_say_whether_the_client_asked_for_usage() {
+        let option =
+            |body: &str| RequestFields::from_slice(body.as_bytes()).unwrap().usage_option();
+        assert_eq!(option(r#"{"stream": true}"#), UsageOption::Missing);
+        // Only a top-level `stream_options` counts.
+        assert_eq!(
+            option(r#"{"x": {"stream_options": {"include_usage": true}}}"#),
+            UsageOption::Missing
+        );
+        assert_eq!(option(r#"{"stream_options": {"include_usage": true}}"#), UsageOption::Asked);
+        assert_eq!(
+            option(r#"{"stream_options": {"a": [1], "include\u005fusage": true}}"#),
+            UsageOption::Asked
+        );
+        for body in [
+            r#"{"stream_options": {"include_usage": false}}"#,
+            r#"{"stream_options": {"include_usage": "true"}}"#,
+            r#"{"stream_options": {"include_usage": null}}"#,
+            r#"{"stream_options": {}}"#,
+            r#"{"stream_options": null}"#,
+            r#"{"stream_options": [{"include_usage": true}]}"#,
+            r#"{"stream_options": "include_usage"}"#,
+        ] {
+            assert_eq!(option(body), UsageOption::NotAsked, "{body}");
+        }
     }
 
     #[test]

@@ -53,7 +53,7 @@ pub use config::{
 };
 pub use error::{Error, Result};
 pub use events::{Counters, RejectionKind};
-pub use fields::{RequestFields, WrongType};
+pub use fields::{RequestFields, UsageOption, WrongType};
 pub use headers::SecurityHeaders;
 pub use ipfilter::{DenyReason, IpFilter, Verdict, parse_network};
 pub use maintenance::{Maintenance, MaintenanceState};
