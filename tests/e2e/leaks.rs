@@ -26,8 +26,10 @@ const ACCESS_TOKEN: &str = "at-leak-oauth-access-token-81b5e0c2";
 const REFRESH_TOKEN: &str = "rt-leak-oauth-refresh-token-c73d19a4";
 
 /// What a provider that echoes credentials answers: `status` with every header and the body
-/// naming what it was sent (the Authorization or x-api-key header, and the whole request).
-fn echo(request: &Recorded, status: u16) -> Reply {
+/// naming what it was sent (the Authorization or x-api-key header, and the whole request),
+/// with OpenAI's `code` (`invalid_api_key` makes it the credential's fault, `null` the
+/// client's, whose answer goes back to the client), padded by `pad` bytes.
+fn echo(request: &Recorded, status: u16, code: Option<&str>, pad: usize) -> Reply {
     let sent = format!(
         "{} {} {}",
         request.header("authorization"),
@@ -38,7 +40,8 @@ fn echo(request: &Recorded, status: u16) -> Reply {
         status,
         headers: vec![("x-echo-credential", request.header("authorization").to_owned())],
         body: json!({"error": {"message": format!("Incorrect API key provided: {sent}"),
-                                "type": "invalid_request_error"}})
+                                "type": "invalid_request_error", "code": code},
+                     "pad": "x".repeat(pad)})
         .to_string(),
     }
 }
@@ -81,8 +84,9 @@ async fn no_error_answer_carries_a_planted_secret() {
     ] {
         plant(secret);
     }
-    // `/oa` answers 401, `/an` 500, `/rl` 429, each echoing the credential; the token
-    // endpoint refuses the refresh token, naming it.
+    // `/oa` answers 401, `/an` 500, `/rl` 429, `/cf` and `/cl` 400 (the client's fault, `/cl`
+    // over the error-body cap), each echoing the credential; the token endpoint refuses the
+    // refresh token, naming it.
     let refreshes = Arc::new(AtomicUsize::new(0));
     let counted = Arc::clone(&refreshes);
     let mock = MockUpstream::start(move |request| {
@@ -98,13 +102,16 @@ async fn no_error_answer_carries_a_planted_secret() {
                 .to_string(),
             };
         }
-        let status = match path.split('/').nth(1) {
-            Some("oa") => 401,
-            Some("an") => 500,
-            Some("rl") => 429,
-            _ => 403,
-        };
-        echo(request, status)
+        match path.split('/').nth(1) {
+            Some("oa") => echo(request, 401, Some("invalid_api_key"), 0),
+            Some("an") => echo(request, 500, None, 0),
+            Some("rl") => echo(request, 429, None, 0),
+            // Refusals that are the client's come back to it: the echo is redacted, or (over
+            // the 16 KiB error-body cap) not forwarded at all.
+            Some("cf") => echo(request, 400, None, 0),
+            Some("cl") => echo(request, 400, None, 20_000),
+            _ => echo(request, 403, None, 0),
+        }
     })
     .await;
     let url = mock.url();
@@ -124,12 +131,14 @@ async fn no_error_answer_carries_a_planted_secret() {
            oa: {{type: openai, base_url: \"{url}/oa\", models: [\"gpt-*\"]}}\n  \
            an: {{type: claude, base_url: \"{url}/an\", models: [\"claude-*\"]}}\n  \
            rl: {{type: openai, base_url: \"{url}/rl\", models: [\"rl-*\"]}}\n  \
+           cf: {{type: openai, base_url: \"{url}/cf\", models: [\"cf-*\"]}}\n  \
+           cl: {{type: openai, base_url: \"{url}/cl\", models: [\"cl-*\"]}}\n  \
            oauth: {{type: openai, base_url: \"{url}/oauth-api\", models: [\"oauth-*\"]}}\n  \
            demo: {{type: mock, models: [\"mock-*\"]}}\n",
         dir = harness.auth_dir().display().to_string(),
         audit = audit.display().to_string(),
     ));
-    for provider in ["oa", "an", "rl"] {
+    for provider in ["oa", "an", "rl", "cf", "cl"] {
         harness.vault_add(provider, &format!("{provider}-key"), PROVIDER_TOKEN, None);
     }
     let gateway = harness.start().await;
@@ -198,6 +207,8 @@ async fn no_error_answer_carries_a_planted_secret() {
                 .json(&chat_body("claude-3")),
         ),
         ("upstream 429 echoing the token", 429, chat(Some(CLIENT_KEY), "rl-1")),
+        ("upstream 400 echoing the token, passed back", 400, chat(Some(CLIENT_KEY), "cf-1")),
+        ("upstream 400 echoing the token past the cap", 502, chat(Some(CLIENT_KEY), "cl-1")),
         (
             "an OAuth refresh refused echoing the refresh token",
             502,
@@ -314,6 +325,13 @@ async fn no_error_answer_carries_a_planted_secret() {
         .collect();
     assert!(wrong.is_empty(), "answers with another status than expected: {wrong:#?}");
     assert!(refreshes.load(Ordering::SeqCst) >= 1, "the OAuth refresh was never tried");
+    // The client's own refusal came back as the upstream wrote it, the credential redacted.
+    let passed = answers.iter().find(|a| a.what.ends_with("passed back")).unwrap();
+    assert!(
+        passed.text.contains("Incorrect API key provided: Bearer [redacted]"),
+        "{}",
+        passed.text
+    );
     // The upstreams were sent the provider token, and echoed it.
     assert!(mock.requests().iter().any(|r| r.contains(PROVIDER_TOKEN)));
 

@@ -801,15 +801,25 @@ impl Gateway {
                 )
                 .await;
                 match read {
-                    Ok(Ok(upstream::ErrorBody::Whole(bytes))) => {
+                    Ok(Ok(Some(bytes))) => {
                         let fault =
                             providers::classify_error(provider.kind, status.as_u16(), &bytes);
-                        (full(bytes), Some(fault))
+                        // The body may go back to the client: a provider (or a proxy in
+                        // front of it) that echoes the credential must not hand it over.
+                        (full(upstream::redact(bytes, token.expose())), Some(fault))
                     }
-                    Ok(Ok(upstream::ErrorBody::TooLong(body))) => (
-                        body.map_err(Into::into).boxed_unsync(),
-                        Some(providers::UpstreamFault::Client),
-                    ),
+                    Ok(Ok(None)) => {
+                        // Not judged and not forwarded: it could not be searched for the
+                        // credential. Nobody's fault, so no rest and no failover.
+                        return Err(fail(
+                            ErrorCode::UpstreamFailure,
+                            format!(
+                                "provider `{}` refused the request (upstream status {status}) with an error body over {} KiB, which the gateway does not forward",
+                                provider.name,
+                                providers::MAX_ERROR_BODY / 1024
+                            ),
+                        ));
+                    }
                     Ok(Err(_)) | Err(_) => {
                         // Not failed over, as for any reply that stops half-way: the
                         // upstream has answered this request.

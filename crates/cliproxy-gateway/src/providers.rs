@@ -202,9 +202,10 @@ pub(crate) fn limits_per_model(kind: ProviderKind) -> bool {
 ///   the project does not own, say);
 /// - the mock answers in every format: the union of the three.
 ///
-/// Everything else, a body that is not JSON, not the provider's error shape, nested past the
-/// parser's depth limit or longer than [`MAX_ERROR_BODY`] included, is the client's: when in
-/// doubt no credential rests, so that no request can bench them.
+/// Everything else, a body that is not JSON, not the provider's error shape or nested past
+/// the parser's depth limit included, is the client's: when in doubt no credential rests, so
+/// that no request can bench them. (The gateway does not judge a body longer than
+/// [`MAX_ERROR_BODY`]; this function reads one as empty.)
 pub fn classify_error(kind: ProviderKind, status: u16, body: &[u8]) -> UpstreamFault {
     if status == 402 {
         return UpstreamFault::Credential;

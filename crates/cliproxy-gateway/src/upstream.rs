@@ -262,18 +262,11 @@ pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     Some(wait.min(Duration::from_secs(3600)))
 }
 
-/// An upstream error body as read to judge it (see [`providers::classify_error`]).
-pub(crate) enum ErrorBody<B> {
-    /// The whole body, within the cap.
-    Whole(Bytes),
-    /// The body is longer than the cap: what was read, and the rest still to come. It is not
-    /// judged; the client gets all of it.
-    TooLong(Prefixed<B>),
-}
-
-/// Reads an upstream error body up to `cap` bytes. The caller bounds the time it takes (the
-/// upstream's first-byte timeout): a body that never ends must not hold the request.
-pub(crate) async fn read_error_body<B>(mut body: B, cap: usize) -> Result<ErrorBody<B>, B::Error>
+/// Reads an upstream error body up to `cap` bytes, to judge it (see
+/// [`providers::classify_error`]): `None` when it is longer, and the rest is not read. The
+/// caller bounds the time it takes (the upstream's first-byte timeout): a body that never
+/// ends must not hold the request.
+pub(crate) async fn read_error_body<B>(mut body: B, cap: usize) -> Result<Option<Bytes>, B::Error>
 where
     B: http_body::Body<Data = Bytes> + Unpin,
 {
@@ -283,38 +276,38 @@ where
         let Ok(data) = frame?.into_data() else { continue };
         read.extend_from_slice(&data);
         if read.len() > cap {
-            return Ok(ErrorBody::TooLong(Prefixed { prefix: Some(read.freeze()), rest: body }));
+            return Ok(None);
         }
     }
-    Ok(ErrorBody::Whole(read.freeze()))
+    Ok(Some(read.freeze()))
 }
 
-/// A body whose first bytes were already read: those, then the rest as it comes.
-pub(crate) struct Prefixed<B> {
-    prefix: Option<Bytes>,
-    rest: B,
-}
-
-impl<B> http_body::Body for Prefixed<B>
-where
-    B: http_body::Body<Data = Bytes> + Unpin,
-{
-    type Data = Bytes;
-    type Error = B::Error;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, B::Error>>> {
-        if let Some(prefix) = self.prefix.take() {
-            return std::task::Poll::Ready(Some(Ok(http_body::Frame::data(prefix))));
+/// `body` with every occurrence of `secret` replaced by `[redacted]`: an upstream error body
+/// that goes back to the client must not carry the credential the gateway sent, whatever the
+/// upstream echoes. The body is returned as it is when the secret is not in it (the common
+/// case) or is empty.
+pub(crate) fn redact(body: Bytes, secret: &str) -> Bytes {
+    let secret = secret.as_bytes();
+    let found = |from: usize| {
+        body[from..].windows(secret.len()).position(|w| w == secret).map(|at| from + at)
+    };
+    if secret.is_empty() || body.len() < secret.len() {
+        return body;
+    }
+    let Some(mut at) = found(0) else { return body };
+    let mut out = Vec::with_capacity(body.len());
+    let mut from = 0;
+    loop {
+        out.extend_from_slice(&body[from..at]);
+        out.extend_from_slice(b"[redacted]");
+        from = at + secret.len();
+        match found(from) {
+            Some(next) => at = next,
+            None => break,
         }
-        std::pin::Pin::new(&mut self.rest).poll_frame(cx)
     }
-
-    fn is_end_stream(&self) -> bool {
-        self.prefix.is_none() && self.rest.is_end_stream()
-    }
+    out.extend_from_slice(&body[from..]);
+    Bytes::from(out)
 }
 
 #[cfg(test)]
@@ -335,6 +328,26 @@ mod tests {
         let mut names: Vec<&str> = headers.keys().map(HeaderName::as_str).collect();
         names.sort_unstable();
         names
+    }
+
+    #[test]
+    fn an_echoed_credential_is_redacted_wherever_it_appears() {
+        let secret = "sk-echo-0123456789";
+        let body =
+            Bytes::from(format!("{{\"error\":\"Bearer {secret} is wrong; {secret}{secret} x\"}}"));
+        let redacted = redact(body, secret);
+        assert_eq!(
+            &redacted[..],
+            b"{\"error\":\"Bearer [redacted] is wrong; [redacted][redacted] x\"}"
+        );
+        // Without the secret, and shorter than it: the same bytes back.
+        let plain = Bytes::from_static(b"{\"error\":\"nothing here\"}");
+        assert_eq!(redact(plain.clone(), secret), plain);
+        assert_eq!(redact(Bytes::from_static(b"sk"), secret), Bytes::from_static(b"sk"));
+        assert_eq!(redact(plain.clone(), ""), plain);
+        // A secret cut in the middle is not the secret.
+        let cut = Bytes::from(format!("{}", &secret[..10]));
+        assert_eq!(redact(cut.clone(), secret), cut);
     }
 
     #[test]
@@ -431,14 +444,12 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn error_bodies_are_read_up_to_the_cap_and_passed_on_whole() {
+    async fn error_bodies_are_read_up_to_the_cap_and_no_further() {
         use http_body_util::BodyExt;
         let small = Full::new(Bytes::from_static(b"{\"error\":{}}"));
-        let Ok(ErrorBody::Whole(read)) = read_error_body(small, 64).await else {
-            panic!("a small body is read whole")
-        };
-        assert_eq!(&read[..], b"{\"error\":{}}");
-        // A long body is not held beyond the cap, and the client still gets every byte.
+        let read = read_error_body(small, 64).await.unwrap();
+        assert_eq!(read.as_deref(), Some(&b"{\"error\":{}}"[..]));
+        // A long body is not held beyond the cap: the reading stops there.
         struct Chunks(std::collections::VecDeque<Bytes>);
         impl http_body::Body for Chunks {
             type Data = Bytes;
@@ -450,15 +461,9 @@ mod tests {
                 std::task::Poll::Ready(self.0.pop_front().map(|c| Ok(http_body::Frame::data(c))))
             }
         }
-        let long = Chunks((0..10).map(|i| Bytes::from(vec![b'a' + i; 40])).collect());
-        let Ok(ErrorBody::TooLong(prefixed)) = read_error_body(long, 64).await else {
-            panic!("a long body is not read whole")
-        };
-        assert!(prefixed.prefix.as_ref().is_some_and(|p| p.len() <= 64 + 40));
-        let all = prefixed.collect().await.unwrap().to_bytes();
-        assert_eq!(all.len(), 400);
-        assert_eq!(&all[..40], &[b'a'; 40][..]);
-        assert_eq!(&all[360..], &[b'j'; 40][..]);
+        let mut long = Chunks((0..10).map(|i| Bytes::from(vec![b'a' + i; 40])).collect());
+        assert_eq!(read_error_body(&mut long, 64).await.unwrap(), None);
+        assert_eq!(long.0.len(), 8, "read past the cap");
     }
 
     #[test]
