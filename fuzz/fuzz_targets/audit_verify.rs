@@ -58,9 +58,8 @@ fn signed_chain() -> Vec<u8> {
                 seq - 1
             )
         };
-        let prefix = format!(
-            "{{\"seq\":{seq},\"timestamp\":\"{stamp}\",{middle},\"prev_hash\":\"{prev}\""
-        );
+        let prefix =
+            format!("{{\"seq\":{seq},\"timestamp\":\"{stamp}\",{middle},\"prev_hash\":\"{prev}\"");
         let hash = hex(digest(&SHA256, prefix.as_bytes()).as_ref());
         out.extend_from_slice(format!("{prefix},\"hash\":\"{hash}\"}}\n").as_bytes());
         prev = hash;
