@@ -15,16 +15,8 @@ use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::path::Path;
 
+use crate::checkpoint::ChainHead;
 use crate::verify::{MAX_LINE, parse_line};
-
-/// A chain head: a line's `seq` and `hash`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ChainHead {
-    /// The line's sequence number.
-    pub seq: u64,
-    /// The line's hash (64 lowercase hex digits).
-    pub hash: String,
-}
 
 /// Where the sink keeps the head of what it has durably written.
 ///

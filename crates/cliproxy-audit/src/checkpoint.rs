@@ -22,8 +22,16 @@ use std::io::Write as _;
 use ring::signature::{ED25519, Ed25519KeyPair, KeyPair, UnparsedPublicKey};
 use serde_json::{Map, Value};
 
-use crate::anchor::ChainHead;
 use crate::config::CheckpointConfig;
+
+/// A chain head: a line's `seq` and `hash`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainHead {
+    /// The line's sequence number.
+    pub seq: u64,
+    /// The line's hash (64 lowercase hex digits).
+    pub hash: String,
+}
 
 /// The `event_type` of a checkpoint line.
 pub const CHECKPOINT_EVENT: &str = "audit_checkpoint";

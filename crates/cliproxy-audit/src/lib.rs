@@ -38,10 +38,10 @@ mod sink;
 mod verify;
 
 pub use crate::alerts::{Alerts, Fired};
-pub use crate::anchor::{ChainHead, HeadAnchor, compare as compare_with_anchor};
+pub use crate::anchor::{HeadAnchor, compare as compare_with_anchor};
 pub use crate::audit::{ALERT_RULE, Audit, MillisClock};
 pub use crate::checkpoint::{
-    CHECKPOINT_EVENT, CheckpointKind, PUBLIC_KEY_LEN, parse_public_key, public_key_hex,
+    CHECKPOINT_EVENT, ChainHead, CheckpointKind, PUBLIC_KEY_LEN, parse_public_key, public_key_hex,
 };
 pub use crate::config::{
     AlertAction, AlertMetric, AlertRule, AuditConfig, AuditFormat, CheckpointConfig, Condition,

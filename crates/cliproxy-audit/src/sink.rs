@@ -58,7 +58,8 @@ use slog::{Logger, error, info, warn};
 
 use ring::signature::Ed25519KeyPair;
 
-use crate::anchor::{ChainHead, HeadAnchor};
+use crate::anchor::HeadAnchor;
+use crate::checkpoint::ChainHead;
 use crate::checkpoint::CheckpointKind;
 use crate::config::{AuditConfig, CheckpointConfig, OnGap};
 use crate::error::{Error, Result};

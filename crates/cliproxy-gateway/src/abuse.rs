@@ -5,20 +5,16 @@
 //! 429 for a while, and the audit log says so.
 //!
 //! The state is one entry per client key name: the keys come from the configuration, so the
-//! table is bounded by it (entries of keys gone after a reload are dropped when idle).
+//! table is bounded by it (entries of keys gone after a reload are dropped when idle). The
+//! guard (`Guard::cooldown_caused`, `Guard::cooldown_throttle`) turns its answers into log
+//! lines, audit events and 429s.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use cliproxy_audit::{Event, What};
-use cliproxy_core::ErrorCode;
 use cliproxy_netguard::CooldownAbuseConfig;
-use slog::warn;
-
-use crate::error::ApiError;
-use crate::guard::Guard;
 
 /// The rule named in the audit events and metrics of this throttle.
 pub(crate) const RULE: &str = "cooldown_abuse";
@@ -26,7 +22,7 @@ pub(crate) const RULE: &str = "cooldown_abuse";
 /// The counts of each client key.
 #[derive(Debug)]
 pub(crate) struct CooldownAbuse {
-    config: CooldownAbuseConfig,
+    pub(crate) config: CooldownAbuseConfig,
     keys: Mutex<HashMap<String, KeyState>>,
 }
 
@@ -65,7 +61,7 @@ impl CooldownAbuse {
 
     /// Counts one cool-down caused by `key` at `now` (milliseconds). `Some(count)` when this
     /// one is past the limit and starts the throttle.
-    fn record(&self, key: &str, now: u64) -> Option<u32> {
+    pub(crate) fn record(&self, key: &str, now: u64) -> Option<u32> {
         if !self.config.enabled {
             return None;
         }
@@ -90,7 +86,7 @@ impl CooldownAbuse {
 
     /// `Err` while `key` is throttled: how long it still is, and `Some(left_out)` when this
     /// refusal's audit line is due (at most one per key and second).
-    fn check(
+    pub(crate) fn check(
         &self,
         key: &str,
         ip: IpAddr,
@@ -117,7 +113,7 @@ impl CooldownAbuse {
 
     /// The refusals left out in seconds that have ended, one summary per key; forgets keys
     /// with nothing counted, no throttle and nothing pending.
-    fn take_pending(&self, now: u64, second: u64) -> Vec<(String, Option<IpAddr>, u64)> {
+    pub(crate) fn take_pending(&self, now: u64, second: u64) -> Vec<(String, Option<IpAddr>, u64)> {
         let mut keys = self.keys.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut pending = Vec::new();
         let window = Self::millis(self.config.window);
@@ -129,94 +125,6 @@ impl CooldownAbuse {
             counting || state.throttled_until > now || state.left_out > 0
         });
         pending
-    }
-}
-
-impl Guard {
-    /// Notes that a request of client key `client` (from `ip`) made a credential rest; past
-    /// `server.security.cooldown_abuse.max_per_window` within its window the key is
-    /// throttled, which is logged and audited once.
-    pub(crate) fn cooldown_caused(&self, client: &str, ip: IpAddr, request_id: &str) {
-        let now = self.clock.monotonic_nanos() / 1_000_000;
-        let Some(count) = self.cooldown_abuse.record(client, now) else { return };
-        let config = &self.cooldown_abuse.config;
-        let window = humantime::format_duration(config.window).to_string();
-        let throttle_for = humantime::format_duration(config.throttle_for).to_string();
-        warn!(self.log, "client key throttled: its requests keep making credentials rest";
-            "event_type" => "security_violation", "rule" => RULE, "client" => client,
-            "ip" => ip.to_string(), "cooldowns" => count, "window" => &window,
-            "throttle_for" => &throttle_for);
-        let event = Event::new(What::SecurityViolation {
-            rule: RULE,
-            rate_limit: false,
-            detail: format!(
-                "client key `{client}` caused {count} credential cool-downs within {window}; refused for {throttle_for} (server.security.cooldown_abuse)"
-            ),
-            repeats: 0,
-        })
-        .ip(ip)
-        .request_id(request_id)
-        .user(client);
-        self.emit(event);
-    }
-
-    /// Refuses a request of a throttled client key with 429 and `Retry-After`, counting the
-    /// refusal (metrics, alert rules) and writing its line at most once per key and second.
-    pub(crate) fn cooldown_throttle(
-        &self,
-        client: &str,
-        ip: IpAddr,
-        request_id: &str,
-    ) -> Result<(), ApiError> {
-        let now = self.clock.monotonic_nanos() / 1_000_000;
-        let (wait, line) =
-            match self.cooldown_abuse.check(client, ip, now, self.clock.unix_seconds()) {
-                Ok(()) => return Ok(()),
-                Err(refused) => refused,
-            };
-        let event = Event::new(What::SecurityViolation {
-            rule: RULE,
-            rate_limit: false,
-            detail: format!("client key `{client}` is throttled (server.security.cooldown_abuse)"),
-            repeats: line.unwrap_or(0),
-        })
-        .ip(ip)
-        .request_id(request_id)
-        .user(client);
-        match line {
-            Some(_) => self.emit(event),
-            None => self.count(&event),
-        }
-        let config = &self.cooldown_abuse.config;
-        Err(ApiError::new(
-            ErrorCode::RateLimited,
-            format!(
-                "client key `{client}` made the gateway's credentials rest more than {} times within {} and is refused for {} (server.security.cooldown_abuse)",
-                config.max_per_window,
-                humantime::format_duration(config.window),
-                humantime::format_duration(config.throttle_for),
-            ),
-        )
-        .retry_after(wait))
-    }
-
-    /// Writes one line per throttled key for the refusals counted but not written in the
-    /// seconds before `second` (the housekeeping beat gives the current one, the shutdown
-    /// `u64::MAX`).
-    pub(crate) fn write_cooldown_abuse_summaries(&self, second: u64) {
-        let now = self.clock.monotonic_nanos() / 1_000_000;
-        for (client, ip, repeats) in self.cooldown_abuse.take_pending(now, second) {
-            let mut event = Event::new(What::SecurityViolation {
-                rule: RULE,
-                rate_limit: false,
-                detail: crate::guard::SUMMARY_DETAIL.to_owned(),
-                repeats,
-            })
-            .user(client);
-            event.ip = ip;
-            // Counted already, one by one: only the line.
-            self.audit.write(&event);
-        }
     }
 }
 

@@ -779,6 +779,19 @@ pub(crate) fn check_config(config: &Config) -> std::result::Result<(), String> {
     Ok(())
 }
 
+/// The key of the failure and ban book for a client: the address, or for IPv6 its /64 (the
+/// network's first address), which one host commonly holds whole; as the per-IP bucket and
+/// the alert rules count IPv6.
+pub(crate) fn ban_key(ip: IpAddr) -> IpAddr {
+    match cliproxy_netguard::canonical_ip(ip) {
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+        }
+        v4 => v4,
+    }
+}
+
 /// The detail of a line that only carries the refusals left out of the second before (it
 /// is not a refusal itself).
 pub(crate) const SUMMARY_DETAIL: &str =
@@ -1010,7 +1023,7 @@ impl ViolationBook {
 impl Flood {
     fn add(&mut self, ip: IpAddr, request_id: Option<&str>) {
         self.count += 1;
-        let network = crate::management::ban_key(ip);
+        let network = ban_key(ip);
         if self.networks.len() < MAX_FLOOD_ADDRESSES
             && self.networks.insert(network)
             && self.samples.len() < FLOOD_SAMPLES
@@ -1092,6 +1105,95 @@ fn state_error(error: cliproxy_netguard::Error) -> crate::error::Error {
             crate::config::ConfigError::new(message).into()
         }
         other => crate::error::Error::State(other.to_string()),
+    }
+}
+
+/// The throttle of client keys that keep making credentials rest (`crate::abuse`).
+impl Guard {
+    /// Notes that a request of client key `client` (from `ip`) made a credential rest; past
+    /// `server.security.cooldown_abuse.max_per_window` within its window the key is
+    /// throttled, which is logged and audited once.
+    pub(crate) fn cooldown_caused(&self, client: &str, ip: IpAddr, request_id: &str) {
+        let now = self.clock.monotonic_nanos() / 1_000_000;
+        let Some(count) = self.cooldown_abuse.record(client, now) else { return };
+        let config = &self.cooldown_abuse.config;
+        let window = humantime::format_duration(config.window).to_string();
+        let throttle_for = humantime::format_duration(config.throttle_for).to_string();
+        warn!(self.log, "client key throttled: its requests keep making credentials rest";
+            "event_type" => "security_violation", "rule" => crate::abuse::RULE, "client" => client,
+            "ip" => ip.to_string(), "cooldowns" => count, "window" => &window,
+            "throttle_for" => &throttle_for);
+        let event = Event::new(What::SecurityViolation {
+            rule: crate::abuse::RULE,
+            rate_limit: false,
+            detail: format!(
+                "client key `{client}` caused {count} credential cool-downs within {window}; refused for {throttle_for} (server.security.cooldown_abuse)"
+            ),
+            repeats: 0,
+        })
+        .ip(ip)
+        .request_id(request_id)
+        .user(client);
+        self.emit(event);
+    }
+
+    /// Refuses a request of a throttled client key with 429 and `Retry-After`, counting the
+    /// refusal (metrics, alert rules) and writing its line at most once per key and second.
+    pub(crate) fn cooldown_throttle(
+        &self,
+        client: &str,
+        ip: IpAddr,
+        request_id: &str,
+    ) -> Result<(), ApiError> {
+        let now = self.clock.monotonic_nanos() / 1_000_000;
+        let (wait, line) =
+            match self.cooldown_abuse.check(client, ip, now, self.clock.unix_seconds()) {
+                Ok(()) => return Ok(()),
+                Err(refused) => refused,
+            };
+        let event = Event::new(What::SecurityViolation {
+            rule: crate::abuse::RULE,
+            rate_limit: false,
+            detail: format!("client key `{client}` is throttled (server.security.cooldown_abuse)"),
+            repeats: line.unwrap_or(0),
+        })
+        .ip(ip)
+        .request_id(request_id)
+        .user(client);
+        match line {
+            Some(_) => self.emit(event),
+            None => self.count(&event),
+        }
+        let config = &self.cooldown_abuse.config;
+        Err(ApiError::new(
+            ErrorCode::RateLimited,
+            format!(
+                "client key `{client}` made the gateway's credentials rest more than {} times within {} and is refused for {} (server.security.cooldown_abuse)",
+                config.max_per_window,
+                humantime::format_duration(config.window),
+                humantime::format_duration(config.throttle_for),
+            ),
+        )
+        .retry_after(wait))
+    }
+
+    /// Writes one line per throttled key for the refusals counted but not written in the
+    /// seconds before `second` (the housekeeping beat gives the current one, the shutdown
+    /// `u64::MAX`).
+    pub(crate) fn write_cooldown_abuse_summaries(&self, second: u64) {
+        let now = self.clock.monotonic_nanos() / 1_000_000;
+        for (client, ip, repeats) in self.cooldown_abuse.take_pending(now, second) {
+            let mut event = Event::new(What::SecurityViolation {
+                rule: crate::abuse::RULE,
+                rate_limit: false,
+                detail: SUMMARY_DETAIL.to_owned(),
+                repeats,
+            })
+            .user(client);
+            event.ip = ip;
+            // Counted already, one by one: only the line.
+            self.audit.write(&event);
+        }
     }
 }
 

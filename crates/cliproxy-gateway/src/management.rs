@@ -60,6 +60,7 @@ use crate::body::Body;
 use crate::config::ManagementConfig;
 use crate::error::ApiError;
 use crate::gateway::{Gateway, json_response};
+use crate::guard::ban_key;
 use crate::guard_api;
 
 /// The path prefix of the management API.
@@ -309,19 +310,6 @@ impl Management {
         }
         let reason = if failures >= self.max_failures { "ban_started" } else { "invalid_key" };
         Err((Some(reason), ApiError::new(ErrorCode::Unauthorized, "invalid management key")))
-    }
-}
-
-/// The key of the failure and ban book for a client: the address, or for IPv6 its /64 (the
-/// network's first address), which one host commonly holds whole; as the per-IP bucket and
-/// the alert rules count IPv6.
-pub(crate) fn ban_key(ip: IpAddr) -> IpAddr {
-    match cliproxy_netguard::canonical_ip(ip) {
-        IpAddr::V6(v6) => {
-            let s = v6.segments();
-            IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
-        }
-        v4 => v4,
     }
 }
 
