@@ -166,7 +166,7 @@ impl Config {
     /// [`Config::build`] that takes the lock of `auth.dir` and holds it until the store is
     /// dropped: for the gateway, which keeps the credentials in memory and writes them back,
     /// and for a command whose reads and writes must not be interleaved with another's.
-    /// [`Error::Locked`] at once while another process holds it.
+    /// [`Error::Locked`] within 200 ms while another process holds it.
     pub fn build_exclusive(&self) -> Result<Arc<dyn CredentialStore>> {
         self.open(true)
     }

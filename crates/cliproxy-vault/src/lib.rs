@@ -9,7 +9,7 @@
 //!   breaking old files; see [`parse_credential_file`] for the format. One process writes
 //!   `auth.dir` at a time: [`Config::build_exclusive`] (a gateway) holds an exclusive lock on
 //!   `auth.dir/.lock` for the store's life, and a store from [`Config::build`] takes it for
-//!   each write; a second holder gets [`Error::Locked`] at once.
+//!   each write; a second holder gets [`Error::Locked`] within 200 ms.
 //! - **Client keys** ([`ClientKeys`]): the keys clients present, kept as SHA-256 digests and
 //!   compared in constant time; each maps to a named [`ClientIdentity`].
 //!

@@ -26,6 +26,11 @@ use crate::{Error, Result};
 /// the temporary file of an interrupted write (`.<name>.tmp-<hex>`).
 pub(crate) const LOCK_FILE: &str = ".lock";
 
+/// How often a held lock is tried again before the answer is [`Error::Locked`], and the pause
+/// between tries: 200 ms in all (see [`DirLock::acquire`]).
+const LOCK_RETRIES: u32 = 20;
+const LOCK_RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(10);
+
 /// An exclusive lock on a credential directory, released when dropped.
 #[derive(Debug)]
 pub(crate) struct DirLock {
@@ -35,8 +40,8 @@ pub(crate) struct DirLock {
 
 impl DirLock {
     /// Takes the lock of `dir` (a directory the store has verified: ours, 0700), creating the
-    /// lock file 0600 when missing. Never waits: when another process holds it, the answer is
-    /// [`Error::Locked`] at once. `None` when the directory is on a read-only filesystem and
+    /// lock file 0600 when missing. Never waits for a holder: when another process holds it, the answer is
+    /// [`Error::Locked`] within 200 ms. `None` when the directory is on a read-only filesystem and
     /// has no lock file yet: nothing can be written there to race with, and a gateway must
     /// still be able to serve from a read-only `auth.dir`.
     pub(crate) fn acquire(dir: &Path, uid: u32, file_mode: u32) -> Result<Option<Self>> {
@@ -74,11 +79,22 @@ impl DirLock {
         if !read_only && meta.mode() & 0o7777 != file_mode {
             crate::store::set_mode(&file, &path, file_mode, "set mode 0600 on")?;
         }
-        match file.try_lock() {
-            Ok(()) => Ok(Some(Self { _file: file })),
-            Err(TryLockError::WouldBlock) => Err(Error::Locked { dir: dir.to_owned() }),
-            Err(TryLockError::Error(e)) => Err(Error::io(&path, "lock", e)),
+        // A child that another thread of this process forks holds a copy of every descriptor,
+        // and so this lock, from its fork to its exec (which closes them: O_CLOEXEC). A lock
+        // released a moment ago (the previous write's) can still be held that way for a few
+        // microseconds. A gateway holds it for good: a short bounded retry tells the two apart
+        // and still answers at once, as far as a person can tell.
+        for attempt in 0..=LOCK_RETRIES {
+            match file.try_lock() {
+                Ok(()) => return Ok(Some(Self { _file: file })),
+                Err(TryLockError::WouldBlock) if attempt < LOCK_RETRIES => {
+                    std::thread::sleep(LOCK_RETRY_PAUSE);
+                }
+                Err(TryLockError::WouldBlock) => break,
+                Err(TryLockError::Error(e)) => return Err(Error::io(&path, "lock", e)),
+            }
         }
+        Err(Error::Locked { dir: dir.to_owned() })
     }
 }
 

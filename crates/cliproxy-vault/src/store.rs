@@ -280,7 +280,7 @@ impl FileStore {
 
     /// [`FileStore::open`] that takes the lock of `auth.dir` and holds it until the store is
     /// dropped: what a gateway does, since it keeps credentials in memory and writes them
-    /// back. [`Error::Locked`] at once when another process holds it.
+    /// back. [`Error::Locked`] within 200 ms when another process holds it.
     pub fn open_exclusive(dir: &Path) -> Result<Self> {
         Self::with_keys(dir, Keyring::default(), false, true)
     }
@@ -936,6 +936,45 @@ mod tests {
         let credential = store.get(id).unwrap()?;
         let crate::CredentialSecret::ApiKey(token) = &credential.secret else { panic!("{id}") };
         Some(token.expose().to_owned())
+    }
+
+    /// A child process that another thread forks holds a copy of the lock's descriptor until
+    /// it execs: writes taken one after another (each takes and releases the lock) while
+    /// children are spawned must not be refused. (Seen with the management tests, whose
+    /// private-network threads run `ip`.) Two threads writing at once through one store are
+    /// not refused either.
+    #[test]
+    fn writes_are_not_refused_while_other_threads_spawn_children_or_write() {
+        let root = tempfile::tempdir().unwrap();
+        let store = std::sync::Arc::new(FileStore::open(root.path()).unwrap());
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let spawner = {
+            let done = std::sync::Arc::clone(&done);
+            std::thread::spawn(move || {
+                let mut children = 0;
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::process::Command::new("true").status().unwrap();
+                    children += 1;
+                }
+                children
+            })
+        };
+        let writer = {
+            let store = std::sync::Arc::clone(&store);
+            std::thread::spawn(move || {
+                for n in 0..100 {
+                    store.put(&api_key(&format!("w{n}"), "sk-lock-unit-w")).unwrap();
+                }
+            })
+        };
+        for n in 0..200 {
+            store.put(&api_key(&format!("s{}", n % 4), "sk-lock-unit-s")).unwrap();
+        }
+        writer.join().unwrap();
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        let children = spawner.join().unwrap();
+        assert!(children > 0, "no child was spawned meanwhile");
+        assert_eq!(store.list().unwrap().len(), 104);
     }
 
     /// Issue 18 item 16: while one store holds `auth.dir` (a running gateway), a second one
