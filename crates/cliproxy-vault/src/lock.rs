@@ -82,8 +82,9 @@ impl DirLock {
         // A child that another thread of this process forks holds a copy of every descriptor,
         // and so this lock, from its fork to its exec (which closes them: O_CLOEXEC). A lock
         // released a moment ago (the previous write's) can still be held that way for a few
-        // microseconds. A gateway holds it for good: a short bounded retry tells the two apart
-        // and still answers at once, as far as a person can tell.
+        // microseconds; and two threads writing through one store without the lock take it in
+        // turn (each its own descriptor). A gateway holds it for good: a short bounded retry
+        // tells these apart and still answers at once, as far as a person can tell.
         for attempt in 0..=LOCK_RETRIES {
             match file.try_lock() {
                 Ok(()) => return Ok(Some(Self { _file: file })),
