@@ -253,7 +253,7 @@ pub(crate) fn gateway_config(
          state: {{path: {state}}}\n\
          sandbox: {{require_non_root: false}}\n",
         client = q(&keys.client),
-        auths = path(work.join("auths")),
+        auths = path(work.join("auths").join(layers.name)),
         encryption = q(&keys.encryption),
         mock = q(mock_url),
         audit = path(work.join("audit").join(format!("{}.log", layers.name))),
@@ -282,6 +282,8 @@ struct Bench<'a> {
     notes: Vec<String>,
     raw: serde_json::Map<String, Value>,
     started_gateways: usize,
+    /// The variants whose `auth.dir` holds the credential (see [`Bench::add_credential`]).
+    credentialed: std::collections::HashSet<&'static str>,
 }
 
 impl<'a> Bench<'a> {
@@ -298,7 +300,7 @@ impl<'a> Bench<'a> {
             std::fs::remove_dir_all(&work)
                 .with_context(|| format!("cannot clear {}", work.display()))?;
         }
-        for dir in ["audit", "state", "tls", "logs"] {
+        for dir in ["audit", "state", "tls", "logs", "auths"] {
             std::fs::create_dir_all(work.join(dir))
                 .with_context(|| format!("cannot create {}", work.join(dir).display()))?;
         }
@@ -334,8 +336,8 @@ impl<'a> Bench<'a> {
             notes: Vec::new(),
             raw: serde_json::Map::new(),
             started_gateways: 0,
+            credentialed: std::collections::HashSet::new(),
         };
-        bench.add_credential()?;
         Ok(bench)
     }
 
@@ -384,9 +386,14 @@ impl<'a> Bench<'a> {
         Ok(path)
     }
 
-    /// `cliproxy-server vault add`: the mock's token, encrypted in the vault.
-    fn add_credential(&self) -> Result<()> {
-        let config = self.config_path(&Layers::ALL)?;
+    /// `cliproxy-server vault add`: the mock's token, encrypted in the vault of `layers` (each
+    /// variant has its own `auth.dir`: a running gateway holds the lock of its directory, and
+    /// scenario 5 runs the variants side by side), once per variant.
+    fn add_credential(&mut self, layers: &Layers) -> Result<()> {
+        if self.credentialed.contains(layers.name) {
+            return Ok(());
+        }
+        let config = self.config_path(layers)?;
         let mut child = Command::new(&self.options.server)
             .arg("--config")
             .arg(&config)
@@ -410,6 +417,7 @@ impl<'a> Bench<'a> {
                 String::from_utf8_lossy(&output.stderr)
             );
         }
+        self.credentialed.insert(layers.name);
         Ok(())
     }
 
@@ -420,6 +428,7 @@ impl<'a> Bench<'a> {
 
     /// Starts a gateway; also returns when it was spawned.
     fn spawn_gateway(&mut self, layers: &Layers) -> Result<(Gateway, Instant)> {
+        self.add_credential(layers)?;
         let config = self.config_path(layers)?;
         self.started_gateways += 1;
         let log = self
