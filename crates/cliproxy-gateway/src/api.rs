@@ -10,7 +10,8 @@ pub enum ApiFormat {
     OpenAi,
     /// Anthropic: `/v1/messages`, `/v1/messages/count_tokens`.
     Anthropic,
-    /// Gemini: `/v1beta/models/{model}:generateContent` and `:streamGenerateContent`.
+    /// Gemini: `/v1beta/models/{model}:generateContent` and the other model methods, under
+    /// `/v1/` too.
     Gemini,
 }
 
@@ -47,15 +48,39 @@ pub(crate) enum Endpoint<'a> {
     Messages,
     /// `POST /v1/messages/count_tokens`
     CountTokens,
-    /// `POST /v1beta/models/{model}:generateContent` or `:streamGenerateContent`
+    /// `POST /v1beta/models/{model}:generateContent` or `:streamGenerateContent` (or under
+    /// `/v1/`)
     GeminiGenerate {
         /// The model named in the path.
         model: &'a str,
         /// Whether it is `:streamGenerateContent`.
         stream: bool,
     },
-    /// `GET /v1/models`
-    Models,
+    /// `POST /v1beta/models/{model}:countTokens` (or under `/v1/`)
+    GeminiCountTokens {
+        /// The model named in the path.
+        model: &'a str,
+    },
+    /// `POST /v1beta/models/{model}:embedContent` or `:batchEmbedContents` (or under `/v1/`)
+    GeminiEmbed {
+        /// The model named in the path.
+        model: &'a str,
+        /// Whether it is `:batchEmbedContents`.
+        batch: bool,
+    },
+    /// `GET /v1/models`, or `GET /v1beta/models` (`gemini`)
+    Models {
+        /// Whether the path is Gemini's own (`/v1beta/`); under `/v1/` the client's headers
+        /// choose the shape.
+        gemini: bool,
+    },
+    /// `GET /v1/models/{id}`, or `GET /v1beta/models/{id}` (`gemini`)
+    Model {
+        /// The model asked about.
+        id: &'a str,
+        /// As for [`Endpoint::Models`].
+        gemini: bool,
+    },
     /// `GET /healthz`
     Healthz,
     /// `GET /readyz`
@@ -67,7 +92,11 @@ impl Endpoint<'_> {
     pub(crate) fn format(&self) -> ApiFormat {
         match self {
             Self::Messages | Self::CountTokens => ApiFormat::Anthropic,
-            Self::GeminiGenerate { .. } => ApiFormat::Gemini,
+            Self::GeminiGenerate { .. }
+            | Self::GeminiCountTokens { .. }
+            | Self::GeminiEmbed { .. }
+            | Self::Models { gemini: true }
+            | Self::Model { gemini: true, .. } => ApiFormat::Gemini,
             _ => ApiFormat::OpenAi,
         }
     }
@@ -82,7 +111,14 @@ impl Endpoint<'_> {
             Self::Messages => RequestKind::Messages,
             Self::CountTokens => RequestKind::CountTokens,
             Self::GeminiGenerate { .. } => RequestKind::GeminiGenerate,
-            Self::Models | Self::Healthz | Self::Readyz => return None,
+            // Counting and embedding generate nothing, so there is no output cap to hold them
+            // to; the body cap and the JSON checks still apply.
+            Self::GeminiCountTokens { .. }
+            | Self::GeminiEmbed { .. }
+            | Self::Models { .. }
+            | Self::Model { .. }
+            | Self::Healthz
+            | Self::Readyz => return None,
         })
     }
 }
@@ -104,15 +140,21 @@ pub(crate) fn route<'a>(method: &Method, path: &'a str) -> Result<Endpoint<'a>, 
         "/v1/embeddings" => (Endpoint::Embeddings, "POST"),
         "/v1/messages" => (Endpoint::Messages, "POST"),
         "/v1/messages/count_tokens" => (Endpoint::CountTokens, "POST"),
-        "/v1/models" => (Endpoint::Models, "GET, HEAD"),
+        "/v1/models" => (Endpoint::Models { gemini: false }, "GET, HEAD"),
+        "/v1beta/models" => (Endpoint::Models { gemini: true }, "GET, HEAD"),
         "/healthz" => (Endpoint::Healthz, "GET, HEAD"),
         "/readyz" => (Endpoint::Readyz, "GET, HEAD"),
-        _ => match path.strip_prefix("/v1beta/models/") {
-            Some(rest) => {
-                (gemini_endpoint(rest).ok_or(RouteError::NotFound(ApiFormat::Gemini))?, "POST")
-            }
-            None => return Err(RouteError::NotFound(guess_format(path))),
-        },
+        _ => {
+            // Gemini's methods are served under `/v1/` too: the google-genai SDK calls `v1` by
+            // default.
+            let (rest, gemini) =
+                match (path.strip_prefix("/v1beta/models/"), path.strip_prefix("/v1/models/")) {
+                    (Some(rest), _) => (rest, true),
+                    (None, Some(rest)) => (rest, false),
+                    (None, None) => return Err(RouteError::NotFound(guess_format(path))),
+                };
+            model_endpoint(method, rest, gemini)?
+        }
     };
     let allowed = match allow {
         "POST" => method == Method::POST,
@@ -121,14 +163,48 @@ pub(crate) fn route<'a>(method: &Method, path: &'a str) -> Result<Endpoint<'a>, 
     if allowed { Ok(endpoint) } else { Err(RouteError::MethodNotAllowed(endpoint.format(), allow)) }
 }
 
-fn gemini_endpoint(rest: &str) -> Option<Endpoint<'_>> {
-    let (model, action) = rest.split_once(':')?;
-    let stream = match action {
-        "generateContent" => false,
-        "streamGenerateContent" => true,
-        _ => return None,
-    };
-    valid_model_in_path(model).then_some(Endpoint::GeminiGenerate { model, stream })
+/// What follows `models/`: a Gemini method (`{model}:{method}`, POST) or a model to retrieve
+/// (GET). Under `/v1/` an id with a colon that names no Gemini method is an OpenAI model id
+/// (fine-tuned ones have colons) when it is fetched with GET.
+fn model_endpoint<'a>(
+    method: &Method,
+    rest: &'a str,
+    gemini: bool,
+) -> Result<(Endpoint<'a>, &'static str), RouteError> {
+    let not_found = RouteError::NotFound(ApiFormat::Gemini);
+    let gemini_method = rest.split_once(':').and_then(|(model, action)| {
+        Some(match action {
+            "generateContent" => Endpoint::GeminiGenerate { model, stream: false },
+            "streamGenerateContent" => Endpoint::GeminiGenerate { model, stream: true },
+            "countTokens" => Endpoint::GeminiCountTokens { model },
+            "embedContent" => Endpoint::GeminiEmbed { model, batch: false },
+            "batchEmbedContents" => Endpoint::GeminiEmbed { model, batch: true },
+            _ => return None,
+        })
+        .map(|endpoint| (model, endpoint))
+    });
+    match gemini_method {
+        // The model is sent upstream in a path again.
+        Some((model, endpoint)) if valid_model_in_path(model) => Ok((endpoint, "POST")),
+        Some(_) => Err(not_found),
+        None if rest.is_empty() || rest.contains('/') => Err(not_found_in(gemini, rest)),
+        None if rest.contains(':')
+            && (gemini || method != Method::GET && method != Method::HEAD) =>
+        {
+            Err(not_found)
+        }
+        None => Ok((Endpoint::Model { id: rest, gemini }, "GET, HEAD")),
+    }
+}
+
+/// A path under `models/` that is neither a method nor a model id: Gemini's when it is under
+/// `/v1beta/`, and under `/v1/` Gemini's when it has a colon (a method call), else OpenAI's.
+fn not_found_in(gemini: bool, rest: &str) -> RouteError {
+    RouteError::NotFound(if gemini || rest.contains(':') {
+        ApiFormat::Gemini
+    } else {
+        ApiFormat::OpenAi
+    })
 }
 
 /// A model name taken from the path is sent upstream in a path again, so only plain names
@@ -143,7 +219,7 @@ fn valid_model_in_path(model: &str) -> bool {
 
 /// The format to answer an unknown route in, judged from its prefix.
 fn guess_format(path: &str) -> ApiFormat {
-    if path.starts_with("/v1beta/") {
+    if path == "/v1beta" || path.starts_with("/v1beta/") {
         ApiFormat::Gemini
     } else if path.starts_with("/v1/messages") {
         ApiFormat::Anthropic
@@ -164,7 +240,19 @@ mod tests {
             route(&Method::POST, "/v1beta/models/gemini-2.0-flash:streamGenerateContent"),
             Ok(Endpoint::GeminiGenerate { model: "gemini-2.0-flash", stream: true })
         );
-        assert_eq!(route(&Method::GET, "/v1/models"), Ok(Endpoint::Models));
+        assert_eq!(route(&Method::GET, "/v1/models"), Ok(Endpoint::Models { gemini: false }));
+        assert_eq!(
+            route(&Method::POST, "/v1/models/gemini-2.5-pro:batchEmbedContents"),
+            Ok(Endpoint::GeminiEmbed { model: "gemini-2.5-pro", batch: true })
+        );
+        assert_eq!(
+            route(&Method::GET, "/v1beta/models/gemini-2.5-pro"),
+            Ok(Endpoint::Model { id: "gemini-2.5-pro", gemini: true })
+        );
+        assert_eq!(
+            route(&Method::GET, "/v1/models/ft:gpt-4o-mini:org::abc"),
+            Ok(Endpoint::Model { id: "ft:gpt-4o-mini:org::abc", gemini: false })
+        );
         assert_eq!(route(&Method::HEAD, "/healthz"), Ok(Endpoint::Healthz));
         assert_eq!(Endpoint::Messages.format(), ApiFormat::Anthropic);
     }
@@ -180,6 +268,18 @@ mod tests {
             Err(RouteError::MethodNotAllowed(ApiFormat::OpenAi, "GET, HEAD"))
         );
         assert_eq!(
+            route(&Method::GET, "/v1/models/m:countTokens"),
+            Err(RouteError::MethodNotAllowed(ApiFormat::Gemini, "POST"))
+        );
+        assert_eq!(
+            route(&Method::POST, "/v1beta/models/m"),
+            Err(RouteError::MethodNotAllowed(ApiFormat::Gemini, "GET, HEAD"))
+        );
+        assert_eq!(
+            route(&Method::POST, "/v1/models/m:deleteEverything"),
+            Err(RouteError::NotFound(ApiFormat::Gemini))
+        );
+        assert_eq!(
             route(&Method::POST, "/v1/nothing"),
             Err(RouteError::NotFound(ApiFormat::OpenAi))
         );
@@ -193,7 +293,10 @@ mod tests {
             "/v1beta/models/..:generateContent",
             "/v1beta/models/:generateContent",
             "/v1beta/models/m:deleteEverything",
-            "/v1beta/models/m",
+            "/v1/models/../../etc:embedContent",
+            "/v1/models/a%2Fb:countTokens",
+            "/v1beta/models/a/b",
+            "/v1beta/models/",
         ] {
             assert_eq!(
                 route(&Method::POST, hostile),

@@ -39,6 +39,9 @@ pub const MAX_ATTEMPTS: usize = 3;
 /// The header carrying the gateway's request id on every response.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
+/// The header the Anthropic and OpenAI SDKs (and the CLIs built on them) read before retrying.
+const SHOULD_RETRY_HEADER: &str = "x-should-retry";
+
 /// `Retry-After` of maintenance answers: clients come back in a minute.
 const MAINTENANCE_RETRY: Duration = Duration::from_secs(60);
 
@@ -279,6 +282,12 @@ impl Gateway {
         if response.status() == StatusCode::REQUEST_TIMEOUT {
             response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
+        // A wrong key stays wrong: Claude Code, Codex and the SDKs retry a 401 (Claude Code
+        // for minutes) unless told not to, and only then tell the user to fix the key. Set
+        // here so that every 401 carries it, the management plane's included.
+        if response.status() == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(SHOULD_RETRY_HEADER, HeaderValue::from_static("false"));
+        }
         // Security headers go on every answer the pipeline gives, errors and upstream replies
         // included.
         inner.guard.headers.apply(response.headers_mut());
@@ -377,7 +386,14 @@ impl Gateway {
                 (format, error)
             }
         })?;
-        let format = endpoint.format();
+        let format = match endpoint {
+            // `/v1/models` is every SDK's: the answer (and its errors) takes the shape of the
+            // API the client's headers say it speaks.
+            Endpoint::Models { gemini: false } | Endpoint::Model { gemini: false, .. } => {
+                listing_format(&parts.headers)
+            }
+            _ => endpoint.format(),
+        };
         let fail = |code, message: String| (format, ApiError::new(code, message));
 
         // Health answers need no key: orchestrators probe them without one.
@@ -444,8 +460,12 @@ impl Gateway {
             .cooldown_throttle(&client.name, client_ip, request_id)
             .map_err(|error| (format, error))?;
 
-        if endpoint == Endpoint::Models {
-            return Ok(self.models(&client, parts.headers.contains_key("anthropic-version")));
+        match endpoint {
+            Endpoint::Models { .. } => return Ok(self.models(&client, format)),
+            Endpoint::Model { id, .. } => {
+                return self.model(&client, id, format).map_err(|error| (format, error));
+            }
+            _ => {}
         }
 
         // The body cap holds before any guard layer: checked on Content-Length first, then
@@ -515,6 +535,9 @@ impl Gateway {
         };
         let (model, stream) = match endpoint {
             Endpoint::GeminiGenerate { model, stream } => (model.to_owned(), stream),
+            Endpoint::GeminiCountTokens { model } | Endpoint::GeminiEmbed { model, .. } => {
+                (model.to_owned(), false)
+            }
             _ => match body_model {
                 Some(model) if !model.is_empty() => {
                     (model.to_owned(), body_stream.unwrap_or(false))
@@ -593,7 +616,8 @@ impl Gateway {
             record.rate = admission.headline();
         }
         record.admission = Some(admission);
-        record.free = endpoint == Endpoint::CountTokens;
+        record.free =
+            matches!(endpoint, Endpoint::CountTokens | Endpoint::GeminiCountTokens { .. });
         let sse_query = query_pairs(parts.uri.query()).any(|(k, v)| k == "alt" && v == "sse");
 
         // The mock answers in-process; everything else goes upstream.
@@ -1290,30 +1314,74 @@ impl Gateway {
         )
     }
 
-    fn models(&self, client: &ClientIdentity, anthropic: bool) -> Response<Body> {
-        let models: Vec<(&str, &str)> = self
-            .inner
+    /// The models `client` may use, each with the name of the provider serving it, sorted.
+    fn listed_models(&self, client: &ClientIdentity) -> Vec<(&str, &str)> {
+        self.inner
             .router
             .models()
             .into_iter()
             .filter(|(model, _)| client.allows_model(model))
             .map(|(model, index)| (model, self.inner.providers[index].name.as_str()))
-            .collect();
-        let body = if anthropic {
-            let data: Vec<Value> = models
-                .iter()
-                .map(|(id, _)| json!({"type": "model", "id": id, "display_name": id, "created_at": "1970-01-01T00:00:00Z"}))
-                .collect();
-            json!({"data": data, "has_more": false,
-                   "first_id": models.first().map(|m| m.0), "last_id": models.last().map(|m| m.0)})
-        } else {
-            let data: Vec<Value> = models
-                .iter()
-                .map(|(id, owner)| json!({"id": id, "object": "model", "created": 0, "owned_by": owner}))
-                .collect();
-            json!({"object": "list", "data": data})
+            .collect()
+    }
+
+    /// `GET /v1/models` and `GET /v1beta/models` in `format`'s list shape.
+    fn models(&self, client: &ClientIdentity, format: ApiFormat) -> Response<Body> {
+        let models = self.listed_models(client);
+        let data: Vec<Value> =
+            models.iter().map(|&(id, owner)| model_object(id, owner, format)).collect();
+        let body = match format {
+            ApiFormat::Anthropic => json!({"data": data, "has_more": false,
+                "first_id": models.first().map(|m| m.0), "last_id": models.last().map(|m| m.0)}),
+            ApiFormat::Gemini => json!({"models": data}),
+            ApiFormat::OpenAi => json!({"object": "list", "data": data}),
         };
         json_response(StatusCode::OK, &body)
+    }
+
+    /// `GET /v1/models/{id}` and `GET /v1beta/models/{id}`: a model the gateway serves and the
+    /// key may use, in `format`'s shape. Any other is not found, whether it exists or not, so
+    /// that a restricted key learns nothing about the models it may not use.
+    fn model(
+        &self,
+        client: &ClientIdentity,
+        id: &str,
+        format: ApiFormat,
+    ) -> Result<Response<Body>, ApiError> {
+        match self.inner.router.route(id).filter(|_| client.allows_model(id)) {
+            Some(index) => {
+                let owner = self.inner.providers[index].name.as_str();
+                Ok(json_response(StatusCode::OK, &model_object(id, owner, format)))
+            }
+            None => Err(ApiError::new(
+                ErrorCode::NotFound,
+                format!("model `{id}` is not served to this key (see GET /v1/models)"),
+            )),
+        }
+    }
+}
+
+/// The API a `/v1/models` caller speaks, from the headers its SDK sends: Anthropic's send
+/// `anthropic-version`, Google's send `x-goog-api-key`; anything else gets OpenAI's shape.
+fn listing_format(headers: &HeaderMap) -> ApiFormat {
+    if headers.contains_key("anthropic-version") {
+        ApiFormat::Anthropic
+    } else if headers.contains_key("x-goog-api-key") {
+        ApiFormat::Gemini
+    } else {
+        ApiFormat::OpenAi
+    }
+}
+
+/// One model in `format`'s shape. The gateway knows no creation dates, so the epoch stands in.
+fn model_object(id: &str, owner: &str, format: ApiFormat) -> Value {
+    match format {
+        ApiFormat::OpenAi => json!({"id": id, "object": "model", "created": 0, "owned_by": owner}),
+        ApiFormat::Anthropic => json!({"type": "model", "id": id, "display_name": id,
+            "created_at": "1970-01-01T00:00:00Z"}),
+        ApiFormat::Gemini => json!({"name": format!("models/{id}"), "displayName": id,
+            "supportedGenerationMethods": ["generateContent", "streamGenerateContent",
+                "countTokens", "embedContent", "batchEmbedContents"]}),
     }
 }
 

@@ -228,7 +228,13 @@ pub(crate) fn reply(request: &MockRequest<'_>, latency: Duration) -> (Response<B
                 }
             }
         }
-        Endpoint::Models | Endpoint::Healthz | Endpoint::Readyz => {
+        Endpoint::GeminiCountTokens { .. } => {
+            ("application/json", vec![json_bytes(&gemini_count_tokens(usage))])
+        }
+        Endpoint::GeminiEmbed { batch, .. } => {
+            ("application/json", vec![json_bytes(&gemini_embed(request, batch))])
+        }
+        Endpoint::Models { .. } | Endpoint::Model { .. } | Endpoint::Healthz | Endpoint::Readyz => {
             ("application/json", vec![Bytes::from_static(b"{}")])
         }
     };
@@ -277,6 +283,22 @@ fn embedding(model: &str, index: usize) -> Vec<f64> {
         (0..8u64).map(|i| ((seed.wrapping_mul(i + 7) % 1000) as f64) / 1000.0 - 0.5).collect();
     let norm = raw.iter().map(|x| x * x).sum::<f64>().sqrt().max(f64::EPSILON);
     raw.iter().map(|x| (x / norm * 1e6).round() / 1e6).collect()
+}
+
+/// Gemini's `:countTokens` answer: the prompt's tokens, counted as for the other replies.
+fn gemini_count_tokens(usage: Usage) -> Value {
+    json!({"totalTokens": usage.input_tokens})
+}
+
+/// Gemini's `:embedContent` answer (one vector), or `:batchEmbedContents` (one per request).
+fn gemini_embed(request: &MockRequest<'_>, batch: bool) -> Value {
+    let values = |index: usize| json!({"values": embedding(request.model, index)});
+    if batch {
+        let count = request.body.get("requests").and_then(Value::as_array).map_or(1, Vec::len);
+        json!({"embeddings": (0..count).map(values).collect::<Vec<_>>()})
+    } else {
+        json!({"embedding": values(0)})
+    }
 }
 
 fn sse(event: Option<&str>, data: &Value) -> Bytes {
