@@ -214,3 +214,127 @@ async fn responses_embeddings_and_count_tokens_are_proxied_intact_with_usage() {
     }
     assert_no_secrets(&gateway.logs(), &[CLIENT_KEY, OPENAI_TOKEN, CLAUDE_TOKEN]);
 }
+
+const GEMINI_TOKEN: &str = "AIza-vault-gemini-endpoints-91c4";
+
+/// What a Gemini upstream answers for each of its model methods.
+fn gemini_reply_for(path: &str) -> Reply {
+    let method = path.split('?').next().unwrap_or("").rsplit(':').next().unwrap_or("");
+    match method {
+        "generateContent" => Reply::ok(gemini_generate(&WORDS.concat())),
+        "countTokens" => Reply::ok(json!({"totalTokens": 31})),
+        "embedContent" => Reply::ok(json!({"embedding": {"values": VECTORS[0]}})),
+        "batchEmbedContents" => {
+            Reply::ok(json!({"embeddings": [{"values": VECTORS[0]}, {"values": VECTORS[1]}]}))
+        }
+        _ => Reply::Json { status: 404, headers: Vec::new(), body: "{}".to_owned() },
+    }
+}
+
+/// The google-genai SDK calls `/v1/` by default, older clients `/v1beta/`: each Gemini model
+/// method is forwarded to a `gemini` provider under the prefix the client used, the body and
+/// the answer intact, the client key swapped for the vault's.
+#[tokio::test]
+async fn gemini_methods_are_forwarded_under_v1_and_v1beta() {
+    let mock = MockUpstream::start(|request| gemini_reply_for(&request.path_and_query)).await;
+    let harness = Harness::new();
+    let url = mock.url();
+    harness.config(
+        "",
+        &format!(
+            "providers:\n  gm: {{type: gemini, base_url: \"{url}/gm\", models: [\"gemini-*\", \"text-embedding-004\"]}}\n"
+        ),
+    );
+    harness.vault_add("gm", "gm-1", GEMINI_TOKEN, None);
+    let gateway = harness.start().await;
+    let client = client();
+    let contents = r#"{"contents": [{"role": "user", "parts": [{"text": "Grüß dich"}]}]}"#;
+    let one = r#"{"content": {"parts": [{"text": "Grüß dich"}]}}"#;
+    let two = r#"{"requests": [{"model": "models/text-embedding-004", "content": {"parts": [{"text": "a"}]}},
+        {"model": "models/text-embedding-004", "content": {"parts": [{"text": "b"}]}}]}"#;
+    let methods = [
+        ("gemini-2.5-flash:generateContent", contents),
+        ("gemini-2.5-flash:countTokens", contents),
+        ("text-embedding-004:embedContent", one),
+        ("text-embedding-004:batchEmbedContents", two),
+    ];
+    let mut sent = 0;
+    for prefix in ["/v1", "/v1beta"] {
+        for (model_method, body) in methods {
+            let path = format!("{prefix}/models/{model_method}");
+            let response = client
+                .post(format!("{}{path}", gateway.url()))
+                .header("x-goog-api-key", CLIENT_KEY)
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200, "{path}");
+            let answer = response.text().await.unwrap();
+            let method = model_method.rsplit(':').next().unwrap();
+            let Reply::Json { body: expected, .. } = gemini_reply_for(&path) else {
+                unreachable!("every method answers JSON")
+            };
+            assert_eq!(answer, expected, "{path}: the answer changed on the way ({method})");
+            sent += 1;
+            let requests = mock.requests();
+            assert_eq!(requests.len(), sent, "{path}: one upstream call");
+            let seen = &requests[sent - 1];
+            assert_eq!(
+                (seen.method.as_str(), seen.path_and_query.as_str()),
+                ("POST", format!("/gm{path}").as_str())
+            );
+            assert_eq!(seen.header("x-goog-api-key"), GEMINI_TOKEN, "{path}");
+            assert_eq!(String::from_utf8_lossy(&seen.body), body, "{path}: the body changed");
+            assert!(!seen.contains(CLIENT_KEY), "{path}: the client key went upstream");
+        }
+    }
+    // A method the gateway does not serve is a 404 in Gemini's format and never goes upstream.
+    let response = client
+        .post(format!("{}/v1/models/gemini-2.5-flash:predictLongRunning", gateway.url()))
+        .header("x-goog-api-key", CLIENT_KEY)
+        .body(contents)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 404);
+    let error: Value = response.json().await.unwrap();
+    assert_eq!(error["error"]["status"], "NOT_FOUND", "{error}");
+    assert_eq!(mock.requests().len(), sent);
+    assert_no_secrets(&gateway.logs(), &[CLIENT_KEY, GEMINI_TOKEN]);
+}
+
+/// A wrong key is final: the 401 says `x-should-retry: false` (read here from the raw bytes on
+/// the wire), in the error format of the API the path belongs to.
+#[tokio::test]
+async fn a_wrong_key_is_answered_once_with_should_retry_false() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let harness = Harness::new();
+    harness.config("", "providers:\n  demo: {type: mock}\n");
+    let gateway = harness.start().await;
+    for (path, key_header, shape) in [
+        ("/v1/messages", "x-api-key", "\"type\":\"authentication_error\""),
+        ("/v1/chat/completions", "authorization: Bearer", "\"code\":\"invalid_api_key\""),
+        ("/v1/models/mock-1:generateContent", "x-goog-api-key", "\"status\":\"UNAUTHENTICATED\""),
+    ] {
+        let body =
+            r#"{"model":"mock-1","max_tokens":16,"messages":[{"role":"user","content":"hi"}]}"#;
+        let separator = if key_header.contains(' ') { " " } else { ": " };
+        let request = format!(
+            "POST {path} HTTP/1.1\r\nhost: gateway\r\n{key_header}{separator}cpk-not-the-right-key-000000000\r\n\
+             content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let mut stream = tokio::net::TcpStream::connect(gateway.addr()).await.unwrap();
+        stream.write_all(request.as_bytes()).await.unwrap();
+        // `connection: close`: the answer ends when the gateway closes the connection.
+        let mut answer = Vec::new();
+        tokio::time::timeout(WAIT, stream.read_to_end(&mut answer)).await.unwrap().unwrap();
+        let answer = String::from_utf8_lossy(&answer).to_lowercase();
+        assert!(answer.starts_with("http/1.1 401"), "{path}: {answer}");
+        assert!(answer.contains("\r\nx-should-retry: false\r\n"), "{path}: {answer}");
+        assert!(answer.contains(&shape.to_lowercase()), "{path}: {answer}");
+    }
+}
