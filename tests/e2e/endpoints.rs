@@ -1,6 +1,7 @@
 //! The endpoints other than chat completions and messages, proxied to a mock upstream through
-//! the real binary: `/v1/responses` (streamed and not), `/v1/embeddings` and
-//! `/v1/messages/count_tokens`. The request body reaches the upstream byte for byte, the
+//! the real binary: `/v1/responses` (streamed and not), `/v1/embeddings`,
+//! `/v1/messages/count_tokens`, the legacy `/v1/completions`, and Gemini's model methods under
+//! `/v1/` and `/v1beta/`. The request body reaches the upstream byte for byte, the
 //! answer reaches the client byte for byte, and the access log carries the usage the upstream
 //! reported.
 
@@ -27,8 +28,17 @@ fn reply_for(path: &str, body: &Value) -> Reply {
         "/oa/v1/responses" => Reply::ok(openai_responses("gpt-4.1-mini", &WORDS.concat())),
         "/oa/v1/embeddings" => Reply::ok(openai_embeddings("text-embedding-3-small", VECTORS)),
         "/an/v1/messages/count_tokens" => Reply::ok(anthropic_count_tokens(14)),
+        "/oa/v1/completions" => Reply::ok(legacy_completion()),
         _ => Reply::Json { status: 404, headers: Vec::new(), body: "{}".to_owned() },
     }
+}
+
+/// OpenAI's answer to a legacy `/v1/completions` request.
+fn legacy_completion() -> Value {
+    json!({"id": "cmpl-e2e", "object": "text_completion", "created": 1_700_000_000,
+           "model": "gpt-3.5-turbo-instruct",
+           "choices": [{"text": WORDS.concat(), "index": 0, "logprobs": null, "finish_reason": "stop"}],
+           "usage": {"prompt_tokens": 5, "completion_tokens": 4, "total_tokens": 9}})
 }
 
 struct Case {
@@ -105,6 +115,19 @@ fn cases() -> Vec<Case> {
             // A token count consumes nothing (Anthropic does not bill it): its `input_tokens`
             // is the answer, not usage, and must not be charged as if the prompt had run.
             usage: (0, 0),
+        },
+        Case {
+            name: "legacy completions",
+            path: "/v1/completions",
+            auth: ("authorization", format!("Bearer {CLIENT_KEY}")),
+            body: r#"{"model": "gpt-3.5-turbo-instruct", "prompt": "Grüß dich",  "max_tokens": 7}"#
+                .to_owned(),
+            provider: "oa",
+            upstream_path: "/oa/v1/completions",
+            upstream_auth: ("authorization", format!("Bearer {OPENAI_TOKEN}")),
+            answer: legacy_completion().to_string(),
+            sse: false,
+            usage: (5, 4),
         },
     ]
 }

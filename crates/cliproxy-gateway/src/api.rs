@@ -6,7 +6,7 @@ use http::Method;
 /// The three API dialects the gateway speaks to clients (and upstreams).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ApiFormat {
-    /// OpenAI: `/v1/chat/completions`, `/v1/responses`, `/v1/embeddings`.
+    /// OpenAI: `/v1/chat/completions`, `/v1/responses`, `/v1/embeddings`, `/v1/completions`.
     OpenAi,
     /// Anthropic: `/v1/messages`, `/v1/messages/count_tokens`.
     Anthropic,
@@ -44,6 +44,8 @@ pub(crate) enum Endpoint<'a> {
     Responses,
     /// `POST /v1/embeddings`
     Embeddings,
+    /// `POST /v1/completions` (legacy)
+    Completions,
     /// `POST /v1/messages`
     Messages,
     /// `POST /v1/messages/count_tokens`
@@ -108,6 +110,7 @@ impl Endpoint<'_> {
             Self::ChatCompletions => RequestKind::ChatCompletions,
             Self::Responses => RequestKind::Responses,
             Self::Embeddings => RequestKind::Embeddings,
+            Self::Completions => RequestKind::Completions,
             Self::Messages => RequestKind::Messages,
             Self::CountTokens => RequestKind::CountTokens,
             Self::GeminiGenerate { .. } => RequestKind::GeminiGenerate,
@@ -138,6 +141,7 @@ pub(crate) fn route<'a>(method: &Method, path: &'a str) -> Result<Endpoint<'a>, 
         "/v1/chat/completions" => (Endpoint::ChatCompletions, "POST"),
         "/v1/responses" => (Endpoint::Responses, "POST"),
         "/v1/embeddings" => (Endpoint::Embeddings, "POST"),
+        "/v1/completions" => (Endpoint::Completions, "POST"),
         "/v1/messages" => (Endpoint::Messages, "POST"),
         "/v1/messages/count_tokens" => (Endpoint::CountTokens, "POST"),
         "/v1/models" => (Endpoint::Models { gemini: false }, "GET, HEAD"),

@@ -228,6 +228,7 @@ pub(crate) fn reply(request: &MockRequest<'_>, latency: Duration) -> (Response<B
                 }
             }
         }
+        Endpoint::Completions => legacy_completion(request, &words, usage, created),
         Endpoint::GeminiCountTokens { .. } => {
             ("application/json", vec![json_bytes(&gemini_count_tokens(usage))])
         }
@@ -283,6 +284,31 @@ fn embedding(model: &str, index: usize) -> Vec<f64> {
         (0..8u64).map(|i| ((seed.wrapping_mul(i + 7) % 1000) as f64) / 1000.0 - 0.5).collect();
     let norm = raw.iter().map(|x| x * x).sum::<f64>().sqrt().max(f64::EPSILON);
     raw.iter().map(|x| (x / norm * 1e6).round() / 1e6).collect()
+}
+
+/// OpenAI's legacy `/v1/completions` answer: one `text_completion`, or streamed as chunks of
+/// the same object (one per piece of text, the last with the finish reason) and `[DONE]`.
+fn legacy_completion(
+    request: &MockRequest<'_>,
+    words: &[String],
+    usage: Usage,
+    created: u64,
+) -> (&'static str, Vec<Bytes>) {
+    let id = format!("cmpl-{}", request.request_id);
+    let completion = |text: &str, finish: Value| {
+        json!({"id": id, "object": "text_completion", "created": created, "model": request.model,
+               "choices": [{"text": text, "index": 0, "logprobs": null, "finish_reason": finish}]})
+    };
+    if !request.stream {
+        let mut whole = completion(&words.concat(), json!("stop"));
+        whole["usage"] = openai_usage(usage);
+        return ("application/json", vec![json_bytes(&whole)]);
+    }
+    let mut events: Vec<Bytes> =
+        words.iter().map(|w| sse(None, &completion(w, Value::Null))).collect();
+    events.push(sse(None, &completion("", json!("stop"))));
+    events.push(Bytes::from_static(b"data: [DONE]\n\n"));
+    ("text/event-stream", events)
 }
 
 /// Gemini's `:countTokens` answer: the prompt's tokens, counted as for the other replies.

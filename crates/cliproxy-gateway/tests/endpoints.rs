@@ -21,7 +21,7 @@ fn gateway() -> (Gateway, tempfile::TempDir) {
     let yaml = format!(
         "auth:\n  api_keys: [\"{KEY}\", {{name: limited, key: \"{LIMITED_KEY}\", models: [\"mock-a*\"]}}]\n  dir: {:?}\n\
          management: {{secret_key: \"{MGMT}\"}}\n\
-         providers:\n  demo: {{type: mock}}\n  openai: {{type: openai, base_url: \"http://127.0.0.1:9\", models: [\"gpt-4o\", \"gpt-*\"]}}\n",
+         providers:\n  demo: {{type: mock, max_tokens: 1000}}\n  openai: {{type: openai, base_url: \"http://127.0.0.1:9\", models: [\"gpt-4o\", \"gpt-*\"]}}\n",
         dir.path().join("auths").display().to_string()
     );
     let config = Config::from_yaml(&yaml).unwrap();
@@ -243,4 +243,65 @@ async fn a_model_is_retrieved_in_the_clients_shape() {
         assert_eq!(status, 404, "{uri} {headers:?}: {body}");
         assert_eq!(error_shape(&body), shape, "{uri} {headers:?}: {body}");
     }
+}
+
+/// The legacy `POST /v1/completions`: the mock answers it in its own shape, streamed and not,
+/// and a `max_tokens` over the configured cap is refused as on the other endpoints.
+#[tokio::test]
+async fn legacy_completions_are_answered_in_their_shape_and_capped() {
+    let (gateway, _dir) = gateway();
+    let bearer = format!("Bearer {KEY}");
+    let auth = [("authorization", bearer.as_str())];
+    let (status, _, body) = call(
+        &gateway,
+        Method::POST,
+        "/v1/completions",
+        &auth,
+        r#"{"model":"mock-1","prompt":"Say hi","max_tokens":16}"#,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["object"], "text_completion");
+    assert!(body["choices"][0]["text"].as_str().unwrap().contains("mock-1"), "{body}");
+    assert_eq!(body["choices"][0]["finish_reason"], "stop");
+    assert!(body["usage"]["completion_tokens"].as_u64().unwrap() > 0, "{body}");
+
+    let mut request = Request::builder()
+        .method(Method::POST)
+        .uri("/v1/completions")
+        .header("authorization", &bearer)
+        .body(Full::new(Bytes::from_static(br#"{"model":"mock-1","prompt":"hi","stream":true}"#)))
+        .unwrap();
+    request.headers_mut().insert("content-type", "application/json".parse().unwrap());
+    let response = gateway.handle(request, peer()).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    let text = String::from_utf8(response.into_body().collect().await.unwrap().to_bytes().to_vec())
+        .unwrap();
+    let chunks: Vec<Value> = text
+        .split("\n\n")
+        .filter_map(|event| event.strip_prefix("data: "))
+        .filter(|data| *data != "[DONE]")
+        .map(|data| serde_json::from_str(data).unwrap())
+        .collect();
+    assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
+    let streamed: String =
+        chunks.iter().map(|c| c["choices"][0]["text"].as_str().unwrap_or("")).collect();
+    assert!(streamed.contains("mock-1"), "{text}");
+    assert!(chunks.iter().all(|c| c["object"] == "text_completion"), "{text}");
+
+    let (status, _, body) = call(
+        &gateway,
+        Method::POST,
+        "/v1/completions",
+        &auth,
+        r#"{"model":"mock-1","prompt":"Say hi","max_tokens":999999999}"#,
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("`max_tokens`") && message.contains("providers.demo.max_tokens"),
+        "{body}"
+    );
 }

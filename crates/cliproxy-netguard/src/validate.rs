@@ -28,6 +28,8 @@ pub enum RequestKind {
     CountTokens,
     /// `POST /v1beta/models/{model}:generateContent` and `:streamGenerateContent`.
     GeminiGenerate,
+    /// `POST /v1/completions` (OpenAI's legacy completions).
+    Completions,
 }
 
 /// A request that fails validation; the message is safe to send to the client.
@@ -122,7 +124,7 @@ fn requested_tokens(
         RequestKind::Responses => {
             agreed(&[("max_output_tokens", body.max_output_tokens)], Null::Unset)
         }
-        RequestKind::Messages | RequestKind::CountTokens => {
+        RequestKind::Messages | RequestKind::CountTokens | RequestKind::Completions => {
             agreed(&[("max_tokens", body.max_tokens)], Null::Unset)
         }
         // Google reads its JSON with the proto3 mapping: a field's lowerCamelCase name and its
@@ -235,6 +237,9 @@ fn required_fields(kind: RequestKind, body: &RequestFields<'_>) -> Result<(), In
             None => Err(Invalid("the request has no `input`".to_owned())),
         },
         RequestKind::GeminiGenerate => non_empty_array("contents", body.contents).map(|_| ()),
+        // The prompt may be a string, an array of strings or of token arrays; the provider
+        // judges it.
+        RequestKind::Completions => Ok(()),
     }
 }
 
@@ -251,13 +256,14 @@ mod tests {
 
     const CAP: TokenCap<'static> = TokenCap { provider_max_tokens: None, provider: "p" };
 
-    const KINDS: [RequestKind; 6] = [
+    const KINDS: [RequestKind; 7] = [
         RequestKind::ChatCompletions,
         RequestKind::Responses,
         RequestKind::Embeddings,
         RequestKind::Messages,
         RequestKind::CountTokens,
         RequestKind::GeminiGenerate,
+        RequestKind::Completions,
     ];
 
     /// Checks the JSON text `body` as the gateway does: read in one pass, then checked.
@@ -669,7 +675,7 @@ mod tests {
                 RequestKind::Responses => {
                     fields.push(("max_output_tokens".to_owned(), body.get("max_output_tokens")));
                 }
-                RequestKind::Messages | RequestKind::CountTokens => {
+                RequestKind::Messages | RequestKind::CountTokens | RequestKind::Completions => {
                     fields.push(("max_tokens".to_owned(), body.get("max_tokens")));
                 }
                 RequestKind::GeminiGenerate => {
@@ -760,6 +766,7 @@ mod tests {
                     None => Err(Invalid("the request has no `input`".to_owned())),
                 },
                 RequestKind::GeminiGenerate => non_empty_array("contents").map(|_| ()),
+                RequestKind::Completions => Ok(()),
             }
         }
     }
