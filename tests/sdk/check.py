@@ -190,6 +190,44 @@ def gemini_client(base: str, key: str) -> genai.Client:
         base_url=base, api_version="v1beta", timeout=int(TIMEOUT * 1000)))
 
 
+def check_endpoints(what: str, base: str, key: str, model: str, text: str) -> None:
+    """The endpoints besides chat (SPEC section 3): each SDK's models.retrieve, Anthropic's
+    list shape, legacy completions, and Gemini's methods on `v1` (the google-genai default)."""
+    oa = openai.OpenAI(base_url=f"{base}/v1", api_key=key, timeout=TIMEOUT, max_retries=0)
+    retrieved = oa.models.retrieve(model)
+    check(retrieved.id == model and retrieved.object == "model", f"{what} openai models.retrieve: {retrieved!r}")
+    ok(f"{what} openai models.retrieve", retrieved.id)
+    completion = oa.completions.create(model=model, prompt=PROMPT, max_tokens=64)
+    check(completion.choices[0].text == text, f"{what} openai completions.create: {completion!r}")
+    ok(f"{what} openai completions.create", f"usage {completion.usage.prompt_tokens}/{completion.usage.completion_tokens}")
+    an = anthropic.Anthropic(base_url=base, api_key=key, timeout=TIMEOUT, max_retries=0)
+    listed = an.models.list()
+    check(len(listed.data) > 0 and all(m.type == "model" for m in listed.data), f"{what} anthropic models.list: {listed!r}")
+    ok(f"{what} anthropic models.list", ", ".join(m.id for m in listed.data))
+    retrieved = an.models.retrieve(model)
+    check(retrieved.id == model, f"{what} anthropic models.retrieve: {retrieved!r}")
+    ok(f"{what} anthropic models.retrieve", retrieved.id)
+    # A GenAI client closes its connection pool when it is garbage-collected: keep a name on it.
+    gm = genai.Client(api_key=key, http_options=genai_types.HttpOptions(
+        base_url=base, api_version="v1", timeout=int(TIMEOUT * 1000)))
+    reply = gm.models.generate_content(model=model, contents=PROMPT)
+    check(reply.text == text, f"{what} gemini v1 generate_content: {reply.text!r}")
+    ok(f"{what} gemini v1 generate_content", f"{text[:32]!r}...")
+    counted = gm.models.count_tokens(model=model, contents=PROMPT)
+    check((counted.total_tokens or 0) > 0, f"{what} gemini v1 count_tokens: {counted!r}")
+    ok(f"{what} gemini v1 count_tokens", f"total_tokens {counted.total_tokens}")
+    embedded = gm.models.embed_content(model=model, contents=[PROMPT, "a second text"])
+    vectors = [e.values for e in embedded.embeddings]
+    check(len(vectors) == 2 and all(vectors) and vectors[0] != vectors[1], f"{what} gemini v1 embed_content: {embedded!r}")
+    ok(f"{what} gemini v1 embed_content", f"{len(vectors)} vectors of {len(vectors[0])}")
+    names = [m.name for m in gm.models.list()]
+    check(len(names) > 0 and all(n.startswith("models/") for n in names), f"{what} gemini v1 models.list: {names}")
+    ok(f"{what} gemini v1 models.list", ", ".join(names))
+    got = gm.models.get(model=model)
+    check(got.name == f"models/{model}", f"{what} gemini v1 models.get: {got!r}")
+    ok(f"{what} gemini v1 models.get", got.name)
+
+
 def check_demo(base: str, key: str) -> None:
     """The built-in mock, through the demo gateway (the only way to reach it)."""
     text = MOCK_TEXT.format(model=MOCK_MODEL)
@@ -205,6 +243,7 @@ def check_demo(base: str, key: str) -> None:
     # A GenAI client closes its connection pool when it is garbage-collected: keep a name on it.
     gm = gemini_client(base, key)
     check_gemini("demo", gm, MOCK_MODEL, text, usage)
+    check_endpoints("demo", base, key, MOCK_MODEL, text)
 
     wrong_key = "cpk-not-a-valid-key-000000"
     wrong = openai.OpenAI(base_url=f"{base}/v1", api_key=wrong_key, timeout=TIMEOUT, max_retries=0)
