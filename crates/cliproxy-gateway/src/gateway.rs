@@ -372,9 +372,15 @@ impl Gateway {
         // Routing before authentication: an unknown path is 404 for everyone and tells nothing
         // about keys; a known one tells us which API format to answer errors in.
         let path = parts.uri.path();
+        // `/v1/` is OpenAI's and Anthropic's prefix (and Gemini's too): an error the path alone
+        // would answer in OpenAI's format goes in the format of the SDK the headers name.
+        let by_headers = |format| match format {
+            ApiFormat::OpenAi => format_from_headers(&parts.headers),
+            other => other,
+        };
         let endpoint = api::route(&parts.method, path).map_err(|e| match e {
             RouteError::NotFound(format) => (
-                format,
+                by_headers(format),
                 ApiError::new(ErrorCode::NotFound, format!("no route for {} {path}", parts.method)),
             ),
             RouteError::MethodNotAllowed(format, allow) => {
@@ -383,14 +389,14 @@ impl Gateway {
                     format!("{path} does not accept {}; use {allow}", parts.method),
                 );
                 error.allow = Some(allow.into());
-                (format, error)
+                (by_headers(format), error)
             }
         })?;
         let format = match endpoint {
             // `/v1/models` is every SDK's: the answer (and its errors) takes the shape of the
             // API the client's headers say it speaks.
             Endpoint::Models { gemini: false } | Endpoint::Model { gemini: false, .. } => {
-                listing_format(&parts.headers)
+                format_from_headers(&parts.headers)
             }
             _ => endpoint.format(),
         };
@@ -1361,9 +1367,10 @@ impl Gateway {
     }
 }
 
-/// The API a `/v1/models` caller speaks, from the headers its SDK sends: Anthropic's send
-/// `anthropic-version`, Google's send `x-goog-api-key`; anything else gets OpenAI's shape.
-fn listing_format(headers: &HeaderMap) -> ApiFormat {
+/// The API a caller of a path shared by several APIs (`/v1/models`) speaks, from the headers
+/// its SDK sends: Anthropic's send `anthropic-version`, Google's send `x-goog-api-key`;
+/// anything else gets OpenAI's shape.
+fn format_from_headers(headers: &HeaderMap) -> ApiFormat {
     if headers.contains_key("anthropic-version") {
         ApiFormat::Anthropic
     } else if headers.contains_key("x-goog-api-key") {

@@ -130,6 +130,19 @@ async fn unknown_routes_and_methods_answer_in_the_paths_api_format() {
         assert_eq!(got.as_u16(), status, "{method} {uri}: {body}");
         assert_eq!(error_shape(&body), shape, "{method} {uri}: {body}");
     }
+    // Under the `/v1/` prefix every API shares, the SDK's own headers pick the format.
+    let anthropic = [("x-api-key", KEY), ("anthropic-version", "2023-06-01")];
+    let gemini = [("x-goog-api-key", KEY)];
+    for (method, uri, headers, status, shape) in [
+        (Method::POST, "/v1/complete", &anthropic[..], 404, "anthropic"),
+        (Method::POST, "/v1/models", &anthropic[..], 405, "anthropic"),
+        (Method::DELETE, "/v1/models/mock-1", &gemini[..], 405, "gemini"),
+        (Method::POST, "/v1/cachedContents", &gemini[..], 404, "gemini"),
+    ] {
+        let (got, _, body) = call(&gateway, method.clone(), uri, headers, "{}").await;
+        assert_eq!(got.as_u16(), status, "{method} {uri}: {body}");
+        assert_eq!(error_shape(&body), shape, "{method} {uri}: {body}");
+    }
 }
 
 /// The google-genai SDK's default API version is `v1`: every Gemini method is served under
