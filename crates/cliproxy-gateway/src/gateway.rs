@@ -1291,21 +1291,32 @@ impl Gateway {
     }
 
     fn models(&self, client: &ClientIdentity, anthropic: bool) -> Response<Body> {
-        let models: Vec<(&str, &str)> = self
+        let mut models: Vec<(String, &str)> = self
             .inner
             .router
             .models()
             .into_iter()
+            // A mock provider's patterns stand for the names it serves: those are listed, as
+            // a real provider lists names (only those that route to it).
+            .flat_map(|(model, index)| match self.inner.providers[index].kind {
+                ProviderKind::Mock => mock::mock_model_names([model])
+                    .into_iter()
+                    .filter(|name| self.inner.router.route(name) == Some(index))
+                    .map(|name| (name, index))
+                    .collect(),
+                _ => vec![(model.to_owned(), index)],
+            })
             .filter(|(model, _)| client.allows_model(model))
             .map(|(model, index)| (model, self.inner.providers[index].name.as_str()))
             .collect();
+        models.sort_unstable();
         let body = if anthropic {
             let data: Vec<Value> = models
                 .iter()
                 .map(|(id, _)| json!({"type": "model", "id": id, "display_name": id, "created_at": "1970-01-01T00:00:00Z"}))
                 .collect();
             json!({"data": data, "has_more": false,
-                   "first_id": models.first().map(|m| m.0), "last_id": models.last().map(|m| m.0)})
+                   "first_id": models.first().map(|m| &m.0), "last_id": models.last().map(|m| &m.0)})
         } else {
             let data: Vec<Value> = models
                 .iter()

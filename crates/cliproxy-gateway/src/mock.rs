@@ -143,8 +143,17 @@ pub(crate) fn reply(request: &MockRequest<'_>, latency: Duration) -> (Response<B
                 Some(Value::Array(items)) => items.len().max(1),
                 _ => 1,
             };
+            // As the real API: `encoding_format: "base64"` returns each vector as the base64
+            // of its little-endian f32s, which the openai SDKs ask for by default and decode.
+            let base64 =
+                request.body.get("encoding_format").and_then(Value::as_str) == Some("base64");
             let data: Vec<Value> = (0..inputs)
-                .map(|i| json!({"object": "embedding", "index": i, "embedding": embedding(model, i)}))
+                .map(|i| {
+                    let vector = embedding(model, i);
+                    let encoded =
+                        if base64 { json!(embedding_base64(&vector)) } else { json!(vector) };
+                    json!({"object": "embedding", "index": i, "embedding": encoded})
+                })
                 .collect();
             (
                 "application/json",
@@ -246,6 +255,33 @@ pub(crate) fn reply(request: &MockRequest<'_>, latency: Duration) -> (Response<B
     (response, usage)
 }
 
+/// The model names the mock lists: any name its patterns match is served, but a listing
+/// needs names, so `GET /v1/models` shows these (those the provider's patterns match). The
+/// demo's banner and docs use `mock-1`.
+pub(crate) const MODEL_NAMES: [&str; 3] = ["mock-1", "mock-fast", "mock-embedding"];
+
+/// The names a mock provider with `patterns` lists: each exact name as it is, and for each
+/// glob the [`MODEL_NAMES`] it matches; sorted, without duplicates.
+pub(crate) fn mock_model_names<'a>(patterns: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+    let mut names: Vec<String> = patterns
+        .into_iter()
+        .flat_map(|pattern| {
+            if pattern.contains('*') {
+                MODEL_NAMES
+                    .iter()
+                    .filter(|name| cliproxy_core::glob_match(pattern, name))
+                    .map(|name| (*name).to_owned())
+                    .collect()
+            } else {
+                vec![pattern.to_owned()]
+            }
+        })
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    names
+}
+
 /// The reply text: fixed for a model, so tests and demos can rely on it.
 pub(crate) fn reply_text(model: &str) -> String {
     format!(
@@ -266,6 +302,14 @@ fn split_words(text: &str) -> Vec<String> {
 fn openai_usage(usage: Usage) -> Value {
     json!({"prompt_tokens": usage.input_tokens, "completion_tokens": usage.output_tokens,
            "total_tokens": usage.input_tokens + usage.output_tokens})
+}
+
+/// The base64 of the vector's little-endian f32s, the real API's `encoding_format: "base64"`.
+fn embedding_base64(vector: &[f64]) -> String {
+    use base64::Engine as _;
+    // The narrowing is the point: the real API sends f32s.
+    let bytes: Vec<u8> = vector.iter().flat_map(|x| (*x as f32).to_le_bytes()).collect();
+    base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
 /// A small deterministic unit vector derived from the model and input index.
@@ -638,6 +682,63 @@ mod tests {
             let reassembled = reassemble(endpoint, stream, sse_mode, include_usage, &reply.body);
             assert_eq!(reassembled, expected, "{case}: {}", reply.body);
         }
+    }
+
+    async fn embeddings(body: Value) -> Value {
+        let request = MockRequest {
+            endpoint: Endpoint::Embeddings,
+            model: "mock-embedding",
+            stream: false,
+            sse: false,
+            body: &body,
+            body_len: 40,
+            request_id: "r1",
+        };
+        let (response, _) = reply(&request, Duration::ZERO);
+        parse(
+            std::str::from_utf8(&response.into_body().collect().await.unwrap().to_bytes()).unwrap(),
+        )
+    }
+
+    #[tokio::test]
+    async fn embeddings_come_as_floats_or_as_base64_of_little_endian_f32s() {
+        use base64::Engine as _;
+        let floats = embeddings(json!({"input": ["a", "b"], "encoding_format": "float"})).await;
+        let unasked = embeddings(json!({"input": ["a", "b"]})).await;
+        let encoded = embeddings(json!({"input": ["a", "b"], "encoding_format": "base64"})).await;
+        assert_eq!(floats, unasked);
+        for index in 0..2 {
+            let vector: Vec<f64> = floats["data"][index]["embedding"]
+                .as_array()
+                .unwrap_or_else(|| panic!("not an array of floats: {floats}"))
+                .iter()
+                .map(|x| x.as_f64().unwrap())
+                .collect();
+            assert_eq!(vector, embedding("mock-embedding", index));
+            // What the openai SDKs do with it: base64-decode, read little-endian f32s.
+            let text = str_at(&encoded, &format!("/data/{index}/embedding"));
+            let bytes = base64::engine::general_purpose::STANDARD.decode(text).unwrap();
+            let decoded: Vec<f32> = bytes
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect();
+            let expected: Vec<f32> = vector.iter().map(|x| *x as f32).collect();
+            assert_eq!(decoded, expected, "{encoded}");
+            assert_eq!(encoded["data"][index]["index"], index);
+        }
+        assert_eq!(encoded["object"], "list");
+        assert_eq!(encoded["usage"]["prompt_tokens"], 10);
+    }
+
+    #[test]
+    fn mock_globs_list_the_mock_names_they_match_and_exact_names_stay() {
+        assert_eq!(mock_model_names(["mock-*"]), ["mock-1", "mock-embedding", "mock-fast"]);
+        assert_eq!(mock_model_names(["mock-f*"]), ["mock-fast"]);
+        assert_eq!(mock_model_names(["other-*"]), Vec::<String>::new());
+        assert_eq!(
+            mock_model_names(["mock-small", "mock-1*", "mock-small"]),
+            ["mock-1", "mock-small"]
+        );
     }
 
     #[test]
