@@ -366,3 +366,28 @@ async fn check_reports_each_problem_and_changes_nothing() {
         "check changed a mode"
     );
 }
+
+/// The demo keeps its vault and audit log in a directory of its own under the temporary
+/// directory; stopped with SIGTERM or Ctrl-C (SIGINT), it leaves nothing behind, not even
+/// the empty directory (which its sandbox does not let it remove itself).
+#[tokio::test]
+async fn the_demo_removes_its_directory_when_it_stops() {
+    for signal in [nix::sys::signal::Signal::SIGTERM, nix::sys::signal::Signal::SIGINT] {
+        let (mut child, banner) = demo(&["--port", "0"]).await;
+        let audit = banner
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("cliproxy-server audit verify"))
+            .map(|rest| std::path::PathBuf::from(rest.split_whitespace().next().unwrap()))
+            .unwrap_or_else(|| panic!("no audit file in the banner:\n{banner}"));
+        let dir = audit.parent().and_then(std::path::Path::parent).unwrap().to_owned();
+        let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(name.starts_with("cliproxy-demo-"), "{}", dir.display());
+        assert!(dir.join("auths").is_dir(), "{}", dir.display());
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id().unwrap()).unwrap());
+        nix::sys::signal::kill(pid, signal).unwrap();
+        let status = tokio::time::timeout(WAIT, child.wait()).await.unwrap().unwrap();
+        assert!(status.success(), "{signal}: {status}");
+        // The exit is the event: the directory is gone by the time the demo has exited.
+        assert!(!dir.exists(), "{signal}: {} is still there after the demo exited", dir.display());
+    }
+}
