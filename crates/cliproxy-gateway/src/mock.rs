@@ -76,7 +76,8 @@ pub(crate) fn reply(request: &MockRequest<'_>, latency: Duration) -> (Response<B
             "application/json",
             vec![json_bytes(&json!({
                 "id": format!("chatcmpl-{id}"), "object": "chat.completion", "created": created, "model": model,
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": null, "finish_reason": "stop"}],
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": text, "refusal": null, "annotations": []},
+                    "logprobs": null, "finish_reason": "stop"}],
                 "usage": openai_usage(usage),
             }))],
         ),
@@ -167,7 +168,7 @@ pub(crate) fn reply(request: &MockRequest<'_>, latency: Duration) -> (Response<B
         Endpoint::Messages if request.stream => {
             let message = json!({"id": format!("msg_{id}"), "type": "message", "role": "assistant", "model": model,
                 "content": [], "stop_reason": null, "stop_sequence": null,
-                "usage": {"input_tokens": usage.input_tokens, "output_tokens": 1}});
+                "usage": anthropic_usage(usage.input_tokens, 1)});
             let mut events = vec![
                 sse(Some("message_start"), &json!({"type": "message_start", "message": message})),
                 sse(
@@ -192,7 +193,7 @@ pub(crate) fn reply(request: &MockRequest<'_>, latency: Duration) -> (Response<B
             vec![json_bytes(&json!({
                 "id": format!("msg_{id}"), "type": "message", "role": "assistant", "model": model,
                 "content": [{"type": "text", "text": text}], "stop_reason": "end_turn", "stop_sequence": null,
-                "usage": {"input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens},
+                "usage": anthropic_usage(usage.input_tokens, usage.output_tokens),
             }))],
         ),
         Endpoint::GeminiGenerate { stream, .. } => {
@@ -299,9 +300,19 @@ fn split_words(text: &str) -> Vec<String> {
     words
 }
 
+/// Chat Completions usage with the token details the real API always sends.
 fn openai_usage(usage: Usage) -> Value {
     json!({"prompt_tokens": usage.input_tokens, "completion_tokens": usage.output_tokens,
-           "total_tokens": usage.input_tokens + usage.output_tokens})
+           "total_tokens": usage.input_tokens + usage.output_tokens,
+           "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+           "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0,
+               "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0}})
+}
+
+/// Messages usage with the cache counts the real API always sends (the mock caches nothing).
+fn anthropic_usage(input: u64, output: u64) -> Value {
+    json!({"input_tokens": input, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0,
+           "output_tokens": output})
 }
 
 /// The base64 of the vector's little-endian f32s, the real API's `encoding_format: "base64"`.
@@ -681,6 +692,31 @@ mod tests {
             };
             let reassembled = reassemble(endpoint, stream, sse_mode, include_usage, &reply.body);
             assert_eq!(reassembled, expected, "{case}: {}", reply.body);
+        }
+    }
+
+    /// Fields the real APIs always send and clients read without checking (Claude Code adds
+    /// up the cache counts, the openai SDKs type the token details and the refusal).
+    #[tokio::test]
+    async fn replies_carry_the_fields_real_clients_read() {
+        let chat = parse(&run(Endpoint::ChatCompletions, false, false, false).await.body);
+        assert!(str_at(&chat, "/id").starts_with("chatcmpl-"), "{chat}");
+        assert_eq!(chat["object"], "chat.completion");
+        assert!(u64_at(&chat, "/created") > 0, "{chat}");
+        let message = &chat["choices"][0]["message"];
+        assert_eq!((&message["refusal"], &message["annotations"]), (&Value::Null, &json!([])));
+        assert_eq!(u64_at(&chat, "/usage/prompt_tokens_details/cached_tokens"), 0);
+        assert_eq!(u64_at(&chat, "/usage/completion_tokens_details/reasoning_tokens"), 0);
+        let stream = run(Endpoint::ChatCompletions, true, false, true).await.body;
+        let usage_chunk = parse(&sse_events(&stream).iter().rev().nth(1).unwrap().1);
+        assert_eq!(u64_at(&usage_chunk, "/usage/prompt_tokens_details/cached_tokens"), 0);
+
+        let message = parse(&run(Endpoint::Messages, false, false, false).await.body);
+        let stream = run(Endpoint::Messages, true, false, false).await.body;
+        let start = parse(&sse_events(&stream)[0].1);
+        for usage in [&message["usage"], &start["message"]["usage"]] {
+            assert_eq!(usage["cache_creation_input_tokens"], 0, "{usage}");
+            assert_eq!(usage["cache_read_input_tokens"], 0, "{usage}");
         }
     }
 
