@@ -240,6 +240,13 @@ def check_demo(base: str, key: str) -> None:
     ok("demo openai models.list", ", ".join(models))
     an = anthropic.Anthropic(base_url=base, api_key=key, timeout=TIMEOUT, max_retries=0)
     check_messages("demo", an, MOCK_MODEL, text, usage)
+    counted = an.messages.count_tokens(model=MOCK_MODEL, messages=[{"role": "user", "content": PROMPT}])
+    check(isinstance(counted.input_tokens, int) and counted.input_tokens > 0,
+          f"demo messages.count_tokens: {counted!r}")
+    ok("demo messages.count_tokens", f"input_tokens {counted.input_tokens}")
+    models = [model.id for model in an.models.list()]
+    check(models == MOCK_MODELS, f"anthropic models.list: {models}, expected {MOCK_MODELS}")
+    ok("demo anthropic models.list", ", ".join(models))
     # A GenAI client closes its connection pool when it is garbage-collected: keep a name on it.
     gm = gemini_client(base, key)
     check_gemini("demo", gm, MOCK_MODEL, text, usage)
