@@ -244,8 +244,8 @@ fn report_sandbox(config: &Config, applied: cliproxy_container::sandbox::Applied
 
 /// Completes on SIGTERM or SIGINT. The handlers are installed when this is called (inside the
 /// runtime), not when the future is first polled: the demo calls it before it prints its
-/// banner, so a signal sent as soon as the banner is out stops it cleanly instead of killing
-/// it (and leaving its directory behind).
+/// banner, so a signal sent as soon as the banner is out stops it cleanly (exit 0, in-flight
+/// requests finished) instead of killing it.
 fn shutdown_signal(log: Logger) -> impl Future<Output = ()> {
     use tokio::signal::unix::{SignalKind, signal};
     let signals = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()));
