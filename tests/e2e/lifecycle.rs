@@ -366,3 +366,64 @@ async fn check_reports_each_problem_and_changes_nothing() {
         "check changed a mode"
     );
 }
+
+/// The demo keeps its vault and audit log in a directory of its own under the temporary
+/// directory; stopped with SIGTERM or Ctrl-C (SIGINT), it leaves nothing behind, not even
+/// the empty directory (which its sandbox does not let it remove itself).
+#[tokio::test]
+async fn the_demo_removes_its_directory_when_it_stops() {
+    for signal in [nix::sys::signal::Signal::SIGTERM, nix::sys::signal::Signal::SIGINT] {
+        let (mut child, banner) = demo(&["--port", "0"]).await;
+        let audit = banner
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("cliproxy-server audit verify"))
+            .map(|rest| std::path::PathBuf::from(rest.split_whitespace().next().unwrap()))
+            .unwrap_or_else(|| panic!("no audit file in the banner:\n{banner}"));
+        let dir = audit.parent().and_then(std::path::Path::parent).unwrap().to_owned();
+        let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(name.starts_with("cliproxy-demo-"), "{}", dir.display());
+        assert!(dir.join("auths").is_dir(), "{}", dir.display());
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id().unwrap()).unwrap());
+        nix::sys::signal::kill(pid, signal).unwrap();
+        let status = tokio::time::timeout(WAIT, child.wait()).await.unwrap().unwrap();
+        assert!(status.success(), "{signal}: {status}");
+        // The exit is the event: the directory is gone by the time the demo has exited.
+        assert!(!dir.exists(), "{signal}: {} is still there after the demo exited", dir.display());
+    }
+}
+
+/// Killed outright (SIGKILL: no handler runs), the demo still leaves nothing behind: its
+/// cleanup helper sees the demo's end of their pipe close and removes the directory, contents
+/// and all.
+#[tokio::test]
+async fn a_killed_demo_leaves_no_directory_behind() {
+    use tokio::io::AsyncReadExt;
+    let mut child = tokio::process::Command::new(server_binary())
+        .args(["demo", "--port", "0"])
+        .env("CLIPROXY_SANDBOX__REQUIRE_NON_ROOT", "false")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let audit = tokio::time::timeout(WAIT, async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some(rest) = line.trim().strip_prefix("cliproxy-server audit verify") {
+                return std::path::PathBuf::from(rest.trim());
+            }
+        }
+        panic!("the demo's banner names no audit file");
+    })
+    .await
+    .unwrap();
+    let dir = audit.parent().and_then(std::path::Path::parent).unwrap().to_owned();
+    assert!(dir.join("auths").is_dir(), "{}", dir.display());
+    child.kill().await.unwrap();
+    // The helper holds the demo's standard error until it exits, after the removal: end of
+    // file on it is the event to wait for.
+    let mut stderr = child.stderr.take().unwrap();
+    let mut errors = String::new();
+    tokio::time::timeout(WAIT, stderr.read_to_string(&mut errors)).await.unwrap().unwrap();
+    assert!(!dir.exists(), "{} is still there after a SIGKILL; stderr: {errors}", dir.display());
+}

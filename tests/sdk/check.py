@@ -17,6 +17,9 @@ accept some departures silently, so the order is checked here). Prints one line 
 exits non-zero at the first failure.
 """
 
+import base64
+import math
+import struct
 import sys
 import traceback
 
@@ -32,6 +35,8 @@ PROMPT = "Say hello"
 # The built-in mock's fixed reply (`reply_text` in crates/cliproxy-gateway/src/mock.rs), streamed
 # one word at a time, with one output token per streamed piece.
 MOCK_MODEL = "mock-1"
+# The names a `mock-*` provider lists (`MODEL_NAMES` in mock.rs).
+MOCK_MODELS = ["mock-1", "mock-embedding", "mock-fast"]
 MOCK_TEXT = ("Hello from the cliproxy mock provider. This deterministic reply for model {model} "
              "travelled through the gateway's whole request path.")
 
@@ -185,6 +190,37 @@ def check_gemini(what: str, client: genai.Client, model: str, text: str, usage: 
     ok(label, f"{len(chunks)} chunks, usage {meta.prompt_token_count}/{meta.candidates_token_count}")
 
 
+def check_mock_embeddings(client: openai.OpenAI) -> None:
+    """The mock's embeddings as floats, as base64 (little-endian f32s) when asked, and as the
+    SDK's default: it asks for base64 when no format is given and decodes the answer itself."""
+    inputs = [PROMPT, "Say goodbye"]
+    model = "mock-embedding"
+    floats = client.embeddings.create(model=model, input=inputs, encoding_format="float")
+    vectors = [e.embedding for e in floats.data]
+    check(len(vectors) == 2 and all(isinstance(v, list) and len(v) >= 4 for v in vectors),
+          f"embeddings float: {floats!r}")
+    check(vectors[0] != vectors[1], "embeddings float: the two inputs got the same vector")
+    for vector in vectors:
+        norm = math.sqrt(sum(x * x for x in vector))
+        check(abs(norm - 1.0) < 1e-3, f"embeddings float: norm {norm}")
+    check(floats.usage.prompt_tokens > 0, f"embeddings float: usage {floats.usage!r}")
+    ok("demo embeddings.create float", f"{len(vectors)} vectors of {len(vectors[0])}")
+
+    encoded = client.embeddings.create(model=model, input=inputs, encoding_format="base64")
+    texts = [e.embedding for e in encoded.data]
+    check(all(isinstance(t, str) for t in texts), f"embeddings base64: not strings: {texts!r}")
+    decoded = [list(struct.unpack(f"<{len(base64.b64decode(t)) // 4}f", base64.b64decode(t))) for t in texts]
+    for got, want in zip(decoded, vectors):
+        check(len(got) == len(want) and all(abs(g - w) < 1e-6 for g, w in zip(got, want)),
+              f"embeddings base64: decoded {got}, the float answer is {want}")
+    ok("demo embeddings.create base64", f"{len(texts)} vectors, little-endian f32")
+
+    default = client.embeddings.create(model=model, input=inputs)
+    got = [e.embedding for e in default.data]
+    check(got == decoded, f"embeddings (SDK default, base64 decoded by the SDK): {got}, expected {decoded}")
+    ok("demo embeddings.create default", "the SDK asked for base64 and decoded it")
+
+
 def gemini_client(base: str, key: str) -> genai.Client:
     return genai.Client(api_key=key, http_options=genai_types.HttpOptions(
         base_url=base, api_version="v1beta", timeout=int(TIMEOUT * 1000)))
@@ -235,11 +271,20 @@ def check_demo(base: str, key: str) -> None:
     oa = openai.OpenAI(base_url=f"{base}/v1", api_key=key, timeout=TIMEOUT, max_retries=0)
     check_chat("demo", oa, MOCK_MODEL, text, usage)
     check_responses("demo", oa, MOCK_MODEL, text, usage)
+    check_mock_embeddings(oa)
+    # The demo's provider is `mock-*`: the listing names the models the mock serves.
     models = [model.id for model in oa.models.list()]
-    check(any(m.startswith("mock-") for m in models), f"openai models.list: {models}")
+    check(models == MOCK_MODELS, f"openai models.list: {models}, expected {MOCK_MODELS}")
     ok("demo openai models.list", ", ".join(models))
     an = anthropic.Anthropic(base_url=base, api_key=key, timeout=TIMEOUT, max_retries=0)
     check_messages("demo", an, MOCK_MODEL, text, usage)
+    counted = an.messages.count_tokens(model=MOCK_MODEL, messages=[{"role": "user", "content": PROMPT}])
+    check(isinstance(counted.input_tokens, int) and counted.input_tokens > 0,
+          f"demo messages.count_tokens: {counted!r}")
+    ok("demo messages.count_tokens", f"input_tokens {counted.input_tokens}")
+    models = [model.id for model in an.models.list()]
+    check(models == MOCK_MODELS, f"anthropic models.list: {models}, expected {MOCK_MODELS}")
+    ok("demo anthropic models.list", ", ".join(models))
     # A GenAI client closes its connection pool when it is garbage-collected: keep a name on it.
     gm = gemini_client(base, key)
     check_gemini("demo", gm, MOCK_MODEL, text, usage)

@@ -101,6 +101,14 @@ if [[ -z "$base" || -z "$key" ]]; then
     echo "the demo did not print its base url and client key within 30 s" >&2
     exit 1
 fi
+# The demo's own directory (vault, audit log): the audit file's grandparent. It must be gone
+# once the demo has exited.
+demo_dir=$(sed -n 's/^ *cliproxy-server audit verify //p' "$work/demo.out" | head -n 1)
+demo_dir=$(dirname "$(dirname "$demo_dir")")
+if [[ "$demo_dir" != */cliproxy-demo-* || ! -d "$demo_dir" ]]; then
+    echo "the demo's banner names no directory of its own (got: ${demo_dir:-nothing})" >&2
+    exit 1
+fi
 
 # The fixture server prints its URL once it listens, and exits when its stdin (the coprocess
 # pipe this script holds) closes or on SIGTERM.
@@ -182,3 +190,8 @@ if [[ $status -ne 0 ]]; then
     exit 1
 fi
 echo "ok demo stopped cleanly on SIGTERM"
+if [[ -e "$demo_dir" ]]; then
+    echo "the demo left its directory $demo_dir behind after SIGTERM" >&2
+    exit 1
+fi
+echo "ok demo removed its directory on exit"

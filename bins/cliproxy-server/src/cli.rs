@@ -36,6 +36,14 @@ pub(crate) enum Command {
     /// Run the whole stack on loopback with the built-in mock provider: no provider account
     /// needed. Prints a fresh client key and copy-paste examples.
     Demo(DemoArgs),
+    /// Internal: started by `demo` before it sandboxes itself; removes the demo's directory
+    /// once its standard input closes (when the demo exits, however it exits).
+    #[command(hide = true)]
+    DemoCleanup {
+        /// The demo's directory (`cliproxy-demo-*` in the temporary directory; nothing else
+        /// is removed).
+        dir: PathBuf,
+    },
     /// The pre-deployment checklist: a table of pass / warn / FAIL rows, each non-pass row
     /// with a one-line fix. Exits 1 when a row fails, 0 otherwise (warnings do not fail).
     ///

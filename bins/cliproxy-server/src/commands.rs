@@ -69,6 +69,7 @@ pub(crate) fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
         None | Some(Command::Serve) => serve(&cli.config, early),
         Some(Command::Demo(args)) => demo(&args, early),
+        Some(Command::DemoCleanup { dir }) => demo_cleanup(&dir),
         Some(Command::Keygen) => keygen(),
         Some(Command::Check) => {
             let config = load(&cli.config)?;
@@ -241,21 +242,30 @@ fn report_sandbox(config: &Config, applied: cliproxy_container::sandbox::Applied
     }
 }
 
-/// Completes on SIGTERM or SIGINT.
-async fn shutdown_signal(log: Logger) {
+/// Completes on SIGTERM or SIGINT. The handlers are installed when this is called (inside the
+/// runtime), not when the future is first polled: the demo calls it before it prints its
+/// banner, so a signal sent as soon as the banner is out stops it cleanly (exit 0, in-flight
+/// requests finished) instead of killing it.
+fn shutdown_signal(log: Logger) -> impl Future<Output = ()> {
     use tokio::signal::unix::{SignalKind, signal};
-    let name = match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
-        (Ok(mut term), Ok(mut int)) => tokio::select! {
-            _ = term.recv() => "SIGTERM",
-            _ = int.recv() => "SIGINT",
-        },
-        _ => {
-            // Without signal handlers the process can still be stopped by SIGKILL; say so.
-            slog::warn!(log, "cannot install signal handlers; graceful shutdown is unavailable");
-            std::future::pending::<&str>().await
-        }
-    };
-    info!(log, "signal received"; "signal" => name);
+    let signals = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()));
+    async move {
+        let name = match signals {
+            (Ok(mut term), Ok(mut int)) => tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = int.recv() => "SIGINT",
+            },
+            _ => {
+                // Without signal handlers the process can still be stopped by SIGKILL; say so.
+                slog::warn!(
+                    log,
+                    "cannot install signal handlers; graceful shutdown is unavailable"
+                );
+                std::future::pending::<&str>().await
+            }
+        };
+        info!(log, "signal received"; "signal" => name);
+    }
 }
 
 fn demo(
@@ -281,6 +291,10 @@ fn demo(
             .create(&dir)
             .with_context(|| format!("cannot create {}", dir.display()))?;
     }
+    // Once sandboxed, the demo may write beneath its directory but not in the temporary
+    // directory around it, so it cannot remove the directory itself: a helper started now,
+    // outside the sandbox, does that when the demo exits.
+    let cleaner = DemoCleaner::start(&dir);
     let auths = dir.join("auths");
     let audit_file = dir.join("audit").join("audit.log");
     let certificate =
@@ -326,6 +340,14 @@ fn demo(
     let applied = sandbox(&config, &paths, early)?;
     let (log, _flush) = logging::init(&config.logging);
     report_sandbox(&config, applied, &log);
+    let cleaner = match cleaner {
+        Ok(cleaner) => Some(cleaner),
+        Err(error) => {
+            slog::warn!(log, "the demo's directory will be left behind when it stops";
+                "dir" => dir.display().to_string(), "error" => format!("{error:#}"));
+            None
+        }
+    };
     let result = (|| {
         let gateway = Gateway::build(&config, log.clone())?;
         gateway.set_sandbox_report(sandbox_report(&config, applied));
@@ -347,13 +369,88 @@ fn demo(
                     .map(|addr| format!("http://{addr}/metrics"))
                     .unwrap_or_default(),
             };
+            let shutdown = shutdown_signal(log.clone());
             print_demo_banner(&base, &curl, &client_key, &management_key, &ops);
-            server.run(shutdown_signal(log.clone())).await?;
+            server.run(shutdown).await?;
             Ok::<_, Failure>(())
         })
     })();
+    // What the sandbox lets it remove (everything beneath the directory), then the helper
+    // removes the directory itself; the demo exits once the helper has.
     let _ = std::fs::remove_dir_all(&dir);
+    if let Some(cleaner) = cleaner {
+        cleaner.finish();
+    }
     result
+}
+
+/// The `demo-cleanup` helper of one demo: its standard input is the demo's signal to
+/// remove the directory, its standard output says when it has.
+struct DemoCleaner {
+    child: std::process::Child,
+}
+
+impl DemoCleaner {
+    fn start(dir: &std::path::Path) -> anyhow::Result<Self> {
+        use std::os::unix::process::CommandExt;
+        use std::process::{Command, Stdio};
+        let exe = std::env::current_exe().context("cannot find this program's path")?;
+        let child = Command::new(exe)
+            .arg("demo-cleanup")
+            .arg(dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            // Its own process group: the terminal's Ctrl-C reaches the demo, not the helper,
+            // which must outlive the demo.
+            .process_group(0)
+            .spawn()
+            .context("cannot start the demo-cleanup helper")?;
+        Ok(Self { child })
+    }
+
+    /// Closes the helper's input (it removes the directory) and waits until it has exited:
+    /// its output reaches end of file when it exits. Reading a pipe is what the sandbox
+    /// allows; waiting for a child process is not (the helper is reaped once the demo
+    /// has exited). Should the demo die without coming here, its end of the pipe closes
+    /// all the same and the helper removes the directory, contents included.
+    fn finish(mut self) {
+        use std::io::Read;
+        drop(self.child.stdin.take());
+        if let Some(mut output) = self.child.stdout.take() {
+            let _ = output.read_to_end(&mut Vec::new());
+        }
+    }
+}
+
+/// The `demo-cleanup` helper: waits for end of file on its standard input, then removes
+/// `dir`, which must be a `cliproxy-demo-*` directory directly in the temporary directory
+/// (the helper is hidden, but it removes nothing else if called by hand).
+fn demo_cleanup(dir: &std::path::Path) -> Result<(), Failure> {
+    use std::io::Read;
+    let in_temp = dir.parent() == Some(std::env::temp_dir().as_path());
+    let named = dir
+        .file_name()
+        .and_then(|name| name.to_str())
+        .is_some_and(|name| name.starts_with("cliproxy-demo-"));
+    if !in_temp || !named {
+        return Err(anyhow!(
+            "{} is not a demo directory (cliproxy-demo-* in {})",
+            dir.display(),
+            std::env::temp_dir().display()
+        )
+        .into());
+    }
+    // Reads until the demo closes its end (or exits); whatever it sends is ignored.
+    let _ = std::io::stdin().lock().read_to_end(&mut Vec::new());
+    match std::fs::remove_dir_all(dir) {
+        Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+            Err(anyhow::Error::new(error)
+                .context(format!("cannot remove {}", dir.display()))
+                .into())
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Where the demo's audit log and metrics are.

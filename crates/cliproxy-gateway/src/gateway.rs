@@ -1321,24 +1321,37 @@ impl Gateway {
     }
 
     /// The models `client` may use, each with the name of the provider serving it, sorted.
-    fn listed_models(&self, client: &ClientIdentity) -> Vec<(&str, &str)> {
-        self.inner
+    fn listed_models(&self, client: &ClientIdentity) -> Vec<(String, &str)> {
+        let mut models: Vec<(String, &str)> = self
+            .inner
             .router
             .models()
             .into_iter()
+            // A mock provider's patterns stand for the names it serves: those are listed, as
+            // a real provider lists names (only those that route to it).
+            .flat_map(|(model, index)| match self.inner.providers[index].kind {
+                ProviderKind::Mock => mock::mock_model_names([model])
+                    .into_iter()
+                    .filter(|name| self.inner.router.route(name) == Some(index))
+                    .map(|name| (name, index))
+                    .collect(),
+                _ => vec![(model.to_owned(), index)],
+            })
             .filter(|(model, _)| client.allows_model(model))
             .map(|(model, index)| (model, self.inner.providers[index].name.as_str()))
-            .collect()
+            .collect();
+        models.sort_unstable();
+        models
     }
 
     /// `GET /v1/models` and `GET /v1beta/models` in `format`'s list shape.
     fn models(&self, client: &ClientIdentity, format: ApiFormat) -> Response<Body> {
         let models = self.listed_models(client);
         let data: Vec<Value> =
-            models.iter().map(|&(id, owner)| model_object(id, owner, format)).collect();
+            models.iter().map(|(id, owner)| model_object(id, owner, format)).collect();
         let body = match format {
             ApiFormat::Anthropic => json!({"data": data, "has_more": false,
-                "first_id": models.first().map(|m| m.0), "last_id": models.last().map(|m| m.0)}),
+                "first_id": models.first().map(|m| &m.0), "last_id": models.last().map(|m| &m.0)}),
             ApiFormat::Gemini => json!({"models": data}),
             ApiFormat::OpenAi => json!({"object": "list", "data": data}),
         };

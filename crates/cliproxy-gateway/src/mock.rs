@@ -76,7 +76,8 @@ pub(crate) fn reply(request: &MockRequest<'_>, latency: Duration) -> (Response<B
             "application/json",
             vec![json_bytes(&json!({
                 "id": format!("chatcmpl-{id}"), "object": "chat.completion", "created": created, "model": model,
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": null, "finish_reason": "stop"}],
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": text, "refusal": null, "annotations": []},
+                    "logprobs": null, "finish_reason": "stop"}],
                 "usage": openai_usage(usage),
             }))],
         ),
@@ -143,8 +144,17 @@ pub(crate) fn reply(request: &MockRequest<'_>, latency: Duration) -> (Response<B
                 Some(Value::Array(items)) => items.len().max(1),
                 _ => 1,
             };
+            // As the real API: `encoding_format: "base64"` returns each vector as the base64
+            // of its little-endian f32s, which the openai SDKs ask for by default and decode.
+            let base64 =
+                request.body.get("encoding_format").and_then(Value::as_str) == Some("base64");
             let data: Vec<Value> = (0..inputs)
-                .map(|i| json!({"object": "embedding", "index": i, "embedding": embedding(model, i)}))
+                .map(|i| {
+                    let vector = embedding(model, i);
+                    let encoded =
+                        if base64 { json!(embedding_base64(&vector)) } else { json!(vector) };
+                    json!({"object": "embedding", "index": i, "embedding": encoded})
+                })
                 .collect();
             (
                 "application/json",
@@ -158,7 +168,7 @@ pub(crate) fn reply(request: &MockRequest<'_>, latency: Duration) -> (Response<B
         Endpoint::Messages if request.stream => {
             let message = json!({"id": format!("msg_{id}"), "type": "message", "role": "assistant", "model": model,
                 "content": [], "stop_reason": null, "stop_sequence": null,
-                "usage": {"input_tokens": usage.input_tokens, "output_tokens": 1}});
+                "usage": anthropic_usage(usage.input_tokens, 1)});
             let mut events = vec![
                 sse(Some("message_start"), &json!({"type": "message_start", "message": message})),
                 sse(
@@ -183,7 +193,7 @@ pub(crate) fn reply(request: &MockRequest<'_>, latency: Duration) -> (Response<B
             vec![json_bytes(&json!({
                 "id": format!("msg_{id}"), "type": "message", "role": "assistant", "model": model,
                 "content": [{"type": "text", "text": text}], "stop_reason": "end_turn", "stop_sequence": null,
-                "usage": {"input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens},
+                "usage": anthropic_usage(usage.input_tokens, usage.output_tokens),
             }))],
         ),
         Endpoint::GeminiGenerate { stream, .. } => {
@@ -253,6 +263,33 @@ pub(crate) fn reply(request: &MockRequest<'_>, latency: Duration) -> (Response<B
     (response, usage)
 }
 
+/// The model names the mock lists: any name its patterns match is served, but a listing
+/// needs names, so `GET /v1/models` shows these (those the provider's patterns match). The
+/// demo's banner and docs use `mock-1`.
+pub(crate) const MODEL_NAMES: [&str; 3] = ["mock-1", "mock-fast", "mock-embedding"];
+
+/// The names a mock provider with `patterns` lists: each exact name as it is, and for each
+/// glob the [`MODEL_NAMES`] it matches; sorted, without duplicates.
+pub(crate) fn mock_model_names<'a>(patterns: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+    let mut names: Vec<String> = patterns
+        .into_iter()
+        .flat_map(|pattern| {
+            if pattern.contains('*') {
+                MODEL_NAMES
+                    .iter()
+                    .filter(|name| cliproxy_core::glob_match(pattern, name))
+                    .map(|name| (*name).to_owned())
+                    .collect()
+            } else {
+                vec![pattern.to_owned()]
+            }
+        })
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    names
+}
+
 /// The reply text: fixed for a model, so tests and demos can rely on it.
 pub(crate) fn reply_text(model: &str) -> String {
     format!(
@@ -270,9 +307,27 @@ fn split_words(text: &str) -> Vec<String> {
     words
 }
 
+/// Chat Completions usage with the token details the real API always sends.
 fn openai_usage(usage: Usage) -> Value {
     json!({"prompt_tokens": usage.input_tokens, "completion_tokens": usage.output_tokens,
-           "total_tokens": usage.input_tokens + usage.output_tokens})
+           "total_tokens": usage.input_tokens + usage.output_tokens,
+           "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+           "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0,
+               "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0}})
+}
+
+/// Messages usage with the cache counts the real API always sends (the mock caches nothing).
+fn anthropic_usage(input: u64, output: u64) -> Value {
+    json!({"input_tokens": input, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0,
+           "output_tokens": output})
+}
+
+/// The base64 of the vector's little-endian f32s, the real API's `encoding_format: "base64"`.
+fn embedding_base64(vector: &[f64]) -> String {
+    use base64::Engine as _;
+    // The narrowing is the point: the real API sends f32s.
+    let bytes: Vec<u8> = vector.iter().flat_map(|x| (*x as f32).to_le_bytes()).collect();
+    base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
 /// A small deterministic unit vector derived from the model and input index.
@@ -686,6 +741,88 @@ mod tests {
             let reassembled = reassemble(endpoint, stream, sse_mode, include_usage, &reply.body);
             assert_eq!(reassembled, expected, "{case}: {}", reply.body);
         }
+    }
+
+    /// Fields the real APIs always send and clients read without checking (Claude Code adds
+    /// up the cache counts, the openai SDKs type the token details and the refusal).
+    #[tokio::test]
+    async fn replies_carry_the_fields_real_clients_read() {
+        let chat = parse(&run(Endpoint::ChatCompletions, false, false, false).await.body);
+        assert!(str_at(&chat, "/id").starts_with("chatcmpl-"), "{chat}");
+        assert_eq!(chat["object"], "chat.completion");
+        assert!(u64_at(&chat, "/created") > 0, "{chat}");
+        let message = &chat["choices"][0]["message"];
+        assert_eq!((&message["refusal"], &message["annotations"]), (&Value::Null, &json!([])));
+        assert_eq!(u64_at(&chat, "/usage/prompt_tokens_details/cached_tokens"), 0);
+        assert_eq!(u64_at(&chat, "/usage/completion_tokens_details/reasoning_tokens"), 0);
+        let stream = run(Endpoint::ChatCompletions, true, false, true).await.body;
+        let usage_chunk = parse(&sse_events(&stream).iter().rev().nth(1).unwrap().1);
+        assert_eq!(u64_at(&usage_chunk, "/usage/prompt_tokens_details/cached_tokens"), 0);
+
+        let message = parse(&run(Endpoint::Messages, false, false, false).await.body);
+        let stream = run(Endpoint::Messages, true, false, false).await.body;
+        let start = parse(&sse_events(&stream)[0].1);
+        for usage in [&message["usage"], &start["message"]["usage"]] {
+            assert_eq!(usage["cache_creation_input_tokens"], 0, "{usage}");
+            assert_eq!(usage["cache_read_input_tokens"], 0, "{usage}");
+        }
+    }
+
+    async fn embeddings(body: Value) -> Value {
+        let request = MockRequest {
+            endpoint: Endpoint::Embeddings,
+            model: "mock-embedding",
+            stream: false,
+            sse: false,
+            body: &body,
+            body_len: 40,
+            request_id: "r1",
+        };
+        let (response, _) = reply(&request, Duration::ZERO);
+        parse(
+            std::str::from_utf8(&response.into_body().collect().await.unwrap().to_bytes()).unwrap(),
+        )
+    }
+
+    #[tokio::test]
+    async fn embeddings_come_as_floats_or_as_base64_of_little_endian_f32s() {
+        use base64::Engine as _;
+        let floats = embeddings(json!({"input": ["a", "b"], "encoding_format": "float"})).await;
+        let unasked = embeddings(json!({"input": ["a", "b"]})).await;
+        let encoded = embeddings(json!({"input": ["a", "b"], "encoding_format": "base64"})).await;
+        assert_eq!(floats, unasked);
+        for index in 0..2 {
+            let vector: Vec<f64> = floats["data"][index]["embedding"]
+                .as_array()
+                .unwrap_or_else(|| panic!("not an array of floats: {floats}"))
+                .iter()
+                .map(|x| x.as_f64().unwrap())
+                .collect();
+            assert_eq!(vector, embedding("mock-embedding", index));
+            // What the openai SDKs do with it: base64-decode, read little-endian f32s.
+            let text = str_at(&encoded, &format!("/data/{index}/embedding"));
+            let bytes = base64::engine::general_purpose::STANDARD.decode(text).unwrap();
+            let decoded: Vec<f32> = bytes
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect();
+            let expected: Vec<f32> = vector.iter().map(|x| *x as f32).collect();
+            assert_eq!(decoded, expected, "{encoded}");
+            assert_eq!(encoded["data"][index]["index"], index);
+        }
+        assert_eq!(encoded["object"], "list");
+        assert_eq!(encoded["usage"]["prompt_tokens"], 10);
+    }
+
+    #[test]
+    fn mock_globs_list_the_mock_names_they_match_and_exact_names_stay() {
+        assert_eq!(mock_model_names(["mock-*"]), ["mock-1", "mock-embedding", "mock-fast"]);
+        assert_eq!(mock_model_names(["mock-f*"]), ["mock-fast"]);
+        assert_eq!(mock_model_names(["other-*"]), Vec::<String>::new());
+        assert_eq!(
+            mock_model_names(["mock-small", "mock-1*", "mock-small"]),
+            ["mock-1", "mock-small"]
+        );
     }
 
     #[test]
