@@ -215,8 +215,9 @@ def ip_cidr():
 
 
 def request_validation():
-    # Byte 0: bit 7 turns validation off, bits 0-6 give max_tokens (x16 + 1) and pick the kind
-    # (byte % 6: chat, responses, embeddings, messages, count_tokens, gemini).
+    # Byte 0: bit 7 turns validation off, bits 0-6 give max_tokens (x16 + 1; from 0x78 on, no
+    # cap) and pick the kind (byte % 6: chat, responses, embeddings, messages, count_tokens,
+    # gemini).
     def seed(kind, body, max_tokens_step=64):
         control = max_tokens_step & 0x7F
         control -= control % 6

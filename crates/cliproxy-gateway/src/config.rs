@@ -239,8 +239,8 @@ pub struct ProviderConfig {
     /// Mock only: time before the reply starts, and between streamed events.
     #[serde(default, with = "cliproxy_core::duration")]
     pub latency: Duration,
-    /// Largest `max_tokens` a request to this provider may ask for; overrides
-    /// `server.security.request_validation.max_tokens`.
+    /// Largest `max_tokens` a request to this provider may ask for (no cap unless set). With
+    /// `server.security.request_validation.max_tokens` set too, the stricter of the two holds.
     #[serde(default)]
     pub max_tokens: Option<NonZeroU32>,
     /// Requests and tokens per minute sent to this provider, all clients together.

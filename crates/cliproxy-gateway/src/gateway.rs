@@ -559,7 +559,7 @@ impl Gateway {
                 ),
             ));
         }
-        // Validation needs the provider: its `max_tokens` overrides the gateway's cap.
+        // Validation needs the provider: its `max_tokens` caps its requests too.
         let cap = cliproxy_netguard::TokenCap {
             provider_max_tokens: provider.max_tokens,
             provider: &provider.name,
