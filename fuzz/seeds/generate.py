@@ -140,6 +140,7 @@ logging: {level: debug, format: text}
         "minimal": minimal.encode(),
         "providers-and-limits": several.encode(),
         "unknown-key": b"server:\n  limits:\n    bogus: 1\n",
+        "cors": b'server:\n  cors: {allowed_origins: ["https://app.example.com", "http://[::1]:3000"], max_age: 5m}\n',
     }
 
 
@@ -235,6 +236,7 @@ def request_validation():
         "messages": seed(3, {"model": "claude-sonnet", "max_tokens": 1024, "messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}], "stream": True}),
         "count-tokens": seed(4, {"model": "claude-sonnet", "messages": [{"role": "user", "content": "hi"}]}),
         "gemini": seed(5, {"contents": [{"role": "user", "parts": [{"text": "hi"}]}], "generationConfig": {"maxOutputTokens": 200}}),
+        "no-cap-claude-code": seed(3, {"model": "claude-sonnet", "max_tokens": 64000, "messages": [{"role": "user", "content": "hi"}]}, max_tokens_step=0x78),
         "over-the-cap": seed(0, {"model": "m", "messages": [{"role": "user", "content": "x"}], "max_tokens": 999999}, max_tokens_step=1),
         # Every spelling of Gemini's token limit (Google reads proto and JSON names alike).
         "gemini-snake-config": seed(5, {"contents": [{"parts": [{"text": "hi"}]}], "generation_config": {"max_output_tokens": 200}}),
