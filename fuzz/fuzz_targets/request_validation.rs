@@ -28,7 +28,9 @@ fuzz_target!(|data: &[u8]| {
     let Some((&control, body)) = data.split_first() else { return };
     let mut config = ValidationConfig::default();
     config.enabled = control & 0x80 == 0;
-    config.max_tokens = NonZeroU32::new(u32::from(control & 0x7f) * 16 + 1).unwrap();
+    // The top eight values of bits 0-6 set no cap (the default); the rest a cap of x16 + 1.
+    config.max_tokens = (control & 0x7f < 0x78)
+        .then(|| NonZeroU32::new(u32::from(control & 0x7f) * 16 + 1).unwrap());
     let validator = Validator::new(&config);
     let kind = KINDS[usize::from(control) % KINDS.len()];
     let cap = TokenCap { provider_max_tokens: None, provider: "fuzz" };
@@ -55,8 +57,9 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(checked, reference::check(&config, kind, &value, repeated, cap));
     if config.enabled
         && let Ok(Some(tokens)) = checked
+        && let Some(cap) = config.max_tokens
     {
-        assert!(tokens <= u64::from(config.max_tokens.get()));
+        assert!(tokens <= u64::from(cap.get()));
     }
 });
 
@@ -174,11 +177,19 @@ mod reference {
             return Ok(requested.map(|(_, tokens)| tokens));
         }
         required_fields(kind, body)?;
-        let (limit, key) = match cap.provider_max_tokens {
-            Some(limit) => (limit, format!("providers.{}.max_tokens", cap.provider)),
-            None => (config.max_tokens, "server.security.request_validation.max_tokens".to_owned()),
+        // The stricter of the two caps holds, the provider's on a tie; none when neither is set.
+        let global = config
+            .max_tokens
+            .map(|limit| (limit, "server.security.request_validation.max_tokens".to_owned()));
+        let provider = cap
+            .provider_max_tokens
+            .map(|limit| (limit, format!("providers.{}.max_tokens", cap.provider)));
+        let limit = match (provider, global) {
+            (Some(p), Some(g)) => Some(if g.0 < p.0 { g } else { p }),
+            (p, g) => p.or(g),
         };
         if let Some((field, requested)) = &requested
+            && let Some((limit, key)) = &limit
             && *requested > u64::from(limit.get())
         {
             return Err(Invalid(format!(

@@ -140,6 +140,7 @@ logging: {level: debug, format: text}
         "minimal": minimal.encode(),
         "providers-and-limits": several.encode(),
         "unknown-key": b"server:\n  limits:\n    bogus: 1\n",
+        "cors": b'server:\n  cors: {allowed_origins: ["https://app.example.com", "http://[::1]:3000"], max_age: 5m}\n',
     }
 
 
@@ -215,8 +216,9 @@ def ip_cidr():
 
 
 def request_validation():
-    # Byte 0: bit 7 turns validation off, bits 0-6 give max_tokens (x16 + 1) and pick the kind
-    # (byte % 6: chat, responses, embeddings, messages, count_tokens, gemini).
+    # Byte 0: bit 7 turns validation off, bits 0-6 give max_tokens (x16 + 1; from 0x78 on, no
+    # cap) and pick the kind (byte % 6: chat, responses, embeddings, messages, count_tokens,
+    # gemini).
     def seed(kind, body, max_tokens_step=64):
         control = max_tokens_step & 0x7F
         control -= control % 6
@@ -234,6 +236,7 @@ def request_validation():
         "messages": seed(3, {"model": "claude-sonnet", "max_tokens": 1024, "messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}], "stream": True}),
         "count-tokens": seed(4, {"model": "claude-sonnet", "messages": [{"role": "user", "content": "hi"}]}),
         "gemini": seed(5, {"contents": [{"role": "user", "parts": [{"text": "hi"}]}], "generationConfig": {"maxOutputTokens": 200}}),
+        "no-cap-claude-code": seed(3, {"model": "claude-sonnet", "max_tokens": 64000, "messages": [{"role": "user", "content": "hi"}]}, max_tokens_step=0x78),
         "over-the-cap": seed(0, {"model": "m", "messages": [{"role": "user", "content": "x"}], "max_tokens": 999999}, max_tokens_step=1),
         # Every spelling of Gemini's token limit (Google reads proto and JSON names alike).
         "gemini-snake-config": seed(5, {"contents": [{"parts": [{"text": "hi"}]}], "generation_config": {"max_output_tokens": 200}}),

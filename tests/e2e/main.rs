@@ -6,6 +6,7 @@ mod audit;
 mod audit_anchor;
 mod cancelled;
 mod crash;
+mod defaults;
 mod disk;
 mod endpoints;
 mod errors;

@@ -485,13 +485,14 @@ async fn security_headers_are_on_every_answer_including_errors() {
     assert_eq!(response.status(), 200);
     assert_security_headers(response.headers(), "healthz");
 
-    // Validation refusals (on by default) carry them too.
+    // Validation refusals (on by default) carry them too. A `max_tokens` of 0 is refused
+    // whatever the cap (there is none by default).
     let (status, headers, body) = chat_with(
         &client(),
         &url,
         CLIENT_KEY,
         &[],
-        &json!({"model": "mock-1", "max_tokens": 5000, "messages": [{"role": "user", "content": "Hi"}]}),
+        &json!({"model": "mock-1", "max_tokens": 0, "messages": [{"role": "user", "content": "Hi"}]}),
     )
     .await
     .unwrap();

@@ -312,7 +312,7 @@ fn demo(
            security: {{ip_allowlist: {{enabled: true, allowed_ips: [127.0.0.0/8, \"::1\"], deny_all: true}},\n    \
              ip_denylist: {{enabled: true, denied_ips: [192.0.2.0/24]}},\n    \
              rate_limiting: {{enabled: true, requests_per_second: 50, burst: 100}},\n    \
-             request_validation: {{enabled: true, max_tokens: 4096}}}},\n  \
+             request_validation: {{enabled: true, max_tokens: 128000}}}},\n  \
            rate_limit: {{enabled: true, requests_per_second: 500, burst: 1000}}}}\n\
          auth: {{api_keys: [{{name: demo, key: \"{client_key}\", \
            rate_limit: {{requests_per_minute: 600, tokens_per_minute: 1000000}}, \
@@ -493,8 +493,9 @@ Management API (stored credentials, never their secrets):
 
 Network guard: loopback-only allowlist, per-IP (50/s, burst 100) and global (500/s) rate limits,
 per-key and per-provider requests/tokens per minute and quotas, request validation (max_tokens
-4096), security headers; 429 answers carry Retry-After and X-RateLimit-*. `demo --tls` serves
-HTTPS with a throwaway CA (its file is in the curl commands). Maintenance mode and the runtime denylist:
+128000: Claude Code asks for 32000 or 64000), security headers; 429 answers carry Retry-After
+and X-RateLimit-*. `demo --tls` serves HTTPS with a throwaway CA (its file is in the curl
+commands). Maintenance mode and the runtime denylist:
   {curl} -s -X PUT {base}/v0/management/maintenance -H "X-Management-Key: {management_key}" \
     -H 'content-type: application/json' -d '{{"enabled": true, "message": "back soon"}}'
   {curl} -s {base}/v0/management/security/ip-denylist -H "X-Management-Key: {management_key}" \

@@ -134,6 +134,8 @@ pub struct ServerConfig {
     pub security: cliproxy_netguard::SecurityConfig,
     /// `server.rate_limit:` — the global rate limit (owned by `cliproxy-netguard`).
     pub rate_limit: cliproxy_netguard::GlobalRateLimitConfig,
+    /// `server.cors:` — the web origins whose pages may call the client API (none by default).
+    pub cors: CorsConfig,
 }
 
 impl Default for ServerConfig {
@@ -150,8 +152,137 @@ impl Default for ServerConfig {
             tls: cliproxy_netguard::TlsConfig::default(),
             security: cliproxy_netguard::SecurityConfig::default(),
             rate_limit: cliproxy_netguard::GlobalRateLimitConfig::default(),
+            cors: CorsConfig::default(),
         }
     }
+}
+
+/// The `server.cors:` section. Off unless `allowed_origins` lists origins: then a browser page
+/// served from one of them may call the client API (its preflight is answered without a key,
+/// its replies carry `Access-Control-Allow-Origin` with its own origin, never `*`). Pages from
+/// any other origin get no CORS header, so the browser keeps the answer from them. The
+/// management API never answers a browser, listed origin or not.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
+pub struct CorsConfig {
+    /// Origins as browsers send them: `scheme://host[:port]` (http or https, no path, no
+    /// default port, no `*`).
+    pub allowed_origins: Vec<String>,
+    /// Request headers a page may send: the key headers and API headers of each provider's
+    /// SDK by default.
+    pub allowed_headers: Vec<String>,
+    /// How long a browser may reuse a preflight's answer (`Access-Control-Max-Age`).
+    #[serde(with = "cliproxy_core::duration")]
+    pub max_age: Duration,
+}
+
+impl Default for CorsConfig {
+    fn default() -> Self {
+        // The headers the OpenAI, Anthropic and Google SDKs send from a browser: the key
+        // headers, each API's version and beta headers, and the SDKs' telemetry headers (the
+        // upstream allow-lists decide which of them go further).
+        let headers = [
+            "authorization",
+            "content-type",
+            "x-api-key",
+            "anthropic-version",
+            "anthropic-beta",
+            "anthropic-dangerous-direct-browser-access",
+            "x-goog-api-key",
+            "x-goog-api-client",
+            "openai-beta",
+            "openai-organization",
+            "openai-project",
+            "x-stainless-arch",
+            "x-stainless-lang",
+            "x-stainless-os",
+            "x-stainless-package-version",
+            "x-stainless-retry-count",
+            "x-stainless-runtime",
+            "x-stainless-runtime-version",
+            "x-stainless-timeout",
+            "x-stainless-helper-method",
+        ];
+        Self {
+            allowed_origins: Vec::new(),
+            allowed_headers: headers.into_iter().map(str::to_owned).collect(),
+            max_age: Duration::from_secs(600),
+        }
+    }
+}
+
+impl CorsConfig {
+    /// The problems with the lists, each naming its key.
+    fn problems(&self) -> Vec<String> {
+        let origins = self.allowed_origins.iter().enumerate().filter_map(|(i, origin)| {
+            origin_problem(origin)
+                .map(|why| format!("`server.cors.allowed_origins[{i}]` {origin:?}: {why}"))
+        });
+        let headers = self
+            .allowed_headers
+            .iter()
+            .enumerate()
+            .filter(|(_, name)| http::HeaderName::try_from(name.as_str()).is_err())
+            .map(|(i, _)| format!("`server.cors.allowed_headers[{i}]` is not a valid header name"));
+        origins.chain(headers).collect()
+    }
+}
+
+/// Why `origin` can never equal an `Origin` header a browser sends, if it cannot: a browser
+/// sends `scheme://host[:port]`, lower-case, without the scheme's default port.
+fn origin_problem(origin: &str) -> Option<&'static str> {
+    const FORM: &str = "an origin is scheme://host[:port]";
+    if origin.contains('*') {
+        return Some(
+            "`*` is not allowed: list each origin (a wildcard would let any site's pages use the keys typed into them)",
+        );
+    }
+    let Some((scheme, rest)) = origin.split_once("://") else { return Some(FORM) };
+    let default_port = match scheme {
+        "http" => ":80",
+        "https" => ":443",
+        _ => return Some("the scheme is http or https"),
+    };
+    if rest.contains(['/', '?', '#']) {
+        return Some(
+            "no path, query or fragment (and no trailing `/`): an origin is scheme://host[:port]",
+        );
+    }
+    if rest.is_empty() || rest.contains('@') || rest.starts_with(':') {
+        return Some(FORM);
+    }
+    // The port is what follows the last `:` outside an IPv6 literal's brackets.
+    let (host, port) = match rest.rfind(':').filter(|&at| !rest[at..].contains(']')) {
+        Some(at) => (&rest[..at], Some(&rest[at + 1..])),
+        None => (rest, None),
+    };
+    if let Some(port) = port {
+        if !port.bytes().all(|b| b.is_ascii_digit()) || port.parse::<u16>().map_or(true, |p| p == 0)
+        {
+            return Some("the port is a number from 1 to 65535");
+        }
+        if rest.ends_with(default_port) {
+            return Some("leave out the scheme's default port (browsers do)");
+        }
+    }
+    let valid_host = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        Some(v6) => v6.parse::<std::net::Ipv6Addr>().is_ok(),
+        None => {
+            !host.is_empty()
+                && host.split('.').all(|label| {
+                    !label.is_empty()
+                        && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                })
+        }
+    };
+    if !valid_host {
+        return Some(FORM);
+    }
+    if origin.bytes().any(|b| b.is_ascii_uppercase()) {
+        return Some("write it in lower case, as browsers send it");
+    }
+    None
 }
 
 /// The `server.limits:` section. Defaults follow Envoy's edge-proxy guidance where it has one.
@@ -239,8 +370,8 @@ pub struct ProviderConfig {
     /// Mock only: time before the reply starts, and between streamed events.
     #[serde(default, with = "cliproxy_core::duration")]
     pub latency: Duration,
-    /// Largest `max_tokens` a request to this provider may ask for; overrides
-    /// `server.security.request_validation.max_tokens`.
+    /// Largest `max_tokens` a request to this provider may ask for (no cap unless set). With
+    /// `server.security.request_validation.max_tokens` set too, the stricter of the two holds.
     #[serde(default)]
     pub max_tokens: Option<NonZeroU32>,
     /// Requests and tokens per minute sent to this provider, all clients together.
@@ -603,6 +734,7 @@ impl Config {
             }
         }
         problems.extend(self.egress.problems());
+        problems.extend(self.server.cors.problems());
         if let Some(key) = self.management.key()
             && key.expose().trim().len() < 16
         {
@@ -857,6 +989,11 @@ mod tests {
                     && config.auth.api_keys[0].rate_limit.is_some()
             );
             assert!(config.providers.0["claude"].quota.is_some());
+            // Claude Code asks for up to 64000 output tokens on its first request: the caps
+            // (the stricter of the two holds) must let that through.
+            let global = server.security.request_validation.max_tokens.map(|cap| cap.get());
+            let claude = config.providers.0["claude"].max_tokens.map(|cap| cap.get());
+            assert!(global.unwrap_or(u32::MAX).min(claude.unwrap_or(u32::MAX)) >= 64_000);
             assert!(config.state.path.is_some());
             assert!(config.logging.audit.enabled && config.logging.audit.events.len() == 7);
             assert!(config.metrics.enabled && config.metrics.host.is_loopback());
@@ -1140,5 +1277,44 @@ logging: {level: debug, format: text}
         assert!(!url.is_https());
         assert!(BaseUrl::parse("https://user:pw@host").unwrap_err().contains("user info"));
         assert!(BaseUrl::parse("host:80").is_err());
+    }
+    #[test]
+    fn cors_is_off_by_default_and_origins_are_checked_at_load() {
+        let config = Config::from_figment(&Figment::new()).unwrap();
+        assert!(config.server.cors.allowed_origins.is_empty());
+        assert_eq!(config.server.cors.max_age, Duration::from_secs(600));
+        for header in ["authorization", "x-api-key", "anthropic-version", "x-goog-api-key"] {
+            assert!(config.server.cors.allowed_headers.iter().any(|h| h == header), "{header}");
+        }
+
+        let good = "server: {cors: {allowed_origins: [\"https://app.example.com\", \
+                    \"http://localhost:5173\", \"http://127.0.0.1:8080\", \"http://[::1]:3000\"]}}";
+        let config = Config::from_yaml(good).unwrap();
+        assert_eq!(config.server.cors.allowed_origins.len(), 4);
+
+        for (origin, why) in [
+            ("*", "`*`"),
+            ("https://*.example.com", "`*`"),
+            ("null", "scheme://host[:port]"),
+            ("app.example.com", "scheme://host[:port]"),
+            ("ftp://app.example.com", "http or https"),
+            ("https://app.example.com/", "no path"),
+            ("https://app.example.com/ui", "no path"),
+            ("https://app.example.com?x=1", "no path"),
+            ("https://user@app.example.com", "scheme://host[:port]"),
+            ("https://app.example.com:99999", "port"),
+            ("https://app.example.com:443", "default port"),
+            ("https://", "scheme://host[:port]"),
+        ] {
+            let yaml = format!(
+                "server: {{cors: {{allowed_origins: [\"https://ok.example\", {origin:?}]}}}}"
+            );
+            let error = Config::from_yaml(&yaml).unwrap_err().to_string();
+            assert!(error.contains("`server.cors.allowed_origins[1]`"), "{origin}: {error}");
+            assert!(error.contains(why), "{origin}: {error}");
+        }
+        let yaml = "server: {cors: {allowed_origins: [\"https://ok.example\"], allowed_headers: [\"bad header\"]}}";
+        let error = Config::from_yaml(yaml).unwrap_err().to_string();
+        assert!(error.contains("`server.cors.allowed_headers[0]`"), "{error}");
     }
 }

@@ -21,6 +21,7 @@ use tokio::time::Instant;
 use crate::api::{self, ApiFormat, Endpoint, RouteError};
 use crate::body::{Body, OnDone, Outcome, Tapped, full};
 use crate::config::{BaseUrl, Config, LimitsConfig, ProviderKind};
+use crate::cors::Cors;
 use crate::error::{ApiError, Result};
 use crate::guard::Guard;
 use crate::management::{self, Management};
@@ -85,6 +86,8 @@ struct Inner {
     loaded: std::sync::Mutex<Option<crate::reload::Loaded>>,
     /// `metrics:`, for the listener.
     metrics: cliproxy_audit::MetricsConfig,
+    /// `server.cors`, when it lists origins.
+    cors: Option<Cors>,
 }
 
 /// A provider as the request path uses it.
@@ -242,6 +245,7 @@ impl Gateway {
                 guard,
                 loaded: std::sync::Mutex::new(None),
                 metrics: config.metrics.clone(),
+                cors: Cors::new(&config.server.cors),
             }),
         })
     }
@@ -266,6 +270,11 @@ impl Gateway {
             inner.guard.clone(),
             started,
         );
+        // Read before the request is consumed; `None` (no work) when CORS is off.
+        let cors_origin = inner
+            .cors
+            .as_ref()
+            .map(|cors| cors.allowed_origin(request.uri().path(), request.headers()));
         let mut response = match self.pipeline(request, &request_id, peer, &mut record).await {
             Ok(response) => response,
             Err((format, error)) => {
@@ -291,6 +300,10 @@ impl Gateway {
         // Security headers go on every answer the pipeline gives, errors and upstream replies
         // included.
         inner.guard.headers.apply(response.headers_mut());
+        // CORS headers likewise, so that a page from a listed origin can read errors too.
+        if let Some(origin) = cors_origin {
+            Cors::decorate(origin, response.headers_mut());
+        }
         record.status = response.status().as_u16();
         if let Some(admitted) = record.rate
             && response.status().is_success()
@@ -368,6 +381,20 @@ impl Gateway {
             record.client = Some("management".to_owned());
             let log = record.request_log();
             return Ok(management::handle(self, &parts, body, peer, request_id, &log).await);
+        }
+        // A CORS preflight from a listed origin carries no key (a browser never sends one on
+        // it), so it is answered before authentication and is no failed one; past the IP
+        // filter and the per-IP bucket, and only for an endpoint that takes the method it asks
+        // about. Anything else goes on to the 404 or 405 below.
+        if let Some(cors) = &inner.cors
+            && let Some(method) =
+                cors.preflight_method(&parts.method, parts.uri.path(), &parts.headers)
+            && let Ok(endpoint) = api::route(&method, parts.uri.path())
+        {
+            record.rate = guard
+                .admit(client_ip, request_id)
+                .map_err(|limited| (endpoint.format(), ApiError::limited(&limited)))?;
+            return Ok(cors.preflight());
         }
         // Routing before authentication: an unknown path is 404 for everyone and tells nothing
         // about keys; a known one tells us which API format to answer errors in.
@@ -588,7 +615,7 @@ impl Gateway {
                 ),
             ));
         }
-        // Validation needs the provider: its `max_tokens` overrides the gateway's cap.
+        // Validation needs the provider: its `max_tokens` caps its requests too.
         let cap = cliproxy_netguard::TokenCap {
             provider_max_tokens: provider.max_tokens,
             provider: &provider.name,

@@ -42,7 +42,8 @@ pub(crate) struct Guard {
     client_minutes: MinuteLimiter,
     /// `providers.<name>.quota` and `auth.api_keys[N].quota`.
     pub(crate) quotas: Quotas,
-    /// Tokens assumed for a request without `max_tokens` (the validation cap).
+    /// Tokens assumed for a request without `max_tokens`: `DEFAULT_TOKEN_ESTIMATE`, or the
+    /// validation cap when it is lower.
     estimate: u64,
     /// Per refusal kind: the second of the last log line, and the lines left out since.
     last_logged: [std::sync::atomic::AtomicU64; RejectionKind::ALL.len()],
@@ -82,7 +83,7 @@ pub(crate) struct Admission {
     provider_minute: Reservation,
     client_minute: Reservation,
     /// The tokens held against each quota while the request runs (its prompt estimate plus
-    /// its `max_tokens` or the validation cap, capped at the quota's limit; 0 without a
+    /// its `max_tokens` or the guard's estimate, capped at the quota's limit; 0 without a
     /// quota), charged when its reply reports no usage.
     provider_quota: u64,
     client_quota: u64,
@@ -160,7 +161,17 @@ impl Guard {
         }
         let headers = SecurityHeaders::new(&server.security.headers, server.tls.enabled)
             .map_err(|e| crate::config::ConfigError::new(e.to_string()))?;
-        let estimate = u64::from(server.security.request_validation.max_tokens.get());
+        // A request without `max_tokens` is not bounded by the cap (it caps what is asked
+        // for, and nothing is), so its estimate is a fixed figure, a lower cap taking its
+        // place. Holding a cap sized for coding clients (128000) instead would let two such
+        // requests fill a client key's tokens per minute until their usage comes back.
+        let estimate = server
+            .security
+            .request_validation
+            .max_tokens
+            .map_or(cliproxy_netguard::DEFAULT_TOKEN_ESTIMATE, |cap| {
+                u64::from(cap.get()).min(cliproxy_netguard::DEFAULT_TOKEN_ESTIMATE)
+            });
         let provider_limits: Vec<(String, cliproxy_core::RateLimit)> = config
             .providers
             .0
@@ -287,8 +298,9 @@ impl Guard {
     /// Step 10: the provider's and the client key's requests and tokens per minute, then
     /// their quotas. Nothing is held when any of them refuses. Each holds the request's
     /// estimate: its prompt (`prompt_tokens`, estimated from the body) and its output cap
-    /// (`max_tokens`, or the validation cap), so that a large prompt with a tiny output cap
-    /// holds, and is charged when no usage comes back, what it will really cost.
+    /// (`max_tokens`, or the estimate of a request without one), so that a large prompt with
+    /// a tiny output cap holds, and is charged when no usage comes back, what it will really
+    /// cost.
     pub(crate) fn admit_request(
         &self,
         ip: IpAddr,
@@ -1238,6 +1250,38 @@ mod tests {
         assert!(guard.admit_global(stranger(4), "s4", false).is_ok());
         assert!(guard.admit_global(client, "c4", true).is_ok());
         assert_eq!(guard.counters.get(RejectionKind::GlobalRateLimit), 2);
+    }
+
+    /// What a request without `max_tokens` holds against a quota: its prompt plus
+    /// `DEFAULT_TOKEN_ESTIMATE`, or the validation cap when it is lower; never the cap sized
+    /// for coding clients (nor an unbounded figure), which would fill a key's limits with a
+    /// few such requests.
+    #[test]
+    fn a_request_without_max_tokens_holds_the_default_estimate_or_a_lower_cap() {
+        let held = |validation: &str| {
+            let dir = tempfile::tempdir().unwrap();
+            let yaml = format!(
+                "server: {{security: {{request_validation: {validation}}}}}\n\
+                 auth:\n  dir: {dir:?}\n  api_keys: [{{name: alice, key: \"cpk-guard-unit-test-key-5e1f\", \
+                 quota: {{limit: 10000000, reset: daily}}}}]\n",
+                dir = dir.path().display().to_string(),
+            );
+            let config = Config::from_yaml(&yaml).unwrap();
+            let clock = FakeClock::at_unix(1_800_000_000);
+            let log = Logger::root(slog::Discard, slog::o!());
+            let guard = Guard::build(&config, Some(clock), &log).unwrap();
+            let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
+            let admission = guard.admit_request(ip, "p", "alice", 10, None, "r1").unwrap();
+            let held = admission.client_quota;
+            admission.settle(&guard, Some(0));
+            held
+        };
+        assert_eq!(held("{enabled: true}"), 10 + cliproxy_netguard::DEFAULT_TOKEN_ESTIMATE);
+        assert_eq!(
+            held("{enabled: true, max_tokens: 128000}"),
+            10 + cliproxy_netguard::DEFAULT_TOKEN_ESTIMATE
+        );
+        assert_eq!(held("{enabled: true, max_tokens: 1000}"), 10 + 1000);
     }
 
     /// The address `127.x.y.z` of `n`: loopback addresses an attacker on the machine can

@@ -24,6 +24,7 @@ mod api;
 mod audit_anchor;
 mod body;
 mod config;
+mod cors;
 mod error;
 mod first_byte;
 mod gateway;
@@ -45,9 +46,9 @@ mod webhook;
 // The public interface is:
 pub use api::ApiFormat;
 pub use config::{
-    BaseUrl, Config, ConfigError, ConfigSource, ENV_PREFIX, EgressConfig, LimitsConfig, LogFormat,
-    LogLevel, LoggingConfig, ManagementConfig, ProviderConfig, ProviderKind, ProvidersConfig,
-    ServerConfig,
+    BaseUrl, Config, ConfigError, ConfigSource, CorsConfig, ENV_PREFIX, EgressConfig, LimitsConfig,
+    LogFormat, LogLevel, LoggingConfig, ManagementConfig, ProviderConfig, ProviderKind,
+    ProvidersConfig, ServerConfig,
 };
 pub use error::{Error, Result};
 pub use gateway::{Gateway, MAX_ATTEMPTS, REQUEST_ID_HEADER};

@@ -248,14 +248,17 @@ impl Default for HeadersConfig {
 pub struct ValidationConfig {
     /// Check request bodies (required fields per API format, `max_tokens`).
     pub enabled: bool,
-    /// Largest `max_tokens` (or `max_output_tokens`, `maxOutputTokens`) a request may ask
-    /// for; a provider's `max_tokens` overrides it for that provider.
-    pub max_tokens: NonZeroU32,
+    /// Largest `max_tokens` (or `max_completion_tokens`, `max_output_tokens`,
+    /// `maxOutputTokens`) a request may ask for. No cap unless set: the clients this gateway
+    /// serves ask for 32000 and more (Claude Code's default), and the provider enforces each
+    /// model's own limit. A provider's `max_tokens` applies beside it, the stricter of the two
+    /// holding.
+    pub max_tokens: Option<NonZeroU32>,
 }
 
 impl Default for ValidationConfig {
     fn default() -> Self {
-        Self { enabled: true, max_tokens: NonZeroU32::new(4096).unwrap_or(NonZeroU32::MIN) }
+        Self { enabled: true, max_tokens: None }
     }
 }
 

@@ -208,8 +208,10 @@ impl Admitted {
     }
 }
 
-/// Tokens reserved for a request that gives no `max_tokens`, when the gateway has no better
-/// figure (it matches the default `server.security.request_validation.max_tokens`).
+/// Tokens reserved for a request that gives no `max_tokens` (a lower
+/// `server.security.request_validation.max_tokens` takes its place in the gateway). A fixed
+/// figure, not the provider's largest output: a request without `max_tokens` mostly gets a
+/// short reply, and its real usage settles the reservation when the reply ends.
 pub const DEFAULT_TOKEN_ESTIMATE: u64 = 4096;
 
 /// The per-IP limiter, `server.security.rate_limiting`: one token bucket per client address,

@@ -46,7 +46,8 @@ impl std::fmt::Display for Invalid {
 #[derive(Debug, Clone)]
 pub struct Validator {
     enabled: bool,
-    max_tokens: NonZeroU32,
+    /// `server.security.request_validation.max_tokens`; `None` is no cap.
+    max_tokens: Option<NonZeroU32>,
 }
 
 /// The cap that applies to one request, and where it is configured.
@@ -84,11 +85,8 @@ impl Validator {
             return Ok(requested.map(|(_, tokens)| tokens));
         }
         required_fields(kind, body)?;
-        let (limit, key) = match cap.provider_max_tokens {
-            Some(limit) => (limit, format!("providers.{}.max_tokens", cap.provider)),
-            None => (self.max_tokens, "server.security.request_validation.max_tokens".to_owned()),
-        };
         if let Some((field, requested)) = requested
+            && let Some((limit, key)) = self.limit(cap)
             && requested > u64::from(limit.get())
         {
             return Err(Invalid(format!(
@@ -96,6 +94,37 @@ impl Validator {
             )));
         }
         Ok(requested.map(|(_, tokens)| tokens))
+    }
+
+    /// The cap that holds for a request under `cap` and the config key that sets it: the
+    /// stricter of the gateway's and the provider's (a provider cap cannot lift the gateway's),
+    /// or none when neither is set. The key is the one to raise, so a refusal names it.
+    fn limit<'a>(&self, cap: TokenCap<'a>) -> Option<(NonZeroU32, TokenCapKey<'a>)> {
+        match (self.max_tokens, cap.provider_max_tokens) {
+            (Some(global), Some(provider)) if global < provider => {
+                Some((global, TokenCapKey::Global))
+            }
+            (_, Some(provider)) => Some((provider, TokenCapKey::Provider(cap.provider))),
+            (Some(global), None) => Some((global, TokenCapKey::Global)),
+            (None, None) => None,
+        }
+    }
+}
+
+/// The config key of the cap a refusal names; displayed as the key, without allocating it
+/// for the requests that pass.
+#[derive(Clone, Copy)]
+enum TokenCapKey<'a> {
+    Global,
+    Provider(&'a str),
+}
+
+impl std::fmt::Display for TokenCapKey<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Global => f.write_str("server.security.request_validation.max_tokens"),
+            Self::Provider(name) => write!(f, "providers.{name}.max_tokens"),
+        }
     }
 }
 
@@ -248,10 +277,7 @@ mod tests {
     use super::*;
 
     fn validator(max: u32) -> Validator {
-        Validator::new(&ValidationConfig {
-            enabled: true,
-            max_tokens: NonZeroU32::new(max).unwrap(),
-        })
+        Validator::new(&ValidationConfig { enabled: true, max_tokens: NonZeroU32::new(max) })
     }
 
     const CAP: TokenCap<'static> = TokenCap { provider_max_tokens: None, provider: "p" };
@@ -295,7 +321,7 @@ mod tests {
     }
 
     #[test]
-    fn the_cap_names_the_limit_and_the_key_and_providers_override_it() {
+    fn the_cap_names_the_limit_and_the_key() {
         let v = validator(4096);
         let chat = r#"{"messages": [{"role": "user"}], "max_completion_tokens": 5000}"#;
         let error = check(&v, RequestKind::ChatCompletions, chat, CAP).unwrap_err().0;
@@ -304,16 +330,62 @@ mod tests {
             "`max_completion_tokens` is 5000, over this gateway's limit of 4096 \
              (server.security.request_validation.max_tokens)"
         );
-        let cap = TokenCap { provider_max_tokens: NonZeroU32::new(8000), provider: "claude" };
-        assert_eq!(check(&v, RequestKind::ChatCompletions, chat, cap), Ok(Some(5000)));
         let cap = TokenCap { provider_max_tokens: NonZeroU32::new(100), provider: "claude" };
         let error = check(&v, RequestKind::ChatCompletions, chat, cap).unwrap_err().0;
         assert!(error.contains("providers.claude.max_tokens"), "{error}");
     }
 
     #[test]
+    fn the_default_sets_no_cap_so_real_clients_pass() {
+        // Claude Code asks for 32000 or 64000 output tokens, other clients more: without a
+        // configured cap, every count the provider could accept passes.
+        let v = Validator::new(&ValidationConfig::default());
+        let messages = r#"{"model": "m", "max_tokens": 64000, "messages": [{"role": "user"}]}"#;
+        assert_eq!(check(&v, RequestKind::Messages, messages, CAP), Ok(Some(64000)));
+        let chat = r#"{"messages": [{"role": "user"}], "max_completion_tokens": 128000}"#;
+        assert_eq!(check(&v, RequestKind::ChatCompletions, chat, CAP), Ok(Some(128000)));
+        let gem =
+            r#"{"contents": [{"parts": []}], "generationConfig": {"maxOutputTokens": 65536}}"#;
+        assert_eq!(check(&v, RequestKind::GeminiGenerate, gem, CAP), Ok(Some(65536)));
+        // A provider's own cap still applies, and is the key the message names.
+        let cap = TokenCap { provider_max_tokens: NonZeroU32::new(32000), provider: "claude" };
+        let error = check(&v, RequestKind::Messages, messages, cap).unwrap_err().0;
+        assert_eq!(
+            error,
+            "`max_tokens` is 64000, over this gateway's limit of 32000 (providers.claude.max_tokens)"
+        );
+    }
+
+    #[test]
+    fn the_stricter_of_the_global_and_the_provider_cap_applies() {
+        let chat = r#"{"messages": [{"role": "user"}], "max_tokens": 5000}"#;
+        // A provider cap above the global one does not lift it.
+        let loose = TokenCap { provider_max_tokens: NonZeroU32::new(8000), provider: "claude" };
+        let error =
+            check(&validator(1000), RequestKind::ChatCompletions, chat, loose).unwrap_err().0;
+        assert_eq!(
+            error,
+            "`max_tokens` is 5000, over this gateway's limit of 1000 \
+             (server.security.request_validation.max_tokens)"
+        );
+        // A provider cap below the global one holds for that provider.
+        let strict = TokenCap { provider_max_tokens: NonZeroU32::new(100), provider: "claude" };
+        let error =
+            check(&validator(8000), RequestKind::ChatCompletions, chat, strict).unwrap_err().0;
+        assert_eq!(
+            error,
+            "`max_tokens` is 5000, over this gateway's limit of 100 (providers.claude.max_tokens)"
+        );
+        assert_eq!(
+            check(&validator(8000), RequestKind::ChatCompletions, chat, CAP),
+            Ok(Some(5000))
+        );
+    }
+
+    #[test]
     fn hostile_token_values_are_refused_even_with_validation_off() {
-        let off = Validator::new(&ValidationConfig { enabled: false, max_tokens: NonZeroU32::MIN });
+        let off =
+            Validator::new(&ValidationConfig { enabled: false, max_tokens: Some(NonZeroU32::MIN) });
         for bad in ["-1", "0", "1.5", r#""100""#, "true", r#"{"a": 1}"#, "1e300", "1.0", "1e3"] {
             let body = format!(r#"{{"messages": [{{"role": "user"}}], "max_tokens": {bad}}}"#);
             assert!(check(&off, RequestKind::ChatCompletions, &body, CAP).is_err(), "{body}");
@@ -386,8 +458,10 @@ mod tests {
             // A token count that is not a whole number is refused under every spelling, with
             // validation off too: the provider would read it as a number (proto3 JSON takes
             // `"5000"` for an integer), the token limits could not.
-            let off =
-                Validator::new(&ValidationConfig { enabled: false, max_tokens: NonZeroU32::MIN });
+            let off = Validator::new(&ValidationConfig {
+                enabled: false,
+                max_tokens: Some(NonZeroU32::MIN),
+            });
             let body =
                 format!(r#"{{"contents": [{{"parts": []}}], "{config}": {{"{field}": "5000"}}}}"#);
             assert_eq!(
@@ -462,7 +536,8 @@ mod tests {
 
     #[test]
     fn a_key_given_twice_is_refused_at_any_level_with_validation_on_or_off() {
-        let off = Validator::new(&ValidationConfig { enabled: false, max_tokens: NonZeroU32::MIN });
+        let off =
+            Validator::new(&ValidationConfig { enabled: false, max_tokens: Some(NonZeroU32::MIN) });
         let user = r#"{"role": "user", "content": "hi"}"#;
         let bodies = [
             // At the top level: the gateway reads 1, a provider may read 100000.
@@ -645,12 +720,21 @@ mod tests {
                 return Ok(requested.map(|(_, tokens)| tokens));
             }
             required_fields(kind, body)?;
-            let (limit, key) = match cap.provider_max_tokens {
-                Some(limit) => (limit, format!("providers.{}.max_tokens", cap.provider)),
-                None => (v.max_tokens, "server.security.request_validation.max_tokens".to_owned()),
-            };
+            // Each set cap is a candidate; the smallest holds, the provider's on a tie.
+            let mut caps: Vec<(u32, String)> = Vec::new();
+            if let Some(limit) = cap.provider_max_tokens {
+                caps.push((limit.get(), format!("providers.{}.max_tokens", cap.provider)));
+            }
+            if let Some(limit) = v.max_tokens {
+                caps.push((
+                    limit.get(),
+                    "server.security.request_validation.max_tokens".to_owned(),
+                ));
+            }
+            caps.sort_by_key(|(limit, _)| *limit);
             if let Some((field, requested)) = &requested
-                && *requested > u64::from(limit.get())
+                && let Some((limit, key)) = caps.first()
+                && *requested > u64::from(*limit)
             {
                 return Err(Invalid(format!(
                     "`{field}` is {requested}, over this gateway's limit of {limit} ({key})"
@@ -794,11 +878,21 @@ mod tests {
         out
     }
 
-    /// Validation on with the gateway's cap, on with a provider's, and off.
+    /// Validation on with the gateway's cap, a provider's, both (each the stricter), none,
+    /// and off.
     fn checks() -> Vec<(Validator, TokenCap<'static>)> {
-        let off = Validator::new(&ValidationConfig { enabled: false, max_tokens: NonZeroU32::MIN });
+        let off =
+            Validator::new(&ValidationConfig { enabled: false, max_tokens: Some(NonZeroU32::MIN) });
         let provider = TokenCap { provider_max_tokens: NonZeroU32::new(100), provider: "claude" };
-        vec![(validator(4096), CAP), (validator(4096), provider), (off, CAP)]
+        let uncapped = Validator::new(&ValidationConfig::default());
+        vec![
+            (validator(4096), CAP),
+            (validator(4096), provider),
+            (validator(50), provider),
+            (uncapped.clone(), CAP),
+            (uncapped, provider),
+            (off, CAP),
+        ]
     }
 
     /// Asserts that both readings of `body` agree and returns what they said.
