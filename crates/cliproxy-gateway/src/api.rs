@@ -3,6 +3,15 @@
 
 use http::Method;
 
+/// The path prefix of the management API.
+pub(crate) const MANAGEMENT_PREFIX: &str = "/v0/management";
+
+/// Whether `path` is the management API's: its prefix, or a path below it.
+pub(crate) fn is_management(path: &str) -> bool {
+    path.strip_prefix(MANAGEMENT_PREFIX)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
 /// The three API dialects the gateway speaks to clients (and upstreams).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ApiFormat {

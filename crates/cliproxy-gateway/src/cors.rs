@@ -19,7 +19,6 @@ use http::{Method, Response, StatusCode};
 
 use crate::body::{Body, full};
 use crate::config::CorsConfig;
-use crate::management;
 
 /// The methods of the client API.
 const ALLOWED_METHODS: HeaderValue = HeaderValue::from_static("GET, POST");
@@ -66,7 +65,8 @@ impl Cors {
     /// The request's `Origin` when it is listed and the path is the client API's.
     pub(crate) fn allowed_origin(&self, path: &str, headers: &HeaderMap) -> Option<HeaderValue> {
         let origin = headers.get(header::ORIGIN)?;
-        if is_management(path) {
+        // The management API never answers a browser.
+        if crate::api::is_management(path) {
             return None;
         }
         self.origins.iter().any(|listed| listed == origin).then(|| origin.clone())
@@ -109,12 +109,6 @@ impl Cors {
             headers.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, EXPOSED_HEADERS);
         }
     }
-}
-
-/// Whether `path` is the management API's (which never answers a browser).
-fn is_management(path: &str) -> bool {
-    path.strip_prefix(management::PREFIX)
-        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
 #[cfg(test)]

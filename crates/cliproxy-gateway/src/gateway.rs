@@ -375,9 +375,7 @@ impl Gateway {
         // The management API has its own gate (its own key, loopback, bans) and errors, and
         // stays up during maintenance so that operators can end it.
         let path = parts.uri.path();
-        if path == management::PREFIX
-            || path.strip_prefix(management::PREFIX).is_some_and(|rest| rest.starts_with('/'))
-        {
+        if crate::api::is_management(path) {
             record.client = Some("management".to_owned());
             let log = record.request_log();
             return Ok(management::handle(self, &parts, body, peer, request_id, &log).await);

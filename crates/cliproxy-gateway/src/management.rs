@@ -64,7 +64,7 @@ use crate::guard::ban_key;
 use crate::guard_api;
 
 /// The path prefix of the management API.
-pub(crate) const PREFIX: &str = "/v0/management";
+pub(crate) const PREFIX: &str = crate::api::MANAGEMENT_PREFIX;
 /// The largest management request body.
 const MAX_BODY_BYTES: usize = 64 * 1024;
 /// Peers tracked for failures and bans; beyond it, peers that are not banned are forgotten.
