@@ -188,6 +188,8 @@ async fn non_streamed_replies_in_all_three_formats() {
         let log = access_log(&gateway, &request_id).await;
         assert_eq!(log["status"], 200);
         assert_eq!(log["client"], "e2e");
+        // The access line tells an operator whether the answer was a stream.
+        assert_eq!(log["stream"], false, "{log}");
         case.assert_usage(&log);
     }
     assert_no_secrets(&gateway.logs(), &[CLIENT_KEY, OPENAI_TOKEN, CLAUDE_TOKEN, GEMINI_TOKEN]);
@@ -229,6 +231,7 @@ async fn streamed_replies_arrive_event_by_event_in_all_three_formats() {
         check_upstream_request(&mock, case, index);
         let log = access_log(&gateway, &request_id).await;
         assert_eq!(log["result"], "complete", "{log}");
+        assert_eq!(log["stream"], true, "{log}");
         case.assert_usage(&log);
     }
     assert_no_secrets(&gateway.logs(), &[CLIENT_KEY, OPENAI_TOKEN, CLAUDE_TOKEN, GEMINI_TOKEN]);

@@ -1640,6 +1640,7 @@ impl Record {
                     "path" => &self.path,
                     "peer" => self.peer,
                     "status" => self.status,
+                    "stream" => self.sse,
                     "result" => result,
                     "client" => self.client.as_deref(),
                     "model" => self.model.as_deref(),

@@ -6,11 +6,20 @@
 //! closes or on SIGTERM. A path it has no route for answers 404.
 //!
 //! Adding a fixture is one line in [`ROUTES`].
+//!
+//! For the client matrix (`tests/clients/`), it also logs every request on stderr as one JSON
+//! line (`at_ms`, `method`, `path`, `model`, `stream`, `status`), so that a check can see what a
+//! client sent and when; and the first request for a model whose name contains
+//! [`RATE_LIMITED_MARK`] is answered 429 with `Retry-After`, in the API's error format, so that
+//! a check can see the client wait and come back.
 
 use cliproxy_e2e::canned::*;
 use cliproxy_e2e::{MockUpstream, Recorded, Reply};
-use serde_json::Value;
+use serde_json::{Value, json};
+use std::collections::BTreeSet;
 use std::io::Read as _;
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::io::AsyncWriteExt;
 use tokio::signal::unix::{SignalKind, signal};
@@ -81,9 +90,85 @@ fn float_only(request: &Recorded, body: Value) -> Reply {
     }
 }
 
+/// A model whose name contains this is rate limited once: its first request is answered 429
+/// with `Retry-After: RETRY_AFTER_SECONDS`, every later one as usual.
+const RATE_LIMITED_MARK: &str = "ratelimit-once";
+const RETRY_AFTER_SECONDS: u64 = 2;
+
+/// The rate-limited models that have had their 429.
+static RATE_LIMITED: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
+
+/// The model a request names: in the body (OpenAI, Anthropic) or in the path (Gemini's
+/// `models/{model}:{method}`).
+fn model_of(request: &Recorded, path: &str) -> Option<String> {
+    serde_json::from_slice::<Value>(&request.body)
+        .ok()
+        .and_then(|body| body["model"].as_str().map(str::to_owned))
+        .or_else(|| {
+            let (_, rest) = path.split_once("/models/")?;
+            Some(rest.split(':').next().unwrap_or(rest).to_owned())
+        })
+}
+
+/// Whether the request asks for a stream: `"stream": true`, or Gemini's streaming method.
+fn is_streamed(request: &Recorded, path: &str) -> bool {
+    path.ends_with(":streamGenerateContent")
+        || serde_json::from_slice::<Value>(&request.body).is_ok_and(|b| b["stream"] == true)
+}
+
+/// The 429 each API answers when a rate limit is hit, in its own error format.
+fn rate_limited(path: &str) -> Reply {
+    let message = "Rate limit reached for this fixture model; try again later.";
+    let body = if path.starts_with("/v1/messages") {
+        json!({"type": "error", "error": {"type": "rate_limit_error", "message": message}})
+    } else if path.contains("/models/") {
+        json!({"error": {"code": 429, "message": message, "status": "RESOURCE_EXHAUSTED"}})
+    } else {
+        json!({"error": {"message": message, "type": "requests", "param": null,
+            "code": "rate_limit_exceeded"}})
+    };
+    Reply::Json {
+        status: 429,
+        headers: vec![("retry-after", RETRY_AFTER_SECONDS.to_string())],
+        body: body.to_string(),
+    }
+}
+
+/// Gemini's model-scoped paths (`/v1beta/models/{model}:{method}`, also under `/v1/`) answered
+/// for any model: the route of [`ROUTES`] named with `gemini-2.0-flash` stands for them all.
+fn route_key(path: &str) -> String {
+    for prefix in ["/v1beta/models/", "/v1/models/"] {
+        if let Some((_, method)) = path.strip_prefix(prefix).and_then(|rest| rest.split_once(':')) {
+            return format!("/v1beta/models/gemini-2.0-flash:{method}");
+        }
+    }
+    path.to_owned()
+}
+
 fn answer(request: &Recorded) -> Reply {
     let path = request.path_and_query.split('?').next().unwrap_or_default();
-    match ROUTES.iter().find(|(route, _)| *route == path) {
+    let model = model_of(request, path);
+    let limited_now = model.as_deref().is_some_and(|model| {
+        model.contains(RATE_LIMITED_MARK)
+            && RATE_LIMITED.lock().expect("not poisoned").insert(model.to_owned())
+    });
+    let reply = if limited_now { rate_limited(path) } else { route(request, path) };
+    let status = match &reply {
+        Reply::Json { status, .. } => *status,
+        _ => 200,
+    };
+    let at_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis());
+    eprintln!(
+        "{}",
+        json!({"at_ms": at_ms as u64, "method": request.method, "path": path, "model": model,
+            "stream": is_streamed(request, path), "status": status})
+    );
+    reply
+}
+
+fn route(request: &Recorded, path: &str) -> Reply {
+    let key = route_key(path);
+    match ROUTES.iter().find(|(route, _)| *route == key) {
         Some((_, reply)) => reply(request),
         None => Reply::Json {
             status: 404,
