@@ -18,6 +18,8 @@ exits non-zero at the first failure.
 """
 
 import base64
+import datetime
+import json
 import math
 import struct
 import sys
@@ -45,6 +47,10 @@ MOCK_TEXT = ("Hello from the cliproxy mock provider. This deterministic reply fo
 FIXTURE_TEXT = "Hello from the fixture upstream"
 FIXTURE_USAGE = {"openai": (17, 9), "responses": (19, 8), "anthropic": (21, 11), "gemini": (13, 7)}
 FIXTURE_EMBEDDING = [0.25, -0.5, 0.125]
+FIXTURE_COUNTED_TOKENS = 21
+# The model the legacy completions fixture answers as, and its usage (input, output).
+FIXTURE_INSTRUCT = "gpt-3.5-turbo-instruct"
+FIXTURE_COMPLETION_USAGE = (11, 6)
 
 RESPONSES_EVENTS_BEFORE = ["response.created", "response.in_progress",
                            "response.output_item.added", "response.content_part.added"]
@@ -190,6 +196,89 @@ def check_gemini(what: str, client: genai.Client, model: str, text: str, usage: 
     ok(label, f"{len(chunks)} chunks, usage {meta.prompt_token_count}/{meta.candidates_token_count}")
 
 
+def check_completions(what: str, client: openai.OpenAI, model: str, text: str, usage: tuple) -> None:
+    """Legacy completions (`POST /v1/completions`), whole and streamed with and without usage."""
+    reply = client.completions.create(model=model, prompt=PROMPT, max_tokens=64)
+    choice = reply.choices[0]
+    check(reply.object == "text_completion" and choice.text == text and choice.finish_reason == "stop",
+          f"{what} completions.create: {reply!r}")
+    check_usage(f"{what} completions.create", (reply.usage.prompt_tokens, reply.usage.completion_tokens), usage)
+    ok(f"{what} completions.create", f"{text[:32]!r}..., usage {reply.usage.prompt_tokens}/{reply.usage.completion_tokens}")
+
+    for include_usage in (True, False):
+        label = f"{what} completions.create stream include_usage={include_usage}"
+        chunks = list(client.completions.create(model=model, prompt=PROMPT, max_tokens=64, stream=True,
+                                                stream_options={"include_usage": include_usage}))
+        check(all(c.object == "text_completion" for c in chunks), f"{label}: chunk objects {[c.object for c in chunks]}")
+        pieces = [c.choices[0].text for c in chunks if c.choices]
+        check(len(pieces) >= 2 and "".join(pieces) == text, f"{label}: chunks add up to {''.join(pieces)!r}")
+        finishes = [c.choices[0].finish_reason for c in chunks if c.choices]
+        check(finishes[-1] == "stop" and all(f is None for f in finishes[:-1]), f"{label}: finish reasons {finishes}")
+        with_usage = [c for c in chunks if c.usage is not None]
+        if include_usage:
+            check(len(with_usage) == 1 and with_usage[0] is chunks[-1] and chunks[-1].choices == [],
+                  f"{label}: the usage must come once, last, in a chunk with no choices")
+            last = chunks[-1].usage
+            check_usage(label, (last.prompt_tokens, last.completion_tokens), usage)
+        else:
+            check(with_usage == [], f"{label}: usage sent unasked: {with_usage!r}")
+        ok(label, f"{len(chunks)} chunks, usage {with_usage[0].usage.completion_tokens if with_usage else None}")
+
+
+def check_models_retrieve(what: str, base: str, key: str, models: dict) -> None:
+    """Each SDK's models.retrieve of one model (`GET /v1/models/{id}`), in its API's shape;
+    `models` maps "openai" and "anthropic" to the model to ask for."""
+    oa = openai.OpenAI(base_url=f"{base}/v1", api_key=key, timeout=TIMEOUT, max_retries=0)
+    model = oa.models.retrieve(models["openai"])
+    check(model.id == models["openai"] and model.object == "model" and isinstance(model.created, int)
+          and isinstance(model.owned_by, str) and model.owned_by, f"{what} openai models.retrieve: {model!r}")
+    ok(f"{what} openai models.retrieve", f"{model.id}, owned by {model.owned_by}")
+    an = anthropic.Anthropic(base_url=base, api_key=key, timeout=TIMEOUT, max_retries=0)
+    model = an.models.retrieve(models["anthropic"])
+    check(model.id == models["anthropic"] and model.type == "model" and model.display_name
+          and isinstance(model.created_at, datetime.datetime), f"{what} anthropic models.retrieve: {model!r}")
+    ok(f"{what} anthropic models.retrieve", f"{model.id}, {model.display_name!r}, {model.created_at.isoformat()}")
+
+
+def check_gemini_methods(what: str, client: genai.Client, model: str, embedding_model: str,
+                         counted: int, vector: list) -> None:
+    """Gemini's methods besides generating: countTokens, embedContent, batchEmbedContents and
+    models.get, on the client's API version. `counted` is the expected token count (None: any
+    positive count); `vector` the expected embedding of one text (None: any), a batch answering
+    it times 1, 2, ... in order."""
+    label = f"{what} count_tokens"
+    reply = client.models.count_tokens(model=model, contents=PROMPT)
+    check(isinstance(reply.total_tokens, int) and reply.total_tokens > 0
+          and (counted is None or reply.total_tokens == counted), f"{label}: {reply!r}, expected {counted}")
+    ok(label, f"total_tokens {reply.total_tokens}")
+
+    # The SDK sends one text and several alike to `batchEmbedContents` (it calls
+    # `embedContent` only on Vertex AI).
+    for texts in ([PROMPT], [PROMPT, "Say goodbye", "Say nothing"]):
+        label = f"{what} embed_content of {len(texts)}"
+        reply = client.models.embed_content(model=embedding_model, contents=texts)
+        got = [e.values for e in reply.embeddings or []]
+        want = None if vector is None else [[x * n for x in vector] for n in range(1, len(texts) + 1)]
+        check(len(got) == len(texts) and all(isinstance(v, list) and v for v in got)
+              and (want is None or got == want), f"{label}: {got}, expected {want}")
+        ok(label, f"{len(got)} vectors of {len(got[0])}")
+
+    # `embedContent` has no SDK method on the Gemini API: the SDK's own HTTP client sends it,
+    # with the SDK's base URL, API version and key header.
+    label = f"{what} embedContent"
+    raw = client._api_client.request("post", f"models/{embedding_model}:embedContent",
+                                     {"content": {"parts": [{"text": PROMPT}]}})
+    values = (json.loads(raw.body).get("embedding") or {}).get("values")
+    check(isinstance(values, list) and values and (vector is None or values == vector), f"{label}: {raw.body}")
+    ok(label, f"1 vector of {len(values)}")
+
+    for name in (model, embedding_model):
+        label = f"{what} models.get {name}"
+        got = client.models.get(model=name)
+        check(got.name == f"models/{name}" and got.display_name and got.supported_actions, f"{label}: {got!r}")
+        ok(label, f"{got.name}, {got.display_name!r}")
+
+
 def check_mock_embeddings(client: openai.OpenAI) -> None:
     """The mock's embeddings as floats, as base64 (little-endian f32s) when asked, and as the
     SDK's default: it asks for base64 when no format is given and decodes the answer itself."""
@@ -221,9 +310,9 @@ def check_mock_embeddings(client: openai.OpenAI) -> None:
     ok("demo embeddings.create default", "the SDK asked for base64 and decoded it")
 
 
-def gemini_client(base: str, key: str) -> genai.Client:
+def gemini_client(base: str, key: str, version: str = "v1beta") -> genai.Client:
     return genai.Client(api_key=key, http_options=genai_types.HttpOptions(
-        base_url=base, api_version="v1beta", timeout=int(TIMEOUT * 1000)))
+        base_url=base, api_version=version, timeout=int(TIMEOUT * 1000)))
 
 
 def check_endpoints(what: str, base: str, key: str, model: str, text: str) -> None:
@@ -330,10 +419,18 @@ def check_fixtures(url: str, key: str = "sk-fixture-check", what: str = "fixture
     an = anthropic.Anthropic(base_url=url, api_key=key, timeout=TIMEOUT, max_retries=0)
     check_messages(what, an, "claude-sonnet-4", FIXTURE_TEXT, FIXTURE_USAGE["anthropic"])
     counted = an.messages.count_tokens(model="claude-sonnet-4", messages=[{"role": "user", "content": PROMPT}])
-    check(counted.input_tokens == 21, f"{what} messages.count_tokens: {counted!r}")
+    check(counted.input_tokens == FIXTURE_COUNTED_TOKENS, f"{what} messages.count_tokens: {counted!r}")
     ok(f"{what} messages.count_tokens", f"input_tokens {counted.input_tokens}")
-    gm = gemini_client(url, key)
-    check_gemini(what, gm, "gemini-2.0-flash", FIXTURE_TEXT, FIXTURE_USAGE["gemini"])
+    check_completions(what, oa, FIXTURE_INSTRUCT, FIXTURE_TEXT, FIXTURE_COMPLETION_USAGE)
+    # Answered by the fixture straight, by the gateway from its routing through it.
+    check_models_retrieve(what, url, key, {"openai": "gpt-4o-mini", "anthropic": "claude-sonnet-4"})
+    # `v1` is the google-genai SDK's default, `v1beta` older clients'.
+    for version in ("v1beta", "v1"):
+        # A GenAI client closes its connection pool when it is garbage-collected: keep a name on it.
+        gm = gemini_client(url, key, version)
+        check_gemini(f"{what} {version}", gm, "gemini-2.0-flash", FIXTURE_TEXT, FIXTURE_USAGE["gemini"])
+        check_gemini_methods(f"{what} {version}", gm, "gemini-2.0-flash", "gemini-embedding-001",
+                             FIXTURE_COUNTED_TOKENS, FIXTURE_EMBEDDING)
 
 
 def main() -> None:

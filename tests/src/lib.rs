@@ -714,6 +714,55 @@ pub mod canned {
         events
     }
 
+    /// An OpenAI legacy completion (`POST /v1/completions`, not streamed): one choice holding
+    /// `text` and its finish reason, usage 11 in / 6 out.
+    pub fn openai_completion(model: &str, text: &str) -> Value {
+        json!({
+            "id": "cmpl-e2e", "object": "text_completion", "created": 1_763_769_600, "model": model,
+            "choices": [{"text": text, "index": 0, "logprobs": null, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 11, "completion_tokens": 6, "total_tokens": 17}
+        })
+    }
+
+    /// An OpenAI legacy completion stream as the real API sends it: one `text_completion`
+    /// chunk per word, a chunk with empty text and the finish reason, then (only when the
+    /// request's `stream_options.include_usage` asks, every chunk then carrying
+    /// `"usage": null`) a chunk with no choices carrying the usage, and `[DONE]`. Unlike chat
+    /// chunks, legacy chunks have no role chunk and no delta: each choice holds its `text`.
+    pub fn openai_completion_stream_for(
+        request: &Recorded,
+        model: &str,
+        words: &[&str],
+    ) -> Vec<String> {
+        let body: Value = serde_json::from_slice(&request.body).unwrap_or(Value::Null);
+        let include_usage = body.pointer("/stream_options/include_usage") == Some(&json!(true));
+        let chunk = |choices: Value, usage: Value| {
+            let mut chunk = json!({"id": "cmpl-e2e", "object": "text_completion",
+                "created": 1_763_769_600, "model": model, "choices": choices});
+            if include_usage {
+                chunk["usage"] = usage;
+            }
+            event(None, &chunk)
+        };
+        let choice = |text: &str, finish: Value| json!([{"text": text, "index": 0, "logprobs": null, "finish_reason": finish}]);
+        let mut events: Vec<String> =
+            words.iter().map(|word| chunk(choice(word, Value::Null), Value::Null)).collect();
+        events.push(chunk(choice("", json!("stop")), Value::Null));
+        if include_usage {
+            events.push(chunk(
+                json!([]),
+                json!({"prompt_tokens": 11, "completion_tokens": 6, "total_tokens": 17}),
+            ));
+        }
+        events.push("data: [DONE]\n\n".to_owned());
+        events
+    }
+
+    /// An OpenAI model (`GET /v1/models/{id}`).
+    pub fn openai_model(id: &str) -> Value {
+        json!({"id": id, "object": "model", "created": 1_721_172_741, "owned_by": "system"})
+    }
+
     /// An Anthropic message.
     pub fn anthropic_message(model: &str, text: &str) -> Value {
         json!({
@@ -784,6 +833,45 @@ pub mod canned {
                 event(None, &chunk)
             })
             .collect()
+    }
+
+    /// An Anthropic model (`GET /v1/models/{id}`): its id, a display name and the RFC 3339
+    /// date of its release.
+    pub fn anthropic_model(id: &str) -> Value {
+        json!({"type": "model", "id": id, "display_name": format!("Claude ({id})"),
+               "created_at": "2025-05-22T00:00:00Z"})
+    }
+
+    /// A Gemini `countTokens` reply: the total and its split by modality (all text here).
+    pub fn gemini_count_tokens(total_tokens: u64) -> Value {
+        json!({"totalTokens": total_tokens,
+               "promptTokensDetails": [{"modality": "TEXT", "tokenCount": total_tokens}]})
+    }
+
+    /// A Gemini `embedContent` reply: one embedding.
+    pub fn gemini_embedding(values: &[f64]) -> Value {
+        json!({"embedding": {"values": values}})
+    }
+
+    /// A Gemini `batchEmbedContents` reply: one embedding per request, in request order.
+    pub fn gemini_batch_embeddings(vectors: &[Vec<f64>]) -> Value {
+        let embeddings: Vec<Value> =
+            vectors.iter().map(|values| json!({"values": values})).collect();
+        json!({"embeddings": embeddings})
+    }
+
+    /// A Gemini model (`GET /v1beta/models/{model}`, or under `/v1/`): its resource name,
+    /// limits, and the methods it supports.
+    pub fn gemini_model(model: &str) -> Value {
+        json!({
+            "name": format!("models/{model}"), "version": "001",
+            "displayName": format!("Gemini ({model})"),
+            "description": "A model of the e2e fixtures.",
+            "inputTokenLimit": 1_048_576, "outputTokenLimit": 8192,
+            "supportedGenerationMethods": ["generateContent", "countTokens",
+                "embedContent", "batchEmbedContents"],
+            "temperature": 1.0, "topP": 0.95, "topK": 40, "maxTemperature": 2.0
+        })
     }
 
     /// The usage block of the Responses API fixtures (`input_tokens`/`output_tokens`, with

@@ -5,7 +5,8 @@
 //! Prints `http://127.0.0.1:PORT` and a newline on stdout once it listens; exits 0 when stdin
 //! closes or on SIGTERM. A path it has no route for answers 404.
 //!
-//! Adding a fixture is one line in [`ROUTES`].
+//! Adding a fixture is one line in [`ROUTES`], or in [`GEMINI_METHODS`] for a Gemini model
+//! method.
 //!
 //! For the client matrix (`tests/clients/`), it also logs every request on stderr as one JSON
 //! line (`at_ms`, `method`, `path`, `model`, `stream`, `status`), so that a check can see what a
@@ -29,6 +30,8 @@ const WORDS: &[&str] = &["Hello", " from", " the", " fixture", " upstream"];
 
 /// The models the routes answer for; `check.py` asks for these.
 const GPT: &str = "gpt-4o-mini";
+/// The model the legacy completions route answers as (the real API serves it only for this).
+const INSTRUCT: &str = "gpt-3.5-turbo-instruct";
 const CLAUDE: &str = "claude-sonnet-4";
 const EMBEDDING: &str = "text-embedding-3-small";
 
@@ -46,6 +49,13 @@ const ROUTES: &[Route] = &[
     ("/v1/chat/completions", |r| {
         by_stream(r, openai_stream_for(r, GPT, WORDS), openai_chat(GPT, &text()))
     }),
+    ("/v1/completions", |r| {
+        by_stream(
+            r,
+            openai_completion_stream_for(r, INSTRUCT, WORDS),
+            openai_completion(INSTRUCT, &text()),
+        )
+    }),
     ("/v1/messages", |r| {
         by_stream(r, anthropic_stream(CLAUDE, WORDS), anthropic_message(CLAUDE, &text()))
     }),
@@ -54,8 +64,17 @@ const ROUTES: &[Route] = &[
     }),
     ("/v1/embeddings", |r| float_only(r, openai_embeddings(EMBEDDING, &[&EMBEDDING_VECTOR]))),
     ("/v1/messages/count_tokens", |_| Reply::ok(anthropic_count_tokens(COUNTED_TOKENS))),
-    ("/v1beta/models/gemini-2.0-flash:generateContent", |_| Reply::ok(gemini_generate(&text()))),
-    ("/v1beta/models/gemini-2.0-flash:streamGenerateContent", |_| Reply::sse(gemini_stream(WORDS))),
+];
+
+/// Gemini's model methods by name (the part of `POST /{version}/models/{model}:{method}` after
+/// the colon), one line each: [`model_path`] answers them for any model, under `/v1beta/` and
+/// `/v1/` alike, as the real API serves the same methods under both versions.
+const GEMINI_METHODS: &[Route] = &[
+    ("generateContent", |_| Reply::ok(gemini_generate(&text()))),
+    ("streamGenerateContent", |_| Reply::sse(gemini_stream(WORDS))),
+    ("countTokens", |_| Reply::ok(gemini_count_tokens(COUNTED_TOKENS))),
+    ("embedContent", |_| Reply::ok(gemini_embedding(&EMBEDDING_VECTOR))),
+    ("batchEmbedContents", |r| Reply::ok(gemini_batch_embeddings(&batch_vectors(r)))),
 ];
 
 /// The whole text of [`WORDS`].
@@ -134,15 +153,43 @@ fn rate_limited(path: &str) -> Reply {
     }
 }
 
-/// Gemini's model-scoped paths (`/v1beta/models/{model}:{method}`, also under `/v1/`) answered
-/// for any model: the route of [`ROUTES`] named with `gemini-2.0-flash` stands for them all.
-fn route_key(path: &str) -> String {
-    for prefix in ["/v1beta/models/", "/v1/models/"] {
-        if let Some((_, method)) = path.strip_prefix(prefix).and_then(|rest| rest.split_once(':')) {
-            return format!("/v1beta/models/gemini-2.0-flash:{method}");
-        }
+/// One vector per request of a `batchEmbedContents` body (`{"requests": [...]}`), in order:
+/// [`EMBEDDING_VECTOR`] times 1, 2, 3, ... (still exact in binary), so that `check.py` sees
+/// which vector answers which text.
+fn batch_vectors(request: &Recorded) -> Vec<Vec<f64>> {
+    let body = serde_json::from_slice::<Value>(&request.body).unwrap_or_default();
+    let count = body["requests"].as_array().map_or(0, Vec::len);
+    (1..=count).map(|n| EMBEDDING_VECTOR.iter().map(|x| x * n as f64).collect()).collect()
+}
+
+/// The paths below `/v1/models/` and `/v1beta/models/` (not the lists themselves, which would
+/// be exact routes): `POST .../{model}:{method}` is a Gemini method of [`GEMINI_METHODS`], and
+/// `GET .../{id}` one model. `/v1/models/{id}` is shared by three APIs, so the model takes the
+/// shape of the one whose SDK asks, told by the headers it sends (as the gateway tells it):
+/// Anthropic's send `anthropic-version`, Google's `x-goog-api-key`; OpenAI's neither.
+fn model_path(request: &Recorded, path: &str) -> Option<Reply> {
+    let (rest, gemini) =
+        match (path.strip_prefix("/v1beta/models/"), path.strip_prefix("/v1/models/")) {
+            (Some(rest), _) => (rest, true),
+            (None, Some(rest)) => (rest, !request.header("x-goog-api-key").is_empty()),
+            (None, None) => return None,
+        };
+    if rest.is_empty() || rest.contains('/') {
+        return None;
     }
-    path.to_owned()
+    match request.method.as_str() {
+        "POST" => {
+            let (_, method) = rest.rsplit_once(':')?;
+            let (_, reply) = GEMINI_METHODS.iter().find(|(name, _)| *name == method)?;
+            Some(reply(request))
+        }
+        "GET" if gemini => Some(Reply::ok(gemini_model(rest))),
+        "GET" if !request.header("anthropic-version").is_empty() => {
+            Some(Reply::ok(anthropic_model(rest)))
+        }
+        "GET" => Some(Reply::ok(openai_model(rest))),
+        _ => None,
+    }
 }
 
 fn answer(request: &Recorded) -> Reply {
@@ -167,9 +214,12 @@ fn answer(request: &Recorded) -> Reply {
 }
 
 fn route(request: &Recorded, path: &str) -> Reply {
-    let key = route_key(path);
-    match ROUTES.iter().find(|(route, _)| *route == key) {
-        Some((_, reply)) => reply(request),
+    let reply = match ROUTES.iter().find(|(route, _)| *route == path) {
+        Some((_, reply)) => Some(reply(request)),
+        None => model_path(request, path),
+    };
+    match reply {
+        Some(reply) => reply,
         None => Reply::Json {
             status: 404,
             headers: Vec::new(),
