@@ -113,7 +113,7 @@ impl Management {
         state: std::sync::Arc<dyn cliproxy_netguard::StateStore>,
         stored: Vec<cliproxy_netguard::Ban>,
     ) -> usize {
-        let now_unix = crate::refresh::unix_now();
+        let now_unix = crate::clock::unix_now();
         let now = Instant::now();
         let mut restored = 0;
         let peers = self.peers.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -161,7 +161,7 @@ impl Management {
     /// The bans in force, by address: each with when it ends (Unix seconds, rounded up).
     pub(crate) fn bans(&self) -> Vec<(IpAddr, u64)> {
         let now = Instant::now();
-        let now_unix = crate::refresh::unix_now();
+        let now_unix = crate::clock::unix_now();
         let peers = self.peers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut bans: Vec<(IpAddr, u64)> = peers
             .iter()
@@ -301,7 +301,7 @@ impl Management {
                 // Written in the store's next batch; the ban is in force in memory already.
                 state.submit(cliproxy_netguard::StateChange::Ban(cliproxy_netguard::Ban {
                     ip: client,
-                    until: crate::refresh::unix_now().saturating_add(self.ban.as_secs()),
+                    until: crate::clock::unix_now().saturating_add(self.ban.as_secs()),
                 }));
             }
             warn!(log, "management API: address banned after repeated authentication failures";
@@ -602,7 +602,7 @@ where
 /// with when each ban ends (an IPv6 ban covers the address's /64, named in `network`), and
 /// how many bans were dropped since the start to keep the table within its bound.
 fn bans(gateway: &Gateway) -> Response<Body> {
-    let now = crate::refresh::unix_now();
+    let now = crate::clock::unix_now();
     let bans: Vec<Value> = gateway
         .management()
         .bans()
@@ -833,7 +833,7 @@ fn build_credential(gateway: &Gateway, input: NewCredential) -> Result<Credentia
                 .access_token
                 .or(input.token)
                 .ok_or("`access_token` (or `token`) is required for type oauth")?;
-            let now = crate::refresh::unix_now();
+            let now = crate::clock::unix_now();
             let expires_at = match (input.expires_at, input.expires_in) {
                 (Some(at), None) => at,
                 (None, Some(seconds)) => now.saturating_add(seconds),
@@ -1132,7 +1132,7 @@ mod tests {
         let bans = m.bans();
         assert_eq!(bans.len(), 1);
         assert_eq!(bans[0].0, local);
-        let now = crate::refresh::unix_now();
+        let now = crate::clock::unix_now();
         assert!((now + 59..=now + 61).contains(&bans[0].1), "{bans:?}");
         assert!(!m.lift("127.0.0.2".parse().unwrap()));
         assert!(m.lift(local));
@@ -1273,7 +1273,7 @@ mod tests {
         assert_eq!(stored, latest);
         // A store holding more (written by an older version) is cut to the table's size at
         // start, the latest-ending kept.
-        let now = crate::refresh::unix_now();
+        let now = crate::clock::unix_now();
         for (n, ip) in latest.iter().enumerate() {
             let until = now + 100 * (n as u64 + 1);
             store.submit(cliproxy_netguard::StateChange::Ban(cliproxy_netguard::Ban {

@@ -46,7 +46,7 @@ pub(crate) enum SlotAuth {
     /// An API key that never changes.
     Static(Secret),
     /// OAuth tokens refreshed before they expire (see `refresh.rs`).
-    OAuth(crate::refresh::OAuthSlot),
+    OAuth(crate::oauth_slot::OAuthSlot),
 }
 
 impl Slot {
@@ -55,7 +55,7 @@ impl Slot {
         let id = credential.id.clone();
         let auth = match &credential.secret {
             CredentialSecret::OAuth(_) => {
-                SlotAuth::OAuth(crate::refresh::OAuthSlot::new(credential))
+                SlotAuth::OAuth(crate::oauth_slot::OAuthSlot::new(credential))
             }
             secret => SlotAuth::Static(secret.bearer().clone()),
         };
@@ -102,7 +102,7 @@ impl Slot {
 
     /// Notes that the slot is being used now.
     pub(crate) fn touch(&self) {
-        self.last_used.store(crate::refresh::unix_now(), Ordering::Relaxed);
+        self.last_used.store(crate::clock::unix_now(), Ordering::Relaxed);
     }
 
     /// The last use since the previous call, if any.

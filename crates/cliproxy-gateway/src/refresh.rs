@@ -10,8 +10,8 @@
 //! request holding them ends. A failed refresh cools the credential down — for long when the
 //! endpoint refused the refresh token, briefly when it was unreachable — and is logged.
 
-use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use cliproxy_core::Secret;
@@ -24,6 +24,8 @@ use http::{Method, Request};
 use http_body_util::{BodyExt, Full, Limited};
 use slog::{Logger, error, info, warn};
 
+use crate::clock::unix_now;
+use crate::oauth_slot::{OAuthState, RefreshFailure};
 use crate::pool::{Slot, SlotAuth};
 use crate::upstream::HttpClient;
 
@@ -31,13 +33,6 @@ use crate::upstream::HttpClient;
 const COOLDOWN_REFUSED: Duration = Duration::from_secs(300);
 /// How long a credential rests after the token endpoint failed or did not answer.
 const COOLDOWN_UNAVAILABLE: Duration = Duration::from_secs(30);
-
-/// Why a request could not get a fresh access token. Holds no secret.
-#[derive(Debug, Clone)]
-pub(crate) struct RefreshFailure {
-    /// A sentence for logs and (shortened) for clients.
-    pub reason: String,
-}
 
 /// The vault as the running gateway writes to it: the store, one lock that orders every
 /// write (refreshes and management changes), and the refresh settings.
@@ -73,59 +68,6 @@ impl Vault {
             Ok(Err(error)) => Err(error.to_string()),
             Err(_) => Err("the vault write was interrupted".to_owned()),
         }
-    }
-}
-
-/// The OAuth state of one slot.
-#[derive(Debug)]
-pub(crate) struct OAuthSlot {
-    state: RwLock<Arc<OAuthState>>,
-    /// Held by the one refresh in flight.
-    lock: Arc<tokio::sync::Mutex<()>>,
-}
-
-#[derive(Debug)]
-struct OAuthState {
-    /// The whole credential, to write back with new tokens.
-    credential: Credential,
-    /// Refreshes finished (successful or not); tells waiters one happened while they waited.
-    attempts: u64,
-    /// How the last refresh failed, when it did.
-    failure: Option<RefreshFailure>,
-    /// Unix seconds when this process obtained the access token, when it did: its lifetime
-    /// then decides how early it is refreshed (`OAuthTokens::refresh_due`). `None` for a
-    /// token read from the vault, which does not store when a token was issued.
-    obtained: Option<u64>,
-}
-
-impl OAuthState {
-    fn tokens(&self) -> Option<&OAuthTokens> {
-        match &self.credential.secret {
-            CredentialSecret::OAuth(tokens) => Some(tokens),
-            _ => None,
-        }
-    }
-}
-
-impl OAuthSlot {
-    pub(crate) fn new(credential: Credential) -> Self {
-        Self {
-            state: RwLock::new(Arc::new(OAuthState {
-                credential,
-                attempts: 0,
-                failure: None,
-                obtained: None,
-            })),
-            lock: Arc::new(tokio::sync::Mutex::new(())),
-        }
-    }
-
-    fn snapshot(&self) -> Arc<OAuthState> {
-        self.state.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
-    }
-
-    fn set(&self, state: OAuthState) {
-        *self.state.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(state);
     }
 }
 
@@ -274,9 +216,4 @@ async fn call(
 
 fn not_oauth() -> RefreshFailure {
     RefreshFailure { reason: "the credential holds no OAuth tokens".to_owned() }
-}
-
-/// Unix seconds now.
-pub(crate) fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
