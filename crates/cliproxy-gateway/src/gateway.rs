@@ -625,9 +625,11 @@ impl Gateway {
             })?,
             None => None,
         };
-        // Whether a streamed chat request asked for its usage: if not, the gateway asks the
-        // upstream for it (below) and keeps it from the client (`stream_usage`).
-        let usage_option = (endpoint == Endpoint::ChatCompletions && stream)
+        // Whether a streamed chat or legacy completions request asked for its usage: if not,
+        // the gateway asks the upstream for it (below) and keeps it from the client
+        // (`stream_usage`). Both endpoints take `stream_options` and answer it alike.
+        let usage_option = (matches!(endpoint, Endpoint::ChatCompletions | Endpoint::Completions)
+            && stream)
             .then(|| fields.usage_option())
             .filter(|option| *option != UsageOption::Asked);
         // The minute limits and quotas come last: only a request that will really be sent
