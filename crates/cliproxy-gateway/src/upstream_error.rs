@@ -11,8 +11,10 @@
 //!
 //! - it comes from a body that parses as the provider's own error JSON (never raw HTML or
 //!   text, which may be a proxy's page), at most [`MAX_ERROR_BODY`] bytes long;
-//! - the credential the gateway sent is replaced by `[redacted]`, and so are OpenAI
-//!   organisation ids (`org-...`), which name the operator's account;
+//! - the credential the gateway sent is replaced by `[redacted]`, and so are words that look
+//!   like a key or a masked key (`sk-...`, `AIza...`, `ya29....`, anything with `***`: OpenAI's
+//!   401 quotes the key's first and last characters) and OpenAI organisation ids (`org-...`),
+//!   which name the operator's account;
 //! - terminal escape sequences, control characters, bidirectional overrides and zero-width
 //!   characters are taken out, line breaks and tabs become spaces;
 //! - it is cut to [`MAX_UPSTREAM_MESSAGE`] characters.
@@ -121,7 +123,7 @@ fn clean(message: &str, secret: &str) -> Option<String> {
     if !secret.is_empty() {
         text = text.replace(secret, REDACTED);
     }
-    let text = redact_org_ids(&text);
+    let text = redact_org_ids(&redact_key_words(&text));
     if text.is_empty() {
         return None;
     }
@@ -145,6 +147,32 @@ fn invisible(c: char) -> bool {
         | '\u{2060}'..='\u{2069}'
         | '\u{061c}'
         | '\u{feff}')
+}
+
+/// How the keys of the providers (and OAuth access tokens) start: OpenAI's and Anthropic's
+/// `sk-`, Google's API keys `AIza` and access tokens `ya29.`.
+const KEY_PREFIXES: &[&str] = &["sk-", "AIza", "ya29."];
+
+/// Each space-separated word that starts like a key ([`KEY_PREFIXES`]) or holds `***` (a
+/// masked key) becomes `[redacted]`, with the punctuation around it kept: a part of a key
+/// is none of the client's business, and does not belong in the log either.
+fn redact_key_words(text: &str) -> String {
+    let words: Vec<String> = text
+        .split(' ')
+        .map(|word| {
+            let start = word.trim_start_matches(['(', '"', '\'', '<']);
+            let core = start.trim_end_matches(['.', ',', ';', ':', ')', '"', '\'', '>']);
+            let key_like =
+                KEY_PREFIXES.iter().any(|prefix| core.starts_with(prefix)) || core.contains("***");
+            if key_like {
+                let lead = &word[..word.len() - start.len()];
+                format!("{lead}{REDACTED}{}", &start[core.len()..])
+            } else {
+                word.to_owned()
+            }
+        })
+        .collect();
+    words.join(" ")
 }
 
 /// `org-` followed by letters and digits (an OpenAI organisation id) becomes `org-[redacted]`:
@@ -281,6 +309,23 @@ mod tests {
         assert_eq!(
             message,
             "key [redacted] in organization org-[redacted]; again [redacted] and [redacted]; cyborg-9 stays"
+        );
+    }
+
+    #[test]
+    fn words_that_look_like_keys_are_redacted() {
+        // OpenAI's own 401, which quotes the key's ends.
+        let body = r#"{"error":{"message":"Incorrect API key provided: sk-proj-abcd************************wxyz. You can find your API key at https://platform.openai.com/account/api-keys.","type":"invalid_request_error","param":null,"code":"invalid_api_key"}}"#;
+        assert_eq!(
+            said(ProviderKind::Openai, body).as_deref(),
+            Some(
+                "Incorrect API key provided: [redacted]. You can find your API key at https://platform.openai.com/account/api-keys."
+            )
+        );
+        let body = r#"{"error":{"code":400,"message":"key (AIzaSyA-1234567) and token ya29.a0Af, and ****1234; task-sk-1 stays","status":"INVALID_ARGUMENT"}}"#;
+        assert_eq!(
+            said(ProviderKind::Gemini, body).as_deref(),
+            Some("key ([redacted]) and token [redacted], and [redacted]; task-sk-1 stays")
         );
     }
 

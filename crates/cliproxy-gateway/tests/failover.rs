@@ -448,6 +448,9 @@ async fn the_upstreams_message_reaches_the_client_only_when_safe_to_show() {
                     "Rate limit reached for gpt-limited in organization org-Secret42 on requests per min (RPM). Key: {TOKEN_A}\u{1b}[2J\u{202e}"),
                     "type": "requests", "param": null, "code": "rate_limit_exceeded"}}).to_string()),
                 "gpt-html" => (503, "<html><body><h1>503 Service Temporarily Unavailable</h1><p>nginx</p></body></html>".to_owned()),
+                // OpenAI's own 401 quotes the key's ends.
+                "gpt-revoked" => (401, json!({"error": {"message": "Incorrect API key provided: sk-vault-****aaaa1111. You can find your API key at https://platform.openai.com/account/api-keys.",
+                    "type": "invalid_request_error", "param": null, "code": "invalid_api_key"}}).to_string()),
                 _ => (503, json!({"error": {"message": "The server is overloaded, try again later", "type": "server_error",
                     "param": null, "code": null}}).to_string()),
             }
@@ -530,6 +533,14 @@ async fn the_upstreams_message_reaches_the_client_only_when_safe_to_show() {
             "anthropic",
             "provider `an` rejected the gateway's credential (upstream status 401 Unauthorized); an operator must check the vault and the provider account",
         ),
+        // Last for `oa`: it rests the provider's only credential.
+        (
+            "/v1/chat/completions",
+            chat("gpt-revoked"),
+            502,
+            "openai",
+            "provider `oa` rejected the gateway's credential (upstream status 401 Unauthorized); an operator must check the vault and the provider account",
+        ),
     ] {
         let (got, _, text) = send(&gateway, BYSTANDER, path, &body).await;
         assert_eq!(got.as_u16(), status, "{path} {body}: {text}");
@@ -543,5 +554,11 @@ async fn the_upstreams_message_reaches_the_client_only_when_safe_to_show() {
             && line.contains("upstream_message=invalid x-api-key")),
         "{logs}"
     );
-    assert!(!logs.contains(TOKEN_A), "{logs}");
+    assert!(
+        logs.lines().any(|line| line.contains("cooling the credential down")
+            && line.contains("upstream_message=Incorrect API key provided: [redacted]. You can")),
+        "{logs}"
+    );
+    // Nor any part of it that the provider quotes.
+    assert!(!logs.contains(TOKEN_A) && !logs.contains("aaaa1111"), "{logs}");
 }
