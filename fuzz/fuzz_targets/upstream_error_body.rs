@@ -21,8 +21,10 @@ use cliproxy_gateway::{
 use libfuzzer_sys::fuzz_target;
 
 /// The credential the gateway would have sent; the seeds echo it. It holds no `[` or `]`, so
-/// no redaction can make it up again from `[redacted]` and its neighbours.
-const SECRET: &str = "sk-fuzz-planted-0123456789";
+/// no redaction can make it up again from `[redacted]` and its neighbours, and it does not
+/// look like a key (`sk-...`), so that only the redaction of the credential itself takes it
+/// out.
+const SECRET: &str = "planted-fuzz-credential-0123456789";
 
 /// The characters `upstream_message` must take out besides the controls: bidirectional
 /// marks, embeddings, overrides and isolates, zero-width ones and the byte order mark.
