@@ -858,9 +858,8 @@ impl Gateway {
             // by asking for something the provider refuses (`providers::classify_error`).
             // `said`: the upstream's own message, made safe to show (`upstream_error`), for
             // the gateway's error when this answer makes it fail over or give up.
-            let (upstream_body, fault, said): (Body, _, _) = if providers::judged_by_body(
-                status.as_u16(),
-            ) {
+            let judged = providers::judged_by_body(status.as_u16());
+            let (upstream_body, fault, said): (Body, _, _) = if judged {
                 let read = tokio::time::timeout(
                     inner.limits.upstream_first_byte_timeout,
                     upstream::read_error_body(upstream_body, providers::MAX_ERROR_BODY),
