@@ -176,6 +176,11 @@ def upstream_error_body():
         "mock-rate-limited": seed(3, 4, {"error": {"message": "Rate limit reached", "type": "requests", "code": "rate_limit_exceeded"}}),
         "html-page": seed(0, 3, b"<html><body><h1>403 Forbidden</h1></body></html>"),
         "nested": seed(3, 0, b'{"a":' * 150 + b'{"error":{"code":"invalid_api_key"}}' + b"}" * 150),
+        # For the message shown to clients (`upstream_message`): the planted credential of the
+        # target, an organisation id, terminal escapes and a bidi override.
+        "openai-hostile-message": seed(0, 4, {"error": {"message": "Rate limit for org-Abc123 \u001b[2J\u202eKey planted-fuzz-credential-0123456789 \u200bok", "type": "requests", "code": "rate_limit_exceeded"}}),
+        "anthropic-rate-limited": seed(1, 4, {"type": "error", "error": {"type": "rate_limit_error", "message": "Number of request tokens has exceeded your per-minute rate limit"}}),
+        "gemini-rate-limited": seed(2, 4, {"error": {"code": 429, "message": "Resource has been exhausted (e.g. check quota).", "status": "RESOURCE_EXHAUSTED"}}),
     }
 
 

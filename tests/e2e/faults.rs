@@ -1,7 +1,8 @@
 //! Upstream faults: a scripted upstream (`cliproxy_e2e::faulty`, raw TCP) misbehaves on
 //! purpose — refused, unreachable, reset or closed before a byte, garbage instead of HTTP,
 //! reset or closed mid-body and mid-stream, stalls longer than each timeout, truncated and
-//! garbage event streams, HTML instead of JSON, slow drips, a gigabyte, a client that goes
+//! garbage event streams, HTML instead of JSON, a 5xx in the provider's error JSON (whose
+//! message, made safe, ends the client's error), slow drips, a gigabyte, a client that goes
 //! away. For each case: the client's answer (an error in its API format, or a stream ended by
 //! an error event, or a body visibly cut), whether the credential was cooled down (only when
 //! it is its fault), that the gateway closed its upstream connection, and that connections,
@@ -457,7 +458,38 @@ fn cases() -> Vec<Case> {
             false,
             Some(End::Closed),
         ),
+        // A 5xx in the provider's error JSON: the client's error ends with the upstream's
+        // message (issue 19), the credential, the organisation id, the terminal escape and
+        // the bidi override taken out of it.
+        case(
+            "json_503",
+            OpenAi,
+            vec![Step::Send(with_length(
+                503,
+                "application/json",
+                &json!({"error": {"message": format!("The server had an error with key {} in org-Zz9x\u{1b}[2J\u{202e}", token("json_503")),
+                    "type": "server_error", "param": null, "code": null}})
+                .to_string(),
+            ))],
+            "",
+            Error(502, "upstream_error", "upstream status 503 Service Unavailable): upstream said: The server had an error with key [redacted] in org-[redacted]"),
+            false,
+            Some(End::Closed),
+        ),
         // The Anthropic format: the same faults answered in its own shapes.
+        case(
+            "a_overloaded",
+            Anthropic,
+            vec![Step::Send(with_length(
+                529,
+                "application/json",
+                &json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}).to_string(),
+            ))],
+            "",
+            Error(502, "", "): upstream said: Overloaded"),
+            false,
+            Some(End::Closed),
+        ),
         case(
             "a_stall_headers",
             Anthropic,
@@ -535,6 +567,13 @@ fn check_error(case: &str, format: Format, body: &Value, code: &str, message: &s
     };
     let text = text.unwrap_or_else(|| panic!("{case}: no message in {body}"));
     assert!(text.contains(message), "{case}: {text:?} does not say {message:?}");
+    // The upstream's words are shown only from its error JSON: never from HTML, garbage or
+    // a credential fault.
+    assert_eq!(
+        text.contains("upstream said"),
+        message.contains("upstream said"),
+        "{case}: {text:?}"
+    );
 }
 
 /// Checks what the client received for one case.

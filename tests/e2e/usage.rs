@@ -303,3 +303,87 @@ async fn tokens_per_minute_count_the_real_usage_of_streams_that_did_not_ask() {
     }
     assert_eq!(statuses, [200, 200, 429], "{}", gateway.logs());
 }
+
+/// A legacy Completions stream of [`WORDS`] as the real API sends it: a chunk per word, a
+/// finish chunk and, when `usage` is given, `"usage": null` on each of them and a last chunk
+/// with no choices that reports it.
+fn completion_chunks(usage: Option<(u64, u64)>) -> Vec<String> {
+    let chunk = |text: &str, finish: Value| {
+        let mut chunk = json!({"id": "cmpl-usage", "object": "text_completion",
+            "created": 1_763_769_600, "model": "gpt-x",
+            "choices": [{"text": text, "index": 0, "logprobs": null, "finish_reason": finish}]});
+        if usage.is_some() {
+            chunk["usage"] = Value::Null;
+        }
+        event(None, &chunk)
+    };
+    let mut events: Vec<String> = WORDS.iter().map(|word| chunk(word, Value::Null)).collect();
+    events.push(chunk("", json!("stop")));
+    if let Some((prompt, completion)) = usage {
+        events.push(event(
+            None,
+            &json!({"id": "cmpl-usage", "object": "text_completion", "created": 1_763_769_600,
+                "model": "gpt-x", "choices": [],
+                "usage": {"prompt_tokens": prompt, "completion_tokens": completion,
+                          "total_tokens": prompt + completion}}),
+        ));
+    }
+    events.push("data: [DONE]\n\n".to_owned());
+    events
+}
+
+/// Streamed legacy completions (`POST /v1/completions`) are asked for their usage as chat
+/// streams are (issue 19): the upstream gets `include_usage`, the request is charged the
+/// usage the upstream reports (not the estimate), and a client that did not ask gets the
+/// stream without the usage chunk and without `"usage": null`; one that asked gets both.
+#[tokio::test]
+async fn streamed_legacy_completions_are_charged_their_real_usage() {
+    let mock = MockUpstream::start(|request| {
+        let body: Value = serde_json::from_slice(&request.body).unwrap_or(Value::Null);
+        let asked = body.pointer("/stream_options/include_usage") == Some(&json!(true));
+        Reply::sse(completion_chunks(asked.then_some((23, 4))))
+    })
+    .await;
+    let harness = Harness::new();
+    let audit = harness.auth_dir().with_file_name("audit.log");
+    write_config(&harness, &mock, ", quota: {limit: 1000, reset: daily}", &audit);
+    let gateway = harness.start().await;
+    let metrics = metrics_addr(&gateway).await;
+    let completions = |body: Value| {
+        let url = format!("{}/v1/completions", gateway.url());
+        async move {
+            let mut response =
+                client().post(url).bearer_auth(CLIENT_KEY).json(&body).send().await.unwrap();
+            let status = response.status().as_u16();
+            let id = response.headers()["x-request-id"].to_str().unwrap().to_owned();
+            let mut seen = String::new();
+            read_to_end(&mut response, &mut seen).await;
+            (status, id, seen)
+        }
+    };
+
+    let body = json!({"model": "gpt-x", "stream": true, "max_tokens": 100, "prompt": "Say hi"});
+    let (status, id, seen) = completions(body.clone()).await;
+    assert_eq!(status, 200, "{seen}");
+    assert_eq!(seen, completion_chunks(None).concat(), "the client gets no usage");
+    let sent: Value = serde_json::from_slice(&mock.requests()[0].body).unwrap();
+    let mut expected = body.clone();
+    expected["stream_options"] = json!({"include_usage": true});
+    assert_eq!(sent, expected, "the upstream is asked for the usage");
+    let log =
+        gateway.wait_for_log(|e| e["msg"] == "request" && e["request_id"] == id.as_str()).await;
+    assert_eq!((log["input_tokens"].as_u64(), log["output_tokens"].as_u64()), (Some(23), Some(4)));
+    let line = provider_request(&audit, &id).await;
+    assert_eq!(
+        (&line["details"]["input_tokens"], &line["details"]["output_tokens"]),
+        (&json!(23), &json!(4))
+    );
+    assert_eq!(quota_remaining(metrics).await, 1000 - 27, "the real usage is charged");
+
+    let mut asked = body;
+    asked["stream_options"] = json!({"include_usage": true});
+    let (status, _, seen) = completions(asked.clone()).await;
+    assert_eq!(status, 200, "{seen}");
+    assert_eq!(seen, completion_chunks(Some((23, 4))).concat());
+    assert_eq!(mock.requests()[1].body, serde_json::to_vec(&asked).unwrap());
+}

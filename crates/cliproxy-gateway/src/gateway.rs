@@ -32,6 +32,7 @@ use crate::refresh::{self, Vault};
 use crate::routing::ModelRouter;
 use crate::stream_usage::{self, Stripped};
 use crate::upstream::{self, HttpClient};
+use crate::upstream_error::upstream_message;
 use crate::usage::{Usage, UsageScanner};
 
 /// Most upstream attempts for one request (the first try plus failovers).
@@ -58,6 +59,10 @@ const MAINTENANCE_RETRY: Duration = Duration::from_secs(60);
 const COOLDOWN_REJECTED: Duration = Duration::from_secs(300);
 const COOLDOWN_RATE_LIMITED: Duration = Duration::from_secs(30);
 const COOLDOWN_CONNECT: Duration = Duration::from_secs(5);
+
+/// The longest a 5xx's body is waited for (within the first-byte timeout): it is read only
+/// for the upstream's message (`upstream_error`), which is not worth holding the failover.
+const SERVER_ERROR_BODY_WAIT: Duration = Duration::from_secs(2);
 
 /// The gateway: cheap to clone, shared by every connection.
 #[derive(Clone)]
@@ -625,9 +630,11 @@ impl Gateway {
             })?,
             None => None,
         };
-        // Whether a streamed chat request asked for its usage: if not, the gateway asks the
-        // upstream for it (below) and keeps it from the client (`stream_usage`).
-        let usage_option = (endpoint == Endpoint::ChatCompletions && stream)
+        // Whether a streamed chat or legacy completions request asked for its usage: if not,
+        // the gateway asks the upstream for it (below) and keeps it from the client
+        // (`stream_usage`). Both endpoints take `stream_options` and answer it alike.
+        let usage_option = (matches!(endpoint, Endpoint::ChatCompletions | Endpoint::Completions)
+            && stream)
             .then(|| fields.usage_option())
             .filter(|option| *option != UsageOption::Asked);
         // The minute limits and quotas come last: only a request that will really be sent
@@ -849,7 +856,10 @@ impl Gateway {
             // the first-byte timeout) to judge whose fault it is: only the credential's own
             // faults make it rest and fail over, so that no client can bench the credentials
             // by asking for something the provider refuses (`providers::classify_error`).
-            let (upstream_body, fault): (Body, _) = if providers::judged_by_body(status.as_u16()) {
+            // `said`: the upstream's own message, made safe to show (`upstream_error`), for
+            // the gateway's error when this answer makes it fail over or give up.
+            let judged = providers::judged_by_body(status.as_u16());
+            let (upstream_body, fault, said): (Body, _, _) = if judged {
                 let read = tokio::time::timeout(
                     inner.limits.upstream_first_byte_timeout,
                     upstream::read_error_body(upstream_body, providers::MAX_ERROR_BODY),
@@ -859,9 +869,10 @@ impl Gateway {
                     Ok(Ok(Some(bytes))) => {
                         let fault =
                             providers::classify_error(provider.kind, status.as_u16(), &bytes);
+                        let said = upstream_message(provider.kind, &bytes, token.expose());
                         // The body may go back to the client: a provider (or a proxy in
                         // front of it) that echoes the credential must not hand it over.
-                        (full(upstream::redact(bytes, token.expose())), Some(fault))
+                        (full(upstream::redact(bytes, token.expose())), Some(fault), said)
                     }
                     Ok(Ok(None)) => {
                         // Not judged and not forwarded: it could not be searched for the
@@ -887,13 +898,34 @@ impl Gateway {
                         ));
                     }
                 }
+            } else if status.is_server_error() {
+                // A 5xx fails over whatever its body says: the body is read (capped, and for
+                // at most `SERVER_ERROR_BODY_WAIT`) only for its message.
+                let read = tokio::time::timeout(
+                    inner.limits.upstream_first_byte_timeout.min(SERVER_ERROR_BODY_WAIT),
+                    upstream::read_error_body(upstream_body, providers::MAX_ERROR_BODY),
+                )
+                .await;
+                let said = match read {
+                    Ok(Ok(Some(bytes))) => upstream_message(provider.kind, &bytes, token.expose()),
+                    _ => None,
+                };
+                (full(Bytes::new()), None, said)
             } else {
-                (upstream_body.map_err(Into::into).boxed_unsync(), None)
+                (upstream_body.map_err(Into::into).boxed_unsync(), None, None)
+            };
+            // The gateway's message for the client, with what the upstream said after it.
+            let told = |message: String| match &said {
+                Some(said) => format!("{message}: upstream said: {said}"),
+                None => message,
             };
             // A 5xx from the credential's own base URL is that endpoint's fault, and rests it
             // (as a refused connection does); from the provider's shared one it is nobody's.
             let own_endpoint = slot.base_url.is_some();
             let failover = match (status.as_u16(), fault) {
+                // The upstream's message is not shown here: about the gateway's key, it
+                // would make the client think its own key wrong. The operator reads it in
+                // the log below.
                 (_, Some(providers::UpstreamFault::Credential)) => Some((
                     Some(Rest::Credential(COOLDOWN_REJECTED)),
                     ApiError::new(
@@ -916,10 +948,10 @@ impl Gateway {
                         Some(rest),
                         ApiError::new(
                             ErrorCode::RateLimited,
-                            format!(
+                            told(format!(
                                 "provider `{}` is rate limiting the gateway's credentials",
                                 provider.name
-                            ),
+                            )),
                         )
                         .retry_after(wait),
                     ))
@@ -928,7 +960,10 @@ impl Gateway {
                     own_endpoint.then_some(Rest::Credential(COOLDOWN_CONNECT)),
                     ApiError::new(
                         ErrorCode::UpstreamFailure,
-                        format!("provider `{}` failed (upstream status {status})", provider.name),
+                        told(format!(
+                            "provider `{}` failed (upstream status {status})",
+                            provider.name
+                        )),
                     ),
                 )),
                 // A success that is not an API answer (an HTML page from a captive portal or
@@ -956,7 +991,8 @@ impl Gateway {
                         info!(inner.log, "upstream refused the request; cooling the credential down";
                             "provider" => &provider.name, "credential" => &slot.id,
                             "status" => status.as_u16(), "cooldown_ms" => rest.duration().as_millis() as u64,
-                            "model_only" => matches!(rest, Rest::Model(_)));
+                            "model_only" => matches!(rest, Rest::Model(_)),
+                            "upstream_message" => said.as_deref());
                         pool.rest(index, model, rest);
                         // Counted against the client key whose request it was: one that keeps
                         // causing cool-downs is throttled (`server.security.cooldown_abuse`).
@@ -967,7 +1003,7 @@ impl Gateway {
                     None => {
                         info!(inner.log, "upstream failed; trying the next credential";
                             "provider" => &provider.name, "credential" => &slot.id,
-                            "status" => status.as_u16());
+                            "status" => status.as_u16(), "upstream_message" => said.as_deref());
                     }
                 }
                 last = Some(error);

@@ -42,6 +42,7 @@ mod routing;
 mod server;
 mod stream_usage;
 mod upstream;
+mod upstream_error;
 mod usage;
 mod webhook;
 
@@ -59,4 +60,5 @@ pub use providers::{MAX_ERROR_BODY, UpstreamFault, classify_error};
 pub use reload::ReloadReport;
 pub use server::{Server, probe_health};
 pub use stream_usage::UsageStripper;
+pub use upstream_error::{MAX_UPSTREAM_MESSAGE, upstream_message};
 pub use usage::{Usage, UsageScanner};

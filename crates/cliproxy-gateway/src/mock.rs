@@ -350,9 +350,17 @@ fn legacy_completion(
     created: u64,
 ) -> (&'static str, Vec<Bytes>) {
     let id = format!("cmpl-{}", request.request_id);
+    // As for chat streams, the real API sends the usage of a stream only when asked, in a
+    // last chunk with no choices, and then `"usage": null` on every other chunk.
+    let include_usage = request.stream
+        && request.body.pointer("/stream_options/include_usage") == Some(&Value::Bool(true));
     let completion = |text: &str, finish: Value| {
-        json!({"id": id, "object": "text_completion", "created": created, "model": request.model,
-               "choices": [{"text": text, "index": 0, "logprobs": null, "finish_reason": finish}]})
+        let mut chunk = json!({"id": id, "object": "text_completion", "created": created, "model": request.model,
+               "choices": [{"text": text, "index": 0, "logprobs": null, "finish_reason": finish}]});
+        if include_usage {
+            chunk["usage"] = Value::Null;
+        }
+        chunk
     };
     if !request.stream {
         let mut whole = completion(&words.concat(), json!("stop"));
@@ -362,6 +370,13 @@ fn legacy_completion(
     let mut events: Vec<Bytes> =
         words.iter().map(|w| sse(None, &completion(w, Value::Null))).collect();
     events.push(sse(None, &completion("", json!("stop"))));
+    if include_usage {
+        events.push(sse(
+            None,
+            &json!({"id": id, "object": "text_completion", "created": created,
+            "model": request.model, "choices": [], "usage": openai_usage(usage)}),
+        ));
+    }
     events.push(Bytes::from_static(b"data: [DONE]\n\n"));
     ("text/event-stream", events)
 }
@@ -524,6 +539,35 @@ mod tests {
         Reassembled { text, finish: str_at(last, "/choices/0/finish_reason").to_owned(), usage }
     }
 
+    /// A legacy Completions stream as the real API sends it: one chunk per piece of text, a
+    /// chunk with the finish reason, the usage chunk (no choices) only if asked for, `[DONE]`;
+    /// with `include_usage` every other chunk carries `"usage": null`.
+    fn completions_stream(body: &str, include_usage: bool) -> Reassembled {
+        let mut events = sse_events(body);
+        assert!(events.iter().all(|(name, _)| name.is_none()), "{body}");
+        assert_eq!(events.pop().map(|(_, data)| data).as_deref(), Some("[DONE]"), "{body}");
+        let chunks: Vec<Value> = events.iter().map(|(_, data)| parse(data)).collect();
+        let usage_chunk = if include_usage { chunks.last() } else { None };
+        let choice_chunks = &chunks[..chunks.len() - usize::from(include_usage)];
+        for chunk in &chunks {
+            assert_eq!(chunk["object"], "text_completion");
+            assert_eq!(chunk.get("usage").is_some(), include_usage, "{chunk}");
+        }
+        let (last, content) = choice_chunks.split_last().expect("no finish chunk");
+        let mut text = String::new();
+        for chunk in content {
+            assert_eq!(chunk["choices"][0]["finish_reason"], Value::Null, "{chunk}");
+            assert_eq!(chunk["usage"], Value::Null, "{chunk}");
+            text.push_str(str_at(chunk, "/choices/0/text"));
+        }
+        assert_eq!(str_at(last, "/choices/0/text"), "", "{last}");
+        let usage = usage_chunk.map(|chunk| {
+            assert_eq!(chunk["choices"], json!([]), "{chunk}");
+            (u64_at(chunk, "/usage/prompt_tokens"), u64_at(chunk, "/usage/completion_tokens"))
+        });
+        Reassembled { text, finish: str_at(last, "/choices/0/finish_reason").to_owned(), usage }
+    }
+
     /// The Responses API's event sequence: lifecycle, item and part opened, deltas, each
     /// closed with the whole text, `response.completed`; `sequence_number` counts from 0.
     fn responses_stream(body: &str) -> Reassembled {
@@ -642,6 +686,19 @@ mod tests {
     ) -> Reassembled {
         match (endpoint, stream) {
             (Endpoint::ChatCompletions, true) => chat_stream(body, include_usage),
+            (Endpoint::Completions, true) => completions_stream(body, include_usage),
+            (Endpoint::Completions, false) => {
+                let value = parse(body);
+                assert_eq!(value["object"], "text_completion");
+                Reassembled {
+                    text: str_at(&value, "/choices/0/text").to_owned(),
+                    finish: str_at(&value, "/choices/0/finish_reason").to_owned(),
+                    usage: Some((
+                        u64_at(&value, "/usage/prompt_tokens"),
+                        u64_at(&value, "/usage/completion_tokens"),
+                    )),
+                }
+            }
             (Endpoint::Responses, true) => responses_stream(body),
             (Endpoint::Messages, true) => messages_stream(body),
             (Endpoint::GeminiGenerate { .. }, true) if sse_mode => {
@@ -705,6 +762,9 @@ mod tests {
             (Endpoint::ChatCompletions, false, false, false, "stop"),
             (Endpoint::ChatCompletions, true, false, true, "stop"),
             (Endpoint::ChatCompletions, true, false, false, "stop"),
+            (Endpoint::Completions, false, false, false, "stop"),
+            (Endpoint::Completions, true, false, true, "stop"),
+            (Endpoint::Completions, true, false, false, "stop"),
             (Endpoint::Responses, false, false, false, "completed"),
             (Endpoint::Responses, true, false, false, "completed"),
             (Endpoint::Messages, false, false, false, "end_turn"),
@@ -725,9 +785,11 @@ mod tests {
             assert_eq!(reply.claimed.input_tokens, 20, "{case}");
             assert!(reply.claimed.output_tokens > 10, "{case}");
             let claimed = (reply.claimed.input_tokens, reply.claimed.output_tokens);
-            // A chat stream the client did not ask usage of carries none, as the real API's.
-            let reported = (!stream || endpoint != Endpoint::ChatCompletions || include_usage)
-                .then_some(claimed);
+            // An OpenAI chat or completions stream the client did not ask usage of carries
+            // none, as the real API's.
+            let openai_stream =
+                matches!(endpoint, Endpoint::ChatCompletions | Endpoint::Completions);
+            let reported = (!stream || !openai_stream || include_usage).then_some(claimed);
             assert_eq!(
                 reply.scanned.map(|u| (u.input_tokens, u.output_tokens)),
                 reported,

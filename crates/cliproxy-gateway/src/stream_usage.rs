@@ -1,6 +1,6 @@
-//! Usage from OpenAI chat streams whose client did not ask for it.
+//! Usage from OpenAI chat and legacy completions streams whose client did not ask for it.
 //!
-//! A streamed Chat Completions request reports its token usage only with
+//! A streamed Chat Completions (or legacy Completions) request reports its token usage only with
 //! `stream_options.include_usage: true`; without it the stream carries no usage at all, and
 //! the gateway could only charge an estimate. So for such a request the gateway asks the
 //! upstream itself ([`ask_upstream`], [`ask_mock`]) and takes out of the stream what the

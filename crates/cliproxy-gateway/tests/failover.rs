@@ -9,12 +9,16 @@
 
 #![allow(clippy::unwrap_used, clippy::panic, reason = "a failed expectation fails the test")]
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use cliproxy_core::Secret;
 use cliproxy_e2e::{MockUpstream, Recorded, Reply};
+
+use crate::common::Captured;
 use cliproxy_gateway::{Config, Gateway};
 use cliproxy_netguard::FakeClock;
 use cliproxy_vault::Credential;
@@ -51,6 +55,18 @@ fn gateway_with(
     extra: &str,
     clock: Arc<FakeClock>,
 ) -> (Gateway, tempfile::TempDir) {
+    let log = slog::Logger::root(slog::Discard, slog::o!());
+    gateway_logged(providers, credentials, extra, clock, log)
+}
+
+/// [`gateway_with`] logging to `log`.
+fn gateway_logged(
+    providers: &str,
+    credentials: &[(&str, &str, &str, Option<String>)],
+    extra: &str,
+    clock: Arc<FakeClock>,
+    log: slog::Logger,
+) -> (Gateway, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let yaml = format!(
         "auth:\n  api_keys: [{{name: attacker, key: \"{ATTACKER}\"}}, {{name: bystander, key: \"{BYSTANDER}\"}}]\n  dir: {:?}\n\
@@ -67,7 +83,6 @@ fn gateway_with(
         credential.base_url = base_url.clone();
         store.put(&credential).unwrap();
     }
-    let log = slog::Logger::root(slog::Discard, slog::o!());
     let clock = clock as Arc<dyn cliproxy_netguard::Clock>;
     (Gateway::build_with_clock(&config, log, Some(clock)).unwrap(), dir)
 }
@@ -400,4 +415,150 @@ fn a_zero_cooldown_abuse_window_is_refused_naming_the_key() {
     let log = slog::Logger::root(slog::Discard, slog::o!());
     let error = Gateway::build(&config, log).unwrap_err().to_string();
     assert!(error.contains("server.security.cooldown_abuse.window"), "{error}");
+}
+
+/// The message of an error body in any of the three formats (OpenAI's and Gemini's
+/// `error.message`, Anthropic's too), and which format it is in.
+fn error_message(body: &str) -> (&'static str, String) {
+    let value: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    let format = if value["type"] == "error" {
+        "anthropic"
+    } else if value["error"]["status"].is_string() {
+        "gemini"
+    } else if value["error"]["param"].is_null() && value["error"]["type"].is_string() {
+        "openai"
+    } else {
+        panic!("an error body in no known format: {body}")
+    };
+    (format, value["error"]["message"].as_str().unwrap().to_owned())
+}
+
+/// When the upstream's answer makes the gateway give up (issue 19), the client's error ends
+/// with what the upstream said, in the format of the API the client called, when that is safe
+/// to show: a 429 or a 5xx whose body is the provider's error JSON, the credential and the
+/// organisation id redacted, escapes taken out. Not an HTML page, and not the provider's
+/// words about the gateway's own key (which the operator reads in the log instead).
+#[tokio::test]
+async fn the_upstreams_message_reaches_the_client_only_when_safe_to_show() {
+    let mock = MockUpstream::start(|request| {
+        let path = request.path_and_query.as_str();
+        let (status, body) = if path.starts_with("/oa/") {
+            match model_of(request).as_str() {
+                "gpt-limited" => (429, json!({"error": {"message": format!(
+                    "Rate limit reached for gpt-limited in organization org-Secret42 on requests per min (RPM). Key: {TOKEN_A}\u{1b}[2J\u{202e}"),
+                    "type": "requests", "param": null, "code": "rate_limit_exceeded"}}).to_string()),
+                "gpt-html" => (503, "<html><body><h1>503 Service Temporarily Unavailable</h1><p>nginx</p></body></html>".to_owned()),
+                // OpenAI's own 401 quotes the key's ends.
+                "gpt-revoked" => (401, json!({"error": {"message": "Incorrect API key provided: sk-vault-****aaaa1111. You can find your API key at https://platform.openai.com/account/api-keys.",
+                    "type": "invalid_request_error", "param": null, "code": "invalid_api_key"}}).to_string()),
+                _ => (503, json!({"error": {"message": "The server is overloaded, try again later", "type": "server_error",
+                    "param": null, "code": null}}).to_string()),
+            }
+        } else if path.starts_with("/an/") {
+            match model_of(request).as_str() {
+                "claude-limited" => (429, json!({"type": "error", "error": {"type": "rate_limit_error",
+                    "message": "Number of request tokens has exceeded your per-minute rate limit"}}).to_string()),
+                _ => (401, json!({"type": "error", "error": {"type": "authentication_error",
+                    "message": "invalid x-api-key"}}).to_string()),
+            }
+        } else {
+            (429, json!({"error": {"code": 429, "message": "Resource has been exhausted (e.g. check quota).",
+                "status": "RESOURCE_EXHAUSTED"}}).to_string())
+        };
+        Reply::Json { status, headers: Vec::new(), body }
+    })
+    .await;
+    let url = mock.url();
+    let captured = Captured::default();
+    // One credential per provider: the first answer that fails over is the last one.
+    let (gateway, _dir) = gateway_logged(
+        &format!(
+            "  oa: {{type: openai, base_url: \"{url}/oa\", models: [\"gpt-*\"]}}\n  \
+               an: {{type: claude, base_url: \"{url}/an\", models: [\"claude-*\"]}}\n  \
+               gm: {{type: gemini, base_url: \"{url}/gm\", models: [\"gemini-*\"]}}\n"
+        ),
+        &[
+            ("oa", "oa-a", TOKEN_A, None),
+            ("an", "an-a", TOKEN_A, None),
+            ("gm", "gm-a", TOKEN_A, None),
+        ],
+        "",
+        FakeClock::at_unix(1_800_000_000),
+        captured.logger(),
+    );
+    let messages = |model: &str| json!({"model": model, "max_tokens": 16, "messages": [{"role": "user", "content": "Hi"}]});
+    let gemini = json!({"contents": [{"role": "user", "parts": [{"text": "Hi"}]}]});
+    for (path, body, status, format, expected) in [
+        (
+            "/v1/chat/completions",
+            chat("gpt-limited"),
+            429,
+            "openai",
+            "provider `oa` is rate limiting the gateway's credentials: upstream said: Rate limit reached for gpt-limited in organization org-[redacted] on requests per min (RPM). Key: [redacted]",
+        ),
+        (
+            "/v1/messages",
+            messages("claude-limited"),
+            429,
+            "anthropic",
+            "provider `an` is rate limiting the gateway's credentials: upstream said: Number of request tokens has exceeded your per-minute rate limit",
+        ),
+        (
+            "/v1beta/models/gemini-2.0-flash:generateContent",
+            gemini,
+            429,
+            "gemini",
+            "provider `gm` is rate limiting the gateway's credentials: upstream said: Resource has been exhausted (e.g. check quota).",
+        ),
+        (
+            "/v1/chat/completions",
+            chat("gpt-overloaded"),
+            502,
+            "openai",
+            "provider `oa` failed (upstream status 503 Service Unavailable): upstream said: The server is overloaded, try again later",
+        ),
+        // Not the provider's error JSON: nothing of it is shown.
+        (
+            "/v1/chat/completions",
+            chat("gpt-html"),
+            502,
+            "openai",
+            "provider `oa` failed (upstream status 503 Service Unavailable)",
+        ),
+        // About the gateway's key: the client is not told "invalid x-api-key".
+        (
+            "/v1/messages",
+            messages("claude-3-haiku"),
+            502,
+            "anthropic",
+            "provider `an` rejected the gateway's credential (upstream status 401 Unauthorized); an operator must check the vault and the provider account",
+        ),
+        // Last for `oa`: it rests the provider's only credential.
+        (
+            "/v1/chat/completions",
+            chat("gpt-revoked"),
+            502,
+            "openai",
+            "provider `oa` rejected the gateway's credential (upstream status 401 Unauthorized); an operator must check the vault and the provider account",
+        ),
+    ] {
+        let (got, _, text) = send(&gateway, BYSTANDER, path, &body).await;
+        assert_eq!(got.as_u16(), status, "{path} {body}: {text}");
+        assert_eq!(error_message(&text), (format, expected.to_owned()), "{path} {body}");
+        assert!(!text.contains(TOKEN_A) && !text.contains("Secret42"), "{text}");
+    }
+    // The operator reads what the upstream said about the key, and never the key.
+    let logs = captured.text();
+    assert!(
+        logs.lines().any(|line| line.contains("cooling the credential down")
+            && line.contains("upstream_message=invalid x-api-key")),
+        "{logs}"
+    );
+    assert!(
+        logs.lines().any(|line| line.contains("cooling the credential down")
+            && line.contains("upstream_message=Incorrect API key provided: [redacted]. You can")),
+        "{logs}"
+    );
+    // Nor any part of it that the provider quotes.
+    assert!(!logs.contains(TOKEN_A) && !logs.contains("aaaa1111"), "{logs}");
 }

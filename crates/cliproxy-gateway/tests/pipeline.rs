@@ -592,6 +592,8 @@ async fn streams_are_charged_their_real_usage_whatever_the_client_asks() {
 
     let streamed = r#"{"model":"mock-1","stream":true,"max_tokens":1000,"messages":[{"role":"user","content":"hi"}]}"#;
     let asked = r#"{"model":"mock-1","stream":true,"stream_options":{"include_usage":true},"max_tokens":1000,"messages":[{"role":"user","content":"hi"}]}"#;
+    let legacy = r#"{"model":"mock-1","stream":true,"max_tokens":1000,"prompt":"hi"}"#;
+    let legacy_asked = r#"{"model":"mock-1","stream":true,"stream_options":{"include_usage":true},"max_tokens":1000,"prompt":"hi"}"#;
     let responses = r#"{"model":"mock-1","input":"hi","stream":true,"max_output_tokens":1000}"#;
     let messages = r#"{"model":"mock-1","stream":true,"max_tokens":1000,"messages":[{"role":"user","content":"hi"}]}"#;
     let gemini =
@@ -599,6 +601,8 @@ async fn streams_are_charged_their_real_usage_whatever_the_client_asks() {
     for (path, body, usage_seen) in [
         ("/v1/chat/completions", streamed, false),
         ("/v1/chat/completions", asked, true),
+        ("/v1/completions", legacy, false),
+        ("/v1/completions", legacy_asked, true),
         ("/v1/responses", responses, true),
         ("/v1/messages", messages, true),
         ("/v1beta/models/mock-1:streamGenerateContent?alt=sse", gemini, true),
