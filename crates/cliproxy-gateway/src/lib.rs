@@ -32,6 +32,7 @@ mod guard;
 mod guard_api;
 mod management;
 mod mock;
+mod model_list;
 mod pool;
 mod providers;
 mod refresh;
