@@ -386,8 +386,12 @@ async fn concurrent_listings_share_one_fetch() {
         Reply::Sse { events: vec![body], hold_after: 0, gate: Some(held.clone()) }
     })
     .await;
-    let providers =
-        format!("  oa: {{type: openai, base_url: \"{}\", models: [\"gpt-*\"]}}\n", mock.url());
+    // A short first-byte timeout: were there a fetch per listing, the ones the gate never
+    // opens for would end in seconds, not in the default five minutes.
+    let providers = format!(
+        "  oa: {{type: openai, base_url: \"{}\", models: [\"gpt-*\"]}}\nserver:\n  limits: {{upstream_first_byte_timeout: 5s}}\n",
+        mock.url()
+    );
     let (gateway, _dir) = build(&providers, clock(), discard());
     let listings: Vec<_> = (0..8)
         .map(|_| {
