@@ -406,6 +406,19 @@ def check_demo(base: str, key: str) -> None:
         raise SystemExit("FAILED: gemini request with a wrong key succeeded")
 
 
+# The models `fixture_upstream` lists, per API, and all of them together.
+FIXTURE_MODELS = {
+    "openai": ["gpt-4o-mini", "gpt-4o", "text-embedding-3-small", "dall-e-3", "whisper-1", "o3-mini"],
+    "anthropic": ["claude-sonnet-4", "claude-opus-4-1", "claude-haiku-4-5"],
+    "gemini": ["gemini-2.0-flash", "text-embedding-004", "gemini-2.5-pro", "imagen-3.0-generate-002"],
+}
+# What the gateway of check.sh lists of them: `dall-e-3`, `whisper-1`, `o3-mini` and
+# `imagen-*` match no glob, and `text-embedding-004` is the Gemini upstream's while only
+# `gemini-*` is routed there.
+FIXTURE_GATEWAY_LISTED = ["claude-haiku-4-5", "claude-opus-4-1", "claude-sonnet-4", "gemini-2.0-flash",
+                          "gemini-2.5-pro", "gpt-4o", "gpt-4o-mini", "text-embedding-3-small"]
+
+
 def check_fixtures(url: str, key: str = "sk-fixture-check", what: str = "fixtures") -> None:
     """The e2e suite's fixtures, straight from `fixture_upstream` or through a gateway."""
     oa = openai.OpenAI(base_url=f"{url}/v1", api_key=key, timeout=TIMEOUT, max_retries=0)
@@ -431,6 +444,29 @@ def check_fixtures(url: str, key: str = "sk-fixture-check", what: str = "fixture
         check_gemini(f"{what} {version}", gm, "gemini-2.0-flash", FIXTURE_TEXT, FIXTURE_USAGE["gemini"])
         check_gemini_methods(f"{what} {version}", gm, "gemini-2.0-flash", "gemini-embedding-001",
                              FIXTURE_COUNTED_TOKENS, FIXTURE_EMBEDDING)
+    # The lists are Gemini's under `v1beta` (the fixture's `/v1/models` is OpenAI's and
+    # Anthropic's, as the real APIs' are).
+    gm = gemini_client(url, key, "v1beta")
+    check_fixture_models(what, oa, an, gm)
+
+
+def check_fixture_models(what: str, oa, an, gm) -> None:
+    """Each SDK's models.list of the fixtures' lists (Anthropic's and Gemini's in two pages,
+    which the SDKs follow): as they are directly; through the gateway, the upstreams' names its
+    globs match (`gpt-*`, `text-embedding-*`, `claude-*`, `gemini-*` in check.sh), from every
+    provider, in each SDK's shape."""
+    if what == "gateway":
+        expected = {sdk: FIXTURE_GATEWAY_LISTED for sdk in FIXTURE_MODELS}
+    else:
+        expected = {sdk: sorted(names) for sdk, names in FIXTURE_MODELS.items()}
+    listed = {
+        "openai": sorted(m.id for m in oa.models.list()),
+        "anthropic": sorted(m.id for m in an.models.list()),
+        "gemini": sorted(m.name.removeprefix("models/") for m in gm.models.list()),
+    }
+    for sdk, names in listed.items():
+        check(names == expected[sdk], f"{what} {sdk} models.list: {names}, expected {expected[sdk]}")
+        ok(f"{what} {sdk} models.list", ", ".join(names))
 
 
 def main() -> None:

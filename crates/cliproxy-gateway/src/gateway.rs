@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use cliproxy_audit::{Event, Plane, What};
-use cliproxy_core::ErrorCode;
+use cliproxy_core::{ErrorCode, glob_match};
 use cliproxy_netguard::{RejectionKind, RequestFields, UsageOption};
 use cliproxy_vault::{ClientIdentity, ClientKeys, Credential};
 use http::header::{self, HeaderName, HeaderValue};
@@ -110,6 +110,8 @@ struct Provider {
     allow_insecure: bool,
     /// `egress:`, which a credential's own `base_url` and `token_url` must satisfy.
     egress: crate::config::EgressConfig,
+    /// The upstream's own model list, for the globs in listings (`model_list.rs`).
+    listing: crate::model_list::ListCache,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -186,6 +188,7 @@ impl Gateway {
                 max_tokens: provider.max_tokens,
                 allow_insecure: provider.allow_insecure,
                 egress: config.egress.clone(),
+                listing: crate::model_list::ListCache::default(),
             });
         }
         for credential in &credentials {
@@ -497,7 +500,7 @@ impl Gateway {
             .map_err(|error| (format, error))?;
 
         match endpoint {
-            Endpoint::Models { .. } => return Ok(self.models(&client, format)),
+            Endpoint::Models { .. } => return Ok(self.models(&client, format).await),
             Endpoint::Model { id, .. } => {
                 return self.model(&client, id, format).map_err(|error| (format, error));
             }
@@ -1382,32 +1385,52 @@ impl Gateway {
     }
 
     /// The models `client` may use, each with the name of the provider serving it, sorted.
-    fn listed_models(&self, client: &ClientIdentity) -> Vec<(String, &str)> {
-        let mut models: Vec<(String, &str)> = self
-            .inner
-            .router
-            .models()
-            .into_iter()
-            // A mock provider's patterns stand for the names it serves: those are listed, as
-            // a real provider lists names (only those that route to it).
-            .flat_map(|(model, index)| match self.inner.providers[index].kind {
-                ProviderKind::Mock => mock::mock_model_names([model])
+    /// Each name is listed under the provider it routes to, and only there.
+    async fn listed_models(&self, client: &ClientIdentity) -> Vec<(String, &str)> {
+        let inner = &self.inner;
+        let mut models: Vec<(String, &str)> = Vec::new();
+        for (model, index) in inner.router.models() {
+            let provider = &inner.providers[index];
+            let names: Vec<String> = match (&provider.client, provider.kind) {
+                // A mock provider's patterns stand for the names it serves.
+                (_, ProviderKind::Mock) => mock::mock_model_names([model]),
+                // A glob stands for the names in the upstream's own list (cached; fetched
+                // only when a listing finds it stale).
+                (Some(http), _) if model.contains('*') => {
+                    let upstream = crate::model_list::Upstream {
+                        name: &provider.name,
+                        kind: provider.kind,
+                        base_url: &provider.base_url,
+                        client: http,
+                        pool: &provider.pool,
+                        vault: &inner.vault,
+                        limits: &inner.limits,
+                        fingerprint: inner.fingerprint.as_ref(),
+                        clock: &*inner.guard.clock,
+                        log: &inner.log,
+                    };
+                    let listed = provider.listing.names(&upstream).await;
+                    listed.iter().filter(|name| glob_match(model, name)).cloned().collect()
+                }
+                _ => vec![model.to_owned()],
+            };
+            models.extend(
+                names
                     .into_iter()
-                    .filter(|name| self.inner.router.route(name) == Some(index))
-                    .map(|name| (name, index))
-                    .collect(),
-                _ => vec![(model.to_owned(), index)],
-            })
-            .filter(|(model, _)| client.allows_model(model))
-            .map(|(model, index)| (model, self.inner.providers[index].name.as_str()))
-            .collect();
+                    .filter(|name| inner.router.route(name) == Some(index))
+                    .filter(|name| client.allows_model(name))
+                    .map(|name| (name, provider.name.as_str())),
+            );
+        }
+        // Two globs of one provider can both match a name.
         models.sort_unstable();
+        models.dedup();
         models
     }
 
     /// `GET /v1/models` and `GET /v1beta/models` in `format`'s list shape.
-    fn models(&self, client: &ClientIdentity, format: ApiFormat) -> Response<Body> {
-        let models = self.listed_models(client);
+    async fn models(&self, client: &ClientIdentity, format: ApiFormat) -> Response<Body> {
+        let models = self.listed_models(client).await;
         let data: Vec<Value> =
             models.iter().map(|(id, owner)| model_object(id, owner, format)).collect();
         let body = match format {

@@ -33,6 +33,7 @@ mod guard;
 mod guard_api;
 mod management;
 mod mock;
+mod model_list;
 mod oauth_slot;
 mod pool;
 mod providers;

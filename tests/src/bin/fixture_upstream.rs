@@ -64,6 +64,12 @@ const ROUTES: &[Route] = &[
     }),
     ("/v1/embeddings", |r| float_only(r, openai_embeddings(EMBEDDING, &[&EMBEDDING_VECTOR]))),
     ("/v1/messages/count_tokens", |_| Reply::ok(anthropic_count_tokens(COUNTED_TOKENS))),
+    // Model lists: OpenAI's and Anthropic's share the path (Anthropic's SDK sends
+    // `anthropic-version`); Anthropic's and Gemini's come in two pages.
+    ("/v1/models", |r| {
+        if r.header("anthropic-version").is_empty() { openai_models() } else { anthropic_models(r) }
+    }),
+    ("/v1beta/models", gemini_models),
 ];
 
 /// Gemini's model methods by name (the part of `POST /{version}/models/{model}:{method}` after
@@ -76,6 +82,53 @@ const GEMINI_METHODS: &[Route] = &[
     ("embedContent", |_| Reply::ok(gemini_embedding(&EMBEDDING_VECTOR))),
     ("batchEmbedContents", |r| Reply::ok(gemini_batch_embeddings(&batch_vectors(r)))),
 ];
+
+/// The models each fixture list names: some that `check.sh`'s gateway globs (`gpt-*`,
+/// `text-embedding-*`, `claude-*`, `gemini-*`) match, and some they do not.
+const OPENAI_MODELS: &[&str] =
+    &["gpt-4o-mini", "gpt-4o", "text-embedding-3-small", "dall-e-3", "whisper-1", "o3-mini"];
+const ANTHROPIC_PAGES: [&[&str]; 2] =
+    [&["claude-sonnet-4", "claude-opus-4-1"], &["claude-haiku-4-5"]];
+const GEMINI_PAGES: [&[&str]; 2] =
+    [&["gemini-2.0-flash", "text-embedding-004"], &["gemini-2.5-pro", "imagen-3.0-generate-002"]];
+
+/// `GET /v1/models` in OpenAI's shape: one page.
+fn openai_models() -> Reply {
+    let data: Vec<Value> = OPENAI_MODELS
+        .iter()
+        .map(|id| serde_json::json!({"id": id, "object": "model", "created": 1_700_000_000, "owned_by": "system"}))
+        .collect();
+    Reply::ok(serde_json::json!({"object": "list", "data": data}))
+}
+
+/// `GET /v1/models` in Anthropic's shape: the first page, or the second after `after_id`.
+fn anthropic_models(request: &Recorded) -> Reply {
+    let second = request.path_and_query.contains("after_id=");
+    let page = ANTHROPIC_PAGES[usize::from(second)];
+    let data: Vec<Value> = page
+        .iter()
+        .map(|id| serde_json::json!({"type": "model", "id": id, "display_name": id, "created_at": "2025-05-14T00:00:00Z"}))
+        .collect();
+    Reply::ok(serde_json::json!({"data": data, "has_more": !second,
+        "first_id": page.first(), "last_id": page.last()}))
+}
+
+/// `GET /v1beta/models` in Gemini's shape: the first page, or the second with `pageToken`.
+fn gemini_models(request: &Recorded) -> Reply {
+    let second = request.path_and_query.contains("pageToken=");
+    let models: Vec<Value> = GEMINI_PAGES[usize::from(second)]
+        .iter()
+        .map(|id| {
+            serde_json::json!({"name": format!("models/{id}"), "displayName": id,
+            "supportedGenerationMethods": ["generateContent"]})
+        })
+        .collect();
+    let mut body = serde_json::json!({"models": models});
+    if !second {
+        body["nextPageToken"] = Value::from("fixture-page-2");
+    }
+    Reply::ok(body)
+}
 
 /// The whole text of [`WORDS`].
 fn text() -> String {
