@@ -184,6 +184,22 @@ def upstream_error_body():
     }
 
 
+def model_list():
+    # Byte 0: provider type (0 OpenAI, 1 Claude, 2 Gemini, 3 mock); then the body.
+    def seed(kind, body):
+        data = body if isinstance(body, bytes) else json.dumps(body, separators=(",", ":")).encode()
+        return bytes([kind]) + data
+
+    return {
+        "openai": seed(0, {"object": "list", "data": [{"id": "gpt-4o", "object": "model", "created": 1, "owned_by": "system"}, {"id": "ft:gpt-4o:org::x1"}]}),
+        "anthropic-first-page": seed(1, {"data": [{"type": "model", "id": "claude-sonnet-4", "display_name": "Claude Sonnet 4", "created_at": "2025-05-14T00:00:00Z"}], "has_more": True, "first_id": "claude-sonnet-4", "last_id": "claude-sonnet-4"}),
+        "gemini-first-page": seed(2, {"models": [{"name": "models/gemini-2.5-pro", "displayName": "Gemini 2.5 Pro"}, {"name": "tunedModels/x"}], "nextPageToken": "abc/="}),
+        "hostile-names": seed(0, {"data": [{"id": ""}, {"id": 7}, {"id": "gpt-*"}, {"id": "bad name"}, {"id": "ctl\u0007"}, {"id": "a" * 300}]}),
+        "not-a-list": seed(2, {"models": {"name": "models/x"}}),
+        "nested": seed(1, b'{"data":' + b"[" * 200 + b"]" * 200 + b"}"),
+    }
+
+
 def oauth_token_response():
     # Byte 0: the status is 100 + 2 * byte (50 is 200, 150 is 400, 200 is 500).
     ok = {"access_token": "at-0123456789abcdef", "refresh_token": "rt-0123456789abcdef", "expires_in": 3600, "token_type": "Bearer"}
@@ -321,6 +337,7 @@ TARGETS = {
     "request_validation": request_validation,
     "audit_verify": audit_verify,
     "upstream_error_body": upstream_error_body,
+    "model_list": model_list,
 }
 
 

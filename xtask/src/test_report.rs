@@ -231,7 +231,7 @@ const CATEGORIES: &[Category] = &[
     Category {
         name: "fuzzing",
         title: "Fuzzing",
-        what: "Every `fuzz/` target (config, request validation, SSE/usage scanning and stripping, credential files, OAuth token responses, IP/CIDR and forwarding headers, audit verification, upstream error bodies) for a bounded time, starting from the seed inputs committed in `fuzz/seeds/`, after replaying those seeds and the crash inputs kept in `fuzz/regressions/` (the scenarios: committed inputs replayed; the iterations: libFuzzer's executions).",
+        what: "Every `fuzz/` target (config, request validation, SSE/usage scanning and stripping, credential files, OAuth token responses, IP/CIDR and forwarding headers, audit verification, upstream error bodies, upstream model lists) for a bounded time, starting from the seed inputs committed in `fuzz/seeds/`, after replaying those seeds and the crash inputs kept in `fuzz/regressions/` (the scenarios: committed inputs replayed; the iterations: libFuzzer's executions).",
         source: "fuzz/fuzz_targets, `cargo xtask fuzz`",
         tests: &[
             "audit_verify",
@@ -239,6 +239,7 @@ const CATEGORIES: &[Category] = &[
             "credential_file",
             "forwarded_headers",
             "ip_cidr",
+            "model_list",
             "oauth_token_response",
             "request_validation",
             "upstream_error_body",

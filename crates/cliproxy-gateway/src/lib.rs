@@ -57,6 +57,9 @@ pub use config::{
 pub use error::{Error, Result};
 pub use gateway::{Gateway, MAX_ATTEMPTS, REQUEST_ID_HEADER};
 pub use management::{ROUTES as MANAGEMENT_ROUTES, Route as ManagementRoute};
+pub use model_list::{
+    MAX_MODEL_LIST_CURSOR_LEN, MAX_MODEL_NAME_LEN, ModelListPage, parse_model_list,
+};
 pub use providers::{MAX_ERROR_BODY, UpstreamFault, classify_error};
 pub use reload::ReloadReport;
 pub use server::{Server, probe_health};

@@ -50,10 +50,10 @@ pub(crate) const MAX_PAGES: usize = 10;
 const MAX_NAMES: usize = 10_000;
 
 /// Longest model name kept; longer ones are skipped as malformed.
-const MAX_NAME_LEN: usize = 256;
+pub const MAX_MODEL_NAME_LEN: usize = 256;
 
 /// Longest pagination cursor followed; a longer one ends the list there.
-const MAX_CURSOR_LEN: usize = 1024;
+pub const MAX_MODEL_LIST_CURSOR_LEN: usize = 1024;
 
 /// Everything a fetch needs from the gateway, borrowed for the duration of one listing: the
 /// provider's own HTTP client, base URL and credential pool, as forwarded requests use them.
@@ -202,7 +202,7 @@ async fn fetch(upstream: &Upstream<'_>) -> Result<Vec<String>, Failure> {
         *request.uri_mut() = uri;
         *request.headers_mut() = headers.clone();
         let body = send(upstream, request).await.map_err(with_credential)?;
-        let page = parse_page(upstream.kind, &body).map_err(|reason| {
+        let page = parse_model_list(upstream.kind, &body).map_err(|reason| {
             with_credential(Failure { credential: None, status: 200, reason: reason.to_owned() })
         })?;
         names.extend(page.names);
@@ -298,16 +298,22 @@ fn percent_encode(text: &str) -> String {
     out
 }
 
-/// One page of a list: the names on it and the cursor of the next page, if any.
+/// One page of a provider's model list as the gateway reads it: the names it may list and the
+/// cursor of the next page, if any.
 #[derive(Debug, PartialEq, Eq)]
-struct Page {
-    names: Vec<String>,
-    next: Option<String>,
+pub struct ModelListPage {
+    /// Each usable name on the page (at most [`MAX_MODEL_NAME_LEN`] bytes, no control
+    /// character, space or `*`), in the upstream's order.
+    pub names: Vec<String>,
+    /// The cursor of the next page (Anthropic's `last_id` when `has_more`, Gemini's
+    /// `nextPageToken`; at most [`MAX_MODEL_LIST_CURSOR_LEN`] bytes); OpenAI's list has one page.
+    pub next: Option<String>,
 }
 
-/// Reads one page in the provider's format. A page that is not such a list is an error; an
-/// entry without a usable name is skipped.
-fn parse_page(kind: ProviderKind, body: &[u8]) -> Result<Page, &'static str> {
+/// Reads one page of `kind`'s model list (untrusted network bytes: public for the fuzz target
+/// `fuzz/fuzz_targets/model_list.rs`). A page that is not such a list is an error naming what
+/// is missing; an entry without a usable name is skipped.
+pub fn parse_model_list(kind: ProviderKind, body: &[u8]) -> Result<ModelListPage, &'static str> {
     let value: Value = serde_json::from_slice(body).map_err(|_| "the list is not JSON")?;
     match kind {
         ProviderKind::Gemini => {
@@ -319,7 +325,7 @@ fn parse_page(kind: ProviderKind, body: &[u8]) -> Result<Page, &'static str> {
                 .map(str::to_owned)
                 .collect();
             let next = value["nextPageToken"].as_str().filter(|t| cursor_ok(t)).map(str::to_owned);
-            Ok(Page { names, next })
+            Ok(ModelListPage { names, next })
         }
         _ => {
             let data = value["data"].as_array().ok_or("the list has no `data` array")?;
@@ -333,21 +339,21 @@ fn parse_page(kind: ProviderKind, body: &[u8]) -> Result<Page, &'static str> {
             let next = (kind == ProviderKind::Claude && value["has_more"] == Value::Bool(true))
                 .then(|| value["last_id"].as_str().filter(|id| cursor_ok(id)).map(str::to_owned))
                 .flatten();
-            Ok(Page { names, next })
+            Ok(ModelListPage { names, next })
         }
     }
 }
 
-/// Whether `name` can be listed: not empty, not over [`MAX_NAME_LEN`] bytes, no control
+/// Whether `name` can be listed: not empty, not over [`MAX_MODEL_NAME_LEN`] bytes, no control
 /// characters or spaces, and no `*` (it would read as a pattern).
 fn usable(name: &str) -> bool {
     !name.is_empty()
-        && name.len() <= MAX_NAME_LEN
+        && name.len() <= MAX_MODEL_NAME_LEN
         && !name.chars().any(|c| c.is_control() || c.is_whitespace() || c == '*')
 }
 
 fn cursor_ok(cursor: &str) -> bool {
-    !cursor.is_empty() && cursor.len() <= MAX_CURSOR_LEN
+    !cursor.is_empty() && cursor.len() <= MAX_MODEL_LIST_CURSOR_LEN
 }
 
 #[cfg(test)]
@@ -360,27 +366,33 @@ mod tests {
             {"id":"bad name"},{"id":"gpt-*"},{"id":"ctl\u0007"},{"id":"ft:gpt-4o:org::x1"}],
             "has_more":true,"last_id":"x"}"#;
         assert_eq!(
-            parse_page(ProviderKind::Openai, openai),
-            Ok(Page { names: vec!["gpt-4o".into(), "ft:gpt-4o:org::x1".into()], next: None })
+            parse_model_list(ProviderKind::Openai, openai),
+            Ok(ModelListPage {
+                names: vec!["gpt-4o".into(), "ft:gpt-4o:org::x1".into()],
+                next: None
+            })
         );
         let anthropic = br#"{"data":[{"type":"model","id":"claude-sonnet-4-5"}],"has_more":true,"last_id":"claude-sonnet-4-5"}"#;
         assert_eq!(
-            parse_page(ProviderKind::Claude, anthropic),
-            Ok(Page {
+            parse_model_list(ProviderKind::Claude, anthropic),
+            Ok(ModelListPage {
                 names: vec!["claude-sonnet-4-5".into()],
                 next: Some("claude-sonnet-4-5".into())
             })
         );
         let last = br#"{"data":[],"has_more":false,"last_id":"z"}"#;
-        assert_eq!(parse_page(ProviderKind::Claude, last).map(|p| p.next), Ok(None));
+        assert_eq!(parse_model_list(ProviderKind::Claude, last).map(|p| p.next), Ok(None));
         let gemini = br#"{"models":[{"name":"models/gemini-2.5-pro"},{"name":"tunedModels/x"},
             {"name":"models/"},{}],"nextPageToken":"abc/="}"#;
         assert_eq!(
-            parse_page(ProviderKind::Gemini, gemini),
-            Ok(Page { names: vec!["gemini-2.5-pro".into()], next: Some("abc/=".into()) })
+            parse_model_list(ProviderKind::Gemini, gemini),
+            Ok(ModelListPage { names: vec!["gemini-2.5-pro".into()], next: Some("abc/=".into()) })
         );
-        let long = format!(r#"{{"data":[{{"id":"{}"}}]}}"#, "a".repeat(MAX_NAME_LEN + 1));
-        assert_eq!(parse_page(ProviderKind::Openai, long.as_bytes()).map(|p| p.names.len()), Ok(0));
+        let long = format!(r#"{{"data":[{{"id":"{}"}}]}}"#, "a".repeat(MAX_MODEL_NAME_LEN + 1));
+        assert_eq!(
+            parse_model_list(ProviderKind::Openai, long.as_bytes()).map(|p| p.names.len()),
+            Ok(0)
+        );
     }
 
     #[test]
@@ -395,8 +407,8 @@ mod tests {
             deep.as_bytes(),
             b"\xff\xfe",
         ] {
-            assert!(parse_page(ProviderKind::Openai, body).is_err(), "{body:?}");
-            assert!(parse_page(ProviderKind::Gemini, body).is_err(), "{body:?}");
+            assert!(parse_model_list(ProviderKind::Openai, body).is_err(), "{body:?}");
+            assert!(parse_model_list(ProviderKind::Gemini, body).is_err(), "{body:?}");
         }
     }
 
