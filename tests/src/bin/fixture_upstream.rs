@@ -250,7 +250,10 @@ fn answer(request: &Recorded) -> Reply {
     let model = model_of(request, path);
     let limited_now = model.as_deref().is_some_and(|model| {
         model.contains(RATE_LIMITED_MARK)
-            && RATE_LIMITED.lock().expect("not poisoned").insert(model.to_owned())
+            && RATE_LIMITED
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert(model.to_owned())
     });
     let reply = if limited_now { rate_limited(path) } else { route(request, path) };
     let status = match &reply {
