@@ -147,10 +147,9 @@ impl Guard {
             &config.metrics,
             &config.alerts,
             config.providers.0.keys().cloned(),
-            log,
             crate::audit_anchor::sink_options(config, &state, log)?,
         )
-        .map_err(|e| crate::config::ConfigError::new(e.to_string()))?;
+        .map_err(|e| crate::config::ConfigError::new(crate::audit_anchor::audit_error(&e)))?;
         // Alert windows run on the guard's clock, so that tests drive them with a fake one.
         let alert_clock = clock.clone();
         let audit =
@@ -382,7 +381,7 @@ impl Guard {
         serde_json::json!({
             "enabled": self.audit.enabled(),
             "healthy": self.audit.failing().is_none(),
-            "error": self.audit.failing(),
+            "error": self.audit.failing().map(|f| crate::audit_anchor::failure_text(&f)),
         })
     }
 

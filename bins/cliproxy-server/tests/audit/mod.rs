@@ -15,8 +15,7 @@ fn audit_file(dir: &Path, n: u64) -> PathBuf {
     let mut config = AuditConfig::default();
     config.enabled = true;
     config.file = path.clone();
-    let log = slog::Logger::root(slog::Discard, slog::o!());
-    let sink = FileSink::open_with(&config, Arc::new(|_| {}), log, SinkOptions::default()).unwrap();
+    let sink = FileSink::open_with(&config, Arc::new(|_| {}), SinkOptions::default()).unwrap();
     for i in 1..=n {
         sink.write(
             &Event::new(What::ProviderRequest {
