@@ -73,8 +73,8 @@ impl fmt::Display for Verified {
             Some(count) => write!(f, "\ncheckpoints: {count} signatures verified")?,
             None => write!(
                 f,
-                "\nnote: checkpoints were not checked (give --pubkey KEY, from `cliproxy-server \
-                 audit pubkey`, to check their signatures and find a cut tail)"
+                "\nnote: checkpoints were not checked (no public key given: with it, their \
+                 signatures are checked and a cut tail is found)"
             )?,
         }
         for note in &self.notes {

@@ -1266,6 +1266,7 @@ fn signed_checkpoints_verify_and_a_cut_tail_is_found_offline() {
     // Without a key: the chain verifies, and the output says checkpoints were not checked.
     let plain = verify_files(&[&path]).unwrap().to_string();
     assert!(plain.contains("checkpoints were not checked"), "{plain}");
+    assert!(!plain.contains("cliproxy-server"), "the library's text names no command: {plain}");
 
     // Cut back past a periodic checkpoint: five lines follow the last one left (seq 7),
     // where one comes every five.
@@ -1372,4 +1373,100 @@ fn no_single_byte_change_of_a_signed_log_verifies_as_the_whole_log() {
         }
     }
     assert!(passed <= 4);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Embedding: the trait, the section and plain values.
+
+/// A sink of the embedder's own: it keeps the events, and fails when told to.
+#[derive(Debug, Default)]
+struct MemorySink {
+    events: Mutex<Vec<EventType>>,
+    failing: AtomicBool,
+    flushes: Mutex<u32>,
+}
+
+impl AuditSink for MemorySink {
+    fn write(&self, event: &Event) {
+        self.events.lock().unwrap().push(event.event_type());
+    }
+
+    fn health(&self) -> SinkHealth {
+        if self.failing.load(Ordering::SeqCst) {
+            let error = "quota exceeded".to_owned();
+            SinkHealth::Failing { error: SinkFailure::Write { path: "memory".into(), error } }
+        } else {
+            SinkHealth::Ok
+        }
+    }
+
+    fn reopen(&self) {}
+
+    fn flush(&self) {
+        *self.flushes.lock().unwrap() += 1;
+    }
+}
+
+#[test]
+fn any_sink_serves_behind_the_trait_object() {
+    let sink = Arc::new(MemorySink::default());
+    // What the gateway holds: the trait object (the trait is object-safe, or this fails to
+    // compile).
+    let held: Arc<dyn AuditSink> = sink.clone();
+    let metrics = Arc::new(Metrics::new(&MetricsConfig::default(), []));
+    let audit = Audit::new(Some(held), metrics.clone());
+    assert!(audit.enabled());
+    audit.emit(Event::new(What::AuthSuccess).user("alice"));
+    let refused = What::AuthFailure { plane: Plane::Client, reason: "invalid_key", repeats: 0 };
+    audit.emit(Event::new(refused));
+    audit.flush();
+    assert_eq!(*sink.events.lock().unwrap(), [EventType::AuthSuccess, EventType::AuthFailure]);
+    assert_eq!(*sink.flushes.lock().unwrap(), 1);
+    assert_eq!(audit.failing(), None);
+
+    sink.failing.store(true, Ordering::SeqCst);
+    let failing = audit.failing().map(|f| f.to_string());
+    assert_eq!(failing.as_deref(), Some("cannot write the audit log memory: quota exceeded"));
+
+    // The section's event selection applies to any sink.
+    let only_failures = AuditConfig::new("unused.log").with_events([EventType::AuthFailure]);
+    let audit = Audit::with_sink(Some(sink.clone()), &only_failures, metrics, &[]);
+    audit.emit(Event::new(What::AuthSuccess));
+    assert_eq!(sink.events.lock().unwrap().len(), 2, "an unselected type is not written");
+}
+
+#[test]
+fn the_section_or_plain_values_build_the_file_sink() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("logs").join("audit.log");
+    let metrics = || Arc::new(Metrics::new(&MetricsConfig::default(), []));
+
+    // The plain constructor is the section an operator would write with only the file.
+    let section: AuditConfig =
+        serde_json::from_value(serde_json::json!({"enabled": true, "file": path})).unwrap();
+    assert_eq!(AuditConfig::new(&path), section);
+    let tuned = AuditConfig::new(&path)
+        .with_on_gap(cliproxy_audit::OnGap::Continue)
+        .with_checkpoints(std::num::NonZeroU64::new(5).unwrap(), Duration::ZERO);
+    assert_eq!(tuned.on_gap, cliproxy_audit::OnGap::Continue);
+    assert_eq!(tuned.checkpoint.every_lines.get(), 5);
+    assert_eq!(tuned.checkpoint.every, Duration::from_secs(1), "raised to the 1s minimum");
+
+    // Off: no sink.
+    assert!(AuditConfig::default().build(metrics(), SinkOptions::default()).unwrap().is_none());
+
+    // On: the hash-chained file, reporting to the metrics.
+    let sink = section.build(metrics(), SinkOptions::default()).unwrap().unwrap();
+    sink.write(&event(1));
+    sink.flush();
+    drop(sink);
+    assert_eq!(verify_files(&[&path]).unwrap().lines, 1);
+
+    // From a bare path: the same chain goes on.
+    let sink = FileSink::open_path(&path, SinkOptions::default()).unwrap();
+    assert_eq!(sink.path(), path);
+    sink.write(&event(2));
+    sink.flush();
+    let verified = verify_files(&[&path]).unwrap();
+    assert_eq!((verified.lines, verified.last_seq), (2, Some(2)));
 }
