@@ -70,11 +70,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     assert_eq!(answers, ["DENIED", "OK", "DENIED"]);
     server.join().map_err(|_| "the service panicked")??;
 
-    // The metrics counted every event; the service would serve `render()` to Prometheus.
+    // The metrics counted every event (the service's refusals carry no provider, so they are
+    // labelled `none`); the service would serve `render()` to Prometheus.
     let text = audit.metrics().render();
     let failures = text
         .lines()
-        .find(|l| l.starts_with("cliproxy_auth_failures_total"))
+        .find(|l| l.starts_with("cliproxy_auth_failures_total{provider=\"none\"}"))
         .ok_or("no auth failure counted")?;
     assert!(failures.ends_with(" 2"), "{failures}");
 
