@@ -249,7 +249,7 @@ impl FileSink {
     ///
     /// The existing file's last complete line is read (only the file's tail) and the chain
     /// continues from its `seq` and `hash`; a torn last line (no newline: a crash while
-    /// writing) is cut off with a warning. A last complete line that is not a valid audit line
+    /// writing) is cut off ([`Notice::TornLineCut`]). A last complete line that is not a valid audit line
     /// is [`Error::Chain`]: a new chain is never started on top of a damaged one.
     ///
     /// With an anchor in the options, the file is then compared with the anchored head (see
@@ -462,7 +462,7 @@ impl Drop for FileSink {
             drop(stop);
             let _ = ticker.join();
         }
-        // Writes what is queued, syncs and logs the chain head.
+        // Writes what is queued, syncs and tells the chain head (`Notice::Closed`).
         self.command(Command::Close);
         // The last sender goes (the ticker's went with its thread): the writer thread ends,
         // and with it the file and its lock.
@@ -1176,7 +1176,7 @@ const LOCKED: &str = "another process holds it (an exclusive lock on the file: i
                       writer appending to the same audit log?)";
 
 /// Opens the audit file (creating it 0600) without following a symlink, takes an exclusive
-/// lock on it when it is a regular file, and tightens a looser mode (with a warning). Read and
+/// lock on it when it is a regular file, and tightens a looser mode (told as a notice). Read and
 /// append: the tail is read from it at start, and it is the writer unless the options give an
 /// opener. A lock held elsewhere is an error of kind `WouldBlock`.
 ///
@@ -1255,7 +1255,7 @@ struct Head {
 /// A last line without its newline is checked like any other when it is a complete audit line
 /// (its hash, and its link to the line before), then completed with its newline: an edited
 /// line is not cut off as if a crash had torn it. Only a tail that is not a complete line (a
-/// crash while writing) is cut off, with a warning.
+/// crash while writing) is cut off, and told as a notice.
 fn continue_chain(file: &mut File, path: &Path, tell: &Teller) -> Result<Head> {
     let fresh = Head { seq: 0, hash: ZERO_HASH.to_owned() };
     let open_error = |source| Error::Open { path: path.to_owned(), source };

@@ -49,8 +49,8 @@ pub struct Verified {
     pub first_seq: Option<u64>,
     /// The last line's seq.
     pub last_seq: Option<u64>,
-    /// The last line's hash: compare it with the head the gateway logged at shutdown to catch
-    /// a cut-off tail.
+    /// The last line's hash: compare it with the head the sink told at close
+    /// ([`crate::Notice::Closed`]) to catch a cut-off tail.
     pub head_hash: Option<String>,
     /// Things worth knowing that are not failures (a chain starting after seq 1, a torn last
     /// line).
