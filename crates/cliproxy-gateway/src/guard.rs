@@ -381,8 +381,14 @@ impl Guard {
         serde_json::json!({
             "enabled": self.audit.enabled(),
             "healthy": self.audit.failing().is_none(),
-            "error": self.audit.failing().map(|f| crate::audit_anchor::failure_text(&f)),
+            "error": self.audit_failing(),
         })
+    }
+
+    /// Why the audit log cannot be written, naming its setting (`None` when it is off or
+    /// healthy): for the readiness check and the status page.
+    pub(crate) fn audit_failing(&self) -> Option<String> {
+        self.audit.failing().map(|f| crate::audit_anchor::failure_text(&f))
     }
 
     /// Housekeeping the server runs every `state.flush_interval`: drops idle per-IP buckets

@@ -121,6 +121,8 @@ async fn a_full_disk_under_the_audit_log_keeps_serving_and_readyz_names_it() {
         error.starts_with("cannot write the audit log /dev/full (logging.audit.file): "),
         "{status}"
     );
+    // So does the readiness detail (the same check `/readyz` answers 503 for).
+    assert_eq!(status["readiness"]["audit"], error, "{status}");
 }
 
 /// One address refused by the per-IP bucket `count` times (the bucket holds one request and
