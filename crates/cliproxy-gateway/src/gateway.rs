@@ -1309,14 +1309,7 @@ impl Gateway {
         [
             ("vault", self.inner.vault.store.check().map_err(|e| e.to_string())),
             ("state", self.inner.guard.state.check().map_err(|e| e.to_string())),
-            (
-                "audit",
-                self.inner
-                    .guard
-                    .audit
-                    .failing()
-                    .map_or(Ok(()), |f| Err(crate::audit_anchor::failure_text(&f))),
-            ),
+            ("audit", self.inner.guard.audit_failing().map_or(Ok(()), Err)),
         ]
     }
 
