@@ -79,7 +79,16 @@ pub(crate) fn run(command: &AuditCommand, config: &crate::cli::ConfigArg) -> Res
                 }),
                 None => None,
             };
-            verify(files, signed)
+            let unsigned = signed.is_none();
+            verify(files, signed)?;
+            if unsigned {
+                // The library's note says the checkpoints went unchecked; this says how.
+                println!(
+                    "note: give --pubkey KEY, from `cliproxy-server audit pubkey`, to check the \
+                     checkpoints' signatures and find a cut tail"
+                );
+            }
+            Ok(())
         }
     }
 }

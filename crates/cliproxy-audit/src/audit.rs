@@ -5,14 +5,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Instant;
 
-use slog::Logger;
-
 use crate::alerts::{Alerts, Fired};
 use crate::config::{AlertMetric, AlertRule, AuditConfig, MetricsConfig};
 use crate::error::Result;
 use crate::event::{Event, EventType, Plane, What};
 use crate::metrics::Metrics;
-use crate::sink::{AuditSink, FileSink, SinkHealth, SinkOptions};
+use crate::notice::SinkFailure;
+use crate::sink::{AuditSink, SinkHealth, SinkOptions};
 
 /// A source of milliseconds for the alert windows (monotonic; tests pass a fake one).
 pub type MillisClock = Arc<dyn Fn() -> u64 + Send + Sync>;
@@ -20,7 +19,7 @@ pub type MillisClock = Arc<dyn Fn() -> u64 + Send + Sync>;
 /// The audit layer as the gateway uses it.
 pub struct Audit {
     sink: Option<Arc<dyn AuditSink>>,
-    /// One bit per [`EventType::index`]: the types written (`logging.audit.events`).
+    /// One bit per [`EventType::index`]: the types written ([`AuditConfig::events`]).
     filter: AtomicU8,
     metrics: Arc<Metrics>,
     alerts: Alerts,
@@ -37,24 +36,25 @@ impl std::fmt::Debug for Audit {
 }
 
 impl Audit {
-    /// Builds the metrics, the alert rules and, when `logging.audit.enabled`, the file sink
-    /// (which reports its own write failures to `log`). `providers` bounds the `provider`
-    /// label; `options` carries the sink's head anchor and checkpoint signer.
+    /// Builds the metrics, the alert rules and, when `audit.enabled`, the file sink (see
+    /// [`AuditConfig::build`]). `providers` bounds the `provider` label; `options` carries the
+    /// sink's head anchor, checkpoint signer and where its notices go.
     pub fn build(
         audit: &AuditConfig,
         metrics: &MetricsConfig,
         alerts: &[AlertRule],
         providers: impl IntoIterator<Item = String>,
-        log: &Logger,
         options: SinkOptions,
     ) -> Result<Self> {
         let metrics = Arc::new(Metrics::new(metrics, providers));
-        let sink: Option<Arc<dyn AuditSink>> = if audit.enabled {
-            Some(Arc::new(FileSink::open(audit, metrics.clone(), log.clone(), options)?))
-        } else {
-            None
-        };
+        let sink = audit.build(metrics.clone(), options)?;
         Ok(Self::with_sink(sink, audit, metrics, alerts))
+    }
+
+    /// An audit layer around any sink (or none) that writes every event and has no alert
+    /// rules: for a service that has no configuration section of this crate.
+    pub fn new(sink: Option<Arc<dyn AuditSink>>, metrics: Arc<Metrics>) -> Self {
+        Self::with_sink(sink, &AuditConfig::default(), metrics, &[])
     }
 
     /// An audit layer around a given sink (another destination, or none).
@@ -174,9 +174,9 @@ impl Audit {
         &self.metrics
     }
 
-    /// Whether the audit log can be written: `None` when it is off or healthy, else the
-    /// error (for `/readyz`).
-    pub fn failing(&self) -> Option<String> {
+    /// Whether the audit log can be written: `None` when it is off or healthy, else what
+    /// fails (for a readiness probe).
+    pub fn failing(&self) -> Option<SinkFailure> {
         match self.sink.as_ref().map(|sink| sink.health()) {
             Some(SinkHealth::Failing { error }) => Some(error),
             _ => None,
@@ -210,7 +210,7 @@ impl Audit {
         }
     }
 
-    /// Applies a reloaded `logging.audit.events` and `alerts:` (the file and the metrics
+    /// Applies a reloaded `events` selection and alert rules (the file and the metrics
     /// listener need a restart).
     pub fn reload(&self, audit: &AuditConfig, alerts: &[AlertRule]) {
         self.filter.store(mask(&audit.events), Ordering::Relaxed);

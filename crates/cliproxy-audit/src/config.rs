@@ -1,4 +1,7 @@
-//! The configuration sections this crate owns: `logging.audit`, `metrics` and `alerts`.
+//! The configuration sections this crate owns: the audit log ([`AuditConfig`], cliproxy's
+//! `logging.audit`), the metrics listener ([`MetricsConfig`]) and the alert rules
+//! ([`AlertRule`]). Each deserialises from its section (unknown keys refused) and can be made
+//! from plain values too.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::num::{NonZeroU64, NonZeroUsize};
@@ -9,7 +12,8 @@ use serde::{Deserialize, Deserializer};
 
 use crate::event::EventType;
 
-/// `logging.audit:` — the tamper-evident audit log.
+/// The tamper-evident audit log (cliproxy's `logging.audit:`); [`AuditConfig::build`] makes
+/// the file sink from it.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 #[non_exhaustive]
@@ -33,6 +37,37 @@ pub struct AuditConfig {
     pub checkpoint: CheckpointConfig,
 }
 
+impl AuditConfig {
+    /// An enabled audit log appended to `file`, every event type written, a gap refused, and
+    /// checkpoints (when the sink has a key) every 1000 lines and 5 minutes.
+    pub fn new(file: impl Into<PathBuf>) -> Self {
+        Self { enabled: true, file: file.into(), ..Self::default() }
+    }
+
+    /// The same, with `on_gap` set.
+    #[must_use]
+    pub fn with_on_gap(mut self, on_gap: OnGap) -> Self {
+        self.on_gap = on_gap;
+        self
+    }
+
+    /// The same, writing only these event types.
+    #[must_use]
+    pub fn with_events(mut self, events: impl IntoIterator<Item = EventType>) -> Self {
+        self.events = events.into_iter().collect();
+        self
+    }
+
+    /// The same, with a signed checkpoint after `every_lines` lines and at least every
+    /// `every` (raised to 1 s when shorter: a checkpoint each tick would say nothing more).
+    #[must_use]
+    pub fn with_checkpoints(mut self, every_lines: NonZeroU64, every: Duration) -> Self {
+        self.checkpoint =
+            CheckpointConfig { every_lines, every: every.max(Duration::from_secs(1)) };
+        self
+    }
+}
+
 impl Default for AuditConfig {
     fn default() -> Self {
         Self {
@@ -46,7 +81,7 @@ impl Default for AuditConfig {
     }
 }
 
-/// `logging.audit.on_gap`.
+/// What the file sink does when the file is behind its anchored head at open (`on_gap`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
 #[non_exhaustive]
@@ -60,7 +95,7 @@ pub enum OnGap {
     Continue,
 }
 
-/// `logging.audit.checkpoint:` — how often a signed checkpoint line is written.
+/// How often a signed checkpoint line is written (`checkpoint:`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 #[non_exhaustive]
@@ -87,13 +122,13 @@ fn checkpoint_every<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Durati
     let d = cliproxy_core::duration::deserialize(deserializer)?;
     if d < Duration::from_secs(1) {
         return Err(serde::de::Error::custom(
-            "logging.audit.checkpoint.every must be at least 1s (a checkpoint line each time)",
+            "a checkpoint interval must be at least 1s (a checkpoint line each time)",
         ));
     }
     Ok(d)
 }
 
-/// `logging.audit.format`.
+/// The line format (`format`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 #[non_exhaustive]

@@ -1,13 +1,18 @@
 //! The crate's one error type.
+//!
+//! The texts are about the audit log itself: they name the file and what is wrong with it,
+//! never a setting of the service that embeds the crate. A service that wants its operators to
+//! see which of its settings is concerned matches on the variant and words it (the fields
+//! carry everything the text says).
 
 use std::path::PathBuf;
 
-/// What can go wrong in the audit layer. Every variant names the file or key concerned.
+/// What can go wrong in the audit layer. Every variant names the file concerned.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// The audit file (or its directory) could not be opened or created.
-    #[error("cannot open the audit log {path} (logging.audit.file): {source}")]
+    #[error("cannot open the audit log {path}: {source}")]
     Open {
         /// The file.
         path: PathBuf,
@@ -17,29 +22,30 @@ pub enum Error {
     /// Another process (or another sink) holds the exclusive lock on the audit file: two
     /// writers would interleave their chains and cut each other's lines.
     #[error(
-        "cannot open the audit log {path} (logging.audit.file): another process holds it (an \
-         exclusive lock on the file: is another cliproxy writing the same audit log?)"
+        "cannot open the audit log {path}: another process holds it (an exclusive lock on the \
+         file: is another writer appending to the same audit log?)"
     )]
     Locked {
         /// The file.
         path: PathBuf,
     },
-    /// The existing audit file's last line could not be read to continue its chain.
-    #[error("cannot continue the hash chain of {path} (logging.audit.file): {reason}")]
+    /// The existing audit file's last line could not be read to continue its chain. The file
+    /// should be checked with the verifier ([`crate::verify_files`]) and moved away.
+    #[error("cannot continue the hash chain of {path}: {reason}")]
     Chain {
         /// The file.
         path: PathBuf,
         /// Why.
         reason: String,
     },
-    /// The audit file is behind the head anchored in the state store: lines were cut off its
-    /// end, or it was deleted, since they were written.
+    /// The audit file is behind the head anchored by its [`crate::HeadAnchor`]: lines were cut
+    /// off its end, or it was deleted, since they were written (refused under
+    /// [`crate::OnGap::Refuse`]).
     #[error(
-        "the audit log {path} (logging.audit.file) is behind its anchor in the state store: the \
-         anchor holds seq {anchored_seq} with hash {anchored_hash}, but {found}; lines were cut \
-         off or the file was deleted or replaced. Refusing to start (logging.audit.on_gap: \
-         refuse): put the missing lines back, or set logging.audit.on_gap: continue to start \
-         anyway (the gap is then recorded as a security_violation line)"
+        "the audit log {path} is behind its head anchor: the anchor holds seq {anchored_seq} \
+         with hash {anchored_hash}, but {found}; lines were cut off or the file was deleted or \
+         replaced (refused: on_gap is refuse; with continue the gap is recorded as a \
+         security_violation line and the chain goes on)"
     )]
     Gap {
         /// The file.
@@ -54,14 +60,6 @@ pub enum Error {
     /// The head anchor could not be read.
     #[error("cannot read the audit log's head anchor: {0}")]
     Anchor(String),
-    /// A configuration value is unusable.
-    #[error("{key}: {reason}")]
-    Config {
-        /// The key path.
-        key: String,
-        /// Why.
-        reason: String,
-    },
 }
 
 /// The crate's result type.

@@ -1,30 +1,64 @@
-//! Layer 5 of cliproxy, ops and audit: what lets an operator see what the gateway did and
-//! prove that the record was not changed afterwards.
+//! Layer 5 of cliproxy, ops and audit: what lets an operator see what a service did and prove
+//! that the record was not changed afterwards. The crate is cliproxy's, and any Rust service
+//! can embed it on its own: it has no HTTP server, no async runtime and no logging framework,
+//! and it names none of cliproxy's settings.
 //!
-//! - [`Audit`]: the handle the gateway holds. Every [`Event`] (one of seven
-//!   [`EventType`]s) bumps its metrics, feeds the [`Alerts`] and, when selected by
-//!   `logging.audit.events`, is written by the [`AuditSink`].
-//! - [`FileSink`]: JSON lines written by a thread of its own, each with `seq`, `prev_hash` and
-//!   `hash` (SHA-256 over the previous hash and the line), so that a changed, removed or
-//!   reordered line is found by [`verify_files`]. Reopened on SIGHUP with the chain going on.
-//! - [`HeadAnchor`]: where the sink keeps the head it has durably written (the gateway's state
-//!   store), so that a file cut back or deleted while the gateway was stopped is found at the
-//!   next start (`logging.audit.on_gap`); signed checkpoint lines (Ed25519, ring) let
-//!   [`verify_files_signed`] find a cut tail offline with only the public key.
-//! - [`Metrics`]: every metric of SPEC §6 on a Prometheus recorder of its own, with help texts,
+//! - [`AuditSink`]: where [`Event`]s go. The default one, [`FileSink`], writes JSON lines from
+//!   a thread of its own, each with `seq`, `prev_hash` and `hash` (SHA-256 over the previous
+//!   hash and the line), so that a changed, removed or reordered line is found by
+//!   [`verify_files`]. It is built from its section, [`AuditConfig::build`], or from a plain
+//!   path, [`FileSink::open_path`]; it never blocks the caller on the disk, and it reopens the
+//!   file after a rotation with the chain going on.
+//! - [`Notice`]: what the sink did or ran into (opened, a torn line cut, a write failed, …),
+//!   handed to the caller's [`Notify`] callback for its own log; [`SinkFailure`] is what its
+//!   health reports. [`Error`] is what can stop it from opening.
+//! - [`HeadAnchor`]: where the sink keeps the head it has durably written (outside the file),
+//!   so that a file cut back or deleted while the service was stopped is found at the next
+//!   start ([`OnGap`]); signed checkpoint lines (Ed25519, ring) let [`verify_files_signed`]
+//!   find a cut tail offline with only the public key.
+//! - [`Audit`]: the handle a service holds. Every [`Event`] (one of seven [`EventType`]s)
+//!   bumps its [`Metrics`], feeds the [`Alerts`] and, when its type is selected, goes to the
+//!   sink.
+//! - [`Metrics`]: counters and histograms on a Prometheus recorder of its own, with help texts,
 //!   histogram buckets from 100 µs to 5 minutes and bounded label sets.
-//! - [`Alerts`]: `METRIC > N` over a sliding window, `notify_admin` or `block_ip`.
+//! - [`Alerts`]: `METRIC > N` over a sliding window, `notify_admin` or `block_ip`; the caller
+//!   carries out what a fired alert asks for.
 //!
-//! The crate has no HTTP server and no async runtime; the gateway serves the metrics text and
-//! carries out what a fired alert asks for.
+//! Two events written to a file sink in a directory of their own, and the chain verified:
 //!
 //! ```
-//! use cliproxy_audit::{Condition, AlertMetric};
+//! use std::sync::{Arc, Mutex};
 //!
-//! let c: Condition = "rate_limit_violations > 50".parse()?;
-//! assert_eq!((c.metric, c.threshold), (AlertMetric::RateLimitViolations, 50));
-//! # Ok::<(), String>(())
+//! use cliproxy_audit::{AuditSink, Event, FileSink, Notice, Plane, SinkOptions, What};
+//!
+//! let dir = tempfile::tempdir()?;
+//! let path = dir.path().join("audit.log");
+//! // The crate logs nothing: what the sink has to say comes to this callback.
+//! let notices = Arc::new(Mutex::new(Vec::new()));
+//! let mut options = SinkOptions::default();
+//! options.notify = Some({
+//!     let notices = notices.clone();
+//!     Arc::new(move |notice: Notice| notices.lock().unwrap().push(notice))
+//! });
+//!
+//! let sink = FileSink::open_path(&path, options)?;
+//! let peer = "192.0.2.7".parse()?;
+//! sink.write(&Event::new(What::AuthSuccess).user("alice").ip(peer));
+//! let refused = What::AuthFailure { plane: Plane::Client, reason: "invalid_key", repeats: 0 };
+//! sink.write(&Event::new(refused).ip(peer));
+//! sink.flush();
+//!
+//! let verified = cliproxy_audit::verify_files(&[&path])?;
+//! assert_eq!((verified.lines, verified.last_seq), (2, Some(2)));
+//! drop(sink);
+//! let told = notices.lock().unwrap();
+//! assert!(matches!(told.first(), Some(Notice::Opened { head, .. }) if head.seq == 0));
+//! assert!(matches!(told.last(), Some(Notice::Closed { head, .. }) if head.seq == 2));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+//!
+//! `examples/embedded_service.rs` embeds it in a small TCP service of its own, and shows a
+//! tampered line being found.
 
 mod alerts;
 mod anchor;
@@ -34,6 +68,7 @@ mod config;
 mod error;
 mod event;
 mod metrics;
+mod notice;
 mod sink;
 mod verify;
 
@@ -50,6 +85,7 @@ pub use crate::config::{
 pub use crate::error::{Error, Result};
 pub use crate::event::{Event, EventType, Plane, Summary, What};
 pub use crate::metrics::Metrics;
+pub use crate::notice::{Notice, Notify, Severity, SinkFailure};
 pub use crate::sink::{
     AuditSink, AuditWriter, FileSink, OpenWriter, Reporter, SinkHealth, SinkOptions, SinkReport,
 };

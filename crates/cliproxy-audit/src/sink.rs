@@ -35,8 +35,8 @@
 //! # When the disk is full or the file is unwritable
 //!
 //! The request path still never blocks. The sink turns [`SinkHealth::Failing`] (naming the file
-//! and the OS error), reports it to the metrics, logs an error at most every 10 s (with the
-//! number of failures suppressed), and keeps the lines it could not write — already chained, in
+//! and the OS error), reports it to the metrics, tells the caller a [`Notice::Failed`] at most
+//! every 10 s (with the number of failures suppressed), and keeps the lines it could not write — already chained, in
 //! order — in a backlog of at most 10,000 lines. Writing is retried with the next event (at
 //! most every 100 ms), on the ticker, on `flush` and on `reopen`. After a failed write the file
 //! is cut back to its last good length, so a line half written by ENOSPC never stays in the
@@ -54,8 +54,6 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use slog::{Logger, error, info, warn};
-
 use ring::signature::Ed25519KeyPair;
 
 use crate::anchor::HeadAnchor;
@@ -65,6 +63,7 @@ use crate::config::{AuditConfig, CheckpointConfig, OnGap};
 use crate::error::{Error, Result};
 use crate::event::Event;
 use crate::metrics::Metrics;
+use crate::notice::{Notice, Notify, SinkFailure};
 use crate::verify::{Line, MAX_LINE, ZERO_HASH, parse_line, sha256_hex_into};
 
 /// Whether the sink can write.
@@ -74,8 +73,8 @@ pub enum SinkHealth {
     Ok,
     /// Writes fail; events are held in memory (bounded) and retried.
     Failing {
-        /// The error, naming the file.
-        error: String,
+        /// What fails, naming the file.
+        error: SinkFailure,
     },
 }
 
@@ -174,6 +173,9 @@ pub struct SinkOptions {
     pub anchor: Option<Arc<dyn HeadAnchor>>,
     /// The key signed checkpoints are made with; `None`: no checkpoint lines.
     pub signer: Option<Arc<Ed25519KeyPair>>,
+    /// Where the sink's [`Notice`]s go (the caller logs them); `None`: they are dropped, and
+    /// only [`AuditSink::health`] and the reports say that writing fails.
+    pub notify: Option<Notify>,
 }
 
 impl Default for SinkOptions {
@@ -187,6 +189,7 @@ impl Default for SinkOptions {
             open: None,
             anchor: None,
             signer: None,
+            notify: None,
         }
     }
 }
@@ -202,6 +205,7 @@ impl std::fmt::Debug for SinkOptions {
             .field("open", &self.open.as_ref().map(|_| "custom"))
             .field("anchor", &self.anchor)
             .field("signer", &self.signer.as_ref().map(|_| "[redacted]"))
+            .field("notify", &self.notify.as_ref().map(|_| "custom"))
             .finish()
     }
 }
@@ -229,40 +233,32 @@ impl std::fmt::Debug for FileSink {
 
 impl FileSink {
     /// Opens (or creates, 0600) the audit file and continues its chain; write failures and
-    /// dropped events are reported to `metrics`, and to `log` (the operational log).
-    pub fn open(
-        config: &AuditConfig,
-        metrics: Arc<Metrics>,
-        log: Logger,
-        options: SinkOptions,
-    ) -> Result<Self> {
+    /// dropped events are reported to `metrics`, and told to `options.notify` (for the
+    /// caller's operational log).
+    pub fn open(config: &AuditConfig, metrics: Arc<Metrics>, options: SinkOptions) -> Result<Self> {
         let report: Reporter = Arc::new(move |report| match report {
             SinkReport::WriteFailed => metrics.audit_write_failed(),
             SinkReport::Gap => metrics.audit_gap(),
             SinkReport::EventsDropped(count) => metrics.audit_events_dropped(count),
             SinkReport::Healthy(healthy) => metrics.set_audit_healthy(healthy),
         });
-        Self::open_with(config, report, log, options)
+        Self::open_with(config, report, options)
     }
 
     /// [`FileSink::open`] with the reports going to `report` and the given options.
     ///
     /// The existing file's last complete line is read (only the file's tail) and the chain
     /// continues from its `seq` and `hash`; a torn last line (no newline: a crash while
-    /// writing) is cut off with a warning. A last complete line that is not a valid audit line
+    /// writing) is cut off ([`Notice::TornLineCut`]). A last complete line that is not a valid audit line
     /// is [`Error::Chain`]: a new chain is never started on top of a damaged one.
     ///
     /// With an anchor in the options, the file is then compared with the anchored head (see
-    /// [`crate::compare_with_anchor`]): a file behind it is [`Error::Gap`] under `logging.audit.on_gap:
-    /// refuse`, and under `continue` a `security_violation` line (`audit_log_gap`) is the
-    /// first line written. With a signer, a start checkpoint follows.
-    pub fn open_with(
-        config: &AuditConfig,
-        report: Reporter,
-        log: Logger,
-        options: SinkOptions,
-    ) -> Result<Self> {
+    /// [`crate::compare_with_anchor`]): a file behind it is [`Error::Gap`] under
+    /// [`OnGap::Refuse`], and under [`OnGap::Continue`] a `security_violation` line
+    /// (`audit_log_gap`) is the first line written. With a signer, a start checkpoint follows.
+    pub fn open_with(config: &AuditConfig, report: Reporter, options: SinkOptions) -> Result<Self> {
         let path = config.file.clone();
+        let tell = Teller(options.notify.clone());
         let open_error = |source: io::Error| {
             if source.kind() == io::ErrorKind::WouldBlock {
                 Error::Locked { path: path.clone() }
@@ -284,8 +280,8 @@ impl FileSink {
         // Whether the file exists is known only before it is opened (the open creates it).
         let existed = std::fs::symlink_metadata(&path).is_ok();
         // Locked before the tail is read (and perhaps cut): nobody else appends meanwhile.
-        let mut locked = open_locked(&path, &log, None).map_err(open_error)?;
-        let head = continue_chain(&mut locked, &path, &log)?;
+        let mut locked = open_locked(&path, &tell, None).map_err(open_error)?;
+        let head = continue_chain(&mut locked, &path, &tell)?;
         let gap = match &anchored {
             Some(anchored) if !existed => Some((anchored, "the file does not exist".to_owned())),
             Some(anchored) if locked.metadata().is_ok_and(|m| m.is_file()) => {
@@ -304,16 +300,19 @@ impl FileSink {
                     found: found.clone(),
                 });
             }
-            error!(log, "the audit log is behind its anchor in the state store: lines were cut \
-                         off or the file was deleted; going on (logging.audit.on_gap: continue)";
-                   "file" => %path.display(), "anchored_seq" => anchored.seq,
-                   "anchored_hash" => &anchored.hash, "found" => found);
+            tell.tell(Notice::GapContinued {
+                path: path.clone(),
+                anchored: (*anchored).clone(),
+                found: found.clone(),
+            });
         }
         let open = options.open.clone();
         let mut writer = writer_for(&locked, &path, open.as_ref()).map_err(open_error)?;
         let good_len = writer.file_len().map_err(open_error)?;
-        info!(log, "audit log opened"; "file" => %path.display(), "seq" => head.seq,
-              "hash" => &head.hash);
+        tell.tell(Notice::Opened {
+            path: path.clone(),
+            head: ChainHead { seq: head.seq, hash: head.hash.clone() },
+        });
 
         let shared = Arc::new(Shared::new());
         // The ticker must beat while idle too when periodic checkpoints are due.
@@ -324,7 +323,7 @@ impl FileSink {
             open,
             locked,
             writer,
-            log,
+            tell,
             report,
             shared: shared.clone(),
             options: options.clone(),
@@ -373,6 +372,13 @@ impl FileSink {
         Ok(sink)
     }
 
+    /// Opens (or creates) the audit file at `path` with the defaults of [`AuditConfig::new`]
+    /// and the given options, for a service with no configuration section of this crate; the
+    /// sink's reports go nowhere (its health and notices still say when writing fails).
+    pub fn open_path(path: impl Into<PathBuf>, options: SinkOptions) -> Result<Self> {
+        Self::open_with(&AuditConfig::new(path), Arc::new(|_| {}), options)
+    }
+
     /// The file written.
     pub fn path(&self) -> &Path {
         &self.path
@@ -400,6 +406,21 @@ impl FileSink {
     }
 }
 
+impl AuditConfig {
+    /// Builds the default [`AuditSink`], the hash-chained [`FileSink`], from this section
+    /// (reporting to `metrics`); `None` when `enabled` is false.
+    pub fn build(
+        &self,
+        metrics: Arc<Metrics>,
+        options: SinkOptions,
+    ) -> Result<Option<Arc<dyn AuditSink>>> {
+        if !self.enabled {
+            return Ok(None);
+        }
+        Ok(Some(Arc::new(FileSink::open(self, metrics, options)?)))
+    }
+}
+
 impl AuditSink for FileSink {
     fn write(&self, event: &Event) {
         self.write_owned(event.clone());
@@ -415,7 +436,9 @@ impl AuditSink for FileSink {
         let health = lock(&self.shared.health).clone();
         if health == SinkHealth::Ok && self.shared.writer_gone.load(Ordering::SeqCst) {
             // The writer thread reports its own death; this only covers a report that failed.
-            return SinkHealth::Failing { error: writer_died(&self.path) };
+            return SinkHealth::Failing {
+                error: SinkFailure::WriterDied { path: self.path.clone() },
+            };
         }
         health
     }
@@ -439,7 +462,7 @@ impl Drop for FileSink {
             drop(stop);
             let _ = ticker.join();
         }
-        // Writes what is queued, syncs and logs the chain head.
+        // Writes what is queued, syncs and tells the chain head (`Notice::Closed`).
         self.command(Command::Close);
         // The last sender goes (the ticker's went with its thread): the writer thread ends,
         // and with it the file and its lock.
@@ -487,8 +510,8 @@ const GATHER: Duration = Duration::from_millis(10);
 const MAX_DETAILS: usize = 256 * 1024;
 /// Longest other string field written (cut at a character boundary).
 const MAX_FIELD: usize = 4096;
-/// Errors are logged at most this often.
-const ERROR_LOG_INTERVAL: Duration = Duration::from_secs(10);
+/// Failures are told at most this often.
+const ERROR_NOTICE_INTERVAL: Duration = Duration::from_secs(10);
 
 /// State shared by the callers, the ticker and the writer thread.
 struct Shared {
@@ -623,13 +646,16 @@ fn run_writer(mut worker: Worker, rx: &Receiver<Message>) {
     // Dropping the worker tells waiting callers that the writer is gone.
 }
 
-/// The health error once the writer thread is gone.
-fn writer_died(path: &Path) -> String {
-    format!(
-        "the audit writer thread for {} (logging.audit.file) stopped after a panic: events are \
-         no longer written; restart the gateway",
-        path.display()
-    )
+/// Hands notices to the caller's [`Notify`], when it gave one.
+#[derive(Clone, Default)]
+struct Teller(Option<Notify>);
+
+impl Teller {
+    fn tell(&self, notice: Notice) {
+        if let Some(notify) = &self.0 {
+            notify(notice);
+        }
+    }
 }
 
 /// The chain writer's state.
@@ -640,7 +666,7 @@ struct Worker {
     /// The file opened without following a symlink, exclusively locked (when a regular file).
     locked: File,
     writer: Box<dyn AuditWriter>,
-    log: Logger,
+    tell: Teller,
     report: Reporter,
     shared: Arc<Shared>,
     options: SinkOptions,
@@ -671,8 +697,8 @@ struct Worker {
     unsynced: bool,
     /// Events dropped and not yet recorded in the chain.
     lost: u64,
-    write_error: Option<String>,
-    reopen_error: Option<String>,
+    write_error: Option<SinkFailure>,
+    reopen_error: Option<SinkFailure>,
     last_attempt: Instant,
     last_sync: Instant,
     error_log: RateLimit,
@@ -770,12 +796,13 @@ impl Worker {
                 self.write_out(true);
                 self.sync(true);
                 if self.pending_lines > 0 || self.lost > 0 {
-                    error!(self.log, "audit log closed with lines not written";
-                           "file" => %self.path.display(), "unwritten" => self.pending_lines,
-                           "lost" => self.lost);
+                    self.tell.tell(Notice::ClosedUnwritten {
+                        path: self.path.clone(),
+                        unwritten: self.pending_lines,
+                        lost: self.lost,
+                    });
                 }
-                info!(self.log, "audit log closed"; "file" => %self.path.display(),
-                      "seq" => self.seq, "hash" => &self.hash);
+                self.tell.tell(Notice::Closed { path: self.path.clone(), head: self.head() });
             }
             Command::Tick => {
                 if self.reopen_error.is_some() {
@@ -887,9 +914,11 @@ impl Worker {
             self.pending_lines = 0;
             self.unsynced = true;
             if self.write_error.take().is_some() {
-                info!(self.log, "the audit log is writable again";
-                      "file" => %self.path.display(), "backlog_written" => lines,
-                      "lost" => self.lost);
+                self.tell.tell(Notice::WritableAgain {
+                    path: self.path.clone(),
+                    backlog_written: lines,
+                    lost: self.lost,
+                });
                 self.publish_health();
             }
             // Events dropped while the backlog was full are recorded right after it.
@@ -932,7 +961,7 @@ impl Worker {
     fn reopen(&mut self) {
         self.write_out(true);
         self.sync(true);
-        let opened = open_locked(&self.path, &self.log, Some(&self.locked)).and_then(|locked| {
+        let opened = open_locked(&self.path, &self.tell, Some(&self.locked)).and_then(|locked| {
             let mut writer = writer_for(&locked, &self.path, self.open.as_ref())?;
             let len = writer.file_len()?;
             Ok((locked, writer, len))
@@ -946,8 +975,7 @@ impl Worker {
                 self.needs_cut = false;
                 self.unsynced = false;
                 self.reopen_error = None;
-                info!(self.log, "audit log reopened"; "file" => %self.path.display(),
-                      "seq" => self.seq, "hash" => &self.hash);
+                self.tell.tell(Notice::Reopened { path: self.path.clone(), head: self.head() });
                 // A new file after a rotation is never left empty: a file that is empty while
                 // the anchor names a line would read as deleted at the next start.
                 self.checkpoint(CheckpointKind::Reopen);
@@ -956,16 +984,17 @@ impl Worker {
                 self.publish_health();
             }
             Err(e) => {
-                let message = format!(
-                    "cannot reopen the audit log {} (logging.audit.file): {e}; still writing to \
-                     the file open before",
-                    self.path.display()
-                );
-                // Retried every tick: logged like write errors, at most every 10 s.
+                let failure = SinkFailure::Reopen { path: self.path.clone(), error: e.to_string() };
+                // Retried every tick: told like write errors, at most every 10 s.
                 if let Some(suppressed) = self.error_log.allow() {
-                    error!(self.log, "{}", message; "suppressed" => suppressed);
+                    self.tell.tell(Notice::Failed {
+                        failure: failure.clone(),
+                        pending_lines: self.pending_lines,
+                        lost: self.lost,
+                        suppressed,
+                    });
                 }
-                self.reopen_error = Some(message);
+                self.reopen_error = Some(failure);
                 self.publish_health();
             }
         }
@@ -973,22 +1002,35 @@ impl Worker {
 
     /// The writer thread panicked: nothing more is written.
     fn died(&mut self) {
-        let message = writer_died(&self.path);
-        error!(self.log, "{}", message; "unwritten" => self.pending_lines, "lost" => self.lost);
-        self.write_error = Some(message);
+        let failure = SinkFailure::WriterDied { path: self.path.clone() };
+        self.tell.tell(Notice::Failed {
+            failure: failure.clone(),
+            pending_lines: self.pending_lines,
+            lost: self.lost,
+            suppressed: 0,
+        });
+        self.write_error = Some(failure);
         self.publish_health();
     }
 
     fn failed(&mut self, e: &io::Error) {
         (self.report)(SinkReport::WriteFailed);
-        let message =
-            format!("cannot write the audit log {} (logging.audit.file): {e}", self.path.display());
+        let failure = SinkFailure::Write { path: self.path.clone(), error: e.to_string() };
         if let Some(suppressed) = self.error_log.allow() {
-            error!(self.log, "{}", message; "backlog_lines" => self.pending_lines,
-                   "lost" => self.lost, "suppressed" => suppressed);
+            self.tell.tell(Notice::Failed {
+                failure: failure.clone(),
+                pending_lines: self.pending_lines,
+                lost: self.lost,
+                suppressed,
+            });
         }
-        self.write_error = Some(message);
+        self.write_error = Some(failure);
         self.publish_health();
+    }
+
+    /// The last line chained.
+    fn head(&self) -> ChainHead {
+        ChainHead { seq: self.seq, hash: self.hash.clone() }
     }
 
     /// Publishes the health and reports a change.
@@ -1106,7 +1148,7 @@ impl Stamp {
     }
 }
 
-/// Allows an action at most every [`ERROR_LOG_INTERVAL`], counting what it suppressed.
+/// Allows an action at most every [`ERROR_NOTICE_INTERVAL`], counting what it suppressed.
 #[derive(Default)]
 struct RateLimit {
     last: Option<Instant>,
@@ -1117,7 +1159,7 @@ impl RateLimit {
     /// `Some(suppressed since the last time)` when allowed now.
     fn allow(&mut self) -> Option<u64> {
         match self.last {
-            Some(last) if last.elapsed() < ERROR_LOG_INTERVAL => {
+            Some(last) if last.elapsed() < ERROR_NOTICE_INTERVAL => {
                 self.suppressed += 1;
                 None
             }
@@ -1131,16 +1173,16 @@ impl RateLimit {
 
 /// What the I/O error says when another process holds the lock.
 const LOCKED: &str = "another process holds it (an exclusive lock on the file: is another \
-                      cliproxy writing the same audit log?)";
+                      writer appending to the same audit log?)";
 
 /// Opens the audit file (creating it 0600) without following a symlink, takes an exclusive
-/// lock on it when it is a regular file, and tightens a looser mode (with a warning). Read and
+/// lock on it when it is a regular file, and tightens a looser mode (told as a notice). Read and
 /// append: the tail is read from it at start, and it is the writer unless the options give an
 /// opener. A lock held elsewhere is an error of kind `WouldBlock`.
 ///
 /// `held`: the file the sink holds now (at reopen). When the path is still that file (a reopen
 /// without a rotation), its lock is kept rather than fought over.
-fn open_locked(path: &Path, log: &Logger, held: Option<&File>) -> io::Result<File> {
+fn open_locked(path: &Path, tell: &Teller, held: Option<&File>) -> io::Result<File> {
     let file = OpenOptions::new()
         .read(true)
         .append(true)
@@ -1179,9 +1221,10 @@ fn open_locked(path: &Path, log: &Logger, held: Option<&File>) -> io::Result<Fil
         Err(TryLockError::Error(e)) => return Err(e),
     }
     if meta.permissions().mode() & 0o077 != 0 {
-        warn!(log, "the audit log was readable by others: mode tightened to 0600";
-              "file" => %path.display(),
-              "mode" => format!("{:o}", meta.permissions().mode() & 0o777));
+        tell.tell(Notice::ModeTightened {
+            path: path.to_owned(),
+            mode: meta.permissions().mode() & 0o777,
+        });
         file.set_permissions(Permissions::from_mode(0o600))?;
     }
     Ok(file)
@@ -1212,8 +1255,8 @@ struct Head {
 /// A last line without its newline is checked like any other when it is a complete audit line
 /// (its hash, and its link to the line before), then completed with its newline: an edited
 /// line is not cut off as if a crash had torn it. Only a tail that is not a complete line (a
-/// crash while writing) is cut off, with a warning.
-fn continue_chain(file: &mut File, path: &Path, log: &Logger) -> Result<Head> {
+/// crash while writing) is cut off, and told as a notice.
+fn continue_chain(file: &mut File, path: &Path, tell: &Teller) -> Result<Head> {
     let fresh = Head { seq: 0, hash: ZERO_HASH.to_owned() };
     let open_error = |source| Error::Open { path: path.to_owned(), source };
     let chain_error = |reason: String| Error::Chain { path: path.to_owned(), reason };
@@ -1269,14 +1312,13 @@ fn continue_chain(file: &mut File, path: &Path, log: &Logger) -> Result<Head> {
         }
         let Ok(line) = parse_line(unterminated) else {
             // Not a whole line: torn by a crash while writing.
-            cut(file, path, start + tail_start as u64, len, log)?;
+            cut(file, path, start + tail_start as u64, len, tell)?;
             return Ok(previous.map_or(fresh, |line| Head { seq: line.seq, hash: line.hash }));
         };
         if !line.hash_ok {
             return Err(chain_error(
                 "its last line (without its newline) was changed (its hash does not match it); \
-                 refusing to continue the chain: check the file with `cliproxy-server audit \
-                 verify`, then move it away"
+                 refusing to continue the chain"
                     .to_owned(),
             ));
         }
@@ -1289,15 +1331,13 @@ fn continue_chain(file: &mut File, path: &Path, log: &Logger) -> Result<Head> {
         if !links {
             return Err(chain_error(
                 "its last line (without its newline) does not follow the line before it (seq or \
-                 prev_hash); refusing to continue the chain: check the file with \
-                 `cliproxy-server audit verify`, then move it away"
+                 prev_hash); refusing to continue the chain"
                     .to_owned(),
             ));
         }
         // Appended (the file is opened for appending).
         file.write_all(b"\n").map_err(open_error)?;
-        warn!(log, "the audit log's last line lacked its newline: completed";
-              "file" => %path.display(), "seq" => line.seq);
+        tell.tell(Notice::NewlineCompleted { path: path.to_owned(), seq: line.seq });
         return Ok(Head { seq: line.seq, hash: line.hash });
     }
 }
@@ -1307,14 +1347,13 @@ fn last_line(bytes: &[u8], chain_error: &impl Fn(String) -> Error) -> Result<Lin
     let line = parse_line(bytes).map_err(|why| {
         chain_error(format!(
             "its last complete line is not an audit line ({why}); refusing to start a new chain \
-             on top of it: check the file with `cliproxy-server audit verify`, then move it away"
+             on top of it"
         ))
     })?;
     if !line.hash_ok {
         return Err(chain_error(
             "its last complete line was changed (its hash does not match it); refusing to \
-             continue the chain: check the file with `cliproxy-server audit verify`, then move \
-             it away"
+             continue the chain"
                 .to_owned(),
         ));
     }
@@ -1322,10 +1361,9 @@ fn last_line(bytes: &[u8], chain_error: &impl Fn(String) -> Error) -> Result<Lin
 }
 
 /// Cuts a torn last line off.
-fn cut(file: &File, path: &Path, good: u64, len: u64, log: &Logger) -> Result<()> {
+fn cut(file: &File, path: &Path, good: u64, len: u64, tell: &Teller) -> Result<()> {
     file.set_len(good).map_err(|source| Error::Open { path: path.to_owned(), source })?;
-    warn!(log, "cut an incomplete last line off the audit log (a crash while writing)";
-          "file" => %path.display(), "bytes" => len - good);
+    tell.tell(Notice::TornLineCut { path: path.to_owned(), bytes: len - good });
     Ok(())
 }
 

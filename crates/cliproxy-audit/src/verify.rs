@@ -49,8 +49,8 @@ pub struct Verified {
     pub first_seq: Option<u64>,
     /// The last line's seq.
     pub last_seq: Option<u64>,
-    /// The last line's hash: compare it with the head the gateway logged at shutdown to catch
-    /// a cut-off tail.
+    /// The last line's hash: compare it with the head the sink told at close
+    /// ([`crate::Notice::Closed`]) to catch a cut-off tail.
     pub head_hash: Option<String>,
     /// Things worth knowing that are not failures (a chain starting after seq 1, a torn last
     /// line).
@@ -73,8 +73,8 @@ impl fmt::Display for Verified {
             Some(count) => write!(f, "\ncheckpoints: {count} signatures verified")?,
             None => write!(
                 f,
-                "\nnote: checkpoints were not checked (give --pubkey KEY, from `cliproxy-server \
-                 audit pubkey`, to check their signatures and find a cut tail)"
+                "\nnote: checkpoints were not checked (no public key given: with it, their \
+                 signatures are checked and a cut tail is found)"
             )?,
         }
         for note in &self.notes {

@@ -20,51 +20,31 @@ use std::time::{Duration, Instant};
 
 use cliproxy_audit::{
     Audit, AuditConfig, AuditSink, AuditWriter, Broken, Error, Event, EventType, FileSink, Metrics,
-    MetricsConfig, OpenWriter, Plane, Problem, SinkHealth, SinkOptions, SinkReport, What,
-    verify_files,
+    MetricsConfig, Notice, Notify, OpenWriter, Plane, Problem, Severity, SinkFailure, SinkHealth,
+    SinkOptions, SinkReport, What, verify_files,
 };
 use serde_json::Value;
-use slog::{Drain, Logger, OwnedKVList, Record};
 
 // ---------------------------------------------------------------------------------------------
 // Helpers.
 
-/// The operational log, captured: one string per record, `LEVEL message key=value...`.
+/// The sink's notices, captured in order.
 #[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<String>>>);
+struct Captured(Arc<Mutex<Vec<Notice>>>);
 
 impl Captured {
-    fn logger(&self) -> Logger {
-        Logger::root(self.clone().fuse(), slog::o!())
+    fn notify(&self) -> Notify {
+        let notices = self.0.clone();
+        Arc::new(move |notice| notices.lock().unwrap().push(notice))
     }
 
-    fn lines(&self) -> Vec<String> {
+    fn lines(&self) -> Vec<Notice> {
         self.0.lock().unwrap().clone()
     }
 
-    fn find(&self, needle: &str) -> Vec<String> {
-        self.lines().into_iter().filter(|l| l.contains(needle)).collect()
-    }
-}
-
-struct KvText(String);
-
-impl slog::Serializer for KvText {
-    fn emit_arguments(&mut self, key: slog::Key, val: &std::fmt::Arguments<'_>) -> slog::Result {
-        self.0.push_str(&format!(" {key}={val}"));
-        Ok(())
-    }
-}
-
-impl Drain for Captured {
-    type Ok = ();
-    type Err = slog::Never;
-
-    fn log(&self, record: &Record<'_>, _: &OwnedKVList) -> Result<(), slog::Never> {
-        let mut text = KvText(format!("{} {}", record.level().as_short_str(), record.msg()));
-        slog::KV::serialize(&record.kv(), record, &mut text).unwrap();
-        self.0.lock().unwrap().push(text.0);
-        Ok(())
+    /// What `pick` takes from each notice it matches.
+    fn all<T>(&self, pick: impl Fn(&Notice) -> Option<T>) -> Vec<T> {
+        self.lines().iter().filter_map(pick).collect()
     }
 }
 
@@ -114,10 +94,11 @@ struct Opened {
     reports: Reports,
 }
 
-fn open_with(path: &Path, options: SinkOptions) -> Result<Opened, Error> {
+fn open_with(path: &Path, mut options: SinkOptions) -> Result<Opened, Error> {
     let log = Captured::default();
     let reports = Reports::default();
-    let sink = FileSink::open_with(&config(path), reports.reporter(), log.logger(), options)?;
+    options.notify = Some(log.notify());
+    let sink = FileSink::open_with(&config(path), reports.reporter(), options)?;
     Ok(Opened { sink, log, reports })
 }
 
@@ -254,14 +235,21 @@ fn lines_are_chained_in_the_fixed_shape_and_verify() {
     assert_eq!(second["request_id"], "req-2");
     assert_eq!(second["details"]["detail"], "quote \" backslash \\ newline \n #2");
 
-    // The head is anchored in the operational log at open and at shutdown.
-    assert_eq!(opened.log.find("audit log opened").len(), 1);
+    // The head is told at open and at shutdown, for the caller's operational log.
+    let opened_at = opened.log.all(|n| match n {
+        Notice::Opened { path: file, head } => Some((file.clone(), head.seq, n.severity())),
+        _ => None,
+    });
+    assert_eq!(opened_at, [(path.clone(), 0, Severity::Info)]);
     let Opened { sink, log, .. } = opened;
     drop(sink);
-    let closed = log.find("audit log closed");
+    let closed = log.all(|n| match n {
+        Notice::Closed { head, .. } => Some(head.clone()),
+        _ => None,
+    });
     assert_eq!(closed.len(), 1, "{:?}", log.lines());
-    assert!(closed[0].contains("seq=200"), "{}", closed[0]);
-    assert!(closed[0].contains(verified.head_hash.as_deref().unwrap()), "{}", closed[0]);
+    assert_eq!(closed[0].seq, 200, "{:?}", closed[0]);
+    assert_eq!(Some(closed[0].hash.as_str()), verified.head_hash.as_deref(), "{:?}", closed[0]);
 }
 
 #[test]
@@ -272,8 +260,11 @@ fn a_restart_continues_the_chain() {
         let opened = open(&path);
         write_events(&opened.sink, round * 10 + 1..=round * 10 + 10);
         if round == 1 {
-            let head = opened.log.find("audit log opened");
-            assert!(head[0].contains("seq=10"), "{head:?}");
+            let head = opened.log.all(|n| match n {
+                Notice::Opened { head, .. } => Some(head.seq),
+                _ => None,
+            });
+            assert_eq!(head, [10]);
         }
     }
     let verified = verify_files(&[&path]).unwrap();
@@ -292,10 +283,11 @@ fn a_torn_last_line_is_cut_off_with_a_warning() {
     assert!(verified.notes[0].contains("incomplete"), "{:?}", verified.notes);
 
     let opened = open(&path);
-    let warning = opened.log.find("incomplete last line");
-    assert_eq!(warning.len(), 1, "{:?}", opened.log.lines());
-    assert!(warning[0].contains("bytes=13"), "{}", warning[0]);
-    assert!(warning[0].contains(&path.display().to_string()), "{}", warning[0]);
+    let warning = opened.log.all(|n| match n {
+        Notice::TornLineCut { path, bytes } => Some((path.clone(), *bytes, n.severity())),
+        _ => None,
+    });
+    assert_eq!(warning, [(path.clone(), 13, Severity::Warning)], "{:?}", opened.log.lines());
     assert_eq!(fs::metadata(&path).unwrap().len(), before);
     write_events(&opened.sink, 6..=6);
     opened.sink.flush();
@@ -316,7 +308,7 @@ fn a_damaged_last_line_refuses_to_open() {
     assert!(matches!(error, Error::Chain { .. }), "{error}");
     let message = error.to_string();
     assert!(message.contains(&path.display().to_string()), "{message}");
-    assert!(message.contains("logging.audit.file"), "{message}");
+    assert!(!message.contains("logging."), "{message}");
     assert!(message.contains("changed"), "{message}");
 
     let mut junk = good.clone();
@@ -343,7 +335,11 @@ fn reopen_after_logrotate_continues_the_chain_across_files() {
     opened.sink.reopen();
     write_events(&opened.sink, 8..=12);
     opened.sink.flush();
-    assert!(opened.log.find("audit log reopened")[0].contains("seq=7"), "{:?}", opened.log.lines());
+    let reopened = opened.log.all(|n| match n {
+        Notice::Reopened { head, .. } => Some(head.seq),
+        _ => None,
+    });
+    assert_eq!(reopened, [7], "{:?}", opened.log.lines());
 
     assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
     let both = verify_files(&[&rotated, &path]).unwrap();
@@ -377,8 +373,11 @@ fn the_file_is_0600_in_a_0700_directory_and_a_looser_mode_is_tightened() {
     fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
     let opened = open(&path);
     assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
-    let warning = opened.log.find("mode tightened");
-    assert!(warning.len() == 1 && warning[0].contains("mode=644"), "{:?}", opened.log.lines());
+    let warning = opened.log.all(|n| match n {
+        Notice::ModeTightened { mode, .. } => Some(*mode),
+        _ => None,
+    });
+    assert_eq!(warning, [0o644], "{:?}", opened.log.lines());
 }
 
 #[test]
@@ -417,7 +416,9 @@ fn no_secret_reaches_the_file() {
     let text = fs::read_to_string(&path).unwrap();
     assert_eq!(text.lines().count(), 41);
     assert!(!text.contains(planted));
-    assert!(!opened.log.lines().concat().contains(planted));
+    let told = opened.log.lines();
+    assert!(!format!("{told:?}").contains(planted));
+    assert!(!told.iter().any(|n| n.to_string().contains(planted)));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -503,17 +504,26 @@ fn a_full_disk_never_blocks_writes_and_keeps_the_backlog_bounded() {
     let SinkHealth::Failing { error } = opened.sink.health() else {
         panic!("healthy on /dev/full")
     };
-    assert!(error.contains("/dev/full") && error.contains("logging.audit.file"), "{error}");
+    assert!(matches!(&error, SinkFailure::Write { path, .. } if path == dev_full), "{error}");
+    let error = error.to_string();
+    assert!(error.contains("/dev/full"), "{error}");
     assert!(error.contains("No space left on device"), "{error}");
+    // The library's text names the file, not a setting of the service embedding it.
+    assert!(!error.contains("logging."), "{error}");
     // Every event is either held (at most 1000 lines) or counted as dropped.
     let dropped = opened.reports.dropped();
     assert!((99_000..100_000).contains(&dropped), "{dropped}");
     assert_eq!(opened.reports.healthy_changes(), [false]);
     assert!(opened.reports.count(SinkReport::WriteFailed) >= 1);
-    // The error log is rate-limited.
-    let errors = opened.log.find("cannot write the audit log");
+    // The failure notices are rate-limited.
+    let errors = opened.log.all(|n| match n {
+        Notice::Failed { failure: SinkFailure::Write { path, .. }, .. } => {
+            Some((path.clone(), n.severity()))
+        }
+        _ => None,
+    });
     assert!((1..=3).contains(&errors.len()), "{errors:?}");
-    assert!(errors[0].contains("/dev/full"), "{errors:?}");
+    assert_eq!(errors[0], (dev_full.to_owned(), Severity::Error), "{errors:?}");
 }
 
 /// A file whose writes fail (after writing a few bytes, like ENOSPC mid-line) while `fail`
@@ -580,7 +590,7 @@ fn after_a_failing_disk_the_backlog_is_written_in_order_and_the_loss_recorded() 
     write_events(&opened.sink, 6..=85);
     opened.sink.flush();
     let SinkHealth::Failing { error } = opened.sink.health() else { panic!("healthy") };
-    assert!(error.contains(&path.display().to_string()), "{error}");
+    assert_eq!(error.path(), path, "{error}");
     // The partial line was cut off: the file still verifies.
     assert_eq!(verify_files(&[&path]).unwrap().lines, 5);
 
@@ -589,7 +599,11 @@ fn after_a_failing_disk_the_backlog_is_written_in_order_and_the_loss_recorded() 
     assert_eq!(opened.sink.health(), SinkHealth::Ok);
     assert_eq!(opened.reports.healthy_changes(), [false, true]);
     assert_eq!(opened.reports.dropped(), 30);
-    assert!(opened.log.find("writable again").len() == 1, "{:?}", opened.log.lines());
+    let again = opened.log.all(|n| match n {
+        Notice::WritableAgain { backlog_written, .. } => Some(*backlog_written),
+        _ => None,
+    });
+    assert_eq!(again, [50], "{:?}", opened.log.lines());
 
     // 5 written, 50 held and written once the disk worked, then the loss of 30.
     let verified = verify_files(&[&path]).unwrap();
@@ -699,7 +713,11 @@ fn long_lines_are_continued_across_a_restart_and_oversized_details_are_cut() {
     // A torn line longer than the first window too.
     OpenOptions::new().append(true).open(&path).unwrap().write_all(&[b'{'; 100_000]).unwrap();
     let opened = open(&path);
-    assert!(opened.log.find("incomplete last line")[0].contains("bytes=100000"));
+    let cut = opened.log.all(|n| match n {
+        Notice::TornLineCut { bytes, .. } => Some(*bytes),
+        _ => None,
+    });
+    assert_eq!(cut, [100_000]);
     opened.sink.write(&big(10));
     opened.sink.flush();
     let verified = verify_files(&[&path]).unwrap();
@@ -725,7 +743,7 @@ fn a_second_writer_on_the_same_file_is_refused_while_the_first_holds_it() {
     assert!(matches!(error, Error::Locked { .. }), "{error}");
     let message = error.to_string();
     assert!(message.contains(&path.display().to_string()), "{message}");
-    assert!(message.contains("logging.audit.file"), "{message}");
+    assert!(!message.contains("logging."), "{message}");
     assert!(message.contains("another process holds it"), "{message}");
 
     // The first goes on with a sound chain, nothing cut or interleaved.
@@ -789,10 +807,16 @@ fn reopen_onto_a_file_another_writer_holds_keeps_the_old_file_and_says_so() {
     let SinkHealth::Failing { error } = first.sink.health() else {
         panic!("reopened onto a file another writer holds")
     };
+    assert!(matches!(error, SinkFailure::Reopen { .. }), "{error}");
+    let error = error.to_string();
     assert!(error.contains(&path.display().to_string()), "{error}");
     assert!(error.contains("another process holds it"), "{error}");
     assert!(error.contains("still writing to the file open before"), "{error}");
-    assert_eq!(first.log.find("cannot reopen the audit log").len(), 1);
+    let told = first.log.all(|n| match n {
+        Notice::Failed { failure: SinkFailure::Reopen { path, .. }, .. } => Some(path.clone()),
+        _ => None,
+    });
+    assert_eq!(told, std::slice::from_ref(&path));
     assert_eq!(first.reports.healthy_changes(), [false]);
 
     // Nothing is lost meanwhile: the events go on to the old file.
@@ -837,7 +861,7 @@ fn a_symlink_at_the_audit_path_is_refused_at_open_and_at_reopen() {
     let SinkHealth::Failing { error } = opened.sink.health() else {
         panic!("reopened through a symlink")
     };
-    assert!(error.contains("is a symbolic link"), "{error}");
+    assert!(error.to_string().contains("is a symbolic link"), "{error}");
     write_events(&opened.sink, 3..=3);
     opened.sink.flush();
     assert_eq!(verify_files(&[&rotated]).unwrap().lines, 3);
@@ -916,7 +940,8 @@ fn concurrent_commands_each_wait_for_their_own() {
             fs::rename(&path, &old).unwrap();
             opened.sink.reopen();
             // The reopen happened before reopen() returned: the new file is there and logged.
-            let reopened = opened.log.find("audit log reopened").len();
+            let reopened =
+                opened.log.all(|n| matches!(n, Notice::Reopened { .. }).then_some(())).len();
             if !path.exists() || reopened != round + 1 {
                 early.push((round, path.exists(), reopened));
             }
@@ -989,10 +1014,15 @@ fn a_writer_thread_that_dies_turns_the_health_failing() {
     let SinkHealth::Failing { error } = opened.sink.health() else {
         panic!("healthy with the writer thread dead")
     };
-    assert!(error.contains("writer thread"), "{error}");
-    assert!(error.contains(&path.display().to_string()), "{error}");
+    assert_eq!(error, SinkFailure::WriterDied { path: path.clone() });
+    assert!(error.to_string().contains("writer thread"), "{error}");
+    assert!(error.to_string().contains(&path.display().to_string()), "{error}");
     assert_eq!(opened.reports.healthy_changes(), [false]);
-    assert_eq!(opened.log.find("writer thread").len(), 1, "{:?}", opened.log.lines());
+    let died = opened.log.all(|n| match n {
+        Notice::Failed { failure: SinkFailure::WriterDied { .. }, .. } => Some(n.severity()),
+        _ => None,
+    });
+    assert_eq!(died, [Severity::Error], "{:?}", opened.log.lines());
 
     // Later calls neither block nor panic.
     write_events(&opened.sink, 4..=5);
@@ -1051,12 +1081,9 @@ fn open_anchored(
     let reports = Reports::default();
     let mut config = config(path);
     config.on_gap = on_gap;
-    let sink = FileSink::open_with(
-        &config,
-        reports.reporter(),
-        log.logger(),
-        anchored_options(anchor, None),
-    )?;
+    let mut options = anchored_options(anchor, None);
+    options.notify = Some(log.notify());
+    let sink = FileSink::open_with(&config, reports.reporter(), options)?;
     Ok(Opened { sink, log, reports })
 }
 
@@ -1097,7 +1124,8 @@ fn a_cut_tail_or_a_deleted_file_is_refused_naming_the_anchor_and_on_gap() {
     let err = open_anchored(&path, &anchor, cliproxy_audit::OnGap::Refuse).err().unwrap();
     let text = err.to_string();
     assert!(matches!(err, Error::Gap { anchored_seq: 10, .. }), "{text}");
-    assert!(text.contains("logging.audit.on_gap"), "{text}");
+    assert!(text.contains("behind its head anchor"), "{text}");
+    assert!(!text.contains("logging."), "no setting of the embedding service: {text}");
     assert!(text.contains(&head_hash), "the anchored hash is named: {text}");
     assert!(text.contains("the file ends at seq 7"), "{text}");
 
@@ -1134,7 +1162,11 @@ fn with_on_gap_continue_the_gap_is_the_first_new_line_and_reported() {
 
     let opened = open_anchored(&path, &anchor, cliproxy_audit::OnGap::Continue).unwrap();
     assert_eq!(opened.reports.count(SinkReport::Gap), 1);
-    assert_eq!(opened.log.find("behind its anchor").len(), 1, "{:?}", opened.log.lines());
+    let gap = opened.log.all(|n| match n {
+        Notice::GapContinued { anchored, .. } => Some((anchored.seq, n.severity())),
+        _ => None,
+    });
+    assert_eq!(gap, [(10, Severity::Error)], "{:?}", opened.log.lines());
     // Written at open, before any event.
     let now = lines(&path);
     assert_eq!(now.len(), 7);
@@ -1205,7 +1237,8 @@ fn open_signed(
     config.checkpoint.every_lines = std::num::NonZeroU64::new(every_lines).unwrap();
     let mut options = SinkOptions::default();
     options.signer = Some(key.clone());
-    let sink = FileSink::open_with(&config, reports.reporter(), log.logger(), options).unwrap();
+    options.notify = Some(log.notify());
+    let sink = FileSink::open_with(&config, reports.reporter(), options).unwrap();
     Opened { sink, log, reports }
 }
 
@@ -1233,6 +1266,7 @@ fn signed_checkpoints_verify_and_a_cut_tail_is_found_offline() {
     // Without a key: the chain verifies, and the output says checkpoints were not checked.
     let plain = verify_files(&[&path]).unwrap().to_string();
     assert!(plain.contains("checkpoints were not checked"), "{plain}");
+    assert!(!plain.contains("cliproxy-server"), "the library's text names no command: {plain}");
 
     // Cut back past a periodic checkpoint: five lines follow the last one left (seq 7),
     // where one comes every five.
@@ -1339,4 +1373,100 @@ fn no_single_byte_change_of_a_signed_log_verifies_as_the_whole_log() {
         }
     }
     assert!(passed <= 4);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Embedding: the trait, the section and plain values.
+
+/// A sink of the embedder's own: it keeps the events, and fails when told to.
+#[derive(Debug, Default)]
+struct MemorySink {
+    events: Mutex<Vec<EventType>>,
+    failing: AtomicBool,
+    flushes: Mutex<u32>,
+}
+
+impl AuditSink for MemorySink {
+    fn write(&self, event: &Event) {
+        self.events.lock().unwrap().push(event.event_type());
+    }
+
+    fn health(&self) -> SinkHealth {
+        if self.failing.load(Ordering::SeqCst) {
+            let error = "quota exceeded".to_owned();
+            SinkHealth::Failing { error: SinkFailure::Write { path: "memory".into(), error } }
+        } else {
+            SinkHealth::Ok
+        }
+    }
+
+    fn reopen(&self) {}
+
+    fn flush(&self) {
+        *self.flushes.lock().unwrap() += 1;
+    }
+}
+
+#[test]
+fn any_sink_serves_behind_the_trait_object() {
+    let sink = Arc::new(MemorySink::default());
+    // What the gateway holds: the trait object (the trait is object-safe, or this fails to
+    // compile).
+    let held: Arc<dyn AuditSink> = sink.clone();
+    let metrics = Arc::new(Metrics::new(&MetricsConfig::default(), []));
+    let audit = Audit::new(Some(held), metrics.clone());
+    assert!(audit.enabled());
+    audit.emit(Event::new(What::AuthSuccess).user("alice"));
+    let refused = What::AuthFailure { plane: Plane::Client, reason: "invalid_key", repeats: 0 };
+    audit.emit(Event::new(refused));
+    audit.flush();
+    assert_eq!(*sink.events.lock().unwrap(), [EventType::AuthSuccess, EventType::AuthFailure]);
+    assert_eq!(*sink.flushes.lock().unwrap(), 1);
+    assert_eq!(audit.failing(), None);
+
+    sink.failing.store(true, Ordering::SeqCst);
+    let failing = audit.failing().map(|f| f.to_string());
+    assert_eq!(failing.as_deref(), Some("cannot write the audit log memory: quota exceeded"));
+
+    // The section's event selection applies to any sink.
+    let only_failures = AuditConfig::new("unused.log").with_events([EventType::AuthFailure]);
+    let audit = Audit::with_sink(Some(sink.clone()), &only_failures, metrics, &[]);
+    audit.emit(Event::new(What::AuthSuccess));
+    assert_eq!(sink.events.lock().unwrap().len(), 2, "an unselected type is not written");
+}
+
+#[test]
+fn the_section_or_plain_values_build_the_file_sink() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("logs").join("audit.log");
+    let metrics = || Arc::new(Metrics::new(&MetricsConfig::default(), []));
+
+    // The plain constructor is the section an operator would write with only the file.
+    let section: AuditConfig =
+        serde_json::from_value(serde_json::json!({"enabled": true, "file": path})).unwrap();
+    assert_eq!(AuditConfig::new(&path), section);
+    let tuned = AuditConfig::new(&path)
+        .with_on_gap(cliproxy_audit::OnGap::Continue)
+        .with_checkpoints(std::num::NonZeroU64::new(5).unwrap(), Duration::ZERO);
+    assert_eq!(tuned.on_gap, cliproxy_audit::OnGap::Continue);
+    assert_eq!(tuned.checkpoint.every_lines.get(), 5);
+    assert_eq!(tuned.checkpoint.every, Duration::from_secs(1), "raised to the 1s minimum");
+
+    // Off: no sink.
+    assert!(AuditConfig::default().build(metrics(), SinkOptions::default()).unwrap().is_none());
+
+    // On: the hash-chained file, reporting to the metrics.
+    let sink = section.build(metrics(), SinkOptions::default()).unwrap().unwrap();
+    sink.write(&event(1));
+    sink.flush();
+    drop(sink);
+    assert_eq!(verify_files(&[&path]).unwrap().lines, 1);
+
+    // From a bare path: the same chain goes on.
+    let sink = FileSink::open_path(&path, SinkOptions::default()).unwrap();
+    assert_eq!(sink.path(), path);
+    sink.write(&event(2));
+    sink.flush();
+    let verified = verify_files(&[&path]).unwrap();
+    assert_eq!((verified.lines, verified.last_seq), (2, Some(2)));
 }

@@ -1348,7 +1348,7 @@ impl Gateway {
         [
             ("vault", self.inner.vault.store.check().map_err(|e| e.to_string())),
             ("state", self.inner.guard.state.check().map_err(|e| e.to_string())),
-            ("audit", self.inner.guard.audit.failing().map_or(Ok(()), Err)),
+            ("audit", self.inner.guard.audit_failing().map_or(Ok(()), Err)),
         ]
     }
 

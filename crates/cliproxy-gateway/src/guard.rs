@@ -147,10 +147,9 @@ impl Guard {
             &config.metrics,
             &config.alerts,
             config.providers.0.keys().cloned(),
-            log,
             crate::audit_anchor::sink_options(config, &state, log)?,
         )
-        .map_err(|e| crate::config::ConfigError::new(e.to_string()))?;
+        .map_err(|e| crate::config::ConfigError::new(crate::audit_anchor::audit_error(&e)))?;
         // Alert windows run on the guard's clock, so that tests drive them with a fake one.
         let alert_clock = clock.clone();
         let audit =
@@ -382,8 +381,14 @@ impl Guard {
         serde_json::json!({
             "enabled": self.audit.enabled(),
             "healthy": self.audit.failing().is_none(),
-            "error": self.audit.failing(),
+            "error": self.audit_failing(),
         })
+    }
+
+    /// Why the audit log cannot be written, naming its setting (`None` when it is off or
+    /// healthy): for the readiness check and the status page.
+    pub(crate) fn audit_failing(&self) -> Option<String> {
+        self.audit.failing().map(|f| crate::audit_anchor::failure_text(&f))
     }
 
     /// Housekeeping the server runs every `state.flush_interval`: drops idle per-IP buckets

@@ -104,11 +104,25 @@ async fn a_full_disk_under_the_audit_log_keeps_serving_and_readyz_names_it() {
     assert_eq!(sample(&metrics, "cliproxy_audit_healthy"), Some(0.0), "{metrics}");
     assert!(sample(&metrics, "cliproxy_audit_write_errors_total").unwrap() >= 1.0);
     let text = log.text();
-    assert!(text.lines().any(|l| l.starts_with("ERRO") && l.contains("/dev/full")), "{text}");
-    // The status page shows it too.
+    // The audit crate logs nothing itself: the gateway logs its notice, naming the setting.
+    assert!(
+        text.lines().any(|l| l.starts_with(
+            "ERRO cannot write the audit log /dev/full \
+                                              (logging.audit.file): "
+        ) && l.contains("backlog_lines=")),
+        "{text}"
+    );
+    // The status page shows it too, with the setting.
     let (_, status) = call(&gateway, "127.0.0.1:1", Method::GET, "/v0/management/status", "").await;
     let status: Value = serde_json::from_str(&status).unwrap();
     assert_eq!(status["layers"]["audit"]["healthy"], false, "{status}");
+    let error = status["layers"]["audit"]["error"].as_str().unwrap_or_default();
+    assert!(
+        error.starts_with("cannot write the audit log /dev/full (logging.audit.file): "),
+        "{status}"
+    );
+    // So does the readiness detail (the same check `/readyz` answers 503 for).
+    assert_eq!(status["readiness"]["audit"], error, "{status}");
 }
 
 /// One address refused by the per-IP bucket `count` times (the bucket holds one request and

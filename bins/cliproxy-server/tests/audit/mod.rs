@@ -15,8 +15,7 @@ fn audit_file(dir: &Path, n: u64) -> PathBuf {
     let mut config = AuditConfig::default();
     config.enabled = true;
     config.file = path.clone();
-    let log = slog::Logger::root(slog::Discard, slog::o!());
-    let sink = FileSink::open_with(&config, Arc::new(|_| {}), log, SinkOptions::default()).unwrap();
+    let sink = FileSink::open_with(&config, Arc::new(|_| {}), SinkOptions::default()).unwrap();
     for i in 1..=n {
         sink.write(
             &Event::new(What::ProviderRequest {
@@ -57,6 +56,8 @@ fn audit_verify_passes_a_good_chain_and_names_the_first_bad_line() {
     let (code, stdout, stderr) = verify(dir.path());
     assert_eq!(code, Some(0), "{stderr}");
     assert!(stdout.starts_with("ok: 1 file, 20 lines, seq 1..20, head "), "{stdout}");
+    assert!(stdout.contains("checkpoints were not checked"), "{stdout}");
+    assert!(stdout.contains("give --pubkey KEY, from `cliproxy-server audit pubkey`"), "{stdout}");
 
     // One byte flipped in line 7 (a token count 7 becomes 8).
     let mut flipped = good.clone();
