@@ -34,9 +34,11 @@ use crate::{Config, Error, Result};
 /// The file system the process may use once landlock is on.
 #[derive(Clone, Debug, Default)]
 pub struct Paths {
-    /// Read-only: the config file, TLS files, resolver files.
+    /// Read-only, beneath each path: what the program reads once sandboxed (its
+    /// configuration file, certificates, input).
     pub read_only: Vec<PathBuf>,
-    /// Read-write: `auth.dir`, the audit log directory, the state directory.
+    /// Read-write, beneath each path: where the program writes (its data, logs and state
+    /// directories).
     pub read_write: Vec<PathBuf>,
 }
 
