@@ -65,7 +65,7 @@ pub(crate) fn run(cli: Cli) -> Result<(), Failure> {
     // /proc/PID/environ or /proc/PID/mem, nor find them in a core file. Every subcommand may
     // hold one (`vault add` reads a token, `keygen` makes keys); `serve` and `demo` undo it
     // if `sandbox.protect_memory` is off.
-    let early = cliproxy_container::sandbox::protect_memory().map_err(anyhow::Error::from)?;
+    let early = cliproxy_container::sandbox::protect_memory().map_err(sandbox_failure)?;
     match cli.command {
         None | Some(Command::Serve) => serve(&cli.config, early),
         Some(Command::Demo(args)) => demo(&args, early),
@@ -188,17 +188,34 @@ fn sandbox(
     paths: &cliproxy_container::sandbox::Paths,
     early: cliproxy_container::sandbox::EarlyProtection,
 ) -> Result<cliproxy_container::sandbox::Applied, Failure> {
-    let applied = cliproxy_container::sandbox::apply(&config.sandbox, paths).map_err(|e| {
-        if matches!(e, cliproxy_container::Error::Root) {
-            Failure::config(e)
-        } else {
-            anyhow::Error::from(e).into()
-        }
-    })?;
+    let applied = config.sandbox.build().apply(paths).map_err(sandbox_failure)?;
     if !config.sandbox.protect_memory {
-        early.undo().map_err(anyhow::Error::from)?;
+        early.undo().map_err(sandbox_failure)?;
     }
     Ok(applied)
+}
+
+/// A sandbox error as the operator reads it: the library says what failed, this names the
+/// `sandbox:` key that governs it. Running as root is a configuration error (exit 78), the
+/// others are runtime failures.
+fn sandbox_failure(error: cliproxy_container::Error) -> Failure {
+    use cliproxy_container::Error;
+    let key = match &error {
+        Error::Root => {
+            return Failure::config(anyhow!(
+                "{error}, or set sandbox.require_non_root: false (CLIPROXY_SANDBOX__REQUIRE_NON_ROOT=false) if you really must"
+            ));
+        }
+        Error::NoNewPrivs(_) => "sandbox.no_new_privs",
+        Error::ProtectMemory { .. } => "sandbox.protect_memory",
+        Error::Seccomp(_) | Error::UnsupportedArch => "sandbox.seccomp",
+        Error::Landlock(_) | Error::LandlockPath { .. } | Error::ThreadsRunning(_) => {
+            "sandbox.landlock"
+        }
+        // Reading the posture, and any variant added later: no one key governs them.
+        _ => return anyhow::Error::from(error).into(),
+    };
+    anyhow!("{error} ({key})").into()
 }
 
 /// The sandbox as `/v0/management/status` shows it.
@@ -219,7 +236,10 @@ fn sandbox_report(
 /// layer that is not enforced.
 fn report_sandbox(config: &Config, applied: cliproxy_container::sandbox::Applied, log: &Logger) {
     use cliproxy_container::sandbox::Landlock;
-    let posture = cliproxy_container::posture::Posture::read()
+    let posture = config
+        .sandbox
+        .build()
+        .posture()
         .map(|p| p.to_string())
         .unwrap_or_else(|e| format!("unreadable: {e}"));
     info!(log, "sandbox"; "seccomp" => applied.seccomp, "no_new_privs" => applied.no_new_privs,
@@ -862,6 +882,44 @@ mod tests {
         assert_eq!(lift("2001:db8:0:1::1"), None);
         assert_eq!(lift("10.0.0.1").as_deref(), Some("10.0.0.1"));
         assert_eq!(lift("10.0.0.2"), None);
+    }
+
+    /// Every sandbox error reaches the operator with the key that governs it, and running as
+    /// root is a configuration error.
+    #[test]
+    fn sandbox_errors_name_their_key() {
+        use cliproxy_container::Error;
+        let io = || std::io::Error::from_raw_os_error(libc::EPERM);
+        let cases = [
+            (Error::Root, "sandbox.require_non_root", EXIT_CONFIG),
+            (Error::NoNewPrivs(io()), "sandbox.no_new_privs", EXIT_RUNTIME),
+            (
+                Error::ProtectMemory { what: "cannot set PR_SET_DUMPABLE", source: io() },
+                "sandbox.protect_memory",
+                EXIT_RUNTIME,
+            ),
+            (Error::Seccomp("no filter".into()), "sandbox.seccomp", EXIT_RUNTIME),
+            (Error::UnsupportedArch, "sandbox.seccomp", EXIT_RUNTIME),
+            (Error::Landlock("no ruleset".into()), "sandbox.landlock", EXIT_RUNTIME),
+            (
+                Error::LandlockPath { path: "/nowhere".into(), source: io() },
+                "sandbox.landlock",
+                EXIT_RUNTIME,
+            ),
+            (Error::ThreadsRunning(3), "sandbox.landlock", EXIT_RUNTIME),
+        ];
+        for (error, key, exit_code) in cases {
+            // The library's own text names no key of this program.
+            let library = error.to_string();
+            assert!(!library.contains("sandbox."), "{library}");
+            let failure = sandbox_failure(error);
+            let shown = format!("{:#}", failure.error);
+            assert!(shown.contains(key) && shown.contains(&library), "{key}: {shown}");
+            assert_eq!(failure.exit_code, exit_code, "{shown}");
+        }
+        let root = format!("{:#}", sandbox_failure(Error::Root).error);
+        assert!(root.starts_with("refusing to run as root"), "{root}");
+        assert!(root.contains("CLIPROXY_SANDBOX__REQUIRE_NON_ROOT"), "{root}");
     }
 
     #[test]

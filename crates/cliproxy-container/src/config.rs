@@ -1,6 +1,13 @@
+use std::sync::Arc;
+
 use serde::Deserialize;
 
-/// The `sandbox:` section.
+use crate::sandbox::{ProcessSandbox, Sandbox};
+
+/// What [`ProcessSandbox`] applies. Every protection is on by default; a program turns off
+/// what it cannot use (`Config { require_non_root: false, ..Config::default() }`). It
+/// deserialises from a map of these fields (unknown fields are refused), so it can be one
+/// section of a program's own configuration file.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
@@ -18,6 +25,13 @@ pub struct Config {
     /// belong to root and same-uid ptrace is refused) and its core file size limit is 0.
     /// Turn it off only to attach a debugger or collect a core file.
     pub protect_memory: bool,
+}
+
+impl Config {
+    /// The sandbox this describes, behind its trait.
+    pub fn build(&self) -> Arc<dyn Sandbox> {
+        Arc::new(ProcessSandbox::new(self.clone()))
+    }
 }
 
 impl Default for Config {

@@ -1,5 +1,8 @@
-//! What the process really runs with, read from `/proc/self/status` and `/proc/self/mounts`:
-//! shown at start-up, in `GET /v0/management/status` and by `check`.
+//! What the process really runs with, read from `/proc/self/status` and `/proc/self/mounts`,
+//! for a program to show at start-up or in a status report ([`Sandbox::posture`] reads it
+//! after the sandbox is applied).
+//!
+//! [`Sandbox::posture`]: crate::Sandbox::posture
 
 use std::fmt;
 

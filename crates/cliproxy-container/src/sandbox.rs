@@ -9,9 +9,12 @@
 //! Call it while the process has one thread, before the logger, the async runtime or anything
 //! else starts threads: the seccomp filters are installed with `SECCOMP_FILTER_FLAG_TSYNC` and
 //! so cover threads that already exist, but landlock only restricts the calling thread and the
-//! threads it creates afterwards. With `sandbox.landlock` on, [`apply`] refuses to run in a
+//! threads it creates afterwards. With [`Config::landlock`] on, [`apply`] refuses to run in a
 //! process that already has other threads ([`Error::ThreadsRunning`]), so a thread left
 //! outside the file system rules cannot go unnoticed.
+//!
+//! [`Sandbox`] is the interface a program holds; [`ProcessSandbox`], built from a [`Config`],
+//! is the implementation that does all of the above to the calling process.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -24,15 +27,18 @@ use landlock::{
 use nix::sys::resource::{Resource, getrlimit, rlim_t, setrlimit};
 use seccompiler::{BpfProgram, SeccompAction, SeccompFilter, TargetArch};
 
+use crate::posture::Posture;
 use crate::syscalls;
 use crate::{Config, Error, Result};
 
 /// The file system the process may use once landlock is on.
 #[derive(Clone, Debug, Default)]
 pub struct Paths {
-    /// Read-only: the config file, TLS files, resolver files.
+    /// Read-only, beneath each path: what the program reads once sandboxed (its
+    /// configuration file, certificates, input).
     pub read_only: Vec<PathBuf>,
-    /// Read-write: `auth.dir`, the audit log directory, the state directory.
+    /// Read-write, beneath each path: where the program writes (its data, logs and state
+    /// directories).
     pub read_write: Vec<PathBuf>,
 }
 
@@ -61,7 +67,7 @@ impl Paths {
 /// What landlock did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Landlock {
-    /// `sandbox.landlock` is off.
+    /// [`Config::landlock`] is off.
     Off,
     /// Every requested restriction is enforced.
     Enforced,
@@ -95,16 +101,62 @@ pub struct Applied {
     pub protect_memory: bool,
 }
 
-/// What [`protect_memory`] changed, so that `sandbox.protect_memory: false` can put it back
-/// once the configuration says so ([`EarlyProtection::undo`]).
+/// A sandbox for the running process: what a program holds to lock itself in, and to say
+/// afterwards what it runs with.
+///
+/// [`ProcessSandbox`] is the implementation; a test or another program can hand in its own
+/// (one that records the paths it was given, or that does nothing on a developer's machine).
+pub trait Sandbox: fmt::Debug + Send + Sync {
+    /// Locks this process in: read-only access to `paths.read_only` and read-write access to
+    /// `paths.read_write` (plus [`Paths::system`]), and whatever else the implementation
+    /// enforces. Call it while the process has one thread. An error means the process must
+    /// not go on: the sandbox was asked for and could not be put in place.
+    fn apply(&self, paths: &Paths) -> Result<Applied>;
+
+    /// What this process runs with now, read back from the kernel.
+    fn posture(&self) -> Result<Posture>;
+}
+
+/// The in-process sandbox: the root check, memory protection, `no_new_privs`, the seccomp
+/// filters and landlock, each as its [`Config`] says (see the module documentation for the
+/// order and why).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProcessSandbox {
+    config: Config,
+}
+
+impl ProcessSandbox {
+    /// The sandbox `config` describes. Nothing is applied until [`Sandbox::apply`].
+    pub fn new(config: Config) -> Self {
+        Self { config }
+    }
+
+    /// What it applies.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+}
+
+impl Sandbox for ProcessSandbox {
+    fn apply(&self, paths: &Paths) -> Result<Applied> {
+        apply(&self.config, paths)
+    }
+
+    fn posture(&self) -> Result<Posture> {
+        Posture::read().map_err(Error::Posture)
+    }
+}
+
+/// What [`protect_memory`] changed, so that a configuration with [`Config::protect_memory`]
+/// off can put it back once it is read ([`EarlyProtection::undo`]).
 #[derive(Debug)]
-#[must_use = "undo it when sandbox.protect_memory is off"]
+#[must_use = "undo it when Config::protect_memory is off"]
 pub struct EarlyProtection {
     /// The core file soft limit before it was set to 0.
     core_soft: rlim_t,
 }
 
-/// The early half of `sandbox.protect_memory`, to take before the configuration is read: the
+/// The early half of [`Config::protect_memory`], to take before the configuration is read: the
 /// process becomes non-dumpable, so that from here on no other process of its user can read
 /// its `/proc/PID/environ` or `/proc/PID/mem` or attach to it, and its core file soft limit
 /// becomes 0. The hard limit stays where it was, so that [`EarlyProtection::undo`] can give
@@ -121,7 +173,7 @@ pub fn protect_memory() -> Result<EarlyProtection> {
 }
 
 impl EarlyProtection {
-    /// Gives back what [`protect_memory`] took, for `sandbox.protect_memory: false` (a
+    /// Gives back what [`protect_memory`] took, for [`Config::protect_memory`] off (a
     /// debugger or a core file is wanted): dumpable again, the core file soft limit as it was.
     pub fn undo(self) -> Result<()> {
         set_dumpable(true)?;
@@ -176,7 +228,7 @@ pub fn apply(config: &Config, paths: &Paths) -> Result<Applied> {
 
 /// Whether the effective uid is 0.
 pub fn is_root() -> bool {
-    crate::posture::Posture::read().is_ok_and(|p| p.euid == 0)
+    Posture::read().is_ok_and(|p| p.euid == 0)
 }
 
 /// Whether this process may be dumped (and so read through `/proc` and traced by its user).

@@ -255,9 +255,11 @@ fn child(scenario: &str) {
         }
         _ => {}
     }
-    let applied = sandbox::apply(&config(), &paths).unwrap();
+    // Through the trait, as a program holds it.
+    let sandbox = config().build();
+    let applied = sandbox.apply(&paths).unwrap();
     println!("LANDLOCK {:?}", applied.landlock);
-    let posture = Posture::read().unwrap();
+    let posture = sandbox.posture().unwrap();
     println!(
         "POSTURE seccomp={} filters={} nnp={}",
         posture.seccomp, posture.seccomp_filters, posture.no_new_privs

@@ -1,5 +1,6 @@
 //! Secret scanning: provider API keys, tokens, private keys and high-entropy assignments in
-//! the staged changes, the tracked files or the whole history of a git repository.
+//! the staged changes, the tracked files or the whole history of a git repository, or in the
+//! files beneath any directory.
 //!
 //! A [`Scanner`] holds the rules and an [`Allowlist`]; [`Scanner::scan`] runs one [`Mode`]
 //! over a repository and returns a [`Report`]. A [`Finding`] never holds the secret: only
@@ -117,6 +118,9 @@ pub enum Mode {
     /// Every line added by every commit reachable from `HEAD` (`git log -p`), merge
     /// resolutions included.
     History,
+    /// Every regular file beneath a directory, without git: a release directory, an unpacked
+    /// archive. Symbolic links are not followed and `.git` directories are not entered.
+    Directory,
 }
 
 impl fmt::Display for Mode {
@@ -125,6 +129,7 @@ impl fmt::Display for Mode {
             Self::Staged => "staged changes",
             Self::All => "tracked files",
             Self::History => "history",
+            Self::Directory => "files in the directory",
         })
     }
 }
@@ -312,11 +317,16 @@ impl Scanner {
         findings
     }
 
-    /// Scans a repository (any directory inside its work tree).
+    /// Scans a repository (any directory inside its work tree), or, with
+    /// [`Mode::Directory`], any directory.
     pub fn scan(&self, repo: &Path, mode: Mode) -> Result<Report> {
+        if mode == Mode::Directory {
+            return self.scan_directory(repo);
+        }
         let git = Git::open(repo)?;
         match mode {
-            Mode::All => self.scan_tree(&git),
+            // `Directory` was scanned above, without git.
+            Mode::All | Mode::Directory => self.scan_tree(&git),
             Mode::Staged => {
                 let args = [&["diff", "--cached"][..], DIFF_OPTIONS].concat();
                 self.scan_patch(&git, Mode::Staged, &args)
@@ -350,24 +360,62 @@ impl Scanner {
             if !meta.is_file() {
                 continue;
             }
-            if meta.len() > self.max_file_bytes {
-                report.skipped.push(Skipped { commit: None, path, reason: "over the size cap" });
-                continue;
-            }
-            let bytes = std::fs::read(&full).map_err(|source| Error::Io {
-                path: full.clone(),
-                op: "read",
-                source,
-            })?;
-            if bytes.contains(&0) {
-                report.skipped.push(Skipped { commit: None, path, reason: "binary (NUL byte)" });
-                continue;
-            }
-            report.files_scanned += 1;
-            let findings = self.find(&path, &String::from_utf8_lossy(&bytes), 1);
-            self.record(&mut report, findings);
+            self.scan_file(&mut report, &full, path, meta.len())?;
         }
         Ok(report)
+    }
+
+    /// Every regular file beneath `root`, in path order, named relative to it.
+    fn scan_directory(&self, root: &Path) -> Result<Report> {
+        let mut report = Report::new(Mode::Directory);
+        let list = |path: &Path, source| Error::Io { path: path.to_owned(), op: "list", source };
+        let mut files = Vec::new();
+        let mut pending = vec![root.to_owned()];
+        while let Some(dir) = pending.pop() {
+            for entry in std::fs::read_dir(&dir).map_err(|e| list(&dir, e))? {
+                let entry = entry.map_err(|e| list(&dir, e))?;
+                // The entry's own type: a symbolic link is not followed (its target is not
+                // content of this directory), nor are sockets or devices read.
+                let file_type = entry.file_type().map_err(|e| list(&entry.path(), e))?;
+                if file_type.is_dir() && entry.file_name() != ".git" {
+                    pending.push(entry.path());
+                } else if file_type.is_file() {
+                    files.push(entry.path());
+                }
+            }
+        }
+        files.sort();
+        for full in files {
+            let relative = full.strip_prefix(root).unwrap_or(&full);
+            let path = relative.to_string_lossy().into_owned();
+            let len = std::fs::symlink_metadata(&full)
+                .map_err(|source| Error::Io { path: full.clone(), op: "read", source })?
+                .len();
+            self.scan_file(&mut report, &full, path, len)?;
+        }
+        Ok(report)
+    }
+
+    /// Scans one file of `len` bytes at `full`, reported as `path`: skipped when it is over
+    /// the size cap or binary.
+    fn scan_file(&self, report: &mut Report, full: &Path, path: String, len: u64) -> Result<()> {
+        if len > self.max_file_bytes {
+            report.skipped.push(Skipped { commit: None, path, reason: "over the size cap" });
+            return Ok(());
+        }
+        let bytes = std::fs::read(full).map_err(|source| Error::Io {
+            path: full.to_owned(),
+            op: "read",
+            source,
+        })?;
+        if bytes.contains(&0) {
+            report.skipped.push(Skipped { commit: None, path, reason: "binary (NUL byte)" });
+            return Ok(());
+        }
+        report.files_scanned += 1;
+        let findings = self.find(&path, &String::from_utf8_lossy(&bytes), 1);
+        self.record(report, findings);
+        Ok(())
     }
 
     fn scan_patch(&self, git: &Git, mode: Mode, args: &[&str]) -> Result<Report> {

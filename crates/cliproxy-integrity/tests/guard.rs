@@ -441,3 +441,31 @@ fn a_directory_outside_any_repository_is_an_error() {
     let error = guard::check_range(dir.path(), "HEAD~1", "HEAD", &policy).unwrap_err();
     assert!(matches!(error, Error::Git { .. }), "{error:?}");
 }
+
+/// The guard through the shared interface: each violation is one finding that names the
+/// commit, the protected path and the rule; a clean range has none; a bad revision is no
+/// verdict at all.
+#[test]
+fn the_guard_runs_as_an_integrity_check() {
+    use cliproxy_integrity::{IntegrityCheck, PathGuard};
+    let repo = Repo::new();
+    let check = |head: &str| {
+        PathGuard::new(repo.path(), "base", head, Policy::from_toml(POLICY).unwrap()).run()
+    };
+    assert_eq!(check("HEAD").unwrap(), Vec::new());
+    repo.write("protected/core.rs", "fn core() { evil() }\n");
+    repo.commit(EVE, &reviewed("Sneak a change in", &[BOB, CAROL]));
+    let findings = check("HEAD").unwrap();
+    assert_eq!(findings.len(), 1, "{findings:?}");
+    assert_eq!(findings[0].check, "path-guard");
+    assert_eq!(findings[0].what, format!("author not a maintainer ({EVE})"));
+    assert!(
+        findings[0].location.ends_with("\"Sneak a change in\": protected/core.rs"),
+        "{:?}",
+        findings[0]
+    );
+    assert!(matches!(
+        check("no-such-rev"),
+        Err(cliproxy_integrity::Error::Guard(Error::BadRevision { .. }))
+    ));
+}

@@ -506,3 +506,40 @@ fn the_secret_key_is_read_from_an_environment_variable() {
     assert!(output.contains("malformed secret key"), "{output}");
     assert!(!output.contains(key_text.lines().nth(1).unwrap()), "{output}");
 }
+
+/// The verification through the shared interface: a release that verifies has no finding;
+/// a tampered artefact, a changed `SHA256SUMS` and a missing signature are each one finding
+/// naming the file; an unreadable directory is no verdict.
+#[test]
+fn verification_runs_as_an_integrity_check() {
+    use cliproxy_integrity::{IntegrityCheck, ReleaseVerification};
+    let release = Release::new();
+    let check = || ReleaseVerification::new(&release.dir, release.keys.public_key.clone()).run();
+    assert_eq!(check().unwrap(), []);
+
+    let (name, bytes) = ARTEFACTS[0];
+    write_flipped(&release.dir.join(name), bytes, 0);
+    let findings = check().unwrap();
+    assert_eq!(findings.len(), 1, "{findings:?}");
+    assert_eq!((findings[0].check, findings[0].location.as_str()), ("release-verification", name));
+    assert!(findings[0].what.contains("SHA-256 mismatch"), "{:?}", findings[0]);
+    fs::write(release.dir.join(name), bytes).unwrap();
+
+    let sums = fs::read(release.sums()).unwrap();
+    write_flipped(&release.sums(), &sums, 0);
+    assert_eq!(check().unwrap()[0].location, SUMS_FILE);
+    fs::write(release.sums(), &sums).unwrap();
+
+    fs::remove_file(release.signature()).unwrap();
+    assert_eq!(check().unwrap()[0].location, SIGNATURE_FILE);
+
+    let gone = ReleaseVerification::new(
+        release.dir.join("no-such-dir/x"),
+        release.keys.public_key.clone(),
+    );
+    assert!(
+        matches!(gone.run(), Err(cliproxy_integrity::Error::Release(Error::Io { .. }))),
+        "{:?}",
+        gone.run()
+    );
+}

@@ -644,3 +644,46 @@ fn the_installed_hook_runs_on_commit_and_respects_core_hooks_path() {
         .unwrap();
     assert!(!out.status.success(), "the hook did not run");
 }
+
+/// A directory without git: every regular file beneath it is scanned and named relative to
+/// it; a symbolic link is not followed, `.git` is not entered, binary files are skipped.
+#[test]
+fn a_directory_is_scanned_without_git() {
+    let dir = TempDir::new().unwrap();
+    let key = fake_aws("AKIA", 7);
+    std::fs::create_dir_all(dir.path().join("etc/app")).unwrap();
+    std::fs::create_dir_all(dir.path().join(".git")).unwrap();
+    std::fs::write(dir.path().join("etc/app/config.env"), format!("# app\nAWS_KEY={key}\n"))
+        .unwrap();
+    std::fs::write(dir.path().join("README"), "nothing to see\n").unwrap();
+    std::fs::write(dir.path().join(".git/config"), format!("token={key}\n")).unwrap();
+    std::fs::write(dir.path().join("blob.bin"), format!("\0{key}")).unwrap();
+    let outside = TempDir::new().unwrap();
+    std::fs::write(outside.path().join("other.env"), format!("AWS_KEY={key}\n")).unwrap();
+    std::os::unix::fs::symlink(outside.path().join("other.env"), dir.path().join("link.env"))
+        .unwrap();
+
+    let report = scanner().scan(dir.path(), Mode::Directory).unwrap();
+    let found: Vec<(&str, usize, &str)> =
+        report.findings.iter().map(|f| (f.path.as_str(), f.line, f.rule)).collect();
+    assert_eq!(found, [("etc/app/config.env", 2, "aws-access-key-id")], "{report}");
+    assert_eq!(report.files_scanned, 2, "{report}");
+    assert_eq!(report.skipped.len(), 1, "{report}");
+    assert_eq!(report.skipped[0].path, "blob.bin");
+    assert!(
+        report.summary().starts_with("secret scan of the files in the directory: SECRETS FOUND")
+    );
+
+    // The same through the shared interface: what and where, never the key.
+    use cliproxy_integrity::{IntegrityCheck, SecretScan};
+    let findings = SecretScan::new(scanner(), dir.path(), Mode::Directory).run().unwrap();
+    assert_eq!(findings.len(), 1, "{findings:?}");
+    assert_eq!(findings[0].check, "secret-scan");
+    assert_eq!(findings[0].location, "etc/app/config.env:2");
+    assert!(findings[0].what.starts_with("aws-access-key-id: AKIA…(20 chars) (sha256:"));
+    assert!(!findings[0].to_string().contains(&key), "{}", findings[0]);
+    assert!(!format!("{:?}", findings[0]).contains(&key));
+
+    std::fs::remove_file(dir.path().join("etc/app/config.env")).unwrap();
+    assert_eq!(SecretScan::new(scanner(), dir.path(), Mode::Directory).run().unwrap(), []);
+}
