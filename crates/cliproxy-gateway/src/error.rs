@@ -55,6 +55,9 @@ impl From<cliproxy_vault::Error> for Error {
 /// The crate's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// A stage's refusal: the error, and the API format (the endpoint's) to answer it in.
+pub(crate) type Refusal = (ApiFormat, ApiError);
+
 /// An error answered to a client.
 #[derive(Debug, Clone)]
 pub(crate) struct ApiError {

@@ -13,7 +13,8 @@ use slog::{Logger, info};
 
 use crate::body::Body;
 use crate::error::ApiError;
-use crate::gateway::{Gateway, json_response};
+use crate::gateway::Gateway;
+use crate::http_util::{json_response, truncate};
 use crate::management::Note;
 
 type Answer = Result<Response<Body>, ApiError>;
@@ -54,7 +55,7 @@ pub(crate) async fn deny(gateway: &Gateway, body: Bytes, log: &Logger, note: &mu
     let network = parse_network(&input.ip).ok_or_else(|| {
         bad(format!(
             "`ip` `{}` is not an IP address or a CIDR range written with its network address (e.g. 203.0.113.0/24)",
-            crate::gateway::truncate(&input.ip, 64)
+            truncate(&input.ip, 64)
         ))
     })?;
     let ttl = match &input.ttl {

@@ -58,10 +58,12 @@ use cliproxy_audit::{Event, Plane, What};
 use crate::api::ApiFormat;
 use crate::body::Body;
 use crate::config::ManagementConfig;
+use crate::credentials::blocking;
 use crate::error::ApiError;
-use crate::gateway::{Gateway, json_response};
+use crate::gateway::Gateway;
 use crate::guard::ban_key;
 use crate::guard_api;
+use crate::http_util::{json_response, truncate};
 
 /// The path prefix of the management API.
 pub(crate) const PREFIX: &str = crate::api::MANAGEMENT_PREFIX;
@@ -446,7 +448,7 @@ fn describe(
             ["auths", provider] if action == "delete" => Some(format!("{provider}/*")),
             _ => None,
         });
-        let credential = credential.map(|c| crate::gateway::truncate(&c, 200));
+        let credential = credential.map(|c| truncate(&c, 200));
         return ("credential_access", What::CredentialAccess { action, credential, outcome });
     }
     let action = match (method, segments.as_slice()) {
@@ -462,7 +464,7 @@ fn describe(
         _ => "other",
     };
     let mut details = note.details;
-    details.insert("path".to_owned(), Value::String(crate::gateway::truncate(path, 200)));
+    details.insert("path".to_owned(), Value::String(truncate(path, 200)));
     ("config_change", What::ConfigChange { action, changed: note.changed, details, outcome })
 }
 
@@ -704,7 +706,7 @@ async fn list(gateway: &Gateway) -> Answer {
             ListEntry::Readable(meta) => {
                 let mut entry = meta_json(meta);
                 entry["readable"] = json!(true);
-                let left = gateway.cooldown_left(&meta.provider, &meta.id);
+                let left = gateway.providers().cooldown_left(&meta.provider, &meta.id);
                 entry["cooling_down"] = json!(left.is_some());
                 entry["cooldown_remaining_ms"] =
                     json!(left.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)));
@@ -794,7 +796,7 @@ where
     let stored = credential
         .meta(store.location().join(format!("{}.json", credential.id)), store.write_protection());
     note.credential = Some(format!("{}/{}", stored.provider, stored.id));
-    gateway.store_credential(credential).await?;
+    gateway.providers().store_credential(credential).await?;
     info!(log, "credential added"; "event_type" => "config_change", "provider" => &stored.provider,
         "credential" => &stored.id, "type" => stored.kind);
     Ok(json_response(StatusCode::CREATED, &meta_json(&stored)))
@@ -802,11 +804,11 @@ where
 
 fn build_credential(gateway: &Gateway, input: NewCredential) -> Result<Credential, String> {
     let provider = input.provider.as_str();
-    if !gateway.accepts_credentials_for(provider) {
-        let names = gateway.upstream_provider_names();
+    if !gateway.providers().accepts_credentials_for(provider) {
+        let names = gateway.providers().upstream_provider_names();
         return Err(format!(
             "`{}` is not a configured upstream provider (configured: {})",
-            crate::gateway::truncate(provider, 64),
+            truncate(provider, 64),
             if names.is_empty() {
                 "none; the built-in mock takes no credentials".to_owned()
             } else {
@@ -856,7 +858,7 @@ fn build_credential(gateway: &Gateway, input: NewCredential) -> Result<Credentia
         other => {
             return Err(format!(
                 "unknown credential type `{}` (api_key or oauth)",
-                crate::gateway::truncate(other, 32)
+                truncate(other, 32)
             ));
         }
     };
@@ -897,7 +899,7 @@ async fn delete(gateway: &Gateway, provider: &str, id: Option<&str>) -> Answer {
                 // Unreadable: the file names no provider we can read. The id names the file
                 // exactly, so it goes, unless the pool says it is another provider's.
                 Some(ListEntry::Unreadable(_))
-                    if gateway.pool_owner(id).is_none_or(|owner| owner == provider) =>
+                    if gateway.providers().pool_owner(id).is_none_or(|owner| owner == provider) =>
                 {
                     vec![id.to_owned()]
                 }
@@ -916,12 +918,14 @@ async fn delete(gateway: &Gateway, provider: &str, id: Option<&str>) -> Answer {
                     }
                     // Unreadable, but loaded before it was damaged: the pool knows whose it is.
                     ListEntry::Unreadable(file)
-                        if gateway.pool_owner(&file.id) == Some(provider) =>
+                        if gateway.providers().pool_owner(&file.id) == Some(provider) =>
                     {
                         ids.push(file.id.clone());
                     }
                     // Unreadable and of no known provider: left as it is, and reported.
-                    ListEntry::Unreadable(file) if gateway.pool_owner(&file.id).is_none() => {
+                    ListEntry::Unreadable(file)
+                        if gateway.providers().pool_owner(&file.id).is_none() =>
+                    {
                         left.push(unreadable_json(file));
                     }
                     _ => {}
@@ -930,23 +934,22 @@ async fn delete(gateway: &Gateway, provider: &str, id: Option<&str>) -> Answer {
             (ids, left)
         }
     };
-    if ids.is_empty() && (id.is_some() || !gateway.knows_provider(provider)) {
+    if ids.is_empty() && (id.is_some() || !gateway.providers().knows_provider(provider)) {
         return Err(ApiError::new(
             ErrorCode::NotFound,
             match id {
                 Some(id) => format!(
                     "no credential `{}` of provider `{}`",
-                    crate::gateway::truncate(id, 128),
-                    crate::gateway::truncate(provider, 64)
+                    truncate(id, 128),
+                    truncate(provider, 64)
                 ),
-                None => format!(
-                    "no provider `{}` and no credentials for it",
-                    crate::gateway::truncate(provider, 64)
-                ),
+                None => {
+                    format!("no provider `{}` and no credentials for it", truncate(provider, 64))
+                }
             },
         ));
     }
-    let deleted = gateway.delete_credentials(&ids).await?;
+    let deleted = gateway.providers().delete_credentials(&ids).await?;
     let mut answer = json!({ "deleted": deleted });
     // Only when there is something to report, so the usual answer keeps its shape.
     if !left.is_empty() {
@@ -1028,29 +1031,6 @@ where
             format!("a management request body is at most {MAX_BODY_BYTES} bytes"),
         )),
         Err(_) => Err(ApiError::new(ErrorCode::BadRequest, "the request body could not be read")),
-    }
-}
-
-/// Runs a vault call off the async threads; its error becomes a 500 that names the file
-/// (vault errors never hold a secret).
-pub(crate) async fn blocking<T: Send + 'static>(
-    call: impl FnOnce() -> cliproxy_vault::Result<T> + Send + 'static,
-) -> Result<T, ApiError> {
-    match tokio::task::spawn_blocking(call).await {
-        Ok(Ok(value)) => Ok(value),
-        Ok(Err(error @ cliproxy_vault::Error::InvalidName { .. })) => {
-            Err(ApiError::new(ErrorCode::BadRequest, error.to_string()))
-        }
-        // The directory cannot be written or read (a read-only mount, a full disk): nothing
-        // is wrong with the request, and it may work once the operator has fixed the disk.
-        Ok(Err(error @ cliproxy_vault::Error::Io { .. })) => Err(ApiError::new(
-            ErrorCode::Unavailable,
-            format!("credential vault (auth.dir): {error}"),
-        )),
-        Ok(Err(error)) => {
-            Err(ApiError::new(ErrorCode::Internal, format!("credential vault: {error}")))
-        }
-        Err(_) => Err(ApiError::new(ErrorCode::Internal, "the vault operation was interrupted")),
     }
 }
 

@@ -15,7 +15,8 @@ use slog::{info, warn};
 use crate::body::Body;
 use crate::config::{Config, ConfigSource};
 use crate::error::ApiError;
-use crate::gateway::{Gateway, json_response};
+use crate::gateway::Gateway;
+use crate::http_util::json_response;
 use crate::management::Note;
 
 /// The key paths (and everything below them) a reload applies without a restart. Client
