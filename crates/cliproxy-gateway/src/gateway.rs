@@ -26,6 +26,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use cliproxy_vault::Credential;
 use http::{Request, Response};
 use serde_json::Value;
 use slog::{Logger, info, warn};
@@ -34,8 +35,9 @@ use tokio::time::Instant;
 use crate::api::{self, Endpoint};
 use crate::auth::{self, ClientKeyCell};
 use crate::body::{Body, Outcome};
-use crate::config::{Config, LimitsConfig};
+use crate::config::{Config, ConfigSource, LimitsConfig};
 use crate::context::{RequestContext, RequestIds};
+use crate::control::{ControlPlane, Note, Status};
 use crate::cors::Cors;
 use crate::error::{ApiError, Refusal, Result};
 use crate::forward::{self, Outgoing};
@@ -43,6 +45,7 @@ use crate::guard::Guard;
 use crate::management::{self, Management};
 use crate::provider_set::{self, ProviderSet};
 use crate::refresh::Vault;
+use crate::reload::{ReloadReport, Reloader};
 use crate::routing::ModelRouter;
 use crate::{admission, intake, models, readiness, respond};
 
@@ -56,7 +59,7 @@ struct Inner {
     log: Logger,
     limits: LimitsConfig,
     /// Swapped whole by a config reload (`auth.api_keys`).
-    client_keys: ClientKeyCell,
+    client_keys: Arc<ClientKeyCell>,
     /// The providers, their pools, the vault and what forwarding needs.
     providers: ProviderSet,
     management: Management,
@@ -66,8 +69,8 @@ struct Inner {
     sandbox: std::sync::OnceLock<Value>,
     /// The network guard (layer 4).
     guard: Arc<Guard>,
-    /// Where the configuration came from, for reloads.
-    loaded: std::sync::Mutex<Option<crate::reload::Loaded>>,
+    /// The config reload, and where the configuration came from.
+    reloader: Arc<Reloader>,
     /// `metrics:`, for the listener.
     metrics: cliproxy_audit::MetricsConfig,
     /// `server.cors`, when it lists origins.
@@ -149,10 +152,12 @@ impl Gateway {
             log: log.clone(),
             audit: guard.audit.clone(),
         });
+        let client_keys = Arc::new(ClientKeyCell::new(client_keys));
+        let reloader = Arc::new(Reloader::new(log.clone(), guard.clone(), client_keys.clone()));
         Ok(Self {
             inner: Arc::new(Inner {
                 limits: config.server.limits.clone(),
-                client_keys: ClientKeyCell::new(client_keys),
+                client_keys,
                 providers: ProviderSet {
                     providers,
                     router,
@@ -167,7 +172,7 @@ impl Gateway {
                 started: Instant::now(),
                 sandbox: std::sync::OnceLock::new(),
                 guard,
-                loaded: std::sync::Mutex::new(None),
+                reloader,
                 metrics: config.metrics.clone(),
                 cors: Cors::new(&config.server.cors),
             }),
@@ -243,7 +248,16 @@ impl Gateway {
         if api::is_management(parts.uri.path()) {
             ctx.client = Some("management".to_owned());
             let log = ctx.request_log();
-            return Ok(management::handle(self, &parts, body, peer, &ctx.request_id, &log).await);
+            return Ok(management::handle(
+                self,
+                &inner.management,
+                &parts,
+                body,
+                peer,
+                &ctx.request_id,
+                &log,
+            )
+            .await);
         }
         // A CORS preflight from a listed origin carries no key (a browser never sends one on
         // it), so it is answered before authentication and is no failed one; past the IP
@@ -409,6 +423,18 @@ impl Gateway {
         })
     }
 
+    /// Remembers where the configuration came from, so that it can be reloaded. A gateway
+    /// built from text (`demo`) has none and refuses reloads.
+    pub fn set_config_source(&self, source: ConfigSource) {
+        self.inner.reloader.set_config_source(source);
+    }
+
+    /// Reloads the configuration (SIGHUP). Errors are logged and audited; the old
+    /// configuration stays in force.
+    pub fn reload(&self, trigger: &str) -> Result<ReloadReport, String> {
+        self.inner.reloader.reload(trigger)
+    }
+
     /// The network guard, for the listener.
     pub(crate) fn guard(&self) -> &Arc<Guard> {
         &self.inner.guard
@@ -419,53 +445,69 @@ impl Gateway {
         self.inner.guard.flush_interval
     }
 
-    /// `metrics:`.
+    /// `metrics:`, for the listener.
     pub(crate) fn metrics_config(&self) -> &cliproxy_audit::MetricsConfig {
         &self.inner.metrics
     }
+}
 
-    /// The sandbox report, or `null` when the process was not sandboxed by the binary.
-    pub(crate) fn sandbox_report(&self) -> Value {
-        self.inner.sandbox.get().cloned().unwrap_or(Value::Null)
+/// The management plane's handle on the gateway: each call goes to the part that owns it
+/// (the credential writes to `credentials.rs`, the reload to `reload.rs`).
+impl ControlPlane for Gateway {
+    fn guard(&self) -> &Arc<Guard> {
+        &self.inner.guard
     }
 
-    /// Time since the gateway was built.
-    pub(crate) fn uptime(&self) -> Duration {
-        self.inner.started.elapsed()
-    }
-
-    /// The management gate.
-    pub(crate) fn management(&self) -> &Management {
-        &self.inner.management
-    }
-
-    /// The vault and its write lock.
-    pub(crate) fn vault(&self) -> &Arc<Vault> {
+    fn vault(&self) -> &Arc<Vault> {
         &self.inner.providers.vault
     }
 
-    /// The providers, their pools and the credential writes on them.
-    pub(crate) fn providers(&self) -> &ProviderSet {
-        &self.inner.providers
+    fn knows_provider(&self, name: &str) -> bool {
+        self.inner.providers.knows_provider(name)
     }
 
-    /// Each readiness check with its full error, for the authenticated management status.
-    pub(crate) fn readiness_detail(&self) -> Value {
-        readiness::detail(&self.inner.providers.vault, &self.inner.guard)
+    fn accepts_credentials_for(&self, name: &str) -> bool {
+        self.inner.providers.accepts_credentials_for(name)
     }
 
-    /// Puts reloaded client keys in force: the next request is checked against them.
-    pub(crate) fn set_client_keys(&self, keys: cliproxy_vault::ClientKeys) {
-        self.inner.client_keys.replace(keys);
+    fn upstream_provider_names(&self) -> Vec<&str> {
+        self.inner.providers.upstream_provider_names()
     }
 
-    /// The configuration source and its last values.
-    pub(crate) fn loaded(&self) -> &std::sync::Mutex<Option<crate::reload::Loaded>> {
-        &self.inner.loaded
+    async fn store_credential(&self, credential: Credential) -> Result<(), ApiError> {
+        self.inner.providers.store_credential(credential).await
     }
 
-    /// The gateway's logger.
-    pub(crate) fn log(&self) -> &Logger {
-        &self.inner.log
+    async fn delete_credentials(&self, ids: &[String]) -> Result<Vec<String>, ApiError> {
+        self.inner.providers.delete_credentials(ids).await
+    }
+
+    fn pool_owner(&self, id: &str) -> Option<&str> {
+        self.inner.providers.pool_owner(id)
+    }
+
+    fn cooldown_left(&self, provider: &str, id: &str) -> Option<Duration> {
+        self.inner.providers.cooldown_left(provider, id)
+    }
+
+    async fn flush_last_used(&self) {
+        self.inner.providers.flush_last_used().await;
+    }
+
+    async fn reload_config(
+        &self,
+        trigger: &'static str,
+        note: &mut Note,
+    ) -> Result<Response<Body>, ApiError> {
+        self.inner.reloader.reload_config(trigger, note).await
+    }
+
+    fn status(&self) -> Status<'_> {
+        Status {
+            uptime: self.inner.started.elapsed(),
+            readiness: readiness::detail(&self.inner.providers.vault, &self.inner.guard),
+            metrics: &self.inner.metrics,
+            sandbox: self.inner.sandbox.get().cloned().unwrap_or(Value::Null),
+        }
     }
 }

@@ -28,6 +28,7 @@ mod body;
 mod clock;
 mod config;
 mod context;
+mod control;
 mod cors;
 mod credentials;
 mod error;
