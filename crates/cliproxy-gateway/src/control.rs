@@ -13,9 +13,9 @@ use cliproxy_vault::Credential;
 use http::Response;
 use serde_json::Value;
 
-use crate::body::Body;
 use crate::error::ApiError;
 use crate::guard::Guard;
+use crate::http_util::Body;
 use crate::refresh::Vault;
 
 /// What the management plane may read and change in the running gateway: exactly what its

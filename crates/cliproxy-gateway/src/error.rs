@@ -9,7 +9,7 @@ use http::{HeaderValue, Response, StatusCode, header};
 use serde_json::json;
 
 use crate::api::ApiFormat;
-use crate::body::{Body, full};
+use crate::http_util::{Body, full};
 
 /// Errors from building or running the gateway.
 #[derive(Debug, thiserror::Error)]

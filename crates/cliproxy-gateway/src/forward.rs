@@ -19,10 +19,10 @@ use slog::{info, warn};
 use tokio::time::Instant;
 
 use crate::api::{ApiFormat, Endpoint};
-use crate::body::{Body, full};
 use crate::config::ProviderKind;
 use crate::context::RequestContext;
 use crate::error::{ApiError, Refusal};
+use crate::http_util::{Body, full};
 use crate::mock::{self, MockRequest};
 use crate::pool::Rest;
 use crate::provider_set::{Provider, ProviderSet};

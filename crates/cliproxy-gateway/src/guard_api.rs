@@ -11,10 +11,10 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use slog::{Logger, info};
 
-use crate::body::Body;
 use crate::control::Note;
 use crate::error::ApiError;
 use crate::guard::Guard;
+use crate::http_util::Body;
 use crate::http_util::{json_response, truncate};
 
 type Answer = Result<Response<Body>, ApiError>;

@@ -1,13 +1,26 @@
-//! Small HTTP helpers shared by the request path and the management plane: a JSON answer and
-//! text cut to a length for logs, audit lines and messages. A leaf: it imports nothing of the
-//! gateway but the body type.
+//! Small HTTP helpers shared by the request path and the management plane: the boxed body
+//! type of every response, a complete body, a JSON answer, and text cut to a length for logs,
+//! audit lines and messages. A leaf: it imports nothing of the gateway, so that `error.rs`
+//! (which builds error answers) and `body.rs` (whose streams end with an error event) can
+//! both use it without importing each other.
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};
+use http_body_util::BodyExt;
+use http_body_util::combinators::UnsyncBoxBody;
 use serde_json::Value;
 
-use crate::body::{Body, full};
+/// Boxed error carried by bodies.
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The body type of every gateway response.
+pub(crate) type Body = UnsyncBoxBody<Bytes, BoxError>;
+
+/// A complete body.
+pub(crate) fn full(bytes: impl Into<Bytes>) -> Body {
+    http_body_util::Full::new(bytes.into()).map_err(|never| match never {}).boxed_unsync()
+}
 
 /// A JSON answer with `status`.
 pub(crate) fn json_response(status: StatusCode, value: &Value) -> Response<Body> {

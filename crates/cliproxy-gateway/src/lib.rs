@@ -53,6 +53,7 @@ mod refresh;
 mod reload;
 mod respond;
 mod routing;
+mod sandbox_paths;
 mod server;
 mod stream_usage;
 mod upstream;

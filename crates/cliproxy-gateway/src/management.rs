@@ -56,13 +56,13 @@ use tokio::time::Instant;
 use cliproxy_audit::{Event, Plane, What};
 
 use crate::api::ApiFormat;
-use crate::body::Body;
 use crate::config::ManagementConfig;
 use crate::control::{ControlPlane, Note};
 use crate::credentials::blocking;
 use crate::error::ApiError;
 use crate::guard::{Guard, ban_key};
 use crate::guard_api;
+use crate::http_util::Body;
 use crate::http_util::{json_response, truncate};
 
 /// The path prefix of the management API.

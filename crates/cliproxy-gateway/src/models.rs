@@ -10,9 +10,9 @@ use http::{Response, StatusCode};
 use serde_json::{Value, json};
 
 use crate::api::ApiFormat;
-use crate::body::Body;
 use crate::config::ProviderKind;
 use crate::error::ApiError;
+use crate::http_util::Body;
 use crate::http_util::json_response;
 use crate::mock;
 use crate::model_list;

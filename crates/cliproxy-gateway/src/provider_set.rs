@@ -18,7 +18,6 @@ use crate::config::{BaseUrl, Config, ConfigError, EgressConfig, LimitsConfig, Pr
 use crate::error::Result;
 use crate::model_list::ListCache;
 use crate::pool::{Epoch, PoolCell, Slot};
-use crate::providers;
 use crate::refresh::Vault;
 use crate::routing::ModelRouter;
 use crate::upstream::{self, HttpClient};
@@ -75,8 +74,7 @@ pub(crate) fn build_providers(
     for (name, provider) in &config.providers.0 {
         let base_url = match &provider.base_url {
             Some(url) => url.clone(),
-            None => BaseUrl::parse(providers::default_base_url(provider.kind))
-                .map_err(ConfigError::new)?,
+            None => BaseUrl::parse(provider.kind.default_base_url()).map_err(ConfigError::new)?,
         };
         let client = match provider.kind {
             ProviderKind::Mock => None,

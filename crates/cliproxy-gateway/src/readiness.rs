@@ -8,8 +8,8 @@ use http::{Response, StatusCode};
 use serde_json::{Value, json};
 use slog::{Logger, warn};
 
-use crate::body::Body;
 use crate::guard::Guard;
+use crate::http_util::Body;
 use crate::http_util::json_response;
 use crate::refresh::Vault;
 

@@ -14,11 +14,11 @@ use serde_json::{Value, json};
 use slog::{Logger, info, warn};
 
 use crate::auth::ClientKeyCell;
-use crate::body::Body;
 use crate::config::{Config, ConfigSource};
 use crate::control::Note;
 use crate::error::ApiError;
 use crate::guard::Guard;
+use crate::http_util::Body;
 use crate::http_util::json_response;
 
 /// The key paths (and everything below them) a reload applies without a restart. Client

@@ -11,10 +11,11 @@ use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};
 use http_body_util::BodyExt;
 
-use crate::body::{Body, OnDone, Tapped};
+use crate::body::{OnDone, Tapped};
 use crate::context::RequestContext;
 use crate::cors::Cors;
 use crate::guard::Guard;
+use crate::http_util::Body;
 use crate::stream_usage::Stripped;
 use crate::usage::UsageScanner;
 
