@@ -7,8 +7,10 @@
 //! [`RequestContext::finish`] for every answer the gateway makes itself (errors included),
 //! and a proxied answer's body calls it when it ends — complete, failed, or cut short by a
 //! client that hung up mid-stream (`Tapped` reports [`Outcome::ClientGone`] from its own
-//! drop, body.rs). The one path no code of ours runs on is a request whose future hyper
-//! drops before it has an answer; the `Drop` below is the safety net for that path only.
+//! drop, body.rs; a complete body reports from a task of its own, `CompleteReport`, whose
+//! drop makes the report even when the runtime shuts down before that task runs). The one
+//! path no code of ours runs on is a request whose future hyper drops before it has an
+//! answer; the `Drop` below is the safety net for that path only.
 
 use slog::{info, warn};
 
