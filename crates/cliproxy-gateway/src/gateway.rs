@@ -311,7 +311,7 @@ impl Gateway {
             }
             Endpoint::Model { id, .. } => {
                 return models::one(&inner.providers, &client, id, format)
-                    .map_err(|error: ApiError| (format, error));
+                    .map_err(|error| (format, error));
             }
             _ => {}
         }
@@ -336,6 +336,8 @@ impl Gateway {
             free: matches!(endpoint, Endpoint::CountTokens | Endpoint::GeminiCountTokens { .. }),
         };
         admission::minute_limits_and_quotas(guard, client_ip, charge, format, ctx)?;
+        // The mock answers in-process; everything else goes upstream with a credential from
+        // the provider's pool, failing over on the credential's own faults.
         let out =
             Outgoing { parts: &parts, endpoint, model: &model, stream, body, usage_option, format };
         forward::send(&inner.providers, provider, out, ctx).await
