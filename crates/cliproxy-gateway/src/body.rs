@@ -1,6 +1,6 @@
-//! Response bodies: the boxed body type every response uses, the upstream body wrapper that
-//! enforces the idle timeout and reads token usage as frames pass, and a paced body for the
-//! mock provider.
+//! Response bodies: the upstream body wrapper that enforces the idle timeout and reads token
+//! usage as frames pass, and a paced body for the mock provider. (The boxed body type every
+//! response uses is `http_util::Body`.)
 
 use std::collections::VecDeque;
 use std::future::Future as _;
@@ -11,24 +11,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use cliproxy_core::ErrorCode;
 use http_body::{Frame, SizeHint};
-use http_body_util::BodyExt;
-use http_body_util::combinators::UnsyncBoxBody;
 use tokio::time::{Instant, Sleep};
 
 use crate::api::ApiFormat;
 use crate::error::ApiError;
+use crate::http_util::BoxError;
 use crate::usage::{Usage, UsageScanner};
-
-/// Boxed error carried by bodies.
-pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-/// The body type of every gateway response.
-pub(crate) type Body = UnsyncBoxBody<Bytes, BoxError>;
-
-/// A complete body.
-pub(crate) fn full(bytes: impl Into<Bytes>) -> Body {
-    http_body_util::Full::new(bytes.into()).map_err(|never| match never {}).boxed_unsync()
-}
 
 /// How a proxied body ended; reported once, to the closure given to [`Tapped::new`].
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -411,6 +411,16 @@ impl ProviderKind {
             Self::Mock => "mock",
         }
     }
+
+    /// The public API origin used when `base_url` is not configured.
+    pub(crate) const fn default_base_url(self) -> &'static str {
+        match self {
+            Self::Openai => "https://api.openai.com",
+            Self::Claude => "https://api.anthropic.com",
+            Self::Gemini => "https://generativelanguage.googleapis.com",
+            Self::Mock => "http://mock.invalid",
+        }
+    }
 }
 
 /// An upstream base URL: `http` or `https`, a host, an optional port and path prefix; no
@@ -714,7 +724,7 @@ impl Config {
                 problems.push(format!("`{key}.base_url` {e}; or set `{key}.allow_insecure: true`"));
             }
             if provider.kind != ProviderKind::Mock && !self.egress.allowed_hosts.is_empty() {
-                let default = crate::providers::default_base_url(provider.kind);
+                let default = provider.kind.default_base_url();
                 let host = match &provider.base_url {
                     Some(url) => url.host().to_owned(),
                     None => {

@@ -17,8 +17,8 @@
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Response, StatusCode};
 
-use crate::body::{Body, full};
 use crate::config::CorsConfig;
+use crate::http_util::{Body, full};
 
 /// The methods of the client API.
 const ALLOWED_METHODS: HeaderValue = HeaderValue::from_static("GET, POST");

@@ -9,7 +9,7 @@ use http::{HeaderValue, Response, StatusCode, header};
 use serde_json::json;
 
 use crate::api::ApiFormat;
-use crate::body::{Body, full};
+use crate::http_util::{Body, full};
 
 /// Errors from building or running the gateway.
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +54,9 @@ impl From<cliproxy_vault::Error> for Error {
 
 /// The crate's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A stage's refusal: the error, and the API format (the endpoint's) to answer it in.
+pub(crate) type Refusal = (ApiFormat, ApiError);
 
 /// An error answered to a client.
 #[derive(Debug, Clone)]

@@ -11,10 +11,11 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use slog::{Logger, info};
 
-use crate::body::Body;
+use crate::control::Note;
 use crate::error::ApiError;
-use crate::gateway::{Gateway, json_response};
-use crate::management::Note;
+use crate::guard::Guard;
+use crate::http_util::Body;
+use crate::http_util::{json_response, truncate};
 
 type Answer = Result<Response<Body>, ApiError>;
 
@@ -22,9 +23,8 @@ type Answer = Result<Response<Body>, ApiError>;
 const MAX_REASON: usize = 256;
 
 /// `GET /security/ip-denylist`: the runtime entries in force.
-pub(crate) fn denylist(gateway: &Gateway) -> Response<Body> {
-    let entries: Vec<Value> =
-        gateway.guard().ip.runtime_denylist().iter().map(entry_json).collect();
+pub(crate) fn denylist(guard: &Guard) -> Response<Body> {
+    let entries: Vec<Value> = guard.ip.runtime_denylist().iter().map(entry_json).collect();
     json_response(StatusCode::OK, &json!({ "entries": entries }))
 }
 
@@ -42,7 +42,7 @@ struct NewEntry {
 
 /// `POST /security/ip-denylist`: refuses an address or range from the next connection on,
 /// and keeps it across restarts (written to the state store before the answer).
-pub(crate) async fn deny(gateway: &Gateway, body: Bytes, log: &Logger, note: &mut Note) -> Answer {
+pub(crate) async fn deny(guard: &Guard, body: Bytes, log: &Logger, note: &mut Note) -> Answer {
     let bad = |message: String| ApiError::new(ErrorCode::BadRequest, message);
     let input: NewEntry = serde_json::from_slice(&body).map_err(|e| {
         bad(format!(
@@ -54,7 +54,7 @@ pub(crate) async fn deny(gateway: &Gateway, body: Bytes, log: &Logger, note: &mu
     let network = parse_network(&input.ip).ok_or_else(|| {
         bad(format!(
             "`ip` `{}` is not an IP address or a CIDR range written with its network address (e.g. 203.0.113.0/24)",
-            crate::gateway::truncate(&input.ip, 64)
+            truncate(&input.ip, 64)
         ))
     })?;
     let ttl = match &input.ttl {
@@ -75,7 +75,6 @@ pub(crate) async fn deny(gateway: &Gateway, body: Bytes, log: &Logger, note: &mu
             "`reason` must be at most {MAX_REASON} characters with no control characters"
         )));
     }
-    let guard = gateway.guard();
     let now = guard.clock.unix_seconds();
     let entry = DenyEntry {
         network,
@@ -98,7 +97,7 @@ pub(crate) async fn deny(gateway: &Gateway, body: Bytes, log: &Logger, note: &mu
 }
 
 /// `DELETE /security/ip-denylist/{ip}` (a range as `203.0.113.0/24` or `203.0.113.0%2F24`).
-pub(crate) async fn undeny(gateway: &Gateway, text: &str, log: &Logger, note: &mut Note) -> Answer {
+pub(crate) async fn undeny(guard: &Guard, text: &str, log: &Logger, note: &mut Note) -> Answer {
     let decoded =
         text.replace("%2F", "/").replace("%2f", "/").replace("%3A", ":").replace("%3a", ":");
     let network = parse_network(&decoded).ok_or_else(|| {
@@ -107,7 +106,6 @@ pub(crate) async fn undeny(gateway: &Gateway, text: &str, log: &Logger, note: &m
             "the path must end with an IP address or a CIDR range (e.g. /security/ip-denylist/203.0.113.0/24)",
         )
     })?;
-    let guard = gateway.guard();
     if !guard
         .ip
         .runtime_denylist()
@@ -128,8 +126,8 @@ pub(crate) async fn undeny(gateway: &Gateway, text: &str, log: &Logger, note: &m
 }
 
 /// `GET /maintenance`.
-pub(crate) fn maintenance(gateway: &Gateway) -> Response<Body> {
-    json_response(StatusCode::OK, &json!(gateway.guard().maintenance.get()))
+pub(crate) fn maintenance(guard: &Guard) -> Response<Body> {
+    json_response(StatusCode::OK, &json!(guard.maintenance.get()))
 }
 
 /// What `PUT /maintenance` accepts.
@@ -142,12 +140,7 @@ struct SetMaintenance {
 }
 
 /// `PUT /maintenance`: on or off at once, no restart.
-pub(crate) fn set_maintenance(
-    gateway: &Gateway,
-    body: Bytes,
-    log: &Logger,
-    note: &mut Note,
-) -> Answer {
+pub(crate) fn set_maintenance(guard: &Guard, body: Bytes, log: &Logger, note: &mut Note) -> Answer {
     let input: SetMaintenance = serde_json::from_slice(&body).map_err(|e| {
         ApiError::new(
             ErrorCode::BadRequest,
@@ -171,7 +164,7 @@ pub(crate) fn set_maintenance(
         note.changed.push("server.message".to_owned());
     }
     note.details.insert("enabled".to_owned(), json!(input.enabled));
-    let state = gateway.guard().maintenance.set(input.enabled, input.message);
+    let state = guard.maintenance.set(input.enabled, input.message);
     info!(log, "maintenance mode changed"; "event_type" => "config_change", "enabled" => state.enabled);
     Ok(json_response(StatusCode::OK, &json!(state)))
 }

@@ -20,26 +20,40 @@
 //! ```
 
 mod abuse;
+mod admission;
 mod api;
 mod audit_anchor;
+mod auth;
 mod body;
 mod clock;
 mod config;
+mod context;
+mod control;
 mod cors;
+mod credentials;
 mod error;
+mod finish;
 mod first_byte;
+mod forward;
 mod gateway;
 mod guard;
 mod guard_api;
+mod http_util;
+mod intake;
 mod management;
 mod mock;
 mod model_list;
+mod models;
 mod oauth_slot;
 mod pool;
+mod provider_set;
 mod providers;
+mod readiness;
 mod refresh;
 mod reload;
+mod respond;
 mod routing;
+mod sandbox_paths;
 mod server;
 mod stream_usage;
 mod upstream;
@@ -55,13 +69,15 @@ pub use config::{
     ProvidersConfig, ServerConfig,
 };
 pub use error::{Error, Result};
-pub use gateway::{Gateway, MAX_ATTEMPTS, REQUEST_ID_HEADER};
+pub use forward::MAX_ATTEMPTS;
+pub use gateway::Gateway;
 pub use management::{ROUTES as MANAGEMENT_ROUTES, Route as ManagementRoute};
 pub use model_list::{
     MAX_MODEL_LIST_CURSOR_LEN, MAX_MODEL_NAME_LEN, ModelListPage, parse_model_list,
 };
 pub use providers::{MAX_ERROR_BODY, UpstreamFault, classify_error};
 pub use reload::ReloadReport;
+pub use respond::REQUEST_ID_HEADER;
 pub use server::{Server, probe_health};
 pub use stream_usage::UsageStripper;
 pub use upstream_error::{MAX_UPSTREAM_MESSAGE, upstream_message};

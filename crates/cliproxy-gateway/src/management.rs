@@ -56,12 +56,14 @@ use tokio::time::Instant;
 use cliproxy_audit::{Event, Plane, What};
 
 use crate::api::ApiFormat;
-use crate::body::Body;
 use crate::config::ManagementConfig;
+use crate::control::{ControlPlane, Note};
+use crate::credentials::blocking;
 use crate::error::ApiError;
-use crate::gateway::{Gateway, json_response};
-use crate::guard::ban_key;
+use crate::guard::{Guard, ban_key};
 use crate::guard_api;
+use crate::http_util::Body;
+use crate::http_util::{json_response, truncate};
 
 /// The path prefix of the management API.
 pub(crate) const PREFIX: &str = crate::api::MANAGEMENT_PREFIX;
@@ -326,7 +328,8 @@ fn is_forwarded(headers: &HeaderMap) -> bool {
 
 /// Answers one management call.
 pub(crate) async fn handle<B>(
-    gateway: &Gateway,
+    plane: &impl ControlPlane,
+    gate: &Management,
     parts: &http::request::Parts,
     body: B,
     peer: SocketAddr,
@@ -338,11 +341,11 @@ where
     B::Error: std::error::Error + Send + Sync + 'static,
 {
     let path = parts.uri.path();
-    let guard = gateway.guard();
+    let guard = plane.guard();
     // The client the network guard sees: behind a trusted proxy, the address its header
     // names, so that a ban falls on the caller and not on the proxy every caller shares.
     let client = guard.ip.client_ip(peer.ip(), &parts.headers).to_canonical();
-    let (event, outcome) = match gateway.management().gate(&parts.headers, client, log) {
+    let (event, outcome) = match gate.gate(&parts.headers, client, log) {
         Err((reason, error)) => {
             if let Some(reason) = reason {
                 // At most one line per address and second; the rest are counted.
@@ -354,7 +357,7 @@ where
                 );
             }
             if reason == Some("ban_started") {
-                let config = gateway.management();
+                let config = gate;
                 // Under the violations' line budget: one ban per rotated address must not
                 // write a line each.
                 guard.violation(
@@ -393,7 +396,7 @@ where
         }
         Ok(()) => {
             let mut note = Note::default();
-            let outcome = route(gateway, &parts.method, path, body, log, &mut note).await;
+            let outcome = route(plane, gate, &parts.method, path, body, log, &mut note).await;
             let result = match &outcome {
                 Ok(response) if response.status().is_success() => Ok(()),
                 Ok(response) => Err(format!("status {}", response.status().as_u16())),
@@ -405,22 +408,11 @@ where
         }
     };
     let response = outcome.unwrap_or_else(|error| error.into_response(ApiFormat::OpenAi));
-    if gateway.management().enabled() {
+    if gate.enabled() {
         // The request's logger already carries the method, path and peer.
         info!(log, "management call"; "event_type" => event, "status" => response.status().as_u16());
     }
     response
-}
-
-/// What a route tells the audit event about its call.
-#[derive(Debug, Default)]
-pub(crate) struct Note {
-    /// The credential concerned (its id), when the body named it.
-    pub(crate) credential: Option<String>,
-    /// The config key paths changed.
-    pub(crate) changed: Vec<String>,
-    /// Other facts (no secrets).
-    pub(crate) details: serde_json::Map<String, Value>,
 }
 
 /// Every call is audited: calls on credentials as `credential_access`, the rest as
@@ -446,7 +438,7 @@ fn describe(
             ["auths", provider] if action == "delete" => Some(format!("{provider}/*")),
             _ => None,
         });
-        let credential = credential.map(|c| crate::gateway::truncate(&c, 200));
+        let credential = credential.map(|c| truncate(&c, 200));
         return ("credential_access", What::CredentialAccess { action, credential, outcome });
     }
     let action = match (method, segments.as_slice()) {
@@ -462,7 +454,7 @@ fn describe(
         _ => "other",
     };
     let mut details = note.details;
-    details.insert("path".to_owned(), Value::String(crate::gateway::truncate(path, 200)));
+    details.insert("path".to_owned(), Value::String(truncate(path, 200)));
     ("config_change", What::ConfigChange { action, changed: note.changed, details, outcome })
 }
 
@@ -541,7 +533,8 @@ impl Route {
 }
 
 async fn route<B>(
-    gateway: &Gateway,
+    plane: &impl ControlPlane,
+    gate: &Management,
     method: &Method,
     path: &str,
     body: B,
@@ -578,33 +571,33 @@ where
         return Err(error);
     };
     let capture = |i: usize| captures.get(i).map(String::as_str).unwrap_or_default();
+    let guard = plane.guard();
     match route.action {
-        Action::ListAuths => list(gateway).await,
-        Action::AddAuth => add(gateway, body, log, note).await,
-        Action::ExportAuths => export(gateway, log).await,
-        Action::DeleteProvider => delete(gateway, capture(0), None).await,
-        Action::DeleteCredential => delete(gateway, capture(0), Some(capture(1))).await,
-        Action::ReadDenylist => Ok(guard_api::denylist(gateway)),
-        Action::Deny => guard_api::deny(gateway, read_body(body).await?, log, note).await,
-        Action::Undeny => guard_api::undeny(gateway, capture(0), log, note).await,
-        Action::ReadBans => Ok(bans(gateway)),
-        Action::LiftBan => lift(gateway, capture(0), log, note).await,
-        Action::ReadMaintenance => Ok(guard_api::maintenance(gateway)),
+        Action::ListAuths => list(plane).await,
+        Action::AddAuth => add(plane, body, log, note).await,
+        Action::ExportAuths => export(plane, log).await,
+        Action::DeleteProvider => delete(plane, capture(0), None).await,
+        Action::DeleteCredential => delete(plane, capture(0), Some(capture(1))).await,
+        Action::ReadDenylist => Ok(guard_api::denylist(guard)),
+        Action::Deny => guard_api::deny(guard, read_body(body).await?, log, note).await,
+        Action::Undeny => guard_api::undeny(guard, capture(0), log, note).await,
+        Action::ReadBans => Ok(bans(gate)),
+        Action::LiftBan => lift(gate, guard, capture(0), log, note).await,
+        Action::ReadMaintenance => Ok(guard_api::maintenance(guard)),
         Action::SetMaintenance => {
-            guard_api::set_maintenance(gateway, read_body(body).await?, log, note)
+            guard_api::set_maintenance(guard, read_body(body).await?, log, note)
         }
-        Action::Reload => gateway.reload_config("management API", note).await,
-        Action::Status => Ok(status(gateway)),
+        Action::Reload => plane.reload_config("management API", note).await,
+        Action::Status => Ok(status(plane)),
     }
 }
 
 /// `GET /security/bans`: the addresses banned from the management API after failed keys,
 /// with when each ban ends (an IPv6 ban covers the address's /64, named in `network`), and
 /// how many bans were dropped since the start to keep the table within its bound.
-fn bans(gateway: &Gateway) -> Response<Body> {
+fn bans(gate: &Management) -> Response<Body> {
     let now = crate::clock::unix_now();
-    let bans: Vec<Value> = gateway
-        .management()
+    let bans: Vec<Value> = gate
         .bans()
         .into_iter()
         .map(|(ip, until)| {
@@ -615,13 +608,19 @@ fn bans(gateway: &Gateway) -> Response<Body> {
             ban
         })
         .collect();
-    let evicted = gateway.management().evicted();
+    let evicted = gate.evicted();
     json_response(StatusCode::OK, &json!({ "bans": bans, "evicted": evicted }))
 }
 
 /// `DELETE /security/bans/{ip}`: lifts a ban at once and removes it from the state store
 /// before answering, so that a restart does not bring it back.
-async fn lift(gateway: &Gateway, text: &str, log: &Logger, note: &mut Note) -> Answer {
+async fn lift(
+    gate: &Management,
+    guard: &Guard,
+    text: &str,
+    log: &Logger,
+    note: &mut Note,
+) -> Answer {
     // An IPv6 address may arrive with its colons percent-encoded.
     let decoded = text.replace("%3A", ":").replace("%3a", ":");
     let ip = decoded.parse::<IpAddr>().map_err(|_| {
@@ -634,25 +633,26 @@ async fn lift(gateway: &Gateway, text: &str, log: &Logger, note: &mut Note) -> A
     let ip = ban_key(ip);
     note.changed.push("management.bans".to_owned());
     note.details.insert("ip".to_owned(), json!(ip.to_string()));
-    if !gateway.management().lift(ip) {
+    if !gate.lift(ip) {
         return Err(ApiError::new(
             ErrorCode::NotFound,
             format!("{ip} is not banned from the management API"),
         ));
     }
-    gateway.guard().persist(cliproxy_netguard::StateChange::Unban(ip)).await?;
+    guard.persist(cliproxy_netguard::StateChange::Unban(ip)).await?;
     info!(log, "management API ban lifted"; "event_type" => "config_change", "ip" => ip.to_string());
     Ok(json_response(StatusCode::OK, &json!({ "lifted": ip.to_string() })))
 }
 
 /// `GET /status`: version, uptime, the state of each layer and the sandbox posture read
 /// from `/proc/self` now.
-fn status(gateway: &Gateway) -> Response<Body> {
+fn status(plane: &impl ControlPlane) -> Response<Body> {
     let posture = cliproxy_container::posture::Posture::read()
         .ok()
         .and_then(|p| serde_json::to_value(p).ok())
         .unwrap_or(Value::Null);
-    let store = &gateway.vault().store;
+    let store = &plane.vault().store;
+    let gateway = plane.status();
     let encryption = match store.write_protection() {
         Protection::Plaintext => json!({"enabled": false}),
         Protection::Encrypted(key_id) => json!({"enabled": true, "key_id": key_id}),
@@ -661,9 +661,9 @@ fn status(gateway: &Gateway) -> Response<Body> {
         StatusCode::OK,
         &json!({
             "version": env!("CARGO_PKG_VERSION"),
-            "uptime_s": gateway.uptime().as_secs(),
+            "uptime_s": gateway.uptime.as_secs(),
             // What `/readyz` says without a key, with the errors (files, keys) it leaves out.
-            "readiness": gateway.readiness_detail(),
+            "readiness": gateway.readiness,
             // Tasks alive on the runtime (connections, bodies in flight, background work):
             // a figure that returns to its idle value when nothing leaks.
             "runtime": {
@@ -674,13 +674,13 @@ fn status(gateway: &Gateway) -> Response<Body> {
             "layers": {
                 "vault": {"dir": store.location().display().to_string(), "encryption": encryption},
                 "management": {"enabled": true},
-                "netguard": gateway.guard().status(),
-                "audit": gateway.guard().audit_status(),
+                "netguard": plane.guard().status(),
+                "audit": plane.guard().audit_status(),
                 "metrics": {
-                    "listener": gateway.metrics_config().enabled,
-                    "path": gateway.metrics_config().path,
+                    "listener": gateway.metrics.enabled,
+                    "path": gateway.metrics.path,
                 },
-                "sandbox": {"applied": gateway.sandbox_report(), "posture": posture},
+                "sandbox": {"applied": gateway.sandbox, "posture": posture},
             },
         }),
     )
@@ -690,9 +690,9 @@ fn status(gateway: &Gateway) -> Response<Body> {
 /// sealed under a key not configured) is listed as such, by the id in its name and the class
 /// of the problem, never its content: one bad file must not hide the others or turn the
 /// listing into a 500. (A plaintext file is listed with `"stored": "plaintext"`.)
-async fn list(gateway: &Gateway) -> Answer {
-    let store = gateway.vault().store.clone();
-    gateway.flush_last_used().await;
+async fn list(plane: &impl ControlPlane) -> Answer {
+    let store = plane.vault().store.clone();
+    plane.flush_last_used().await;
     let entries = blocking(move || store.list_entries()).await?;
     // Beside what the vault stores, each entry says whether the request path is resting
     // the credential after an upstream failure that was its fault (401/403/429, or its own
@@ -704,7 +704,7 @@ async fn list(gateway: &Gateway) -> Answer {
             ListEntry::Readable(meta) => {
                 let mut entry = meta_json(meta);
                 entry["readable"] = json!(true);
-                let left = gateway.cooldown_left(&meta.provider, &meta.id);
+                let left = plane.cooldown_left(&meta.provider, &meta.id);
                 entry["cooling_down"] = json!(left.is_some());
                 entry["cooldown_remaining_ms"] =
                     json!(left.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)));
@@ -769,7 +769,7 @@ const ACCEPTED_FIELDS: &str = "provider, type (api_key | oauth), id, token, base
 
 /// `POST /auths`: stores a credential (encrypted when encryption is on) and puts it in its
 /// provider's pool at once.
-async fn add<B>(gateway: &Gateway, body: B, log: &Logger, note: &mut Note) -> Answer
+async fn add<B>(plane: &impl ControlPlane, body: B, log: &Logger, note: &mut Note) -> Answer
 where
     B: http_body::Body<Data = Bytes> + Send,
     B::Error: std::error::Error + Send + Sync + 'static,
@@ -789,24 +789,24 @@ where
             e.column()
         ))
     })?;
-    let credential = build_credential(gateway, input).map_err(bad)?;
-    let store = &gateway.vault().store;
+    let credential = build_credential(plane, input).map_err(bad)?;
+    let store = &plane.vault().store;
     let stored = credential
         .meta(store.location().join(format!("{}.json", credential.id)), store.write_protection());
     note.credential = Some(format!("{}/{}", stored.provider, stored.id));
-    gateway.store_credential(credential).await?;
+    plane.store_credential(credential).await?;
     info!(log, "credential added"; "event_type" => "config_change", "provider" => &stored.provider,
         "credential" => &stored.id, "type" => stored.kind);
     Ok(json_response(StatusCode::CREATED, &meta_json(&stored)))
 }
 
-fn build_credential(gateway: &Gateway, input: NewCredential) -> Result<Credential, String> {
+fn build_credential(plane: &impl ControlPlane, input: NewCredential) -> Result<Credential, String> {
     let provider = input.provider.as_str();
-    if !gateway.accepts_credentials_for(provider) {
-        let names = gateway.upstream_provider_names();
+    if !plane.accepts_credentials_for(provider) {
+        let names = plane.upstream_provider_names();
         return Err(format!(
             "`{}` is not a configured upstream provider (configured: {})",
-            crate::gateway::truncate(provider, 64),
+            truncate(provider, 64),
             if names.is_empty() {
                 "none; the built-in mock takes no credentials".to_owned()
             } else {
@@ -856,7 +856,7 @@ fn build_credential(gateway: &Gateway, input: NewCredential) -> Result<Credentia
         other => {
             return Err(format!(
                 "unknown credential type `{}` (api_key or oauth)",
-                crate::gateway::truncate(other, 32)
+                truncate(other, 32)
             ));
         }
     };
@@ -880,7 +880,7 @@ fn build_credential(gateway: &Gateway, input: NewCredential) -> Result<Credentia
 }
 
 /// `DELETE /auths/{provider}` and `DELETE /auths/{provider}/{id}`.
-async fn delete(gateway: &Gateway, provider: &str, id: Option<&str>) -> Answer {
+async fn delete(plane: &impl ControlPlane, provider: &str, id: Option<&str>) -> Answer {
     let invalid = |e: cliproxy_vault::Error| ApiError::new(ErrorCode::BadRequest, e.to_string());
     cliproxy_vault::validate_name("provider name", provider).map_err(invalid)?;
     if let Some(id) = id {
@@ -888,7 +888,7 @@ async fn delete(gateway: &Gateway, provider: &str, id: Option<&str>) -> Answer {
     }
     // Revocation must not depend on the other files being readable: a delete by id reads
     // only that file, and a provider-wide delete skips what it cannot attribute.
-    let store = gateway.vault().store.clone();
+    let store = plane.vault().store.clone();
     let (ids, left) = match id {
         Some(id) => {
             let wanted = id.to_owned();
@@ -897,7 +897,7 @@ async fn delete(gateway: &Gateway, provider: &str, id: Option<&str>) -> Answer {
                 // Unreadable: the file names no provider we can read. The id names the file
                 // exactly, so it goes, unless the pool says it is another provider's.
                 Some(ListEntry::Unreadable(_))
-                    if gateway.pool_owner(id).is_none_or(|owner| owner == provider) =>
+                    if plane.pool_owner(id).is_none_or(|owner| owner == provider) =>
                 {
                     vec![id.to_owned()]
                 }
@@ -915,13 +915,11 @@ async fn delete(gateway: &Gateway, provider: &str, id: Option<&str>) -> Answer {
                         ids.push(meta.id.clone());
                     }
                     // Unreadable, but loaded before it was damaged: the pool knows whose it is.
-                    ListEntry::Unreadable(file)
-                        if gateway.pool_owner(&file.id) == Some(provider) =>
-                    {
+                    ListEntry::Unreadable(file) if plane.pool_owner(&file.id) == Some(provider) => {
                         ids.push(file.id.clone());
                     }
                     // Unreadable and of no known provider: left as it is, and reported.
-                    ListEntry::Unreadable(file) if gateway.pool_owner(&file.id).is_none() => {
+                    ListEntry::Unreadable(file) if plane.pool_owner(&file.id).is_none() => {
                         left.push(unreadable_json(file));
                     }
                     _ => {}
@@ -930,23 +928,22 @@ async fn delete(gateway: &Gateway, provider: &str, id: Option<&str>) -> Answer {
             (ids, left)
         }
     };
-    if ids.is_empty() && (id.is_some() || !gateway.knows_provider(provider)) {
+    if ids.is_empty() && (id.is_some() || !plane.knows_provider(provider)) {
         return Err(ApiError::new(
             ErrorCode::NotFound,
             match id {
                 Some(id) => format!(
                     "no credential `{}` of provider `{}`",
-                    crate::gateway::truncate(id, 128),
-                    crate::gateway::truncate(provider, 64)
+                    truncate(id, 128),
+                    truncate(provider, 64)
                 ),
-                None => format!(
-                    "no provider `{}` and no credentials for it",
-                    crate::gateway::truncate(provider, 64)
-                ),
+                None => {
+                    format!("no provider `{}` and no credentials for it", truncate(provider, 64))
+                }
             },
         ));
     }
-    let deleted = gateway.delete_credentials(&ids).await?;
+    let deleted = plane.delete_credentials(&ids).await?;
     let mut answer = json!({ "deleted": deleted });
     // Only when there is something to report, so the usual answer keeps its shape.
     if !left.is_empty() {
@@ -956,9 +953,9 @@ async fn delete(gateway: &Gateway, provider: &str, id: Option<&str>) -> Answer {
 }
 
 /// `GET /auths/export`: every credential with its secrets, for moving them to another
-/// gateway. Never cached; logged as a credential access with the count.
-async fn export(gateway: &Gateway, log: &Logger) -> Answer {
-    let store = gateway.vault().store.clone();
+/// plane. Never cached; logged as a credential access with the count.
+async fn export(plane: &impl ControlPlane, log: &Logger) -> Answer {
+    let store = plane.vault().store.clone();
     let credentials = blocking(move || store.load_all()).await?;
     let entries: Vec<Value> = credentials.iter().map(export_json).collect();
     warn!(log, "credentials exported with their secrets"; "event_type" => "credential_access",
@@ -1028,29 +1025,6 @@ where
             format!("a management request body is at most {MAX_BODY_BYTES} bytes"),
         )),
         Err(_) => Err(ApiError::new(ErrorCode::BadRequest, "the request body could not be read")),
-    }
-}
-
-/// Runs a vault call off the async threads; its error becomes a 500 that names the file
-/// (vault errors never hold a secret).
-pub(crate) async fn blocking<T: Send + 'static>(
-    call: impl FnOnce() -> cliproxy_vault::Result<T> + Send + 'static,
-) -> Result<T, ApiError> {
-    match tokio::task::spawn_blocking(call).await {
-        Ok(Ok(value)) => Ok(value),
-        Ok(Err(error @ cliproxy_vault::Error::InvalidName { .. })) => {
-            Err(ApiError::new(ErrorCode::BadRequest, error.to_string()))
-        }
-        // The directory cannot be written or read (a read-only mount, a full disk): nothing
-        // is wrong with the request, and it may work once the operator has fixed the disk.
-        Ok(Err(error @ cliproxy_vault::Error::Io { .. })) => Err(ApiError::new(
-            ErrorCode::Unavailable,
-            format!("credential vault (auth.dir): {error}"),
-        )),
-        Ok(Err(error)) => {
-            Err(ApiError::new(ErrorCode::Internal, format!("credential vault: {error}")))
-        }
-        Err(_) => Err(ApiError::new(ErrorCode::Internal, "the vault operation was interrupted")),
     }
 }
 

@@ -10,7 +10,8 @@ use http::{HeaderValue, Response, StatusCode, header};
 use serde_json::{Value, json};
 
 use crate::api::Endpoint;
-use crate::body::{Body, Paced, full};
+use crate::body::Paced;
+use crate::http_util::{Body, full};
 use crate::usage::Usage;
 
 /// What the mock is asked.

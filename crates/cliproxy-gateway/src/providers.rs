@@ -32,16 +32,6 @@ pub(crate) fn native_format(kind: ProviderKind) -> ApiFormat {
     }
 }
 
-/// The public API origin used when `base_url` is not configured.
-pub(crate) fn default_base_url(kind: ProviderKind) -> &'static str {
-    match kind {
-        ProviderKind::Openai => "https://api.openai.com",
-        ProviderKind::Claude => "https://api.anthropic.com",
-        ProviderKind::Gemini => "https://generativelanguage.googleapis.com",
-        ProviderKind::Mock => "http://mock.invalid",
-    }
-}
-
 /// Whether the API of a provider of `kind` defines request header `name` for its clients
 /// (beyond the media types and `user-agent` every provider takes). Only these go upstream
 /// from the client. Decisions, per provider:

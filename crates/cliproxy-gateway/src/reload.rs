@@ -5,18 +5,21 @@
 //! key paths; values of secret keys are never shown.
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use cliproxy_audit::{Event, What};
 use cliproxy_core::ErrorCode;
 use http::{Response, StatusCode};
 use serde_json::{Value, json};
-use slog::{info, warn};
+use slog::{Logger, info, warn};
 
-use crate::body::Body;
+use crate::auth::ClientKeyCell;
 use crate::config::{Config, ConfigSource};
+use crate::control::Note;
 use crate::error::ApiError;
-use crate::gateway::{Gateway, json_response};
-use crate::management::Note;
+use crate::guard::Guard;
+use crate::http_util::Body;
+use crate::http_util::json_response;
 
 /// The key paths (and everything below them) a reload applies without a restart. Client
 /// keys can be revoked, maintenance turned on, and the audit filter and alert rules changed
@@ -45,23 +48,38 @@ pub struct ReloadReport {
 
 /// Where the configuration was loaded from and what it said, for the next reload's diff.
 #[derive(Debug)]
-pub(crate) struct Loaded {
+struct Loaded {
     source: ConfigSource,
     flat: BTreeMap<String, Value>,
 }
 
-impl Gateway {
+/// The reload: what it applies to (the client keys in force, the network guard and its
+/// audit layer) and where the configuration came from. The gateway holds one; SIGHUP and
+/// the management API call it.
+pub(crate) struct Reloader {
+    log: Logger,
+    guard: Arc<Guard>,
+    client_keys: Arc<ClientKeyCell>,
+    /// Where the configuration came from and its last values; `None` for a gateway built
+    /// from text.
+    loaded: Mutex<Option<Loaded>>,
+}
+
+impl Reloader {
+    pub(crate) fn new(log: Logger, guard: Arc<Guard>, client_keys: Arc<ClientKeyCell>) -> Self {
+        Self { log, guard, client_keys, loaded: Mutex::new(None) }
+    }
+
     /// Remembers where the configuration came from, so that it can be reloaded. A gateway
     /// built from text (`demo`) has none and refuses reloads.
-    pub fn set_config_source(&self, source: ConfigSource) {
+    pub(crate) fn set_config_source(&self, source: ConfigSource) {
         let flat = raw(&source).map(|v| flatten(&v)).unwrap_or_default();
-        *self.loaded().lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
-            Some(Loaded { source, flat });
+        *self.loaded.lock().unwrap_or_else(PoisonError::into_inner) = Some(Loaded { source, flat });
     }
 
     /// Reloads the configuration (SIGHUP). Errors are logged and audited; the old
     /// configuration stays in force.
-    pub fn reload(&self, trigger: &str) -> Result<ReloadReport, String> {
+    pub(crate) fn reload(&self, trigger: &str) -> Result<ReloadReport, String> {
         let mut note = Note::default();
         let outcome = self.reload_inner(trigger, &mut note);
         self.audit_reload(note, outcome.as_ref().map(|_| ()).map_err(Clone::clone));
@@ -70,15 +88,15 @@ impl Gateway {
 
     /// `POST /v0/management/config/reload` (the management layer audits the call).
     pub(crate) async fn reload_config(
-        &self,
+        self: &Arc<Self>,
         trigger: &'static str,
         note: &mut Note,
     ) -> Result<Response<Body>, ApiError> {
         // Reading and checking the file is blocking work: off the async workers.
-        let gateway = self.clone();
+        let reloader = self.clone();
         let (outcome, filled) = tokio::task::spawn_blocking(move || {
             let mut note = Note::default();
-            let outcome = gateway.reload_inner(trigger, &mut note);
+            let outcome = reloader.reload_inner(trigger, &mut note);
             (outcome, note)
         })
         .await
@@ -105,9 +123,9 @@ impl Gateway {
     }
 
     fn reload_inner(&self, trigger: &str, note: &mut Note) -> Result<ReloadReport, String> {
-        let log = self.log();
+        let log = &self.log;
         note.details.insert("trigger".to_owned(), json!(trigger));
-        let mut loaded = self.loaded().lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut loaded = self.loaded.lock().unwrap_or_else(PoisonError::into_inner);
         let Some(current) = loaded.as_mut() else {
             return Err("this gateway was not started from a config file (demo); restart it to change its configuration".to_owned());
         };
@@ -131,7 +149,7 @@ impl Gateway {
         // A client key whose limits the running limiters do not know would be unlimited:
         // then the whole key list waits for a restart (a removal alone always applies).
         let keys_held = if changed.iter().any(|p| under(p, "auth.api_keys")) {
-            self.guard().client_limits_differ(&client_keys)
+            self.guard.client_limits_differ(&client_keys)
         } else {
             None
         };
@@ -157,11 +175,11 @@ impl Gateway {
         }
         // Apply, in the order an incident needs: keys first.
         if report.applied.iter().any(|p| under(p, "auth.api_keys")) {
-            self.set_client_keys(client_keys);
+            self.client_keys.replace(client_keys);
         }
         // Maintenance follows the file only where the file changed: a new message alone
         // keeps the on/off state an operator set through the API.
-        let guard = self.guard();
+        let guard = &self.guard;
         if report.applied.iter().any(|p| under(p, "server.maintenance_mode")) {
             guard
                 .maintenance
@@ -171,7 +189,7 @@ impl Gateway {
             guard.maintenance.set(enabled, Some(config.server.message.clone()));
         }
         if report.applied.iter().any(|p| under(p, "logging.audit.events") || under(p, "alerts")) {
-            self.guard().audit.reload(&config.logging.audit, &config.alerts);
+            self.guard.audit.reload(&config.logging.audit, &config.alerts);
         }
         current.flat = flat;
         note.changed = changed;
@@ -194,7 +212,7 @@ impl Gateway {
             details: note.details,
             outcome,
         });
-        self.guard().emit(event);
+        self.guard.emit(event);
     }
 }
 

@@ -355,6 +355,35 @@ async fn a_key_that_keeps_causing_cooldowns_is_throttled_and_audited() {
     }
 }
 
+/// A request that went upstream and got only errors back (here a 503 on every attempt, which
+/// the gateway answers with its own 502) delivered no tokens: the finishing stage settles its
+/// quota reservation at zero. A reservation kept would stay held until a restart: with a quota
+/// that holds one request's estimate at a time, the next request would get 429 instead of
+/// reaching the upstream again.
+#[tokio::test]
+async fn a_request_answered_with_an_upstream_error_is_charged_no_tokens() {
+    let mock = MockUpstream::start(|_| Reply::Json {
+        status: 503,
+        headers: Vec::new(),
+        body: r#"{"error":{"message":"overloaded"}}"#.to_owned(),
+    })
+    .await;
+    let provider = format!(
+        "  openai: {{type: openai, base_url: \"{}\", models: [\"gpt-*\"], \
+         quota: {{limit: 1000, reset: daily}}}}\n",
+        mock.url()
+    );
+    let (gateway, _dir) =
+        gateway(&provider, &[("openai", "c-a", TOKEN_A)], "", FakeClock::at_unix(1_800_000_000));
+    let mut body = chat("gpt-4o");
+    body["max_tokens"] = json!(600);
+    for attempt in 1..=3 {
+        let (status, _, text) = send(&gateway, BYSTANDER, "/v1/chat/completions", &body).await;
+        assert_eq!(status, 502, "attempt {attempt}: {text}");
+        assert_eq!(mock.requests().len(), attempt, "attempt {attempt} reached the upstream");
+    }
+}
+
 #[tokio::test]
 async fn a_5xx_rests_a_credential_only_from_its_own_base_url() {
     // `/own` is the first credential's own endpoint, `/shared` the provider's; both fail

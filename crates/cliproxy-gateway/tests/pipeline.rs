@@ -403,6 +403,28 @@ async fn a_provider_without_credentials_answers_503_saying_how_to_add_one() {
     assert!(text.contains("vault add --provider openai"), "{text}");
 }
 
+/// The finishing stage gives back what a request reserved when the request is refused after
+/// the minute limits and quotas admitted it but before it reached a provider (here: a provider
+/// without credentials, 503). A reservation kept would stay held until a restart: with a quota
+/// that holds one request's estimate at a time, the next request would get 429 instead of the
+/// same 503.
+#[tokio::test]
+async fn a_request_refused_before_it_is_sent_gives_its_quota_reservation_back() {
+    let (gateway, _dir) = gateway(
+        "  capped: {type: openai, base_url: \"http://127.0.0.1:9\", models: [\"capped-*\"], \
+         quota: {limit: 1000, reset: daily}}\n",
+    );
+    let (name, value) = bearer();
+    let body =
+        r#"{"model":"capped-1","max_tokens":600,"messages":[{"role":"user","content":"hi"}]}"#;
+    for attempt in 0..3 {
+        let (status, _, text) =
+            call(&gateway, Method::POST, "/v1/chat/completions", &[(name, &value)], body).await;
+        assert_eq!(status, 503, "attempt {attempt}: {text}");
+        assert!(text.contains("vault add --provider capped"), "attempt {attempt}: {text}");
+    }
+}
+
 #[tokio::test]
 async fn the_mock_answers_every_format_streamed_and_not() {
     let (gateway, _dir) = gateway("");
