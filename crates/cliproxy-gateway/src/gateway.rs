@@ -210,8 +210,10 @@ impl Gateway {
             warn!(log, "credential vault notice"; "detail" => notice);
         }
         let mut management = Management::new(&config.management);
-        let bans =
-            guard.state.load_bans().map_err(|e| crate::error::Error::State(e.to_string()))?;
+        let bans = guard
+            .state
+            .load_bans()
+            .map_err(|e| crate::error::Error::State(crate::netguard_error(&e)))?;
         let restored = management.persist_bans(guard.state.clone(), bans);
         if restored > 0 {
             info!(log, "management bans restored from the state store"; "bans" => restored);
@@ -1308,7 +1310,7 @@ impl Gateway {
         // last: the gateway keeps serving while it fails, but an orchestrator should know.
         [
             ("vault", self.inner.vault.store.check().map_err(|e| e.to_string())),
-            ("state", self.inner.guard.state.check().map_err(|e| e.to_string())),
+            ("state", self.inner.guard.state.check().map_err(|e| crate::netguard_error(&e))),
             ("audit", self.inner.guard.audit.failing().map_or(Ok(()), Err)),
         ]
     }

@@ -32,6 +32,7 @@ mod guard;
 mod guard_api;
 mod management;
 mod mock;
+mod netguard_keys;
 mod pool;
 mod providers;
 mod refresh;
@@ -53,6 +54,7 @@ pub use config::{
 pub use error::{Error, Result};
 pub use gateway::{Gateway, MAX_ATTEMPTS, REQUEST_ID_HEADER};
 pub use management::{ROUTES as MANAGEMENT_ROUTES, Route as ManagementRoute};
+pub use netguard_keys::{netguard_error, setting_key as netguard_setting_key};
 pub use providers::{MAX_ERROR_BODY, UpstreamFault, classify_error};
 pub use reload::ReloadReport;
 pub use server::{Server, probe_health};

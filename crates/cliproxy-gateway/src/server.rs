@@ -417,7 +417,7 @@ fn spawn_cert_reloader(tls: &TlsSettings, log: Logger) -> tokio::task::JoinHandl
                     "cert_file" => reloader.cert_file().display().to_string(),
                     "trigger" => "file change"),
                 Ok(false) => {}
-                Err(error) => cert_not_reloaded(&log, &error.to_string()),
+                Err(error) => cert_not_reloaded(&log, &crate::netguard_error(&error)),
             }
         }
     })
@@ -457,7 +457,7 @@ fn spawn_hangup(
                 match reloader.reload() {
                     Ok(()) => info!(log, "TLS certificate reloaded";
                         "cert_file" => reloader.cert_file().display().to_string(), "trigger" => "SIGHUP"),
-                    Err(error) => cert_not_reloaded(&log, &error.to_string()),
+                    Err(error) => cert_not_reloaded(&log, &crate::netguard_error(&error)),
                 }
             }
             let reloader = gateway.clone();

@@ -38,10 +38,13 @@ mod ipfilter;
 mod maintenance;
 mod quota;
 mod ratelimit;
+#[cfg(feature = "sqlite")]
+mod sqlite;
 mod state;
 mod types;
 mod validate;
 
+#[cfg(feature = "tls")]
 pub mod tls;
 
 // The public interface is:
@@ -51,7 +54,7 @@ pub use config::{
     HeadersConfig, IpAllowlistConfig, IpDenylistConfig, PerIpRateLimitConfig, SecurityConfig,
     StateConfig, TlsConfig, TlsVersion, ValidationConfig,
 };
-pub use error::{Error, Result};
+pub use error::{CipherSuiteProblem, Error, Result, Setting, TlsFile, TlsProblem};
 pub use events::{Counters, RejectionKind};
 pub use fields::{RequestFields, UsageOption, WrongType};
 pub use headers::SecurityHeaders;
@@ -62,6 +65,8 @@ pub use ratelimit::{
     Admitted, DEFAULT_TOKEN_ESTIMATE, GlobalRateLimiter, IpRateLimiter, LimitKind, Limited,
     MinuteLimiter, Reservation,
 };
-pub use state::{SqliteStore, StateChange, StateStore};
+#[cfg(feature = "sqlite")]
+pub use sqlite::SqliteStore;
+pub use state::{StateChange, StateStore};
 pub use types::{Ban, DenyEntry, QuotaScope, QuotaUsage, canonical_ip, canonical_network};
 pub use validate::{Invalid, RequestKind, TokenCap, Validator};
