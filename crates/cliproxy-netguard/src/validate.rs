@@ -62,7 +62,14 @@ pub struct TokenCap<'a> {
 impl Validator {
     /// The validator for `config`.
     pub fn new(config: &ValidationConfig) -> Self {
-        Self { enabled: config.enabled, max_tokens: config.max_tokens }
+        Self::from_values(config.enabled, config.max_tokens)
+    }
+
+    /// A validator that checks the required fields of each request and caps the output
+    /// tokens it may ask for at `max_tokens` when `enabled`; when not, it checks only what
+    /// must always hold (no repeated key, the field types).
+    pub fn from_values(enabled: bool, max_tokens: Option<NonZeroU32>) -> Self {
+        Self { enabled, max_tokens }
     }
 
     /// Checks the fields of `body` for a request of `kind`; returns the output tokens it asks
@@ -318,6 +325,20 @@ mod tests {
         assert_eq!(check(&v, RequestKind::Embeddings, emb, CAP), Ok(None));
         let resp = r#"{"model": "m", "input": "hi", "max_output_tokens": 9}"#;
         assert_eq!(check(&v, RequestKind::Responses, resp, CAP), Ok(Some(9)));
+    }
+
+    #[test]
+    fn plain_values_build_the_validator_the_section_does() {
+        let chat = r#"{"messages": [{"role": "user"}], "max_tokens": 5000}"#;
+        let plain = Validator::from_values(true, NonZeroU32::new(4096));
+        assert!(check(&plain, RequestKind::ChatCompletions, chat, CAP).is_err());
+        assert_eq!(
+            check(&plain, RequestKind::ChatCompletions, chat, CAP),
+            check(&validator(4096), RequestKind::ChatCompletions, chat, CAP)
+        );
+        // Off, it still reads the tokens but neither caps them nor asks for `model`.
+        let off = Validator::from_values(false, NonZeroU32::new(4096));
+        assert_eq!(check(&off, RequestKind::ChatCompletions, chat, CAP), Ok(Some(5000)));
     }
 
     #[test]
