@@ -360,7 +360,7 @@ impl Gateway {
             guard.reject_in(
                 RejectionKind::IpDeniedRequest,
                 client_ip,
-                &reason.to_string(),
+                &crate::netguard_keys::deny_reason(&reason),
                 &context,
             );
             let format = api::route(&parts.method, parts.uri.path())
@@ -622,8 +622,9 @@ impl Gateway {
         };
         let requested_tokens = match endpoint.request_kind() {
             Some(kind) => guard.validator.check(kind, &fields, cap).map_err(|invalid| {
-                guard.reject(RejectionKind::InvalidRequest, client_ip, &invalid.0);
-                fail(ErrorCode::BadRequest, invalid.0)
+                let message = crate::netguard_keys::invalid_message(&invalid, &provider.name);
+                guard.reject(RejectionKind::InvalidRequest, client_ip, &message);
+                fail(ErrorCode::BadRequest, message)
             })?,
             None => None,
         };

@@ -271,7 +271,12 @@ impl Guard {
         let context = Context { request_id: Some(request_id), ..Context::default() };
         match &self.per_ip {
             Some(limiter) => Ok(Some(limiter.check(ip).inspect_err(|limited| {
-                self.reject_in(RejectionKind::PerIpRateLimit, ip, &limited.to_string(), &context);
+                self.reject_in(
+                    RejectionKind::PerIpRateLimit,
+                    ip,
+                    &crate::netguard_keys::limited_message(limited),
+                    &context,
+                );
             })?)),
             None => Ok(None),
         }
@@ -292,7 +297,12 @@ impl Guard {
         let Some(bucket) = bucket else { return Ok(()) };
         let context = Context { request_id: Some(request_id), ..Context::default() };
         bucket.check().map(drop).inspect_err(|limited| {
-            self.reject_in(RejectionKind::GlobalRateLimit, ip, &limited.to_string(), &context);
+            self.reject_in(
+                RejectionKind::GlobalRateLimit,
+                ip,
+                &crate::netguard_keys::limited_message(limited),
+                &context,
+            );
         })
     }
 
@@ -318,7 +328,7 @@ impl Guard {
                 LimitKind::ProviderQuota | LimitKind::ClientQuota => RejectionKind::Quota,
                 _ => RejectionKind::MinuteLimit,
             };
-            self.reject_in(kind, ip, &limited.to_string(), &context);
+            self.reject_in(kind, ip, &crate::netguard_keys::limited_message(&limited), &context);
             limited
         };
         let estimate = prompt_tokens.saturating_add(max_tokens.unwrap_or(self.estimate));

@@ -1,9 +1,12 @@
-//! The config keys of the network guard's settings. `cliproxy-netguard` reports its errors in
-//! its own terms (a setting, a file, a header) so that other services can embed it; an
-//! operator of this gateway must read the key to change, so every netguard error the gateway
-//! or `cliproxy-server` shows goes through [`netguard_error`] first.
+//! The config keys of the network guard's settings. `cliproxy-netguard` reports its errors and
+//! refusals in its own terms (a setting, a file, a header, a limit) so that other services can
+//! embed it; an operator of this gateway (and a client refused by a limit) must read the key
+//! to change, so every netguard error or refusal the gateway or `cliproxy-server` shows goes
+//! through one of these functions first.
 
-use cliproxy_netguard::{CipherSuiteProblem, Error, Setting};
+use cliproxy_netguard::{
+    CapOwner, CipherSuiteProblem, DenyReason, Error, Invalid, LimitKind, Limited, Setting,
+};
 use http::header;
 
 /// The text of a netguard error with the config key it is about.
@@ -27,6 +30,57 @@ pub fn netguard_error(error: &Error) -> String {
             Some(setting) => format!("{}: {other}", setting_key(setting)),
             None => other.to_string(),
         },
+    }
+}
+
+/// The message of a refusing limit, naming the config key that sets it (and for a quota when
+/// it resets): the 429's message and the log's detail.
+pub(crate) fn limited_message(limited: &Limited) -> String {
+    limited.message(&limit_key(limited.kind, limited.name.as_deref().unwrap_or_default()))
+}
+
+/// The config key that sets a limit, for the provider or client key `name` where the limit
+/// belongs to one.
+pub(crate) fn limit_key(kind: LimitKind, name: &str) -> String {
+    match kind {
+        LimitKind::PerIp => "server.security.rate_limiting".to_owned(),
+        LimitKind::Global => "server.rate_limit".to_owned(),
+        LimitKind::ProviderRequests => format!("providers.{name}.rate_limit.requests_per_minute"),
+        LimitKind::ProviderTokens => format!("providers.{name}.rate_limit.tokens_per_minute"),
+        LimitKind::ClientRequests => {
+            format!("auth.api_keys[{name}].rate_limit.requests_per_minute")
+        }
+        LimitKind::ClientTokens => format!("auth.api_keys[{name}].rate_limit.tokens_per_minute"),
+        LimitKind::ProviderQuota => format!("providers.{name}.quota"),
+        LimitKind::ClientQuota => format!("auth.api_keys[{name}].quota"),
+        // A limit added to netguard before this table learns it: its own label.
+        other => other.as_str().to_owned(),
+    }
+}
+
+/// Why an address was refused, naming the config key of the list (or the management route
+/// of the runtime denylist): the detail of the log line and the audit event.
+pub(crate) fn deny_reason(reason: &DenyReason) -> String {
+    reason.describe(match reason {
+        DenyReason::Denylisted(_) => "server.security.ip_denylist",
+        DenyReason::RuntimeDenied { .. } => {
+            "runtime denylist (/v0/management/security/ip-denylist)"
+        }
+        DenyReason::NotAllowlisted => "server.security.ip_allowlist",
+    })
+}
+
+/// The 400 message of an invalid request; a request over a `max_tokens` cap names the key
+/// of the cap that held (`provider` is the provider the request was routed to).
+pub(crate) fn invalid_message(invalid: &Invalid, provider: &str) -> String {
+    match invalid.over_cap {
+        Some(CapOwner::Validator) => {
+            format!("{} (server.security.request_validation.max_tokens)", invalid.message)
+        }
+        Some(CapOwner::Provider) => {
+            format!("{} (providers.{provider}.max_tokens)", invalid.message)
+        }
+        None => invalid.message.clone(),
     }
 }
 
@@ -68,7 +122,13 @@ mod tests {
     use std::path::PathBuf;
     use std::time::Duration;
 
-    use cliproxy_netguard::{HeadersConfig, SecurityHeaders, TlsConfig, TlsFile, TlsProblem};
+    use std::num::{NonZeroU32, NonZeroUsize};
+    use std::sync::Arc;
+
+    use cliproxy_netguard::{
+        FakeClock, GlobalRateLimiter, HeadersConfig, IpFilter, IpRateLimiter, RequestFields,
+        RequestKind, SecurityHeaders, TlsConfig, TlsFile, TlsProblem, TokenCap, Validator, Verdict,
+    };
 
     use super::*;
 
@@ -140,5 +200,68 @@ mod tests {
         let text = netguard_error(&error);
         assert!(text.starts_with("server.tls.cipher_suites: `RC4-MD5` is refused"), "{text}");
         assert!(text.contains("TLS_AES_128_GCM_SHA256"), "{text}");
+    }
+
+    #[test]
+    fn a_refusing_limit_names_its_key() {
+        let clock = FakeClock::at_unix(0);
+        let one = NonZeroU32::MIN;
+        let per_ip = IpRateLimiter::new(one, one, NonZeroUsize::MIN, Arc::clone(&clock) as Arc<_>);
+        let peer = "192.0.2.1".parse().unwrap();
+        per_ip.check(peer).unwrap();
+        let refused = per_ip.check(peer).unwrap_err();
+        assert_eq!(
+            limited_message(&refused),
+            "too many requests from this address (server.security.rate_limiting); retry after 1 s"
+        );
+        let global = GlobalRateLimiter::new(one, one, clock);
+        global.check().unwrap();
+        let refused = global.check().unwrap_err();
+        assert!(limited_message(&refused).contains("(server.rate_limit)"));
+        let cases = [
+            (LimitKind::ProviderRequests, "providers.p.rate_limit.requests_per_minute"),
+            (LimitKind::ProviderTokens, "providers.p.rate_limit.tokens_per_minute"),
+            (LimitKind::ClientRequests, "auth.api_keys[p].rate_limit.requests_per_minute"),
+            (LimitKind::ClientTokens, "auth.api_keys[p].rate_limit.tokens_per_minute"),
+            (LimitKind::ProviderQuota, "providers.p.quota"),
+            (LimitKind::ClientQuota, "auth.api_keys[p].quota"),
+        ];
+        for (kind, key) in cases {
+            assert_eq!(limit_key(kind, "p"), key);
+        }
+    }
+
+    #[test]
+    fn a_denied_address_names_the_list_that_refused_it() {
+        let denied = ["10.1.0.0/16".parse().unwrap()];
+        let allowed = ["10.0.0.0/8".parse().unwrap()];
+        let filter = IpFilter::from_lists(&denied, Some(&allowed), &[], FakeClock::at_unix(0));
+        let reason = |ip: &str| match filter.check(ip.parse().unwrap()) {
+            Verdict::Deny(reason) => deny_reason(&reason),
+            Verdict::Allow => panic!("{ip} admitted"),
+        };
+        assert_eq!(reason("10.1.2.3"), "in 10.1.0.0/16 of server.security.ip_denylist");
+        assert_eq!(reason("192.0.2.1"), "not in server.security.ip_allowlist");
+    }
+
+    #[test]
+    fn a_request_over_a_token_cap_names_the_cap_that_held() {
+        let fields =
+            RequestFields::from_slice(br#"{"messages": [{"role": "u"}], "max_tokens": 500}"#)
+                .unwrap();
+        let validator = Validator::from_values(true, NonZeroU32::new(400));
+        let loose = TokenCap { provider_max_tokens: None, provider: "claude" };
+        let invalid = validator.check(RequestKind::ChatCompletions, &fields, loose).unwrap_err();
+        assert_eq!(
+            invalid_message(&invalid, "claude"),
+            "`max_tokens` is 500, over this gateway's limit of 400 \
+             (server.security.request_validation.max_tokens)"
+        );
+        let strict = TokenCap { provider_max_tokens: NonZeroU32::new(100), provider: "claude" };
+        let invalid = validator.check(RequestKind::ChatCompletions, &fields, strict).unwrap_err();
+        assert_eq!(
+            invalid_message(&invalid, "claude"),
+            "`max_tokens` is 500, over this gateway's limit of 100 (providers.claude.max_tokens)"
+        );
     }
 }

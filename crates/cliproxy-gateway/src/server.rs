@@ -167,7 +167,7 @@ impl Server {
                     // A denied peer is dropped before TLS and before a byte is read: it costs
                     // one lookup and learns nothing.
                     if let cliproxy_netguard::Verdict::Deny(reason) = guard.ip.check(peer.ip()) {
-                        guard.reject(RejectionKind::IpDeniedConnection, peer.ip().to_canonical(), &reason.to_string());
+                        guard.reject(RejectionKind::IpDeniedConnection, peer.ip().to_canonical(), &crate::netguard_keys::deny_reason(&reason));
                         drop(stream);
                         continue;
                     }

@@ -29,26 +29,41 @@ pub enum Verdict {
 /// which learns nothing about the rules).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DenyReason {
-    /// In `server.security.ip_denylist.denied_ips`.
+    /// In the static denylist.
     Denylisted(IpNetwork),
-    /// In the runtime denylist (management API or an alert rule).
+    /// In the runtime denylist ([`IpFilter::deny`]: a management API or an alert rule).
     RuntimeDenied {
         /// The matching entry's range.
         network: IpNetwork,
         /// The reason given when it was added.
         reason: String,
     },
-    /// Not in `server.security.ip_allowlist.allowed_ips`.
+    /// Not in the allowlist.
     NotAllowlisted,
 }
 
 impl DenyReason {
-    /// The config key or list that refused the address.
+    /// The list that refused the address, in this library's terms (`denylist`,
+    /// `runtime denylist`, `allowlist`); a caller names its own setting instead with
+    /// [`DenyReason::describe`].
     pub fn rule(&self) -> &'static str {
         match self {
-            Self::Denylisted(_) => "server.security.ip_denylist",
-            Self::RuntimeDenied { .. } => "runtime denylist (/v0/management/security/ip-denylist)",
-            Self::NotAllowlisted => "server.security.ip_allowlist",
+            Self::Denylisted(_) => "denylist",
+            Self::RuntimeDenied { .. } => "runtime denylist",
+            Self::NotAllowlisted => "allowlist",
+        }
+    }
+
+    /// The text of the reason with `rule` — where the list is set, such as a config key —
+    /// in place of [`DenyReason::rule`]: `in 10.1.0.0/16 of {rule}`, `in 10.1.0.0/16 of the
+    /// {rule} (why it was added)`, `not in {rule}`.
+    pub fn describe(&self, rule: &str) -> String {
+        match self {
+            Self::Denylisted(network) => format!("in {network} of {rule}"),
+            Self::RuntimeDenied { network, reason } => {
+                format!("in {network} of the {rule} ({reason})")
+            }
+            Self::NotAllowlisted => format!("not in {rule}"),
         }
     }
 }
@@ -56,11 +71,9 @@ impl DenyReason {
 impl std::fmt::Display for DenyReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::Denylisted(network) => write!(f, "in {network} of {}", self.rule()),
-            Self::RuntimeDenied { network, reason } => {
-                write!(f, "in {network} of the {} ({reason})", self.rule())
-            }
-            Self::NotAllowlisted => write!(f, "not in {}", self.rule()),
+            // The runtime list's text already says "the"; the static lists get it here.
+            Self::RuntimeDenied { .. } => f.write_str(&self.describe(self.rule())),
+            _ => f.write_str(&self.describe(&format!("the {}", self.rule()))),
         }
     }
 }
@@ -408,6 +421,16 @@ mod tests {
         security.ip_denylist.denied_ips = deny;
         let disabled = IpFilter::new(&security, &[], clock);
         assert_eq!(disabled.check(ip("10.1.0.1")), Verdict::Allow);
+    }
+
+    #[test]
+    fn reasons_say_which_list_and_a_caller_can_name_its_own() {
+        let f = filter(&["10.0.0.0/8"], false, &["10.1.0.0/16"], &[]);
+        let Verdict::Deny(denied) = f.check(ip("10.1.3.4")) else { panic!("admitted") };
+        assert_eq!(denied.to_string(), "in 10.1.0.0/16 of the denylist");
+        assert_eq!(denied.describe("lists.deny"), "in 10.1.0.0/16 of lists.deny");
+        let Verdict::Deny(outside) = f.check(ip("192.0.2.1")) else { panic!("admitted") };
+        assert_eq!(outside.to_string(), "not in the allowlist");
     }
 
     #[test]

@@ -121,4 +121,4 @@ pub use ratelimit::{
 pub use sqlite::SqliteStore;
 pub use state::{StateChange, StateStore};
 pub use types::{Ban, DenyEntry, QuotaScope, QuotaUsage, canonical_ip, canonical_network};
-pub use validate::{Invalid, RequestKind, TokenCap, Validator};
+pub use validate::{CapOwner, Invalid, RequestKind, TokenCap, Validator};
