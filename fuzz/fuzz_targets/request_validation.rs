@@ -9,7 +9,8 @@
 use std::num::NonZeroU32;
 
 use cliproxy_netguard::{
-    Invalid, RequestFields, RequestKind, TokenCap, UsageOption, ValidationConfig, Validator,
+    CapOwner, Invalid, RequestFields, RequestKind, TokenCap, UsageOption, ValidationConfig,
+    Validator,
 };
 use libfuzzer_sys::fuzz_target;
 use serde::Deserialize;
@@ -166,7 +167,7 @@ mod reference {
         cap: TokenCap<'_>,
     ) -> Result<Option<u64>, Invalid> {
         if repeated {
-            return Err(Invalid(
+            return Err(Invalid::new(
                 "the request body has an object with the same key twice (this gateway would \
                  read the last, the provider may read the first); send each key once"
                     .to_owned(),
@@ -178,23 +179,20 @@ mod reference {
         }
         required_fields(kind, body)?;
         // The stricter of the two caps holds, the provider's on a tie; none when neither is set.
-        let global = config
-            .max_tokens
-            .map(|limit| (limit, "server.security.request_validation.max_tokens".to_owned()));
-        let provider = cap
-            .provider_max_tokens
-            .map(|limit| (limit, format!("providers.{}.max_tokens", cap.provider)));
+        let global = config.max_tokens.map(|limit| (limit, CapOwner::Validator));
+        let provider = cap.provider_max_tokens.map(|limit| (limit, CapOwner::Provider));
         let limit = match (provider, global) {
             (Some(p), Some(g)) => Some(if g.0 < p.0 { g } else { p }),
             (p, g) => p.or(g),
         };
         if let Some((field, requested)) = &requested
-            && let Some((limit, key)) = &limit
+            && let Some((limit, owner)) = &limit
             && *requested > u64::from(limit.get())
         {
-            return Err(Invalid(format!(
-                "`{field}` is {requested}, over this gateway's limit of {limit} ({key})"
-            )));
+            return Err(Invalid::over_cap(
+                format!("`{field}` is {requested}, over this gateway's limit of {limit}"),
+                *owner,
+            ));
         }
         Ok(requested.map(|(_, tokens)| tokens))
     }
@@ -222,7 +220,7 @@ mod reference {
                     .filter(|name| body.get(name).is_some())
                     .collect();
                 if configs.len() == 2 {
-                    return Err(Invalid(
+                    return Err(Invalid::new(
                         "`generationConfig` and `generation_config` are one field spelt two ways \
                          (the provider may read either); send one of them"
                             .to_owned(),
@@ -246,17 +244,17 @@ mod reference {
                 Some(Value::Number(n)) => match n.as_u64().filter(|&tokens| tokens > 0) {
                     Some(tokens) => Some(tokens),
                     None => {
-                        return Err(Invalid(format!(
+                        return Err(Invalid::new(format!(
                             "`{name}` must be a whole number of at least 1"
                         )));
                     }
                 },
-                Some(_) => return Err(Invalid(format!("`{name}` must be a number"))),
+                Some(_) => return Err(Invalid::new(format!("`{name}` must be a number"))),
             };
             match &found {
                 None => found = Some((name, tokens)),
                 Some((first, earlier)) if *earlier != tokens => {
-                    return Err(Invalid(format!(
+                    return Err(Invalid::new(format!(
                         "`{first}` and `{name}` differ (the provider may read either); send one of them"
                     )));
                 }
@@ -270,15 +268,15 @@ mod reference {
         let non_empty_array = |name: &str| -> Result<&Vec<Value>, Invalid> {
             match body.get(name) {
                 Some(Value::Array(items)) if !items.is_empty() => Ok(items),
-                Some(Value::Array(_)) => Err(Invalid(format!("`{name}` must not be empty"))),
-                Some(_) => Err(Invalid(format!("`{name}` must be an array"))),
-                None => Err(Invalid(format!("the request has no `{name}`"))),
+                Some(Value::Array(_)) => Err(Invalid::new(format!("`{name}` must not be empty"))),
+                Some(_) => Err(Invalid::new(format!("`{name}` must be an array"))),
+                None => Err(Invalid::new(format!("the request has no `{name}`"))),
             }
         };
         let with_role = |items: &Vec<Value>, name: &str| -> Result<(), Invalid> {
             for (index, item) in items.iter().enumerate() {
                 if !item.get("role").is_some_and(Value::is_string) {
-                    return Err(Invalid(format!("`{name}[{index}]` needs a string `role`")));
+                    return Err(Invalid::new(format!("`{name}[{index}]` needs a string `role`")));
                 }
             }
             Ok(())
@@ -290,7 +288,7 @@ mod reference {
             RequestKind::Messages => {
                 with_role(non_empty_array("messages")?, "messages")?;
                 if body.get("max_tokens").is_none() {
-                    return Err(Invalid(
+                    return Err(Invalid::new(
                         "the request has no `max_tokens` (the Messages API requires it)".to_owned(),
                     ));
                 }
@@ -298,8 +296,8 @@ mod reference {
             }
             RequestKind::Responses | RequestKind::Embeddings => match body.get("input") {
                 Some(Value::String(_) | Value::Array(_)) => Ok(()),
-                Some(_) => Err(Invalid("`input` must be a string or an array".to_owned())),
-                None => Err(Invalid("the request has no `input`".to_owned())),
+                Some(_) => Err(Invalid::new("`input` must be a string or an array".to_owned())),
+                None => Err(Invalid::new("the request has no `input`".to_owned())),
             },
             RequestKind::GeminiGenerate => non_empty_array("contents").map(|_| ()),
             _ => Ok(()),

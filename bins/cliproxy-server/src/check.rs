@@ -498,7 +498,7 @@ fn tls(list: &mut Checklist, config: &Config, now: i64) {
         Some(cert_file) => match cliproxy_netguard::tls::certificate_not_after(cert_file) {
             Err(e) => list.fail(
                 CERT,
-                e.to_string(),
+                cliproxy_gateway::netguard_error(&e),
                 "point server.tls.cert_file at a readable PEM certificate chain, leaf first",
             ),
             Ok(not_after) => {
@@ -515,15 +515,8 @@ fn tls(list: &mut Checklist, config: &Config, now: i64) {
     const KEY: &str = "TLS key";
     match cliproxy_netguard::tls::TlsSettings::build(tls) {
         Err(e) => {
-            let detail = e.to_string();
-            let fix = if detail.contains("does not match") {
-                "give server.tls.key_file the private key the certificate was issued for"
-            } else if detail.contains("cipher_suites") {
-                "correct server.tls.cipher_suites as the detail says"
-            } else {
-                "correct server.tls as the detail says (key_file: a PEM RSA, ECDSA or Ed25519 key)"
-            };
-            list.fail(KEY, detail, fix);
+            let fix = tls_fix(&e);
+            list.fail(KEY, cliproxy_gateway::netguard_error(&e), fix);
         }
         Ok(_) => {
             let key_file = tls.key_file.as_deref().unwrap_or(Path::new(""));
@@ -540,6 +533,19 @@ fn tls(list: &mut Checklist, config: &Config, now: i64) {
                 list.pass(KEY, format!("{} matches the certificate", key_file.display()));
             }
         }
+    }
+}
+
+/// What to do about a TLS settings error: the error names the key (through
+/// `cliproxy_gateway::netguard_error`), the fix says what to give it.
+fn tls_fix(error: &cliproxy_netguard::Error) -> &'static str {
+    use cliproxy_netguard::{Error, TlsProblem};
+    match error {
+        Error::Tls { problem: TlsProblem::KeyMismatch { .. }, .. } => {
+            "give server.tls.key_file the private key the certificate was issued for"
+        }
+        Error::CipherSuites { .. } => "correct server.tls.cipher_suites as the detail says",
+        _ => "correct server.tls as the detail says (key_file: a PEM RSA, ECDSA or Ed25519 key)",
     }
 }
 

@@ -760,9 +760,13 @@ fn open_state(config: &ConfigArg) -> Result<Option<SqliteStore>, Failure> {
     if !path.exists() {
         return Ok(None);
     }
-    let store = SqliteStore::open(&state).map_err(|e| match e {
-        cliproxy_netguard::Error::Config(message) => Failure::config(anyhow!(message)),
-        other => anyhow!("{other}").into(),
+    let store = SqliteStore::open(&state).map_err(|e| {
+        let text = cliproxy_gateway::netguard_error(&e);
+        match e {
+            // A file that cannot be used is the store's failure; anything else is a setting.
+            cliproxy_netguard::Error::State { .. } => anyhow!(text).into(),
+            _ => Failure::config(anyhow!(text)),
+        }
     })?;
     for notice in store.take_notices() {
         eprintln!("notice: {notice}");
@@ -773,7 +777,7 @@ fn open_state(config: &ConfigArg) -> Result<Option<SqliteStore>, Failure> {
 /// The bans in `store` that have not ended.
 fn bans_in_force(store: &SqliteStore) -> Result<Vec<cliproxy_netguard::Ban>, Failure> {
     let now = unix_now();
-    let mut bans = store.load_bans().map_err(|e| anyhow!("{e}"))?;
+    let mut bans = store.load_bans().map_err(|e| anyhow!(cliproxy_gateway::netguard_error(&e)))?;
     bans.retain(|ban| ban.until > now);
     Ok(bans)
 }
@@ -799,7 +803,7 @@ fn bans_list(config: &ConfigArg) -> Result<(), Failure> {
             );
         }
     }
-    store.close().map_err(|e| anyhow!("{e}"))?;
+    store.close().map_err(|e| anyhow!(cliproxy_gateway::netguard_error(&e)))?;
     Ok(())
 }
 
@@ -812,7 +816,7 @@ fn bans_lift(config: &ConfigArg, ip: std::net::IpAddr) -> Result<(), Failure> {
     };
     store.submit(StateChange::Unban(ip));
     // Closing writes the change and says whether it reached the disk.
-    store.close().map_err(|e| anyhow!("{e}"))?;
+    store.close().map_err(|e| anyhow!(cliproxy_gateway::netguard_error(&e)))?;
     println!(
         "lifted the management API ban of {ip} ({}); a gateway that is running keeps it until it restarts",
         store.describe()

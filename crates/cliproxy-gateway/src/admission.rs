@@ -34,7 +34,12 @@ pub(crate) fn client_ip(
     if let cliproxy_netguard::Verdict::Deny(reason) = guard.ip.check(client_ip) {
         let context =
             crate::guard::Context { request_id: Some(&ctx.request_id), ..Default::default() };
-        guard.reject_in(RejectionKind::IpDeniedRequest, client_ip, &reason.to_string(), &context);
+        guard.reject_in(
+            RejectionKind::IpDeniedRequest,
+            client_ip,
+            &crate::netguard_keys::deny_reason(&reason),
+            &context,
+        );
         let format = api::route(&parts.method, parts.uri.path())
             .map(|e| e.format())
             .unwrap_or_else(|(RouteError::NotFound(f) | RouteError::MethodNotAllowed(f, _))| f);

@@ -24,7 +24,7 @@ impl HeadAnchor for StateAnchor {
         self.0
             .load_audit_head()
             .map(|head| head.map(|(seq, hash)| ChainHead { seq, hash }))
-            .map_err(|e| e.to_string())
+            .map_err(|e| crate::netguard_error(&e))
     }
 
     fn store(&self, head: &ChainHead) {

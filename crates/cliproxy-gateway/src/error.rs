@@ -88,7 +88,8 @@ impl ApiError {
     /// The 429 of a refusing limit, with `Retry-After` and the `X-RateLimit-*` figures; the
     /// message names the limit's config key (and, for a quota, when it resets).
     pub(crate) fn limited(limited: &cliproxy_netguard::Limited) -> Self {
-        let mut error = Self::new(ErrorCode::RateLimited, limited.to_string());
+        let mut error =
+            Self::new(ErrorCode::RateLimited, crate::netguard_keys::limited_message(limited));
         error.retry_after = Some(Duration::from_secs(limited.retry_after_secs()));
         error.rate = Some((limited.limit, limited.remaining, limited.reset_after_secs()));
         error

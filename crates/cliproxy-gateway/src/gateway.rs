@@ -134,8 +134,10 @@ impl Gateway {
             warn!(log, "credential vault notice"; "detail" => notice);
         }
         let mut management = Management::new(&config.management);
-        let bans =
-            guard.state.load_bans().map_err(|e| crate::error::Error::State(e.to_string()))?;
+        let bans = guard
+            .state
+            .load_bans()
+            .map_err(|e| crate::error::Error::State(crate::netguard_error(&e)))?;
         let restored = management.persist_bans(guard.state.clone(), bans);
         if restored > 0 {
             info!(log, "management bans restored from the state store"; "bans" => restored);

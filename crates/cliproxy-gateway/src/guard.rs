@@ -136,8 +136,9 @@ impl Guard {
     ) -> Result<Self> {
         let server = &config.server;
         let clock = clock.unwrap_or_else(SystemClock::shared);
-        let config_error =
-            |e: cliproxy_netguard::Error| crate::config::ConfigError::new(e.to_string());
+        let config_error = |e: cliproxy_netguard::Error| {
+            crate::config::ConfigError::new(crate::netguard_error(&e))
+        };
         let tls = TlsSettings::build(&server.tls).map_err(config_error)?;
         // Opened before the audit log: it holds the log's head anchor.
         let state = Arc::new(SqliteStore::open(&state_config(config)).map_err(state_error)?);
@@ -159,7 +160,7 @@ impl Guard {
                 "fix" => "set logging.audit.enabled: true and logging.audit.file");
         }
         let headers = SecurityHeaders::new(&server.security.headers, server.tls.enabled)
-            .map_err(|e| crate::config::ConfigError::new(e.to_string()))?;
+            .map_err(config_error)?;
         // A request without `max_tokens` is not bounded by the cap (it caps what is asked
         // for, and nothing is), so its estimate is a fixed figure, a lower cap taking its
         // place. Holding a cap sized for coding clients (128000) instead would let two such
@@ -269,7 +270,12 @@ impl Guard {
         let context = Context { request_id: Some(request_id), ..Context::default() };
         match &self.per_ip {
             Some(limiter) => Ok(Some(limiter.check(ip).inspect_err(|limited| {
-                self.reject_in(RejectionKind::PerIpRateLimit, ip, &limited.to_string(), &context);
+                self.reject_in(
+                    RejectionKind::PerIpRateLimit,
+                    ip,
+                    &crate::netguard_keys::limited_message(limited),
+                    &context,
+                );
             })?)),
             None => Ok(None),
         }
@@ -290,7 +296,12 @@ impl Guard {
         let Some(bucket) = bucket else { return Ok(()) };
         let context = Context { request_id: Some(request_id), ..Context::default() };
         bucket.check().map(drop).inspect_err(|limited| {
-            self.reject_in(RejectionKind::GlobalRateLimit, ip, &limited.to_string(), &context);
+            self.reject_in(
+                RejectionKind::GlobalRateLimit,
+                ip,
+                &crate::netguard_keys::limited_message(limited),
+                &context,
+            );
         })
     }
 
@@ -316,7 +327,7 @@ impl Guard {
                 LimitKind::ProviderQuota | LimitKind::ClientQuota => RejectionKind::Quota,
                 _ => RejectionKind::MinuteLimit,
             };
-            self.reject_in(kind, ip, &limited.to_string(), &context);
+            self.reject_in(kind, ip, &crate::netguard_keys::limited_message(&limited), &context);
             limited
         };
         let estimate = prompt_tokens.saturating_add(max_tokens.unwrap_or(self.estimate));
@@ -429,7 +440,7 @@ impl Guard {
             }
             Err(e) => {
                 if !self.state_failing.swap(true, Ordering::Relaxed) {
-                    error!(self.log, "the state store cannot be written: {e}";
+                    error!(self.log, "the state store cannot be written: {}", crate::netguard_error(&e);
                            "fix" => "free space or make state.path writable; changes are kept in memory and retried");
                 }
             }
@@ -453,7 +464,7 @@ impl Guard {
         match tokio::task::spawn_blocking(move || state.flush()).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(error)) => {
-                warn!(self.log, "state store write failed"; "error" => error.to_string());
+                warn!(self.log, "state store write failed"; "error" => crate::netguard_error(&error));
                 Err(ApiError::new(
                     ErrorCode::Unavailable,
                     format!(
@@ -482,7 +493,7 @@ impl Guard {
         self.save_quotas();
         let state = self.state.clone();
         if let Ok(Err(error)) = tokio::task::spawn_blocking(move || state.flush()).await {
-            warn!(self.log, "could not write the last state changes at shutdown"; "error" => error.to_string());
+            warn!(self.log, "could not write the last state changes at shutdown"; "error" => crate::netguard_error(&error));
         }
     }
 
@@ -787,9 +798,9 @@ impl Guard {
 /// files are read, nothing is written): what a reload must pass to be accepted, so that a
 /// file that would not start is never reported as reloaded.
 pub(crate) fn check_config(config: &Config) -> std::result::Result<(), String> {
-    TlsSettings::build(&config.server.tls).map_err(|e| e.to_string())?;
+    TlsSettings::build(&config.server.tls).map_err(|e| crate::netguard_error(&e))?;
     SecurityHeaders::new(&config.server.security.headers, config.server.tls.enabled)
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| crate::netguard_error(&e))?;
     crate::webhook::check(&config.alerts).map_err(|e| e.to_string())?;
     config.auth.client_keys().map_err(|e| e.to_string())?;
     crate::abuse::CooldownAbuse::new(&config.server.security.cooldown_abuse)?;
@@ -1118,10 +1129,11 @@ pub(crate) fn state_config(config: &Config) -> cliproxy_netguard::StateConfig {
 /// quotas and denylist entries silently.
 fn state_error(error: cliproxy_netguard::Error) -> crate::error::Error {
     match error {
-        cliproxy_netguard::Error::Config(message) => {
-            crate::config::ConfigError::new(message).into()
+        cliproxy_netguard::Error::State { .. } => {
+            crate::error::Error::State(crate::netguard_error(&error))
         }
-        other => crate::error::Error::State(other.to_string()),
+        // The rest are settings that cannot work (no path, a flush interval out of range).
+        other => crate::config::ConfigError::new(crate::netguard_error(&other)).into(),
     }
 }
 

@@ -165,8 +165,9 @@ pub(crate) fn validate(
     };
     match endpoint.request_kind() {
         Some(kind) => guard.validator.check(kind, &parsed.fields, cap).map_err(|invalid| {
-            guard.reject(RejectionKind::InvalidRequest, client_ip, &invalid.0);
-            (format, ApiError::new(ErrorCode::BadRequest, invalid.0))
+            let message = crate::netguard_keys::invalid_message(&invalid, &provider.name);
+            guard.reject(RejectionKind::InvalidRequest, client_ip, &message);
+            (format, ApiError::new(ErrorCode::BadRequest, message))
         }),
         None => Ok(None),
     }

@@ -44,6 +44,7 @@ mod management;
 mod mock;
 mod model_list;
 mod models;
+mod netguard_keys;
 mod oauth_slot;
 mod pool;
 mod provider_set;
@@ -75,6 +76,7 @@ pub use management::{ROUTES as MANAGEMENT_ROUTES, Route as ManagementRoute};
 pub use model_list::{
     MAX_MODEL_LIST_CURSOR_LEN, MAX_MODEL_NAME_LEN, ModelListPage, parse_model_list,
 };
+pub use netguard_keys::{netguard_error, setting_key as netguard_setting_key};
 pub use providers::{MAX_ERROR_BODY, UpstreamFault, classify_error};
 pub use reload::ReloadReport;
 pub use respond::REQUEST_ID_HEADER;

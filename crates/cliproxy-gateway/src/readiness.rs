@@ -24,7 +24,7 @@ fn checks(vault: &Vault, guard: &Guard) -> [(&'static str, Result<(), String>); 
     // last: the gateway keeps serving while it fails, but an orchestrator should know.
     [
         ("vault", vault.store.check().map_err(|e| e.to_string())),
-        ("state", guard.state.check().map_err(|e| e.to_string())),
+        ("state", guard.state.check().map_err(|e| crate::netguard_error(&e))),
         ("audit", guard.audit_failing().map_or(Ok(()), Err)),
     ]
 }

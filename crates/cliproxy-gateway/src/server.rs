@@ -167,7 +167,7 @@ impl Server {
                     // A denied peer is dropped before TLS and before a byte is read: it costs
                     // one lookup and learns nothing.
                     if let cliproxy_netguard::Verdict::Deny(reason) = guard.ip.check(peer.ip()) {
-                        guard.reject(RejectionKind::IpDeniedConnection, peer.ip().to_canonical(), &reason.to_string());
+                        guard.reject(RejectionKind::IpDeniedConnection, peer.ip().to_canonical(), &crate::netguard_keys::deny_reason(&reason));
                         drop(stream);
                         continue;
                     }
@@ -417,7 +417,7 @@ fn spawn_cert_reloader(tls: &TlsSettings, log: Logger) -> tokio::task::JoinHandl
                     "cert_file" => reloader.cert_file().display().to_string(),
                     "trigger" => "file change"),
                 Ok(false) => {}
-                Err(error) => cert_not_reloaded(&log, &error.to_string()),
+                Err(error) => cert_not_reloaded(&log, &crate::netguard_error(&error)),
             }
         }
     })
@@ -457,7 +457,7 @@ fn spawn_hangup(
                 match reloader.reload() {
                     Ok(()) => info!(log, "TLS certificate reloaded";
                         "cert_file" => reloader.cert_file().display().to_string(), "trigger" => "SIGHUP"),
-                    Err(error) => cert_not_reloaded(&log, &error.to_string()),
+                    Err(error) => cert_not_reloaded(&log, &crate::netguard_error(&error)),
                 }
             }
             let reloader = gateway.clone();

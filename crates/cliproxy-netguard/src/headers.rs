@@ -1,4 +1,4 @@
-//! The security headers of `server.security.headers`, added to every response — errors,
+//! The security headers, added to every response — errors,
 //! health answers and upstream replies alike.
 
 use http::HeaderMap;
@@ -21,34 +21,31 @@ impl SecurityHeaders {
         if !config.enabled {
             return Ok(Self::default());
         }
+        let hsts = (header::STRICT_TRANSPORT_SECURITY, config.strict_transport_security.as_str());
+        let others = [
+            (header::X_CONTENT_TYPE_OPTIONS, config.content_type_options.as_str()),
+            (header::X_FRAME_OPTIONS, config.frame_options.as_str()),
+            (header::X_XSS_PROTECTION, config.xss_protection.as_str()),
+            (header::CONTENT_SECURITY_POLICY, config.content_security_policy.as_str()),
+        ];
+        Self::from_values(tls.then_some(hsts).into_iter().chain(others))
+    }
+
+    /// The headers named, with their values checked; an empty value leaves its header out.
+    /// A value that cannot be sent (a line break, a byte outside printable ASCII) is an
+    /// [`Error::InvalidHeaderValue`] naming the header.
+    pub fn from_values<'a>(
+        values: impl IntoIterator<Item = (HeaderName, &'a str)>,
+    ) -> Result<Self> {
         let mut headers = Vec::new();
-        let mut add = |name: HeaderName, value: &str, key: &str| -> Result<()> {
+        for (name, value) in values {
             if value.is_empty() {
-                return Ok(());
+                continue;
             }
-            let value = HeaderValue::from_str(value).map_err(|_| {
-                Error::Config(format!(
-                    "`server.security.headers.{key}` is not a valid header value (printable ASCII, no line breaks)"
-                ))
-            })?;
+            let value = HeaderValue::from_str(value)
+                .map_err(|_| Error::InvalidHeaderValue { header: name.clone() })?;
             headers.push((name, value));
-            Ok(())
-        };
-        if tls {
-            add(
-                header::STRICT_TRANSPORT_SECURITY,
-                &config.strict_transport_security,
-                "strict_transport_security",
-            )?;
         }
-        add(header::X_CONTENT_TYPE_OPTIONS, &config.content_type_options, "content_type_options")?;
-        add(header::X_FRAME_OPTIONS, &config.frame_options, "frame_options")?;
-        add(header::X_XSS_PROTECTION, &config.xss_protection, "xss_protection")?;
-        add(
-            header::CONTENT_SECURITY_POLICY,
-            &config.content_security_policy,
-            "content_security_policy",
-        )?;
         Ok(Self { headers })
     }
 
@@ -94,8 +91,14 @@ mod tests {
         assert!(!map.contains_key(header::STRICT_TRANSPORT_SECURITY));
         assert!(!map.contains_key(header::X_XSS_PROTECTION));
         config.frame_options = "DENY\r\nSet-Cookie: x".to_owned();
-        let error = SecurityHeaders::new(&config, false).unwrap_err().to_string();
-        assert!(error.contains("server.security.headers.frame_options"), "{error}");
+        let error = SecurityHeaders::new(&config, false).unwrap_err();
+        assert!(
+            matches!(&error, Error::InvalidHeaderValue { header } if *header == header::X_FRAME_OPTIONS),
+            "{error:?}"
+        );
+        // The text names the header, never the value (which could be anything).
+        let text = error.to_string();
+        assert!(text.contains("x-frame-options") && !text.contains("Set-Cookie"), "{text}");
         config.enabled = false;
         assert!(SecurityHeaders::new(&config, true).unwrap().is_empty());
     }

@@ -29,26 +29,41 @@ pub enum Verdict {
 /// which learns nothing about the rules).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DenyReason {
-    /// In `server.security.ip_denylist.denied_ips`.
+    /// In the static denylist.
     Denylisted(IpNetwork),
-    /// In the runtime denylist (management API or an alert rule).
+    /// In the runtime denylist ([`IpFilter::deny`]: a management API or an alert rule).
     RuntimeDenied {
         /// The matching entry's range.
         network: IpNetwork,
         /// The reason given when it was added.
         reason: String,
     },
-    /// Not in `server.security.ip_allowlist.allowed_ips`.
+    /// Not in the allowlist.
     NotAllowlisted,
 }
 
 impl DenyReason {
-    /// The config key or list that refused the address.
+    /// The list that refused the address, in this library's terms (`denylist`,
+    /// `runtime denylist`, `allowlist`); a caller names its own setting instead with
+    /// [`DenyReason::describe`].
     pub fn rule(&self) -> &'static str {
         match self {
-            Self::Denylisted(_) => "server.security.ip_denylist",
-            Self::RuntimeDenied { .. } => "runtime denylist (/v0/management/security/ip-denylist)",
-            Self::NotAllowlisted => "server.security.ip_allowlist",
+            Self::Denylisted(_) => "denylist",
+            Self::RuntimeDenied { .. } => "runtime denylist",
+            Self::NotAllowlisted => "allowlist",
+        }
+    }
+
+    /// The text of the reason with `rule` — where the list is set, such as a config key —
+    /// in place of [`DenyReason::rule`]: `in 10.1.0.0/16 of {rule}`, `in 10.1.0.0/16 of the
+    /// {rule} (why it was added)`, `not in {rule}`.
+    pub fn describe(&self, rule: &str) -> String {
+        match self {
+            Self::Denylisted(network) => format!("in {network} of {rule}"),
+            Self::RuntimeDenied { network, reason } => {
+                format!("in {network} of the {rule} ({reason})")
+            }
+            Self::NotAllowlisted => format!("not in {rule}"),
         }
     }
 }
@@ -56,11 +71,9 @@ impl DenyReason {
 impl std::fmt::Display for DenyReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::Denylisted(network) => write!(f, "in {network} of {}", self.rule()),
-            Self::RuntimeDenied { network, reason } => {
-                write!(f, "in {network} of the {} ({reason})", self.rule())
-            }
-            Self::NotAllowlisted => write!(f, "not in {}", self.rule()),
+            // The runtime list's text already says "the"; the static lists get it here.
+            Self::RuntimeDenied { .. } => f.write_str(&self.describe(self.rule())),
+            _ => f.write_str(&self.describe(&format!("the {}", self.rule()))),
         }
     }
 }
@@ -123,22 +136,33 @@ fn is_host(network: IpNetwork) -> bool {
 }
 
 impl IpFilter {
-    /// Builds the filter from `server.security` and `server.trusted_proxies`.
+    /// Builds the filter from a [`SecurityConfig`] (its allow and deny lists) and the trusted
+    /// proxies, as [`IpFilter::from_lists`] does.
     pub fn new(security: &SecurityConfig, trusted: &[IpNetwork], clock: Arc<dyn Clock>) -> Self {
-        let denied = if security.ip_denylist.enabled {
-            security.ip_denylist.denied_ips.iter().copied().map(canonical_network).collect()
-        } else {
-            Vec::new()
-        };
+        let denied: &[IpNetwork] =
+            if security.ip_denylist.enabled { &security.ip_denylist.denied_ips } else { &[] };
         let allowlist = &security.ip_allowlist;
         // An enabled allowlist restricts when it has entries or when `deny_all` says so; an
         // enabled, empty one without `deny_all` admits everyone, as the seed describes.
-        let allow = (allowlist.enabled
+        let allowed = (allowlist.enabled
             && (allowlist.deny_all || !allowlist.allowed_ips.is_empty()))
-        .then(|| allowlist.allowed_ips.iter().copied().map(canonical_network).collect());
+        .then_some(allowlist.allowed_ips.as_slice());
+        Self::from_lists(denied, allowed, trusted, clock)
+    }
+
+    /// Builds the filter from plain lists: `denied` is refused; when `allowed` is `Some`, only
+    /// the addresses in it are admitted (`Some(&[])` admits nobody), and `None` admits every
+    /// address not denied. `trusted` are the proxies whose forwarding header is believed by
+    /// [`IpFilter::client_ip`].
+    pub fn from_lists(
+        denied: &[IpNetwork],
+        allowed: Option<&[IpNetwork]>,
+        trusted: &[IpNetwork],
+        clock: Arc<dyn Clock>,
+    ) -> Self {
         Self {
-            denied,
-            allow,
+            denied: denied.iter().copied().map(canonical_network).collect(),
+            allow: allowed.map(|list| list.iter().copied().map(canonical_network).collect()),
             trusted: trusted.iter().copied().map(canonical_network).collect(),
             header: ForwardedHeader::default(),
             runtime: RwLock::new(Arc::new(RuntimeList::default())),
@@ -375,6 +399,38 @@ mod tests {
             ..Default::default()
         };
         IpFilter::new(&security, &nets(trusted), FakeClock::at_unix(1_000))
+    }
+
+    #[test]
+    fn plain_lists_filter_as_the_config_section_does() {
+        let clock = FakeClock::at_unix(1_000);
+        let (allow, deny) = (nets(&["10.0.0.0/8"]), nets(&["10.1.0.0/16"]));
+        let plain = IpFilter::from_lists(&deny, Some(&allow), &[], clock.clone());
+        let section = filter(&["10.0.0.0/8"], false, &["10.1.0.0/16"], &[]);
+        for peer in ["10.2.3.4", "10.1.3.4", "192.0.2.1", "::ffff:10.1.0.1"] {
+            assert_eq!(plain.check(ip(peer)), section.check(ip(peer)), "{peer}");
+        }
+        // No allowlist admits every address not denied; an empty one admits nobody.
+        let open = IpFilter::from_lists(&deny, None, &[], clock.clone());
+        assert_eq!(open.check(ip("192.0.2.1")), Verdict::Allow);
+        assert!(matches!(open.check(ip("10.1.0.1")), Verdict::Deny(DenyReason::Denylisted(_))));
+        let closed = IpFilter::from_lists(&[], Some(&[]), &[], clock.clone());
+        assert_eq!(closed.check(ip("192.0.2.1")), Verdict::Deny(DenyReason::NotAllowlisted));
+        // A disabled denylist section denies nothing, whatever it lists.
+        let mut security = SecurityConfig::default();
+        security.ip_denylist.denied_ips = deny;
+        let disabled = IpFilter::new(&security, &[], clock);
+        assert_eq!(disabled.check(ip("10.1.0.1")), Verdict::Allow);
+    }
+
+    #[test]
+    fn reasons_say_which_list_and_a_caller_can_name_its_own() {
+        let f = filter(&["10.0.0.0/8"], false, &["10.1.0.0/16"], &[]);
+        let Verdict::Deny(denied) = f.check(ip("10.1.3.4")) else { panic!("admitted") };
+        assert_eq!(denied.to_string(), "in 10.1.0.0/16 of the denylist");
+        assert_eq!(denied.describe("lists.deny"), "in 10.1.0.0/16 of lists.deny");
+        let Verdict::Deny(outside) = f.check(ip("192.0.2.1")) else { panic!("admitted") };
+        assert_eq!(outside.to_string(), "not in the allowlist");
     }
 
     #[test]

@@ -1,30 +1,82 @@
 //! Layer 4 of cliproxy, the network guard: everything that decides whether a connection or a
-//! request may proceed before it costs anything upstream.
+//! request may proceed before it costs anything upstream. It is a library of its own: another
+//! Rust service can put the IP filter and the limiters in front of its handlers without
+//! taking anything else of cliproxy.
 //!
-//! - [`tls`]: the rustls server configuration (ring only) from `server.tls`, cipher suites by
-//!   IANA name, and a certificate resolver that reloads changed files without dropping
-//!   connections.
 //! - [`IpFilter`]: static deny and allow lists, the runtime denylist with expiry, and the
 //!   client address behind trusted proxies (`X-Forwarded-For`, `Forwarded`).
-//! - Rate limits: per-IP and global token buckets, per-provider and per-client-key requests and
-//!   tokens per minute, and token quotas per day, week or month.
+//! - Rate limits: per-IP ([`IpRateLimiter`]) and global ([`GlobalRateLimiter`]) token buckets,
+//!   requests and tokens per minute per name ([`MinuteLimiter`]), and token quotas per day,
+//!   week or month ([`Quotas`]).
 //! - [`StateStore`]: where quota usage, the runtime denylist and management bans survive a
-//!   restart (SQLite, written in batches off the request path).
+//!   restart; `SqliteStore` is the embedded implementation (written in batches off the
+//!   request path).
 //! - [`RequestFields`]: the few fields of a request body that routing and validation read,
 //!   found in one borrowed pass over its bytes; [`Validator`] checks them.
-//! - Security headers, request validation and maintenance mode.
+//! - [`SecurityHeaders`], [`Maintenance`], and `tls`: the rustls server configuration (ring
+//!   only), cipher suites by IANA name, and a certificate resolver that reloads changed files
+//!   without dropping connections.
 //!
-//! The crate has no HTTP server and no async runtime: the gateway calls it at the steps of
-//! its pipeline, in the order `SPEC.md` §2 gives, and answers with what it returns — a
-//! [`Verdict`], a [`Limited`] (429 with its headers) or an [`Invalid`] (400) — counting each
-//! refusal under its [`RejectionKind`]. Everything that depends on time takes a [`Clock`], so
-//! tests drive it with [`FakeClock`] instead of sleeping.
+//! The crate has no HTTP server and no async runtime: the caller asks it at the steps of its
+//! own pipeline (cliproxy's gateway in the order `SPEC.md` §2 gives) and answers with what it
+//! returns — a [`Verdict`], a [`Limited`] (429 with its headers) or an [`Invalid`] (400) —
+//! counting each refusal under its [`RejectionKind`]. Everything that depends on time takes a
+//! [`Clock`], so tests drive it with [`FakeClock`] instead of sleeping. It logs nothing: what
+//! a caller should hear of comes back as a value (an [`Error`], or notices from
+//! [`StateStore::take_notices`]).
+//!
+//! # Features
+//!
+//! Both on by default; without them the crate compiles neither bundled SQLite nor rustls.
+//!
+//! - `sqlite`: `SqliteStore`, the embedded [`StateStore`].
+//! - `tls`: the `tls` module.
+//!
+//! # Configuration and errors
+//!
+//! Each part has a constructor from plain values ([`IpFilter::from_lists`],
+//! [`IpRateLimiter::new`], [`Validator::from_values`], [`SecurityHeaders::from_values`], …)
+//! and, for a service that reads cliproxy's configuration sections (serde types that reject
+//! unknown keys, such as [`SecurityConfig`]), one from the section that delegates to it. An
+//! [`Error`] describes what is wrong in this library's terms (a [`Setting`], a file); the
+//! caller names the key of its own configuration file.
+//!
+//! # Example
+//!
+//! An IP filter and a per-IP limiter in front of a handler, on a fake clock (a service passes
+//! [`SystemClock::shared`]). `examples/guarded_service.rs` puts the same two in front of a
+//! hyper service.
 //!
 //! ```
-//! use cliproxy_netguard::canonical_ip;
+//! use std::net::IpAddr;
+//! use std::num::{NonZeroU32, NonZeroUsize};
+//! use std::time::Duration;
 //!
-//! // IPv4 rules match IPv4-mapped IPv6 peers.
-//! assert_eq!(canonical_ip("::ffff:10.0.0.1".parse()?), "10.0.0.1".parse::<std::net::IpAddr>()?);
+//! use cliproxy_netguard::{FakeClock, IpFilter, IpRateLimiter, Verdict};
+//!
+//! let clock = FakeClock::at_unix(1_700_000_000);
+//! // Refuse one network, admit every other address.
+//! let filter = IpFilter::from_lists(&["203.0.113.0/24".parse()?], None, &[], clock.clone());
+//! // One request per second per address, after a burst of two.
+//! let limiter = IpRateLimiter::new(
+//!     NonZeroU32::new(1).ok_or("zero")?,
+//!     NonZeroU32::new(2).ok_or("zero")?,
+//!     NonZeroUsize::new(10_000).ok_or("zero")?,
+//!     clock.clone(),
+//! );
+//!
+//! let client: IpAddr = "192.0.2.7".parse()?;
+//! assert_eq!(filter.check(client), Verdict::Allow);
+//! assert!(limiter.check(client).is_ok());
+//! assert!(limiter.check(client).is_ok());
+//! // Over the burst: 429, and the client is told when to come back.
+//! let refused = limiter.check(client).unwrap_err();
+//! assert_eq!(refused.retry_after_secs(), 1);
+//! clock.advance(Duration::from_secs(1));
+//! assert!(limiter.check(client).is_ok());
+//!
+//! // IPv4 rules match IPv4-mapped IPv6 peers, as a dual-stack listener reports them.
+//! assert!(matches!(filter.check("::ffff:203.0.113.9".parse()?), Verdict::Deny(_)));
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
@@ -38,10 +90,13 @@ mod ipfilter;
 mod maintenance;
 mod quota;
 mod ratelimit;
+#[cfg(feature = "sqlite")]
+mod sqlite;
 mod state;
 mod types;
 mod validate;
 
+#[cfg(feature = "tls")]
 pub mod tls;
 
 // The public interface is:
@@ -51,7 +106,7 @@ pub use config::{
     HeadersConfig, IpAllowlistConfig, IpDenylistConfig, PerIpRateLimitConfig, SecurityConfig,
     StateConfig, TlsConfig, TlsVersion, ValidationConfig,
 };
-pub use error::{Error, Result};
+pub use error::{CipherSuiteProblem, Error, Result, Setting, TlsFile, TlsProblem};
 pub use events::{Counters, RejectionKind};
 pub use fields::{RequestFields, UsageOption, WrongType};
 pub use headers::SecurityHeaders;
@@ -62,6 +117,8 @@ pub use ratelimit::{
     Admitted, DEFAULT_TOKEN_ESTIMATE, GlobalRateLimiter, IpRateLimiter, LimitKind, Limited,
     MinuteLimiter, Reservation,
 };
-pub use state::{SqliteStore, StateChange, StateStore};
+#[cfg(feature = "sqlite")]
+pub use sqlite::SqliteStore;
+pub use state::{StateChange, StateStore};
 pub use types::{Ban, DenyEntry, QuotaScope, QuotaUsage, canonical_ip, canonical_network};
-pub use validate::{Invalid, RequestKind, TokenCap, Validator};
+pub use validate::{CapOwner, Invalid, RequestKind, TokenCap, Validator};

@@ -1,8 +1,8 @@
 //! Token buckets for the request path: one per client address ([`IpRateLimiter`]), one for
 //! the whole gateway ([`GlobalRateLimiter`]), and requests and tokens per minute for each
 //! provider and client key ([`MinuteLimiter`]). Every refusal is a [`Limited`], which names
-//! the limit and its config key and carries what the gateway needs for a 429 answer
-//! (`Retry-After`, `X-RateLimit-Limit`, `-Remaining`, `-Reset`).
+//! the limit (the caller adds where it is configured, [`Limited::message`]) and carries what
+//! a 429 answer needs (`Retry-After`, `X-RateLimit-Limit`, `-Remaining`, `-Reset`).
 //!
 //! Each bucket is kept in its GCRA form (the generic cell rate algorithm, as in ATM networks
 //! and most production limiters): instead of a token count and a last-update time it stores
@@ -31,21 +31,21 @@ use crate::types::{QuotaScope, canonical_ip};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum LimitKind {
-    /// `server.security.rate_limiting`: the client address's token bucket.
+    /// The client address's token bucket ([`IpRateLimiter`]).
     PerIp,
-    /// `server.rate_limit`: the gateway's one token bucket.
+    /// The one global token bucket ([`GlobalRateLimiter`]).
     Global,
-    /// `providers.<name>.rate_limit.requests_per_minute`.
+    /// A provider's requests per minute ([`MinuteLimiter`]).
     ProviderRequests,
-    /// `providers.<name>.rate_limit.tokens_per_minute`.
+    /// A provider's tokens per minute.
     ProviderTokens,
-    /// `auth.api_keys[<name>].rate_limit.requests_per_minute`.
+    /// A client key's requests per minute.
     ClientRequests,
-    /// `auth.api_keys[<name>].rate_limit.tokens_per_minute`.
+    /// A client key's tokens per minute.
     ClientTokens,
-    /// `providers.<name>.quota`.
+    /// A provider's token quota ([`Quotas`](crate::Quotas)).
     ProviderQuota,
-    /// `auth.api_keys[<name>].quota`.
+    /// A client key's token quota.
     ClientQuota,
 }
 
@@ -70,23 +70,6 @@ impl LimitKind {
         matches!(self, Self::ProviderQuota | Self::ClientQuota)
     }
 
-    /// The config key that sets this limit, for the provider or client key `name` where
-    /// the limit belongs to one.
-    pub fn config_key(self, name: &str) -> String {
-        match self {
-            Self::PerIp => "server.security.rate_limiting".to_owned(),
-            Self::Global => "server.rate_limit".to_owned(),
-            Self::ProviderRequests => format!("providers.{name}.rate_limit.requests_per_minute"),
-            Self::ProviderTokens => format!("providers.{name}.rate_limit.tokens_per_minute"),
-            Self::ClientRequests => {
-                format!("auth.api_keys[{name}].rate_limit.requests_per_minute")
-            }
-            Self::ClientTokens => format!("auth.api_keys[{name}].rate_limit.tokens_per_minute"),
-            Self::ProviderQuota => format!("providers.{name}.quota"),
-            Self::ClientQuota => format!("auth.api_keys[{name}].quota"),
-        }
-    }
-
     fn requests_of(scope: QuotaScope) -> Self {
         match scope {
             QuotaScope::Provider => Self::ProviderRequests,
@@ -108,11 +91,11 @@ impl fmt::Display for LimitKind {
     }
 }
 
-/// A request refused by a rate limit or a quota. The gateway answers 429 with
+/// A request refused by a rate limit or a quota. A service answers 429 with
 /// `Retry-After: retry_after_secs()`, `X-RateLimit-Limit: limit`,
 /// `X-RateLimit-Remaining: remaining` and `X-RateLimit-Reset: reset_after_secs()`, and the
-/// [`Display`](fmt::Display) text as the message (it names the config key, and for quotas
-/// the time the quota resets).
+/// [`Display`](fmt::Display) text as the message (the limit, and for quotas the time the
+/// quota resets), or [`Limited::message`] to name where the limit is set as well.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Limited {
@@ -135,9 +118,11 @@ pub struct Limited {
 }
 
 impl Limited {
-    /// The config key that sets the limit, e.g. `providers.claude.quota`.
-    pub fn config_key(&self) -> String {
-        self.kind.config_key(self.name.as_deref().unwrap_or_default())
+    /// The message with `source` — where the limit is set, such as a config key — in
+    /// parentheses after the limit: `too many requests from this address (rate_limit.per_ip);
+    /// retry after 1 s`. The [`Display`](fmt::Display) text is the same without it.
+    pub fn message(&self, source: &str) -> String {
+        Message { limited: self, source: Some(source) }.to_string()
     }
 
     /// `Retry-After` in whole seconds, rounded up so that a client that waits that long is
@@ -154,36 +139,49 @@ impl Limited {
 
 impl fmt::Display for Limited {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let key = self.config_key();
-        let name = self.name.as_deref().unwrap_or_default();
-        match self.kind {
-            LimitKind::PerIp => write!(f, "too many requests from this address ({key})")?,
-            LimitKind::Global => write!(f, "the gateway is at its request rate limit ({key})")?,
+        Message { limited: self, source: None }.fmt(f)
+    }
+}
+
+/// The text of a [`Limited`], with or without where the limit is set.
+struct Message<'a> {
+    limited: &'a Limited,
+    source: Option<&'a str>,
+}
+
+impl fmt::Display for Message<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let limited = self.limited;
+        let name = limited.name.as_deref().unwrap_or_default();
+        match limited.kind {
+            LimitKind::PerIp => f.write_str("too many requests from this address")?,
+            LimitKind::Global => f.write_str("the gateway is at its request rate limit")?,
             LimitKind::ProviderRequests | LimitKind::ClientRequests => write!(
                 f,
-                "{} \"{name}\" reached its limit of {} requests per minute ({key})",
-                scope_noun(self.kind),
-                self.limit
+                "{} \"{name}\" reached its limit of {} requests per minute",
+                scope_noun(limited.kind),
+                limited.limit
             )?,
             LimitKind::ProviderTokens | LimitKind::ClientTokens => write!(
                 f,
-                "{} \"{name}\" reached its limit of {} tokens per minute ({key})",
-                scope_noun(self.kind),
-                self.limit
+                "{} \"{name}\" reached its limit of {} tokens per minute",
+                scope_noun(limited.kind),
+                limited.limit
             )?,
-            LimitKind::ProviderQuota | LimitKind::ClientQuota => {
-                write!(
-                    f,
-                    "{} \"{name}\" used its quota of {} tokens ({key})",
-                    scope_noun(self.kind),
-                    self.limit
-                )?;
-                if let Some(at) = self.resets_at {
-                    return write!(f, "; it resets at {}", crate::quota::format_utc(at));
-                }
-            }
+            LimitKind::ProviderQuota | LimitKind::ClientQuota => write!(
+                f,
+                "{} \"{name}\" used its quota of {} tokens",
+                scope_noun(limited.kind),
+                limited.limit
+            )?,
         }
-        write!(f, "; retry after {} s", self.retry_after_secs())
+        if let Some(source) = self.source {
+            write!(f, " ({source})")?;
+        }
+        if let Some(at) = limited.resets_at.filter(|_| limited.kind.is_quota()) {
+            return write!(f, "; it resets at {}", crate::quota::format_utc(at));
+        }
+        write!(f, "; retry after {} s", limited.retry_after_secs())
     }
 }
 

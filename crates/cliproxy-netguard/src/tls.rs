@@ -1,6 +1,7 @@
-//! TLS for the gateway's listener: the rustls server configuration built from `server.tls` on
-//! the ring provider only, cipher suites chosen by IANA name, and a certificate resolver that
-//! reloads the certificate and key files when they change without dropping connections.
+//! TLS for a listener (the `tls` feature): the rustls server configuration built from a
+//! [`TlsConfig`] on the ring provider only, cipher suites chosen by IANA name, and a
+//! certificate resolver that reloads the certificate and key files when they change without
+//! dropping connections.
 //!
 //! The gateway builds a [`TlsSettings`] once at start-up, accepts with
 //! [`TlsSettings::server_config`] (a `tokio_rustls::TlsAcceptor` takes it as is), calls
@@ -23,7 +24,7 @@ use rustls_pki_types::pem::{self, PemObject};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::config::{TlsConfig, TlsVersion};
-use crate::error::{Error, Result};
+use crate::error::{CipherSuiteProblem, Error, Result, Setting, TlsFile, TlsProblem};
 
 /// The ALPN protocols offered, in order of preference: HTTP/2 first, HTTP/1.1 for clients
 /// that do not speak it.
@@ -73,7 +74,7 @@ const OPENSSL_NAMES: [(&str, &str); 6] = [
     ("ECDHE-RSA-CHACHA20-POLY1305", "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256"),
 ];
 
-/// The IANA names of the cipher suites `server.tls.cipher_suites` accepts, TLS 1.3 first.
+/// The IANA names of the cipher suites [`select_cipher_suites`] accepts, TLS 1.3 first.
 pub fn supported_cipher_suites() -> Vec<&'static str> {
     SUITES.iter().map(|(name, _)| *name).collect()
 }
@@ -85,10 +86,10 @@ pub fn cipher_suite_by_name(name: &str) -> Option<SupportedCipherSuite> {
     SUITES.iter().find(|(iana, _)| iana.eq_ignore_ascii_case(name)).map(|(_, suite)| *suite)
 }
 
-/// The suites `server.tls.cipher_suites` selects, in the order given, with duplicates
-/// removed. An empty list selects every suite in [`supported_cipher_suites`] (rustls's
-/// defaults on ring). An unknown or weak name, or a list with no suite usable at
-/// `min_version`, is an [`Error::Config`] naming the key and listing the supported names.
+/// The suites a list of IANA names selects, in the order given, with duplicates removed. An
+/// empty list selects every suite in [`supported_cipher_suites`] (rustls's defaults on ring).
+/// An unknown or weak name, or a list with no suite usable at `min_version`, is an
+/// [`Error::CipherSuites`] that says why and lists the supported names.
 pub fn select_cipher_suites(
     names: &[String],
     min_version: TlsVersion,
@@ -99,18 +100,17 @@ pub fn select_cipher_suites(
     let mut selected: Vec<SupportedCipherSuite> = Vec::with_capacity(names.len());
     for name in names {
         let Some(suite) = cipher_suite_by_name(name) else {
-            return Err(suite_error(&format!("`{name}` is refused: {}", why_refused(name))));
+            return Err(suite_error(CipherSuiteProblem::Refused {
+                name: name.clone(),
+                why: why_refused(name),
+            }));
         };
         if !selected.iter().any(|chosen| chosen.suite() == suite.suite()) {
             selected.push(suite);
         }
     }
     if min_version == TlsVersion::Tls13 && selected.iter().all(|suite| suite.tls13().is_none()) {
-        return Err(suite_error(
-            "every suite listed is a TLS 1.2 suite, but `server.tls.min_version` is \"1.3\", so \
-             no client could connect; add a TLS 1.3 suite (TLS_AES_128_GCM_SHA256, \
-             TLS_AES_256_GCM_SHA384 or TLS_CHACHA20_POLY1305_SHA256) or set min_version to \"1.2\"",
-        ));
+        return Err(suite_error(CipherSuiteProblem::NoneAtMinVersion));
     }
     Ok(selected)
 }
@@ -126,7 +126,7 @@ pub struct TlsSettings {
 }
 
 impl TlsSettings {
-    /// Builds the settings from `server.tls`. Returns `Ok(None)` when TLS is disabled; the
+    /// Builds the settings from a [`TlsConfig`]. Returns `Ok(None)` when TLS is disabled; the
     /// cipher suite list is still checked then, so a typo is caught before it is switched on.
     pub fn build(cfg: &TlsConfig) -> Result<Option<Self>> {
         if !cfg.enabled {
@@ -134,12 +134,16 @@ impl TlsSettings {
             return Ok(None);
         }
         // A zero handshake timeout refuses every client; a zero interval cannot be a timer.
-        for (value, key) in [
-            (cfg.handshake_timeout, "server.tls.handshake_timeout"),
-            (cfg.reload_interval, "server.tls.reload_interval"),
+        for (value, setting) in [
+            (cfg.handshake_timeout, Setting::HandshakeTimeout),
+            (cfg.reload_interval, Setting::ReloadInterval),
         ] {
             if value.is_zero() {
-                return Err(Error::Config(format!("`{key}` must be longer than 0 (e.g. 10s)")));
+                return Err(Error::InvalidDuration {
+                    setting,
+                    value,
+                    allowed: "longer than 0 (e.g. 10s)",
+                });
             }
         }
         let (server_config, reloader) = server_config(cfg)?;
@@ -161,12 +165,12 @@ impl TlsSettings {
         Arc::clone(&self.reloader)
     }
 
-    /// `server.tls.handshake_timeout`: how long a client has to complete the handshake.
+    /// How long a client has to complete the handshake.
     pub fn handshake_timeout(&self) -> Duration {
         self.handshake_timeout
     }
 
-    /// `server.tls.reload_interval`: how often to call [`CertReloader::reload_if_changed`].
+    /// How often to call [`CertReloader::reload_if_changed`].
     pub fn reload_interval(&self) -> Duration {
         self.reload_interval
     }
@@ -179,42 +183,21 @@ pub fn certificate_not_after(cert_file: &Path) -> Result<i64> {
     let leaf = CertificateDer::pem_file_iter(cert_file)
         .map_err(|err| pem_error(cert_file, &err, "certificate"))?
         .next()
-        .ok_or_else(|| {
-            Error::Tls(format!(
-                "{}: no certificate found; server.tls.cert_file must hold a PEM chain (BEGIN \
-                 CERTIFICATE), leaf first",
-                cert_file.display()
-            ))
-        })?
+        .ok_or_else(|| tls_error(TlsFile::Certificate, cert_file, TlsProblem::NoCertificate))?
         .map_err(|err| pem_error(cert_file, &err, "certificate"))?;
     der::not_after(&leaf).ok_or_else(|| {
-        Error::Tls(format!(
-            "{}: the leaf certificate cannot be parsed (no readable validity period)",
-            cert_file.display()
-        ))
+        tls_error(TlsFile::Certificate, cert_file, TlsProblem::UnparsableCertificate(None))
     })
 }
 
-/// Builds the rustls server configuration for `server.tls` (whether or not `enabled` is set:
+/// Builds the rustls server configuration for a [`TlsConfig`] (whether or not `enabled` is set:
 /// the caller has decided to serve TLS) on the ring provider, with only the selected cipher
 /// suites, the protocol versions from `min_version`, ALPN `h2` then `http/1.1`, and the
 /// certificate served through the returned [`CertReloader`].
 pub fn server_config(cfg: &TlsConfig) -> Result<(Arc<ServerConfig>, Arc<CertReloader>)> {
     let suites = select_cipher_suites(&cfg.cipher_suites, cfg.min_version)?;
-    let cert_file = cfg.cert_file.as_deref().ok_or_else(|| {
-        Error::Config(
-            "server.tls.cert_file is required when server.tls.enabled is true: set it to the PEM \
-             certificate chain (leaf first)"
-                .to_owned(),
-        )
-    })?;
-    let key_file = cfg.key_file.as_deref().ok_or_else(|| {
-        Error::Config(
-            "server.tls.key_file is required when server.tls.enabled is true: set it to the PEM \
-             private key of the certificate in server.tls.cert_file"
-                .to_owned(),
-        )
-    })?;
+    let cert_file = cfg.cert_file.as_deref().ok_or(Error::MissingSetting(Setting::CertFile))?;
+    let key_file = cfg.key_file.as_deref().ok_or(Error::MissingSetting(Setting::KeyFile))?;
 
     // Only the versions the selected suites can serve are enabled, so a TLS 1.2-only suite
     // list turns TLS 1.3 off rather than failing every TLS 1.3 handshake.
@@ -240,23 +223,21 @@ pub fn server_config(cfg: &TlsConfig) -> Result<(Arc<ServerConfig>, Arc<CertRelo
     if versions.contains(&&rustls::version::TLS12)
         && !tls12_suites.iter().any(|suite| suite.usable_for_signature_algorithm(algorithm))
     {
-        return Err(suite_error(&format!(
-            "no TLS 1.2 suite listed can be used with the {algorithm:?} key in {}, so every \
-             TLS 1.2 handshake would fail; list TLS_ECDHE_ECDSA_* suites for an ECDSA or \
-             Ed25519 key and TLS_ECDHE_RSA_* suites for an RSA key",
-            key_file.display()
-        )));
+        return Err(suite_error(CipherSuiteProblem::NoneForKey {
+            algorithm: format!("{algorithm:?}"),
+            key_file: key_file.to_path_buf(),
+        }));
     }
     let mut config = ServerConfig::builder_with_provider(Arc::new(provider))
         .with_protocol_versions(&versions)
-        .map_err(|err| suite_error(&format!("rustls refused the suites and versions: {err}")))?
+        .map_err(|err| suite_error(CipherSuiteProblem::Rejected(err.to_string())))?
         .with_no_client_auth()
         .with_cert_resolver(reloader.clone());
     config.alpn_protocols = ALPN_PROTOCOLS.iter().map(|proto| proto.to_vec()).collect();
     Ok((Arc::new(config), reloader))
 }
 
-/// Serves the certificate and key from `server.tls.cert_file` and `server.tls.key_file`, and
+/// Serves the certificate and key from their two files, and
 /// swaps in a new pair when the files change. A connection keeps the certificate it was
 /// handshaken with; only new handshakes see a swap.
 pub struct CertReloader {
@@ -383,17 +364,19 @@ struct FileStamp {
 
 impl Fingerprint {
     fn of(cert_file: &Path, key_file: &Path) -> Result<Self> {
-        Ok(Self([FileStamp::of(cert_file)?, FileStamp::of(key_file)?]))
+        Ok(Self([
+            FileStamp::of(TlsFile::Certificate, cert_file)?,
+            FileStamp::of(TlsFile::Key, key_file)?,
+        ]))
     }
 }
 
 impl FileStamp {
-    fn of(path: &Path) -> Result<Self> {
+    fn of(file: TlsFile, path: &Path) -> Result<Self> {
         // `metadata` follows symlinks, so a swapped link (as Kubernetes secret volumes do)
         // shows up as a new inode.
-        let meta = fs::metadata(path).map_err(|err| {
-            Error::Tls(format!("{}: cannot read file metadata: {err}", path.display()))
-        })?;
+        let meta = fs::metadata(path)
+            .map_err(|err| tls_error(file, path, TlsProblem::Unreadable(err.to_string())))?;
         Ok(Self {
             dev: meta.dev(),
             ino: meta.ino(),
@@ -414,37 +397,29 @@ fn load_pair(
         .collect::<Result<Vec<_>, _>>()
         .map_err(|err| pem_error(cert_file, &err, "certificate"))?;
     if chain.is_empty() {
-        return Err(Error::Tls(format!(
-            "{}: no certificate found; server.tls.cert_file must hold a PEM chain (BEGIN \
-             CERTIFICATE), leaf first",
-            cert_file.display()
-        )));
+        return Err(tls_error(TlsFile::Certificate, cert_file, TlsProblem::NoCertificate));
     }
     let key_der =
         PrivateKeyDer::from_pem_file(key_file).map_err(|err| pem_error(key_file, &err, "key"))?;
     let key = key_provider.load_private_key(key_der).map_err(|err| {
-        Error::Tls(format!(
-            "{}: the private key cannot be used ({err}); give an RSA, ECDSA P-256/P-384 or \
-             Ed25519 key",
-            key_file.display()
-        ))
+        tls_error(TlsFile::Key, key_file, TlsProblem::UnusableKey(err.to_string()))
     })?;
     let certified = CertifiedKey::new(chain, key);
     match certified.keys_match() {
         Ok(()) | Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => {}
         Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch)) => {
-            return Err(Error::Tls(format!(
-                "{}: the private key does not match the certificate in {}; give the key the \
-                 certificate was issued for",
-                key_file.display(),
-                cert_file.display()
-            )));
+            return Err(tls_error(
+                TlsFile::Key,
+                key_file,
+                TlsProblem::KeyMismatch { certificate: cert_file.to_path_buf() },
+            ));
         }
         Err(err) => {
-            return Err(Error::Tls(format!(
-                "{}: the leaf certificate cannot be parsed ({err})",
-                cert_file.display()
-            )));
+            return Err(tls_error(
+                TlsFile::Certificate,
+                cert_file,
+                TlsProblem::UnparsableCertificate(Some(err.to_string())),
+            ));
         }
     }
     let not_after = certified.end_entity_cert().ok().and_then(|leaf| der::not_after(leaf));
@@ -453,20 +428,21 @@ fn load_pair(
 
 /// Describes a PEM error without echoing the file's contents: a key file's lines are secret.
 fn pem_error(path: &Path, err: &pem::Error, what: &str) -> Error {
-    let why = match err {
-        pem::Error::Io(io) => format!("cannot read it: {io}"),
-        pem::Error::NoItemsFound => format!("no PEM {what} found in it"),
-        _ => format!("it is not valid PEM (a {what} was expected)"),
+    let problem = match err {
+        pem::Error::Io(io) => TlsProblem::Unreadable(io.to_string()),
+        pem::Error::NoItemsFound => TlsProblem::NoPem,
+        _ => TlsProblem::NotPem,
     };
-    let key = if what == "key" { "server.tls.key_file" } else { "server.tls.cert_file" };
-    Error::Tls(format!("{} ({key}): {why}", path.display()))
+    let file = if what == "key" { TlsFile::Key } else { TlsFile::Certificate };
+    tls_error(file, path, problem)
 }
 
-fn suite_error(detail: &str) -> Error {
-    Error::Config(format!(
-        "server.tls.cipher_suites: {detail}. Supported suites (IANA names): {}",
-        supported_cipher_suites().join(", ")
-    ))
+fn tls_error(file: TlsFile, path: &Path, problem: TlsProblem) -> Error {
+    Error::Tls { file, path: path.to_path_buf(), problem }
+}
+
+fn suite_error(problem: CipherSuiteProblem) -> Error {
+    Error::CipherSuites { problem }
 }
 
 /// Why a name that is not in [`SUITES`] is refused, recognising IANA and OpenSSL spellings.
@@ -657,8 +633,17 @@ mod tests {
             } else {
                 cfg.reload_interval = Duration::ZERO;
             }
-            let error = TlsSettings::build(&cfg).unwrap_err().to_string();
-            assert!(error.contains(&format!("server.tls.{key}")), "{error}");
+            let error = TlsSettings::build(&cfg).unwrap_err();
+            let setting = if key == "handshake_timeout" {
+                Setting::HandshakeTimeout
+            } else {
+                Setting::ReloadInterval
+            };
+            assert!(
+                matches!(error, Error::InvalidDuration { setting: s, value: Duration::ZERO, .. } if s == setting),
+                "{error:?}"
+            );
+            assert!(error.to_string().contains("must be longer than 0"), "{error}");
         }
     }
 
@@ -695,8 +680,12 @@ mod tests {
         ];
         for (name, expected) in cases {
             let err = select_cipher_suites(&[name.to_owned()], TlsVersion::Tls12).unwrap_err();
+            assert!(
+                matches!(&err, Error::CipherSuites { problem: CipherSuiteProblem::Refused { name: n, .. } } if n == name),
+                "{err:?}"
+            );
             let text = err.to_string();
-            assert!(text.starts_with("server.tls.cipher_suites: "), "{text}");
+            assert!(text.starts_with(&format!("`{name}` is refused: ")), "{text}");
             assert!(text.contains("TLS_AES_128_GCM_SHA256, "), "lists supported: {text}");
             for part in expected {
                 assert!(text.contains(part), "{name}: expected {part:?} in {text}");
@@ -708,8 +697,17 @@ mod tests {
     fn tls12_only_suites_with_min_version_13_is_refused() {
         let names = vec!["TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256".to_owned()];
         assert!(select_cipher_suites(&names, TlsVersion::Tls12).is_ok());
-        let err = select_cipher_suites(&names, TlsVersion::Tls13).unwrap_err().to_string();
-        assert!(err.contains("min_version"), "{err}");
+        let err = select_cipher_suites(&names, TlsVersion::Tls13).unwrap_err();
+        assert!(
+            matches!(err, Error::CipherSuites { problem: CipherSuiteProblem::NoneAtMinVersion }),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("minimum version is TLS 1.3"), "{err}");
+    }
+
+    #[test]
+    fn the_error_text_lists_the_suites_this_module_implements() {
+        assert_eq!(crate::error::supported_suites(), supported_cipher_suites().join(", "));
     }
 
     #[test]
@@ -721,15 +719,15 @@ mod tests {
     #[test]
     fn enabled_without_files_names_the_key() {
         let cfg = TlsConfig { enabled: true, ..TlsConfig::default() };
-        let err = TlsSettings::build(&cfg).unwrap_err().to_string();
-        assert!(err.contains("server.tls.cert_file"), "{err}");
+        let err = TlsSettings::build(&cfg).unwrap_err();
+        assert!(matches!(err, Error::MissingSetting(Setting::CertFile)), "{err:?}");
         let cfg = TlsConfig {
             enabled: true,
             cert_file: Some(PathBuf::from("/nonexistent/cert.pem")),
             ..TlsConfig::default()
         };
-        let err = TlsSettings::build(&cfg).unwrap_err().to_string();
-        assert!(err.contains("server.tls.key_file"), "{err}");
+        let err = TlsSettings::build(&cfg).unwrap_err();
+        assert!(matches!(err, Error::MissingSetting(Setting::KeyFile)), "{err:?}");
     }
 
     #[test]
@@ -745,8 +743,13 @@ mod tests {
         // 2031-01-02T00:00:00Z.
         assert_eq!(certificate_not_after(&cert_file).unwrap(), 1_925_078_400);
         // A key file holds no certificate; the error names the file and the key, not its lines.
-        let err = certificate_not_after(&key_file).unwrap_err().to_string();
-        assert!(err.contains("key.pem") && err.contains("server.tls.cert_file"), "{err}");
+        let err = certificate_not_after(&key_file).unwrap_err();
+        assert!(
+            matches!(&err, Error::Tls { file: TlsFile::Certificate, path, problem: TlsProblem::NoCertificate } if *path == key_file),
+            "{err:?}"
+        );
+        let err = err.to_string();
+        assert!(err.contains("key.pem") && err.contains("certificate file"), "{err}");
         assert!(!err.contains("PRIVATE"), "{err}");
         assert!(certificate_not_after(&dir.path().join("missing.pem")).is_err());
     }

@@ -1,11 +1,12 @@
-//! Request validation (`server.security.request_validation`): the fields each API requires,
-//! and the `max_tokens` cap under every name the provider reads, before a request costs
-//! anything upstream. A body with a key given twice is refused first, with validation on or
-//! off: the gateway and the provider must read the same request.
+//! Request validation: the fields each API requires, and the `max_tokens` cap under every
+//! name the provider reads, before a request costs anything upstream. A body with a key given
+//! twice is refused first, with validation on or off: the gateway and the provider must read
+//! the same request.
 //!
 //! The checks read a [`RequestFields`], the few fields the gateway found in the body in its one
 //! pass over it (with serde_json's recursion limit, so deep nesting is refused there). Messages
-//! name the field and the config key, never a value from the body (it may hold a secret).
+//! name the field (and for a cap, whose cap held), never a value from the body (it may hold a
+//! secret); the caller adds where the cap is configured.
 
 use std::num::NonZeroU32;
 
@@ -33,36 +34,87 @@ pub enum RequestKind {
 }
 
 /// A request that fails validation; the message is safe to send to the client.
+///
+/// When the request asked for more output tokens than a cap allows, [`Invalid::over_cap`]
+/// says whose cap it was, so that the caller can name where it is set (the cap to raise);
+/// the [`Display`](std::fmt::Display) text names it in this library's terms.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Invalid(pub String);
+#[non_exhaustive]
+pub struct Invalid {
+    /// What is wrong, naming the field, never a value from the body.
+    pub message: String,
+    /// The cap the request is over, when that is what is wrong.
+    pub over_cap: Option<CapOwner>,
+}
 
-impl std::fmt::Display for Invalid {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+impl Invalid {
+    /// A request that is wrong in itself.
+    pub fn new(message: impl Into<String>) -> Self {
+        Self { message: message.into(), over_cap: None }
+    }
+
+    /// A request over the cap of `owner`.
+    pub fn over_cap(message: impl Into<String>, owner: CapOwner) -> Self {
+        Self { message: message.into(), over_cap: Some(owner) }
     }
 }
 
-/// The validator built from `server.security.request_validation`.
+impl std::fmt::Display for Invalid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)?;
+        match self.over_cap {
+            Some(owner) => write!(f, " ({owner})"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Whose `max_tokens` cap a request is over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CapOwner {
+    /// The [`Validator`]'s own cap.
+    Validator,
+    /// The provider's cap, from [`TokenCap::provider_max_tokens`].
+    Provider,
+}
+
+impl std::fmt::Display for CapOwner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Validator => "the validator's cap",
+            Self::Provider => "the provider's cap",
+        })
+    }
+}
+
+/// The request validator: the required fields and the output-token cap.
 #[derive(Debug, Clone)]
 pub struct Validator {
     enabled: bool,
-    /// `server.security.request_validation.max_tokens`; `None` is no cap.
+    /// The cap on the output tokens a request may ask for; `None` is no cap.
     max_tokens: Option<NonZeroU32>,
 }
 
-/// The cap that applies to one request, and where it is configured.
+/// The provider's cap that applies to one request besides the validator's own.
 #[derive(Debug, Clone, Copy)]
 pub struct TokenCap<'a> {
     /// The provider's `max_tokens`, when set.
     pub provider_max_tokens: Option<NonZeroU32>,
-    /// The provider's name, for the message.
+    /// The provider's name.
     pub provider: &'a str,
 }
 
 impl Validator {
     /// The validator for `config`.
     pub fn new(config: &ValidationConfig) -> Self {
-        Self { enabled: config.enabled, max_tokens: config.max_tokens }
+        Self::from_values(config.enabled, config.max_tokens)
+    }
+
+    /// A validator that checks the required fields of each request and caps the output
+    /// tokens it may ask for at `max_tokens` when `enabled`; when not, it checks only what
+    /// must always hold (no repeated key, the field types).
+    pub fn from_values(enabled: bool, max_tokens: Option<NonZeroU32>) -> Self {
+        Self { enabled, max_tokens }
     }
 
     /// Checks the fields of `body` for a request of `kind`; returns the output tokens it asks
@@ -78,7 +130,7 @@ impl Validator {
         cap: TokenCap<'_>,
     ) -> Result<Option<u64>, Invalid> {
         if body.has_repeated_key() {
-            return Err(Invalid(REPEATED_KEY.to_owned()));
+            return Err(Invalid::new(REPEATED_KEY.to_owned()));
         }
         let requested = requested_tokens(kind, body)?;
         if !self.enabled {
@@ -86,44 +138,28 @@ impl Validator {
         }
         required_fields(kind, body)?;
         if let Some((field, requested)) = requested
-            && let Some((limit, key)) = self.limit(cap)
+            && let Some((limit, owner)) = self.limit(cap)
             && requested > u64::from(limit.get())
         {
-            return Err(Invalid(format!(
-                "`{field}` is {requested}, over this gateway's limit of {limit} ({key})"
-            )));
+            return Err(Invalid::over_cap(
+                format!("`{field}` is {requested}, over this gateway's limit of {limit}"),
+                owner,
+            ));
         }
         Ok(requested.map(|(_, tokens)| tokens))
     }
 
-    /// The cap that holds for a request under `cap` and the config key that sets it: the
-    /// stricter of the gateway's and the provider's (a provider cap cannot lift the gateway's),
-    /// or none when neither is set. The key is the one to raise, so a refusal names it.
-    fn limit<'a>(&self, cap: TokenCap<'a>) -> Option<(NonZeroU32, TokenCapKey<'a>)> {
+    /// The cap that holds for a request under `cap` and whose it is: the stricter of the
+    /// validator's and the provider's (a provider cap cannot lift the validator's), or none
+    /// when neither is set. The owner's cap is the one to raise, so a refusal names it.
+    fn limit(&self, cap: TokenCap<'_>) -> Option<(NonZeroU32, CapOwner)> {
         match (self.max_tokens, cap.provider_max_tokens) {
             (Some(global), Some(provider)) if global < provider => {
-                Some((global, TokenCapKey::Global))
+                Some((global, CapOwner::Validator))
             }
-            (_, Some(provider)) => Some((provider, TokenCapKey::Provider(cap.provider))),
-            (Some(global), None) => Some((global, TokenCapKey::Global)),
+            (_, Some(provider)) => Some((provider, CapOwner::Provider)),
+            (Some(global), None) => Some((global, CapOwner::Validator)),
             (None, None) => None,
-        }
-    }
-}
-
-/// The config key of the cap a refusal names; displayed as the key, without allocating it
-/// for the requests that pass.
-#[derive(Clone, Copy)]
-enum TokenCapKey<'a> {
-    Global,
-    Provider(&'a str),
-}
-
-impl std::fmt::Display for TokenCapKey<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Global => f.write_str("server.security.request_validation.max_tokens"),
-            Self::Provider(name) => write!(f, "providers.{name}.max_tokens"),
         }
     }
 }
@@ -164,7 +200,7 @@ fn requested_tokens(
             let (config, camel, snake) =
                 match (body.generation_config, body.generation_config_snake) {
                     (Some(_), Some(_)) => {
-                        return Err(Invalid(
+                        return Err(Invalid::new(
                             "`generationConfig` and `generation_config` are one field spelt two \
                              ways (the provider may read either); send one of them"
                                 .to_owned(),
@@ -214,15 +250,17 @@ fn agreed(
             Some(Shape::Number(n)) => match n.filter(|&tokens| tokens > 0) {
                 Some(tokens) => Some(tokens),
                 None => {
-                    return Err(Invalid(format!("`{name}` must be a whole number of at least 1")));
+                    return Err(Invalid::new(format!(
+                        "`{name}` must be a whole number of at least 1"
+                    )));
                 }
             },
-            Some(_) => return Err(Invalid(format!("`{name}` must be a number"))),
+            Some(_) => return Err(Invalid::new(format!("`{name}` must be a number"))),
         };
         match found {
             None => found = Some((name, tokens)),
             Some((first, earlier)) if earlier != tokens => {
-                return Err(Invalid(format!(
+                return Err(Invalid::new(format!(
                     "`{first}` and `{name}` differ (the provider may read either); send one of them"
                 )));
             }
@@ -237,14 +275,14 @@ fn required_fields(kind: RequestKind, body: &RequestFields<'_>) -> Result<(), In
     let non_empty_array = |name: &str, value: Option<Shape>| -> Result<Option<usize>, Invalid> {
         match value {
             Some(Shape::Array { len, first_without_role }) if len > 0 => Ok(first_without_role),
-            Some(Shape::Array { .. }) => Err(Invalid(format!("`{name}` must not be empty"))),
-            Some(_) => Err(Invalid(format!("`{name}` must be an array"))),
-            None => Err(Invalid(format!("the request has no `{name}`"))),
+            Some(Shape::Array { .. }) => Err(Invalid::new(format!("`{name}` must not be empty"))),
+            Some(_) => Err(Invalid::new(format!("`{name}` must be an array"))),
+            None => Err(Invalid::new(format!("the request has no `{name}`"))),
         }
     };
     let messages_with_roles = || -> Result<(), Invalid> {
         match non_empty_array("messages", body.messages)? {
-            Some(index) => Err(Invalid(format!("`messages[{index}]` needs a string `role`"))),
+            Some(index) => Err(Invalid::new(format!("`messages[{index}]` needs a string `role`"))),
             None => Ok(()),
         }
     };
@@ -254,7 +292,7 @@ fn required_fields(kind: RequestKind, body: &RequestFields<'_>) -> Result<(), In
             messages_with_roles()?;
             // Present counts, `null` included, as it did when the body was a `Value`.
             if body.max_tokens.is_none() {
-                return Err(Invalid(
+                return Err(Invalid::new(
                     "the request has no `max_tokens` (the Messages API requires it)".to_owned(),
                 ));
             }
@@ -262,8 +300,8 @@ fn required_fields(kind: RequestKind, body: &RequestFields<'_>) -> Result<(), In
         }
         RequestKind::Responses | RequestKind::Embeddings => match body.input {
             Some(Shape::String | Shape::Array { .. }) => Ok(()),
-            Some(_) => Err(Invalid("`input` must be a string or an array".to_owned())),
-            None => Err(Invalid("the request has no `input`".to_owned())),
+            Some(_) => Err(Invalid::new("`input` must be a string or an array".to_owned())),
+            None => Err(Invalid::new("the request has no `input`".to_owned())),
         },
         RequestKind::GeminiGenerate => non_empty_array("contents", body.contents).map(|_| ()),
         // The prompt may be a string, an array of strings or of token arrays; the provider
@@ -321,18 +359,35 @@ mod tests {
     }
 
     #[test]
+    fn plain_values_build_the_validator_the_section_does() {
+        let chat = r#"{"messages": [{"role": "user"}], "max_tokens": 5000}"#;
+        let plain = Validator::from_values(true, NonZeroU32::new(4096));
+        assert!(check(&plain, RequestKind::ChatCompletions, chat, CAP).is_err());
+        assert_eq!(
+            check(&plain, RequestKind::ChatCompletions, chat, CAP),
+            check(&validator(4096), RequestKind::ChatCompletions, chat, CAP)
+        );
+        // Off, it still reads the tokens but neither caps them nor asks for `model`.
+        let off = Validator::from_values(false, NonZeroU32::new(4096));
+        assert_eq!(check(&off, RequestKind::ChatCompletions, chat, CAP), Ok(Some(5000)));
+    }
+
+    #[test]
     fn the_cap_names_the_limit_and_the_key() {
         let v = validator(4096);
         let chat = r#"{"messages": [{"role": "user"}], "max_completion_tokens": 5000}"#;
-        let error = check(&v, RequestKind::ChatCompletions, chat, CAP).unwrap_err().0;
+        let error = check(&v, RequestKind::ChatCompletions, chat, CAP).unwrap_err().to_string();
         assert_eq!(
             error,
             "`max_completion_tokens` is 5000, over this gateway's limit of 4096 \
-             (server.security.request_validation.max_tokens)"
+             (the validator's cap)"
         );
         let cap = TokenCap { provider_max_tokens: NonZeroU32::new(100), provider: "claude" };
-        let error = check(&v, RequestKind::ChatCompletions, chat, cap).unwrap_err().0;
-        assert!(error.contains("providers.claude.max_tokens"), "{error}");
+        let error = check(&v, RequestKind::ChatCompletions, chat, cap).unwrap_err();
+        assert_eq!(error.over_cap, Some(CapOwner::Provider));
+        assert!(
+            error.to_string().ends_with("over this gateway's limit of 100 (the provider's cap)")
+        );
     }
 
     #[test]
@@ -349,10 +404,10 @@ mod tests {
         assert_eq!(check(&v, RequestKind::GeminiGenerate, gem, CAP), Ok(Some(65536)));
         // A provider's own cap still applies, and is the key the message names.
         let cap = TokenCap { provider_max_tokens: NonZeroU32::new(32000), provider: "claude" };
-        let error = check(&v, RequestKind::Messages, messages, cap).unwrap_err().0;
+        let error = check(&v, RequestKind::Messages, messages, cap).unwrap_err().to_string();
         assert_eq!(
             error,
-            "`max_tokens` is 64000, over this gateway's limit of 32000 (providers.claude.max_tokens)"
+            "`max_tokens` is 64000, over this gateway's limit of 32000 (the provider's cap)"
         );
     }
 
@@ -361,20 +416,22 @@ mod tests {
         let chat = r#"{"messages": [{"role": "user"}], "max_tokens": 5000}"#;
         // A provider cap above the global one does not lift it.
         let loose = TokenCap { provider_max_tokens: NonZeroU32::new(8000), provider: "claude" };
-        let error =
-            check(&validator(1000), RequestKind::ChatCompletions, chat, loose).unwrap_err().0;
+        let error = check(&validator(1000), RequestKind::ChatCompletions, chat, loose)
+            .unwrap_err()
+            .to_string();
         assert_eq!(
             error,
             "`max_tokens` is 5000, over this gateway's limit of 1000 \
-             (server.security.request_validation.max_tokens)"
+             (the validator's cap)"
         );
         // A provider cap below the global one holds for that provider.
         let strict = TokenCap { provider_max_tokens: NonZeroU32::new(100), provider: "claude" };
-        let error =
-            check(&validator(8000), RequestKind::ChatCompletions, chat, strict).unwrap_err().0;
+        let error = check(&validator(8000), RequestKind::ChatCompletions, chat, strict)
+            .unwrap_err()
+            .to_string();
         assert_eq!(
             error,
-            "`max_tokens` is 5000, over this gateway's limit of 100 (providers.claude.max_tokens)"
+            "`max_tokens` is 5000, over this gateway's limit of 100 (the provider's cap)"
         );
         assert_eq!(
             check(&validator(8000), RequestKind::ChatCompletions, chat, CAP),
@@ -396,7 +453,7 @@ mod tests {
         let over = r#"{"messages": [{"role": "user"}], "max_tokens": 18446744073709551616}"#;
         assert_eq!(
             check(&off, RequestKind::ChatCompletions, over, CAP),
-            Err(Invalid("`max_tokens` must be a whole number of at least 1".to_owned()))
+            Err(Invalid::new("`max_tokens` must be a whole number of at least 1".to_owned()))
         );
     }
 
@@ -422,7 +479,7 @@ mod tests {
             (RequestKind::GeminiGenerate, r#"{"contents": {}}"#, "`contents` must be an array"),
         ];
         for (kind, body, expected) in cases {
-            let error = check(&v, kind, body, CAP).unwrap_err().0;
+            let error = check(&v, kind, body, CAP).unwrap_err().to_string();
             assert_eq!(error, expected, "{kind:?} {body}");
         }
     }
@@ -446,10 +503,10 @@ mod tests {
                 format!(r#"{{"contents": [{{"parts": []}}], "{config}": {{"{field}": 5000}}}}"#);
             assert_eq!(
                 check(&v, RequestKind::GeminiGenerate, &body, CAP),
-                Err(Invalid(format!(
-                    "`{config}.{field}` is 5000, over this gateway's limit of 4096 \
-                     (server.security.request_validation.max_tokens)"
-                ))),
+                Err(Invalid::over_cap(
+                    format!("`{config}.{field}` is 5000, over this gateway's limit of 4096"),
+                    CapOwner::Validator
+                )),
                 "{body}"
             );
             let body =
@@ -466,7 +523,7 @@ mod tests {
                 format!(r#"{{"contents": [{{"parts": []}}], "{config}": {{"{field}": "5000"}}}}"#);
             assert_eq!(
                 check(&off, RequestKind::GeminiGenerate, &body, CAP),
-                Err(Invalid(format!("`{config}.{field}` must be a number"))),
+                Err(Invalid::new(format!("`{config}.{field}` must be a number"))),
                 "{body}"
             );
         }
@@ -497,7 +554,7 @@ mod tests {
             ),
         ];
         for (body, expected) in refused {
-            let error = check(&v, RequestKind::GeminiGenerate, &body, CAP).unwrap_err().0;
+            let error = check(&v, RequestKind::GeminiGenerate, &body, CAP).unwrap_err().to_string();
             assert_eq!(error, expected, "{body}");
         }
         let same = gemini(r#""generationConfig": {"maxOutputTokens": 9, "max_output_tokens": 9}"#);
@@ -513,7 +570,7 @@ mod tests {
             CAP,
         )
         .unwrap_err()
-        .0;
+        .to_string();
         assert_eq!(
             error,
             "`max_tokens` and `max_completion_tokens` differ (the provider may read either); \
@@ -530,7 +587,7 @@ mod tests {
         let error =
             check(&v, RequestKind::ChatCompletions, &chat(r#""max_completion_tokens": 5000"#), CAP)
                 .unwrap_err()
-                .0;
+                .to_string();
         assert!(error.starts_with("`max_completion_tokens` is 5000, over"), "{error}");
     }
 
@@ -562,7 +619,7 @@ mod tests {
                 for v in [&validator(4096), &off] {
                     assert_eq!(
                         check(v, kind, body, CAP),
-                        Err(Invalid(DUPLICATE.to_owned())),
+                        Err(Invalid::new(DUPLICATE.to_owned())),
                         "{kind:?} {body}"
                     );
                 }
@@ -587,7 +644,7 @@ mod tests {
             let body = format!(r#"{{"input": "x", "o": {{{}}}}}"#, with.join(", "));
             assert_eq!(
                 check(&validator(4096), RequestKind::Embeddings, &body, CAP),
-                Err(Invalid(DUPLICATE.to_owned())),
+                Err(Invalid::new(DUPLICATE.to_owned())),
                 "k{first} at {second}"
             );
         }
@@ -605,7 +662,7 @@ mod tests {
         use serde::de::{MapAccess, SeqAccess, Visitor};
         use serde_json::Value;
 
-        use super::super::{Invalid, REPEATED_KEY, RequestKind, TokenCap, Validator};
+        use super::super::{CapOwner, Invalid, REPEATED_KEY, RequestKind, TokenCap, Validator};
 
         /// The gateway's `Peek`, read from the tree.
         #[derive(Deserialize)]
@@ -713,7 +770,7 @@ mod tests {
             cap: TokenCap<'_>,
         ) -> Result<Option<u64>, Invalid> {
             if repeated {
-                return Err(Invalid(REPEATED_KEY.to_owned()));
+                return Err(Invalid::new(REPEATED_KEY.to_owned()));
             }
             let requested = requested_tokens(kind, body)?;
             if !v.enabled {
@@ -721,24 +778,22 @@ mod tests {
             }
             required_fields(kind, body)?;
             // Each set cap is a candidate; the smallest holds, the provider's on a tie.
-            let mut caps: Vec<(u32, String)> = Vec::new();
+            let mut caps: Vec<(u32, CapOwner)> = Vec::new();
             if let Some(limit) = cap.provider_max_tokens {
-                caps.push((limit.get(), format!("providers.{}.max_tokens", cap.provider)));
+                caps.push((limit.get(), CapOwner::Provider));
             }
             if let Some(limit) = v.max_tokens {
-                caps.push((
-                    limit.get(),
-                    "server.security.request_validation.max_tokens".to_owned(),
-                ));
+                caps.push((limit.get(), CapOwner::Validator));
             }
             caps.sort_by_key(|(limit, _)| *limit);
             if let Some((field, requested)) = &requested
-                && let Some((limit, key)) = caps.first()
+                && let Some((limit, owner)) = caps.first()
                 && *requested > u64::from(*limit)
             {
-                return Err(Invalid(format!(
-                    "`{field}` is {requested}, over this gateway's limit of {limit} ({key})"
-                )));
+                return Err(Invalid::over_cap(
+                    format!("`{field}` is {requested}, over this gateway's limit of {limit}"),
+                    *owner,
+                ));
             }
             Ok(requested.map(|(_, tokens)| tokens))
         }
@@ -768,7 +823,7 @@ mod tests {
                         .filter(|name| body.get(name).is_some())
                         .collect();
                     if configs.len() == 2 {
-                        return Err(Invalid(
+                        return Err(Invalid::new(
                             "`generationConfig` and `generation_config` are one field spelt \
                              two ways (the provider may read either); send one of them"
                                 .to_owned(),
@@ -793,17 +848,17 @@ mod tests {
                     Some(Value::Number(n)) => match n.as_u64().filter(|&tokens| tokens > 0) {
                         Some(tokens) => Some(tokens),
                         None => {
-                            return Err(Invalid(format!(
+                            return Err(Invalid::new(format!(
                                 "`{name}` must be a whole number of at least 1"
                             )));
                         }
                     },
-                    Some(_) => return Err(Invalid(format!("`{name}` must be a number"))),
+                    Some(_) => return Err(Invalid::new(format!("`{name}` must be a number"))),
                 };
                 match &found {
                     None => found = Some((name, tokens)),
                     Some((first, earlier)) if *earlier != tokens => {
-                        return Err(Invalid(format!(
+                        return Err(Invalid::new(format!(
                             "`{first}` and `{name}` differ (the provider may read either); \
                              send one of them"
                         )));
@@ -818,15 +873,19 @@ mod tests {
             let non_empty_array = |name: &str| -> Result<&Vec<Value>, Invalid> {
                 match body.get(name) {
                     Some(Value::Array(items)) if !items.is_empty() => Ok(items),
-                    Some(Value::Array(_)) => Err(Invalid(format!("`{name}` must not be empty"))),
-                    Some(_) => Err(Invalid(format!("`{name}` must be an array"))),
-                    None => Err(Invalid(format!("the request has no `{name}`"))),
+                    Some(Value::Array(_)) => {
+                        Err(Invalid::new(format!("`{name}` must not be empty")))
+                    }
+                    Some(_) => Err(Invalid::new(format!("`{name}` must be an array"))),
+                    None => Err(Invalid::new(format!("the request has no `{name}`"))),
                 }
             };
             let with_role = |items: &Vec<Value>, name: &str| -> Result<(), Invalid> {
                 for (index, item) in items.iter().enumerate() {
                     if !item.get("role").is_some_and(Value::is_string) {
-                        return Err(Invalid(format!("`{name}[{index}]` needs a string `role`")));
+                        return Err(Invalid::new(format!(
+                            "`{name}[{index}]` needs a string `role`"
+                        )));
                     }
                 }
                 Ok(())
@@ -836,7 +895,7 @@ mod tests {
                 RequestKind::Messages => {
                     with_role(non_empty_array("messages")?, "messages")?;
                     if body.get("max_tokens").is_none() {
-                        return Err(Invalid(
+                        return Err(Invalid::new(
                             "the request has no `max_tokens` (the Messages API requires it)"
                                 .to_owned(),
                         ));
@@ -846,8 +905,8 @@ mod tests {
                 RequestKind::CountTokens => with_role(non_empty_array("messages")?, "messages"),
                 RequestKind::Responses | RequestKind::Embeddings => match body.get("input") {
                     Some(Value::String(_) | Value::Array(_)) => Ok(()),
-                    Some(_) => Err(Invalid("`input` must be a string or an array".to_owned())),
-                    None => Err(Invalid("the request has no `input`".to_owned())),
+                    Some(_) => Err(Invalid::new("`input` must be a string or an array".to_owned())),
+                    None => Err(Invalid::new("the request has no `input`".to_owned())),
                 },
                 RequestKind::GeminiGenerate => non_empty_array("contents").map(|_| ()),
                 RequestKind::Completions => Ok(()),
@@ -1064,19 +1123,19 @@ mod tests {
             // A repeated key is refused by every check, with validation off too.
             (
                 r#"{"max_tokens": 5, "max_tokens": "x", "messages": [{"role": "user"}]}"#,
-                "ChatCompletions Err(Invalid(\"the request body has an object with the same key twice",
+                "ChatCompletions Err(Invalid { message: \"the request body has an object with the same key twice",
             ),
             (
                 r#"{"messages": [{"role": "user", "role": 5}]}"#,
-                "Embeddings Err(Invalid(\"the request body has an object with the same key twice",
+                "Embeddings Err(Invalid { message: \"the request body has an object with the same key twice",
             ),
             (
                 r#"{"messages": [{"role": "user"}], "x": [{"a": {"b": 1, "\u0062": 2}}]}"#,
-                "GeminiGenerate Err(Invalid(\"the request body has an object with the same key twice",
+                "GeminiGenerate Err(Invalid { message: \"the request body has an object with the same key twice",
             ),
             (
                 r#"{"contents": [1], "generationConfig": {"maxOutputTokens": 7}, "generationConfig": {"topK": 1}}"#,
-                "GeminiGenerate Err(Invalid(\"the request body has an object with the same key twice",
+                "GeminiGenerate Err(Invalid { message: \"the request body has an object with the same key twice",
             ),
             (
                 r#"{"contents": [1], "generation_config": {"max_output_tokens": 7}}"#,
@@ -1088,7 +1147,7 @@ mod tests {
             ),
             (
                 r#"{"messages": [{"role": "u"}], "max_tokens": 99, "max_completion_tokens": 101}"#,
-                "ChatCompletions Err(Invalid(\"`max_tokens` and `max_completion_tokens` differ",
+                "ChatCompletions Err(Invalid { message: \"`max_tokens` and `max_completion_tokens` differ",
             ),
             (
                 r#"{"messages": [{"role": "u"}], "max_tokens": 1.0}"#,

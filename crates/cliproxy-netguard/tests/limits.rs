@@ -172,7 +172,6 @@ fn global_limiter_burst_refusal_and_refill() {
     let refused = global.check().unwrap_err();
     assert_eq!(refused.kind, LimitKind::Global);
     assert_eq!(refused.retry_after, Duration::from_millis(250));
-    assert_eq!(refused.config_key(), "server.rate_limit");
     clock.advance(Duration::from_millis(250));
     assert!(global.check().is_ok());
     assert!(global.check().is_err());
@@ -251,7 +250,7 @@ fn requests_per_minute_refill_at_n_per_sixty_seconds() {
     let refused = limiter.reserve("team", Some(10)).unwrap_err();
     assert_eq!(refused.kind, LimitKind::ProviderRequests);
     assert_eq!(refused.retry_after, Duration::from_secs(20));
-    assert_eq!(refused.config_key(), "providers.team.rate_limit.requests_per_minute");
+    assert_eq!(refused.name.as_deref(), Some("team"));
     clock.advance(Duration::from_secs(20));
     limiter.reserve("team", Some(10)).unwrap().settle(10);
 }
@@ -267,7 +266,7 @@ fn tokens_per_minute_reserve_then_settle_refunds_the_unused_part() {
     assert_eq!(refused.kind, LimitKind::ClientTokens);
     assert_eq!((refused.limit, refused.remaining), (6_000, 2_000));
     assert_eq!(refused.retry_after, Duration::from_secs(20));
-    assert_eq!(refused.config_key(), "auth.api_keys[team].rate_limit.tokens_per_minute");
+    assert_eq!(refused.name.as_deref(), Some("team"));
 
     // The reply used 1000 of the 4000 reserved: 3000 come back at once.
     first.settle(1_000);
@@ -381,9 +380,9 @@ fn an_exhausted_quota_is_refused_until_exactly_the_period_boundary() {
             (1_000, 0, Some(boundary))
         );
         assert_eq!(refused.retry_after, Duration::from_secs(boundary - now));
-        assert_eq!(refused.config_key(), "auth.api_keys[team].quota");
+        assert_eq!(refused.name.as_deref(), Some("team"));
         let message = refused.to_string();
-        assert!(message.contains("auth.api_keys[team].quota"), "{message}");
+        assert!(message.starts_with("client key \"team\" used its quota of 1000"), "{message}");
         assert!(message.contains(&cliproxy_netguard::format_utc(boundary)), "{message}");
 
         clock.set_unix(boundary - 1);
@@ -465,18 +464,22 @@ fn take_dirty_returns_absolute_counts_changed_since_the_last_call() {
 }
 
 #[test]
-fn refusal_messages_name_the_limit_and_its_config_key() {
+fn refusal_messages_name_the_limit_and_where_the_caller_says_it_is_set() {
     let clock = FakeClock::at_unix(0);
     let limiter = minute(QuotaScope::Provider, None, Some(100), &clock);
     limiter.reserve("team", Some(100)).unwrap().settle(100);
-    let message = limiter.reserve("team", Some(10)).unwrap_err().to_string();
+    let refused = limiter.reserve("team", Some(10)).unwrap_err();
     assert_eq!(
-        message,
-        "provider \"team\" reached its limit of 100 tokens per minute \
-         (providers.team.rate_limit.tokens_per_minute); retry after 6 s"
+        refused.to_string(),
+        "provider \"team\" reached its limit of 100 tokens per minute; retry after 6 s"
+    );
+    assert_eq!(
+        refused.message("limits.team.tpm"),
+        "provider \"team\" reached its limit of 100 tokens per minute (limits.team.tpm); \
+         retry after 6 s"
     );
     let per_ip = per_ip(1, 1, 10, &clock);
     per_ip.check(ip("192.0.2.1")).unwrap();
     let message = per_ip.check(ip("192.0.2.1")).unwrap_err().to_string();
-    assert!(message.contains("server.security.rate_limiting") && !message.contains("192.0.2.1"));
+    assert_eq!(message, "too many requests from this address; retry after 1 s");
 }

@@ -9,7 +9,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 
 use cliproxy_netguard::tls::{self, TlsSettings};
-use cliproxy_netguard::{Error, TlsConfig, TlsVersion};
+use cliproxy_netguard::{CipherSuiteProblem, Error, TlsConfig, TlsFile, TlsProblem, TlsVersion};
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose,
@@ -235,8 +235,13 @@ fn unknown_cbc_and_rsa_kx_names_are_rejected_with_the_supported_list() {
         let mut cfg = pki.config();
         cfg.cipher_suites = vec!["TLS_AES_128_GCM_SHA256".to_owned(), name.to_owned()];
         let err = TlsSettings::build(&cfg).unwrap_err();
-        let Error::Config(text) = &err else { panic!("{name}: not a config error: {err}") };
-        assert!(text.contains("server.tls.cipher_suites"), "{text}");
+        let Error::CipherSuites { problem: CipherSuiteProblem::Refused { name: refused, .. } } =
+            &err
+        else {
+            panic!("{name}: not a refused suite: {err:?}")
+        };
+        assert_eq!(refused, name);
+        let text = err.to_string();
         assert!(text.contains(name), "{text}");
         assert!(text.contains(why), "{name}: {text}");
         for supported in tls::supported_cipher_suites() {
@@ -250,8 +255,13 @@ fn unknown_cbc_and_rsa_kx_names_are_rejected_with_the_supported_list() {
         "TLS_AES_128_GCM_SHA256".to_owned(),
         "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256".to_owned(),
     ];
-    let text = TlsSettings::build(&cfg).unwrap_err().to_string();
-    assert!(text.contains("server.tls.cipher_suites") && text.contains("ECDSA"), "{text}");
+    let err = TlsSettings::build(&cfg).unwrap_err();
+    assert!(
+        matches!(&err, Error::CipherSuites { problem: CipherSuiteProblem::NoneForKey { .. } }),
+        "{err:?}"
+    );
+    let text = err.to_string();
+    assert!(text.contains("ECDSA"), "{text}");
     assert!(text.contains(&pki.key_path().display().to_string()), "{text}");
     cfg.cipher_suites.push("TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256".to_owned());
     assert!(TlsSettings::build(&cfg).is_ok());
@@ -259,8 +269,12 @@ fn unknown_cbc_and_rsa_kx_names_are_rejected_with_the_supported_list() {
     let mut cfg = pki.config();
     cfg.min_version = TlsVersion::Tls13;
     cfg.cipher_suites = vec!["TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256".to_owned()];
-    let text = TlsSettings::build(&cfg).unwrap_err().to_string();
-    assert!(text.contains("server.tls.cipher_suites") && text.contains("min_version"), "{text}");
+    let err = TlsSettings::build(&cfg).unwrap_err();
+    assert!(
+        matches!(&err, Error::CipherSuites { problem: CipherSuiteProblem::NoneAtMinVersion }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("minimum version is TLS 1.3"), "{err}");
 }
 
 #[test]
@@ -272,7 +286,15 @@ fn bad_certificate_and_key_files_name_the_file() {
     // The key of another certificate.
     std::fs::write(pki.cert_path(), &leaf.cert_pem).unwrap();
     std::fs::write(pki.key_path(), &other.key_pem).unwrap();
-    let text = TlsSettings::build(&pki.config()).unwrap_err().to_string();
+    let err = TlsSettings::build(&pki.config()).unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            Error::Tls { file: TlsFile::Key, problem: TlsProblem::KeyMismatch { .. }, .. }
+        ),
+        "{err:?}"
+    );
+    let text = err.to_string();
     assert!(text.contains(&pki.key_path().display().to_string()), "{text}");
     assert!(text.contains("does not match"), "{text}");
     assert!(!text.contains("PRIVATE KEY"), "key material must not be echoed: {text}");
@@ -287,15 +309,26 @@ fn bad_certificate_and_key_files_name_the_file() {
     // No key in the key file.
     pki.install(&leaf);
     std::fs::write(pki.key_path(), &leaf.cert_pem).unwrap();
-    let text = TlsSettings::build(&pki.config()).unwrap_err().to_string();
+    let err = TlsSettings::build(&pki.config()).unwrap_err();
+    assert!(
+        matches!(&err, Error::Tls { file: TlsFile::Key, problem: TlsProblem::NoPem, .. }),
+        "{err:?}"
+    );
+    let text = err.to_string();
     assert!(text.contains(&pki.key_path().display().to_string()), "{text}");
-    assert!(text.contains("server.tls.key_file"), "{text}");
+    assert!(text.contains("private key file"), "{text}");
 
     // A file that does not exist.
     let mut cfg = pki.config();
     cfg.cert_file = Some(pki.dir.path().join("missing.pem"));
     let err = TlsSettings::build(&cfg).unwrap_err();
-    assert!(matches!(err, Error::Tls(_)), "{err}");
+    assert!(
+        matches!(
+            &err,
+            Error::Tls { file: TlsFile::Certificate, problem: TlsProblem::Unreadable(_), .. }
+        ),
+        "{err:?}"
+    );
     assert!(err.to_string().contains("missing.pem"), "{err}");
 
     // The Debug output of a working reloader never shows the key.
