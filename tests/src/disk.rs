@@ -10,7 +10,6 @@ use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::Command;
 use tokio::sync::{Notify, oneshot};
 
@@ -106,12 +105,27 @@ async fn launch(mut command: Command) -> Started {
     let logs = Arc::new(Mutex::new(String::new()));
     let log_lines = Arc::new(Notify::new());
     let (ready_tx, ready_rx) = oneshot::channel();
-    let err_done =
-        collect_until_eof(child.stderr.take().expect("stderr"), &logs, &log_lines, Some(ready_tx));
-    let out_done = collect_until_eof(child.stdout.take().expect("stdout"), &logs, &log_lines, None);
+    let err_done = crate::collect(
+        child.stderr.take().expect("stderr"),
+        Arc::clone(&logs),
+        Some(ready_tx),
+        Arc::clone(&log_lines),
+    );
+    let out_done = crate::collect(
+        child.stdout.take().expect("stdout"),
+        Arc::clone(&logs),
+        None,
+        Arc::clone(&log_lines),
+    );
     // The sender is dropped when standard error closes without `listening`: an exit.
     if let Ok(Ok(addr)) = tokio::time::timeout(WAIT, ready_rx).await {
-        return Started::Running(Box::new(Gateway { child, addr, logs, log_lines }));
+        return Started::Running(Box::new(Gateway {
+            child,
+            addr,
+            logs,
+            log_lines,
+            collectors: vec![err_done, out_done],
+        }));
     }
     let status = tokio::time::timeout(WAIT, child.wait())
         .await
@@ -130,38 +144,6 @@ async fn launch(mut command: Command) -> Started {
     .await;
     let text = logs.lock().expect("logs").clone();
     Started::Exited(status, text)
-}
-
-/// The harness's `collect` (in `lib.rs`), which also says when the stream ended and every
-/// line was kept.
-fn collect_until_eof(
-    stream: impl AsyncRead + Unpin + Send + 'static,
-    logs: &Arc<Mutex<String>>,
-    log_lines: &Arc<Notify>,
-    mut ready: Option<oneshot::Sender<SocketAddr>>,
-) -> oneshot::Receiver<()> {
-    let (done_tx, done_rx) = oneshot::channel();
-    let (logs, log_lines) = (Arc::clone(logs), Arc::clone(log_lines));
-    tokio::spawn(async move {
-        let mut lines = BufReader::new(stream).lines();
-        while let Ok(Some(line)) = lines.next_line().await {
-            if let Ok(entry) = serde_json::from_str::<Value>(&line)
-                && entry["msg"] == "listening"
-                && let Some(addr) = entry["addr"].as_str().and_then(|a| a.parse().ok())
-                && let Some(ready) = ready.take()
-            {
-                let _ = ready.send(addr);
-            }
-            {
-                let mut logs = logs.lock().expect("logs");
-                logs.push_str(&line);
-                logs.push('\n');
-            }
-            log_lines.notify_waiters();
-        }
-        let _ = done_tx.send(());
-    });
-    done_rx
 }
 
 /// The encryption key of [`faults_config`] (hex).

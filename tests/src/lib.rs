@@ -464,18 +464,20 @@ impl Harness {
         let logs = Arc::new(Mutex::new(String::new()));
         let (ready_tx, ready_rx) = oneshot::channel();
         let log_lines = Arc::new(Notify::new());
-        collect(
-            child.stderr.take().expect("stderr"),
-            Arc::clone(&logs),
-            Some(ready_tx),
-            Arc::clone(&log_lines),
-        );
-        collect(
-            child.stdout.take().expect("stdout"),
-            Arc::clone(&logs),
-            None,
-            Arc::clone(&log_lines),
-        );
+        let collectors = vec![
+            collect(
+                child.stderr.take().expect("stderr"),
+                Arc::clone(&logs),
+                Some(ready_tx),
+                Arc::clone(&log_lines),
+            ),
+            collect(
+                child.stdout.take().expect("stdout"),
+                Arc::clone(&logs),
+                None,
+                Arc::clone(&log_lines),
+            ),
+        ];
         let Ok(Ok(addr)) = tokio::time::timeout(WAIT, ready_rx).await else {
             let status = child.try_wait().ok().flatten();
             panic!(
@@ -484,17 +486,18 @@ impl Harness {
             );
         };
         sweep::register(addr, self.dir.path(), &self.config_path());
-        Gateway { child, addr, logs, log_lines }
+        Gateway { child, addr, logs, log_lines, collectors }
     }
 }
 
-/// Copies a child's output into `logs`, line by line; reports the `listening` address.
-fn collect(
+/// Copies a child's output into `logs`, line by line; reports the `listening` address. The
+/// task ends when the stream does (the child exited and its last line was read).
+pub(crate) fn collect(
     stream: impl AsyncRead + Unpin + Send + 'static,
     logs: Arc<Mutex<String>>,
     mut ready: Option<oneshot::Sender<SocketAddr>>,
     log_lines: Arc<Notify>,
-) {
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut lines = BufReader::new(stream).lines();
         while let Ok(Some(line)) = lines.next_line().await {
@@ -512,7 +515,7 @@ fn collect(
             }
             log_lines.notify_waiters();
         }
-    });
+    })
 }
 
 /// A running gateway process.
@@ -521,6 +524,8 @@ pub struct Gateway {
     addr: SocketAddr,
     logs: Arc<Mutex<String>>,
     log_lines: Arc<Notify>,
+    /// The tasks copying its output into `logs`: [`Gateway::wait`] waits for them too.
+    collectors: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Gateway {
@@ -581,10 +586,19 @@ impl Gateway {
 
     /// Waits for the process to exit.
     pub async fn wait(&mut self) -> ExitStatus {
-        tokio::time::timeout(WAIT, self.child.wait())
+        let status = tokio::time::timeout(WAIT, self.child.wait())
             .await
             .expect("the gateway did not exit")
-            .expect("wait for the gateway")
+            .expect("wait for the gateway");
+        // The exit comes before the last lines are read from the pipes: a test that reads the
+        // logs once the process is gone must see all of them.
+        for collector in std::mem::take(&mut self.collectors) {
+            tokio::time::timeout(WAIT, collector)
+                .await
+                .expect("the gateway's output did not end after it exited")
+                .expect("the output collector");
+        }
+        status
     }
 }
 
