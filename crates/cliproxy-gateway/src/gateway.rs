@@ -215,7 +215,7 @@ impl Gateway {
             None
         };
         for notice in store.take_notices() {
-            warn!(log, "credential vault notice"; "detail" => notice);
+            warn!(log, "credential vault notice"; "detail" => crate::vault_notice_message(&notice));
         }
         let mut management = Management::new(&config.management);
         let bans =
@@ -1196,7 +1196,7 @@ impl Gateway {
         let store = self.inner.vault.store.clone();
         let result = tokio::task::spawn_blocking(move || store.record_use(&used)).await;
         if let Ok(Err(error)) = result {
-            warn!(self.inner.log, "could not record when credentials were last used"; "error" => error.to_string());
+            warn!(self.inner.log, "could not record when credentials were last used"; "error" => crate::vault_error_message(&error));
         }
     }
 
@@ -1346,7 +1346,7 @@ impl Gateway {
         // The vault first: without credentials nothing can be served at all. The audit log
         // last: the gateway keeps serving while it fails, but an orchestrator should know.
         [
-            ("vault", self.inner.vault.store.check().map_err(|e| e.to_string())),
+            ("vault", self.inner.vault.store.check().map_err(|e| crate::vault_error_message(&e))),
             ("state", self.inner.guard.state.check().map_err(|e| e.to_string())),
             ("audit", self.inner.guard.audit_failing().map_or(Ok(()), Err)),
         ]

@@ -791,7 +791,7 @@ pub(crate) fn check_config(config: &Config) -> std::result::Result<(), String> {
     SecurityHeaders::new(&config.server.security.headers, config.server.tls.enabled)
         .map_err(|e| e.to_string())?;
     crate::webhook::check(&config.alerts).map_err(|e| e.to_string())?;
-    config.auth.client_keys().map_err(|e| e.to_string())?;
+    config.auth.client_keys().map_err(|e| crate::vault_error_message(&e))?;
     crate::abuse::CooldownAbuse::new(&config.server.security.cooldown_abuse)?;
     Ok(())
 }

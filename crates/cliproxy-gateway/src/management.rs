@@ -725,7 +725,7 @@ fn unreadable_json(file: &UnreadableFile) -> Value {
         "id": file.id,
         "readable": false,
         "reason": file.reason.as_str(),
-        "detail": file.reason.describe(),
+        "detail": crate::unreadable_detail(file.reason),
     })
 }
 
@@ -1045,11 +1045,12 @@ pub(crate) async fn blocking<T: Send + 'static>(
         // is wrong with the request, and it may work once the operator has fixed the disk.
         Ok(Err(error @ cliproxy_vault::Error::Io { .. })) => Err(ApiError::new(
             ErrorCode::Unavailable,
-            format!("credential vault (auth.dir): {error}"),
+            format!("credential vault (auth.dir): {}", crate::vault_error_message(&error)),
         )),
-        Ok(Err(error)) => {
-            Err(ApiError::new(ErrorCode::Internal, format!("credential vault: {error}")))
-        }
+        Ok(Err(error)) => Err(ApiError::new(
+            ErrorCode::Internal,
+            format!("credential vault: {}", crate::vault_error_message(&error)),
+        )),
         Err(_) => Err(ApiError::new(ErrorCode::Internal, "the vault operation was interrupted")),
     }
 }

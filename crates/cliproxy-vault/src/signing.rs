@@ -150,7 +150,7 @@ fn open(
             let key = keys.find(key_id).ok_or_else(|| Error::UnknownKey {
                 path: path.to_owned(),
                 key_id: key_id.clone(),
-                known: keys.ids().join(", "),
+                known: keys.ids().into_iter().map(str::to_owned).collect(),
             })?;
             let nonce: [u8; NONCE_LEN] = from_base64(nonce)
                 .and_then(|n| n.try_into().ok())
