@@ -31,13 +31,19 @@ pub fn vault_error_message(error: &Error) -> String {
             "{}: not a 32-byte key (the value is {chars} characters); accepted forms: base64 of 32 bytes (what `openssl rand -base64 32` or `cliproxy-server keygen` prints), 64 hex digits, or exactly 32 raw bytes",
             key_setting(*key)
         ),
-        Error::NoCurrentKey => "auth.encryption.key: encryption is enabled but no key is set (set CLIPROXY_ENCRYPTION_KEY; `cliproxy-server keygen` prints one)".to_owned(),
-        Error::RequireEncryptedWithoutEncryption => "auth.encryption.require_encrypted: is true while auth.encryption.enabled is false: new credentials would be written in plaintext and then refused; enable encryption or drop the setting".to_owned(),
-        Error::EncryptionDisabled => "auth.encryption: encryption is not enabled; set `enabled: true` and `key` (`cliproxy-server keygen` prints one)".to_owned(),
+        Error::NoCurrentKey => {
+            "auth.encryption.key: encryption is enabled but no key is set (set CLIPROXY_ENCRYPTION_KEY; `cliproxy-server keygen` prints one)".to_owned()
+        }
+        Error::RequireEncryptedWithoutEncryption => {
+            "auth.encryption.require_encrypted: is true while auth.encryption.enabled is false: new credentials would be written in plaintext and then refused; enable encryption or drop the setting".to_owned()
+        }
+        Error::EncryptionDisabled => {
+            "auth.encryption: encryption is not enabled; set `enabled: true` and `key` (`cliproxy-server keygen` prints one)".to_owned()
+        }
         Error::UnknownKey { path, key_id, known } => format!(
             "{}: encrypted with key {key_id}, which is neither auth.encryption.key nor one of auth.encryption.previous_keys (configured: {}); add the old key to previous_keys",
             path.display(),
-            if known.is_empty() { "none: auth.encryption is not set".to_owned() } else { known.join(", ") }
+            configured(known)
         ),
         Error::PlaintextRefused { path } => format!(
             "{}: plaintext credential file refused: auth.encryption.require_encrypted is on (the default when encryption is enabled), and anyone who can write auth.dir can plant such a file; if you wrote it, `cliproxy-server vault migrate` encrypts it, otherwise delete it",
@@ -60,15 +66,22 @@ pub fn vault_error_message(error: &Error) -> String {
         ),
         // The vault names the directory by its role; the operator knows it as `auth.dir`.
         Error::Unusable { path, reason } => {
-            format!("{}: {}", path.display(), reason.replace("the credential directory", "auth.dir"))
+            let reason = reason.replace("the credential directory", "auth.dir");
+            format!("{}: {reason}", path.display())
         }
         Error::Io { path, op, source } => {
-            let op = op.replace("the lock file of the credential directory", "the lock file of auth.dir");
+            let op = op
+                .replace("the lock file of the credential directory", "the lock file of auth.dir");
             let setting = if op.ends_with("the credential directory") { " (auth.dir)" } else { "" };
             format!("{}: cannot {op}{setting}: {source}", path.display())
         }
         other => other.to_string(),
     }
+}
+
+/// The configured key ids of an unknown-key error, as the operator read them before.
+fn configured(known: &[String]) -> String {
+    if known.is_empty() { "none: auth.encryption is not set".to_owned() } else { known.join(", ") }
 }
 
 fn client_key_problem(problem: &ClientKeyProblem) -> String {

@@ -152,7 +152,8 @@ fn decode_key(text: &str) -> Option<Zeroizing<[u8; KEY_LEN]>> {
 /// use cliproxy_core::Secret;
 /// use cliproxy_vault::Keyring;
 ///
-/// let old = Secret::from("00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff".to_owned());
+/// let old = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+/// let old = Secret::from(old.to_owned());
 /// let new = Secret::from("q83vEjRWeJCrze8SNFZ4kKvN7xI0VniQq83vEjRWeJA=".to_owned());
 /// let keys = Keyring::from_secrets(Some(&new), &[old]).unwrap();
 /// assert_eq!(keys.ids().len(), 2);

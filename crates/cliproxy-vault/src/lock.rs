@@ -22,8 +22,8 @@ use nix::libc;
 
 use crate::{Error, Result};
 
-/// The lock file in the credential directory. Hidden, so never taken for a credential (`<id>.json`) nor for
-/// the temporary file of an interrupted write (`.<name>.tmp-<hex>`).
+/// The lock file in the credential directory. Hidden, so never taken for a credential
+/// (`<id>.json`) nor for the temporary file of an interrupted write (`.<name>.tmp-<hex>`).
 pub(crate) const LOCK_FILE: &str = ".lock";
 
 /// How often a held lock is tried again before the answer is [`Error::Locked`], and the pause

@@ -24,7 +24,8 @@ use crate::{
 const KEY_WRITES_WARN: u64 = 1 << 30;
 /// Writes under one key after which the vault refuses to encrypt more.
 const KEY_WRITES_MAX: u64 = 1 << 32;
-/// The per-key write counters, in the credential directory (hidden, so never taken for a credential).
+/// The per-key write counters, in the credential directory (hidden, so never taken for a
+/// credential).
 const KEY_USAGE_FILE: &str = ".key-usage.json";
 /// When each credential was last used: `{"<id>": <unix seconds>}`. Not secret.
 const LAST_USED_FILE: &str = ".last-used.json";
@@ -42,7 +43,8 @@ pub struct Reencrypted {
     pub unchanged: usize,
 }
 
-/// One file of the credential directory as listed: a credential's metadata, or why the file cannot be read.
+/// One file of the credential directory as listed: a credential's metadata, or why the file
+/// cannot be read.
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum ListEntry {
@@ -314,8 +316,8 @@ pub struct FileStore {
     /// Serialises the key-usage counter updates of this process.
     writes: Mutex<()>,
     /// The lock of the directory, held for the store's whole life by a store opened with
-    /// [`FileStore::open_exclusive`] (a long-running service's). A store without it takes the lock for
-    /// each write instead (see [`FileStore::write_lock`]).
+    /// [`FileStore::open_exclusive`] (a long-running service's). A store without it takes the
+    /// lock for each write instead (see [`FileStore::write_lock`]).
     held: Option<DirLock>,
 }
 
