@@ -60,7 +60,8 @@ pub(crate) fn run(command: &AuditCommand, config: &crate::cli::ConfigArg) -> Res
             let config = crate::commands::load(config)?;
             let key = config.auth.audit_signing_key(false).map_err(|e| {
                 anyhow!(
-                    "{e} (the key is made at the gateway's first start with logging.audit.enabled)"
+                    "{} (the key is made at the gateway's first start with logging.audit.enabled)",
+                    cliproxy_gateway::vault_error_message(&e)
                 )
             })?;
             let pair = ring::signature::Ed25519KeyPair::from_pkcs8(&key.pkcs8)

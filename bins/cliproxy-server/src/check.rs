@@ -217,7 +217,7 @@ fn client_keys(list: &mut Checklist, config: &Config) {
         Ok(n) => list.pass(CHECK, format!("{n} configured")),
         Err(e) => list.fail(
             CHECK,
-            e.to_string(),
+            cliproxy_gateway::vault_error_message(&e),
             "correct auth.api_keys as the detail says (`cliproxy-server keygen` prints a key)",
         ),
     }
@@ -366,7 +366,7 @@ fn credentials(list: &mut Checklist, config: &Config, dir: AuthDir) {
         // running gateway, which holds that lock.
         AuthDir::Good => match config.auth.build() {
             Err(e) => {
-                list.fail(READABLE, e.to_string(), key_fix());
+                list.fail(READABLE, cliproxy_gateway::vault_error_message(&e), key_fix());
                 None
             }
             Ok(store) => Some(store),
@@ -380,7 +380,7 @@ fn credentials(list: &mut Checklist, config: &Config, dir: AuthDir) {
     };
     match store.list() {
         Err(e) => {
-            list.fail(READABLE, e.to_string(), key_fix());
+            list.fail(READABLE, cliproxy_gateway::vault_error_message(&e), key_fix());
             if encryption {
                 list.pass(ENCRYPTION, "on (stored files not checked: see credentials readable)");
             }
@@ -427,7 +427,8 @@ fn encryption_key(list: &mut Checklist, config: &Config) {
     if encryption.key.is_none() && encryption.previous_keys.is_empty() {
         return;
     }
-    let raw = encryption.raw_form_keys();
+    let raw: Vec<String> =
+        encryption.raw_form_keys().into_iter().map(cliproxy_gateway::key_setting).collect();
     if raw.is_empty() {
         list.pass(KEY, "base64 or hex of 32 bytes");
     } else {

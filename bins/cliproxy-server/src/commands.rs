@@ -588,7 +588,7 @@ fn vault_add(config: &ConfigArg, args: &VaultAddArgs) -> Result<(), Failure> {
     // The vault is locked before the token is asked for: while a gateway runs on the same
     // `auth.dir` the command is refused at once, before the operator pipes a secret into it.
     // The lock is held until the credential is written.
-    let store = config.auth.build_exclusive().map_err(anyhow::Error::from)?;
+    let store = config.auth.build_exclusive().map_err(vault_failure)?;
     let mut stdin = std::io::stdin().lock();
     let mut read_secret = |what: &str| -> Result<Secret, Failure> {
         let mut line = String::new();
@@ -615,17 +615,16 @@ fn vault_add(config: &ConfigArg, args: &VaultAddArgs) -> Result<(), Failure> {
             token_url,
             client_id,
         };
-        Credential::new_oauth(&args.provider, tokens).map_err(anyhow::Error::from)?
+        Credential::new_oauth(&args.provider, tokens).map_err(vault_failure)?
     } else {
-        Credential::new_api_key(&args.provider, read_secret("token")?)
-            .map_err(anyhow::Error::from)?
+        Credential::new_api_key(&args.provider, read_secret("token")?).map_err(vault_failure)?
     };
     if let Some(id) = &args.id {
-        credential = credential.with_id(id).map_err(anyhow::Error::from)?;
+        credential = credential.with_id(id).map_err(vault_failure)?;
     }
     credential.base_url = args.base_url.clone();
     credential.label = args.label.clone();
-    store.put(&credential).map_err(anyhow::Error::from)?;
+    store.put(&credential).map_err(vault_failure)?;
     report_notices(store.as_ref());
     println!(
         "stored credential `{}` for provider `{}` in {}",
@@ -640,8 +639,8 @@ fn vault_list(config: &ConfigArg) -> Result<(), Failure> {
     let config = load(config)?;
     // A reader: no lock, so that it works beside a running gateway (every write is an atomic
     // rename, so each file is read whole, old or new).
-    let store = config.auth.build().map_err(anyhow::Error::from)?;
-    let credentials = store.list().map_err(anyhow::Error::from)?;
+    let store = config.auth.build().map_err(vault_failure)?;
+    let credentials = store.list().map_err(vault_failure)?;
     report_notices(store.as_ref());
     if credentials.is_empty() {
         println!("no credentials in {}", store.location().display());
@@ -679,8 +678,8 @@ fn fingerprint(config: &ConfigArg) -> Result<(), Failure> {
     let config = load(config)?;
     // No lock unless the fingerprint must be written (the first time): the store takes it
     // for that write only, so this works beside a running gateway.
-    let store = config.auth.build().map_err(anyhow::Error::from)?;
-    let fingerprint = store.device_fingerprint().map_err(anyhow::Error::from)?;
+    let store = config.auth.build().map_err(vault_failure)?;
+    let fingerprint = store.device_fingerprint().map_err(vault_failure)?;
     report_notices(store.as_ref());
     println!("{fingerprint}");
     Ok(())
@@ -720,11 +719,10 @@ fn vault_reencrypt(config: &ConfigArg, rotate: bool) -> Result<(), Failure> {
     // Exclusive from before the first read to after the last write: a gateway running on the
     // old key would write new files under it and answer 500 for the rewritten ones, and any
     // other writer's change would be lost or undone.
-    let store = config.auth.build_exclusive().map_err(anyhow::Error::from)?;
+    let store = config.auth.build_exclusive().map_err(vault_failure)?;
     // Only `migrate` takes in plaintext files that `auth.encryption.require_encrypted`
     // refuses: it is the explicit way in, and it names each file it took in.
-    let report =
-        if rotate { store.reencrypt() } else { store.migrate() }.map_err(anyhow::Error::from)?;
+    let report = if rotate { store.reencrypt() } else { store.migrate() }.map_err(vault_failure)?;
     report_notices(store.as_ref());
     let (done, what) = if rotate {
         (&report.from_previous_key, "re-encrypted under the current key")
@@ -744,7 +742,7 @@ fn vault_reencrypt(config: &ConfigArg, rotate: bool) -> Result<(), Failure> {
         println!("  {id}");
     }
     // The audit checkpoint signing key is a bookkeeping file sealed like the credentials.
-    if config.auth.reseal_audit_signing_key().map_err(anyhow::Error::from)? {
+    if config.auth.reseal_audit_signing_key().map_err(vault_failure)? {
         println!("  {} (the audit checkpoint signing key)", cliproxy_vault::AUDIT_SIGNING_KEY_FILE);
     }
     Ok(())
@@ -845,8 +843,16 @@ fn unix_now() -> u64 {
 /// Tells the operator on stderr what the vault fixed on its own (loose permissions).
 fn report_notices(store: &dyn CredentialStore) {
     for notice in store.take_notices() {
-        eprintln!("notice: {notice}");
+        eprintln!("notice: {}", cliproxy_gateway::vault_notice_message(&notice));
     }
+}
+
+/// A vault error as the operator reads it: naming the `auth.*` config key and the command that
+/// fixes it (the vault's own text speaks of the library). A problem with the configured keys
+/// ends the process with the configuration exit code.
+fn vault_failure(error: cliproxy_vault::Error) -> Failure {
+    let exit_code = if error.is_config() { EXIT_CONFIG } else { EXIT_RUNTIME };
+    Failure { error: anyhow!(cliproxy_gateway::vault_error_message(&error)), exit_code }
 }
 
 /// `YYYY-MM-DD HH:MM:SS` (UTC) from unix seconds.

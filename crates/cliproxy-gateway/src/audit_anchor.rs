@@ -55,7 +55,7 @@ pub(crate) fn sink_options(
         Ok(key) => key,
         Err(e) => {
             error!(log, "no audit checkpoint signing key: the audit log gets no signed checkpoints, so a cut tail cannot be shown offline";
-                   "error" => e.to_string(), "fix" => "make auth.dir writable, or check auth.encryption keys");
+                   "error" => crate::vault_error_message(&e), "fix" => "make auth.dir writable, or check auth.encryption keys");
             return Ok(options);
         }
     };

@@ -137,7 +137,7 @@ impl ProviderSet {
         let store = self.vault.store.clone();
         let result = tokio::task::spawn_blocking(move || store.record_use(&used)).await;
         if let Ok(Err(error)) = result {
-            warn!(self.log, "could not record when credentials were last used"; "error" => error.to_string());
+            warn!(self.log, "could not record when credentials were last used"; "error" => crate::vault_error_message(&error));
         }
     }
 }
@@ -156,11 +156,12 @@ pub(crate) async fn blocking<T: Send + 'static>(
         // is wrong with the request, and it may work once the operator has fixed the disk.
         Ok(Err(error @ cliproxy_vault::Error::Io { .. })) => Err(ApiError::new(
             ErrorCode::Unavailable,
-            format!("credential vault (auth.dir): {error}"),
+            format!("credential vault (auth.dir): {}", crate::vault_error_message(&error)),
         )),
-        Ok(Err(error)) => {
-            Err(ApiError::new(ErrorCode::Internal, format!("credential vault: {error}")))
-        }
+        Ok(Err(error)) => Err(ApiError::new(
+            ErrorCode::Internal,
+            format!("credential vault: {}", crate::vault_error_message(&error)),
+        )),
         Err(_) => Err(ApiError::new(ErrorCode::Internal, "the vault operation was interrupted")),
     }
 }

@@ -18,8 +18,9 @@ pub enum Error {
     /// The configuration is invalid.
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
-    /// The credential vault failed (its configuration errors become [`Error::Config`]).
-    #[error("credential vault: {0}")]
+    /// The credential vault failed (its configuration errors become [`Error::Config`]). The
+    /// message names this gateway's settings and commands (see [`crate::vault_error_message`]).
+    #[error("credential vault: {}", crate::vault_errors::vault_error_message(.0))]
     Vault(cliproxy_vault::Error),
     /// Binding or serving failed.
     #[error("{context}: {source}")]
@@ -45,7 +46,10 @@ pub enum Error {
 impl From<cliproxy_vault::Error> for Error {
     fn from(error: cliproxy_vault::Error) -> Self {
         if error.is_config() {
-            Self::Config(crate::config::ConfigError::new(error.to_string()))
+            // The vault's text speaks of "client key 1"; the operator wrote `auth.api_keys[1]`.
+            Self::Config(crate::config::ConfigError::new(crate::vault_errors::vault_error_message(
+                &error,
+            )))
         } else {
             Self::Vault(error)
         }

@@ -131,7 +131,7 @@ impl Gateway {
             None
         };
         for notice in store.take_notices() {
-            warn!(log, "credential vault notice"; "detail" => notice);
+            warn!(log, "credential vault notice"; "detail" => crate::vault_notice_message(&notice));
         }
         let mut management = Management::new(&config.management);
         let bans = guard

@@ -802,7 +802,7 @@ pub(crate) fn check_config(config: &Config) -> std::result::Result<(), String> {
     SecurityHeaders::new(&config.server.security.headers, config.server.tls.enabled)
         .map_err(|e| crate::netguard_error(&e))?;
     crate::webhook::check(&config.alerts).map_err(|e| e.to_string())?;
-    config.auth.client_keys().map_err(|e| e.to_string())?;
+    config.auth.client_keys().map_err(|e| crate::vault_error_message(&e))?;
     crate::abuse::CooldownAbuse::new(&config.server.security.cooldown_abuse)?;
     Ok(())
 }

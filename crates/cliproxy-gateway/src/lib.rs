@@ -60,6 +60,7 @@ mod stream_usage;
 mod upstream;
 mod upstream_error;
 mod usage;
+mod vault_errors;
 mod webhook;
 
 // The public interface is:
@@ -84,3 +85,4 @@ pub use server::{Server, probe_health};
 pub use stream_usage::UsageStripper;
 pub use upstream_error::{MAX_UPSTREAM_MESSAGE, upstream_message};
 pub use usage::{Usage, UsageScanner};
+pub use vault_errors::{key_setting, unreadable_detail, vault_error_message, vault_notice_message};

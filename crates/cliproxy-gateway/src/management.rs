@@ -725,7 +725,7 @@ fn unreadable_json(file: &UnreadableFile) -> Value {
         "id": file.id,
         "readable": false,
         "reason": file.reason.as_str(),
-        "detail": file.reason.describe(),
+        "detail": crate::unreadable_detail(file.reason),
     })
 }
 

@@ -23,7 +23,7 @@ fn checks(vault: &Vault, guard: &Guard) -> [(&'static str, Result<(), String>); 
     // The vault first: without credentials nothing can be served at all. The audit log
     // last: the gateway keeps serving while it fails, but an orchestrator should know.
     [
-        ("vault", vault.store.check().map_err(|e| e.to_string())),
+        ("vault", vault.store.check().map_err(|e| crate::vault_error_message(&e))),
         ("state", guard.state.check().map_err(|e| crate::netguard_error(&e))),
         ("audit", guard.audit_failing().map_or(Ok(()), Err)),
     ]

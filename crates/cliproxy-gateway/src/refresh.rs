@@ -65,7 +65,7 @@ impl Vault {
         let store = self.store.clone();
         match tokio::task::spawn_blocking(move || store.put(&credential)).await {
             Ok(Ok(())) => Ok(true),
-            Ok(Err(error)) => Err(error.to_string()),
+            Ok(Err(error)) => Err(crate::vault_error_message(&error)),
             Err(_) => Err("the vault write was interrupted".to_owned()),
         }
     }

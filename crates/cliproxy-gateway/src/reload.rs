@@ -136,7 +136,8 @@ impl Reloader {
         };
         let config = Config::load(&current.source).map_err(|e| fail(e.to_string()))?;
         crate::guard::check_config(&config).map_err(fail)?;
-        let client_keys = config.auth.client_keys().map_err(|e| fail(e.to_string()))?;
+        let client_keys =
+            config.auth.client_keys().map_err(|e| fail(crate::vault_error_message(&e)))?;
         let flat = raw(&current.source).map(|v| flatten(&v)).map_err(fail)?;
 
         let changed = diff(&current.flat, &flat);

@@ -7,12 +7,12 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, de::value::MapAccessDeserializer};
 use subtle::ConstantTimeEq;
 
-use crate::{Error, Result};
+use crate::{ClientKeyProblem, Error, Result};
 
-/// Shortest client key accepted, in bytes. `cliproxy-server keygen` prints 36-byte keys.
+/// Shortest client key accepted, in bytes.
 const MIN_KEY_LEN: usize = 16;
 
-/// One entry of `auth.api_keys`: either a bare key (`- "${CLIPROXY_CLIENT_KEY}"`) or an object
+/// One client key as configured: either a bare key (`- "${CLIPROXY_CLIENT_KEY}"`) or an object
 /// with a name, the key and an optional model allowlist.
 #[derive(Clone, Debug)]
 pub struct ClientKeyConfig {
@@ -130,42 +130,37 @@ fn sha256(bytes: &[u8]) -> [u8; 32] {
 }
 
 impl ClientKeys {
-    /// Validates `auth.api_keys`: every key at least 16 bytes, no key or name twice.
+    /// Validates a list of client keys: every key at least 16 bytes, no key or name twice.
+    /// A problem is an [`Error::ClientKey`] naming the entry by its position in `keys`.
     pub fn from_config(keys: &[ClientKeyConfig]) -> Result<Self> {
         let mut entries: Vec<([u8; 32], Arc<ClientIdentity>)> = Vec::with_capacity(keys.len());
         for (index, entry) in keys.iter().enumerate() {
-            let fail = |reason: String| Error::ClientKey { index, reason };
+            let fail = |problem: ClientKeyProblem| Error::ClientKey { index, problem };
             if entry.key.is_empty() {
-                return Err(fail(
-                    "the key is empty (is the environment variable it names set?)".to_owned(),
-                ));
+                return Err(fail(ClientKeyProblem::Empty));
             }
             if entry.key.len() < MIN_KEY_LEN {
-                return Err(fail(format!(
-                    "the key is {} bytes; client keys must be at least {MIN_KEY_LEN} bytes (`cliproxy-server keygen` prints a good one)",
-                    entry.key.len()
-                )));
+                return Err(fail(ClientKeyProblem::TooShort {
+                    len: entry.key.len(),
+                    min: MIN_KEY_LEN,
+                }));
             }
             let name = match &entry.name {
                 Some(name) if name.trim().is_empty() => {
-                    return Err(fail("`name` is empty".to_owned()));
+                    return Err(fail(ClientKeyProblem::EmptyName));
                 }
                 Some(name) => name.clone(),
                 None => format!("key-{}", index + 1),
             };
             if let Some(pattern) = entry.models.iter().find(|p| p.trim().is_empty()) {
-                return Err(fail(format!("`models` contains an empty pattern `{pattern}`")));
+                return Err(fail(ClientKeyProblem::EmptyModelPattern { pattern: pattern.clone() }));
             }
             let hash = sha256(entry.key.expose().as_bytes());
-            if let Some(position) = entries.iter().position(|(h, _)| bool::from(h.ct_eq(&hash))) {
-                return Err(fail(format!(
-                    "the same key is already listed at auth.api_keys[{position}]"
-                )));
+            if let Some(first) = entries.iter().position(|(h, _)| bool::from(h.ct_eq(&hash))) {
+                return Err(fail(ClientKeyProblem::DuplicateKey { first }));
             }
-            if let Some(position) = entries.iter().position(|(_, id)| id.name == name) {
-                return Err(fail(format!(
-                    "the name `{name}` is already used by auth.api_keys[{position}]"
-                )));
+            if let Some(first) = entries.iter().position(|(_, id)| id.name == name) {
+                return Err(fail(ClientKeyProblem::DuplicateName { name, first }));
             }
             entries.push((
                 hash,
@@ -243,26 +238,47 @@ mod tests {
         assert!(keys.authenticate(&PLANTED.as_bytes()[..PLANTED.len() - 1]).is_none());
     }
 
+    /// The messages speak of client keys by position, in the library's terms: naming them as a
+    /// program's configuration does (`auth.api_keys[1]`) is the caller's job.
     #[test]
     fn rejects_short_empty_and_duplicate_keys_without_echoing_them() {
         let cases = [
-            (vec![key(None, "", &[])], "auth.api_keys[0]: the key is empty"),
-            (vec![key(None, "cpk-short", &[])], "auth.api_keys[0]: the key is 9 bytes"),
+            (vec![key(None, "", &[])], "client key 0: the key is empty", ClientKeyProblem::Empty),
+            (
+                vec![key(None, "cpk-short", &[])],
+                "client key 0: the key is 9 bytes; client keys must be at least 16 bytes",
+                ClientKeyProblem::TooShort { len: 9, min: 16 },
+            ),
             (
                 vec![key(None, PLANTED, &[]), key(None, PLANTED, &[])],
-                "auth.api_keys[1]: the same key",
+                "client key 1: the same key is already listed as client key 0",
+                ClientKeyProblem::DuplicateKey { first: 0 },
             ),
             (
                 vec![key(Some("a"), PLANTED, &[]), key(Some("a"), "cpk-bbbbbbbbbbbbbbbbbbbb", &[])],
-                "auth.api_keys[1]: the name `a` is already used by auth.api_keys[0]",
+                "client key 1: the name `a` is already used by client key 0",
+                ClientKeyProblem::DuplicateName { name: "a".to_owned(), first: 0 },
             ),
-            (vec![key(Some(" "), PLANTED, &[])], "auth.api_keys[0]: `name` is empty"),
-            (vec![key(None, PLANTED, &[""])], "auth.api_keys[0]: `models` contains an empty"),
+            (
+                vec![key(Some(" "), PLANTED, &[])],
+                "client key 0: `name` is empty",
+                ClientKeyProblem::EmptyName,
+            ),
+            (
+                vec![key(None, PLANTED, &[""])],
+                "client key 0: `models` contains an empty",
+                ClientKeyProblem::EmptyModelPattern { pattern: String::new() },
+            ),
         ];
-        for (config, expected) in cases {
-            let error = ClientKeys::from_config(&config).unwrap_err().to_string();
+        for (config, expected, problem) in cases {
+            let error = ClientKeys::from_config(&config).unwrap_err();
+            assert!(error.is_config());
+            let Error::ClientKey { problem: got, .. } = &error else { panic!("{error:?}") };
+            assert_eq!(got, &problem);
+            let error = error.to_string();
             assert!(error.starts_with(expected), "{error}");
             assert!(!error.contains(PLANTED), "{error}");
+            assert!(!error.contains("auth.") && !error.contains("cliproxy-server"), "{error}");
         }
     }
 

@@ -5,8 +5,9 @@ use std::time::Duration;
 use cliproxy_core::Secret;
 use serde::Deserialize;
 
-use crate::crypto::{DataKey, Keyring};
-use crate::{ClientKeyConfig, ClientKeys, CredentialStore, Error, FileStore, Result};
+use crate::{
+    ClientKeyConfig, ClientKeys, CredentialStore, Error, FileStoreOptions, KeyRole, Keyring, Result,
+};
 
 /// `auth.encryption`: encryption at rest of credential files.
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -29,58 +30,39 @@ pub struct EncryptionConfig {
 }
 
 impl EncryptionConfig {
-    pub(crate) fn keyring(&self) -> Result<Keyring> {
-        let current = match &self.key {
-            Some(key) if !key.is_empty() => Some(DataKey::parse("auth.encryption.key", key)?),
-            _ if self.enabled => {
-                return Err(Error::Config {
-                    key: "auth.encryption.key".to_owned(),
-                    reason: "encryption is enabled but no key is set (set CLIPROXY_ENCRYPTION_KEY; `cliproxy-server keygen` prints one)".to_owned(),
-                });
-            }
-            _ => None,
-        };
-        let previous = self
-            .previous_keys
-            .iter()
-            .enumerate()
-            .map(|(index, key)| {
-                DataKey::parse(&format!("auth.encryption.previous_keys[{index}]"), key)
-            })
-            .collect::<Result<Vec<_>>>()?;
-        // Without `enabled` the key only decrypts: new files stay plaintext.
-        let (current, previous) = match current {
-            Some(key) if !self.enabled => (None, std::iter::once(key).chain(previous).collect()),
-            current => (current, previous),
-        };
-        Ok(Keyring::new(current, previous))
+    /// The keyring these settings describe: without `enabled`, every key only decrypts (new
+    /// files stay plaintext). [`Error::NoCurrentKey`] when `enabled` has no key.
+    pub fn keyring(&self) -> Result<Keyring> {
+        let current = self.key.as_ref().filter(|key| !key.is_empty());
+        if current.is_none() && self.enabled {
+            return Err(Error::NoCurrentKey);
+        }
+        let keys = Keyring::from_secrets(current, &self.previous_keys)?;
+        Ok(if self.enabled { keys } else { keys.decrypt_only() })
     }
 
-    /// The config keys (`auth.encryption.key`, `auth.encryption.previous_keys[i]`) whose value
-    /// is taken in the "32 raw bytes" form: used as the key as it is, with no key derivation,
-    /// so a 32-character passphrase passes for a key. `check` warns about them; the form is
-    /// kept so that files written under such a key still decrypt. Names only, never values.
-    pub fn raw_form_keys(&self) -> Vec<String> {
-        let current = self.key.iter().map(|key| ("auth.encryption.key".to_owned(), key));
+    /// The keys whose value is taken in the "32 raw bytes" form: used as the key as it is,
+    /// with no key derivation, so a 32-character passphrase passes for a key. A program's own
+    /// checks can warn about them; the form is kept so that files written under such a key
+    /// still decrypt. Roles only, never values.
+    pub fn raw_form_keys(&self) -> Vec<KeyRole> {
+        let current = self.key.iter().map(|key| (KeyRole::Current, key));
         let previous = self
             .previous_keys
             .iter()
             .enumerate()
-            .map(|(index, key)| (format!("auth.encryption.previous_keys[{index}]"), key));
+            .map(|(index, key)| (KeyRole::Previous(index), key));
         current
             .chain(previous)
             .filter(|(_, key)| crate::crypto::is_raw_form(key.expose()))
-            .map(|(name, _)| name)
+            .map(|(role, _)| role)
             .collect()
     }
 
     /// Whether plaintext files are refused at load: `require_encrypted`, by default `enabled`.
     pub(crate) fn require_encrypted(&self) -> Result<bool> {
         match self.require_encrypted {
-            Some(true) if !self.enabled => Err(Error::Config {
-                key: "auth.encryption.require_encrypted".to_owned(),
-                reason: "is true while auth.encryption.enabled is false: new credentials would be written in plaintext and then refused; enable encryption or drop the setting".to_owned(),
-            }),
+            Some(true) if !self.enabled => Err(Error::RequireEncryptedWithoutEncryption),
             Some(require) => Ok(require),
             None => Ok(self.enabled),
         }
@@ -153,7 +135,8 @@ impl Default for Config {
 impl Config {
     /// Opens the credential store in `dir` with the configured encryption keys, creating the
     /// directory 0700 when missing and tightening loose permissions on a directory we own. A
-    /// directory owned by another user is refused; a malformed key is an [`Error::Config`].
+    /// directory owned by another user is refused; a malformed key is an
+    /// [`Error::InvalidDataKey`]. [`FileStoreOptions`] does the same from plain values.
     ///
     /// The store holds no lock on the directory: it is for reading beside a running gateway
     /// (`vault list`, `check`), and each write it makes takes the lock of `auth.dir` for its
@@ -172,12 +155,12 @@ impl Config {
     }
 
     fn open(&self, exclusive: bool) -> Result<Arc<dyn CredentialStore>> {
-        Ok(Arc::new(FileStore::with_keys(
-            &self.dir,
-            self.encryption.keyring()?,
-            self.encryption.require_encrypted()?,
-            exclusive,
-        )?))
+        let store = FileStoreOptions::new()
+            .keys(self.encryption.keyring()?)
+            .require_encrypted(self.encryption.require_encrypted()?)
+            .exclusive(exclusive)
+            .open(&self.dir)?;
+        Ok(Arc::new(store))
     }
 
     /// Validates `api_keys` into the constant-time lookup table the gateway uses.
@@ -220,6 +203,10 @@ mod tests {
         assert!(!parse("enabled: true\nrequire_encrypted: false\n").require_encrypted().unwrap());
         let error = parse("require_encrypted: true\n").require_encrypted().unwrap_err();
         assert!(error.is_config());
-        assert!(error.to_string().starts_with("auth.encryption.require_encrypted:"), "{error}");
+        assert!(matches!(error, Error::RequireEncryptedWithoutEncryption), "{error:?}");
+        assert!(
+            error.to_string().starts_with("encrypted files are required while encryption is off"),
+            "{error}"
+        );
     }
 }

@@ -559,7 +559,7 @@ mod tests {
 
     fn key() -> DataKey {
         DataKey::parse(
-            "k",
+            crate::KeyRole::Current,
             &Secret::from("q83vEjRWeJCrze8SNFZ4kKvN7xI0VniQq83vEjRWeJA=".to_owned()),
         )
         .unwrap()

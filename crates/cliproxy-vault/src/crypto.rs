@@ -12,7 +12,7 @@ use ring::digest::{SHA256, digest};
 use ring::rand::{SecureRandom, SystemRandom};
 use zeroize::Zeroizing;
 
-use crate::{Error, Result};
+use crate::{Error, KeyRole, Result};
 
 /// Length of an encryption key in bytes.
 pub(crate) const KEY_LEN: usize = 32;
@@ -32,14 +32,11 @@ impl fmt::Debug for DataKey {
 
 impl DataKey {
     /// Parses a key given as base64 (`openssl rand -base64 32`), 64 hex digits, or 32 raw
-    /// bytes. `name` is the config key, for the error.
-    pub(crate) fn parse(name: &str, text: &Secret) -> Result<Self> {
-        let bytes = decode_key(text.expose()).ok_or_else(|| Error::Config {
-            key: name.to_owned(),
-            reason: format!(
-                "not a 32-byte key (the value is {} characters); accepted forms: base64 of 32 bytes (what `openssl rand -base64 32` or `cliproxy-server keygen` prints), 64 hex digits, or exactly 32 raw bytes",
-                text.expose().chars().count()
-            ),
+    /// bytes. `role` says which key of the keyring it is, for the error.
+    pub(crate) fn parse(role: KeyRole, text: &Secret) -> Result<Self> {
+        let bytes = decode_key(text.expose()).ok_or_else(|| Error::InvalidDataKey {
+            key: role,
+            chars: text.expose().chars().count(),
         })?;
         Ok(Self::from_bytes(&bytes))
     }
@@ -147,16 +144,53 @@ fn decode_key(text: &str) -> Option<Zeroizing<[u8; KEY_LEN]>> {
     None
 }
 
-/// The keys of `auth.encryption`: the current one (new writes) and previous ones (read only).
+/// The data keys of a store: the current one, which encrypts new and re-written files, and
+/// previous ones, which only decrypt files written before a rotation. Its `Debug` shows key
+/// ids only.
+///
+/// ```
+/// use cliproxy_core::Secret;
+/// use cliproxy_vault::Keyring;
+///
+/// let old = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+/// let old = Secret::from(old.to_owned());
+/// let new = Secret::from("q83vEjRWeJCrze8SNFZ4kKvN7xI0VniQq83vEjRWeJA=".to_owned());
+/// let keys = Keyring::from_secrets(Some(&new), &[old]).unwrap();
+/// assert_eq!(keys.ids().len(), 2);
+/// assert_eq!(keys.current_id(), Some(keys.ids()[0]));
+/// ```
 #[derive(Debug, Default)]
-pub(crate) struct Keyring {
+pub struct Keyring {
     current: Option<DataKey>,
     previous: Vec<DataKey>,
 }
 
 impl Keyring {
+    #[cfg(test)]
     pub(crate) fn new(current: Option<DataKey>, previous: Vec<DataKey>) -> Self {
         Self { current, previous }
+    }
+
+    /// Parses the current key (when given) and the previous ones, each written as base64 of 32
+    /// bytes (`openssl rand -base64 32`), 64 hex digits or exactly 32 raw bytes (taken as they
+    /// are, with no key derivation). A value in none of these forms is an
+    /// [`Error::InvalidDataKey`] naming its [`KeyRole`], never its value.
+    pub fn from_secrets(current: Option<&Secret>, previous: &[Secret]) -> Result<Self> {
+        let current = current.map(|key| DataKey::parse(KeyRole::Current, key)).transpose()?;
+        let previous = previous
+            .iter()
+            .enumerate()
+            .map(|(index, key)| DataKey::parse(KeyRole::Previous(index), key))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self { current, previous })
+    }
+
+    /// The same keys, all of them only for decrypting: a store given this keyring writes
+    /// plaintext and still reads files encrypted under any of them.
+    #[must_use]
+    pub fn decrypt_only(self) -> Self {
+        let previous = self.current.into_iter().chain(self.previous).collect();
+        Self { current: None, previous }
     }
 
     /// The key new files are encrypted with, when encryption is on.
@@ -164,13 +198,19 @@ impl Keyring {
         self.current.as_ref()
     }
 
+    /// The id of the current key (16 hex digits, written into every file it encrypts), when
+    /// there is one.
+    pub fn current_id(&self) -> Option<&str> {
+        self.current.as_ref().map(|key| key.id.as_str())
+    }
+
     /// The key with this id, current or previous.
     pub(crate) fn find(&self, id: &str) -> Option<&DataKey> {
         self.current.iter().chain(&self.previous).find(|key| key.id == id)
     }
 
-    /// The ids of every configured key, for messages.
-    pub(crate) fn ids(&self) -> Vec<&str> {
+    /// The ids of every key, the current one first.
+    pub fn ids(&self) -> Vec<&str> {
         self.current.iter().chain(&self.previous).map(|key| key.id.as_str()).collect()
     }
 }
@@ -201,7 +241,7 @@ mod tests {
     /// was. Opening works in a copy of the ciphertext, which does not grow either.
     #[test]
     fn sealing_and_opening_never_grow_the_plaintext_buffer() {
-        let key = DataKey::parse("k", &secret(B64)).unwrap();
+        let key = DataKey::parse(KeyRole::Current, &secret(B64)).unwrap();
         for size in [0, 1, 15, 16, 17, 100, 3000] {
             let plaintext = vec![b'p'; size];
             let (nonce, sealed) = key.seal("id", &plaintext).unwrap();
@@ -223,16 +263,15 @@ mod tests {
 
     #[test]
     fn accepts_base64_hex_and_raw_forms_of_the_same_kind() {
-        let b64 = DataKey::parse("auth.encryption.key", &secret(B64)).unwrap();
+        let b64 = DataKey::parse(KeyRole::Current, &secret(B64)).unwrap();
         let hex = DataKey::parse(
-            "auth.encryption.key",
+            KeyRole::Current,
             &secret("abcdef1234567890abcdef1234567890abcdef1234567890abcdef1234567890"),
         )
         .unwrap();
         assert_eq!(b64.id(), hex.id(), "the base64 and hex spell the same key");
         let raw =
-            DataKey::parse("auth.encryption.key", &secret("0123456789abcdef0123456789ABCDEF"))
-                .unwrap();
+            DataKey::parse(KeyRole::Current, &secret("0123456789abcdef0123456789ABCDEF")).unwrap();
         assert_ne!(raw.id(), b64.id());
         assert_eq!(b64.id().len(), 16);
     }
@@ -240,13 +279,14 @@ mod tests {
     #[test]
     fn rejects_other_forms_naming_the_key_and_the_forms_without_the_value() {
         for bad in ["", "short", "q83vEjRWeJCrze8SNFZ4kA==", &"a".repeat(33), &"g".repeat(64)] {
-            let error = DataKey::parse("auth.encryption.previous_keys[1]", &secret(bad))
-                .unwrap_err()
-                .to_string();
+            let error = DataKey::parse(KeyRole::Previous(1), &secret(bad)).unwrap_err();
             assert!(
-                error.starts_with("auth.encryption.previous_keys[1]: not a 32-byte key"),
-                "{error}"
+                matches!(error, Error::InvalidDataKey { key: KeyRole::Previous(1), .. }),
+                "{error:?}"
             );
+            let error = error.to_string();
+            assert!(error.starts_with("the previous data key 1 is not a 32-byte key"), "{error}");
+            assert!(!error.contains("auth.") && !error.contains("cliproxy-server"), "{error}");
             assert!(
                 error.contains("openssl rand -base64 32") && error.contains("64 hex digits"),
                 "{error}"
@@ -259,13 +299,13 @@ mod tests {
 
     #[test]
     fn seal_open_round_trip_and_tamper_detection() {
-        let key = DataKey::parse("k", &secret(B64)).unwrap();
+        let key = DataKey::parse(KeyRole::Current, &secret(B64)).unwrap();
         let (nonce, sealed) = key.seal("openai-a", b"secret payload").unwrap();
         assert_eq!(&key.open("openai-a", nonce, &sealed).unwrap()[..], b"secret payload");
         assert!(!sealed.windows(6).any(|w| w == b"secret"));
         // Another id (associated data), another key, a flipped bit, a truncation: all refused.
         assert!(key.open("openai-b", nonce, &sealed).is_none());
-        let other = DataKey::parse("k", &secret(&"7".repeat(64))).unwrap();
+        let other = DataKey::parse(KeyRole::Current, &secret(&"7".repeat(64))).unwrap();
         assert!(other.open("openai-a", nonce, &sealed).is_none());
         let mut flipped = sealed.clone();
         flipped[0] ^= 1;
@@ -294,7 +334,7 @@ mod tests {
 
     #[test]
     fn a_fixed_vector_opens_to_its_plaintext_and_no_changed_byte_does() {
-        let key = DataKey::parse("k", &secret(B64)).unwrap();
+        let key = DataKey::parse(KeyRole::Current, &secret(B64)).unwrap();
         assert_eq!(key.id(), B64_KEY_ID);
         let sealed = unhex(VECTOR_SEALED);
         assert_eq!(sealed.len(), b"secret payload".len() + 16);
@@ -316,7 +356,7 @@ mod tests {
     fn seal_is_aes_256_gcm_with_the_id_as_associated_data() {
         // Opened with ring directly from the raw key bytes, not with `DataKey::open`: a change
         // made to both halves of this module alike cannot pass.
-        let key = DataKey::parse("k", &secret(B64)).unwrap();
+        let key = DataKey::parse(KeyRole::Current, &secret(B64)).unwrap();
         let (nonce, mut sealed) = key.seal("openai-a", b"secret payload").unwrap();
         let raw = unhex("abcdef1234567890abcdef1234567890abcdef1234567890abcdef1234567890");
         let reference = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &raw).unwrap());
@@ -328,7 +368,7 @@ mod tests {
 
     #[test]
     fn debug_shows_only_the_key_id() {
-        let key = DataKey::parse("k", &secret(B64)).unwrap();
+        let key = DataKey::parse(KeyRole::Current, &secret(B64)).unwrap();
         let id = key.id().to_owned();
         let single = format!("{key:?}");
         let printed = format!("{single} {:?}", Keyring::new(Some(key), Vec::new()));

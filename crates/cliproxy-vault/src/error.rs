@@ -1,8 +1,15 @@
+use std::fmt;
 use std::io;
 use std::path::PathBuf;
 
-/// What went wrong in the vault. Every variant names the file or the config key it is about;
-/// none of them carries a secret (file contents are never quoted, only line and column).
+/// What went wrong in the vault. Every variant names the file, the key or the setting it is
+/// about, in the library's own terms; none of them carries a secret (file contents are never
+/// quoted, only line and column).
+///
+/// The texts speak of the store, its directory, its keys and its settings, never of how a
+/// program that embeds the vault names them in its configuration: the variants carry the data
+/// (which client key, which data key, which file), so that such a program can map them to its
+/// own setting names and commands.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -18,7 +25,7 @@ pub enum Error {
     },
     /// A file or directory belongs to another user; we refuse to trust or change it.
     #[error(
-        "{path} is owned by uid {owner}, not by the uid the gateway runs as ({ours}); refusing to use it (fix: chown it to uid {ours} or remove it)"
+        "{path} is owned by uid {owner}, not by the uid this process runs as ({ours}); refusing to use it (fix: chown it to uid {ours} or remove it)"
     )]
     ForeignOwner {
         /// The file or directory.
@@ -28,7 +35,7 @@ pub enum Error {
         /// Our effective uid.
         ours: u32,
     },
-    /// `auth.dir` (or a credential path) is not what it should be.
+    /// The credential directory (or a credential path) is not what it should be.
     #[error("{path}: {reason}")]
     Unusable {
         /// The file or directory.
@@ -39,7 +46,7 @@ pub enum Error {
     /// A mode was set and did not stick: the filesystem ignores permissions. Refused rather
     /// than reported as "changed" again on every read.
     #[error(
-        "{path}: mode is still {got:04o} after setting it to {wanted:04o}: this filesystem ignores permissions (vfat, some network or FUSE mounts), so the credentials would be readable by others; put auth.dir on a filesystem that keeps modes"
+        "{path}: mode is still {got:04o} after setting it to {wanted:04o}: this filesystem ignores permissions (vfat, some network or FUSE mounts), so the credentials would be readable by others; put the credential directory on a filesystem that keeps modes"
     )]
     ModeNotKept {
         /// The file or directory.
@@ -100,22 +107,40 @@ pub enum Error {
         /// What is allowed.
         reason: &'static str,
     },
-    /// A client key in `auth.api_keys` is unusable. The key itself is never printed.
-    #[error("auth.api_keys[{index}]: {reason}")]
+    /// A client key of [`crate::ClientKeys::from_config`] is unusable. The key itself is never
+    /// printed.
+    #[error("client key {index}: {problem}")]
     ClientKey {
-        /// Position in the list.
+        /// Position in the list given, from 0.
         index: usize,
         /// What is wrong with it.
-        reason: String,
+        problem: ClientKeyProblem,
     },
-    /// A configuration value of the vault (`auth.*`) is unusable.
-    #[error("{key}: {reason}")]
-    Config {
-        /// The full config key, e.g. `auth.encryption.key`.
-        key: String,
-        /// What is wrong and how to fix it. Never contains the value of a secret.
-        reason: String,
+    /// A data (encryption) key is not in one of the accepted forms. Its value is never printed,
+    /// only its length.
+    #[error(
+        "the {key} is not a 32-byte key (the value is {chars} characters); accepted forms: base64 of 32 bytes (what `openssl rand -base64 32` prints), 64 hex digits, or exactly 32 raw bytes"
+    )]
+    InvalidDataKey {
+        /// Which key of the keyring.
+        key: KeyRole,
+        /// The length of the value given, in characters.
+        chars: usize,
     },
+    /// Encryption is asked for, but no current data key is given.
+    #[error("encryption is enabled but no current data key is set")]
+    NoCurrentKey,
+    /// Plaintext files are to be refused while new files would be written in plaintext (no
+    /// current data key): every credential written would then be refused when read.
+    #[error(
+        "encrypted files are required while encryption is off: new credentials would be written in plaintext and then refused; enable encryption or stop requiring encrypted files"
+    )]
+    RequireEncryptedWithoutEncryption,
+    /// Re-encryption was asked of a store without a current data key.
+    #[error(
+        "encryption is not enabled (the store has no current data key), so nothing can be re-encrypted"
+    )]
+    EncryptionDisabled,
     /// An encrypted credential file does not decrypt: the key is wrong or the file changed.
     #[error(
         "{path}: cannot decrypt with key {key_id}: the key is wrong or the file was changed or truncated (it is left as it is)"
@@ -126,21 +151,22 @@ pub enum Error {
         /// The key id the file names.
         key_id: String,
     },
-    /// An encrypted credential file names a key that is not configured.
+    /// An encrypted credential file names a data key that the store was not given.
     #[error(
-        "{path}: encrypted with key {key_id}, which is neither auth.encryption.key nor one of auth.encryption.previous_keys (configured: {known}); add the old key to previous_keys"
+        "{path}: encrypted with data key {key_id}, which is neither the current key nor a previous key (configured: {}); add the old key to the previous keys",
+        key_list(.known)
     )]
     UnknownKey {
         /// The credential file.
         path: PathBuf,
         /// The key id the file names.
         key_id: String,
-        /// The ids of the configured keys.
-        known: String,
+        /// The ids of the keys the store was given (empty: none).
+        known: Vec<String>,
     },
-    /// A plaintext credential file while `auth.encryption.require_encrypted` is on.
+    /// A plaintext credential file while the store requires encrypted files.
     #[error(
-        "{path}: plaintext credential file refused: auth.encryption.require_encrypted is on (the default when encryption is enabled), and anyone who can write auth.dir can plant such a file; if you wrote it, `cliproxy-server vault migrate` encrypts it, otherwise delete it"
+        "{path}: plaintext credential file refused: the store requires encrypted files, and anyone who can write the credential directory can plant such a file; if you wrote it, migrate it (`CredentialStore::migrate` encrypts it), otherwise delete it"
     )]
     PlaintextRefused {
         /// The credential file.
@@ -148,7 +174,7 @@ pub enum Error {
     },
     /// The current key has encrypted as many files as random 96-bit nonces safely allow.
     #[error(
-        "encryption key {key_id} has been used for {writes} writes, the safe limit for random nonces; rotate it (new auth.encryption.key, old one in previous_keys, then `cliproxy-server vault rotate-key`)"
+        "data key {key_id} has been used for {writes} writes, the safe limit for random nonces; rotate it (a new current key, this one among the previous keys, then re-encrypt)"
     )]
     KeyExhausted {
         /// The key id.
@@ -156,14 +182,15 @@ pub enum Error {
         /// Writes counted.
         writes: u64,
     },
-    /// Another process holds the lock of `auth.dir`: a running gateway, or a vault command
-    /// that writes. Refused at once rather than waited for: the holder may be a gateway that
-    /// runs for months.
+    /// Another process holds the lock of the credential directory: a store opened exclusively
+    /// (a running service), or another store's write. Refused at once rather than waited
+    /// for: the holder may be a service that runs for months.
     #[error(
-        "{dir}: auth.dir is in use by another process (a running gateway, `cliproxy-server serve`, or a vault command holds {dir}/.lock); nothing was changed. Stop the gateway first, or change credentials through the running gateway's management API (POST /v0/management/auths, DELETE /v0/management/auths/PROVIDER/ID)"
+        "{dir}: the credential directory is in use by another process (it holds {}); nothing was changed",
+        .dir.join(crate::lock::LOCK_FILE).display()
     )]
     Locked {
-        /// The credential directory (`auth.dir`).
+        /// The credential directory.
         dir: PathBuf,
     },
     /// The system random number generator failed.
@@ -175,12 +202,101 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
-    /// Whether this is a configuration problem (the process should exit with code 78).
+    /// Whether this is a problem with the values the store or the client keys were built
+    /// from (a program may treat it as a configuration error), not with the files.
     pub fn is_config(&self) -> bool {
-        matches!(self, Self::Config { .. } | Self::ClientKey { .. })
+        matches!(
+            self,
+            Self::ClientKey { .. }
+                | Self::InvalidDataKey { .. }
+                | Self::NoCurrentKey
+                | Self::RequireEncryptedWithoutEncryption
+                | Self::EncryptionDisabled
+        )
     }
 
     pub(crate) fn io(path: impl Into<PathBuf>, op: &'static str, source: io::Error) -> Self {
         Self::Io { path: path.into(), op, source }
     }
+}
+
+/// Which key of a keyring a [`Error::InvalidDataKey`] is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum KeyRole {
+    /// The current key: new files are encrypted with it.
+    Current,
+    /// A previous key, by its position among the previous keys (from 0).
+    Previous(usize),
+}
+
+impl fmt::Display for KeyRole {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Current => f.write_str("current data key"),
+            Self::Previous(index) => write!(f, "previous data key {index}"),
+        }
+    }
+}
+
+/// What is wrong with a client key ([`Error::ClientKey`]). The key itself is never held.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ClientKeyProblem {
+    /// The key is empty (often: the environment variable meant to fill it is not set).
+    Empty,
+    /// The key is shorter than the shortest accepted.
+    TooShort {
+        /// Its length in bytes.
+        len: usize,
+        /// The shortest accepted, in bytes.
+        min: usize,
+    },
+    /// The name given is empty or blank.
+    EmptyName,
+    /// A model pattern is empty or blank.
+    EmptyModelPattern {
+        /// The pattern as given (blank; never a secret).
+        pattern: String,
+    },
+    /// The same key is listed earlier.
+    DuplicateKey {
+        /// The position of the earlier one.
+        first: usize,
+    },
+    /// The same name is used earlier.
+    DuplicateName {
+        /// The name.
+        name: String,
+        /// The position of the earlier one.
+        first: usize,
+    },
+}
+
+impl fmt::Display for ClientKeyProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Empty => {
+                f.write_str("the key is empty (is the environment variable it names set?)")
+            }
+            Self::TooShort { len, min } => {
+                write!(f, "the key is {len} bytes; client keys must be at least {min} bytes")
+            }
+            Self::EmptyName => f.write_str("`name` is empty"),
+            Self::EmptyModelPattern { pattern } => {
+                write!(f, "`models` contains an empty pattern `{pattern}`")
+            }
+            Self::DuplicateKey { first } => {
+                write!(f, "the same key is already listed as client key {first}")
+            }
+            Self::DuplicateName { name, first } => {
+                write!(f, "the name `{name}` is already used by client key {first}")
+            }
+        }
+    }
+}
+
+/// The configured key ids of an [`Error::UnknownKey`], for its message.
+fn key_list(ids: &[String]) -> String {
+    if ids.is_empty() { "none".to_owned() } else { ids.join(", ") }
 }

@@ -1,21 +1,23 @@
 //! The device fingerprint: a stable, non-reversible id of this install that the gateway can
 //! send upstream (`auth.device_fingerprint`).
 //!
-//! It is 32 random bytes in hex, generated on first use and kept in `auth.dir` (0600), so it
-//! stays the same across restarts and says nothing about the machine. Before issue 18 it was
-//! an unkeyed SHA-256 of a public salt, the first MAC address and the hostname: anyone who
-//! saw it upstream could confirm a guessed MAC and hostname offline, and every install on a
-//! machine sent the same id. A persisted random id was chosen over an HMAC of the same
-//! inputs keyed with a per-install secret: that secret would have to be kept in `auth.dir`
-//! too, and then the hardware adds nothing but a dependency on netlink. A stored value that
-//! is the old hash of this machine is replaced (see `FileStore::device_fingerprint`).
+//! It is 32 random bytes in hex, generated on first use and kept in the credential directory
+//! (0600), so it stays the same across restarts and says nothing about the machine. Before
+//! issue 18 it was an unkeyed SHA-256 of a public salt, the first MAC address and the
+//! hostname: anyone who saw it upstream could confirm a guessed MAC and hostname offline, and
+//! every install on a machine sent the same id. A persisted random id was chosen over an HMAC
+//! of the same inputs keyed with a per-install secret: that secret would have to be kept in
+//! the credential directory too, and then the hardware adds nothing but a dependency on
+//! netlink. A stored value that is the old hash of this machine is replaced (see
+//! `FileStore::device_fingerprint`).
 
 use ring::digest::{Context, SHA256};
 use ring::rand::{SecureRandom, SystemRandom};
 
 use crate::{Error, Result};
 
-/// The file in `auth.dir` the fingerprint is kept in (hidden: never taken for a credential).
+/// The file in the credential directory the fingerprint is kept in (hidden: never taken for
+/// a credential).
 pub(crate) const FINGERPRINT_FILE: &str = ".device-fingerprint";
 /// The public salt of the old, hardware-derived fingerprint; kept only to recognise it.
 const LEGACY_SALT: &[u8] = b"cliproxy-device-fingerprint-v1";

@@ -1,14 +1,14 @@
-//! The lock that keeps one writer at a time on `auth.dir`.
+//! The lock that keeps one writer at a time on a credential directory.
 //!
-//! A running gateway holds it for as long as it runs: it keeps its credentials in memory and
-//! writes them back (OAuth refreshes, the management API), so a command-line writer working
+//! A running service (a gateway) holds it for as long as it runs: it keeps its credentials in
+//! memory and writes them back (OAuth refreshes, an admin API), so a command-line writer working
 //! on the same files meanwhile would undo its changes or be undone by them (a deleted
 //! credential brought back, a refresh token rolled back, files written under a key that is
-//! being retired). Every other write takes it for the time of the operation. Readers (`vault
-//! list`, `check`) take none: every write is an atomic rename, so a reader sees the old file
+//! being retired). Every other write takes it for the time of the operation. Readers (listings,
+//! checks) take none: every write is an atomic rename, so a reader sees the old file
 //! or the new one, never half of one.
 //!
-//! It is an advisory `flock` on `auth.dir/.lock`, an empty file that is never removed (a lock
+//! It is an advisory `flock` on `DIR/.lock`, an empty file that is never removed (a lock
 //! file removed while held lets a second process lock a new file of the same name). The
 //! kernel releases the lock when the holder's descriptor is closed, also when the holder is
 //! killed with SIGKILL, so a crash never leaves a stale lock behind.
@@ -22,8 +22,8 @@ use nix::libc;
 
 use crate::{Error, Result};
 
-/// The lock file in `auth.dir`. Hidden, so never taken for a credential (`<id>.json`) nor for
-/// the temporary file of an interrupted write (`.<name>.tmp-<hex>`).
+/// The lock file in the credential directory. Hidden, so never taken for a credential
+/// (`<id>.json`) nor for the temporary file of an interrupted write (`.<name>.tmp-<hex>`).
 pub(crate) const LOCK_FILE: &str = ".lock";
 
 /// How often a held lock is tried again before the answer is [`Error::Locked`], and the pause
@@ -43,7 +43,7 @@ impl DirLock {
     /// lock file 0600 when missing. Never waits for a holder: when another process holds it, the answer is
     /// [`Error::Locked`] within 200 ms. `None` when the directory is on a read-only filesystem and
     /// has no lock file yet: nothing can be written there to race with, and a gateway must
-    /// still be able to serve from a read-only `auth.dir`.
+    /// still be able to serve from a read-only directory.
     pub(crate) fn acquire(dir: &Path, uid: u32, file_mode: u32) -> Result<Option<Self>> {
         let path = dir.join(LOCK_FILE);
         let flags = libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC;
@@ -75,7 +75,7 @@ impl DirLock {
             return Err(Error::ForeignOwner { path, owner: meta.uid(), ours: uid });
         }
         // The umask may have narrowed the mode of a new file, and an old one may be loose;
-        // `check` holds every hidden file of `auth.dir` to 0600 as it does credentials.
+        // Every hidden file of the directory is held to 0600, as credentials are.
         if !read_only && meta.mode() & 0o7777 != file_mode {
             crate::store::set_mode(&file, &path, file_mode, "set mode 0600 on")?;
         }
@@ -103,9 +103,9 @@ fn open_error(path: &Path, error: io::Error) -> Error {
     if error.raw_os_error() == Some(libc::ELOOP) {
         Error::Unusable {
             path: path.to_owned(),
-            reason: "is a symbolic link; the lock file of auth.dir must be a regular file",
+            reason: "is a symbolic link; the lock file of the credential directory must be a regular file",
         }
     } else {
-        Error::io(path, "open the lock file of auth.dir", error)
+        Error::io(path, "open the lock file of the credential directory", error)
     }
 }

@@ -1,5 +1,6 @@
 //! The audit log's checkpoint signing key: an Ed25519 key (PKCS#8, made by ring) kept in
-//! `auth.dir` as the bookkeeping file `.audit-signing-key.json`, encrypted like credentials.
+//! the credential directory as the bookkeeping file `.audit-signing-key.json`, encrypted like
+//! credentials.
 //!
 //! A vault record (a credential) would have to pass for a provider credential in every listing
 //! and API, so the key is a hidden bookkeeping file instead (the credential listing skips
@@ -25,7 +26,7 @@ use zeroize::Zeroizing;
 use crate::crypto::{Keyring, from_base64, to_base64};
 use crate::{Config, Error, Result};
 
-/// The file name in `auth.dir`.
+/// The file name in the credential directory.
 pub const AUDIT_SIGNING_KEY_FILE: &str = ".audit-signing-key.json";
 const FORMAT: &str = "cliproxy-audit-signing-key";
 /// The associated data of the seal: a sealed key moved to another name does not open.
@@ -150,7 +151,7 @@ fn open(
             let key = keys.find(key_id).ok_or_else(|| Error::UnknownKey {
                 path: path.to_owned(),
                 key_id: key_id.clone(),
-                known: keys.ids().join(", "),
+                known: keys.ids().into_iter().map(str::to_owned).collect(),
             })?;
             let nonce: [u8; NONCE_LEN] = from_base64(nonce)
                 .and_then(|n| n.try_into().ok())

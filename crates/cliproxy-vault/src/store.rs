@@ -15,7 +15,8 @@ use crate::crypto::Keyring;
 use crate::fingerprint::{self, FINGERPRINT_FILE};
 use crate::lock::DirLock;
 use crate::{
-    Credential, CredentialFile, CredentialMeta, Error, Protection, Result, parse_credential_file,
+    Credential, CredentialFile, CredentialMeta, Error, Notice, Protection, Result,
+    parse_credential_file,
 };
 
 /// Writes under one key after which a warning asks for a rotation (random 96-bit nonces are
@@ -23,7 +24,8 @@ use crate::{
 const KEY_WRITES_WARN: u64 = 1 << 30;
 /// Writes under one key after which the vault refuses to encrypt more.
 const KEY_WRITES_MAX: u64 = 1 << 32;
-/// The per-key write counters, in `auth.dir` (hidden, so never taken for a credential).
+/// The per-key write counters, in the credential directory (hidden, so never taken for a
+/// credential).
 const KEY_USAGE_FILE: &str = ".key-usage.json";
 /// When each credential was last used: `{"<id>": <unix seconds>}`. Not secret.
 const LAST_USED_FILE: &str = ".last-used.json";
@@ -41,7 +43,8 @@ pub struct Reencrypted {
     pub unchanged: usize,
 }
 
-/// One file of `auth.dir` as listed: a credential's metadata, or why the file cannot be read.
+/// One file of the credential directory as listed: a credential's metadata, or why the file
+/// cannot be read.
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum ListEntry {
@@ -92,7 +95,7 @@ pub enum Unreadable {
     DecryptFailed,
     /// Sealed under a key that is not configured.
     UnknownKey,
-    /// Plaintext while `auth.encryption.require_encrypted` is on.
+    /// Plaintext while the store requires encrypted files.
     PlaintextRefused,
     /// A symbolic link, a directory or another non-regular file.
     NotARegularFile,
@@ -153,16 +156,16 @@ impl Unreadable {
                 "does not decrypt with the key it names: the file was changed; restore it from a backup or delete it"
             }
             Self::UnknownKey => {
-                "sealed with a key that is neither auth.encryption.key nor in previous_keys; add that key or delete the file"
+                "sealed with a data key that is neither the current key nor a previous key; add that key or delete the file"
             }
             Self::PlaintextRefused => {
-                "plaintext while auth.encryption.require_encrypted is on; `cliproxy-server vault migrate` if you wrote it, otherwise delete it"
+                "plaintext while the store requires encrypted files; migrate it if you wrote it, otherwise delete it"
             }
             Self::NotARegularFile => {
                 "a symbolic link or not a regular file; only regular files are read"
             }
             Self::ForeignOwner => {
-                "owned by another user; chown it to the gateway's user or delete it"
+                "owned by another user; chown it to the user of the process that reads it or delete it"
             }
             Self::InvalidName => "the file name is not a valid credential id",
             Self::Io => "the file could not be opened or read (see the gateway's host)",
@@ -170,16 +173,19 @@ impl Unreadable {
     }
 }
 
-/// Where credentials live. The gateway reads them at start-up; the CLI and (later) the
-/// management API write them.
+/// Where credentials live: the vault's main trait, and the seam another store (a Redis or a
+/// database, a secrets manager) implements. [`FileStore`] is the default implementation,
+/// built from a [`crate::Config`] section or from plain values with [`FileStoreOptions`].
 ///
-/// Implementations must never put a secret into an error, and must make `put` atomic: after a
-/// crash the old or the new credential is there, never half of one.
+/// The trait is object-safe: programs hold an `Arc<dyn CredentialStore>` and never need to
+/// know which store is behind it. Implementations must never put a secret into an error, a
+/// notice or a `Debug` line, and must make `put` atomic: after a crash the old or the new
+/// credential is there, never half of one.
 pub trait CredentialStore: Send + Sync + fmt::Debug {
     /// Every credential, without secrets, sorted by id. One unreadable file is an error naming
-    /// it. Plaintext files are listed (as [`Protection::Plaintext`]) even when
-    /// `auth.encryption.require_encrypted` refuses to load them: listing uses no token, and
-    /// the operator needs to see them to decide whether to `vault migrate` them.
+    /// it. Plaintext files are listed (as [`Protection::Plaintext`]) even when the store
+    /// requires encrypted files and refuses to load them: listing uses no token, and the
+    /// operator needs to see them to decide whether to [`CredentialStore::migrate`] them.
     fn list(&self) -> Result<Vec<CredentialMeta>>;
     /// Every credential file, sorted by id, each as its metadata or as unreadable with the
     /// reason: one damaged or foreign-key file does not hide the others. An error only when
@@ -189,8 +195,8 @@ pub trait CredentialStore: Send + Sync + fmt::Debug {
     /// other file; `None` when there is none with this id.
     fn entry(&self, id: &str) -> Result<Option<ListEntry>>;
     /// Every credential with its secret, sorted by id. One unreadable credential is an error
-    /// naming it, never a silent skip; so is a plaintext file while
-    /// `auth.encryption.require_encrypted` is on.
+    /// naming it, never a silent skip; so is a plaintext file while the store requires
+    /// encrypted files.
     fn load_all(&self) -> Result<Vec<Credential>>;
     /// One credential, or `None` when there is none with this id. Reads only its file, and
     /// refuses it as [`CredentialStore::load_all`] would.
@@ -203,31 +209,99 @@ pub trait CredentialStore: Send + Sync + fmt::Debug {
     /// Removes a credential's file without reading it (a damaged file can be removed too);
     /// `false` when there was none.
     fn delete(&self, id: &str) -> Result<bool>;
-    /// Whether the store is usable right now (for `/readyz`).
+    /// Whether the store is usable right now (for a readiness probe).
     fn check(&self) -> Result<()>;
     /// Where the store keeps its data, for messages.
     fn location(&self) -> &Path;
     /// Things the store fixed or noticed on its own (loose permissions tightened, plaintext
     /// files while encryption is on, a key nearing its write limit) since the last call, for
     /// the caller to log. None of them contains a secret.
-    fn take_notices(&self) -> Vec<String> {
+    fn take_notices(&self) -> Vec<Notice> {
         Vec::new()
     }
-    /// Records when credentials were last used (`(id, unix seconds)`), for `vault list`. The
-    /// gateway calls it in batches, off the request path.
+    /// Records when credentials were last used (`(id, unix seconds)`), for listings. Meant to
+    /// be called in batches, off any request path.
     fn record_use(&self, used: &[(String, u64)]) -> Result<()>;
     /// This install's device fingerprint: a random id generated once and then kept with the
     /// credentials (0600), so it stays the same across restarts and differs between installs.
     fn device_fingerprint(&self) -> Result<String>;
     /// Re-writes every credential that is not under the current encryption key, each
-    /// atomically: `vault rotate-key`. Plaintext files are encrypted too, unless
-    /// `auth.encryption.require_encrypted` refuses them (then nothing is rewritten: only
-    /// [`CredentialStore::migrate`] takes them in). An error when encryption is not enabled.
+    /// atomically: the second half of a key rotation. Plaintext files are encrypted too,
+    /// unless the store requires encrypted files and refuses them (then nothing is rewritten:
+    /// only [`CredentialStore::migrate`] takes them in). [`Error::EncryptionDisabled`] when
+    /// the store has no current key.
     fn reencrypt(&self) -> Result<Reencrypted>;
     /// [`CredentialStore::reencrypt`] that also takes in plaintext files whatever
-    /// `require_encrypted` says: `vault migrate`, the explicit way in. Each file taken in is
+    /// the store requires: the explicit way in. Each file taken in is
     /// reported as a notice naming its provider and base URL, for the operator to check.
     fn migrate(&self) -> Result<Reencrypted>;
+}
+
+/// How to open a [`FileStore`], from plain values: the keys, whether plaintext files are
+/// refused, whether the directory is locked for the store's whole life.
+///
+/// ```
+/// use cliproxy_core::Secret;
+/// use cliproxy_vault::{CredentialStore, FileStoreOptions, Keyring, Protection};
+///
+/// # let dir = tempfile::tempdir().unwrap();
+/// let key = Secret::from("q83vEjRWeJCrze8SNFZ4kKvN7xI0VniQq83vEjRWeJA=".to_owned());
+/// let store = FileStoreOptions::new()
+///     .keys(Keyring::from_secrets(Some(&key), &[]).unwrap())
+///     .require_encrypted(true)
+///     .exclusive(true)
+///     .open(dir.path())
+///     .unwrap();
+/// assert!(matches!(store.write_protection(), Protection::Encrypted(_)));
+/// ```
+#[derive(Debug, Default)]
+#[must_use]
+pub struct FileStoreOptions {
+    keys: Keyring,
+    require_encrypted: bool,
+    exclusive: bool,
+}
+
+impl FileStoreOptions {
+    /// No keys (plaintext files), plaintext files accepted, the lock taken for each write.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The data keys: new files are encrypted under the current one; files under any of them
+    /// are read.
+    pub fn keys(mut self, keys: Keyring) -> Self {
+        self.keys = keys;
+        self
+    }
+
+    /// Refuse plaintext credential files when loading ([`Error::PlaintextRefused`]): whoever
+    /// can write the directory without holding a key could otherwise plant a token and a
+    /// `base_url` of their choosing. Listing still shows such files, and
+    /// [`CredentialStore::migrate`] takes them in. Needs a current key
+    /// ([`Error::RequireEncryptedWithoutEncryption`]).
+    pub fn require_encrypted(mut self, require: bool) -> Self {
+        self.require_encrypted = require;
+        self
+    }
+
+    /// Hold the lock of the directory from opening until the store is dropped (a service that
+    /// keeps credentials in memory and writes them back), instead of taking it for each write.
+    /// Opening is refused with [`Error::Locked`] within 200 ms while another process holds it.
+    pub fn exclusive(mut self, exclusive: bool) -> Self {
+        self.exclusive = exclusive;
+        self
+    }
+
+    /// Opens the store in `dir`, creating the directory 0700 when missing and tightening loose
+    /// permissions on a directory we own (reported as notices). A directory owned by another
+    /// user is refused.
+    pub fn open(self, dir: &Path) -> Result<FileStore> {
+        if self.require_encrypted && self.keys.current().is_none() {
+            return Err(Error::RequireEncryptedWithoutEncryption);
+        }
+        FileStore::with_keys(dir, self.keys, self.require_encrypted, self.exclusive)
+    }
 }
 
 /// One JSON file per credential (`<id>.json`) in a directory: the directory 0700, each file
@@ -236,14 +310,14 @@ pub struct FileStore {
     dir: PathBuf,
     uid: u32,
     keys: Keyring,
-    /// Refuse plaintext files when loading (`auth.encryption.require_encrypted`).
+    /// Refuse plaintext files when loading.
     require_encrypted: bool,
-    notices: Mutex<Vec<String>>,
+    notices: Mutex<Vec<Notice>>,
     /// Serialises the key-usage counter updates of this process.
     writes: Mutex<()>,
-    /// The lock of `auth.dir`, held for the store's whole life by a store opened with
-    /// [`FileStore::open_exclusive`] (the gateway's). A store without it takes the lock for
-    /// each write instead (see [`FileStore::write_lock`]).
+    /// The lock of the directory, held for the store's whole life by a store opened with
+    /// [`FileStore::open_exclusive`] (a long-running service's). A store without it takes the
+    /// lock for each write instead (see [`FileStore::write_lock`]).
     held: Option<DirLock>,
 }
 
@@ -258,7 +332,7 @@ impl fmt::Debug for FileStore {
 enum Plaintext {
     /// Refuse it (loading: the token would be used).
     Refuse,
-    /// Take it (listing, which uses no token; `vault migrate`, the explicit way in).
+    /// Take it (listing, which uses no token; a migration, the explicit way in).
     Admit,
 }
 
@@ -268,24 +342,24 @@ const FILE_MODE: u32 = 0o600;
 impl FileStore {
     /// Opens (creating 0700 when missing) the credential directory `dir`, without encryption
     /// keys: new files are plaintext and encrypted ones cannot be read. Use
-    /// [`crate::Config::build`] for a store with the configured keys.
+    /// [`FileStoreOptions`] (or [`crate::Config::build`]) for a store with keys.
     ///
-    /// The store holds no lock: it reads while a gateway runs (every write is an atomic
-    /// rename, so a read sees the old file or the new one), and each of its writes takes the
-    /// lock of `auth.dir` for its own duration, refused with [`Error::Locked`] while another
-    /// process (a running gateway) holds it.
+    /// The store holds no lock: it reads while another process writes (every write is an
+    /// atomic rename, so a read sees the old file or the new one), and each of its writes takes
+    /// the lock of the directory for its own duration, refused with [`Error::Locked`] while
+    /// another process (a store opened exclusively) holds it.
     pub fn open(dir: &Path) -> Result<Self> {
-        Self::with_keys(dir, Keyring::default(), false, false)
+        FileStoreOptions::new().open(dir)
     }
 
-    /// [`FileStore::open`] that takes the lock of `auth.dir` and holds it until the store is
-    /// dropped: what a gateway does, since it keeps credentials in memory and writes them
-    /// back. [`Error::Locked`] within 200 ms when another process holds it.
+    /// [`FileStore::open`] that takes the lock of the directory and holds it until the store
+    /// is dropped: what a long-running service does, since it keeps credentials in memory and
+    /// writes them back. [`Error::Locked`] within 200 ms when another process holds it.
     pub fn open_exclusive(dir: &Path) -> Result<Self> {
-        Self::with_keys(dir, Keyring::default(), false, true)
+        FileStoreOptions::new().exclusive(true).open(dir)
     }
 
-    pub(crate) fn with_keys(
+    fn with_keys(
         dir: &Path,
         keys: Keyring,
         require_encrypted: bool,
@@ -307,9 +381,9 @@ impl FileStore {
                     .recursive(true)
                     .mode(DIR_MODE)
                     .create(dir)
-                    .map_err(|e| Error::io(dir, "create the credential directory (auth.dir)", e))?;
+                    .map_err(|e| Error::io(dir, "create the credential directory", e))?;
             }
-            Err(e) => return Err(Error::io(dir, "inspect the credential directory (auth.dir)", e)),
+            Err(e) => return Err(Error::io(dir, "inspect the credential directory", e)),
         }
         store.verify_dir()?;
         if exclusive {
@@ -319,22 +393,19 @@ impl FileStore {
         Ok(store)
     }
 
-    /// Takes the lock of `auth.dir` (see the `lock` module); `None` on a read-only
+    /// Takes the lock of the directory (see the `lock` module); `None` on a read-only
     /// filesystem without a lock file, which is reported.
     fn lock_dir(&self) -> Result<Option<DirLock>> {
         let lock = DirLock::acquire(&self.dir, self.uid, FILE_MODE)?;
         if lock.is_none() {
-            self.notice(format!(
-                "{}: auth.dir is on a read-only filesystem and has no lock file, so it is not locked against a vault command run where it is writable",
-                self.dir.display()
-            ));
+            self.notice(Notice::ReadOnlyUnlocked { dir: self.dir.clone() });
         }
         Ok(lock)
     }
 
     /// The lock for one write: nothing when the store holds the lock for its life, else the
     /// lock taken now and released when the returned guard is dropped. Every write of the
-    /// store goes through this first, so no two processes write `auth.dir` at once.
+    /// store goes through this first, so no two processes write the directory at once.
     fn write_lock(&self) -> Result<Option<DirLock>> {
         if self.held.is_some() { Ok(None) } else { self.lock_dir() }
     }
@@ -363,14 +434,10 @@ impl FileStore {
                 continue;
             }
             match fs::remove_file(&path) {
-                Ok(()) => self.notice(format!(
-                    "{}: removed the temporary file of an interrupted write",
-                    path.display()
-                )),
-                Err(e) => self.notice(format!(
-                    "{}: cannot remove the temporary file of an interrupted write: {e}",
-                    path.display()
-                )),
+                Ok(()) => self.notice(Notice::TemporaryRemoved { path }),
+                Err(e) => {
+                    self.notice(Notice::TemporaryNotRemoved { path, error: e.to_string() });
+                }
             }
         }
     }
@@ -383,7 +450,7 @@ impl FileStore {
         if !meta.is_dir() {
             return Err(Error::Unusable {
                 path: dir.clone(),
-                reason: "auth.dir exists but is not a directory",
+                reason: "exists but is not a directory; the credential directory must be one",
             });
         }
         if meta.uid() != self.uid {
@@ -398,17 +465,14 @@ impl FileStore {
             let file = File::open(dir)
                 .map_err(|e| Error::io(dir, "restrict the credential directory to 0700", e))?;
             set_mode(&file, dir, DIR_MODE, "restrict the credential directory to 0700")?;
-            self.notice(format!(
-                "{}: credential directory had mode {mode:04o}; changed to 0700",
-                dir.display()
-            ));
+            self.notice(Notice::DirectoryModeTightened { path: dir.clone(), was: mode });
         }
         Ok(())
     }
 
-    fn notice(&self, text: String) {
+    fn notice(&self, notice: Notice) {
         if let Ok(mut notices) = self.notices.lock() {
-            notices.push(text);
+            notices.push(notice);
         }
     }
 
@@ -450,10 +514,7 @@ impl FileStore {
         let mode = meta.mode() & 0o7777;
         if mode != FILE_MODE {
             set_mode(&file, &path, FILE_MODE, "restrict the credential file to 0600")?;
-            self.notice(format!(
-                "{}: credential file had mode {mode:04o}; changed to 0600",
-                path.display()
-            ));
+            self.notice(Notice::FileModeTightened { path: path.clone(), was: mode });
         }
         if meta.len() > MAX_FILE_BYTES {
             return Err(Error::TooLarge { path, size: meta.len(), limit: MAX_FILE_BYTES });
@@ -471,10 +532,7 @@ impl FileStore {
             }
             CredentialFile::Plain(credential) => {
                 if self.keys.current().is_some() {
-                    self.notice(format!(
-                        "{}: plaintext credential while encryption is enabled; `cliproxy-server vault migrate` encrypts it",
-                        path.display()
-                    ));
+                    self.notice(Notice::PlaintextWhileEncrypting { path });
                 }
                 Ok(Some((credential, Protection::Plaintext)))
             }
@@ -482,10 +540,7 @@ impl FileStore {
                 let key = self.keys.find(&sealed.key_id).ok_or_else(|| Error::UnknownKey {
                     path: path.clone(),
                     key_id: sealed.key_id.clone(),
-                    known: match self.keys.ids() {
-                        ids if ids.is_empty() => "none: auth.encryption is not set".to_owned(),
-                        ids => ids.join(", "),
-                    },
+                    known: self.keys.ids().into_iter().map(str::to_owned).collect(),
                 })?;
                 let credential = sealed.open(&path, key)?;
                 Ok(Some((credential, Protection::Encrypted(sealed.key_id))))
@@ -531,10 +586,7 @@ impl FileStore {
     /// Re-writes every credential not under the current key; see `reencrypt` and `migrate`.
     fn rewrite(&self, plaintext: Plaintext) -> Result<Reencrypted> {
         let Some(current) = self.keys.current() else {
-            return Err(Error::Config {
-                key: "auth.encryption".to_owned(),
-                reason: "encryption is not enabled; set `enabled: true` and `key` (`cliproxy-server keygen` prints one)".to_owned(),
-            });
+            return Err(Error::EncryptionDisabled);
         };
         // The whole run holds the lock: a gateway started meanwhile is refused until it ends,
         // and a running one refuses the run before anything is read.
@@ -561,25 +613,23 @@ impl FileStore {
                     self.put_locked(&credential)?;
                     // The operator's last chance to notice a file they did not write: where
                     // its token will be sent.
-                    self.notice(format!(
-                        "{}: plaintext credential taken in and encrypted (provider {}, base_url {}); make sure you wrote it",
-                        self.path_of(&credential.id).display(),
-                        credential.provider,
-                        credential.base_url.as_deref().unwrap_or("the provider's"),
-                    ));
+                    self.notice(Notice::PlaintextTakenIn {
+                        path: self.path_of(&credential.id),
+                        provider: credential.provider.clone(),
+                        base_url: credential.base_url.clone(),
+                    });
                     report.from_plaintext.push(credential.id);
                 }
             }
         }
-        // "plaintext credential; run vault migrate", said by both reads, is what this run
-        // fixed.
+        // "plaintext credential; migrate it", said by both reads, is what this run fixed.
         if let Ok(mut notices) = self.notices.lock() {
-            notices.retain(|n| !n.contains("plaintext credential while encryption is enabled"));
+            notices.retain(|n| !matches!(n, Notice::PlaintextWhileEncrypting { .. }));
         }
         Ok(report)
     }
 
-    /// [`CredentialStore::put`] for a caller that holds the lock of `auth.dir`.
+    /// [`CredentialStore::put`] for a caller that holds the lock of the directory.
     fn put_locked(&self, credential: &Credential) -> Result<()> {
         let key = self.keys.current();
         if let Some(key) = key {
@@ -608,9 +658,11 @@ impl FileStore {
         if *writes >= KEY_WRITES_WARN
             && (*writes == KEY_WRITES_WARN || writes.is_multiple_of(1_000_000))
         {
-            self.notice(format!(
-                "encryption key {key_id} has encrypted {writes} files; rotate it before {KEY_WRITES_MAX} (new auth.encryption.key, the old one in previous_keys, then `cliproxy-server vault rotate-key`)"
-            ));
+            self.notice(Notice::KeyNearLimit {
+                key_id: key_id.to_owned(),
+                writes: *writes,
+                limit: KEY_WRITES_MAX,
+            });
         }
         let bytes = serde_json::to_vec(&usage).map_err(|_| Error::Invalid {
             path: path.clone(),
@@ -678,7 +730,7 @@ impl FileStore {
             })
         });
         parsed.unwrap_or_else(|error| {
-            self.notice(format!("{error}; last-use times start afresh"));
+            self.notice(Notice::LastUsedUnreadable { error: error.to_string() });
             BTreeMap::new()
         })
     }
@@ -802,7 +854,7 @@ impl CredentialStore for FileStore {
         &self.dir
     }
 
-    fn take_notices(&self) -> Vec<String> {
+    fn take_notices(&self) -> Vec<Notice> {
         self.notices.lock().map(|mut n| std::mem::take(&mut *n)).unwrap_or_default()
     }
 
@@ -843,10 +895,7 @@ impl CredentialStore for FileStore {
             }
             // The old unkeyed hash of this machine's MAC address and hostname: it can be
             // reversed by enumeration, so it is replaced once (upstreams see a new device).
-            self.notice(format!(
-                "{}: the device fingerprint was derived from this machine's MAC address and hostname; replaced by a random id (upstreams see a new device once)",
-                path.display()
-            ));
+            self.notice(Notice::FingerprintReplaced { path: path.clone() });
         }
         let computed = fingerprint::generate()?;
         let _lock = self.write_lock()?;
@@ -977,9 +1026,10 @@ mod tests {
         assert_eq!(store.list().unwrap().len(), 104);
     }
 
-    /// Issue 18 item 16: while one store holds `auth.dir` (a running gateway), a second one
+    /// Issue 18 item 16: while one store holds the directory (a running gateway), a second one
     /// cannot take it, and a store without the lock can read but not write; the refusal names
-    /// the directory, `auth.dir` and both ways out. Dropping the holder releases it.
+    /// the directory and its lock file, in the library's terms (the setting and the ways out
+    /// are the caller's to add). Dropping the holder releases it.
     #[test]
     fn a_second_writer_is_refused_until_the_holder_is_dropped() {
         let root = tempfile::tempdir().unwrap();
@@ -990,10 +1040,12 @@ mod tests {
         assert!(matches!(refused, Error::Locked { .. }), "{refused:?}");
         let message = refused.to_string();
         let dir = root.path().display().to_string();
-        for needle in
-            [dir.as_str(), "auth.dir is in use", "Stop the gateway", "POST /v0/management/auths"]
-        {
+        let lock = root.path().join(".lock").display().to_string();
+        for needle in [dir.as_str(), "the credential directory is in use", lock.as_str()] {
             assert!(message.contains(needle), "{needle:?} not in {message}");
+        }
+        for product in ["auth.", "cliproxy-server", "/v0/management"] {
+            assert!(!message.contains(product), "{product:?} in {message}");
         }
         let reader = FileStore::open(root.path()).unwrap();
         assert_eq!(token_of(&reader, "one").as_deref(), Some("sk-lock-unit-one"));
@@ -1016,7 +1068,7 @@ mod tests {
         assert_eq!(token_of(&next, "two").as_deref(), Some("sk-lock-unit-two"));
     }
 
-    /// The lock file is bookkeeping: 0600 like every file of `auth.dir`, never listed as a
+    /// The lock file is bookkeeping: 0600 like every file of the directory, never listed as a
     /// credential, never removed as the temporary file of an interrupted write (a store
     /// opening beside the holder leaves it, and the lock, in place).
     #[test]
@@ -1114,7 +1166,8 @@ mod tests {
                 "{error}"
             );
         }
-        let notices = store.take_notices().join("\n");
+        let notices: Vec<String> = store.take_notices().iter().map(Notice::to_string).collect();
+        let notices = notices.join("\n");
         assert!(!notices.contains("changed to 0600"), "{notices}");
         // The directory is checked the same way when the store opens.
         fs::set_permissions(root.path(), Permissions::from_mode(0o755)).unwrap();
@@ -1138,7 +1191,14 @@ mod tests {
         let replaced = store.device_fingerprint().unwrap();
         assert_ne!(replaced, legacy);
         assert_eq!(fs::read_to_string(&file).unwrap(), format!("{replaced}\n"));
-        assert!(store.take_notices().join("\n").contains("replaced by a random id"));
+        let notices = store.take_notices();
+        assert!(
+            notices
+                .iter()
+                .any(|n| matches!(n, Notice::FingerprintReplaced { path } if *path == file)
+                    && n.to_string().contains("replaced by a random id")),
+            "{notices:?}"
+        );
         assert_eq!(store.device_fingerprint().unwrap(), replaced);
     }
 }

@@ -7,8 +7,8 @@ use std::path::Path;
 
 use cliproxy_core::Secret;
 use cliproxy_vault::{
-    Config, Credential, CredentialSecret, CredentialStore, EncryptionConfig, ListEntry, Protection,
-    Unreadable,
+    Config, Credential, CredentialSecret, CredentialStore, EncryptionConfig, Error, KeyRole,
+    ListEntry, Notice, Protection, Unreadable,
 };
 
 const KEY_A: &str = "q83vEjRWeJCrze8SNFZ4kKvN7xI0VniQq83vEjRWeJA=";
@@ -28,7 +28,7 @@ fn config(dir: &Path, key: Option<&str>, previous: &[&str]) -> Config {
     }
 }
 
-/// [`config`] with `auth.encryption.require_encrypted: false`: plaintext files load.
+/// [`config`] with `require_encrypted: false`: plaintext files load.
 fn lenient(dir: &Path, key: &str) -> Config {
     let mut config = config(dir, Some(key), &[]);
     config.encryption.require_encrypted = Some(false);
@@ -82,17 +82,19 @@ fn a_wrong_or_missing_key_is_an_error_naming_the_file_and_nothing_is_overwritten
     let before = fs::read(root.path().join("openai-a.json")).unwrap();
 
     let error = config(root.path(), Some(KEY_B), &[]).build().unwrap().load_all().unwrap_err();
+    assert!(matches!(&error, Error::UnknownKey { known, .. } if known.len() == 1), "{error:?}");
     let message = error.to_string();
     assert!(
-        message.contains("openai-a.json") && message.contains("neither auth.encryption.key"),
+        message.contains("openai-a.json")
+            && message.contains("neither the current key nor a previous key"),
         "{message}"
     );
+    assert_library_terms(&message);
 
-    let error = config(root.path(), None, &[]).build().unwrap().load_all().unwrap_err().to_string();
-    assert!(
-        error.contains("openai-a.json") && error.contains("auth.encryption is not set"),
-        "{error}"
-    );
+    let error = config(root.path(), None, &[]).build().unwrap().load_all().unwrap_err();
+    assert!(matches!(&error, Error::UnknownKey { known, .. } if known.is_empty()), "{error:?}");
+    let error = error.to_string();
+    assert!(error.contains("openai-a.json") && error.contains("(configured: none)"), "{error}");
 
     // A file changed on disk fails authentication.
     let mut value: serde_json::Value = serde_json::from_slice(&before).unwrap();
@@ -123,7 +125,9 @@ fn migrate_encrypts_plaintext_files_and_rotation_keeps_everything() {
     assert_eq!(store.load_all().unwrap().len(), 3);
     let notices = store.take_notices();
     assert_eq!(notices.len(), 3, "{notices:?}");
-    assert!(notices[0].contains("vault migrate"), "{notices:?}");
+    assert!(matches!(notices[0], Notice::PlaintextWhileEncrypting { .. }), "{notices:?}");
+    assert!(notices[0].to_string().contains("a migration encrypts it"), "{notices:?}");
+    assert_library_terms(&notices[0].to_string());
 
     // Enabled as by default: re-adding one encrypts it; `migrate` takes in the others and
     // names each (where its token will go), so that a planted one can be noticed.
@@ -134,10 +138,11 @@ fn migrate_encrypts_plaintext_files_and_rotation_keeps_everything() {
     assert_eq!(report.unchanged, 1);
     let notices = store.take_notices();
     assert_eq!(notices.len(), 2, "{notices:?}");
+    let first = notices[0].to_string();
     assert!(
-        notices[0].contains("openai-a.json")
-            && notices[0].contains("taken in")
-            && notices[0].contains("https://api.openai.example"),
+        first.contains("openai-a.json")
+            && first.contains("taken in")
+            && first.contains("https://api.openai.example"),
         "{notices:?}"
     );
     assert_no_plaintext(root.path());
@@ -166,11 +171,24 @@ fn the_write_counter_warns_before_the_nonce_limit_and_stops_at_it() {
     fs::write(&usage, format!("{{\"{key_id}\":{}}}", (1u64 << 30) - 1)).unwrap();
     store.put(&credential("openai-a")).unwrap();
     let notices = store.take_notices();
-    assert!(notices.iter().any(|n| n.contains("rotate it")), "{notices:?}");
+    assert!(
+        notices
+            .iter()
+            .any(|n| matches!(n, Notice::KeyNearLimit { writes, .. } if *writes == 1 << 30)
+                && n.to_string().contains("rotate it")),
+        "{notices:?}"
+    );
+    notices.iter().for_each(|n| assert_library_terms(&n.to_string()));
 
     fs::write(&usage, format!("{{\"{key_id}\":{}}}", 1u64 << 32)).unwrap();
-    let error = store.put(&credential("openai-b")).unwrap_err().to_string();
-    assert!(error.contains("safe limit") && error.contains("rotate-key"), "{error}");
+    let error = store.put(&credential("openai-b")).unwrap_err();
+    assert!(
+        matches!(&error, Error::KeyExhausted { writes, .. } if *writes == 1 << 32),
+        "{error:?}"
+    );
+    let error = error.to_string();
+    assert!(error.contains("safe limit") && error.contains("rotate it"), "{error}");
+    assert_library_terms(&error);
     assert!(!root.path().join("openai-b.json").exists());
 }
 
@@ -178,17 +196,20 @@ fn the_write_counter_warns_before_the_nonce_limit_and_stops_at_it() {
 fn key_configuration_errors_name_the_key_and_are_config_errors() {
     let root = tempfile::tempdir().unwrap();
     let cases = [
-        (config(root.path(), Some("too-short"), &[]), "auth.encryption.key: not a 32-byte key"),
+        (
+            config(root.path(), Some("too-short"), &[]),
+            "the current data key is not a 32-byte key (the value is 9 characters)",
+        ),
         (
             config(root.path(), Some(KEY_A), &["nope"]),
-            "auth.encryption.previous_keys[0]: not a 32-byte key",
+            "the previous data key 0 is not a 32-byte key (the value is 4 characters)",
         ),
         (
             Config {
                 encryption: EncryptionConfig { enabled: true, ..Default::default() },
                 ..config(root.path(), None, &[])
             },
-            "auth.encryption.key: encryption is enabled but no key is set",
+            "encryption is enabled but no current data key is set",
         ),
     ];
     for (config, expected) in cases {
@@ -197,12 +218,29 @@ fn key_configuration_errors_name_the_key_and_are_config_errors() {
         let message = error.to_string();
         assert!(message.starts_with(expected), "{message}");
         assert!(!message.contains("too-short") && !message.contains("nope"), "{message}");
+        assert_library_terms(&message);
     }
+    let error = config(root.path(), Some(KEY_A), &["nope"]).build().unwrap_err();
+    assert!(
+        matches!(error, Error::InvalidDataKey { key: KeyRole::Previous(0), chars: 4 }),
+        "{error:?}"
+    );
     let error = config(root.path(), None, &[]).build().unwrap().reencrypt().unwrap_err();
+    assert!(matches!(error, Error::EncryptionDisabled), "{error:?}");
     assert!(
         error.is_config() && error.to_string().contains("encryption is not enabled"),
         "{error}"
     );
+    assert_library_terms(&error.to_string());
+}
+
+/// The vault's texts are about the library: no setting name of a program that embeds it
+/// (`auth.encryption.key`), none of its commands (`cliproxy-server vault migrate`).
+#[track_caller]
+fn assert_library_terms(text: &str) {
+    for product in ["auth.", "cliproxy-server", "vault migrate", "rotate-key", "/v0/"] {
+        assert!(!text.contains(product), "{product:?} in {text}");
+    }
 }
 
 /// A credential file written once by this code (version 2, under `KEY_A`) and committed: the
@@ -367,8 +405,8 @@ fn a_file_written_now_has_the_committed_layout_and_decrypts_with_the_reference()
     assert_eq!(sealed.len(), VECTOR_PLAINTEXT.len() + 16);
 }
 
-/// A plaintext file planted in `auth.dir` by someone without the key, while encryption is on:
-/// loading refuses it, naming the file and `auth.encryption.require_encrypted`; so does a
+/// A plaintext file planted in the directory by someone without the key, while encryption is
+/// on: loading refuses it, naming the file and the requirement; so does a
 /// key rotation, which rewrites nothing. Listing shows it as plaintext (the operator must
 /// see it to judge it), and only `migrate` takes it in.
 #[test]
@@ -386,12 +424,14 @@ fn a_planted_plaintext_file_is_refused_at_load_while_encryption_is_on() {
         store.reencrypt().unwrap_err(),
     ] {
         let message = error.to_string();
+        assert!(matches!(error, Error::PlaintextRefused { .. }), "{error:?}");
         assert!(
             message.contains("openai-planted.json")
-                && message.contains("auth.encryption.require_encrypted")
-                && message.contains("vault migrate"),
+                && message.contains("the store requires encrypted files")
+                && message.contains("migrate it"),
             "{message}"
         );
+        assert_library_terms(&message);
         assert!(!message.contains(TOKEN), "{message}");
     }
     // The genuine credential still reads on its own; nothing was rewritten.

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use cliproxy_core::Secret;
 use cliproxy_vault::{
-    Config, Credential, CredentialSecret, CredentialStore, FileStore, ListEntry, Unreadable,
+    Config, Credential, CredentialSecret, CredentialStore, FileStore, ListEntry, Notice, Unreadable,
 };
 
 const PLANTED: &str = "sk-planted-vault-token-5e0c11d4";
@@ -91,8 +91,11 @@ fn loose_permissions_are_tightened_and_reported() {
     assert_eq!(store.load_all().unwrap().len(), 1);
     let notices = store.take_notices();
     assert_eq!(notices.len(), 2, "{notices:?}");
-    assert!(notices[0].contains("had mode 0755; changed to 0700"), "{notices:?}");
-    assert!(notices[1].contains("openai-a.json: credential file had mode 0644"), "{notices:?}");
+    assert!(notices[0].to_string().contains("had mode 0755; changed to 0700"), "{notices:?}");
+    assert!(
+        notices[1].to_string().contains("openai-a.json: credential file had mode 0644"),
+        "{notices:?}"
+    );
     assert_eq!(mode(&dir), 0o700);
     assert_eq!(mode(&dir.join("openai-a.json")), 0o600);
     assert!(store.take_notices().is_empty());
@@ -191,6 +194,11 @@ fn hostile_directory_contents_are_listed_as_unreadable_and_can_be_deleted() {
     for reason in [Unreadable::Malformed, Unreadable::TooLarge, Unreadable::ForeignOwner] {
         assert!(!reason.describe().contains(PLANTED) && !reason.describe().is_empty());
     }
+    // ... and speak of the library, not of a program's settings or commands.
+    for reason in [Unreadable::UnknownKey, Unreadable::PlaintextRefused, Unreadable::ForeignOwner] {
+        let text = reason.describe();
+        assert!(!text.contains("auth.") && !text.contains("cliproxy-server"), "{text}");
+    }
     assert!(store.delete("openai-b").unwrap());
     assert!(store.delete("linked").unwrap());
     assert!(outside.exists(), "deleting the link leaves what it points at");
@@ -258,8 +266,12 @@ fn last_use_is_recorded_in_batches_and_shown_by_list() {
     // A damaged file is reported and does not break the listing.
     fs::write(root.path().join(".last-used.json"), "garbage").unwrap();
     assert!(store.list().unwrap().iter().all(|m| m.last_used.is_none()));
-    let notices = store.take_notices().join("\n");
-    assert!(notices.contains(".last-used.json"), "{notices}");
+    let notices = store.take_notices();
+    assert!(
+        notices.iter().any(|n| matches!(n, Notice::LastUsedUnreadable { error }
+            if error.contains(".last-used.json"))),
+        "{notices:?}"
+    );
 }
 
 #[test]
@@ -325,7 +337,7 @@ fn temporary_files_of_interrupted_writes_are_removed_at_open() {
     assert!(other.exists());
     let notices = store.take_notices();
     assert_eq!(notices.len(), 1, "{notices:?}");
-    assert!(notices[0].contains(".openai-b.json.tmp-0123456789ab"), "{notices:?}");
+    assert!(notices[0].to_string().contains(".openai-b.json.tmp-0123456789ab"), "{notices:?}");
     assert_eq!(token(&store.get("openai-a").unwrap().unwrap()), PLANTED);
     drop(held);
 }
