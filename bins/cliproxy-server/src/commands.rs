@@ -161,7 +161,7 @@ fn serve(
             "key_file" => key_file.display().to_string(), "fix" => fix);
     }
     let result = (|| {
-        let gateway = Gateway::build(&config, log.clone())?;
+        let gateway = crate::compose::gateway(&config, &log)?;
         gateway.set_sandbox_report(sandbox_report(&config, applied));
         // SIGHUP and POST /v0/management/config/reload read the same source again.
         gateway.set_config_source(source(config_arg));
@@ -369,7 +369,7 @@ fn demo(
         }
     };
     let result = (|| {
-        let gateway = Gateway::build(&config, log.clone())?;
+        let gateway = crate::compose::gateway(&config, &log)?;
         gateway.set_sandbox_report(sandbox_report(&config, applied));
         runtime(&log)?.block_on(async {
             let server = Server::bind(&config.server, gateway, log.clone()).await.map_err(|e| {

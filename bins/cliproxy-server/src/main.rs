@@ -5,6 +5,7 @@ mod audit_cmd;
 mod check;
 mod cli;
 mod commands;
+mod compose;
 mod demo_tls;
 mod logging;
 

@@ -1,6 +1,7 @@
-//! The cliproxy gateway: the request pipeline and the provider adapters, composing the layer
-//! crates (today the credential vault; the network guard, audit and sandbox layers plug in at
-//! the steps marked in [`Gateway::handle`]).
+//! The cliproxy gateway: the request pipeline and the provider adapters, taking the layers
+//! (state store, credential store, audit sink, clock, TLS) behind their traits in a
+//! [`Layers`] and building none of them itself ([`Gateway::from_parts`]); the binary builds
+//! them from their config sections (`default_layers` holds those builders for now).
 //!
 //! A request goes through, in order: routing, client-key authentication, the body cap, JSON
 //! and model checks, model routing, then either the built-in mock or the upstream provider with
@@ -13,7 +14,8 @@
 //!
 //! let config = Config::load(&ConfigSource::File("config.yaml".into()))?;
 //! let log = slog::Logger::root(slog::Discard, slog::o!());
-//! let gateway = Gateway::build(&config, log.clone())?;
+//! let layers = cliproxy_gateway::default_layers::build(&config, None, &log)?;
+//! let gateway = Gateway::from_parts(&config, layers, log.clone())?;
 //! let server = Server::bind(&config.server, gateway, log).await?;
 //! server.run(async { let _ = tokio::signal::ctrl_c().await; }).await?;
 //! # Ok(()) }
@@ -31,6 +33,7 @@ mod context;
 mod control;
 mod cors;
 mod credentials;
+pub mod default_layers;
 mod error;
 mod finish;
 mod first_byte;
@@ -70,6 +73,7 @@ pub use config::{
     LogFormat, LogLevel, LoggingConfig, ManagementConfig, ProviderConfig, ProviderKind,
     ProvidersConfig, ServerConfig,
 };
+pub use default_layers::Layers;
 pub use error::{Error, Result};
 pub use forward::MAX_ATTEMPTS;
 pub use gateway::Gateway;
