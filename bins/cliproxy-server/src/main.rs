@@ -6,7 +6,9 @@ mod check;
 mod cli;
 mod commands;
 mod compose;
+mod config_load;
 mod demo_tls;
+mod failure;
 mod logging;
 
 use std::process::ExitCode;

@@ -133,7 +133,7 @@ impl Guard {
     /// nothing itself (see `default_layers.rs` for what the binary builds).
     pub(crate) fn from_parts(
         config: &Config,
-        layers: &crate::default_layers::Layers,
+        layers: &crate::layers::Layers,
         log: &Logger,
     ) -> Result<Self> {
         let server = &config.server;

@@ -43,6 +43,7 @@ mod guard;
 mod guard_api;
 mod http_util;
 mod intake;
+mod layers;
 mod management;
 mod mock;
 mod model_list;
@@ -73,10 +74,10 @@ pub use config::{
     LogFormat, LogLevel, LoggingConfig, ManagementConfig, ProviderConfig, ProviderKind,
     ProvidersConfig, ServerConfig,
 };
-pub use default_layers::Layers;
 pub use error::{Error, Result};
 pub use forward::MAX_ATTEMPTS;
 pub use gateway::Gateway;
+pub use layers::Layers;
 pub use management::{ROUTES as MANAGEMENT_ROUTES, Route as ManagementRoute};
 pub use model_list::{
     MAX_MODEL_LIST_CURSOR_LEN, MAX_MODEL_NAME_LEN, ModelListPage, parse_model_list,
