@@ -86,7 +86,7 @@ pub(crate) enum Command {
     /// The audit log: verify its hash chain and signed checkpoints, print the checkpoint
     /// public key.
     #[command(subcommand)]
-    Audit(crate::audit_cmd::AuditCommand),
+    Audit(AuditCommand),
     /// Management API bans (an address that sent management.max_failures wrong management
     /// keys), read and lifted in the state store (state.path, default auth.dir/.state.db).
     /// For a stopped gateway, such as after the operator's own address was banned: a running
@@ -94,6 +94,44 @@ pub(crate) enum Command {
     /// /v0/management/security/bans/IP), and reads the store again when it starts.
     #[command(subcommand)]
     Bans(BansCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum AuditCommand {
+    /// Check the hash chain of audit log files (logging.audit.file) and name the first bad
+    /// line.
+    ///
+    /// Give rotated files first, oldest first, and the current file last: the chain runs
+    /// across them. Every line's `hash` is checked against its content (a changed line), its
+    /// `seq` against the line before (a removed, duplicated or reordered line), and its
+    /// `prev_hash` against the previous line's `hash` (a line changed and re-hashed, files in
+    /// the wrong order). A first line with seq 1 must have 64 zeros as `prev_hash`; a chain
+    /// starting later (older files not given) is accepted and noted. An incomplete last line
+    /// of the last file (a crash while writing) is noted, not a failure.
+    ///
+    /// What a hash chain alone cannot catch: lines cut off the end of the newest file, or
+    /// whole newest files removed, leave a shorter chain that is still valid. With --pubkey
+    /// (the key `audit pubkey` prints, kept apart from the log) every signed checkpoint line
+    /// is verified and so is the tail: the files must end with a shutdown checkpoint, or have
+    /// fewer lines after their last checkpoint than its interval (every_lines) and a last
+    /// checkpoint younger than its interval (every, plus 30 s); otherwise "the tail after seq X
+    /// may have been cut" (exit 1). A gateway that crashed leaves such a tail too: the lines
+    /// after the last checkpoint are then not vouched for.
+    ///
+    /// Exit codes: 0 the chain verifies, 1 a line is bad or a file cannot be read, 2 usage
+    /// error.
+    Verify {
+        /// Audit files, oldest first (e.g. audit.log.2 audit.log.1 audit.log).
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+        /// The checkpoint public key (64 hex digits or base64), from `audit pubkey`.
+        #[arg(long, value_name = "KEY")]
+        pubkey: Option<String>,
+    },
+    /// Print the public key of the checkpoint signing key (64 hex digits), to keep apart from
+    /// the log for `audit verify --pubkey`. The key is made at the gateway's first start with
+    /// the audit log on, in auth.dir (.audit-signing-key.json, encrypted like credentials).
+    Pubkey,
 }
 
 #[derive(Debug, Subcommand)]

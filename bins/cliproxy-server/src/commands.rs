@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use anyhow::{Context, anyhow};
 use base64::Engine;
 use cliproxy_core::Secret;
-use cliproxy_gateway::{BaseUrl, Config, ConfigError, ConfigSource, Gateway, Server};
+use cliproxy_gateway::{BaseUrl, Config, Gateway, Server};
 use cliproxy_netguard::{SqliteStore, StateChange, StateStore};
 use cliproxy_vault::{Credential, CredentialStore, Protection};
 use ring::rand::{SecureRandom, SystemRandom};
@@ -17,46 +17,9 @@ use crate::cli::{
     BansCommand, Cli, Command, ConfigArg, DemoArgs, HealthcheckArgs, SandboxCommand, VaultAddArgs,
     VaultCommand,
 };
+use crate::config_load::{load, source};
+use crate::failure::{EXIT_CONFIG, EXIT_RUNTIME, Failure};
 use crate::logging;
-
-/// Exit code for a runtime failure.
-const EXIT_RUNTIME: u8 = 1;
-/// Exit code for a configuration error (EX_CONFIG from sysexits.h).
-const EXIT_CONFIG: u8 = 78;
-
-/// An error and the exit code it ends the process with.
-#[derive(Debug)]
-pub(crate) struct Failure {
-    pub(crate) error: anyhow::Error,
-    pub(crate) exit_code: u8,
-}
-
-impl Failure {
-    fn config(error: impl Into<anyhow::Error>) -> Self {
-        Self { error: error.into(), exit_code: EXIT_CONFIG }
-    }
-}
-
-impl From<anyhow::Error> for Failure {
-    fn from(error: anyhow::Error) -> Self {
-        // Configuration problems found while building keep their own exit code.
-        let exit_code = match error.downcast_ref::<cliproxy_gateway::Error>() {
-            Some(cliproxy_gateway::Error::Config(_)) => EXIT_CONFIG,
-            _ if error.is::<ConfigError>() => EXIT_CONFIG,
-            _ if error.downcast_ref::<cliproxy_vault::Error>().is_some_and(|e| e.is_config()) => {
-                EXIT_CONFIG
-            }
-            _ => EXIT_RUNTIME,
-        };
-        Self { error, exit_code }
-    }
-}
-
-impl From<cliproxy_gateway::Error> for Failure {
-    fn from(error: cliproxy_gateway::Error) -> Self {
-        anyhow::Error::from(error).into()
-    }
-}
 
 /// Runs the command line.
 pub(crate) fn run(cli: Cli) -> Result<(), Failure> {
@@ -106,17 +69,6 @@ pub(crate) fn run(cli: Cli) -> Result<(), Failure> {
     }
 }
 
-pub(crate) fn load(config: &ConfigArg) -> Result<Config, Failure> {
-    Config::load(&source(config)).map_err(Failure::config)
-}
-
-fn source(config: &ConfigArg) -> ConfigSource {
-    match &config.config {
-        Some(path) => ConfigSource::File(path.clone()),
-        None => ConfigSource::Default,
-    }
-}
-
 /// The async runtime. With one CPU to run on (a container's cpuset, `taskset`), a
 /// work-stealing scheduler has no other worker to balance with and only costs bookkeeping
 /// (measured: a third more requests per second on one CPU with the current-thread one);
@@ -161,7 +113,7 @@ fn serve(
             "key_file" => key_file.display().to_string(), "fix" => fix);
     }
     let result = (|| {
-        let gateway = Gateway::build(&config, log.clone())?;
+        let gateway = crate::compose::gateway(&config, &log)?;
         gateway.set_sandbox_report(sandbox_report(&config, applied));
         // SIGHUP and POST /v0/management/config/reload read the same source again.
         gateway.set_config_source(source(config_arg));
@@ -369,7 +321,7 @@ fn demo(
         }
     };
     let result = (|| {
-        let gateway = Gateway::build(&config, log.clone())?;
+        let gateway = crate::compose::gateway(&config, &log)?;
         gateway.set_sandbox_report(sandbox_report(&config, applied));
         runtime(&log)?.block_on(async {
             let server = Server::bind(&config.server, gateway, log.clone()).await.map_err(|e| {

@@ -5,7 +5,10 @@ mod audit_cmd;
 mod check;
 mod cli;
 mod commands;
+mod compose;
+mod config_load;
 mod demo_tls;
+mod failure;
 mod logging;
 
 use std::process::ExitCode;

@@ -43,6 +43,7 @@ use crate::error::{ApiError, Refusal, Result};
 use crate::forward::{self, Outgoing};
 use crate::guard::Guard;
 use crate::http_util::Body;
+use crate::layers::Layers;
 use crate::management::{self, Management};
 use crate::provider_set::{self, ProviderSet};
 use crate::refresh::Vault;
@@ -89,8 +90,9 @@ impl std::fmt::Debug for Gateway {
 }
 
 impl Gateway {
-    /// Builds the gateway from a loaded configuration: opens the vault, loads the credentials
-    /// of every configured provider and builds one upstream client per provider.
+    /// Builds the gateway on the default layers built from `config` (`default_layers.rs`):
+    /// the transitional composition for tests and embedders that have no layers of their
+    /// own. The binary composes the layers itself and calls [`Gateway::from_parts`].
     pub fn build(config: &Config, log: Logger) -> Result<Self> {
         Self::build_with_clock(config, log, None)
     }
@@ -102,13 +104,20 @@ impl Gateway {
         log: Logger,
         clock: Option<Arc<dyn cliproxy_netguard::Clock>>,
     ) -> Result<Self> {
-        let guard = Arc::new(Guard::build(config, clock, &log)?);
-        // Bad client keys and encryption keys are configuration errors (exit 78): see the
+        let layers = crate::default_layers::build(config, clock, &log)?;
+        Self::from_parts(config, layers, log)
+    }
+
+    /// Composes the gateway from a loaded configuration and its layers, each behind its
+    /// trait: loads the credentials of every configured provider from the credential store
+    /// and builds one upstream client per provider. It builds no layer: whatever state
+    /// store, credential store, audit sink and clock it is handed are the ones it uses.
+    pub fn from_parts(config: &Config, layers: Layers, log: Logger) -> Result<Self> {
+        let guard = Arc::new(Guard::from_parts(config, &layers, &log)?);
+        // Bad client keys are configuration errors (exit 78): see the
         // `From<cliproxy_vault::Error>` for `Error`.
         let client_keys = config.auth.client_keys()?;
-        // Held for the gateway's life: it keeps the credentials in memory and writes them
-        // back, so a vault command writing the same files meanwhile is refused.
-        let store = config.auth.build_exclusive()?;
+        let store = layers.credentials;
         let router = ModelRouter::new(&config.providers)?;
         let credentials = store.load_all()?;
         let providers =

@@ -11,7 +11,7 @@ use cliproxy_netguard::tls::TlsSettings;
 use cliproxy_netguard::{
     Admitted, Clock, Counters, DenyEntry, GlobalRateLimiter, IpFilter, IpRateLimiter, LimitKind,
     Limited, Maintenance, MinuteLimiter, QuotaScope, Quotas, RejectionKind, Reservation,
-    SecurityHeaders, SqliteStore, StateChange, StateStore, SystemClock, Validator,
+    SecurityHeaders, StateChange, StateStore, Validator,
 };
 use ipnetwork::IpNetwork;
 use serde_json::json;
@@ -128,34 +128,32 @@ impl Admission {
 }
 
 impl Guard {
-    /// Builds the guard from the configuration.
-    pub(crate) fn build(
+    /// Builds the guard from the configuration and the layers it is given: the clock, the
+    /// listener's TLS, the state store and the audit layer's metrics and sink. It opens
+    /// nothing itself (see `default_layers.rs` for what the binary builds).
+    pub(crate) fn from_parts(
         config: &Config,
-        clock: Option<Arc<dyn Clock>>,
+        layers: &crate::layers::Layers,
         log: &Logger,
     ) -> Result<Self> {
         let server = &config.server;
-        let clock = clock.unwrap_or_else(SystemClock::shared);
+        let clock = layers.clock.clone();
         let config_error = |e: cliproxy_netguard::Error| {
             crate::config::ConfigError::new(crate::netguard_error(&e))
         };
-        let tls = TlsSettings::build(&server.tls).map_err(config_error)?;
-        // Opened before the audit log: it holds the log's head anchor.
-        let state = Arc::new(SqliteStore::open(&state_config(config)).map_err(state_error)?);
-        let state: Arc<dyn StateStore> = state;
-        let audit = Audit::build(
+        let tls = layers.tls.clone();
+        let state = layers.state.clone();
+        let audit = Audit::with_sink(
+            layers.audit_sink.clone(),
             &config.logging.audit,
-            &config.metrics,
+            layers.metrics.clone(),
             &config.alerts,
-            config.providers.0.keys().cloned(),
-            crate::audit_anchor::sink_options(config, &state, log)?,
-        )
-        .map_err(|e| crate::config::ConfigError::new(crate::audit_anchor::audit_error(&e)))?;
+        );
         // Alert windows run on the guard's clock, so that tests drive them with a fake one.
         let alert_clock = clock.clone();
         let audit =
             Arc::new(audit.with_clock(Arc::new(move || alert_clock.monotonic_nanos() / 1_000_000)));
-        if !config.logging.audit.enabled {
+        if !audit.enabled() {
             warn!(log, "the audit log is off: security events are counted in metrics but not recorded";
                 "fix" => "set logging.audit.enabled: true and logging.audit.file");
         }
@@ -262,6 +260,17 @@ impl Guard {
             clock,
             log: log.new(slog::o!("layer" => "netguard")),
         })
+    }
+
+    /// The guard on the default layers built from `config` (the unit tests below).
+    #[cfg(test)]
+    pub(crate) fn build(
+        config: &Config,
+        clock: Option<Arc<dyn Clock>>,
+        log: &Logger,
+    ) -> Result<Self> {
+        let layers = crate::default_layers::build(config, clock, log)?;
+        Self::from_parts(config, &layers, log)
     }
 
     /// Step 7: the per-IP token bucket, before authentication. On success, its standing for
@@ -1127,7 +1136,7 @@ pub(crate) fn state_config(config: &Config) -> cliproxy_netguard::StateConfig {
 
 /// A state store that cannot be opened stops the start: running without it would forget
 /// quotas and denylist entries silently.
-fn state_error(error: cliproxy_netguard::Error) -> crate::error::Error {
+pub(crate) fn state_error(error: cliproxy_netguard::Error) -> crate::error::Error {
     match error {
         cliproxy_netguard::Error::State { .. } => {
             crate::error::Error::State(crate::netguard_error(&error))

@@ -1,6 +1,7 @@
-//! The cliproxy gateway: the request pipeline and the provider adapters, composing the layer
-//! crates (today the credential vault; the network guard, audit and sandbox layers plug in at
-//! the steps marked in [`Gateway::handle`]).
+//! The cliproxy gateway: the request pipeline and the provider adapters, taking the layers
+//! (state store, credential store, audit sink, clock, TLS) behind their traits in a
+//! [`Layers`] and building none of them itself ([`Gateway::from_parts`]); the binary builds
+//! them from their config sections (`default_layers` holds those builders for now).
 //!
 //! A request goes through, in order: routing, client-key authentication, the body cap, JSON
 //! and model checks, model routing, then either the built-in mock or the upstream provider with
@@ -13,7 +14,8 @@
 //!
 //! let config = Config::load(&ConfigSource::File("config.yaml".into()))?;
 //! let log = slog::Logger::root(slog::Discard, slog::o!());
-//! let gateway = Gateway::build(&config, log.clone())?;
+//! let layers = cliproxy_gateway::default_layers::build(&config, None, &log)?;
+//! let gateway = Gateway::from_parts(&config, layers, log.clone())?;
 //! let server = Server::bind(&config.server, gateway, log).await?;
 //! server.run(async { let _ = tokio::signal::ctrl_c().await; }).await?;
 //! # Ok(()) }
@@ -31,6 +33,7 @@ mod context;
 mod control;
 mod cors;
 mod credentials;
+pub mod default_layers;
 mod error;
 mod finish;
 mod first_byte;
@@ -40,6 +43,7 @@ mod guard;
 mod guard_api;
 mod http_util;
 mod intake;
+mod layers;
 mod management;
 mod mock;
 mod model_list;
@@ -73,6 +77,7 @@ pub use config::{
 pub use error::{Error, Result};
 pub use forward::MAX_ATTEMPTS;
 pub use gateway::Gateway;
+pub use layers::Layers;
 pub use management::{ROUTES as MANAGEMENT_ROUTES, Route as ManagementRoute};
 pub use model_list::{
     MAX_MODEL_LIST_CURSOR_LEN, MAX_MODEL_NAME_LEN, ModelListPage, parse_model_list,

@@ -1,0 +1,347 @@
+//! The gateway composed from in-memory fakes of every layer it takes (issue 20): a state
+//! store, a credential store and an audit sink that are plain maps and lists, and a fake
+//! clock. `Gateway::from_parts` is handed them and nothing else, so a request that reaches
+//! the mock upstream with the fake store's token, an audit event that lands in the fake
+//! sink and a quota refused on the usage the fake state store holds show that the gateway
+//! uses the layers it is given and builds none of its own (nothing is written under
+//! `auth.dir`, which does not even exist).
+
+#![allow(clippy::unwrap_used, clippy::panic, reason = "a failed expectation fails the test")]
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use cliproxy_audit::{AuditSink, Event, Metrics, SinkHealth, What};
+use cliproxy_core::{QuotaPeriod, Secret};
+use cliproxy_e2e::{MockUpstream, Reply, canned};
+use cliproxy_gateway::{Config, Gateway, Layers};
+use cliproxy_netguard::{
+    Ban, Clock, DenyEntry, FakeClock, QuotaScope, QuotaUsage, StateChange, StateStore,
+};
+use cliproxy_vault::{
+    Credential, CredentialMeta, CredentialStore, ListEntry, Protection, Reencrypted,
+};
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use serde_json::{Value, json};
+
+const KEY: &str = "client-key-fakes-0123456789abcdef";
+const SPENT_KEY: &str = "client-key-spent-0123456789abcdef";
+const TOKEN: &str = "sk-fake-store-token-5f3a9c1e";
+const NOW: u64 = 1_800_000_000;
+
+/// A state store that is a few maps: what is submitted is applied at once, and a flush has
+/// nothing to wait for.
+#[derive(Debug, Default)]
+struct MemoryState {
+    quotas: Mutex<HashMap<(QuotaScope, String, QuotaPeriod), QuotaUsage>>,
+    denylist: Mutex<Vec<DenyEntry>>,
+    bans: Mutex<Vec<Ban>>,
+    audit_head: Mutex<Option<(u64, String)>>,
+}
+
+impl StateStore for MemoryState {
+    fn load_quota_usage(&self) -> cliproxy_netguard::Result<Vec<QuotaUsage>> {
+        Ok(self.quotas.lock().unwrap().values().cloned().collect())
+    }
+
+    fn load_denylist(&self) -> cliproxy_netguard::Result<Vec<DenyEntry>> {
+        Ok(self.denylist.lock().unwrap().clone())
+    }
+
+    fn load_bans(&self) -> cliproxy_netguard::Result<Vec<Ban>> {
+        Ok(self.bans.lock().unwrap().clone())
+    }
+
+    fn load_audit_head(&self) -> cliproxy_netguard::Result<Option<(u64, String)>> {
+        Ok(self.audit_head.lock().unwrap().clone())
+    }
+
+    fn submit(&self, change: StateChange) {
+        match change {
+            StateChange::Quota(usage) => {
+                let key = (usage.scope, usage.name.clone(), usage.period);
+                self.quotas.lock().unwrap().insert(key, usage);
+            }
+            StateChange::DenyAdd(entry) => {
+                let mut list = self.denylist.lock().unwrap();
+                list.retain(|e| e.network != entry.network);
+                list.push(entry);
+            }
+            StateChange::DenyRemove(network) => {
+                self.denylist.lock().unwrap().retain(|e| e.network != network);
+            }
+            StateChange::AuditHead { seq, hash } => {
+                *self.audit_head.lock().unwrap() = Some((seq, hash));
+            }
+            // Bans and purges play no part here; kept simple rather than complete.
+            _ => {}
+        }
+    }
+
+    fn flush(&self) -> cliproxy_netguard::Result<()> {
+        Ok(())
+    }
+
+    fn check(&self) -> cliproxy_netguard::Result<()> {
+        Ok(())
+    }
+
+    fn path(&self) -> Option<&Path> {
+        None
+    }
+
+    fn describe(&self) -> String {
+        "in-memory state (test fake)".to_owned()
+    }
+}
+
+/// A credential store that is a map from id to credential.
+#[derive(Debug)]
+struct MemoryVault {
+    credentials: Mutex<HashMap<String, Credential>>,
+    location: PathBuf,
+}
+
+impl MemoryVault {
+    fn holding(credentials: Vec<Credential>) -> Self {
+        Self {
+            credentials: Mutex::new(credentials.into_iter().map(|c| (c.id.clone(), c)).collect()),
+            location: PathBuf::from("memory:"),
+        }
+    }
+
+    fn meta(&self, credential: &Credential) -> CredentialMeta {
+        credential.meta(self.location.join(&credential.id), Protection::Plaintext)
+    }
+}
+
+impl CredentialStore for MemoryVault {
+    fn list(&self) -> cliproxy_vault::Result<Vec<CredentialMeta>> {
+        let mut list: Vec<_> =
+            self.credentials.lock().unwrap().values().map(|c| self.meta(c)).collect();
+        list.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(list)
+    }
+
+    fn list_entries(&self) -> cliproxy_vault::Result<Vec<ListEntry>> {
+        Ok(self.list()?.into_iter().map(ListEntry::Readable).collect())
+    }
+
+    fn entry(&self, id: &str) -> cliproxy_vault::Result<Option<ListEntry>> {
+        let credentials = self.credentials.lock().unwrap();
+        Ok(credentials.get(id).map(|c| ListEntry::Readable(self.meta(c))))
+    }
+
+    fn load_all(&self) -> cliproxy_vault::Result<Vec<Credential>> {
+        let mut all: Vec<_> = self.credentials.lock().unwrap().values().cloned().collect();
+        all.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(all)
+    }
+
+    fn get(&self, id: &str) -> cliproxy_vault::Result<Option<Credential>> {
+        Ok(self.credentials.lock().unwrap().get(id).cloned())
+    }
+
+    fn put(&self, credential: &Credential) -> cliproxy_vault::Result<()> {
+        self.credentials.lock().unwrap().insert(credential.id.clone(), credential.clone());
+        Ok(())
+    }
+
+    fn write_protection(&self) -> Protection {
+        Protection::Plaintext
+    }
+
+    fn delete(&self, id: &str) -> cliproxy_vault::Result<bool> {
+        Ok(self.credentials.lock().unwrap().remove(id).is_some())
+    }
+
+    fn check(&self) -> cliproxy_vault::Result<()> {
+        Ok(())
+    }
+
+    fn location(&self) -> &Path {
+        &self.location
+    }
+
+    fn record_use(&self, _used: &[(String, u64)]) -> cliproxy_vault::Result<()> {
+        Ok(())
+    }
+
+    fn device_fingerprint(&self) -> cliproxy_vault::Result<String> {
+        Ok("fake-device".to_owned())
+    }
+
+    fn reencrypt(&self) -> cliproxy_vault::Result<Reencrypted> {
+        Ok(Reencrypted::default())
+    }
+
+    fn migrate(&self) -> cliproxy_vault::Result<Reencrypted> {
+        Ok(Reencrypted::default())
+    }
+}
+
+/// An audit sink that keeps every event it is given, and says when one arrives.
+#[derive(Debug)]
+struct MemorySink {
+    events: Mutex<Vec<Event>>,
+    /// The number of events written, for a test to wait on.
+    written: tokio::sync::watch::Sender<usize>,
+}
+
+impl MemorySink {
+    fn new() -> Self {
+        Self { events: Mutex::new(Vec::new()), written: tokio::sync::watch::Sender::new(0) }
+    }
+
+    fn events(&self) -> Vec<Event> {
+        self.events.lock().unwrap().clone()
+    }
+
+    /// Waits until an event that `wanted` picks has been written. A proxied request's event
+    /// is written once its body has been read to the end, from a task of its own, so it
+    /// may come after the response was collected; `WAIT` only turns a hang into a failure.
+    async fn wait_for(&self, wanted: impl Fn(&Event) -> bool) {
+        let mut written = self.written.subscribe();
+        let seen = written.wait_for(|_| self.events.lock().unwrap().iter().any(&wanted));
+        tokio::time::timeout(cliproxy_e2e::WAIT, seen)
+            .await
+            .unwrap_or_else(|_| panic!("no such audit event: {:?}", self.events()))
+            .unwrap();
+    }
+}
+
+impl AuditSink for MemorySink {
+    fn write(&self, event: &Event) {
+        self.events.lock().unwrap().push(event.clone());
+        self.written.send_modify(|n| *n += 1);
+    }
+
+    fn health(&self) -> SinkHealth {
+        SinkHealth::Ok
+    }
+
+    fn reopen(&self) {}
+
+    fn flush(&self) {}
+}
+
+/// The fakes a gateway was composed of, for the test to look into.
+struct Fakes {
+    state: Arc<MemoryState>,
+    sink: Arc<MemorySink>,
+}
+
+/// A gateway on in-memory fakes of every layer: one OpenAI-type provider at `upstream` whose
+/// only credential is in the fake vault (and whose daily quota is far from spent), a client key
+/// `fakes`, and a client key `spent` whose daily quota of 1000 tokens the fake state store
+/// holds as used up today.
+fn gateway(upstream: &MockUpstream, auth_dir: &Path) -> (Gateway, Fakes) {
+    let yaml = format!(
+        "auth:\n  dir: {dir:?}\n  api_keys: [{{name: fakes, key: \"{KEY}\"}}, \
+         {{name: spent, key: \"{SPENT_KEY}\", quota: {{limit: 1000, reset: daily}}}}]\n\
+         providers:\n  openai: {{type: openai, base_url: \"{url}\", models: [\"gpt-*\"], \
+         quota: {{limit: 1000000, reset: daily}}}}\n",
+        dir = auth_dir.display().to_string(),
+        url = upstream.url(),
+    );
+    let config = Config::from_yaml(&yaml).unwrap();
+    let clock = FakeClock::at_unix(NOW);
+    let state = Arc::new(MemoryState::default());
+    let period = QuotaPeriod::Daily;
+    state.submit(StateChange::Quota(QuotaUsage {
+        scope: QuotaScope::Client,
+        name: "spent".to_owned(),
+        period,
+        period_start: cliproxy_netguard::period_start(period, clock.unix_seconds()),
+        tokens: 1000,
+    }));
+    let credential = Credential::new_api_key("openai", Secret::from(TOKEN.to_owned()))
+        .unwrap()
+        .with_id("openai-fake")
+        .unwrap();
+    let sink = Arc::new(MemorySink::new());
+    let layers = Layers {
+        clock,
+        tls: None,
+        state: state.clone(),
+        metrics: Arc::new(Metrics::new(&config.metrics, config.providers.0.keys().cloned())),
+        audit_sink: Some(sink.clone()),
+        credentials: Arc::new(MemoryVault::holding(vec![credential])),
+    };
+    let log = slog::Logger::root(slog::Discard, slog::o!());
+    (Gateway::from_parts(&config, layers, log).unwrap(), Fakes { state, sink })
+}
+
+/// Sends a chat completion for `gpt-4o` with `key`.
+async fn chat(gateway: &Gateway, key: &str) -> (StatusCode, Value) {
+    let body = json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]});
+    let request = Request::post("/v1/chat/completions")
+        .header("authorization", format!("Bearer {key}"))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body.to_string())))
+        .unwrap();
+    let response = gateway.handle(request, "127.0.0.1:40000".parse().unwrap()).await;
+    let status = response.status();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn a_gateway_on_in_memory_fakes_forwards_audits_and_refuses_a_spent_quota() {
+    let upstream = MockUpstream::start(|_| {
+        let mut reply = canned::openai_chat("gpt-4o", "hello from upstream");
+        reply["usage"] = json!({"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7});
+        Reply::ok(reply)
+    })
+    .await;
+    let root = tempfile::tempdir().unwrap();
+    let auth_dir = root.path().join("auths");
+    let (gateway, fakes) = gateway(&upstream, &auth_dir);
+
+    // Forwarded with the fake vault's token, and the client's key kept in the gateway.
+    let (status, body) = chat(&gateway, KEY).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["choices"][0]["message"]["content"], "hello from upstream");
+    let requests = upstream.requests();
+    assert_eq!(requests.len(), 1);
+    assert_eq!(requests[0].header("authorization"), format!("Bearer {TOKEN}"));
+    assert!(!requests[0].contains(KEY), "the client's key went upstream");
+
+    // Its audit event landed in the fake sink, with the usage the upstream reported.
+    let is_proxied = |event: &Event| matches!(event.what, What::ProviderRequest { .. });
+    fakes.sink.wait_for(is_proxied).await;
+    let events = fakes.sink.events();
+    let proxied: Vec<_> = events
+        .iter()
+        .filter_map(|event| match &event.what {
+            What::ProviderRequest { status, input_tokens, output_tokens, .. } => {
+                Some((event.user_id.clone(), *status, *input_tokens, *output_tokens))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(proxied, [(Some("fakes".to_owned()), 200, Some(3), Some(4))], "{events:?}");
+
+    // The quota the fake state store holds as spent refuses the other key before upstream.
+    let (status, body) = chat(&gateway, SPENT_KEY).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("quota"), "{message}");
+    assert_eq!(upstream.requests().len(), 1, "the refused request reached the upstream");
+
+    // The first request's usage was settled into the provider's quota and handed to the
+    // fake state store (the refused one held nothing).
+    let usage = fakes.state.load_quota_usage().unwrap();
+    let provider: Vec<_> = usage
+        .iter()
+        .filter(|u| u.scope == QuotaScope::Provider)
+        .map(|u| (u.name.as_str(), u.tokens))
+        .collect();
+    assert_eq!(provider, [("openai", 7)], "{usage:?}");
+
+    // The gateway built no layer of its own: nothing was created under `auth.dir`.
+    assert!(!auth_dir.exists(), "the gateway wrote under auth.dir");
+}
