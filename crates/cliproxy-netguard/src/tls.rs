@@ -13,9 +13,10 @@ use std::fmt;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use rustls::crypto::{CryptoProvider, KeyProvider, ring};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
@@ -244,7 +245,8 @@ pub struct CertReloader {
     cert_file: PathBuf,
     key_file: PathBuf,
     key_provider: &'static dyn KeyProvider,
-    current: RwLock<Loaded>,
+    /// Read without a lock by every handshake; written only under `last_seen`.
+    current: ArcSwap<Loaded>,
     // The fingerprint of the files at the last load attempt. The mutex also serialises
     // reloads, so a SIGHUP and the timer cannot interleave their reads and swaps.
     last_seen: Mutex<Option<Fingerprint>>,
@@ -264,7 +266,7 @@ impl CertReloader {
             cert_file: cert_file.to_path_buf(),
             key_file: key_file.to_path_buf(),
             key_provider,
-            current: RwLock::new(loaded),
+            current: ArcSwap::from_pointee(loaded),
             last_seen: Mutex::new(Some(fingerprint)),
         })
     }
@@ -316,13 +318,12 @@ impl CertReloader {
 
     fn swap(&self) -> Result<()> {
         let loaded = load_pair(&self.cert_file, &self.key_file, self.key_provider)?;
-        *self.current.write().unwrap_or_else(PoisonError::into_inner) = loaded;
+        self.current.store(Arc::new(loaded));
         Ok(())
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, Loaded> {
-        // A poisoned lock still holds a complete pair: the only writer assigns a whole value.
-        self.current.read().unwrap_or_else(PoisonError::into_inner)
+    fn read(&self) -> arc_swap::Guard<Arc<Loaded>> {
+        self.current.load()
     }
 }
 
