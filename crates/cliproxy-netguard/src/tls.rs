@@ -575,17 +575,12 @@ mod der {
         if !(1..=12).contains(&month) || !(1..=31).contains(&day) {
             return None;
         }
-        Some(days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second)
-    }
-
-    /// Days since 1970-01-01 for a proleptic Gregorian date (Howard Hinnant's algorithm).
-    fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-        let year = if month <= 2 { year - 1 } else { year };
-        let era = year.div_euclid(400);
-        let year_of_era = year - era * 400;
-        let day_of_year = (153 * (month + if month > 2 { -3 } else { 9 }) + 2) / 5 + day - 1;
-        let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
-        era * 146_097 + day_of_era - 719_468
+        // The 1st of the month from the calendar, then the fields as they are written: the
+        // day and time are range-checked loosely on purpose, as the expiry check only warns.
+        let month = time::Month::try_from(u8::try_from(month).ok()?).ok()?;
+        let first = time::Date::from_calendar_date(i32::try_from(year).ok()?, month, 1).ok()?;
+        let first = first.midnight().assume_utc().unix_timestamp();
+        Some(first + (day - 1) * 86_400 + hour * 3600 + minute * 60 + second)
     }
 
     #[cfg(test)]
