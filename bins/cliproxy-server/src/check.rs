@@ -563,7 +563,7 @@ pub(crate) fn tls_key_readable_by_all(key_file: &Path) -> Option<String> {
 /// than a day left fails (a renewal cannot be counted on in time), less than 14 days warns.
 fn expiry(not_after: i64, now: i64) -> (Verdict, String) {
     const DAY: i64 = 86_400;
-    let date = cliproxy_netguard::format_utc(u64::try_from(not_after).unwrap_or(0));
+    let date = cliproxy_core::format_utc(u64::try_from(not_after).unwrap_or(0));
     let left = not_after - now;
     if left <= 0 {
         (Verdict::Fail, format!("expired on {date}"))

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, anyhow};
 use base64::Engine;
-use cliproxy_core::Secret;
+use cliproxy_core::{Secret, format_utc_plain};
 use cliproxy_gateway::{BaseUrl, Config, Gateway, Server};
 use cliproxy_netguard::{SqliteStore, StateChange, StateStore};
 use cliproxy_vault::{Credential, CredentialStore, Protection};
@@ -617,8 +617,8 @@ fn vault_list(config: &ConfigArg) -> Result<(), Failure> {
             meta.id,
             meta.provider,
             meta.kind,
-            format_utc(meta.created_at),
-            meta.last_used.map_or_else(|| "never".to_owned(), format_utc),
+            format_utc_plain(meta.created_at),
+            meta.last_used.map_or_else(|| "never".to_owned(), format_utc_plain),
             stored,
             note
         );
@@ -748,7 +748,7 @@ fn bans_list(config: &ConfigArg) -> Result<(), Failure> {
             println!(
                 "{:<40} {:<20} {}",
                 ban.ip,
-                format_utc(ban.until),
+                format_utc_plain(ban.until),
                 humantime::format_duration(left)
             );
         }
@@ -805,19 +805,6 @@ fn report_notices(store: &dyn CredentialStore) {
 fn vault_failure(error: cliproxy_vault::Error) -> Failure {
     let exit_code = if error.is_config() { EXIT_CONFIG } else { EXIT_RUNTIME };
     Failure { error: anyhow!(cliproxy_gateway::vault_error_message(&error)), exit_code }
-}
-
-/// `YYYY-MM-DD HH:MM:SS` (UTC) from unix seconds.
-fn format_utc(seconds: u64) -> String {
-    let days = seconds / 86_400;
-    let (year, month, day) = logging::civil_from_days(i64::try_from(days).unwrap_or(0));
-    let rem = seconds % 86_400;
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
 }
 
 fn random_bytes<const N: usize>(rng: &SystemRandom) -> Result<[u8; N], Failure> {
@@ -882,12 +869,5 @@ mod tests {
         let root = format!("{:#}", sandbox_failure(Error::Root).error);
         assert!(root.starts_with("refusing to run as root"), "{root}");
         assert!(root.contains("CLIPROXY_SANDBOX__REQUIRE_NON_ROOT"), "{root}");
-    }
-
-    #[test]
-    fn civil_dates() {
-        assert_eq!(format_utc(0), "1970-01-01 00:00:00");
-        assert_eq!(format_utc(951_782_400), "2000-02-29 00:00:00");
-        assert_eq!(format_utc(1_763_850_000), "2025-11-22 22:20:00");
     }
 }

@@ -10,9 +10,6 @@
 mod json;
 mod text;
 
-/// The civil date of a day count, for the binary's other dates (`vault list`, bans).
-pub(crate) use json::civil_from_days;
-
 use std::io::Write;
 use std::panic::{RefUnwindSafe, UnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};

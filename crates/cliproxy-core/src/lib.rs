@@ -13,6 +13,7 @@
 //!   `providers.<name>` and `auth.api_keys[N]` and enforced by the network guard.
 //! - [`glob_match`]: the `*` wildcard used for model names, in routing and in client-key
 //!   model allowlists.
+//! - [`format_utc`], [`format_utc_plain`]: Unix seconds as UTC text, the two forms shown.
 //!
 //! ```
 //! use cliproxy_core::{ErrorCode, Secret};
@@ -28,9 +29,11 @@ mod error_code;
 mod glob;
 pub mod limits;
 mod secret;
+mod utc;
 
 // The public interface is:
 pub use error_code::ErrorCode;
 pub use glob::glob_match;
 pub use limits::{Quota, QuotaPeriod, RateLimit};
 pub use secret::Secret;
+pub use utc::{format_utc, format_utc_plain};

@@ -3,7 +3,9 @@
 //! event of the check, and the global bucket, charged after it in two halves.
 
 use std::net::IpAddr;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
 
 use cliproxy_audit::{Event, Plane, What};
 use cliproxy_core::ErrorCode;
@@ -18,21 +20,21 @@ use crate::upstream;
 
 /// The client keys in force, swapped whole by a config reload (`auth.api_keys`): a request
 /// is checked against the keys of the moment it arrived.
-pub(crate) struct ClientKeyCell(RwLock<Arc<ClientKeys>>);
+pub(crate) struct ClientKeyCell(ArcSwap<ClientKeys>);
 
 impl ClientKeyCell {
     pub(crate) fn new(keys: ClientKeys) -> Self {
-        Self(RwLock::new(Arc::new(keys)))
+        Self(ArcSwap::from_pointee(keys))
     }
 
     /// The keys in force.
     pub(crate) fn load(&self) -> Arc<ClientKeys> {
-        self.0.read().unwrap_or_else(PoisonError::into_inner).clone()
+        self.0.load_full()
     }
 
     /// Puts reloaded client keys in force: the next request is checked against them.
     pub(crate) fn replace(&self, keys: ClientKeys) {
-        *self.0.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(keys);
+        self.0.store(Arc::new(keys));
     }
 }
 

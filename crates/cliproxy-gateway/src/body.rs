@@ -42,42 +42,6 @@ pub(crate) struct IdleTimeout(pub Duration);
 #[error("upstream ended the event stream in the middle of an event")]
 pub(crate) struct TruncatedEvent;
 
-/// Where an event stream stands: at an event boundary (nothing sent yet, or the last bytes
-/// were a blank line) or inside an event.
-#[derive(Debug, Default)]
-struct SseBoundary {
-    /// Whether any byte was passed on.
-    started: bool,
-    /// Line feeds at the end of what was passed on (carriage returns do not count).
-    trailing_newlines: u8,
-}
-
-impl SseBoundary {
-    fn feed(&mut self, data: &[u8]) {
-        if data.is_empty() {
-            return;
-        }
-        self.started = true;
-        let mut count = 0_u8;
-        for &byte in data.iter().rev() {
-            match byte {
-                b'\n' => count = count.saturating_add(1),
-                b'\r' => {}
-                _ => {
-                    self.trailing_newlines = count;
-                    return;
-                }
-            }
-        }
-        self.trailing_newlines = self.trailing_newlines.saturating_add(count);
-    }
-
-    /// Whether an event may start here: an error event sent now is read on its own.
-    fn at_boundary(&self) -> bool {
-        !self.started || self.trailing_newlines >= 2
-    }
-}
-
 pin_project_lite::pin_project! {
     /// Wraps an upstream body: passes every frame through as soon as it arrives, fails the
     /// body when the upstream is silent for longer than the idle timeout, feeds data to a
@@ -97,7 +61,6 @@ pin_project_lite::pin_project! {
         scanner: UsageScanner,
         on_done: Option<OnDone>,
         sse: Option<ApiFormat>,
-        boundary: SseBoundary,
         finished: bool,
     }
 
@@ -112,7 +75,8 @@ pin_project_lite::pin_project! {
 }
 
 impl<B> Tapped<B> {
-    /// Wraps `inner`; `sse` is the client's format when the body is an event stream.
+    /// Wraps `inner`; `sse` is the client's format when the body is an event stream, and
+    /// then `scanner` is an event-stream one: its framer says where the stream stands.
     pub(crate) fn new(
         inner: B,
         idle_timeout: Duration,
@@ -127,7 +91,6 @@ impl<B> Tapped<B> {
             scanner,
             on_done: Some(on_done),
             sse,
-            boundary: SseBoundary::default(),
             finished: false,
         }
     }
@@ -163,13 +126,13 @@ impl Drop for CompleteReport {
 /// standing at an event boundary, with the error otherwise.
 fn fail_frame(
     sse: Option<ApiFormat>,
-    boundary: &SseBoundary,
+    at_boundary: bool,
     finished: &mut bool,
     code: ErrorCode,
     error: BoxError,
 ) -> Option<Result<Frame<Bytes>, BoxError>> {
     match sse {
-        Some(format) if boundary.at_boundary() => {
+        Some(format) if at_boundary => {
             *finished = true;
             let message = format!("the upstream stream failed: {error}");
             Some(Ok(Frame::data(ApiError::new(code, message).sse_event(format))))
@@ -197,14 +160,14 @@ where
         match this.inner.as_mut().poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
+                    // The scanner's framer also tells where the stream stands (`sse.rs`).
                     this.scanner.feed(data);
-                    this.boundary.feed(data);
                 }
                 let deadline = Instant::now() + *this.idle_timeout;
                 this.idle.as_mut().reset(deadline);
                 // A server that knows the length stops polling after the last byte, so the
                 // end is reported with the last frame rather than at a `None` never polled.
-                let truncated = this.sse.is_some() && !this.boundary.at_boundary();
+                let truncated = this.sse.is_some() && !this.scanner.at_event_boundary();
                 if this.inner.is_end_stream()
                     && !truncated
                     && let Some(on_done) = this.on_done.take()
@@ -220,13 +183,13 @@ where
                 }
                 Poll::Ready(fail_frame(
                     *this.sse,
-                    this.boundary,
+                    this.scanner.at_event_boundary(),
                     this.finished,
                     ErrorCode::UpstreamFailure,
                     error,
                 ))
             }
-            Poll::Ready(None) if this.sse.is_some() && !this.boundary.at_boundary() => {
+            Poll::Ready(None) if this.sse.is_some() && !this.scanner.at_event_boundary() => {
                 // A clean end of body in the middle of an event is a truncated stream: passed
                 // on as a clean end, the client would take a cut answer for a whole one.
                 let error = TruncatedEvent;
@@ -250,7 +213,7 @@ where
                 }
                 Poll::Ready(fail_frame(
                     *this.sse,
-                    this.boundary,
+                    this.scanner.at_event_boundary(),
                     this.finished,
                     ErrorCode::UpstreamTimeout,
                     Box::new(error),
@@ -261,7 +224,7 @@ where
 
     fn is_end_stream(&self) -> bool {
         // A stream that stops mid-event is not at its end yet: the next poll reports it.
-        let truncated = self.sse.is_some() && !self.boundary.at_boundary();
+        let truncated = self.sse.is_some() && !self.scanner.at_event_boundary();
         self.finished || (self.inner.is_end_stream() && !truncated)
     }
 

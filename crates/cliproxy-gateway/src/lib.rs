@@ -60,6 +60,7 @@ mod respond;
 mod routing;
 mod sandbox_paths;
 mod server;
+mod sse;
 mod stream_usage;
 mod upstream;
 mod upstream_error;

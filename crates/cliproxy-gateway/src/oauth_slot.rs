@@ -2,7 +2,9 @@
 //! and the lock the one refresh in flight holds. `refresh.rs` refreshes it; `pool.rs` keeps it
 //! in the slot. It lives apart from both so that neither imports the other's internals.
 
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
 
 use cliproxy_vault::{Credential, CredentialSecret, OAuthTokens};
 
@@ -16,7 +18,9 @@ pub(crate) struct RefreshFailure {
 /// The OAuth state of one slot.
 #[derive(Debug)]
 pub(crate) struct OAuthSlot {
-    state: RwLock<Arc<OAuthState>>,
+    /// Read without a lock by every request; written only by the holder of `lock`, so a
+    /// plain store (not a read-modify-write) is enough.
+    state: ArcSwap<OAuthState>,
     /// Held by the one refresh in flight.
     pub(crate) lock: Arc<tokio::sync::Mutex<()>>,
 }
@@ -47,21 +51,23 @@ impl OAuthState {
 impl OAuthSlot {
     pub(crate) fn new(credential: Credential) -> Self {
         Self {
-            state: RwLock::new(Arc::new(OAuthState {
+            state: ArcSwap::from_pointee(OAuthState {
                 credential,
                 attempts: 0,
                 failure: None,
                 obtained: None,
-            })),
+            }),
             lock: Arc::new(tokio::sync::Mutex::new(())),
         }
     }
 
     pub(crate) fn snapshot(&self) -> Arc<OAuthState> {
-        self.state.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+        self.state.load_full()
     }
 
+    /// Replaces the state. The caller holds `lock` (the refresh in flight), which is what
+    /// orders the read of the previous state and this write.
     pub(crate) fn set(&self, state: OAuthState) {
-        *self.state.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(state);
+        self.state.store(Arc::new(state));
     }
 }

@@ -7,9 +7,10 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use cliproxy_core::Secret;
 use cliproxy_vault::{Credential, CredentialSecret};
 use tokio::time::Instant;
@@ -271,13 +272,21 @@ impl Rest {
 /// A provider's current pool, replaced whole when credentials change.
 #[derive(Debug)]
 pub(crate) struct PoolCell {
-    current: RwLock<Arc<CredentialPool>>,
+    /// Read without a lock by every request.
+    current: ArcSwap<CredentialPool>,
+    /// Serialises the read-modify-write of [`PoolCell::update`] (management API calls), so two
+    /// changes never build on the same old pool and one lost. Readers never take it.
+    writer: Mutex<()>,
     epoch: Epoch,
 }
 
 impl PoolCell {
     pub(crate) fn new(slots: Vec<Arc<Slot>>, epoch: Epoch) -> Self {
-        Self { current: RwLock::new(Arc::new(CredentialPool::new(slots, epoch))), epoch }
+        Self {
+            current: ArcSwap::from_pointee(CredentialPool::new(slots, epoch)),
+            writer: Mutex::new(()),
+            epoch,
+        }
     }
 
     /// The clock slots of this provider cool down on.
@@ -287,14 +296,14 @@ impl PoolCell {
 
     /// The pool as it is now; a request keeps it for all its attempts.
     pub(crate) fn load(&self) -> Arc<CredentialPool> {
-        self.current.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+        self.current.load_full()
     }
 
     /// Replaces the pool with `change(current slots)`.
     pub(crate) fn update(&self, change: impl FnOnce(&[Arc<Slot>]) -> Vec<Arc<Slot>>) {
-        let mut current = self.current.write().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let slots = change(current.slots());
-        *current = Arc::new(CredentialPool::new(slots, self.epoch));
+        let _writer = self.writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let slots = change(self.current.load().slots());
+        self.current.store(Arc::new(CredentialPool::new(slots, self.epoch)));
     }
 }
 

@@ -223,7 +223,7 @@ impl UsageStripper {
 
     /// Sends on every complete event in `held`, edited.
     fn drain_events(&mut self, out: &mut Out) {
-        while let Some(newline) = self.held[self.line_start..].iter().position(|&b| b == b'\n') {
+        while let Some(newline) = memchr::memchr(b'\n', &self.held[self.line_start..]) {
             let line_end = self.line_start + newline + 1;
             let line = &self.held[self.line_start..line_end - 1];
             let line = line.strip_suffix(b"\r").unwrap_or(line);
@@ -355,7 +355,7 @@ fn edit_event(event: Bytes, out: &mut Out) {
 fn data_payload(event: &[u8]) -> Option<(usize, usize)> {
     let mut at = 0;
     while at < event.len() {
-        let end = event[at..].iter().position(|&b| b == b'\n').map_or(event.len(), |n| at + n);
+        let end = memchr::memchr(b'\n', &event[at..]).map_or(event.len(), |n| at + n);
         let line = &event[at..end];
         if let Some(data) = line.strip_prefix(b"data:") {
             let mut start = at + 5;
@@ -540,7 +540,7 @@ fn ends_event(bytes: &[u8]) -> bool {
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|window| window == needle)
+    memchr::memmem::find(haystack, needle).is_some()
 }
 
 /// What one [`UsageStripper::feed`] sends on: one `Bytes` without a copy when it is one

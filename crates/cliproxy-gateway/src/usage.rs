@@ -10,6 +10,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::api::ApiFormat;
+use crate::sse::SseLines;
 
 /// Tokens consumed by one request.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -40,20 +41,18 @@ pub(crate) const MAX_SSE_EVENT: usize = 1024 * 1024;
 /// Reads usage from a body fed to it chunk by chunk.
 #[derive(Debug)]
 pub struct UsageScanner {
-    format: ApiFormat,
     sse: bool,
-    /// SSE: the unfinished line. JSON: the body so far.
+    /// SSE: the stream's lines, from the one framer (`sse.rs`).
+    lines: SseLines,
+    /// JSON: the body so far.
     buffer: Vec<u8>,
-    /// SSE: the `data:` payload of the event being read.
-    event: Vec<u8>,
-    /// Set when a line or body exceeded its cap: skip until the next line (SSE) or for good.
+    /// JSON: set when the body exceeded its cap; it is not read.
     overflow: bool,
-    /// The caps: [`MAX_JSON_BODY`] and [`MAX_SSE_EVENT`] except under the fuzzer, which needs
-    /// caps small enough for its inputs to reach.
+    /// The cap on the JSON body: [`MAX_JSON_BODY`] except under the fuzzer, which needs caps
+    /// small enough for its inputs to reach.
     max_json_body: usize,
-    max_sse_event: usize,
-    input: Option<u64>,
-    output: Option<u64>,
+    /// What the lines and the body said.
+    reader: Reader,
 }
 
 impl UsageScanner {
@@ -72,15 +71,12 @@ impl UsageScanner {
         max_sse_event: usize,
     ) -> Self {
         Self {
-            format,
             sse,
+            lines: SseLines::new(max_sse_event),
             buffer: Vec::new(),
-            event: Vec::new(),
             overflow: false,
             max_json_body,
-            max_sse_event,
-            input: None,
-            output: None,
+            reader: Reader { format, event: Vec::new(), max_sse_event, input: None, output: None },
         }
     }
 
@@ -88,13 +84,14 @@ impl UsageScanner {
     /// being read. For the fuzz target, which asserts that neither passes its cap.
     #[doc(hidden)]
     pub fn buffered(&self) -> (usize, usize) {
-        (self.buffer.len(), self.event.len())
+        let held = if self.sse { self.lines.held() } else { self.buffer.len() };
+        (held, self.reader.event.len())
     }
 
     /// Feeds the next chunk of the body.
     pub fn feed(&mut self, chunk: &[u8]) {
         if self.sse {
-            self.feed_sse(chunk);
+            self.lines.feed(chunk, |line| self.reader.line(line));
         } else if !self.overflow {
             if self.buffer.len() + chunk.len() > self.max_json_body {
                 self.overflow = true;
@@ -108,64 +105,50 @@ impl UsageScanner {
     /// Marks the end of the body: a JSON body is parsed, a last unterminated SSE event is read.
     pub fn finish(&mut self) {
         if self.sse {
-            if !self.buffer.is_empty() {
-                let line = std::mem::take(&mut self.buffer);
-                self.line(&line);
-            }
-            self.dispatch();
+            self.lines.finish(|line| self.reader.line(line));
+            self.reader.dispatch();
         } else if !self.overflow && !self.buffer.is_empty() {
             let body = std::mem::take(&mut self.buffer);
             // Gemini's non-SSE stream is one JSON array of responses.
             if body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
                 if let Ok(items) = serde_json::from_slice::<Vec<Carrier>>(&body) {
-                    items.iter().for_each(|item| self.extract(item));
+                    items.iter().for_each(|item| self.reader.extract(item));
                 }
             } else if let Ok(reply) = serde_json::from_slice::<Carrier>(&body) {
-                self.extract(&reply);
+                self.reader.extract(&reply);
             }
         }
     }
 
     /// The usage seen so far, if any was reported.
     pub fn usage(&self) -> Option<Usage> {
-        if self.input.is_none() && self.output.is_none() {
+        let Reader { input, output, .. } = self.reader;
+        if input.is_none() && output.is_none() {
             return None;
         }
-        Some(Usage {
-            input_tokens: self.input.unwrap_or(0),
-            output_tokens: self.output.unwrap_or(0),
-        })
+        Some(Usage { input_tokens: input.unwrap_or(0), output_tokens: output.unwrap_or(0) })
     }
 
-    fn feed_sse(&mut self, mut chunk: &[u8]) {
-        while let Some(at) = chunk.iter().position(|&b| b == b'\n') {
-            let (head, rest) = chunk.split_at(at);
-            chunk = &rest[1..];
-            // A line past the cap is skipped whole, whether it came in one chunk or overflowed
-            // the buffer over several: where the body was split must not change what is read.
-            if self.overflow || self.buffer.len() + head.len() > self.max_sse_event {
-                self.overflow = false;
-                self.buffer.clear();
-                continue;
-            }
-            if self.buffer.is_empty() {
-                self.line(head);
-            } else {
-                let mut line = std::mem::take(&mut self.buffer);
-                line.extend_from_slice(head);
-                self.line(&line);
-            }
-        }
-        if !self.overflow {
-            if self.buffer.len() + chunk.len() > self.max_sse_event {
-                self.overflow = true;
-                self.buffer.clear();
-            } else {
-                self.buffer.extend_from_slice(chunk);
-            }
-        }
+    /// Whether the event stream fed so far ends at an event boundary (always, for a scanner
+    /// of a JSON body, which is not framed): the body wrapper sends an error event of its own
+    /// only there.
+    pub(crate) fn at_event_boundary(&self) -> bool {
+        self.lines.at_boundary()
     }
+}
 
+/// Reads the lines of an event stream into events, and events and bodies into usage.
+#[derive(Debug)]
+struct Reader {
+    format: ApiFormat,
+    /// SSE: the `data:` payload of the event being read.
+    event: Vec<u8>,
+    max_sse_event: usize,
+    input: Option<u64>,
+    output: Option<u64>,
+}
+
+impl Reader {
     fn line(&mut self, line: &[u8]) {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if line.is_empty() {
@@ -195,7 +178,7 @@ impl UsageScanner {
             ApiFormat::Gemini => b"usageMetadata",
             _ => b"usage",
         };
-        if contains(&event, key)
+        if memchr::memmem::find(&event, key).is_some()
             && let Ok(event) = serde_json::from_slice::<Carrier>(&event)
         {
             self.extract(&event);
@@ -274,10 +257,6 @@ struct Carrier {
 
 fn number(value: &Value, key: &str) -> Option<u64> {
     value.get(key).and_then(Value::as_u64)
-}
-
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|window| window == needle)
 }
 
 #[cfg(test)]
@@ -378,7 +357,7 @@ mod tests {
         for _ in 0..40 {
             scanner.feed(&junk);
         }
-        assert!(scanner.buffer.len() <= MAX_SSE_EVENT);
+        assert!(scanner.buffered().0 <= MAX_SSE_EVENT);
         // After the oversized line ends, later events are read again.
         scanner.feed(b"\ndata: {\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":1}}\n\n");
         assert_eq!(scanner.usage(), usage(1, 1));

@@ -7,8 +7,9 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex};
 
+use arc_swap::ArcSwap;
 use http::HeaderMap;
 use ipnetwork::IpNetwork;
 
@@ -85,12 +86,16 @@ pub struct IpFilter {
     allow: Option<Vec<IpNetwork>>,
     trusted: Vec<IpNetwork>,
     header: ForwardedHeader,
-    runtime: RwLock<Arc<RuntimeList>>,
+    /// Read without a lock by every check.
+    runtime: ArcSwap<RuntimeList>,
+    /// Serialises the read-modify-write of `update` (management API, alert rules, the purge),
+    /// so two changes never start from the same list and one is lost. Checks never take it.
+    writer: Mutex<()>,
     clock: Arc<dyn Clock>,
 }
 
 /// The runtime denylist: single addresses in a map (an alert rule may add many), ranges in a
-/// short list. Replaced whole on every change, so readers never wait on a writer for long.
+/// short list. Replaced whole on every change, so readers never wait on a writer.
 #[derive(Debug, Default, Clone)]
 struct RuntimeList {
     hosts: HashMap<IpAddr, DenyEntry>,
@@ -165,7 +170,8 @@ impl IpFilter {
             allow: allowed.map(|list| list.iter().copied().map(canonical_network).collect()),
             trusted: trusted.iter().copied().map(canonical_network).collect(),
             header: ForwardedHeader::default(),
-            runtime: RwLock::new(Arc::new(RuntimeList::default())),
+            runtime: ArcSwap::from_pointee(RuntimeList::default()),
+            writer: Mutex::new(()),
             clock,
         }
     }
@@ -285,20 +291,17 @@ impl IpFilter {
     }
 
     fn snapshot(&self) -> Arc<RuntimeList> {
-        match self.runtime.read() {
-            Ok(list) => list.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
+        self.runtime.load_full()
     }
 
     fn update<T>(&self, change: impl FnOnce(&mut RuntimeList) -> T) -> T {
-        let mut guard = match self.runtime.write() {
+        let _writer = match self.writer.lock() {
             Ok(guard) => guard,
             Err(poisoned) => poisoned.into_inner(),
         };
-        let mut next = RuntimeList::clone(&guard);
+        let mut next = RuntimeList::clone(&self.runtime.load());
         let result = change(&mut next);
-        *guard = Arc::new(next);
+        self.runtime.store(Arc::new(next));
         result
     }
 }
@@ -569,5 +572,32 @@ mod tests {
         assert_eq!(parse_network("10.0.0.0/33"), None);
         assert_eq!(parse_network("example.com"), None);
         assert_eq!(parse_network(""), None);
+    }
+
+    #[test]
+    fn concurrent_denies_are_all_kept() {
+        // Writers run a read-modify-write on the swapped list; without their lock two of them
+        // would build on the same old list and one entry would be lost.
+        let f = Arc::new(IpFilter::new(&SecurityConfig::default(), &[], FakeClock::at_unix(1_000)));
+        let (threads, each) = (4u8, 200u8);
+        let workers: Vec<_> = (0..threads)
+            .map(|t| {
+                let f = f.clone();
+                std::thread::spawn(move || {
+                    for i in 0..each {
+                        f.deny(DenyEntry {
+                            network: IpNetwork::from(IpAddr::from([10, t, 0, i])),
+                            reason: "abuse".to_owned(),
+                            created_at: 1_000,
+                            expires_at: None,
+                        });
+                    }
+                })
+            })
+            .collect();
+        for worker in workers {
+            worker.join().unwrap();
+        }
+        assert_eq!(f.runtime_denylist().len(), usize::from(threads) * usize::from(each));
     }
 }

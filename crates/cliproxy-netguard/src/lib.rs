@@ -112,7 +112,9 @@ pub use fields::{RequestFields, UsageOption, WrongType};
 pub use headers::SecurityHeaders;
 pub use ipfilter::{DenyReason, IpFilter, Verdict, parse_network};
 pub use maintenance::{Maintenance, MaintenanceState};
-pub use quota::{QuotaStatus, Quotas, format_utc, next_reset, period_start};
+// The form quota messages give a reset time in; the one implementation lives in the core.
+pub use cliproxy_core::format_utc;
+pub use quota::{QuotaStatus, Quotas, next_reset, period_start};
 pub use ratelimit::{
     Admitted, DEFAULT_TOKEN_ESTIMATE, GlobalRateLimiter, IpRateLimiter, LimitKind, Limited,
     MinuteLimiter, Reservation,

@@ -1,14 +1,18 @@
 //! Maintenance mode: while on, proxied requests are answered 503 with `Retry-After` and the
 //! configured message; health and management stay up so that operators can turn it off.
 
-use std::sync::RwLock;
+use std::sync::{Arc, Mutex};
 
+use arc_swap::ArcSwap;
 use serde::Serialize;
 
 /// Maintenance state, changed at run time through the management API.
 #[derive(Debug)]
 pub struct Maintenance {
-    state: RwLock<MaintenanceState>,
+    /// Read without a lock by every request.
+    state: ArcSwap<MaintenanceState>,
+    /// Serialises `set`, a read-modify-write (a `None` message keeps the current one).
+    writer: Mutex<()>,
 }
 
 /// What `GET /v0/management/maintenance` shows and `PUT` sets.
@@ -23,34 +27,37 @@ pub struct MaintenanceState {
 impl Maintenance {
     /// Maintenance as `server.maintenance_mode` and `server.message` set it.
     pub fn new(enabled: bool, message: String) -> Self {
-        Self { state: RwLock::new(MaintenanceState { enabled, message }) }
+        Self {
+            state: ArcSwap::from_pointee(MaintenanceState { enabled, message }),
+            writer: Mutex::new(()),
+        }
     }
 
     /// The current state.
     pub fn get(&self) -> MaintenanceState {
-        match self.state.read() {
-            Ok(state) => state.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
+        MaintenanceState::clone(&self.state.load())
     }
 
     /// The message when maintenance is on.
     pub fn active(&self) -> Option<String> {
-        let state = self.get();
-        state.enabled.then_some(state.message)
+        // Only the flag is read on the request path; the message is cloned when it is on.
+        let state = self.state.load();
+        state.enabled.then(|| state.message.clone())
     }
 
     /// Turns maintenance on or off; a `None` message keeps the current one.
     pub fn set(&self, enabled: bool, message: Option<String>) -> MaintenanceState {
-        let mut state = match self.state.write() {
-            Ok(state) => state,
+        let _writer = match self.writer.lock() {
+            Ok(guard) => guard,
             Err(poisoned) => poisoned.into_inner(),
         };
+        let mut state = self.get();
         state.enabled = enabled;
         if let Some(message) = message {
             state.message = message;
         }
-        state.clone()
+        self.state.store(Arc::new(state.clone()));
+        state
     }
 }
 

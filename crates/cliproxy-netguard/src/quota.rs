@@ -3,67 +3,48 @@
 //! restarts through the state store: [`Quotas::seed`] takes what was stored, and
 //! [`Quotas::take_dirty`] hands back what changed, for the gateway to write in batches.
 //!
-//! The calendar arithmetic is Howard Hinnant's `days_from_civil` / `civil_from_days`
-//! (proleptic Gregorian, exact for every month length and leap year), which is all a quota
-//! needs and avoids a date library.
+//! The calendar is the `time` crate's (proleptic Gregorian, exact for every month length and
+//! leap year); this module only says where each period starts and ends.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use cliproxy_core::{Quota, QuotaPeriod};
+use time::{Date, Month, OffsetDateTime};
 
 use crate::clock::Clock;
 use crate::ratelimit::{LimitKind, Limited};
 use crate::types::{QuotaScope, QuotaUsage};
 
-const SECONDS_PER_DAY: u64 = 86_400;
-
 /// Unix seconds at which the period holding `unix_seconds` started: 00:00 UTC of the day,
 /// of the Monday of the ISO week, or of the 1st of the month. (The week of 1970-01-01 began
 /// before the epoch; its start is given as 0.)
 pub fn period_start(period: QuotaPeriod, unix_seconds: u64) -> u64 {
-    let day = day_number(unix_seconds);
+    let date = date_of(unix_seconds);
     let start = match period {
-        QuotaPeriod::Daily => day,
-        // 1970-01-01 was a Thursday, three days after a Monday.
-        QuotaPeriod::Weekly => day - (day + 3).rem_euclid(7),
-        QuotaPeriod::Monthly => {
-            let (year, month, _) = civil_from_days(day);
-            days_from_civil(year, month, 1)
-        }
+        QuotaPeriod::Daily => Some(date),
+        QuotaPeriod::Weekly => date.checked_sub(days(date.weekday().number_days_from_monday())),
+        QuotaPeriod::Monthly => date.replace_day(1).ok(),
     };
-    unix_of_day(start)
+    // Every date here has a Monday and a 1st before it (the earliest is 1970-01-01).
+    unix_of(start.unwrap_or(date))
 }
 
 /// Unix seconds at which the period holding `unix_seconds` ends and the next one starts.
+/// (Past the year 9999, which the calendar does not reach, it is `u64::MAX`: never.)
 pub fn next_reset(period: QuotaPeriod, unix_seconds: u64) -> u64 {
-    let day = day_number(unix_seconds);
+    let date = date_of(unix_seconds);
     let next = match period {
-        QuotaPeriod::Daily => day + 1,
-        QuotaPeriod::Weekly => day - (day + 3).rem_euclid(7) + 7,
-        QuotaPeriod::Monthly => {
-            let (year, month, _) = civil_from_days(day);
-            if month == 12 {
-                days_from_civil(year + 1, 1, 1)
-            } else {
-                days_from_civil(year, month + 1, 1)
-            }
+        QuotaPeriod::Daily => date.next_day(),
+        QuotaPeriod::Weekly => date.checked_add(days(7 - date.weekday().number_days_from_monday())),
+        QuotaPeriod::Monthly => match date.month() {
+            Month::December => Date::from_calendar_date(date.year() + 1, Month::January, 1),
+            month => Date::from_calendar_date(date.year(), month.next(), 1),
         }
+        .ok(),
     };
-    unix_of_day(next)
-}
-
-/// `2025-02-01T00:00:00Z`: the form quota messages give a reset time in.
-pub fn format_utc(unix_seconds: u64) -> String {
-    let (year, month, day) = civil_from_days(day_number(unix_seconds));
-    let in_day = unix_seconds % SECONDS_PER_DAY;
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        in_day / 3600,
-        in_day % 3600 / 60,
-        in_day % 60
-    )
+    next.map_or(u64::MAX, unix_of)
 }
 
 /// Where one quota stands.
@@ -317,59 +298,62 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// The day number (days since 1970-01-01) holding `unix_seconds`.
-fn day_number(unix_seconds: u64) -> i64 {
-    // u64 seconds divided by a day always fits in an i64.
-    i64::try_from(unix_seconds / SECONDS_PER_DAY).unwrap_or(i64::MAX)
+/// The UTC date holding `unix_seconds`; a time past the year 9999 (no clock reaches it, and
+/// the calendar stops there) is taken as its last day.
+fn date_of(unix_seconds: u64) -> Date {
+    i64::try_from(unix_seconds)
+        .ok()
+        .and_then(|seconds| OffsetDateTime::from_unix_timestamp(seconds).ok())
+        .map_or(Date::MAX, OffsetDateTime::date)
 }
 
-/// Unix seconds at 00:00 UTC of day number `day`, clamped to the representable range.
-fn unix_of_day(day: i64) -> u64 {
-    u64::try_from(day).unwrap_or(0).saturating_mul(SECONDS_PER_DAY)
+/// Unix seconds at 00:00 UTC of `date`; 0 for a date before 1970.
+fn unix_of(date: Date) -> u64 {
+    u64::try_from(date.midnight().assume_utc().unix_timestamp()).unwrap_or(0)
 }
 
-/// Days since 1970-01-01 of the proleptic Gregorian date `year-month-day`.
-fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
-    let (month, day) = (i64::from(month), i64::from(day));
-    // Years start in March here, so the leap day is the last day of the year.
-    let year = if month <= 2 { year - 1 } else { year };
-    let era = year.div_euclid(400);
-    let year_of_era = year - era * 400;
-    let march_month = if month > 2 { month - 3 } else { month + 9 };
-    let day_of_year = (153 * march_month + 2) / 5 + day - 1;
-    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
-    era * 146_097 + day_of_era - 719_468
-}
-
-/// The proleptic Gregorian date (year, month 1–12, day 1–31) of day number `days`.
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let days = days + 719_468;
-    let era = days.div_euclid(146_097);
-    let day_of_era = days - era * 146_097;
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let march_month = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * march_month + 2) / 5 + 1;
-    let month = if march_month < 10 { march_month + 3 } else { march_month - 9 };
-    let year = year_of_era + era * 400 + i64::from(month <= 2);
-    // Both are small by construction (1–12 and 1–31).
-    (year, u32::try_from(month).unwrap_or(1), u32::try_from(day).unwrap_or(1))
+fn days(count: u8) -> time::Duration {
+    time::Duration::days(i64::from(count))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cliproxy_core::format_utc;
+
+    const SECONDS_PER_DAY: u64 = 86_400;
 
     #[test]
-    fn civil_conversions_round_trip_and_match_known_dates() {
-        assert_eq!(days_from_civil(1970, 1, 1), 0);
-        assert_eq!(days_from_civil(2000, 3, 1), 11_017);
-        assert_eq!(civil_from_days(19_782), (2024, 2, 29));
-        for day in -800_000..800_000 {
-            let (y, m, d) = civil_from_days(day);
-            assert_eq!(days_from_civil(y, m, d), day);
+    fn periods_tile_the_calendar() {
+        // Every day from 1970 to past 2100, at its first and last second: the period holding
+        // it starts at midnight on a Monday or a 1st, ends where the next one starts, and
+        // lasts a day, a week, or the month's length.
+        for day in 0..50_000u64 {
+            for at in [day * SECONDS_PER_DAY, day * SECONDS_PER_DAY + SECONDS_PER_DAY - 1] {
+                for period in [QuotaPeriod::Daily, QuotaPeriod::Weekly, QuotaPeriod::Monthly] {
+                    let (start, end) = (period_start(period, at), next_reset(period, at));
+                    assert!(start <= at && at < end, "{period:?} {at}");
+                    assert_eq!(start % SECONDS_PER_DAY, 0);
+                    assert_eq!(period_start(period, end), end, "{period:?} {at}");
+                    let first = date_of(start);
+                    let length = (end - start) / SECONDS_PER_DAY;
+                    match period {
+                        QuotaPeriod::Daily => assert_eq!(length, 1),
+                        QuotaPeriod::Weekly if start == 0 => assert_eq!(length, 4),
+                        QuotaPeriod::Weekly => {
+                            assert_eq!(length, 7);
+                            assert_eq!(first.weekday(), time::Weekday::Monday);
+                        }
+                        QuotaPeriod::Monthly => {
+                            assert_eq!(first.day(), 1);
+                            assert_eq!(length, u64::from(first.month().length(first.year())));
+                        }
+                    }
+                }
+            }
         }
+        assert_eq!(period_start(QuotaPeriod::Monthly, 1_709_251_199), 1_706_745_600);
+        assert_eq!(next_reset(QuotaPeriod::Monthly, 1_709_251_199), 1_709_251_200);
     }
 
     #[test]

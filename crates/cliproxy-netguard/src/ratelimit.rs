@@ -179,7 +179,7 @@ impl fmt::Display for Message<'_> {
             write!(f, " ({source})")?;
         }
         if let Some(at) = limited.resets_at.filter(|_| limited.kind.is_quota()) {
-            return write!(f, "; it resets at {}", crate::quota::format_utc(at));
+            return write!(f, "; it resets at {}", cliproxy_core::format_utc(at));
         }
         write!(f, "; retry after {} s", limited.retry_after_secs())
     }

@@ -13,9 +13,10 @@ use std::fmt;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use rustls::crypto::{CryptoProvider, KeyProvider, ring};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
@@ -244,7 +245,8 @@ pub struct CertReloader {
     cert_file: PathBuf,
     key_file: PathBuf,
     key_provider: &'static dyn KeyProvider,
-    current: RwLock<Loaded>,
+    /// Read without a lock by every handshake; written only under `last_seen`.
+    current: ArcSwap<Loaded>,
     // The fingerprint of the files at the last load attempt. The mutex also serialises
     // reloads, so a SIGHUP and the timer cannot interleave their reads and swaps.
     last_seen: Mutex<Option<Fingerprint>>,
@@ -264,7 +266,7 @@ impl CertReloader {
             cert_file: cert_file.to_path_buf(),
             key_file: key_file.to_path_buf(),
             key_provider,
-            current: RwLock::new(loaded),
+            current: ArcSwap::from_pointee(loaded),
             last_seen: Mutex::new(Some(fingerprint)),
         })
     }
@@ -316,13 +318,12 @@ impl CertReloader {
 
     fn swap(&self) -> Result<()> {
         let loaded = load_pair(&self.cert_file, &self.key_file, self.key_provider)?;
-        *self.current.write().unwrap_or_else(PoisonError::into_inner) = loaded;
+        self.current.store(Arc::new(loaded));
         Ok(())
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, Loaded> {
-        // A poisoned lock still holds a complete pair: the only writer assigns a whole value.
-        self.current.read().unwrap_or_else(PoisonError::into_inner)
+    fn read(&self) -> arc_swap::Guard<Arc<Loaded>> {
+        self.current.load()
     }
 }
 
@@ -574,17 +575,12 @@ mod der {
         if !(1..=12).contains(&month) || !(1..=31).contains(&day) {
             return None;
         }
-        Some(days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second)
-    }
-
-    /// Days since 1970-01-01 for a proleptic Gregorian date (Howard Hinnant's algorithm).
-    fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-        let year = if month <= 2 { year - 1 } else { year };
-        let era = year.div_euclid(400);
-        let year_of_era = year - era * 400;
-        let day_of_year = (153 * (month + if month > 2 { -3 } else { 9 }) + 2) / 5 + day - 1;
-        let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
-        era * 146_097 + day_of_era - 719_468
+        // The 1st of the month from the calendar, then the fields as they are written: the
+        // day and time are range-checked loosely on purpose, as the expiry check only warns.
+        let month = time::Month::try_from(u8::try_from(month).ok()?).ok()?;
+        let first = time::Date::from_calendar_date(i32::try_from(year).ok()?, month, 1).ok()?;
+        let first = first.midnight().assume_utc().unix_timestamp();
+        Some(first + (day - 1) * 86_400 + hour * 3600 + minute * 60 + second)
     }
 
     #[cfg(test)]

@@ -69,6 +69,7 @@ mod crypto;
 mod error;
 mod fingerprint;
 mod lock;
+mod mode;
 mod notice;
 mod oauth;
 mod signing;

@@ -77,7 +77,7 @@ impl DirLock {
         // The umask may have narrowed the mode of a new file, and an old one may be loose;
         // Every hidden file of the directory is held to 0600, as credentials are.
         if !read_only && meta.mode() & 0o7777 != file_mode {
-            crate::store::set_mode(&file, &path, file_mode, "set mode 0600 on")?;
+            crate::mode::set_mode(&file, &path, file_mode, "set mode 0600 on")?;
         }
         // A child that another thread of this process forks holds a copy of every descriptor,
         // and so this lock, from its fork to its exec (which closes them: O_CLOEXEC). A lock

@@ -1,8 +1,8 @@
 use std::collections::BTreeMap;
 use std::fmt;
-use std::fs::{self, DirBuilder, File, OpenOptions, Permissions};
+use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -14,6 +14,7 @@ use crate::credential::{MAX_FILE_BYTES, validate_name};
 use crate::crypto::Keyring;
 use crate::fingerprint::{self, FINGERPRINT_FILE};
 use crate::lock::DirLock;
+use crate::mode::set_mode;
 use crate::{
     Credential, CredentialFile, CredentialMeta, Error, Notice, Protection, Result,
     parse_credential_file,
@@ -912,37 +913,19 @@ impl CredentialStore for FileStore {
     }
 }
 
-/// Sets `mode` on the open `file` (at `path`) and reads it back: a filesystem that ignores
-/// permissions (vfat, some network or FUSE mounts) accepts the call and keeps the old mode,
-/// and the credentials must then be refused, not announced as "tightened" on every read.
-pub(crate) fn set_mode(file: &File, path: &Path, mode: u32, op: &'static str) -> Result<()> {
-    #[cfg(test)]
-    let ignored = tests::IGNORE_CHMOD.with(std::cell::Cell::get);
-    #[cfg(not(test))]
-    let ignored = false;
-    if !ignored {
-        file.set_permissions(Permissions::from_mode(mode)).map_err(|e| Error::io(path, op, e))?;
-    }
-    let got = file.metadata().map_err(|e| Error::io(path, op, e))?.mode() & 0o7777;
-    if got != mode {
-        return Err(Error::ModeNotKept { path: path.to_owned(), wanted: mode, got });
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, reason = "a failed expectation fails the test")]
 
     use super::*;
+    use crate::mode::IGNORE_CHMOD;
+    use std::fs::Permissions;
+    use std::os::unix::fs::PermissionsExt;
 
     /// What a test runs between the two passes of `rewrite`.
     type Hook = Box<dyn FnOnce(&Path)>;
 
     thread_local! {
-        /// Makes `set_mode` skip the chmod on this thread, as a filesystem that ignores
-        /// permissions does (none is mountable in a test without privileges).
-        pub(super) static IGNORE_CHMOD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
         /// Run by `rewrite` on this thread between its check of every file and its rewrites,
         /// to change the directory at the moment a snapshot would go stale.
         static BETWEEN_PASSES: std::cell::RefCell<Option<Hook>> = const { std::cell::RefCell::new(None) };

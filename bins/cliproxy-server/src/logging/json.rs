@@ -16,6 +16,7 @@ use std::fmt::{self, Write as _};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use slog::{KV, Key, OwnedKVList, Record};
+use time::OffsetDateTime;
 
 /// Appends `record` as one JSON object and a newline.
 pub(super) fn write_record(
@@ -257,21 +258,6 @@ fn write_ts(out: &mut Vec<u8>, now: SystemTime) {
     }
 }
 
-/// Days since 1970-01-01 to a civil date (Howard Hinnant's algorithm), proleptic Gregorian:
-/// exact for any day a `SystemTime` can hold, before 1970 too.
-pub(crate) fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = u32::try_from(doy - (153 * mp + 2) / 5 + 1).unwrap_or(1);
-    let month = u32::try_from(if mp < 10 { mp + 3 } else { mp - 9 }).unwrap_or(1);
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
-}
-
 /// Appends `now` in RFC 3339 in UTC as [`write_ts`] describes it, without the quotes; writes
 /// nothing and returns false for a year outside 0000–9999. The text format uses it too.
 pub(super) fn write_time(out: &mut Vec<u8>, now: SystemTime) -> bool {
@@ -287,24 +273,24 @@ pub(super) fn write_time(out: &mut Vec<u8>, now: SystemTime) -> bool {
             }
         }
     };
-    let (year, month, day) = civil_from_days(secs.div_euclid(86_400));
-    if !(0..=9999).contains(&year) {
+    // The calendar is the `time` crate's; the digits are written here, straight into the
+    // line, because this runs for every log line (a `format` call would allocate).
+    let Ok(at) = OffsetDateTime::from_unix_timestamp(secs) else { return false };
+    let Ok(year) = u32::try_from(at.year()) else { return false };
+    if year > 9999 {
         return false;
     }
-    // In range: the year is at most 9999, and the rest is smaller still.
-    let small = |value: i64| u32::try_from(value).unwrap_or(0);
-    let of_day = small(secs.rem_euclid(86_400));
-    push_digits(out, small(year), 4);
+    push_digits(out, year, 4);
     out.push(b'-');
-    push_digits(out, month, 2);
+    push_digits(out, u32::from(u8::from(at.month())), 2);
     out.push(b'-');
-    push_digits(out, day, 2);
+    push_digits(out, u32::from(at.day()), 2);
     out.push(b'T');
-    push_digits(out, of_day / 3600, 2);
+    push_digits(out, u32::from(at.hour()), 2);
     out.push(b':');
-    push_digits(out, of_day / 60 % 60, 2);
+    push_digits(out, u32::from(at.minute()), 2);
     out.push(b':');
-    push_digits(out, of_day % 60, 2);
+    push_digits(out, u32::from(at.second()), 2);
     if nanos != 0 {
         let mut width = 9;
         let mut fraction = nanos;

@@ -8,7 +8,6 @@ use ring::rand::SystemRandom;
 use ring::signature::{ED25519, Ed25519KeyPair, KeyPair as _, UnparsedPublicKey};
 use zeroize::Zeroizing;
 
-use super::signature::Signature;
 use super::{Error, Result};
 
 /// minisign's algorithm bytes for a pure Ed25519 key or signature (its "legacy" signatures).
@@ -252,19 +251,13 @@ impl SecretKey {
         &self.public
     }
 
-    /// Signs `message` in minisign's legacy `Ed` format with `trusted_comment`, a single line
-    /// that is signed too (minisign prints it after verifying).
-    pub fn sign(&self, message: &[u8], trusted_comment: &str) -> Result<Signature> {
-        Signature::create(
-            |bytes| {
-                let mut out = [0; 64];
-                out.copy_from_slice(self.pair.sign(bytes).as_ref());
-                out
-            },
-            self.public.key_id,
-            message,
-            trusted_comment,
-        )
+    /// The raw Ed25519 signature of `bytes`. `SecretKey::sign`, which writes minisign's
+    /// format with it, is in `signature.rs`, beside that format: the key does not know the
+    /// signature file, so the two modules do not import each other.
+    pub(super) fn sign_raw(&self, bytes: &[u8]) -> [u8; 64] {
+        let mut out = [0; 64];
+        out.copy_from_slice(self.pair.sign(bytes).as_ref());
+        out
     }
 }
 

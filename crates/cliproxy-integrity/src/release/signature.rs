@@ -10,7 +10,7 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 
-use super::keys::{ALG_ED25519, KeyId, PublicKey, check_algorithm, split_lines};
+use super::keys::{ALG_ED25519, KeyId, PublicKey, SecretKey, check_algorithm, split_lines};
 use super::{Error, Result};
 
 const UNTRUSTED_PREFIX: &str = "untrusted comment: ";
@@ -177,6 +177,19 @@ impl Signature {
     }
 }
 
+impl SecretKey {
+    /// Signs `message` in minisign's legacy `Ed` format with `trusted_comment`, a single line
+    /// that is signed too (minisign prints it after verifying).
+    pub fn sign(&self, message: &[u8], trusted_comment: &str) -> Result<Signature> {
+        Signature::create(
+            |bytes| self.sign_raw(bytes),
+            self.public_key().key_id(),
+            message,
+            trusted_comment,
+        )
+    }
+}
+
 /// A trusted comment must be one line that minisign reads back unchanged: no newline (the
 /// line would end early), no NUL (C strings stop there), no other control character but tab
 /// (minisign's own comments use tabs), and no trailing whitespace (minisign trims the line).
@@ -195,7 +208,6 @@ fn check_comment(comment: &str) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::SecretKey;
     use super::*;
 
     fn signed() -> (SecretKey, Signature) {
