@@ -1106,7 +1106,7 @@ mod tests {
             [(Layers::ALL, None), (Layers::NO_AUDIT_METRICS, None), (Layers::TLS, Some(&tls))]
         {
             let yaml = gateway_config(&dir, &layers, "http://127.0.0.1:9", &keys, tls);
-            let config = cliproxy_gateway::Config::from_yaml(&yaml)
+            let config = cliproxy_server::config::Config::from_yaml(&yaml)
                 .unwrap_or_else(|e| panic!("{e}\n{yaml}"));
             let text = format!("{config:?}");
             assert!(!text.contains(&keys.client), "the client key is redacted in Debug");

@@ -2,7 +2,7 @@
 //! must load or give an error, never panic.
 #![no_main]
 
-use cliproxy_gateway::Config;
+use cliproxy_server::config::Config;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -44,8 +44,8 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::config::Config;
 use cliproxy_audit::EventType;
-use cliproxy_gateway::Config;
 use cliproxy_vault::Protection;
 use nix::unistd::AccessFlags;
 

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use anyhow::{Context, anyhow};
 use base64::Engine;
 use cliproxy_core::{Secret, format_utc_plain};
-use cliproxy_gateway::{BaseUrl, Config, Gateway, Server};
+use cliproxy_gateway::{BaseUrl, Gateway, Server};
 use cliproxy_netguard::{SqliteStore, StateChange, StateStore};
 use cliproxy_vault::{Credential, CredentialStore, Protection};
 use ring::rand::{SecureRandom, SystemRandom};
@@ -17,6 +17,7 @@ use crate::cli::{
     BansCommand, Cli, Command, ConfigArg, DemoArgs, HealthcheckArgs, SandboxCommand, VaultAddArgs,
     VaultCommand,
 };
+use crate::config::Config;
 use crate::config_load::{load, source};
 use crate::failure::{EXIT_CONFIG, EXIT_RUNTIME, Failure};
 use crate::logging;
@@ -97,7 +98,7 @@ fn serve(
     // The sandbox goes on first, while this is the process's only thread: landlock restricts
     // only the calling thread and the threads it starts, so the logger's thread, the gateway's
     // writer threads and the runtime's workers all start inside it.
-    let paths = Gateway::sandbox_paths(&config, config_arg.config.as_deref())
+    let paths = Gateway::sandbox_paths(&config.gateway(), config_arg.config.as_deref())
         .map_err(anyhow::Error::from)?;
     let applied = sandbox(&config, &paths, early)?;
     let (log, _flush) = logging::init(&config.logging);
@@ -116,7 +117,7 @@ fn serve(
         let gateway = crate::compose::gateway(&config, &log)?;
         gateway.set_sandbox_report(sandbox_report(&config, applied));
         // SIGHUP and POST /v0/management/config/reload read the same source again.
-        gateway.set_config_source(source(config_arg));
+        gateway.set_config_loader(Box::new(source(config_arg)));
         runtime(&log)?.block_on(async {
             let server = Server::bind(&config.server, gateway, log.clone()).await?;
             server.run(shutdown_signal(log.clone())).await?;
@@ -307,7 +308,7 @@ fn demo(
     let config = Config::from_yaml(&yaml).map_err(Failure::config)?;
     // As in `serve`: the sandbox first, on the only thread. The demo dir is removed at the
     // end, so it is writable as a whole.
-    let mut paths = Gateway::sandbox_paths(&config, None).map_err(anyhow::Error::from)?;
+    let mut paths = Gateway::sandbox_paths(&config.gateway(), None).map_err(anyhow::Error::from)?;
     paths.read_write.push(dir.clone());
     let applied = sandbox(&config, &paths, early)?;
     let (log, _flush) = logging::init(&config.logging);

@@ -4,34 +4,102 @@
 //! anchors its chain in the state store; the credential store, whose exclusive lock is held
 //! for the gateway's life, comes last, as it always has.
 //!
-//! Each builder maps its layer's errors to the config key concerned; they still live in
-//! `cliproxy_gateway::default_layers` with the figment `Config` they read, until both move
-//! into this binary.
+//! Each builder maps its layer's errors to the config key concerned (the gateway crate's
+//! mappings: `netguard_error`, `audit_error`, the vault's `From` for its `Error`), so that a
+//! bad section stops the start with exit 78 naming the key.
 
-use cliproxy_gateway::default_layers;
-use cliproxy_gateway::{Config, Gateway, Layers};
+use std::sync::Arc;
+
+use cliproxy_audit::{AuditSink, Metrics};
+use cliproxy_gateway::{ConfigError, Error, Gateway, GatewayConfig, Layers};
+use cliproxy_netguard::tls::TlsSettings;
+use cliproxy_netguard::{Clock, SqliteStore, StateStore, SystemClock};
+use cliproxy_vault::CredentialStore;
 use slog::Logger;
 
+use crate::config::Config;
+
 /// Builds every layer from `config` and the gateway on them.
-pub(crate) fn gateway(config: &Config, log: &Logger) -> Result<Gateway, cliproxy_gateway::Error> {
-    let layers = layers(config, log)?;
-    Gateway::from_parts(config, layers, log.clone())
+pub fn gateway(config: &Config, log: &Logger) -> Result<Gateway, Error> {
+    gateway_with_clock(config, log, None)
+}
+
+/// [`gateway`] with the network guard's clock given: the gateway's tests drive limiters,
+/// quota periods and denylist expiry with a fake one (`None` is the system's).
+pub fn gateway_with_clock(
+    config: &Config,
+    log: &Logger,
+    clock: Option<Arc<dyn Clock>>,
+) -> Result<Gateway, Error> {
+    let config = config.gateway();
+    let layers = layers(&config, clock, log)?;
+    Gateway::from_parts(&config, layers, log.clone())
 }
 
 /// The layers, each from its own section.
-fn layers(config: &Config, log: &Logger) -> Result<Layers, cliproxy_gateway::Error> {
-    // The network guard's clock: the system's (tests of the gateway crate hand in a fake).
-    let clock = default_layers::clock();
+pub fn layers(
+    config: &GatewayConfig,
+    clock: Option<Arc<dyn Clock>>,
+    log: &Logger,
+) -> Result<Layers, Error> {
+    // The network guard's clock: the system's unless a test hands in a fake.
+    let clock = clock.unwrap_or_else(SystemClock::shared);
     // `server.tls`: the certificate and key are read and checked before anything is opened.
-    let tls = default_layers::tls(config)?;
+    let tls = tls(config)?;
     // `state:`: opened before the audit log, whose chain head it anchors.
-    let state = default_layers::state_store(config)?;
+    let state = state_store(config)?;
     // `metrics:`: the registry the audit sink reports its health to.
-    let metrics = default_layers::metrics(config);
+    let metrics = metrics(config);
     // `logging.audit`: the hash-chained file, anchored in the state store.
-    let audit_sink = default_layers::audit_sink(config, &metrics, &state, log)?;
+    let audit_sink = audit_sink(config, &metrics, &state, log)?;
     // `auth:`: the credential files, under their directory's exclusive lock for the
     // gateway's life (a vault command writing the same files meanwhile is refused).
-    let credentials = default_layers::credential_store(config)?;
+    let credentials = credential_store(config)?;
     Ok(Layers { clock, tls, state, metrics, audit_sink, credentials })
+}
+
+/// The listener's TLS from `server.tls` (its files read and checked), `None` when off.
+fn tls(config: &GatewayConfig) -> Result<Option<TlsSettings>, Error> {
+    TlsSettings::build(&config.server.tls)
+        .map_err(|e| ConfigError::new(cliproxy_gateway::netguard_error(&e)).into())
+}
+
+/// The SQLite state store of `state:` (at `auth.dir/.state.db` unless `state.path` says
+/// otherwise). A store that cannot be opened stops the start: running without it would
+/// forget quotas and denylist entries silently.
+fn state_store(config: &GatewayConfig) -> Result<Arc<dyn StateStore>, Error> {
+    let state = SqliteStore::open(&cliproxy_gateway::state_config(config))
+        .map_err(cliproxy_gateway::state_error)?;
+    Ok(Arc::new(state))
+}
+
+/// The metrics registry of `metrics:`, its `provider` label bounded by the configured
+/// providers.
+fn metrics(config: &GatewayConfig) -> Arc<Metrics> {
+    Arc::new(Metrics::new(&config.metrics, config.providers.0.keys().cloned()))
+}
+
+/// The hash-chained audit file of `logging.audit` (`None` when it is off), reporting to
+/// `metrics`, anchored in `state` and signing checkpoints with the key kept in `auth.dir`;
+/// its notices go to `log`.
+fn audit_sink(
+    config: &GatewayConfig,
+    metrics: &Arc<Metrics>,
+    state: &Arc<dyn StateStore>,
+    log: &Logger,
+) -> Result<Option<Arc<dyn AuditSink>>, Error> {
+    let options = cliproxy_gateway::audit_sink_options(config, state, log)?;
+    config
+        .logging
+        .audit
+        .build(metrics.clone(), options)
+        .map_err(|e| ConfigError::new(cliproxy_gateway::audit_error(&e)).into())
+}
+
+/// The credential file store of `auth:`, holding its directory's exclusive lock: the
+/// gateway keeps the credentials in memory and writes them back, so a vault command writing
+/// the same files meanwhile is refused. Bad encryption keys are configuration errors (exit
+/// 78): see the `From<cliproxy_vault::Error>` for [`Error`].
+fn credential_store(config: &GatewayConfig) -> Result<Arc<dyn CredentialStore>, Error> {
+    Ok(config.auth.build_exclusive()?)
 }

@@ -1,8 +1,7 @@
 //! Loading the configuration named by `--config`, for every subcommand that reads one.
 
-use cliproxy_gateway::{Config, ConfigSource};
-
 use crate::cli::ConfigArg;
+use crate::config::{Config, ConfigSource};
 use crate::failure::Failure;
 
 /// The configuration `--config` names (or the defaults), or a configuration failure (exit

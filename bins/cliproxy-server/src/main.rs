@@ -1,11 +1,11 @@
 //! `cliproxy-server`: the command line. Parsing, exit codes and dispatch only; each
-//! subcommand lives in its own module and the gateway itself in `cliproxy-gateway`.
+//! subcommand lives in its own module, the configuration and the composition in the
+//! library (`lib.rs`), and the gateway itself in `cliproxy-gateway`.
 
 mod audit_cmd;
 mod check;
 mod cli;
 mod commands;
-mod compose;
 mod config_load;
 mod demo_tls;
 mod failure;
@@ -14,6 +14,7 @@ mod logging;
 use std::process::ExitCode;
 
 use clap::Parser;
+use cliproxy_server::{compose, config};
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();

@@ -16,7 +16,9 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 
-use cliproxy_gateway::{Config, Gateway, Server};
+use cliproxy_gateway::{Gateway, Server};
+use cliproxy_server::compose;
+use cliproxy_server::config::Config;
 
 const CHILD: &str = "CLIPROXY_SANDBOXED_SERVER";
 const CLIENT_KEY: &str = "cpk-sandboxed-server-test-5c1e9a7d";
@@ -42,11 +44,11 @@ fn child(dir: &Path) {
         audit = dir.join("audit").join("audit.log").display().to_string(),
     );
     let config = Config::from_yaml(&yaml).unwrap();
-    let paths = Gateway::sandbox_paths(&config, None).unwrap();
+    let paths = Gateway::sandbox_paths(&config.gateway(), None).unwrap();
     let applied = cliproxy_container::sandbox::apply(&config.sandbox, &paths).unwrap();
     println!("APPLIED {applied:?}");
     let log = slog::Logger::root(slog::Discard, slog::o!());
-    let gateway = Gateway::build(&config, log.clone()).unwrap();
+    let gateway = compose::gateway(&config, &log).unwrap();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     runtime.block_on(async move {
         let server = Server::bind(&config.server, gateway, log).await.unwrap();

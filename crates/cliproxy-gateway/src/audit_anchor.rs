@@ -12,7 +12,7 @@ use cliproxy_netguard::{StateChange, StateStore};
 use ring::signature::Ed25519KeyPair;
 use slog::{Logger, error, info, warn};
 
-use crate::config::Config;
+use crate::config::GatewayConfig;
 use crate::error::Result;
 
 /// The state store as the audit log's head anchor.
@@ -36,8 +36,8 @@ impl HeadAnchor for StateAnchor {
 
 /// The audit sink's options: the state store as anchor and, when the audit log is on, the
 /// signing key from the vault (created at the first start).
-pub(crate) fn sink_options(
-    config: &Config,
+pub fn sink_options(
+    config: &GatewayConfig,
     state: &Arc<dyn StateStore>,
     log: &Logger,
 ) -> Result<SinkOptions> {
@@ -165,7 +165,7 @@ pub(crate) fn failure_text(failure: &SinkFailure) -> String {
 
 /// What an audit layer error at start says to the operator: the library's facts, with the
 /// settings concerned and what to do about them.
-pub(crate) fn audit_error(e: &cliproxy_audit::Error) -> String {
+pub fn audit_error(e: &cliproxy_audit::Error) -> String {
     use cliproxy_audit::Error;
     match e {
         Error::Open { path, source } => {

@@ -118,7 +118,7 @@ mod tests {
     fn cors() -> Cors {
         let yaml = "server: {cors: {allowed_origins: [\"https://app.example.com\"], \
                     allowed_headers: [authorization, x-api-key], max_age: 2m}}";
-        let config = crate::config::Config::from_yaml(yaml).unwrap();
+        let config = crate::config::GatewayConfig::from_yaml(yaml).unwrap();
         Cors::new(&config.server.cors).unwrap()
     }
 

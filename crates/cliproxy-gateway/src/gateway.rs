@@ -35,7 +35,7 @@ use tokio::time::Instant;
 use crate::api::{self, Endpoint};
 use crate::auth::{self, ClientKeyCell};
 use crate::body::Outcome;
-use crate::config::{Config, ConfigSource, LimitsConfig};
+use crate::config::{GatewayConfig, LimitsConfig};
 use crate::context::{RequestContext, RequestIds};
 use crate::control::{ControlPlane, Note, Status};
 use crate::cors::Cors;
@@ -47,7 +47,7 @@ use crate::layers::Layers;
 use crate::management::{self, Management};
 use crate::provider_set::{self, ProviderSet};
 use crate::refresh::Vault;
-use crate::reload::{ReloadReport, Reloader};
+use crate::reload::{ConfigLoader, ReloadReport, Reloader};
 use crate::routing::ModelRouter;
 use crate::{admission, intake, models, readiness, respond};
 
@@ -90,29 +90,11 @@ impl std::fmt::Debug for Gateway {
 }
 
 impl Gateway {
-    /// Builds the gateway on the default layers built from `config` (`default_layers.rs`):
-    /// the transitional composition for tests and embedders that have no layers of their
-    /// own. The binary composes the layers itself and calls [`Gateway::from_parts`].
-    pub fn build(config: &Config, log: Logger) -> Result<Self> {
-        Self::build_with_clock(config, log, None)
-    }
-
-    /// [`Gateway::build`] with the network guard's clock given (tests drive limiters, quota
-    /// periods and denylist expiry with a fake one).
-    pub fn build_with_clock(
-        config: &Config,
-        log: Logger,
-        clock: Option<Arc<dyn cliproxy_netguard::Clock>>,
-    ) -> Result<Self> {
-        let layers = crate::default_layers::build(config, clock, &log)?;
-        Self::from_parts(config, layers, log)
-    }
-
-    /// Composes the gateway from a loaded configuration and its layers, each behind its
-    /// trait: loads the credentials of every configured provider from the credential store
+    /// Composes the gateway from its view of a loaded configuration and its layers, each
+    /// behind its trait: loads the credentials of every configured provider from the credential store
     /// and builds one upstream client per provider. It builds no layer: whatever state
     /// store, credential store, audit sink and clock it is handed are the ones it uses.
-    pub fn from_parts(config: &Config, layers: Layers, log: Logger) -> Result<Self> {
+    pub fn from_parts(config: &GatewayConfig, layers: Layers, log: Logger) -> Result<Self> {
         let guard = Arc::new(Guard::from_parts(config, &layers, &log)?);
         // Bad client keys are configuration errors (exit 78): see the
         // `From<cliproxy_vault::Error>` for `Error`.
@@ -382,16 +364,17 @@ impl Gateway {
     /// (`sandbox_paths.rs`). Not part of the request path: the binary calls it before the
     /// gateway is built.
     pub fn sandbox_paths(
-        config: &Config,
+        config: &GatewayConfig,
         config_file: Option<&std::path::Path>,
     ) -> Result<cliproxy_container::sandbox::Paths, crate::error::Error> {
         crate::sandbox_paths::sandbox_paths(config, config_file)
     }
 
-    /// Remembers where the configuration came from, so that it can be reloaded. A gateway
-    /// built from text (`demo`) has none and refuses reloads.
-    pub fn set_config_source(&self, source: ConfigSource) {
-        self.inner.reloader.set_config_source(source);
+    /// Hands the gateway the binary's loader of its configuration, so that it can be
+    /// reloaded (it reads no file itself). A gateway built from text (`demo`) has none and
+    /// refuses reloads.
+    pub fn set_config_loader(&self, loader: Box<dyn ConfigLoader>) {
+        self.inner.reloader.set_config_loader(loader);
     }
 
     /// Reloads the configuration (SIGHUP). Errors are logged and audited; the old

@@ -17,7 +17,7 @@ use ipnetwork::IpNetwork;
 use serde_json::json;
 use slog::{Logger, error, info, warn};
 
-use crate::config::Config;
+use crate::config::GatewayConfig as Config;
 use crate::error::{ApiError, Result};
 
 /// The guard's parts, shared by the listener and the request pipeline.
@@ -130,7 +130,7 @@ impl Admission {
 impl Guard {
     /// Builds the guard from the configuration and the layers it is given: the clock, the
     /// listener's TLS, the state store and the audit layer's metrics and sink. It opens
-    /// nothing itself (see `default_layers.rs` for what the binary builds).
+    /// nothing itself (the binary's `compose.rs` builds them).
     pub(crate) fn from_parts(
         config: &Config,
         layers: &crate::layers::Layers,
@@ -269,7 +269,7 @@ impl Guard {
         clock: Option<Arc<dyn Clock>>,
         log: &Logger,
     ) -> Result<Self> {
-        let layers = crate::default_layers::build(config, clock, log)?;
+        let layers = crate::test_layers::build(config, clock, log)?;
         Self::from_parts(config, &layers, log)
     }
 
@@ -1126,7 +1126,7 @@ impl Guard {
 }
 
 /// `state:` with its path settled: `state.path`, or `.state.db` in `auth.dir`.
-pub(crate) fn state_config(config: &Config) -> cliproxy_netguard::StateConfig {
+pub fn state_config(config: &Config) -> cliproxy_netguard::StateConfig {
     let mut state = config.state.clone();
     if state.path.is_none() {
         state.path = Some(config.auth.dir.join(".state.db"));
@@ -1136,7 +1136,7 @@ pub(crate) fn state_config(config: &Config) -> cliproxy_netguard::StateConfig {
 
 /// A state store that cannot be opened stops the start: running without it would forget
 /// quotas and denylist entries silently.
-pub(crate) fn state_error(error: cliproxy_netguard::Error) -> crate::error::Error {
+pub fn state_error(error: cliproxy_netguard::Error) -> crate::error::Error {
     match error {
         cliproxy_netguard::Error::State { .. } => {
             crate::error::Error::State(crate::netguard_error(&error))

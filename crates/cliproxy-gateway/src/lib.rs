@@ -1,7 +1,8 @@
 //! The cliproxy gateway: the request pipeline and the provider adapters, taking the layers
 //! (state store, credential store, audit sink, clock, TLS) behind their traits in a
-//! [`Layers`] and building none of them itself ([`Gateway::from_parts`]); the binary builds
-//! them from their config sections (`default_layers` holds those builders for now).
+//! [`Layers`] and building none of them itself ([`Gateway::from_parts`]); the binary
+//! (`cliproxy-server`) loads the configuration, builds each layer from its section and hands
+//! the gateway its view of the configuration ([`GatewayConfig`]).
 //!
 //! A request goes through, in order: routing, client-key authentication, the body cap, JSON
 //! and model checks, model routing, then either the built-in mock or the upstream provider with
@@ -10,11 +11,14 @@
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-//! use cliproxy_gateway::{Config, ConfigSource, Gateway, Server};
+//! use cliproxy_gateway::{Gateway, GatewayConfig, Layers, Server};
 //!
-//! let config = Config::load(&ConfigSource::File("config.yaml".into()))?;
+//! # fn layers() -> Layers { unimplemented!() }
+//! let config = GatewayConfig::default();
 //! let log = slog::Logger::root(slog::Discard, slog::o!());
-//! let layers = cliproxy_gateway::default_layers::build(&config, None, &log)?;
+//! // The state store, credential store, audit sink, clock and TLS, each behind its trait
+//! // (`cliproxy-server`'s `compose.rs` builds the default ones from their sections).
+//! let layers: Layers = layers();
 //! let gateway = Gateway::from_parts(&config, layers, log.clone())?;
 //! let server = Server::bind(&config.server, gateway, log).await?;
 //! server.run(async { let _ = tokio::signal::ctrl_c().await; }).await?;
@@ -33,7 +37,6 @@ mod context;
 mod control;
 mod cors;
 mod credentials;
-pub mod default_layers;
 mod error;
 mod finish;
 mod first_byte;
@@ -62,6 +65,8 @@ mod sandbox_paths;
 mod server;
 mod sse;
 mod stream_usage;
+#[cfg(test)]
+mod test_layers;
 mod upstream;
 mod upstream_error;
 mod usage;
@@ -70,14 +75,16 @@ mod webhook;
 
 // The public interface is:
 pub use api::ApiFormat;
+pub use audit_anchor::{audit_error, sink_options as audit_sink_options};
 pub use config::{
-    BaseUrl, Config, ConfigError, ConfigSource, CorsConfig, ENV_PREFIX, EgressConfig, LimitsConfig,
-    LogFormat, LogLevel, LoggingConfig, ManagementConfig, ProviderConfig, ProviderKind,
-    ProvidersConfig, ServerConfig,
+    BaseUrl, ConfigError, CorsConfig, EgressConfig, GatewayConfig, LimitsConfig, LogFormat,
+    LogLevel, LoggingConfig, ManagementConfig, ProviderConfig, ProviderKind, ProvidersConfig,
+    ServerConfig,
 };
 pub use error::{Error, Result};
 pub use forward::MAX_ATTEMPTS;
 pub use gateway::Gateway;
+pub use guard::{state_config, state_error};
 pub use layers::Layers;
 pub use management::{ROUTES as MANAGEMENT_ROUTES, Route as ManagementRoute};
 pub use model_list::{
@@ -85,7 +92,7 @@ pub use model_list::{
 };
 pub use netguard_keys::{netguard_error, setting_key as netguard_setting_key};
 pub use providers::{MAX_ERROR_BODY, UpstreamFault, classify_error};
-pub use reload::ReloadReport;
+pub use reload::{ConfigLoader, ReloadReport};
 pub use respond::REQUEST_ID_HEADER;
 pub use server::{Server, probe_health};
 pub use stream_usage::UsageStripper;

@@ -14,7 +14,9 @@ use cliproxy_vault::Credential;
 use http::header::{HeaderName, HeaderValue};
 use slog::{Logger, warn};
 
-use crate::config::{BaseUrl, Config, ConfigError, EgressConfig, LimitsConfig, ProviderKind};
+use crate::config::{
+    BaseUrl, ConfigError, EgressConfig, GatewayConfig, LimitsConfig, ProviderKind,
+};
 use crate::error::Result;
 use crate::model_list::ListCache;
 use crate::pool::{Epoch, PoolCell, Slot};
@@ -65,7 +67,7 @@ impl ProviderSet {
 /// vault's `credentials` (each credential's own base URL checked; `location` names the vault
 /// in errors).
 pub(crate) fn build_providers(
-    config: &Config,
+    config: &GatewayConfig,
     credentials: &[Credential],
     location: &Path,
     log: &Logger,

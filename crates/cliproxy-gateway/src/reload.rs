@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use slog::{Logger, info, warn};
 
 use crate::auth::ClientKeyCell;
-use crate::config::{Config, ConfigSource};
+use crate::config::GatewayConfig;
 use crate::control::Note;
 use crate::error::ApiError;
 use crate::guard::Guard;
@@ -46,10 +46,22 @@ pub struct ReloadReport {
     pub notes: Vec<String>,
 }
 
-/// Where the configuration was loaded from and what it said, for the next reload's diff.
-#[derive(Debug)]
+/// Where a reload reads the configuration: the binary's loader. The gateway reads no file
+/// itself; the binary, which owns the file's format, loads it and hands back the gateway's
+/// view.
+pub trait ConfigLoader: Send + Sync {
+    /// The configuration as plain values (after `${VAR}` interpolation), for the diff of
+    /// what changed.
+    fn raw(&self) -> Result<Value, String>;
+
+    /// The configuration loaded and checked in full, or why not (naming the key): an
+    /// invalid file changes nothing.
+    fn load(&self) -> Result<GatewayConfig, String>;
+}
+
+/// Where the configuration is loaded from and what it said, for the next reload's diff.
 struct Loaded {
-    source: ConfigSource,
+    loader: Box<dyn ConfigLoader>,
     flat: BTreeMap<String, Value>,
 }
 
@@ -70,11 +82,11 @@ impl Reloader {
         Self { log, guard, client_keys, loaded: Mutex::new(None) }
     }
 
-    /// Remembers where the configuration came from, so that it can be reloaded. A gateway
-    /// built from text (`demo`) has none and refuses reloads.
-    pub(crate) fn set_config_source(&self, source: ConfigSource) {
-        let flat = raw(&source).map(|v| flatten(&v)).unwrap_or_default();
-        *self.loaded.lock().unwrap_or_else(PoisonError::into_inner) = Some(Loaded { source, flat });
+    /// Remembers how to load the configuration again, so that it can be reloaded. A gateway
+    /// built from text (`demo`) has no loader and refuses reloads.
+    pub(crate) fn set_config_loader(&self, loader: Box<dyn ConfigLoader>) {
+        let flat = loader.raw().map(|v| flatten(&v)).unwrap_or_default();
+        *self.loaded.lock().unwrap_or_else(PoisonError::into_inner) = Some(Loaded { loader, flat });
     }
 
     /// Reloads the configuration (SIGHUP). Errors are logged and audited; the old
@@ -134,11 +146,11 @@ impl Reloader {
                 "trigger" => trigger, "error" => &reason);
             reason
         };
-        let config = Config::load(&current.source).map_err(|e| fail(e.to_string()))?;
+        let config = current.loader.load().map_err(fail)?;
         crate::guard::check_config(&config).map_err(fail)?;
         let client_keys =
             config.auth.client_keys().map_err(|e| fail(crate::vault_error_message(&e)))?;
-        let flat = raw(&current.source).map(|v| flatten(&v)).map_err(fail)?;
+        let flat = current.loader.raw().map(|v| flatten(&v)).map_err(fail)?;
 
         let changed = diff(&current.flat, &flat);
         let mut report = ReloadReport {
@@ -215,11 +227,6 @@ impl Reloader {
         });
         self.guard.emit(event);
     }
-}
-
-/// The configuration as plain values (after `${VAR}` interpolation), for the diff.
-fn raw(source: &ConfigSource) -> Result<Value, String> {
-    Config::figment(source).extract::<Value>().map_err(|e| e.to_string())
 }
 
 /// `a.b[2].c` → value, for every leaf.

@@ -65,10 +65,10 @@ mod tests {
     use figment::providers::{Format, Yaml};
 
     use super::*;
-    use crate::config::Config;
+    use crate::config::GatewayConfig;
 
     fn providers(yaml: &str) -> ProvidersConfig {
-        let config: Config = Figment::from(Yaml::string(yaml)).extract().unwrap();
+        let config: GatewayConfig = Figment::from(Yaml::string(yaml)).extract().unwrap();
         config.providers
     }
 

@@ -4,7 +4,7 @@
 //! It stays in this crate because it runs the build's own configuration checks
 //! (`guard::check_config`, `guard::state_config`), which are crate-private.
 
-use crate::config::Config;
+use crate::config::GatewayConfig;
 
 /// Checks `config` as the build will (without writing anything), then says what the
 /// sandbox must leave reachable for it, computed before the gateway is built: the sandbox goes on first, while the process has one thread (landlock covers
@@ -16,7 +16,7 @@ use crate::config::Config;
 /// landlock grants inodes), the providers' `ca_file`s. Read-write: `auth.dir`, the state database's directory, the
 /// audit log's directory.
 pub(crate) fn sandbox_paths(
-    config: &Config,
+    config: &GatewayConfig,
     config_file: Option<&std::path::Path>,
 ) -> Result<cliproxy_container::sandbox::Paths, crate::error::Error> {
     use std::os::unix::fs::DirBuilderExt;

@@ -16,13 +16,15 @@ use bytes::Bytes;
 use cliproxy_audit::{AuditSink, Event, Metrics, SinkHealth, What};
 use cliproxy_core::{QuotaPeriod, Secret};
 use cliproxy_e2e::{MockUpstream, Reply, canned};
-use cliproxy_gateway::{Config, Gateway, Layers};
+use cliproxy_gateway::{Gateway, GatewayConfig, Layers};
 use cliproxy_netguard::{
     Ban, Clock, DenyEntry, FakeClock, QuotaScope, QuotaUsage, StateChange, StateStore,
 };
 use cliproxy_vault::{
     Credential, CredentialMeta, CredentialStore, ListEntry, Protection, Reencrypted,
 };
+use figment::Figment;
+use figment::providers::{Format, Yaml};
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use serde_json::{Value, json};
@@ -247,7 +249,10 @@ fn gateway(upstream: &MockUpstream, auth_dir: &Path) -> (Gateway, Fakes) {
         dir = auth_dir.display().to_string(),
         url = upstream.url(),
     );
-    let config = Config::from_yaml(&yaml).unwrap();
+    // The gateway's view of a configuration, read as the binary reads its file (less the
+    // `${VAR}` interpolation and the environment) and checked as the binary checks it.
+    let config: GatewayConfig = Figment::from(Yaml::string(&yaml)).extract().unwrap();
+    config.check().unwrap();
     let clock = FakeClock::at_unix(NOW);
     let state = Arc::new(MemoryState::default());
     let period = QuotaPeriod::Daily;

@@ -19,8 +19,10 @@ use cliproxy_core::Secret;
 use cliproxy_e2e::{MockUpstream, Recorded, Reply};
 
 use crate::common::Captured;
-use cliproxy_gateway::{Config, Gateway};
+use cliproxy_gateway::Gateway;
 use cliproxy_netguard::FakeClock;
+use cliproxy_server::compose;
+use cliproxy_server::config::Config;
 use cliproxy_vault::Credential;
 use http::{HeaderMap, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
@@ -84,7 +86,7 @@ fn gateway_logged(
         store.put(&credential).unwrap();
     }
     let clock = clock as Arc<dyn cliproxy_netguard::Clock>;
-    (Gateway::build_with_clock(&config, log, Some(clock)).unwrap(), dir)
+    (compose::gateway_with_clock(&config, &log, Some(clock)).unwrap(), dir)
 }
 
 /// Sends `body` to `path` with `key` in the header the path's API uses.
@@ -442,7 +444,7 @@ fn a_zero_cooldown_abuse_window_is_refused_naming_the_key() {
     );
     let config = Config::from_yaml(&yaml).unwrap();
     let log = slog::Logger::root(slog::Discard, slog::o!());
-    let error = Gateway::build(&config, log).unwrap_err().to_string();
+    let error = compose::gateway(&config, &log).unwrap_err().to_string();
     assert!(error.contains("server.security.cooldown_abuse.window"), "{error}");
 }
 

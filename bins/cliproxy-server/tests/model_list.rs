@@ -16,8 +16,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use cliproxy_core::Secret;
 use cliproxy_e2e::{MockUpstream, Recorded, Reply};
-use cliproxy_gateway::{Config, Gateway};
+use cliproxy_gateway::Gateway;
 use cliproxy_netguard::FakeClock;
+use cliproxy_server::compose;
+use cliproxy_server::config::Config;
 use cliproxy_vault::Credential;
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
@@ -57,7 +59,7 @@ fn build(
         }
     }
     let clock = clock as Arc<dyn cliproxy_netguard::Clock>;
-    (Gateway::build_with_clock(&config, log, Some(clock)).unwrap(), dir)
+    (compose::gateway_with_clock(&config, &log, Some(clock)).unwrap(), dir)
 }
 
 fn discard() -> slog::Logger {

@@ -7,7 +7,9 @@
 use std::net::SocketAddr;
 
 use bytes::Bytes;
-use cliproxy_gateway::{Config, Gateway};
+use cliproxy_gateway::Gateway;
+use cliproxy_server::compose;
+use cliproxy_server::config::Config;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use serde_json::Value;
@@ -26,7 +28,7 @@ fn gateway() -> (Gateway, tempfile::TempDir) {
     );
     let config = Config::from_yaml(&yaml).unwrap();
     let log = slog::Logger::root(slog::Discard, slog::o!());
-    (Gateway::build(&config, log).unwrap(), dir)
+    (compose::gateway(&config, &log).unwrap(), dir)
 }
 
 fn peer() -> SocketAddr {

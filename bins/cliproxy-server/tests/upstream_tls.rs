@@ -9,7 +9,9 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use cliproxy_core::Secret;
-use cliproxy_gateway::{Config, Gateway};
+use cliproxy_gateway::Gateway;
+use cliproxy_server::compose;
+use cliproxy_server::config::Config;
 use cliproxy_vault::Credential;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
@@ -104,7 +106,7 @@ async fn gateway_for(upstream: &Upstream, with_ca: bool, dir: &std::path::Path) 
     let credential =
         Credential::new_api_key("secure", Secret::from(VAULT_TOKEN.to_owned())).unwrap();
     config.auth.build().unwrap().put(&credential).unwrap();
-    Gateway::build(&config, slog::Logger::root(slog::Discard, slog::o!())).unwrap()
+    compose::gateway(&config, &slog::Logger::root(slog::Discard, slog::o!())).unwrap()
 }
 
 async fn chat(gateway: &Gateway) -> (StatusCode, Value) {

@@ -13,8 +13,10 @@ use std::time::Duration;
 mod common;
 
 use bytes::Bytes;
-use cliproxy_gateway::{Config, Gateway};
+use cliproxy_gateway::Gateway;
 use cliproxy_netguard::FakeClock;
+use cliproxy_server::compose;
+use cliproxy_server::config::{Config, ConfigSource};
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use serde_json::{Value, json};
@@ -38,7 +40,7 @@ fn build(extra: &str, clock: Option<Arc<FakeClock>>) -> (Gateway, Captured, temp
     let captured = Captured::default();
     let log = captured.logger();
     let clock = clock.map(|c| c as Arc<dyn cliproxy_netguard::Clock>);
-    (Gateway::build_with_clock(&config, log, clock).unwrap(), captured, dir)
+    (compose::gateway_with_clock(&config, &log, clock).unwrap(), captured, dir)
 }
 
 async fn call(
@@ -283,10 +285,11 @@ async fn a_reload_that_would_leave_a_key_unlimited_waits_for_a_restart() {
         std::fs::write(&config_file, yaml).unwrap();
     };
     write("limited");
-    let source = cliproxy_gateway::ConfigSource::File(config_file.clone());
+    let source = ConfigSource::File(config_file.clone());
     let config = Config::load(&source).unwrap();
-    let gateway = Gateway::build(&config, slog::Logger::root(slog::Discard, slog::o!())).unwrap();
-    gateway.set_config_source(source);
+    let gateway =
+        compose::gateway(&config, &slog::Logger::root(slog::Discard, slog::o!())).unwrap();
+    gateway.set_config_loader(Box::new(source));
     // Renaming the key: its limits are keyed by name, so the new name would be unlimited.
     write("limited-renamed");
     let (status, body) =
@@ -387,7 +390,8 @@ async fn abandoned_requests_are_charged_in_their_period_and_hold_nothing_after_i
     config.auth.build().unwrap().put(&credential).unwrap();
     let clock_dyn: Arc<dyn cliproxy_netguard::Clock> = clock.clone();
     let gateway =
-        Gateway::build_with_clock(&config, Captured::default().logger(), Some(clock_dyn)).unwrap();
+        compose::gateway_with_clock(&config, &Captured::default().logger(), Some(clock_dyn))
+            .unwrap();
     let remaining = |gateway: &Gateway| {
         sample(&gateway.render_metrics(), "cliproxy_quota_remaining{provider=\"openai\"}")
     };

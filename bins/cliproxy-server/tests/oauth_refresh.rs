@@ -13,7 +13,9 @@ mod common;
 
 use bytes::Bytes;
 use cliproxy_core::Secret;
-use cliproxy_gateway::{Config, Gateway};
+use cliproxy_gateway::Gateway;
+use cliproxy_server::compose;
+use cliproxy_server::config::Config;
 use cliproxy_vault::{Credential, CredentialSecret, OAuthTokens};
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
@@ -159,7 +161,7 @@ fn gateway_logging(
     let credential = Credential::new_oauth("openai", tokens).unwrap().with_id("oauth-1").unwrap();
     config.auth.build().unwrap().put(&credential).unwrap();
     let log = logs.logger();
-    (Gateway::build(&config, log).unwrap(), config, dir)
+    (compose::gateway(&config, &log).unwrap(), config, dir)
 }
 
 async fn chat(gateway: &Gateway) -> (StatusCode, Value) {

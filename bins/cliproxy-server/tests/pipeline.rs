@@ -7,7 +7,9 @@
 use std::net::SocketAddr;
 
 use bytes::Bytes;
-use cliproxy_gateway::{Config, Gateway, REQUEST_ID_HEADER, Server};
+use cliproxy_gateway::{Gateway, REQUEST_ID_HEADER, Server};
+use cliproxy_server::compose;
+use cliproxy_server::config::Config;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use serde_json::{Value, json};
@@ -25,7 +27,7 @@ fn gateway(extra: &str) -> (Gateway, tempfile::TempDir) {
     );
     let config = Config::from_yaml(&yaml).unwrap();
     let log = slog::Logger::root(slog::Discard, slog::o!());
-    (Gateway::build(&config, log).unwrap(), dir)
+    (compose::gateway(&config, &log).unwrap(), dir)
 }
 
 fn peer() -> SocketAddr {
@@ -94,7 +96,7 @@ fn a_credential_with_a_plain_http_base_url_off_loopback_is_refused_at_load() {
             auths.display().to_string()
         );
         let config = Config::from_yaml(&yaml).unwrap();
-        Gateway::build(&config, slog::Logger::root(slog::Discard, slog::o!()))
+        compose::gateway(&config, &slog::Logger::root(slog::Discard, slog::o!()))
     };
     let error = build("").unwrap_err().to_string();
     assert!(error.contains("credential `openai-far`"), "{error}");
@@ -158,7 +160,7 @@ fn a_credential_outside_the_egress_allow_list_is_refused_at_load() {
             auths.display().to_string()
         );
         let config = Config::from_yaml(&yaml).unwrap();
-        Gateway::build(&config, slog::Logger::root(slog::Discard, slog::o!())).map(|_| ())
+        compose::gateway(&config, &slog::Logger::root(slog::Discard, slog::o!())).map(|_| ())
     };
     let key = plant(
         "openai-other.json",
@@ -256,9 +258,9 @@ async fn no_client_keys_means_closed_with_a_helpful_message() {
         "auth: {{dir: {:?}}}\nproviders: {{demo: {{type: mock}}}}\n",
         dir.path().display().to_string()
     );
-    let gateway = Gateway::build(
+    let gateway = compose::gateway(
         &Config::from_yaml(&yaml).unwrap(),
-        slog::Logger::root(slog::Discard, slog::o!()),
+        &slog::Logger::root(slog::Discard, slog::o!()),
     )
     .unwrap();
     let (status, _, text) = call(
@@ -603,7 +605,8 @@ async fn streams_are_charged_their_real_usage_whatever_the_client_asks() {
         dir.path().join("auths").display().to_string()
     );
     let config = Config::from_yaml(&yaml).unwrap();
-    let gateway = Gateway::build(&config, slog::Logger::root(slog::Discard, slog::o!())).unwrap();
+    let gateway =
+        compose::gateway(&config, &slog::Logger::root(slog::Discard, slog::o!())).unwrap();
     let (name, value) = bearer();
     let headers = [(name, value.as_str()), ("content-type", "application/json")];
     let chat =

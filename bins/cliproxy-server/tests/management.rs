@@ -16,8 +16,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use cliproxy_core::Secret;
-use cliproxy_gateway::{Config, ConfigSource, Gateway, Server};
+use cliproxy_gateway::{Gateway, Server};
 use cliproxy_netguard::{StateChange, StateStore};
+use cliproxy_server::compose;
+use cliproxy_server::config::{Config, ConfigSource};
 use cliproxy_vault::{Credential, CredentialStore, FileStore};
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
@@ -38,7 +40,7 @@ fn build(management: &str) -> (Gateway, tempfile::TempDir) {
         dir.path().join("auths").display().to_string()
     );
     let config = Config::from_yaml(&yaml).unwrap();
-    (Gateway::build(&config, slog::Logger::root(slog::Discard, slog::o!())).unwrap(), dir)
+    (compose::gateway(&config, &slog::Logger::root(slog::Discard, slog::o!())).unwrap(), dir)
 }
 
 fn enabled(extra: &str) -> String {
@@ -301,8 +303,8 @@ impl Served {
         let source = ConfigSource::File(config_file.clone());
         let config = Config::load(&source).unwrap();
         let log = slog::Logger::root(slog::Discard, slog::o!());
-        let gateway = Gateway::build(&config, log.clone()).unwrap();
-        gateway.set_config_source(source);
+        let gateway = compose::gateway(&config, &log).unwrap();
+        gateway.set_config_loader(Box::new(source));
         write(&[CLIENT_KEY, RELOADED_KEY]);
         let server = Server::bind(&config.server, gateway, log).await.unwrap();
         let port = server.local_addr().unwrap().port();
@@ -987,7 +989,7 @@ fn build_limited(rate_limiting: &str) -> (Gateway, tempfile::TempDir) {
         enabled(", allow_remote: true, max_failures: 3"),
     );
     let config = Config::from_yaml(&yaml).unwrap();
-    (Gateway::build(&config, slog::Logger::root(slog::Discard, slog::o!())).unwrap(), dir)
+    (compose::gateway(&config, &slog::Logger::root(slog::Discard, slog::o!())).unwrap(), dir)
 }
 
 #[tokio::test]
@@ -1058,7 +1060,7 @@ async fn key_guesses_from_rotating_peers_write_a_bounded_audit_log() {
     let config = Config::from_yaml(&yaml).unwrap();
     let clock = cliproxy_netguard::FakeClock::at_unix(1_800_000_000);
     let log = slog::Logger::root(slog::Discard, slog::o!());
-    let gateway = Gateway::build_with_clock(&config, log, Some(clock)).unwrap();
+    let gateway = compose::gateway_with_clock(&config, &log, Some(clock)).unwrap();
     for n in 0..PEERS {
         let peer = SocketAddr::from((Ipv4Addr::from(0x7f00_0000 | (n + 2)), 40_000));
         let request = Request::builder()
