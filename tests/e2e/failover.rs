@@ -196,7 +196,7 @@ async fn cooldown_of(gateway: &Gateway, id: &str) -> (bool, Option<u64>) {
 /// faults (the provider says the key is invalid or out of credit) make it rest, as
 /// `docs/security/faults.md` decides (a 5xx from the provider's base URL or a non-API reply is
 /// the provider's fault). A 4xx the client caused is not failed over at all: see
-/// `crates/cliproxy-gateway/tests/failover.rs` and the hostile catalogue.
+/// `bins/cliproxy-server/tests/failover.rs` and the hostile catalogue.
 /// The upstream is the raw scripted one, which can answer any status with any content type.
 #[tokio::test]
 async fn fails_over_on_401_403_5xx_and_a_non_api_success() {

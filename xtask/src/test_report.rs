@@ -252,7 +252,7 @@ const CATEGORIES: &[Category] = &[
         name: "management-matrix",
         title: "Management authorisation matrix",
         what: "Every management route (from the router's own table, so a new route without an expectation fails) × {management off, no key, wrong key, right key, remote peer, banned peer}, over real TCP connections from real source addresses (a private network namespace gives the remote peer a non-loopback address), each cell against seeded state (credentials on disk, a denylist entry, maintenance off, a new client key in the config): an allowed call must make exactly its change, a refused one must change nothing.",
-        source: "crates/cliproxy-gateway/tests/management.rs",
+        source: "bins/cliproxy-server/tests/management.rs",
         tests: &["every_route_answers_each_kind_of_caller_as_expected"],
         figures: &["management routes in the router's table"],
     },

@@ -1,6 +1,6 @@
 //! [`Layers`]: what the gateway is composed of, each layer behind its trait. The gateway
 //! takes them ([`Gateway::from_parts`](crate::Gateway::from_parts)) and builds none; the
-//! binary builds them from their config sections (`default_layers.rs` for now).
+//! binary builds them from their config sections (`cliproxy-server`'s `compose.rs`).
 
 use std::sync::Arc;
 
