@@ -91,9 +91,10 @@ impl std::fmt::Debug for Gateway {
 
 impl Gateway {
     /// Composes the gateway from its view of a loaded configuration and its layers, each
-    /// behind its trait: loads the credentials of every configured provider from the credential store
-    /// and builds one upstream client per provider. It builds no layer: whatever state
-    /// store, credential store, audit sink and clock it is handed are the ones it uses.
+    /// behind its trait: loads the credentials of every configured provider from the
+    /// credential store and builds one upstream client per provider. It builds no layer:
+    /// whatever state store, credential store, audit sink and clock it is handed are the
+    /// ones it uses.
     pub fn from_parts(config: &GatewayConfig, layers: Layers, log: Logger) -> Result<Self> {
         let guard = Arc::new(Guard::from_parts(config, &layers, &log)?);
         // Bad client keys are configuration errors (exit 78): see the
