@@ -16,7 +16,7 @@ use bytes::Bytes;
 use cliproxy_audit::{AuditSink, Event, Metrics, SinkHealth, What};
 use cliproxy_core::{QuotaPeriod, Secret};
 use cliproxy_e2e::{MockUpstream, Reply, canned};
-use cliproxy_gateway::{Gateway, GatewayConfig, Layers};
+use cliproxy_gateway::{ConfigLoader, Gateway, GatewayConfig, Layers};
 use cliproxy_netguard::{
     Ban, Clock, DenyEntry, FakeClock, QuotaScope, QuotaUsage, StateChange, StateStore,
 };
@@ -241,18 +241,7 @@ struct Fakes {
 /// `fakes`, and a client key `spent` whose daily quota of 1000 tokens the fake state store
 /// holds as used up today.
 fn gateway(upstream: &MockUpstream, auth_dir: &Path) -> (Gateway, Fakes) {
-    let yaml = format!(
-        "auth:\n  dir: {dir:?}\n  api_keys: [{{name: fakes, key: \"{KEY}\"}}, \
-         {{name: spent, key: \"{SPENT_KEY}\", quota: {{limit: 1000, reset: daily}}}}]\n\
-         providers:\n  openai: {{type: openai, base_url: \"{url}\", models: [\"gpt-*\"], \
-         quota: {{limit: 1000000, reset: daily}}}}\n",
-        dir = auth_dir.display().to_string(),
-        url = upstream.url(),
-    );
-    // The gateway's view of a configuration, read as the binary reads its file (less the
-    // `${VAR}` interpolation and the environment) and checked as the binary checks it.
-    let config: GatewayConfig = Figment::from(Yaml::string(&yaml)).extract().unwrap();
-    config.check().unwrap();
+    let config = TextLoader::new(&config_yaml(upstream, auth_dir, true)).load().unwrap();
     let clock = FakeClock::at_unix(NOW);
     let state = Arc::new(MemoryState::default());
     let period = QuotaPeriod::Daily;
@@ -278,6 +267,49 @@ fn gateway(upstream: &MockUpstream, auth_dir: &Path) -> (Gateway, Fakes) {
     };
     let log = slog::Logger::root(slog::Discard, slog::o!());
     (Gateway::from_parts(&config, layers, log).unwrap(), Fakes { state, sink })
+}
+
+/// The configuration of [`gateway`], with or without the `fakes` client key.
+fn config_yaml(upstream: &MockUpstream, auth_dir: &Path, with_fakes_key: bool) -> String {
+    let fakes =
+        if with_fakes_key { format!("{{name: fakes, key: \"{KEY}\"}}, ") } else { String::new() };
+    format!(
+        "auth:\n  dir: {dir:?}\n  api_keys: [{fakes}\
+         {{name: spent, key: \"{SPENT_KEY}\", quota: {{limit: 1000, reset: daily}}}}]\n\
+         providers:\n  openai: {{type: openai, base_url: \"{url}\", models: [\"gpt-*\"], \
+         quota: {{limit: 1000000, reset: daily}}}}\n",
+        dir = auth_dir.display().to_string(),
+        url = upstream.url(),
+    )
+}
+
+/// A configuration loader over YAML text in memory, standing in for the binary's file
+/// loader: the gateway's view read as the binary reads its file (less the `${VAR}`
+/// interpolation and the environment) and checked as the binary checks it. A clone shares
+/// the text, so a test can change what the next reload reads.
+#[derive(Clone)]
+struct TextLoader(Arc<Mutex<String>>);
+
+impl TextLoader {
+    fn new(text: &str) -> Self {
+        Self(Arc::new(Mutex::new(text.to_owned())))
+    }
+
+    fn figment(&self) -> Figment {
+        Figment::from(Yaml::string(&self.0.lock().unwrap()))
+    }
+}
+
+impl ConfigLoader for TextLoader {
+    fn raw(&self) -> Result<Value, String> {
+        self.figment().extract().map_err(|e| e.to_string())
+    }
+
+    fn load(&self) -> Result<GatewayConfig, String> {
+        let config: GatewayConfig = self.figment().extract().map_err(|e| e.to_string())?;
+        config.check().map_err(|e| e.to_string())?;
+        Ok(config)
+    }
 }
 
 /// Sends a chat completion for `gpt-4o` with `key`.
@@ -348,5 +380,41 @@ async fn a_gateway_on_in_memory_fakes_forwards_audits_and_refuses_a_spent_quota(
     assert_eq!(provider, [("openai", 7)], "{usage:?}");
 
     // The gateway built no layer of its own: nothing was created under `auth.dir`.
+    assert!(!auth_dir.exists(), "the gateway wrote under auth.dir");
+}
+
+/// The gateway reads no configuration file: a reload asks the loader it was handed, applies
+/// what the loader returns (a revoked client key is refused at once) and keeps the running
+/// configuration when the loader says the new one is invalid.
+#[tokio::test]
+async fn a_reload_applies_what_the_loader_it_was_handed_returns() {
+    let upstream = MockUpstream::start(|_| Reply::ok(canned::openai_chat("gpt-4o", "hi"))).await;
+    let root = tempfile::tempdir().unwrap();
+    let auth_dir = root.path().join("auths");
+    let (gateway, _fakes) = gateway(&upstream, &auth_dir);
+
+    // Without a loader (a gateway built from text, as `demo`'s) there is nothing to reload.
+    let error = gateway.reload("test").unwrap_err();
+    assert!(error.contains("not started from a config file"), "{error}");
+
+    let loader = TextLoader::new(&config_yaml(&upstream, &auth_dir, true));
+    gateway.set_config_loader(Box::new(loader.clone()));
+    assert_eq!(chat(&gateway, KEY).await.0, StatusCode::OK);
+
+    // An invalid configuration changes nothing, and the answer names the key.
+    *loader.0.lock().unwrap() =
+        config_yaml(&upstream, &auth_dir, false) + "management: {secret_key: too-short}\n";
+    let error = gateway.reload("test").unwrap_err();
+    assert!(error.contains("`management.secret_key`"), "{error}");
+    assert_eq!(chat(&gateway, KEY).await.0, StatusCode::OK, "an invalid reload applied");
+
+    // The `fakes` key revoked: applied at once, from what the loader returned.
+    *loader.0.lock().unwrap() = config_yaml(&upstream, &auth_dir, false);
+    let report = gateway.reload("test").unwrap();
+    assert!(!report.applied.is_empty(), "{report:?}");
+    assert!(report.applied.iter().all(|p| p.starts_with("auth.api_keys")), "{report:?}");
+    assert!(report.restart_required.is_empty(), "{report:?}");
+    assert_eq!(chat(&gateway, KEY).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(chat(&gateway, SPENT_KEY).await.0, StatusCode::TOO_MANY_REQUESTS);
     assert!(!auth_dir.exists(), "the gateway wrote under auth.dir");
 }
