@@ -152,10 +152,8 @@ pub fn open(path: &Path, options: &mut OpenOptions) -> Result<File, PrivateError
         })
 }
 
-/// Holds the open `file` to the policy for `kind`: of that kind, owned by `uid` when one is
-/// given, and exactly 0600 (a file) or 0700 (a directory). A different mode is set and read
-/// back; `Some` says what it was. The owner is checked before any change, so another user's
-/// file is refused untouched.
+/// Holds the open `file` to the policy for `kind` (see [`check`]); a different mode is set and
+/// read back, and `Some` says what it was.
 pub fn secure(
     file: &File,
     kind: Kind,
@@ -163,7 +161,22 @@ pub fn secure(
 ) -> Result<Option<Tightened>, PrivateError> {
     let meta =
         file.metadata().map_err(|source| PrivateError::Io { step: Step::Inspect, source })?;
-    if !kind.is(&meta) {
+    let Some(was) = check(&meta, kind, uid)? else { return Ok(None) };
+    let now = kind.mode();
+    set_mode(file, now)?;
+    Ok(Some(Tightened { was, now }))
+}
+
+/// The policy for `kind`, on metadata already read: of that kind and owned by `uid` when one
+/// is given, else refused. `Some(mode)` when its mode is not exactly 0600 (a file) or 0700 (a
+/// directory), for the caller to tighten ([`set_mode`]) or to leave (a read-only mount). The
+/// owner is checked first, so another user's file is refused before anything is changed.
+pub fn check(
+    meta: &std::fs::Metadata,
+    kind: Kind,
+    uid: Option<u32>,
+) -> Result<Option<u32>, PrivateError> {
+    if !kind.is(meta) {
         return Err(PrivateError::WrongKind { expected: kind });
     }
     if let Some(ours) = uid
@@ -171,13 +184,8 @@ pub fn secure(
     {
         return Err(PrivateError::ForeignOwner { owner: meta.uid(), ours });
     }
-    let was = meta.mode() & 0o7777;
-    let now = kind.mode();
-    if was == now {
-        return Ok(None);
-    }
-    set_mode(file, now)?;
-    Ok(Some(Tightened { was, now }))
+    let mode = meta.mode() & 0o7777;
+    Ok((mode != kind.mode()).then_some(mode))
 }
 
 /// Sets `mode` on the open `file` and reads it back: a filesystem that ignores permissions
