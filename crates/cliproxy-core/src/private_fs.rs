@@ -146,10 +146,16 @@ pub fn open(path: &Path, options: &mut OpenOptions) -> Result<File, PrivateError
         .map_err(|source| {
             // ELOOP is also a prefix with too many links; only a link at the path itself is
             // the refusal this function promises.
-            let link = source.raw_os_error() == Some(libc::ELOOP)
-                && std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
+            let link = source.raw_os_error() == Some(libc::ELOOP) && is_symlink(path);
             if link { PrivateError::Symlink } else { PrivateError::Io { step: Step::Open, source } }
         })
+}
+
+/// Whether `path` itself is a symbolic link (a missing or unreadable path is not). For the
+/// paths that another program opens, such as SQLite's companion files, where no descriptor of
+/// ours can refuse the link.
+pub fn is_symlink(path: &Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink())
 }
 
 /// Holds the open `file` to the policy for `kind` (see [`check`]); a different mode is set and
@@ -319,6 +325,7 @@ mod tests {
         let created = open(&dangling, OpenOptions::new().write(true).create(true));
         assert!(matches!(created, Err(PrivateError::Symlink)), "{created:?}");
         assert!(!dir.join("elsewhere").exists());
+        assert!(is_symlink(&link) && !is_symlink(&target) && !is_symlink(&dir.join("missing")));
         assert!(matches!(
             inspect(&link, Kind::File, uid_of(&dir)).as_deref(),
             Some([Finding::Symlink])
