@@ -139,9 +139,21 @@ pub fn create_dir(dir: &Path) -> io::Result<()> {
 /// link is [`PrivateError::Symlink`]; any other failure, a missing file included, is
 /// [`PrivateError::Io`] at [`Step::Open`].
 pub fn open(path: &Path, options: &mut OpenOptions) -> Result<File, PrivateError> {
+    open_with(path, options, 0)
+}
+
+/// [`open`] that does not wait (`O_NONBLOCK`): for reading a path where a named pipe may
+/// have been planted, whose open would otherwise wait for a writer forever; [`secure`] then
+/// refuses it as not a regular file. Not for a file that is written as a stream (an audit
+/// log on a pipe would then drop lines when the pipe is full).
+pub fn open_nonblocking(path: &Path, options: &mut OpenOptions) -> Result<File, PrivateError> {
+    open_with(path, options, libc::O_NONBLOCK)
+}
+
+fn open_with(path: &Path, options: &mut OpenOptions, flags: i32) -> Result<File, PrivateError> {
     options
         .mode(FILE_MODE)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | flags)
         .open(path)
         .map_err(|source| {
             // ELOOP is also a prefix with too many links; only a link at the path itself is
@@ -359,6 +371,20 @@ mod tests {
         assert_eq!(secure(&file, Kind::File, Some(uid_of(&path))).unwrap(), None);
         assert_eq!(mode_of(&path), 0o600);
         assert_eq!(mode_of(&dir), 0o700);
+    }
+
+    #[test]
+    fn a_named_pipe_is_refused_without_waiting_for_a_writer() {
+        let (_root, dir) = temp_dir();
+        let pipe = dir.join("pipe");
+        let made = std::process::Command::new("mkfifo").arg(&pipe).status().unwrap();
+        assert!(made.success());
+        let file = open_nonblocking(&pipe, OpenOptions::new().read(true)).unwrap();
+        let refused = secure(&file, Kind::File, None);
+        assert!(
+            matches!(refused, Err(PrivateError::WrongKind { expected: Kind::File })),
+            "{refused:?}"
+        );
     }
 
     #[test]

@@ -772,14 +772,15 @@ fn prepare_file(path: &Path, notices: &mut Vec<String>) -> Result<(u64, u64)> {
 /// with a notice when looser. Its owner is not compared here: only the owner (or root) may
 /// change a file's mode, and SQLite cannot write a 0600 file of another user.
 fn open_existing(path: &Path, notices: &mut Vec<String>) -> Result<File> {
-    let file = private_fs::open(path, OpenOptions::new().read(true)).map_err(|e| match e {
-        PrivateError::Symlink => state_error(
-            path,
-            "is a symbolic link; the database must be a regular file (open the real file)"
-                .to_owned(),
-        ),
-        e => state_error(path, format!("cannot open: {e}")),
-    })?;
+    let file =
+        private_fs::open_nonblocking(path, OpenOptions::new().read(true)).map_err(|e| match e {
+            PrivateError::Symlink => state_error(
+                path,
+                "is a symbolic link; the database must be a regular file (open the real file)"
+                    .to_owned(),
+            ),
+            e => state_error(path, format!("cannot open: {e}")),
+        })?;
     let tightened = private_fs::secure(&file, Kind::File, None).map_err(|e| match e {
         PrivateError::WrongKind { .. } => state_error(
             path,

@@ -53,14 +53,16 @@ impl DirLock {
             symlink: "is a symbolic link; the lock file of the credential directory must be a regular file",
             wrong_kind: "is not a regular file",
         };
-        let opened =
-            private_fs::open(&path, OpenOptions::new().read(true).write(true).create(true));
+        let opened = private_fs::open_nonblocking(
+            &path,
+            OpenOptions::new().read(true).write(true).create(true),
+        );
         let (file, read_only) = match opened {
             Ok(file) => (file, false),
             // A read-only mount: an existing lock file can still be locked through a read-only
             // descriptor (the lock is on the inode, so a writer outside the mount sees it).
             Err(PrivateError::Io { source, .. }) if source.raw_os_error() == Some(libc::EROFS) => {
-                match private_fs::open(&path, OpenOptions::new().read(true)) {
+                match private_fs::open_nonblocking(&path, OpenOptions::new().read(true)) {
                     Ok(file) => (file, true),
                     Err(PrivateError::Io { source, .. })
                         if source.kind() == io::ErrorKind::NotFound =>

@@ -417,7 +417,8 @@ impl FileStore {
                 continue;
             }
             let path = entry.path();
-            let Ok(file) = private_fs::open(&path, OpenOptions::new().read(true)) else {
+            let Ok(file) = private_fs::open_nonblocking(&path, OpenOptions::new().read(true))
+            else {
                 continue;
             };
             if !file.metadata().is_ok_and(|m| m.is_file()) || file.try_lock().is_err() {
@@ -660,7 +661,7 @@ impl FileStore {
     /// regular file, only one we own; with its mode when that is not 0600 (tightened by
     /// credential reads, left by bookkeeping reads). `None` when it does not exist.
     fn open_owned(&self, path: &Path) -> Result<Option<(File, fs::Metadata, Option<u32>)>> {
-        let file = match private_fs::open(path, OpenOptions::new().read(true)) {
+        let file = match private_fs::open_nonblocking(path, OpenOptions::new().read(true)) {
             Ok(file) => file,
             Err(PrivateError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
                 return Ok(None);
