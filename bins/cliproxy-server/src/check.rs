@@ -46,6 +46,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::config::Config;
 use cliproxy_audit::EventType;
+use cliproxy_core::private_fs::{self, Finding, Kind};
 use cliproxy_vault::Protection;
 use nix::unistd::AccessFlags;
 
@@ -238,68 +239,82 @@ enum AuthDir {
 fn check_auth_dir(list: &mut Checklist, dir: &Path, euid: u32) -> AuthDir {
     const CHECK: &str = "auth.dir permissions";
     let shown = dir.display();
-    let meta = match fs::symlink_metadata(dir) {
-        Ok(meta) => meta,
-        Err(e) if e.kind() == ErrorKind::NotFound => {
-            list.warn(
-                CHECK,
-                format!("{shown} (auth.dir) does not exist yet: no credential is stored"),
-                format!(
-                    "`mkdir -m 700 {shown}`, or `cliproxy-server vault add --provider NAME` (creates it 0700)"
-                ),
-            );
-            return AuthDir::Missing;
-        }
-        Err(e) => {
-            list.fail(
-                CHECK,
-                format!("{shown}: {e}"),
-                format!("make {shown} readable by uid {euid}, or point auth.dir elsewhere"),
-            );
-            return AuthDir::Bad;
-        }
+    // The same policy the vault applies when it opens the directory, inspected without
+    // changing anything.
+    let Some(found) = private_fs::inspect(dir, Kind::Dir, euid) else {
+        list.warn(
+            CHECK,
+            format!("{shown} (auth.dir) does not exist yet: no credential is stored"),
+            format!(
+                "`mkdir -m 700 {shown}`, or `cliproxy-server vault add --provider NAME` (creates it 0700)"
+            ),
+        );
+        return AuthDir::Missing;
     };
     let mut findings = Findings::default();
-    if !meta.is_dir() {
+    if let [Finding::Unreadable(e)] = found.as_slice() {
+        list.fail(
+            CHECK,
+            format!("{shown}: {e}"),
+            format!("make {shown} readable by uid {euid}, or point auth.dir elsewhere"),
+        );
+        return AuthDir::Bad;
+    }
+    if matches!(found.as_slice(), [Finding::Symlink | Finding::WrongKind]) {
         findings.push(
             Verdict::Fail,
             format!("{shown} is not a directory"),
             "point auth.dir at a directory (0700, owned by the service user)",
         );
     } else {
-        if meta.uid() != euid {
-            findings.push(
-                Verdict::Fail,
-                format!("{shown} is owned by uid {}, not {euid}", meta.uid()),
-                format!("chown {euid} {shown}"),
-            );
+        for finding in &found {
+            if let Finding::ForeignOwner { owner } = finding {
+                findings.push(
+                    Verdict::Fail,
+                    format!("{shown} is owned by uid {owner}, not {euid}"),
+                    format!("chown {euid} {shown}"),
+                );
+            }
         }
-        if meta.mode() & 0o777 != 0o700 {
-            findings.push(
-                Verdict::Fail,
-                format!("{shown} has mode {:04o}, not 0700", meta.mode() & 0o7777),
-                format!("chmod 700 {shown}"),
-            );
+        for finding in &found {
+            if let Finding::LooseMode { mode } = finding {
+                findings.push(
+                    Verdict::Fail,
+                    format!("{shown} has mode {mode:04o}, not 0700"),
+                    format!("chmod 700 {shown}"),
+                );
+            }
         }
         let (mut loose, mut foreign) = (Vec::new(), Vec::new());
         if let Ok(entries) = fs::read_dir(dir) {
             for entry in entries.flatten() {
                 let path = entry.path();
-                let Ok(meta) = fs::symlink_metadata(&path) else { continue };
                 let name = entry.file_name().to_string_lossy().into_owned();
                 if !(name.ends_with(".json") || name.starts_with('.')) {
                     continue;
                 }
-                if !meta.is_file() {
+                let Some(found) = private_fs::inspect(&path, Kind::File, euid) else { continue };
+                // A file is reported once: not a file, else a loose mode, else another owner.
+                let mode = found.iter().find_map(|f| match f {
+                    Finding::LooseMode { mode } => Some(*mode),
+                    _ => None,
+                });
+                let owner = found.iter().find_map(|f| match f {
+                    Finding::ForeignOwner { owner } => Some(*owner),
+                    _ => None,
+                });
+                if matches!(found.as_slice(), [Finding::Unreadable(_)]) {
+                    continue;
+                } else if matches!(found.as_slice(), [Finding::Symlink | Finding::WrongKind]) {
                     findings.push(
                         Verdict::Fail,
                         format!("{} is not a regular file", path.display()),
                         format!("remove {} (credential files are plain files)", path.display()),
                     );
-                } else if meta.mode() & 0o777 != 0o600 {
-                    loose.push((path.display().to_string(), meta.mode() & 0o7777));
-                } else if meta.uid() != euid {
-                    foreign.push((path.display().to_string(), meta.uid()));
+                } else if let Some(mode) = mode {
+                    loose.push((path.display().to_string(), mode));
+                } else if let Some(owner) = owner {
+                    foreign.push((path.display().to_string(), owner));
                 }
             }
         }
@@ -898,10 +913,9 @@ fn writable_dir(dir: PathBuf, key: &str, euid: u32) -> Result<String, (String, S
 /// and returns a sentence for a passing row, or `None` when the file does not exist yet.
 fn private_file(file: &Path, euid: u32, findings: &mut Findings) -> Option<&'static str> {
     let shown = file.display();
-    let meta = match fs::symlink_metadata(file) {
-        Ok(meta) => meta,
-        Err(e) if e.kind() == ErrorKind::NotFound => return None,
-        Err(e) => {
+    let found = private_fs::inspect(file, Kind::File, euid)?;
+    match found.as_slice() {
+        [Finding::Unreadable(e)] => {
             findings.push(
                 Verdict::Fail,
                 format!("{shown}: {e}"),
@@ -909,28 +923,33 @@ fn private_file(file: &Path, euid: u32, findings: &mut Findings) -> Option<&'sta
             );
             return Some("unreadable");
         }
-    };
-    if !meta.is_file() {
-        findings.push(
-            Verdict::Fail,
-            format!("{shown} is not a regular file"),
-            format!("replace {shown} with a regular file"),
-        );
-        return Some("not a file");
+        [Finding::Symlink | Finding::WrongKind] => {
+            findings.push(
+                Verdict::Fail,
+                format!("{shown} is not a regular file"),
+                format!("replace {shown} with a regular file"),
+            );
+            return Some("not a file");
+        }
+        _ => {}
     }
-    if meta.mode() & 0o777 != 0o600 {
-        findings.push(
-            Verdict::Fail,
-            format!("{shown} has mode {:04o}, not 0600: others can read it", meta.mode() & 0o7777),
-            format!("chmod 600 {shown}"),
-        );
+    for finding in &found {
+        if let Finding::LooseMode { mode } = finding {
+            findings.push(
+                Verdict::Fail,
+                format!("{shown} has mode {mode:04o}, not 0600: others can read it"),
+                format!("chmod 600 {shown}"),
+            );
+        }
     }
-    if meta.uid() != euid {
-        findings.push(
-            Verdict::Fail,
-            format!("{shown} is owned by uid {}, not {euid}", meta.uid()),
-            format!("chown {euid} {shown}"),
-        );
+    for finding in &found {
+        if let Finding::ForeignOwner { owner } = finding {
+            findings.push(
+                Verdict::Fail,
+                format!("{shown} is owned by uid {owner}, not {euid}"),
+                format!("chown {euid} {shown}"),
+            );
+        }
     }
     Some("file 0600, owned by us")
 }

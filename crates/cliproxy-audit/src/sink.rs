@@ -43,10 +43,10 @@
 //! chain. When the backlog is full, further events are dropped and counted, and once writing
 //! works again an `audit_events_lost` line records how many.
 
-use std::fs::{File, OpenOptions, Permissions, TryLockError};
+use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::net::IpAddr;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
@@ -54,6 +54,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use cliproxy_core::private_fs::{self, FILE_MODE, Kind, PrivateError};
 use ring::signature::Ed25519KeyPair;
 
 use crate::anchor::HeadAnchor;
@@ -267,11 +268,7 @@ impl FileSink {
             }
         };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(dir)
-                .map_err(open_error)?;
+            private_fs::create_dir(dir).map_err(open_error)?;
         }
         let anchored = match &options.anchor {
             Some(anchor) => anchor.load().map_err(Error::Anchor)?,
@@ -1183,24 +1180,15 @@ const LOCKED: &str = "another process holds it (an exclusive lock on the file: i
 /// `held`: the file the sink holds now (at reopen). When the path is still that file (a reopen
 /// without a rotation), its lock is kept rather than fought over.
 fn open_locked(path: &Path, tell: &Teller, held: Option<&File>) -> io::Result<File> {
-    let file = OpenOptions::new()
-        .read(true)
-        .append(true)
-        .create(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path)
-        .map_err(|e| {
-            let symlink = e.raw_os_error() == Some(libc::ELOOP)
-                && std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
-            if symlink {
-                io::Error::new(
-                    e.kind(),
-                    "is a symbolic link (refused: the audit log must be the file itself)",
-                )
-            } else {
-                e
-            }
+    // Blocking: the audit log may be a pipe to a log shipper, which must not drop lines.
+    let file = private_fs::open(path, OpenOptions::new().read(true).append(true).create(true))
+        .map_err(|e| match e {
+            PrivateError::Symlink => io::Error::new(
+                io::Error::from_raw_os_error(libc::ELOOP).kind(),
+                "is a symbolic link (refused: the audit log must be the file itself)",
+            ),
+            PrivateError::Io { source, .. } => source,
+            other => io::Error::other(other.to_string()),
         })?;
     let meta = file.metadata()?;
     if !meta.is_file() {
@@ -1220,14 +1208,22 @@ fn open_locked(path: &Path, tell: &Teller, held: Option<&File>) -> io::Result<Fi
         }
         Err(TryLockError::Error(e)) => return Err(e),
     }
-    if meta.permissions().mode() & 0o077 != 0 {
-        tell.tell(Notice::ModeTightened {
-            path: path.to_owned(),
-            mode: meta.permissions().mode() & 0o777,
-        });
-        file.set_permissions(Permissions::from_mode(0o600))?;
+    // Only a mode open to group or others is changed (as the notice says); the owner is not
+    // compared: a file the process cannot write is refused by the open itself.
+    let loose = private_fs::check(&meta, Kind::File, None).map_err(private_io)?;
+    if let Some(mode) = loose.filter(|mode| mode & 0o077 != 0) {
+        tell.tell(Notice::ModeTightened { path: path.to_owned(), mode: mode & 0o777 });
+        private_fs::set_mode(&file, FILE_MODE).map_err(private_io)?;
     }
     Ok(file)
+}
+
+/// A refusal of the private file policy as the I/O error that the open reports.
+fn private_io(error: PrivateError) -> io::Error {
+    match error {
+        PrivateError::Io { source, .. } => source,
+        other => io::Error::other(other.to_string()),
+    }
 }
 
 /// The writer: the options' opener, or else the locked file itself (append-only).

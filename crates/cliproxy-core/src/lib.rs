@@ -14,6 +14,8 @@
 //! - [`glob_match`]: the `*` wildcard used for model names, in routing and in client-key
 //!   model allowlists.
 //! - [`format_utc`], [`format_utc_plain`]: Unix seconds as UTC text, the two forms shown.
+//! - [`private_fs`]: the private file policy (directories 0700, files 0600, owned by us, no
+//!   symbolic link followed, a loose mode tightened and told), and its read-only inspection.
 //!
 //! ```
 //! use cliproxy_core::{ErrorCode, Secret};
@@ -28,6 +30,8 @@ pub mod duration;
 mod error_code;
 mod glob;
 pub mod limits;
+#[cfg(unix)]
+pub mod private_fs;
 mod secret;
 mod utc;
 

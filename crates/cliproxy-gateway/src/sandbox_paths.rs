@@ -19,7 +19,6 @@ pub(crate) fn sandbox_paths(
     config: &GatewayConfig,
     config_file: Option<&std::path::Path>,
 ) -> Result<cliproxy_container::sandbox::Paths, crate::error::Error> {
-    use std::os::unix::fs::DirBuilderExt;
     use std::path::{Path, PathBuf};
     fn dir_of(file: &Path) -> PathBuf {
         match file.parent() {
@@ -52,12 +51,12 @@ pub(crate) fn sandbox_paths(
     }
     for (dir, key) in &read_write {
         if !dir.exists() {
-            std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(
-                |source| crate::error::Error::Io {
+            cliproxy_core::private_fs::create_dir(dir).map_err(|source| {
+                crate::error::Error::Io {
                     context: format!("cannot create the directory {} ({key})", dir.display()),
                     source,
-                },
-            )?;
+                }
+            })?;
         }
     }
     Ok(cliproxy_container::sandbox::Paths {

@@ -7,16 +7,17 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::fs::{self, DirBuilder, File, OpenOptions, Permissions};
+use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::net::IpAddr;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use cliproxy_core::QuotaPeriod;
+use cliproxy_core::private_fs::{self, FILE_MODE, Kind, PrivateError, Step, Tightened};
 use ipnetwork::IpNetwork;
 use rusqlite::{Connection, ErrorCode, OpenFlags, TransactionBehavior, params};
 
@@ -44,8 +45,6 @@ impl fmt::Debug for SqliteStore {
 
 /// The schema version this build writes (`PRAGMA user_version`).
 const SCHEMA_VERSION: i64 = 2;
-const DIR_MODE: u32 = 0o700;
-const FILE_MODE: u32 = 0o600;
 /// How long a statement waits for a lock held by another connection (a reader, or a second
 /// process opened on the same file by mistake) before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -732,10 +731,7 @@ fn prepare_file(path: &Path, notices: &mut Vec<String>) -> Result<(u64, u64)> {
     match fs::metadata(parent) {
         Ok(_) => {}
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            DirBuilder::new()
-                .recursive(true)
-                .mode(DIR_MODE)
-                .create(parent)
+            private_fs::create_dir(parent)
                 .map_err(|e| state_error(path, format!("cannot create its directory: {e}")))?;
         }
         Err(e) => {
@@ -748,66 +744,66 @@ fn prepare_file(path: &Path, notices: &mut Vec<String>) -> Result<(u64, u64)> {
         let mut companion = path.as_os_str().to_owned();
         companion.push(suffix);
         let companion = PathBuf::from(companion);
-        if let Ok(meta) = fs::symlink_metadata(&companion)
-            && meta.file_type().is_symlink()
-        {
+        if private_fs::is_symlink(&companion) {
             return Err(state_error(
                 &companion,
                 "is a symbolic link; the database must be a regular file in a directory of its own (open the real file)".to_owned(),
             ));
         }
     }
-    let file = match OpenOptions::new().write(true).create_new(true).mode(FILE_MODE).open(path) {
+    let file = match private_fs::open(path, OpenOptions::new().write(true).create_new(true)) {
         Ok(file) => {
             // The umask can only narrow 0600, but a narrower mode would make the file
-            // unwritable; make it exact.
-            file.set_permissions(Permissions::from_mode(FILE_MODE))
+            // unwritable; make it exact (and refuse a filesystem that ignores it).
+            private_fs::set_mode(&file, FILE_MODE)
                 .map_err(|e| state_error(path, format!("cannot set mode 0600: {e}")))?;
             file
         }
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => open_existing(path, notices)?,
+        Err(PrivateError::Io { source, .. }) if source.kind() == io::ErrorKind::AlreadyExists => {
+            open_existing(path, notices)?
+        }
         Err(e) => return Err(state_error(path, format!("cannot create the file: {e}"))),
     };
     let meta = file.metadata().map_err(|e| state_error(path, format!("cannot inspect: {e}")))?;
     Ok((meta.dev(), meta.ino()))
 }
 
-/// Checks an existing database file: a regular file (not a link) that we own, mode 0600.
+/// Checks an existing database file: a regular file (not a link) of mode 0600, tightened
+/// with a notice when looser. Its owner is not compared here: only the owner (or root) may
+/// change a file's mode, and SQLite cannot write a 0600 file of another user.
 fn open_existing(path: &Path, notices: &mut Vec<String>) -> Result<File> {
-    let link = fs::symlink_metadata(path)
-        .map_err(|e| state_error(path, format!("cannot inspect: {e}")))?;
-    if link.file_type().is_symlink() {
-        return Err(state_error(
-            path,
-            "is a symbolic link; the database must be a regular file (open the real file)"
-                .to_owned(),
-        ));
-    }
-    if !link.is_file() {
-        return Err(state_error(
+    let file =
+        private_fs::open_nonblocking(path, OpenOptions::new().read(true)).map_err(|e| match e {
+            PrivateError::Symlink => state_error(
+                path,
+                "is a symbolic link; the database must be a regular file (open the real file)"
+                    .to_owned(),
+            ),
+            e => state_error(path, format!("cannot open: {e}")),
+        })?;
+    let tightened = private_fs::secure(&file, Kind::File, None).map_err(|e| match e {
+        PrivateError::WrongKind { .. } => state_error(
             path,
             "is not a regular file; the database must be a regular file".to_owned(),
-        ));
-    }
-    let file = File::open(path).map_err(|e| state_error(path, format!("cannot open: {e}")))?;
-    let meta = file.metadata().map_err(|e| state_error(path, format!("cannot inspect: {e}")))?;
-    if (meta.dev(), meta.ino()) != (link.dev(), link.ino()) {
-        return Err(state_error(path, "changed while it was being opened; retry".to_owned()));
-    }
-    let mode = meta.mode() & 0o777;
-    if mode != FILE_MODE {
+        ),
+        PrivateError::Io { step: Step::Inspect, source } => {
+            state_error(path, format!("cannot inspect: {source}"))
+        }
         // Only the owner (or root) may change a file's mode, so this also refuses a file
         // that belongs to someone else.
-        file.set_permissions(Permissions::from_mode(FILE_MODE)).map_err(|e| {
+        e => {
+            let mode = file.metadata().map_or(0, |m| m.mode() & 0o7777);
             state_error(
                 path,
                 format!(
                     "has mode {mode:04o} and cannot be set to 0600 ({e}); it must belong to the user cliproxy runs as"
                 ),
             )
-        })?;
+        }
+    })?;
+    if let Some(Tightened { was, .. }) = tightened {
         notices.push(format!(
-            "state store {}: tightened the mode from {mode:04o} to 0600",
+            "state store {}: tightened the mode from {was:04o} to 0600",
             path.display()
         ));
     }

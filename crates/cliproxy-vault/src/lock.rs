@@ -15,11 +15,12 @@
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
 
+use cliproxy_core::private_fs::{self, FILE_MODE, Kind, PrivateError};
 use nix::libc;
 
+use crate::mode::Words;
 use crate::{Error, Result};
 
 /// The lock file in the credential directory. Hidden, so never taken for a credential
@@ -44,40 +45,43 @@ impl DirLock {
     /// [`Error::Locked`] within 200 ms. `None` when the directory is on a read-only filesystem and
     /// has no lock file yet: nothing can be written there to race with, and a gateway must
     /// still be able to serve from a read-only directory.
-    pub(crate) fn acquire(dir: &Path, uid: u32, file_mode: u32) -> Result<Option<Self>> {
+    pub(crate) fn acquire(dir: &Path, uid: u32) -> Result<Option<Self>> {
         let path = dir.join(LOCK_FILE);
-        let flags = libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC;
-        let opened = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .mode(file_mode)
-            .custom_flags(flags)
-            .open(&path);
+        let words = Words {
+            open: "open the lock file of the credential directory",
+            set_mode: "set mode 0600 on",
+            symlink: "is a symbolic link; the lock file of the credential directory must be a regular file",
+            wrong_kind: "is not a regular file",
+        };
+        let opened = private_fs::open_nonblocking(
+            &path,
+            OpenOptions::new().read(true).write(true).create(true),
+        );
         let (file, read_only) = match opened {
             Ok(file) => (file, false),
             // A read-only mount: an existing lock file can still be locked through a read-only
             // descriptor (the lock is on the inode, so a writer outside the mount sees it).
-            Err(e) if e.raw_os_error() == Some(libc::EROFS) => {
-                match OpenOptions::new().read(true).custom_flags(flags).open(&path) {
+            Err(PrivateError::Io { source, .. }) if source.raw_os_error() == Some(libc::EROFS) => {
+                match private_fs::open_nonblocking(&path, OpenOptions::new().read(true)) {
                     Ok(file) => (file, true),
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-                    Err(e) => return Err(open_error(&path, e)),
+                    Err(PrivateError::Io { source, .. })
+                        if source.kind() == io::ErrorKind::NotFound =>
+                    {
+                        return Ok(None);
+                    }
+                    Err(e) => return Err(words.error(&path, e)),
                 }
             }
-            Err(e) => return Err(open_error(&path, e)),
+            Err(e) => return Err(words.error(&path, e)),
         };
-        let meta = file.metadata().map_err(|e| Error::io(&path, "inspect", e))?;
-        if !meta.is_file() {
-            return Err(Error::Unusable { path, reason: "is not a regular file" });
-        }
-        if meta.uid() != uid {
-            return Err(Error::ForeignOwner { path, owner: meta.uid(), ours: uid });
-        }
         // The umask may have narrowed the mode of a new file, and an old one may be loose;
-        // Every hidden file of the directory is held to 0600, as credentials are.
-        if !read_only && meta.mode() & 0o7777 != file_mode {
-            crate::mode::set_mode(&file, &path, file_mode, "set mode 0600 on")?;
+        // every hidden file of the directory is held to 0600, as credentials are. A read-only
+        // mount keeps the mode it has (it cannot be set), but not another owner.
+        let meta = file.metadata().map_err(|e| Error::io(&path, "inspect", e))?;
+        let loose =
+            private_fs::check(&meta, Kind::File, Some(uid)).map_err(|e| words.error(&path, e))?;
+        if !read_only && loose.is_some() {
+            private_fs::set_mode(&file, FILE_MODE).map_err(|e| words.error(&path, e))?;
         }
         // A child that another thread of this process forks holds a copy of every descriptor,
         // and so this lock, from its fork to its exec (which closes them: O_CLOEXEC). A lock
@@ -96,16 +100,5 @@ impl DirLock {
             }
         }
         Err(Error::Locked { dir: dir.to_owned() })
-    }
-}
-
-fn open_error(path: &Path, error: io::Error) -> Error {
-    if error.raw_os_error() == Some(libc::ELOOP) {
-        Error::Unusable {
-            path: path.to_owned(),
-            reason: "is a symbolic link; the lock file of the credential directory must be a regular file",
-        }
-    } else {
-        Error::io(path, "open the lock file of the credential directory", error)
     }
 }

@@ -11,11 +11,11 @@
 //! rotation carries it along at the next start. One seal per installation: it is not counted
 //! towards the key's nonce budget.
 
-use std::fs::{self, DirBuilder, OpenOptions};
+use std::fs::{self, OpenOptions};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
+use cliproxy_core::private_fs::{self, PrivateError};
 use nix::libc;
 use ring::aead::NONCE_LEN;
 use ring::rand::{SecureRandom, SystemRandom};
@@ -87,10 +87,7 @@ impl Config {
                     .map_err(|_| Error::Random)?;
                 let pkcs8 = Zeroizing::new(pkcs8.as_ref().to_vec());
                 if !self.dir.exists() {
-                    DirBuilder::new()
-                        .recursive(true)
-                        .mode(0o700)
-                        .create(&self.dir)
+                    private_fs::create_dir(&self.dir)
                         .map_err(|e| Error::io(&self.dir, "create", e))?;
                 }
                 write(&self.dir, &path, &pkcs8, &keys)?;
@@ -123,13 +120,23 @@ impl Config {
 }
 
 fn read_limited(path: &Path) -> io::Result<Vec<u8>> {
-    let file = OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(path)?;
+    let file = private_fs::open(path, OpenOptions::new().read(true)).map_err(into_io)?;
     let mut bytes = Vec::new();
     file.take(MAX_FILE + 1).read_to_end(&mut bytes)?;
     if bytes.len() as u64 > MAX_FILE {
         return Err(io::Error::new(io::ErrorKind::InvalidData, "larger than a signing key file"));
     }
     Ok(bytes)
+}
+
+/// The key file's I/O errors are told as the system tells them (`cannot read: Too many levels
+/// of symbolic links`), as they were before the policy moved to `cliproxy_core`.
+fn into_io(error: PrivateError) -> io::Error {
+    match error {
+        PrivateError::Io { source, .. } => source,
+        PrivateError::Symlink => io::Error::from_raw_os_error(libc::ELOOP),
+        other => io::Error::other(other.to_string()),
+    }
 }
 
 /// The key's PKCS#8 bytes, and whether it should be re-sealed with the current key.
@@ -203,12 +210,8 @@ fn write(dir: &Path, path: &Path, pkcs8: &[u8], keys: &Keyring) -> Result<()> {
     let suffix: String = random.iter().map(|b| format!("{b:02x}")).collect();
     let temp = dir.join(format!(".audit-signing-key.json.tmp-{suffix}"));
     let written = (|| -> io::Result<()> {
-        let mut out = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(&temp)?;
+        let mut out = private_fs::open(&temp, OpenOptions::new().write(true).create_new(true))
+            .map_err(into_io)?;
         out.write_all(&text)?;
         out.sync_all()?;
         fs::rename(&temp, path)?;

@@ -1,12 +1,11 @@
 use std::collections::BTreeMap;
 use std::fmt;
-use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use nix::libc;
+use cliproxy_core::private_fs::{self, DIR_MODE, FILE_MODE, Kind, PrivateError};
 use ring::rand::{SecureRandom, SystemRandom};
 use zeroize::Zeroizing;
 
@@ -14,7 +13,7 @@ use crate::credential::{MAX_FILE_BYTES, validate_name};
 use crate::crypto::Keyring;
 use crate::fingerprint::{self, FINGERPRINT_FILE};
 use crate::lock::DirLock;
-use crate::mode::set_mode;
+use crate::mode::{Words, set_mode};
 use crate::{
     Credential, CredentialFile, CredentialMeta, Error, Notice, Protection, Result,
     parse_credential_file,
@@ -337,9 +336,6 @@ enum Plaintext {
     Admit,
 }
 
-const DIR_MODE: u32 = 0o700;
-const FILE_MODE: u32 = 0o600;
-
 impl FileStore {
     /// Opens (creating 0700 when missing) the credential directory `dir`, without encryption
     /// keys: new files are plaintext and encrypted ones cannot be read. Use
@@ -378,10 +374,7 @@ impl FileStore {
         match fs::metadata(dir) {
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                DirBuilder::new()
-                    .recursive(true)
-                    .mode(DIR_MODE)
-                    .create(dir)
+                private_fs::create_dir(dir)
                     .map_err(|e| Error::io(dir, "create the credential directory", e))?;
             }
             Err(e) => return Err(Error::io(dir, "inspect the credential directory", e)),
@@ -397,7 +390,7 @@ impl FileStore {
     /// Takes the lock of the directory (see the `lock` module); `None` on a read-only
     /// filesystem without a lock file, which is reported.
     fn lock_dir(&self) -> Result<Option<DirLock>> {
-        let lock = DirLock::acquire(&self.dir, self.uid, FILE_MODE)?;
+        let lock = DirLock::acquire(&self.dir, self.uid)?;
         if lock.is_none() {
             self.notice(Notice::ReadOnlyUnlocked { dir: self.dir.clone() });
         }
@@ -424,10 +417,7 @@ impl FileStore {
                 continue;
             }
             let path = entry.path();
-            let Ok(file) = OpenOptions::new()
-                .read(true)
-                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-                .open(&path)
+            let Ok(file) = private_fs::open_nonblocking(&path, OpenOptions::new().read(true))
             else {
                 continue;
             };
@@ -448,24 +438,20 @@ impl FileStore {
         let dir = &self.dir;
         let meta =
             fs::metadata(dir).map_err(|e| Error::io(dir, "inspect the credential directory", e))?;
-        if !meta.is_dir() {
-            return Err(Error::Unusable {
-                path: dir.clone(),
-                reason: "exists but is not a directory; the credential directory must be one",
-            });
-        }
-        if meta.uid() != self.uid {
-            return Err(Error::ForeignOwner {
-                path: dir.clone(),
-                owner: meta.uid(),
-                ours: self.uid,
-            });
-        }
-        let mode = meta.mode() & 0o7777;
-        if mode != DIR_MODE {
+        // The directory itself may be a symbolic link (to a directory on another mount, say):
+        // it is the files inside that are never read through one.
+        let words = Words {
+            open: "restrict the credential directory to 0700",
+            set_mode: "restrict the credential directory to 0700",
+            symlink: "is a symbolic link",
+            wrong_kind: "exists but is not a directory; the credential directory must be one",
+        };
+        if let Some(mode) =
+            private_fs::check(&meta, Kind::Dir, Some(self.uid)).map_err(|e| words.error(dir, e))?
+        {
             let file = File::open(dir)
                 .map_err(|e| Error::io(dir, "restrict the credential directory to 0700", e))?;
-            set_mode(&file, dir, DIR_MODE, "restrict the credential directory to 0700")?;
+            private_fs::set_mode(&file, DIR_MODE).map_err(|e| words.error(dir, e))?;
             self.notice(Notice::DirectoryModeTightened { path: dir.clone(), was: mode });
         }
         Ok(())
@@ -511,9 +497,8 @@ impl FileStore {
             path: path.clone(),
             reason: format!("file name is not a valid credential id ({e})"),
         })?;
-        let Some((file, meta)) = self.open_owned(&path)? else { return Ok(None) };
-        let mode = meta.mode() & 0o7777;
-        if mode != FILE_MODE {
+        let Some((file, meta, loose)) = self.open_owned(&path)? else { return Ok(None) };
+        if let Some(mode) = loose {
             set_mode(&file, &path, FILE_MODE, "restrict the credential file to 0600")?;
             self.notice(Notice::FileModeTightened { path: path.clone(), was: mode });
         }
@@ -673,42 +658,27 @@ impl FileStore {
     }
 
     /// Opens a file in the directory for reading: never through a symbolic link, only a
-    /// regular file, only one we own. `None` when it does not exist.
-    fn open_owned(&self, path: &Path) -> Result<Option<(File, fs::Metadata)>> {
-        let file = match OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
-            .open(path)
-        {
+    /// regular file, only one we own; with its mode when that is not 0600 (tightened by
+    /// credential reads, left by bookkeeping reads). `None` when it does not exist.
+    fn open_owned(&self, path: &Path) -> Result<Option<(File, fs::Metadata, Option<u32>)>> {
+        let file = match private_fs::open_nonblocking(path, OpenOptions::new().read(true)) {
             Ok(file) => file,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
-                return Err(Error::Unusable {
-                    path: path.to_owned(),
-                    reason: "is a symbolic link; only regular files are read here",
-                });
+            Err(PrivateError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+                return Ok(None);
             }
-            Err(e) => return Err(Error::io(path, "open", e)),
+            Err(e) => return Err(Words::FILE.error(path, e)),
         };
         let meta = file.metadata().map_err(|e| Error::io(path, "inspect", e))?;
-        if !meta.is_file() {
-            return Err(Error::Unusable { path: path.to_owned(), reason: "is not a regular file" });
-        }
-        if meta.uid() != self.uid {
-            return Err(Error::ForeignOwner {
-                path: path.to_owned(),
-                owner: meta.uid(),
-                ours: self.uid,
-            });
-        }
-        Ok(Some((file, meta)))
+        let loose = private_fs::check(&meta, Kind::File, Some(self.uid))
+            .map_err(|e| Words::FILE.error(path, e))?;
+        Ok(Some((file, meta, loose)))
     }
 
     /// Reads one of the hidden bookkeeping files with the same care as a credential file (no
     /// symlinks, regular files we own, size cap); `None` when it does not exist.
     fn read_bookkeeping(&self, name: &str) -> Result<Option<Vec<u8>>> {
         let path = self.dir.join(name);
-        let Some((file, meta)) = self.open_owned(&path)? else { return Ok(None) };
+        let Some((file, meta, _)) = self.open_owned(&path)? else { return Ok(None) };
         if meta.len() > MAX_BOOKKEEPING_BYTES {
             return Err(Error::TooLarge { path, size: meta.len(), limit: MAX_BOOKKEEPING_BYTES });
         }
@@ -744,13 +714,8 @@ impl FileStore {
         let temp = self.dir.join(format!(".{}.tmp-{suffix}", name.trim_start_matches('.')));
         let target = self.dir.join(name);
         let write = || -> Result<()> {
-            let mut file = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(FILE_MODE)
-                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-                .open(&temp)
-                .map_err(|e| Error::io(&temp, "create", e))?;
+            let mut file = private_fs::open(&temp, OpenOptions::new().write(true).create_new(true))
+                .map_err(|e| Words { open: "create", ..Words::FILE }.error(&temp, e))?;
             // Held until the file is renamed or gone: a store opening meanwhile (see
             // `remove_stale_temporaries`) leaves a locked temporary file alone.
             file.try_lock().map_err(|e| {
@@ -918,9 +883,9 @@ mod tests {
     #![allow(clippy::unwrap_used, reason = "a failed expectation fails the test")]
 
     use super::*;
-    use crate::mode::IGNORE_CHMOD;
+    use cliproxy_core::private_fs::hooks::ignore_chmod;
     use std::fs::Permissions;
-    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
     /// What a test runs between the two passes of `rewrite`.
     type Hook = Box<dyn FnOnce(&Path)>;
@@ -1141,7 +1106,7 @@ mod tests {
         store.put(&credential).unwrap();
         let file = root.path().join("one.json");
         fs::set_permissions(&file, Permissions::from_mode(0o644)).unwrap();
-        IGNORE_CHMOD.with(|ignore| ignore.set(true));
+        ignore_chmod(true);
         for _ in 0..2 {
             let error = store.get("one").unwrap_err().to_string();
             assert!(
@@ -1157,7 +1122,7 @@ mod tests {
         let error = FileStore::open(root.path()).map(|_| ()).unwrap_err().to_string();
         assert!(error.contains("still 0755"), "{error}");
         // Where modes are kept, the same file is tightened and read.
-        IGNORE_CHMOD.with(|ignore| ignore.set(false));
+        ignore_chmod(false);
         assert!(FileStore::open(root.path()).unwrap().get("one").unwrap().is_some());
         assert_eq!(fs::metadata(&file).unwrap().mode() & 0o7777, 0o600);
     }

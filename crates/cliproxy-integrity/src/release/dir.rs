@@ -155,8 +155,8 @@ pub fn write_keypair(dir: &Path) -> Result<KeyPairFiles> {
     }
     create_private_dir(dir)?;
     let key = SecretKey::generate()?;
-    write_new(&secret, key.to_text().as_bytes(), 0o600)?;
-    if let Err(e) = write_new(&public, key.public_key().to_file_text().as_bytes(), 0o644) {
+    write_new(&secret, key.to_text().as_bytes(), Access::Private)?;
+    if let Err(e) = write_new(&public, key.public_key().to_file_text().as_bytes(), Access::Public) {
         // Half a key pair is worse than none: the secret key would sign for a public key
         // nobody has.
         let _ = fs::remove_file(&secret);
@@ -168,15 +168,8 @@ pub fn write_keypair(dir: &Path) -> Result<KeyPairFiles> {
 /// Reads a secret key file. It must be a regular file that only its owner can read (like
 /// ssh, a key others could have copied is refused).
 pub fn read_secret_key(path: &Path) -> Result<SecretKey> {
-    let meta = fs::symlink_metadata(path).map_err(|e| Error::io(path, e))?;
-    if !meta.file_type().is_file() {
-        return Err(Error::KeyFileUnsafe {
-            path: path.to_owned(),
-            reason: "not a regular file".to_owned(),
-        });
-    }
-    check_private_mode(path, &meta)?;
-    let bytes = Zeroizing::new(read_limited(path, MAX_SECRET_KEY_FILE, "secret key file")?);
+    let file = open_secret_key(path)?;
+    let bytes = Zeroizing::new(read_all(file, path, MAX_SECRET_KEY_FILE, "secret key file")?);
     let text = std::str::from_utf8(&bytes)
         .map_err(|_| Error::MalformedSecretKey("the file is not UTF-8".to_owned()))?;
     SecretKey::from_text(text)
@@ -223,6 +216,11 @@ fn artefact_names(dir: &Path) -> Result<Vec<String>> {
 /// Reads a whole file that no valid instance makes longer than `limit` bytes.
 fn read_limited(path: &Path, limit: u64, what: &'static str) -> Result<Vec<u8>> {
     let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    read_all(file, path, limit, what)
+}
+
+/// Reads the open `file` (at `path`) whole, refused past `limit` bytes.
+fn read_all(file: File, path: &Path, limit: u64, what: &'static str) -> Result<Vec<u8>> {
     // Sized in advance so that a secret key is never copied by a reallocation.
     let capacity = usize::try_from(limit).unwrap_or(usize::MAX).saturating_add(1);
     let mut bytes = Vec::with_capacity(capacity);
@@ -250,13 +248,19 @@ fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
     })
 }
 
-/// Creates `path` (it must not exist) with `mode` and writes `bytes` into it, removing it
-/// again when the write fails.
-fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
-    let mut options = OpenOptions::new();
-    options.write(true).create_new(true);
-    set_mode(&mut options, mode);
-    let mut file = options.open(path).map_err(|e| {
+/// Who may read a file [`write_new`] creates.
+#[derive(Clone, Copy)]
+enum Access {
+    /// Only its owner: 0600, through the private file policy.
+    Private,
+    /// Everyone: 0644 (a public key).
+    Public,
+}
+
+/// Creates `path` (it must not exist) and writes `bytes` into it, removing it again when the
+/// write fails.
+fn write_new(path: &Path, bytes: &[u8], access: Access) -> Result<()> {
+    let mut file = create_new(path, access).map_err(|e| {
         if e.kind() == std::io::ErrorKind::AlreadyExists {
             Error::KeyExists { path: path.to_owned() }
         } else {
@@ -270,18 +274,28 @@ fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
 }
 
 #[cfg(unix)]
-fn set_mode(options: &mut OpenOptions, mode: u32) {
+fn create_new(path: &Path, access: Access) -> std::io::Result<File> {
+    use cliproxy_core::private_fs::{self, PrivateError};
     use std::os::unix::fs::OpenOptionsExt as _;
-    options.mode(mode);
+    match access {
+        // `create_new` does not follow a link either; the policy adds nothing but its mode.
+        Access::Private => private_fs::open(path, OpenOptions::new().write(true).create_new(true))
+            .map_err(|e| match e {
+                PrivateError::Io { source, .. } => source,
+                other => std::io::Error::other(other.to_string()),
+            }),
+        Access::Public => OpenOptions::new().write(true).create_new(true).mode(0o644).open(path),
+    }
 }
 
 #[cfg(not(unix))]
-fn set_mode(_: &mut OpenOptions, _: u32) {}
+fn create_new(path: &Path, _: Access) -> std::io::Result<File> {
+    OpenOptions::new().write(true).create_new(true).open(path)
+}
 
 #[cfg(unix)]
 fn create_private_dir(dir: &Path) -> Result<()> {
-    use std::os::unix::fs::DirBuilderExt as _;
-    fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(|e| Error::io(dir, e))
+    cliproxy_core::private_fs::create_dir(dir).map_err(|e| Error::io(dir, e))
 }
 
 #[cfg(not(unix))]
@@ -289,22 +303,43 @@ fn create_private_dir(dir: &Path) -> Result<()> {
     fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))
 }
 
+/// Opens a secret key file without following a link: it must be a regular file that no one
+/// but its owner can read. Its owner is not compared (a release key may be read by another
+/// account of the same person, as ssh allows).
 #[cfg(unix)]
-fn check_private_mode(path: &Path, meta: &fs::Metadata) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt as _;
-    let mode = meta.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
-        return Err(Error::KeyFileUnsafe {
+fn open_secret_key(path: &Path) -> Result<File> {
+    use cliproxy_core::private_fs::{self, Kind, PrivateError};
+    let not_a_file =
+        || Error::KeyFileUnsafe { path: path.to_owned(), reason: "not a regular file".to_owned() };
+    let file =
+        private_fs::open_nonblocking(path, OpenOptions::new().read(true)).map_err(|e| match e {
+            PrivateError::Io { source, .. } => Error::io(path, source),
+            _ => not_a_file(),
+        })?;
+    let meta = file.metadata().map_err(|e| Error::io(path, e))?;
+    // Unlike the vault, a loose key is refused, not tightened: it may have been copied.
+    match private_fs::check(&meta, Kind::File, None) {
+        Ok(Some(mode)) if mode & 0o077 != 0 => Err(Error::KeyFileUnsafe {
             path: path.to_owned(),
             reason: format!(
-                "mode {mode:04o} lets group or others read the secret key; it must be 0600 (chmod 600)"
+                "mode {:04o} lets group or others read the secret key; it must be 0600 (chmod 600)",
+                mode & 0o777
             ),
-        });
+        }),
+        Ok(_) => Ok(file),
+        Err(PrivateError::Io { source, .. }) => Err(Error::io(path, source)),
+        Err(_) => Err(not_a_file()),
     }
-    Ok(())
 }
 
 #[cfg(not(unix))]
-fn check_private_mode(_: &Path, _: &fs::Metadata) -> Result<()> {
-    Ok(())
+fn open_secret_key(path: &Path) -> Result<File> {
+    let meta = fs::symlink_metadata(path).map_err(|e| Error::io(path, e))?;
+    if !meta.file_type().is_file() {
+        return Err(Error::KeyFileUnsafe {
+            path: path.to_owned(),
+            reason: "not a regular file".to_owned(),
+        });
+    }
+    File::open(path).map_err(|e| Error::io(path, e))
 }
