@@ -5,7 +5,7 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use cliproxy_audit::{ALERT_RULE, AlertAction, Audit, Event, EventType, Fired, Plane, What};
+use cliproxy_audit::{ALERT_RULE, Audit, Event, EventType, Plane, What};
 use cliproxy_core::ErrorCode;
 use cliproxy_netguard::tls::TlsSettings;
 use cliproxy_netguard::{
@@ -14,16 +14,19 @@ use cliproxy_netguard::{
     SecurityHeaders, StateChange, StateStore, Validator,
 };
 use ipnetwork::IpNetwork;
-use serde_json::json;
 use slog::{Logger, error, info, warn};
 
+use crate::alerts::{Actions, AlertQueue};
 use crate::config::Config;
 use crate::error::{ApiError, Result};
+use crate::violation_book::{ALERT_KEY, MANAGEMENT_BAN_KEY, ViolationBook, plane_index, plane_of};
+pub(crate) use crate::violation_book::{FLOOD_DETAIL, MANAGEMENT_BAN_RULE, ban_key};
 
 /// The guard's parts, shared by the listener and the request pipeline.
 #[derive(Debug)]
 pub(crate) struct Guard {
-    pub(crate) ip: IpFilter,
+    /// Shared with the alert worker, which adds `block_ip` entries to its runtime denylist.
+    pub(crate) ip: Arc<IpFilter>,
     pub(crate) headers: SecurityHeaders,
     pub(crate) validator: Validator,
     pub(crate) maintenance: Maintenance,
@@ -59,14 +62,15 @@ pub(crate) struct Guard {
     /// `state.flush_interval`.
     pub(crate) flush_interval: std::time::Duration,
     /// The audit layer (layer 5): every refusal that is a security violation goes to it, and
-    /// the guard carries out what its alert rules ask for.
+    /// the alerts its rules fire go to `alerts`.
     pub(crate) audit: Arc<Audit>,
-    /// Sends `notify_admin` alerts to their webhooks.
-    webhooks: crate::webhook::Webhooks,
+    /// The queue of fired alerts and the worker that carries them out (`alerts.rs`).
+    alerts: AlertQueue,
     /// The limits of each client key name the minute limiters and quotas were built with.
     client_limit_table: ClientLimitTable,
-    /// When each rule last wrote a violation line for each address.
-    violations: ViolationBook,
+    /// When each rule last wrote a violation line for each address (shared with the alert
+    /// worker, whose lines go under the same budget).
+    violations: Arc<ViolationBook>,
     /// The same book for refused keys, per plane and address (see [`Guard::auth_failure`]).
     auth_failures: ViolationBook,
     /// `server.security.cooldown_abuse` (see `abuse.rs`).
@@ -202,8 +206,10 @@ impl Guard {
                 audit.metrics().set_quota_remaining(name, status.remaining);
             }
         }
-        let ip = IpFilter::new(&server.security, &server.trusted_proxies, clock.clone())
-            .with_forwarded_header(server.forwarded_header);
+        let ip = Arc::new(
+            IpFilter::new(&server.security, &server.trusted_proxies, clock.clone())
+                .with_forwarded_header(server.forwarded_header),
+        );
         let now = clock.unix_seconds();
         let mut restored = 0;
         for entry in state.load_denylist().map_err(state_error)? {
@@ -220,6 +226,21 @@ impl Guard {
             "global_rate_limit" => server.rate_limit.enabled,
             "request_validation" => server.security.request_validation.enabled,
             "maintenance" => server.maintenance_mode);
+        let log = log.new(slog::o!("layer" => "netguard"));
+        let violations = Arc::new(ViolationBook::folding());
+        let alerts = AlertQueue::start(Actions {
+            ip: ip.clone(),
+            state: state.clone(),
+            audit: audit.clone(),
+            webhooks: crate::webhook::Webhooks::new(&config.alerts, &log)?,
+            violations: violations.clone(),
+            clock: clock.clone(),
+            log: log.clone(),
+        })
+        .map_err(|source| crate::error::Error::Io {
+            context: "starting the alert worker thread".to_owned(),
+            source,
+        })?;
         Ok(Self {
             estimate,
             last_logged: Default::default(),
@@ -230,9 +251,9 @@ impl Guard {
             tls,
             flush_interval: config.state.flush_interval,
             audit,
-            webhooks: crate::webhook::Webhooks::new(&config.alerts, log)?,
+            alerts,
             client_limit_table,
-            violations: ViolationBook::folding(),
+            violations,
             auth_failures: ViolationBook::by_id(),
             cooldown_abuse: crate::abuse::CooldownAbuse::new(&server.security.cooldown_abuse)
                 .map_err(crate::config::ConfigError::new)?,
@@ -258,7 +279,7 @@ impl Guard {
             maintenance: Maintenance::new(server.maintenance_mode, server.message.clone()),
             counters: Counters::default(),
             clock,
-            log: log.new(slog::o!("layer" => "netguard")),
+            log,
         })
     }
 
@@ -495,6 +516,10 @@ impl Guard {
 
     /// Writes everything pending; called at shutdown.
     pub(crate) async fn shutdown(&self) {
+        // The alerts still queued are carried out first, so that their blocks reach the
+        // state store below, as they did when alerts were carried out at once.
+        let alerts = self.alerts.flusher();
+        let _ = tokio::task::spawn_blocking(move || alerts.flush()).await;
         // Every second has ended for the refusals still only counted.
         self.write_violation_summaries(u64::MAX);
         self.write_auth_summaries(u64::MAX);
@@ -546,12 +571,9 @@ impl Guard {
             event.request_id = context.request_id.map(str::to_owned);
             event.user_id = context.user.map(str::to_owned);
             event.provider = context.provider.map(str::to_owned);
-            let fired = self.audit.count(&event);
+            self.alerts.push(self.audit.count(&event));
             if write.is_some() {
                 self.audit.write(&event);
-            }
-            for alert in fired {
-                self.on_alert(alert);
             }
         }
         let now = self.clock.unix_seconds();
@@ -612,18 +634,10 @@ impl Guard {
 
     /// [`Guard::violation`] under the book key `key` (`management_ban`, `alert`).
     fn violation_under(&self, key: usize, mut event: Event) {
-        let (What::SecurityViolation { repeats, .. }, Some(ip)) = (&mut event.what, event.ip)
-        else {
+        if self.violations.budget(key, &mut event, self.clock.unix_seconds()) {
             self.emit(event);
-            return;
-        };
-        let now = self.clock.unix_seconds();
-        match self.violations.admit(key, ip, now, event.request_id.as_deref()) {
-            Some(left_out) => {
-                *repeats = left_out;
-                self.emit(event);
-            }
-            None => self.count(&event),
+        } else {
+            self.count(&event);
         }
     }
 
@@ -674,132 +688,22 @@ impl Guard {
         }
     }
 
-    /// Records an audit event and carries out the alerts it fires.
+    /// Records an audit event and queues the alerts it fires for the alert worker.
     pub(crate) fn emit(&self, event: Event) {
-        for fired in self.audit.emit(event) {
-            self.on_alert(fired);
-        }
+        self.alerts.push(self.audit.emit(event));
     }
 
-    /// Counts an audit event (metrics, alert rules) without writing its line, and carries out
-    /// the alerts it fires: for an event whose request was refused by a limiter that writes
-    /// its own, summarised, line.
+    /// Counts an audit event (metrics, alert rules) without writing its line, and queues the
+    /// alerts it fires: for an event whose request was refused by a limiter that writes its
+    /// own, summarised, line.
     pub(crate) fn count(&self, event: &Event) {
-        for fired in self.audit.count(event) {
-            self.on_alert(fired);
-        }
+        self.alerts.push(self.audit.count(event));
     }
 
-    /// Carries out a fired alert: `block_ip` puts the address on the runtime denylist (in
-    /// force at once, stored in the state store's next batch); `notify_admin` writes a
-    /// warning and calls the webhook. Both leave a `security_violation` audit event naming
-    /// the rule.
-    fn on_alert(&self, fired: Fired) {
-        let window = humantime::format_duration(fired.window).to_string();
-        // IPv6 clients are counted (and blocked) per /64, like the per-IP bucket keys them.
-        let network = fired.ip.and_then(|ip| IpNetwork::new(ip, fired.prefix_len).ok());
-        let who = match network {
-            Some(IpNetwork::V6(net)) => net.to_string(),
-            Some(net) => net.ip().to_string(),
-            None => "all addresses".to_owned(),
-        };
-        let mut detail =
-            format!("alert `{}`: {} events within {window} from {who}", fired.rule, fired.count);
-        if fired.suppressed > 0 {
-            detail.push_str(&format!(
-                " ({} more since it last fired, while it was quiet)",
-                fired.suppressed
-            ));
-        }
-        match fired.action {
-            AlertAction::BlockIp => {
-                let Some(ip) = fired.ip else { return };
-                // Loopback and the trusted proxies are never blocked by a rule: behind a
-                // local reverse proxy every client has their address, and blocking it would
-                // lock out everyone, the operator's management calls included, across
-                // restarts. The refusals still count; the skipped block is said.
-                let ip = cliproxy_netguard::canonical_ip(ip);
-                // For IPv6 `ip` is the /64's first address: ::1 is in ::/64.
-                let loopback = ip.is_loopback()
-                    || network.is_some_and(|n| {
-                        n.contains(std::net::IpAddr::V6(std::net::Ipv6Addr::LOCALHOST))
-                    });
-                if loopback || self.ip.is_trusted_proxy(ip) {
-                    let why = if loopback { "loopback" } else { "a trusted proxy" };
-                    warn!(self.log, "alert fired but the address is not blocked"; "event_type" => "security_violation",
-                        "rule" => &fired.rule, "ip" => ip.to_string(), "reason" => why,
-                        "fix" => "set server.trusted_proxies so that the client behind the proxy is blocked instead");
-                    detail.push_str(&format!("; not blocked: {ip} is {why}"));
-                    let mut event = Event::new(What::SecurityViolation {
-                        rule: ALERT_RULE,
-                        rate_limit: false,
-                        detail,
-                        repeats: 0,
-                    });
-                    event.ip = Some(ip);
-                    // Under the budget: addresses rotated through fire a rule each.
-                    self.violation_under(ALERT_KEY, event);
-                    return;
-                }
-                let now = self.clock.unix_seconds();
-                let entry = DenyEntry {
-                    network: network.unwrap_or_else(|| IpNetwork::from(ip)),
-                    reason: format!("alert: {}", fired.rule),
-                    created_at: now,
-                    expires_at: Some(now.saturating_add(fired.block_for.as_secs().max(1))),
-                };
-                self.ip.deny(entry.clone());
-                self.state.submit(StateChange::DenyAdd(entry));
-                let block_for = humantime::format_duration(fired.block_for).to_string();
-                detail.push_str(&format!("; blocked for {block_for}"));
-                warn!(self.log, "alert fired: address blocked"; "event_type" => "security_violation",
-                    "rule" => &fired.rule, "ip" => &who, "count" => fired.count,
-                    "window" => &window, "block_for" => &block_for);
-                let mut details = serde_json::Map::new();
-                details.insert("network".to_owned(), json!(who));
-                details.insert("rule".to_owned(), json!(fired.rule));
-                details.insert("expires_in_s".to_owned(), json!(fired.block_for.as_secs()));
-                self.emit(
-                    Event::new(What::ConfigChange {
-                        action: "alert_block_ip",
-                        changed: vec!["security.ip_denylist".to_owned()],
-                        details,
-                        outcome: Ok(()),
-                    })
-                    .ip(ip),
-                );
-            }
-            AlertAction::NotifyAdmin => {
-                warn!(self.log, "alert fired"; "event_type" => "security_violation",
-                    "rule" => &fired.rule, "ip" => &who, "count" => fired.count, "window" => &window);
-                if let Some((url, timeout)) = &fired.webhook {
-                    self.webhooks.send(
-                        url,
-                        *timeout,
-                        json!({
-                            "alert": fired.rule,
-                            "action": "notify_admin",
-                            "count": fired.count,
-                            "window_s": fired.window.as_secs(),
-                            "suppressed": fired.suppressed,
-                            "ip": network.map(|_| who.clone()),
-                            "at": humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
-                        }),
-                    );
-                }
-            }
-            _ => {}
-        }
-        let mut event = Event::new(What::SecurityViolation {
-            rule: ALERT_RULE,
-            rate_limit: false,
-            detail,
-            repeats: 0,
-        });
-        event.ip = fired.ip;
-        // Under the budget (when it names an address): addresses rotated through fire a
-        // `block_ip` rule each.
-        self.violation_under(ALERT_KEY, event);
+    /// Waits until the alert worker has carried out every alert fired so far: a `block_ip`
+    /// is on the denylist, its lines are handed to the audit sink (tests, before they look).
+    pub(crate) fn flush_alerts(&self) {
+        self.alerts.flush();
     }
 }
 
@@ -816,19 +720,6 @@ pub(crate) fn check_config(config: &Config) -> std::result::Result<(), String> {
     Ok(())
 }
 
-/// The key of the failure and ban book for a client: the address, or for IPv6 its /64 (the
-/// network's first address), which one host commonly holds whole; as the per-IP bucket and
-/// the alert rules count IPv6.
-pub(crate) fn ban_key(ip: IpAddr) -> IpAddr {
-    match cliproxy_netguard::canonical_ip(ip) {
-        IpAddr::V6(v6) => {
-            let s = v6.segments();
-            IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
-        }
-        v4 => v4,
-    }
-}
-
 /// The detail of a line that only carries the refusals left out of the second before (it
 /// is not a refusal itself).
 pub(crate) const SUMMARY_DETAIL: &str =
@@ -840,256 +731,6 @@ pub(crate) struct Context<'a> {
     pub(crate) request_id: Option<&'a str>,
     pub(crate) user: Option<&'a str>,
     pub(crate) provider: Option<&'a str>,
-}
-
-/// Addresses tracked for the one-line-per-second rule of violation lines; beyond it, a
-/// refusal from an address not tracked goes to its key's flood summary (counted, not written
-/// on its own).
-const MAX_VIOLATION_KEYS: usize = 10_000;
-
-/// Lines written one by one per key (a plane's refused keys, a rule's violations) and second,
-/// across all addresses. Past it, refusals from addresses without a line this second are
-/// counted in one flood summary per key, written by the housekeeping beat: a flood from N
-/// rotating addresses then writes lines in proportion to its duration, not to N.
-const LINES_PER_SECOND: u32 = 20;
-
-/// Distinct addresses (IPv6: /64 networks) a flood summary counts; more are still counted
-/// as refusals, and the summary says at least this many.
-const MAX_FLOOD_ADDRESSES: usize = 10_000;
-
-/// Addresses a flood summary names as examples.
-const FLOOD_SAMPLES: usize = 5;
-
-/// The rule of the violation written when an address is banned from the management API.
-pub(crate) const MANAGEMENT_BAN_RULE: &str = "management_ban";
-
-/// The book key of the `management_ban` violation (after the refusal kinds').
-const MANAGEMENT_BAN_KEY: usize = RejectionKind::ALL.len();
-
-/// The book key of the violation an alert rule writes when it fires for an address.
-const ALERT_KEY: usize = RejectionKind::ALL.len() + 1;
-
-/// The detail of a flood summary of violations.
-pub(crate) const FLOOD_DETAIL: &str = "summary: refusals of this rule from addresses past the audit budget (20 lines a second), counted but not written one by one";
-
-/// Per key (a refusal rule's index, a plane's) and address: the second of the last line
-/// written and the refusals counted since without a line of their own; per key, the lines
-/// written this second and the flood summary of the refusals past that budget.
-#[derive(Debug, Default)]
-struct ViolationBook {
-    book: std::sync::Mutex<Book>,
-    /// Whether the refusals left out are written in the address's next line (`repeats`)
-    /// when its second has ended (violation lines), or always in a summary line of their own
-    /// that lists their request ids (refused keys: every refused request is then found by
-    /// its id within one housekeeping beat).
-    by_id: bool,
-}
-
-#[derive(Debug, Default)]
-struct Book {
-    seen: std::collections::HashMap<(usize, IpAddr), Seen>,
-    budgets: std::collections::HashMap<usize, Budget>,
-}
-
-/// One address under one key.
-#[derive(Debug, Default)]
-struct Seen {
-    second: u64,
-    left_out: u64,
-    ids: RequestIds,
-}
-
-/// One key's budget of lines for the current second, and its flood summary.
-#[derive(Debug, Default)]
-struct Budget {
-    second: u64,
-    written: u32,
-    flood: Flood,
-}
-
-/// Refusals past a key's budget since the last summary.
-#[derive(Debug, Default)]
-struct Flood {
-    count: u64,
-    /// Distinct addresses (IPv6: /64), at most `MAX_FLOOD_ADDRESSES`.
-    networks: std::collections::HashSet<IpAddr>,
-    samples: Vec<IpAddr>,
-    ids: RequestIds,
-}
-
-/// The request ids of refusals not written one by one, at most `Summary::MAX_REQUEST_IDS`.
-#[derive(Debug, Default)]
-struct RequestIds {
-    listed: Vec<String>,
-    left_out: u64,
-}
-
-impl RequestIds {
-    fn push(&mut self, id: Option<&str>) {
-        let Some(id) = id else { return };
-        if self.listed.len() < cliproxy_audit::Summary::MAX_REQUEST_IDS {
-            self.listed.push(id.to_owned());
-        } else {
-            self.left_out += 1;
-        }
-    }
-}
-
-/// A summary line the housekeeping beat writes: for one address (`ip`), or for the flood
-/// of every address past the budget (`ip` is `None`).
-#[derive(Debug)]
-struct Pending {
-    key: usize,
-    ip: Option<IpAddr>,
-    repeats: u64,
-    /// For a flood: the distinct addresses, and the first few.
-    addresses: Option<u64>,
-    samples: Vec<String>,
-    ids: RequestIds,
-}
-
-impl Pending {
-    /// The summary line's facts, of `event_type` with `result`.
-    fn summary(
-        self,
-        event_type: cliproxy_audit::EventType,
-        result: &'static str,
-    ) -> cliproxy_audit::Summary {
-        let mut summary = cliproxy_audit::Summary::new(event_type, result, self.repeats);
-        summary.addresses = self.addresses;
-        summary.sample_ips = self.samples;
-        summary.request_ids = self.ids.listed;
-        summary.request_ids_left_out = self.ids.left_out;
-        summary
-    }
-}
-
-impl ViolationBook {
-    /// The book of violation lines: refusals left out are carried by the address's next line.
-    fn folding() -> Self {
-        Self::default()
-    }
-
-    /// The book of refused keys: refusals left out are written at the next beat with their ids.
-    fn by_id() -> Self {
-        Self { by_id: true, ..Self::default() }
-    }
-
-    /// `Some(left_out)` when this refusal's line is to be written now (with the number of
-    /// refusals left out before it that it carries); `None` when it is only counted: a line
-    /// for the same key and address was written this second already, or the key's budget
-    /// of lines for this second is spent (the refusal joins the key's flood summary).
-    fn admit(&self, key: usize, ip: IpAddr, now: u64, request_id: Option<&str>) -> Option<u64> {
-        let mut book = self.book.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let Book { seen, budgets } = &mut *book;
-        if let Some(entry) = seen.get_mut(&(key, ip))
-            && entry.second == now
-        {
-            entry.left_out += 1;
-            if self.by_id {
-                entry.ids.push(request_id);
-            }
-            return None;
-        }
-        let budget = budgets.entry(key).or_default();
-        if budget.second != now {
-            budget.second = now;
-            budget.written = 0;
-        }
-        if budget.written >= LINES_PER_SECOND {
-            budget.flood.add(ip, request_id);
-            return None;
-        }
-        // A full table is swept only for a line the budget allows (at most `LINES_PER_SECOND`
-        // sweeps a second per key), so that a flood of new addresses costs no sweep each.
-        if seen.len() >= MAX_VIOLATION_KEYS && !seen.contains_key(&(key, ip)) {
-            seen.retain(|_, entry| entry.second >= now || entry.left_out > 0);
-            if seen.len() >= MAX_VIOLATION_KEYS {
-                budget.flood.add(ip, request_id);
-                return None;
-            }
-        }
-        budget.written += 1;
-        let entry = seen.entry((key, ip)).or_default();
-        entry.second = now;
-        if self.by_id {
-            // What was left out stays for its own summary line, which lists the ids.
-            return Some(0);
-        }
-        entry.ids = RequestIds::default();
-        Some(std::mem::take(&mut entry.left_out))
-    }
-
-    /// The summary lines due at `now`: per address, the refusals left out (for a folding
-    /// book only those of seconds that have ended, the others wait for the address's next
-    /// line); per key, its flood. Forgets addresses quiet for a minute.
-    fn take_pending(&self, now: u64) -> Vec<Pending> {
-        let mut book = self.book.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let Book { seen, budgets } = &mut *book;
-        let mut pending = Vec::new();
-        seen.retain(|(key, ip), entry| {
-            if (self.by_id || entry.second < now) && entry.left_out > 0 {
-                pending.push(Pending {
-                    key: *key,
-                    ip: Some(*ip),
-                    repeats: std::mem::take(&mut entry.left_out),
-                    addresses: None,
-                    samples: Vec::new(),
-                    ids: std::mem::take(&mut entry.ids),
-                });
-            }
-            entry.left_out > 0 || now.saturating_sub(entry.second) < 60
-        });
-        for (key, budget) in budgets.iter_mut() {
-            if budget.flood.count > 0 {
-                let flood = std::mem::take(&mut budget.flood);
-                pending.push(Pending {
-                    key: *key,
-                    ip: None,
-                    repeats: flood.count,
-                    addresses: Some(flood.networks.len() as u64),
-                    samples: flood.samples.iter().map(|ip| network_name(*ip)).collect(),
-                    ids: flood.ids,
-                });
-            }
-        }
-        pending
-    }
-}
-
-impl Flood {
-    fn add(&mut self, ip: IpAddr, request_id: Option<&str>) {
-        self.count += 1;
-        let network = ban_key(ip);
-        if self.networks.len() < MAX_FLOOD_ADDRESSES
-            && self.networks.insert(network)
-            && self.samples.len() < FLOOD_SAMPLES
-        {
-            self.samples.push(network);
-        }
-        self.ids.push(request_id);
-    }
-}
-
-/// An address as a flood summary names it: IPv4 as is, IPv6 as its /64.
-fn network_name(network: IpAddr) -> String {
-    match network {
-        IpAddr::V6(v6) => format!("{v6}/64"),
-        v4 => v4.to_string(),
-    }
-}
-
-/// The key of a plane in the refused-key book.
-fn plane_index(plane: Plane) -> usize {
-    match plane {
-        Plane::Client => 0,
-        _ => 1,
-    }
-}
-
-/// The plane of a key of the refused-key book.
-fn plane_of(key: usize) -> Plane {
-    if key == plane_index(Plane::Management) { Plane::Management } else { Plane::Client }
 }
 
 /// Per client key name: its requests/tokens per minute and its quota.
@@ -1242,6 +883,7 @@ mod tests {
     use cliproxy_netguard::FakeClock;
 
     use super::*;
+    use crate::violation_book::{FLOOD_SAMPLES, LINES_PER_SECOND, rotating};
 
     /// A guard with a global bucket of 2 requests refilled at one a second, on a fake clock.
     fn guard_with_a_global_burst_of_two(dir: &std::path::Path) -> (Guard, Arc<FakeClock>) {
@@ -1308,96 +950,6 @@ mod tests {
             10 + cliproxy_netguard::DEFAULT_TOKEN_ESTIMATE
         );
         assert_eq!(held("{enabled: true, max_tokens: 1000}"), 10 + 1000);
-    }
-
-    /// The address `127.x.y.z` of `n`: loopback addresses an attacker on the machine can
-    /// rotate through.
-    fn rotating(n: u32) -> IpAddr {
-        IpAddr::V4(Ipv4Addr::from(0x7f00_0000 | (n + 2)))
-    }
-
-    #[test]
-    fn refusals_from_rotating_addresses_write_a_bounded_number_of_lines() {
-        let book = ViolationBook::by_id();
-        let now = 1_800_000_000;
-        let written = (0..5_000)
-            .filter(|n| book.admit(0, rotating(*n), now, Some(&format!("req_{n}"))).is_some())
-            .count();
-        assert_eq!(written, LINES_PER_SECOND as usize, "lines written one by one");
-        // The rest is one flood summary: every refusal counted, the addresses too.
-        let pending = book.take_pending(now);
-        assert_eq!(pending.len(), 1, "{pending:?}");
-        let flood = &pending[0];
-        assert_eq!((flood.ip, flood.repeats), (None, 4_980));
-        assert_eq!(flood.addresses, Some(4_980));
-        assert_eq!(
-            flood.samples,
-            ["127.0.0.22", "127.0.0.23", "127.0.0.24", "127.0.0.25", "127.0.0.26"]
-        );
-        assert_eq!(flood.ids.listed.len(), cliproxy_audit::Summary::MAX_REQUEST_IDS);
-        assert_eq!(flood.ids.listed[0], "req_20");
-        assert_eq!(flood.ids.left_out, 4_980 - 1_000);
-        // The next second has its own budget, and nothing is pending twice.
-        assert!(book.take_pending(now).is_empty());
-        assert!(book.admit(0, rotating(9_999), now + 1, None).is_some());
-    }
-
-    #[test]
-    fn a_full_address_table_sends_new_addresses_to_the_flood_summary_not_to_the_log() {
-        let book = ViolationBook::folding();
-        // Filled a second at a time, within the budget, by addresses that keep refusing
-        // (so that none can be forgotten).
-        let mut n = 0;
-        for second in 0.. {
-            for _ in 0..LINES_PER_SECOND {
-                assert!(book.admit(1, rotating(n), second, None).is_some());
-                assert!(book.admit(1, rotating(n), second, None).is_none());
-                n += 1;
-            }
-            if n as usize >= MAX_VIOLATION_KEYS {
-                break;
-            }
-        }
-        // Before, an address beyond the table was written without the rule.
-        let later = u64::from(n);
-        assert_eq!(book.admit(1, rotating(n + 1), later, None), None);
-        let pending = book.take_pending(later + 1);
-        assert!(pending.iter().any(|p| p.ip.is_none() && p.repeats == 1), "no flood summary");
-    }
-
-    #[test]
-    fn refused_keys_of_one_address_are_summarised_with_their_ids_at_every_beat() {
-        let book = ViolationBook::by_id();
-        let now = 1_800_000_000;
-        let ip = rotating(0);
-        assert_eq!(book.admit(0, ip, now, Some("req_0")), Some(0));
-        for n in 1..10 {
-            assert_eq!(book.admit(0, ip, now, Some(&format!("req_{n}"))), None);
-        }
-        // The beat writes them within the second already: a refused request's line must not
-        // wait for the second to end (a crash would lose up to a second of them).
-        let pending = book.take_pending(now);
-        assert_eq!(pending.len(), 1);
-        assert_eq!((pending[0].ip, pending[0].repeats), (Some(ip), 9));
-        let ids: Vec<String> = (1..10).map(|n| format!("req_{n}")).collect();
-        assert_eq!(pending[0].ids.listed, ids);
-        // The next line of the address is its own: nothing is folded into it.
-        assert_eq!(book.admit(0, ip, now, Some("req_10")), None);
-        assert_eq!(book.admit(0, ip, now + 1, Some("req_11")), Some(0));
-        let pending = book.take_pending(now + 1);
-        assert_eq!(pending[0].ids.listed, ["req_10"]);
-    }
-
-    #[test]
-    fn violation_lines_still_carry_the_refusals_left_out_before_them() {
-        let book = ViolationBook::folding();
-        let ip = rotating(0);
-        assert_eq!(book.admit(3, ip, 10, None), Some(0));
-        assert_eq!(book.admit(3, ip, 10, None), None);
-        assert_eq!(book.admit(3, ip, 10, None), None);
-        // Within the second nothing is due; the next second's line carries the two.
-        assert!(book.take_pending(10).is_empty());
-        assert_eq!(book.admit(3, ip, 11, None), Some(2));
     }
 
     #[test]
@@ -1500,6 +1052,9 @@ mod tests {
                 guard.auth_failure(event);
             }
         }
+        // The worker carries the alerts out, writing their lines under the budget; the beat
+        // then writes the flood summary of the rest.
+        guard.flush_alerts();
         guard.tick();
         guard.audit.flush();
         let text = std::fs::read_to_string(&audit).unwrap();

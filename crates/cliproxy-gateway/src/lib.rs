@@ -23,6 +23,7 @@
 
 mod abuse;
 mod admission;
+mod alerts;
 mod api;
 mod audit_anchor;
 mod auth;
@@ -66,6 +67,7 @@ mod upstream;
 mod upstream_error;
 mod usage;
 mod vault_errors;
+mod violation_book;
 mod webhook;
 
 // The public interface is:
