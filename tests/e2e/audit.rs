@@ -512,6 +512,9 @@ async fn an_alert_rule_blocks_the_client_behind_a_trusted_proxy() {
             other => panic!("unexpected answer {other}"),
         }
     }
+    // The alert worker carries the block out off the request path: its log line says it is
+    // in force.
+    gateway.wait_for_log(|e| e["msg"] == "alert fired: address blocked").await;
     // Blocked: the client is refused by address; the proxy itself and others are not.
     assert_eq!(models().await.unwrap().status(), 403);
     let (status, list) = manage(&gateway, Method::GET, "/security/ip-denylist", None).await;

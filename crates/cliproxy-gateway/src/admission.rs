@@ -33,7 +33,7 @@ pub(crate) fn client_ip(
     // entry must also stop a connection that was open before it was added.
     if let cliproxy_netguard::Verdict::Deny(reason) = guard.ip.check(client_ip) {
         let context =
-            crate::guard::Context { request_id: Some(&ctx.request_id), ..Default::default() };
+            crate::refusals::Context { request_id: Some(&ctx.request_id), ..Default::default() };
         guard.reject_in(
             RejectionKind::IpDeniedRequest,
             client_ip,

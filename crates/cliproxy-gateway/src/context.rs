@@ -18,7 +18,8 @@ use slog::{Logger, o};
 use tokio::time::Instant;
 
 use crate::api::ApiFormat;
-use crate::guard::{Admission, Guard};
+use crate::guard::Guard;
+use crate::guard_limits::Admission;
 use crate::http_util::truncate;
 
 /// One request's context, shared by the stages of the request path; written once, by the

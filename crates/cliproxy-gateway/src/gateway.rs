@@ -337,10 +337,18 @@ impl Gateway {
         forward::send(&inner.providers, provider, out, ctx).await
     }
 
-    /// Waits until every audit event recorded so far is written (or has failed). The server
-    /// calls it at shutdown; embedders and tests when they need the file complete.
+    /// Waits until every audit event recorded so far is written (or has failed), the events
+    /// of the alerts fired so far included. The server calls it at shutdown; embedders and
+    /// tests when they need the file complete.
     pub fn flush_audit(&self) {
+        self.inner.guard.flush_alerts();
         self.inner.guard.audit.flush();
+    }
+
+    /// Waits until every alert fired so far has been carried out (a `block_ip` address is on
+    /// the runtime denylist): alerts act through a queue, off the request path.
+    pub fn flush_alerts(&self) {
+        self.inner.guard.flush_alerts();
     }
 
     /// The metrics in the Prometheus text format (what the metrics listener serves).

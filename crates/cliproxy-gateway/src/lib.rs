@@ -27,6 +27,7 @@
 
 mod abuse;
 mod admission;
+mod alerts;
 mod api;
 mod audit_anchor;
 mod auth;
@@ -35,6 +36,7 @@ mod clock;
 mod config;
 mod context;
 mod control;
+mod cooldown_throttle;
 mod cors;
 mod credentials;
 mod error;
@@ -44,6 +46,8 @@ mod forward;
 mod gateway;
 mod guard;
 mod guard_api;
+mod guard_limits;
+mod guard_status;
 mod http_util;
 mod intake;
 mod layers;
@@ -58,6 +62,7 @@ mod provider_set;
 mod providers;
 mod readiness;
 mod refresh;
+mod refusals;
 mod reload;
 mod respond;
 mod routing;
@@ -71,6 +76,7 @@ mod upstream;
 mod upstream_error;
 mod usage;
 mod vault_errors;
+mod violation_book;
 mod webhook;
 
 // The public interface is:

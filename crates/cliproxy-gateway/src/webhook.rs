@@ -42,12 +42,18 @@ impl Webhooks {
         })
     }
 
-    /// POSTs `body` to `url` in its own task; failures are logged, never retried (the alert
-    /// is in the audit log and the metrics either way).
-    pub(crate) fn send(&self, url: &str, timeout: Duration, body: serde_json::Value) {
+    /// POSTs `body` to `url` in its own task on `runtime` (the alert worker is a thread of
+    /// its own, see `alerts.rs`); failures are logged, never retried (the alert is in the
+    /// audit log and the metrics either way).
+    pub(crate) fn send(
+        &self,
+        runtime: &tokio::runtime::Handle,
+        url: &str,
+        timeout: Duration,
+        body: serde_json::Value,
+    ) {
         let Ok(uri) = parse(url) else { return };
         let client = self.client.clone();
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
         let Ok(permit) = self.in_flight.clone().try_acquire_owned() else {
             let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
             warn!(self.log, "alert webhook not called: earlier calls are still in flight";
