@@ -257,13 +257,8 @@ fn demo(
     // The demo's directory holds its vault, audit log and (with --tls) its key: 0700 from
     // the start, created here and nowhere else (a name that exists already is refused, so a
     // directory planted under the predictable prefix is never used).
-    {
-        use std::os::unix::fs::DirBuilderExt;
-        std::fs::DirBuilder::new()
-            .mode(0o700)
-            .create(&dir)
-            .with_context(|| format!("cannot create {}", dir.display()))?;
-    }
+    cliproxy_core::private_fs::create_new_dir(&dir)
+        .with_context(|| format!("cannot create {}", dir.display()))?;
     // Once sandboxed, the demo may write beneath its directory but not in the temporary
     // directory around it, so it cannot remove the directory itself: a helper started now,
     // outside the sandbox, does that when the demo exits.

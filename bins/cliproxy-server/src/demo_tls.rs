@@ -3,7 +3,7 @@
 //! CA's key is never written; the files live in the demo's directory and go with it.
 
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -23,9 +23,7 @@ pub(crate) struct DemoCertificate {
 pub(crate) fn create(dir: &Path) -> Result<DemoCertificate> {
     // 0700 whatever the umask: the directory holds the server's private key, and the demo
     // prints its path.
-    std::fs::DirBuilder::new()
-        .mode(0o700)
-        .create(dir)
+    cliproxy_core::private_fs::create_new_dir(dir)
         .with_context(|| format!("cannot create {}", dir.display()))?;
     let mut ca = CertificateParams::new(Vec::<String>::new()).context("demo CA")?;
     ca.distinguished_name.push(DnType::CommonName, "cliproxy demo CA (throwaway)");

@@ -134,6 +134,14 @@ pub fn create_dir(dir: &Path) -> io::Result<()> {
     DirBuilder::new().recursive(true).mode(DIR_MODE).create(dir)
 }
 
+/// Creates `dir`, 0700 whatever the umask, and only `dir`: its parent must exist, and a name
+/// that exists already (a directory, a file, a symbolic link) is refused
+/// (`ErrorKind::AlreadyExists`), so a directory planted under a predictable name is never
+/// used.
+pub fn create_new_dir(dir: &Path) -> io::Result<()> {
+    DirBuilder::new().mode(DIR_MODE).create(dir)
+}
+
 /// Opens `path` with `options` without following a symbolic link at its last component
 /// (`O_NOFOLLOW`), closed on exec, and created 0600 when the options create it. A symbolic
 /// link is [`PrivateError::Symlink`]; any other failure, a missing file included, is
@@ -371,6 +379,22 @@ mod tests {
         assert_eq!(secure(&file, Kind::File, Some(uid_of(&path))).unwrap(), None);
         assert_eq!(mode_of(&path), 0o600);
         assert_eq!(mode_of(&dir), 0o700);
+    }
+
+    #[test]
+    fn a_new_directory_is_created_private_and_an_existing_name_is_refused() {
+        let (_root, dir) = temp_dir();
+        let new = dir.join("new");
+        create_new_dir(&new).unwrap();
+        assert_eq!(mode_of(&new), 0o700);
+        // Whatever is there already is refused, a link to a directory included.
+        std::os::unix::fs::symlink(&new, dir.join("link")).unwrap();
+        for taken in [new.clone(), dir.join("link")] {
+            let error = create_new_dir(&taken).unwrap_err();
+            assert_eq!(error.kind(), io::ErrorKind::AlreadyExists, "{}", taken.display());
+        }
+        // Its parent is not made for it.
+        assert!(create_new_dir(&dir.join("missing").join("child")).is_err());
     }
 
     #[test]
