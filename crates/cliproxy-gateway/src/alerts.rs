@@ -333,39 +333,12 @@ impl Actions {
 #[cfg(test)]
 mod tests {
     use std::net::Ipv4Addr;
-    use std::sync::Mutex;
 
     use cliproxy_netguard::FakeClock;
 
     use super::*;
     use crate::config::GatewayConfig as Config;
-
-    /// The operational log, captured as `message key=value...` lines.
-    #[derive(Clone, Default)]
-    struct Lines(Arc<Mutex<Vec<String>>>);
-
-    impl slog::Drain for Lines {
-        type Ok = ();
-        type Err = slog::Never;
-
-        fn log(&self, record: &slog::Record<'_>, _: &slog::OwnedKVList) -> Result<(), slog::Never> {
-            struct Text(String);
-            impl slog::Serializer for Text {
-                fn emit_arguments(
-                    &mut self,
-                    key: slog::Key,
-                    value: &std::fmt::Arguments<'_>,
-                ) -> slog::Result {
-                    self.0.push_str(&format!(" {key}={value}"));
-                    Ok(())
-                }
-            }
-            let mut text = Text(record.msg().to_string());
-            let _ = slog::KV::serialize(&record.kv(), record, &mut text);
-            self.0.lock().unwrap_or_else(PoisonError::into_inner).push(text.0);
-            Ok(())
-        }
-    }
+    use crate::test_log::Lines;
 
     /// The worker's parts on the default layers of a minimal configuration, with the log
     /// captured; the denylist is returned too, for the test to look at.
@@ -430,8 +403,9 @@ mod tests {
         shared.lock().closed = true;
         run(&shared, &actions);
         assert_eq!(ip.runtime_denylist().len(), CAPACITY);
-        let lines = lines.0.lock().unwrap().clone();
-        let said: Vec<&String> = lines.iter().filter(|l| l.starts_with("alerts dropped")).collect();
+        let lines = lines.taken();
+        let said: Vec<&String> =
+            lines.iter().filter(|l| l.starts_with("WARN alerts dropped")).collect();
         assert_eq!(said.len(), 1, "{said:?}");
         assert!(said[0].contains(" dropped=3"), "{said:?}");
         assert_eq!(shared.dropped.load(Ordering::Relaxed), 0);
@@ -450,11 +424,9 @@ mod tests {
         drop(queue);
         assert_eq!(ip.runtime_denylist().len(), 20);
         let blocked = lines
-            .0
-            .lock()
-            .unwrap()
+            .taken()
             .iter()
-            .filter(|l| l.starts_with("alert fired: address blocked"))
+            .filter(|l| l.starts_with("WARN alert fired: address blocked"))
             .count();
         assert_eq!(blocked, 20);
     }

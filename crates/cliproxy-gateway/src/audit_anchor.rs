@@ -199,36 +199,9 @@ pub fn audit_error(e: &cliproxy_audit::Error) -> String {
 #[cfg(test)]
 mod tests {
     use std::path::PathBuf;
-    use std::sync::{Arc, Mutex};
 
     use super::*;
-
-    /// The operational log, captured as `LEVEL message key=value...` lines.
-    #[derive(Clone, Default)]
-    struct Lines(Arc<Mutex<Vec<String>>>);
-
-    impl slog::Drain for Lines {
-        type Ok = ();
-        type Err = slog::Never;
-
-        fn log(&self, record: &slog::Record<'_>, _: &slog::OwnedKVList) -> Result<(), slog::Never> {
-            struct Text(String);
-            impl slog::Serializer for Text {
-                fn emit_arguments(
-                    &mut self,
-                    key: slog::Key,
-                    value: &std::fmt::Arguments<'_>,
-                ) -> slog::Result {
-                    self.0.push_str(&format!(" {key}={value}"));
-                    Ok(())
-                }
-            }
-            let mut text = Text(format!("{} {}", record.level().as_short_str(), record.msg()));
-            let _ = slog::KV::serialize(&record.kv(), record, &mut text);
-            self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(text.0);
-            Ok(())
-        }
-    }
+    use crate::test_log::Lines;
 
     fn head(seq: u64) -> ChainHead {
         ChainHead { seq, hash: "ab".repeat(32) }
@@ -335,7 +308,7 @@ mod tests {
             let lines = Lines::default();
             let log = Logger::root(slog::Fuse(lines.clone()), slog::o!());
             log_notice(&log, notice);
-            let got = lines.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+            let got = lines.taken();
             assert_eq!(got, [expected]);
         }
     }

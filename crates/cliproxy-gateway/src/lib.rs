@@ -72,6 +72,8 @@ mod sse;
 mod stream_usage;
 #[cfg(test)]
 mod test_layers;
+#[cfg(test)]
+mod test_log;
 mod upstream;
 mod upstream_error;
 mod usage;
