@@ -1,0 +1,162 @@
+//! A pair's translator: the client's format, the provider's, and what passes between them.
+
+use crate::Format;
+use crate::codec::{Codec, StreamDecoder, StreamEncoder};
+use crate::error::Result;
+use crate::formats::{Anthropic, Gemini, OpenAiChat, OpenAiResponses};
+use crate::ir::{ApiError, Event, Request, Usage};
+
+/// Calls `$call` on the codec of `$format`.
+macro_rules! with_codec {
+    ($format:expr, $codec:ident => $call:expr) => {
+        match $format {
+            Format::OpenAiChat => {
+                type $codec = OpenAiChat;
+                $call
+            }
+            Format::OpenAiResponses => {
+                type $codec = OpenAiResponses;
+                $call
+            }
+            Format::Anthropic => {
+                type $codec = Anthropic;
+                $call
+            }
+            Format::Gemini => {
+                type $codec = Gemini;
+                $call
+            }
+        }
+    };
+}
+
+/// The translator between a client's format and a provider's. When both are the same there
+/// is nothing to translate ([`Pair::is_identity`]): the caller forwards the bytes untouched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pair {
+    /// The format of the endpoint the client called.
+    pub client: Format,
+    /// The wire format of the provider that serves the model.
+    pub provider: Format,
+}
+
+impl Pair {
+    /// The pair of a client's format and a provider's.
+    pub const fn new(client: Format, provider: Format) -> Self {
+        Self { client, provider }
+    }
+
+    /// Whether both sides speak the same format.
+    pub fn is_identity(self) -> bool {
+        self.client == self.provider
+    }
+
+    /// Reads the client's request into the common form.
+    pub fn decode_request(self, body: &[u8]) -> Result<Request> {
+        with_codec!(self.client, C => C::decode_request(body))
+    }
+
+    /// Writes a request for the provider.
+    pub fn encode_request(self, request: &Request) -> Result<Vec<u8>> {
+        with_codec!(self.provider, C => C::encode_request(request))
+    }
+
+    /// Translates a whole reply of the provider for the client.
+    pub fn response(self, body: &[u8]) -> Result<Vec<u8>> {
+        let response = with_codec!(self.provider, C => C::decode_response(body))?;
+        with_codec!(self.client, C => C::encode_response(&response))
+    }
+
+    /// Reads a provider's error answer.
+    pub fn decode_error(self, status: u16, body: &[u8]) -> ApiError {
+        with_codec!(self.provider, C => C::decode_error(status, body))
+    }
+
+    /// Writes an error for the client.
+    pub fn encode_error(self, error: &ApiError) -> Vec<u8> {
+        with_codec!(self.client, C => C::encode_error(error))
+    }
+
+    /// Translates a provider's error answer for the client: the status stays (the kind is
+    /// what each format can say), the body is the client's format.
+    pub fn error(self, status: u16, body: &[u8]) -> (u16, Vec<u8>) {
+        let error = self.decode_error(status, body);
+        (error.status, self.encode_error(&error))
+    }
+
+    /// A translator of the provider's stream into the client's, event by event.
+    pub fn stream(self) -> StreamTranslator {
+        StreamTranslator {
+            decoder: with_codec!(self.provider, C => C::stream_decoder()),
+            encoder: with_codec!(self.client, C => C::stream_encoder()),
+            events: Vec::new(),
+            usage: Usage::default(),
+            finished: false,
+        }
+    }
+}
+
+/// Translates one streamed reply as it arrives: each provider event is decoded and encoded
+/// at once, nothing is held back beyond the event being read.
+#[derive(Debug)]
+pub struct StreamTranslator {
+    decoder: Box<dyn StreamDecoder>,
+    encoder: Box<dyn StreamEncoder>,
+    /// Reused between events, so that a steady stream allocates nothing for them.
+    events: Vec<Event>,
+    usage: Usage,
+    finished: bool,
+}
+
+impl StreamTranslator {
+    /// One SSE event of the provider (its `event:` name, if any, and its data): appends the
+    /// client's frames to `out`. An error leaves `out` as it was before the call.
+    pub fn feed(&mut self, event: Option<&str>, data: &[u8], out: &mut Vec<u8>) -> Result<()> {
+        self.events.clear();
+        self.decoder.decode(event, data, &mut self.events)?;
+        self.emit(out);
+        Ok(())
+    }
+
+    /// The provider's stream ended: appends what the client's stream still owes.
+    pub fn finish(&mut self, out: &mut Vec<u8>) {
+        if self.finished {
+            return;
+        }
+        self.events.clear();
+        self.decoder.finish(&mut self.events);
+        self.emit(out);
+        self.encoder.finish(out);
+        self.finished = true;
+    }
+
+    /// The usage reported so far (the whole reply's once the stream has finished).
+    pub fn usage(&self) -> Usage {
+        self.usage
+    }
+
+    fn emit(&mut self, out: &mut Vec<u8>) {
+        for event in &self.events {
+            match event {
+                Event::Start { usage, .. } | Event::Finish { usage, .. } => {
+                    self.usage = merge_usage(self.usage, *usage);
+                }
+                _ => {}
+            }
+            self.encoder.encode(event, out);
+        }
+    }
+}
+
+/// Later figures win, but a zero never erases one already known (Anthropic reports the
+/// prompt at the start and the output at the end).
+fn merge_usage(known: Usage, new: Usage) -> Usage {
+    let pick = |a: u64, b: u64| if b == 0 { a } else { b };
+    Usage {
+        input_tokens: pick(known.input_tokens, new.input_tokens),
+        output_tokens: pick(known.output_tokens, new.output_tokens),
+        cache_read_tokens: pick(known.cache_read_tokens, new.cache_read_tokens),
+        cache_write_tokens: pick(known.cache_write_tokens, new.cache_write_tokens),
+        reasoning_tokens: pick(known.reasoning_tokens, new.reasoning_tokens),
+    }
+}
