@@ -409,7 +409,10 @@ logging: {level: debug, format: text}
             let claude = &config.providers.0["claude"];
             assert_eq!(claude.base_url.as_ref().unwrap().to_string(), "https://api.anthropic.com");
             assert_eq!(config.providers.0["demo"].latency, Duration::from_millis(20));
-            assert_eq!(config.providers.0["demo"].effective_models(), ["mock-*"]);
+            assert_eq!(
+                config.providers.0["demo"].effective_models(),
+                [cliproxy_gateway::ModelEntry::plain("mock-*")]
+            );
             assert_eq!(config.logging.level, LogLevel::Debug);
             let keys = config.auth.client_keys().unwrap();
             assert!(keys.authenticate(b"client-key-0123456789abcdef").is_some());

@@ -147,6 +147,9 @@ pub enum What {
         outcome: &'static str,
         /// Why it failed, when it did (no secret: the gateway's own wording).
         error: Option<String>,
+        /// The client's API format and the provider's (`openai-chat`, `anthropic`, …), when
+        /// known: they differ when the request was translated.
+        formats: Option<(&'static str, &'static str)>,
     },
     /// The network guard refused something, or an alert rule fired.
     SecurityViolation {
@@ -386,7 +389,9 @@ impl Event {
                 credential,
                 outcome,
                 error,
+                formats,
             } => {
+                object.opt("client_format", formats.map(|f| f.0).as_ref());
                 object.opt("credential", credential.as_ref());
                 object.field("duration_ms", &millis(*duration));
                 object.opt("error", error.as_ref());
@@ -394,6 +399,7 @@ impl Event {
                 object.field("model", model);
                 object.field("outcome", outcome);
                 object.opt("output_tokens", output_tokens.as_ref());
+                object.opt("provider_format", formats.map(|f| f.1).as_ref());
                 object.field("status", status);
                 object.opt("upstream_ms", upstream.map(millis).as_ref());
             }
@@ -529,6 +535,7 @@ mod tests {
                 credential: None,
                 outcome: "complete",
                 error: None,
+                formats: None,
             },
             What::ProviderRequest {
                 model: "m".to_owned(),
@@ -540,6 +547,7 @@ mod tests {
                 credential: Some("openai-1".to_owned()),
                 outcome: "failed",
                 error: Some("idle \\ timeout".to_owned()),
+                formats: Some(("anthropic", "openai-chat")),
             },
             What::SecurityViolation {
                 rule: "per_ip_rate",
@@ -627,6 +635,7 @@ mod tests {
             credential: Some("openai-1".to_owned()),
             outcome: "complete",
             error: None,
+            formats: None,
         })
         .provider("openai");
         assert_eq!(e.event_type(), EventType::ProviderRequest);

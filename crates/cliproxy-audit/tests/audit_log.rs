@@ -119,6 +119,7 @@ fn event(i: u64) -> Event {
             credential: Some("openai-1".to_owned()),
             outcome: "complete",
             error: None,
+            formats: None,
         },
         1 => What::AuthFailure { plane: Plane::Client, reason: "invalid_key", repeats: 0 },
         2 => What::SecurityViolation {

@@ -358,9 +358,17 @@ pub struct ProviderConfig {
     /// Defaults to the provider's public API.
     #[serde(default)]
     pub base_url: Option<BaseUrl>,
-    /// Model names this provider serves: exact names or `*` globs.
+    /// Model names this provider serves: exact names or `*` globs, each served under its own
+    /// name, or aliases (`{name: sonnet, upstream: claude-sonnet-4-5}`): a client asks for
+    /// the alias, the provider is asked for the upstream name.
     #[serde(default)]
-    pub models: Vec<String>,
+    pub models: Vec<ModelEntry>,
+    /// For `type: openai`: the API the provider is called with when the client's format is
+    /// not OpenAI's own, or when it is set — `chat` (Chat Completions, what every
+    /// OpenAI-compatible server has) or `responses`. Unset, an OpenAI client's request goes
+    /// to the endpoint it called, as it came.
+    #[serde(default)]
+    pub api: Option<OpenAiApi>,
     /// Extra PEM CA certificates trusted for this provider, beside the bundled web PKI roots.
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
@@ -381,6 +389,69 @@ pub struct ProviderConfig {
     /// host that is not loopback. Off: the key or token would cross the network in clear.
     #[serde(default)]
     pub allow_insecure: bool,
+}
+
+/// The API an OpenAI provider is called with (`providers.<name>.api`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OpenAiApi {
+    /// Chat Completions (`/v1/chat/completions`).
+    Chat,
+    /// Responses (`/v1/responses`).
+    Responses,
+}
+
+/// One entry of `providers.<name>.models`: a name (or `*` glob) served as it is, or an alias
+/// (`{name, upstream}`) that a client asks for and the provider knows by another name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelEntry {
+    /// The name clients use.
+    pub name: String,
+    /// The provider's name for it, for an alias.
+    pub upstream: Option<String>,
+}
+
+impl ModelEntry {
+    /// A name served as it is.
+    pub fn plain(name: impl Into<String>) -> Self {
+        Self { name: name.into(), upstream: None }
+    }
+
+    /// The name the provider is asked for.
+    pub fn upstream_name(&self) -> &str {
+        self.upstream.as_deref().unwrap_or(&self.name)
+    }
+}
+
+impl<'de> Deserialize<'de> for ModelEntry {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        /// The mapping form, with its own unknown-key check (an untagged enum would only
+        /// say that the entry matched no variant).
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Alias {
+            name: String,
+            upstream: String,
+        }
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = ModelEntry;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a model name, or an alias {name, upstream}")
+            }
+            fn visit_str<E: serde::de::Error>(self, name: &str) -> Result<ModelEntry, E> {
+                Ok(ModelEntry::plain(name))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<ModelEntry, A::Error> {
+                let alias = Alias::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                Ok(ModelEntry { name: alias.name, upstream: Some(alias.upstream) })
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
 }
 
 /// The API a provider speaks.
@@ -669,8 +740,21 @@ impl GatewayConfig {
                     "`{key}.models` is empty: list the model names (or `*` globs) this provider serves"
                 ));
             }
-            if provider.models.iter().any(|m| m.is_empty()) {
+            if provider.models.iter().any(|m| m.name.is_empty() || m.upstream_name().is_empty()) {
                 problems.push(format!("`{key}.models` contains an empty model name"));
+            }
+            if let Some(alias) = provider.models.iter().find(|m| {
+                m.upstream.is_some() && (m.name.contains('*') || m.upstream_name().contains('*'))
+            }) {
+                problems.push(format!(
+                    "`{key}.models`: alias `{}` holds a `*`; an alias names one model on each side",
+                    alias.name
+                ));
+            }
+            if provider.api.is_some() && provider.kind != ProviderKind::Openai {
+                problems.push(format!(
+                    "`{key}.api` applies only to providers of type openai (chat or responses)"
+                ));
             }
             if provider.kind == ProviderKind::Mock {
                 if provider.base_url.is_some() || provider.ca_file.is_some() {
@@ -728,9 +812,9 @@ impl GatewayConfig {
 
 impl ProviderConfig {
     /// The models a provider of this kind serves when its `models` list is empty.
-    pub fn effective_models(&self) -> Vec<String> {
+    pub fn effective_models(&self) -> Vec<ModelEntry> {
         if self.models.is_empty() && self.kind == ProviderKind::Mock {
-            vec!["mock-*".to_owned()]
+            vec![ModelEntry::plain("mock-*")]
         } else {
             self.models.clone()
         }

@@ -56,6 +56,9 @@ pub(crate) struct RequestContext {
     /// Whether the gateway asked the provider for the usage of a stream whose client did not
     /// ask for it: the stream's usage chunk is then taken out on the way.
     pub(crate) strip_usage: bool,
+    /// The client's and the provider's formats of a request to a generating endpoint
+    /// (`translation.rs`); they differ when the request is translated.
+    pub(crate) formats: Option<cliproxy_translate::Pair>,
     /// A call that generates nothing (`/v1/messages/count_tokens`: its `input_tokens` is the
     /// answer, not usage, and the provider does not bill it): settled as zero tokens rather
     /// than charged the estimate that stands in for an unreported usage.
@@ -101,6 +104,7 @@ impl RequestContext {
             sent: false,
             sent_at: None,
             strip_usage: false,
+            formats: None,
             free: false,
             request_id: request_id.to_owned(),
             guard,
@@ -133,6 +137,13 @@ impl RequestIds {
     pub(crate) fn next(&self) -> String {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
         format!("req_{:08x}{n:012x}", self.prefix)
+    }
+}
+
+impl RequestContext {
+    /// The pair of formats when the request is translated; `None` when it goes as it came.
+    pub(crate) fn translation(&self) -> Option<cliproxy_translate::Pair> {
+        self.formats.filter(|pair| !pair.is_identity())
     }
 }
 

@@ -79,6 +79,7 @@ impl RequestContext {
                     credential: self.credential.clone(),
                     outcome: result,
                     error: failure.clone(),
+                    formats: self.formats(),
                 })
                 .provider(provider.as_str())
                 .request_id(self.request_id.as_str());
@@ -119,6 +120,13 @@ impl RequestContext {
         } else {
             access_line!(info);
         }
+    }
+}
+
+impl RequestContext {
+    /// The client's format and the provider's, for the audit event.
+    fn formats(&self) -> Option<(&'static str, &'static str)> {
+        self.formats.map(|pair| (pair.client.as_str(), pair.provider.as_str()))
     }
 }
 

@@ -29,8 +29,10 @@ use crate::provider_set::{Provider, ProviderSet};
 use crate::providers;
 use crate::refresh;
 use crate::stream_usage;
+use crate::translation;
 use crate::upstream;
 use crate::upstream_error::upstream_message;
+use cliproxy_translate::Pair;
 
 /// Most upstream attempts for one request (the first try plus failovers).
 pub const MAX_ATTEMPTS: usize = 3;
@@ -52,17 +54,29 @@ const COOLDOWN_CONNECT: Duration = Duration::from_secs(5);
 /// for the upstream's message (`upstream_error`), which is not worth holding the failover.
 const SERVER_ERROR_BODY_WAIT: Duration = Duration::from_secs(2);
 
-/// Model routing, then the client key's own model list, then whether the provider speaks
-/// the API the client called.
+/// Where a request goes: the provider, the provider's name for the model, and the pair of
+/// formats when they differ.
+pub(crate) struct Routed<'s> {
+    pub(crate) provider: &'s Provider,
+    /// The provider's name for the model, when the client asked for an alias.
+    pub(crate) upstream_model: Option<&'s str>,
+    /// The client's and the provider's formats, when the request must be translated.
+    pub(crate) translation: Option<Pair>,
+}
+
+/// Model routing, then the client key's own model list, then which format the provider is
+/// called with: a generating endpoint is translated to the provider's format (SPEC §9); any
+/// other reaches only a provider that speaks the API the client called.
 pub(crate) fn route<'s>(
     set: &'s ProviderSet,
     model: &str,
+    endpoint: &Endpoint<'_>,
     client: &ClientIdentity,
     format: ApiFormat,
     ctx: &mut RequestContext,
-) -> Result<&'s Provider, Refusal> {
+) -> Result<Routed<'s>, Refusal> {
     let fail = |code, message: String| (format, ApiError::new(code, message));
-    let Some(index) = set.router.route(model) else {
+    let Some((index, upstream_model)) = set.router.route(model) else {
         return Err(fail(
             ErrorCode::NotFound,
             format!("model `{model}` is not served by this gateway (see GET /v1/models)"),
@@ -79,19 +93,24 @@ pub(crate) fn route<'s>(
             ),
         ));
     }
+    if let Some(client_format) = translation::client_format(endpoint) {
+        let wire = translation::provider_format(provider.kind, provider.api, client_format);
+        ctx.formats = Some(Pair::new(client_format, wire));
+        return Ok(Routed { provider, upstream_model, translation: ctx.translation() });
+    }
     if !providers::speaks(provider.kind, format) {
         let native = providers::native_format(provider.kind);
         return Err(fail(
             ErrorCode::BadRequest,
             format!(
-                "model `{model}` is served by provider `{}`, which speaks the {} API; call {} instead",
+                "model `{model}` is served by provider `{}`, which speaks the {} API; this endpoint is not translated: call {} instead",
                 provider.name,
                 native.as_str(),
                 native.example_path()
             ),
         ));
     }
-    Ok(provider)
+    Ok(Routed { provider, upstream_model, translation: None })
 }
 
 /// A request on its way to a provider.
@@ -105,6 +124,10 @@ pub(crate) struct Outgoing<'a> {
     /// Whether the gateway must ask for the usage of a stream whose client did not.
     pub(crate) usage_option: Option<UsageOption>,
     pub(crate) format: ApiFormat,
+    /// The provider's name for the model, when the client asked for an alias.
+    pub(crate) upstream_model: Option<&'a str>,
+    /// The client's and the provider's formats, when they differ.
+    pub(crate) translation: Option<Pair>,
 }
 
 /// Sends the request to `provider`: the mock answers in-process; everything else goes
@@ -118,19 +141,40 @@ pub(crate) async fn send(
     if provider.kind == ProviderKind::Mock {
         return Ok(mock_reply(provider, &out, ctx));
     }
+    // Translation (or an alias's name) first: what follows works on what goes upstream.
+    let upstream_model = out.upstream_model.unwrap_or(out.model);
+    let rewritten = match (out.translation, out.upstream_model) {
+        (Some(pair), _) => {
+            Some(translation::request(pair, &out.body, upstream_model, out.stream, &provider.name))
+        }
+        (None, Some(upstream)) => translation::client_format(&out.endpoint).map(|format| {
+            translation::rename_model(format, out.body.clone(), upstream, out.stream)
+        }),
+        (None, None) => None,
+    };
+    let (body, path_and_query) = match rewritten {
+        Some(Ok(rewritten)) => (rewritten.body, rewritten.path_and_query),
+        Some(Err(error)) => return Err((out.format, error)),
+        None => (out.body.clone(), None),
+    };
     // An OpenAI upstream is asked for the usage here, once for every attempt of the
-    // failover; the other provider types report usage in their streams unasked.
-    let body = match out.usage_option.filter(|_| provider.kind == ProviderKind::Openai) {
-        Some(option) => match stream_usage::ask_upstream(&out.body, option) {
+    // failover; the other provider types report usage in their streams unasked. (A
+    // translated request asks in its own encoding: the translator needs the usage.)
+    let body = match out
+        .usage_option
+        .filter(|_| provider.kind == ProviderKind::Openai && out.translation.is_none())
+    {
+        Some(option) => match stream_usage::ask_upstream(&body, option) {
             Some(edited) => {
                 ctx.strip_usage = true;
                 edited
             }
-            None => out.body,
+            None => body,
         },
-        None => out.body,
+        None => body,
     };
-    failover(set, provider, out.parts, body, out.format, out.model, ctx).await
+    failover(set, provider, out.parts, (body, path_and_query), out.format, upstream_model, ctx)
+        .await
 }
 
 /// The mock's answer.
@@ -171,7 +215,9 @@ async fn failover(
     set: &ProviderSet,
     provider: &Provider,
     parts: &http::request::Parts,
-    body: Bytes,
+    // The body, and the upstream path when it is not the one the client called
+    // (translation, aliases).
+    (body, path_and_query): (Bytes, Option<String>),
     format: ApiFormat,
     // Rests after a 429 are per model where the provider limits per model.
     model: &str,
@@ -181,7 +227,8 @@ async fn failover(
     let Some(client) = &provider.client else {
         return Err(fail(ErrorCode::Internal, "provider has no upstream client".to_owned()));
     };
-    let path_and_query = upstream::upstream_path(parts.uri.path(), parts.uri.query());
+    let path_and_query = path_and_query
+        .unwrap_or_else(|| upstream::upstream_path(parts.uri.path(), parts.uri.query()));
     let mut headers = upstream::forwardable_request_headers(provider.kind, &parts.headers);
     if let Some((name, value)) = &set.fingerprint {
         headers.insert(name.clone(), value.clone());
@@ -470,6 +517,19 @@ async fn failover(
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.starts_with("text/event-stream"));
+        if let Some(pair) = ctx.translation() {
+            return translation::reply(
+                pair,
+                Response::from_parts(upstream_parts, upstream_body),
+                sse,
+                set.limits.upstream_first_byte_timeout,
+                &provider.name,
+                token.expose(),
+                ctx,
+            )
+            .await
+            .map_err(|error| (format, error));
+        }
         ctx.proxied = true;
         ctx.sse = sse;
         ctx.format = format;

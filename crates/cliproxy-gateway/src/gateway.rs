@@ -313,8 +313,11 @@ impl Gateway {
         let body = intake::read_body(&parts, body, &inner.limits, format).await?;
         let parsed = intake::parse(&endpoint, &body, format)?;
         ctx.model = Some(parsed.model.clone());
-        // Model routing, then the client key's own model list.
-        let provider = forward::route(&inner.providers, &parsed.model, &client, format, ctx)?;
+        // Model routing, then the client key's own model list, then the formats: the
+        // provider's decides whether the request is translated (`translation.rs`).
+        let routed =
+            forward::route(&inner.providers, &parsed.model, &endpoint, &client, format, ctx)?;
+        let provider = routed.provider;
         // Validation needs the provider: its `max_tokens` caps its requests too.
         let requested_tokens =
             intake::validate(guard, &endpoint, &parsed, provider, client_ip, format)?;
@@ -332,8 +335,17 @@ impl Gateway {
         admission::minute_limits_and_quotas(guard, client_ip, charge, format, ctx)?;
         // The mock answers in-process; everything else goes upstream with a credential from
         // the provider's pool, failing over on the credential's own faults.
-        let out =
-            Outgoing { parts: &parts, endpoint, model: &model, stream, body, usage_option, format };
+        let out = Outgoing {
+            parts: &parts,
+            endpoint,
+            model: &model,
+            stream,
+            body,
+            usage_option,
+            format,
+            upstream_model: routed.upstream_model,
+            translation: routed.translation,
+        };
         forward::send(&inner.providers, provider, out, ctx).await
     }
 

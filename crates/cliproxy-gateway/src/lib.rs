@@ -74,6 +74,8 @@ mod stream_usage;
 mod test_layers;
 #[cfg(test)]
 mod test_log;
+mod translate_stream;
+mod translation;
 mod upstream;
 mod upstream_error;
 mod usage;
@@ -86,8 +88,8 @@ pub use api::ApiFormat;
 pub use audit_anchor::{audit_error, sink_options as audit_sink_options};
 pub use config::{
     BaseUrl, ConfigError, CorsConfig, EgressConfig, GatewayConfig, LimitsConfig, LogFormat,
-    LogLevel, LoggingConfig, ManagementConfig, ProviderConfig, ProviderKind, ProvidersConfig,
-    ServerConfig,
+    LogLevel, LoggingConfig, ManagementConfig, ModelEntry, OpenAiApi, ProviderConfig, ProviderKind,
+    ProvidersConfig, ServerConfig,
 };
 pub use error::{Error, Result};
 pub use forward::MAX_ATTEMPTS;

@@ -47,7 +47,7 @@ pub(crate) fn one(
     format: ApiFormat,
 ) -> Result<Response<Body>, ApiError> {
     match set.router.route(id).filter(|_| client.allows_model(id)) {
-        Some(index) => {
+        Some((index, _)) => {
             let owner = set.providers[index].name.as_str();
             Ok(json_response(StatusCode::OK, &model_object(id, owner, format)))
         }
@@ -94,7 +94,7 @@ async fn listed_models<'s>(
         models.extend(
             names
                 .into_iter()
-                .filter(|name| set.router.route(name) == Some(index))
+                .filter(|name| set.router.route(name).map(|(i, _)| i) == Some(index))
                 .filter(|name| client.allows_model(name))
                 .map(|name| (name, provider.name.as_str())),
         );

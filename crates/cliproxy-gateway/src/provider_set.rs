@@ -28,6 +28,8 @@ use crate::upstream::{self, HttpClient};
 pub(crate) struct Provider {
     pub(crate) name: String,
     pub(crate) kind: ProviderKind,
+    /// `providers.<name>.api` (OpenAI only): the API it is called with.
+    pub(crate) api: Option<crate::config::OpenAiApi>,
     pub(crate) base_url: BaseUrl,
     pub(crate) latency: Duration,
     pub(crate) client: Option<HttpClient>,
@@ -100,6 +102,7 @@ pub(crate) fn build_providers(
         built.push(Provider {
             name: name.clone(),
             kind: provider.kind,
+            api: provider.api,
             base_url,
             latency: provider.latency,
             client,

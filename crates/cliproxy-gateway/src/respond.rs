@@ -17,6 +17,7 @@ use crate::cors::Cors;
 use crate::guard::Guard;
 use crate::http_util::Body;
 use crate::stream_usage::Stripped;
+use crate::translate_stream::Translated;
 use crate::usage::UsageScanner;
 
 /// The header carrying the gateway's request id on every response.
@@ -76,12 +77,19 @@ pub(crate) fn tap(
     let scanner = UsageScanner::new(ctx.format, ctx.sse);
     let sse = ctx.sse.then_some(ctx.format);
     let strip = ctx.strip_usage && ctx.sse;
+    // A translated stream is rewritten for the client after the tap has read the provider's
+    // own events (`translate_stream.rs`).
+    let translation = ctx.translation().filter(|_| ctx.sse);
     let (parts, body) = response.into_parts();
     // The finishing stage, called by the body when it ends.
     let on_done: OnDone = Box::new(move |outcome| ctx.finish(outcome));
     let body = Tapped::new(body, idle_timeout, scanner, on_done, sse);
     // The usage the gateway asked for on the client's behalf is taken out after the tap has
     // read it.
-    let body = if strip { Stripped::new(body).boxed_unsync() } else { body.boxed_unsync() };
+    let body = match translation {
+        Some(pair) => Translated::new(body, pair).boxed_unsync(),
+        None if strip => Stripped::new(body).boxed_unsync(),
+        None => body.boxed_unsync(),
+    };
     Response::from_parts(parts, body)
 }

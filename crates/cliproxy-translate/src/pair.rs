@@ -130,6 +130,17 @@ impl StreamTranslator {
         self.finished = true;
     }
 
+    /// The stream cannot go on (the provider's events stopped making sense, or the caller
+    /// gave up on it): appends an error event in the client's format and ends the stream.
+    pub fn fail(&mut self, error: &ApiError, out: &mut Vec<u8>) {
+        if self.finished {
+            return;
+        }
+        self.encoder.encode(&Event::Error(error.clone()), out);
+        self.encoder.finish(out);
+        self.finished = true;
+    }
+
     /// The usage reported so far (the whole reply's once the stream has finished).
     pub fn usage(&self) -> Usage {
         self.usage

@@ -28,6 +28,7 @@ fn audit_file(dir: &Path, n: u64) -> PathBuf {
                 credential: None,
                 outcome: "complete",
                 error: None,
+                formats: None,
             })
             .user("alice")
             .provider("openai"),

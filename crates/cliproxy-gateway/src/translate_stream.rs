@@ -1,0 +1,187 @@
+//! The response side of the translation stage for streams: a provider's event stream becomes
+//! the client's, event by event as each one completes — nothing is held beyond the event
+//! being read. It wraps the tapped body (`body::Tapped`), whose usage reader, idle timeout
+//! and truncation checks work on the provider's own events, as for an untranslated stream.
+
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use bytes::Bytes;
+use cliproxy_translate::ir::{ApiError, ErrorKind};
+use cliproxy_translate::{Pair, StreamTranslator};
+use http_body::{Frame, SizeHint};
+
+use crate::sse::SseLines;
+
+/// The longest event line read: a provider event past it is skipped, as the usage reader
+/// skips it (a 1 MiB tool-call argument delta is far beyond any real one).
+const MAX_EVENT_LINE: usize = 1024 * 1024;
+
+/// A provider's event stream read into SSE events: the `event:` name and the `data:` lines
+/// of the event being read, handed to the translator at its blank line.
+#[derive(Debug)]
+struct Events {
+    name: Option<String>,
+    data: Vec<u8>,
+    /// Whether a `data:` line was seen for the event being read (an event may carry empty
+    /// data).
+    has_data: bool,
+}
+
+impl Events {
+    fn new() -> Self {
+        Self { name: None, data: Vec::new(), has_data: false }
+    }
+
+    /// One line of the stream; at a blank line, the event it ends goes to `dispatch`.
+    fn line(&mut self, line: &[u8], dispatch: &mut impl FnMut(Option<&str>, &[u8])) {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() {
+            if self.has_data {
+                dispatch(self.name.as_deref(), &self.data);
+            }
+            self.name = None;
+            self.data.clear();
+            self.has_data = false;
+            return;
+        }
+        let (field, value) = match memchr::memchr(b':', line) {
+            Some(at) => {
+                let value = &line[at + 1..];
+                (&line[..at], value.strip_prefix(b" ").unwrap_or(value))
+            }
+            None => (line, &b""[..]),
+        };
+        match field {
+            b"event" => self.name = Some(String::from_utf8_lossy(value).into_owned()),
+            b"data" => {
+                if self.has_data {
+                    self.data.push(b'\n');
+                }
+                self.data.extend_from_slice(value);
+                self.has_data = true;
+            }
+            // Comments (`: ping`), `id:` and `retry:` mean nothing to a translation.
+            _ => {}
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A provider's event stream translated into the client's format as it arrives.
+    pub(crate) struct Translated<B> {
+        #[pin]
+        inner: B,
+        lines: SseLines,
+        events: Events,
+        translator: StreamTranslator,
+        // Set once the translator has been told the stream ended (or failed).
+        done: bool,
+    }
+}
+
+impl<B> Translated<B> {
+    pub(crate) fn new(inner: B, pair: Pair) -> Self {
+        Self {
+            inner,
+            lines: SseLines::new(MAX_EVENT_LINE),
+            events: Events::new(),
+            translator: pair.stream(),
+            done: false,
+        }
+    }
+}
+
+/// Feeds one chunk of the provider's stream through the translator; an event that is not
+/// what its format says ends the client's stream with an error event.
+fn translate(
+    lines: &mut SseLines,
+    events: &mut Events,
+    translator: &mut StreamTranslator,
+    chunk: Option<&[u8]>,
+    out: &mut Vec<u8>,
+) -> bool {
+    let mut failed: Option<String> = None;
+    let mut dispatch = |name: Option<&str>, data: &[u8]| {
+        if failed.is_none()
+            && let Err(error) = translator.feed(name, data, out)
+        {
+            failed = Some(error.to_string());
+        }
+    };
+    // The framer hands lines to `events`, which hands whole events to the translator.
+    match chunk {
+        Some(chunk) => lines.feed(chunk, |line| events.line(line, &mut dispatch)),
+        None => {
+            // The end: a last event without its blank line still counts.
+            lines.finish(|line| events.line(line, &mut dispatch));
+            events.line(b"", &mut dispatch);
+        }
+    }
+    match failed {
+        Some(problem) => {
+            translator.fail(
+                &ApiError {
+                    status: 502,
+                    kind: ErrorKind::Api,
+                    message: format!("the provider's stream could not be translated: {problem}"),
+                },
+                out,
+            );
+            true
+        }
+        None => false,
+    }
+}
+
+impl<B: http_body::Body<Data = Bytes>> http_body::Body for Translated<B> {
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let mut this = self.project();
+        if *this.done {
+            return Poll::Ready(None);
+        }
+        // Loops only while provider events translate to nothing (a ping, a part of an event).
+        loop {
+            let mut out = Vec::new();
+            match ready!(this.inner.as_mut().poll_frame(cx)) {
+                Some(Ok(frame)) => {
+                    let data = match frame.into_data() {
+                        Ok(data) => data,
+                        Err(frame) => return Poll::Ready(Some(Ok(frame))),
+                    };
+                    if translate(this.lines, this.events, this.translator, Some(&data), &mut out) {
+                        *this.done = true;
+                    }
+                }
+                Some(Err(error)) => return Poll::Ready(Some(Err(error))),
+                None => {
+                    if !translate(this.lines, this.events, this.translator, None, &mut out) {
+                        this.translator.finish(&mut out);
+                    }
+                    *this.done = true;
+                }
+            }
+            if !out.is_empty() {
+                return Poll::Ready(Some(Ok(Frame::data(Bytes::from(out)))));
+            }
+            if *this.done {
+                return Poll::Ready(None);
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        // The client's stream has a length of its own, known only at its end.
+        SizeHint::new()
+    }
+}
