@@ -343,3 +343,43 @@ async fn an_alias_without_translation_changes_only_the_model() {
     expected["model"] = json!("gpt-4o-mini");
     assert_eq!(sent, expected);
 }
+
+#[tokio::test]
+async fn a_translated_gemini_stream_needs_server_sent_events() {
+    let upstream = MockUpstream::start(|_| Reply::ok(json!({}))).await;
+    let (gateway, _dir) = gateway(&format!(
+        "  oa: {{type: openai, base_url: \"{}\", models: [gpt-4o]}}\n",
+        upstream.url()
+    ));
+    let (status, _, body) = send(
+        &gateway,
+        "/v1beta/models/gpt-4o:streamGenerateContent",
+        &json!({"contents": [{"role": "user", "parts": [{"text": "Hello"}]}]}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let error: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(error["error"]["status"], "INVALID_ARGUMENT", "in Gemini's shape: {body}");
+    assert!(error["error"]["message"].as_str().unwrap().contains("alt=sse"), "{body}");
+    assert!(upstream.requests().is_empty());
+}
+
+#[tokio::test]
+async fn listings_show_aliases_beside_the_names_served_as_they_are() {
+    let upstream = MockUpstream::start(|_| Reply::ok(json!({}))).await;
+    let (gateway, _dir) = gateway(&format!(
+        "  an: {{type: claude, base_url: \"{}\", models: [{{name: sonnet, upstream: claude-sonnet-4-5}}, claude-opus-4-1]}}\n",
+        upstream.url()
+    ));
+    let request = Request::get("/v1/models")
+        .header("authorization", format!("Bearer {KEY}"))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let response = gateway.handle(request, "127.0.0.1:40000".parse().unwrap()).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let listing: Value = serde_json::from_slice(&body).unwrap();
+    let ids: Vec<&str> =
+        listing["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["claude-opus-4-1", "sonnet"]);
+}

@@ -141,6 +141,24 @@ pub(crate) async fn send(
     if provider.kind == ProviderKind::Mock {
         return Ok(mock_reply(provider, &out, ctx));
     }
+    // A Gemini stream without `alt=sse` is one JSON array; translated streams are written
+    // as events only (every Google SDK asks for them).
+    if let Some(pair) = out.translation
+        && pair.client == cliproxy_translate::Format::Gemini
+        && out.stream
+        && !crate::intake::sse_query(out.parts)
+    {
+        return Err((
+            out.format,
+            ApiError::new(
+                ErrorCode::BadRequest,
+                format!(
+                    "model `{}` is served by provider `{}` in another API format, whose stream is translated as server-sent events only: call :streamGenerateContent?alt=sse",
+                    out.model, provider.name
+                ),
+            ),
+        ));
+    }
     // Translation (or an alias's name) first: what follows works on what goes upstream.
     let upstream_model = out.upstream_model.unwrap_or(out.model);
     let rewritten = match (out.translation, out.upstream_model) {
