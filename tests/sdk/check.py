@@ -416,7 +416,37 @@ FIXTURE_MODELS = {
 # `imagen-*` match no glob, and `text-embedding-004` is the Gemini upstream's while only
 # `gemini-*` is routed there.
 FIXTURE_GATEWAY_LISTED = ["claude-haiku-4-5", "claude-opus-4-1", "claude-sonnet-4", "gemini-2.0-flash",
-                          "gemini-2.5-pro", "gpt-4o", "gpt-4o-mini", "text-embedding-3-small"]
+                          "gemini-2.5-pro", "gpt-4o", "gpt-4o-mini", "text-embedding-3-small",
+                          "x-chat", "x-claude", "x-gemini", "x-responses"]
+
+# The aliases of check.sh's gateway, one per provider wire format, and the usage the fixture
+# reports in that format (the translated reply carries the provider's figures).
+TRANSLATED = {"x-chat": "openai", "x-responses": "responses", "x-claude": "anthropic", "x-gemini": "gemini"}
+# The wire format each client SDK speaks, to skip the pair that is no translation.
+SDK_FORMAT = {"chat": "openai", "responses": "responses", "messages": "anthropic", "gemini": "gemini"}
+
+
+def check_translated(url: str, key: str) -> None:
+    """Every client SDK against a provider of every other format (SPEC §9), with the same
+    checks as untranslated: text, finish reason and usage, whole and through the SDK's own
+    stream helper, and the stream's event order against the real API's."""
+    oa = openai.OpenAI(base_url=f"{url}/v1", api_key=key, timeout=TIMEOUT, max_retries=0)
+    an = anthropic.Anthropic(base_url=url, api_key=key, timeout=TIMEOUT, max_retries=0)
+    gm = gemini_client(url, key, "v1beta")
+    for alias, provider in TRANSLATED.items():
+        usage = FIXTURE_USAGE[provider]
+        for sdk, wire in SDK_FORMAT.items():
+            if wire == provider:
+                continue
+            what = f"translated {sdk}->{provider}"
+            if sdk == "chat":
+                check_chat(what, oa, alias, FIXTURE_TEXT, usage)
+            elif sdk == "responses":
+                check_responses(what, oa, alias, FIXTURE_TEXT, usage)
+            elif sdk == "messages":
+                check_messages(what, an, alias, FIXTURE_TEXT, usage)
+            else:
+                check_gemini(what, gm, alias, FIXTURE_TEXT, usage)
 
 
 def check_fixtures(url: str, key: str = "sk-fixture-check", what: str = "fixtures") -> None:
@@ -484,6 +514,8 @@ def main() -> None:
         if gateway:
             print(f"-- the e2e fixtures through a gateway at {gateway[0]}", flush=True)
             check_fixtures(gateway[0], gateway[1], "gateway")
+            print(f"-- every client SDK against a provider of every other format at {gateway[0]}", flush=True)
+            check_translated(gateway[0], gateway[1])
     except (openai.OpenAIError, anthropic.AnthropicError, genai_errors.APIError, RuntimeError) as error:
         traceback.print_exc()
         raise SystemExit(f"FAILED: unexpected {type(error).__module__}.{type(error).__name__}: {error}")

@@ -170,6 +170,14 @@ pub(crate) async fn send(
         }),
         (None, None) => None,
     };
+    // A translated stream for an OpenAI chat client always carries the usage (the
+    // translator writes it); a client that did not ask for it has it taken out on the way,
+    // as when the gateway asks an OpenAI upstream on its behalf.
+    if out.translation.is_some_and(|pair| pair.client == cliproxy_translate::Format::OpenAiChat)
+        && out.usage_option.is_some()
+    {
+        ctx.strip_usage = true;
+    }
     let (body, path_and_query) = match rewritten {
         Some(Ok(rewritten)) => (rewritten.body, rewritten.path_and_query),
         Some(Err(error)) => return Err((out.format, error)),

@@ -86,10 +86,11 @@ pub(crate) fn tap(
     let body = Tapped::new(body, idle_timeout, scanner, on_done, sse);
     // The usage the gateway asked for on the client's behalf is taken out after the tap has
     // read it.
-    let body = match translation {
-        Some(pair) => Translated::new(body, pair).boxed_unsync(),
-        None if strip => Stripped::new(body).boxed_unsync(),
-        None => body.boxed_unsync(),
+    let body = match (translation, strip) {
+        (Some(pair), true) => Stripped::new(Translated::new(body, pair)).boxed_unsync(),
+        (Some(pair), false) => Translated::new(body, pair).boxed_unsync(),
+        (None, true) => Stripped::new(body).boxed_unsync(),
+        (None, false) => body.boxed_unsync(),
     };
     Response::from_parts(parts, body)
 }
