@@ -240,6 +240,21 @@ impl Management {
             peers.remove(&client);
             return Ok(());
         }
+        let failures = self.count_failure(&mut peers, client, now, log);
+        let reason = if failures >= self.max_failures { "ban_started" } else { "invalid_key" };
+        Err((Some(reason), ApiError::new(ErrorCode::Unauthorized, "invalid management key")))
+    }
+
+    /// Counts a wrong key against `client` (its ban key), and bans it at `max_failures`;
+    /// returns its failures so far. A client new to a full book makes room first: the peers
+    /// that are not banned are forgotten, and if only bans are left, the one that ends first.
+    fn count_failure(
+        &self,
+        peers: &mut HashMap<IpAddr, Peer>,
+        client: IpAddr,
+        now: Instant,
+        log: &Logger,
+    ) -> u32 {
         if peers.len() >= self.max_peers && !peers.contains_key(&client) {
             peers.retain(|_, p| p.banned_until.is_some_and(|until| until > now));
             // Still full: bans only. The one that ends first goes, in memory and in the
@@ -281,8 +296,7 @@ impl Management {
                 "event_type" => "security_violation", "client" => client.to_string(),
                 "failures" => failures, "ban_s" => self.ban.as_secs());
         }
-        let reason = if failures >= self.max_failures { "ban_started" } else { "invalid_key" };
-        Err((Some(reason), ApiError::new(ErrorCode::Unauthorized, "invalid management key")))
+        failures
     }
 }
 
