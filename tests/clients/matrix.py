@@ -3,11 +3,14 @@
 
 Claude Code, Codex CLI and Gemini CLI (pinned in package.json, installed by run.sh) each run
 non-interactively, with nothing set but the gateway's base URL, a client key and what
-docs/clients.md says the client needs, against two gateways:
+docs/clients.md says the client needs, against three gateways:
 
 - `demo`: `cliproxy-server demo`, the built-in mock provider answering in-process;
 - `forwarding`: `cliproxy-server serve` with an OpenAI, an Anthropic and a Gemini provider in
-  front of `fixture_upstream` (tests/src/bin/), whose canned replies the official SDKs parse.
+  front of `fixture_upstream` (tests/src/bin/), whose canned replies the official SDKs parse;
+- `translated`: the same providers, reached through model aliases from a client of another
+  format, so that the gateway translates (SPEC §9): Claude Code to an OpenAI-format and to a
+  Gemini-format provider, Codex CLI to an Anthropic-format one.
 
 For each client and gateway it checks:
 
@@ -19,13 +22,18 @@ For each client and gateway it checks:
   request (Codex 0.169 retries a 401 five times whatever the answer says: at most six);
   nothing reaches the provider;
 - 429 (forwarding): the provider rate-limits the model once with `Retry-After: 2`; the client
-  waits at least that long, comes back and gets the reply.
+  waits at least that long, comes back and gets the reply;
+- tool turn (translated): the provider answers with a call of the client's shell tool (in its
+  own format; the gateway translates it), the client runs it, sends the result back (the
+  fixture logs that the request carried it) and prints the provider's answer, which quotes the
+  tool's output.
 
 It prints a results table (markdown) and, with --table FILE, writes it there. It also checks
 that docs/clients.md names the pinned versions, so that a version bump updates the docs.
 
-Usage: matrix.py --server BIN --fixture BIN --clients DIR [--table FILE]
-(DIR is the npm prefix with node_modules/.bin/{claude,codex,gemini}).
+Usage: matrix.py --server BIN --fixture BIN --clients DIR [--table FILE] [--targets NAMES]
+(DIR is the npm prefix with node_modules/.bin/{claude,codex,gemini}; NAMES a comma-separated
+subset of demo,forwarding,translated, all by default).
 """
 
 import argparse
@@ -53,6 +61,13 @@ WRONG_KEY_SECONDS = 30
 # fixture_upstream's 429 for a `*ratelimit-once*` model (RETRY_AFTER_SECONDS there).
 RETRY_AFTER_MS = 2000
 RATE_LIMITED_SUFFIX = "ratelimit-once"
+# An upstream model whose name holds this takes a tool-using turn in fixture_upstream
+# (TOOL_MARK there): it calls the client's shell tool, which prints TOOL_OUTPUT, and then
+# answers TOOL_SAID followed by the tool's output.
+TOOL_MARK = "toolcall"
+TOOL_PROMPT = "Run the shell command the tool call asks for, then say what it printed."
+TOOL_SAID = "Tool said:"
+TOOL_OUTPUT = "cliproxy-tool-ok"
 # How long to wait for a log line the gateway writes when the answer's body has ended: the
 # client may exit before it is written. A bounded poll: a file gives no event to wait on.
 LOG_WAIT = 10.0
@@ -175,6 +190,10 @@ class ClaudeCode(Client):
         return ["-p", PROMPT, "--model", model, "--output-format", "stream-json", "--verbose",
                 "--include-partial-messages"]
 
+    def tool_args(self, model):
+        # `-p` has no one to ask for a permission: the shell tool is allowed up front.
+        return ["-p", TOOL_PROMPT, "--model", model, "--allowedTools", "Bash"]
+
     def parse_stream(self, stdout):
         """(text, deltas, (input, output) tokens) from the stream-json output."""
         events = [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
@@ -204,6 +223,10 @@ class Codex(Client):
 
     def stream_args(self, model):
         return ["exec", "--json", "--skip-git-repo-check", "-m", model, PROMPT]
+
+    def tool_args(self, model):
+        # `codex exec` never asks for approval; the default read-only sandbox runs the command.
+        return ["exec", "--skip-git-repo-check", "-m", model, TOOL_PROMPT]
 
     def parse_stream(self, stdout):
         events = [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
@@ -248,11 +271,14 @@ class GeminiCli(Client):
 # --- the checks ----------------------------------------------------------------------------
 
 class Target:
-    """A gateway the clients are pointed at."""
+    """A gateway the clients are pointed at, and the model each client asks it for (a client
+    not in `models` is not run against it). `upstream` maps a translated target's aliases to
+    the upstream models they stand for."""
 
-    def __init__(self, name, base, key, log, text, models, fixture_log=None):
+    def __init__(self, name, base, key, log, text, models, fixture_log=None, upstream=None):
         self.name, self.base, self.key, self.log = name, base, key, log
         self.text, self.models, self.fixture_log = text, models, fixture_log
+        self.upstream = upstream
 
 
 def described(done):
@@ -345,6 +371,33 @@ def check_rate_limited(client, target):
     return f"yes (came back after {waited / 1000:.1f} s)"
 
 
+def check_tool_turn(client, target):
+    # `claude-via-openai-toolcall` stands for `gpt-4o-mini-toolcall`: the mark reaches the
+    # fixture, which then takes the tool-using turn.
+    model = f"{target.models[client.binary]}-{TOOL_MARK}"
+    upstream = target.upstream[model]
+    fixture_mark = target.fixture_log.mark()
+    mark = target.log.mark()
+    done, seconds = client.run(target.base, target.key, client.tool_args(model))
+    seen = [e for e in target.fixture_log.json_since(fixture_mark) if e.get("model") == upstream]
+    calls = [index for index, e in enumerate(seen) if e.get("tool_call")]
+    check(calls, f"{client.name} on {target.name}: the upstream never called a tool (the client's "
+          f"tools did not reach it as a shell tool it knows): upstream saw {seen}: {described(done)}")
+    returned = [e for e in seen[calls[0] + 1:] if e.get("tool_result")]
+    check(returned and returned[0]["status"] == 200,
+          f"{client.name} on {target.name}: no request after the tool call carried the tool's "
+          f"result back: upstream saw {seen}: {described(done)}")
+    said = re.search(re.escape(TOOL_SAID) + r".*" + re.escape(TOOL_OUTPUT), done.stdout, re.S)
+    check(done.returncode == 0 and said,
+          f"{client.name} on {target.name}: the final answer does not quote the tool's output "
+          f"({TOOL_SAID!r} ... {TOOL_OUTPUT!r}): {described(done)}")
+    lines = target.log.wait_access(mark, served(client, model), count=len(seen))
+    check(len(lines) == len(seen) and all(e["status"] == 200 for e in lines),
+          f"{client.name} on {target.name}: {len(seen)} answered requests expected, the access "
+          f"log has {lines}")
+    return f"yes ({seen[calls[0]]['tool_call']}, {len(seen)} requests, {seconds:.1f} s)"
+
+
 # --- the gateways --------------------------------------------------------------------------
 
 class Processes:
@@ -397,28 +450,31 @@ def start_demo(processes, server):
     return Target("demo", base, key, Log(err), DEMO_TEXT, models)
 
 
-def start_forwarding(processes, server, fixture, work):
-    process, out, fixture_err = processes.start("fixture", [fixture], stdin=subprocess.PIPE)
+def start_fixture(processes, fixture):
+    """fixture_upstream, which the forwarding and translated gateways share: (url, its log)."""
+    process, out, err = processes.start("fixture", [fixture], stdin=subprocess.PIPE)
     url = wait_for("fixture_upstream", process, lambda: out.read_text().strip())
-    key = "cpk-client-matrix-key-3f9a0c1d5e7b2486"
-    config = work / "gateway.yaml"
+    return url, Log(err)
+
+
+def start_gateway(processes, server, work, name, key, providers):
+    """`cliproxy-server serve` with `providers` (YAML lines), each holding a token in its
+    vault; returns (base url, its log)."""
+    config = work / f"{name}.yaml"
     config.write_text(f"""server: {{host: 127.0.0.1, port: 0, shutdown_timeout: 10s}}
 auth:
   api_keys: [{{name: matrix, key: "{key}"}}]
-  dir: "{work / 'auths'}"
+  dir: "{work / f'{name}-auths'}"
 logging: {{level: info, format: json}}
 providers:
-  oa: {{type: openai, base_url: "{url}", models: ["gpt-*"]}}
-  an: {{type: claude, base_url: "{url}", models: ["claude-*"]}}
-  ge: {{type: gemini, base_url: "{url}", models: ["gemini-*"]}}
-""")
+{providers}""")
     for provider in ("oa", "an", "ge"):
         subprocess.run([server, "--config", str(config), "vault", "add", "--provider", provider,
                         "--id", f"{provider}-1"], input=f"sk-client-matrix-{provider}-token\n",
                        text=True, check=True, capture_output=True)
     # As root (CI), the full sandbox needs saying so.
     env = dict(os.environ, CLIPROXY_SANDBOX__REQUIRE_NON_ROOT="false")
-    process, _, err = processes.start("gateway", [server, "--config", str(config), "serve"], env=env)
+    process, _, err = processes.start(name, [server, "--config", str(config), "serve"], env=env)
 
     def listening():
         for entry in Log(err).json_since(0):
@@ -426,10 +482,48 @@ providers:
                 return entry["addr"]
         return None
 
-    addr = wait_for("the forwarding gateway", process, listening)
+    addr = wait_for(f"the {name} gateway", process, listening)
+    return f"http://{addr}", Log(err)
+
+
+MATRIX_KEY = "cpk-client-matrix-key-3f9a0c1d5e7b2486"
+
+
+def start_forwarding(processes, server, fixture_url, fixture_log, work):
+    base, log = start_gateway(processes, server, work, "gateway", MATRIX_KEY, f"""\
+  oa: {{type: openai, base_url: "{fixture_url}", models: ["gpt-*"]}}
+  an: {{type: claude, base_url: "{fixture_url}", models: ["claude-*"]}}
+  ge: {{type: gemini, base_url: "{fixture_url}", models: ["gemini-*"]}}
+""")
     models = {"claude": "claude-sonnet-4", "codex": "gpt-4o-mini", "gemini": "gemini-2.0-flash"}
-    return Target("forwarding", f"http://{addr}", key, Log(err), FIXTURE_TEXT, models,
-                  fixture_log=Log(fixture_err))
+    return Target("forwarding", base, MATRIX_KEY, log, FIXTURE_TEXT, models, fixture_log=fixture_log)
+
+
+# The translated pairs: (target name, provider, provider type, the client and the alias it asks
+# for, the upstream model the alias stands for). Each alias has a `-toolcall` twin for the
+# tool-using turn.
+TRANSLATED = [
+    ("translated: OpenAI chat", "oa", "openai", "claude", "claude-via-openai", "gpt-4o-mini"),
+    ("translated: Gemini", "ge", "gemini", "claude", "claude-via-gemini", "gemini-2.0-flash"),
+    ("translated: Anthropic", "an", "claude", "codex", "gpt-via-claude", "claude-sonnet-4"),
+]
+
+
+def start_translated(processes, server, fixture_url, fixture_log, work):
+    """One gateway whose providers serve only aliases, each asked for by a client of another
+    format; one target per translated pair."""
+    providers = ""
+    for _, provider, kind, _, alias, upstream in TRANSLATED:
+        aliases = (f"{{name: {alias}, upstream: {upstream}}}, "
+                   f"{{name: {alias}-{TOOL_MARK}, upstream: {upstream}-{TOOL_MARK}}}")
+        providers += f'  {provider}: {{type: {kind}, base_url: "{fixture_url}", models: [{aliases}]}}\n'
+    base, log = start_gateway(processes, server, work, "translated", MATRIX_KEY, providers)
+    targets = []
+    for name, _, _, client, alias, upstream in TRANSLATED:
+        names = {alias: upstream, f"{alias}-{TOOL_MARK}": f"{upstream}-{TOOL_MARK}"}
+        targets.append(Target(name, base, MATRIX_KEY, log, FIXTURE_TEXT, {client: alias},
+                              fixture_log=fixture_log, upstream=names))
+    return targets
 
 
 def check_docs(clients):
@@ -443,9 +537,14 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--server", required=True, help="the cliproxy-server binary")
     parser.add_argument("--fixture", required=True, help="the fixture_upstream binary")
-    parser.add_argument("--clients", required=True, type=Path, help="npm prefix holding the CLIs")
+    parser.add_argument("--clients", required=True, type=lambda p: Path(p).resolve(), help="npm prefix holding the CLIs")
     parser.add_argument("--table", type=Path, help="write the results table (markdown) here")
+    parser.add_argument("--targets", default="demo,forwarding,translated",
+                        help="the gateways to run against (comma-separated), all by default")
     args = parser.parse_args()
+    wanted = set(args.targets.split(","))
+    if not wanted <= {"demo", "forwarding", "translated"}:
+        parser.error(f"unknown targets in {args.targets!r}")
 
     clients = [ClaudeCode(args.clients), Codex(args.clients), GeminiCli(args.clients)]
     work = Path(tempfile.mkdtemp(prefix="cliproxy-matrix-"))
@@ -453,13 +552,23 @@ def main():
     rows, failures = [], []
     try:
         check_docs(clients)
-        targets = [start_demo(processes, args.server),
-                   start_forwarding(processes, args.server, args.fixture, work)]
+        targets = []
+        if "demo" in wanted:
+            targets.append(start_demo(processes, args.server))
+        if wanted & {"forwarding", "translated"}:
+            fixture_url, fixture_log = start_fixture(processes, args.fixture)
+        if "forwarding" in wanted:
+            targets.append(start_forwarding(processes, args.server, fixture_url, fixture_log, work))
+        if "translated" in wanted:
+            targets += start_translated(processes, args.server, fixture_url, fixture_log, work)
         for target in targets:
-            for client in clients:
-                checks = [("reply", check_reply), ("stream + usage", check_stream),
-                          ("wrong key", check_wrong_key)]
-                if target.fixture_log:
+            for client in [c for c in clients if c.binary in target.models]:
+                checks = [("reply", check_reply), ("stream + usage", check_stream)]
+                if target.upstream:
+                    checks.append(("tool turn", check_tool_turn))
+                else:
+                    checks.append(("wrong key", check_wrong_key))
+                if target.fixture_log and not target.upstream:
                     checks.append(("429 + Retry-After", check_rate_limited))
                 row = {"client": f"{client.name} {client.version}", "gateway": target.name}
                 for column, run in checks:
@@ -475,7 +584,8 @@ def main():
         failures.append(str(error))
     finally:
         processes.stop()
-    columns = ["client", "gateway", "reply", "stream + usage", "wrong key", "429 + Retry-After"]
+    columns = ["client", "gateway", "reply", "stream + usage", "wrong key", "429 + Retry-After",
+               "tool turn"]
     table = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for row in rows:
         table.append("| " + " | ".join(row.get(c, "n/a") for c in columns) + " |")

@@ -245,6 +245,389 @@ fn model_path(request: &Recorded, path: &str) -> Option<Reply> {
     }
 }
 
+/// A model whose name contains this takes a tool-using turn, as a coding CLI meets it: asked
+/// with the client's tools and no tool result yet, the fixture answers with one call of the
+/// client's shell tool ([`SHELL_TOOLS`]); asked again with the tool's result, it answers
+/// [`TOOL_SAID`] followed by the result's text. The client matrix routes such a model through
+/// the gateway's translation to a provider of another format, so that the call, the client
+/// running it and the result coming back all cross the translation.
+const TOOL_MARK: &str = "toolcall";
+
+/// The command the fixture asks the shell tool to run. It prints `cliproxy-tool-ok` without
+/// holding that text itself, so a reply can show the marker only if the tool ran: an error
+/// message that quotes the command does not.
+const TOOL_COMMAND: &str = "printf 'cliproxy-%s-ok\\n' tool";
+
+/// What the fixture says once it has the tool's result, before the result's text.
+const TOOL_SAID: &str = "Tool said: ";
+
+/// The ids of the one tool call (the API's own prefixes, which some clients expect).
+const CALL_ID: &str = "call_e2e_tool";
+const TOOLU_ID: &str = "toolu_e2e_tool";
+
+/// The usage of a reply holding the tool call (the text replies keep the canned usage).
+const TOOL_INPUT_TOKENS: u64 = 31;
+const TOOL_OUTPUT_TOKENS: u64 = 12;
+
+/// The shell tools of the coding CLIs, by the name they declare, each with the arguments that
+/// run [`TOOL_COMMAND`] in its own schema. The fixture calls the first tool of the request's
+/// list that is named here.
+const SHELL_TOOLS: &[ShellTool] = &[
+    // Claude Code: `{command, description}`.
+    (
+        "Bash",
+        || json!({"command": TOOL_COMMAND, "description": "Print the client matrix's marker"}),
+    ),
+    // Codex CLI 0.1xx: a command line in `cmd`, run in a PTY.
+    ("exec_command", || json!({"cmd": TOOL_COMMAND})),
+    // Older Codex CLI: an argv in `command`.
+    ("shell", || json!({"command": ["bash", "-lc", TOOL_COMMAND]})),
+    // Gemini CLI.
+    (
+        "run_shell_command",
+        || json!({"command": TOOL_COMMAND, "description": "Print the client matrix's marker"}),
+    ),
+];
+
+/// A shell tool's name and the arguments that run [`TOOL_COMMAND`] with it.
+type ShellTool = (&'static str, fn() -> Value);
+
+/// The provider API a generating request is for, told by its path.
+#[derive(Clone, Copy)]
+enum Api {
+    Chat,
+    Responses,
+    Messages,
+    Gemini,
+}
+
+impl Api {
+    fn of(path: &str) -> Option<Self> {
+        match path {
+            "/v1/chat/completions" => Some(Self::Chat),
+            "/v1/responses" => Some(Self::Responses),
+            "/v1/messages" => Some(Self::Messages),
+            _ if path.contains("/models/")
+                && (path.ends_with(":generateContent")
+                    || path.ends_with(":streamGenerateContent")) =>
+            {
+                Some(Self::Gemini)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The names of the function tools a request declares, in its order.
+fn declared_tools(api: Api, body: &Value) -> Vec<&str> {
+    let tools = body["tools"].as_array().map(Vec::as_slice).unwrap_or_default();
+    let functions: Vec<&Value> = match api {
+        Api::Chat => tools.iter().map(|tool| &tool["function"]).collect(),
+        Api::Responses | Api::Messages => tools.iter().collect(),
+        Api::Gemini => tools
+            .iter()
+            .filter_map(|tool| tool["functionDeclarations"].as_array())
+            .flatten()
+            .collect(),
+    };
+    functions.into_iter().filter_map(|function| function["name"].as_str()).collect()
+}
+
+/// The shell tool to call and its arguments, if the request declares one the fixture knows.
+fn shell_tool(api: Api, body: &Value) -> Option<(&'static str, Value)> {
+    declared_tools(api, body).into_iter().find_map(|declared| {
+        SHELL_TOOLS.iter().find(|(name, _)| *name == declared).map(|(name, args)| (*name, args()))
+    })
+}
+
+/// The text of the conversation's last tool result, if it has one: an OpenAI `tool` message,
+/// a Responses `function_call_output` item, an Anthropic `tool_result` block, a Gemini
+/// `functionResponse` part.
+fn tool_result(api: Api, body: &Value) -> Option<String> {
+    let list = |key: &str| body[key].as_array().map(Vec::as_slice).unwrap_or_default();
+    let parts = |key: &str, parts: &'static str| {
+        list(key).iter().filter_map(move |m| m[parts].as_array()).flatten().collect::<Vec<_>>()
+    };
+    let result = match api {
+        Api::Chat => {
+            list("messages").iter().rev().find(|m| m["role"] == "tool").map(|m| &m["content"])
+        }
+        Api::Responses => list("input")
+            .iter()
+            .rev()
+            .find(|item| item["type"] == "function_call_output")
+            .map(|item| &item["output"]),
+        Api::Messages => parts("messages", "content")
+            .into_iter()
+            .rev()
+            .find(|block| block["type"] == "tool_result")
+            .map(|block| &block["content"]),
+        Api::Gemini => parts("contents", "parts")
+            .into_iter()
+            .rev()
+            .find_map(|part| part.get("functionResponse"))
+            .map(|response| &response["response"]),
+    }?;
+    let mut texts = Vec::new();
+    strings(result, &mut texts);
+    Some(texts.join("\n"))
+}
+
+/// Every string in `value`, depth first, but the `type` tags of content blocks: a result is a
+/// string, an array of text blocks, or (Gemini) any object.
+fn strings<'a>(value: &'a Value, out: &mut Vec<&'a str>) {
+    match value {
+        Value::String(text) => out.push(text),
+        Value::Array(items) => items.iter().for_each(|item| strings(item, out)),
+        Value::Object(fields) => fields
+            .iter()
+            .filter(|(key, _)| key.as_str() != "type")
+            .for_each(|(_, field)| strings(field, out)),
+        _ => {}
+    }
+}
+
+/// The reply of a tool-using turn: the text holding the tool's result when the conversation
+/// has one, else the call of the shell tool.
+fn tool_turn(
+    request: &Recorded,
+    api: Api,
+    model: &str,
+    result: Option<&str>,
+    call: Option<&(&'static str, Value)>,
+) -> Option<Reply> {
+    let streamed =
+        is_streamed(request, request.path_and_query.split('?').next().unwrap_or_default());
+    if let Some(result) = result {
+        let text = format!("{TOOL_SAID}{}", result.trim());
+        let words: Vec<&str> = text.split_inclusive(' ').collect();
+        return Some(match api {
+            Api::Chat => by_stream(
+                request,
+                openai_stream_for(request, model, &words),
+                openai_chat(model, &text),
+            ),
+            Api::Responses => by_stream(
+                request,
+                openai_responses_stream(model, &words),
+                openai_responses(model, &text),
+            ),
+            Api::Messages => {
+                by_stream(request, anthropic_stream(model, &words), anthropic_message(model, &text))
+            }
+            Api::Gemini if streamed => Reply::sse(gemini_stream(&words)),
+            Api::Gemini => Reply::ok(gemini_generate(&text)),
+        });
+    }
+    let (name, args) = call?;
+    Some(match api {
+        Api::Chat if streamed => Reply::sse(chat_tool_stream(request, model, name, args)),
+        Api::Chat => Reply::ok(chat_tool_call(model, name, args)),
+        Api::Responses if streamed => Reply::sse(responses_tool_stream(model, name, args)),
+        Api::Responses => Reply::ok(responses_tool_call(model, name, args)),
+        Api::Messages if streamed => Reply::sse(anthropic_tool_stream(model, name, args)),
+        Api::Messages => Reply::ok(anthropic_tool_call(model, name, args)),
+        Api::Gemini if streamed => Reply::sse(vec![event(None, &gemini_tool_call(name, args))]),
+        Api::Gemini => Reply::ok(gemini_tool_call(name, args)),
+    })
+}
+
+/// The arguments as the JSON text the APIs stream, cut in three pieces (on character
+/// boundaries) so that a client must join argument deltas.
+fn argument_pieces(args: &Value) -> Vec<String> {
+    let text = args.to_string();
+    let chars: Vec<char> = text.chars().collect();
+    chars.chunks(chars.len().div_ceil(3).max(1)).map(|piece| piece.iter().collect()).collect()
+}
+
+/// An OpenAI chat completion whose message calls `name`.
+fn chat_tool_call(model: &str, name: &str, args: &Value) -> Value {
+    json!({
+        "id": "chatcmpl-e2e-tool", "object": "chat.completion", "created": 1_763_769_600,
+        "model": model,
+        "choices": [{"index": 0, "finish_reason": "tool_calls", "logprobs": null,
+            "message": {"role": "assistant", "content": null, "refusal": null,
+                "tool_calls": [{"id": CALL_ID, "type": "function",
+                    "function": {"name": name, "arguments": args.to_string()}}]}}],
+        "usage": {"prompt_tokens": TOOL_INPUT_TOKENS, "completion_tokens": TOOL_OUTPUT_TOKENS,
+            "total_tokens": TOOL_INPUT_TOKENS + TOOL_OUTPUT_TOKENS}
+    })
+}
+
+/// The same call streamed as the API streams it: a first chunk with the role and the call's
+/// id and name (`tool_calls[0]` with `index`), one chunk per argument piece (the same
+/// `index`, only `arguments`), a chunk with the finish reason `tool_calls`, the usage chunk if
+/// the request asked for it, `[DONE]`.
+fn chat_tool_stream(request: &Recorded, model: &str, name: &str, args: &Value) -> Vec<String> {
+    let body: Value = serde_json::from_slice(&request.body).unwrap_or(Value::Null);
+    let include_usage = body.pointer("/stream_options/include_usage") == Some(&json!(true));
+    let chunk = |delta: Value, finish: Value| {
+        let mut chunk = json!({"id": "chatcmpl-e2e-tool", "object": "chat.completion.chunk",
+            "created": 1_763_769_600, "model": model,
+            "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]});
+        if include_usage {
+            chunk["usage"] = Value::Null;
+        }
+        event(None, &chunk)
+    };
+    let mut events = vec![chunk(
+        json!({"role": "assistant", "content": null, "tool_calls": [{"index": 0, "id": CALL_ID,
+            "type": "function", "function": {"name": name, "arguments": ""}}]}),
+        Value::Null,
+    )];
+    for piece in argument_pieces(args) {
+        events.push(chunk(
+            json!({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}),
+            Value::Null,
+        ));
+    }
+    events.push(chunk(json!({}), json!("tool_calls")));
+    if include_usage {
+        events.push(event(
+            None,
+            &json!({"id": "chatcmpl-e2e-tool", "object": "chat.completion.chunk",
+                "created": 1_763_769_600, "model": model, "choices": [],
+                "usage": {"prompt_tokens": TOOL_INPUT_TOKENS, "completion_tokens": TOOL_OUTPUT_TOKENS,
+                    "total_tokens": TOOL_INPUT_TOKENS + TOOL_OUTPUT_TOKENS}}),
+        ));
+    }
+    events.push("data: [DONE]\n\n".to_owned());
+    events
+}
+
+/// A Responses API `response` object (the fields the API always sends), for the tool call.
+fn responses_object(model: &str, status: &str, output: Value, usage: Value) -> Value {
+    json!({
+        "id": "resp_e2e_tool", "object": "response", "created_at": 1_763_769_600,
+        "status": status, "error": null, "incomplete_details": null, "instructions": null,
+        "max_output_tokens": null, "model": model, "output": output,
+        "parallel_tool_calls": true, "previous_response_id": null,
+        "reasoning": {"effort": null, "summary": null}, "store": true, "temperature": 1.0,
+        "text": {"format": {"type": "text"}}, "tool_choice": "auto", "tools": [],
+        "top_p": 1.0, "truncation": "disabled", "usage": usage, "user": null, "metadata": {}
+    })
+}
+
+fn responses_tool_usage() -> Value {
+    json!({"input_tokens": TOOL_INPUT_TOKENS, "input_tokens_details": {"cached_tokens": 0},
+        "output_tokens": TOOL_OUTPUT_TOKENS, "output_tokens_details": {"reasoning_tokens": 0},
+        "total_tokens": TOOL_INPUT_TOKENS + TOOL_OUTPUT_TOKENS})
+}
+
+/// The `function_call` output item of a Responses reply.
+fn responses_call_item(status: &str, name: &str, arguments: &str) -> Value {
+    json!({"id": "fc_e2e_tool", "type": "function_call", "status": status,
+        "arguments": arguments, "call_id": CALL_ID, "name": name})
+}
+
+/// A Responses API reply whose one output item calls `name`.
+fn responses_tool_call(model: &str, name: &str, args: &Value) -> Value {
+    let item = responses_call_item("completed", name, &args.to_string());
+    responses_object(model, "completed", json!([item]), responses_tool_usage())
+}
+
+/// The same call streamed in the API's event order: `response.created`,
+/// `response.in_progress`, `response.output_item.added` (the `function_call` item, empty
+/// arguments), one `response.function_call_arguments.delta` per piece,
+/// `response.function_call_arguments.done`, `response.output_item.done`,
+/// `response.completed` with the usage; each event named and numbered.
+fn responses_tool_stream(model: &str, name: &str, args: &Value) -> Vec<String> {
+    let arguments = args.to_string();
+    let item = responses_call_item("completed", name, &arguments);
+    let mut payloads = vec![
+        json!({"type": "response.created",
+            "response": responses_object(model, "in_progress", json!([]), Value::Null)}),
+        json!({"type": "response.in_progress",
+            "response": responses_object(model, "in_progress", json!([]), Value::Null)}),
+        json!({"type": "response.output_item.added", "output_index": 0,
+            "item": responses_call_item("in_progress", name, "")}),
+    ];
+    for piece in argument_pieces(args) {
+        payloads.push(json!({"type": "response.function_call_arguments.delta",
+            "item_id": "fc_e2e_tool", "output_index": 0, "delta": piece}));
+    }
+    payloads.extend([
+        json!({"type": "response.function_call_arguments.done", "item_id": "fc_e2e_tool",
+            "output_index": 0, "arguments": arguments}),
+        json!({"type": "response.output_item.done", "output_index": 0, "item": item}),
+        json!({"type": "response.completed",
+            "response": responses_object(model, "completed", json!([item]), responses_tool_usage())}),
+    ]);
+    payloads
+        .into_iter()
+        .enumerate()
+        .map(|(sequence, mut payload)| {
+            payload["sequence_number"] = json!(sequence);
+            let name = payload["type"].as_str().unwrap_or_default().to_owned();
+            event(Some(&name), &payload)
+        })
+        .collect()
+}
+
+/// An Anthropic message whose one content block is a `tool_use` of `name`.
+fn anthropic_tool_call(model: &str, name: &str, args: &Value) -> Value {
+    json!({
+        "id": "msg_e2e_tool", "type": "message", "role": "assistant", "model": model,
+        "content": [{"type": "tool_use", "id": TOOLU_ID, "name": name, "input": args}],
+        "stop_reason": "tool_use", "stop_sequence": null,
+        "usage": {"input_tokens": TOOL_INPUT_TOKENS, "output_tokens": TOOL_OUTPUT_TOKENS}
+    })
+}
+
+/// The same message streamed in the API's order: `message_start`, `content_block_start` with
+/// the `tool_use` block (empty input), `ping`, `content_block_delta`s of `input_json_delta`
+/// (the first one empty, as the API sends it, then one per piece), `content_block_stop`,
+/// `message_delta` (stop reason `tool_use`, output tokens), `message_stop`.
+fn anthropic_tool_stream(model: &str, name: &str, args: &Value) -> Vec<String> {
+    let mut events = vec![
+        event(
+            Some("message_start"),
+            &json!({"type": "message_start", "message": {"id": "msg_e2e_tool", "type": "message",
+                "role": "assistant", "model": model, "content": [], "stop_reason": null,
+                "stop_sequence": null,
+                "usage": {"input_tokens": TOOL_INPUT_TOKENS, "output_tokens": 1}}}),
+        ),
+        event(
+            Some("content_block_start"),
+            &json!({"type": "content_block_start", "index": 0,
+                "content_block": {"type": "tool_use", "id": TOOLU_ID, "name": name, "input": {}}}),
+        ),
+        event(Some("ping"), &json!({"type": "ping"})),
+    ];
+    let pieces = std::iter::once(String::new()).chain(argument_pieces(args));
+    for piece in pieces {
+        events.push(event(
+            Some("content_block_delta"),
+            &json!({"type": "content_block_delta", "index": 0,
+                "delta": {"type": "input_json_delta", "partial_json": piece}}),
+        ));
+    }
+    events.extend([
+        event(Some("content_block_stop"), &json!({"type": "content_block_stop", "index": 0})),
+        event(
+            Some("message_delta"),
+            &json!({"type": "message_delta",
+                "delta": {"stop_reason": "tool_use", "stop_sequence": null},
+                "usage": {"output_tokens": TOOL_OUTPUT_TOKENS}}),
+        ),
+        event(Some("message_stop"), &json!({"type": "message_stop"})),
+    ]);
+    events
+}
+
+/// A Gemini reply whose one part is a `functionCall` of `name`. Gemini sends a call whole,
+/// never in pieces: its stream is this same object as its one event.
+fn gemini_tool_call(name: &str, args: &Value) -> Value {
+    json!({
+        "candidates": [{"content": {"role": "model",
+            "parts": [{"functionCall": {"name": name, "args": args}}]},
+            "finishReason": "STOP", "index": 0}],
+        "usageMetadata": {"promptTokenCount": TOOL_INPUT_TOKENS,
+            "candidatesTokenCount": TOOL_OUTPUT_TOKENS,
+            "totalTokenCount": TOOL_INPUT_TOKENS + TOOL_OUTPUT_TOKENS}
+    })
+}
+
 fn answer(request: &Recorded) -> Reply {
     let path = request.path_and_query.split('?').next().unwrap_or_default();
     let model = model_of(request, path);
@@ -255,7 +638,28 @@ fn answer(request: &Recorded) -> Reply {
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .insert(model.to_owned())
     });
-    let reply = if limited_now { rate_limited(path) } else { route(request, path) };
+    // Whether the conversation carries a tool result is logged for every generating request,
+    // so that a check can see a client send the result back; the tool-using turn itself is
+    // only for a model with the mark.
+    let body = serde_json::from_slice::<Value>(&request.body).unwrap_or_default();
+    let api = Api::of(path);
+    let result = api.and_then(|api| tool_result(api, &body));
+    let tool_model = model.as_deref().filter(|model| model.contains(TOOL_MARK));
+    let call = match (api, tool_model, &result) {
+        (Some(api), Some(_), None) => shell_tool(api, &body),
+        _ => None,
+    };
+    let turn = match (api, tool_model) {
+        (Some(api), Some(model)) => {
+            tool_turn(request, api, model, result.as_deref(), call.as_ref())
+        }
+        _ => None,
+    };
+    let reply = match turn {
+        _ if limited_now => rate_limited(path),
+        Some(turn) => turn,
+        None => route(request, path),
+    };
     let status = match &reply {
         Reply::Json { status, .. } => *status,
         _ => 200,
@@ -264,7 +668,8 @@ fn answer(request: &Recorded) -> Reply {
     eprintln!(
         "{}",
         json!({"at_ms": at_ms as u64, "method": request.method, "path": path, "model": model,
-            "stream": is_streamed(request, path), "status": status})
+            "stream": is_streamed(request, path), "status": status,
+            "tool_result": result.is_some(), "tool_call": call.as_ref().map(|(name, _)| *name)})
     );
     reply
 }
