@@ -92,7 +92,7 @@ pub use config::{
 pub use error::{Error, Result};
 pub use forward::MAX_ATTEMPTS;
 pub use gateway::Gateway;
-pub use guard::{state_config, state_error};
+pub use guard::{client_limit_table, state_config, state_error};
 pub use layers::Layers;
 pub use management::{ROUTES as MANAGEMENT_ROUTES, Route as ManagementRoute};
 pub use model_list::{
