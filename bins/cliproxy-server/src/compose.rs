@@ -1,8 +1,9 @@
 //! The composition: the one place where `serve` and `demo` build each layer from its section
 //! of the configuration and hand them to the gateway, which builds none itself
-//! ([`Gateway::from_parts`]). The order is the order of their dependencies: the audit sink
-//! anchors its chain in the state store; the credential store, whose exclusive lock is held
-//! for the gateway's life, comes last, as it always has.
+//! ([`Gateway::from_parts`]). The order is the order of their dependencies: the network
+//! guard's admission runs on the clock; the audit sink anchors its chain in the state store;
+//! the credential store, whose exclusive lock is held for the gateway's life, comes last, as
+//! it always has.
 //!
 //! Each builder maps its layer's errors to the config key concerned (the gateway crate's
 //! mappings: `netguard_error`, `audit_error`, the vault's `From` for its `Error`), so that a

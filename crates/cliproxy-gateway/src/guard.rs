@@ -1,6 +1,7 @@
 //! The network guard (layer 4) as the gateway composes it: the parts of `cliproxy-netguard`
-//! built from the `server:` and `state:` sections, and their upkeep (the housekeeping beat,
-//! the state store's writes and health, shutdown). What the parts do on the request path
+//! built from the `server:` and `state:` sections, the admission the binary built (its
+//! limits), and their upkeep (the housekeeping beat, the state store's writes and health,
+//! the quota counts between the admission and the state store, shutdown). What the parts do on the request path
 //! lives beside it: the limits in `guard_limits.rs`, the filing of refusals in
 //! `refusals.rs`, the alerts they fire in `alerts.rs`, the throttle of keys that make
 //! credentials rest in `cooldown_throttle.rs`, the status page in `guard_status.rs`.
@@ -67,7 +68,7 @@ pub(crate) struct Guard {
 
 impl Guard {
     /// Builds the guard from the configuration and the layers it is given: the clock, the
-    /// listener's TLS, the state store and the audit layer's metrics and sink. It opens
+    /// admission, the listener's TLS, the state store and the audit layer's metrics and sink. It opens
     /// nothing itself (the binary's `compose.rs` builds them).
     pub(crate) fn from_parts(
         config: &Config,
