@@ -19,7 +19,6 @@ use tokio::time::Instant;
 
 use crate::api::ApiFormat;
 use crate::guard::Guard;
-use crate::guard_limits::Admission;
 use crate::http_util::truncate;
 
 /// One request's context, shared by the stages of the request path; written once, by the
@@ -46,8 +45,9 @@ pub(crate) struct RequestContext {
     pub(crate) client_ip: Option<IpAddr>,
     /// The limiter standing sent as `X-RateLimit-*` on a successful answer.
     pub(crate) rate: Option<cliproxy_netguard::Admitted>,
-    /// The minute-limit reservations and quota accounting of a proxied request.
-    pub(crate) admission: Option<Admission>,
+    /// What a proxied request holds from the minute limits and quotas, until the finishing
+    /// stage settles or cancels it.
+    pub(crate) admission: Option<cliproxy_netguard::Ticket>,
     /// Whether the request went to a provider (upstream or the mock): only then do its
     /// reservations count.
     pub(crate) sent: bool,
