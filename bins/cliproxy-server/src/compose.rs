@@ -1,8 +1,9 @@
 //! The composition: the one place where `serve` and `demo` build each layer from its section
 //! of the configuration and hand them to the gateway, which builds none itself
-//! ([`Gateway::from_parts`]). The order is the order of their dependencies: the audit sink
-//! anchors its chain in the state store; the credential store, whose exclusive lock is held
-//! for the gateway's life, comes last, as it always has.
+//! ([`Gateway::from_parts`]). The order is the order of their dependencies: the network
+//! guard's admission runs on the clock; the audit sink anchors its chain in the state store;
+//! the credential store, whose exclusive lock is held for the gateway's life, comes last, as
+//! it always has.
 //!
 //! Each builder maps its layer's errors to the config key concerned (the gateway crate's
 //! mappings: `netguard_error`, `audit_error`, the vault's `From` for its `Error`), so that a
@@ -13,7 +14,9 @@ use std::sync::Arc;
 use cliproxy_audit::{AuditSink, Metrics};
 use cliproxy_gateway::{ConfigError, Error, Gateway, GatewayConfig, Layers};
 use cliproxy_netguard::tls::TlsSettings;
-use cliproxy_netguard::{Clock, SqliteStore, StateStore, SystemClock};
+use cliproxy_netguard::{
+    Admission, Clock, Limits, LocalAdmission, SqliteStore, StateStore, SystemClock,
+};
 use cliproxy_vault::CredentialStore;
 use slog::Logger;
 
@@ -44,6 +47,9 @@ pub fn layers(
 ) -> Result<Layers, Error> {
     // The network guard's clock: the system's unless a test hands in a fake.
     let clock = clock.unwrap_or_else(SystemClock::shared);
+    // `server.security.rate_limiting`, `server.rate_limit` and the `rate_limit` and `quota`
+    // of each provider and client key: the limits, on the same clock.
+    let admission = admission(config, &clock)?;
     // `server.tls`: the certificate and key are read and checked before anything is opened.
     let tls = tls(config)?;
     // `state:`: opened before the audit log, whose chain head it anchors.
@@ -55,7 +61,27 @@ pub fn layers(
     // `auth:`: the credential files, under their directory's exclusive lock for the
     // gateway's life (a vault command writing the same files meanwhile is refused).
     let credentials = credential_store(config)?;
-    Ok(Layers { clock, tls, state, metrics, audit_sink, credentials })
+    Ok(Layers { clock, admission, tls, state, metrics, audit_sink, credentials })
+}
+
+/// The in-memory admission of `server.security` (its per-IP rate limit, and its validation
+/// cap, which bounds the estimate of a request without `max_tokens`), `server.rate_limit`,
+/// `providers.<name>` and `auth.api_keys` (their `rate_limit` and `quota`). Its quota counts
+/// are seeded from the state store by the gateway, which owns that upkeep. The client keys
+/// are read as the gateway reads them, so their errors name `auth.api_keys` the same way.
+fn admission(config: &GatewayConfig, clock: &Arc<dyn Clock>) -> Result<Arc<dyn Admission>, Error> {
+    let providers =
+        config.providers.0.iter().map(|(name, provider)| {
+            (name.clone(), Limits::new(provider.rate_limit, provider.quota))
+        });
+    let clients = cliproxy_gateway::client_limit_table(&config.auth.client_keys()?);
+    Ok(Arc::new(LocalAdmission::from_config(
+        &config.server.security,
+        &config.server.rate_limit,
+        providers,
+        clients,
+        clock.clone(),
+    )))
 }
 
 /// The listener's TLS from `server.tls` (its files read and checked), `None` when off.

@@ -383,3 +383,52 @@ async fn listings_show_aliases_beside_the_names_served_as_they_are() {
         listing["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
     assert_eq!(ids, ["claude-opus-4-1", "sonnet"]);
 }
+
+#[tokio::test]
+async fn embeddings_cross_between_openai_and_gemini() {
+    let upstream = MockUpstream::start(|request| {
+        if request.path_and_query.contains(":batchEmbedContents") {
+            Reply::ok(json!({"embeddings": [{"values": [0.5, -0.25]}, {"values": [1.0, 2.0]}]}))
+        } else {
+            Reply::ok(json!({"object": "list", "model": "text-embedding-3-small",
+                "data": [{"object": "embedding", "index": 0, "embedding": [0.75, 0.125]}],
+                "usage": {"prompt_tokens": 2, "total_tokens": 2}}))
+        }
+    })
+    .await;
+    let (gateway, _dir) = gateway(&format!(
+        "  ge: {{type: gemini, base_url: \"{url}\", models: [gemini-embedding-001]}}\n  oa: {{type: openai, base_url: \"{url}\", models: [text-embedding-3-small]}}\n",
+        url = upstream.url()
+    ));
+    // The OpenAI SDK asks for base64 unless told otherwise.
+    let (status, _, body) = send(
+        &gateway,
+        "/v1/embeddings",
+        &json!({"model": "gemini-embedding-001", "input": ["a", "b"], "encoding_format": "float"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let reply: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(reply["data"][0]["embedding"], json!([0.5, -0.25]));
+    assert_eq!(reply["data"][1]["index"], 1);
+    let sent = upstream.requests();
+    assert_eq!(sent[0].path_and_query, "/v1beta/models/gemini-embedding-001:batchEmbedContents");
+    assert_eq!(sent[0].header("x-goog-api-key"), TOKEN);
+    assert_eq!(body_of(&sent[0])["requests"][1]["content"]["parts"][0]["text"], "b");
+
+    let (status, _, body) = send(
+        &gateway,
+        "/v1beta/models/text-embedding-3-small:embedContent",
+        &json!({"content": {"parts": [{"text": "hello"}]}}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let reply: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(reply, json!({"embedding": {"values": [0.75, 0.125]}}));
+    let sent = upstream.requests();
+    assert_eq!(sent[1].path_and_query, "/v1/embeddings");
+    assert_eq!(
+        body_of(&sent[1]),
+        json!({"model": "text-embedding-3-small", "input": ["hello"], "encoding_format": "float"})
+    );
+}

@@ -103,7 +103,7 @@ pub(crate) fn minute_limits_and_quotas(
     ctx: &mut RequestContext,
 ) -> Result<(), Refusal> {
     let prompt_tokens = crate::usage::prompt_estimate(charge.body_len);
-    let admission = guard
+    let ticket = guard
         .admit_request(
             client_ip,
             charge.provider,
@@ -114,9 +114,9 @@ pub(crate) fn minute_limits_and_quotas(
         )
         .map_err(|limited| (format, ApiError::limited(&limited)))?;
     if ctx.rate.is_none() {
-        ctx.rate = admission.headline();
+        ctx.rate = ticket.headline();
     }
-    ctx.admission = Some(admission);
+    ctx.admission = Some(ticket);
     ctx.free = charge.free;
     Ok(())
 }

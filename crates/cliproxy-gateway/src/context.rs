@@ -19,7 +19,6 @@ use tokio::time::Instant;
 
 use crate::api::ApiFormat;
 use crate::guard::Guard;
-use crate::guard_limits::Admission;
 use crate::http_util::truncate;
 
 /// One request's context, shared by the stages of the request path; written once, by the
@@ -46,8 +45,9 @@ pub(crate) struct RequestContext {
     pub(crate) client_ip: Option<IpAddr>,
     /// The limiter standing sent as `X-RateLimit-*` on a successful answer.
     pub(crate) rate: Option<cliproxy_netguard::Admitted>,
-    /// The minute-limit reservations and quota accounting of a proxied request.
-    pub(crate) admission: Option<Admission>,
+    /// What a proxied request holds from the minute limits and quotas, until the finishing
+    /// stage settles or cancels it.
+    pub(crate) admission: Option<cliproxy_netguard::Ticket>,
     /// Whether the request went to a provider (upstream or the mock): only then do its
     /// reservations count.
     pub(crate) sent: bool,
@@ -59,6 +59,8 @@ pub(crate) struct RequestContext {
     /// The client's and the provider's formats of a request to a generating endpoint
     /// (`translation.rs`); they differ when the request is translated.
     pub(crate) formats: Option<cliproxy_translate::Pair>,
+    /// A translated embeddings request: what its reply must honour.
+    pub(crate) embeddings: Option<cliproxy_translate::embeddings::EmbeddingsCall>,
     /// A call that generates nothing (`/v1/messages/count_tokens`: its `input_tokens` is the
     /// answer, not usage, and the provider does not bill it): settled as zero tokens rather
     /// than charged the estimate that stands in for an unreported usage.
@@ -105,6 +107,7 @@ impl RequestContext {
             sent_at: None,
             strip_usage: false,
             formats: None,
+            embeddings: None,
             free: false,
             request_id: request_id.to_owned(),
             guard,

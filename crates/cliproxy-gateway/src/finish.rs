@@ -45,23 +45,23 @@ impl RequestContext {
             if !self.sent {
                 // Refused before it left the gateway, or its client went away first:
                 // everything it held goes back.
-                admission.cancel(&self.guard);
+                self.guard.cancel(admission);
             } else if gone_unanswered {
                 // The provider has the request and may well be generating (and billing) the
                 // answer nobody will read: with no usage to go by, it is charged the estimate.
-                admission.settle(&self.guard, None);
+                self.guard.settle(admission, None);
             } else if !self.proxied || (self.status >= 400 && usage.is_none()) {
                 // Sent, but answered with an error (the gateway's after upstream refusals or
                 // a timeout, or the provider's own 4xx): the request counts, no tokens were
                 // delivered.
-                admission.settle(&self.guard, Some(0));
+                self.guard.settle(admission, Some(0));
             } else {
                 let used = if self.free {
                     Some(0)
                 } else {
                     usage.map(|u| u.input_tokens.saturating_add(u.output_tokens))
                 };
-                admission.settle(&self.guard, used);
+                self.guard.settle(admission, used);
             }
         }
         // The audit event (and its metrics) of a request that reached a provider; any

@@ -62,6 +62,8 @@ pub(crate) struct Routed<'s> {
     pub(crate) upstream_model: Option<&'s str>,
     /// The client's and the provider's formats, when the request must be translated.
     pub(crate) translation: Option<Pair>,
+    /// The client's and the provider's embeddings APIs, when they differ.
+    pub(crate) embeddings: Option<translation::EmbeddingsApis>,
 }
 
 /// Model routing, then the client key's own model list, then which format the provider is
@@ -96,7 +98,21 @@ pub(crate) fn route<'s>(
     if let Some(client_format) = translation::client_format(endpoint) {
         let wire = translation::provider_format(provider.kind, provider.api, client_format);
         ctx.formats = Some(Pair::new(client_format, wire));
-        return Ok(Routed { provider, upstream_model, translation: ctx.translation() });
+        return Ok(Routed {
+            provider,
+            upstream_model,
+            translation: ctx.translation(),
+            embeddings: None,
+        });
+    }
+    if let Some(apis) = translation::embeddings_apis(endpoint, provider.kind) {
+        ctx.formats = Some(apis.pair());
+        return Ok(Routed {
+            provider,
+            upstream_model,
+            translation: ctx.translation(),
+            embeddings: Some(apis),
+        });
     }
     if !providers::speaks(provider.kind, format) {
         let native = providers::native_format(provider.kind);
@@ -110,7 +126,7 @@ pub(crate) fn route<'s>(
             ),
         ));
     }
-    Ok(Routed { provider, upstream_model, translation: None })
+    Ok(Routed { provider, upstream_model, translation: None, embeddings: None })
 }
 
 /// A request on its way to a provider.
@@ -128,6 +144,8 @@ pub(crate) struct Outgoing<'a> {
     pub(crate) upstream_model: Option<&'a str>,
     /// The client's and the provider's formats, when they differ.
     pub(crate) translation: Option<Pair>,
+    /// The client's and the provider's embeddings APIs, when they differ.
+    pub(crate) embeddings: Option<translation::EmbeddingsApis>,
 }
 
 /// Sends the request to `provider`: the mock answers in-process; everything else goes
@@ -162,6 +180,14 @@ pub(crate) async fn send(
     // Translation (or an alias's name) first: what follows works on what goes upstream.
     let upstream_model = out.upstream_model.unwrap_or(out.model);
     let rewritten = match (out.translation, out.upstream_model) {
+        (Some(_), _) if out.embeddings.is_some() => out.embeddings.map(|apis| {
+            translation::embeddings_request(apis, &out.body, upstream_model).map(
+                |(rewritten, call)| {
+                    ctx.embeddings = Some(call);
+                    rewritten
+                },
+            )
+        }),
         (Some(pair), _) => {
             Some(translation::request(pair, &out.body, upstream_model, out.stream, &provider.name))
         }

@@ -1,6 +1,7 @@
 //! The network guard (layer 4) as the gateway composes it: the parts of `cliproxy-netguard`
-//! built from the `server:` and `state:` sections, and their upkeep (the housekeeping beat,
-//! the state store's writes and health, shutdown). What the parts do on the request path
+//! built from the `server:` and `state:` sections, the admission the binary built (its
+//! limits), and their upkeep (the housekeeping beat, the state store's writes and health,
+//! the quota counts between the admission and the state store, shutdown). What the parts do on the request path
 //! lives beside it: the limits in `guard_limits.rs`, the filing of refusals in
 //! `refusals.rs`, the alerts they fire in `alerts.rs`, the throttle of keys that make
 //! credentials rest in `cooldown_throttle.rs`, the status page in `guard_status.rs`.
@@ -11,9 +12,8 @@ use cliproxy_audit::Audit;
 use cliproxy_core::ErrorCode;
 use cliproxy_netguard::tls::TlsSettings;
 use cliproxy_netguard::{
-    Clock, Counters, DenyEntry, GlobalRateLimiter, IpFilter, IpRateLimiter, Maintenance,
-    MinuteLimiter, QuotaScope, Quotas, RejectionKind, SecurityHeaders, StateChange, StateStore,
-    Validator,
+    Admission, Clock, Counters, DenyEntry, IpFilter, Limits, Maintenance, QuotaScope,
+    RejectionKind, SecurityHeaders, StateChange, StateStore, Validator,
 };
 use ipnetwork::IpNetwork;
 use slog::{Logger, error, info, warn};
@@ -34,22 +34,10 @@ pub(crate) struct Guard {
     pub(crate) maintenance: Maintenance,
     pub(crate) counters: Counters,
     pub(crate) clock: Arc<dyn Clock>,
-    /// `server.security.rate_limiting`, when on.
-    pub(crate) per_ip: Option<IpRateLimiter>,
-    /// `server.rate_limit`, when on: the bucket of requests with a valid client key.
-    pub(crate) global: Option<GlobalRateLimiter>,
-    /// A bucket of the same size for requests without a valid client key, so that strangers
-    /// cannot empty the one keyed clients draw on, while their flood stays bounded as a whole.
-    pub(crate) strangers: Option<GlobalRateLimiter>,
-    /// `providers.<name>.rate_limit`.
-    pub(crate) provider_minutes: MinuteLimiter,
-    /// `auth.api_keys[N].rate_limit`.
-    pub(crate) client_minutes: MinuteLimiter,
-    /// `providers.<name>.quota` and `auth.api_keys[N].quota`.
-    pub(crate) quotas: Quotas,
-    /// Tokens assumed for a request without `max_tokens`: `DEFAULT_TOKEN_ESTIMATE`, or the
-    /// validation cap when it is lower.
-    pub(crate) estimate: u64,
+    /// The limit decisions (`server.security.rate_limiting`, `server.rate_limit`, and the
+    /// `rate_limit` and `quota` of each provider and client key), as the binary built them:
+    /// the per-IP and global buckets, the minute limits and quotas (`guard_limits.rs`).
+    pub(crate) admission: Arc<dyn Admission>,
     /// Per refusal kind: the second of the last log line, and the lines left out since.
     pub(crate) last_logged: [std::sync::atomic::AtomicU64; RejectionKind::ALL.len()],
     pub(crate) suppressed: [std::sync::atomic::AtomicU64; RejectionKind::ALL.len()],
@@ -68,8 +56,6 @@ pub(crate) struct Guard {
     pub(crate) audit: Arc<Audit>,
     /// The queue of fired alerts and the worker that carries them out (`alerts.rs`).
     pub(crate) alerts: AlertQueue,
-    /// The limits of each client key name the minute limiters and quotas were built with.
-    client_limit_table: ClientLimitTable,
     /// When each rule last wrote a violation line for each address (shared with the alert
     /// worker, whose lines go under the same budget).
     pub(crate) violations: Arc<ViolationBook>,
@@ -82,7 +68,7 @@ pub(crate) struct Guard {
 
 impl Guard {
     /// Builds the guard from the configuration and the layers it is given: the clock, the
-    /// listener's TLS, the state store and the audit layer's metrics and sink. It opens
+    /// admission, the listener's TLS, the state store and the audit layer's metrics and sink. It opens
     /// nothing itself (the binary's `compose.rs` builds them).
     pub(crate) fn from_parts(
         config: &Config,
@@ -112,46 +98,12 @@ impl Guard {
         }
         let headers = SecurityHeaders::new(&server.security.headers, server.tls.enabled)
             .map_err(config_error)?;
-        // A request without `max_tokens` is not bounded by the cap (it caps what is asked
-        // for, and nothing is), so its estimate is a fixed figure, a lower cap taking its
-        // place. Holding a cap sized for coding clients (128000) instead would let two such
-        // requests fill a client key's tokens per minute until their usage comes back.
-        let estimate = server
-            .security
-            .request_validation
-            .max_tokens
-            .map_or(cliproxy_netguard::DEFAULT_TOKEN_ESTIMATE, |cap| {
-                u64::from(cap.get()).min(cliproxy_netguard::DEFAULT_TOKEN_ESTIMATE)
-            });
-        let provider_limits: Vec<(String, cliproxy_core::RateLimit)> = config
-            .providers
-            .0
-            .iter()
-            .filter_map(|(name, p)| p.rate_limit.map(|limit| (name.clone(), limit)))
-            .collect();
-        let provider_quotas: Vec<(String, cliproxy_core::Quota)> = config
-            .providers
-            .0
-            .iter()
-            .filter_map(|(name, p)| p.quota.map(|quota| (name.clone(), quota)))
-            .collect();
-        let keys = config.auth.client_keys()?;
-        let client_limits: Vec<(String, cliproxy_core::RateLimit)> = keys
-            .identities()
-            .filter_map(|id| id.rate_limit.map(|limit| (id.name.clone(), limit)))
-            .collect();
-        let client_quotas: Vec<(String, cliproxy_core::Quota)> = keys
-            .identities()
-            .filter_map(|id| id.quota.map(|quota| (id.name.clone(), quota)))
-            .collect();
-        let client_limit_table = limit_table(&keys);
-        let quota_providers: Vec<String> =
-            provider_quotas.iter().map(|(name, _)| name.clone()).collect();
-        let quotas = Quotas::new(provider_quotas, client_quotas, clock.clone());
-        quotas.seed(state.load_quota_usage().map_err(state_error)?);
+        // The limits count on from the quota usage the state store kept.
+        let admission = layers.admission.clone();
+        admission.seed_usage(state.load_quota_usage().map_err(state_error)?);
         // `cliproxy_quota_remaining` from the first scrape, then after every request.
-        for name in &quota_providers {
-            if let Some(status) = quotas.status(QuotaScope::Provider, name) {
+        for name in config.providers.0.keys() {
+            if let Some(status) = admission.quota_status(QuotaScope::Provider, name) {
                 audit.metrics().set_quota_remaining(name, status.remaining);
             }
         }
@@ -191,7 +143,7 @@ impl Guard {
             source,
         })?;
         Ok(Self {
-            estimate,
+            admission,
             last_logged: Default::default(),
             suppressed: Default::default(),
             last_purge: Default::default(),
@@ -201,27 +153,10 @@ impl Guard {
             flush_interval: config.state.flush_interval,
             audit,
             alerts,
-            client_limit_table,
             violations,
             auth_failures: ViolationBook::by_id(),
             cooldown_abuse: crate::abuse::CooldownAbuse::new(&server.security.cooldown_abuse)
                 .map_err(crate::config::ConfigError::new)?,
-            per_ip: IpRateLimiter::from_config(&server.security.rate_limiting, clock.clone()),
-            global: GlobalRateLimiter::from_config(&server.rate_limit, clock.clone()),
-            strangers: GlobalRateLimiter::from_config(&server.rate_limit, clock.clone()),
-            provider_minutes: MinuteLimiter::new(
-                QuotaScope::Provider,
-                provider_limits,
-                estimate,
-                clock.clone(),
-            ),
-            client_minutes: MinuteLimiter::new(
-                QuotaScope::Client,
-                client_limits,
-                estimate,
-                clock.clone(),
-            ),
-            quotas,
             ip,
             headers,
             validator: Validator::new(&server.security.request_validation),
@@ -246,9 +181,7 @@ impl Guard {
     /// Housekeeping the server runs every `state.flush_interval`: drops idle per-IP buckets
     /// and expired denylist entries.
     pub(crate) fn tick(&self) {
-        if let Some(limiter) = &self.per_ip {
-            limiter.evict_idle();
-        }
+        self.admission.evict_idle();
         // Expired denylist entries leave the store at once; ended management bans (which
         // only the store keeps) once a minute.
         let now = self.clock.unix_seconds();
@@ -320,7 +253,7 @@ impl Guard {
 
     /// Hands changed quota counts to the state store (which writes them in its next batch).
     pub(crate) fn save_quotas(&self) {
-        for usage in self.quotas.take_dirty() {
+        for usage in self.admission.take_dirty_usage() {
             self.state.submit(StateChange::Quota(usage));
         }
     }
@@ -356,36 +289,30 @@ pub(crate) fn check_config(config: &Config) -> std::result::Result<(), String> {
     Ok(())
 }
 
-/// Per client key name: its requests/tokens per minute and its quota.
-type ClientLimitTable = std::collections::BTreeMap<
-    String,
-    (Option<cliproxy_core::RateLimit>, Option<cliproxy_core::Quota>),
->;
-
-fn limit_table(keys: &cliproxy_vault::ClientKeys) -> ClientLimitTable {
-    keys.identities().map(|id| (id.name.clone(), (id.rate_limit, id.quota))).collect()
+/// The limits of each client key, by name, as an [`Admission`] takes them (at start-up in
+/// the binary's composition, and on a reload).
+pub fn client_limit_table(keys: &cliproxy_vault::ClientKeys) -> cliproxy_netguard::LimitTable {
+    keys.identities().map(|id| (id.name.clone(), Limits::new(id.rate_limit, id.quota))).collect()
 }
 
 impl Guard {
-    /// Why `keys` cannot replace the running client keys without a restart: a key whose
-    /// name has no limits here, or other limits, than in the config the limiters and quotas
-    /// were built from (a new or renamed key with limits, changed limits). Swapping such a
-    /// set in would leave that key unlimited.
+    /// Puts the limits of reloaded client keys in force through the admission, or says why
+    /// `keys` cannot replace the running client keys without a restart: a key whose name
+    /// has no limits there, or other limits, than the admission runs with (a new or renamed
+    /// key with limits, changed limits), which the default one cannot change while it
+    /// runs. Swapping such a set in would leave that key unlimited.
     pub(crate) fn client_limits_differ(&self, keys: &cliproxy_vault::ClientKeys) -> Option<String> {
-        let differing: Vec<String> = limit_table(keys)
-            .into_iter()
-            .filter(|(name, limits)| {
-                let running = self.client_limit_table.get(name).copied().unwrap_or((None, None));
-                limits != &running
-            })
-            .map(|(name, _)| name)
-            .collect();
-        (!differing.is_empty()).then(|| {
-            format!(
+        match self.admission.update_client_limits(&client_limit_table(keys)) {
+            Ok(()) => None,
+            Err(cliproxy_netguard::Error::ClientLimitsFixed { names }) => Some(format!(
                 "client key(s) {} have rate_limit or quota settings the running limiters were not built with (a new or renamed key with limits, or changed limits); restart to apply the new auth.api_keys",
-                differing.join(", ")
-            )
-        })
+                names.join(", ")
+            )),
+            Err(other) => Some(format!(
+                "{}; restart to apply the new auth.api_keys",
+                crate::netguard_error(&other)
+            )),
+        }
     }
 }
 

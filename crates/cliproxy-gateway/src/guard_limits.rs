@@ -1,83 +1,29 @@
-//! The network guard's limits on the request path: the per-IP bucket (step 7), the global
-//! buckets once the client key is judged, and per request the provider's and the client
-//! key's minute limits and quotas (step 10), held as an [`Admission`] until the reply ends.
+//! The network guard's limits on the request path, asked of the [`Admission`] the binary
+//! composed: the per-IP bucket (step 7), the global buckets once the client key is judged,
+//! and per request the provider's and the client key's minute limits and quotas (step 10),
+//! held as a [`Ticket`] until the finishing stage settles or cancels it. Each refusal is
+//! filed here (`refusals.rs`), with the config key that sets the limit.
 
 use std::net::IpAddr;
 
-use cliproxy_netguard::{Admitted, LimitKind, Limited, QuotaScope, RejectionKind, Reservation};
+use cliproxy_netguard::{Admitted, Caller, LimitKind, Limited, RejectionKind, Ticket};
 
 use crate::guard::Guard;
 use crate::refusals::Context;
-
-/// What a proxied request holds from the minute limits until its reply ends: the reserved
-/// tokens are settled with the real usage, which is also added to the quotas.
-#[derive(Debug)]
-pub(crate) struct Admission {
-    provider: String,
-    client: String,
-    provider_minute: Reservation,
-    client_minute: Reservation,
-    /// The tokens held against each quota while the request runs (its prompt estimate plus
-    /// its `max_tokens` or the guard's estimate, capped at the quota's limit; 0 without a
-    /// quota), charged when its reply reports no usage.
-    provider_quota: u64,
-    client_quota: u64,
-}
-
-impl Admission {
-    /// Settles the reservations with the real usage and counts it against the quotas. A
-    /// reply without a usage figure (a stream from an OpenAI-compatible upstream that ignores
-    /// `stream_options.include_usage`, a client that hung up) is charged the estimate, prompt
-    /// included: unknown usage must not be free. Each limit is charged the estimate as it
-    /// held it, capped at that limit (see `Quotas::reserve` and `MinuteLimiter::reserve`), so
-    /// that a `max_tokens` of 2^64-1 accepted with validation off costs at most a whole quota
-    /// or minute, never more.
-    pub(crate) fn settle(self, guard: &Guard, used_tokens: Option<u64>) {
-        let charge = |held: u64| used_tokens.unwrap_or(held);
-        let provider_minute = charge(self.provider_minute.reserved_tokens());
-        self.provider_minute.settle(provider_minute);
-        let client_minute = charge(self.client_minute.reserved_tokens());
-        self.client_minute.settle(client_minute);
-        let (provider, client) = (charge(self.provider_quota), charge(self.client_quota));
-        guard.quotas.settle(QuotaScope::Provider, &self.provider, self.provider_quota, provider);
-        guard.quotas.settle(QuotaScope::Client, &self.client, self.client_quota, client);
-        if let Some(status) = guard.quotas.status(QuotaScope::Provider, &self.provider) {
-            guard.audit.metrics().set_quota_remaining(&self.provider, status.remaining);
-        }
-        // Straight to the state store's queue: its writer commits within one flush interval.
-        guard.save_quotas();
-    }
-
-    /// Gives everything back for a request that was never sent upstream.
-    pub(crate) fn cancel(self, guard: &Guard) {
-        self.provider_minute.cancel();
-        self.client_minute.cancel();
-        guard.quotas.release(QuotaScope::Provider, &self.provider, self.provider_quota);
-        guard.quotas.release(QuotaScope::Client, &self.client, self.client_quota);
-    }
-
-    /// The client key's requests-per-minute standing, for the `X-RateLimit-*` headers.
-    pub(crate) fn headline(&self) -> Option<Admitted> {
-        self.client_minute.requests().or(self.provider_minute.requests())
-    }
-}
 
 impl Guard {
     /// Step 7: the per-IP token bucket, before authentication. On success, its standing for
     /// the `X-RateLimit-*` headers.
     pub(crate) fn admit(&self, ip: IpAddr, request_id: &str) -> Result<Option<Admitted>, Limited> {
-        let context = Context { request_id: Some(request_id), ..Context::default() };
-        match &self.per_ip {
-            Some(limiter) => Ok(Some(limiter.check(ip).inspect_err(|limited| {
-                self.reject_in(
-                    RejectionKind::PerIpRateLimit,
-                    ip,
-                    &crate::netguard_keys::limited_message(limited),
-                    &context,
-                );
-            })?)),
-            None => Ok(None),
-        }
+        self.admission.check_ip(ip).inspect_err(|limited| {
+            let context = Context { request_id: Some(request_id), ..Context::default() };
+            self.reject_in(
+                RejectionKind::PerIpRateLimit,
+                ip,
+                &crate::netguard_keys::limited_message(limited),
+                &context,
+            );
+        })
     }
 
     /// Once the client key is judged (between steps 7 and 10): the global token bucket of the
@@ -91,10 +37,9 @@ impl Guard {
         request_id: &str,
         authenticated: bool,
     ) -> Result<(), Limited> {
-        let bucket = if authenticated { &self.global } else { &self.strangers };
-        let Some(bucket) = bucket else { return Ok(()) };
-        let context = Context { request_id: Some(request_id), ..Context::default() };
-        bucket.check().map(drop).inspect_err(|limited| {
+        let caller = if authenticated { Caller::Keyed } else { Caller::Stranger };
+        self.admission.check_global(caller).inspect_err(|limited| {
+            let context = Context { request_id: Some(request_id), ..Context::default() };
             self.reject_in(
                 RejectionKind::GlobalRateLimit,
                 ip,
@@ -105,11 +50,11 @@ impl Guard {
     }
 
     /// Step 10: the provider's and the client key's requests and tokens per minute, then
-    /// their quotas. Nothing is held when any of them refuses. Each holds the request's
-    /// estimate: its prompt (`prompt_tokens`, estimated from the body) and its output cap
-    /// (`max_tokens`, or the estimate of a request without one), so that a large prompt with
-    /// a tiny output cap holds, and is charged when no usage comes back, what it will really
-    /// cost.
+    /// their quotas, in one call: nothing is held when any of them refuses. Each holds the
+    /// request's estimate: its prompt (`prompt_tokens`, estimated from the body) and its
+    /// output cap (`max_tokens`, or the admission's estimate of a request without one), so
+    /// that a large prompt with a tiny output cap holds, and is charged when no usage comes
+    /// back, what it will really cost.
     pub(crate) fn admit_request(
         &self,
         ip: IpAddr,
@@ -118,52 +63,37 @@ impl Guard {
         prompt_tokens: u64,
         max_tokens: Option<u64>,
         request_id: &str,
-    ) -> Result<Admission, Limited> {
-        let context =
-            Context { request_id: Some(request_id), user: Some(client), provider: Some(provider) };
-        let refuse = |limited: Limited| {
+    ) -> Result<Ticket, Limited> {
+        self.admission.reserve(provider, client, prompt_tokens, max_tokens).inspect_err(|limited| {
+            let context = Context {
+                request_id: Some(request_id),
+                user: Some(client),
+                provider: Some(provider),
+            };
             let kind = match limited.kind {
                 LimitKind::ProviderQuota | LimitKind::ClientQuota => RejectionKind::Quota,
                 _ => RejectionKind::MinuteLimit,
             };
-            self.reject_in(kind, ip, &crate::netguard_keys::limited_message(&limited), &context);
-            limited
-        };
-        let estimate = prompt_tokens.saturating_add(max_tokens.unwrap_or(self.estimate));
-        let provider_minute =
-            self.provider_minutes.reserve(provider, Some(estimate)).map_err(refuse)?;
-        let client_minute = match self.client_minutes.reserve(client, Some(estimate)) {
-            Ok(reservation) => reservation,
-            Err(limited) => {
-                provider_minute.cancel();
-                return Err(refuse(limited));
-            }
-        };
-        let provider_quota = match self.quotas.reserve(QuotaScope::Provider, provider, estimate) {
-            Ok(held) => held,
-            Err(limited) => {
-                provider_minute.cancel();
-                client_minute.cancel();
-                return Err(refuse(limited));
-            }
-        };
-        let client_quota = match self.quotas.reserve(QuotaScope::Client, client, estimate) {
-            Ok(held) => held,
-            Err(limited) => {
-                provider_minute.cancel();
-                client_minute.cancel();
-                self.quotas.release(QuotaScope::Provider, provider, provider_quota);
-                return Err(refuse(limited));
-            }
-        };
-        Ok(Admission {
-            provider: provider.to_owned(),
-            client: client.to_owned(),
-            provider_minute,
-            client_minute,
-            provider_quota,
-            client_quota,
+            self.reject_in(kind, ip, &crate::netguard_keys::limited_message(limited), &context);
         })
+    }
+
+    /// Settles a ticket with the real usage, which the admission also adds to the quotas. A
+    /// reply without a usage figure (a stream from an OpenAI-compatible upstream that
+    /// ignores `stream_options.include_usage`, a client that hung up) is charged the
+    /// estimate, prompt included: unknown usage must not be free.
+    pub(crate) fn settle(&self, ticket: Ticket, used_tokens: Option<u64>) {
+        let settled = self.admission.settle(ticket, used_tokens);
+        if let Some(status) = settled.provider_quota {
+            self.audit.metrics().set_quota_remaining(&settled.provider, status.remaining);
+        }
+        // Straight to the state store's queue: its writer commits within one flush interval.
+        self.save_quotas();
+    }
+
+    /// Gives everything a ticket held back, for a request that was never sent upstream.
+    pub(crate) fn cancel(&self, ticket: Ticket) {
+        self.admission.cancel(ticket);
     }
 }
 
@@ -232,9 +162,9 @@ mod tests {
             let log = Logger::root(slog::Discard, slog::o!());
             let guard = Guard::build(&config, Some(clock), &log).unwrap();
             let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
-            let admission = guard.admit_request(ip, "p", "alice", 10, None, "r1").unwrap();
-            let held = admission.client_quota;
-            admission.settle(&guard, Some(0));
+            let ticket = guard.admit_request(ip, "p", "alice", 10, None, "r1").unwrap();
+            let held = ticket.quota_held(cliproxy_netguard::QuotaScope::Client);
+            guard.settle(ticket, Some(0));
             held
         };
         assert_eq!(held("{enabled: true}"), 10 + cliproxy_netguard::DEFAULT_TOKEN_ESTIMATE);

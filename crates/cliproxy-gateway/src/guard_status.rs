@@ -13,11 +13,12 @@ impl Guard {
             .into_iter()
             .map(|(name, count)| (name.to_owned(), count.into()))
             .collect();
+        let limits = self.admission.status();
         serde_json::json!({
             "tls": self.tls.is_some(),
             "maintenance": self.maintenance.get(),
-            "per_ip_rate_limit": self.per_ip.as_ref().map(|l| serde_json::json!({"tracked": l.len(), "capacity": l.capacity()})),
-            "global_rate_limit": self.global.is_some(),
+            "per_ip_rate_limit": limits.per_ip.map(|l| serde_json::json!({"tracked": l.tracked, "capacity": l.capacity})),
+            "global_rate_limit": limits.global,
             "runtime_denylist_entries": self.ip.runtime_denylist().len(),
             "state": self.state.describe(),
             "rejections": rejections,

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use cliproxy_audit::{AuditSink, Metrics};
 use cliproxy_netguard::tls::TlsSettings;
-use cliproxy_netguard::{Clock, StateStore};
+use cliproxy_netguard::{Admission, Clock, StateStore};
 use cliproxy_vault::CredentialStore;
 
 /// The layers a [`Gateway`](crate::Gateway) is composed of, each behind its trait, so that
@@ -18,6 +18,10 @@ pub struct Layers {
     pub clock: Arc<dyn Clock>,
     /// The listener's TLS (`server.tls`), or `None` for plain HTTP.
     pub tls: Option<TlsSettings>,
+    /// The network guard's limit decisions: the per-IP and global buckets, the minute
+    /// limits and quotas of providers and client keys. Its quota counts are seeded from
+    /// `state` at start and handed back to it as they change.
+    pub admission: Arc<dyn Admission>,
     /// Where quota usage, the runtime denylist, management bans and the audit log's head
     /// anchor survive restarts.
     pub state: Arc<dyn StateStore>,
@@ -35,6 +39,7 @@ impl std::fmt::Debug for Layers {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Layers")
             .field("tls", &self.tls.is_some())
+            .field("admission", &self.admission)
             .field("state", &self.state.describe())
             .field("audit_sink", &self.audit_sink)
             .field("credentials", &self.credentials.location())

@@ -1,5 +1,6 @@
 //! The cliproxy gateway: the request pipeline and the provider adapters, taking the layers
-//! (state store, credential store, audit sink, clock, TLS) behind their traits in a
+//! (the network guard's admission, state store, credential store, audit sink, clock, TLS)
+//! behind their traits in a
 //! [`Layers`] and building none of them itself ([`Gateway::from_parts`]); the binary
 //! (`cliproxy-server`) loads the configuration, builds each layer from its section and hands
 //! the gateway its view of the configuration ([`GatewayConfig`]).
@@ -16,7 +17,8 @@
 //! # fn layers() -> Layers { unimplemented!() }
 //! let config = GatewayConfig::default();
 //! let log = slog::Logger::root(slog::Discard, slog::o!());
-//! // The state store, credential store, audit sink, clock and TLS, each behind its trait
+//! // The admission, state store, credential store, audit sink, clock and TLS, each behind
+//! // its trait
 //! // (`cliproxy-server`'s `compose.rs` builds the default ones from their sections).
 //! let layers: Layers = layers();
 //! let gateway = Gateway::from_parts(&config, layers, log.clone())?;
@@ -94,7 +96,7 @@ pub use config::{
 pub use error::{Error, Result};
 pub use forward::MAX_ATTEMPTS;
 pub use gateway::Gateway;
-pub use guard::{state_config, state_error};
+pub use guard::{client_limit_table, state_config, state_error};
 pub use layers::Layers;
 pub use management::{ROUTES as MANAGEMENT_ROUTES, Route as ManagementRoute};
 pub use model_list::{

@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use cliproxy_audit::Metrics;
 use cliproxy_netguard::tls::TlsSettings;
-use cliproxy_netguard::{Clock, SqliteStore, StateStore, SystemClock};
+use cliproxy_netguard::{
+    Admission, Clock, Limits, LocalAdmission, SqliteStore, StateStore, SystemClock,
+};
 use slog::Logger;
 
 use crate::config::{ConfigError, GatewayConfig};
@@ -21,6 +23,19 @@ pub(crate) fn build(
     log: &Logger,
 ) -> Result<Layers> {
     let clock = clock.unwrap_or_else(SystemClock::shared);
+    let providers = config
+        .providers
+        .0
+        .iter()
+        .map(|(name, p)| (name.clone(), Limits::new(p.rate_limit, p.quota)));
+    let clients = crate::guard::client_limit_table(&config.auth.client_keys()?);
+    let admission: Arc<dyn Admission> = Arc::new(LocalAdmission::from_config(
+        &config.server.security,
+        &config.server.rate_limit,
+        providers,
+        clients,
+        clock.clone(),
+    ));
     let tls = TlsSettings::build(&config.server.tls)
         .map_err(|e| ConfigError::new(crate::netguard_error(&e)))?;
     // Opened before the audit log: it holds the log's head anchor.
@@ -36,5 +51,5 @@ pub(crate) fn build(
         .build(metrics.clone(), options)
         .map_err(|e| ConfigError::new(crate::audit_anchor::audit_error(&e)))?;
     let credentials = config.auth.build_exclusive()?;
-    Ok(Layers { clock, tls, state, metrics, audit_sink, credentials })
+    Ok(Layers { clock, admission, tls, state, metrics, audit_sink, credentials })
 }

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use cliproxy_core::ErrorCode;
+use cliproxy_translate::embeddings::{self, EmbeddingsApi, EmbeddingsCall};
 use cliproxy_translate::{Format, Pair};
 use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};
@@ -64,6 +65,63 @@ pub(crate) fn family(format: Format) -> ApiFormat {
         Format::Anthropic => ApiFormat::Anthropic,
         Format::Gemini => ApiFormat::Gemini,
     }
+}
+
+/// An embeddings request between OpenAI's API and Gemini's (Anthropic has none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct EmbeddingsApis {
+    pub(crate) client: EmbeddingsApi,
+    pub(crate) provider: EmbeddingsApi,
+}
+
+impl EmbeddingsApis {
+    /// The formats whose error bodies the two sides speak.
+    pub(crate) fn pair(self) -> Pair {
+        let format = |api| match api {
+            EmbeddingsApi::OpenAi => Format::OpenAiChat,
+            EmbeddingsApi::GeminiSingle | EmbeddingsApi::GeminiBatch => Format::Gemini,
+        };
+        Pair::new(format(self.client), format(self.provider))
+    }
+}
+
+/// The embeddings APIs of a request to an embeddings endpoint whose provider speaks the
+/// other API; `None` for any other request (the mock answers every API itself).
+pub(crate) fn embeddings_apis(
+    endpoint: &Endpoint<'_>,
+    kind: ProviderKind,
+) -> Option<EmbeddingsApis> {
+    let client = match endpoint {
+        Endpoint::Embeddings => EmbeddingsApi::OpenAi,
+        Endpoint::GeminiEmbed { batch: false, .. } => EmbeddingsApi::GeminiSingle,
+        Endpoint::GeminiEmbed { batch: true, .. } => EmbeddingsApi::GeminiBatch,
+        _ => return None,
+    };
+    let provider = match (kind, client) {
+        (ProviderKind::Openai, EmbeddingsApi::GeminiSingle | EmbeddingsApi::GeminiBatch) => {
+            EmbeddingsApi::OpenAi
+        }
+        (ProviderKind::Gemini, EmbeddingsApi::OpenAi) => EmbeddingsApi::GeminiBatch,
+        _ => return None,
+    };
+    Some(EmbeddingsApis { client, provider })
+}
+
+/// Translates an embeddings request for the provider's API; the call is what its reply must
+/// honour.
+pub(crate) fn embeddings_request(
+    apis: EmbeddingsApis,
+    body: &[u8],
+    model: &str,
+) -> Result<(Rewritten, EmbeddingsCall), ApiError> {
+    let (body, call) = embeddings::request(apis.client, apis.provider, body, model)
+        .map_err(|e| ApiError::new(ErrorCode::BadRequest, e.to_string()))?;
+    let path = match apis.provider {
+        EmbeddingsApi::OpenAi => "/v1/embeddings".to_owned(),
+        EmbeddingsApi::GeminiSingle => format!("/v1beta/models/{model}:embedContent"),
+        EmbeddingsApi::GeminiBatch => format!("/v1beta/models/{model}:batchEmbedContents"),
+    };
+    Ok((Rewritten { body: Bytes::from(body), path_and_query: Some(path) }, call))
 }
 
 /// What goes upstream for a translated request, or for an alias.
@@ -183,7 +241,11 @@ pub(crate) async fn reply(
         }
     };
     let (status, body) = if upstream.status.is_success() {
-        let body = pair.response(&bytes).map_err(|error| {
+        let translated = match &ctx.embeddings {
+            Some(call) => embeddings::response(call, &bytes, ctx.model.as_deref().unwrap_or("")),
+            None => pair.response(&bytes),
+        };
+        let body = translated.map_err(|error| {
             ApiError::new(
                 ErrorCode::UpstreamFailure,
                 format!(

@@ -1,10 +1,12 @@
 //! The gateway composed from in-memory fakes of every layer it takes (issue 20): a state
-//! store, a credential store and an audit sink that are plain maps and lists, and a fake
-//! clock. `Gateway::from_parts` is handed them and nothing else, so a request that reaches
-//! the mock upstream with the fake store's token, an audit event that lands in the fake
-//! sink and a quota refused on the usage the fake state store holds show that the gateway
-//! uses the layers it is given and builds none of its own (nothing is written under
-//! `auth.dir`, which does not even exist).
+//! store, a credential store and an audit sink that are plain maps and lists, a fake clock,
+//! and the network guard's admission (the in-memory default, or a fake that decides what a
+//! test tells it). `Gateway::from_parts` is handed them and nothing else, so a request that
+//! reaches the mock upstream with the fake store's token, an audit event that lands in the
+//! fake sink, a quota refused on the usage the fake state store holds, and a 429 and a
+//! settlement that only the fake admission could have made show that the gateway uses the
+//! layers it is given and builds none of its own (nothing is written under `auth.dir`, which
+//! does not even exist).
 
 #![allow(clippy::unwrap_used, clippy::panic, reason = "a failed expectation fails the test")]
 
@@ -18,7 +20,9 @@ use cliproxy_core::{QuotaPeriod, Secret};
 use cliproxy_e2e::{MockUpstream, Reply, canned};
 use cliproxy_gateway::{ConfigLoader, Gateway, GatewayConfig, Layers};
 use cliproxy_netguard::{
-    Ban, Clock, DenyEntry, FakeClock, QuotaScope, QuotaUsage, StateChange, StateStore,
+    Admission, AdmissionStatus, Admitted, Ban, Caller, Clock, DenyEntry, FakeClock, LimitKind,
+    LimitTable, Limited, Limits, LocalAdmission, QuotaScope, QuotaStatus, QuotaUsage, Reservation,
+    Settled, StateChange, StateStore, Ticket,
 };
 use cliproxy_vault::{
     Credential, CredentialMeta, CredentialStore, ListEntry, Protection, Reencrypted,
@@ -230,6 +234,128 @@ impl AuditSink for MemorySink {
     fn flush(&self) {}
 }
 
+/// An admission that decides what the test tells it: the per-IP bucket refuses every
+/// request when `refuse_ip` is set (with a `Retry-After` no real bucket of the config
+/// would give), and every other limit admits, standing at "8 of 9 left". It keeps every
+/// settlement it is asked for, and says when one arrives.
+#[derive(Debug)]
+struct FakeAdmission {
+    refuse_ip: bool,
+    /// `(provider, client, used tokens)` of each settled ticket.
+    settled: Mutex<Vec<(String, String, Option<u64>)>>,
+    /// The number of tickets settled, for a test to wait on.
+    settlements: tokio::sync::watch::Sender<usize>,
+    /// The tickets cancelled.
+    cancelled: Mutex<usize>,
+}
+
+/// The `Retry-After` of the fake's per-IP refusal, in seconds.
+const FAKE_RETRY_SECS: u64 = 17;
+
+impl FakeAdmission {
+    fn new(refuse_ip: bool) -> Self {
+        Self {
+            refuse_ip,
+            settled: Mutex::new(Vec::new()),
+            settlements: tokio::sync::watch::Sender::new(0),
+            cancelled: Mutex::new(0),
+        }
+    }
+
+    /// Waits until `count` tickets have been settled. A proxied request is settled once its
+    /// body has been read to the end, from a task of its own, so it may come after the
+    /// response was collected; `WAIT` only turns a hang into a failure.
+    async fn wait_for_settlements(&self, count: usize) {
+        let mut settlements = self.settlements.subscribe();
+        tokio::time::timeout(cliproxy_e2e::WAIT, settlements.wait_for(|n| *n >= count))
+            .await
+            .unwrap_or_else(|_| panic!("no settlement: {:?}", self.settled.lock().unwrap()))
+            .unwrap();
+    }
+}
+
+impl Admission for FakeAdmission {
+    fn check_ip(&self, _ip: std::net::IpAddr) -> Result<Option<Admitted>, Limited> {
+        if self.refuse_ip {
+            let wait = std::time::Duration::from_secs(FAKE_RETRY_SECS);
+            return Err(Limited::new(LimitKind::PerIp, None, 1, 0, wait, wait));
+        }
+        Ok(None)
+    }
+
+    fn check_global(&self, _caller: Caller) -> Result<(), Limited> {
+        Ok(())
+    }
+
+    fn reserve(
+        &self,
+        provider: &str,
+        client: &str,
+        _prompt_tokens: u64,
+        _max_tokens: Option<u64>,
+    ) -> Result<Ticket, Limited> {
+        let standing = Admitted::new(9, 8, std::time::Duration::from_secs(60));
+        let client_minute = Reservation::recorded(0, Some(standing), None);
+        Ok(Ticket::new(
+            provider.to_owned(),
+            client.to_owned(),
+            Reservation::unlimited(),
+            client_minute,
+            0,
+            0,
+        ))
+    }
+
+    fn settle(&self, ticket: Ticket, used_tokens: Option<u64>) -> Settled {
+        let entry = (ticket.provider().to_owned(), ticket.client().to_owned(), used_tokens);
+        self.settled.lock().unwrap().push(entry);
+        self.settlements.send_modify(|n| *n += 1);
+        Settled::new(ticket.provider().to_owned(), None)
+    }
+
+    fn cancel(&self, _ticket: Ticket) {
+        *self.cancelled.lock().unwrap() += 1;
+    }
+
+    fn quota_status(&self, _scope: QuotaScope, _name: &str) -> Option<QuotaStatus> {
+        None
+    }
+
+    fn status(&self) -> AdmissionStatus {
+        AdmissionStatus::new(None, false)
+    }
+
+    fn evict_idle(&self) {}
+
+    fn seed_usage(&self, _stored: Vec<QuotaUsage>) -> usize {
+        0
+    }
+
+    fn take_dirty_usage(&self) -> Vec<QuotaUsage> {
+        Vec::new()
+    }
+
+    fn update_client_limits(&self, _limits: &LimitTable) -> cliproxy_netguard::Result<()> {
+        Ok(())
+    }
+}
+
+/// The default admission of `config`, in memory, on `clock` (what the binary composes).
+fn local_admission(config: &GatewayConfig, clock: Arc<dyn Clock>) -> Arc<dyn Admission> {
+    let providers =
+        config.providers.0.iter().map(|(name, provider)| {
+            (name.clone(), Limits::new(provider.rate_limit, provider.quota))
+        });
+    let clients = cliproxy_gateway::client_limit_table(&config.auth.client_keys().unwrap());
+    Arc::new(LocalAdmission::from_config(
+        &config.server.security,
+        &config.server.rate_limit,
+        providers,
+        clients,
+        clock,
+    ))
+}
+
 /// The fakes a gateway was composed of, for the test to look into.
 struct Fakes {
     state: Arc<MemoryState>,
@@ -239,8 +365,12 @@ struct Fakes {
 /// A gateway on in-memory fakes of every layer: one OpenAI-type provider at `upstream` whose
 /// only credential is in the fake vault (and whose daily quota is far from spent), a client key
 /// `fakes`, and a client key `spent` whose daily quota of 1000 tokens the fake state store
-/// holds as used up today.
-fn gateway(upstream: &MockUpstream, auth_dir: &Path) -> (Gateway, Fakes) {
+/// holds as used up today. `admission` is the given one, or the default one of the config.
+fn gateway(
+    upstream: &MockUpstream,
+    auth_dir: &Path,
+    admission: Option<Arc<dyn Admission>>,
+) -> (Gateway, Fakes) {
     let config = TextLoader::new(&config_yaml(upstream, auth_dir, true)).load().unwrap();
     let clock = FakeClock::at_unix(NOW);
     let state = Arc::new(MemoryState::default());
@@ -257,8 +387,10 @@ fn gateway(upstream: &MockUpstream, auth_dir: &Path) -> (Gateway, Fakes) {
         .with_id("openai-fake")
         .unwrap();
     let sink = Arc::new(MemorySink::new());
+    let admission = admission.unwrap_or_else(|| local_admission(&config, clock.clone()));
     let layers = Layers {
         clock,
+        admission,
         tls: None,
         state: state.clone(),
         metrics: Arc::new(Metrics::new(&config.metrics, config.providers.0.keys().cloned())),
@@ -314,6 +446,12 @@ impl ConfigLoader for TextLoader {
 
 /// Sends a chat completion for `gpt-4o` with `key`.
 async fn chat(gateway: &Gateway, key: &str) -> (StatusCode, Value) {
+    let (status, _, body) = chat_with_headers(gateway, key).await;
+    (status, body)
+}
+
+/// [`chat`], with the answer's headers.
+async fn chat_with_headers(gateway: &Gateway, key: &str) -> (StatusCode, http::HeaderMap, Value) {
     let body = json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]});
     let request = Request::post("/v1/chat/completions")
         .header("authorization", format!("Bearer {key}"))
@@ -321,9 +459,9 @@ async fn chat(gateway: &Gateway, key: &str) -> (StatusCode, Value) {
         .body(Full::new(Bytes::from(body.to_string())))
         .unwrap();
     let response = gateway.handle(request, "127.0.0.1:40000".parse().unwrap()).await;
-    let status = response.status();
-    let bytes = response.into_body().collect().await.unwrap().to_bytes();
-    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    let (parts, body) = response.into_parts();
+    let bytes = body.collect().await.unwrap().to_bytes();
+    (parts.status, parts.headers, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
 }
 
 #[tokio::test]
@@ -336,7 +474,7 @@ async fn a_gateway_on_in_memory_fakes_forwards_audits_and_refuses_a_spent_quota(
     .await;
     let root = tempfile::tempdir().unwrap();
     let auth_dir = root.path().join("auths");
-    let (gateway, fakes) = gateway(&upstream, &auth_dir);
+    let (gateway, fakes) = gateway(&upstream, &auth_dir, None);
 
     // Forwarded with the fake vault's token, and the client's key kept in the gateway.
     let (status, body) = chat(&gateway, KEY).await;
@@ -391,7 +529,7 @@ async fn a_reload_applies_what_the_loader_it_was_handed_returns() {
     let upstream = MockUpstream::start(|_| Reply::ok(canned::openai_chat("gpt-4o", "hi"))).await;
     let root = tempfile::tempdir().unwrap();
     let auth_dir = root.path().join("auths");
-    let (gateway, _fakes) = gateway(&upstream, &auth_dir);
+    let (gateway, _fakes) = gateway(&upstream, &auth_dir, None);
 
     // Without a loader (a gateway built from text, as `demo`'s) there is nothing to reload.
     let error = gateway.reload("test").unwrap_err();
@@ -417,4 +555,45 @@ async fn a_reload_applies_what_the_loader_it_was_handed_returns() {
     assert_eq!(chat(&gateway, KEY).await.0, StatusCode::UNAUTHORIZED);
     assert_eq!(chat(&gateway, SPENT_KEY).await.0, StatusCode::TOO_MANY_REQUESTS);
     assert!(!auth_dir.exists(), "the gateway wrote under auth.dir");
+}
+
+/// The gateway asks the admission it is handed, and answers with what it decides: a per-IP
+/// refusal of the fake is a 429 with the fake's `Retry-After`, before anything reaches the
+/// upstream; an admitted request carries the fake ticket's standing in its `X-RateLimit-*`
+/// headers, and its ticket comes back to the fake's settle with the usage the reply
+/// reported.
+#[tokio::test]
+async fn the_gateway_asks_the_admission_it_is_handed() {
+    let upstream = MockUpstream::start(|_| {
+        let mut reply = canned::openai_chat("gpt-4o", "hello from upstream");
+        reply["usage"] = json!({"prompt_tokens": 5, "completion_tokens": 6, "total_tokens": 11});
+        Reply::ok(reply)
+    })
+    .await;
+    let root = tempfile::tempdir().unwrap();
+    let auth_dir = root.path().join("auths");
+
+    // The config has no per-IP limit at all: only the fake can refuse.
+    let refusing = Arc::new(FakeAdmission::new(true));
+    let (refused_by_fake, _fakes) = gateway(&upstream, &auth_dir, Some(refusing.clone()));
+    let (status, headers, body) = chat_with_headers(&refused_by_fake, KEY).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert_eq!(headers["retry-after"], FAKE_RETRY_SECS.to_string().as_str());
+    assert!(upstream.requests().is_empty(), "a refused request reached the upstream");
+    assert!(refusing.settled.lock().unwrap().is_empty());
+
+    // The config gives `fakes` no minute limit: the standing is the fake ticket's.
+    let admitting = Arc::new(FakeAdmission::new(false));
+    let (admitted_by_fake, _fakes) = gateway(&upstream, &auth_dir, Some(admitting.clone()));
+    let (status, headers, body) = chat_with_headers(&admitted_by_fake, KEY).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(headers["x-ratelimit-limit"], "9");
+    assert_eq!(headers["x-ratelimit-remaining"], "8");
+    admitting.wait_for_settlements(1).await;
+    assert_eq!(
+        *admitting.settled.lock().unwrap(),
+        [("openai".to_owned(), "fakes".to_owned(), Some(11))]
+    );
+    assert_eq!(*admitting.cancelled.lock().unwrap(), 0);
+    assert_eq!(upstream.requests().len(), 1);
 }

@@ -8,6 +8,12 @@
 //! - Rate limits: per-IP ([`IpRateLimiter`]) and global ([`GlobalRateLimiter`]) token buckets,
 //!   requests and tokens per minute per name ([`MinuteLimiter`]), and token quotas per day,
 //!   week or month ([`Quotas`]).
+//! - [`Admission`]: those limit decisions behind one trait — the per-IP bucket, the global
+//!   bucket (keyed callers and strangers apart), and a request's minute limits and quotas
+//!   held as a [`Ticket`] until it is settled with the real usage or cancelled — so that a
+//!   store shared by several instances can stand in for [`LocalAdmission`], the in-memory
+//!   one built from the parts above. The IP filter stays outside it (see the trait's
+//!   module): it is a list fed by the state store, not a limit.
 //! - [`StateStore`]: where quota usage, the runtime denylist and management bans survive a
 //!   restart; `SqliteStore` is the embedded implementation (written in batches off the
 //!   request path).
@@ -79,7 +85,51 @@
 //! assert!(matches!(filter.check("::ffff:203.0.113.9".parse()?), Verdict::Deny(_)));
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+//!
+//! The limits of a service with client keys go through an [`Admission`]: here the default
+//! one, a provider with a daily quota and a key with two requests per minute, taken by a
+//! request and settled with what its reply used.
+//!
+//! ```
+//! use std::num::{NonZeroU32, NonZeroU64};
+//! use std::sync::Arc;
+//!
+//! use cliproxy_core::{Quota, QuotaPeriod, RateLimit};
+//! use cliproxy_netguard::{
+//!     Admission, Caller, FakeClock, LimitKind, Limits, LocalAdmission, QuotaScope,
+//! };
+//!
+//! let clock = FakeClock::at_unix(1_700_000_000);
+//! let daily = Quota::new(NonZeroU64::new(10_000).ok_or("zero")?, QuotaPeriod::Daily);
+//! let two_a_minute = RateLimit::new(NonZeroU32::new(2), None);
+//! let admission: Arc<dyn Admission> = Arc::new(LocalAdmission::new(
+//!     [("upstream".to_owned(), Limits::new(None, Some(daily)))],
+//!     [("alice".to_owned(), Limits::new(Some(two_a_minute), None))],
+//!     // Held for a request that does not say how many tokens it may use.
+//!     1_000,
+//!     clock.clone(),
+//! ));
+//!
+//! // No per-IP or global bucket was given: those always admit.
+//! assert!(admission.check_global(Caller::Keyed).is_ok());
+//! // A request with a 40-token prompt and `max_tokens` 200 holds 240 tokens of the quota.
+//! let ticket = admission.reserve("upstream", "alice", 40, Some(200))?;
+//! assert_eq!(ticket.quota_held(QuotaScope::Provider), 240);
+//! assert_eq!(ticket.headline().map(|standing| standing.remaining), Some(1));
+//! // Its reply used 75 tokens: that, not the estimate, is what the quota counts.
+//! let settled = admission.settle(ticket, Some(75));
+//! assert_eq!(settled.provider_quota.map(|quota| quota.remaining), Some(9_925));
+//! // A request that is not sent after all gives everything back.
+//! let ticket = admission.reserve("upstream", "alice", 40, None)?;
+//! admission.cancel(ticket);
+//! // Alice's second request of the minute is admitted, her third refused.
+//! let _second = admission.reserve("upstream", "alice", 0, None)?;
+//! let refused = admission.reserve("upstream", "alice", 0, None).unwrap_err();
+//! assert_eq!(refused.kind, LimitKind::ClientRequests);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
+mod admission;
 mod clock;
 mod config;
 mod error;
@@ -100,6 +150,10 @@ mod validate;
 pub mod tls;
 
 // The public interface is:
+pub use admission::{
+    Admission, AdmissionStatus, Caller, LimitTable, Limits, LocalAdmission, PerIpStatus, Settled,
+    Ticket,
+};
 pub use clock::{Clock, FakeClock, SystemClock};
 pub use config::{
     CooldownAbuseConfig, DEFAULT_MAINTENANCE_MESSAGE, ForwardedHeader, GlobalRateLimitConfig,

@@ -118,6 +118,27 @@ pub struct Limited {
 }
 
 impl Limited {
+    /// A refusal by `kind` (of `name`'s limit, for the minute limits and quotas): what an
+    /// [`Admission`](crate::Admission) over another store reports. `retry_after` is at
+    /// least a nanosecond.
+    pub fn new(
+        kind: LimitKind,
+        name: Option<String>,
+        limit: u64,
+        remaining: u64,
+        reset_after: Duration,
+        retry_after: Duration,
+    ) -> Self {
+        let retry_after = retry_after.max(Duration::from_nanos(1));
+        Self { kind, name, limit, remaining, reset_after, retry_after, resets_at: None }
+    }
+
+    /// With the Unix second (UTC) at which a quota resets.
+    pub fn with_resets_at(mut self, unix_seconds: u64) -> Self {
+        self.resets_at = Some(unix_seconds);
+        self
+    }
+
     /// The message with `source` — where the limit is set, such as a config key — in
     /// parentheses after the limit: `too many requests from this address (rate_limit.per_ip);
     /// retry after 1 s`. The [`Display`](fmt::Display) text is the same without it.
@@ -200,6 +221,11 @@ pub struct Admitted {
 }
 
 impl Admitted {
+    /// A standing: the bucket's size, what is left and when it is full again.
+    pub const fn new(limit: u64, remaining: u64, reset_after: Duration) -> Self {
+        Self { limit, remaining, reset_after }
+    }
+
     /// `X-RateLimit-Reset` in whole seconds, rounded up.
     pub fn reset_after_secs(&self) -> u64 {
         ceil_secs(self.reset_after)
@@ -496,6 +522,14 @@ impl Reservation {
     /// A reservation for a name without limits.
     pub fn unlimited() -> Self {
         Self { held: None, reserved: 0, requests: None, tokens: None }
+    }
+
+    /// A reservation made in another store (a shared one, by an
+    /// [`Admission`](crate::Admission) of its own): it records the tokens reserved there and
+    /// the standings after it. Settling or cancelling it here does nothing; the admission
+    /// that made it ends it in its store.
+    pub fn recorded(reserved: u64, requests: Option<Admitted>, tokens: Option<Admitted>) -> Self {
+        Self { held: None, reserved, requests, tokens }
     }
 
     /// The tokens reserved (0 without a tokens-per-minute limit).

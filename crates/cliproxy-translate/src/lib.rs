@@ -43,6 +43,7 @@
 //! ```
 
 mod codec;
+pub mod embeddings;
 mod error;
 mod formats;
 pub mod ir;
