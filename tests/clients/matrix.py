@@ -55,6 +55,9 @@ DEMO_TEXT = "Hello from the cliproxy mock provider. This deterministic reply for
 FIXTURE_TEXT = "Hello from the fixture upstream"
 # A client run that takes longer than this has hung.
 RUN_TIMEOUT = 120
+# A tool turn takes about a second. Codex has no turn limit: one that never gets the tool's
+# result back calls the tool again and again, until this.
+TOOL_TIMEOUT = 45
 # A wrong key is reported "in seconds": generous for a loaded machine, far below the minutes
 # of retries a client spends on an answer that does not say to stop.
 WRONG_KEY_SECONDS = 30
@@ -156,21 +159,23 @@ class Client:
         with open(prefix / "node_modules" / self.package / "package.json") as file:
             self.version = json.load(file)["version"]
 
-    def home(self, base, key):
-        """A fresh HOME with the client's settings; returns (home, environment)."""
+    def home(self, base, key, extra):
+        """A fresh HOME with the client's settings (and `extra`, what a target adds to them);
+        returns (home, environment)."""
         home = Path(tempfile.mkdtemp(prefix=f"cliproxy-matrix-{self.binary}-"))
         env = {k: v for k, v in os.environ.items()
                if not k.startswith(("ANTHROPIC_", "OPENAI_", "GEMINI_", "GOOGLE_", "CODEX_", "CLAUDE_"))}
         env["HOME"] = str(home)
-        env.update(self.settings(home, base, key))
+        env.update(self.settings(home, base, key, extra))
         return home, env
 
-    def run(self, base, key, args):
-        home, env = self.home(base, key)
+    def run(self, target, args, key=None, timeout=RUN_TIMEOUT):
+        """Runs the client against `target` (with `key` instead of the target's, if given)."""
+        home, env = self.home(target.base, key or target.key, target.settings.get(self.binary))
         started = time.monotonic()
         try:
             done = subprocess.run([self.path, *args], env=env, cwd=home, stdin=subprocess.DEVNULL,
-                                  capture_output=True, text=True, timeout=RUN_TIMEOUT)
+                                  capture_output=True, text=True, timeout=timeout)
         finally:
             shutil.rmtree(home, ignore_errors=True)
         return done, time.monotonic() - started
@@ -180,8 +185,8 @@ class ClaudeCode(Client):
     name, package, binary = "Claude Code", "@anthropic-ai/claude-code", "claude"
     api_path = "/v1/messages"
 
-    def settings(self, home, base, key):
-        return {"ANTHROPIC_BASE_URL": base, "ANTHROPIC_API_KEY": key}
+    def settings(self, home, base, key, extra):
+        return {"ANTHROPIC_BASE_URL": base, "ANTHROPIC_API_KEY": key, **(extra or {})}
 
     def text_args(self, model):
         return ["-p", PROMPT, "--model", model]
@@ -191,8 +196,10 @@ class ClaudeCode(Client):
                 "--include-partial-messages"]
 
     def tool_args(self, model):
-        # `-p` has no one to ask for a permission: the shell tool is allowed up front.
-        return ["-p", TOOL_PROMPT, "--model", model, "--allowedTools", "Bash"]
+        # `-p` has no one to ask for a permission: the shell tool is allowed up front. The turn
+        # takes two requests; a few more turns are allowed, not an endless loop if the tool's
+        # result never gets back to the provider.
+        return ["-p", TOOL_PROMPT, "--model", model, "--allowedTools", "Bash", "--max-turns", "4"]
 
     def parse_stream(self, stdout):
         """(text, deltas, (input, output) tokens) from the stream-json output."""
@@ -210,11 +217,12 @@ class Codex(Client):
     name, package, binary = "Codex CLI", "@openai/codex", "codex"
     api_path = "/v1/responses"
 
-    def settings(self, home, base, key):
+    def settings(self, home, base, key, extra):
         # Codex 0.169 does not read OPENAI_BASE_URL: a provider in its config (docs/clients.md).
+        # `extra` is more of the config, its top-level keys first.
         (home / ".codex").mkdir()
         (home / ".codex" / "config.toml").write_text(
-            'model_provider = "cliproxy"\n\n[model_providers.cliproxy]\nname = "cliproxy"\n'
+            f'model_provider = "cliproxy"\n{extra or ""}\n[model_providers.cliproxy]\nname = "cliproxy"\n'
             f'base_url = "{base}/v1"\nenv_key = "OPENAI_API_KEY"\nwire_api = "responses"\n')
         return {"OPENAI_API_KEY": key}
 
@@ -243,7 +251,7 @@ class GeminiCli(Client):
     name, package, binary = "Gemini CLI", "@google/gemini-cli", "gemini"
     api_path = ":streamGenerateContent"
 
-    def settings(self, home, base, key):
+    def settings(self, home, base, key, extra):
         (home / ".gemini").mkdir()
         (home / ".gemini" / "settings.json").write_text(
             json.dumps({"security": {"auth": {"selectedType": "gemini-api-key"}}}))
@@ -273,12 +281,14 @@ class GeminiCli(Client):
 class Target:
     """A gateway the clients are pointed at, and the model each client asks it for (a client
     not in `models` is not run against it). `upstream` maps a translated target's aliases to
-    the upstream models they stand for."""
+    the upstream models they stand for; `settings` holds what a client needs on this target
+    beyond its usual settings (by client binary)."""
 
-    def __init__(self, name, base, key, log, text, models, fixture_log=None, upstream=None):
+    def __init__(self, name, base, key, log, text, models, fixture_log=None, upstream=None,
+                 settings=None):
         self.name, self.base, self.key, self.log = name, base, key, log
         self.text, self.models, self.fixture_log = text, models, fixture_log
-        self.upstream = upstream
+        self.upstream, self.settings = upstream, settings or {}
 
 
 def described(done):
@@ -292,7 +302,7 @@ def served(client, model):
 def check_reply(client, target):
     model = target.models[client.binary]
     mark = target.log.mark()
-    done, seconds = client.run(target.base, target.key, client.text_args(model))
+    done, seconds = client.run(target, client.text_args(model))
     want = target.text.format(model=model)
     check(done.returncode == 0 and want in done.stdout,
           f"{client.name} on {target.name}: no reply containing {want!r}: {described(done)}")
@@ -305,7 +315,7 @@ def check_reply(client, target):
 def check_stream(client, target):
     model = target.models[client.binary]
     mark = target.log.mark()
-    done, _ = client.run(target.base, target.key, client.stream_args(model))
+    done, _ = client.run(target, client.stream_args(model))
     check(done.returncode == 0, f"{client.name} on {target.name}, streamed: {described(done)}")
     text, deltas, usage = client.parse_stream(done.stdout)
     want = target.text.format(model=model)
@@ -326,7 +336,7 @@ def check_wrong_key(client, target):
     model = target.models[client.binary]
     mark = target.log.mark()
     fixture_mark = target.fixture_log.mark() if target.fixture_log else None
-    done, seconds = client.run(target.base, WRONG_KEY, client.text_args(model))
+    done, seconds = client.run(target, client.text_args(model), key=WRONG_KEY)
     output = done.stdout + done.stderr
     check(done.returncode != 0, f"{client.name} on {target.name}: a wrong key did not fail: {described(done)}")
     check(re.search(r"401|authenticat|invalid client key", output, re.IGNORECASE),
@@ -351,7 +361,7 @@ def check_rate_limited(client, target):
     model = target.models[client.binary].split("-")[0] + "-" + RATE_LIMITED_SUFFIX
     fixture_mark = target.fixture_log.mark()
     mark = target.log.mark()
-    done, _ = client.run(target.base, target.key, client.text_args(model))
+    done, _ = client.run(target, client.text_args(model))
     check(done.returncode == 0 and FIXTURE_TEXT in done.stdout,
           f"{client.name}: no reply after a 429: {described(done)}")
     seen = [e for e in target.fixture_log.json_since(fixture_mark) if e.get("model") == model]
@@ -371,6 +381,12 @@ def check_rate_limited(client, target):
     return f"yes (came back after {waited / 1000:.1f} s)"
 
 
+def first_few(entries, count=6):
+    """Log entries for a failure message: the first few, and how many more there were."""
+    more = f" and {len(entries) - count} more" if len(entries) > count else ""
+    return f"{entries[:count]}{more}"
+
+
 def check_tool_turn(client, target):
     # `claude-via-openai-toolcall` stands for `gpt-4o-mini-toolcall`: the mark reaches the
     # fixture, which then takes the tool-using turn.
@@ -378,15 +394,26 @@ def check_tool_turn(client, target):
     upstream = target.upstream[model]
     fixture_mark = target.fixture_log.mark()
     mark = target.log.mark()
-    done, seconds = client.run(target.base, target.key, client.tool_args(model))
+    try:
+        done, seconds = client.run(target, client.tool_args(model), timeout=TOOL_TIMEOUT)
+    except subprocess.TimeoutExpired as expired:
+        # What the upstream saw tells why; the output so far goes with it.
+        output = [o.decode(errors="replace") if isinstance(o, bytes) else o or ""
+                  for o in (expired.stdout, expired.stderr)]
+        done = subprocess.CompletedProcess(expired.cmd, f"none: killed after {TOOL_TIMEOUT} s",
+                                           *output)
+        seconds = TOOL_TIMEOUT
     seen = [e for e in target.fixture_log.json_since(fixture_mark) if e.get("model") == upstream]
+    check(seen, f"{client.name} on {target.name}: no request for {upstream} reached the upstream: "
+          f"{described(done)}")
     calls = [index for index, e in enumerate(seen) if e.get("tool_call")]
-    check(calls, f"{client.name} on {target.name}: the upstream never called a tool (the client's "
-          f"tools did not reach it as a shell tool it knows): upstream saw {seen}: {described(done)}")
+    check(calls, f"{client.name} on {target.name}: the upstream never called a tool (no request "
+          f"declared a shell tool it knows): upstream saw {first_few(seen)}: {described(done)}")
     returned = [e for e in seen[calls[0] + 1:] if e.get("tool_result")]
     check(returned and returned[0]["status"] == 200,
           f"{client.name} on {target.name}: no request after the tool call carried the tool's "
-          f"result back: upstream saw {seen}: {described(done)}")
+          f"result back (the upstream answered {len(calls)} tool call(s)): upstream saw {first_few(seen)}: "
+          f"{described(done)}")
     said = re.search(re.escape(TOOL_SAID) + r".*" + re.escape(TOOL_OUTPUT), done.stdout, re.S)
     check(done.returncode == 0 and said,
           f"{client.name} on {target.name}: the final answer does not quote the tool's output "
@@ -509,6 +536,13 @@ TRANSLATED = [
 ]
 
 
+# Codex declares two tools no other format has: OpenAI's hosted web search (`web_search`) and
+# its sub-agent tools grouped in a `namespace`. The gateway refuses a request with either for a
+# provider of another format (400 naming the tool), so Codex is told not to send them
+# (docs/clients.md).
+CODEX_FOREIGN_PROVIDER = 'web_search = "disabled"\n\n[agents]\nenabled = false\n'
+
+
 def start_translated(processes, server, fixture_url, fixture_log, work):
     """One gateway whose providers serve only aliases, each asked for by a client of another
     format; one target per translated pair."""
@@ -522,7 +556,8 @@ def start_translated(processes, server, fixture_url, fixture_log, work):
     for name, _, _, client, alias, upstream in TRANSLATED:
         names = {alias: upstream, f"{alias}-{TOOL_MARK}": f"{upstream}-{TOOL_MARK}"}
         targets.append(Target(name, base, MATRIX_KEY, log, FIXTURE_TEXT, {client: alias},
-                              fixture_log=fixture_log, upstream=names))
+                              fixture_log=fixture_log, upstream=names,
+                              settings={"codex": CODEX_FOREIGN_PROVIDER}))
     return targets
 
 
