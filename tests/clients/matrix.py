@@ -530,9 +530,9 @@ def start_forwarding(processes, server, fixture_url, fixture_log, work):
 # for, the upstream model the alias stands for). Each alias has a `-toolcall` twin for the
 # tool-using turn.
 TRANSLATED = [
-    ("translated: OpenAI chat", "oa", "openai", "claude", "claude-via-openai", "gpt-4o-mini"),
-    ("translated: Gemini", "ge", "gemini", "claude", "claude-via-gemini", "gemini-2.0-flash"),
-    ("translated: Anthropic", "an", "claude", "codex", "gpt-via-claude", "claude-sonnet-4"),
+    ("translated → OpenAI chat", "oa", "openai", "claude", "claude-via-openai", "gpt-4o-mini"),
+    ("translated → Gemini", "ge", "gemini", "claude", "claude-via-gemini", "gemini-2.0-flash"),
+    ("translated → Anthropic", "an", "claude", "codex", "gpt-via-claude", "claude-sonnet-4"),
 ]
 
 
