@@ -4,10 +4,14 @@
 //! Reading a provider's chunks: the first chunk opens the reply; `reasoning_content` (or
 //! `reasoning`), `content` and `refusal` deltas fill a thinking or text block, a new kind
 //! closing the previous one; each tool call (by its `index` among the tool calls) opens a
-//! tool block when first seen, and its argument pieces follow. Tool blocks stay open until
-//! the finish (OpenAI may interleave parallel calls' pieces). The finish is emitted once the
-//! usage is known: with the `finish_reason` chunk when it carries usage, else with the usage
-//! chunk that follows it, else at `[DONE]` or at the end of the stream.
+//! tool block when first seen, and its argument pieces follow. One block is open at a time:
+//! OpenAI streams parallel calls one after the other, so a new call closes the previous one.
+//! Should a provider go back to an earlier call, its pieces still follow, with that call's
+//! index (the arguments are never dropped). The finish is emitted once the usage is known:
+//! with the `finish_reason` chunk when it carries usage, else with the usage chunk that
+//! follows it, else at `[DONE]` or at the end of the stream.
+
+use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
 
@@ -17,12 +21,14 @@ use crate::codec::{StreamDecoder, StreamEncoder};
 use crate::error::{Error, Result};
 use crate::ir::{BlockKind, Event, StopReason, Usage};
 
+/// One chunk. The id and model are borrowed: they are read once, from the first chunk, and
+/// every chunk repeats them.
 #[derive(Deserialize)]
-struct WireChunk {
-    #[serde(default)]
-    id: Option<String>,
-    #[serde(default)]
-    model: Option<String>,
+struct WireChunk<'a> {
+    #[serde(default, borrow)]
+    id: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    model: Option<Cow<'a, str>>,
     #[serde(default)]
     choices: Option<Vec<WireChunkChoice>>,
     #[serde(default)]
@@ -73,6 +79,14 @@ struct WireFunctionDelta {
     arguments: Option<String>,
 }
 
+/// The kind of the open block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Open {
+    Text,
+    Thinking,
+    Tool,
+}
+
 /// One tool call of the reply: its index among the calls, its block, its id.
 #[derive(Debug)]
 struct ToolSlot {
@@ -87,9 +101,9 @@ pub(crate) struct ChunkDecoder {
     started: bool,
     done: bool,
     next_block: usize,
-    /// The open text or thinking block: its index, and whether it is thinking.
-    open: Option<(usize, bool)>,
-    /// Tool calls seen, in order; all open until the finish.
+    /// The open block: its index and kind. One block is open at a time.
+    open: Option<(usize, Open)>,
+    /// Tool calls seen, in order.
     tools: Vec<ToolSlot>,
     finish: Option<StopReason>,
     usage: Usage,
@@ -97,12 +111,17 @@ pub(crate) struct ChunkDecoder {
 }
 
 impl ChunkDecoder {
-    fn start(&mut self, id: Option<String>, model: Option<String>, out: &mut Vec<Event>) {
+    fn start(
+        &mut self,
+        id: Option<Cow<'_, str>>,
+        model: Option<Cow<'_, str>>,
+        out: &mut Vec<Event>,
+    ) {
         if !self.started {
             self.started = true;
             out.push(Event::Start {
-                id: id.unwrap_or_default(),
-                model: model.unwrap_or_default(),
+                id: id.map(Cow::into_owned).unwrap_or_default(),
+                model: model.map(Cow::into_owned).unwrap_or_default(),
                 usage: Usage::default(),
             });
         }
@@ -116,13 +135,14 @@ impl ChunkDecoder {
 
     /// Text or reasoning: continues the open block of the same kind or opens one.
     fn text(&mut self, thinking: bool, text: String, out: &mut Vec<Event>) {
+        let kind = if thinking { Open::Thinking } else { Open::Text };
         let index = match self.open {
-            Some((index, kind)) if kind == thinking => index,
+            Some((index, open)) if open == kind => index,
             _ => {
                 self.close_open(out);
                 let index = self.next_block;
                 self.next_block += 1;
-                self.open = Some((index, thinking));
+                self.open = Some((index, kind));
                 let block = if thinking { BlockKind::Thinking } else { BlockKind::Text };
                 out.push(Event::BlockStart { index, block });
                 index
@@ -162,6 +182,7 @@ impl ChunkDecoder {
                     block: BlockKind::ToolCall { id: id.clone(), name: name.unwrap_or_default() },
                 });
                 self.tools.push(ToolSlot { key, block, id });
+                self.open = Some((block, Open::Tool));
                 block
             }
         };
@@ -177,9 +198,6 @@ impl ChunkDecoder {
         }
         self.start(None, None, out);
         self.close_open(out);
-        for slot in &self.tools {
-            out.push(Event::BlockStop { index: slot.block });
-        }
         let stop = match self.finish.take() {
             // Some servers say `stop` after tool calls: the calls are what the client must
             // act on.
@@ -205,7 +223,7 @@ impl StreamDecoder for ChunkDecoder {
         if data.is_empty() {
             return Ok(());
         }
-        let chunk: WireChunk = serde_json::from_slice(data)
+        let chunk: WireChunk<'_> = serde_json::from_slice(data)
             .map_err(|error| Error::stream("data", error.to_string()))?;
         if let Some(error) = chunk.error {
             self.start(chunk.id, chunk.model, out);

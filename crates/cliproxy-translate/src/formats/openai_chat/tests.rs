@@ -644,9 +644,9 @@ fn a_provider_stream_with_parallel_calls_decodes_in_order() {
             Event::BlockStart { index: 1, block: tool("call_a") },
             Event::ToolArgumentsDelta { index: 1, json: r#"{"city":"#.into() },
             Event::ToolArgumentsDelta { index: 1, json: r#""Paris"}"#.into() },
+            Event::BlockStop { index: 1 },
             Event::BlockStart { index: 2, block: tool("call_b") },
             Event::ToolArgumentsDelta { index: 2, json: r#"{"city":"Rome"}"#.into() },
-            Event::BlockStop { index: 1 },
             Event::BlockStop { index: 2 },
             Event::Finish {
                 stop: StopReason::ToolUse,
@@ -710,6 +710,13 @@ fn a_provider_stream_that_skips_steps_still_decodes_whole() {
         })
     );
     assert_eq!(events.len(), 5);
+    // A provider that goes back to an earlier call: its pieces keep that call's index.
+    let events = decode_stream(&[
+        r#"{"choices":[{"delta":{"tool_calls":[{"index":0,"id":"a","function":{"name":"f","arguments":"{\"x\":"}}]}}]}"#,
+        r#"{"choices":[{"delta":{"tool_calls":[{"index":1,"id":"b","function":{"name":"g","arguments":"{}"}}]}}]}"#,
+        r#"{"choices":[{"delta":{"tool_calls":[{"index":0,"function":{"arguments":"1}"}}]}}]}"#,
+    ]);
+    assert_eq!(events[6], Event::ToolArgumentsDelta { index: 0, json: "1}".into() });
     // An empty stream is still a whole reply.
     assert_eq!(decode_stream(&[]).len(), 2);
 }
