@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::error::{Error, Result};
-use crate::ir::{ApiError, Effort, ErrorKind, Image, Reasoning};
+use crate::ir::{ApiError, Effort, ErrorKind, Image, Reasoning, Usage};
 
 /// How many bytes of a provider's error body that is not an OpenAI error object are kept as
 /// its message: enough to read, not enough to carry a whole reply into a log line.
@@ -254,6 +254,19 @@ pub(in crate::formats) fn cut_text(body: &[u8]) -> String {
         end -= 1;
     }
     text.get(..end).unwrap_or_default().trim().to_owned()
+}
+
+/// The usage a client is given at the end of a stream: the finish's figures, completed by
+/// those known at the start (Anthropic reports the prompt in `message_start` only).
+pub(in crate::formats) fn merge_usage(start: Usage, finish: Usage) -> Usage {
+    let pick = |start: u64, finish: u64| if finish == 0 { start } else { finish };
+    Usage {
+        input_tokens: pick(start.input_tokens, finish.input_tokens),
+        output_tokens: pick(start.output_tokens, finish.output_tokens),
+        cache_read_tokens: pick(start.cache_read_tokens, finish.cache_read_tokens),
+        cache_write_tokens: pick(start.cache_write_tokens, finish.cache_write_tokens),
+        reasoning_tokens: pick(start.reasoning_tokens, finish.reasoning_tokens),
+    }
 }
 
 /// Seconds since the Unix epoch, for the `created` fields OpenAI's replies carry.

@@ -15,7 +15,7 @@ use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
 
-use super::shared::{WireError, write_frame};
+use super::shared::{self, WireError, write_frame};
 use super::{OutUsage, WireUsage, chat_id, finish_reason, stop_reason};
 use crate::codec::{StreamDecoder, StreamEncoder};
 use crate::error::{Error, Result};
@@ -337,6 +337,8 @@ pub(crate) struct ChunkEncoder {
     /// here is the `index` its chunks carry (OpenAI numbers the calls, not the blocks). The
     /// flag says whether any arguments were sent.
     tools: Vec<(usize, bool)>,
+    /// The usage reported at the start, completing the finish's.
+    start_usage: Usage,
 }
 
 impl ChunkEncoder {
@@ -397,7 +399,8 @@ impl ChunkEncoder {
 
 impl StreamEncoder for ChunkEncoder {
     fn encode(&mut self, event: &Event, out: &mut Vec<u8>) {
-        if let Event::Start { id, model, .. } = event {
+        if let Event::Start { id, model, usage } = event {
+            self.start_usage = *usage;
             self.start(id, model, out);
             return;
         }
@@ -431,6 +434,7 @@ impl StreamEncoder for ChunkEncoder {
                 }
             }
             Event::Finish { stop, usage, .. } => {
+                let usage = &shared::merge_usage(self.start_usage, *usage);
                 self.chunk(OutDelta::default(), Some(finish_reason(stop)), out);
                 let chunk = OutChunk {
                     id: &self.id,

@@ -849,3 +849,23 @@ fn an_error_event_encodes_as_an_error_chunk() {
     );
     assert_eq!(frames.len(), 3);
 }
+
+#[test]
+fn the_usage_chunk_completes_the_finish_with_the_prompt_reported_at_the_start() {
+    // Anthropic reports the prompt in `message_start` and only the output at the end.
+    let start =
+        Usage { input_tokens: 10, cache_read_tokens: 8, cache_write_tokens: 2, ..Usage::default() };
+    let frames = encode_stream(&[
+        Event::Start { id: "x".into(), model: "m".into(), usage: start },
+        Event::Finish {
+            stop: StopReason::EndTurn,
+            stop_sequence: None,
+            usage: Usage { output_tokens: 5, ..Usage::default() },
+        },
+    ]);
+    assert_eq!(
+        frames[2]["usage"],
+        json!({"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15,
+            "prompt_tokens_details": {"cached_tokens": 8}, "completion_tokens_details": {"reasoning_tokens": 0}})
+    );
+}

@@ -8,7 +8,7 @@ use super::{Ending, Item, ItemKind, Items, OutText, response_id};
 use crate::Format;
 use crate::codec::StreamEncoder;
 use crate::formats::openai_chat::shared::{self, write_frame};
-use crate::ir::{BlockKind, Event, StopReason};
+use crate::ir::{BlockKind, Event, StopReason, Usage};
 
 #[derive(Serialize)]
 struct Frame<'a, T> {
@@ -122,6 +122,8 @@ pub(crate) struct EventEncoder {
     blocks: Vec<(usize, Option<usize>)>,
     /// The raw signatures of reasoning items, by item, until the item is done.
     signatures: Vec<(usize, String)>,
+    /// The usage reported at the start, completing the finish's.
+    start_usage: Usage,
 }
 
 impl EventEncoder {
@@ -335,7 +337,8 @@ impl StreamEncoder for EventEncoder {
         if self.done {
             return;
         }
-        if let Event::Start { id, model, .. } = event {
+        if let Event::Start { id, model, usage } = event {
+            self.start_usage = *usage;
             self.start(id, model, out);
             return;
         }
@@ -374,6 +377,7 @@ impl StreamEncoder for EventEncoder {
                 }
             }
             Event::Finish { stop, usage, .. } => {
+                let usage = &shared::merge_usage(self.start_usage, *usage);
                 self.close_all(out);
                 let kind = match stop {
                     StopReason::MaxTokens | StopReason::ContentFilter => "response.incomplete",

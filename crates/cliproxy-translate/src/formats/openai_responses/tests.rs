@@ -864,14 +864,16 @@ fn events_encode_as_responses_events_in_the_api_order() {
 
 #[test]
 fn limits_and_errors_end_a_client_stream_as_the_api_does() {
-    let start = Event::Start { id: "r".into(), model: "m".into(), usage: Usage::default() };
+    // The prompt reported at the start completes the usage of the end.
+    let usage = Usage { input_tokens: 7, cache_read_tokens: 3, ..Usage::default() };
+    let start = Event::Start { id: "r".into(), model: "m".into(), usage };
     let frames = encode_stream(
         &[
             start.clone(),
             Event::Finish {
                 stop: StopReason::MaxTokens,
                 stop_sequence: None,
-                usage: Usage::default(),
+                usage: Usage { output_tokens: 2, ..Usage::default() },
             },
         ],
         None,
@@ -880,6 +882,11 @@ fn limits_and_errors_end_a_client_stream_as_the_api_does() {
     assert_eq!(
         (name.as_str(), &data["response"]["incomplete_details"]),
         ("response.incomplete", &json!({"reason": "max_output_tokens"}))
+    );
+    assert_eq!(
+        data["response"]["usage"],
+        json!({"input_tokens": 7, "input_tokens_details": {"cached_tokens": 3}, "output_tokens": 2,
+            "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": 9})
     );
     let error = ApiError { status: 429, kind: ErrorKind::RateLimit, message: "Slow down".into() };
     let frames = encode_stream(
