@@ -1051,3 +1051,51 @@ fn whole_replies_and_errors_translate_between_the_two_apis() {
     assert_eq!((status, body["error"]["type"].as_str()), (404, Some("not_found_error")));
     assert_eq!(body["error"]["message"], "The model `x` does not exist");
 }
+
+#[test]
+fn a_request_keeps_every_shared_field_from_responses_to_chat_and_back() {
+    let responses = json!({
+        "model": "gpt-5",
+        "instructions": "Be brief.",
+        "input": [
+            {"role": "user", "content": [{"type": "input_text", "text": "Hi"}, {"type": "input_image", "image_url": "https://x.test/a.png"}]},
+            {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "Calling."}]},
+            {"type": "function_call", "call_id": "c1", "name": "f", "arguments": "{\"a\":1}"},
+            {"type": "function_call", "call_id": "c2", "name": "f", "arguments": "{\"a\":2}"},
+            {"type": "function_call_output", "call_id": "c1", "output": "one"},
+            {"type": "function_call_output", "call_id": "c2", "output": "two"}
+        ],
+        "tools": [{"type": "function", "name": "f", "description": "d", "parameters": schema(), "strict": false}],
+        "tool_choice": "none", "parallel_tool_calls": true, "max_output_tokens": 64,
+        "temperature": 0.7, "top_p": 0.5, "stream": false,
+        "text": {"format": {"type": "json_schema", "name": "x", "schema": {"type": "object"}, "strict": false}},
+        "reasoning": {"effort": "minimal"}
+    });
+    let original = decode(&responses).unwrap();
+    let upstream =
+        Pair::new(Format::OpenAiResponses, Format::OpenAiChat).encode_request(&original).unwrap();
+    assert_eq!(OpenAiChat::decode_request(&upstream).unwrap(), original);
+}
+
+#[test]
+fn every_tool_choice_encodes_for_the_responses_api() {
+    let tool =
+        Tool { name: "f".into(), description: None, parameters: json!({}), strict: Some(true) };
+    let mut request = Request { model: "m".into(), tools: vec![tool], ..Request::default() };
+    for (choice, wire) in [
+        (ToolChoice::Auto, json!("auto")),
+        (ToolChoice::None, json!("none")),
+        (ToolChoice::Required, json!("required")),
+        (ToolChoice::Named("f".into()), json!({"type": "function", "name": "f"})),
+    ] {
+        request.tool_choice = Some(choice);
+        let body = encode(&request);
+        assert_eq!(body["tool_choice"], wire);
+        assert_eq!(body["tools"][0]["strict"], true);
+    }
+    // Nesting past serde_json's recursion limit is refused, not a stack overflow.
+    let deep = format!(r#"{{"model":"m","input":{}{}}}"#, "[".repeat(50_000), "]".repeat(50_000));
+    assert!(
+        matches!(OpenAiResponses::decode_request(deep.as_bytes()), Err(Error::Invalid { field, .. }) if field == "body")
+    );
+}
