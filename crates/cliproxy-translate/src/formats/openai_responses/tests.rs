@@ -1099,3 +1099,51 @@ fn every_tool_choice_encodes_for_the_responses_api() {
         matches!(OpenAiResponses::decode_request(deep.as_bytes()), Err(Error::Invalid { field, .. }) if field == "body")
     );
 }
+
+/// Every prefix of real-shaped bodies and events, and each with one byte changed: the
+/// decoders answer (an error or a value), they never panic. A cheap stand-in, in the unit
+/// tests, for the fuzz targets.
+#[test]
+fn cut_and_corrupted_input_never_panics() {
+    let chat = br#"{"model":"m","messages":[{"role":"system","content":"s"},{"role":"user","content":[{"type":"text","text":"a"},{"type":"image_url","image_url":{"url":"data:image/png;base64,AA=="}}]},{"role":"assistant","content":null,"tool_calls":[{"id":"c","type":"function","function":{"name":"f","arguments":"{}"}}]},{"role":"tool","tool_call_id":"c","content":"r"}],"tools":[{"type":"function","function":{"name":"f","parameters":{"type":"object"}}}],"tool_choice":{"type":"function","function":{"name":"f"}},"stop":["x"],"response_format":{"type":"json_schema","json_schema":{"name":"n","schema":{}}},"n":2}"#;
+    let responses = br#"{"model":"m","instructions":"i","input":[{"type":"reasoning","id":"rs","summary":[{"type":"summary_text","text":"t"}],"encrypted_content":"cpx1.anthropic.s"},{"role":"user","content":[{"type":"input_text","text":"a"},{"type":"input_image","image_url":"https://x"}]},{"type":"function_call","call_id":"c","name":"f","arguments":"{}"},{"type":"function_call_output","call_id":"c","output":[{"type":"input_text","text":"r"}]}],"tools":[{"type":"function","name":"f"},{"type":"web_search"}],"text":{"format":{"type":"json_schema","name":"n","schema":{}}},"reasoning":{"effort":"low"}}"#;
+    let chunk = br#"{"id":"c","model":"m","choices":[{"index":0,"delta":{"content":"a","tool_calls":[{"index":0,"id":"t","function":{"name":"f","arguments":"{}"}}]},"finish_reason":"tool_calls"}],"usage":{"prompt_tokens":1,"prompt_tokens_details":{"cached_tokens":1}}}"#;
+    let event = br#"{"type":"response.output_item.done","output_index":0,"item":{"type":"reasoning","id":"rs","summary":[{"type":"summary_text","text":"t"}],"encrypted_content":"e"}}"#;
+    let variants = |body: &[u8]| {
+        let mut all: Vec<Vec<u8>> = (0..body.len()).map(|end| body[..end].to_vec()).collect();
+        for at in 0..body.len() {
+            for byte in [b'"', b'{', b']', 0xff, b'0'] {
+                let mut changed = body.to_vec();
+                changed[at] = byte;
+                all.push(changed);
+            }
+        }
+        all
+    };
+    for body in variants(chat) {
+        if let Ok(request) = OpenAiChat::decode_request(&body) {
+            let _ = OpenAiResponses::encode_request(&request);
+            let _ = OpenAiChat::encode_request(&request);
+        }
+        let _ = OpenAiChat::decode_response(&body);
+    }
+    for body in variants(responses) {
+        if let Ok(request) = OpenAiResponses::decode_request(&body) {
+            let _ = OpenAiChat::encode_request(&request);
+            let _ = OpenAiResponses::encode_request(&request);
+        }
+        let _ = OpenAiResponses::decode_response(&body);
+    }
+    for (pair, data) in [
+        (Pair::new(Format::OpenAiResponses, Format::OpenAiChat), &chunk[..]),
+        (Pair::new(Format::OpenAiChat, Format::OpenAiResponses), &event[..]),
+    ] {
+        for body in variants(data) {
+            let mut stream = pair.stream();
+            let mut out = Vec::new();
+            let _ = stream.feed(Some("response.output_item.done"), &body, &mut out);
+            stream.finish(&mut out);
+            assert!(!out.is_empty(), "a finished stream always says how it ended");
+        }
+    }
+}
