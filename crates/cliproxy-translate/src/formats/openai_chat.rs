@@ -17,7 +17,15 @@
 //! refuse `max_tokens`); a streamed request asks for the usage chunk (`stream_options`);
 //! thinking parts are dropped (the Chat API takes no reasoning back); a tool result's error
 //! flag is dropped (its text says what failed) and its images follow in a user message (a
-//! `tool` message holds text only); `top_k` is refused.
+//! `tool` message holds text only); `top_k` is refused; reasoning turned off sends no
+//! `reasoning_effort` (the models without reasoning refuse the field), a thinking budget sends
+//! the nearest effort.
+//!
+//! Replies for a client: reasoning text is `reasoning_content` (as DeepSeek, vLLM and
+//! OpenRouter give it); reasoning signatures and redacted reasoning have no place and are
+//! dropped; cache writes have no figure (they stay counted in `prompt_tokens`). A stream
+//! always ends with the usage chunk (`choices: []`), then `[DONE]`. The legacy `function`
+//! role is refused as invalid.
 
 mod reply;
 mod request;

@@ -23,7 +23,14 @@
 //! back the reasoning as a signature for the next turn; function tools are sent with
 //! `strict: false` unless the client said otherwise (the Responses API makes them strict by
 //! default, which refuses most schemas). Refused: `stop` sequences, `top_k`, `seed` and the
-//! presence/frequency penalties (the Responses API has none of them).
+//! presence/frequency penalties (the Responses API has none of them). A tool result's error
+//! flag is dropped (its text says what failed); reasoning turned off sends no effort (the
+//! models without reasoning refuse the field); another provider's reasoning is dropped.
+//!
+//! Replies for a client: another provider's reasoning is a `reasoning` item whose summary is
+//! the reasoning text and whose `encrypted_content` is the signature wrapped with its origin;
+//! Anthropic's redacted reasoning is dropped; cache writes have no figure (they stay counted
+//! in `input_tokens`); the output limit and a content filter end the reply `incomplete`.
 //!
 //! Own reasoning signatures carry the reasoning item's id (`<id>.<encrypted_content>`): the
 //! Responses API wants the id back with the encrypted content.
