@@ -73,12 +73,7 @@ pub(super) struct WireMessage {
     pub(super) refusal: Option<String>,
 }
 
-#[derive(Deserialize)]
-#[serde(untagged, expecting = "a string or an array of content parts")]
-pub(super) enum WireContent {
-    Text(String),
-    Parts(Vec<WirePart>),
-}
+pub(super) type WireContent = shared::TextOrParts<WirePart>;
 
 #[derive(Deserialize)]
 pub(super) struct WirePart {

@@ -88,6 +88,52 @@ fn whole(path: &str) -> String {
     if path.is_empty() { "body".to_owned() } else { path.to_owned() }
 }
 
+/// A content that is either text or an array of parts, read without the buffering an
+/// untagged enum costs (every message has one: this is the hot path of a request).
+pub(in crate::formats) enum TextOrParts<T> {
+    /// A plain string.
+    Text(String),
+    /// The parts.
+    Parts(Vec<T>),
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for TextOrParts<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visit<T>(std::marker::PhantomData<T>);
+
+        impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for Visit<T> {
+            type Value = TextOrParts<T>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string or an array of content parts")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Self::Value, E> {
+                Ok(TextOrParts::Text(text.to_owned()))
+            }
+
+            fn visit_string<E: serde::de::Error>(self, text: String) -> Result<Self::Value, E> {
+                Ok(TextOrParts::Text(text))
+            }
+
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Self::Value, A::Error> {
+                // The hint comes from the input: it sizes the first allocation only up to a
+                // few parts.
+                let mut parts = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(16));
+                while let Some(part) = seq.next_element()? {
+                    parts.push(part);
+                }
+                Ok(TextOrParts::Parts(parts))
+            }
+        }
+
+        deserializer.deserialize_any(Visit(std::marker::PhantomData))
+    }
+}
+
 /// A `data:` URL with base64 content becomes inline bytes; any other address stays one.
 pub(in crate::formats) fn image_from_url(url: String) -> Image {
     if let Some(rest) = url.strip_prefix("data:")

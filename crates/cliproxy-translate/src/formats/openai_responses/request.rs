@@ -75,12 +75,7 @@ pub(super) struct WireItem {
     pub(super) encrypted_content: Option<String>,
 }
 
-#[derive(Deserialize)]
-#[serde(untagged, expecting = "a string or an array of content parts")]
-pub(super) enum WireContent {
-    Text(String),
-    Parts(Vec<WirePart>),
-}
+pub(super) type WireContent = shared::TextOrParts<WirePart>;
 
 #[derive(Deserialize)]
 pub(super) struct WirePart {
