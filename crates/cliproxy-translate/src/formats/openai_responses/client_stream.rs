@@ -395,9 +395,10 @@ impl StreamEncoder for EventEncoder {
             }
             Event::Error(error) => {
                 self.close_all(out);
-                let (_, code) = shared::error_type(error.kind);
+                // The error's code, or its type when OpenAI has no code for it.
+                let (kind, code) = shared::error_type(error.kind);
                 let body = ErrorBody {
-                    code: Some(code.unwrap_or("server_error")),
+                    code: Some(code.unwrap_or(kind)),
                     message: &error.message,
                     param: None,
                 };

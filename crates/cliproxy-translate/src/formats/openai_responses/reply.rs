@@ -262,14 +262,11 @@ impl Items {
             }
             Ending::Stop(_) => ("completed", None, None),
             Ending::Failed(error) => {
-                let (_, code) = shared::error_type(error.kind);
+                let (kind, code) = shared::error_type(error.kind);
                 (
                     "failed",
                     None,
-                    Some(OutFailure {
-                        code: code.unwrap_or("server_error"),
-                        message: &error.message,
-                    }),
+                    Some(OutFailure { code: code.unwrap_or(kind), message: &error.message }),
                 )
             }
         };

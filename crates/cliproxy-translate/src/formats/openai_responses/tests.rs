@@ -1147,3 +1147,12 @@ fn cut_and_corrupted_input_never_panics() {
         }
     }
 }
+
+#[test]
+fn an_error_without_an_openai_code_is_named_by_its_type() {
+    let error = ApiError { status: 400, kind: ErrorKind::InvalidRequest, message: "bad".into() };
+    let frames = encode_stream(&[Event::Error(error)], None);
+    assert_eq!(frames[2].1["code"], "invalid_request_error");
+    assert_eq!(frames[3].1["response"]["error"]["code"], "invalid_request_error");
+    assert_eq!(frames[3].1["response"]["status"], "failed");
+}
