@@ -123,7 +123,14 @@ impl WireResponse {
                     name: item.name.unwrap_or_default(),
                     arguments: item.arguments.unwrap_or_else(|| "{}".to_owned()),
                 })),
-                Some("reasoning") => parts.push(Part::Thinking(reasoning_part(item, false))),
+                Some("reasoning") => {
+                    // Reasoning nobody asked to see (no summary, no encrypted content) is left
+                    // out rather than given as an empty thinking part.
+                    let thinking = reasoning_part(item, false);
+                    if !thinking.text.is_empty() || thinking.signature.is_some() {
+                        parts.push(Part::Thinking(thinking));
+                    }
+                }
                 // Built-in tools' items (web search, file search…) were refused in the
                 // request; a provider that used one on its own has nothing to translate.
                 _ => {}

@@ -190,21 +190,25 @@ impl EventDecoder {
                 self.close(slot, out);
             }
             Some("reasoning") => {
+                let open = self.find(SlotKind::Thinking, output_index, 0);
+                let filled =
+                    open.and_then(|slot| self.slots.get(slot)).is_some_and(|slot| slot.filled);
+                let id = item.id.clone();
+                let encrypted = item.encrypted_content.clone();
+                let text =
+                    if filled { String::new() } else { super::reasoning_part(item, false).text };
+                // A reasoning item with no summary and no encrypted content (the model reasoned,
+                // nobody asked to see it) says nothing: no empty thinking block is made up.
+                if open.is_none() && text.is_empty() && encrypted.is_none() {
+                    return;
+                }
                 let slot =
                     self.slot(SlotKind::Thinking, output_index, 0, || BlockKind::Thinking, out);
-                let filled = self.slots.get(slot).is_some_and(|slot| slot.filled);
-                let index = self.slots.get(slot).map_or(0, |slot| slot.block);
-                let encrypted = item.encrypted_content.clone();
-                let id = item.id.clone();
-                if !filled {
-                    let thinking = super::reasoning_part(item, false);
-                    self.delta(slot, thinking.text, out);
-                }
+                self.delta(slot, text, out);
                 if let Some(encrypted) = encrypted {
-                    out.push(Event::SignatureDelta {
-                        index,
-                        signature: pack_signature(id.as_deref(), &encrypted),
-                    });
+                    let index = self.slots.get(slot).map_or(0, |slot| slot.block);
+                    let signature = pack_signature(id.as_deref(), &encrypted);
+                    out.push(Event::SignatureDelta { index, signature });
                 }
                 self.close(slot, out);
             }
@@ -351,6 +355,7 @@ impl EventDecoder {
         out: &mut Vec<Event>,
     ) {
         match kind {
+            // A reasoning item's block opens with its first summary piece or its signature.
             "response.output_item.added" => match item {
                 Some(item) if item.kind.as_deref() == Some("function_call") => {
                     let slot = self.slot(
@@ -361,9 +366,6 @@ impl EventDecoder {
                         out,
                     );
                     self.delta(slot, item.arguments.unwrap_or_default(), out);
-                }
-                Some(item) if item.kind.as_deref() == Some("reasoning") => {
-                    self.slot(SlotKind::Thinking, output_index, 0, || BlockKind::Thinking, out);
                 }
                 _ => {}
             },

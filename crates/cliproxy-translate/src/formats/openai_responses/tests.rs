@@ -728,6 +728,29 @@ fn a_provider_stream_that_skips_steps_loses_nothing() {
 }
 
 #[test]
+fn reasoning_nobody_asked_to_see_makes_no_thinking_block() {
+    let events = [
+        event(
+            "response.output_item.added",
+            json!({"output_index": 0, "item": {"id": "rs_1", "type": "reasoning", "summary": []}}),
+        ),
+        event(
+            "response.output_item.done",
+            json!({"output_index": 0, "item": {"id": "rs_1", "type": "reasoning", "summary": []}}),
+        ),
+        event(
+            "response.output_text.delta",
+            json!({"output_index": 1, "content_index": 0, "delta": "Hi"}),
+        ),
+    ];
+    let events = decode_stream(&events);
+    assert_eq!(events[1], Event::BlockStart { index: 0, block: BlockKind::Text });
+    let body = json!({"status": "completed", "output": [{"type": "reasoning", "id": "rs_1", "summary": []}]});
+    let response = OpenAiResponses::decode_response(&serde_json::to_vec(&body).unwrap()).unwrap();
+    assert!(response.parts.is_empty());
+}
+
+#[test]
 fn provider_stream_errors_and_garbage() {
     let failed = [event(
         "response.failed",
