@@ -130,6 +130,11 @@ impl WireResponse {
                 }));
             }
         }
+        // Some servers say `stop` after tool calls: the calls are what the client must act on.
+        if stop == StopReason::EndTurn && parts.iter().any(|part| matches!(part, Part::ToolCall(_)))
+        {
+            stop = StopReason::ToolUse;
+        }
         Ok(Response {
             id: self.id.unwrap_or_default(),
             model: self.model.unwrap_or_default(),

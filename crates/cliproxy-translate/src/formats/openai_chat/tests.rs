@@ -439,6 +439,10 @@ fn a_reply_decodes_with_its_calls_reasoning_usage_and_finish() {
         let response = OpenAiChat::decode_response(&serde_json::to_vec(&body).unwrap()).unwrap();
         assert_eq!(response.stop, stop);
     }
+    // A server that says `stop` after tool calls: the calls decide.
+    let body = json!({"choices": [{"message": {"tool_calls": [{"id": "c", "function": {"name": "f"}}]}, "finish_reason": "stop"}]});
+    let response = OpenAiChat::decode_response(&serde_json::to_vec(&body).unwrap()).unwrap();
+    assert_eq!((response.parts, response.stop), (vec![call("c", "f", "{}")], StopReason::ToolUse));
     // A refusal is the reply's text, and a content filter stop.
     let body = json!({"choices": [{"message": {"content": null, "refusal": "I can't."}, "finish_reason": "stop"}]});
     let response = OpenAiChat::decode_response(&serde_json::to_vec(&body).unwrap()).unwrap();
