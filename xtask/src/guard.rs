@@ -7,10 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
 use anyhow::{Context, Result, bail};
-use cliproxy_integrity::guard::{self, Policy};
-
-/// The policy file, relative to the repository top level.
-const DEFAULT_POLICY: &str = "integrity/path-guard.toml";
+use cliproxy_integrity::PathGuardConfig;
 
 /// Options of `cargo xtask guard`.
 #[derive(Debug, clap::Args)]
@@ -40,8 +37,19 @@ pub(crate) fn run(args: Args) -> Result<ExitCode> {
 
 fn check(args: &Args) -> Result<bool> {
     let root = repo_root()?;
-    let policy_path = args.policy.clone().unwrap_or_else(|| root.join(DEFAULT_POLICY));
-    let policy = Policy::load(&policy_path)?;
+    // The section's default policy is relative to the repository; a `--policy` given on the
+    // command line is relative to the working directory, as a user typing it means.
+    let mut config = PathGuardConfig::default();
+    let policy_path = match &args.policy {
+        Some(path) => path.clone(),
+        None => root.join(&config.policy),
+    };
+    config.policy = std::path::absolute(&policy_path)
+        .with_context(|| format!("cannot resolve {}", policy_path.display()))?;
+    config.base = Some(args.base.clone());
+    config.head = args.head.clone();
+    let guard = config.build(&root)?;
+    let policy = guard.policy();
     println!(
         "path guard: commits in {}..{} against {} (maintainers: {}; Reviewed-by required from maintainers other than the author: {})",
         args.base,
@@ -57,7 +65,7 @@ fn check(args: &Args) -> Result<bool> {
             policy.maintainers().len()
         );
     }
-    let report = guard::check_range(&root, &args.base, &args.head, &policy)?;
+    let report = guard.report()?;
     println!("{report}");
     if !report.passed() {
         println!(

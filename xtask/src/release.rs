@@ -11,11 +11,12 @@
 //! - `keygen --out DIR`: writes a new key pair (secret key 0600, public key in minisign's
 //!   format); never overwrites.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
+use cliproxy_integrity::ReleaseConfig;
 use cliproxy_integrity::release::{self, SIGNATURE_FILE, SUMS_FILE, SecretKey};
 
 /// Options of `cargo xtask release`.
@@ -156,9 +157,14 @@ fn sign(args: SignArgs) -> Result<ExitCode> {
 
 fn verify(args: VerifyArgs) -> Result<ExitCode> {
     let dir = args.dir.unwrap_or_else(default_dir);
-    let public_key = release::read_public_key(&args.pubkey)
+    let mut config = ReleaseConfig::default();
+    config.dir = dir.clone();
+    config.public_key = Some(args.pubkey.clone());
+    // An empty root: the paths from the command line stay relative to the working directory.
+    let verification = config
+        .build(Path::new(""))
         .with_context(|| format!("cannot read the public key {}", args.pubkey.display()))?;
-    match release::verify_dir(&dir, &public_key) {
+    match verification.verify() {
         Ok(verified) => {
             println!(
                 "ok: {SIGNATURE_FILE} verifies with key {}; trusted comment: {}",

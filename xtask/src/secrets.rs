@@ -7,13 +7,11 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Result;
-use cliproxy_integrity::secrets::{self, Allowlist, HookInstall, Mode, Scanner};
+use anyhow::{Context, Result};
+use cliproxy_integrity::SecretsConfig;
+use cliproxy_integrity::secrets::{self, HookInstall, Mode};
 
 use crate::guard::repo_root;
-
-/// The allowlist, relative to the repository top level.
-const DEFAULT_ALLOWLIST: &str = "integrity/secrets-allowlist.toml";
 
 /// What the pre-commit hook runs.
 const HOOK_COMMAND: &str = "cargo xtask secrets --staged";
@@ -73,18 +71,23 @@ fn scan(args: &Args) -> Result<bool> {
     } else {
         Mode::All
     };
-    let allowlist = match &args.allowlist {
-        Some(path) => Allowlist::load(path)?,
-        None => {
-            let path = root.join(DEFAULT_ALLOWLIST);
-            if path.exists() { Allowlist::load(&path)? } else { Allowlist::default() }
-        }
-    };
-    let report = Scanner::new(allowlist)?.scan(&root, mode)?;
+    // The section's default allowlist is relative to the repository and may be missing (then
+    // nothing is allowed); an `--allowlist` given on the command line is relative to the
+    // working directory and must exist.
+    let mut config = SecretsConfig::default();
+    let default_allowlist = config.allowlist.clone();
+    config.mode = mode;
+    if let Some(path) = &args.allowlist {
+        config.allowlist = std::path::absolute(path)
+            .with_context(|| format!("cannot resolve {}", path.display()))?;
+        config.allowlist_required = true;
+    }
+    let report = config.build(&root)?.report()?;
     println!("{report}");
     if !report.is_clean() {
         println!(
-            "remove the secret (and rotate it if it was ever pushed), or, for a test fixture, add its fingerprint or path to {DEFAULT_ALLOWLIST}; see docs/security/secret-scanning.md"
+            "remove the secret (and rotate it if it was ever pushed), or, for a test fixture, add its fingerprint or path to {}; see docs/security/secret-scanning.md",
+            default_allowlist.display()
         );
     }
     Ok(report.is_clean())

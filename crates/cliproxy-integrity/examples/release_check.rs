@@ -9,6 +9,9 @@
 //!    `SHA256SUMS.minisig`) and verifies.
 //! 3. One byte of one artefact changes: the verification fails and names that file.
 //!
+//! Steps 2 and 3 build their checks from a configuration section ([`IntegrityConfig`]), as
+//! a pipeline reading its settings from a file would.
+//!
 //! Run it with `cargo run -p cliproxy-integrity --example release_check`; it exits 0 when
 //! everything it shows held.
 
@@ -18,7 +21,7 @@ use std::path::Path;
 
 use cliproxy_integrity::release::{self, SecretKey};
 use cliproxy_integrity::secrets::{Allowlist, Mode, Scanner};
-use cliproxy_integrity::{Finding, IntegrityCheck, ReleaseVerification, SecretScan};
+use cliproxy_integrity::{Finding, IntegrityCheck, IntegrityConfig, SecretScan};
 
 const BINARY: &str = "hello-1.0-x86_64-linux";
 
@@ -43,20 +46,38 @@ fn main() {
     assert!(!findings[0].to_string().contains(&planted), "a finding must not show the key");
     assert!(!findings.iter().any(|f| f.location.starts_with("README.txt")));
 
-    // 2. Without it the release is clean; it is signed and verifies.
+    // 2. Without it the release is clean; it is signed and verifies. The public key is kept
+    // outside the release directory it vouches for.
     std::fs::remove_file(dir.join("deploy.env")).unwrap();
     assert_eq!(run(&secret_scan(&dir)), []);
     let key = SecretKey::generate().unwrap();
     let signed = release::sign_dir(&dir, &key, "timestamp:1700000000\tfile:SHA256SUMS").unwrap();
     println!("signed {} files with key {}", signed.checksums.len(), key.public_key().key_id());
-    let verification = ReleaseVerification::new(&dir, key.public_key().clone());
-    assert_eq!(run(&verification), []);
+    std::fs::write(tmp.path().join("hello.pub"), key.public_key().to_file_text()).unwrap();
+    let config: IntegrityConfig = toml::from_str(
+        r#"
+        [secrets]
+        mode = "directory"
+        dir = "hello-1.0"
+
+        [release]
+        dir = "hello-1.0"
+        public_key = "hello.pub"
+        "#,
+    )
+    .unwrap();
+    let checks = config.build(tmp.path()).unwrap();
+    let names: Vec<_> = checks.iter().map(|check| check.name()).collect();
+    assert_eq!(names, ["secret-scan", "release-verification"]);
+    for check in &checks {
+        assert_eq!(run(check.as_ref()), []);
+    }
 
     // 3. One changed byte: the verification fails and names the file.
     let mut bytes = std::fs::read(dir.join(BINARY)).unwrap();
     bytes[1] ^= 0x20;
     std::fs::write(dir.join(BINARY), bytes).unwrap();
-    let findings = run(&verification);
+    let findings = run(checks[1].as_ref());
     assert_eq!(findings.len(), 1, "{findings:?}");
     assert_eq!(findings[0].location, BINARY);
     assert!(findings[0].what.contains("SHA-256 mismatch"), "{}", findings[0]);

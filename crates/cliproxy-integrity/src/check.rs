@@ -51,7 +51,8 @@ impl fmt::Display for Finding {
     }
 }
 
-/// Why a check could not give a verdict: the error of the check that ran.
+/// Why a check could not be built or could not give a verdict: the error of the check, or
+/// a setting its [`IntegrityConfig`](crate::IntegrityConfig) section lacks.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -64,6 +65,12 @@ pub enum Error {
     /// The release could not be read.
     #[error(transparent)]
     Release(#[from] release::Error),
+    /// The path guard was asked for without a base revision: there is no range to check.
+    #[error("the path guard needs a base revision: it checks the commits in base..head")]
+    NoBaseRevision,
+    /// The release verification was asked for without a public key to verify with.
+    #[error("the release verification needs a public key file")]
+    NoPublicKey,
 }
 
 /// The result type of [`IntegrityCheck::run`].
@@ -89,6 +96,17 @@ impl PathGuard {
     ) -> Self {
         Self { repo: repo.into(), base: base.into(), head: head.into(), policy }
     }
+
+    /// The policy the guard applies.
+    pub fn policy(&self) -> &guard::Policy {
+        &self.policy
+    }
+
+    /// Runs the guard to its detailed report (warnings included), which [`IntegrityCheck::run`]
+    /// turns into findings.
+    pub fn report(&self) -> guard::Result<guard::Report> {
+        guard::check_range(&self.repo, &self.base, &self.head, &self.policy)
+    }
 }
 
 impl IntegrityCheck for PathGuard {
@@ -97,7 +115,7 @@ impl IntegrityCheck for PathGuard {
     }
 
     fn run(&self) -> Result<Vec<Finding>> {
-        let report = guard::check_range(&self.repo, &self.base, &self.head, &self.policy)?;
+        let report = self.report()?;
         Ok(report
             .violations
             .iter()
@@ -124,6 +142,12 @@ impl SecretScan {
     pub fn new(scanner: secrets::Scanner, root: impl Into<PathBuf>, mode: secrets::Mode) -> Self {
         Self { scanner, root: root.into(), mode }
     }
+
+    /// Runs the scan to its detailed report (skipped files and counts included), which
+    /// [`IntegrityCheck::run`] turns into findings.
+    pub fn report(&self) -> secrets::Result<secrets::Report> {
+        self.scanner.scan(&self.root, self.mode)
+    }
 }
 
 impl IntegrityCheck for SecretScan {
@@ -132,7 +156,7 @@ impl IntegrityCheck for SecretScan {
     }
 
     fn run(&self) -> Result<Vec<Finding>> {
-        let report = self.scanner.scan(&self.root, self.mode)?;
+        let report = self.report()?;
         Ok(report
             .findings
             .iter()
@@ -168,6 +192,19 @@ impl ReleaseVerification {
     pub fn new(dir: impl Into<PathBuf>, public_key: release::PublicKey) -> Self {
         Self { dir: dir.into(), public_key }
     }
+
+    /// The release directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Verifies the release to its detailed result ([`release::verify_dir`]): the files that
+    /// match, those `SHA256SUMS` does not list, the key id and the trusted comment. Any
+    /// failure is an error here; [`IntegrityCheck::run`] turns the verdicts among them into
+    /// a finding.
+    pub fn verify(&self) -> release::Result<release::VerifiedRelease> {
+        release::verify_dir(&self.dir, &self.public_key)
+    }
 }
 
 impl IntegrityCheck for ReleaseVerification {
@@ -180,7 +217,7 @@ impl IntegrityCheck for ReleaseVerification {
         // A directory that is not there is no verdict; a release in it that lacks its
         // `SHA256SUMS` or signature is one (below).
         std::fs::metadata(&self.dir).map_err(|e| E::io(&self.dir, e))?;
-        let error = match release::verify_dir(&self.dir, &self.public_key) {
+        let error = match self.verify() {
             Ok(_) => return Ok(Vec::new()),
             Err(error) => error,
         };

@@ -15,6 +15,21 @@
 //! a secret's value), so a program can hold any set of them and gate on the verdict. The
 //! modules keep the detailed reports for a program that wants more.
 //!
+//! The checks are built from one configuration section, [`IntegrityConfig`] (serde, unknown
+//! keys refused): `path_guard` (the policy file, the `base..head` range), `secrets` (the mode,
+//! the directory, the allowlist file) and `release` (the release directory, the public key
+//! file). [`IntegrityConfig::build`] makes every check the section configures; each
+//! sub-section builds its own check for a program that runs one at a time, as `cargo xtask
+//! guard|secrets|release verify` do from their command lines. Its errors are this crate's
+//! [`Error`]: about the files and the checks, never about a key of a program's config file.
+//!
+//! The section is not part of the server's configuration (`cliproxy-server`'s `Config` has no
+//! `integrity:`): these checks guard the source and the release artefacts before a binary is
+//! deployed, in CI and on a maintainer's machine, and a running server has no repository to
+//! guard or scan; a binary that verified its own release could vouch only for itself, since a
+//! tampered one would skip the check. A release is verified by whoever installs it, with
+//! `cargo xtask release verify` or `minisign`.
+//!
 //! A release gate: the release directory holds no secret, then it is signed and verifies.
 //!
 //! ```
@@ -49,6 +64,7 @@
 //! ```
 
 mod check;
+mod config;
 pub mod guard;
 pub mod release;
 pub mod secrets;
@@ -57,3 +73,4 @@ pub mod secrets;
 pub use check::{
     Error, Finding, IntegrityCheck, PathGuard, ReleaseVerification, Result, SecretScan,
 };
+pub use config::{IntegrityConfig, PathGuardConfig, ReleaseConfig, SecretsConfig};

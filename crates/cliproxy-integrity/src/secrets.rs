@@ -107,8 +107,12 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// Files (or, in diff modes, a file's added lines) larger than this are skipped and listed.
 pub const DEFAULT_MAX_FILE_BYTES: u64 = 1024 * 1024;
 
-/// What to scan.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What to scan. In a configuration file (`mode` of [`SecretsConfig`]) it is written
+/// `staged`, `all`, `history` or `directory`.
+///
+/// [`SecretsConfig`]: crate::SecretsConfig
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 #[non_exhaustive]
 pub enum Mode {
     /// The lines the index adds to `HEAD` (`git diff --cached`): what the next commit adds.

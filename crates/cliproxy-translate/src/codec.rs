@@ -46,6 +46,10 @@ pub trait StreamDecoder: Send + std::fmt::Debug {
 pub trait StreamEncoder: Send + std::fmt::Debug {
     /// Appends the frames for one event to `out`.
     fn encode(&mut self, event: &Event, out: &mut Vec<u8>);
+    /// Told once, before the first event, which format the provider speaks, so that the
+    /// reasoning signatures it streams reach the client wrapped with their origin
+    /// (`wrap_signature`). Encoders whose format carries no signatures ignore it.
+    fn set_origin(&mut self, _provider: Format) {}
     /// The stream is over: appends the format's terminator (`data: [DONE]`), if it has one.
     fn finish(&mut self, out: &mut Vec<u8>);
 }

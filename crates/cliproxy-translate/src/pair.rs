@@ -86,9 +86,11 @@ impl Pair {
 
     /// A translator of the provider's stream into the client's, event by event.
     pub fn stream(self) -> StreamTranslator {
+        let mut encoder = with_codec!(self.client, C => C::stream_encoder());
+        encoder.set_origin(self.provider);
         StreamTranslator {
             decoder: with_codec!(self.provider, C => C::stream_decoder()),
-            encoder: with_codec!(self.client, C => C::stream_encoder()),
+            encoder,
             events: Vec::new(),
             usage: Usage::default(),
             finished: false,
