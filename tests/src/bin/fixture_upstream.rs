@@ -713,3 +713,207 @@ async fn main() -> std::io::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    //! The tool-using turn in each format, as the client matrix relies on it: the call's
+    //! arguments, joined from the stream's pieces where there are some, are the shell tool's;
+    //! the answer after the result quotes it; without the mark or a known tool, nothing changes.
+
+    use super::*;
+
+    /// One generating request to `path` with `body`.
+    fn request(path: &str, body: Value) -> Recorded {
+        Recorded {
+            method: "POST".to_owned(),
+            path_and_query: path.to_owned(),
+            headers: http::HeaderMap::new(),
+            body: body.to_string().into(),
+        }
+    }
+
+    /// The reply's body (JSON), or its events' `data` (SSE), as JSON values.
+    fn payloads(reply: Reply) -> Vec<Value> {
+        match reply {
+            Reply::Json { status, body, .. } => {
+                assert_eq!(status, 200, "{body}");
+                vec![serde_json::from_str(&body).expect("a JSON reply")]
+            }
+            Reply::Sse { events, .. } => events
+                .iter()
+                .filter_map(|event| event.lines().find_map(|l| l.strip_prefix("data: ")))
+                .filter(|data| *data != "[DONE]")
+                .map(|data| serde_json::from_str(data).expect("a JSON event"))
+                .collect(),
+            Reply::Stall => panic!("the fixture stalled"),
+        }
+    }
+
+    /// One format: its paths (whole and streamed), a request declaring a client's tools (the
+    /// shell tool second, so that the first known one is picked, not the first one), the same
+    /// conversation with the tool's result, and how to read the called tool's name and
+    /// arguments (joined from the pieces) and the text from the reply's payloads.
+    struct Case {
+        path: &'static str,
+        stream_path: &'static str,
+        ask: Value,
+        answered: Value,
+        call: fn(&[Value]) -> (String, String),
+        text: fn(&[Value]) -> String,
+    }
+
+    fn join(payloads: &[Value], pointer: &str) -> String {
+        payloads.iter().filter_map(|p| p.pointer(pointer).and_then(Value::as_str)).collect()
+    }
+
+    fn cases() -> Vec<Case> {
+        let result = "cliproxy-tool-ok\n";
+        vec![
+            Case {
+                path: "/v1/chat/completions",
+                stream_path: "/v1/chat/completions",
+                ask: json!({"model": "gpt-4o-mini-toolcall", "messages": [{"role": "user", "content": "go"}],
+                    "tools": [{"type": "function", "function": {"name": "Read"}},
+                              {"type": "function", "function": {"name": "Bash"}}],
+                    "stream_options": {"include_usage": true}}),
+                answered: json!({"model": "gpt-4o-mini-toolcall", "messages": [{"role": "user", "content": "go"},
+                    {"role": "assistant", "tool_calls": [{"id": CALL_ID, "type": "function",
+                        "function": {"name": "Bash", "arguments": "{}"}}]},
+                    {"role": "tool", "tool_call_id": CALL_ID, "content": [{"type": "text", "text": result}]}],
+                    "tools": [{"type": "function", "function": {"name": "Bash"}}]}),
+                call: |p| {
+                    let name = join(p, "/choices/0/message/tool_calls/0/function/name")
+                        + &join(p, "/choices/0/delta/tool_calls/0/function/name");
+                    let args = join(p, "/choices/0/message/tool_calls/0/function/arguments")
+                        + &join(p, "/choices/0/delta/tool_calls/0/function/arguments");
+                    (name, args)
+                },
+                text: |p| {
+                    join(p, "/choices/0/message/content") + &join(p, "/choices/0/delta/content")
+                },
+            },
+            Case {
+                path: "/v1/responses",
+                stream_path: "/v1/responses",
+                ask: json!({"model": "gpt-4o-mini-toolcall", "input": "go",
+                    "tools": [{"type": "function", "name": "write_stdin"},
+                              {"type": "function", "name": "exec_command"}]}),
+                answered: json!({"model": "gpt-4o-mini-toolcall", "input": [
+                    {"type": "function_call", "call_id": CALL_ID, "name": "exec_command", "arguments": "{}"},
+                    {"type": "function_call_output", "call_id": CALL_ID, "output": result}],
+                    "tools": [{"type": "function", "name": "exec_command"}]}),
+                call: |p| {
+                    // A stream's `output_item.added` holds the name, its deltas the arguments.
+                    let item = p.iter().find_map(|e| e.get("item")).unwrap_or(&p[0]["output"][0]);
+                    let deltas: String = p
+                        .iter()
+                        .filter(|e| e["type"] == "response.function_call_arguments.delta")
+                        .filter_map(|e| e["delta"].as_str())
+                        .collect();
+                    let args = if p.len() > 1 {
+                        deltas
+                    } else {
+                        item["arguments"].as_str().unwrap_or_default().to_owned()
+                    };
+                    (item["name"].as_str().unwrap_or_default().to_owned(), args)
+                },
+                text: |p| {
+                    let deltas: String = p
+                        .iter()
+                        .filter(|e| e["type"] == "response.output_text.delta")
+                        .filter_map(|e| e["delta"].as_str())
+                        .collect();
+                    deltas + &join(p, "/output/0/content/0/text")
+                },
+            },
+            Case {
+                path: "/v1/messages",
+                stream_path: "/v1/messages",
+                ask: json!({"model": "claude-sonnet-4-toolcall", "max_tokens": 100,
+                    "messages": [{"role": "user", "content": "go"}],
+                    "tools": [{"name": "Read"}, {"name": "exec_command"}]}),
+                answered: json!({"model": "claude-sonnet-4-toolcall", "max_tokens": 100, "messages": [
+                    {"role": "user", "content": "go"},
+                    {"role": "assistant", "content": [{"type": "tool_use", "id": TOOLU_ID, "name": "exec_command", "input": {}}]},
+                    {"role": "user", "content": [{"type": "tool_result", "tool_use_id": TOOLU_ID,
+                        "content": [{"type": "text", "text": result}]}]}],
+                    "tools": [{"name": "exec_command"}]}),
+                call: |p| {
+                    let name = join(p, "/content/0/name") + &join(p, "/content_block/name");
+                    let args = p[0]
+                        .pointer("/content/0/input")
+                        .map_or_else(|| join(p, "/delta/partial_json"), Value::to_string);
+                    (name, args)
+                },
+                text: |p| join(p, "/content/0/text") + &join(p, "/delta/text"),
+            },
+            Case {
+                path: "/v1beta/models/gemini-2.0-flash-toolcall:generateContent",
+                stream_path: "/v1beta/models/gemini-2.0-flash-toolcall:streamGenerateContent?alt=sse",
+                ask: json!({"contents": [{"role": "user", "parts": [{"text": "go"}]}],
+                    "tools": [{"functionDeclarations": [{"name": "Read"}, {"name": "run_shell_command"}]}]}),
+                answered: json!({"contents": [{"role": "user", "parts": [{"text": "go"}]},
+                    {"role": "model", "parts": [{"functionCall": {"name": "run_shell_command", "args": {}}}]},
+                    {"role": "user", "parts": [{"functionResponse": {"name": "run_shell_command",
+                        "response": {"output": result}}}]}],
+                    "tools": [{"functionDeclarations": [{"name": "run_shell_command"}]}]}),
+                call: |p| {
+                    let call = &p[0]["candidates"][0]["content"]["parts"][0]["functionCall"];
+                    (call["name"].as_str().unwrap_or_default().to_owned(), call["args"].to_string())
+                },
+                text: |p| join(p, "/candidates/0/content/parts/0/text"),
+            },
+        ]
+    }
+
+    /// `body` sent to the case's streamed path (with `"stream": true` where the API says it
+    /// in the body), or to its whole one.
+    fn with_stream(case: &Case, body: &Value, streamed: bool) -> Recorded {
+        let mut body = body.clone();
+        if streamed && !case.stream_path.contains(':') {
+            body["stream"] = json!(true);
+        }
+        request(if streamed { case.stream_path } else { case.path }, body)
+    }
+
+    #[test]
+    fn each_format_calls_the_shell_tool_then_quotes_its_result() {
+        for case in cases() {
+            for streamed in [false, true] {
+                let what = format!("{} (streamed: {streamed})", case.path);
+                let (name, args) =
+                    (case.call)(&payloads(answer(&with_stream(&case, &case.ask, streamed))));
+                let (_, want) = SHELL_TOOLS.iter().find(|(known, _)| *known == name).expect(&what);
+                let args: Value = serde_json::from_str(&args).expect(&what);
+                assert_eq!(args, want(), "{what}");
+                let text =
+                    (case.text)(&payloads(answer(&with_stream(&case, &case.answered, streamed))));
+                assert_eq!(text, "Tool said: cliproxy-tool-ok", "{what}");
+            }
+        }
+    }
+
+    #[test]
+    fn without_the_mark_or_a_known_tool_the_usual_text() {
+        for case in cases() {
+            let unmarked = |body: &Value| {
+                let text = body.to_string().replace(TOOL_MARK, "plain");
+                serde_json::from_str::<Value>(&text).expect("still JSON")
+            };
+            let path = case.path.replace(TOOL_MARK, "plain");
+            for body in [unmarked(&case.ask), unmarked(&case.answered)] {
+                let text = (case.text)(&payloads(answer(&request(&path, body))));
+                assert_eq!(text, WORDS.concat(), "{path}");
+            }
+            let mut unknown = case.ask.clone();
+            let names = unknown["tools"]
+                .to_string()
+                .replace("Bash", "Other")
+                .replace("exec_command", "Other")
+                .replace("run_shell_command", "Other");
+            unknown["tools"] = serde_json::from_str(&names).expect("tools");
+            let text = (case.text)(&payloads(answer(&request(case.path, unknown))));
+            assert_eq!(text, WORDS.concat(), "{} with no shell tool", case.path);
+        }
+    }
+}
