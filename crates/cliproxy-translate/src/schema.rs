@@ -236,6 +236,50 @@ impl<'a> Reducer<'a> {
     }
 }
 
+/// A Gemini schema (its OpenAPI 3.0 subset: upper-case types, `nullable`) as the JSON
+/// Schema the other formats take: types in lower case, `nullable` folded into the type,
+/// Gemini-only keywords (`propertyOrdering`, `format: enum`) dropped. Nesting is bounded by
+/// the parser's recursion limit; deeper values (built by hand) are cut at [`MAX_DEPTH`].
+pub(crate) fn from_gemini(schema: &Value) -> Value {
+    from_gemini_at(schema, 0)
+}
+
+fn from_gemini_at(schema: &Value, depth: usize) -> Value {
+    let Some(object) = schema.as_object() else { return schema.clone() };
+    if depth > MAX_DEPTH {
+        return Value::Object(Map::new());
+    }
+    let nullable = object.get("nullable").and_then(Value::as_bool) == Some(true);
+    let mut out = Map::with_capacity(object.len());
+    for (key, value) in object {
+        let value = match (key.as_str(), value) {
+            ("nullable" | "propertyOrdering", _) => continue,
+            ("format", Value::String(format)) if format == "enum" => continue,
+            ("type", Value::String(name)) => {
+                let name = Value::String(name.to_ascii_lowercase());
+                if nullable {
+                    Value::Array(vec![name, Value::String("null".to_owned())])
+                } else {
+                    name
+                }
+            }
+            ("properties", Value::Object(properties)) => Value::Object(
+                properties
+                    .iter()
+                    .map(|(name, property)| (name.clone(), from_gemini_at(property, depth + 1)))
+                    .collect(),
+            ),
+            ("items", item) => from_gemini_at(item, depth + 1),
+            ("anyOf", Value::Array(choices)) => Value::Array(
+                choices.iter().map(|choice| from_gemini_at(choice, depth + 1)).collect(),
+            ),
+            (_, value) => value.clone(),
+        };
+        out.insert(key.clone(), value);
+    }
+    Value::Object(out)
+}
+
 /// Merges one `allOf` member into the schema being built: properties and `required` are
 /// united, other keywords keep the first value.
 fn merge(into: &mut Map<String, Value>, part: Map<String, Value>) {
@@ -404,6 +448,33 @@ mod tests {
         defs.insert("L20".to_owned(), json!({"type": "string"}));
         let error = reduce(json!({"$ref": "#/$defs/L0", "$defs": defs})).unwrap_err();
         assert!(error.to_string().contains("schema nodes"), "{error}");
+    }
+
+    #[test]
+    fn a_gemini_schema_reads_as_json_schema() {
+        assert_eq!(
+            from_gemini(&json!({
+                "type": "OBJECT", "propertyOrdering": ["a"],
+                "properties": {
+                    "a": {"type": "STRING", "nullable": true, "format": "enum", "enum": ["x"]},
+                    "b": {"type": "ARRAY", "items": {"type": "INTEGER", "format": "int64"}},
+                    "c": {"anyOf": [{"type": "NUMBER"}, {"type": "BOOLEAN"}]}
+                },
+                "required": ["a"]
+            })),
+            json!({
+                "type": "object",
+                "properties": {
+                    "a": {"type": ["string", "null"], "enum": ["x"]},
+                    "b": {"type": "array", "items": {"type": "integer", "format": "int64"}},
+                    "c": {"anyOf": [{"type": "number"}, {"type": "boolean"}]}
+                },
+                "required": ["a"]
+            })
+        );
+        // Reduction then reading back keeps what both sides share.
+        let schema = json!({"type": "object", "properties": {"n": {"type": ["integer", "null"]}}, "required": ["n"]});
+        assert_eq!(from_gemini(&reduce(schema.clone()).unwrap()), schema);
     }
 
     #[test]

@@ -54,6 +54,10 @@ pub(crate) fn parse<T: DeserializeOwned>(
     body: &[u8],
     locate: impl FnOnce(&Value) -> Option<(String, String)>,
 ) -> Result<T, Error> {
+    // Serde would also read a struct from an array, by position: a body must be an object.
+    if !body.trim_ascii_start().starts_with(b"{") {
+        return Err(Error::invalid("body", "expected a JSON object"));
+    }
     serde_json::from_slice(body).map_err(|error| {
         let Ok(value) = serde_json::from_slice::<Value>(body) else {
             return Error::invalid("body", error.to_string());

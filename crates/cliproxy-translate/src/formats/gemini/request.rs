@@ -1,0 +1,902 @@
+//! Gemini `generateContent` requests.
+
+use std::borrow::Cow;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::Format;
+use crate::codec::unwrap_signature;
+use crate::error::{Error, Result};
+use crate::formats::shared::{culprit, culprit_in_list, parse, to_json_string};
+use crate::ir::{
+    Image, Message, OutputFormat, Part, Reasoning, Request, Role, Sampling, SystemPart, Thinking,
+    Tool, ToolCall, ToolChoice, ToolResult, ToolResultPart,
+};
+use crate::schema;
+
+// The wire forms, as read. Google's JSON accepts both camelCase and snake_case names; the
+// aliases take the latter. Every field is optional: required ones are checked by the
+// decoder, which names them by their path.
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireRequest {
+    contents: Option<Vec<WireContent>>,
+    #[serde(alias = "system_instruction")]
+    system_instruction: Option<WireContent>,
+    tools: Option<Vec<WireTool>>,
+    #[serde(alias = "tool_config")]
+    tool_config: Option<WireToolConfig>,
+    #[serde(alias = "generation_config")]
+    generation_config: Option<WireGenerationConfig>,
+    #[serde(alias = "cached_content")]
+    cached_content: Option<Value>,
+}
+
+#[derive(Deserialize)]
+pub(super) struct WireContent {
+    pub(super) role: Option<String>,
+    pub(super) parts: Option<Vec<WirePart>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct WirePart {
+    pub(super) text: Option<String>,
+    pub(super) thought: Option<bool>,
+    #[serde(alias = "thought_signature")]
+    pub(super) thought_signature: Option<String>,
+    #[serde(alias = "inline_data")]
+    inline_data: Option<WireBlob>,
+    #[serde(alias = "file_data")]
+    file_data: Option<WireFile>,
+    #[serde(alias = "function_call")]
+    pub(super) function_call: Option<WireCall>,
+    #[serde(alias = "function_response")]
+    function_response: Option<WireFunctionResponse>,
+    #[serde(alias = "executable_code")]
+    executable_code: Option<Value>,
+    #[serde(alias = "code_execution_result")]
+    code_execution_result: Option<Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireBlob {
+    #[serde(alias = "mime_type")]
+    mime_type: Option<String>,
+    data: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireFile {
+    #[serde(alias = "mime_type")]
+    mime_type: Option<String>,
+    #[serde(alias = "file_uri")]
+    file_uri: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub(super) struct WireCall {
+    pub(super) id: Option<String>,
+    pub(super) name: Option<String>,
+    pub(super) args: Option<Value>,
+}
+
+#[derive(Deserialize)]
+struct WireFunctionResponse {
+    id: Option<String>,
+    name: Option<String>,
+    response: Option<Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireTool {
+    #[serde(alias = "function_declarations")]
+    function_declarations: Option<Vec<WireDeclaration>>,
+    /// The other tool kinds, by name (`googleSearch`, `codeExecution`, …).
+    #[serde(flatten)]
+    other: Map<String, Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireDeclaration {
+    name: Option<String>,
+    description: Option<String>,
+    parameters: Option<Value>,
+    #[serde(alias = "parameters_json_schema")]
+    parameters_json_schema: Option<Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireToolConfig {
+    #[serde(alias = "function_calling_config")]
+    function_calling_config: Option<WireCallingConfig>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireCallingConfig {
+    mode: Option<String>,
+    #[serde(alias = "allowed_function_names")]
+    allowed_function_names: Option<Vec<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireGenerationConfig {
+    temperature: Option<f64>,
+    #[serde(alias = "top_p")]
+    top_p: Option<f64>,
+    #[serde(alias = "top_k")]
+    top_k: Option<u64>,
+    #[serde(alias = "max_output_tokens")]
+    max_output_tokens: Option<u64>,
+    #[serde(alias = "stop_sequences")]
+    stop_sequences: Option<Vec<String>>,
+    #[serde(alias = "presence_penalty")]
+    presence_penalty: Option<f64>,
+    #[serde(alias = "frequency_penalty")]
+    frequency_penalty: Option<f64>,
+    seed: Option<i64>,
+    #[serde(alias = "response_mime_type")]
+    response_mime_type: Option<String>,
+    #[serde(alias = "response_schema")]
+    response_schema: Option<Value>,
+    #[serde(alias = "response_json_schema")]
+    response_json_schema: Option<Value>,
+    #[serde(alias = "thinking_config")]
+    thinking_config: Option<WireThinkingConfig>,
+    #[serde(alias = "candidate_count")]
+    candidate_count: Option<u64>,
+    #[serde(alias = "response_logprobs")]
+    response_logprobs: Option<bool>,
+    logprobs: Option<Value>,
+    #[serde(alias = "response_modalities")]
+    response_modalities: Option<Vec<String>>,
+    #[serde(alias = "speech_config")]
+    speech_config: Option<Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireThinkingConfig {
+    #[serde(alias = "thinking_budget")]
+    thinking_budget: Option<i64>,
+    #[serde(alias = "include_thoughts")]
+    include_thoughts: Option<bool>,
+    #[serde(alias = "thinking_level")]
+    thinking_level: Option<String>,
+}
+
+/// Names the field a malformed request gets wrong.
+fn locate(value: &Value) -> Option<(String, String)> {
+    let content = |content: &Value| {
+        culprit_in_list::<WirePart>(content, "parts", culprit::<WirePart>)
+            .or_else(|| culprit::<WireContent>(content))
+    };
+    let tool = |tool: &Value| {
+        culprit_in_list::<WireDeclaration>(tool, "functionDeclarations", culprit::<WireDeclaration>)
+    };
+    culprit_in_list::<WireContent>(value, "contents", content)
+        .or_else(|| culprit_in_list::<WireTool>(value, "tools", tool))
+        .or_else(|| {
+            let config = value.get("generationConfig")?;
+            culprit::<WireGenerationConfig>(config)
+                .map(|(field, problem)| (format!("generationConfig.{field}"), problem))
+        })
+        .or_else(|| {
+            let system = value.get("systemInstruction")?;
+            content(system).map(|(field, problem)| (format!("systemInstruction.{field}"), problem))
+        })
+        .or_else(|| culprit::<WireRequest>(value))
+}
+
+fn missing(field: impl Into<String>) -> Error {
+    Error::invalid(field, "missing")
+}
+
+/// Reads a client's `generateContent` body.
+pub(super) fn decode(body: &[u8]) -> Result<Request> {
+    let wire: WireRequest = parse(body, locate)?;
+    let mut request = Request::default();
+    if let Some(system) = wire.system_instruction {
+        for (j, part) in system.parts.unwrap_or_default().into_iter().enumerate() {
+            let text = part.text.ok_or_else(|| {
+                Error::invalid(format!("systemInstruction.parts[{j}]"), "expected a text part")
+            })?;
+            request.system.push(SystemPart { developer: false, text });
+        }
+    }
+    let contents = wire.contents.ok_or_else(|| missing("contents"))?;
+    let mut calls = Calls::default();
+    request.messages.reserve(contents.len());
+    for (i, content) in contents.into_iter().enumerate() {
+        let role = match content.role.as_deref() {
+            // A single-turn request may leave the role out; `function` is the old role of
+            // function responses.
+            None | Some("user" | "function") => Role::User,
+            Some("model") => Role::Assistant,
+            Some(_) => {
+                return Err(Error::invalid(
+                    format!("contents[{i}].role"),
+                    "expected user or model",
+                ));
+            }
+        };
+        let wire_parts = content.parts.ok_or_else(|| missing(format!("contents[{i}].parts")))?;
+        let mut parts = Vec::with_capacity(wire_parts.len());
+        for (j, part) in wire_parts.into_iter().enumerate() {
+            let path = format!("contents[{i}].parts[{j}]");
+            decode_part(part, &path, &mut calls, &mut parts, &mut request.unmapped)?;
+        }
+        request.messages.push(Message { role, parts });
+    }
+    for (i, tool) in wire.tools.unwrap_or_default().into_iter().enumerate() {
+        for (j, declaration) in
+            tool.function_declarations.unwrap_or_default().into_iter().enumerate()
+        {
+            let path = format!("tools[{i}].functionDeclarations[{j}]");
+            let parameters = match (declaration.parameters_json_schema, declaration.parameters) {
+                (Some(json_schema), _) => json_schema,
+                (None, Some(parameters)) => schema::from_gemini(&parameters),
+                (None, None) => serde_json::json!({"type": "object", "properties": {}}),
+            };
+            request.tools.push(Tool {
+                name: declaration.name.ok_or_else(|| missing(format!("{path}.name")))?,
+                description: declaration.description,
+                parameters,
+                strict: None,
+            });
+        }
+        for (kind, value) in tool.other {
+            request.unmapped.push((format!("tools[{i}].{kind}"), value));
+        }
+    }
+    if let Some(config) = wire.tool_config.and_then(|config| config.function_calling_config) {
+        let names = config.allowed_function_names.unwrap_or_default();
+        let choice = match (config.mode.as_deref(), names.as_slice()) {
+            (Some("ANY"), [one]) => Some(ToolChoice::Named(one.clone())),
+            (_, [_, ..]) => {
+                request.unmapped.push((
+                    "toolConfig.functionCallingConfig.allowedFunctionNames".to_owned(),
+                    Value::from(names.clone()),
+                ));
+                None
+            }
+            (Some("ANY"), []) => Some(ToolChoice::Required),
+            (Some("NONE"), []) => Some(ToolChoice::None),
+            // `VALIDATED` lets the model choose, like `AUTO`, with calls checked against
+            // their schema, which the other formats do on their own.
+            (Some("AUTO" | "VALIDATED" | "MODE_UNSPECIFIED") | None, []) => Some(ToolChoice::Auto),
+            (Some(_), []) => {
+                return Err(Error::invalid(
+                    "toolConfig.functionCallingConfig.mode",
+                    "expected AUTO, ANY, NONE or VALIDATED",
+                ));
+            }
+        };
+        request.tool_choice = choice;
+    }
+    if let Some(config) = wire.generation_config {
+        decode_generation_config(config, &mut request)?;
+    }
+    if let Some(cached) = wire.cached_content {
+        request.unmapped.push(("cachedContent".to_owned(), cached));
+    }
+    Ok(request)
+}
+
+fn decode_generation_config(config: WireGenerationConfig, request: &mut Request) -> Result<()> {
+    request.sampling = Sampling {
+        temperature: config.temperature,
+        top_p: config.top_p,
+        top_k: config.top_k,
+        presence_penalty: config.presence_penalty,
+        frequency_penalty: config.frequency_penalty,
+        seed: config.seed,
+    };
+    request.max_tokens = config.max_output_tokens;
+    request.stop = config.stop_sequences.unwrap_or_default();
+    let unmapped = &mut request.unmapped;
+    let mut refuse =
+        |name: &str, value: Value| unmapped.push((format!("generationConfig.{name}"), value));
+    if let Some(count) = config.candidate_count.filter(|count| *count > 1) {
+        refuse("candidateCount", Value::from(count));
+    }
+    if config.response_logprobs == Some(true) {
+        refuse("responseLogprobs", Value::Bool(true));
+    }
+    if let Some(logprobs) = config.logprobs {
+        refuse("logprobs", logprobs);
+    }
+    if let Some(modalities) = config.response_modalities
+        && modalities.iter().any(|modality| !modality.eq_ignore_ascii_case("text"))
+    {
+        refuse("responseModalities", Value::from(modalities));
+    }
+    if let Some(speech) = config.speech_config {
+        refuse("speechConfig", speech);
+    }
+    let schema = match (config.response_json_schema, config.response_schema) {
+        (Some(json_schema), _) => Some(json_schema),
+        (None, Some(schema)) => Some(schema::from_gemini(&schema)),
+        (None, None) => None,
+    };
+    match (config.response_mime_type.as_deref(), schema) {
+        (Some("application/json"), Some(schema)) => {
+            request.output = Some(OutputFormat::JsonSchema {
+                name: "response".to_owned(),
+                schema,
+                strict: None,
+            });
+        }
+        (Some("application/json"), None) => request.output = Some(OutputFormat::JsonObject),
+        (None | Some("text/plain"), _) => {}
+        (Some(other), _) => refuse("responseMimeType", Value::String(other.to_owned())),
+    }
+    if let Some(thinking) = config.thinking_config {
+        request.reasoning = match (thinking.thinking_budget, thinking.thinking_level.as_deref()) {
+            (Some(0), _) => Some(Reasoning::Off),
+            (Some(budget), _) if budget > 0 => Some(Reasoning::Budget(budget.unsigned_abs())),
+            // -1 asks the model to choose its budget: a middle effort says the same elsewhere.
+            (Some(_), _) => Some(Reasoning::Effort(crate::ir::Effort::Medium)),
+            (None, Some(level)) => {
+                Some(Reasoning::Effort(match level.to_ascii_lowercase().as_str() {
+                    "minimal" => crate::ir::Effort::Minimal,
+                    "low" => crate::ir::Effort::Low,
+                    "medium" => crate::ir::Effort::Medium,
+                    "high" => crate::ir::Effort::High,
+                    _ => {
+                        return Err(Error::invalid(
+                            "generationConfig.thinkingConfig.thinkingLevel",
+                            "expected minimal, low, medium or high",
+                        ));
+                    }
+                }))
+            }
+            (None, None) if thinking.include_thoughts == Some(true) => {
+                Some(Reasoning::Effort(crate::ir::Effort::Medium))
+            }
+            (None, None) => None,
+        };
+    }
+    Ok(())
+}
+
+/// The calls of a conversation so far, to give id-less calls an id and match results.
+#[derive(Default)]
+struct Calls {
+    /// Every call in order: its id, name, and whether a result answered it.
+    calls: Vec<(String, String, bool)>,
+}
+
+impl Calls {
+    fn call(&mut self, id: Option<String>, name: &str) -> String {
+        let id = id.unwrap_or_else(|| format!("call_{}", self.calls.len()));
+        self.calls.push((id.clone(), name.to_owned(), false));
+        id
+    }
+
+    /// The id of the call a result answers: its own id, else the earliest unanswered call
+    /// of its name.
+    fn result(&mut self, id: Option<String>, name: &str) -> Option<String> {
+        let slot = match &id {
+            Some(id) => self.calls.iter_mut().find(|(call, _, _)| call == id),
+            None => self.calls.iter_mut().find(|(_, call, answered)| call == name && !answered),
+        };
+        match slot {
+            Some(slot) => {
+                slot.2 = true;
+                Some(slot.0.clone())
+            }
+            // A result with its own id that no call in the history carries still names its
+            // call: the client kept the calls elsewhere (a cached prefix).
+            None => id,
+        }
+    }
+}
+
+/// A thought signature the client sent: its origin (when it was wrapped) and the signature.
+fn signature_of(signature: Option<String>) -> (Format, Option<String>) {
+    match signature.filter(|signature| !signature.is_empty()) {
+        None => (Format::Gemini, None),
+        Some(signature) => {
+            let (origin, inner) = unwrap_signature(Format::Gemini, &signature);
+            (origin, Some(inner.to_owned()))
+        }
+    }
+}
+
+fn decode_part(
+    part: WirePart,
+    path: &str,
+    calls: &mut Calls,
+    parts: &mut Vec<Part>,
+    unmapped: &mut Vec<(String, Value)>,
+) -> Result<()> {
+    let (origin, signature) = signature_of(part.thought_signature);
+    if part.thought == Some(true) {
+        parts.push(Part::Thinking(Thinking {
+            text: part.text.unwrap_or_default(),
+            signature,
+            redacted: None,
+            origin: Some(origin),
+        }));
+        return Ok(());
+    }
+    // A signature on any other part travels as a thinking block of its own, just before it.
+    if signature.is_some() {
+        parts.push(Part::Thinking(Thinking {
+            text: String::new(),
+            signature,
+            redacted: None,
+            origin: Some(origin),
+        }));
+    }
+    if let Some(text) = part.text {
+        parts.push(Part::Text(text));
+    } else if let Some(blob) = part.inline_data {
+        let media_type =
+            blob.mime_type.ok_or_else(|| missing(format!("{path}.inlineData.mimeType")))?;
+        if !media_type.starts_with("image/") {
+            unmapped.push((format!("{path}.inlineData"), Value::String(media_type)));
+            return Ok(());
+        }
+        let data = blob.data.ok_or_else(|| missing(format!("{path}.inlineData.data")))?;
+        parts.push(Part::Image(Image::Base64 { media_type, data }));
+    } else if let Some(file) = part.file_data {
+        let url = file.file_uri.ok_or_else(|| missing(format!("{path}.fileData.fileUri")))?;
+        if file.mime_type.as_deref().is_some_and(|media_type| !media_type.starts_with("image/")) {
+            unmapped.push((format!("{path}.fileData"), Value::String(url)));
+            return Ok(());
+        }
+        parts.push(Part::Image(Image::Url { url, media_type: file.mime_type }));
+    } else if let Some(call) = part.function_call {
+        let name = call.name.ok_or_else(|| missing(format!("{path}.functionCall.name")))?;
+        let arguments = call.args.as_ref().map_or_else(|| "{}".to_owned(), to_json_string);
+        let id = calls.call(call.id, &name);
+        parts.push(Part::ToolCall(ToolCall { id, name, arguments }));
+    } else if let Some(result) = part.function_response {
+        let name = result.name.ok_or_else(|| missing(format!("{path}.functionResponse.name")))?;
+        let call_id = calls.result(result.id, &name).ok_or_else(|| {
+            Error::invalid(format!("{path}.functionResponse"), "answers no earlier functionCall")
+        })?;
+        let (text, is_error) = unwrap_response(result.response.unwrap_or(Value::Null));
+        parts.push(Part::ToolResult(ToolResult {
+            call_id,
+            name: Some(name),
+            content: vec![ToolResultPart::Text(text)],
+            is_error,
+        }));
+    } else if part.executable_code.is_some() || part.code_execution_result.is_some() {
+        unmapped.push((path.to_owned(), Value::String("code execution".to_owned())));
+    }
+    // A part with none of these (only a signature, or `videoMetadata`) says nothing more.
+    Ok(())
+}
+
+/// A function response as text: the value of its one `output`, `content` or `result` key
+/// when that is the shape, the `error` key's (a failed call), else the whole object's JSON.
+fn unwrap_response(response: Value) -> (String, bool) {
+    if let Value::Object(map) = &response
+        && map.len() == 1
+        && let Some((key, value)) = map.iter().next()
+    {
+        let text = match value {
+            Value::String(text) => text.clone(),
+            other => to_json_string(other),
+        };
+        match key.as_str() {
+            "output" | "content" | "result" => return (text, false),
+            "error" => return (text, true),
+            _ => {}
+        }
+    }
+    (to_json_string(&response), false)
+}
+
+// The wire forms, as written.
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct OutRequest<'a> {
+    contents: Vec<OutContent<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    system_instruction: Option<OutSystem<'a>>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tools: Vec<OutTools<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_config: Option<OutToolConfig<'a>>,
+    #[serde(skip_serializing_if = "OutGenerationConfig::is_empty")]
+    generation_config: OutGenerationConfig<'a>,
+}
+
+#[derive(Serialize)]
+pub(super) struct OutContent<'a> {
+    pub(super) role: &'static str,
+    pub(super) parts: Vec<OutPart<'a>>,
+}
+
+#[derive(Serialize)]
+struct OutSystem<'a> {
+    parts: Vec<OutPart<'a>>,
+}
+
+/// One part as written: exactly one of its data fields is set.
+#[derive(Serialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct OutPart<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) text: Option<&'a str>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub(super) thought: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) inline_data: Option<OutBlob<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) file_data: Option<OutFile<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) function_call: Option<OutCall<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) function_response: Option<OutFunctionResponse<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) thought_signature: Option<Cow<'a, str>>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct OutBlob<'a> {
+    mime_type: &'a str,
+    data: &'a str,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct OutFile<'a> {
+    mime_type: &'a str,
+    file_uri: &'a str,
+}
+
+#[derive(Serialize)]
+pub(super) struct OutCall<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) id: Option<&'a str>,
+    pub(super) name: &'a str,
+    pub(super) args: Value,
+}
+
+#[derive(Serialize)]
+pub(super) struct OutFunctionResponse<'a> {
+    name: &'a str,
+    response: Value,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct OutTools<'a> {
+    function_declarations: Vec<OutDeclaration<'a>>,
+}
+
+#[derive(Serialize)]
+struct OutDeclaration<'a> {
+    name: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    description: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parameters: Option<Value>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct OutToolConfig<'a> {
+    function_calling_config: OutCallingConfig<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct OutCallingConfig<'a> {
+    mode: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    allowed_function_names: Option<[&'a str; 1]>,
+}
+
+#[derive(Serialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct OutGenerationConfig<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    temperature: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    top_p: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    top_k: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_output_tokens: Option<u64>,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    stop_sequences: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    presence_penalty: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    frequency_penalty: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seed: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    response_mime_type: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    response_schema: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    thinking_config: Option<OutThinkingConfig>,
+}
+
+impl OutGenerationConfig<'_> {
+    fn is_empty(&self) -> bool {
+        self.temperature.is_none()
+            && self.top_p.is_none()
+            && self.top_k.is_none()
+            && self.max_output_tokens.is_none()
+            && self.stop_sequences.is_empty()
+            && self.presence_penalty.is_none()
+            && self.frequency_penalty.is_none()
+            && self.seed.is_none()
+            && self.response_mime_type.is_none()
+            && self.thinking_config.is_none()
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct OutThinkingConfig {
+    thinking_budget: u64,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    include_thoughts: bool,
+}
+
+/// Google's documented signature for a function call whose history has none (a turn of
+/// another provider): it tells Gemini 3 not to validate the missing reasoning.
+const SKIP_SIGNATURE: &str = "skip_thought_signature_validator";
+
+/// Writes a `generateContent` body for a Gemini provider.
+pub(super) fn encode(request: &Request) -> Result<Vec<u8>> {
+    if let Some((name, _)) = request.unmapped.first() {
+        return Err(Error::unsupported(name.clone(), Format::Gemini));
+    }
+    let system_instruction = (!request.system.is_empty()).then(|| OutSystem {
+        parts: request
+            .system
+            .iter()
+            .map(|part| OutPart { text: Some(&part.text), ..OutPart::default() })
+            .collect(),
+    });
+    // The name of each call, for the results that answer it.
+    let mut names: Vec<(&str, &str)> = Vec::new();
+    let mut contents = Vec::with_capacity(request.messages.len());
+    for (i, message) in request.messages.iter().enumerate() {
+        let mut parts = Vec::with_capacity(message.parts.len());
+        let mut signature: Option<&str> = None;
+        let mut signed_call = false;
+        let mut first_call = None;
+        for (j, part) in message.parts.iter().enumerate() {
+            let path = || format!("messages[{i}].content[{j}]");
+            let mut out = match part {
+                Part::Thinking(thinking) => {
+                    if thinking.origin.is_some_and(|origin| origin != Format::Gemini)
+                        || thinking.redacted.is_some()
+                    {
+                        continue;
+                    }
+                    if thinking.text.is_empty() {
+                        // A signature of its own: it belongs to the next part.
+                        signature = thinking.signature.as_deref().or(signature);
+                        continue;
+                    }
+                    OutPart {
+                        text: Some(&thinking.text),
+                        thought: true,
+                        thought_signature: thinking.signature.as_deref().map(Cow::Borrowed),
+                        ..OutPart::default()
+                    }
+                }
+                Part::ToolCall(call) => {
+                    names.push((&call.id, &call.name));
+                    first_call.get_or_insert(parts.len());
+                    signed_call |= signature.is_some();
+                    OutPart {
+                        function_call: Some(OutCall {
+                            id: None,
+                            name: &call.name,
+                            args: super::response::arguments_object(&call.arguments).ok_or_else(
+                                || {
+                                    Error::invalid(
+                                        format!("{}.arguments", path()),
+                                        "not a JSON object",
+                                    )
+                                },
+                            )?,
+                        }),
+                        ..OutPart::default()
+                    }
+                }
+                Part::ToolResult(result) => {
+                    let name = match &result.name {
+                        Some(name) => name.as_str(),
+                        None => names
+                            .iter()
+                            .rev()
+                            .find(|(id, _)| *id == result.call_id)
+                            .map(|(_, name)| *name)
+                            .ok_or_else(|| {
+                                Error::invalid(
+                                    path(),
+                                    format!(
+                                        "answers tool call {} which is not in the conversation",
+                                        result.call_id
+                                    ),
+                                )
+                            })?,
+                    };
+                    let mut text = String::new();
+                    for piece in &result.content {
+                        if let ToolResultPart::Text(piece) = piece {
+                            if !text.is_empty() {
+                                text.push('\n');
+                            }
+                            text.push_str(piece);
+                        }
+                    }
+                    let key = if result.is_error { "error" } else { "output" };
+                    let mut response = Map::with_capacity(1);
+                    response.insert(key.to_owned(), Value::String(text));
+                    parts.push(OutPart {
+                        function_response: Some(OutFunctionResponse {
+                            name,
+                            response: Value::Object(response),
+                        }),
+                        thought_signature: signature.take().map(Cow::Borrowed),
+                        ..OutPart::default()
+                    });
+                    // Images of a result follow it as parts of the same turn.
+                    for piece in &result.content {
+                        if let ToolResultPart::Image(image) = piece {
+                            parts.push(image_part(image));
+                        }
+                    }
+                    continue;
+                }
+                Part::Text(text) => OutPart { text: Some(text), ..OutPart::default() },
+                Part::Image(image) => image_part(image),
+            };
+            if out.thought_signature.is_none() {
+                out.thought_signature = signature.take().map(Cow::Borrowed);
+            }
+            parts.push(out);
+        }
+        if let Some(signature) = signature {
+            parts.push(OutPart {
+                text: Some(""),
+                thought_signature: Some(Cow::Borrowed(signature)),
+                ..OutPart::default()
+            });
+        }
+        if message.role == Role::Assistant
+            && !signed_call
+            && let Some(first) = first_call.and_then(|at| parts.get_mut(at))
+            && first.thought_signature.is_none()
+        {
+            first.thought_signature = Some(Cow::Borrowed(SKIP_SIGNATURE));
+        }
+        if parts.is_empty() {
+            continue;
+        }
+        let role = match message.role {
+            Role::User => "user",
+            Role::Assistant => "model",
+        };
+        contents.push(OutContent { role, parts });
+    }
+    let mut declarations = Vec::with_capacity(request.tools.len());
+    for tool in &request.tools {
+        let reduced = schema::reduce_for_gemini(
+            &tool.parameters,
+            &format!("tool `{}` parameters", tool.name),
+        )?;
+        // A function without parameters is declared without a schema: Gemini refuses an
+        // object schema with no properties.
+        let empty = reduced.get("properties").and_then(Value::as_object).is_none_or(Map::is_empty)
+            && reduced.get("anyOf").is_none();
+        declarations.push(OutDeclaration {
+            name: &tool.name,
+            description: tool.description.as_deref(),
+            parameters: (!empty).then_some(reduced),
+        });
+    }
+    let tool_config = if declarations.is_empty() {
+        None
+    } else {
+        request.tool_choice.as_ref().map(|choice| OutToolConfig {
+            function_calling_config: match choice {
+                ToolChoice::Auto => OutCallingConfig { mode: "AUTO", allowed_function_names: None },
+                ToolChoice::None => OutCallingConfig { mode: "NONE", allowed_function_names: None },
+                ToolChoice::Required => {
+                    OutCallingConfig { mode: "ANY", allowed_function_names: None }
+                }
+                ToolChoice::Named(name) => {
+                    OutCallingConfig { mode: "ANY", allowed_function_names: Some([name.as_str()]) }
+                }
+            },
+        })
+    };
+    let (response_mime_type, response_schema) = match &request.output {
+        None => (None, None),
+        Some(OutputFormat::JsonObject) => (Some("application/json"), None),
+        Some(OutputFormat::JsonSchema { schema, .. }) => {
+            (Some("application/json"), Some(schema::reduce_for_gemini(schema, "response_format")?))
+        }
+    };
+    let thinking_config = request.reasoning.map(|reasoning| match reasoning {
+        Reasoning::Off => OutThinkingConfig { thinking_budget: 0, include_thoughts: false },
+        Reasoning::Budget(budget) => {
+            OutThinkingConfig { thinking_budget: budget, include_thoughts: true }
+        }
+        Reasoning::Effort(effort) => {
+            OutThinkingConfig { thinking_budget: effort.budget(), include_thoughts: true }
+        }
+    });
+    let out = OutRequest {
+        contents,
+        system_instruction,
+        tools: if declarations.is_empty() {
+            Vec::new()
+        } else {
+            vec![OutTools { function_declarations: declarations }]
+        },
+        tool_config,
+        generation_config: OutGenerationConfig {
+            temperature: request.sampling.temperature,
+            top_p: request.sampling.top_p,
+            top_k: request.sampling.top_k,
+            max_output_tokens: request.max_tokens,
+            stop_sequences: &request.stop,
+            presence_penalty: request.sampling.presence_penalty,
+            frequency_penalty: request.sampling.frequency_penalty,
+            seed: request.sampling.seed,
+            response_mime_type,
+            response_schema,
+            thinking_config,
+        },
+    };
+    serde_json::to_vec(&out).map_err(|error| Error::invalid("request", error.to_string()))
+}
+
+/// An image as a part: inline bytes, or a file by address (with its media type, which
+/// Gemini requires: guessed from the address's extension when the client gave none).
+pub(super) fn image_part(image: &Image) -> OutPart<'_> {
+    match image {
+        Image::Base64 { media_type, data } => OutPart {
+            inline_data: Some(OutBlob { mime_type: media_type, data }),
+            ..OutPart::default()
+        },
+        Image::Url { url, media_type } => OutPart {
+            file_data: Some(OutFile {
+                mime_type: media_type.as_deref().unwrap_or_else(|| guess_media_type(url)),
+                file_uri: url,
+            }),
+            ..OutPart::default()
+        },
+    }
+}
+
+fn guess_media_type(url: &str) -> &'static str {
+    let path = url.split(['?', '#']).next().unwrap_or(url).to_ascii_lowercase();
+    match path.rsplit_once('.').map(|(_, extension)| extension) {
+        Some("png") => "image/png",
+        Some("webp") => "image/webp",
+        Some("gif") => "image/gif",
+        Some("heic") => "image/heic",
+        Some("heif") => "image/heif",
+        _ => "image/jpeg",
+    }
+}
