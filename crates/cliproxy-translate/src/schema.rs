@@ -238,46 +238,47 @@ impl<'a> Reducer<'a> {
 
 /// A Gemini schema (its OpenAPI 3.0 subset: upper-case types, `nullable`) as the JSON
 /// Schema the other formats take: types in lower case, `nullable` folded into the type,
-/// Gemini-only keywords (`propertyOrdering`, `format: enum`) dropped. Nesting is bounded by
-/// the parser's recursion limit; deeper values (built by hand) are cut at [`MAX_DEPTH`].
-pub(crate) fn from_gemini(schema: &Value) -> Value {
-    from_gemini_at(schema, 0)
+/// Gemini-only keywords (`propertyOrdering`, `format: enum`) dropped. Rewritten in place,
+/// since it was just parsed. Nesting is bounded by the parser's recursion limit; deeper
+/// values (built by hand) are cut at [`MAX_DEPTH`].
+pub(crate) fn from_gemini(mut schema: Value) -> Value {
+    normalise_gemini(&mut schema, 0);
+    schema
 }
 
-fn from_gemini_at(schema: &Value, depth: usize) -> Value {
-    let Some(object) = schema.as_object() else { return schema.clone() };
+fn normalise_gemini(schema: &mut Value, depth: usize) {
+    let Some(object) = schema.as_object_mut() else { return };
     if depth > MAX_DEPTH {
-        return Value::Object(Map::new());
+        object.clear();
+        return;
     }
-    let nullable = object.get("nullable").and_then(Value::as_bool) == Some(true);
-    let mut out = Map::with_capacity(object.len());
-    for (key, value) in object {
-        let value = match (key.as_str(), value) {
-            ("nullable" | "propertyOrdering", _) => continue,
-            ("format", Value::String(format)) if format == "enum" => continue,
-            ("type", Value::String(name)) => {
-                let name = Value::String(name.to_ascii_lowercase());
-                if nullable {
-                    Value::Array(vec![name, Value::String("null".to_owned())])
-                } else {
-                    name
-                }
-            }
-            ("properties", Value::Object(properties)) => Value::Object(
-                properties
-                    .iter()
-                    .map(|(name, property)| (name.clone(), from_gemini_at(property, depth + 1)))
-                    .collect(),
-            ),
-            ("items", item) => from_gemini_at(item, depth + 1),
-            ("anyOf", Value::Array(choices)) => Value::Array(
-                choices.iter().map(|choice| from_gemini_at(choice, depth + 1)).collect(),
-            ),
-            (_, value) => value.clone(),
-        };
-        out.insert(key.clone(), value);
+    let nullable = object.remove("nullable").and_then(|value| value.as_bool()) == Some(true);
+    object.remove("propertyOrdering");
+    if object.get("format").and_then(Value::as_str) == Some("enum") {
+        object.remove("format");
     }
-    Value::Object(out)
+    if let Some(kind) = object.get_mut("type")
+        && let Value::String(name) = kind
+    {
+        name.make_ascii_lowercase();
+        if nullable {
+            let name = std::mem::take(kind);
+            *kind = Value::Array(vec![name, Value::String("null".to_owned())]);
+        }
+    }
+    if let Some(Value::Object(properties)) = object.get_mut("properties") {
+        for property in properties.values_mut() {
+            normalise_gemini(property, depth + 1);
+        }
+    }
+    if let Some(item) = object.get_mut("items") {
+        normalise_gemini(item, depth + 1);
+    }
+    if let Some(Value::Array(choices)) = object.get_mut("anyOf") {
+        for choice in choices {
+            normalise_gemini(choice, depth + 1);
+        }
+    }
 }
 
 /// Merges one `allOf` member into the schema being built: properties and `required` are
@@ -453,7 +454,7 @@ mod tests {
     #[test]
     fn a_gemini_schema_reads_as_json_schema() {
         assert_eq!(
-            from_gemini(&json!({
+            from_gemini(json!({
                 "type": "OBJECT", "propertyOrdering": ["a"],
                 "properties": {
                     "a": {"type": "STRING", "nullable": true, "format": "enum", "enum": ["x"]},
@@ -474,7 +475,7 @@ mod tests {
         );
         // Reduction then reading back keeps what both sides share.
         let schema = json!({"type": "object", "properties": {"n": {"type": ["integer", "null"]}}, "required": ["n"]});
-        assert_eq!(from_gemini(&reduce(schema.clone()).unwrap()), schema);
+        assert_eq!(from_gemini(reduce(schema.clone()).unwrap()), schema);
     }
 
     #[test]

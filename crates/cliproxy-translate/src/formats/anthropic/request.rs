@@ -178,7 +178,8 @@ pub(super) fn decode(body: &[u8]) -> Result<Request> {
                 TextOrBlocks::Blocks(blocks) => {
                     let mut parts = Vec::with_capacity(blocks.len());
                     for (j, block) in blocks.into_iter().enumerate() {
-                        let path = format!("messages[{i}].content[{j}]");
+                        // The path is written out only when something is wrong with the block.
+                        let path = || format!("messages[{i}].content[{j}]");
                         if let Some(part) = decode_block(block, &path, &mut request.unmapped)? {
                             parts.push(part);
                         }
@@ -274,10 +275,10 @@ pub(super) fn decode(body: &[u8]) -> Result<Request> {
 /// One content block of a turn; `None` when it carries nothing (it was unmapped).
 fn decode_block(
     block: WireBlock,
-    path: &str,
+    path: &dyn Fn() -> String,
     unmapped: &mut Vec<(String, Value)>,
 ) -> Result<Option<Part>> {
-    let field = |name: &str| format!("{path}.{name}");
+    let field = |name: &str| format!("{}.{name}", path());
     let kind = block.kind.ok_or_else(|| missing(field("type")))?;
     Ok(Some(match kind.as_str() {
         "text" => Part::Text(block.text.ok_or_else(|| missing(field("text")))?),
@@ -296,7 +297,7 @@ fn decode_block(
                 Part::Text(data)
             }
             _ => {
-                unmapped.push((path.to_owned(), Value::String(kind)));
+                unmapped.push((path(), Value::String(kind)));
                 return Ok(None);
             }
         },
@@ -316,13 +317,13 @@ fn decode_block(
                 Some(TextOrBlocks::Blocks(blocks)) => {
                     let mut content = Vec::with_capacity(blocks.len());
                     for (k, inner) in blocks.into_iter().enumerate() {
-                        let inner_path = field(&format!("content[{k}]"));
+                        let inner_path = || field(&format!("content[{k}]"));
                         match decode_block(inner, &inner_path, unmapped)? {
                             Some(Part::Text(text)) => content.push(ToolResultPart::Text(text)),
                             Some(Part::Image(image)) => content.push(ToolResultPart::Image(image)),
                             Some(_) => {
                                 return Err(Error::invalid(
-                                    format!("{inner_path}.type"),
+                                    format!("{}.type", inner_path()),
                                     "expected text or image",
                                 ));
                             }
@@ -361,7 +362,7 @@ fn decode_block(
             origin: Some(Format::Anthropic),
         }),
         _ => {
-            unmapped.push((path.to_owned(), Value::String(kind)));
+            unmapped.push((path(), Value::String(kind)));
             return Ok(None);
         }
     }))

@@ -92,14 +92,39 @@ struct WireFunctionResponse {
     response: Option<Value>,
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
 struct WireTool {
-    #[serde(alias = "function_declarations")]
     function_declarations: Option<Vec<WireDeclaration>>,
     /// The other tool kinds, by name (`googleSearch`, `codeExecution`, …).
-    #[serde(flatten)]
-    other: Map<String, Value>,
+    other: Vec<(String, Value)>,
+}
+
+// Read by hand: `#[serde(flatten)]` would buffer every tool, declarations and schemas
+// included, before reading it again.
+impl<'de> Deserialize<'de> for WireTool {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = WireTool;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a tool object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<WireTool, A::Error> {
+                let mut tool = WireTool { function_declarations: None, other: Vec::new() };
+                while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+                    if key == "functionDeclarations" || key == "function_declarations" {
+                        tool.function_declarations = map.next_value()?;
+                    } else {
+                        tool.other.push((key.into_owned(), map.next_value()?));
+                    }
+                }
+                Ok(tool)
+            }
+        }
+        deserializer.deserialize_map(V)
+    }
 }
 
 #[derive(Deserialize)]
@@ -232,7 +257,8 @@ pub(super) fn decode(body: &[u8]) -> Result<Request> {
         let wire_parts = content.parts.ok_or_else(|| missing(format!("contents[{i}].parts")))?;
         let mut parts = Vec::with_capacity(wire_parts.len());
         for (j, part) in wire_parts.into_iter().enumerate() {
-            let path = format!("contents[{i}].parts[{j}]");
+            // The path is only written out when something is wrong with the part.
+            let path = || format!("contents[{i}].parts[{j}]");
             decode_part(part, &path, &mut calls, &mut parts, &mut request.unmapped)?;
         }
         request.messages.push(Message { role, parts });
@@ -241,14 +267,14 @@ pub(super) fn decode(body: &[u8]) -> Result<Request> {
         for (j, declaration) in
             tool.function_declarations.unwrap_or_default().into_iter().enumerate()
         {
-            let path = format!("tools[{i}].functionDeclarations[{j}]");
+            let path = || format!("tools[{i}].functionDeclarations[{j}]");
             let parameters = match (declaration.parameters_json_schema, declaration.parameters) {
                 (Some(json_schema), _) => json_schema,
-                (None, Some(parameters)) => schema::from_gemini(&parameters),
+                (None, Some(parameters)) => schema::from_gemini(parameters),
                 (None, None) => serde_json::json!({"type": "object", "properties": {}}),
             };
             request.tools.push(Tool {
-                name: declaration.name.ok_or_else(|| missing(format!("{path}.name")))?,
+                name: declaration.name.ok_or_else(|| missing(format!("{}.name", path())))?,
                 description: declaration.description,
                 parameters,
                 strict: None,
@@ -325,7 +351,7 @@ fn decode_generation_config(config: WireGenerationConfig, request: &mut Request)
     }
     let schema = match (config.response_json_schema, config.response_schema) {
         (Some(json_schema), _) => Some(json_schema),
-        (None, Some(schema)) => Some(schema::from_gemini(&schema)),
+        (None, Some(schema)) => Some(schema::from_gemini(schema)),
         (None, None) => None,
     };
     match (config.response_mime_type.as_deref(), schema) {
@@ -415,15 +441,29 @@ fn signature_of(signature: Option<String>) -> (Format, Option<String>) {
 
 fn decode_part(
     part: WirePart,
-    path: &str,
+    path: &dyn Fn() -> String,
     calls: &mut Calls,
     parts: &mut Vec<Part>,
     unmapped: &mut Vec<(String, Value)>,
 ) -> Result<()> {
     let (origin, signature) = signature_of(part.thought_signature);
     if part.thought == Some(true) {
+        let text = part.text.unwrap_or_default();
+        // Consecutive thought parts are pieces of one thought (a streamed reply gives its
+        // text in several and its signature in the last): they are one block again, so
+        // that the signature covers the whole text when it goes back to its provider.
+        if let Some(Part::Thinking(previous)) = parts.last_mut()
+            && previous.signature.is_none()
+            && previous.redacted.is_none()
+            && !previous.text.is_empty()
+        {
+            previous.text.push_str(&text);
+            previous.signature = signature;
+            previous.origin = Some(origin);
+            return Ok(());
+        }
         parts.push(Part::Thinking(Thinking {
-            text: part.text.unwrap_or_default(),
+            text,
             signature,
             redacted: None,
             origin: Some(origin),
@@ -443,29 +483,33 @@ fn decode_part(
         parts.push(Part::Text(text));
     } else if let Some(blob) = part.inline_data {
         let media_type =
-            blob.mime_type.ok_or_else(|| missing(format!("{path}.inlineData.mimeType")))?;
+            blob.mime_type.ok_or_else(|| missing(format!("{}.inlineData.mimeType", path())))?;
         if !media_type.starts_with("image/") {
-            unmapped.push((format!("{path}.inlineData"), Value::String(media_type)));
+            unmapped.push((format!("{}.inlineData", path()), Value::String(media_type)));
             return Ok(());
         }
-        let data = blob.data.ok_or_else(|| missing(format!("{path}.inlineData.data")))?;
+        let data = blob.data.ok_or_else(|| missing(format!("{}.inlineData.data", path())))?;
         parts.push(Part::Image(Image::Base64 { media_type, data }));
     } else if let Some(file) = part.file_data {
-        let url = file.file_uri.ok_or_else(|| missing(format!("{path}.fileData.fileUri")))?;
+        let url = file.file_uri.ok_or_else(|| missing(format!("{}.fileData.fileUri", path())))?;
         if file.mime_type.as_deref().is_some_and(|media_type| !media_type.starts_with("image/")) {
-            unmapped.push((format!("{path}.fileData"), Value::String(url)));
+            unmapped.push((format!("{}.fileData", path()), Value::String(url)));
             return Ok(());
         }
         parts.push(Part::Image(Image::Url { url, media_type: file.mime_type }));
     } else if let Some(call) = part.function_call {
-        let name = call.name.ok_or_else(|| missing(format!("{path}.functionCall.name")))?;
+        let name = call.name.ok_or_else(|| missing(format!("{}.functionCall.name", path())))?;
         let arguments = call.args.as_ref().map_or_else(|| "{}".to_owned(), to_json_string);
         let id = calls.call(call.id, &name);
         parts.push(Part::ToolCall(ToolCall { id, name, arguments }));
     } else if let Some(result) = part.function_response {
-        let name = result.name.ok_or_else(|| missing(format!("{path}.functionResponse.name")))?;
+        let name =
+            result.name.ok_or_else(|| missing(format!("{}.functionResponse.name", path())))?;
         let call_id = calls.result(result.id, &name).ok_or_else(|| {
-            Error::invalid(format!("{path}.functionResponse"), "answers no earlier functionCall")
+            Error::invalid(
+                format!("{}.functionResponse", path()),
+                "answers no earlier functionCall",
+            )
         })?;
         let (text, is_error) = unwrap_response(result.response.unwrap_or(Value::Null));
         parts.push(Part::ToolResult(ToolResult {
@@ -475,7 +519,7 @@ fn decode_part(
             is_error,
         }));
     } else if part.executable_code.is_some() || part.code_execution_result.is_some() {
-        unmapped.push((path.to_owned(), Value::String("code execution".to_owned())));
+        unmapped.push((path(), Value::String("code execution".to_owned())));
     }
     // A part with none of these (only a signature, or `videoMetadata`) says nothing more.
     Ok(())

@@ -178,6 +178,26 @@ fn snake_case_names_and_parameters_json_schema_are_read() {
 }
 
 #[test]
+fn streamed_thought_pieces_sent_back_are_one_block_again() {
+    // What a Gemini client keeps of a streamed reply of Anthropic: thought text in pieces,
+    // then the (wrapped) signature in a part of its own.
+    let request = decode(json!({"contents": [
+        {"role": "user", "parts": [{"text": "Go"}]},
+        {"role": "model", "parts": [
+            {"text": "Hm", "thought": true},
+            {"text": "m.", "thought": true},
+            {"text": "", "thought": true, "thoughtSignature": "cpx1.anthropic.sig"},
+            {"text": "Answer."}
+        ]}
+    ]}))
+    .unwrap();
+    assert_eq!(
+        request.messages[1].parts,
+        vec![thinking("Hmm.", Some("sig"), Format::Anthropic), Part::Text("Answer.".to_owned())]
+    );
+}
+
+#[test]
 fn tool_choice_each_kind_both_ways() {
     for (wire, choice) in [
         (json!({"mode": "AUTO"}), ToolChoice::Auto),
