@@ -67,6 +67,9 @@ fn status_of(kind: ErrorKind) -> u16 {
     }
 }
 
+/// How many blocks a provider's stream may hold open at once.
+const MAX_OPEN_BLOCKS: usize = 64;
+
 /// Reads an Anthropic provider's stream.
 #[derive(Debug, Default)]
 pub(super) struct Decoder {
@@ -97,11 +100,15 @@ impl Decoder {
         index: usize,
         block: impl FnOnce() -> BlockKind,
         out: &mut Vec<Event>,
-    ) {
+    ) -> Result<()> {
         if !self.open.contains(&index) {
+            if self.open.len() >= MAX_OPEN_BLOCKS {
+                return Err(Error::stream("content_block_delta", "too many blocks open at once"));
+            }
             self.open.push(index);
             out.push(Event::BlockStart { index, block: block() });
         }
+        Ok(())
     }
 
     fn close_all(&mut self, out: &mut Vec<Event>) {
@@ -155,6 +162,11 @@ impl StreamDecoder for Decoder {
                 if self.open.contains(&index) {
                     return Err(Error::stream(kind, format!("block {index} is already open")));
                 }
+                // Anthropic opens one block at a time; a stream that keeps hundreds open is
+                // not one, and each event would cost more to look up.
+                if self.open.len() >= MAX_OPEN_BLOCKS {
+                    return Err(Error::stream(kind, "too many blocks open at once"));
+                }
                 let (ir_block, first) = match block.kind.as_deref() {
                     Some("text") => {
                         (BlockKind::Text, block.text.map(|text| Event::TextDelta { index, text }))
@@ -201,7 +213,7 @@ impl StreamDecoder for Decoder {
                 let delta = wire.delta.ok_or_else(|| Error::stream(kind, "no delta"))?;
                 match delta.kind.as_deref() {
                     Some("text_delta") => {
-                        self.ensure_open(index, || BlockKind::Text, out);
+                        self.ensure_open(index, || BlockKind::Text, out)?;
                         out.push(Event::TextDelta { index, text: delta.text.unwrap_or_default() });
                     }
                     Some("input_json_delta") => {
@@ -212,21 +224,21 @@ impl StreamDecoder for Decoder {
                                 name: String::new(),
                             },
                             out,
-                        );
+                        )?;
                         out.push(Event::ToolArgumentsDelta {
                             index,
                             json: delta.partial_json.unwrap_or_default(),
                         });
                     }
                     Some("thinking_delta") => {
-                        self.ensure_open(index, || BlockKind::Thinking, out);
+                        self.ensure_open(index, || BlockKind::Thinking, out)?;
                         out.push(Event::ThinkingDelta {
                             index,
                             text: delta.thinking.unwrap_or_default(),
                         });
                     }
                     Some("signature_delta") => {
-                        self.ensure_open(index, || BlockKind::Thinking, out);
+                        self.ensure_open(index, || BlockKind::Thinking, out)?;
                         out.push(Event::SignatureDelta {
                             index,
                             signature: delta.signature.unwrap_or_default(),
@@ -299,10 +311,12 @@ impl StreamDecoder for Decoder {
 pub(super) struct Encoder {
     started: bool,
     done: bool,
-    /// The common index of each block opened so far, at its Anthropic index (Anthropic's
-    /// SDKs add a block at each `content_block_start`, so indices count up from 0 in the
-    /// order blocks open), and whether it is still open.
-    blocks: Vec<(usize, bool)>,
+    /// The blocks open now: their common index and their Anthropic index. Anthropic's SDKs
+    /// add a block at each `content_block_start`, so its indices count up from 0 in the
+    /// order blocks open, whatever the common indices are.
+    open: Vec<(usize, usize)>,
+    /// The Anthropic index of the next block.
+    next: usize,
 }
 
 /// Appends one SSE frame: its event name, then the data written by `data`.
@@ -338,15 +352,16 @@ impl Encoder {
         kind: impl FnOnce() -> BlockKind,
         out: &mut Vec<u8>,
     ) -> usize {
-        match self.blocks.iter().rposition(|(ir, open)| *ir == index && *open) {
-            Some(at) => at,
+        match self.open.iter().find(|(ir, _)| *ir == index) {
+            Some((_, at)) => *at,
             None => self.open(index, &kind(), out),
         }
     }
 
     fn open(&mut self, index: usize, block: &BlockKind, out: &mut Vec<u8>) -> usize {
-        let at = self.blocks.len();
-        self.blocks.push((index, true));
+        let at = self.next;
+        self.next += 1;
+        self.open.push((index, at));
         frame(out, "content_block_start", |out| {
             let _ = write!(out, r#"{{"type":"content_block_start","index":{at},"content_block":"#);
             match block {
@@ -383,10 +398,7 @@ impl Encoder {
         });
     }
 
-    fn stop(&mut self, at: usize, out: &mut Vec<u8>) {
-        if let Some(block) = self.blocks.get_mut(at) {
-            block.1 = false;
-        }
+    fn stop(at: usize, out: &mut Vec<u8>) {
         frame(out, "content_block_stop", |out| {
             let _ = write!(out, r#"{{"type":"content_block_stop","index":{at}}}"#);
         });
@@ -435,8 +447,9 @@ impl StreamEncoder for Encoder {
                 Self::delta(out, at, "input_json_delta", "partial_json", json);
             }
             Event::BlockStop { index } => {
-                if let Some(at) = self.blocks.iter().rposition(|(ir, open)| ir == index && *open) {
-                    self.stop(at, out);
+                if let Some(position) = self.open.iter().position(|(ir, _)| ir == index) {
+                    let (_, at) = self.open.remove(position);
+                    Self::stop(at, out);
                 }
             }
             Event::Error(error) => {
@@ -444,11 +457,8 @@ impl StreamEncoder for Encoder {
                 self.done = true;
             }
             Event::Finish { stop, stop_sequence, usage } => {
-                let open: Vec<usize> = (0..self.blocks.len())
-                    .filter(|at| self.blocks.get(*at).is_some_and(|block| block.1))
-                    .collect();
-                for at in open {
-                    self.stop(at, out);
+                for (_, at) in std::mem::take(&mut self.open) {
+                    Self::stop(at, out);
                 }
                 frame(out, "message_delta", |out| {
                     out.extend_from_slice(br#"{"type":"message_delta","delta":{"stop_reason":"#);

@@ -808,3 +808,65 @@ fn stream_errors_and_garbage() {
         decoder.decode(None, br#"{"type":"content_block_delta","index":0}"#, &mut out).unwrap_err();
     assert_eq!(error, Error::stream("content_block_delta", "no delta"));
 }
+
+#[test]
+fn interleaved_blocks_are_numbered_in_the_order_they_open() {
+    // Two tool calls whose argument pieces interleave (OpenAI's parallel calls), with
+    // common indices that do not start at 0.
+    let call = |index, id: &str| Event::BlockStart {
+        index,
+        block: BlockKind::ToolCall { id: id.to_owned(), name: "f".to_owned() },
+    };
+    let args = |index, json: &str| Event::ToolArgumentsDelta { index, json: json.to_owned() };
+    let mut encoder = Anthropic::stream_encoder();
+    let mut out = Vec::new();
+    for event in [
+        Event::Start { id: "m".to_owned(), model: "x".to_owned(), usage: Usage::default() },
+        call(5, "a"),
+        call(7, "b"),
+        args(7, "{}"),
+        args(5, "{}"),
+        Event::BlockStop { index: 5 },
+        Event::BlockStop { index: 7 },
+    ] {
+        encoder.encode(&event, &mut out);
+    }
+    let text = String::from_utf8(out).unwrap();
+    let datas: Vec<Value> = text
+        .split_terminator("\n\n")
+        .map(|frame| serde_json::from_str(frame.split_once("\ndata: ").unwrap().1).unwrap())
+        .collect();
+    let indices: Vec<(&str, u64)> = datas[1..]
+        .iter()
+        .map(|data| (data["type"].as_str().unwrap(), data["index"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(
+        indices,
+        [
+            ("content_block_start", 0),
+            ("content_block_start", 1),
+            ("content_block_delta", 1),
+            ("content_block_delta", 0),
+            ("content_block_stop", 0),
+            ("content_block_stop", 1),
+        ]
+    );
+}
+
+#[test]
+fn a_stream_holding_too_many_blocks_open_is_refused() {
+    let mut decoder = Anthropic::stream_decoder();
+    let mut out = Vec::new();
+    let mut result = Ok(());
+    for index in 0..1000 {
+        let data = format!(
+            r#"{{"type":"content_block_delta","index":{index},"delta":{{"type":"text_delta","text":"x"}}}}"#
+        );
+        result = decoder.decode(None, data.as_bytes(), &mut out);
+        if result.is_err() {
+            break;
+        }
+    }
+    assert_eq!(result, Err(Error::stream("content_block_delta", "too many blocks open at once")));
+    assert!(out.len() < 200, "{} events", out.len());
+}
