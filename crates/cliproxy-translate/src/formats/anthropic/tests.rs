@@ -870,3 +870,15 @@ fn a_stream_holding_too_many_blocks_open_is_refused() {
     assert_eq!(result, Err(Error::stream("content_block_delta", "too many blocks open at once")));
     assert!(out.len() < 200, "{} events", out.len());
 }
+
+#[test]
+fn a_request_survives_encoding_and_decoding_again() {
+    let first = decode(full_request_json()).unwrap();
+    let again = Anthropic::decode_request(&Anthropic::encode_request(&first).unwrap()).unwrap();
+    assert_eq!(again, first);
+    let reply = Anthropic::decode_response(&body(response_json())).unwrap();
+    assert_eq!(
+        Anthropic::decode_response(&Anthropic::encode_response(&reply).unwrap()).unwrap(),
+        reply
+    );
+}

@@ -429,8 +429,10 @@ impl Calls {
 }
 
 /// A thought signature the client sent: its origin (when it was wrapped) and the signature.
+/// Google's placeholder is no signature: it is dropped, and the encoder writes it again
+/// where it is needed.
 fn signature_of(signature: Option<String>) -> (Format, Option<String>) {
-    match signature.filter(|signature| !signature.is_empty()) {
+    match signature.filter(|signature| !signature.is_empty() && signature != SKIP_SIGNATURE) {
         None => (Format::Gemini, None),
         Some(signature) => {
             let (origin, inner) = unwrap_signature(Format::Gemini, &signature);
