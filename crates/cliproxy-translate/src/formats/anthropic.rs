@@ -7,7 +7,15 @@
 //! server tools (a tool with a `type`: `web_search_*`, `bash_*`, `text_editor_*`, …),
 //! `document` blocks other than plain text, image sources other than `base64` and `url`,
 //! other block kinds (`search_result`, `server_tool_use`, …), `container`, `mcp_servers`,
-//! `context_management`, `output_config.effort`, and unknown `thinking` types.
+//! `context_management`, `output_config.effort` without adaptive thinking, and unknown
+//! `thinking` types.
+//!
+//! Reasoning: `thinking.type: enabled` with `budget_tokens` is a budget; `adaptive` is an
+//! effort (`output_config.effort`, `high` by default, `max` read as high); `disabled` is
+//! off. Encoded for Anthropic, a budget is `enabled` (at least 1024, below `max_tokens`)
+//! and an effort is `adaptive` with `output_config.effort`, the form Claude Opus 4.7 and
+//! later require; with no `max_tokens` from the client, the limit leaves
+//! [`DEFAULT_MAX_TOKENS`](crate::ir::DEFAULT_MAX_TOKENS) beyond the thinking.
 //!
 //! Encoding for an Anthropic provider refuses: structured output (Anthropic's own form is
 //! not mapped: [`Request::output`](crate::ir::Request) is refused as `response_format`),

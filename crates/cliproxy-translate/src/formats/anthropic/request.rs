@@ -8,8 +8,8 @@ use crate::codec::unwrap_signature;
 use crate::error::{Error, Result};
 use crate::formats::shared::{TextOrBlocks, culprit, culprit_in_list, parse, to_json_string};
 use crate::ir::{
-    DEFAULT_MAX_TOKENS, Image, Message, OutputFormat, Part, Reasoning, Request, Role, Sampling,
-    SystemPart, Thinking, Tool, ToolCall, ToolChoice, ToolResult, ToolResultPart,
+    DEFAULT_MAX_TOKENS, Effort, Image, Message, OutputFormat, Part, Reasoning, Request, Role,
+    Sampling, SystemPart, Thinking, Tool, ToolCall, ToolChoice, ToolResult, ToolResultPart,
 };
 
 // The wire forms, as read. Every field is optional: required ones are checked by the decoder,
@@ -221,6 +221,11 @@ pub(super) fn decode(body: &[u8]) -> Result<Request> {
             request.parallel_tool_calls = Some(false);
         }
     }
+    let (effort, config_format) = match wire.output_config {
+        Some(config) => (config.effort, config.format),
+        None => (None, None),
+    };
+    let mut effort_used = false;
     if let Some(thinking) = wire.thinking {
         match thinking.kind.as_deref() {
             Some("enabled") => {
@@ -229,23 +234,42 @@ pub(super) fn decode(body: &[u8]) -> Result<Request> {
                 request.reasoning = Some(Reasoning::Budget(budget));
             }
             Some("disabled") => request.reasoning = Some(Reasoning::Off),
+            // Adaptive thinking: the model decides how much to think, guided by
+            // `output_config.effort` (`high` when absent, as Anthropic's default is).
+            Some("adaptive") => {
+                effort_used = true;
+                request.reasoning = Some(Reasoning::Effort(match &effort {
+                    None => Effort::High,
+                    Some(Value::String(name)) => match name.as_str() {
+                        "low" => Effort::Low,
+                        "medium" => Effort::Medium,
+                        "high" | "max" | "xhigh" => Effort::High,
+                        _ => {
+                            return Err(Error::invalid(
+                                "output_config.effort",
+                                "expected low, medium, high or max",
+                            ));
+                        }
+                    },
+                    Some(_) => {
+                        return Err(Error::invalid("output_config.effort", "expected a string"));
+                    }
+                }));
+            }
             Some(other) => {
                 request.unmapped.push(("thinking.type".to_owned(), Value::String(other.into())));
             }
             None => return Err(missing("thinking.type")),
         }
     }
-    let (format, format_name) = match (wire.output_config, wire.output_format) {
-        (Some(config), beta) => {
-            if let Some(effort) = config.effort {
-                request.unmapped.push(("output_config.effort".to_owned(), effort));
-            }
-            match config.format {
-                Some(format) => (Some(format), "output_config.format"),
-                None => (beta, "output_format"),
-            }
-        }
-        (None, beta) => (beta, "output_format"),
+    // Effort without adaptive thinking bounds all of the reply's tokens: no other format
+    // has that.
+    if let Some(effort) = effort.filter(|_| !effort_used) {
+        request.unmapped.push(("output_config.effort".to_owned(), effort));
+    }
+    let (format, format_name) = match config_format {
+        Some(format) => (Some(format), "output_config.format"),
+        None => (wire.output_format, "output_format"),
     };
     if let Some(format) = format {
         match (format.kind.as_deref(), format.schema) {
@@ -409,6 +433,13 @@ struct OutRequest<'a> {
     stream: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     thinking: Option<OutThinking>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    output_config: Option<OutOutputConfig>,
+}
+
+#[derive(Serialize)]
+struct OutOutputConfig {
+    effort: &'static str,
 }
 
 #[derive(Serialize)]
@@ -490,6 +521,7 @@ struct OutToolChoice<'a> {
 #[serde(tag = "type", rename_all = "snake_case")]
 enum OutThinking {
     Enabled { budget_tokens: u64 },
+    Adaptive,
     Disabled,
 }
 
@@ -572,7 +604,24 @@ pub(super) fn encode(request: &Request) -> Result<Vec<u8>> {
         None => None,
         Some(Reasoning::Off) => Some(OutThinking::Disabled),
         Some(Reasoning::Budget(budget)) => Some(thinking_budget(budget, &mut max_tokens)),
-        Some(Reasoning::Effort(effort)) => Some(thinking_budget(effort.budget(), &mut max_tokens)),
+        // An effort is adaptive thinking with that effort: the form current models take
+        // (Claude Opus 4.7 and later refuse a fixed budget).
+        Some(Reasoning::Effort(effort)) => {
+            if max_tokens.is_none() {
+                max_tokens = Some(effort.budget().saturating_add(DEFAULT_MAX_TOKENS));
+            }
+            Some(OutThinking::Adaptive)
+        }
+    };
+    let output_config = match request.reasoning {
+        Some(Reasoning::Effort(effort)) => Some(OutOutputConfig {
+            effort: match effort {
+                Effort::Minimal | Effort::Low => "low",
+                Effort::Medium => "medium",
+                Effort::High => "high",
+            },
+        }),
+        _ => None,
     };
     let out = OutRequest {
         model: &request.model,
@@ -587,6 +636,7 @@ pub(super) fn encode(request: &Request) -> Result<Vec<u8>> {
         stop_sequences: &request.stop,
         stream: request.stream,
         thinking,
+        output_config,
     };
     serde_json::to_vec(&out).map_err(|error| Error::invalid("request", error.to_string()))
 }

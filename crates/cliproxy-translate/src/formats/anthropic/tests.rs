@@ -237,11 +237,19 @@ fn max_tokens_is_required_from_clients_and_defaulted_for_providers() {
 #[test]
 fn reasoning_maps_to_thinking_with_a_budget_that_fits() {
     let mut ir = full_request();
-    ir.reasoning = Some(Reasoning::Effort(Effort::High));
+    // An effort is adaptive thinking at that effort, with room for the answer.
+    ir.reasoning = Some(Reasoning::Effort(Effort::Medium));
     ir.max_tokens = None;
+    let out = encode(&ir);
+    assert_eq!(out["thinking"], json!({"type": "adaptive"}));
+    assert_eq!(out["output_config"], json!({"effort": "medium"}));
+    assert_eq!(out["max_tokens"], 8192 + DEFAULT_MAX_TOKENS);
+    // A budget is a fixed budget, with room for the answer.
+    ir.reasoning = Some(Reasoning::Budget(24576));
     let out = encode(&ir);
     assert_eq!(out["thinking"], json!({"type": "enabled", "budget_tokens": 24576}));
     assert_eq!(out["max_tokens"], 24576 + DEFAULT_MAX_TOKENS);
+    assert_eq!(out.get("output_config"), None);
     // A budget above the client's limit is cut below it.
     ir.max_tokens = Some(8000);
     assert_eq!(encode(&ir)["thinking"], json!({"type": "enabled", "budget_tokens": 7999}));
@@ -253,6 +261,28 @@ fn reasoning_maps_to_thinking_with_a_budget_that_fits() {
     let mut request = full_request_json();
     request["thinking"] = json!({"type": "disabled"});
     assert_eq!(decode(request).unwrap().reasoning, Some(Reasoning::Off));
+    // Adaptive thinking reads its effort from output_config (high by default).
+    for (config, effort) in [
+        (json!({"effort": "low"}), Effort::Low),
+        (json!({"effort": "max"}), Effort::High),
+        (json!({}), Effort::High),
+    ] {
+        let mut request = full_request_json();
+        request["thinking"] = json!({"type": "adaptive"});
+        request["output_config"] = config;
+        let decoded = decode(request).unwrap();
+        assert_eq!(
+            (decoded.reasoning, decoded.unmapped),
+            (Some(Reasoning::Effort(effort)), vec![])
+        );
+    }
+    // Effort without adaptive thinking bounds the whole reply: no other format says that.
+    let mut request = full_request_json();
+    request["output_config"] = json!({"effort": "low"});
+    assert_eq!(
+        decode(request).unwrap().unmapped,
+        vec![("output_config.effort".to_owned(), json!("low"))]
+    );
 }
 
 #[test]
