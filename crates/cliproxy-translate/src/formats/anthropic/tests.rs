@@ -912,3 +912,34 @@ fn a_request_survives_encoding_and_decoding_again() {
         reply
     );
 }
+
+#[test]
+fn every_truncation_and_byte_flip_of_real_bodies_is_a_clean_error() {
+    let request = body(full_request_json());
+    let reply = body(response_json());
+    for cut in 0..request.len() {
+        let error = Anthropic::decode_request(&request[..cut]).unwrap_err();
+        assert!(matches!(error, Error::Invalid { .. }), "cut at {cut}: {error}");
+    }
+    for cut in 0..reply.len() {
+        assert!(Anthropic::decode_response(&reply[..cut]).is_err(), "cut at {cut}");
+    }
+    // Flipped bytes may still parse (a letter in a string): whatever comes back, no panic,
+    // and the stream decoder and error reader take the same bytes.
+    let mut decoder = Anthropic::stream_decoder();
+    let mut events = Vec::new();
+    for at in 0..request.len() {
+        let mut bent = request.clone();
+        bent[at] ^= 0x20;
+        let _ = Anthropic::decode_request(&bent);
+        let _ = decoder.decode(Some("content_block_delta"), &bent, &mut events);
+        let _ = Anthropic::decode_error(400, &bent);
+    }
+    for (_, data) in provider_stream() {
+        let data = body(data);
+        let mut decoder = Anthropic::stream_decoder();
+        for cut in 0..data.len() {
+            assert!(decoder.decode(None, &data[..cut], &mut events).is_err(), "cut at {cut}");
+        }
+    }
+}

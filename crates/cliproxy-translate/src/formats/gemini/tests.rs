@@ -920,3 +920,32 @@ fn an_anthropic_request_through_gemini_and_back_keeps_what_both_say() {
     expected.messages[2].parts[0] = result("call_0", "f", "done", true);
     assert_eq!(back, expected);
 }
+
+#[test]
+fn every_truncation_and_byte_flip_of_real_bodies_is_a_clean_error() {
+    let request = body(full_request_json());
+    let reply = body(response_json());
+    for cut in 0..request.len() {
+        let error = Gemini::decode_request(&request[..cut]).unwrap_err();
+        assert!(matches!(error, Error::Invalid { .. }), "cut at {cut}: {error}");
+    }
+    for cut in 0..reply.len() {
+        assert!(Gemini::decode_response(&reply[..cut]).is_err(), "cut at {cut}");
+    }
+    let mut decoder = Gemini::stream_decoder();
+    let mut events = Vec::new();
+    for at in 0..request.len() {
+        let mut bent = request.clone();
+        bent[at] ^= 0x20;
+        let _ = Gemini::decode_request(&bent);
+        let _ = decoder.decode(None, &bent, &mut events);
+        let _ = Gemini::decode_error(400, &bent);
+    }
+    for chunk in provider_chunks() {
+        let chunk = body(chunk);
+        let mut decoder = Gemini::stream_decoder();
+        for cut in 0..chunk.len() {
+            assert!(decoder.decode(None, &chunk[..cut], &mut events).is_err(), "cut at {cut}");
+        }
+    }
+}
