@@ -565,6 +565,11 @@ pub(super) fn encode(request: &Request) -> Result<Vec<u8>> {
         if content.is_empty() {
             continue;
         }
+        // Anthropic wants a turn's tool results before anything else in it; another format
+        // may have put the client's text first.
+        if message.role == Role::User {
+            content.sort_by_key(|block| !matches!(block, OutBlock::ToolResult { .. }));
+        }
         let role = match message.role {
             Role::User => "user",
             Role::Assistant => "assistant",

@@ -943,3 +943,17 @@ fn every_truncation_and_byte_flip_of_real_bodies_is_a_clean_error() {
         }
     }
 }
+
+#[test]
+fn tool_results_come_first_in_their_turn() {
+    let mut ir = full_request();
+    ir.messages[2].parts.insert(0, Part::Text("Here you go.".to_owned()));
+    let out = encode(&ir);
+    let kinds: Vec<&str> = out["messages"][2]["content"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|block| block["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["tool_result", "tool_result", "text"]);
+}

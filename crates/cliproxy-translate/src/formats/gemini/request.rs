@@ -719,7 +719,7 @@ pub(super) fn encode(request: &Request) -> Result<Vec<u8>> {
     });
     // The name of each call, for the results that answer it.
     let mut names: Vec<(&str, &str)> = Vec::new();
-    let mut contents = Vec::with_capacity(request.messages.len());
+    let mut contents: Vec<OutContent<'_>> = Vec::with_capacity(request.messages.len());
     for (i, message) in request.messages.iter().enumerate() {
         let mut parts = Vec::with_capacity(message.parts.len());
         let mut signature: Option<&str> = None;
@@ -841,7 +841,12 @@ pub(super) fn encode(request: &Request) -> Result<Vec<u8>> {
             Role::User => "user",
             Role::Assistant => "model",
         };
-        contents.push(OutContent { role, parts });
+        // Consecutive turns of one role (a tool result and the client's next words, kept
+        // apart by another format) are one Gemini turn.
+        match contents.last_mut() {
+            Some(last) if last.role == role => last.parts.extend(parts),
+            _ => contents.push(OutContent { role, parts }),
+        }
     }
     let mut declarations = Vec::with_capacity(request.tools.len());
     for tool in &request.tools {

@@ -949,3 +949,12 @@ fn every_truncation_and_byte_flip_of_real_bodies_is_a_clean_error() {
         }
     }
 }
+
+#[test]
+fn consecutive_turns_of_one_role_are_one_gemini_turn() {
+    let mut ir = full_request();
+    ir.messages.push(Message { role: Role::User, parts: vec![Part::Text("And now?".to_owned())] });
+    let out = encode(&ir);
+    assert_eq!(out["contents"].as_array().unwrap().len(), 3);
+    assert_eq!(out["contents"][2]["parts"][2], json!({"text": "And now?"}));
+}
