@@ -23,6 +23,7 @@
 //! field of another format. Thinking blocks made by another format are dropped (their
 //! signature means nothing to Anthropic); `strict` on tools is dropped.
 
+mod encode;
 mod request;
 mod response;
 mod stream;
@@ -42,7 +43,7 @@ impl Codec for Anthropic {
         request::decode(body)
     }
     fn encode_request(request: &Request) -> Result<Vec<u8>> {
-        request::encode(request)
+        encode::encode(request)
     }
     fn decode_response(body: &[u8]) -> Result<Response> {
         response::decode(body)

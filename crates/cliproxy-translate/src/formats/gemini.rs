@@ -32,6 +32,7 @@
 //! held until the call is complete: Gemini has no argument deltas, only whole
 //! `functionCall` parts.
 
+mod encode;
 mod request;
 mod response;
 mod stream;
@@ -51,7 +52,7 @@ impl Codec for Gemini {
         request::decode(body)
     }
     fn encode_request(request: &Request) -> Result<Vec<u8>> {
-        request::encode(request)
+        encode::encode(request)
     }
     fn decode_response(body: &[u8]) -> Result<Response> {
         response::decode(body)

@@ -4,7 +4,8 @@ use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
 
-use super::request::{OutBlock, WireBlock, encode_part};
+use super::encode::{OutBlock, encode_part};
+use super::request::WireBlock;
 use crate::Format;
 use crate::codec::wrap_signature;
 use crate::error::{Error, Result};

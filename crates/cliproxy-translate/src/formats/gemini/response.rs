@@ -5,7 +5,8 @@ use std::borrow::Cow;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::request::{OutCall, OutContent, OutPart, WireContent, WirePart, image_part};
+use super::encode::{OutCall, OutContent, OutPart, image_part};
+use super::request::{WireContent, WirePart};
 use crate::Format;
 use crate::codec::wrap_signature;
 use crate::error::{Error, Result};
