@@ -133,3 +133,50 @@ pub(crate) fn write_json<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, value:
 pub(crate) fn to_json_string(value: &Value) -> String {
     serde_json::to_string(value).unwrap_or_default()
 }
+
+/// A short name from a closed set the formats use (`type`, `role`), read without
+/// allocating when it is one of them: a request names one per message and per block.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Tag(std::borrow::Cow<'static, str>);
+
+/// The names [`Tag`] knows.
+const TAGS: &[&str] = &[
+    "text",
+    "image",
+    "tool_use",
+    "tool_result",
+    "thinking",
+    "redacted_thinking",
+    "document",
+    "user",
+    "assistant",
+    "model",
+    "base64",
+    "url",
+];
+
+impl std::ops::Deref for Tag {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for Tag {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Tag;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Tag, E> {
+                Ok(Tag(match TAGS.iter().find(|tag| **tag == v) {
+                    Some(tag) => std::borrow::Cow::Borrowed(tag),
+                    None => std::borrow::Cow::Owned(v.to_owned()),
+                }))
+            }
+        }
+        deserializer.deserialize_str(V)
+    }
+}

@@ -6,7 +6,7 @@ use serde_json::Value;
 use crate::Format;
 use crate::codec::unwrap_signature;
 use crate::error::{Error, Result};
-use crate::formats::shared::{TextOrBlocks, culprit, culprit_in_list, parse, to_json_string};
+use crate::formats::shared::{Tag, TextOrBlocks, culprit, culprit_in_list, parse, to_json_string};
 use crate::ir::{
     Effort, Image, Message, OutputFormat, Part, Reasoning, Request, Role, Sampling, SystemPart,
     Thinking, Tool, ToolCall, ToolChoice, ToolResult, ToolResultPart,
@@ -38,14 +38,14 @@ struct WireRequest {
 
 #[derive(Deserialize)]
 struct WireMessage {
-    role: Option<String>,
+    role: Option<Tag>,
     content: Option<TextOrBlocks<WireBlock>>,
 }
 
 #[derive(Deserialize)]
 pub(super) struct WireBlock {
     #[serde(rename = "type")]
-    pub(super) kind: Option<String>,
+    pub(super) kind: Option<Tag>,
     pub(super) text: Option<String>,
     source: Option<WireSource>,
     pub(super) id: Option<String>,
@@ -62,7 +62,7 @@ pub(super) struct WireBlock {
 #[derive(Deserialize)]
 struct WireSource {
     #[serde(rename = "type")]
-    kind: Option<String>,
+    kind: Option<Tag>,
     media_type: Option<String>,
     data: Option<String>,
     url: Option<String>,
@@ -304,24 +304,24 @@ fn decode_block(
 ) -> Result<Option<Part>> {
     let field = |name: &str| format!("{}.{name}", path());
     let kind = block.kind.ok_or_else(|| missing(field("type")))?;
-    Ok(Some(match kind.as_str() {
+    Ok(Some(match &*kind {
         "text" => Part::Text(block.text.ok_or_else(|| missing(field("text")))?),
         "image" => {
             let source = block.source.ok_or_else(|| missing(field("source")))?;
             match decode_source(source, &field("source"))? {
                 Some(image) => Part::Image(image),
                 None => {
-                    unmapped.push((field("source"), Value::String(kind)));
+                    unmapped.push((field("source"), Value::String(kind.to_string())));
                     return Ok(None);
                 }
             }
         }
         "document" => match block.source {
-            Some(WireSource { kind: Some(source), data: Some(data), .. }) if source == "text" => {
+            Some(WireSource { kind: Some(source), data: Some(data), .. }) if &*source == "text" => {
                 Part::Text(data)
             }
             _ => {
-                unmapped.push((path(), Value::String(kind)));
+                unmapped.push((path(), Value::String(kind.to_string())));
                 return Ok(None);
             }
         },
@@ -386,7 +386,7 @@ fn decode_block(
             origin: Some(Format::Anthropic),
         }),
         _ => {
-            unmapped.push((path(), Value::String(kind)));
+            unmapped.push((path(), Value::String(kind.to_string())));
             return Ok(None);
         }
     }))

@@ -140,7 +140,7 @@ pub(super) fn decode(body: &[u8]) -> Result<Response> {
 fn decode_block(block: WireBlock, i: usize) -> Result<Option<Part>> {
     let missing = |name: &str| Error::invalid(format!("content[{i}].{name}"), "missing");
     let kind = block.kind.ok_or_else(|| missing("type"))?;
-    Ok(Some(match kind.as_str() {
+    Ok(Some(match &*kind {
         "text" => Part::Text(block.text.ok_or_else(|| missing("text"))?),
         "tool_use" => Part::ToolCall(ToolCall {
             id: block.id.ok_or_else(|| missing("id"))?,

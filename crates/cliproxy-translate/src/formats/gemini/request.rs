@@ -8,7 +8,7 @@ use serde_json::Value;
 use crate::Format;
 use crate::codec::unwrap_signature;
 use crate::error::{Error, Result};
-use crate::formats::shared::{culprit, culprit_in_list, parse, to_json_string};
+use crate::formats::shared::{Tag, culprit, culprit_in_list, parse, to_json_string};
 use crate::ir::{
     Image, Message, OutputFormat, Part, Reasoning, Request, Role, Sampling, SystemPart, Thinking,
     Tool, ToolCall, ToolChoice, ToolResult, ToolResultPart,
@@ -38,7 +38,7 @@ struct WireRequest {
 
 #[derive(Deserialize)]
 pub(super) struct WireContent {
-    pub(super) role: Option<String>,
+    pub(super) role: Option<Tag>,
     pub(super) parts: Option<Vec<WirePart>>,
 }
 
