@@ -48,6 +48,7 @@ mod error;
 mod formats;
 pub mod ir;
 mod pair;
+mod schema;
 
 // The public interface is:
 pub use codec::{StreamDecoder, StreamEncoder};

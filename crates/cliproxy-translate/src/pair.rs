@@ -1,7 +1,7 @@
 //! A pair's translator: the client's format, the provider's, and what passes between them.
 
 use crate::Format;
-use crate::codec::{Codec, StreamDecoder, StreamEncoder};
+use crate::codec::{Codec, StreamDecoder, StreamEncoder, wrap_signature};
 use crate::error::Result;
 use crate::formats::{Anthropic, Gemini, OpenAiChat, OpenAiResponses};
 use crate::ir::{ApiError, Event, Request, Usage};
@@ -94,6 +94,7 @@ impl Pair {
             events: Vec::new(),
             usage: Usage::default(),
             finished: false,
+            pair: self,
         }
     }
 }
@@ -108,6 +109,10 @@ pub struct StreamTranslator {
     events: Vec<Event>,
     usage: Usage,
     finished: bool,
+    /// The formats on each side: a reasoning signature of the provider is wrapped for a
+    /// client of another format (see `codec::wrap_signature`), as `encode_response` does for
+    /// whole replies through `Thinking::origin`.
+    pair: Pair,
 }
 
 impl StreamTranslator {
@@ -153,6 +158,11 @@ impl StreamTranslator {
             match event {
                 Event::Start { usage, .. } | Event::Finish { usage, .. } => {
                     self.usage = merge_usage(self.usage, *usage);
+                }
+                Event::SignatureDelta { index, signature } if !self.pair.is_identity() => {
+                    let signature = wrap_signature(self.pair.client, self.pair.provider, signature);
+                    self.encoder.encode(&Event::SignatureDelta { index: *index, signature }, out);
+                    continue;
                 }
                 _ => {}
             }

@@ -4,6 +4,7 @@ mod anthropic;
 mod gemini;
 mod openai_chat;
 mod openai_responses;
+mod shared;
 
 pub(crate) use anthropic::Anthropic;
 pub(crate) use gemini::Gemini;
