@@ -9,10 +9,13 @@
 //! method.
 //!
 //! For the client matrix (`tests/clients/`), it also logs every request on stderr as one JSON
-//! line (`at_ms`, `method`, `path`, `model`, `stream`, `status`), so that a check can see what a
-//! client sent and when; and the first request for a model whose name contains
-//! [`RATE_LIMITED_MARK`] is answered 429 with `Retry-After`, in the API's error format, so that
-//! a check can see the client wait and come back.
+//! line (`at_ms`, `method`, `path`, `model`, `stream`, `status`, and `tool_result`: whether the
+//! conversation carries a tool result, `tool_call`: the tool the answer calls, if any), so that
+//! a check can see what a client sent and when; the first request for a model whose name
+//! contains [`RATE_LIMITED_MARK`] is answered 429 with `Retry-After`, in the API's error
+//! format, so that a check can see the client wait and come back; and a model whose name
+//! contains [`TOOL_MARK`] takes a tool-using turn (it calls the client's shell tool, then quotes
+//! the tool's result), in each API's own format, streamed or not.
 
 use cliproxy_e2e::canned::*;
 use cliproxy_e2e::{MockUpstream, Recorded, Reply};
