@@ -41,10 +41,15 @@ fn tool() -> impl Strategy<Value = Tool> {
                 .iter()
                 .map(|p| (p.clone(), json!({"type": "string", "description": format!("the {p}")})))
                 .collect();
+            let mut parameters = json!({"type": "object", "properties": properties});
+            // An empty `required` says nothing (Gemini's schema cut drops it): left out.
+            if !required.is_empty() {
+                parameters["required"] = json!(required);
+            }
             Tool {
                 name,
                 description,
-                parameters: json!({"type": "object", "properties": properties, "required": required}),
+                parameters,
                 // OpenAI's `strict` has no counterpart elsewhere.
                 strict: None,
             }
@@ -204,6 +209,11 @@ fn canonical(mut request: Request) -> Request {
         *id = format!("id{n}");
     };
     for message in &mut request.messages {
+        // Reasoning is not generated (it is never shared: a signature is valid for its own
+        // format only), but a provider's format may add some of its own on the way: Gemini's
+        // encoder signs a call that has no signature with its documented placeholder, which
+        // its decoder reads back as an empty thinking part.
+        message.parts.retain(|part| !matches!(part, Part::Thinking(_)));
         for part in &mut message.parts {
             match part {
                 Part::ToolCall(call) => {
@@ -221,6 +231,14 @@ fn canonical(mut request: Request) -> Request {
                 }
                 _ => {}
             }
+        }
+    }
+    // Only OpenAI has `strict`, and its two APIs default it differently (Chat: off,
+    // Responses: on), so an encoder may write `false` where the client said nothing: not
+    // strict either way. The generator never asks for strict tools.
+    for tool in &mut request.tools {
+        if tool.strict.is_none() {
+            tool.strict = Some(false);
         }
     }
     // Leaving the choice to the provider and asking for `auto` mean the same.
