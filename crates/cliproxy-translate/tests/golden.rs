@@ -626,7 +626,9 @@ fn normalize_clock(text: &str, now: u64) -> String {
 /// `dropped.json`: what a codec drops without refusing, because it changes nothing the client
 /// is owed (one entry per format and field). `cases` names the fixture cases that carry the
 /// field, so that their cells say so; `direction` is `request` (the client's field, dropped
-/// for any other provider) or `reply` (the provider's field, dropped for any other client).
+/// for any other provider) or `reply` (the provider's field, dropped for any other client);
+/// `sample`, for a request field, is top-level JSON that carries it, merged into the
+/// plain_text request to check that it is indeed dropped (the upstream request is the same).
 #[derive(Debug, Deserialize)]
 struct Dropped {
     format: String,
@@ -635,6 +637,8 @@ struct Dropped {
     why: String,
     #[serde(default)]
     cases: Vec<String>,
+    #[serde(default)]
+    sample: Option<serde_json::Map<String, Value>>,
 }
 
 fn read_dropped(root: &Path) -> Result<Vec<Dropped>, String> {
@@ -1087,6 +1091,51 @@ fn matrix_is_computed_from_the_expected_outcomes() {
     assert_eq!(spliced, format!("# Title\n\nprose\n\n{table}\n\nmore prose\n"));
     assert_eq!(splice(&spliced, &table).unwrap(), spliced, "splicing twice changes nothing");
     assert!(splice("no markers", &table).is_err());
+}
+
+#[test]
+fn a_dropped_request_field_changes_nothing_upstream() {
+    // Each request field the list says is dropped, added to the plain_text request of its
+    // format: every other provider gets the same request as without it (not a refusal).
+    let root = fixtures();
+    let mut failures = Vec::new();
+    let mut checked = 0;
+    for entry in read_dropped(&root).unwrap() {
+        let Some(sample) = &entry.sample else { continue };
+        let client = Format::from_name(&entry.format).unwrap();
+        let path = root.join(format!("plain_text/request.{}.json", entry.format));
+        let plain = fs::read(&path).unwrap();
+        let mut with: Value = serde_json::from_slice(&plain).unwrap();
+        for (key, value) in sample {
+            with[key] = value.clone();
+        }
+        let with = with.to_string().into_bytes();
+        for provider in Format::ALL.into_iter().filter(|&p| p != client) {
+            let pair = Pair::new(client, provider);
+            let label = format!("{} `{}` to {}", entry.format, entry.field, provider.as_str());
+            let translate = |body: &[u8]| {
+                guarded("request", || {
+                    let upstream = translate_request(pair, body, false)?;
+                    serde_json::from_slice::<Value>(&upstream).map_err(|e| e.to_string())
+                })
+            };
+            match (translate(&plain), translate(&with)) {
+                (Ok(without), Ok(with)) if without == with => checked += 1,
+                (Ok(_), Ok(with)) => {
+                    failures.push(format!("{label}: not dropped, it gives {with}"))
+                }
+                (without, with) => {
+                    failures.push(format!("{label}: without it {without:?}, with it {with:?}"));
+                }
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "dropped.json says so, the codecs do not:\n{}",
+        failures.join("\n")
+    );
+    assert!(checked >= 3 * 5, "only {checked} checks: the samples are gone");
 }
 
 #[test]
