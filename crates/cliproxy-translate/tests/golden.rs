@@ -39,6 +39,7 @@ use std::fmt::Write as _;
 use std::fs;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use cliproxy_translate::{Format, Pair};
@@ -536,7 +537,11 @@ fn bless_dir(dir: &Path, outcomes: &[Outcome]) -> Result<(), String> {
     }
     for outcome in outcomes {
         let path = dir.join(&outcome.name);
-        let temporary = dir.join(format!(".{}.{}.tmp", outcome.name, std::process::id()));
+        // The cases' tests and the matrix's bless the same files from several threads: each
+        // write has a name of its own.
+        static WRITES: AtomicUsize = AtomicUsize::new(0);
+        let n = WRITES.fetch_add(1, Ordering::Relaxed);
+        let temporary = dir.join(format!(".{}.{}.{n}.tmp", outcome.name, std::process::id()));
         fs::write(&temporary, &outcome.content)
             .map_err(|e| format!("{}: {e}", temporary.display()))?;
         fs::rename(&temporary, &path).map_err(|e| format!("{}: {e}", path.display()))?;
