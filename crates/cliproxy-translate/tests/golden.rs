@@ -9,12 +9,16 @@
 //!   model is set to the provider's, as the gateway does once it has resolved the client's name;
 //! - the client's reply: `reply.<provider>.json` through [`Pair::response`];
 //! - the client's stream: `stream.<provider>.sse` split into SSE events (name and data) and fed
-//!   one by one to [`Pair::stream`], then finished, and the usage the translator counted;
+//!   one by one to [`Pair::stream`], then finished (`client_stream.sse`), and the usage the
+//!   translator counted (`client_stream.usage.json`, what the gateway's quotas see);
 //! - the client's errors: each `error.<provider>.<status>.json` through [`Pair::error`].
 //!
 //! Each result is compared with its file under `<case>/expected/<client>__<provider>/` (JSON as
-//! values, streams as exact text); a refusal is the file `refused.txt` (the request) or
-//! `client_reply.refused.txt` holding the error's text. Timestamps an encoder takes from the
+//! values, streams as exact text); a refusal is a file holding the error's text: `refused.txt`
+//! (the request; `refused.stream.txt` only when the streamed one is refused otherwise) or
+//! `client_reply.refused.txt`; an event the stream translator refuses ends the client stream
+//! with an SSE comment `: golden harness: refused …`. A panic fails the case, naming the step,
+//! and is never blessed. Timestamps an encoder takes from the
 //! clock (a `created`/`created_at` within a day of now) read `"<clock>"` in the files, so that
 //! the comparison does not depend on when it runs; any other value is kept.
 //!
