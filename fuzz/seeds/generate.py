@@ -326,6 +326,72 @@ def audit_verify():
     }
 
 
+def fixtures(pattern):
+    """The golden fixtures of the translation (tests/fixtures/translate/<case>/<file>), by
+    case and file name: real-shaped requests, replies, errors and streams of every format."""
+    root = ROOT / "tests" / "fixtures" / "translate"
+    return {f"{p.parent.name}-{p.name}": p.read_bytes() for p in sorted(root.glob(f"*/{pattern}"))}
+
+
+def translate_request():
+    # Byte 0: the error status (400 + byte % 200; 0 is 400, 29 is 429, 100 is 500); then the
+    # body, tried as a request, a reply and an error of every format. The fixtures' requests of
+    # a few cases that reach far (tools and results, thinking, images, structured output), the
+    # replies and the errors.
+    seeds = {}
+    cases = ("tool_result", "thinking", "image", "structured_output", "sampling", "stop_sequences")
+    for name, body in fixtures("request.*.json").items():
+        if name.startswith(cases):
+            seeds[name] = bytes([0]) + body
+    for name, body in fixtures("reply.*.json").items():
+        if name.startswith(("tool_calls_parallel", "thinking", "max_tokens_hit", "usage_cache_tokens")):
+            seeds[name] = bytes([0]) + body
+    for name, body in fixtures("error.*.json").items():
+        status = int(name.rsplit(".", 2)[1])
+        seeds[name] = bytes([status - 400]) + body
+    seeds["not-json"] = bytes([100]) + b"<html><body>502 Bad Gateway</body></html>"
+    seeds["nested"] = bytes([0]) + b'{"messages":' + b"[" * 200 + b"]" * 200 + b"}"
+    seeds["wrong-types"] = bytes([0]) + json.dumps({"model": 7, "messages": [{"role": "user", "content": [{"type": "image", "source": None}]}], "contents": "x", "input": {"a": 1}}).encode()
+    return seeds
+
+
+def translate_stream():
+    # The provider's stream as bytes: every fixture stream (tools, thinking, errors mid-stream,
+    # a reply cut by the token limit), and streams that skip steps.
+    seeds = {}
+    for name, body in fixtures("stream.*.sse").items():
+        if name.startswith(("tool_calls_parallel", "thinking", "max_tokens_hit", "upstream_error", "usage_cache_tokens", "stop_sequences")):
+            seeds[name] = body
+    # Anthropic without message_start before a tool_use block (CLIProxyAPI #561), a delta for a
+    # block never opened, and no message_stop.
+    seeds["anthropic-skips-steps"] = sse(
+        ("content_block_start", {"type": "content_block_start", "index": 0, "content_block": {"type": "tool_use", "id": "toolu_1", "name": "f", "input": {}}}),
+        ("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": {"type": "input_json_delta", "partial_json": '{"a":'}}),
+        ("content_block_delta", {"type": "content_block_delta", "index": 3, "delta": {"type": "text_delta", "text": "late"}}),
+    )
+    # OpenAI Chat: a tool call whose arguments arrive before its id and name, CRLF line ends.
+    seeds["chat-out-of-order-crlf"] = sse(
+        (None, {"id": "c", "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"tool_calls": [{"index": 1, "function": {"arguments": "{}"}}]}}]}),
+        (None, {"id": "c", "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"tool_calls": [{"index": 1, "id": "call_1", "type": "function", "function": {"name": "f"}}]}, "finish_reason": "tool_calls"}]}),
+        (None, "[DONE]"),
+    ).replace(b"\n", b"\r\n")
+    # Responses: a delta for an item never added, an unknown event, a second completion.
+    seeds["responses-unknown-and-orphans"] = sse(
+        ("response.output_text.delta", {"type": "response.output_text.delta", "sequence_number": 0, "item_id": "m", "output_index": 4, "content_index": 0, "delta": "x"}),
+        ("response.something_new", {"type": "response.something_new", "sequence_number": 1}),
+        ("response.completed", {"type": "response.completed", "sequence_number": 2, "response": {"id": "r", "status": "completed", "output": []}}),
+        ("response.completed", {"type": "response.completed", "sequence_number": 3, "response": {"id": "r", "status": "completed", "output": []}}),
+    )
+    # Gemini: a thought with its signature, then an empty candidate list and a chunk that is an
+    # array (the non-SSE framing).
+    seeds["gemini-odd-chunks"] = sse(
+        (None, {"candidates": [{"content": {"parts": [{"text": "hm", "thought": True, "thoughtSignature": "c2ln"}], "role": "model"}}]}),
+        (None, {"candidates": []}),
+        (None, [{"candidates": [{"content": {"parts": [{"functionCall": {"name": "f", "args": {"x": [1]}}}]}, "finishReason": "STOP"}]}]),
+    )
+    return seeds
+
+
 TARGETS = {
     "usage_scanner": usage_scanner,
     "usage_stripper": usage_stripper,
@@ -338,6 +404,8 @@ TARGETS = {
     "audit_verify": audit_verify,
     "upstream_error_body": upstream_error_body,
     "model_list": model_list,
+    "translate_request": translate_request,
+    "translate_stream": translate_stream,
 }
 
 

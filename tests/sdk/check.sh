@@ -132,14 +132,16 @@ auth:
   dir: "$work/auths"
 logging: {level: info, format: json}
 # The `x-*` aliases reach each provider from every client format: the gateway translates
-# (SPEC §9); \`oar\` is an OpenAI provider called with the Responses API.
+# (SPEC §9); `oac` and `oar` are OpenAI providers called with Chat Completions and with
+# Responses whatever the client's API.
 providers:
-  oa: {type: openai, base_url: "$fixture_url", models: ["gpt-*", "text-embedding-*", {name: x-chat, upstream: gpt-4o-mini}]}
+  oa: {type: openai, base_url: "$fixture_url", models: ["gpt-*", "text-embedding-*"]}
+  oac: {type: openai, api: chat, base_url: "$fixture_url", models: [{name: x-chat, upstream: gpt-4o-mini}]}
   oar: {type: openai, api: responses, base_url: "$fixture_url", models: [{name: x-responses, upstream: gpt-4o-mini}]}
   an: {type: claude, base_url: "$fixture_url", models: ["claude-*", {name: x-claude, upstream: claude-sonnet-4}]}
   ge: {type: gemini, base_url: "$fixture_url", models: ["gemini-*", {name: x-gemini, upstream: gemini-2.0-flash}]}
 YAML
-for provider in oa oar an ge; do
+for provider in oa oac oar an ge; do
     echo "sk-sdk-check-vault-$provider-token" |
         "$bin" --config "$work/gateway.yaml" vault add --provider "$provider" --id "$provider-1" >/dev/null
 done

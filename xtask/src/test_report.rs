@@ -231,7 +231,7 @@ const CATEGORIES: &[Category] = &[
     Category {
         name: "fuzzing",
         title: "Fuzzing",
-        what: "Every `fuzz/` target (config, request validation, SSE/usage scanning and stripping, credential files, OAuth token responses, IP/CIDR and forwarding headers, audit verification, upstream error bodies, upstream model lists) for a bounded time, starting from the seed inputs committed in `fuzz/seeds/`, after replaying those seeds and the crash inputs kept in `fuzz/regressions/` (the scenarios: committed inputs replayed; the iterations: libFuzzer's executions).",
+        what: "Every `fuzz/` target (config, request validation, SSE/usage scanning and stripping, credential files, OAuth token responses, IP/CIDR and forwarding headers, audit verification, upstream error bodies, upstream model lists, API-format translation of requests, replies, errors and stream events) for a bounded time, starting from the seed inputs committed in `fuzz/seeds/`, after replaying those seeds and the crash inputs kept in `fuzz/regressions/` (the scenarios: committed inputs replayed; the iterations: libFuzzer's executions).",
         source: "fuzz/fuzz_targets, `cargo xtask fuzz`",
         tests: &[
             "audit_verify",
@@ -242,6 +242,8 @@ const CATEGORIES: &[Category] = &[
             "model_list",
             "oauth_token_response",
             "request_validation",
+            "translate_request",
+            "translate_stream",
             "upstream_error_body",
             "usage_scanner",
             "usage_stripper",

@@ -183,3 +183,54 @@ fn merge_usage(known: Usage, new: Usage) -> Usage {
         reasoning_tokens: pick(known.reasoning_tokens, new.reasoning_tokens),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An Anthropic provider's streamed thinking block with its signature.
+    const THINKING: [(&str, &str); 6] = [
+        (
+            "message_start",
+            r#"{"type":"message_start","message":{"id":"msg_1","type":"message","role":"assistant","model":"claude-x","content":[],"stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":3,"output_tokens":1}}}"#,
+        ),
+        (
+            "content_block_start",
+            r#"{"type":"content_block_start","index":0,"content_block":{"type":"thinking","thinking":"","signature":""}}"#,
+        ),
+        (
+            "content_block_delta",
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"thinking_delta","thinking":"Hmm."}}"#,
+        ),
+        (
+            "content_block_delta",
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"signature_delta","signature":"SIG-abc"}}"#,
+        ),
+        ("content_block_stop", r#"{"type":"content_block_stop","index":0}"#),
+        (
+            "message_delta",
+            r#"{"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},"usage":{"output_tokens":5}}"#,
+        ),
+    ];
+
+    #[test]
+    fn a_foreign_stream_signature_is_wrapped_once_for_every_client_format() {
+        for client in [Format::OpenAiChat, Format::OpenAiResponses, Format::Gemini] {
+            let mut stream = Pair::new(client, Format::Anthropic).stream();
+            let mut out = Vec::new();
+            for (name, data) in THINKING {
+                stream
+                    .feed(Some(name), data.as_bytes(), &mut out)
+                    .unwrap_or_else(|e| panic!("{client:?}: {e}"));
+            }
+            stream.finish(&mut out);
+            let text = String::from_utf8_lossy(&out);
+            // Clients that carry reasoning signatures get the wrapped one, never twice.
+            if client != Format::OpenAiChat {
+                assert!(text.contains("cpx1.anthropic.SIG-abc"), "{client:?}: {text}");
+            }
+            assert!(!text.contains("cpx1.anthropic.cpx1."), "{client:?}: wrapped twice: {text}");
+            assert_eq!(stream.usage().output_tokens, 5, "{client:?}");
+        }
+    }
+}

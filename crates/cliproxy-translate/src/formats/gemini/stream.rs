@@ -296,7 +296,11 @@ impl StreamEncoder for Encoder {
                         self.call(&id, &name, &arguments, out);
                     }
                 }
-                out.extend_from_slice(br#"data: {"candidates":[{"finishReason":"#);
+                // The finishing chunk carries an empty text part, as Google's does: the
+                // SDKs' `chunk.text` is then "" rather than nothing.
+                out.extend_from_slice(
+                    br#"data: {"candidates":[{"content":{"role":"model","parts":[{"text":""}]},"finishReason":"#,
+                );
                 write_json(out, stop_name(stop));
                 let _ = write!(out, r#","index":0}}],"usageMetadata":"#);
                 write_json(out, &OutUsage::from_ir(usage));

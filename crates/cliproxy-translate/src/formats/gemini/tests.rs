@@ -657,7 +657,8 @@ fn common_events_encode_to_the_exact_chunks_with_tool_arguments_held_until_compl
         chunk.as_object_mut().unwrap().extend(tail.as_object().unwrap().clone());
         chunk
     };
-    let mut finish = json!({"candidates": [{"finishReason": "STOP", "index": 0}],
+    let mut finish = json!({"candidates": [{"content": {"role": "model", "parts": [{"text": ""}]},
+            "finishReason": "STOP", "index": 0}],
         "usageMetadata": {"promptTokenCount": 10, "candidatesTokenCount": 5, "totalTokenCount": 17,
                           "cachedContentTokenCount": 4, "thoughtsTokenCount": 2}});
     finish.as_object_mut().unwrap().extend(tail.as_object().unwrap().clone());

@@ -257,8 +257,14 @@ impl EventEncoder {
         }
         if let Some(position) = self.signatures.iter().position(|(item, _)| *item == index) {
             let (_, raw) = self.signatures.swap_remove(position);
-            let signature =
-                Items::client_signature(self.origin, &raw).map(|(_, encrypted)| encrypted);
+            // A provider of another format's signature arrives wrapped already (the
+            // stream translator wraps every foreign one, `Pair::stream`).
+            let signature = match self.origin {
+                Some(Format::OpenAiResponses) | None => {
+                    Items::client_signature(self.origin, &raw).map(|(_, encrypted)| encrypted)
+                }
+                Some(_) => Some(raw),
+            };
             if let Some(Item { kind: ItemKind::Reasoning { encrypted }, .. }) =
                 self.items.0.get_mut(index)
             {

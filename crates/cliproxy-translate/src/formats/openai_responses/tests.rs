@@ -816,7 +816,8 @@ fn events_encode_as_responses_events_in_the_api_order() {
         Event::Start { id: "msg_01".into(), model: "claude".into(), usage: Usage::default() },
         Event::BlockStart { index: 0, block: BlockKind::Thinking },
         Event::ThinkingDelta { index: 0, text: "Plan".into() },
-        Event::SignatureDelta { index: 0, signature: "EqRk".into() },
+        // A foreign signature comes wrapped by the stream translator (`Pair::stream`).
+        Event::SignatureDelta { index: 0, signature: "cpx1.anthropic.EqRk".into() },
         Event::BlockStop { index: 0 },
         Event::BlockStart { index: 1, block: BlockKind::Text },
         Event::TextDelta { index: 1, text: "Hi".into() },
