@@ -432,3 +432,47 @@ async fn embeddings_cross_between_openai_and_gemini() {
         json!({"model": "text-embedding-3-small", "input": ["hello"], "encoding_format": "float"})
     );
 }
+
+#[tokio::test]
+async fn token_counts_cross_between_anthropic_and_gemini() {
+    let upstream = MockUpstream::start(|request| {
+        if request.path_and_query.ends_with(":countTokens") {
+            Reply::ok(json!({"totalTokens": 31}))
+        } else {
+            Reply::ok(json!({"input_tokens": 12}))
+        }
+    })
+    .await;
+    let (gateway, _dir) = gateway(&format!(
+        "  ge: {{type: gemini, base_url: \"{url}\", models: [gemini-2.5-pro]}}\n  an: {{type: claude, base_url: \"{url}\", models: [claude-sonnet-4-5]}}\n",
+        url = upstream.url()
+    ));
+    let (status, _, body) = send(
+        &gateway,
+        "/v1/messages/count_tokens",
+        &json!({"model": "gemini-2.5-pro", "messages": [{"role": "user", "content": "Hi"}]}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(serde_json::from_str::<Value>(&body).unwrap(), json!({"input_tokens": 31}));
+    let sent = upstream.requests();
+    assert_eq!(sent[0].path_and_query, "/v1beta/models/gemini-2.5-pro:countTokens");
+    assert_eq!(
+        body_of(&sent[0])["generateContentRequest"]["contents"][0]["parts"][0]["text"],
+        "Hi"
+    );
+
+    let (status, _, body) = send(
+        &gateway,
+        "/v1beta/models/claude-sonnet-4-5:countTokens",
+        &json!({"contents": [{"role": "user", "parts": [{"text": "Hello"}]}]}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(serde_json::from_str::<Value>(&body).unwrap(), json!({"totalTokens": 12}));
+    let sent = upstream.requests();
+    assert_eq!(sent[1].path_and_query, "/v1/messages/count_tokens");
+    let counted = body_of(&sent[1]);
+    assert_eq!(counted["model"], "claude-sonnet-4-5");
+    assert!(counted.get("max_tokens").is_none(), "Anthropic's count refuses max_tokens: {counted}");
+}

@@ -43,6 +43,7 @@
 //! ```
 
 mod codec;
+pub mod count_tokens;
 pub mod embeddings;
 mod error;
 mod formats;
