@@ -25,9 +25,16 @@ const TOKEN: &str = "sk-vault-translation-credential-7777";
 /// A gateway whose providers (`providers:` YAML under the section) each get the vault
 /// credential [`TOKEN`].
 fn gateway(providers: &str) -> (Gateway, tempfile::TempDir) {
+    gateway_with(providers, "")
+}
+
+/// [`gateway`] with more configuration (`extra`, top-level YAML; `{dir}` stands for the
+/// test's directory).
+fn gateway_with(providers: &str, extra: &str) -> (Gateway, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
+    let extra = extra.replace("{dir}", &dir.path().display().to_string());
     let yaml = format!(
-        "auth:\n  api_keys: [{{name: tester, key: \"{KEY}\"}}]\n  dir: {:?}\nproviders:\n{providers}",
+        "auth:\n  api_keys: [{{name: tester, key: \"{KEY}\"}}]\n  dir: {:?}\n{extra}providers:\n{providers}",
         dir.path().join("auths").display().to_string()
     );
     let config = Config::from_yaml(&yaml).unwrap();
@@ -431,4 +438,100 @@ async fn embeddings_cross_between_openai_and_gemini() {
         body_of(&sent[1]),
         json!({"model": "text-embedding-3-small", "input": ["hello"], "encoding_format": "float"})
     );
+}
+
+#[tokio::test]
+async fn token_counts_cross_between_anthropic_and_gemini() {
+    let upstream = MockUpstream::start(|request| {
+        if request.path_and_query.ends_with(":countTokens") {
+            Reply::ok(json!({"totalTokens": 31}))
+        } else {
+            Reply::ok(json!({"input_tokens": 12}))
+        }
+    })
+    .await;
+    let (gateway, _dir) = gateway(&format!(
+        "  ge: {{type: gemini, base_url: \"{url}\", models: [gemini-2.5-pro]}}\n  an: {{type: claude, base_url: \"{url}\", models: [claude-sonnet-4-5]}}\n",
+        url = upstream.url()
+    ));
+    let (status, _, body) = send(
+        &gateway,
+        "/v1/messages/count_tokens",
+        &json!({"model": "gemini-2.5-pro", "messages": [{"role": "user", "content": "Hi"}]}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(serde_json::from_str::<Value>(&body).unwrap(), json!({"input_tokens": 31}));
+    let sent = upstream.requests();
+    assert_eq!(sent[0].path_and_query, "/v1beta/models/gemini-2.5-pro:countTokens");
+    assert_eq!(
+        body_of(&sent[0])["generateContentRequest"]["contents"][0]["parts"][0]["text"],
+        "Hi"
+    );
+
+    let (status, _, body) = send(
+        &gateway,
+        "/v1beta/models/claude-sonnet-4-5:countTokens",
+        &json!({"contents": [{"role": "user", "parts": [{"text": "Hello"}]}]}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(serde_json::from_str::<Value>(&body).unwrap(), json!({"totalTokens": 12}));
+    let sent = upstream.requests();
+    assert_eq!(sent[1].path_and_query, "/v1/messages/count_tokens");
+    let counted = body_of(&sent[1]);
+    assert_eq!(counted["model"], "claude-sonnet-4-5");
+    assert!(counted.get("max_tokens").is_none(), "Anthropic's count refuses max_tokens: {counted}");
+}
+
+#[tokio::test]
+async fn a_translated_stream_is_audited_with_both_formats_and_the_provider_usage() {
+    let upstream = MockUpstream::start(|_| {
+        Reply::sse(vec![
+            chat_chunk(json!({"role": "assistant", "content": "Hi"}), Some("stop")),
+            format!(
+                "data: {}\n\n",
+                json!({"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1,
+                    "model": "gpt-4o", "choices": [],
+                    "usage": {"prompt_tokens": 23, "completion_tokens": 4, "total_tokens": 27}})
+            ),
+            "data: [DONE]\n\n".to_owned(),
+        ])
+    })
+    .await;
+    let (gateway, dir) = gateway_with(
+        &format!("  oa: {{type: openai, base_url: \"{}\", models: [gpt-4o]}}\n", upstream.url()),
+        "logging: {audit: {enabled: true, file: \"{dir}/audit.log\"}}\n",
+    );
+    let (status, _, body) = send(
+        &gateway,
+        "/v1/messages",
+        &json!({"model": "gpt-4o", "max_tokens": 10, "stream": true,
+            "messages": [{"role": "user", "content": "x"}]}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // A complete body reports from a task of its own (`body.rs`), which runs once this test
+    // yields; the file sink gives no signal of its own, so the log is read after each yield
+    // and flush, within a deadline.
+    let deadline = std::time::Instant::now() + cliproxy_e2e::WAIT;
+    let event: Value = loop {
+        tokio::task::yield_now().await;
+        gateway.flush_audit();
+        let audit = std::fs::read_to_string(dir.path().join("audit.log")).unwrap();
+        if let Some(event) = audit
+            .lines()
+            .map(|line| serde_json::from_str::<Value>(line).unwrap())
+            .find(|line| line["event_type"] == "provider_request")
+        {
+            break event;
+        }
+        assert!(std::time::Instant::now() < deadline, "no provider_request event: {audit}");
+    };
+    let details = &event["details"];
+    assert_eq!(details["client_format"], "anthropic", "{event}");
+    assert_eq!(details["provider_format"], "openai-chat", "{event}");
+    // The usage the tap read from the provider's own events.
+    assert_eq!(details["input_tokens"], 23, "{event}");
+    assert_eq!(details["output_tokens"], 4, "{event}");
 }

@@ -596,7 +596,7 @@ mod tests {
             ),
             (
                 r#""502""#,
-                r#"{"credential":"openai-1","duration_ms":2000.0,"error":"idle \\ timeout","input_tokens":3,"model":"m","outcome":"failed","output_tokens":18446744073709551615,"status":502,"upstream_ms":1.234}"#,
+                r#"{"client_format":"anthropic","credential":"openai-1","duration_ms":2000.0,"error":"idle \\ timeout","input_tokens":3,"model":"m","outcome":"failed","output_tokens":18446744073709551615,"provider_format":"openai-chat","status":502,"upstream_ms":1.234}"#,
             ),
             (r#""per_ip_rate""#, r#"{"detail":"d"}"#),
             (r#""alert""#, r#"{"detail":"d","repeats":7}"#),

@@ -59,8 +59,8 @@ pub(crate) struct RequestContext {
     /// The client's and the provider's formats of a request to a generating endpoint
     /// (`translation.rs`); they differ when the request is translated.
     pub(crate) formats: Option<cliproxy_translate::Pair>,
-    /// A translated embeddings request: what its reply must honour.
-    pub(crate) embeddings: Option<cliproxy_translate::embeddings::EmbeddingsCall>,
+    /// A translated embeddings or token-count request: what its reply needs.
+    pub(crate) other: Option<crate::translation::OtherCall>,
     /// A call that generates nothing (`/v1/messages/count_tokens`: its `input_tokens` is the
     /// answer, not usage, and the provider does not bill it): settled as zero tokens rather
     /// than charged the estimate that stands in for an unreported usage.
@@ -107,7 +107,7 @@ impl RequestContext {
             sent_at: None,
             strip_usage: false,
             formats: None,
-            embeddings: None,
+            other: None,
             free: false,
             request_id: request_id.to_owned(),
             guard,

@@ -62,8 +62,9 @@ pub(crate) struct Routed<'s> {
     pub(crate) upstream_model: Option<&'s str>,
     /// The client's and the provider's formats, when the request must be translated.
     pub(crate) translation: Option<Pair>,
-    /// The client's and the provider's embeddings APIs, when they differ.
-    pub(crate) embeddings: Option<translation::EmbeddingsApis>,
+    /// The client's and the provider's APIs of an embeddings or token-count request, when
+    /// they differ.
+    pub(crate) other: Option<translation::OtherApis>,
 }
 
 /// Model routing, then the client key's own model list, then which format the provider is
@@ -102,16 +103,16 @@ pub(crate) fn route<'s>(
             provider,
             upstream_model,
             translation: ctx.translation(),
-            embeddings: None,
+            other: None,
         });
     }
-    if let Some(apis) = translation::embeddings_apis(endpoint, provider.kind) {
+    if let Some(apis) = translation::other_apis(endpoint, provider.kind) {
         ctx.formats = Some(apis.pair());
         return Ok(Routed {
             provider,
             upstream_model,
             translation: ctx.translation(),
-            embeddings: Some(apis),
+            other: Some(apis),
         });
     }
     if !providers::speaks(provider.kind, format) {
@@ -126,7 +127,7 @@ pub(crate) fn route<'s>(
             ),
         ));
     }
-    Ok(Routed { provider, upstream_model, translation: None, embeddings: None })
+    Ok(Routed { provider, upstream_model, translation: None, other: None })
 }
 
 /// A request on its way to a provider.
@@ -144,8 +145,9 @@ pub(crate) struct Outgoing<'a> {
     pub(crate) upstream_model: Option<&'a str>,
     /// The client's and the provider's formats, when they differ.
     pub(crate) translation: Option<Pair>,
-    /// The client's and the provider's embeddings APIs, when they differ.
-    pub(crate) embeddings: Option<translation::EmbeddingsApis>,
+    /// The client's and the provider's APIs of an embeddings or token-count request, when
+    /// they differ.
+    pub(crate) other: Option<translation::OtherApis>,
 }
 
 /// Sends the request to `provider`: the mock answers in-process; everything else goes
@@ -180,10 +182,10 @@ pub(crate) async fn send(
     // Translation (or an alias's name) first: what follows works on what goes upstream.
     let upstream_model = out.upstream_model.unwrap_or(out.model);
     let rewritten = match (out.translation, out.upstream_model) {
-        (Some(_), _) if out.embeddings.is_some() => out.embeddings.map(|apis| {
-            translation::embeddings_request(apis, &out.body, upstream_model).map(
+        (Some(_), _) if out.other.is_some() => out.other.map(|apis| {
+            translation::other_request(apis, &out.body, upstream_model, &provider.name).map(
                 |(rewritten, call)| {
-                    ctx.embeddings = Some(call);
+                    ctx.other = Some(call);
                     rewritten
                 },
             )

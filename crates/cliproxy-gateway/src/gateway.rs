@@ -345,7 +345,7 @@ impl Gateway {
             format,
             upstream_model: routed.upstream_model,
             translation: routed.translation,
-            embeddings: routed.embeddings,
+            other: routed.other,
         };
         forward::send(&inner.providers, provider, out, ctx).await
     }

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use cliproxy_core::ErrorCode;
+use cliproxy_translate::count_tokens;
 use cliproxy_translate::embeddings::{self, EmbeddingsApi, EmbeddingsCall};
 use cliproxy_translate::{Format, Pair};
 use http::header::{self, HeaderValue};
@@ -85,12 +86,44 @@ impl EmbeddingsApis {
     }
 }
 
-/// The embeddings APIs of a request to an embeddings endpoint whose provider speaks the
+/// A request to an endpoint that is not a generation but has a counterpart in the
+/// provider's API: embeddings (OpenAI's and Gemini's) and token counts (Anthropic's and
+/// Gemini's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OtherApis {
+    Embeddings(EmbeddingsApis),
+    CountTokens(Pair),
+}
+
+impl OtherApis {
+    /// The formats whose error bodies the two sides speak.
+    pub(crate) fn pair(self) -> Pair {
+        match self {
+            Self::Embeddings(apis) => apis.pair(),
+            Self::CountTokens(pair) => pair,
+        }
+    }
+}
+
+/// What a translated request of [`OtherApis`] needs to translate its reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum OtherCall {
+    Embeddings(EmbeddingsCall),
+    CountTokens,
+}
+
+/// The APIs of a request to an embeddings or token-count endpoint whose provider speaks the
 /// other API; `None` for any other request (the mock answers every API itself).
-pub(crate) fn embeddings_apis(
-    endpoint: &Endpoint<'_>,
-    kind: ProviderKind,
-) -> Option<EmbeddingsApis> {
+pub(crate) fn other_apis(endpoint: &Endpoint<'_>, kind: ProviderKind) -> Option<OtherApis> {
+    match (endpoint, kind) {
+        (Endpoint::CountTokens, ProviderKind::Gemini) => {
+            return Some(OtherApis::CountTokens(Pair::new(Format::Anthropic, Format::Gemini)));
+        }
+        (Endpoint::GeminiCountTokens { .. }, ProviderKind::Claude) => {
+            return Some(OtherApis::CountTokens(Pair::new(Format::Gemini, Format::Anthropic)));
+        }
+        _ => {}
+    }
     let client = match endpoint {
         Endpoint::Embeddings => EmbeddingsApi::OpenAi,
         Endpoint::GeminiEmbed { batch: false, .. } => EmbeddingsApi::GeminiSingle,
@@ -104,24 +137,42 @@ pub(crate) fn embeddings_apis(
         (ProviderKind::Gemini, EmbeddingsApi::OpenAi) => EmbeddingsApi::GeminiBatch,
         _ => return None,
     };
-    Some(EmbeddingsApis { client, provider })
+    Some(OtherApis::Embeddings(EmbeddingsApis { client, provider }))
 }
 
-/// Translates an embeddings request for the provider's API; the call is what its reply must
-/// honour.
-pub(crate) fn embeddings_request(
-    apis: EmbeddingsApis,
+/// Translates an embeddings or token-count request for the provider's API; the call is what
+/// its reply needs.
+pub(crate) fn other_request(
+    apis: OtherApis,
     body: &[u8],
     model: &str,
-) -> Result<(Rewritten, EmbeddingsCall), ApiError> {
-    let (body, call) = embeddings::request(apis.client, apis.provider, body, model)
-        .map_err(|e| ApiError::new(ErrorCode::BadRequest, e.to_string()))?;
-    let path = match apis.provider {
-        EmbeddingsApi::OpenAi => "/v1/embeddings".to_owned(),
-        EmbeddingsApi::GeminiSingle => format!("/v1beta/models/{model}:embedContent"),
-        EmbeddingsApi::GeminiBatch => format!("/v1beta/models/{model}:batchEmbedContents"),
-    };
-    Ok((Rewritten { body: Bytes::from(body), path_and_query: Some(path) }, call))
+    provider: &str,
+) -> Result<(Rewritten, OtherCall), ApiError> {
+    match apis {
+        OtherApis::Embeddings(apis) => {
+            let (body, call) = embeddings::request(apis.client, apis.provider, body, model)
+                .map_err(|e| refused(&e, provider))?;
+            let path = match apis.provider {
+                EmbeddingsApi::OpenAi => "/v1/embeddings".to_owned(),
+                EmbeddingsApi::GeminiSingle => format!("/v1beta/models/{model}:embedContent"),
+                EmbeddingsApi::GeminiBatch => {
+                    format!("/v1beta/models/{model}:batchEmbedContents")
+                }
+            };
+            let rewritten = Rewritten { body: Bytes::from(body), path_and_query: Some(path) };
+            Ok((rewritten, OtherCall::Embeddings(call)))
+        }
+        OtherApis::CountTokens(pair) => {
+            let body =
+                count_tokens::request(pair, body, model).map_err(|e| refused(&e, provider))?;
+            let path = match pair.provider {
+                Format::Gemini => format!("/v1beta/models/{model}:countTokens"),
+                _ => "/v1/messages/count_tokens".to_owned(),
+            };
+            let rewritten = Rewritten { body: Bytes::from(body), path_and_query: Some(path) };
+            Ok((rewritten, OtherCall::CountTokens))
+        }
+    }
 }
 
 /// What goes upstream for a translated request, or for an alias.
@@ -241,8 +292,11 @@ pub(crate) async fn reply(
         }
     };
     let (status, body) = if upstream.status.is_success() {
-        let translated = match &ctx.embeddings {
-            Some(call) => embeddings::response(call, &bytes, ctx.model.as_deref().unwrap_or("")),
+        let translated = match &ctx.other {
+            Some(OtherCall::Embeddings(call)) => {
+                embeddings::response(call, &bytes, ctx.model.as_deref().unwrap_or(""))
+            }
+            Some(OtherCall::CountTokens) => count_tokens::response(pair, &bytes),
             None => pair.response(&bytes),
         };
         let body = translated.map_err(|error| {

@@ -15,7 +15,10 @@
 //! ([`Pair::is_identity`]): the caller forwards the bytes as they are.
 //!
 //! The crate has no HTTP and no async: the caller reads the request body, frames the
-//! provider's stream into SSE events and writes what comes back.
+//! provider's stream into SSE events and writes what comes back. `examples/tool_call_stream.rs`
+//! embeds it in a program of its own: a streamed tool call from an OpenAI provider to an
+//! Anthropic client. Embeddings (OpenAI ⇄ Gemini, [`embeddings`]) and token counts
+//! (Anthropic ⇄ Gemini, [`count_tokens`]) have their own small translations.
 //!
 //! # Example
 //!
@@ -43,6 +46,7 @@
 //! ```
 
 mod codec;
+pub mod count_tokens;
 pub mod embeddings;
 mod error;
 mod formats;

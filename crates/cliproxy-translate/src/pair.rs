@@ -2,7 +2,7 @@
 
 use crate::Format;
 use crate::codec::{Codec, StreamDecoder, StreamEncoder, wrap_signature};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::formats::{Anthropic, Gemini, OpenAiChat, OpenAiResponses};
 use crate::ir::{ApiError, Event, Request, Usage};
 
@@ -56,9 +56,15 @@ impl Pair {
         with_codec!(self.client, C => C::decode_request(body))
     }
 
-    /// Writes a request for the provider.
+    /// Writes a request for the provider. A field it refuses is named as the client wrote
+    /// it (`stop_sequences` for an Anthropic client, `generationConfig.topK` for Gemini's).
     pub fn encode_request(self, request: &Request) -> Result<Vec<u8>> {
-        with_codec!(self.provider, C => C::encode_request(request))
+        with_codec!(self.provider, C => C::encode_request(request)).map_err(|error| match error {
+            Error::Unsupported { field, target } => {
+                Error::Unsupported { field: client_field(self.client, field), target }
+            }
+            other => other,
+        })
     }
 
     /// Translates a whole reply of the provider for the client.
@@ -97,6 +103,25 @@ impl Pair {
             pair: self,
         }
     }
+}
+
+/// The client's name for a common field that an encoder refused: encoders know only the
+/// common form, whose sampling, stop and output fields they name as OpenAI Chat does. Names
+/// that came from the client's own request (`Request::unmapped`) are the client's already.
+fn client_field(client: Format, field: String) -> String {
+    let renamed = match (client, field.as_str()) {
+        (Format::Anthropic, "stop") => "stop_sequences",
+        (Format::Anthropic, "response_format") => "output_format",
+        (Format::OpenAiResponses, "response_format") => "text.format",
+        (Format::Gemini, "stop") => "generationConfig.stopSequences",
+        (Format::Gemini, "top_k") => "generationConfig.topK",
+        (Format::Gemini, "presence_penalty") => "generationConfig.presencePenalty",
+        (Format::Gemini, "frequency_penalty") => "generationConfig.frequencyPenalty",
+        (Format::Gemini, "seed") => "generationConfig.seed",
+        (Format::Gemini, "response_format") => "generationConfig.responseSchema",
+        _ => return field,
+    };
+    renamed.to_owned()
 }
 
 /// Translates one streamed reply as it arrives: each provider event is decoded and encoded

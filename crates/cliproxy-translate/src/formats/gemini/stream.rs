@@ -110,8 +110,17 @@ impl StreamDecoder for Decoder {
                 }
                 continue;
             }
+            // Gemini puts the signature of its thoughts on the part that follows them: it
+            // belongs to the thinking block still open (a client of Anthropic's format must
+            // get it inside that block, before its stop), or to a block of its own when the
+            // thoughts were not sent.
             if let Some(signature) = signature {
-                self.signature_block(signature, out);
+                match self.open {
+                    Some((index, Open::Thinking)) => {
+                        out.push(Event::SignatureDelta { index, signature });
+                    }
+                    _ => self.signature_block(signature, out),
+                }
             }
             if let Some(call) = part.function_call {
                 // Gemini sends each call whole: one block with all its arguments.

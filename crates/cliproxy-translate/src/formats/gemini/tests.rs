@@ -854,10 +854,11 @@ fn an_anthropic_conversation_reaches_gemini_and_its_reply_comes_back() {
 fn a_gemini_client_reaches_anthropic() {
     let pair = Pair::new(Format::Gemini, Format::Anthropic);
     let mut request = pair.decode_request(&body(full_request_json())).unwrap();
-    // Gemini's penalties and seed have no Anthropic counterpart.
+    // Gemini's penalties and seed have no Anthropic counterpart: named as the client wrote
+    // them.
     assert_eq!(
         pair.encode_request(&request),
-        Err(Error::unsupported("presence_penalty", Format::Anthropic))
+        Err(Error::unsupported("generationConfig.presencePenalty", Format::Anthropic))
     );
     request.sampling.presence_penalty = None;
     request.sampling.frequency_penalty = None;
