@@ -307,8 +307,21 @@ async fn request_errors_in_the_endpoint_format() {
         call(&gateway, Method::GET, "/v1/chat/completions", &headers, "").await;
     assert_eq!(status, 405);
     assert_eq!(response_headers["allow"], "POST");
+    // A generation request to a provider of another format is translated (SPEC §9), so it
+    // is validated as its own format says; an endpoint with no counterpart says which
+    // endpoint to call.
     let (_, _, text) =
         call(&gateway, Method::POST, "/v1/messages", &headers, r#"{"model":"gpt-4o"}"#).await;
+    assert!(text.contains("`messages`"), "validated as a Messages request: {text}");
+    let (got, _, text) = call(
+        &gateway,
+        Method::POST,
+        "/v1/messages/count_tokens",
+        &headers,
+        r#"{"model":"gpt-4o","messages":[{"role":"user","content":"x"}]}"#,
+    )
+    .await;
+    assert_eq!(got, 400, "{text}");
     assert!(text.contains("/v1/chat/completions"), "says which endpoint to call: {text}");
 }
 

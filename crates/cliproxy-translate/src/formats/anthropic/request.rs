@@ -164,10 +164,37 @@ pub(super) fn decode(body: &[u8]) -> Result<Request> {
         let role = match message.role.as_deref() {
             Some("user") => Role::User,
             Some("assistant") => Role::Assistant,
+            // Claude Code (2.1) sends context (its environment, reminders) as system-role
+            // turns between the others. Their text joins the system prompt, the one place
+            // every other format has for instructions; its position in the turns is lost.
+            Some("system") => {
+                let content =
+                    message.content.ok_or_else(|| missing(format!("messages[{i}].content")))?;
+                match content {
+                    TextOrBlocks::Text(text) => {
+                        request.system.push(SystemPart { developer: false, text });
+                    }
+                    TextOrBlocks::Blocks(blocks) => {
+                        for (j, block) in blocks.into_iter().enumerate() {
+                            if block.kind.as_deref() != Some("text") {
+                                return Err(Error::invalid(
+                                    format!("messages[{i}].content[{j}].type"),
+                                    "expected text in a system turn",
+                                ));
+                            }
+                            let text = block.text.ok_or_else(|| {
+                                missing(format!("messages[{i}].content[{j}].text"))
+                            })?;
+                            request.system.push(SystemPart { developer: false, text });
+                        }
+                    }
+                }
+                continue;
+            }
             Some(_) => {
                 return Err(Error::invalid(
                     format!("messages[{i}].role"),
-                    "expected user or assistant",
+                    "expected user, assistant or system",
                 ));
             }
             None => return Err(missing(format!("messages[{i}].role"))),
@@ -284,11 +311,11 @@ pub(super) fn decode(body: &[u8]) -> Result<Request> {
             _ => return Err(Error::invalid(format!("{format_name}.type"), "expected json_schema")),
         }
     }
-    for (name, value) in [
-        ("container", wire.container),
-        ("mcp_servers", wire.mcp_servers),
-        ("context_management", wire.context_management),
-    ] {
+    // `context_management` (clearing old thinking or tool results server-side) is dropped:
+    // it only removes context, which another provider then sees whole; thinking blocks do
+    // not cross formats anyway. Claude Code sends it whenever thinking is on.
+    drop(wire.context_management);
+    for (name, value) in [("container", wire.container), ("mcp_servers", wire.mcp_servers)] {
         if let Some(value) = value.filter(|value| !value.is_null()) {
             request.unmapped.push((name.to_owned(), value));
         }

@@ -223,6 +223,37 @@ fn system_as_a_string_and_developer_parts_fold_into_system() {
 }
 
 #[test]
+fn claude_code_s_system_turns_join_the_system_prompt_and_context_management_is_dropped() {
+    // What Claude Code 2.1 sends: context as system-role turns, and `context_management`
+    // whenever thinking is on.
+    let request = decode(json!({
+        "model": "m", "max_tokens": 100, "system": [{"type": "text", "text": "You are Claude Code."}],
+        "messages": [
+            {"role": "user", "content": "Hi"},
+            {"role": "system", "content": [{"type": "text", "text": "# Environment\ncwd: /w"}]},
+            {"role": "system", "content": "Reminder."}
+        ],
+        "context_management": {"edits": [{"type": "clear_thinking_20251015", "keep": "all"}]}
+    }))
+    .unwrap();
+    let system: Vec<&str> = request.system.iter().map(|part| part.text.as_str()).collect();
+    assert_eq!(system, ["You are Claude Code.", "# Environment\ncwd: /w", "Reminder."]);
+    assert_eq!(request.messages.len(), 1);
+    assert!(request.unmapped.is_empty(), "{:?}", request.unmapped);
+    // A system turn holds text only.
+    let error = decode(json!({"model": "m", "max_tokens": 1, "messages": [
+        {"role": "system", "content": [{"type": "image", "source": {"type": "url", "url": "https://x/y.png"}}]}
+    ]}))
+    .unwrap_err();
+    assert!(error.to_string().contains("messages[0].content[0].type"), "{error}");
+    let error = decode(
+        json!({"model": "m", "max_tokens": 1, "messages": [{"role": "tool", "content": "x"}]}),
+    )
+    .unwrap_err();
+    assert!(error.to_string().contains("messages[0].role"), "{error}");
+}
+
+#[test]
 fn max_tokens_is_required_from_clients_and_defaulted_for_providers() {
     let mut request = full_request_json();
     request.as_object_mut().unwrap().remove("max_tokens");
