@@ -434,7 +434,7 @@ fn malformed_requests_name_the_field() {
         (json!({"model": "m", "max_tokens": "many", "messages": []}), "max_tokens"),
         (json!({"model": "m", "max_tokens": 1}), "messages"),
         (
-            json!({"model": "m", "max_tokens": 1, "messages": [{"role": "system", "content": "x"}]}),
+            json!({"model": "m", "max_tokens": 1, "messages": [{"role": "tool", "content": "x"}]}),
             "messages[0].role",
         ),
         (
