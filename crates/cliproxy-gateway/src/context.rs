@@ -21,6 +21,15 @@ use crate::api::ApiFormat;
 use crate::guard::Guard;
 use crate::http_util::truncate;
 
+/// What a translated embeddings or token-count request (`translation.rs`) needs to
+/// translate its reply; kept here, with the rest of what the stages pass on, so that the
+/// translation stage depends on the context and not the other way round.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum OtherCall {
+    Embeddings(cliproxy_translate::embeddings::EmbeddingsCall),
+    CountTokens,
+}
+
 /// One request's context, shared by the stages of the request path; written once, by the
 /// finishing stage, when the response ends or when the request is dropped before it has an
 /// answer.
@@ -60,7 +69,7 @@ pub(crate) struct RequestContext {
     /// (`translation.rs`); they differ when the request is translated.
     pub(crate) formats: Option<cliproxy_translate::Pair>,
     /// A translated embeddings or token-count request: what its reply needs.
-    pub(crate) other: Option<crate::translation::OtherCall>,
+    pub(crate) other: Option<OtherCall>,
     /// A call that generates nothing (`/v1/messages/count_tokens`: its `input_tokens` is the
     /// answer, not usage, and the provider does not bill it): settled as zero tokens rather
     /// than charged the estimate that stands in for an unreported usage.

@@ -11,7 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use cliproxy_core::ErrorCode;
 use cliproxy_translate::count_tokens;
-use cliproxy_translate::embeddings::{self, EmbeddingsApi, EmbeddingsCall};
+use cliproxy_translate::embeddings::{self, EmbeddingsApi};
 use cliproxy_translate::{Format, Pair};
 use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};
@@ -19,7 +19,7 @@ use serde_json::Value;
 
 use crate::api::{ApiFormat, Endpoint};
 use crate::config::{OpenAiApi, ProviderKind};
-use crate::context::RequestContext;
+use crate::context::{OtherCall, RequestContext};
 use crate::error::ApiError;
 use crate::http_util::{Body, full};
 use crate::{providers, upstream};
@@ -103,13 +103,6 @@ impl OtherApis {
             Self::CountTokens(pair) => pair,
         }
     }
-}
-
-/// What a translated request of [`OtherApis`] needs to translate its reply.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum OtherCall {
-    Embeddings(EmbeddingsCall),
-    CountTokens,
 }
 
 /// The APIs of a request to an embeddings or token-count endpoint whose provider speaks the

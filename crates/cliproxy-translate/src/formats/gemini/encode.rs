@@ -216,14 +216,9 @@ pub(super) fn encode(request: &Request) -> Result<Vec<u8>> {
                         function_call: Some(OutCall {
                             id: None,
                             name: &call.name,
-                            args: super::response::arguments_object(&call.arguments).ok_or_else(
-                                || {
-                                    Error::invalid(
-                                        format!("{}.arguments", path()),
-                                        "not a JSON object",
-                                    )
-                                },
-                            )?,
+                            args: arguments_object(&call.arguments).ok_or_else(|| {
+                                Error::invalid(format!("{}.arguments", path()), "not a JSON object")
+                            })?,
                         }),
                         ..OutPart::default()
                     }
@@ -412,4 +407,13 @@ fn guess_media_type(url: &str) -> &'static str {
         Some("heif") => "image/heif",
         _ => "image/jpeg",
     }
+}
+
+/// Tool-call arguments as the object Gemini carries: `None` when they are not a JSON object
+/// (never silently `{}`); empty text means no arguments.
+pub(super) fn arguments_object(arguments: &str) -> Option<Value> {
+    if arguments.trim().is_empty() {
+        return Some(Value::Object(serde_json::Map::new()));
+    }
+    serde_json::from_str::<Value>(arguments).ok().filter(Value::is_object)
 }

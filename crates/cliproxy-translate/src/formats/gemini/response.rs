@@ -3,9 +3,8 @@
 use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
-use super::encode::{OutCall, OutContent, OutPart, image_part};
+use super::encode::{OutCall, OutContent, OutPart, arguments_object, image_part};
 use super::request::{WireContent, WirePart};
 use crate::Format;
 use crate::codec::wrap_signature;
@@ -140,15 +139,6 @@ pub(super) fn call_id(response_id: &str, n: usize) -> String {
         .take(40)
         .collect();
     if safe.is_empty() { format!("call_{n}") } else { format!("call_{safe}_{n}") }
-}
-
-/// Tool-call arguments as the object Gemini carries: `None` when they are not a JSON object
-/// (never silently `{}`); empty text means no arguments.
-pub(super) fn arguments_object(arguments: &str) -> Option<Value> {
-    if arguments.trim().is_empty() {
-        return Some(Value::Object(serde_json::Map::new()));
-    }
-    serde_json::from_str::<Value>(arguments).ok().filter(Value::is_object)
 }
 
 /// Reads a Gemini provider's whole reply (the first candidate: requests never ask for more).

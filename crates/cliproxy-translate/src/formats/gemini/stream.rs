@@ -221,7 +221,7 @@ impl Encoder {
             out.extend_from_slice(br#","name":"#);
             write_json(out, name);
             out.extend_from_slice(br#","args":"#);
-            match super::response::arguments_object(arguments) {
+            match super::encode::arguments_object(arguments) {
                 Some(args) => write_json(out, &args),
                 // Arguments that are not a JSON object are kept as they came, never
                 // replaced by `{}`: under a key that says what they are.
