@@ -124,7 +124,7 @@ impl Plan {
                 cold_starts: 5,
                 translation_rounds: 9,
                 translation_for: Duration::from_secs(2),
-                translation_stream_rounds: 5,
+                translation_stream_rounds: 9,
                 translation_streams: 20,
                 translation_stream_runs: 20,
                 translation_events: 50,
@@ -1143,6 +1143,10 @@ impl<'a> Bench<'a> {
                 cpu[index].push(used as f64 / 1_000.0 / report.ok.max(1) as f64);
             }
         }
+        let [plain, translated] = &targets;
+        let figures =
+            serde_json::json!({ plain.shape.as_str(): cpu[0], translated.shape.as_str(): cpu[1] });
+        self.keep(&format!("{name}.cpu_us_per_round"), &figures)?;
         Ok(cpu)
     }
 }
