@@ -12,21 +12,27 @@
 //!   gateway's added latency ([`relay`]);
 //! - `cliproxy-bench run`: the scenarios of issue 8, each direct to the mock and through the
 //!   real `cliproxy-server`, reported as difference and ratio against the budgets
-//!   ([`run`], [`Report`]).
+//!   ([`run`], [`Report`]); scenario 8 (issue 21) sets the gateway's translated path against
+//!   its untranslated one, with the request shapes of [`Shape`].
 //!
 //! ```no_run
 //! # async fn example() -> anyhow::Result<()> {
 //! use std::time::Duration;
-//! use cliproxy_bench::{Mode, Target, load};
+//! use cliproxy_bench::{Mode, Shape, Target, load};
 //!
-//! let target = Target { base_url: "http://127.0.0.1:8317".into(), token: "cpk-…".into(), ca_pem: None };
+//! let target = Target {
+//!     base_url: "http://127.0.0.1:8317".into(),
+//!     token: "cpk-…".into(),
+//!     ca_pem: None,
+//!     shape: Shape::Chat,
+//! };
 //! let report = load::run(&target, Mode::Rate { rate: 100, duration: Duration::from_secs(1) }, None).await?;
 //! println!("p99 {:?} µs", report.latency.map(|s| s.p99_us));
 //! # Ok(()) }
 //! ```
 //!
 //! The public interface is: the mock ([`mock::serve`], [`MockOptions`], [`MockStats`]), the load
-//! generator ([`load::run`], [`Mode`], [`Target`], [`LoadReport`]), the runner ([`run`],
+//! generator ([`load::run`], [`Mode`], [`Target`], [`Shape`], [`LoadReport`]), the runner ([`run`],
 //! [`RunOptions`]), the report ([`Report`], [`Row`], [`Budget`]), and the small parsers
 //! ([`vm_rss_kb`], [`limiter::parse`]).
 
@@ -37,6 +43,7 @@ mod procs;
 pub mod relay;
 mod report;
 mod run;
+mod shape;
 mod summary;
 
 pub use load::{LoadReport, Mode, Target};
@@ -44,4 +51,5 @@ pub use mock::{MockOptions, MockStats};
 pub use procs::{Proc, cpu_ns, vm_rss_kb};
 pub use report::{Budget, Judged, Report, Row, Unit, Verdict};
 pub use run::{RunOptions, run};
+pub use shape::Shape;
 pub use summary::{Recorder, Summary};

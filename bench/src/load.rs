@@ -26,6 +26,7 @@ use rustls_pki_types::pem::PemObject;
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinSet;
 
+use crate::shape::Shape;
 use crate::summary::{Recorder, Summary};
 
 /// How long one request (or one whole stream) may take before it counts as an error.
@@ -40,6 +41,8 @@ pub struct Target {
     pub token: String,
     /// PEM of the CA to trust for `https` (the bench's own CA); nothing else is trusted.
     pub ca_pem: Option<Vec<u8>>,
+    /// What is sent, to which endpoint ([`Shape::Chat`] but in scenario 8).
+    pub shape: Shape,
 }
 
 /// What to run.
@@ -89,23 +92,16 @@ impl Mode {
         .max(1)
     }
 
-    /// The request body: the model names the mock's behaviour (see [`crate::mock`]).
-    fn body(&self) -> Bytes {
+    /// The request body of `shape`: the model names the mock's behaviour (see
+    /// [`crate::mock`]).
+    fn body(&self, shape: Shape) -> Bytes {
         let (model, stream) = match self {
             Mode::Rate { .. } | Mode::Closed { .. } => ("bench-json".to_owned(), false),
             Mode::Stream { events, interval, .. } => {
                 (format!("bench-sse-{events}-{}", interval.as_millis()), true)
             }
         };
-        Bytes::from(
-            serde_json::json!({
-                "model": model,
-                "stream": stream,
-                "max_tokens": 64,
-                "messages": [{"role": "user", "content": "Say hello."}]
-            })
-            .to_string(),
-        )
+        shape.body(&model, stream)
     }
 }
 
@@ -114,6 +110,9 @@ impl Mode {
 pub struct LoadReport {
     /// The mode and its parameters.
     pub mode: Mode,
+    /// What was sent (reports of old runs have none: they sent `chat`).
+    #[serde(default)]
+    pub shape: Shape,
     /// Requests (or streams) completed with 2xx and, for streams, the right events.
     pub ok: u64,
     /// From the first request to the last completion.
@@ -136,16 +135,14 @@ pub type Ready = Arc<dyn Fn() + Send + Sync>;
 
 /// Runs `mode` against `target`.
 pub async fn run(target: &Target, mode: Mode, ready: Option<Ready>) -> Result<LoadReport> {
-    let client = client(target)?;
-    let url: http::Uri = format!("{}/v1/chat/completions", target.base_url.trim_end_matches('/'))
-        .parse()
-        .context("the target URL is not valid")?;
-    let shot = Shot { client, url, token: Arc::from(target.token.as_str()), body: mode.body() };
+    let shot = Shot::new(target, mode)?;
     let failures = Arc::new(Failures::default());
     // Open the connections first (not measured): a new TCP connection and, through the
     // gateway, a new upstream connection are cold-start costs, which scenario 7 measures.
-    let warm =
-        Shot { body: Mode::Rate { rate: 1, duration: Duration::ZERO }.body(), ..shot.clone() };
+    let warm = Shot {
+        body: Mode::Rate { rate: 1, duration: Duration::ZERO }.body(target.shape),
+        ..shot.clone()
+    };
     warm_up(&warm, mode.concurrency(), &failures).await;
     failures.check(0).context("warming up the connections")?;
     let started = Instant::now();
@@ -165,6 +162,7 @@ pub async fn run(target: &Target, mode: Mode, ready: Option<Ready>) -> Result<Lo
     }
     Ok(LoadReport {
         mode,
+        shape: target.shape,
         ok: outcome.ok,
         elapsed_s: elapsed.as_secs_f64(),
         rps: outcome.ok as f64 / elapsed.as_secs_f64().max(1e-9),
@@ -178,14 +176,7 @@ pub async fn run(target: &Target, mode: Mode, ready: Option<Ready>) -> Result<Lo
 /// Sends one non-streamed request (`bench-json`); `Err` describes the failure.
 pub async fn once(target: &Target) -> Result<()> {
     let mode = Mode::Closed { connections: 1, duration: Duration::ZERO, max_requests: Some(1) };
-    let shot = Shot {
-        client: client(target)?,
-        url: format!("{}/v1/chat/completions", target.base_url.trim_end_matches('/'))
-            .parse()
-            .context("the target URL is not valid")?,
-        token: Arc::from(target.token.as_str()),
-        body: mode.body(),
-    };
+    let shot = Shot::new(target, mode)?;
     shot.send().await.map_err(|sample| anyhow::anyhow!(sample))
 }
 
@@ -238,16 +229,32 @@ struct Shot {
     client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     url: http::Uri,
     token: Arc<str>,
+    shape: Shape,
     body: Bytes,
 }
 
 impl Shot {
+    fn new(target: &Target, mode: Mode) -> Result<Self> {
+        let url = format!("{}{}", target.base_url.trim_end_matches('/'), target.shape.path());
+        Ok(Self {
+            client: client(target)?,
+            url: url.parse().context("the target URL is not valid")?,
+            token: Arc::from(target.token.as_str()),
+            shape: target.shape,
+            body: mode.body(target.shape),
+        })
+    }
+
     fn request(&self) -> Result<Request<Full<Bytes>>> {
-        Request::post(self.url.clone())
+        let mut request = Request::post(self.url.clone())
             .header(http::header::AUTHORIZATION, format!("Bearer {}", self.token))
-            .header(http::header::CONTENT_TYPE, "application/json")
-            .body(Full::new(self.body.clone()))
-            .context("cannot build the request")
+            .header(http::header::CONTENT_TYPE, "application/json");
+        if self.shape.is_anthropic() {
+            // What Anthropic's SDKs send; the key goes as a bearer token, which the gateway
+            // accepts on every endpoint.
+            request = request.header("anthropic-version", "2023-06-01");
+        }
+        request.body(Full::new(self.body.clone())).context("cannot build the request")
     }
 
     /// Sends one non-streamed request and reads the whole body; `Err` is the failure sample.
@@ -266,7 +273,7 @@ impl Shot {
             if body.is_empty() {
                 return Err(format!("status {status} with an empty body"));
             }
-            Ok(())
+            self.shape.check_reply(&body)
         };
         tokio::time::timeout(REQUEST_TIMEOUT, exchange)
             .await
@@ -525,7 +532,7 @@ async fn one_stream(
         return check_status(status, &bytes);
     }
     let mut buffer = Vec::new();
-    let mut parser = SseCounter::default();
+    let mut parser = SseCounter::new(shot.shape);
     let mut last: Option<Instant> = None;
     while let Some(frame) = body.frame().await {
         let frame =
@@ -551,10 +558,11 @@ async fn one_stream(
         }
     }
     if !parser.done || parser.events != u64::from(expected) {
+        let end = parser.end();
         return Err(format!(
-            "the stream had {} events{} (expected {expected} and [DONE])",
+            "the stream had {} events{} (expected {expected} and {end})",
             parser.events,
-            if parser.done { " and [DONE]" } else { " and no [DONE]" }
+            if parser.done { format!(" and {end}") } else { format!(" and no {end}") }
         ));
     }
     outcome.events += parser.events;
@@ -563,16 +571,33 @@ async fn one_stream(
     Ok(())
 }
 
-/// Counts complete SSE events (`data:` lines up to a blank line) and notes `[DONE]`.
+/// Counts complete SSE events (`data:` lines up to a blank line) and notes the stream's end.
+///
+/// OpenAI's stream: every data event counts, `data: [DONE]` ends it. Anthropic's (a
+/// translated stream): it must open with `message_start`; each `content_block_delta` counts
+/// (the mock's events are one text delta each, so a faithful translation has as many);
+/// `message_stop` ends it; an `error` event is a failure, since that is how the gateway ends a
+/// stream it could not translate.
 #[derive(Debug, Default)]
 pub(crate) struct SseCounter {
     pub(crate) events: u64,
     pub(crate) done: bool,
+    anthropic: bool,
+    started: bool,
 }
 
 impl SseCounter {
-    /// Consumes the complete events at the start of `buffer`; returns how many data events
-    /// (not `[DONE]`) it held. An event after `[DONE]` is an error.
+    pub(crate) fn new(shape: Shape) -> Self {
+        Self { anthropic: shape.is_anthropic(), ..Self::default() }
+    }
+
+    /// What ends a stream of this format, for error messages.
+    fn end(&self) -> &'static str {
+        if self.anthropic { "message_stop" } else { "[DONE]" }
+    }
+
+    /// Consumes the complete events at the start of `buffer`; returns how many counted events
+    /// it held. An event after the end is an error.
     pub(crate) fn feed(&mut self, buffer: &mut Vec<u8>) -> Result<u64, String> {
         let mut new = 0;
         while let Some(end) = buffer.windows(2).position(|w| w == b"\n\n") {
@@ -584,9 +609,29 @@ impl SseCounter {
                 continue;
             }
             if self.done {
-                return Err(format!("an event after [DONE]: {}", text.trim()));
+                return Err(format!("an event after {}: {}", self.end(), text.trim()));
             }
-            if data == ["[DONE]"] {
+            if self.anthropic {
+                let name = text.lines().find_map(|l| l.strip_prefix("event:")).map(str::trim);
+                match (self.started, name) {
+                    (_, Some("error")) => {
+                        return Err(format!("an error event: {}", data.join("\n")));
+                    }
+                    (false, Some("message_start")) => self.started = true,
+                    (false, _) => {
+                        return Err(format!(
+                            "the stream did not open with message_start: {}",
+                            text.trim()
+                        ));
+                    }
+                    (true, Some("content_block_delta")) => {
+                        self.events += 1;
+                        new += 1;
+                    }
+                    (true, Some("message_stop")) => self.done = true,
+                    (true, _) => {}
+                }
+            } else if data == ["[DONE]"] {
                 self.done = true;
             } else {
                 self.events += 1;
@@ -623,7 +668,7 @@ mod tests {
 
     #[test]
     fn sse_counter_counts_events_split_across_frames() {
-        let mut counter = SseCounter::default();
+        let mut counter = SseCounter::new(Shape::Chat);
         let mut buffer = b"data: {\"a\":1}\n\ndata: {\"b\"".to_vec();
         assert_eq!(counter.feed(&mut buffer).unwrap(), 1);
         buffer.extend_from_slice(b":2}\n\n: comment\n\ndata: [DONE]\n\n");
@@ -633,5 +678,65 @@ mod tests {
         assert!(buffer.is_empty());
         buffer.extend_from_slice(b"data: late\n\n");
         assert!(counter.feed(&mut buffer).is_err(), "an event after [DONE] is an error");
+    }
+
+    /// The mock's stream, as the gateway translates it for an Anthropic client, frame by
+    /// frame.
+    fn translated_stream(events: u32) -> Vec<Vec<u8>> {
+        use cliproxy_translate::{Format, Pair};
+        let mut translator = Pair::new(Format::Anthropic, Format::OpenAiChat).stream();
+        let mut frames = Vec::new();
+        for index in 0..events {
+            let event = crate::mock::sse_event("bench-sse-5-1", index, events);
+            let data = event.strip_prefix(b"data: ").unwrap().trim_ascii_end();
+            let mut out = Vec::new();
+            translator.feed(None, data, &mut out).unwrap();
+            frames.push(out);
+        }
+        let mut out = Vec::new();
+        translator.feed(None, b"[DONE]", &mut out).unwrap();
+        translator.finish(&mut out);
+        frames.push(out);
+        frames
+    }
+
+    #[test]
+    fn a_translated_stream_counts_one_event_per_mock_event() {
+        let mut counter = SseCounter::new(Shape::AnthropicTools4k);
+        let mut buffer = Vec::new();
+        let mut counted = Vec::new();
+        for frame in translated_stream(5) {
+            buffer.extend_from_slice(&frame);
+            counted.push(counter.feed(&mut buffer).unwrap());
+        }
+        // Each of the mock's events arrives as one text delta, at once; the end owes none.
+        assert_eq!(counted, [1, 1, 1, 1, 1, 0]);
+        assert_eq!(counter.events, 5);
+        assert!(counter.done, "message_stop ends the stream");
+        assert!(buffer.is_empty());
+    }
+
+    #[test]
+    fn a_broken_translated_stream_is_an_error() {
+        let frames = translated_stream(3);
+        // The OpenAI stream itself (an untranslated reply) does not open as Anthropic's does.
+        let mut counter = SseCounter::new(Shape::AnthropicTools4k);
+        let mut buffer = crate::mock::sse_event("bench-sse-3-1", 0, 3).to_vec();
+        let error = counter.feed(&mut buffer).unwrap_err();
+        assert!(error.contains("did not open with message_start"), "{error}");
+        // An error event in the middle (how the gateway ends a stream it cannot translate).
+        let mut counter = SseCounter::new(Shape::AnthropicTools4k);
+        let mut buffer = frames[0].clone();
+        buffer.extend_from_slice(
+            b"event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"api_error\"}}\n\n",
+        );
+        let error = counter.feed(&mut buffer).unwrap_err();
+        assert!(error.starts_with("an error event:"), "{error}");
+        // A stream cut before its end (the mock's last event carries the finish reason) is
+        // not done.
+        let mut counter = SseCounter::new(Shape::AnthropicTools4k);
+        let mut buffer = frames[..2].concat();
+        assert_eq!(counter.feed(&mut buffer).unwrap(), 2);
+        assert!(!counter.done);
     }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use cliproxy_bench::{LoadReport, MockOptions, MockStats, Mode, RunOptions, Target};
+use cliproxy_bench::{LoadReport, MockOptions, MockStats, Mode, RunOptions, Shape, Target};
 
 #[derive(Parser)]
 #[command(
@@ -65,6 +65,10 @@ enum Role {
         /// Print `READY` once every stream of the first round has its first event.
         #[arg(long)]
         ready: bool,
+        /// What to send: `chat` (a one-line OpenAI chat request), `chat_tools_4k` (4 KB with
+        /// two tools, OpenAI chat) or `anthropic_tools_4k` (the same, Anthropic Messages).
+        #[arg(long, default_value_t = Shape::Chat)]
+        shape: Shape,
     },
     /// Runs the scenarios against a release `cliproxy-server`; writes report.md and report.json.
     Run {
@@ -77,7 +81,7 @@ enum Role {
         /// Short durations (smoke run).
         #[arg(long)]
         quick: bool,
-        /// Run only this scenario (repeatable; 1..=7).
+        /// Run only this scenario (repeatable; 1..=8).
         #[arg(long = "scenario", value_name = "N")]
         scenarios: Vec<u8>,
         /// Output of `cargo bench -p cliproxy-netguard --bench limiter` (scenario 6).
@@ -122,7 +126,7 @@ fn real_main() -> Result<ExitCode> {
                 Ok::<_, anyhow::Error>(())
             })?;
         }
-        Role::Load { url, token, ca, mode, ready } => {
+        Role::Load { url, token, ca, mode, ready, shape } => {
             let mode: Mode = serde_json::from_str(&mode).context("--mode is not a valid mode")?;
             let ca_pem = match ca {
                 Some(path) => Some(
@@ -131,7 +135,7 @@ fn real_main() -> Result<ExitCode> {
                 ),
                 None => None,
             };
-            let target = Target { base_url: url, token, ca_pem };
+            let target = Target { base_url: url, token, ca_pem, shape };
             let ready: Option<cliproxy_bench::load::Ready> = ready.then(|| {
                 Arc::new(|| {
                     let mut stdout = std::io::stdout();

@@ -231,23 +231,30 @@ impl SseBody {
     }
 
     fn event(&self, index: u32) -> Bytes {
-        let last = index + 1 == self.events;
-        let mut chunk = json!({
-            "id": "chatcmpl-bench",
-            "object": "chat.completion.chunk",
-            "created": 0,
-            "model": self.model,
-            "choices": [{
-                "index": 0,
-                "delta": {"content": "tok "},
-                "finish_reason": if last { Value::from("stop") } else { Value::Null }
-            }]
-        });
-        if last {
-            chunk["usage"] = json!({"prompt_tokens": 8, "completion_tokens": self.events, "total_tokens": self.events + 8});
-        }
-        Bytes::from(format!("data: {chunk}\n\n"))
+        sse_event(&self.model, index, self.events)
     }
+}
+
+/// Event `index` of a stream of `events` for `model`: one text delta each; the last one also
+/// carries the finish reason and `usage`.
+pub(crate) fn sse_event(model: &str, index: u32, events: u32) -> Bytes {
+    let last = index + 1 == events;
+    let mut chunk = json!({
+        "id": "chatcmpl-bench",
+        "object": "chat.completion.chunk",
+        "created": 0,
+        "model": model,
+        "choices": [{
+            "index": 0,
+            "delta": {"content": "tok "},
+            "finish_reason": if last { Value::from("stop") } else { Value::Null }
+        }]
+    });
+    if last {
+        chunk["usage"] =
+            json!({"prompt_tokens": 8, "completion_tokens": events, "total_tokens": events + 8});
+    }
+    Bytes::from(format!("data: {chunk}\n\n"))
 }
 
 impl Body for SseBody {

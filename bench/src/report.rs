@@ -11,6 +11,8 @@ use serde::{Deserialize, Serialize};
 pub enum Unit {
     /// Microseconds.
     Micros,
+    /// Microseconds to two decimals (CPU time per request or per streamed event).
+    FineMicros,
     /// Milliseconds.
     Millis,
     /// Nanoseconds.
@@ -29,6 +31,7 @@ impl Unit {
     fn format(self, value: f64) -> String {
         match self {
             Unit::Micros => format!("{value:.0} µs"),
+            Unit::FineMicros => format!("{value:.2} µs"),
             Unit::Millis => format!("{value:.1} ms"),
             Unit::Nanos => format!("{value:.1} ns"),
             Unit::Rps => format!("{value:.0}/s"),
@@ -109,7 +112,7 @@ pub enum Verdict {
 /// One figure of the report.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Row {
-    /// The scenario number (1..=7).
+    /// The scenario number (1..=8).
     pub scenario: u8,
     /// What is measured.
     pub measure: String,

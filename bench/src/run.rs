@@ -17,6 +17,7 @@ use crate::limiter::{self, LimiterFigures};
 use crate::load::{self, LoadReport, Mode, Target};
 use crate::procs::Proc;
 use crate::report::{Budget, Judged, Report, Row, Unit};
+use crate::shape::Shape;
 
 /// The CPU of the gateway.
 const GATEWAY_CPU: u8 = 0;
@@ -34,7 +35,7 @@ pub struct RunOptions {
     pub out: PathBuf,
     /// Short durations (a smoke run: figures indicative only).
     pub quick: bool,
-    /// The scenarios to run (1..=7); empty: all.
+    /// The scenarios to run (1..=8); empty: all.
     pub scenarios: Vec<u8>,
     /// The output of `cargo bench -p cliproxy-netguard --bench limiter` (scenario 6).
     pub limiter_output: Option<PathBuf>,
@@ -64,6 +65,17 @@ struct Plan {
     open_events: u32,
     open_interval: Duration,
     cold_starts: usize,
+    /// Scenario 8: rounds of one untranslated and one translated closed-loop run, and how
+    /// long each run lasts.
+    translation_rounds: usize,
+    translation_for: Duration,
+    /// Scenario 8's streams: rounds of one untranslated and one translated run, each of
+    /// `streams` workers running `stream_runs` streams of `events` events `interval` apart.
+    translation_stream_rounds: usize,
+    translation_streams: usize,
+    translation_stream_runs: u32,
+    translation_events: u32,
+    translation_interval: Duration,
 }
 
 impl Plan {
@@ -85,6 +97,13 @@ impl Plan {
                 open_events: 3,
                 open_interval: Duration::from_millis(500),
                 cold_starts: 1,
+                translation_rounds: 1,
+                translation_for: Duration::from_secs(1),
+                translation_stream_rounds: 1,
+                translation_streams: 10,
+                translation_stream_runs: 5,
+                translation_events: 20,
+                translation_interval: Duration::from_millis(2),
             }
         } else {
             Self {
@@ -103,6 +122,13 @@ impl Plan {
                 open_events: 6,
                 open_interval: Duration::from_secs(1),
                 cold_starts: 5,
+                translation_rounds: 9,
+                translation_for: Duration::from_secs(2),
+                translation_stream_rounds: 9,
+                translation_streams: 20,
+                translation_stream_runs: 20,
+                translation_events: 50,
+                translation_interval: Duration::from_millis(2),
             }
         }
     }
@@ -111,8 +137,8 @@ impl Plan {
 /// Runs the scenarios; writes and returns the report. Any broken scenario is an error.
 pub fn run(options: &RunOptions) -> Result<Report> {
     for scenario in &options.scenarios {
-        if !(1..=7).contains(scenario) {
-            bail!("there is no scenario {scenario} (1..=7)");
+        if !(1..=8).contains(scenario) {
+            bail!("there is no scenario {scenario} (1..=8)");
         }
     }
     let wanted = |n: u8| options.scenarios.is_empty() || options.scenarios.contains(&n);
@@ -142,6 +168,9 @@ pub fn run(options: &RunOptions) -> Result<Report> {
     }
     if wanted(6) {
         bench.scenario(6, Bench::limiter)?;
+    }
+    if wanted(8) {
+        bench.scenario(8, Bench::translation)?;
     }
     let report = bench.finish()?;
     let markdown = report.markdown();
@@ -319,8 +348,12 @@ impl<'a> Bench<'a> {
             line.strip_prefix("listening ").map(str::to_owned)
         })?;
         let mock_url = format!("http://{addr}");
-        let direct =
-            Target { base_url: mock_url, token: keys.upstream_token.clone(), ca_pem: None };
+        let direct = Target {
+            base_url: mock_url,
+            token: keys.upstream_token.clone(),
+            ca_pem: None,
+            shape: Shape::Chat,
+        };
         let bench = Self {
             options,
             plan: Plan::new(options.quick),
@@ -445,6 +478,7 @@ impl<'a> Bench<'a> {
             base_url: format!("{scheme}://{addr}"),
             token: self.keys.client.clone(),
             ca_pem: layers.tls.then(|| self.tls.ca_pem.clone()),
+            shape: Shape::Chat,
         };
         Ok((Gateway { proc, target }, spawned))
     }
@@ -459,6 +493,7 @@ impl<'a> Bench<'a> {
         let mut command = pinned(self.pin.is_some(), CLIENT_CPU, &self.exe);
         command.args(["load", "--url", &target.base_url, "--token", &target.token]);
         command.arg("--mode").arg(serde_json::to_string(&mode).context("mode")?);
+        command.args(["--shape", target.shape.as_str()]);
         if let Some(pem) = &target.ca_pem {
             let ca = self.work.join("tls").join("ca.pem");
             if !ca.exists() {
@@ -628,6 +663,7 @@ impl<'a> Bench<'a> {
             base_url: format!("http://{addr}"),
             token: self.direct.token.clone(),
             ca_pem: None,
+            shape: Shape::Chat,
         };
         Ok((relay, target))
     }
@@ -977,6 +1013,142 @@ impl<'a> Bench<'a> {
         ));
         Ok(())
     }
+
+    // Scenario 8.
+    fn translation(&mut self) -> Result<()> {
+        let plan = self.plan;
+        // The every-layer gateway: its provider is `type: openai` (no `api`) at the mock, so an
+        // Anthropic client's request is translated to Chat Completions and the reply back,
+        // while the chat shape, the same conversation, goes through untranslated.
+        let mut gateway = self.start_gateway(&Layers::ALL)?;
+        let targets = [
+            Target { shape: Shape::ChatTools4k, ..gateway.target.clone() },
+            Target { shape: Shape::AnthropicTools4k, ..gateway.target.clone() },
+        ];
+        let mode = Mode::Closed {
+            connections: plan.closed_connections,
+            duration: plan.translation_for,
+            max_requests: None,
+        };
+        let rounds = plan.translation_rounds;
+        let requests =
+            self.cpu_rounds(&mut gateway, &targets, mode, rounds, "translation.requests")?;
+        let stream_mode = Mode::Stream {
+            streams: plan.translation_streams,
+            rounds: plan.translation_stream_runs,
+            events: plan.translation_events,
+            interval: plan.translation_interval,
+        };
+        let rounds = plan.translation_stream_rounds;
+        let streams =
+            self.cpu_rounds(&mut gateway, &targets, stream_mode, rounds, "translation.streams")?;
+
+        // Each round's two runs follow each other, under the same spell of this machine's
+        // noise: the added cost is the median of the rounds' own differences.
+        let added = |cpu: &[Vec<f64>; 2]| {
+            median(
+                cpu[0].iter().zip(&cpu[1]).map(|(plain, translated)| translated - plain).collect(),
+            )
+        };
+        let us = Unit::FineMicros;
+        let n = requests[0].len();
+        self.rows.push(Row::compare(
+            8,
+            format!(
+                "gateway CPU per request, 4 KB with two tools, closed loop: untranslated chat (\"direct\" column) vs Anthropic → OpenAI translated (\"gateway\" column), median of {n} rounds"
+            ),
+            us,
+            median(requests[0].clone()),
+            median(requests[1].clone()),
+            None,
+        ));
+        let request_added = added(&requests);
+        self.rows.push(Row::single(
+            8,
+            format!("CPU the translation adds per request (median of the {n} rounds' differences)"),
+            us,
+            request_added,
+            Some(Budget::at_most(Judged::Value, 15.0)),
+        ));
+        let n = streams[0].len();
+        let events = plan.translation_events;
+        self.rows.push(Row::compare(
+            8,
+            format!(
+                "gateway CPU per stream of {events} events {} ms apart ({} concurrent): untranslated (\"direct\" column) vs translated (\"gateway\" column), median of {n} rounds",
+                plan.translation_interval.as_millis(),
+                plan.translation_streams
+            ),
+            us,
+            median(streams[0].clone()),
+            median(streams[1].clone()),
+            None,
+        ));
+        let stream_added = added(&streams);
+        self.rows.push(Row::single(
+            8,
+            format!(
+                "CPU the translation adds per streamed event (median of the rounds' differences per stream / {events})"
+            ),
+            us,
+            stream_added / f64::from(events),
+            Some(Budget::at_most(Judged::Value, 2.0)),
+        ));
+        self.rows.push(Row::single(
+            8,
+            "the same without the request's translation ((difference per stream − difference per request) / events)",
+            us,
+            (stream_added - request_added) / f64::from(events),
+            None,
+        ));
+        self.notes.push(
+            "Scenario 8 figures are the gateway's CPU time (all its threads) over each load run, divided by the requests or streams completed; a run also holds its unmeasured warm-up requests (one whole request per connection or stream, of the run's shape: 64 against tens of thousands of requests, 20 against 400 streams, which moves the per-event figure by about 0.01 µs).".into(),
+        );
+        Ok(())
+    }
+
+    /// Runs `mode` through `gateway` for each of `targets` (untranslated, translated), `rounds`
+    /// times, taking turns (which one goes first alternates); returns the gateway's CPU time per
+    /// completed request or stream, in microseconds, for each target and round.
+    fn cpu_rounds(
+        &mut self,
+        gateway: &mut Gateway,
+        targets: &[Target; 2],
+        mode: Mode,
+        rounds: usize,
+        name: &str,
+    ) -> Result<[Vec<f64>; 2]> {
+        let mut cpu = [Vec::new(), Vec::new()];
+        for round in 0..rounds {
+            for turn in 0..2 {
+                let index = (round + turn) % 2;
+                let target = &targets[index];
+                let before = gateway.proc.cpu_ns()?;
+                let report = self.checked_load(target, mode, None).with_context(|| {
+                    format!("{} through the gateway, round {}", target.shape, round + 1)
+                })?;
+                let used = gateway.proc.cpu_ns()?.saturating_sub(before);
+                gateway.proc.check_alive()?;
+                if let Mode::Stream { streams, rounds: runs, events, .. } = mode {
+                    let expected = streams as u64 * u64::from(runs) * u64::from(events);
+                    if report.events != expected {
+                        bail!(
+                            "{}: {} events received, {expected} expected",
+                            target.shape,
+                            report.events
+                        );
+                    }
+                }
+                self.keep(&format!("{name}.round{}.{}", round + 1, target.shape), &report)?;
+                cpu[index].push(used as f64 / 1_000.0 / report.ok.max(1) as f64);
+            }
+        }
+        let [plain, translated] = &targets;
+        let figures =
+            serde_json::json!({ plain.shape.as_str(): cpu[0], translated.shape.as_str(): cpu[1] });
+        self.keep(&format!("{name}.cpu_us_per_round"), &figures)?;
+        Ok(cpu)
+    }
 }
 
 fn scenario_name(number: u8) -> &'static str {
@@ -987,7 +1159,8 @@ fn scenario_name(number: u8) -> &'static str {
         4 => "open streams memory",
         5 => "layer costs",
         6 => "per-IP limiter",
-        _ => "cold start and idle memory",
+        7 => "cold start and idle memory",
+        _ => "translation (Anthropic client, OpenAI provider)",
     }
 }
 
@@ -1141,13 +1314,13 @@ mod tests {
             server: PathBuf::from("/nonexistent"),
             out: PathBuf::from("/nonexistent"),
             quick: true,
-            scenarios: vec![8],
+            scenarios: vec![9],
             limiter_output: None,
             pin: false,
             command: String::new(),
         };
         let error = run(&options).unwrap_err().to_string();
-        assert!(error.contains("no scenario 8"), "{error}");
+        assert!(error.contains("no scenario 9"), "{error}");
     }
 
     fn tempfile_dir(name: &str) -> PathBuf {

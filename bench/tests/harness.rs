@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use cliproxy_bench::{MockOptions, MockStats, Mode, Target, load, mock};
+use cliproxy_bench::{MockOptions, MockStats, Mode, Shape, Target, load, mock};
 use tokio::net::TcpListener;
 
 const TOKEN: &str = "sk-bench-test-token";
@@ -20,7 +20,12 @@ async fn start_mock(
     let stats = Arc::new(MockStats::default());
     let options = MockOptions { token: TOKEN.into(), latency: Duration::ZERO, fail_after };
     let task = tokio::spawn(mock::serve(listener, options, Arc::clone(&stats)));
-    let target = Target { base_url: format!("http://{addr}"), token: TOKEN.into(), ca_pem: None };
+    let target = Target {
+        base_url: format!("http://{addr}"),
+        token: TOKEN.into(),
+        ca_pem: None,
+        shape: Shape::Chat,
+    };
     (target, stats, task)
 }
 
@@ -114,7 +119,12 @@ async fn nothing_listening_is_a_transport_error() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     drop(listener);
-    let target = Target { base_url: format!("http://{addr}"), token: TOKEN.into(), ca_pem: None };
+    let target = Target {
+        base_url: format!("http://{addr}"),
+        token: TOKEN.into(),
+        ca_pem: None,
+        shape: Shape::Chat,
+    };
     let error = load::once(&target).await.unwrap_err().to_string();
     assert!(error.contains("transport error"), "{error}");
     let mode =
@@ -122,4 +132,31 @@ async fn nothing_listening_is_a_transport_error() {
     let error = format!("{:#}", load::run(&target, mode, None).await.unwrap_err());
     assert!(error.contains("1 of 1 requests failed"), "{error}");
     assert!(error.contains("transport error"), "{error}");
+}
+
+#[tokio::test]
+async fn the_4k_shapes_reach_the_mock_and_an_untranslated_reply_fails_the_anthropic_one() {
+    let (target, stats, task) = start_mock(None).await;
+    let chat = Target { shape: Shape::ChatTools4k, ..target.clone() };
+    let mode =
+        Mode::Closed { connections: 2, duration: Duration::from_secs(30), max_requests: Some(10) };
+    let report = load::run(&chat, mode, None).await.unwrap();
+    assert_eq!((report.ok, report.shape), (10, Shape::ChatTools4k));
+    let streams =
+        Mode::Stream { streams: 2, rounds: 2, events: 3, interval: Duration::from_millis(1) };
+    let report = load::run(&chat, streams, None).await.unwrap();
+    assert_eq!((report.ok, report.events), (4, 12));
+    assert_eq!(stats.served(), 2 + 10 + 2 + 4);
+
+    // The mock speaks OpenAI's format only: an Anthropic client that reaches it without a
+    // translating gateway in between gets replies it cannot read, and the run fails.
+    let anthropic = Target { shape: Shape::AnthropicTools4k, ..target.clone() };
+    let error = format!("{:#}", load::run(&anthropic, mode, None).await.unwrap_err());
+    assert!(error.contains("not a valid anthropic_tools_4k reply"), "{error}");
+    // A stream run's warm-up is a whole reply, so it stops there (the stream's own checks are
+    // the unit tests of `SseCounter`).
+    let error = format!("{:#}", load::run(&anthropic, streams, None).await.unwrap_err());
+    assert!(error.contains("warming up the connections: 2 of 2 requests failed"), "{error}");
+    assert!(error.contains("not a valid anthropic_tools_4k reply"), "{error}");
+    task.abort();
 }
