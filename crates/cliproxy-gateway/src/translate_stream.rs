@@ -17,6 +17,9 @@ use crate::sse::SseLines;
 /// skips it (a 1 MiB tool-call argument delta is far beyond any real one).
 const MAX_EVENT_LINE: usize = 1024 * 1024;
 
+/// Room beyond a provider chunk's length in the buffer of the client's frames it becomes.
+const OUT_SLACK: usize = 512;
+
 /// A provider's event stream read into SSE events: the `event:` name and the `data:` lines
 /// of the event being read, handed to the translator at its blank line.
 #[derive(Debug)]
@@ -148,8 +151,14 @@ impl<B: http_body::Body<Data = Bytes>> http_body::Body for Translated<B> {
         }
         // Loops only while provider events translate to nothing (a ping, a part of an event).
         loop {
-            let mut out = Vec::new();
-            match ready!(this.inner.as_mut().poll_frame(cx)) {
+            let frame = ready!(this.inner.as_mut().poll_frame(cx));
+            // Sized once for what one provider chunk becomes (the client's events are about
+            // as long, plus their names), so that writing them does not grow it step by step.
+            let mut out = Vec::with_capacity(match &frame {
+                Some(Ok(frame)) => frame.data_ref().map_or(0, Bytes::len) + OUT_SLACK,
+                _ => OUT_SLACK,
+            });
+            match frame {
                 Some(Ok(frame)) => {
                     let data = match frame.into_data() {
                         Ok(data) => data,
