@@ -193,9 +193,9 @@ pub(crate) async fn send(
         (Some(pair), _) => {
             Some(translation::request(pair, &out.body, upstream_model, out.stream, &provider.name))
         }
-        (None, Some(upstream)) => translation::client_format(&out.endpoint).map(|format| {
-            translation::rename_model(format, out.body.clone(), upstream, out.stream)
-        }),
+        (None, Some(upstream)) => {
+            Some(translation::rename_model(&out.endpoint, out.parts, out.body.clone(), upstream))
+        }
         (None, None) => None,
     };
     // A translated stream for an OpenAI chat client always carries the usage (the

@@ -208,28 +208,52 @@ pub(crate) fn request(
     })
 }
 
-/// Puts an alias's upstream name in a request that is not translated: in the body's `model`
-/// (OpenAI, Anthropic) or in the path (Gemini). Every other member is kept as it came.
+/// Puts an alias's upstream name in a request that is not translated: in a Gemini path (and
+/// the per-text model names of a batch embedding), or in the body's `model` (every other
+/// API). Every other member, the query and the method stay as they came.
 pub(crate) fn rename_model(
-    format: Format,
+    endpoint: &Endpoint<'_>,
+    parts: &http::request::Parts,
     body: Bytes,
     upstream: &str,
-    stream: bool,
 ) -> Result<Rewritten, ApiError> {
-    if format == Format::Gemini {
-        return Ok(Rewritten {
-            body,
-            path_and_query: Some(upstream_path(format, upstream, stream)),
-        });
-    }
-    let mut tree: serde_json::Map<String, Value> = serde_json::from_slice(&body).map_err(|_| {
-        ApiError::new(ErrorCode::BadRequest, "the request body is not a JSON object")
-    })?;
-    tree.insert("model".to_owned(), Value::String(upstream.to_owned()));
-    let body = serde_json::to_vec(&tree).map_err(|_| {
-        ApiError::new(ErrorCode::Internal, "the request could not be written for the provider")
-    })?;
-    Ok(Rewritten { body: Bytes::from(body), path_and_query: None })
+    let unwritable =
+        || ApiError::new(ErrorCode::Internal, "the request could not be written for the provider");
+    let not_object =
+        || ApiError::new(ErrorCode::BadRequest, "the request body is not a JSON object");
+    let gemini_model = match endpoint {
+        Endpoint::GeminiGenerate { model, .. }
+        | Endpoint::GeminiCountTokens { model }
+        | Endpoint::GeminiEmbed { model, .. } => Some(*model),
+        _ => None,
+    };
+    let Some(model) = gemini_model else {
+        let mut tree: serde_json::Map<String, Value> =
+            serde_json::from_slice(&body).map_err(|_| not_object())?;
+        tree.insert("model".to_owned(), Value::String(upstream.to_owned()));
+        let body = serde_json::to_vec(&tree).map_err(|_| unwritable())?;
+        return Ok(Rewritten { body: Bytes::from(body), path_and_query: None });
+    };
+    // The model sits between `models/` and the method's `:`.
+    let path =
+        parts.uri.path().replacen(&format!("/models/{model}:"), &format!("/models/{upstream}:"), 1);
+    let path_and_query = Some(upstream::upstream_path(&path, parts.uri.query()));
+    let body = match endpoint {
+        // Each text of a batch names its model too, which must be the path's.
+        Endpoint::GeminiEmbed { batch: true, .. } => {
+            let mut tree: Value = serde_json::from_slice(&body).map_err(|_| not_object())?;
+            if let Some(requests) = tree.get_mut("requests").and_then(Value::as_array_mut) {
+                for request in requests {
+                    if let Some(one) = request.as_object_mut() {
+                        one.insert("model".to_owned(), Value::String(format!("models/{upstream}")));
+                    }
+                }
+            }
+            Bytes::from(serde_json::to_vec(&tree).map_err(|_| unwritable())?)
+        }
+        _ => body,
+    };
+    Ok(Rewritten { body, path_and_query })
 }
 
 /// The largest whole (not streamed) reply translated: a reply is read whole before it can be
@@ -346,21 +370,51 @@ mod tests {
 
     #[test]
     fn an_alias_is_put_in_the_body_or_the_path_and_nothing_else_changes() {
+        let parts = |uri: &str| http::Request::post(uri).body(()).unwrap().into_parts().0;
+        let messages = parts("/v1/messages?beta=true");
         let body =
             Bytes::from_static(br#"{"model":"sonnet","x-extra":{"kept":[1,2]},"stream":true}"#);
-        let out = rename_model(Format::Anthropic, body, "claude-sonnet-4-5", true).unwrap();
+        let out = rename_model(&Endpoint::Messages, &messages, body, "claude-sonnet-4-5").unwrap();
         let tree: Value = serde_json::from_slice(&out.body).unwrap();
         assert_eq!(tree["model"], "claude-sonnet-4-5");
         assert_eq!(tree["x-extra"]["kept"][1], 2);
         assert_eq!(tree["stream"], true);
         assert!(out.path_and_query.is_none());
 
+        // A Gemini stream keeps its API version and its choice of JSON array or events.
         let body = Bytes::from_static(br#"{"contents":[]}"#);
-        let out = rename_model(Format::Gemini, body.clone(), "gemini-2.5-pro", true).unwrap();
-        assert_eq!(out.body, body);
+        for (uri, expected) in [
+            (
+                "/v1/models/pro:streamGenerateContent",
+                "/v1/models/gemini-2.5-pro:streamGenerateContent",
+            ),
+            (
+                "/v1beta/models/pro:streamGenerateContent?alt=sse",
+                "/v1beta/models/gemini-2.5-pro:streamGenerateContent?alt=sse",
+            ),
+        ] {
+            let endpoint = Endpoint::GeminiGenerate { model: "pro", stream: true };
+            let out = rename_model(&endpoint, &parts(uri), body.clone(), "gemini-2.5-pro").unwrap();
+            assert_eq!(out.body, body);
+            assert_eq!(out.path_and_query.as_deref(), Some(expected));
+        }
+        // A batch embedding's texts name the model too.
+        let endpoint = Endpoint::GeminiEmbed { model: "emb", batch: true };
+        let body = Bytes::from_static(
+            br#"{"requests":[{"model":"models/emb","content":{"parts":[{"text":"a"}]}}]}"#,
+        );
+        let out = rename_model(
+            &endpoint,
+            &parts("/v1beta/models/emb:batchEmbedContents"),
+            body,
+            "gemini-embedding-001",
+        )
+        .unwrap();
+        let tree: Value = serde_json::from_slice(&out.body).unwrap();
+        assert_eq!(tree["requests"][0]["model"], "models/gemini-embedding-001");
         assert_eq!(
             out.path_and_query.as_deref(),
-            Some("/v1beta/models/gemini-2.5-pro:streamGenerateContent?alt=sse")
+            Some("/v1beta/models/gemini-embedding-001:batchEmbedContents")
         );
     }
 }
