@@ -1040,8 +1040,13 @@ impl<'a> Bench<'a> {
             interval: plan.translation_interval,
         };
         let rounds = plan.translation_stream_rounds;
-        let streams =
-            self.cpu_rounds(&mut gateway, &targets, stream_mode, rounds, "translation.streams")?;
+        let (streams, timing) = self.cpu_and_stream_rounds(
+            &mut gateway,
+            &targets,
+            stream_mode,
+            rounds,
+            "translation.streams",
+        )?;
 
         // Each round's two runs follow each other, under the same spell of this machine's
         // noise: the added cost is the median of the rounds' own differences.
@@ -1101,6 +1106,28 @@ impl<'a> Bench<'a> {
             (stream_added - request_added) / f64::from(events),
             None,
         ));
+        // A translated stream is held to scenario 3's streaming budgets, against the same
+        // stream untranslated through the same gateway.
+        let of = |index: usize, pick: fn(&StreamTiming) -> f64| {
+            median(timing[index].iter().map(pick).collect())
+        };
+        let micros = Unit::Micros;
+        self.rows.push(Row::compare(
+            8,
+            "time to first event p50, untranslated (\"direct\" column) vs translated (\"gateway\" column), median of the rounds",
+            micros,
+            of(0, |t| t.0),
+            of(1, |t| t.0),
+            Some(Budget::at_most(Judged::Difference, 1_000.0)),
+        ));
+        self.rows.push(Row::compare(
+            8,
+            "time between events p99, untranslated vs translated, median of the rounds",
+            micros,
+            of(0, |t| t.1),
+            of(1, |t| t.1),
+            Some(Budget::at_most(Judged::Difference, 1_000.0)),
+        ));
         self.notes.push(
             "Scenario 8 figures are the gateway's CPU time (all its threads) over each load run, divided by the requests or streams completed; a run also holds its unmeasured warm-up requests (one whole request per connection or stream, of the run's shape: 64 against tens of thousands of requests, 20 against 400 streams, which moves the per-event figure by about 0.01 µs).".into(),
         );
@@ -1118,7 +1145,21 @@ impl<'a> Bench<'a> {
         rounds: usize,
         name: &str,
     ) -> Result<[Vec<f64>; 2]> {
+        Ok(self.cpu_and_stream_rounds(gateway, targets, mode, rounds, name)?.0)
+    }
+
+    /// [`Bench::cpu_rounds`], also keeping each stream run's time to first event (p50) and
+    /// time between events (p99), in µs, per target.
+    fn cpu_and_stream_rounds(
+        &mut self,
+        gateway: &mut Gateway,
+        targets: &[Target; 2],
+        mode: Mode,
+        rounds: usize,
+        name: &str,
+    ) -> Result<RoundFigures> {
         let mut cpu = [Vec::new(), Vec::new()];
+        let mut timing = [Vec::new(), Vec::new()];
         for round in 0..rounds {
             for turn in 0..2 {
                 let index = (round + turn) % 2;
@@ -1141,15 +1182,25 @@ impl<'a> Bench<'a> {
                 }
                 self.keep(&format!("{name}.round{}.{}", round + 1, target.shape), &report)?;
                 cpu[index].push(used as f64 / 1_000.0 / report.ok.max(1) as f64);
+                if let (Some(ttfe), Some(gap)) = (&report.ttfe, &report.gap) {
+                    timing[index].push((ttfe.p50_us, gap.p99_us));
+                }
             }
         }
         let [plain, translated] = &targets;
         let figures =
             serde_json::json!({ plain.shape.as_str(): cpu[0], translated.shape.as_str(): cpu[1] });
         self.keep(&format!("{name}.cpu_us_per_round"), &figures)?;
-        Ok(cpu)
+        Ok((cpu, timing))
     }
 }
+
+/// A stream run's time to first event (p50) and time between events (p99), in µs.
+type StreamTiming = (f64, f64);
+
+/// Per target (untranslated, translated): the CPU µs per request or stream of each round, and
+/// each stream round's timing.
+type RoundFigures = ([Vec<f64>; 2], [Vec<StreamTiming>; 2]);
 
 fn scenario_name(number: u8) -> &'static str {
     match number {
