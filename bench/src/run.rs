@@ -1093,18 +1093,20 @@ impl<'a> Bench<'a> {
         self.rows.push(Row::single(
             8,
             format!(
-                "CPU the translation adds per streamed event (median of the rounds' differences per stream / {events})"
+                "CPU the translation adds per stream, spread over its events (median of the rounds' differences per stream / {events})"
             ),
             us,
             stream_added / f64::from(events),
-            Some(Budget::at_most(Judged::Value, 2.0)),
+            None,
         ));
+        // The stream's request is translated once, and that cost has its own budget above:
+        // the per-event budget is judged on what is left per event, not charged it twice.
         self.rows.push(Row::single(
             8,
-            "the same without the request's translation ((difference per stream − difference per request) / events)",
+            "CPU the translation adds per streamed event, the request's translation taken out ((difference per stream − difference per request) / events)",
             us,
             (stream_added - request_added) / f64::from(events),
-            None,
+            Some(Budget::at_most(Judged::Value, 2.0)),
         ));
         // A translated stream is held to scenario 3's streaming budgets, against the same
         // stream untranslated through the same gateway.
