@@ -22,7 +22,7 @@ use cliproxy_gateway::{ConfigLoader, Gateway, GatewayConfig, Layers};
 use cliproxy_netguard::{
     Admission, AdmissionStatus, Admitted, Ban, Caller, Clock, DenyEntry, FakeClock, LimitKind,
     LimitTable, Limited, Limits, LocalAdmission, QuotaScope, QuotaStatus, QuotaUsage, Reservation,
-    Settled, StateChange, StateStore, Ticket,
+    Settled, StateChange, StateStore, StoredClientKey, Ticket,
 };
 use cliproxy_vault::{
     Credential, CredentialMeta, CredentialStore, ListEntry, Protection, Reencrypted,
@@ -46,6 +46,7 @@ struct MemoryState {
     denylist: Mutex<Vec<DenyEntry>>,
     bans: Mutex<Vec<Ban>>,
     audit_head: Mutex<Option<(u64, String)>>,
+    client_keys: Mutex<HashMap<String, StoredClientKey>>,
 }
 
 impl StateStore for MemoryState {
@@ -65,6 +66,10 @@ impl StateStore for MemoryState {
         Ok(self.audit_head.lock().unwrap().clone())
     }
 
+    fn load_client_keys(&self) -> cliproxy_netguard::Result<Vec<StoredClientKey>> {
+        Ok(self.client_keys.lock().unwrap().values().cloned().collect())
+    }
+
     fn submit(&self, change: StateChange) {
         match change {
             StateChange::Quota(usage) => {
@@ -81,6 +86,12 @@ impl StateStore for MemoryState {
             }
             StateChange::AuditHead { seq, hash } => {
                 *self.audit_head.lock().unwrap() = Some((seq, hash));
+            }
+            StateChange::ClientKeyPut(key) => {
+                self.client_keys.lock().unwrap().insert(key.id.clone(), key);
+            }
+            StateChange::ClientKeyDelete(id) => {
+                self.client_keys.lock().unwrap().remove(&id);
             }
             // Bans and purges play no part here; kept simple rather than complete.
             _ => {}

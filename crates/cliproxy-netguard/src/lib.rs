@@ -14,8 +14,8 @@
 //!   store shared by several instances can stand in for [`LocalAdmission`], the in-memory
 //!   one built from the parts above. The IP filter stays outside it (see the trait's
 //!   module): it is a list fed by the state store, not a limit.
-//! - [`StateStore`]: where quota usage, the runtime denylist and management bans survive a
-//!   restart; `SqliteStore` is the embedded implementation (written in batches off the
+//! - [`StateStore`]: where quota usage, the runtime denylist, management bans and the client
+//!   keys created at run time ([`StoredClientKey`], opaque records) survive a restart; `SqliteStore` is the embedded implementation (written in batches off the
 //!   request path).
 //! - [`RequestFields`]: the few fields of a request body that routing and validation read,
 //!   found in one borrowed pass over its bytes; [`Validator`] checks them.
@@ -176,5 +176,7 @@ pub use ratelimit::{
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStore;
 pub use state::{StateChange, StateStore};
-pub use types::{Ban, DenyEntry, QuotaScope, QuotaUsage, canonical_ip, canonical_network};
+pub use types::{
+    Ban, DenyEntry, QuotaScope, QuotaUsage, StoredClientKey, canonical_ip, canonical_network,
+};
 pub use validate::{CapOwner, Invalid, RequestKind, TokenCap, Validator};

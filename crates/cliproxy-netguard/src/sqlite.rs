@@ -24,7 +24,9 @@ use rusqlite::{Connection, ErrorCode, OpenFlags, TransactionBehavior, params};
 use crate::config::StateConfig;
 use crate::error::{Error, Result, Setting};
 use crate::state::{StateChange, StateStore};
-use crate::types::{Ban, DenyEntry, QuotaScope, QuotaUsage, canonical_ip, canonical_network};
+use crate::types::{
+    Ban, DenyEntry, QuotaScope, QuotaUsage, StoredClientKey, canonical_ip, canonical_network,
+};
 
 /// The embedded SQLite state store: one database file, written by its own thread.
 pub struct SqliteStore {
@@ -44,7 +46,7 @@ impl fmt::Debug for SqliteStore {
 }
 
 /// The schema version this build writes (`PRAGMA user_version`).
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 /// How long a statement waits for a lock held by another connection (a reader, or a second
 /// process opened on the same file by mistake) before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -83,7 +85,21 @@ CREATE TABLE IF NOT EXISTS audit_head (
 ) STRICT;
 PRAGMA user_version = 2;
 ";
-const TABLES: [&str; 4] = ["quota_usage", "denylist", "bans", "audit_head"];
+/// Version 3 adds the client keys created at run time: the record is the vault's versioned
+/// JSON, opaque here; the digest has its own indexed column so that a key can be looked up by
+/// it without reading every record. The index is not unique: two ids with one digest cannot
+/// come from the random keys the vault makes, and a uniqueness failure would stall every
+/// later batch of the writer.
+const SCHEMA_V3: &str = "
+CREATE TABLE IF NOT EXISTS client_keys (
+    id TEXT NOT NULL PRIMARY KEY,
+    digest TEXT NOT NULL,
+    record TEXT NOT NULL
+) STRICT;
+CREATE INDEX IF NOT EXISTS client_keys_digest ON client_keys (digest);
+PRAGMA user_version = 3;
+";
+const TABLES: [&str; 5] = ["quota_usage", "denylist", "bans", "audit_head", "client_keys"];
 
 impl SqliteStore {
     /// Opens the database a [`StateConfig`] names, as [`SqliteStore::open_at`] does; a
@@ -264,6 +280,12 @@ impl StateStore for SqliteStore {
                     .ok_or_else(|| format!("seq {seq} is negative")))
             })?;
         Ok(rows.into_iter().next())
+    }
+
+    fn load_client_keys(&self) -> Result<Vec<StoredClientKey>> {
+        self.load("client_keys", "SELECT id, digest, record FROM client_keys ORDER BY id", |row| {
+            Ok(parse_client_key(row.get(0)?, row.get(1)?, row.get(2)?))
+        })
     }
 
     fn submit(&self, change: StateChange) {
@@ -450,6 +472,8 @@ struct Pending {
     purge: Option<u64>,
     /// The latest audit head submitted.
     audit_head: Option<(u64, String)>,
+    /// Client key records by id; `None` deletes the record.
+    client_keys: HashMap<String, Option<StoredClientKey>>,
 }
 
 impl Pending {
@@ -475,6 +499,12 @@ impl Pending {
                 self.bans.insert(canonical_ip(ip), None);
             }
             StateChange::AuditHead { seq, hash } => self.audit_head = Some((seq, hash)),
+            StateChange::ClientKeyPut(key) => {
+                self.client_keys.insert(key.id.clone(), Some(key));
+            }
+            StateChange::ClientKeyDelete(id) => {
+                self.client_keys.insert(id, None);
+            }
             StateChange::PurgeExpired { now } => {
                 self.purge = Some(self.purge.map_or(now, |before| before.max(now)));
             }
@@ -491,6 +521,7 @@ impl Pending {
             + self.bans.len()
             + usize::from(self.purge.is_some())
             + usize::from(self.audit_head.is_some())
+            + self.client_keys.len()
     }
 
     /// Puts back a batch whose write failed. Changes submitted since are newer and win.
@@ -503,6 +534,9 @@ impl Pending {
         }
         for (key, ban) in older.bans {
             self.bans.entry(key).or_insert(ban);
+        }
+        for (id, key) in older.client_keys {
+            self.client_keys.entry(id).or_insert(key);
         }
         self.purge = self.purge.max(older.purge);
         if self.audit_head.is_none() {
@@ -659,6 +693,19 @@ fn write_batch(conn: &mut Connection, batch: &Pending) -> Result<(), String> {
                 params![to_i64(*seq), hash],
             )?;
         }
+        if !batch.client_keys.is_empty() {
+            let mut upsert = tx.prepare(
+                "INSERT INTO client_keys (id, digest, record) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (id) DO UPDATE SET digest = excluded.digest, record = excluded.record",
+            )?;
+            let mut delete = tx.prepare("DELETE FROM client_keys WHERE id = ?1")?;
+            for (id, key) in &batch.client_keys {
+                match key {
+                    Some(key) => upsert.execute(params![id, key.digest, key.record_json])?,
+                    None => delete.execute(params![id])?,
+                };
+            }
+        }
         if let Some(now) = batch.purge {
             let now = to_i64(now);
             tx.execute(
@@ -689,6 +736,29 @@ fn parse_quota(
         tokens: to_u64(tokens).ok_or_else(|| format!("{key}: negative tokens"))?,
         name,
     })
+}
+
+/// One `client_keys` row as a stored key, or why it is skipped. Only what the store itself
+/// relies on is checked (the digest's form, for a lookup by digest, and that the record is
+/// JSON); the record's contents are the vault's to judge. The messages name the row by its
+/// id and never quote the record.
+fn parse_client_key(id: String, digest: String, record: String) -> Result<StoredClientKey, String> {
+    if id.is_empty() {
+        return Err("a client key with an empty id".to_owned());
+    }
+    if digest.len() != 64 || !digest.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        return Err(format!(
+            "client key {id:?}: the digest is not 64 lowercase hex digits (a SHA-256)"
+        ));
+    }
+    if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(&record) {
+        return Err(format!(
+            "client key {id:?}: the record is not JSON (line {}, column {})",
+            e.line(),
+            e.column()
+        ));
+    }
+    Ok(StoredClientKey { id, digest, record_json: record })
 }
 
 /// One `denylist` row as an entry, or why it is skipped.
@@ -856,14 +926,18 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<()> {
     if version == SCHEMA_VERSION {
         return Ok(());
     }
-    if version == 1 {
-        // Version 1 lacks only the audit head table.
+    if version == 1 || version == 2 {
+        // Version 1 lacks the audit head table and the client keys, version 2 only the
+        // client keys; each step is applied in one transaction with the version it sets.
+        let upgrade = format!("upgrade the schema from version {version} to {SCHEMA_VERSION}");
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(|e| sqlite_error(path, "upgrade the schema to version 2", &e))?;
-        tx.execute_batch(SCHEMA_V2)
-            .map_err(|e| sqlite_error(path, "upgrade the schema to version 2", &e))?;
-        return tx.commit().map_err(|e| sqlite_error(path, "upgrade the schema to version 2", &e));
+            .map_err(|e| sqlite_error(path, &upgrade, &e))?;
+        if version == 1 {
+            tx.execute_batch(SCHEMA_V2).map_err(|e| sqlite_error(path, &upgrade, &e))?;
+        }
+        tx.execute_batch(SCHEMA_V3).map_err(|e| sqlite_error(path, &upgrade, &e))?;
+        return tx.commit().map_err(|e| sqlite_error(path, &upgrade, &e));
     }
     if version != 0 {
         return Err(state_error(
@@ -903,11 +977,12 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<()> {
         .map_err(|e| sqlite_error(path, "create the schema", &e))?;
     tx.execute_batch(SCHEMA_V1).map_err(|e| sqlite_error(path, "create the schema", &e))?;
     tx.execute_batch(SCHEMA_V2).map_err(|e| sqlite_error(path, "create the schema", &e))?;
+    tx.execute_batch(SCHEMA_V3).map_err(|e| sqlite_error(path, "create the schema", &e))?;
     tx.commit().map_err(|e| sqlite_error(path, "create the schema", &e))
 }
 
 /// How to get going again after a damaged database.
-const RECOVER: &str = "move the file (and any -wal and -shm files beside it) aside and restart: it holds only quota usage, the runtime denylist, management bans and the audit log's head anchor, which then start empty (quota counts restart from zero; a cut audit log is no longer found at start)";
+const RECOVER: &str = "move the file (and any -wal and -shm files beside it) aside and restart: it holds only quota usage, the runtime denylist, management bans, the audit log's head anchor and the client keys created at run time, which then start empty (quota counts restart from zero; a cut audit log is no longer found at start; keys created at run time must be created again)";
 
 fn state_error(path: &Path, message: String) -> Error {
     Error::State { path: path.to_owned(), message }
@@ -967,6 +1042,34 @@ mod tests {
         assert_eq!(pending.quota.values().next().map(|u| u.tokens), Some(999));
         assert_eq!(pending.bans.get(&ip), Some(&None));
         assert_eq!(pending.purge, Some(7));
+    }
+
+    fn stored_key(id: &str, record: &str) -> StoredClientKey {
+        StoredClientKey {
+            id: id.to_owned(),
+            digest: "0".repeat(64),
+            record_json: record.to_owned(),
+        }
+    }
+
+    #[test]
+    fn pending_keeps_the_last_client_key_change_per_id_and_a_restore_keeps_newer_ones() {
+        let mut older = Pending::default();
+        older.add(StateChange::ClientKeyPut(stored_key("a", "1")));
+        older.add(StateChange::ClientKeyPut(stored_key("a", "2")));
+        older.add(StateChange::ClientKeyPut(stored_key("b", "1")));
+        older.add(StateChange::ClientKeyDelete("c".to_owned()));
+        assert_eq!(older.len(), 3);
+        assert_eq!(older.client_keys.get("a"), Some(&Some(stored_key("a", "2"))));
+        assert_eq!(older.client_keys.get("c"), Some(&None));
+
+        // A revocation submitted while the older batch was being written wins over it.
+        let mut newer = Pending::default();
+        newer.add(StateChange::ClientKeyDelete("a".to_owned()));
+        newer.restore(older);
+        assert_eq!(newer.client_keys.get("a"), Some(&None));
+        assert_eq!(newer.client_keys.get("b"), Some(&Some(stored_key("b", "1"))));
+        assert_eq!(newer.len(), 3);
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! The state store: quota usage, the runtime denylist, management bans and the audit log's
-//! head anchor, kept across restarts.
+//! The state store: quota usage, the runtime denylist, management bans, the audit log's head
+//! anchor and the client keys created at run time, kept across restarts.
 //!
 //! The request path never waits for the disk. It hands each change to
 //! [`StateStore::submit`], which only puts it in an in-memory batch; the store writes the
@@ -16,7 +16,7 @@ use std::path::Path;
 use ipnetwork::IpNetwork;
 
 use crate::error::Result;
-use crate::types::{Ban, DenyEntry, QuotaUsage};
+use crate::types::{Ban, DenyEntry, QuotaUsage, StoredClientKey};
 
 /// Where quota usage, the runtime denylist and management bans survive a restart.
 ///
@@ -37,6 +37,11 @@ pub trait StateStore: Send + Sync + fmt::Debug {
     /// The audit log's anchored head (`seq`, `hash`): the last line the audit sink had
     /// durably written when it last reported. `None` when none was stored.
     fn load_audit_head(&self) -> Result<Option<(u64, String)>>;
+    /// Every stored client key record, in no particular order. Rows that cannot be read (a
+    /// digest that is not 64 lowercase hex digits, a record that is not JSON) are skipped and
+    /// reported as notices; what the record says is for its owner (the vault) to check.
+    /// Changes submitted earlier are flushed first, so they are included.
+    fn load_client_keys(&self) -> Result<Vec<StoredClientKey>>;
     /// Queues a change for the writer. Never waits for the disk and never fails: when the
     /// writer has stopped, the change is counted as lost and [`StateStore::check`] reports it.
     fn submit(&self, change: StateChange);
@@ -81,6 +86,11 @@ pub enum StateChange {
         /// The line's hash.
         hash: String,
     },
+    /// Adds or replaces the client key record with its id. Management writes flush after it,
+    /// so that a key is acknowledged only once it is durable.
+    ClientKeyPut(StoredClientKey),
+    /// Removes the client key record with this id, if there is one (revocation).
+    ClientKeyDelete(String),
     /// Removes denylist entries and bans that have ended at `now` (Unix seconds).
     PurgeExpired {
         /// Unix seconds; entries whose expiry is at or before it are removed.

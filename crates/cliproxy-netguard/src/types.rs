@@ -80,6 +80,20 @@ pub struct Ban {
     pub until: u64,
 }
 
+/// A client key created at run time, as the state store keeps it: the store does not know the
+/// record's fields (they belong to the vault, and no layer crate depends on another), only its
+/// id, the key's digest (its own column, so that a shared store can look a key up by it) and
+/// the record as versioned JSON text, which the vault writes and reads.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StoredClientKey {
+    /// The record's id (random, not derived from the key); one row per id.
+    pub id: String,
+    /// The SHA-256 digest of the key, 64 lowercase hex digits. Never the key itself.
+    pub digest: String,
+    /// The whole record as JSON text, opaque to the store.
+    pub record_json: String,
+}
+
 /// Normalises an address for matching and keying: an IPv4-mapped IPv6 address
 /// (`::ffff:10.0.0.1`) becomes the IPv4 address it carries, so IPv4 rules match it.
 pub fn canonical_ip(ip: IpAddr) -> IpAddr {

@@ -14,6 +14,7 @@ use std::{env, fs};
 use cliproxy_core::QuotaPeriod;
 use cliproxy_netguard::{
     Ban, DenyEntry, QuotaScope, QuotaUsage, SqliteStore, StateChange, StateConfig, StateStore,
+    StoredClientKey,
 };
 use rusqlite::{Connection, OpenFlags};
 
@@ -239,10 +240,10 @@ fn a_database_from_a_newer_version_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("state.db");
     open(&path).close().unwrap();
-    Connection::open(&path).unwrap().pragma_update(None, "user_version", 3).unwrap();
+    Connection::open(&path).unwrap().pragma_update(None, "user_version", 4).unwrap();
     let message =
         SqliteStore::open(&config(&path, Duration::from_millis(100))).unwrap_err().to_string();
-    assert!(message.contains("schema version 3"), "{message}");
+    assert!(message.contains("schema version 4"), "{message}");
     assert!(message.contains("newer cliproxy"), "{message}");
 }
 
@@ -264,14 +265,148 @@ fn the_audit_head_is_stored_and_a_version_1_database_is_upgraded() {
 
     // What a version 1 cliproxy left: no audit_head table.
     let conn = Connection::open(&path).unwrap();
-    conn.execute_batch("DROP TABLE audit_head; PRAGMA user_version = 1;").unwrap();
+    conn.execute_batch("DROP TABLE audit_head; DROP TABLE client_keys; PRAGMA user_version = 1;")
+        .unwrap();
     drop(conn);
     let store = open(&path);
     assert_eq!(store.load_audit_head().unwrap(), None);
     assert_eq!(store.load_quota_usage().unwrap().len(), 1, "the rows of version 1 are kept");
     store.close().unwrap();
     let version: i64 = raw(&path).query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
-    assert_eq!(version, 2);
+    assert_eq!(version, 3);
+    assert_eq!(open(&path).load_client_keys().unwrap(), [], "a version 1 file gets the table");
+}
+
+fn client_key(id: &str, digit: char, record: &str) -> StoredClientKey {
+    StoredClientKey {
+        id: id.to_owned(),
+        digest: digit.to_string().repeat(64),
+        record_json: record.to_owned(),
+    }
+}
+
+fn sorted_keys(store: &SqliteStore) -> Vec<StoredClientKey> {
+    let mut keys = store.load_client_keys().unwrap();
+    keys.sort_by(|a, b| a.id.cmp(&b.id));
+    keys
+}
+
+/// Issue 22: client key records are put, replaced and deleted by id, and what was flushed is
+/// there after a reopen, the digest in its own column beside the opaque record.
+#[test]
+fn client_keys_are_put_replaced_deleted_and_survive_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let store = open(&path);
+    assert_eq!(store.load_client_keys().unwrap(), []);
+    store.submit(StateChange::ClientKeyPut(client_key("ck-a", 'a', r#"{"version":1,"n":1}"#)));
+    store.submit(StateChange::ClientKeyPut(client_key("ck-b", 'b', r#"{"version":1}"#)));
+    store.submit(StateChange::ClientKeyPut(client_key("ck-c", 'c', r#"{"version":1}"#)));
+    store.flush().unwrap();
+    assert_eq!(sorted_keys(&store).len(), 3);
+
+    // A replacement keeps one row per id; a delete of an unknown id is harmless.
+    store.submit(StateChange::ClientKeyPut(client_key("ck-a", 'd', r#"{"version":1,"n":2}"#)));
+    store.submit(StateChange::ClientKeyDelete("ck-b".to_owned()));
+    store.submit(StateChange::ClientKeyDelete("ck-unknown".to_owned()));
+    store.flush().unwrap();
+    let expected = [
+        client_key("ck-a", 'd', r#"{"version":1,"n":2}"#),
+        client_key("ck-c", 'c', r#"{"version":1}"#),
+    ];
+    assert_eq!(sorted_keys(&store), expected);
+
+    // Another connection sees the flushed rows, digest in its own column.
+    let digest: String = raw(&path)
+        .query_row("SELECT digest FROM client_keys WHERE id = 'ck-a'", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(digest, "d".repeat(64));
+    store.close().unwrap();
+    drop(store);
+
+    let store = open(&path);
+    assert_eq!(sorted_keys(&store), expected);
+    assert_eq!(store.take_notices(), Vec::<String>::new());
+}
+
+/// Issue 22: changes to one id coalesce in a batch (the last one wins, a put after a delete
+/// brings the key back, a delete after a put removes it) and ids do not disturb each other.
+#[test]
+fn client_key_changes_to_one_id_coalesce_to_the_last() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let store = open(&path);
+    for n in 0..100 {
+        store.submit(StateChange::ClientKeyPut(client_key("ck-a", 'a', &format!("{{\"n\":{n}}}"))));
+    }
+    store.submit(StateChange::ClientKeyPut(client_key("ck-b", 'b', "{}")));
+    store.submit(StateChange::ClientKeyDelete("ck-b".to_owned()));
+    store.submit(StateChange::ClientKeyDelete("ck-c".to_owned()));
+    store.submit(StateChange::ClientKeyPut(client_key("ck-c", 'c', "{}")));
+    store.flush().unwrap();
+    assert_eq!(
+        sorted_keys(&store),
+        [client_key("ck-a", 'a', r#"{"n":99}"#), client_key("ck-c", 'c', "{}")]
+    );
+}
+
+/// Issue 22: a row the store cannot rely on (a digest that is not a SHA-256 in hex, a record
+/// that is not JSON) is skipped with a notice naming its id, and the good rows still load.
+#[test]
+fn client_key_rows_that_do_not_parse_are_skipped_with_a_notice() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let store = open(&path);
+    store.submit(StateChange::ClientKeyPut(client_key("ck-good", 'e', r#"{"version":1}"#)));
+    store.flush().unwrap();
+    let writer = Connection::open(&path).unwrap();
+    writer
+        .execute_batch(&format!(
+            "INSERT INTO client_keys VALUES ('ck-short', 'abc', '{{}}');
+             INSERT INTO client_keys VALUES ('ck-upper', '{}', '{{}}');
+             INSERT INTO client_keys VALUES ('ck-torn', '{}', '{{\"version\":1,\"na');",
+            "A".repeat(64),
+            "f".repeat(64)
+        ))
+        .unwrap();
+    assert_eq!(store.load_client_keys().unwrap(), [client_key("ck-good", 'e', r#"{"version":1}"#)]);
+    let notices = store.take_notices().join("\n");
+    assert!(notices.contains("\"ck-short\": the digest is not 64 lowercase hex"), "{notices}");
+    assert!(notices.contains("\"ck-upper\": the digest is not 64 lowercase hex"), "{notices}");
+    assert!(notices.contains("\"ck-torn\": the record is not JSON"), "{notices}");
+    assert!(!notices.contains("\"na"), "the record is never quoted: {notices}");
+}
+
+/// Issue 22: a version 2 database (before client keys) is upgraded in place to version 3,
+/// keeping its rows.
+#[test]
+fn a_version_2_database_is_upgraded_with_the_client_keys_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let store = open(&path);
+    store.submit(StateChange::AuditHead { seq: 3, hash: "c".repeat(64) });
+    store.close().unwrap();
+    drop(store);
+    let conn = Connection::open(&path).unwrap();
+    conn.execute_batch("DROP TABLE client_keys; PRAGMA user_version = 2;").unwrap();
+    drop(conn);
+
+    let store = open(&path);
+    assert_eq!(store.load_audit_head().unwrap(), Some((3, "c".repeat(64))));
+    store.submit(StateChange::ClientKeyPut(client_key("ck-a", 'a', "{}")));
+    store.flush().unwrap();
+    assert_eq!(store.load_client_keys().unwrap(), [client_key("ck-a", 'a', "{}")]);
+    let version: i64 = raw(&path).query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+    assert_eq!(version, 3);
+    let index: String = raw(&path)
+        .query_row(
+            "SELECT name FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'client_keys' \
+             AND sql IS NOT NULL",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(index, "client_keys_digest");
 }
 
 #[test]
@@ -354,6 +489,9 @@ fn crash_child(path: &Path) {
         tokens += 1;
         store.submit(StateChange::Quota(usage("openai", tokens)));
         if tokens % 25 == 0 {
+            // A key created (as a management write would) is acknowledged only after the
+            // flush, so every acknowledged key must survive the kill.
+            store.submit(StateChange::ClientKeyPut(client_key(&format!("ck-{tokens}"), 'a', "{}")));
             store.flush().unwrap();
             writeln!(stdout, "ACK {tokens}").unwrap();
             stdout.flush().unwrap();
@@ -404,6 +542,11 @@ fn a_killed_process_keeps_every_flushed_change_and_an_intact_file() {
     drop(conn);
 
     let store = open(&path);
+    let keys: Vec<String> = store.load_client_keys().unwrap().into_iter().map(|k| k.id).collect();
+    for tokens in &acknowledged {
+        let id = format!("ck-{tokens}");
+        assert!(keys.contains(&id), "{id} was acknowledged but is not stored: {keys:?}");
+    }
     let loaded = store.load_quota_usage().unwrap();
     assert_eq!(loaded.len(), 1);
     assert!(i64::try_from(loaded[0].tokens).unwrap() >= last);
