@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 /// `rate_limit: {requests_per_minute, tokens_per_minute}` of a provider or a client key.
 /// Either may be left out; a missing one is not limited.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub struct RateLimit {
@@ -33,7 +33,7 @@ impl RateLimit {
 }
 
 /// `quota: {limit, reset}`: tokens (input + output) allowed per calendar period (UTC).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub struct Quota {

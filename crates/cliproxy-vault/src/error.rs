@@ -196,6 +196,14 @@ pub enum Error {
     /// The system random number generator failed.
     #[error("the system random number generator failed")]
     Random,
+    /// A client key record ([`crate::ClientKeyRecord`]) is not acceptable: settings asked
+    /// for at creation or in a change, or a stored record that does not read back. The key
+    /// itself is never printed.
+    #[error("client key record: {problem}")]
+    KeyRecord {
+        /// What is wrong with it.
+        problem: crate::KeyRecordProblem,
+    },
 }
 
 /// Result with the vault's [`Error`].

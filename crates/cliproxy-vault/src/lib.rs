@@ -15,6 +15,12 @@
 //!   gets [`Error::Locked`] within 200 ms.
 //! - **Client keys** ([`ClientKeys`]): the keys clients present, kept as SHA-256 digests and
 //!   compared in constant time; each maps to a named [`ClientIdentity`].
+//! - **Client keys created at run time** ([`ClientKeyRecord::create`]): a new key
+//!   (`cpk-` + 48 hex from the system's random number generator) handed back once in a
+//!   [`Secret`](cliproxy_core::Secret), and a record with its SHA-256 digest, a display hint
+//!   and its limits (models, rate, token quota, [`BudgetLimit`] in micro-dollars, expiry),
+//!   which a state store keeps as versioned JSON ([`ClientKeyRecord::to_stored_json`],
+//!   [`ClientKeyRecord::from_stored`]).
 //!
 //! A store is built from plain values with [`FileStoreOptions`] (a directory, a [`Keyring`],
 //! two flags), or from the [`Config`] section a program deserializes with serde. The vault
@@ -68,6 +74,7 @@ mod credential;
 mod crypto;
 mod error;
 mod fingerprint;
+mod key_records;
 mod lock;
 mod mode;
 mod notice;
@@ -84,6 +91,10 @@ pub use credential::{
 };
 pub use crypto::Keyring;
 pub use error::{ClientKeyProblem, Error, KeyRole, Result};
+pub use key_records::{
+    BudgetLimit, CLIENT_KEY_LEN, CLIENT_KEY_PREFIX, ClientKeyRecord, ClientKeySpec, HINT_LEN,
+    KeyRecordProblem, NewClientKey, RECORD_VERSION, digests_match, generate_key, key_digest,
+};
 pub use notice::Notice;
 pub use oauth::{
     MAX_TOKEN_RESPONSE_BYTES, OAuthTokens, RefreshError, Refreshed, parse_token_response,
