@@ -18,7 +18,8 @@ use ipnetwork::IpNetwork;
 use crate::error::Result;
 use crate::types::{Ban, DenyEntry, QuotaUsage, StoredClientKey};
 
-/// Where quota usage, the runtime denylist and management bans survive a restart.
+/// Where quota usage, the runtime denylist, management bans, the audit head anchor and the
+/// client keys created at run time survive a restart.
 ///
 /// Writes go through [`StateStore::submit`], which never blocks on I/O and never fails, so the
 /// request path can call it freely; [`StateStore::flush`] is for the few callers that must know
