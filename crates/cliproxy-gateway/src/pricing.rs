@@ -250,7 +250,8 @@ const fn usd(dollars: u64, micros: u64) -> u64 {
 
 /// The built-in prices: the providers' public list prices for standard (not batch, not
 /// priority) requests of the first price tier (prompts up to 200k tokens where the price
-/// depends on length), as of 2026-12-07. Name, input, output, cache read, cache write, in
+/// depends on length), written on 2026-12-07 from the providers' price pages as known then
+/// (check them: docs/pricing.md). Name, input, output, cache read, cache write, in
 /// micro-dollars per 1M tokens. A `-2*` glob prices a model's dated snapshots
 /// (`gpt-4o-2024-08-06`, `claude-sonnet-4-5-20250929`) as the model. OpenAI and Gemini charge
 /// no extra for writing the cache (Gemini bills cache storage by the hour, which a request
