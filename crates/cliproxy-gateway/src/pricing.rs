@@ -317,7 +317,7 @@ mod tests {
     #[test]
     fn prices_are_parsed_exactly_from_numbers_and_strings() {
         let prices = config(
-            "models:\n  a: {input: 2.50, output: '10.00', cache_read: 1.25, cache_write: '3.125'}\n  b: {input: 0.1, output: 0.2}\n  c: {input: 0, output: 10000}\n  d: {input: '0.000001', output: 7}\n",
+            "models:\n  a: {input: 2.50, output: '10.00', cache_read: 1.25, cache_write: '3.125'}\n  b: {input: 0.1, output: 0.2}\n  c: {input: 0, output: 10000}\n  d: {input: '0.000001', output: 7}\n  e: {input: 1.15, output: 1.001}\n",
         )
         .check()
         .unwrap();
@@ -340,6 +340,9 @@ mod tests {
         );
         assert_eq!((prices["c"].input, prices["c"].output), (0, 10_000_000_000));
         assert_eq!((prices["d"].input, prices["d"].output), (1, 7_000_000));
+        // 1.001 × 1e6 in f64 is 1000999.9999999999, truncated to 1000999: read as a decimal,
+        // it is exact.
+        assert_eq!((prices["e"].input, prices["e"].output), (1_150_000, 1_001_000));
     }
 
     #[test]
