@@ -13,7 +13,7 @@ use serde::Deserialize;
 
 use cliproxy_gateway::{
     ConfigError, ConfigLoader, EgressConfig, GatewayConfig, LoggingConfig, ManagementConfig,
-    ProvidersConfig, ServerConfig,
+    PricingConfig, ProvidersConfig, ServerConfig,
 };
 
 /// The whole configuration file: one section per crate.
@@ -45,6 +45,8 @@ pub struct Config {
     pub alerts: Vec<cliproxy_audit::AlertRule>,
     /// `egress:` — the upstream hosts the gateway may send requests to.
     pub egress: EgressConfig,
+    /// `pricing:` — model prices in USD per 1M tokens, over the built-in list prices.
+    pub pricing: PricingConfig,
 }
 
 /// Where the configuration comes from.
@@ -115,6 +117,7 @@ impl Config {
         gateway.metrics = self.metrics.clone();
         gateway.alerts = self.alerts.clone();
         gateway.egress = self.egress.clone();
+        gateway.pricing = self.pricing.clone();
         gateway
     }
 }

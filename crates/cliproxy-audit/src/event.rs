@@ -140,6 +140,10 @@ pub enum What {
         input_tokens: Option<u64>,
         /// Tokens generated, when the reply reported usage.
         output_tokens: Option<u64>,
+        /// What the request cost, in micro-dollars (its usage under the model's price),
+        /// written as `cost_usd`, a decimal string of dollars (`"0.000125"`); `None` when the
+        /// model has no price or the reply reported no usage, written as `"priced": false`.
+        cost: Option<u64>,
         /// The vault credential used (its id), when one was.
         credential: Option<String>,
         /// How the reply ended: `complete`, `failed` (upstream error or idle timeout
@@ -386,12 +390,14 @@ impl Event {
                 upstream,
                 input_tokens,
                 output_tokens,
+                cost,
                 credential,
                 outcome,
                 error,
                 formats,
             } => {
                 object.opt("client_format", formats.map(|f| f.0).as_ref());
+                object.opt("cost_usd", cost.map(usd).as_ref());
                 object.opt("credential", credential.as_ref());
                 object.field("duration_ms", &millis(*duration));
                 object.opt("error", error.as_ref());
@@ -399,6 +405,7 @@ impl Event {
                 object.field("model", model);
                 object.field("outcome", outcome);
                 object.opt("output_tokens", output_tokens.as_ref());
+                object.opt("priced", cost.is_none().then_some(&false));
                 object.opt("provider_format", formats.map(|f| f.1).as_ref());
                 object.field("status", status);
                 object.opt("upstream_ms", upstream.map(millis).as_ref());
@@ -477,6 +484,12 @@ fn json_value<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
 }
 
 /// Milliseconds with microsecond precision, as a JSON number.
+/// Micro-dollars as a decimal string of dollars with six decimals: `125` is `"0.000125"`.
+/// A string, not a JSON number, so that no reader turns it into a binary float.
+fn usd(micros: u64) -> String {
+    format!("{}.{:06}", micros / 1_000_000, micros % 1_000_000)
+}
+
 fn millis(d: Duration) -> f64 {
     (d.as_micros() as f64) / 1000.0
 }
@@ -532,6 +545,7 @@ mod tests {
                 upstream: None,
                 input_tokens: None,
                 output_tokens: None,
+                cost: None,
                 credential: None,
                 outcome: "complete",
                 error: None,
@@ -544,6 +558,7 @@ mod tests {
                 upstream: Some(Duration::from_nanos(1_234_567)),
                 input_tokens: Some(3),
                 output_tokens: Some(u64::MAX),
+                cost: Some(u64::MAX),
                 credential: Some("openai-1".to_owned()),
                 outcome: "failed",
                 error: Some("idle \\ timeout".to_owned()),
@@ -592,11 +607,11 @@ mod tests {
             ),
             (
                 r#""200""#,
-                r#"{"duration_ms":1.5,"model":"gpt-4oé","outcome":"complete","status":200}"#,
+                r#"{"duration_ms":1.5,"model":"gpt-4oé","outcome":"complete","priced":false,"status":200}"#,
             ),
             (
                 r#""502""#,
-                r#"{"client_format":"anthropic","credential":"openai-1","duration_ms":2000.0,"error":"idle \\ timeout","input_tokens":3,"model":"m","outcome":"failed","output_tokens":18446744073709551615,"provider_format":"openai-chat","status":502,"upstream_ms":1.234}"#,
+                r#"{"client_format":"anthropic","cost_usd":"18446744073709.551615","credential":"openai-1","duration_ms":2000.0,"error":"idle \\ timeout","input_tokens":3,"model":"m","outcome":"failed","output_tokens":18446744073709551615,"provider_format":"openai-chat","status":502,"upstream_ms":1.234}"#,
             ),
             (r#""per_ip_rate""#, r#"{"detail":"d"}"#),
             (r#""alert""#, r#"{"detail":"d","repeats":7}"#),
@@ -631,7 +646,8 @@ mod tests {
             duration: Duration::from_micros(1500),
             upstream: None,
             input_tokens: Some(3),
-            output_tokens: None,
+            output_tokens: Some(2),
+            cost: Some(125),
             credential: Some("openai-1".to_owned()),
             outcome: "complete",
             error: None,
@@ -643,7 +659,8 @@ mod tests {
         assert_eq!(
             e.details(),
             json!({"model": "gpt-4o", "status": 200, "outcome": "complete", "duration_ms": 1.5,
-                   "input_tokens": 3, "credential": "openai-1"})
+                   "input_tokens": 3, "output_tokens": 2, "cost_usd": "0.000125",
+                   "credential": "openai-1"})
         );
         let refused = Event::new(What::AuthFailure {
             plane: Plane::Management,

@@ -116,6 +116,7 @@ fn event(i: u64) -> Event {
             upstream: Some(Duration::from_millis(1)),
             input_tokens: Some(i),
             output_tokens: None,
+            cost: i.is_multiple_of(8).then_some(i * 3),
             credential: Some("openai-1".to_owned()),
             outcome: "complete",
             error: None,

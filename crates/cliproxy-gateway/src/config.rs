@@ -1,5 +1,5 @@
 //! The gateway's own configuration: [`GatewayConfig`], the sections the gateway reads (its
-//! own — `server:`, `providers:`, `management:`, `logging:`, `egress:` — and the layer
+//! own — `server:`, `providers:`, `management:`, `logging:`, `egress:`, `pricing:` — and the layer
 //! crates' sections it hands on), with the checks types alone cannot express
 //! ([`GatewayConfig::check`]). Loading the file (figment, `${VAR}` interpolation, the
 //! environment) is the binary's job: `cliproxy-server` assembles the top-level `Config`, of
@@ -40,6 +40,9 @@ pub struct GatewayConfig {
     pub alerts: Vec<cliproxy_audit::AlertRule>,
     /// `egress:` — the upstream hosts the gateway may send requests to.
     pub egress: EgressConfig,
+    /// `pricing:` — model prices in USD per 1M tokens, over the built-in list prices
+    /// (`pricing.rs`).
+    pub pricing: crate::pricing::PricingConfig,
 }
 
 /// The `egress:` section: an optional allow-list of upstream hosts. Every base URL (a
@@ -792,6 +795,9 @@ impl GatewayConfig {
         }
         problems.extend(self.egress.problems());
         problems.extend(self.server.cors.problems());
+        if let Err(e) = self.pricing.check() {
+            problems.extend(e.problems);
+        }
         if let Some(key) = self.management.key()
             && key.expose().trim().len() < 16
         {

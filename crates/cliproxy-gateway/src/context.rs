@@ -47,6 +47,9 @@ pub(crate) struct RequestContext {
     pub(crate) client: Option<String>,
     pub(crate) model: Option<String>,
     pub(crate) provider: Option<String>,
+    /// The routed model's price, looked up under the provider's name for it (the one it
+    /// bills): `None` when the model is unpriced.
+    pub(crate) price: Option<crate::pricing::Price>,
     pub(crate) credential: Option<String>,
     pub(crate) attempts: usize,
     pub(crate) error: Option<String>,
@@ -106,6 +109,7 @@ impl RequestContext {
             client: None,
             model: None,
             provider: None,
+            price: None,
             credential: None,
             attempts: 0,
             error: None,

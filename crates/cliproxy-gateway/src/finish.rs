@@ -16,6 +16,7 @@ use slog::{info, warn};
 
 use crate::body::Outcome;
 use crate::context::RequestContext;
+use crate::pricing::MicroUsd;
 use crate::usage::Usage;
 use cliproxy_audit::{Event, What};
 
@@ -64,6 +65,9 @@ impl RequestContext {
                 self.guard.settle(admission, used);
             }
         }
+        // What the request cost: its usage under the routed model's price. `None` when the
+        // model is unpriced or the answer reported no usage: shown as unpriced, never as free.
+        let cost = self.price.zip(usage).map(|(price, usage)| price.cost(usage).0);
         // The audit event (and its metrics) of a request that reached a provider; any
         // other answer is only counted.
         let elapsed = started.elapsed();
@@ -76,6 +80,7 @@ impl RequestContext {
                     upstream: self.sent_at.map(|at| at.elapsed()),
                     input_tokens: usage.map(|u| u.input_tokens),
                     output_tokens: usage.map(|u| u.output_tokens),
+                    cost,
                     credential: self.credential.clone(),
                     outcome: result,
                     error: failure.clone(),
@@ -110,6 +115,8 @@ impl RequestContext {
                     "client_ip" => self.client_ip.map(Shown),
                     "input_tokens" => usage.input_tokens,
                     "output_tokens" => usage.output_tokens,
+                    "cost_usd" => cost.map(|c| Shown(MicroUsd(c))),
+                    "priced" => cost.is_some(),
                     "duration_ms" => %format_args!("{elapsed_ms:.2}"),
                     "error" => error
                 )

@@ -87,6 +87,8 @@ pub(crate) fn route<'s>(
     };
     let provider = &set.providers[index];
     ctx.provider = Some(provider.name.clone());
+    // Priced under the name the provider bills: an alias's upstream name.
+    ctx.price = set.prices.lookup(upstream_model.unwrap_or(model));
     if !client.allows_model(model) {
         return Err(fail(
             ErrorCode::Forbidden,

@@ -102,6 +102,7 @@ impl Gateway {
         let client_keys = config.auth.client_keys()?;
         let store = layers.credentials;
         let router = ModelRouter::new(&config.providers)?;
+        let prices = crate::pricing::PriceTable::new(&config.pricing)?;
         let credentials = store.load_all()?;
         let providers =
             provider_set::build_providers(config, &credentials, store.location(), &log)?;
@@ -156,6 +157,7 @@ impl Gateway {
                 providers: ProviderSet {
                     providers,
                     router,
+                    prices,
                     vault,
                     fingerprint,
                     limits: config.server.limits.clone(),

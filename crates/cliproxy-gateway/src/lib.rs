@@ -60,6 +60,7 @@ mod models;
 mod netguard_keys;
 mod oauth_slot;
 mod pool;
+mod pricing;
 mod provider_set;
 mod providers;
 mod readiness;
@@ -103,6 +104,10 @@ pub use model_list::{
     MAX_MODEL_LIST_CURSOR_LEN, MAX_MODEL_NAME_LEN, ModelListPage, parse_model_list,
 };
 pub use netguard_keys::{netguard_error, setting_key as netguard_setting_key};
+pub use pricing::{
+    Amount as PriceAmount, BUILT_IN as BUILT_IN_PRICES, MicroUsd, Price, PriceConfig, PriceTable,
+    PricingConfig,
+};
 pub use providers::{MAX_ERROR_BODY, UpstreamFault, classify_error};
 pub use reload::{ConfigLoader, ReloadReport};
 pub use respond::REQUEST_ID_HEADER;

@@ -49,6 +49,8 @@ pub(crate) struct Provider {
 pub(crate) struct ProviderSet {
     pub(crate) providers: Vec<Provider>,
     pub(crate) router: ModelRouter,
+    /// `pricing:` over the built-in prices: what each routed model costs.
+    pub(crate) prices: crate::pricing::PriceTable,
     /// The vault and its write lock.
     pub(crate) vault: Arc<Vault>,
     /// `auth.device_fingerprint`: the header sent upstream, when enabled.

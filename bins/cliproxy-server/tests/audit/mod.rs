@@ -25,6 +25,7 @@ fn audit_file(dir: &Path, n: u64) -> PathBuf {
                 upstream: None,
                 input_tokens: Some(i),
                 output_tokens: Some(2 * i),
+                cost: Some(i * 25),
                 credential: None,
                 outcome: "complete",
                 error: None,
