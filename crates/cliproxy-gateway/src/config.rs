@@ -795,8 +795,8 @@ impl GatewayConfig {
         }
         problems.extend(self.egress.problems());
         problems.extend(self.server.cors.problems());
-        if let Err(e) = self.pricing.check() {
-            problems.extend(e.problems);
+        if let Err(pricing) = self.pricing.check() {
+            problems.extend(pricing);
         }
         if let Some(key) = self.management.key()
             && key.expose().trim().len() < 16

@@ -102,7 +102,8 @@ impl Gateway {
         let client_keys = config.auth.client_keys()?;
         let store = layers.credentials;
         let router = ModelRouter::new(&config.providers)?;
-        let prices = crate::pricing::PriceTable::new(&config.pricing)?;
+        let prices = crate::pricing::PriceTable::new(&config.pricing)
+            .map_err(crate::config::ConfigError::from_problems)?;
         let credentials = store.load_all()?;
         let providers =
             provider_set::build_providers(config, &credentials, store.location(), &log)?;

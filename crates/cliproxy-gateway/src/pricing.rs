@@ -17,7 +17,6 @@ use std::fmt;
 use cliproxy_core::glob_match;
 use serde::Deserialize;
 
-use crate::config::ConfigError;
 use crate::usage::Usage;
 
 /// Micro-dollars in one dollar.
@@ -111,9 +110,9 @@ pub enum Amount {
 }
 
 impl PricingConfig {
-    /// The configured prices in micro-dollars, each error naming its key
-    /// (`pricing.models."gpt-4o".input`).
-    pub fn check(&self) -> Result<BTreeMap<String, Price>, ConfigError> {
+    /// The configured prices in micro-dollars, or the problems, each naming its key
+    /// (`pricing.models."gpt-4o".input`), for the configuration check to report.
+    pub fn check(&self) -> Result<BTreeMap<String, Price>, Vec<String>> {
         let mut prices = BTreeMap::new();
         let mut problems = Vec::new();
         for (model, entry) in &self.models {
@@ -150,7 +149,7 @@ impl PricingConfig {
                 prices.insert(model.clone(), price);
             }
         }
-        if problems.is_empty() { Ok(prices) } else { Err(ConfigError::from_problems(problems)) }
+        if problems.is_empty() { Ok(prices) } else { Err(problems) }
     }
 }
 
@@ -165,7 +164,7 @@ pub struct PriceTable {
 
 impl PriceTable {
     /// The built-in prices ([`BUILT_IN`]) with `config`'s entries over them.
-    pub fn new(config: &PricingConfig) -> Result<Self, ConfigError> {
+    pub fn new(config: &PricingConfig) -> Result<Self, Vec<String>> {
         let mut all: BTreeMap<String, Price> = BUILT_IN
             .iter()
             .map(|&(name, input, output, cache_read, cache_write)| {
@@ -311,7 +310,7 @@ mod tests {
     }
 
     fn error(yaml: &str) -> String {
-        config(yaml).check().unwrap_err().to_string()
+        config(yaml).check().unwrap_err().join("; ")
     }
 
     #[test]
