@@ -20,32 +20,45 @@ const MAX_EVENT_LINE: usize = 1024 * 1024;
 /// Room beyond a provider chunk's length in the buffer of the client's frames it becomes.
 const OUT_SLACK: usize = 512;
 
+/// The largest event (all its `data:` lines together) translated. Lines are capped by the
+/// framer, but an event may have any number of them: one past this cap ends the client's
+/// stream with an error rather than growing without bound.
+const MAX_EVENT: usize = 4 * 1024 * 1024;
+
 /// A provider's event stream read into SSE events: the `event:` name and the `data:` lines
 /// of the event being read, handed to the translator at its blank line.
 #[derive(Debug)]
 struct Events {
-    name: Option<String>,
+    /// The event's name; empty when it has none. Reused from event to event.
+    name: String,
     data: Vec<u8>,
     /// Whether a `data:` line was seen for the event being read (an event may carry empty
     /// data).
     has_data: bool,
+    /// Set when the event being read passed [`MAX_EVENT`]; it is never dispatched.
+    oversized: bool,
 }
 
 impl Events {
     fn new() -> Self {
-        Self { name: None, data: Vec::new(), has_data: false }
+        Self { name: String::new(), data: Vec::new(), has_data: false, oversized: false }
     }
 
-    /// One line of the stream; at a blank line, the event it ends goes to `dispatch`.
-    fn line(&mut self, line: &[u8], dispatch: &mut impl FnMut(Option<&str>, &[u8])) {
+    /// One line of the stream; at a blank line, the event it ends goes to `dispatch` (or,
+    /// when it was oversized, `Err` goes).
+    fn line(&mut self, line: &[u8], dispatch: &mut impl FnMut(Result<(Option<&str>, &[u8]), ()>)) {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if line.is_empty() {
-            if self.has_data {
-                dispatch(self.name.as_deref(), &self.data);
+            if self.oversized {
+                dispatch(Err(()));
+            } else if self.has_data {
+                let name = (!self.name.is_empty()).then_some(self.name.as_str());
+                dispatch(Ok((name, &self.data)));
             }
-            self.name = None;
+            self.name.clear();
             self.data.clear();
             self.has_data = false;
+            self.oversized = false;
             return;
         }
         let (field, value) = match memchr::memchr(b':', line) {
@@ -56,8 +69,16 @@ impl Events {
             None => (line, &b""[..]),
         };
         match field {
-            b"event" => self.name = Some(String::from_utf8_lossy(value).into_owned()),
-            b"data" => {
+            b"event" => {
+                self.name.clear();
+                self.name.push_str(&String::from_utf8_lossy(value));
+            }
+            b"data" if !self.oversized => {
+                if self.data.len() + value.len() + 1 > MAX_EVENT {
+                    self.oversized = true;
+                    self.data.clear();
+                    return;
+                }
                 if self.has_data {
                     self.data.push(b'\n');
                 }
@@ -105,11 +126,17 @@ fn translate(
     out: &mut Vec<u8>,
 ) -> bool {
     let mut failed: Option<String> = None;
-    let mut dispatch = |name: Option<&str>, data: &[u8]| {
-        if failed.is_none()
-            && let Err(error) = translator.feed(name, data, out)
-        {
-            failed = Some(error.to_string());
+    let mut dispatch = |event: Result<(Option<&str>, &[u8]), ()>| {
+        if failed.is_some() {
+            return;
+        }
+        match event {
+            Ok((name, data)) => {
+                if let Err(error) = translator.feed(name, data, out) {
+                    failed = Some(error.to_string());
+                }
+            }
+            Err(()) => failed = Some(format!("an event over {} MiB", MAX_EVENT >> 20)),
         }
     };
     // The framer hands lines to `events`, which hands whole events to the translator.
@@ -192,5 +219,42 @@ impl<B: http_body::Body<Data = Bytes>> http_body::Body for Translated<B> {
     fn size_hint(&self) -> SizeHint {
         // The client's stream has a length of its own, known only at its end.
         SizeHint::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The events `Events` dispatches for `stream`, `None` standing for an oversized one.
+    fn dispatched(stream: &[u8]) -> Vec<Option<(Option<String>, Vec<u8>)>> {
+        let mut lines = SseLines::new(MAX_EVENT_LINE);
+        let mut events = Events::new();
+        let mut seen = Vec::new();
+        let mut dispatch = |event: Result<(Option<&str>, &[u8]), ()>| {
+            seen.push(event.ok().map(|(name, data)| (name.map(str::to_owned), data.to_vec())));
+        };
+        lines.feed(stream, |line| events.line(line, &mut dispatch));
+        seen
+    }
+
+    #[test]
+    fn events_carry_their_name_and_joined_data_lines() {
+        let seen = dispatched(b"event: a\ndata: 1\ndata:2\n\n: ping\n\ndata: 3\r\n\r\n");
+        assert_eq!(
+            seen,
+            [Some((Some("a".to_owned()), b"1\n2".to_vec())), Some((None, b"3".to_vec()))],
+            "the name does not carry over to the next event"
+        );
+    }
+
+    #[test]
+    fn an_event_of_many_lines_past_the_cap_is_refused_not_held() {
+        // Lines under the line cap, but more of them than the event cap allows.
+        let line = format!("data: {}\n", "x".repeat(MAX_EVENT_LINE - 16));
+        let mut stream = line.repeat(MAX_EVENT / (MAX_EVENT_LINE - 16) + 1).into_bytes();
+        stream.extend_from_slice(b"\ndata: after\n\n");
+        let seen = dispatched(&stream);
+        assert_eq!(seen, [None, Some((None, b"after".to_vec()))]);
     }
 }
