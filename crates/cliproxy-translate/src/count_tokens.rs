@@ -3,6 +3,7 @@
 //! without generating, so a count is the pair's request translation with the count's own
 //! envelope. OpenAI has no counterpart: a pair with it is refused by name.
 
+use crate::error::json_problem;
 use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
@@ -17,7 +18,7 @@ fn object(body: &[u8], what: &str) -> Result<Map<String, Value>> {
     match serde_json::from_slice(body) {
         Ok(Value::Object(map)) => Ok(map),
         Ok(_) => Err(Error::invalid(what, "is not a JSON object")),
-        Err(error) => Err(Error::invalid(what, error.to_string())),
+        Err(error) => Err(Error::invalid(what, json_problem(&error))),
     }
 }
 

@@ -3,6 +3,7 @@
 //! no counterpart). Texts only: both APIs embed text, and Gemini's other parts (images) have
 //! no OpenAI counterpart.
 
+use crate::error::json_problem;
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -98,7 +99,7 @@ pub fn request(
     body: &[u8],
     model: &str,
 ) -> Result<(Vec<u8>, EmbeddingsCall)> {
-    let invalid = |e: serde_json::Error| Error::invalid("body", e.to_string());
+    let invalid = |e: serde_json::Error| Error::invalid("body", json_problem(&e));
     let (texts, dimensions, base64) = match client {
         EmbeddingsApi::OpenAi => {
             let request: OpenAiRequest = serde_json::from_slice(body).map_err(invalid)?;
@@ -206,7 +207,7 @@ struct GeminiBatchReply {
 /// Translates the provider's embeddings reply for the client; `model` is the name the
 /// client asked for.
 pub fn response(call: &EmbeddingsCall, body: &[u8], model: &str) -> Result<Vec<u8>> {
-    let invalid = |e: serde_json::Error| Error::invalid("reply", e.to_string());
+    let invalid = |e: serde_json::Error| Error::invalid("reply", json_problem(&e));
     let (vectors, tokens) = match call.provider {
         EmbeddingsApi::OpenAi => {
             let mut reply: OpenAiReply = serde_json::from_slice(body).map_err(invalid)?;

@@ -52,5 +52,62 @@ impl Error {
     }
 }
 
+/// serde_json's complaint about a body, without the values it quotes: `invalid type: string
+/// "…", expected a boolean at line 1 column 9`. A client's prompt or a provider's reply may
+/// hold anything, and these texts reach the client, the access log and the audit line.
+pub(crate) fn json_problem(error: &serde_json::Error) -> String {
+    let text = error.to_string();
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text.as_str();
+    // `unknown variant `VALUE`, expected one of …`: the value is the body's.
+    if let Some(after) = rest.strip_prefix("unknown variant `")
+        && let Some(end) = after.find('`')
+    {
+        out.push_str("unknown variant `…`");
+        rest = &after[end + 1..];
+    }
+    let (mut quoted, mut escaped) = (false, false);
+    for c in rest.chars() {
+        if quoted {
+            match (escaped, c) {
+                (false, '\\') => escaped = true,
+                (false, '"') => {
+                    out.push_str("…\"");
+                    quoted = false;
+                }
+                _ => escaped = false,
+            }
+        } else {
+            out.push(c);
+            quoted = c == '"';
+        }
+    }
+    out
+}
+
 /// The result of a translation.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_problems_keep_the_place_and_drop_the_values() {
+        let error = serde_json::from_str::<bool>(r#""sk-planted \" secret""#).unwrap_err();
+        let problem = json_problem(&error);
+        assert!(!problem.contains("planted") && !problem.contains("secret"), "{problem}");
+        assert!(problem.starts_with("invalid type: string \"…\""), "{problem}");
+        assert!(problem.contains("expected a boolean at line 1 column"), "{problem}");
+
+        #[derive(Debug, serde::Deserialize)]
+        #[serde(rename_all = "lowercase")]
+        enum Role {
+            User,
+        }
+        let error = serde_json::from_str::<Role>(r#""sk-planted""#).unwrap_err();
+        let problem = json_problem(&error);
+        assert!(!problem.contains("planted"), "{problem}");
+        assert!(problem.contains("expected `user`"), "the expected names stay: {problem}");
+    }
+}

@@ -2,6 +2,7 @@
 //! of blocks without buffering it, naming the field a malformed body gets wrong, and
 //! writing SSE frames.
 
+use crate::error::json_problem;
 use std::fmt;
 use std::marker::PhantomData;
 
@@ -60,14 +61,14 @@ pub(crate) fn parse<T: DeserializeOwned>(
     }
     serde_json::from_slice(body).map_err(|error| {
         let Ok(value) = serde_json::from_slice::<Value>(body) else {
-            return Error::invalid("body", error.to_string());
+            return Error::invalid("body", json_problem(&error));
         };
         if !value.is_object() {
             return Error::invalid("body", "expected a JSON object");
         }
         match locate(&value) {
             Some((field, problem)) => Error::invalid(field, problem),
-            None => Error::invalid("body", error.to_string()),
+            None => Error::invalid("body", json_problem(&error)),
         }
     })
 }
@@ -85,7 +86,7 @@ pub(crate) fn culprit<T: DeserializeOwned>(value: &Value) -> Option<(String, Str
         }
         alone.insert(key.clone(), field.clone());
         if let Err(error) = T::deserialize(Value::Object(alone)) {
-            return Some((key.clone(), error.to_string()));
+            return Some((key.clone(), json_problem(&error)));
         }
     }
     None
@@ -102,7 +103,7 @@ pub(crate) fn culprit_in_list<T: DeserializeOwned>(
     list.iter().enumerate().find_map(|(i, element)| {
         T::deserialize(element).err().map(|error| match inner(element) {
             Some((field, problem)) => (format!("{key}[{i}].{field}"), problem),
-            None => (format!("{key}[{i}]"), error.to_string()),
+            None => (format!("{key}[{i}]"), json_problem(&error)),
         })
     })
 }

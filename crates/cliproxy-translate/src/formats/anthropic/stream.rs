@@ -2,6 +2,7 @@
 //! `content_block_delta`, `content_block_stop`, `message_delta`, `message_stop`, `ping`,
 //! `error`).
 
+use crate::error::json_problem;
 use std::borrow::Cow;
 use std::io::Write as _;
 
@@ -136,7 +137,7 @@ impl StreamDecoder for Decoder {
             return Ok(());
         }
         let wire: WireEvent<'_> = serde_json::from_slice(data)
-            .map_err(|error| Error::stream(event.unwrap_or("data"), error.to_string()))?;
+            .map_err(|error| Error::stream(event.unwrap_or("data"), json_problem(&error)))?;
         // The data's own `type` names the event; the SSE name is the fallback.
         let kind = wire.kind.as_deref().or(event).unwrap_or_default();
         let index = wire.index.unwrap_or(0);

@@ -1,6 +1,7 @@
 //! Gemini stream chunks (`streamGenerateContent?alt=sse`): each SSE `data:` is a whole
 //! `GenerateContentResponse` holding the next parts.
 
+use crate::error::json_problem;
 use std::io::Write as _;
 
 use super::response::{OutErrorBody, OutUsage, WireResponse, call_id, stop_from, stop_name};
@@ -78,7 +79,7 @@ impl StreamDecoder for Decoder {
             return Ok(());
         }
         let chunk: WireResponse = serde_json::from_slice(data)
-            .map_err(|error| Error::stream(event.unwrap_or("data"), error.to_string()))?;
+            .map_err(|error| Error::stream(event.unwrap_or("data"), json_problem(&error)))?;
         if let Some(usage) = chunk.usage_metadata {
             self.usage = usage.to_ir();
         }

@@ -2,6 +2,7 @@
 //! reasoning effort names, `data:` URLs, and the locator that turns a body that does not fit
 //! its typed form into an error naming the field.
 
+use crate::error::json_problem;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -31,10 +32,10 @@ pub(in crate::formats) fn parse<'de, T: Deserialize<'de>>(
                 serde_json::from_slice::<Value>(body).ok().and_then(|value| locate(&value));
             Err(match located {
                 Some((field, problem)) => Error::invalid(field, problem),
-                None => Error::invalid("body", error.to_string()),
+                None => Error::invalid("body", json_problem(&error)),
             })
         }
-        Err(error) => Err(Error::invalid("body", error.to_string())),
+        Err(error) => Err(Error::invalid("body", json_problem(&error))),
     }
 }
 

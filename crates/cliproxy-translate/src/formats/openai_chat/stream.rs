@@ -11,6 +11,7 @@
 //! with the `finish_reason` chunk when it carries usage, else with the usage chunk that
 //! follows it, else at `[DONE]` or at the end of the stream.
 
+use crate::error::json_problem;
 use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
@@ -224,7 +225,7 @@ impl StreamDecoder for ChunkDecoder {
             return Ok(());
         }
         let chunk: WireChunk<'_> = serde_json::from_slice(data)
-            .map_err(|error| Error::stream("data", error.to_string()))?;
+            .map_err(|error| Error::stream("data", json_problem(&error)))?;
         if let Some(error) = chunk.error {
             self.start(chunk.id, chunk.model, out);
             out.push(Event::Error(error.into_api_error(None)));

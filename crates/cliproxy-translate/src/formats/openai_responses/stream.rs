@@ -10,6 +10,7 @@
 //! for an item never added, arguments only in the `done` event) is made up, so that nothing
 //! the model produced is lost.
 
+use crate::error::json_problem;
 use std::borrow::Cow;
 
 use serde::Deserialize;
@@ -275,8 +276,8 @@ impl StreamDecoder for EventDecoder {
             return Ok(());
         }
         let name = event.unwrap_or("data");
-        let wire: WireEvent<'_> =
-            serde_json::from_slice(data).map_err(|error| Error::stream(name, error.to_string()))?;
+        let wire: WireEvent<'_> = serde_json::from_slice(data)
+            .map_err(|error| Error::stream(name, json_problem(&error)))?;
         let kind = wire.kind.as_deref().or(event).unwrap_or_default();
         let output_index = wire.output_index.unwrap_or(0);
         let content_index = wire.content_index.unwrap_or(0);
