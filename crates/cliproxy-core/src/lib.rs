@@ -38,6 +38,6 @@ mod utc;
 // The public interface is:
 pub use error_code::ErrorCode;
 pub use glob::glob_match;
-pub use limits::{Quota, QuotaPeriod, RateLimit};
+pub use limits::{Budget, Quota, QuotaPeriod, RateLimit};
 pub use secret::Secret;
 pub use utc::{format_utc, format_utc_plain};

@@ -51,6 +51,26 @@ impl Quota {
     }
 }
 
+/// A spending limit in US dollars per calendar period (UTC), in millionths of a dollar so that
+/// sums of many small costs stay exact. Enforced by the network guard like a [`Quota`], in
+/// micro-dollars instead of tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct Budget {
+    /// When the spend starts again from zero: a day, an ISO week or a month.
+    pub period: QuotaPeriod,
+    /// The most that may be spent in one period, in micro-dollars ($0.01 is 10 000).
+    pub micro_usd: NonZeroU64,
+}
+
+impl Budget {
+    /// A budget of `micro_usd` millionths of a dollar per `period`.
+    pub fn new(period: QuotaPeriod, micro_usd: NonZeroU64) -> Self {
+        Self { period, micro_usd }
+    }
+}
+
 /// A quota period, in UTC: a calendar day, an ISO week (from Monday) or a calendar month.
 #[derive(
     Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize, Serialize,

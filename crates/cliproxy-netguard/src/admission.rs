@@ -29,7 +29,7 @@ use std::fmt;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use cliproxy_core::{Quota, RateLimit};
+use cliproxy_core::{Budget, Quota, RateLimit};
 
 use crate::clock::Clock;
 use crate::config::{GlobalRateLimitConfig, SecurityConfig};
@@ -116,7 +116,8 @@ pub enum Caller {
     Stranger,
 }
 
-/// The requests and tokens per minute and the token quota of one provider or client key.
+/// The requests and tokens per minute, the token quota and (client keys only) the spending
+/// budget of one provider or client key.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Limits {
@@ -124,12 +125,20 @@ pub struct Limits {
     pub rate_limit: Option<RateLimit>,
     /// Tokens per period, if limited.
     pub quota: Option<Quota>,
+    /// Micro-dollars per period, if limited (client keys; a provider's is ignored).
+    pub budget: Option<Budget>,
 }
 
 impl Limits {
-    /// The limits of one name.
+    /// The limits of one name, without a budget.
     pub const fn new(rate_limit: Option<RateLimit>, quota: Option<Quota>) -> Self {
-        Self { rate_limit, quota }
+        Self { rate_limit, quota, budget: None }
+    }
+
+    /// With this spending budget.
+    pub const fn with_budget(mut self, budget: Option<Budget>) -> Self {
+        self.budget = budget;
+        self
     }
 }
 

@@ -1,13 +1,13 @@
 use std::fmt;
 use std::sync::Arc;
 
-use cliproxy_core::{Quota, RateLimit, Secret, glob_match};
+use cliproxy_core::{Budget, Quota, RateLimit, Secret, glob_match};
 use ring::digest::{SHA256, digest};
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, de::value::MapAccessDeserializer};
 use subtle::ConstantTimeEq;
 
-use crate::{ClientKeyProblem, Error, Result};
+use crate::{ClientKeyProblem, ClientKeyRecord, Error, Result};
 
 /// Shortest client key accepted, in bytes.
 const MIN_KEY_LEN: usize = 16;
@@ -90,6 +90,7 @@ impl<'de> Deserialize<'de> for ClientKeyConfig {
 
 /// Who a client key belongs to: the name that appears in logs, and what it may use.
 #[derive(Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ClientIdentity {
     /// The key's name (never the key).
     pub name: String,
@@ -99,9 +100,27 @@ pub struct ClientIdentity {
     pub rate_limit: Option<RateLimit>,
     /// The key's token quota, when it has one.
     pub quota: Option<Quota>,
+    /// The key's spending budget, when it has one (keys created at run time).
+    pub budget: Option<Budget>,
+    /// Unix seconds after which the key is refused (keys created at run time); `None` for
+    /// never.
+    pub expires_at: Option<u64>,
 }
 
 impl ClientIdentity {
+    /// The identity of a key created at run time, from its stored record. Whether the record
+    /// is usable now (disabled, expired) is the caller's check, at each request.
+    pub fn from_record(record: &ClientKeyRecord) -> Self {
+        Self {
+            name: record.name.clone(),
+            models: record.models.clone(),
+            rate_limit: record.rate_limit,
+            quota: record.quota,
+            budget: record.budget,
+            expires_at: record.expires_at,
+        }
+    }
+
     /// Whether this client may call `model`.
     pub fn allows_model(&self, model: &str) -> bool {
         self.models.is_empty() || self.models.iter().any(|pattern| glob_match(pattern, model))
@@ -169,6 +188,8 @@ impl ClientKeys {
                     models: entry.models.clone(),
                     rate_limit: entry.rate_limit,
                     quota: entry.quota,
+                    budget: None,
+                    expires_at: None,
                 }),
             ));
         }

@@ -8,9 +8,8 @@
 //! that text and back, checking what it reads.
 
 use std::fmt;
-use std::num::NonZeroU64;
 
-use cliproxy_core::{Quota, QuotaPeriod, RateLimit, Secret, glob_match};
+use cliproxy_core::{Budget, Quota, RateLimit, Secret, glob_match};
 use ring::rand::{SecureRandom, SystemRandom};
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
@@ -44,25 +43,6 @@ const MAX_MODELS: usize = 256;
 /// The longest model pattern accepted, in bytes.
 const MAX_MODEL_PATTERN_LEN: usize = 256;
 
-/// A spending limit in US dollars per calendar period (UTC), in millionths of a dollar so that
-/// sums of many small costs stay exact.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-#[non_exhaustive]
-pub struct BudgetLimit {
-    /// When the spend starts again from zero: a day, an ISO week or a month.
-    pub period: QuotaPeriod,
-    /// The most that may be spent in one period, in micro-dollars ($0.01 is 10 000).
-    pub micro_usd: NonZeroU64,
-}
-
-impl BudgetLimit {
-    /// A budget of `micro_usd` millionths of a dollar per `period`.
-    pub fn new(period: QuotaPeriod, micro_usd: NonZeroU64) -> Self {
-        Self { period, micro_usd }
-    }
-}
-
 /// What a caller asks for when creating a key: everything in a [`ClientKeyRecord`] but what
 /// the vault makes itself (the key, its digest and hint, the id and the creation time).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,7 +57,7 @@ pub struct ClientKeySpec {
     /// Tokens per day, week or month.
     pub quota: Option<Quota>,
     /// Dollars per day, week or month.
-    pub budget: Option<BudgetLimit>,
+    pub budget: Option<Budget>,
     /// Unix seconds after which the key is refused; `None` for never.
     pub expires_at: Option<u64>,
     /// Whether the key is refused for now (it can be enabled again, unlike a deleted key).
@@ -120,7 +100,7 @@ pub struct ClientKeyRecord {
     /// Tokens per day, week or month.
     pub quota: Option<Quota>,
     /// Dollars per day, week or month.
-    pub budget: Option<BudgetLimit>,
+    pub budget: Option<Budget>,
     /// Unix seconds after which the key is refused; `None` for never.
     pub expires_at: Option<u64>,
     /// Whether the key is refused for now.
@@ -469,6 +449,8 @@ fn hex(bytes: &[u8]) -> String {
 mod tests {
     use std::num::{NonZeroU32, NonZeroU64};
 
+    use cliproxy_core::QuotaPeriod;
+
     use super::*;
 
     const NOW: u64 = 1_800_000_000;
@@ -478,7 +460,7 @@ mod tests {
         spec.models = vec!["gpt-4o*".to_owned(), "claude-sonnet-4".to_owned()];
         spec.rate_limit = Some(RateLimit::new(NonZeroU32::new(60), NonZeroU64::new(100_000)));
         spec.quota = Some(Quota::new(NonZeroU64::new(5_000_000).unwrap(), QuotaPeriod::Weekly));
-        spec.budget = Some(BudgetLimit::new(QuotaPeriod::Daily, NonZeroU64::new(10_000).unwrap()));
+        spec.budget = Some(Budget::new(QuotaPeriod::Daily, NonZeroU64::new(10_000).unwrap()));
         spec.expires_at = Some(NOW + 86_400);
         spec
     }
@@ -704,12 +686,10 @@ mod tests {
 
     #[test]
     fn budgets_serialize_as_period_and_micro_dollars() {
-        let budget = BudgetLimit::new(QuotaPeriod::Monthly, NonZeroU64::new(2_500_000).unwrap());
+        let budget = Budget::new(QuotaPeriod::Monthly, NonZeroU64::new(2_500_000).unwrap());
         let text = serde_json::to_string(&budget).unwrap();
         assert_eq!(text, r#"{"period":"monthly","micro_usd":2500000}"#);
-        assert_eq!(serde_json::from_str::<BudgetLimit>(&text).unwrap(), budget);
-        assert!(
-            serde_json::from_str::<BudgetLimit>(r#"{"period":"daily","micro_usd":0}"#).is_err()
-        );
+        assert_eq!(serde_json::from_str::<Budget>(&text).unwrap(), budget);
+        assert!(serde_json::from_str::<Budget>(r#"{"period":"daily","micro_usd":0}"#).is_err());
     }
 }

@@ -18,7 +18,7 @@
 //! - **Client keys created at run time** ([`ClientKeyRecord::create`]): a new key
 //!   (`cpk-` + 48 hex from the system's random number generator) handed back once in a
 //!   [`Secret`](cliproxy_core::Secret), and a record with its SHA-256 digest, a display hint
-//!   and its limits (models, rate, token quota, [`BudgetLimit`] in micro-dollars, expiry),
+//!   and its limits (models, rate, token quota, [`Budget`](cliproxy_core::Budget) in micro-dollars, expiry),
 //!   which a state store keeps as versioned JSON ([`ClientKeyRecord::to_stored_json`],
 //!   [`ClientKeyRecord::from_stored`]).
 //!
@@ -92,8 +92,8 @@ pub use credential::{
 pub use crypto::Keyring;
 pub use error::{ClientKeyProblem, Error, KeyRole, Result};
 pub use key_records::{
-    BudgetLimit, CLIENT_KEY_LEN, CLIENT_KEY_PREFIX, ClientKeyRecord, ClientKeySpec, HINT_LEN,
-    KeyRecordProblem, NewClientKey, RECORD_VERSION, digests_match, generate_key, key_digest,
+    CLIENT_KEY_LEN, CLIENT_KEY_PREFIX, ClientKeyRecord, ClientKeySpec, HINT_LEN, KeyRecordProblem,
+    NewClientKey, RECORD_VERSION, digests_match, generate_key, key_digest,
 };
 pub use notice::Notice;
 pub use oauth::{
