@@ -30,6 +30,7 @@ pub mod duration;
 mod error_code;
 mod glob;
 pub mod limits;
+pub mod money;
 #[cfg(unix)]
 pub mod private_fs;
 mod secret;

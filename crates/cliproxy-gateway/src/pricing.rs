@@ -15,12 +15,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
 use cliproxy_core::glob_match;
+use cliproxy_core::money::{MICROS_PER_USD, UsdAmount, UsdError, format_usd};
 use serde::Deserialize;
 
 use crate::usage::Usage;
-
-/// Micro-dollars in one dollar.
-const MICROS_PER_USD: u64 = 1_000_000;
 
 /// Prices are per this many tokens.
 const TOKENS_PER_PRICE: u128 = 1_000_000;
@@ -37,7 +35,7 @@ pub struct MicroUsd(pub u64);
 
 impl fmt::Display for MicroUsd {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{:06}", self.0 / MICROS_PER_USD, self.0 % MICROS_PER_USD)
+        f.write_str(&format_usd(self.0))
     }
 }
 
@@ -100,14 +98,7 @@ pub struct PriceConfig {
 
 /// A price as written: a YAML number (`2.5`) or a string (`"2.50"`). It is turned into
 /// micro-dollars by [`PricingConfig::check`], which names the key of any bad one.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
-pub enum Amount {
-    /// A YAML number.
-    Number(f64),
-    /// A YAML string holding a decimal number.
-    Text(String),
-}
+pub type Amount = UsdAmount;
 
 impl PricingConfig {
     /// The configured prices in micro-dollars, or the problems, each naming its key
@@ -198,48 +189,19 @@ impl PriceTable {
 
 /// Parses a price in USD per 1M tokens into micro-dollars, exactly.
 fn parse_amount(amount: &Amount) -> Result<u64, String> {
-    match amount {
-        Amount::Number(n) if n.is_nan() || n.is_infinite() => Err("is not a number".to_owned()),
-        Amount::Number(n) if n.is_sign_negative() && *n != 0.0 => {
-            Err("is negative; a price is at least 0".to_owned())
+    amount.micros(MAX_PRICE).map_err(|e| match e {
+        UsdError::NotDecimal(text) => {
+            format!("`{text}` is not a decimal number of USD per 1M tokens (like 2.50)")
         }
-        // `f64`'s `Display` writes the shortest decimal that reads back as the same number,
-        // never in exponent form: `2.5` for `2.50`, `0.1` for `0.1`.
-        Amount::Number(n) => parse_decimal(&n.abs().to_string()),
-        Amount::Text(text) => parse_decimal(text.trim()),
-    }
-}
-
-/// Parses `123.456789` (at most six decimals) into micro-units.
-fn parse_decimal(text: &str) -> Result<u64, String> {
-    if text.starts_with('-') {
-        return Err("is negative; a price is at least 0".to_owned());
-    }
-    let (whole, fraction) = text.split_once('.').unwrap_or((text, ""));
-    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
-    if whole.is_empty() || !digits(whole) || !digits(fraction) || text.ends_with('.') {
-        return Err(format!(
-            "`{}` is not a decimal number of USD per 1M tokens (like 2.50)",
-            cut(text)
-        ));
-    }
-    if fraction.len() > 6 {
-        return Err("has more than 6 decimals (prices are kept in micro-dollars)".to_owned());
-    }
-    let too_big = || "is above $10000 per 1M tokens; is the decimal point misplaced?".to_owned();
-    let whole = whole.trim_start_matches('0');
-    if whole.len() > 6 {
-        return Err(too_big());
-    }
-    let whole: u64 = if whole.is_empty() { 0 } else { whole.parse().map_err(|_| too_big())? };
-    let fraction: u64 = format!("{fraction:0<6}").parse().unwrap_or(0);
-    let micros = whole * MICROS_PER_USD + fraction;
-    if micros > MAX_PRICE { Err(too_big()) } else { Ok(micros) }
-}
-
-/// A rejected value, echoed at most 20 characters long.
-fn cut(text: &str) -> String {
-    text.chars().take(20).collect()
+        UsdError::Negative => "is negative; a price is at least 0".to_owned(),
+        UsdError::TooPrecise => {
+            "has more than 6 decimals (prices are kept in micro-dollars)".to_owned()
+        }
+        UsdError::TooLarge { .. } => {
+            "is above $10000 per 1M tokens; is the decimal point misplaced?".to_owned()
+        }
+        other => other.to_string(),
+    })
 }
 
 /// `$x` as micro-dollars per 1M tokens, for the table below.
@@ -357,7 +319,7 @@ mod tests {
             ),
             (
                 "models:\n  gpt-4o: {input: .nan, output: 1}\n",
-                "`pricing.models.\"gpt-4o\".input`: is not a number",
+                "`pricing.models.\"gpt-4o\".input`: `NaN` is not a decimal",
             ),
             (
                 "models:\n  gpt-4o: {input: .inf, output: 1}\n",
