@@ -323,7 +323,7 @@ mod tests {
             ),
             (
                 "models:\n  gpt-4o: {input: .inf, output: 1}\n",
-                "`pricing.models.\"gpt-4o\".input`: is not a number",
+                "`pricing.models.\"gpt-4o\".input`: `inf` is not a decimal",
             ),
             (
                 "models:\n  gpt-4o: {input: 1, output: 0.0000001}\n",
