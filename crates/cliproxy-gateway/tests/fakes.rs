@@ -20,9 +20,9 @@ use cliproxy_core::{QuotaPeriod, Secret};
 use cliproxy_e2e::{MockUpstream, Reply, canned};
 use cliproxy_gateway::{ConfigLoader, Gateway, GatewayConfig, Layers};
 use cliproxy_netguard::{
-    Admission, AdmissionStatus, Admitted, Ban, Caller, Clock, DenyEntry, FakeClock, LimitKind,
-    LimitTable, Limited, Limits, LocalAdmission, QuotaScope, QuotaStatus, QuotaUsage, Reservation,
-    Settled, StateChange, StateStore, StoredClientKey, Ticket,
+    Admission, AdmissionStatus, Admitted, Ban, Caller, Clock, Demand, DenyEntry, FakeClock,
+    LimitKind, LimitTable, Limited, Limits, LocalAdmission, QuotaScope, QuotaStatus, QuotaUsage,
+    Reservation, Settled, StateChange, StateStore, StoredClientKey, Ticket, Used,
 };
 use cliproxy_vault::{
     Credential, CredentialMeta, CredentialStore, ListEntry, Protection, Reencrypted,
@@ -298,13 +298,7 @@ impl Admission for FakeAdmission {
         Ok(())
     }
 
-    fn reserve(
-        &self,
-        provider: &str,
-        client: &str,
-        _prompt_tokens: u64,
-        _max_tokens: Option<u64>,
-    ) -> Result<Ticket, Limited> {
+    fn reserve(&self, provider: &str, client: &str, _demand: Demand) -> Result<Ticket, Limited> {
         let standing = Admitted::new(9, 8, std::time::Duration::from_secs(60));
         let client_minute = Reservation::recorded(0, Some(standing), None);
         Ok(Ticket::new(
@@ -317,8 +311,8 @@ impl Admission for FakeAdmission {
         ))
     }
 
-    fn settle(&self, ticket: Ticket, used_tokens: Option<u64>) -> Settled {
-        let entry = (ticket.provider().to_owned(), ticket.client().to_owned(), used_tokens);
+    fn settle(&self, ticket: Ticket, used: Used) -> Settled {
+        let entry = (ticket.provider().to_owned(), ticket.client().to_owned(), used.tokens);
         self.settled.lock().unwrap().push(entry);
         self.settlements.send_modify(|n| *n += 1);
         Settled::new(ticket.provider().to_owned(), None)

@@ -96,7 +96,7 @@
 //!
 //! use cliproxy_core::{Quota, QuotaPeriod, RateLimit};
 //! use cliproxy_netguard::{
-//!     Admission, Caller, FakeClock, LimitKind, Limits, LocalAdmission, QuotaScope,
+//!     Admission, Caller, Demand, FakeClock, LimitKind, Limits, LocalAdmission, QuotaScope, Used,
 //! };
 //!
 //! let clock = FakeClock::at_unix(1_700_000_000);
@@ -113,18 +113,18 @@
 //! // No per-IP or global bucket was given: those always admit.
 //! assert!(admission.check_global(Caller::Keyed).is_ok());
 //! // A request with a 40-token prompt and `max_tokens` 200 holds 240 tokens of the quota.
-//! let ticket = admission.reserve("upstream", "alice", 40, Some(200))?;
+//! let ticket = admission.reserve("upstream", "alice", Demand::new(40, Some(200)))?;
 //! assert_eq!(ticket.quota_held(QuotaScope::Provider), 240);
 //! assert_eq!(ticket.headline().map(|standing| standing.remaining), Some(1));
 //! // Its reply used 75 tokens: that, not the estimate, is what the quota counts.
-//! let settled = admission.settle(ticket, Some(75));
+//! let settled = admission.settle(ticket, Used::new(Some(75), None));
 //! assert_eq!(settled.provider_quota.map(|quota| quota.remaining), Some(9_925));
 //! // A request that is not sent after all gives everything back.
-//! let ticket = admission.reserve("upstream", "alice", 40, None)?;
+//! let ticket = admission.reserve("upstream", "alice", Demand::new(40, None))?;
 //! admission.cancel(ticket);
 //! // Alice's second request of the minute is admitted, her third refused.
-//! let _second = admission.reserve("upstream", "alice", 0, None)?;
-//! let refused = admission.reserve("upstream", "alice", 0, None).unwrap_err();
+//! let _second = admission.reserve("upstream", "alice", Demand::new(0, None))?;
+//! let refused = admission.reserve("upstream", "alice", Demand::new(0, None)).unwrap_err();
 //! assert_eq!(refused.kind, LimitKind::ClientRequests);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
@@ -151,8 +151,8 @@ pub mod tls;
 
 // The public interface is:
 pub use admission::{
-    Admission, AdmissionStatus, Caller, LimitTable, Limits, LocalAdmission, PerIpStatus, Settled,
-    Ticket,
+    Admission, AdmissionStatus, Caller, Demand, LimitTable, Limits, LocalAdmission, PerIpStatus,
+    Settled, Ticket, TokenPrice, Used,
 };
 pub use clock::{Clock, FakeClock, SystemClock};
 pub use config::{

@@ -1,7 +1,10 @@
 use std::fmt;
 use std::sync::Arc;
 
-use cliproxy_core::{Budget, Quota, RateLimit, Secret, glob_match};
+use std::num::NonZeroU64;
+
+use cliproxy_core::money::{MICROS_PER_USD, UsdAmount};
+use cliproxy_core::{Budget, Quota, QuotaPeriod, RateLimit, Secret, glob_match};
 use ring::digest::{SHA256, digest};
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, de::value::MapAccessDeserializer};
@@ -26,6 +29,36 @@ pub struct ClientKeyConfig {
     pub rate_limit: Option<RateLimit>,
     /// Tokens per day, week or month for this key (enforced by the network guard).
     pub quota: Option<Quota>,
+    /// US dollars per day, week or month for this key (enforced by the network guard), as
+    /// written; checked by [`ClientKeys::from_config`].
+    pub budget: Option<BudgetConfig>,
+}
+
+/// A budget as a config file writes it: `{usd: 25, period: monthly}` (a number or a decimal
+/// string of dollars, at most six decimals).
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetConfig {
+    /// Dollars per period, above zero and at most [`MAX_BUDGET_USD`].
+    pub usd: UsdAmount,
+    /// When the spend starts again from zero.
+    pub period: QuotaPeriod,
+}
+
+/// The largest budget accepted, in dollars per period: a larger figure is a typo (a
+/// misplaced decimal point) that would leave the key unlimited in practice.
+pub const MAX_BUDGET_USD: u64 = 1_000_000;
+
+impl BudgetConfig {
+    /// The budget in micro-dollars, or why it is refused (the text follows the field's
+    /// name, `budget.usd`).
+    pub fn budget(&self) -> std::result::Result<Budget, String> {
+        let micros = self.usd.micros(MAX_BUDGET_USD * MICROS_PER_USD).map_err(|e| e.to_string())?;
+        let micros = NonZeroU64::new(micros).ok_or_else(|| {
+            "is 0; a budget must be above $0 (leave `budget` out for none)".to_owned()
+        })?;
+        Ok(Budget::new(self.period, micros))
+    }
 }
 
 impl<'de> Deserialize<'de> for ClientKeyConfig {
@@ -41,6 +74,8 @@ impl<'de> Deserialize<'de> for ClientKeyConfig {
             rate_limit: Option<RateLimit>,
             #[serde(default)]
             quota: Option<Quota>,
+            #[serde(default)]
+            budget: Option<BudgetConfig>,
         }
 
         struct KeyVisitor;
@@ -59,6 +94,7 @@ impl<'de> Deserialize<'de> for ClientKeyConfig {
                     models: Vec::new(),
                     rate_limit: None,
                     quota: None,
+                    budget: None,
                 })
             }
 
@@ -69,6 +105,7 @@ impl<'de> Deserialize<'de> for ClientKeyConfig {
                     models: Vec::new(),
                     rate_limit: None,
                     quota: None,
+                    budget: None,
                 })
             }
 
@@ -80,6 +117,7 @@ impl<'de> Deserialize<'de> for ClientKeyConfig {
                     models: full.models,
                     rate_limit: full.rate_limit,
                     quota: full.quota,
+                    budget: full.budget,
                 })
             }
         }
@@ -174,6 +212,12 @@ impl ClientKeys {
             if let Some(pattern) = entry.models.iter().find(|p| p.trim().is_empty()) {
                 return Err(fail(ClientKeyProblem::EmptyModelPattern { pattern: pattern.clone() }));
             }
+            let budget = entry
+                .budget
+                .as_ref()
+                .map(BudgetConfig::budget)
+                .transpose()
+                .map_err(|reason| fail(ClientKeyProblem::BadBudget { reason }))?;
             let hash = sha256(entry.key.expose().as_bytes());
             if let Some(first) = entries.iter().position(|(h, _)| bool::from(h.ct_eq(&hash))) {
                 return Err(fail(ClientKeyProblem::DuplicateKey { first }));
@@ -188,7 +232,7 @@ impl ClientKeys {
                     models: entry.models.clone(),
                     rate_limit: entry.rate_limit,
                     quota: entry.quota,
-                    budget: None,
+                    budget,
                     expires_at: None,
                 }),
             ));
@@ -238,6 +282,7 @@ mod tests {
             models: models.iter().map(|m| (*m).to_owned()).collect(),
             rate_limit: None,
             quota: None,
+            budget: None,
         }
     }
 
