@@ -373,4 +373,48 @@ mod tests {
         let error = serde_json::from_str::<Vec<ClientKeyConfig>>("[42]").unwrap_err().to_string();
         assert!(error.contains("a key string or an object"), "{error}");
     }
+
+    /// A config key's budget: dollars as a number or a decimal string, read exactly; the
+    /// hostile and mistyped forms are refused, by serde (unknown fields, a period that is not
+    /// one) or by `from_config` (everything about the amount), never taken as no budget.
+    #[test]
+    fn budgets_are_read_exactly_and_bad_ones_refused() {
+        let parse = |budget: &str| {
+            let text = format!(r#"[{{"name": "b", "key": "{PLANTED}", "budget": {budget}}}]"#);
+            serde_json::from_str::<Vec<ClientKeyConfig>>(&text).map_err(|e| e.to_string())
+        };
+        let keys = ClientKeys::from_config(&parse(r#"{"usd": 0.1, "period": "weekly"}"#).unwrap())
+            .unwrap();
+        let budget = keys.identities().next().unwrap().budget.unwrap();
+        assert_eq!((budget.micro_usd.get(), budget.period), (100_000, QuotaPeriod::Weekly));
+        let keys = ClientKeys::from_config(
+            &parse(r#"{"usd": "25.000001", "period": "monthly"}"#).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(keys.identities().next().unwrap().budget.unwrap().micro_usd.get(), 25_000_001);
+        for bad in [
+            r#"{"usd": 1, "period": "hourly"}"#,
+            r#"{"usd": 1}"#,
+            r#"{"usd": 1, "period": "daily", "extra": 1}"#,
+            r#"{"usd": [1], "period": "daily"}"#,
+            r#""1 USD""#,
+        ] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
+        let long = format!(r#"{{"usd": "{}", "period": "daily"}}"#, "9".repeat(100_000));
+        for (budget, expected) in [
+            (r#"{"usd": 0, "period": "daily"}"#, "is 0"),
+            (r#"{"usd": -5, "period": "daily"}"#, "is negative"),
+            (r#"{"usd": "NaN", "period": "daily"}"#, "not a decimal"),
+            (r#"{"usd": "1e9", "period": "daily"}"#, "not a decimal"),
+            (r#"{"usd": "0.0000001", "period": "daily"}"#, "more than 6 decimals"),
+            (r#"{"usd": 1000001, "period": "daily"}"#, "is above $1000000"),
+            (long.as_str(), "is above"),
+        ] {
+            let error = ClientKeys::from_config(&parse(budget).unwrap()).unwrap_err();
+            let message = error.to_string();
+            assert!(message.contains("`budget.usd`") && message.contains(expected), "{message}");
+            assert!(!message.contains(PLANTED) && message.len() < 300, "{message}");
+        }
+    }
 }
