@@ -159,7 +159,7 @@ impl TokenPrice {
     pub fn worst_case(&self, prompt_tokens: u64, output_tokens: u64) -> u64 {
         let total = u128::from(prompt_tokens) * u128::from(self.input)
             + u128::from(output_tokens) * u128::from(self.output);
-        u64::try_from(total / TOKENS_PER_PRICE).unwrap_or(u64::MAX)
+        u64::try_from(total.div_ceil(TOKENS_PER_PRICE)).unwrap_or(u64::MAX)
     }
 }
 
@@ -798,7 +798,7 @@ mod tests {
         assert_eq!(second.quota_held(QuotaScope::Budget), 3_000);
         // gpt-4o-mini's $0.15 per 1M input tokens: three tokens hold one micro-dollar, not 0.
         assert_eq!(TokenPrice::new(150_000, 600_000).worst_case(3, 0), 1);
-        assert_eq!(TokenPrice::new(150_000, 600_000).worst_case(u64::MAX, u64::MAX), u64::MAX);
+        assert_eq!(PRICE.worst_case(u64::MAX, u64::MAX), u64::MAX);
         admission.cancel(second);
         // Settled with its real cost, the budget counts that, not the hold.
         let settled = admission.settle(ticket, Used::new(Some(300), Some(1_234)));
