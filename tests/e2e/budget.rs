@@ -35,6 +35,8 @@ fn write_config(harness: &Harness) {
          state: {{flush_interval: 200ms}}\n",
         dir = harness.auth_dir().display().to_string(),
     );
+    // The suite's sweep then checks every gateway's logs, audit and answers for the key too.
+    sweep::plant(PAYER_KEY);
     harness.write_config(&yaml);
 }
 
