@@ -879,3 +879,50 @@ async fn a_reload_changes_a_config_keys_limits_and_keeps_its_spend() {
     let spend = stored.iter().find(|u| u.scope == QuotaScope::Budget).map(|u| u.tokens);
     assert_eq!(spend, Some(10_500 + 1_100), "{stored:?}");
 }
+
+/// Twenty requests at once on a $0.01 budget: in-flight holds count, so they cannot all pass
+/// on the same remainder. Whatever the interleaving, the refused ones are `budget_exceeded`
+/// and the spend ends less than one request past the budget (each admitted request saw
+/// something left after the holds of those in flight, and a hold is never below the cost).
+#[tokio::test]
+async fn parallel_requests_never_spend_past_one_requests_reservation() {
+    let upstream = upstream_of_seven_tokens().await;
+    let root = tempfile::tempdir().unwrap();
+    let auth_dir = root.path().join("auths");
+    let config = TextLoader::new(&budget_config(&upstream, &auth_dir, "0.01", "")).load().unwrap();
+    let (gateway, fakes) =
+        compose(&config, FakeClock::at_unix(NOW), Arc::new(MemoryState::default()), None);
+    let chat = json!({"model": "gpt-4o", "max_tokens": 10,
+        "messages": [{"role": "user", "content": "hi"}]});
+    let mut requests = tokio::task::JoinSet::new();
+    for _ in 0..20 {
+        let (gateway, chat) = (gateway.clone(), chat.clone());
+        requests.spawn(async move {
+            let (status, _, body) = post(&gateway, "/v1/chat/completions", PAYER_KEY, &chat).await;
+            (status, body)
+        });
+    }
+    let mut served: usize = 0;
+    while let Some(answer) = requests.join_next().await {
+        let (status, body) = answer.unwrap();
+        if status == StatusCode::OK {
+            served += 1;
+        } else {
+            assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+            assert_eq!(body["error"]["code"], "budget_exceeded", "{body}");
+        }
+    }
+    fakes.wait_for_proxied(served).await;
+    let spent = fakes
+        .state
+        .load_quota_usage()
+        .unwrap()
+        .into_iter()
+        .find(|u| u.scope == QuotaScope::Budget)
+        .map_or(0, |u| u.tokens);
+    // $0.0011 a request: the budget pays for nine and a bit.
+    assert!(served >= 1, "no request was served");
+    assert_eq!(spent, u64::try_from(served).unwrap() * 1_100);
+    assert!(spent < 10_000 + 1_100, "{served} requests spent {spent} micro-dollars of 10000");
+    assert_eq!(upstream.requests().len(), served);
+}
