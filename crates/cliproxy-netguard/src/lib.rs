@@ -88,15 +88,16 @@
 //!
 //! The limits of a service with client keys go through an [`Admission`]: here the default
 //! one, a provider with a daily quota and a key with two requests per minute, taken by a
-//! request and settled with what its reply used.
+//! request and settled with what its reply used, then a key given a dollar budget at run time.
 //!
 //! ```
 //! use std::num::{NonZeroU32, NonZeroU64};
 //! use std::sync::Arc;
 //!
-//! use cliproxy_core::{Quota, QuotaPeriod, RateLimit};
+//! use cliproxy_core::{Budget, Quota, QuotaPeriod, RateLimit};
 //! use cliproxy_netguard::{
-//!     Admission, Caller, Demand, FakeClock, LimitKind, Limits, LocalAdmission, QuotaScope, Used,
+//!     Admission, Caller, Demand, FakeClock, LimitKind, LimitTable, Limits, LocalAdmission,
+//!     QuotaScope, TokenPrice, Used,
 //! };
 //!
 //! let clock = FakeClock::at_unix(1_700_000_000);
@@ -126,6 +127,21 @@
 //! let _second = admission.reserve("upstream", "alice", Demand::new(0, None))?;
 //! let refused = admission.reserve("upstream", "alice", Demand::new(0, None)).unwrap_err();
 //! assert_eq!(refused.kind, LimitKind::ClientRequests);
+//!
+//! // Client keys change at run time: bob gets a budget of $0.01 a day. A request holds its
+//! // worst case under the model's price ($1 per 1M input, $2 per 1M output tokens) and is
+//! // charged what it really cost.
+//! let cent = Budget::new(QuotaPeriod::Daily, NonZeroU64::new(10_000).ok_or("zero")?);
+//! let table = LimitTable::from([("bob".to_owned(), Limits::default().with_budget(Some(cent)))]);
+//! admission.update_client_limits(&table)?;
+//! let price = Some(TokenPrice::new(1_000_000, 2_000_000));
+//! let ticket = admission.reserve("upstream", "bob", Demand::new(500, Some(1_000)).with_price(price))?;
+//! assert_eq!(ticket.quota_held(QuotaScope::Budget), 2_500);
+//! let settled = admission.settle(ticket, Used::new(Some(900), Some(1_300)));
+//! assert_eq!(settled.client_budget.map(|budget| budget.remaining), Some(8_700));
+//! // Bob's budget does not pay for a model without a price.
+//! let unpriced = admission.reserve("upstream", "bob", Demand::new(10, None)).unwrap_err();
+//! assert_eq!(unpriced.kind, LimitKind::Unpriced);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
