@@ -4,6 +4,7 @@
 
 mod audit;
 mod audit_anchor;
+mod budget;
 mod cancelled;
 mod crash;
 mod defaults;

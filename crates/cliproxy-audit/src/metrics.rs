@@ -55,6 +55,15 @@ const AUDIT_EVENTS_DROPPED: &str = "cliproxy_audit_events_dropped_total";
 const AUDIT_GAPS: &str = "cliproxy_audit_gaps_total";
 /// `cliproxy_audit_healthy`.
 const AUDIT_HEALTHY: &str = "cliproxy_audit_healthy";
+/// `cliproxy_client_spend_usd_total{client}`.
+const CLIENT_SPEND: &str = "cliproxy_client_spend_usd_total";
+/// `cliproxy_client_budget_remaining_usd{client}`.
+const CLIENT_BUDGET_REMAINING: &str = "cliproxy_client_budget_remaining_usd";
+
+/// Most distinct `client` label values of the spend and budget metrics: client keys are few
+/// and named, yet keys created at run time must not grow the scrape without bound; the
+/// spend of later keys counts under `client="other"` (their remaining budget is not shown).
+const MAX_CLIENT_LABELS: usize = 256;
 
 /// Histogram bucket bounds in seconds: from 100 µs (a request refused by the guard or answered
 /// by the mock) to 5 minutes (a long streamed completion).
@@ -111,6 +120,8 @@ pub struct Metrics {
     audit_write_errors: Counter,
     audit_events_dropped: Counter,
     audit_gaps: Counter,
+    /// Spend and budget left per client key, in micro-dollars (rendered as dollars).
+    money: ClientMoney,
     /// Histogram samples recorded since start (for the periodic upkeep).
     samples: AtomicU64,
 }
@@ -199,6 +210,7 @@ impl Metrics {
             audit_write_errors: counter(&recorder, AUDIT_WRITE_ERRORS, Vec::new()),
             audit_events_dropped: counter(&recorder, AUDIT_EVENTS_DROPPED, Vec::new()),
             audit_gaps: counter(&recorder, AUDIT_GAPS, Vec::new()),
+            money: ClientMoney::default(),
             samples: AtomicU64::new(0),
             recorder,
         }
@@ -380,10 +392,28 @@ impl Metrics {
         self.audit_healthy.set(if healthy { 1.0 } else { 0.0 });
     }
 
+    /// What a client key's request cost, in micro-dollars: added to
+    /// `cliproxy_client_spend_usd_total{client}`.
+    pub fn client_spend(&self, client: &str, micro_usd: u64) {
+        self.money.with(client, true, |money| {
+            money.spent.fetch_add(micro_usd, Ordering::Relaxed);
+        });
+    }
+
+    /// What is left of a client key's budget in its current period, in micro-dollars:
+    /// `cliproxy_client_budget_remaining_usd{client}` (only keys with a budget have one).
+    pub fn set_client_budget_remaining(&self, client: &str, micro_usd: u64) {
+        self.money.with(client, false, |money| {
+            money.remaining.store(micro_usd, Ordering::Relaxed);
+        });
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
         self.handle.run_upkeep();
-        self.handle.render()
+        let mut text = self.handle.render();
+        self.money.render(&mut text);
+        text
     }
 
     /// The entry for a provider label value; unknown names share `other`.
@@ -643,5 +673,141 @@ fn describe(recorder: &PrometheusRecorder) {
             Some(Unit::Seconds),
             SharedString::const_str(help),
         );
+    }
+}
+
+/// Dollars per client key. The exporter's counters count whole numbers, and dollars are
+/// fractions: these two metrics are kept here as exact micro-dollars and rendered by hand
+/// as decimal dollars (a counter and a gauge in the text format), never through an `f64`
+/// sum that would drift.
+#[derive(Default)]
+struct ClientMoney {
+    by_client: RwLock<std::collections::BTreeMap<String, Money>>,
+    /// The spend of keys past [`MAX_CLIENT_LABELS`].
+    other: Money,
+}
+
+#[derive(Debug)]
+struct Money {
+    spent: AtomicU64,
+    /// Micro-dollars left, or [`NO_BUDGET`].
+    remaining: AtomicU64,
+}
+
+/// `remaining` of a key without a budget (it has no gauge series).
+const NO_BUDGET: u64 = u64::MAX;
+
+impl Default for Money {
+    fn default() -> Self {
+        Self { spent: AtomicU64::new(0), remaining: AtomicU64::new(NO_BUDGET) }
+    }
+}
+
+impl ClientMoney {
+    /// Runs `update` on `client`'s figures, adding the key while there is room; past the
+    /// cap, spend goes to `other` (`to_other`) and a remaining budget is dropped.
+    fn with(&self, client: &str, to_other: bool, update: impl FnOnce(&Money)) {
+        {
+            let known = self.by_client.read().unwrap_or_else(PoisonError::into_inner);
+            if let Some(money) = known.get(client) {
+                update(money);
+                return;
+            }
+        }
+        let mut known = self.by_client.write().unwrap_or_else(PoisonError::into_inner);
+        if known.len() < MAX_CLIENT_LABELS || known.contains_key(client) {
+            update(known.entry(client.to_owned()).or_default());
+        } else if to_other {
+            update(&self.other);
+        }
+    }
+
+    fn render(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        let known = self.by_client.read().unwrap_or_else(PoisonError::into_inner);
+        if known.is_empty() {
+            return;
+        }
+        let _ = writeln!(
+            out,
+            "# HELP {CLIENT_SPEND} Dollars spent by each client key on priced requests (the first {MAX_CLIENT_LABELS} keys; the rest under client=\"other\")."
+        );
+        let _ = writeln!(out, "# TYPE {CLIENT_SPEND} counter");
+        for (client, money) in known.iter() {
+            let spent = money.spent.load(Ordering::Relaxed);
+            let _ = writeln!(out, "{CLIENT_SPEND}{{client=\"{}\"}} {}", escape(client), usd(spent));
+        }
+        let other = self.other.spent.load(Ordering::Relaxed);
+        if other > 0 {
+            let _ = writeln!(out, "{CLIENT_SPEND}{{client=\"{OTHER}\"}} {}", usd(other));
+        }
+        let budgets: Vec<(&String, u64)> = known
+            .iter()
+            .map(|(client, money)| (client, money.remaining.load(Ordering::Relaxed)))
+            .filter(|(_, remaining)| *remaining != NO_BUDGET)
+            .collect();
+        if budgets.is_empty() {
+            return;
+        }
+        let _ = writeln!(
+            out,
+            "# HELP {CLIENT_BUDGET_REMAINING} Dollars left of each client key's budget in its current period (keys with a budget)."
+        );
+        let _ = writeln!(out, "# TYPE {CLIENT_BUDGET_REMAINING} gauge");
+        for (client, remaining) in budgets {
+            let _ = writeln!(
+                out,
+                "{CLIENT_BUDGET_REMAINING}{{client=\"{}\"}} {}",
+                escape(client),
+                usd(remaining)
+            );
+        }
+    }
+}
+
+/// Micro-dollars as decimal dollars, exactly: `1234` is `0.001234`.
+fn usd(micro_usd: u64) -> String {
+    format!("{}.{:06}", micro_usd / 1_000_000, micro_usd % 1_000_000)
+}
+
+/// A label value in the text format: backslash, double quote and line feed escaped.
+fn escape(value: &str) -> String {
+    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod money_tests {
+    use super::*;
+
+    #[test]
+    fn client_money_is_exact_bounded_and_escaped() {
+        let metrics = Metrics::new(&MetricsConfig::default(), ["p".to_owned()]);
+        assert!(!metrics.render().contains(CLIENT_SPEND), "no series before any spend");
+        metrics.client_spend("alice", 1_234);
+        metrics.client_spend("alice", 1_000_000);
+        metrics.set_client_budget_remaining("alice", 8_766);
+        metrics.client_spend("bob \"x\"", 1);
+        let text = metrics.render();
+        assert!(
+            text.contains("cliproxy_client_spend_usd_total{client=\"alice\"} 1.001234\n"),
+            "{text}"
+        );
+        assert!(text.contains("# TYPE cliproxy_client_spend_usd_total counter"), "{text}");
+        assert!(
+            text.contains("cliproxy_client_budget_remaining_usd{client=\"alice\"} 0.008766\n"),
+            "{text}"
+        );
+        assert!(text.contains("client=\"bob \\\"x\\\"\"} 0.000001"), "{text}");
+        // A key without a budget has no gauge series.
+        assert!(!text.contains("cliproxy_client_budget_remaining_usd{client=\"bob"), "{text}");
+        for n in 0..MAX_CLIENT_LABELS {
+            metrics.client_spend(&format!("k{n}"), 1);
+        }
+        let text = metrics.render();
+        assert!(
+            text.contains("cliproxy_client_spend_usd_total{client=\"other\"} 0.000002\n"),
+            "{text}"
+        );
+        assert_eq!(text.matches("cliproxy_client_spend_usd_total{").count(), MAX_CLIENT_LABELS + 1);
     }
 }

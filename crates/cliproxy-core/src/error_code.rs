@@ -21,6 +21,9 @@ pub enum ErrorCode {
     RequestTimeout,
     /// A rate limit or quota was hit.
     RateLimited,
+    /// The client key's spending budget for the period is spent (or held by requests in
+    /// flight).
+    BudgetExceeded,
     /// The request headers are larger than the configured limit.
     HeadersTooLarge,
     /// The upstream provider failed or could not be reached.
@@ -44,7 +47,7 @@ impl ErrorCode {
             Self::MethodNotAllowed => 405,
             Self::RequestTimeout => 408,
             Self::PayloadTooLarge => 413,
-            Self::RateLimited => 429,
+            Self::RateLimited | Self::BudgetExceeded => 429,
             Self::HeadersTooLarge => 431,
             Self::UpstreamFailure => 502,
             Self::Unavailable => 503,
@@ -64,6 +67,7 @@ impl ErrorCode {
             Self::PayloadTooLarge => "payload_too_large",
             Self::RequestTimeout => "request_timeout",
             Self::RateLimited => "rate_limit_exceeded",
+            Self::BudgetExceeded => "budget_exceeded",
             Self::HeadersTooLarge => "headers_too_large",
             Self::UpstreamFailure => "upstream_error",
             Self::Unavailable => "unavailable",
@@ -84,6 +88,8 @@ impl ErrorCode {
             Self::Unauthorized => "authentication_error",
             Self::Forbidden => "permission_error",
             Self::RateLimited => "rate_limit_error",
+            // What OpenAI itself answers (429) when an account's money has run out.
+            Self::BudgetExceeded => "insufficient_quota",
             Self::UpstreamFailure | Self::Unavailable | Self::UpstreamTimeout | Self::Internal => {
                 "api_error"
             }
@@ -101,7 +107,9 @@ impl ErrorCode {
             Self::Forbidden => "permission_error",
             Self::NotFound => "not_found_error",
             Self::PayloadTooLarge => "request_too_large",
-            Self::RateLimited => "rate_limit_error",
+            // Anthropic has no 429 type of its own for spent money: its SDKs raise
+            // `RateLimitError` for this one, which is what a 429 means to them.
+            Self::RateLimited | Self::BudgetExceeded => "rate_limit_error",
             Self::Unavailable => "overloaded_error",
             Self::UpstreamFailure | Self::UpstreamTimeout | Self::Internal => "api_error",
         }
@@ -115,7 +123,7 @@ impl ErrorCode {
             Self::Forbidden => "PERMISSION_DENIED",
             Self::NotFound => "NOT_FOUND",
             Self::MethodNotAllowed => "UNIMPLEMENTED",
-            Self::RateLimited => "RESOURCE_EXHAUSTED",
+            Self::RateLimited | Self::BudgetExceeded => "RESOURCE_EXHAUSTED",
             Self::Unavailable => "UNAVAILABLE",
             Self::UpstreamTimeout | Self::RequestTimeout => "DEADLINE_EXCEEDED",
             Self::UpstreamFailure | Self::Internal => "INTERNAL",
@@ -127,7 +135,7 @@ impl ErrorCode {
 mod tests {
     use super::*;
 
-    const ALL: [ErrorCode; 13] = [
+    const ALL: [ErrorCode; 14] = [
         ErrorCode::BadRequest,
         ErrorCode::Unauthorized,
         ErrorCode::Forbidden,
@@ -136,6 +144,7 @@ mod tests {
         ErrorCode::PayloadTooLarge,
         ErrorCode::RequestTimeout,
         ErrorCode::RateLimited,
+        ErrorCode::BudgetExceeded,
         ErrorCode::HeadersTooLarge,
         ErrorCode::UpstreamFailure,
         ErrorCode::Unavailable,
@@ -146,7 +155,10 @@ mod tests {
     #[test]
     fn statuses_match_the_spec() {
         let statuses: Vec<u16> = ALL.iter().map(|c| c.status()).collect();
-        assert_eq!(statuses, [400, 401, 403, 404, 405, 413, 408, 429, 431, 502, 503, 504, 500]);
+        assert_eq!(
+            statuses,
+            [400, 401, 403, 404, 405, 413, 408, 429, 429, 431, 502, 503, 504, 500]
+        );
     }
 
     #[test]

@@ -92,9 +92,9 @@ pub(crate) struct Charge<'a> {
     pub(crate) free: bool,
 }
 
-/// The provider's and the client key's requests and tokens per minute, then the quotas. They
-/// hold the prompt's estimate too, not only the output's cap; the reservations are kept in
-/// the context for the finishing stage to settle.
+/// The provider's and the client key's requests and tokens per minute, then the quotas and
+/// the key's budget. They hold the prompt's estimate too, not only the output's cap; the
+/// reservations are kept in the context for the finishing stage to settle.
 pub(crate) fn minute_limits_and_quotas(
     guard: &Guard,
     client_ip: IpAddr,
@@ -103,15 +103,13 @@ pub(crate) fn minute_limits_and_quotas(
     ctx: &mut RequestContext,
 ) -> Result<(), Refusal> {
     let prompt_tokens = crate::usage::prompt_estimate(charge.body_len);
+    // The routed model's price (looked up at routing) is what the key's budget holds the
+    // worst case of.
+    let price = ctx.price.map(|p| cliproxy_netguard::TokenPrice::new(p.input, p.output));
+    let demand =
+        cliproxy_netguard::Demand::new(prompt_tokens, charge.requested_tokens).with_price(price);
     let ticket = guard
-        .admit_request(
-            client_ip,
-            charge.provider,
-            charge.client,
-            prompt_tokens,
-            charge.requested_tokens,
-            &ctx.request_id,
-        )
+        .admit_request(client_ip, charge.provider, charge.client, demand, &ctx.request_id)
         .map_err(|limited| (format, ApiError::limited(&limited)))?;
     if ctx.rate.is_none() {
         ctx.rate = ticket.headline();

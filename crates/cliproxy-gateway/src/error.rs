@@ -92,8 +92,21 @@ impl ApiError {
     /// The 429 of a refusing limit, with `Retry-After` and the `X-RateLimit-*` figures; the
     /// message names the limit's config key (and, for a quota, when it resets).
     pub(crate) fn limited(limited: &cliproxy_netguard::Limited) -> Self {
-        let mut error =
-            Self::new(ErrorCode::RateLimited, crate::netguard_keys::limited_message(limited));
+        let code = match limited.kind {
+            // A spent budget has a code of its own, so that a client tells "wait a moment"
+            // from "wait for the period": `Retry-After` is the period's reset either way.
+            cliproxy_netguard::LimitKind::ClientBudget => ErrorCode::BudgetExceeded,
+            // A budgeted key on an unpriced model: waiting will not help. Routing refuses it
+            // first (`forward.rs`); this is the same answer should an admission say so.
+            cliproxy_netguard::LimitKind::Unpriced => {
+                return Self::new(
+                    ErrorCode::Forbidden,
+                    crate::netguard_keys::limited_message(limited),
+                );
+            }
+            _ => ErrorCode::RateLimited,
+        };
+        let mut error = Self::new(code, crate::netguard_keys::limited_message(limited));
         error.retry_after = Some(Duration::from_secs(limited.retry_after_secs()));
         error.rate = Some((limited.limit, limited.remaining, limited.reset_after_secs()));
         error

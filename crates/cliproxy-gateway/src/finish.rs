@@ -19,6 +19,7 @@ use crate::context::RequestContext;
 use crate::pricing::MicroUsd;
 use crate::usage::Usage;
 use cliproxy_audit::{Event, What};
+use cliproxy_netguard::Used;
 
 /// The status logged for a request whose client went away before it was answered (nginx's
 /// "client closed request"): no status was sent, and this one cannot be mistaken for one.
@@ -42,6 +43,9 @@ impl RequestContext {
             Outcome::Failed(reason, usage) => ("failed", usage, Some(reason)),
             Outcome::ClientGone(usage) => ("client_gone", usage, None),
         };
+        // What the request cost: its usage under the routed model's price. `None` when the
+        // model is unpriced or the answer reported no usage: shown as unpriced, never as free.
+        let cost = self.price.zip(usage).map(|(price, usage)| price.cost(usage).0);
         if let Some(admission) = self.admission.take() {
             if !self.sent {
                 // Refused before it left the gateway, or its client went away first:
@@ -50,24 +54,24 @@ impl RequestContext {
             } else if gone_unanswered {
                 // The provider has the request and may well be generating (and billing) the
                 // answer nobody will read: with no usage to go by, it is charged the estimate.
-                self.guard.settle(admission, None);
+                self.guard.settle(admission, Used::unknown());
             } else if !self.proxied || (self.status >= 400 && usage.is_none()) {
                 // Sent, but answered with an error (the gateway's after upstream refusals or
                 // a timeout, or the provider's own 4xx): the request counts, no tokens were
                 // delivered.
-                self.guard.settle(admission, Some(0));
+                self.guard.settle(admission, Used::nothing());
+            } else if self.free {
+                self.guard.settle(admission, Used::nothing());
             } else {
-                let used = if self.free {
-                    Some(0)
-                } else {
-                    usage.map(|u| u.input_tokens.saturating_add(u.output_tokens))
-                };
-                self.guard.settle(admission, used);
+                // The budget is charged the cost; without one (no usage reported), what it
+                // held: the worst case.
+                let tokens = usage.map(|u| u.input_tokens.saturating_add(u.output_tokens));
+                self.guard.settle(admission, Used::new(tokens, cost));
+                if let (Some(client), Some(cost)) = (&self.client, cost) {
+                    self.guard.audit.metrics().client_spend(client, cost);
+                }
             }
         }
-        // What the request cost: its usage under the routed model's price. `None` when the
-        // model is unpriced or the answer reported no usage: shown as unpriced, never as free.
-        let cost = self.price.zip(usage).map(|(price, usage)| price.cost(usage).0);
         // The audit event (and its metrics) of a request that reached a provider; any
         // other answer is only counted.
         let elapsed = started.elapsed();

@@ -98,6 +98,17 @@ pub(crate) fn route<'s>(
             ),
         ));
     }
+    // A key with a budget pays for what it uses: a model without a price has a cost nobody
+    // can hold against it, and it is never taken as free. Refused before anything is sent.
+    if client.budget.is_some() && ctx.price.is_none() {
+        return Err(fail(
+            ErrorCode::Forbidden,
+            format!(
+                "client key `{}` has a budget, and model `{model}` has no price: add it to pricing.models to use it with this key",
+                client.name
+            ),
+        ));
+    }
     if let Some(client_format) = translation::client_format(endpoint) {
         let wire = translation::provider_format(provider.kind, provider.api, client_format);
         ctx.formats = Some(Pair::new(client_format, wire));

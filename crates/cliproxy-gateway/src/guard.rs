@@ -61,6 +61,9 @@ pub(crate) struct Guard {
     pub(crate) violations: Arc<ViolationBook>,
     /// The same book for refused keys, per plane and address (see [`Guard::auth_failure`]).
     pub(crate) auth_failures: ViolationBook,
+    /// Per client key, the end of the budget period whose exhaustion was last audited
+    /// (`guard_limits.rs`): one `security_violation` per key and period.
+    pub(crate) budgets_filed: std::sync::Mutex<std::collections::HashMap<String, u64>>,
     /// `server.security.cooldown_abuse` (see `abuse.rs`).
     pub(crate) cooldown_abuse: crate::abuse::CooldownAbuse,
     pub(crate) log: Logger,
@@ -105,6 +108,16 @@ impl Guard {
         for name in config.providers.0.keys() {
             if let Some(status) = admission.quota_status(QuotaScope::Provider, name) {
                 audit.metrics().set_quota_remaining(name, status.remaining);
+            }
+        }
+        // `cliproxy_client_budget_remaining_usd` of the configured keys with a budget, as
+        // the stored spend leaves it (a key created at run time shows its own when the key
+        // table reaches the admission, or after its first request).
+        if let Ok(keys) = config.auth.client_keys() {
+            for id in keys.identities() {
+                if let Some(status) = admission.quota_status(QuotaScope::Budget, &id.name) {
+                    audit.metrics().set_client_budget_remaining(&id.name, status.remaining);
+                }
             }
         }
         let ip = Arc::new(
@@ -155,6 +168,7 @@ impl Guard {
             alerts,
             violations,
             auth_failures: ViolationBook::by_id(),
+            budgets_filed: Default::default(),
             cooldown_abuse: crate::abuse::CooldownAbuse::new(&server.security.cooldown_abuse)
                 .map_err(crate::config::ConfigError::new)?,
             ip,
@@ -292,25 +306,25 @@ pub(crate) fn check_config(config: &Config) -> std::result::Result<(), String> {
 /// The limits of each client key, by name, as an [`Admission`] takes them (at start-up in
 /// the binary's composition, and on a reload).
 pub fn client_limit_table(keys: &cliproxy_vault::ClientKeys) -> cliproxy_netguard::LimitTable {
-    keys.identities().map(|id| (id.name.clone(), Limits::new(id.rate_limit, id.quota))).collect()
+    keys.identities()
+        .map(|id| (id.name.clone(), Limits::new(id.rate_limit, id.quota).with_budget(id.budget)))
+        .collect()
 }
 
 impl Guard {
-    /// Puts the limits of reloaded client keys in force through the admission, or says why
-    /// `keys` cannot replace the running client keys without a restart: a key whose name
-    /// has no limits there, or other limits, than the admission runs with (a new or renamed
-    /// key with limits, changed limits), which the default one cannot change while it
-    /// runs. Swapping such a set in would leave that key unlimited.
-    pub(crate) fn client_limits_differ(&self, keys: &cliproxy_vault::ClientKeys) -> Option<String> {
+    /// Puts the limits of reloaded client keys in force through the admission (new keys get
+    /// theirs, changed limits apply, a changed quota or budget keeping its count), or says
+    /// why it could not: then the running key list stays, since swapping it in would leave
+    /// a key without the limits the file gives it. The default admission never refuses.
+    pub(crate) fn apply_client_limits(&self, keys: &cliproxy_vault::ClientKeys) -> Option<String> {
         match self.admission.update_client_limits(&client_limit_table(keys)) {
-            Ok(()) => None,
-            Err(cliproxy_netguard::Error::ClientLimitsFixed { names }) => Some(format!(
-                "client key(s) {} have rate_limit or quota settings the running limiters were not built with (a new or renamed key with limits, or changed limits); restart to apply the new auth.api_keys",
-                names.join(", ")
-            )),
-            Err(other) => Some(format!(
-                "{}; restart to apply the new auth.api_keys",
-                crate::netguard_error(&other)
+            Ok(()) => {
+                self.show_budgets(keys.identities().map(|id| id.name.as_str()));
+                None
+            }
+            Err(error) => Some(format!(
+                "the limits of auth.api_keys could not be put in force ({}); the running keys stay",
+                crate::netguard_error(&error)
             )),
         }
     }

@@ -1,12 +1,17 @@
 //! The network guard's limits on the request path, asked of the [`Admission`] the binary
 //! composed: the per-IP bucket (step 7), the global buckets once the client key is judged,
 //! and per request the provider's and the client key's minute limits and quotas (step 10),
-//! held as a [`Ticket`] until the finishing stage settles or cancels it. Each refusal is
-//! filed here (`refusals.rs`), with the config key that sets the limit.
+//! held as a [`Ticket`] until the finishing stage settles or cancels it, with the client
+//! key's budget. Each refusal is filed here (`refusals.rs`), with the config key that sets
+//! the limit; a spent budget is also audited once per key and period (`budget_exhausted`).
 
 use std::net::IpAddr;
+use std::sync::PoisonError;
 
-use cliproxy_netguard::{Admitted, Caller, LimitKind, Limited, RejectionKind, Ticket};
+use cliproxy_audit::{Event, What};
+use cliproxy_netguard::{
+    Admitted, Caller, Demand, LimitKind, Limited, QuotaScope, RejectionKind, Ticket, Used,
+};
 
 use crate::guard::Guard;
 use crate::refusals::Context;
@@ -49,43 +54,95 @@ impl Guard {
         })
     }
 
-    /// Step 10: the provider's and the client key's requests and tokens per minute, then
-    /// their quotas, in one call: nothing is held when any of them refuses. Each holds the
-    /// request's estimate: its prompt (`prompt_tokens`, estimated from the body) and its
-    /// output cap (`max_tokens`, or the admission's estimate of a request without one), so
-    /// that a large prompt with a tiny output cap holds, and is charged when no usage comes
-    /// back, what it will really cost.
+    /// Step 10: the provider's and the client key's requests and tokens per minute, their
+    /// quotas, then the key's budget, in one call: nothing is held when any of them
+    /// refuses. Each holds the request's estimate: its prompt (`demand.prompt_tokens`,
+    /// estimated from the body) and its output cap (`max_tokens`, or the admission's
+    /// estimate of a request without one), so that a large prompt with a tiny output cap
+    /// holds, and is charged when no usage comes back, what it will really cost; the budget
+    /// holds that estimate's cost under the routed model's price.
     pub(crate) fn admit_request(
         &self,
         ip: IpAddr,
         provider: &str,
         client: &str,
-        prompt_tokens: u64,
-        max_tokens: Option<u64>,
+        demand: Demand,
         request_id: &str,
     ) -> Result<Ticket, Limited> {
-        self.admission.reserve(provider, client, prompt_tokens, max_tokens).inspect_err(|limited| {
+        self.admission.reserve(provider, client, demand).inspect_err(|limited| {
             let context = Context {
                 request_id: Some(request_id),
                 user: Some(client),
                 provider: Some(provider),
             };
+            let detail = crate::netguard_keys::limited_message(limited);
             let kind = match limited.kind {
                 LimitKind::ProviderQuota | LimitKind::ClientQuota => RejectionKind::Quota,
+                LimitKind::ClientBudget => {
+                    self.budget_exhausted(ip, client, limited, &detail, &context);
+                    RejectionKind::Budget
+                }
+                LimitKind::Unpriced => RejectionKind::Budget,
                 _ => RejectionKind::MinuteLimit,
             };
-            self.reject_in(kind, ip, &crate::netguard_keys::limited_message(limited), &context);
+            self.reject_in(kind, ip, &detail, &context);
         })
     }
 
-    /// Settles a ticket with the real usage, which the admission also adds to the quotas. A
-    /// reply without a usage figure (a stream from an OpenAI-compatible upstream that
-    /// ignores `stream_options.include_usage`, a client that hung up) is charged the
-    /// estimate, prompt included: unknown usage must not be free.
-    pub(crate) fn settle(&self, ticket: Ticket, used_tokens: Option<u64>) {
-        let settled = self.admission.settle(ticket, used_tokens);
+    /// The `security_violation` (rule `budget`) of a key whose budget is spent: written
+    /// once per key and budget period, at its first refused request, however many follow
+    /// (they are counted as `budget` refusals). A spent budget is worth one line to an
+    /// operator; a client retrying in a loop must not write one per request.
+    fn budget_exhausted(
+        &self,
+        ip: IpAddr,
+        client: &str,
+        limited: &Limited,
+        detail: &str,
+        context: &Context<'_>,
+    ) {
+        let period = limited.resets_at.unwrap_or_default();
+        {
+            let mut filed = self.budgets_filed.lock().unwrap_or_else(PoisonError::into_inner);
+            if filed.get(client) == Some(&period) {
+                return;
+            }
+            // Keys are few and named, yet the book stays bounded whatever a table holds:
+            // entries of ended periods go first, and past the cap the book starts over (a
+            // key may then be filed twice in one period, never lost).
+            if filed.len() >= MAX_BUDGET_KEYS {
+                let now = self.clock.unix_seconds();
+                filed.retain(|_, resets_at| *resets_at > now);
+                if filed.len() >= MAX_BUDGET_KEYS {
+                    filed.clear();
+                }
+            }
+            filed.insert(client.to_owned(), period);
+        }
+        let mut event = Event::new(What::SecurityViolation {
+            rule: BUDGET_RULE,
+            rate_limit: false,
+            detail: detail.to_owned(),
+            repeats: 0,
+        })
+        .ip(ip);
+        event.request_id = context.request_id.map(str::to_owned);
+        event.user_id = Some(client.to_owned());
+        event.provider = context.provider.map(str::to_owned);
+        self.emit(event);
+    }
+
+    /// Settles a ticket with the real usage and cost, which the admission also adds to the
+    /// quotas and the budget. A reply without a usage figure (a stream from an
+    /// OpenAI-compatible upstream that ignores `stream_options.include_usage`, a client that
+    /// hung up) is charged the estimate, prompt included: unknown usage must not be free.
+    pub(crate) fn settle(&self, ticket: Ticket, used: Used) {
+        let settled = self.admission.settle(ticket, used);
         if let Some(status) = settled.provider_quota {
             self.audit.metrics().set_quota_remaining(&settled.provider, status.remaining);
+        }
+        if let Some(status) = settled.client_budget {
+            self.audit.metrics().set_client_budget_remaining(&settled.client, status.remaining);
         }
         // Straight to the state store's queue: its writer commits within one flush interval.
         self.save_quotas();
@@ -95,7 +152,24 @@ impl Guard {
     pub(crate) fn cancel(&self, ticket: Ticket) {
         self.admission.cancel(ticket);
     }
+
+    /// Shows the budget left of each of these client keys that has one (at start, after the
+    /// stored spend was seeded, and when keys change), so that the gauge is right before
+    /// the key's next request.
+    pub(crate) fn show_budgets<'a>(&self, names: impl IntoIterator<Item = &'a str>) {
+        for name in names {
+            if let Some(status) = self.admission.quota_status(QuotaScope::Budget, name) {
+                self.audit.metrics().set_client_budget_remaining(name, status.remaining);
+            }
+        }
+    }
 }
+
+/// The rule of the `security_violation` filed when a client key's budget is spent.
+pub(crate) const BUDGET_RULE: &str = "budget";
+
+/// Most client keys the once-per-period book of spent budgets remembers.
+const MAX_BUDGET_KEYS: usize = 4096;
 
 #[cfg(test)]
 mod tests {
@@ -162,9 +236,10 @@ mod tests {
             let log = Logger::root(slog::Discard, slog::o!());
             let guard = Guard::build(&config, Some(clock), &log).unwrap();
             let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
-            let ticket = guard.admit_request(ip, "p", "alice", 10, None, "r1").unwrap();
+            let ticket =
+                guard.admit_request(ip, "p", "alice", Demand::new(10, None), "r1").unwrap();
             let held = ticket.quota_held(cliproxy_netguard::QuotaScope::Client);
-            guard.settle(ticket, Some(0));
+            guard.settle(ticket, Used::nothing());
             held
         };
         assert_eq!(held("{enabled: true}"), 10 + cliproxy_netguard::DEFAULT_TOKEN_ESTIMATE);

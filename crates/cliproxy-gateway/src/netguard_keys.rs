@@ -53,6 +53,8 @@ pub(crate) fn limit_key(kind: LimitKind, name: &str) -> String {
         LimitKind::ClientTokens => format!("auth.api_keys[{name}].rate_limit.tokens_per_minute"),
         LimitKind::ProviderQuota => format!("providers.{name}.quota"),
         LimitKind::ClientQuota => format!("auth.api_keys[{name}].quota"),
+        LimitKind::ClientBudget => format!("auth.api_keys[{name}].budget"),
+        LimitKind::Unpriced => "pricing.models".to_owned(),
         // A limit added to netguard before this table learns it: its own label.
         other => other.as_str().to_owned(),
     }
@@ -225,6 +227,8 @@ mod tests {
             (LimitKind::ClientTokens, "auth.api_keys[p].rate_limit.tokens_per_minute"),
             (LimitKind::ProviderQuota, "providers.p.quota"),
             (LimitKind::ClientQuota, "auth.api_keys[p].quota"),
+            (LimitKind::ClientBudget, "auth.api_keys[p].budget"),
+            (LimitKind::Unpriced, "pricing.models"),
         ];
         for (kind, key) in cases {
             assert_eq!(limit_key(kind, "p"), key);

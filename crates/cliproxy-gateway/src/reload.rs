@@ -159,10 +159,11 @@ impl Reloader {
             changes: Vec::new(),
             notes: Vec::new(),
         };
-        // A client key whose limits the running limiters do not know would be unlimited:
-        // then the whole key list waits for a restart (a removal alone always applies).
+        // The keys' limits go to the admission before the keys themselves, so that no
+        // reloaded key ever runs without them; should the admission fail to take them (the
+        // default one never does), the whole key list waits for a restart.
         let keys_held = if changed.iter().any(|p| under(p, "auth.api_keys")) {
-            self.guard.client_limits_differ(&client_keys)
+            self.guard.apply_client_limits(&client_keys)
         } else {
             None
         };

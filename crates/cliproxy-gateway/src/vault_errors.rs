@@ -24,6 +24,10 @@ pub fn key_setting(role: KeyRole) -> String {
 /// it only rewords what the vault's error holds, which never does.
 pub fn vault_error_message(error: &Error) -> String {
     match error {
+        // The budget's own key is named in full: the amount is the one thing wrong.
+        Error::ClientKey { index, problem: ClientKeyProblem::BadBudget { reason } } => {
+            format!("auth.api_keys[{index}].budget.usd: {reason}")
+        }
         Error::ClientKey { index, problem } => {
             format!("auth.api_keys[{index}]: {}", client_key_problem(problem))
         }
@@ -152,7 +156,17 @@ mod tests {
             models: Vec::new(),
             rate_limit: None,
             quota: None,
+            budget: None,
         }
+    }
+
+    /// A key with a daily budget of `usd` as a config file writes it.
+    fn budgeted(usd: &str) -> ClientKeyConfig {
+        serde_json::from_value(serde_json::json!({
+            "name": "b", "key": "cpk-budgeted-key-0123456789",
+            "budget": {"usd": usd, "period": "daily"},
+        }))
+        .unwrap()
     }
 
     fn encrypted(dir: &Path, key: Option<&str>, previous: &[&str]) -> Config {
@@ -197,6 +211,13 @@ mod tests {
                 vec![client_key(Some(" "), "cpk-aaaaaaaaaaaaaaaaaaaa")],
                 "auth.api_keys[0]: `name` is empty",
             ),
+            (
+                vec![client_key(Some("a"), "cpk-aaaaaaaaaaaaaaaaaaaa"), budgeted("-1")],
+                "auth.api_keys[1].budget.usd: is negative",
+            ),
+            (vec![budgeted("0")], "auth.api_keys[0].budget.usd: is 0; a budget must be above $0"),
+            (vec![budgeted("1e3")], "auth.api_keys[0].budget.usd: `1e3` is not a decimal"),
+            (vec![budgeted("1000000.01")], "auth.api_keys[0].budget.usd: is above $1000000"),
         ];
         for (keys, expected) in cases {
             let error = ClientKeys::from_config(&keys).unwrap_err();

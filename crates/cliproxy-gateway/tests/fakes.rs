@@ -20,9 +20,9 @@ use cliproxy_core::{QuotaPeriod, Secret};
 use cliproxy_e2e::{MockUpstream, Reply, canned};
 use cliproxy_gateway::{ConfigLoader, Gateway, GatewayConfig, Layers};
 use cliproxy_netguard::{
-    Admission, AdmissionStatus, Admitted, Ban, Caller, Clock, DenyEntry, FakeClock, LimitKind,
-    LimitTable, Limited, Limits, LocalAdmission, QuotaScope, QuotaStatus, QuotaUsage, Reservation,
-    Settled, StateChange, StateStore, StoredClientKey, Ticket,
+    Admission, AdmissionStatus, Admitted, Ban, Caller, Clock, Demand, DenyEntry, FakeClock,
+    LimitKind, LimitTable, Limited, Limits, LocalAdmission, QuotaScope, QuotaStatus, QuotaUsage,
+    Reservation, Settled, StateChange, StateStore, StoredClientKey, Ticket, Used,
 };
 use cliproxy_vault::{
     Credential, CredentialMeta, CredentialStore, ListEntry, Protection, Reencrypted,
@@ -298,13 +298,7 @@ impl Admission for FakeAdmission {
         Ok(())
     }
 
-    fn reserve(
-        &self,
-        provider: &str,
-        client: &str,
-        _prompt_tokens: u64,
-        _max_tokens: Option<u64>,
-    ) -> Result<Ticket, Limited> {
+    fn reserve(&self, provider: &str, client: &str, _demand: Demand) -> Result<Ticket, Limited> {
         let standing = Admitted::new(9, 8, std::time::Duration::from_secs(60));
         let client_minute = Reservation::recorded(0, Some(standing), None);
         Ok(Ticket::new(
@@ -317,8 +311,8 @@ impl Admission for FakeAdmission {
         ))
     }
 
-    fn settle(&self, ticket: Ticket, used_tokens: Option<u64>) -> Settled {
-        let entry = (ticket.provider().to_owned(), ticket.client().to_owned(), used_tokens);
+    fn settle(&self, ticket: Ticket, used: Used) -> Settled {
+        let entry = (ticket.provider().to_owned(), ticket.client().to_owned(), used.tokens);
         self.settled.lock().unwrap().push(entry);
         self.settlements.send_modify(|n| *n += 1);
         Settled::new(ticket.provider().to_owned(), None)
@@ -373,6 +367,21 @@ struct Fakes {
     sink: Arc<MemorySink>,
 }
 
+impl Fakes {
+    /// Waits until `count` proxied requests have finished: their audit events are written
+    /// after their settlement.
+    async fn wait_for_proxied(&self, count: usize) {
+        let proxied = |event: &Event| matches!(event.what, What::ProviderRequest { .. });
+        let mut written = self.sink.written.subscribe();
+        let seen =
+            written.wait_for(|_| self.sink.events().iter().filter(|e| proxied(e)).count() >= count);
+        tokio::time::timeout(cliproxy_e2e::WAIT, seen)
+            .await
+            .unwrap_or_else(|_| panic!("fewer than {count} proxied requests finished"))
+            .unwrap();
+    }
+}
+
 /// A gateway on in-memory fakes of every layer: one OpenAI-type provider at `upstream` whose
 /// only credential is in the fake vault (and whose daily quota is far from spent), a client key
 /// `fakes`, and a client key `spent` whose daily quota of 1000 tokens the fake state store
@@ -393,12 +402,24 @@ fn gateway(
         period_start: cliproxy_netguard::period_start(period, clock.unix_seconds()),
         tokens: 1000,
     }));
+    compose(&config, clock, state, admission)
+}
+
+/// The gateway of `config` on in-memory fakes: the fake vault holding the OpenAI token,
+/// `state` as the state store, a sink of its own, and `admission` or the config's default
+/// one, on `clock`.
+fn compose(
+    config: &GatewayConfig,
+    clock: Arc<FakeClock>,
+    state: Arc<MemoryState>,
+    admission: Option<Arc<dyn Admission>>,
+) -> (Gateway, Fakes) {
     let credential = Credential::new_api_key("openai", Secret::from(TOKEN.to_owned()))
         .unwrap()
         .with_id("openai-fake")
         .unwrap();
     let sink = Arc::new(MemorySink::new());
-    let admission = admission.unwrap_or_else(|| local_admission(&config, clock.clone()));
+    let admission = admission.unwrap_or_else(|| local_admission(config, clock.clone()));
     let layers = Layers {
         clock,
         admission,
@@ -409,7 +430,7 @@ fn gateway(
         credentials: Arc::new(MemoryVault::holding(vec![credential])),
     };
     let log = slog::Logger::root(slog::Discard, slog::o!());
-    (Gateway::from_parts(&config, layers, log).unwrap(), Fakes { state, sink })
+    (Gateway::from_parts(config, layers, log).unwrap(), Fakes { state, sink })
 }
 
 /// The configuration of [`gateway`], with or without the `fakes` client key.
@@ -607,4 +628,301 @@ async fn the_gateway_asks_the_admission_it_is_handed() {
     );
     assert_eq!(*admitting.cancelled.lock().unwrap(), 0);
     assert_eq!(upstream.requests().len(), 1);
+}
+
+/// The key with a budget in the budget tests.
+const PAYER_KEY: &str = "client-key-payer-0123456789abcdef";
+
+/// A gateway whose `payer` key has a daily budget of `usd` (and `extra` settings of its
+/// own), `gpt-4o` priced at $100 per 1M input and $200 per 1M output tokens (so the mock's
+/// reply of 3 + 4 tokens costs exactly $0.0011), `gpt-free-*` routed but without a price,
+/// and the `fakes` key without a budget; `state` holds what the store kept.
+fn budget_config(upstream: &MockUpstream, auth_dir: &Path, usd: &str, extra: &str) -> String {
+    format!(
+        "auth:\n  dir: {dir:?}\n  api_keys: [{{name: fakes, key: \"{KEY}\"}}, \
+         {{name: payer, key: \"{PAYER_KEY}\", budget: {{usd: \"{usd}\", period: daily}}{extra}}}]\n\
+         providers:\n  openai: {{type: openai, base_url: \"{url}\", models: [\"gpt-*\"]}}\n\
+         pricing:\n  models: {{\"gpt-4o\": {{input: 100, output: 200}}}}\n",
+        dir = auth_dir.display().to_string(),
+        url = upstream.url(),
+    )
+}
+
+/// An upstream that answers every chat with 3 prompt and 4 completion tokens.
+async fn upstream_of_seven_tokens() -> MockUpstream {
+    MockUpstream::start(|_| {
+        let mut reply = canned::openai_chat("gpt-4o", "priced");
+        reply["usage"] = json!({"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7});
+        Reply::ok(reply)
+    })
+    .await
+}
+
+/// Sends `body` to `path` with `key`; the answer's status, headers and JSON body.
+async fn post(
+    gateway: &Gateway,
+    path: &str,
+    key: &str,
+    body: &Value,
+) -> (StatusCode, http::HeaderMap, Value) {
+    let request = Request::post(path)
+        .header("authorization", format!("Bearer {key}"))
+        .header("x-api-key", key)
+        .header("x-goog-api-key", key)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body.to_string())))
+        .unwrap();
+    let response = gateway.handle(request, "127.0.0.1:40000".parse().unwrap()).await;
+    let (parts, body) = response.into_parts();
+    let bytes = body.collect().await.unwrap().to_bytes();
+    (parts.status, parts.headers, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+}
+
+/// Seconds from the fake clock's now to the next 00:00 UTC: the daily budget's reset.
+fn seconds_to_midnight() -> u64 {
+    cliproxy_netguard::next_reset(QuotaPeriod::Daily, NOW) - NOW
+}
+
+/// A $0.01 budget pays for the requests that spend it (ten at $0.0011: the tenth starts on
+/// the $0.0001 left, so the spend ends at most one request's hold past the budget), then
+/// every client format gets its own provider's 429 shape with code `budget_exceeded` and a
+/// `Retry-After` to the next midnight; the exhaustion is audited once, however many
+/// refusals follow; the spend and the budget left are in the metrics and the state store.
+#[tokio::test]
+async fn a_spent_budget_is_refused_in_each_client_format_until_the_period_resets() {
+    let upstream = upstream_of_seven_tokens().await;
+    let root = tempfile::tempdir().unwrap();
+    let auth_dir = root.path().join("auths");
+    let config = TextLoader::new(&budget_config(&upstream, &auth_dir, "0.01", "")).load().unwrap();
+    let clock = FakeClock::at_unix(NOW);
+    let (gateway, fakes) = compose(&config, clock.clone(), Arc::new(MemoryState::default()), None);
+
+    let chat = json!({"model": "gpt-4o", "max_tokens": 10,
+        "messages": [{"role": "user", "content": "hi"}]});
+    let mut served = 0;
+    let refused = loop {
+        let (status, headers, body) =
+            post(&gateway, "/v1/chat/completions", PAYER_KEY, &chat).await;
+        if status != StatusCode::OK {
+            break (status, headers, body);
+        }
+        served += 1;
+        // Settled before the next one: the finishing stage settles a request when its body
+        // has been read, from a task of its own, and its audit event follows the settlement.
+        fakes.wait_for_proxied(served).await;
+        assert!(served <= 10, "more requests were served than the budget pays for");
+    };
+    assert_eq!(served, 10, "the budget refused before it was spent: {refused:?}");
+    let (status, headers, body) = refused;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    let wait = seconds_to_midnight().to_string();
+    assert_eq!(headers["retry-after"], wait.as_str());
+    assert_eq!(body["error"]["code"], "budget_exceeded", "{body}");
+    assert_eq!(body["error"]["type"], "insufficient_quota", "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("auth.api_keys[payer].budget"), "{message}");
+    assert!(message.contains("$0.010000"), "{message}");
+    assert!(!message.contains(PAYER_KEY), "{message}");
+    assert_eq!(upstream.requests().len(), 10, "a refused request reached the upstream");
+
+    // Each client format, in its provider's error shape, with the same wait.
+    let messages = json!({"model": "gpt-4o", "max_tokens": 10,
+        "messages": [{"role": "user", "content": "hi"}]});
+    let (status, headers, body) = post(&gateway, "/v1/messages", PAYER_KEY, &messages).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert_eq!(headers["retry-after"], wait.as_str());
+    assert_eq!(body["type"], "error", "{body}");
+    assert_eq!(body["error"]["type"], "rate_limit_error", "{body}");
+    let gemini = json!({"contents": [{"role": "user", "parts": [{"text": "hi"}]}]});
+    let path = "/v1beta/models/gpt-4o:generateContent";
+    let (status, headers, body) = post(&gateway, path, PAYER_KEY, &gemini).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert_eq!(headers["retry-after"], wait.as_str());
+    assert_eq!(
+        (body["error"]["code"].as_u64(), body["error"]["status"].as_str()),
+        (Some(429), Some("RESOURCE_EXHAUSTED")),
+        "{body}"
+    );
+    let responses = json!({"model": "gpt-4o", "input": "hi", "max_output_tokens": 10});
+    let (status, headers, body) = post(&gateway, "/v1/responses", PAYER_KEY, &responses).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert_eq!(headers["retry-after"], wait.as_str());
+    assert_eq!(body["error"]["code"], "budget_exceeded", "{body}");
+    assert_eq!(upstream.requests().len(), 10, "a refused request reached the upstream");
+    // A key without a budget is not held by another key's.
+    assert_eq!(post(&gateway, "/v1/chat/completions", KEY, &chat).await.0, StatusCode::OK);
+    fakes.wait_for_proxied(11).await;
+
+    // Four refusals, one `budget` violation.
+    gateway.flush_audit();
+    let budget_lines = |events: &[Event]| {
+        events
+            .iter()
+            .filter(|e| matches!(&e.what, What::SecurityViolation { rule: "budget", .. }))
+            .map(|e| e.user_id.clone())
+            .collect::<Vec<_>>()
+    };
+    fakes
+        .sink
+        .wait_for(|e| matches!(&e.what, What::SecurityViolation { rule: "budget", .. }))
+        .await;
+    assert_eq!(budget_lines(&fakes.sink.events()), [Some("payer".to_owned())]);
+
+    // Spent: 11 × $0.0011 for both keys' eleven requests, the payer's ten of them.
+    let metrics = gateway.render_metrics();
+    assert!(
+        metrics.contains("cliproxy_client_spend_usd_total{client=\"payer\"} 0.011000\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("cliproxy_client_spend_usd_total{client=\"fakes\"} 0.001100\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("cliproxy_client_budget_remaining_usd{client=\"payer\"} 0.000000\n"),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains("cliproxy_client_budget_remaining_usd{client=\"fakes\"}"),
+        "{metrics}"
+    );
+    assert!(!metrics.contains(PAYER_KEY), "a key leaked into the metrics");
+    let stored: Vec<_> = fakes
+        .state
+        .load_quota_usage()
+        .unwrap()
+        .into_iter()
+        .filter(|u| u.scope == QuotaScope::Budget)
+        .map(|u| (u.name, u.tokens))
+        .collect();
+    assert_eq!(stored, [("payer".to_owned(), 11_000)]);
+
+    // At midnight the spend starts again from nothing.
+    clock.advance(std::time::Duration::from_secs(seconds_to_midnight()));
+    let (status, _, body) = post(&gateway, "/v1/chat/completions", PAYER_KEY, &chat).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+/// A budgeted key asking for a model without a price is refused before anything is sent,
+/// with a 403 naming the model and `pricing.models`; a key without a budget uses it.
+#[tokio::test]
+async fn a_budgeted_key_on_an_unpriced_model_is_refused_before_anything_is_sent() {
+    let upstream = upstream_of_seven_tokens().await;
+    let root = tempfile::tempdir().unwrap();
+    let auth_dir = root.path().join("auths");
+    let config = TextLoader::new(&budget_config(&upstream, &auth_dir, "5", "")).load().unwrap();
+    let (gateway, fakes) =
+        compose(&config, FakeClock::at_unix(NOW), Arc::new(MemoryState::default()), None);
+    let chat = json!({"model": "gpt-free-1", "messages": [{"role": "user", "content": "hi"}]});
+    let (status, _, body) = post(&gateway, "/v1/chat/completions", PAYER_KEY, &chat).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("`gpt-free-1`") && message.contains("pricing.models"), "{message}");
+    assert!(upstream.requests().is_empty(), "the unpriced request reached the upstream");
+    assert_eq!(post(&gateway, "/v1/chat/completions", KEY, &chat).await.0, StatusCode::OK);
+    // Nothing was charged to the budget.
+    assert!(fakes.state.load_quota_usage().unwrap().iter().all(|u| u.scope != QuotaScope::Budget));
+}
+
+/// A reload applies a config key's changed limits at once: a spent budget raised serves
+/// again (the spend the state store kept still counts), and a new minute limit holds from
+/// the next request. Nothing waits for a restart.
+#[tokio::test]
+async fn a_reload_changes_a_config_keys_limits_and_keeps_its_spend() {
+    let upstream = upstream_of_seven_tokens().await;
+    let root = tempfile::tempdir().unwrap();
+    let auth_dir = root.path().join("auths");
+    let loader = TextLoader::new(&budget_config(&upstream, &auth_dir, "0.01", ""));
+    let config = loader.load().unwrap();
+    // The store kept a spend of $0.0105 today: the budget is spent from the start.
+    let state = Arc::new(MemoryState::default());
+    state.submit(StateChange::Quota(QuotaUsage {
+        scope: QuotaScope::Budget,
+        name: "payer".to_owned(),
+        period: QuotaPeriod::Daily,
+        period_start: cliproxy_netguard::period_start(QuotaPeriod::Daily, NOW),
+        tokens: 10_500,
+    }));
+    let (gateway, fakes) = compose(&config, FakeClock::at_unix(NOW), state, None);
+    gateway.set_config_loader(Box::new(loader.clone()));
+    let chat = json!({"model": "gpt-4o", "max_tokens": 10,
+        "messages": [{"role": "user", "content": "hi"}]});
+    let (status, _, body) = post(&gateway, "/v1/chat/completions", PAYER_KEY, &chat).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert_eq!(body["error"]["code"], "budget_exceeded");
+    assert!(
+        gateway
+            .render_metrics()
+            .contains("cliproxy_client_budget_remaining_usd{client=\"payer\"} 0.000000")
+    );
+
+    // $0.02 a day and one request a minute: applied, not left for a restart.
+    *loader.0.lock().unwrap() =
+        budget_config(&upstream, &auth_dir, "0.02", ", rate_limit: {requests_per_minute: 1}");
+    let report = gateway.reload("test").unwrap();
+    assert!(report.restart_required.is_empty(), "{report:?}");
+    assert!(report.notes.is_empty(), "{report:?}");
+    assert!(report.applied.iter().any(|p| p.starts_with("auth.api_keys[1].budget")), "{report:?}");
+    // The gauge follows the new budget at once: $0.02 less the $0.0105 kept.
+    assert!(
+        gateway
+            .render_metrics()
+            .contains("cliproxy_client_budget_remaining_usd{client=\"payer\"} 0.009500")
+    );
+    let (status, _, body) = post(&gateway, "/v1/chat/completions", PAYER_KEY, &chat).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    fakes.wait_for_proxied(1).await;
+    let (status, _, body) = post(&gateway, "/v1/chat/completions", PAYER_KEY, &chat).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert_eq!(body["error"]["code"], "rate_limit_exceeded", "{body}");
+    let stored = fakes.state.load_quota_usage().unwrap();
+    let spend = stored.iter().find(|u| u.scope == QuotaScope::Budget).map(|u| u.tokens);
+    assert_eq!(spend, Some(10_500 + 1_100), "{stored:?}");
+}
+
+/// Twenty requests at once on a $0.01 budget: in-flight holds count, so they cannot all pass
+/// on the same remainder. Whatever the interleaving, the refused ones are `budget_exceeded`
+/// and the spend ends less than one request past the budget (each admitted request saw
+/// something left after the holds of those in flight, and a hold is never below the cost).
+#[tokio::test]
+async fn parallel_requests_never_spend_past_one_requests_reservation() {
+    let upstream = upstream_of_seven_tokens().await;
+    let root = tempfile::tempdir().unwrap();
+    let auth_dir = root.path().join("auths");
+    let config = TextLoader::new(&budget_config(&upstream, &auth_dir, "0.01", "")).load().unwrap();
+    let (gateway, fakes) =
+        compose(&config, FakeClock::at_unix(NOW), Arc::new(MemoryState::default()), None);
+    let chat = json!({"model": "gpt-4o", "max_tokens": 10,
+        "messages": [{"role": "user", "content": "hi"}]});
+    let mut requests = tokio::task::JoinSet::new();
+    for _ in 0..20 {
+        let (gateway, chat) = (gateway.clone(), chat.clone());
+        requests.spawn(async move {
+            let (status, _, body) = post(&gateway, "/v1/chat/completions", PAYER_KEY, &chat).await;
+            (status, body)
+        });
+    }
+    let mut served: usize = 0;
+    while let Some(answer) = requests.join_next().await {
+        let (status, body) = answer.unwrap();
+        if status == StatusCode::OK {
+            served += 1;
+        } else {
+            assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+            assert_eq!(body["error"]["code"], "budget_exceeded", "{body}");
+        }
+    }
+    fakes.wait_for_proxied(served).await;
+    let spent = fakes
+        .state
+        .load_quota_usage()
+        .unwrap()
+        .into_iter()
+        .find(|u| u.scope == QuotaScope::Budget)
+        .map_or(0, |u| u.tokens);
+    // $0.0011 a request: the budget pays for nine and a bit.
+    assert!(served >= 1, "no request was served");
+    assert_eq!(spent, u64::try_from(served).unwrap() * 1_100);
+    assert!(spent < 10_000 + 1_100, "{served} requests spent {spent} micro-dollars of 10000");
+    assert_eq!(upstream.requests().len(), served);
 }

@@ -58,17 +58,6 @@ pub enum Error {
         /// What failed, and what to do about it.
         message: String,
     },
-    /// Client-key limits that an [`Admission`](crate::Admission) cannot change while it runs
-    /// (its buckets were built with others): a key with new, changed or other limits.
-    #[error(
-        "the rate limits or quotas of client key(s) {} differ from those in force, which cannot \
-         change while the limiters run",
-        names.join(", ")
-    )]
-    ClientLimitsFixed {
-        /// The keys whose limits differ, by name, in order.
-        names: Vec<String>,
-    },
 }
 
 impl Error {
@@ -78,7 +67,7 @@ impl Error {
     pub fn setting(&self) -> Option<Setting> {
         match self {
             Self::MissingSetting(setting) | Self::InvalidDuration { setting, .. } => Some(*setting),
-            Self::InvalidHeaderValue { .. } | Self::ClientLimitsFixed { .. } => None,
+            Self::InvalidHeaderValue { .. } => None,
             Self::CipherSuites { .. } => Some(Setting::CipherSuites),
             Self::Tls { file: TlsFile::Certificate, .. } => Some(Setting::CertFile),
             Self::Tls { file: TlsFile::Key, .. } => Some(Setting::KeyFile),

@@ -31,11 +31,15 @@ pub enum RejectionKind {
     Quota,
     /// 400 from request validation.
     InvalidRequest,
+    /// 429 from a client key's spending budget (or 403 for a budgeted key asking for an
+    /// unpriced model). Not a violation line per refusal: the gateway files one
+    /// `security_violation` (rule `budget`) per key and budget period.
+    Budget,
 }
 
 impl RejectionKind {
     /// Every kind, in a fixed order.
-    pub const ALL: [Self; 10] = [
+    pub const ALL: [Self; 11] = [
         Self::IpDeniedConnection,
         Self::IpDeniedRequest,
         Self::ConnectionLimit,
@@ -46,6 +50,7 @@ impl RejectionKind {
         Self::MinuteLimit,
         Self::Quota,
         Self::InvalidRequest,
+        Self::Budget,
     ];
 
     /// The snake_case name used in logs, audit details and metrics.
@@ -61,6 +66,7 @@ impl RejectionKind {
             Self::MinuteLimit => "minute_limit",
             Self::Quota => "quota",
             Self::InvalidRequest => "invalid_request",
+            Self::Budget => "budget",
         }
     }
 

@@ -88,15 +88,16 @@
 //!
 //! The limits of a service with client keys go through an [`Admission`]: here the default
 //! one, a provider with a daily quota and a key with two requests per minute, taken by a
-//! request and settled with what its reply used.
+//! request and settled with what its reply used, then a key given a dollar budget at run time.
 //!
 //! ```
 //! use std::num::{NonZeroU32, NonZeroU64};
 //! use std::sync::Arc;
 //!
-//! use cliproxy_core::{Quota, QuotaPeriod, RateLimit};
+//! use cliproxy_core::{Budget, Quota, QuotaPeriod, RateLimit};
 //! use cliproxy_netguard::{
-//!     Admission, Caller, FakeClock, LimitKind, Limits, LocalAdmission, QuotaScope,
+//!     Admission, Caller, Demand, FakeClock, LimitKind, LimitTable, Limits, LocalAdmission,
+//!     QuotaScope, TokenPrice, Used,
 //! };
 //!
 //! let clock = FakeClock::at_unix(1_700_000_000);
@@ -113,19 +114,34 @@
 //! // No per-IP or global bucket was given: those always admit.
 //! assert!(admission.check_global(Caller::Keyed).is_ok());
 //! // A request with a 40-token prompt and `max_tokens` 200 holds 240 tokens of the quota.
-//! let ticket = admission.reserve("upstream", "alice", 40, Some(200))?;
+//! let ticket = admission.reserve("upstream", "alice", Demand::new(40, Some(200)))?;
 //! assert_eq!(ticket.quota_held(QuotaScope::Provider), 240);
 //! assert_eq!(ticket.headline().map(|standing| standing.remaining), Some(1));
 //! // Its reply used 75 tokens: that, not the estimate, is what the quota counts.
-//! let settled = admission.settle(ticket, Some(75));
+//! let settled = admission.settle(ticket, Used::new(Some(75), None));
 //! assert_eq!(settled.provider_quota.map(|quota| quota.remaining), Some(9_925));
 //! // A request that is not sent after all gives everything back.
-//! let ticket = admission.reserve("upstream", "alice", 40, None)?;
+//! let ticket = admission.reserve("upstream", "alice", Demand::new(40, None))?;
 //! admission.cancel(ticket);
 //! // Alice's second request of the minute is admitted, her third refused.
-//! let _second = admission.reserve("upstream", "alice", 0, None)?;
-//! let refused = admission.reserve("upstream", "alice", 0, None).unwrap_err();
+//! let _second = admission.reserve("upstream", "alice", Demand::new(0, None))?;
+//! let refused = admission.reserve("upstream", "alice", Demand::new(0, None)).unwrap_err();
 //! assert_eq!(refused.kind, LimitKind::ClientRequests);
+//!
+//! // Client keys change at run time: bob gets a budget of $0.01 a day. A request holds its
+//! // worst case under the model's price ($1 per 1M input, $2 per 1M output tokens) and is
+//! // charged what it really cost.
+//! let cent = Budget::new(QuotaPeriod::Daily, NonZeroU64::new(10_000).ok_or("zero")?);
+//! let table = LimitTable::from([("bob".to_owned(), Limits::default().with_budget(Some(cent)))]);
+//! admission.update_client_limits(&table)?;
+//! let price = Some(TokenPrice::new(1_000_000, 2_000_000));
+//! let ticket = admission.reserve("upstream", "bob", Demand::new(500, Some(1_000)).with_price(price))?;
+//! assert_eq!(ticket.quota_held(QuotaScope::Budget), 2_500);
+//! let settled = admission.settle(ticket, Used::new(Some(900), Some(1_300)));
+//! assert_eq!(settled.client_budget.map(|budget| budget.remaining), Some(8_700));
+//! // Bob's budget does not pay for a model without a price.
+//! let unpriced = admission.reserve("upstream", "bob", Demand::new(10, None)).unwrap_err();
+//! assert_eq!(unpriced.kind, LimitKind::Unpriced);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
@@ -151,8 +167,8 @@ pub mod tls;
 
 // The public interface is:
 pub use admission::{
-    Admission, AdmissionStatus, Caller, LimitTable, Limits, LocalAdmission, PerIpStatus, Settled,
-    Ticket,
+    Admission, AdmissionStatus, Caller, Demand, LimitTable, Limits, LocalAdmission, PerIpStatus,
+    Settled, Ticket, TokenPrice, Used,
 };
 pub use clock::{Clock, FakeClock, SystemClock};
 pub use config::{

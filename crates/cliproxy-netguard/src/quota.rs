@@ -1,7 +1,9 @@
-//! Token quotas per period (`providers.<name>.quota`, `auth.api_keys[<name>].quota`): a
-//! calendar day, an ISO week from Monday or a calendar month, all in UTC. The counts survive
-//! restarts through the state store: [`Quotas::seed`] takes what was stored, and
-//! [`Quotas::take_dirty`] hands back what changed, for the gateway to write in batches.
+//! Token quotas per period (`providers.<name>.quota`, `auth.api_keys[<name>].quota`) and the
+//! spending budgets of client keys (`auth.api_keys[<name>].budget`, micro-dollars per period,
+//! counted exactly like a quota of tokens): a calendar day, an ISO week from Monday or a
+//! calendar month, all in UTC. The counts survive restarts through the state store:
+//! [`Quotas::seed`] takes what was stored, and [`Quotas::take_dirty`] hands back what
+//! changed, for the gateway to write in batches.
 //!
 //! The calendar is the `time` crate's (proleptic Gregorian, exact for every month length and
 //! leap year); this module only says where each period starts and ends.
@@ -10,7 +12,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use cliproxy_core::{Quota, QuotaPeriod};
+use arc_swap::ArcSwap;
+use cliproxy_core::{Budget, Quota, QuotaPeriod};
 use time::{Date, Month, OffsetDateTime};
 
 use crate::clock::Clock;
@@ -63,19 +66,32 @@ pub struct QuotaStatus {
     pub resets_at: u64,
 }
 
-/// The token quotas of the providers and client keys, built at start-up from the config.
+/// The token quotas of the providers and client keys and the budgets of the client keys,
+/// built at start-up from the config; the client keys' change at run time
+/// ([`Quotas::update`]).
 ///
 /// A quota is checked before a request ([`Quotas::check`]: refused once the period's count
 /// has reached the limit) and charged after the reply with the real usage
 /// ([`Quotas::record`]). The request that crosses the limit is therefore completed and
 /// counted in full; the ones after it are refused until the period resets. Usage recorded
 /// after a period boundary counts towards the new period.
+///
+/// A budget ([`QuotaScope::Budget`]) is a quota whose unit is the micro-dollar: the same
+/// entry holds what a request may cost at worst and charges what it really cost.
+///
+/// The client keys' tables sit behind an [`ArcSwap`]: the request path loads the current
+/// map without a lock, and a change of limits swaps in a new map that shares the entries
+/// which did not change (so their counts and in-flight holds carry on).
 #[derive(Debug)]
 pub struct Quotas {
     clock: Arc<dyn Clock>,
-    providers: HashMap<String, Mutex<Entry>>,
-    clients: HashMap<String, Mutex<Entry>>,
+    providers: HashMap<String, Arc<Mutex<Entry>>>,
+    clients: ArcSwap<EntryMap>,
+    budgets: ArcSwap<EntryMap>,
 }
+
+/// The entries of one scope, by name.
+type EntryMap = HashMap<String, Arc<Mutex<Entry>>>;
 
 impl Quotas {
     /// The quotas of the providers and of the client keys, by name, each starting at zero in
@@ -86,12 +102,52 @@ impl Quotas {
         clock: Arc<dyn Clock>,
     ) -> Self {
         let now = clock.unix_seconds();
-        let build = |entries: &mut dyn Iterator<Item = (String, Quota)>| {
-            entries.map(|(name, quota)| (name, Mutex::new(Entry::new(quota, now)))).collect()
+        let providers = build(&mut providers.into_iter(), now);
+        let clients = ArcSwap::from_pointee(build(&mut clients.into_iter(), now));
+        Self { clock, providers, clients, budgets: ArcSwap::from_pointee(HashMap::new()) }
+    }
+
+    /// With these client-key budgets, each starting at nothing spent in the current period.
+    pub fn with_budgets(self, budgets: impl IntoIterator<Item = (String, Budget)>) -> Self {
+        let now = self.clock.unix_seconds();
+        let mut entries = budgets.into_iter().map(|(name, budget)| (name, budget_quota(budget)));
+        self.budgets.store(Arc::new(build(&mut entries, now)));
+        self
+    }
+
+    /// Puts new client-key quotas (`scope` [`QuotaScope::Client`]) or budgets
+    /// ([`QuotaScope::Budget`]) in force: a name given `Some` gets that limit (a new entry
+    /// starting at zero, or the existing one with its new limit, which keeps the current
+    /// period's count and the requests in flight), a name given `None` loses its limit, and a
+    /// name not given keeps its own. A change of period kind starts counting in the new kind's
+    /// current period, the count kept. Provider quotas are fixed (`scope`
+    /// [`QuotaScope::Provider`] changes nothing).
+    pub fn update(
+        &self,
+        scope: QuotaScope,
+        changes: impl IntoIterator<Item = (String, Option<Quota>)>,
+    ) {
+        let table = match scope {
+            QuotaScope::Provider => return,
+            QuotaScope::Client => &self.clients,
+            QuotaScope::Budget => &self.budgets,
         };
-        let providers = build(&mut providers.into_iter());
-        let clients = build(&mut clients.into_iter());
-        Self { clock, providers, clients }
+        let now = self.clock.unix_seconds();
+        // Only one caller changes limits at a time (the admission serialises its updates),
+        // so a plain load, edit and store loses nothing.
+        let mut map: EntryMap = HashMap::clone(&table.load());
+        for (name, wanted) in changes {
+            match (wanted, map.get(&name)) {
+                (None, _) => {
+                    map.remove(&name);
+                }
+                (Some(quota), Some(entry)) => lock(entry).change(quota, now),
+                (Some(quota), None) => {
+                    map.insert(name, Arc::new(Mutex::new(Entry::new(quota, now))));
+                }
+            }
+        }
+        table.store(Arc::new(map));
     }
 
     /// Takes the counts loaded from the state store. A count for the current period of a
@@ -103,7 +159,7 @@ impl Quotas {
         let mut applied = 0;
         for usage in stored {
             let Some(entry) = self.entry(usage.scope, &usage.name) else { continue };
-            let mut entry = lock(entry);
+            let mut entry = lock(&entry);
             entry.roll(now);
             if usage.period == entry.quota.reset && usage.period_start == entry.period_start {
                 entry.used = entry.used.max(usage.tokens);
@@ -118,7 +174,7 @@ impl Quotas {
     pub fn check(&self, scope: QuotaScope, name: &str) -> Result<Option<QuotaStatus>, Limited> {
         let Some(entry) = self.entry(scope, name) else { return Ok(None) };
         let now = self.clock.unix_seconds();
-        let mut entry = lock(entry);
+        let mut entry = lock(&entry);
         entry.roll(now);
         let status = entry.status(now);
         if status.remaining > 0 {
@@ -138,7 +194,7 @@ impl Quotas {
     pub fn reserve(&self, scope: QuotaScope, name: &str, estimate: u64) -> Result<u64, Limited> {
         let Some(entry) = self.entry(scope, name) else { return Ok(0) };
         let now = self.clock.unix_seconds();
-        let mut entry = lock(entry);
+        let mut entry = lock(&entry);
         entry.roll(now);
         let status = entry.status(now);
         let available = status.remaining.saturating_sub(entry.in_flight);
@@ -153,7 +209,7 @@ impl Quotas {
     /// Ends a reservation with the tokens the request really used.
     pub fn settle(&self, scope: QuotaScope, name: &str, reserved: u64, used_tokens: u64) {
         let Some(entry) = self.entry(scope, name) else { return };
-        let mut entry = lock(entry);
+        let mut entry = lock(&entry);
         entry.in_flight = entry.in_flight.saturating_sub(reserved);
         entry.roll(self.clock.unix_seconds());
         entry.used = entry.used.saturating_add(used_tokens);
@@ -163,7 +219,7 @@ impl Quotas {
     /// Ends a reservation for a request that was never sent.
     pub fn release(&self, scope: QuotaScope, name: &str, reserved: u64) {
         let Some(entry) = self.entry(scope, name) else { return };
-        let mut entry = lock(entry);
+        let mut entry = lock(&entry);
         entry.in_flight = entry.in_flight.saturating_sub(reserved);
     }
 
@@ -171,7 +227,7 @@ impl Quotas {
     pub fn status(&self, scope: QuotaScope, name: &str) -> Option<QuotaStatus> {
         let entry = self.entry(scope, name)?;
         let now = self.clock.unix_seconds();
-        let mut entry = lock(entry);
+        let mut entry = lock(&entry);
         entry.roll(now);
         Some(entry.status(now))
     }
@@ -179,7 +235,7 @@ impl Quotas {
     /// Adds the tokens a request really used to `name`'s count in the current period.
     pub fn record(&self, scope: QuotaScope, name: &str, tokens: u64) {
         let Some(entry) = self.entry(scope, name) else { return };
-        let mut entry = lock(entry);
+        let mut entry = lock(&entry);
         entry.roll(self.clock.unix_seconds());
         entry.used = entry.used.saturating_add(tokens);
         entry.dirty = true;
@@ -190,9 +246,12 @@ impl Quotas {
     /// the next batch by calling [`Quotas::mark_dirty`].
     pub fn take_dirty(&self) -> Vec<QuotaUsage> {
         let mut changed = Vec::new();
-        for (scope, entries) in
-            [(QuotaScope::Provider, &self.providers), (QuotaScope::Client, &self.clients)]
-        {
+        let (clients, budgets) = (self.clients.load(), self.budgets.load());
+        for (scope, entries) in [
+            (QuotaScope::Provider, &self.providers),
+            (QuotaScope::Client, &**clients),
+            (QuotaScope::Budget, &**budgets),
+        ] {
             for (name, entry) in entries {
                 let mut entry = lock(entry);
                 if entry.dirty {
@@ -216,17 +275,32 @@ impl Quotas {
     pub fn mark_dirty(&self, usages: &[QuotaUsage]) {
         for usage in usages {
             if let Some(entry) = self.entry(usage.scope, &usage.name) {
-                lock(entry).dirty = true;
+                lock(&entry).dirty = true;
             }
         }
     }
 
-    fn entry(&self, scope: QuotaScope, name: &str) -> Option<&Mutex<Entry>> {
+    /// Whether `name` has a quota (or, for [`QuotaScope::Budget`], a budget).
+    pub fn is_limited(&self, scope: QuotaScope, name: &str) -> bool {
+        self.entry(scope, name).is_some()
+    }
+
+    fn entry(&self, scope: QuotaScope, name: &str) -> Option<Arc<Mutex<Entry>>> {
         match scope {
-            QuotaScope::Provider => self.providers.get(name),
-            QuotaScope::Client => self.clients.get(name),
+            QuotaScope::Provider => self.providers.get(name).cloned(),
+            QuotaScope::Client => self.clients.load().get(name).cloned(),
+            QuotaScope::Budget => self.budgets.load().get(name).cloned(),
         }
     }
+}
+
+/// A budget as the quota that counts it: micro-dollars per period.
+pub(crate) fn budget_quota(budget: Budget) -> Quota {
+    Quota::new(budget.micro_usd, budget.period)
+}
+
+fn build(entries: &mut dyn Iterator<Item = (String, Quota)>, now: u64) -> EntryMap {
+    entries.map(|(name, quota)| (name, Arc::new(Mutex::new(Entry::new(quota, now))))).collect()
 }
 
 /// One quota's count in its current period.
@@ -252,6 +326,17 @@ impl Entry {
         }
     }
 
+    /// Puts a changed limit in force. The count of the current period is kept (a raised or
+    /// lowered limit applies to what was already used), and the requests in flight stay
+    /// held; a new period kind starts at its own current period, with the count kept.
+    fn change(&mut self, quota: Quota, now: u64) {
+        if quota.reset != self.quota.reset {
+            self.period_start = period_start(quota.reset, now);
+            self.dirty = true;
+        }
+        self.quota = quota;
+    }
+
     /// Starts a new period from zero once the wall clock has passed into it. A wall clock
     /// set back never reopens an older period.
     fn roll(&mut self, now: u64) {
@@ -270,6 +355,7 @@ impl Entry {
             kind: match scope {
                 QuotaScope::Provider => LimitKind::ProviderQuota,
                 QuotaScope::Client => LimitKind::ClientQuota,
+                QuotaScope::Budget => LimitKind::ClientBudget,
             },
             name: Some(name.to_owned()),
             limit: status.limit,

@@ -21,6 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use cliproxy_core::RateLimit;
 
 use crate::clock::Clock;
@@ -47,6 +48,12 @@ pub enum LimitKind {
     ProviderQuota,
     /// A client key's token quota.
     ClientQuota,
+    /// A client key's spending budget (micro-dollars per period): spent, or held by requests
+    /// in flight.
+    ClientBudget,
+    /// A client key with a budget asked for a model without a price: what it would cost is
+    /// unknown, and unknown is never free.
+    Unpriced,
 }
 
 impl LimitKind {
@@ -61,26 +68,28 @@ impl LimitKind {
             Self::ClientTokens => "client_tokens",
             Self::ProviderQuota => "provider_quota",
             Self::ClientQuota => "client_quota",
+            Self::ClientBudget => "client_budget",
+            Self::Unpriced => "unpriced",
         }
     }
 
-    /// Whether this is a token quota (its refusal lasts until the period resets) rather
-    /// than a rate.
+    /// Whether this is a token quota or a budget (its refusal lasts until the period
+    /// resets) rather than a rate.
     pub const fn is_quota(self) -> bool {
-        matches!(self, Self::ProviderQuota | Self::ClientQuota)
+        matches!(self, Self::ProviderQuota | Self::ClientQuota | Self::ClientBudget)
     }
 
     fn requests_of(scope: QuotaScope) -> Self {
         match scope {
             QuotaScope::Provider => Self::ProviderRequests,
-            QuotaScope::Client => Self::ClientRequests,
+            QuotaScope::Client | QuotaScope::Budget => Self::ClientRequests,
         }
     }
 
     fn tokens_of(scope: QuotaScope) -> Self {
         match scope {
             QuotaScope::Provider => Self::ProviderTokens,
-            QuotaScope::Client => Self::ClientTokens,
+            QuotaScope::Client | QuotaScope::Budget => Self::ClientTokens,
         }
     }
 }
@@ -194,6 +203,15 @@ impl fmt::Display for Message<'_> {
                 "{} \"{name}\" used its quota of {} tokens",
                 scope_noun(limited.kind),
                 limited.limit
+            )?,
+            LimitKind::ClientBudget => write!(
+                f,
+                "client key \"{name}\" spent its budget of ${} (requests in flight included)",
+                cliproxy_core::money::format_usd(limited.limit)
+            )?,
+            LimitKind::Unpriced => write!(
+                f,
+                "client key \"{name}\" has a budget, and the model it asked for has no price"
             )?,
         }
         if let Some(source) = self.source {
@@ -424,7 +442,9 @@ pub struct MinuteLimiter {
     scope: QuotaScope,
     clock: Arc<dyn Clock>,
     default_estimate: u64,
-    keys: HashMap<String, Arc<KeyBuckets>>,
+    /// The buckets by name, swapped whole when limits change at run time, so that the
+    /// request path reads them without a lock.
+    keys: ArcSwap<HashMap<String, Arc<KeyBuckets>>>,
 }
 
 impl MinuteLimiter {
@@ -440,27 +460,41 @@ impl MinuteLimiter {
     ) -> Self {
         let keys = limits
             .into_iter()
-            .filter(|(_, limit)| {
-                limit.requests_per_minute.is_some() || limit.tokens_per_minute.is_some()
-            })
-            .map(|(name, limit)| {
-                let per_minute = |n: u64| Gcra::new(n, n, NANOS_PER_MINUTE);
-                let buckets = KeyBuckets {
-                    requests: limit.requests_per_minute.map(|n| per_minute(u64::from(n.get()))),
-                    tokens: limit.tokens_per_minute.map(|n: NonZeroU64| per_minute(n.get())),
-                    tats: Mutex::new(Tats::default()),
-                };
-                (name, Arc::new(buckets))
-            })
+            .filter_map(|(name, limit)| KeyBuckets::new(limit).map(|b| (name, Arc::new(b))))
             .collect();
-        Self { scope, clock, default_estimate, keys }
+        Self { scope, clock, default_estimate, keys: ArcSwap::from_pointee(keys) }
+    }
+
+    /// Puts new limits in force for the names given: `Some` limit for a name that had none,
+    /// or other ones, gets fresh (full) buckets; the same limit keeps the buckets it has; a
+    /// `None` (or a limit of neither figure) removes the name's buckets. Names not given
+    /// keep theirs. Fresh buckets start full, exactly as an idle key's would be after a
+    /// minute: a changed limit does not carry over what the old buckets had taken (their
+    /// figures mean something else), and reservations made before settle against the old
+    /// buckets, which nothing else uses any more.
+    pub fn update(&self, changes: impl IntoIterator<Item = (String, Option<RateLimit>)>) {
+        // One writer at a time (the admission serialises its updates), so load, edit and
+        // store loses nothing; the request path keeps reading the old map meanwhile.
+        let mut keys: HashMap<String, Arc<KeyBuckets>> = HashMap::clone(&self.keys.load());
+        for (name, limit) in changes {
+            match limit.and_then(KeyBuckets::new) {
+                None => {
+                    keys.remove(&name);
+                }
+                Some(_) if keys.get(&name).is_some_and(|b| Some(b.limit) == limit) => {}
+                Some(buckets) => {
+                    keys.insert(name, Arc::new(buckets));
+                }
+            }
+        }
+        self.keys.store(Arc::new(keys));
     }
 
     /// Takes one request and reserves `max_tokens` (or the default estimate) for `name`.
     /// Both are taken or neither is. A name without limits gets a reservation that does
     /// nothing.
     pub fn reserve(&self, name: &str, max_tokens: Option<u64>) -> Result<Reservation, Limited> {
-        let Some(buckets) = self.keys.get(name) else {
+        let Some(buckets) = self.keys.load().get(name).cloned() else {
             return Ok(Reservation::unlimited());
         };
         let now = self.clock.monotonic_nanos();
@@ -488,7 +522,7 @@ impl MinuteLimiter {
         }
         drop(tats);
         Ok(Reservation {
-            held: Some((Arc::clone(buckets), Arc::clone(&self.clock))),
+            held: Some((buckets, Arc::clone(&self.clock))),
             reserved,
             requests: requests.map(|(_, admitted)| admitted),
             tokens: tokens.map(|(_, admitted)| admitted),
@@ -497,7 +531,7 @@ impl MinuteLimiter {
 
     /// Whether `name` has a requests or tokens per minute limit.
     pub fn is_limited(&self, name: &str) -> bool {
-        self.keys.contains_key(name)
+        self.keys.load().contains_key(name)
     }
 }
 
@@ -603,9 +637,11 @@ fn ceil_secs(duration: Duration) -> u64 {
 
 fn scope_noun(kind: LimitKind) -> &'static str {
     match kind {
-        LimitKind::ClientRequests | LimitKind::ClientTokens | LimitKind::ClientQuota => {
-            "client key"
-        }
+        LimitKind::ClientRequests
+        | LimitKind::ClientTokens
+        | LimitKind::ClientQuota
+        | LimitKind::ClientBudget
+        | LimitKind::Unpriced => "client key",
         _ => "provider",
     }
 }
@@ -758,9 +794,27 @@ impl Shard {
 /// The requests and tokens buckets of one provider or client key.
 #[derive(Debug)]
 struct KeyBuckets {
+    /// The limit the buckets were built for, to tell a changed limit from the same one.
+    limit: RateLimit,
     requests: Option<Gcra>,
     tokens: Option<Gcra>,
     tats: Mutex<Tats>,
+}
+
+impl KeyBuckets {
+    /// Full buckets for `limit`, or `None` when it sets neither figure.
+    fn new(limit: RateLimit) -> Option<Self> {
+        if limit.requests_per_minute.is_none() && limit.tokens_per_minute.is_none() {
+            return None;
+        }
+        let per_minute = |n: u64| Gcra::new(n, n, NANOS_PER_MINUTE);
+        Some(Self {
+            limit,
+            requests: limit.requests_per_minute.map(|n| per_minute(u64::from(n.get()))),
+            tokens: limit.tokens_per_minute.map(|n: NonZeroU64| per_minute(n.get())),
+            tats: Mutex::new(Tats::default()),
+        })
+    }
 }
 
 #[derive(Debug, Default)]

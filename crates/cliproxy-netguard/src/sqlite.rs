@@ -1114,6 +1114,33 @@ mod tests {
     }
 
     #[test]
+    fn budget_spend_is_a_scope_of_its_own_and_older_rows_still_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config(dir.path());
+        let store = SqliteStore::open(&config).unwrap();
+        // A row as a build before budgets wrote it, straight into the table.
+        let conn = Connection::open(config.path.as_ref().unwrap()).unwrap();
+        conn.execute(
+            "INSERT INTO quota_usage (scope, name, period, period_start, tokens) \
+             VALUES ('client', 'team', 'daily', 86400, 40)",
+            [],
+        )
+        .unwrap();
+        // The same key's spend, in micro-dollars, under the budget scope.
+        let spend = QuotaUsage { scope: QuotaScope::Budget, tokens: 9_000, ..usage("team", 0) };
+        store.submit(StateChange::Quota(spend.clone()));
+        store.flush().unwrap();
+        let scope: String = conn
+            .query_row("SELECT scope FROM quota_usage WHERE tokens = 9000", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(scope, "client_budget");
+        store.close().unwrap();
+        let reopened = SqliteStore::open(&config).unwrap();
+        let loaded = reopened.load_quota_usage().unwrap();
+        assert_eq!(loaded, [usage("team", 40), spend]);
+    }
+
+    #[test]
     fn changes_after_close_are_counted_as_lost() {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(&config(dir.path())).unwrap();

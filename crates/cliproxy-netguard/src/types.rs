@@ -9,12 +9,16 @@ use serde::Serialize;
 
 /// Whose quota a usage figure belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum QuotaScope {
     /// `providers.<name>.quota`.
     Provider,
     /// `auth.api_keys[N].quota`, by the key's name.
     Client,
+    /// `auth.api_keys[N].budget`, by the key's name: its figures are micro-dollars, not
+    /// tokens.
+    #[serde(rename = "client_budget")]
+    Budget,
 }
 
 impl QuotaScope {
@@ -23,6 +27,9 @@ impl QuotaScope {
         match self {
             Self::Provider => "provider",
             Self::Client => "client",
+            // A scope text of its own in the same table: rows written before budgets existed
+            // read as they did, and a budget's micro-dollars never mix with a quota's tokens.
+            Self::Budget => "client_budget",
         }
     }
 
@@ -31,12 +38,14 @@ impl QuotaScope {
         match text {
             "provider" => Some(Self::Provider),
             "client" => Some(Self::Client),
+            "client_budget" => Some(Self::Budget),
             _ => None,
         }
     }
 }
 
-/// Tokens used by one provider or client key in one quota period.
+/// Tokens used by one provider or client key in one quota period, or (scope
+/// [`QuotaScope::Budget`]) micro-dollars spent by one client key in one budget period.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct QuotaUsage {
     /// Provider or client key.
@@ -47,7 +56,8 @@ pub struct QuotaUsage {
     pub period: QuotaPeriod,
     /// Unix seconds at which the period started (UTC).
     pub period_start: u64,
-    /// Tokens used so far in the period (an absolute count, so writing it twice is harmless).
+    /// Tokens used so far in the period, or micro-dollars spent for a budget (an absolute
+    /// count, so writing it twice is harmless).
     pub tokens: u64,
 }
 

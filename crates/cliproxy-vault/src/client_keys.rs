@@ -1,7 +1,10 @@
 use std::fmt;
 use std::sync::Arc;
 
-use cliproxy_core::{Budget, Quota, RateLimit, Secret, glob_match};
+use std::num::NonZeroU64;
+
+use cliproxy_core::money::{MICROS_PER_USD, UsdAmount};
+use cliproxy_core::{Budget, Quota, QuotaPeriod, RateLimit, Secret, glob_match};
 use ring::digest::{SHA256, digest};
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, de::value::MapAccessDeserializer};
@@ -26,6 +29,36 @@ pub struct ClientKeyConfig {
     pub rate_limit: Option<RateLimit>,
     /// Tokens per day, week or month for this key (enforced by the network guard).
     pub quota: Option<Quota>,
+    /// US dollars per day, week or month for this key (enforced by the network guard), as
+    /// written; checked by [`ClientKeys::from_config`].
+    pub budget: Option<BudgetConfig>,
+}
+
+/// A budget as a config file writes it: `{usd: 25, period: monthly}` (a number or a decimal
+/// string of dollars, at most six decimals).
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetConfig {
+    /// Dollars per period, above zero and at most [`MAX_BUDGET_USD`].
+    pub usd: UsdAmount,
+    /// When the spend starts again from zero.
+    pub period: QuotaPeriod,
+}
+
+/// The largest budget accepted, in dollars per period: a larger figure is a typo (a
+/// misplaced decimal point) that would leave the key unlimited in practice.
+pub const MAX_BUDGET_USD: u64 = 1_000_000;
+
+impl BudgetConfig {
+    /// The budget in micro-dollars, or why it is refused (the text follows the field's
+    /// name, `budget.usd`).
+    pub fn budget(&self) -> std::result::Result<Budget, String> {
+        let micros = self.usd.micros(MAX_BUDGET_USD * MICROS_PER_USD).map_err(|e| e.to_string())?;
+        let micros = NonZeroU64::new(micros).ok_or_else(|| {
+            "is 0; a budget must be above $0 (leave `budget` out for none)".to_owned()
+        })?;
+        Ok(Budget::new(self.period, micros))
+    }
 }
 
 impl<'de> Deserialize<'de> for ClientKeyConfig {
@@ -41,6 +74,8 @@ impl<'de> Deserialize<'de> for ClientKeyConfig {
             rate_limit: Option<RateLimit>,
             #[serde(default)]
             quota: Option<Quota>,
+            #[serde(default)]
+            budget: Option<BudgetConfig>,
         }
 
         struct KeyVisitor;
@@ -59,6 +94,7 @@ impl<'de> Deserialize<'de> for ClientKeyConfig {
                     models: Vec::new(),
                     rate_limit: None,
                     quota: None,
+                    budget: None,
                 })
             }
 
@@ -69,6 +105,7 @@ impl<'de> Deserialize<'de> for ClientKeyConfig {
                     models: Vec::new(),
                     rate_limit: None,
                     quota: None,
+                    budget: None,
                 })
             }
 
@@ -80,6 +117,7 @@ impl<'de> Deserialize<'de> for ClientKeyConfig {
                     models: full.models,
                     rate_limit: full.rate_limit,
                     quota: full.quota,
+                    budget: full.budget,
                 })
             }
         }
@@ -174,6 +212,12 @@ impl ClientKeys {
             if let Some(pattern) = entry.models.iter().find(|p| p.trim().is_empty()) {
                 return Err(fail(ClientKeyProblem::EmptyModelPattern { pattern: pattern.clone() }));
             }
+            let budget = entry
+                .budget
+                .as_ref()
+                .map(BudgetConfig::budget)
+                .transpose()
+                .map_err(|reason| fail(ClientKeyProblem::BadBudget { reason }))?;
             let hash = sha256(entry.key.expose().as_bytes());
             if let Some(first) = entries.iter().position(|(h, _)| bool::from(h.ct_eq(&hash))) {
                 return Err(fail(ClientKeyProblem::DuplicateKey { first }));
@@ -188,7 +232,7 @@ impl ClientKeys {
                     models: entry.models.clone(),
                     rate_limit: entry.rate_limit,
                     quota: entry.quota,
-                    budget: None,
+                    budget,
                     expires_at: None,
                 }),
             ));
@@ -238,6 +282,7 @@ mod tests {
             models: models.iter().map(|m| (*m).to_owned()).collect(),
             rate_limit: None,
             quota: None,
+            budget: None,
         }
     }
 
@@ -327,5 +372,49 @@ mod tests {
         assert!(error.contains("modles"), "{error}");
         let error = serde_json::from_str::<Vec<ClientKeyConfig>>("[42]").unwrap_err().to_string();
         assert!(error.contains("a key string or an object"), "{error}");
+    }
+
+    /// A config key's budget: dollars as a number or a decimal string, read exactly; the
+    /// hostile and mistyped forms are refused, by serde (unknown fields, a period that is not
+    /// one) or by `from_config` (everything about the amount), never taken as no budget.
+    #[test]
+    fn budgets_are_read_exactly_and_bad_ones_refused() {
+        let parse = |budget: &str| {
+            let text = format!(r#"[{{"name": "b", "key": "{PLANTED}", "budget": {budget}}}]"#);
+            serde_json::from_str::<Vec<ClientKeyConfig>>(&text).map_err(|e| e.to_string())
+        };
+        let keys = ClientKeys::from_config(&parse(r#"{"usd": 0.1, "period": "weekly"}"#).unwrap())
+            .unwrap();
+        let budget = keys.identities().next().unwrap().budget.unwrap();
+        assert_eq!((budget.micro_usd.get(), budget.period), (100_000, QuotaPeriod::Weekly));
+        let keys = ClientKeys::from_config(
+            &parse(r#"{"usd": "25.000001", "period": "monthly"}"#).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(keys.identities().next().unwrap().budget.unwrap().micro_usd.get(), 25_000_001);
+        for bad in [
+            r#"{"usd": 1, "period": "hourly"}"#,
+            r#"{"usd": 1}"#,
+            r#"{"usd": 1, "period": "daily", "extra": 1}"#,
+            r#"{"usd": [1], "period": "daily"}"#,
+            r#""1 USD""#,
+        ] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
+        let long = format!(r#"{{"usd": "{}", "period": "daily"}}"#, "9".repeat(100_000));
+        for (budget, expected) in [
+            (r#"{"usd": 0, "period": "daily"}"#, "is 0"),
+            (r#"{"usd": -5, "period": "daily"}"#, "is negative"),
+            (r#"{"usd": "NaN", "period": "daily"}"#, "not a decimal"),
+            (r#"{"usd": "1e9", "period": "daily"}"#, "not a decimal"),
+            (r#"{"usd": "0.0000001", "period": "daily"}"#, "more than 6 decimals"),
+            (r#"{"usd": 1000001, "period": "daily"}"#, "is above $1000000"),
+            (long.as_str(), "is above"),
+        ] {
+            let error = ClientKeys::from_config(&parse(budget).unwrap()).unwrap_err();
+            let message = error.to_string();
+            assert!(message.contains("`budget.usd`") && message.contains(expected), "{message}");
+            assert!(!message.contains(PLANTED) && message.len() < 300, "{message}");
+        }
     }
 }

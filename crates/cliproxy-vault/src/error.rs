@@ -279,6 +279,11 @@ pub enum ClientKeyProblem {
         /// The position of the earlier one.
         first: usize,
     },
+    /// `budget.usd` is not an amount of dollars above zero and within the cap.
+    BadBudget {
+        /// What is wrong with it (never a secret: the amount's text, at most 20 characters).
+        reason: String,
+    },
 }
 
 impl fmt::Display for ClientKeyProblem {
@@ -300,6 +305,7 @@ impl fmt::Display for ClientKeyProblem {
             Self::DuplicateName { name, first } => {
                 write!(f, "the name `{name}` is already used by client key {first}")
             }
+            Self::BadBudget { reason } => write!(f, "`budget.usd` {reason}"),
         }
     }
 }

@@ -83,7 +83,7 @@ mod signing;
 mod store;
 
 // The public interface is:
-pub use client_keys::{ClientIdentity, ClientKeyConfig, ClientKeys};
+pub use client_keys::{BudgetConfig, ClientIdentity, ClientKeyConfig, ClientKeys, MAX_BUDGET_USD};
 pub use config::{Config, EncryptionConfig, FingerprintConfig, RefreshConfig};
 pub use credential::{
     Credential, CredentialFile, CredentialMeta, CredentialSecret, Protection, SealedCredential,
