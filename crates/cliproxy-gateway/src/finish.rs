@@ -57,11 +57,7 @@ impl RequestContext {
                 // delivered.
                 self.guard.settle(admission, Some(0));
             } else {
-                let used = if self.free {
-                    Some(0)
-                } else {
-                    usage.map(|u| u.input_tokens.saturating_add(u.output_tokens))
-                };
+                let used = if self.free { Some(0) } else { usage.map(|u| u.counted()) };
                 self.guard.settle(admission, used);
             }
         }
