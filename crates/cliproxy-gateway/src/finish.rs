@@ -64,6 +64,22 @@ impl RequestContext {
         // What the request cost: its usage under the routed model's price. `None` when the
         // model is unpriced or the answer reported no usage: shown as unpriced, never as free.
         let cost = self.price.zip(usage).map(|(price, usage)| price.cost(usage).0);
+        // The request's row of the usage history (`usage_history.rs`); a request refused
+        // before routing has no provider and is not history.
+        if let Some(provider) = &self.provider {
+            self.guard.usage.record(
+                self.guard.clock.unix_seconds(),
+                &crate::usage_history::Finished {
+                    client: self.client.as_deref(),
+                    provider,
+                    model: self.model.as_deref().unwrap_or_default(),
+                    error: self.status >= 400 || failure.is_some(),
+                    answered: self.sent && self.status < 400,
+                    usage,
+                    price: self.price,
+                },
+            );
+        }
         // The audit event (and its metrics) of a request that reached a provider; any
         // other answer is only counted.
         let elapsed = started.elapsed();
