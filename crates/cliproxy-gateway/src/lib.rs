@@ -100,7 +100,10 @@ pub use forward::MAX_ATTEMPTS;
 pub use gateway::Gateway;
 pub use guard::{client_limit_table, state_config, state_error};
 pub use layers::Layers;
-pub use management::{ROUTES as MANAGEMENT_ROUTES, Route as ManagementRoute};
+pub use management::{
+    ROUTES as MANAGEMENT_ROUTES, Route as ManagementRoute, UsageBucket, UsageGroup, UsageQuery,
+    usage_report,
+};
 pub use model_list::{
     MAX_MODEL_LIST_CURSOR_LEN, MAX_MODEL_NAME_LEN, ModelListPage, parse_model_list,
 };

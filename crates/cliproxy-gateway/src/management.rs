@@ -30,6 +30,7 @@ mod credentials;
 mod gate;
 mod routes;
 mod status;
+mod usage;
 
 use std::net::SocketAddr;
 
@@ -47,6 +48,7 @@ use crate::http_util::{Body, truncate};
 
 pub(crate) use gate::Management;
 pub use routes::{ROUTES, Route};
+pub use usage::{UsageBucket, UsageGroup, UsageQuery, usage_report};
 
 /// Answers one management call.
 pub(crate) async fn handle<B>(
@@ -118,8 +120,17 @@ where
         }
         Ok(()) => {
             let mut note = Note::default();
-            let outcome =
-                routes::route(plane, gate, &parts.method, path, body, log, &mut note).await;
+            let outcome = routes::route(
+                plane,
+                gate,
+                &parts.method,
+                path,
+                parts.uri.query(),
+                body,
+                log,
+                &mut note,
+            )
+            .await;
             let result = match &outcome {
                 Ok(response) if response.status().is_success() => Ok(()),
                 Ok(response) => Err(format!("status {}", response.status().as_u16())),
@@ -174,6 +185,7 @@ fn describe(
         (&Method::GET, ["security", "bans"]) => "bans_read",
         (&Method::DELETE, ["security", "bans", ..]) => "ban_lift",
         (&Method::POST, ["config", "reload"]) => "reload",
+        (&Method::GET, ["usage"]) => "usage_read",
         _ => "other",
     };
     let mut details = note.details;

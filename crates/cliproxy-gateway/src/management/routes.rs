@@ -14,7 +14,7 @@ use slog::Logger;
 
 use super::body::read_body;
 use super::gate::Management;
-use super::{bans, credentials, status};
+use super::{bans, credentials, status, usage};
 use crate::api::MANAGEMENT_PREFIX;
 use crate::control::{ControlPlane, Note};
 use crate::error::ApiError;
@@ -38,6 +38,7 @@ enum Action {
     SetMaintenance,
     Reload,
     Status,
+    Usage,
 }
 
 /// One management route: a method and a path under `/v0/management`, in which `{name}`
@@ -68,6 +69,7 @@ pub const ROUTES: &[Route] = &[
     Route { method: "PUT", path: "/maintenance", action: Action::SetMaintenance },
     Route { method: "POST", path: "/config/reload", action: Action::Reload },
     Route { method: "GET", path: "/status", action: Action::Status },
+    Route { method: "GET", path: "/usage", action: Action::Usage },
 ];
 
 impl Route {
@@ -164,6 +166,7 @@ pub(super) async fn route<B>(
     gate: &Management,
     method: &Method,
     path: &str,
+    query: Option<&str>,
     body: B,
     log: &Logger,
     note: &mut Note,
@@ -192,6 +195,7 @@ where
         }
         Action::Reload => plane.reload_config("management API", note).await,
         Action::Status => Ok(status::status(plane)),
+        Action::Usage => usage::usage(guard, query).await,
     }
 }
 
