@@ -25,6 +25,7 @@ mod procfs;
 mod revocation;
 mod tls;
 mod usage;
+mod usage_history;
 mod vault;
 mod vault_lock;
 mod webhook;
