@@ -182,6 +182,16 @@ async fn usage_shows_each_key_and_model_with_tokens_cost_and_unpriced_requests()
     assert_eq!(entry(&by_provider, "oa")["requests"], 4);
     assert_eq!(entry(&by_provider, "an")["requests"], 1);
 
+    // Keys are named, never shown: not in the answers, not in the log.
+    let log = captured.text();
+    for secret in [ALICE, BOB, MANAGEMENT] {
+        for text in [by_key.to_string(), by_model.to_string(), by_provider.to_string(), log.clone()]
+        {
+            assert!(!text.contains(secret), "a key leaked into: {text}");
+        }
+    }
+    assert!(log.contains("client=alice"), "the log names the key: {log}");
+
     // Hostile queries: a clear 400, in the management API's JSON error form.
     for (query, expected) in [
         ("?from=last-week", "`from` is `last-week`"),

@@ -120,17 +120,8 @@ where
         }
         Ok(()) => {
             let mut note = Note::default();
-            let outcome = routes::route(
-                plane,
-                gate,
-                &parts.method,
-                path,
-                parts.uri.query(),
-                body,
-                log,
-                &mut note,
-            )
-            .await;
+            let outcome =
+                routes::route(plane, gate, &parts.method, &parts.uri, body, log, &mut note).await;
             let result = match &outcome {
                 Ok(response) if response.status().is_success() => Ok(()),
                 Ok(response) => Err(format!("status {}", response.status().as_u16())),

@@ -159,14 +159,14 @@ fn find(method: &str, path: &str) -> Result<(&'static Route, Vec<String>), ApiEr
     Ok((*found.value, captures))
 }
 
-/// Runs the route that `method` and `path` name; 404 when no route has the path, 405 with
-/// `Allow` when routes have it under other methods.
+/// Runs the route that `method` and `uri`'s path name; 404 when no route has the path, 405
+/// with `Allow` when routes have it under other methods. The query string is for the routes
+/// that read one (`/usage`).
 pub(super) async fn route<B>(
     plane: &impl ControlPlane,
     gate: &Management,
     method: &Method,
-    path: &str,
-    query: Option<&str>,
+    uri: &http::Uri,
     body: B,
     log: &Logger,
     note: &mut Note,
@@ -175,7 +175,7 @@ where
     B: http_body::Body<Data = Bytes> + Send,
     B::Error: std::error::Error + Send + Sync + 'static,
 {
-    let (route, captures) = find(method.as_str(), path)?;
+    let (route, captures) = find(method.as_str(), uri.path())?;
     let capture = |i: usize| captures.get(i).map(String::as_str).unwrap_or_default();
     let guard = plane.guard();
     match route.action {
@@ -195,7 +195,7 @@ where
         }
         Action::Reload => plane.reload_config("management API", note).await,
         Action::Status => Ok(status::status(plane)),
-        Action::Usage => usage::usage(guard, query).await,
+        Action::Usage => usage::usage(guard, uri.query()).await,
     }
 }
 
