@@ -205,3 +205,52 @@ async fn usage_shows_each_key_and_model_with_tokens_cost_and_unpriced_requests()
         assert!(answer.to_string().contains(expected), "{query}: {answer}");
     }
 }
+
+/// `cliproxy-server usage` against a config whose state store does not exist yet: `--help`
+/// describes it, a bad `--since` or `--by` is a usage error (exit 2) that says what to write,
+/// and an empty history prints an empty report (or a table saying so), not an error.
+#[test]
+fn the_usage_command_explains_itself_and_refuses_bad_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        format!("auth: {{dir: {:?}}}\n", dir.path().join("auths").display().to_string()),
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_cliproxy-server"))
+            .arg("--config")
+            .arg(&config)
+            .args(args)
+            .env("CLIPROXY_SANDBOX__REQUIRE_NON_ROOT", "false")
+            .output()
+            .unwrap()
+    };
+    let help = run(&["usage", "--help"]);
+    let text = String::from_utf8_lossy(&help.stdout);
+    assert!(help.status.success(), "{text}");
+    for flag in ["--by", "--since", "--bucket", "--json", "UNPRICED"] {
+        assert!(text.contains(flag), "{flag} in {text}");
+    }
+    for (args, expected) in [
+        (&["usage", "--since", "yesterday"][..], "--since is `yesterday`"),
+        (&["usage", "--since", "7d&by=model"][..], "--since is `7d&by=model`"),
+        (&["usage", "--since", "4000d"][..], "goes back more than 3650d"),
+        (&["usage", "--by", "user"][..], "invalid value 'user'"),
+    ] {
+        let output = run(args);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+    }
+    let output = run(&["usage", "--json", "--by", "model", "--bucket", "day"]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!((&report["by"], &report["bucket"]), (&json!("model"), &json!("day")));
+    assert_eq!(report["totals"]["requests"], 0);
+    assert!(!dir.path().join("auths/.state.db").exists(), "a read creates no store");
+    let output = run(&["usage"]);
+    let table = String::from_utf8_lossy(&output.stdout);
+    assert!(table.contains("(no requests in this range)") && table.contains("TOTAL"), "{table}");
+}
