@@ -109,8 +109,9 @@ pub(crate) struct UsageArgs {
     #[arg(long, value_name = "GROUP", default_value = "key", value_parser = ["key", "provider", "model"])]
     pub(crate) by: String,
     /// How far back: a span (7d, 24h, 90m) or an RFC 3339 time in UTC (2026-12-07T10:00:00Z).
-    #[arg(long, value_name = "SPAN", default_value = "24h")]
-    pub(crate) since: String,
+    /// Default: the last 24 hours (or usage.retention, when shorter).
+    #[arg(long, value_name = "SPAN")]
+    pub(crate) since: Option<String>,
     /// The bucket size.
     #[arg(long, value_name = "SIZE", default_value = "hour", value_parser = ["hour", "day"])]
     pub(crate) bucket: String,

@@ -26,8 +26,10 @@ pub(crate) fn run(config: &ConfigArg, args: &UsageArgs) -> Result<(), Failure> {
         .map_or(0, |d| d.as_secs());
     // The flags become the API's query string, the one value a user types escaped so that
     // it cannot add parameters of its own.
-    let since = args.since.replace('%', "%25").replace('&', "%26").replace('=', "%3D");
-    let query = format!("from={since}&by={}&bucket={}", args.by, args.bucket);
+    let since = args.since.as_deref().map(|since| {
+        format!("from={}&", since.replace('%', "%25").replace('&', "%26").replace('=', "%3D"))
+    });
+    let query = format!("{}by={}&bucket={}", since.unwrap_or_default(), args.by, args.bucket);
     let query = UsageQuery::parse(Some(&query), now, retention).map_err(|message| Failure {
         error: anyhow!("{}", message.replace("`from`", "--since")),
         exit_code: EXIT_USAGE,

@@ -253,4 +253,23 @@ fn the_usage_command_explains_itself_and_refuses_bad_flags() {
     let output = run(&["usage"]);
     let table = String::from_utf8_lossy(&output.stdout);
     assert!(table.contains("(no requests in this range)") && table.contains("TOTAL"), "{table}");
+
+    // A retention shorter than the default day narrows the default range; asking past it is
+    // refused; a retention out of bounds is a configuration error naming its key.
+    let auth = format!("auth: {{dir: {:?}}}\n", dir.path().join("auths").display().to_string());
+    std::fs::write(&config, format!("{auth}usage: {{retention: 2h}}\n")).unwrap();
+    let output = run(&["usage", "--json"]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let from = report["from"].as_str().unwrap().to_owned();
+    let output = run(&["usage", "--since", "24h"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("before the history kept (usage.retention is 2h"), "{stderr}");
+    assert!(stderr.contains(&from), "the oldest hour kept is the default start: {stderr}");
+    std::fs::write(&config, format!("{auth}usage: {{retention: 30s}}\n")).unwrap();
+    let output = run(&["usage"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(78), "{stderr}");
+    assert!(stderr.contains("`usage.retention` is 30s; it must be at least 1h"), "{stderr}");
 }
