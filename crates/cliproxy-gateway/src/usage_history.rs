@@ -7,10 +7,10 @@
 //! looked up by `&str`, so the names are copied once, when the row is made. The guard's
 //! housekeeping beat (every `state.flush_interval`, at most 1 s) calls [`UsageBook::drain`],
 //! which submits each row's delta since the last beat as one additive
-//! [`StateChange::UsageAdd`] and keeps the row (zeroed) for the rest of its hour; shutdown
-//! drains once more. A crash therefore loses what was recorded since the last beat plus what
-//! the store had not yet written: at most two flush intervals (≤ 2 s), the same bound as the
-//! quota counts, which take the same path.
+//! [`StateChange::UsageAdd`], asks the store to write them at once (not one interval later),
+//! and keeps the row (zeroed) for the rest of its hour; shutdown drains once more. A crash
+//! therefore loses what was recorded since the last beat and not yet committed: at most one
+//! flush interval (plus the commit itself).
 //!
 //! The map is bounded: at most [`MAX_ROWS_PER_HOUR`] distinct rows per hour. A request that
 //! would make a row past that is folded into the row of its client and provider whose model
@@ -212,9 +212,15 @@ impl UsageBook {
             rows.retain(|&hour, _| hour >= current);
             counts.retain(|&hour, _| hour >= current);
         }
-        // Submitted outside the lock: the store takes its own.
+        // Submitted outside the lock: the store takes its own. The deltas have waited up to
+        // one beat already, so the store writes them now rather than one interval later: a
+        // crash loses at most one interval of history.
+        let any = !changes.is_empty();
         for change in changes {
             state.submit(StateChange::UsageAdd(change));
+        }
+        if any {
+            state.write_soon();
         }
         let last = self.last_purge.load(std::sync::atomic::Ordering::Relaxed);
         if now.saturating_sub(last) >= USAGE_BUCKET_SECS {
@@ -264,7 +270,7 @@ mod tests {
 
     /// A state store that keeps what it is given.
     #[derive(Debug, Default)]
-    struct Recorder(Mutex<Vec<StateChange>>);
+    struct Recorder(Mutex<Vec<StateChange>>, std::sync::atomic::AtomicUsize);
 
     impl StateStore for Recorder {
         fn load_quota_usage(
@@ -289,6 +295,9 @@ mod tests {
         fn submit(&self, change: StateChange) {
             self.0.lock().unwrap().push(change);
         }
+        fn write_soon(&self) {
+            self.1.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         fn flush(&self) -> cliproxy_netguard::Result<()> {
             Ok(())
         }
@@ -304,6 +313,11 @@ mod tests {
     }
 
     impl Recorder {
+        /// The `write_soon` calls since the last call.
+        fn writes_soon(&self) -> usize {
+            self.1.swap(0, std::sync::atomic::Ordering::Relaxed)
+        }
+
         fn take(&self) -> (Vec<UsageRow>, Vec<u64>) {
             let mut rows = Vec::new();
             let mut purges = Vec::new();
@@ -385,9 +399,11 @@ mod tests {
         assert_eq!(rows[1].counts.cost_micros, 0);
         // 90 days before the current hour.
         assert_eq!(purges, [H - 90 * 86_400]);
+        assert_eq!(store.writes_soon(), 1, "the deltas are written at once");
         // Nothing new: nothing submitted, and the purge waits an hour.
         book.drain(H + 10, &store);
         assert_eq!(store.take(), (Vec::new(), Vec::new()));
+        assert_eq!(store.writes_soon(), 0);
         book.record(H + 11, &request("alice", "gpt-4o", Some(7)));
         book.drain(H + 12, &store);
         let (rows, _) = store.take();

@@ -376,6 +376,14 @@ impl StateStore for SqliteStore {
         }
     }
 
+    fn write_soon(&self) {
+        let mut queue = self.shared.lock();
+        if !queue.pending.is_empty() {
+            queue.flush_wanted = true;
+            self.shared.wake_writer.notify_all();
+        }
+    }
+
     fn flush(&self) -> Result<()> {
         let mut queue = self.shared.lock();
         let target = queue.submitted;
@@ -1387,5 +1395,27 @@ mod tests {
         let rows = store.load_usage(0, u64::MAX).unwrap();
         assert_eq!(rows.len(), 1, "{rows:?}");
         assert_eq!((rows[0].counts.requests, rows[0].counts.cost_micros), (3, 12));
+    }
+
+    /// Issue 22: `write_soon` makes the writer commit what is pending at once, not when the
+    /// interval that started with the first pending change ends (here 1 s).
+    #[test]
+    fn write_soon_commits_before_the_interval_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            SqliteStore::open_at(&dir.path().join("state.db"), Duration::from_secs(1)).unwrap();
+        store.submit(usage_delta("a", 1, 1));
+        let asked = Instant::now();
+        store.write_soon();
+        // Woken by the writer after each write attempt; the deadline is the check.
+        let limit = Duration::from_millis(800);
+        let mut queue = store.shared.lock();
+        while queue.durable < queue.submitted {
+            let left = limit.checked_sub(asked.elapsed());
+            assert!(left.is_some(), "not written within {limit:?} of write_soon");
+            queue = store.shared.written.wait_timeout(queue, left.unwrap()).unwrap().0;
+        }
+        drop(queue);
+        assert_eq!(store.load_usage(0, u64::MAX).unwrap().len(), 1);
     }
 }

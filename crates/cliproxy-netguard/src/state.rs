@@ -57,6 +57,11 @@ pub trait StateStore: Send + Sync + fmt::Debug {
     /// Queues a change for the writer. Never waits for the disk and never fails: when the
     /// writer has stopped, the change is counted as lost and [`StateStore::check`] reports it.
     fn submit(&self, change: StateChange);
+    /// Asks the writer to write what is pending now rather than when its interval ends, and
+    /// returns at once (no wait, no error). For changes that were already held one interval
+    /// before they were submitted (the usage history's beat), so that a crash loses at most
+    /// one interval of them, not two. The default does nothing.
+    fn write_soon(&self) {}
     /// Blocks until every change submitted before the call is durable (it survives the
     /// process being killed), or returns the error that prevented it.
     fn flush(&self) -> Result<()>;
