@@ -392,8 +392,23 @@ def translate_stream():
     return seeds
 
 
+def usage_query():
+    # Byte 0: the retention in days, minus one; then the query string.
+    return {
+        "default": b"\x59",
+        "all-parameters": b"\x59" + b"from=7d&to=2027-01-15T07:30:00Z&by=model&bucket=day",
+        "encoded-time": b"\x59" + b"from=2027-01-15T05%3A10%3A00Z&by=provider",
+        "repeated": b"\x59" + b"by=key&by=model",
+        "unknown": b"\x59" + b"limit=5&from=1h",
+        "past-retention": b"\x00" + b"from=3d",
+        "inverted": b"\x59" + b"from=1h&to=2h",
+        "bad-percent": b"\x59" + b"from=%ZZ&to=%ff%fe",
+    }
+
+
 TARGETS = {
     "usage_scanner": usage_scanner,
+    "usage_query": usage_query,
     "usage_stripper": usage_stripper,
     "config_yaml": config_yaml,
     "credential_file": credential_file,
