@@ -273,3 +273,52 @@ fn the_usage_command_explains_itself_and_refuses_bad_flags() {
     assert_eq!(output.status.code(), Some(78), "{stderr}");
     assert!(stderr.contains("`usage.retention` is 30s; it must be at least 1h"), "{stderr}");
 }
+
+/// Issue 22: an OpenAI chat client served by an Anthropic provider gets its whole reply
+/// translated, and OpenAI's format has no field for cache writes; the usage is read from the
+/// provider's own reply before translation, so the history keeps the cache writes and prices
+/// them at Anthropic's cache-write price, not as plain input.
+#[tokio::test]
+async fn a_translated_reply_keeps_the_providers_cache_writes() {
+    let upstream = MockUpstream::start(|request| {
+        let body = serde_json::from_slice::<Value>(&request.body).unwrap();
+        assert!(request.path_and_query.starts_with("/v1/messages"), "{}", request.path_and_query);
+        Reply::ok(json!({"id": "msg_2", "type": "message", "role": "assistant",
+            "model": body["model"], "content": [{"type": "text", "text": "Hello"}],
+            "stop_reason": "end_turn", "stop_sequence": null,
+            "usage": {"input_tokens": 100, "cache_creation_input_tokens": 1000,
+                "cache_read_input_tokens": 0, "output_tokens": 50}}))
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "auth:\n  api_keys: [{{name: alice, key: \"{ALICE}\"}}]\n  dir: {:?}\n\
+         management: {{secret_key: \"{MANAGEMENT}\"}}\n\
+         providers:\n  an: {{type: claude, base_url: \"{}\", models: [claude-sonnet-4-5]}}\n",
+        dir.path().join("auths").display().to_string(),
+        upstream.url()
+    );
+    let config = Config::from_yaml(&yaml).unwrap();
+    let token = Secret::from("sk-usage-an-translated-0123456789".to_owned());
+    config.auth.build().unwrap().put(&Credential::new_api_key("an", token).unwrap()).unwrap();
+    let gateway =
+        compose::gateway_with_clock(&config, &Captured::default().logger(), None).unwrap();
+
+    assert_eq!(chat(&gateway, ALICE, "claude-sonnet-4-5", "Hi").await, StatusCode::OK);
+    // As above: the body's report runs in a task of its own, with no signal to wait on.
+    let deadline = std::time::Instant::now() + cliproxy_e2e::WAIT;
+    let report = loop {
+        tokio::task::yield_now().await;
+        let (_, report) = usage(&gateway, "?by=model").await;
+        if report["totals"]["requests"] == 1 {
+            break report;
+        }
+        assert!(std::time::Instant::now() < deadline, "{report}");
+    };
+    // 100 × $3 + 1000 × $3.75 (cache write) + 50 × $15 per 1M = 300 + 3750 + 750 micro-dollars;
+    // read from the client's reply it would be 1100 × $3 + 750 = 4050.
+    assert_eq!(
+        figures(entry(&report, "claude-sonnet-4-5")),
+        json!([1, 0, 1100, 50, 0, 1000, "0.004800", 0])
+    );
+}

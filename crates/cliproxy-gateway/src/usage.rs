@@ -82,6 +82,9 @@ pub struct UsageScanner {
     max_json_body: usize,
     /// What the lines and the body said.
     reader: Reader,
+    /// A usage known before the body is read ([`UsageScanner::reporting`]): the body is not
+    /// read.
+    known: Option<Usage>,
 }
 
 impl UsageScanner {
@@ -114,7 +117,19 @@ impl UsageScanner {
                 cache_read: None,
                 cache_write: None,
             },
+            known: None,
         }
+    }
+
+    /// A scanner that reports `usage` and reads nothing: for a whole reply whose usage was
+    /// read before it was translated, in the provider's format, which may say more than the
+    /// client's.
+    pub(crate) fn reporting(usage: Usage) -> Self {
+        let mut scanner = Self::new(ApiFormat::OpenAi, false);
+        scanner.known = Some(usage);
+        // Nothing is kept of the body: it is not read.
+        scanner.overflow = true;
+        scanner
     }
 
     /// The bytes held now: the unfinished line or the JSON body so far, and the SSE event
@@ -159,6 +174,9 @@ impl UsageScanner {
 
     /// The usage seen so far, if any was reported.
     pub fn usage(&self) -> Option<Usage> {
+        if self.known.is_some() {
+            return self.known;
+        }
         let Reader { input, output, cache_read, cache_write, .. } = self.reader;
         if input.is_none() && output.is_none() {
             return None;
@@ -513,5 +531,17 @@ mod tests {
         assert_eq!(scan(ApiFormat::OpenAi, false, &[reply]), cached(10, 0, 0, 0));
         let reply = br#"{"usage":{"input_tokens":18446744073709551615,"cache_read_input_tokens":5,"cache_creation_input_tokens":7,"output_tokens":1}}"#;
         assert_eq!(scan(ApiFormat::Anthropic, false, &[reply]), cached(u64::MAX, 1, 5, 7));
+    }
+
+    /// A scanner made with the usage read before translation reports it and reads nothing of
+    /// the body (which holds no more, and may say less).
+    #[test]
+    fn a_reporting_scanner_reports_its_usage_and_keeps_no_body() {
+        let known = Usage { cache_write_tokens: 1000, ..Usage::new(1100, 50) };
+        let mut scanner = UsageScanner::reporting(known);
+        scanner.feed(br#"{"usage":{"prompt_tokens":1100,"completion_tokens":50}}"#);
+        assert_eq!(scanner.buffered(), (0, 0));
+        scanner.finish();
+        assert_eq!(scanner.usage(), Some(known));
     }
 }
