@@ -69,7 +69,20 @@ def usage_scanner():
     # CRLF line ends, an event split over two data lines, and a line longer than a small cap.
     crlf = b'data: {"choices":[],\r\ndata: "usage":{"prompt_tokens":3,"completion_tokens":9}}\r\n\r\n'
     long_line = b"data: " + b"x" * 200 + b'\n\ndata: {"usage":{"prompt_tokens":1,"completion_tokens":1}}\n\n'
+    # Cache tokens in each format (issue 22): inside the prompt for OpenAI and Gemini, beside it
+    # for Anthropic.
+    openai_cached = json.dumps({"id": "c2", "object": "chat.completion", "choices": [], "usage": {"prompt_tokens": 2006, "completion_tokens": 300, "total_tokens": 2306, "prompt_tokens_details": {"cached_tokens": 1920}}}).encode()
+    responses_cached = json.dumps({"object": "response", "usage": {"input_tokens": 5000, "input_tokens_details": {"cached_tokens": 4096}, "output_tokens": 6}}).encode()
+    anthropic_cached = sse(
+        ("message_start", {"type": "message_start", "message": {"id": "msg_2", "usage": {"input_tokens": 10, "cache_creation_input_tokens": 300, "cache_read_input_tokens": 2000, "output_tokens": 1}}}),
+        ("message_delta", {"type": "message_delta", "usage": {"input_tokens": 10, "cache_creation_input_tokens": 300, "cache_read_input_tokens": 2000, "output_tokens": 15}}),
+    )
+    gemini_cached = json.dumps({"candidates": [], "usageMetadata": {"promptTokenCount": 3000, "cachedContentTokenCount": 2048, "candidatesTokenCount": 40}}).encode()
     return {
+        "openai-cached-reply": seed(0, False, openai_cached),
+        "openai-responses-cached-reply": seed(0, False, responses_cached, lengths=(5,)),
+        "anthropic-cached-stream": seed(1, True, anthropic_cached, lengths=(33, 1)),
+        "gemini-cached-reply": seed(2, False, gemini_cached),
         "openai-chat-stream": seed(0, True, openai_stream),
         "openai-responses-stream": seed(0, True, responses_stream, lengths=(13,)),
         "anthropic-stream": seed(1, True, anthropic_stream, lengths=(100, 3)),
@@ -392,8 +405,23 @@ def translate_stream():
     return seeds
 
 
+def usage_query():
+    # Byte 0: the retention in days, minus one; then the query string.
+    return {
+        "default": b"\x59",
+        "all-parameters": b"\x59" + b"from=7d&to=2027-01-15T07:30:00Z&by=model&bucket=day",
+        "encoded-time": b"\x59" + b"from=2027-01-15T05%3A10%3A00Z&by=provider",
+        "repeated": b"\x59" + b"by=key&by=model",
+        "unknown": b"\x59" + b"limit=5&from=1h",
+        "past-retention": b"\x00" + b"from=3d",
+        "inverted": b"\x59" + b"from=1h&to=2h",
+        "bad-percent": b"\x59" + b"from=%ZZ&to=%ff%fe",
+    }
+
+
 TARGETS = {
     "usage_scanner": usage_scanner,
+    "usage_query": usage_query,
     "usage_stripper": usage_stripper,
     "config_yaml": config_yaml,
     "credential_file": credential_file,

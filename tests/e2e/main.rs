@@ -26,6 +26,7 @@ mod procfs;
 mod revocation;
 mod tls;
 mod usage;
+mod usage_history;
 mod vault;
 mod vault_lock;
 mod webhook;

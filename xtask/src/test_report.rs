@@ -258,6 +258,14 @@ const CATEGORIES: &[Category] = &[
         tests: &["every_route_answers_each_kind_of_caller_as_expected"],
         figures: &["management routes in the router's table"],
     },
+    Category {
+        name: "usage-history",
+        title: "Usage history",
+        what: "Requests through the real binary, then `cliproxy-server usage --json` (offline, on the state store) and `GET /v0/management/usage` give the same rows and totals (requests, tokens by kind, cost); the history survives a restart; each request's row is committed within one flush interval of its answer, and none is lost to a SIGKILL once durable.",
+        source: "tests/e2e/usage_history.rs",
+        tests: &["the_cli_and_the_api_agree_and_the_history_survives_restart_and_sigkill"],
+        figures: &["worst time from answer to durable usage row (flush_interval 1 s)"],
+    },
 ];
 
 pub(crate) fn run(args: Args) -> Result<ExitCode> {

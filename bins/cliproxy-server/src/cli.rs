@@ -94,6 +94,30 @@ pub(crate) enum Command {
     /// /v0/management/security/bans/IP), and reads the store again when it starts.
     #[command(subcommand)]
     Bans(BansCommand),
+    /// The usage history: requests, errors, tokens (input, output, cache read, cache write)
+    /// and cost, by client key, provider or model, in hourly or daily buckets, with a totals
+    /// row. Read offline from the state store (state.path, default auth.dir/.state.db), so it
+    /// shows what a running gateway has written: everything but its last second or two
+    /// (GET /v0/management/usage includes those). Costs are USD under the price table;
+    /// UNPRICED counts the requests whose cost is unknown, which the cost leaves out.
+    Usage(UsageArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct UsageArgs {
+    /// Group by client key, provider or model.
+    #[arg(long, value_name = "GROUP", default_value = "key", value_parser = ["key", "provider", "model"])]
+    pub(crate) by: String,
+    /// How far back: a span (7d, 24h, 90m) or an RFC 3339 time in UTC (2026-12-07T10:00:00Z).
+    /// Default: the last 24 hours (or usage.retention, when shorter).
+    #[arg(long, value_name = "SPAN")]
+    pub(crate) since: Option<String>,
+    /// The bucket size.
+    #[arg(long, value_name = "SIZE", default_value = "hour", value_parser = ["hour", "day"])]
+    pub(crate) bucket: String,
+    /// Print the JSON answer of GET /v0/management/usage instead of a table.
+    #[arg(long)]
+    pub(crate) json: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -67,6 +67,7 @@ pub(crate) fn run(cli: Cli) -> Result<(), Failure> {
         Some(Command::Audit(command)) => crate::audit_cmd::run(&command, &cli.config),
         Some(Command::Bans(BansCommand::List)) => bans_list(&cli.config),
         Some(Command::Bans(BansCommand::Lift { ip })) => bans_lift(&cli.config, ip),
+        Some(Command::Usage(args)) => crate::usage_cmd::run(&cli.config, &args),
     }
 }
 
@@ -699,7 +700,7 @@ fn vault_reencrypt(config: &ConfigArg, rotate: bool) -> Result<(), Failure> {
 /// The state store the gateway uses (`state.path`, or `.state.db` in `auth.dir`), opened as
 /// `serve` opens it; `None` when the file does not exist (nothing was ever stored), so that a
 /// read does not create it.
-fn open_state(config: &ConfigArg) -> Result<Option<SqliteStore>, Failure> {
+pub(crate) fn open_state(config: &ConfigArg) -> Result<Option<SqliteStore>, Failure> {
     let config = load(config)?;
     let mut state = config.state.clone();
     let path = state.path.get_or_insert_with(|| config.auth.dir.join(".state.db")).clone();

@@ -47,6 +47,8 @@ pub struct Config {
     pub egress: EgressConfig,
     /// `pricing:` — model prices in USD per 1M tokens, over the built-in list prices.
     pub pricing: PricingConfig,
+    /// `usage:` — how long the usage history is kept.
+    pub usage: cliproxy_gateway::UsageConfig,
 }
 
 /// Where the configuration comes from.
@@ -118,6 +120,7 @@ impl Config {
         gateway.alerts = self.alerts.clone();
         gateway.egress = self.egress.clone();
         gateway.pricing = self.pricing.clone();
+        gateway.usage = self.usage.clone();
         gateway
     }
 }

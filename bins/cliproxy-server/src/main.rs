@@ -10,6 +10,7 @@ mod config_load;
 mod demo_tls;
 mod failure;
 mod logging;
+mod usage_cmd;
 
 use std::process::ExitCode;
 

@@ -709,6 +709,14 @@ fn allowed(route: &cliproxy_gateway::ManagementRoute) -> Allowed {
                 same("version", &status["version"], &json!(env!("CARGO_PKG_VERSION")))?;
                 same("management", &status["layers"]["management"], &json!({"enabled": true}))
             }),
+            ("GET", "/usage") => {
+                ("/usage?from=2h&by=provider", String::new(), 200, unchanged, |a| {
+                    let usage = a.json()?;
+                    same("by", &usage["by"], &json!("provider"))?;
+                    same("bucket", &usage["bucket"], &json!("hour"))?;
+                    same("cost is a decimal string", usage["totals"]["cost_usd"].is_string(), true)
+                })
+            }
             (method, path) => {
                 panic!("no expectation for the management route {method} {path}: add one here")
             }

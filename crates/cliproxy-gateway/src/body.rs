@@ -342,7 +342,7 @@ mod tests {
         let body = Tapped::new(inner, Duration::from_secs(5), scanner, on_done, None);
         let bytes = body.collect().await.unwrap().to_bytes();
         assert!(bytes.ends_with(b"data: [DONE]\n\n"));
-        let expected = Outcome::Complete(Some(Usage { input_tokens: 7, output_tokens: 3 }));
+        let expected = Outcome::Complete(Some(Usage::new(7, 3)));
         assert_eq!(seen.recv().await, Some(expected));
         assert_eq!(seen.recv().await, None, "reported once");
     }
@@ -388,7 +388,7 @@ mod tests {
         ));
         assert_eq!(http_body::Body::size_hint(&body).exact(), None);
         assert_eq!(body.collect().await.unwrap().to_bytes(), &b"data: {}\n\n"[..]);
-        let expected = Outcome::Complete(Some(Usage { input_tokens: 7, output_tokens: 3 }));
+        let expected = Outcome::Complete(Some(Usage::new(7, 3)));
         assert_eq!(seen.recv().await, Some(expected));
     }
 
@@ -502,7 +502,7 @@ mod tests {
         assert!(http_body::Body::is_end_stream(&*body));
         assert!(seen.try_recv().is_err(), "reported before the frame reached the client");
         drop(body);
-        let expected = Outcome::Complete(Some(Usage { input_tokens: 17, output_tokens: 9 }));
+        let expected = Outcome::Complete(Some(Usage::new(17, 9)));
         assert_eq!(seen.recv().await, Some(expected));
         assert_eq!(seen.recv().await, None, "reported once");
     }
@@ -522,7 +522,7 @@ mod tests {
         });
         assert!(seen.lock().unwrap().is_empty(), "the report waits for a yield");
         drop(runtime);
-        let expected = Outcome::Complete(Some(Usage { input_tokens: 2, output_tokens: 1 }));
+        let expected = Outcome::Complete(Some(Usage::new(2, 1)));
         assert_eq!(*seen.lock().unwrap(), [expected]);
     }
 

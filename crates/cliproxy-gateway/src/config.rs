@@ -43,6 +43,8 @@ pub struct GatewayConfig {
     /// `pricing:` — model prices in USD per 1M tokens, over the built-in list prices
     /// (`pricing.rs`).
     pub pricing: crate::pricing::PricingConfig,
+    /// `usage:` — the usage history's retention (`usage_history.rs`).
+    pub usage: crate::usage_history::UsageConfig,
 }
 
 /// The `egress:` section: an optional allow-list of upstream hosts. Every base URL (a
@@ -798,6 +800,7 @@ impl GatewayConfig {
         if let Err(pricing) = self.pricing.check() {
             problems.extend(pricing);
         }
+        problems.extend(self.usage.problems());
         if let Some(key) = self.management.key()
             && key.expose().trim().len() < 16
         {

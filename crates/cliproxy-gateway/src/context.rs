@@ -77,6 +77,11 @@ pub(crate) struct RequestContext {
     /// answer, not usage, and the provider does not bill it): settled as zero tokens rather
     /// than charged the estimate that stands in for an unreported usage.
     pub(crate) free: bool,
+    /// The usage read from a whole translated reply in the provider's own format, before it
+    /// was written in the client's (`translation.rs`): the client's format may have no field
+    /// for some of it (Anthropic's cache writes in an OpenAI or Gemini reply), so the tap
+    /// reports this instead of reading the translated body.
+    pub(crate) provider_usage: Option<crate::usage::Usage>,
     pub(crate) request_id: String,
     pub(crate) guard: Arc<Guard>,
     /// When the request arrived.
@@ -122,6 +127,7 @@ impl RequestContext {
             formats: None,
             other: None,
             free: false,
+            provider_usage: None,
             request_id: request_id.to_owned(),
             guard,
             started,

@@ -65,12 +65,28 @@ impl RequestContext {
             } else {
                 // The budget is charged the cost; without one (no usage reported), what it
                 // held: the worst case.
-                let tokens = usage.map(|u| u.input_tokens.saturating_add(u.output_tokens));
+                let tokens = usage.map(|u| u.counted());
                 self.guard.settle(admission, Used::new(tokens, cost));
                 if let (Some(client), Some(cost)) = (&self.client, cost) {
                     self.guard.audit.metrics().client_spend(client, cost);
                 }
             }
+        }
+        // The request's row of the usage history (`usage_history.rs`); a request refused
+        // before routing has no provider and is not history.
+        if let Some(provider) = &self.provider {
+            self.guard.usage.record(
+                self.guard.clock.unix_seconds(),
+                &crate::usage_history::Finished {
+                    client: self.client.as_deref(),
+                    provider,
+                    model: self.model.as_deref().unwrap_or_default(),
+                    error: self.status >= 400 || failure.is_some(),
+                    answered: self.sent && self.status < 400,
+                    usage,
+                    price: self.price,
+                },
+            );
         }
         // The audit event (and its metrics) of a request that reached a provider; any
         // other answer is only counted.

@@ -66,6 +66,8 @@ pub(crate) struct Guard {
     pub(crate) budgets_filed: std::sync::Mutex<std::collections::HashMap<String, u64>>,
     /// `server.security.cooldown_abuse` (see `abuse.rs`).
     pub(crate) cooldown_abuse: crate::abuse::CooldownAbuse,
+    /// The usage history's accumulator, drained into `state` on every beat.
+    pub(crate) usage: crate::usage_history::UsageBook,
     pub(crate) log: Logger,
 }
 
@@ -175,6 +177,7 @@ impl Guard {
             headers,
             validator: Validator::new(&server.security.request_validation),
             maintenance: Maintenance::new(server.maintenance_mode, server.message.clone()),
+            usage: crate::usage_history::UsageBook::new(&config.usage),
             counters: Counters::default(),
             clock,
             log,
@@ -210,6 +213,7 @@ impl Guard {
             self.state.submit(StateChange::PurgeExpired { now });
         }
         self.save_quotas();
+        self.usage.drain(now, &*self.state);
         self.watch_state();
     }
 
@@ -283,6 +287,7 @@ impl Guard {
         self.write_auth_summaries(u64::MAX);
         self.write_cooldown_abuse_summaries(u64::MAX);
         self.save_quotas();
+        self.usage.drain(self.clock.unix_seconds(), &*self.state);
         let state = self.state.clone();
         if let Ok(Err(error)) = tokio::task::spawn_blocking(move || state.flush()).await {
             warn!(self.log, "could not write the last state changes at shutdown"; "error" => crate::netguard_error(&error));

@@ -82,6 +82,7 @@ mod translation;
 mod upstream;
 mod upstream_error;
 mod usage;
+mod usage_history;
 mod vault_errors;
 mod violation_book;
 mod webhook;
@@ -99,7 +100,10 @@ pub use forward::MAX_ATTEMPTS;
 pub use gateway::Gateway;
 pub use guard::{client_limit_table, state_config, state_error};
 pub use layers::Layers;
-pub use management::{ROUTES as MANAGEMENT_ROUTES, Route as ManagementRoute};
+pub use management::{
+    ROUTES as MANAGEMENT_ROUTES, Route as ManagementRoute, UsageBucket, UsageGroup, UsageQuery,
+    usage_report,
+};
 pub use model_list::{
     MAX_MODEL_LIST_CURSOR_LEN, MAX_MODEL_NAME_LEN, ModelListPage, parse_model_list,
 };
@@ -115,4 +119,5 @@ pub use server::{Server, probe_health};
 pub use stream_usage::UsageStripper;
 pub use upstream_error::{MAX_UPSTREAM_MESSAGE, upstream_message};
 pub use usage::{Usage, UsageScanner};
+pub use usage_history::UsageConfig;
 pub use vault_errors::{key_setting, unreadable_detail, vault_error_message, vault_notice_message};

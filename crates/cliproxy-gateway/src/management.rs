@@ -8,9 +8,9 @@
 //! - `gate.rs` — who may call: the key, loopback, forwarded and browser calls, the book of
 //!   failures and bans;
 //! - `routes.rs` — the route table ([`ROUTES`]) and the dispatch from it;
-//! - `credentials.rs`, `bans.rs`, `status.rs` — the handlers of `/auths`, `/security/bans`
-//!   and `/status` (the denylist and maintenance handlers are `guard_api.rs`, which needs
-//!   only the guard);
+//! - `credentials.rs`, `bans.rs`, `status.rs`, `usage.rs` — the handlers of `/auths`,
+//!   `/security/bans`, `/status` and `/usage` (the denylist and maintenance handlers are
+//!   `guard_api.rs`, which needs only the guard);
 //! - `body.rs` — reading a request body under its cap, shared by the handlers that take one.
 //!
 //! This file holds what every call goes through around them: the refusal's charge and audit
@@ -30,6 +30,7 @@ mod credentials;
 mod gate;
 mod routes;
 mod status;
+mod usage;
 
 use std::net::SocketAddr;
 
@@ -47,6 +48,7 @@ use crate::http_util::{Body, truncate};
 
 pub(crate) use gate::Management;
 pub use routes::{ROUTES, Route};
+pub use usage::{UsageBucket, UsageGroup, UsageQuery, usage_report};
 
 /// Answers one management call.
 pub(crate) async fn handle<B>(
@@ -119,7 +121,7 @@ where
         Ok(()) => {
             let mut note = Note::default();
             let outcome =
-                routes::route(plane, gate, &parts.method, path, body, log, &mut note).await;
+                routes::route(plane, gate, &parts.method, &parts.uri, body, log, &mut note).await;
             let result = match &outcome {
                 Ok(response) if response.status().is_success() => Ok(()),
                 Ok(response) => Err(format!("status {}", response.status().as_u16())),
@@ -174,6 +176,7 @@ fn describe(
         (&Method::GET, ["security", "bans"]) => "bans_read",
         (&Method::DELETE, ["security", "bans", ..]) => "ban_lift",
         (&Method::POST, ["config", "reload"]) => "reload",
+        (&Method::GET, ["usage"]) => "usage_read",
         _ => "other",
     };
     let mut details = note.details;

@@ -38,10 +38,10 @@ pub(crate) fn reply(request: &MockRequest<'_>, latency: Duration) -> (Response<B
     let text = reply_text(request.model);
     let words: Vec<String> = split_words(&text);
     // About four bytes of JSON per token is what real tokenizers give for English prompts.
-    let usage = Usage {
-        input_tokens: u64::try_from(request.body_len / 4).unwrap_or(u64::MAX).max(1),
-        output_tokens: u64::try_from(words.len()).unwrap_or(u64::MAX),
-    };
+    let usage = Usage::new(
+        u64::try_from(request.body_len / 4).unwrap_or(u64::MAX).max(1),
+        u64::try_from(words.len()).unwrap_or(u64::MAX),
+    );
     let created = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let id = request.request_id;
     let model = request.model;

@@ -59,11 +59,16 @@ impl Price {
     /// never costs zero and many small requests are never billed less than their sum. A cost
     /// beyond `u64::MAX` micro-dollars (only reachable with absurd token counts) saturates.
     ///
-    /// The usage read today holds input and output tokens only; cached prompt tokens are
-    /// counted in the input by OpenAI and Gemini and left out by Anthropic, so they are priced
-    /// as input tokens, or not at all, until the usage reader reports them apart.
+    /// Cached prompt tokens are part of `usage.input_tokens` (the usage reader puts them
+    /// there for every provider), so they are priced once: at the cache-read or cache-write
+    /// price, and only the rest of the prompt at the input price.
     pub fn cost(&self, usage: Usage) -> MicroUsd {
-        let total = u128::from(usage.input_tokens) * u128::from(self.input)
+        let cache_read = usage.cache_read_tokens.min(usage.input_tokens);
+        let cache_write = usage.cache_write_tokens.min(usage.input_tokens - cache_read);
+        let uncached = usage.input_tokens - cache_read - cache_write;
+        let total = u128::from(uncached) * u128::from(self.input)
+            + u128::from(cache_read) * u128::from(self.cache_read)
+            + u128::from(cache_write) * u128::from(self.cache_write)
             + u128::from(usage.output_tokens) * u128::from(self.output);
         MicroUsd(u64::try_from(total.div_ceil(TOKENS_PER_PRICE)).unwrap_or(u64::MAX))
     }
@@ -446,7 +451,7 @@ mod tests {
     #[test]
     fn cost_is_exact_rounded_up_and_never_overflows() {
         let price = Price { input: 2_500_000, output: 10_000_000, cache_read: 0, cache_write: 0 };
-        let cost = |input, output| price.cost(Usage { input_tokens: input, output_tokens: output });
+        let cost = |input, output| price.cost(Usage::new(input, output));
         // 10 input and 10 output tokens of gpt-4o: 25 + 100 micro-dollars.
         assert_eq!(cost(10, 10), MicroUsd(125));
         assert_eq!(cost(10, 10).to_string(), "0.000125");
@@ -454,16 +459,52 @@ mod tests {
         assert_eq!(cost(0, 0), MicroUsd(0));
         // A third of a micro-dollar rounds up: a priced token never costs nothing.
         let cheap = Price { input: 1, output: 1, cache_read: 1, cache_write: 1 };
-        assert_eq!(cheap.cost(Usage { input_tokens: 1, output_tokens: 0 }), MicroUsd(1));
-        assert_eq!(cheap.cost(Usage { input_tokens: 1_000_000, output_tokens: 0 }), MicroUsd(1));
-        assert_eq!(cheap.cost(Usage { input_tokens: 1_000_001, output_tokens: 0 }), MicroUsd(2));
+        assert_eq!(cheap.cost(Usage::new(1, 0)), MicroUsd(1));
+        assert_eq!(cheap.cost(Usage::new(1_000_000, 0)), MicroUsd(1));
+        assert_eq!(cheap.cost(Usage::new(1_000_001, 0)), MicroUsd(2));
         // A billion tokens at the highest price: $10M, exact.
         let dear = Price { input: MAX_PRICE, output: MAX_PRICE, cache_read: 0, cache_write: 0 };
-        let billion = Usage { input_tokens: 1_000_000_000, output_tokens: 0 };
+        let billion = Usage::new(1_000_000_000, 0);
         assert_eq!(dear.cost(billion).to_string(), "10000000.000000");
         // The largest token counts saturate instead of wrapping.
-        let max = Usage { input_tokens: u64::MAX, output_tokens: u64::MAX };
+        let max = Usage::new(u64::MAX, u64::MAX);
         assert_eq!(dear.cost(max), MicroUsd(u64::MAX));
+        let all_cached = Usage {
+            cache_read_tokens: u64::MAX,
+            cache_write_tokens: u64::MAX,
+            ..Usage::new(u64::MAX, u64::MAX)
+        };
+        assert_eq!(dear.cost(all_cached), MicroUsd(u64::MAX));
         assert_eq!(MicroUsd(u64::MAX).to_string(), "18446744073709.551615");
+    }
+
+    /// Issue 22: each kind of token is priced at its own price, and cached prompt tokens
+    /// (part of the prompt count) are priced once, as cache tokens, not also as input.
+    #[test]
+    fn cache_tokens_are_priced_apart_and_once() {
+        // claude-sonnet-4-5: $3 input, $15 output, $0.30 cache read, $3.75 cache write.
+        let sonnet = PriceTable::new(&PricingConfig::default())
+            .unwrap()
+            .lookup("claude-sonnet-4-5")
+            .unwrap();
+        // 1M prompt tokens of which 600k read from the cache and 300k written to it, 100k
+        // output: 100k × $3 + 600k × $0.30 + 300k × $3.75 + 100k × $15 = $0.30 + $0.18 +
+        // $1.125 + $1.50.
+        let usage = Usage {
+            input_tokens: 1_000_000,
+            output_tokens: 100_000,
+            cache_read_tokens: 600_000,
+            cache_write_tokens: 300_000,
+        };
+        assert_eq!(sonnet.cost(usage).to_string(), "3.105000");
+        // gpt-4o: 2006 prompt tokens of which 1920 cached, 300 output: 86 × $2.50 + 1920 ×
+        // $1.25 + 300 × $10 per 1M = 215 + 2400 + 3000 micro-dollars.
+        let gpt = PriceTable::new(&PricingConfig::default()).unwrap().lookup("gpt-4o").unwrap();
+        let usage = Usage { cache_read_tokens: 1920, ..Usage::new(2006, 300) };
+        assert_eq!(gpt.cost(usage), MicroUsd(5615));
+        // Cache figures past the prompt are cut to it: never a negative uncached part.
+        let usage = Usage { cache_read_tokens: 50, cache_write_tokens: 50, ..Usage::new(10, 0) };
+        let price = Price { input: 1_000_000, output: 0, cache_read: 2_000_000, cache_write: 0 };
+        assert_eq!(price.cost(usage), MicroUsd(20));
     }
 }

@@ -74,7 +74,11 @@ pub(crate) fn tap(
     ctx: RequestContext,
     idle_timeout: Duration,
 ) -> Response<Body> {
-    let scanner = UsageScanner::new(ctx.format, ctx.sse);
+    let scanner = match ctx.provider_usage {
+        // A whole translated reply whose usage was read in the provider's format.
+        Some(usage) => UsageScanner::reporting(usage),
+        None => UsageScanner::new(ctx.format, ctx.sse),
+    };
     let sse = ctx.sse.then_some(ctx.format);
     let strip = ctx.strip_usage && ctx.sse;
     // A translated stream is rewritten for the client after the tap has read the provider's

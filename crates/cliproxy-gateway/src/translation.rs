@@ -287,7 +287,8 @@ pub(crate) async fn reply(
         return Ok(response);
     }
     ctx.sse = false;
-    // The usage reader reads the client's reply, which carries the provider's figures.
+    // The usage reader reads the client's reply, which carries the provider's figures, unless
+    // the provider's own were read from its reply below (`provider_usage`).
     ctx.format = family(pair.client);
     let cap = if upstream.status.is_success() { MAX_REPLY } else { providers::MAX_ERROR_BODY };
     let bytes = match tokio::time::timeout(wait, upstream::read_error_body(body, cap)).await {
@@ -309,6 +310,11 @@ pub(crate) async fn reply(
         }
     };
     let (status, body) = if upstream.status.is_success() {
+        // Read before translation, in the provider's format, which says all it reported.
+        let mut scanner = crate::usage::UsageScanner::new(family(pair.provider), false);
+        scanner.feed(&bytes);
+        scanner.finish();
+        ctx.provider_usage = scanner.usage();
         let translated = match &ctx.other {
             Some(OtherCall::Embeddings(call)) => {
                 embeddings::response(call, &bytes, ctx.model.as_deref().unwrap_or(""))

@@ -2,6 +2,17 @@
 //! replies and streams, `message_start` / `message_delta` of Anthropic streams, and
 //! `usageMetadata` of Gemini replies.
 //!
+//! Cache tokens are read too, and [`Usage`] holds them in one form whatever the provider:
+//! `input_tokens` is the whole prompt, cached tokens included, and the two cache figures are
+//! the parts of it read from and written to the provider's prompt cache. OpenAI (Chat:
+//! `prompt_tokens_details.cached_tokens`; Responses: `input_tokens_details.cached_tokens`) and
+//! Gemini (`cachedContentTokenCount`) count cached tokens inside the prompt already; Anthropic
+//! leaves `cache_read_input_tokens` and `cache_creation_input_tokens` out of its
+//! `input_tokens`, so they are added to it here. The token quota and the tokens-per-minute
+//! limits count `input_tokens + output_tokens`: every prompt token the provider processed,
+//! cached or not, so that a key's token count does not depend on which provider served it
+//! (the discount of a cache hit shows in the cost, which prices each kind apart).
+//!
 //! The scanner never changes the bytes it sees and never buffers more than a bounded amount:
 //! SSE is split into events as it arrives and only events that can carry usage are parsed;
 //! plain JSON bodies are kept up to [`MAX_JSON_BODY`] and parsed at the end.
@@ -15,10 +26,28 @@ use crate::sse::SseLines;
 /// Tokens consumed by one request.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Usage {
-    /// Prompt (input) tokens.
+    /// Prompt (input) tokens, the cached ones included.
     pub input_tokens: u64,
     /// Generated (output) tokens.
     pub output_tokens: u64,
+    /// Prompt tokens read from the provider's prompt cache (a part of `input_tokens`).
+    pub cache_read_tokens: u64,
+    /// Prompt tokens written to the provider's prompt cache (a part of `input_tokens`; only
+    /// Anthropic reports them).
+    pub cache_write_tokens: u64,
+}
+
+impl Usage {
+    /// A usage of plain (uncached) prompt and output tokens.
+    pub const fn new(input_tokens: u64, output_tokens: u64) -> Self {
+        Self { input_tokens, output_tokens, cache_read_tokens: 0, cache_write_tokens: 0 }
+    }
+
+    /// The tokens the quota and the tokens-per-minute limits count: the whole prompt (cached
+    /// tokens included) and the output.
+    pub const fn counted(&self) -> u64 {
+        self.input_tokens.saturating_add(self.output_tokens)
+    }
 }
 
 /// The tokens a request's prompt is taken to hold before the provider says: one per four
@@ -53,6 +82,9 @@ pub struct UsageScanner {
     max_json_body: usize,
     /// What the lines and the body said.
     reader: Reader,
+    /// A usage known before the body is read ([`UsageScanner::reporting`]): the body is not
+    /// read.
+    known: Option<Usage>,
 }
 
 impl UsageScanner {
@@ -76,8 +108,28 @@ impl UsageScanner {
             buffer: Vec::new(),
             overflow: false,
             max_json_body,
-            reader: Reader { format, event: Vec::new(), max_sse_event, input: None, output: None },
+            reader: Reader {
+                format,
+                event: Vec::new(),
+                max_sse_event,
+                input: None,
+                output: None,
+                cache_read: None,
+                cache_write: None,
+            },
+            known: None,
         }
+    }
+
+    /// A scanner that reports `usage` and reads nothing: for a whole reply whose usage was
+    /// read before it was translated, in the provider's format, which may say more than the
+    /// client's.
+    pub(crate) fn reporting(usage: Usage) -> Self {
+        let mut scanner = Self::new(ApiFormat::OpenAi, false);
+        scanner.known = Some(usage);
+        // Nothing is kept of the body: it is not read.
+        scanner.overflow = true;
+        scanner
     }
 
     /// The bytes held now: the unfinished line or the JSON body so far, and the SSE event
@@ -122,11 +174,28 @@ impl UsageScanner {
 
     /// The usage seen so far, if any was reported.
     pub fn usage(&self) -> Option<Usage> {
-        let Reader { input, output, .. } = self.reader;
+        if self.known.is_some() {
+            return self.known;
+        }
+        let Reader { input, output, cache_read, cache_write, .. } = self.reader;
         if input.is_none() && output.is_none() {
             return None;
         }
-        Some(Usage { input_tokens: input.unwrap_or(0), output_tokens: output.unwrap_or(0) })
+        let cache_read = cache_read.unwrap_or(0);
+        let cache_write = cache_write.unwrap_or(0);
+        let mut input = input.unwrap_or(0);
+        if self.reader.format == ApiFormat::Anthropic {
+            // Anthropic's `input_tokens` leaves the cached prompt out; the other providers'
+            // prompt counts hold it already.
+            input = input.saturating_add(cache_read).saturating_add(cache_write);
+        }
+        Some(Usage {
+            input_tokens: input,
+            output_tokens: output.unwrap_or(0),
+            // A provider's figures are trusted, but never past the prompt they are part of.
+            cache_read_tokens: cache_read.min(input),
+            cache_write_tokens: cache_write.min(input.saturating_sub(cache_read)),
+        })
     }
 
     /// Whether the event stream fed so far ends at an event boundary (always, for a scanner
@@ -146,6 +215,8 @@ struct Reader {
     max_sse_event: usize,
     input: Option<u64>,
     output: Option<u64>,
+    cache_read: Option<u64>,
+    cache_write: Option<u64>,
 }
 
 impl Reader {
@@ -200,6 +271,13 @@ impl Reader {
                         number(usage, "completion_tokens")
                             .or_else(|| number(usage, "output_tokens")),
                     );
+                    // Chat: `prompt_tokens_details`; Responses: `input_tokens_details`. Both
+                    // count the cached tokens inside the prompt.
+                    let cached = usage
+                        .get("prompt_tokens_details")
+                        .or_else(|| usage.get("input_tokens_details"))
+                        .and_then(|details| number(details, "cached_tokens"));
+                    self.set_cache(cached, None);
                 }
             }
             ApiFormat::Anthropic => {
@@ -209,6 +287,10 @@ impl Reader {
                     value.message.as_ref().and_then(|m| m.get("usage")).or(value.usage.as_ref());
                 if let Some(usage) = usage {
                     self.set(number(usage, "input_tokens"), number(usage, "output_tokens"));
+                    self.set_cache(
+                        number(usage, "cache_read_input_tokens"),
+                        number(usage, "cache_creation_input_tokens"),
+                    );
                 }
             }
             ApiFormat::Gemini => {
@@ -221,6 +303,7 @@ impl Reader {
                         (c, t) => Some(c.unwrap_or(0) + t.unwrap_or(0)),
                     };
                     self.set(number(usage, "promptTokenCount"), output);
+                    self.set_cache(number(usage, "cachedContentTokenCount"), None);
                 }
             }
         }
@@ -232,6 +315,15 @@ impl Reader {
         }
         if output.is_some() {
             self.output = output;
+        }
+    }
+
+    fn set_cache(&mut self, read: Option<u64>, write: Option<u64>) {
+        if read.is_some() {
+            self.cache_read = read;
+        }
+        if write.is_some() {
+            self.cache_write = write;
         }
     }
 }
@@ -273,7 +365,7 @@ mod tests {
     }
 
     fn usage(input_tokens: u64, output_tokens: u64) -> Option<Usage> {
-        Some(Usage { input_tokens, output_tokens })
+        Some(Usage::new(input_tokens, output_tokens))
     }
 
     #[test]
@@ -368,5 +460,88 @@ mod tests {
         scanner.finish();
         assert_eq!(scanner.usage(), None);
         assert!(scanner.buffer.capacity() <= MAX_JSON_BODY);
+    }
+
+    fn cached(input: u64, output: u64, read: u64, write: u64) -> Option<Usage> {
+        Some(Usage {
+            input_tokens: input,
+            output_tokens: output,
+            cache_read_tokens: read,
+            cache_write_tokens: write,
+        })
+    }
+
+    /// Issue 22: OpenAI counts cached tokens inside the prompt, in
+    /// `prompt_tokens_details.cached_tokens` (Chat) and `input_tokens_details.cached_tokens`
+    /// (Responses); the prompt count stays as reported.
+    #[test]
+    fn openai_cached_tokens_are_read_from_chat_and_responses() {
+        let chat = br#"{"id":"chatcmpl-1","object":"chat.completion","choices":[],"usage":{"prompt_tokens":2006,"completion_tokens":300,"total_tokens":2306,"prompt_tokens_details":{"cached_tokens":1920,"audio_tokens":0},"completion_tokens_details":{"reasoning_tokens":0}}}"#;
+        assert_eq!(scan(ApiFormat::OpenAi, false, &[chat]), cached(2006, 300, 1920, 0));
+        let stream: &[&[u8]] = &[
+            b"data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}],\"usage\":null}\n\n",
+            b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":1200,\"completion_tokens\":9,\"prompt_tokens_details\":{\"cached_tokens\":1024}}}\n\n",
+            b"data: [DONE]\n\n",
+        ];
+        assert_eq!(scan(ApiFormat::OpenAi, true, stream), cached(1200, 9, 1024, 0));
+        let responses = b"event: response.completed\ndata: {\"type\":\"response.completed\",\"response\":{\"usage\":{\"input_tokens\":5000,\"input_tokens_details\":{\"cached_tokens\":4096},\"output_tokens\":6,\"output_tokens_details\":{\"reasoning_tokens\":0},\"total_tokens\":5006}}}\n\n";
+        assert_eq!(scan(ApiFormat::OpenAi, true, &[responses]), cached(5000, 6, 4096, 0));
+        let reply = br#"{"object":"response","usage":{"input_tokens":40,"input_tokens_details":{"cached_tokens":0},"output_tokens":2}}"#;
+        assert_eq!(scan(ApiFormat::OpenAi, false, &[reply]), cached(40, 2, 0, 0));
+    }
+
+    /// Issue 22: Anthropic leaves both cache figures out of `input_tokens`; they are added to
+    /// the prompt, from a whole reply and from `message_start` (whose figures a later
+    /// `message_delta` may repeat, cumulatively).
+    #[test]
+    fn anthropic_cache_tokens_are_added_to_the_prompt() {
+        let reply = br#"{"id":"msg_1","type":"message","role":"assistant","content":[],"usage":{"input_tokens":21,"cache_creation_input_tokens":188086,"cache_read_input_tokens":0,"output_tokens":393}}"#;
+        assert_eq!(scan(ApiFormat::Anthropic, false, &[reply]), cached(188_107, 393, 0, 188_086));
+        let stream: &[&[u8]] = &[
+            b"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_2\",\"usage\":{\"input_tokens\":10,\"cache_creation_input_tokens\":0,\"cache_read_input_tokens\":2000,\"output_tokens\":1}}}\n\n",
+            b"event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"delta\":{\"text\":\"usage\"}}\n\n",
+            b"event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"output_tokens\":15}}\n\n",
+        ];
+        assert_eq!(scan(ApiFormat::Anthropic, true, stream), cached(2010, 15, 2000, 0));
+        // The newer `message_delta` repeats the cumulative input figures: the same answer.
+        let repeated: &[&[u8]] = &[
+            stream[0],
+            b"event: message_delta\ndata: {\"type\":\"message_delta\",\"usage\":{\"input_tokens\":10,\"cache_creation_input_tokens\":0,\"cache_read_input_tokens\":2000,\"output_tokens\":15}}\n\n",
+        ];
+        assert_eq!(scan(ApiFormat::Anthropic, true, repeated), cached(2010, 15, 2000, 0));
+    }
+
+    /// Issue 22: Gemini counts `cachedContentTokenCount` inside `promptTokenCount`.
+    #[test]
+    fn gemini_cached_content_tokens_are_read() {
+        let reply = br#"{"candidates":[],"usageMetadata":{"promptTokenCount":3000,"cachedContentTokenCount":2048,"candidatesTokenCount":40,"totalTokenCount":3040}}"#;
+        assert_eq!(scan(ApiFormat::Gemini, false, &[reply]), cached(3000, 40, 2048, 0));
+        let sse = b"data: {\"usageMetadata\":{\"promptTokenCount\":100,\"cachedContentTokenCount\":64,\"candidatesTokenCount\":2}}\n\n";
+        assert_eq!(scan(ApiFormat::Gemini, true, &[sse]), cached(100, 2, 64, 0));
+    }
+
+    /// A cache figure larger than the prompt it is part of (a provider bug, or a hostile
+    /// upstream) is cut to the prompt, so the uncached part never goes below zero.
+    #[test]
+    fn cache_figures_never_exceed_the_prompt() {
+        let reply = br#"{"usage":{"prompt_tokens":10,"completion_tokens":1,"prompt_tokens_details":{"cached_tokens":99}}}"#;
+        assert_eq!(scan(ApiFormat::OpenAi, false, &[reply]), cached(10, 1, 10, 0));
+        let reply =
+            br#"{"usage":{"prompt_tokens":10,"prompt_tokens_details":{"cached_tokens":-5}}}"#;
+        assert_eq!(scan(ApiFormat::OpenAi, false, &[reply]), cached(10, 0, 0, 0));
+        let reply = br#"{"usage":{"input_tokens":18446744073709551615,"cache_read_input_tokens":5,"cache_creation_input_tokens":7,"output_tokens":1}}"#;
+        assert_eq!(scan(ApiFormat::Anthropic, false, &[reply]), cached(u64::MAX, 1, 5, 7));
+    }
+
+    /// A scanner made with the usage read before translation reports it and reads nothing of
+    /// the body (which holds no more, and may say less).
+    #[test]
+    fn a_reporting_scanner_reports_its_usage_and_keeps_no_body() {
+        let known = Usage { cache_write_tokens: 1000, ..Usage::new(1100, 50) };
+        let mut scanner = UsageScanner::reporting(known);
+        scanner.feed(br#"{"usage":{"prompt_tokens":1100,"completion_tokens":50}}"#);
+        assert_eq!(scanner.buffered(), (0, 0));
+        scanner.finish();
+        assert_eq!(scanner.usage(), Some(known));
     }
 }

@@ -193,6 +193,7 @@ pub use ratelimit::{
 pub use sqlite::SqliteStore;
 pub use state::{StateChange, StateStore};
 pub use types::{
-    Ban, DenyEntry, QuotaScope, QuotaUsage, StoredClientKey, canonical_ip, canonical_network,
+    Ban, DenyEntry, QuotaScope, QuotaUsage, StoredClientKey, USAGE_BUCKET_SECS, UsageCounts,
+    UsageRow, canonical_ip, canonical_network,
 };
 pub use validate::{CapOwner, Invalid, RequestKind, TokenCap, Validator};

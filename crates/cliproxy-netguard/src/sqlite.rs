@@ -1,7 +1,8 @@
 //! The embedded SQLite [`StateStore`] (the `sqlite` feature).
 //!
 //! [`StateStore::submit`] only puts a change in an in-memory batch; a writer thread (named
-//! `cliproxy-state`) coalesces the batch (the last change per key wins) and commits it in one
+//! `cliproxy-state`) coalesces the batch (the last change per key wins; usage history deltas
+//! add up) and commits it in one
 //! transaction every flush interval, or at once when someone calls [`StateStore::flush`]. A
 //! `kill -9` therefore loses at most the changes of one interval.
 
@@ -25,7 +26,8 @@ use crate::config::StateConfig;
 use crate::error::{Error, Result, Setting};
 use crate::state::{StateChange, StateStore};
 use crate::types::{
-    Ban, DenyEntry, QuotaScope, QuotaUsage, StoredClientKey, canonical_ip, canonical_network,
+    Ban, DenyEntry, QuotaScope, QuotaUsage, StoredClientKey, UsageCounts, UsageRow, canonical_ip,
+    canonical_network,
 };
 
 /// The embedded SQLite state store: one database file, written by its own thread.
@@ -46,7 +48,7 @@ impl fmt::Debug for SqliteStore {
 }
 
 /// The schema version this build writes (`PRAGMA user_version`).
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 /// How long a statement waits for a lock held by another connection (a reader, or a second
 /// process opened on the same file by mistake) before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -99,7 +101,43 @@ CREATE TABLE IF NOT EXISTS client_keys (
 CREATE INDEX IF NOT EXISTS client_keys_digest ON client_keys (digest);
 PRAGMA user_version = 3;
 ";
-const TABLES: [&str; 5] = ["quota_usage", "denylist", "bans", "audit_head", "client_keys"];
+/// Version 4 adds the usage history: one row per hour, client key, provider and model, whose
+/// counts only grow (the writer adds deltas to them), so several processes can write one row.
+/// `hour` leads the key, so a range read and the retention purge walk the primary key.
+const SCHEMA_V4: &str = "
+CREATE TABLE IF NOT EXISTS usage_hourly (
+    hour INTEGER NOT NULL,
+    client TEXT NOT NULL,
+    provider TEXT NOT NULL,
+    model TEXT NOT NULL,
+    requests INTEGER NOT NULL,
+    errors INTEGER NOT NULL,
+    input_tokens INTEGER NOT NULL,
+    output_tokens INTEGER NOT NULL,
+    cache_read_tokens INTEGER NOT NULL,
+    cache_write_tokens INTEGER NOT NULL,
+    cost_micros INTEGER NOT NULL,
+    unpriced_requests INTEGER NOT NULL,
+    PRIMARY KEY (hour, client, provider, model)
+) STRICT;
+PRAGMA user_version = 4;
+";
+/// The schema steps, each after the version before it: `SCHEMA_STEPS[n]` takes a database of
+/// version `n` to `n + 1`.
+const SCHEMA_STEPS: [&str; 4] = [SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4];
+const TABLES: [&str; 6] =
+    ["quota_usage", "denylist", "bans", "audit_head", "client_keys", "usage_hourly"];
+/// The counters of `usage_hourly`, in the order of [`counts_params`].
+const USAGE_COLUMNS: [&str; 8] = [
+    "requests",
+    "errors",
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "cost_micros",
+    "unpriced_requests",
+];
 
 impl SqliteStore {
     /// Opens the database a [`StateConfig`] names, as [`SqliteStore::open_at`] does; a
@@ -215,13 +253,24 @@ impl SqliteStore {
         query: &str,
         parse: impl Fn(&rusqlite::Row<'_>) -> rusqlite::Result<Result<T, String>>,
     ) -> Result<Vec<T>> {
+        self.load_where(table, query, [], parse)
+    }
+
+    /// [`SqliteStore::load`] of a query with parameters.
+    fn load_where<T>(
+        &self,
+        table: &str,
+        query: &str,
+        params: impl rusqlite::Params,
+        parse: impl Fn(&rusqlite::Row<'_>) -> rusqlite::Result<Result<T, String>>,
+    ) -> Result<Vec<T>> {
         self.flush()?;
         let conn = self.reader()?;
         let path = &self.shared.path;
         let read_error =
             |e: rusqlite::Error| sqlite_error(path, &format!("read table {table}"), &e);
         let mut statement = conn.prepare(query).map_err(read_error)?;
-        let mut rows = statement.query([]).map_err(read_error)?;
+        let mut rows = statement.query(params).map_err(read_error)?;
         let mut records = Vec::new();
         while let Some(row) = rows.next().map_err(read_error)? {
             match parse(row) {
@@ -288,6 +337,25 @@ impl StateStore for SqliteStore {
         })
     }
 
+    fn load_usage(&self, from: u64, to: u64) -> Result<Vec<UsageRow>> {
+        let columns = USAGE_COLUMNS.join(", ");
+        self.load_where(
+            "usage_hourly",
+            &format!(
+                "SELECT hour, client, provider, model, {columns} FROM usage_hourly
+                 WHERE hour >= ?1 AND hour < ?2 ORDER BY hour, client, provider, model"
+            ),
+            params![to_i64(from), to_i64(to)],
+            |row| {
+                let mut counts = [0i64; USAGE_COLUMNS.len()];
+                for (i, count) in counts.iter_mut().enumerate() {
+                    *count = row.get(4 + i)?;
+                }
+                Ok(parse_usage(row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, counts))
+            },
+        )
+    }
+
     fn submit(&self, change: StateChange) {
         let mut queue = self.shared.lock();
         if queue.shutdown || !queue.writer_alive {
@@ -304,6 +372,14 @@ impl StateStore for SqliteStore {
         // one interval; an idle writer sleeps until then instead of polling.
         if queue.first_pending_at.is_none() {
             queue.first_pending_at = Some(Instant::now());
+            self.shared.wake_writer.notify_all();
+        }
+    }
+
+    fn write_soon(&self) {
+        let mut queue = self.shared.lock();
+        if !queue.pending.is_empty() {
+            queue.flush_wanted = true;
             self.shared.wake_writer.notify_all();
         }
     }
@@ -474,6 +550,10 @@ struct Pending {
     audit_head: Option<(u64, String)>,
     /// Client key records by id; `None` deletes the record.
     client_keys: HashMap<String, Option<StoredClientKey>>,
+    /// Usage history deltas by (hour, client, provider, model), summed.
+    usage: HashMap<(u64, String, String, String), UsageCounts>,
+    /// The latest usage retention cut asked for.
+    usage_purge: Option<u64>,
 }
 
 impl Pending {
@@ -505,6 +585,16 @@ impl Pending {
             StateChange::ClientKeyDelete(id) => {
                 self.client_keys.insert(id, None);
             }
+            StateChange::UsageAdd(row) => {
+                // Additive: deltas to one row are summed, never replaced.
+                self.usage
+                    .entry((row.hour, row.client, row.provider, row.model))
+                    .or_default()
+                    .add(&row.counts);
+            }
+            StateChange::UsagePurge { before } => {
+                self.usage_purge = self.usage_purge.max(Some(before));
+            }
             StateChange::PurgeExpired { now } => {
                 self.purge = Some(self.purge.map_or(now, |before| before.max(now)));
             }
@@ -522,6 +612,8 @@ impl Pending {
             + usize::from(self.purge.is_some())
             + usize::from(self.audit_head.is_some())
             + self.client_keys.len()
+            + self.usage.len()
+            + usize::from(self.usage_purge.is_some())
     }
 
     /// Puts back a batch whose write failed. Changes submitted since are newer and win.
@@ -538,6 +630,12 @@ impl Pending {
         for (id, key) in older.client_keys {
             self.client_keys.entry(id).or_insert(key);
         }
+        // Usage deltas are additive: the failed batch's are summed into the newer ones, never
+        // dropped for them.
+        for (key, counts) in older.usage {
+            self.usage.entry(key).or_default().add(&counts);
+        }
+        self.usage_purge = self.usage_purge.max(older.usage_purge);
         self.purge = self.purge.max(older.purge);
         if self.audit_head.is_none() {
             self.audit_head = older.audit_head;
@@ -706,6 +804,49 @@ fn write_batch(conn: &mut Connection, batch: &Pending) -> Result<(), String> {
                 };
             }
         }
+        if !batch.usage.is_empty() {
+            // The stored counts grow by the batch's deltas (another process may have written
+            // the same row since), saturating at the largest integer instead of overflowing.
+            let columns = USAGE_COLUMNS.join(", ");
+            let placeholders: Vec<String> =
+                (5..5 + USAGE_COLUMNS.len()).map(|i| format!("?{i}")).collect();
+            let updates: Vec<String> = USAGE_COLUMNS
+                .iter()
+                .map(|c| {
+                    format!(
+                        "{c} = CASE WHEN {c} > {max} - excluded.{c} THEN {max} ELSE {c} + excluded.{c} END",
+                        max = i64::MAX
+                    )
+                })
+                .collect();
+            let mut upsert = tx.prepare(&format!(
+                "INSERT INTO usage_hourly (hour, client, provider, model, {columns})
+                 VALUES (?1, ?2, ?3, ?4, {})
+                 ON CONFLICT (hour, client, provider, model) DO UPDATE SET {}",
+                placeholders.join(", "),
+                updates.join(", ")
+            ))?;
+            for ((hour, client, provider, model), counts) in &batch.usage {
+                let c = counts_params(counts);
+                upsert.execute(params![
+                    to_i64(*hour),
+                    client,
+                    provider,
+                    model,
+                    c[0],
+                    c[1],
+                    c[2],
+                    c[3],
+                    c[4],
+                    c[5],
+                    c[6],
+                    c[7]
+                ])?;
+            }
+        }
+        if let Some(before) = batch.usage_purge {
+            tx.execute("DELETE FROM usage_hourly WHERE hour < ?1", params![to_i64(before)])?;
+        }
         if let Some(now) = batch.purge {
             let now = to_i64(now);
             tx.execute(
@@ -735,6 +876,63 @@ fn parse_quota(
             .ok_or_else(|| format!("{key}: negative period_start"))?,
         tokens: to_u64(tokens).ok_or_else(|| format!("{key}: negative tokens"))?,
         name,
+    })
+}
+
+/// The counts of a usage row as SQLite integers, in the order of [`USAGE_COLUMNS`].
+fn counts_params(counts: &UsageCounts) -> [i64; USAGE_COLUMNS.len()] {
+    [
+        counts.requests,
+        counts.errors,
+        counts.input_tokens,
+        counts.output_tokens,
+        counts.cache_read_tokens,
+        counts.cache_write_tokens,
+        counts.cost_micros,
+        counts.unpriced_requests,
+    ]
+    .map(to_i64)
+}
+
+/// One `usage_hourly` row as a record, or why it is skipped.
+fn parse_usage(
+    hour: i64,
+    client: String,
+    provider: String,
+    model: String,
+    counts: [i64; USAGE_COLUMNS.len()],
+) -> Result<UsageRow, String> {
+    let key = format!("{hour}/{client}/{provider}/{model}");
+    let hour = to_u64(hour).ok_or_else(|| format!("{key}: negative hour"))?;
+    let mut read = [0u64; USAGE_COLUMNS.len()];
+    for (i, (value, column)) in counts.iter().zip(USAGE_COLUMNS).enumerate() {
+        read[i] = to_u64(*value).ok_or_else(|| format!("{key}: negative {column}"))?;
+    }
+    let [
+        requests,
+        errors,
+        input_tokens,
+        output_tokens,
+        cache_read_tokens,
+        cache_write_tokens,
+        cost_micros,
+        unpriced_requests,
+    ] = read;
+    Ok(UsageRow {
+        hour,
+        client,
+        provider,
+        model,
+        counts: UsageCounts {
+            requests,
+            errors,
+            input_tokens,
+            output_tokens,
+            cache_read_tokens,
+            cache_write_tokens,
+            cost_micros,
+            unpriced_requests,
+        },
     })
 }
 
@@ -926,17 +1124,16 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<()> {
     if version == SCHEMA_VERSION {
         return Ok(());
     }
-    if version == 1 || version == 2 {
-        // Version 1 lacks the audit head table and the client keys, version 2 only the
-        // client keys; each step is applied in one transaction with the version it sets.
+    if (1..SCHEMA_VERSION).contains(&version) {
+        // An older version lacks the tables of the later steps; they are applied in one
+        // transaction, the last of which sets the version.
         let upgrade = format!("upgrade the schema from version {version} to {SCHEMA_VERSION}");
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(|e| sqlite_error(path, &upgrade, &e))?;
-        if version == 1 {
-            tx.execute_batch(SCHEMA_V2).map_err(|e| sqlite_error(path, &upgrade, &e))?;
+        for step in SCHEMA_STEPS.iter().skip(usize::try_from(version).unwrap_or(0)) {
+            tx.execute_batch(step).map_err(|e| sqlite_error(path, &upgrade, &e))?;
         }
-        tx.execute_batch(SCHEMA_V3).map_err(|e| sqlite_error(path, &upgrade, &e))?;
         return tx.commit().map_err(|e| sqlite_error(path, &upgrade, &e));
     }
     if version != 0 {
@@ -975,14 +1172,14 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<()> {
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(|e| sqlite_error(path, "create the schema", &e))?;
-    tx.execute_batch(SCHEMA_V1).map_err(|e| sqlite_error(path, "create the schema", &e))?;
-    tx.execute_batch(SCHEMA_V2).map_err(|e| sqlite_error(path, "create the schema", &e))?;
-    tx.execute_batch(SCHEMA_V3).map_err(|e| sqlite_error(path, "create the schema", &e))?;
+    for step in SCHEMA_STEPS {
+        tx.execute_batch(step).map_err(|e| sqlite_error(path, "create the schema", &e))?;
+    }
     tx.commit().map_err(|e| sqlite_error(path, "create the schema", &e))
 }
 
 /// How to get going again after a damaged database.
-const RECOVER: &str = "move the file (and any -wal and -shm files beside it) aside and restart: it holds only quota usage, the runtime denylist, management bans, the audit log's head anchor and the client keys created at run time, which then start empty (quota counts restart from zero; a cut audit log is no longer found at start; keys created at run time must be created again)";
+const RECOVER: &str = "move the file (and any -wal and -shm files beside it) aside and restart: it holds only quota usage, the runtime denylist, management bans, the audit log's head anchor, the client keys created at run time and the usage history, which then start empty (quota counts restart from zero; a cut audit log is no longer found at start; keys created at run time must be created again; the usage history starts over)";
 
 fn state_error(path: &Path, message: String) -> Error {
     Error::State { path: path.to_owned(), message }
@@ -1168,5 +1365,84 @@ mod tests {
         config.path = None;
         let error = SqliteStore::open(&config).unwrap_err();
         assert!(matches!(error, Error::MissingSetting(Setting::StatePath)), "{error:?}");
+    }
+
+    fn usage_delta(client: &str, requests: u64, cost_micros: u64) -> StateChange {
+        StateChange::UsageAdd(UsageRow {
+            hour: 3600,
+            client: client.to_owned(),
+            provider: "p".to_owned(),
+            model: "m".to_owned(),
+            counts: UsageCounts {
+                requests,
+                input_tokens: 10 * requests,
+                cost_micros,
+                ..UsageCounts::default()
+            },
+        })
+    }
+
+    /// Issue 22: usage deltas are summed in the batch, and a restored batch is summed into
+    /// the newer one (not dropped for it, as a replaced quota count is).
+    #[test]
+    fn usage_deltas_sum_in_the_batch_and_a_restore_sums_them_into_newer_ones() {
+        let mut older = Pending::default();
+        for _ in 0..1000 {
+            older.add(usage_delta("a", 1, 2));
+        }
+        older.add(usage_delta("b", 1, 0));
+        older.add(StateChange::UsagePurge { before: 5 });
+        assert_eq!(older.len(), 3);
+        let mut newer = Pending::default();
+        newer.add(usage_delta("a", 2, 1));
+        newer.add(StateChange::UsagePurge { before: 3 });
+        newer.restore(older);
+        let a = newer.usage[&(3600, "a".to_owned(), "p".to_owned(), "m".to_owned())];
+        assert_eq!((a.requests, a.input_tokens, a.cost_micros), (1002, 10_020, 2001));
+        assert_eq!(newer.usage.len(), 2);
+        assert_eq!(newer.usage_purge, Some(5), "the latest cut");
+    }
+
+    /// Issue 22: a usage batch whose write failed is kept; deltas submitted meanwhile are
+    /// added to it, and the retried write stores both.
+    #[test]
+    fn a_failed_usage_write_is_kept_and_summed_with_later_deltas() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config(dir.path());
+        let path = config.path.clone().unwrap();
+        let store = SqliteStore::open_with(&path, config.flush_interval, Duration::from_millis(20))
+            .unwrap();
+        let blocker = Connection::open(&path).unwrap();
+        blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
+        store.submit(usage_delta("a", 1, 7));
+        assert!(store.flush().is_err(), "the lock is held: the write fails");
+        store.submit(usage_delta("a", 2, 5));
+        blocker.execute_batch("ROLLBACK").unwrap();
+        store.flush().unwrap();
+        let rows = store.load_usage(0, u64::MAX).unwrap();
+        assert_eq!(rows.len(), 1, "{rows:?}");
+        assert_eq!((rows[0].counts.requests, rows[0].counts.cost_micros), (3, 12));
+    }
+
+    /// Issue 22: `write_soon` makes the writer commit what is pending at once, not when the
+    /// interval that started with the first pending change ends (here 1 s).
+    #[test]
+    fn write_soon_commits_before_the_interval_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            SqliteStore::open_at(&dir.path().join("state.db"), Duration::from_secs(1)).unwrap();
+        store.submit(usage_delta("a", 1, 1));
+        let asked = Instant::now();
+        store.write_soon();
+        // Woken by the writer after each write attempt; the deadline is the check.
+        let limit = Duration::from_millis(800);
+        let mut queue = store.shared.lock();
+        while queue.durable < queue.submitted {
+            let left = limit.checked_sub(asked.elapsed());
+            assert!(left.is_some(), "not written within {limit:?} of write_soon");
+            queue = store.shared.written.wait_timeout(queue, left.unwrap()).unwrap().0;
+        }
+        drop(queue);
+        assert_eq!(store.load_usage(0, u64::MAX).unwrap().len(), 1);
     }
 }

@@ -1,5 +1,5 @@
 //! The state store: quota usage, the runtime denylist, management bans, the audit log's head
-//! anchor and the client keys created at run time, kept across restarts.
+//! anchor, the client keys created at run time and the usage history, kept across restarts.
 //!
 //! The request path never waits for the disk. It hands each change to
 //! [`StateStore::submit`], which only puts it in an in-memory batch; the store writes the
@@ -15,8 +15,8 @@ use std::path::Path;
 
 use ipnetwork::IpNetwork;
 
-use crate::error::Result;
-use crate::types::{Ban, DenyEntry, QuotaUsage, StoredClientKey};
+use crate::error::{Error, Result};
+use crate::types::{Ban, DenyEntry, QuotaUsage, StoredClientKey, UsageRow};
 
 /// Where quota usage, the runtime denylist, management bans, the audit head anchor and the
 /// client keys created at run time survive a restart.
@@ -43,9 +43,25 @@ pub trait StateStore: Send + Sync + fmt::Debug {
     /// reported as notices; what the record says is for its owner (the vault) to check.
     /// Changes submitted earlier are flushed first, so they are included.
     fn load_client_keys(&self) -> Result<Vec<StoredClientKey>>;
+    /// The usage history rows whose hour starts at or after `from` and before `to` (Unix
+    /// seconds), ordered by hour, client, provider and model. Changes submitted earlier are
+    /// flushed first, so they are included. A store that keeps no history says so with an
+    /// error rather than answering an empty history.
+    fn load_usage(&self, from: u64, to: u64) -> Result<Vec<UsageRow>> {
+        let _ = (from, to);
+        Err(Error::State {
+            path: self.path().map(Path::to_path_buf).unwrap_or_default(),
+            message: format!("{} keeps no usage history", self.describe()),
+        })
+    }
     /// Queues a change for the writer. Never waits for the disk and never fails: when the
     /// writer has stopped, the change is counted as lost and [`StateStore::check`] reports it.
     fn submit(&self, change: StateChange);
+    /// Asks the writer to write what is pending now rather than when its interval ends, and
+    /// returns at once (no wait, no error). For changes that were already held one interval
+    /// before they were submitted (the usage history's beat), so that a crash loses at most
+    /// one interval of them, not two. The default does nothing.
+    fn write_soon(&self) {}
     /// Blocks until every change submitted before the call is durable (it survives the
     /// process being killed), or returns the error that prevented it.
     fn flush(&self) -> Result<()>;
@@ -64,7 +80,7 @@ pub trait StateStore: Send + Sync + fmt::Debug {
 }
 
 /// One change to the stored state. Changes to the same key coalesce: the last one submitted
-/// before a write is the one written.
+/// before a write is the one written, except [`StateChange::UsageAdd`], whose deltas add up.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum StateChange {
@@ -92,6 +108,17 @@ pub enum StateChange {
     ClientKeyPut(StoredClientKey),
     /// Removes the client key record with this id, if there is one (revocation).
     ClientKeyDelete(String),
+    /// Adds a delta to one row of the usage history (creating it at zero). Additive
+    /// everywhere: deltas to one row are summed in the pending batch, a batch whose write
+    /// failed is summed into the newer changes, and the stored row is incremented, so several
+    /// processes can write the same rows.
+    UsageAdd(UsageRow),
+    /// Removes the usage history rows whose hour started before `before` (Unix seconds): the
+    /// `usage.retention` purge. The latest one submitted wins.
+    UsagePurge {
+        /// Unix seconds; rows of earlier hours are removed.
+        before: u64,
+    },
     /// Removes denylist entries and bans that have ended at `now` (Unix seconds).
     PurgeExpired {
         /// Unix seconds; entries whose expiry is at or before it are removed.

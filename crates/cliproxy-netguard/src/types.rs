@@ -104,6 +104,63 @@ pub struct StoredClientKey {
     pub record_json: String,
 }
 
+/// Seconds in one bucket of the usage history.
+pub const USAGE_BUCKET_SECS: u64 = 3600;
+
+/// What the usage history counts for one row: requests, errors, tokens by kind and cost.
+/// Every field is a count that only adds up, so that rows from several writers (two gateways
+/// on one state, a batch retried after a failed write) are merged by summing.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct UsageCounts {
+    /// Requests that reached a provider (answered or not).
+    pub requests: u64,
+    /// Those of them that ended in an error (a status of 400 or more, or a failed body).
+    pub errors: u64,
+    /// Prompt tokens, the cached ones included.
+    pub input_tokens: u64,
+    /// Generated tokens.
+    pub output_tokens: u64,
+    /// Prompt tokens read from the provider's cache (a part of `input_tokens`).
+    pub cache_read_tokens: u64,
+    /// Prompt tokens written to the provider's cache (a part of `input_tokens`).
+    pub cache_write_tokens: u64,
+    /// The cost of the priced requests, in micro-dollars.
+    pub cost_micros: u64,
+    /// Requests whose cost is unknown (an unpriced model, or no usage reported): their tokens
+    /// are counted, their cost is not, and they are never shown as free.
+    pub unpriced_requests: u64,
+}
+
+impl UsageCounts {
+    /// Adds `other` field by field, saturating (a count never wraps to a small number).
+    pub fn add(&mut self, other: &Self) {
+        self.requests = self.requests.saturating_add(other.requests);
+        self.errors = self.errors.saturating_add(other.errors);
+        self.input_tokens = self.input_tokens.saturating_add(other.input_tokens);
+        self.output_tokens = self.output_tokens.saturating_add(other.output_tokens);
+        self.cache_read_tokens = self.cache_read_tokens.saturating_add(other.cache_read_tokens);
+        self.cache_write_tokens = self.cache_write_tokens.saturating_add(other.cache_write_tokens);
+        self.cost_micros = self.cost_micros.saturating_add(other.cost_micros);
+        self.unpriced_requests = self.unpriced_requests.saturating_add(other.unpriced_requests);
+    }
+}
+
+/// One row of the usage history: what one client key did with one model of one provider in
+/// one hour. As a [`crate::StateChange::UsageAdd`] it is a delta, added to the stored row.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UsageRow {
+    /// Unix seconds at which the hour started (UTC), a multiple of [`USAGE_BUCKET_SECS`].
+    pub hour: u64,
+    /// The client key's name.
+    pub client: String,
+    /// The provider's name.
+    pub provider: String,
+    /// The model the client asked for.
+    pub model: String,
+    /// The counts.
+    pub counts: UsageCounts,
+}
+
 /// Normalises an address for matching and keying: an IPv4-mapped IPv6 address
 /// (`::ffff:10.0.0.1`) becomes the IPv4 address it carries, so IPv4 rules match it.
 pub fn canonical_ip(ip: IpAddr) -> IpAddr {

@@ -14,7 +14,7 @@ use std::{env, fs};
 use cliproxy_core::QuotaPeriod;
 use cliproxy_netguard::{
     Ban, DenyEntry, QuotaScope, QuotaUsage, SqliteStore, StateChange, StateConfig, StateStore,
-    StoredClientKey,
+    StoredClientKey, UsageCounts, UsageRow,
 };
 use rusqlite::{Connection, OpenFlags};
 
@@ -240,10 +240,10 @@ fn a_database_from_a_newer_version_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("state.db");
     open(&path).close().unwrap();
-    Connection::open(&path).unwrap().pragma_update(None, "user_version", 4).unwrap();
+    Connection::open(&path).unwrap().pragma_update(None, "user_version", 5).unwrap();
     let message =
         SqliteStore::open(&config(&path, Duration::from_millis(100))).unwrap_err().to_string();
-    assert!(message.contains("schema version 4"), "{message}");
+    assert!(message.contains("schema version 5"), "{message}");
     assert!(message.contains("newer cliproxy"), "{message}");
 }
 
@@ -265,7 +265,9 @@ fn the_audit_head_is_stored_and_a_version_1_database_is_upgraded() {
 
     // What a version 1 cliproxy left: no audit_head table.
     let conn = Connection::open(&path).unwrap();
-    conn.execute_batch("DROP TABLE audit_head; DROP TABLE client_keys; PRAGMA user_version = 1;")
+    conn.execute_batch(
+        "DROP TABLE audit_head; DROP TABLE client_keys; DROP TABLE usage_hourly; PRAGMA user_version = 1;",
+    )
         .unwrap();
     drop(conn);
     let store = open(&path);
@@ -273,7 +275,7 @@ fn the_audit_head_is_stored_and_a_version_1_database_is_upgraded() {
     assert_eq!(store.load_quota_usage().unwrap().len(), 1, "the rows of version 1 are kept");
     store.close().unwrap();
     let version: i64 = raw(&path).query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
-    assert_eq!(version, 3);
+    assert_eq!(version, 4);
     assert_eq!(open(&path).load_client_keys().unwrap(), [], "a version 1 file gets the table");
 }
 
@@ -388,7 +390,8 @@ fn a_version_2_database_is_upgraded_with_the_client_keys_table() {
     store.close().unwrap();
     drop(store);
     let conn = Connection::open(&path).unwrap();
-    conn.execute_batch("DROP TABLE client_keys; PRAGMA user_version = 2;").unwrap();
+    conn.execute_batch("DROP TABLE client_keys; DROP TABLE usage_hourly; PRAGMA user_version = 2;")
+        .unwrap();
     drop(conn);
 
     let store = open(&path);
@@ -397,7 +400,7 @@ fn a_version_2_database_is_upgraded_with_the_client_keys_table() {
     store.flush().unwrap();
     assert_eq!(store.load_client_keys().unwrap(), [client_key("ck-a", 'a', "{}")]);
     let version: i64 = raw(&path).query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
-    assert_eq!(version, 3);
+    assert_eq!(version, 4);
     let index: String = raw(&path)
         .query_row(
             "SELECT name FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'client_keys' \
@@ -550,4 +553,179 @@ fn a_killed_process_keeps_every_flushed_change_and_an_intact_file() {
     let loaded = store.load_quota_usage().unwrap();
     assert_eq!(loaded.len(), 1);
     assert!(i64::try_from(loaded[0].tokens).unwrap() >= last);
+}
+
+const HOUR: u64 = 3600;
+/// An hour of 2027 (a multiple of 3600).
+const H0: u64 = 1_800_000_000 / HOUR * HOUR;
+
+fn usage_row(hour: u64, client: &str, model: &str, counts: UsageCounts) -> UsageRow {
+    UsageRow {
+        hour,
+        client: client.to_owned(),
+        provider: "openai".to_owned(),
+        model: model.to_owned(),
+        counts,
+    }
+}
+
+/// One request of `tokens` input tokens, 2 output tokens, 1 cache read, costing `cost`
+/// micro-dollars (`None`: unpriced), an error when `error`.
+fn one_request(tokens: u64, cost: Option<u64>, error: bool) -> UsageCounts {
+    UsageCounts {
+        requests: 1,
+        errors: u64::from(error),
+        input_tokens: tokens,
+        output_tokens: 2,
+        cache_read_tokens: 1,
+        cache_write_tokens: 0,
+        cost_micros: cost.unwrap_or(0),
+        unpriced_requests: u64::from(cost.is_none()),
+    }
+}
+
+fn times(n: u64, counts: UsageCounts) -> UsageCounts {
+    let mut sum = UsageCounts::default();
+    for _ in 0..n {
+        sum.add(&counts);
+    }
+    sum
+}
+
+/// Issue 22: usage deltas to one row add up, in the pending batch and in the stored row
+/// (a second batch adds to what the first wrote); other rows stay apart; the range read
+/// takes `from` and leaves `to` out.
+#[test]
+fn usage_deltas_add_up_in_the_batch_and_in_the_stored_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let store = open(&path);
+    assert_eq!(store.load_usage(0, u64::MAX).unwrap(), []);
+    for n in 0..100 {
+        store.submit(StateChange::UsageAdd(usage_row(
+            H0,
+            "alice",
+            "gpt-4o",
+            one_request(10, Some(5), n % 10 == 0),
+        )));
+    }
+    store.submit(StateChange::UsageAdd(usage_row(H0, "bob", "llama", one_request(7, None, false))));
+    store.submit(StateChange::UsageAdd(usage_row(
+        H0 + HOUR,
+        "alice",
+        "gpt-4o",
+        one_request(3, Some(1), false),
+    )));
+    store.flush().unwrap();
+    // A second batch adds to the stored row rather than replacing it.
+    store.submit(StateChange::UsageAdd(usage_row(
+        H0,
+        "alice",
+        "gpt-4o",
+        one_request(10, Some(5), false),
+    )));
+    let rows = store.load_usage(H0, H0 + HOUR).unwrap();
+    let mut alice = times(101, one_request(10, Some(5), false));
+    alice.errors = 10;
+    assert_eq!(
+        rows,
+        [
+            usage_row(H0, "alice", "gpt-4o", alice),
+            usage_row(H0, "bob", "llama", one_request(7, None, false)),
+        ]
+    );
+    assert_eq!(rows[0].counts.cost_micros, 505);
+    assert_eq!(rows[1].counts.unpriced_requests, 1);
+    assert_eq!(rows[1].counts.cost_micros, 0, "an unpriced request adds tokens, never cost");
+    // `to` is left out, `from` taken; an empty or inverted range reads nothing.
+    assert_eq!(store.load_usage(H0 + 1, H0 + HOUR + 1).unwrap().len(), 1);
+    assert_eq!(store.load_usage(0, u64::MAX).unwrap().len(), 3);
+    assert_eq!(store.load_usage(H0 + HOUR, H0).unwrap(), []);
+    store.close().unwrap();
+    drop(store);
+    assert_eq!(open(&path).load_usage(0, u64::MAX).unwrap().len(), 3, "durable across a reopen");
+}
+
+/// Issue 22: two processes (two stores on one file) writing the same row both count: the
+/// SQL upsert adds, it does not overwrite.
+#[test]
+fn two_writers_of_the_same_usage_row_both_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let first = open(&path);
+    let second = open(&path);
+    first.submit(StateChange::UsageAdd(usage_row(H0, "a", "m", one_request(4, Some(2), false))));
+    second.submit(StateChange::UsageAdd(usage_row(H0, "a", "m", one_request(6, Some(3), true))));
+    first.flush().unwrap();
+    second.flush().unwrap();
+    let rows = first.load_usage(0, u64::MAX).unwrap();
+    assert_eq!(rows.len(), 1);
+    let counts = rows[0].counts;
+    assert_eq!((counts.requests, counts.errors, counts.input_tokens), (2, 1, 10));
+    assert_eq!((counts.output_tokens, counts.cache_read_tokens, counts.cost_micros), (4, 2, 5));
+}
+
+/// Issue 22: the retention purge removes the rows of hours before its cut, and only them.
+#[test]
+fn the_usage_retention_purge_removes_older_hours_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let store = open(&path);
+    for hour in 0..5 {
+        store.submit(StateChange::UsageAdd(usage_row(
+            H0 + hour * HOUR,
+            "a",
+            "m",
+            one_request(1, Some(1), false),
+        )));
+    }
+    store.flush().unwrap();
+    store.submit(StateChange::UsagePurge { before: H0 + HOUR });
+    store.submit(StateChange::UsagePurge { before: H0 + 2 * HOUR });
+    store.submit(StateChange::UsagePurge { before: H0 });
+    store.flush().unwrap();
+    let hours: Vec<u64> = store.load_usage(0, u64::MAX).unwrap().iter().map(|r| r.hour).collect();
+    assert_eq!(hours, [H0 + 2 * HOUR, H0 + 3 * HOUR, H0 + 4 * HOUR], "the latest cut wins");
+}
+
+/// Issue 22: databases of versions 1, 2 and 3 are upgraded to version 4, keeping their rows
+/// and gaining the usage history table; a row that cannot be read is skipped with a notice.
+#[test]
+fn version_1_2_and_3_databases_gain_the_usage_history() {
+    for (version, dropped) in [
+        (1, "DROP TABLE audit_head; DROP TABLE client_keys; DROP TABLE usage_hourly;"),
+        (2, "DROP TABLE client_keys; DROP TABLE usage_hourly;"),
+        (3, "DROP TABLE usage_hourly;"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let store = open(&path);
+        store.submit(StateChange::Quota(usage("openai", 7)));
+        store.close().unwrap();
+        drop(store);
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(&format!("{dropped} PRAGMA user_version = {version};")).unwrap();
+        drop(conn);
+
+        let store = open(&path);
+        assert_eq!(store.load_quota_usage().unwrap().len(), 1, "v{version}: rows kept");
+        store.submit(StateChange::UsageAdd(usage_row(H0, "a", "m", one_request(1, None, false))));
+        assert_eq!(store.load_usage(0, u64::MAX).unwrap().len(), 1, "v{version}");
+        let found: i64 = raw(&path).query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+        assert_eq!(found, 4, "from v{version}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let store = open(&path);
+    store.submit(StateChange::UsageAdd(usage_row(H0, "a", "m", one_request(1, None, false))));
+    store.flush().unwrap();
+    Connection::open(&path)
+        .unwrap()
+        .execute_batch(&format!(
+            "INSERT INTO usage_hourly VALUES ({H0}, 'bad', 'p', 'm', 1, 0, -5, 0, 0, 0, 0, 0)"
+        ))
+        .unwrap();
+    assert_eq!(store.load_usage(0, u64::MAX).unwrap().len(), 1);
+    let notices = store.take_notices().join("\n");
+    assert!(notices.contains("/bad/p/m: negative input_tokens"), "{notices}");
 }

@@ -2,8 +2,8 @@
 //! the handler of each. A route exists only in the table, and the authorisation matrix
 //! (`bins/cliproxy-server/tests/management.rs`) walks it, so a new route cannot go untested.
 //! The router sits between the call's course (`management.rs`), which calls it past the
-//! gate, and the handlers (`credentials.rs`, `bans.rs`, `status.rs`, `guard_api.rs`), which
-//! know nothing of paths or methods.
+//! gate, and the handlers (`credentials.rs`, `bans.rs`, `status.rs`, `usage.rs`,
+//! `guard_api.rs`), which know nothing of paths or methods.
 
 use std::sync::LazyLock;
 
@@ -14,7 +14,7 @@ use slog::Logger;
 
 use super::body::read_body;
 use super::gate::Management;
-use super::{bans, credentials, status};
+use super::{bans, credentials, status, usage};
 use crate::api::MANAGEMENT_PREFIX;
 use crate::control::{ControlPlane, Note};
 use crate::error::ApiError;
@@ -38,6 +38,7 @@ enum Action {
     SetMaintenance,
     Reload,
     Status,
+    Usage,
 }
 
 /// One management route: a method and a path under `/v0/management`, in which `{name}`
@@ -68,6 +69,7 @@ pub const ROUTES: &[Route] = &[
     Route { method: "PUT", path: "/maintenance", action: Action::SetMaintenance },
     Route { method: "POST", path: "/config/reload", action: Action::Reload },
     Route { method: "GET", path: "/status", action: Action::Status },
+    Route { method: "GET", path: "/usage", action: Action::Usage },
 ];
 
 impl Route {
@@ -157,13 +159,14 @@ fn find(method: &str, path: &str) -> Result<(&'static Route, Vec<String>), ApiEr
     Ok((*found.value, captures))
 }
 
-/// Runs the route that `method` and `path` name; 404 when no route has the path, 405 with
-/// `Allow` when routes have it under other methods.
+/// Runs the route that `method` and `uri`'s path name; 404 when no route has the path, 405
+/// with `Allow` when routes have it under other methods. The query string is for the routes
+/// that read one (`/usage`).
 pub(super) async fn route<B>(
     plane: &impl ControlPlane,
     gate: &Management,
     method: &Method,
-    path: &str,
+    uri: &http::Uri,
     body: B,
     log: &Logger,
     note: &mut Note,
@@ -172,7 +175,7 @@ where
     B: http_body::Body<Data = Bytes> + Send,
     B::Error: std::error::Error + Send + Sync + 'static,
 {
-    let (route, captures) = find(method.as_str(), path)?;
+    let (route, captures) = find(method.as_str(), uri.path())?;
     let capture = |i: usize| captures.get(i).map(String::as_str).unwrap_or_default();
     let guard = plane.guard();
     match route.action {
@@ -192,6 +195,7 @@ where
         }
         Action::Reload => plane.reload_config("management API", note).await,
         Action::Status => Ok(status::status(plane)),
+        Action::Usage => usage::usage(guard, uri.query()).await,
     }
 }
 
