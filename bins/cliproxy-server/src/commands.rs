@@ -67,6 +67,7 @@ pub(crate) fn run(cli: Cli) -> Result<(), Failure> {
         Some(Command::Audit(command)) => crate::audit_cmd::run(&command, &cli.config),
         Some(Command::Bans(BansCommand::List)) => bans_list(&cli.config),
         Some(Command::Bans(BansCommand::Lift { ip })) => bans_lift(&cli.config, ip),
+        Some(Command::Keys(command)) => crate::keys_cmd::run(&command, &cli.config),
     }
 }
 

@@ -301,8 +301,11 @@ impl Guard {
     /// has no limits there, or other limits, than the admission runs with (a new or renamed
     /// key with limits, changed limits), which the default one cannot change while it
     /// runs. Swapping such a set in would leave that key unlimited.
-    pub(crate) fn client_limits_differ(&self, keys: &cliproxy_vault::ClientKeys) -> Option<String> {
-        match self.admission.update_client_limits(&client_limit_table(keys)) {
+    pub(crate) fn client_limits_differ(
+        &self,
+        limits: &cliproxy_netguard::LimitTable,
+    ) -> Option<String> {
+        match self.admission.update_client_limits(limits) {
             Ok(()) => None,
             Err(cliproxy_netguard::Error::ClientLimitsFixed { names }) => Some(format!(
                 "client key(s) {} have rate_limit or quota settings the running limiters were not built with (a new or renamed key with limits, or changed limits); restart to apply the new auth.api_keys",
@@ -312,6 +315,19 @@ impl Guard {
                 "{}; restart to apply the new auth.api_keys",
                 crate::netguard_error(&other)
             )),
+        }
+    }
+}
+
+impl Guard {
+    /// Hands the limits of every client key in force (config and run-time) to the admission
+    /// after the key table changed. An admission that cannot take them while it runs keeps
+    /// the ones it has; that is logged, naming the keys, since their limits are then not the
+    /// ones asked for until a restart.
+    pub(crate) fn put_client_limits(&self, limits: &cliproxy_netguard::LimitTable) {
+        if let Some(why) = self.client_limits_differ(limits) {
+            warn!(self.log, "the limits of the client keys in force could not all be applied; the running limiters keep the ones they have";
+                "reason" => why);
         }
     }
 }

@@ -26,6 +26,7 @@
 
 mod bans;
 mod body;
+mod client_keys;
 mod credentials;
 mod gate;
 mod routes;
@@ -174,9 +175,20 @@ fn describe(
         (&Method::GET, ["security", "bans"]) => "bans_read",
         (&Method::DELETE, ["security", "bans", ..]) => "ban_lift",
         (&Method::POST, ["config", "reload"]) => "reload",
+        (&Method::GET, ["client-keys", ..]) => "client_keys_read",
+        (&Method::POST, ["client-keys"]) => "client_key_create",
+        (&Method::PATCH, ["client-keys", _]) => "client_key_change",
+        (&Method::DELETE, ["client-keys", _]) => "client_key_revoke",
         _ => "other",
     };
     let mut details = note.details;
-    details.insert("path".to_owned(), Value::String(truncate(path, 200)));
+    // A client key pasted into the path where its name goes is not written to the audit log.
+    let path = match segments.as_slice() {
+        ["client-keys", name, ..] if name.starts_with(cliproxy_vault::CLIENT_KEY_PREFIX) => {
+            format!("{MANAGEMENT_PREFIX}/client-keys/[redacted]")
+        }
+        _ => path.to_owned(),
+    };
+    details.insert("path".to_owned(), Value::String(truncate(&path, 200)));
     ("config_change", What::ConfigChange { action, changed: note.changed, details, outcome })
 }

@@ -149,7 +149,7 @@ impl Reloader {
         let config = current.loader.load().map_err(fail)?;
         crate::guard::check_config(&config).map_err(fail)?;
         let client_keys =
-            config.auth.client_keys().map_err(|e| fail(crate::vault_error_message(&e)))?;
+            Arc::new(config.auth.client_keys().map_err(|e| fail(crate::vault_error_message(&e)))?);
         let flat = current.loader.raw().map(|v| flatten(&v)).map_err(fail)?;
 
         let changed = diff(&current.flat, &flat);
@@ -162,7 +162,10 @@ impl Reloader {
         // A client key whose limits the running limiters do not know would be unlimited:
         // then the whole key list waits for a restart (a removal alone always applies).
         let keys_held = if changed.iter().any(|p| under(p, "auth.api_keys")) {
-            self.guard.client_limits_differ(&client_keys)
+            // The run-time keys stay beside the reloaded ones, so their limits are checked
+            // together.
+            let candidate = self.client_keys.with_config(client_keys.clone(), log);
+            self.guard.client_limits_differ(&candidate.limit_table())
         } else {
             None
         };
@@ -188,7 +191,7 @@ impl Reloader {
         }
         // Apply, in the order an incident needs: keys first.
         if report.applied.iter().any(|p| under(p, "auth.api_keys")) {
-            self.client_keys.replace(client_keys);
+            self.client_keys.replace(client_keys, log);
         }
         // Maintenance follows the file only where the file changed: a new message alone
         // keeps the on/off state an operator set through the API.

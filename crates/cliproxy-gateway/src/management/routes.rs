@@ -14,7 +14,7 @@ use slog::Logger;
 
 use super::body::read_body;
 use super::gate::Management;
-use super::{bans, credentials, status};
+use super::{bans, client_keys, credentials, status};
 use crate::api::MANAGEMENT_PREFIX;
 use crate::control::{ControlPlane, Note};
 use crate::error::ApiError;
@@ -38,6 +38,11 @@ enum Action {
     SetMaintenance,
     Reload,
     Status,
+    ListClientKeys,
+    CreateClientKey,
+    ReadClientKey,
+    ChangeClientKey,
+    RevokeClientKey,
 }
 
 /// One management route: a method and a path under `/v0/management`, in which `{name}`
@@ -68,6 +73,11 @@ pub const ROUTES: &[Route] = &[
     Route { method: "PUT", path: "/maintenance", action: Action::SetMaintenance },
     Route { method: "POST", path: "/config/reload", action: Action::Reload },
     Route { method: "GET", path: "/status", action: Action::Status },
+    Route { method: "GET", path: "/client-keys", action: Action::ListClientKeys },
+    Route { method: "POST", path: "/client-keys", action: Action::CreateClientKey },
+    Route { method: "GET", path: "/client-keys/{name}", action: Action::ReadClientKey },
+    Route { method: "PATCH", path: "/client-keys/{name}", action: Action::ChangeClientKey },
+    Route { method: "DELETE", path: "/client-keys/{name}", action: Action::RevokeClientKey },
 ];
 
 impl Route {
@@ -192,6 +202,11 @@ where
         }
         Action::Reload => plane.reload_config("management API", note).await,
         Action::Status => Ok(status::status(plane)),
+        Action::ListClientKeys => client_keys::list(plane).await,
+        Action::CreateClientKey => client_keys::create(plane, body, log, note).await,
+        Action::ReadClientKey => client_keys::get(plane, capture(0)).await,
+        Action::ChangeClientKey => client_keys::patch(plane, capture(0), body, log, note).await,
+        Action::RevokeClientKey => client_keys::delete(plane, capture(0), log, note).await,
     }
 }
 
