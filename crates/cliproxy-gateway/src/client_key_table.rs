@@ -266,6 +266,26 @@ impl ClientKeyCell {
     }
 }
 
+/// `path` with every segment that starts with `cpk-` replaced by `[redacted]`: a run-time key
+/// pasted into a URL (where a key's name goes, or anywhere) is not written to the access log
+/// or the audit log. A path without one is returned as it is, without allocating.
+pub(crate) fn redact_keys_in_path(path: &str) -> std::borrow::Cow<'_, str> {
+    if !path.contains(cliproxy_vault::CLIENT_KEY_PREFIX) {
+        return std::borrow::Cow::Borrowed(path);
+    }
+    let segments: Vec<&str> = path
+        .split('/')
+        .map(|segment| {
+            if segment.starts_with(cliproxy_vault::CLIENT_KEY_PREFIX) {
+                "[redacted]"
+            } else {
+                segment
+            }
+        })
+        .collect();
+    std::borrow::Cow::Owned(segments.join("/"))
+}
+
 /// A record's view for the management API and `keys list --json`: never the key, never its
 /// digest.
 pub fn client_key_view(record: &ClientKeyRecord) -> Value {
@@ -425,6 +445,16 @@ mod tests {
         let table = cell.load();
         assert_eq!(table.len(), 1);
         assert_eq!(name(table.check(ci.as_bytes(), NOW)), "ci");
+    }
+
+    #[test]
+    fn keys_in_paths_are_redacted() {
+        assert_eq!(redact_keys_in_path("/v1/chat/completions"), "/v1/chat/completions");
+        assert_eq!(
+            redact_keys_in_path("/v0/management/client-keys/cpk-0123abcd"),
+            "/v0/management/client-keys/[redacted]"
+        );
+        assert_eq!(redact_keys_in_path("/a/cpk-1/b/xcpk-2"), "/a/[redacted]/b/xcpk-2");
     }
 
     #[test]

@@ -202,7 +202,8 @@ impl Gateway {
             &inner.log,
             &request_id,
             request.method(),
-            request.uri().path(),
+            // A client key pasted into the path is not logged.
+            &crate::client_key_table::redact_keys_in_path(request.uri().path()),
             peer,
             inner.guard.clone(),
             started,

@@ -183,12 +183,7 @@ fn describe(
     };
     let mut details = note.details;
     // A client key pasted into the path where its name goes is not written to the audit log.
-    let path = match segments.as_slice() {
-        ["client-keys", name, ..] if name.starts_with(cliproxy_vault::CLIENT_KEY_PREFIX) => {
-            format!("{MANAGEMENT_PREFIX}/client-keys/[redacted]")
-        }
-        _ => path.to_owned(),
-    };
+    let path = crate::client_key_table::redact_keys_in_path(path);
     details.insert("path".to_owned(), Value::String(truncate(&path, 200)));
     ("config_change", What::ConfigChange { action, changed: note.changed, details, outcome })
 }
