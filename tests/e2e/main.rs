@@ -5,6 +5,7 @@
 mod audit;
 mod audit_anchor;
 mod cancelled;
+mod client_keys;
 mod crash;
 mod defaults;
 mod disk;
