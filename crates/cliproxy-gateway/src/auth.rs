@@ -30,8 +30,8 @@ pub(crate) fn authenticate(
     format: ApiFormat,
 ) -> Result<Arc<ClientIdentity>, Refusal> {
     let limited = |limited: cliproxy_netguard::Limited| (format, ApiError::limited(&limited));
-    let now = guard.clock.unix_seconds();
-    match check_key(&keys.load(), &parts.headers, parts.uri.query(), now) {
+    let now = || guard.clock.unix_seconds();
+    match check_key(&keys.current(), &parts.headers, parts.uri.query(), now) {
         Ok(client) => {
             guard.admit_global(client_ip, request_id, true).map_err(limited)?;
             guard.emit(
@@ -60,14 +60,14 @@ pub(crate) fn authenticate(
     }
 }
 
-/// Checks the client key against the keys in force at `now` (Unix seconds). A key in the
+/// Checks the client key against the keys in force at the time `now` gives (Unix seconds). A key in the
 /// query string is refused outright: query strings end up in access logs and browser
 /// histories.
 fn check_key(
     client_keys: &KeyTable,
     headers: &HeaderMap,
     query: Option<&str>,
-    now: u64,
+    now: impl FnOnce() -> u64,
 ) -> Result<Arc<ClientIdentity>, (&'static str, ApiError)> {
     if upstream::query_holds_credential(query) {
         return Err((
