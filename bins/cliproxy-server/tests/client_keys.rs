@@ -405,3 +405,121 @@ async fn hostile_bodies_get_clear_refusals_that_never_echo_a_key() {
     let leaks: Vec<&str> = everything.lines().filter(|l| l.contains(&planted[4..])).collect();
     assert!(leaks.is_empty(), "a planted key reached a log or audit line: {leaks:#?}");
 }
+
+/// A state store that turns unwritable on demand: while it fails, what is submitted waits
+/// (as the real writer keeps a change it could not write) and every flush and read fails.
+#[derive(Debug)]
+struct Unwritable {
+    inner: Arc<dyn cliproxy_netguard::StateStore>,
+    failing: std::sync::atomic::AtomicBool,
+    held: std::sync::Mutex<Vec<cliproxy_netguard::StateChange>>,
+}
+
+impl Unwritable {
+    fn failing(&self) -> bool {
+        self.failing.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn error(&self) -> cliproxy_netguard::Error {
+        cliproxy_netguard::Error::State {
+            path: "unwritable.db".into(),
+            message: "disk I/O error (test)".to_owned(),
+        }
+    }
+
+    /// Makes the store writable again: what it held is written.
+    fn recover(&self) {
+        self.failing.store(false, std::sync::atomic::Ordering::SeqCst);
+        for change in self.held.lock().unwrap().drain(..) {
+            self.inner.submit(change);
+        }
+    }
+}
+
+impl cliproxy_netguard::StateStore for Unwritable {
+    fn load_quota_usage(&self) -> cliproxy_netguard::Result<Vec<cliproxy_netguard::QuotaUsage>> {
+        self.inner.load_quota_usage()
+    }
+    fn load_denylist(&self) -> cliproxy_netguard::Result<Vec<cliproxy_netguard::DenyEntry>> {
+        self.inner.load_denylist()
+    }
+    fn load_bans(&self) -> cliproxy_netguard::Result<Vec<cliproxy_netguard::Ban>> {
+        self.inner.load_bans()
+    }
+    fn load_audit_head(&self) -> cliproxy_netguard::Result<Option<(u64, String)>> {
+        self.inner.load_audit_head()
+    }
+    fn load_client_keys(
+        &self,
+    ) -> cliproxy_netguard::Result<Vec<cliproxy_netguard::StoredClientKey>> {
+        if self.failing() { Err(self.error()) } else { self.inner.load_client_keys() }
+    }
+    fn submit(&self, change: cliproxy_netguard::StateChange) {
+        if self.failing() {
+            self.held.lock().unwrap().push(change);
+        } else {
+            self.inner.submit(change);
+        }
+    }
+    fn flush(&self) -> cliproxy_netguard::Result<()> {
+        if self.failing() { Err(self.error()) } else { self.inner.flush() }
+    }
+    fn check(&self) -> cliproxy_netguard::Result<()> {
+        if self.failing() { Err(self.error()) } else { self.inner.check() }
+    }
+    fn path(&self) -> Option<&std::path::Path> {
+        self.inner.path()
+    }
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+}
+
+/// A write the state store cannot flush is answered 503 and is not put in force: a key
+/// created then is not usable (nobody got it either), a key disabled then still works, a key
+/// revoked then still works; once the store recovers, what it held is written and read back.
+#[tokio::test]
+async fn a_write_the_store_cannot_flush_is_refused_and_not_put_in_force() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config::from_yaml(&yaml(dir.path())).unwrap().gateway();
+    let log = Captured::default();
+    let mut layers = compose::layers(&config, None, &log.logger()).unwrap();
+    let state = Arc::new(Unwritable {
+        inner: layers.state.clone(),
+        failing: false.into(),
+        held: Vec::new().into(),
+    });
+    layers.state = state.clone();
+    let gateway = Gateway::from_parts(&config, layers, log.logger()).unwrap();
+    let (key, _) = create(&gateway, json!({"name": "ci"})).await;
+    assert_eq!(chat(&gateway, &key, "mock-1").await.0, 200);
+
+    state.failing.store(true, std::sync::atomic::Ordering::SeqCst);
+    for (method, path, body) in [
+        (Method::POST, "/client-keys", r#"{"name": "new"}"#),
+        (Method::PATCH, "/client-keys/ci", r#"{"disabled": true}"#),
+        (Method::DELETE, "/client-keys/ci", ""),
+    ] {
+        let (status, text) = manage(&gateway, method.clone(), path, body).await;
+        assert_eq!(status, 503, "{method} {path}: {text}");
+        assert!(text.contains("the change is not in force"), "{text}");
+        assert!(!text.contains("cpk-"), "{text}");
+        // Not in force: the key still works, and no other appeared.
+        assert_eq!(chat(&gateway, &key, "mock-1").await.0, 200, "after {method} {path}");
+    }
+    let (_, text) = manage(&gateway, Method::GET, "/client-keys", "").await;
+    assert!(!text.contains("\"new\""), "{text}");
+
+    // Recovered: the writes held are written (in order: created, disabled, revoked) and the
+    // next read puts them in force.
+    state.recover();
+    let (_, text) = manage(&gateway, Method::GET, "/client-keys", "").await;
+    let names: Vec<String> = json(&text)["client_keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(names, ["file-key", "new"]);
+    assert_eq!(chat(&gateway, &key, "mock-1").await.0, 401);
+}
