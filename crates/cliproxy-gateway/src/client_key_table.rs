@@ -272,6 +272,19 @@ impl ClientKeyCell {
     }
 }
 
+/// The limits of every client key, the config file's (`config`) and the ones stored at run
+/// time (`stored`, read as the gateway reads them: a damaged record or a taken name is left
+/// out), by name: what the binary builds the admission with at start, so that the run-time
+/// keys' limits are in force from the start.
+pub fn client_limit_table_with_stored(
+    config: ClientKeys,
+    stored: Vec<StoredClientKey>,
+) -> LimitTable {
+    // The gateway logs what it skips when it builds its own table from the same rows.
+    let quiet = Logger::root(slog::Discard, slog::o!());
+    KeyTable::build(Arc::new(config), stored, &quiet).limit_table()
+}
+
 /// `path` with every segment that starts with `cpk-` replaced by `[redacted]`: a run-time key
 /// pasted into a URL (where a key's name goes, or anywhere) is not written to the access log
 /// or the audit log. A path without one is returned as it is, without allocating.

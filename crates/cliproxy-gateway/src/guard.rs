@@ -325,9 +325,17 @@ impl Guard {
     /// the ones it has; that is logged, naming the keys, since their limits are then not the
     /// ones asked for until a restart.
     pub(crate) fn put_client_limits(&self, limits: &cliproxy_netguard::LimitTable) {
-        if let Some(why) = self.client_limits_differ(limits) {
-            warn!(self.log, "the limits of the client keys in force could not all be applied; the running limiters keep the ones they have";
-                "reason" => why);
+        match self.admission.update_client_limits(limits) {
+            Ok(()) => {}
+            Err(cliproxy_netguard::Error::ClientLimitsFixed { names }) => {
+                warn!(self.log, "client keys whose limits the running limiters cannot take: they run with the limits the gateway started with (none for a key created since) until a restart";
+                    "client_keys" => names.join(", "),
+                    "fix" => "restart the gateway to put their rate_limit, quota and budget in force");
+            }
+            Err(other) => {
+                warn!(self.log, "the limits of the client keys could not be applied";
+                    "error" => crate::netguard_error(&other));
+            }
         }
     }
 }

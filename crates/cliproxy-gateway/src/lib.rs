@@ -90,7 +90,7 @@ mod webhook;
 // The public interface is:
 pub use api::ApiFormat;
 pub use audit_anchor::{audit_error, sink_options as audit_sink_options};
-pub use client_key_table::{client_key_view, config_key_view};
+pub use client_key_table::{client_key_view, client_limit_table_with_stored, config_key_view};
 pub use config::{
     BaseUrl, ConfigError, CorsConfig, EgressConfig, GatewayConfig, LimitsConfig, LogFormat,
     LogLevel, LoggingConfig, ManagementConfig, ModelEntry, OpenAiApi, ProviderConfig, ProviderKind,
