@@ -358,3 +358,56 @@ async fn list_store_names(harness: &Harness) -> Vec<String> {
         .map(|k| k["name"].as_str().unwrap().to_owned())
         .collect()
 }
+
+/// Two gateways sharing one state store (each with its own vault directory, the audit log
+/// off, since each would anchor its own chain in it): a key created on one is in force on
+/// the other within about a second, and revoked on one, refused by the other as soon.
+#[tokio::test]
+async fn a_key_created_or_revoked_on_one_gateway_follows_on_another_sharing_the_state() {
+    let shared = tempfile::tempdir().unwrap();
+    let state = shared.path().join("state.db");
+    let start = || async {
+        let harness = Harness::new();
+        harness.config(
+            "",
+            &format!(
+                "management: {{secret_key: \"{MGMT_KEY}\"}}\nstate: {{path: {:?}}}\n\
+                 providers:\n  demo: {{type: mock}}\n",
+                state.display().to_string()
+            ),
+        );
+        let gateway = harness.start().await;
+        (harness, gateway)
+    };
+    let (_one_dir, one) = start().await;
+    let (_two_dir, two) = start().await;
+    let (key, _) = create(&one, json!({"name": "shared"})).await;
+    assert_eq!(chat(&one, &key, "mock-1").await.0, 200);
+    let took = poll_until(
+        REFRESH_DEADLINE,
+        "the key created on the first works on the second",
+        || async { chat(&two, &key, "mock-1").await.0 == 200 },
+    )
+    .await;
+    report::figure(
+        CATEGORY,
+        "created on one gateway to in force on another",
+        took.as_millis() as u64,
+        "ms",
+    );
+    let (status, answer) = manage(&two, Method::DELETE, "/client-keys/shared", None).await;
+    assert_eq!(status, 204, "{answer}");
+    assert_eq!(chat(&two, &key, "mock-1").await.0, 401);
+    let took = poll_until(
+        REFRESH_DEADLINE,
+        "the key revoked on the second is refused by the first",
+        || async { chat(&one, &key, "mock-1").await.0 == 401 },
+    )
+    .await;
+    report::figure(
+        CATEGORY,
+        "revoked on one gateway to refused by another",
+        took.as_millis() as u64,
+        "ms",
+    );
+}
