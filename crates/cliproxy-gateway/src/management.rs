@@ -8,9 +8,9 @@
 //! - `gate.rs` — who may call: the key, loopback, forwarded and browser calls, the book of
 //!   failures and bans;
 //! - `routes.rs` — the route table ([`ROUTES`]) and the dispatch from it;
-//! - `credentials.rs`, `bans.rs`, `status.rs` — the handlers of `/auths`, `/security/bans`
-//!   and `/status` (the denylist and maintenance handlers are `guard_api.rs`, which needs
-//!   only the guard);
+//! - `credentials.rs`, `bans.rs`, `status.rs`, `client_keys.rs` — the handlers of `/auths`,
+//!   `/security/bans`, `/status` and `/client-keys` (the denylist and maintenance handlers
+//!   are `guard_api.rs`, which needs only the guard);
 //! - `body.rs` — reading a request body under its cap, shared by the handlers that take one.
 //!
 //! This file holds what every call goes through around them: the refusal's charge and audit
