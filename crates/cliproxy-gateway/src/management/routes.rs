@@ -3,8 +3,7 @@
 //! (`bins/cliproxy-server/tests/management.rs`) walks it, so a new route cannot go untested.
 //! The router sits between the call's course (`management.rs`), which calls it past the
 //! gate, and the handlers (`credentials.rs`, `bans.rs`, `status.rs`, `client_keys.rs`,
-//! `guard_api.rs`), which
-//! know nothing of paths or methods.
+//! `guard_api.rs`), which know nothing of paths or methods.
 
 use std::sync::LazyLock;
 
