@@ -411,3 +411,48 @@ async fn a_key_created_or_revoked_on_one_gateway_follows_on_another_sharing_the_
         "ms",
     );
 }
+
+/// The demo prints how to create a key with a budget, and the command it prints works: the
+/// body is taken from the banner as printed and sent with the banner's management key.
+#[tokio::test]
+async fn the_demo_prints_a_working_way_to_create_a_key_with_a_budget() {
+    let (_demo, banner) = demo(&["--port", "0"]).await;
+    let field = |prefix: &str| {
+        banner
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(prefix))
+            .map(|rest| rest.split_whitespace().next().unwrap().to_owned())
+            .unwrap_or_else(|| panic!("no `{prefix}` in the banner:\n{banner}"))
+    };
+    let (base, management_key) = (field("base url:"), field("management key:"));
+    let lines: Vec<&str> = banner.lines().collect();
+    let at = lines
+        .iter()
+        .position(|l| l.contains("-X POST") && l.contains("/v0/management/client-keys"))
+        .unwrap_or_else(|| panic!("no client key creation in the banner:\n{banner}"));
+    let body = lines[at..]
+        .iter()
+        .find_map(|l| l.trim().strip_prefix("-d '").and_then(|rest| rest.strip_suffix('\'')))
+        .unwrap_or_else(|| panic!("no body after the creation command:\n{banner}"));
+    let body: Value = serde_json::from_str(body).unwrap();
+    assert_eq!(body["budget"], json!({"usd": "0.01", "period": "daily"}));
+    let response = client()
+        .post(format!("{base}/v0/management/client-keys"))
+        .header("x-management-key", &management_key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let created: Value = response.json().await.unwrap();
+    assert_eq!(created["budget"], json!({"usd": "0.010000", "period": "daily"}));
+    let key = created["key"].as_str().unwrap();
+    let answer = client()
+        .post(format!("{base}/v1/chat/completions"))
+        .bearer_auth(key)
+        .json(&json!({"model": "mock-1", "messages": [{"role": "user", "content": "Hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+}
