@@ -6,6 +6,7 @@ mod audit;
 mod audit_anchor;
 mod budget;
 mod cancelled;
+mod client_keys;
 mod crash;
 mod defaults;
 mod disk;

@@ -101,6 +101,76 @@ pub(crate) enum Command {
     /// (GET /v0/management/usage includes those). Costs are USD under the price table;
     /// UNPRICED counts the requests whose cost is unknown, which the cost leaves out.
     Usage(UsageArgs),
+    /// Client keys created at run time (beside the config file's auth.api_keys, which stay
+    /// read-only): create one, list them, revoke one. They live in the state store
+    /// (state.path, default auth.dir/.state.db), which these commands open and write
+    /// directly: a gateway running on the same store puts a created or revoked key in force
+    /// within a second, without a restart. The management API has the same operations under
+    /// /v0/management/client-keys.
+    ///
+    /// Exit codes: 0 done, 1 the store could not be written or the key is not there, 2 usage
+    /// error (a bad flag or value), 78 the configuration does not load.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum KeysCommand {
+    /// Create a client key and print it, this once: only its SHA-256 digest is stored.
+    ///
+    /// Example: cliproxy-server keys create --name ci --models 'gpt-4o*,claude-*' --rpm 60
+    /// --budget-usd 5 --budget-period daily --expires 30d
+    Create(KeysCreateArgs),
+    /// List the client keys: the config file's (source config) and the ones created at run
+    /// time (source store), with their limits; never a key or a digest.
+    List {
+        /// Print JSON (the management API's GET /client-keys form) instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke (delete) a client key created at run time; a running gateway on the same
+    /// store refuses it within a second. Config file keys are removed from auth.api_keys.
+    Revoke {
+        /// The key's name, as `keys list` shows it.
+        name: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct KeysCreateArgs {
+    /// The key's name, shown in logs, metrics and audit lines instead of the key: ASCII
+    /// letters, digits, `-`, `_`, `.`; unique across auth.api_keys and the stored keys.
+    #[arg(long)]
+    pub(crate) name: String,
+    /// Model name patterns the key may use, comma-separated (`*` globs); every model when
+    /// left out.
+    #[arg(long, value_delimiter = ',', value_name = "PATTERN,...")]
+    pub(crate) models: Vec<String>,
+    /// Requests per minute.
+    #[arg(long, value_name = "N")]
+    pub(crate) rpm: Option<std::num::NonZeroU32>,
+    /// Tokens (input + output) per minute.
+    #[arg(long, value_name = "N")]
+    pub(crate) tpm: Option<std::num::NonZeroU64>,
+    /// Tokens per --quota-period.
+    #[arg(long, value_name = "TOKENS")]
+    pub(crate) quota: Option<std::num::NonZeroU64>,
+    /// When the quota starts again (UTC calendar periods).
+    #[arg(long, value_name = "PERIOD", default_value = "monthly", requires = "quota", value_parser = ["daily", "weekly", "monthly"])]
+    pub(crate) quota_period: String,
+    /// Dollars per --budget-period, at most six decimals (e.g. 5 or 0.25).
+    #[arg(long, value_name = "USD")]
+    pub(crate) budget_usd: Option<String>,
+    /// When the budget starts again (UTC calendar periods).
+    #[arg(long, value_name = "PERIOD", default_value = "monthly", requires = "budget_usd", value_parser = ["daily", "weekly", "monthly"])]
+    pub(crate) budget_period: String,
+    /// When the key stops working: a duration from now (`12h`, `30d`) or an RFC 3339 time in
+    /// UTC (`2030-01-31T00:00:00Z`); never when left out.
+    #[arg(long, value_name = "WHEN")]
+    pub(crate) expires: Option<String>,
+    /// Create the key disabled (enable it with PATCH /v0/management/client-keys/NAME).
+    #[arg(long)]
+    pub(crate) disabled: bool,
 }
 
 #[derive(Debug, Args)]

@@ -68,6 +68,7 @@ pub(crate) fn run(cli: Cli) -> Result<(), Failure> {
         Some(Command::Bans(BansCommand::List)) => bans_list(&cli.config),
         Some(Command::Bans(BansCommand::Lift { ip })) => bans_lift(&cli.config, ip),
         Some(Command::Usage(args)) => crate::usage_cmd::run(&cli.config, &args),
+        Some(Command::Keys(command)) => crate::keys_cmd::run(&command, &cli.config),
     }
 }
 
@@ -459,6 +460,12 @@ SDKs: OpenAI(base_url="{base}/v1", api_key=KEY), Anthropic(base_url="{base}", ap
 
 Management API (stored credentials, never their secrets):
   {curl} -s {base}/v0/management/auths -H "X-Management-Key: {management_key}"
+
+A client key of its own with a model list and a budget of one cent a day (the new key is in
+the answer, shown once; list them with GET, revoke with DELETE /v0/management/client-keys/NAME):
+  {curl} -s -X POST {base}/v0/management/client-keys -H "X-Management-Key: {management_key}" \
+    -H 'content-type: application/json' \
+    -d '{{"name": "team-a", "models": ["mock-*"], "budget": {{"usd": "0.01", "period": "daily"}}}}'
 
 Network guard: loopback-only allowlist, per-IP (50/s, burst 100) and global (500/s) rate limits,
 per-key and per-provider requests/tokens per minute and quotas, request validation (max_tokens

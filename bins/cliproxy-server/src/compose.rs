@@ -1,7 +1,8 @@
 //! The composition: the one place where `serve` and `demo` build each layer from its section
 //! of the configuration and hand them to the gateway, which builds none itself
 //! ([`Gateway::from_parts`]). The order is the order of their dependencies: the network
-//! guard's admission runs on the clock; the audit sink anchors its chain in the state store;
+//! guard's admission runs on the clock and takes the limits of the client keys kept in the
+//! state store; the audit sink anchors its chain in the state store;
 //! the credential store, whose exclusive lock is held for the gateway's life, comes last, as
 //! it always has.
 //!
@@ -47,13 +48,18 @@ pub fn layers(
 ) -> Result<Layers, Error> {
     // The network guard's clock: the system's unless a test hands in a fake.
     let clock = clock.unwrap_or_else(SystemClock::shared);
-    // `server.security.rate_limiting`, `server.rate_limit` and the `rate_limit` and `quota`
-    // of each provider and client key: the limits, on the same clock.
-    let admission = admission(config, &clock)?;
+    // `auth.api_keys`: checked before anything is opened, as the admission built first used
+    // to check them.
+    let client_keys = config.auth.client_keys()?;
     // `server.tls`: the certificate and key are read and checked before anything is opened.
     let tls = tls(config)?;
-    // `state:`: opened before the audit log, whose chain head it anchors.
+    // `state:`: opened before the admission, which takes the limits of the client keys
+    // stored there, and the audit log, whose chain head it anchors.
     let state = state_store(config)?;
+    // `server.security.rate_limiting`, `server.rate_limit` and the `rate_limit` and `quota`
+    // of each provider and client key (the config file's and the stored ones): the limits,
+    // on the same clock.
+    let admission = admission(config, client_keys, &clock, &state)?;
     // `metrics:`: the registry the audit sink reports its health to.
     let metrics = metrics(config);
     // `logging.audit`: the hash-chained file, anchored in the state store.
@@ -67,14 +73,22 @@ pub fn layers(
 /// The in-memory admission of `server.security` (its per-IP rate limit, and its validation
 /// cap, which bounds the estimate of a request without `max_tokens`), `server.rate_limit`,
 /// `providers.<name>` and `auth.api_keys` (their `rate_limit` and `quota`). Its quota counts
-/// are seeded from the state store by the gateway, which owns that upkeep. The client keys
-/// are read as the gateway reads them, so their errors name `auth.api_keys` the same way.
-fn admission(config: &GatewayConfig, clock: &Arc<dyn Clock>) -> Result<Arc<dyn Admission>, Error> {
+/// are seeded from the state store by the gateway, which owns that upkeep. The config file's
+/// client keys are read by the caller as the gateway reads them, so their errors name
+/// `auth.api_keys` the same way; the client keys created at run time are read from the state
+/// store, so that their limits (and budgets) are in force from the start.
+fn admission(
+    config: &GatewayConfig,
+    client_keys: cliproxy_vault::ClientKeys,
+    clock: &Arc<dyn Clock>,
+    state: &Arc<dyn StateStore>,
+) -> Result<Arc<dyn Admission>, Error> {
     let providers =
         config.providers.0.iter().map(|(name, provider)| {
             (name.clone(), Limits::new(provider.rate_limit, provider.quota))
         });
-    let clients = cliproxy_gateway::client_limit_table(&config.auth.client_keys()?);
+    let stored = state.load_client_keys().map_err(cliproxy_gateway::state_error)?;
+    let clients = cliproxy_gateway::client_limit_table_with_stored(client_keys, stored);
     Ok(Arc::new(LocalAdmission::from_config(
         &config.server.security,
         &config.server.rate_limit,

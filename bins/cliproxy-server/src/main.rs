@@ -9,6 +9,7 @@ mod commands;
 mod config_load;
 mod demo_tls;
 mod failure;
+mod keys_cmd;
 mod logging;
 mod usage_cmd;
 

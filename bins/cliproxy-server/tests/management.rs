@@ -208,6 +208,8 @@ const SEEDED_MESSAGE: &str = "seeded maintenance message";
 /// The runtime denylist entry in the state database before each cell.
 const SEEDED_NETWORK: &str = "198.18.1.0/24";
 const WRONG_KEY: &str = "wrong-key-000000000";
+/// The name of the client key created at run time in the state database before each cell.
+const SEEDED_STORE_KEY: &str = "seeded-store-key";
 
 /// Loopback callers connect from here.
 const LOOPBACK: Ipv4Addr = Ipv4Addr::LOCALHOST;
@@ -249,6 +251,8 @@ fn in_private_network<F: Future<Output = ()> + 'static>(test: impl FnOnce() -> F
 /// [`RELOADED_KEY`] since the start.
 struct Served {
     dir: tempfile::TempDir,
+    /// The client key created at run time ([`SEEDED_STORE_KEY`]) seeded in the state database.
+    store_key: String,
     port: u16,
     stop: tokio::sync::oneshot::Sender<()>,
     serving: tokio::task::JoinHandle<cliproxy_gateway::Result<()>>,
@@ -285,6 +289,18 @@ impl Served {
             ip: SEEDED_BAN.into(),
             until: unix_now() + 3600,
         }));
+        let seeded_key = cliproxy_vault::ClientKeyRecord::create(
+            cliproxy_vault::ClientKeySpec::new(SEEDED_STORE_KEY),
+            unix_now(),
+        )
+        .unwrap();
+        let record = &seeded_key.record;
+        state.submit(StateChange::ClientKeyPut(cliproxy_netguard::StoredClientKey {
+            id: record.id.clone(),
+            digest: record.digest.clone(),
+            record_json: record.to_stored_json().unwrap(),
+        }));
+        let store_key = seeded_key.key.expose().to_owned();
         state.close().unwrap();
         let config_file = dir.path().join("config.yaml");
         let write = |keys: &[&str]| {
@@ -312,7 +328,7 @@ impl Served {
         let serving = tokio::spawn(server.run(async move {
             let _ = stopped.await;
         }));
-        Self { dir, port, stop, serving }
+        Self { dir, store_key, port, stop, serving }
     }
 
     /// One request on a new connection from `from`; `None` when the gateway closed the
@@ -412,8 +428,21 @@ impl Served {
             .unwrap()
             .iter()
             .any(|ban| ban.ip == std::net::IpAddr::from(SEEDED_BAN));
+        let mut store_keys: Vec<String> = state
+            .load_client_keys()
+            .unwrap()
+            .iter()
+            .map(|row| {
+                cliproxy_vault::ClientKeyRecord::from_stored(&row.id, &row.digest, &row.record_json)
+                    .unwrap()
+                    .name
+            })
+            .collect();
+        store_keys.sort();
         state.close().unwrap();
         Seen {
+            store_keys,
+            store_key_chat: chat(&self.store_key).await,
             seeded_ban_in_force,
             seeded_ban_stored,
             credentials,
@@ -462,6 +491,10 @@ struct Seen {
     chat: u16,
     /// The status of a chat completion with [`RELOADED_KEY`].
     reloaded_key_chat: u16,
+    /// The names of the client keys created at run time in the state database.
+    store_keys: Vec<String>,
+    /// The status of a chat completion with the seeded run-time key ([`SEEDED_STORE_KEY`]).
+    store_key_chat: u16,
 }
 
 impl Seen {
@@ -501,6 +534,13 @@ impl Seen {
             let (a, b) = (self.reloaded_key_chat, other.reloaded_key_chat);
             out.push(format!("chat status with the reloaded key: {a} → {b}"));
         }
+        if self.store_keys != other.store_keys {
+            out.push(format!("stored client keys: {:?} → {:?}", self.store_keys, other.store_keys));
+        }
+        if self.store_key_chat != other.store_key_chat {
+            let (a, b) = (self.store_key_chat, other.store_key_chat);
+            out.push(format!("chat status with the seeded run-time key: {a} → {b}"));
+        }
         out.join(", ")
     }
 
@@ -519,6 +559,8 @@ impl Seen {
             seeded_denied_served: false,
             chat: 200,
             reloaded_key_chat: 401,
+            store_keys: vec![SEEDED_STORE_KEY.to_owned()],
+            store_key_chat: 200,
         }
     }
 }
@@ -540,6 +582,15 @@ fn unchanged(_: &mut Seen) {}
 /// Fails unless `got == want`, naming what was compared.
 fn same<T: PartialEq + std::fmt::Debug>(what: &str, got: T, want: T) -> Result<(), String> {
     if got == want { Ok(()) } else { Err(format!("{what}: expected {want:?}, got {got:?}")) }
+}
+
+/// Fails when an answer holds a field that only a key or its digest would fill.
+fn no_key_shown(answer: &Answer) -> Result<(), String> {
+    if answer.text.contains("\"key\"") || answer.text.contains("digest") {
+        Err(format!("the answer shows a key or digest: {}", answer.text))
+    } else {
+        Ok(())
+    }
 }
 
 /// The ids in a JSON array of objects, sorted.
@@ -684,7 +735,9 @@ fn allowed(route: &cliproxy_gateway::ManagementRoute) -> Allowed {
                 json!({"enabled": true, "message": "matrix maintenance"}).to_string(),
                 200,
                 // Maintenance refuses before client keys are checked: every key gets 503.
-                |seen| (seen.chat, seen.reloaded_key_chat) = (503, 503),
+                |seen| {
+                    (seen.chat, seen.reloaded_key_chat, seen.store_key_chat) = (503, 503, 503);
+                },
                 |a| {
                     same(
                         "maintenance",
@@ -717,6 +770,58 @@ fn allowed(route: &cliproxy_gateway::ManagementRoute) -> Allowed {
                     same("cost is a decimal string", usage["totals"]["cost_usd"].is_string(), true)
                 })
             }
+            ("GET", "/client-keys") => ("/client-keys", String::new(), 200, unchanged, |a| {
+                let list = a.json()?;
+                let store: Vec<&Value> = list["client_keys"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|k| k["source"] == "store")
+                    .collect();
+                same("stored keys listed", store.len(), 1)?;
+                same("stored key", &store[0]["name"], &json!(SEEDED_STORE_KEY))?;
+                no_key_shown(a)
+            }),
+            ("POST", "/client-keys") => (
+                "/client-keys",
+                json!({"name": "matrix-key", "models": ["mock-*"]}).to_string(),
+                201,
+                |seen| {
+                    seen.store_keys.push("matrix-key".to_owned());
+                    seen.store_keys.sort();
+                },
+                |a| {
+                    let created = a.json()?;
+                    same("created name", &created["name"], &json!("matrix-key"))?;
+                    let key = created["key"].as_str().unwrap_or_default();
+                    same("key shape", (key.starts_with("cpk-"), key.len()), (true, 52))
+                },
+            ),
+            ("GET", "/client-keys/{name}") => {
+                ("/client-keys/seeded-store-key", String::new(), 200, unchanged, |a| {
+                    let key = a.json()?;
+                    same("name", &key["name"], &json!(SEEDED_STORE_KEY))?;
+                    same("source", &key["source"], &json!("store"))?;
+                    no_key_shown(a)
+                })
+            }
+            ("PATCH", "/client-keys/{name}") => (
+                "/client-keys/seeded-store-key",
+                json!({"disabled": true}).to_string(),
+                200,
+                |seen| seen.store_key_chat = 401,
+                |a| same("disabled", &a.json()?["disabled"], &json!(true)),
+            ),
+            ("DELETE", "/client-keys/{name}") => (
+                "/client-keys/seeded-store-key",
+                String::new(),
+                204,
+                |seen| {
+                    seen.store_key_chat = 401;
+                    seen.store_keys.clear();
+                },
+                |a| same("body", a.text.as_str(), ""),
+            ),
             (method, path) => {
                 panic!("no expectation for the management route {method} {path}: add one here")
             }

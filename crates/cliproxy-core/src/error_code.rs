@@ -34,6 +34,9 @@ pub enum ErrorCode {
     UpstreamTimeout,
     /// A bug or an unexpected local failure.
     Internal,
+    /// The change asked for conflicts with the state (a name already taken, a config file
+    /// key changed through the management API).
+    Conflict,
 }
 
 impl ErrorCode {
@@ -53,6 +56,7 @@ impl ErrorCode {
             Self::Unavailable => 503,
             Self::UpstreamTimeout => 504,
             Self::Internal => 500,
+            Self::Conflict => 409,
         }
     }
 
@@ -73,6 +77,7 @@ impl ErrorCode {
             Self::Unavailable => "unavailable",
             Self::UpstreamTimeout => "upstream_timeout",
             Self::Internal => "internal_error",
+            Self::Conflict => "conflict",
         }
     }
 
@@ -84,7 +89,8 @@ impl ErrorCode {
             | Self::MethodNotAllowed
             | Self::PayloadTooLarge
             | Self::RequestTimeout
-            | Self::HeadersTooLarge => "invalid_request_error",
+            | Self::HeadersTooLarge
+            | Self::Conflict => "invalid_request_error",
             Self::Unauthorized => "authentication_error",
             Self::Forbidden => "permission_error",
             Self::RateLimited => "rate_limit_error",
@@ -102,7 +108,8 @@ impl ErrorCode {
             Self::BadRequest
             | Self::MethodNotAllowed
             | Self::HeadersTooLarge
-            | Self::RequestTimeout => "invalid_request_error",
+            | Self::RequestTimeout
+            | Self::Conflict => "invalid_request_error",
             Self::Unauthorized => "authentication_error",
             Self::Forbidden => "permission_error",
             Self::NotFound => "not_found_error",
@@ -127,6 +134,7 @@ impl ErrorCode {
             Self::Unavailable => "UNAVAILABLE",
             Self::UpstreamTimeout | Self::RequestTimeout => "DEADLINE_EXCEEDED",
             Self::UpstreamFailure | Self::Internal => "INTERNAL",
+            Self::Conflict => "ALREADY_EXISTS",
         }
     }
 }
@@ -135,7 +143,7 @@ impl ErrorCode {
 mod tests {
     use super::*;
 
-    const ALL: [ErrorCode; 14] = [
+    const ALL: [ErrorCode; 15] = [
         ErrorCode::BadRequest,
         ErrorCode::Unauthorized,
         ErrorCode::Forbidden,
@@ -150,6 +158,7 @@ mod tests {
         ErrorCode::Unavailable,
         ErrorCode::UpstreamTimeout,
         ErrorCode::Internal,
+        ErrorCode::Conflict,
     ];
 
     #[test]
@@ -157,7 +166,7 @@ mod tests {
         let statuses: Vec<u16> = ALL.iter().map(|c| c.status()).collect();
         assert_eq!(
             statuses,
-            [400, 401, 403, 404, 405, 413, 408, 429, 429, 431, 502, 503, 504, 500]
+            [400, 401, 403, 404, 405, 413, 408, 429, 429, 431, 502, 503, 504, 500, 409]
         );
     }
 

@@ -41,4 +41,4 @@ pub use error_code::ErrorCode;
 pub use glob::glob_match;
 pub use limits::{Budget, Quota, QuotaPeriod, RateLimit};
 pub use secret::Secret;
-pub use utc::{format_utc, format_utc_plain};
+pub use utc::{format_utc, format_utc_plain, parse_utc};

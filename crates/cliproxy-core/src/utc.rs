@@ -20,6 +20,17 @@ pub fn format_utc_plain(unix_seconds: u64) -> String {
     at(unix_seconds).format(form).unwrap_or_default()
 }
 
+/// Reads an RFC 3339 time in UTC (`2025-02-01T00:00:00Z`, fractions of a second dropped)
+/// as Unix seconds; `None` for anything else, an offset other than `Z` or `+00:00` and a
+/// time before 1970 included. The inverse of [`format_utc`] for what it writes.
+pub fn parse_utc(text: &str) -> Option<u64> {
+    let time = OffsetDateTime::parse(text, &Rfc3339).ok()?;
+    if !time.offset().is_utc() {
+        return None;
+    }
+    u64::try_from(time.unix_timestamp()).ok()
+}
+
 /// 9999-12-31T23:59:59Z, the last second the `time` crate represents (without its
 /// `large-dates`, which nothing here needs).
 const LAST_SECOND: i64 = 253_402_300_799;
@@ -43,6 +54,17 @@ mod tests {
         assert_eq!(format_utc_plain(0), "1970-01-01 00:00:00");
         assert_eq!(format_utc_plain(951_782_400), "2000-02-29 00:00:00");
         assert_eq!(format_utc_plain(1_763_850_000), "2025-11-22 22:20:00");
+    }
+
+    #[test]
+    fn rfc3339_in_utc_reads_back_and_the_rest_is_refused() {
+        assert_eq!(parse_utc("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(parse_utc("2024-02-29T23:59:59Z"), Some(1_709_251_199));
+        assert_eq!(parse_utc("2024-02-29T23:59:59.75+00:00"), Some(1_709_251_199));
+        assert_eq!(parse_utc(&format_utc(1_763_850_000)), Some(1_763_850_000));
+        for bad in ["", "2024-02-29", "2024-02-29T23:59:59+01:00", "1969-12-31T23:59:59Z", "soon"] {
+            assert_eq!(parse_utc(bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -5,38 +5,18 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use arc_swap::ArcSwap;
-
 use cliproxy_audit::{Event, Plane, What};
 use cliproxy_core::ErrorCode;
-use cliproxy_vault::{ClientIdentity, ClientKeys};
+use cliproxy_vault::ClientIdentity;
 use http::HeaderMap;
 use http::header::{self, HeaderValue};
 
 use crate::api::ApiFormat;
+pub(crate) use crate::client_key_table::ClientKeyCell;
+use crate::client_key_table::{KeyCheck, KeyTable};
 use crate::error::{ApiError, Refusal};
 use crate::guard::Guard;
 use crate::upstream;
-
-/// The client keys in force, swapped whole by a config reload (`auth.api_keys`): a request
-/// is checked against the keys of the moment it arrived.
-pub(crate) struct ClientKeyCell(ArcSwap<ClientKeys>);
-
-impl ClientKeyCell {
-    pub(crate) fn new(keys: ClientKeys) -> Self {
-        Self(ArcSwap::from_pointee(keys))
-    }
-
-    /// The keys in force.
-    pub(crate) fn load(&self) -> Arc<ClientKeys> {
-        self.0.load_full()
-    }
-
-    /// Puts reloaded client keys in force: the next request is checked against them.
-    pub(crate) fn replace(&self, keys: ClientKeys) {
-        self.0.store(Arc::new(keys));
-    }
-}
 
 /// The authentication stage. The global bucket is charged after the key check, in two
 /// halves: keyed requests draw on `server.rate_limit`, the rest on a bucket of their own, so
@@ -50,7 +30,8 @@ pub(crate) fn authenticate(
     format: ApiFormat,
 ) -> Result<Arc<ClientIdentity>, Refusal> {
     let limited = |limited: cliproxy_netguard::Limited| (format, ApiError::limited(&limited));
-    match check_key(&keys.load(), &parts.headers, parts.uri.query()) {
+    let now = || guard.clock.unix_seconds();
+    match check_key(&keys.current(), &parts.headers, parts.uri.query(), now) {
         Ok(client) => {
             guard.admit_global(client_ip, request_id, true).map_err(limited)?;
             guard.emit(
@@ -79,12 +60,14 @@ pub(crate) fn authenticate(
     }
 }
 
-/// Checks the client key. A key in the query string is refused outright: query strings end
-/// up in access logs and browser histories.
+/// Checks the client key against the keys in force at the time `now` gives (Unix seconds). A key in the
+/// query string is refused outright: query strings end up in access logs and browser
+/// histories.
 fn check_key(
-    client_keys: &ClientKeys,
+    client_keys: &KeyTable,
     headers: &HeaderMap,
     query: Option<&str>,
+    now: impl FnOnce() -> u64,
 ) -> Result<Arc<ClientIdentity>, (&'static str, ApiError)> {
     if upstream::query_holds_credential(query) {
         return Err((
@@ -118,7 +101,21 @@ fn check_key(
             ),
         ));
     };
-    client_keys.authenticate(presented.trim_ascii()).ok_or_else(|| {
-        ("invalid_key", ApiError::new(ErrorCode::Unauthorized, "invalid client key"))
-    })
+    match client_keys.check(presented.trim_ascii(), now) {
+        KeyCheck::Valid(client) => Ok(client),
+        KeyCheck::Disabled => Err((
+            "key_disabled",
+            ApiError::new(ErrorCode::Unauthorized, "this client key is disabled"),
+        )),
+        KeyCheck::Expired(at) => Err((
+            "key_expired",
+            ApiError::new(
+                ErrorCode::Unauthorized,
+                format!("this client key expired at {}", cliproxy_core::format_utc(at)),
+            ),
+        )),
+        KeyCheck::Unknown => {
+            Err(("invalid_key", ApiError::new(ErrorCode::Unauthorized, "invalid client key")))
+        }
+    }
 }

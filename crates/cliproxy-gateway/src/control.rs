@@ -29,6 +29,10 @@ pub(crate) trait ControlPlane: Sync {
     /// keep the pools in step.
     fn vault(&self) -> &Arc<Vault>;
 
+    /// The client keys in force (the config file's and the ones created at run time), for
+    /// the `/client-keys` routes.
+    fn client_keys(&self) -> &Arc<crate::auth::ClientKeyCell>;
+
     /// Whether `name` is a configured provider.
     fn knows_provider(&self, name: &str) -> bool;
 

@@ -107,7 +107,18 @@ impl Gateway {
         let credentials = store.load_all()?;
         let providers =
             provider_set::build_providers(config, &credentials, store.location(), &log)?;
-        if client_keys.is_empty() {
+        // The client keys created at run time, kept in the state store beside the config
+        // file's: a store that cannot be read stops the start, as for bans and quotas.
+        let stored_keys = guard
+            .state
+            .load_client_keys()
+            .map_err(|e| crate::error::Error::State(crate::netguard_error(&e)))?;
+        for notice in guard.state.take_notices() {
+            warn!(log, "state store notice"; "detail" => notice);
+        }
+        let client_keys = Arc::new(ClientKeyCell::new(client_keys, stored_keys, &log));
+        guard.put_client_limits(&client_keys.load().limit_table());
+        if client_keys.load().is_empty() {
             warn!(log, "no client keys configured: every proxy request will be refused with 401";
                 "fix" => "add a key under auth.api_keys (cliproxy-server keygen prints one)");
         }
@@ -149,7 +160,6 @@ impl Gateway {
             log: log.clone(),
             audit: guard.audit.clone(),
         });
-        let client_keys = Arc::new(ClientKeyCell::new(client_keys));
         let reloader = Arc::new(Reloader::new(log.clone(), guard.clone(), client_keys.clone()));
         Ok(Self {
             inner: Arc::new(Inner {
@@ -192,7 +202,8 @@ impl Gateway {
             &inner.log,
             &request_id,
             request.method(),
-            request.uri().path(),
+            // A client key pasted into the path is not logged.
+            &crate::client_key_table::redact_keys_in_path(request.uri().path()),
             peer,
             inner.guard.clone(),
             started,
@@ -408,6 +419,15 @@ impl Gateway {
         self.inner.reloader.reload(trigger)
     }
 
+    /// Re-reads the client keys created at run time from the state store and puts them in
+    /// force when they changed (another process, `cliproxy-server keys`, writes the same
+    /// store). Blocking (it reads the database): the server calls it every second off the
+    /// async workers. A failed read keeps the keys in force and is logged.
+    pub(crate) fn refresh_client_keys(&self) {
+        let inner = &self.inner;
+        let _ = inner.client_keys.refresh(&inner.guard, &inner.log);
+    }
+
     /// The network guard, for the listener.
     pub(crate) fn guard(&self) -> &Arc<Guard> {
         &self.inner.guard
@@ -433,6 +453,10 @@ impl ControlPlane for Gateway {
 
     fn vault(&self) -> &Arc<Vault> {
         &self.inner.providers.vault
+    }
+
+    fn client_keys(&self) -> &Arc<ClientKeyCell> {
+        &self.inner.client_keys
     }
 
     fn knows_provider(&self, name: &str) -> bool {

@@ -317,20 +317,40 @@ pub fn client_limit_table(keys: &cliproxy_vault::ClientKeys) -> cliproxy_netguar
 }
 
 impl Guard {
-    /// Puts the limits of reloaded client keys in force through the admission (new keys get
-    /// theirs, changed limits apply, a changed quota or budget keeping its count), or says
-    /// why it could not: then the running key list stays, since swapping it in would leave
-    /// a key without the limits the file gives it. The default admission never refuses.
-    pub(crate) fn apply_client_limits(&self, keys: &cliproxy_vault::ClientKeys) -> Option<String> {
-        match self.admission.update_client_limits(&client_limit_table(keys)) {
+    /// Puts the limits of reloaded client keys (with the run-time keys beside them) in force
+    /// through the admission (new keys get theirs, changed limits apply, a changed quota or
+    /// budget keeping its count), or says why it could not: then the running key list stays,
+    /// since swapping it in would leave a key without the limits the file gives it. The
+    /// default admission never refuses.
+    pub(crate) fn apply_client_limits(
+        &self,
+        limits: &cliproxy_netguard::LimitTable,
+    ) -> Option<String> {
+        match self.admission.update_client_limits(limits) {
             Ok(()) => {
-                self.show_budgets(keys.identities().map(|id| id.name.as_str()));
+                self.show_budgets(limits.keys().map(String::as_str));
                 None
             }
             Err(error) => Some(format!(
                 "the limits of auth.api_keys could not be put in force ({}); the running keys stay",
                 crate::netguard_error(&error)
             )),
+        }
+    }
+}
+
+impl Guard {
+    /// Hands the limits of every client key in force (config and run-time) to the admission
+    /// after the key table changed. An admission that cannot take them while it runs keeps
+    /// the ones it has; that is logged, naming the keys, since their limits are then not the
+    /// ones asked for until a restart.
+    pub(crate) fn put_client_limits(&self, limits: &cliproxy_netguard::LimitTable) {
+        match self.admission.update_client_limits(limits) {
+            Ok(()) => self.show_budgets(limits.keys().map(String::as_str)),
+            Err(other) => {
+                warn!(self.log, "the limits of the client keys could not be applied";
+                    "error" => crate::netguard_error(&other));
+            }
         }
     }
 }

@@ -34,6 +34,7 @@ mod api;
 mod audit_anchor;
 mod auth;
 mod body;
+mod client_key_table;
 mod clock;
 mod config;
 mod context;
@@ -90,6 +91,7 @@ mod webhook;
 // The public interface is:
 pub use api::ApiFormat;
 pub use audit_anchor::{audit_error, sink_options as audit_sink_options};
+pub use client_key_table::{client_key_view, client_limit_table_with_stored, config_key_view};
 pub use config::{
     BaseUrl, ConfigError, CorsConfig, EgressConfig, GatewayConfig, LimitsConfig, LogFormat,
     LogLevel, LoggingConfig, ManagementConfig, ModelEntry, OpenAiApi, ProviderConfig, ProviderKind,

@@ -8,9 +8,9 @@
 //! - `gate.rs` — who may call: the key, loopback, forwarded and browser calls, the book of
 //!   failures and bans;
 //! - `routes.rs` — the route table ([`ROUTES`]) and the dispatch from it;
-//! - `credentials.rs`, `bans.rs`, `status.rs`, `usage.rs` — the handlers of `/auths`,
-//!   `/security/bans`, `/status` and `/usage` (the denylist and maintenance handlers are
-//!   `guard_api.rs`, which needs only the guard);
+//! - `credentials.rs`, `bans.rs`, `status.rs`, `usage.rs`, `client_keys.rs` — the handlers of
+//!   `/auths`, `/security/bans`, `/status`, `/usage` and `/client-keys` (the denylist and
+//!   maintenance handlers are `guard_api.rs`, which needs only the guard);
 //! - `body.rs` — reading a request body under its cap, shared by the handlers that take one.
 //!
 //! This file holds what every call goes through around them: the refusal's charge and audit
@@ -26,6 +26,7 @@
 
 mod bans;
 mod body;
+mod client_keys;
 mod credentials;
 mod gate;
 mod routes;
@@ -177,9 +178,15 @@ fn describe(
         (&Method::DELETE, ["security", "bans", ..]) => "ban_lift",
         (&Method::POST, ["config", "reload"]) => "reload",
         (&Method::GET, ["usage"]) => "usage_read",
+        (&Method::GET, ["client-keys", ..]) => "client_keys_read",
+        (&Method::POST, ["client-keys"]) => "client_key_create",
+        (&Method::PATCH, ["client-keys", _]) => "client_key_change",
+        (&Method::DELETE, ["client-keys", _]) => "client_key_revoke",
         _ => "other",
     };
     let mut details = note.details;
-    details.insert("path".to_owned(), Value::String(truncate(path, 200)));
+    // A client key pasted into the path where its name goes is not written to the audit log.
+    let path = crate::client_key_table::redact_keys_in_path(path);
+    details.insert("path".to_owned(), Value::String(truncate(&path, 200)));
     ("config_change", What::ConfigChange { action, changed: note.changed, details, outcome })
 }

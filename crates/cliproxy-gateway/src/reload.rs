@@ -149,7 +149,7 @@ impl Reloader {
         let config = current.loader.load().map_err(fail)?;
         crate::guard::check_config(&config).map_err(fail)?;
         let client_keys =
-            config.auth.client_keys().map_err(|e| fail(crate::vault_error_message(&e)))?;
+            Arc::new(config.auth.client_keys().map_err(|e| fail(crate::vault_error_message(&e)))?);
         let flat = current.loader.raw().map(|v| flatten(&v)).map_err(fail)?;
 
         let changed = diff(&current.flat, &flat);
@@ -163,7 +163,10 @@ impl Reloader {
         // reloaded key ever runs without them; should the admission fail to take them (the
         // default one never does), the whole key list waits for a restart.
         let keys_held = if changed.iter().any(|p| under(p, "auth.api_keys")) {
-            self.guard.apply_client_limits(&client_keys)
+            // The run-time keys stay beside the reloaded ones, so their limits are checked
+            // together.
+            let candidate = self.client_keys.with_config(client_keys.clone(), log);
+            self.guard.apply_client_limits(&candidate.limit_table())
         } else {
             None
         };
@@ -189,7 +192,7 @@ impl Reloader {
         }
         // Apply, in the order an incident needs: keys first.
         if report.applied.iter().any(|p| under(p, "auth.api_keys")) {
-            self.client_keys.replace(client_keys);
+            self.client_keys.replace(client_keys, log);
         }
         // Maintenance follows the file only where the file changed: a new message alone
         // keeps the on/off state an operator set through the API.

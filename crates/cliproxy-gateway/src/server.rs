@@ -29,6 +29,8 @@ const HTTP2_KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// How often last-use times are written to the vault.
 const LAST_USED_FLUSH: Duration = Duration::from_secs(30);
+/// How often the client keys created at run time are re-read from the state store.
+const CLIENT_KEY_REFRESH: Duration = Duration::from_secs(1);
 
 /// Connections the metrics listener serves at once.
 const METRICS_MAX_CONNECTIONS: usize = 16;
@@ -133,6 +135,22 @@ impl Server {
                 loop {
                     every.tick().await;
                     guard.tick();
+                }
+            })
+        };
+        // The client keys created at run time are re-read from the state store every second,
+        // off the request path, so that a key created or revoked by another process sharing
+        // the store (`cliproxy-server keys`, another gateway) is in force within a second.
+        let key_refresh = {
+            let gateway = gateway.clone();
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(CLIENT_KEY_REFRESH);
+                every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    every.tick().await;
+                    let gateway = gateway.clone();
+                    let _ =
+                        tokio::task::spawn_blocking(move || gateway.refresh_client_keys()).await;
                 }
             })
         };
@@ -266,6 +284,7 @@ impl Server {
         }
         flusher.abort();
         housekeeping.abort();
+        key_refresh.abort();
         if let Some(reloader) = reloader {
             reloader.abort();
         }

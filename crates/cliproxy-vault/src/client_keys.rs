@@ -242,10 +242,18 @@ impl ClientKeys {
 
     /// The identity owning `presented`, if any. Compares against every configured key.
     pub fn authenticate(&self, presented: &[u8]) -> Option<Arc<ClientIdentity>> {
-        let hash = sha256(presented);
+        self.authenticate_digest(&sha256(presented))
+    }
+
+    /// The identity whose key has the SHA-256 digest `digest` ([`crate::key_sha256`]), if
+    /// any: for a caller that looks the same presented key up elsewhere too (the keys created
+    /// at run time) and hashes it once for both. Compares against every configured digest in
+    /// constant time, as [`ClientKeys::authenticate`] does.
+    pub fn authenticate_digest(&self, digest: &[u8; 32]) -> Option<Arc<ClientIdentity>> {
+        let hash = digest;
         let mut found = None;
         for (candidate, identity) in &self.entries {
-            if bool::from(candidate.ct_eq(&hash)) {
+            if bool::from(candidate.ct_eq(hash)) {
                 found = Some(Arc::clone(identity));
             }
         }

@@ -285,6 +285,26 @@ pub fn key_digest(key: &[u8]) -> String {
     hex(&sha256(key))
 }
 
+/// The SHA-256 digest of a key as its 32 bytes: what a lookup keyed by digest hashes a
+/// presented key into, once, for both the configured keys and the ones created at run time.
+pub fn key_sha256(key: &[u8]) -> [u8; 32] {
+    sha256(key)
+}
+
+/// The 32 bytes of a digest written as 64 lowercase hex digits (a record's `digest`);
+/// `None` for anything else.
+pub fn digest_bytes(digest: &str) -> Option<[u8; 32]> {
+    if !is_hex(digest, 64) {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (byte, pair) in out.iter_mut().zip(digest.as_bytes().chunks_exact(2)) {
+        let nibble = |b: u8| if b.is_ascii_digit() { b - b'0' } else { b - b'a' + 10 };
+        *byte = (nibble(pair[0]) << 4) | nibble(pair[1]);
+    }
+    Some(out)
+}
+
 /// Whether two digests are equal, compared in constant time: how far two digests agree does
 /// not show in the timing. Digests of different lengths differ (their length is no secret).
 pub fn digests_match(a: &str, b: &str) -> bool {
@@ -668,6 +688,15 @@ mod tests {
         record.models.pop();
         record.id = "ck-XYZ".to_owned();
         assert_eq!(problem(record.validate().unwrap_err()), KeyRecordProblem::InvalidId);
+    }
+
+    #[test]
+    fn the_raw_digest_is_the_hex_digest_read_back() {
+        let key = b"cpk-0123456789abcdef0123456789abcdef0123456789abcdef";
+        assert_eq!(digest_bytes(&key_digest(key)), Some(key_sha256(key)));
+        assert_eq!(hex(&key_sha256(key)), key_digest(key));
+        assert_eq!(digest_bytes(&"A".repeat(64)), None);
+        assert_eq!(digest_bytes(&"a".repeat(63)), None);
     }
 
     #[test]

@@ -93,7 +93,8 @@ pub use crypto::Keyring;
 pub use error::{ClientKeyProblem, Error, KeyRole, Result};
 pub use key_records::{
     CLIENT_KEY_LEN, CLIENT_KEY_PREFIX, ClientKeyRecord, ClientKeySpec, HINT_LEN, KeyRecordProblem,
-    NewClientKey, RECORD_VERSION, digests_match, generate_key, key_digest,
+    NewClientKey, RECORD_VERSION, digest_bytes, digests_match, generate_key, key_digest,
+    key_sha256,
 };
 pub use notice::Notice;
 pub use oauth::{

@@ -3,6 +3,7 @@
 //! (`bins/cliproxy-server/tests/management.rs`) walks it, so a new route cannot go untested.
 //! The router sits between the call's course (`management.rs`), which calls it past the
 //! gate, and the handlers (`credentials.rs`, `bans.rs`, `status.rs`, `usage.rs`,
+//! gate, and the handlers (`credentials.rs`, `bans.rs`, `status.rs`, `client_keys.rs`,
 //! `guard_api.rs`), which know nothing of paths or methods.
 
 use std::sync::LazyLock;
@@ -14,7 +15,7 @@ use slog::Logger;
 
 use super::body::read_body;
 use super::gate::Management;
-use super::{bans, credentials, status, usage};
+use super::{bans, client_keys, credentials, status, usage};
 use crate::api::MANAGEMENT_PREFIX;
 use crate::control::{ControlPlane, Note};
 use crate::error::ApiError;
@@ -39,6 +40,11 @@ enum Action {
     Reload,
     Status,
     Usage,
+    ListClientKeys,
+    CreateClientKey,
+    ReadClientKey,
+    ChangeClientKey,
+    RevokeClientKey,
 }
 
 /// One management route: a method and a path under `/v0/management`, in which `{name}`
@@ -70,6 +76,11 @@ pub const ROUTES: &[Route] = &[
     Route { method: "POST", path: "/config/reload", action: Action::Reload },
     Route { method: "GET", path: "/status", action: Action::Status },
     Route { method: "GET", path: "/usage", action: Action::Usage },
+    Route { method: "GET", path: "/client-keys", action: Action::ListClientKeys },
+    Route { method: "POST", path: "/client-keys", action: Action::CreateClientKey },
+    Route { method: "GET", path: "/client-keys/{name}", action: Action::ReadClientKey },
+    Route { method: "PATCH", path: "/client-keys/{name}", action: Action::ChangeClientKey },
+    Route { method: "DELETE", path: "/client-keys/{name}", action: Action::RevokeClientKey },
 ];
 
 impl Route {
@@ -196,6 +207,11 @@ where
         Action::Reload => plane.reload_config("management API", note).await,
         Action::Status => Ok(status::status(plane)),
         Action::Usage => usage::usage(guard, uri.query()).await,
+        Action::ListClientKeys => client_keys::list(plane).await,
+        Action::CreateClientKey => client_keys::create(plane, body, log, note).await,
+        Action::ReadClientKey => client_keys::get(plane, capture(0)).await,
+        Action::ChangeClientKey => client_keys::patch(plane, capture(0), body, log, note).await,
+        Action::RevokeClientKey => client_keys::delete(plane, capture(0), log, note).await,
     }
 }
 
