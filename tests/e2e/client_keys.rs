@@ -32,7 +32,8 @@ fn harness() -> Harness {
             "management: {{secret_key: \"{MGMT_KEY}\"}}\n\
              logging: {{level: debug, format: json, audit: {{enabled: true, file: {:?}}}}}\n\
              metrics: {{enabled: true, host: 127.0.0.1, port: 0}}\n\
-             providers:\n  demo: {{type: mock, models: [\"mock-*\", \"other-*\"]}}\n",
+             providers:\n  demo: {{type: mock, models: [\"mock-*\", \"other-*\"]}}\n\
+             pricing: {{models: {{\"mock-*\": {{input: 1, output: 2}}}}}}\n",
             audit.display().to_string()
         ),
     );

@@ -291,6 +291,7 @@ fn demo(
          management: {{secret_key: \"{management_key}\"}}\n\
          providers: {{demo: {{type: mock, models: [\"mock-*\"], latency: {latency:?}, \
            rate_limit: {{requests_per_minute: 6000}}, quota: {{limit: 1000000000, reset: monthly}}}}}}\n\
+         pricing: {{models: {{\"mock-*\": {{input: 1, output: 2}}}}}}\n\
          logging: {{level: info, format: text, audit: {{enabled: true, file: {audit:?}}}}}\n\
          metrics: {{enabled: true, host: 127.0.0.1, port: {metrics_port}}}\n\
          alerts: [{{name: \"Rate limit violations\", condition: \"rate_limit_violations > 50\", duration: 1m, action: block_ip, block_for: 10m}},\n  \
@@ -462,7 +463,9 @@ Management API (stored credentials, never their secrets):
   {curl} -s {base}/v0/management/auths -H "X-Management-Key: {management_key}"
 
 A client key of its own with a model list and a budget of one cent a day (the new key is in
-the answer, shown once; list them with GET, revoke with DELETE /v0/management/client-keys/NAME):
+the answer, shown once; list them with GET, revoke with DELETE /v0/management/client-keys/NAME;
+the demo prices its mock models at a made-up $1/$2 per 1M input/output tokens, so that costs
+and budgets show; requests, tokens and cost by key: GET /v0/management/usage):
   {curl} -s -X POST {base}/v0/management/client-keys -H "X-Management-Key: {management_key}" \
     -H 'content-type: application/json' \
     -d '{{"name": "team-a", "models": ["mock-*"], "budget": {{"usd": "0.01", "period": "daily"}}}}'
