@@ -43,7 +43,8 @@ fn yaml(dir: &std::path::Path) -> String {
          management: {{secret_key: \"{MGMT_KEY}\"}}\n\
          logging: {{audit: {{enabled: true, file: {:?}}}}}\n\
          metrics: {{enabled: true}}\n\
-         providers:\n  demo: {{type: mock, models: [\"mock-*\", \"other-*\"]}}\n",
+         providers:\n  demo: {{type: mock, models: [\"mock-*\", \"other-*\"]}}\n\
+         pricing: {{models: {{\"mock-*\": {{input: 1, output: 2}}}}}}\n",
         dir.join("auths").display().to_string(),
         dir.join("audit.log").display().to_string(),
     )
