@@ -419,7 +419,34 @@ def usage_query():
     }
 
 
+def client_key_body():
+    # Byte 0: even for POST /client-keys, odd for PATCH /client-keys/{name}; then the body.
+    post, patch = b"\x00", b"\x01"
+    return {
+        "create-minimal": post + b'{"name": "ci"}',
+        "create-all": post + json.dumps({
+            "name": "team-a", "models": ["gpt-4o*", "claude-*"],
+            "rate_limit": {"requests_per_minute": 60, "tokens_per_minute": 100000},
+            "quota": {"limit": 5000000, "reset": "weekly"},
+            "budget": {"usd": "0.01", "period": "daily"},
+            "expires_at": "2030-01-31T00:00:00Z", "disabled": False,
+        }).encode(),
+        "create-budget-number": post + b'{"name": "n", "budget": {"usd": 2.5, "period": "monthly"}}',
+        "create-key-as-name": post + b'{"name": "cpk-0123456789abcdef0123456789abcdef0123456789abcdef"}',
+        "create-past-expiry": post + b'{"name": "old", "expires_at": "2001-01-01T00:00:00Z"}',
+        "create-unknown": post + b'{"name": "x", "modles": []}',
+        "create-not-object": post + b'["name"]',
+        "create-truncated": post + b'{"name": "x", "budget": {"usd": ',
+        "patch-clear": patch + b'{"models": null, "rate_limit": null, "quota": null, "budget": null, "expires_at": null}',
+        "patch-disable": patch + b'{"disabled": true}',
+        "patch-rename": patch + b'{"name": "other"}',
+        "patch-bad-budget": patch + b'{"budget": {"usd": "-1", "period": "daily"}}',
+        "patch-control": patch + b'{"models": ["a\\nb"]}',
+    }
+
+
 TARGETS = {
+    "client_key_body": client_key_body,
     "usage_scanner": usage_scanner,
     "usage_query": usage_query,
     "usage_stripper": usage_stripper,

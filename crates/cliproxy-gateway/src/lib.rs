@@ -104,7 +104,7 @@ pub use guard::{client_limit_table, state_config, state_error};
 pub use layers::Layers;
 pub use management::{
     ROUTES as MANAGEMENT_ROUTES, Route as ManagementRoute, UsageBucket, UsageGroup, UsageQuery,
-    usage_report,
+    check_client_key_body, usage_report,
 };
 pub use model_list::{
     MAX_MODEL_LIST_CURSOR_LEN, MAX_MODEL_NAME_LEN, ModelListPage, parse_model_list,

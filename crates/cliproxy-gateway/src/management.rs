@@ -47,6 +47,7 @@ use crate::control::{ControlPlane, Note};
 use crate::error::ApiError;
 use crate::http_util::{Body, truncate};
 
+pub use client_keys::check_client_key_body;
 pub(crate) use gate::Management;
 pub use routes::{ROUTES, Route};
 pub use usage::{UsageBucket, UsageGroup, UsageQuery, usage_report};

@@ -77,26 +77,8 @@ where
     B: http_body::Body<Data = Bytes> + Send,
     B::Error: std::error::Error + Send + Sync + 'static,
 {
-    let fields = object(&read_body(body).await?, CREATE_FIELDS)?;
-    let name = match fields.get("name") {
-        Some(Value::String(name)) => name.clone(),
-        Some(_) => return Err(bad("`name` must be a string")),
-        None => return Err(bad(format!("`name` is required; accepted fields: {CREATE_FIELDS}"))),
-    };
-    let mut spec = ClientKeySpec::new(name.clone());
     let now = plane.guard().clock.unix_seconds();
-    for (field, value) in &fields {
-        match field.as_str() {
-            "name" => {}
-            "models" => spec.models = models(value)?,
-            "rate_limit" => spec.rate_limit = rate_limit(value)?,
-            "quota" => spec.quota = quota(value)?,
-            "budget" => spec.budget = budget(value)?,
-            "expires_at" => spec.expires_at = expires_at(value, now)?,
-            "disabled" => spec.disabled = flag(value)?,
-            other => return Err(unknown_field(other, CREATE_FIELDS)),
-        }
-    }
+    let spec = create_body(&read_body(body).await?, now)?;
     let cell = plane.client_keys();
     let _turn = cell.writes.lock().await;
     refreshed(plane).await;
@@ -146,25 +128,11 @@ where
     refreshed(plane).await;
     let mut record = existing(plane, name)?;
     let now = plane.guard().clock.unix_seconds();
-    for (field, value) in &fields {
-        match field.as_str() {
-            "models" => record.models = models(value)?,
-            "rate_limit" => record.rate_limit = rate_limit(value)?,
-            "quota" => record.quota = quota(value)?,
-            "budget" => record.budget = budget(value)?,
-            "expires_at" => record.expires_at = expires_at(value, now)?,
-            "disabled" => record.disabled = flag(value)?,
-            "name" => {
-                return Err(bad("`name` cannot be changed; create a new key and revoke this one"));
-            }
-            other => return Err(unknown_field(other, PATCH_FIELDS)),
-        }
-    }
+    let changed = patch_body(&mut record, &fields, now)?;
     record.validate().map_err(|e| bad(record_error(&e)))?;
     note.changed.push("client_keys".to_owned());
     note.details.insert("client_key".to_owned(), json!(record.name));
     note.details.insert("client_key_id".to_owned(), json!(record.id));
-    let changed: Vec<&String> = fields.keys().collect();
     note.details.insert("fields".to_owned(), json!(changed));
     store(plane, put(&record)?, "changed").await?;
     info!(log, "client key changed"; "event_type" => "config_change", "client_key" => &record.name,
@@ -194,6 +162,81 @@ pub(super) async fn delete(
     let mut response = Response::new(crate::http_util::full(Bytes::new()));
     *response.status_mut() = StatusCode::NO_CONTENT;
     Ok(response)
+}
+
+/// Reads a `POST /client-keys` body into the settings of a new key, at `now` (Unix seconds).
+/// The key's name and models are checked when the key is created
+/// ([`ClientKeyRecord::create`]); everything else is checked here. A pure function of the
+/// bytes, so that it can be fuzzed ([`check_client_key_body`]).
+fn create_body(body: &[u8], now: u64) -> Result<ClientKeySpec, ApiError> {
+    let fields = object(body, CREATE_FIELDS)?;
+    let name = match fields.get("name") {
+        Some(Value::String(name)) => name.clone(),
+        Some(_) => return Err(bad("`name` must be a string")),
+        None => return Err(bad(format!("`name` is required; accepted fields: {CREATE_FIELDS}"))),
+    };
+    let mut spec = ClientKeySpec::new(name);
+    for (field, value) in &fields {
+        match field.as_str() {
+            "name" => {}
+            "models" => spec.models = models(value)?,
+            "rate_limit" => spec.rate_limit = rate_limit(value)?,
+            "quota" => spec.quota = quota(value)?,
+            "budget" => spec.budget = budget(value)?,
+            "expires_at" => spec.expires_at = expires_at(value, now)?,
+            "disabled" => spec.disabled = flag(value)?,
+            other => return Err(unknown_field(other, CREATE_FIELDS)),
+        }
+    }
+    Ok(spec)
+}
+
+/// Applies the fields of a `PATCH /client-keys/{name}` body to `record`; the names of the
+/// fields changed. The caller validates the record afterwards.
+fn patch_body(
+    record: &mut ClientKeyRecord,
+    fields: &Map<String, Value>,
+    now: u64,
+) -> Result<Vec<String>, ApiError> {
+    for (field, value) in fields {
+        match field.as_str() {
+            "models" => record.models = models(value)?,
+            "rate_limit" => record.rate_limit = rate_limit(value)?,
+            "quota" => record.quota = quota(value)?,
+            "budget" => record.budget = budget(value)?,
+            "expires_at" => record.expires_at = expires_at(value, now)?,
+            "disabled" => record.disabled = flag(value)?,
+            "name" => {
+                return Err(bad("`name` cannot be changed; create a new key and revoke this one"));
+            }
+            other => return Err(unknown_field(other, PATCH_FIELDS)),
+        }
+    }
+    Ok(fields.keys().cloned().collect())
+}
+
+/// What the `/client-keys` routes make of a request body, without a gateway: for fuzzing and
+/// for tests. `POST`'s body (`patch: false`) gives the record a key created at `now` would
+/// get; `PATCH`'s (`patch: true`) is applied to a fresh record named `patched` and validated.
+/// A refusal is the message the client would get.
+pub fn check_client_key_body(
+    body: &[u8],
+    now: u64,
+    patch: bool,
+) -> Result<ClientKeyRecord, String> {
+    let message = |e: ApiError| e.message;
+    if patch {
+        let fields = object(body, PATCH_FIELDS).map_err(message)?;
+        let mut record = ClientKeyRecord::create(ClientKeySpec::new("patched"), now)
+            .map_err(|e| record_error(&e))?
+            .record;
+        patch_body(&mut record, &fields, now).map_err(message)?;
+        record.validate().map_err(|e| record_error(&e))?;
+        Ok(record)
+    } else {
+        let spec = create_body(body, now).map_err(message)?;
+        Ok(ClientKeyRecord::create(spec, now).map_err(|e| record_error(&e))?.record)
+    }
 }
 
 /// The run-time record named `name`; 409 for a config file key, 404 for no key.
