@@ -21,6 +21,7 @@ use crate::config::Config;
 use crate::config_load::{load, source};
 use crate::failure::{EXIT_CONFIG, EXIT_RUNTIME, Failure};
 use crate::logging;
+use crate::state_open::{Missing, open_state};
 
 /// Runs the command line.
 pub(crate) fn run(cli: Cli) -> Result<(), Failure> {
@@ -707,30 +708,6 @@ fn vault_reencrypt(config: &ConfigArg, rotate: bool) -> Result<(), Failure> {
     Ok(())
 }
 
-/// The state store the gateway uses (`state.path`, or `.state.db` in `auth.dir`), opened as
-/// `serve` opens it; `None` when the file does not exist (nothing was ever stored), so that a
-/// read does not create it.
-pub(crate) fn open_state(config: &ConfigArg) -> Result<Option<SqliteStore>, Failure> {
-    let config = load(config)?;
-    let mut state = config.state.clone();
-    let path = state.path.get_or_insert_with(|| config.auth.dir.join(".state.db")).clone();
-    if !path.exists() {
-        return Ok(None);
-    }
-    let store = SqliteStore::open(&state).map_err(|e| {
-        let text = cliproxy_gateway::netguard_error(&e);
-        match e {
-            // A file that cannot be used is the store's failure; anything else is a setting.
-            cliproxy_netguard::Error::State { .. } => anyhow!(text).into(),
-            _ => Failure::config(anyhow!(text)),
-        }
-    })?;
-    for notice in store.take_notices() {
-        eprintln!("notice: {notice}");
-    }
-    Ok(Some(store))
-}
-
 /// The bans in `store` that have not ended.
 fn bans_in_force(store: &SqliteStore) -> Result<Vec<cliproxy_netguard::Ban>, Failure> {
     let now = unix_now();
@@ -740,7 +717,7 @@ fn bans_in_force(store: &SqliteStore) -> Result<Vec<cliproxy_netguard::Ban>, Fai
 }
 
 fn bans_list(config: &ConfigArg) -> Result<(), Failure> {
-    let Some(store) = open_state(config)? else {
+    let Some(store) = open_state(&load(config)?, Missing::Skip)? else {
         println!("no management bans: no state store yet");
         return Ok(());
     };
@@ -767,7 +744,7 @@ fn bans_list(config: &ConfigArg) -> Result<(), Failure> {
 fn bans_lift(config: &ConfigArg, ip: std::net::IpAddr) -> Result<(), Failure> {
     let ip = cliproxy_netguard::canonical_ip(ip);
     let not_banned = || Failure::from(anyhow!("{ip} is not banned from the management API"));
-    let store = open_state(config)?.ok_or_else(not_banned)?;
+    let store = open_state(&load(config)?, Missing::Skip)?.ok_or_else(not_banned)?;
     let Some(ip) = covering_ban(&bans_in_force(&store)?, ip) else {
         return Err(not_banned());
     };

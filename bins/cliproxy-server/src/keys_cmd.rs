@@ -19,6 +19,7 @@ use crate::cli::{ConfigArg, KeysCommand, KeysCreateArgs};
 use crate::config::Config;
 use crate::config_load::load;
 use crate::failure::Failure;
+use crate::state_open::{Missing, open_state};
 
 /// Exit code for a bad flag value.
 const EXIT_USAGE: u8 = 2;
@@ -43,22 +44,11 @@ fn store_failure(error: &cliproxy_netguard::Error) -> Failure {
     anyhow!(cliproxy_gateway::netguard_error(error)).into()
 }
 
-/// The state store `serve` uses (`state.path`, or `.state.db` in `auth.dir`), created when
-/// missing (a key created before the gateway's first start is there when it starts).
+/// The state store `serve` uses, created when missing (a key created before the gateway's
+/// first start is there when it starts).
 fn open(config: &Config) -> Result<SqliteStore, Failure> {
-    let mut state = config.state.clone();
-    state.path.get_or_insert_with(|| config.auth.dir.join(".state.db"));
-    let store = SqliteStore::open(&state).map_err(|e| {
-        let text = cliproxy_gateway::netguard_error(&e);
-        match e {
-            cliproxy_netguard::Error::State { .. } => anyhow!(text).into(),
-            _ => Failure::config(anyhow!(text)),
-        }
-    })?;
-    for notice in store.take_notices() {
-        eprintln!("notice: {notice}");
-    }
-    Ok(store)
+    let store = open_state(config, Missing::Create)?;
+    store.ok_or_else(|| anyhow!("the state store was not opened").into())
 }
 
 /// The stored records that read back; a damaged one is skipped with a notice naming its id.

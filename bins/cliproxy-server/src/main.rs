@@ -11,6 +11,7 @@ mod demo_tls;
 mod failure;
 mod keys_cmd;
 mod logging;
+mod state_open;
 mod usage_cmd;
 
 use std::process::ExitCode;

@@ -11,16 +11,17 @@ use cliproxy_netguard::StateStore;
 use serde_json::Value;
 
 use crate::cli::{ConfigArg, UsageArgs};
-use crate::commands::open_state;
 use crate::config_load::load;
 use crate::failure::Failure;
+use crate::state_open::{Missing, open_state};
 
 /// Exit code for a bad argument (a `--since` that is not a span or a time).
 const EXIT_USAGE: u8 = 2;
 
 /// Runs `usage`.
 pub(crate) fn run(config: &ConfigArg, args: &UsageArgs) -> Result<(), Failure> {
-    let retention = load(config)?.usage.retention;
+    let config = load(config)?;
+    let retention = config.usage.retention;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
@@ -34,7 +35,7 @@ pub(crate) fn run(config: &ConfigArg, args: &UsageArgs) -> Result<(), Failure> {
         error: anyhow!("{}", message.replace("`from`", "--since")),
         exit_code: EXIT_USAGE,
     })?;
-    let rows = match open_state(config)? {
+    let rows = match open_state(&config, Missing::Skip)? {
         Some(store) => {
             let rows = store
                 .load_usage(query.from, query.to)
