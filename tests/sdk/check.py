@@ -1,6 +1,7 @@
 """Drives cliproxy's mocks with the official OpenAI, Anthropic and Google GenAI SDKs.
 
-Usage: check.py DEMO_BASE_URL DEMO_CLIENT_KEY FIXTURE_URL [GATEWAY_URL GATEWAY_CLIENT_KEY]
+Usage: check.py DEMO_BASE_URL DEMO_CLIENT_KEY FIXTURE_URL [GATEWAY_URL GATEWAY_CLIENT_KEY
+       [MANAGEMENT_KEY SERVER_BINARY CONFIG LOG_FILES]]
 
 - DEMO_BASE_URL, DEMO_CLIENT_KEY: a running `cliproxy-server demo` (it prints both). Its
   built-in `mock` provider answers in-process, so it is reached through the gateway.
@@ -9,6 +10,11 @@ Usage: check.py DEMO_BASE_URL DEMO_CLIENT_KEY FIXTURE_URL [GATEWAY_URL GATEWAY_C
 - GATEWAY_URL, GATEWAY_CLIENT_KEY: a `cliproxy-server serve` whose OpenAI, Anthropic and
   Gemini providers are FIXTURE_URL: the same checks through the gateway's upstream path, its
   header and query allow-lists included.
+- MANAGEMENT_KEY, SERVER_BINARY, CONFIG, LOG_FILES: that gateway's management key, its binary
+  and config file (for the offline `cliproxy-server usage`), and its log files, `:`-separated:
+  a client key is created at run time, used with the SDKs, found in the usage history with the
+  tokens the SDKs reported and the cost the documented prices give, revoked, and looked for in
+  the logs.
 
 Only base_url and api_key differ from talking to the real providers. Each check rebuilds the
 text, finish reason and usage with the SDK's own stream helper and compares them with what the
@@ -21,9 +27,14 @@ import base64
 import datetime
 import json
 import math
+import os
 import struct
+import subprocess
 import sys
+import time
 import traceback
+import urllib.error
+import urllib.request
 
 import anthropic
 import openai
@@ -499,11 +510,265 @@ def check_fixture_models(what: str, oa, an, gm) -> None:
         ok(f"{what} {sdk} models.list", ", ".join(names))
 
 
+# The built-in prices of the fixture models (docs/pricing.md, "Built-in prices"), in USD per 1M
+# tokens (input, output), as the documentation states them: the check computes the expected
+# cost from these, not from the gateway's answers. An alias is priced as its upstream model.
+DOCUMENTED_PRICES = {"gpt-4o-mini": ("0.15", "0.60"), "claude-sonnet-4": ("3.00", "15.00"),
+                     "gemini-2.0-flash": ("0.10", "0.40")}
+# The run-time key's name and the models it may call: the three natives and one alias.
+RUNTIME_KEY_NAME = "sdk-check-runtime"
+RUNTIME_KEY_MODELS = ["gpt-4o-mini", "claude-sonnet-4", "gemini-2.0-flash", "x-claude"]
+# How long `cliproxy-server usage` may lag behind the API: the gateway commits the usage rows
+# every `state.flush_interval` (at most 1 s, docs/usage.md), and the CLI reads the file only.
+CLI_USAGE_DEADLINE = 10.0
+
+
+def micros_per_million(price: str) -> int:
+    """A documented price (decimal USD per 1M tokens) as integer micro-dollars per 1M tokens."""
+    whole, _, fraction = price.partition(".")
+    check(len(fraction) <= 6, f"price {price} has more than six decimals")
+    return int(whole) * 1_000_000 + int(fraction.ljust(6, "0"))
+
+
+def expected_cost(model: str, usage: tuple) -> int:
+    """The cost of one request in micro-dollars, as docs/pricing.md defines it: the tokens at
+    the per-1M prices, divided by 1M, rounded up to the next micro-dollar."""
+    input_price, output_price = (micros_per_million(p) for p in DOCUMENTED_PRICES[model])
+    return -(-(usage[0] * input_price + usage[1] * output_price) // 1_000_000)
+
+
+def format_micros(micros: int) -> str:
+    return f"{micros // 1_000_000}.{micros % 1_000_000:06d}"
+
+
+class Answer:
+    """A management API answer: its status, its body as text, and that body as JSON."""
+
+    def __init__(self, status_code: int, text: str) -> None:
+        self.status_code, self.text = status_code, text
+
+    def json(self):
+        return json.loads(self.text)
+
+
+def manage(url: str, management_key: str, method: str, path: str, body=None) -> Answer:
+    """A management API call with the standard library (no client of its own to pin)."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(f"{url}/v0/management{path}", data=data, method=method,
+                                     headers={"x-management-key": management_key,
+                                              "content-type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=TIMEOUT) as response:
+            return Answer(response.status, response.read().decode())
+    except urllib.error.HTTPError as error:
+        return Answer(error.code, error.read().decode())
+
+
+class Tally:
+    """What the SDKs reported for the run-time key: per model the client asked for, the
+    requests, the tokens and the expected cost."""
+
+    def __init__(self) -> None:
+        self.models: dict = {}
+
+    def add(self, model: str, priced_as: str, usage: tuple) -> None:
+        row = self.models.setdefault(model, {"requests": 0, "input_tokens": 0, "output_tokens": 0, "cost": 0})
+        row["requests"] += 1
+        row["input_tokens"] += usage[0]
+        row["output_tokens"] += usage[1]
+        row["cost"] += expected_cost(priced_as, usage)
+
+    def total(self) -> dict:
+        keys = ("requests", "input_tokens", "output_tokens", "cost")
+        return {k: sum(row[k] for row in self.models.values()) for k in keys}
+
+
+def usage_groups(report: dict) -> dict:
+    """The report's buckets summed per group (a run may straddle an hour boundary)."""
+    groups: dict = {}
+    for bucket in report["buckets"]:
+        row = groups.setdefault(bucket["group"], {"requests": 0, "errors": 0, "input_tokens": 0,
+                                                  "output_tokens": 0, "cost": 0, "unpriced_requests": 0})
+        for field in ("requests", "errors", "input_tokens", "output_tokens", "unpriced_requests"):
+            row[field] += bucket[field]
+        whole, _, fraction = bucket["cost_usd"].partition(".")
+        check(len(fraction) == 6, f"usage cost_usd {bucket['cost_usd']!r} is not a six-decimal string")
+        row["cost"] += int(whole) * 1_000_000 + int(fraction)
+    return groups
+
+
+def check_usage_row(what: str, got: dict, want: dict) -> None:
+    check(got is not None, f"{what}: no usage row")
+    figures = {k: got[k] for k in ("requests", "input_tokens", "output_tokens")}
+    figures["cost_usd"] = format_micros(got["cost"])
+    expected = {k: want[k] for k in ("requests", "input_tokens", "output_tokens")}
+    expected["cost_usd"] = format_micros(want["cost"])
+    check(figures == expected, f"{what}: usage {figures}, expected {expected}")
+    check(got["errors"] == 0 and got["unpriced_requests"] == 0,
+          f"{what}: {got['errors']} errors, {got['unpriced_requests']} unpriced requests, expected none")
+
+
+def sdk_calls(url: str, key: str, tally: Tally) -> None:
+    """A few calls with `key`, whole and streamed, through each SDK's native provider and the
+    translated alias `x-claude`; each call's usage as its SDK reports it goes into `tally`."""
+    messages = [{"role": "user", "content": PROMPT}]
+    oa = openai.OpenAI(base_url=f"{url}/v1", api_key=key, timeout=TIMEOUT, max_retries=0)
+    an = anthropic.Anthropic(base_url=url, api_key=key, timeout=TIMEOUT, max_retries=0)
+    gm = gemini_client(url, key, "v1beta")
+
+    def chat(model: str, priced_as: str) -> None:
+        reply = oa.chat.completions.create(model=model, messages=messages)
+        check(reply.choices[0].message.content == FIXTURE_TEXT, f"runtime key chat {model}: {reply!r}")
+        tally.add(model, priced_as, (reply.usage.prompt_tokens, reply.usage.completion_tokens))
+        with oa.chat.completions.stream(model=model, messages=messages,
+                                        stream_options={"include_usage": True}) as stream:
+            final = stream.get_final_completion()
+        check(final.choices[0].message.content == FIXTURE_TEXT and final.usage is not None,
+              f"runtime key chat stream {model}: {final!r}")
+        tally.add(model, priced_as, (final.usage.prompt_tokens, final.usage.completion_tokens))
+        ok(f"runtime key chat {model}", f"usage {reply.usage.prompt_tokens}/{reply.usage.completion_tokens}, "
+           f"streamed {final.usage.prompt_tokens}/{final.usage.completion_tokens}")
+
+    chat("gpt-4o-mini", "gpt-4o-mini")
+    # The alias reaches the Anthropic provider, translated, and is priced as its upstream.
+    chat("x-claude", "claude-sonnet-4")
+
+    reply = an.messages.create(model="claude-sonnet-4", max_tokens=64, messages=messages)
+    check(reply.content[0].text == FIXTURE_TEXT, f"runtime key messages: {reply!r}")
+    tally.add("claude-sonnet-4", "claude-sonnet-4", (reply.usage.input_tokens, reply.usage.output_tokens))
+    with an.messages.stream(model="claude-sonnet-4", max_tokens=64, messages=messages) as stream:
+        final = stream.get_final_message()
+    check(final.content[0].text == FIXTURE_TEXT, f"runtime key messages stream: {final!r}")
+    tally.add("claude-sonnet-4", "claude-sonnet-4", (final.usage.input_tokens, final.usage.output_tokens))
+    ok("runtime key messages claude-sonnet-4", f"usage {reply.usage.input_tokens}/{reply.usage.output_tokens}, "
+       f"streamed {final.usage.input_tokens}/{final.usage.output_tokens}")
+
+    reply = gm.models.generate_content(model="gemini-2.0-flash", contents=PROMPT)
+    check(reply.text == FIXTURE_TEXT, f"runtime key generate_content: {reply.text!r}")
+    meta = reply.usage_metadata
+    tally.add("gemini-2.0-flash", "gemini-2.0-flash", (meta.prompt_token_count, meta.candidates_token_count))
+    chunks = list(gm.models.generate_content_stream(model="gemini-2.0-flash", contents=PROMPT))
+    check("".join(c.text for c in chunks) == FIXTURE_TEXT, "runtime key generate_content_stream: text")
+    last = chunks[-1].usage_metadata
+    tally.add("gemini-2.0-flash", "gemini-2.0-flash", (last.prompt_token_count, last.candidates_token_count))
+    ok("runtime key generate_content gemini-2.0-flash", f"usage {meta.prompt_token_count}/"
+       f"{meta.candidates_token_count}, streamed {last.prompt_token_count}/{last.candidates_token_count}")
+
+
+def cli_usage(server: str, config: str, by: str) -> dict:
+    done = subprocess.run([server, "--config", config, "usage", "--json", "--by", by],
+                          capture_output=True, text=True, timeout=TIMEOUT, check=False)
+    check(done.returncode == 0, f"cliproxy-server usage --json --by {by}: exit {done.returncode}: {done.stderr}")
+    return json.loads(done.stdout)
+
+
+def check_runtime_key(url: str, management_key: str, server: str, config: str, logs: list) -> None:
+    """A client key created at run time (docs/client-keys.md), used with the three SDKs, seen
+    in the usage history (docs/usage.md) with the tokens the SDKs reported and the cost the
+    documented prices give, then revoked: the next call is the SDK's authentication error.
+    Runs before any other client uses the gateway, so that the history `by=model` is this
+    key's alone."""
+    created = manage(url, management_key, "POST", "/client-keys", {
+        "name": RUNTIME_KEY_NAME, "models": RUNTIME_KEY_MODELS,
+        "budget": {"usd": "5", "period": "daily"}})
+    check(created.status_code == 201, f"POST /client-keys: {created.status_code} {created.text}")
+    key = created.json()["key"]
+    check(key.startswith("cpk-") and len(key) == 52, "POST /client-keys: the key is not cpk- and 48 hex digits")
+    ok("management POST /client-keys", f"{RUNTIME_KEY_NAME}, models {RUNTIME_KEY_MODELS}, budget $5 daily")
+
+    tally = Tally()
+    sdk_calls(url, key, tally)
+    want = tally.total()
+
+    # The API hands the accumulator's rows to the store and reads after they are written.
+    answer = manage(url, management_key, "GET", "/usage?by=key")
+    check(answer.status_code == 200, f"GET /usage?by=key: {answer.status_code} {answer.text}")
+    by_key = usage_groups(answer.json())
+    check_usage_row(f"GET /usage?by=key {RUNTIME_KEY_NAME}", by_key.get(RUNTIME_KEY_NAME), want)
+    ok("management GET /usage?by=key", f"{want['requests']} requests, {want['input_tokens']}/"
+       f"{want['output_tokens']} tokens, ${format_micros(want['cost'])}")
+    answer = manage(url, management_key, "GET", "/usage?by=model")
+    check(answer.status_code == 200, f"GET /usage?by=model: {answer.status_code} {answer.text}")
+    by_model = usage_groups(answer.json())
+    check(sorted(by_model) == sorted(tally.models), f"GET /usage?by=model: groups {sorted(by_model)}, "
+          f"expected {sorted(tally.models)}")
+    for model, row in tally.models.items():
+        check_usage_row(f"GET /usage?by=model {model}", by_model[model], row)
+    ok("management GET /usage?by=model", ", ".join(f"{m} ${format_micros(r['cost'])}" for m, r in tally.models.items()))
+
+    # The command line reads the state file only, which the gateway commits once per flush
+    # interval: no event tells when the rows are on disk, so poll, bounded.
+    deadline = time.monotonic() + CLI_USAGE_DEADLINE
+    while True:
+        cli_key = usage_groups(cli_usage(server, config, "key")).get(RUNTIME_KEY_NAME)
+        if cli_key is not None and cli_key["requests"] >= want["requests"]:
+            break
+        check(time.monotonic() < deadline, f"cliproxy-server usage --json: the key's {want['requests']} "
+              f"requests not on disk within {CLI_USAGE_DEADLINE} s (got {cli_key})")
+        time.sleep(0.1)
+    check_usage_row(f"cliproxy-server usage --json --by key {RUNTIME_KEY_NAME}", cli_key, want)
+    cli_model = usage_groups(cli_usage(server, config, "model"))
+    for model, row in tally.models.items():
+        check_usage_row(f"cliproxy-server usage --json --by model {model}", cli_model.get(model), row)
+    ok("cliproxy-server usage --json", "agrees with the API by key and by model")
+
+    # A model outside the key's list is refused before anything is sent.
+    oa = openai.OpenAI(base_url=f"{url}/v1", api_key=key, timeout=TIMEOUT, max_retries=0)
+    try:
+        oa.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": PROMPT}])
+    except openai.PermissionDeniedError as error:
+        ok("runtime key on a model outside its list", f"PermissionDeniedError {error.status_code}")
+    else:
+        raise SystemExit("FAILED: the runtime key called gpt-4o, which its models do not list")
+
+    revoked = manage(url, management_key, "DELETE", f"/client-keys/{RUNTIME_KEY_NAME}")
+    check(revoked.status_code == 204, f"DELETE /client-keys: {revoked.status_code} {revoked.text}")
+    try:
+        oa.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": PROMPT}])
+    except openai.AuthenticationError as error:
+        check(error.status_code == 401, f"openai revoked key: status {error.status_code}")
+        ok("runtime key revoked, openai", f"AuthenticationError {error.status_code}")
+    else:
+        raise SystemExit("FAILED: an openai request with the revoked key succeeded")
+    an = anthropic.Anthropic(base_url=url, api_key=key, timeout=TIMEOUT, max_retries=0)
+    try:
+        an.messages.create(model="claude-sonnet-4", max_tokens=16, messages=[{"role": "user", "content": PROMPT}])
+    except anthropic.AuthenticationError as error:
+        ok("runtime key revoked, anthropic", f"AuthenticationError {error.status_code}")
+    else:
+        raise SystemExit("FAILED: an anthropic request with the revoked key succeeded")
+    gm = gemini_client(url, key)
+    try:
+        gm.models.generate_content(model="gemini-2.0-flash", contents=PROMPT)
+    except genai_errors.ClientError as error:
+        check(error.code == 401, f"gemini revoked key: status {error.code}")
+        ok("runtime key revoked, gemini", f"ClientError {error.code}")
+    else:
+        raise SystemExit("FAILED: a gemini request with the revoked key succeeded")
+
+    # The key was shown once, in the creation's answer: none of the gateway's logs (nor its
+    # audit log) may hold it, whole or as its random part.
+    secret = key.removeprefix("cpk-")
+    named = []
+    for path in logs:
+        with open(path, encoding="utf-8", errors="replace") as file:
+            text = file.read()
+        check(secret not in text, f"the run-time client key appears in {path}")
+        if RUNTIME_KEY_NAME in text:
+            named.append(path)
+    # The creation and the revocation are logged and audited under the key's name: files that
+    # do not name it would not show that the sweep read the right ones.
+    check(len(named) >= 2, f"the key's name {RUNTIME_KEY_NAME} is in {named} only, expected the log and the audit log")
+    ok("run-time key sweep", f"not in {', '.join(os.path.basename(p) for p in logs)}")
+
+
 def main() -> None:
-    if len(sys.argv) not in (4, 6):
-        raise SystemExit("usage: check.py DEMO_BASE_URL DEMO_CLIENT_KEY FIXTURE_URL [GATEWAY_URL GATEWAY_CLIENT_KEY]")
+    if len(sys.argv) not in (4, 6, 10):
+        raise SystemExit("usage: check.py DEMO_BASE_URL DEMO_CLIENT_KEY FIXTURE_URL [GATEWAY_URL GATEWAY_CLIENT_KEY "
+                         "[MANAGEMENT_KEY SERVER_BINARY CONFIG LOG_FILES]]")
     base, key, fixtures = sys.argv[1].rstrip("/"), sys.argv[2], sys.argv[3].rstrip("/")
-    gateway = (sys.argv[4].rstrip("/"), sys.argv[5]) if len(sys.argv) == 6 else None
+    gateway = (sys.argv[4].rstrip("/"), sys.argv[5]) if len(sys.argv) >= 6 else None
+    managed = (sys.argv[6], sys.argv[7], sys.argv[8], sys.argv[9].split(":")) if len(sys.argv) == 10 else None
     print(f"openai {openai.__version__}, anthropic {anthropic.__version__}, google-genai {genai.__version__}",
           flush=True)
     try:
@@ -511,6 +776,9 @@ def main() -> None:
         check_demo(base, key)
         print(f"-- the e2e fixtures, directly at {fixtures}", flush=True)
         check_fixtures(fixtures)
+        if gateway and managed:
+            print(f"-- a client key created at run time, its usage and its revocation at {gateway[0]}", flush=True)
+            check_runtime_key(gateway[0], *managed)
         if gateway:
             print(f"-- the e2e fixtures through a gateway at {gateway[0]}", flush=True)
             check_fixtures(gateway[0], gateway[1], "gateway")

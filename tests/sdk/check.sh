@@ -125,12 +125,18 @@ fi
 # upstream through the header and query allow-lists, and the replies come back through the
 # response allow-list, as with the real providers.
 gateway_key="cpk-sdk-check-client-key-5a1e0c93b7d2"
+# The management key lets check.py create a client key at run time, read the usage history
+# and revoke the key; the audit log is one more file the key must never reach. No `pricing:`
+# section: the fixture models are priced by the built-in table (docs/pricing.md), whose
+# documented figures check.py computes the expected cost from.
+management_key="cpm-sdk-check-management-key-7d4b19e2"
 cat >"$work/gateway.yaml" <<YAML
 server: {host: 127.0.0.1, port: 0, shutdown_timeout: 10s}
 auth:
   api_keys: [{name: sdk-check, key: "$gateway_key"}]
   dir: "$work/auths"
-logging: {level: info, format: json}
+management: {secret_key: "$management_key"}
+logging: {level: debug, format: json, audit: {enabled: true, file: "$work/audit.log"}}
 # The `x-*` aliases reach each provider from every client format: the gateway translates
 # (SPEC §9); `oac` and `oar` are OpenAI providers called with Chat Completions and with
 # Responses whatever the client's API.
@@ -163,7 +169,8 @@ if [[ -z "$gateway_addr" ]]; then
     exit 1
 fi
 
-"$venv/bin/python" "$here/check.py" "$base" "$key" "$fixture_url" "http://$gateway_addr" "$gateway_key"
+"$venv/bin/python" "$here/check.py" "$base" "$key" "$fixture_url" "http://$gateway_addr" "$gateway_key" \
+    "$management_key" "$bin" "$work/gateway.yaml" "$work/gateway.out:$work/gateway.err:$work/audit.log"
 
 kill -TERM "$gateway_pid"
 status=0
