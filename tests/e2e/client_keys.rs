@@ -199,6 +199,25 @@ async fn keys_created_and_revoked_by_the_cli_take_effect_while_the_server_runs()
     })
     .await;
     report::figure(CATEGORY, "revoked by the CLI to refused", took.as_millis() as u64, "ms");
+    // The gateway's audit log has a line for each change the CLI made: no other line would
+    // tell of them. Its sink writes on its own beat, so the file is polled (bounded).
+    let audit = harness.auth_dir().parent().unwrap().join("audit.log");
+    let seen = |action: &str, line: &Value| {
+        line["event_type"] == "config_change"
+            && line["details"]["action"] == action
+            && line["details"]["client_key"] == "cli-key"
+            && line["details"]["source"] == "state_store"
+    };
+    poll_until(REFRESH_DEADLINE, "the CLI's create and revoke in the audit log", || async {
+        let lines: Vec<Value> = std::fs::read_to_string(&audit)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        lines.iter().any(|l| seen("client_key_create", l))
+            && lines.iter().any(|l| seen("client_key_revoke", l))
+    })
+    .await;
     // Revoking it again, or a config file key, fails with exit 1; a bad flag is exit 2.
     assert_eq!(harness.run(&["keys", "revoke", "cli-key"]).await.status.code(), Some(1));
     assert_eq!(harness.run(&["keys", "revoke", "e2e"]).await.status.code(), Some(1));

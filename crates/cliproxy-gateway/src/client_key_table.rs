@@ -24,6 +24,8 @@ use cliproxy_vault::{
 use serde_json::{Value, json};
 use slog::{Logger, info, warn};
 
+use cliproxy_audit::{Event, What};
+
 use crate::guard::Guard;
 
 /// What a presented key is.
@@ -221,12 +223,13 @@ impl ClientKeyCell {
     }
 
     /// Puts the run-time keys `stored` (a fresh read of the state store) in force, if they
-    /// differ from the ones in force; returns the new table when it changed.
+    /// differ from the ones in force; returns the new table and what changed, by key, when
+    /// it changed.
     pub(crate) fn put_stored(
         &self,
         mut stored: Vec<StoredClientKey>,
         log: &Logger,
-    ) -> Option<Arc<KeyTable>> {
+    ) -> Option<(Arc<KeyTable>, Vec<KeyChange>)> {
         stored.sort_by(|a, b| a.id.cmp(&b.id));
         let _turn = self.build.lock().unwrap_or_else(PoisonError::into_inner);
         let current = self.load();
@@ -236,8 +239,60 @@ impl ClientKeyCell {
         let table = Arc::new(KeyTable::build(current.config.clone(), stored, log));
         info!(log, "client keys created at run time changed"; "run_time_keys" => table.records.len());
         self.table.store(table.clone());
-        Some(table)
+        let changes = key_changes(&current, &table);
+        Some((table, changes))
     }
+}
+
+/// One run-time key that a re-read of the state store found created, changed or revoked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct KeyChange {
+    /// `client_key_create`, `client_key_change` or `client_key_revoke`, the actions the
+    /// management routes audit the same changes under.
+    pub(crate) action: &'static str,
+    /// The key's name.
+    pub(crate) name: String,
+    /// The record's id.
+    pub(crate) id: String,
+}
+
+/// What differs between the run-time keys of `before` and `after`, by record id.
+fn key_changes(before: &KeyTable, after: &KeyTable) -> Vec<KeyChange> {
+    let by_id = |table: &KeyTable| -> BTreeMap<String, ClientKeyRecord> {
+        table.records.values().map(|r| (r.id.clone(), r.clone())).collect()
+    };
+    let (old, new) = (by_id(before), by_id(after));
+    let change = |action, record: &ClientKeyRecord| KeyChange {
+        action,
+        name: record.name.clone(),
+        id: record.id.clone(),
+    };
+    let mut changes: Vec<KeyChange> = Vec::new();
+    for (id, record) in &new {
+        match old.get(id) {
+            None => changes.push(change("client_key_create", record)),
+            Some(previous) if previous != record => {
+                changes.push(change("client_key_change", record))
+            }
+            Some(_) => {}
+        }
+    }
+    changes.extend(
+        old.iter()
+            .filter(|(id, _)| !new.contains_key(*id))
+            .map(|(_, r)| change("client_key_revoke", r)),
+    );
+    changes
+}
+
+/// Whose change a re-read of the state store may find.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Source {
+    /// Another process or gateway wrote the store: each change found is audited here as a
+    /// `config_change`, since this gateway's audit log has no other line for it.
+    Elsewhere,
+    /// This gateway's management route just wrote it, and audits it itself.
+    ThisGateway,
 }
 
 impl ClientKeyCell {
@@ -245,7 +300,12 @@ impl ClientKeyCell {
     /// then hands the limits of every key to the admission. Blocking (it reads the
     /// database): called off the async workers. A failed read keeps the keys in force; it
     /// is logged once, and once more when reading works again.
-    pub(crate) fn refresh(&self, guard: &Guard, log: &Logger) -> Result<(), String> {
+    pub(crate) fn refresh(
+        &self,
+        guard: &Guard,
+        log: &Logger,
+        source: Source,
+    ) -> Result<(), String> {
         let stored = match guard.state.load_client_keys() {
             Ok(stored) => {
                 if self.read_failing.swap(false, Ordering::Relaxed) {
@@ -265,8 +325,25 @@ impl ClientKeyCell {
         for notice in guard.state.take_notices() {
             warn!(log, "state store notice"; "detail" => notice);
         }
-        if let Some(table) = self.put_stored(stored, log) {
+        if let Some((table, changes)) = self.put_stored(stored, log) {
             guard.put_client_limits(&table.limit_table());
+            if source == Source::Elsewhere {
+                for change in changes {
+                    info!(log, "client key changed in the state store by another process";
+                        "event_type" => "config_change", "action" => change.action,
+                        "client_key" => &change.name, "id" => &change.id);
+                    let mut details = serde_json::Map::new();
+                    details.insert("client_key".to_owned(), json!(change.name));
+                    details.insert("client_key_id".to_owned(), json!(change.id));
+                    details.insert("source".to_owned(), json!("state_store"));
+                    guard.emit(Event::new(What::ConfigChange {
+                        action: change.action,
+                        changed: vec!["client_keys".to_owned()],
+                        details,
+                        outcome: Ok(()),
+                    }));
+                }
+            }
         }
         Ok(())
     }
@@ -437,6 +514,31 @@ mod tests {
         assert_eq!(name(table.check(first.as_bytes(), || NOW)), "twice");
         assert!(matches!(table.check(second.as_bytes(), || NOW), KeyCheck::Unknown));
         assert_eq!(table.len(), 2);
+    }
+
+    #[test]
+    fn a_re_read_names_each_key_created_changed_or_revoked() {
+        let (_, a_row) = stored(ClientKeySpec::new("a"));
+        let (_, b_row) = stored(ClientKeySpec::new("b"));
+        let cell = ClientKeyCell::new(config(&[]), vec![a_row.clone()], &log());
+        let actions = |changes: Vec<KeyChange>| -> Vec<(&'static str, String)> {
+            changes.into_iter().map(|c| (c.action, c.name)).collect()
+        };
+        let (_, changes) = cell.put_stored(vec![a_row.clone(), b_row.clone()], &log()).unwrap();
+        assert_eq!(actions(changes), [("client_key_create", "b".to_owned())]);
+        let mut disabled = b_row.clone();
+        disabled.record_json =
+            disabled.record_json.replace("\"disabled\":false", "\"disabled\":true");
+        assert_ne!(disabled.record_json, b_row.record_json);
+        let (_, changes) = cell.put_stored(vec![a_row.clone(), disabled], &log()).unwrap();
+        assert_eq!(actions(changes), [("client_key_change", "b".to_owned())]);
+        let (_, changes) = cell.put_stored(vec![], &log()).unwrap();
+        let mut changes = actions(changes);
+        changes.sort();
+        assert_eq!(
+            changes,
+            [("client_key_revoke", "a".to_owned()), ("client_key_revoke", "b".to_owned())]
+        );
     }
 
     #[test]

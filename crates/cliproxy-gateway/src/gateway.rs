@@ -425,7 +425,11 @@ impl Gateway {
     /// async workers. A failed read keeps the keys in force and is logged.
     pub(crate) fn refresh_client_keys(&self) {
         let inner = &self.inner;
-        let _ = inner.client_keys.refresh(&inner.guard, &inner.log);
+        let _ = inner.client_keys.refresh(
+            &inner.guard,
+            &inner.log,
+            crate::client_key_table::Source::Elsewhere,
+        );
     }
 
     /// The network guard, for the listener.

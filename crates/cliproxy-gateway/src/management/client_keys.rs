@@ -25,7 +25,7 @@ use serde_json::{Map, Value, json};
 use slog::{Logger, info};
 
 use super::body::read_body;
-use crate::client_key_table::{client_key_view, config_key_view};
+use crate::client_key_table::{Source, client_key_view, config_key_view};
 use crate::control::{ControlPlane, Note};
 use crate::error::ApiError;
 use crate::http_util::{Body, json_response};
@@ -262,7 +262,8 @@ async fn refreshed(plane: &impl ControlPlane) {
     let cell = plane.client_keys().clone();
     let guard = plane.guard().clone();
     let log = guard.log.clone();
-    let _ = tokio::task::spawn_blocking(move || cell.refresh(&guard, &log)).await;
+    let _ =
+        tokio::task::spawn_blocking(move || cell.refresh(&guard, &log, Source::Elsewhere)).await;
 }
 
 /// Submits `change` to the state store and waits until it is durable, then puts the store's
@@ -274,7 +275,7 @@ async fn store(plane: &impl ControlPlane, change: StateChange, done: &str) -> Re
         guard.state.submit(change);
         guard.state.flush().map_err(|e| crate::netguard_error(&e))?;
         // Read back at once, so that the change is in force when it is answered.
-        cell.refresh(&guard, &guard.log)
+        cell.refresh(&guard, &guard.log, Source::ThisGateway)
     })
     .await
     .map_err(|_| ApiError::new(ErrorCode::Internal, "the state store writer failed"))?;
