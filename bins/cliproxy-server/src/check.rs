@@ -8,7 +8,8 @@
 //! - **not running as root**: uid 0 with `sandbox.require_non_root: false` fails (serve would
 //!   run as root); uid 0 otherwise warns (serve refuses root, so only check itself runs as
 //!   root — run it as the service user for the ownership rows to mean something).
-//! - **client keys**: none, or an invalid one, fails (every request would be refused).
+//! - **client keys**: none (in `auth.api_keys` or usable in the state store), or an invalid
+//!   one, fails (every request would be refused).
 //! - **auth.dir permissions**: the directory must be ours and 0700, credential files ours and
 //!   0600; a missing directory warns (serve creates it).
 //! - **credentials readable** / **encryption at rest**: every stored credential decrypts;
@@ -209,19 +210,47 @@ fn root(list: &mut Checklist, config: &Config, euid: u32) {
 
 fn client_keys(list: &mut Checklist, config: &Config) {
     const CHECK: &str = "client keys";
+    let stored = stored_client_keys(config);
     match config.auth.client_keys().map(|k| k.len()) {
-        Ok(0) => list.fail(
+        Ok(0) if stored == 0 => list.fail(
             CHECK,
-            "auth.api_keys is empty: every proxied request would be refused",
-            "add auth.api_keys: [\"${CLIPROXY_CLIENT_KEY}\"] and set CLIPROXY_CLIENT_KEY (`cliproxy-server keygen` prints one)",
+            "auth.api_keys is empty and the state store holds no usable client key: every proxied request would be refused",
+            "add auth.api_keys: [\"${CLIPROXY_CLIENT_KEY}\"] and set CLIPROXY_CLIENT_KEY (`cliproxy-server keygen` prints one), or create one with `cliproxy-server keys create --name NAME`",
         ),
-        Ok(n) => list.pass(CHECK, format!("{n} configured")),
+        Ok(n) => list.pass(
+            CHECK,
+            format!("{n} in auth.api_keys, {stored} created at run time (state store)"),
+        ),
         Err(e) => list.fail(
             CHECK,
             cliproxy_gateway::vault_error_message(&e),
             "correct auth.api_keys as the detail says (`cliproxy-server keygen` prints a key)",
         ),
     }
+}
+
+/// How many client keys created at run time the state store holds that a request could use
+/// now (readable, not disabled, not expired); 0 when there is no store yet or it cannot be
+/// read (the state store row reports that).
+fn stored_client_keys(config: &Config) -> usize {
+    let mut state = config.state.clone();
+    let path = state.path.get_or_insert_with(|| config.auth.dir.join(".state.db")).clone();
+    if !path.is_file() {
+        return 0;
+    }
+    let Ok(store) = cliproxy_netguard::SqliteStore::open(&state) else { return 0 };
+    let rows = cliproxy_netguard::StateStore::load_client_keys(&store).unwrap_or_default();
+    let _ = store.close();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    rows.iter()
+        .filter_map(|row| {
+            cliproxy_vault::ClientKeyRecord::from_stored(&row.id, &row.digest, &row.record_json)
+                .ok()
+        })
+        .filter(|record| record.is_usable(now))
+        .count()
 }
 
 /// What the `auth.dir` row found, for the rows that need to read inside it.

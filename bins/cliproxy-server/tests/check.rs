@@ -397,6 +397,36 @@ fn encryption_off_fails() {
     );
 }
 
+/// Client keys may live only in the state store (created by `keys create`): check counts the
+/// usable ones there, and fails only when neither the file nor the store holds one.
+#[test]
+fn client_keys_created_at_run_time_count_and_a_revoked_one_does_not() {
+    let fixture = Fixture::good();
+    fixture.edit("api_keys: [{name: ci, key: \"${CHECK_CLIENT_KEY}\"}]", "api_keys: []");
+    let report = fixture.check();
+    report.failed();
+    report.expect(
+        "client keys",
+        "FAIL",
+        "auth.api_keys is empty and the state store",
+        "keys create",
+    );
+    let created = fixture.command(&["keys", "create", "--name", "stored-only"]).output().unwrap();
+    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
+    let key = String::from_utf8_lossy(&created.stdout)
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("cpk-"))
+        .unwrap()
+        .to_owned();
+    let report = fixture.check();
+    report.expect("client keys", "pass", "0 in auth.api_keys, 1 created at run time", "");
+    report.never_shows(&key);
+    let revoked = fixture.command(&["keys", "revoke", "stored-only"]).output().unwrap();
+    assert!(revoked.status.success(), "{}", String::from_utf8_lossy(&revoked.stderr));
+    fixture.check().expect("client keys", "FAIL", "auth.api_keys is empty", "keys create");
+}
+
 /// A plaintext credential file beside the encrypted one (planted, or left from before
 /// encryption): check fails, names it, says that `serve` refuses it and that `vault migrate`
 /// takes it in, and leaves it as it is.
