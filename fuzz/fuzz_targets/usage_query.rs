@@ -34,7 +34,11 @@ fuzz_target!(|data: &[u8]| {
                 client: "k".to_owned(),
                 provider: "p".to_owned(),
                 model: "m".to_owned(),
-                counts: UsageCounts { requests: 1, cost_micros: u64::MAX, ..UsageCounts::default() },
+                counts: UsageCounts {
+                    requests: 1,
+                    cost_micros: u64::MAX,
+                    ..UsageCounts::default()
+                },
             };
             let rows = [row(query.from), row(query.to.saturating_sub(HOUR)), row(query.to)];
             let report = usage_report(&rows, &query);
