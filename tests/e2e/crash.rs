@@ -135,6 +135,9 @@ struct Tally {
     bound_at_max_history_lost: u64,
     /// Largest excess of the usage history's requests above the acknowledged ones.
     max_history_above: u64,
+    /// The oldest request lost from the usage history by a kill: milliseconds between its
+    /// answer and the kill.
+    max_history_lost_age_ms: u64,
 }
 
 impl Tally {
@@ -159,6 +162,8 @@ impl Tally {
             self.bound_at_max_history_lost = other.bound_at_max_history_lost;
         }
         self.max_history_above = self.max_history_above.max(other.max_history_above);
+        self.max_history_lost_age_ms =
+            self.max_history_lost_age_ms.max(other.max_history_lost_age_ms);
         if other.max_drift_below >= self.max_drift_below {
             self.max_drift_below = other.max_drift_below;
             self.bound_at_max_drift = other.bound_at_max_drift;
@@ -400,6 +405,12 @@ async fn sigkill_at_random_moments_loses_nothing_acknowledged() {
         "max usage-history requests above acknowledged (in flight)",
         total.max_history_above,
         "requests",
+    );
+    report::figure(
+        CATEGORY,
+        "oldest usage-history request lost (answered this long before the kill)",
+        total.max_history_lost_age_ms,
+        "ms",
     );
     report::figure(CATEGORY, "state.flush_interval", FLUSH.as_millis() as u64, "ms");
     report::figure(CATEGORY, "torn audit lines seen", total.torn_audit_lines, "lines");
@@ -720,6 +731,15 @@ impl AfterKill {
         }
         tally.max_history_above =
             tally.max_history_above.max(history.saturating_sub(self.requests_acked));
+        // The age of the oldest request lost from the history, for the report: the beat hands
+        // over every request finished since the last one, so a kill loses the newest answers.
+        // (The bound above already limits it to one flush interval plus the margin.)
+        let lost = self.requests_acked.saturating_sub(history);
+        if let Some(index) = lost.checked_sub(1)
+            && let Some((age, _)) = self.acks_newest_first.get(index as usize)
+        {
+            tally.max_history_lost_age_ms = tally.max_history_lost_age_ms.max(*age);
+        }
 
         // Every request answered before the cut-off has its audit line, found by request id
         // and event type.

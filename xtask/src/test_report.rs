@@ -143,6 +143,7 @@ const CATEGORIES: &[Category] = &[
             "max usage-history requests lost (below acknowledged)",
             "usage-history bound at that kill (requests answered within one flush interval + margin)",
             "max usage-history requests above acknowledged (in flight)",
+            "oldest usage-history request lost (answered this long before the kill)",
             "worst time from answer to durable usage (flush_interval 1 s)",
         ],
     },
