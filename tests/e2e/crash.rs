@@ -455,9 +455,12 @@ async fn run_directories(lane: u64, first: u64, count: u64, seed: u64, rng: &mut
         // Restart on the same directories: it must come up, read back the usage and continue
         // the audit log.
         let mut gateway = harness.start().await;
-        let now_stored = stored_usage(&gateway, &context).await;
-        // Read before any request of this run, each of which would add to it.
-        let history = stored_history(&gateway, &context, &keys).await;
+        // Both read before any request of this run, each of which would add to them; side
+        // by side, since the lane waits for them before its next run.
+        let (now_stored, history) = tokio::join!(
+            stored_usage(&gateway, &context),
+            stored_history(&gateway, &context, &keys)
+        );
         let keys_in_flight = after_kill.as_ref().map(|l| l.keys_in_flight.clone());
         if let Some(last) = after_kill.take() {
             last.check(&context, now_stored, history, &audit, &mut audit_index, &mut tally);
@@ -620,13 +623,13 @@ async fn run_directories(lane: u64, first: u64, count: u64, seed: u64, rng: &mut
     let gateway = harness.start().await;
     assert_eq!(readiness(&gateway).await.0, 200, "{}", gateway.logs());
     let context = format!("lane {lane}, start after iteration {} (seed {seed})", first + count - 1);
-    let now_stored = stored_usage(&gateway, &context).await;
-    let history = stored_history(&gateway, &context, &keys).await;
+    let (now_stored, history) =
+        tokio::join!(stored_usage(&gateway, &context), stored_history(&gateway, &context, &keys));
     let keys_in_flight = after_kill.as_ref().map(|l| l.keys_in_flight.clone());
     if let Some(last) = after_kill.take() {
         last.check(&context, now_stored, history, &audit, &mut audit_index, &mut tally);
     }
-    let checks = Driven::default();
+    let checks = Arc::new(Driven::default());
     let in_flight = keys_in_flight.unwrap_or_default();
     keys.check(&gateway, &state, &in_flight, &context, &checks, &mut tally).await;
     let temps = std::fs::read_dir(harness.auth_dir())
@@ -816,7 +819,7 @@ impl KeyBook {
         state: &std::path::Path,
         in_flight: &[String],
         context: &str,
-        driven: &Driven,
+        driven: &Arc<Driven>,
         tally: &mut Tally,
     ) {
         let (status, list) =
@@ -855,17 +858,22 @@ impl KeyBook {
             listed_ids,
             "{context}: the rows of the store's client_keys table and the keys listed differ"
         );
+        // Each acknowledged key answers a request: all at once, since the lane waits for
+        // them before its next run.
         let http = client();
-        let url = gateway.url();
+        let mut requests = tokio::task::JoinSet::new();
         for (name, key) in &self.acked {
             assert!(
                 listed_names.contains(name),
                 "{context}: the acknowledged client key {name} is not listed after the kill"
             );
-            assert!(
-                chat_with(&http, &url, driven, key, name).await,
-                "{context}: the gateway went away during the key check"
-            );
+            let (http, url, driven) = (http.clone(), gateway.url(), Arc::clone(driven));
+            let (name, key) = (name.clone(), key.clone());
+            requests.spawn(async move { chat_with(&http, &url, &driven, &key, &name).await });
+        }
+        while let Some(answered) = requests.join_next().await {
+            let answered = answered.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+            assert!(answered, "{context}: the gateway went away during the key check");
             tally.keys_checked += 1;
         }
     }
