@@ -61,7 +61,7 @@ const MAX_CREDENTIALS_PER_DRIVER: usize = 4;
 /// since every acknowledged key is checked with a request after each later restart of its
 /// directories (about one creation per driver and run, some 15 keys per directory: some 300
 /// creations and 1,800 checks in the 200 kills), yet often enough that some kills land during
-/// a creation (5 to 14 of the 200 in the runs measured).
+/// a creation (4 to 9 of the 200 in the runs measured).
 const KEY_CREATION_ONE_IN: u64 = 96;
 /// The models a created client key may use: the one the drivers ask for, so that the key
 /// serves them, and a value the listing after a restart must show unchanged.
