@@ -14,10 +14,19 @@
 //! that lists its id), in the log the restarted gateway continues. Each
 //! lane restarts its gateway on the same directories for ten kills, then moves to fresh ones.
 //!
+//! Client keys and usage history (issue 22): the drivers also create client keys through the
+//! management API at random moments (so that some kills land during a creation) and send part
+//! of their requests with them. After every restart each acknowledged key (201 with the key)
+//! is listed and answers 200; a key listed but never acknowledged must be one whose creation
+//! the kill cut off; every row of the store's `client_keys` table is listed (none is broken
+//! or hidden). The requests the usage history (`GET /v0/management/usage?by=key`) holds for the
+//! lane's keys lie between the acknowledged requests less those answered within one flush
+//! interval plus the margin of the kill and the acknowledged requests plus those in flight.
+//!
 //! The random delay before each kill is the experiment, not synchronisation: it draws the
 //! moment of the crash from a seeded generator, so that a failure reproduces with its seed.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -26,7 +35,7 @@ use std::time::{Duration, Instant};
 use cliproxy_e2e::disk::*;
 use cliproxy_e2e::*;
 use reqwest::Method;
-use serde_json::json;
+use serde_json::{Value, json};
 
 const CATEGORY: &str = "crash-consistency";
 /// `state.flush_interval` of the runs: short, so that runs of several intervals keep the whole
@@ -48,6 +57,17 @@ const KILLS_PER_DIRECTORY: u64 = 10;
 const DRIVERS: u64 = 2;
 /// Credentials a driver keeps at most (it adds until it has these many).
 const MAX_CREDENTIALS_PER_DRIVER: usize = 4;
+/// One draw of a driver's work in this many creates a client key: rare next to the rest,
+/// since every acknowledged key is checked with a request after each later restart of its
+/// directories (about one creation per driver and run, some 15 keys per directory: some 300
+/// creations and 1,800 checks in the 200 kills), yet often enough that some kills land during
+/// a creation (4 to 9 of the 200 in the runs measured).
+const KEY_CREATION_ONE_IN: u64 = 96;
+/// The models a created client key may use: the one the drivers ask for, so that the key
+/// serves them, and a value the listing after a restart must show unchanged.
+const KEY_MODELS: &str = "mock-*";
+/// The name of the config file's client key ([`CLIENT_KEY`] in [`faults_config`]).
+const CONFIG_KEY_NAME: &str = "e2e";
 /// The shortest and longest random run before a kill: five to seven flush intervals, all of
 /// them at least one interval plus the margin.
 const MIN_RUN: Duration = FLUSH.saturating_mul(5);
@@ -98,6 +118,27 @@ struct Tally {
     /// Request ids found in summary lines (refused keys past the first of their address and
     /// second): the summaries were written, and in time, or the check above fails.
     audit_ids_in_summaries: u64,
+    /// Kills with a client key creation in flight (counted apart from the kinds above: a
+    /// creation may be in flight beside any of them).
+    kills_key_creation: u64,
+    /// Client key creations acknowledged (201 with the key).
+    keys_created: u64,
+    /// Creations in flight at a kill whose key was stored all the same (listed after the
+    /// restart): the kill landed after the write, before the answer.
+    keys_landed: u64,
+    /// Acknowledged keys found listed and answering 200 after restarts (a key counts once per
+    /// restart).
+    keys_checked: u64,
+    /// Largest shortfall of the usage history's requests below the acknowledged ones.
+    max_history_lost: u64,
+    /// Largest shortfall allowed (the requests answered within one flush interval plus the
+    /// margin of the kill) at that point.
+    bound_at_max_history_lost: u64,
+    /// Largest excess of the usage history's requests above the acknowledged ones.
+    max_history_above: u64,
+    /// The oldest request lost from the usage history by a kill: milliseconds between its
+    /// answer and the kill.
+    max_history_lost_age_ms: u64,
 }
 
 impl Tally {
@@ -113,6 +154,17 @@ impl Tally {
         self.audit_lines_checked += other.audit_lines_checked;
         self.audit_ids_in_summaries += other.audit_ids_in_summaries;
         self.kills_losing_usage += other.kills_losing_usage;
+        self.kills_key_creation += other.kills_key_creation;
+        self.keys_created += other.keys_created;
+        self.keys_landed += other.keys_landed;
+        self.keys_checked += other.keys_checked;
+        if other.max_history_lost >= self.max_history_lost {
+            self.max_history_lost = other.max_history_lost;
+            self.bound_at_max_history_lost = other.bound_at_max_history_lost;
+        }
+        self.max_history_above = self.max_history_above.max(other.max_history_above);
+        self.max_history_lost_age_ms =
+            self.max_history_lost_age_ms.max(other.max_history_lost_age_ms);
         if other.max_drift_below >= self.max_drift_below {
             self.max_drift_below = other.max_drift_below;
             self.bound_at_max_drift = other.bound_at_max_drift;
@@ -150,6 +202,12 @@ struct Driven {
     /// Every answered request: when its answer was read, its `x-request-id`, and the
     /// `event_type` of the audit line it must have written.
     answered: Mutex<Vec<Answered>>,
+    /// name → key of every client key whose creation was acknowledged (201 with the key) on
+    /// these directories, in this run and the runs before.
+    keys: Mutex<BTreeMap<String, String>>,
+    /// Per driver, the name of the client key whose creation is in flight.
+    key_in_flight: Mutex<BTreeMap<u64, String>>,
+    acked_key_creations: AtomicU64,
 }
 
 /// One answered request, to be found in the audit log.
@@ -219,6 +277,7 @@ async fn sigkill_at_random_moments_loses_nothing_acknowledged() {
         assert!(total.acked_requests > 0 && total.acked_credential_writes > 0, "{total:?}");
         assert!(total.audit_lines_checked > 0, "no audit line was looked up: {total:?}");
         assert!(total.audit_ids_in_summaries > 0, "no refused key was summarised: {total:?}");
+        assert!(total.keys_created > 0 && total.keys_checked > 0, "no client key: {total:?}");
     }
     let test = "sigkill_at_random_moments_loses_nothing_acknowledged";
     // One scenario, repeated: the kills are iterations, not distinct cases.
@@ -311,6 +370,49 @@ async fn sigkill_at_random_moments_loses_nothing_acknowledged() {
         format!("{}-{} ms", MIN_RUN.as_millis(), MAX_RUN.as_millis()),
         "",
     );
+    report::figure(CATEGORY, "client keys created (acknowledged)", total.keys_created, "keys");
+    report::figure(
+        CATEGORY,
+        "kills with a client key creation in flight",
+        total.kills_key_creation,
+        "kills",
+    );
+    report::figure(
+        CATEGORY,
+        "creations cut off by a kill found stored (listed after the restart)",
+        total.keys_landed,
+        "keys",
+    );
+    report::figure(
+        CATEGORY,
+        "acknowledged client keys checked after restarts (listed, answered 200)",
+        total.keys_checked,
+        "keys",
+    );
+    report::figure(
+        CATEGORY,
+        "max usage-history requests lost (below acknowledged)",
+        total.max_history_lost,
+        "requests",
+    );
+    report::figure(
+        CATEGORY,
+        "usage-history bound at that kill (requests answered within one flush interval + margin)",
+        total.bound_at_max_history_lost,
+        "requests",
+    );
+    report::figure(
+        CATEGORY,
+        "max usage-history requests above acknowledged (in flight)",
+        total.max_history_above,
+        "requests",
+    );
+    report::figure(
+        CATEGORY,
+        "oldest usage-history request lost (answered this long before the kill)",
+        total.max_history_lost_age_ms,
+        "ms",
+    );
     report::figure(CATEGORY, "state.flush_interval", FLUSH.as_millis() as u64, "ms");
     report::figure(CATEGORY, "torn audit lines seen", total.torn_audit_lines, "lines");
     report::figure(CATEGORY, "total duration", (seconds * 10.0).round() / 10.0, "s");
@@ -345,6 +447,7 @@ async fn run_directories(lane: u64, first: u64, count: u64, seed: u64, rng: &mut
     );
     let mut tally = Tally::default();
     let mut present: BTreeMap<String, String> = BTreeMap::new();
+    let mut keys = KeyBook::default();
     // What the last kill left to check once the gateway is back.
     let mut after_kill: Option<AfterKill> = None;
     let mut audit_index = AuditIndex::default();
@@ -353,13 +456,31 @@ async fn run_directories(lane: u64, first: u64, count: u64, seed: u64, rng: &mut
         // Restart on the same directories: it must come up, read back the usage and continue
         // the audit log.
         let mut gateway = harness.start().await;
-        let now_stored = stored_usage(&gateway, &context).await;
+        // Both read before any request of this run, each of which would add to them; side
+        // by side, since the lane waits for them before its next run.
+        let (now_stored, history) = tokio::join!(
+            stored_usage(&gateway, &context),
+            stored_history(&gateway, &context, &keys)
+        );
+        let keys_in_flight = after_kill.as_ref().map(|l| l.keys_in_flight.clone());
         if let Some(last) = after_kill.take() {
-            last.check(&context, now_stored, &audit, &mut audit_index, &mut tally);
+            last.check(&context, now_stored, history, &audit, &mut audit_index, &mut tally);
         }
 
         let driven = Arc::new(Driven::default());
         *driven.present.lock().unwrap() = present.clone();
+        // The client keys: every acknowledged one listed and working, through `driven`, so
+        // that the requests of the check count as acknowledged usage of this run.
+        keys.check(
+            &gateway,
+            &state,
+            &keys_in_flight.unwrap_or_default(),
+            &context,
+            &driven,
+            &mut tally,
+        )
+        .await;
+        *driven.keys.lock().unwrap() = keys.acked.clone();
         let workers: Vec<_> = (0..DRIVERS)
             .map(|driver| {
                 let ids = format!("c{lane}-d{driver}-i{iteration}");
@@ -372,6 +493,7 @@ async fn run_directories(lane: u64, first: u64, count: u64, seed: u64, rng: &mut
         // What was in flight at the kill, to classify it (a snapshot: an operation may start
         // between it and the kill).
         let cred_at_kill = !driven.cred_in_flight.lock().unwrap().is_empty();
+        let key_at_kill = !driven.key_in_flight.lock().unwrap().is_empty();
         let chats_at_kill = driven.chats_in_flight.load(Ordering::SeqCst);
         let audit_in_flight = driven.audit_in_flight.load(Ordering::SeqCst);
         let killed_at = Instant::now();
@@ -391,7 +513,16 @@ async fn run_directories(lane: u64, first: u64, count: u64, seed: u64, rng: &mut
         } else if audit_in_flight > 0 {
             tally.kills_audit += 1;
         }
+        if key_at_kill {
+            tally.kills_key_creation += 1;
+        }
         tally.iterations += 1;
+        // The keys acknowledged so far; those in flight at the kill are looked for after the
+        // restart.
+        keys.acked = driven.keys.lock().unwrap().clone();
+        tally.keys_created += driven.acked_key_creations.load(Ordering::SeqCst);
+        let keys_in_flight: Vec<String> =
+            driven.key_in_flight.lock().unwrap().values().cloned().collect();
 
         // Credentials: every file loads and decrypts; every acknowledged one is there with
         // its token; the one in flight is there or not, old or new.
@@ -463,6 +594,10 @@ async fn run_directories(lane: u64, first: u64, count: u64, seed: u64, rng: &mut
             .sum();
         let per_request = driven.per_request.load(Ordering::SeqCst).max(1);
         let acked_total = now_stored + acked_now;
+        // The usage history, by requests: the same accounting with a count for the tokens.
+        let requests_acked = history + acked_list.len() as u64;
+        let requests_recent =
+            acked_list.iter().filter(|(at, _)| killed_at.duration_since(*at) <= cutoff).count();
         let answered = driven.answered.lock().unwrap().clone();
         tally.acked_requests += acked_list.len() as u64;
         tally.acked_credential_writes += driven.acked_cred_ops.load(Ordering::SeqCst);
@@ -479,16 +614,25 @@ async fn run_directories(lane: u64, first: u64, count: u64, seed: u64, rng: &mut
                 .into_iter()
                 .filter(|answer| killed_at.duration_since(answer.at) > cutoff)
                 .collect(),
+            requests_acked,
+            requests_lower: requests_acked - requests_recent as u64,
+            requests_upper: requests_acked + chats_in_flight,
+            keys_in_flight,
         });
     }
     // A last start: the gateway comes up cleanly on what the last kill left.
     let gateway = harness.start().await;
     assert_eq!(readiness(&gateway).await.0, 200, "{}", gateway.logs());
     let context = format!("lane {lane}, start after iteration {} (seed {seed})", first + count - 1);
-    let now_stored = stored_usage(&gateway, &context).await;
+    let (now_stored, history) =
+        tokio::join!(stored_usage(&gateway, &context), stored_history(&gateway, &context, &keys));
+    let keys_in_flight = after_kill.as_ref().map(|l| l.keys_in_flight.clone());
     if let Some(last) = after_kill.take() {
-        last.check(&context, now_stored, &audit, &mut audit_index, &mut tally);
+        last.check(&context, now_stored, history, &audit, &mut audit_index, &mut tally);
     }
+    let checks = Arc::new(Driven::default());
+    let in_flight = keys_in_flight.unwrap_or_default();
+    keys.check(&gateway, &state, &in_flight, &context, &checks, &mut tally).await;
     let temps = std::fs::read_dir(harness.auth_dir())
         .unwrap()
         .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().contains(".tmp-"))
@@ -512,14 +656,26 @@ struct AfterKill {
     acks_newest_first: Vec<(u64, u64)>,
     /// The requests answered before the cut-off, whose audit lines must be in the log.
     owed: Vec<Answered>,
+    /// The requests of the lane's keys acknowledged (answered 200), those before the run
+    /// (read back at its start) included.
+    requests_acked: u64,
+    /// The fewest requests the usage history may hold: the acknowledged ones less those
+    /// answered within one flush interval plus the margin of the kill.
+    requests_lower: u64,
+    /// The most: the acknowledged ones plus those in flight (none counted twice).
+    requests_upper: u64,
+    /// The names of the client keys whose creation was in flight at the kill.
+    keys_in_flight: Vec<String>,
 }
 
 impl AfterKill {
-    /// Checks the usage the restarted gateway reports (`stored`) and the audit log.
+    /// Checks the usage the restarted gateway reports (`stored`), the requests its usage
+    /// history holds (`history`) and the audit log.
     fn check(
         &self,
         context: &str,
         stored: u64,
+        history: u64,
         audit: &std::path::Path,
         index: &mut AuditIndex,
         tally: &mut Tally,
@@ -561,6 +717,34 @@ impl AfterKill {
         }
         tally.max_drift_above = tally.max_drift_above.max(stored.saturating_sub(self.acked));
 
+        // The usage history: as the quota usage, by requests.
+        assert!(
+            (self.requests_lower..=self.requests_upper).contains(&history),
+            "{context}: the usage history holds {history} requests of the lane's keys, expected \
+             {}..={} (acknowledged {}): at most those answered within one flush interval \
+             ({FLUSH:?}) plus the margin ({MARGIN:?}) of the kill may be lost, and none counted \
+             twice",
+            self.requests_lower,
+            self.requests_upper,
+            self.requests_acked
+        );
+        if self.requests_acked > history && self.requests_acked - history >= tally.max_history_lost
+        {
+            tally.max_history_lost = self.requests_acked - history;
+            tally.bound_at_max_history_lost = self.requests_acked - self.requests_lower;
+        }
+        tally.max_history_above =
+            tally.max_history_above.max(history.saturating_sub(self.requests_acked));
+        // The age of the oldest request lost from the history, for the report: the beat hands
+        // over every request finished since the last one, so a kill loses the newest answers.
+        // (The bound above already limits it to one flush interval plus the margin.)
+        let lost = self.requests_acked.saturating_sub(history);
+        if let Some(index) = lost.checked_sub(1)
+            && let Some((age, _)) = self.acks_newest_first.get(index as usize)
+        {
+            tally.max_history_lost_age_ms = tally.max_history_lost_age_ms.max(*age);
+        }
+
         // Every request answered before the cut-off has its audit line, found by request id
         // and event type.
         let logged = index.update(audit);
@@ -592,6 +776,123 @@ async fn stored_usage(gateway: &Gateway, context: &str) -> u64 {
             panic!("{context}: cliproxy_quota_remaining{{provider=\"demo\"}} is not in /metrics")
         });
     QUOTA - remaining as u64
+}
+
+/// The requests the usage history (`GET /v0/management/usage?by=key`, the last 24 hours, all
+/// of a lane's run) holds for the lane's keys: the config file's and those `keys` created.
+/// A group that is not one of them fails: the history counts only what the lane sent.
+async fn stored_history(gateway: &Gateway, context: &str, keys: &KeyBook) -> u64 {
+    let (status, report) =
+        manage_with(gateway, MANAGEMENT_KEY, Method::GET, "/usage?by=key", None).await;
+    assert_eq!(status, 200, "{context}: GET /v0/management/usage: {report}");
+    let mut requests = 0;
+    for bucket in report["buckets"].as_array().expect("the usage report has buckets") {
+        let group = bucket["group"].as_str().expect("a bucket names its key");
+        assert!(
+            group == CONFIG_KEY_NAME || keys.acked.contains_key(group),
+            "{context}: the usage history has requests of `{group}`, not a key the lane used: \
+             {report}"
+        );
+        requests += bucket["requests"].as_u64().expect("a bucket counts its requests");
+    }
+    assert_eq!(report["totals"]["requests"], json!(requests), "{context}: {report}");
+    requests
+}
+
+/// The client keys created on one gateway's directories.
+#[derive(Default)]
+struct KeyBook {
+    /// name → key of every key whose creation was acknowledged (201 with the key).
+    acked: BTreeMap<String, String>,
+    /// Keys whose creation was in flight at a kill and that were stored all the same.
+    landed: BTreeSet<String>,
+}
+
+impl KeyBook {
+    /// After a restart: every acknowledged key is listed and answers 200 (through `driven`,
+    /// which counts the requests); a key listed but never acknowledged was in flight at the
+    /// kill (`in_flight`; noted as landed); every listed key shows what it was created with;
+    /// and every row of the store's `client_keys` table is listed, so that no stored key is
+    /// broken or hidden from the gateway.
+    async fn check(
+        &mut self,
+        gateway: &Gateway,
+        state: &std::path::Path,
+        in_flight: &[String],
+        context: &str,
+        driven: &Arc<Driven>,
+        tally: &mut Tally,
+    ) {
+        let (status, list) =
+            manage_with(gateway, MANAGEMENT_KEY, Method::GET, "/client-keys", None).await;
+        assert_eq!(status, 200, "{context}: GET /v0/management/client-keys: {list}");
+        let listed: Vec<&Value> = list["client_keys"]
+            .as_array()
+            .expect("the listing has client_keys")
+            .iter()
+            .filter(|k| k["source"] == "store")
+            .collect();
+        let mut listed_ids = BTreeSet::new();
+        let mut listed_names = BTreeSet::new();
+        for view in &listed {
+            let name = view["name"].as_str().expect("a listed key has a name").to_owned();
+            if !self.acked.contains_key(&name) && !self.landed.contains(&name) {
+                assert!(
+                    in_flight.contains(&name),
+                    "{context}: client key {name} is listed but its creation was neither \
+                     acknowledged nor in flight at the kill"
+                );
+                self.landed.insert(name.clone());
+                tally.keys_landed += 1;
+            }
+            assert!(
+                view["models"] == json!([KEY_MODELS])
+                    && view["disabled"] == json!(false)
+                    && view["hint"].as_str().is_some_and(|h| h.starts_with("cpk-")),
+                "{context}: client key {name} is not listed as it was created: {view}"
+            );
+            listed_ids.insert(view["id"].as_str().expect("a listed key has an id").to_owned());
+            listed_names.insert(name);
+        }
+        assert_eq!(
+            stored_key_ids(state),
+            listed_ids,
+            "{context}: the rows of the store's client_keys table and the keys listed differ"
+        );
+        // Each acknowledged key answers a request: all at once, since the lane waits for
+        // them before its next run.
+        let http = client();
+        let mut requests = tokio::task::JoinSet::new();
+        for (name, key) in &self.acked {
+            assert!(
+                listed_names.contains(name),
+                "{context}: the acknowledged client key {name} is not listed after the kill"
+            );
+            let (http, url, driven) = (http.clone(), gateway.url(), Arc::clone(driven));
+            let (name, key) = (name.clone(), key.clone());
+            requests.spawn(async move { chat_with(&http, &url, &driven, &key, &name).await });
+        }
+        while let Some(answered) = requests.join_next().await {
+            let answered = answered.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+            assert!(answered, "{context}: the gateway went away during the key check");
+            tally.keys_checked += 1;
+        }
+    }
+}
+
+/// The ids of the rows of the state store's `client_keys` table, read beside the running
+/// gateway (a read-only connection; SQLite's write-ahead log lets it read while the gateway
+/// writes).
+fn stored_key_ids(state: &std::path::Path) -> BTreeSet<String> {
+    let conn =
+        rusqlite::Connection::open_with_flags(state, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .expect("open the state store");
+    let mut query = conn.prepare("SELECT id FROM client_keys").expect("query client_keys");
+    query
+        .query_map([], |row| row.get::<_, String>(0))
+        .expect("read client_keys")
+        .map(|id| id.expect("a client_keys row"))
+        .collect()
 }
 
 /// (request id, event type) of every complete line of the audit log, and of every request id
@@ -649,11 +950,16 @@ async fn drive(url: String, driven: Arc<Driven>, driver: u64, ids: String, seed:
     while !driven.stop.load(Ordering::SeqCst) {
         n += 1;
         // Credential writes take longest (two fsyncs); drawn less often, so that kills also
-        // land while only requests are in flight.
-        let done = match rng.below(6) {
-            0 => credential_op(&http, &url, &driven, driver, &ids, n, &mut rng).await,
-            1..=3 => chat_op(&http, &url, &driven).await,
-            _ => audit_op(&http, &url, &driven, n).await,
+        // land while only requests are in flight. Key creations are rarer still (see
+        // `KEY_CREATION_ONE_IN`).
+        let done = if rng.below(KEY_CREATION_ONE_IN) == 0 {
+            key_op(&http, &url, &driven, driver, &ids, n).await
+        } else {
+            match rng.below(6) {
+                0 => credential_op(&http, &url, &driven, driver, &ids, n, &mut rng).await,
+                1..=3 => chat_op(&http, &url, &driven, &mut rng).await,
+                _ => audit_op(&http, &url, &driven, n).await,
+            }
         };
         if !done {
             return;
@@ -727,12 +1033,74 @@ async fn credential_op(
     true
 }
 
-/// One proxied request; `false` when the gateway is gone.
-async fn chat_op(http: &reqwest::Client, url: &str, driven: &Driven) -> bool {
+/// One client key creation (`name` from the driver's prefix `ids`, `n`); `false` when the
+/// gateway is gone. Acknowledged (201 with the key), the key joins those the drivers use and
+/// every restart checks; cut off, its name is left in flight.
+async fn key_op(
+    http: &reqwest::Client,
+    url: &str,
+    driven: &Driven,
+    driver: u64,
+    ids: &str,
+    n: u64,
+) -> bool {
+    let name = format!("k-{ids}-{n}");
+    driven.key_in_flight.lock().unwrap().insert(driver, name.clone());
+    let sent = http
+        .post(format!("{url}/v0/management/client-keys"))
+        .header("x-management-key", MANAGEMENT_KEY)
+        .json(&json!({"name": name, "models": [KEY_MODELS]}))
+        .send()
+        .await;
+    let Ok(response) = sent else { return false };
+    let status = response.status();
+    let id = request_id(&response);
+    let Ok(body) = response.json::<Value>().await else { return false };
+    let key = body["key"].as_str().map(str::to_owned);
+    // The key goes to the sweep before anything else can show it.
+    if let Some(key) = &key {
+        sweep::plant(key);
+    }
+    assert_eq!(status, 201, "creating client key {name}: {}", body["error"]);
+    let key = key.unwrap_or_else(|| panic!("the creation of {name} answered 201 without a key"));
+    driven.keys.lock().unwrap().insert(name, key);
+    driven.answered(id, "config_change");
+    driven.acked_key_creations.fetch_add(1, Ordering::SeqCst);
+    driven.key_in_flight.lock().unwrap().remove(&driver);
+    true
+}
+
+/// One proxied request, with the config file's client key or, one in two once the lane has
+/// some, a key it created; `false` when the gateway is gone.
+async fn chat_op(http: &reqwest::Client, url: &str, driven: &Driven, rng: &mut Rng) -> bool {
+    let created = {
+        let keys = driven.keys.lock().unwrap();
+        if keys.is_empty() || rng.below(2) == 0 {
+            None
+        } else {
+            let at = rng.below(keys.len() as u64) as usize;
+            keys.iter().nth(at).map(|(name, key)| (name.clone(), key.clone()))
+        }
+    };
+    match created {
+        Some((name, key)) => chat_with(http, url, driven, &key, &name).await,
+        None => chat_with(http, url, driven, CLIENT_KEY, CONFIG_KEY_NAME).await,
+    }
+}
+
+/// One proxied request with the client key `key` (named `name`), which must be answered 200;
+/// `false` when the gateway is gone.
+async fn chat_with(
+    http: &reqwest::Client,
+    url: &str,
+    driven: &Driven,
+    key: &str,
+    name: &str,
+) -> bool {
     driven.chats_in_flight.fetch_add(1, Ordering::SeqCst);
     let sent = http
         .post(format!("{url}/v1/chat/completions"))
-        .bearer_auth(CLIENT_KEY)
+        .bearer_auth(key)
         .json(&json!({"model": "mock-1", "max_tokens": 64,
                       "messages": [{"role": "user", "content": "Hello there"}]}))
         .send()
@@ -741,7 +1109,7 @@ async fn chat_op(http: &reqwest::Client, url: &str, driven: &Driven) -> bool {
     let status = response.status();
     let id = request_id(&response);
     let Ok(body) = response.json::<serde_json::Value>().await else { return false };
-    assert_eq!(status, 200, "{body}");
+    assert_eq!(status, 200, "a request with client key {name}: {body}");
     let tokens = body["usage"]["total_tokens"].as_u64().expect("usage in the reply");
     driven.per_request.store(tokens, Ordering::SeqCst);
     driven.acked.lock().unwrap().push((Instant::now(), tokens));

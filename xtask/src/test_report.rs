@@ -109,7 +109,7 @@ const CATEGORIES: &[Category] = &[
     Category {
         name: "crash-consistency",
         title: "Crash consistency",
-        what: "SIGKILL at random moments during credential writes, quota updates and audit writes; afterwards every credential decrypts, quota usage is within one flush interval, and the audit chain verifies up to its last complete line.",
+        what: "SIGKILL at random moments during credential writes, quota updates, audit writes, client key creations and usage-history flushes; afterwards every credential decrypts, quota usage and the usage history's requests are within one flush interval, every acknowledged client key is listed and works (a creation cut off by the kill is there or not, never broken), and the audit chain verifies up to its last complete line.",
         source: "tests/e2e/crash.rs (`cargo xtask crash --iterations N` for longer runs)",
         tests: &[
             "sigkill_at_random_moments_loses_nothing_acknowledged",
@@ -136,6 +136,14 @@ const CATEGORIES: &[Category] = &[
             "state.flush_interval",
             "torn audit lines seen",
             "total duration",
+            "client keys created (acknowledged)",
+            "kills with a client key creation in flight",
+            "creations cut off by a kill found stored (listed after the restart)",
+            "acknowledged client keys checked after restarts (listed, answered 200)",
+            "max usage-history requests lost (below acknowledged)",
+            "usage-history bound at that kill (requests answered within one flush interval + margin)",
+            "max usage-history requests above acknowledged (in flight)",
+            "oldest usage-history request lost (answered this long before the kill)",
             "worst time from answer to durable usage (flush_interval 1 s)",
         ],
     },
