@@ -354,6 +354,11 @@ async fn sigkill_during_key_creations_loses_no_acknowledged_key() {
             );
         }
     }
+    report::iterations(
+        CATEGORY,
+        "sigkill_during_key_creations_loses_no_acknowledged_key",
+        ROUNDS as usize,
+    );
     report::figure(CATEGORY, "SIGKILLs during key creations", ROUNDS, "kills");
     report::figure(
         CATEGORY,

@@ -239,7 +239,7 @@ const CATEGORIES: &[Category] = &[
     Category {
         name: "fuzzing",
         title: "Fuzzing",
-        what: "Every `fuzz/` target (config, request validation, SSE/usage scanning and stripping, credential files, OAuth token responses, IP/CIDR and forwarding headers, audit verification, upstream error bodies, upstream model lists, API-format translation of requests, replies, errors and stream events) for a bounded time, starting from the seed inputs committed in `fuzz/seeds/`, after replaying those seeds and the crash inputs kept in `fuzz/regressions/` (the scenarios: committed inputs replayed; the iterations: libFuzzer's executions).",
+        what: "Every `fuzz/` target (config, request validation, SSE/usage scanning and stripping, credential files, OAuth token responses, IP/CIDR and forwarding headers, audit verification, upstream error bodies, upstream model lists, API-format translation of requests, replies, errors and stream events, the usage query string, client-key bodies) for a bounded time, starting from the seed inputs committed in `fuzz/seeds/`, after replaying those seeds and the crash inputs kept in `fuzz/regressions/` (the scenarios: committed inputs replayed; the iterations: libFuzzer's executions).",
         source: "fuzz/fuzz_targets, `cargo xtask fuzz`",
         tests: &[
             "audit_verify",
@@ -253,8 +253,10 @@ const CATEGORIES: &[Category] = &[
             "translate_request",
             "translate_stream",
             "upstream_error_body",
+            "usage_query",
             "usage_scanner",
             "usage_stripper",
+            "client_key_body",
         ],
         figures: &[],
     },
@@ -265,6 +267,22 @@ const CATEGORIES: &[Category] = &[
         source: "bins/cliproxy-server/tests/management.rs",
         tests: &["every_route_answers_each_kind_of_caller_as_expected"],
         figures: &["management routes in the router's table"],
+    },
+    Category {
+        name: "client-keys",
+        title: "Client keys created at run time",
+        what: "Client keys created, changed and revoked at run time through the real binary: by the management API (in force at once) and by `cliproxy-server keys` on the same state store while the server runs (in force within a second), on one gateway and seen by another sharing the store; model lists and expiry honoured; SIGKILLs during creations lose no acknowledged key; the key appears in no log, audit line, metric, state row or API answer after its creation.",
+        source: "tests/e2e/client_keys.rs",
+        tests: &["sigkill_during_key_creations_loses_no_acknowledged_key"],
+        figures: &[
+            "created by the CLI to in force",
+            "revoked by the CLI to refused",
+            "SIGKILLs during key creations",
+            "acknowledged keys checked after restarts",
+            "creations in flight that landed",
+            "created on one gateway to in force on another",
+            "revoked on one gateway to refused by another",
+        ],
     },
     Category {
         name: "usage-history",
