@@ -362,7 +362,7 @@ pub fn client_limit_table_with_stored(
     KeyTable::build(Arc::new(config), stored, &quiet).limit_table()
 }
 
-/// `path` with every segment that starts with `cpk-` replaced by `[redacted]`: a run-time key
+/// `path` with every segment that contains `cpk-` replaced by `[redacted]`: a run-time key
 /// pasted into a URL (where a key's name goes, or anywhere) is not written to the access log
 /// or the audit log. A path without one is returned as it is, without allocating.
 pub(crate) fn redact_keys_in_path(path: &str) -> std::borrow::Cow<'_, str> {
@@ -372,11 +372,7 @@ pub(crate) fn redact_keys_in_path(path: &str) -> std::borrow::Cow<'_, str> {
     let segments: Vec<&str> = path
         .split('/')
         .map(|segment| {
-            if segment.starts_with(cliproxy_vault::CLIENT_KEY_PREFIX) {
-                "[redacted]"
-            } else {
-                segment
-            }
+            if segment.contains(cliproxy_vault::CLIENT_KEY_PREFIX) { "[redacted]" } else { segment }
         })
         .collect();
     std::borrow::Cow::Owned(segments.join("/"))
@@ -575,7 +571,8 @@ mod tests {
             redact_keys_in_path("/v0/management/client-keys/cpk-0123abcd"),
             "/v0/management/client-keys/[redacted]"
         );
-        assert_eq!(redact_keys_in_path("/a/cpk-1/b/xcpk-2"), "/a/[redacted]/b/xcpk-2");
+        // Anywhere in a segment: `Bearer%20cpk-…` or `team-cpk-…` carry a key all the same.
+        assert_eq!(redact_keys_in_path("/a/cpk-1/b/xcpk-2/c"), "/a/[redacted]/b/[redacted]/c");
     }
 
     #[test]

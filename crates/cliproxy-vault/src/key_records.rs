@@ -180,7 +180,7 @@ impl ClientKeyRecord {
         if let Some(reason) = name_problem(&self.name) {
             // The key itself pasted as a name would be printed everywhere names go, so such a
             // name is refused without being repeated.
-            let name = if self.name.starts_with(CLIENT_KEY_PREFIX) {
+            let name = if self.name.contains(CLIENT_KEY_PREFIX) {
                 None
             } else {
                 Some(self.name.chars().take(MAX_NAME_LEN).collect())
@@ -436,8 +436,10 @@ fn name_problem(name: &str) -> Option<&'static str> {
         Some("must not start with `.`")
     } else if !name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')) {
         Some("may contain only ASCII letters, digits, `-`, `_` and `.`")
-    } else if name.starts_with(CLIENT_KEY_PREFIX) {
-        Some("must not start with `cpk-` (is it the key itself?)")
+    } else if name.contains(CLIENT_KEY_PREFIX) {
+        // Anywhere, not only at the start: `Bearer-cpk-…` or `team-cpk-…` would carry a key
+        // into every log line, metric and audit line a name goes to.
+        Some("must not contain `cpk-` (is it the key itself?)")
     } else {
         None
     }
@@ -638,9 +640,26 @@ mod tests {
                 with(&|s| s.name = key.expose().to_owned()),
                 KeyRecordProblem::InvalidName {
                     name: None,
-                    reason: "must not start with `cpk-` (is it the key itself?)",
+                    reason: "must not contain `cpk-` (is it the key itself?)",
                 },
-                "the name (not repeated: it may be a key) must not start with `cpk-`",
+                "the name (not repeated: it may be a key) must not contain `cpk-`",
+            ),
+            (
+                // A key inside a name that breaks another rule first: still not repeated.
+                with(&|s| s.name = format!("Bearer {}", key.expose())),
+                KeyRecordProblem::InvalidName {
+                    name: None,
+                    reason: "may contain only ASCII letters, digits, `-`, `_` and `.`",
+                },
+                "the name (not repeated: it may be a key) may contain only ASCII letters",
+            ),
+            (
+                with(&|s| s.name = format!("team-{}", key.expose())),
+                KeyRecordProblem::InvalidName {
+                    name: None,
+                    reason: "must not contain `cpk-` (is it the key itself?)",
+                },
+                "the name (not repeated: it may be a key) must not contain `cpk-`",
             ),
             (
                 with(&|s| s.models.push(" ".to_owned())),

@@ -423,7 +423,7 @@ fn record_error(error: &cliproxy_vault::Error) -> String {
 /// Refuses a path segment that cannot be a key's name before it is repeated anywhere: a key
 /// pasted where its name goes (`cpk-…`), or characters no name has.
 fn path_name(name: &str) -> Result<(), ApiError> {
-    if name.starts_with(cliproxy_vault::CLIENT_KEY_PREFIX) {
+    if name.contains(cliproxy_vault::CLIENT_KEY_PREFIX) {
         return Err(bad(
             "the path names a key itself, not a key's name (not repeated); use the name given at creation (GET /client-keys lists them)",
         ));
