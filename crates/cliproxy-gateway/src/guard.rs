@@ -317,40 +317,26 @@ pub fn client_limit_table(keys: &cliproxy_vault::ClientKeys) -> cliproxy_netguar
 }
 
 impl Guard {
-    /// Puts the limits of reloaded client keys (with the run-time keys beside them) in force
-    /// through the admission (new keys get theirs, changed limits apply, a changed quota or
-    /// budget keeping its count), or says why it could not: then the running key list stays,
-    /// since swapping it in would leave a key without the limits the file gives it. The
-    /// default admission never refuses.
+    /// Puts the limits of every client key in force (config and run-time) through the
+    /// admission (new keys get theirs, changed limits apply, a changed quota or budget
+    /// keeping its count), or says why the admission refused them (the default one never
+    /// does). A reload that gets a refusal keeps the running key list, since swapping it in
+    /// would leave a key without the limits the file gives it.
     pub(crate) fn apply_client_limits(
         &self,
         limits: &cliproxy_netguard::LimitTable,
-    ) -> Option<String> {
-        match self.admission.update_client_limits(limits) {
-            Ok(()) => {
-                self.show_budgets(limits.keys().map(String::as_str));
-                None
-            }
-            Err(error) => Some(format!(
-                "the limits of auth.api_keys could not be put in force ({}); the running keys stay",
-                crate::netguard_error(&error)
-            )),
-        }
+    ) -> Result<(), String> {
+        self.admission.update_client_limits(limits).map_err(|e| crate::netguard_error(&e))?;
+        self.show_budgets(limits.keys().map(String::as_str));
+        Ok(())
     }
-}
 
-impl Guard {
-    /// Hands the limits of every client key in force (config and run-time) to the admission
-    /// after the key table changed. An admission that cannot take them while it runs keeps
-    /// the ones it has; that is logged, naming the keys, since their limits are then not the
-    /// ones asked for until a restart.
+    /// [`Guard::apply_client_limits`] after the run-time keys changed (the table is already
+    /// swapped in): an admission that cannot take the limits keeps the ones it has, which is
+    /// logged, since the keys' limits are then not the ones asked for until a restart.
     pub(crate) fn put_client_limits(&self, limits: &cliproxy_netguard::LimitTable) {
-        match self.admission.update_client_limits(limits) {
-            Ok(()) => self.show_budgets(limits.keys().map(String::as_str)),
-            Err(other) => {
-                warn!(self.log, "the limits of the client keys could not be applied";
-                    "error" => crate::netguard_error(&other));
-            }
+        if let Err(why) = self.apply_client_limits(limits) {
+            warn!(self.log, "the limits of the client keys could not be applied"; "error" => why);
         }
     }
 }

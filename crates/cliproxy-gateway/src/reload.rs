@@ -166,7 +166,11 @@ impl Reloader {
             // The run-time keys stay beside the reloaded ones, so their limits are checked
             // together.
             let candidate = self.client_keys.with_config(client_keys.clone(), log);
-            self.guard.apply_client_limits(&candidate.limit_table())
+            self.guard.apply_client_limits(&candidate.limit_table()).err().map(|why| {
+                format!(
+                    "the limits of auth.api_keys could not be put in force ({why}); the running keys stay"
+                )
+            })
         } else {
             None
         };
