@@ -3,6 +3,7 @@
 //! `server.maintenance_mode`, `server.message`) and at the top level (`state:`); every type
 //! here rejects unknown keys, so a typo is an error naming its full path.
 
+use std::fmt;
 use std::num::{NonZeroU32, NonZeroUsize};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -262,22 +263,106 @@ impl Default for ValidationConfig {
     }
 }
 
-/// `state:` — the embedded SQLite database for quota usage, the runtime denylist and
-/// management bans.
+/// `state:` — where quota usage, the runtime denylist, management bans, the client keys
+/// created at run time and the usage history are kept: the embedded SQLite database (the
+/// default), or a Redis server shared by several gateway instances (SPEC §11).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 #[non_exhaustive]
 pub struct StateConfig {
+    /// `sqlite` (one instance, the default) or `redis` (several instances share
+    /// `state.redis`).
+    pub backend: StateBackend,
     /// The database file; its directory is created 0700 and the file is 0600. Without one,
     /// the gateway keeps it beside the credentials, as `.state.db` in `auth.dir`.
     pub path: Option<PathBuf>,
     /// How often changes are written (at most this much is lost on `kill -9`; ≤ 1 s).
     #[serde(with = "cliproxy_core::duration")]
     pub flush_interval: Duration,
+    /// `state.redis`: the shared server, when `backend` is `redis`.
+    pub redis: RedisConfig,
 }
 
 impl Default for StateConfig {
     fn default() -> Self {
-        Self { path: None, flush_interval: Duration::from_millis(500) }
+        Self {
+            backend: StateBackend::Sqlite,
+            path: None,
+            flush_interval: Duration::from_millis(500),
+            redis: RedisConfig::default(),
+        }
     }
+}
+
+/// `state.backend`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum StateBackend {
+    /// The embedded SQLite database at `state.path`: one gateway instance.
+    #[default]
+    Sqlite,
+    /// A Redis server at `state.redis.url`, shared by every instance behind a load balancer.
+    Redis,
+}
+
+/// `state.redis` — the Redis server several gateway instances share.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
+pub struct RedisConfig {
+    /// `redis://[:password@]host:port[/db]`, or `rediss://` for TLS (rustls on ring; the
+    /// system's roots, or `ca_file`). A secret: it may hold the password, and it is never
+    /// logged or shown (only host and port are).
+    pub url: Option<cliproxy_core::Secret>,
+    /// A PEM file of the certificate authority that signed the server's certificate, for a
+    /// `rediss://` server with a private CA.
+    pub ca_file: Option<PathBuf>,
+    /// What every key this gateway writes starts with, so that several deployments can share
+    /// one server.
+    pub key_prefix: String,
+    /// The longest a request waits on Redis (connect and answer): past it the request goes on
+    /// as `on_unavailable` says.
+    #[serde(with = "cliproxy_core::duration")]
+    pub timeout: Duration,
+    /// What a request that needs shared state gets while Redis cannot be reached.
+    pub on_unavailable: OnUnavailable,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            ca_file: None,
+            key_prefix: "cliproxy:".to_owned(),
+            timeout: Duration::from_millis(200),
+            on_unavailable: OnUnavailable::Local,
+        }
+    }
+}
+
+impl fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("url", &self.url.as_ref().map(|_| "[REDACTED]"))
+            .field("ca_file", &self.ca_file)
+            .field("key_prefix", &self.key_prefix)
+            .field("timeout", &self.timeout)
+            .field("on_unavailable", &self.on_unavailable)
+            .finish()
+    }
+}
+
+/// `state.redis.on_unavailable`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum OnUnavailable {
+    /// Keep serving with this instance's own limits (each instance then admits up to the full
+    /// limit), say so in the log, `GET /status` and `cliproxy_state_backend_up`, and add what
+    /// was used meanwhile to the shared counts when Redis is back.
+    #[default]
+    Local,
+    /// Answer 503 to what needs shared state (limits, quotas, budgets) until Redis is back.
+    Deny,
 }

@@ -50,6 +50,14 @@ pub enum Error {
         /// What is wrong with it.
         problem: TlsProblem,
     },
+    /// The shared state store (Redis) cannot be used as configured.
+    #[error("state.redis: {message}")]
+    Redis {
+        /// The setting at fault.
+        setting: Setting,
+        /// What is wrong, never quoting the URL (it may hold the password).
+        message: String,
+    },
     /// The state database could not be opened, read or written.
     #[error("state store {}: {message}", path.display())]
     State {
@@ -72,6 +80,7 @@ impl Error {
             Self::Tls { file: TlsFile::Certificate, .. } => Some(Setting::CertFile),
             Self::Tls { file: TlsFile::Key, .. } => Some(Setting::KeyFile),
             Self::State { .. } => Some(Setting::StatePath),
+            Self::Redis { setting, .. } => Some(*setting),
         }
     }
 }
@@ -84,6 +93,12 @@ pub enum Setting {
     StatePath,
     /// How often the state store writes its batch.
     FlushInterval,
+    /// The shared state store's URL.
+    RedisUrl,
+    /// The CA file of a `rediss://` server.
+    RedisCaFile,
+    /// How long a request waits on the shared state store.
+    RedisTimeout,
     /// The TLS certificate chain file.
     CertFile,
     /// The TLS private key file.
@@ -101,6 +116,9 @@ impl fmt::Display for Setting {
         f.write_str(match self {
             Self::StatePath => "state database path",
             Self::FlushInterval => "state flush interval",
+            Self::RedisUrl => "Redis URL",
+            Self::RedisCaFile => "Redis CA file",
+            Self::RedisTimeout => "Redis timeout",
             Self::CertFile => "TLS certificate file",
             Self::KeyFile => "TLS private key file",
             Self::CipherSuites => "TLS cipher suite list",

@@ -156,6 +156,8 @@ mod ipfilter;
 mod maintenance;
 mod quota;
 mod ratelimit;
+#[cfg(feature = "redis")]
+mod redis_link;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 mod state;
@@ -174,7 +176,7 @@ pub use clock::{Clock, FakeClock, SystemClock};
 pub use config::{
     CooldownAbuseConfig, DEFAULT_MAINTENANCE_MESSAGE, ForwardedHeader, GlobalRateLimitConfig,
     HeadersConfig, IpAllowlistConfig, IpDenylistConfig, PerIpRateLimitConfig, SecurityConfig,
-    StateConfig, TlsConfig, TlsVersion, ValidationConfig,
+    OnUnavailable, RedisConfig, StateBackend, StateConfig, TlsConfig, TlsVersion, ValidationConfig,
 };
 pub use error::{CipherSuiteProblem, Error, Result, Setting, TlsFile, TlsProblem};
 pub use events::{Counters, RejectionKind};
@@ -191,6 +193,8 @@ pub use ratelimit::{
 };
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStore;
+#[cfg(feature = "redis")]
+pub use redis_link::{LinkHealth, LinkNotice, RedisLink, Unavailable};
 pub use state::{StateChange, StateStore};
 pub use types::{
     Ban, DenyEntry, QuotaScope, QuotaUsage, StoredClientKey, USAGE_BUCKET_SECS, UsageCounts,
