@@ -34,6 +34,7 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 pub mod faulty;
+pub mod redis_server;
 pub mod sweep;
 
 /// How long any single wait in a test may take before the test fails. Waits end on events

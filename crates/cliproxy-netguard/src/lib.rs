@@ -175,8 +175,9 @@ pub use admission::{
 pub use clock::{Clock, FakeClock, SystemClock};
 pub use config::{
     CooldownAbuseConfig, DEFAULT_MAINTENANCE_MESSAGE, ForwardedHeader, GlobalRateLimitConfig,
-    HeadersConfig, IpAllowlistConfig, IpDenylistConfig, PerIpRateLimitConfig, SecurityConfig,
-    OnUnavailable, RedisConfig, StateBackend, StateConfig, TlsConfig, TlsVersion, ValidationConfig,
+    HeadersConfig, IpAllowlistConfig, IpDenylistConfig, OnUnavailable, PerIpRateLimitConfig,
+    RedisConfig, SecurityConfig, StateBackend, StateConfig, TlsConfig, TlsVersion,
+    ValidationConfig,
 };
 pub use error::{CipherSuiteProblem, Error, Result, Setting, TlsFile, TlsProblem};
 pub use events::{Counters, RejectionKind};
@@ -191,10 +192,10 @@ pub use ratelimit::{
     Admitted, DEFAULT_TOKEN_ESTIMATE, GlobalRateLimiter, IpRateLimiter, LimitKind, Limited,
     MinuteLimiter, Reservation,
 };
-#[cfg(feature = "sqlite")]
-pub use sqlite::SqliteStore;
 #[cfg(feature = "redis")]
 pub use redis_link::{LinkHealth, LinkNotice, RedisLink, Unavailable};
+#[cfg(feature = "sqlite")]
+pub use sqlite::SqliteStore;
 pub use state::{StateChange, StateStore};
 pub use types::{
     Ban, DenyEntry, QuotaScope, QuotaUsage, StoredClientKey, USAGE_BUCKET_SECS, UsageCounts,

@@ -50,7 +50,9 @@ impl fmt::Display for Unavailable {
         match self {
             Self::Down => f.write_str("the shared state store (Redis) is unreachable"),
             Self::Failed(cause) => write!(f, "the shared state store (Redis) failed: {cause}"),
-            Self::Refused(cause) => write!(f, "the shared state store (Redis) refused a command: {cause}"),
+            Self::Refused(cause) => {
+                write!(f, "the shared state store (Redis) refused a command: {cause}")
+            }
         }
     }
 }
@@ -114,7 +116,13 @@ impl RedisLink {
     /// parsed (the text never quotes it), a CA file that cannot be read, a timeout out of range.
     pub fn open(config: &RedisConfig) -> Result<Self> {
         let url = config.url.as_ref().ok_or(Error::MissingSetting(Setting::RedisUrl))?;
-        Self::from_values(url, config.ca_file.as_deref(), &config.key_prefix, config.timeout, config.on_unavailable)
+        Self::from_values(
+            url,
+            config.ca_file.as_deref(),
+            &config.key_prefix,
+            config.timeout,
+            config.on_unavailable,
+        )
     }
 
     /// [`RedisLink::open`] from plain values.
@@ -132,7 +140,8 @@ impl RedisLink {
                 allowed: "between 1ms and 10s (a request waits at most this long on Redis)",
             });
         }
-        let invalid = |problem: String| Error::Redis { setting: Setting::RedisUrl, message: problem };
+        let invalid =
+            |problem: String| Error::Redis { setting: Setting::RedisUrl, message: problem };
         let client = match ca_file {
             None => redis::Client::open(url.expose()),
             Some(path) => {
@@ -257,8 +266,9 @@ impl RedisLink {
             },
         };
         let left = self.timeout.saturating_sub(started.elapsed()).max(Duration::from_millis(1));
-        if let Err(e) =
-            connection.set_read_timeout(Some(left)).and_then(|()| connection.set_write_timeout(Some(left)))
+        if let Err(e) = connection
+            .set_read_timeout(Some(left))
+            .and_then(|()| connection.set_write_timeout(Some(left)))
         {
             return Err(self.failed(&e));
         }
