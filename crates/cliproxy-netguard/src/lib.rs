@@ -196,7 +196,7 @@ pub use ratelimit::{
 pub use redis_link::{LinkHealth, LinkNotice, RedisLink, Unavailable};
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStore;
-pub use state::{StateChange, StateStore};
+pub use state::{SharedChange, StateChange, StateStore};
 pub use types::{
     Ban, DenyEntry, QuotaScope, QuotaUsage, StoredClientKey, USAGE_BUCKET_SECS, UsageCounts,
     UsageRow, canonical_ip, canonical_network,

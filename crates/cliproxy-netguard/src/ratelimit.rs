@@ -54,6 +54,10 @@ pub enum LimitKind {
     /// A client key with a budget asked for a model without a price: what it would cost is
     /// unknown, and unknown is never free.
     Unpriced,
+    /// The shared state store (Redis) is unreachable and `state.redis.on_unavailable` is
+    /// `deny`: a limit shared by several instances cannot be checked, so nothing is admitted
+    /// (503, not 429: the client did nothing wrong).
+    SharedState,
 }
 
 impl LimitKind {
@@ -70,6 +74,7 @@ impl LimitKind {
             Self::ClientQuota => "client_quota",
             Self::ClientBudget => "client_budget",
             Self::Unpriced => "unpriced",
+            Self::SharedState => "shared_state",
         }
     }
 
@@ -212,6 +217,10 @@ impl fmt::Display for Message<'_> {
             LimitKind::Unpriced => write!(
                 f,
                 "client key \"{name}\" has a budget, and the model it asked for has no price"
+            )?,
+            LimitKind::SharedState => f.write_str(
+                "the shared state store (Redis) is unreachable, so the limits shared by every \
+                 gateway instance cannot be checked (state.redis.on_unavailable: deny)",
             )?,
         }
         if let Some(source) = self.source {

@@ -77,6 +77,34 @@ pub trait StateStore: Send + Sync + fmt::Debug {
     fn take_notices(&self) -> Vec<String> {
         Vec::new()
     }
+    /// Asks a store shared by several processes to call `on_change` (from a thread of its
+    /// own) whenever another process changed shared state, so that the caller re-reads it
+    /// at once instead of on its next beat. A store that only this process writes never
+    /// calls it (the default).
+    fn watch(&self, on_change: std::sync::Arc<dyn Fn(SharedChange) + Send + Sync>) {
+        let _ = on_change;
+    }
+    /// The shared server's health, for a store that has one (`GET /status`, the
+    /// `cliproxy_state_backend_up` metric, `check`); `None` for an embedded store.
+    #[cfg(feature = "redis")]
+    fn shared_health(&self) -> Option<crate::LinkHealth> {
+        None
+    }
+}
+
+/// What another process changed in a shared store ([`StateStore::watch`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SharedChange {
+    /// A client key was created, changed or revoked.
+    ClientKeys,
+    /// The runtime denylist changed.
+    Denylist,
+    /// A management ban was added or lifted.
+    Bans,
+    /// Anything may have changed (the store reconnected after missing messages, or found the
+    /// server restarted empty): re-read everything.
+    Everything,
 }
 
 /// One change to the stored state. Changes to the same key coalesce: the last one submitted
