@@ -97,7 +97,9 @@ fn serve(
     config_arg: &ConfigArg,
     early: cliproxy_container::sandbox::EarlyProtection,
 ) -> Result<(), Failure> {
-    let config = load(config_arg)?;
+    let mut config = load(config_arg)?;
+    // The instance's name is settled before the sandbox hides the host's name from it.
+    config.server.instance_id = Some(config.server.instance_id());
     // The sandbox goes on first, while this is the process's only thread: landlock restricts
     // only the calling thread and the threads it starts, so the logger's thread, the gateway's
     // writer threads and the runtime's workers all start inside it.
@@ -105,6 +107,7 @@ fn serve(
         .map_err(anyhow::Error::from)?;
     let applied = sandbox(&config, &paths, early)?;
     let (log, _flush) = logging::init(&config.logging);
+    let log = log.new(slog::o!("instance" => config.server.instance_id()));
     info!(log, "starting"; "version" => env!("CARGO_PKG_VERSION"));
     report_sandbox(&config, applied, &log);
     // `check` warns about a private key every local user can read; a gateway started without
@@ -304,13 +307,15 @@ fn demo(
         audit = audit_file.display().to_string(),
         metrics_port = args.metrics_port,
     );
-    let config = Config::from_yaml(&yaml).map_err(Failure::config)?;
+    let mut config = Config::from_yaml(&yaml).map_err(Failure::config)?;
+    config.server.instance_id = Some(config.server.instance_id());
     // As in `serve`: the sandbox first, on the only thread. The demo dir is removed at the
     // end, so it is writable as a whole.
     let mut paths = Gateway::sandbox_paths(&config.gateway(), None).map_err(anyhow::Error::from)?;
     paths.read_write.push(dir.clone());
     let applied = sandbox(&config, &paths, early)?;
     let (log, _flush) = logging::init(&config.logging);
+    let log = log.new(slog::o!("instance" => config.server.instance_id()));
     report_sandbox(&config, applied, &log);
     let cleaner = match cleaner {
         Ok(cleaner) => Some(cleaner),

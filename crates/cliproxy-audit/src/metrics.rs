@@ -55,6 +55,8 @@ const AUDIT_EVENTS_DROPPED: &str = "cliproxy_audit_events_dropped_total";
 const AUDIT_GAPS: &str = "cliproxy_audit_gaps_total";
 /// `cliproxy_audit_healthy`.
 const AUDIT_HEALTHY: &str = "cliproxy_audit_healthy";
+/// `cliproxy_state_backend_up`.
+const STATE_BACKEND_UP: &str = "cliproxy_state_backend_up";
 /// `cliproxy_client_spend_usd_total{client}`.
 const CLIENT_SPEND: &str = "cliproxy_client_spend_usd_total";
 /// `cliproxy_client_budget_remaining_usd{client}`.
@@ -117,6 +119,7 @@ pub struct Metrics {
     blocked_ips: Gauge,
     active_connections: Gauge,
     audit_healthy: Gauge,
+    state_backend_up: Gauge,
     audit_write_errors: Counter,
     audit_events_dropped: Counter,
     audit_gaps: Counter,
@@ -207,6 +210,7 @@ impl Metrics {
             blocked_ips: gauge(&recorder, BLOCKED_IPS, Vec::new()),
             active_connections: gauge(&recorder, ACTIVE_CONNECTIONS, Vec::new()),
             audit_healthy: gauge(&recorder, AUDIT_HEALTHY, Vec::new()),
+            state_backend_up: gauge(&recorder, STATE_BACKEND_UP, Vec::new()),
             audit_write_errors: counter(&recorder, AUDIT_WRITE_ERRORS, Vec::new()),
             audit_events_dropped: counter(&recorder, AUDIT_EVENTS_DROPPED, Vec::new()),
             audit_gaps: counter(&recorder, AUDIT_GAPS, Vec::new()),
@@ -312,6 +316,12 @@ impl Metrics {
                 cell.get_or_init(|| tokens_counter(&self.recorder, &p.name, kind)).increment(n);
             }
         }
+    }
+
+    /// Whether the state store answers now (`cliproxy_state_backend_up`): for a shared
+    /// store, whether the limits shared by every instance are in force.
+    pub fn set_state_backend_up(&self, up: bool) {
+        self.state_backend_up.set(if up { 1.0 } else { 0.0 });
     }
 
     /// Entries on the runtime denylist now.
@@ -651,7 +661,7 @@ fn describe(recorder: &PrometheusRecorder) {
             SharedString::const_str(help),
         );
     }
-    let gauges: [(&'static str, &'static str); 4] = [
+    let gauges: [(&'static str, &'static str); 5] = [
         (BLOCKED_IPS, "Entries on the runtime IP denylist."),
         (
             QUOTA_REMAINING,
@@ -659,6 +669,10 @@ fn describe(recorder: &PrometheusRecorder) {
         ),
         (ACTIVE_CONNECTIONS, "Client connections open now."),
         (AUDIT_HEALTHY, "1 while the audit log is being written, 0 while writing fails."),
+        (
+            STATE_BACKEND_UP,
+            "1 while the state store answers (for Redis: shared limits in force), 0 while it does not.",
+        ),
     ];
     for (name, help) in gauges {
         recorder.describe_gauge(KeyName::from_const_str(name), None, SharedString::const_str(help));

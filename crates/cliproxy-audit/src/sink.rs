@@ -177,6 +177,10 @@ pub struct SinkOptions {
     /// Where the sink's [`Notice`]s go (the caller logs them); `None`: they are dropped, and
     /// only [`AuditSink::health`] and the reports say that writing fails.
     pub notify: Option<Notify>,
+    /// The name of the process writing the chain (the gateway's `server.instance_id`),
+    /// written in every line as `instance`, after `timestamp`: several instances sharing one
+    /// state each write a chain of their own, and a line says whose it is. `None`: no field.
+    pub instance: Option<String>,
 }
 
 impl Default for SinkOptions {
@@ -191,6 +195,7 @@ impl Default for SinkOptions {
             anchor: None,
             signer: None,
             notify: None,
+            instance: None,
         }
     }
 }
@@ -207,6 +212,7 @@ impl std::fmt::Debug for SinkOptions {
             .field("anchor", &self.anchor)
             .field("signer", &self.signer.as_ref().map(|_| "[redacted]"))
             .field("notify", &self.notify.as_ref().map(|_| "custom"))
+            .field("instance", &self.instance)
             .finish()
     }
 }
@@ -852,6 +858,11 @@ impl Worker {
         buf.extend_from_slice(b",\"timestamp\":\"");
         self.clock.push(buf, at);
         buf.push(b'"');
+        if let Some(instance) = &self.options.instance {
+            buf.extend_from_slice(b",\"instance\":");
+            // A string is always serializable; the name is escaped like every other field.
+            let _ = serde_json::to_writer(&mut *buf, instance);
+        }
         fields(buf);
         buf.extend_from_slice(b",\"prev_hash\":\"");
         buf.extend_from_slice(self.hash.as_bytes());

@@ -44,6 +44,7 @@ pub fn sink_options(
     let mut options = SinkOptions::default();
     let notices = log.clone();
     options.notify = Some(Arc::new(move |notice| log_notice(&notices, notice)));
+    options.instance = Some(config.server.instance_id());
     if !config.logging.audit.enabled {
         return Ok(options);
     }

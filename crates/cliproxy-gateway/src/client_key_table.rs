@@ -131,6 +131,11 @@ impl KeyTable {
     }
 
     /// How many keys are in force, config and run-time.
+    /// The client keys created at run time, as the state store holds them.
+    pub(crate) fn stored(&self) -> &[StoredClientKey] {
+        &self.stored
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.config.len() + self.runtime.len()
     }

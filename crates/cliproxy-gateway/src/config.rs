@@ -138,6 +138,26 @@ pub struct ServerConfig {
     pub rate_limit: cliproxy_netguard::GlobalRateLimitConfig,
     /// `server.cors:` — the web origins whose pages may call the client API (none by default).
     pub cors: CorsConfig,
+    /// `server.instance_id:` — this gateway's name among several sharing one state (SPEC
+    /// §11): in every log line and every audit line (`instance`), and in the state store's
+    /// keys that are its own (its audit head). Letters, digits, `.`, `_`, `-`, at most 64;
+    /// the host's name by default.
+    pub instance_id: Option<String>,
+}
+
+impl ServerConfig {
+    /// `server.instance_id`, or the host's name (`/proc/sys/kernel/hostname`, as containers
+    /// set it), or `cliproxy` when neither gives a valid name.
+    pub fn instance_id(&self) -> String {
+        if let Some(id) = &self.instance_id {
+            return id.clone();
+        }
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .map(|name| name.trim().to_owned())
+            .filter(|name| valid_name(name))
+            .unwrap_or_else(|| "cliproxy".to_owned())
+    }
 }
 
 impl Default for ServerConfig {
@@ -155,6 +175,7 @@ impl Default for ServerConfig {
             security: cliproxy_netguard::SecurityConfig::default(),
             rate_limit: cliproxy_netguard::GlobalRateLimitConfig::default(),
             cors: CorsConfig::default(),
+            instance_id: None,
         }
     }
 }
@@ -733,6 +754,14 @@ impl GatewayConfig {
     /// calls it on each configuration it loads (at start and on reload).
     pub fn check(&self) -> Result<(), ConfigError> {
         let mut problems = Vec::new();
+        if let Some(id) = &self.server.instance_id {
+            if !valid_name(id) {
+                problems.push(
+                    "`server.instance_id`: use letters, digits, `.`, `_` and `-` (at most 64)"
+                        .to_owned(),
+                );
+            }
+        }
         for (name, provider) in &self.providers.0 {
             let key = format!("providers.{name}");
             if !valid_name(name) {

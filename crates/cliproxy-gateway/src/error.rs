@@ -104,6 +104,15 @@ impl ApiError {
                     crate::netguard_keys::limited_message(limited),
                 );
             }
+            // The shared state store is down and the operator chose to refuse rather than
+            // admit on this instance's own limits: the client did nothing wrong (503).
+            cliproxy_netguard::LimitKind::SharedState => {
+                return Self::new(
+                    ErrorCode::Unavailable,
+                    crate::netguard_keys::limited_message(limited),
+                )
+                .retry_after(Duration::from_secs(limited.retry_after_secs().max(1)));
+            }
             _ => ErrorCode::RateLimited,
         };
         let mut error = Self::new(code, crate::netguard_keys::limited_message(limited));

@@ -419,17 +419,15 @@ impl Gateway {
         self.inner.reloader.reload(trigger)
     }
 
-    /// Re-reads the client keys created at run time from the state store and puts them in
-    /// force when they changed (another process, `cliproxy-server keys`, writes the same
-    /// store). Blocking (it reads the database): the server calls it every second off the
-    /// async workers. A failed read keeps the keys in force and is logged.
-    pub(crate) fn refresh_client_keys(&self) {
+    /// Re-reads the client keys created at run time from the state store (another process,
+    /// `cliproxy-server keys`, writes the same store: `bits` holds `KEYS` on the server's
+    /// one-second beat) and puts in force what other instances changed in a shared store
+    /// (`bits` from [`SharedSignal::take`](crate::shared_sync::SharedSignal::take)).
+    /// Blocking (it reads the store): the server calls it off the async workers. A failed
+    /// read keeps what is in force and is logged.
+    pub(crate) fn sync_shared(&self, bits: u8) {
         let inner = &self.inner;
-        let _ = inner.client_keys.refresh(
-            &inner.guard,
-            &inner.log,
-            crate::client_key_table::Source::Elsewhere,
-        );
+        crate::shared_sync::sync(bits, &inner.guard, &inner.client_keys, &inner.management, &inner.log);
     }
 
     /// The network guard, for the listener.

@@ -45,6 +45,12 @@ pub(crate) struct Guard {
     last_purge: std::sync::atomic::AtomicU64,
     /// Whether the state store's failure has been logged (and its recovery not yet).
     state_failing: std::sync::atomic::AtomicBool,
+    /// Whether a shared state store's outage has been logged (and its return not yet).
+    shared_down: std::sync::atomic::AtomicBool,
+    /// `server.instance_id`, for the status page.
+    pub(crate) instance_id: String,
+    /// `state.redis.on_unavailable`, for the log line and the status of an outage.
+    pub(crate) on_unavailable: cliproxy_netguard::OnUnavailable,
     /// Where quota usage, the runtime denylist and management bans survive restarts.
     pub(crate) state: Arc<dyn StateStore>,
     /// `server.tls`, when on.
@@ -163,6 +169,9 @@ impl Guard {
             suppressed: Default::default(),
             last_purge: Default::default(),
             state_failing: Default::default(),
+            shared_down: Default::default(),
+            on_unavailable: config.state.redis.on_unavailable,
+            instance_id: config.server.instance_id(),
             state,
             tls,
             flush_interval: config.state.flush_interval,
@@ -223,6 +232,7 @@ impl Guard {
     /// what tells the operator why.
     fn watch_state(&self) {
         use std::sync::atomic::Ordering;
+        self.watch_shared();
         match self.state.check() {
             Ok(()) => {
                 if self.state_failing.swap(false, Ordering::Relaxed) {
@@ -237,6 +247,49 @@ impl Guard {
                 }
             }
         }
+    }
+
+    /// Logs a shared state store (Redis) going unreachable and coming back, once each, and
+    /// keeps `cliproxy_state_backend_up`: what an operator needs to know is which limits
+    /// are in force meanwhile (`state.redis.on_unavailable`).
+    fn watch_shared(&self) {
+        use std::sync::atomic::Ordering;
+        let Some(health) = self.state.shared_health() else {
+            self.audit.metrics().set_state_backend_up(self.state.check().is_ok());
+            return;
+        };
+        self.audit.metrics().set_state_backend_up(health.up);
+        if !health.up && !self.shared_down.swap(true, Ordering::Relaxed) {
+            let error = health.last_error.unwrap_or_default();
+            match self.on_unavailable {
+                cliproxy_netguard::OnUnavailable::Deny => error!(self.log,
+                    "the shared state store is unreachable: requests that need the limits shared by every instance are refused with 503 until it is back";
+                    "state" => self.state.describe(), "error" => error, "on_unavailable" => "deny",
+                    "fix" => "bring the Redis server back (it is retried with a backoff), or set state.redis.on_unavailable: local"),
+                _ => error!(self.log,
+                    "the shared state store is unreachable: this instance serves with its own limits until it is back (each instance admits up to the full limit meanwhile)";
+                    "state" => self.state.describe(), "error" => error, "on_unavailable" => "local",
+                    "fix" => "bring the Redis server back (it is retried with a backoff); what is used meanwhile is added to the shared counts when it returns"),
+            }
+        } else if health.up && self.shared_down.swap(false, Ordering::Relaxed) {
+            info!(self.log, "the shared state store answers again: the shared limits are in force";
+                "state" => self.state.describe(), "outages" => health.outages);
+        }
+    }
+
+    /// Whether a shared state store is unreachable now (`GET /status`, `/readyz`).
+    pub(crate) fn shared_state(&self) -> Option<serde_json::Value> {
+        let health = self.state.shared_health()?;
+        Some(serde_json::json!({
+            "up": health.up,
+            "degraded": !health.up,
+            "on_unavailable": match self.on_unavailable {
+                cliproxy_netguard::OnUnavailable::Deny => "deny",
+                _ => "local",
+            },
+            "last_error": health.last_error,
+            "outages": health.outages,
+        }))
     }
 
     /// Makes a runtime denylist entry durable before it is answered.

@@ -70,6 +70,11 @@ impl Guard {
         request_id: &str,
     ) -> Result<Ticket, Limited> {
         self.admission.reserve(provider, client, demand).inspect_err(|limited| {
+            // Not a refusal of the client: the shared state store is down (`deny`), which
+            // the state store's health reports (log, status, metric) once, not per request.
+            if limited.kind == LimitKind::SharedState {
+                return;
+            }
             let context = Context {
                 request_id: Some(request_id),
                 user: Some(client),

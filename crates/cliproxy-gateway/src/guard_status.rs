@@ -21,6 +21,8 @@ impl Guard {
             "global_rate_limit": limits.global,
             "runtime_denylist_entries": self.ip.runtime_denylist().len(),
             "state": self.state.describe(),
+            "shared_state": self.shared_state(),
+            "instance_id": self.instance_id,
             "rejections": rejections,
         })
     }

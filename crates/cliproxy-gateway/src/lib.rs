@@ -72,6 +72,7 @@ mod respond;
 mod routing;
 mod sandbox_paths;
 mod server;
+mod shared_sync;
 mod sse;
 mod stream_usage;
 #[cfg(test)]

@@ -55,6 +55,7 @@ pub(crate) fn limit_key(kind: LimitKind, name: &str) -> String {
         LimitKind::ClientQuota => format!("auth.api_keys[{name}].quota"),
         LimitKind::ClientBudget => format!("auth.api_keys[{name}].budget"),
         LimitKind::Unpriced => "pricing.models".to_owned(),
+        LimitKind::SharedState => "state.redis.on_unavailable: deny".to_owned(),
         // A limit added to netguard before this table learns it: its own label.
         other => other.as_str().to_owned(),
     }

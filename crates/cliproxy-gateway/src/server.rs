@@ -141,16 +141,24 @@ impl Server {
         // The client keys created at run time are re-read from the state store every second,
         // off the request path, so that a key created or revoked by another process sharing
         // the store (`cliproxy-server keys`, another gateway) is in force within a second.
+        // A shared store (Redis) also says at once what another instance changed — keys,
+        // the runtime denylist, bans — and the same task puts it in force
+        // (`shared_sync.rs`).
         let key_refresh = {
             let gateway = gateway.clone();
+            let signal = Arc::new(crate::shared_sync::SharedSignal::default());
+            signal.watch(&*gateway.guard().state);
             tokio::spawn(async move {
                 let mut every = tokio::time::interval(CLIENT_KEY_REFRESH);
                 every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 loop {
-                    every.tick().await;
+                    let beat = tokio::select! {
+                        _ = every.tick() => crate::shared_sync::KEYS,
+                        () = signal.notify.notified() => 0,
+                    };
+                    let bits = beat | signal.take();
                     let gateway = gateway.clone();
-                    let _ =
-                        tokio::task::spawn_blocking(move || gateway.refresh_client_keys()).await;
+                    let _ = tokio::task::spawn_blocking(move || gateway.sync_shared(bits)).await;
                 }
             })
         };

@@ -220,7 +220,7 @@ impl fmt::Display for Message<'_> {
             )?,
             LimitKind::SharedState => f.write_str(
                 "the shared state store (Redis) is unreachable, so the limits shared by every \
-                 gateway instance cannot be checked (state.redis.on_unavailable: deny)",
+                 gateway instance cannot be checked",
             )?,
         }
         if let Some(source) = self.source {

@@ -40,6 +40,10 @@ use crate::config::ManagementConfig;
 use crate::error::ApiError;
 use crate::guard::ban_key;
 
+/// How old a ban of this instance must be before a shared store that does not hold it lifts
+/// it ([`Management::sync_bans`]): longer than a state store batch takes to be written.
+const BAN_SETTLE: Duration = Duration::from_secs(5);
+
 /// Peers tracked for failures and bans; beyond it, peers that are not banned are forgotten.
 const MAX_TRACKED_PEERS: usize = 10_000;
 
@@ -146,6 +150,45 @@ impl Management {
             .collect();
         bans.sort_unstable();
         bans
+    }
+
+    /// Makes the bans in force those of `stored` (what a state store shared with other
+    /// instances holds now): a ban another instance made starts here, one it lifted ends
+    /// here. Failures counted here that have not banned yet are kept. Returns how many bans
+    /// were started and lifted.
+    pub(crate) fn sync_bans(&self, stored: &[cliproxy_netguard::Ban]) -> (usize, usize) {
+        let now_unix = crate::clock::unix_now();
+        let now = Instant::now();
+        let mut peers = self.peers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let in_store: HashMap<IpAddr, u64> = stored
+            .iter()
+            .filter(|ban| ban.until > now_unix)
+            .map(|ban| (ban_key(ban.ip), ban.until))
+            .collect();
+        let mut lifted = 0;
+        peers.retain(|ip, peer| {
+            let banned = peer.banned_until.is_some_and(|until| until > now);
+            // A ban this instance started in the last seconds may not have reached the store
+            // yet (bans are written in the next batch): only older ones are lifted.
+            let settled = peer
+                .banned_until
+                .and_then(|until| until.checked_sub(self.ban))
+                .is_some_and(|started| started + BAN_SETTLE < now);
+            let keep = !banned || !settled || in_store.contains_key(ip);
+            lifted += usize::from(!keep);
+            keep
+        });
+        let mut started = 0;
+        for (ip, until) in in_store {
+            let banned_until = now + Duration::from_secs(until - now_unix);
+            let peer = peers.entry(ip).or_default();
+            if !peer.banned_until.is_some_and(|current| current > now) {
+                started += 1;
+            }
+            peer.failures = self.max_failures;
+            peer.banned_until = Some(banned_until);
+        }
+        (started, lifted)
     }
 
     /// Lifts the ban of `ip` (and forgets its failures); whether one was in force. The caller

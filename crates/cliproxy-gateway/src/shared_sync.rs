@@ -1,0 +1,162 @@
+//! Changes another gateway instance made to a shared state store (SPEC §11), put in force
+//! here: the state store's watcher ([`StateStore::watch`]) says what kind of thing changed,
+//! [`SharedSignal`] gathers the kinds and wakes the server's key-refresh task, which calls
+//! [`sync`] off the async workers (it reads the store). So a key revoked, an address
+//! denylisted or a ban made on one instance is in force on the others within the store's
+//! publish delay, not on their next beat.
+//!
+//! A store that only this process writes (SQLite) never calls the watcher; the key refresh
+//! every second still picks up what `cliproxy-server keys` writes to it.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+
+use cliproxy_netguard::{DenyEntry, SharedChange, StateChange, StateStore};
+use slog::{Logger, error, info, warn};
+
+use crate::client_key_table::{ClientKeyCell, Source};
+use crate::guard::Guard;
+use crate::management::Management;
+
+/// Client keys changed.
+pub(crate) const KEYS: u8 = 1;
+/// The runtime denylist changed.
+pub(crate) const DENYLIST: u8 = 1 << 1;
+/// Management bans changed.
+pub(crate) const BANS: u8 = 1 << 2;
+/// The shared server lost everything (restarted empty): re-seed it from this instance.
+pub(crate) const EMPTIED: u8 = 1 << 3;
+
+/// The kinds of change seen since the last [`SharedSignal::take`], and the wake-up of the
+/// task that applies them.
+#[derive(Debug, Default)]
+pub(crate) struct SharedSignal {
+    pending: AtomicU8,
+    pub(crate) notify: tokio::sync::Notify,
+}
+
+impl SharedSignal {
+    /// Asks `state` to report other instances' changes to this signal.
+    pub(crate) fn watch(self: &Arc<Self>, state: &dyn StateStore) {
+        let signal = Arc::clone(self);
+        state.watch(Arc::new(move |change| {
+            let bits = match change {
+                SharedChange::ClientKeys => KEYS,
+                SharedChange::Denylist => DENYLIST,
+                SharedChange::Bans => BANS,
+                // Everything, and for a store that lost its data, re-seeding first.
+                SharedChange::Everything => KEYS | DENYLIST | BANS,
+                SharedChange::Emptied => KEYS | DENYLIST | BANS | EMPTIED,
+                // A kind this gateway does not know yet: re-read what it does know.
+                _ => KEYS | DENYLIST | BANS,
+            };
+            signal.pending.fetch_or(bits, Ordering::AcqRel);
+            signal.notify.notify_one();
+        }));
+    }
+
+    /// The kinds seen since the last call.
+    pub(crate) fn take(&self) -> u8 {
+        self.pending.swap(0, Ordering::AcqRel)
+    }
+}
+
+/// Puts the changes `bits` names in force here. Blocking: it reads the state store.
+pub(crate) fn sync(
+    bits: u8,
+    guard: &Guard,
+    keys: &ClientKeyCell,
+    management: &Management,
+    log: &Logger,
+) {
+    if bits & EMPTIED != 0 {
+        reseed(guard, keys, management, log);
+    }
+    if bits & KEYS != 0 {
+        let _ = keys.refresh(guard, log, Source::Elsewhere);
+    }
+    if bits & DENYLIST != 0 {
+        match guard.state.load_denylist() {
+            Ok(stored) => {
+                let (added, removed) = sync_denylist(guard, stored);
+                if added + removed > 0 {
+                    info!(log, "runtime denylist changed by another instance";
+                        "added" => added, "removed" => removed);
+                }
+            }
+            Err(e) => warn!(log, "could not read the runtime denylist from the state store";
+                "error" => crate::netguard_error(&e)),
+        }
+    }
+    if bits & BANS != 0 {
+        match guard.state.load_bans() {
+            Ok(stored) => {
+                let (started, lifted) = management.sync_bans(&stored);
+                if started + lifted > 0 {
+                    info!(log, "management bans changed by another instance";
+                        "started" => started, "lifted" => lifted);
+                }
+            }
+            Err(e) => warn!(log, "could not read the management bans from the state store";
+                "error" => crate::netguard_error(&e)),
+        }
+    }
+}
+
+/// Makes the IP filter's runtime denylist the store's: entries another instance added are
+/// added, entries it removed are removed — except entries this instance added in the last
+/// seconds, which may not have reached the store yet. Returns (added, removed).
+fn sync_denylist(guard: &Guard, stored: Vec<DenyEntry>) -> (usize, usize) {
+    let now = guard.clock.unix_seconds();
+    let stored: Vec<DenyEntry> = stored.into_iter().filter(|e| e.is_active(now)).collect();
+    let current = guard.ip.runtime_denylist();
+    let mut added = 0;
+    for entry in &stored {
+        if !current.iter().any(|c| c == entry) {
+            guard.ip.deny(entry.clone());
+            added += 1;
+        }
+    }
+    let mut removed = 0;
+    for entry in current {
+        let recent = entry.created_at + DENY_SETTLE_SECS > now;
+        if !recent && !stored.iter().any(|s| s.network == entry.network) {
+            guard.ip.undeny(entry.network);
+            removed += 1;
+        }
+    }
+    guard.audit.metrics().set_blocked_ips(guard.ip.runtime_denylist().len());
+    (added, removed)
+}
+
+/// How old (seconds) a runtime denylist entry of this instance must be before a shared
+/// store that does not hold it removes it: longer than a state store batch takes.
+const DENY_SETTLE_SECS: u64 = 5;
+
+/// The shared server restarted without its data: what this instance holds — the client
+/// keys created at run time, the runtime denylist and the bans in force — is written back,
+/// so that the state is not silently lost (quota and budget counts restart from what each
+/// instance adds; the server's persistence, AOF, is what keeps them: `docs/deploy.md`).
+fn reseed(guard: &Guard, keys: &ClientKeyCell, management: &Management, log: &Logger) {
+    let table = keys.load();
+    let stored = table.stored();
+    for key in stored {
+        guard.state.submit(StateChange::ClientKeyPut(key.clone()));
+    }
+    let denied = guard.ip.runtime_denylist();
+    for entry in &denied {
+        guard.state.submit(StateChange::DenyAdd(entry.clone()));
+    }
+    let bans = management.bans();
+    for (ip, until) in &bans {
+        guard.state.submit(StateChange::Ban(cliproxy_netguard::Ban { ip: *ip, until: *until }));
+    }
+    match guard.state.flush() {
+        Ok(()) => error!(log, "the shared state store restarted empty: this instance wrote back what it holds";
+            "client_keys" => stored.len(), "denylist_entries" => denied.len(), "bans" => bans.len(),
+            "lost" => "quota, budget and usage counts made before the restart",
+            "fix" => "run Redis with appendonly yes (docs/deploy.md)"),
+        Err(e) => error!(log, "the shared state store restarted empty, and writing back this instance's state failed";
+            "error" => crate::netguard_error(&e), "fix" => "run Redis with appendonly yes (docs/deploy.md)"),
+    }
+}
