@@ -24,6 +24,7 @@ mod log_forging;
 mod management;
 mod netguard;
 mod procfs;
+mod redis;
 mod revocation;
 mod tls;
 mod usage;

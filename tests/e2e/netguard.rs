@@ -92,7 +92,7 @@ async fn manage(
 
 /// How a raw TCP connection from `local` to `addr` ends after sending an HTTP request.
 #[derive(Debug, PartialEq, Eq)]
-enum Raw {
+pub(crate) enum Raw {
     /// The gateway closed it (EOF or reset) without a byte of answer.
     Closed,
     /// An HTTP answer started with this status line.
@@ -100,7 +100,7 @@ enum Raw {
 }
 
 /// Connects from `local` (port 0), sends `GET /healthz`, and reports what came back.
-async fn raw_healthz(local: &str, addr: SocketAddr) -> Raw {
+pub(crate) async fn raw_healthz(local: &str, addr: SocketAddr) -> Raw {
     let socket = if addr.is_ipv6() { TcpSocket::new_v6() } else { TcpSocket::new_v4() }.unwrap();
     socket.bind(SocketAddr::new(ip(local), 0)).unwrap();
     let mut stream = match tokio::time::timeout(WAIT, socket.connect(addr)).await.unwrap() {

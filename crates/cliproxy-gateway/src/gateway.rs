@@ -427,7 +427,13 @@ impl Gateway {
     /// read keeps what is in force and is logged.
     pub(crate) fn sync_shared(&self, bits: u8) {
         let inner = &self.inner;
-        crate::shared_sync::sync(bits, &inner.guard, &inner.client_keys, &inner.management, &inner.log);
+        crate::shared_sync::sync(
+            bits,
+            &inner.guard,
+            &inner.client_keys,
+            &inner.management,
+            &inner.log,
+        );
     }
 
     /// The network guard, for the listener.

@@ -152,11 +152,15 @@ fn reseed(guard: &Guard, keys: &ClientKeyCell, management: &Management, log: &Lo
         guard.state.submit(StateChange::Ban(cliproxy_netguard::Ban { ip: *ip, until: *until }));
     }
     match guard.state.flush() {
-        Ok(()) => error!(log, "the shared state store restarted empty: this instance wrote back what it holds";
+        Ok(()) => {
+            error!(log, "the shared state store restarted empty: this instance wrote back what it holds";
             "client_keys" => stored.len(), "denylist_entries" => denied.len(), "bans" => bans.len(),
             "lost" => "quota, budget and usage counts made before the restart",
-            "fix" => "run Redis with appendonly yes (docs/deploy.md)"),
-        Err(e) => error!(log, "the shared state store restarted empty, and writing back this instance's state failed";
-            "error" => crate::netguard_error(&e), "fix" => "run Redis with appendonly yes (docs/deploy.md)"),
+            "fix" => "run Redis with appendonly yes (docs/deploy.md)")
+        }
+        Err(e) => {
+            error!(log, "the shared state store restarted empty, and writing back this instance's state failed";
+            "error" => crate::netguard_error(&e), "fix" => "run Redis with appendonly yes (docs/deploy.md)")
+        }
     }
 }

@@ -1,0 +1,395 @@
+//! Several gateways on one Redis (issue 23, SPEC §11), through the real binary and a real
+//! `redis-server` on a loopback port: three instances hold one per-key limit between them
+//! (not three times it); a key revoked on one is refused by the others within a second; an
+//! address denylisted on one is refused by all within a second; Redis killed under load with
+//! `on_unavailable: local` keeps every request answered and says so (status, metric, log),
+//! and shared limits resume when it is back; with `deny` the answer is a 503 naming the
+//! setting; each instance names itself in its logs and audit lines.
+
+use std::time::{Duration, Instant};
+
+use cliproxy_e2e::disk::{metric, metrics_addr};
+use cliproxy_e2e::redis_server::RedisServer;
+use cliproxy_e2e::*;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::netguard::{Raw, raw_healthz};
+
+const CATEGORY: &str = "redis";
+const MGMT_KEY: &str = "cpm-e2e-redis-management-key-8d41f0";
+/// The key limited to 600 requests a minute (the issue's figure).
+const LIMITED_KEY: &str = "cpk-e2e-redis-limited-key-2f7c9a";
+/// The limit: a bucket of 600, refilled at 10 a second.
+const PER_MINUTE: u64 = 600;
+/// What "within a second" is measured against.
+const PROPAGATION: Duration = Duration::from_secs(1);
+/// The pause between two probes of a bounded poll.
+const PROBE_EVERY: Duration = Duration::from_millis(20);
+
+/// One gateway's harness on `redis`, named `instance`, with the audit log and metrics on.
+fn harness(redis: &RedisServer, instance: &str, on_unavailable: &str) -> Harness {
+    let harness = Harness::new();
+    let audit = harness.auth_dir().parent().unwrap().join("audit.log");
+    harness.config_with_auth(
+        "",
+        &format!(
+            "    - {{name: limited, key: \"{LIMITED_KEY}\", rate_limit: {{requests_per_minute: {PER_MINUTE}}}}}\n"
+        ),
+        &format!(
+            "management: {{secret_key: \"{MGMT_KEY}\"}}\n\
+             metrics: {{enabled: true, host: 127.0.0.1, port: 0}}\n\
+             state: {{backend: redis, redis: {{url: \"{url}\", timeout: 200ms, on_unavailable: {on_unavailable}}}}}\n\
+             providers:\n  demo: {{type: mock, models: [\"mock-*\"]}}\n",
+            url = redis.url(),
+        ),
+    );
+    let yaml = std::fs::read_to_string(harness.config_path()).unwrap();
+    let yaml =
+        yaml.replacen("server:\n", &format!("server:\n  instance_id: {instance}\n"), 1).replacen(
+            "logging: {level: debug, format: json}\n",
+            &format!(
+                "logging: {{level: debug, format: json, audit: {{enabled: true, file: {:?}}}}}\n",
+                audit.display().to_string()
+            ),
+            1,
+        );
+    harness.write_config(&yaml);
+    harness
+}
+
+async fn manage(
+    gateway: &Gateway,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    manage_with(gateway, MGMT_KEY, method, path, body).await
+}
+
+/// A chat completion with `key`: the status and the body.
+async fn chat(gateway: &Gateway, key: &str) -> (u16, String) {
+    let response = client()
+        .post(format!("{}/v1/chat/completions", gateway.url()))
+        .bearer_auth(key)
+        .json(&json!({"model": "mock-1", "max_tokens": 16, "messages": [{"role": "user", "content": "Hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.text().await.unwrap())
+}
+
+/// Polls `probe` every [`PROBE_EVERY`] until it returns true, for at most `deadline`; how
+/// long it took, or `None`. A bounded poll: the change travels through Redis's pub/sub to
+/// the other instance, which no event of this test can observe directly.
+async fn time_until<F, Fut>(deadline: Duration, mut probe: F) -> Option<Duration>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = Instant::now();
+    loop {
+        if probe().await {
+            return Some(started.elapsed());
+        }
+        if started.elapsed() > deadline {
+            return None;
+        }
+        tokio::time::sleep(PROBE_EVERY).await;
+    }
+}
+
+#[tokio::test]
+async fn three_gateways_hold_one_per_key_limit_between_them() {
+    let redis = RedisServer::start();
+    let harnesses: Vec<Harness> =
+        ["g1", "g2", "g3"].iter().map(|id| harness(&redis, id, "local")).collect();
+    let mut gateways = Vec::new();
+    for harness in &harnesses {
+        gateways.push(harness.start().await);
+    }
+    let urls: Vec<String> = gateways.iter().map(Gateway::url).collect();
+
+    // Three times the limit, spread over the three instances, 24 at a time.
+    let total = 3 * PER_MINUTE as usize;
+    let started = Instant::now();
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut workers = Vec::new();
+    for _ in 0..24 {
+        let next = next.clone();
+        let urls = urls.clone();
+        workers.push(tokio::spawn(async move {
+            let client = client();
+            let (mut ok, mut limited, mut other) = (0u64, 0u64, Vec::new());
+            loop {
+                let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if n >= total {
+                    break;
+                }
+                let response = client
+                    .post(format!("{}/v1/chat/completions", urls[n % urls.len()]))
+                    .bearer_auth(LIMITED_KEY)
+                    .json(&json!({"model": "mock-1", "max_tokens": 16, "messages": [{"role": "user", "content": "Hi"}]}))
+                    .send()
+                    .await
+                    .unwrap();
+                match response.status().as_u16() {
+                    200 => ok += 1,
+                    429 => {
+                        let body = response.text().await.unwrap();
+                        assert!(body.contains("requests per minute"), "{body}");
+                        limited += 1;
+                    }
+                    status => other.push((status, response.text().await.unwrap())),
+                }
+            }
+            (ok, limited, other)
+        }));
+    }
+    let (mut accepted, mut refused) = (0, 0);
+    for worker in workers {
+        let (ok, limited, other) = worker.await.unwrap();
+        assert!(other.is_empty(), "answers that are neither 200 nor 429: {other:?}");
+        accepted += ok;
+        refused += limited;
+    }
+    let elapsed = started.elapsed();
+    // What one bucket of 600 refilled at 10 a second admits in that time, plus 1%.
+    let refill = elapsed.as_secs_f64() * PER_MINUTE as f64 / 60.0;
+    let bound = ((PER_MINUTE as f64 + refill) * 1.01).floor() as u64;
+    assert!(
+        accepted <= bound,
+        "{accepted} accepted in {elapsed:?} across three instances; one shared limit admits at most {bound}"
+    );
+    assert!(accepted >= PER_MINUTE * 99 / 100, "{accepted} accepted: the limit was not used");
+    assert_eq!(accepted + refused, total as u64);
+    report::figure(CATEGORY, "accepted of 1800 at a shared 600/min limit", accepted, "requests");
+    report::figure(CATEGORY, "bound (600 + refill) x 1.01", bound, "requests");
+    report::cases(CATEGORY, "three_gateways_hold_one_per_key_limit_between_them", total);
+
+    // Each instance names itself in its log lines and its audit chain.
+    for (gateway, (harness, id)) in gateways.iter().zip(harnesses.iter().zip(["g1", "g2", "g3"])) {
+        let line = gateway.log_entries("listening").pop().expect("a listening line");
+        assert_eq!(line["instance"], id, "{line}");
+        let audit = std::fs::read_to_string(harness.auth_dir().parent().unwrap().join("audit.log"))
+            .unwrap_or_default();
+        let first = audit.lines().find(|l| !l.is_empty());
+        if let Some(first) = first {
+            let first: Value = serde_json::from_str(first).unwrap();
+            assert_eq!(first["instance"], id, "{first}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_key_revoked_on_one_instance_is_refused_by_the_others_within_a_second() {
+    let redis = RedisServer::start();
+    let harnesses: Vec<Harness> =
+        ["k1", "k2", "k3"].iter().map(|id| harness(&redis, id, "local")).collect();
+    let mut gateways = Vec::new();
+    for harness in &harnesses {
+        gateways.push(harness.start().await);
+    }
+    let (status, created) = manage(
+        &gateways[0],
+        Method::POST,
+        "/client-keys",
+        Some(json!({"name": "shared", "models": ["mock-*"]})),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    let key = created["key"].as_str().unwrap().to_owned();
+    sweep::plant(&key);
+    for gateway in &gateways[1..] {
+        let took = time_until(PROPAGATION * 5, || async { chat(gateway, &key).await.0 == 200 })
+            .await
+            .expect("a key created on one instance works on the others");
+        assert!(took <= PROPAGATION, "the key reached another instance after {took:?}");
+    }
+
+    let (status, _) = manage(&gateways[0], Method::DELETE, "/client-keys/shared", None).await;
+    assert_eq!(status, 204);
+    assert_eq!(chat(&gateways[0], &key).await.0, 401);
+    let mut slowest = Duration::ZERO;
+    for gateway in &gateways[1..] {
+        let took = time_until(PROPAGATION * 5, || async { chat(gateway, &key).await.0 == 401 })
+            .await
+            .expect("a revoked key is refused by every instance");
+        slowest = slowest.max(took);
+    }
+    assert!(slowest <= PROPAGATION, "a revocation reached the last instance after {slowest:?}");
+    report::figure(
+        CATEGORY,
+        "revocation in force on every instance after",
+        slowest.as_millis() as u64,
+        "ms",
+    );
+    report::cases(
+        CATEGORY,
+        "a_key_revoked_on_one_instance_is_refused_by_the_others_within_a_second",
+        3,
+    );
+}
+
+#[tokio::test]
+async fn an_address_denylisted_on_one_instance_is_refused_by_all_within_a_second() {
+    let redis = RedisServer::start();
+    let harnesses: Vec<Harness> =
+        ["d1", "d2", "d3"].iter().map(|id| harness(&redis, id, "local")).collect();
+    let mut gateways = Vec::new();
+    for harness in &harnesses {
+        gateways.push(harness.start().await);
+    }
+    for gateway in &gateways {
+        assert_eq!(
+            raw_healthz("127.0.0.7", gateway.addr()).await,
+            Raw::Answered("HTTP/1.1 200 OK".into())
+        );
+    }
+    let (status, entry) = manage(
+        &gateways[1],
+        Method::POST,
+        "/security/ip-denylist",
+        Some(json!({"ip": "127.0.0.7", "reason": "e2e shared denylist", "ttl": "10m"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{entry}");
+    let mut slowest = Duration::ZERO;
+    for gateway in &gateways {
+        let addr = gateway.addr();
+        let took = time_until(PROPAGATION * 5, || async {
+            raw_healthz("127.0.0.7", addr).await == Raw::Closed
+        })
+        .await
+        .expect("a denylisted address is refused by every instance");
+        slowest = slowest.max(took);
+        // Other addresses are still served.
+        assert_eq!(raw_healthz("127.0.0.8", addr).await, Raw::Answered("HTTP/1.1 200 OK".into()));
+    }
+    assert!(
+        slowest <= PROPAGATION,
+        "the denylist entry reached the last instance after {slowest:?}"
+    );
+
+    // Removed on a third instance: served everywhere again.
+    let (status, _) =
+        manage(&gateways[2], Method::DELETE, "/security/ip-denylist/127.0.0.7%2F32", None).await;
+    assert_eq!(status, 204);
+    for gateway in &gateways {
+        let addr = gateway.addr();
+        time_until(PROPAGATION * 5, || async {
+            raw_healthz("127.0.0.7", addr).await == Raw::Answered("HTTP/1.1 200 OK".into())
+        })
+        .await
+        .expect("a removed denylist entry is lifted on every instance");
+    }
+    report::figure(
+        CATEGORY,
+        "denylist entry in force on every instance after",
+        slowest.as_millis() as u64,
+        "ms",
+    );
+    report::cases(
+        CATEGORY,
+        "an_address_denylisted_on_one_instance_is_refused_by_all_within_a_second",
+        6,
+    );
+}
+
+#[tokio::test]
+async fn redis_killed_under_load_local_keeps_answering_and_says_so_then_catches_up() {
+    let mut redis = RedisServer::start();
+    let harness = harness(&redis, "solo", "local");
+    let gateway = harness.start().await;
+    let metrics = metrics_addr(&gateway).await;
+    assert_eq!(chat(&gateway, CLIENT_KEY).await.0, 200);
+    assert_eq!(metric(metrics, "cliproxy_state_backend_up").await, Some(1.0));
+
+    // Load through the kill: every request answered, none waiting past the timeout plus a
+    // normal answer's time.
+    let load = {
+        let url = gateway.url();
+        tokio::spawn(async move {
+            let client = client();
+            let mut slowest = Duration::ZERO;
+            let mut statuses = Vec::new();
+            for _ in 0..200 {
+                let started = Instant::now();
+                let response = tokio::time::timeout(
+                    Duration::from_secs(10),
+                    client
+                        .post(format!("{url}/v1/chat/completions"))
+                        .bearer_auth(CLIENT_KEY)
+                        .json(&json!({"model": "mock-1", "max_tokens": 16, "messages": [{"role": "user", "content": "Hi"}]}))
+                        .send(),
+                )
+                .await
+                .expect("no request hangs")
+                .unwrap();
+                statuses.push(response.status().as_u16());
+                slowest = slowest.max(started.elapsed());
+            }
+            (statuses, slowest)
+        })
+    };
+    redis.kill();
+    let (statuses, slowest) = load.await.unwrap();
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    // 200 ms of timeout, and a debug build's answer on two shared cores.
+    assert!(slowest < Duration::from_millis(1500), "the slowest request took {slowest:?}");
+    report::figure(
+        CATEGORY,
+        "slowest request while Redis was killed (timeout 200 ms)",
+        slowest.as_millis() as u64,
+        "ms",
+    );
+
+    gateway
+        .wait_for_log(|l| {
+            l["msg"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("the shared state store is unreachable"))
+                && l["on_unavailable"] == "local"
+        })
+        .await;
+    let (status, body) = manage(&gateway, Method::GET, "/status", None).await;
+    assert_eq!(status, 200);
+    let shared = &body["layers"]["netguard"]["shared_state"];
+    assert_eq!(shared["degraded"], true, "{body}");
+    assert_eq!(metric(metrics, "cliproxy_state_backend_up").await, Some(0.0));
+
+    redis.restart();
+    gateway
+        .wait_for_log(|l| {
+            l["msg"].as_str().is_some_and(|m| m.starts_with("the shared state store answers again"))
+        })
+        .await;
+    let (_, body) = manage(&gateway, Method::GET, "/status", None).await;
+    assert_eq!(body["layers"]["netguard"]["shared_state"]["degraded"], false, "{body}");
+    assert_eq!(metric(metrics, "cliproxy_state_backend_up").await, Some(1.0));
+    assert_eq!(chat(&gateway, CLIENT_KEY).await.0, 200);
+    report::cases(
+        CATEGORY,
+        "redis_killed_under_load_local_keeps_answering_and_says_so_then_catches_up",
+        200,
+    );
+}
+
+#[tokio::test]
+async fn redis_down_with_deny_answers_503_naming_the_setting() {
+    let mut redis = RedisServer::start();
+    let harness = harness(&redis, "strict", "deny");
+    let gateway = harness.start().await;
+    assert_eq!(chat(&gateway, LIMITED_KEY).await.0, 200);
+    redis.kill();
+    let (status, body) = chat(&gateway, LIMITED_KEY).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("state.redis.on_unavailable"), "{body}");
+    assert!(!body.contains(&redis.url()), "{body}");
+    redis.restart();
+    time_until(Duration::from_secs(10), || async { chat(&gateway, LIMITED_KEY).await.0 == 200 })
+        .await
+        .expect("requests are admitted again once Redis is back");
+    report::cases(CATEGORY, "redis_down_with_deny_answers_503_naming_the_setting", 3);
+}
