@@ -255,6 +255,31 @@ fn lines_are_chained_in_the_fixed_shape_and_verify() {
 }
 
 #[test]
+fn every_line_names_the_instance_that_wrote_it_and_the_chain_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    let mut options = SinkOptions::default();
+    // A name that needs escaping is written as JSON, not as raw bytes.
+    options.instance = Some("gw-1\"x".to_owned());
+    let opened = open_with(&path, options).unwrap();
+    write_events(&opened.sink, 1..=5);
+    drop(opened);
+    let lines = lines(&path);
+    assert!(lines.len() >= 5, "{lines:?}");
+    for line in &lines {
+        assert_eq!(json(line)["instance"], "gw-1\"x", "{line}");
+        // Right after the timestamp, inside what the hash covers.
+        assert!(line.contains("\",\"instance\":\"gw-1\\\"x\","), "{line}");
+    }
+    verify_files(&[&path]).unwrap();
+    // A forged instance name breaks the line's hash.
+    let forged: Vec<String> =
+        lines.iter().map(|l| l.replacen("gw-1\\\"x", "gw-2\\\"x", 1)).collect();
+    write_lines(&path, &forged);
+    assert!(verify_files(&[&path]).is_err());
+}
+
+#[test]
 fn a_restart_continues_the_chain() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("audit.log");

@@ -25,7 +25,7 @@ use cliproxy_audit::{
 };
 
 /// The metrics SPEC §6 asks for (and the ones this crate adds), with their types.
-const EXPECTED: [(&str, &str); 15] = [
+const EXPECTED: [(&str, &str); 16] = [
     ("cliproxy_auth_failures_total", "counter"),
     ("cliproxy_rate_limit_violations_total", "counter"),
     ("cliproxy_security_events_total", "counter"),
@@ -41,6 +41,7 @@ const EXPECTED: [(&str, &str); 15] = [
     ("cliproxy_audit_events_dropped_total", "counter"),
     ("cliproxy_audit_gaps_total", "counter"),
     ("cliproxy_audit_healthy", "gauge"),
+    ("cliproxy_state_backend_up", "gauge"),
 ];
 
 const BUCKETS: [&str; 21] = [
