@@ -52,7 +52,10 @@ impl ProviderSet {
         for provider in &self.providers {
             let is_target = provider.name == credential.provider;
             let slot = is_target.then(|| {
-                Arc::new(Slot::new(credential.clone(), base_url.clone(), provider.pool.epoch()))
+                Arc::new(
+                    Slot::new(credential.clone(), base_url.clone(), provider.pool.epoch())
+                        .shared(provider.pool.share()),
+                )
             });
             provider.pool.update(|slots| {
                 let mut next: Vec<Arc<Slot>> = Vec::with_capacity(slots.len() + 1);

@@ -105,8 +105,13 @@ impl Gateway {
         let prices = crate::pricing::PriceTable::new(&config.pricing)
             .map_err(crate::config::ConfigError::from_problems)?;
         let credentials = store.load_all()?;
-        let providers =
-            provider_set::build_providers(config, &credentials, store.location(), &log)?;
+        let providers = provider_set::build_providers(
+            config,
+            &credentials,
+            store.location(),
+            &guard.state,
+            &log,
+        )?;
         // The client keys created at run time, kept in the state store beside the config
         // file's: a store that cannot be read stops the start, as for bans and quotas.
         let stored_keys = guard
@@ -432,6 +437,7 @@ impl Gateway {
             &inner.guard,
             &inner.client_keys,
             &inner.management,
+            &inner.providers,
             &inner.log,
         );
     }

@@ -39,6 +39,41 @@ pub(crate) struct Slot {
     model_cooldowns: ModelCooldowns,
     /// The clock of `cooldown_until_ms`.
     epoch: Epoch,
+    /// Where its cool-downs are announced to the other instances sharing the state store
+    /// (`None`: this process alone uses the credential).
+    share: Option<Arc<CooldownShare>>,
+}
+
+/// Announces a provider's cool-downs through a state store shared by several gateway
+/// instances (SPEC §11), so that a credential resting on one is skipped by all.
+#[derive(Debug)]
+pub(crate) struct CooldownShare {
+    provider: String,
+    state: Arc<dyn cliproxy_netguard::StateStore>,
+}
+
+impl CooldownShare {
+    pub(crate) fn new(provider: &str, state: Arc<dyn cliproxy_netguard::StateStore>) -> Self {
+        Self { provider: provider.to_owned(), state }
+    }
+
+    fn announce(&self, credential: &str, model: Option<&str>, rest: Duration) {
+        let until_ms =
+            unix_now_ms().saturating_add(rest.as_millis().try_into().unwrap_or(u64::MAX));
+        self.state.submit(cliproxy_netguard::StateChange::Cooldown(cliproxy_netguard::Cooldown {
+            provider: self.provider.clone(),
+            credential: credential.to_owned(),
+            model: model.map(str::to_owned),
+            until_ms,
+        }));
+    }
+}
+
+/// Unix milliseconds now: the clock cool-downs travel on between instances.
+fn unix_now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// How a slot authenticates upstream.
@@ -69,22 +104,53 @@ impl Slot {
             removed: AtomicBool::new(false),
             model_cooldowns: ModelCooldowns::default(),
             epoch,
+            share: None,
         }
     }
 
-    /// Rests the credential for `duration` (never shortening a longer rest).
+    /// The slot, its cool-downs announced through `share` (when there is one).
+    pub(crate) fn shared(mut self, share: Option<Arc<CooldownShare>>) -> Self {
+        self.share = share;
+        self
+    }
+
+    /// Rests the credential for `duration` (never shortening a longer rest), on every
+    /// instance sharing the state store.
     pub(crate) fn cool_down(&self, duration: Duration) {
-        let until =
-            self.epoch.now_ms().saturating_add(duration.as_millis().try_into().unwrap_or(u64::MAX));
-        self.cooldown_until_ms.fetch_max(until, Ordering::Relaxed);
+        self.rest_quietly(None, duration);
+        if let Some(share) = &self.share {
+            share.announce(&self.id, None, duration);
+        }
     }
 
     /// Rests the credential for `model` only, for `duration` (never shortening a longer
-    /// rest): the provider's other models stay usable through it.
+    /// rest): the provider's other models stay usable through it. Announced like
+    /// [`Slot::cool_down`].
     pub(crate) fn cool_down_model(&self, model: &str, duration: Duration) {
+        self.rest_quietly(Some(model), duration);
+        if let Some(share) = &self.share {
+            share.announce(&self.id, Some(model), duration);
+        }
+    }
+
+    /// A rest another instance announced, until `until_ms` (Unix milliseconds): taken as
+    /// this instance's own, not announced again.
+    pub(crate) fn rest_until(&self, model: Option<&str>, until_ms: u64) {
+        let left = until_ms.saturating_sub(unix_now_ms());
+        if left > 0 {
+            self.rest_quietly(model, Duration::from_millis(left));
+        }
+    }
+
+    fn rest_quietly(&self, model: Option<&str>, duration: Duration) {
         let now = self.epoch.now_ms();
         let until = now.saturating_add(duration.as_millis().try_into().unwrap_or(u64::MAX));
-        self.model_cooldowns.rest(model, until, now);
+        match model {
+            None => {
+                self.cooldown_until_ms.fetch_max(until, Ordering::Relaxed);
+            }
+            Some(model) => self.model_cooldowns.rest(model, until, now),
+        }
     }
 
     /// Until when (on the epoch's clock) the credential rests for `model`: the later of its
@@ -278,6 +344,8 @@ pub(crate) struct PoolCell {
     /// changes never build on the same old pool and one lost. Readers never take it.
     writer: Mutex<()>,
     epoch: Epoch,
+    /// Where the slots' cool-downs are announced, when the state store is shared.
+    share: Option<Arc<CooldownShare>>,
 }
 
 impl PoolCell {
@@ -286,12 +354,24 @@ impl PoolCell {
             current: ArcSwap::from_pointee(CredentialPool::new(slots, epoch)),
             writer: Mutex::new(()),
             epoch,
+            share: None,
         }
+    }
+
+    /// The pool, its slots' cool-downs announced through `share`.
+    pub(crate) fn shared(mut self, share: Option<Arc<CooldownShare>>) -> Self {
+        self.share = share;
+        self
     }
 
     /// The clock slots of this provider cool down on.
     pub(crate) fn epoch(&self) -> Epoch {
         self.epoch
+    }
+
+    /// Where this provider's cool-downs are announced, for a slot added at run time.
+    pub(crate) fn share(&self) -> Option<Arc<CooldownShare>> {
+        self.share.clone()
     }
 
     /// The pool as it is now; a request keeps it for all its attempts.

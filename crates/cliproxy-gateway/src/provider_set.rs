@@ -19,7 +19,7 @@ use crate::config::{
 };
 use crate::error::Result;
 use crate::model_list::ListCache;
-use crate::pool::{Epoch, PoolCell, Slot};
+use crate::pool::{CooldownShare, Epoch, PoolCell, Slot};
 use crate::refresh::Vault;
 use crate::routing::ModelRouter;
 use crate::upstream::{self, HttpClient};
@@ -74,8 +74,11 @@ pub(crate) fn build_providers(
     config: &GatewayConfig,
     credentials: &[Credential],
     location: &Path,
+    state: &Arc<dyn cliproxy_netguard::StateStore>,
     log: &Logger,
 ) -> Result<Vec<Provider>> {
+    // A state store shared with other instances carries each cool-down to them.
+    let shared = state.shared_health().is_some();
     let mut built = Vec::with_capacity(config.providers.0.len());
     for (name, provider) in &config.providers.0 {
         let base_url = match &provider.base_url {
@@ -91,11 +94,14 @@ pub(crate) fn build_providers(
             )?),
         };
         let epoch = Epoch::now();
+        let share = shared.then(|| Arc::new(CooldownShare::new(name, state.clone())));
         let mut slots = Vec::new();
         for credential in credentials.iter().filter(|c| &c.provider == name) {
             let base_url = credential_base_url(credential, provider.allow_insecure, &config.egress)
                 .map_err(|e| ConfigError::new(format!("{e} (in {})", location.display())))?;
-            slots.push(Arc::new(Slot::new(credential.clone(), base_url, epoch)));
+            slots.push(Arc::new(
+                Slot::new(credential.clone(), base_url, epoch).shared(share.clone()),
+            ));
         }
         if provider.kind != ProviderKind::Mock && slots.is_empty() {
             warn!(log, "provider has no credentials; its models will answer 503 until one is added";
@@ -108,7 +114,7 @@ pub(crate) fn build_providers(
             base_url,
             latency: provider.latency,
             client,
-            pool: PoolCell::new(slots, epoch),
+            pool: PoolCell::new(slots, epoch).shared(share),
             max_tokens: provider.max_tokens,
             allow_insecure: provider.allow_insecure,
             egress: config.egress.clone(),

@@ -17,6 +17,7 @@ use slog::{Logger, error, info, warn};
 use crate::client_key_table::{ClientKeyCell, Source};
 use crate::guard::Guard;
 use crate::management::Management;
+use crate::provider_set::ProviderSet;
 
 /// Client keys changed.
 pub(crate) const KEYS: u8 = 1;
@@ -26,6 +27,10 @@ pub(crate) const DENYLIST: u8 = 1 << 1;
 pub(crate) const BANS: u8 = 1 << 2;
 /// The shared server lost everything (restarted empty): re-seed it from this instance.
 pub(crate) const EMPTIED: u8 = 1 << 3;
+/// A credential was cooled down on another instance.
+pub(crate) const COOLDOWNS: u8 = 1 << 4;
+/// Everything that can be re-read.
+const ALL: u8 = KEYS | DENYLIST | BANS | COOLDOWNS;
 
 /// The kinds of change seen since the last [`SharedSignal::take`], and the wake-up of the
 /// task that applies them.
@@ -44,11 +49,12 @@ impl SharedSignal {
                 SharedChange::ClientKeys => KEYS,
                 SharedChange::Denylist => DENYLIST,
                 SharedChange::Bans => BANS,
+                SharedChange::Cooldowns => COOLDOWNS,
                 // Everything, and for a store that lost its data, re-seeding first.
-                SharedChange::Everything => KEYS | DENYLIST | BANS,
-                SharedChange::Emptied => KEYS | DENYLIST | BANS | EMPTIED,
+                SharedChange::Everything => ALL,
+                SharedChange::Emptied => ALL | EMPTIED,
                 // A kind this gateway does not know yet: re-read what it does know.
-                _ => KEYS | DENYLIST | BANS,
+                _ => ALL,
             };
             signal.pending.fetch_or(bits, Ordering::AcqRel);
             signal.notify.notify_one();
@@ -67,6 +73,7 @@ pub(crate) fn sync(
     guard: &Guard,
     keys: &ClientKeyCell,
     management: &Management,
+    providers: &ProviderSet,
     log: &Logger,
 ) {
     if bits & EMPTIED != 0 {
@@ -85,6 +92,22 @@ pub(crate) fn sync(
                 }
             }
             Err(e) => warn!(log, "could not read the runtime denylist from the state store";
+                "error" => crate::netguard_error(&e)),
+        }
+    }
+    if bits & COOLDOWNS != 0 {
+        let now_ms = guard.clock.unix_seconds().saturating_mul(1000);
+        match guard.state.load_cooldowns(now_ms) {
+            Ok(cooldowns) => {
+                for cooldown in cooldowns {
+                    let Some(provider) = providers.find(&cooldown.provider) else { continue };
+                    let pool = provider.pool.load();
+                    for slot in pool.slots().iter().filter(|s| s.id == cooldown.credential) {
+                        slot.rest_until(cooldown.model.as_deref(), cooldown.until_ms);
+                    }
+                }
+            }
+            Err(e) => warn!(log, "could not read the credential cool-downs from the state store";
                 "error" => crate::netguard_error(&e)),
         }
     }
