@@ -11,6 +11,9 @@
 #   redis-server        deploy/redis.conf loaded by a real server: password required, AOF on,
 #                       no eviction, an acknowledged write survives SIGKILL and a restart
 #   nginx               `nginx -t` on deploy/nginx.conf (a copy with loopback upstreams)
+#   all three           the gateways of docker-compose.redis.yml as host processes (its
+#                       environment, interpolated), on that redis-server, behind nginx.conf:
+#                       healthy, round robin, /v0/management not passed through
 #   the debug binary    loads deploy/config.example.yaml, then serves with it (as an
 #                       unprivileged user) and answers its own `healthcheck`
 #   cargo               the static x86_64-unknown-linux-musl release binary (checked to have
@@ -47,6 +50,7 @@ command -v aarch64-linux-gnu-gcc >/dev/null 2>&1 || packages+=(gcc-aarch64-linux
 [[ -e /usr/aarch64-linux-gnu/lib/crt1.o ]] || packages+=(libc6-dev-arm64-cross)
 command -v qemu-aarch64-static >/dev/null 2>&1 || packages+=(qemu-user-static)
 command -v file >/dev/null 2>&1 || packages+=(file)
+command -v curl >/dev/null 2>&1 || packages+=(curl)
 command -v redis-server >/dev/null 2>&1 || packages+=(redis-server)   # deploy/redis.conf
 command -v nginx >/dev/null 2>&1 || packages+=(nginx)   # deploy/nginx.conf
 command -v readelf >/dev/null 2>&1 || packages+=(binutils)
@@ -108,8 +112,17 @@ grep 'Overall exposure level' <<<"$report"
 # ExecStart points at the debug binary instead, and nothing else changed.
 [[ -x "$debug_bin" ]] || fail "$debug_bin is missing: build it first (cargo build -p cliproxy-server)"
 scratch=$(mktemp -d)
-# A redis-server the checks below started does not outlive the script, whatever fails.
-trap '[[ -z "${redis_pid:-}" ]] || kill -KILL "$redis_pid" 2>/dev/null; rm -rf "$scratch"' EXIT
+# The servers the checks below start (Redis, the gateways, nginx) do not outlive the script,
+# whatever fails. Each is killed by the pid it was started with; `|| true` because most have
+# stopped already, and a failing command here would turn a passing run into a failing one.
+cleanup() {
+    local pid
+    for pid in ${nginx_pid:-} ${gateway_pids[@]+"${gateway_pids[@]}"} ${redis_pid:-}; do
+        kill -KILL "$pid" 2>/dev/null || true
+    done
+    rm -rf "$scratch"
+}
+trap cleanup EXIT
 sed "s|/usr/local/bin/cliproxy-server|$(realpath "$debug_bin")|" "$unit" >"$scratch/cliproxy.service"
 systemd-analyze verify "$scratch/cliproxy.service"
 echo "systemd-analyze verify: clean"
@@ -308,6 +321,121 @@ kill -TERM "$server" 2>/dev/null || true
 wait "$server" || { cat "$scratch/serve.log" >&2; fail "serve with the example config exited with an error"; }
 $healthy || { cat "$scratch/serve.log" >&2; fail "serve with the example config never became healthy"; }
 grep -o '"posture":"[^"]*"' "$scratch/serve.log" || true
+
+step "docker-compose.redis.yml without Docker: its gateways' environment, redis.conf and nginx.conf, run together"
+# What Compose would start, as host processes: Redis with deploy/redis.conf (started above),
+# the three gateways with deploy/config.example.yaml (what config.yaml is copied from) and the
+# environment: block of docker-compose.redis.yml, and nginx with deploy/nginx.conf in front.
+# Only what cannot be the same outside a container is changed: loopback addresses, free ports,
+# scratch directories, Redis's address in the URL. A variable the gateways do not know, or a
+# value they refuse, stops them here.
+export CLIPROXY_REDIS_PASSWORD=$redis_password
+start_redis
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+gateway_pids=()
+gateway_ports=()
+for n in 1 2 3; do
+    dir="$scratch/gateway-$n"
+    install -d -m 0700 "$dir" "$dir/auths" "$dir/audit"
+    ((EUID != 0)) || chown -R 65534:65534 "$dir"
+    gateway_ports+=("$(free_port)")
+    # The service's environment as Compose interpolates it (${VAR:?...} from this shell, $$ a $).
+    mapfile -t compose_env < <("$venv/bin/python" - deploy/docker-compose.redis.yml "gateway-$n" <<'PY'
+import os, re, sys
+from ruamel.yaml import YAML
+
+service = YAML(typ="safe").load(open(sys.argv[1]))["services"][sys.argv[2]]
+def interpolate(value):
+    def one(m):
+        if m.group(0) == "$$":
+            return "$"
+        if m.group(1) not in os.environ:
+            sys.exit(f"{sys.argv[2]}: ${{{m.group(1)}}} is not set")
+        return os.environ[m.group(1)]
+    return re.sub(r"\$\$|\$\{(\w+)(?::?[-?][^}]*)?\}", one, str(value))
+for name, value in service["environment"].items():
+    print(f"{name}={interpolate(value)}")
+PY
+    )
+    ((${#compose_env[@]} > 0)) || fail "gateway-$n: no environment read from docker-compose.redis.yml"
+    url=$(printf '%s\n' "${compose_env[@]}" | sed -n 's/^CLIPROXY_STATE__REDIS__URL=//p')
+    [[ "$url" == *@redis:6379/* ]] || fail "gateway-$n: state.redis.url does not name redis:6379"
+    # Later assignments win: what cannot be the same outside a container.
+    host_env=(
+        CLIPROXY_STATE__REDIS__URL="${url/@redis:6379\//@127.0.0.1:$redis_port/}"
+        CLIPROXY_SERVER__HOST=127.0.0.1 CLIPROXY_SERVER__PORT="${gateway_ports[-1]}"
+        CLIPROXY_AUTH__DIR="$dir/auths" CLIPROXY_LOGGING__AUDIT__FILE="$dir/audit/audit.log"
+        CLIPROXY_METRICS__PORT="$(free_port)"
+    )
+    env "${compose_env[@]}" "${host_env[@]}" "${as_user[@]}" "$debug_bin" serve \
+        --config deploy/config.example.yaml >"$dir/serve.log" 2>&1 &
+    gateway_pids+=($!)
+done
+# nginx.conf with the gateways at their loopback ports, listening on a free loopback port, its
+# pid and temporary files in the scratch directory instead of the container's /tmp.
+lb_port=$(free_port)
+sed -E -e "s/\bgateway-1:8317\b/127.0.0.1:${gateway_ports[0]}/" \
+    -e "s/\bgateway-2:8317\b/127.0.0.1:${gateway_ports[1]}/" \
+    -e "s/\bgateway-3:8317\b/127.0.0.1:${gateway_ports[2]}/" \
+    -e "s/^( *)listen 8080;/\1listen 127.0.0.1:$lb_port;/" \
+    -e "s|/tmp/|$scratch/nginx-|" deploy/nginx.conf >"$scratch/nginx-lb.conf"
+stop_gateways() {
+    for pid in "${gateway_pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    for pid in "${gateway_pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+}
+show_logs() {
+    local n
+    for n in 1 2 3; do
+        echo "--- gateway-$n" >&2
+        cat "$scratch/gateway-$n/serve.log" >&2 || true
+    done
+}
+# The same bounded poll as the single gateway's above: healthcheck is the event-free probe.
+for n in 1 2 3; do
+    healthy=false
+    for _ in $(seq 40); do
+        if "$debug_bin" healthcheck --addr "127.0.0.1:${gateway_ports[n - 1]}" 2>/dev/null; then
+            healthy=true
+            break
+        fi
+        kill -0 "${gateway_pids[n - 1]}" 2>/dev/null || break
+        sleep 0.25
+    done
+    $healthy || { stop_gateways; show_logs; fail "gateway-$n never became healthy with docker-compose.redis.yml's environment"; }
+done
+nginx -c "$scratch/nginx-lb.conf" -p "$scratch/" -g 'daemon off;' >"$scratch/nginx.log" 2>&1 &
+nginx_pid=$!
+stop_all() {
+    kill -TERM "$nginx_pid" 2>/dev/null || true
+    wait "$nginx_pid" 2>/dev/null || true
+    stop_gateways
+}
+lb_get() { curl -s -o /dev/null -w '%{http_code}' --max-time 5 "http://127.0.0.1:$lb_port$1" || true; }
+# nginx writes its pid file once it listens: the event to wait for (bounded: 10 s).
+for _ in $(seq 100); do
+    [[ -s "$scratch/nginx-nginx.pid" ]] && break
+    kill -0 "$nginx_pid" 2>/dev/null || break
+    sleep 0.1
+done
+[[ -s "$scratch/nginx-nginx.pid" ]] || { stop_all; cat "$scratch/nginx.log" >&2; fail "nginx did not start with deploy/nginx.conf"; }
+for _ in 1 2 3 4 5 6; do
+    status=$(lb_get /healthz)
+    [[ "$status" == 200 ]] || { stop_all; show_logs; cat "$scratch/nginx.log" >&2; fail "GET /healthz through nginx answered $status"; }
+done
+status=$(lb_get /v0/management/status)
+[[ "$status" == 404 ]] || { stop_all; fail "GET /v0/management/status through nginx answered $status, not 404"; }
+# Round robin: each gateway answered some of the six (the access log names the upstream).
+for port in "${gateway_ports[@]}"; do
+    grep -q "127.0.0.1:$port\$" "$scratch/nginx.log" ||
+        { stop_all; cat "$scratch/nginx.log" >&2; fail "nginx sent nothing to the gateway on port $port"; }
+done
+stop_all
+for n in 1 2 3; do
+    grep -o '"posture":"[^"]*"' "$scratch/gateway-$n/serve.log" | sed "s/^/gateway-$n: /" || true
+done
+echo "three gateways served with docker-compose.redis.yml's environment on redis.conf, behind nginx.conf: /healthz 200 through it from each, /v0/management 404"
+kill -TERM "$redis_pid"
+wait "$redis_pid" 2>/dev/null || true
 
 step "release binary: $musl_target (static)"
 CC_x86_64_unknown_linux_musl=musl-gcc \
