@@ -139,7 +139,7 @@ def expect(ok, what):
     if not ok:
         problems.append(what)
 
-def hardened(where, service, writable_tmp=True):
+def hardened(where, service):
     """The runtime hardening every service of both files keeps."""
     expect(service.get("read_only") is True, f"{where}: read_only is not true")
     expect("no-new-privileges:true" in service.get("security_opt", []),
