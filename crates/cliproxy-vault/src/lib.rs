@@ -75,16 +75,19 @@ mod crypto;
 mod error;
 mod fingerprint;
 mod key_records;
+mod lease;
 mod lock;
 mod mode;
 mod notice;
 mod oauth;
+#[cfg(feature = "redis")]
+mod redis_store;
 mod signing;
 mod store;
 
 // The public interface is:
 pub use client_keys::{BudgetConfig, ClientIdentity, ClientKeyConfig, ClientKeys, MAX_BUDGET_USD};
-pub use config::{Config, EncryptionConfig, FingerprintConfig, RefreshConfig};
+pub use config::{Config, EncryptionConfig, FingerprintConfig, RefreshConfig, StoreKind};
 pub use credential::{
     Credential, CredentialFile, CredentialMeta, CredentialSecret, Protection, SealedCredential,
     parse_credential_file, validate_name,
@@ -96,10 +99,13 @@ pub use key_records::{
     NewClientKey, RECORD_VERSION, digest_bytes, digests_match, generate_key, key_digest,
     key_sha256,
 };
+pub use lease::{ChangeHandler, RefreshLease, Watcher};
 pub use notice::Notice;
 pub use oauth::{
     MAX_TOKEN_RESPONSE_BYTES, OAuthTokens, RefreshError, Refreshed, parse_token_response,
 };
+#[cfg(feature = "redis")]
+pub use redis_store::{RedisStore, RedisStoreOptions};
 pub use signing::{AUDIT_SIGNING_KEY_FILE, AuditSigningKey};
 pub use store::{
     CredentialStore, FileStore, FileStoreOptions, ListEntry, Reencrypted, Unreadable,
