@@ -13,6 +13,11 @@
 //!   process writes the directory at a time: a store opened exclusively holds a lock on
 //!   `DIR/.lock` for its life, and any other store takes it for each write; a second holder
 //!   gets [`Error::Locked`] within 200 ms.
+//! - **The same credentials shared by several processes** (feature `redis`): the
+//!   `RedisStore` keeps each sealed document in a Redis key (a store without a current data
+//!   key does not open, so the server never holds a plaintext token), publishes every change
+//!   for [`CredentialStore::watch`], and lends the right to refresh an OAuth credential to one
+//!   process at a time ([`CredentialStore::refresh_lock`]).
 //! - **Client keys** ([`ClientKeys`]): the keys clients present, kept as SHA-256 digests and
 //!   compared in constant time; each maps to a named [`ClientIdentity`].
 //! - **Client keys created at run time** ([`ClientKeyRecord::create`]): a new key
