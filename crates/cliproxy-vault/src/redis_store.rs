@@ -511,6 +511,8 @@ impl RedisStore {
             }
         }
         drop(fetched);
+        #[cfg(test)]
+        tests::between_passes();
         let mut report = Reencrypted::default();
         for id in present {
             let mut attempts = 0;
@@ -533,6 +535,8 @@ impl RedisStore {
                     report.unchanged += 1;
                     break;
                 }
+                #[cfg(test)]
+                tests::before_rewrite(id);
                 if self.store(&credential, Some(raw))? {
                     if protection == Protection::Plaintext {
                         // The operator's last chance to notice a record they did not write:
@@ -904,4 +908,113 @@ fn cause_of(error: &redis::RedisError) -> String {
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[cfg(test)]
+#[path = "../../../tests/src/redis_server.rs"]
+mod redis_server;
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "a failed expectation fails the test")]
+
+    use super::*;
+    use crate::CredentialSecret;
+    use cliproxy_core::Secret;
+
+    thread_local! {
+        /// Run by `rewrite` on this thread between its check of every record and its
+        /// rewrites, to change a record at the moment a snapshot would go stale.
+        static BETWEEN_PASSES: std::cell::RefCell<Option<Box<dyn FnOnce()>>> =
+            const { std::cell::RefCell::new(None) };
+    }
+
+    thread_local! {
+        /// Run by `rewrite` on this thread right before it writes a record it has just read
+        /// (with the id), to change the record under the write.
+        static BEFORE_REWRITE: std::cell::RefCell<Option<Box<dyn FnMut(&str)>>> =
+            const { std::cell::RefCell::new(None) };
+    }
+
+    pub(super) fn before_rewrite(id: &str) {
+        BEFORE_REWRITE.with(|hook| {
+            if let Some(hook) = hook.borrow_mut().as_mut() {
+                hook(id);
+            }
+        });
+    }
+
+    pub(super) fn between_passes() {
+        if let Some(hook) = BETWEEN_PASSES.with(|hook| hook.borrow_mut().take()) {
+            hook();
+        }
+    }
+
+    const KEY_OLD: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+    const KEY_NEW: &str = "ffeeddccbbaa99887766554433221100ffeeddccbbaa99887766554433221100";
+
+    fn open(url: &str, current: &str, previous: &[&str]) -> RedisStore {
+        let previous: Vec<Secret> =
+            previous.iter().map(|k| Secret::from((*k).to_owned())).collect();
+        let keys =
+            Keyring::from_secrets(Some(&Secret::from(current.to_owned())), &previous).unwrap();
+        RedisStoreOptions::new()
+            .keys(keys)
+            .require_encrypted(true)
+            .key_prefix("u:")
+            .open(redis::Client::open(url).unwrap())
+            .unwrap()
+    }
+
+    fn api_key(id: &str, token: &str) -> Credential {
+        Credential::new_api_key("openai", Secret::from(token.to_owned()))
+            .unwrap()
+            .with_id(id)
+            .unwrap()
+    }
+
+    fn token_of(store: &RedisStore, id: &str) -> Option<String> {
+        let credential = store.get(id).unwrap()?;
+        let CredentialSecret::ApiKey(token) = &credential.secret else { unreachable!() };
+        Some(token.expose().to_owned())
+    }
+
+    /// A rotation rewrites each record only if it is still what it read: a credential another
+    /// instance deleted meanwhile stays deleted, and one whose tokens it refreshed meanwhile
+    /// (before the second pass, or between the second pass's read and its write) keeps the
+    /// new ones (read again, then sealed under the new key).
+    #[test]
+    fn reencrypt_neither_resurrects_nor_rolls_back_what_changed_meanwhile() {
+        let server = super::redis_server::RedisServer::start();
+        let url = server.url();
+        let old = open(&url, KEY_OLD, &[]);
+        for id in ["one", "two", "three"] {
+            old.put(&api_key(id, &format!("sk-unit-{id}-old"))).unwrap();
+        }
+        let rotating = open(&url, KEY_NEW, &[KEY_OLD]);
+        BETWEEN_PASSES.with(|hook| {
+            *hook.borrow_mut() = Some(Box::new(move || {
+                assert!(old.delete("two").unwrap());
+                old.put(&api_key("three", "sk-unit-three-refreshed")).unwrap();
+            }));
+        });
+        // And `one` is refreshed by another instance between its last read and its rewrite:
+        // the rewrite does not land on the new record, which is read again.
+        let refresher = open(&url, KEY_OLD, &[]);
+        let mut once = true;
+        BEFORE_REWRITE.with(|hook| {
+            *hook.borrow_mut() = Some(Box::new(move |id: &str| {
+                if id == "one" && std::mem::take(&mut once) {
+                    refresher.put(&api_key("one", "sk-unit-one-refreshed")).unwrap();
+                }
+            }));
+        });
+        let report = rotating.reencrypt().unwrap();
+        BEFORE_REWRITE.with(|hook| hook.borrow_mut().take());
+        assert_eq!(report.from_previous_key, ["one", "three"]);
+        let new_only = open(&url, KEY_NEW, &[]);
+        assert_eq!(token_of(&new_only, "three").as_deref(), Some("sk-unit-three-refreshed"));
+        assert_eq!(token_of(&new_only, "one").as_deref(), Some("sk-unit-one-refreshed"));
+        assert_eq!(token_of(&new_only, "two"), None);
+    }
 }
