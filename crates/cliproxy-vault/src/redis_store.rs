@@ -929,10 +929,13 @@ mod tests {
             const { std::cell::RefCell::new(None) };
     }
 
+    /// What a test runs right before a rewrite.
+    type RewriteHook = Box<dyn FnMut(&str)>;
+
     thread_local! {
         /// Run by `rewrite` on this thread right before it writes a record it has just read
         /// (with the id), to change the record under the write.
-        static BEFORE_REWRITE: std::cell::RefCell<Option<Box<dyn FnMut(&str)>>> =
+        static BEFORE_REWRITE: std::cell::RefCell<Option<RewriteHook>> =
             const { std::cell::RefCell::new(None) };
     }
 
