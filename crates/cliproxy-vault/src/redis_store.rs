@@ -482,6 +482,8 @@ impl RedisStore {
                 Ok(true)
             }
             [0, writes] => {
+                // The script applied the shared limit (`KEY_WRITES_MAX`); the refusal is the
+                // shared rule's own error.
                 refuse_exhausted_key(key.id(), *writes)?;
                 Err(Error::KeyExhausted { key_id: key.id().to_owned(), writes: *writes })
             }

@@ -254,8 +254,9 @@ pub trait CredentialStore: Send + Sync + fmt::Debug {
     }
     /// Calls `on_change` with the id of each credential another process (or this one) puts or
     /// deletes, and with `"*"` when changes may have been missed (the caller then re-reads
-    /// everything), from a thread of the store's own until the [`Watcher`] is dropped. `None`
-    /// for a store that no other process changes while it runs (the default).
+    /// everything), from a thread of the store's own until the [`Watcher`] is dropped: it
+    /// should hand the id on (to a channel) rather than block that thread. `None` for a store
+    /// that no other process changes while it runs (the default).
     fn watch(&self, on_change: ChangeHandler) -> Result<Option<Watcher>> {
         let _ = on_change;
         Ok(None)

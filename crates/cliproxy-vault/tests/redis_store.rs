@@ -451,6 +451,7 @@ fn calls_fail_within_the_timeout_when_redis_is_gone_or_silent() {
     let mut server = RedisServer::start_with(&["--save", "", "--requirepass", "planted-pw-3e9a"]);
     let store = open(&server);
     store.put(&credential("one", "sk-one")).unwrap();
+    assert!(!format!("{store:?}").contains("planted-pw-3e9a"), "{store:?}");
     server.kill();
     let calls: Vec<(&str, Call<'_>)> = vec![
         ("get", Box::new(|| store.get("one").map(drop))),
