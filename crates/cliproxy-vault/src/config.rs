@@ -103,6 +103,20 @@ impl Default for FingerprintConfig {
     }
 }
 
+/// `auth.store`: where the credentials are kept.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum StoreKind {
+    /// One file per credential in `auth.dir` ([`crate::FileStore`]).
+    #[default]
+    File,
+    /// One record per credential in the Redis server the program shares with its other
+    /// instances (`RedisStore`, feature `redis`); the records are encrypted exactly as the
+    /// files are.
+    Redis,
+}
+
 /// The `auth:` section: who may call the gateway, and where provider credentials live.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -110,7 +124,10 @@ pub struct Config {
     /// Client keys (`auth.api_keys`): bare strings or `{name, key, models}` objects. Empty
     /// means every proxy request is refused with 401.
     pub api_keys: Vec<ClientKeyConfig>,
-    /// The credential directory (`auth.dir`); created 0700 when missing.
+    /// Where the credentials are kept (`auth.store`): files in `dir`, or Redis.
+    pub store: StoreKind,
+    /// The credential directory (`auth.dir`); created 0700 when missing. With the Redis store
+    /// it holds nothing of the vault's.
     pub dir: PathBuf,
     /// Encryption at rest (`auth.encryption`).
     pub encryption: EncryptionConfig,
@@ -124,6 +141,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             api_keys: Vec::new(),
+            store: StoreKind::File,
             dir: PathBuf::from("./auths"),
             encryption: EncryptionConfig::default(),
             refresh: RefreshConfig::default(),
@@ -146,6 +164,9 @@ impl Config {
         self.open(false)
     }
 
+    /// [`Error::RedisNotGiven`] when `store` is `redis`: that store needs the program's Redis
+    /// connection ([`Config::redis_store`]).
+    ///
     /// [`Config::build`] that takes the lock of `auth.dir` and holds it until the store is
     /// dropped: for the gateway, which keeps the credentials in memory and writes them back,
     /// and for a command whose reads and writes must not be interleaved with another's.
@@ -155,12 +176,34 @@ impl Config {
     }
 
     fn open(&self, exclusive: bool) -> Result<Arc<dyn CredentialStore>> {
+        if self.store == StoreKind::Redis {
+            return Err(Error::RedisNotGiven);
+        }
         let store = FileStoreOptions::new()
             .keys(self.encryption.keyring()?)
             .require_encrypted(self.encryption.require_encrypted()?)
             .exclusive(exclusive)
             .open(&self.dir)?;
         Ok(Arc::new(store))
+    }
+
+    /// The Redis store of this section's encryption settings, on the server `client` points
+    /// to (the program builds it from its own Redis settings), with its keys under
+    /// `key_prefix` and every call bounded by `timeout`. Connects to nothing yet:
+    /// [`CredentialStore::check`] is the probe. Whatever `store` says: the program decides.
+    #[cfg(feature = "redis")]
+    pub fn redis_store(
+        &self,
+        client: redis::Client,
+        key_prefix: &str,
+        timeout: Duration,
+    ) -> Result<crate::RedisStore> {
+        crate::RedisStoreOptions::new()
+            .keys(self.encryption.keyring()?)
+            .require_encrypted(self.encryption.require_encrypted()?)
+            .key_prefix(key_prefix)
+            .timeout(timeout)
+            .open(client)
     }
 
     /// Validates `api_keys` into the constant-time lookup table the gateway uses.

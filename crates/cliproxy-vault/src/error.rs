@@ -193,6 +193,27 @@ pub enum Error {
         /// The credential directory.
         dir: PathBuf,
     },
+    /// A call to the Redis server that keeps the credentials failed: unreachable, no answer
+    /// within the timeout, or an answer refused. The cause is the client's text, which never
+    /// holds the server's URL or password, nor a token (records are sealed before they leave).
+    #[error("the credential store in Redis could not {op}: {cause}")]
+    Redis {
+        /// What was being done ("read the credentials", "store a credential", ...).
+        op: &'static str,
+        /// Why it failed.
+        cause: String,
+    },
+    /// The store is to be kept in Redis, but it was opened without a Redis connection.
+    #[error(
+        "the credentials are kept in Redis, and this store was opened without a Redis connection; open it with the Redis settings"
+    )]
+    RedisNotGiven,
+    /// A Redis store was asked for without a current data key: it would write plaintext
+    /// tokens to a server other hosts reach.
+    #[error(
+        "the credentials are kept in Redis, which must never hold a plaintext token: enable encryption with a current data key"
+    )]
+    RedisNeedsEncryption,
     /// The system random number generator failed.
     #[error("the system random number generator failed")]
     Random,
@@ -220,6 +241,8 @@ impl Error {
                 | Self::NoCurrentKey
                 | Self::RequireEncryptedWithoutEncryption
                 | Self::EncryptionDisabled
+                | Self::RedisNotGiven
+                | Self::RedisNeedsEncryption
         )
     }
 

@@ -13,6 +13,11 @@
 //!   process writes the directory at a time: a store opened exclusively holds a lock on
 //!   `DIR/.lock` for its life, and any other store takes it for each write; a second holder
 //!   gets [`Error::Locked`] within 200 ms.
+//! - **The same credentials shared by several processes** (feature `redis`): the
+//!   `RedisStore` keeps each sealed document in a Redis key (a store without a current data
+//!   key does not open, so the server never holds a plaintext token), publishes every change
+//!   for [`CredentialStore::watch`], and lends the right to refresh an OAuth credential to one
+//!   process at a time ([`CredentialStore::refresh_lock`]).
 //! - **Client keys** ([`ClientKeys`]): the keys clients present, kept as SHA-256 digests and
 //!   compared in constant time; each maps to a named [`ClientIdentity`].
 //! - **Client keys created at run time** ([`ClientKeyRecord::create`]): a new key
@@ -75,16 +80,19 @@ mod crypto;
 mod error;
 mod fingerprint;
 mod key_records;
+mod lease;
 mod lock;
 mod mode;
 mod notice;
 mod oauth;
+#[cfg(feature = "redis")]
+mod redis_store;
 mod signing;
 mod store;
 
 // The public interface is:
 pub use client_keys::{BudgetConfig, ClientIdentity, ClientKeyConfig, ClientKeys, MAX_BUDGET_USD};
-pub use config::{Config, EncryptionConfig, FingerprintConfig, RefreshConfig};
+pub use config::{Config, EncryptionConfig, FingerprintConfig, RefreshConfig, StoreKind};
 pub use credential::{
     Credential, CredentialFile, CredentialMeta, CredentialSecret, Protection, SealedCredential,
     parse_credential_file, validate_name,
@@ -96,10 +104,13 @@ pub use key_records::{
     NewClientKey, RECORD_VERSION, digest_bytes, digests_match, generate_key, key_digest,
     key_sha256,
 };
+pub use lease::{ChangeHandler, RefreshLease, Watcher};
 pub use notice::Notice;
 pub use oauth::{
     MAX_TOKEN_RESPONSE_BYTES, OAuthTokens, RefreshError, Refreshed, parse_token_response,
 };
+#[cfg(feature = "redis")]
+pub use redis_store::{RedisStore, RedisStoreOptions};
 pub use signing::{AUDIT_SIGNING_KEY_FILE, AuditSigningKey};
 pub use store::{
     CredentialStore, FileStore, FileStoreOptions, ListEntry, Reencrypted, Unreadable,

@@ -78,6 +78,19 @@ pub enum Notice {
         /// The fingerprint file.
         path: PathBuf,
     },
+    /// The feed of changes made by other processes (a shared store's watcher) was cut; it is
+    /// reconnected with a backoff, and everything is re-read once it is back.
+    ChangeFeedDown {
+        /// Where the store is.
+        location: PathBuf,
+        /// Why (the client's text, which never holds a URL or a secret).
+        cause: String,
+    },
+    /// The feed of changes is back; every credential is re-read, in case one changed meanwhile.
+    ChangeFeedUp {
+        /// Where the store is.
+        location: PathBuf,
+    },
 }
 
 impl fmt::Display for Notice {
@@ -126,6 +139,16 @@ impl fmt::Display for Notice {
                 f,
                 "{}: the device fingerprint was derived from this machine's MAC address and hostname; replaced by a random id (upstreams see a new device once)",
                 path.display()
+            ),
+            Self::ChangeFeedDown { location, cause } => write!(
+                f,
+                "{}: the feed of credential changes made by other instances was cut ({cause}); reconnecting, and every credential is re-read once it is back",
+                location.display()
+            ),
+            Self::ChangeFeedUp { location } => write!(
+                f,
+                "{}: the feed of credential changes is back; every credential is re-read",
+                location.display()
             ),
         }
     }

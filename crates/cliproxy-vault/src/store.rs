@@ -4,6 +4,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::time::Duration;
 
 use cliproxy_core::private_fs::{self, DIR_MODE, FILE_MODE, Kind, PrivateError};
 use ring::rand::{SecureRandom, SystemRandom};
@@ -12,6 +13,7 @@ use zeroize::Zeroizing;
 use crate::credential::{MAX_FILE_BYTES, validate_name};
 use crate::crypto::Keyring;
 use crate::fingerprint::{self, FINGERPRINT_FILE};
+use crate::lease::{ChangeHandler, RefreshLease, Watcher};
 use crate::lock::DirLock;
 use crate::mode::{Words, set_mode};
 use crate::{
@@ -23,7 +25,7 @@ use crate::{
 /// safe for 2^32 encryptions under one key; we warn at a quarter of that).
 const KEY_WRITES_WARN: u64 = 1 << 30;
 /// Writes under one key after which the vault refuses to encrypt more.
-const KEY_WRITES_MAX: u64 = 1 << 32;
+pub(crate) const KEY_WRITES_MAX: u64 = 1 << 32;
 /// The per-key write counters, in the credential directory (hidden, so never taken for a
 /// credential).
 const KEY_USAGE_FILE: &str = ".key-usage.json";
@@ -119,7 +121,7 @@ impl Unreadable {
             Error::Unusable { .. } => Self::NotARegularFile,
             Error::ForeignOwner { .. } => Self::ForeignOwner,
             Error::InvalidName { .. } => Self::InvalidName,
-            Error::Io { .. } | Error::Random => Self::Io,
+            Error::Io { .. } | Error::Random | Error::Redis { .. } => Self::Io,
             // What remains (`Malformed`, `Invalid`, and errors a read never returns) is a file
             // that is not what a credential file must be.
             _ => Self::Malformed,
@@ -235,6 +237,30 @@ pub trait CredentialStore: Send + Sync + fmt::Debug {
     /// the store requires: the explicit way in. Each file taken in is
     /// reported as a notice naming its provider and base URL, for the operator to check.
     fn migrate(&self) -> Result<Reencrypted>;
+    /// Where the credential `id` is kept, for messages and listings: by default the file
+    /// `<id>.json` in [`CredentialStore::location`].
+    fn record_path(&self, id: &str) -> PathBuf {
+        self.location().join(format!("{id}.json"))
+    }
+    /// Taken before an OAuth refresh of `id`, so that of several processes sharing the store
+    /// only one refreshes: `Some(lease)` when this caller must refresh (and then
+    /// [`RefreshLease::release`] it), `None` when another process holds the lease; that caller
+    /// then re-reads [`CredentialStore::get`] until the access token changes or `ttl` has
+    /// passed. A store only one process uses has nobody to share with: by default every
+    /// caller gets a lease that releases nothing (the process orders its own refreshes).
+    fn refresh_lock(&self, id: &str, ttl: Duration) -> Result<Option<RefreshLease>> {
+        let _ = (id, ttl);
+        Ok(Some(RefreshLease::local()))
+    }
+    /// Calls `on_change` with the id of each credential another process (or this one) puts or
+    /// deletes, and with `"*"` when changes may have been missed (the caller then re-reads
+    /// everything), from a thread of the store's own until the [`Watcher`] is dropped: it
+    /// should hand the id on (to a channel) rather than block that thread. `None` for a store
+    /// that no other process changes while it runs (the default).
+    fn watch(&self, on_change: ChangeHandler) -> Result<Option<Watcher>> {
+        let _ = on_change;
+        Ok(None)
+    }
 }
 
 /// How to open a [`FileStore`], from plain values: the keys, whether plaintext files are
@@ -329,7 +355,7 @@ impl fmt::Debug for FileStore {
 
 /// Whether a read takes a plaintext file while `require_encrypted` is on.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Plaintext {
+pub(crate) enum Plaintext {
     /// Refuse it (loading: the token would be used).
     Refuse,
     /// Take it (listing, which uses no token; a migration, the explicit way in).
@@ -510,28 +536,12 @@ impl FileStore {
         file.take(MAX_FILE_BYTES + 1)
             .read_to_end(&mut bytes)
             .map_err(|e| Error::io(&path, "read", e))?;
-        match parse_credential_file(&path, id, &bytes)? {
-            CredentialFile::Plain(_)
-                if self.require_encrypted && plaintext == Plaintext::Refuse =>
-            {
-                Err(Error::PlaintextRefused { path })
-            }
-            CredentialFile::Plain(credential) => {
-                if self.keys.current().is_some() {
-                    self.notice(Notice::PlaintextWhileEncrypting { path });
-                }
-                Ok(Some((credential, Protection::Plaintext)))
-            }
-            CredentialFile::Sealed(sealed) => {
-                let key = self.keys.find(&sealed.key_id).ok_or_else(|| Error::UnknownKey {
-                    path: path.clone(),
-                    key_id: sealed.key_id.clone(),
-                    known: self.keys.ids().into_iter().map(str::to_owned).collect(),
-                })?;
-                let credential = sealed.open(&path, key)?;
-                Ok(Some((credential, Protection::Encrypted(sealed.key_id))))
-            }
+        let (credential, protection, notice) =
+            open_record(&self.keys, self.require_encrypted, plaintext, &path, id, &bytes)?;
+        if let Some(notice) = notice {
+            self.notice(notice);
         }
+        Ok(Some((credential, protection)))
     }
 
     fn read_all(&self, plaintext: Plaintext) -> Result<Vec<(Credential, Protection)>> {
@@ -560,12 +570,7 @@ impl FileStore {
                 meta.last_used = last_used.get(&credential.id).copied();
                 Some(ListEntry::Readable(meta))
             }
-            Err(error) => Some(ListEntry::Unreadable(UnreadableFile {
-                id: id.to_owned(),
-                path,
-                reason: Unreadable::of(&error),
-                error,
-            })),
+            Err(error) => Some(unreadable_entry(id, path, error)),
         }
     }
 
@@ -637,18 +642,10 @@ impl FileStore {
             None => BTreeMap::new(),
         };
         let writes = usage.entry(key_id.to_owned()).or_insert(0);
-        if *writes >= KEY_WRITES_MAX {
-            return Err(Error::KeyExhausted { key_id: key_id.to_owned(), writes: *writes });
-        }
+        refuse_exhausted_key(key_id, *writes)?;
         *writes += 1;
-        if *writes >= KEY_WRITES_WARN
-            && (*writes == KEY_WRITES_WARN || writes.is_multiple_of(1_000_000))
-        {
-            self.notice(Notice::KeyNearLimit {
-                key_id: key_id.to_owned(),
-                writes: *writes,
-                limit: KEY_WRITES_MAX,
-            });
+        if let Some(notice) = key_near_limit(key_id, *writes) {
+            self.notice(notice);
         }
         let bytes = serde_json::to_vec(&usage).map_err(|_| Error::Invalid {
             path: path.clone(),
@@ -743,6 +740,66 @@ impl FileStore {
             .and_then(|dir| dir.sync_all())
             .map_err(|e| Error::io(&self.dir, "sync the credential directory", e))
     }
+}
+
+/// Opens the contents of one stored credential (a file's, or a Redis record's, which is the
+/// same document) as every store does: a plaintext one is refused when the store requires
+/// encrypted records, unless `plaintext` admits it; a sealed one is opened with the key it
+/// names. The notice, when there is one, says a plaintext record was read while the store
+/// encrypts. `path` names the record in errors.
+pub(crate) fn open_record(
+    keys: &Keyring,
+    require_encrypted: bool,
+    plaintext: Plaintext,
+    path: &Path,
+    id: &str,
+    bytes: &[u8],
+) -> Result<(Credential, Protection, Option<Notice>)> {
+    match parse_credential_file(path, id, bytes)? {
+        CredentialFile::Plain(_) if require_encrypted && plaintext == Plaintext::Refuse => {
+            Err(Error::PlaintextRefused { path: path.to_owned() })
+        }
+        CredentialFile::Plain(credential) => {
+            let notice =
+                keys.current().map(|_| Notice::PlaintextWhileEncrypting { path: path.to_owned() });
+            Ok((credential, Protection::Plaintext, notice))
+        }
+        CredentialFile::Sealed(sealed) => {
+            let key = keys.find(&sealed.key_id).ok_or_else(|| Error::UnknownKey {
+                path: path.to_owned(),
+                key_id: sealed.key_id.clone(),
+                known: keys.ids().into_iter().map(str::to_owned).collect(),
+            })?;
+            let credential = sealed.open(path, key)?;
+            Ok((credential, Protection::Encrypted(sealed.key_id), None))
+        }
+    }
+}
+
+/// A record that does not read, as listed: its id, where it is, the class of the problem.
+pub(crate) fn unreadable_entry(id: &str, path: PathBuf, error: Error) -> ListEntry {
+    ListEntry::Unreadable(UnreadableFile {
+        id: id.to_owned(),
+        path,
+        reason: Unreadable::of(&error),
+        error,
+    })
+}
+
+/// The write limit of a data key, shared by every store: [`Error::KeyExhausted`] when the key
+/// has already encrypted `writes` records and that is the most random nonces safely allow.
+pub(crate) fn refuse_exhausted_key(key_id: &str, writes: u64) -> Result<()> {
+    if writes >= KEY_WRITES_MAX {
+        return Err(Error::KeyExhausted { key_id: key_id.to_owned(), writes });
+    }
+    Ok(())
+}
+
+/// The warning of a data key nearing its write limit, after its `writes`-th write: once at
+/// the warning threshold, then every million writes, so that a log is not flooded.
+pub(crate) fn key_near_limit(key_id: &str, writes: u64) -> Option<Notice> {
+    (writes >= KEY_WRITES_WARN && (writes == KEY_WRITES_WARN || writes.is_multiple_of(1_000_000)))
+        .then(|| Notice::KeyNearLimit { key_id: key_id.to_owned(), writes, limit: KEY_WRITES_MAX })
 }
 
 impl CredentialStore for FileStore {
