@@ -73,6 +73,62 @@ impl ProviderSet {
         Ok(())
     }
 
+    /// Makes the pools what a vault shared with other instances holds now: a credential
+    /// another instance stored is used here too, one it deleted is no longer used, and OAuth
+    /// tokens it refreshed are taken by the slot that has them (its cool-down and waiters
+    /// kept). A slot whose credential did not change is kept as it is. Blocking (it reads
+    /// the vault, under the vault's write lock): called off the async workers.
+    pub(crate) fn reconcile_with_vault(&self, log: &slog::Logger) {
+        let _order = self.vault.writes.blocking_lock();
+        let stored = match self.vault.store.load_all() {
+            Ok(stored) => stored,
+            Err(error) => {
+                warn!(log, "could not re-read the shared credential store; the pools stay as they are";
+                    "error" => crate::vault_error_message(&error));
+                return;
+            }
+        };
+        let (mut added, mut changed, mut removed) = (0, 0, 0);
+        for provider in &self.providers {
+            if provider.kind == ProviderKind::Mock {
+                continue;
+            }
+            provider.pool.update(|slots| {
+                let mut next: Vec<Arc<Slot>> = Vec::with_capacity(slots.len());
+                for credential in stored.iter().filter(|c| c.provider == provider.name) {
+                    let existing = slots.iter().find(|slot| slot.id == credential.id);
+                    if let Some(existing) = existing {
+                        if existing.take_credential(credential) {
+                            next.push(existing.clone());
+                            continue;
+                        }
+                        existing.remove();
+                        changed += 1;
+                    } else {
+                        added += 1;
+                    }
+                    match credential_base_url(credential, provider.allow_insecure, &provider.egress) {
+                        Ok(base_url) => next.push(Arc::new(
+                            Slot::new(credential.clone(), base_url, provider.pool.epoch())
+                                .shared(provider.pool.share()),
+                        )),
+                        Err(e) => warn!(log, "a credential stored by another instance is not used here";
+                            "provider" => &provider.name, "credential" => &credential.id, "error" => e),
+                    }
+                }
+                for gone in slots.iter().filter(|slot| !stored.iter().any(|c| c.id == slot.id)) {
+                    gone.remove();
+                    removed += 1;
+                }
+                next
+            });
+        }
+        if added + changed + removed > 0 {
+            slog::info!(log, "credentials changed in the shared vault, pools updated";
+                "added" => added, "changed" => changed, "removed" => removed);
+        }
+    }
+
     /// Deletes credentials from the vault and from the pools; returns the ids deleted.
     pub(crate) async fn delete_credentials(&self, ids: &[String]) -> Result<Vec<String>, ApiError> {
         let vault = self.vault.clone();

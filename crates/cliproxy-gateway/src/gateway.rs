@@ -77,6 +77,11 @@ struct Inner {
     metrics: cliproxy_audit::MetricsConfig,
     /// `server.cors`, when it lists origins.
     cors: Option<Cors>,
+    /// What other instances changed in the shared state store and vault, for the server's
+    /// refresh task (`shared_sync.rs`).
+    shared: Arc<crate::shared_sync::SharedSignal>,
+    /// The vault's change watcher, when its store is shared: it stops when dropped.
+    _vault_watcher: Option<cliproxy_vault::Watcher>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -166,6 +171,9 @@ impl Gateway {
             audit: guard.audit.clone(),
         });
         let reloader = Arc::new(Reloader::new(log.clone(), guard.clone(), client_keys.clone()));
+        let shared = Arc::new(crate::shared_sync::SharedSignal::default());
+        shared.watch(&*guard.state);
+        let vault_watcher = shared.watch_vault(&*vault.store)?;
         Ok(Self {
             inner: Arc::new(Inner {
                 limits: config.server.limits.clone(),
@@ -188,6 +196,8 @@ impl Gateway {
                 reloader,
                 metrics: config.metrics.clone(),
                 cors: Cors::new(&config.server.cors),
+                shared,
+                _vault_watcher: vault_watcher,
             }),
         })
     }
@@ -440,6 +450,11 @@ impl Gateway {
             &inner.providers,
             &inner.log,
         );
+    }
+
+    /// What other instances changed, for the server's refresh task.
+    pub(crate) fn shared_signal(&self) -> &Arc<crate::shared_sync::SharedSignal> {
+        &self.inner.shared
     }
 
     /// The network guard, for the listener.

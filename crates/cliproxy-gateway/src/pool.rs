@@ -180,6 +180,43 @@ impl Slot {
         }
     }
 
+    /// Takes `credential` as stored in a shared vault, when the slot can keep serving it:
+    /// the same credential (nothing to do), or the same OAuth credential with tokens another
+    /// instance refreshed (taken, as a refresh of this slot). `false` when the slot must be
+    /// replaced (another key, another base URL, another kind).
+    pub(crate) fn take_credential(&self, credential: &Credential) -> bool {
+        match (&self.auth, &credential.secret) {
+            (SlotAuth::Static(token), CredentialSecret::OAuth(_)) => {
+                let _ = token;
+                false
+            }
+            (SlotAuth::Static(token), secret) => {
+                token.expose() == secret.bearer().expose()
+                    && self.base_url.as_ref().map(ToString::to_string)
+                        == credential.base_url.clone()
+            }
+            (SlotAuth::OAuth(oauth), CredentialSecret::OAuth(theirs)) => {
+                let current = oauth.snapshot();
+                let Some(ours) = current.tokens() else { return false };
+                if current.credential.base_url != credential.base_url {
+                    return false;
+                }
+                if ours.access_token.expose() != theirs.access_token.expose()
+                    && theirs.expires_at >= ours.expires_at
+                {
+                    oauth.set(crate::oauth_slot::OAuthState {
+                        credential: credential.clone(),
+                        attempts: current.attempts + 1,
+                        failure: None,
+                        obtained: None,
+                    });
+                }
+                true
+            }
+            (SlotAuth::OAuth(_), _) => false,
+        }
+    }
+
     /// Marks the slot as deleted from the vault.
     pub(crate) fn remove(&self) {
         self.removed.store(true, Ordering::SeqCst);

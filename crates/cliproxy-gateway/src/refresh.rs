@@ -113,7 +113,9 @@ pub(crate) async fn bearer(
     })
 }
 
-/// One refresh, start to end: the call with its timeout, the vault write, the new state.
+/// One refresh, start to end: the vault's refresh lease (several instances sharing the vault:
+/// one refreshes, the others take its tokens), the call with its timeout, the vault write,
+/// the new state.
 async fn refresh(
     slot: &Slot,
     provider: &str,
@@ -123,6 +125,123 @@ async fn refresh(
     let SlotAuth::OAuth(oauth) = &slot.auth else { return Err(not_oauth()) };
     let current = oauth.snapshot();
     let tokens = current.tokens().ok_or_else(not_oauth)?;
+    let lease_time = vault.refresh.timeout + LEASE_MARGIN;
+    let lease = match blocking_store(vault, {
+        let id = slot.id.clone();
+        move |store| store.refresh_lock(&id, lease_time)
+    })
+    .await
+    {
+        Ok(Some(lease)) => Some(lease),
+        // Another instance is refreshing this credential: its tokens reach the vault.
+        Ok(None) => return wait_for_refresh(slot, provider, vault, lease_time).await,
+        // The shared store cannot be asked: refreshing here keeps this instance serving; at
+        // worst two instances refresh once each.
+        Err(reason) => {
+            warn!(vault.log, "could not take the credential's shared refresh lease; refreshing from this instance";
+                "provider" => provider, "credential" => &slot.id, "error" => reason);
+            None
+        }
+    };
+    // The lease may come right after another instance's refresh ended: its tokens are then
+    // in the vault already, and are taken instead of refreshing again.
+    if let Some(access) = adopt_stored(slot, vault).await {
+        release(lease, vault, slot).await;
+        return Ok(access);
+    }
+    let outcome = refresh_now(slot, provider, client, vault, oauth, &current, tokens).await;
+    release(lease, vault, slot).await;
+    outcome
+}
+
+/// How much longer than `auth.refresh.timeout` a refresh lease is held: the vault write and
+/// the lease's own round trips after the token endpoint answered.
+const LEASE_MARGIN: Duration = Duration::from_secs(5);
+/// How often an instance waiting for another's refresh re-reads the credential.
+const LEASE_POLL: Duration = Duration::from_millis(100);
+
+/// Runs `call` on the vault's store off the async workers; the error worded for the log.
+async fn blocking_store<T: Send + 'static>(
+    vault: &Vault,
+    call: impl FnOnce(&dyn CredentialStore) -> cliproxy_vault::Result<T> + Send + 'static,
+) -> Result<T, String> {
+    let store = vault.store.clone();
+    match tokio::task::spawn_blocking(move || call(&*store)).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(error)) => Err(crate::vault_error_message(&error)),
+        Err(_) => Err("the vault call was interrupted".to_owned()),
+    }
+}
+
+/// Gives the refresh lease back, so that instances waiting for it stop waiting.
+async fn release(lease: Option<cliproxy_vault::RefreshLease>, vault: &Vault, slot: &Slot) {
+    let Some(lease) = lease else { return };
+    let outcome = tokio::task::spawn_blocking(move || lease.release()).await;
+    if let Ok(Err(error)) = outcome {
+        warn!(vault.log, "could not give the credential's refresh lease back; it lapses on its own";
+            "credential" => &slot.id, "error" => crate::vault_error_message(&error));
+    }
+}
+
+/// When the vault holds newer tokens for `slot` than it has (another instance refreshed
+/// them) and they are not due: takes them, and returns the access token.
+async fn adopt_stored(slot: &Slot, vault: &Vault) -> Option<Secret> {
+    let SlotAuth::OAuth(oauth) = &slot.auth else { return None };
+    let current = oauth.snapshot();
+    let ours = current.tokens()?;
+    let id = slot.id.clone();
+    let stored = blocking_store(vault, move |store| store.get(&id)).await.ok()??;
+    let CredentialSecret::OAuth(theirs) = &stored.secret else { return None };
+    let newer = theirs.expires_at > ours.expires_at
+        && theirs.access_token.expose() != ours.access_token.expose();
+    if !newer || theirs.refresh_due(unix_now(), vault.refresh.ahead.as_secs(), None) {
+        return None;
+    }
+    let access = theirs.access_token.clone();
+    oauth.set(OAuthState {
+        credential: stored,
+        attempts: current.attempts + 1,
+        failure: None,
+        obtained: None,
+    });
+    Some(access)
+}
+
+/// Another instance holds the refresh lease: waits (re-reading the vault) for the tokens it
+/// writes, at most `lease_time`.
+async fn wait_for_refresh(
+    slot: &Slot,
+    provider: &str,
+    vault: &Vault,
+    lease_time: Duration,
+) -> Result<Secret, RefreshFailure> {
+    let deadline = tokio::time::Instant::now() + lease_time;
+    while tokio::time::Instant::now() < deadline {
+        if let Some(access) = adopt_stored(slot, vault).await {
+            info!(vault.log, "OAuth token refreshed by another instance, taken from the vault";
+                "event_type" => "token_refresh", "result" => "success", "provider" => provider,
+                "credential" => &slot.id);
+            return Ok(access);
+        }
+        tokio::time::sleep(LEASE_POLL).await;
+    }
+    Err(RefreshFailure {
+        reason: format!(
+            "another gateway instance holds this credential's refresh lease and stored no new token within {lease_time:?}"
+        ),
+    })
+}
+
+/// The refresh itself: the call with its timeout, the vault write, the new state.
+async fn refresh_now(
+    slot: &Slot,
+    provider: &str,
+    client: &HttpClient,
+    vault: &Vault,
+    oauth: &crate::oauth_slot::OAuthSlot,
+    current: &OAuthState,
+    tokens: &OAuthTokens,
+) -> Result<Secret, RefreshFailure> {
     let timeout = vault.refresh.timeout;
     let outcome = match tokio::time::timeout(timeout, call(client, tokens)).await {
         Ok(outcome) => outcome,

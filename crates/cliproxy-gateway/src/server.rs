@@ -146,8 +146,7 @@ impl Server {
         // (`shared_sync.rs`).
         let key_refresh = {
             let gateway = gateway.clone();
-            let signal = Arc::new(crate::shared_sync::SharedSignal::default());
-            signal.watch(&*gateway.guard().state);
+            let signal = gateway.shared_signal().clone();
             tokio::spawn(async move {
                 let mut every = tokio::time::interval(CLIENT_KEY_REFRESH);
                 every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

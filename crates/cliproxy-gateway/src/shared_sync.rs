@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 
 use cliproxy_netguard::{DenyEntry, SharedChange, StateChange, StateStore};
+use cliproxy_vault::CredentialStore;
 use slog::{Logger, error, info, warn};
 
 use crate::client_key_table::{ClientKeyCell, Source};
@@ -29,6 +30,8 @@ pub(crate) const BANS: u8 = 1 << 2;
 pub(crate) const EMPTIED: u8 = 1 << 3;
 /// A credential was cooled down on another instance.
 pub(crate) const COOLDOWNS: u8 = 1 << 4;
+/// A credential was stored or deleted in a shared vault.
+pub(crate) const CREDENTIALS: u8 = 1 << 5;
 /// Everything that can be re-read.
 const ALL: u8 = KEYS | DENYLIST | BANS | COOLDOWNS;
 
@@ -59,6 +62,20 @@ impl SharedSignal {
             signal.pending.fetch_or(bits, Ordering::AcqRel);
             signal.notify.notify_one();
         }));
+    }
+
+    /// Asks a shared vault to report credentials stored or deleted (by another instance, or
+    /// by this one: taking its own write again changes nothing) to this signal. The watcher
+    /// stops when the returned value is dropped; `None` for a vault no other process writes.
+    pub(crate) fn watch_vault(
+        self: &Arc<Self>,
+        store: &dyn CredentialStore,
+    ) -> Result<Option<cliproxy_vault::Watcher>, cliproxy_vault::Error> {
+        let signal = Arc::clone(self);
+        store.watch(Box::new(move |_id| {
+            signal.pending.fetch_or(CREDENTIALS, Ordering::AcqRel);
+            signal.notify.notify_one();
+        }))
     }
 
     /// The kinds seen since the last call.
@@ -94,6 +111,9 @@ pub(crate) fn sync(
             Err(e) => warn!(log, "could not read the runtime denylist from the state store";
                 "error" => crate::netguard_error(&e)),
         }
+    }
+    if bits & CREDENTIALS != 0 {
+        providers.reconcile_with_vault(log);
     }
     if bits & COOLDOWNS != 0 {
         let now_ms = guard.clock.unix_seconds().saturating_mul(1000);
