@@ -249,6 +249,10 @@ pub struct Ticket {
     provider_quota: u64,
     client_quota: u64,
     client_budget: u64,
+    /// What a [`RedisAdmission`](crate::RedisAdmission) holds in Redis for this request
+    /// (`None` for a ticket of memory, including one it admitted locally during an outage).
+    #[cfg(feature = "redis")]
+    shared: Option<Box<crate::redis_admission::SharedHold>>,
 }
 
 impl Ticket {
@@ -271,7 +275,22 @@ impl Ticket {
             provider_quota,
             client_quota,
             client_budget: 0,
+            #[cfg(feature = "redis")]
+            shared: None,
         }
+    }
+
+    /// Recording what was held in Redis for it.
+    #[cfg(feature = "redis")]
+    pub(crate) fn with_shared(mut self, hold: crate::redis_admission::SharedHold) -> Self {
+        self.shared = Some(Box::new(hold));
+        self
+    }
+
+    /// What was held in Redis for it, taken out (once).
+    #[cfg(feature = "redis")]
+    pub(crate) fn take_shared(&mut self) -> Option<Box<crate::redis_admission::SharedHold>> {
+        self.shared.take()
     }
 
     /// Holding these micro-dollars against the client key's budget as well.
@@ -586,6 +605,7 @@ impl Admission for LocalAdmission {
             provider_quota,
             client_quota,
             client_budget,
+            ..
         } = ticket;
         let charge = |held: u64| used.tokens.unwrap_or(held);
         let provider_minute_used = charge(provider_minute.reserved_tokens());
@@ -675,7 +695,7 @@ impl Admission for LocalAdmission {
 
 /// The refusal of a budgeted key's request for a model without a price. It will not pass
 /// later either; the wait given is a day, so that a client that retries does so slowly.
-fn unpriced(client: &str) -> Limited {
+pub(crate) fn unpriced(client: &str) -> Limited {
     let day = Duration::from_secs(86_400);
     Limited::new(LimitKind::Unpriced, Some(client.to_owned()), 0, 0, day, day)
 }

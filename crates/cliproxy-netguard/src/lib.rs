@@ -157,6 +157,8 @@ mod maintenance;
 mod quota;
 mod ratelimit;
 #[cfg(feature = "redis")]
+mod redis_admission;
+#[cfg(feature = "redis")]
 mod redis_link;
 #[cfg(feature = "sqlite")]
 mod sqlite;
@@ -191,6 +193,10 @@ pub use quota::{QuotaStatus, Quotas, next_reset, period_start};
 pub use ratelimit::{
     Admitted, DEFAULT_TOKEN_ESTIMATE, GlobalRateLimiter, IpRateLimiter, LimitKind, Limited,
     MinuteLimiter, Reservation,
+};
+#[cfg(feature = "redis")]
+pub use redis_admission::{
+    BATCH_WAKE, FLUSH_INTERVAL, HOLD_MINUTES, RedisAdmission, SharedNotice, SharedStats,
 };
 #[cfg(feature = "redis")]
 pub use redis_link::{LinkHealth, LinkNotice, RedisLink, Unavailable};
