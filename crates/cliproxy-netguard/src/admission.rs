@@ -122,17 +122,27 @@ pub struct Demand {
     pub max_tokens: Option<u64>,
     /// The routed model's price, or `None` for a model without one.
     pub price: Option<TokenPrice>,
+    /// The client's address, for an admission that charges the per-IP bucket it shares with
+    /// other instances along with the request's other limits (`RedisAdmission`); the local
+    /// one has charged it in [`Admission::check_ip`] and ignores it.
+    pub client_ip: Option<IpAddr>,
 }
 
 impl Demand {
     /// A request of `prompt_tokens` with an output cap of `max_tokens`, on an unpriced model.
     pub const fn new(prompt_tokens: u64, max_tokens: Option<u64>) -> Self {
-        Self { prompt_tokens, max_tokens, price: None }
+        Self { prompt_tokens, max_tokens, price: None, client_ip: None }
     }
 
     /// On a model with this price.
     pub const fn with_price(mut self, price: Option<TokenPrice>) -> Self {
         self.price = price;
+        self
+    }
+
+    /// From this client address.
+    pub const fn with_client_ip(mut self, ip: IpAddr) -> Self {
+        self.client_ip = Some(ip);
         self
     }
 }

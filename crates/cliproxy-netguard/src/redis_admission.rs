@@ -57,10 +57,10 @@ use crate::admission::{
     Admission, AdmissionStatus, Caller, Demand, LimitTable, LocalAdmission, Settled, Ticket, Used,
     unpriced,
 };
-use crate::config::OnUnavailable;
+use crate::config::{GlobalRateLimitConfig, OnUnavailable, PerIpRateLimitConfig};
 use crate::error::{Error, Result, Setting};
 use crate::quota::{QuotaStatus, budget_quota, next_reset, period_start};
-use crate::ratelimit::{Admitted, LimitKind, Limited, Reservation};
+use crate::ratelimit::{Admitted, LimitKind, Limited, Reservation, ip_key};
 use crate::redis_link::{RedisLink, Unavailable};
 use crate::types::{QuotaScope, QuotaUsage};
 
@@ -142,6 +142,7 @@ impl RedisAdmission {
             local,
             providers,
             clients: ArcSwap::from_pointee(clients),
+            front: ArcSwap::from_pointee(Front::default()),
             updating: Mutex::new(()),
             reserve: redis::Script::new(RESERVE_SCRIPT),
             settle: redis::Script::new(SETTLE_SCRIPT),
@@ -167,6 +168,30 @@ impl RedisAdmission {
                 message: format!("cannot start the settlement thread: {e}"),
             })?;
         Ok(Self { inner, worker: Mutex::new(Some(worker)) })
+    }
+
+    /// With the per-IP and global buckets of these configs shared as well (see "Two
+    /// halves" in the [module](self)): a request that reaches [`Admission::reserve`] with
+    /// its address ([`Demand::with_client_ip`]) is charged, in the same round trip, to a
+    /// bucket of its address and to the global bucket of keyed requests that every instance
+    /// shares, each of the size the config gives. The wrapped [`LocalAdmission`] keeps
+    /// answering [`Admission::check_ip`] and [`Admission::check_global`] per instance, before
+    /// the client is known.
+    pub fn with_shared_buckets(
+        self,
+        per_ip: &PerIpRateLimitConfig,
+        global: &GlobalRateLimitConfig,
+    ) -> Self {
+        let per_second = |rate: std::num::NonZeroU32, burst: std::num::NonZeroU32| {
+            let interval_nanos = 1_000_000_000_u64.div_ceil(u64::from(rate.get())).max(1);
+            (interval_nanos as f64 / 1_000.0, u64::from(burst.get()))
+        };
+        self.inner.front.store(Arc::new(Front {
+            per_ip: (per_ip.enabled && per_ip.per_ip)
+                .then(|| per_second(per_ip.requests_per_second, per_ip.burst)),
+            global: global.enabled.then(|| per_second(global.requests_per_second, global.burst)),
+        }));
+        self
     }
 
     /// Sends every queued correction now, on the caller's thread (bounded by the link's
@@ -497,6 +522,8 @@ struct Inner {
     local: LocalAdmission,
     providers: LimitTable,
     clients: ArcSwap<LimitTable>,
+    /// The shared per-IP and global buckets, when on.
+    front: ArcSwap<Front>,
     updating: Mutex<()>,
     estimate: u64,
     reserve: redis::Script,
@@ -573,6 +600,16 @@ impl Inner {
             call.arg(quota.as_ref().map_or(0, |q| q.expire_at));
         }
         call.arg(HOLD_MINUTES);
+        let front = self.front.load();
+        let per_ip = front.per_ip.zip(demand.client_ip);
+        call.key(self.link.key(
+            &per_ip.map_or_else(|| "ip:-".to_owned(), |(_, ip)| format!("ip:{:016x}", ip_key(ip))),
+        ));
+        call.key(self.link.key("global:keyed"));
+        for bucket in [per_ip.map(|(bucket, _)| bucket), front.global] {
+            call.arg(bucket.map_or(0.0, |(interval, _)| interval))
+                .arg(bucket.map_or(0, |(_, burst)| burst));
+        }
         let reply = match self.link.run(|c| call.invoke::<Reply>(c)) {
             Ok(reply) => reply,
             Err(unavailable) => {
@@ -605,6 +642,20 @@ impl Inner {
                     kind,
                     Some(names[scope.min(1)].to_owned()),
                     limit.map_or(0, |(_, limit)| limit),
+                    u64::try_from(figure(3)).unwrap_or(0),
+                    micros(figure(4)),
+                    micros(figure(5)),
+                ));
+            }
+            refused @ 8..=9 => {
+                let (kind, bucket) = match refused {
+                    8 => (LimitKind::PerIp, per_ip.map(|(bucket, _)| bucket)),
+                    _ => (LimitKind::Global, front.global),
+                };
+                return Err(Limited::new(
+                    kind,
+                    None,
+                    bucket.map_or(0, |(_, burst)| burst),
                     u64::try_from(figure(3)).unwrap_or(0),
                     micros(figure(4)),
                     micros(figure(5)),
@@ -899,6 +950,14 @@ impl Inner {
         let offset = self.clock_offset.load(Ordering::Relaxed);
         local_unix().saturating_add_signed(offset)
     }
+}
+
+/// The per-IP and global buckets charged in the reserve script: interval (microseconds) and
+/// burst of each, when on.
+#[derive(Debug, Default)]
+struct Front {
+    per_ip: Option<(f64, u64)>,
+    global: Option<(f64, u64)>,
 }
 
 /// One correction as the settlement script takes it.

@@ -18,8 +18,9 @@ use std::time::{Duration, Instant};
 
 use cliproxy_core::{Budget, Quota, QuotaPeriod, RateLimit, Secret};
 use cliproxy_netguard::{
-    Admission, Demand, LimitKind, LimitTable, Limits, LocalAdmission, OnUnavailable, QuotaScope,
-    RedisAdmission, RedisLink, SharedNotice, SystemClock, Ticket, TokenPrice, Used, next_reset,
+    Admission, Demand, GlobalRateLimitConfig, LimitKind, LimitTable, Limits, LocalAdmission,
+    OnUnavailable, PerIpRateLimitConfig, QuotaScope, RedisAdmission, RedisLink, SharedNotice,
+    SystemClock, Ticket, TokenPrice, Used, next_reset,
 };
 use redis_server::RedisServer;
 
@@ -479,4 +480,111 @@ fn deny_refuses_with_shared_state_while_redis_is_down_and_admits_when_it_is_back
         std::thread::sleep(Duration::from_millis(20));
     };
     admission.cancel(ticket);
+}
+
+/// Offers `offered` requests from 3 threads on each instance, `demand(n)` for the n-th of a
+/// thread; returns the accepted ones, the refusals' kinds and the time it took.
+fn hammer(
+    instances: &[Arc<RedisAdmission>],
+    offered: usize,
+    demand: fn(usize) -> Demand,
+) -> (u64, Vec<LimitKind>, Duration) {
+    let started = Instant::now();
+    let threads: Vec<_> = instances
+        .iter()
+        .flat_map(|admission| (0..3).map(move |_| Arc::clone(admission)))
+        .map(|admission| {
+            let per_thread = offered / (3 * 3);
+            std::thread::spawn(move || {
+                let (mut accepted, mut refused) = (0, Vec::new());
+                for n in 0..per_thread {
+                    match admission.reserve("p", "c", demand(n)) {
+                        Ok(ticket) => {
+                            accepted += 1;
+                            admission.settle(ticket, Used::nothing());
+                        }
+                        Err(limited) => refused.push(limited.kind),
+                    }
+                }
+                (accepted, refused)
+            })
+        })
+        .collect();
+    let mut accepted = 0;
+    let mut kinds = Vec::new();
+    for thread in threads {
+        let (n, refused) = thread.join().unwrap();
+        accepted += n;
+        kinds.extend(refused);
+    }
+    (accepted, kinds, started.elapsed())
+}
+
+#[test]
+fn the_per_ip_and_global_buckets_shared_in_the_same_round_trip_hold_across_instances() {
+    let server = RedisServer::start();
+    let mut per_ip = PerIpRateLimitConfig::default();
+    (per_ip.enabled, per_ip.per_ip) = (true, true);
+    (per_ip.requests_per_second, per_ip.burst) =
+        (NonZeroU32::new(10).unwrap(), NonZeroU32::new(20).unwrap());
+    let mut global = GlobalRateLimitConfig::default();
+    global.enabled = false;
+    let shared = |per_ip: &PerIpRateLimitConfig,
+                  global: &GlobalRateLimitConfig|
+     -> Vec<Arc<RedisAdmission>> {
+        (0..3)
+            .map(|_| {
+                let admission = instance(
+                    &server.url(),
+                    OnUnavailable::Local,
+                    &LimitTable::new(),
+                    &LimitTable::new(),
+                );
+                Arc::new(admission.with_shared_buckets(per_ip, global))
+            })
+            .collect()
+    };
+    let instances = shared(&per_ip, &global);
+    // One address, three times its burst from nine threads on three instances.
+    let (accepted, refused, elapsed) = hammer(&instances, 60, |_| {
+        Demand::new(1, Some(1)).with_client_ip("192.0.2.7".parse().unwrap())
+    });
+    let bound = 20.0 + elapsed.as_secs_f64() * 10.0;
+    eprintln!("one address, 60 offered in {elapsed:?}: accepted {accepted}, bound {bound:.1}");
+    assert!(accepted as f64 <= bound * 1.01, "accepted {accepted}, bound {bound:.1}");
+    assert!(accepted >= 20, "{accepted}");
+    assert!(refused.iter().all(|kind| *kind == LimitKind::PerIp), "{refused:?}");
+    // Another address has a bucket of its own, and a demand without an address is charged to
+    // none; the addresses of one IPv6 /64 share one.
+    let neighbour = Demand::new(1, Some(1)).with_client_ip("192.0.2.8".parse().unwrap());
+    let ticket = instances[1].reserve("p", "c", neighbour).unwrap();
+    instances[1].cancel(ticket);
+    let ticket = instances[2].reserve("p", "c", Demand::new(1, Some(1))).unwrap();
+    instances[2].cancel(ticket);
+    let same_64 =
+        |n: u16| Demand::new(1, Some(1)).with_client_ip(format!("2001:db8::{n}").parse().unwrap());
+    let taken: Vec<_> = (1..=20)
+        .map(|n| instances[usize::from(n) % 3].reserve("p", "c", same_64(n)).unwrap())
+        .collect();
+    let refused = instances[0].reserve("p", "c", same_64(99)).unwrap_err();
+    assert_eq!((refused.kind, refused.limit, refused.name.clone()), (LimitKind::PerIp, 20, None));
+    assert_eq!(refused.retry_after_secs(), 1);
+    for ticket in taken {
+        instances[0].cancel(ticket);
+    }
+
+    // The global bucket of keyed requests: 30 at once and 10 a second, whatever the address.
+    per_ip.enabled = false;
+    global.enabled = true;
+    (global.requests_per_second, global.burst) =
+        (NonZeroU32::new(10).unwrap(), NonZeroU32::new(30).unwrap());
+    let instances = shared(&per_ip, &global);
+    let (accepted, refused, elapsed) = hammer(&instances, 90, |n| {
+        Demand::new(1, Some(1)).with_client_ip(std::net::IpAddr::from([198, 51, 100, n as u8]))
+    });
+    let bound = 30.0 + elapsed.as_secs_f64() * 10.0;
+    eprintln!("many addresses, 90 offered in {elapsed:?}: accepted {accepted}, bound {bound:.1}");
+    assert!(accepted as f64 <= bound * 1.01, "accepted {accepted}, bound {bound:.1}");
+    assert!(accepted >= 30, "{accepted}");
+    assert!(refused.iter().all(|kind| *kind == LimitKind::Global), "{refused:?}");
 }

@@ -9,11 +9,14 @@
 --       interval (0 = none), tokens limit, tokens reserved; 6-10 the same for the client key;
 --       11-12, 13-14, 15-16: limit (0 = none) and amount held for the provider's quota, the
 --       client key's quota and its budget; 17-19 their keys' EXPIREAT; 20 how many minutes a
---       hold counts (older ones belong to requests whose instance never ended them).
+--       hold counts (older ones belong to requests whose instance never ended them);
+--       21-22 the client address's shared bucket: interval (us, 0 = none) and burst; 23-24
+--       the same for the shared global bucket. KEYS 6 and 7 are those buckets (field r).
 -- Reply: {0, now_s, minute, then per bucket (provider r, t, client r, t) remaining and
 --        reset-after in us (-1, -1 without one), then per quota used and held after the take}
---        or {n, now_s, minute, ...} for the n-th limit that refused (1-4 buckets in that order:
---        remaining, reset-after us, retry-after us; 5-7 quotas: used, held).
+--        or {n, now_s, minute, ...} for the n-th limit that refused (1-4 buckets in that order,
+--        8 the address's, 9 the global one: remaining, reset-after us, retry-after us; 5-7
+--        quotas: used, held). The address's and the global bucket are checked first.
 
 local time = redis.call('TIME')
 local now_s = tonumber(time[1])
@@ -36,7 +39,24 @@ local function gcra(tat, cost, interval, limit)
   return new_tat, math.floor(math.max(capacity - ahead, 0) / interval + 1e-9), math.ceil(ahead)
 end
 
--- The buckets, checked in the order LocalAdmission checks them.
+-- The address's and the global bucket, in the order a request meets them, then the minute
+-- buckets in the order LocalAdmission checks them.
+local front = {
+  {KEYS[6], 'r', tonumber(ARGV[21]), tonumber(ARGV[22]), 1, 8},
+  {KEYS[7], 'r', tonumber(ARGV[23]), tonumber(ARGV[24]), 1, 9},
+}
+local front_taken = {}
+for i, b in ipairs(front) do
+  if b[3] > 0 then
+    local tat = tonumber(redis.call('HGET', b[1], b[2]) or '0')
+    local new_tat, remaining, reset, retry = gcra(tat, b[5], b[3], b[4])
+    if not new_tat then
+      return {b[6], now_s, minute, remaining, reset, retry}
+    end
+    front_taken[i] = new_tat
+  end
+end
+
 local buckets = {
   {KEYS[1], 'r', tonumber(ARGV[1]), tonumber(ARGV[2]), 1},
   {KEYS[1], 't', tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])},
@@ -105,7 +125,12 @@ for i, b in ipairs(buckets) do
     redis.call('HSET', b[1], b[2], string.format('%.17g', taken[i]))
   end
 end
-for _, key in ipairs({KEYS[1], KEYS[2]}) do
+for i, b in ipairs(front) do
+  if front_taken[i] then
+    redis.call('HSET', b[1], b[2], string.format('%.17g', front_taken[i]))
+  end
+end
+for _, key in ipairs({KEYS[1], KEYS[2], KEYS[6], KEYS[7]}) do
   local tats = redis.call('HMGET', key, 'r', 't')
   local last = math.max(tonumber(tats[1] or '0'), tonumber(tats[2] or '0'))
   if last > now then
