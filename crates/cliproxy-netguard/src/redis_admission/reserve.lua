@@ -119,24 +119,30 @@ for i, q in ipairs(quotas) do
   end
 end
 
--- Everything admits: take it all.
+-- Everything admits: take it all. A key's buckets are all taken when they are configured, so
+-- the last of the new TATs is when the key's buckets are all full again: a full bucket is the
+-- same as none, and the key goes then.
+local full_at = {}
+local order = {}
+local function take(key, field, tat)
+  redis.call('HSET', key, field, string.format('%.17g', tat))
+  if not full_at[key] then
+    order[#order + 1] = key
+  end
+  full_at[key] = math.max(full_at[key] or 0, tat)
+end
 for i, b in ipairs(buckets) do
   if taken[i] then
-    redis.call('HSET', b[1], b[2], string.format('%.17g', taken[i]))
+    take(b[1], b[2], taken[i])
   end
 end
 for i, b in ipairs(front) do
   if front_taken[i] then
-    redis.call('HSET', b[1], b[2], string.format('%.17g', front_taken[i]))
+    take(b[1], b[2], front_taken[i])
   end
 end
-for _, key in ipairs({KEYS[1], KEYS[2], KEYS[6], KEYS[7]}) do
-  local tats = redis.call('HMGET', key, 'r', 't')
-  local last = math.max(tonumber(tats[1] or '0'), tonumber(tats[2] or '0'))
-  if last > now then
-    -- A full bucket is the same as none: the key goes when the bucket is full again.
-    redis.call('PEXPIRE', key, math.ceil((last - now) / 1000) + 1000)
-  end
+for _, key in ipairs(order) do
+  redis.call('PEXPIRE', key, math.ceil((full_at[key] - now) / 1000) + 1000)
 end
 local reply = {0, now_s, minute}
 for _, v in ipairs(standing) do
