@@ -13,7 +13,9 @@
 //!   held as a [`Ticket`] until it is settled with the real usage or cancelled — so that a
 //!   store shared by several instances can stand in for [`LocalAdmission`], the in-memory
 //!   one built from the parts above. The IP filter stays outside it (see the trait's
-//!   module): it is a list fed by the state store, not a limit.
+//!   module): it is a list fed by the state store, not a limit. `RedisAdmission` (feature
+//!   `redis`) is the one for several instances sharing a Redis server: one round trip per
+//!   request, settlements batched off the request path.
 //! - [`StateStore`]: where quota usage, the runtime denylist, management bans and the client
 //!   keys created at run time ([`StoredClientKey`], opaque records) survive a restart; `SqliteStore` is the embedded implementation (written in batches off the
 //!   request path).

@@ -30,6 +30,21 @@
 //! [`LimitKind::SharedState`]. No call waits longer than `state.redis.timeout` (the link's
 //! bound), and while the link is down none waits at all.
 //!
+//! **Two halves of the per-IP and global limits.** [`Admission::check_ip`] and
+//! [`Admission::check_global`] are asked before the client is known, for every request
+//! including floods of strangers, so they stay per instance (the wrapped [`LocalAdmission`],
+//! no round trip): a shared bucket there would put Redis on the path of every unauthenticated
+//! request. With [`RedisAdmission::with_shared_buckets`], a request that reaches the reserve
+//! stage (an authenticated client whose request is about to go out) is charged as well to a
+//! per-IP bucket and a global bucket that every instance shares, inside the same script: the
+//! per-IP and global limits then hold across instances for the traffic that costs upstream
+//! money, at no extra round trip. Neither is given back by a cancellation, as locally.
+//!
+//! **Redis commands.** Per request, one round trip (`EVALSHA`); inside it, `TIME` and for each
+//! limit that applies a read and a write: 12 commands for a key with both minute limits and a
+//! quota on a provider with a quota. Per settlement batch (every [`FLUSH_INTERVAL`]), one
+//! `EVALSHA` carrying every correction queued, merged per key.
+//!
 //! **Quota periods and clock skew.** The period a count belongs to (a UTC day, ISO week or
 //! month) is computed here, not in the script, from this host's clock corrected by the offset
 //! to the Redis clock learnt from the last reply. Instances therefore agree on the boundary to
@@ -328,7 +343,8 @@ impl Admission for RedisAdmission {
     }
 
     /// From the counts the last reserve replies brought back (and the settlements since),
-    /// without a round trip; while requests are admitted locally, from the local count.
+    /// without a round trip: 0 used for a name this instance has not admitted a request for
+    /// in the current period. While requests are admitted locally, from the local count.
     fn quota_status(&self, scope: QuotaScope, name: &str) -> Option<QuotaStatus> {
         self.inner.status(scope, name)
     }
@@ -931,8 +947,9 @@ impl Inner {
                 }
                 Err(unavailable) => {
                     // What was sent is applied; the rest goes back, merged ahead of what
-                    // was queued meanwhile. (The queue keeps a sent chunk out: only whole
-                    // chunks are retried, so nothing is applied twice.)
+                    // was queued meanwhile. A chunk whose reply was lost after Redis applied
+                    // it (a timeout at that moment) is sent again: its usage is counted
+                    // twice rather than not at all, erring on the side of the limits.
                     let rest = rebuild(&ops[sent..], &batch);
                     lock(&self.queue).put_back(rest);
                     return Err(unavailable);
