@@ -1,61 +1,5 @@
-//! [`RedisAdmission`]: the [`Admission`] of several gateway instances that share one Redis
-//! server (`state.backend: redis`, SPEC §11), so that a limit holds across them instead of
-//! being multiplied by their number.
-//!
-//! The limits themselves stay in this process's memory (the config file and the client-key
-//! table are their authority); Redis holds only the counts, under `state.redis.key_prefix`:
-//!
-//! - `rl:<scope>:<name>:<rpm>:<tpm>`: a hash of the two minute buckets of a provider or client
-//!   key, each in the GCRA form [`MinuteLimiter`](crate::MinuteLimiter) uses (the instant the
-//!   bucket is full again, in microseconds of the Redis clock). The figures are part of the
-//!   name, so a changed limit starts from fresh buckets on every instance at once, as the
-//!   local one does; the key expires when its buckets are full (a full bucket is none).
-//! - `quota:<scope>:<name>:<period>:<start>`: a hash of one period's count (`used`) and what
-//!   requests in flight hold (`h<minute>`: per minute of admission), expiring a day after the
-//!   period ends.
-//!
-//! A request costs one round trip: [`Admission::reserve`] is one `EVALSHA` of a Lua script
-//! that checks the provider's and the key's requests and tokens per minute, both quotas and
-//! the budget, and takes all of them or none, atomically, with the clock of the Redis server
-//! (`TIME`), so instances with skewed clocks agree. Settling and cancelling never wait on
-//! Redis: the correction (what was really used minus what was held) is queued and a
-//! background thread sends the queue every [`FLUSH_INTERVAL`] (or at [`BATCH_WAKE`] queued
-//! corrections), one script call per batch. [`RedisAdmission::flush`] sends what is queued at
-//! once, for a shutdown; dropping the admission does the same.
-//!
-//! When Redis cannot be reached, `state.redis.on_unavailable` decides: `local` admits with the
-//! wrapped [`LocalAdmission`] (each instance its own limits, seeded with the shared counts as
-//! last seen) and queues what those requests use, so that it is added to the shared quotas and
-//! budgets when Redis answers again ("reconciled"); `deny` refuses with
-//! [`LimitKind::SharedState`]. No call waits longer than `state.redis.timeout` (the link's
-//! bound), and while the link is down none waits at all.
-//!
-//! **Two halves of the per-IP and global limits.** [`Admission::check_ip`] and
-//! [`Admission::check_global`] are asked before the client is known, for every request
-//! including floods of strangers, so they stay per instance (the wrapped [`LocalAdmission`],
-//! no round trip): a shared bucket there would put Redis on the path of every unauthenticated
-//! request. With [`RedisAdmission::with_shared_buckets`], a request that reaches the reserve
-//! stage (an authenticated client whose request is about to go out) is charged as well to a
-//! per-IP bucket and a global bucket that every instance shares, inside the same script: the
-//! per-IP and global limits then hold across instances for the traffic that costs upstream
-//! money, at no extra round trip. Neither is given back by a cancellation, as locally.
-//!
-//! **Redis commands.** Per request, one round trip (`EVALSHA`); inside it, `TIME` and for each
-//! limit that applies a read and a write: 12 commands for a key with both minute limits and a
-//! quota on a provider with a quota. Per settlement batch (every [`FLUSH_INTERVAL`]), one
-//! `EVALSHA` carrying every correction queued, merged per key.
-//!
-//! **Quota periods and clock skew.** The period a count belongs to (a UTC day, ISO week or
-//! month) is computed here, not in the script, from this host's clock corrected by the offset
-//! to the Redis clock learnt from the last reply. Instances therefore agree on the boundary to
-//! within the time since their last request (and the first request of a process uses its own
-//! clock): near a boundary, a request may be counted in the period that just ended. The bucket
-//! clock is always Redis's.
-//!
-//! **Holds that nobody ends.** What a request holds against a quota or budget is stored per
-//! minute of admission and counts for [`HOLD_MINUTES`]: a process that crashes with requests in
-//! flight leaves holds that lapse then, instead of blocking a quota until the period ends. A
-//! request that lasts longer still has its usage counted when it settles.
+//! [`RedisAdmission`]: the [`Admission`] of several gateway instances sharing one Redis
+//! server; its documentation says how the counts are kept there and why.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -101,9 +45,68 @@ const SHARED_STATE_RETRY: Duration = Duration::from_secs(1);
 const RESERVE_SCRIPT: &str = include_str!("redis_admission/reserve.lua");
 const SETTLE_SCRIPT: &str = include_str!("redis_admission/settle.lua");
 
-/// The [`Admission`] over Redis: see the [module](self). Built from a [`RedisLink`] and the
-/// [`LocalAdmission`] of the same limits, which answers the per-IP and global buckets (per
-/// instance) and stands in while Redis is unreachable under `on_unavailable: local`.
+/// The [`Admission`] of several gateway instances that share one Redis
+/// server (`state.backend: redis`, SPEC §11), so that a limit holds across them instead of
+/// being multiplied by their number.
+///
+/// The limits themselves stay in this process's memory (the config file and the client-key
+/// table are their authority); Redis holds only the counts, under `state.redis.key_prefix`:
+///
+/// - `rl:<scope>:<name>:<rpm>:<tpm>`: a hash of the two minute buckets of a provider or client
+///   key, each in the GCRA form [`MinuteLimiter`](crate::MinuteLimiter) uses (the instant the
+///   bucket is full again, in microseconds of the Redis clock). The figures are part of the
+///   name, so a changed limit starts from fresh buckets on every instance at once, as the
+///   local one does; the key expires when its buckets are full (a full bucket is none).
+/// - `quota:<scope>:<name>:<period>:<start>`: a hash of one period's count (`used`) and what
+///   requests in flight hold (`h<minute>`: per minute of admission), expiring a day after the
+///   period ends.
+///
+/// A request costs one round trip: [`Admission::reserve`] is one `EVALSHA` of a Lua script
+/// that checks the provider's and the key's requests and tokens per minute, both quotas and
+/// the budget, and takes all of them or none, atomically, with the clock of the Redis server
+/// (`TIME`), so instances with skewed clocks agree. Settling and cancelling never wait on
+/// Redis: the correction (what was really used minus what was held) is queued and a
+/// background thread sends the queue every [`FLUSH_INTERVAL`] (or at [`BATCH_WAKE`] queued
+/// corrections), one script call per batch. [`RedisAdmission::flush`] sends what is queued at
+/// once, for a shutdown; dropping the admission does the same.
+///
+/// When Redis cannot be reached, `state.redis.on_unavailable` decides: `local` admits with the
+/// wrapped [`LocalAdmission`] (each instance its own limits, seeded with the shared counts as
+/// last seen) and queues what those requests use, so that it is added to the shared quotas and
+/// budgets when Redis answers again ("reconciled"); `deny` refuses with
+/// [`LimitKind::SharedState`]. No call waits longer than `state.redis.timeout` (the link's
+/// bound), and while the link is down none waits at all.
+///
+/// **Two halves of the per-IP and global limits.** [`Admission::check_ip`] and
+/// [`Admission::check_global`] are asked before the client is known, for every request
+/// including floods of strangers, so they stay per instance (the wrapped [`LocalAdmission`],
+/// no round trip): a shared bucket there would put Redis on the path of every unauthenticated
+/// request. With [`RedisAdmission::with_shared_buckets`], a request that reaches the reserve
+/// stage (an authenticated client whose request is about to go out) is charged as well to a
+/// per-IP bucket and a global bucket that every instance shares, inside the same script: the
+/// per-IP and global limits then hold across instances for the traffic that costs upstream
+/// money, at no extra round trip. Neither is given back by a cancellation, as locally.
+///
+/// **Redis commands.** Per request, one round trip (`EVALSHA`); inside it, `TIME` and for each
+/// limit that applies a read and a write: 12 commands for a key with both minute limits and a
+/// quota on a provider with a quota. Per settlement batch (every [`FLUSH_INTERVAL`]), one
+/// `EVALSHA` carrying every correction queued, merged per key.
+///
+/// **Quota periods and clock skew.** The period a count belongs to (a UTC day, ISO week or
+/// month) is computed here, not in the script, from this host's clock corrected by the offset
+/// to the Redis clock learnt from the last reply. Instances therefore agree on the boundary to
+/// within the time since their last request (and the first request of a process uses its own
+/// clock): near a boundary, a request may be counted in the period that just ended. The bucket
+/// clock is always Redis's.
+///
+/// **Holds that nobody ends.** What a request holds against a quota or budget is stored per
+/// minute of admission and counts for [`HOLD_MINUTES`]: a process that crashes with requests in
+/// flight leaves holds that lapse then, instead of blocking a quota until the period ends. A
+/// request that lasts longer still has its usage counted when it settles.
+///
+/// Built from a [`RedisLink`] and the [`LocalAdmission`] of the same limits, which answers
+/// the per-IP and global buckets (per instance) and stands in while Redis is unreachable
+/// under `on_unavailable: local`.
 pub struct RedisAdmission {
     inner: Arc<Inner>,
     worker: Mutex<Option<JoinHandle<()>>>,
@@ -186,7 +189,7 @@ impl RedisAdmission {
     }
 
     /// With the per-IP and global buckets of these configs shared as well (see "Two
-    /// halves" in the [module](self)): a request that reaches [`Admission::reserve`] with
+    /// halves" above): a request that reaches [`Admission::reserve`] with
     /// its address ([`Demand::with_client_ip`]) is charged, in the same round trip, to a
     /// bucket of its address and to the global bucket of keyed requests that every instance
     /// shares, each of the size the config gives. The wrapped [`LocalAdmission`] keeps
