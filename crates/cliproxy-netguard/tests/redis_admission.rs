@@ -188,6 +188,9 @@ fn a_refusal_reads_as_the_local_one_and_a_changed_limit_starts_fresh_everywhere(
     two.cancel(other);
     one.flush().unwrap();
     two.flush().unwrap();
+    // A bucket's key goes when the bucket is full again: within a minute (plus a second).
+    let pttl: i64 = server.cli(&["PTTL", "t:rl:client:c:1:-"]).trim().parse().unwrap();
+    assert!(pttl > 0 && pttl <= 61_000, "PTTL {pttl}");
     // Cancelled and flushed, the provider's request is back.
     let again = one.reserve("p", "e", Demand::new(0, Some(100))).unwrap();
     one.cancel(again);
@@ -256,6 +259,10 @@ fn a_quota_and_a_budget_hold_across_three_instances_and_real_usage_frees_the_res
         admission.flush().unwrap();
     }
     assert_eq!(hget(&server, &today("client", "q"), "used"), 5_000);
+    // The period's key outlives the period (by a day), for late settlements and skewed clocks.
+    let ttl: u64 = server.cli(&["TTL", &today("client", "q")]).trim().parse().unwrap();
+    let left = next_reset(QuotaPeriod::Daily, now) - now;
+    assert!(ttl > left && ttl <= left + 86_400 + 1, "TTL {ttl}, the period ends in {left} s");
     // Ten more holds of 1000 would not fit; real usage of 500 each lets ten more through,
     // one instance after the other.
     let mut admitted = 0;
@@ -346,12 +353,21 @@ fn settlements_go_in_batches_and_a_flush_leaves_the_counts_exact() {
     let batches_before = admission.stats().batches;
 
     let requests = 400_u64;
+    let mut latencies = Vec::new();
     for n in 0..requests {
+        let started = Instant::now();
         let ticket = admission.reserve("p", "c", Demand::new(100, Some(400))).unwrap();
+        latencies.push(started.elapsed());
         // Real usage below and above what was held, so give-backs and debts alternate.
         admission.settle(ticket, Used::new(Some(100 + (n % 2) * 800), None));
     }
     admission.flush().unwrap();
+    latencies.sort();
+    eprintln!(
+        "reserve on loopback (this build): p50 {:?}, p99 {:?}",
+        latencies[latencies.len() / 2],
+        latencies[latencies.len() * 99 / 100]
+    );
     let evalsha = calls(&server, "evalsha");
     let batches = evalsha - requests;
     let per_request: Vec<String> =
