@@ -505,7 +505,7 @@ fn deny_refuses_with_shared_state_while_redis_is_down_and_admits_when_it_is_back
     let refused = admission.reserve("p", "c", Demand::new(1, Some(1))).unwrap_err();
     assert!(started.elapsed() < Duration::from_millis(200), "{:?}", started.elapsed());
     assert_eq!(refused.kind, LimitKind::SharedState);
-    assert!(refused.to_string().contains("on_unavailable: deny"), "{refused}");
+    assert!(refused.to_string().contains("(Redis) is unreachable"), "{refused}");
     assert_eq!(admission.stats().local_reserves, 0);
     server.restart();
     // The link probes after its backoff (at most 2 s); no event says when it has.
