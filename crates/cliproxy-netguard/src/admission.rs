@@ -122,17 +122,27 @@ pub struct Demand {
     pub max_tokens: Option<u64>,
     /// The routed model's price, or `None` for a model without one.
     pub price: Option<TokenPrice>,
+    /// The client's address, for an admission that charges the per-IP bucket it shares with
+    /// other instances along with the request's other limits (`RedisAdmission`); the local
+    /// one has charged it in [`Admission::check_ip`] and ignores it.
+    pub client_ip: Option<IpAddr>,
 }
 
 impl Demand {
     /// A request of `prompt_tokens` with an output cap of `max_tokens`, on an unpriced model.
     pub const fn new(prompt_tokens: u64, max_tokens: Option<u64>) -> Self {
-        Self { prompt_tokens, max_tokens, price: None }
+        Self { prompt_tokens, max_tokens, price: None, client_ip: None }
     }
 
     /// On a model with this price.
     pub const fn with_price(mut self, price: Option<TokenPrice>) -> Self {
         self.price = price;
+        self
+    }
+
+    /// From this client address.
+    pub const fn with_client_ip(mut self, ip: IpAddr) -> Self {
+        self.client_ip = Some(ip);
         self
     }
 }
@@ -249,6 +259,10 @@ pub struct Ticket {
     provider_quota: u64,
     client_quota: u64,
     client_budget: u64,
+    /// What a [`RedisAdmission`](crate::RedisAdmission) holds in Redis for this request
+    /// (`None` for a ticket of memory, including one it admitted locally during an outage).
+    #[cfg(feature = "redis")]
+    shared: Option<Box<crate::redis_admission::SharedHold>>,
 }
 
 impl Ticket {
@@ -271,7 +285,22 @@ impl Ticket {
             provider_quota,
             client_quota,
             client_budget: 0,
+            #[cfg(feature = "redis")]
+            shared: None,
         }
+    }
+
+    /// Recording what was held in Redis for it.
+    #[cfg(feature = "redis")]
+    pub(crate) fn with_shared(mut self, hold: crate::redis_admission::SharedHold) -> Self {
+        self.shared = Some(Box::new(hold));
+        self
+    }
+
+    /// What was held in Redis for it, taken out (once).
+    #[cfg(feature = "redis")]
+    pub(crate) fn take_shared(&mut self) -> Option<Box<crate::redis_admission::SharedHold>> {
+        self.shared.take()
     }
 
     /// Holding these micro-dollars against the client key's budget as well.
@@ -586,6 +615,7 @@ impl Admission for LocalAdmission {
             provider_quota,
             client_quota,
             client_budget,
+            ..
         } = ticket;
         let charge = |held: u64| used.tokens.unwrap_or(held);
         let provider_minute_used = charge(provider_minute.reserved_tokens());
@@ -675,7 +705,7 @@ impl Admission for LocalAdmission {
 
 /// The refusal of a budgeted key's request for a model without a price. It will not pass
 /// later either; the wait given is a day, so that a client that retries does so slowly.
-fn unpriced(client: &str) -> Limited {
+pub(crate) fn unpriced(client: &str) -> Limited {
     let day = Duration::from_secs(86_400);
     Limited::new(LimitKind::Unpriced, Some(client.to_owned()), 0, 0, day, day)
 }

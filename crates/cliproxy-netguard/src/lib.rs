@@ -13,7 +13,9 @@
 //!   held as a [`Ticket`] until it is settled with the real usage or cancelled — so that a
 //!   store shared by several instances can stand in for [`LocalAdmission`], the in-memory
 //!   one built from the parts above. The IP filter stays outside it (see the trait's
-//!   module): it is a list fed by the state store, not a limit.
+//!   module): it is a list fed by the state store, not a limit. `RedisAdmission` (feature
+//!   `redis`) is the one for several instances sharing a Redis server: one round trip per
+//!   request, settlements batched off the request path.
 //! - [`StateStore`]: where quota usage, the runtime denylist, management bans and the client
 //!   keys created at run time ([`StoredClientKey`], opaque records) survive a restart; `SqliteStore` is the embedded implementation (written in batches off the
 //!   request path).
@@ -157,6 +159,8 @@ mod maintenance;
 mod quota;
 mod ratelimit;
 #[cfg(feature = "redis")]
+mod redis_admission;
+#[cfg(feature = "redis")]
 mod redis_link;
 #[cfg(feature = "sqlite")]
 mod sqlite;
@@ -191,6 +195,10 @@ pub use quota::{QuotaStatus, Quotas, next_reset, period_start};
 pub use ratelimit::{
     Admitted, DEFAULT_TOKEN_ESTIMATE, GlobalRateLimiter, IpRateLimiter, LimitKind, Limited,
     MinuteLimiter, Reservation,
+};
+#[cfg(feature = "redis")]
+pub use redis_admission::{
+    BATCH_WAKE, FLUSH_INTERVAL, HOLD_MINUTES, RedisAdmission, SharedNotice, SharedStats,
 };
 #[cfg(feature = "redis")]
 pub use redis_link::{LinkHealth, LinkNotice, RedisLink, Unavailable};

@@ -630,7 +630,7 @@ const MIN_SCAN_GAP_NANOS: u64 = 10_000_000;
 const IPV4_KEY_TAG: u64 = 0xffff_ffff_0000_0000;
 
 /// The bucket key of an address: the IPv4 address, or the IPv6 /64 prefix.
-fn ip_key(ip: IpAddr) -> u64 {
+pub(crate) fn ip_key(ip: IpAddr) -> u64 {
     match canonical_ip(ip) {
         IpAddr::V4(v4) => IPV4_KEY_TAG | u64::from(u32::from(v4)),
         IpAddr::V6(v6) => {

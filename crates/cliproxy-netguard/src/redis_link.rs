@@ -142,20 +142,34 @@ impl RedisLink {
         }
         let invalid =
             |problem: String| Error::Redis { setting: Setting::RedisUrl, message: problem };
+        // `CLIENT SETINFO` is left out of a new connection's set-up: each reply of the set-up
+        // pipeline is read with the whole timeout, so its two commands made a server that
+        // accepts and never answers cost twice `state.redis.timeout`.
+        let info = redis::IntoConnectionInfo::into_connection_info(url.expose()).map(|info| {
+            let settings = info.redis_settings().clone().set_skip_set_lib_name();
+            info.set_redis_settings(settings)
+        });
         let client = match ca_file {
-            None => redis::Client::open(url.expose()),
+            None => info.and_then(redis::Client::open),
             Some(path) => {
                 let pem = std::fs::read(path).map_err(|e| Error::Redis {
                     setting: Setting::RedisCaFile,
                     message: format!("cannot read the CA file {}: {e}", path.display()),
                 })?;
-                redis::Client::build_with_tls(
-                    url.expose(),
-                    redis::TlsCertificates { client_tls: None, root_cert: Some(pem) },
-                )
+                info.and_then(|info| {
+                    redis::Client::build_with_tls(
+                        info,
+                        redis::TlsCertificates { client_tls: None, root_cert: Some(pem) },
+                    )
+                })
             }
         }
-        .map_err(|e| invalid(format!("the Redis URL cannot be used ({}); write redis://[:password@]host:port[/db] or rediss://…", format!("{:?}", e.kind()))))?;
+        .map_err(|e| {
+            invalid(format!(
+                "the Redis URL cannot be used ({:?}); write redis://[:password@]host:port[/db] or rediss://…",
+                e.kind()
+            ))
+        })?;
         let address = client.get_connection_info().addr().to_string();
         Ok(Self {
             client,

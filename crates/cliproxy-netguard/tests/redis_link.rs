@@ -3,6 +3,7 @@
 //! text.
 
 #![cfg(feature = "redis")]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
 
 #[path = "../../../tests/src/redis_server.rs"]
 mod redis_server;
@@ -29,9 +30,7 @@ fn a_killed_server_fails_within_the_timeout_then_at_once_and_a_restart_is_found(
     let mut server = RedisServer::start();
     let link = link(&server.url(), Duration::from_millis(200));
     link.ping().expect("the server answers");
-    let set: () =
-        link.run(|c| redis::cmd("SET").arg(link.key("a")).arg("1").query(c)).expect("SET");
-    let _ = set;
+    link.run(|c| redis::cmd("SET").arg(link.key("a")).arg("1").query::<()>(c)).expect("SET");
     assert_eq!(server.cli(&["GET", "test:a"]).trim(), "1");
 
     server.kill();
