@@ -224,6 +224,9 @@ impl Guard {
         self.save_quotas();
         self.usage.drain(now, &*self.state);
         self.watch_state();
+        for notice in self.admission.take_notices() {
+            info!(self.log, "admission: {notice}"; "state" => self.state.describe());
+        }
     }
 
     /// Logs the state store turning unwritable (once, with the cause naming the file and
@@ -341,6 +344,11 @@ impl Guard {
         self.write_cooldown_abuse_summaries(u64::MAX);
         self.save_quotas();
         self.usage.drain(self.clock.unix_seconds(), &*self.state);
+        // Settlements an admission sends in batches go before the process ends.
+        let admission = self.admission.clone();
+        if let Ok(Err(error)) = tokio::task::spawn_blocking(move || admission.close()).await {
+            warn!(self.log, "could not write the last settlements of the shared limits at shutdown"; "error" => error);
+        }
         let state = self.state.clone();
         if let Ok(Err(error)) = tokio::task::spawn_blocking(move || state.flush()).await {
             warn!(self.log, "could not write the last state changes at shutdown"; "error" => crate::netguard_error(&error));

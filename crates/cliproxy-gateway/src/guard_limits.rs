@@ -69,6 +69,9 @@ impl Guard {
         demand: Demand,
         request_id: &str,
     ) -> Result<Ticket, Limited> {
+        // An admission shared by several instances charges the client's per-IP bucket in the
+        // same round trip (the local one charged it at step 7 already and ignores it).
+        let demand = demand.with_client_ip(ip);
         self.admission.reserve(provider, client, demand).inspect_err(|limited| {
             // Not a refusal of the client: the shared state store is down (`deny`), which
             // the state store's health reports (log, status, metric) once, not per request.

@@ -108,6 +108,19 @@ pub trait Admission: Send + Sync + fmt::Debug {
     /// error means the store that keeps the limits could not be written; the default one
     /// never fails.
     fn update_client_limits(&self, limits: &LimitTable) -> Result<()>;
+
+    /// What changed in the admission's standing since the last call (a shared store lost or
+    /// back, usage reconciled), as sentences for the caller's log. The default one has
+    /// nothing to say.
+    fn take_notices(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// Writes what is still queued (settlements sent in batches) before the process ends; an
+    /// error says what could not be written. The default one queues nothing.
+    fn close(&self) -> std::result::Result<(), String> {
+        Ok(())
+    }
 }
 
 /// What a request asks of [`Admission::reserve`]: its prompt's estimate, its output cap, and

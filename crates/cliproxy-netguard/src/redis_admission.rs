@@ -372,6 +372,25 @@ impl Admission for RedisAdmission {
         Vec::new()
     }
 
+    fn take_notices(&self) -> Vec<String> {
+        RedisAdmission::take_notices(self)
+            .into_iter()
+            .map(|notice| match notice {
+                SharedNotice::Local(cause) => format!(
+                    "the shared limits cannot be checked ({cause}); admitting by this instance's own limits"
+                ),
+                SharedNotice::Shared => "the shared limits are in force again".to_owned(),
+                SharedNotice::Reconciled(n) => format!(
+                    "the usage this instance counted while Redis was unreachable was added to the shared counts ({n} corrections)"
+                ),
+            })
+            .collect()
+    }
+
+    fn close(&self) -> std::result::Result<(), String> {
+        RedisAdmission::close(self).map_err(|e| e.to_string())
+    }
+
     fn update_client_limits(&self, limits: &LimitTable) -> Result<()> {
         let _serialised = lock(&self.inner.updating);
         let mut table = LimitTable::clone(&self.inner.clients.load());
