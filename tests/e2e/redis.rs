@@ -393,3 +393,240 @@ async fn redis_down_with_deny_answers_503_naming_the_setting() {
         .expect("requests are admitted again once Redis is back");
     report::cases(CATEGORY, "redis_down_with_deny_answers_503_naming_the_setting", 3);
 }
+
+#[tokio::test]
+async fn redis_restarted_empty_is_reseeded_from_the_instances_and_said_loudly() {
+    // No AOF: a restart loses everything, which is what this test is about.
+    let mut redis = RedisServer::start();
+    let harnesses: Vec<Harness> =
+        ["e1", "e2"].iter().map(|id| harness(&redis, id, "local")).collect();
+    let mut gateways = Vec::new();
+    for harness in &harnesses {
+        gateways.push(harness.start().await);
+    }
+    let (status, created) = manage(
+        &gateways[0],
+        Method::POST,
+        "/client-keys",
+        Some(json!({"name": "survivor", "models": ["mock-*"]})),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    let key = created["key"].as_str().unwrap().to_owned();
+    sweep::plant(&key);
+    let (status, _) = manage(
+        &gateways[0],
+        Method::POST,
+        "/security/ip-denylist",
+        Some(json!({"ip": "127.0.0.9", "reason": "e2e reseed", "ttl": "10m"})),
+    )
+    .await;
+    assert_eq!(status, 201);
+    time_until(PROPAGATION * 5, || async { chat(&gateways[1], &key).await.0 == 200 })
+        .await
+        .expect("the key reaches the second instance");
+
+    redis.restart();
+    assert_eq!(redis.cli(&["DBSIZE"]).trim(), "0", "the server came back empty");
+    for gateway in &gateways {
+        let line = gateway
+            .wait_for_log(|l| {
+                l["msg"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with("the shared state store restarted empty"))
+            })
+            .await;
+        assert_eq!(line["level"], "ERRO", "{line}");
+    }
+    // What the instances held is back in Redis: an instance started now, which knows only
+    // what Redis holds, takes the key and refuses the address.
+    let late = harness(&redis, "e3", "local");
+    let fresh = late.start().await;
+    assert_eq!(chat(&fresh, &key).await.0, 200);
+    assert_eq!(raw_healthz("127.0.0.9", fresh.addr()).await, Raw::Closed);
+    for gateway in &gateways {
+        assert_eq!(chat(gateway, &key).await.0, 200);
+        assert_eq!(raw_healthz("127.0.0.9", gateway.addr()).await, Raw::Closed);
+    }
+    report::cases(
+        CATEGORY,
+        "redis_restarted_empty_is_reseeded_from_the_instances_and_said_loudly",
+        4,
+    );
+}
+
+/// The config of a gateway on `redis` with an OpenAI provider at `upstream`; `auth_extra`
+/// goes under `auth:` (encryption, `store: redis`).
+fn upstream_harness(
+    redis: &RedisServer,
+    instance: &str,
+    upstream: &str,
+    auth_extra: &str,
+) -> Harness {
+    let harness = Harness::new();
+    harness.config_with_auth(
+        "",
+        auth_extra,
+        &format!(
+            "management: {{secret_key: \"{MGMT_KEY}\"}}\n\
+             state: {{backend: redis, redis: {{url: \"{url}\", timeout: 200ms}}}}\n\
+             providers:\n  oa: {{type: openai, base_url: \"{upstream}\", models: [\"gpt-*\"]}}\n",
+            url = redis.url(),
+        ),
+    );
+    let yaml = std::fs::read_to_string(harness.config_path()).unwrap();
+    harness.write_config(&yaml.replacen(
+        "server:\n",
+        &format!("server:\n  instance_id: {instance}\n"),
+        1,
+    ));
+    harness
+}
+
+async fn gpt(gateway: &Gateway) -> u16 {
+    client()
+        .post(format!("{}/v1/chat/completions", gateway.url()))
+        .bearer_auth(CLIENT_KEY)
+        .json(&json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "Hi"}]}))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[tokio::test]
+async fn a_credential_cooled_down_on_one_instance_is_skipped_by_all() {
+    const BAD: &str = "sk-e2e-redis-rejected-key-4a1f";
+    const GOOD: &str = "sk-e2e-redis-working-key-4a20";
+    let upstream = MockUpstream::start(|request| {
+        if request.header("authorization") == format!("Bearer {BAD}") {
+            Reply::Json {
+                status: 401,
+                headers: Vec::new(),
+                body: r#"{"error": {"message": "Incorrect API key provided", "type": "invalid_request_error", "code": "invalid_api_key"}}"#.to_owned(),
+            }
+        } else {
+            Reply::ok(canned::openai_chat("gpt-4o", "ok"))
+        }
+    })
+    .await;
+    let redis = RedisServer::start();
+    let harnesses: Vec<Harness> = ["c1", "c2", "c3"]
+        .iter()
+        .map(|id| upstream_harness(&redis, id, &upstream.url(), ""))
+        .collect();
+    let mut gateways = Vec::new();
+    for harness in &harnesses {
+        // The rejected key first: a pool starts its round robin there.
+        harness.vault_add("oa", "a-bad", BAD, None);
+        harness.vault_add("oa", "b-good", GOOD, None);
+        gateways.push(harness.start().await);
+    }
+    // On the first instance the rejected key is tried, rests, and the good one answers.
+    assert_eq!(gpt(&gateways[0]).await, 200);
+    let bad_calls = || upstream.requests().iter().filter(|r| r.contains(BAD)).count();
+    assert_eq!(bad_calls(), 1, "the first instance tried the rejected key once");
+    let mut slowest = Duration::ZERO;
+    for gateway in &gateways[1..] {
+        let took = time_until(PROPAGATION * 5, || async {
+            let (_, auths) = manage(gateway, Method::GET, "/auths", None).await;
+            auths["auths"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|a| a["id"] == "a-bad" && a["cooling_down"] == true)
+        })
+        .await
+        .expect("the cool-down reaches every instance");
+        slowest = slowest.max(took);
+    }
+    assert!(slowest <= PROPAGATION, "the cool-down reached the last instance after {slowest:?}");
+    for gateway in &gateways[1..] {
+        for _ in 0..4 {
+            assert_eq!(gpt(gateway).await, 200);
+        }
+    }
+    assert_eq!(bad_calls(), 1, "another instance used the credential resting on the first");
+    report::figure(
+        CATEGORY,
+        "cool-down in force on every instance after",
+        slowest.as_millis() as u64,
+        "ms",
+    );
+    report::cases(CATEGORY, "a_credential_cooled_down_on_one_instance_is_skipped_by_all", 9);
+}
+
+#[tokio::test]
+async fn two_instances_refreshing_one_oauth_credential_make_one_token_request() {
+    use std::io::Write;
+    const KEY: &str = "q83vEjRWeJCrze8SNFZ4kKvN7xI0VniQq83vEjRWeJA=";
+    const ACCESS: &str = "at-e2e-redis-old-access-7e21";
+    const REFRESH: &str = "rt-e2e-redis-old-refresh-7e22";
+    const NEW_ACCESS: &str = "at-e2e-redis-new-access-7e23";
+    for secret in [ACCESS, REFRESH, NEW_ACCESS] {
+        sweep::plant(secret);
+    }
+    // The token endpoint and the provider.
+    let upstream = MockUpstream::start(|request| {
+        if request.path_and_query == "/oauth/token" {
+            Reply::ok(
+                json!({"access_token": NEW_ACCESS, "expires_in": 3600, "token_type": "Bearer"}),
+            )
+        } else {
+            Reply::ok(canned::openai_chat("gpt-4o", "ok"))
+        }
+    })
+    .await;
+    let redis = RedisServer::start();
+    let auth = format!("  store: redis\n  encryption: {{enabled: true, key: \"{KEY}\"}}\n");
+    let harnesses: Vec<Harness> = ["o1", "o2"]
+        .iter()
+        .map(|id| upstream_harness(&redis, id, &upstream.url(), &auth))
+        .collect();
+    // Stored once, in Redis, through the first instance's configuration.
+    let token_url = format!("{}/oauth/token", upstream.url());
+    let mut add = std::process::Command::new(server_binary())
+        .arg("--config")
+        .arg(harnesses[0].config_path())
+        .args(["vault", "add", "--provider", "oa", "--id", "oa-oauth", "--type", "oauth"])
+        .args(["--token-url", &token_url, "--client-id", "e2e-client", "--expires-in", "1m"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    add.stdin.take().unwrap().write_all(format!("{ACCESS}\n{REFRESH}\n").as_bytes()).unwrap();
+    let output = add.wait_with_output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let mut gateways = Vec::new();
+    for harness in &harnesses {
+        gateways.push(harness.start().await);
+    }
+    // Both at once: one refreshes, the other takes its tokens.
+    let (a, b) = tokio::join!(gpt(&gateways[0]), gpt(&gateways[1]));
+    assert_eq!((a, b), (200, 200));
+    for _ in 0..3 {
+        assert_eq!(gpt(&gateways[1]).await, 200);
+        assert_eq!(gpt(&gateways[0]).await, 200);
+    }
+    let requests = upstream.requests();
+    let refreshes = requests.iter().filter(|r| r.path_and_query == "/oauth/token").count();
+    assert_eq!(refreshes, 1, "token requests: {refreshes}");
+    let chats: Vec<&Recorded> =
+        requests.iter().filter(|r| r.path_and_query != "/oauth/token").collect();
+    assert_eq!(chats.len(), 8);
+    assert!(chats.iter().all(|r| r.header("authorization") == format!("Bearer {NEW_ACCESS}")));
+    // Redis never holds a token in clear.
+    for key in redis.cli(&["--scan", "--pattern", "*"]).lines() {
+        let dump = redis.cli(&["--no-raw", "DUMP", key]);
+        for secret in [ACCESS, REFRESH, NEW_ACCESS] {
+            assert!(!dump.contains(secret), "{key} holds a token in clear");
+        }
+    }
+    report::cases(
+        CATEGORY,
+        "two_instances_refreshing_one_oauth_credential_make_one_token_request",
+        8,
+    );
+}

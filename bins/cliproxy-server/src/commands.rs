@@ -553,7 +553,7 @@ fn vault_add(config: &ConfigArg, args: &VaultAddArgs) -> Result<(), Failure> {
     // The vault is locked before the token is asked for: while a gateway runs on the same
     // `auth.dir` the command is refused at once, before the operator pipes a secret into it.
     // The lock is held until the credential is written.
-    let store = config.auth.build_exclusive().map_err(vault_failure)?;
+    let store = crate::state_open::open_vault(&config.gateway(), None, true)?;
     let mut stdin = std::io::stdin().lock();
     let mut read_secret = |what: &str| -> Result<Secret, Failure> {
         let mut line = String::new();
@@ -604,7 +604,7 @@ fn vault_list(config: &ConfigArg) -> Result<(), Failure> {
     let config = load(config)?;
     // A reader: no lock, so that it works beside a running gateway (every write is an atomic
     // rename, so each file is read whole, old or new).
-    let store = config.auth.build().map_err(vault_failure)?;
+    let store = crate::state_open::open_vault(&config.gateway(), None, false)?;
     let credentials = store.list().map_err(vault_failure)?;
     report_notices(store.as_ref());
     if credentials.is_empty() {
@@ -643,7 +643,7 @@ fn fingerprint(config: &ConfigArg) -> Result<(), Failure> {
     let config = load(config)?;
     // No lock unless the fingerprint must be written (the first time): the store takes it
     // for that write only, so this works beside a running gateway.
-    let store = config.auth.build().map_err(vault_failure)?;
+    let store = crate::state_open::open_vault(&config.gateway(), None, false)?;
     let fingerprint = store.device_fingerprint().map_err(vault_failure)?;
     report_notices(store.as_ref());
     println!("{fingerprint}");
@@ -684,7 +684,7 @@ fn vault_reencrypt(config: &ConfigArg, rotate: bool) -> Result<(), Failure> {
     // Exclusive from before the first read to after the last write: a gateway running on the
     // old key would write new files under it and answer 500 for the rewritten ones, and any
     // other writer's change would be lost or undone.
-    let store = config.auth.build_exclusive().map_err(vault_failure)?;
+    let store = crate::state_open::open_vault(&config.gateway(), None, true)?;
     // Only `migrate` takes in plaintext files that `auth.encryption.require_encrypted`
     // refuses: it is the explicit way in, and it names each file it took in.
     let report = if rotate { store.reencrypt() } else { store.migrate() }.map_err(vault_failure)?;

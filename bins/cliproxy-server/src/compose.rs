@@ -16,7 +16,8 @@ use cliproxy_audit::{AuditSink, Metrics};
 use cliproxy_gateway::{ConfigError, Error, Gateway, GatewayConfig, Layers};
 use cliproxy_netguard::tls::TlsSettings;
 use cliproxy_netguard::{
-    Admission, Clock, Limits, LocalAdmission, SqliteStore, StateStore, SystemClock,
+    Admission, Clock, LimitTable, Limits, LocalAdmission, RedisAdmission, RedisLink, RedisStore,
+    RedisStoreOptions, SqliteStore, StateStore, SystemClock,
 };
 use cliproxy_vault::CredentialStore;
 use slog::Logger;
@@ -53,20 +54,23 @@ pub fn layers(
     let client_keys = config.auth.client_keys()?;
     // `server.tls`: the certificate and key are read and checked before anything is opened.
     let tls = tls(config)?;
+    // `state.redis`, when several instances share one Redis: reached before anything else
+    // is built on it.
+    let shared = crate::state_open::shared_link(config)?;
     // `state:`: opened before the admission, which takes the limits of the client keys
     // stored there, and the audit log, whose chain head it anchors.
-    let state = state_store(config)?;
+    let state = state_store(config, shared.as_ref())?;
     // `server.security.rate_limiting`, `server.rate_limit` and the `rate_limit` and `quota`
     // of each provider and client key (the config file's and the stored ones): the limits,
     // on the same clock.
-    let admission = admission(config, client_keys, &clock, &state)?;
+    let admission = admission(config, client_keys, &clock, &state, shared.as_ref())?;
     // `metrics:`: the registry the audit sink reports its health to.
     let metrics = metrics(config);
     // `logging.audit`: the hash-chained file, anchored in the state store.
     let audit_sink = audit_sink(config, &metrics, &state, log)?;
     // `auth:`: the credential files, under their directory's exclusive lock for the
     // gateway's life (a vault command writing the same files meanwhile is refused).
-    let credentials = credential_store(config)?;
+    let credentials = credential_store(config, shared.as_ref())?;
     Ok(Layers { clock, admission, tls, state, metrics, audit_sink, credentials })
 }
 
@@ -77,25 +81,37 @@ pub fn layers(
 /// client keys are read by the caller as the gateway reads them, so their errors name
 /// `auth.api_keys` the same way; the client keys created at run time are read from the state
 /// store, so that their limits (and budgets) are in force from the start.
+///
+/// With `state.backend: redis` the same limits are kept in Redis (`RedisAdmission`: one
+/// round trip per request, the per-IP and global buckets charged in it too), the in-memory
+/// admission standing in while Redis cannot be reached (`state.redis.on_unavailable`).
 fn admission(
     config: &GatewayConfig,
     client_keys: cliproxy_vault::ClientKeys,
     clock: &Arc<dyn Clock>,
     state: &Arc<dyn StateStore>,
+    shared: Option<&Arc<RedisLink>>,
 ) -> Result<Arc<dyn Admission>, Error> {
-    let providers =
-        config.providers.0.iter().map(|(name, provider)| {
-            (name.clone(), Limits::new(provider.rate_limit, provider.quota))
-        });
+    let providers: LimitTable = config
+        .providers
+        .0
+        .iter()
+        .map(|(name, provider)| (name.clone(), Limits::new(provider.rate_limit, provider.quota)))
+        .collect();
     let stored = state.load_client_keys().map_err(cliproxy_gateway::state_error)?;
     let clients = cliproxy_gateway::client_limit_table_with_stored(client_keys, stored);
-    Ok(Arc::new(LocalAdmission::from_config(
+    let local = LocalAdmission::from_config(
         &config.server.security,
         &config.server.rate_limit,
-        providers,
-        clients,
+        providers.clone(),
+        clients.clone(),
         clock.clone(),
-    )))
+    );
+    let Some(link) = shared else { return Ok(Arc::new(local)) };
+    let admission = RedisAdmission::new(link.clone(), local, providers, clients)
+        .map_err(cliproxy_gateway::state_error)?
+        .with_shared_buckets(&config.server.security.rate_limiting, &config.server.rate_limit);
+    Ok(Arc::new(admission))
 }
 
 /// The listener's TLS from `server.tls` (its files read and checked), `None` when off.
@@ -107,7 +123,20 @@ fn tls(config: &GatewayConfig) -> Result<Option<TlsSettings>, Error> {
 /// The SQLite state store of `state:` (at `auth.dir/.state.db` unless `state.path` says
 /// otherwise). A store that cannot be opened stops the start: running without it would
 /// forget quotas and denylist entries silently.
-fn state_store(config: &GatewayConfig) -> Result<Arc<dyn StateStore>, Error> {
+///
+/// With `state.backend: redis`, the Redis store on `shared`, naming this instance
+/// (`server.instance_id`): its audit head is its own.
+fn state_store(
+    config: &GatewayConfig,
+    shared: Option<&Arc<RedisLink>>,
+) -> Result<Arc<dyn StateStore>, Error> {
+    if let Some(link) = shared {
+        let options =
+            RedisStoreOptions::new(config.server.instance_id(), config.state.flush_interval);
+        let state =
+            RedisStore::open(link.clone(), options).map_err(cliproxy_gateway::state_error)?;
+        return Ok(Arc::new(state));
+    }
     let state = SqliteStore::open(&cliproxy_gateway::state_config(config))
         .map_err(cliproxy_gateway::state_error)?;
     Ok(Arc::new(state))
@@ -140,6 +169,12 @@ fn audit_sink(
 /// gateway keeps the credentials in memory and writes them back, so a vault command writing
 /// the same files meanwhile is refused. Bad encryption keys are configuration errors (exit
 /// 78): see the `From<cliproxy_vault::Error>` for [`Error`].
-fn credential_store(config: &GatewayConfig) -> Result<Arc<dyn CredentialStore>, Error> {
-    Ok(config.auth.build_exclusive()?)
+///
+/// With `auth.store: redis`, the records kept on the Redis server of `state.redis`, sealed
+/// exactly as the files are (several instances share them; no directory lock).
+fn credential_store(
+    config: &GatewayConfig,
+    shared: Option<&Arc<RedisLink>>,
+) -> Result<Arc<dyn CredentialStore>, Error> {
+    crate::state_open::open_vault(config, shared, true)
 }

@@ -189,6 +189,13 @@ impl RedisLink {
         })
     }
 
+    /// The client the link connects with (its URL, TLS roots and connection settings), for
+    /// another part of the same process that keeps its own data on the same server (the
+    /// credential vault's records).
+    pub fn client(&self) -> &redis::Client {
+        &self.client
+    }
+
     /// `prefix` + `name`: the name of one of this deployment's keys.
     pub fn key(&self, name: &str) -> String {
         let mut key = String::with_capacity(self.prefix.len() + name.len());
