@@ -16,7 +16,8 @@
 //!   module): it is a list fed by the state store, not a limit.
 //! - [`StateStore`]: where quota usage, the runtime denylist, management bans and the client
 //!   keys created at run time ([`StoredClientKey`], opaque records) survive a restart; `SqliteStore` is the embedded implementation (written in batches off the
-//!   request path).
+//!   request path), `RedisStore` the one several gateway instances share (each change
+//!   announced to the others, [`SharedChange`]).
 //! - [`RequestFields`]: the few fields of a request body that routing and validation read,
 //!   found in one borrowed pass over its bytes; [`Validator`] checks them.
 //! - [`SecurityHeaders`], [`Maintenance`], and `tls`: the rustls server configuration (ring
@@ -158,6 +159,8 @@ mod quota;
 mod ratelimit;
 #[cfg(feature = "redis")]
 mod redis_link;
+#[cfg(feature = "redis")]
+mod redis_store;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 mod state;
@@ -194,6 +197,8 @@ pub use ratelimit::{
 };
 #[cfg(feature = "redis")]
 pub use redis_link::{LinkHealth, LinkNotice, RedisLink, Unavailable};
+#[cfg(feature = "redis")]
+pub use redis_store::{RedisStore, RedisStoreOptions};
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStore;
 pub use state::{SharedChange, StateChange, StateStore};

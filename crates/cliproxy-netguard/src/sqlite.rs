@@ -1220,7 +1220,11 @@ mod tests {
     }
 
     fn config(dir: &Path) -> StateConfig {
-        StateConfig { path: Some(dir.join("state.db")), flush_interval: Duration::from_millis(50) }
+        StateConfig {
+            path: Some(dir.join("state.db")),
+            flush_interval: Duration::from_millis(50),
+            ..StateConfig::default()
+        }
     }
 
     #[test]

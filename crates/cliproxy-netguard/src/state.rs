@@ -105,6 +105,9 @@ pub enum SharedChange {
     /// Anything may have changed (the store reconnected after missing messages, or found the
     /// server restarted empty): re-read everything.
     Everything,
+    /// The shared server restarted without its data (no persistence): the caller writes back
+    /// what it holds (keys, denylist, bans), then re-reads everything.
+    Emptied,
 }
 
 /// One change to the stored state. Changes to the same key coalesce: the last one submitted
