@@ -58,6 +58,17 @@ fn watcher(store: &RedisStore) -> Receiver<SharedChange> {
     receiver
 }
 
+/// Waits until the link answers again after the server came back. The ping is the probe
+/// (it skips the link's backoff); it answers `Down` at once only while another thread (the
+/// store's writer) is probing, so the loop ends within that probe's timeout.
+fn wait_up(link: &RedisLink) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while link.ping().is_err() {
+        assert!(Instant::now() < deadline, "the link did not come back");
+        std::thread::yield_now();
+    }
+}
+
 fn next(receiver: &Receiver<SharedChange>, within: Duration) -> SharedChange {
     receiver.recv_timeout(within).unwrap_or_else(|_| panic!("no change within {within:?}"))
 }
@@ -251,7 +262,7 @@ fn a_killed_server_loses_nothing_submit_never_waits_and_flush_fails_within_the_t
     server.restart();
     // The restarted server is ready (the harness waited for it); the ping is the probe that
     // tells the link so at once instead of after its backoff.
-    link.ping().expect("back");
+    wait_up(&link);
     store.flush().expect("the kept batch and the newer changes are written");
     // The restarted server is empty (no persistence): what is there now is the kept batch
     // and the change after it, nothing twice and nothing lost.
@@ -280,7 +291,7 @@ fn deny_is_not_ready_while_redis_is_down() {
     let error = store.check().expect_err("deny: not ready while down").to_string();
     assert!(error.contains("unreachable") && error.contains("deny"), "{error}");
     server.restart();
-    link.ping().expect("back");
+    wait_up(&link);
     store.check().expect("ready again");
 }
 
@@ -415,7 +426,7 @@ fn a_server_restarted_empty_is_reported_and_the_watchers_told() {
     assert_eq!(server.cli(&["EXISTS", "t:meta:epoch"]).trim(), "1", "the marker is back");
     // Re-seeding is the caller's: what it writes back is there again.
     a.submit(StateChange::ClientKeyPut(key("k1", 'a', "{}")));
-    link.ping().expect("up");
+    wait_up(&link);
     a.flush().expect("re-seeded");
     assert_eq!(b.load_client_keys().expect("keys"), [key("k1", 'a', "{}")]);
 }
@@ -483,4 +494,44 @@ fn options_are_checked() {
     let error =
         RedisStore::open(link, RedisStoreOptions::new(" ", INTERVAL)).expect_err("no instance id");
     assert!(error.to_string().contains("instance id"), "{error}");
+}
+
+/// A write whose answer is lost (the server ran it after the timeout had passed) is retried
+/// under its name, and the retry is skipped: the usage deltas are counted once.
+#[test]
+fn a_batch_whose_answer_was_lost_is_not_applied_twice() {
+    let server = RedisServer::start_with(&["--save", "", "--enable-debug-command", "local"]);
+    let link = link(&server.url(), OnUnavailable::Local);
+    let store = open(Arc::clone(&link), "gw-a");
+    store.submit(StateChange::UsageAdd(usage("alice", 3_600, 1, 1)));
+    store.flush().expect("written");
+
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut probe = client.get_connection().unwrap();
+    let mut sleeper = client.get_connection().unwrap();
+    // The server sleeps 600 ms: the store's script waits in its socket past the 200 ms
+    // timeout, and runs when the server wakes, after the store has given up on the answer.
+    sleeper
+        .send_packed_command(&redis::cmd("DEBUG").arg("SLEEP").arg("0.6").get_packed_command())
+        .unwrap();
+    // The sleep has begun once a PING goes unanswered. No event says so sooner; each try
+    // is answered at once while the server is awake, and the loop is bounded.
+    probe.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while redis::cmd("PING").query::<String>(&mut probe).is_ok() {
+        assert!(Instant::now() < deadline, "the server never slept");
+    }
+    store.submit(StateChange::UsageAdd(usage("alice", 3_600, 5, 5)));
+    let started = Instant::now();
+    let error = store.flush().expect_err("the answer does not come within the timeout");
+    let waited = started.elapsed();
+    println!("flush against a server that does not answer failed after {waited:?}");
+    assert!(waited < TIMEOUT * 2, "flush waited {waited:?}");
+    assert!(error.to_string().contains("Redis"), "{error}");
+    // The sleeper's answer is the event that the server is awake (and has run the script).
+    sleeper.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    assert_eq!(sleeper.recv_response().unwrap(), redis::Value::Okay);
+    wait_up(&link);
+    store.flush().expect("the kept batch is retried");
+    assert_eq!(store.load_usage(0, u64::MAX).expect("usage"), [usage("alice", 3_600, 6, 6)]);
 }
