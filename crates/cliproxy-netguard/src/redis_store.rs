@@ -1120,8 +1120,10 @@ fn run_writer(shared: &Shared) {
             }
         }
         if queue.pending.is_empty() && queue.kept.is_none() {
-            // Nothing is in flight (this thread is the only writer), so all is written.
+            // Nothing is in flight (this thread is the only writer), so all is written; and
+            // nothing waits, so the next sleep lasts until a change or the beat.
             queue.durable = queue.submitted;
+            queue.first_pending_at = None;
             shared.written.notify_all();
         }
         if closing {
