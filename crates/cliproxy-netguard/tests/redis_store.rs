@@ -364,7 +364,13 @@ fn malformed_values_are_skipped_with_notices() {
 fn with_aof_a_kill_keeps_everything_flushed() {
     let mut server =
         RedisServer::start_with(&["--save", "", "--appendonly", "yes", "--appendfsync", "always"]);
-    let store = store(&server, "gw-a");
+    // A long interval: only the flush writes these changes before the kill, not the writer's
+    // own schedule.
+    let link = link(&server.url(), OnUnavailable::Local);
+    let store = RedisStore::open(link, RedisStoreOptions::new("gw-a", Duration::from_secs(1)))
+        .expect("the store opens");
+    store.submit(StateChange::Quota(quota("first-contact", 1)));
+    store.flush().expect("first contact");
     store.submit(StateChange::DenyAdd(deny("203.0.113.0/24", None)));
     store.submit(StateChange::Ban(Ban { ip: "192.0.2.1".parse().unwrap(), until: 9 }));
     store.submit(StateChange::ClientKeyPut(key("k1", 'a', "{}")));
@@ -372,17 +378,22 @@ fn with_aof_a_kill_keeps_everything_flushed() {
     store.submit(StateChange::AuditHead { seq: 3, hash: "cd".repeat(32) });
     store.submit(StateChange::UsageAdd(usage("alice", 3_600, 2, 2)));
     store.flush().expect("written");
-    drop(store);
+    let epoch = server.cli(&["GET", "t:meta:epoch"]);
 
+    // Redis crashes while the gateway runs: what the flush acknowledged is in the AOF.
     server.kill();
     server.restart();
-    let store = self::store(&server, "gw-a");
-    assert_eq!(store.load_denylist().expect("denylist"), [deny("203.0.113.0/24", None)]);
-    assert_eq!(store.load_bans().expect("bans").len(), 1);
-    assert_eq!(store.load_client_keys().expect("keys"), [key("k1", 'a', "{}")]);
-    assert_eq!(store.load_quota_usage().expect("quota"), [quota("team", 5)]);
-    assert_eq!(store.load_audit_head().expect("head"), Some((3, "cd".repeat(32))));
-    assert_eq!(store.load_usage(0, u64::MAX).expect("usage"), [usage("alice", 3_600, 2, 2)]);
+    assert_eq!(server.cli(&["GET", "t:meta:epoch"]), epoch, "the marker survived: not emptied");
+    let reader = self::store(&server, "gw-a");
+    assert_eq!(reader.load_denylist().expect("denylist"), [deny("203.0.113.0/24", None)]);
+    assert_eq!(reader.load_bans().expect("bans").len(), 1);
+    assert_eq!(reader.load_client_keys().expect("keys"), [key("k1", 'a', "{}")]);
+    assert_eq!(
+        reader.load_quota_usage().expect("quota"),
+        [quota("first-contact", 1), quota("team", 5)]
+    );
+    assert_eq!(reader.load_audit_head().expect("head"), Some((3, "cd".repeat(32))));
+    assert_eq!(reader.load_usage(0, u64::MAX).expect("usage"), [usage("alice", 3_600, 2, 2)]);
 }
 
 #[test]
