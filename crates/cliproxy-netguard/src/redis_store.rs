@@ -958,8 +958,12 @@ impl Pending {
         let mut hours = Vec::new();
         for ((hour, client, provider, model), counts) in &self.usage {
             let key = keys.usage(*hour);
-            for (counter, count) in USAGE_COUNTERS.iter().zip(counter_values(counts)) {
-                if count == 0 {
+            for (index, (counter, count)) in
+                USAGE_COUNTERS.iter().zip(counter_values(counts)).enumerate()
+            {
+                // Zero counters are left out (a missing field reads as 0), except `requests`,
+                // which is always written so that the row exists, as it does in SQLite.
+                if count == 0 && index > 0 {
                     continue;
                 }
                 let field = json(&[client.as_str(), provider.as_str(), model.as_str(), *counter]);
