@@ -546,3 +546,39 @@ fn a_batch_whose_answer_was_lost_is_not_applied_twice() {
     store.flush().expect("the kept batch is retried");
     assert_eq!(store.load_usage(0, u64::MAX).expect("usage"), [usage("alice", 3_600, 6, 6)]);
 }
+
+/// A batch of thousands of operations goes in parts (each a short script), all written, and
+/// is announced once, after its last part.
+#[test]
+fn a_large_batch_is_written_in_parts_and_announced_once() {
+    let server = RedisServer::start();
+    // A short timeout: one script for the whole batch would outlast it (and mark the link,
+    // which every request shares, down); a part does not.
+    let short = RedisLink::from_values(
+        &Secret::from(server.url()),
+        None,
+        "t:",
+        Duration::from_millis(40),
+        OnUnavailable::Local,
+    )
+    .expect("a valid link");
+    let a = open(Arc::new(short), "gw-a");
+    let b = store(&server, "gw-b");
+    let seen_by_b = watcher(&b);
+    for i in 0..2_000u64 {
+        a.submit(StateChange::UsageAdd(usage(&format!("client-{i:04}"), 3_600, 1, i)));
+        a.submit(StateChange::DenyAdd(deny(&format!("10.1.{}.{}/32", i / 256, i % 256), None)));
+    }
+    let started = Instant::now();
+    a.flush().expect("written");
+    println!("a batch of 4,000 changes written in {:?}", started.elapsed());
+    let rows = b.load_usage(0, u64::MAX).expect("usage");
+    assert_eq!(rows.len(), 2_000);
+    assert_eq!(rows[1_999], usage("client-1999", 3_600, 1, 1_999));
+    assert_eq!(b.load_denylist().expect("denylist").len(), 2_000);
+    assert_eq!(next(&seen_by_b, Duration::from_secs(1)), SharedChange::Denylist);
+    // The next message b sees is the one after the batch: the batch was announced once.
+    a.submit(StateChange::Unban("192.0.2.1".parse().unwrap()));
+    a.flush().expect("written");
+    assert_eq!(next(&seen_by_b, Duration::from_secs(1)), SharedChange::Bans);
+}
