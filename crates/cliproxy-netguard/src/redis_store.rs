@@ -4,8 +4,9 @@
 //! Submitting works as in the embedded store: [`StateStore::submit`] only puts the change in
 //! an in-memory batch (the last change per key wins; usage history deltas add up) and a
 //! writer thread (`cliproxy-state`) writes the batch every flush interval. A batch is one Lua
-//! script, so it is atomic and one round trip; the same script publishes one message per kind
-//! of shared state it changed (`<instance_id> client_keys|denylist|bans`) on `<prefix>changes`,
+//! script, so it is atomic and one round trip (a batch of more than 512 operations goes in
+//! parts, each atomic, so that no call holds the server long); the script of its last part
+//! publishes one message per kind of shared state it changed (`<instance_id> client_keys|denylist|bans`) on `<prefix>changes`,
 //! which the other instances' [`StateStore::watch`] threads turn into a [`SharedChange`].
 //!
 //! Why a script and not `MULTI`/`EXEC`: a write whose answer was lost (the server stopped,
@@ -27,7 +28,7 @@
 //! | `state:client_key_digests` | hash | digest → id |
 //! | `state:usage:<hour>` | hash | `["client","provider","model","counter"]` → count (`HINCRBY`) |
 //! | `state:usage_hours` | sorted set | the hours that have a usage hash |
-//! | `state:batch:<instance_id>:<run>:<n>` | string | a written batch's marker (a day) |
+//! | `state:batch:<instance_id>:<run>:<n>:<part>` | string | a written batch part's marker (a day) |
 //! | `meta:epoch` | string | the server's epoch marker (below) |
 //!
 //! A Redis server restarted without persistence comes back empty. Every write (and an idle
