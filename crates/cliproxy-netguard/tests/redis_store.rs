@@ -144,8 +144,10 @@ fn every_change_kind_round_trips_through_the_loads() {
     store.submit(StateChange::DenyRemove("198.51.100.0/24".parse().unwrap()));
     store.submit(StateChange::Unban("::ffff:192.0.2.7".parse().unwrap()));
     store.submit(StateChange::ClientKeyDelete("k2".to_owned()));
-    // Ends the entries that expired at 50 and 40, keeps the one without expiry.
+    // Ends the entries that expired at 50 and 40, keeps the one without expiry; purges run
+    // after the batch's upserts, so an ended entry added in the same batch goes too.
     store.submit(StateChange::PurgeExpired { now: 60 });
+    store.submit(StateChange::DenyAdd(deny("10.0.0.2/32", Some(55))));
     store.submit(StateChange::UsagePurge { before: 3_600 });
 
     let mut quotas = store.load_quota_usage().expect("quotas");
