@@ -108,6 +108,9 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// How long a written batch's marker is kept: far longer than any retry of the batch.
 const BATCH_MARKER_SECS: u64 = 86_400;
+/// Operations per script call: a part of a large batch takes a few milliseconds on the
+/// server, far below any sensible `state.redis.timeout`.
+const OPS_PER_SCRIPT: usize = 512;
 /// Hours of usage history read per round trip, so that a long range does not make one
 /// call outlast the timeout.
 const USAGE_HOURS_PER_CALL: usize = 24;
@@ -576,7 +579,7 @@ impl StateStore for RedisStore {
         // health says so); with `deny` it refuses what needs shared state, so it is not ready.
         if !self.shared.link.is_up() && self.shared.link.on_unavailable() == OnUnavailable::Deny {
             return Err(self.shared.error(format!(
-                "{} (state.redis.on_unavailable is deny: what needs shared state is refused until it answers)",
+                "{}, and on_unavailable is deny: what needs shared state is refused until it answers",
                 Unavailable::Down
             )));
         }
@@ -895,9 +898,10 @@ impl Pending {
     /// The script's operations (see [`BATCH_SCRIPT`]). Purges go last: they only remove
     /// what has ended, so running them after the upserts also removes an ended entry the
     /// batch re-added, as the embedded store does.
-    fn operations(&self, keys: &Keys) -> Vec<String> {
+    fn operations(&self, keys: &Keys) -> Vec<Vec<String>> {
         let mut ops = Vec::new();
-        let mut push = |items: &[&str]| ops.extend(items.iter().map(|item| (*item).to_owned()));
+        let mut push =
+            |items: &[&str]| ops.push(items.iter().map(|item| (*item).to_owned()).collect());
         for usage in self.quota.values() {
             let field =
                 format!("{}:{}:{}", usage.scope.as_str(), usage.period.as_str(), usage.name);
@@ -1159,38 +1163,73 @@ fn settle(shared: &Shared, epoch: &mut Option<String>, written: Written) {
     *epoch = Some(written.epoch);
 }
 
-/// Runs the batch script for `batch` (or, for a beat, only the epoch check).
+/// Writes `batch` (or, for a beat, only checks the epoch marker). A large batch goes in
+/// parts of [`OPS_PER_SCRIPT`] operations, each a script of its own, so that no call holds
+/// the server (and the link every request shares) longer than a few milliseconds; each part
+/// has its own marker, so a retry skips the parts already written, and the messages go with
+/// the last part, once everything is written.
 fn write_batch(
     shared: &Shared,
     batch: Option<&Batch>,
     epoch: Option<&str>,
 ) -> Result<Written, String> {
+    let Some(batch) = batch else {
+        return run_script(shared, None, &[], &[], epoch)
+            .map_err(|e| format!("cannot check the epoch marker: {e}"));
+    };
+    let keys = &shared.keys;
+    let ops = batch.changes.operations(keys);
+    let messages = batch.changes.messages(&shared.instance_id);
+    let parts: Vec<&[Vec<String>]> =
+        if ops.is_empty() { vec![&[]] } else { ops.chunks(OPS_PER_SCRIPT).collect() };
+    let mut written =
+        Written { epoch: epoch.unwrap_or_default().to_owned(), emptied: false, errors: Vec::new() };
+    for (index, part) in parts.iter().enumerate() {
+        let marker = format!("{}{}:{}:{index}", keys.batch_prefix, shared.run, batch.number);
+        let last = index + 1 == parts.len();
+        let known = (!written.epoch.is_empty()).then_some(written.epoch.as_str());
+        let answer =
+            run_script(shared, Some(&marker), part, if last { &messages } else { &[] }, known)
+                .map_err(|e| {
+                    format!("cannot write a batch of {} changes: {e}", batch.changes.len())
+                })?;
+        written.emptied |= answer.emptied;
+        written.errors.extend(answer.errors);
+        written.epoch = answer.epoch;
+    }
+    Ok(written)
+}
+
+/// One call of [`BATCH_SCRIPT`].
+fn run_script(
+    shared: &Shared,
+    marker: Option<&str>,
+    ops: &[Vec<String>],
+    messages: &[String],
+    epoch: Option<&str>,
+) -> Result<Written, Unavailable> {
     let keys = &shared.keys;
     let mut invocation = shared.script.prepare_invoke();
     invocation.key(&keys.epoch);
-    let fresh = format!("{}-{}", shared.run, unix_nanos());
-    let (messages, ops) = match batch {
-        Some(batch) => {
-            invocation.key(format!("{}{}:{}", keys.batch_prefix, shared.run, batch.number));
-            (batch.changes.messages(&shared.instance_id), batch.changes.operations(keys))
-        }
-        None => (Vec::new(), Vec::new()),
-    };
+    if let Some(marker) = marker {
+        invocation.key(marker);
+    }
     invocation
         .arg(epoch.unwrap_or_default())
-        .arg(&fresh)
+        .arg(format!("{}-{}", shared.run, unix_nanos()))
         .arg(&keys.channel)
         .arg(BATCH_MARKER_SECS)
         .arg(messages.len())
-        .arg(&messages)
-        .arg(&ops);
-    let answer: Vec<String> = shared.link.run(|c| invocation.invoke(c)).map_err(|e| {
-        let size = batch.map_or(0, |batch| batch.changes.len());
-        format!("cannot write a batch of {size} changes: {e}")
-    })?;
+        .arg(messages);
+    for op in ops {
+        invocation.arg(op);
+    }
+    let answer: Vec<String> = shared.link.run(|c| invocation.invoke(c))?;
     let mut answer = answer.into_iter();
     let state = answer.next().unwrap_or_default();
     let current = answer.next().unwrap_or_default();
+    // The third item says whether the part was applied or already had been: the same to
+    // the writer either way.
     let _applied = answer.next();
     Ok(Written { epoch: current, emptied: state == "emptied", errors: answer.collect() })
 }
