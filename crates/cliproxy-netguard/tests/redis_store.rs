@@ -369,8 +369,9 @@ fn with_aof_a_kill_keeps_everything_flushed() {
     // A long interval: only the flush writes these changes before the kill, not the writer's
     // own schedule.
     let link = link(&server.url(), OnUnavailable::Local);
-    let store = RedisStore::open(link, RedisStoreOptions::new("gw-a", Duration::from_secs(1)))
-        .expect("the store opens");
+    let store =
+        RedisStore::open(Arc::clone(&link), RedisStoreOptions::new("gw-a", Duration::from_secs(1)))
+            .expect("the store opens");
     store.submit(StateChange::Quota(quota("first-contact", 1)));
     store.flush().expect("first contact");
     store.submit(StateChange::DenyAdd(deny("203.0.113.0/24", None)));
@@ -396,6 +397,12 @@ fn with_aof_a_kill_keeps_everything_flushed() {
     );
     assert_eq!(reader.load_audit_head().expect("head"), Some((3, "cd".repeat(32))));
     assert_eq!(reader.load_usage(0, u64::MAX).expect("usage"), [usage("alice", 3_600, 2, 2)]);
+    // The running store's next write finds the same marker: no false alarm.
+    wait_up(&link);
+    store.submit(StateChange::Quota(quota("after", 1)));
+    store.flush().expect("written after the restart");
+    let notices = store.take_notices().join("\n");
+    assert!(!notices.contains("restarted empty"), "{notices}");
 }
 
 #[test]
