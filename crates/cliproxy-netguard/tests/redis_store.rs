@@ -255,6 +255,11 @@ fn a_killed_server_loses_nothing_submit_never_waits_and_flush_fails_within_the_t
     let text = format!("{error} {error:?}");
     assert!(text.contains("Redis"), "{text}");
     assert!(!text.contains(password), "{text}");
+    // A read while down fails as fast, naming Redis and never the password.
+    let started = Instant::now();
+    let error = store.load_denylist().expect_err("Redis is down").to_string();
+    assert!(started.elapsed() < TIMEOUT * 3, "the read waited {:?}", started.elapsed());
+    assert!(error.contains("Redis at 127.0.0.1:") && !error.contains(password), "{error}");
     // Submitted meanwhile: kept apart from the failed batch, and summed.
     store.submit(StateChange::UsageAdd(usage("alice", 3_600, 1, 1)));
     // With `local` the instance keeps serving: not a readiness failure.
