@@ -18,7 +18,8 @@
 //!   request, settlements batched off the request path.
 //! - [`StateStore`]: where quota usage, the runtime denylist, management bans and the client
 //!   keys created at run time ([`StoredClientKey`], opaque records) survive a restart; `SqliteStore` is the embedded implementation (written in batches off the
-//!   request path).
+//!   request path), `RedisStore` the one several gateway instances share (each change
+//!   announced to the others, [`SharedChange`]).
 //! - [`RequestFields`]: the few fields of a request body that routing and validation read,
 //!   found in one borrowed pass over its bytes; [`Validator`] checks them.
 //! - [`SecurityHeaders`], [`Maintenance`], and `tls`: the rustls server configuration (ring
@@ -162,6 +163,8 @@ mod ratelimit;
 mod redis_admission;
 #[cfg(feature = "redis")]
 mod redis_link;
+#[cfg(feature = "redis")]
+mod redis_store;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 mod state;
@@ -202,6 +205,8 @@ pub use redis_admission::{
 };
 #[cfg(feature = "redis")]
 pub use redis_link::{LinkHealth, LinkNotice, RedisLink, Unavailable};
+#[cfg(feature = "redis")]
+pub use redis_store::{RedisStore, RedisStoreOptions};
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStore;
 pub use state::{SharedChange, StateChange, StateStore};
