@@ -8,7 +8,7 @@ use anyhow::{Context, anyhow};
 use base64::Engine;
 use cliproxy_core::{Secret, format_utc_plain};
 use cliproxy_gateway::{BaseUrl, Gateway, Server};
-use cliproxy_netguard::{SqliteStore, StateChange, StateStore};
+use cliproxy_netguard::{StateChange, StateStore};
 use cliproxy_vault::{Credential, CredentialStore, Protection};
 use ring::rand::{SecureRandom, SystemRandom};
 use slog::{Logger, info};
@@ -553,7 +553,7 @@ fn vault_add(config: &ConfigArg, args: &VaultAddArgs) -> Result<(), Failure> {
     // The vault is locked before the token is asked for: while a gateway runs on the same
     // `auth.dir` the command is refused at once, before the operator pipes a secret into it.
     // The lock is held until the credential is written.
-    let store = crate::state_open::open_vault(&config.gateway(), None, true)?;
+    let store = cliproxy_server::compose::open_vault(&config.gateway(), None, true)?;
     let mut stdin = std::io::stdin().lock();
     let mut read_secret = |what: &str| -> Result<Secret, Failure> {
         let mut line = String::new();
@@ -604,7 +604,7 @@ fn vault_list(config: &ConfigArg) -> Result<(), Failure> {
     let config = load(config)?;
     // A reader: no lock, so that it works beside a running gateway (every write is an atomic
     // rename, so each file is read whole, old or new).
-    let store = crate::state_open::open_vault(&config.gateway(), None, false)?;
+    let store = cliproxy_server::compose::open_vault(&config.gateway(), None, false)?;
     let credentials = store.list().map_err(vault_failure)?;
     report_notices(store.as_ref());
     if credentials.is_empty() {
@@ -643,7 +643,7 @@ fn fingerprint(config: &ConfigArg) -> Result<(), Failure> {
     let config = load(config)?;
     // No lock unless the fingerprint must be written (the first time): the store takes it
     // for that write only, so this works beside a running gateway.
-    let store = crate::state_open::open_vault(&config.gateway(), None, false)?;
+    let store = cliproxy_server::compose::open_vault(&config.gateway(), None, false)?;
     let fingerprint = store.device_fingerprint().map_err(vault_failure)?;
     report_notices(store.as_ref());
     println!("{fingerprint}");
@@ -684,7 +684,7 @@ fn vault_reencrypt(config: &ConfigArg, rotate: bool) -> Result<(), Failure> {
     // Exclusive from before the first read to after the last write: a gateway running on the
     // old key would write new files under it and answer 500 for the rewritten ones, and any
     // other writer's change would be lost or undone.
-    let store = crate::state_open::open_vault(&config.gateway(), None, true)?;
+    let store = cliproxy_server::compose::open_vault(&config.gateway(), None, true)?;
     // Only `migrate` takes in plaintext files that `auth.encryption.require_encrypted`
     // refuses: it is the explicit way in, and it names each file it took in.
     let report = if rotate { store.reencrypt() } else { store.migrate() }.map_err(vault_failure)?;
@@ -714,7 +714,7 @@ fn vault_reencrypt(config: &ConfigArg, rotate: bool) -> Result<(), Failure> {
 }
 
 /// The bans in `store` that have not ended.
-fn bans_in_force(store: &SqliteStore) -> Result<Vec<cliproxy_netguard::Ban>, Failure> {
+fn bans_in_force(store: &dyn StateStore) -> Result<Vec<cliproxy_netguard::Ban>, Failure> {
     let now = unix_now();
     let mut bans = store.load_bans().map_err(|e| anyhow!(cliproxy_gateway::netguard_error(&e)))?;
     bans.retain(|ban| ban.until > now);
@@ -726,7 +726,7 @@ fn bans_list(config: &ConfigArg) -> Result<(), Failure> {
         println!("no management bans: no state store yet");
         return Ok(());
     };
-    let bans = bans_in_force(&store)?;
+    let bans = bans_in_force(&*store)?;
     if bans.is_empty() {
         println!("no management bans in force ({})", store.describe());
     } else {
@@ -742,7 +742,7 @@ fn bans_list(config: &ConfigArg) -> Result<(), Failure> {
             );
         }
     }
-    store.close().map_err(|e| anyhow!(cliproxy_gateway::netguard_error(&e)))?;
+    store.flush().map_err(|e| anyhow!(cliproxy_gateway::netguard_error(&e)))?;
     Ok(())
 }
 
@@ -750,12 +750,12 @@ fn bans_lift(config: &ConfigArg, ip: std::net::IpAddr) -> Result<(), Failure> {
     let ip = cliproxy_netguard::canonical_ip(ip);
     let not_banned = || Failure::from(anyhow!("{ip} is not banned from the management API"));
     let store = open_state(&load(config)?, Missing::Skip)?.ok_or_else(not_banned)?;
-    let Some(ip) = covering_ban(&bans_in_force(&store)?, ip) else {
+    let Some(ip) = covering_ban(&bans_in_force(&*store)?, ip) else {
         return Err(not_banned());
     };
     store.submit(StateChange::Unban(ip));
     // Closing writes the change and says whether it reached the disk.
-    store.close().map_err(|e| anyhow!(cliproxy_gateway::netguard_error(&e)))?;
+    store.flush().map_err(|e| anyhow!(cliproxy_gateway::netguard_error(&e)))?;
     println!(
         "lifted the management API ban of {ip} ({}); a gateway that is running keeps it until it restarts",
         store.describe()

@@ -17,9 +17,9 @@ use cliproxy_gateway::{ConfigError, Error, Gateway, GatewayConfig, Layers};
 use cliproxy_netguard::tls::TlsSettings;
 use cliproxy_netguard::{
     Admission, Clock, LimitTable, Limits, LocalAdmission, RedisAdmission, RedisLink, RedisStore,
-    RedisStoreOptions, SqliteStore, StateStore, SystemClock,
+    RedisStoreOptions, SqliteStore, StateBackend, StateStore, SystemClock,
 };
-use cliproxy_vault::CredentialStore;
+use cliproxy_vault::{CredentialStore, StoreKind};
 use slog::Logger;
 
 use crate::config::Config;
@@ -56,7 +56,7 @@ pub fn layers(
     let tls = tls(config)?;
     // `state.redis`, when several instances share one Redis: reached before anything else
     // is built on it.
-    let shared = crate::state_open::shared_link(config)?;
+    let shared = shared_link(config)?;
     // `state:`: opened before the admission, which takes the limits of the client keys
     // stored there, and the audit log, whose chain head it anchors.
     let state = state_store(config, shared.as_ref())?;
@@ -112,6 +112,57 @@ fn admission(
         .map_err(cliproxy_gateway::state_error)?
         .with_shared_buckets(&config.server.security.rate_limiting, &config.server.rate_limit);
     Ok(Arc::new(admission))
+}
+
+/// The Redis server of `state.redis` when `state.backend` is `redis`, answering: a new
+/// instance does not start blind — without the shared keys, denylist and bans it would admit
+/// what the others refuse — so Redis must answer at start (and for an offline command);
+/// once running, an outage is met as `state.redis.on_unavailable` says.
+pub fn shared_link(
+    config: &GatewayConfig,
+) -> Result<Option<Arc<RedisLink>>, cliproxy_gateway::Error> {
+    if config.state.backend != StateBackend::Redis {
+        return Ok(None);
+    }
+    let link = RedisLink::open(&config.state.redis).map_err(cliproxy_gateway::state_error)?;
+    if let Err(unavailable) = link.ping() {
+        return Err(cliproxy_gateway::state_error(cliproxy_netguard::Error::Redis {
+            setting: cliproxy_netguard::Setting::RedisUrl,
+            message: format!(
+                "{} does not answer ({unavailable}): a gateway starts only with the shared state in reach; start Redis, or check state.redis.url",
+                link.describe()
+            ),
+        }));
+    }
+    Ok(Some(Arc::new(link)))
+}
+
+/// The credential store of `auth:`: the files of `auth.dir` (`exclusive`: under their
+/// directory's lock, for writers), or with `auth.store: redis` the records on the Redis
+/// server of `state.redis` (sealed as the files are; no lock: instances share them).
+pub fn open_vault(
+    config: &GatewayConfig,
+    shared: Option<&Arc<RedisLink>>,
+    exclusive: bool,
+) -> Result<Arc<dyn CredentialStore>, cliproxy_gateway::Error> {
+    if config.auth.store != StoreKind::Redis {
+        let store = if exclusive { config.auth.build_exclusive() } else { config.auth.build() };
+        return Ok(store?);
+    }
+    let opened;
+    let link = match shared {
+        Some(link) => link,
+        None => {
+            opened = shared_link(config)?.ok_or_else(|| {
+                cliproxy_gateway::ConfigError::new(
+                    "`auth.store: redis` keeps the credentials on the Redis server of state.redis: set state.backend: redis too",
+                )
+            })?;
+            &opened
+        }
+    };
+    let store = config.auth.redis_store(link.client().clone(), link.prefix(), link.timeout())?;
+    Ok(Arc::new(store))
 }
 
 /// The listener's TLS from `server.tls` (its files read and checked), `None` when off.
@@ -176,5 +227,5 @@ fn credential_store(
     config: &GatewayConfig,
     shared: Option<&Arc<RedisLink>>,
 ) -> Result<Arc<dyn CredentialStore>, Error> {
-    crate::state_open::open_vault(config, shared, true)
+    open_vault(config, shared, true)
 }

@@ -11,7 +11,7 @@ use std::num::NonZeroU64;
 use anyhow::anyhow;
 use cliproxy_core::money::{MICROS_PER_USD, parse_usd};
 use cliproxy_core::{Budget, Quota, QuotaPeriod, RateLimit, format_utc_plain};
-use cliproxy_netguard::{SqliteStore, StateChange, StateStore, StoredClientKey};
+use cliproxy_netguard::{StateChange, StateStore, StoredClientKey};
 use cliproxy_vault::{ClientKeyRecord, ClientKeySpec};
 use serde_json::{Value, json};
 
@@ -46,13 +46,13 @@ fn store_failure(error: &cliproxy_netguard::Error) -> Failure {
 
 /// The state store `serve` uses, created when missing (a key created before the gateway's
 /// first start is there when it starts).
-fn open(config: &Config) -> Result<SqliteStore, Failure> {
+fn open(config: &Config) -> Result<Box<dyn StateStore>, Failure> {
     let store = open_state(config, Missing::Create)?;
     store.ok_or_else(|| anyhow!("the state store was not opened").into())
 }
 
 /// The stored records that read back; a damaged one is skipped with a notice naming its id.
-fn records(store: &SqliteStore) -> Result<Vec<ClientKeyRecord>, Failure> {
+fn records(store: &dyn StateStore) -> Result<Vec<ClientKeyRecord>, Failure> {
     let stored = store.load_client_keys().map_err(|e| store_failure(&e))?;
     for notice in store.take_notices() {
         eprintln!("notice: {notice}");
@@ -103,7 +103,7 @@ fn create(config: &Config, args: &KeysCreateArgs) -> Result<(), Failure> {
     let record = &created.record;
     let store = open(config)?;
     if config_names(config)?.contains(&record.name)
-        || records(&store)?.iter().any(|r| r.name == record.name)
+        || records(&*store)?.iter().any(|r| r.name == record.name)
     {
         return Err(anyhow!(
             "a client key named `{}` exists already (names are unique across auth.api_keys and the stored keys); pick another name or revoke that key first",
@@ -120,7 +120,7 @@ fn create(config: &Config, args: &KeysCreateArgs) -> Result<(), Failure> {
     }));
     // Closing writes the change and says whether it reached the disk: the key is printed
     // only once it is durable.
-    store.close().map_err(|e| store_failure(&e))?;
+    store.flush().map_err(|e| store_failure(&e))?;
     println!("created client key `{}` (id {}); it is shown this once:", record.name, record.id);
     println!();
     println!("  {}", created.key.expose());
@@ -153,8 +153,8 @@ fn list(config: &Config, as_json: bool) -> Result<(), Failure> {
         .client_keys()
         .map_err(|e| Failure::config(anyhow!(cliproxy_gateway::vault_error_message(&e))))?;
     let store = open(config)?;
-    let records = records(&store)?;
-    store.close().map_err(|e| store_failure(&e))?;
+    let records = records(&*store)?;
+    store.flush().map_err(|e| store_failure(&e))?;
     if as_json {
         let mut views: Vec<Value> =
             keys.identities().map(|id| cliproxy_gateway::config_key_view(id)).collect();
@@ -240,14 +240,14 @@ fn revoke(config: &Config, name: &str) -> Result<(), Failure> {
         .into());
     }
     let store = open(config)?;
-    let Some(record) = records(&store)?.into_iter().find(|r| r.name == name) else {
+    let Some(record) = records(&*store)?.into_iter().find(|r| r.name == name) else {
         return Err(anyhow!(
             "no stored client key named `{name}` (`cliproxy-server keys list` shows them)"
         )
         .into());
     };
     store.submit(StateChange::ClientKeyDelete(record.id.clone()));
-    store.close().map_err(|e| store_failure(&e))?;
+    store.flush().map_err(|e| store_failure(&e))?;
     println!(
         "revoked client key `{name}` (id {}) in {}; a gateway running on this store refuses it within a second",
         record.id,

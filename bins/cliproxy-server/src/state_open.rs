@@ -3,14 +3,9 @@
 //! redis`) — for `serve` and for the subcommands that read or write them offline (`bans`,
 //! `keys`, `usage`, `vault …`).
 
-use std::sync::Arc;
-
 use anyhow::anyhow;
-use cliproxy_gateway::GatewayConfig;
-use cliproxy_netguard::{
-    RedisLink, RedisStore, RedisStoreOptions, SqliteStore, StateBackend, StateStore,
-};
-use cliproxy_vault::{CredentialStore, StoreKind};
+use cliproxy_netguard::{RedisStore, RedisStoreOptions, SqliteStore, StateStore};
+use cliproxy_server::compose::shared_link;
 
 use crate::config::Config;
 use crate::failure::Failure;
@@ -58,57 +53,6 @@ pub(crate) fn open_state(
         eprintln!("notice: {notice}");
     }
     Ok(Some(Box::new(store)))
-}
-
-/// The Redis server of `state.redis` when `state.backend` is `redis`, answering: a new
-/// instance does not start blind — without the shared keys, denylist and bans it would admit
-/// what the others refuse — so Redis must answer at start (and for an offline command);
-/// once running, an outage is met as `state.redis.on_unavailable` says.
-pub(crate) fn shared_link(
-    config: &GatewayConfig,
-) -> Result<Option<Arc<RedisLink>>, cliproxy_gateway::Error> {
-    if config.state.backend != StateBackend::Redis {
-        return Ok(None);
-    }
-    let link = RedisLink::open(&config.state.redis).map_err(cliproxy_gateway::state_error)?;
-    if let Err(unavailable) = link.ping() {
-        return Err(cliproxy_gateway::state_error(cliproxy_netguard::Error::Redis {
-            setting: cliproxy_netguard::Setting::RedisUrl,
-            message: format!(
-                "{} does not answer ({unavailable}): a gateway starts only with the shared state in reach; start Redis, or check state.redis.url",
-                link.describe()
-            ),
-        }));
-    }
-    Ok(Some(Arc::new(link)))
-}
-
-/// The credential store of `auth:`: the files of `auth.dir` (`exclusive`: under their
-/// directory's lock, for writers), or with `auth.store: redis` the records on the Redis
-/// server of `state.redis` (sealed as the files are; no lock: instances share them).
-pub(crate) fn open_vault(
-    config: &GatewayConfig,
-    shared: Option<&Arc<RedisLink>>,
-    exclusive: bool,
-) -> Result<Arc<dyn CredentialStore>, cliproxy_gateway::Error> {
-    if config.auth.store != StoreKind::Redis {
-        let store = if exclusive { config.auth.build_exclusive() } else { config.auth.build() };
-        return Ok(store?);
-    }
-    let opened;
-    let link = match shared {
-        Some(link) => link,
-        None => {
-            opened = shared_link(config)?.ok_or_else(|| {
-                cliproxy_gateway::ConfigError::new(
-                    "`auth.store: redis` keeps the credentials on the Redis server of state.redis: set state.backend: redis too",
-                )
-            })?;
-            &opened
-        }
-    };
-    let store = config.auth.redis_store(link.client().clone(), link.prefix(), link.timeout())?;
-    Ok(Arc::new(store))
 }
 
 fn gateway_failure(error: cliproxy_gateway::Error) -> Failure {

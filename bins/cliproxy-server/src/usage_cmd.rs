@@ -7,7 +7,6 @@
 use anyhow::anyhow;
 use cliproxy_core::format_utc_plain;
 use cliproxy_gateway::{UsageQuery, usage_report};
-use cliproxy_netguard::StateStore;
 use serde_json::Value;
 
 use crate::cli::{ConfigArg, UsageArgs};
@@ -40,7 +39,7 @@ pub(crate) fn run(config: &ConfigArg, args: &UsageArgs) -> Result<(), Failure> {
             let rows = store
                 .load_usage(query.from, query.to)
                 .map_err(|e| anyhow!(cliproxy_gateway::netguard_error(&e)))?;
-            store.close().map_err(|e| anyhow!(cliproxy_gateway::netguard_error(&e)))?;
+            store.flush().map_err(|e| anyhow!(cliproxy_gateway::netguard_error(&e)))?;
             rows
         }
         // Nothing was ever stored: an empty history, not an error.

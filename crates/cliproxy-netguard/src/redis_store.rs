@@ -437,6 +437,29 @@ impl StateStore for RedisStore {
         })
     }
 
+    fn load_cooldowns(&self, now_ms: u64) -> Result<Vec<crate::Cooldown>> {
+        let key = &self.shared.keys.cooldowns;
+        let all = self.load_hash(key, |field, value| {
+            let (provider, credential, model): (String, String, Option<String>) =
+                serde_json::from_str(field).map_err(json_problem)?;
+            let until_ms =
+                value.parse::<u64>().map_err(|_| "the value is not a time".to_owned())?;
+            Ok(crate::Cooldown { provider, credential, model, until_ms })
+        })?;
+        // Ended rests leave the hash as they are read: they are few (credentials × models),
+        // and every instance drops them by itself.
+        let ended: Vec<String> = all
+            .iter()
+            .filter(|c| c.until_ms <= now_ms)
+            .map(|c| json(&(&c.provider, &c.credential, &c.model)))
+            .collect();
+        if !ended.is_empty() {
+            let _ =
+                self.shared.link.run(|c| redis::cmd("HDEL").arg(key).arg(&ended).query::<u64>(c));
+        }
+        Ok(all.into_iter().filter(|c| c.until_ms > now_ms).collect())
+    }
+
     fn load_audit_head(&self) -> Result<Option<(u64, String)>> {
         self.flush()?;
         let key = &self.shared.keys.audit_head;
@@ -657,6 +680,7 @@ struct Keys {
     batch_prefix: String,
     epoch: String,
     channel: String,
+    cooldowns: String,
 }
 
 impl Keys {
@@ -673,6 +697,7 @@ impl Keys {
             batch_prefix: link.key(&format!("state:batch:{instance_id}:")),
             epoch: link.key("meta:epoch"),
             channel: link.key("changes"),
+            cooldowns: link.key("state:cooldowns"),
         }
     }
 
@@ -817,6 +842,8 @@ struct Pending {
     /// Usage history deltas by (hour, client, provider, model), summed.
     usage: HashMap<(u64, String, String, String), UsageCounts>,
     usage_purge: Option<u64>,
+    /// Credential cool-downs by (provider, credential, model): the latest end.
+    cooldowns: HashMap<(String, String, Option<String>), u64>,
 }
 
 impl Pending {
@@ -861,6 +888,13 @@ impl Pending {
             StateChange::PurgeExpired { now } => {
                 self.purge = self.purge.max(Some(now));
             }
+            StateChange::Cooldown(cooldown) => {
+                let until = self
+                    .cooldowns
+                    .entry((cooldown.provider, cooldown.credential, cooldown.model))
+                    .or_default();
+                *until = (*until).max(cooldown.until_ms);
+            }
         }
     }
 
@@ -877,6 +911,7 @@ impl Pending {
             + self.client_keys.len()
             + self.usage.len()
             + usize::from(self.usage_purge.is_some())
+            + self.cooldowns.len()
     }
 
     /// The messages the batch publishes: one per kind of state the other instances hold.
@@ -887,6 +922,7 @@ impl Pending {
             (!self.client_keys.is_empty(), "client_keys"),
             (!self.deny.is_empty(), "denylist"),
             (!self.bans.is_empty(), "bans"),
+            (!self.cooldowns.is_empty(), "cooldowns"),
         ] {
             if changed {
                 messages.push(format!("{instance_id} {kind}"));
@@ -981,6 +1017,10 @@ impl Pending {
         for hour in hours {
             let hour = hour.to_string();
             push(&["Z", &keys.usage_hours, &hour, &hour]);
+        }
+        for ((provider, credential, model), until_ms) in &self.cooldowns {
+            let field = json(&(provider, credential, model));
+            push(&["H", &keys.cooldowns, &field, &until_ms.to_string()]);
         }
         if let Some(before) = self.usage_purge {
             push(&["U", &keys.usage_hours, &keys.usage_prefix, &before.to_string()]);
@@ -1307,6 +1347,7 @@ fn parse_message(payload: &[u8], own_id: &str) -> Option<SharedChange> {
         "client_keys" => Some(SharedChange::ClientKeys),
         "denylist" => Some(SharedChange::Denylist),
         "bans" => Some(SharedChange::Bans),
+        "cooldowns" => Some(SharedChange::Cooldowns),
         _ => None,
     }
 }
