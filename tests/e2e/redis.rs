@@ -31,11 +31,8 @@ const PROBE_EVERY: Duration = Duration::from_millis(20);
 fn harness(redis: &RedisServer, instance: &str, on_unavailable: &str) -> Harness {
     let harness = Harness::new();
     let audit = harness.auth_dir().parent().unwrap().join("audit.log");
-    harness.config_with_auth(
+    harness.config(
         "",
-        &format!(
-            "    - {{name: limited, key: \"{LIMITED_KEY}\", rate_limit: {{requests_per_minute: {PER_MINUTE}}}}}\n"
-        ),
         &format!(
             "management: {{secret_key: \"{MGMT_KEY}\"}}\n\
              metrics: {{enabled: true, host: 127.0.0.1, port: 0}}\n\
@@ -45,8 +42,14 @@ fn harness(redis: &RedisServer, instance: &str, on_unavailable: &str) -> Harness
         ),
     );
     let yaml = std::fs::read_to_string(harness.config_path()).unwrap();
-    let yaml =
-        yaml.replacen("server:\n", &format!("server:\n  instance_id: {instance}\n"), 1).replacen(
+    let e2e_key = format!("    - {{name: e2e, key: \"{CLIENT_KEY}\"}}\n");
+    let limited = format!(
+        "{e2e_key}    - {{name: limited, key: \"{LIMITED_KEY}\", rate_limit: {{requests_per_minute: {PER_MINUTE}}}}}\n"
+    );
+    let yaml = yaml
+        .replacen(&e2e_key, &limited, 1)
+        .replacen("server:\n", &format!("server:\n  instance_id: {instance}\n"), 1)
+        .replacen(
             "logging: {level: debug, format: json}\n",
             &format!(
                 "logging: {{level: debug, format: json, audit: {{enabled: true, file: {:?}}}}}\n",
