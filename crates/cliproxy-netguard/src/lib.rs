@@ -203,7 +203,7 @@ pub use redis_store::{RedisStore, RedisStoreOptions};
 pub use sqlite::SqliteStore;
 pub use state::{SharedChange, StateChange, StateStore};
 pub use types::{
-    Ban, Cooldown, DenyEntry, QuotaScope, QuotaUsage, StoredClientKey, USAGE_BUCKET_SECS,
-    UsageCounts, UsageRow, canonical_ip, canonical_network,
+    Ban, DenyEntry, QuotaScope, QuotaUsage, StoredClientKey, USAGE_BUCKET_SECS, UsageCounts,
+    UsageRow, canonical_ip, canonical_network,
 };
 pub use validate::{CapOwner, Invalid, RequestKind, TokenCap, Validator};

@@ -6,9 +6,8 @@
 //! writer thread (`cliproxy-state`) writes the batch every flush interval. A batch is one Lua
 //! script, so it is atomic and one round trip (a batch of more than 512 operations goes in
 //! parts, each atomic, so that no call holds the server long); the script of its last part
-//! publishes one message per kind of shared state it changed (`<instance_id>
-//! client_keys|denylist|bans|cooldowns`) on `<prefix>changes`, which the other instances'
-//! [`StateStore::watch`] threads turn into a [`SharedChange`].
+//! publishes one message per kind of shared state it changed (`<instance_id> client_keys|denylist|bans`) on `<prefix>changes`,
+//! which the other instances' [`StateStore::watch`] threads turn into a [`SharedChange`].
 //!
 //! Why a script and not `MULTI`/`EXEC`: a write whose answer was lost (the server stopped,
 //! the timeout passed) may or may not have happened, and retrying it must not add its usage
@@ -27,7 +26,6 @@
 //! | `state:audit_head:<instance_id>` | string | `{"seq","hash"}`: each instance has its own chain |
 //! | `state:client_keys` | hash | id → `{"digest","record"}` (the record as the vault wrote it) |
 //! | `state:client_key_digests` | hash | digest → id |
-//! | `state:cooldowns` | hash | `["provider","credential","model"\|null]` → `{"until_ms","instance"}` |
 //! | `state:usage:<hour>` | hash | `["client","provider","model","counter"]` → count (`HINCRBY`) |
 //! | `state:usage_hours` | sorted set | the hours that have a usage hash |
 //! | `state:batch:<instance_id>:<run>:<n>:<part>` | string | a written batch part's marker (a day) |
@@ -56,8 +54,8 @@ use crate::error::{Error, Result, Setting};
 use crate::redis_link::{RedisLink, Unavailable};
 use crate::state::{SharedChange, StateChange, StateStore};
 use crate::types::{
-    Ban, Cooldown, DenyEntry, QuotaScope, QuotaUsage, StoredClientKey, UsageCounts, UsageRow,
-    canonical_ip, canonical_network,
+    Ban, DenyEntry, QuotaScope, QuotaUsage, StoredClientKey, UsageCounts, UsageRow, canonical_ip,
+    canonical_network,
 };
 
 /// How a [`RedisStore`] is opened.
@@ -232,11 +230,10 @@ while i <= #ARGV do
     note(keys, redis.pcall('HDEL', keys, id))
     i = i + 4
   elseif op == 'P' then
-    local now = tonumber(ARGV[i + 4])
+    local now = tonumber(ARGV[i + 3])
     purge(ARGV[i + 1], 'expires_at', now)
     purge(ARGV[i + 2], 'until', now)
-    purge(ARGV[i + 3], 'until_ms', now * 1000)
-    i = i + 5
+    i = i + 4
   elseif op == 'U' then
     local cut = '(' .. ARGV[i + 3]
     local hours = redis.pcall('ZRANGEBYSCORE', ARGV[i + 1], '-inf', cut)
@@ -343,15 +340,6 @@ impl RedisStore {
         parse: impl Fn(&str, &str) -> Result<T, String>,
     ) -> Result<Vec<T>> {
         self.flush()?;
-        self.read_hash(key, parse)
-    }
-
-    /// [`RedisStore::load_hash`] without the flush.
-    fn read_hash<T>(
-        &self,
-        key: &str,
-        parse: impl Fn(&str, &str) -> Result<T, String>,
-    ) -> Result<Vec<T>> {
         let entries: BTreeMap<Vec<u8>, Vec<u8>> = self
             .shared
             .link
@@ -480,27 +468,6 @@ impl StateStore for RedisStore {
                 record_json: stored.record,
             })
         })
-    }
-
-    /// Not flushed first: it is for what the other instances announced, and this one's own
-    /// cool-downs are left out.
-    fn load_cooldowns(&self, now_ms: u64) -> Result<Vec<Cooldown>> {
-        let cooldowns = self.read_hash(&self.shared.keys.cooldowns, |field, value| {
-            let (provider, credential, model): (String, String, Option<String>) =
-                serde_json::from_str(field).map_err(|_| {
-                    "the field is not [\"provider\",\"credential\",\"model\" or null]".to_owned()
-                })?;
-            let stored: StoredCooldown = serde_json::from_str(value).map_err(json_problem)?;
-            let cooldown = Cooldown { provider, credential, model, until_ms: stored.until_ms };
-            Ok((stored.instance, cooldown))
-        })?;
-        Ok(cooldowns
-            .into_iter()
-            .filter(|(instance, cooldown)| {
-                *instance != self.shared.instance_id && cooldown.until_ms > now_ms
-            })
-            .map(|(_, cooldown)| cooldown)
-            .collect())
     }
 
     fn load_usage(&self, from: u64, to: u64) -> Result<Vec<UsageRow>> {
@@ -685,7 +652,6 @@ struct Keys {
     audit_head: String,
     client_keys: String,
     client_key_digests: String,
-    cooldowns: String,
     usage_prefix: String,
     usage_hours: String,
     batch_prefix: String,
@@ -702,7 +668,6 @@ impl Keys {
             audit_head: link.key(&format!("state:audit_head:{instance_id}")),
             client_keys: link.key("state:client_keys"),
             client_key_digests: link.key("state:client_key_digests"),
-            cooldowns: link.key("state:cooldowns"),
             usage_prefix: link.key("state:usage:"),
             usage_hours: link.key("state:usage_hours"),
             batch_prefix: link.key(&format!("state:batch:{instance_id}:")),
@@ -852,8 +817,6 @@ struct Pending {
     /// Usage history deltas by (hour, client, provider, model), summed.
     usage: HashMap<(u64, String, String, String), UsageCounts>,
     usage_purge: Option<u64>,
-    /// Credential cool-downs by (provider, credential, model): the end, in Unix milliseconds.
-    cooldowns: HashMap<(String, String, Option<String>), u64>,
 }
 
 impl Pending {
@@ -898,12 +861,6 @@ impl Pending {
             StateChange::PurgeExpired { now } => {
                 self.purge = self.purge.max(Some(now));
             }
-            StateChange::Cooldown(cooldown) => {
-                self.cooldowns.insert(
-                    (cooldown.provider, cooldown.credential, cooldown.model),
-                    cooldown.until_ms,
-                );
-            }
         }
     }
 
@@ -920,7 +877,6 @@ impl Pending {
             + self.client_keys.len()
             + self.usage.len()
             + usize::from(self.usage_purge.is_some())
-            + self.cooldowns.len()
     }
 
     /// The messages the batch publishes: one per kind of state the other instances hold.
@@ -931,7 +887,6 @@ impl Pending {
             (!self.client_keys.is_empty(), "client_keys"),
             (!self.deny.is_empty(), "denylist"),
             (!self.bans.is_empty(), "bans"),
-            (!self.cooldowns.is_empty(), "cooldowns"),
         ] {
             if changed {
                 messages.push(format!("{instance_id} {kind}"));
@@ -943,7 +898,7 @@ impl Pending {
     /// The script's operations (see [`BATCH_SCRIPT`]). Purges go last: they only remove
     /// what has ended, so running them after the upserts also removes an ended entry the
     /// batch re-added, as the embedded store does.
-    fn operations(&self, keys: &Keys, instance_id: &str) -> Vec<Vec<String>> {
+    fn operations(&self, keys: &Keys) -> Vec<Vec<String>> {
         let mut ops = Vec::new();
         let mut push =
             |items: &[&str]| ops.push(items.iter().map(|item| (*item).to_owned()).collect());
@@ -1030,14 +985,8 @@ impl Pending {
         if let Some(before) = self.usage_purge {
             push(&["U", &keys.usage_hours, &keys.usage_prefix, &before.to_string()]);
         }
-        for ((provider, credential, model), until_ms) in &self.cooldowns {
-            let field = json(&(provider, credential, model));
-            let value =
-                json(&StoredCooldown { until_ms: *until_ms, instance: instance_id.to_owned() });
-            push(&["H", &keys.cooldowns, &field, &value]);
-        }
         if let Some(now) = self.purge {
-            push(&["P", &keys.denylist, &keys.bans, &keys.cooldowns, &now.to_string()]);
+            push(&["P", &keys.denylist, &keys.bans, &now.to_string()]);
         }
         ops
     }
@@ -1069,13 +1018,6 @@ struct StoredBan {
 struct StoredAuditHead {
     seq: u64,
     hash: String,
-}
-
-#[derive(Serialize, Deserialize)]
-struct StoredCooldown {
-    until_ms: u64,
-    /// Who announced it: an instance does not take its own cool-downs back.
-    instance: String,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -1236,7 +1178,7 @@ fn write_batch(
             .map_err(|e| format!("cannot check the epoch marker: {e}"));
     };
     let keys = &shared.keys;
-    let ops = batch.changes.operations(keys, &shared.instance_id);
+    let ops = batch.changes.operations(keys);
     let messages = batch.changes.messages(&shared.instance_id);
     let parts: Vec<&[Vec<String>]> =
         if ops.is_empty() { vec![&[]] } else { ops.chunks(OPS_PER_SCRIPT).collect() };
@@ -1365,7 +1307,6 @@ fn parse_message(payload: &[u8], own_id: &str) -> Option<SharedChange> {
         "client_keys" => Some(SharedChange::ClientKeys),
         "denylist" => Some(SharedChange::Denylist),
         "bans" => Some(SharedChange::Bans),
-        "cooldowns" => Some(SharedChange::Cooldowns),
         _ => None,
     }
 }

@@ -579,8 +579,6 @@ impl Pending {
                 self.bans.insert(canonical_ip(ip), None);
             }
             StateChange::AuditHead { seq, hash } => self.audit_head = Some((seq, hash)),
-            // One process uses this store: a cool-down is its own memory (state.rs).
-            StateChange::Cooldown(_) => {}
             StateChange::ClientKeyPut(key) => {
                 self.client_keys.insert(key.id.clone(), Some(key));
             }

@@ -16,7 +16,7 @@ use std::path::Path;
 use ipnetwork::IpNetwork;
 
 use crate::error::{Error, Result};
-use crate::types::{Ban, Cooldown, DenyEntry, QuotaUsage, StoredClientKey, UsageRow};
+use crate::types::{Ban, DenyEntry, QuotaUsage, StoredClientKey, UsageRow};
 
 /// Where quota usage, the runtime denylist, management bans, the audit head anchor and the
 /// client keys created at run time survive a restart.
@@ -53,13 +53,6 @@ pub trait StateStore: Send + Sync + fmt::Debug {
             path: self.path().map(Path::to_path_buf).unwrap_or_default(),
             message: format!("{} keeps no usage history", self.describe()),
         })
-    }
-    /// The credential cool-downs other instances announced that have not ended at `now_ms`
-    /// (Unix milliseconds). A store that only this process uses keeps none: a cool-down is
-    /// this process's own memory there (the default).
-    fn load_cooldowns(&self, now_ms: u64) -> Result<Vec<Cooldown>> {
-        let _ = now_ms;
-        Ok(Vec::new())
     }
     /// Queues a change for the writer. Never waits for the disk and never fails: when the
     /// writer has stopped, the change is counted as lost and [`StateStore::check`] reports it.
@@ -109,8 +102,6 @@ pub enum SharedChange {
     Denylist,
     /// A management ban was added or lifted.
     Bans,
-    /// A credential was cooled down ([`StateStore::load_cooldowns`]).
-    Cooldowns,
     /// Anything may have changed (the store reconnected after missing messages, or found the
     /// server restarted empty): re-read everything.
     Everything,
@@ -159,9 +150,6 @@ pub enum StateChange {
         /// Unix seconds; rows of earlier hours are removed.
         before: u64,
     },
-    /// A credential cooled down: for a store shared by several instances, so that the others
-    /// skip it too until it ends. A store that only this process uses ignores it.
-    Cooldown(Cooldown),
     /// Removes denylist entries and bans that have ended at `now` (Unix seconds).
     PurgeExpired {
         /// Unix seconds; entries whose expiry is at or before it are removed.

@@ -145,21 +145,6 @@ impl UsageCounts {
     }
 }
 
-/// A provider credential resting after a fault (SPEC §11: a credential cooled down on one
-/// gateway instance is skipped by all). The store only carries it; what a cool-down means
-/// belongs to the gateway.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Cooldown {
-    /// The provider, by its configured name.
-    pub provider: String,
-    /// The credential's id in the vault.
-    pub credential: String,
-    /// The model it rests for, or `None` for every model.
-    pub model: Option<String>,
-    /// Unix milliseconds when it may be used again.
-    pub until_ms: u64,
-}
-
 /// One row of the usage history: what one client key did with one model of one provider in
 /// one hour. As a [`crate::StateChange::UsageAdd`] it is a delta, added to the stored row.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

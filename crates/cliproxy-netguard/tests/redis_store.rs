@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use cliproxy_core::{QuotaPeriod, Secret};
 use cliproxy_netguard::{
-    Ban, Cooldown, DenyEntry, OnUnavailable, QuotaScope, QuotaUsage, RedisLink, RedisStore,
+    Ban, DenyEntry, OnUnavailable, QuotaScope, QuotaUsage, RedisLink, RedisStore,
     RedisStoreOptions, SharedChange, StateChange, StateStore, StoredClientKey, UsageCounts,
     UsageRow,
 };
@@ -613,59 +613,4 @@ fn a_large_batch_is_written_in_parts_and_announced_once() {
     a.submit(StateChange::Unban("192.0.2.1".parse().unwrap()));
     a.flush().expect("written");
     assert_eq!(next(&seen_by_b, Duration::from_secs(1)), SharedChange::Bans);
-}
-
-fn cooldown(credential: &str, model: Option<&str>, until_ms: u64) -> Cooldown {
-    Cooldown {
-        provider: "claude".to_owned(),
-        credential: credential.to_owned(),
-        model: model.map(str::to_owned),
-        until_ms,
-    }
-}
-
-/// A credential cooled down on one instance is announced to the others within a second and
-/// read back by them while it lasts; its author does not take it back, and ended ones are
-/// purged.
-#[test]
-fn cooldowns_reach_the_other_instances_and_not_their_author() {
-    let server = RedisServer::start();
-    let a = store(&server, "gw-a");
-    let b = store(&server, "gw-b");
-    let seen_by_b = watcher(&b);
-    let now_ms = 1_700_000_000_000;
-    let submitted = Instant::now();
-    a.submit(StateChange::Cooldown(cooldown("c1", None, now_ms + 60_000)));
-    a.submit(StateChange::Cooldown(cooldown("c2", Some("claude-sonnet"), now_ms + 5_000)));
-    a.submit(StateChange::Cooldown(cooldown("c3", None, now_ms - 1)));
-    assert_eq!(next(&seen_by_b, Duration::from_secs(1)), SharedChange::Cooldowns);
-    println!("cool-down seen by the other instance after {:?}", submitted.elapsed());
-
-    let mut seen = b.load_cooldowns(now_ms).expect("cool-downs");
-    seen.sort_by(|x, y| x.credential.cmp(&y.credential));
-    assert_eq!(
-        seen,
-        [
-            cooldown("c1", None, now_ms + 60_000),
-            cooldown("c2", Some("claude-sonnet"), now_ms + 5_000)
-        ]
-    );
-    assert_eq!(
-        b.load_cooldowns(now_ms + 10_000).expect("later"),
-        [cooldown("c1", None, now_ms + 60_000)]
-    );
-    a.flush().expect("written");
-    assert_eq!(a.load_cooldowns(now_ms).expect("own"), [], "the author's own are left out");
-    // A later cool-down of the same credential and model replaces the earlier one.
-    b.submit(StateChange::Cooldown(cooldown("c1", None, now_ms + 90_000)));
-    b.flush().expect("written");
-    assert_eq!(a.load_cooldowns(now_ms).expect("b's"), [cooldown("c1", None, now_ms + 90_000)]);
-    // The purge at a time in seconds removes the cool-downs ended by then.
-    a.submit(StateChange::PurgeExpired { now: (now_ms + 10_000) / 1_000 });
-    a.flush().expect("purged");
-    let left = server.cli(&["HLEN", "t:state:cooldowns"]);
-    assert_eq!(left.trim(), "1", "c1 is left");
-    server.cli(&["HSET", "t:state:cooldowns", "garbage", "{}"]);
-    assert_eq!(a.load_cooldowns(now_ms).expect("b's").len(), 1);
-    assert!(a.take_notices().join("\n").contains("skipped the field \"garbage\""));
 }
