@@ -1073,6 +1073,14 @@ struct Written {
     errors: Vec<String>,
 }
 
+/// Why a batch was not written.
+struct Unwritten {
+    /// Redis answered with an error (out of memory, a read-only replica): unlike an outage,
+    /// the link's health does not show it, so the writer reports it.
+    refused: bool,
+    message: String,
+}
+
 /// Marks the writer as stopped however its thread ends, so that flushers stop waiting and
 /// submissions count as lost instead of piling up.
 struct AliveGuard<'a>(&'a Shared);
@@ -1152,7 +1160,12 @@ fn run_writer(shared: &Shared) {
                     queue = shared.lock();
                     shared.written.notify_all();
                 }
-                Err(message) => {
+                Err(Unwritten { refused, message }) => {
+                    // An outage is the link's to report; a refusal is reported here, once
+                    // per cause rather than at every retry.
+                    if refused && queue.last_error.as_deref() != Some(message.as_str()) {
+                        shared.notice(format!("{message}; the batch is kept and retried"));
+                    }
                     if closing {
                         queue.lost += u64::try_from(batch.changes.len()).unwrap_or(u64::MAX);
                     } else {
@@ -1212,10 +1225,12 @@ fn write_batch(
     shared: &Shared,
     batch: Option<&Batch>,
     epoch: Option<&str>,
-) -> Result<Written, String> {
+) -> Result<Written, Unwritten> {
     let Some(batch) = batch else {
-        return run_script(shared, None, &[], &[], epoch)
-            .map_err(|e| format!("cannot check the epoch marker: {e}"));
+        return run_script(shared, None, &[], &[], epoch).map_err(|e| Unwritten {
+            refused: matches!(e, Unavailable::Refused(_)),
+            message: format!("cannot check the epoch marker: {e}"),
+        });
     };
     let keys = &shared.keys;
     let ops = batch.changes.operations(keys);
@@ -1230,8 +1245,12 @@ fn write_batch(
         let known = (!written.epoch.is_empty()).then_some(written.epoch.as_str());
         let answer =
             run_script(shared, Some(&marker), part, if last { &messages } else { &[] }, known)
-                .map_err(|e| {
-                    format!("cannot write a batch of {} changes: {e}", batch.changes.len())
+                .map_err(|e| Unwritten {
+                    refused: matches!(e, Unavailable::Refused(_)),
+                    message: format!(
+                        "cannot write a batch of {} changes: {e}",
+                        batch.changes.len()
+                    ),
                 })?;
         written.emptied |= answer.emptied;
         written.errors.extend(answer.errors);

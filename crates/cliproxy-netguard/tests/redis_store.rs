@@ -614,3 +614,28 @@ fn a_large_batch_is_written_in_parts_and_announced_once() {
     a.flush().expect("written");
     assert_eq!(next(&seen_by_b, Duration::from_secs(1)), SharedChange::Bans);
 }
+
+/// A server that refuses writes (out of memory) is not an outage: the batch is kept and
+/// retried all the same, the refusal is reported once, and nothing is lost when it passes.
+#[test]
+fn a_refused_write_is_reported_kept_and_written_later() {
+    let server = RedisServer::start();
+    let store = store(&server, "gw-a");
+    store.submit(StateChange::Quota(quota("before", 1)));
+    store.flush().expect("written");
+    server.cli(&["CONFIG", "SET", "maxmemory", "1"]);
+    store.submit(StateChange::ClientKeyPut(key("k1", 'a', "{}")));
+    let error = store.flush().expect_err("refused").to_string();
+    assert!(error.contains("OOM"), "{error}");
+    store.submit(StateChange::UsageAdd(usage("alice", 3_600, 1, 1)));
+    assert!(store.flush().is_err(), "still refused");
+    store.check().expect("local: not an outage of the link, the instance serves on");
+    let notices = store.take_notices();
+    assert_eq!(notices.len(), 1, "once per cause: {notices:#?}");
+    assert!(notices[0].contains("OOM") && notices[0].contains("kept and retried"), "{notices:?}");
+
+    server.cli(&["CONFIG", "SET", "maxmemory", "0"]);
+    store.flush().expect("written once the server accepts writes");
+    assert_eq!(store.load_client_keys().expect("keys"), [key("k1", 'a', "{}")]);
+    assert_eq!(store.load_usage(0, u64::MAX).expect("usage"), [usage("alice", 3_600, 1, 1)]);
+}
