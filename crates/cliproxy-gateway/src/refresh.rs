@@ -134,7 +134,7 @@ async fn refresh(
     {
         Ok(Some(lease)) => Some(lease),
         // Another instance is refreshing this credential: its tokens reach the vault.
-        Ok(None) => return wait_for_refresh(slot, provider, vault, lease_time).await,
+        Ok(None) => return wait_for_refresh(slot, provider, vault, tokens, lease_time).await,
         // The shared store cannot be asked: refreshing here keeps this instance serving; at
         // worst two instances refresh once each.
         Err(reason) => {
@@ -145,7 +145,7 @@ async fn refresh(
     };
     // The lease may come right after another instance's refresh ended: its tokens are then
     // in the vault already, and are taken instead of refreshing again.
-    if let Some(access) = adopt_stored(slot, vault).await {
+    if let Some(access) = adopt_stored(slot, vault, tokens).await {
         release(lease, vault, slot).await;
         return Ok(access);
     }
@@ -183,18 +183,25 @@ async fn release(lease: Option<cliproxy_vault::RefreshLease>, vault: &Vault, slo
     }
 }
 
-/// When the vault holds newer tokens for `slot` than it has (another instance refreshed
-/// them) and they are not due: takes them, and returns the access token.
-async fn adopt_stored(slot: &Slot, vault: &Vault) -> Option<Secret> {
+/// Newer tokens than `stale` (the slot's when this refresh began) that are not due: the
+/// slot's own, when the shared vault's watcher gave it another instance's refresh already,
+/// or the vault's, which are then taken into the slot. Returns the access token.
+async fn adopt_stored(slot: &Slot, vault: &Vault, stale: &OAuthTokens) -> Option<Secret> {
     let SlotAuth::OAuth(oauth) = &slot.auth else { return None };
+    let ahead = vault.refresh.ahead.as_secs();
+    let fresh = |tokens: &OAuthTokens, obtained: Option<u64>| {
+        tokens.access_token.expose() != stale.access_token.expose()
+            && tokens.expires_at >= stale.expires_at
+            && !tokens.refresh_due(unix_now(), ahead, obtained)
+    };
     let current = oauth.snapshot();
-    let ours = current.tokens()?;
+    if let Some(tokens) = current.tokens().filter(|t| fresh(t, current.obtained)) {
+        return Some(tokens.access_token.clone());
+    }
     let id = slot.id.clone();
     let stored = blocking_store(vault, move |store| store.get(&id)).await.ok()??;
     let CredentialSecret::OAuth(theirs) = &stored.secret else { return None };
-    let newer = theirs.expires_at > ours.expires_at
-        && theirs.access_token.expose() != ours.access_token.expose();
-    if !newer || theirs.refresh_due(unix_now(), vault.refresh.ahead.as_secs(), None) {
+    if !fresh(theirs, None) {
         return None;
     }
     let access = theirs.access_token.clone();
@@ -213,11 +220,12 @@ async fn wait_for_refresh(
     slot: &Slot,
     provider: &str,
     vault: &Vault,
+    stale: &OAuthTokens,
     lease_time: Duration,
 ) -> Result<Secret, RefreshFailure> {
     let deadline = tokio::time::Instant::now() + lease_time;
     while tokio::time::Instant::now() < deadline {
-        if let Some(access) = adopt_stored(slot, vault).await {
+        if let Some(access) = adopt_stored(slot, vault, stale).await {
             info!(vault.log, "OAuth token refreshed by another instance, taken from the vault";
                 "event_type" => "token_refresh", "result" => "success", "provider" => provider,
                 "credential" => &slot.id);

@@ -99,6 +99,16 @@ pub(crate) fn sync(
     if bits & KEYS != 0 {
         let _ = keys.refresh(guard, log, Source::Elsewhere);
     }
+    // What this instance submitted (an alert's block, a ban) is written first, so that the
+    // store's lists below are the whole truth: an entry missing from them was removed
+    // elsewhere, not merely not written yet.
+    if bits & (DENYLIST | BANS) != 0 {
+        if let Err(e) = guard.state.flush() {
+            warn!(log, "could not write this instance's pending changes before re-reading the shared lists; they are re-read on the next change";
+                "error" => crate::netguard_error(&e));
+            return;
+        }
+    }
     if bits & DENYLIST != 0 {
         match guard.state.load_denylist() {
             Ok(stored) => {
@@ -146,9 +156,9 @@ pub(crate) fn sync(
     }
 }
 
-/// Makes the IP filter's runtime denylist the store's: entries another instance added are
-/// added, entries it removed are removed — except entries this instance added in the last
-/// seconds, which may not have reached the store yet. Returns (added, removed).
+/// Makes the IP filter's runtime denylist the store's (written up to date by the caller):
+/// entries another instance added are added, entries it removed are removed. Returns
+/// (added, removed).
 fn sync_denylist(guard: &Guard, stored: Vec<DenyEntry>) -> (usize, usize) {
     let now = guard.clock.unix_seconds();
     let stored: Vec<DenyEntry> = stored.into_iter().filter(|e| e.is_active(now)).collect();
@@ -162,8 +172,7 @@ fn sync_denylist(guard: &Guard, stored: Vec<DenyEntry>) -> (usize, usize) {
     }
     let mut removed = 0;
     for entry in current {
-        let recent = entry.created_at + DENY_SETTLE_SECS > now;
-        if !recent && !stored.iter().any(|s| s.network == entry.network) {
+        if !stored.iter().any(|s| s.network == entry.network) {
             guard.ip.undeny(entry.network);
             removed += 1;
         }
@@ -171,10 +180,6 @@ fn sync_denylist(guard: &Guard, stored: Vec<DenyEntry>) -> (usize, usize) {
     guard.audit.metrics().set_blocked_ips(guard.ip.runtime_denylist().len());
     (added, removed)
 }
-
-/// How old (seconds) a runtime denylist entry of this instance must be before a shared
-/// store that does not hold it removes it: longer than a state store batch takes.
-const DENY_SETTLE_SECS: u64 = 5;
 
 /// The shared server restarted without its data: what this instance holds — the client
 /// keys created at run time, the runtime denylist and the bans in force — is written back,

@@ -454,8 +454,20 @@ impl StateStore for RedisStore {
             .map(|c| json(&(&c.provider, &c.credential, &c.model)))
             .collect();
         if !ended.is_empty() {
+            // Deleted only if still ended: another instance may have renewed one since the
+            // read (compare and delete, in one script).
+            let script = redis::Script::new(
+                "local n = 0 \
+                 for i = 2, #ARGV do \
+                   local v = redis.call('HGET', KEYS[1], ARGV[i]) \
+                   if v and tonumber(v) <= tonumber(ARGV[1]) then \
+                     n = n + redis.call('HDEL', KEYS[1], ARGV[i]) \
+                   end \
+                 end \
+                 return n",
+            );
             let _ =
-                self.shared.link.run(|c| redis::cmd("HDEL").arg(key).arg(&ended).query::<u64>(c));
+                self.shared.link.run(|c| script.key(key).arg(now_ms).arg(&ended).invoke::<u64>(c));
         }
         Ok(all.into_iter().filter(|c| c.until_ms > now_ms).collect())
     }

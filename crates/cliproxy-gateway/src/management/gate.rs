@@ -40,10 +40,6 @@ use crate::config::ManagementConfig;
 use crate::error::ApiError;
 use crate::guard::ban_key;
 
-/// How old a ban of this instance must be before a shared store that does not hold it lifts
-/// it ([`Management::sync_bans`]): longer than a state store batch takes to be written.
-const BAN_SETTLE: Duration = Duration::from_secs(5);
-
 /// Peers tracked for failures and bans; beyond it, peers that are not banned are forgotten.
 const MAX_TRACKED_PEERS: usize = 10_000;
 
@@ -153,8 +149,8 @@ impl Management {
     }
 
     /// Makes the bans in force those of `stored` (what a state store shared with other
-    /// instances holds now): a ban another instance made starts here, one it lifted ends
-    /// here. Failures counted here that have not banned yet are kept. Returns how many bans
+    /// instances holds now, this instance's own bans written first): a ban another instance
+    /// made starts here, one it lifted ends here. Failures counted here that have not banned yet are kept. Returns how many bans
     /// were started and lifted.
     pub(crate) fn sync_bans(&self, stored: &[cliproxy_netguard::Ban]) -> (usize, usize) {
         let now_unix = crate::clock::unix_now();
@@ -168,13 +164,7 @@ impl Management {
         let mut lifted = 0;
         peers.retain(|ip, peer| {
             let banned = peer.banned_until.is_some_and(|until| until > now);
-            // A ban this instance started in the last seconds may not have reached the store
-            // yet (bans are written in the next batch): only older ones are lifted.
-            let settled = peer
-                .banned_until
-                .and_then(|until| until.checked_sub(self.ban))
-                .is_some_and(|started| started + BAN_SETTLE < now);
-            let keep = !banned || !settled || in_store.contains_key(ip);
+            let keep = !banned || in_store.contains_key(ip);
             lifted += usize::from(!keep);
             keep
         });
