@@ -538,6 +538,36 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn bans_follow_what_a_shared_store_holds() {
+        let log = Logger::root(slog::Discard, slog::o!());
+        let m = remote(1, MAX_TRACKED_PEERS);
+        let here: IpAddr = "10.0.0.1".parse().unwrap();
+        let elsewhere: IpAddr = "10.0.0.2".parse().unwrap();
+        let failing: IpAddr = "10.0.0.3".parse().unwrap();
+        assert_eq!(code(m.gate(&headers("wrong"), here, &log)), Some(ErrorCode::Unauthorized));
+        // A failure that has not banned yet is this instance's own count and is kept.
+        let m2 = remote(3, MAX_TRACKED_PEERS);
+        assert_eq!(code(m2.gate(&headers("wrong"), failing, &log)), Some(ErrorCode::Unauthorized));
+        let until = crate::clock::unix_now() + 600;
+        // Another instance banned `elsewhere`, and the store no longer holds `here` (lifted
+        // there).
+        let stored = [cliproxy_netguard::Ban { ip: elsewhere, until }];
+        assert_eq!(m.sync_bans(&stored), (1, 1));
+        assert_eq!(code(m.gate(&headers(KEY), elsewhere, &log)), Some(ErrorCode::Forbidden));
+        assert_eq!(code(m.gate(&headers(KEY), here, &log)), None);
+        // Again: nothing changes.
+        assert_eq!(m.sync_bans(&stored), (0, 0));
+        // An ended ban in the store starts nothing.
+        let ended = [cliproxy_netguard::Ban { ip: here, until: 1 }];
+        assert_eq!(m2.sync_bans(&ended), (0, 0));
+        // The failure counted before the sync still counts: two more make the three that ban.
+        let _ = m2.gate(&headers("wrong"), failing, &log);
+        assert!(m2.bans().is_empty());
+        let _ = m2.gate(&headers("wrong"), failing, &log);
+        assert_eq!(m2.bans().len(), 1, "{:?}", m2.bans());
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn the_ban_table_is_bounded_and_evicts_the_ban_that_ends_first_in_memory_and_on_disk() {
         let log = Logger::root(slog::Discard, slog::o!());
         let dir = tempfile::tempdir().unwrap();
