@@ -292,6 +292,30 @@ const CATEGORIES: &[Category] = &[
         tests: &["the_cli_and_the_api_agree_and_the_history_survives_restart_and_sigkill"],
         figures: &["worst time from answer to durable usage row (flush_interval 1 s)"],
     },
+    Category {
+        name: "redis",
+        title: "Several gateways on one Redis",
+        what: "Gateway processes sharing one real `redis-server` (`state.backend: redis`, SPEC §11): three instances at three times a per-key limit admit what one limit allows; a key revoked, an address denylisted and a credential cooled down on one instance are in force on the others within a second; two instances refreshing one OAuth credential make one token request, and Redis holds no token in clear; Redis killed under load (`on_unavailable: local`) leaves every request answered within its timeout and says so (log, status, metric), `deny` answers 503 naming the setting; a Redis restarted empty is re-seeded from the instances and said loudly. Behaviours: docs/deploy.md.",
+        source: "tests/e2e/redis.rs",
+        tests: &[
+            "three_gateways_hold_one_per_key_limit_between_them",
+            "a_key_revoked_on_one_instance_is_refused_by_the_others_within_a_second",
+            "an_address_denylisted_on_one_instance_is_refused_by_all_within_a_second",
+            "redis_killed_under_load_local_keeps_answering_and_says_so_then_catches_up",
+            "redis_down_with_deny_answers_503_naming_the_setting",
+            "redis_restarted_empty_is_reseeded_from_the_instances_and_said_loudly",
+            "a_credential_cooled_down_on_one_instance_is_skipped_by_all",
+            "two_instances_refreshing_one_oauth_credential_make_one_token_request",
+        ],
+        figures: &[
+            "accepted of 1800 at a shared 600/min limit",
+            "bound (600 + refill) x 1.01",
+            "revocation in force on every instance after",
+            "denylist entry in force on every instance after",
+            "slowest request while Redis was killed (timeout 200 ms)",
+            "cool-down in force on every instance after",
+        ],
+    },
 ];
 
 pub(crate) fn run(args: Args) -> Result<ExitCode> {
