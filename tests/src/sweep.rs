@@ -555,6 +555,35 @@ impl Gateway {
     }
 }
 
+/// Searches everything `server` holds — each key's value read by its type, and its `DUMP` —
+/// for every planted secret (SPEC §11: Redis never sees a plaintext token or key). One
+/// figure per sweep goes to the test report, as for a gateway.
+pub fn redis(server: &crate::redis_server::RedisServer) -> Vec<Hit> {
+    let secrets = planted();
+    let mut haystack = Vec::new();
+    let keys = server.cli(&["--scan"]);
+    for key in keys.lines().filter(|k| !k.is_empty()) {
+        let kind = server.cli(&["TYPE", key]);
+        let read: &[&str] = match kind.trim() {
+            "string" => &["GET"],
+            "hash" => &["HGETALL"],
+            "set" => &["SMEMBERS"],
+            "zset" => &["ZRANGE", "0", "-1", "WITHSCORES"],
+            "list" => &["LRANGE", "0", "-1"],
+            _ => &[],
+        };
+        if let Some((command, rest)) = read.split_first() {
+            let mut args = vec![*command, key];
+            args.extend_from_slice(rest);
+            haystack.extend_from_slice(server.cli(&args).as_bytes());
+        }
+        haystack.extend_from_slice(key.as_bytes());
+        haystack.extend_from_slice(server.cli(&["DUMP", key]).as_bytes());
+    }
+    report::total(CATEGORY, "bytes of Redis values scanned", haystack.len() as u64, "bytes");
+    scan("redis", &haystack, &secrets)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -649,33 +678,4 @@ mod tests {
         }
         assert!(!planted.iter().any(|p| p.contains("${") || p == "e2e" || p == "openai"));
     }
-}
-
-/// Searches everything `server` holds — each key's value read by its type, and its `DUMP` —
-/// for every planted secret (SPEC §11: Redis never sees a plaintext token or key). One
-/// figure per sweep goes to the test report, as for a gateway.
-pub fn redis(server: &crate::redis_server::RedisServer) -> Vec<Hit> {
-    let secrets = planted();
-    let mut haystack = Vec::new();
-    let keys = server.cli(&["--scan"]);
-    for key in keys.lines().filter(|k| !k.is_empty()) {
-        let kind = server.cli(&["TYPE", key]);
-        let read: &[&str] = match kind.trim() {
-            "string" => &["GET"],
-            "hash" => &["HGETALL"],
-            "set" => &["SMEMBERS"],
-            "zset" => &["ZRANGE", "0", "-1", "WITHSCORES"],
-            "list" => &["LRANGE", "0", "-1"],
-            _ => &[],
-        };
-        if let Some((command, rest)) = read.split_first() {
-            let mut args = vec![*command, key];
-            args.extend_from_slice(rest);
-            haystack.extend_from_slice(server.cli(&args).as_bytes());
-        }
-        haystack.extend_from_slice(key.as_bytes());
-        haystack.extend_from_slice(server.cli(&["DUMP", key]).as_bytes());
-    }
-    report::total(CATEGORY, "bytes of Redis values scanned", haystack.len() as u64, "bytes");
-    scan("redis", &haystack, &secrets)
 }

@@ -754,13 +754,13 @@ impl GatewayConfig {
     /// calls it on each configuration it loads (at start and on reload).
     pub fn check(&self) -> Result<(), ConfigError> {
         let mut problems = Vec::new();
-        if let Some(id) = &self.server.instance_id {
-            if !valid_name(id) {
-                problems.push(
-                    "`server.instance_id`: use letters, digits, `.`, `_` and `-` (at most 64)"
-                        .to_owned(),
-                );
-            }
+        if let Some(id) = &self.server.instance_id
+            && !valid_name(id)
+        {
+            problems.push(
+                "`server.instance_id`: use letters, digits, `.`, `_` and `-` (at most 64)"
+                    .to_owned(),
+            );
         }
         for (name, provider) in &self.providers.0 {
             let key = format!("providers.{name}");

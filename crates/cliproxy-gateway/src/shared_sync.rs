@@ -102,12 +102,12 @@ pub(crate) fn sync(
     // What this instance submitted (an alert's block, a ban) is written first, so that the
     // store's lists below are the whole truth: an entry missing from them was removed
     // elsewhere, not merely not written yet.
-    if bits & (DENYLIST | BANS) != 0 {
-        if let Err(e) = guard.state.flush() {
-            warn!(log, "could not write this instance's pending changes before re-reading the shared lists; they are re-read on the next change";
-                "error" => crate::netguard_error(&e));
-            return;
-        }
+    if bits & (DENYLIST | BANS) != 0
+        && let Err(e) = guard.state.flush()
+    {
+        warn!(log, "could not write this instance's pending changes before re-reading the shared lists; they are re-read on the next change";
+            "error" => crate::netguard_error(&e));
+        return;
     }
     if bits & DENYLIST != 0 {
         match guard.state.load_denylist() {

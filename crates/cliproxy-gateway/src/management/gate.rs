@@ -172,7 +172,7 @@ impl Management {
         for (ip, until) in in_store {
             let banned_until = now + Duration::from_secs(until - now_unix);
             let peer = peers.entry(ip).or_default();
-            if !peer.banned_until.is_some_and(|current| current > now) {
+            if peer.banned_until.is_none_or(|current| current <= now) {
                 started += 1;
             }
             peer.failures = self.max_failures;
