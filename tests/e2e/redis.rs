@@ -639,3 +639,48 @@ async fn two_instances_refreshing_one_oauth_credential_make_one_token_request() 
         8,
     );
 }
+
+#[tokio::test]
+async fn check_says_whether_redis_answers_and_keeps_what_it_is_told() {
+    let redis = RedisServer::start_with(&[
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--requirepass",
+        "planted-redis-check-password-5d2e",
+    ]);
+    sweep::plant("planted-redis-check-password-5d2e");
+    let checked = harness(&redis, "checked", "deny");
+    let output = checked.run(&["check"]).await;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let row =
+        text.lines().find(|l| l.starts_with("state store")).unwrap_or_else(|| panic!("{text}"));
+    assert!(row.contains(&format!("127.0.0.1:{}", redis.port())), "{row}");
+    assert!(row.contains("appendonly is off"), "{row}");
+    assert!(!text.contains("planted-redis-check-password-5d2e"), "{text}");
+
+    // A server that does not answer fails the check, naming where it was looked for.
+    let down = harness(&RedisServer::start(), "down", "local");
+    let yaml = std::fs::read_to_string(down.config_path()).unwrap();
+    let dead = refused_url().await.replacen("http://", "redis://", 1);
+    let yaml = yaml
+        .replace(&yaml[yaml.find("redis://").unwrap()..yaml.find("\", timeout").unwrap()], &dead);
+    down.write_config(&yaml);
+    let output = down.run(&["check"]).await;
+    assert!(!output.status.success());
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    let row =
+        text.lines().find(|l| l.starts_with("state store")).unwrap_or_else(|| panic!("{text}"));
+    assert!(row.contains("does not answer"), "{row}");
+    // And `serve` refuses to start without it, saying why.
+    let output = down.run(&["serve"]).await;
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("does not answer") && stderr.contains("state.redis.url"), "{stderr}");
+    report::cases(CATEGORY, "check_says_whether_redis_answers_and_keeps_what_it_is_told", 3);
+}

@@ -306,6 +306,7 @@ const CATEGORIES: &[Category] = &[
             "redis_restarted_empty_is_reseeded_from_the_instances_and_said_loudly",
             "a_credential_cooled_down_on_one_instance_is_skipped_by_all",
             "two_instances_refreshing_one_oauth_credential_make_one_token_request",
+            "check_says_whether_redis_answers_and_keeps_what_it_is_told",
         ],
         figures: &[
             "accepted of 1800 at a shared 600/min limit",

@@ -48,6 +48,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use crate::config::Config;
 use cliproxy_audit::EventType;
 use cliproxy_core::private_fs::{self, Finding, Kind};
+use cliproxy_netguard::{RedisLink, RedisStore, RedisStoreOptions, StateBackend};
 use cliproxy_vault::Protection;
 use nix::unistd::AccessFlags;
 
@@ -233,14 +234,20 @@ fn client_keys(list: &mut Checklist, config: &Config) {
 /// now (readable, not disabled, not expired); 0 when there is no store yet or it cannot be
 /// read (the state store row reports that).
 fn stored_client_keys(config: &Config) -> usize {
-    let mut state = config.state.clone();
-    let path = state.path.get_or_insert_with(|| config.auth.dir.join(".state.db")).clone();
-    if !path.is_file() {
-        return 0;
-    }
-    let Ok(store) = cliproxy_netguard::SqliteStore::open(&state) else { return 0 };
-    let rows = cliproxy_netguard::StateStore::load_client_keys(&store).unwrap_or_default();
-    let _ = store.close();
+    let rows = if config.state.backend == StateBackend::Redis {
+        let Some(store) = redis_state(config) else { return 0 };
+        cliproxy_netguard::StateStore::load_client_keys(&store).unwrap_or_default()
+    } else {
+        let mut state = config.state.clone();
+        let path = state.path.get_or_insert_with(|| config.auth.dir.join(".state.db")).clone();
+        if !path.is_file() {
+            return 0;
+        }
+        let Ok(store) = cliproxy_netguard::SqliteStore::open(&state) else { return 0 };
+        let rows = cliproxy_netguard::StateStore::load_client_keys(&store).unwrap_or_default();
+        let _ = store.close();
+        rows
+    };
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
@@ -408,6 +415,15 @@ fn credentials(list: &mut Checklist, config: &Config, dir: AuthDir) {
         }
         // Opened without the lock of auth.dir: `check` only reads, and must pass beside a
         // running gateway, which holds that lock.
+        AuthDir::Good if config.auth.store == cliproxy_vault::StoreKind::Redis => {
+            match cliproxy_server::compose::open_vault(&config.gateway(), None, false) {
+                Err(e) => {
+                    list.fail(READABLE, e.to_string(), key_fix());
+                    None
+                }
+                Ok(store) => Some(store),
+            }
+        }
         AuthDir::Good => match config.auth.build() {
             Err(e) => {
                 list.fail(READABLE, cliproxy_gateway::vault_error_message(&e), key_fix());
@@ -765,6 +781,11 @@ fn audit_log(list: &mut Checklist, config: &Config, euid: u32) {
 /// not, or when there is no state store or anchor yet (the state store check reports a store
 /// that cannot be opened).
 fn behind_anchor(config: &Config) -> Option<String> {
+    if config.state.backend == StateBackend::Redis {
+        let store = redis_state(config)?;
+        let head = cliproxy_netguard::StateStore::load_audit_head(&store).ok().flatten();
+        return behind(config, head, &cliproxy_netguard::StateStore::describe(&store));
+    }
     let mut state = config.state.clone();
     let path = state.path.get_or_insert_with(|| config.auth.dir.join(".state.db")).clone();
     if !path.is_file() {
@@ -773,6 +794,11 @@ fn behind_anchor(config: &Config) -> Option<String> {
     let store = cliproxy_netguard::SqliteStore::open(&state).ok()?;
     let head = cliproxy_netguard::StateStore::load_audit_head(&store).ok().flatten();
     let _ = store.close();
+    behind(config, head, &path.display().to_string())
+}
+
+/// The audit file compared with the `head` anchored in the store `where_`.
+fn behind(config: &Config, head: Option<(u64, String)>, where_: &str) -> Option<String> {
     let (seq, hash) = head?;
     let file = &config.logging.audit.file;
     let anchored = cliproxy_audit::ChainHead { seq, hash };
@@ -781,11 +807,10 @@ fn behind_anchor(config: &Config) -> Option<String> {
         Err(e) => format!("it cannot be read ({e})"),
     };
     Some(format!(
-        "{} is behind its anchor in the state store {}: the anchor holds seq {} with hash {}, but \
+        "{} is behind its anchor in the state store {where_}: the anchor holds seq {} with hash {}, but \
          {found}; lines were cut off or the file was deleted (the gateway refuses to start: \
          logging.audit.on_gap)",
         file.display(),
-        path.display(),
         anchored.seq,
         anchored.hash
     ))
@@ -824,8 +849,64 @@ fn alerts(list: &mut Checklist, config: &Config) {
     }
 }
 
+/// The Redis store `serve` would use (under this instance's name: its audit head is this
+/// instance's), when `state.backend` is `redis` and Redis answers; `None` otherwise (the
+/// state store row says why).
+fn redis_state(config: &Config) -> Option<RedisStore> {
+    let link = cliproxy_server::compose::shared_link(&config.gateway()).ok()??;
+    let options = RedisStoreOptions::new(config.server.instance_id(), config.state.flush_interval);
+    RedisStore::open(link, options).ok()
+}
+
+/// `state.backend: redis`: the server answers, and keeps what it is told (AOF).
+fn redis_store_row(list: &mut Checklist, config: &Config) {
+    const CHECK: &str = "state store";
+    let link = match RedisLink::open(&config.state.redis) {
+        Ok(link) => link,
+        Err(e) => {
+            list.fail(
+                CHECK,
+                cliproxy_gateway::netguard_error(&e),
+                "set state.redis.url: redis://[:password@]host:port[/db] or rediss://…",
+            );
+            return;
+        }
+    };
+    if let Err(e) = link.ping() {
+        list.fail(
+            CHECK,
+            format!("{} does not answer: {e}", link.describe()),
+            "start Redis, or check state.redis.url (host, port, password); a gateway does not start without it",
+        );
+        return;
+    }
+    let policy = match config.state.redis.on_unavailable {
+        cliproxy_netguard::OnUnavailable::Deny => "deny (503 while it is down)",
+        _ => "local (each instance on its own limits while it is down)",
+    };
+    match link.appendonly() {
+        Ok(Some(true)) => list.pass(
+            CHECK,
+            format!("{} answers; appendonly yes; on_unavailable: {policy}", link.describe()),
+        ),
+        Ok(Some(_)) => list.warn(
+            CHECK,
+            format!("{} answers, but appendonly is off: a restart empties it (keys, denylist and bans are written back by the instances; limit, quota, budget and usage counts are lost)", link.describe()),
+            "run Redis with appendonly yes (docs/deploy.md)",
+        ),
+        _ => list.pass(
+            CHECK,
+            format!("{} answers (its persistence cannot be read: CONFIG is disabled); on_unavailable: {policy}", link.describe()),
+        ),
+    }
+}
+
 fn state_store(list: &mut Checklist, config: &Config, euid: u32) {
     const CHECK: &str = "state store";
+    if config.state.backend == StateBackend::Redis {
+        redis_store_row(list, config);
+        return;
+    }
     let (path, key) = match &config.state.path {
         Some(path) => (path.clone(), "state.path"),
         // The gateway keeps it in auth.dir then, whose row already covers the file's mode.

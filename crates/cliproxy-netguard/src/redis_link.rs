@@ -250,6 +250,19 @@ impl RedisLink {
         self.run(|c| redis::cmd("PING").query::<String>(c).map(drop))
     }
 
+    /// Whether the server writes an append-only file (`CONFIG GET appendonly`): what keeps
+    /// the shared state across its restarts. `Ok(None)` when it will not say (`CONFIG`
+    /// renamed or refused, as hardened servers do).
+    pub fn appendonly(&self) -> std::result::Result<Option<bool>, Unavailable> {
+        match self
+            .run(|c| redis::cmd("CONFIG").arg("GET").arg("appendonly").query::<Vec<String>>(c))
+        {
+            Ok(reply) => Ok(reply.get(1).map(|value| value == "yes")),
+            Err(Unavailable::Refused(_)) => Ok(None),
+            Err(other) => Err(other),
+        }
+    }
+
     /// Runs `call` on a pooled connection within the timeout (see the module's text). A
     /// call that fails for the connection's sake marks the link down.
     pub fn run<T>(
