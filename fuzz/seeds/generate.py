@@ -445,7 +445,34 @@ def client_key_body():
     }
 
 
+def redis_state_values():
+    # Byte 0 picks the parser (0 quota, 1 denylist, 2 bans, 3 cool-downs, 4 client keys,
+    # 5 usage history, 6 audit head, 7 change message); then field, a 0 byte, value.
+    def seed(table, field, value):
+        return bytes([table]) + field + b"\x00" + value
+    digest = "ab" * 32
+    return {
+        "quota": seed(0, b"client:daily:team", json.dumps({"scope": "client", "name": "team", "period": "daily", "period_start": 1800000000, "tokens": 42}).encode()),
+        "quota-unknown-scope": seed(0, b"x", b'{"scope": "planet", "name": "a", "period": "daily", "period_start": 0, "tokens": 1}'),
+        "deny": seed(1, b"203.0.113.0/24", b'{"reason": "abuse", "created_at": 1, "expires_at": null}'),
+        "deny-bad-network": seed(1, b"203.0.113.7/33", b'{"reason": "x", "created_at": 1}'),
+        "ban": seed(2, b"::ffff:10.0.0.1", b'{"until": 1800000000}'),
+        "cooldown": seed(3, b'["oa","cred-1",null]', b"1800000000000"),
+        "cooldown-model": seed(3, b'["oa","cred-1","gpt-4o"]', b"-5"),
+        "client-key": seed(4, b"k1", json.dumps({"digest": digest, "record": "{\"v\":1}"}).encode()),
+        "client-key-bad-digest": seed(4, b"k1", b'{"digest": "XYZ", "record": "{}"}'),
+        "usage": seed(5, b'["team","oa","gpt-4o","requests"]', b"12"),
+        "usage-unknown-counter": seed(5, b'["team","oa","gpt-4o","apples"]', b"1"),
+        "usage-not-utf8": seed(5, b'["\xff","oa","m","requests"]', b"\xfe"),
+        "audit-head": seed(6, b"", json.dumps({"seq": 7, "hash": "00" * 32}).encode()),
+        "message": seed(7, b"me", b"other client_keys"),
+        "message-own": seed(7, b"me", b"me denylist"),
+        "message-garbage": seed(7, b"me", b"\x00\x01 no"),
+    }
+
+
 TARGETS = {
+    "redis_state_values": redis_state_values,
     "client_key_body": client_key_body,
     "usage_scanner": usage_scanner,
     "usage_query": usage_query,

@@ -684,3 +684,90 @@ async fn check_says_whether_redis_answers_and_keeps_what_it_is_told() {
     assert!(stderr.contains("does not answer") && stderr.contains("state.redis.url"), "{stderr}");
     report::cases(CATEGORY, "check_says_whether_redis_answers_and_keeps_what_it_is_told", 3);
 }
+
+/// Creates client keys on `gateway` one after another until it stops answering; the names
+/// and keys acknowledged (201), and the name in flight when it stopped.
+async fn create_keys_until_gone(
+    url: String,
+    prefix: String,
+) -> (Vec<(String, String)>, Option<String>) {
+    let http = client();
+    let mut acknowledged = Vec::new();
+    for n in 0.. {
+        let name = format!("{prefix}-{n}");
+        let sent = http
+            .post(format!("{url}/v0/management/client-keys"))
+            .header("x-management-key", MGMT_KEY)
+            .json(&json!({"name": name, "models": ["mock-*"]}))
+            .send()
+            .await;
+        let Ok(response) = sent else { return (acknowledged, Some(name)) };
+        let status = response.status().as_u16();
+        let Ok(body) = response.json::<Value>().await else { return (acknowledged, Some(name)) };
+        if status != 201 {
+            // Redis gone under the gateway: the write is refused (503), not acknowledged.
+            assert_eq!(status, 503, "{body}");
+            return (acknowledged, Some(name));
+        }
+        let key = body["key"].as_str().unwrap().to_owned();
+        sweep::plant(&key);
+        acknowledged.push((name, key));
+    }
+    unreachable!()
+}
+
+#[tokio::test]
+async fn sigkill_of_a_gateway_or_of_redis_loses_no_acknowledged_key() {
+    // Every write fsynced before Redis answers: an acknowledged key is on its disk.
+    let mut redis =
+        RedisServer::start_with(&["--save", "", "--appendonly", "yes", "--appendfsync", "always"]);
+    let survivor_harness = harness(&redis, "survivor", "local");
+    let survivor = survivor_harness.start().await;
+    let mut acknowledged = Vec::new();
+    // Rounds of a gateway killed while it creates keys, then Redis killed while another does.
+    for round in 0..3u64 {
+        let victim_harness = harness(&redis, &format!("victim-{round}"), "local");
+        let mut victim = victim_harness.start().await;
+        let creating = tokio::spawn(create_keys_until_gone(victim.url(), format!("gw{round}")));
+        // Wait for some creations, then kill at whatever point the creations are.
+        victim
+            .wait_for_log(|l| {
+                l["msg"] == "client key created" || l["result"] == "client_key_create"
+            })
+            .await;
+        victim.kill().await;
+        let (acked, _in_flight) = creating.await.unwrap();
+        acknowledged.extend(acked);
+
+        let creating = tokio::spawn(create_keys_until_gone(survivor.url(), format!("rd{round}")));
+        survivor
+            .wait_for_log(|l| {
+                l["msg"] == "client key created" || l["result"] == "client_key_create"
+            })
+            .await;
+        redis.kill();
+        let (acked, _in_flight) = creating.await.unwrap();
+        acknowledged.extend(acked);
+        redis.restart();
+        time_until(Duration::from_secs(10), || async {
+            manage(&survivor, Method::GET, "/status", None).await.1["layers"]["netguard"]["shared_state"]["up"] == true
+        })
+        .await
+        .expect("the survivor finds Redis again");
+    }
+    assert!(!acknowledged.is_empty());
+    // An instance started now knows only what Redis kept: every acknowledged key works there.
+    let late = harness(&redis, "late", "local");
+    let fresh = late.start().await;
+    for (name, key) in &acknowledged {
+        assert_eq!(chat(&fresh, key).await.0, 200, "the acknowledged key {name} was lost");
+    }
+    assert_redis_clean(&redis);
+    report::figure(
+        CATEGORY,
+        "acknowledged key creations checked after SIGKILLs",
+        acknowledged.len() as u64,
+        "keys",
+    );
+    report::cases(CATEGORY, "sigkill_of_a_gateway_or_of_redis_loses_no_acknowledged_key", 6);
+}

@@ -239,7 +239,7 @@ const CATEGORIES: &[Category] = &[
     Category {
         name: "fuzzing",
         title: "Fuzzing",
-        what: "Every `fuzz/` target (config, request validation, SSE/usage scanning and stripping, credential files, OAuth token responses, IP/CIDR and forwarding headers, audit verification, upstream error bodies, upstream model lists, API-format translation of requests, replies, errors and stream events, the usage query string, client-key bodies) for a bounded time, starting from the seed inputs committed in `fuzz/seeds/`, after replaying those seeds and the crash inputs kept in `fuzz/regressions/` (the scenarios: committed inputs replayed; the iterations: libFuzzer's executions).",
+        what: "Every `fuzz/` target (config, request validation, SSE/usage scanning and stripping, credential files, OAuth token responses, IP/CIDR and forwarding headers, audit verification, upstream error bodies, upstream model lists, API-format translation of requests, replies, errors and stream events, the usage query string, client-key bodies, what the Redis state store reads back) for a bounded time, starting from the seed inputs committed in `fuzz/seeds/`, after replaying those seeds and the crash inputs kept in `fuzz/regressions/` (the scenarios: committed inputs replayed; the iterations: libFuzzer's executions).",
         source: "fuzz/fuzz_targets, `cargo xtask fuzz`",
         tests: &[
             "audit_verify",
@@ -257,6 +257,7 @@ const CATEGORIES: &[Category] = &[
             "usage_scanner",
             "usage_stripper",
             "client_key_body",
+            "redis_state_values",
         ],
         figures: &[],
     },
@@ -307,6 +308,7 @@ const CATEGORIES: &[Category] = &[
             "a_credential_cooled_down_on_one_instance_is_skipped_by_all",
             "two_instances_refreshing_one_oauth_credential_make_one_token_request",
             "check_says_whether_redis_answers_and_keeps_what_it_is_told",
+            "sigkill_of_a_gateway_or_of_redis_loses_no_acknowledged_key",
         ],
         figures: &[
             "accepted of 1800 at a shared 600/min limit",
@@ -315,6 +317,7 @@ const CATEGORIES: &[Category] = &[
             "denylist entry in force on every instance after",
             "slowest request while Redis was killed (timeout 200 ms)",
             "cool-down in force on every instance after",
+            "acknowledged key creations checked after SIGKILLs",
         ],
     },
 ];

@@ -207,6 +207,13 @@ pub use redis_admission::{
 pub use redis_link::{LinkHealth, LinkNotice, RedisLink, Unavailable};
 #[cfg(feature = "redis")]
 pub use redis_store::{RedisStore, RedisStoreOptions};
+/// The parsers of what the Redis state store reads back, for the fuzz target
+/// `redis_state_values`; not part of the API.
+#[cfg(feature = "redis")]
+#[doc(hidden)]
+pub mod redis_store_fuzz {
+    pub use crate::redis_store::parse_stored_value;
+}
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStore;
 pub use state::{SharedChange, StateChange, StateStore};

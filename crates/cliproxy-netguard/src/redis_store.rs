@@ -399,53 +399,20 @@ impl RedisStore {
 
 impl StateStore for RedisStore {
     fn load_quota_usage(&self) -> Result<Vec<QuotaUsage>> {
-        self.load_hash(&self.shared.keys.quota, |_, value| {
-            let stored: StoredQuota = serde_json::from_str(value).map_err(json_problem)?;
-            Ok(QuotaUsage {
-                scope: QuotaScope::parse(&stored.scope)
-                    .ok_or_else(|| format!("unknown scope {:?}", stored.scope))?,
-                period: QuotaPeriod::parse(&stored.period)
-                    .ok_or_else(|| format!("unknown period {:?}", stored.period))?,
-                name: stored.name,
-                period_start: stored.period_start,
-                tokens: stored.tokens,
-            })
-        })
+        self.load_hash(&self.shared.keys.quota, parse_quota)
     }
 
     fn load_denylist(&self) -> Result<Vec<DenyEntry>> {
-        self.load_hash(&self.shared.keys.denylist, |field, value| {
-            let network = field
-                .parse::<IpNetwork>()
-                .map_err(|_| "the field is not an address or CIDR range".to_owned())?;
-            let stored: StoredDeny = serde_json::from_str(value).map_err(json_problem)?;
-            Ok(DenyEntry {
-                network: canonical_network(network),
-                reason: stored.reason,
-                created_at: stored.created_at,
-                expires_at: stored.expires_at,
-            })
-        })
+        self.load_hash(&self.shared.keys.denylist, parse_deny)
     }
 
     fn load_bans(&self) -> Result<Vec<Ban>> {
-        self.load_hash(&self.shared.keys.bans, |field, value| {
-            let ip =
-                field.parse::<IpAddr>().map_err(|_| "the field is not an IP address".to_owned())?;
-            let stored: StoredBan = serde_json::from_str(value).map_err(json_problem)?;
-            Ok(Ban { ip: canonical_ip(ip), until: stored.until })
-        })
+        self.load_hash(&self.shared.keys.bans, parse_ban)
     }
 
     fn load_cooldowns(&self, now_ms: u64) -> Result<Vec<crate::Cooldown>> {
         let key = &self.shared.keys.cooldowns;
-        let all = self.load_hash(key, |field, value| {
-            let (provider, credential, model): (String, String, Option<String>) =
-                serde_json::from_str(field).map_err(json_problem)?;
-            let until_ms =
-                value.parse::<u64>().map_err(|_| "the value is not a time".to_owned())?;
-            Ok(crate::Cooldown { provider, credential, model, until_ms })
-        })?;
+        let all = self.load_hash(key, parse_cooldown)?;
         // Ended rests leave the hash as they are read: they are few (credentials × models),
         // and every instance drops them by itself.
         let ended: Vec<String> = all
@@ -494,15 +461,7 @@ impl StateStore for RedisStore {
     }
 
     fn load_client_keys(&self) -> Result<Vec<StoredClientKey>> {
-        self.load_hash(&self.shared.keys.client_keys, |id, value| {
-            let stored: StoredKey = serde_json::from_str(value).map_err(json_problem)?;
-            check_client_key(id, &stored.digest, &stored.record)?;
-            Ok(StoredClientKey {
-                id: id.to_owned(),
-                digest: stored.digest,
-                record_json: stored.record,
-            })
-        })
+        self.load_hash(&self.shared.keys.client_keys, parse_client_key)
     }
 
     fn load_usage(&self, from: u64, to: u64) -> Result<Vec<UsageRow>> {
@@ -1363,6 +1322,78 @@ fn subscribe_once(shared: &Shared, sender: &Sender<SharedChange>) -> Subscriptio
             }
             Err(_) => return Subscription::Lost { was_subscribed: true },
         }
+    }
+}
+
+fn parse_quota(_field: &str, value: &str) -> std::result::Result<QuotaUsage, String> {
+    let stored: StoredQuota = serde_json::from_str(value).map_err(json_problem)?;
+    Ok(QuotaUsage {
+        scope: QuotaScope::parse(&stored.scope)
+            .ok_or_else(|| format!("unknown scope {:?}", stored.scope))?,
+        period: QuotaPeriod::parse(&stored.period)
+            .ok_or_else(|| format!("unknown period {:?}", stored.period))?,
+        name: stored.name,
+        period_start: stored.period_start,
+        tokens: stored.tokens,
+    })
+}
+
+fn parse_deny(field: &str, value: &str) -> std::result::Result<DenyEntry, String> {
+    let network = field
+        .parse::<IpNetwork>()
+        .map_err(|_| "the field is not an address or CIDR range".to_owned())?;
+    let stored: StoredDeny = serde_json::from_str(value).map_err(json_problem)?;
+    Ok(DenyEntry {
+        network: canonical_network(network),
+        reason: stored.reason,
+        created_at: stored.created_at,
+        expires_at: stored.expires_at,
+    })
+}
+
+fn parse_ban(field: &str, value: &str) -> std::result::Result<Ban, String> {
+    let ip = field.parse::<IpAddr>().map_err(|_| "the field is not an IP address".to_owned())?;
+    let stored: StoredBan = serde_json::from_str(value).map_err(json_problem)?;
+    Ok(Ban { ip: canonical_ip(ip), until: stored.until })
+}
+
+fn parse_cooldown(field: &str, value: &str) -> std::result::Result<crate::Cooldown, String> {
+    let (provider, credential, model): (String, String, Option<String>) =
+        serde_json::from_str(field).map_err(json_problem)?;
+    let until_ms = value.parse::<u64>().map_err(|_| "the value is not a time".to_owned())?;
+    Ok(crate::Cooldown { provider, credential, model, until_ms })
+}
+
+fn parse_client_key(id: &str, value: &str) -> std::result::Result<StoredClientKey, String> {
+    let stored: StoredKey = serde_json::from_str(value).map_err(json_problem)?;
+    check_client_key(id, &stored.digest, &stored.record)?;
+    Ok(StoredClientKey { id: id.to_owned(), digest: stored.digest, record_json: stored.record })
+}
+
+/// Every parser of what the store reads back from Redis — a value another process (or a
+/// person with `redis-cli`) may have written — on one input: `table` picks the parser
+/// (quota, denylist, bans, cool-downs, client keys, usage history, audit head, a change
+/// message). It returns whether the input was accepted; it must never panic. For the fuzz
+/// target `redis_state_values`; not part of the API.
+#[doc(hidden)]
+pub fn parse_stored_value(table: u8, field: &[u8], value: &[u8]) -> bool {
+    let (Ok(field_text), Ok(value_text)) = (std::str::from_utf8(field), std::str::from_utf8(value))
+    else {
+        return match table % 8 {
+            5 => parse_usage_field(field, value).is_ok(),
+            7 => parse_message(value, "fuzz").is_some(),
+            _ => false,
+        };
+    };
+    match table % 8 {
+        0 => parse_quota(field_text, value_text).is_ok(),
+        1 => parse_deny(field_text, value_text).is_ok(),
+        2 => parse_ban(field_text, value_text).is_ok(),
+        3 => parse_cooldown(field_text, value_text).is_ok(),
+        4 => parse_client_key(field_text, value_text).is_ok(),
+        5 => parse_usage_field(field, value).is_ok(),
+        6 => serde_json::from_str::<StoredAuditHead>(value_text).is_ok(),
+        _ => parse_message(value, field_text).is_some(),
     }
 }
 
