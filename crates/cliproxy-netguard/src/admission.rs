@@ -272,10 +272,10 @@ pub struct Ticket {
     provider_quota: u64,
     client_quota: u64,
     client_budget: u64,
-    /// What a [`RedisAdmission`](crate::RedisAdmission) holds in Redis for this request
+    /// What an admission over a shared store holds there for this request, in its own type
     /// (`None` for a ticket of memory, including one it admitted locally during an outage).
-    #[cfg(feature = "redis")]
-    shared: Option<Box<crate::redis_admission::SharedHold>>,
+    /// Opaque here, so that this module names no implementation of the trait.
+    shared: Option<Box<dyn std::any::Any + Send + Sync>>,
 }
 
 impl Ticket {
@@ -298,22 +298,24 @@ impl Ticket {
             provider_quota,
             client_quota,
             client_budget: 0,
-            #[cfg(feature = "redis")]
             shared: None,
         }
     }
 
-    /// Recording what was held in Redis for it.
-    #[cfg(feature = "redis")]
-    pub(crate) fn with_shared(mut self, hold: crate::redis_admission::SharedHold) -> Self {
+    /// Recording what was held in a shared store for it.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn with_shared<T: std::any::Any + Send + Sync>(mut self, hold: T) -> Self {
         self.shared = Some(Box::new(hold));
         self
     }
 
-    /// What was held in Redis for it, taken out (once).
-    #[cfg(feature = "redis")]
-    pub(crate) fn take_shared(&mut self) -> Option<Box<crate::redis_admission::SharedHold>> {
-        self.shared.take()
+    /// What was held in a shared store for it, taken out (once), when it is a `T`.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn take_shared<T: std::any::Any>(&mut self) -> Option<Box<T>> {
+        match self.shared.take()?.downcast::<T>() {
+            Ok(hold) => Some(hold),
+            Err(_) => None,
+        }
     }
 
     /// Holding these micro-dollars against the client key's budget as well.

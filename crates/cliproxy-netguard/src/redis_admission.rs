@@ -287,7 +287,7 @@ impl Admission for RedisAdmission {
 
     fn settle(&self, mut ticket: Ticket, used: Used) -> Settled {
         let inner = &self.inner;
-        let Some(hold) = ticket.take_shared() else {
+        let Some(hold) = ticket.take_shared::<SharedHold>() else {
             // Admitted by this instance during an outage: settled here, and what it used is
             // queued for the shared counts (reconciliation).
             let charged = Charged::of(&ticket, used);
@@ -324,7 +324,7 @@ impl Admission for RedisAdmission {
     }
 
     fn cancel(&self, mut ticket: Ticket) {
-        let Some(hold) = ticket.take_shared() else {
+        let Some(hold) = ticket.take_shared::<SharedHold>() else {
             self.inner.local.cancel(ticket);
             return;
         };
