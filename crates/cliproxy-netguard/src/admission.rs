@@ -312,10 +312,7 @@ impl Ticket {
     /// What was held in a shared store for it, taken out (once), when it is a `T`.
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn take_shared<T: std::any::Any>(&mut self) -> Option<Box<T>> {
-        match self.shared.take()?.downcast::<T>() {
-            Ok(hold) => Some(hold),
-            Err(_) => None,
-        }
+        self.shared.take()?.downcast::<T>().ok()
     }
 
     /// Holding these micro-dollars against the client key's budget as well.

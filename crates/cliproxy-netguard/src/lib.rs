@@ -157,6 +157,8 @@ mod fields;
 mod headers;
 mod ipfilter;
 mod maintenance;
+#[cfg(any(feature = "sqlite", feature = "redis"))]
+mod pending;
 mod quota;
 mod ratelimit;
 #[cfg(feature = "redis")]

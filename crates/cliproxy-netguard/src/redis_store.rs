@@ -36,7 +36,7 @@
 //! instance saw, the store recreates it, says so in a notice and calls the watchers with
 //! [`SharedChange::Emptied`], so that the caller re-seeds what it holds and re-reads.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -51,6 +51,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::OnUnavailable;
 use crate::error::{Error, Result, Setting};
+use crate::pending::Pending;
 use crate::redis_link::{RedisLink, Unavailable};
 use crate::state::{SharedChange, StateChange, StateStore};
 use crate::types::{
@@ -797,94 +798,9 @@ struct Batch {
     taken: u64,
 }
 
-/// Changes waiting for the writer, one per key, so memory is bounded by the number of keys
-/// rather than by the request rate.
-#[derive(Debug, Default)]
-struct Pending {
-    quota: HashMap<(QuotaScope, String, QuotaPeriod), QuotaUsage>,
-    /// `None` removes the entry.
-    deny: HashMap<IpNetwork, Option<DenyEntry>>,
-    /// `None` removes the ban.
-    bans: HashMap<IpAddr, Option<Ban>>,
-    purge: Option<u64>,
-    audit_head: Option<(u64, String)>,
-    /// `None` deletes the record.
-    client_keys: HashMap<String, Option<StoredClientKey>>,
-    /// Usage history deltas by (hour, client, provider, model), summed.
-    usage: HashMap<(u64, String, String, String), UsageCounts>,
-    usage_purge: Option<u64>,
-    /// Credential cool-downs by (provider, credential, model): the latest end.
-    cooldowns: HashMap<(String, String, Option<String>), u64>,
-}
-
+/// What the Redis store does with a batch: the messages it publishes and the script's
+/// operations (the batch itself is the shared `Pending`).
 impl Pending {
-    fn add(&mut self, change: StateChange) {
-        match change {
-            StateChange::Quota(usage) => {
-                self.quota.insert((usage.scope, usage.name.clone(), usage.period), usage);
-            }
-            StateChange::DenyAdd(mut entry) => {
-                // Canonical keys, so that a removal matches the addition it undoes even when
-                // one was written as an IPv4-mapped IPv6 range.
-                entry.network = canonical_network(entry.network);
-                self.deny.insert(entry.network, Some(entry));
-            }
-            StateChange::DenyRemove(network) => {
-                self.deny.insert(canonical_network(network), None);
-            }
-            StateChange::Ban(mut ban) => {
-                ban.ip = canonical_ip(ban.ip);
-                self.bans.insert(ban.ip, Some(ban));
-            }
-            StateChange::Unban(ip) => {
-                self.bans.insert(canonical_ip(ip), None);
-            }
-            StateChange::AuditHead { seq, hash } => self.audit_head = Some((seq, hash)),
-            StateChange::ClientKeyPut(key) => {
-                self.client_keys.insert(key.id.clone(), Some(key));
-            }
-            StateChange::ClientKeyDelete(id) => {
-                self.client_keys.insert(id, None);
-            }
-            StateChange::UsageAdd(row) => {
-                // Additive: deltas to one row are summed, never replaced.
-                self.usage
-                    .entry((row.hour, row.client, row.provider, row.model))
-                    .or_default()
-                    .add(&row.counts);
-            }
-            StateChange::UsagePurge { before } => {
-                self.usage_purge = self.usage_purge.max(Some(before));
-            }
-            StateChange::PurgeExpired { now } => {
-                self.purge = self.purge.max(Some(now));
-            }
-            StateChange::Cooldown(cooldown) => {
-                let until = self
-                    .cooldowns
-                    .entry((cooldown.provider, cooldown.credential, cooldown.model))
-                    .or_default();
-                *until = (*until).max(cooldown.until_ms);
-            }
-        }
-    }
-
-    fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    fn len(&self) -> usize {
-        self.quota.len()
-            + self.deny.len()
-            + self.bans.len()
-            + usize::from(self.purge.is_some())
-            + usize::from(self.audit_head.is_some())
-            + self.client_keys.len()
-            + self.usage.len()
-            + usize::from(self.usage_purge.is_some())
-            + self.cooldowns.len()
-    }
-
     /// The messages the batch publishes: one per kind of state the other instances hold.
     /// Purges are not announced: every instance drops ended entries by itself.
     fn messages(&self, instance_id: &str) -> Vec<String> {

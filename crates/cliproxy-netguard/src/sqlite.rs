@@ -6,7 +6,6 @@
 //! transaction every flush interval, or at once when someone calls [`StateStore::flush`]. A
 //! `kill -9` therefore loses at most the changes of one interval.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io;
@@ -24,6 +23,7 @@ use rusqlite::{Connection, ErrorCode, OpenFlags, TransactionBehavior, params};
 
 use crate::config::StateConfig;
 use crate::error::{Error, Result, Setting};
+use crate::pending::Pending;
 use crate::state::{StateChange, StateStore};
 use crate::types::{
     Ban, DenyEntry, QuotaScope, QuotaUsage, StoredClientKey, UsageCounts, UsageRow, canonical_ip,
@@ -366,6 +366,10 @@ impl StateStore for SqliteStore {
             ));
             return;
         }
+        // One process uses this store: a cool-down is that process's own memory (state.rs).
+        if matches!(change, StateChange::Cooldown(_)) {
+            return;
+        }
         queue.pending.add(change);
         queue.submitted += 1;
         // The interval starts with the first change of a batch, so a change waits at most
@@ -532,117 +536,6 @@ struct Failure {
     /// The sequence number the failed batch went up to.
     taken: u64,
     message: String,
-}
-
-/// Changes waiting for the writer, one per key, so memory is bounded by the number of keys
-/// (configured providers and client keys, denylisted networks, banned addresses) rather than
-/// by the request rate.
-#[derive(Debug, Default, PartialEq, Eq)]
-struct Pending {
-    quota: HashMap<(QuotaScope, String, QuotaPeriod), QuotaUsage>,
-    /// `None` removes the entry.
-    deny: HashMap<IpNetwork, Option<DenyEntry>>,
-    /// `None` removes the ban.
-    bans: HashMap<IpAddr, Option<Ban>>,
-    /// The latest purge time asked for.
-    purge: Option<u64>,
-    /// The latest audit head submitted.
-    audit_head: Option<(u64, String)>,
-    /// Client key records by id; `None` deletes the record.
-    client_keys: HashMap<String, Option<StoredClientKey>>,
-    /// Usage history deltas by (hour, client, provider, model), summed.
-    usage: HashMap<(u64, String, String, String), UsageCounts>,
-    /// The latest usage retention cut asked for.
-    usage_purge: Option<u64>,
-}
-
-impl Pending {
-    fn add(&mut self, change: StateChange) {
-        match change {
-            StateChange::Quota(usage) => {
-                self.quota.insert((usage.scope, usage.name.clone(), usage.period), usage);
-            }
-            StateChange::DenyAdd(mut entry) => {
-                // Keys are canonical so that a removal matches the addition it undoes even
-                // when one was written as an IPv4-mapped IPv6 range.
-                entry.network = canonical_network(entry.network);
-                self.deny.insert(entry.network, Some(entry));
-            }
-            StateChange::DenyRemove(network) => {
-                self.deny.insert(canonical_network(network), None);
-            }
-            StateChange::Ban(mut ban) => {
-                ban.ip = canonical_ip(ban.ip);
-                self.bans.insert(ban.ip, Some(ban));
-            }
-            StateChange::Unban(ip) => {
-                self.bans.insert(canonical_ip(ip), None);
-            }
-            StateChange::AuditHead { seq, hash } => self.audit_head = Some((seq, hash)),
-            // One process uses this store: a cool-down is its own memory (state.rs).
-            StateChange::Cooldown(_) => {}
-            StateChange::ClientKeyPut(key) => {
-                self.client_keys.insert(key.id.clone(), Some(key));
-            }
-            StateChange::ClientKeyDelete(id) => {
-                self.client_keys.insert(id, None);
-            }
-            StateChange::UsageAdd(row) => {
-                // Additive: deltas to one row are summed, never replaced.
-                self.usage
-                    .entry((row.hour, row.client, row.provider, row.model))
-                    .or_default()
-                    .add(&row.counts);
-            }
-            StateChange::UsagePurge { before } => {
-                self.usage_purge = self.usage_purge.max(Some(before));
-            }
-            StateChange::PurgeExpired { now } => {
-                self.purge = Some(self.purge.map_or(now, |before| before.max(now)));
-            }
-        }
-    }
-
-    fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    fn len(&self) -> usize {
-        self.quota.len()
-            + self.deny.len()
-            + self.bans.len()
-            + usize::from(self.purge.is_some())
-            + usize::from(self.audit_head.is_some())
-            + self.client_keys.len()
-            + self.usage.len()
-            + usize::from(self.usage_purge.is_some())
-    }
-
-    /// Puts back a batch whose write failed. Changes submitted since are newer and win.
-    fn restore(&mut self, older: Self) {
-        for (key, usage) in older.quota {
-            self.quota.entry(key).or_insert(usage);
-        }
-        for (key, entry) in older.deny {
-            self.deny.entry(key).or_insert(entry);
-        }
-        for (key, ban) in older.bans {
-            self.bans.entry(key).or_insert(ban);
-        }
-        for (id, key) in older.client_keys {
-            self.client_keys.entry(id).or_insert(key);
-        }
-        // Usage deltas are additive: the failed batch's are summed into the newer ones, never
-        // dropped for them.
-        for (key, counts) in older.usage {
-            self.usage.entry(key).or_default().add(&counts);
-        }
-        self.usage_purge = self.usage_purge.max(older.usage_purge);
-        self.purge = self.purge.max(older.purge);
-        if self.audit_head.is_none() {
-            self.audit_head = older.audit_head;
-        }
-    }
 }
 
 /// Marks the writer as stopped however its thread ends, so that flushers stop waiting and
