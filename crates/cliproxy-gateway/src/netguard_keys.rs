@@ -13,6 +13,10 @@ use http::header;
 pub fn netguard_error(error: &Error) -> String {
     match error {
         // The file first, as the operator looks for it in the log, then the key that names it.
+        // A Redis store names itself `Redis at host:port (keys …)`: its key is `state.redis`.
+        Error::State { path, message } if path.to_string_lossy().starts_with("Redis at ") => {
+            format!("state store {} (state.redis): {message}", path.display())
+        }
         Error::State { path, message } => {
             format!("state store {} (state.path): {message}", path.display())
         }
@@ -97,6 +101,9 @@ pub fn setting_key(setting: Setting) -> &'static str {
         Setting::CipherSuites => "server.tls.cipher_suites",
         Setting::HandshakeTimeout => "server.tls.handshake_timeout",
         Setting::ReloadInterval => "server.tls.reload_interval",
+        Setting::RedisUrl => "state.redis.url",
+        Setting::RedisCaFile => "state.redis.ca_file",
+        Setting::RedisTimeout => "state.redis.timeout",
         // A setting added to netguard before this table learns it: the section at least.
         _ => "server.tls",
     }
@@ -132,6 +139,30 @@ mod tests {
         FakeClock, GlobalRateLimiter, HeadersConfig, IpFilter, IpRateLimiter, RequestFields,
         RequestKind, SecurityHeaders, TlsConfig, TlsFile, TlsProblem, TokenCap, Validator, Verdict,
     };
+
+    #[test]
+    fn redis_errors_name_the_state_redis_keys() {
+        let url = cliproxy_netguard::Error::Redis {
+            setting: cliproxy_netguard::Setting::RedisUrl,
+            message: "the Redis URL cannot be used".to_owned(),
+        };
+        assert_eq!(super::netguard_error(&url), "state.redis.url: the Redis URL cannot be used");
+        let timeout = cliproxy_netguard::Error::InvalidDuration {
+            setting: cliproxy_netguard::Setting::RedisTimeout,
+            value: Duration::from_secs(60),
+            allowed: "between 1ms and 10s",
+        };
+        assert!(super::netguard_error(&timeout).starts_with("state.redis.timeout: "));
+        let down = cliproxy_netguard::Error::State {
+            path: PathBuf::from("Redis at 127.0.0.1:6379 (keys cliproxy:*)"),
+            message: "cannot read".to_owned(),
+        };
+        assert!(
+            super::netguard_error(&down).contains("(state.redis)"),
+            "{}",
+            super::netguard_error(&down)
+        );
+    }
 
     use super::*;
 

@@ -51,7 +51,7 @@ pub enum Error {
         problem: TlsProblem,
     },
     /// The shared state store (Redis) cannot be used as configured.
-    #[error("state.redis: {message}")]
+    #[error("{message}")]
     Redis {
         /// The setting at fault.
         setting: Setting,

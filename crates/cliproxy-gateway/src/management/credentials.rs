@@ -139,8 +139,7 @@ where
     })?;
     let credential = build_credential(plane, input).map_err(bad)?;
     let store = &plane.vault().store;
-    let stored = credential
-        .meta(store.location().join(format!("{}.json", credential.id)), store.write_protection());
+    let stored = credential.meta(store.record_path(&credential.id), store.write_protection());
     note.credential = Some(format!("{}/{}", stored.provider, stored.id));
     plane.store_credential(credential).await?;
     info!(log, "credential added"; "event_type" => "config_change", "provider" => &stored.provider,
