@@ -79,6 +79,16 @@ pub fn vault_error_message(error: &Error) -> String {
             let setting = if op.ends_with("the credential directory") { " (auth.dir)" } else { "" };
             format!("{}: cannot {op}{setting}: {source}", path.display())
         }
+        // `auth.store: redis`: the server is `state.redis`'s.
+        Error::Redis { .. } => format!(
+            "auth.store: redis: {error} (the server of state.redis.url; check that it answers)"
+        ),
+        Error::RedisNeedsEncryption => format!(
+            "auth.store: redis with auth.encryption off: {error} (set auth.encryption.enabled: true and auth.encryption.key; `cliproxy-server keygen` prints one)"
+        ),
+        Error::RedisNotGiven => format!(
+            "auth.store: redis: {error} (set state.backend: redis and state.redis.url)"
+        ),
         other => other.to_string(),
     }
 }
@@ -146,6 +156,20 @@ mod tests {
     use cliproxy_vault::{ClientKeyConfig, ClientKeys, Config, EncryptionConfig};
 
     use super::*;
+
+    #[test]
+    fn redis_store_errors_name_the_keys_that_fix_them() {
+        let text = vault_error_message(&Error::RedisNeedsEncryption);
+        assert!(
+            text.starts_with("auth.store: redis") && text.contains("auth.encryption.key"),
+            "{text}"
+        );
+        let text = vault_error_message(&Error::RedisNotGiven);
+        assert!(
+            text.contains("state.backend: redis") && text.contains("state.redis.url"),
+            "{text}"
+        );
+    }
 
     const KEY: &str = "q83vEjRWeJCrze8SNFZ4kKvN7xI0VniQq83vEjRWeJA=";
 
