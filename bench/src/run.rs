@@ -1854,6 +1854,28 @@ mod tests {
         assert!(error.contains("no scenario 10"), "{error}");
     }
 
+    #[test]
+    fn redis_figures_split_the_hot_path_from_the_batches() {
+        // 1,000 requests: 1,000 reserves (one HGETALL each) and 150 batch calls, 12 commands
+        // inside each reserve and 20 inside each batch, 0.05 s of Redis CPU.
+        let text = "cmdstat_evalsha:calls=1150,usec=60000\r\n\
+                    cmdstat_hgetall:calls=1000,usec=900\r\n\
+                    cmdstat_hget:calls=11000,usec=5000\r\n\
+                    cmdstat_hset:calls=3000,usec=2000\r\n";
+        let delta = RedisSample {
+            commands: crate::redis::parse_commandstats(text),
+            cpu_s: 0.05,
+            cpu_ns: 50_000_000,
+        };
+        let figures = RedisFigures::of(&delta, 1_000);
+        assert_eq!(figures.hot_path, 1.0);
+        assert_eq!(figures.off_path, 0.15);
+        assert_eq!(figures.commands, 16.15);
+        assert_eq!(figures.inner, 15.0);
+        assert_eq!(figures.script_us, 60.0);
+        assert!((figures.cpu_us - 50.0).abs() < 1e-9, "{figures:?}");
+    }
+
     fn tempfile_dir(name: &str) -> PathBuf {
         let dir =
             std::env::temp_dir().join(format!("cliproxy-bench-{name}-{}", std::process::id()));
