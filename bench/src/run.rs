@@ -25,6 +25,8 @@ use crate::shape::Shape;
 const GATEWAY_CPU: u8 = 0;
 /// The CPU of the mock and the load generator.
 const CLIENT_CPU: u8 = 1;
+/// The CPU of scenario 9's `redis-server`: the gateways' (see [`Bench::redis_backend`]).
+const REDIS_CPU: u8 = GATEWAY_CPU;
 /// How long a process may take to print its `listening` line.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -1279,7 +1281,7 @@ impl<'a> Bench<'a> {
         // microseconds), and the CPU Redis spends comes out of the gateways' core, so the
         // closed loop's ratio charges the Redis backend its whole cost.
         let mut redis = Redis::start(
-            || pinned(pin, GATEWAY_CPU, Path::new("redis-server")),
+            || pinned(pin, REDIS_CPU, Path::new("redis-server")),
             &self.work.join("redis"),
             &self.work.join("logs").join("redis.log"),
             &["--save", "", "--appendonly", "no"],
@@ -1308,7 +1310,8 @@ impl<'a> Bench<'a> {
                 redis.check_alive()?;
                 let name = BACKENDS[index];
                 self.keep(&format!("redis.open_loop.round{}.{name}", round + 1), &run.report)?;
-                self.keep(&format!("redis.open_loop.round{}.{name}.redis", round + 1), &run.redis)?;
+                let counters = format!("redis.open_loop.round{}.{name}.redis_counters", round + 1);
+                self.keep(&counters, &run.redis)?;
                 let figures = latency(&run.report)?;
                 p50[index].push(figures.p50_us);
                 p99[index].push(figures.p99_us);
@@ -1474,7 +1477,7 @@ impl<'a> Bench<'a> {
         // 4. Once, the same open loop on a Redis that writes its AOF every second, as a
         // deployment that keeps its state would run it (deploy/ does).
         let mut aof = Redis::start(
-            || pinned(pin, GATEWAY_CPU, Path::new("redis-server")),
+            || pinned(pin, REDIS_CPU, Path::new("redis-server")),
             &self.work.join("redis-aof"),
             &self.work.join("logs").join("redis-aof.log"),
             &["--save", "", "--appendonly", "yes", "--appendfsync", "everysec"],
@@ -1509,7 +1512,7 @@ impl<'a> Bench<'a> {
         self.redis_url = None;
 
         self.notes.push(format!(
-            "Scenario 9: redis-server {version}, started by the harness on a loopback port with `--save \"\" --appendonly no` (the last rows: `--appendonly yes --appendfsync everysec`), pinned with the gateway(s) to CPU {GATEWAY_CPU}; the mock and the load generator on CPU {CLIENT_CPU}. This machine has 2 CPUs shared by Redis, the gateways, the mock and the load generator: the scaling rows measure how instances share one core with Redis, not how Redis scales. Every gateway has all layers of scenario 5's \"all\" set, and its client key minute limits and a monthly quota far above the load (nothing is refused; every request is checked and reserved); Redis gateways: `state.redis.timeout: 200ms`, `on_unavailable: local`, each its own `server.instance_id`. Redis figures are deltas of `INFO commandstats` and `INFO cpu` over the Redis runs of the open loop ({requests} requests, warm-ups included), INFO itself left out; the hot path's script calls are counted by the reserve script's one `HGETALL` (the key's quota) per call. Redis's CPU while the Redis gateway sat idle: {:.1} ms per second.",
+            "Scenario 9: redis-server {version}, started by the harness on a loopback port with `--save \"\" --appendonly no` (the last rows: `--appendonly yes --appendfsync everysec`), pinned to CPU {REDIS_CPU}, the gateway(s) to CPU {GATEWAY_CPU}; the mock and the load generator on CPU {CLIENT_CPU}. This machine has 2 CPUs shared by Redis, the gateways, the mock and the load generator: the scaling rows measure how instances share one core with Redis, not how Redis scales. Every gateway has all layers of scenario 5's \"all\" set, and its client key minute limits and a monthly quota far above the load (nothing is refused; every request is checked and reserved); Redis gateways: `state.redis.timeout: 200ms`, `on_unavailable: local`, each its own `server.instance_id`. Redis figures are deltas of `INFO commandstats` and `INFO cpu` over the Redis runs of the open loop ({requests} requests, warm-ups included), INFO itself left out; the hot path's script calls are counted by the reserve script's one `HGETALL` (the key's quota) per call. Redis's CPU while the Redis gateway sat idle: {:.1} ms per second.",
             idle.cpu_s * 1e3 / idle_s.max(1e-9),
         ));
         Ok(())
