@@ -243,7 +243,9 @@ impl Layers {
 /// Scenario 9's client-key limits: far above anything the bench sends, so that nothing is
 /// refused, but present, so that the admission checks and reserves all of them — both minute
 /// buckets and a monthly token quota, on SQLite in memory and on Redis in its script. The quota
-/// stays below 2^53, where Lua's doubles are exact.
+/// stays below 2^53, where Lua's doubles are exact. One quota and no budget (nor a provider
+/// quota): the reserve script then reads exactly one quota hash per call (`HGETALL`), which is
+/// how [`RedisFigures`] counts the hot path's calls apart from the batches.
 const KEY_LIMITS: &str = "rate_limit: {requests_per_minute: 100000000, tokens_per_minute: 1000000000000}, quota: {limit: 1000000000000000, reset: monthly}";
 
 /// The secrets of one run, made fresh each time (nothing to leak, nothing in the source).
