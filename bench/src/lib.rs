@@ -13,7 +13,10 @@
 //! - `cliproxy-bench run`: the scenarios of issue 8, each direct to the mock and through the
 //!   real `cliproxy-server`, reported as difference and ratio against the budgets
 //!   ([`run`], [`Report`]); scenario 8 (issue 21) sets the gateway's translated path against
-//!   its untranslated one, with the request shapes of [`Shape`].
+//!   its untranslated one, with the request shapes of [`Shape`]; scenario 9 (issue 23) sets
+//!   the gateway on Redis (`state.backend: redis`, one to three instances on a
+//!   `redis-server` the runner starts) against the gateway on SQLite, and reads what a
+//!   request costs Redis from its own `INFO` counters.
 //!
 //! ```no_run
 //! # async fn example() -> anyhow::Result<()> {
@@ -40,6 +43,7 @@ pub mod limiter;
 pub mod load;
 pub mod mock;
 mod procs;
+mod redis;
 pub mod relay;
 mod report;
 mod run;

@@ -35,7 +35,9 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// Where requests go and how they authenticate.
 #[derive(Debug, Clone)]
 pub struct Target {
-    /// `http://127.0.0.1:PORT` or `https://127.0.0.1:PORT`.
+    /// `http://127.0.0.1:PORT` or `https://127.0.0.1:PORT`; or several of them separated by
+    /// spaces (scenario 9's gateways on one Redis), over which the connections are spread
+    /// round-robin, as a layer-4 load balancer spreads its clients' connections.
     pub base_url: String,
     /// Sent as `Authorization: Bearer`: the client key (gateway) or the mock's token (direct).
     pub token: String,
@@ -177,7 +179,7 @@ pub async fn run(target: &Target, mode: Mode, ready: Option<Ready>) -> Result<Lo
 pub async fn once(target: &Target) -> Result<()> {
     let mode = Mode::Closed { connections: 1, duration: Duration::ZERO, max_requests: Some(1) };
     let shot = Shot::new(target, mode)?;
-    shot.send().await.map_err(|sample| anyhow::anyhow!(sample))
+    shot.send(0).await.map_err(|sample| anyhow::anyhow!(sample))
 }
 
 /// `GET {base_url}{path}` and the body as JSON (the mock's `/stats`).
@@ -227,7 +229,8 @@ pub fn client(target: &Target) -> Result<Client<HttpsConnector<HttpConnector>, F
 #[derive(Clone)]
 struct Shot {
     client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
-    url: http::Uri,
+    /// The request URL on each base URL of the target (one but in scenario 9).
+    urls: Arc<[http::Uri]>,
     token: Arc<str>,
     shape: Shape,
     body: Bytes,
@@ -235,18 +238,30 @@ struct Shot {
 
 impl Shot {
     fn new(target: &Target, mode: Mode) -> Result<Self> {
-        let url = format!("{}{}", target.base_url.trim_end_matches('/'), target.shape.path());
+        let urls = target
+            .base_url
+            .split_whitespace()
+            .map(|base| {
+                let url = format!("{}{}", base.trim_end_matches('/'), target.shape.path());
+                url.parse().with_context(|| format!("the target URL {url} is not valid"))
+            })
+            .collect::<Result<Vec<http::Uri>>>()?;
+        if urls.is_empty() {
+            bail!("no target URL");
+        }
         Ok(Self {
             client: client(target)?,
-            url: url.parse().context("the target URL is not valid")?,
+            urls: urls.into(),
             token: Arc::from(target.token.as_str()),
             shape: target.shape,
             body: mode.body(target.shape),
         })
     }
 
-    fn request(&self) -> Result<Request<Full<Bytes>>> {
-        let mut request = Request::post(self.url.clone())
+    /// A request to the `index`-th target URL (round-robin: any index is valid).
+    fn request(&self, index: usize) -> Result<Request<Full<Bytes>>> {
+        let url = self.urls[index % self.urls.len()].clone();
+        let mut request = Request::post(url)
             .header(http::header::AUTHORIZATION, format!("Bearer {}", self.token))
             .header(http::header::CONTENT_TYPE, "application/json");
         if self.shape.is_anthropic() {
@@ -257,9 +272,10 @@ impl Shot {
         request.body(Full::new(self.body.clone())).context("cannot build the request")
     }
 
-    /// Sends one non-streamed request and reads the whole body; `Err` is the failure sample.
-    async fn send(&self) -> Result<(), String> {
-        let request = self.request().map_err(|e| format!("{e:#}"))?;
+    /// Sends one non-streamed request to the `index`-th target URL and reads the whole body;
+    /// `Err` is the failure sample.
+    async fn send(&self, index: usize) -> Result<(), String> {
+        let request = self.request(index).map_err(|e| format!("{e:#}"))?;
         let exchange = async {
             let response = self.client.request(request).await.map_err(|e| transport(&e))?;
             let status = response.status();
@@ -357,9 +373,9 @@ impl Outcome {
 /// connections; failures are counted like any other.
 async fn warm_up(shot: &Shot, connections: usize, failures: &Arc<Failures>) {
     let mut tasks = JoinSet::new();
-    for _ in 0..connections {
+    for index in 0..connections {
         let shot = shot.clone();
-        tasks.spawn(async move { shot.send().await });
+        tasks.spawn(async move { shot.send(index).await });
     }
     while let Some(result) = tasks.join_next().await {
         match result {
@@ -413,10 +429,13 @@ async fn rate_loop(
             Err(e) => failures.add(format!("request task failed: {e}")),
         }
     };
+    let mut sent = 0_usize;
     while let Some(due) = rx.recv().await {
         let shot = shot.clone();
+        let index = sent;
+        sent += 1;
         tasks.spawn(async move {
-            let result = shot.send().await;
+            let result = shot.send(index).await;
             (due, result, Instant::now())
         });
         while let Some(result) = tasks.try_join_next() {
@@ -442,7 +461,7 @@ async fn closed_loop(
     let deadline = Instant::now() + duration;
     let sent = Arc::new(AtomicU64::new(0));
     let mut tasks = JoinSet::new();
-    for _ in 0..connections.max(1) {
+    for worker in 0..connections.max(1) {
         let shot = shot.clone();
         let sent = Arc::clone(&sent);
         let failures = Arc::clone(failures);
@@ -452,7 +471,7 @@ async fn closed_loop(
                 && max_requests.is_none_or(|max| sent.fetch_add(1, Ordering::Relaxed) < max)
             {
                 let start = Instant::now();
-                match shot.send().await {
+                match shot.send(worker).await {
                     Ok(()) => {
                         let done = Instant::now();
                         outcome.latency.record(done.duration_since(start));
@@ -478,7 +497,7 @@ async fn stream_loop(
     let streams = streams.max(1);
     let first_events = Arc::new(AtomicUsize::new(0));
     let mut tasks = JoinSet::new();
-    for _ in 0..streams {
+    for worker in 0..streams {
         let shot = shot.clone();
         let failures = Arc::clone(failures);
         let ready = ready.clone();
@@ -498,7 +517,7 @@ async fn stream_loop(
                 };
                 let result = tokio::time::timeout(
                     REQUEST_TIMEOUT,
-                    one_stream(&shot, events, &mut outcome, on_first),
+                    one_stream(&shot, worker, events, &mut outcome, on_first),
                 )
                 .await
                 .unwrap_or_else(|_| {
@@ -518,11 +537,12 @@ async fn stream_loop(
 /// then `[DONE]`.
 async fn one_stream(
     shot: &Shot,
+    index: usize,
     expected: u32,
     outcome: &mut Outcome,
     on_first: impl Fn(),
 ) -> Result<(), String> {
-    let request = shot.request().map_err(|e| format!("{e:#}"))?;
+    let request = shot.request(index).map_err(|e| format!("{e:#}"))?;
     let start = Instant::now();
     let response = shot.client.request(request).await.map_err(|e| transport(&e))?;
     let status = response.status();

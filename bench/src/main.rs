@@ -81,7 +81,7 @@ enum Role {
         /// Short durations (smoke run).
         #[arg(long)]
         quick: bool,
-        /// Run only this scenario (repeatable; 1..=8).
+        /// Run only this scenario (repeatable; 1..=9).
         #[arg(long = "scenario", value_name = "N")]
         scenarios: Vec<u8>,
         /// Output of `cargo bench -p cliproxy-netguard --bench limiter` (scenario 6).

@@ -15,6 +15,8 @@ pub enum Unit {
     FineMicros,
     /// Milliseconds.
     Millis,
+    /// Milliseconds to two decimals (Redis's CPU per second).
+    FineMillis,
     /// Nanoseconds.
     Nanos,
     /// Requests per second.
@@ -25,6 +27,8 @@ pub enum Unit {
     Fraction,
     /// A plain count.
     Count,
+    /// A plain figure to two decimals (operations per request, gateways per Redis).
+    Decimal,
 }
 
 impl Unit {
@@ -33,11 +37,13 @@ impl Unit {
             Unit::Micros => format!("{value:.0} µs"),
             Unit::FineMicros => format!("{value:.2} µs"),
             Unit::Millis => format!("{value:.1} ms"),
+            Unit::FineMillis => format!("{value:.2} ms"),
             Unit::Nanos => format!("{value:.1} ns"),
             Unit::Rps => format!("{value:.0}/s"),
             Unit::Mb => format!("{value:.1} MB"),
             Unit::Fraction => format!("{:.1}%", value * 100.0),
             Unit::Count => format!("{value:.0}"),
+            Unit::Decimal => format!("{value:.2}"),
         }
     }
 
@@ -112,7 +118,7 @@ pub enum Verdict {
 /// One figure of the report.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Row {
-    /// The scenario number (1..=8).
+    /// The scenario number (1..=9).
     pub scenario: u8,
     /// What is measured.
     pub measure: String,

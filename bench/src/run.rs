@@ -1,7 +1,8 @@
 //! The scenario runner behind `cargo xtask bench`: starts the mock, the gateway and the load
 //! generator as separate processes (pinned with `taskset`: the gateway on CPU 0, the mock and
 //! the load generator on CPU 1), runs each scenario direct to the mock and through the
-//! gateway, and writes `report.md` and `report.json`.
+//! gateway, and writes `report.md` and `report.json`. Scenario 9 sets the gateway on Redis
+//! against the gateway on SQLite, with its own `redis-server` on the gateway's CPU.
 
 use std::io::Write as _;
 use std::os::unix::fs::OpenOptionsExt;
@@ -16,6 +17,7 @@ use serde_json::Value;
 use crate::limiter::{self, LimiterFigures};
 use crate::load::{self, LoadReport, Mode, Target};
 use crate::procs::Proc;
+use crate::redis::{Redis, RedisSample};
 use crate::report::{Budget, Judged, Report, Row, Unit};
 use crate::shape::Shape;
 
@@ -23,6 +25,8 @@ use crate::shape::Shape;
 const GATEWAY_CPU: u8 = 0;
 /// The CPU of the mock and the load generator.
 const CLIENT_CPU: u8 = 1;
+/// The CPU of scenario 9's `redis-server`: the gateways' (see [`Bench::redis_backend`]).
+const REDIS_CPU: u8 = GATEWAY_CPU;
 /// How long a process may take to print its `listening` line.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -35,7 +39,7 @@ pub struct RunOptions {
     pub out: PathBuf,
     /// Short durations (a smoke run: figures indicative only).
     pub quick: bool,
-    /// The scenarios to run (1..=8); empty: all.
+    /// The scenarios to run (1..=9); empty: all.
     pub scenarios: Vec<u8>,
     /// The output of `cargo bench -p cliproxy-netguard --bench limiter` (scenario 6).
     pub limiter_output: Option<PathBuf>,
@@ -76,6 +80,13 @@ struct Plan {
     translation_stream_runs: u32,
     translation_events: u32,
     translation_interval: Duration,
+    /// Scenario 9's open loop: rounds of one run on SQLite and one on Redis, each this long.
+    redis_rate_rounds: usize,
+    redis_rate_for: Duration,
+    /// Scenario 9's closed loop: rounds of one run on SQLite and one on Redis.
+    redis_closed_rounds: usize,
+    /// Scenario 9's scaling: rounds of one closed-loop run on 1, 2 and 3 instances.
+    scale_rounds: usize,
 }
 
 impl Plan {
@@ -104,6 +115,10 @@ impl Plan {
                 translation_stream_runs: 5,
                 translation_events: 20,
                 translation_interval: Duration::from_millis(2),
+                redis_rate_rounds: 1,
+                redis_rate_for: Duration::from_secs(2),
+                redis_closed_rounds: 1,
+                scale_rounds: 1,
             }
         } else {
             Self {
@@ -129,6 +144,10 @@ impl Plan {
                 translation_stream_runs: 20,
                 translation_events: 50,
                 translation_interval: Duration::from_millis(2),
+                redis_rate_rounds: 3,
+                redis_rate_for: Duration::from_secs(10),
+                redis_closed_rounds: 5,
+                scale_rounds: 5,
             }
         }
     }
@@ -137,8 +156,8 @@ impl Plan {
 /// Runs the scenarios; writes and returns the report. Any broken scenario is an error.
 pub fn run(options: &RunOptions) -> Result<Report> {
     for scenario in &options.scenarios {
-        if !(1..=8).contains(scenario) {
-            bail!("there is no scenario {scenario} (1..=8)");
+        if !(1..=9).contains(scenario) {
+            bail!("there is no scenario {scenario} (1..=9)");
         }
     }
     let wanted = |n: u8| options.scenarios.is_empty() || options.scenarios.contains(&n);
@@ -172,6 +191,9 @@ pub fn run(options: &RunOptions) -> Result<Report> {
     if wanted(8) {
         bench.scenario(8, Bench::translation)?;
     }
+    if wanted(9) {
+        bench.scenario(9, Bench::redis_backend)?;
+    }
     let report = bench.finish()?;
     let markdown = report.markdown();
     let md_path = options.out.join("report.md");
@@ -184,20 +206,47 @@ pub fn run(options: &RunOptions) -> Result<Report> {
     Ok(report)
 }
 
-/// Which optional layers a gateway runs with (everything else is always on).
+/// Which optional layers a gateway runs with (everything else is always on), where it keeps
+/// its state, and whether its client key is under limits.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Layers {
+    /// Names the variant's files (auth directory, audit log, state) and, on Redis, the
+    /// instance (`server.instance_id`).
     name: &'static str,
     audit_metrics: bool,
     tls: bool,
+    /// `state.backend: redis` (on the run's `redis-server`) instead of SQLite.
+    redis: bool,
+    /// The client key has minute limits and a quota ([`KEY_LIMITS`]), so that every request
+    /// is checked and reserved against them (scenario 9).
+    key_limits: bool,
 }
 
 impl Layers {
-    const ALL: Self = Self { name: "all", audit_metrics: true, tls: false };
+    const ALL: Self =
+        Self { name: "all", audit_metrics: true, tls: false, redis: false, key_limits: false };
     const NO_AUDIT_METRICS: Self =
-        Self { name: "no-audit-metrics", audit_metrics: false, tls: false };
-    const TLS: Self = Self { name: "tls", audit_metrics: true, tls: true };
+        Self { audit_metrics: false, name: "no-audit-metrics", ..Self::ALL };
+    const TLS: Self = Self { name: "tls", tls: true, ..Self::ALL };
+    /// Scenario 9's gateway on SQLite: every layer, the client key under limits.
+    const SQLITE_LIMITED: Self = Self { name: "sqlite-limited", key_limits: true, ..Self::ALL };
+    /// Scenario 9's gateways on one Redis, the same layers and limits.
+    const REDIS: [Self; 3] = [
+        Self { name: "redis-1", redis: true, ..Self::SQLITE_LIMITED },
+        Self { name: "redis-2", redis: true, ..Self::SQLITE_LIMITED },
+        Self { name: "redis-3", redis: true, ..Self::SQLITE_LIMITED },
+    ];
+    /// Scenario 9's gateway on a Redis that writes its AOF (`appendfsync everysec`).
+    const REDIS_AOF: Self = Self { name: "redis-aof", redis: true, ..Self::SQLITE_LIMITED };
 }
+
+/// Scenario 9's client-key limits: far above anything the bench sends, so that nothing is
+/// refused, but present, so that the admission checks and reserves all of them — both minute
+/// buckets and a monthly token quota, on SQLite in memory and on Redis in its script. The quota
+/// stays below 2^53, where Lua's doubles are exact. One quota and no budget (nor a provider
+/// quota): the reserve script then reads exactly one quota hash per call (`HGETALL`), which is
+/// how [`RedisFigures`] counts the hot path's calls apart from the batches.
+const KEY_LIMITS: &str = "rate_limit: {requests_per_minute: 100000000, tokens_per_minute: 1000000000000}, quota: {limit: 1000000000000000, reset: monthly}";
 
 /// The secrets of one run, made fresh each time (nothing to leak, nothing in the source).
 #[derive(Debug, Clone)]
@@ -235,12 +284,17 @@ pub(crate) struct TlsFiles {
 /// load — the per-IP connection cap too, since every connection comes from 127.0.0.1 — IP allowlist 127.0.0.0/8, request validation, the encrypted vault, security headers),
 /// audit and metrics as `layers` says, TLS when `tls` is given; one `openai` provider at the
 /// mock for the `bench-*` models.
+///
+/// With `layers.redis`, the state is on the Redis server at `redis_url` (`timeout: 200ms`,
+/// `on_unavailable: local`) and the gateway names itself `layers.name`; without it, or
+/// without a URL, in SQLite.
 pub(crate) fn gateway_config(
     work: &Path,
     layers: &Layers,
     mock_url: &str,
     keys: &Keys,
     tls: Option<&TlsFiles>,
+    redis_url: Option<&str>,
 ) -> String {
     let q = |text: &str| serde_json::Value::from(text).to_string();
     let path = |p: PathBuf| q(&p.display().to_string());
@@ -253,8 +307,26 @@ pub(crate) fn gateway_config(
         None => String::new(),
     };
     let on = layers.audit_metrics;
+    let (instance, state) = match redis_url.filter(|_| layers.redis) {
+        Some(url) => (
+            format!("  instance_id: {}\n", q(layers.name)),
+            format!(
+                "state: {{backend: redis, redis: {{url: {}, timeout: 200ms, on_unavailable: local}}}}\n",
+                q(url)
+            ),
+        ),
+        None => (
+            String::new(),
+            format!(
+                "state: {{path: {}}}\n",
+                path(work.join("state").join(format!("{}.db", layers.name)))
+            ),
+        ),
+    };
+    let limits = if layers.key_limits { format!(", {KEY_LIMITS}") } else { String::new() };
     format!(
         "server:\n\
+         {instance}\
          \x20 host: 127.0.0.1\n\
          \x20 port: 0\n\
          \x20 shutdown_timeout: 1s\n\
@@ -269,7 +341,7 @@ pub(crate) fn gateway_config(
          \x20 rate_limit: {{enabled: true, requests_per_second: 1000000, burst: 1000000}}\n\
          auth:\n\
          \x20 api_keys:\n\
-         \x20   - {{name: bench, key: {client}}}\n\
+         \x20   - {{name: bench, key: {client}{limits}}}\n\
          \x20 dir: {auths}\n\
          \x20 encryption: {{enabled: true, key: {encryption}}}\n\
          providers:\n\
@@ -279,14 +351,13 @@ pub(crate) fn gateway_config(
          \x20 format: json\n\
          \x20 audit: {{enabled: {on}, file: {audit}}}\n\
          metrics: {{enabled: {on}, host: 127.0.0.1, port: 0}}\n\
-         state: {{path: {state}}}\n\
+         {state}\
          sandbox: {{require_non_root: false}}\n",
         client = q(&keys.client),
         auths = path(work.join("auths").join(layers.name)),
         encryption = q(&keys.encryption),
         mock = q(mock_url),
         audit = path(work.join("audit").join(format!("{}.log", layers.name))),
-        state = path(work.join("state").join(format!("{}.db", layers.name))),
     )
 }
 
@@ -313,6 +384,8 @@ struct Bench<'a> {
     started_gateways: usize,
     /// The variants whose `auth.dir` holds the credential (see [`Bench::add_credential`]).
     credentialed: std::collections::HashSet<&'static str>,
+    /// The `redis-server` the gateways with `layers.redis` start on (scenario 9).
+    redis_url: Option<String>,
 }
 
 impl<'a> Bench<'a> {
@@ -370,6 +443,7 @@ impl<'a> Bench<'a> {
             raw: serde_json::Map::new(),
             started_gateways: 0,
             credentialed: std::collections::HashSet::new(),
+            redis_url: None,
         };
         Ok(bench)
     }
@@ -407,12 +481,16 @@ impl<'a> Bench<'a> {
     }
 
     fn config_path(&self, layers: &Layers) -> Result<PathBuf> {
+        if layers.redis && self.redis_url.is_none() {
+            bail!("the {} gateway needs a running redis-server", layers.name);
+        }
         let yaml = gateway_config(
             &self.work,
             layers,
             &self.direct.base_url,
             &self.keys,
             layers.tls.then_some(&self.tls),
+            self.redis_url.as_deref(),
         );
         let path = self.work.join(format!("config-{}.yaml", layers.name));
         std::fs::write(&path, yaml).with_context(|| format!("cannot write {}", path.display()))?;
@@ -1195,6 +1273,384 @@ impl<'a> Bench<'a> {
         self.keep(&format!("{name}.cpu_us_per_round"), &figures)?;
         Ok((cpu, timing))
     }
+
+    // Scenario 9.
+    fn redis_backend(&mut self) -> Result<()> {
+        let plan = self.plan;
+        let pin = self.pin.is_some();
+        // Redis runs on the gateways' CPU: every request's round trip is then a wake-up on the
+        // same core (no inter-processor interrupt, which costs this hypervisor tens of
+        // microseconds), and the CPU Redis spends comes out of the gateways' core, so the
+        // closed loop's ratio charges the Redis backend its whole cost.
+        let mut redis = Redis::start(
+            || pinned(pin, REDIS_CPU, Path::new("redis-server")),
+            &self.work.join("redis"),
+            &self.work.join("logs").join("redis.log"),
+            &["--save", "", "--appendonly", "no"],
+        )?;
+        let version = redis.version()?;
+        self.redis_url = Some(redis.url());
+        let mut sqlite = self.start_gateway(&Layers::SQLITE_LIMITED)?;
+        let mut shared = vec![self.start_gateway(&Layers::REDIS[0])?];
+
+        // 1. The open loop at the fixed rate, SQLite and Redis taking turns round after round
+        // (which one goes first alternates), as scenario 2 does, so that both see the same
+        // spells of this machine's noise. Redis's counters are read around each run; the
+        // Redis runs' deltas are the cost per request.
+        let mode = Mode::Rate { rate: plan.rate, duration: plan.redis_rate_for };
+        let (mut p50, mut p99) = ([Vec::new(), Vec::new()], [Vec::new(), Vec::new()]);
+        let mut cost = RedisSample::default();
+        let mut idle = RedisSample::default();
+        let (mut requests, mut idle_s) = (0_u64, 0.0_f64);
+        let mut redis_p50 = Vec::new();
+        for round in 0..plan.redis_rate_rounds {
+            for turn in 0..2 {
+                let index = (round + turn) % 2;
+                let gateway = if index == 0 { &mut sqlite } else { &mut shared[0] };
+                let run = self.redis_load(&redis, &gateway.target, mode)?;
+                gateway.proc.check_alive()?;
+                redis.check_alive()?;
+                let name = BACKENDS[index];
+                self.keep(&format!("redis.open_loop.round{}.{name}", round + 1), &run.report)?;
+                let counters = format!("redis.open_loop.round{}.{name}.redis_counters", round + 1);
+                self.keep(&counters, &run.redis)?;
+                let figures = latency(&run.report)?;
+                p50[index].push(figures.p50_us);
+                p99[index].push(figures.p99_us);
+                if index == 1 {
+                    cost.add(&run.redis);
+                    requests += run.served;
+                    redis_p50.push(figures.p50_us);
+                } else {
+                    // What Redis does while the Redis gateway is idle (its background work).
+                    idle.add(&run.redis);
+                    idle_s += run.wall_s;
+                }
+            }
+        }
+        let rate = plan.rate;
+        let rounds = plan.redis_rate_rounds;
+        let us = Unit::Micros;
+        self.rows.push(Row::compare(
+            9,
+            format!("latency p50 at {rate} req/s: SQLite backend (\"direct\" column) vs Redis backend (\"gateway\" column), median of {rounds} rounds"),
+            us,
+            median(p50[0].clone()),
+            median(p50[1].clone()),
+            Some(Budget::at_most(Judged::Difference, 150.0)),
+        ));
+        self.rows.push(Row::compare(
+            9,
+            format!("latency p99 at {rate} req/s: SQLite vs Redis, median of {rounds} rounds"),
+            us,
+            median(p99[0].clone()),
+            median(p99[1].clone()),
+            None,
+        ));
+        let figures = RedisFigures::of(&cost, requests);
+        self.keep("redis.open_loop.cost", &cost)?;
+        self.keep("redis.open_loop.idle", &idle)?;
+        self.keep("redis.open_loop.requests", &requests)?;
+        self.keep("redis.open_loop.figures", &figures)?;
+        self.redis_cost_rows(&figures, rate);
+
+        // 2. The closed loop, as scenario 2: SQLite and Redis taking turns.
+        let connections = self.plan.closed_connections;
+        let mode = Mode::Closed { connections, duration: self.plan.closed_for, max_requests: None };
+        let (mut rps, mut kept) = ([Vec::new(), Vec::new()], Vec::new());
+        let mut gateway_cpu = [Vec::new(), Vec::new()];
+        let mut saturated = RedisSample::default();
+        let mut saturated_requests = 0_u64;
+        for round in 0..plan.redis_closed_rounds {
+            let mut pair = [0.0, 0.0];
+            for turn in 0..2 {
+                let index = (round + turn) % 2;
+                let gateway = if index == 0 { &mut sqlite } else { &mut shared[0] };
+                let cpu_before = gateway.proc.cpu_ns()?;
+                let run = self.redis_load(&redis, &gateway.target, mode)?;
+                let cpu = gateway.proc.cpu_ns()?.saturating_sub(cpu_before);
+                gateway.proc.check_alive()?;
+                redis.check_alive()?;
+                let name = BACKENDS[index];
+                self.keep(&format!("redis.closed_loop.round{}.{name}", round + 1), &run.report)?;
+                gateway_cpu[index].push(cpu as f64 / 1_000.0 / run.served.max(1) as f64);
+                if index == 1 {
+                    saturated.add(&run.redis);
+                    saturated_requests += run.served;
+                }
+                pair[index] = run.report.rps;
+                rps[index].push(run.report.rps);
+            }
+            if pair[0] <= 0.0 {
+                bail!("round {}: no throughput on SQLite", round + 1);
+            }
+            kept.push(pair[1] / pair[0]);
+        }
+        let rounds = kept.len();
+        self.rows.push(Row::compare(
+            9,
+            format!("throughput, closed loop, {connections} connections: SQLite (\"direct\" column) vs Redis (\"gateway\" column), median of {rounds} rounds"),
+            Unit::Rps,
+            median(rps[0].clone()),
+            median(rps[1].clone()),
+            None,
+        ));
+        self.rows.push(Row::single(
+            9,
+            format!(
+                "throughput kept on Redis, Redis ÷ SQLite (median of the {rounds} rounds' ratios)"
+            ),
+            Unit::Fraction,
+            median(kept),
+            Some(Budget::at_least(Judged::Value, 0.60)),
+        ));
+        self.rows.push(Row::compare(
+            9,
+            "gateway CPU per request at saturation (all its threads): SQLite vs Redis, median of the rounds",
+            Unit::FineMicros,
+            median(gateway_cpu[0].clone()),
+            median(gateway_cpu[1].clone()),
+            None,
+        ));
+        let at_saturation = RedisFigures::of(&saturated, saturated_requests);
+        self.keep("redis.closed_loop.figures", &at_saturation)?;
+        self.rows.push(Row::single(
+            9,
+            "Redis CPU per request at saturation (INFO cpu delta ÷ requests, closed loop)",
+            Unit::FineMicros,
+            at_saturation.cpu_us,
+            None,
+        ));
+        drop(sqlite);
+
+        // 3. One to three instances on the one Redis, the connections spread over them
+        // round-robin; every instance on the gateways' CPU, with Redis.
+        for layers in &Layers::REDIS[1..] {
+            let gateway = self.start_gateway(layers)?;
+            shared.push(gateway);
+        }
+        let mut totals: Vec<Vec<f64>> = vec![Vec::new(); shared.len()];
+        let mut per_request: Vec<Vec<f64>> = vec![Vec::new(); shared.len()];
+        for round in 0..plan.scale_rounds {
+            for turn in 0..shared.len() {
+                let count = (round + turn) % shared.len() + 1;
+                let urls: Vec<&str> =
+                    shared[..count].iter().map(|g| g.target.base_url.as_str()).collect();
+                let target = Target { base_url: urls.join(" "), ..shared[0].target.clone() };
+                let run = self.redis_load(&redis, &target, mode)?;
+                for gateway in &mut shared {
+                    gateway.proc.check_alive()?;
+                }
+                redis.check_alive()?;
+                self.keep(
+                    &format!("redis.scaling.round{}.instances{count}", round + 1),
+                    &run.report,
+                )?;
+                totals[count - 1].push(run.report.rps);
+                per_request[count - 1].push(run.redis.cpu_s * 1e6 / run.served.max(1) as f64);
+            }
+        }
+        let rounds = plan.scale_rounds;
+        let one = median(totals[0].clone());
+        for (index, figures) in totals.iter().enumerate() {
+            let count = index + 1;
+            let total = median(figures.clone());
+            self.rows.push(Row::single(
+                9,
+                format!("total throughput, closed loop, {count} instance(s) on one Redis, connections spread round-robin (median of {rounds} rounds)"),
+                Unit::Rps,
+                total,
+                None,
+            ));
+            if count > 1 {
+                self.rows.push(Row::single(
+                    9,
+                    format!("{count} instances ÷ 1 instance (this machine: 2 CPUs for Redis, the gateways, the mock and the load generator)"),
+                    Unit::Fraction,
+                    total / one,
+                    None,
+                ));
+            }
+        }
+        let per_request: Vec<f64> = per_request.into_iter().map(median).collect();
+        self.keep("redis.scaling.redis_cpu_us_per_request", &per_request)?;
+        drop(shared);
+
+        // 4. Once, the same open loop on a Redis that writes its AOF every second, as a
+        // deployment that keeps its state would run it (deploy/ does).
+        let mut aof = Redis::start(
+            || pinned(pin, REDIS_CPU, Path::new("redis-server")),
+            &self.work.join("redis-aof"),
+            &self.work.join("logs").join("redis-aof.log"),
+            &["--save", "", "--appendonly", "yes", "--appendfsync", "everysec"],
+        )?;
+        self.redis_url = Some(aof.url());
+        let mut durable = self.start_gateway(&Layers::REDIS_AOF)?;
+        let mode = Mode::Rate { rate: plan.rate, duration: plan.redis_rate_for };
+        let run = self.redis_load(&aof, &durable.target, mode)?;
+        durable.proc.check_alive()?;
+        aof.check_alive()?;
+        self.keep("redis.aof.open_loop", &run.report)?;
+        self.keep("redis.aof.redis", &run.redis)?;
+        let with_aof = RedisFigures::of(&run.redis, run.served);
+        self.rows.push(Row::compare(
+            9,
+            "with appendonly yes, appendfsync everysec (one run): Redis CPU per request, no AOF (\"direct\" column, open loop above) vs AOF (\"gateway\" column)",
+            Unit::FineMicros,
+            figures.cpu_us,
+            with_aof.cpu_us,
+            None,
+        ));
+        self.rows.push(Row::compare(
+            9,
+            format!("with appendonly yes, appendfsync everysec (one run): latency p50 at {rate} req/s, no AOF (median above) vs AOF"),
+            us,
+            median(redis_p50),
+            latency(&run.report)?.p50_us,
+            None,
+        ));
+        drop(durable);
+        drop(aof);
+        self.redis_url = None;
+
+        self.notes.push(format!(
+            "Scenario 9: redis-server {version}, started by the harness on a loopback port with `--save \"\" --appendonly no` (the last rows: `--appendonly yes --appendfsync everysec`), pinned to CPU {REDIS_CPU}, the gateway(s) to CPU {GATEWAY_CPU}; the mock and the load generator on CPU {CLIENT_CPU}. This machine has 2 CPUs shared by Redis, the gateways, the mock and the load generator: the scaling rows measure how instances share one core with Redis, not how Redis scales. Every gateway has all layers of scenario 5's \"all\" set, and its client key minute limits and a monthly quota far above the load (nothing is refused; every request is checked and reserved); Redis gateways: `state.redis.timeout: 200ms`, `on_unavailable: local`, each its own `server.instance_id`. Redis figures are deltas of `INFO commandstats` and `INFO cpu` over the Redis runs of the open loop ({requests} requests, warm-ups included), INFO itself left out; the hot path's script calls are counted by the reserve script's one `HGETALL` (the key's quota) per call. Redis's CPU while the Redis gateway sat idle: {:.1} ms per second.",
+            idle.cpu_s * 1e3 / idle_s.max(1e-9),
+        ));
+        Ok(())
+    }
+
+    /// Scenario 9's rows of Redis's cost per request and of how many gateways one Redis
+    /// serves (`docs/scale.md`'s arithmetic: a Redis core kept at most 70 % busy).
+    fn redis_cost_rows(&mut self, figures: &RedisFigures, rate: u32) {
+        let per = Unit::Decimal;
+        let rows = [
+            (
+                "Redis round trips per request on the hot path (reserve script calls ÷ requests)",
+                per,
+                figures.hot_path,
+            ),
+            (
+                "Redis script calls per request off the path (settlement and state batches, amortised)",
+                per,
+                figures.off_path,
+            ),
+            (
+                "Redis commands per request in all (INFO commandstats, the scripts' redis.call included)",
+                per,
+                figures.commands,
+            ),
+            (
+                "of which inside the scripts (every command but EVALSHA/EVAL, per request)",
+                per,
+                figures.inner,
+            ),
+            (
+                "Redis time executing commands per request (INFO commandstats usec of EVALSHA/EVAL)",
+                Unit::FineMicros,
+                figures.script_us,
+            ),
+            (
+                "Redis CPU per request c (INFO cpu delta ÷ requests)",
+                Unit::FineMicros,
+                figures.cpu_us,
+            ),
+        ];
+        for (measure, unit, value) in rows {
+            self.rows.push(Row::single(9, measure, unit, value, None));
+        }
+        // c µs per request is c ms of CPU in each second at 1,000 requests/s.
+        self.rows.push(Row::single(
+            9,
+            format!("Redis CPU per 1,000 req/s (ms of CPU per second; measured at {rate} req/s)"),
+            Unit::FineMillis,
+            figures.cpu_us,
+            None,
+        ));
+        let serves = 0.7e6 / figures.cpu_us;
+        self.rows.push(Row::single(
+            9,
+            "requests/s one Redis core serves at 70 % busy (R = 0.7 / c)",
+            Unit::Rps,
+            serves,
+            None,
+        ));
+        for each in [1_000.0, 5_000.0] {
+            self.rows.push(Row::single(
+                9,
+                format!("gateways one Redis serves at {each:.0} req/s each (R ÷ {each:.0})"),
+                Unit::Decimal,
+                serves / each,
+                None,
+            ));
+        }
+    }
+
+    /// [`Bench::checked_load`] with Redis's counters read around it.
+    fn redis_load(&self, redis: &Redis, target: &Target, mode: Mode) -> Result<RedisRun> {
+        let served = self.mock_served()?;
+        let before = redis.sample()?;
+        let started = Instant::now();
+        let report = self.checked_load(target, mode, None)?;
+        let wall_s = started.elapsed().as_secs_f64();
+        let after = redis.sample()?;
+        let served = self.mock_served()?.saturating_sub(served);
+        Ok(RedisRun { report, redis: after.since(&before), served, wall_s })
+    }
+}
+
+/// Scenario 9's two backends, in the order of its figures.
+const BACKENDS: [&str; 2] = ["sqlite", "redis"];
+
+/// One load run of scenario 9 with what Redis did meanwhile.
+struct RedisRun {
+    report: LoadReport,
+    /// Redis's counters over the run ([`RedisSample::since`]).
+    redis: RedisSample,
+    /// Requests the mock answered, the load generator's warm-ups included (they went
+    /// through Redis too).
+    served: u64,
+    /// The run's wall time, the load generator's start and warm-up included.
+    wall_s: f64,
+}
+
+/// What a request costs Redis, from the counters of some runs and the requests they served.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+struct RedisFigures {
+    /// Reserve script calls per request: the script reads the client key's quota hash with
+    /// one `HGETALL` per call, and nothing else sends `HGETALL` while requests run.
+    hot_path: f64,
+    /// The other script calls per request: settlement batches and the state store's writes.
+    off_path: f64,
+    /// Every command Redis counted, per request (inner `redis.call`s included).
+    commands: f64,
+    /// Every command but the script calls themselves, per request.
+    inner: f64,
+    /// Microseconds Redis spent in the script calls, per request.
+    script_us: f64,
+    /// Redis's CPU (user + system) per request, in microseconds.
+    cpu_us: f64,
+}
+
+impl RedisFigures {
+    fn of(delta: &RedisSample, requests: u64) -> Self {
+        let n = requests.max(1) as f64;
+        let scripts = delta.calls("evalsha") + delta.calls("eval");
+        let reserves = delta.calls("hgetall");
+        let script_usec = ["evalsha", "eval"]
+            .iter()
+            .filter_map(|name| delta.commands.get(*name))
+            .map(|stat| stat.usec)
+            .sum::<u64>();
+        Self {
+            hot_path: reserves as f64 / n,
+            off_path: scripts.saturating_sub(reserves) as f64 / n,
+            commands: delta.total_calls() as f64 / n,
+            inner: delta.total_calls().saturating_sub(scripts) as f64 / n,
+            script_us: script_usec as f64 / n,
+            cpu_us: delta.cpu_s * 1e6 / n,
+        }
+    }
 }
 
 /// A stream run's time to first event (p50) and time between events (p99), in µs.
@@ -1213,7 +1669,8 @@ fn scenario_name(number: u8) -> &'static str {
         5 => "layer costs",
         6 => "per-IP limiter",
         7 => "cold start and idle memory",
-        _ => "translation (Anthropic client, OpenAI provider)",
+        8 => "translation (Anthropic client, OpenAI provider)",
+        _ => "Redis backend (SQLite vs Redis, 1 to 3 instances, Redis cost per request)",
     }
 }
 
@@ -1331,7 +1788,7 @@ mod tests {
         for (layers, tls) in
             [(Layers::ALL, None), (Layers::NO_AUDIT_METRICS, None), (Layers::TLS, Some(&tls))]
         {
-            let yaml = gateway_config(&dir, &layers, "http://127.0.0.1:9", &keys, tls);
+            let yaml = gateway_config(&dir, &layers, "http://127.0.0.1:9", &keys, tls, None);
             let config = cliproxy_server::config::Config::from_yaml(&yaml)
                 .unwrap_or_else(|e| panic!("{e}\n{yaml}"));
             let text = format!("{config:?}");
@@ -1340,6 +1797,32 @@ mod tests {
             assert_eq!(yaml.contains("audit: {enabled: true"), layers.audit_metrics, "{yaml}");
             assert_eq!(yaml.contains("tls: {enabled: true"), layers.tls, "{yaml}");
         }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn scenario_9_configs_load_with_limits_and_their_backend() {
+        let dir = tempfile_dir("config-9");
+        let keys = keys();
+        let url = "redis://127.0.0.1:6390";
+        for layers in
+            [Layers::SQLITE_LIMITED, Layers::REDIS[0], Layers::REDIS[2], Layers::REDIS_AOF]
+        {
+            let yaml = gateway_config(&dir, &layers, "http://127.0.0.1:9", &keys, None, Some(url));
+            let config = cliproxy_server::config::Config::from_yaml(&yaml)
+                .unwrap_or_else(|e| panic!("{e}\n{yaml}"));
+            let text = format!("{config:?}");
+            assert!(!text.contains(&keys.client), "the client key is redacted in Debug");
+            assert!(yaml.contains(KEY_LIMITS), "{yaml}");
+            assert_eq!(yaml.contains("backend: redis"), layers.redis, "{yaml}");
+            assert_eq!(yaml.contains(url), layers.redis, "{yaml}");
+            let named = format!("instance_id: \"{}\"", layers.name);
+            assert_eq!(yaml.contains(&named), layers.redis, "{yaml}");
+        }
+        // Without a running Redis a Redis variant is not silently put on SQLite: the runner
+        // refuses it (`config_path`), and the config itself falls back only when asked.
+        let yaml = gateway_config(&dir, &Layers::ALL, "http://127.0.0.1:9", &keys, None, Some(url));
+        assert!(!yaml.contains("backend: redis") && !yaml.contains(KEY_LIMITS), "{yaml}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -1367,13 +1850,35 @@ mod tests {
             server: PathBuf::from("/nonexistent"),
             out: PathBuf::from("/nonexistent"),
             quick: true,
-            scenarios: vec![9],
+            scenarios: vec![10],
             limiter_output: None,
             pin: false,
             command: String::new(),
         };
         let error = run(&options).unwrap_err().to_string();
-        assert!(error.contains("no scenario 9"), "{error}");
+        assert!(error.contains("no scenario 10"), "{error}");
+    }
+
+    #[test]
+    fn redis_figures_split_the_hot_path_from_the_batches() {
+        // 1,000 requests: 1,000 reserves (one HGETALL each) and 150 batch calls, 12 commands
+        // inside each reserve and 20 inside each batch, 0.05 s of Redis CPU.
+        let text = "cmdstat_evalsha:calls=1150,usec=60000\r\n\
+                    cmdstat_hgetall:calls=1000,usec=900\r\n\
+                    cmdstat_hget:calls=11000,usec=5000\r\n\
+                    cmdstat_hset:calls=3000,usec=2000\r\n";
+        let delta = RedisSample {
+            commands: crate::redis::parse_commandstats(text),
+            cpu_s: 0.05,
+            cpu_ns: 50_000_000,
+        };
+        let figures = RedisFigures::of(&delta, 1_000);
+        assert_eq!(figures.hot_path, 1.0);
+        assert_eq!(figures.off_path, 0.15);
+        assert_eq!(figures.commands, 16.15);
+        assert_eq!(figures.inner, 15.0);
+        assert_eq!(figures.script_us, 60.0);
+        assert!((figures.cpu_us - 50.0).abs() < 1e-9, "{figures:?}");
     }
 
     fn tempfile_dir(name: &str) -> PathBuf {

@@ -115,6 +115,39 @@ async fn errors_in_the_middle_of_a_run_fail_it() {
 }
 
 #[tokio::test]
+async fn several_base_urls_share_the_load_round_robin() {
+    // Scenario 9's instances: three mocks behind one target, connections spread over them.
+    let mut mocks = Vec::new();
+    for _ in 0..3 {
+        mocks.push(start_mock(None).await);
+    }
+    let urls: Vec<&str> = mocks.iter().map(|(target, _, _)| target.base_url.as_str()).collect();
+    let target = Target { base_url: urls.join(" "), ..mocks[0].0.clone() };
+
+    // Closed loop over 6 connections: 2 warm-up requests and 2 connections per mock, every
+    // connection sending to its own mock; 60 measured requests in all.
+    let mode =
+        Mode::Closed { connections: 6, duration: Duration::from_secs(30), max_requests: Some(60) };
+    let report = load::run(&target, mode, None).await.unwrap();
+    assert_eq!(report.ok, 60);
+    let served: Vec<u64> = mocks.iter().map(|(_, stats, _)| stats.served()).collect();
+    assert_eq!(served.iter().sum::<u64>(), 66, "{served:?}");
+    assert!(served.iter().all(|&n| n > 2), "each mock beyond its warm-ups: {served:?}");
+
+    // Open loop: request i goes to mock i mod 3, exactly (16 warm-ups, then 30 requests).
+    let before = served;
+    let mode = Mode::Rate { rate: 200, duration: Duration::from_millis(150) };
+    let report = load::run(&target, mode, None).await.unwrap();
+    assert_eq!(report.ok, 30);
+    let added: Vec<u64> =
+        mocks.iter().zip(&before).map(|((_, stats, _), before)| stats.served() - before).collect();
+    assert_eq!(added, [6 + 10, 5 + 10, 5 + 10]);
+    for (_, _, task) in mocks {
+        task.abort();
+    }
+}
+
+#[tokio::test]
 async fn nothing_listening_is_a_transport_error() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

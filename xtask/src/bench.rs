@@ -17,7 +17,9 @@ pub(crate) struct Args {
     quick: bool,
     /// Run only this scenario (repeatable): 1 fixed rate, 2 closed loop, 3 streaming,
     /// 4 open streams, 5 layer costs, 6 per-IP limiter, 7 cold start and idle RSS,
-    /// 8 translation (CPU of an Anthropic client's request and stream to an OpenAI provider).
+    /// 8 translation (CPU of an Anthropic client's request and stream to an OpenAI provider),
+    /// 9 Redis backend (SQLite vs Redis, 1 to 3 instances on one Redis, Redis's cost per
+    /// request; needs `redis-server`).
     #[arg(long = "scenario", value_name = "N")]
     scenarios: Vec<u8>,
     /// Do not pin the processes to CPUs with taskset.
