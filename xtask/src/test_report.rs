@@ -210,7 +210,7 @@ const CATEGORIES: &[Category] = &[
     Category {
         name: "secret-leaks",
         title: "Secret leaks",
-        what: "Every kind of secret planted (provider keys, OAuth tokens, client and management keys, the vault key); every gateway the end-to-end suite starts is swept at the end (logs and panics, audit files, `/metrics`, `/v0/management/status`), and every error path's body and headers are searched.",
+        what: "Every kind of secret planted (provider keys, OAuth tokens, client and management keys, the vault key); every gateway the end-to-end suite starts is swept at the end (logs and panics, audit files, `/metrics`, `/v0/management/status`), every Redis server of the Redis tests is swept (each key's value and its `DUMP`), and every error path's body and headers are searched.",
         source: "tests/e2e/leaks.rs and the sweep in tests/src",
         tests: &["no_error_answer_carries_a_planted_secret"],
         figures: &[
@@ -223,6 +223,7 @@ const CATEGORIES: &[Category] = &[
             "successful answers scanned",
             "successful answer bytes scanned",
             "hits in the answers scanned",
+            "bytes of Redis values scanned",
         ],
     },
     Category {
