@@ -360,8 +360,11 @@ PY
     ((${#compose_env[@]} > 0)) || fail "gateway-$n: no environment read from docker-compose.redis.yml"
     url=$(printf '%s\n' "${compose_env[@]}" | sed -n 's/^CLIPROXY_STATE__REDIS__URL=//p')
     [[ "$url" == *@redis:6379/* ]] || fail "gateway-$n: state.redis.url does not name redis:6379"
-    # Later assignments win: what cannot be the same outside a container.
+    # Later assignments win: what cannot be the same outside a container. The instance id
+    # is the container's hostname there (gateway-N); host processes share one hostname, and
+    # two instances under one id would share one audit head in Redis.
     host_env=(
+        CLIPROXY_SERVER__INSTANCE_ID="gateway-$n"
         CLIPROXY_STATE__REDIS__URL="${url/@redis:6379\//@127.0.0.1:$redis_port/}"
         CLIPROXY_SERVER__HOST=127.0.0.1 CLIPROXY_SERVER__PORT="${gateway_ports[-1]}"
         CLIPROXY_AUTH__DIR="$dir/auths" CLIPROXY_LOGGING__AUDIT__FILE="$dir/audit/audit.log"
